@@ -1,0 +1,10 @@
+//! Vireo's legacy platform devices and the buses they sit on.
+//!
+//! What a PC guest expects before any PCI device exists: the 16550 UART on
+//! COM1, the i8042 (only for its reset line), the CMOS real-time clock, and
+//! the ACPI fixed registers for power-off and reset. Devices signal the VMM
+//! through event fds and never call into it.
+
+pub mod bus;
+
+pub use bus::{Bus, BusDevice, BusError};
