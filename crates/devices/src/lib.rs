@@ -5,6 +5,16 @@
 //! the ACPI fixed registers for power-off and reset. Devices signal the VMM
 //! through event fds and never call into it.
 
+pub mod acpi_pm;
 pub mod bus;
+pub mod cmos;
+pub mod debugcon;
+pub mod i8042;
+pub mod serial;
 
+pub use acpi_pm::AcpiPm;
 pub use bus::{Bus, BusDevice, BusError};
+pub use cmos::{Cmos, CmosMemory};
+pub use debugcon::DebugConsole;
+pub use i8042::I8042;
+pub use serial::{Serial, SharedOutput};
