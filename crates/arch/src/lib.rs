@@ -6,4 +6,11 @@
 //! VM runs afterwards.
 
 pub mod acpi;
+pub mod boot;
+pub mod cpuid;
+mod error;
 pub mod layout;
+pub mod memory;
+pub mod regs;
+
+pub use error::Error;

@@ -1,14 +1,20 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The KVM boundary.
+//!
+//! Everything Vireo asks of `/dev/kvm` goes through this crate: opening it
+//! and checking what it can do, creating a VM with its in-kernel interrupt
+//! controllers, registering guest memory, wiring irqfds, and running vCPUs.
+//! It hides `kvm-ioctls` behind small types so the rest of the VMM speaks of
+//! VM exits, not ioctls. It knows nothing about boot protocols or devices.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod error;
+mod kick;
+mod system;
+mod vcpu;
+mod vm;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::{Error, Result};
+pub use kick::{install_kick_signal_handler, kick_signal};
+pub use kvm_bindings;
+pub use system::Hypervisor;
+pub use vcpu::{InternalError, IoHandler, Vcpu, VmExit};
+pub use vm::Vm;

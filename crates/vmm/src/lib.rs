@@ -1,14 +1,19 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The Vireo virtual machine monitor.
+//!
+//! Assembles a VM from a [`VmConfig`]: guest memory, the KVM VM and its
+//! in-kernel interrupt controllers, the platform devices on their buses,
+//! ACPI tables, the kernel, and one thread per vCPU; then waits for the
+//! guest to power off, reset or crash, or for the user to stop it. It never
+//! parses guest data itself: devices and `arch` do.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod config;
+mod error;
+mod machine;
+pub mod memory;
+pub mod signals;
+mod vcpu;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use config::{CpuTemplate, KernelSource, VmConfig};
+pub use error::{Error, Result};
+pub use hypervisor::Hypervisor;
+pub use machine::{run_once, validate, Console, Outcome, MAX_CPUS};

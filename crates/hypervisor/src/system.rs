@@ -1,0 +1,68 @@
+//! `/dev/kvm` itself: capabilities and host-wide queries.
+
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Cap, Kvm};
+
+use crate::error::{Error, IoctlContext, Result};
+use crate::vm::Vm;
+
+/// An open `/dev/kvm`.
+pub struct Hypervisor {
+    kvm: Kvm,
+}
+
+/// Capabilities Vireo cannot run without, with the name users see.
+const REQUIRED_CAPS: &[(Cap, &str)] = &[
+    (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+    (Cap::Pit2, "KVM_CAP_PIT2"),
+    (Cap::Irqfd, "KVM_CAP_IRQFD"),
+    (Cap::Ioeventfd, "KVM_CAP_IOEVENTFD"),
+    (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+    (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+    (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+];
+
+impl Hypervisor {
+    /// Open `/dev/kvm` and check that it offers what Vireo needs.
+    pub fn open() -> Result<Self> {
+        let kvm = Kvm::new().map_err(Error::OpenKvm)?;
+        let version = kvm.get_api_version();
+        if version != kvm_bindings::KVM_API_VERSION as i32 {
+            return Err(Error::ApiVersion(version));
+        }
+        for (cap, name) in REQUIRED_CAPS {
+            if !kvm.check_extension(*cap) {
+                return Err(Error::MissingCapability(name));
+            }
+        }
+        Ok(Self { kvm })
+    }
+
+    /// Most vCPUs one VM may have.
+    pub fn max_vcpus(&self) -> usize {
+        self.kvm.get_max_vcpus()
+    }
+
+    /// The CPUID leaves KVM can present to a guest on this host.
+    pub fn supported_cpuid(&self) -> Result<CpuId> {
+        self.kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .ioctl("KVM_GET_SUPPORTED_CPUID")
+    }
+
+    /// MSR indices KVM saves and restores for a vCPU.
+    pub fn msr_index_list(&self) -> Result<Vec<u32>> {
+        Ok(self
+            .kvm
+            .get_msr_index_list()
+            .ioctl("KVM_GET_MSR_INDEX_LIST")?
+            .as_slice()
+            .to_vec())
+    }
+
+    /// Create an empty VM.
+    pub fn create_vm(&self) -> Result<Vm> {
+        let fd = self.kvm.create_vm().ioctl("KVM_CREATE_VM")?;
+        Ok(Vm::new(fd, self.max_vcpus()))
+    }
+}

@@ -1,0 +1,318 @@
+//! Assembling one VM from its configuration, running it, and tearing it
+//! down when the guest powers off, resets, crashes, or the user stops it.
+
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use arch::boot::{load_kernel, BootSource};
+use arch::layout;
+use devices::acpi_pm::AcpiPm;
+use devices::cmos::{Cmos, CmosMemory};
+use devices::debugcon::DebugConsole;
+use devices::i8042::I8042;
+use devices::serial::{Serial, SharedOutput};
+use devices::Bus;
+use hypervisor::Hypervisor;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::config::{KernelSource, VmConfig};
+use crate::error::{Error, Result};
+use crate::memory::{create_guest_memory, GuestMemory};
+use crate::vcpu::{PlatformIo, VcpuShared, VcpuStop, VcpuThread};
+
+/// Most vCPUs a guest may have: APIC IDs must fit the MADT's xAPIC entries
+/// (255 is the broadcast ID).
+pub const MAX_CPUS: u32 = 254;
+
+/// How a VM's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest powered off.
+    PowerOff,
+    /// The guest reset the machine.
+    Reset,
+    /// A host signal (SIGINT, SIGTERM) or the console escape stopped it.
+    Stopped,
+    /// The guest could not continue; the text says why.
+    Crashed(String),
+}
+
+/// The host side of the serial console, shared by every boot of a VM.
+pub struct Console {
+    /// Where guest output goes.
+    pub output: SharedOutput,
+    /// Where the current boot's UART is, so host input can reach it.
+    pub serial: Arc<Mutex<Option<Arc<Mutex<Serial>>>>>,
+}
+
+impl Console {
+    /// A console writing to `output`.
+    pub fn new(output: SharedOutput) -> Self {
+        Self {
+            output,
+            serial: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+/// Events that end a boot, waited on by the managing thread.
+struct StopEvents {
+    power_off: EventFd,
+    reset: EventFd,
+    vcpu: Arc<VcpuShared>,
+}
+
+fn eventfd() -> Result<EventFd> {
+    EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host("eventfd", e))
+}
+
+/// Check what can be checked before anything is created.
+pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<()> {
+    let max = (hv.max_vcpus() as u32).min(MAX_CPUS);
+    if config.cpus == 0 || config.cpus > max {
+        return Err(Error::InvalidConfig(format!(
+            "--cpus {} is out of range (1 to {max} on this host)",
+            config.cpus
+        )));
+    }
+    Ok(())
+}
+
+fn open_kernel(source: &KernelSource) -> Result<File> {
+    match source {
+        KernelSource::Path(path) => File::open(path).map_err(|source| Error::Open {
+            what: "kernel",
+            path: path.clone(),
+            source,
+        }),
+        KernelSource::Embedded(bytes) => {
+            // linux-loader reads from a file; an anonymous memfd avoids a
+            // temporary file on disk.
+            // SAFETY: the name is a valid NUL-terminated string.
+            let fd = unsafe { libc::memfd_create(c"vireo-kernel".as_ptr(), libc::MFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(Error::Host("memfd_create", std::io::Error::last_os_error()));
+            }
+            // SAFETY: `fd` is a freshly created descriptor we own.
+            let mut file = unsafe { File::from_raw_fd(fd) };
+            file.write_all(bytes)
+                .and_then(|()| file.rewind())
+                .map_err(|e| Error::Host("memfd write", e))?;
+            Ok(file)
+        }
+    }
+}
+
+/// Build the VM described by `config` and run it until it stops.
+///
+/// `stop` is written by signal handlers or the console escape to ask for an
+/// orderly stop.
+pub fn run_once(
+    config: &VmConfig,
+    hv: &Hypervisor,
+    console: &Console,
+    stop: &EventFd,
+) -> Result<Outcome> {
+    validate(config, hv)?;
+    let mut kernel = open_kernel(&config.kernel)?;
+    let mut initrd = match &config.initrd {
+        Some(path) => Some(File::open(path).map_err(|source| Error::Open {
+            what: "initrd",
+            path: path.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let mem = create_guest_memory(config.memory)?;
+
+    let vm = hv.create_vm()?;
+    vm.register_memory(&mem)?;
+    vm.create_irqchip()?;
+
+    // Platform devices.
+    let events = StopEvents {
+        power_off: eventfd()?,
+        reset: eventfd()?,
+        vcpu: Arc::new(VcpuShared {
+            stopping: false.into(),
+            stop: Mutex::new(None),
+            stop_evt: eventfd()?,
+        }),
+    };
+    let clone = |e: &EventFd| e.try_clone().map_err(|e| Error::Host("eventfd clone", e));
+    let serial_irq = eventfd()?;
+    vm.register_irqfd(&serial_irq, layout::COM1_IRQ)?;
+    let serial = Arc::new(Mutex::new(Serial::new(serial_irq, console.output.clone())));
+    let mut pio = Bus::new();
+    pio.insert(
+        serial.clone(),
+        u64::from(layout::COM1_PORT),
+        devices::serial::SERIAL_PORT_RANGE_LEN,
+    )?;
+    pio.insert(
+        Arc::new(Mutex::new(I8042::new(clone(&events.reset)?))),
+        u64::from(layout::I8042_DATA_PORT),
+        devices::i8042::I8042_RANGE_LEN,
+    )?;
+    let low_mem = arch::memory::low_ram_end(config.memory);
+    let high_mem = config.memory - low_mem;
+    pio.insert(
+        Arc::new(Mutex::new(Cmos::new(CmosMemory {
+            below_4g: low_mem,
+            above_4g: high_mem,
+        }))),
+        u64::from(layout::CMOS_PORT),
+        devices::cmos::CMOS_RANGE_LEN,
+    )?;
+    let mut mmio = Bus::new();
+    mmio.insert(
+        Arc::new(Mutex::new(AcpiPm::new(
+            clone(&events.power_off)?,
+            clone(&events.reset)?,
+            layout::ACPI_S5_SLEEP_TYPE,
+            layout::ACPI_RESET_VALUE,
+        ))),
+        layout::ACPI_PM_MMIO_START,
+        layout::ACPI_PM_MMIO_SIZE,
+    )?;
+    mmio.insert(
+        Arc::new(Mutex::new(DebugConsole::new(console.output.clone()))),
+        layout::DEBUGCON_MMIO_START,
+        layout::DEBUGCON_MMIO_SIZE,
+    )?;
+    let io = Arc::new(PlatformIo { pio, mmio });
+
+    // Firmware tables and the kernel.
+    let rsdp = arch::acpi::create_acpi_tables(
+        &mem,
+        &arch::acpi::AcpiConfig {
+            num_cpus: config.cpus,
+            ..Default::default()
+        },
+    )
+    .map_err(arch::Error::from)?;
+    let entry = load_kernel(
+        &mem,
+        config.memory,
+        BootSource {
+            kernel: &mut kernel,
+            initrd: initrd.as_mut(),
+            cmdline: &config.cmdline,
+        },
+        rsdp,
+    )?;
+
+    // vCPUs: all get CPUID, MSRs, FPU and LINT wiring; only the BSP gets
+    // boot registers. APs wait for INIT-SIPI from the guest.
+    let supported = hv.supported_cpuid()?;
+    let mut vcpus = Vec::with_capacity(config.cpus as usize);
+    for id in 0..config.cpus {
+        let vcpu = vm.create_vcpu(id)?;
+        let cpuid = arch::cpuid::vcpu_cpuid(&supported, id, config.cpus, config.cpu_template)?;
+        vcpu.set_cpuid(&cpuid)?;
+        arch::regs::setup_msrs(&vcpu)?;
+        arch::regs::setup_fpu(&vcpu)?;
+        arch::regs::setup_lint(&vcpu)?;
+        if id == 0 {
+            arch::regs::setup_boot_vcpu(&vcpu, &mem, &entry)?;
+        }
+        vcpus.push(vcpu);
+    }
+
+    *lock(&console.serial) = Some(serial);
+    let result = run_vcpus(vcpus, &io, &mem, &events, stop);
+    *lock(&console.serial) = None;
+    result
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn run_vcpus(
+    vcpus: Vec<hypervisor::Vcpu>,
+    io: &Arc<PlatformIo>,
+    mem: &GuestMemory,
+    events: &StopEvents,
+    stop: &EventFd,
+) -> Result<Outcome> {
+    let mut threads = Vec::with_capacity(vcpus.len());
+    let mut spawn_error = None;
+    for vcpu in vcpus {
+        match VcpuThread::spawn(vcpu, io.clone(), mem.clone(), events.vcpu.clone()) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                spawn_error = Some(Error::SpawnVcpu(e));
+                break;
+            }
+        }
+    }
+    let outcome = match spawn_error {
+        None => wait_for_stop(events, stop),
+        Some(_) => Outcome::Stopped,
+    };
+    events.vcpu.stopping.store(true, Ordering::Release);
+    for t in &threads {
+        t.kick();
+    }
+    for t in threads {
+        t.join();
+    }
+    match spawn_error {
+        Some(e) => Err(e),
+        None => Ok(outcome),
+    }
+}
+
+/// Block until something ends this boot.
+fn wait_for_stop(events: &StopEvents, stop: &EventFd) -> Outcome {
+    let fds = [
+        &events.power_off,
+        &events.reset,
+        &events.vcpu.stop_evt,
+        stop,
+    ];
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|e| libc::pollfd {
+            fd: e.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // SAFETY: `pollfds` is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Outcome::Crashed(format!("waiting for VM events failed: {err}"));
+        }
+        let ready = |i: usize| pollfds[i].revents & libc::POLLIN != 0;
+        // A vCPU's report comes first: if the guest crashed while also
+        // poking the power-off register, the crash is what matters.
+        if ready(2) {
+            let stop = lock(&events.vcpu.stop).clone();
+            return match stop {
+                Some(VcpuStop::PowerOff) => Outcome::PowerOff,
+                Some(VcpuStop::Reset) => Outcome::Reset,
+                Some(VcpuStop::Crash(why)) => Outcome::Crashed(why),
+                None => continue,
+            };
+        }
+        if ready(0) {
+            return Outcome::PowerOff;
+        }
+        if ready(1) {
+            return Outcome::Reset;
+        }
+        if ready(3) {
+            return Outcome::Stopped;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Guest RAM: sized against what the host has, then mapped.
+
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use crate::error::{Error, Result};
+
+/// Guest memory as the VMM holds it.
+pub type GuestMemory = GuestMemoryMmap<()>;
+
+/// RAM plus swap of this host, in bytes.
+fn host_memory() -> Option<u64> {
+    // SAFETY: sysinfo only writes into the struct we pass.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable sysinfo struct.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return None;
+    }
+    let unit = u64::from(info.mem_unit.max(1));
+    Some((info.totalram as u64).saturating_add(info.totalswap as u64) * unit)
+}
+
+/// Map `size` bytes of guest RAM, laid out around the MMIO hole.
+///
+/// The mapping is lazy (pages are faulted in as the guest touches them), so
+/// the size is checked up front against the host's RAM and swap: otherwise
+/// a guest that touches all its memory would be killed by the OOM killer
+/// long after start.
+pub fn create_guest_memory(size: u64) -> Result<GuestMemory> {
+    if let Some(host) = host_memory() {
+        if size > host {
+            return Err(Error::NotEnoughHostMemory {
+                requested_mib: size >> 20,
+                host_mib: host >> 20,
+            });
+        }
+    }
+    let ranges = arch::memory::ram_regions(size)?
+        .into_iter()
+        .map(|(addr, len)| {
+            usize::try_from(len)
+                .map(|len| (addr, len))
+                .map_err(|_| Error::GuestMemory("size does not fit the address space".into()))
+        })
+        .collect::<Result<Vec<(GuestAddress, usize)>>>()?;
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryBackend;
+
+    #[test]
+    fn maps_around_the_hole_and_refuses_absurd_sizes() {
+        let m = create_guest_memory(64 << 20).unwrap();
+        assert_eq!(m.num_regions(), 1);
+        assert!(matches!(
+            create_guest_memory(1 << 50),
+            Err(Error::NotEnoughHostMemory { .. })
+        ));
+    }
+}

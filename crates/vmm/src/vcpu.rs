@@ -1,0 +1,232 @@
+//! vCPU threads: one per vCPU, each looping on `KVM_RUN` and reporting the
+//! exits that end the VM.
+
+use std::fmt::Write as _;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use devices::Bus;
+use hypervisor::{IoHandler, Vcpu, VmExit};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::memory::GuestMemory;
+
+/// `KVM_SYSTEM_EVENT_*` kinds.
+const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const SYSTEM_EVENT_RESET: u32 = 2;
+
+/// Why a vCPU stopped the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuStop {
+    /// The guest asked to power off through KVM (PSCI-style system event).
+    PowerOff,
+    /// The guest asked to reset through KVM.
+    Reset,
+    /// The guest cannot continue; the text says why and shows its state.
+    Crash(String),
+}
+
+/// State the vCPU threads share with the thread that manages them.
+pub struct VcpuShared {
+    /// Set when the VM is stopping; vCPU threads leave their loop.
+    pub stopping: AtomicBool,
+    /// The first stop a vCPU reported.
+    pub stop: Mutex<Option<VcpuStop>>,
+    /// Written when `stop` is set.
+    pub stop_evt: EventFd,
+}
+
+impl VcpuShared {
+    fn report(&self, stop: VcpuStop) {
+        let mut slot = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(stop);
+        }
+        // A full eventfd counter only means the manager is already awake.
+        let _ = self.stop_evt.write(1);
+    }
+}
+
+/// The port and MMIO buses, as seen from a vCPU.
+pub struct PlatformIo {
+    /// Port I/O bus.
+    pub pio: Bus,
+    /// MMIO bus.
+    pub mmio: Bus,
+}
+
+impl IoHandler for PlatformIo {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
+        if !self.pio.read(u64::from(port), data) {
+            tracing::trace!(port, len = data.len(), "unclaimed port read");
+        }
+    }
+    fn pio_write(&self, port: u16, data: &[u8]) {
+        if !self.pio.write(u64::from(port), data) {
+            tracing::trace!(port, len = data.len(), "unclaimed port write");
+        }
+    }
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if !self.mmio.read(addr, data) {
+            tracing::debug!(addr, len = data.len(), "unclaimed MMIO read");
+        }
+    }
+    fn mmio_write(&self, addr: u64, data: &[u8]) {
+        if !self.mmio.write(addr, data) {
+            tracing::debug!(addr, len = data.len(), "unclaimed MMIO write");
+        }
+    }
+}
+
+/// A running vCPU thread.
+pub struct VcpuThread {
+    handle: JoinHandle<()>,
+}
+
+impl VcpuThread {
+    /// Start `vcpu` on its own thread.
+    pub fn spawn(
+        mut vcpu: Vcpu,
+        io: Arc<PlatformIo>,
+        mem: GuestMemory,
+        shared: Arc<VcpuShared>,
+    ) -> std::io::Result<Self> {
+        let handle = std::thread::Builder::new()
+            .name(format!("vcpu{}", vcpu.id()))
+            .spawn(move || {
+                vcpu.bind_to_current_thread();
+                run_loop(&mut vcpu, &io, &mem, &shared);
+            })?;
+        Ok(Self { handle })
+    }
+
+    /// Kick the thread out of `KVM_RUN` (it re-checks `stopping`).
+    pub fn kick(&self) {
+        // SAFETY: the pthread handle is live until `join`, which consumes
+        // self; the kick signal has a handler installed, so it cannot kill
+        // the process.
+        unsafe {
+            libc::pthread_kill(self.handle.as_pthread_t(), hypervisor::kick_signal());
+        }
+    }
+
+    /// Wait for the thread to finish.
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            tracing::error!("a vCPU thread panicked");
+        }
+    }
+}
+
+fn run_loop(vcpu: &mut Vcpu, io: &PlatformIo, mem: &GuestMemory, shared: &VcpuShared) {
+    while !shared.stopping.load(Ordering::Acquire) {
+        let stop = match vcpu.run(io) {
+            Ok(VmExit::Io | VmExit::Interrupted) => continue,
+            // With the in-kernel LAPIC, KVM waits for interrupts itself; a
+            // HLT exit only means there was nothing to wait for.
+            Ok(VmExit::Hlt) => {
+                std::thread::yield_now();
+                continue;
+            }
+            Ok(VmExit::SystemEvent(SYSTEM_EVENT_SHUTDOWN)) => VcpuStop::PowerOff,
+            Ok(VmExit::SystemEvent(SYSTEM_EVENT_RESET)) => VcpuStop::Reset,
+            Ok(VmExit::SystemEvent(kind)) => {
+                crash(vcpu, mem, &format!("system event {kind} (guest crash)"))
+            }
+            Ok(VmExit::Shutdown) => crash(vcpu, mem, "triple fault"),
+            Ok(VmExit::InternalError(e)) => {
+                let mut why = format!("KVM internal error: {}", e.describe());
+                if !e.data.is_empty() {
+                    let words: Vec<String> = e.data.iter().map(|d| format!("{d:#x}")).collect();
+                    let _ = write!(why, " (data {})", words.join(" "));
+                }
+                crash(vcpu, mem, &why)
+            }
+            Ok(VmExit::FailEntry { reason }) => {
+                crash(vcpu, mem, &format!("VM entry failed (reason {reason:#x})"))
+            }
+            Ok(VmExit::Other(name)) => crash(vcpu, mem, &format!("unexpected exit: {name}")),
+            Err(e) => VcpuStop::Crash(format!("vcpu{}: {e}", vcpu.id())),
+        };
+        shared.report(stop);
+        return;
+    }
+}
+
+/// Describe why and where a vCPU died: registers and the instruction bytes
+/// at RIP, so a guest author can find the failing instruction.
+fn crash(vcpu: &Vcpu, mem: &GuestMemory, why: &str) -> VcpuStop {
+    let mut s = format!("vcpu{}: {why}", vcpu.id());
+    let (Ok(r), Ok(sr)) = (vcpu.regs(), vcpu.sregs()) else {
+        return VcpuStop::Crash(s);
+    };
+    let _ = write!(
+        s,
+        "\n  rip={:#018x} rsp={:#018x} rflags={:#010x}\
+         \n  rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}\
+         \n  rsi={:#018x} rdi={:#018x} rbp={:#018x}\
+         \n  cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}\
+         \n  cs={:#06x} (base {:#x}, cpl {}, {}) ss={:#06x}",
+        r.rip,
+        r.rsp,
+        r.rflags,
+        r.rax,
+        r.rbx,
+        r.rcx,
+        r.rdx,
+        r.rsi,
+        r.rdi,
+        r.rbp,
+        sr.cr0,
+        sr.cr2,
+        sr.cr3,
+        sr.cr4,
+        sr.efer,
+        sr.cs.selector,
+        sr.cs.base,
+        sr.cs.selector & 3,
+        if sr.cs.l == 1 {
+            "64-bit"
+        } else if sr.cs.db == 1 {
+            "32-bit"
+        } else {
+            "16-bit"
+        },
+        sr.ss.selector,
+    );
+    let linear = sr.cs.base.wrapping_add(r.rip);
+    let paging = sr.cr0 & (1 << 31) != 0;
+    let phys = if paging {
+        vcpu.translate(linear)
+    } else {
+        Some(linear & 0xffff_ffff)
+    };
+    match phys {
+        Some(phys) => {
+            // An instruction is at most 15 bytes; read what memory holds.
+            let mut bytes = Vec::new();
+            for i in 0..15 {
+                match mem.read_obj::<u8>(GuestAddress(phys.wrapping_add(i))) {
+                    Ok(b) => bytes.push(format!("{b:02x}")),
+                    Err(_) => break,
+                }
+            }
+            let _ = write!(
+                s,
+                "\n  code at {phys:#x}: {}",
+                if bytes.is_empty() {
+                    "(not in guest RAM)".to_string()
+                } else {
+                    bytes.join(" ")
+                }
+            );
+        }
+        None => {
+            let _ = write!(s, "\n  code: rip is not mapped");
+        }
+    }
+    VcpuStop::Crash(s)
+}
