@@ -11,6 +11,9 @@ pub mod cmos;
 pub mod debugcon;
 pub mod i8042;
 pub mod serial;
+pub mod serial_backend;
+pub mod serial_input;
+pub mod terminal;
 
 pub use acpi_pm::AcpiPm;
 pub use bus::{Bus, BusDevice, BusError};
@@ -18,3 +21,6 @@ pub use cmos::{Cmos, CmosMemory};
 pub use debugcon::DebugConsole;
 pub use i8042::I8042;
 pub use serial::{Serial, SharedOutput};
+pub use serial_backend::{OpenedBackend, SerialBackend, SerialBackendError};
+pub use serial_input::{spawn_input_thread, spawn_serial_input, SerialInput};
+pub use terminal::RawTerminal;

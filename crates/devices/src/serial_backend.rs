@@ -1,0 +1,396 @@
+//! The host side of the serial console: `--serial stdout|file:PATH|unix:PATH|pty|off`.
+//!
+//! [`SerialBackend::open`] gives the output sink the UART (and the debug
+//! console) print to, and where there is one, the input source the
+//! `serial-input` thread ([`crate::serial_input`]) forwards to the guest.
+//! No sink ever blocks the guest: a socket client or pty reader that does
+//! not keep up loses output rather than stalling a vCPU.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::serial::SharedOutput;
+use crate::serial_input::{EscapeFilter, InputSource, SerialInput};
+use crate::terminal::{self, RawTerminal};
+
+/// Where the serial console's bytes go on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialBackend {
+    /// Output to stdout, input from stdin (raw mode when it is a terminal,
+    /// with QEMU's `Ctrl-A x` to quit and `Ctrl-A Ctrl-A` for a literal
+    /// Ctrl-A).
+    Stdout,
+    /// Output to a file, created or truncated; no input.
+    File(PathBuf),
+    /// A listening unix socket; the connected client gets output and sends
+    /// input.
+    Unix(PathBuf),
+    /// A new pseudo-terminal; its slave path is reported after opening.
+    Pty,
+    /// Output discarded, no input.
+    Off,
+}
+
+/// Errors parsing or opening a serial backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialBackendError {
+    /// The text names no backend.
+    #[error("unknown serial backend '{0}' (expected stdout, file:PATH, unix:PATH, pty or off)")]
+    Unknown(String),
+    /// `file:` or `unix:` without a path.
+    #[error("serial backend '{0}' needs a path, as in '{0}/path/to/file'")]
+    MissingPath(String),
+    /// The output file could not be created.
+    #[error("cannot create serial output file {path}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Something other than a socket already exists at the socket path.
+    #[error("refusing to replace {0}: it exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// The socket could not be created.
+    #[error("cannot listen on unix socket {path}")]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No pseudo-terminal could be set up.
+    #[error("cannot open a pseudo-terminal")]
+    Pty(#[source] io::Error),
+    /// Stdin or the terminal could not be set up.
+    #[error("cannot set up the console on stdin")]
+    Stdin(#[source] io::Error),
+}
+
+impl FromStr for SerialBackend {
+    type Err = SerialBackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let path = |prefix: &str, rest: &str| {
+            if rest.is_empty() {
+                Err(SerialBackendError::MissingPath(prefix.to_string()))
+            } else {
+                Ok(PathBuf::from(rest))
+            }
+        };
+        match s {
+            "stdout" => Ok(Self::Stdout),
+            "pty" => Ok(Self::Pty),
+            "off" => Ok(Self::Off),
+            _ => {
+                if let Some(rest) = s.strip_prefix("file:") {
+                    path("file:", rest).map(Self::File)
+                } else if let Some(rest) = s.strip_prefix("unix:") {
+                    path("unix:", rest).map(Self::Unix)
+                } else {
+                    Err(SerialBackendError::Unknown(s.to_string()))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for SerialBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stdout => f.write_str("stdout"),
+            Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Pty => f.write_str("pty"),
+            Self::Off => f.write_str("off"),
+        }
+    }
+}
+
+/// An opened backend: what the VMM keeps for the life of the VM.
+#[derive(Debug)]
+pub struct OpenedBackend {
+    /// The sink for the UART and the debug console.
+    pub output: SharedOutput,
+    /// Host input for the guest, if the backend has any; hand it to
+    /// [`crate::serial_input::spawn_serial_input`].
+    pub input: Option<SerialInput>,
+    /// For `pty`: the slave device to report ("serial: /dev/pts/N").
+    pub pty_path: Option<PathBuf>,
+    /// For `stdout` on a terminal: the raw-mode guard. Call
+    /// [`RawTerminal::restore`] on every exit path (dropping it also
+    /// restores).
+    pub terminal: Option<RawTerminal>,
+    /// For `unix`: removes the socket file when dropped.
+    pub socket_file: Option<SocketFile>,
+}
+
+impl SerialBackend {
+    /// Open the backend. `quit` is signalled when the user types `Ctrl-A x`
+    /// on a raw terminal (the `stdout` backend); other backends ignore it.
+    pub fn open(&self, quit: &EventFd) -> Result<OpenedBackend, SerialBackendError> {
+        let mut opened = OpenedBackend {
+            output: SharedOutput::discard(),
+            input: None,
+            pty_path: None,
+            terminal: None,
+            socket_file: None,
+        };
+        match self {
+            Self::Stdout => {
+                opened.output = SharedOutput::new(io::stdout());
+                let stdin = io::stdin();
+                let fd = stdin
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(SerialBackendError::Stdin)?;
+                let terminal =
+                    RawTerminal::enter(stdin.as_fd()).map_err(SerialBackendError::Stdin)?;
+                let escape = match terminal {
+                    Some(_) => Some(EscapeFilter::new(
+                        quit.try_clone().map_err(SerialBackendError::Stdin)?,
+                    )),
+                    None => None,
+                };
+                opened.terminal = terminal;
+                opened.input = Some(SerialInput::new(InputSource::Stdin {
+                    fd: File::from(fd),
+                    escape,
+                }));
+            }
+            Self::File(path) => {
+                let file = File::create(path).map_err(|source| SerialBackendError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                opened.output = SharedOutput::new(file);
+            }
+            Self::Unix(path) => {
+                let listener = listen(path)?;
+                let client = Arc::new(Mutex::new(None));
+                opened.output = SharedOutput::new(UnixClientOutput {
+                    client: client.clone(),
+                });
+                opened.input = Some(SerialInput::new(InputSource::Unix { listener, client }));
+                opened.socket_file = Some(SocketFile { path: path.clone() });
+            }
+            Self::Pty => {
+                let pty = open_pty().map_err(SerialBackendError::Pty)?;
+                let master = pty.master.try_clone().map_err(SerialBackendError::Pty)?;
+                opened.output = SharedOutput::new(PtyOutput {
+                    master: pty.master,
+                    _slave: pty.slave,
+                });
+                opened.input = Some(SerialInput::new(InputSource::Pty {
+                    master: File::from(master),
+                }));
+                opened.pty_path = Some(pty.path);
+            }
+            Self::Off => {}
+        }
+        Ok(opened)
+    }
+}
+
+/// Bind a listening socket at `path`, replacing a stale socket file but
+/// nothing else.
+fn listen(path: &Path) -> Result<UnixListener, SerialBackendError> {
+    let listen_error = |source| SerialBackendError::Listen {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(listen_error)?;
+        }
+        Ok(_) => return Err(SerialBackendError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen_error(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
+    Ok(listener)
+}
+
+/// The socket file of a `unix:` backend; removed (if it is still a socket)
+/// when this is dropped.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+}
+
+impl SocketFile {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let is_socket = std::fs::symlink_metadata(&self.path)
+            .map(|m| m.file_type().is_socket())
+            .unwrap_or(false);
+        if is_socket {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::debug!("cannot remove {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// The client slot of a `unix:` backend, filled by the input thread.
+pub(crate) type UnixClient = Arc<Mutex<Option<UnixStream>>>;
+
+/// Output to the connected socket client, if any. Never blocks: what the
+/// client's socket buffer cannot take right now is dropped.
+struct UnixClientOutput {
+    client: UnixClient,
+}
+
+impl Write for UnixClientOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let client = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stream) = client.as_ref() {
+            let fd = stream.as_raw_fd();
+            write_nonblocking(buf, |chunk| {
+                // SAFETY: `fd` stays open while the lock is held (only the
+                // input thread replaces the client, under the same lock);
+                // `chunk` is a live slice. MSG_NOSIGNAL: a vanished client
+                // must not raise SIGPIPE.
+                unsafe {
+                    libc::send(
+                        fd,
+                        chunk.as_ptr().cast(),
+                        chunk.len(),
+                        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                    )
+                }
+            });
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Write as much of `buf` as `write_fn` (a raw write/send returning the
+/// syscall result) takes without blocking; drop the rest.
+fn write_nonblocking(buf: &[u8], mut write_fn: impl FnMut(&[u8]) -> isize) {
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let n = write_fn(rest);
+        match usize::try_from(n) {
+            Ok(0) => break,
+            Ok(n) => rest = rest.get(n..).unwrap_or_default(),
+            Err(_) if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            // EAGAIN (nobody reading), EPIPE, EIO (no slave): drop it.
+            Err(_) => break,
+        }
+    }
+}
+
+/// Output to a pty master (non-blocking). Holds the slave open so the
+/// master never sees a hang-up between clients; the slave is in raw mode,
+/// so nothing written here echoes back as input.
+struct PtyOutput {
+    master: OwnedFd,
+    _slave: OwnedFd,
+}
+
+impl Write for PtyOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let fd = self.master.as_raw_fd();
+        write_nonblocking(buf, |chunk| {
+            // SAFETY: `fd` is owned by `self` and open; `chunk` is a live
+            // slice of `chunk.len()` bytes.
+            unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A pseudo-terminal pair.
+#[derive(Debug)]
+pub(crate) struct Pty {
+    /// Non-blocking, close-on-exec master.
+    pub master: OwnedFd,
+    /// The slave, open and in raw mode.
+    pub slave: OwnedFd,
+    /// The slave's path, e.g. `/dev/pts/3`.
+    pub path: PathBuf,
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Open a pty with posix_openpt/grantpt/unlockpt/ptsname_r.
+pub(crate) fn open_pty() -> io::Result<Pty> {
+    // SAFETY: posix_openpt takes flags only and returns a new descriptor.
+    let fd = check(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: grantpt/unlockpt act on the open master descriptor only.
+    check(unsafe { libc::grantpt(master.as_raw_fd()) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::unlockpt(master.as_raw_fd()) })?;
+
+    let mut name = [0u8; 128];
+    // SAFETY: `name` is a live buffer of `name.len()` bytes that ptsname_r
+    // fills with a NUL-terminated path (or fails with ERANGE).
+    let ret = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr().cast(), name.len()) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    let name = std::ffi::CStr::from_bytes_until_nul(&name)
+        .map_err(|_| io::Error::other("pty name is not terminated"))?;
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
+
+    let slave: OwnedFd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&path)?
+        .into();
+    let mut termios = terminal::get_termios(slave.as_fd())?;
+    // SAFETY: `termios` is a live, initialised local cfmakeraw edits.
+    unsafe { libc::cfmakeraw(&mut termios) };
+    terminal::set_termios(slave.as_fd(), &termios)?;
+
+    // SAFETY: F_GETFL/F_SETFL on an open descriptor we own.
+    let flags = check(unsafe { libc::fcntl(master.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+
+    Ok(Pty {
+        master,
+        slave,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests;

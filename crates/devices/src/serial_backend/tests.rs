@@ -1,0 +1,242 @@
+use super::*;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::serial_input::spawn_input_thread;
+
+/// A fresh path under the temp dir, removed (with whatever is there) on drop.
+struct TempPath(PathBuf);
+
+impl TempPath {
+    fn new(tag: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("vireo-serial-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        Self(path)
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn evt() -> EventFd {
+    EventFd::new(libc::EFD_NONBLOCK).unwrap()
+}
+
+/// Collect delivered input into a channel.
+fn collect(input: SerialInput) -> (mpsc::Receiver<Vec<u8>>, EventFd, thread::JoinHandle<()>) {
+    let stop = evt();
+    let (tx, rx) = mpsc::channel();
+    let handle = spawn_input_thread(input, stop.try_clone().unwrap(), move |b| {
+        let _ = tx.send(b.to_vec());
+        b.len()
+    })
+    .unwrap();
+    (rx, stop, handle)
+}
+
+use std::thread;
+
+fn recv_exactly(rx: &mpsc::Receiver<Vec<u8>>, len: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < len {
+        got.extend(rx.recv_timeout(Duration::from_secs(5)).unwrap());
+    }
+    got
+}
+
+#[test]
+fn parses_every_backend_and_round_trips() {
+    for text in [
+        "stdout",
+        "pty",
+        "off",
+        "file:/tmp/x.log",
+        "unix:/run/vm.sock",
+    ] {
+        let backend: SerialBackend = text.parse().unwrap();
+        assert_eq!(backend.to_string(), text);
+    }
+    assert_eq!(
+        "file:/a b".parse::<SerialBackend>().unwrap(),
+        SerialBackend::File(PathBuf::from("/a b"))
+    );
+}
+
+#[test]
+fn parse_errors_name_the_bad_value() {
+    let err = "foo".parse::<SerialBackend>().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "unknown serial backend 'foo' (expected stdout, file:PATH, unix:PATH, pty or off)"
+    );
+    let err = "file:".parse::<SerialBackend>().unwrap_err().to_string();
+    assert!(err.contains("'file:' needs a path"), "{err}");
+    let err = "unix:".parse::<SerialBackend>().unwrap_err().to_string();
+    assert!(err.contains("'unix:' needs a path"), "{err}");
+    assert!("STDOUT".parse::<SerialBackend>().is_err());
+    assert!("".parse::<SerialBackend>().is_err());
+}
+
+#[test]
+fn file_backend_truncates_and_writes() {
+    let path = TempPath::new("file");
+    std::fs::write(&path.0, b"old contents that must go").unwrap();
+    let mut opened = SerialBackend::File(path.0.clone()).open(&evt()).unwrap();
+    assert!(opened.input.is_none());
+    assert!(opened.pty_path.is_none());
+    opened.output.write_all(b"boot ok\n").unwrap();
+    assert_eq!(std::fs::read(&path.0).unwrap(), b"boot ok\n");
+}
+
+#[test]
+fn file_backend_reports_unwritable_path() {
+    let err = SerialBackend::File(PathBuf::from("/nonexistent-dir/x.log"))
+        .open(&evt())
+        .unwrap_err();
+    assert!(matches!(err, SerialBackendError::File { .. }));
+    assert!(err.to_string().contains("/nonexistent-dir/x.log"));
+}
+
+#[test]
+fn off_discards() {
+    let mut opened = SerialBackend::Off.open(&evt()).unwrap();
+    assert!(opened.input.is_none());
+    assert_eq!(opened.output.write(b"nowhere").unwrap(), 7);
+}
+
+#[test]
+fn unix_backend_talks_to_a_client() {
+    let path = TempPath::new("sock");
+    let mut opened = SerialBackend::Unix(path.0.clone()).open(&evt()).unwrap();
+    // No client yet: output is dropped, not blocked on.
+    opened.output.write_all(b"lost").unwrap();
+
+    let (rx, stop, handle) = collect(opened.input.take().unwrap());
+    let mut client = UnixStream::connect(&path.0).unwrap();
+    // Input from the client reaches the guest side; once it has, the
+    // client is registered for output.
+    client.write_all(b"in").unwrap();
+    assert_eq!(recv_exactly(&rx, 2), b"in");
+    opened.output.write_all(b"hello").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 5];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+
+    // A client that never reads does not block the writer.
+    let t = Instant::now();
+    let chunk = vec![b'z'; 64 * 1024];
+    for _ in 0..64 {
+        opened.output.write_all(&chunk).unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // A second client replaces the first.
+    drop(client);
+    let mut second = UnixStream::connect(&path.0).unwrap();
+    second.write_all(b"2").unwrap();
+    assert_eq!(recv_exactly(&rx, 1), b"2");
+    opened.output.write_all(b"to-second").unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 9];
+    second.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"to-second");
+
+    stop.write(1).unwrap();
+    handle.join().unwrap();
+    // Dropping the backend removes the socket file.
+    drop(opened);
+    assert!(!path.0.exists());
+}
+
+#[test]
+fn unix_backend_replaces_stale_socket_but_not_files() {
+    let path = TempPath::new("stale");
+    drop(UnixListener::bind(&path.0).unwrap());
+    assert!(path.0.exists());
+    let opened = SerialBackend::Unix(path.0.clone()).open(&evt()).unwrap();
+    drop(opened);
+
+    std::fs::write(&path.0, b"precious").unwrap();
+    let err = SerialBackend::Unix(path.0.clone())
+        .open(&evt())
+        .unwrap_err();
+    assert!(matches!(err, SerialBackendError::NotASocket(_)));
+    assert!(err.to_string().contains("not a socket"));
+    assert_eq!(std::fs::read(&path.0).unwrap(), b"precious");
+}
+
+#[test]
+fn pty_round_trips() {
+    let mut opened = SerialBackend::Pty.open(&evt()).unwrap();
+    let path = opened.pty_path.clone().unwrap();
+    assert!(path.starts_with("/dev/pts"), "{}", path.display());
+    let (rx, stop, handle) = collect(opened.input.take().unwrap());
+
+    let mut slave = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&path)
+        .unwrap();
+    opened.output.write_all(b"guest says hi\n").unwrap();
+    let mut buf = [0u8; 14];
+    slave.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"guest says hi\n");
+
+    // Raw mode: bytes arrive unchanged (no CR/NL mapping, no echo back).
+    slave.write_all(b"ls\r\x03").unwrap();
+    assert_eq!(recv_exactly(&rx, 4), b"ls\r\x03");
+    assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+
+    stop.write(1).unwrap();
+    handle.join().unwrap();
+}
+
+#[test]
+fn pty_output_never_blocks_without_a_reader() {
+    let mut opened = SerialBackend::Pty.open(&evt()).unwrap();
+    let t = Instant::now();
+    let chunk = vec![b'y'; 4096];
+    for _ in 0..256 {
+        opened.output.write_all(&chunk).unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn socket_file_guard_keeps_non_sockets() {
+    let path = TempPath::new("guard");
+    std::fs::write(&path.0, b"x").unwrap();
+    std::fs::set_permissions(&path.0, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(SocketFile {
+        path: path.0.clone(),
+    });
+    assert!(path.0.exists());
+}
+
+#[test]
+fn stdout_backend_reads_stdin() {
+    // Only where the test's stdin is not a terminal: raw mode on the
+    // developer's terminal is not something a unit test may do.
+    if terminal::is_terminal(io::stdin().as_fd()) {
+        eprintln!("skipped: stdin is a terminal");
+        return;
+    }
+    let opened = SerialBackend::Stdout.open(&evt()).unwrap();
+    assert!(opened.terminal.is_none());
+    assert!(opened.input.is_some());
+    assert!(opened.pty_path.is_none());
+}
