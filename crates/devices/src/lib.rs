@@ -4,6 +4,10 @@
 //! COM1, the i8042 (only for its reset line), the CMOS real-time clock, and
 //! the ACPI fixed registers for power-off and reset. Devices signal the VMM
 //! through event fds and never call into it.
+//!
+//! Also here: the MMIO debug console for CPL-3 test guests, and the host
+//! side of the serial console (`--serial` backends, raw terminal, the
+//! input-forwarding thread).
 
 pub mod acpi_pm;
 pub mod bus;

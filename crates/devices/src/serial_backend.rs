@@ -125,7 +125,8 @@ pub struct OpenedBackend {
     /// The sink for the UART and the debug console.
     pub output: SharedOutput,
     /// Host input for the guest, if the backend has any; hand it to
-    /// [`crate::serial_input::spawn_serial_input`].
+    /// [`crate::serial_input::spawn_serial_input`]. For `unix` that thread
+    /// also accepts the clients, so output reaches nobody until it runs.
     pub input: Option<SerialInput>,
     /// For `pty`: the slave device to report ("serial: /dev/pts/N").
     pub pty_path: Option<PathBuf>,
@@ -306,7 +307,9 @@ fn write_nonblocking(buf: &[u8], mut write_fn: impl FnMut(&[u8]) -> isize) {
 
 /// Output to a pty master (non-blocking). Holds the slave open so the
 /// master never sees a hang-up between clients; the slave is in raw mode,
-/// so nothing written here echoes back as input.
+/// so nothing written here echoes back as input. Output written while no
+/// client is attached waits in the pty buffer (the next client sees it)
+/// until the buffer is full; after that it is dropped.
 struct PtyOutput {
     master: OwnedFd,
     _slave: OwnedFd,
