@@ -103,7 +103,12 @@ fn load_elf<M: GuestMemoryBackend>(
         PvhBootCapability::PvhEntryPresent(entry) => {
             write_cmdline(mem, source.cmdline, CMDLINE_MAX_SIZE)?;
             let initrd = match source.initrd {
-                Some(f) => Some(load_initrd(mem, f, loaded.kernel_end, low_ram_end(mem_size))?),
+                Some(f) => Some(load_initrd(
+                    mem,
+                    f,
+                    loaded.kernel_end,
+                    low_ram_end(mem_size),
+                )?),
                 None => None,
             };
             write_start_info(mem, map, initrd, rsdp)?;
@@ -186,7 +191,7 @@ fn finish_linux<M: GuestMemoryBackend>(
         n => (n as usize).saturating_add(1).min(CMDLINE_MAX_SIZE),
     };
     write_cmdline(mem, source.cmdline, limit)?;
-    params.hdr.cmd_line_ptr = CMDLINE_START as u32;
+    params.hdr.cmd_line_ptr = low32(CMDLINE_START)?;
     params.hdr.cmdline_size = u32::try_from(source.cmdline.len()).unwrap_or(u32::MAX);
 
     if let Some(initrd) = source.initrd {
@@ -198,13 +203,15 @@ fn finish_linux<M: GuestMemoryBackend>(
         };
         let limit = low_ram_end(mem_size).min(max.saturating_add(1));
         let (addr, size) = load_initrd(mem, initrd, kernel_end, limit)?;
-        params.hdr.ramdisk_image = addr as u32;
-        params.hdr.ramdisk_size = size as u32;
+        // Both are below `limit`, itself below 4 GiB.
+        params.hdr.ramdisk_image = low32(addr)?;
+        params.hdr.ramdisk_size = low32(size)?;
     }
 
-    if map.len() > params.e820_table.len() {
-        return Err(Error::TooManyMemoryMapEntries(map.len()));
-    }
+    let entries = u8::try_from(map.len())
+        .ok()
+        .filter(|&n| usize::from(n) <= params.e820_table.len())
+        .ok_or(Error::TooManyMemoryMapEntries(map.len()))?;
     for (slot, e) in params.e820_table.iter_mut().zip(map) {
         *slot = boot_e820_entry {
             addr: e.addr,
@@ -212,7 +219,7 @@ fn finish_linux<M: GuestMemoryBackend>(
             r#type: e.kind,
         };
     }
-    params.e820_entries = map.len() as u8;
+    params.e820_entries = entries;
     params.acpi_rsdp_addr = rsdp.0;
 
     LinuxBootConfigurator::write_bootparams::<M>(
@@ -220,6 +227,11 @@ fn finish_linux<M: GuestMemoryBackend>(
         mem,
     )
     .map_err(Error::BootParams)
+}
+
+/// A guest-physical address or size that the 32-bit boot_params fields hold.
+fn low32(value: u64) -> Result<u32, Error> {
+    u32::try_from(value).map_err(|_| Error::BootStructure(value))
 }
 
 fn write_cmdline<M: GuestMemoryBackend>(mem: &M, cmdline: &str, limit: usize) -> Result<(), Error> {
@@ -249,17 +261,9 @@ fn load_initrd<M: GuestMemoryBackend>(
         .map(|a| a & !(PAGE_SIZE - 1))
         .filter(|&a| a >= floor && size > 0);
     let Some(start) = start else {
-        return Err(Error::InitrdDoesNotFit {
-            size,
-            floor,
-            limit,
-        });
+        return Err(Error::InitrdDoesNotFit { size, floor, limit });
     };
-    let len = usize::try_from(size).map_err(|_| Error::InitrdDoesNotFit {
-        size,
-        floor,
-        limit,
-    })?;
+    let len = usize::try_from(size).map_err(|_| Error::InitrdDoesNotFit { size, floor, limit })?;
     mem.read_exact_volatile_from(GuestAddress(start), file, len)
         .map_err(|_| Error::InitrdRead(std::io::Error::other("short read into guest memory")))?;
     Ok((start, size))
@@ -271,9 +275,10 @@ fn write_start_info<M: GuestMemoryBackend>(
     initrd: Option<(u64, u64)>,
     rsdp: GuestAddress,
 ) -> Result<(), Error> {
-    if map.len() > PVH_MEMMAP_MAX_ENTRIES {
-        return Err(Error::TooManyMemoryMapEntries(map.len()));
-    }
+    let memmap_entries = u32::try_from(map.len())
+        .ok()
+        .filter(|&n| u64::from(n) <= PVH_MEMMAP_MAX_ENTRIES)
+        .ok_or(Error::TooManyMemoryMapEntries(map.len()))?;
     let memmap: Vec<hvm_memmap_table_entry> = map
         .iter()
         .map(|e| hvm_memmap_table_entry {
@@ -294,12 +299,16 @@ fn write_start_info<M: GuestMemoryBackend>(
     let info = hvm_start_info {
         magic: PVH_START_INFO_MAGIC,
         version: 1,
-        nr_modules: modules.len() as u32,
-        modlist_paddr: if modules.is_empty() { 0 } else { PVH_MODLIST_START },
+        nr_modules: u32::from(!modules.is_empty()),
+        modlist_paddr: if modules.is_empty() {
+            0
+        } else {
+            PVH_MODLIST_START
+        },
         cmdline_paddr: CMDLINE_START,
         rsdp_paddr: rsdp.0,
         memmap_paddr: PVH_MEMMAP_START,
-        memmap_entries: memmap.len() as u32,
+        memmap_entries,
         ..Default::default()
     };
     let mut params = BootParams::new(&info, GuestAddress(PVH_INFO_START));

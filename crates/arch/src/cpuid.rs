@@ -55,7 +55,8 @@ const L7_EBX_AVX: u32 = (1 << 5)
     | (1 << 31);
 // Leaf 7.0 ECX: AVX-512 VBMI, VBMI2, GFNI-AVX forms, VAES, VPCLMULQDQ,
 // VNNI, BITALG, VPOPCNTDQ.
-const L7_ECX_AVX: u32 = (1 << 1) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 14);
+const L7_ECX_AVX: u32 =
+    (1 << 1) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12) | (1 << 14);
 // Leaf 7.0 EDX: AVX-512 4VNNIW/4FMAPS, VP2INTERSECT, FP16, AMX.
 const L7_EDX_AVX: u32 = (1 << 2) | (1 << 3) | (1 << 8) | (1 << 22) | (1 << 23) | (1 << 24);
 // Leaf 7.1 EAX: AVX-VNNI, AVX512-BF16.

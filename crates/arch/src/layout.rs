@@ -17,7 +17,7 @@ pub const PVH_MODLIST_START: u64 = 0x6040;
 /// PVH memory map entries.
 pub const PVH_MEMMAP_START: u64 = 0x6080;
 /// Maximum PVH memory map entries that fit before the zero page.
-pub const PVH_MEMMAP_MAX_ENTRIES: usize = (ZERO_PAGE_START - PVH_MEMMAP_START) as usize / 24;
+pub const PVH_MEMMAP_MAX_ENTRIES: u64 = (ZERO_PAGE_START - PVH_MEMMAP_START) / 24;
 /// Linux `boot_params` ("zero page").
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer for 64-bit entry.

@@ -106,10 +106,7 @@ mod tests {
         let r = ram_regions(4 << 30).unwrap();
         assert_eq!(
             r,
-            vec![
-                (GuestAddress(0), 3 << 30),
-                (GuestAddress(4 << 30), 1 << 30)
-            ]
+            vec![(GuestAddress(0), 3 << 30), (GuestAddress(4 << 30), 1 << 30)]
         );
         let map = memory_map(4 << 30).unwrap();
         let ram: u64 = map

@@ -37,15 +37,12 @@ fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 /// The `kvm_segment` a descriptor describes, as the CPU would cache it.
 fn segment(entry: u64, selector: u16) -> kvm_segment {
     let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
-    let limit = (entry & 0xffff) | ((entry >> 32) & 0x000f_0000);
+    // The masks keep 20 bits, so the page-granular form still fits 32 bits.
+    let limit = u32::try_from((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)).unwrap_or(0);
     let g = ((entry >> 55) & 1) as u8;
     kvm_segment {
         base,
-        limit: if g == 1 {
-            ((limit << 12) | 0xfff) as u32
-        } else {
-            limit as u32
-        },
+        limit: if g == 1 { (limit << 12) | 0xfff } else { limit },
         selector,
         type_: ((entry >> 40) & 0xf) as u8,
         present: ((entry >> 47) & 1) as u8,
@@ -120,7 +117,7 @@ pub fn setup_boot_vcpu<M: GuestMemoryBackend>(
     sregs.ss = data;
     sregs.tr = segment(gdt[3], TSS_SELECTOR);
     sregs.gdt.base = BOOT_GDT_START;
-    sregs.gdt.limit = (gdt.len() * 8 - 1) as u16;
+    sregs.gdt.limit = u16::try_from(std::mem::size_of_val(&gdt) - 1).unwrap_or(u16::MAX);
     sregs.idt.base = BOOT_IDT_START;
     sregs.idt.limit = 7;
 
@@ -201,12 +198,12 @@ pub fn setup_lint(vcpu: &Vcpu) -> Result<(), Error> {
     const APIC_MODE_EXTINT: u32 = 0x7;
     let mut lapic = vcpu.lapic()?;
     for (reg, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
-        let bytes: [u8; 4] = std::array::from_fn(|i| lapic.regs[reg + i] as u8);
+        let bytes: [u8; 4] = std::array::from_fn(|i| lapic.regs[reg + i].cast_unsigned());
         let value = u32::from_le_bytes(bytes);
         // Delivery mode is bits 8..=10.
         let value = (value & !0x700) | (mode << 8);
         for (i, b) in value.to_le_bytes().iter().enumerate() {
-            lapic.regs[reg + i] = *b as std::os::raw::c_char;
+            lapic.regs[reg + i] = b.cast_signed();
         }
     }
     Ok(vcpu.set_lapic(&lapic)?)

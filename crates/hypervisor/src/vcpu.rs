@@ -1,7 +1,7 @@
 //! A virtual CPU: its register state and the `KVM_RUN` loop step.
 
 use kvm_bindings::{
-    kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_regs, kvm_sregs, CpuId, Msrs, kvm_msr_entry,
+    kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, CpuId, Msrs,
     KVM_MP_STATE_UNINITIALIZED,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -103,8 +103,7 @@ impl Vcpu {
                 ..Default::default()
             })
             .collect();
-        let msrs = Msrs::from_entries(&list)
-            .map_err(|_| Error::TooManyMsrs(list.len()))?;
+        let msrs = Msrs::from_entries(&list).map_err(|_| Error::TooManyMsrs(list.len()))?;
         let written = self.fd.set_msrs(&msrs).ioctl("KVM_SET_MSRS")?;
         match list.get(written) {
             Some(rejected) => Err(Error::MsrRejected(rejected.index)),
@@ -197,9 +196,7 @@ impl Vcpu {
             Ok(VcpuExit::Intr) => VmExit::Interrupted,
             Ok(VcpuExit::InternalError) => VmExit::InternalError(InternalError::default()),
             Ok(other) => VmExit::Other(exit_name(&other)),
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                VmExit::Interrupted
-            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => VmExit::Interrupted,
             Err(e) => return Err(Error::Ioctl("KVM_RUN", e)),
         };
         match exit {

@@ -62,7 +62,11 @@ pub fn parse_memory_size(s: &str) -> Result<u64, String> {
     let (digits, unit) = t.split_at(split);
     let bad = || format!("invalid memory size '{s}' (examples: 512M, 4G)");
     let n: u64 = digits.parse().map_err(|_| bad())?;
-    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" | "M" => 20,
         "K" => 10,
         "G" => 30,

@@ -71,7 +71,9 @@ fn eventfd() -> Result<EventFd> {
 
 /// Check what can be checked before anything is created.
 pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<()> {
-    let max = (hv.max_vcpus() as u32).min(MAX_CPUS);
+    let max = u32::try_from(hv.max_vcpus())
+        .unwrap_or(u32::MAX)
+        .min(MAX_CPUS);
     if config.cpus == 0 || config.cpus > max {
         return Err(Error::InvalidConfig(format!(
             "--cpus {} is out of range (1 to {max} on this host)",

@@ -1,0 +1,73 @@
+//! Command-line syntax: every verb and flag, parsed by clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use devices::serial_backend::SerialBackend;
+use vmm::config::{parse_memory_size, CpuTemplate};
+
+/// Vireo: a KVM virtualization stack.
+#[derive(Debug, Parser)]
+#[command(name = "vireo", version, about)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); VIREO_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot one VM and run it until the guest powers off or resets.
+    Run(RunArgs),
+    /// Boot the guest embedded in this binary: it prints what it finds and powers off.
+    Demo(DemoArgs),
+}
+
+/// Options shared by `run` and `demo`: the machine's shape.
+#[derive(Debug, Args)]
+pub struct MachineArgs {
+    /// Guest RAM: a number of MiB, or with a K, M, G or T suffix.
+    #[arg(short, long, default_value = "128M", value_parser = parse_memory_size)]
+    pub memory: u64,
+    /// Number of vCPUs.
+    #[arg(short, long, default_value_t = 1)]
+    pub cpus: u32,
+    /// CPU features shown to the guest: host, or minimal (hides XSAVE, CMPXCHG16B, AVX+).
+    #[arg(long, default_value = "host")]
+    pub cpu_template: CpuTemplate,
+    /// Serial console: stdout, file:PATH, unix:PATH, pty or off.
+    #[arg(long, default_value = "stdout")]
+    pub serial: SerialBackend,
+}
+
+/// `vireo run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Kernel image: a bzImage, or an ELF (PVH entry if it has the note).
+    #[arg(short, long)]
+    pub kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(short, long)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = vmm::config::DEFAULT_CMDLINE)]
+    pub cmdline: String,
+    /// On guest reset, boot the VM again instead of exiting.
+    #[arg(long)]
+    pub reboot: bool,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+/// `vireo demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Command line handed to the demo guest (it prints it back).
+    #[arg(long, default_value = "vireo demo")]
+    pub cmdline: String,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}

@@ -1,0 +1,175 @@
+//! `vireo run` and `vireo demo`: start one VM and map how it ended to an
+//! exit code.
+//!
+//! Exit codes: 0 when the guest powered off or reset (or the user stopped
+//! the VM), 1 when the guest crashed or the VMM failed while it ran, 2 when
+//! the VM could not be built from what the user gave.
+
+use std::process::ExitCode;
+
+use devices::serial_input::{spawn_input_thread, SerialInput};
+use vmm::{Console, Hypervisor, KernelSource, Outcome, VmConfig};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::cli::{DemoArgs, MachineArgs, RunArgs};
+
+/// Exit code for input errors (as clap uses for usage errors).
+const EXIT_USAGE: u8 = 2;
+/// Exit code for a guest crash or a runtime failure.
+const EXIT_FAILURE: u8 = 1;
+
+pub fn run_command(args: RunArgs) -> ExitCode {
+    let config = VmConfig {
+        kernel: KernelSource::Path(args.kernel),
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        reboot: args.reboot,
+        ..machine_config(&args.machine)
+    };
+    launch(&config, &args.machine)
+}
+
+pub fn demo_command(args: DemoArgs) -> ExitCode {
+    let config = VmConfig {
+        kernel: KernelSource::Embedded(crate::demo_guest::DEMO_KERNEL),
+        cmdline: args.cmdline,
+        ..machine_config(&args.machine)
+    };
+    launch(&config, &args.machine)
+}
+
+fn machine_config(m: &MachineArgs) -> VmConfig {
+    VmConfig {
+        memory: m.memory,
+        cpus: m.cpus,
+        cpu_template: m.cpu_template,
+        ..VmConfig::default()
+    }
+}
+
+/// Print an error and its causes on one line.
+fn report(err: &dyn std::error::Error) {
+    let mut line = format!("vireo: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    eprintln!("{line}");
+}
+
+fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
+    let hv = match Hypervisor::open() {
+        Ok(hv) => hv,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = vmm::validate(config, &hv) {
+        report(&e);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let stop = match EventFd::new(libc::EFD_NONBLOCK) {
+        Ok(e) => e,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if let Err(e) = vmm::signals::install_stop_handlers(&stop)
+        .and_then(|()| hypervisor::install_kick_signal_handler().map_err(std::io::Error::other))
+    {
+        report(&e);
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let serial = match machine.serial.open(&stop) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Some(path) = &serial.pty_path {
+        eprintln!("vireo: serial console on {}", path.display());
+    }
+    let console = Console::new(serial.output.clone());
+    let input = match start_input(serial.input, &console) {
+        Ok(input) => input,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+
+    let mut booted_once = false;
+    let code = loop {
+        match vmm::run_once(config, &hv, &console, &stop) {
+            Ok(Outcome::Reset) if config.reboot => {
+                booted_once = true;
+                tracing::info!("guest reset; booting again");
+                continue;
+            }
+            Ok(Outcome::PowerOff | Outcome::Reset) => break ExitCode::SUCCESS,
+            Ok(Outcome::Stopped) => {
+                if let Some(sig) = vmm::signals::received_signal() {
+                    eprintln!("vireo: terminating on signal {sig}");
+                }
+                break ExitCode::SUCCESS;
+            }
+            Ok(Outcome::Crashed(why)) => {
+                eprintln!("vireo: guest stopped: {why}");
+                break ExitCode::from(EXIT_FAILURE);
+            }
+            Err(e) => {
+                report(&e);
+                // A failure while building the first boot is the user's
+                // input; after a reboot it is a runtime failure.
+                break ExitCode::from(if booted_once {
+                    EXIT_FAILURE
+                } else {
+                    EXIT_USAGE
+                });
+            }
+        }
+    };
+    if let Some((stop_input, thread)) = input {
+        let _ = stop_input.write(1);
+        let _ = thread.join();
+    }
+    if let Some(terminal) = &serial.terminal {
+        if let Err(e) = terminal.restore() {
+            eprintln!("vireo: cannot restore the terminal: {e}");
+        }
+    }
+    code
+}
+
+/// Forward host input to whichever UART the current boot has. Returns the
+/// thread and the event fd that stops it.
+fn start_input(
+    input: Option<SerialInput>,
+    console: &Console,
+) -> std::io::Result<Option<(EventFd, std::thread::JoinHandle<()>)>> {
+    let Some(input) = input else {
+        return Ok(None);
+    };
+    let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+    let slot = console.serial.clone();
+    let thread = spawn_input_thread(input, stop.try_clone()?, move |bytes| {
+        let current = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match current {
+            Some(serial) => serial
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .enqueue_input(bytes),
+            // Between reboots: hold the bytes until the next UART exists.
+            None => 0,
+        }
+    })?;
+    Ok(Some((stop, thread)))
+}

@@ -1,0 +1,92 @@
+//! Shared helpers for the end-to-end tests: build the test guests once, run
+//! the real `vireo` binary against real `/dev/kvm`, and collect its output.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The `vireo` binary under test.
+pub fn vireo() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vireo"));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Directory holding the built test guests (`<name>.elf`), built on first use.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
+        let status = Command::new(root.join("guests/build.sh"))
+            .arg(&out)
+            .status()
+            .expect("run guests/build.sh");
+        assert!(status.success(), "guests/build.sh failed");
+        out
+    })
+}
+
+/// Path of test guest `name`.
+pub fn guest(name: &str) -> PathBuf {
+    guests_dir().join(format!("{name}.elf"))
+}
+
+/// Run `cmd` with a deadline; kill it (and fail) if it hangs.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vireo");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("collect output");
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "vireo did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Output of a finished run, as text.
+pub struct RunResult {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RunResult {
+    pub fn describe(&self) -> String {
+        format!(
+            "exit code {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `vireo` with `args`, at most `timeout`.
+pub fn run_vireo(args: &[&str], timeout: Duration) -> RunResult {
+    let out = run_with_timeout(vireo().args(args), timeout);
+    RunResult {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Whether this host's KVM is kvm-pvm (guest CPL 0 emulated in software).
+pub fn is_kvm_pvm() -> bool {
+    Path::new("/sys/module/kvm_pvm").exists()
+}

@@ -1,0 +1,172 @@
+//! Every way `vireo run` can be given bad input ends with one line naming
+//! the problem on stderr, exit code 2, and nothing left running or created.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{guest, run_vireo, RunResult};
+
+const T: Duration = Duration::from_secs(30);
+
+fn assert_usage_error(r: &RunResult, needle: &str) {
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(
+        r.stderr.contains(needle),
+        "stderr should mention {needle:?}\n{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout.is_empty(),
+        "nothing should reach the guest console\n{}",
+        r.describe()
+    );
+}
+
+fn assert_one_line(r: &RunResult) {
+    assert_eq!(
+        r.stderr.trim_end().lines().count(),
+        1,
+        "expected exactly one line on stderr\n{}",
+        r.describe()
+    );
+}
+
+#[test]
+fn unknown_flag() {
+    let r = run_vireo(&["run", "--kernel", "x", "--frobnicate"], T);
+    assert_usage_error(&r, "--frobnicate");
+}
+
+#[test]
+fn missing_kernel_file() {
+    let r = run_vireo(&["run", "--kernel", "/nonexistent/vmlinux"], T);
+    assert_usage_error(&r, "cannot open kernel /nonexistent/vmlinux");
+    assert_one_line(&r);
+}
+
+#[test]
+fn corrupt_kernel() {
+    let dir = tempdir();
+    let path = dir.join("garbage");
+    std::fs::write(&path, vec![0x5au8; 64 * 1024]).unwrap();
+    let r = run_vireo(&["run", "--kernel", path.to_str().unwrap()], T);
+    assert_usage_error(&r, "kernel");
+    assert_one_line(&r);
+
+    // An ELF header that lies about its program headers.
+    let mut elf = std::fs::read(guest("hello")).unwrap();
+    elf.truncate(200);
+    let path = dir.join("truncated.elf");
+    std::fs::write(&path, elf).unwrap();
+    let r = run_vireo(&["run", "--kernel", path.to_str().unwrap()], T);
+    assert_usage_error(&r, "kernel");
+    assert_one_line(&r);
+}
+
+#[test]
+fn initrd_that_does_not_fit() {
+    let dir = tempdir();
+    let path = dir.join("big.initrd");
+    let mut f = std::fs::File::create(&path).unwrap();
+    // Sparse 64 MiB file for a 16 MiB guest.
+    f.set_len(64 << 20).unwrap();
+    f.flush().unwrap();
+    let hello = guest("hello");
+    let r = run_vireo(
+        &[
+            "run",
+            "--kernel",
+            hello.to_str().unwrap(),
+            "--initrd",
+            path.to_str().unwrap(),
+            "--memory",
+            "16M",
+        ],
+        T,
+    );
+    assert_usage_error(&r, "initrd");
+    assert_one_line(&r);
+}
+
+#[test]
+fn missing_initrd() {
+    let hello = guest("hello");
+    let r = run_vireo(
+        &[
+            "run",
+            "--kernel",
+            hello.to_str().unwrap(),
+            "--initrd",
+            "/nonexistent/initrd",
+        ],
+        T,
+    );
+    assert_usage_error(&r, "cannot open initrd");
+    assert_one_line(&r);
+}
+
+#[test]
+fn more_memory_than_the_host_has() {
+    let hello = guest("hello");
+    let r = run_vireo(
+        &[
+            "run",
+            "--kernel",
+            hello.to_str().unwrap(),
+            "--memory",
+            "64T",
+        ],
+        T,
+    );
+    assert_usage_error(&r, "more than this host can give");
+    assert_one_line(&r);
+}
+
+#[test]
+fn bad_memory_and_cpu_values() {
+    let hello = guest("hello");
+    let h = hello.to_str().unwrap();
+    let r = run_vireo(&["run", "--kernel", h, "--cpus", "0"], T);
+    assert_usage_error(&r, "--cpus 0");
+    assert_one_line(&r);
+    let r = run_vireo(&["run", "--kernel", h, "--cpus", "100000"], T);
+    assert_usage_error(&r, "--cpus 100000");
+    let r = run_vireo(&["run", "--kernel", h, "--memory", "lots"], T);
+    assert_usage_error(&r, "invalid memory size");
+    let r = run_vireo(&["run", "--kernel", h, "--memory", "1M"], T);
+    assert_usage_error(&r, "too little");
+    let r = run_vireo(&["run", "--kernel", h, "--cpu-template", "fast"], T);
+    assert_usage_error(&r, "unknown CPU template");
+    let r = run_vireo(&["run", "--kernel", h, "--serial", "telnet:1234"], T);
+    assert_usage_error(&r, "serial");
+}
+
+#[test]
+fn command_line_too_long() {
+    let hello = guest("hello");
+    let long = "x".repeat(70_000);
+    let r = run_vireo(
+        &[
+            "run",
+            "--kernel",
+            hello.to_str().unwrap(),
+            "--cmdline",
+            &long,
+        ],
+        T,
+    );
+    assert_usage_error(&r, "command line");
+    assert_one_line(&r);
+}
+
+/// A fresh directory under the cargo target dir for this test's files.
+fn tempdir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("errors-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

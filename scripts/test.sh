@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need,
+# checks formatting and lints, builds the test guests and runs every test
+# (unit tests and end-to-end runs on the real /dev/kvm).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use: gcc/binutils build the test guests, iasl
+# checks our ACPI tables, busybox and cpio make the Linux test's initramfs.
+need=()
+command -v gcc >/dev/null || need+=(gcc)
+command -v iasl >/dev/null || need+=(acpica-tools)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q "${need[@]}" >/dev/null 2>&1 ||
+        { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
+fi
+
+if [ ! -w /dev/kvm ]; then
+    echo "error: /dev/kvm is missing or not writable; the end-to-end tests need it" >&2
+    exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+guests/build.sh target/guests
+cargo test --workspace --locked
