@@ -1,12 +1,10 @@
 /*
  * triple-fault: prints
  *   triple-fault: faulting now
- * then loads an empty IDT (limit 0) and divides by zero: #DE cannot be
+ * then loads an empty IDT (limit 0) and executes ud2: the #UD cannot be
  * delivered, nor can the #GP that follows, nor the #DF after it, so the CPU
- * shuts down (the VMM sees KVM_EXIT_SHUTDOWN). A divide error is used rather
- * than ud2 because KVM's instruction emulator (which runs all CPL 0 code on
- * kvm-pvm) raises it as a real guest exception, while an opcode it does not
- * know (ud2) would be reported as an emulation failure instead.
+ * shuts down (the VMM sees KVM_EXIT_SHUTDOWN). Checked on kvm-pvm, where KVM's
+ * emulator runs this CPL 0 code and raises the #UD itself.
  */
 #include "guest.h"
 
@@ -16,10 +14,7 @@
 main32:
         PUTS    "triple-fault: faulting now\n"
         lidt    empty_idt
-        xor     %edx, %edx
-        xor     %eax, %eax
-        xor     %ecx, %ecx
-        div     %ecx
+        ud2
         PUTS    "triple-fault: still running after the fault\n"
         ret
 
