@@ -12,6 +12,7 @@ pvh_start:
         movb    $ACPI_SLEEP_S5, ACPI_SLEEP_CONTROL
         /* Not reached on Vireo. On QEMU (bench/startup.py) the store above
          * hits nothing, and this write to isa-debug-exit ends the run. */
+        xorl    %eax, %eax
         outb    %al, $0xf4
 1:      cli
         hlt
