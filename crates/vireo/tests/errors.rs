@@ -91,6 +91,23 @@ fn initrd_that_does_not_fit() {
 }
 
 #[test]
+fn bad_input_leaves_no_console_socket_or_log_behind() {
+    let dir = tempdir();
+    let sock = dir.join("console.sock");
+    let spec = format!("unix:{}", sock.display());
+    let r = run_vireo(&["run", "--kernel", "/nonexistent/k", "--serial", &spec], T);
+    assert_usage_error(&r, "cannot open kernel");
+    assert!(!sock.exists(), "socket left behind");
+
+    let log = dir.join("console.log");
+    std::fs::write(&log, "kept\n").unwrap();
+    let spec = format!("file:{}", log.display());
+    let r = run_vireo(&["run", "--kernel", "/nonexistent/k", "--serial", &spec], T);
+    assert_usage_error(&r, "cannot open kernel");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "kept\n");
+}
+
+#[test]
 fn missing_initrd() {
     let hello = guest("hello");
     let r = run_vireo(

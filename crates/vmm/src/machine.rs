@@ -80,7 +80,23 @@ pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<()> {
             config.cpus
         )));
     }
+    crate::memory::check_size(config.memory)?;
+    // Open the files now so a typo is reported before any host resource
+    // (a console socket, a truncated log file) is created.
+    open_kernel(&config.kernel)?;
+    open_initrd(config.initrd.as_deref())?;
     Ok(())
+}
+
+fn open_initrd(path: Option<&std::path::Path>) -> Result<Option<File>> {
+    path.map(|path| {
+        File::open(path).map_err(|source| Error::Open {
+            what: "initrd",
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+    .transpose()
 }
 
 fn open_kernel(source: &KernelSource) -> Result<File> {
@@ -120,14 +136,7 @@ pub fn run_once(
 ) -> Result<Outcome> {
     validate(config, hv)?;
     let mut kernel = open_kernel(&config.kernel)?;
-    let mut initrd = match &config.initrd {
-        Some(path) => Some(File::open(path).map_err(|source| Error::Open {
-            what: "initrd",
-            path: path.clone(),
-            source,
-        })?),
-        None => None,
-    };
+    let mut initrd = open_initrd(config.initrd.as_deref())?;
     let mem = create_guest_memory(config.memory)?;
 
     let vm = hv.create_vm()?;

@@ -19,6 +19,18 @@ fn host_memory() -> Option<u64> {
     Some((info.totalram as u64).saturating_add(info.totalswap as u64) * unit)
 }
 
+/// Check that `size` bytes make a guest and that the host can back them.
+pub fn check_size(size: u64) -> Result<()> {
+    arch::memory::ram_regions(size)?;
+    match host_memory() {
+        Some(host) if size > host => Err(Error::NotEnoughHostMemory {
+            requested_mib: size >> 20,
+            host_mib: host >> 20,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Map `size` bytes of guest RAM, laid out around the MMIO hole.
 ///
 /// The mapping is lazy (pages are faulted in as the guest touches them), so
@@ -26,14 +38,7 @@ fn host_memory() -> Option<u64> {
 /// a guest that touches all its memory would be killed by the OOM killer
 /// long after start.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemory> {
-    if let Some(host) = host_memory() {
-        if size > host {
-            return Err(Error::NotEnoughHostMemory {
-                requested_mib: size >> 20,
-                host_mib: host >> 20,
-            });
-        }
-    }
+    check_size(size)?;
     let ranges = arch::memory::ram_regions(size)?
         .into_iter()
         .map(|(addr, len)| {
