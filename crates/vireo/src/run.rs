@@ -6,8 +6,10 @@
 //! the VM could not be built from what the user gave.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use devices::serial_input::{spawn_input_thread, SerialInput};
+use devices::RawTerminal;
 use vmm::{Console, Hypervisor, KernelSource, Outcome, VmConfig};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -87,13 +89,17 @@ fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
         report(&e);
         return ExitCode::from(EXIT_FAILURE);
     }
-    let serial = match machine.serial.open(&stop) {
+    let mut serial = match machine.serial.open(&stop) {
         Ok(s) => s,
         Err(e) => {
             report(&e);
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let terminal = serial.terminal.take().map(Arc::new);
+    if let Some(terminal) = &terminal {
+        restore_terminal_on_panic(terminal.clone());
+    }
     if let Some(path) = &serial.pty_path {
         eprintln!("vireo: serial console on {}", path.display());
     }
@@ -141,12 +147,22 @@ fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
         let _ = stop_input.write(1);
         let _ = thread.join();
     }
-    if let Some(terminal) = &serial.terminal {
+    if let Some(terminal) = &terminal {
         if let Err(e) = terminal.restore() {
             eprintln!("vireo: cannot restore the terminal: {e}");
         }
     }
     code
+}
+
+/// A panic aborts the process (release builds), so drops never run: put the
+/// terminal back from the panic hook, before the message is printed.
+fn restore_terminal_on_panic(terminal: Arc<RawTerminal>) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = terminal.restore();
+        default(info);
+    }));
 }
 
 /// Forward host input to whichever UART the current boot has. Returns the

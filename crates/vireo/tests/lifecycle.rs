@@ -226,3 +226,69 @@ fn serial_on_a_pty() {
     signal(&child, libc::SIGTERM);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
 }
+
+/// A pseudo-terminal pair: (master, slave).
+fn open_pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain libc calls; each returned descriptor is checked and
+    // owned by exactly one File.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0);
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(master)).to_owned();
+        let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        assert!(slave >= 0);
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    }
+}
+
+fn termios(f: &std::fs::File) -> libc::termios {
+    use std::os::fd::AsRawFd;
+    // SAFETY: zeroed termios is valid; tcgetattr fills it from a live fd.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(f.as_raw_fd(), &mut t), 0);
+        t
+    }
+}
+
+#[test]
+fn terminal_is_raw_while_running_and_restored_after_ctrl_a_x() {
+    use std::io::Write;
+    let (mut master, slave) = open_pty();
+    let cooked = termios(&slave);
+    assert_ne!(cooked.c_lflag & libc::ICANON, 0, "pty starts cooked");
+    let idle = guest("idle");
+    let mut child = vireo()
+        .args(["run", "--kernel", idle.to_str().unwrap()])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = line_channel(master.try_clone().unwrap());
+    wait_for_line(&out, "idle: waiting", T);
+    let raw = termios(&slave);
+    assert_eq!(
+        raw.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG),
+        0,
+        "raw while running"
+    );
+    // Ctrl-C goes to the guest (no signal), then Ctrl-A x quits.
+    master.write_all(b"\x03").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "Ctrl-C must not stop the VMM"
+    );
+    master.write_all(b"\x01x").unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
+    let after = termios(&slave);
+    assert_eq!(after.c_lflag, cooked.c_lflag, "local modes restored");
+    assert_eq!(after.c_iflag, cooked.c_iflag, "input modes restored");
+}
