@@ -6,14 +6,41 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_tracing(cli.verbose);
     match cli.command {
         cli::Command::Run(args) => run::run_command(args),
         cli::Command::Demo(args) => run::demo_command(args),
+    }
+}
+
+/// Help and version go to stdout as clap prints them; a usage error is one
+/// line on stderr (clap's first line, without its hint) and exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            // clap's message is its first paragraph (a list of missing
+            // arguments continues on indented lines); the rest is a hint.
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = message.join(" ");
+            eprintln!("vireo: {}", message.trim_start_matches("error: "));
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -24,6 +24,14 @@ fn assert_usage_error(r: &RunResult, needle: &str) {
     );
 }
 
+/// Run the hello guest with `extra` flags.
+fn run_hello(extra: &[&str]) -> RunResult {
+    let hello = guest("hello");
+    let mut args = vec!["run", "--kernel", hello.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_vireo(&args, T)
+}
+
 fn assert_one_line(r: &RunResult) {
     assert_eq!(
         r.stderr.trim_end().lines().count(),
@@ -37,6 +45,10 @@ fn assert_one_line(r: &RunResult) {
 fn unknown_flag() {
     let r = run_vireo(&["run", "--kernel", "x", "--frobnicate"], T);
     assert_usage_error(&r, "--frobnicate");
+    assert_one_line(&r);
+    let r = run_vireo(&["run"], T);
+    assert_usage_error(&r, "--kernel");
+    assert_one_line(&r);
 }
 
 #[test]
@@ -73,19 +85,7 @@ fn initrd_that_does_not_fit() {
     // Sparse 64 MiB file for a 16 MiB guest.
     f.set_len(64 << 20).unwrap();
     f.flush().unwrap();
-    let hello = guest("hello");
-    let r = run_vireo(
-        &[
-            "run",
-            "--kernel",
-            hello.to_str().unwrap(),
-            "--initrd",
-            path.to_str().unwrap(),
-            "--memory",
-            "16M",
-        ],
-        T,
-    );
+    let r = run_hello(&["--initrd", path.to_str().unwrap(), "--memory", "16M"]);
     assert_usage_error(&r, "initrd");
     assert_one_line(&r);
 }
@@ -109,71 +109,38 @@ fn bad_input_leaves_no_console_socket_or_log_behind() {
 
 #[test]
 fn missing_initrd() {
-    let hello = guest("hello");
-    let r = run_vireo(
-        &[
-            "run",
-            "--kernel",
-            hello.to_str().unwrap(),
-            "--initrd",
-            "/nonexistent/initrd",
-        ],
-        T,
-    );
+    let r = run_hello(&["--initrd", "/nonexistent/initrd"]);
     assert_usage_error(&r, "cannot open initrd");
     assert_one_line(&r);
 }
 
 #[test]
 fn more_memory_than_the_host_has() {
-    let hello = guest("hello");
-    let r = run_vireo(
-        &[
-            "run",
-            "--kernel",
-            hello.to_str().unwrap(),
-            "--memory",
-            "64T",
-        ],
-        T,
-    );
+    let r = run_hello(&["--memory", "64T"]);
     assert_usage_error(&r, "more than this host can give");
     assert_one_line(&r);
 }
 
 #[test]
 fn bad_memory_and_cpu_values() {
-    let hello = guest("hello");
-    let h = hello.to_str().unwrap();
-    let r = run_vireo(&["run", "--kernel", h, "--cpus", "0"], T);
-    assert_usage_error(&r, "--cpus 0");
-    assert_one_line(&r);
-    let r = run_vireo(&["run", "--kernel", h, "--cpus", "100000"], T);
-    assert_usage_error(&r, "--cpus 100000");
-    let r = run_vireo(&["run", "--kernel", h, "--memory", "lots"], T);
-    assert_usage_error(&r, "invalid memory size");
-    let r = run_vireo(&["run", "--kernel", h, "--memory", "1M"], T);
-    assert_usage_error(&r, "too little");
-    let r = run_vireo(&["run", "--kernel", h, "--cpu-template", "fast"], T);
-    assert_usage_error(&r, "unknown CPU template");
-    let r = run_vireo(&["run", "--kernel", h, "--serial", "telnet:1234"], T);
-    assert_usage_error(&r, "serial");
+    for (flags, needle) in [
+        (["--cpus", "0"], "--cpus 0"),
+        (["--cpus", "100000"], "--cpus 100000"),
+        (["--memory", "lots"], "invalid memory size"),
+        (["--memory", "1M"], "too little"),
+        (["--cpu-template", "fast"], "unknown CPU template"),
+        (["--serial", "telnet:1234"], "serial"),
+    ] {
+        let r = run_hello(&flags);
+        assert_usage_error(&r, needle);
+        assert_one_line(&r);
+    }
 }
 
 #[test]
 fn command_line_too_long() {
-    let hello = guest("hello");
     let long = "x".repeat(70_000);
-    let r = run_vireo(
-        &[
-            "run",
-            "--kernel",
-            hello.to_str().unwrap(),
-            "--cmdline",
-            &long,
-        ],
-        T,
-    );
+    let r = run_hello(&["--cmdline", &long]);
     assert_usage_error(&r, "command line");
     assert_one_line(&r);
 }
