@@ -1,0 +1,75 @@
+#!/bin/sh
+# fetch-linux.sh DIR
+#
+# Puts the Debian cloud kernel (a bzImage) at DIR/vmlinuz without installing
+# it: resolves the kernel package that linux-image-cloud-amd64 depends on,
+# downloads that .deb with apt-get (running `apt-get update` only if the
+# download fails), unpacks it with dpkg-deb into a temporary directory and
+# copies boot/vmlinuz-* to DIR/vmlinuz. DIR/vmlinuz.package records which
+# package it came from. When DIR/vmlinuz already is a bzImage nothing is done
+# (no apt at all); set FETCH_LINUX_REFRESH=1 to re-resolve the package and
+# replace the kernel if the package changed.
+# Prints one line saying what it did.
+set -eu
+
+# True when $1 carries the x86 boot protocol signature "HdrS" at 0x202.
+is_bzimage() {
+    [ -s "$1" ] && [ "$(dd if="$1" bs=1 skip=514 count=4 2>/dev/null)" = "HdrS" ]
+}
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 DIR" >&2
+    exit 2
+fi
+dir=$1
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+if [ "${FETCH_LINUX_REFRESH:-0}" != 1 ] && is_bzimage "$dir/vmlinuz"; then
+    echo "fetch-linux: $dir/vmlinuz already present ($(cat "$dir/vmlinuz.package" 2>/dev/null || echo 'unknown package'))"
+    exit 0
+fi
+
+meta=linux-image-cloud-amd64
+pkg=$(apt-cache depends "$meta" 2>/dev/null |
+    sed -n 's/^ *Depends: *\(linux-image-[^ ]*\).*/\1/p' | head -n 1)
+if [ -z "$pkg" ]; then
+    # apt's lists may be missing entirely: refresh once and retry.
+    apt-get update -qq >/dev/null
+    pkg=$(apt-cache depends "$meta" 2>/dev/null |
+        sed -n 's/^ *Depends: *\(linux-image-[^ ]*\).*/\1/p' | head -n 1)
+fi
+if [ -z "$pkg" ]; then
+    echo "fetch-linux: cannot resolve the kernel package of $meta" >&2
+    exit 1
+fi
+version=$(apt-cache show "$pkg" | sed -n 's/^Version: *//p' | head -n 1)
+want="$pkg $version"
+
+if is_bzimage "$dir/vmlinuz" && [ -f "$dir/vmlinuz.package" ] &&
+    [ "$(cat "$dir/vmlinuz.package")" = "$want" ]; then
+    echo "fetch-linux: $dir/vmlinuz already holds $want"
+    exit 0
+fi
+
+tmp=$(mktemp -d "$dir/.fetch-linux.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+if ! (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1); then
+    apt-get update -qq >/dev/null
+    (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null)
+fi
+deb=$(ls "$tmp"/*.deb | head -n 1)
+dpkg-deb -x "$deb" "$tmp/root"
+kernel=$(ls "$tmp"/root/boot/vmlinuz-* 2>/dev/null | head -n 1)
+if [ -z "$kernel" ] || ! is_bzimage "$kernel"; then
+    echo "fetch-linux: no bzImage boot/vmlinuz-* in $deb" >&2
+    exit 1
+fi
+
+# Atomic replace, so concurrent runs never see a half-written kernel.
+cp "$kernel" "$tmp/vmlinuz"
+mv -f "$tmp/vmlinuz" "$dir/vmlinuz"
+echo "$want" >"$tmp/vmlinuz.package"
+mv -f "$tmp/vmlinuz.package" "$dir/vmlinuz.package"
+echo "fetch-linux: put $(basename "$kernel") from $want at $dir/vmlinuz"
