@@ -23,7 +23,11 @@
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 #define START_INFO_MAGIC        0x336ec578
 #define SI_MAGIC                0           /* u32 */
+#define SI_NR_MODULES           12          /* u32 */
+#define SI_MODLIST              16          /* u64 physical address */
 #define SI_CMDLINE              24          /* u64 physical address */
+#define MOD_PADDR               0           /* hvm_modlist_entry: u64 */
+#define MOD_SIZE                8           /* u64 */
 #define SI_RSDP                 32          /* u64 physical address */
 #define SI_MEMMAP               40          /* u64 physical address */
 #define SI_MEMMAP_ENTRIES       48          /* u32 */

@@ -35,6 +35,25 @@ fn pvh_guest_prints_and_powers_off() {
 }
 
 #[test]
+fn pvh_initrd_is_module_zero_at_the_top_of_low_ram() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("pvh-initrd-{}", std::process::id()));
+    let mut data = b"VIREOINITRD-TEST".to_vec();
+    data.resize(100_016, 0);
+    std::fs::write(&path, &data).unwrap();
+    let r = run_guest(
+        "hello",
+        &["--initrd", path.to_str().unwrap(), "--memory", "128M"],
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    // Highest page-aligned place that ends below 128 MiB; "VIRE" little-endian.
+    let addr = ((128u64 << 20) - 100_016) & !0xfff;
+    let want = format!("hello: module addr={addr:08x} size=100016 first=45524956\n");
+    assert!(r.stdout.contains(&want), "want {want:?}\n{}", r.describe());
+}
+
+#[test]
 fn default_command_line_reaches_the_guest() {
     let r = run_guest("hello", &[]);
     assert_eq!(r.code, Some(0), "{}", r.describe());
