@@ -132,8 +132,7 @@ fn guest_reset_ends_the_run() {
 
 #[test]
 fn reboot_flag_boots_again_after_reset() {
-    let reset = guest("reset");
-    let mut child = spawn(&["run", "--kernel", reset.to_str().unwrap(), "--reboot"]);
+    let mut child = spawn_rebooting("stdout");
     let out = line_channel(child.stdout.take().unwrap());
     let mut boots = 0;
     while boots < 3 {
@@ -169,21 +168,26 @@ fn serial_to_file_and_off() {
     assert!(r.stdout.is_empty(), "{}", r.describe());
 }
 
-#[test]
-fn serial_on_a_unix_socket() {
-    let path = scratch("console.sock");
-    let spec = format!("unix:{}", path.display());
+/// The reset guest under `--reboot`: it prints a line on every boot, forever.
+fn spawn_rebooting(serial: &str) -> Child {
     let reset = guest("reset");
-    // The guest resets and boots again and again, printing each time, so a
-    // client that connects late still sees output.
-    let mut child = spawn(&[
+    spawn(&[
         "run",
         "--kernel",
         reset.to_str().unwrap(),
         "--reboot",
         "--serial",
-        &spec,
-    ]);
+        serial,
+    ])
+}
+
+#[test]
+fn serial_on_a_unix_socket() {
+    let path = scratch("console.sock");
+    let spec = format!("unix:{}", path.display());
+    // The guest resets and boots again and again, printing each time, so a
+    // client that connects late still sees output.
+    let mut child = spawn_rebooting(&spec);
     let deadline = Instant::now() + T;
     let stream = loop {
         if let Ok(s) = UnixStream::connect(&path) {
@@ -201,15 +205,7 @@ fn serial_on_a_unix_socket() {
 
 #[test]
 fn serial_on_a_pty() {
-    let reset = guest("reset");
-    let mut child = spawn(&[
-        "run",
-        "--kernel",
-        reset.to_str().unwrap(),
-        "--reboot",
-        "--serial",
-        "pty",
-    ]);
+    let mut child = spawn_rebooting("pty");
     let err = line_channel(child.stderr.take().unwrap());
     let seen = wait_for_line(&err, "serial console on ", T);
     let pty = seen

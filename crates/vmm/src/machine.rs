@@ -82,8 +82,11 @@ pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<()> {
     }
     crate::memory::check_size(config.memory)?;
     // Open the files now so a typo is reported before any host resource
-    // (a console socket, a truncated log file) is created.
-    open_kernel(&config.kernel)?;
+    // (a console socket, a truncated log file) is created. An embedded
+    // kernel needs no check, and copying it to a memfd here would be wasted.
+    if let KernelSource::Path(_) = config.kernel {
+        open_kernel(&config.kernel)?;
+    }
     open_initrd(config.initrd.as_deref())?;
     Ok(())
 }
