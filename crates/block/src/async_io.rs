@@ -1,0 +1,224 @@
+//! Asynchronous requests on any [`DiskImage`].
+//!
+//! [`AsyncDisk`] takes [`Request`]s without blocking, runs them on a pool of
+//! worker threads (so one slow request, a cluster allocation or a read from
+//! a cold backing file, does not hold up the requests behind it) and hands
+//! back [`Completion`]s. An eventfd says when completions are waiting, so
+//! an event loop can poll it beside its other file descriptors.
+//!
+//! Requests in flight at the same time may complete in any order, as on a
+//! real disk; a [`Request::Flush`] covers every write that completed before
+//! it was submitted.
+
+use std::collections::VecDeque;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
+
+/// One request to a disk.
+///
+/// Buffers are `'static` because the request outlives the caller's stack
+/// frame: whoever builds them (with [`IoBuf::from_raw`]) promises that the
+/// memory stays valid until the request's [`Completion`] is drained.
+#[derive(Debug)]
+pub enum Request {
+    /// Fill `bufs` from the disk at `offset`.
+    Read {
+        /// First byte on the disk.
+        offset: u64,
+        /// Destination, in order.
+        bufs: Vec<IoBufMut<'static>>,
+    },
+    /// Write `bufs` to the disk at `offset`.
+    Write {
+        /// First byte on the disk.
+        offset: u64,
+        /// Source, in order.
+        bufs: Vec<IoBuf<'static>>,
+    },
+    /// Make completed writes durable.
+    Flush,
+    /// The range is no longer needed.
+    Discard {
+        /// First byte.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// The range must read as zeroes.
+    WriteZeroes {
+        /// First byte.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+        /// The space behind the range may be freed.
+        unmap: bool,
+    },
+}
+
+/// The outcome of one submitted request.
+#[derive(Debug)]
+pub struct Completion {
+    /// The value given to [`AsyncDisk::submit`].
+    pub user_data: u64,
+    /// What the request returned.
+    pub result: Result<()>,
+}
+
+struct Queue {
+    jobs: VecDeque<(Request, u64)>,
+    shutdown: bool,
+}
+
+struct Shared {
+    disk: Arc<dyn DiskImage>,
+    queue: Mutex<Queue>,
+    work: Condvar,
+    done: Mutex<Vec<Completion>>,
+    event: EventFd,
+}
+
+/// A disk that runs requests on worker threads.
+///
+/// Dropping it finishes every submitted request, then joins the workers.
+pub struct AsyncDisk {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for AsyncDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncDisk")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+/// Worker threads used when the caller passes 0.
+pub const DEFAULT_WORKERS: usize = 4;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked left the data consistent (each field is
+    // updated in one step), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AsyncDisk {
+    /// Serve `disk` with `workers` threads (0: [`DEFAULT_WORKERS`]).
+    pub fn new(disk: Arc<dyn DiskImage>, workers: usize) -> Result<Self> {
+        let workers = if workers == 0 {
+            DEFAULT_WORKERS
+        } else {
+            workers
+        };
+        let event = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?;
+        let shared = Arc::new(Shared {
+            disk,
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            done: Mutex::new(Vec::new()),
+            event,
+        });
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let s = Arc::clone(&shared);
+            let h = std::thread::Builder::new()
+                .name(format!("disk-io-{i}"))
+                .spawn(move || worker(&s))
+                .map_err(|e| Error::io("spawn disk worker", e))?;
+            handles.push(h);
+        }
+        Ok(Self {
+            shared,
+            workers: handles,
+        })
+    }
+
+    /// The disk requests run on.
+    pub fn disk(&self) -> &Arc<dyn DiskImage> {
+        &self.shared.disk
+    }
+
+    /// Queue `request`; its completion will carry `user_data`.
+    pub fn submit(&self, request: Request, user_data: u64) -> Result<()> {
+        let mut q = lock(&self.shared.queue);
+        if q.shutdown {
+            return Err(Error::Unsupported("submitting to a closing disk"));
+        }
+        q.jobs.push_back((request, user_data));
+        drop(q);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Readable while completions wait to be drained.
+    pub fn completion_fd(&self) -> &EventFd {
+        &self.shared.event
+    }
+
+    /// Move every finished request's completion into `out` and clear the
+    /// eventfd (callers need not read it themselves).
+    pub fn drain_completions(&self, out: &mut Vec<Completion>) {
+        let mut done = lock(&self.shared.done);
+        // Reset under the lock: a worker pushes and signals under it too,
+        // so no completion can be left behind a cleared eventfd.
+        let _ = self.shared.event.read();
+        out.append(&mut done);
+    }
+}
+
+impl AsRawFd for AsyncDisk {
+    fn as_raw_fd(&self) -> RawFd {
+        self.shared.event.as_raw_fd()
+    }
+}
+
+impl Drop for AsyncDisk {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).shutdown = true;
+        self.shared.work.notify_all();
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(shared: &Shared) {
+    loop {
+        let (request, user_data) = {
+            let mut q = lock(&shared.queue);
+            loop {
+                if let Some(job) = q.jobs.pop_front() {
+                    break job;
+                }
+                if q.shutdown {
+                    return;
+                }
+                q = shared.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let result = run(shared.disk.as_ref(), request);
+        let mut done = lock(&shared.done);
+        done.push(Completion { user_data, result });
+        if let Err(e) = shared.event.write(1) {
+            tracing::error!("disk completion eventfd: {e}");
+        }
+    }
+}
+
+fn run(disk: &dyn DiskImage, request: Request) -> Result<()> {
+    match request {
+        Request::Read { offset, bufs } => disk.read_vectored(offset, &bufs),
+        Request::Write { offset, bufs } => disk.write_vectored(offset, &bufs),
+        Request::Flush => disk.flush(),
+        Request::Discard { offset, len } => disk.discard(offset, len),
+        Request::WriteZeroes { offset, len, unmap } => disk.write_zeroes(offset, len, unmap),
+    }
+}

@@ -1,0 +1,576 @@
+//! The host file under an image: positioned vectored I/O straight from
+//! [`IoBuf`] pointers, `O_DIRECT` alignment, OFD locks, hole punching.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use crate::{Error, IoBuf, IoBufMut, Result};
+
+/// Most iovecs one `preadv`/`pwritev` call takes (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Alignment used for `O_DIRECT` bounce buffers; covers 512 and 4096-byte
+/// logical blocks.
+const DIRECT_ALIGN: usize = 4096;
+
+/// An open host file or block device.
+#[derive(Debug)]
+pub(crate) struct HostFile {
+    file: File,
+    direct: bool,
+    /// Logical block size when `direct`; 1 otherwise.
+    align: usize,
+    block_device: bool,
+    read_only: bool,
+}
+
+/// One contiguous piece of memory for vectored I/O.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Iov {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+// SAFETY: an Iov is a memory range whose owner promised (through IoBuf or a
+// host buffer) that it stays valid while the request runs, on any thread.
+unsafe impl Send for Iov {}
+
+impl Iov {
+    pub fn from_bufs(bufs: &[IoBuf]) -> Vec<Iov> {
+        bufs.iter()
+            .map(|b| Iov {
+                ptr: b.as_ptr().cast_mut(),
+                len: b.len(),
+            })
+            .collect()
+    }
+
+    pub fn from_bufs_mut(bufs: &[IoBufMut]) -> Vec<Iov> {
+        bufs.iter()
+            .map(|b| Iov {
+                ptr: b.as_mut_ptr(),
+                len: b.len(),
+            })
+            .collect()
+    }
+
+    /// A range the kernel will write into.
+    pub fn from_mut(buf: &mut [u8]) -> Iov {
+        Iov {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
+    }
+
+    /// A range only ever read from.
+    pub fn from_slice(buf: &[u8]) -> Iov {
+        Iov {
+            ptr: buf.as_ptr().cast_mut(),
+            len: buf.len(),
+        }
+    }
+}
+
+/// Total length of `iovs`.
+pub(crate) fn iov_len(iovs: &[Iov]) -> u64 {
+    iovs.iter().map(|v| v.len as u64).sum()
+}
+
+/// The part `[start, start + len)` of the byte stream `iovs` describe.
+pub(crate) fn iov_slice(iovs: &[Iov], start: u64, len: u64) -> Vec<Iov> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    let end = start + len;
+    for v in iovs {
+        let v_end = pos + v.len as u64;
+        if v_end > start && pos < end {
+            let from = start.max(pos) - pos;
+            let to = end.min(v_end) - pos;
+            // from and to are within v.len, a usize.
+            let from = usize::try_from(from).unwrap_or(0);
+            let to = usize::try_from(to).unwrap_or(v.len);
+            // wrapping_add: the pointer stays inside the caller's buffer.
+            out.push(Iov {
+                ptr: v.ptr.wrapping_add(from),
+                len: to - from,
+            });
+        }
+        pos = v_end;
+        if pos >= end {
+            break;
+        }
+    }
+    out
+}
+
+/// Fill every byte of `iovs` with zero.
+pub(crate) fn iov_zero(iovs: &[Iov]) {
+    for v in iovs {
+        // SAFETY: the range is writable memory the request owns (see Iov).
+        unsafe { std::ptr::write_bytes(v.ptr, 0, v.len) };
+    }
+}
+
+/// Copy `src` into the byte stream `iovs`, starting `at` bytes into it.
+pub(crate) fn iov_copy_from(iovs: &[Iov], at: u64, src: &[u8]) {
+    let mut done = 0usize;
+    for v in iov_slice(iovs, at, src.len() as u64) {
+        // SAFETY: `v` is writable request memory of v.len bytes; `src` has
+        // at least done + v.len bytes since the slices cover src.len().
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(done), v.ptr, v.len) };
+        done += v.len;
+    }
+}
+
+/// Copy `dst.len()` bytes of the byte stream `iovs`, from `at`, into `dst`.
+pub(crate) fn iov_copy_to(iovs: &[Iov], at: u64, dst: &mut [u8]) {
+    let mut done = 0usize;
+    for v in iov_slice(iovs, at, dst.len() as u64) {
+        // SAFETY: `v` is readable request memory; `dst` has room (as above).
+        unsafe { std::ptr::copy_nonoverlapping(v.ptr, dst.as_mut_ptr().add(done), v.len) };
+        done += v.len;
+    }
+}
+
+/// A heap buffer aligned for `O_DIRECT`.
+pub(crate) struct AlignedBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn new(len: usize) -> Result<Self> {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), DIRECT_ALIGN)
+            .map_err(|_| Error::InvalidImage(format!("buffer of {len} bytes")))?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(Error::io(
+                "allocate",
+                std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+            ));
+        }
+        Ok(Self { ptr, len })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is a live, initialised (zeroed) allocation of len bytes
+        // owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if let Ok(layout) = std::alloc::Layout::from_size_align(self.len.max(1), DIRECT_ALIGN) {
+            // SAFETY: allocated in new() with this very layout.
+            unsafe { std::alloc::dealloc(self.ptr, layout) };
+        }
+    }
+}
+
+// SAFETY: AlignedBuf owns its allocation exclusively, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+
+fn to_iovecs(iovs: &[Iov]) -> Vec<libc::iovec> {
+    iovs.iter()
+        .filter(|v| v.len > 0)
+        .map(|v| libc::iovec {
+            iov_base: v.ptr.cast(),
+            iov_len: v.len,
+        })
+        .collect()
+}
+
+fn off_t(offset: u64) -> Result<libc::off_t> {
+    libc::off_t::try_from(offset).map_err(|_| Error::OutOfRange {
+        offset,
+        len: 0,
+        size: i64::MAX as u64,
+    })
+}
+
+// Some helpers serve only the qcow2 code, which lands in its own commit.
+#[allow(dead_code)]
+impl HostFile {
+    /// Open `path` and lock it: exclusively when writable, shared otherwise.
+    pub fn open(path: &Path, read_only: bool, direct: bool) -> Result<Self> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(!read_only);
+        if direct {
+            opts.custom_flags(libc::O_DIRECT);
+        }
+        let file = opts.open(path).map_err(|e| Error::io("open", e))?;
+        let meta = file.metadata().map_err(|e| Error::io("stat", e))?;
+        let block_device = meta.file_type().is_block_device();
+        let align = if direct {
+            logical_block_size(&file, block_device)
+        } else {
+            1
+        };
+        let host = Self {
+            file,
+            direct,
+            align,
+            block_device,
+            read_only,
+        };
+        host.lock(path)?;
+        Ok(host)
+    }
+
+    /// Take the OFD lock: it belongs to this open file description, so it
+    /// is released when the image is closed and is not shared with threads
+    /// or children the way POSIX locks are.
+    fn lock(&self, path: &Path) -> Result<()> {
+        // SAFETY: flock is plain data; all-zero is a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        let kind = if self.read_only {
+            libc::F_RDLCK
+        } else {
+            libc::F_WRLCK
+        };
+        fl.l_type = i16::try_from(kind).unwrap_or(0);
+        fl.l_whence = i16::try_from(libc::SEEK_SET).unwrap_or(0);
+        // SAFETY: fcntl with F_OFD_SETLK reads the flock we pass; the fd is open.
+        let r = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        if r < 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EACCES) => Err(Error::InUse(path.to_owned())),
+                _ => Err(Error::io("lock", err)),
+            };
+        }
+        Ok(())
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub fn is_block_device(&self) -> bool {
+        self.block_device
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Current length of the file or device.
+    pub fn len(&self) -> Result<u64> {
+        (&self.file)
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io("seek", e))
+    }
+
+    /// Bytes allocated on the host filesystem.
+    pub fn allocated_bytes(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().map_err(|e| Error::io("stat", e))?;
+        Ok(meta.blocks() * 512)
+    }
+
+    fn aligned(&self, offset: u64, iovs: &[Iov]) -> bool {
+        let a = self.align as u64;
+        offset.is_multiple_of(a)
+            && iovs.iter().all(|v| {
+                (v.ptr as usize).is_multiple_of(self.align) && v.len.is_multiple_of(self.align)
+            })
+    }
+
+    /// Read the byte stream `iovs` from `offset`; returns the bytes read,
+    /// less than asked only at end of file.
+    pub fn read_iov(&self, offset: u64, iovs: &[Iov]) -> Result<u64> {
+        if self.direct && !self.aligned(offset, iovs) {
+            return self.read_bounced(offset, iovs);
+        }
+        let total = iov_len(iovs);
+        let mut done = 0u64;
+        while done < total {
+            let rest = iov_slice(iovs, done, total - done);
+            let vecs = to_iovecs(&rest);
+            let n = vecs.len().min(IOV_MAX);
+            // n <= IOV_MAX fits in c_int.
+            let cnt = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+            // SAFETY: every iovec points at writable request memory (Iov's
+            // contract); the kernel writes at most iov_len bytes into each.
+            let r = unsafe {
+                libc::preadv(
+                    self.file.as_raw_fd(),
+                    vecs.as_ptr(),
+                    cnt,
+                    off_t(offset + done)?,
+                )
+            };
+            if r < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("read", err));
+            }
+            if r == 0 {
+                break;
+            }
+            done += r.unsigned_abs() as u64;
+        }
+        Ok(done)
+    }
+
+    /// Read exactly; past end of file reads as zeroes.
+    pub fn read_iov_zero_fill(&self, offset: u64, iovs: &[Iov]) -> Result<()> {
+        let n = self.read_iov(offset, iovs)?;
+        let total = iov_len(iovs);
+        if n < total {
+            iov_zero(&iov_slice(iovs, n, total - n));
+        }
+        Ok(())
+    }
+
+    /// Write all of `iovs` at `offset`.
+    pub fn write_iov(&self, offset: u64, iovs: &[Iov]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.direct && !self.aligned(offset, iovs) {
+            return self.write_bounced(offset, iovs);
+        }
+        let total = iov_len(iovs);
+        let mut done = 0u64;
+        while done < total {
+            let rest = iov_slice(iovs, done, total - done);
+            let vecs = to_iovecs(&rest);
+            let n = vecs.len().min(IOV_MAX);
+            let cnt = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+            // SAFETY: every iovec points at readable request memory.
+            let r = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    vecs.as_ptr(),
+                    cnt,
+                    off_t(offset + done)?,
+                )
+            };
+            if r < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("write", err));
+            }
+            if r == 0 {
+                return Err(Error::io(
+                    "write",
+                    std::io::Error::from(std::io::ErrorKind::WriteZero),
+                ));
+            }
+            done += r.unsigned_abs() as u64;
+        }
+        Ok(())
+    }
+
+    /// The aligned window `[start, end)` around `[offset, offset + len)`.
+    fn window(&self, offset: u64, len: u64) -> (u64, u64) {
+        let a = self.align as u64;
+        let start = offset - offset % a;
+        let end = (offset + len).div_ceil(a) * a;
+        (start, end)
+    }
+
+    fn bounce(&self, start: u64, end: u64) -> Result<AlignedBuf> {
+        let len = usize::try_from(end - start)
+            .map_err(|_| Error::InvalidImage("request too large".into()))?;
+        AlignedBuf::new(len)
+    }
+
+    fn read_bounced(&self, offset: u64, iovs: &[Iov]) -> Result<u64> {
+        let total = iov_len(iovs);
+        let (start, end) = self.window(offset, total);
+        let mut buf = self.bounce(start, end)?;
+        let got = {
+            let s = buf.as_mut_slice();
+            self.read_iov(start, &[Iov::from_mut(s)])?
+        };
+        let skip = offset - start;
+        let avail = got.saturating_sub(skip).min(total);
+        let skip_us = usize::try_from(skip).unwrap_or(0);
+        let avail_us = usize::try_from(avail).unwrap_or(0);
+        iov_copy_from(iovs, 0, &buf.as_slice()[skip_us..skip_us + avail_us]);
+        Ok(avail)
+    }
+
+    /// An unaligned write under `O_DIRECT`: read the edge blocks, merge,
+    /// write the aligned window.
+    fn write_bounced(&self, offset: u64, iovs: &[Iov]) -> Result<()> {
+        let total = iov_len(iovs);
+        let (start, end) = self.window(offset, total);
+        let mut buf = self.bounce(start, end)?;
+        let a = self.align as u64;
+        if start < offset || end > offset + total {
+            // Only the first and last blocks hold bytes we must keep.
+            let s = buf.as_mut_slice();
+            let a_us = self.align;
+            let head = Iov::from_mut(&mut s[..a_us]);
+            self.read_iov(start, &[head])?;
+            if end - start > a {
+                let tail_at = s.len() - a_us;
+                let tail = Iov::from_mut(&mut s[tail_at..]);
+                self.read_iov(end - a, &[tail])?;
+            }
+        }
+        let skip = usize::try_from(offset - start).unwrap_or(0);
+        let total_us = usize::try_from(total).unwrap_or(0);
+        iov_copy_to(iovs, 0, &mut buf.as_mut_slice()[skip..skip + total_us]);
+        self.write_iov(start, &[Iov::from_slice(buf.as_slice())])
+    }
+
+    /// Read into a host buffer; past end of file reads as zeroes.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.read_iov_zero_fill(offset, &[Iov::from_mut(buf)])
+    }
+
+    /// Read into a host buffer; fails if the file ends first.
+    pub fn read_exact_strict(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let want = buf.len() as u64;
+        let n = self.read_iov(offset, &[Iov::from_mut(buf)])?;
+        if n < want {
+            return Err(Error::InvalidImage(format!(
+                "the file ends before offset {:#x}",
+                offset + want
+            )));
+        }
+        Ok(())
+    }
+
+    /// Read up to `buf.len()` bytes from offset 0 (for probing).
+    pub fn read_prefix(&self, buf: &mut [u8]) -> Result<usize> {
+        let n = self.read_iov(0, &[Iov::from_mut(buf)])?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Write a host buffer.
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.write_iov(offset, &[Iov::from_slice(buf)])
+    }
+
+    /// `fdatasync`.
+    pub fn sync_data(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io("fdatasync", e))
+    }
+
+    /// Set the length of a regular file (block devices keep theirs).
+    pub fn set_len(&self, len: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.block_device {
+            return Err(Error::Unsupported("resizing a block device"));
+        }
+        self.file.set_len(len).map_err(|e| Error::io("truncate", e))
+    }
+
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
+        let off = libc::off_t::try_from(offset).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let len = libc::off_t::try_from(len).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        loop {
+            // SAFETY: fallocate takes plain integers; the fd is open.
+            let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, len) };
+            if r == 0 {
+                return Ok(());
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Free the host blocks of a range (it reads as zeroes afterwards).
+    /// Returns false when the filesystem cannot punch holes.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result<bool> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if len == 0 {
+            return Ok(true);
+        }
+        match self.fallocate(
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(true),
+            Err(e) if is_unsupported(&e) => Ok(false),
+            Err(e) => Err(Error::io("punch hole", e)),
+        }
+    }
+
+    /// Make a range read as zeroes, keeping it allocated: `ZERO_RANGE` when
+    /// the filesystem has it, written zeroes otherwise.
+    pub fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        match self.fallocate(
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) if is_unsupported(&e) => self.write_zeroes_slow(offset, len),
+            Err(e) => Err(Error::io("zero range", e)),
+        }
+    }
+
+    /// Write zero bytes over a range, a megabyte at a time.
+    pub fn write_zeroes_slow(&self, offset: u64, len: u64) -> Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let zeroes = AlignedBuf::new(1 << 20)?;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(CHUNK);
+            let n_us = usize::try_from(n).unwrap_or(0);
+            self.write_all_at(&zeroes.as_slice()[..n_us], offset + done)?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+fn is_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL)
+    )
+}
+
+/// The device's logical block size for `O_DIRECT` (4096 for files: safe on
+/// every filesystem, and what a 4Kn disk needs).
+fn logical_block_size(file: &File, block_device: bool) -> usize {
+    if block_device {
+        let mut size: libc::c_int = 0;
+        // BLKSSZGET: _IO(0x12, 104).
+        const BLKSSZGET: libc::c_ulong = 0x1268;
+        // SAFETY: BLKSSZGET writes one int into `size`.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut size) };
+        if r == 0 && size > 0 {
+            return usize::try_from(size).unwrap_or(DIRECT_ALIGN);
+        }
+    }
+    DIRECT_ALIGN
+}

@@ -1,0 +1,234 @@
+//! Raw images and the asynchronous request path, on real files.
+
+use std::sync::Arc;
+
+use block::{AsyncDisk, Completion, DiskImage, Error, IoBuf, IoBufMut, OpenOptions, Request};
+
+fn raw_file(len: u64) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.as_file().set_len(len).unwrap();
+    f
+}
+
+fn open(path: &std::path::Path, read_only: bool, direct: bool) -> Arc<dyn DiskImage> {
+    block::open(
+        path,
+        &OpenOptions {
+            read_only,
+            direct,
+            format: None,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn vectored_write_then_read_back() {
+    let f = raw_file(1 << 20);
+    let disk = open(f.path(), false, false);
+    assert_eq!(disk.size(), 1 << 20);
+    let a = vec![1u8; 1000];
+    let b = vec![2u8; 3000];
+    disk.write_vectored(4000, &[IoBuf::new(&a), IoBuf::new(&b)])
+        .unwrap();
+    let mut x = vec![0u8; 500];
+    let mut y = vec![0u8; 4000];
+    disk.read_vectored(3500, &[IoBufMut::new(&mut x), IoBufMut::new(&mut y)])
+        .unwrap();
+    assert!(x.iter().all(|&v| v == 0));
+    assert!(y[..1000].iter().all(|&v| v == 1));
+    assert!(y[1000..].iter().all(|&v| v == 2));
+    let on_disk = std::fs::read(f.path()).unwrap();
+    assert_eq!(&on_disk[4000..5000], &a[..]);
+}
+
+#[test]
+fn out_of_range_and_read_only() {
+    let f = raw_file(8192);
+    let disk = open(f.path(), true, false);
+    let mut buf = [0u8; 512];
+    assert!(matches!(
+        disk.read_at(8000, &mut buf),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert!(matches!(disk.write_at(0, &buf), Err(Error::ReadOnly)));
+    assert!(matches!(disk.discard(0, 512), Err(Error::ReadOnly)));
+    assert!(matches!(disk.resize(4096), Err(Error::ReadOnly)));
+}
+
+#[test]
+fn discard_and_write_zeroes_read_as_zero() {
+    let f = raw_file(1 << 20);
+    let disk = open(f.path(), false, false);
+    disk.write_at(0, &vec![0xaa; 1 << 20]).unwrap();
+    disk.discard(65536, 65536).unwrap();
+    disk.write_zeroes(200_000, 10_000, false).unwrap();
+    disk.write_zeroes(300_000, 70_000, true).unwrap();
+    let mut back = vec![0u8; 1 << 20];
+    disk.read_at(0, &mut back).unwrap();
+    for (i, &v) in back.iter().enumerate() {
+        let zero = (65536..131072).contains(&i)
+            || (200_000..210_000).contains(&i)
+            || (300_000..370_000).contains(&i);
+        assert_eq!(v, if zero { 0 } else { 0xaa }, "byte {i}");
+    }
+}
+
+#[test]
+fn resize_changes_size() {
+    let f = raw_file(4096);
+    let disk = open(f.path(), false, false);
+    disk.resize(1 << 20).unwrap();
+    assert_eq!(disk.size(), 1 << 20);
+    assert_eq!(std::fs::metadata(f.path()).unwrap().len(), 1 << 20);
+    let mut buf = [1u8; 512];
+    disk.read_at((1 << 20) - 512, &mut buf).unwrap();
+    assert_eq!(buf, [0u8; 512]);
+}
+
+#[test]
+fn writable_opens_exclude_each_other() {
+    let f = raw_file(4096);
+    let first = open(f.path(), false, false);
+    let err = block::open(f.path(), &OpenOptions::default())
+        .err()
+        .unwrap();
+    let text = format!("{err} {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("in use by another process"), "{text}");
+    assert!(block::open(
+        f.path(),
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        }
+    )
+    .is_err());
+    drop(first);
+    let r1 = open(f.path(), true, false);
+    let r2 = open(f.path(), true, false);
+    assert!(block::open(f.path(), &OpenOptions::default()).is_err());
+    drop((r1, r2));
+    open(f.path(), false, false);
+}
+
+#[test]
+fn direct_io_with_unaligned_buffers() {
+    // tmpfs has no O_DIRECT; use the target directory, on a real filesystem.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("d.raw");
+    std::fs::write(&path, vec![7u8; 1 << 16]).unwrap();
+    let disk = match block::open(
+        &path,
+        &OpenOptions {
+            direct: true,
+            ..Default::default()
+        },
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipping: O_DIRECT unavailable here: {e:?}");
+            return;
+        }
+    };
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    disk.write_at(1001, &data).unwrap();
+    let mut back = vec![0u8; 3000];
+    disk.read_at(1, &mut back).unwrap();
+    assert!(back[..1000].iter().all(|&v| v == 7));
+    assert_eq!(&back[1000..2000], &data[..]);
+    assert!(back[2000..].iter().all(|&v| v == 7));
+    disk.flush().unwrap();
+}
+
+#[test]
+fn async_requests_complete_with_their_user_data() {
+    let f = raw_file(1 << 20);
+    let disk = open(f.path(), false, false);
+    let io = AsyncDisk::new(disk, 3).unwrap();
+    // Leaked so the buffers are 'static, as guest memory is.
+    let src: &'static [u8] = Box::leak(vec![9u8; 65536].into_boxed_slice());
+    for i in 0..16u64 {
+        io.submit(
+            Request::Write {
+                offset: i * 65536,
+                bufs: vec![IoBuf::new(src)],
+            },
+            i,
+        )
+        .unwrap();
+    }
+    let mut done: Vec<Completion> = Vec::new();
+    while done.len() < 16 {
+        let mut pfd = libc::pollfd {
+            fd: std::os::unix::io::AsRawFd::as_raw_fd(&io),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 5000) };
+        io.drain_completions(&mut done);
+    }
+    let mut ids: Vec<u64> = done.iter().map(|c| c.user_data).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..16).collect::<Vec<_>>());
+    assert!(done.iter().all(|c| c.result.is_ok()));
+    io.submit(Request::Flush, 100).unwrap();
+    let dst: &'static mut [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
+    let dst_ptr = dst.as_ptr();
+    io.submit(
+        Request::Read {
+            offset: 15 * 65536,
+            bufs: vec![IoBufMut::new(dst)],
+        },
+        101,
+    )
+    .unwrap();
+    io.submit(
+        Request::Read {
+            offset: 1 << 20,
+            bufs: vec![IoBufMut::new(Box::leak(vec![0u8; 512].into_boxed_slice()))],
+        },
+        102,
+    )
+    .unwrap();
+    // Dropping finishes what was submitted.
+    let disk = Arc::clone(io.disk());
+    let mut rest = Vec::new();
+    loop {
+        io.drain_completions(&mut rest);
+        if rest.len() == 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(io);
+    rest.sort_by_key(|c| c.user_data);
+    assert!(rest[0].result.is_ok() && rest[1].result.is_ok());
+    assert!(matches!(rest[2].result, Err(Error::OutOfRange { .. })));
+    // SAFETY: the read completed; the buffer is ours again.
+    let back = unsafe { std::slice::from_raw_parts(dst_ptr, 4096) };
+    assert!(back.iter().all(|&v| v == 9));
+    drop(disk);
+}
+
+#[test]
+fn dropping_the_async_disk_finishes_queued_requests() {
+    let f = raw_file(4 << 20);
+    let disk = open(f.path(), false, false);
+    let io = AsyncDisk::new(Arc::clone(&disk), 1).unwrap();
+    let src: &'static [u8] = Box::leak(vec![5u8; 1 << 20].into_boxed_slice());
+    for i in 0..4u64 {
+        io.submit(
+            Request::Write {
+                offset: i << 20,
+                bufs: vec![IoBuf::new(src)],
+            },
+            i,
+        )
+        .unwrap();
+    }
+    drop(io);
+    let mut back = vec![0u8; 4 << 20];
+    disk.read_at(0, &mut back).unwrap();
+    assert!(back.iter().all(|&v| v == 5));
+}
