@@ -32,6 +32,9 @@ pub enum Error {
     /// More MSRs than one KVM_SET_MSRS call takes.
     #[error("{0} MSRs do not fit in one KVM_SET_MSRS call")]
     TooManyMsrs(usize),
+    /// The GSI routing table outgrew what KVM takes.
+    #[error("too many interrupt routes for KVM")]
+    TooManyRoutes,
     /// Installing the vCPU kick signal handler failed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     SignalHandler(#[source] vmm_sys_util::errno::Error),

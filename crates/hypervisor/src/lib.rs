@@ -7,12 +7,14 @@
 //! VM exits, not ioctls. It knows nothing about boot protocols or devices.
 
 mod error;
+mod irq;
 mod kick;
 mod system;
 mod vcpu;
 mod vm;
 
 pub use error::{Error, Result};
+pub use irq::IOAPIC_PINS;
 pub use kick::{install_kick_signal_handler, kick_signal};
 pub use kvm_bindings;
 pub use system::Hypervisor;

@@ -1,11 +1,14 @@
 //! A KVM virtual machine: memory slots, interrupt controllers, irqfds.
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::VmFd;
+use std::sync::Mutex;
+
+use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::{Error, IoctlContext, Result};
+use crate::irq::GsiRoutes;
 use crate::vcpu::Vcpu;
 
 /// Where KVM may put the three pages of its real-mode TSS on Intel hosts:
@@ -17,11 +20,16 @@ const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 pub struct Vm {
     fd: VmFd,
     max_vcpus: usize,
+    routes: Mutex<GsiRoutes>,
 }
 
 impl Vm {
     pub(crate) fn new(fd: VmFd, max_vcpus: usize) -> Self {
-        Self { fd, max_vcpus }
+        Self {
+            fd,
+            max_vcpus,
+            routes: Mutex::new(GsiRoutes::default()),
+        }
     }
 
     /// Register every region of `mem` as a KVM memory slot, in order.
@@ -74,6 +82,45 @@ impl Vm {
     /// Make every write to `fd` raise interrupt line `gsi`.
     pub fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
         self.fd.register_irqfd(fd, gsi).ioctl("KVM_IRQFD")
+    }
+
+    /// Stop `fd` from raising `gsi`.
+    pub fn unregister_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
+        self.fd.unregister_irqfd(fd, gsi).ioctl("KVM_IRQFD")
+    }
+
+    /// Route `gsi` to the MSI message `address`/`data`.
+    pub fn set_msi_route(&self, gsi: u32, address: u64, data: u32) -> Result<()> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.set_msi(gsi, address, data);
+        self.push_routes(&routes)
+    }
+
+    /// Remove `gsi`'s MSI route.
+    pub fn clear_msi_route(&self, gsi: u32) -> Result<()> {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.clear(gsi);
+        self.push_routes(&routes)
+    }
+
+    fn push_routes(&self, routes: &GsiRoutes) -> Result<()> {
+        let table = routes.to_kvm().map_err(|_| Error::TooManyRoutes)?;
+        self.fd.set_gsi_routing(&table).ioctl("KVM_SET_GSI_ROUTING")
+    }
+
+    /// Signal `fd` from inside KVM on any guest write to MMIO address
+    /// `addr`, without an exit to user space.
+    pub fn register_mmio_ioevent(&self, fd: &EventFd, addr: u64) -> Result<()> {
+        self.fd
+            .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .ioctl("KVM_IOEVENTFD")
+    }
+
+    /// Undo [`Vm::register_mmio_ioevent`].
+    pub fn unregister_mmio_ioevent(&self, fd: &EventFd, addr: u64) -> Result<()> {
+        self.fd
+            .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .ioctl("KVM_IOEVENTFD")
     }
 
     /// Create vCPU `id` (also its APIC ID).
