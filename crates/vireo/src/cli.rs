@@ -24,6 +24,8 @@ pub enum Command {
     Run(RunArgs),
     /// Boot the guest embedded in this binary: it prints what it finds and powers off.
     Demo(DemoArgs),
+    /// Create, inspect, check, convert, resize and snapshot disk images.
+    Img(crate::img::ImgArgs),
 }
 
 /// Options shared by `run` and `demo`: the machine's shape.

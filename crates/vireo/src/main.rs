@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo_guest;
+mod img;
 mod run;
 
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Command::Run(args) => run::run_command(args),
         cli::Command::Demo(args) => run::demo_command(args),
+        cli::Command::Img(args) => img::img_command(args),
     }
 }
 

@@ -1,0 +1,141 @@
+//! `vireo img create` and `vireo img resize`.
+
+use std::process::ExitCode;
+
+use block::{DiskImage, ImageFormat, OpenOptions};
+
+use super::size::parse_size;
+use super::{CreateArgs, ImgError, ResizeArgs};
+
+/// Format options given with `-o`.
+#[derive(Debug, Default)]
+pub struct FormatOptions {
+    /// qcow2 cluster size in bytes.
+    pub cluster_size: Option<u64>,
+    /// qcow2 compat level: "0.10" (version 2) or "1.1" (version 3).
+    pub compat: Option<String>,
+}
+
+/// Parse `-o key=value,key=value`.
+pub fn parse_options(text: Option<&str>) -> Result<FormatOptions, ImgError> {
+    let mut out = FormatOptions::default();
+    let Some(text) = text else {
+        return Ok(out);
+    };
+    for item in text.split(',').filter(|s| !s.is_empty()) {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| ImgError::usage(format!("invalid option '{item}' (key=value)")))?;
+        match key {
+            "cluster_size" => {
+                out.cluster_size = Some(parse_size(value).map_err(ImgError::usage)?);
+            }
+            "compat" => match value {
+                "0.10" | "v2" | "1.1" | "v3" => out.compat = Some(value.to_string()),
+                _ => {
+                    return Err(ImgError::usage(format!(
+                        "invalid compat level '{value}' (0.10 or 1.1)"
+                    )))
+                }
+            },
+            _ => return Err(ImgError::usage(format!("unknown option '{key}'"))),
+        }
+    }
+    Ok(out)
+}
+
+pub fn create_command(args: &CreateArgs) -> Result<ExitCode, ImgError> {
+    let opts = parse_options(args.options.as_deref())?;
+    let size = match &args.size {
+        Some(s) => Some(parse_size(s).map_err(ImgError::usage)?),
+        None => None,
+    };
+    match args.format {
+        ImageFormat::Raw => {
+            if args.backing.is_some() {
+                return Err(ImgError::usage("raw images cannot have a backing file"));
+            }
+            if opts.cluster_size.is_some() || opts.compat.is_some() {
+                return Err(ImgError::usage("raw images take no format options"));
+            }
+            let size = size.ok_or_else(|| ImgError::usage("image size is required"))?;
+            create_raw(&args.file, size)?;
+            println!("Formatting '{}', fmt=raw size={size}", args.file.display());
+        }
+        ImageFormat::Qcow2 => {
+            return Err(ImgError::failure(
+                "creating qcow2 images is not implemented yet",
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Create (or truncate) a sparse raw image of `size` bytes.
+pub fn create_raw(path: &std::path::Path, size: u64) -> Result<(), ImgError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| ImgError::usage(format!("{}: {e}", path.display())))?;
+    file.set_len(size)
+        .map_err(|e| ImgError::failure(format!("{}: {e}", path.display())))
+}
+
+pub fn resize_command(args: &ResizeArgs) -> Result<ExitCode, ImgError> {
+    let disk = block::open(
+        &args.file,
+        &OpenOptions {
+            read_only: false,
+            direct: false,
+            format: args.format,
+        },
+    )
+    .map_err(|e| ImgError::block(&e))?;
+    let current = disk.size();
+    let new_size = relative_size(&args.size, current)?;
+    if new_size < current && !args.shrink {
+        return Err(ImgError::usage(
+            "use --shrink to make an image smaller (data past the new end is lost)",
+        ));
+    }
+    disk.resize(new_size).map_err(|e| ImgError::block(&e))?;
+    disk.flush().map_err(|e| ImgError::block(&e))?;
+    println!("Image resized.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `SIZE`, `+SIZE` or `-SIZE` against `current`.
+fn relative_size(text: &str, current: u64) -> Result<u64, ImgError> {
+    let bad = |m: String| ImgError::usage(m);
+    if let Some(rest) = text.strip_prefix('+') {
+        let d = parse_size(rest).map_err(bad)?;
+        current
+            .checked_add(d)
+            .ok_or_else(|| ImgError::usage(format!("size {current} + {d} is too large")))
+    } else if let Some(rest) = text.strip_prefix('-') {
+        let d = parse_size(rest).map_err(bad)?;
+        current.checked_sub(d).ok_or_else(|| {
+            ImgError::usage(format!("cannot shrink a {current}-byte image by {d} bytes"))
+        })
+    } else {
+        parse_size(text).map_err(bad)
+    }
+}
+
+/// Open an image read-only for inspection.
+pub fn open_read_only(
+    path: &std::path::Path,
+    format: Option<ImageFormat>,
+) -> Result<std::sync::Arc<dyn DiskImage>, ImgError> {
+    block::open(
+        path,
+        &OpenOptions {
+            read_only: true,
+            direct: false,
+            format,
+        },
+    )
+    .map_err(|e| ImgError::block(&e))
+}
