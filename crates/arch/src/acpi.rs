@@ -10,10 +10,11 @@
 //!
 //! ```text
 //! ACPI_START  RSDP  (rev 2, points at the XSDT)
-//!             DSDT  (\_S5, \_SB.COM1)
+//!             DSDT  (\_S5, \_SB.COM1, \_SB.PCI0 when there is PCI)
 //!             FACP  (FADT rev 6, points at the DSDT)
 //!             APIC  (MADT)
-//!             ...   (AcpiConfig::extra_tables, e.g. MCFG)
+//!             MCFG  (when there is PCI: where ECAM is)
+//!             ...   (AcpiConfig::extra_tables)
 //!             XSDT  (last, because it lists every table above but the DSDT)
 //! ```
 //!
@@ -25,6 +26,7 @@
 
 mod dsdt;
 mod madt;
+mod pci;
 #[cfg(test)]
 mod tests;
 
@@ -67,7 +69,8 @@ const IAPC_BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
 
 /// Signatures of the tables this module generates itself; an extra table
 /// with one of these would make the guest see two, so it is refused.
-const GENERATED_SIGNATURES: [[u8; 4]; 5] = [*b"FACP", *b"APIC", *b"DSDT", *b"XSDT", *b"RSDT"];
+const GENERATED_SIGNATURES: [[u8; 4]; 6] =
+    [*b"FACP", *b"APIC", *b"DSDT", *b"XSDT", *b"RSDT", *b"MCFG"];
 
 /// Errors from building ACPI tables.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +186,22 @@ pub struct AcpiConfig {
     /// Tables built elsewhere in the VMM, placed after the generated ones
     /// and listed in the XSDT in this order.
     pub extra_tables: Vec<AcpiTable>,
+    /// The PCI host bridge, if the VM has one: adds `\_SB.PCI0` to the
+    /// DSDT and an MCFG table for its ECAM.
+    pub pci: Option<PciHostBridge>,
+}
+
+/// Where the PCI host bridge decodes, as the DSDT and MCFG announce it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciHostBridge {
+    /// ECAM base (bus 0); the MCFG covers buses 0 to `last_bus`.
+    pub ecam_base: u64,
+    /// Last bus number ECAM covers.
+    pub last_bus: u8,
+    /// 32-bit MMIO window for BARs: (base, size).
+    pub mmio32: (u64, u64),
+    /// 64-bit MMIO window for BARs: (base, size).
+    pub mmio64: (u64, u64),
 }
 
 /// Builds the RSDP, XSDT, FADT, MADT, DSDT and `config.extra_tables` into
@@ -204,7 +223,7 @@ pub fn create_acpi_tables<M: GuestMemory + ?Sized>(
     let mut layout = Layout::new();
     let rsdp_addr = layout.place(*b"RSD ", Rsdp::len())?;
 
-    let dsdt = dsdt::build(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    let dsdt = dsdt::build(OEM_ID, OEM_TABLE_ID, OEM_REVISION, config.pci.as_ref());
     let dsdt_addr = layout.place_table(dsdt)?;
 
     // Every table the XSDT lists, in order. Adding a table is one line.
@@ -212,6 +231,9 @@ pub fn create_acpi_tables<M: GuestMemory + ?Sized>(
         fadt(dsdt_addr),
         madt::build(config.num_cpus, OEM_ID, OEM_TABLE_ID, OEM_REVISION),
     ];
+    if let Some(pci) = &config.pci {
+        listed.push(pci::mcfg(OEM_ID, OEM_TABLE_ID, OEM_REVISION, pci));
+    }
     listed.extend(config.extra_tables.iter().map(|t| t.bytes.clone()));
 
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);

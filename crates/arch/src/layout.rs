@@ -49,6 +49,10 @@ pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 pub const PCI_MMIO32_START: u64 = 0xc000_0000;
 /// Size of the 32-bit PCI MMIO window.
 pub const PCI_MMIO32_SIZE: u64 = 0x2000_0000;
+/// Alignment of the 64-bit PCI MMIO window, which starts above RAM.
+pub const PCI_MMIO64_ALIGN: u64 = 1 << 30;
+/// Size of the 64-bit PCI MMIO window.
+pub const PCI_MMIO64_SIZE: u64 = 64 << 30;
 /// PCI Express enhanced configuration space (ECAM), buses 0..=255.
 pub const PCI_ECAM_START: u64 = 0xe000_0000;
 /// Size of ECAM.

@@ -88,6 +88,13 @@ pub fn low_ram_end(size: u64) -> u64 {
     size.min(MMIO_HOLE_START)
 }
 
+/// Where the 64-bit PCI MMIO window starts for a VM with `size` bytes of
+/// RAM: the first aligned address above all RAM (and never below 4 GiB).
+pub fn pci_mmio64_start(size: u64) -> u64 {
+    let ram_top = crate::layout::MMIO_HOLE_END + (size - low_ram_end(size));
+    ram_top.next_multiple_of(crate::layout::PCI_MMIO64_ALIGN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

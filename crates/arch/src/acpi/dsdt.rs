@@ -21,7 +21,12 @@ const HEADER_LEN: u32 = 36;
 const UART_PORTS: u8 = 8;
 
 /// Builds the DSDT.
-pub(super) fn build(oem_id: [u8; 6], oem_table_id: [u8; 8], oem_revision: u32) -> Vec<u8> {
+pub(super) fn build(
+    oem_id: [u8; 6],
+    oem_table_id: [u8; 8],
+    oem_revision: u32,
+    pci: Option<&super::PciHostBridge>,
+) -> Vec<u8> {
     // \_S5 is Package { SLP_TYPa, SLP_TYPb }. A HW-reduced platform only
     // uses SLP_TYPa (there is no PM1b block), but two elements is what
     // every firmware emits and what every OS parser expects.
@@ -38,7 +43,12 @@ pub(super) fn build(oem_id: [u8; 6], oem_table_id: [u8; 8], oem_revision: u32) -
     let uid = Name::new(Path::new("_UID"), &0u8);
     let crs = Name::new(Path::new("_CRS"), &com1_resources);
     let com1 = Device::new(Path::new("COM1"), vec![&hid, &uid, &crs]);
-    let system_bus = Scope::new(Path::new("\\_SB_"), vec![&com1]);
+    let pci0 = pci.map(super::pci::host_bridge_device);
+    let mut devices: Vec<&dyn Aml> = vec![&com1];
+    if let Some(pci0) = &pci0 {
+        devices.push(pci0);
+    }
+    let system_bus = Scope::new(Path::new("\\_SB_"), devices);
 
     let mut aml = Vec::new();
     s5.to_aml_bytes(&mut aml);

@@ -19,9 +19,17 @@ fn guest_memory() -> Mem {
 fn config(num_cpus: u32) -> AcpiConfig {
     AcpiConfig {
         num_cpus,
+        pci: Some(PCI),
         ..Default::default()
     }
 }
+
+const PCI: crate::acpi::PciHostBridge = crate::acpi::PciHostBridge {
+    ecam_base: 0xe000_0000,
+    last_bus: 0,
+    mmio32: (0xc000_0000, 0x2000_0000),
+    mmio64: (0x40_0000_0000, 0x10_0000_0000),
+};
 
 fn read(mem: &Mem, addr: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0; len];
@@ -144,7 +152,7 @@ fn madt_entries(madt: &[u8]) -> Vec<(u8, &[u8])> {
 fn tables_are_reachable_from_the_rsdp_and_do_not_overlap() {
     let (_mem, walk) = build(2);
     let signatures: Vec<_> = walk.listed.iter().map(|(_, t)| &t[..4]).collect();
-    assert_eq!(signatures, [b"FACP", b"APIC"]);
+    assert_eq!(signatures, [b"FACP", b"APIC", b"MCFG"]);
 
     let mut spans: Vec<_> = walk
         .all()
@@ -304,21 +312,28 @@ fn dsdt_has_s5_and_com1() {
 
 #[test]
 fn extra_tables_are_listed_in_the_xsdt() {
-    let mut mcfg = acpi_tables::mcfg::MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    mcfg.add_ecam(0xe000_0000, 0, 0, 255);
+    let oem = acpi_tables::sdt::Sdt::new(*b"OEM1", 36, 1, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let mut config = config(4);
-    config.extra_tables.push(AcpiTable::new(&mcfg).unwrap());
+    config.extra_tables.push(AcpiTable::new(&oem).unwrap());
 
     let mem = guest_memory();
     let walk = Walk::new(&mem, create_acpi_tables(&mem, &config).unwrap());
     let signatures: Vec<_> = walk.listed.iter().map(|(_, t)| &t[..4]).collect();
-    assert_eq!(signatures, [b"FACP", b"APIC", b"MCFG"]);
+    assert_eq!(signatures, [b"FACP", b"APIC", b"MCFG", b"OEM1"]);
+    // The generated MCFG points at the host bridge's ECAM.
     assert_eq!(u64_at(walk.table(b"MCFG"), 44), 0xe000_0000);
 }
 
 #[test]
 fn malformed_extra_tables_are_refused() {
-    let good = aml_bytes(&acpi_tables::mcfg::MCFG::new(OEM_ID, OEM_TABLE_ID, 1));
+    let good = aml_bytes(&acpi_tables::sdt::Sdt::new(
+        *b"OEM1",
+        36,
+        1,
+        OEM_ID,
+        OEM_TABLE_ID,
+        1,
+    ));
     assert!(AcpiTable::from_bytes(good.clone()).is_ok());
 
     let mut bad_sum = good.clone();
@@ -443,6 +458,14 @@ fn iasl_disassembles_every_table() {
         assert!(dsdt.contains("_S5_"), "{dsdt}");
         assert!(dsdt.contains("PNP0501"), "{dsdt}");
         assert!(dsdt.contains("0x03F8"), "{dsdt}");
+        assert!(dsdt.contains("PNP0A08"), "{dsdt}");
+        assert!(dsdt.contains("0xDFFFFFFF"), "32-bit window end: {dsdt}");
+        assert!(
+            dsdt.contains("0x0000004FFFFFFFFF"),
+            "64-bit window end: {dsdt}"
+        );
+        let mcfg = &dsls.iter().find(|(name, _)| name == "MCFG").unwrap().1;
+        assert!(mcfg.contains("00000000E0000000"), "{mcfg}");
         let madt = &dsls.iter().find(|(name, _)| name == "APIC").unwrap().1;
         assert_eq!(
             madt.matches("Processor Local APIC").count()
