@@ -1,0 +1,94 @@
+//! Vireo's virtio test guest: drives the virtio-pci devices it finds with
+//! the third-party `virtio-drivers` crate, at CPL 3, reporting on the MMIO
+//! debug console. The output contract is in guests/README.md.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod blk;
+mod cmdline;
+mod console;
+mod hal;
+mod net;
+mod out;
+mod packet;
+mod pci;
+mod rng;
+mod time;
+mod watch;
+
+use pci::{Function, Kind, Root};
+use virtio_drivers::transport::DeviceType;
+
+#[global_allocator]
+static ALLOCATOR: hal::BumpAllocator = hal::BumpAllocator;
+
+/// Entered at CPL 3 from asm/entry.S with the PVH command line.
+#[no_mangle]
+pub extern "C" fn virtio_main(cmdline: *const u8) -> ! {
+    // SAFETY: start32.S hands over the start info's command line (or "").
+    let text = unsafe { cmdline::from_raw(cmdline) };
+    say!("virtio: cmdline={}", cmdline::Text(text));
+    let config = cmdline::parse(text);
+    // SAFETY: the platform puts ECAM there (or the command line says where).
+    let mut root = unsafe { pci::root(config.ecam) };
+    let functions = pci::scan(&root);
+    pci::setup(&mut root, &functions);
+
+    // The console first, so with `mirror` the rest is seen there as it happens.
+    let order = [
+        (DeviceType::Console, config.console),
+        (DeviceType::EntropySource, config.rng),
+        (DeviceType::Block, config.blk),
+        (DeviceType::Network, config.net),
+    ];
+    let mut mirror = config.mirror;
+    for (kind, named) in order {
+        if config.any_selected() && !named {
+            continue;
+        }
+        let mut seen = false;
+        for function in functions.iter().filter(|f| f.kind == Some(kind)) {
+            seen = true;
+            run_device(&mut root, function, &config, &mut mirror);
+        }
+        if !seen && named {
+            say!("virtio-{}: FAIL not found", Kind(Some(kind)));
+        }
+    }
+    say!("virtio: done");
+    out::poweroff()
+}
+
+fn run_device(root: &mut Root, function: &Function, config: &cmdline::Config, mirror: &mut bool) {
+    let (name, watched) = match function.kind {
+        Some(DeviceType::Console) => ("virtio-console", Some(console::TRANSMIT_QUEUE)),
+        Some(DeviceType::EntropySource) => ("virtio-rng", Some(rng::REQUEST_QUEUE)),
+        Some(DeviceType::Block) => ("virtio-blk", Some(0)),
+        _ => ("virtio-net", None),
+    };
+    let transport = match pci::transport(root, function, name, watched) {
+        Ok(t) => t,
+        Err(e) => return say!("{}: FAIL transport {}: {}", name, function.df, e),
+    };
+    match function.kind {
+        Some(DeviceType::Console) => {
+            console::run(transport, *mirror);
+            *mirror = false;
+        }
+        Some(DeviceType::EntropySource) => rng::run(transport),
+        Some(DeviceType::Block) => blk::run(transport, config),
+        _ => net::run(transport, config),
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    match info.location() {
+        Some(at) => say!("virtio: panic {} at {}:{}", info.message(), at.file(), at.line()),
+        None => say!("virtio: panic {}", info.message()),
+    }
+    out::poweroff()
+}

@@ -1,0 +1,138 @@
+//! PCI over ECAM with virtio-drivers' root: find the functions on bus 0,
+//! give any unassigned BAR an address in the 32-bit window, enable memory
+//! decoding and bus mastering, and build transports.
+
+use crate::hal::GuestHal;
+use crate::say;
+use crate::watch::Watched;
+use alloc::vec::Vec;
+use core::fmt;
+use virtio_drivers::transport::pci::bus::{
+    BarInfo, Cam, Command, DeviceFunction, MemoryBarType, MmioCam, PciRoot,
+};
+use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
+use virtio_drivers::transport::DeviceType;
+
+pub type Root = PciRoot<MmioCam<'static>>;
+
+/// The 32-bit PCI MMIO window (Vireo's platform contract).
+const WINDOW_START: u64 = 0xc000_0000;
+const WINDOW_END: u64 = 0xe000_0000;
+
+pub struct Function {
+    pub df: DeviceFunction,
+    pub kind: Option<DeviceType>,
+}
+
+pub struct Kind(pub Option<DeviceType>);
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.0 {
+            Some(DeviceType::Network) => f.write_str("net"),
+            Some(DeviceType::Block) => f.write_str("blk"),
+            Some(DeviceType::Console) => f.write_str("console"),
+            Some(DeviceType::EntropySource) => f.write_str("rng"),
+            Some(other) => write!(f, "virtio-{}", other as u8),
+            None => f.write_str("other"),
+        }
+    }
+}
+
+/// # Safety
+/// `base` must be the ECAM region (256 MiB, buses 0-255), mapped and used by
+/// nothing else.
+pub unsafe fn root(base: u64) -> Root {
+    // SAFETY: as promised by the caller.
+    PciRoot::new(unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) })
+}
+
+/// Every function on bus 0, each printed as it is found.
+pub fn scan(root: &Root) -> Vec<Function> {
+    let mut found = Vec::new();
+    for (df, info) in root.enumerate_bus(0) {
+        let kind = virtio_device_type(&info);
+        say!(
+            "virtio: found {} vendor {:04x} device {:04x} {}",
+            df,
+            info.vendor_id,
+            info.device_id,
+            Kind(kind)
+        );
+        found.push(Function { df, kind });
+    }
+    found
+}
+
+/// Keeps the BARs Vireo (or firmware) assigned; places unassigned memory
+/// BARs of virtio functions above every assigned one, then turns on memory
+/// decoding and bus mastering for them.
+pub fn setup(root: &mut Root, functions: &[Function]) {
+    let virtio: Vec<&Function> = functions.iter().filter(|f| f.kind.is_some()).collect();
+    let mut next = WINDOW_START;
+    for function in &virtio {
+        let Ok(bars) = root.bars(function.df) else {
+            continue;
+        };
+        for bar in bars.iter().flatten() {
+            if let BarInfo::Memory { address, size, .. } = *bar {
+                if address >= WINDOW_START && address < WINDOW_END {
+                    next = next.max(address + size);
+                }
+            }
+        }
+    }
+    for function in &virtio {
+        let df = function.df;
+        match root.bars(df) {
+            Ok(bars) => {
+                for (index, bar) in bars.iter().enumerate() {
+                    if let Some(bar) = bar {
+                        assign(root, df, index as u8, bar, &mut next);
+                    }
+                }
+            }
+            Err(e) => say!("virtio: FAIL {} reading BARs: {}", df, e),
+        }
+        let (_, command) = root.get_status_command(df);
+        root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
+    }
+}
+
+fn assign(root: &mut Root, df: DeviceFunction, index: u8, bar: &BarInfo, next: &mut u64) {
+    let BarInfo::Memory {
+        address_type,
+        address: 0,
+        size,
+        ..
+    } = *bar
+    else {
+        return;
+    };
+    if size == 0 || address_type == MemoryBarType::Below1MiB {
+        return;
+    }
+    let base = next.next_multiple_of(size);
+    if base + size > WINDOW_END {
+        say!("virtio: FAIL {} bar{} size {:#x} does not fit", df, index, size);
+        return;
+    }
+    match address_type {
+        MemoryBarType::Width64 => root.set_bar_64(df, index, base),
+        _ => root.set_bar_32(df, index, base as u32),
+    }
+    *next = base + size;
+    say!("virtio: assigned {} bar{} {:#x} size {:#x}", df, index, base, size);
+}
+
+/// A transport for `function`, wrapped so requests on `watched_queue` are
+/// bounded in time.
+pub fn transport(
+    root: &mut Root,
+    function: &Function,
+    name: &'static str,
+    watched_queue: Option<u16>,
+) -> Result<Watched, virtio_drivers::transport::pci::VirtioPciError> {
+    let inner = PciTransport::new::<GuestHal, _>(root, function.df)?;
+    Ok(Watched::new(inner, name, watched_queue))
+}
