@@ -1,0 +1,143 @@
+//! The virtio-blk device: its configuration space, features and queues.
+
+use std::sync::Arc;
+
+use block::DiskImage;
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ,
+    VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_WRITE_ZEROES,
+};
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+
+use super::event_handler::BlockHandler;
+use super::metrics::BlockMetrics;
+use super::request::{MAX_SEGMENTS, MAX_TRANSFER, SECTOR_SIZE};
+use crate::device::{ActivateContext, ActivateError, VirtioDevice};
+use crate::worker::Worker;
+
+/// Descriptors per queue.
+const QUEUE_SIZE: u16 = 256;
+/// Most data segments per request we announce (seg_max): the queue size
+/// minus header and status.
+const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
+/// Size of `struct virtio_blk_config` up to write_zeroes_may_unmap.
+const CONFIG_LEN: usize = 60;
+/// Most queues a disk may have.
+pub const MAX_QUEUES: u16 = 16;
+
+/// How a disk is set up.
+pub struct BlockConfig {
+    /// The image.
+    pub disk: Arc<dyn DiskImage>,
+    /// Device serial returned by GET_ID (at most 20 bytes are used).
+    pub serial: String,
+    /// Request queues (1 to [`MAX_QUEUES`]).
+    pub queues: u16,
+    /// Host threads doing the disk I/O.
+    pub io_workers: usize,
+}
+
+/// A virtio block device.
+pub struct Block {
+    disk: Arc<dyn DiskImage>,
+    serial: [u8; 20],
+    queue_sizes: Vec<u16>,
+    io_workers: usize,
+    metrics: Arc<BlockMetrics>,
+    worker: Option<Worker>,
+}
+
+impl Block {
+    /// A device over `config.disk`. Queue counts outside 1..=16 are clamped.
+    pub fn new(config: BlockConfig) -> Self {
+        let mut serial = [0u8; 20];
+        let bytes = config.serial.as_bytes();
+        let n = bytes.len().min(serial.len());
+        serial[..n].copy_from_slice(&bytes[..n]);
+        let queues = config.queues.clamp(1, MAX_QUEUES);
+        Self {
+            disk: config.disk,
+            serial,
+            queue_sizes: vec![QUEUE_SIZE; usize::from(queues)],
+            io_workers: config.io_workers.max(1),
+            metrics: Arc::new(BlockMetrics::default()),
+            worker: None,
+        }
+    }
+
+    fn config_bytes(&self) -> [u8; CONFIG_LEN] {
+        let mut c = [0u8; CONFIG_LEN];
+        let sectors = self.disk.size() / SECTOR_SIZE;
+        c[0..8].copy_from_slice(&sectors.to_le_bytes());
+        c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        c[20..24].copy_from_slice(&u32::try_from(SECTOR_SIZE).unwrap_or(512).to_le_bytes());
+        // writeback: the guest must flush for durability.
+        c[32] = 1;
+        let queues = u16::try_from(self.queue_sizes.len()).unwrap_or(1);
+        c[34..36].copy_from_slice(&queues.to_le_bytes());
+        let max_sectors = u32::try_from(MAX_TRANSFER / SECTOR_SIZE).unwrap_or(u32::MAX);
+        c[36..40].copy_from_slice(&max_sectors.to_le_bytes()); // max_discard_sectors
+        c[40..44].copy_from_slice(&MAX_SEGMENTS.to_le_bytes()); // max_discard_seg
+        c[44..48].copy_from_slice(&1u32.to_le_bytes()); // discard_sector_alignment
+        c[48..52].copy_from_slice(&max_sectors.to_le_bytes()); // max_write_zeroes_sectors
+        c[52..56].copy_from_slice(&MAX_SEGMENTS.to_le_bytes()); // max_write_zeroes_seg
+        c[56] = 1; // write_zeroes_may_unmap
+        c
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = 1 << VIRTIO_BLK_F_SEG_MAX
+            | 1 << VIRTIO_BLK_F_BLK_SIZE
+            | 1 << VIRTIO_BLK_F_FLUSH
+            | 1 << VIRTIO_BLK_F_MQ;
+        if self.disk.read_only() {
+            f |= 1 << VIRTIO_BLK_F_RO;
+        } else {
+            f |= 1 << VIRTIO_BLK_F_DISCARD | 1 << VIRTIO_BLK_F_WRITE_ZEROES;
+        }
+        f
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let config = self.config_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            let at = usize::try_from(offset).ok().and_then(|o| o.checked_add(i));
+            *b = at.and_then(|o| config.get(o)).copied().unwrap_or(0);
+        }
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
+        if ctx.queues.is_empty() {
+            return Err(ActivateError::BadQueues("no queue is enabled".into()));
+        }
+        let handler = BlockHandler::new(
+            self.disk.clone(),
+            self.io_workers,
+            self.serial,
+            ctx,
+            self.metrics.clone(),
+        )?;
+        self.worker = Some(Worker::spawn("virtio-blk", handler)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        // Dropping the worker drops its handler, which waits for every
+        // request in flight before guest memory can go away.
+        self.worker = None;
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.metrics.snapshot()
+    }
+}

@@ -1,0 +1,282 @@
+//! The virtio-blk worker: pops requests from every queue, submits them to
+//! the asynchronous disk, and completes them as the disk finishes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use block::{AsyncDisk, Completion, DiskImage};
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::epoll::EventSet;
+
+use super::metrics::BlockMetrics;
+use super::request::{self, RequestError, RequestKind};
+use crate::device::{ActivateContext, ActivateError, ActiveQueue, GuestMemory, VirtioInterrupt};
+use crate::queue;
+
+/// Event data of the completion eventfd; queues use their index.
+const COMPLETION_EVENT: u32 = u32::MAX;
+
+/// A request handed to the disk and not yet completed.
+struct InFlight {
+    queue: usize,
+    head: u16,
+    status_addr: GuestAddress,
+    used_len: u32,
+    kind: Kind,
+    bytes: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Read,
+    Write,
+    Flush,
+    Discard,
+}
+
+/// The state the worker thread owns. Field order matters: the disk is
+/// dropped (finishing every request in flight) before guest memory.
+pub struct BlockHandler {
+    disk: AsyncDisk,
+    mem: GuestMemory,
+    queues: Vec<ActiveQueue>,
+    interrupt: Arc<dyn VirtioInterrupt>,
+    metrics: Arc<BlockMetrics>,
+    serial: [u8; 20],
+    in_flight: Vec<Option<InFlight>>,
+    free_slots: Vec<usize>,
+    completions: Vec<Completion>,
+    broken: bool,
+}
+
+impl BlockHandler {
+    pub(super) fn new(
+        disk: Arc<dyn DiskImage>,
+        io_workers: usize,
+        serial: [u8; 20],
+        ctx: ActivateContext,
+        metrics: Arc<BlockMetrics>,
+    ) -> Result<Self, ActivateError> {
+        let disk = AsyncDisk::new(disk, io_workers).map_err(|e| ActivateError::Host {
+            what: "disk I/O threads",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(Self {
+            disk,
+            mem: ctx.mem,
+            queues: ctx.queues,
+            interrupt: ctx.interrupt,
+            metrics,
+            serial,
+            in_flight: Vec::new(),
+            free_slots: Vec::new(),
+            completions: Vec::new(),
+            broken: false,
+        })
+    }
+
+    fn ring_broken(&mut self, e: queue::RingError) {
+        tracing::warn!("virtio-blk: {e}");
+        self.broken = true;
+        self.interrupt.set_needs_reset();
+    }
+
+    /// Pop and start every request on queue `qi`.
+    fn serve_queue(&mut self, qi: usize) {
+        let capacity = self.disk.disk().size();
+        let read_only = self.disk.disk().read_only();
+        loop {
+            let q = &mut self.queues[qi].queue;
+            if let Err(e) = q.disable_notification(&self.mem) {
+                return self.ring_broken(e.into());
+            }
+            loop {
+                let chain = match queue::pop(&mut self.queues[qi].queue, &self.mem) {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) => return self.ring_broken(e),
+                };
+                let head = chain.head_index();
+                match request::parse(chain, capacity, read_only) {
+                    Ok(req) => self.start(qi, head, req),
+                    Err((e, status)) => {
+                        tracing::debug!("virtio-blk: bad request: {e}");
+                        let code = match e {
+                            RequestError::Unsupported(_) => VIRTIO_BLK_S_UNSUPP,
+                            _ => VIRTIO_BLK_S_IOERR,
+                        };
+                        self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        let used = match status {
+                            Some(addr) => self.write_status(addr, code),
+                            None => 0,
+                        };
+                        self.finish(qi, head, used);
+                    }
+                }
+            }
+            match self.queues[qi].queue.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => return self.ring_broken(e.into()),
+            }
+        }
+    }
+
+    fn start(&mut self, qi: usize, head: u16, req: request::Request) {
+        let (kind, bytes, disk_req) = match req.kind {
+            RequestKind::Read { offset, bufs } => {
+                let n = bufs.iter().map(|b| b.len() as u64).sum();
+                (Kind::Read, n, block::Request::Read { offset, bufs })
+            }
+            RequestKind::Write { offset, bufs } => {
+                let n = bufs.iter().map(|b| b.len() as u64).sum();
+                (Kind::Write, n, block::Request::Write { offset, bufs })
+            }
+            RequestKind::Flush => (Kind::Flush, 0, block::Request::Flush),
+            RequestKind::Discard { offset, len } => {
+                (Kind::Discard, 0, block::Request::Discard { offset, len })
+            }
+            RequestKind::WriteZeroes { offset, len, unmap } => (
+                Kind::Discard,
+                0,
+                block::Request::WriteZeroes { offset, len, unmap },
+            ),
+            RequestKind::GetId { addr, len } => {
+                let n = len as usize;
+                let used = if self.mem.write_slice(&self.serial[..n], addr).is_ok() {
+                    self.write_status(req.status_addr, VIRTIO_BLK_S_OK);
+                    req.used_len
+                } else {
+                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    self.write_status(req.status_addr, VIRTIO_BLK_S_IOERR)
+                };
+                return self.finish(qi, head, used);
+            }
+        };
+        let flight = InFlight {
+            queue: qi,
+            head,
+            status_addr: req.status_addr,
+            used_len: req.used_len,
+            kind,
+            bytes,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.in_flight[s] = Some(flight);
+                s
+            }
+            None => {
+                self.in_flight.push(Some(flight));
+                self.in_flight.len() - 1
+            }
+        };
+        if let Err(e) = self.disk.submit(disk_req, slot as u64) {
+            tracing::warn!("virtio-blk: submitting a request failed: {e}");
+            self.complete(slot, Err(e));
+        }
+    }
+
+    /// Write the status byte; returns the used length for a failed request.
+    fn write_status(&self, addr: GuestAddress, status: u32) -> u32 {
+        let byte = u8::try_from(status).unwrap_or(u8::MAX);
+        match self.mem.write_obj(byte, addr) {
+            Ok(()) => 1,
+            Err(_) => 0,
+        }
+    }
+
+    fn finish(&mut self, qi: usize, head: u16, used_len: u32) {
+        let q = &mut self.queues[qi];
+        if let Err(e) = q.queue.add_used(&self.mem, head, used_len) {
+            return self.ring_broken(e.into());
+        }
+        match q.queue.needs_notification(&self.mem) {
+            Ok(true) => self.interrupt.notify_queue(q.index),
+            Ok(false) => {}
+            Err(e) => self.ring_broken(e.into()),
+        }
+    }
+
+    fn complete(&mut self, slot: usize, result: block::Result<()>) {
+        let Some(f) = self.in_flight.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.free_slots.push(slot);
+        let m = &self.metrics;
+        let used = match result {
+            Ok(()) => {
+                let (count, bytes) = match f.kind {
+                    Kind::Read => (&m.reads, Some(&m.read_bytes)),
+                    Kind::Write => (&m.writes, Some(&m.write_bytes)),
+                    Kind::Flush => (&m.flushes, None),
+                    Kind::Discard => (&m.discards, None),
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                if let Some(b) = bytes {
+                    b.fetch_add(f.bytes, Ordering::Relaxed);
+                }
+                self.write_status(f.status_addr, VIRTIO_BLK_S_OK);
+                f.used_len
+            }
+            Err(e) => {
+                tracing::debug!("virtio-blk: request failed: {e}");
+                m.errors.fetch_add(1, Ordering::Relaxed);
+                let code = match e {
+                    block::Error::Unsupported(_) => VIRTIO_BLK_S_UNSUPP,
+                    _ => VIRTIO_BLK_S_IOERR,
+                };
+                self.write_status(f.status_addr, code)
+            }
+        };
+        self.finish(f.queue, f.head, used);
+    }
+
+    fn drain_completions(&mut self) {
+        let _ = self.disk.completion_fd().read();
+        let mut done = std::mem::take(&mut self.completions);
+        self.disk.drain_completions(&mut done);
+        for c in done.drain(..) {
+            if let Ok(slot) = usize::try_from(c.user_data) {
+                self.complete(slot, c.result);
+            }
+        }
+        self.completions = done;
+    }
+}
+
+impl MutEventSubscriber for BlockHandler {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let data = events.data();
+        if data == COMPLETION_EVENT {
+            return self.drain_completions();
+        }
+        let Some(qi) = usize::try_from(data)
+            .ok()
+            .filter(|&i| i < self.queues.len())
+        else {
+            return;
+        };
+        let _ = self.queues[qi].kick.read();
+        if !self.broken {
+            self.serve_queue(qi);
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let completion =
+            Events::with_data(self.disk.completion_fd(), COMPLETION_EVENT, EventSet::IN);
+        if let Err(e) = ops.add(completion) {
+            tracing::error!("virtio-blk: cannot watch disk completions: {e:?}");
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            let data = u32::try_from(i).unwrap_or(0);
+            if let Err(e) = ops.add(Events::with_data(&q.kick, data, EventSet::IN)) {
+                tracing::error!("virtio-blk: cannot watch queue {i}: {e:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! virtio-blk (block device, type 2): requests from any number of queues
+//! run asynchronously on a [`block::DiskImage`], so one slow request does
+//! not hold up the others.
+
+mod device;
+mod event_handler;
+mod metrics;
+mod request;
+#[cfg(test)]
+mod tests;
+
+pub use device::{Block, BlockConfig};
+pub use request::{parse, Request, RequestError, RequestKind, SECTOR_SIZE};

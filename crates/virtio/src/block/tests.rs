@@ -1,0 +1,1 @@
+//! virtio-blk request parsing against hostile and well-formed chains.
