@@ -1,0 +1,291 @@
+//! TAP devices: a guest NIC's host side, one non-blocking descriptor per
+//! queue pair, each frame carrying a virtio-net header.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use crate::ifreq;
+
+/// Bytes of virtio-net header in front of every frame on a Vireo TAP
+/// (`struct virtio_net_hdr_v1`, the modern header with `num_buffers`).
+pub const VNET_HDR_LEN: usize = 12;
+
+/// The name pattern for TAPs Vireo creates; the kernel fills in the number.
+const DEFAULT_NAME: &str = "vireo%d";
+
+const TUN_PATH: &CStr = c"/dev/net/tun";
+
+/// Why a TAP could not be opened or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// The requested name is not a valid interface name.
+    #[error("invalid TAP name '{name}': {reason}")]
+    BadName {
+        /// The name asked for.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// At least one queue is needed.
+    #[error("a TAP needs at least one queue")]
+    NoQueues,
+    /// Opening /dev/net/tun or attaching to the interface failed.
+    #[error("cannot open TAP '{name}': {source}")]
+    Open {
+        /// The interface name (or the pattern) asked for.
+        name: String,
+        /// The host error.
+        #[source]
+        source: io::Error,
+    },
+    /// Configuring the opened TAP failed.
+    #[error("TAP '{name}': {what}: {source}")]
+    Configure {
+        /// The interface.
+        name: String,
+        /// The step that failed.
+        what: &'static str,
+        /// The host error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Offloads the reader of a TAP (the guest) accepts in the frames it is
+/// given: partial checksums and the segmentation kinds it can take whole.
+/// Mirrors the guest's negotiated GUEST_* virtio-net features.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Frames may carry a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM).
+    pub csum: bool,
+    /// TCP over IPv4 segmentation (needs `csum`).
+    pub tso4: bool,
+    /// TCP over IPv6 segmentation (needs `csum`).
+    pub tso6: bool,
+    /// TSO with the ECN (CWR) bit.
+    pub tso_ecn: bool,
+    /// UDP fragmentation offload (needs `csum`).
+    pub ufo: bool,
+}
+
+impl Offloads {
+    /// Every offload this crate knows.
+    pub const ALL: Self = Self {
+        csum: true,
+        tso4: true,
+        tso6: true,
+        tso_ecn: true,
+        ufo: true,
+    };
+
+    /// The TUNSETOFFLOAD argument.
+    pub fn tun_flags(self) -> libc::c_uint {
+        let mut flags = 0;
+        for (on, bit) in [
+            (self.csum, libc::TUN_F_CSUM),
+            (self.tso4, libc::TUN_F_TSO4),
+            (self.tso6, libc::TUN_F_TSO6),
+            (self.tso_ecn, libc::TUN_F_TSO_ECN),
+            (self.ufo, libc::TUN_F_UFO),
+        ] {
+            if on {
+                flags |= bit;
+            }
+        }
+        flags
+    }
+}
+
+/// An open TAP interface: its name and one descriptor per queue.
+///
+/// A TAP Vireo created (no name given) is not persistent: the kernel
+/// removes it when the last descriptor closes. Attaching to an existing
+/// (persistent) TAP leaves it in place afterwards.
+#[derive(Debug)]
+pub struct Tap {
+    name: String,
+    queues: Vec<OwnedFd>,
+}
+
+impl Tap {
+    /// Create a TAP (`name` None: the kernel picks `vireoN`) or attach to
+    /// the existing interface `name`, with `queues` descriptors (a
+    /// multi-queue TAP when more than one). Every descriptor is
+    /// non-blocking and carries 12-byte virtio-net headers; no offloads
+    /// are on until [`Tap::set_offloads`]. The link is brought up.
+    pub fn open(name: Option<&str>, queues: usize) -> Result<Self, TapError> {
+        if queues == 0 {
+            return Err(TapError::NoQueues);
+        }
+        if let Some(n) = name {
+            check_name(n)?;
+        }
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        if queues > 1 {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        let asked = name.unwrap_or(DEFAULT_NAME).to_string();
+        let open_err = |source| TapError::Open {
+            name: asked.clone(),
+            source,
+        };
+        let first = open_queue(&asked, flags).map_err(open_err)?;
+        // The kernel resolved the pattern on the first attach; the other
+        // queues must join that same interface.
+        let actual = first.1;
+        let mut fds = vec![first.0];
+        for _ in 1..queues {
+            let (fd, _) = open_queue(&actual, flags).map_err(open_err)?;
+            fds.push(fd);
+        }
+        let tap = Self {
+            name: actual,
+            queues: fds,
+        };
+        for fd in &tap.queues {
+            let size = libc::c_int::try_from(VNET_HDR_LEN).unwrap_or(12);
+            // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer,
+            // which points at `size`, live for the call.
+            let ret = unsafe {
+                libc::ioctl(
+                    fd.as_raw_fd(),
+                    libc::TUNSETVNETHDRSZ,
+                    std::ptr::from_ref(&size),
+                )
+            };
+            if ret < 0 {
+                return Err(tap.configure_err("setting the vnet header size")(
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        tap.set_offloads(Offloads::default())?;
+        ifreq::set_up(&tap.name).map_err(tap.configure_err("bringing the link up"))?;
+        tracing::debug!(name = tap.name, queues, "TAP open");
+        Ok(tap)
+    }
+
+    /// The interface's name as the kernel knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many queue descriptors this TAP has.
+    pub fn num_queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The descriptor of queue `index`, if there is one.
+    pub fn queue(&self, index: usize) -> Option<BorrowedFd<'_>> {
+        self.queues.get(index).map(AsFd::as_fd)
+    }
+
+    /// Duplicates of every queue descriptor, for a worker thread to own.
+    pub fn clone_queues(&self) -> io::Result<Vec<OwnedFd>> {
+        self.queues.iter().map(OwnedFd::try_clone).collect()
+    }
+
+    /// Tell the kernel which offloads the reader accepts, so it hands over
+    /// unsegmented, partially checksummed frames only when it may.
+    pub fn set_offloads(&self, offloads: Offloads) -> Result<(), TapError> {
+        set_offload_flags(&self.queues[0], offloads.tun_flags())
+            .map_err(self.configure_err("setting offloads"))
+    }
+
+    /// The offloads this kernel's TAP accepts, found by trying each (the
+    /// TAP is left with none on).
+    pub fn supported_offloads(&self) -> Offloads {
+        let fd = &self.queues[0];
+        let try_bits = |bits| set_offload_flags(fd, libc::TUN_F_CSUM | bits).is_ok();
+        let supported = Offloads {
+            csum: try_bits(0),
+            tso4: try_bits(libc::TUN_F_TSO4),
+            tso6: try_bits(libc::TUN_F_TSO6),
+            tso_ecn: try_bits(libc::TUN_F_TSO4 | libc::TUN_F_TSO_ECN),
+            ufo: try_bits(libc::TUN_F_UFO),
+        };
+        let _ = set_offload_flags(fd, 0);
+        supported
+    }
+
+    /// The host side's MAC address.
+    pub fn mac(&self) -> Result<[u8; 6], TapError> {
+        ifreq::hwaddr(&self.name).map_err(self.configure_err("reading the MAC address"))
+    }
+
+    /// The interface flags (IFF_UP, IFF_RUNNING, ...).
+    pub fn link_flags(&self) -> Result<i32, TapError> {
+        ifreq::flags(&self.name).map_err(self.configure_err("reading the link flags"))
+    }
+
+    fn configure_err(&self, what: &'static str) -> impl Fn(io::Error) -> TapError + '_ {
+        move |source| TapError::Configure {
+            name: self.name.clone(),
+            what,
+            source,
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), TapError> {
+    let bad = |reason| TapError::BadName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() {
+        return Err(bad("empty"));
+    }
+    if name.len() > ifreq::MAX_NAME_LEN {
+        return Err(bad("longer than 15 bytes"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("reserved"));
+    }
+    if name
+        .bytes()
+        .any(|b| b == 0 || b == b'/' || b == b':' || b.is_ascii_whitespace())
+    {
+        return Err(bad("contains NUL, '/', ':' or whitespace"));
+    }
+    Ok(())
+}
+
+/// Open /dev/net/tun and attach it to `name` with `flags`; returns the
+/// descriptor and the interface name the kernel settled on.
+fn open_queue(name: &str, flags: libc::c_int) -> io::Result<(OwnedFd, String)> {
+    // SAFETY: TUN_PATH is a NUL-terminated string; open returns a new
+    // descriptor or -1.
+    let raw = unsafe {
+        libc::open(
+            TUN_PATH.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just returned by open(2) and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut req = ifreq::request(name);
+    req.ifr_ifru.ifru_flags =
+        libc::c_short::try_from(flags).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: TUNSETIFF takes a struct ifreq, reading the name and flags
+    // and writing back the name it chose.
+    unsafe { ifreq::ifreq_ioctl(&fd, libc::TUNSETIFF, &mut req)? };
+    Ok((fd, ifreq::name_of(&req)))
+}
+
+fn set_offload_flags(fd: &OwnedFd, flags: libc::c_uint) -> io::Result<()> {
+    // TUNSETOFFLOAD takes its argument by value, not through a pointer.
+    let arg = libc::c_ulong::from(flags);
+    // SAFETY: TUNSETOFFLOAD reads no memory: the flags are the argument.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, arg) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
