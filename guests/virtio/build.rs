@@ -20,7 +20,12 @@ fn main() {
     for src in &sources {
         let obj = out.join(src.file_stem().unwrap()).with_extension("o");
         let status = Command::new(&cc)
-            .args(["-c", "-ffreestanding", "-Wa,--fatal-warnings", "-Wa,--noexecstack"])
+            .args([
+                "-c",
+                "-ffreestanding",
+                "-Wa,--fatal-warnings",
+                "-Wa,--noexecstack",
+            ])
             .arg("-I")
             .arg(&common)
             .arg("-o")
@@ -40,7 +45,10 @@ fn main() {
     ] {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
-    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", common.join("guest.ld").display());
+    println!(
+        "cargo:rustc-link-arg-bins=-Wl,-T,{}",
+        common.join("guest.ld").display()
+    );
 }
 
 /// The `.S` files directly in `dir`, sorted so the link order is stable.

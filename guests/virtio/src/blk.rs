@@ -21,7 +21,9 @@ pub fn pattern(n: u64, sector: &mut [u8]) {
 }
 
 fn fnv1a32(data: &[u8]) -> u32 {
-    data.iter().fold(0x811c_9dc5, |hash, &b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    data.iter().fold(0x811c_9dc5, |hash, &b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 pub fn run(transport: Watched, config: &Config) {
@@ -43,7 +45,11 @@ pub fn run(transport: Watched, config: &Config) {
         Text(serial)
     );
     match exercise(&mut blk, config, capacity, readonly) {
-        Ok(wrote) if readonly => say!("virtio-blk: ok capacity={} wrote={} readonly", capacity, wrote),
+        Ok(wrote) if readonly => say!(
+            "virtio-blk: ok capacity={} wrote={} readonly",
+            capacity,
+            wrote
+        ),
         Ok(wrote) => say!("virtio-blk: ok capacity={} wrote={}", capacity, wrote),
         Err(reason) => say!("virtio-blk: FAIL {}", reason),
     }
@@ -93,13 +99,21 @@ fn exercise(blk: &mut Blk, config: &Config, capacity: u64, readonly: bool) -> Re
     }
     let last = config.blk_first + (count - 1) * config.blk_stride;
     if last >= capacity {
-        fail!("sectors {}..={} beyond capacity {}", config.blk_first, last, capacity);
+        fail!(
+            "sectors {}..={} beyond capacity {}",
+            config.blk_first,
+            last,
+            capacity
+        );
     }
 
     if readonly {
         pattern(config.blk_first, &mut sector);
         if blk.write_blocks(config.blk_first as usize, &sector).is_ok() {
-            fail!("read-only device accepted a write to sector {}", config.blk_first);
+            fail!(
+                "read-only device accepted a write to sector {}",
+                config.blk_first
+            );
         }
         return Ok(0);
     }
@@ -121,7 +135,13 @@ fn exercise(blk: &mut Blk, config: &Config, capacity: u64, readonly: bool) -> Re
         }
         pattern(n, &mut expected);
         if let Some(i) = (0..SECTOR_SIZE).find(|&i| sector[i] != expected[i]) {
-            fail!("sector {} byte {} is {:#04x}, wrote {:#04x}", n, i, sector[i], expected[i]);
+            fail!(
+                "sector {} byte {} is {:#04x}, wrote {:#04x}",
+                n,
+                i,
+                sector[i],
+                expected[i]
+            );
         }
     }
     // One multi-sector request as well, when the sectors are contiguous.

@@ -94,7 +94,11 @@ fn apply(c: &mut Config, word: &[u8]) -> bool {
         (b"net", None) => c.net = true,
         (b"console", None) => c.console = true,
         (b"rng", None) => c.rng = true,
-        (b"mirror", None) => c.mirror = true,
+        // The mirror needs a console, so it is exercised as well.
+        (b"mirror", None) => {
+            c.mirror = true;
+            c.console = true;
+        }
         (b"ecam", Some(v)) => return set(&mut c.ecam, number(v)),
         (b"blk-first", Some(v)) => return set(&mut c.blk_first, number(v)),
         (b"blk-count", Some(v)) => return set(&mut c.blk_count, number(v).filter(|&n| n <= 256)),
@@ -175,7 +179,11 @@ pub struct Text<'a>(pub &'a [u8]);
 impl core::fmt::Display for Text<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
         for &b in self.0 {
-            let c = if (0x20..0x7f).contains(&b) { b as char } else { '?' };
+            let c = if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '?'
+            };
             core::fmt::Write::write_char(f, c)?;
         }
         Ok(())

@@ -26,9 +26,13 @@ use virtio_drivers::transport::DeviceType;
 static ALLOCATOR: hal::BumpAllocator = hal::BumpAllocator;
 
 /// Entered at CPL 3 from asm/entry.S with the PVH command line.
+///
+/// # Safety
+/// `cmdline` is null or a NUL-terminated string (start32.S hands over the
+/// start info's command line, or "").
 #[no_mangle]
-pub extern "C" fn virtio_main(cmdline: *const u8) -> ! {
-    // SAFETY: start32.S hands over the start info's command line (or "").
+pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
+    // SAFETY: as promised by the caller.
     let text = unsafe { cmdline::from_raw(cmdline) };
     say!("virtio: cmdline={}", cmdline::Text(text));
     let config = cmdline::parse(text);
@@ -87,7 +91,12 @@ fn run_device(root: &mut Root, function: &Function, config: &cmdline::Config, mi
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     match info.location() {
-        Some(at) => say!("virtio: panic {} at {}:{}", info.message(), at.file(), at.line()),
+        Some(at) => say!(
+            "virtio: panic {} at {}:{}",
+            info.message(),
+            at.file(),
+            at.line()
+        ),
         None => say!("virtio: panic {}", info.message()),
     }
     out::poweroff()

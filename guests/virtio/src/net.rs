@@ -31,7 +31,11 @@ pub struct MacFmt(pub Mac);
 impl fmt::Display for MacFmt {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -87,7 +91,11 @@ impl Station {
 
     /// Handles received frames for up to `ms` milliseconds, answering those
     /// addressed to us, until `want` accepts one; true if it did.
-    fn wait_for(&mut self, ms: u64, mut want: impl FnMut(&Frame) -> bool) -> Result<bool, &'static str> {
+    fn wait_for(
+        &mut self,
+        ms: u64,
+        mut want: impl FnMut(&Frame) -> bool,
+    ) -> Result<bool, &'static str> {
         let deadline = Deadline::after_ms(ms);
         let mut frame = [0u8; BUF_SIZE];
         loop {
@@ -140,7 +148,9 @@ impl Station {
                 self.send(|buf| packet::build_arp(buf, arp.sender_mac, &reply))?;
                 self.served_arp += 1;
             }
-            Frame::Echo(echo) if echo.kind == packet::ICMP_ECHO_REQUEST && echo.dst_ip == self.ip => {
+            Frame::Echo(echo)
+                if echo.kind == packet::ICMP_ECHO_REQUEST && echo.dst_ip == self.ip =>
+            {
                 let reply = Echo {
                     src_mac: self.mac,
                     dst_mac: echo.src_mac,
@@ -199,10 +209,20 @@ fn exercise(station: &mut Station, config: &Config) -> Result<(), &'static str> 
     }
     match ping_peer(station, config)? {
         Some((peer_mac, got)) if got == config.pings => {
-            say!("virtio-net: ok arp {} icmp {}/{}", MacFmt(peer_mac), got, config.pings)
+            say!(
+                "virtio-net: ok arp {} icmp {}/{}",
+                MacFmt(peer_mac),
+                got,
+                config.pings
+            )
         }
         Some((peer_mac, got)) => {
-            say!("virtio-net: FAIL icmp {}/{} arp {}", got, config.pings, MacFmt(peer_mac))
+            say!(
+                "virtio-net: FAIL icmp {}/{} arp {}",
+                got,
+                config.pings,
+                MacFmt(peer_mac)
+            )
         }
         None => say!("virtio-net: FAIL arp no reply from {}", IpFmt(config.peer)),
     }

@@ -76,7 +76,7 @@ pub fn setup(root: &mut Root, functions: &[Function]) {
         };
         for bar in bars.iter().flatten() {
             if let BarInfo::Memory { address, size, .. } = *bar {
-                if address >= WINDOW_START && address < WINDOW_END {
+                if (WINDOW_START..WINDOW_END).contains(&address) {
                     next = next.max(address + size);
                 }
             }
@@ -114,7 +114,12 @@ fn assign(root: &mut Root, df: DeviceFunction, index: u8, bar: &BarInfo, next: &
     }
     let base = next.next_multiple_of(size);
     if base + size > WINDOW_END {
-        say!("virtio: FAIL {} bar{} size {:#x} does not fit", df, index, size);
+        say!(
+            "virtio: FAIL {} bar{} size {:#x} does not fit",
+            df,
+            index,
+            size
+        );
         return;
     }
     match address_type {
@@ -122,7 +127,13 @@ fn assign(root: &mut Root, df: DeviceFunction, index: u8, bar: &BarInfo, next: &
         _ => root.set_bar_32(df, index, base as u32),
     }
     *next = base + size;
-    say!("virtio: assigned {} bar{} {:#x} size {:#x}", df, index, base, size);
+    say!(
+        "virtio: assigned {} bar{} {:#x} size {:#x}",
+        df,
+        index,
+        base,
+        size
+    );
 }
 
 /// A transport for `function`, wrapped so requests on `watched_queue` are

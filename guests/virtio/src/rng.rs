@@ -35,7 +35,11 @@ pub fn run(transport: Watched) {
     if got < WANTED {
         say!("virtio-rng: FAIL got {} of {} bytes", got, WANTED);
     } else if bytes.iter().all(|&b| b == bytes[0]) {
-        say!("virtio-rng: FAIL all {} bytes are {:#04x}", WANTED, bytes[0]);
+        say!(
+            "virtio-rng: FAIL all {} bytes are {:#04x}",
+            WANTED,
+            bytes[0]
+        );
     } else {
         say!("virtio-rng: ok");
     }

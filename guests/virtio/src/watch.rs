@@ -136,7 +136,11 @@ impl Transport for Watched {
         self.inner.read_config_space(offset)
     }
 
-    fn write_config_space<T: IntoBytes + Immutable>(&mut self, offset: usize, value: T) -> Result<()> {
+    fn write_config_space<T: IntoBytes + Immutable>(
+        &mut self,
+        offset: usize,
+        value: T,
+    ) -> Result<()> {
         self.inner.write_config_space(offset, value)
     }
 }
