@@ -36,6 +36,7 @@ pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
     let text = unsafe { cmdline::from_raw(cmdline) };
     say!("virtio: cmdline={}", cmdline::Text(text));
     let config = cmdline::parse(text);
+    say!("virtio: tsc-hz={}", time::tsc_hz());
     // SAFETY: the platform puts ECAM there (or the command line says where).
     let mut root = unsafe { pci::root(config.ecam) };
     let functions = pci::scan(&root);
