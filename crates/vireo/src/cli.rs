@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use devices::serial_backend::SerialBackend;
-use vmm::config::{parse_memory_size, CpuTemplate};
+use vmm::config::{parse_memory_size, CpuTemplate, DiskConfig};
 
 /// Vireo: a KVM virtualization stack.
 #[derive(Debug, Parser)]
@@ -60,6 +60,12 @@ pub struct RunArgs {
     /// On guest reset, boot the VM again instead of exiting.
     #[arg(long)]
     pub reboot: bool,
+    /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N]. Repeatable.
+    #[arg(long, value_name = "OPTIONS")]
+    pub disk: Vec<DiskConfig>,
+    /// Give the guest a virtio-rng device fed by the host's getrandom.
+    #[arg(long)]
+    pub rng: bool,
     #[command(flatten)]
     pub machine: MachineArgs,
 }

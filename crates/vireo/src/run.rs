@@ -26,6 +26,8 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         initrd: args.initrd,
         cmdline: args.cmdline,
         reboot: args.reboot,
+        disks: args.disk,
+        rng: args.rng,
         ..machine_config(&args.machine)
     };
     launch(&config, &args.machine)

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 pub use arch::cpuid::CpuTemplate;
 
+pub use crate::device_config::{CacheMode, DiskConfig};
+
 /// Command line given to kernels when the user gives none: the serial
 /// console, reboot through the i8042, and no hang on panic.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
@@ -37,6 +39,10 @@ pub struct VmConfig {
     pub cpu_template: CpuTemplate,
     /// Restart the VM when the guest resets, instead of exiting.
     pub reboot: bool,
+    /// virtio-blk disks, in PCI slot order.
+    pub disks: Vec<DiskConfig>,
+    /// Whether the VM has a virtio-rng device.
+    pub rng: bool,
 }
 
 impl Default for VmConfig {
@@ -49,6 +55,8 @@ impl Default for VmConfig {
             cpus: 1,
             cpu_template: CpuTemplate::Host,
             reboot: false,
+            disks: Vec::new(),
+            rng: false,
         }
     }
 }

@@ -42,6 +42,18 @@ pub enum Error {
     /// An event fd or other host resource could not be created.
     #[error("{0}: {1}")]
     Host(&'static str, #[source] std::io::Error),
+    /// A PCI device could not be created or placed.
+    #[error("PCI: {0}")]
+    Pci(String),
+    /// A disk image could not be opened.
+    #[error("disk {path}: {source}")]
+    Disk {
+        /// The image path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: block::Error,
+    },
     /// A vCPU thread could not be started.
     #[error("cannot start vCPU thread: {0}")]
     SpawnVcpu(#[source] std::io::Error),

@@ -7,9 +7,11 @@
 //! parses guest data itself: devices and `arch` do.
 
 pub mod config;
+mod device_config;
 mod error;
 mod machine;
 pub mod memory;
+mod pci_devices;
 pub mod signals;
 mod vcpu;
 

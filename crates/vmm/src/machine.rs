@@ -18,9 +18,10 @@ use devices::Bus;
 use hypervisor::Hypervisor;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{KernelSource, VmConfig};
+use crate::config::{CacheMode, DiskConfig, KernelSource, VmConfig};
 use crate::error::{Error, Result};
 use crate::memory::{create_guest_memory, GuestMemory};
+use crate::pci_devices::PciDevices;
 use crate::vcpu::{PlatformIo, VcpuShared, VcpuStop, VcpuThread};
 
 /// Most vCPUs a guest may have: APIC IDs must fit the MADT's xAPIC entries
@@ -88,6 +89,44 @@ pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<()> {
         open_kernel(&config.kernel)?;
     }
     open_initrd(config.initrd.as_deref())?;
+    // Opening each disk checks its format and takes its lock, so a bad or
+    // busy image is reported before the VM exists; it is closed again.
+    for disk in &config.disks {
+        open_disk(disk)?;
+    }
+    Ok(())
+}
+
+fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> {
+    let options = block::OpenOptions {
+        read_only: disk.readonly,
+        direct: disk.cache == CacheMode::None,
+        format: None,
+    };
+    block::open(&disk.path, &options).map_err(|source| Error::Disk {
+        path: disk.path.clone(),
+        source,
+    })
+}
+
+/// Put the configured virtio devices on the PCI bus.
+fn add_virtio_devices(config: &VmConfig, pci: &mut PciDevices) -> Result<()> {
+    for (i, disk) in config.disks.iter().enumerate() {
+        let image = open_disk(disk)?;
+        let device = virtio::block::Block::new(virtio::block::BlockConfig {
+            disk: image,
+            serial: disk
+                .serial
+                .clone()
+                .unwrap_or_else(|| format!("vireo-disk{i}")),
+            queues: disk.queues,
+            io_workers: 0,
+        });
+        pci.add_virtio(&format!("disk{i}"), Box::new(device))?;
+    }
+    if config.rng {
+        pci.add_virtio("rng", Box::new(virtio::rng::Rng::new()))?;
+    }
     Ok(())
 }
 
@@ -142,7 +181,7 @@ pub fn run_once(
     let mut initrd = open_initrd(config.initrd.as_deref())?;
     let mem = create_guest_memory(config.memory)?;
 
-    let vm = hv.create_vm()?;
+    let vm = Arc::new(hv.create_vm()?);
     vm.register_memory(&mem)?;
     vm.create_irqchip()?;
 
@@ -197,6 +236,9 @@ pub fn run_once(
         layout::DEBUGCON_MMIO_START,
         layout::DEBUGCON_MMIO_SIZE,
     )?;
+    let mut pci = PciDevices::new(vm.clone(), mem.clone(), config.memory)?;
+    add_virtio_devices(config, &mut pci)?;
+    pci.attach(&mut pio, &mut mmio)?;
     let io = Arc::new(PlatformIo { pio, mmio });
 
     // Firmware tables and the kernel.
@@ -204,6 +246,7 @@ pub fn run_once(
         &mem,
         &arch::acpi::AcpiConfig {
             num_cpus: config.cpus,
+            pci: Some(pci.acpi()),
             ..Default::default()
         },
     )

@@ -33,7 +33,7 @@ pub struct BlockConfig {
     pub serial: String,
     /// Request queues (1 to [`MAX_QUEUES`]).
     pub queues: u16,
-    /// Host threads doing the disk I/O.
+    /// Host threads doing the disk I/O (0: the block layer's default).
     pub io_workers: usize,
 }
 
@@ -59,7 +59,7 @@ impl Block {
             disk: config.disk,
             serial,
             queue_sizes: vec![QUEUE_SIZE; usize::from(queues)],
-            io_workers: config.io_workers.max(1),
+            io_workers: config.io_workers,
             metrics: Arc::new(BlockMetrics::default()),
             worker: None,
         }

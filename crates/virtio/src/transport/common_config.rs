@@ -44,18 +44,21 @@ pub enum CommonReg {
     QueueDevice(Half),
 }
 
-/// Which half of a 64-bit register.
+/// Which part of a 64-bit register an access covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Half {
     /// Bits 0..32.
     Low,
     /// Bits 32..64.
     High,
+    /// All 64 bits in one access (the spec asks drivers for two 32-bit
+    /// accesses, but some, such as the virtio-drivers crate, use one).
+    Full,
 }
 
 /// The register at `offset` accessed with width `len`, if that is a
 /// natural access (the spec requires drivers to use them; others are
-/// ignored). 64-bit addresses may be accessed as two 32-bit halves.
+/// ignored). 64-bit addresses may be accessed whole or as two 32-bit halves.
 pub fn decode(offset: u64, len: usize) -> Option<CommonReg> {
     use CommonReg::*;
     let reg = match (offset, len) {
@@ -72,6 +75,9 @@ pub fn decode(offset: u64, len: usize) -> Option<CommonReg> {
         (0x1a, 2) => QueueMsixVector,
         (0x1c, 2) => QueueEnable,
         (0x1e, 2) => QueueNotifyOff,
+        (0x20, 8) => QueueDesc(Half::Full),
+        (0x28, 8) => QueueDriver(Half::Full),
+        (0x30, 8) => QueueDevice(Half::Full),
         (0x20, 4) => QueueDesc(Half::Low),
         (0x24, 4) => QueueDesc(Half::High),
         (0x28, 4) => QueueDriver(Half::Low),
@@ -83,22 +89,22 @@ pub fn decode(offset: u64, len: usize) -> Option<CommonReg> {
     Some(reg)
 }
 
-/// Replace one half of `value`.
-pub fn set_half(value: u64, half: Half, bits: u32) -> u64 {
+/// Replace the part `half` of `value` with the low bits of `bits`.
+pub fn set_half(value: u64, half: Half, bits: u64) -> u64 {
     match half {
-        Half::Low => (value & !0xffff_ffff) | u64::from(bits),
-        Half::High => (value & 0xffff_ffff) | u64::from(bits) << 32,
+        Half::Low => (value & !0xffff_ffff) | (bits & 0xffff_ffff),
+        Half::High => (value & 0xffff_ffff) | bits << 32,
+        Half::Full => bits,
     }
 }
 
-/// One half of `value`.
-pub fn get_half(value: u64, half: Half) -> u32 {
-    let b = value.to_le_bytes();
-    let h = match half {
-        Half::Low => [b[0], b[1], b[2], b[3]],
-        Half::High => [b[4], b[5], b[6], b[7]],
-    };
-    u32::from_le_bytes(h)
+/// The part `half` of `value`.
+pub fn get_half(value: u64, half: Half) -> u64 {
+    match half {
+        Half::Low => value & 0xffff_ffff,
+        Half::High => value >> 32,
+        Half::Full => value,
+    }
 }
 
 #[cfg(test)]
@@ -109,7 +115,8 @@ mod tests {
     fn only_natural_accesses_decode() {
         assert_eq!(decode(0x14, 1), Some(CommonReg::DeviceStatus));
         assert_eq!(decode(0x14, 4), None);
-        assert_eq!(decode(0x20, 8), None);
+        assert_eq!(decode(0x20, 8), Some(CommonReg::QueueDesc(Half::Full)));
+        assert_eq!(decode(0x24, 8), None);
         assert_eq!(decode(0x24, 4), Some(CommonReg::QueueDesc(Half::High)));
         assert_eq!(decode(0x38, 2), None);
     }

@@ -310,15 +310,9 @@ impl VirtioPciDevice {
             CommonReg::QueueMsixVector => u64::from(qv),
             CommonReg::QueueEnable => q.map_or(0, |q| u64::from(q.enabled)),
             CommonReg::QueueNotifyOff => u64::from(self.queue_select),
-            CommonReg::QueueDesc(h) => {
-                q.map_or(0, |q| u64::from(common_config::get_half(q.desc, h)))
-            }
-            CommonReg::QueueDriver(h) => {
-                q.map_or(0, |q| u64::from(common_config::get_half(q.driver, h)))
-            }
-            CommonReg::QueueDevice(h) => {
-                q.map_or(0, |q| u64::from(common_config::get_half(q.device, h)))
-            }
+            CommonReg::QueueDesc(h) => q.map_or(0, |q| common_config::get_half(q.desc, h)),
+            CommonReg::QueueDriver(h) => q.map_or(0, |q| common_config::get_half(q.driver, h)),
+            CommonReg::QueueDevice(h) => q.map_or(0, |q| common_config::get_half(q.device, h)),
         };
         let bytes = value.to_le_bytes();
         data.copy_from_slice(&bytes[..data.len()]);
@@ -329,9 +323,10 @@ impl VirtioPciDevice {
             tracing::debug!("virtio-pci: ignored common config write at {offset:#x}");
             return;
         };
-        let mut v = [0u8; 4];
+        let mut v = [0u8; 8];
         v[..data.len()].copy_from_slice(data);
-        let value = u32::from_le_bytes(v);
+        let wide = u64::from_le_bytes(v);
+        let value = u32::try_from(wide & 0xffff_ffff).unwrap_or(0);
         let v16 = u16::try_from(value & 0xffff).unwrap_or(0);
         // Queue layout is frozen once the driver is live (4.1.4.3.2).
         let queues_frozen = self.status() & STATUS_DRIVER_OK != 0;
@@ -375,17 +370,17 @@ impl VirtioPciDevice {
             }
             CommonReg::QueueDesc(h) if !queues_frozen => {
                 if let Some(q) = self.selected_queue() {
-                    q.desc = common_config::set_half(q.desc, h, value);
+                    q.desc = common_config::set_half(q.desc, h, wide);
                 }
             }
             CommonReg::QueueDriver(h) if !queues_frozen => {
                 if let Some(q) = self.selected_queue() {
-                    q.driver = common_config::set_half(q.driver, h, value);
+                    q.driver = common_config::set_half(q.driver, h, wide);
                 }
             }
             CommonReg::QueueDevice(h) if !queues_frozen => {
                 if let Some(q) = self.selected_queue() {
-                    q.device = common_config::set_half(q.device, h, value);
+                    q.device = common_config::set_half(q.device, h, wide);
                 }
             }
             _ => tracing::debug!("virtio-pci: ignored write to {reg:?}"),
