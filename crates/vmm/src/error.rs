@@ -46,7 +46,7 @@ pub enum Error {
     #[error("PCI: {0}")]
     Pci(String),
     /// A disk image could not be opened.
-    #[error("disk {path}: {source}")]
+    #[error("disk: {source}")]
     Disk {
         /// The image path.
         path: PathBuf,
