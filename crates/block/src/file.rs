@@ -198,8 +198,6 @@ fn off_t(offset: u64) -> Result<libc::off_t> {
     })
 }
 
-// Some helpers serve only the qcow2 code, which lands in its own commit.
-#[allow(dead_code)]
 impl HostFile {
     /// Open `path` and lock it: exclusively when writable, shared otherwise.
     pub fn open(path: &Path, read_only: bool, direct: bool) -> Result<Self> {
@@ -227,45 +225,69 @@ impl HostFile {
         Ok(host)
     }
 
-    /// Take the OFD lock: it belongs to this open file description, so it
-    /// is released when the image is closed and is not shared with threads
-    /// or children the way POSIX locks are.
+    /// Lock the image the way QEMU does, so vireo and QEMU exclude each
+    /// other too. QEMU locks byte 100 + p to say "I use permission p" and
+    /// byte 200 + p to say "nobody else may use p" (p = 0: consistent
+    /// read, 1: write). We take 100 and 201 (we read and let nobody else
+    /// write) and, when writable, 101. Then any lock another process holds
+    /// on a byte that contradicts ours (101 or 201 when we write, 101
+    /// when we read) is a conflict.
+    ///
+    /// The locks are OFD locks: they belong to this open file description,
+    /// so they go away when the image is closed and threads share them.
     fn lock(&self, path: &Path) -> Result<()> {
-        // SAFETY: flock is plain data; all-zero is a valid value.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        let kind = if self.read_only {
-            libc::F_RDLCK
-        } else {
-            libc::F_WRLCK
-        };
-        fl.l_type = i16::try_from(kind).unwrap_or(0);
-        fl.l_whence = i16::try_from(libc::SEEK_SET).unwrap_or(0);
-        // SAFETY: fcntl with F_OFD_SETLK reads the flock we pass; the fd is open.
-        let r = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        if r < 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EACCES) => Err(Error::InUse(path.to_owned())),
-                _ => Err(Error::io("lock", err)),
-            };
+        const PERM_READ: i64 = 100;
+        const PERM_WRITE: i64 = 101;
+        const UNSHARE_WRITE: i64 = 201;
+        let mut mine = vec![PERM_READ, UNSHARE_WRITE];
+        let mut theirs = vec![PERM_WRITE];
+        if !self.read_only {
+            mine.push(PERM_WRITE);
+            theirs.push(UNSHARE_WRITE);
+        }
+        for byte in mine {
+            if let Err(e) = self.ofd_lock(libc::F_OFD_SETLK, libc::F_RDLCK, byte) {
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) | Some(libc::EACCES) => Err(Error::InUse(path.to_owned())),
+                    _ => Err(Error::io("lock", e)),
+                };
+            }
+        }
+        for byte in theirs {
+            let held = self
+                .ofd_lock(libc::F_OFD_GETLK, libc::F_WRLCK, byte)
+                .map_err(|e| Error::io("lock", e))?;
+            if held != libc::F_UNLCK {
+                return Err(Error::InUse(path.to_owned()));
+            }
         }
         Ok(())
+    }
+
+    /// One OFD lock call on one byte; returns the lock type fcntl leaves
+    /// in the flock (for F_OFD_GETLK: F_UNLCK when nothing conflicts).
+    fn ofd_lock(&self, cmd: libc::c_int, kind: libc::c_int, byte: i64) -> std::io::Result<i32> {
+        // SAFETY: flock is plain data; all-zero is a valid value.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = i16::try_from(kind).unwrap_or(0);
+        fl.l_whence = i16::try_from(libc::SEEK_SET).unwrap_or(0);
+        fl.l_start = byte;
+        fl.l_len = 1;
+        // SAFETY: fcntl with an OFD lock command reads and may update the
+        // flock we pass; the fd is open.
+        let r = unsafe { libc::fcntl(self.file.as_raw_fd(), cmd, &mut fl) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(i32::from(fl.l_type))
     }
 
     pub fn read_only(&self) -> bool {
         self.read_only
     }
 
-    pub fn is_block_device(&self) -> bool {
-        self.block_device
-    }
-
     pub fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
-    }
-
-    pub fn is_direct(&self) -> bool {
-        self.direct
     }
 
     /// Current length of the file or device.

@@ -222,10 +222,9 @@ pub(crate) fn open_inner(
     };
     match format {
         ImageFormat::Raw => Ok(Arc::new(RawDisk::from_host_file(file)?)),
-        ImageFormat::Qcow2 => {
-            let _ = (path, depth);
-            Err(Error::Unsupported("qcow2 (not yet)"))
-        }
+        ImageFormat::Qcow2 => Ok(Arc::new(qcow2::Qcow2Disk::from_host_file(
+            file, path, options, depth,
+        )?)),
     }
 }
 

@@ -1,4 +1,391 @@
 //! qcow2 images (QEMU copy-on-write, versions 2 and 3).
+//!
+//! Reads and writes of allocated clusters run concurrently: the metadata
+//! lock is held only to look the clusters up. Writes that allocate, and
+//! everything that frees clusters, run under it. Discards also take the
+//! I/O gate exclusively so no read or write is in flight on a cluster
+//! while it is freed and perhaps reused.
+
+mod check;
+mod create;
+pub mod header;
+mod io;
+mod l2;
+mod meta;
+mod refcount;
+pub mod snapshot;
+mod snapshot_ops;
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+pub use check::{CheckReport, RepairMode};
+pub use create::{create, CreateOptions};
+pub use header::Header;
+pub use snapshot::Snapshot;
+
+use crate::file::HostFile;
+use crate::{DiskImage, Error, ImageFormat, OpenOptions, Result};
+
+use meta::Meta;
 
 /// The first four bytes of every qcow2 image: "QFI\xfb".
 pub const MAGIC: u32 = 0x5146_49fb;
+
+/// An open qcow2 image.
+pub struct Qcow2Disk {
+    file: HostFile,
+    path: PathBuf,
+    backing: Option<Arc<dyn DiskImage>>,
+    cluster_bits: u32,
+    version: u32,
+    read_only: bool,
+    size: AtomicU64,
+    /// Held shared by reads and writes, exclusively while clusters are freed.
+    gate: RwLock<()>,
+    meta: Mutex<Meta>,
+}
+
+impl std::fmt::Debug for Qcow2Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qcow2Disk")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// What `vireo img info` shows about a qcow2 image.
+#[derive(Debug, Clone)]
+pub struct Qcow2Info {
+    /// The decoded header.
+    pub header: Header,
+    /// Internal snapshots.
+    pub snapshots: Vec<Snapshot>,
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidImage(msg.into())
+}
+
+impl Qcow2Disk {
+    /// Open a qcow2 image (see [`crate::open`]).
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
+        let file = HostFile::open(path, options.read_only, options.direct)?;
+        Self::from_host_file(file, path, options, 0)
+    }
+
+    /// Open a snapshot of the image at `path`, read-only: reads see the
+    /// disk as it was when the snapshot named (or numbered) `snapshot` was
+    /// taken.
+    pub fn open_snapshot(path: &Path, snapshot: &str, direct: bool) -> Result<Self> {
+        let options = OpenOptions {
+            read_only: true,
+            direct,
+            format: Some(ImageFormat::Qcow2),
+        };
+        let disk = Self::open(path, &options)?;
+        {
+            let mut m = disk.lock_meta();
+            let s = m
+                .snapshots
+                .iter()
+                .find(|s| s.id == snapshot || s.name == snapshot)
+                .cloned()
+                .ok_or_else(|| invalid(format!("no snapshot '{snapshot}'")))?;
+            let cs = 1u64 << disk.cluster_bits;
+            let file_len = disk.file.len()?;
+            header::check_table(
+                "snapshot L1 table",
+                s.l1_table_offset,
+                u64::from(s.l1_size) * 8,
+                header::MAX_L1_BYTES,
+                cs,
+                file_len,
+            )?;
+            let size = s.disk_size.unwrap_or(m.header.size);
+            if u64::from(s.l1_size) < size.div_ceil(cs * (cs / 8)) {
+                return Err(invalid("snapshot L1 table is too small for its disk"));
+            }
+            m.l1 = load_l1(&disk.file, s.l1_table_offset, s.l1_size)?;
+            m.l1_offset = s.l1_table_offset;
+            disk.size.store(size, Ordering::Release);
+        }
+        Ok(disk)
+    }
+
+    pub(crate) fn from_host_file(
+        file: HostFile,
+        path: &Path,
+        options: &OpenOptions,
+        depth: u32,
+    ) -> Result<Self> {
+        let file_len = file.len()?;
+        let mut probe = vec![0u8; usize::try_from(file_len.min(4096)).unwrap_or(0)];
+        file.read_exact_strict(&mut probe, 0)?;
+        if probe.len() < 24 {
+            // Enough to say "bad magic" or "too short" precisely.
+            Header::parse(&probe, file_len)?;
+        }
+        let bits = if probe.len() >= 24 {
+            u32::from_be_bytes([probe[20], probe[21], probe[22], probe[23]])
+        } else {
+            header::MIN_CLUSTER_BITS
+        };
+        let first = if (header::MIN_CLUSTER_BITS..=header::MAX_CLUSTER_BITS).contains(&bits) {
+            let len = (1u64 << bits).min(file_len);
+            let mut b = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            file.read_exact_strict(&mut b, 0)?;
+            b
+        } else {
+            probe
+        };
+        let header = Header::parse(&first, file_len)?;
+        let read_only = options.read_only;
+        if header.incompatible_features & header::incompat::CORRUPT != 0 && !read_only {
+            return Err(invalid(
+                "the image is marked corrupt; it can only be opened read-only (check it with qemu-img check -r all)",
+            ));
+        }
+        let dirty = header.incompatible_features & header::incompat::DIRTY != 0;
+        let l1 = load_l1(&file, header.l1_table_offset, header.l1_size)?;
+        let refs = refcount::Refcounts::load(
+            &file,
+            header.refcount_table_offset,
+            header.refcount_table_clusters,
+            header.refcount_order,
+            header.cluster_bits,
+        )?;
+        let snapshots = load_snapshots(&file, &header, file_len)?;
+        let backing = match &header.backing_file {
+            Some(name) => Some(open_backing(
+                path,
+                name,
+                header.backing_format.as_deref(),
+                options,
+                depth,
+            )?),
+            None => None,
+        };
+        let cs = 1u64 << header.cluster_bits;
+        let meta = Meta {
+            l1_offset: header.l1_table_offset,
+            l1,
+            l2: l2::L2Cache::new(header.cluster_bits),
+            refs,
+            snapshots,
+            pool: VecDeque::new(),
+            file_end: file_len.div_ceil(cs) * cs,
+            header,
+        };
+        let disk = Qcow2Disk {
+            cluster_bits: meta.header.cluster_bits,
+            version: meta.header.version,
+            size: AtomicU64::new(meta.header.size),
+            file,
+            path: path.to_owned(),
+            backing,
+            read_only,
+            gate: RwLock::new(()),
+            meta: Mutex::new(meta),
+        };
+        if !read_only {
+            if dirty {
+                // Lazy refcounts were in use when the last writer stopped:
+                // counts may be low, so rebuild them before allocating.
+                disk.check(RepairMode::All)?;
+                disk.set_incompatible(header::incompat::DIRTY, false)?;
+            }
+            disk.clear_autoclear()?;
+        }
+        Ok(disk)
+    }
+
+    fn lock_meta(&self) -> MutexGuard<'_, Meta> {
+        // Metadata updates are written through one step at a time, so a
+        // panic elsewhere leaves it as consistent as a crash would.
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Header fields and snapshots, for `vireo img info`.
+    pub fn info(&self) -> Qcow2Info {
+        let m = self.lock_meta();
+        Qcow2Info {
+            header: m.header.clone(),
+            snapshots: m.snapshots.clone(),
+        }
+    }
+
+    /// The backing image, if any.
+    pub fn backing(&self) -> Option<&Arc<dyn DiskImage>> {
+        self.backing.as_ref()
+    }
+
+    /// Cluster size in bytes.
+    pub fn cluster_size(&self) -> u64 {
+        1 << self.cluster_bits
+    }
+
+    fn set_incompatible(&self, bit: u64, on: bool) -> Result<()> {
+        if self.version < 3 {
+            return Ok(());
+        }
+        let mut m = self.lock_meta();
+        let mut v = m.header.incompatible_features;
+        if on {
+            v |= bit;
+        } else {
+            v &= !bit;
+        }
+        self.file.write_all_at(&v.to_be_bytes(), 72)?;
+        self.file.sync_data()?;
+        m.header.incompatible_features = v;
+        Ok(())
+    }
+
+    /// Auto-clear bits name features (such as dirty bitmaps) whose data a
+    /// writer that does not know them would make stale: clear them.
+    fn clear_autoclear(&self) -> Result<()> {
+        let mut m = self.lock_meta();
+        if self.version < 3 || m.header.autoclear_features == 0 {
+            return Ok(());
+        }
+        self.file.write_all_at(&0u64.to_be_bytes(), 88)?;
+        self.file.sync_data()?;
+        m.header.autoclear_features = 0;
+        Ok(())
+    }
+}
+
+impl Drop for Qcow2Disk {
+    fn drop(&mut self) {
+        if self.read_only {
+            return;
+        }
+        let mut m = self.lock_meta();
+        let r = m
+            .drain_pool(&self.file)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = r {
+            tracing::warn!("{}: closing: {e}", self.path.display());
+        }
+    }
+}
+
+fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<u64>> {
+    let len = u64::from(entries) * 8;
+    let mut raw = vec![0u8; usize::try_from(len).map_err(|_| invalid("L1 table size"))?];
+    if len > 0 {
+        file.read_exact_strict(&mut raw, offset)?;
+    }
+    Ok(l2::decode_table(&raw))
+}
+
+fn load_snapshots(file: &HostFile, h: &Header, file_len: u64) -> Result<Vec<Snapshot>> {
+    if h.nb_snapshots == 0 {
+        return Ok(Vec::new());
+    }
+    let avail = file_len.saturating_sub(h.snapshots_offset);
+    let mut want = 64 * 1024u64;
+    loop {
+        let n = want.min(avail).min(snapshot::MAX_TABLE_BYTES);
+        let mut raw = vec![0u8; usize::try_from(n).unwrap_or(0)];
+        file.read_exact_strict(&mut raw, h.snapshots_offset)?;
+        match snapshot::parse(&raw, h.nb_snapshots) {
+            Ok(s) => return Ok(s),
+            Err(e) if n == want => {
+                let _ = e;
+                want *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Open a backing file named in an image at `image_path`: relative names
+/// are relative to the image's directory; the chain is read-only.
+fn open_backing(
+    image_path: &Path,
+    name: &str,
+    format: Option<&str>,
+    options: &OpenOptions,
+    depth: u32,
+) -> Result<Arc<dyn DiskImage>> {
+    let named = Path::new(name);
+    let path = if named.is_absolute() {
+        named.to_owned()
+    } else {
+        image_path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(named)
+    };
+    let format = match format {
+        None => None,
+        Some(f) => Some(
+            f.parse::<ImageFormat>()
+                .map_err(|_| Error::UnsupportedFeature(format!("backing file format '{f}'")))?,
+        ),
+    };
+    let opts = OpenOptions {
+        read_only: true,
+        direct: options.direct,
+        format,
+    };
+    crate::open_inner(&path, &opts, depth + 1).map_err(|e| Error::Open {
+        path: path.clone(),
+        source: Box::new(e),
+    })
+}
+
+impl DiskImage for Qcow2Disk {
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn read_vectored(&self, offset: u64, bufs: &[crate::IoBufMut]) -> Result<()> {
+        self.read_impl(offset, bufs)
+    }
+
+    fn write_vectored(&self, offset: u64, bufs: &[crate::IoBuf]) -> Result<()> {
+        self.write_impl(offset, bufs)
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        // Metadata is written through, so one sync covers data and tables.
+        self.file.sync_data()
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        self.clear_range(offset, len, io::Clear::Discard)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<()> {
+        self.clear_range(offset, len, io::Clear::Zeroes { unmap })
+    }
+
+    fn resize(&self, new_size: u64) -> Result<()> {
+        self.resize_impl(new_size)
+    }
+
+    fn format(&self) -> ImageFormat {
+        ImageFormat::Qcow2
+    }
+
+    fn allocation(&self, offset: u64, len: u64) -> Result<Option<(bool, u64)>> {
+        self.allocation_impl(offset, len)
+    }
+
+    fn host_allocated_bytes(&self) -> Result<u64> {
+        self.file.allocated_bytes()
+    }
+}

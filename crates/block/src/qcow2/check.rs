@@ -1,0 +1,281 @@
+//! Consistency check and repair: count every reference to every cluster
+//! and compare with the refcounts, as `qemu-img check` does.
+
+use crate::{Error, Result};
+
+use super::l2::{self, Mapping, COPIED, OFFSET_MASK};
+use super::Qcow2Disk;
+
+/// What to repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairMode {
+    /// Only report.
+    None,
+    /// Lower refcounts that are too high (leaked clusters).
+    Leaks,
+    /// Also raise refcounts that are too low, and fix COPIED flags.
+    All,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Errors that can lose data (refcount below references, bad offsets).
+    pub corruptions: u64,
+    /// Clusters counted but unused: wasted space, no harm.
+    pub leaks: u64,
+    /// Corruptions repaired.
+    pub corruptions_fixed: u64,
+    /// Leaks repaired.
+    pub leaks_fixed: u64,
+    /// One line per problem found, in qemu-img's words.
+    pub messages: Vec<String>,
+    /// Guest clusters with data in the active image.
+    pub allocated_clusters: u64,
+    /// Guest clusters in the virtual disk.
+    pub total_clusters: u64,
+    /// Allocated clusters not following the previous one on the host.
+    pub fragmented_clusters: u64,
+    /// Compressed clusters.
+    pub compressed_clusters: u64,
+    /// End of the last cluster in use.
+    pub image_end_offset: u64,
+}
+
+struct Walk<'a> {
+    refs: Vec<u64>,
+    cluster_bits: u32,
+    report: &'a mut CheckReport,
+}
+
+impl Walk<'_> {
+    fn inc(&mut self, what: &str, off: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = off >> self.cluster_bits;
+        let last = (off + len - 1) >> self.cluster_bits;
+        for c in first..=last {
+            match usize::try_from(c).ok().and_then(|i| self.refs.get_mut(i)) {
+                Some(r) => *r += 1,
+                None => {
+                    self.report.corruptions += 1;
+                    self.report
+                        .messages
+                        .push(format!("ERROR {what} at {off:#x} is outside the image"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Qcow2Disk {
+    /// Check the image (holding off all I/O meanwhile) and repair what
+    /// `mode` allows.
+    pub fn check(&self, mode: RepairMode) -> Result<CheckReport> {
+        if mode != RepairMode::None && self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.lock_meta();
+        let cs = self.cluster_size();
+        let cb = self.cluster_bits;
+        let file_len = self.file.len()?;
+        let nb = usize::try_from(file_len.div_ceil(cs))
+            .map_err(|_| Error::InvalidImage("image size".into()))?;
+        let mut report = CheckReport {
+            total_clusters: m.header.size.div_ceil(cs),
+            ..CheckReport::default()
+        };
+        let mut w = Walk {
+            refs: vec![0; nb],
+            cluster_bits: cb,
+            report: &mut report,
+        };
+        w.inc("header", 0, cs);
+        w.inc("L1 table", m.l1_offset, m.l1.len() as u64 * 8);
+        // Pool clusters are counted on purpose; they are references too.
+        for &p in &m.pool {
+            w.inc("reserved cluster", p, cs);
+        }
+        let active = m.l1.clone();
+        let mut copied_fixes: Vec<(u64, u64)> = Vec::new();
+        self.walk_l1(&mut m, &mut w, &active, true, &mut copied_fixes)?;
+        if !m.snapshots.is_empty() {
+            let table = super::snapshot::encode(&m.snapshots)?;
+            w.inc(
+                "snapshot table",
+                m.header.snapshots_offset,
+                table.len() as u64,
+            );
+            for s in m.snapshots.clone() {
+                w.inc(
+                    "snapshot L1 table",
+                    s.l1_table_offset,
+                    u64::from(s.l1_size) * 8,
+                );
+                let l1 = super::load_l1(&self.file, s.l1_table_offset, s.l1_size)?;
+                self.walk_l1(&mut m, &mut w, &l1, false, &mut Vec::new())?;
+            }
+        }
+        let (rt_off, rt_clusters) = m.refs.table_location();
+        w.inc("refcount table", rt_off, u64::from(rt_clusters) * cs);
+        for &b in m.refs.table().to_vec().iter().filter(|&&b| b != 0) {
+            w.inc("refcount block", b, cs);
+        }
+        let refs = std::mem::take(&mut w.refs);
+        let mut end = 0u64;
+        let mut fixes: Vec<(u64, u64)> = Vec::new();
+        let last = (nb as u64).max(m.refs.end_cluster());
+        for c in 0..last {
+            let on_disk = m.refs.get(&self.file, c)?;
+            let counted = usize::try_from(c)
+                .ok()
+                .and_then(|i| refs.get(i))
+                .copied()
+                .unwrap_or(0);
+            if on_disk > 0 || counted > 0 {
+                end = c + 1;
+            }
+            if on_disk == counted {
+                continue;
+            }
+            let leak = on_disk > counted;
+            let fix = match mode {
+                RepairMode::None => false,
+                RepairMode::Leaks => leak,
+                RepairMode::All => true,
+            };
+            report.messages.push(format!(
+                "{} cluster {c} refcount={on_disk} reference={counted}",
+                if fix {
+                    "Repairing"
+                } else if leak {
+                    "Leaked"
+                } else {
+                    "ERROR"
+                }
+            ));
+            match (leak, fix) {
+                (true, true) => report.leaks_fixed += 1,
+                (true, false) => report.leaks += 1,
+                (false, true) => report.corruptions_fixed += 1,
+                (false, false) => report.corruptions += 1,
+            }
+            if fix {
+                fixes.push((c, counted));
+            }
+        }
+        for (c, v) in fixes {
+            m.refs.set(&self.file, c, v)?;
+        }
+        if mode == RepairMode::All && !copied_fixes.is_empty() {
+            for (at, value) in copied_fixes {
+                self.file.write_all_at(&value.to_be_bytes(), at)?;
+                report.corruptions_fixed += 1;
+                report.corruptions = report.corruptions.saturating_sub(1);
+            }
+            m.l2 = l2::L2Cache::new(cb);
+            let l1 = super::load_l1(
+                &self.file,
+                m.l1_offset,
+                u32::try_from(m.l1.len()).unwrap_or(0),
+            )?;
+            m.l1 = l1;
+        }
+        if mode != RepairMode::None {
+            self.file.sync_data()?;
+        }
+        report.image_end_offset = end * cs;
+        Ok(report)
+    }
+
+    /// Count the references of one L1 tree; for the active one, also check
+    /// COPIED flags (noting the fixes at their file offsets).
+    fn walk_l1(
+        &self,
+        m: &mut super::meta::Meta,
+        w: &mut Walk,
+        l1: &[u64],
+        active: bool,
+        copied_fixes: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        let cs = self.cluster_size();
+        let cb = self.cluster_bits;
+        let mut prev_host: Option<u64> = None;
+        for (i1, &e1) in l1.iter().enumerate() {
+            let off = e1 & OFFSET_MASK;
+            if off == 0 {
+                continue;
+            }
+            if off & (cs - 1) != 0 {
+                w.report.corruptions += 1;
+                w.report.messages.push(format!(
+                    "ERROR L2 table offset {off:#x} is not cluster aligned"
+                ));
+                continue;
+            }
+            w.inc("L2 table", off, cs);
+            if usize::try_from(off >> cb).map_or(true, |c| c >= w.refs.len()) {
+                continue;
+            }
+            if active {
+                let rc = m.refs.get(&self.file, off >> cb)?;
+                if (rc == 1) != (e1 & COPIED != 0) {
+                    w.report.corruptions += 1;
+                    w.report.messages.push(format!(
+                        "ERROR OFLAG_COPIED L2 cluster: l1_index={i1} l1_entry={e1:x} refcount={rc}"
+                    ));
+                    let fixed = if rc == 1 { e1 | COPIED } else { e1 & !COPIED };
+                    copied_fixes.push((m.l1_offset + 8 * i1 as u64, fixed));
+                }
+            }
+            let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];
+            self.file.read_exact_at(&mut raw, off)?;
+            for (i2, e2) in l2::decode_table(&raw).into_iter().enumerate() {
+                match l2::decode(e2, cb, self.version) {
+                    Mapping::Unallocated | Mapping::Zero { host: 0 } => {}
+                    Mapping::Compressed { host, len } => {
+                        w.inc("compressed cluster", host, len);
+                        if active {
+                            w.report.allocated_clusters += 1;
+                            w.report.compressed_clusters += 1;
+                        }
+                    }
+                    Mapping::Data { host, .. } | Mapping::Zero { host } => {
+                        if host & (cs - 1) != 0 {
+                            w.report.corruptions += 1;
+                            w.report.messages.push(format!(
+                                "ERROR data cluster offset {host:#x} is not cluster aligned"
+                            ));
+                            continue;
+                        }
+                        w.inc("data cluster", host, cs);
+                        if !active {
+                            continue;
+                        }
+                        w.report.allocated_clusters += 1;
+                        if prev_host.is_some_and(|p| p + cs != host) {
+                            w.report.fragmented_clusters += 1;
+                        }
+                        prev_host = Some(host);
+                        if usize::try_from(host >> cb).map_or(true, |c| c >= w.refs.len()) {
+                            continue;
+                        }
+                        let rc = m.refs.get(&self.file, host >> cb)?;
+                        if (rc == 1) != (e2 & COPIED != 0) {
+                            w.report.corruptions += 1;
+                            w.report.messages.push(format!(
+                                "ERROR OFLAG_COPIED data cluster: l2_entry={e2:x} refcount={rc}"
+                            ));
+                            let fixed = if rc == 1 { e2 | COPIED } else { e2 & !COPIED };
+                            copied_fixes.push((off + 8 * i2 as u64, fixed));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

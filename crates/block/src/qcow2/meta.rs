@@ -1,0 +1,270 @@
+//! The mutable metadata of an open qcow2 image: the active L1 table, the
+//! L2 cache, refcounts, snapshots, and the pool of clusters reserved for
+//! new data. Everything here runs under the image's metadata lock.
+//!
+//! Metadata is written through: a table entry reaches the file (page
+//! cache) as soon as it changes, in an order that keeps a crash at any
+//! instant harmless. A cluster is counted (and the count synced) before an
+//! entry points at it; a new table's contents are synced before the entry
+//! above points at it; an entry stops pointing at a cluster (synced)
+//! before the cluster's count drops.
+
+use std::collections::VecDeque;
+
+use crate::file::HostFile;
+use crate::{Error, Result};
+
+use super::header::Header;
+use super::l2::{self, L2Cache, Mapping, COPIED, OFFSET_MASK};
+use super::refcount::Refcounts;
+use super::snapshot::Snapshot;
+
+/// Clusters reserved per pool refill: one refcount write and one sync
+/// buy this many data or table clusters.
+const POOL_CLUSTERS: u64 = 32;
+
+/// Header offset of l1_size (followed by l1_table_offset).
+const HEADER_L1_FIELDS: u64 = 36;
+/// Header offset of the virtual size.
+const HEADER_SIZE_FIELD: u64 = 24;
+
+/// A reference dropped by a write or discard, released after a sync.
+#[derive(Debug, Clone, Copy)]
+pub enum Release {
+    /// A data cluster or L2 table at this host offset.
+    Cluster(u64),
+    /// Compressed data: every host cluster it touches.
+    Compressed {
+        /// Host offset of the data.
+        host: u64,
+        /// Its length.
+        len: u64,
+    },
+}
+
+/// Metadata of an open image.
+#[derive(Debug)]
+pub struct Meta {
+    /// The header as last written.
+    pub header: Header,
+    /// Active L1 table entries.
+    pub l1: Vec<u64>,
+    /// Host offset of the active L1 table.
+    pub l1_offset: u64,
+    /// Cached L2 tables.
+    pub l2: L2Cache,
+    /// Refcounts and allocation.
+    pub refs: Refcounts,
+    /// Internal snapshots.
+    pub snapshots: Vec<Snapshot>,
+    /// Host offsets of clusters counted (durably) but not yet used.
+    pub pool: VecDeque<u64>,
+    /// Tables must lie below this offset (the file's end, as it grows).
+    pub file_end: u64,
+}
+
+impl Meta {
+    fn cluster_bits(&self) -> u32 {
+        self.header.cluster_bits
+    }
+
+    fn cluster_size(&self) -> u64 {
+        1 << self.header.cluster_bits
+    }
+
+    /// L1 index and L2 index of guest cluster `g`.
+    pub fn indices(&self, g: u64) -> (usize, usize) {
+        let l2_bits = self.cluster_bits() - 3;
+        let l1 = usize::try_from(g >> l2_bits).unwrap_or(usize::MAX);
+        let l2 = usize::try_from(g & ((1u64 << l2_bits) - 1)).unwrap_or(0);
+        (l1, l2)
+    }
+
+    /// The raw L2 entry of guest cluster `g` (0 when its L2 table is absent).
+    pub fn l2_entry(&mut self, file: &HostFile, g: u64) -> Result<u64> {
+        let (i1, i2) = self.indices(g);
+        let Some(&e1) = self.l1.get(i1) else {
+            return Ok(0);
+        };
+        if e1 & l2::L1_RESERVED != 0 {
+            return Err(Error::InvalidImage(format!(
+                "L1 entry {i1} ({e1:#x}) has reserved bits set"
+            )));
+        }
+        let off = e1 & OFFSET_MASK;
+        if off == 0 {
+            return Ok(0);
+        }
+        let end = self.file_end;
+        Ok(self.l2.get(file, off, end)?[i2])
+    }
+
+    /// Where guest cluster `g` lives.
+    pub fn mapping(&mut self, file: &HostFile, g: u64) -> Result<Mapping> {
+        let e = self.l2_entry(file, g)?;
+        let m = l2::decode(e, self.cluster_bits(), self.header.version);
+        let cs = self.cluster_size();
+        match m {
+            Mapping::Data { host, .. } | Mapping::Zero { host }
+                if host != 0 && host & (cs - 1) != 0 =>
+            {
+                return Err(Error::InvalidImage(format!(
+                    "data cluster at {host:#x} is not cluster aligned"
+                )));
+            }
+            _ => {}
+        }
+        Ok(m)
+    }
+
+    /// Write an L1 entry through to the file.
+    pub fn set_l1(&mut self, file: &HostFile, i: usize, value: u64) -> Result<()> {
+        file.write_all_at(&value.to_be_bytes(), self.l1_offset + 8 * i as u64)?;
+        self.l1[i] = value;
+        Ok(())
+    }
+
+    /// Write an L2 entry through to the file.
+    pub fn set_l2(&mut self, file: &HostFile, table: u64, i: usize, value: u64) -> Result<()> {
+        file.write_all_at(&value.to_be_bytes(), table + 8 * i as u64)?;
+        let end = self.file_end;
+        self.l2.get(file, table, end)?[i] = value;
+        Ok(())
+    }
+
+    /// A counted, unused cluster from the pool, refilling it (one refcount
+    /// update and one sync) when empty.
+    pub fn alloc_cluster(&mut self, file: &HostFile) -> Result<u64> {
+        if self.pool.is_empty() {
+            let (first, n) = self.refs.alloc_range(file, 1, POOL_CLUSTERS)?;
+            file.sync_data()?;
+            let cs = self.cluster_size();
+            self.pool.extend((0..n).map(|i| first + i * cs));
+            self.file_end = self.file_end.max(first + n * cs);
+        }
+        self.pool
+            .pop_front()
+            .ok_or_else(|| Error::InvalidImage("cluster pool".into()))
+    }
+
+    /// `n` contiguous counted clusters (for L1 and snapshot tables). The
+    /// counts are synced before this returns.
+    pub fn alloc_contiguous(&mut self, file: &HostFile, n: u64) -> Result<u64> {
+        let (first, _) = self.refs.alloc_range(file, n, n)?;
+        file.sync_data()?;
+        self.file_end = self.file_end.max(first + n * self.cluster_size());
+        Ok(first)
+    }
+
+    /// Give unused pool clusters back (on close).
+    pub fn drain_pool(&mut self, file: &HostFile) -> Result<()> {
+        while let Some(off) = self.pool.pop_front() {
+            self.refs.adjust(file, off >> self.cluster_bits(), -1)?;
+        }
+        Ok(())
+    }
+
+    /// Drop references after the entries that held them are synced away.
+    pub fn release(&mut self, file: &HostFile, what: &[Release]) -> Result<()> {
+        let cb = self.cluster_bits();
+        for r in what {
+            let clusters = match *r {
+                Release::Cluster(host) => (host >> cb)..=(host >> cb),
+                Release::Compressed { host, len } => l2::compressed_clusters(host, len, cb),
+            };
+            for c in clusters {
+                if self.refs.adjust(file, c, -1)? == 0 {
+                    self.l2.remove(c << cb);
+                    // Give the space back to the host; the cluster reads as
+                    // zeroes if it is reused for a partial write.
+                    file.punch_hole(c << cb, self.cluster_size())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The L2 table for guest cluster `g`, ready to be written: allocated
+    /// when absent, copied when shared with a snapshot. Returns its host
+    /// offset and the entry index.
+    pub fn writable_l2(
+        &mut self,
+        file: &HostFile,
+        g: u64,
+        releases: &mut Vec<Release>,
+    ) -> Result<(u64, usize)> {
+        let (i1, i2) = self.indices(g);
+        let e1 = *self.l1.get(i1).ok_or_else(|| {
+            Error::InvalidImage(format!("guest cluster {g} is past the L1 table"))
+        })?;
+        let off = e1 & OFFSET_MASK;
+        let cs = self.cluster_size();
+        if off == 0 {
+            let new = self.alloc_cluster(file)?;
+            file.write_zeroes_slow(new, cs)?;
+            // The table must read as zeroes on disk before L1 points at it.
+            file.sync_data()?;
+            self.set_l1(file, i1, new | COPIED)?;
+            self.l2
+                .insert(new, vec![0; usize::try_from(cs / 8).unwrap_or(0)]);
+            return Ok((new, i2));
+        }
+        if e1 & COPIED != 0 {
+            return Ok((off, i2));
+        }
+        if self.refs.get(file, off >> self.cluster_bits())? == 1 {
+            self.set_l1(file, i1, off | COPIED)?;
+            return Ok((off, i2));
+        }
+        let end = self.file_end;
+        let table = self.l2.get(file, off, end)?.clone();
+        let new = self.alloc_cluster(file)?;
+        file.write_all_at(&l2::encode_table(&table), new)?;
+        file.sync_data()?;
+        self.set_l1(file, i1, new | COPIED)?;
+        self.l2.insert(new, table);
+        releases.push(Release::Cluster(off));
+        Ok((new, i2))
+    }
+
+    /// Grow the active L1 table to cover `size` bytes and record the size.
+    pub fn resize(&mut self, file: &HostFile, size: u64) -> Result<()> {
+        let cs = self.cluster_size();
+        let l2_span = cs * (cs / 8);
+        let need = size.div_ceil(l2_span);
+        if need > self.l1.len() as u64 {
+            if need * 8 > super::header::MAX_L1_BYTES {
+                return Err(Error::Unsupported("an L1 table over 32 MiB"));
+            }
+            let n = (need * 8).div_ceil(cs);
+            let new_off = self.alloc_contiguous(file, n)?;
+            let mut table = self.l1.clone();
+            table.resize(usize::try_from(n * cs / 8).unwrap_or(0), 0);
+            file.write_all_at(&l2::encode_table(&table), new_off)?;
+            file.sync_data()?;
+            let l1_size = u32::try_from(need).map_err(|_| Error::Unsupported("this size"))?;
+            let mut fields = [0u8; 12];
+            fields[..4].copy_from_slice(&l1_size.to_be_bytes());
+            fields[4..].copy_from_slice(&new_off.to_be_bytes());
+            file.write_all_at(&fields, HEADER_L1_FIELDS)?;
+            file.sync_data()?;
+            let old = (self.l1_offset, self.l1.len() as u64);
+            table.truncate(usize::try_from(need).unwrap_or(0));
+            self.l1 = table;
+            self.l1_offset = new_off;
+            self.header.l1_size = l1_size;
+            self.header.l1_table_offset = new_off;
+            if old.0 != 0 && old.1 > 0 {
+                let old_clusters = (old.1 * 8).div_ceil(cs);
+                let rel: Vec<Release> = (0..old_clusters)
+                    .map(|i| Release::Cluster(old.0 + i * cs))
+                    .collect();
+                self.release(file, &rel)?;
+            }
+        }
+        file.write_all_at(&size.to_be_bytes(), HEADER_SIZE_FIELD)?;
+        file.sync_data()?;
+        self.header.size = size;
+        Ok(())
+    }
+}
