@@ -105,3 +105,33 @@ pub fn hwaddr(name: &str) -> io::Result<[u8; 6]> {
     }
     Ok(mac)
 }
+
+fn sockaddr_v4(addr: std::net::Ipv4Addr) -> libc::sockaddr {
+    // SAFETY: sockaddr is plain old data; all-zero is a valid value.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::sa_family_t::try_from(libc::AF_INET).unwrap_or(2);
+    // struct sockaddr_in: family, then the port (left 0), then the address.
+    for (dst, src) in sa.sa_data[2..6].iter_mut().zip(addr.octets()) {
+        *dst = libc::c_char::from_ne_bytes([src]);
+    }
+    sa
+}
+
+/// Give interface `name` the IPv4 address `addr`/`prefix_len`.
+pub fn set_ipv4(name: &str, addr: std::net::Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+    if prefix_len > 32 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let sock = control_socket()?;
+    let mut req = request(name);
+    req.ifr_ifru.ifru_addr = sockaddr_v4(addr);
+    // SAFETY: SIOCSIFADDR takes a struct ifreq and reads ifru_addr.
+    unsafe { ifreq_ioctl(&sock, libc::SIOCSIFADDR, &mut req)? };
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0);
+    let mut req = request(name);
+    req.ifr_ifru.ifru_netmask = sockaddr_v4(std::net::Ipv4Addr::from(mask));
+    // SAFETY: SIOCSIFNETMASK takes a struct ifreq and reads ifru_netmask.
+    unsafe { ifreq_ioctl(&sock, libc::SIOCSIFNETMASK, &mut req) }
+}

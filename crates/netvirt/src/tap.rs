@@ -214,6 +214,13 @@ impl Tap {
         ifreq::hwaddr(&self.name).map_err(self.configure_err("reading the MAC address"))
     }
 
+    /// Give the host side the IPv4 address `addr`/`prefix_len` (as
+    /// `ip addr add` would), e.g. for a routed or host-only link.
+    pub fn set_ipv4(&self, addr: std::net::Ipv4Addr, prefix_len: u8) -> Result<(), TapError> {
+        ifreq::set_ipv4(&self.name, addr, prefix_len)
+            .map_err(self.configure_err("setting the IPv4 address"))
+    }
+
     /// The interface flags (IFF_UP, IFF_RUNNING, ...).
     pub fn link_flags(&self) -> Result<i32, TapError> {
         ifreq::flags(&self.name).map_err(self.configure_err("reading the link flags"))

@@ -13,28 +13,6 @@ fn exists(name: &str) -> bool {
     ifreq::flags(name).is_ok()
 }
 
-/// Give `name` the address `addr`/24, as `ip addr add` would.
-fn set_addr(name: &str, addr: Ipv4Addr) {
-    let sock = ifreq::control_socket().unwrap();
-    let sin = |a: Ipv4Addr| {
-        // SAFETY: sockaddr_in is plain old data; zero is valid.
-        let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        s.sin_family = libc::sa_family_t::try_from(libc::AF_INET).unwrap();
-        s.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-        // SAFETY: sockaddr_in and sockaddr are both 16 bytes, the layout
-        // the kernel expects in ifru_addr for AF_INET.
-        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(s) }
-    };
-    let mut req = ifreq::request(name);
-    req.ifr_ifru.ifru_addr = sin(addr);
-    // SAFETY: SIOCSIFADDR takes a struct ifreq.
-    unsafe { ifreq::ifreq_ioctl(&sock, libc::SIOCSIFADDR, &mut req).unwrap() };
-    let mut req = ifreq::request(name);
-    req.ifr_ifru.ifru_netmask = sin(Ipv4Addr::new(255, 255, 255, 0));
-    // SAFETY: SIOCSIFNETMASK takes a struct ifreq.
-    unsafe { ifreq::ifreq_ioctl(&sock, libc::SIOCSIFNETMASK, &mut req).unwrap() };
-}
-
 /// Read one frame from a non-blocking TAP descriptor, waiting up to 2 s.
 fn read_frame(fd: BorrowedFd<'_>) -> Vec<u8> {
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -128,7 +106,7 @@ fn offloads_are_probed_and_set() {
 fn kernel_traffic_arrives_with_a_vnet_header() {
     isolated(|| {
         let tap = Tap::open(None, 1).unwrap();
-        set_addr(tap.name(), Ipv4Addr::new(10, 9, 0, 1));
+        tap.set_ipv4(Ipv4Addr::new(10, 9, 0, 1), 24).unwrap();
         let mac = tap.mac().unwrap();
         // Sending to a neighbour makes the kernel ARP for it through the TAP.
         let sock = UdpSocket::bind("10.9.0.1:0").unwrap();
