@@ -135,3 +135,14 @@ pub fn set_ipv4(name: &str, addr: std::net::Ipv4Addr, prefix_len: u8) -> io::Res
     // SAFETY: SIOCSIFNETMASK takes a struct ifreq and reads ifru_netmask.
     unsafe { ifreq_ioctl(&sock, libc::SIOCSIFNETMASK, &mut req) }
 }
+
+/// The MTU of interface `name`.
+pub fn mtu(name: &str) -> io::Result<u32> {
+    let sock = control_socket()?;
+    let mut req = request(name);
+    // SAFETY: SIOCGIFMTU takes a struct ifreq and fills ifru_mtu.
+    unsafe { ifreq_ioctl(&sock, libc::SIOCGIFMTU, &mut req)? };
+    // SAFETY: the kernel just wrote ifru_mtu, the union member read here.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}

@@ -221,6 +221,12 @@ impl Tap {
             .map_err(self.configure_err("setting the IPv4 address"))
     }
 
+    /// The interface's MTU: without segmentation offloads, no frame read
+    /// from the TAP is longer than this plus an Ethernet header.
+    pub fn mtu(&self) -> Result<u32, TapError> {
+        ifreq::mtu(&self.name).map_err(self.configure_err("reading the MTU"))
+    }
+
     /// The interface flags (IFF_UP, IFF_RUNNING, ...).
     pub fn link_flags(&self) -> Result<i32, TapError> {
         ifreq::flags(&self.name).map_err(self.configure_err("reading the link flags"))

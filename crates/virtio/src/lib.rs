@@ -11,6 +11,7 @@
 
 pub mod block;
 mod device;
+pub mod net;
 pub mod queue;
 pub mod rng;
 pub mod transport;

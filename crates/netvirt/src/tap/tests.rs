@@ -42,6 +42,7 @@ fn created_tap_is_named_up_nonblocking_and_removed_on_close() {
         assert_ne!(fl & libc::O_NONBLOCK, 0);
         let mac = tap.mac().unwrap();
         assert_ne!(mac, [0; 6]);
+        assert_eq!(tap.mtu().unwrap(), 1500);
         let name = tap.name().to_string();
         assert!(exists(&name));
         drop(tap);
