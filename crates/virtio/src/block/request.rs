@@ -115,6 +115,10 @@ pub enum RequestError {
     /// The request needs write access to a read-only disk.
     #[error("the disk is read-only")]
     ReadOnly,
+    /// The chain was cut short: it loops, runs longer than the queue,
+    /// links outside its table, or a descriptor could not be read.
+    #[error("the descriptor chain loops, is too long or cannot be read")]
+    BrokenChain,
 }
 
 /// A descriptor as we need it.
@@ -134,16 +138,25 @@ pub fn parse(
     read_only: bool,
 ) -> Result<Request, (RequestError, Option<GuestAddress>)> {
     let mem = chain.memory();
-    // The chain iterator already stops at the queue size (loops and
-    // over-long chains end there) and at 4 GiB of total length.
+    // The chain iterator stops at the queue size (loops and over-long
+    // chains end there), at 4 GiB of total length and at descriptors it
+    // cannot read, without saying so: a last descriptor that still links
+    // onwards means the chain was cut short, and none of it is trusted.
+    let mut cut_short = false;
     let descs: Vec<Desc> = chain
         .clone()
-        .map(|d| Desc {
-            addr: d.addr(),
-            len: d.len(),
-            writable: d.is_write_only(),
+        .map(|d| {
+            cut_short = d.has_next();
+            Desc {
+                addr: d.addr(),
+                len: d.len(),
+                writable: d.is_write_only(),
+            }
         })
         .collect();
+    if cut_short {
+        return Err((RequestError::BrokenChain, None));
+    }
     let last = descs
         .last()
         .filter(|d| d.writable && d.len > 0)
