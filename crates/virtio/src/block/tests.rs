@@ -723,3 +723,288 @@ fn invalid_indirect_tables() {
         (RequestError::BrokenChain, None)
     );
 }
+
+// ---- the device's worker over a real image ---------------------------------
+
+mod handler {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
+    use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+    use virtio_queue::Queue;
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+    use crate::block::{Block, BlockConfig};
+    use crate::device::{ActivateContext, ActiveQueue, VirtioDevice, VirtioInterrupt};
+
+    /// Records what the device asks of the transport.
+    #[derive(Default)]
+    struct RecordingInterrupt {
+        queues: Mutex<Vec<u16>>,
+        config: AtomicBool,
+        needs_reset: AtomicBool,
+    }
+
+    impl VirtioInterrupt for RecordingInterrupt {
+        fn notify_queue(&self, queue: u16) {
+            self.queues.lock().unwrap().push(queue);
+        }
+        fn notify_config(&self) {
+            self.config.store(true, Ordering::SeqCst);
+        }
+        fn set_needs_reset(&self) {
+            self.needs_reset.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A raw image in the temporary directory, removed on drop.
+    struct TempImage(std::path::PathBuf);
+
+    impl TempImage {
+        fn new(name: &str, size: u64) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "vireo-virtio-blk-{}-{name}.raw",
+                std::process::id()
+            ));
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_len(size).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempImage {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A device activated on one queue laid out by `ring`.
+    struct Running {
+        device: Block,
+        interrupt: Arc<RecordingInterrupt>,
+        kick: EventFd,
+        _image: TempImage,
+    }
+
+    impl Running {
+        fn start(name: &str, mem: &GuestMemory, queue: Queue) -> Self {
+            let image = TempImage::new(name, CAPACITY);
+            let disk = block::open(&image.0, &block::OpenOptions::default()).unwrap();
+            let mut device = Block::new(BlockConfig {
+                disk,
+                serial: "vireo-test".into(),
+                queues: 1,
+                io_workers: 1,
+            });
+            let interrupt = Arc::new(RecordingInterrupt::default());
+            let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+            let ctx = ActivateContext {
+                mem: mem.clone(),
+                interrupt: interrupt.clone(),
+                queues: vec![ActiveQueue {
+                    index: 0,
+                    queue,
+                    kick: kick.try_clone().unwrap(),
+                }],
+                features: 1 << VIRTIO_F_VERSION_1,
+            };
+            device.activate(ctx).unwrap();
+            Self {
+                device,
+                interrupt,
+                kick,
+                _image: image,
+            }
+        }
+
+        fn kick(&self) {
+            self.kick.write(1).unwrap();
+        }
+
+        fn counter(&self, name: &str) -> u64 {
+            let all = self.device.counters();
+            all.iter().find(|(n, _)| *n == name).unwrap().1
+        }
+
+        fn needs_reset(&self) -> bool {
+            self.interrupt.needs_reset.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.device.reset();
+        }
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Descriptors `first..` linked in order as one chain.
+    fn chain_at(first: u16, descs: &[(u64, u32, u16)]) -> Vec<RawDescriptor> {
+        let n = descs.len();
+        descs
+            .iter()
+            .enumerate()
+            .map(|(i, &(addr, len, flags))| {
+                let next = first + u16::try_from(i + 1).unwrap();
+                let flags = if i + 1 < n { flags | NEXT } else { flags };
+                linked(addr, len, flags, next)
+            })
+            .collect()
+    }
+
+    fn status_byte(mem: &GuestMemory, addr: u64) -> u32 {
+        u32::from(mem.read_obj::<u8>(GuestAddress(addr)).unwrap())
+    }
+
+    /// Used ring entries as (head, length), sorted by head.
+    fn used(ring: &MockSplitQueue<'_, GuestMemory>) -> Vec<(u32, u32)> {
+        let n = ring.used().idx().load();
+        let mut v: Vec<(u32, u32)> = (0..usize::from(n))
+            .map(|i| {
+                let e = ring.used().ring().ref_at(i).unwrap().load();
+                (e.id(), e.len())
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn writes_land_in_the_file_and_bad_requests_get_a_status() {
+        let mem = memory();
+        let ring = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        let pattern: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
+        mem.write_slice(&pattern, GuestAddress(DATA)).unwrap();
+        header(&mem, HDR, VIRTIO_BLK_T_OUT, 4);
+        header(&mem, HDR + 0x20, 0x99, 0);
+        header(&mem, HDR + 0x40, VIRTIO_BLK_T_IN, CAPACITY / 512);
+        mem.write_slice(&[0xff; 4], GuestAddress(STATUS)).unwrap();
+        let mut descs = chain_at(0, &[(HDR, 16, R), (DATA, 1024, R), (STATUS, 1, W)]);
+        descs.extend(chain_at(3, &[(HDR + 0x20, 16, R), (STATUS + 1, 1, W)]));
+        descs.extend(chain_at(
+            5,
+            &[
+                (HDR + 0x40, 16, R),
+                (DATA + 0x1000, 512, W),
+                (STATUS + 2, 1, W),
+            ],
+        ));
+        ring.add_desc_chains(&descs, 0).unwrap();
+        let dev = Running::start("write", &mem, ring.create_queue().unwrap());
+        dev.kick();
+        wait_for("three used entries", || ring.used().idx().load() == 3);
+        assert_eq!(used(&ring), vec![(0, 1), (3, 1), (5, 1)]);
+        assert_eq!(status_byte(&mem, STATUS), VIRTIO_BLK_S_OK);
+        assert_eq!(status_byte(&mem, STATUS + 1), VIRTIO_BLK_S_UNSUPP);
+        assert_eq!(status_byte(&mem, STATUS + 2), VIRTIO_BLK_S_IOERR);
+        let file = std::fs::read(&dev._image.0).unwrap();
+        assert_eq!(&file[2048..3072], &pattern[..]);
+        assert!(file[..2048].iter().chain(&file[3072..]).all(|&b| b == 0));
+        assert_eq!(dev.counter("write_requests"), 1);
+        assert_eq!(dev.counter("write_bytes"), 1024);
+        assert_eq!(dev.counter("errors"), 2);
+
+        // Read it back through the device: used length is data + status.
+        header(&mem, HDR + 0x60, VIRTIO_BLK_T_IN, 4);
+        let read = chain_at(
+            8,
+            &[
+                (HDR + 0x60, 16, R),
+                (DATA + 0x2000, 1024, W),
+                (STATUS + 3, 1, W),
+            ],
+        );
+        ring.add_desc_chains(&read, 8).unwrap();
+        dev.kick();
+        wait_for("the read", || ring.used().idx().load() == 4);
+        assert_eq!(used(&ring)[3], (8, 1025));
+        assert_eq!(status_byte(&mem, STATUS + 3), VIRTIO_BLK_S_OK);
+        let mut back = vec![0u8; 1024];
+        mem.read_slice(&mut back, GuestAddress(DATA + 0x2000))
+            .unwrap();
+        assert_eq!(back, pattern);
+        assert!(!dev.needs_reset());
+        assert!(dev.interrupt.queues.lock().unwrap().iter().all(|&q| q == 0));
+        assert!(!dev.interrupt.queues.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_request_without_status_is_completed_with_nothing_written() {
+        let mem = memory();
+        let ring = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        header(&mem, HDR, VIRTIO_BLK_T_OUT, 0);
+        // A loop: refused, and completed with length 0 so the driver gets
+        // its descriptors back.
+        let descs = [linked(HDR, 16, R | NEXT, 1), linked(DATA, 512, R | NEXT, 0)];
+        ring.add_desc_chains(&descs, 0).unwrap();
+        let dev = Running::start("nostatus", &mem, ring.create_queue().unwrap());
+        dev.kick();
+        wait_for("the used entry", || ring.used().idx().load() == 1);
+        assert_eq!(used(&ring), vec![(0, 0)]);
+        assert_eq!(dev.counter("errors"), 1);
+        assert_eq!(dev.counter("write_requests"), 0);
+        assert!(!dev.needs_reset());
+    }
+
+    #[test]
+    fn an_available_index_more_than_a_ring_ahead_needs_reset() {
+        let mem = memory();
+        let ring = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        header(&mem, HDR, VIRTIO_BLK_T_FLUSH, 0);
+        ring.add_desc_chains(&chain_at(0, &[(HDR, 16, R), (STATUS, 1, W)]), 0)
+            .unwrap();
+        ring.avail().idx().store(QUEUE_SIZE + 1);
+        let dev = Running::start("ahead", &mem, ring.create_queue().unwrap());
+        dev.kick();
+        wait_for("DEVICE_NEEDS_RESET", || dev.needs_reset());
+        assert_eq!(ring.used().idx().load(), 0);
+        // Once broken, the device serves nothing more until reset, even
+        // if the driver fixes its index.
+        ring.avail().idx().store(1);
+        dev.kick();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ring.used().idx().load(), 0);
+        assert_eq!(dev.counter("flushes"), 0);
+    }
+
+    #[test]
+    fn a_head_index_outside_the_ring_needs_reset() {
+        let mem = memory();
+        let ring = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        ring.avail().ring().ref_at(0).unwrap().store(200);
+        ring.avail().idx().store(1);
+        let dev = Running::start("head", &mem, ring.create_queue().unwrap());
+        dev.kick();
+        wait_for("DEVICE_NEEDS_RESET", || dev.needs_reset());
+        assert_eq!(ring.used().idx().load(), 0);
+        assert_eq!(dev.counter("errors"), 1);
+    }
+
+    #[test]
+    fn a_used_ring_outside_memory_needs_reset() {
+        let mem = memory();
+        let ring = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        header(&mem, HDR, VIRTIO_BLK_T_FLUSH, 0);
+        ring.add_desc_chains(&chain_at(0, &[(HDR, 16, R), (STATUS, 1, W)]), 0)
+            .unwrap();
+        let mut queue: Queue = ring.create_queue().unwrap();
+        queue
+            .try_set_used_ring_address(GuestAddress(MEM_END - 8))
+            .unwrap();
+        let dev = Running::start("used", &mem, queue);
+        dev.kick();
+        wait_for("DEVICE_NEEDS_RESET", || dev.needs_reset());
+        // The flush itself ran; only its completion could not be published.
+        wait_for("the flush", || dev.counter("flushes") == 1);
+    }
+}
