@@ -1,6 +1,9 @@
 //! Malformed images: each is refused on open (or on the first access to
 //! the bad table) with a clear error, never a panic or a huge allocation.
 
+// Test sizes are small and the tests run on 64-bit hosts only.
+#![allow(clippy::cast_possible_truncation)]
+
 mod common;
 
 use std::path::Path;
