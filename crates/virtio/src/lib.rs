@@ -10,6 +10,7 @@
 //! the guest.
 
 pub mod block;
+pub mod console;
 mod device;
 pub mod net;
 pub mod queue;

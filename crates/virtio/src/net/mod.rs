@@ -36,4 +36,4 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -18,19 +18,20 @@ use vmm_sys_util::eventfd::EventFd;
 use super::*;
 use crate::device::{ActivateContext, ActiveQueue, GuestMemory, VirtioDevice, VirtioInterrupt};
 
-const MEM_SIZE: usize = 0x100_0000;
-const Q_SIZE: u16 = 16;
+pub(crate) const MEM_SIZE: usize = 0x100_0000;
+pub(crate) const Q_SIZE: u16 = 16;
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 /// Where each queue's rings live, by queue index.
-const RING_BASE: u64 = 0x1_0000;
+pub(crate) const RING_BASE: u64 = 0x1_0000;
 /// Where buffers start.
-const BUF_BASE: u64 = 0x10_0000;
+pub(crate) const BUF_BASE: u64 = 0x10_0000;
 
+/// Records what the device asked of the transport.
 #[derive(Default)]
-struct TestInterrupt {
-    queue_notifies: Mutex<Vec<u16>>,
-    config_notifies: AtomicUsize,
-    needs_reset: AtomicBool,
+pub(crate) struct TestInterrupt {
+    pub queue_notifies: Mutex<Vec<u16>>,
+    pub config_notifies: AtomicUsize,
+    pub needs_reset: AtomicBool,
 }
 
 impl VirtioInterrupt for TestInterrupt {
@@ -49,7 +50,7 @@ fn bit(b: u32) -> u64 {
     1 << b
 }
 
-fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+pub(crate) fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: socketpair writes two descriptors into `fds`.
     let r = unsafe {
@@ -80,7 +81,7 @@ fn recv(fd: &OwnedFd) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -90,18 +91,18 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 /// A descriptor: address, length, device-writable.
 #[derive(Clone, Copy)]
-struct D(u64, u32, bool);
+pub(crate) struct D(pub u64, pub u32, pub bool);
 
 /// One queue as the driver sees it.
-struct DriverQueue<'a> {
-    mock: MockSplitQueue<'a, GuestMemory>,
-    kick: EventFd,
-    next_desc: u16,
+pub(crate) struct DriverQueue<'a> {
+    pub mock: MockSplitQueue<'a, GuestMemory>,
+    pub kick: EventFd,
+    pub next_desc: u16,
 }
 
 impl DriverQueue<'_> {
     /// Make a chain available (descriptors linked in order) and kick.
-    fn push(&mut self, descs: &[D]) -> u16 {
+    pub fn push(&mut self, descs: &[D]) -> u16 {
         let start = self.next_desc;
         let raw: Vec<RawDescriptor> = descs
             .iter()
@@ -127,12 +128,12 @@ impl DriverQueue<'_> {
         start
     }
 
-    fn used_count(&self) -> u16 {
+    pub fn used_count(&self) -> u16 {
         self.mock.used().idx().load()
     }
 
     /// (head, len) of used entry `i`.
-    fn used(&self, i: u16) -> (u32, u32) {
+    pub fn used(&self, i: u16) -> (u32, u32) {
         let e = self
             .mock
             .used()
@@ -143,13 +144,33 @@ impl DriverQueue<'_> {
         (e.id(), e.len())
     }
 
-    fn wait_used(&self, n: u16) {
+    pub fn wait_used(&self, n: u16) {
         wait_for(&format!("{n} used entries"), || self.used_count() >= n);
     }
 }
 
-fn memory() -> GuestMemory {
+pub(crate) fn memory() -> GuestMemory {
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
+}
+
+/// Queue `index`, with its rings at their own place in `mem`: the
+/// device's half and the driver's.
+pub(crate) fn make_queue(mem: &GuestMemory, index: u16) -> (ActiveQueue, DriverQueue<'_>) {
+    let base = RING_BASE * (u64::from(index) + 1);
+    let mock = MockSplitQueue::create(mem, GuestAddress(base), Q_SIZE);
+    let queue: Queue = mock.create_queue().unwrap();
+    let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let active = ActiveQueue {
+        index,
+        queue,
+        kick: kick.try_clone().unwrap(),
+    };
+    let driver = DriverQueue {
+        mock,
+        kick,
+        next_desc: 0,
+    };
+    (active, driver)
 }
 
 /// A device with `pairs` queue pairs over socket pairs, activated with
@@ -180,24 +201,10 @@ impl<'a> Rig<'a> {
         let count = self.net.queue_max_sizes().len();
         self.queues = (0..count).map(|_| None).collect();
         for &i in enabled {
-            let base = RING_BASE * (u64::from(i) + 1);
-            let mock = MockSplitQueue::create(self.mem, GuestAddress(base), Q_SIZE);
-            let mut queue: Queue = mock.create_queue().unwrap();
-            if features & bit(virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0 {
-                virtio_queue::QueueT::set_event_idx(&mut queue, true);
-            }
-            let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-            active.push(ActiveQueue {
-                index: i,
-                queue,
-                kick: kick.try_clone().unwrap(),
-            });
+            let (queue, driver) = make_queue(self.mem, i);
+            active.push(queue);
             if let Some(slot) = self.queues.get_mut(usize::from(i)) {
-                *slot = Some(DriverQueue {
-                    mock,
-                    kick,
-                    next_desc: 0,
-                });
+                *slot = Some(driver);
             }
         }
         self.net.activate(ActivateContext {
@@ -229,7 +236,7 @@ fn packet(len: usize, seed: u8) -> Vec<u8> {
     p
 }
 
-fn read_mem(mem: &GuestMemory, addr: u64, len: usize) -> Vec<u8> {
+pub(crate) fn read_mem(mem: &GuestMemory, addr: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
     v
