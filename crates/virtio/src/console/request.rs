@@ -13,6 +13,12 @@ pub const MAX_CHAIN_LEN: usize = 64 * 1024;
 /// Why a chain was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RequestError {
+    /// The chain was cut short: it loops, runs longer than the queue,
+    /// links outside its table, or a descriptor could not be read (the
+    /// chain walk stops there silently; a last descriptor still linking
+    /// onwards gives it away).
+    #[error("the descriptor chain loops, is too long or cannot be read")]
+    BrokenChain,
     /// A device-writable descriptor in a transmit chain.
     #[error("the chain has a device-writable descriptor where a readable one belongs")]
     WritableDescriptor,
@@ -42,7 +48,9 @@ fn check(mem: &GuestMemory, addr: GuestAddress, len: usize) -> Result<(), Reques
 pub fn output_bytes(chain: Chain<'_>) -> Result<Vec<u8>, RequestError> {
     let mem = chain.memory();
     let mut out = Vec::new();
+    let mut cut_short = false;
     for desc in chain.clone() {
+        cut_short = desc.has_next();
         if desc.is_write_only() {
             return Err(RequestError::WritableDescriptor);
         }
@@ -55,6 +63,9 @@ pub fn output_bytes(chain: Chain<'_>) -> Result<Vec<u8>, RequestError> {
         out.resize(start + len, 0);
         mem.read_slice(&mut out[start..], desc.addr())
             .map_err(|_| RequestError::BadBuffer)?;
+    }
+    if cut_short {
+        return Err(RequestError::BrokenChain);
     }
     if out.is_empty() {
         return Err(RequestError::Empty);
@@ -79,7 +90,9 @@ impl InputBuffer {
         let head = chain.head_index();
         let mut ranges = Vec::new();
         let mut capacity = 0usize;
+        let mut cut_short = false;
         for desc in chain.clone() {
+            cut_short = desc.has_next();
             if !desc.is_write_only() {
                 return Err(RequestError::ReadableDescriptor);
             }
@@ -92,6 +105,9 @@ impl InputBuffer {
             check(mem, desc.addr(), len)?;
             ranges.push((desc.addr(), len));
             capacity += len;
+        }
+        if cut_short {
+            return Err(RequestError::BrokenChain);
         }
         if capacity == 0 {
             return Err(RequestError::Empty);

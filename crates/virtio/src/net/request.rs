@@ -43,6 +43,12 @@ const MAX_CTRL_LEN: usize = 64;
 /// Why a chain was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RequestError {
+    /// The chain was cut short: it loops, runs longer than the queue,
+    /// links outside its table, or a descriptor could not be read (the
+    /// chain walk stops there silently; a last descriptor still linking
+    /// onwards gives it away).
+    #[error("the descriptor chain loops, is too long or cannot be read")]
+    BrokenChain,
     /// A device-writable descriptor where only readable ones belong.
     #[error("the chain has a device-writable descriptor where a readable one belongs")]
     WritableDescriptor,
@@ -139,7 +145,9 @@ impl TxFrame {
     pub fn parse(chain: Chain<'_>) -> Result<Self, RequestError> {
         let mem = chain.memory();
         let mut segments = Segments::default();
+        let mut cut_short = false;
         for desc in chain.clone() {
+            cut_short = desc.has_next();
             if desc.is_write_only() {
                 return Err(RequestError::WritableDescriptor);
             }
@@ -147,6 +155,9 @@ impl TxFrame {
             if segments.total > MAX_PACKET_LEN {
                 return Err(RequestError::TooLong);
             }
+        }
+        if cut_short {
+            return Err(RequestError::BrokenChain);
         }
         if segments.total < MIN_TX_LEN {
             return Err(RequestError::TooShort(segments.total));
@@ -210,11 +221,16 @@ impl RxBuffer {
         let mem = chain.memory();
         let head = chain.head_index();
         let mut segments = Segments::default();
+        let mut cut_short = false;
         for desc in chain.clone() {
+            cut_short = desc.has_next();
             if !desc.is_write_only() {
                 return Err(RequestError::ReadableDescriptor);
             }
             segments.push(mem, desc.addr(), desc.len())?;
+        }
+        if cut_short {
+            return Err(RequestError::BrokenChain);
         }
         if segments.total < NET_HDR_LEN {
             return Err(RequestError::TooShort(segments.total));
@@ -314,7 +330,9 @@ impl CtrlRequest {
         let mem = chain.memory();
         let mut data = Vec::new();
         let mut status = None;
+        let mut cut_short = false;
         for desc in chain.clone() {
+            cut_short = desc.has_next();
             if desc.is_write_only() {
                 if desc.len() == 0 {
                     continue;
@@ -336,6 +354,9 @@ impl CtrlRequest {
                     .map_err(|_| RequestError::BadBuffer)?;
                 data.extend_from_slice(&buf);
             }
+        }
+        if cut_short {
+            return Err(RequestError::BrokenChain);
         }
         let status = status.ok_or(RequestError::NoStatus)?;
         if data.len() < 2 {

@@ -415,10 +415,23 @@ fn looping_chains_are_bounded() {
     q.mock.add_desc_chains(&[raw], 0).unwrap();
     q.kick.write(1).unwrap();
     q.wait_used(1);
-    // Bounded: at most queue-size copies of the descriptor went out.
-    if let Some(f) = recv(&rig.peers[0]) {
-        assert!(f.len() <= 100 * usize::from(Q_SIZE));
-    }
+    // The walk stops at the queue size; the chain is refused whole.
+    assert_eq!(q.used(0), (0, 0));
+    // A receive chain that loops is returned empty too.
+    let raw = RawDescriptor::from(SplitDescriptor::new(
+        BUF_BASE,
+        2048,
+        u16::try_from(VRING_DESC_F_NEXT | VRING_DESC_F_WRITE).unwrap(),
+        0,
+    ));
+    let rx = rig.q(0);
+    rx.mock.add_desc_chains(&[raw], 0).unwrap();
+    rx.kick.write(1).unwrap();
+    rx.wait_used(1);
+    assert_eq!(rx.used(0), (0, 0));
+    assert_eq!(rig.counter("tx_errors"), 1);
+    assert_eq!(rig.counter("rx_errors"), 1);
+    assert!(recv(&rig.peers[0]).is_none());
     assert!(!rig.interrupt.needs_reset.load(Ordering::SeqCst));
 }
 
