@@ -75,3 +75,158 @@ pub fn pop<'a>(queue: &mut Queue, mem: &'a GuestMemory) -> Result<Option<Chain<'
     check_avail(queue, mem)?;
     Ok(queue.iter(mem)?.next())
 }
+
+#[cfg(test)]
+mod tests {
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+
+    const MEM_END: u64 = 0x1_0000;
+    const SIZE: u16 = 16;
+
+    fn memory() -> GuestMemory {
+        GuestMemory::from_ranges(&[(GuestAddress(0), 0x1_0000)]).unwrap()
+    }
+
+    /// A ready queue with its rings at the given addresses.
+    fn queue(desc: u64, avail: u64, used: u64) -> Queue {
+        let mut q = Queue::new(SIZE).unwrap();
+        q.try_set_desc_table_address(GuestAddress(desc)).unwrap();
+        q.try_set_avail_ring_address(GuestAddress(avail)).unwrap();
+        q.try_set_used_ring_address(GuestAddress(used)).unwrap();
+        q.set_ready(true);
+        q
+    }
+
+    /// Offer `heads` (each a one-descriptor chain of `len` bytes at
+    /// 0x8000) in the available ring at `avail`, with `idx` as the index.
+    fn offer(mem: &GuestMemory, desc: u64, avail: u64, heads: &[u16], idx: u16) {
+        for (i, &h) in heads.iter().enumerate() {
+            let d = RawDescriptor::from(Descriptor::new(0x8000, 64, 0, 0));
+            mem.write_obj(d, GuestAddress(desc + 16 * u64::from(h)))
+                .unwrap();
+            let slot = avail + 4 + 2 * u64::try_from(i).unwrap();
+            mem.write_obj(h, GuestAddress(slot)).unwrap();
+        }
+        mem.write_obj(idx, GuestAddress(avail + 2)).unwrap();
+    }
+
+    fn used_idx(mem: &GuestMemory, used: u64) -> u16 {
+        mem.read_obj(GuestAddress(used + 2)).unwrap()
+    }
+
+    #[test]
+    fn drain_serves_every_chain_and_publishes_lengths() {
+        let mem = memory();
+        let mut q = queue(0x1000, 0x2000, 0x3000);
+        offer(&mem, 0x1000, 0x2000, &[3, 5], 2);
+        let mut seen = Vec::new();
+        let notify = drain(&mut q, &mem, |c| {
+            seen.push(c.head_index());
+            u32::from(c.head_index()) * 10
+        })
+        .unwrap();
+        assert!(notify);
+        assert_eq!(seen, vec![3, 5]);
+        assert_eq!(used_idx(&mem, 0x3000), 2);
+        let elem = |i: u64| -> (u32, u32) {
+            let at = 0x3000 + 4 + 8 * i;
+            (
+                mem.read_obj(GuestAddress(at)).unwrap(),
+                mem.read_obj(GuestAddress(at + 4)).unwrap(),
+            )
+        };
+        assert_eq!((elem(0), elem(1)), ((3, 30), (5, 50)));
+        // Nothing more: nothing served, no interrupt wanted.
+        assert!(!drain(&mut q, &mem, |_| panic!("no chain is available")).unwrap());
+    }
+
+    #[test]
+    fn an_avail_index_more_than_a_ring_ahead_is_refused() {
+        let mem = memory();
+        let mut q = queue(0x1000, 0x2000, 0x3000);
+        offer(&mem, 0x1000, 0x2000, &[0], SIZE + 1);
+        let e = drain(&mut q, &mem, |_| panic!("nothing may be served")).unwrap_err();
+        assert!(matches!(
+            e,
+            RingError::AvailIndex {
+                avail: 17,
+                ahead: 17,
+                size: SIZE
+            }
+        ));
+        assert!(matches!(
+            pop(&mut q, &mem),
+            Err(RingError::AvailIndex { ahead: 17, .. })
+        ));
+        // Behind us (wrapped around) is just as far ahead.
+        offer(&mem, 0x1000, 0x2000, &[0], u16::MAX);
+        assert!(matches!(
+            pop(&mut q, &mem),
+            Err(RingError::AvailIndex {
+                ahead: u16::MAX,
+                ..
+            })
+        ));
+        assert_eq!(used_idx(&mem, 0x3000), 0);
+        // Exactly a ring's worth is allowed.
+        offer(&mem, 0x1000, 0x2000, &[0], SIZE);
+        assert!(pop(&mut q, &mem).unwrap().is_some());
+    }
+
+    #[test]
+    fn rings_at_the_very_end_of_memory_work() {
+        let mem = memory();
+        // The available ring (6 + 2 * 16 bytes) ends on the last byte.
+        let avail = MEM_END - 38;
+        let (desc, used) = (MEM_END - 0x200, MEM_END - 0x100);
+        let mut q = queue(desc, avail, used);
+        assert!(q.is_valid(&mem));
+        offer(&mem, desc, avail, &[SIZE - 1], 1);
+        let mut n = 0;
+        drain(&mut q, &mem, |c| {
+            assert_eq!(c.head_index(), SIZE - 1);
+            n += 1;
+            0
+        })
+        .unwrap();
+        assert_eq!((n, used_idx(&mem, used)), (1, 1));
+    }
+
+    #[test]
+    fn rings_outside_memory_are_errors_not_panics() {
+        let mem = memory();
+        // Used ring past the end: the request is taken, publishing fails.
+        let mut q = queue(0x1000, 0x2000, MEM_END - 8);
+        offer(&mem, 0x1000, 0x2000, &[0], 1);
+        let mut served = 0;
+        let e = drain(&mut q, &mem, |_| {
+            served += 1;
+            1
+        })
+        .unwrap_err();
+        assert!(matches!(e, RingError::Access(_)), "{e}");
+        assert_eq!(served, 1);
+        // Available ring entirely outside memory.
+        let mut q = queue(0x1000, MEM_END + 0x1000, 0x3000);
+        assert!(matches!(pop(&mut q, &mem), Err(RingError::Access(_))));
+        assert!(matches!(
+            drain(&mut q, &mem, |_| 0),
+            Err(RingError::Access(_))
+        ));
+        // At the top of the address space.
+        let mut q = queue(0x1000, u64::MAX - 1, 0x3000);
+        assert!(matches!(pop(&mut q, &mem), Err(RingError::Access(_))));
+    }
+
+    #[test]
+    fn a_descriptor_table_outside_memory_yields_empty_chains() {
+        let mem = memory();
+        let mut q = queue(MEM_END, 0x2000, 0x3000);
+        offer(&mem, 0, 0x2000, &[0], 1);
+        let chain = pop(&mut q, &mem).unwrap().unwrap();
+        assert_eq!(chain.count(), 0);
+    }
+}
