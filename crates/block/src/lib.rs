@@ -112,11 +112,11 @@ pub trait DiskImage: Send + Sync {
         ImageFormat::Raw
     }
 
-    /// Whether `[offset, offset + len)` starts with data stored in this
-    /// image (not in a backing file, not a hole): `Some(n)` says how many
-    /// bytes from `offset` share the answer. `None` when the format cannot
-    /// tell; callers then treat everything as allocated. Used by
-    /// `vireo img convert` to skip holes.
+    /// What `[offset, offset + len)` starts with: `Some((false, n))` when
+    /// its first `n` bytes are known to read as zeroes (a hole, a zero
+    /// cluster, unallocated with nothing behind it), `Some((true, n))` when
+    /// they may hold data. `None` when the format cannot tell. Used by
+    /// `vireo img convert` to keep copies sparse.
     fn allocation(&self, offset: u64, len: u64) -> Result<Option<(bool, u64)>> {
         let _ = (offset, len);
         Ok(None)

@@ -5,23 +5,32 @@ use std::process::ExitCode;
 
 use block::{DiskImage, ImageFormat, OpenOptions};
 
-use super::create::{create_raw, open_read_only, parse_options};
+use super::create::{create_raw, open_read_only, parse_options, qcow2_options};
 use super::{ConvertArgs, ImgError};
 
 /// Bytes copied per step.
 const CHUNK: u64 = 2 << 20;
 
 pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
-    let src = open_read_only(&args.source, args.format)?;
+    let src: std::sync::Arc<dyn DiskImage> = match &args.snapshot {
+        None => open_read_only(&args.source, args.format)?,
+        Some(name) => std::sync::Arc::new(
+            block::qcow2::Qcow2Disk::open_snapshot(&args.source, name, false)
+                .map_err(|e| ImgError::block(&e))?,
+        ),
+    };
     let opts = parse_options(args.options.as_deref())?;
     let size = src.size();
     match args.output_format {
-        ImageFormat::Raw => create_raw(&args.destination, size)?,
+        ImageFormat::Raw => {
+            if opts.cluster_size.is_some() || opts.compat.is_some() {
+                return Err(ImgError::usage("raw images take no format options"));
+            }
+            create_raw(&args.destination, size)?
+        }
         ImageFormat::Qcow2 => {
-            let _ = opts;
-            return Err(ImgError::failure(
-                "creating qcow2 images is not implemented yet",
-            ));
+            let options = qcow2_options(&opts, size)?;
+            block::qcow2::create(&args.destination, &options).map_err(|e| ImgError::block(&e))?;
         }
     }
     let dst = block::open(
@@ -35,6 +44,32 @@ pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
     .map_err(|e| ImgError::block(&e))?;
     copy(src.as_ref(), dst.as_ref(), args.progress)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write the runs of `data` that are not all zeroes, in 64 KiB blocks,
+/// so zeroes in the source stay unallocated in the copy.
+fn write_nonzero(dst: &dyn DiskImage, offset: u64, data: &[u8]) -> Result<(), ImgError> {
+    const BLOCK: usize = 64 * 1024;
+    let mut start: Option<usize> = None;
+    let mut at = 0usize;
+    while at <= data.len() {
+        let end = (at + BLOCK).min(data.len());
+        let zero = at == data.len() || data[at..end].iter().all(|&b| b == 0);
+        match (zero, start) {
+            (false, None) => start = Some(at),
+            (true, Some(s)) => {
+                dst.write_at(offset + s as u64, &data[s..at])
+                    .map_err(|e| ImgError::block(&e))?;
+                start = None;
+            }
+            _ => {}
+        }
+        if at == data.len() {
+            break;
+        }
+        at = end;
+    }
+    Ok(())
 }
 
 /// Copy every non-zero chunk of `src` into `dst` (which reads as zeroes).
@@ -54,9 +89,10 @@ pub fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<
     let mut offset = 0u64;
     while offset < size {
         let n = (size - offset).min(CHUNK);
-        // Holes (in the source image and its backing chain) need no copy.
-        if let Ok(Some((false, hole))) = src.allocation(offset, n) {
-            if hole >= n && !has_backing_data(src, offset, n) {
+        // Ranges known to read as zeroes need no copy: the new image
+        // reads as zeroes already.
+        if let Ok(Some((false, zero))) = src.allocation(offset, n) {
+            if zero >= n {
                 offset += n;
                 if let Some(b) = &bar {
                     b.set_position(offset);
@@ -68,10 +104,7 @@ pub fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<
         let chunk = &mut buf[..n_us];
         src.read_at(offset, chunk)
             .map_err(|e| ImgError::block(&e))?;
-        if chunk.iter().any(|&b| b != 0) {
-            dst.write_at(offset, chunk)
-                .map_err(|e| ImgError::block(&e))?;
-        }
+        write_nonzero(dst, offset, chunk)?;
         offset += n;
         if let Some(b) = &bar {
             b.set_position(offset);
@@ -82,10 +115,4 @@ pub fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<
         b.finish();
     }
     Ok(())
-}
-
-/// Whether the hole at `offset` may show a backing file's data. Holes of
-/// images without a backing file read as zeroes.
-fn has_backing_data(src: &dyn DiskImage, _offset: u64, _len: u64) -> bool {
-    src.format() != ImageFormat::Raw
 }

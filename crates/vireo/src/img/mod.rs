@@ -5,10 +5,12 @@
 //! wrong (a bad size, a missing file, an unknown format), 1 when the work
 //! itself failed (I/O errors, a corrupt image found by `check`).
 
+mod check;
 mod convert;
 mod create;
 mod info;
 mod size;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +50,52 @@ pub enum ImgCommand {
     Convert(ConvertArgs),
     /// Grow or shrink an image's virtual size.
     Resize(ResizeArgs),
+    /// Check a qcow2 image's metadata (exit 0: clean, 2: errors, 3: leaks only).
+    Check(CheckArgs),
+    /// List, create or delete a qcow2 image's internal snapshots.
+    Snapshot(SnapshotArgs),
+}
+
+/// `vireo img check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Format of the image (probed when not given).
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<ImageFormat>,
+    /// human or json.
+    #[arg(long = "output", value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// Repair: leaks (free leaked clusters) or all (also fix refcounts that are too low).
+    #[arg(short = 'r', long = "repair")]
+    pub repair: Option<RepairArg>,
+    /// The image.
+    pub file: PathBuf,
+}
+
+/// What `check -r` repairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RepairArg {
+    /// Leaked clusters only.
+    Leaks,
+    /// Leaks and errors.
+    All,
+}
+
+/// `vireo img snapshot`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["list", "create", "delete"])))]
+pub struct SnapshotArgs {
+    /// List the snapshots.
+    #[arg(short = 'l', long = "list")]
+    pub list: bool,
+    /// Take a snapshot with this name.
+    #[arg(short = 'c', long = "create", value_name = "NAME")]
+    pub create: Option<String>,
+    /// Delete the snapshot with this name or ID.
+    #[arg(short = 'd', long = "delete", value_name = "NAME")]
+    pub delete: Option<String>,
+    /// The image.
+    pub file: PathBuf,
 }
 
 /// `vireo img create`.
@@ -99,6 +147,9 @@ pub struct ConvertArgs {
     /// Show a progress bar.
     #[arg(short = 'p', long = "progress")]
     pub progress: bool,
+    /// Copy this internal snapshot (name or ID) instead of the active image.
+    #[arg(short = 's', long = "snapshot")]
+    pub snapshot: Option<String>,
     /// Source image.
     pub source: PathBuf,
     /// Destination image (created or overwritten).
@@ -175,6 +226,28 @@ fn is_input_error(err: &block::Error) -> bool {
     }
 }
 
+/// The format of the image at `path` (an error names the path).
+pub fn probe(path: &std::path::Path) -> Result<ImageFormat, ImgError> {
+    block::probe(path).map_err(|e| {
+        ImgError::block(&block::Error::Open {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
+    })
+}
+
+/// JSON as qemu-img prints it: four-space indents.
+pub fn json_text(value: &serde_json::Value) -> Result<String, ImgError> {
+    use serde::Serialize as _;
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    value
+        .serialize(&mut ser)
+        .map_err(|e| ImgError::failure(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| ImgError::failure(e.to_string()))
+}
+
 /// An error and its causes on one line.
 fn chain(err: &dyn std::error::Error) -> String {
     let mut line = err.to_string();
@@ -197,6 +270,8 @@ pub fn img_command(args: ImgArgs) -> ExitCode {
         ImgCommand::Info(a) => info::info_command(&a),
         ImgCommand::Convert(a) => convert::convert_command(&a),
         ImgCommand::Resize(a) => create::resize_command(&a),
+        ImgCommand::Check(a) => check::check_command(&a),
+        ImgCommand::Snapshot(a) => snapshot::snapshot_command(&a),
     };
     match result {
         Ok(code) => code,

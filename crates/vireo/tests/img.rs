@@ -1,0 +1,263 @@
+//! `vireo img` end to end, with qemu-img as the judge: what vireo creates,
+//! converts, resizes and snapshots, qemu-img reads and finds clean; what
+//! vireo prints matches what qemu-img says about the same image.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn vireo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .args(["img"])
+        .args(args)
+        .output()
+        .expect("run vireo")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = vireo(args);
+    assert!(
+        out.status.success(),
+        "vireo img {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn qemu(args: &[&str]) -> String {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("run qemu-img");
+    assert!(
+        out.status.success(),
+        "qemu-img {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn create_info_check_agree_with_qemu_img() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.qcow2");
+    let out = ok(&["create", "-f", "qcow2", s(&img), "1G"]);
+    assert!(out.starts_with("Formatting '"), "{out}");
+    let human = ok(&["info", s(&img)]);
+    for line in [
+        "file format: qcow2",
+        "virtual size: 1 GiB (1073741824 bytes)",
+        "cluster_size: 65536",
+        "compat: 1.1",
+        "refcount bits: 16",
+    ] {
+        assert!(human.contains(line), "missing {line:?} in\n{human}");
+    }
+    let mine = json(&ok(&["info", "--output", "json", s(&img)]));
+    let theirs = json(&qemu(&["info", "--output", "json", s(&img)]));
+    for key in [
+        "virtual-size",
+        "cluster-size",
+        "format",
+        "format-specific",
+        "dirty-flag",
+    ] {
+        assert_eq!(mine[key], theirs[key], "field {key}");
+    }
+    qemu(&["check", s(&img)]);
+    let check = ok(&["check", s(&img)]);
+    assert!(
+        check.contains("No errors were found on the image."),
+        "{check}"
+    );
+
+    // Version 2, small clusters, raw.
+    let v2 = dir.path().join("v2.qcow2");
+    ok(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "compat=0.10,cluster_size=4k",
+        s(&v2),
+        "100M",
+    ]);
+    let theirs = json(&qemu(&["info", "--output", "json", s(&v2)]));
+    assert_eq!(theirs["cluster-size"], 4096);
+    assert_eq!(theirs["format-specific"]["data"]["compat"], "0.10");
+    qemu(&["check", s(&v2)]);
+    let raw = dir.path().join("r.img");
+    ok(&["create", s(&raw), "10M"]);
+    let theirs = json(&qemu(&["info", "--output", "json", s(&raw)]));
+    assert_eq!(theirs["format"], "raw");
+    assert_eq!(theirs["virtual-size"], 10 << 20);
+}
+
+#[test]
+fn backing_files_convert_and_resize() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&base, &data).unwrap();
+    let top = dir.path().join("top.qcow2");
+    // Size from the backing file; format probed.
+    ok(&["create", "-f", "qcow2", "-b", "base.raw", s(&top)]);
+    let info = json(&ok(&["info", "--output", "json", s(&top)]));
+    assert_eq!(info["virtual-size"], 4 << 20);
+    assert_eq!(info["backing-filename"], "base.raw");
+    assert_eq!(info["backing-filename-format"], "raw");
+    let theirs = json(&qemu(&["info", "--output", "json", s(&top)]));
+    assert_eq!(theirs["backing-filename-format"], "raw");
+    Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x61 100k 300k", s(&top)])
+        .output()
+        .unwrap();
+
+    // convert flattens the chain, with a progress bar.
+    let flat = dir.path().join("flat.qcow2");
+    ok(&["convert", "-p", "-O", "qcow2", s(&top), s(&flat)]);
+    qemu(&["check", s(&flat)]);
+    qemu(&["compare", s(&top), s(&flat)]);
+    let flat_info = json(&qemu(&["info", "--output", "json", s(&flat)]));
+    assert!(flat_info.get("backing-filename").is_none());
+    let raw = dir.path().join("flat.raw");
+    ok(&["convert", "-O", "raw", s(&flat), s(&raw)]);
+    qemu(&["compare", "-f", "qcow2", "-F", "raw", s(&top), s(&raw)]);
+
+    // resize grows the virtual disk; the new space reads as zeroes.
+    ok(&["resize", s(&flat), "+1G"]);
+    let grown = json(&qemu(&["info", "--output", "json", s(&flat)]));
+    assert_eq!(grown["virtual-size"], (4u64 << 20) + (1 << 30));
+    qemu(&["check", s(&flat)]);
+    let out = vireo(&["resize", s(&flat), "1M"]);
+    assert_eq!(out.status.code(), Some(2), "shrinking needs --shrink");
+    ok(&["resize", "--shrink", s(&flat), "2M"]);
+    qemu(&["check", s(&flat)]);
+    assert_eq!(
+        json(&qemu(&["info", "--output", "json", s(&flat)]))["virtual-size"],
+        2 << 20
+    );
+}
+
+#[test]
+fn snapshots_made_by_either_tool_are_seen_by_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("s.qcow2");
+    ok(&["create", "-f", "qcow2", s(&img), "16M"]);
+    Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 1 0 1M", s(&img)])
+        .output()
+        .unwrap();
+    ok(&["snapshot", "-c", "mine", s(&img)]);
+    qemu(&["snapshot", "-c", "theirs", s(&img)]);
+    let listed = ok(&["snapshot", "-l", s(&img)]);
+    assert!(
+        listed.contains("mine") && listed.contains("theirs"),
+        "{listed}"
+    );
+    let q = qemu(&["snapshot", "-l", s(&img)]);
+    assert!(q.contains("mine") && q.contains("theirs"), "{q}");
+    let info = json(&ok(&["info", "--output", "json", s(&img)]));
+    assert_eq!(info["snapshots"].as_array().unwrap().len(), 2);
+    // The snapshot converts to what it held.
+    let out = dir.path().join("mine.raw");
+    ok(&["convert", "-s", "mine", "-O", "raw", s(&img), s(&out)]);
+    let back = std::fs::read(&out).unwrap();
+    assert!(back[..1 << 20].iter().all(|&b| b == 1));
+    assert!(back[1 << 20..].iter().all(|&b| b == 0));
+    ok(&["snapshot", "-d", "theirs", s(&img)]);
+    qemu(&["check", s(&img)]);
+    let q = qemu(&["snapshot", "-l", s(&img)]);
+    assert!(q.contains("mine") && !q.contains("theirs"), "{q}");
+}
+
+#[test]
+fn check_reports_leaks_and_repairs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("leak.qcow2");
+    ok(&["create", "-f", "qcow2", s(&img), "16M"]);
+    // Leak a cluster: count cluster 10 without referencing it (refcount
+    // block at 0x20000, 16-bit entries).
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes.resize(11 * 65536, 0);
+    bytes[0x20000 + 2 * 10 + 1] = 1;
+    std::fs::write(&img, &bytes).unwrap();
+    let out = vireo(&["check", s(&img)]);
+    assert_eq!(out.status.code(), Some(3), "leaks only: exit 3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 leaked clusters were found"), "{text}");
+    let j = json(&String::from_utf8_lossy(
+        &vireo(&["check", "--output", "json", s(&img)]).stdout,
+    ));
+    assert_eq!(j["leaks"], 1);
+    ok(&["check", "-r", "leaks", s(&img)]);
+    qemu(&["check", s(&img)]);
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.qcow2");
+    std::fs::write(&junk, b"QFI\xfbnot really").unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["create".into(), "x.img".into(), "12Q".into()],
+            "invalid size",
+        ),
+        (
+            vec!["info".into(), "/nonexistent.qcow2".into()],
+            "No such file",
+        ),
+        (vec!["info".into(), s(&junk).into()], "too short"),
+        (
+            vec![
+                "create".into(),
+                "-f".into(),
+                "vmdk".into(),
+                "x".into(),
+                "1M".into(),
+            ],
+            "vmdk",
+        ),
+        (
+            vec![
+                "create".into(),
+                "-f".into(),
+                "qcow2".into(),
+                "-o".into(),
+                "cluster_size=3000".into(),
+                s(&dir.path().join("c")).into(),
+                "1M".into(),
+            ],
+            "cluster size",
+        ),
+        (
+            vec![
+                "create".into(),
+                "-f".into(),
+                "qcow2".into(),
+                s(&dir.path().join("nosize")).into(),
+            ],
+            "size is required",
+        ),
+    ];
+    for (args, want) in cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = vireo(&refs);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(want),
+            "{args:?}: {err:?} should mention {want:?}"
+        );
+    }
+}
