@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use devices::serial_backend::SerialBackend;
-use vmm::config::{parse_memory_size, CpuTemplate, DiskConfig};
+use vmm::config::{parse_memory_size, ConsoleConfig, CpuTemplate, DiskConfig, NetConfig};
 
 /// Vireo: a KVM virtualization stack.
 #[derive(Debug, Parser)]
@@ -63,6 +63,12 @@ pub struct RunArgs {
     /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N]. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub disk: Vec<DiskConfig>,
+    /// A virtio-net card on a TAP: [tap=NAME][,mac=MAC][,queues=N]. Without tap, a new TAP is created. Repeatable.
+    #[arg(long, value_name = "OPTIONS")]
+    pub net: Vec<NetConfig>,
+    /// A virtio-console port: stdout, file:PATH or unix:PATH (a listening socket). Repeatable.
+    #[arg(long, value_name = "BACKEND")]
+    pub console: Vec<ConsoleConfig>,
     /// Give the guest a virtio-rng device fed by the host's getrandom.
     #[arg(long)]
     pub rng: bool,

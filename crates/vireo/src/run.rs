@@ -27,6 +27,8 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         cmdline: args.cmdline,
         reboot: args.reboot,
         disks: args.disk,
+        nets: args.net,
+        consoles: args.console,
         rng: args.rng,
         ..machine_config(&args.machine)
     };

@@ -29,12 +29,18 @@ fn image(name: &str, mib: u64) -> PathBuf {
 /// The pattern the guest writes to sector `n` (guests/README.md).
 fn guest_pattern(n: u64) -> Vec<u8> {
     let mut s = n.to_le_bytes().to_vec();
-    s.extend((8..SECTOR).map(|i| ((n as usize + i) & 0xff) as u8));
+    s.extend((8..SECTOR as u64).map(|i| low_byte(n + i)));
     s
 }
 
+fn low_byte(v: u64) -> u8 {
+    v.to_le_bytes()[0]
+}
+
 fn fnv1a32(data: &[u8]) -> u32 {
-    data.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    data.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 fn read_sector(path: &Path, n: u64) -> Vec<u8> {
@@ -47,7 +53,13 @@ fn read_sector(path: &Path, n: u64) -> Vec<u8> {
 
 fn run_guest(disk: Option<&str>, extra: &[&str], cmdline: &str) -> RunResult {
     let kernel = guest("virtio");
-    let mut args = vec!["run", "--kernel", kernel.to_str().unwrap(), "--cmdline", cmdline];
+    let mut args = vec![
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        cmdline,
+    ];
     if let Some(d) = disk {
         args.extend(["--disk", d]);
     }
@@ -64,8 +76,13 @@ fn run_guest(disk: Option<&str>, extra: &[&str], cmdline: &str) -> RunResult {
 fn guest_writes_reach_the_file_and_host_data_reaches_the_guest() {
     let path = image("rw", 8);
     // Something for the guest to read: sector 0 holds a known pattern.
-    let host: Vec<u8> = (0..SECTOR).map(|i| (i * 7 % 251) as u8).collect();
-    File::options().write(true).open(&path).unwrap().write_all(&host).unwrap();
+    let host: Vec<u8> = (0..SECTOR as u64).map(|i| low_byte(i * 7 % 251)).collect();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&host)
+        .unwrap();
     let disk = format!("path={}", path.display());
     let r = run_guest(
         Some(&disk),
@@ -73,17 +90,33 @@ fn guest_writes_reach_the_file_and_host_data_reaches_the_guest() {
         "blk blk-first=3 blk-count=16 blk-stride=5 blk-read=0",
     );
     let head: String = host[..16].iter().map(|b| format!("{b:02x}")).collect();
-    let expect = format!("virtio-blk: sector 0 head={head} fnv1a32={:08x}", fnv1a32(&host));
-    assert!(r.stdout.contains(&expect), "want {expect}\n{}", r.describe());
+    let expect = format!(
+        "virtio-blk: sector 0 head={head} fnv1a32={:08x}",
+        fnv1a32(&host)
+    );
     assert!(
-        r.stdout.contains("virtio-blk: capacity=16384 ro=no serial=vireo-disk0"),
+        r.stdout.contains(&expect),
+        "want {expect}\n{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout
+            .contains("virtio-blk: capacity=16384 ro=no serial=vireo-disk0"),
         "{}",
         r.describe()
     );
-    assert!(r.stdout.contains("virtio-blk: ok capacity=16384 wrote=16"), "{}", r.describe());
+    assert!(
+        r.stdout.contains("virtio-blk: ok capacity=16384 wrote=16"),
+        "{}",
+        r.describe()
+    );
     for k in 0..16 {
         let n = 3 + 5 * k;
-        assert_eq!(read_sector(&path, n), guest_pattern(n), "sector {n} in the host file");
+        assert_eq!(
+            read_sector(&path, n),
+            guest_pattern(n),
+            "sector {n} in the host file"
+        );
     }
     // Untouched sectors stay zero.
     assert_eq!(read_sector(&path, 4), vec![0; SECTOR]);
@@ -92,10 +125,17 @@ fn guest_writes_reach_the_file_and_host_data_reaches_the_guest() {
 #[test]
 fn one_large_request_spans_many_sectors() {
     let path = image("run", 4);
-    let disk = format!("path={},cache=none,queues=4,serial=run-disk", path.display());
+    let disk = format!(
+        "path={},cache=none,queues=4,serial=run-disk",
+        path.display()
+    );
     let r = run_guest(Some(&disk), &[], "blk blk-first=100 blk-count=256");
     assert!(r.stdout.contains("serial=run-disk"), "{}", r.describe());
-    assert!(r.stdout.contains("virtio-blk: ok capacity=8192 wrote=256"), "{}", r.describe());
+    assert!(
+        r.stdout.contains("virtio-blk: ok capacity=8192 wrote=256"),
+        "{}",
+        r.describe()
+    );
     for n in [100, 227, 355] {
         assert_eq!(read_sector(&path, n), guest_pattern(n));
     }
@@ -108,7 +148,8 @@ fn a_read_only_disk_refuses_guest_writes() {
     let r = run_guest(Some(&disk), &[], "blk blk-first=1");
     assert!(r.stdout.contains("ro=yes"), "{}", r.describe());
     assert!(
-        r.stdout.contains("virtio-blk: ok capacity=2048 wrote=0 readonly"),
+        r.stdout
+            .contains("virtio-blk: ok capacity=2048 wrote=0 readonly"),
         "{}",
         r.describe()
     );
@@ -186,7 +227,14 @@ fn guest_writes_to_a_qcow2_image_pass_qemu_img_check() {
     let qcow2 = dir.join("guest.qcow2");
     let _ = std::fs::remove_file(&qcow2);
     let made = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", qcow2.to_str().unwrap(), "64M"])
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            qcow2.to_str().unwrap(),
+            "64M",
+        ])
         .status()
         .unwrap();
     assert!(made.success());
@@ -197,7 +245,12 @@ fn guest_writes_to_a_qcow2_image_pass_qemu_img_check() {
         &[],
         "blk blk-first=7 blk-count=200 blk-stride=613 blk-read=5",
     );
-    assert!(r.stdout.contains("virtio-blk: ok capacity=131072 wrote=200"), "{}", r.describe());
+    assert!(
+        r.stdout
+            .contains("virtio-blk: ok capacity=131072 wrote=200"),
+        "{}",
+        r.describe()
+    );
     let check = Command::new("qemu-img")
         .args(["check", qcow2.to_str().unwrap()])
         .output()
@@ -210,13 +263,23 @@ fn guest_writes_to_a_qcow2_image_pass_qemu_img_check() {
     );
     let raw = dir.join("guest-from-qcow2.raw");
     let converted = Command::new("qemu-img")
-        .args(["convert", "-O", "raw", qcow2.to_str().unwrap(), raw.to_str().unwrap()])
+        .args([
+            "convert",
+            "-O",
+            "raw",
+            qcow2.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(converted.success());
     for k in [0u64, 1, 99, 199] {
         let n = 7 + 613 * k;
-        assert_eq!(read_sector(&raw, n), guest_pattern(n), "sector {n} as qemu-img reads it");
+        assert_eq!(
+            read_sector(&raw, n),
+            guest_pattern(n),
+            "sector {n} as qemu-img reads it"
+        );
     }
     assert_eq!(read_sector(&raw, 8), vec![0; SECTOR]);
 }

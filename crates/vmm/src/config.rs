@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 pub use arch::cpuid::CpuTemplate;
 
-pub use crate::device_config::{CacheMode, DiskConfig};
+pub use crate::device_config::{CacheMode, ConsoleConfig, DiskConfig, NetConfig};
 
 /// Command line given to kernels when the user gives none: the serial
 /// console, reboot through the i8042, and no hang on panic.
@@ -41,6 +41,10 @@ pub struct VmConfig {
     pub reboot: bool,
     /// virtio-blk disks, in PCI slot order.
     pub disks: Vec<DiskConfig>,
+    /// virtio-net cards.
+    pub nets: Vec<NetConfig>,
+    /// virtio-console devices (one port each).
+    pub consoles: Vec<ConsoleConfig>,
     /// Whether the VM has a virtio-rng device.
     pub rng: bool,
 }
@@ -56,6 +60,8 @@ impl Default for VmConfig {
             cpu_template: CpuTemplate::Host,
             reboot: false,
             disks: Vec::new(),
+            nets: Vec::new(),
+            consoles: Vec::new(),
             rng: false,
         }
     }

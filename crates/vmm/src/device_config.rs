@@ -30,6 +30,99 @@ pub struct DiskConfig {
     pub queues: u16,
 }
 
+/// One `--net`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetConfig {
+    /// TAP interface to attach to, or to create under this name; `None`
+    /// lets the kernel name a new one (`vireoN`). A TAP Vireo creates
+    /// disappears when the VM exits.
+    pub tap: Option<String>,
+    /// The guest's MAC; `None` derives a stable one from the command line.
+    pub mac: Option<[u8; 6]>,
+    /// Queue pairs (multiqueue when more than one).
+    pub queues: u16,
+}
+
+impl FromStr for NetConfig {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        const WHAT: &str = "--net";
+        let mut net = NetConfig {
+            queues: 1,
+            ..Default::default()
+        };
+        for (k, v) in pairs(WHAT, s, &["tap", "mac", "queues"])? {
+            match k {
+                "tap" => {
+                    // IFNAMSIZ is 16 with the NUL.
+                    if v.is_empty() || v.len() > 15 || v.contains(['/', ' ', ':']) {
+                        return Err(format!("{WHAT}: tap={v} is not a valid interface name"));
+                    }
+                    net.tap = Some(v.to_string());
+                }
+                "mac" => {
+                    net.mac = Some(parse_mac(v).ok_or_else(|| {
+                        format!("{WHAT}: mac={v} is not a unicast MAC like 52:54:00:12:34:56")
+                    })?)
+                }
+                "queues" => net.queues = queue_count(WHAT, v, 16)?,
+                _ => unreachable_key(k)?,
+            }
+        }
+        Ok(net)
+    }
+}
+
+/// Parse `xx:xx:xx:xx:xx:xx`; multicast and all-zero addresses are refused.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    let unicast = mac[0] & 1 == 0 && mac != [0; 6];
+    (parts.next().is_none() && unicast).then_some(mac)
+}
+
+/// Where a virtio console's port goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleConfig {
+    /// Vireo's standard output (shared with the serial console's stdout).
+    Stdout,
+    /// Appended to a file.
+    File(PathBuf),
+    /// A unix stream socket someone listens on; guest output goes to it
+    /// and what the peer sends reaches the guest.
+    Unix(PathBuf),
+}
+
+impl FromStr for ConsoleConfig {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let path = |p: &str| {
+            if p.is_empty() {
+                Err(format!("--console {s}: the path is empty"))
+            } else {
+                Ok(PathBuf::from(p))
+            }
+        };
+        match s.split_once(':') {
+            None if s == "stdout" => Ok(Self::Stdout),
+            Some(("file", p)) => Ok(Self::File(path(p)?)),
+            Some(("unix", p)) => Ok(Self::Unix(path(p)?)),
+            _ => Err(format!(
+                "--console {s}: expected stdout, file:PATH or unix:PATH"
+            )),
+        }
+    }
+}
+
 /// Split `key=value,key=value`, refusing unknown and repeated keys.
 fn pairs<'a>(what: &str, spec: &'a str, known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
     let mut out: Vec<(&str, &str)> = Vec::new();
@@ -132,6 +225,48 @@ mod tests {
         let d: DiskConfig = "path=x".parse().unwrap();
         assert!(!d.readonly);
         assert_eq!(d.cache, CacheMode::Writeback);
+    }
+
+    #[test]
+    fn net_options() {
+        let n: NetConfig = "tap=tap0,mac=52:54:00:12:34:56,queues=2".parse().unwrap();
+        assert_eq!(n.tap.as_deref(), Some("tap0"));
+        assert_eq!(n.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        assert_eq!(n.queues, 2);
+        let n: NetConfig = "".parse().unwrap();
+        assert_eq!(
+            n,
+            NetConfig {
+                queues: 1,
+                ..Default::default()
+            }
+        );
+        let err = |s: &str| s.parse::<NetConfig>().unwrap_err();
+        assert!(err("mac=01:00:5e:00:00:01").contains("unicast"));
+        assert!(err("mac=52:54:00:12:34").contains("unicast"));
+        assert!(err("mac=52:54:00:12:34:56:78").contains("unicast"));
+        assert!(err("mac=00:00:00:00:00:00").contains("unicast"));
+        assert!(err("tap=a/b").contains("interface name"));
+        assert!(err("tap=abcdefghijklmnop").contains("interface name"));
+        assert!(err("queues=17").contains("1 to 16"));
+    }
+
+    #[test]
+    fn console_backends() {
+        assert_eq!("stdout".parse::<ConsoleConfig>(), Ok(ConsoleConfig::Stdout));
+        assert_eq!(
+            "file:/tmp/x".parse::<ConsoleConfig>(),
+            Ok(ConsoleConfig::File("/tmp/x".into()))
+        );
+        assert_eq!(
+            "unix:/tmp/s".parse::<ConsoleConfig>(),
+            Ok(ConsoleConfig::Unix("/tmp/s".into()))
+        );
+        assert!("file:".parse::<ConsoleConfig>().is_err());
+        assert!("pty"
+            .parse::<ConsoleConfig>()
+            .unwrap_err()
+            .contains("expected stdout"));
     }
 
     #[test]

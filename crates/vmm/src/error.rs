@@ -45,6 +45,9 @@ pub enum Error {
     /// A PCI device could not be created or placed.
     #[error("PCI: {0}")]
     Pci(String),
+    /// A network card could not be set up (TAP, MAC, queues).
+    #[error("{0}")]
+    Net(String),
     /// A disk image could not be opened.
     #[error("disk: {source}")]
     Disk {

@@ -18,7 +18,7 @@ use devices::Bus;
 use hypervisor::Hypervisor;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{CacheMode, DiskConfig, KernelSource, VmConfig};
+use crate::config::{CacheMode, ConsoleConfig, DiskConfig, KernelSource, NetConfig, VmConfig};
 use crate::error::{Error, Result};
 use crate::memory::{create_guest_memory, GuestMemory};
 use crate::pci_devices::PciDevices;
@@ -124,10 +124,74 @@ fn add_virtio_devices(config: &VmConfig, pci: &mut PciDevices) -> Result<()> {
         });
         pci.add_virtio(&format!("disk{i}"), Box::new(device))?;
     }
+    for (i, net) in config.nets.iter().enumerate() {
+        pci.add_virtio(&format!("net{i}"), Box::new(create_net(config, i, net)?))?;
+    }
+    for (i, console) in config.consoles.iter().enumerate() {
+        pci.add_virtio(&format!("console{i}"), Box::new(create_console(console)?))?;
+    }
     if config.rng {
         pci.add_virtio("rng", Box::new(virtio::rng::Rng::new()))?;
     }
     Ok(())
+}
+
+fn create_net(config: &VmConfig, index: usize, net: &NetConfig) -> Result<virtio::net::Net> {
+    let what = format!("net{index}");
+    let tap = netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues))
+        .map_err(|e| Error::Net(format!("{what}: {e}")))?;
+    // Stable across runs of the same command line, distinct per card:
+    // what a user would otherwise have to write down (as libvirt does).
+    let mac = net.mac.unwrap_or_else(|| {
+        let kernel = match &config.kernel {
+            KernelSource::Path(p) => p.display().to_string(),
+            KernelSource::Embedded(_) => "embedded".into(),
+        };
+        let tap = net.tap.as_deref().unwrap_or("");
+        virtio::net::generate_mac(format!("{kernel}|{what}|{tap}").as_bytes())
+    });
+    tracing::info!(
+        "{what}: TAP {} MAC {}",
+        tap.name(),
+        virtio::net::format_mac(&mac)
+    );
+    virtio::net::Net::new(virtio::net::NetConfig {
+        tap,
+        mac,
+        queue_pairs: net.queues,
+        mtu: None,
+    })
+    .map_err(|e| Error::Net(format!("{what}: {e}")))
+}
+
+fn create_console(console: &ConsoleConfig) -> Result<virtio::console::Console> {
+    fn open_err(
+        what: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Open { what, path, source }
+    }
+    let (output, input): (Box<dyn Write + Send>, _) = match console {
+        ConsoleConfig::Stdout => (Box::new(std::io::stdout()), None),
+        ConsoleConfig::File(path) => {
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(open_err("console file", path))?;
+            (Box::new(file), None)
+        }
+        ConsoleConfig::Unix(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path)
+                .map_err(open_err("console socket", path))?;
+            let input = stream
+                .try_clone()
+                .map_err(open_err("console socket", path))?;
+            (Box::new(stream), Some(std::os::fd::OwnedFd::from(input)))
+        }
+    };
+    Ok(virtio::console::Console::new(output, input))
 }
 
 fn open_initrd(path: Option<&std::path::Path>) -> Result<Option<File>> {
