@@ -4,6 +4,8 @@
 mod common_config;
 mod interrupt;
 mod pci;
+#[cfg(test)]
+mod tests;
 
 pub use interrupt::{PciInterrupt, NO_VECTOR};
 pub use pci::{VirtioPciDevice, VIRTIO_PCI_VENDOR_ID};

@@ -654,7 +654,12 @@ impl PciDevice for VirtioPciDevice {
             o if o < COMMON_OFFSET + COMMON_CONFIG_SIZE => {
                 self.common_read(o - COMMON_OFFSET, data)
             }
-            o if o == ISR_OFFSET => data[0] = self.interrupt.take_isr(),
+            // An empty access reads nothing, so it must not clear the ISR.
+            o if o == ISR_OFFSET => {
+                if let Some(b) = data.first_mut() {
+                    *b = self.interrupt.take_isr();
+                }
+            }
             o if (DEVICE_CFG_OFFSET..DEVICE_CFG_OFFSET + DEVICE_CFG_SIZE).contains(&o) => {
                 self.device.read_config(o - DEVICE_CFG_OFFSET, data);
             }
