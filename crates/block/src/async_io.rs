@@ -6,6 +6,11 @@
 //! back [`Completion`]s. An eventfd says when completions are waiting, so
 //! an event loop can poll it beside its other file descriptors.
 //!
+//! Raw images go through io_uring where the kernel has it: reads, writes
+//! and flushes are handed to the kernel by [`AsyncDisk::submit`] itself,
+//! and reaped by [`AsyncDisk::drain_completions`]; everything else (qcow2,
+//! discards, unaligned `O_DIRECT` requests) runs on the worker threads.
+//!
 //! Requests in flight at the same time may complete in any order, as on a
 //! real disk; a [`Request::Flush`] covers every write that completed before
 //! it was submitted.
@@ -17,7 +22,20 @@ use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::file::{iov_len, Iov};
+use crate::uring::Ring;
 use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
+
+/// How an [`AsyncDisk`] runs requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// io_uring for what it can do (raw images) when the kernel has it,
+    /// worker threads for the rest.
+    #[default]
+    Auto,
+    /// Worker threads only.
+    Threads,
+}
 
 /// One request to a disk.
 ///
@@ -88,6 +106,7 @@ struct Shared {
 pub struct AsyncDisk {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    ring: Option<Mutex<Ring>>,
 }
 
 impl std::fmt::Debug for AsyncDisk {
@@ -108,8 +127,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AsyncDisk {
-    /// Serve `disk` with `workers` threads (0: [`DEFAULT_WORKERS`]).
+    /// Serve `disk` with `workers` threads (0: [`DEFAULT_WORKERS`]), and
+    /// io_uring where it applies ([`Engine::Auto`]).
     pub fn new(disk: Arc<dyn DiskImage>, workers: usize) -> Result<Self> {
+        Self::with_engine(disk, workers, Engine::Auto)
+    }
+
+    /// As [`AsyncDisk::new`], choosing the engine.
+    pub fn with_engine(disk: Arc<dyn DiskImage>, workers: usize, engine: Engine) -> Result<Self> {
         let workers = if workers == 0 {
             DEFAULT_WORKERS
         } else {
@@ -135,10 +160,79 @@ impl AsyncDisk {
                 .map_err(|e| Error::io("spawn disk worker", e))?;
             handles.push(h);
         }
+        let ring = match (engine, shared.disk.direct_file()) {
+            (Engine::Auto, Some(file)) => Ring::new(file, shared.event.as_raw_fd()).map(Mutex::new),
+            _ => None,
+        };
         Ok(Self {
             shared,
             workers: handles,
+            ring,
         })
+    }
+
+    /// "io_uring" when requests go to the kernel's ring, "threads" otherwise.
+    pub fn engine_name(&self) -> &'static str {
+        if self.ring.is_some() {
+            "io_uring"
+        } else {
+            "threads"
+        }
+    }
+
+    /// Complete a request without running it (a bad range, a write to a
+    /// read-only disk).
+    fn complete_now(&self, user_data: u64, result: Result<()>) {
+        let mut done = lock(&self.shared.done);
+        done.push(Completion { user_data, result });
+        if let Err(e) = self.shared.event.write(1) {
+            tracing::error!("disk completion eventfd: {e}");
+        }
+    }
+
+    /// Try the ring; gives the request back when it must go to the pool.
+    fn submit_to_ring(&self, request: Request, user_data: u64) -> Option<Request> {
+        let Some(ring) = &self.ring else {
+            return Some(request);
+        };
+        let disk = &self.shared.disk;
+        let (write, offset, iovs) = match &request {
+            Request::Read { offset, bufs } => (false, *offset, Iov::from_bufs_mut(bufs)),
+            Request::Write { offset, bufs } => (true, *offset, Iov::from_bufs(bufs)),
+            Request::Flush => {
+                if disk.read_only() {
+                    self.complete_now(user_data, Ok(()));
+                    return None;
+                }
+                let mut r = lock(ring);
+                if r.inflight() >= 256 {
+                    return Some(request);
+                }
+                return match r.submit_flush(user_data) {
+                    Ok(()) => None,
+                    Err(_) => Some(request),
+                };
+            }
+            _ => return Some(request),
+        };
+        let len = iov_len(&iovs);
+        let size = disk.size();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            self.complete_now(user_data, Err(Error::OutOfRange { offset, len, size }));
+            return None;
+        }
+        if write && disk.read_only() {
+            self.complete_now(user_data, Err(Error::ReadOnly));
+            return None;
+        }
+        let mut r = lock(ring);
+        if !r.accepts(offset, &iovs) {
+            return Some(request);
+        }
+        match r.submit_rw(user_data, write, offset, iovs) {
+            Ok(()) => None,
+            Err(_) => Some(request),
+        }
     }
 
     /// The disk requests run on.
@@ -148,6 +242,9 @@ impl AsyncDisk {
 
     /// Queue `request`; its completion will carry `user_data`.
     pub fn submit(&self, request: Request, user_data: u64) -> Result<()> {
+        let Some(request) = self.submit_to_ring(request, user_data) else {
+            return Ok(());
+        };
         let mut q = lock(&self.shared.queue);
         if q.shutdown {
             return Err(Error::Unsupported("submitting to a closing disk"));
@@ -170,6 +267,9 @@ impl AsyncDisk {
         // Reset under the lock: a worker pushes and signals under it too,
         // so no completion can be left behind a cleared eventfd.
         let _ = self.shared.event.read();
+        if let Some(ring) = &self.ring {
+            lock(ring).reap(out);
+        }
         out.append(&mut done);
     }
 }
@@ -186,6 +286,9 @@ impl Drop for AsyncDisk {
         self.shared.work.notify_all();
         for h in self.workers.drain(..) {
             let _ = h.join();
+        }
+        if let Some(ring) = &self.ring {
+            lock(ring).wait_all();
         }
     }
 }

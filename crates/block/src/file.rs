@@ -286,6 +286,16 @@ impl HostFile {
         self.read_only
     }
 
+    /// Opened with `O_DIRECT`.
+    pub fn direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Alignment `O_DIRECT` needs (1 without it).
+    pub fn align(&self) -> usize {
+        self.align
+    }
+
     pub fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
     }

@@ -15,13 +15,15 @@ mod file;
 mod iobuf;
 pub mod qcow2;
 mod raw;
+mod uring;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use async_io::{AsyncDisk, Completion, Request};
+pub use async_io::{AsyncDisk, Completion, Engine, Request};
 pub use iobuf::{IoBuf, IoBufMut};
 pub use raw::RawDisk;
+pub use uring::DirectFile;
 
 /// Errors from disk images.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,13 @@ pub trait DiskImage: Send + Sync {
     fn allocation(&self, offset: u64, len: u64) -> Result<Option<(bool, u64)>> {
         let _ = (offset, len);
         Ok(None)
+    }
+
+    /// For formats that keep guest byte N at byte N of one host file
+    /// (raw): that file, so [`AsyncDisk`] can hand reads, writes and
+    /// flushes to the kernel's io_uring directly. `None` for the others.
+    fn direct_file(&self) -> Option<DirectFile> {
+        None
     }
 
     /// Bytes the image occupies on the host (blocks allocated).

@@ -114,6 +114,14 @@ impl DiskImage for RawDisk {
     fn host_allocated_bytes(&self) -> Result<u64> {
         self.file.allocated_bytes()
     }
+
+    fn direct_file(&self) -> Option<crate::DirectFile> {
+        Some(crate::DirectFile {
+            fd: self.file.raw_fd(),
+            direct: self.file.direct(),
+            align: self.file.align(),
+        })
+    }
 }
 
 /// Whether `offset` is in data or a hole, and how far that lasts, from

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use block::{AsyncDisk, Completion, DiskImage, Error, IoBuf, IoBufMut, OpenOptions, Request};
+use block::{
+    AsyncDisk, Completion, DiskImage, Engine, Error, IoBuf, IoBufMut, OpenOptions, Request,
+};
 
 fn raw_file(len: u64) -> tempfile::NamedTempFile {
     let f = tempfile::NamedTempFile::new().unwrap();
@@ -142,9 +144,30 @@ fn direct_io_with_unaligned_buffers() {
 
 #[test]
 fn async_requests_complete_with_their_user_data() {
+    for engine in [Engine::Auto, Engine::Threads] {
+        async_requests(engine, false);
+        async_requests(engine, true);
+    }
+}
+
+fn async_requests(engine: Engine, qcow2: bool) {
     let f = raw_file(1 << 20);
-    let disk = open(f.path(), false, false);
-    let io = AsyncDisk::new(disk, 3).unwrap();
+    let disk = if qcow2 {
+        let p = f.path().with_extension("qcow2");
+        block::qcow2::create(
+            &p,
+            &block::qcow2::CreateOptions {
+                size: 1 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        open(&p, false, false)
+    } else {
+        open(f.path(), false, false)
+    };
+    let io = AsyncDisk::with_engine(disk, 3, engine).unwrap();
+    eprintln!("{engine:?} qcow2={qcow2}: {}", io.engine_name());
     // Leaked so the buffers are 'static, as guest memory is.
     let src: &'static [u8] = Box::leak(vec![9u8; 65536].into_boxed_slice());
     for i in 0..16u64 {
@@ -216,6 +239,7 @@ fn dropping_the_async_disk_finishes_queued_requests() {
     let f = raw_file(4 << 20);
     let disk = open(f.path(), false, false);
     let io = AsyncDisk::new(Arc::clone(&disk), 1).unwrap();
+    assert!(["io_uring", "threads"].contains(&io.engine_name()));
     let src: &'static [u8] = Box::leak(vec![5u8; 1 << 20].into_boxed_slice());
     for i in 0..4u64 {
         io.submit(
