@@ -53,6 +53,16 @@ pub fn run(transport: Watched, config: &Config) {
         Ok(wrote) => say!("virtio-blk: ok capacity={} wrote={}", capacity, wrote),
         Err(reason) => say!("virtio-blk: FAIL {}", reason),
     }
+    if !readonly && (config.bench_seq_mib > 0 || config.bench_rand_ops > 0) {
+        if let Err(reason) = crate::bench::blk(
+            &mut blk,
+            capacity,
+            config.bench_seq_mib,
+            config.bench_rand_ops,
+        ) {
+            say!("virtio-blk: FAIL bench: {}", reason);
+        }
+    }
     // Dropping would reset the device through the crate's unbounded wait
     // for the status to clear; the guest powers off soon anyway.
     core::mem::forget(blk);

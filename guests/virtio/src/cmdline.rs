@@ -22,6 +22,11 @@ pub struct Config {
     pub serve_ms: u64,
     pub serve_icmp: u64,
     pub mirror: bool,
+    pub bench_seq_mib: u64,
+    pub bench_rand_ops: u64,
+    pub bench_net_frames: u64,
+    pub bench_net_size: u64,
+    pub bench_mmio: u64,
 }
 
 impl Default for Config {
@@ -44,6 +49,11 @@ impl Default for Config {
             serve_ms: 0,
             serve_icmp: 0,
             mirror: false,
+            bench_seq_mib: 0,
+            bench_rand_ops: 0,
+            bench_net_frames: 0,
+            bench_net_size: 1514,
+            bench_mmio: 0,
         }
     }
 }
@@ -113,6 +123,16 @@ fn apply(c: &mut Config, word: &[u8]) -> bool {
         (b"timeout-ms", Some(v)) => return set(&mut c.timeout_ms, number(v)),
         (b"serve-ms", Some(v)) => return set(&mut c.serve_ms, number(v)),
         (b"serve-icmp", Some(v)) => return set(&mut c.serve_icmp, number(v)),
+        (b"bench-seq-mib", Some(v)) => return set(&mut c.bench_seq_mib, number(v)),
+        (b"bench-rand-ops", Some(v)) => return set(&mut c.bench_rand_ops, number(v)),
+        (b"bench-mmio", Some(v)) => return set(&mut c.bench_mmio, number(v)),
+        (b"bench-net-frames", Some(v)) => return set(&mut c.bench_net_frames, number(v)),
+        (b"bench-net-size", Some(v)) => {
+            return set(
+                &mut c.bench_net_size,
+                number(v).filter(|n| (60..=1514).contains(n)),
+            );
+        }
         _ => return false,
     }
     true

@@ -7,6 +7,7 @@
 
 extern crate alloc;
 
+mod bench;
 mod blk;
 mod cmdline;
 mod console;
@@ -37,6 +38,9 @@ pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
     say!("virtio: cmdline={}", cmdline::Text(text));
     let config = cmdline::parse(text);
     say!("virtio: tsc-hz={}", time::tsc_hz());
+    if config.bench_mmio > 0 {
+        bench::mmio(config.bench_mmio);
+    }
     // SAFETY: the platform puts ECAM there (or the command line says where).
     let mut root = unsafe { pci::root(config.ecam) };
     let functions = pci::scan(&root);
@@ -74,7 +78,7 @@ fn run_device(root: &mut Root, function: &Function, config: &cmdline::Config, mi
         Some(DeviceType::Block) => ("virtio-blk", Some(0)),
         _ => ("virtio-net", None),
     };
-    let transport = match pci::transport(root, function, name, watched) {
+    let transport = match pci::transport(root, config.ecam, function, name, watched) {
         Ok(t) => t,
         Err(e) => return say!("{}: FAIL transport {}: {}", name, function.df, e),
     };

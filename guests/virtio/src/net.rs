@@ -18,6 +18,8 @@ const RX_SLOTS: usize = 8;
 const BUF_SIZE: usize = 2048;
 const PING_ID: u16 = 0x5649;
 const PING_PAYLOAD: usize = 56;
+/// The virtio-net header virtio-drivers puts before each frame.
+const NET_HDR: usize = 12;
 
 type Net = VirtIONetRaw<GuestHal, Watched, QUEUE_SIZE>;
 
@@ -214,7 +216,10 @@ fn exercise(station: &mut Station, config: &Config) -> Result<(), &'static str> 
                 MacFmt(peer_mac),
                 got,
                 config.pings
-            )
+            );
+            if config.bench_net_frames > 0 {
+                bench_tx(station, peer_mac, config)?;
+            }
         }
         Some((peer_mac, got)) => {
             say!(
@@ -292,6 +297,73 @@ fn ping_peer(station: &mut Station, config: &Config) -> Result<Option<(Mac, u32)
         }
     }
     Ok(Some((peer_mac, got)))
+}
+
+/// Sends `bench-net-frames` UDP frames to the peer as fast as the device
+/// takes them, with every transmit slot in flight.
+fn bench_tx(station: &mut Station, peer_mac: Mac, config: &Config) -> Result<(), &'static str> {
+    const SLOTS: usize = QUEUE_SIZE;
+    // Leaked: the device may hold them when the guest powers off.
+    // SAFETY: all-zero bytes are a valid array of byte arrays.
+    let bufs: &'static mut [[u8; BUF_SIZE]; SLOTS] =
+        Box::leak(unsafe { Box::<[[u8; BUF_SIZE]; SLOTS]>::new_zeroed().assume_init() });
+    let mut lens = [0usize; SLOTS];
+    for (buf, len) in bufs.iter_mut().zip(lens.iter_mut()) {
+        let header = station
+            .dev
+            .fill_buffer_header(buf)
+            .map_err(|_| "tx header")?;
+        *len = header
+            + crate::bench::build_udp(
+                &mut buf[header..],
+                station.mac,
+                peer_mac,
+                station.ip,
+                config.peer,
+                config.bench_net_size as usize,
+            );
+    }
+    let mut slot_token: [Option<u16>; SLOTS] = [None; SLOTS];
+    let (mut sent, mut done, mut bytes) = (0u64, 0u64, 0u64);
+    let total = config.bench_net_frames;
+    let deadline = Deadline::after_ms(60_000);
+    let start = crate::bench::now();
+    while done < total {
+        if let Some(token) = station.dev.poll_transmit() {
+            let slot = slot_token
+                .iter()
+                .position(|&t| t == Some(token))
+                .ok_or("device completed an unknown transmit")?;
+            slot_token[slot] = None;
+            // SAFETY: the buffer transmit_begin was given with this token.
+            unsafe {
+                station
+                    .dev
+                    .transmit_complete(token, &bufs[slot][..lens[slot]])
+            }
+            .map_err(|_| "tx completion")?;
+            done += 1;
+            bytes += (lens[slot] - NET_HDR) as u64;
+            continue;
+        }
+        if sent < total {
+            if let Some(slot) = slot_token.iter().position(Option::is_none) {
+                // SAFETY: the buffer is not touched until its completion.
+                if let Ok(token) = unsafe { station.dev.transmit_begin(&bufs[slot][..lens[slot]]) }
+                {
+                    slot_token[slot] = Some(token);
+                    sent += 1;
+                    continue;
+                }
+            }
+        }
+        if deadline.expired() {
+            return Err("net benchmark did not finish within 60 s");
+        }
+        core::hint::spin_loop();
+    }
+    crate::bench::net_result(done, bytes, crate::bench::now() - start);
+    Ok(())
 }
 
 /// Keeps answering for `serve-ms`, or until `serve-icmp` pings were answered.

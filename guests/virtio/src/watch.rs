@@ -8,8 +8,9 @@
 //! and powers off) instead of spinning forever. Queues the guest polls
 //! itself (net) are not watched.
 
+use crate::pci::NotifyLayout;
 use crate::time::wait_until;
-use core::ptr::read_volatile;
+use core::ptr::{read_volatile, write_volatile};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{PhysAddr, Result};
@@ -18,8 +19,14 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 /// How long one request may take before the device is declared stuck.
 pub const REQUEST_TIMEOUT_MS: u64 = 5000;
 
+/// Queues whose doorbell addresses are remembered.
+const MAX_QUEUES: usize = 8;
+
 pub struct Watched {
     inner: PciTransport,
+    layout: Option<NotifyLayout>,
+    /// Each queue's doorbell address, read once when the queue is set up.
+    doorbells: [Option<u64>; MAX_QUEUES],
     name: &'static str,
     watched_queue: Option<u16>,
     /// (available ring, used ring) of the watched queue, once set up.
@@ -27,9 +34,16 @@ pub struct Watched {
 }
 
 impl Watched {
-    pub fn new(inner: PciTransport, name: &'static str, watched_queue: Option<u16>) -> Self {
+    pub fn new(
+        inner: PciTransport,
+        name: &'static str,
+        watched_queue: Option<u16>,
+        layout: Option<NotifyLayout>,
+    ) -> Self {
         Self {
             inner,
+            layout,
+            doorbells: [None; MAX_QUEUES],
             name,
             watched_queue,
             rings: None,
@@ -62,7 +76,12 @@ impl Transport for Watched {
     }
 
     fn notify(&mut self, queue: u16) {
-        self.inner.notify(queue);
+        match self.doorbells.get(usize::from(queue)).copied().flatten() {
+            // SAFETY: the doorbell lies in the function's BAR, which is
+            // mapped; writing the queue index is what the spec asks.
+            Some(addr) => unsafe { write_volatile(addr as *mut u16, queue) },
+            None => self.inner.notify(queue),
+        }
         if self.watched_queue != Some(queue) {
             return;
         }
@@ -110,10 +129,21 @@ impl Transport for Watched {
             self.rings = Some((driver_area, device_area));
         }
         self.inner
-            .queue_set(queue, size, descriptors, driver_area, device_area)
+            .queue_set(queue, size, descriptors, driver_area, device_area);
+        // queue_set leaves the queue selected: its notify offset is current.
+        if let (Some(layout), Some(slot)) =
+            (self.layout, self.doorbells.get_mut(usize::from(queue)))
+        {
+            // SAFETY: the common configuration lies in the function's BAR.
+            let off = unsafe { read_volatile((layout.common + 0x1e) as *const u16) };
+            *slot = Some(layout.notify + u64::from(off) * u64::from(layout.multiplier));
+        }
     }
 
     fn queue_unset(&mut self, queue: u16) {
+        if let Some(slot) = self.doorbells.get_mut(usize::from(queue)) {
+            *slot = None;
+        }
         if self.watched_queue == Some(queue) {
             self.rings = None;
         }
