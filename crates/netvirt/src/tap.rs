@@ -4,6 +4,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 
 use crate::ifreq;
 
@@ -38,6 +39,16 @@ pub enum TapError {
         /// The host error.
         #[source]
         source: io::Error,
+    },
+    /// A queue index past the TAP's last queue.
+    #[error("TAP '{name}' has {queues} queues, no queue {index}")]
+    NoSuchQueue {
+        /// The interface.
+        name: String,
+        /// The index asked for.
+        index: usize,
+        /// Queues the TAP was opened with.
+        queues: usize,
     },
     /// Configuring the opened TAP failed.
     #[error("TAP '{name}': {what}: {source}")]
@@ -106,6 +117,10 @@ impl Offloads {
 pub struct Tap {
     name: String,
     queues: Vec<OwnedFd>,
+    /// Whether each queue is attached (TUNSETQUEUE): the kernel refuses
+    /// to attach an attached queue or detach a detached one, so the state
+    /// is kept here and changes are made under this lock.
+    attached: Mutex<Vec<bool>>,
 }
 
 impl Tap {
@@ -141,6 +156,7 @@ impl Tap {
         }
         let tap = Self {
             name: actual,
+            attached: Mutex::new(vec![true; fds.len()]),
             queues: fds,
         };
         for fd in &tap.queues {
@@ -184,6 +200,60 @@ impl Tap {
     /// Duplicates of every queue descriptor, for a worker thread to own.
     pub fn clone_queues(&self) -> io::Result<Vec<OwnedFd>> {
         self.queues.iter().map(OwnedFd::try_clone).collect()
+    }
+
+    /// Attach (`enabled`) or detach queue `index` of a multi-queue TAP
+    /// (TUNSETQUEUE with IFF_ATTACH_QUEUE / IFF_DETACH_QUEUE). The kernel
+    /// spreads frames bound for the reader over the attached queues only
+    /// (by flow hash); a detached queue's descriptor stays open and
+    /// quiet (nothing to read, never readable to poll) until attached
+    /// again, though frames written to it still reach the host. Frames
+    /// already waiting on a queue when it is detached are dropped by the
+    /// kernel.
+    ///
+    /// Asking for the state a queue is already in does nothing, and so
+    /// does any request on a single-queue TAP (its one queue cannot be
+    /// detached). Queues are attached when the TAP is opened.
+    pub fn set_queue_enabled(&self, index: usize, enabled: bool) -> Result<(), TapError> {
+        let Some(fd) = self.queues.get(index) else {
+            return Err(TapError::NoSuchQueue {
+                name: self.name.clone(),
+                index,
+                queues: self.queues.len(),
+            });
+        };
+        if self.queues.len() == 1 {
+            return Ok(());
+        }
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = attached.get_mut(index) else {
+            return Ok(());
+        };
+        if *state == enabled {
+            return Ok(());
+        }
+        let (flag, what) = if enabled {
+            (libc::IFF_ATTACH_QUEUE, "attaching a queue")
+        } else {
+            (libc::IFF_DETACH_QUEUE, "detaching a queue")
+        };
+        let mut req = ifreq::request("");
+        req.ifr_ifru.ifru_flags = libc::c_short::try_from(flag)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+            .map_err(self.configure_err(what))?;
+        // SAFETY: TUNSETQUEUE takes a struct ifreq and reads its flags.
+        unsafe { ifreq::ifreq_ioctl(fd, libc::TUNSETQUEUE, &mut req) }
+            .map_err(self.configure_err(what))?;
+        *state = enabled;
+        tracing::debug!(name = self.name, index, enabled, "TAP queue attachment");
+        Ok(())
+    }
+
+    /// Whether queue `index` is attached (see [`Tap::set_queue_enabled`]);
+    /// false for a queue the TAP does not have.
+    pub fn queue_enabled(&self, index: usize) -> bool {
+        let attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        attached.get(index).copied().unwrap_or(false)
     }
 
     /// Tell the kernel which offloads the reader accepts, so it hands over
