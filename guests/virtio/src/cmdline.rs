@@ -22,6 +22,7 @@ pub struct Config {
     pub serve_ms: u64,
     pub serve_icmp: u64,
     pub mirror: bool,
+    pub reassign: bool,
     pub bench_seq_mib: u64,
     pub bench_rand_ops: u64,
     pub bench_net_frames: u64,
@@ -49,6 +50,7 @@ impl Default for Config {
             serve_ms: 0,
             serve_icmp: 0,
             mirror: false,
+            reassign: false,
             bench_seq_mib: 0,
             bench_rand_ops: 0,
             bench_net_frames: 0,
@@ -104,11 +106,8 @@ fn apply(c: &mut Config, word: &[u8]) -> bool {
         (b"net", None) => c.net = true,
         (b"console", None) => c.console = true,
         (b"rng", None) => c.rng = true,
-        // The mirror needs a console, so it is exercised as well.
-        (b"mirror", None) => {
-            c.mirror = true;
-            c.console = true;
-        }
+        (b"reassign", None) => c.reassign = true,
+        (b"mirror", None) => c.mirror = true,
         (b"ecam", Some(v)) => return set(&mut c.ecam, number(v)),
         (b"blk-first", Some(v)) => return set(&mut c.blk_first, number(v)),
         (b"blk-count", Some(v)) => return set(&mut c.blk_count, number(v).filter(|&n| n <= 256)),

@@ -44,11 +44,12 @@ pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
     // SAFETY: the platform puts ECAM there (or the command line says where).
     let mut root = unsafe { pci::root(config.ecam) };
     let functions = pci::scan(&root);
-    pci::setup(&mut root, &functions);
+    pci::setup(&mut root, &functions, config.reassign);
 
     // The console first, so with `mirror` the rest is seen there as it happens.
     let order = [
-        (DeviceType::Console, config.console),
+        // The mirror needs a console, so it is exercised as well.
+        (DeviceType::Console, config.console || config.mirror),
         (DeviceType::EntropySource, config.rng),
         (DeviceType::Block, config.blk),
         (DeviceType::Network, config.net),

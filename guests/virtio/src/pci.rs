@@ -66,11 +66,17 @@ pub fn scan(root: &Root) -> Vec<Function> {
 
 /// Keeps the BARs Vireo (or firmware) assigned; places unassigned memory
 /// BARs of virtio functions above every assigned one, then turns on memory
-/// decoding and bus mastering for them.
-pub fn setup(root: &mut Root, functions: &[Function]) {
+/// decoding and bus mastering for them. With `reassign`, the virtio
+/// functions' BARs are zeroed first, so all of them are placed here.
+pub fn setup(root: &mut Root, functions: &[Function], reassign: bool) {
     let virtio: Vec<&Function> = functions.iter().filter(|f| f.kind.is_some()).collect();
+    if reassign {
+        for function in &virtio {
+            clear_bars(root, function.df);
+        }
+    }
     let mut next = WINDOW_START;
-    for function in &virtio {
+    for function in functions {
         let Ok(bars) = root.bars(function.df) else {
             continue;
         };
@@ -96,6 +102,24 @@ pub fn setup(root: &mut Root, functions: &[Function]) {
         }
         let (_, command) = root.get_status_command(df);
         root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
+    }
+}
+
+/// Zeroes every memory BAR of `df`, with memory decoding off so the
+/// function never decodes at address 0; `setup` turns decoding back on.
+fn clear_bars(root: &mut Root, df: DeviceFunction) {
+    let (_, command) = root.get_status_command(df);
+    root.set_command(df, command - Command::MEMORY_SPACE);
+    let Ok(bars) = root.bars(df) else {
+        return;
+    };
+    for (index, bar) in bars.iter().enumerate() {
+        if let Some(BarInfo::Memory { address_type, .. }) = bar {
+            match address_type {
+                MemoryBarType::Width64 => root.set_bar_64(df, index as u8, 0),
+                _ => root.set_bar_32(df, index as u8, 0),
+            }
+        }
     }
 }
 
