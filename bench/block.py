@@ -8,7 +8,9 @@ for qemu-img too), so the figures measure each implementation's own
 overhead. qemu-img bench only does sequential I/O, so the qemu comparison
 is sequential; it is run with both of its AIO engines (threads, io_uring).
 
-Prints the median of RUNS runs for each case, and the ratios.
+Prints the median of RUNS runs for each case, and the median of the
+per-round ratios (cases alternate within a round, so load from other
+processes on a shared machine falls on both sides of a ratio alike).
 
 usage: bench/block.py [--runs N] [--count N] [--depth N] [--size-mib N] [--dir DIR]
 """
@@ -45,9 +47,17 @@ def qemu_bench(image, op, count, depth, aio):
     return count / secs
 
 
-def median(f, runs):
-    vals = [f() for _ in range(runs)]
-    return statistics.median(vals)
+def paired(fs, runs):
+    """Run the functions in turn, RUNS rounds (so a busy moment on a shared
+    machine hits all of them alike); medians of each, and the median of
+    each one's per-round ratio to the first."""
+    vals = [[] for _ in fs]
+    for _ in range(runs):
+        for i, f in enumerate(fs):
+            vals[i].append(f())
+    meds = [statistics.median(v) for v in vals]
+    ratios = [statistics.median(v / b for v, b in zip(vs, vals[0])) for vs in vals]
+    return meds, ratios
 
 
 def main():
@@ -77,9 +87,9 @@ def main():
     worst = None
     for op in ("read", "write"):
         for pattern in ("seq", "rand"):
-            r = median(lambda: vireo(raw, op, pattern, a.count, a.depth), a.runs)
-            q = median(lambda: vireo(qcow, op, pattern, a.count, a.depth), a.runs)
-            ratio = q / r
+            (r, q), (_, ratio) = paired(
+                [lambda: vireo(raw, op, pattern, a.count, a.depth),
+                 lambda: vireo(qcow, op, pattern, a.count, a.depth)], a.runs)
             worst = ratio if worst is None else min(worst, ratio)
             print(f"{op + ' ' + pattern:<22}{r:>12.0f}{q:>14.0f}{ratio:>11.2f}")
     print(f"\nqcow2 >= 0.9 x raw: {'yes' if worst >= 0.9 else 'NO'} (lowest ratio {worst:.2f})\n")
@@ -87,15 +97,13 @@ def main():
     print(f"{'qcow2, sequential':<22}{'vireo ops/s':>12}{'qemu threads':>14}{'qemu io_uring':>15}{'vireo/best':>12}")
     lowest = None
     for op in ("read", "write"):
-        v = median(lambda: vireo(qcow, op, "seq", a.count, a.depth), a.runs)
-        qt = median(lambda: qemu_bench(qcow, op, a.count, a.depth, "threads"), a.runs)
-        try:
-            qu = median(lambda: qemu_bench(qcow, op, a.count, a.depth, "io_uring"), a.runs)
-        except subprocess.CalledProcessError:
-            qu = float("nan")
-        best = max(x for x in (qt, qu) if x == x)
-        lowest = v / best if lowest is None else min(lowest, v / best)
-        print(f"{op:<22}{v:>12.0f}{qt:>14.0f}{qu:>15.0f}{v / best:>12.2f}")
+        (v, qt, qu), (_, rt, ru) = paired(
+            [lambda: vireo(qcow, op, "seq", a.count, a.depth),
+             lambda: qemu_bench(qcow, op, a.count, a.depth, "threads"),
+             lambda: qemu_bench(qcow, op, a.count, a.depth, "io_uring")], a.runs)
+        ratio = 1 / max(rt, ru)
+        lowest = ratio if lowest is None else min(lowest, ratio)
+        print(f"{op:<22}{v:>12.0f}{qt:>14.0f}{qu:>15.0f}{ratio:>12.2f}")
     print(f"\nvireo >= qemu-img bench (its best engine): {'yes' if lowest >= 1.0 else 'NO'} "
           f"(lowest ratio {lowest:.2f})")
 

@@ -131,6 +131,19 @@ pub trait DiskImage: Send + Sync {
         None
     }
 
+    /// For io_uring reads: when `[offset, offset + len)` is one contiguous
+    /// range of the file [`DiskImage::direct_file`] names, its offset
+    /// there. The mapping stays valid (the image frees no cluster under
+    /// it) until [`DiskImage::end_direct_read`]. `None`: use
+    /// [`DiskImage::read_vectored`].
+    fn begin_direct_read(&self, offset: u64, len: u64) -> Option<u64> {
+        let _ = (offset, len);
+        None
+    }
+
+    /// Ends what a successful [`DiskImage::begin_direct_read`] began.
+    fn end_direct_read(&self) {}
+
     /// Bytes the image occupies on the host (blocks allocated).
     fn host_allocated_bytes(&self) -> Result<u64> {
         Ok(0)

@@ -39,9 +39,10 @@ struct InFlight {
     kind: Kind,
     /// The whole request.
     iovs: Vec<Iov>,
-    offset: u64,
     /// Bytes done so far (short transfers are continued).
     done: u64,
+    /// Host offset the request's first byte maps to.
+    host: u64,
     /// iovecs of the piece now in the kernel; must outlive it.
     current: Vec<libc::iovec>,
 }
@@ -97,12 +98,13 @@ impl Ring {
                 .all(|v| (v.ptr as usize).is_multiple_of(a) && v.len.is_multiple_of(a))
     }
 
-    /// Submit a read (`write == false`), write or flush.
+    /// Submit a read (`write == false`) or write of `iovs` at host
+    /// offset `host`.
     pub fn submit_rw(
         &mut self,
         user_data: u64,
         write: bool,
-        offset: u64,
+        host: u64,
         iovs: Vec<Iov>,
     ) -> Result<()> {
         let kind = if write { Kind::Write } else { Kind::Read };
@@ -110,8 +112,8 @@ impl Ring {
             user_data,
             kind,
             iovs,
-            offset,
             done: 0,
+            host,
             current: Vec::new(),
         })
     }
@@ -122,8 +124,8 @@ impl Ring {
             user_data,
             kind: Kind::Flush,
             iovs: Vec::new(),
-            offset: 0,
             done: 0,
+            host: 0,
             current: Vec::new(),
         })
     }
@@ -169,7 +171,7 @@ impl Ring {
                     })
                     .collect();
                 let n = u32::try_from(req.current.len()).unwrap_or(1024);
-                let at = req.offset + req.done;
+                let at = req.host + req.done;
                 if matches!(req.kind, Kind::Read) {
                     opcode::Readv::new(fd, req.current.as_ptr(), n)
                         .offset(at)
@@ -204,8 +206,9 @@ impl Ring {
         self.inflight
     }
 
-    /// Reap finished requests into `out`; continue short transfers.
-    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+    /// Reap finished requests into `out`; continue short transfers. Calls
+    /// `read_done` once per finished read.
+    pub fn reap(&mut self, out: &mut Vec<Completion>, read_done: &dyn Fn()) {
         let cqes: Vec<(u64, i32)> = self
             .ring
             .completion()
@@ -251,6 +254,9 @@ impl Ring {
             };
             match outcome {
                 Some(result) => {
+                    if matches!(req.kind, Kind::Read) {
+                        read_done();
+                    }
                     self.inflight -= 1;
                     self.free.push(slot);
                     out.push(Completion {
@@ -260,8 +266,12 @@ impl Ring {
                 }
                 None => {
                     let user_data = req.user_data;
+                    let read = matches!(req.kind, Kind::Read);
                     self.slots[slot] = Some(req);
                     if let Err(e) = self.push(slot) {
+                        if read {
+                            read_done();
+                        }
                         self.slots[slot] = None;
                         self.inflight -= 1;
                         self.free.push(slot);
@@ -277,13 +287,13 @@ impl Ring {
 
     /// Wait for every request in the ring, discarding the completions
     /// (the disk is being dropped).
-    pub fn wait_all(&mut self) {
+    pub fn wait_all(&mut self, read_done: &dyn Fn()) {
         let mut sink = Vec::new();
         while self.inflight > 0 {
             if self.ring.submit_and_wait(1).is_err() {
                 break;
             }
-            self.reap(&mut sink);
+            self.reap(&mut sink, read_done);
             sink.clear();
         }
     }

@@ -77,7 +77,7 @@ impl Qcow2Disk {
         if mode != RepairMode::None && self.read_only {
             return Err(Error::ReadOnly);
         }
-        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
         let cs = self.cluster_size();
         let cb = self.cluster_bits;

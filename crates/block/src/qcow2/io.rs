@@ -83,6 +83,27 @@ impl Qcow2Disk {
         Ok(out)
     }
 
+    /// The host offset of a read that lies in one contiguous run of data
+    /// clusters; counts it as a direct read until `end_direct_read`.
+    pub(super) fn begin_direct_read_impl(&self, offset: u64, len: u64) -> Option<u64> {
+        if len == 0 || self.check_range(offset, len).is_err() {
+            return None;
+        }
+        let _gate = self.gate_read();
+        let pieces = {
+            let mut m = self.lock_meta();
+            self.map_range(&mut m, offset, len).ok()?
+        };
+        match pieces.as_slice() {
+            [(0, n, Piece::Host(host))] if *n == len => {
+                self.direct_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                Some(*host)
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn read_impl(&self, offset: u64, bufs: &[IoBufMut]) -> Result<()> {
         let iovs = Iov::from_bufs_mut(bufs);
         let len = iov_len(&iovs);
@@ -179,6 +200,10 @@ impl Qcow2Disk {
         let mut m = self.lock_meta();
         // Fast path: every cluster is allocated and ours alone; write in
         // place without holding the metadata lock.
+        if let Some(host) = self.in_place_target(&mut m, offset, len)? {
+            drop(m);
+            return self.file.write_iov(host, &iovs);
+        }
         let mut in_place = len > 0;
         if in_place {
             let first = offset >> self.cluster_bits;
@@ -311,6 +336,24 @@ impl Qcow2Disk {
         Ok(buf)
     }
 
+    /// The common case, checked with one table lookup: a write inside one
+    /// cluster that is allocated and ours alone. Its host offset.
+    fn in_place_target(&self, m: &mut Meta, offset: u64, len: u64) -> Result<Option<u64>> {
+        let cs = self.cluster_size();
+        let in_cluster = offset & (cs - 1);
+        if len == 0 || in_cluster + len > cs {
+            return Ok(None);
+        }
+        let e = m.l2_entry(&self.file, offset >> self.cluster_bits)?;
+        if e & COPIED == 0 {
+            return Ok(None);
+        }
+        Ok(match m.mapping(&self.file, offset >> self.cluster_bits)? {
+            Mapping::Data { host, .. } => Some(host + in_cluster),
+            _ => None,
+        })
+    }
+
     /// Discard or zero a range: whole clusters change their L2 entries;
     /// partial clusters are written with zeroes (for write-zeroes) or left
     /// alone (for discard).
@@ -319,7 +362,7 @@ impl Qcow2Disk {
             return Err(Error::ReadOnly);
         }
         self.check_range(offset, len)?;
-        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
         let cs = self.cluster_size();
         let zeroes = vec![0u8; usize::try_from(cs).unwrap_or(0)];
@@ -416,7 +459,7 @@ impl Qcow2Disk {
                 )?;
             }
         }
-        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
         m.resize(&self.file, new_size)?;
         self.size.store(new_size, Ordering::Release);

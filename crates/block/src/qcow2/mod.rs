@@ -18,8 +18,9 @@ mod snapshot_ops;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 pub use check::{CheckReport, RepairMode};
 pub use create::{create, CreateOptions};
@@ -45,6 +46,9 @@ pub struct Qcow2Disk {
     size: AtomicU64,
     /// Held shared by reads and writes, exclusively while clusters are freed.
     gate: RwLock<()>,
+    /// Reads mapped by `begin_direct_read` and not yet ended: they hold
+    /// off cluster frees as the gate does.
+    direct_reads: AtomicUsize,
     meta: Mutex<Meta>,
 }
 
@@ -189,6 +193,7 @@ impl Qcow2Disk {
             backing,
             read_only,
             gate: RwLock::new(()),
+            direct_reads: AtomicUsize::new(0),
             meta: Mutex::new(meta),
         };
         if !read_only {
@@ -201,6 +206,26 @@ impl Qcow2Disk {
             disk.clear_autoclear()?;
         }
         Ok(disk)
+    }
+
+    /// Exclusive access for operations that free clusters: no read or
+    /// write may be in flight, through the gate or through io_uring.
+    fn exclusive(&self) -> Result<RwLockWriteGuard<'_, ()>> {
+        /// Longest wait for io_uring reads to be reaped.
+        const MAX_WAIT: Duration = Duration::from_secs(10);
+        let guard = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let start = Instant::now();
+        // Direct reads end when their AsyncDisk reaps them; new ones cannot
+        // start while we hold the gate.
+        while self.direct_reads.load(Ordering::Acquire) > 0 {
+            if start.elapsed() > MAX_WAIT {
+                return Err(Error::Unsupported(
+                    "freeing clusters while io_uring reads stay unreaped",
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(guard)
     }
 
     fn lock_meta(&self) -> MutexGuard<'_, Meta> {
@@ -387,5 +412,21 @@ impl DiskImage for Qcow2Disk {
 
     fn host_allocated_bytes(&self) -> Result<u64> {
         self.file.allocated_bytes()
+    }
+
+    fn direct_file(&self) -> Option<crate::DirectFile> {
+        Some(crate::DirectFile {
+            fd: self.file.raw_fd(),
+            direct: self.file.direct(),
+            align: self.file.align(),
+        })
+    }
+
+    fn begin_direct_read(&self, offset: u64, len: u64) -> Option<u64> {
+        self.begin_direct_read_impl(offset, len)
+    }
+
+    fn end_direct_read(&self) {
+        self.direct_reads.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -28,7 +28,7 @@ impl Qcow2Disk {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
         if m.snapshots.iter().any(|s| s.name == name) {
             return Err(Error::InvalidImage(format!(
@@ -85,7 +85,7 @@ impl Qcow2Disk {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
         let pos = m
             .snapshots
