@@ -16,6 +16,7 @@ mod net;
 mod out;
 mod packet;
 mod pci;
+mod reinit;
 mod rng;
 mod time;
 mod watch;
@@ -79,6 +80,16 @@ fn run_device(root: &mut Root, function: &Function, config: &cmdline::Config, mi
         Some(DeviceType::Block) => ("virtio-blk", Some(0)),
         _ => ("virtio-net", None),
     };
+    if config.reinit {
+        match pci::transport(root, config.ecam, function, name, watched) {
+            Ok(t) => {
+                if let Err(e) = reinit::warm_up(function.kind.unwrap(), t) {
+                    say!("{}: FAIL before reset: {}", name, e);
+                }
+            }
+            Err(e) => return say!("{}: FAIL transport {}: {}", name, function.df, e),
+        }
+    }
     let transport = match pci::transport(root, config.ecam, function, name, watched) {
         Ok(t) => t,
         Err(e) => return say!("{}: FAIL transport {}: {}", name, function.df, e),
