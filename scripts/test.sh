@@ -6,12 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: gcc/binutils build the test guests, iasl
-# checks our ACPI tables, busybox and cpio make the Linux test's initramfs.
+# checks our ACPI tables, busybox and cpio make the Linux test's initramfs,
+# qemu-utils checks our qcow2 images.
 need=()
 command -v gcc >/dev/null || need+=(gcc)
 command -v iasl >/dev/null || need+=(acpica-tools)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
+# qemu-img and qemu-io are the oracle of the qcow2 interop tests. Installed
+# with qemu-system-x86 so neither removes the other's (backported) version.
+command -v qemu-img >/dev/null || need+=(qemu-system-x86 qemu-utils)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
