@@ -48,6 +48,8 @@ pub struct BlockHandler {
     serial: [u8; 20],
     in_flight: Vec<Option<InFlight>>,
     free_slots: Vec<usize>,
+    /// Requests in flight per queue.
+    queue_in_flight: Vec<usize>,
     completions: Vec<Completion>,
     broken: bool,
 }
@@ -65,6 +67,7 @@ impl BlockHandler {
             source: std::io::Error::other(e.to_string()),
         })?;
         Ok(Self {
+            queue_in_flight: vec![0; ctx.queues.len()],
             disk,
             mem: ctx.mem,
             queues: ctx.queues,
@@ -85,12 +88,16 @@ impl BlockHandler {
     }
 
     /// Pop and start every request on queue `qi`.
+    ///
+    /// Notifications stay off while any request of the queue is in
+    /// flight: each completion looks at the ring again, so the driver need
+    /// not kick (a VM exit) for requests it queues meanwhile. Only an idle
+    /// queue re-arms them, after a short poll.
     fn serve_queue(&mut self, qi: usize) {
         let capacity = self.disk.disk().size();
         let read_only = self.disk.disk().read_only();
         loop {
-            let q = &mut self.queues[qi].queue;
-            if let Err(e) = q.disable_notification(&self.mem) {
+            if let Err(e) = self.queues[qi].queue.disable_notification(&self.mem) {
                 return self.ring_broken(e.into());
             }
             loop {
@@ -116,10 +123,25 @@ impl BlockHandler {
                         self.finish(qi, head, used);
                     }
                 }
+                if self.broken {
+                    return;
+                }
+            }
+            if self.queue_in_flight[qi] > 0 {
+                return;
+            }
+            // Idle: poll a little (only when nothing at all is in flight, so
+            // no completion waits on the spin), then re-arm and re-check.
+            if self.free_slots.len() == self.in_flight.len() {
+                match queue::poll_avail(&self.queues[qi].queue, &self.mem, queue::POLL_BUDGET) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => return self.ring_broken(e),
+                }
             }
             match self.queues[qi].queue.enable_notification(&self.mem) {
                 Ok(true) => continue,
-                Ok(false) => break,
+                Ok(false) => return,
                 Err(e) => return self.ring_broken(e.into()),
             }
         }
@@ -164,6 +186,7 @@ impl BlockHandler {
             kind,
             bytes,
         };
+        self.queue_in_flight[qi] += 1;
         let slot = match self.free_slots.pop() {
             Some(s) => {
                 self.in_flight[s] = Some(flight);
@@ -206,6 +229,7 @@ impl BlockHandler {
             return;
         };
         self.free_slots.push(slot);
+        self.queue_in_flight[f.queue] -= 1;
         let m = &self.metrics;
         let used = match result {
             Ok(()) => {
@@ -239,12 +263,23 @@ impl BlockHandler {
         let _ = self.disk.completion_fd().read();
         let mut done = std::mem::take(&mut self.completions);
         self.disk.drain_completions(&mut done);
+        let mut touched = vec![false; self.queues.len()];
         for c in done.drain(..) {
             if let Ok(slot) = usize::try_from(c.user_data) {
+                if let Some(Some(f)) = self.in_flight.get(slot) {
+                    touched[f.queue] = true;
+                }
                 self.complete(slot, c.result);
             }
         }
         self.completions = done;
+        // Notifications were left off while these were in flight: pick up
+        // whatever the driver queued meanwhile.
+        for (qi, t) in touched.into_iter().enumerate() {
+            if t && !self.broken {
+                self.serve_queue(qi);
+            }
+        }
     }
 }
 
