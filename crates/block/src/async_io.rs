@@ -233,10 +233,11 @@ impl AsyncDisk {
         if write && (!file.direct || disk.format() != crate::ImageFormat::Raw) {
             return Some(request);
         }
-        let mut r = lock(ring);
-        if !r.accepts(offset, &iovs) {
+        if !lock(ring).accepts(offset, &iovs) {
             return Some(request);
         }
+        // Map before taking the ring lock: mapping may wait for the image's
+        // metadata lock, and drain_completions needs the ring lock.
         let host = if write {
             offset
         } else {
@@ -253,6 +254,7 @@ impl AsyncDisk {
             }
             return Some(request);
         }
+        let mut r = lock(ring);
         match r.submit_rw(user_data, write, host, iovs) {
             Ok(()) => None,
             Err(_) => {
@@ -312,14 +314,15 @@ impl AsRawFd for AsyncDisk {
 
 impl Drop for AsyncDisk {
     fn drop(&mut self) {
+        // The ring first: a worker's discard may be waiting for its reads.
+        if let Some(ring) = &self.ring {
+            let disk = &self.shared.disk;
+            lock(ring).wait_all(&|| disk.end_direct_read());
+        }
         lock(&self.shared.queue).shutdown = true;
         self.shared.work.notify_all();
         for h in self.workers.drain(..) {
             let _ = h.join();
-        }
-        if let Some(ring) = &self.ring {
-            let disk = &self.shared.disk;
-            lock(ring).wait_all(&|| disk.end_direct_read());
         }
     }
 }

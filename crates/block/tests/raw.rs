@@ -256,3 +256,78 @@ fn dropping_the_async_disk_finishes_queued_requests() {
     disk.read_at(0, &mut back).unwrap();
     assert!(back.iter().all(|&v| v == 5));
 }
+
+#[test]
+fn qcow2_discards_and_ring_reads_share_one_async_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mix.qcow2");
+    block::qcow2::create(
+        &p,
+        &block::qcow2::CreateOptions {
+            size: 4 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let disk = open(&p, false, false);
+    disk.write_at(0, &vec![3u8; 4 << 20]).unwrap();
+    let io = AsyncDisk::new(Arc::clone(&disk), 2).unwrap();
+    let start = std::time::Instant::now();
+    let mut expected = 0;
+    for round in 0..20u64 {
+        for i in 0..32u64 {
+            let buf: &'static mut [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
+            let off = ((round * 32 + i) * 4096) % (4 << 20);
+            io.submit(
+                Request::Read {
+                    offset: off,
+                    bufs: vec![IoBufMut::new(buf)],
+                },
+                round * 1000 + i,
+            )
+            .unwrap();
+            expected += 1;
+        }
+        io.submit(
+            Request::Discard {
+                offset: (round % 4) << 20,
+                len: 65536,
+            },
+            round * 1000 + 999,
+        )
+        .unwrap();
+        expected += 1;
+    }
+    let mut done = Vec::new();
+    while done.len() < expected {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "requests stalled: {} of {expected} done",
+            done.len()
+        );
+        let mut pfd = libc::pollfd {
+            fd: std::os::unix::io::AsRawFd::as_raw_fd(&io),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 100) };
+        io.drain_completions(&mut done);
+    }
+    assert!(done.iter().all(|c| c.result.is_ok()));
+    drop(io);
+    drop(disk);
+    common_check(&p);
+}
+
+fn common_check(p: &std::path::Path) {
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

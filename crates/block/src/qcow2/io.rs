@@ -89,7 +89,9 @@ impl Qcow2Disk {
         if len == 0 || self.check_range(offset, len).is_err() {
             return None;
         }
-        let _gate = self.gate_read();
+        // Never wait here: the caller also reaps the reads an exclusive
+        // operation may be waiting for. Busy: the request takes the pool.
+        let _gate = self.gate.try_read().ok()?;
         let pieces = {
             let mut m = self.lock_meta();
             self.map_range(&mut m, offset, len).ok()?
