@@ -331,3 +331,64 @@ fn common_check(p: &std::path::Path) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn qcow2_with_o_direct() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let p = dir.path().join("d.qcow2");
+    block::qcow2::create(
+        &p,
+        &block::qcow2::CreateOptions {
+            size: 8 << 20,
+            cluster_size: 4096,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let disk = match block::open(
+        &p,
+        &OpenOptions {
+            direct: true,
+            ..Default::default()
+        },
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipping: O_DIRECT unavailable here: {e:?}");
+            return;
+        }
+    };
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+    disk.write_at(12_345, &data).unwrap();
+    disk.discard(1 << 20, 1 << 20).unwrap();
+    disk.write_zeroes(100_000, 5000, false).unwrap();
+    disk.flush().unwrap();
+    let mut back = vec![0u8; 300_000];
+    disk.read_at(12_345, &mut back).unwrap();
+    let mut expect = data.clone();
+    expect[100_000 - 12_345..105_000 - 12_345].fill(0);
+    assert!(back == expect);
+    let io = AsyncDisk::new(Arc::clone(&disk), 2).unwrap();
+    let buf: &'static mut [u8] = Box::leak(vec![0u8; 8192].into_boxed_slice());
+    let ptr = buf.as_ptr();
+    io.submit(
+        Request::Read {
+            offset: 16384,
+            bufs: vec![IoBufMut::new(buf)],
+        },
+        1,
+    )
+    .unwrap();
+    let mut done = Vec::new();
+    while done.is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        io.drain_completions(&mut done);
+    }
+    assert!(done[0].result.is_ok());
+    // SAFETY: the read completed; the buffer is ours again.
+    let got = unsafe { std::slice::from_raw_parts(ptr, 8192) };
+    assert!(got == &expect[16384 - 12_345..16384 - 12_345 + 8192]);
+    drop(io);
+    drop(disk);
+    common_check(&p);
+}
