@@ -6,6 +6,7 @@
 //! guest to power off, reset or crash, or for the user to stop it. It never
 //! parses guest data itself: devices and `arch` do.
 
+pub mod api;
 pub mod config;
 mod device_config;
 mod error;

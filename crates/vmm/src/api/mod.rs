@@ -1,0 +1,9 @@
+//! The per-VM control API: HTTP/1.1 with JSON bodies on a unix socket, as
+//! Firecracker's and Cloud Hypervisor's.
+
+pub mod types;
+
+pub use types::{
+    Action, ActionResult, ApiError, Counters, DeviceInfo, DiskSpec, NetSpec, RemoveDeviceSpec,
+    ResizeDiskSpec, VmConfigSpec, VmController, VmInfo, VmState,
+};

@@ -1,0 +1,212 @@
+//! What the per-VM API speaks: the actions a client can ask for and the
+//! JSON shapes of their bodies. The HTTP side (`http.rs`, `routes.rs`)
+//! turns requests into [`Action`]s; the VMM's [`VmController`] carries them
+//! out. Neither side knows the other's internals.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Started with `--api-socket` and no kernel: waiting for `PUT /vm/config`.
+    NotConfigured,
+    /// Configured, waiting for `PUT /vm/boot`.
+    Configured,
+    /// vCPUs running.
+    Running,
+    /// vCPUs held out of the guest, devices quiesced.
+    Paused,
+    /// The guest powered off (or was powered off); the process is ending.
+    Shutdown,
+}
+
+/// A disk, as `PUT /vm/config` and `PUT /vm/add-disk` take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Name for later requests (`remove-device`, `resize-disk`); default `disk<N>`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Image path (raw or qcow2).
+    pub path: PathBuf,
+    /// Open read-only.
+    #[serde(default)]
+    pub readonly: bool,
+    /// `none` (O_DIRECT) or `writeback` (default).
+    #[serde(default)]
+    pub cache: Option<String>,
+    /// Serial the guest reads with GET_ID.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Request queues (default 1).
+    #[serde(default)]
+    pub queues: Option<u16>,
+}
+
+/// A network card, as `PUT /vm/config` and `PUT /vm/add-net` take it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    /// Name for later requests; default `net<N>`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// TAP to attach to (created if missing); default: a new one.
+    #[serde(default)]
+    pub tap: Option<String>,
+    /// Guest MAC, `xx:xx:xx:xx:xx:xx`; default: generated.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Queue pairs (default 1).
+    #[serde(default)]
+    pub queues: Option<u16>,
+}
+
+/// The whole machine, for `PUT /vm/config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfigSpec {
+    /// Kernel image path.
+    pub kernel: PathBuf,
+    /// Initial ramdisk path.
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (default: `vireo run`'s).
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    /// Guest RAM in MiB (default 128).
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// vCPUs (default 1).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Disks.
+    #[serde(default)]
+    pub disks: Vec<DiskSpec>,
+    /// Network cards.
+    #[serde(default)]
+    pub nets: Vec<NetSpec>,
+    /// A virtio-rng device.
+    #[serde(default)]
+    pub rng: bool,
+}
+
+/// `PUT /vm/remove-device` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveDeviceSpec {
+    /// The device's id.
+    pub id: String,
+}
+
+/// `PUT /vm/resize-disk` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResizeDiskSpec {
+    /// The disk's id.
+    pub id: String,
+    /// New virtual size in bytes (a multiple of 512).
+    pub size_bytes: u64,
+}
+
+/// One device, as `GET /vm` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Its id.
+    pub id: String,
+    /// `virtio-blk`, `virtio-net`, `virtio-console` or `virtio-rng`.
+    pub kind: String,
+    /// PCI address, `00:03.0`.
+    pub pci: String,
+    /// Kind-specific facts (disk path and size, TAP name and MAC, ...).
+    pub details: BTreeMap<String, String>,
+}
+
+/// `GET /vm` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// Lifecycle state.
+    pub state: VmState,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest RAM in bytes.
+    pub memory_bytes: u64,
+    /// Kernel path, if configured.
+    pub kernel: Option<String>,
+    /// Kernel command line, if configured.
+    pub cmdline: Option<String>,
+    /// Devices on the PCI bus.
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// `GET /vm/counters` response: per device and per vCPU, counter name to value.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Device id to its counters (bytes, requests, errors, ...).
+    pub devices: BTreeMap<String, BTreeMap<String, u64>>,
+    /// vCPU index to its exit counts by reason (`mmio`, `pio`, `hlt`, ...).
+    pub vcpus: BTreeMap<u32, BTreeMap<String, u64>>,
+}
+
+/// Something a client asks the VM to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `GET /vm`.
+    GetVm,
+    /// `GET /vm/counters`.
+    GetCounters,
+    /// `PUT /vm/config`.
+    Configure(Box<VmConfigSpec>),
+    /// `PUT /vm/boot`.
+    Boot,
+    /// `PUT /vm/pause`.
+    Pause,
+    /// `PUT /vm/resume`.
+    Resume,
+    /// `PUT /vm/shutdown`: ACPI power button; the guest decides.
+    Shutdown,
+    /// `PUT /vm/reset`.
+    Reset,
+    /// `PUT /vm/power-off`: immediate, without asking the guest.
+    PowerOff,
+    /// `PUT /vm/add-disk`.
+    AddDisk(DiskSpec),
+    /// `PUT /vm/add-net`.
+    AddNet(NetSpec),
+    /// `PUT /vm/remove-device`.
+    RemoveDevice(RemoveDeviceSpec),
+    /// `PUT /vm/resize-disk`.
+    ResizeDisk(ResizeDiskSpec),
+}
+
+/// A refused or failed action: the HTTP status and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// HTTP status (400 bad input, 404 no such device, 409 wrong state, 500 host failure).
+    pub status: u16,
+    /// One line for the client, naming the problem.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// What an action returns: a JSON body (`Null` means 204 No Content).
+pub type ActionResult = Result<serde_json::Value, ApiError>;
+
+/// The VMM side of the API: carries out actions, one at a time.
+pub trait VmController: Send + Sync {
+    /// Carry out `action`. Called from API connection threads; the
+    /// implementation serializes actions itself.
+    fn handle(&self, action: Action) -> ActionResult;
+}
