@@ -9,7 +9,7 @@ use netvirt::{Offloads, Tap};
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::*;
 
-use super::event_handler::{CtrlQueue, NetHandler, PairQueues, RxMode};
+use super::event_handler::{CtrlQueue, MqState, NetHandler, PairQueues, RxMode};
 use super::metrics::{add, NetMetrics};
 use super::request::{MAX_FRAME_LEN, NET_HDR_LEN};
 use crate::device::{ActivateContext, ActivateError, ActiveQueue, VirtioDevice, VirtioInterrupt};
@@ -67,9 +67,13 @@ pub enum NetError {
 /// The host side of the device's frames.
 enum Backend {
     Tap(Tap),
-    /// Stand-in descriptors (socket pairs) for unit tests.
+    /// Stand-in descriptors (socket pairs) for unit tests, recording
+    /// which queues are attached.
     #[cfg(test)]
-    Fds(Vec<OwnedFd>),
+    Fds {
+        fds: Vec<OwnedFd>,
+        attached: Mutex<Vec<bool>>,
+    },
 }
 
 impl Backend {
@@ -77,7 +81,7 @@ impl Backend {
         match self {
             Self::Tap(t) => t.supported_offloads(),
             #[cfg(test)]
-            Self::Fds(_) => Offloads::ALL,
+            Self::Fds { .. } => Offloads::ALL,
         }
     }
 
@@ -88,7 +92,7 @@ impl Backend {
                 source: std::io::Error::other(e.to_string()),
             }),
             #[cfg(test)]
-            Self::Fds(_) => Ok(()),
+            Self::Fds { .. } => Ok(()),
         }
     }
 
@@ -96,7 +100,7 @@ impl Backend {
         match self {
             Self::Tap(t) => t.clone_queues(),
             #[cfg(test)]
-            Self::Fds(f) => f.iter().map(OwnedFd::try_clone).collect(),
+            Self::Fds { fds, .. } => fds.iter().map(OwnedFd::try_clone).collect(),
         }
     }
 
@@ -109,7 +113,7 @@ impl Backend {
                 .and_then(|m| usize::try_from(m).ok())
                 .unwrap_or(usize::from(DEFAULT_MTU)),
             #[cfg(test)]
-            Self::Fds(_) => usize::from(DEFAULT_MTU),
+            Self::Fds { .. } => usize::from(DEFAULT_MTU),
         }
     }
 
@@ -117,8 +121,55 @@ impl Backend {
         match self {
             Self::Tap(t) => t.num_queues(),
             #[cfg(test)]
-            Self::Fds(f) => f.len(),
+            Self::Fds { fds, .. } => fds.len(),
         }
+    }
+
+    fn set_queue_enabled(&self, index: usize, enabled: bool) -> Result<(), netvirt::TapError> {
+        match self {
+            Self::Tap(t) => t.set_queue_enabled(index, enabled),
+            #[cfg(test)]
+            Self::Fds { attached, .. } => {
+                let mut attached = attached.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(a) = attached.get_mut(index) {
+                    *a = enabled;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Which of the TAP's queues the kernel hands guest-bound frames to:
+/// those of the queue pairs the driver uses. Held by the device and by
+/// the control queue, which changes it on VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET.
+///
+/// A multi-queue TAP spreads frames over its attached queues by flow
+/// hash, so a queue whose pair the driver does not use must be detached,
+/// or the frames the kernel puts there are never read (virtio 5.1.6.5.5:
+/// the device starts with one pair and uses only the pairs the driver
+/// sets). Detaching a queue drops the frames already waiting on it, as
+/// the kernel does; the flows they belong to move to the queues left.
+#[derive(Clone)]
+pub struct TapQueues(Arc<Backend>);
+
+impl TapQueues {
+    /// Attach the TAP queues of pairs `0..pairs` and detach the rest.
+    pub fn use_pairs(&self, pairs: usize) -> Result<(), netvirt::TapError> {
+        let total = self.0.num_queues();
+        // Attach first, so no moment has fewer queues than before or after.
+        for i in 0..pairs.min(total) {
+            self.0.set_queue_enabled(i, true)?;
+        }
+        for i in pairs..total {
+            self.0.set_queue_enabled(i, false)?;
+        }
+        Ok(())
+    }
+
+    /// Attach every queue: the state a TAP is opened in.
+    fn attach_all(&self) -> Result<(), netvirt::TapError> {
+        self.use_pairs(self.0.num_queues())
     }
 }
 
@@ -159,7 +210,7 @@ impl NetLink {
 
 /// A virtio network device backed by a TAP.
 pub struct Net {
-    backend: Backend,
+    backend: Arc<Backend>,
     mac: [u8; 6],
     queue_pairs: u16,
     mtu: Option<u16>,
@@ -191,7 +242,8 @@ impl Net {
     #[cfg(test)]
     pub(crate) fn with_fds(fds: Vec<OwnedFd>, mac: [u8; 6], mtu: Option<u16>) -> Self {
         let pairs = u16::try_from(fds.len()).unwrap_or(1);
-        match Self::build(Backend::Fds(fds), mac, pairs, mtu) {
+        let attached = Mutex::new(vec![true; fds.len()]);
+        match Self::build(Backend::Fds { fds, attached }, mac, pairs, mtu) {
             Ok(n) => n,
             Err(e) => panic!("test device: {e}"),
         }
@@ -223,7 +275,7 @@ impl Net {
         let mut queue_sizes = vec![QUEUE_SIZE; usize::from(queue_pairs) * 2];
         queue_sizes.push(CTRL_QUEUE_SIZE);
         Ok(Self {
-            backend,
+            backend: Arc::new(backend),
             mac,
             queue_pairs,
             mtu,
@@ -251,6 +303,21 @@ impl Net {
     /// The guest's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
+    }
+
+    /// Which backend queues are attached (the test backend records it).
+    #[cfg(test)]
+    pub(crate) fn attached_queues(&self) -> Vec<bool> {
+        match &*self.backend {
+            Backend::Tap(t) => (0..t.num_queues()).map(|i| t.queue_enabled(i)).collect(),
+            Backend::Fds { attached, .. } => {
+                attached.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            }
+        }
+    }
+
+    fn tap_queues(&self) -> TapQueues {
+        TapQueues(self.backend.clone())
     }
 
     fn config_bytes(&self) -> [u8; CONFIG_LEN] {
@@ -379,14 +446,26 @@ impl VirtioDevice for Net {
             need: NET_HDR_LEN + frame,
         };
 
+        // One pair until the driver sets more (VQ_PAIRS_SET), with or
+        // without MQ: the TAP hands frames to pair 0's queue only.
+        let tap_queues = self.tap_queues();
+        tap_queues.use_pairs(1).map_err(|e| ActivateError::Host {
+            what: "TAP queue attachment",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+
         let mut slots: Vec<PairSlot> = (0..pairs).map(|_| PairSlot::default()).collect();
         let mut ctrl = None;
         for q in ctx.queues {
             if Some(q.index) == ctrl_index {
                 ctrl = Some(CtrlQueue {
                     queue: q,
-                    mq: has(VIRTIO_NET_F_MQ),
-                    max_pairs: self.queue_pairs,
+                    mq: MqState {
+                        negotiated: has(VIRTIO_NET_F_MQ),
+                        max_pairs: self.queue_pairs,
+                        pairs: 1,
+                        tap_queues: tap_queues.clone(),
+                    },
                 });
                 continue;
             }
@@ -438,6 +517,11 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.link.set_interrupt(None);
         self.workers.clear();
+        // Back to the state the TAP was opened in, so the next activation
+        // starts from it.
+        if let Err(e) = self.tap_queues().attach_all() {
+            tracing::warn!("virtio-net: reattaching the TAP queues: {e}");
+        }
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -12,6 +12,7 @@ use virtio_bindings::virtio_net::{VIRTIO_NET_ERR, VIRTIO_NET_OK};
 use virtio_queue::QueueT;
 use vmm_sys_util::epoll::EventSet;
 
+use super::device::TapQueues;
 use super::metrics::{add, NetMetrics};
 use super::request::{self, CtrlCommand, CtrlRequest, RxBuffer, TxFrame, NET_HDR_LEN};
 use crate::device::{ActiveQueue, GuestMemory, VirtioInterrupt};
@@ -36,14 +37,48 @@ pub struct RxMode {
     pub need: usize,
 }
 
-/// The control queue and what its commands may ask.
+/// The control queue and what its commands may change.
 pub struct CtrlQueue {
     /// The queue.
     pub queue: ActiveQueue,
+    /// The queue pairs in use.
+    pub mq: MqState,
+}
+
+/// Multiqueue as the control queue sees it.
+pub struct MqState {
     /// VIRTIO_NET_F_MQ was negotiated.
-    pub mq: bool,
+    pub negotiated: bool,
     /// Queue pairs the device offers.
     pub max_pairs: u16,
+    /// Queue pairs in use: 1 until the driver sets more.
+    pub pairs: u16,
+    /// The TAP queues to attach and detach as pairs come and go.
+    pub tap_queues: TapQueues,
+}
+
+impl MqState {
+    /// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET `n`: whether it is allowed and the
+    /// TAP's queues now follow it.
+    fn set_pairs(&mut self, n: u16) -> bool {
+        if !self.negotiated || !(1..=self.max_pairs).contains(&n) {
+            return false;
+        }
+        match self.tap_queues.use_pairs(usize::from(n)) {
+            Ok(()) => {
+                tracing::debug!("virtio-net: {n} queue pairs in use");
+                self.pairs = n;
+                true
+            }
+            Err(e) => {
+                tracing::warn!("virtio-net: cannot use {n} queue pairs: {e}");
+                if let Err(e) = self.tap_queues.use_pairs(usize::from(self.pairs)) {
+                    tracing::warn!("virtio-net: restoring {} queue pairs: {e}", self.pairs);
+                }
+                false
+            }
+        }
+    }
 }
 
 /// Whether `count` stashed buffers of `bytes` in all can take a frame.
@@ -296,8 +331,11 @@ impl NetHandler {
             return;
         };
         let (mem, metrics) = (&self.mem, &self.metrics);
-        let (mq, max_pairs) = (ctrl.mq, ctrl.max_pairs);
-        let result = queue::drain(&mut ctrl.queue.queue, mem, |chain| {
+        let CtrlQueue {
+            queue: ctrl_queue,
+            mq,
+        } = ctrl;
+        let result = queue::drain(&mut ctrl_queue.queue, mem, |chain| {
             add(&metrics.ctrl_requests, 1);
             let req = match CtrlRequest::parse(chain) {
                 Ok(r) => r,
@@ -308,7 +346,7 @@ impl NetHandler {
                 }
             };
             let ok = match req.command {
-                CtrlCommand::SetQueuePairs(n) => mq && (1..=max_pairs).contains(&n),
+                CtrlCommand::SetQueuePairs(n) => mq.set_pairs(n),
                 CtrlCommand::Unsupported { class, command } => {
                     tracing::debug!("virtio-net: unsupported control command {class}/{command}");
                     false
@@ -321,7 +359,7 @@ impl NetHandler {
             u32::from(req.complete(mem, u8::try_from(status).unwrap_or(1)))
         });
         match result {
-            Ok(true) => self.interrupt.notify_queue(ctrl.queue.index),
+            Ok(true) => self.interrupt.notify_queue(ctrl_queue.index),
             Ok(false) => {}
             Err(e) => self.ring_failed(&e, ops),
         }

@@ -11,7 +11,7 @@ use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -96,12 +96,18 @@ pub(crate) struct D(pub u64, pub u32, pub bool);
 /// One queue as the driver sees it.
 pub(crate) struct DriverQueue<'a> {
     pub mock: MockSplitQueue<'a, GuestMemory>,
+    pub mem: &'a GuestMemory,
+    /// The used ring, placed apart from the mock's (see [`make_queue`]).
+    pub used_addr: GuestAddress,
     pub kick: EventFd,
     pub next_desc: u16,
 }
 
 impl DriverQueue<'_> {
     /// Make a chain available (descriptors linked in order) and kick.
+    /// The avail ring wraps (unlike the mock's own `add_desc_chains`,
+    /// which writes entry `idx` past the ring's end once `idx` reaches
+    /// the queue size), so chains can be pushed and recycled for ever.
     pub fn push(&mut self, descs: &[D]) -> u16 {
         let start = self.next_desc;
         let raw: Vec<RawDescriptor> = descs
@@ -122,26 +128,32 @@ impl DriverQueue<'_> {
                 ))
             })
             .collect();
-        self.mock.add_desc_chains(&raw, start).unwrap();
+        for (i, d) in raw.into_iter().enumerate() {
+            let at = (start + u16::try_from(i).unwrap()) % Q_SIZE;
+            self.mock.desc_table().store(at, d).unwrap();
+        }
+        let avail = self.mock.avail_addr();
+        let idx: u16 = self.mem.read_obj(avail.unchecked_add(2)).unwrap();
+        let slot = avail.unchecked_add(4 + 2 * u64::from(idx % Q_SIZE));
+        self.mem.write_obj(start, slot).unwrap();
+        self.mem
+            .write_obj(idx.wrapping_add(1), avail.unchecked_add(2))
+            .unwrap();
         self.next_desc = (start + u16::try_from(descs.len()).unwrap()) % Q_SIZE;
         self.kick.write(1).unwrap();
         start
     }
 
     pub fn used_count(&self) -> u16 {
-        self.mock.used().idx().load()
+        self.mem.read_obj(self.used_addr.unchecked_add(2)).unwrap()
     }
 
-    /// (head, len) of used entry `i`.
+    /// (head, len) of used entry `i` (taken modulo the ring size).
     pub fn used(&self, i: u16) -> (u32, u32) {
-        let e = self
-            .mock
-            .used()
-            .ring()
-            .ref_at(usize::from(i))
-            .unwrap()
-            .load();
-        (e.id(), e.len())
+        let at = self.used_addr.unchecked_add(4 + 8 * u64::from(i % Q_SIZE));
+        let id = self.mem.read_obj(at).unwrap();
+        let len = self.mem.read_obj(at.unchecked_add(4)).unwrap();
+        (id, len)
     }
 
     pub fn wait_used(&self, n: u16) {
@@ -155,10 +167,21 @@ pub(crate) fn memory() -> GuestMemory {
 
 /// Queue `index`, with its rings at their own place in `mem`: the
 /// device's half and the driver's.
+///
+/// The used ring is put half a ring area past the descriptor table: the
+/// mock places it right after the avail ring's first `Q_SIZE` bytes (it
+/// takes the entry count for a byte count), where it overlaps avail
+/// entries 8 and up once the avail index gets that far.
 pub(crate) fn make_queue(mem: &GuestMemory, index: u16) -> (ActiveQueue, DriverQueue<'_>) {
     let base = RING_BASE * (u64::from(index) + 1);
     let mock = MockSplitQueue::create(mem, GuestAddress(base), Q_SIZE);
-    let queue: Queue = mock.create_queue().unwrap();
+    let mut queue: Queue = mock.create_queue().unwrap();
+    let used_addr = GuestAddress(base + RING_BASE / 2);
+    let (lo, hi) = (used_addr.0 & 0xffff_ffff, used_addr.0 >> 32);
+    queue.set_used_ring_address(
+        Some(u32::try_from(lo).unwrap()),
+        Some(u32::try_from(hi).unwrap()),
+    );
     let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let active = ActiveQueue {
         index,
@@ -167,6 +190,8 @@ pub(crate) fn make_queue(mem: &GuestMemory, index: u16) -> (ActiveQueue, DriverQ
     };
     let driver = DriverQueue {
         mock,
+        mem,
+        used_addr,
         kick,
         next_desc: 0,
     };
@@ -738,3 +763,5 @@ fn arp_round_trip_through_a_real_tap() {
     })
     .expect("network namespace (tests need root)");
 }
+
+mod mq;
