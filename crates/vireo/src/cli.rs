@@ -26,6 +26,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Create, inspect, check, convert, resize and snapshot disk images.
     Img(crate::img::ImgArgs),
+    /// Control a running VM through its API socket (`vireo run --api-socket`).
+    Vm(crate::vm_cli::VmArgs),
 }
 
 /// Options shared by `run` and `demo`: the machine's shape.

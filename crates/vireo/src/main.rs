@@ -4,6 +4,7 @@ mod cli;
 mod demo_guest;
 mod img;
 mod run;
+mod vm_cli;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run_command(args),
         cli::Command::Demo(args) => run::demo_command(args),
         cli::Command::Img(args) => img::img_command(args),
+        cli::Command::Vm(args) => vm_cli::vm_command(args),
     }
 }
 
