@@ -69,6 +69,43 @@ where
     Ok(used && queue.needs_notification(mem)?)
 }
 
+/// Like [`drain`], for queues the driver tends to refill at once (a
+/// transmit queue): after each batch the driver is interrupted if it wants
+/// to be, then the ring is watched for `budget` before notifications are
+/// re-armed, so a driver streaming requests rarely needs to kick.
+pub fn drain_polling<F, N>(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    budget: Duration,
+    mut notify: N,
+    mut handle: F,
+) -> Result<(), RingError>
+where
+    F: FnMut(Chain<'_>) -> u32,
+    N: FnMut(),
+{
+    loop {
+        queue.disable_notification(mem)?;
+        check_avail(queue, mem)?;
+        let mut used = false;
+        while let Some(chain) = queue.iter(mem)?.next() {
+            let head = chain.head_index();
+            let len = handle(chain);
+            queue.add_used(mem, head, len)?;
+            used = true;
+        }
+        if used && queue.needs_notification(mem)? {
+            notify();
+        }
+        if poll_avail(queue, mem, budget)? {
+            continue;
+        }
+        if !queue.enable_notification(mem)? {
+            return Ok(());
+        }
+    }
+}
+
 /// Pop available chains one at a time, for devices that may stop early
 /// (a receive queue with no packet to place): `next` returns None when
 /// the ring has nothing available.

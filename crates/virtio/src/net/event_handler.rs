@@ -299,30 +299,31 @@ impl NetHandler {
     fn process_tx(&mut self, ops: &mut EventOps) {
         let Some(tx) = self.tx.as_mut() else { return };
         let (mem, tap, metrics) = (&self.mem, self.tap.as_fd(), &self.metrics);
-        let result = queue::drain(&mut tx.queue, mem, |chain| {
-            match TxFrame::parse(chain) {
-                Ok(frame) => match frame.write_to(mem, tap) {
-                    Ok(_) => {
-                        add(&metrics.tx_frames, 1);
-                        add(&metrics.tx_bytes, frame.packet_len() - NET_HDR_LEN);
-                    }
+        let (interrupt, index) = (&self.interrupt, tx.index);
+        let notify = || interrupt.notify_queue(index);
+        let result =
+            queue::drain_polling(&mut tx.queue, mem, queue::POLL_BUDGET, notify, |chain| {
+                match TxFrame::parse(chain) {
+                    Ok(frame) => match frame.write_to(mem, tap) {
+                        Ok(_) => {
+                            add(&metrics.tx_frames, 1);
+                            add(&metrics.tx_bytes, frame.packet_len() - NET_HDR_LEN);
+                        }
+                        Err(e) => {
+                            tracing::debug!("virtio-net: the TAP refused a frame: {e}");
+                            add(&metrics.tx_dropped, 1);
+                        }
+                    },
                     Err(e) => {
-                        tracing::debug!("virtio-net: the TAP refused a frame: {e}");
-                        add(&metrics.tx_dropped, 1);
+                        tracing::debug!("virtio-net: transmit chain refused: {e}");
+                        add(&metrics.tx_errors, 1);
                     }
-                },
-                Err(e) => {
-                    tracing::debug!("virtio-net: transmit chain refused: {e}");
-                    add(&metrics.tx_errors, 1);
                 }
-            }
-            // The device writes nothing into transmit buffers.
-            0
-        });
-        match result {
-            Ok(true) => self.interrupt.notify_queue(tx.index),
-            Ok(false) => {}
-            Err(e) => self.ring_failed(&e, ops),
+                // The device writes nothing into transmit buffers.
+                0
+            });
+        if let Err(e) = result {
+            self.ring_failed(&e, ops);
         }
     }
 
