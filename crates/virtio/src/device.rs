@@ -84,6 +84,15 @@ pub trait VirtioDevice: Send {
     /// Stop the worker and forget the queues, so the driver can start the
     /// device again. Backends (files, TAPs) stay open.
     fn reset(&mut self);
+    /// Hold the device's worker(s) between events: it touches neither its
+    /// queues nor guest memory until [`VirtioDevice::resume`]. Returns
+    /// false if a worker did not comply. Devices without workers have
+    /// nothing to hold.
+    fn pause(&mut self) -> bool {
+        true
+    }
+    /// Let paused workers go on.
+    fn resume(&mut self) {}
     /// Counters for this device, as (name, value) pairs.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

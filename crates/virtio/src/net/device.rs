@@ -524,6 +524,18 @@ impl VirtioDevice for Net {
         }
     }
 
+    fn pause(&mut self) -> bool {
+        // Pause every worker even if one fails, so none is left running.
+        let paused: Vec<bool> = self.workers.iter().map(Worker::pause).collect();
+        paused.into_iter().all(|ok| ok)
+    }
+
+    fn resume(&mut self) {
+        for w in &self.workers {
+            w.resume();
+        }
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.metrics.snapshot()
     }

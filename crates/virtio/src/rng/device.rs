@@ -60,6 +60,16 @@ impl VirtioDevice for Rng {
         self.worker = None;
     }
 
+    fn pause(&mut self) -> bool {
+        self.worker.as_ref().is_none_or(Worker::pause)
+    }
+
+    fn resume(&mut self) {
+        if let Some(w) = &self.worker {
+            w.resume();
+        }
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.metrics.snapshot()
     }

@@ -253,6 +253,18 @@ impl VirtioPciDevice {
         self.config.enable_memory_and_bus_master();
     }
 
+    /// Quiesce the device (see [`VirtioDevice::pause`]).
+    pub fn pause(&mut self) -> bool {
+        !self.active || self.device.pause()
+    }
+
+    /// Undo [`VirtioPciDevice::pause`].
+    pub fn resume(&mut self) {
+        if self.active {
+            self.device.resume();
+        }
+    }
+
     /// The device's counters.
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         self.device.counters()
