@@ -173,6 +173,19 @@ fn snapshots_made_by_either_tool_are_seen_by_the_other() {
     let back = std::fs::read(&out).unwrap();
     assert!(back[..1 << 20].iter().all(|&b| b == 1));
     assert!(back[1 << 20..].iter().all(|&b| b == 0));
+    // Write over the snapshot's data, then revert to it.
+    Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 9 512k 1M", s(&img)])
+        .output()
+        .unwrap();
+    ok(&["snapshot", "-a", "mine", s(&img)]);
+    qemu(&["check", s(&img)]);
+    let reverted = dir.path().join("reverted.raw");
+    qemu(&["convert", "-O", "raw", s(&img), s(&reverted)]);
+    assert!(
+        std::fs::read(&reverted).unwrap() == back,
+        "apply restores the snapshot"
+    );
     ok(&["snapshot", "-d", "theirs", s(&img)]);
     qemu(&["check", s(&img)]);
     let q = qemu(&["snapshot", "-l", s(&img)]);

@@ -108,6 +108,57 @@ impl Qcow2Disk {
         self.file.sync_data()
     }
 
+    /// Revert the active image to the snapshot named (or numbered) `which`
+    /// (qemu-img's `snapshot -a`); the snapshot stays.
+    pub fn apply_snapshot(&self, which: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let _gate = self.exclusive()?;
+        let mut m = self.lock_meta();
+        let snap = m
+            .snapshots
+            .iter()
+            .find(|s| s.id == which || s.name == which)
+            .cloned()
+            .ok_or_else(|| Error::InvalidImage(format!("no snapshot '{which}'")))?;
+        let cs = self.cluster_size();
+        let size = snap.disk_size.unwrap_or(m.header.size);
+        let snap_l1 = super::load_l1(&self.file, snap.l1_table_offset, snap.l1_size)?;
+        // The new active tree gains references first: a crash leaks.
+        self.adjust_tree(&mut m, &snap_l1, 1)?;
+        let entries = snap_l1.len().max(1);
+        let n = (entries as u64 * 8).div_ceil(cs);
+        let new_off = m.alloc_contiguous(&self.file, n)?;
+        let mut table: Vec<u64> = snap_l1.iter().map(|e| e & !COPIED).collect();
+        table.resize(usize::try_from(n * cs / 8).unwrap_or(0), 0);
+        self.file.write_all_at(&l2::encode_table(&table), new_off)?;
+        self.file.sync_data()?;
+        let mut fields = [0u8; 12];
+        fields[..4].copy_from_slice(&snap.l1_size.to_be_bytes());
+        fields[4..].copy_from_slice(&new_off.to_be_bytes());
+        self.file.write_all_at(&fields, 36)?;
+        self.file.write_all_at(&size.to_be_bytes(), 24)?;
+        self.file.sync_data()?;
+        let old_l1 = std::mem::replace(&mut m.l1, snap_l1);
+        let old_off = m.l1_offset;
+        m.l1_offset = new_off;
+        m.header.l1_size = snap.l1_size;
+        m.header.l1_table_offset = new_off;
+        m.header.size = size;
+        self.size.store(size, std::sync::atomic::Ordering::Release);
+        // Only now does the old tree lose its references.
+        self.adjust_tree(&mut m, &old_l1, -1)?;
+        let old_clusters = (old_l1.len() as u64 * 8).div_ceil(cs);
+        if old_off != 0 {
+            let rel: Vec<Release> = (0..old_clusters)
+                .map(|i| Release::Cluster(old_off + i * cs))
+                .collect();
+            m.release(&self.file, &rel)?;
+        }
+        self.update_copied_flags(&mut m)
+    }
+
     /// Write a new snapshot table, point the header at it, free the old.
     fn write_snapshot_table(&self, m: &mut Meta, list: Vec<Snapshot>) -> Result<()> {
         let cs = self.cluster_size();

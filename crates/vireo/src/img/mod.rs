@@ -52,7 +52,7 @@ pub enum ImgCommand {
     Resize(ResizeArgs),
     /// Check a qcow2 image's metadata (exit 0: clean, 2: errors, 3: leaks only).
     Check(CheckArgs),
-    /// List, create or delete a qcow2 image's internal snapshots.
+    /// List, create, apply or delete a qcow2 image's internal snapshots.
     Snapshot(SnapshotArgs),
 }
 
@@ -83,7 +83,7 @@ pub enum RepairArg {
 
 /// `vireo img snapshot`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("action").required(true).args(["list", "create", "delete"])))]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["list", "create", "delete", "apply"])))]
 pub struct SnapshotArgs {
     /// List the snapshots.
     #[arg(short = 'l', long = "list")]
@@ -94,6 +94,9 @@ pub struct SnapshotArgs {
     /// Delete the snapshot with this name or ID.
     #[arg(short = 'd', long = "delete", value_name = "NAME")]
     pub delete: Option<String>,
+    /// Revert the image to the snapshot with this name or ID.
+    #[arg(short = 'a', long = "apply", value_name = "NAME")]
+    pub apply: Option<String>,
     /// The image.
     pub file: PathBuf,
 }

@@ -1,4 +1,4 @@
-//! `vireo img snapshot`: list, create and delete internal snapshots.
+//! `vireo img snapshot`: list, create, apply and delete internal snapshots.
 
 use std::process::ExitCode;
 
@@ -40,6 +40,9 @@ pub fn snapshot_command(args: &SnapshotArgs) -> Result<ExitCode, ImgError> {
     } else if let Some(name) = &args.create {
         disk.create_snapshot(name)
             .map_err(|e| ImgError::failure(format!("could not create snapshot '{name}': {e}")))?;
+    } else if let Some(name) = &args.apply {
+        disk.apply_snapshot(name)
+            .map_err(|e| ImgError::failure(format!("could not apply snapshot '{name}': {e}")))?;
     } else if let Some(name) = &args.delete {
         disk.delete_snapshot(name)
             .map_err(|e| ImgError::failure(format!("could not delete snapshot '{name}': {e}")))?;
