@@ -318,6 +318,46 @@ fn random_writes_pass_check_and_compare() {
 }
 
 #[test]
+fn writes_to_qemu_images_with_other_refcount_widths() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, opts) in [
+        "refcount_bits=1,cluster_size=4096",
+        "refcount_bits=64,cluster_size=512",
+        "refcount_bits=8",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let img = dir.path().join(format!("rc{i}.qcow2"));
+        let raw = dir.path().join(format!("rc{i}.raw"));
+        let size = 8 << 20;
+        qemu(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            opts,
+            img.to_str().unwrap(),
+            "8M",
+        ]);
+        std::fs::File::create(&raw).unwrap().set_len(size).unwrap();
+        random_workload(&img, &raw, size, 40 + i as u64, 150, 20_000);
+        check_clean(&img);
+        qemu(&[
+            "compare",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+    }
+}
+
+#[test]
 fn refcount_table_grows_past_its_first_cluster() {
     // 512-byte clusters: one refcount block counts 256 clusters (128 KiB)
     // and a one-cluster table 64 blocks (8 MiB), so 24 MiB of data needs
