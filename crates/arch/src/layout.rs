@@ -80,6 +80,24 @@ pub const DEBUGCON_MMIO_START: u64 = 0xfeb0_1000;
 /// Size of the debug console register block.
 pub const DEBUGCON_MMIO_SIZE: u64 = 0x10;
 
+// 0xfeb0_2000 stays unclaimed on purpose: the virtio test guest's
+// `bench-mmio` mode times the VMM's MMIO exit with reads there.
+
+/// ACPI Generic Event Device (`ACPI0013`): a 32-bit event register the
+/// guest's `_EVT` method reads (and thereby clears) when [`GED_IRQ`] fires.
+pub const GED_MMIO_START: u64 = 0xfeb0_3000;
+/// Size of the GED register block.
+pub const GED_MMIO_SIZE: u64 = 0x10;
+/// The GED's interrupt: IOAPIC pin 5, edge triggered, active high (an
+/// ISA line nothing else uses; edge because an irqfd without a resample fd
+/// can only pulse a line).
+pub const GED_IRQ: u32 = 5;
+/// ACPI PCI hot-plug registers of bus 0 (`PCIU`, `PCID`, `B0EJ`), read and
+/// written by the DSDT's `\_SB.PCI0.PCNT` and slot `_EJ0` methods.
+pub const PCI_HOTPLUG_MMIO_START: u64 = 0xfeb0_4000;
+/// Size of the PCI hot-plug register block.
+pub const PCI_HOTPLUG_MMIO_SIZE: u64 = 0x10;
+
 /// IOAPIC registers.
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// Local APIC registers (xAPIC mode).
