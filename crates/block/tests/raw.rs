@@ -152,8 +152,9 @@ fn async_requests_complete_with_their_user_data() {
 
 fn async_requests(engine: Engine, qcow2: bool) {
     let f = raw_file(1 << 20);
+    let dir = tempfile::tempdir().unwrap();
     let disk = if qcow2 {
-        let p = f.path().with_extension("qcow2");
+        let p = dir.path().join("async.qcow2");
         block::qcow2::create(
             &p,
             &block::qcow2::CreateOptions {
