@@ -118,7 +118,7 @@ fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
 
     let mut booted_once = false;
     let code = loop {
-        match vmm::run_once(config, &hv, &console, &stop) {
+        match vmm::run_once(config, &hv, &console, &stop, None) {
             Ok(Outcome::Reset) if config.reboot => {
                 booted_once = true;
                 tracing::info!("guest reset; booting again");

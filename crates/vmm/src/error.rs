@@ -57,6 +57,9 @@ pub enum Error {
         #[source]
         source: block::Error,
     },
+    /// Pausing the VM failed; it runs on.
+    #[error("pause failed: {0}")]
+    Pause(String),
     /// A vCPU thread could not be started.
     #[error("cannot start vCPU thread: {0}")]
     SpawnVcpu(#[source] std::io::Error),

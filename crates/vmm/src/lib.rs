@@ -8,15 +8,20 @@
 
 pub mod api;
 pub mod config;
+mod controller;
 mod device_config;
 mod error;
 mod machine;
 pub mod memory;
 mod pci_devices;
+mod running;
 pub mod signals;
 mod vcpu;
+mod virtio_devices;
 
 pub use config::{CpuTemplate, KernelSource, VmConfig};
+pub use controller::Controller;
 pub use error::{Error, Result};
 pub use hypervisor::Hypervisor;
-pub use machine::{run_once, validate, Console, Outcome, MAX_CPUS};
+pub use machine::{max_cpus, run_once, validate, validate_with, Console, Outcome, MAX_CPUS};
+pub use running::{RunningVm, VmObserver};

@@ -18,11 +18,12 @@ use devices::Bus;
 use hypervisor::Hypervisor;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{CacheMode, ConsoleConfig, DiskConfig, KernelSource, NetConfig, VmConfig};
+use crate::config::{KernelSource, VmConfig};
 use crate::error::{Error, Result};
 use crate::memory::{create_guest_memory, GuestMemory};
 use crate::pci_devices::PciDevices;
-use crate::vcpu::{PlatformIo, VcpuShared, VcpuStop, VcpuThread};
+use crate::running::{RunningVm, VmObserver};
+use crate::vcpu::{PauseGate, PlatformIo, VcpuCounters, VcpuShared, VcpuStop, VcpuThread};
 
 /// Most vCPUs a guest may have: APIC IDs must fit the MADT's xAPIC entries
 /// (255 is the broadcast ID).
@@ -72,9 +73,18 @@ fn eventfd() -> Result<EventFd> {
 
 /// Check what can be checked before anything is created.
 pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<()> {
-    let max = u32::try_from(hv.max_vcpus())
+    validate_with(config, max_cpus(hv))
+}
+
+/// Most vCPUs a VM may have on this host.
+pub fn max_cpus(hv: &Hypervisor) -> u32 {
+    u32::try_from(hv.max_vcpus())
         .unwrap_or(u32::MAX)
-        .min(MAX_CPUS);
+        .min(MAX_CPUS)
+}
+
+/// [`validate`], given the host's vCPU limit.
+pub fn validate_with(config: &VmConfig, max: u32) -> Result<()> {
     if config.cpus == 0 || config.cpus > max {
         return Err(Error::InvalidConfig(format!(
             "--cpus {} is out of range (1 to {max} on this host)",
@@ -92,106 +102,9 @@ pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<()> {
     // Opening each disk checks its format and takes its lock, so a bad or
     // busy image is reported before the VM exists; it is closed again.
     for disk in &config.disks {
-        open_disk(disk)?;
+        crate::virtio_devices::open_disk(disk)?;
     }
     Ok(())
-}
-
-fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> {
-    let options = block::OpenOptions {
-        read_only: disk.readonly,
-        direct: disk.cache == CacheMode::None,
-        format: None,
-    };
-    block::open(&disk.path, &options).map_err(|source| Error::Disk {
-        path: disk.path.clone(),
-        source,
-    })
-}
-
-/// Put the configured virtio devices on the PCI bus.
-fn add_virtio_devices(config: &VmConfig, pci: &mut PciDevices) -> Result<()> {
-    for (i, disk) in config.disks.iter().enumerate() {
-        let image = open_disk(disk)?;
-        let device = virtio::block::Block::new(virtio::block::BlockConfig {
-            disk: image,
-            serial: disk
-                .serial
-                .clone()
-                .unwrap_or_else(|| format!("vireo-disk{i}")),
-            queues: disk.queues,
-            io_workers: 0,
-        });
-        pci.add_virtio(&format!("disk{i}"), Box::new(device))?;
-    }
-    for (i, net) in config.nets.iter().enumerate() {
-        pci.add_virtio(&format!("net{i}"), Box::new(create_net(config, i, net)?))?;
-    }
-    for (i, console) in config.consoles.iter().enumerate() {
-        pci.add_virtio(&format!("console{i}"), Box::new(create_console(console)?))?;
-    }
-    if config.rng {
-        pci.add_virtio("rng", Box::new(virtio::rng::Rng::new()))?;
-    }
-    Ok(())
-}
-
-fn create_net(config: &VmConfig, index: usize, net: &NetConfig) -> Result<virtio::net::Net> {
-    let what = format!("net{index}");
-    let tap = netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues))
-        .map_err(|e| Error::Net(format!("{what}: {e}")))?;
-    // Stable across runs of the same command line, distinct per card:
-    // what a user would otherwise have to write down (as libvirt does).
-    let mac = net.mac.unwrap_or_else(|| {
-        let kernel = match &config.kernel {
-            KernelSource::Path(p) => p.display().to_string(),
-            KernelSource::Embedded(_) => "embedded".into(),
-        };
-        let tap = net.tap.as_deref().unwrap_or("");
-        virtio::net::generate_mac(format!("{kernel}|{what}|{tap}").as_bytes())
-    });
-    tracing::info!(
-        "{what}: TAP {} MAC {}",
-        tap.name(),
-        virtio::net::format_mac(&mac)
-    );
-    virtio::net::Net::new(virtio::net::NetConfig {
-        tap,
-        mac,
-        queue_pairs: net.queues,
-        mtu: None,
-    })
-    .map_err(|e| Error::Net(format!("{what}: {e}")))
-}
-
-fn create_console(console: &ConsoleConfig) -> Result<virtio::console::Console> {
-    fn open_err(
-        what: &'static str,
-        path: &std::path::Path,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.to_path_buf();
-        move |source| Error::Open { what, path, source }
-    }
-    let (output, input): (Box<dyn Write + Send>, _) = match console {
-        ConsoleConfig::Stdout => (Box::new(std::io::stdout()), None),
-        ConsoleConfig::File(path) => {
-            let file = File::options()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(open_err("console file", path))?;
-            (Box::new(file), None)
-        }
-        ConsoleConfig::Unix(path) => {
-            let stream = std::os::unix::net::UnixStream::connect(path)
-                .map_err(open_err("console socket", path))?;
-            let input = stream
-                .try_clone()
-                .map_err(open_err("console socket", path))?;
-            (Box::new(stream), Some(std::os::fd::OwnedFd::from(input)))
-        }
-    };
-    Ok(virtio::console::Console::new(output, input))
 }
 
 fn open_initrd(path: Option<&std::path::Path>) -> Result<Option<File>> {
@@ -239,6 +152,7 @@ pub fn run_once(
     hv: &Hypervisor,
     console: &Console,
     stop: &EventFd,
+    observer: Option<&dyn VmObserver>,
 ) -> Result<Outcome> {
     validate(config, hv)?;
     let mut kernel = open_kernel(&config.kernel)?;
@@ -257,6 +171,7 @@ pub fn run_once(
             stopping: false.into(),
             stop: Mutex::new(None),
             stop_evt: eventfd()?,
+            pause: PauseGate::default(),
         }),
     };
     let clone = |e: &EventFd| e.try_clone().map_err(|e| Error::Host("eventfd clone", e));
@@ -301,7 +216,7 @@ pub fn run_once(
         layout::DEBUGCON_MMIO_SIZE,
     )?;
     let mut pci = PciDevices::new(vm.clone(), mem.clone(), config.memory)?;
-    add_virtio_devices(config, &mut pci)?;
+    crate::virtio_devices::add_virtio_devices(config, &mut pci)?;
     pci.attach(&mut pio, &mut mmio)?;
     let io = Arc::new(PlatformIo { pio, mmio });
 
@@ -344,48 +259,96 @@ pub fn run_once(
     }
 
     *lock(&console.serial) = Some(serial);
-    let result = run_vcpus(vcpus, &io, &mem, &events, stop);
+    let boot = Boot {
+        config,
+        pci,
+        io: &io,
+        mem: &mem,
+        events: &events,
+        stop,
+        observer,
+    };
+    let result = run_vcpus(vcpus, boot);
     *lock(&console.serial) = None;
     result
+}
+
+/// What `run_vcpus` needs besides the vCPUs.
+struct Boot<'a> {
+    config: &'a VmConfig,
+    pci: PciDevices,
+    io: &'a Arc<PlatformIo>,
+    mem: &'a GuestMemory,
+    events: &'a StopEvents,
+    stop: &'a EventFd,
+    observer: Option<&'a dyn VmObserver>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run_vcpus(
-    vcpus: Vec<hypervisor::Vcpu>,
-    io: &Arc<PlatformIo>,
-    mem: &GuestMemory,
-    events: &StopEvents,
-    stop: &EventFd,
-) -> Result<Outcome> {
+fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
+    let events = boot.events;
     let mut threads = Vec::with_capacity(vcpus.len());
+    let mut counters = Vec::with_capacity(vcpus.len());
     let mut spawn_error = None;
     for vcpu in vcpus {
-        match VcpuThread::spawn(vcpu, io.clone(), mem.clone(), events.vcpu.clone()) {
-            Ok(t) => threads.push(t),
+        let c = Arc::new(VcpuCounters::default());
+        let shared = events.vcpu.clone();
+        match VcpuThread::spawn(vcpu, boot.io.clone(), boot.mem.clone(), shared, c.clone()) {
+            Ok(t) => {
+                threads.push(t);
+                counters.push(c);
+            }
             Err(e) => {
                 spawn_error = Some(Error::SpawnVcpu(e));
                 break;
             }
         }
     }
+    // The control API's view of the VM; it holds the PCI devices, which
+    // live until the last handle goes.
+    let running = match spawn_error {
+        None => Some(Arc::new(RunningVm::new(
+            boot.config.clone(),
+            events.vcpu.clone(),
+            threads.iter().map(VcpuThread::pthread).collect(),
+            counters,
+            boot.pci,
+            clone_eventfd(&events.power_off)?,
+            clone_eventfd(&events.reset)?,
+        ))),
+        Some(_) => None,
+    };
+    if let (Some(observer), Some(running)) = (boot.observer, &running) {
+        observer.booted(running.clone());
+    }
     let outcome = match spawn_error {
-        None => wait_for_stop(events, stop),
+        None => wait_for_stop(events, boot.stop),
         Some(_) => Outcome::Stopped,
     };
+    if let Some(observer) = boot.observer {
+        observer.stopping();
+    }
     events.vcpu.stopping.store(true, Ordering::Release);
+    events.vcpu.pause.wake_all();
     for t in &threads {
         t.kick();
     }
     for t in threads {
         t.join();
     }
+    // Devices stop after the vCPUs: nothing can reach them any more.
+    drop(running);
     match spawn_error {
         Some(e) => Err(e),
         None => Ok(outcome),
     }
+}
+
+fn clone_eventfd(e: &EventFd) -> Result<EventFd> {
+    e.try_clone().map_err(|e| Error::Host("eventfd clone", e))
 }
 
 /// Block until something ends this boot.

@@ -2,21 +2,24 @@
 //! functions on it, with their BARs placed and their interrupts and
 //! doorbells wired into KVM.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arch::acpi::PciHostBridge;
 use arch::layout;
+use block::DiskImage;
 use devices::Bus;
 use hypervisor::Vm;
 use pci::{
     BarAllocator, IoEventRegistry, MsiRoutes, MsixVector, PciBus, PciConfigIo, PciEcam,
     PciMmioWindow,
 };
-use virtio::{VirtioDevice, VirtioPciDevice};
+use virtio::VirtioPciDevice;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::{Error, Result};
 use crate::memory::GuestMemory;
+use crate::virtio_devices::NewDevice;
 
 /// KVM as the PCI layer's host: MSI routes and doorbell ioeventfds.
 struct KvmIrqs {
@@ -47,15 +50,43 @@ impl IoEventRegistry for KvmIrqs {
     }
 }
 
-/// A virtio function on the bus, kept for counters and teardown.
-#[allow(dead_code)] // read by the control API (counters, hot-unplug)
-pub(crate) struct PciFunction {
+/// What the control API knows about a device.
+pub(crate) struct DeviceDescription {
     /// What the user calls it ("disk0", "rng").
-    pub name: String,
+    pub id: String,
+    /// `virtio-blk`, `virtio-net`, ...
+    pub kind: &'static str,
+    /// Facts for `GET /vm` (path, size, TAP, MAC).
+    pub details: BTreeMap<String, String>,
+    /// The image behind a disk, for resizing.
+    pub disk: Option<Arc<dyn DiskImage>>,
+}
+
+impl DeviceDescription {
+    /// A description without a disk.
+    pub fn new(id: &str, kind: &'static str, details: BTreeMap<String, String>) -> Self {
+        Self {
+            id: id.to_string(),
+            kind,
+            details,
+            disk: None,
+        }
+    }
+}
+
+/// A virtio function on the bus.
+pub(crate) struct PciFunction {
+    /// Name, kind and facts.
+    pub description: DeviceDescription,
     /// PCI slot on bus 0.
     pub slot: u8,
     /// The function itself.
     pub device: Arc<Mutex<VirtioPciDevice>>,
+    /// Where its BAR was placed, to free it on removal.
+    bar: u64,
+    /// Its interrupt lines (a clone of each irqfd and its GSI), to
+    /// unregister on removal.
+    irqfds: Vec<(EventFd, u32)>,
 }
 
 /// The PCI bus and everything on it.
@@ -65,6 +96,8 @@ pub(crate) struct PciDevices {
     kvm: Arc<KvmIrqs>,
     mem: GuestMemory,
     next_gsi: u32,
+    /// GSIs of removed devices, reused before new ones.
+    free_gsis: Vec<u32>,
     mmio64: (u64, u64),
     functions: Vec<PciFunction>,
 }
@@ -85,21 +118,34 @@ impl PciDevices {
             kvm: Arc::new(KvmIrqs { vm }),
             mem,
             next_gsi: hypervisor::IOAPIC_PINS,
+            free_gsis: Vec::new(),
             mmio64,
             functions: Vec::new(),
         })
     }
 
-    /// Put `device` on the bus as a virtio-pci function called `name`.
-    pub fn add_virtio(&mut self, name: &str, device: Box<dyn VirtioDevice>) -> Result<()> {
+    /// Put `new.device` on the bus as a virtio-pci function; returns its slot.
+    pub fn add_virtio(&mut self, new: NewDevice) -> Result<u8> {
+        let NewDevice {
+            device,
+            description,
+        } = new;
+        let name = description.id.clone();
+        if self.functions.iter().any(|f| f.description.id == name) {
+            return Err(Error::Pci(format!("a device called {name} exists already")));
+        }
         let host = |what| move |e| Error::Host(what, e);
         let queues = device.queue_max_sizes().len();
         let mut vectors = Vec::new();
+        let mut irqfds = Vec::new();
         for _ in 0..VirtioPciDevice::msix_vectors_for(queues) {
             let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(host("irqfd"))?;
-            let gsi = self.next_gsi;
+            let gsi = self.free_gsis.pop().unwrap_or_else(|| {
+                self.next_gsi += 1;
+                self.next_gsi - 1
+            });
             self.kvm.vm.register_irqfd(&irqfd, gsi)?;
-            self.next_gsi += 1;
+            irqfds.push((irqfd.try_clone().map_err(host("irqfd"))?, gsi));
             vectors.push(MsixVector { gsi, irqfd });
         }
         let routes: Arc<dyn MsiRoutes> = self.kvm.clone();
@@ -119,11 +165,55 @@ impl PciDevices {
             .map_err(|e| Error::Pci(format!("{name}: {e}")))?;
         tracing::info!("{name}: PCI 00:{slot:02x}.0, BAR 0 at {bar:#x}");
         self.functions.push(PciFunction {
-            name: name.to_string(),
+            description,
             slot,
             device: function,
+            bar,
+            irqfds,
         });
-        Ok(())
+        Ok(slot)
+    }
+
+    /// Take the device `id` off the bus (its worker stops when the last
+    /// reference goes); its BAR and interrupt lines are freed for reuse.
+    pub fn remove(&mut self, id: &str) -> Result<PciFunction> {
+        let index = self
+            .functions
+            .iter()
+            .position(|f| f.description.id == id)
+            .ok_or_else(|| Error::Pci(format!("no device called {id}")))?;
+        let function = self.functions.remove(index);
+        self.bus
+            .remove_device(function.slot)
+            .map_err(|e| Error::Pci(format!("{id}: {e}")))?;
+        self.bars.free(function.bar, VirtioPciDevice::bar_size());
+        for (irqfd, gsi) in &function.irqfds {
+            if let Err(e) = self.kvm.vm.unregister_irqfd(irqfd, *gsi) {
+                tracing::warn!("{id}: removing the irqfd of GSI {gsi}: {e}");
+            }
+            if let Err(e) = self.kvm.vm.clear_msi_route(*gsi) {
+                tracing::warn!("{id}: clearing the route of GSI {gsi}: {e}");
+            }
+            self.free_gsis.push(*gsi);
+        }
+        Ok(function)
+    }
+
+    /// Quiesce every device; false if one did not comply.
+    pub fn pause_all(&self) -> bool {
+        let paused: Vec<bool> = self
+            .functions
+            .iter()
+            .map(|f| lock(&f.device).pause())
+            .collect();
+        paused.into_iter().all(|ok| ok)
+    }
+
+    /// Undo [`PciDevices::pause_all`].
+    pub fn resume_all(&self) {
+        for f in &self.functions {
+            lock(&f.device).resume();
+        }
     }
 
     /// Connect the bus to the vCPUs: CF8/CFC on the port bus, ECAM and
@@ -163,8 +253,16 @@ impl PciDevices {
     }
 
     /// The functions on the bus.
-    #[allow(dead_code)] // read by the control API (counters, hot-unplug)
     pub fn functions(&self) -> &[PciFunction] {
         &self.functions
     }
+
+    /// The function called `id`.
+    pub fn function(&self, id: &str) -> Option<&PciFunction> {
+        self.functions.iter().find(|f| f.description.id == id)
+    }
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,11 +1,13 @@
 //! vCPU threads: one per vCPU, each looping on `KVM_RUN` and reporting the
 //! exits that end the VM.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use devices::Bus;
 use hypervisor::{IoHandler, Vcpu, VmExit};
@@ -37,6 +39,126 @@ pub struct VcpuShared {
     pub stop: Mutex<Option<VcpuStop>>,
     /// Written when `stop` is set.
     pub stop_evt: EventFd,
+    /// Holds vCPUs out of the guest while the VM is paused.
+    pub pause: PauseGate,
+}
+
+/// Where vCPU threads wait while the VM is paused.
+#[derive(Default)]
+pub struct PauseGate {
+    requested: Mutex<bool>,
+    changed: Condvar,
+    parked: AtomicUsize,
+}
+
+impl PauseGate {
+    /// Ask vCPUs to stop at their next exit (the caller kicks them).
+    pub fn request(&self) {
+        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    /// Wait until `count` vCPUs are parked; false after `timeout`.
+    pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
+        let guard = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let (_guard, result) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |_| {
+                self.parked.load(Ordering::Acquire) < count
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        !result.timed_out()
+    }
+
+    /// Let parked vCPUs run again.
+    pub fn release(&self) {
+        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.changed.notify_all();
+    }
+
+    /// Called by a vCPU thread between exits: park while a pause is
+    /// requested and the VM is not stopping.
+    fn park_if_requested(&self, stopping: &AtomicBool) {
+        let mut requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        if !*requested {
+            return;
+        }
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_all();
+        while *requested && !stopping.load(Ordering::Acquire) {
+            requested = self
+                .changed
+                .wait(requested)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        self.parked.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Wake parked vCPUs so they notice the VM is stopping.
+    pub fn wake_all(&self) {
+        let _guard = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        self.changed.notify_all();
+    }
+}
+
+/// Exits of one vCPU, by reason.
+#[derive(Debug, Default)]
+pub struct VcpuCounters {
+    mmio_read: AtomicU64,
+    mmio_write: AtomicU64,
+    pio_read: AtomicU64,
+    pio_write: AtomicU64,
+    hlt: AtomicU64,
+    /// Kicks (signals) that brought the vCPU out of KVM_RUN.
+    interrupted: AtomicU64,
+    other: AtomicU64,
+}
+
+impl VcpuCounters {
+    /// The counters by name.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("mmio_read", get(&self.mmio_read)),
+            ("mmio_write", get(&self.mmio_write)),
+            ("pio_read", get(&self.pio_read)),
+            ("pio_write", get(&self.pio_write)),
+            ("hlt", get(&self.hlt)),
+            ("interrupted", get(&self.interrupted)),
+            ("other", get(&self.other)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The buses as one vCPU uses them, counting its exits.
+struct CountingIo<'a> {
+    io: &'a PlatformIo,
+    counters: &'a VcpuCounters,
+}
+
+impl IoHandler for CountingIo<'_> {
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
+        bump(&self.counters.pio_read);
+        self.io.pio_read(port, data);
+    }
+    fn pio_write(&self, port: u16, data: &[u8]) {
+        bump(&self.counters.pio_write);
+        self.io.pio_write(port, data);
+    }
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        bump(&self.counters.mmio_read);
+        self.io.mmio_read(addr, data);
+    }
+    fn mmio_write(&self, addr: u64, data: &[u8]) {
+        bump(&self.counters.mmio_write);
+        self.io.mmio_write(addr, data);
+    }
 }
 
 impl VcpuShared {
@@ -93,14 +215,25 @@ impl VcpuThread {
         io: Arc<PlatformIo>,
         mem: GuestMemory,
         shared: Arc<VcpuShared>,
+        counters: Arc<VcpuCounters>,
     ) -> std::io::Result<Self> {
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{}", vcpu.id()))
             .spawn(move || {
                 vcpu.bind_to_current_thread();
-                run_loop(&mut vcpu, &io, &mem, &shared);
+                let io = CountingIo {
+                    io: &io,
+                    counters: &counters,
+                };
+                run_loop(&mut vcpu, &io, &mem, &shared, &counters);
             })?;
         Ok(Self { handle })
+    }
+
+    /// The thread's pthread handle, for kicking it from elsewhere while it
+    /// is known to be alive.
+    pub fn pthread(&self) -> libc::pthread_t {
+        self.handle.as_pthread_t()
     }
 
     /// Kick the thread out of `KVM_RUN` (it re-checks `stopping`).
@@ -121,13 +254,28 @@ impl VcpuThread {
     }
 }
 
-fn run_loop(vcpu: &mut Vcpu, io: &PlatformIo, mem: &GuestMemory, shared: &VcpuShared) {
+fn run_loop(
+    vcpu: &mut Vcpu,
+    io: &CountingIo<'_>,
+    mem: &GuestMemory,
+    shared: &VcpuShared,
+    counters: &VcpuCounters,
+) {
     while !shared.stopping.load(Ordering::Acquire) {
+        shared.pause.park_if_requested(&shared.stopping);
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let stop = match vcpu.run(io) {
-            Ok(VmExit::Io | VmExit::Interrupted) => continue,
+            Ok(VmExit::Io) => continue,
+            Ok(VmExit::Interrupted) => {
+                bump(&counters.interrupted);
+                continue;
+            }
             // With the in-kernel LAPIC, KVM waits for interrupts itself; a
             // HLT exit only means there was nothing to wait for.
             Ok(VmExit::Hlt) => {
+                bump(&counters.hlt);
                 std::thread::yield_now();
                 continue;
             }
@@ -151,6 +299,7 @@ fn run_loop(vcpu: &mut Vcpu, io: &PlatformIo, mem: &GuestMemory, shared: &VcpuSh
             Ok(VmExit::Other(name)) => crash(vcpu, mem, &format!("unexpected exit: {name}")),
             Err(e) => VcpuStop::Crash(format!("vcpu{}: {e}", vcpu.id())),
         };
+        bump(&counters.other);
         shared.report(stop);
         return;
     }

@@ -1,0 +1,153 @@
+//! Creating the virtio devices a configuration asks for: opening disk
+//! images, TAPs and console backends, and naming each device.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::config::{CacheMode, ConsoleConfig, DiskConfig, KernelSource, NetConfig, VmConfig};
+use crate::error::{Error, Result};
+use crate::pci_devices::{DeviceDescription, PciDevices};
+
+
+/// Open `disk`'s image with its options (format probed, image locked).
+pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> {
+    let options = block::OpenOptions {
+        read_only: disk.readonly,
+        direct: disk.cache == CacheMode::None,
+        format: None,
+    };
+    block::open(&disk.path, &options).map_err(|source| Error::Disk {
+        path: disk.path.clone(),
+        source,
+    })
+}
+
+/// Put the configured virtio devices on the PCI bus.
+pub(crate) fn add_virtio_devices(config: &VmConfig, pci: &mut PciDevices) -> Result<()> {
+    for (i, disk) in config.disks.iter().enumerate() {
+        pci.add_virtio(disk_device(&format!("disk{i}"), disk)?)?;
+    }
+    for (i, net) in config.nets.iter().enumerate() {
+        pci.add_virtio(net_device(config, &format!("net{i}"), net)?)?;
+    }
+    for (i, console) in config.consoles.iter().enumerate() {
+        let device = create_console(console)?;
+        let mut details = BTreeMap::new();
+        details.insert("backend".to_string(), format!("{console:?}"));
+        pci.add_virtio(NewDevice {
+            device: Box::new(device),
+            description: DeviceDescription::new(&format!("console{i}"), "virtio-console", details),
+        })?;
+    }
+    if config.rng {
+        pci.add_virtio(NewDevice {
+            device: Box::new(virtio::rng::Rng::new()),
+            description: DeviceDescription::new("rng", "virtio-rng", BTreeMap::new()),
+        })?;
+    }
+    Ok(())
+}
+
+/// A device ready for the PCI bus, and what the API says about it.
+pub(crate) struct NewDevice {
+    /// The device.
+    pub device: Box<dyn virtio::VirtioDevice>,
+    /// Its name, kind and facts.
+    pub description: DeviceDescription,
+}
+
+/// A virtio-blk device over the image `disk` names, called `id`.
+pub(crate) fn disk_device(id: &str, disk: &DiskConfig) -> Result<NewDevice> {
+    let image = open_disk(disk)?;
+    let device = virtio::block::Block::new(virtio::block::BlockConfig {
+        disk: image.clone(),
+        serial: disk.serial.clone().unwrap_or_else(|| format!("vireo-{id}")),
+        queues: disk.queues,
+        io_workers: 0,
+    });
+    let mut details = BTreeMap::new();
+    details.insert("path".to_string(), disk.path.display().to_string());
+    details.insert("size_bytes".to_string(), image.size().to_string());
+    details.insert("readonly".to_string(), disk.readonly.to_string());
+    let mut description = DeviceDescription::new(id, "virtio-blk", details);
+    description.disk = Some(image);
+    Ok(NewDevice {
+        device: Box::new(device),
+        description,
+    })
+}
+
+/// A virtio-net device on the TAP `net` names, called `id`.
+pub(crate) fn net_device(config: &VmConfig, id: &str, net: &NetConfig) -> Result<NewDevice> {
+    let (device, tap, mac) = create_net(config, id, net)?;
+    let mut details = BTreeMap::new();
+    details.insert("tap".to_string(), tap);
+    details.insert("mac".to_string(), mac);
+    Ok(NewDevice {
+        device: Box::new(device),
+        description: DeviceDescription::new(id, "virtio-net", details),
+    })
+}
+
+/// The card, its TAP's name and its MAC as text.
+fn create_net(
+    config: &VmConfig,
+    what: &str,
+    net: &NetConfig,
+) -> Result<(virtio::net::Net, String, String)> {
+    let tap = netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues))
+        .map_err(|e| Error::Net(format!("{what}: {e}")))?;
+    // Stable across runs of the same command line, distinct per card:
+    // what a user would otherwise have to write down (as libvirt does).
+    let mac = net.mac.unwrap_or_else(|| {
+        let kernel = match &config.kernel {
+            KernelSource::Path(p) => p.display().to_string(),
+            KernelSource::Embedded(_) => "embedded".into(),
+        };
+        let tap = net.tap.as_deref().unwrap_or("");
+        virtio::net::generate_mac(format!("{kernel}|{what}|{tap}").as_bytes())
+    });
+    let (tap_name, mac_text) = (tap.name().to_string(), virtio::net::format_mac(&mac));
+    tracing::info!("{what}: TAP {tap_name} MAC {mac_text}");
+    let device = virtio::net::Net::new(virtio::net::NetConfig {
+        tap,
+        mac,
+        queue_pairs: net.queues,
+        mtu: None,
+    })
+    .map_err(|e| Error::Net(format!("{what}: {e}")))?;
+    Ok((device, tap_name, mac_text))
+}
+
+/// Open a console port's backend.
+fn create_console(console: &ConsoleConfig) -> Result<virtio::console::Console> {
+    fn open_err(
+        what: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Open { what, path, source }
+    }
+    let (output, input): (Box<dyn Write + Send>, _) = match console {
+        ConsoleConfig::Stdout => (Box::new(std::io::stdout()), None),
+        ConsoleConfig::File(path) => {
+            let file = File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(open_err("console file", path))?;
+            (Box::new(file), None)
+        }
+        ConsoleConfig::Unix(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path)
+                .map_err(open_err("console socket", path))?;
+            let input = stream
+                .try_clone()
+                .map_err(open_err("console socket", path))?;
+            (Box::new(stream), Some(std::os::fd::OwnedFd::from(input)))
+        }
+    };
+    Ok(virtio::console::Console::new(output, input))
+}
