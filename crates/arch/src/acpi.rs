@@ -10,7 +10,8 @@
 //!
 //! ```text
 //! ACPI_START  RSDP  (rev 2, points at the XSDT)
-//!             DSDT  (\_S5, \_SB.COM1, \_SB.PCI0 when there is PCI)
+//!             DSDT  (\_S5, \_SB.COM1, \_SB.PCI0 when there is PCI,
+//!                    \_SB.GED_ and \_SB.PWRB when there is a GED)
 //!             FACP  (FADT rev 6, points at the DSDT)
 //!             APIC  (MADT)
 //!             MCFG  (when there is PCI: where ECAM is)
@@ -25,8 +26,10 @@
 //! without writing anything.
 
 mod dsdt;
+mod ged;
 mod madt;
 mod pci;
+mod pci_hotplug;
 #[cfg(test)]
 mod tests;
 
@@ -102,6 +105,9 @@ pub enum AcpiError {
     /// An extra table has the signature of a table Vireo builds itself.
     #[error("extra ACPI table {0} duplicates a table Vireo generates itself")]
     DuplicateTable(String),
+    /// PCI hot-plug was asked for on a VM without a PCI host bridge.
+    #[error("PCI hot-plug needs a PCI host bridge")]
+    HotplugWithoutPci,
     /// The guest memory does not cover the ACPI region; nothing was written.
     #[error("guest memory does not cover the ACPI region [{ACPI_START:#x}, {end:#x})")]
     RegionNotInGuestMemory {
@@ -189,6 +195,35 @@ pub struct AcpiConfig {
     /// The PCI host bridge, if the VM has one: adds `\_SB.PCI0` to the
     /// DSDT and an MCFG table for its ECAM.
     pub pci: Option<PciHostBridge>,
+    /// The Generic Event Device, if the VM has one: adds `\_SB.GED_` and
+    /// the power button `\_SB.PWRB` to the DSDT, and with
+    /// [`GedConfig::pci_hotplug_mmio`] the hot-plug slots of `\_SB.PCI0`.
+    pub ged: Option<GedConfig>,
+}
+
+/// Where the Generic Event Device (`devices::Ged`) and the PCI hot-plug
+/// registers (`devices::PciHotplug`) are, as the DSDT announces them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GedConfig {
+    /// Address of the GED's event register (`layout::GED_MMIO_START`).
+    pub mmio: u64,
+    /// The GED's GSI, edge triggered and active high (`layout::GED_IRQ`).
+    pub irq: u32,
+    /// Address of the PCI hot-plug registers
+    /// (`layout::PCI_HOTPLUG_MMIO_START`), if bus 0 supports hot-plug;
+    /// requires [`AcpiConfig::pci`].
+    pub pci_hotplug_mmio: Option<u64>,
+}
+
+impl GedConfig {
+    /// The GED and hot-plug registers at their places in Vireo's layout.
+    pub fn standard(pci_hotplug: bool) -> Self {
+        Self {
+            mmio: crate::layout::GED_MMIO_START,
+            irq: crate::layout::GED_IRQ,
+            pci_hotplug_mmio: pci_hotplug.then_some(crate::layout::PCI_HOTPLUG_MMIO_START),
+        }
+    }
 }
 
 /// Where the PCI host bridge decodes, as the DSDT and MCFG announce it.
@@ -219,11 +254,21 @@ pub fn create_acpi_tables<M: GuestMemory + ?Sized>(
     if config.num_cpus == 0 {
         return Err(AcpiError::NoCpus);
     }
+    let hotplug = config.ged.and_then(|g| g.pci_hotplug_mmio);
+    if hotplug.is_some() && config.pci.is_none() {
+        return Err(AcpiError::HotplugWithoutPci);
+    }
 
     let mut layout = Layout::new();
     let rsdp_addr = layout.place(*b"RSD ", Rsdp::len())?;
 
-    let dsdt = dsdt::build(OEM_ID, OEM_TABLE_ID, OEM_REVISION, config.pci.as_ref());
+    let dsdt = dsdt::build(
+        OEM_ID,
+        OEM_TABLE_ID,
+        OEM_REVISION,
+        config.pci.as_ref(),
+        config.ged.as_ref(),
+    );
     let dsdt_addr = layout.place_table(dsdt)?;
 
     // Every table the XSDT lists, in order. Adding a table is one line.

@@ -92,11 +92,25 @@ pub const GED_MMIO_SIZE: u64 = 0x10;
 /// ISA line nothing else uses; edge because an irqfd without a resample fd
 /// can only pulse a line).
 pub const GED_IRQ: u32 = 5;
+/// GED event register bit: the power button was pressed (the DSDT's
+/// `_EVT` notifies `\_SB.PWRB`). Must match `devices::GedEvent`.
+pub const GED_EVENT_POWER_BUTTON: u32 = 1 << 0;
+/// GED event register bit: PCI slots changed (the DSDT's `_EVT` calls
+/// `\_SB.PCI0.PCNT`). Must match `devices::GedEvent`.
+pub const GED_EVENT_PCI_HOTPLUG: u32 = 1 << 1;
 /// ACPI PCI hot-plug registers of bus 0 (`PCIU`, `PCID`, `B0EJ`), read and
 /// written by the DSDT's `\_SB.PCI0.PCNT` and slot `_EJ0` methods.
 pub const PCI_HOTPLUG_MMIO_START: u64 = 0xfeb0_4000;
 /// Size of the PCI hot-plug register block.
 pub const PCI_HOTPLUG_MMIO_SIZE: u64 = 0x10;
+/// Offset of `PCIU` (slots that gained a device, read to clear). Each
+/// hot-plug register is a 32-bit bitmap, bit n = slot n of bus 0; the
+/// offsets must match `devices::pci_hotplug`.
+pub const PCI_HOTPLUG_PCIU_OFFSET: u64 = 0x0;
+/// Offset of `PCID` (slots asked to give up their device, read to clear).
+pub const PCI_HOTPLUG_PCID_OFFSET: u64 = 0x4;
+/// Offset of `B0EJ` (the guest writes the slots it has ejected).
+pub const PCI_HOTPLUG_B0EJ_OFFSET: u64 = 0x8;
 
 /// IOAPIC registers.
 pub const IOAPIC_START: u64 = 0xfec0_0000;

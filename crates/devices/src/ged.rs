@@ -163,6 +163,14 @@ mod tests {
     }
 
     #[test]
+    fn bits_and_size_match_the_acpi_tables() {
+        use arch::layout;
+        assert_eq!(GedEvent::PowerButton.bit(), layout::GED_EVENT_POWER_BUTTON);
+        assert_eq!(GedEvent::PciHotplug.bit(), layout::GED_EVENT_PCI_HOTPLUG);
+        assert_eq!(GED_RANGE_LEN, layout::GED_MMIO_SIZE);
+    }
+
+    #[test]
     fn notify_sets_the_bit_and_pulses_the_irq() {
         let (ged, irq) = ged();
         let mut on_bus = ged.clone();

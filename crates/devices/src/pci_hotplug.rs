@@ -225,6 +225,15 @@ mod tests {
     }
 
     #[test]
+    fn layout_matches_the_acpi_tables() {
+        use arch::layout;
+        assert_eq!(PCIU_OFFSET, layout::PCI_HOTPLUG_PCIU_OFFSET);
+        assert_eq!(PCID_OFFSET, layout::PCI_HOTPLUG_PCID_OFFSET);
+        assert_eq!(B0EJ_OFFSET, layout::PCI_HOTPLUG_B0EJ_OFFSET);
+        assert_eq!(PCI_HOTPLUG_RANGE_LEN, layout::PCI_HOTPLUG_MMIO_SIZE);
+    }
+
+    #[test]
     fn added_and_removed_slots_read_once() {
         let hp = PciHotplug::new().unwrap();
         let mut dev = hp.clone();

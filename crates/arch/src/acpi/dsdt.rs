@@ -3,7 +3,8 @@
 //! It holds what the fixed tables cannot say: the `\_S5` sleep type that
 //! the guest writes to the sleep control register to power off, and the
 //! legacy devices under `\_SB`, so a guest that enumerates through ACPI
-//! (Linux's 8250 PNP driver does) finds them without probing.
+//! (Linux's 8250 PNP driver does) finds them without probing; with a GED,
+//! also the power button and (with PCI) the hot-plug slots.
 
 use acpi_tables::aml::{
     Device, EISAName, Interrupt, Name, Package, Path, ResourceTemplate, Scope, IO,
@@ -26,6 +27,7 @@ pub(super) fn build(
     oem_table_id: [u8; 8],
     oem_revision: u32,
     pci: Option<&super::PciHostBridge>,
+    ged: Option<&super::GedConfig>,
 ) -> Vec<u8> {
     // \_S5 is Package { SLP_TYPa, SLP_TYPb }. A HW-reduced platform only
     // uses SLP_TYPa (there is no PM1b block), but two elements is what
@@ -43,10 +45,25 @@ pub(super) fn build(
     let uid = Name::new(Path::new("_UID"), &0u8);
     let crs = Name::new(Path::new("_CRS"), &com1_resources);
     let com1 = Device::new(Path::new("COM1"), vec![&hid, &uid, &crs]);
-    let pci0 = pci.map(super::pci::host_bridge_device);
+    // PCI hot-plug needs both the bridge (for the slots) and the GED (for
+    // the event); create_acpi_tables refuses one without the other.
+    let hotplug = ged
+        .and_then(|g| g.pci_hotplug_mmio)
+        .filter(|_| pci.is_some());
+    let pci0 = pci.map(|pci| super::pci::host_bridge_device(pci, hotplug));
+    let ged_devices = ged.map(|ged| {
+        (
+            super::ged::ged_device(ged, hotplug.is_some()),
+            super::ged::power_button_device(),
+        )
+    });
     let mut devices: Vec<&dyn Aml> = vec![&com1];
     if let Some(pci0) = &pci0 {
         devices.push(pci0);
+    }
+    if let Some((ged, pwrb)) = &ged_devices {
+        devices.push(ged);
+        devices.push(pwrb);
     }
     let system_bus = Scope::new(Path::new("\\_SB_"), devices);
 

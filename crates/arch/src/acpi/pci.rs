@@ -17,6 +17,23 @@ const CONFIG_IO_LEN: u8 = 8;
 /// AML already serialized, to nest in a scope.
 pub(super) struct RawAml(Vec<u8>);
 
+impl RawAml {
+    /// Serializes `aml` now, so it can be nested without borrowing.
+    pub(super) fn of(aml: &dyn Aml) -> Self {
+        Self::concat(&[aml])
+    }
+
+    /// Serializes `objects` back to back (a list of objects, for a scope
+    /// that takes them as one child).
+    pub(super) fn concat(objects: &[&dyn Aml]) -> Self {
+        let mut bytes = Vec::new();
+        for object in objects {
+            object.to_aml_bytes(&mut bytes);
+        }
+        Self(bytes)
+    }
+}
+
 impl Aml for RawAml {
     fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
         sink.vec(&self.0);
@@ -25,8 +42,10 @@ impl Aml for RawAml {
 
 /// `Device (PCI0)`: a PCIe root bridge (PNP0A08, compatible with PNP0A03)
 /// on segment 0, bus 0, whose `_CRS` lists its bus range, the CF8/CFC
-/// ports and both MMIO windows.
-pub(super) fn host_bridge_device(pci: &PciHostBridge) -> RawAml {
+/// ports and both MMIO windows. With `hotplug` (the address of the PCI
+/// hot-plug registers) it also gets `_OSC`, `PCNT` and the slot devices
+/// (see `acpi/pci_hotplug.rs`).
+pub(super) fn host_bridge_device(pci: &PciHostBridge, hotplug: Option<u64>) -> RawAml {
     let hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0A08"));
     let cid = Name::new(Path::new("_CID"), &EISAName::new("PNP0A03"));
     let adr = Name::new(Path::new("_ADR"), &0u8);
@@ -53,13 +72,12 @@ pub(super) fn host_bridge_device(pci: &PciHostBridge) -> RawAml {
     );
     let resources = ResourceTemplate::new(vec![&buses, &config_io, &mmio32, &mmio64]);
     let crs = Name::new(Path::new("_CRS"), &resources);
-    let device = Device::new(
-        Path::new("PCI0"),
-        vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs],
-    );
-    let mut bytes = Vec::new();
-    device.to_aml_bytes(&mut bytes);
-    RawAml(bytes)
+    let hotplug = hotplug.map(super::pci_hotplug::bridge_objects);
+    let mut children: Vec<&dyn Aml> = vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs];
+    if let Some(hotplug) = &hotplug {
+        children.push(hotplug);
+    }
+    RawAml::of(&Device::new(Path::new("PCI0"), children))
 }
 
 /// The MCFG table for `pci`'s ECAM.

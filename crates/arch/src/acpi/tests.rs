@@ -20,6 +20,7 @@ fn config(num_cpus: u32) -> AcpiConfig {
     AcpiConfig {
         num_cpus,
         pci: Some(PCI),
+        ged: Some(GedConfig::standard(true)),
         ..Default::default()
     }
 }
@@ -464,6 +465,38 @@ fn iasl_disassembles_every_table() {
             dsdt.contains("0x0000004FFFFFFFFF"),
             "64-bit window end: {dsdt}"
         );
+        for needle in [
+            "Device (GED)",
+            "\"ACPI0013\"",
+            "Method (_EVT, 1, Serialized)",
+            "OperationRegion (EREG, SystemMemory, 0xFEB03000, 0x04)",
+            "Notify (\\_SB.PWRB, 0x80)",
+            "\\_SB.PCI0.PCNT ()",
+            "Device (PWRB)",
+            "PNP0C0C",
+            "Method (_OSC, 4, NotSerialized)",
+            "33db4d5b-1ff7-401c-9657-7441c03dd766",
+            "OperationRegion (PCST, SystemMemory, 0xFEB04000, 0x0C)",
+            "Method (PCNT, 0, Serialized)",
+            "Notify (S03, One) // Device Check",
+            "Notify (S1F, 0x03) // Eject Request",
+            "Device (S01)",
+            "Device (S1F)",
+            "Name (_ADR, 0x001F0000)",
+            "\\_SB.PCI0.B0EJ = 0x80000000",
+        ] {
+            assert!(dsdt.contains(needle), "no {needle:?} in:\n{dsdt}");
+        }
+        assert!(
+            !dsdt.contains("Device (S00)"),
+            "slot 0 is the host bridge's"
+        );
+        assert_eq!(dsdt.matches("Method (_EJ0, 1").count(), 31, "{dsdt}");
+        // The GED's interrupt: edge triggered, active high, GSI 5.
+        let ged = &dsdt[dsdt.find("Device (GED)").unwrap()..];
+        let irq = &ged[ged.find("Interrupt (").unwrap()..];
+        assert!(irq.starts_with("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive"));
+        assert!(irq.contains("0x00000005,"), "{irq}");
         let mcfg = &dsls.iter().find(|(name, _)| name == "MCFG").unwrap().1;
         assert!(mcfg.contains("00000000E0000000"), "{mcfg}");
         let madt = &dsls.iter().find(|(name, _)| name == "APIC").unwrap().1;
@@ -475,4 +508,186 @@ fn iasl_disassembles_every_table() {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Whether the DSDT's AML contains `needle`.
+fn dsdt_has(walk: &Walk, needle: &[u8]) -> bool {
+    walk.dsdt.1[36..].windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_ged_and_hot_plug_are_optional() {
+    let mem = guest_memory();
+    let mut config = config(1);
+    config.ged = None;
+    let walk = Walk::new(&mem, create_acpi_tables(&mem, &config).unwrap());
+    for absent in [
+        &b"GED_"[..],
+        b"PWRB",
+        b"_EVT",
+        b"PCNT",
+        b"B0EJ",
+        b"_OSC",
+        b"S01_",
+    ] {
+        assert!(
+            !dsdt_has(&walk, absent),
+            "{}",
+            String::from_utf8_lossy(absent)
+        );
+    }
+
+    // A GED without hot-plug: the power button, but no slots, and _EVT
+    // does not call a PCNT that is not there.
+    config.ged = Some(GedConfig::standard(false));
+    let walk = Walk::new(&mem, create_acpi_tables(&mem, &config).unwrap());
+    assert!(dsdt_has(&walk, b"ACPI0013"));
+    assert!(dsdt_has(&walk, b"PWRB"));
+    for absent in [&b"PCNT"[..], b"B0EJ", b"S01_"] {
+        assert!(
+            !dsdt_has(&walk, absent),
+            "{}",
+            String::from_utf8_lossy(absent)
+        );
+    }
+}
+
+#[test]
+fn hot_plug_without_pci_is_an_error() {
+    let mem = guest_memory();
+    let mut config = config(1);
+    config.pci = None;
+    assert!(matches!(
+        create_acpi_tables(&mem, &config),
+        Err(AcpiError::HotplugWithoutPci)
+    ));
+    config.ged = Some(GedConfig::standard(false));
+    let walk = Walk::new(&mem, create_acpi_tables(&mem, &config).unwrap());
+    assert!(dsdt_has(&walk, b"ACPI0013"));
+    assert!(!dsdt_has(&walk, b"PCI0"));
+}
+
+/// A table of test methods for acpiexec: set the registers the way the
+/// VMM would (acpiexec backs SystemMemory regions with plain memory, so
+/// nothing clears on read), run the GED's _EVT, eject a slot, and ask
+/// _OSC for everything, with the host bridge's UUID and with another.
+const EXEC_TEST_ASL: &str = r#"
+DefinitionBlock ("", "SSDT", 2, "VIREO ", "EXECTEST", 1)
+{
+    External (\_SB.GED._EVT, MethodObj)
+    External (\_SB.GED.ESTA, FieldUnitObj)
+    External (\_SB.PCI0.PCIU, FieldUnitObj)
+    External (\_SB.PCI0.PCID, FieldUnitObj)
+    External (\_SB.PCI0._OSC, MethodObj)
+    Method (EVT1, 0)
+    {
+        \_SB.GED.ESTA = 3
+        \_SB.PCI0.PCIU = 0x80000008
+        \_SB.PCI0.PCID = 0x20
+        \_SB.GED._EVT (5)
+    }
+    Method (OSC1, 0)
+    {
+        Local0 = Buffer (12) { 0, 0, 0, 0, 0x1f, 0, 0, 0, 0xff, 0, 0, 0 }
+        Return (\_SB.PCI0._OSC (ToUUID ("33DB4D5B-1FF7-401C-9657-7441C03DD766"), 1, 3, Local0))
+    }
+    Method (OSC2, 0)
+    {
+        Local0 = Buffer (12) { 0, 0, 0, 0, 0x1f, 0, 0, 0, 0xff, 0, 0, 0 }
+        Return (\_SB.PCI0._OSC (ToUUID ("00000000-0000-0000-0000-000000000000"), 1, 3, Local0))
+    }
+}
+"#;
+
+/// Runs the DSDT's methods in ACPICA's own interpreter (acpiexec), when
+/// acpica-tools is installed: the AML must not only disassemble but do
+/// what the hot-plug and power-button protocol says.
+#[test]
+fn acpiexec_runs_the_event_methods() {
+    let (_mem, walk) = build(2);
+    let dir = scratch_dir("acpiexec");
+    let dsdt = dir.join("dsdt.aml");
+    std::fs::write(&dsdt, &walk.dsdt.1).unwrap();
+    let asl = dir.join("exectest.asl");
+    std::fs::write(&asl, EXEC_TEST_ASL).unwrap();
+    let compiled = match Command::new("iasl").arg(&asl).output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIP acpiexec_runs_the_event_methods: iasl not found (apt-get install acpica-tools)");
+            return;
+        }
+        Err(e) => panic!("running iasl: {e}"),
+    };
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stdout)
+    );
+    let batch = "execute EVT1; execute \\_SB.PCI0.S05._EJ0 1; execute \\_SB.PCI0.B0EJ; \
+                 execute \\_SB.PCI0.S03._ADR; execute \\_SB.PCI0.S03._SUN; \
+                 execute OSC1; execute OSC2";
+    let output = match Command::new("acpiexec")
+        .arg("-b")
+        .arg(batch)
+        .arg(&dsdt)
+        .arg(dir.join("exectest.aml"))
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIP acpiexec_runs_the_event_methods: acpiexec not found (apt-get install acpica-tools)");
+            return;
+        }
+        Err(e) => panic!("running acpiexec: {e}"),
+    };
+    let out = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{out}");
+    for bad in ["AE_", "Error", "Warning"] {
+        assert!(!out.contains(bad), "acpiexec reports {bad}:\n{out}");
+    }
+
+    // _EVT with bits 0 and 1: the power button, then PCNT's notifies in
+    // slot order: device check for slots 3 and 31, eject request for 5.
+    let notifies: Vec<(&str, &str)> = out
+        .lines()
+        .filter_map(|l| {
+            let name = l.split("Notify on [").nth(1)?.split(']').next()?;
+            let value = l.split("Value ").nth(1)?.split(' ').next()?;
+            Some((name, value))
+        })
+        .collect();
+    assert_eq!(
+        notifies,
+        [
+            ("PWRB", "0x80"),
+            ("S03_", "0x01"),
+            ("S05_", "0x03"),
+            ("S1F_", "0x01")
+        ],
+        "{out}"
+    );
+    // Results in order: B0EJ after S05._EJ0, S03's _ADR and _SUN, then
+    // _OSC's answers.
+    let results: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("[Integer] =") || l.contains("[Buffer]"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(results.len(), 5, "{out}");
+    assert!(results[0].ends_with("= 0000000000000020"), "B0EJ: {out}");
+    assert!(results[1].ends_with("= 0000000000030000"), "_ADR: {out}");
+    assert!(results[2].ends_with("= 0000000000000003"), "_SUN: {out}");
+    // Asked for 0xff: granted 0xfc (no native or SHPC hot-plug), with
+    // "capabilities masked" set in the status dword.
+    assert!(
+        results[3].contains("10 00 00 00 1F 00 00 00 FC 00 00 00"),
+        "_OSC: {out}"
+    );
+    // Another UUID: "unrecognized UUID", nothing changed.
+    assert!(
+        results[4].contains("04 00 00 00 1F 00 00 00 FF 00 00 00"),
+        "_OSC: {out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
