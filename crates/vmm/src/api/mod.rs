@@ -1,8 +1,11 @@
 //! The per-VM control API: HTTP/1.1 with JSON bodies on a unix socket, as
 //! Firecracker's and Cloud Hypervisor's.
 
+pub mod http;
+pub mod routes;
 pub mod types;
 
+pub use http::{ApiServer, ServerLimits};
 pub use types::{
     Action, ActionResult, ApiError, Counters, DeviceInfo, DiskSpec, NetSpec, RemoveDeviceSpec,
     ResizeDiskSpec, VmConfigSpec, VmController, VmInfo, VmState,

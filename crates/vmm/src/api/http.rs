@@ -1,0 +1,851 @@
+//! The API's HTTP/1.1 server on a unix stream socket.
+//!
+//! One accept thread, one thread per connection (at most
+//! [`ServerLimits::max_connections`]; beyond that a client gets 503). A
+//! connection thread parses requests with `httparse`, resolves them with
+//! [`routes::resolve`](super::routes::resolve) and calls the
+//! [`VmController`] without holding any server lock, so a slow or stuck
+//! client holds only its own thread, and a slow action only its own
+//! connection. Bodies are Content-Length only; every limit (header size,
+//! body size, how long a request may take to arrive) ends in a JSON error
+//! and a closed connection, never in a panic.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use super::routes::{self, Target, OPENAPI_DOCUMENT};
+use super::types::{ApiError, VmController};
+
+/// The server's bounds. [`Default`] gives the production values.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Connections served at once; a client beyond this gets 503.
+    pub max_connections: usize,
+    /// How long the accept thread waits for a connection slot to free
+    /// before answering 503 (rides out bursts of short-lived clients).
+    pub slot_wait: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// How long a request may take to arrive, from its first byte to its
+    /// last; a slower client gets 408.
+    pub request_timeout: Duration,
+    /// How long a response may take to leave.
+    pub write_timeout: Duration,
+    /// Request line plus headers, in bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// Request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            slot_wait: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            max_header_bytes: 8 << 10,
+            max_body_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Header lines httparse parses at most; more is 431.
+const MAX_HEADERS: usize = 32;
+
+/// A running API server. Dropping it (or [`ApiServer::shutdown`]) stops
+/// accepting, closes every open connection and removes the socket file.
+pub struct ApiServer {
+    path: PathBuf,
+    /// Device and inode of the socket file we created, so shutdown removes
+    /// only our own file, never one someone put there since.
+    identity: (u64, u64),
+    shared: Arc<Shared>,
+    wake: EventFd,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// What the accept thread and connection threads share.
+struct Shared {
+    stop: AtomicBool,
+    /// Open connections (a clone of each stream, to shut them down on
+    /// stop); its length is the number of busy slots.
+    conns: Mutex<HashMap<u64, UnixStream>>,
+    /// Signalled when a connection ends.
+    slot_freed: Condvar,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, UnixStream>> {
+        // A panic elsewhere while holding the lock leaves the map intact
+        // (insert and remove are atomic); keep serving.
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ApiServer {
+    /// Serve `controller` on a new unix socket at `path`, with default limits.
+    ///
+    /// A stale socket at `path` (nobody accepting) is replaced; a live one,
+    /// or any other kind of file, is an error.
+    pub fn start(path: &Path, controller: Arc<dyn VmController>) -> io::Result<ApiServer> {
+        Self::start_with_limits(path, controller, ServerLimits::default())
+    }
+
+    /// [`ApiServer::start`] with explicit limits (tests use short timeouts).
+    pub fn start_with_limits(
+        path: &Path,
+        controller: Arc<dyn VmController>,
+        limits: ServerLimits,
+    ) -> io::Result<ApiServer> {
+        let listener = bind_private(path)?;
+        let meta = fs::symlink_metadata(path)?;
+        let identity = (meta.dev(), meta.ino());
+        listener.set_nonblocking(true)?;
+        let wake = EventFd::new(libc::EFD_NONBLOCK)?;
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            conns: Mutex::new(HashMap::new()),
+            slot_freed: Condvar::new(),
+            next_id: AtomicU64::new(0),
+        });
+        let accept = {
+            let shared = Arc::clone(&shared);
+            let wake = wake.try_clone()?;
+            thread::Builder::new()
+                .name("vireo-api".into())
+                .spawn(move || accept_loop(&listener, &wake, &shared, &controller, &limits))
+        };
+        let accept = match accept {
+            Ok(handle) => handle,
+            Err(e) => {
+                let _ = fs::remove_file(path);
+                return Err(e);
+            }
+        };
+        tracing::info!(path = %path.display(), "API server listening");
+        Ok(ApiServer {
+            path: path.to_path_buf(),
+            identity,
+            shared,
+            wake,
+            accept: Some(accept),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stop accepting, close open connections (a request being handled
+    /// finishes, but its answer goes nowhere) and remove the socket file.
+    /// Does not wait for connection threads: one may be inside the
+    /// controller, which may itself be what is shutting the server down.
+    pub fn shutdown(&mut self) {
+        let Some(accept) = self.accept.take() else {
+            return;
+        };
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.slot_freed.notify_all();
+        if let Err(e) = self.wake.write(1) {
+            tracing::warn!("API server: cannot wake the accept thread: {e}");
+        }
+        if accept.join().is_err() {
+            tracing::warn!("API server: the accept thread panicked");
+        }
+        for stream in self.shared.conns().values() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        if let Ok(meta) = fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.identity {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Bind a listening socket at `path` that nobody but its owner can ever
+/// connect to.
+///
+/// The socket is bound inside a fresh mode-0700 directory next to `path`,
+/// chmod-ed to 0600 there, then hard-linked into place. Until the link
+/// exists nobody else can reach it (the directory is private), and when it
+/// appears it already has its final mode. Changing the umask instead would
+/// be simpler, but the umask is per process and other threads (disk images,
+/// console sockets) may be creating files at the same moment. `link(2)`
+/// never replaces an existing file, so a file that appears at `path` while
+/// we work is not clobbered. The cost: the private path is a few bytes
+/// longer than `path`, so a `path` within ~20 bytes of the 107-byte
+/// `sun_path` limit fails to bind.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let context = |e: io::Error, what: &str| {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+    };
+    remove_stale_socket(path)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if path.file_name().is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no file", path.display()),
+        ));
+    }
+    static PRIVATE_DIRS: AtomicU64 = AtomicU64::new(0);
+    let private = loop {
+        let n = PRIVATE_DIRS.fetch_add(1, Ordering::Relaxed);
+        let dir = parent.join(format!(".vireo-api.{}.{n}", std::process::id()));
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => continue,
+            Err(e) => return Err(context(e, "cannot create a private directory next to")),
+        }
+    };
+    let tmp = private.join("s");
+    let bound = UnixListener::bind(&tmp)
+        .and_then(|l| fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map(|()| l))
+        .and_then(|l| fs::hard_link(&tmp, path).map(|()| l));
+    let _ = fs::remove_file(&tmp);
+    let _ = fs::remove_dir(&private);
+    bound.map_err(|e| context(e, "cannot bind the API socket at"))
+}
+
+/// Remove a socket file nobody accepts on; refuse to touch anything else.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; not replacing it",
+                path.display()
+            ),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by a running server", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(
+                e.kind(),
+                format!("cannot remove stale socket {}: {e}", path.display()),
+            )),
+            _ => Ok(()),
+        },
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{} exists and cannot be probed: {e}", path.display()),
+        )),
+    }
+}
+
+fn accept_loop(
+    listener: &UnixListener,
+    wake: &EventFd,
+    shared: &Arc<Shared>,
+    controller: &Arc<dyn VmController>,
+    limits: &ServerLimits,
+) {
+    let mut fds = [
+        libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    while !shared.stop.load(Ordering::SeqCst) {
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of
+        // the call, and its length is passed with it.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                tracing::error!("API server: poll failed: {e}");
+                return;
+            }
+            continue;
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => admit(stream, shared, controller, limits),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of
+                // spinning on a listener that stays readable.
+                tracing::warn!("API server: accept failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Give a new connection a slot and a thread, or a 503.
+fn admit(
+    stream: UnixStream,
+    shared: &Arc<Shared>,
+    controller: &Arc<dyn VmController>,
+    limits: &ServerLimits,
+) {
+    let deadline = Instant::now() + limits.slot_wait;
+    let mut conns = shared.conns();
+    while conns.len() >= limits.max_connections && !shared.stop.load(Ordering::SeqCst) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            drop(conns);
+            tracing::warn!(
+                "API server: {} connections open; refusing one",
+                limits.max_connections
+            );
+            let message = format!(
+                "too many API connections (at most {})",
+                limits.max_connections
+            );
+            refuse_now(stream, &Response::error(503, &message));
+            return;
+        }
+        conns = shared
+            .slot_freed
+            .wait_timeout(conns, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    let clone = match stream.try_clone() {
+        Ok(clone) => clone,
+        Err(e) => {
+            drop(conns);
+            refuse_now(stream, &Response::error(503, &format!("cannot serve: {e}")));
+            return;
+        }
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    conns.insert(id, clone);
+    drop(conns);
+    let slot = Slot {
+        shared: Arc::clone(shared),
+        id,
+    };
+    let controller = Arc::clone(controller);
+    let limits = limits.clone();
+    let spawned = thread::Builder::new()
+        .name("vireo-api-conn".into())
+        .spawn(move || {
+            let _slot = slot;
+            serve_connection(stream, controller.as_ref(), &limits);
+        });
+    if let Err(e) = spawned {
+        // The closure (and with it the slot and the stream) was dropped.
+        tracing::warn!("API server: cannot start a connection thread: {e}");
+    }
+}
+
+/// Send a short response without ever blocking the accept thread, and
+/// close. The response is far smaller than a socket buffer.
+fn refuse_now(stream: UnixStream, response: &Response) {
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = (&stream).write(&response.to_bytes(false));
+    }
+}
+
+/// A connection's claim on a slot; dropping it (however the thread ends)
+/// frees the slot.
+struct Slot {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.conns().remove(&self.id);
+        self.shared.slot_freed.notify_one();
+    }
+}
+
+/// One parsed request.
+#[derive(Debug)]
+struct Request {
+    method: String,
+    target: String,
+    keep_alive: bool,
+    body: Vec<u8>,
+}
+
+/// A request that cannot be served; the connection closes after the answer.
+struct Fault(Response);
+
+impl Fault {
+    fn new(status: u16, message: &str) -> Self {
+        Fault(Response::error(status, message))
+    }
+}
+
+/// A response, before it is put on the wire.
+struct Response {
+    status: u16,
+    /// `Allow` header, for 405.
+    allow: Option<&'static str>,
+    /// JSON body; empty for 204.
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn json(status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            allow: None,
+            body,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Self {
+        let body = serde_json::json!({ "error": message }).to_string();
+        Self::json(status, body.into_bytes())
+    }
+
+    fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + self.body.len());
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        if self.status != 204 {
+            let _ = write!(
+                out,
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                self.body.len()
+            );
+        }
+        if let Some(allow) = self.allow {
+            let _ = write!(out, "Allow: {allow}\r\n");
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if self.status != 204 {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ if status < 500 => "Client Error",
+        _ => "Server Error",
+    }
+}
+
+fn serve_connection(mut stream: UnixStream, controller: &dyn VmController, limits: &ServerLimits) {
+    if stream
+        .set_write_timeout(Some(limits.write_timeout))
+        .is_err()
+    {
+        return;
+    }
+    // Bytes read but not yet consumed: a partial request, or the start of
+    // the next one when a client pipelines.
+    let mut pending = Vec::with_capacity(1024);
+    loop {
+        let request = match read_request(&mut stream, &mut pending, limits) {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(Fault(response)) => {
+                let _ = stream.write_all(&response.to_bytes(false));
+                linger(&mut stream);
+                return;
+            }
+        };
+        let response = dispatch(&request, controller);
+        if stream
+            .write_all(&response.to_bytes(request.keep_alive))
+            .is_err()
+            || !request.keep_alive
+        {
+            return;
+        }
+    }
+}
+
+/// Before closing on an error, let the client's unread request drain for a
+/// moment: closing a unix socket with unread input makes the peer's next
+/// read fail with ECONNRESET, which some clients report instead of our
+/// answer.
+fn linger(stream: &mut UnixStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let mut sink = [0u8; 4096];
+    let mut drained = 0usize;
+    while drained < (1 << 20) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// Read one request. `Ok(None)`: the client closed, or sat idle too long,
+/// between requests (nothing to answer).
+fn read_request(
+    stream: &mut UnixStream,
+    pending: &mut Vec<u8>,
+    limits: &ServerLimits,
+) -> Result<Option<Request>, Fault> {
+    // The request clock starts with its first byte; until then the
+    // connection is idle.
+    let mut started = (!pending.is_empty()).then(Instant::now);
+    let head = loop {
+        if !pending.is_empty() {
+            if let Some(head) = parse_head(pending, limits)? {
+                break head;
+            }
+        }
+        match read_more(stream, pending, started, limits) {
+            Ok(true) => {
+                started.get_or_insert_with(Instant::now);
+            }
+            Ok(false) => return Ok(None),
+            Err(fault) => return Err(fault),
+        }
+    };
+    let started = started.unwrap_or_else(Instant::now);
+    let total = head.len + head.content_length;
+    if head.expect_continue && pending.len() < total {
+        stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .map_err(|_| Fault::new(400, "cannot write 100 Continue"))?;
+    }
+    while pending.len() < total {
+        match read_more(stream, pending, Some(started), limits) {
+            Ok(true) => {}
+            // The client hung up mid-body: nobody to answer.
+            Ok(false) => return Ok(None),
+            Err(fault) => return Err(fault),
+        }
+    }
+    let body = pending[head.len..total].to_vec();
+    pending.drain(..total);
+    Ok(Some(Request {
+        method: head.method,
+        target: head.target,
+        keep_alive: head.keep_alive,
+        body,
+    }))
+}
+
+/// Read what the client has sent next. `Ok(false)`: it closed, or sat idle
+/// with no request begun past the idle timeout.
+fn read_more(
+    stream: &mut UnixStream,
+    pending: &mut Vec<u8>,
+    started: Option<Instant>,
+    limits: &ServerLimits,
+) -> Result<bool, Fault> {
+    let timeout = match started {
+        None => limits.idle_timeout,
+        Some(t) => {
+            let left = limits.request_timeout.saturating_sub(t.elapsed());
+            if left.is_zero() {
+                return Err(Fault::new(408, "request not received in time"));
+            }
+            left
+        }
+    };
+    if stream.set_read_timeout(Some(timeout)).is_err() {
+        return Ok(false);
+    }
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                pending.extend_from_slice(&chunk[..n]);
+                return Ok(true);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return match started {
+                    None if pending.is_empty() => Ok(false),
+                    _ => Err(Fault::new(408, "request not received in time")),
+                };
+            }
+            Err(_) => return Ok(false),
+        }
+    }
+}
+
+/// A request's line and headers, as far as the server cares.
+struct Head {
+    /// Bytes of request line and headers, including the blank line.
+    len: usize,
+    method: String,
+    target: String,
+    keep_alive: bool,
+    content_length: usize,
+    expect_continue: bool,
+}
+
+/// Parse the head if it is all in `buf`. `Ok(None)`: not yet.
+fn parse_head(buf: &[u8], limits: &ServerLimits) -> Result<Option<Head>, Fault> {
+    let too_large = || {
+        Fault::new(
+            431,
+            &format!(
+                "request line and headers exceed {} bytes",
+                limits.max_header_bytes
+            ),
+        )
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_header_bytes => {
+            return Err(too_large())
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Fault::new(
+                431,
+                &format!("more than {MAX_HEADERS} header lines"),
+            ))
+        }
+        Err(e) => return Err(Fault::new(400, &format!("malformed request: {e}"))),
+    };
+    if len > limits.max_header_bytes {
+        return Err(too_large());
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(Fault::new(400, "malformed request line"));
+    };
+    let mut head = Head {
+        len,
+        method: method.to_string(),
+        target: target.to_string(),
+        // HTTP/1.1 keeps connections open unless told otherwise; 1.0 closes.
+        keep_alive: version >= 1,
+        content_length: 0,
+        expect_continue: false,
+    };
+    let mut length: Option<usize> = None;
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| Fault::new(400, &format!("header {} is not UTF-8", h.name)))?
+            .trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(value)
+                .ok_or_else(|| Fault::new(400, &format!("bad Content-Length: {value}")))?;
+            if length.is_some_and(|m| m != n) {
+                return Err(Fault::new(400, "conflicting Content-Length headers"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Content-Length framing only: keeps the parser small, and
+            // every client we care about sends small JSON bodies with it.
+            return Err(if value.to_ascii_lowercase().contains("chunked") {
+                Fault::new(411, "chunked bodies are not supported; send Content-Length")
+            } else {
+                Fault::new(501, &format!("Transfer-Encoding {value} is not supported"))
+            });
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    head.keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case("100-continue");
+        }
+    }
+    head.content_length = length.unwrap_or(0);
+    if head.content_length > limits.max_body_bytes {
+        return Err(Fault::new(
+            413,
+            &format!("body exceeds {} bytes", limits.max_body_bytes),
+        ));
+    }
+    Ok(Some(head))
+}
+
+/// Content-Length: digits only (no sign, no spaces inside).
+fn parse_length(value: &str) -> Option<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// Answer one well-formed request.
+fn dispatch(request: &Request, controller: &dyn VmController) -> Response {
+    let action = match routes::resolve(&request.method, &request.target, &request.body) {
+        Ok(Target::OpenApi) => {
+            return Response::json(200, OPENAPI_DOCUMENT.as_bytes().to_vec());
+        }
+        Ok(Target::Action(action)) => action,
+        Err(refusal) => {
+            let mut response = Response::error(refusal.error.status, &refusal.error.message);
+            response.allow = refusal.allow;
+            return response;
+        }
+    };
+    tracing::debug!(?action, "API request");
+    // A panicking controller must not take the connection down silently
+    // (with panic=abort it takes the process, as any panic does).
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| controller.handle(action)))
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                500,
+                "internal error while handling the request",
+            ))
+        });
+    match outcome {
+        Ok(serde_json::Value::Null) => Response::json(204, Vec::new()),
+        Ok(value) => match serde_json::to_vec(&value) {
+            Ok(body) => Response::json(200, body),
+            Err(e) => Response::error(500, &format!("cannot encode the answer: {e}")),
+        },
+        Err(e) if (400..=599).contains(&e.status) => Response::error(e.status, &e.message),
+        Err(e) => Response::error(
+            500,
+            &format!("{} (controller gave status {})", e.message, e.status),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Result<Option<Head>, u16> {
+        parse_head(raw.as_bytes(), &ServerLimits::default()).map_err(|Fault(r)| r.status)
+    }
+
+    #[test]
+    fn heads() {
+        let h = head("GET /vm HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.method.as_str(), h.target.as_str()), ("GET", "/vm"));
+        assert!(h.keep_alive);
+        let h = head("PUT /vm/pause HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        assert_eq!(h.content_length, 2);
+        let h = head("GET /vm HTTP/1.1\r\nConnection: Close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        assert!(head("GET /vm HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_heads() {
+        assert_eq!(head("GARBAGE\r\n\r\n").err(), Some(400));
+        assert_eq!(head("GET /vm HTTP/9.9\r\n\r\n").err(), Some(400));
+        let cl = |v: &str| head(&format!("PUT /vm HTTP/1.1\r\nContent-Length: {v}\r\n\r\n")).err();
+        assert_eq!(cl("-1"), Some(400));
+        assert_eq!(cl("1x"), Some(400));
+        assert_eq!(cl("99999999999999999999999"), Some(400));
+        assert_eq!(cl("65537"), Some(413));
+        assert_eq!(
+            head("PUT /vm HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").err(),
+            Some(400)
+        );
+        assert_eq!(
+            head("PUT /vm HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").err(),
+            Some(411)
+        );
+        assert_eq!(
+            head("PUT /vm HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").err(),
+            Some(501)
+        );
+        let many: String = (0..40).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(
+            head(&format!("GET /vm HTTP/1.1\r\n{many}\r\n")).err(),
+            Some(431)
+        );
+        let big = "a".repeat(9000);
+        assert_eq!(
+            head(&format!("GET /vm HTTP/1.1\r\nX: {big}")).err(),
+            Some(431)
+        );
+        assert_eq!(
+            head(&format!("GET /vm HTTP/1.1\r\nX: {big}\r\n\r\n")).err(),
+            Some(431)
+        );
+    }
+
+    #[test]
+    fn responses() {
+        let r = Response::json(204, Vec::new()).to_bytes(true);
+        assert_eq!(r, b"HTTP/1.1 204 No Content\r\n\r\n");
+        let mut e = Response::error(405, "no \"way\"");
+        e.allow = Some("GET");
+        let text = String::from_utf8(e.to_bytes(false)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(text.contains("Allow: GET\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\n{\"error\":\"no \\\"way\\\"\"}"));
+    }
+}

@@ -1,0 +1,297 @@
+//! The route table: which method on which path means which [`Action`], and
+//! how a request body becomes the action's argument. Pure functions of the
+//! request, so every mapping is testable without a socket.
+
+use serde::de::DeserializeOwned;
+
+use super::types::{Action, ApiError, DiskSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec};
+
+/// The OpenAPI 3.0 document describing every route, served at `GET /openapi`.
+pub const OPENAPI_DOCUMENT: &str = include_str!("openapi.json");
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Something only the VM can answer: handed to the `VmController`.
+    Action(Action),
+    /// The OpenAPI document: answered by the server itself.
+    OpenApi,
+}
+
+/// Why a request maps to no target: the error to send, and for a wrong
+/// method the methods the path does take (the `Allow` header of a 405).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Status and message for the `{"error": ...}` body.
+    pub error: ApiError,
+    /// For 405: the methods the path allows.
+    pub allow: Option<&'static str>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Self { error, allow: None }
+    }
+}
+
+/// One route: a method on a path, and how to build its target from the body.
+pub struct Route {
+    /// `GET` or `PUT`.
+    pub method: &'static str,
+    /// The exact path.
+    pub path: &'static str,
+    build: fn(&[u8]) -> Result<Target, ApiError>,
+}
+
+/// Every route the API serves. Each path takes exactly one method.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/vm",
+        build: |b| bodyless(b, Action::GetVm),
+    },
+    Route {
+        method: "GET",
+        path: "/vm/counters",
+        build: |b| bodyless(b, Action::GetCounters),
+    },
+    Route {
+        method: "GET",
+        path: "/openapi",
+        build: |b| no_body(b).map(|()| Target::OpenApi),
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/config",
+        build: |b| {
+            Ok(Target::Action(Action::Configure(Box::new(json(
+                b,
+                "VmConfigSpec",
+            )?))))
+        },
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/boot",
+        build: |b| bodyless(b, Action::Boot),
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/pause",
+        build: |b| bodyless(b, Action::Pause),
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/resume",
+        build: |b| bodyless(b, Action::Resume),
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/shutdown",
+        build: |b| bodyless(b, Action::Shutdown),
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/reset",
+        build: |b| bodyless(b, Action::Reset),
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/power-off",
+        build: |b| bodyless(b, Action::PowerOff),
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/add-disk",
+        build: |b| {
+            Ok(Target::Action(Action::AddDisk(json::<DiskSpec>(
+                b, "DiskSpec",
+            )?)))
+        },
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/add-net",
+        build: |b| {
+            Ok(Target::Action(Action::AddNet(json::<NetSpec>(
+                b, "NetSpec",
+            )?)))
+        },
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/remove-device",
+        build: |b| {
+            let spec: RemoveDeviceSpec = json(b, "RemoveDeviceSpec")?;
+            Ok(Target::Action(Action::RemoveDevice(spec)))
+        },
+    },
+    Route {
+        method: "PUT",
+        path: "/vm/resize-disk",
+        build: |b| {
+            let spec: ResizeDiskSpec = json(b, "ResizeDiskSpec")?;
+            Ok(Target::Action(Action::ResizeDisk(spec)))
+        },
+    },
+];
+
+/// Map a request to its target. `target` is the request target as sent
+/// (a query string, which no route uses, is ignored).
+pub fn resolve(method: &str, target: &str, body: &[u8]) -> Result<Target, Refusal> {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let mut allow = None;
+    for route in ROUTES.iter().filter(|r| r.path == path) {
+        if route.method == method {
+            return (route.build)(body).map_err(Refusal::from);
+        }
+        allow = Some(route.method);
+    }
+    match allow {
+        Some(allow) => Err(Refusal {
+            error: ApiError::new(405, format!("{path} takes {allow}, not {method}")),
+            allow: Some(allow),
+        }),
+        None => Err(ApiError::new(404, format!("no such path: {path}")).into()),
+    }
+}
+
+/// A route without a body: the action, if the body is empty.
+fn bodyless(body: &[u8], action: Action) -> Result<Target, ApiError> {
+    no_body(body).map(|()| Target::Action(action))
+}
+
+/// Accept an empty body, or `{}` (some clients always send an object);
+/// refuse anything else, so a client that thinks it is passing options
+/// learns it is not.
+fn no_body(body: &[u8]) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+        Ok(map) if map.is_empty() => Ok(()),
+        _ => Err(ApiError::new(400, "this request takes no body")),
+    }
+}
+
+/// Parse a JSON body into `T`; the serde error (with line and column) goes
+/// back to the client.
+fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            400,
+            format!("this request needs a JSON {what} body"),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(method: &str, path: &str, body: &str) -> Action {
+        match resolve(method, path, body.as_bytes()) {
+            Ok(Target::Action(a)) => a,
+            other => panic!("{method} {path}: {other:?}"),
+        }
+    }
+
+    fn refusal(method: &str, path: &str, body: &str) -> Refusal {
+        resolve(method, path, body.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn bodyless_routes() {
+        assert_eq!(action("GET", "/vm", ""), Action::GetVm);
+        assert_eq!(action("GET", "/vm?verbose=1", ""), Action::GetVm);
+        assert_eq!(action("GET", "/vm/counters", ""), Action::GetCounters);
+        assert_eq!(action("PUT", "/vm/boot", ""), Action::Boot);
+        assert_eq!(action("PUT", "/vm/pause", "{}"), Action::Pause);
+        assert_eq!(action("PUT", "/vm/resume", " \r\n"), Action::Resume);
+        assert_eq!(action("PUT", "/vm/shutdown", ""), Action::Shutdown);
+        assert_eq!(action("PUT", "/vm/reset", ""), Action::Reset);
+        assert_eq!(action("PUT", "/vm/power-off", ""), Action::PowerOff);
+        assert_eq!(resolve("GET", "/openapi", b""), Ok(Target::OpenApi));
+    }
+
+    #[test]
+    fn body_routes() {
+        let a = action(
+            "PUT",
+            "/vm/add-disk",
+            r#"{"path":"/a.img","readonly":true}"#,
+        );
+        let Action::AddDisk(d) = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(d.path.to_str(), Some("/a.img"));
+        assert!(d.readonly);
+        assert_eq!(
+            action("PUT", "/vm/remove-device", r#"{"id":"disk1"}"#),
+            Action::RemoveDevice(RemoveDeviceSpec { id: "disk1".into() })
+        );
+        assert_eq!(
+            action(
+                "PUT",
+                "/vm/resize-disk",
+                r#"{"id":"d","size_bytes":1048576}"#
+            ),
+            Action::ResizeDisk(ResizeDiskSpec {
+                id: "d".into(),
+                size_bytes: 1 << 20
+            })
+        );
+        let a = action("PUT", "/vm/add-net", r#"{"tap":"tap0"}"#);
+        assert!(matches!(a, Action::AddNet(NetSpec { tap: Some(t), .. }) if t == "tap0"));
+        let a = action("PUT", "/vm/config", r#"{"kernel":"/k","cpus":2}"#);
+        assert!(matches!(a, Action::Configure(c) if c.cpus == Some(2)));
+    }
+
+    #[test]
+    fn bad_bodies_are_400_with_the_serde_message() {
+        let r = refusal("PUT", "/vm/add-disk", r#"{"path":"/a","bogus":1}"#);
+        assert_eq!(r.error.status, 400);
+        assert!(r.error.message.contains("unknown field `bogus`"), "{r:?}");
+        let r = refusal("PUT", "/vm/add-disk", "{");
+        assert!(r.error.message.contains("EOF"), "{r:?}");
+        let r = refusal("PUT", "/vm/add-disk", "");
+        assert!(r.error.message.contains("needs a JSON DiskSpec"), "{r:?}");
+        let r = refusal("PUT", "/vm/pause", r#"{"now":true}"#);
+        assert_eq!(r.error.status, 400);
+        assert!(r.error.message.contains("no body"));
+        let r = refusal("PUT", "/vm/resize-disk", r#"{"id":"d","size_bytes":-1}"#);
+        assert_eq!(r.error.status, 400);
+    }
+
+    #[test]
+    fn unknown_paths_and_wrong_methods() {
+        let r = refusal("GET", "/vm/nope", "");
+        assert_eq!((r.error.status, r.allow), (404, None));
+        assert_eq!(refusal("GET", "/vm/", "").error.status, 404);
+        let r = refusal("PUT", "/vm", "");
+        assert_eq!((r.error.status, r.allow), (405, Some("GET")));
+        let r = refusal("GET", "/vm/pause", "");
+        assert_eq!((r.error.status, r.allow), (405, Some("PUT")));
+        let r = refusal("DELETE", "/vm/counters", "");
+        assert_eq!(r.allow, Some("GET"));
+    }
+
+    #[test]
+    fn openapi_document_lists_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_DOCUMENT).unwrap();
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        for r in ROUTES {
+            let op = &doc["paths"][r.path][r.method.to_ascii_lowercase()];
+            assert!(
+                op.is_object(),
+                "{} {} missing from openapi.json",
+                r.method,
+                r.path
+            );
+        }
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(paths.len(), ROUTES.len(), "openapi.json has extra paths");
+    }
+}
