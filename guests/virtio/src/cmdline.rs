@@ -29,6 +29,12 @@ pub struct Config {
     pub bench_net_frames: u64,
     pub bench_net_size: u64,
     pub bench_mmio: u64,
+    /// Wait this long for the power button at the end (0: not at all).
+    pub wait_power_button: u64,
+    /// Wait this long for each PCI hot-plug event (0: not at all).
+    pub wait_hotplug: u64,
+    /// How many hot-plug events to handle.
+    pub hotplug_events: u64,
 }
 
 impl Default for Config {
@@ -58,6 +64,9 @@ impl Default for Config {
             bench_net_frames: 0,
             bench_net_size: 1514,
             bench_mmio: 0,
+            wait_power_button: 0,
+            wait_hotplug: 0,
+            hotplug_events: 1,
         }
     }
 }
@@ -128,6 +137,14 @@ fn apply(c: &mut Config, word: &[u8]) -> bool {
         (b"bench-seq-mib", Some(v)) => return set(&mut c.bench_seq_mib, number(v)),
         (b"bench-rand-ops", Some(v)) => return set(&mut c.bench_rand_ops, number(v)),
         (b"bench-mmio", Some(v)) => return set(&mut c.bench_mmio, number(v)),
+        (b"wait-power-button", Some(v)) => return set(&mut c.wait_power_button, number(v)),
+        (b"wait-hotplug", Some(v)) => return set(&mut c.wait_hotplug, number(v)),
+        (b"hotplug-events", Some(v)) => {
+            return set(
+                &mut c.hotplug_events,
+                number(v).filter(|n| (1..=64).contains(n)),
+            );
+        }
         (b"bench-net-frames", Some(v)) => return set(&mut c.bench_net_frames, number(v)),
         (b"bench-net-size", Some(v)) => {
             return set(

@@ -11,6 +11,7 @@ mod bench;
 mod blk;
 mod cmdline;
 mod console;
+mod events;
 mod hal;
 mod net;
 mod out;
@@ -44,7 +45,7 @@ pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
     }
     // SAFETY: the platform puts ECAM there (or the command line says where).
     let mut root = unsafe { pci::root(config.ecam) };
-    let functions = pci::scan(&root);
+    let mut functions = pci::scan(&root);
     pci::setup(&mut root, &functions, config.reassign);
 
     // The console first, so with `mirror` the rest is seen there as it happens.
@@ -69,8 +70,27 @@ pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
             say!("virtio-{}: FAIL not found", Kind(Some(kind)));
         }
     }
+    if config.wait_hotplug > 0 {
+        events::hotplug(&mut root, &config, &mut functions, &mut mirror);
+    }
+    if config.wait_power_button > 0 {
+        events::wait_power_button(config.wait_power_button);
+    }
     say!("virtio: done");
     out::poweroff()
+}
+
+/// Whether a function of `kind` found later (hot-plugged) is exercised: the
+/// four kinds the guest drives, unless the command line names others.
+fn exercised(config: &cmdline::Config, kind: Option<DeviceType>) -> bool {
+    let named = match kind {
+        Some(DeviceType::Console) => config.console || config.mirror,
+        Some(DeviceType::EntropySource) => config.rng,
+        Some(DeviceType::Block) => config.blk,
+        Some(DeviceType::Network) => config.net,
+        _ => return false,
+    };
+    named || !config.any_selected()
 }
 
 fn run_device(root: &mut Root, function: &Function, config: &cmdline::Config, mirror: &mut bool) {

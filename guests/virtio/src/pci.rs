@@ -19,9 +19,32 @@ pub type Root = PciRoot<MmioCam<'static>>;
 const WINDOW_START: u64 = 0xc000_0000;
 const WINDOW_END: u64 = 0xe000_0000;
 
+#[derive(Clone, Copy)]
 pub struct Function {
     pub df: DeviceFunction,
     pub kind: Option<DeviceType>,
+}
+
+/// A function as enumeration finds it.
+pub struct Found {
+    pub function: Function,
+    pub vendor: u16,
+    pub device: u16,
+}
+
+impl fmt::Display for Found {
+    /// `<bb:dd.f> vendor <vvvv> device <dddd> <kind>`, as the found lines
+    /// show it.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{} vendor {:04x} device {:04x} {}",
+            self.function.df,
+            self.vendor,
+            self.device,
+            Kind(self.function.kind)
+        )
+    }
 }
 
 pub struct Kind(pub Option<DeviceType>);
@@ -49,19 +72,27 @@ pub unsafe fn root(base: u64) -> Root {
 
 /// Every function on bus 0, each printed as it is found.
 pub fn scan(root: &Root) -> Vec<Function> {
-    let mut found = Vec::new();
-    for (df, info) in root.enumerate_bus(0) {
-        let kind = virtio_device_type(&info);
-        say!(
-            "virtio: found {} vendor {:04x} device {:04x} {}",
-            df,
-            info.vendor_id,
-            info.device_id,
-            Kind(kind)
-        );
-        found.push(Function { df, kind });
+    let mut functions = Vec::new();
+    for found in rescan(root) {
+        say!("virtio: found {}", found);
+        functions.push(found.function);
     }
-    found
+    functions
+}
+
+/// Every function on bus 0 now, silently (for hot-plug, which reports
+/// only what changed).
+pub fn rescan(root: &Root) -> Vec<Found> {
+    root.enumerate_bus(0)
+        .map(|(df, info)| Found {
+            function: Function {
+                df,
+                kind: virtio_device_type(&info),
+            },
+            vendor: info.vendor_id,
+            device: info.device_id,
+        })
+        .collect()
 }
 
 /// Keeps the BARs Vireo (or firmware) assigned; places unassigned memory
@@ -75,6 +106,24 @@ pub fn setup(root: &mut Root, functions: &[Function], reassign: bool) {
             clear_bars(root, function.df);
         }
     }
+    let mut next = next_free(root, functions);
+    for function in &virtio {
+        enable(root, function.df, &mut next);
+    }
+}
+
+/// Like `setup` for functions that appeared after it ran (hot-plug):
+/// places their unassigned BARs above every BAR of `all` (the functions on
+/// the bus now) and enables them; functions already running are untouched.
+pub fn setup_added(root: &mut Root, all: &[Function], added: &[Function]) {
+    let mut next = next_free(root, all);
+    for function in added.iter().filter(|f| f.kind.is_some()) {
+        enable(root, function.df, &mut next);
+    }
+}
+
+/// The first address in the window above every assigned memory BAR.
+fn next_free(root: &mut Root, functions: &[Function]) -> u64 {
     let mut next = WINDOW_START;
     for function in functions {
         let Ok(bars) = root.bars(function.df) else {
@@ -88,21 +137,24 @@ pub fn setup(root: &mut Root, functions: &[Function], reassign: bool) {
             }
         }
     }
-    for function in &virtio {
-        let df = function.df;
-        match root.bars(df) {
-            Ok(bars) => {
-                for (index, bar) in bars.iter().enumerate() {
-                    if let Some(bar) = bar {
-                        assign(root, df, index as u8, bar, &mut next);
-                    }
+    next
+}
+
+/// Places `df`'s unassigned memory BARs from `next` on, then turns on
+/// memory decoding and bus mastering.
+fn enable(root: &mut Root, df: DeviceFunction, next: &mut u64) {
+    match root.bars(df) {
+        Ok(bars) => {
+            for (index, bar) in bars.iter().enumerate() {
+                if let Some(bar) = bar {
+                    assign(root, df, index as u8, bar, next);
                 }
             }
-            Err(e) => say!("virtio: FAIL {} reading BARs: {}", df, e),
         }
-        let (_, command) = root.get_status_command(df);
-        root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
+        Err(e) => say!("virtio: FAIL {} reading BARs: {}", df, e),
     }
+    let (_, command) = root.get_status_command(df);
+    root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
 }
 
 /// Zeroes every memory BAR of `df`, with memory decoding off so the
