@@ -50,15 +50,18 @@ pub struct MachineArgs {
 /// `vireo run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Kernel image: a bzImage, or an ELF (PVH entry if it has the note).
+    /// Kernel image: a bzImage, or an ELF (PVH entry if it has the note). Optional with --api-socket.
     #[arg(short, long)]
-    pub kernel: PathBuf,
+    pub kernel: Option<PathBuf>,
     /// Initial ramdisk.
     #[arg(short, long)]
     pub initrd: Option<PathBuf>,
     /// Kernel command line.
     #[arg(long, default_value = vmm::config::DEFAULT_CMDLINE)]
     pub cmdline: String,
+    /// Serve the control API (HTTP/JSON) on this unix socket, mode 0600.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
     /// On guest reset, boot the VM again instead of exiting.
     #[arg(long)]
     pub reboot: bool,

@@ -5,12 +5,14 @@
 //! the VM), 1 when the guest crashed or the VMM failed while it ran, 2 when
 //! the VM could not be built from what the user gave.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use devices::serial_input::{spawn_input_thread, SerialInput};
 use devices::RawTerminal;
-use vmm::{Console, Hypervisor, KernelSource, Outcome, VmConfig};
+use vmm::api::ApiServer;
+use vmm::{Console, Controller, Hypervisor, KernelSource, Outcome, VmConfig};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::cli::{DemoArgs, MachineArgs, RunArgs};
@@ -21,8 +23,21 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 pub fn run_command(args: RunArgs) -> ExitCode {
+    let Some(kernel) = args.kernel else {
+        if let Some(socket) = &args.api_socket {
+            // Configured over the API: the flags that describe the machine
+            // are ignored; say so rather than drop them silently.
+            if !args.disk.is_empty() || !args.net.is_empty() || args.rng || args.initrd.is_some() {
+                eprintln!("vireo: without --kernel, the VM is configured with PUT /vm/config; drop the device flags");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            return launch(None, &args.machine, Some(socket));
+        }
+        eprintln!("vireo: --kernel is required (or --api-socket, to configure the VM over the API)");
+        return ExitCode::from(EXIT_USAGE);
+    };
     let config = VmConfig {
-        kernel: KernelSource::Path(args.kernel),
+        kernel: KernelSource::Path(kernel),
         initrd: args.initrd,
         cmdline: args.cmdline,
         reboot: args.reboot,
@@ -32,7 +47,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         rng: args.rng,
         ..machine_config(&args.machine)
     };
-    launch(&config, &args.machine)
+    launch(Some(&config), &args.machine, args.api_socket.as_deref())
 }
 
 pub fn demo_command(args: DemoArgs) -> ExitCode {
@@ -41,7 +56,7 @@ pub fn demo_command(args: DemoArgs) -> ExitCode {
         cmdline: args.cmdline,
         ..machine_config(&args.machine)
     };
-    launch(&config, &args.machine)
+    launch(Some(&config), &args.machine, None)
 }
 
 fn machine_config(m: &MachineArgs) -> VmConfig {
@@ -68,7 +83,7 @@ fn report(err: &dyn std::error::Error) {
     eprintln!("{line}");
 }
 
-fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
+fn launch(config: Option<&VmConfig>, machine: &MachineArgs, api_socket: Option<&Path>) -> ExitCode {
     let hv = match Hypervisor::open() {
         Ok(hv) => hv,
         Err(e) => {
@@ -76,9 +91,11 @@ fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(e) = vmm::validate(config, &hv) {
-        report(&e);
-        return ExitCode::from(EXIT_USAGE);
+    if let Some(config) = config {
+        if let Err(e) = vmm::validate(config, &hv) {
+            report(&e);
+            return ExitCode::from(EXIT_USAGE);
+        }
     }
     let stop = match EventFd::new(libc::EFD_NONBLOCK) {
         Ok(e) => e,
@@ -93,6 +110,22 @@ fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
         report(&e);
         return ExitCode::from(EXIT_FAILURE);
     }
+    // The API comes up before anything else the VM needs, so a client can
+    // connect as soon as the socket exists.
+    let api = match api_socket {
+        Some(path) => {
+            let controller = Controller::new(config.cloned(), vmm::max_cpus(&hv));
+            match ApiServer::start(path, controller.clone()) {
+                Ok(server) => Some((controller, server)),
+                Err(e) => {
+                    eprintln!("vireo: cannot serve the API on {}: {e}", path.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+        None => None,
+    };
+    let controller = api.as_ref().map(|(c, _)| c.clone());
     let mut serial = match machine.serial.open(&stop) {
         Ok(s) => s,
         Err(e) => {
@@ -116,12 +149,31 @@ fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
         }
     };
 
+    if let (Some(c), Some(_)) = (&controller, config) {
+        c.request_boot();
+    }
     let mut booted_once = false;
     let code = loop {
-        match vmm::run_once(config, &hv, &console, &stop, None) {
-            Ok(Outcome::Reset) if config.reboot => {
+        // With the API, each boot's configuration comes from the
+        // controller (the command line's, or one a client sent).
+        let config = match (&controller, config) {
+            (Some(c), _) => match c.wait_for_boot(|| stop.read().is_ok()) {
+                Some(config) => config,
+                None => break ExitCode::SUCCESS,
+            },
+            (None, Some(config)) => config.clone(),
+            (None, None) => break ExitCode::from(EXIT_USAGE),
+        };
+        let observer = controller.as_deref().map(|c| c as &dyn vmm::VmObserver);
+        match vmm::run_once(&config, &hv, &console, &stop, observer) {
+            Ok(Outcome::Reset)
+                if config.reboot || controller.as_ref().is_some_and(|c| c.take_reset_request()) =>
+            {
                 booted_once = true;
                 tracing::info!("guest reset; booting again");
+                if let Some(c) = &controller {
+                    c.request_boot();
+                }
                 continue;
             }
             Ok(Outcome::PowerOff | Outcome::Reset) => break ExitCode::SUCCESS,
@@ -135,6 +187,14 @@ fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
                 eprintln!("vireo: guest stopped: {why}");
                 break ExitCode::from(EXIT_FAILURE);
             }
+            Err(e) if controller.is_some() && !booted_once => {
+                // A client's configuration that cannot be built is its
+                // error, not the process's: report it and wait for another.
+                report(&e);
+                if let Some(c) = &controller {
+                    c.boot_failed(e.to_string());
+                }
+            }
             Err(e) => {
                 report(&e);
                 // A failure while building the first boot is the user's
@@ -147,6 +207,10 @@ fn launch(config: &VmConfig, machine: &MachineArgs) -> ExitCode {
             }
         }
     };
+    if let Some(c) = &controller {
+        c.finished();
+    }
+    drop(api);
     if let Some((stop_input, thread)) = input {
         let _ = stop_input.write(1);
         let _ = thread.join();

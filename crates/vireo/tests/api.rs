@@ -1,0 +1,336 @@
+//! The per-VM control API end to end: a real `vireo run --api-socket`
+//! process, real guests on /dev/kvm, and HTTP over the real unix socket.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{guest, vireo};
+use serde_json::Value;
+
+/// A `vireo run --api-socket` process, killed on drop.
+struct Vm {
+    child: Child,
+    socket: PathBuf,
+    stdout: Option<std::process::ChildStdout>,
+}
+
+impl Vm {
+    fn start(name: &str, args: &[&str]) -> Self {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api");
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let mut child = vireo()
+            .args(["run", "--api-socket", socket.to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "the API socket never appeared");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("vireo exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stdout = child.stdout.take();
+        Self {
+            child,
+            socket,
+            stdout,
+        }
+    }
+
+    /// One request; returns (status, parsed body or Null).
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let body = body.unwrap_or("");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        let status: u16 = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad response: {response:?}"));
+        let text = response.split("\r\n\r\n").nth(1).unwrap_or("");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+        };
+        (status, value)
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Option<&str>) -> Value {
+        let (status, value) = self.call(method, path, body);
+        assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
+        value
+    }
+
+    /// Wait until the VM reports `running` (the socket exists before the
+    /// VM has booted).
+    fn wait_running(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.ok("GET", "/vm", None)["state"] != "running" {
+            assert!(Instant::now() < deadline, "the VM never ran");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Read guest output until a line contains `want`.
+    fn wait_for_line(&mut self, want: &str) -> String {
+        let out = self.stdout.take().expect("stdout already consumed");
+        let mut reader = BufReader::new(out);
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                panic!("output ended before {want:?}:\n{seen}");
+            }
+            seen.push_str(&line);
+            if line.contains(want) {
+                self.stdout = Some(reader.into_inner());
+                return seen;
+            }
+        }
+    }
+
+    fn wait_exit(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut rest = String::new();
+                if let Some(mut out) = self.stdout.take() {
+                    let _ = out.read_to_string(&mut rest);
+                }
+                return (status.code(), rest);
+            }
+            assert!(Instant::now() < deadline, "vireo did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn image(name: &str, mib: u64) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.img"));
+    let _ = std::fs::remove_file(&path);
+    std::fs::File::create(&path).unwrap().set_len(mib << 20).unwrap();
+    path
+}
+
+fn counter(vm: &Vm, device: &str, name: &str) -> u64 {
+    vm.ok("GET", "/vm/counters", None)["devices"][device][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {device}.{name}"))
+}
+
+#[test]
+fn an_unconfigured_vm_is_configured_and_booted_over_the_api() {
+    let mut vm = Vm::start("unconfigured", &[]);
+    let mode = std::fs::metadata(&vm.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "socket mode");
+    let info = vm.ok("GET", "/vm", None);
+    assert_eq!(info["state"], "not_configured");
+    let (status, err) = vm.call("PUT", "/vm/boot", None);
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("no configuration"));
+    // A configuration that cannot work is refused, naming the problem.
+    let (status, err) = vm.call("PUT", "/vm/config", Some(r#"{"kernel":"/nonexistent/k"}"#));
+    assert_eq!(status, 400);
+    assert!(err["error"].as_str().unwrap().contains("/nonexistent/k"), "{err}");
+    let (status, err) = vm.call("PUT", "/vm/config", Some(r#"{"kernel": 5"#));
+    assert_eq!(status, 400, "{err}");
+    let disk = image("unconfigured", 8);
+    let config = serde_json::json!({
+        "kernel": guest("virtio"),
+        "cmdline": "blk rng blk-count=4",
+        "cpus": 2,
+        "memory_mib": 256,
+        "disks": [{"path": disk, "serial": "api-disk"}],
+        "rng": true,
+    });
+    vm.ok("PUT", "/vm/config", Some(&config.to_string()));
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "configured");
+    vm.ok("PUT", "/vm/boot", None);
+    let (status, _) = vm.call("PUT", "/vm/boot", None);
+    assert_eq!(status, 409, "booting twice");
+    let (status, _) = vm.call("PUT", "/vm/config", Some(&config.to_string()));
+    assert_eq!(status, 409, "configuring a running VM");
+    let out = vm.wait_for_line("virtio: done");
+    assert!(out.contains("serial=api-disk"), "{out}");
+    assert!(out.contains("virtio-blk: ok capacity=16384 wrote=4"), "{out}");
+    assert!(out.contains("virtio-rng: ok"), "{out}");
+    let (code, _) = vm.wait_exit();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn pause_holds_a_busy_guest_and_resume_lets_it_go_on() {
+    let disk = image("busy", 64);
+    let disk_arg = format!("path={}", disk.display());
+    let kernel = guest("virtio");
+    let vm = Vm::start(
+        "busy",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            &disk_arg,
+            "--cmdline",
+            "blk blk-count=0 bench-rand-ops=100000000",
+        ],
+    );
+    vm.wait_running();
+    // Wait until the guest is hammering the disk.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(&vm, "disk0", "read_requests") < 100 {
+        assert!(Instant::now() < deadline, "the guest never got busy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vm.ok("PUT", "/vm/pause", None);
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "paused");
+    let (status, err) = vm.call("PUT", "/vm/pause", None);
+    assert_eq!(status, 409, "{err}");
+    let held = counter(&vm, "disk0", "read_requests");
+    let exits = vm.ok("GET", "/vm/counters", None)["vcpus"]["0"]["mmio_write"].clone();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(&vm, "disk0", "read_requests"), held, "I/O went on while paused");
+    assert_eq!(
+        vm.ok("GET", "/vm/counters", None)["vcpus"]["0"]["mmio_write"],
+        exits,
+        "the vCPU ran while paused"
+    );
+    vm.ok("PUT", "/vm/resume", None);
+    let (status, _) = vm.call("PUT", "/vm/resume", None);
+    assert_eq!(status, 409, "resuming a running VM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counter(&vm, "disk0", "read_requests") <= held {
+        assert!(Instant::now() < deadline, "no I/O after resume");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The API answers while the guest saturates the device.
+    let start = Instant::now();
+    for _ in 0..50 {
+        vm.ok("GET", "/vm", None);
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    vm.ok("PUT", "/vm/power-off", None);
+    let (code, _) = vm.wait_exit();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn devices_are_added_resized_and_removed_while_the_vm_runs() {
+    let idle = guest("idle");
+    let vm = Vm::start("devices", &["--kernel", idle.to_str().unwrap()]);
+    vm.wait_running();
+    let extra = image("extra", 8);
+    let body = serde_json::json!({"path": extra, "id": "extra"}).to_string();
+    let added = vm.ok("PUT", "/vm/add-disk", Some(&body));
+    assert_eq!(added["id"], "extra");
+    assert_eq!(added["pci"], "00:01.0");
+    let (status, err) = vm.call("PUT", "/vm/add-disk", Some(&body));
+    assert_eq!(status, 400, "a second device with the same id: {err}");
+    let devices = vm.ok("GET", "/vm", None)["devices"].clone();
+    assert_eq!(devices[0]["kind"], "virtio-blk");
+    assert_eq!(devices[0]["details"]["size_bytes"], "8388608");
+    vm.ok(
+        "PUT",
+        "/vm/resize-disk",
+        Some(r#"{"id":"extra","size_bytes":16777216}"#),
+    );
+    assert_eq!(std::fs::metadata(&extra).unwrap().len(), 16 << 20);
+    let (status, _) = vm.call("PUT", "/vm/resize-disk", Some(r#"{"id":"extra","size_bytes":1000}"#));
+    assert_eq!(status, 400);
+    let (status, _) = vm.call("PUT", "/vm/resize-disk", Some(r#"{"id":"nope","size_bytes":4096}"#));
+    assert_eq!(status, 404);
+    let (status, _) = vm.call("PUT", "/vm/remove-device", Some(r#"{"id":"nope"}"#));
+    assert_eq!(status, 404);
+    let (status, err) = vm.call("PUT", "/vm/add-disk", Some(r#"{"path":"/nonexistent.img"}"#));
+    assert_eq!(status, 400, "{err}");
+}
+
+#[test]
+fn reset_boots_the_guest_again_and_power_off_ends_it() {
+    let idle = guest("idle");
+    let mut vm = Vm::start("reset", &["--kernel", idle.to_str().unwrap()]);
+    vm.wait_for_line("idle: waiting");
+    vm.wait_running();
+    vm.ok("PUT", "/vm/reset", None);
+    vm.wait_for_line("idle: waiting");
+    vm.wait_running();
+    vm.ok("PUT", "/vm/power-off", None);
+    let (code, _) = vm.wait_exit();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn malformed_requests_never_disturb_the_vm() {
+    let idle = guest("idle");
+    let vm = Vm::start("malformed", &["--kernel", idle.to_str().unwrap()]);
+    vm.wait_running();
+    for junk in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /vm HTTP/9.9\r\n\r\n",
+        b"PUT /vm/config HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n{",
+        b"PUT /vm/add-disk HTTP/1.1\r\nContent-Length: 3\r\n\r\n{{{",
+        b"\x00\x01\x02\xff\r\n\r\n",
+    ] {
+        let mut s = UnixStream::connect(&vm.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(junk);
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.starts_with("HTTP/1.1 4"), "{junk:?} got {text:?}");
+    }
+    // A client that stalls mid-request holds nobody else up.
+    let mut stalled = UnixStream::connect(&vm.socket).unwrap();
+    stalled.write_all(b"PUT /vm/pause HTTP/1.1\r\nContent-Le").unwrap();
+    let start = Instant::now();
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    drop(stalled);
+    // Concurrent requests are each answered.
+    let socket = vm.socket.clone();
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                s.write_all(b"GET /vm HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+                let mut reply = String::new();
+                s.read_to_string(&mut reply).unwrap();
+                reply.starts_with("HTTP/1.1 200")
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap());
+    }
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+}
