@@ -1,9 +1,33 @@
-//! `vireo vm`: talk to one running VM through its API socket.
+//! `vireo vm`: control one running VM through its API socket
+//! (`vireo run --api-socket PATH`).
+//!
+//! A small HTTP/1.1 client over the unix socket: one request per
+//! invocation, `Connection: close`, the response parsed with `httparse`.
+//! Output is for people by default; `--json` prints the VM's JSON answer
+//! as it came (`{}` when it had none). Exit codes: 0 done, 1 the VM
+//! refused or the exchange failed, 2 usage or no connection.
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use vmm::api::{Counters, DiskSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec, VmInfo};
+use vmm::config::{CacheMode, DiskConfig, NetConfig};
+
+/// The VM refused, or the exchange failed after connecting.
+const EXIT_REFUSED: u8 = 1;
+/// Bad usage, or nobody answers on the socket.
+const EXIT_USAGE: u8 = 2;
+
+/// How long to wait for an answer: pause and power-off wait for vCPUs,
+/// hot-plug for the host to open an image.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest answer accepted (counters of many devices fit easily).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// `vireo vm`.
 #[derive(Debug, Args)]
@@ -11,11 +35,461 @@ pub struct VmArgs {
     /// The VM's API socket (`vireo run --api-socket PATH`).
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Print the VM's JSON answer as it came (`{}` when it had none).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: VmCommand,
 }
 
-/// Run `vireo vm`: the client is not written yet, so it says so.
+/// What to do to the VM.
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// State, vCPUs, memory, kernel and devices.
+    Info,
+    /// Per device bytes, requests and errors; per vCPU exits by reason.
+    Counters,
+    /// Hold every vCPU out of the guest.
+    Pause,
+    /// Run a paused VM again.
+    Resume,
+    /// Press the ACPI power button; the guest decides what to do.
+    Shutdown,
+    /// Reset the VM.
+    Reset,
+    /// Stop the VM now, without asking the guest.
+    Poweroff,
+    /// Hot-plug a virtio-blk disk.
+    AddDisk(AddDiskArgs),
+    /// Hot-plug a virtio-net card.
+    AddNet(AddNetArgs),
+    /// Unplug a hot-plugged device.
+    RemoveDevice {
+        /// The device's id (as `info` lists it).
+        id: String,
+    },
+    /// Change a disk's capacity; the guest is told.
+    ResizeDisk {
+        /// The disk's id.
+        id: String,
+        /// New size in bytes, or with a K, M, G or T suffix (2G).
+        #[arg(value_parser = parse_disk_size)]
+        size: u64,
+    },
+}
+
+/// `vireo vm add-disk`.
+#[derive(Debug, Args)]
+pub struct AddDiskArgs {
+    /// As `vireo run --disk`: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N].
+    #[arg(value_name = "OPTIONS")]
+    pub options: DiskConfig,
+    /// Name for later requests (default: chosen by the VM, disk<N>).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// `vireo vm add-net`.
+#[derive(Debug, Args)]
+pub struct AddNetArgs {
+    /// As `vireo run --net`: [tap=NAME][,mac=MAC][,queues=N].
+    #[arg(value_name = "OPTIONS", default_value = "")]
+    pub options: NetConfig,
+    /// Name for later requests (default: chosen by the VM, net<N>).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// Why a command failed, and so its exit code.
+enum Failure {
+    Usage(String),
+    Refused(String),
+}
+
+/// Run `vireo vm`.
 pub fn vm_command(args: VmArgs) -> ExitCode {
-    let _ = args.socket;
-    eprintln!("vireo: vm: the API client is not implemented yet");
-    ExitCode::from(2)
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(m)) => {
+            eprintln!("vireo: {m}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Refused(m)) => {
+            eprintln!("vireo: {m}");
+            ExitCode::from(EXIT_REFUSED)
+        }
+    }
+}
+
+fn run(args: VmArgs) -> Result<(), Failure> {
+    let socket = args
+        .socket
+        .ok_or_else(|| Failure::Usage("vm: --socket PATH is required".into()))?;
+    let (method, path, body) = request_for(&args.command)?;
+    let answer = call(&socket, method, path, body.as_deref())?;
+    if args.json {
+        if answer.is_empty() {
+            println!("{{}}");
+        } else {
+            println!("{}", String::from_utf8_lossy(&answer).trim_end());
+        }
+        return Ok(());
+    }
+    print_human(&args.command, &answer);
+    Ok(())
+}
+
+/// The HTTP method, path and JSON body for a command.
+fn request_for(
+    command: &VmCommand,
+) -> Result<(&'static str, &'static str, Option<Vec<u8>>), Failure> {
+    let encode = |v: Result<Vec<u8>, serde_json::Error>| {
+        v.map(Some)
+            .map_err(|e| Failure::Usage(format!("cannot encode the request: {e}")))
+    };
+    Ok(match command {
+        VmCommand::Info => ("GET", "/vm", None),
+        VmCommand::Counters => ("GET", "/vm/counters", None),
+        VmCommand::Pause => ("PUT", "/vm/pause", None),
+        VmCommand::Resume => ("PUT", "/vm/resume", None),
+        VmCommand::Shutdown => ("PUT", "/vm/shutdown", None),
+        VmCommand::Reset => ("PUT", "/vm/reset", None),
+        VmCommand::Poweroff => ("PUT", "/vm/power-off", None),
+        VmCommand::AddDisk(a) => (
+            "PUT",
+            "/vm/add-disk",
+            encode(serde_json::to_vec(&disk_spec(&a.options, a.id.clone())))?,
+        ),
+        VmCommand::AddNet(a) => (
+            "PUT",
+            "/vm/add-net",
+            encode(serde_json::to_vec(&net_spec(&a.options, a.id.clone())))?,
+        ),
+        VmCommand::RemoveDevice { id } => (
+            "PUT",
+            "/vm/remove-device",
+            encode(serde_json::to_vec(&RemoveDeviceSpec { id: id.clone() }))?,
+        ),
+        VmCommand::ResizeDisk { id, size } => (
+            "PUT",
+            "/vm/resize-disk",
+            encode(serde_json::to_vec(&ResizeDiskSpec {
+                id: id.clone(),
+                size_bytes: *size,
+            }))?,
+        ),
+    })
+}
+
+/// `--disk` options as the API's DiskSpec.
+fn disk_spec(disk: &DiskConfig, id: Option<String>) -> DiskSpec {
+    DiskSpec {
+        id,
+        path: disk.path.clone(),
+        readonly: disk.readonly,
+        cache: Some(
+            match disk.cache {
+                CacheMode::None => "none",
+                CacheMode::Writeback => "writeback",
+            }
+            .to_string(),
+        ),
+        serial: disk.serial.clone(),
+        queues: Some(disk.queues),
+    }
+}
+
+/// `--net` options as the API's NetSpec.
+fn net_spec(net: &NetConfig, id: Option<String>) -> NetSpec {
+    NetSpec {
+        id,
+        tap: net.tap.clone(),
+        mac: net.mac.map(|m| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        }),
+        queues: Some(net.queues),
+    }
+}
+
+/// A disk size: bytes, or a number with a binary K, M, G or T suffix
+/// (optionally followed by B or iB). Unlike memory sizes, a bare number is
+/// bytes, as `qemu-img resize` takes it.
+fn parse_disk_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || format!("invalid size '{s}' (examples: 2G, 512M, 1073741824)");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("size '{s}' is out of range"))
+}
+
+/// Send one request; the answer's body on success (2xx), a failure
+/// carrying the VM's `{"error": ...}` message otherwise.
+fn call(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Failure> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        Failure::Usage(format!(
+            "cannot connect to the VM at {}: {e}",
+            socket.display()
+        ))
+    })?;
+    let broken = |e: std::io::Error| Failure::Refused(format!("talking to the VM: {e}"));
+    stream
+        .set_read_timeout(Some(ANSWER_TIMEOUT))
+        .map_err(broken)?;
+    let body = body.unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n"
+    )
+    .into_bytes();
+    if !body.is_empty() {
+        request.extend_from_slice(
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body);
+    stream.write_all(&request).map_err(broken)?;
+    let (status, answer) = read_answer(&mut stream)?;
+    if (200..300).contains(&status) {
+        return Ok(answer);
+    }
+    let message = serde_json::from_slice::<Value>(&answer)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| format!("the VM answered HTTP {status}"));
+    Err(Failure::Refused(message))
+}
+
+/// Read the final response (skipping any 1xx) and its body.
+fn read_answer(stream: &mut UnixStream) -> Result<(u16, Vec<u8>), Failure> {
+    let garbled = |what: &str| Failure::Refused(format!("the VM's answer is garbled: {what}"));
+    let mut buf = Vec::with_capacity(4096);
+    let mut eof = false;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        let parsed = response.parse(&buf).map_err(|e| garbled(&e.to_string()))?;
+        if let httparse::Status::Complete(head_len) = parsed {
+            let status = response.code.unwrap_or(0);
+            let mut length = None;
+            for h in response.headers.iter() {
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+                    length = Some(v.parse::<usize>().map_err(|_| garbled("Content-Length"))?);
+                }
+            }
+            if (100..200).contains(&status) {
+                buf.drain(..head_len);
+                continue;
+            }
+            let length = if status == 204 { Some(0) } else { length };
+            if length.is_some_and(|n| n > MAX_ANSWER_BYTES) {
+                return Err(garbled("too large"));
+            }
+            // Without a length the body runs to the end of the connection.
+            while length.map_or(!eof, |n| buf.len() < head_len + n) {
+                if eof {
+                    return Err(garbled("it ended early"));
+                }
+                eof = fill(stream, &mut buf)?;
+            }
+            let end = length.map_or(buf.len(), |n| head_len + n);
+            return Ok((status, buf[head_len..end].to_vec()));
+        }
+        if eof {
+            return Err(garbled("it ended early"));
+        }
+        eof = fill(stream, &mut buf)?;
+    }
+}
+
+/// Read more of the answer; `true` at end of stream.
+fn fill(stream: &mut UnixStream, buf: &mut Vec<u8>) -> Result<bool, Failure> {
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk).map_err(|e| {
+        Failure::Refused(match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                "no answer from the VM within {} s",
+                ANSWER_TIMEOUT.as_secs()
+            ),
+            _ => format!("reading the VM's answer: {e}"),
+        })
+    })?;
+    if buf.len() + n > MAX_ANSWER_BYTES {
+        return Err(Failure::Refused("the VM's answer is too large".into()));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n == 0)
+}
+
+fn print_human(command: &VmCommand, answer: &[u8]) {
+    let value: Value = serde_json::from_slice(answer).unwrap_or(Value::Null);
+    match command {
+        VmCommand::Info => match serde_json::from_value::<VmInfo>(value.clone()) {
+            Ok(info) => print_info(&info),
+            Err(_) => print_json(&value),
+        },
+        VmCommand::Counters => match serde_json::from_value::<Counters>(value.clone()) {
+            Ok(counters) => print_counters(&counters),
+            Err(_) => print_json(&value),
+        },
+        _ if !value.is_null() => print_json(&value),
+        VmCommand::Pause => println!("paused"),
+        VmCommand::Resume => println!("resumed"),
+        VmCommand::Shutdown => println!("power button pressed; the guest decides"),
+        VmCommand::Reset => println!("reset"),
+        VmCommand::Poweroff => println!("powered off"),
+        VmCommand::AddDisk(a) => println!("added disk {}", a.options.path.display()),
+        VmCommand::AddNet(_) => println!("added network card"),
+        VmCommand::RemoveDevice { id } => println!("removed {id}"),
+        VmCommand::ResizeDisk { id, size } => println!("resized {id} to {}", human_size(*size)),
+    }
+}
+
+fn print_json(value: &Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(_) => println!("{value}"),
+    }
+}
+
+fn print_info(info: &VmInfo) {
+    let state = serde_json::to_value(info.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{:?}", info.state));
+    println!("state:   {state}");
+    println!("cpus:    {}", info.cpus);
+    println!("memory:  {}", human_size(info.memory_bytes));
+    if let Some(kernel) = &info.kernel {
+        println!("kernel:  {kernel}");
+    }
+    if let Some(cmdline) = &info.cmdline {
+        println!("cmdline: {cmdline}");
+    }
+    if info.devices.is_empty() {
+        println!("devices: none");
+        return;
+    }
+    println!("devices:");
+    let id_w = info.devices.iter().map(|d| d.id.len()).max().unwrap_or(0);
+    let kind_w = info.devices.iter().map(|d| d.kind.len()).max().unwrap_or(0);
+    for d in &info.devices {
+        let details: Vec<String> = d.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let line = format!(
+            "  {:id_w$}  {:kind_w$}  {}  {}",
+            d.id,
+            d.kind,
+            d.pci,
+            details.join(" ")
+        );
+        println!("{}", line.trim_end());
+    }
+}
+
+fn print_counters(counters: &Counters) {
+    let mut rows: Vec<[String; 3]> = Vec::new();
+    for (device, values) in &counters.devices {
+        for (name, value) in values {
+            rows.push([device.clone(), name.clone(), value.to_string()]);
+        }
+    }
+    print_table(["DEVICE", "COUNTER", "VALUE"], &rows);
+    let mut rows: Vec<[String; 3]> = Vec::new();
+    for (vcpu, exits) in &counters.vcpus {
+        for (reason, count) in exits {
+            rows.push([vcpu.to_string(), reason.clone(), count.to_string()]);
+        }
+    }
+    println!();
+    print_table(["VCPU", "EXIT", "COUNT"], &rows);
+}
+
+/// Left-aligned columns, the last (numbers) right-aligned.
+fn print_table(header: [&str; 3], rows: &[[String; 3]]) {
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].len())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (a, b, c) = (width(0), width(1), width(2));
+    println!("{:a$}  {:b$}  {:>c$}", header[0], header[1], header[2]);
+    for r in rows {
+        println!("{:a$}  {:b$}  {:>c$}", r[0], r[1], r[2]);
+    }
+}
+
+/// Bytes as the largest binary unit that divides them exactly.
+fn human_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes & ((1 << shift) - 1) == 0 {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_sizes() {
+        assert_eq!(parse_disk_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_disk_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_disk_size("4096"), Ok(4096));
+        assert_eq!(parse_disk_size("1k"), Ok(1024));
+        assert!(parse_disk_size("0").is_err());
+        assert!(parse_disk_size("1.5G").is_err());
+        assert!(parse_disk_size("G").is_err());
+        assert!(parse_disk_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn specs_from_run_syntax() {
+        let d: DiskConfig = "path=/a.img,readonly=on,cache=none,serial=s,queues=2"
+            .parse()
+            .unwrap();
+        let spec = disk_spec(&d, Some("d1".into()));
+        assert_eq!(spec.id.as_deref(), Some("d1"));
+        assert_eq!(spec.path, PathBuf::from("/a.img"));
+        assert!(spec.readonly);
+        assert_eq!(spec.cache.as_deref(), Some("none"));
+        assert_eq!(spec.queues, Some(2));
+        let n: NetConfig = "tap=t0,mac=52:54:00:ab:cd:0e".parse().unwrap();
+        let spec = net_spec(&n, None);
+        assert_eq!(spec.mac.as_deref(), Some("52:54:00:ab:cd:0e"));
+        assert_eq!(spec.tap.as_deref(), Some("t0"));
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_size(128 << 20), "128 MiB");
+        assert_eq!(human_size(3 << 30), "3 GiB");
+        assert_eq!(human_size(1536 << 20), "1536 MiB");
+        assert_eq!(human_size(1000), "1000 bytes");
+    }
 }
