@@ -33,7 +33,9 @@ pub fn run_command(args: RunArgs) -> ExitCode {
             }
             return launch(None, &args.machine, Some(socket));
         }
-        eprintln!("vireo: --kernel is required (or --api-socket, to configure the VM over the API)");
+        eprintln!(
+            "vireo: --kernel is required (or --api-socket, to configure the VM over the API)"
+        );
         return ExitCode::from(EXIT_USAGE);
     };
     let config = VmConfig {

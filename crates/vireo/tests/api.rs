@@ -78,7 +78,10 @@ impl Vm {
 
     fn ok(&self, method: &str, path: &str, body: Option<&str>) -> Value {
         let (status, value) = self.call(method, path, body);
-        assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {value}"
+        );
         value
     }
 
@@ -138,7 +141,10 @@ fn image(name: &str, mib: u64) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.img"));
     let _ = std::fs::remove_file(&path);
-    std::fs::File::create(&path).unwrap().set_len(mib << 20).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
     path
 }
 
@@ -161,7 +167,10 @@ fn an_unconfigured_vm_is_configured_and_booted_over_the_api() {
     // A configuration that cannot work is refused, naming the problem.
     let (status, err) = vm.call("PUT", "/vm/config", Some(r#"{"kernel":"/nonexistent/k"}"#));
     assert_eq!(status, 400);
-    assert!(err["error"].as_str().unwrap().contains("/nonexistent/k"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("/nonexistent/k"),
+        "{err}"
+    );
     let (status, err) = vm.call("PUT", "/vm/config", Some(r#"{"kernel": 5"#));
     assert_eq!(status, 400, "{err}");
     let disk = image("unconfigured", 8);
@@ -182,7 +191,10 @@ fn an_unconfigured_vm_is_configured_and_booted_over_the_api() {
     assert_eq!(status, 409, "configuring a running VM");
     let out = vm.wait_for_line("virtio: done");
     assert!(out.contains("serial=api-disk"), "{out}");
-    assert!(out.contains("virtio-blk: ok capacity=16384 wrote=4"), "{out}");
+    assert!(
+        out.contains("virtio-blk: ok capacity=16384 wrote=4"),
+        "{out}"
+    );
     assert!(out.contains("virtio-rng: ok"), "{out}");
     let (code, _) = vm.wait_exit();
     assert_eq!(code, Some(0));
@@ -218,7 +230,11 @@ fn pause_holds_a_busy_guest_and_resume_lets_it_go_on() {
     let held = counter(&vm, "disk0", "read_requests");
     let exits = vm.ok("GET", "/vm/counters", None)["vcpus"]["0"]["mmio_write"].clone();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(counter(&vm, "disk0", "read_requests"), held, "I/O went on while paused");
+    assert_eq!(
+        counter(&vm, "disk0", "read_requests"),
+        held,
+        "I/O went on while paused"
+    );
     assert_eq!(
         vm.ok("GET", "/vm/counters", None)["vcpus"]["0"]["mmio_write"],
         exits,
@@ -264,13 +280,25 @@ fn devices_are_added_resized_and_removed_while_the_vm_runs() {
         Some(r#"{"id":"extra","size_bytes":16777216}"#),
     );
     assert_eq!(std::fs::metadata(&extra).unwrap().len(), 16 << 20);
-    let (status, _) = vm.call("PUT", "/vm/resize-disk", Some(r#"{"id":"extra","size_bytes":1000}"#));
+    let (status, _) = vm.call(
+        "PUT",
+        "/vm/resize-disk",
+        Some(r#"{"id":"extra","size_bytes":1000}"#),
+    );
     assert_eq!(status, 400);
-    let (status, _) = vm.call("PUT", "/vm/resize-disk", Some(r#"{"id":"nope","size_bytes":4096}"#));
+    let (status, _) = vm.call(
+        "PUT",
+        "/vm/resize-disk",
+        Some(r#"{"id":"nope","size_bytes":4096}"#),
+    );
     assert_eq!(status, 404);
     let (status, _) = vm.call("PUT", "/vm/remove-device", Some(r#"{"id":"nope"}"#));
     assert_eq!(status, 404);
-    let (status, err) = vm.call("PUT", "/vm/add-disk", Some(r#"{"path":"/nonexistent.img"}"#));
+    let (status, err) = vm.call(
+        "PUT",
+        "/vm/add-disk",
+        Some(r#"{"path":"/nonexistent.img"}"#),
+    );
     assert_eq!(status, 400, "{err}");
 }
 
@@ -310,7 +338,9 @@ fn malformed_requests_never_disturb_the_vm() {
     }
     // A client that stalls mid-request holds nobody else up.
     let mut stalled = UnixStream::connect(&vm.socket).unwrap();
-    stalled.write_all(b"PUT /vm/pause HTTP/1.1\r\nContent-Le").unwrap();
+    stalled
+        .write_all(b"PUT /vm/pause HTTP/1.1\r\nContent-Le")
+        .unwrap();
     let start = Instant::now();
     assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
     assert!(start.elapsed() < Duration::from_secs(2));
@@ -322,7 +352,8 @@ fn malformed_requests_never_disturb_the_vm() {
             let socket = socket.clone();
             std::thread::spawn(move || {
                 let mut s = UnixStream::connect(&socket).unwrap();
-                s.write_all(b"GET /vm HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+                s.write_all(b"GET /vm HTTP/1.1\r\nConnection: close\r\n\r\n")
+                    .unwrap();
                 let mut reply = String::new();
                 s.read_to_string(&mut reply).unwrap();
                 reply.starts_with("HTTP/1.1 200")
@@ -333,4 +364,78 @@ fn malformed_requests_never_disturb_the_vm() {
         assert!(t.join().unwrap());
     }
     assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+}
+
+#[test]
+fn a_hot_plugged_disk_is_found_used_and_ejected_by_the_guest() {
+    let kernel = guest("virtio");
+    let mut vm = Vm::start(
+        "hotplug",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "blk blk-count=3 wait-hotplug=30000 hotplug-events=2",
+        ],
+    );
+    vm.wait_running();
+    let disk = image("hotplug", 8);
+    let body = serde_json::json!({"path": disk, "id": "hot", "serial": "hot-disk"}).to_string();
+    let added = vm.ok("PUT", "/vm/add-disk", Some(&body));
+    let out = vm.wait_for_line("virtio-blk: ok");
+    assert!(
+        out.contains(&format!(
+            "virtio: hotplug added {} vendor 1af4 device 1042 blk",
+            added["pci"].as_str().unwrap()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("serial=hot-disk"), "{out}");
+    assert!(
+        out.contains("virtio-blk: ok capacity=16384 wrote=3"),
+        "{out}"
+    );
+    vm.ok("PUT", "/vm/remove-device", Some(r#"{"id":"hot"}"#));
+    let out = vm.wait_for_line("virtio: hotplug gone");
+    assert!(out.contains("virtio: hotplug removed"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !vm.ok("GET", "/vm", None)["devices"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the ejected disk stayed on the bus"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (code, rest) = vm.wait_exit();
+    assert_eq!(code, Some(0), "{rest}");
+}
+
+#[test]
+fn shutdown_presses_the_power_button_and_the_guest_powers_off() {
+    let kernel = guest("virtio");
+    let mut vm = Vm::start(
+        "shutdown",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "rng wait-power-button=30000",
+            "--rng",
+        ],
+    );
+    vm.wait_running();
+    vm.wait_for_line("virtio-rng: ok");
+    vm.ok("PUT", "/vm/pause", None);
+    let (status, err) = vm.call("PUT", "/vm/shutdown", None);
+    assert_eq!(status, 409, "shutdown of a paused VM: {err}");
+    vm.ok("PUT", "/vm/resume", None);
+    vm.ok("PUT", "/vm/shutdown", None);
+    let (code, rest) = vm.wait_exit();
+    assert_eq!(code, Some(0));
+    assert!(rest.contains("virtio: power button\n"), "{rest}");
+    assert!(!rest.contains("timeout"), "{rest}");
 }

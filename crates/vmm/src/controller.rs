@@ -329,10 +329,17 @@ impl VmController for Controller {
                 inner.state = VmState::Running;
                 Ok(Value::Null)
             }
-            Action::Shutdown => Err(ApiError::new(
-                501,
-                "graceful shutdown needs the ACPI power button, which this build lacks",
-            )),
+            Action::Shutdown => {
+                if inner.state == VmState::Paused {
+                    return Err(conflict(
+                        "the VM is paused: resume it so the guest can see the power button",
+                    ));
+                }
+                Self::running(&inner)?
+                    .press_power_button()
+                    .map_err(|e| ApiError::new(500, e.to_string()))?;
+                Ok(Value::Null)
+            }
             Action::Reset => {
                 let running = Self::running(&inner)?;
                 inner.reset_requested = true;
@@ -368,8 +375,11 @@ impl VmController for Controller {
                 if running.slot_of(&spec.id).is_none() {
                     return Err(ApiError::new(404, format!("no device called {}", spec.id)));
                 }
+                if running.is_being_removed(&spec.id) {
+                    return Err(conflict(format!("{} is already being removed", spec.id)));
+                }
                 running
-                    .remove_device(&spec.id)
+                    .request_removal(&spec.id)
                     .map_err(|e| ApiError::new(500, e.to_string()))?;
                 Ok(Value::Null)
             }

@@ -14,7 +14,7 @@ use devices::cmos::{Cmos, CmosMemory};
 use devices::debugcon::DebugConsole;
 use devices::i8042::I8042;
 use devices::serial::{Serial, SharedOutput};
-use devices::Bus;
+use devices::{Bus, Ged, PciHotplug};
 use hypervisor::Hypervisor;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -22,7 +22,7 @@ use crate::config::{KernelSource, VmConfig};
 use crate::error::{Error, Result};
 use crate::memory::{create_guest_memory, GuestMemory};
 use crate::pci_devices::PciDevices;
-use crate::running::{RunningVm, VmObserver};
+use crate::running::{AcpiEvents, RunningVm, VmObserver};
 use crate::vcpu::{PauseGate, PlatformIo, VcpuCounters, VcpuShared, VcpuStop, VcpuThread};
 
 /// Most vCPUs a guest may have: APIC IDs must fit the MADT's xAPIC entries
@@ -215,6 +215,21 @@ pub fn run_once(
         layout::DEBUGCON_MMIO_START,
         layout::DEBUGCON_MMIO_SIZE,
     )?;
+    // ACPI events: the power button and PCI hot-plug, through the GED.
+    let ged_irq = eventfd()?;
+    vm.register_irqfd(&ged_irq, layout::GED_IRQ)?;
+    let ged = Ged::new(ged_irq);
+    mmio.insert(
+        Arc::new(Mutex::new(ged.clone())),
+        layout::GED_MMIO_START,
+        layout::GED_MMIO_SIZE,
+    )?;
+    let hotplug = PciHotplug::new().map_err(|e| Error::Host("hot-plug eventfd", e))?;
+    mmio.insert(
+        Arc::new(Mutex::new(hotplug.clone())),
+        layout::PCI_HOTPLUG_MMIO_START,
+        layout::PCI_HOTPLUG_MMIO_SIZE,
+    )?;
     let mut pci = PciDevices::new(vm.clone(), mem.clone(), config.memory)?;
     crate::virtio_devices::add_virtio_devices(config, &mut pci)?;
     pci.attach(&mut pio, &mut mmio)?;
@@ -226,6 +241,7 @@ pub fn run_once(
         &arch::acpi::AcpiConfig {
             num_cpus: config.cpus,
             pci: Some(pci.acpi()),
+            ged: Some(arch::acpi::GedConfig::standard(true)),
             ..Default::default()
         },
     )
@@ -262,6 +278,7 @@ pub fn run_once(
     let boot = Boot {
         config,
         pci,
+        acpi_events: AcpiEvents { ged, hotplug },
         io: &io,
         mem: &mem,
         events: &events,
@@ -277,6 +294,7 @@ pub fn run_once(
 struct Boot<'a> {
     config: &'a VmConfig,
     pci: PciDevices,
+    acpi_events: AcpiEvents,
     io: &'a Arc<PlatformIo>,
     mem: &'a GuestMemory,
     events: &'a StopEvents,
@@ -316,6 +334,7 @@ fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
             threads.iter().map(VcpuThread::pthread).collect(),
             counters,
             boot.pci,
+            boot.acpi_events,
             clone_eventfd(&events.power_off)?,
             clone_eventfd(&events.reset)?,
         ))),
@@ -325,7 +344,7 @@ fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
         observer.booted(running.clone());
     }
     let outcome = match spawn_error {
-        None => wait_for_stop(events, boot.stop),
+        None => wait_for_stop(events, boot.stop, running.as_deref()),
         Some(_) => Outcome::Stopped,
     };
     if let Some(observer) = boot.observer {
@@ -352,13 +371,17 @@ fn clone_eventfd(e: &EventFd) -> Result<EventFd> {
 }
 
 /// Block until something ends this boot.
-fn wait_for_stop(events: &StopEvents, stop: &EventFd) -> Outcome {
-    let fds = [
+fn wait_for_stop(events: &StopEvents, stop: &EventFd, running: Option<&RunningVm>) -> Outcome {
+    let mut fds = vec![
         &events.power_off,
         &events.reset,
         &events.vcpu.stop_evt,
         stop,
     ];
+    // The guest's hot-plug ejections complete device removals here.
+    if let Some(running) = running {
+        fds.push(running.eject_event());
+    }
     let mut pollfds: Vec<libc::pollfd> = fds
         .iter()
         .map(|e| libc::pollfd {
@@ -397,6 +420,11 @@ fn wait_for_stop(events: &StopEvents, stop: &EventFd) -> Outcome {
         }
         if ready(3) {
             return Outcome::Stopped;
+        }
+        if pollfds.len() > 4 && ready(4) {
+            if let Some(running) = running {
+                running.complete_ejections();
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use devices::{Ged, GedEvent, PciHotplug};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::api::{Counters, DeviceInfo};
@@ -28,8 +29,17 @@ pub trait VmObserver: Send + Sync {
     fn stopping(&self);
 }
 
+/// The VM's ACPI event devices: the power button and PCI hot-plug.
+pub(crate) struct AcpiEvents {
+    pub ged: Ged,
+    pub hotplug: PciHotplug,
+}
+
 /// A booted VM, as the control API sees it.
 pub struct RunningVm {
+    events: AcpiEvents,
+    /// Devices the guest was asked to give up, by slot.
+    removing: Mutex<BTreeMap<u8, String>>,
     config: VmConfig,
     vcpus: Arc<VcpuShared>,
     threads: Vec<libc::pthread_t>,
@@ -46,10 +56,13 @@ impl RunningVm {
         threads: Vec<libc::pthread_t>,
         counters: Vec<Arc<VcpuCounters>>,
         pci: PciDevices,
+        events: AcpiEvents,
         power_off: EventFd,
         reset: EventFd,
     ) -> Self {
         Self {
+            events,
+            removing: Mutex::new(BTreeMap::new()),
             config,
             vcpus,
             threads,
@@ -110,6 +123,14 @@ impl RunningVm {
         let _ = self.power_off.write(1);
     }
 
+    /// Press the ACPI power button: the guest decides what to do.
+    pub fn press_power_button(&self) -> Result<()> {
+        self.events
+            .ged
+            .notify(GedEvent::PowerButton)
+            .map_err(|e| Error::Host("GED interrupt", e))
+    }
+
     /// Reset the VM, as if the guest had reset it.
     pub fn reset(&self) {
         let _ = self.reset.write(1);
@@ -122,6 +143,9 @@ impl RunningVm {
             .iter()
             .map(|f| {
                 let mut details = f.description.details.clone();
+                if self.is_being_removed(&f.description.id) {
+                    details.insert("removal".into(), "requested".into());
+                }
                 if let Some(disk) = &f.description.disk {
                     details.insert("size_bytes".into(), disk.size().to_string());
                 }
@@ -161,6 +185,7 @@ impl RunningVm {
         let mut pci = self.pci();
         let id = id.unwrap_or_else(|| free_id(&pci, "disk"));
         let slot = pci.add_virtio(virtio_devices::disk_device(&id, disk)?)?;
+        self.announce_added(slot)?;
         Ok((id, slot))
     }
 
@@ -169,13 +194,83 @@ impl RunningVm {
         let mut pci = self.pci();
         let id = id.unwrap_or_else(|| free_id(&pci, "net"));
         let slot = pci.add_virtio(virtio_devices::net_device(&self.config, &id, net)?)?;
+        self.announce_added(slot)?;
         Ok((id, slot))
     }
 
-    /// Take device `id` off the bus now.
-    pub fn remove_device(&self, id: &str) -> Result<u8> {
-        let function = self.pci().remove(id)?;
-        Ok(function.slot)
+    /// Tell the guest (ACPI hot-plug) that `slot` gained a device.
+    fn announce_added(&self, slot: u8) -> Result<()> {
+        self.events
+            .hotplug
+            .slot_added(slot)
+            .map_err(|e| Error::Pci(e.to_string()))?;
+        self.events
+            .ged
+            .notify(GedEvent::PciHotplug)
+            .map_err(|e| Error::Host("GED interrupt", e))
+    }
+
+    /// Ask the guest to give up device `id` (ACPI eject request). It leaves
+    /// the bus when the guest ejects it ([`RunningVm::complete_ejections`]).
+    pub fn request_removal(&self, id: &str) -> Result<u8> {
+        let slot = self
+            .slot_of(id)
+            .ok_or_else(|| Error::Pci(format!("no device called {id}")))?;
+        self.events
+            .hotplug
+            .slot_removal_requested(slot)
+            .map_err(|e| Error::Pci(e.to_string()))?;
+        self.removing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(slot, id.to_string());
+        self.events
+            .ged
+            .notify(GedEvent::PciHotplug)
+            .map_err(|e| Error::Host("GED interrupt", e))?;
+        Ok(slot)
+    }
+
+    /// Whether device `id` was asked to leave and the guest has not let go.
+    pub fn is_being_removed(&self, id: &str) -> bool {
+        self.removing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|r| r == id)
+    }
+
+    /// Signalled when the guest ejects slots.
+    pub(crate) fn eject_event(&self) -> &EventFd {
+        self.events.hotplug.eject_event()
+    }
+
+    /// The guest ejected slots: take those devices off the bus. Slots the
+    /// VMM did not ask for are taken off too (the guest powered them off;
+    /// a real slot would lose the card's power).
+    pub(crate) fn complete_ejections(&self) {
+        let _ = self.events.hotplug.eject_event().read();
+        let ejected = self.events.hotplug.take_ejected();
+        for slot in (0u8..32).filter(|s| ejected & (1 << s) != 0) {
+            let requested = self
+                .removing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&slot);
+            let id = requested.or_else(|| {
+                self.pci()
+                    .functions()
+                    .iter()
+                    .find(|f| f.slot == slot)
+                    .map(|f| f.description.id.clone())
+            });
+            if let Some(id) = id {
+                match self.pci().remove(&id) {
+                    Ok(_) => tracing::info!("{id}: ejected by the guest, removed from slot {slot}"),
+                    Err(e) => tracing::warn!("{id}: removal after eject failed: {e}"),
+                }
+            }
+        }
     }
 
     /// The PCI slot of device `id`.
