@@ -22,7 +22,7 @@ use crate::config::{KernelSource, VmConfig};
 use crate::error::{Error, Result};
 use crate::memory::{create_guest_memory, GuestMemory};
 use crate::pci_devices::PciDevices;
-use crate::running::{AcpiEvents, RunningVm, VmObserver};
+use crate::running::{ControlEvents, RunningVm, VmObserver};
 use crate::vcpu::{PauseGate, PlatformIo, VcpuCounters, VcpuShared, VcpuStop, VcpuThread};
 
 /// Most vCPUs a guest may have: APIC IDs must fit the MADT's xAPIC entries
@@ -278,7 +278,7 @@ pub fn run_once(
     let boot = Boot {
         config,
         pci,
-        acpi_events: AcpiEvents { ged, hotplug },
+        acpi_events: (ged, hotplug),
         io: &io,
         mem: &mem,
         events: &events,
@@ -294,7 +294,7 @@ pub fn run_once(
 struct Boot<'a> {
     config: &'a VmConfig,
     pci: PciDevices,
-    acpi_events: AcpiEvents,
+    acpi_events: (Ged, PciHotplug),
     io: &'a Arc<PlatformIo>,
     mem: &'a GuestMemory,
     events: &'a StopEvents,
@@ -334,9 +334,12 @@ fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
             threads.iter().map(VcpuThread::pthread).collect(),
             counters,
             boot.pci,
-            boot.acpi_events,
-            clone_eventfd(&events.power_off)?,
-            clone_eventfd(&events.reset)?,
+            ControlEvents {
+                ged: boot.acpi_events.0,
+                hotplug: boot.acpi_events.1,
+                power_off: clone_eventfd(&events.power_off)?,
+                reset: clone_eventfd(&events.reset)?,
+            },
         ))),
         Some(_) => None,
     };

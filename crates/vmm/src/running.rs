@@ -29,15 +29,19 @@ pub trait VmObserver: Send + Sync {
     fn stopping(&self);
 }
 
-/// The VM's ACPI event devices: the power button and PCI hot-plug.
-pub(crate) struct AcpiEvents {
+/// How the API reaches the guest and the VM's owner: the ACPI event
+/// devices (power button, PCI hot-plug) and the owner's power-off and reset
+/// event fds.
+pub(crate) struct ControlEvents {
     pub ged: Ged,
     pub hotplug: PciHotplug,
+    pub power_off: EventFd,
+    pub reset: EventFd,
 }
 
 /// A booted VM, as the control API sees it.
 pub struct RunningVm {
-    events: AcpiEvents,
+    events: ControlEvents,
     /// Devices the guest was asked to give up, by slot.
     removing: Mutex<BTreeMap<u8, String>>,
     config: VmConfig,
@@ -45,8 +49,6 @@ pub struct RunningVm {
     threads: Vec<libc::pthread_t>,
     counters: Vec<Arc<VcpuCounters>>,
     pci: Mutex<PciDevices>,
-    power_off: EventFd,
-    reset: EventFd,
 }
 
 impl RunningVm {
@@ -56,9 +58,7 @@ impl RunningVm {
         threads: Vec<libc::pthread_t>,
         counters: Vec<Arc<VcpuCounters>>,
         pci: PciDevices,
-        events: AcpiEvents,
-        power_off: EventFd,
-        reset: EventFd,
+        events: ControlEvents,
     ) -> Self {
         Self {
             events,
@@ -68,8 +68,6 @@ impl RunningVm {
             threads,
             counters,
             pci: Mutex::new(pci),
-            power_off,
-            reset,
         }
     }
 
@@ -120,7 +118,7 @@ impl RunningVm {
 
     /// Stop the VM now, as if the guest had powered off.
     pub fn power_off(&self) {
-        let _ = self.power_off.write(1);
+        let _ = self.events.power_off.write(1);
     }
 
     /// Press the ACPI power button: the guest decides what to do.
@@ -133,7 +131,7 @@ impl RunningVm {
 
     /// Reset the VM, as if the guest had reset it.
     pub fn reset(&self) {
-        let _ = self.reset.write(1);
+        let _ = self.events.reset.write(1);
     }
 
     /// The devices on the PCI bus.
