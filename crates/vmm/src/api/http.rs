@@ -10,7 +10,7 @@
 //! body size, how long a request may take to arrive) ends in a JSON error
 //! and a closed connection, never in a panic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
@@ -66,6 +66,11 @@ impl Default for ServerLimits {
 /// Header lines httparse parses at most; more is 431.
 const MAX_HEADERS: usize = 32;
 
+/// How long a connection thread whose client left waits for the next
+/// connection before it ends. Reusing threads saves a spawn (tens of
+/// microseconds) on every fresh connection, which is what a CLI call is.
+const IDLE_WORKER_LINGER: Duration = Duration::from_secs(10);
+
 /// A running API server. Dropping it (or [`ApiServer::shutdown`]) stops
 /// accepting, closes every open connection and removes the socket file.
 pub struct ApiServer {
@@ -87,6 +92,18 @@ struct Shared {
     /// Signalled when a connection ends.
     slot_freed: Condvar,
     next_id: AtomicU64,
+    /// Admitted connections waiting for an idle connection thread.
+    handoff: Mutex<Handoff>,
+    /// Signalled when a connection is queued in `handoff`, or on stop.
+    work: Condvar,
+}
+
+/// Connections handed from the accept thread to idle connection threads.
+#[derive(Default)]
+struct Handoff {
+    queue: VecDeque<(UnixStream, Slot)>,
+    /// Connection threads waiting for work.
+    idle: usize,
 }
 
 impl Shared {
@@ -94,6 +111,34 @@ impl Shared {
         // A panic elsewhere while holding the lock leaves the map intact
         // (insert and remove are atomic); keep serving.
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn handoff(&self) -> MutexGuard<'_, Handoff> {
+        self.handoff.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called by a connection thread whose client left: wait a while for
+    /// another connection. `None`: none came, or the server is stopping.
+    fn next_connection(&self) -> Option<(UnixStream, Slot)> {
+        let deadline = Instant::now() + IDLE_WORKER_LINGER;
+        let mut handoff = self.handoff();
+        handoff.idle += 1;
+        loop {
+            if let Some(work) = handoff.queue.pop_front() {
+                handoff.idle -= 1;
+                return Some(work);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stop.load(Ordering::SeqCst) {
+                handoff.idle -= 1;
+                return None;
+            }
+            handoff = self
+                .work
+                .wait_timeout(handoff, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 }
 
@@ -122,6 +167,8 @@ impl ApiServer {
             conns: Mutex::new(HashMap::new()),
             slot_freed: Condvar::new(),
             next_id: AtomicU64::new(0),
+            handoff: Mutex::new(Handoff::default()),
+            work: Condvar::new(),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -168,6 +215,10 @@ impl ApiServer {
         if accept.join().is_err() {
             tracing::warn!("API server: the accept thread panicked");
         }
+        // Idle connection threads end; connections not yet picked up close.
+        let queued = std::mem::take(&mut self.shared.handoff().queue);
+        drop(queued);
+        self.shared.work.notify_all();
         for stream in self.shared.conns().values() {
             let _ = stream.shutdown(std::net::Shutdown::Both);
         }
@@ -363,13 +414,29 @@ fn admit(
         shared: Arc::clone(shared),
         id,
     };
+    // An idle connection thread takes it if there is one not yet promised
+    // to an earlier connection; otherwise a new thread.
+    let mut handoff = shared.handoff();
+    if handoff.idle > handoff.queue.len() {
+        handoff.queue.push_back((stream, slot));
+        drop(handoff);
+        shared.work.notify_one();
+        return;
+    }
+    drop(handoff);
+    let first = (stream, slot);
+    let shared = Arc::clone(shared);
     let controller = Arc::clone(controller);
     let limits = limits.clone();
     let spawned = thread::Builder::new()
         .name("vireo-api-conn".into())
         .spawn(move || {
-            let _slot = slot;
-            serve_connection(stream, controller.as_ref(), &limits);
+            let mut next = Some(first);
+            while let Some((stream, slot)) = next.take() {
+                serve_connection(stream, controller.as_ref(), &limits);
+                drop(slot);
+                next = shared.next_connection();
+            }
         });
     if let Err(e) = spawned {
         // The closure (and with it the slot and the stream) was dropped.
