@@ -10,7 +10,6 @@ use crate::config::{CacheMode, ConsoleConfig, DiskConfig, KernelSource, NetConfi
 use crate::error::{Error, Result};
 use crate::pci_devices::{DeviceDescription, PciDevices};
 
-
 /// Open `disk`'s image with its options (format probed, image locked).
 pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> {
     let options = block::OpenOptions {
