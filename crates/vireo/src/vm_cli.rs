@@ -7,6 +7,7 @@
 //! as it came (`{}` when it had none). Exit codes: 0 done, 1 the VM
 //! refused or the exchange failed, 2 usage or no connection.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,16 @@ const EXIT_USAGE: u8 = 2;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest answer accepted (counters of many devices fit easily).
 const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// `writeln!` into the output being built (writing to a String cannot fail).
+macro_rules! w {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
 
 /// `vireo vm`.
 #[derive(Debug, Args)]
@@ -127,16 +138,27 @@ fn run(args: VmArgs) -> Result<(), Failure> {
         .ok_or_else(|| Failure::Usage("vm: --socket PATH is required".into()))?;
     let (method, path, body) = request_for(&args.command)?;
     let answer = call(&socket, method, path, body.as_deref())?;
+    let mut out = String::new();
     if args.json {
         if answer.is_empty() {
-            println!("{{}}");
+            out.push_str("{}\n");
         } else {
-            println!("{}", String::from_utf8_lossy(&answer).trim_end());
+            w!(out, "{}", String::from_utf8_lossy(&answer).trim_end());
         }
-        return Ok(());
+    } else {
+        print_human(&mut out, &args.command, &answer);
     }
-    print_human(&args.command, &answer);
-    Ok(())
+    // One write; a reader that went away (`| head`) is not an error.
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::Refused(format!("writing the answer: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The HTTP method, path and JSON body for a command.
@@ -343,56 +365,69 @@ fn fill(stream: &mut UnixStream, buf: &mut Vec<u8>) -> Result<bool, Failure> {
     Ok(n == 0)
 }
 
-fn print_human(command: &VmCommand, answer: &[u8]) {
+fn print_human(out: &mut String, command: &VmCommand, answer: &[u8]) {
     let value: Value = serde_json::from_slice(answer).unwrap_or(Value::Null);
     match command {
         VmCommand::Info => match serde_json::from_value::<VmInfo>(value.clone()) {
-            Ok(info) => print_info(&info),
-            Err(_) => print_json(&value),
+            Ok(info) => print_info(out, &info),
+            Err(_) => print_json(out, &value),
         },
         VmCommand::Counters => match serde_json::from_value::<Counters>(value.clone()) {
-            Ok(counters) => print_counters(&counters),
-            Err(_) => print_json(&value),
+            Ok(counters) => print_counters(out, &counters),
+            Err(_) => print_json(out, &value),
         },
-        _ if !value.is_null() => print_json(&value),
-        VmCommand::Pause => println!("paused"),
-        VmCommand::Resume => println!("resumed"),
-        VmCommand::Shutdown => println!("power button pressed; the guest decides"),
-        VmCommand::Reset => println!("reset"),
-        VmCommand::Poweroff => println!("powered off"),
-        VmCommand::AddDisk(a) => println!("added disk {}", a.options.path.display()),
-        VmCommand::AddNet(_) => println!("added network card"),
-        VmCommand::RemoveDevice { id } => println!("removed {id}"),
-        VmCommand::ResizeDisk { id, size } => println!("resized {id} to {}", human_size(*size)),
+        VmCommand::AddDisk(_) | VmCommand::AddNet(_) => match added(&value) {
+            Some((id, pci)) => w!(out, "added {id} at {pci}"),
+            None if value.is_null() => w!(out, "added"),
+            None => print_json(out, &value),
+        },
+        _ if !value.is_null() => print_json(out, &value),
+        VmCommand::Pause => w!(out, "paused"),
+        VmCommand::Resume => w!(out, "resumed"),
+        VmCommand::Shutdown => w!(out, "power button pressed; the guest decides"),
+        VmCommand::Reset => w!(out, "reset"),
+        VmCommand::Poweroff => w!(out, "powering off"),
+        VmCommand::RemoveDevice { id } => {
+            w!(
+                out,
+                "asked the guest to release {id}; it goes when the guest ejects it"
+            )
+        }
+        VmCommand::ResizeDisk { id, size } => w!(out, "resized {id} to {}", human_size(*size)),
     }
 }
 
-fn print_json(value: &Value) {
+/// The id and PCI address of a hot-plugged device, from the VM's answer.
+fn added(value: &Value) -> Option<(&str, &str)> {
+    Some((value.get("id")?.as_str()?, value.get("pci")?.as_str()?))
+}
+
+fn print_json(out: &mut String, value: &Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
-        Err(_) => println!("{value}"),
+        Ok(text) => w!(out, "{text}"),
+        Err(_) => w!(out, "{value}"),
     }
 }
 
-fn print_info(info: &VmInfo) {
+fn print_info(out: &mut String, info: &VmInfo) {
     let state = serde_json::to_value(info.state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| format!("{:?}", info.state));
-    println!("state:   {state}");
-    println!("cpus:    {}", info.cpus);
-    println!("memory:  {}", human_size(info.memory_bytes));
+    w!(out, "state:   {state}");
+    w!(out, "cpus:    {}", info.cpus);
+    w!(out, "memory:  {}", human_size(info.memory_bytes));
     if let Some(kernel) = &info.kernel {
-        println!("kernel:  {kernel}");
+        w!(out, "kernel:  {kernel}");
     }
     if let Some(cmdline) = &info.cmdline {
-        println!("cmdline: {cmdline}");
+        w!(out, "cmdline: {cmdline}");
     }
     if info.devices.is_empty() {
-        println!("devices: none");
+        w!(out, "devices: none");
         return;
     }
-    println!("devices:");
+    w!(out, "devices:");
     let id_w = info.devices.iter().map(|d| d.id.len()).max().unwrap_or(0);
     let kind_w = info.devices.iter().map(|d| d.kind.len()).max().unwrap_or(0);
     for d in &info.devices {
@@ -404,30 +439,30 @@ fn print_info(info: &VmInfo) {
             d.pci,
             details.join(" ")
         );
-        println!("{}", line.trim_end());
+        w!(out, "{}", line.trim_end());
     }
 }
 
-fn print_counters(counters: &Counters) {
+fn print_counters(out: &mut String, counters: &Counters) {
     let mut rows: Vec<[String; 3]> = Vec::new();
     for (device, values) in &counters.devices {
         for (name, value) in values {
             rows.push([device.clone(), name.clone(), value.to_string()]);
         }
     }
-    print_table(["DEVICE", "COUNTER", "VALUE"], &rows);
+    print_table(out, ["DEVICE", "COUNTER", "VALUE"], &rows);
     let mut rows: Vec<[String; 3]> = Vec::new();
     for (vcpu, exits) in &counters.vcpus {
         for (reason, count) in exits {
             rows.push([vcpu.to_string(), reason.clone(), count.to_string()]);
         }
     }
-    println!();
-    print_table(["VCPU", "EXIT", "COUNT"], &rows);
+    w!(out);
+    print_table(out, ["VCPU", "EXIT", "COUNT"], &rows);
 }
 
 /// Left-aligned columns, the last (numbers) right-aligned.
-fn print_table(header: [&str; 3], rows: &[[String; 3]]) {
+fn print_table(out: &mut String, header: [&str; 3], rows: &[[String; 3]]) {
     let width = |i: usize| {
         rows.iter()
             .map(|r| r[i].len())
@@ -436,9 +471,9 @@ fn print_table(header: [&str; 3], rows: &[[String; 3]]) {
             .unwrap_or(0)
     };
     let (a, b, c) = (width(0), width(1), width(2));
-    println!("{:a$}  {:b$}  {:>c$}", header[0], header[1], header[2]);
+    w!(out, "{:a$}  {:b$}  {:>c$}", header[0], header[1], header[2]);
     for r in rows {
-        println!("{:a$}  {:b$}  {:>c$}", r[0], r[1], r[2]);
+        w!(out, "{:a$}  {:b$}  {:>c$}", r[0], r[1], r[2]);
     }
 }
 

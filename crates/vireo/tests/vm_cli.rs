@@ -194,8 +194,30 @@ fn human_output() {
         stdout(&vireo(sock, &["resize-disk", "disk0", "3G"])),
         "resized disk0 to 3 GiB\n"
     );
-    let added = stdout(&vireo(sock, &["add-disk", "path=/x.img"]));
-    assert!(added.contains("\"id\": \"disk1\""), "{added}");
+    assert_eq!(
+        stdout(&vireo(sock, &["add-disk", "path=/x.img"])),
+        "added disk1 at 00:03.0\n"
+    );
+    assert_eq!(
+        stdout(&vireo(sock, &["remove-device", "disk0"])),
+        "asked the guest to release disk0; it goes when the guest ejects it\n"
+    );
+    // A reader that goes away early (`| head`) is not an error.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .arg("vm")
+        .arg("--socket")
+        .arg(sock)
+        .arg("info")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
     // A 204 prints {} with --json.
     assert_eq!(stdout(&vireo(sock, &["reset", "--json"])), "{}\n");
 }
