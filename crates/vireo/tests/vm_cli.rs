@@ -246,7 +246,7 @@ fn usage_errors_and_no_server_exit_2() {
     let sock = server.path();
     for args in [
         vec!["add-disk", "readonly=on"],
-        vec!["add-disk", "path=/a,id=x"],
+        vec!["add-disk", "path=/a,bogus=x"],
         vec!["add-net", "mac=01:00:00:00:00:00"],
         vec!["resize-disk", "disk0", "lots"],
         vec!["resize-disk", "disk0"],
