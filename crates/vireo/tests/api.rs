@@ -308,9 +308,15 @@ fn reset_boots_the_guest_again_and_power_off_ends_it() {
     let mut vm = Vm::start("reset", &["--kernel", idle.to_str().unwrap()]);
     vm.wait_for_line("idle: waiting");
     vm.wait_running();
+    // A disk plugged in while it runs is still there after the reset.
+    let disk = image("reset", 4);
+    let body = serde_json::json!({"path": disk, "id": "kept"}).to_string();
+    vm.ok("PUT", "/vm/add-disk", Some(&body));
     vm.ok("PUT", "/vm/reset", None);
     vm.wait_for_line("idle: waiting");
     vm.wait_running();
+    let devices = vm.ok("GET", "/vm", None)["devices"].clone();
+    assert_eq!(devices[0]["id"], "kept", "{devices}");
     vm.ok("PUT", "/vm/power-off", None);
     let (code, _) = vm.wait_exit();
     assert_eq!(code, Some(0));
@@ -379,6 +385,9 @@ fn a_hot_plugged_disk_is_found_used_and_ejected_by_the_guest() {
         ],
     );
     vm.wait_running();
+    // The guest names blk but has none at boot: this line says its boot
+    // scan is over and it waits for hot-plug events.
+    vm.wait_for_line("virtio-blk: FAIL not found");
     let disk = image("hotplug", 8);
     let body = serde_json::json!({"path": disk, "id": "hot", "serial": "hot-disk"}).to_string();
     let added = vm.ok("PUT", "/vm/add-disk", Some(&body));

@@ -245,6 +245,9 @@ fn disk_config(spec: DiskSpec) -> Result<DiskConfig, ApiError> {
     // The options go through `--disk`'s parser so both check alike; the
     // path is set afterwards, since it may hold commas.
     let mut text = String::from("path=-");
+    if let Some(id) = &spec.id {
+        text.push_str(&format!(",id={id}"));
+    }
     if spec.readonly {
         text.push_str(",readonly=on");
     }
@@ -265,6 +268,9 @@ fn disk_config(spec: DiskSpec) -> Result<DiskConfig, ApiError> {
 /// A card's options from JSON, checked as `--net` checks them.
 fn net_config(spec: NetSpec) -> Result<NetConfig, ApiError> {
     let mut parts = Vec::new();
+    if let Some(id) = &spec.id {
+        parts.push(format!("id={id}"));
+    }
     if let Some(tap) = &spec.tap {
         parts.push(format!("tap={tap}"));
     }
@@ -275,23 +281,6 @@ fn net_config(spec: NetSpec) -> Result<NetConfig, ApiError> {
         parts.push(format!("queues={q}"));
     }
     parts.join(",").parse().map_err(bad_request)
-}
-
-fn check_id(id: &Option<String>) -> Result<(), ApiError> {
-    match id {
-        Some(id)
-            if id.is_empty()
-                || id.len() > 32
-                || !id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            Err(bad_request(format!(
-                "device id '{id}' must be 1 to 32 letters, digits, - or _"
-            )))
-        }
-        _ => Ok(()),
-    }
 }
 
 impl VmController for Controller {
@@ -352,7 +341,6 @@ impl VmController for Controller {
             }
             Action::AddDisk(spec) => {
                 let running = Self::running(&inner)?;
-                check_id(&spec.id)?;
                 let id = spec.id.clone();
                 let disk = disk_config(spec)?;
                 let (id, slot) = running
@@ -362,7 +350,6 @@ impl VmController for Controller {
             }
             Action::AddNet(spec) => {
                 let running = Self::running(&inner)?;
-                check_id(&spec.id)?;
                 let id = spec.id.clone();
                 let net = net_config(spec)?;
                 let (id, slot) = running
@@ -410,7 +397,11 @@ impl VmObserver for Controller {
 
     fn stopping(&self) {
         let mut inner = self.lock();
-        inner.running = None;
+        // A reboot (reset) boots the machine as it is now, hot-plugged
+        // devices included.
+        if let Some(running) = inner.running.take() {
+            inner.config = Some(running.current_config());
+        }
         // Until the main thread decides (reboot or exit), the VM is
         // configured but not running.
         inner.state = VmState::Configured;

@@ -18,6 +18,8 @@ pub enum CacheMode {
 /// One `--disk`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
+    /// Name for the control API; defaults to `disk<N>`.
+    pub id: Option<String>,
     /// Image path (raw or qcow2; the format is probed).
     pub path: PathBuf,
     /// Open read-only; the guest sees a read-only disk.
@@ -33,6 +35,8 @@ pub struct DiskConfig {
 /// One `--net`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NetConfig {
+    /// Name for the control API; defaults to `net<N>`.
+    pub id: Option<String>,
     /// TAP interface to attach to, or to create under this name; `None`
     /// lets the kernel name a new one (`vireoN`). A TAP Vireo creates
     /// disappears when the VM exits.
@@ -52,8 +56,9 @@ impl FromStr for NetConfig {
             queues: 1,
             ..Default::default()
         };
-        for (k, v) in pairs(WHAT, s, &["tap", "mac", "queues"])? {
+        for (k, v) in pairs(WHAT, s, &["id", "tap", "mac", "queues"])? {
             match k {
+                "id" => net.id = Some(device_id(WHAT, v)?),
                 "tap" => {
                     // IFNAMSIZ is 16 with the NUL.
                     if v.is_empty() || v.len() > 15 || v.contains(['/', ' ', ':']) {
@@ -144,6 +149,21 @@ fn pairs<'a>(what: &str, spec: &'a str, known: &[&str]) -> Result<Vec<(&'a str, 
     Ok(out)
 }
 
+/// A device name: 1 to 32 letters, digits, `-` or `_`.
+pub fn device_id(what: &str, v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 32
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "{what}: id={v} must be 1 to 32 letters, digits, - or _"
+        ))
+    }
+}
+
 fn on_off(what: &str, key: &str, v: &str) -> Result<bool, String> {
     match v {
         "on" | "true" | "yes" => Ok(true),
@@ -165,15 +185,17 @@ impl FromStr for DiskConfig {
     fn from_str(s: &str) -> Result<Self, String> {
         const WHAT: &str = "--disk";
         let mut disk = DiskConfig {
+            id: None,
             path: PathBuf::new(),
             readonly: false,
             cache: CacheMode::default(),
             serial: None,
             queues: 1,
         };
-        let known = ["path", "readonly", "cache", "serial", "queues"];
+        let known = ["id", "path", "readonly", "cache", "serial", "queues"];
         for (k, v) in pairs(WHAT, s, &known)? {
             match k {
+                "id" => disk.id = Some(device_id(WHAT, v)?),
                 "path" => disk.path = PathBuf::from(v),
                 "readonly" => disk.readonly = on_off(WHAT, k, v)?,
                 "cache" => {
@@ -222,6 +244,12 @@ mod tests {
         assert_eq!(d.cache, CacheMode::None);
         assert_eq!(d.serial.as_deref(), Some("abc"));
         assert_eq!(d.queues, 4);
+        let d: DiskConfig = "id=data,path=x".parse().unwrap();
+        assert_eq!(d.id.as_deref(), Some("data"));
+        assert!("id=a/b,path=x"
+            .parse::<DiskConfig>()
+            .unwrap_err()
+            .contains("id=a/b"));
         let d: DiskConfig = "path=x".parse().unwrap();
         assert!(!d.readonly);
         assert_eq!(d.cache, CacheMode::Writeback);

@@ -17,6 +17,7 @@ use pci::{
 use virtio::VirtioPciDevice;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::config::{DiskConfig, NetConfig};
 use crate::error::{Error, Result};
 use crate::memory::GuestMemory;
 use crate::virtio_devices::NewDevice;
@@ -60,6 +61,17 @@ pub(crate) struct DeviceDescription {
     pub details: BTreeMap<String, String>,
     /// The image behind a disk, for resizing.
     pub disk: Option<Arc<dyn DiskImage>>,
+    /// The options it was made from, so a reboot makes it again.
+    pub source: Option<DeviceSource>,
+}
+
+/// What a disk or network card was made from.
+#[derive(Debug, Clone)]
+pub(crate) enum DeviceSource {
+    /// A `--disk` (or `add-disk`).
+    Disk(DiskConfig),
+    /// A `--net` (or `add-net`).
+    Net(NetConfig),
 }
 
 impl DeviceDescription {
@@ -70,6 +82,7 @@ impl DeviceDescription {
             kind,
             details,
             disk: None,
+            source: None,
         }
     }
 }

@@ -12,7 +12,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::api::{Counters, DeviceInfo};
 use crate::config::{DiskConfig, NetConfig, VmConfig};
 use crate::error::{Error, Result};
-use crate::pci_devices::PciDevices;
+use crate::pci_devices::{DeviceSource, PciDevices};
 use crate::vcpu::{VcpuCounters, VcpuShared};
 use crate::virtio_devices;
 
@@ -73,6 +73,32 @@ impl RunningVm {
 
     fn pci(&self) -> MutexGuard<'_, PciDevices> {
         self.pci.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The configuration to boot again with on a reset: the one the VM
+    /// booted with, with its disks and cards as they are now (devices
+    /// added or removed while it ran stay added or removed, as on a real
+    /// machine), in bus order.
+    pub fn current_config(&self) -> VmConfig {
+        let mut config = self.config.clone();
+        config.disks.clear();
+        config.nets.clear();
+        let removing = self
+            .removing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for f in self.pci().functions() {
+            if removing.contains_key(&f.slot) {
+                continue;
+            }
+            match &f.description.source {
+                Some(DeviceSource::Disk(d)) => config.disks.push(d.clone()),
+                Some(DeviceSource::Net(n)) => config.nets.push(n.clone()),
+                None => {}
+            }
+        }
+        config
     }
 
     /// The configuration the VM booted with.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::config::{CacheMode, ConsoleConfig, DiskConfig, KernelSource, NetConfig, VmConfig};
 use crate::error::{Error, Result};
-use crate::pci_devices::{DeviceDescription, PciDevices};
+use crate::pci_devices::{DeviceDescription, DeviceSource, PciDevices};
 
 /// Open `disk`'s image with its options (format probed, image locked).
 pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> {
@@ -26,10 +26,12 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
 /// Put the configured virtio devices on the PCI bus.
 pub(crate) fn add_virtio_devices(config: &VmConfig, pci: &mut PciDevices) -> Result<()> {
     for (i, disk) in config.disks.iter().enumerate() {
-        pci.add_virtio(disk_device(&format!("disk{i}"), disk)?)?;
+        let id = disk.id.clone().unwrap_or_else(|| format!("disk{i}"));
+        pci.add_virtio(disk_device(&id, disk)?)?;
     }
     for (i, net) in config.nets.iter().enumerate() {
-        pci.add_virtio(net_device(config, &format!("net{i}"), net)?)?;
+        let id = net.id.clone().unwrap_or_else(|| format!("net{i}"));
+        pci.add_virtio(net_device(config, &id, net)?)?;
     }
     for (i, console) in config.consoles.iter().enumerate() {
         let device = create_console(console)?;
@@ -72,6 +74,10 @@ pub(crate) fn disk_device(id: &str, disk: &DiskConfig) -> Result<NewDevice> {
     details.insert("readonly".to_string(), disk.readonly.to_string());
     let mut description = DeviceDescription::new(id, "virtio-blk", details);
     description.disk = Some(image);
+    description.source = Some(DeviceSource::Disk(DiskConfig {
+        id: Some(id.to_string()),
+        ..disk.clone()
+    }));
     Ok(NewDevice {
         device: Box::new(device),
         description,
@@ -84,9 +90,14 @@ pub(crate) fn net_device(config: &VmConfig, id: &str, net: &NetConfig) -> Result
     let mut details = BTreeMap::new();
     details.insert("tap".to_string(), tap);
     details.insert("mac".to_string(), mac);
+    let mut description = DeviceDescription::new(id, "virtio-net", details);
+    description.source = Some(DeviceSource::Net(NetConfig {
+        id: Some(id.to_string()),
+        ..net.clone()
+    }));
     Ok(NewDevice {
         device: Box::new(device),
-        description: DeviceDescription::new(id, "virtio-net", details),
+        description,
     })
 }
 
