@@ -92,10 +92,10 @@ pub enum VmCommand {
 /// `vireo vm add-disk`.
 #[derive(Debug, Args)]
 pub struct AddDiskArgs {
-    /// As `vireo run --disk`: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N].
+    /// As `vireo run --disk`: path=IMAGE[,id=NAME][,readonly=on][,cache=none|writeback][,serial=S][,queues=N].
     #[arg(value_name = "OPTIONS")]
     pub options: DiskConfig,
-    /// Name for later requests (default: chosen by the VM, disk<N>).
+    /// Name for later requests, as id= in OPTIONS (default: chosen by the VM, disk<N>).
     #[arg(long)]
     pub id: Option<String>,
 }
@@ -103,10 +103,10 @@ pub struct AddDiskArgs {
 /// `vireo vm add-net`.
 #[derive(Debug, Args)]
 pub struct AddNetArgs {
-    /// As `vireo run --net`: [tap=NAME][,mac=MAC][,queues=N].
+    /// As `vireo run --net`: [id=NAME][,tap=NAME][,mac=MAC][,queues=N].
     #[arg(value_name = "OPTIONS", default_value = "")]
     pub options: NetConfig,
-    /// Name for later requests (default: chosen by the VM, net<N>).
+    /// Name for later requests, as id= in OPTIONS (default: chosen by the VM, net<N>).
     #[arg(long)]
     pub id: Option<String>,
 }
@@ -177,16 +177,22 @@ fn request_for(
         VmCommand::Shutdown => ("PUT", "/vm/shutdown", None),
         VmCommand::Reset => ("PUT", "/vm/reset", None),
         VmCommand::Poweroff => ("PUT", "/vm/power-off", None),
-        VmCommand::AddDisk(a) => (
-            "PUT",
-            "/vm/add-disk",
-            encode(serde_json::to_vec(&disk_spec(&a.options, a.id.clone())))?,
-        ),
-        VmCommand::AddNet(a) => (
-            "PUT",
-            "/vm/add-net",
-            encode(serde_json::to_vec(&net_spec(&a.options, a.id.clone())))?,
-        ),
+        VmCommand::AddDisk(a) => {
+            let id = one_id(a.options.id.as_ref(), a.id.as_ref())?;
+            (
+                "PUT",
+                "/vm/add-disk",
+                encode(serde_json::to_vec(&disk_spec(&a.options, id)))?,
+            )
+        }
+        VmCommand::AddNet(a) => {
+            let id = one_id(a.options.id.as_ref(), a.id.as_ref())?;
+            (
+                "PUT",
+                "/vm/add-net",
+                encode(serde_json::to_vec(&net_spec(&a.options, id)))?,
+            )
+        }
         VmCommand::RemoveDevice { id } => (
             "PUT",
             "/vm/remove-device",
@@ -201,6 +207,17 @@ fn request_for(
             }))?,
         ),
     })
+}
+
+/// The device's name, from `id=` in the options or `--id`; both is fine
+/// only if they agree.
+fn one_id(in_options: Option<&String>, flag: Option<&String>) -> Result<Option<String>, Failure> {
+    match (in_options, flag) {
+        (Some(a), Some(b)) if a != b => Err(Failure::Usage(format!(
+            "vm: id={a} and --id {b} disagree; give one"
+        ))),
+        (a, b) => Ok(a.or(b).cloned()),
+    }
 }
 
 /// `--disk` options as the API's DiskSpec.

@@ -134,7 +134,30 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         ),
         (
             vec!["add-net", "tap=tap3,mac=52:54:00:12:34:56"],
-            Action::AddNet(net),
+            Action::AddNet(net.clone()),
+        ),
+        (
+            vec![
+                "add-net",
+                "id=n1,tap=tap3,mac=52:54:00:12:34:56",
+                "--id",
+                "n1",
+            ],
+            Action::AddNet(NetSpec {
+                id: Some("n1".into()),
+                ..net
+            }),
+        ),
+        (
+            vec!["add-disk", "path=/b.img,id=b"],
+            Action::AddDisk(DiskSpec {
+                id: Some("b".into()),
+                path: "/b.img".into(),
+                readonly: false,
+                cache: Some("writeback".into()),
+                serial: None,
+                queues: Some(1),
+            }),
         ),
         (
             vec!["remove-device", "disk0"],
@@ -247,6 +270,8 @@ fn usage_errors_and_no_server_exit_2() {
     for args in [
         vec!["add-disk", "readonly=on"],
         vec!["add-disk", "path=/a,bogus=x"],
+        vec!["add-disk", "path=/a,id=x", "--id", "y"],
+        vec!["add-disk", "path=/a,id=no/slash"],
         vec!["add-net", "mac=01:00:00:00:00:00"],
         vec!["resize-disk", "disk0", "lots"],
         vec!["resize-disk", "disk0"],
