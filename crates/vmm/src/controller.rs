@@ -162,7 +162,7 @@ impl Controller {
         }
         let config = config_from_spec(spec)?;
         crate::machine::validate_with(&config, self.max_cpus)
-            .map_err(|e| bad_request(e.to_string()))?;
+            .map_err(|e| bad_request(describe(&e)))?;
         inner.config = Some(config);
         inner.state = VmState::Configured;
         Ok(Value::Null)
@@ -195,6 +195,21 @@ impl Controller {
             None => Ok(Value::Null),
         }
     }
+}
+
+/// An error and its causes on one line, as `vireo` prints them.
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
 }
 
 fn state_name(state: VmState) -> &'static str {
@@ -303,7 +318,7 @@ impl VmController for Controller {
                 let running = Self::running(&inner)?;
                 running
                     .pause()
-                    .map_err(|e| ApiError::new(500, e.to_string()))?;
+                    .map_err(|e| ApiError::new(500, describe(&e)))?;
                 inner.state = VmState::Paused;
                 Ok(Value::Null)
             }
@@ -326,7 +341,7 @@ impl VmController for Controller {
                 }
                 Self::running(&inner)?
                     .press_power_button()
-                    .map_err(|e| ApiError::new(500, e.to_string()))?;
+                    .map_err(|e| ApiError::new(500, describe(&e)))?;
                 Ok(Value::Null)
             }
             Action::Reset => {
@@ -345,7 +360,7 @@ impl VmController for Controller {
                 let disk = disk_config(spec)?;
                 let (id, slot) = running
                     .add_disk(id, &disk)
-                    .map_err(|e| bad_request(e.to_string()))?;
+                    .map_err(|e| bad_request(describe(&e)))?;
                 Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
             }
             Action::AddNet(spec) => {
@@ -354,7 +369,7 @@ impl VmController for Controller {
                 let net = net_config(spec)?;
                 let (id, slot) = running
                     .add_net(id, &net)
-                    .map_err(|e| bad_request(e.to_string()))?;
+                    .map_err(|e| bad_request(describe(&e)))?;
                 Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
             }
             Action::RemoveDevice(spec) => {
@@ -367,7 +382,7 @@ impl VmController for Controller {
                 }
                 running
                     .request_removal(&spec.id)
-                    .map_err(|e| ApiError::new(500, e.to_string()))?;
+                    .map_err(|e| ApiError::new(500, describe(&e)))?;
                 Ok(Value::Null)
             }
             Action::ResizeDisk(spec) => {
@@ -380,7 +395,7 @@ impl VmController for Controller {
                 }
                 running
                     .resize_disk(&spec.id, spec.size_bytes)
-                    .map_err(|e| bad_request(e.to_string()))?;
+                    .map_err(|e| bad_request(describe(&e)))?;
                 Ok(Value::Null)
             }
         }
