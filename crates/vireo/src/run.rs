@@ -72,17 +72,7 @@ fn machine_config(m: &MachineArgs) -> VmConfig {
 
 /// Print an error and its causes on one line.
 fn report(err: &dyn std::error::Error) {
-    let mut line = format!("vireo: {err}");
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    eprintln!("{line}");
+    eprintln!("vireo: {}", vmm::error_chain(err));
 }
 
 fn launch(config: Option<&VmConfig>, machine: &MachineArgs, api_socket: Option<&Path>) -> ExitCode {

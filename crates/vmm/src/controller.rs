@@ -17,6 +17,7 @@ use crate::api::{
     Action, ActionResult, ApiError, DiskSpec, NetSpec, VmConfigSpec, VmController, VmInfo, VmState,
 };
 use crate::config::{DiskConfig, KernelSource, NetConfig, VmConfig};
+use crate::error::error_chain;
 use crate::running::{RunningVm, VmObserver};
 
 /// How long `PUT /vm/boot` waits for the VM to come up before answering.
@@ -162,7 +163,7 @@ impl Controller {
         }
         let config = config_from_spec(spec)?;
         crate::machine::validate_with(&config, self.max_cpus)
-            .map_err(|e| bad_request(describe(&e)))?;
+            .map_err(|e| bad_request(error_chain(&e)))?;
         inner.config = Some(config);
         inner.state = VmState::Configured;
         Ok(Value::Null)
@@ -195,21 +196,6 @@ impl Controller {
             None => Ok(Value::Null),
         }
     }
-}
-
-/// An error and its causes on one line, as `vireo` prints them.
-fn describe(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
 }
 
 fn state_name(state: VmState) -> &'static str {
@@ -318,7 +304,7 @@ impl VmController for Controller {
                 let running = Self::running(&inner)?;
                 running
                     .pause()
-                    .map_err(|e| ApiError::new(500, describe(&e)))?;
+                    .map_err(|e| ApiError::new(500, error_chain(&e)))?;
                 inner.state = VmState::Paused;
                 Ok(Value::Null)
             }
@@ -341,7 +327,7 @@ impl VmController for Controller {
                 }
                 Self::running(&inner)?
                     .press_power_button()
-                    .map_err(|e| ApiError::new(500, describe(&e)))?;
+                    .map_err(|e| ApiError::new(500, error_chain(&e)))?;
                 Ok(Value::Null)
             }
             Action::Reset => {
@@ -360,7 +346,7 @@ impl VmController for Controller {
                 let disk = disk_config(spec)?;
                 let (id, slot) = running
                     .add_disk(id, &disk)
-                    .map_err(|e| bad_request(describe(&e)))?;
+                    .map_err(|e| bad_request(error_chain(&e)))?;
                 Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
             }
             Action::AddNet(spec) => {
@@ -369,7 +355,7 @@ impl VmController for Controller {
                 let net = net_config(spec)?;
                 let (id, slot) = running
                     .add_net(id, &net)
-                    .map_err(|e| bad_request(describe(&e)))?;
+                    .map_err(|e| bad_request(error_chain(&e)))?;
                 Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
             }
             Action::RemoveDevice(spec) => {
@@ -382,7 +368,7 @@ impl VmController for Controller {
                 }
                 running
                     .request_removal(&spec.id)
-                    .map_err(|e| ApiError::new(500, describe(&e)))?;
+                    .map_err(|e| ApiError::new(500, error_chain(&e)))?;
                 Ok(Value::Null)
             }
             Action::ResizeDisk(spec) => {
@@ -395,7 +381,7 @@ impl VmController for Controller {
                 }
                 running
                     .resize_disk(&spec.id, spec.size_bytes)
-                    .map_err(|e| bad_request(describe(&e)))?;
+                    .map_err(|e| bad_request(error_chain(&e)))?;
                 Ok(Value::Null)
             }
         }

@@ -21,7 +21,7 @@ mod virtio_devices;
 
 pub use config::{CpuTemplate, KernelSource, VmConfig};
 pub use controller::Controller;
-pub use error::{Error, Result};
+pub use error::{error_chain, Error, Result};
 pub use hypervisor::Hypervisor;
 pub use machine::{max_cpus, run_once, validate, validate_with, Console, Outcome, MAX_CPUS};
 pub use running::{RunningVm, VmObserver};

@@ -253,17 +253,7 @@ pub fn json_text(value: &serde_json::Value) -> Result<String, ImgError> {
 
 /// An error and its causes on one line.
 fn chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
+    vmm::error_chain(err)
 }
 
 /// Run one `vireo img` verb.
