@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{guest, vireo};
+use common::{guest, vireo, TapNamespace};
 use serde_json::Value;
 
 /// A `vireo run --api-socket` process, killed on drop.
@@ -22,11 +22,24 @@ struct Vm {
 
 impl Vm {
     fn start(name: &str, args: &[&str]) -> Self {
+        Self::start_in(None, name, args)
+    }
+
+    /// Start the VM inside network namespace `ns`, if given.
+    fn start_in(ns: Option<&str>, name: &str, args: &[&str]) -> Self {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api");
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&socket);
-        let mut child = vireo()
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vireo")]);
+                c
+            }
+            None => vireo(),
+        };
+        let mut child = cmd
             .args(["run", "--api-socket", socket.to_str().unwrap()])
             .args(args)
             .stdout(Stdio::piped())
@@ -447,4 +460,39 @@ fn shutdown_presses_the_power_button_and_the_guest_powers_off() {
     assert_eq!(code, Some(0));
     assert!(rest.contains("virtio: power button\n"), "{rest}");
     assert!(!rest.contains("timeout"), "{rest}");
+}
+
+#[test]
+fn a_hot_plugged_network_card_reaches_a_peer() {
+    let Some(net) = TapNamespace::new("h", false) else {
+        return;
+    };
+    let kernel = guest("virtio");
+    let mut vm = Vm::start_in(
+        Some(&net.ns),
+        "hotnet",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "net pings=2 wait-hotplug=30000",
+        ],
+    );
+    vm.wait_running();
+    vm.wait_for_line("virtio-net: FAIL not found");
+    let body = serde_json::json!({"id": "hotnet", "tap": net.tap}).to_string();
+    let added = vm.ok("PUT", "/vm/add-net", Some(&body));
+    let out = vm.wait_for_line("virtio-net: ok arp");
+    assert!(
+        out.contains(&format!(
+            "virtio: hotplug added {} vendor 1af4 device 1041 net",
+            added["pci"].as_str().unwrap()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("icmp 2/2"), "{out}");
+    let info = vm.ok("GET", "/vm", None);
+    assert_eq!(info["devices"][0]["details"]["tap"], net.tap.as_str());
+    let (code, rest) = vm.wait_exit();
+    assert_eq!(code, Some(0), "{rest}");
 }

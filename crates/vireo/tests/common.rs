@@ -90,3 +90,83 @@ pub fn run_vireo(args: &[&str], timeout: Duration) -> RunResult {
 pub fn is_kvm_pvm() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()
 }
+
+pub fn ip(args: &[&str]) -> Output {
+    Command::new("ip").args(args).output().expect("run ip")
+}
+
+pub fn ip_ok(args: &[&str]) {
+    let out = ip(args);
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace holding one TAP at 10.0.2.2/24; deleted on drop,
+/// which also removes the TAP.
+pub struct TapNamespace {
+    pub ns: String,
+    pub tap: String,
+}
+
+impl TapNamespace {
+    /// `None` (with a SKIP line) where namespaces cannot be made: not root,
+    /// or no iproute2.
+    pub fn new(tag: &str, multi_queue: bool) -> Option<Self> {
+        let root = is_root();
+        if !root || Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("SKIP: network tests need root and iproute2");
+            return None;
+        }
+        let ns = format!("vt{tag}{}", std::process::id());
+        let tap = format!("vt{tag}{}", std::process::id() % 100_000);
+        let _ = ip(&["netns", "del", &ns]);
+        ip_ok(&["netns", "add", &ns]);
+        let me = Self { ns, tap };
+        let mut add = vec!["-n", &me.ns, "tuntap", "add", "dev", &me.tap, "mode", "tap"];
+        if multi_queue {
+            add.push("multi_queue");
+        }
+        ip_ok(&add);
+        ip_ok(&["-n", &me.ns, "addr", "add", "10.0.2.2/24", "dev", &me.tap]);
+        ip_ok(&["-n", &me.ns, "link", "set", &me.tap, "up"]);
+        ip_ok(&["-n", &me.ns, "link", "set", "lo", "up"]);
+        Some(me)
+    }
+
+    /// `vireo run ARGS` inside the namespace.
+    pub fn vireo(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.ns,
+            env!("CARGO_BIN_EXE_vireo"),
+            "run",
+        ])
+        .args(args)
+        .stdin(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for TapNamespace {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.ns]);
+    }
+}
+
+/// Whether the effective UID is 0.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}

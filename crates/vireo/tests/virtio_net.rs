@@ -8,92 +8,12 @@ mod common;
 use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{guest, run_with_timeout, vireo, RunResult};
+use common::{guest, ip, run_with_timeout, vireo, RunResult, TapNamespace};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn ip(args: &[&str]) -> Output {
-    Command::new("ip").args(args).output().expect("run ip")
-}
-
-fn ip_ok(args: &[&str]) {
-    let out = ip(args);
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace holding one TAP at 10.0.2.2/24; deleted on drop,
-/// which also removes the TAP.
-struct TapNamespace {
-    ns: String,
-    tap: String,
-}
-
-impl TapNamespace {
-    /// `None` (with a SKIP line) where namespaces cannot be made: not root,
-    /// or no iproute2.
-    fn new(tag: &str, multi_queue: bool) -> Option<Self> {
-        let root = is_root();
-        if !root || Command::new("ip").arg("-V").output().is_err() {
-            eprintln!("SKIP: network tests need root and iproute2");
-            return None;
-        }
-        let ns = format!("vt{tag}{}", std::process::id());
-        let tap = format!("vt{tag}{}", std::process::id() % 100_000);
-        let _ = ip(&["netns", "del", &ns]);
-        ip_ok(&["netns", "add", &ns]);
-        let me = Self { ns, tap };
-        let mut add = vec!["-n", &me.ns, "tuntap", "add", "dev", &me.tap, "mode", "tap"];
-        if multi_queue {
-            add.push("multi_queue");
-        }
-        ip_ok(&add);
-        ip_ok(&["-n", &me.ns, "addr", "add", "10.0.2.2/24", "dev", &me.tap]);
-        ip_ok(&["-n", &me.ns, "link", "set", &me.tap, "up"]);
-        ip_ok(&["-n", &me.ns, "link", "set", "lo", "up"]);
-        Some(me)
-    }
-
-    /// `vireo run ARGS` inside the namespace.
-    fn vireo(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &self.ns,
-            env!("CARGO_BIN_EXE_vireo"),
-            "run",
-        ])
-        .args(args)
-        .stdin(Stdio::null());
-        cmd
-    }
-}
-
-impl Drop for TapNamespace {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.ns]);
-    }
-}
-
-/// Whether the effective UID is 0.
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
 
 fn finish(cmd: &mut Command) -> RunResult {
     let out = run_with_timeout(cmd, TIMEOUT);
