@@ -13,6 +13,7 @@ mod cmdline;
 mod console;
 mod events;
 mod hal;
+mod msix;
 mod net;
 mod out;
 mod packet;
@@ -20,6 +21,7 @@ mod pci;
 mod reinit;
 mod rng;
 mod time;
+mod vectored;
 mod watch;
 
 use pci::{Function, Kind, Root};
@@ -68,6 +70,15 @@ pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
         }
         if !seen && named {
             say!("virtio-{}: FAIL not found", Kind(Some(kind)));
+        }
+    }
+    if config.msix {
+        match functions
+            .iter()
+            .find(|f| f.kind == Some(DeviceType::EntropySource))
+        {
+            Some(function) => msix::run(&mut root, config.ecam, function),
+            None => say!("virtio-msix: FAIL no rng device"),
         }
     }
     if config.wait_hotplug > 0 {
