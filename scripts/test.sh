@@ -7,12 +7,16 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: gcc/binutils build the test guests, iasl
 # checks our ACPI tables, busybox and cpio make the Linux test's initramfs,
-# qemu-utils checks our qcow2 images.
+# qemu-utils checks our qcow2 images, iproute2 and ping drive the network
+# tests.
 need=()
 command -v gcc >/dev/null || need+=(gcc)
 command -v iasl >/dev/null || need+=(acpica-tools)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
+# The network tests put TAPs in namespaces (ip) and ping the guest.
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
 # qemu-img and qemu-io are the oracle of the qcow2 interop tests. Installed
 # with qemu-system-x86 so neither removes the other's (backported) version.
 command -v qemu-img >/dev/null || need+=(qemu-system-x86 qemu-utils)
