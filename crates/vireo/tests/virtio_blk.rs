@@ -283,3 +283,28 @@ fn guest_writes_to_a_qcow2_image_pass_qemu_img_check() {
     }
     assert_eq!(read_sector(&raw, 8), vec![0; SECTOR]);
 }
+
+#[test]
+fn one_image_cannot_back_two_disks() {
+    let path = image("twice", 1);
+    let kernel = guest("hello");
+    let a = format!("path={}", path.display());
+    let b = format!(
+        "path={}/../virtio-blk/twice.img",
+        path.parent().unwrap().display()
+    );
+    let r = run_vireo(
+        &[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--disk",
+            &a,
+            "--disk",
+            &b,
+        ],
+        TIMEOUT,
+    );
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(r.stderr.contains("is given twice"), "{}", r.describe());
+}

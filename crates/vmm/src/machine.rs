@@ -101,7 +101,15 @@ pub fn validate_with(config: &VmConfig, max: u32) -> Result<()> {
     open_initrd(config.initrd.as_deref())?;
     // Opening each disk checks its format and takes its lock, so a bad or
     // busy image is reported before the VM exists; it is closed again.
+    let mut seen = std::collections::BTreeSet::new();
     for disk in &config.disks {
+        let key = std::fs::canonicalize(&disk.path).unwrap_or_else(|_| disk.path.clone());
+        if !seen.insert(key) {
+            return Err(Error::InvalidConfig(format!(
+                "--disk {} is given twice (one image cannot back two disks)",
+                disk.path.display()
+            )));
+        }
         crate::virtio_devices::open_disk(disk)?;
     }
     Ok(())
