@@ -54,7 +54,7 @@ pub enum Error {
     #[error("{0} is not supported by this image")]
     Unsupported(&'static str),
     /// Another process holds a conflicting lock on the image.
-    #[error("image {} is in use by another process", .0.display())]
+    #[error("image {} is in use (another VM, or another disk of this one, holds its lock)", .0.display())]
     InUse(PathBuf),
     /// The image's contents are not a valid image of its format.
     #[error("invalid image: {0}")]

@@ -96,7 +96,7 @@ fn writable_opens_exclude_each_other() {
         .err()
         .unwrap();
     let text = format!("{err} {}", std::error::Error::source(&err).unwrap());
-    assert!(text.contains("in use by another process"), "{text}");
+    assert!(text.contains("is in use (another VM"), "{text}");
     assert!(block::open(
         f.path(),
         &OpenOptions {
