@@ -2,6 +2,14 @@
 //! queue pairs (several with VIRTIO_NET_F_MQ, one worker thread each), a
 //! control queue, mergeable receive buffers, checksum and segmentation
 //! offloads passed through to the TAP, and link status.
+//!
+//! Guest chains are parsed in one place: [`TxFrame`], [`RxBuffer`] and
+//! [`CtrlRequest`] turn a transmit, receive or control chain into ranges
+//! checked to lie inside guest memory (or refuse it with a
+//! [`RequestError`]), and only they and [`read_frame`] hand those ranges
+//! to the TAP. They are public so the fuzz targets in `crates/virtio/fuzz`
+//! can drive them over arbitrary guest memory; [`Net`] is their only user
+//! in the VMM.
 
 mod device;
 mod event_handler;
@@ -10,7 +18,10 @@ mod request;
 
 pub use device::{Net, NetConfig, NetError, NetLink, CTRL_QUEUE_SIZE, MAX_QUEUE_PAIRS, QUEUE_SIZE};
 pub use metrics::NetMetrics;
-pub use request::{MAX_FRAME_LEN, NET_HDR_LEN};
+pub use request::{
+    read_frame, CtrlCommand, CtrlRequest, RequestError, RxBuffer, TxFrame, MAX_FRAME_LEN,
+    MAX_PACKET_LEN, MAX_SEGMENTS, NET_HDR_LEN,
+};
 
 /// A stable MAC address for a guest NIC, derived from `seed` (say, the
 /// VM's name and the NIC's index): locally administered and unicast, so

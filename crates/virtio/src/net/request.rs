@@ -330,10 +330,12 @@ impl CtrlRequest {
         let mem = chain.memory();
         let mut data = Vec::new();
         let mut status = None;
+        let mut writable = false;
         let mut cut_short = false;
         for desc in chain.clone() {
             cut_short = desc.has_next();
             if desc.is_write_only() {
+                writable = true;
                 if desc.len() == 0 {
                     continue;
                 }
@@ -343,8 +345,9 @@ impl CtrlRequest {
                 status.get_or_insert(desc.addr());
                 continue;
             }
-            if status.is_some() {
-                // Readable data after the status is not a control request.
+            if writable {
+                // Readable data after a writable descriptor (the status,
+                // or an empty one before it) is not a control request.
                 return Err(RequestError::ReadableDescriptor);
             }
             let want = (MAX_CTRL_LEN - data.len()).min(usize::try_from(desc.len()).unwrap_or(0));
@@ -377,5 +380,45 @@ impl CtrlRequest {
     /// Write the status byte; returns whether it landed.
     pub fn complete(&self, mem: &GuestMemory, status: u8) -> bool {
         mem.write_obj(status, self.status).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::net::tests::{make_queue, memory, BUF_BASE, D};
+
+    /// Parse `descs` (linked in order) as a control chain.
+    fn parse_ctrl(descs: &[D]) -> Result<CtrlRequest, RequestError> {
+        let mem = memory();
+        mem.write_slice(&[4, 0, 2, 0], GuestAddress(BUF_BASE))
+            .unwrap();
+        let (mut active, mut driver) = make_queue(&mem, 0);
+        driver.push(descs);
+        let chain = crate::queue::pop(&mut active.queue, &mem).unwrap().unwrap();
+        CtrlRequest::parse(chain)
+    }
+
+    #[test]
+    fn control_command_then_status_parses() {
+        let req = parse_ctrl(&[D(BUF_BASE, 4, false), D(BUF_BASE + 0x10, 1, true)]).unwrap();
+        assert_eq!(req.command, CtrlCommand::SetQueuePairs(2));
+    }
+
+    // Found by the net_request fuzz target: an empty writable descriptor
+    // in front of the command let readable data follow a writable one.
+    #[test]
+    fn control_readable_after_empty_writable_is_refused() {
+        let descs = [
+            D(BUF_BASE + 0x40, 0, true),
+            D(BUF_BASE, 4, false),
+            D(BUF_BASE + 0x10, 1, true),
+        ];
+        assert_eq!(
+            parse_ctrl(&descs).unwrap_err(),
+            RequestError::ReadableDescriptor
+        );
     }
 }
