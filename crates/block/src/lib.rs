@@ -20,7 +20,7 @@ mod uring;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use async_io::{AsyncDisk, Completion, Engine, Request};
+pub use async_io::{AsyncDisk, Completion, Engine, Request, DEFAULT_WORKERS};
 pub use iobuf::{IoBuf, IoBufMut};
 pub use raw::RawDisk;
 pub use uring::DirectFile;

@@ -1,5 +1,9 @@
 //! `vireo`: the command line of the Vireo virtualization stack.
 
+// Doc comments here are clap's help text, where `[,opt=...]` is option
+// syntax, not a rustdoc link.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 mod cli;
 mod demo_guest;
 mod img;

@@ -235,7 +235,7 @@ impl RunningVm {
     }
 
     /// Ask the guest to give up device `id` (ACPI eject request). It leaves
-    /// the bus when the guest ejects it ([`RunningVm::complete_ejections`]).
+    /// the bus when the guest ejects it.
     pub fn request_removal(&self, id: &str) -> Result<u8> {
         let slot = self
             .slot_of(id)

@@ -31,7 +31,7 @@ pub struct BlockConfig {
     pub disk: Arc<dyn DiskImage>,
     /// Device serial returned by GET_ID (at most 20 bytes are used).
     pub serial: String,
-    /// Request queues (1 to [`MAX_QUEUES`]).
+    /// Request queues (1 to 16; more are clamped).
     pub queues: u16,
     /// Host threads doing the disk I/O (0: the block layer's default).
     pub io_workers: usize,

@@ -3,7 +3,7 @@
 //! One accept thread, one thread per connection (at most
 //! [`ServerLimits::max_connections`]; beyond that a client gets 503). A
 //! connection thread parses requests with `httparse`, resolves them with
-//! [`routes::resolve`](super::routes::resolve) and calls the
+//! [`routes::resolve`] and calls the
 //! [`VmController`] without holding any server lock, so a slow or stuck
 //! client holds only its own thread, and a slow action only its own
 //! connection. Bodies are Content-Length only; every limit (header size,
