@@ -231,6 +231,13 @@ pub fn parse(
             let (seg_sector, sectors, flags) = seg;
             let len = u64::from(sectors) * SECTOR_SIZE;
             let offset = check_range(seg_sector, len, capacity).map_err(fail)?;
+            // The configuration announces MAX_TRANSFER as the largest
+            // discard and write-zeroes; a bigger one is the driver's error.
+            if len > MAX_TRANSFER {
+                return Err(fail(RequestError::BadLength(
+                    "more sectors than max_discard_sectors / max_write_zeroes_sectors",
+                )));
+            }
             if kind == VIRTIO_BLK_T_DISCARD {
                 (RequestKind::Discard { offset, len }, 1)
             } else {

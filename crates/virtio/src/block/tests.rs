@@ -1008,3 +1008,27 @@ mod handler {
         wait_for("the flush", || dev.counter("flushes") == 1);
     }
 }
+
+#[test]
+fn discards_beyond_the_announced_maximum_are_refused() {
+    let mem = memory();
+    let big_disk = 1 << 30;
+    let max_sectors = u32::try_from(MAX_TRANSFER / 512).unwrap();
+    for kind in [VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES] {
+        header(&mem, HDR, kind, 0);
+        let descs = [desc(HDR, 16, R), desc(DATA, 16, R), status()];
+        segment(&mem, DATA, 0, max_sectors, 0);
+        assert!(
+            parse_with(&mem, &descs, big_disk, false).is_ok(),
+            "type {kind}"
+        );
+        segment(&mem, DATA, 0, max_sectors + 1, 0);
+        assert!(
+            matches!(
+                err_at_status(parse_with(&mem, &descs, big_disk, false)),
+                RequestError::BadLength(_)
+            ),
+            "type {kind}"
+        );
+    }
+}
