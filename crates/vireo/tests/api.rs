@@ -394,7 +394,9 @@ fn a_hot_plugged_disk_is_found_used_and_ejected_by_the_guest() {
             "--kernel",
             kernel.to_str().unwrap(),
             "--cmdline",
-            "blk blk-count=3 wait-hotplug=30000 hotplug-events=2",
+            // A third event is awaited (and never sent), so the VM is
+            // still up while the test looks at it after the removal.
+            "blk blk-count=3 wait-hotplug=30000 hotplug-events=3",
         ],
     );
     vm.wait_running();
@@ -432,6 +434,7 @@ fn a_hot_plugged_disk_is_found_used_and_ejected_by_the_guest() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    vm.ok("PUT", "/vm/power-off", None);
     let (code, rest) = vm.wait_exit();
     assert_eq!(code, Some(0), "{rest}");
 }
@@ -482,6 +485,9 @@ fn a_hot_plugged_network_card_reaches_a_peer() {
     vm.wait_for_line("virtio-net: FAIL not found");
     let body = serde_json::json!({"id": "hotnet", "tap": net.tap}).to_string();
     let added = vm.ok("PUT", "/vm/add-net", Some(&body));
+    // Asked now: once the guest is done it powers off and the VM is gone.
+    let info = vm.ok("GET", "/vm", None);
+    assert_eq!(info["devices"][0]["details"]["tap"], net.tap.as_str());
     let out = vm.wait_for_line("virtio-net: ok arp");
     assert!(
         out.contains(&format!(
@@ -491,8 +497,6 @@ fn a_hot_plugged_network_card_reaches_a_peer() {
         "{out}"
     );
     assert!(out.contains("icmp 2/2"), "{out}");
-    let info = vm.ok("GET", "/vm", None);
-    assert_eq!(info["devices"][0]["details"]["tap"], net.tap.as_str());
     let (code, rest) = vm.wait_exit();
     assert_eq!(code, Some(0), "{rest}");
 }
