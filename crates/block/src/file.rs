@@ -198,6 +198,11 @@ fn off_t(offset: u64) -> Result<libc::off_t> {
     })
 }
 
+/// How often a conflicting lock is looked at again before the image is
+/// reported in use, and how long apart.
+const LOCK_RETRIES: u32 = 5;
+const LOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl HostFile {
     /// Open `path` and lock it: exclusively when writable, shared otherwise.
     pub fn open(path: &Path, read_only: bool, direct: bool) -> Result<Self> {
@@ -221,7 +226,21 @@ impl HostFile {
             block_device,
             read_only,
         };
-        host.lock(path)?;
+        // A lock can outlive its file's close for a moment: the kernel may
+        // drop the last reference to an open file description later than
+        // close() returns (seen with several threads opening and closing
+        // images at once). Only a conflict that persists is a real user.
+        let mut tries = 0;
+        loop {
+            match host.lock(path) {
+                Err(Error::InUse(_)) if tries < LOCK_RETRIES => {
+                    tries += 1;
+                    host.unlock();
+                    std::thread::sleep(LOCK_RETRY_DELAY);
+                }
+                other => break other?,
+            }
+        }
         Ok(host)
     }
 
@@ -262,6 +281,13 @@ impl HostFile {
             }
         }
         Ok(())
+    }
+
+    /// Drop whatever locks a failed [`HostFile::lock`] took.
+    fn unlock(&self) {
+        for byte in [100, 101, 201] {
+            let _ = self.ofd_lock(libc::F_OFD_SETLK, libc::F_UNLCK, byte);
+        }
     }
 
     /// One OFD lock call on one byte; returns the lock type fcntl leaves
