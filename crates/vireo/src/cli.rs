@@ -65,10 +65,10 @@ pub struct RunArgs {
     /// On guest reset, boot the VM again instead of exiting.
     #[arg(long)]
     pub reboot: bool,
-    /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N]. Repeatable.
+    /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N][,id=NAME]. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub disk: Vec<DiskConfig>,
-    /// A virtio-net card on a TAP: [tap=NAME][,mac=MAC][,queues=N]. Without tap, a new TAP is created. Repeatable.
+    /// A virtio-net card on a TAP: [tap=NAME][,mac=MAC][,queues=N][,id=NAME]. Without tap, a new TAP is created. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub net: Vec<NetConfig>,
     /// A virtio-console port: stdout, file:PATH or unix:PATH (a listening socket). Repeatable.
