@@ -51,6 +51,9 @@ pub struct BlockHandler {
     /// Requests in flight per queue.
     queue_in_flight: Vec<usize>,
     completions: Vec<Completion>,
+    /// Per queue: a completion arrived in the batch being drained (kept
+    /// to reuse its allocation).
+    touched: Vec<bool>,
     broken: bool,
 }
 
@@ -68,6 +71,7 @@ impl BlockHandler {
         })?;
         Ok(Self {
             queue_in_flight: vec![0; ctx.queues.len()],
+            touched: vec![false; ctx.queues.len()],
             disk,
             mem: ctx.mem,
             queues: ctx.queues,
@@ -263,11 +267,10 @@ impl BlockHandler {
         let _ = self.disk.completion_fd().read();
         let mut done = std::mem::take(&mut self.completions);
         self.disk.drain_completions(&mut done);
-        let mut touched = vec![false; self.queues.len()];
         for c in done.drain(..) {
             if let Ok(slot) = usize::try_from(c.user_data) {
                 if let Some(Some(f)) = self.in_flight.get(slot) {
-                    touched[f.queue] = true;
+                    self.touched[f.queue] = true;
                 }
                 self.complete(slot, c.result);
             }
@@ -275,8 +278,8 @@ impl BlockHandler {
         self.completions = done;
         // Notifications were left off while these were in flight: pick up
         // whatever the driver queued meanwhile.
-        for (qi, t) in touched.into_iter().enumerate() {
-            if t && !self.broken {
+        for qi in 0..self.touched.len() {
+            if std::mem::take(&mut self.touched[qi]) && !self.broken {
                 self.serve_queue(qi);
             }
         }

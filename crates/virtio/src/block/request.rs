@@ -143,7 +143,7 @@ pub fn parse(
     // cannot read, without saying so: a last descriptor that still links
     // onwards means the chain was cut short, and none of it is trusted.
     let mut cut_short = false;
-    let descs: Vec<Desc> = chain
+    let mut body: Vec<Desc> = chain
         .clone()
         .map(|d| {
             cut_short = d.has_next();
@@ -157,21 +157,18 @@ pub fn parse(
     if cut_short {
         return Err((RequestError::BrokenChain, None));
     }
-    let last = descs
-        .last()
+    // Everything but the status byte: the last descriptor loses one byte.
+    let last = body
+        .last_mut()
         .filter(|d| d.writable && d.len > 0)
         .ok_or((RequestError::NoStatus, None))?;
+    last.len -= 1;
     let status_addr = last
         .addr
-        .checked_add(u64::from(last.len) - 1)
+        .checked_add(u64::from(last.len))
         .filter(|a| mem.address_in_range(*a))
         .ok_or((RequestError::NoStatus, None))?;
     let fail = |e| (e, Some(status_addr));
-    // Everything but the status byte: the last descriptor loses one byte.
-    let mut body = descs.clone();
-    if let Some(l) = body.last_mut() {
-        l.len -= 1;
-    }
     let (header, data) = split_header(mem, &body).map_err(fail)?;
     let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let sector = u64::from_le_bytes([
