@@ -208,39 +208,43 @@ impl NetHandler {
         }
     }
 
-    fn take_buffer(&mut self) -> Option<RxBuffer> {
-        let buf = self.stash.pop_front()?;
-        self.stash_bytes -= buf.capacity();
-        self.stash_segments -= buf.segment_count();
-        Some(buf)
-    }
-
     /// Publish a frame of `n` bytes (header included) just read into the
     /// front of the stash.
     fn deliver(&mut self, n: usize) -> Result<(), RingError> {
-        let mut used = Vec::new();
-        if self.mode.mergeable {
+        // The buffers the frame fills: as many as it spans when mergeable,
+        // else the first (which readv was given alone).
+        let count = if self.mode.mergeable {
             let mut left = n;
-            while left > 0 {
-                let Some(buf) = self.take_buffer() else { break };
-                let take = buf.capacity().min(left);
-                left -= take;
-                used.push((buf, take));
-            }
-        } else if let Some(buf) = self.take_buffer() {
-            used.push((buf, n));
-        }
+            self.stash
+                .iter()
+                .take_while(|b| {
+                    let more = left > 0;
+                    left = left.saturating_sub(b.capacity());
+                    more
+                })
+                .count()
+        } else {
+            usize::from(!self.stash.is_empty())
+        };
         let Some(rx) = self.rx.as_mut() else {
             return Ok(());
         };
-        let count = u16::try_from(used.len()).unwrap_or(u16::MAX);
-        if let Some((first, _)) = used.first() {
-            // The TAP leaves num_buffers alone; the driver needs it.
-            first.set_num_buffers(&self.mem, count);
+        if let Some(first) = self.stash.front().filter(|_| count > 0) {
+            // The TAP leaves num_buffers alone; the driver needs it. The
+            // stash never holds more than a queue's worth of buffers.
+            first.set_num_buffers(&self.mem, u16::try_from(count).unwrap_or(u16::MAX));
         }
-        for (buf, len) in &used {
+        let mut left = n;
+        for _ in 0..count {
+            let Some(buf) = self.stash.pop_front() else {
+                break;
+            };
+            self.stash_bytes -= buf.capacity();
+            self.stash_segments -= buf.segment_count();
+            let len = buf.capacity().min(left);
+            left -= len;
             rx.queue
-                .add_used(&self.mem, buf.head, u32::try_from(*len).unwrap_or(0))?;
+                .add_used(&self.mem, buf.head, u32::try_from(len).unwrap_or(0))?;
         }
         add(&self.metrics.rx_frames, 1);
         add(&self.metrics.rx_bytes, n.saturating_sub(NET_HDR_LEN));

@@ -328,7 +328,8 @@ impl CtrlRequest {
     /// writable status byte.
     pub fn parse(chain: Chain<'_>) -> Result<Self, RequestError> {
         let mem = chain.memory();
-        let mut data = Vec::new();
+        let mut data = [0u8; MAX_CTRL_LEN];
+        let mut got = 0;
         let mut status = None;
         let mut writable = false;
         let mut cut_short = false;
@@ -350,25 +351,24 @@ impl CtrlRequest {
                 // or an empty one before it) is not a control request.
                 return Err(RequestError::ReadableDescriptor);
             }
-            let want = (MAX_CTRL_LEN - data.len()).min(usize::try_from(desc.len()).unwrap_or(0));
+            let want = (MAX_CTRL_LEN - got).min(usize::try_from(desc.len()).unwrap_or(0));
             if want > 0 {
-                let mut buf = vec![0u8; want];
-                mem.read_slice(&mut buf, desc.addr())
+                mem.read_slice(&mut data[got..got + want], desc.addr())
                     .map_err(|_| RequestError::BadBuffer)?;
-                data.extend_from_slice(&buf);
+                got += want;
             }
         }
         if cut_short {
             return Err(RequestError::BrokenChain);
         }
         let status = status.ok_or(RequestError::NoStatus)?;
-        if data.len() < 2 {
-            return Err(RequestError::TooShort(data.len()));
+        if got < 2 {
+            return Err(RequestError::TooShort(got));
         }
         let (class, command) = (data[0], data[1]);
         let command = if u32::from(class) == VIRTIO_NET_CTRL_MQ
             && u32::from(command) == VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET
-            && data.len() >= 4
+            && got >= 4
         {
             CtrlCommand::SetQueuePairs(u16::from_le_bytes([data[2], data[3]]))
         } else {
