@@ -126,7 +126,8 @@ impl ConsoleHandler {
         let (Some(fd), Some(buf)) = (self.input.as_ref(), self.pending.as_ref()) else {
             return Ok(());
         };
-        let mut data = vec![0u8; buf.capacity().min(READ_CHUNK)];
+        let mut chunk = [0u8; READ_CHUNK];
+        let data = &mut chunk[..buf.capacity().min(READ_CHUNK)];
         let n = loop {
             // SAFETY: reads at most data.len() bytes into `data`, a live
             // buffer of this process (not guest memory).
@@ -191,9 +192,10 @@ impl ConsoleHandler {
         let Some(tx) = self.tx.as_mut() else { return };
         let (mem, metrics) = (&self.mem, &self.metrics);
         let mut out = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bytes = Vec::new();
         let result = queue::drain(&mut tx.queue, mem, |chain| {
-            match request::output_bytes(chain) {
-                Ok(bytes) => match out.write_all(&bytes) {
+            match request::output_bytes(chain, &mut bytes) {
+                Ok(()) => match out.write_all(&bytes) {
                     Ok(()) => add(&metrics.tx_bytes, bytes.len()),
                     Err(e) => {
                         tracing::debug!("virtio-console: writing the output: {e}");

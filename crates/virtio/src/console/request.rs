@@ -44,10 +44,11 @@ fn check(mem: &GuestMemory, addr: GuestAddress, len: usize) -> Result<(), Reques
     Ok(())
 }
 
-/// The bytes of a transmit chain (readable descriptors only).
-pub fn output_bytes(chain: Chain<'_>) -> Result<Vec<u8>, RequestError> {
+/// The bytes of a transmit chain (readable descriptors only), into `out`
+/// (cleared first, so one buffer serves many chains).
+pub fn output_bytes(chain: Chain<'_>, out: &mut Vec<u8>) -> Result<(), RequestError> {
     let mem = chain.memory();
-    let mut out = Vec::new();
+    out.clear();
     let mut cut_short = false;
     for desc in chain.clone() {
         cut_short = desc.has_next();
@@ -70,7 +71,7 @@ pub fn output_bytes(chain: Chain<'_>) -> Result<Vec<u8>, RequestError> {
     if out.is_empty() {
         return Err(RequestError::Empty);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A receive chain: writable ranges, checked.

@@ -23,12 +23,12 @@ pub enum RequestError {
     Host(String),
 }
 
-/// Fill the chain's buffers; returns the bytes written. On error, the
-/// bytes written before it are still counted in `written`.
+/// Fill the chain's buffers, adding the bytes written to `written`
+/// (those written before an error too).
 pub fn fill(chain: Chain<'_>, written: &mut u32) -> Result<(), RequestError> {
     let mem = chain.memory();
     let mut budget = MAX_REQUEST_BYTES;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = [0u8; 4096];
     for desc in chain.clone() {
         if !desc.is_write_only() {
             return Err(RequestError::ReadableDescriptor);
