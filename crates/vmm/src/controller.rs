@@ -243,45 +243,44 @@ fn config_from_spec(spec: VmConfigSpec) -> Result<VmConfig, ApiError> {
 
 /// A disk's options from JSON, checked as `--disk` checks them.
 fn disk_config(spec: DiskSpec) -> Result<DiskConfig, ApiError> {
-    // The options go through `--disk`'s parser so both check alike; the
-    // path is set afterwards, since it may hold commas.
-    let mut text = String::from("path=-");
-    if let Some(id) = &spec.id {
-        text.push_str(&format!(",id={id}"));
+    const WHAT: &str = "disk";
+    if spec.path.as_os_str().is_empty() {
+        return Err(bad_request(format!("{WHAT}: path is empty")));
     }
-    if spec.readonly {
-        text.push_str(",readonly=on");
+    let mut disk = DiskConfig::new(spec.path);
+    let queues = spec.queues.map(|q| q.to_string());
+    let options = [
+        ("id", spec.id.as_deref()),
+        ("cache", spec.cache.as_deref()),
+        ("serial", spec.serial.as_deref()),
+        ("queues", queues.as_deref()),
+    ];
+    for (key, value) in options {
+        if let Some(v) = value {
+            disk.set(WHAT, key, v).map_err(bad_request)?;
+        }
     }
-    if let Some(cache) = &spec.cache {
-        text.push_str(&format!(",cache={cache}"));
-    }
-    if let Some(serial) = &spec.serial {
-        text.push_str(&format!(",serial={serial}"));
-    }
-    if let Some(q) = spec.queues {
-        text.push_str(&format!(",queues={q}"));
-    }
-    let mut disk: DiskConfig = text.parse().map_err(bad_request)?;
-    disk.path = spec.path;
+    disk.readonly = spec.readonly;
     Ok(disk)
 }
 
 /// A card's options from JSON, checked as `--net` checks them.
 fn net_config(spec: NetSpec) -> Result<NetConfig, ApiError> {
-    let mut parts = Vec::new();
-    if let Some(id) = &spec.id {
-        parts.push(format!("id={id}"));
+    const WHAT: &str = "net";
+    let mut net = NetConfig::new();
+    let queues = spec.queues.map(|q| q.to_string());
+    let options = [
+        ("id", spec.id.as_deref()),
+        ("tap", spec.tap.as_deref()),
+        ("mac", spec.mac.as_deref()),
+        ("queues", queues.as_deref()),
+    ];
+    for (key, value) in options {
+        if let Some(v) = value {
+            net.set(WHAT, key, v).map_err(bad_request)?;
+        }
     }
-    if let Some(tap) = &spec.tap {
-        parts.push(format!("tap={tap}"));
-    }
-    if let Some(mac) = &spec.mac {
-        parts.push(format!("mac={mac}"));
-    }
-    if let Some(q) = spec.queues {
-        parts.push(format!("queues={q}"));
-    }
-    parts.join(",").parse().map_err(bad_request)
+    Ok(net)
 }
 
 impl VmController for Controller {
@@ -407,5 +406,37 @@ impl VmObserver for Controller {
         // configured but not running.
         inner.state = VmState::Configured;
         self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(json: &str) -> Result<DiskConfig, ApiError> {
+        disk_config(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn json_options_are_checked_one_by_one() {
+        let d = disk(r#"{"path":"/a,b.img","id":"d","serial":"s1","queues":2,"cache":"none"}"#)
+            .unwrap();
+        assert_eq!(d.path, std::path::PathBuf::from("/a,b.img"));
+        assert_eq!(d.id.as_deref(), Some("d"));
+        assert_eq!(d.queues, 2);
+        // A value holding a comma cannot smuggle in another option.
+        let d = disk(r#"{"path":"x","serial":"s,readonly=on"}"#).unwrap();
+        assert_eq!(d.serial.as_deref(), Some("s,readonly=on"));
+        assert!(!d.readonly);
+        assert!(disk(r#"{"path":"x","id":"d,readonly=on"}"#).is_err());
+        assert!(disk(r#"{"path":"x","queues":17}"#)
+            .unwrap_err()
+            .message
+            .contains("1 to 16"));
+        assert!(disk(r#"{"path":""}"#).is_err());
+        let net = |j: &str| net_config(serde_json::from_str(j).unwrap());
+        let n = net(r#"{"tap":"t0,queues=16"}"#).unwrap();
+        assert_eq!((n.tap.as_deref(), n.queues), (Some("t0,queues=16"), 1));
+        assert_eq!(net(r#"{"queues":4}"#).unwrap().queues, 4);
     }
 }

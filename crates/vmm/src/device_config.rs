@@ -47,33 +47,47 @@ pub struct NetConfig {
     pub queues: u16,
 }
 
+impl NetConfig {
+    /// A card with every option at its default.
+    pub fn new() -> Self {
+        Self {
+            queues: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Set option `key` from its text, checked as `--net` checks it;
+    /// `what` names the source in the error.
+    pub fn set(&mut self, what: &str, key: &str, v: &str) -> Result<(), String> {
+        match key {
+            "id" => self.id = Some(device_id(what, v)?),
+            "tap" => {
+                // IFNAMSIZ is 16 with the NUL.
+                if v.is_empty() || v.len() > 15 || v.contains(['/', ' ', ':']) {
+                    return Err(format!("{what}: tap={v} is not a valid interface name"));
+                }
+                self.tap = Some(v.to_string());
+            }
+            "mac" => {
+                self.mac = Some(parse_mac(v).ok_or_else(|| {
+                    format!("{what}: mac={v} is not a unicast MAC like 52:54:00:12:34:56")
+                })?)
+            }
+            "queues" => self.queues = queue_count(what, v, 16)?,
+            _ => unreachable_key(key)?,
+        }
+        Ok(())
+    }
+}
+
 impl FromStr for NetConfig {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         const WHAT: &str = "--net";
-        let mut net = NetConfig {
-            queues: 1,
-            ..Default::default()
-        };
+        let mut net = NetConfig::new();
         for (k, v) in pairs(WHAT, s, &["id", "tap", "mac", "queues"])? {
-            match k {
-                "id" => net.id = Some(device_id(WHAT, v)?),
-                "tap" => {
-                    // IFNAMSIZ is 16 with the NUL.
-                    if v.is_empty() || v.len() > 15 || v.contains(['/', ' ', ':']) {
-                        return Err(format!("{WHAT}: tap={v} is not a valid interface name"));
-                    }
-                    net.tap = Some(v.to_string());
-                }
-                "mac" => {
-                    net.mac = Some(parse_mac(v).ok_or_else(|| {
-                        format!("{WHAT}: mac={v} is not a unicast MAC like 52:54:00:12:34:56")
-                    })?)
-                }
-                "queues" => net.queues = queue_count(WHAT, v, 16)?,
-                _ => unreachable_key(k)?,
-            }
+            net.set(WHAT, k, v)?;
         }
         Ok(net)
     }
@@ -179,42 +193,58 @@ fn queue_count(what: &str, v: &str, max: u16) -> Result<u16, String> {
     }
 }
 
+impl DiskConfig {
+    /// A disk at `path` with every option at its default.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            id: None,
+            path,
+            readonly: false,
+            cache: CacheMode::default(),
+            serial: None,
+            queues: 1,
+        }
+    }
+
+    /// Set option `key` (other than `path`) from its text, checked as
+    /// `--disk` checks it; `what` names the source in the error.
+    pub fn set(&mut self, what: &str, key: &str, v: &str) -> Result<(), String> {
+        match key {
+            "id" => self.id = Some(device_id(what, v)?),
+            "readonly" => self.readonly = on_off(what, key, v)?,
+            "cache" => {
+                self.cache = match v {
+                    "none" => CacheMode::None,
+                    "writeback" => CacheMode::Writeback,
+                    _ => return Err(format!("{what}: cache={v} must be none or writeback")),
+                }
+            }
+            "serial" => {
+                if v.len() > 20 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(format!(
+                        "{what}: serial={v} must be at most 20 printable ASCII characters"
+                    ));
+                }
+                self.serial = Some(v.to_string());
+            }
+            "queues" => self.queues = queue_count(what, v, 16)?,
+            _ => unreachable_key(key)?,
+        }
+        Ok(())
+    }
+}
+
 impl FromStr for DiskConfig {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         const WHAT: &str = "--disk";
-        let mut disk = DiskConfig {
-            id: None,
-            path: PathBuf::new(),
-            readonly: false,
-            cache: CacheMode::default(),
-            serial: None,
-            queues: 1,
-        };
+        let mut disk = DiskConfig::new(PathBuf::new());
         let known = ["id", "path", "readonly", "cache", "serial", "queues"];
         for (k, v) in pairs(WHAT, s, &known)? {
             match k {
-                "id" => disk.id = Some(device_id(WHAT, v)?),
                 "path" => disk.path = PathBuf::from(v),
-                "readonly" => disk.readonly = on_off(WHAT, k, v)?,
-                "cache" => {
-                    disk.cache = match v {
-                        "none" => CacheMode::None,
-                        "writeback" => CacheMode::Writeback,
-                        _ => return Err(format!("{WHAT}: cache={v} must be none or writeback")),
-                    }
-                }
-                "serial" => {
-                    if v.len() > 20 || !v.bytes().all(|b| b.is_ascii_graphic()) {
-                        return Err(format!(
-                            "{WHAT}: serial={v} must be at most 20 printable ASCII characters"
-                        ));
-                    }
-                    disk.serial = Some(v.to_string());
-                }
-                "queues" => disk.queues = queue_count(WHAT, v, 16)?,
-                _ => unreachable_key(k)?,
+                _ => disk.set(WHAT, k, v)?,
             }
         }
         if disk.path.as_os_str().is_empty() {
