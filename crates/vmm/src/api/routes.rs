@@ -4,7 +4,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::types::{Action, ApiError, DiskSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec};
+use super::types::{Action, ApiError};
 
 /// The OpenAPI 3.0 document describing every route, served at `GET /openapi`.
 pub const OPENAPI_DOCUMENT: &str = include_str!("openapi.json");
@@ -43,97 +43,42 @@ pub struct Route {
     build: fn(&[u8]) -> Result<Target, ApiError>,
 }
 
+type Build = fn(&[u8]) -> Result<Target, ApiError>;
+
+const fn route(method: &'static str, path: &'static str, build: Build) -> Route {
+    Route {
+        method,
+        path,
+        build,
+    }
+}
+
 /// Every route the API serves. Each path takes exactly one method.
 pub const ROUTES: &[Route] = &[
-    Route {
-        method: "GET",
-        path: "/vm",
-        build: |b| bodyless(b, Action::GetVm),
-    },
-    Route {
-        method: "GET",
-        path: "/vm/counters",
-        build: |b| bodyless(b, Action::GetCounters),
-    },
-    Route {
-        method: "GET",
-        path: "/openapi",
-        build: |b| no_body(b).map(|()| Target::OpenApi),
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/config",
-        build: |b| {
-            Ok(Target::Action(Action::Configure(Box::new(json(
-                b,
-                "VmConfigSpec",
-            )?))))
-        },
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/boot",
-        build: |b| bodyless(b, Action::Boot),
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/pause",
-        build: |b| bodyless(b, Action::Pause),
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/resume",
-        build: |b| bodyless(b, Action::Resume),
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/shutdown",
-        build: |b| bodyless(b, Action::Shutdown),
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/reset",
-        build: |b| bodyless(b, Action::Reset),
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/power-off",
-        build: |b| bodyless(b, Action::PowerOff),
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/add-disk",
-        build: |b| {
-            Ok(Target::Action(Action::AddDisk(json::<DiskSpec>(
-                b, "DiskSpec",
-            )?)))
-        },
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/add-net",
-        build: |b| {
-            Ok(Target::Action(Action::AddNet(json::<NetSpec>(
-                b, "NetSpec",
-            )?)))
-        },
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/remove-device",
-        build: |b| {
-            let spec: RemoveDeviceSpec = json(b, "RemoveDeviceSpec")?;
-            Ok(Target::Action(Action::RemoveDevice(spec)))
-        },
-    },
-    Route {
-        method: "PUT",
-        path: "/vm/resize-disk",
-        build: |b| {
-            let spec: ResizeDiskSpec = json(b, "ResizeDiskSpec")?;
-            Ok(Target::Action(Action::ResizeDisk(spec)))
-        },
-    },
+    route("GET", "/vm", |b| bodyless(b, Action::GetVm)),
+    route("GET", "/vm/counters", |b| bodyless(b, Action::GetCounters)),
+    route("GET", "/openapi", |b| no_body(b).map(|()| Target::OpenApi)),
+    route("PUT", "/vm/config", |b| {
+        with_json(b, "VmConfigSpec", |s| Action::Configure(Box::new(s)))
+    }),
+    route("PUT", "/vm/boot", |b| bodyless(b, Action::Boot)),
+    route("PUT", "/vm/pause", |b| bodyless(b, Action::Pause)),
+    route("PUT", "/vm/resume", |b| bodyless(b, Action::Resume)),
+    route("PUT", "/vm/shutdown", |b| bodyless(b, Action::Shutdown)),
+    route("PUT", "/vm/reset", |b| bodyless(b, Action::Reset)),
+    route("PUT", "/vm/power-off", |b| bodyless(b, Action::PowerOff)),
+    route("PUT", "/vm/add-disk", |b| {
+        with_json(b, "DiskSpec", Action::AddDisk)
+    }),
+    route("PUT", "/vm/add-net", |b| {
+        with_json(b, "NetSpec", Action::AddNet)
+    }),
+    route("PUT", "/vm/remove-device", |b| {
+        with_json(b, "RemoveDeviceSpec", Action::RemoveDevice)
+    }),
+    route("PUT", "/vm/resize-disk", |b| {
+        with_json(b, "ResizeDiskSpec", Action::ResizeDisk)
+    }),
 ];
 
 /// Map a request to its target. `target` is the request target as sent
@@ -159,6 +104,15 @@ pub fn resolve(method: &str, target: &str, body: &[u8]) -> Result<Target, Refusa
 /// A route without a body: the action, if the body is empty.
 fn bodyless(body: &[u8], action: Action) -> Result<Target, ApiError> {
     no_body(body).map(|()| Target::Action(action))
+}
+
+/// A route with a JSON body: `action` of the parsed body.
+fn with_json<T: DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+    action: impl FnOnce(T) -> Action,
+) -> Result<Target, ApiError> {
+    json(body, what).map(|spec| Target::Action(action(spec)))
 }
 
 /// Accept an empty body, or `{}` (some clients always send an object);
@@ -190,6 +144,7 @@ fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::types::{NetSpec, RemoveDeviceSpec, ResizeDiskSpec};
 
     fn action(method: &str, path: &str, body: &str) -> Action {
         match resolve(method, path, body.as_bytes()) {
