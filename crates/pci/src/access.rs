@@ -7,6 +7,7 @@ use std::sync::Arc;
 use devices::BusDevice;
 
 use crate::bus::PciBus;
+use crate::config::read_dword_bytes;
 
 /// Ports taken by configuration mechanism #1: address at 0xcf8, data at 0xcfc.
 pub const CONFIG_IO_PORT: u64 = 0xcf8;
@@ -77,14 +78,6 @@ impl BusDevice for PciConfigIo {
         if let Some((bus, slot, function, off)) = self.target(offset - 4) {
             self.bus.config_write(bus, slot, function, off, data);
         }
-    }
-}
-
-/// Fill `data` from byte `off` of configuration space, dword by dword.
-fn read_dword_bytes(read_reg: impl Fn(usize) -> u32, off: usize, data: &mut [u8]) {
-    for (i, b) in data.iter_mut().enumerate() {
-        let o = off + i;
-        *b = read_reg(o / 4).to_le_bytes()[o % 4];
     }
 }
 

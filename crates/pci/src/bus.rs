@@ -206,10 +206,12 @@ mod tests {
         config: PciConfiguration,
         moves: Vec<Vec<BarRange>>,
         last_write: Option<(u8, u64, Vec<u8>)>,
+        config_reads: usize,
     }
 
     impl PciDevice for Probe {
         fn config_read(&mut self, reg: usize) -> u32 {
+            self.config_reads += 1;
             self.config.read_reg(reg)
         }
         fn config_write(&mut self, offset: usize, data: &[u8]) {
@@ -247,6 +249,7 @@ mod tests {
             config,
             moves: Vec::new(),
             last_write: None,
+            config_reads: 0,
         }));
         let bus = Arc::new(PciBus::new(&[(0xc000_0000, 0x2000_0000)]));
         assert_eq!(bus.add_device(None, probe.clone()).unwrap(), 1);
@@ -273,6 +276,22 @@ mod tests {
         let mut half = [0u8; 2];
         io.read(6, &mut half);
         assert_eq!(u16::from_le_bytes(half), 0x1042);
+    }
+
+    #[test]
+    fn a_config_access_reads_each_dword_once() {
+        let (bus, probe) = probe_bus();
+        let mut ecam = PciEcam::new(bus.clone());
+        let mut id = [0u8; 4];
+        ecam.read(1 << 15, &mut id);
+        assert_eq!(u32::from_le_bytes(id), 0x1042_1af4);
+        assert_eq!(probe.lock().unwrap().config_reads, 1);
+        let mut io = PciConfigIo::new(bus);
+        io.write(0, &(0x8000_0000u32 | 1 << 11).to_le_bytes());
+        let mut half = [0u8; 2];
+        io.read(6, &mut half);
+        assert_eq!(u16::from_le_bytes(half), 0x1042);
+        assert_eq!(probe.lock().unwrap().config_reads, 2);
     }
 
     #[test]

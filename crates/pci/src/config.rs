@@ -263,11 +263,7 @@ impl PciConfiguration {
 
     /// Read `data.len()` bytes at byte `offset`, as the guest would.
     pub fn read(&self, offset: usize, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            let o = offset + i;
-            let reg = self.read_reg(o / 4);
-            *b = reg.to_le_bytes()[o % 4];
-        }
+        read_dword_bytes(|reg| self.read_reg(reg), offset, data);
     }
 
     /// A guest write of `data` at byte `offset`: only writable bits change.
@@ -302,6 +298,26 @@ fn low_half(v: u64) -> u32 {
 #[allow(clippy::cast_possible_truncation)] // after the shift, 32 bits remain
 fn high_half(v: u64) -> u32 {
     (v >> 32) as u32
+}
+
+/// Fill `data` from byte `off` of a configuration space whose dwords
+/// `read_reg` returns, calling it once per dword the access covers (a
+/// register read may have side effects, and on the bus it costs a slot
+/// lookup and a lock).
+pub(crate) fn read_dword_bytes(
+    mut read_reg: impl FnMut(usize) -> u32,
+    off: usize,
+    data: &mut [u8],
+) {
+    let mut done = 0;
+    while done < data.len() {
+        let o = off + done;
+        let (reg, byte) = (o / 4, o % 4);
+        let n = (4 - byte).min(data.len() - done);
+        let word = read_reg(reg).to_le_bytes();
+        data[done..done + n].copy_from_slice(&word[byte..byte + n]);
+        done += n;
+    }
 }
 
 fn offset_byte(offset: usize) -> u8 {
