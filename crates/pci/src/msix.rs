@@ -52,6 +52,28 @@ impl TableEntry {
     fn address(&self) -> u64 {
         u64::from(self.addr_hi) << 32 | u64::from(self.addr_lo)
     }
+    /// The entry as the guest sees it in the table.
+    fn to_bytes(self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        for (i, w) in [self.addr_lo, self.addr_hi, self.data, self.control]
+            .iter()
+            .enumerate()
+        {
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        bytes
+    }
+    fn from_bytes(bytes: &[u8; 16]) -> Self {
+        let word =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        Self {
+            addr_lo: word(0),
+            addr_hi: word(4),
+            data: word(8),
+            // Only the mask bit of vector control is defined.
+            control: word(12) & ENTRY_VECTOR_MASKED,
+        }
+    }
 }
 
 /// A function's MSI-X state, shared by its register handlers (vCPU threads)
@@ -138,9 +160,7 @@ impl Msix {
         let Some((entry, field)) = self.locate(offset, data.len()) else {
             return;
         };
-        let e = &self.table[entry];
-        let v = [e.addr_lo, e.addr_hi, e.data, e.control];
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes = self.table[entry].to_bytes();
         data.copy_from_slice(&bytes[field..field + data.len()]);
     }
 
@@ -151,25 +171,13 @@ impl Msix {
             return;
         };
         let old = self.table[entry];
-        let mut bytes = [0u8; 16];
-        for (i, w) in [old.addr_lo, old.addr_hi, old.data, old.control]
-            .iter()
-            .enumerate()
-        {
-            bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
-        }
+        let mut bytes = old.to_bytes();
         bytes[field..field + data.len()].copy_from_slice(data);
-        let word =
-            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        let new = TableEntry {
-            addr_lo: word(0),
-            addr_hi: word(4),
-            data: word(8),
-            // Only the mask bit of vector control is defined.
-            control: word(12) & ENTRY_VECTOR_MASKED,
-        };
+        let new = TableEntry::from_bytes(&bytes);
         self.table[entry] = new;
-        if new != old {
+        // The route holds only the message; (un)masking is decided here and
+        // need not push KVM's whole routing table again.
+        if (new.address(), new.data) != (old.address(), old.data) {
             self.sync_route(entry);
         }
         if old.masked() && !new.masked() {
@@ -335,6 +343,20 @@ mod tests {
         assert_eq!(m.vectors[0].irqfd.read().unwrap(), 1);
         m.pba_read(0, &mut pba);
         assert_eq!(pba[0], 0);
+    }
+
+    #[test]
+    fn masking_alone_does_not_reroute() {
+        let (mut m, routes) = msix(1);
+        m.set_control(CONTROL_ENABLE);
+        program(&mut m, 0, 0xfee0_0000, 0x41);
+        let pushed = routes.0.lock().unwrap().len();
+        m.table_write(12, &1u32.to_le_bytes());
+        m.table_write(12, &0u32.to_le_bytes());
+        assert_eq!(routes.0.lock().unwrap().len(), pushed);
+        let mut d = [0u8; 8];
+        m.table_read(8, &mut d);
+        assert_eq!(d, [0x41, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
