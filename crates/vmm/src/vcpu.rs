@@ -44,22 +44,33 @@ pub struct VcpuShared {
 }
 
 /// Where vCPU threads wait while the VM is paused.
+///
+/// `requested` is read by every vCPU on every exit, so it is an atomic: a
+/// shared mutex there would have all vCPUs contend on each MMIO or port
+/// exit. It is only changed with `lock` held, so a vCPU that saw it set and
+/// waits on `changed` under `lock` cannot miss the release.
 #[derive(Default)]
 pub struct PauseGate {
-    requested: Mutex<bool>,
+    requested: AtomicBool,
+    lock: Mutex<()>,
     changed: Condvar,
     parked: AtomicUsize,
 }
 
 impl PauseGate {
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Ask vCPUs to stop at their next exit (the caller kicks them).
     pub fn request(&self) {
-        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let _guard = self.guard();
+        self.requested.store(true, Ordering::Release);
     }
 
     /// Wait until `count` vCPUs are parked; false after `timeout`.
     pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
-        let guard = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.guard();
         let (_guard, result) = self
             .changed
             .wait_timeout_while(guard, timeout, |_| {
@@ -71,31 +82,32 @@ impl PauseGate {
 
     /// Let parked vCPUs run again.
     pub fn release(&self) {
-        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        let _guard = self.guard();
+        self.requested.store(false, Ordering::Release);
         self.changed.notify_all();
     }
 
     /// Called by a vCPU thread between exits: park while a pause is
     /// requested and the VM is not stopping.
     fn park_if_requested(&self, stopping: &AtomicBool) {
-        let mut requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
-        if !*requested {
+        if !self.requested.load(Ordering::Acquire) {
+            return;
+        }
+        let mut guard = self.guard();
+        if !self.requested.load(Ordering::Acquire) {
             return;
         }
         self.parked.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_all();
-        while *requested && !stopping.load(Ordering::Acquire) {
-            requested = self
-                .changed
-                .wait(requested)
-                .unwrap_or_else(|e| e.into_inner());
+        while self.requested.load(Ordering::Acquire) && !stopping.load(Ordering::Acquire) {
+            guard = self.changed.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
         self.parked.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Wake parked vCPUs so they notice the VM is stopping.
     pub fn wake_all(&self) {
-        let _guard = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.guard();
         self.changed.notify_all();
     }
 }
