@@ -44,6 +44,28 @@ fn check_avail(queue: &Queue, mem: &GuestMemory) -> Result<(), RingError> {
     Ok(())
 }
 
+/// The loop [`drain`] and [`drain_polling`] share: check the available
+/// index, then serve and publish every chain now available. Returns
+/// whether any was served.
+fn serve_available<F>(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    handle: &mut F,
+) -> Result<bool, RingError>
+where
+    F: FnMut(Chain<'_>) -> u32,
+{
+    check_avail(queue, mem)?;
+    let mut used = false;
+    while let Some(chain) = queue.iter(mem)?.next() {
+        let head = chain.head_index();
+        let len = handle(chain);
+        queue.add_used(mem, head, len)?;
+        used = true;
+    }
+    Ok(used)
+}
+
 /// Serve every available request with `handle`, which returns how many
 /// bytes it wrote into the chain; publish each as used. With EVENT_IDX,
 /// keeps going until the driver has nothing more, so no kick is lost.
@@ -55,13 +77,7 @@ where
     let mut used = false;
     loop {
         queue.disable_notification(mem)?;
-        check_avail(queue, mem)?;
-        while let Some(chain) = queue.iter(mem)?.next() {
-            let head = chain.head_index();
-            let len = handle(chain);
-            queue.add_used(mem, head, len)?;
-            used = true;
-        }
+        used |= serve_available(queue, mem, &mut handle)?;
         if !queue.enable_notification(mem)? {
             break;
         }
@@ -86,14 +102,7 @@ where
 {
     loop {
         queue.disable_notification(mem)?;
-        check_avail(queue, mem)?;
-        let mut used = false;
-        while let Some(chain) = queue.iter(mem)?.next() {
-            let head = chain.head_index();
-            let len = handle(chain);
-            queue.add_used(mem, head, len)?;
-            used = true;
-        }
+        let used = serve_available(queue, mem, &mut handle)?;
         if used && queue.needs_notification(mem)? {
             notify();
         }

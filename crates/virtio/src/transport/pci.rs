@@ -403,7 +403,10 @@ impl VirtioPciDevice {
     /// the function does not have reads back as NO_VECTOR, telling the
     /// driver the assignment failed (4.1.5.1.2).
     fn set_vector(&mut self, queue: Option<u16>, vector: u16) {
-        let valid = vector == NO_VECTOR || vector < self.interrupt.msix().num_vectors();
+        // The table has one vector per queue plus configuration (checked
+        // in `new`); no need to lock it to ask.
+        let num_vectors = Self::msix_vectors_for(self.queues.len());
+        let valid = vector == NO_VECTOR || usize::from(vector) < num_vectors;
         let vector = if valid { vector } else { NO_VECTOR };
         match queue {
             None => self
