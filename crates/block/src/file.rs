@@ -199,7 +199,8 @@ fn off_t(offset: u64) -> Result<libc::off_t> {
 }
 
 /// How often a conflicting lock is looked at again before the image is
-/// reported in use, and how long apart.
+/// reported in use, and how long apart (50 ms in all: a fork-to-exec
+/// window is far shorter, even on a loaded host).
 const LOCK_RETRIES: u32 = 5;
 const LOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
@@ -226,10 +227,13 @@ impl HostFile {
             block_device,
             read_only,
         };
-        // A lock can outlive its file's close for a moment: the kernel may
-        // drop the last reference to an open file description later than
-        // close() returns (seen with several threads opening and closing
-        // images at once). Only a conflict that persists is a real user.
+        // An OFD lock lives as long as its open file description, and a
+        // child another thread of this process is spawning holds a copy of
+        // every fd from fork until exec closes it (O_CLOEXEC). An image
+        // closed in that window stays locked for that moment (bad_images
+        // runs qemu-img in one test while others close and reopen images;
+        // this crate keeps no other copy of the fd). Only a conflict that
+        // persists is a real user.
         let mut tries = 0;
         loop {
             match host.lock(path) {
@@ -354,37 +358,7 @@ impl HostFile {
         if self.direct && !self.aligned(offset, iovs) {
             return self.read_bounced(offset, iovs);
         }
-        let total = iov_len(iovs);
-        let mut done = 0u64;
-        while done < total {
-            let rest = iov_slice(iovs, done, total - done);
-            let vecs = to_iovecs(&rest);
-            let n = vecs.len().min(IOV_MAX);
-            // n <= IOV_MAX fits in c_int.
-            let cnt = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
-            // SAFETY: every iovec points at writable request memory (Iov's
-            // contract); the kernel writes at most iov_len bytes into each.
-            let r = unsafe {
-                libc::preadv(
-                    self.file.as_raw_fd(),
-                    vecs.as_ptr(),
-                    cnt,
-                    off_t(offset + done)?,
-                )
-            };
-            if r < 0 {
-                let err = std::io::Error::last_os_error();
-                if err.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::io("read", err));
-            }
-            if r == 0 {
-                break;
-            }
-            done += r.unsigned_abs() as u64;
-        }
-        Ok(done)
+        self.transfer(false, offset, iovs)
     }
 
     /// Read exactly; past end of file reads as zeroes.
@@ -406,37 +380,51 @@ impl HostFile {
             return self.write_bounced(offset, iovs);
         }
         let total = iov_len(iovs);
+        if self.transfer(true, offset, iovs)? < total {
+            return Err(Error::io(
+                "write",
+                std::io::Error::from(std::io::ErrorKind::WriteZero),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `preadv` (or, with `write`, `pwritev`) the byte stream `iovs` at
+    /// `offset`, continuing short transfers; returns the bytes moved, less
+    /// than asked only when the call moved nothing (end of file).
+    fn transfer(&self, write: bool, offset: u64, iovs: &[Iov]) -> Result<u64> {
+        let total = iov_len(iovs);
         let mut done = 0u64;
         while done < total {
             let rest = iov_slice(iovs, done, total - done);
             let vecs = to_iovecs(&rest);
-            let n = vecs.len().min(IOV_MAX);
-            let cnt = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
-            // SAFETY: every iovec points at readable request memory.
+            // At most IOV_MAX, so it fits in c_int.
+            let cnt = libc::c_int::try_from(vecs.len().min(IOV_MAX)).unwrap_or(libc::c_int::MAX);
+            let at = off_t(offset + done)?;
+            let fd = self.file.as_raw_fd();
+            // SAFETY: every iovec points at request memory (Iov's contract):
+            // writable for preadv, which writes at most iov_len bytes into
+            // each; readable for pwritev.
             let r = unsafe {
-                libc::pwritev(
-                    self.file.as_raw_fd(),
-                    vecs.as_ptr(),
-                    cnt,
-                    off_t(offset + done)?,
-                )
+                if write {
+                    libc::pwritev(fd, vecs.as_ptr(), cnt, at)
+                } else {
+                    libc::preadv(fd, vecs.as_ptr(), cnt, at)
+                }
             };
             if r < 0 {
                 let err = std::io::Error::last_os_error();
                 if err.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(Error::io("write", err));
+                return Err(Error::io(if write { "write" } else { "read" }, err));
             }
             if r == 0 {
-                return Err(Error::io(
-                    "write",
-                    std::io::Error::from(std::io::ErrorKind::WriteZero),
-                ));
+                break;
             }
             done += r.unsigned_abs() as u64;
         }
-        Ok(())
+        Ok(done)
     }
 
     /// The aligned window `[start, end)` around `[offset, offset + len)`.
