@@ -290,8 +290,11 @@ impl Ring {
     pub fn wait_all(&mut self, read_done: &dyn Fn()) {
         let mut sink = Vec::new();
         while self.inflight > 0 {
-            if self.ring.submit_and_wait(1).is_err() {
-                break;
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                // A signal: the requests are still in the kernel.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
             self.reap(&mut sink, read_done);
             sink.clear();
