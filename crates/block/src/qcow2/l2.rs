@@ -126,15 +126,7 @@ impl L2Cache {
             }
             let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];
             file.read_exact_at(&mut raw, off)?;
-            let table = raw
-                .chunks_exact(8)
-                .map(|c| {
-                    let mut x = [0u8; 8];
-                    x.copy_from_slice(c);
-                    u64::from_be_bytes(x)
-                })
-                .collect();
-            self.insert(off, table);
+            self.insert(off, decode_table(&raw));
         }
         let entry = self
             .tables

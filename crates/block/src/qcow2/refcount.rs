@@ -32,8 +32,6 @@ pub struct Refcounts {
     free_hint: u64,
     /// First cluster index past every cluster known to be in use.
     end_cluster: u64,
-    /// File length when opened: block offsets past it are corrupt.
-    file_len: u64,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -53,28 +51,9 @@ impl Refcounts {
         let bytes = u64::from(table_clusters) * cs;
         let mut raw = vec![0u8; usize::try_from(bytes).map_err(|_| invalid("refcount table"))?];
         file.read_exact_strict(&mut raw, table_offset)?;
-        let table: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|c| {
-                let mut x = [0u8; 8];
-                x.copy_from_slice(c);
-                u64::from_be_bytes(x)
-            })
-            .collect();
+        let table = super::l2::decode_table(&raw);
         let file_len = file.len()?;
-        let end_cluster = file_len.div_ceil(cs);
-        let mut r = Self {
-            table,
-            table_offset,
-            table_clusters,
-            order,
-            cluster_bits,
-            blocks: HashMap::new(),
-            free_hint: 0,
-            end_cluster,
-            file_len,
-        };
-        for (i, &off) in r.table.iter().enumerate() {
+        for (i, &off) in table.iter().enumerate() {
             if off == 0 {
                 continue;
             }
@@ -84,12 +63,17 @@ impl Refcounts {
                 )));
             }
         }
-        r.table.iter().for_each(|&off| {
-            if off > 0 {
-                r.end_cluster = r.end_cluster.max((off >> cluster_bits) + 1);
-            }
-        });
-        Ok(r)
+        Ok(Self {
+            table,
+            table_offset,
+            table_clusters,
+            order,
+            cluster_bits,
+            blocks: HashMap::new(),
+            free_hint: 0,
+            // Every block lies below file_len (checked above).
+            end_cluster: file_len.div_ceil(cs),
+        })
     }
 
     fn cluster_size(&self) -> u64 {
@@ -339,7 +323,6 @@ impl Refcounts {
         self.table[i] = off;
         self.blocks.insert(bi, block);
         self.end_cluster = self.end_cluster.max(cluster + 1);
-        self.file_len = self.file_len.max(off + self.cluster_size());
         Ok(cluster)
     }
 
@@ -416,7 +399,6 @@ impl Refcounts {
             self.blocks.insert(bi, b);
         }
         self.end_cluster = self.end_cluster.max(region_end);
-        self.file_len = self.file_len.max(region_end << self.cluster_bits);
         for c in 0..u64::from(old_clusters) {
             self.adjust(file, (old_offset >> self.cluster_bits) + c, -1)?;
         }
