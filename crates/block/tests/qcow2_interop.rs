@@ -281,6 +281,22 @@ fn random_workload(img: &Path, raw: &Path, size: u64, seed: u64, ops: usize, max
     disk.flush().unwrap();
 }
 
+/// `qemu-img check` finds `img` clean and `qemu-img compare` finds it
+/// equal to the raw file `raw`.
+fn assert_clean_and_same(img: &Path, raw: &Path) {
+    check_clean(img);
+    qemu(&[
+        "compare",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        "raw",
+        img.to_str().unwrap(),
+        raw.to_str().unwrap(),
+    ]);
+}
+
 #[test]
 fn random_writes_pass_check_and_compare() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,17 +319,7 @@ fn random_writes_pass_check_and_compare() {
         .unwrap();
         std::fs::File::create(&raw).unwrap().set_len(size).unwrap();
         random_workload(&img, &raw, size, 100 + i as u64, 300, 3 * cluster);
-        check_clean(&img);
-        qemu(&[
-            "compare",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            img.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ]);
+        assert_clean_and_same(&img, &raw);
     }
 }
 
@@ -343,17 +349,7 @@ fn writes_to_qemu_images_with_other_refcount_widths() {
         ]);
         std::fs::File::create(&raw).unwrap().set_len(size).unwrap();
         random_workload(&img, &raw, size, 40 + i as u64, 150, 20_000);
-        check_clean(&img);
-        qemu(&[
-            "compare",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            img.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ]);
+        assert_clean_and_same(&img, &raw);
     }
 }
 
@@ -391,21 +387,9 @@ fn refcount_table_grows_past_its_first_cluster() {
     let before = std::fs::read(&img).unwrap();
     let rt_clusters = u32::from_be_bytes(before[56..60].try_into().unwrap());
     assert!(rt_clusters > 1, "refcount table should have grown");
-    check_clean(&img);
-    qemu(&[
-        "compare",
-        "-q",
-        img.to_str().unwrap(),
-        raw.to_str().unwrap(),
-    ]);
+    assert_clean_and_same(&img, &raw);
     random_workload(&img, &raw, size, 9, 200, 100_000);
-    check_clean(&img);
-    qemu(&[
-        "compare",
-        "-q",
-        img.to_str().unwrap(),
-        raw.to_str().unwrap(),
-    ]);
+    assert_clean_and_same(&img, &raw);
 }
 
 #[test]
