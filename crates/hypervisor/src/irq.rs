@@ -16,21 +16,16 @@ use kvm_bindings::{
 pub const IOAPIC_PINS: u32 = 24;
 const PIC_PINS: u32 = 16;
 
-/// Where a GSI goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Msi { address: u64, data: u32 },
-}
-
-/// The routing table: fixed irqchip pins plus MSI routes by GSI.
+/// The routing table: fixed irqchip pins plus MSI routes (address, data)
+/// by GSI.
 #[derive(Debug, Default)]
 pub(crate) struct GsiRoutes {
-    msi: BTreeMap<u32, Route>,
+    msi: BTreeMap<u32, (u64, u32)>,
 }
 
 impl GsiRoutes {
     pub(crate) fn set_msi(&mut self, gsi: u32, address: u64, data: u32) {
-        self.msi.insert(gsi, Route::Msi { address, data });
+        self.msi.insert(gsi, (address, data));
     }
 
     pub(crate) fn clear(&mut self, gsi: u32) {
@@ -53,8 +48,7 @@ impl GsiRoutes {
             }
             entries.push(irqchip_entry(gsi, KVM_IRQCHIP_IOAPIC, gsi));
         }
-        for (&gsi, route) in &self.msi {
-            let Route::Msi { address, data } = *route;
+        for (&gsi, &(address, data)) in &self.msi {
             let mut e = kvm_irq_routing_entry {
                 gsi,
                 type_: KVM_IRQ_ROUTING_MSI,
