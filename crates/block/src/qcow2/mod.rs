@@ -301,6 +301,13 @@ impl Drop for Qcow2Disk {
 
 fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<u64>> {
     let len = u64::from(entries) * 8;
+    // Snapshot L1 sizes come straight from the image: bound the allocation
+    // here too, not only where a caller checked the table.
+    if len > header::MAX_L1_BYTES {
+        return Err(invalid(format!(
+            "L1 table of {entries} entries is too large"
+        )));
+    }
     let mut raw = vec![0u8; usize::try_from(len).map_err(|_| invalid("L1 table size"))?];
     if len > 0 {
         file.read_exact_strict(&mut raw, offset)?;
