@@ -257,26 +257,7 @@ fn net_spec(net: &NetConfig, id: Option<String>) -> NetSpec {
 /// (optionally followed by B or iB). Unlike memory sizes, a bare number is
 /// bytes, as `qemu-img resize` takes it.
 fn parse_disk_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let bad = || format!("invalid size '{s}' (examples: 2G, 512M, 1073741824)");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(1 << shift)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| format!("size '{s}' is out of range"))
+    vmm::config::parse_size(s, 0, "size", "2G, 512M, 1073741824")
 }
 
 /// Send one request; the answer's body on success (2xx), a failure

@@ -71,25 +71,33 @@ impl Default for VmConfig {
 /// `K`, `M`, `G`, `T` suffixes (optionally followed by `B` or `iB`) are
 /// binary multiples.
 pub fn parse_memory_size(s: &str) -> Result<u64, String> {
+    parse_size(s, 20, "memory size", "512M, 4G")
+}
+
+/// Parse a size with an optional binary `K`, `M`, `G` or `T` suffix
+/// (optionally followed by `B` or `iB`); a bare number is in units of
+/// `1 << bare_shift` bytes. `what` and `examples` go into the error.
+pub fn parse_size(s: &str, bare_shift: u32, what: &str, examples: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let bad = || format!("invalid memory size '{s}' (examples: 512M, 4G)");
+    let bad = || format!("invalid {what} '{s}' (examples: {examples})");
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let shift = match unit
         .to_ascii_uppercase()
         .trim_end_matches("IB")
         .trim_end_matches('B')
     {
-        "" | "M" => 20,
+        "" => bare_shift,
         "K" => 10,
+        "M" => 20,
         "G" => 30,
         "T" => 40,
         _ => return Err(bad()),
     };
     n.checked_mul(1 << shift)
         .filter(|&b| b > 0)
-        .ok_or_else(|| format!("memory size '{s}' is out of range"))
+        .ok_or_else(|| format!("{what} '{s}' is out of range"))
 }
 
 #[cfg(test)]
