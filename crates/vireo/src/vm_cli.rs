@@ -75,6 +75,7 @@ pub enum VmCommand {
     /// Hot-plug a virtio-net card.
     AddNet(AddNetArgs),
     /// Unplug a hot-plugged device.
+    #[command(visible_alias = "remove")]
     RemoveDevice {
         /// The device's id (as `info` lists it).
         id: String,
@@ -86,14 +87,18 @@ pub enum VmCommand {
         /// New size in bytes, or with a K, M, G or T suffix (2G).
         #[arg(value_parser = parse_disk_size)]
         size: u64,
+        /// Allow a size below the current one: the data past it is lost
+        /// (as `vireo img resize --shrink`).
+        #[arg(long)]
+        shrink: bool,
     },
 }
 
 /// `vireo vm add-disk`.
 #[derive(Debug, Args)]
 pub struct AddDiskArgs {
-    /// As `vireo run --disk`: path=IMAGE[,id=NAME][,readonly=on][,cache=none|writeback][,serial=S][,queues=N].
-    #[arg(value_name = "OPTIONS")]
+    /// As `vireo run --disk`: path=IMAGE[,id=NAME][,readonly=on][,cache=none|writeback][,serial=S][,queues=N]. A relative IMAGE is taken from the current directory.
+    #[arg(value_name = "DISK")]
     pub options: DiskConfig,
     /// Name for later requests, as id= in OPTIONS (default: chosen by the VM, disk<N>).
     #[arg(long)]
@@ -104,7 +109,7 @@ pub struct AddDiskArgs {
 #[derive(Debug, Args)]
 pub struct AddNetArgs {
     /// As `vireo run --net`: [id=NAME][,tap=NAME][,mac=MAC][,queues=N].
-    #[arg(value_name = "OPTIONS", default_value = "")]
+    #[arg(value_name = "NET", default_value = "")]
     pub options: NetConfig,
     /// Name for later requests, as id= in OPTIONS (default: chosen by the VM, net<N>).
     #[arg(long)]
@@ -179,11 +184,16 @@ fn request_for(
         VmCommand::Poweroff => ("PUT", "/vm/power-off", None),
         VmCommand::AddDisk(a) => {
             let id = one_id(a.options.id.as_ref(), a.id.as_ref())?;
-            (
-                "PUT",
-                "/vm/add-disk",
-                encode(serde_json::to_vec(&disk_spec(&a.options, id)))?,
-            )
+            let mut spec = disk_spec(&a.options, id);
+            // The VM runs elsewhere (its own directory): a relative path
+            // means the caller's directory, so send it absolute.
+            spec.path = std::path::absolute(&spec.path).map_err(|e| {
+                Failure::Usage(format!(
+                    "vm: cannot make {} absolute: {e}",
+                    spec.path.display()
+                ))
+            })?;
+            ("PUT", "/vm/add-disk", encode(serde_json::to_vec(&spec))?)
         }
         VmCommand::AddNet(a) => {
             let id = one_id(a.options.id.as_ref(), a.id.as_ref())?;
@@ -198,12 +208,13 @@ fn request_for(
             "/vm/remove-device",
             encode(serde_json::to_vec(&RemoveDeviceSpec { id: id.clone() }))?,
         ),
-        VmCommand::ResizeDisk { id, size } => (
+        VmCommand::ResizeDisk { id, size, shrink } => (
             "PUT",
             "/vm/resize-disk",
             encode(serde_json::to_vec(&ResizeDiskSpec {
                 id: id.clone(),
                 size_bytes: *size,
+                shrink: *shrink,
             }))?,
         ),
     })
@@ -391,7 +402,9 @@ fn print_human(out: &mut String, command: &VmCommand, answer: &[u8]) {
                 "asked the guest to release {id}; it goes when the guest ejects it"
             )
         }
-        VmCommand::ResizeDisk { id, size } => w!(out, "resized {id} to {}", human_size(*size)),
+        VmCommand::ResizeDisk { id, size, .. } => {
+            w!(out, "resized {id} to {}", human_size(*size))
+        }
     }
 }
 

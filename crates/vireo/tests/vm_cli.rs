@@ -168,7 +168,20 @@ fn every_verb_sends_its_action_and_json_output_parses() {
             Action::ResizeDisk(ResizeDiskSpec {
                 id: "disk0".into(),
                 size_bytes: 2 << 30,
+                shrink: false,
             }),
+        ),
+        (
+            vec!["resize-disk", "disk0", "32M", "--shrink"],
+            Action::ResizeDisk(ResizeDiskSpec {
+                id: "disk0".into(),
+                size_bytes: 32 << 20,
+                shrink: true,
+            }),
+        ),
+        (
+            vec!["remove", "disk0"],
+            Action::RemoveDevice(RemoveDeviceSpec { id: "disk0".into() }),
         ),
     ];
     for (args, action) in cases {
@@ -193,6 +206,23 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         assert!(!stdout(&out).is_empty(), "{args:?} printed nothing");
         assert_eq!(rec.taken(), vec![action], "{args:?}");
     }
+}
+
+#[test]
+fn a_relative_disk_path_is_the_callers() {
+    let (dir, server, rec) = start();
+    let out = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .current_dir(dir.path())
+        .args(["vm", "--socket"])
+        .arg(server.path())
+        .args(["add-disk", "path=sub/d.img"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let [Action::AddDisk(spec)] = &rec.taken()[..] else {
+        panic!("not one add-disk")
+    };
+    assert_eq!(spec.path, dir.path().join("sub/d.img"));
 }
 
 #[test]

@@ -1,33 +1,53 @@
 //! The VMM's side of the control API: a state machine over one VM that
-//! carries out [`Action`]s, one at a time, and tells the process's main
-//! thread when to boot.
+//! carries out [`Action`]s and tells the process's main thread when to
+//! boot.
 //!
 //! The main thread owns the VM's life (`run_once`); API threads only ask.
 //! They meet here: the controller holds the configuration until a client
 //! boots it, and a handle on the running VM between `booted` and
 //! `stopping`, both under one lock, so no action can touch a VM that is
 //! being torn down.
+//!
+//! The lock is never held across anything that can block on the outside
+//! world: kernels, initrds and disk images are opened (and checked) with
+//! the lock released, and the result committed under it afterwards. The
+//! main thread takes the same lock to report a boot or a stop, so a
+//! request stuck on a slow open can hold neither the other requests nor
+//! the main thread (and with it SIGTERM).
+//!
+//! Between a stop and the next boot (a reset, a reboot, a client's boot
+//! still being built) the VM is "settling": requests that need a running
+//! VM wait for it to settle instead of failing, so a request sent right
+//! after a reset acts on the VM that came back.
+
+mod spec;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api::{
-    Action, ActionResult, ApiError, DiskSpec, NetSpec, VmConfigSpec, VmController, VmInfo, VmState,
-};
-use crate::config::{DiskConfig, KernelSource, NetConfig, VmConfig};
+use crate::api::{Action, ActionResult, ApiError, VmConfigSpec, VmController, VmInfo, VmState};
+use crate::config::{KernelSource, VmConfig};
 use crate::error::error_chain;
 use crate::running::{RunningVm, VmObserver};
 
-/// How long `PUT /vm/boot` waits for the VM to come up before answering.
+/// How long `PUT /vm/boot` and `PUT /vm/reset` wait for the VM to come up,
+/// and other requests for a boot in progress to end, before answering.
 const BOOT_WAIT: Duration = Duration::from_secs(30);
 
 struct Inner {
     state: VmState,
     config: Option<VmConfig>,
+    /// The main thread is to pick up `config` and boot it.
     boot_requested: bool,
+    /// A boot was asked for, or the VM stopped, and the main thread has not
+    /// yet said how it ended (booted, failed, or the process is ending).
+    settling: bool,
+    /// Why the last boot a client asked for failed.
     boot_error: Option<String>,
+    /// How many times a VM has booted: tells a waiter that *its* boot came.
+    boots: u64,
     running: Option<Arc<RunningVm>>,
     reset_requested: bool,
 }
@@ -37,6 +57,9 @@ pub struct Controller {
     inner: Mutex<Inner>,
     changed: Condvar,
     max_cpus: u32,
+    /// What `PUT /vm/config` fills in for fields a client leaves out: the
+    /// machine flags `vireo run` was given.
+    defaults: VmConfig,
 }
 
 fn conflict(message: impl Into<String>) -> ApiError {
@@ -51,6 +74,14 @@ impl Controller {
     /// A controller for a VM configured on the command line (`Some`) or
     /// waiting for `PUT /vm/config` (`None`). `max_cpus` is the host's limit.
     pub fn new(config: Option<VmConfig>, max_cpus: u32) -> Arc<Self> {
+        Self::with_defaults(config, VmConfig::default(), max_cpus)
+    }
+
+    /// [`Controller::new`], with `defaults` for what a later `PUT
+    /// /vm/config` leaves out: its memory, vCPUs, CPU template, command
+    /// line, reboot policy and consoles (its kernel, initrd and devices
+    /// are ignored: a configuration names its own).
+    pub fn with_defaults(config: Option<VmConfig>, defaults: VmConfig, max_cpus: u32) -> Arc<Self> {
         let state = if config.is_some() {
             VmState::Configured
         } else {
@@ -61,12 +92,15 @@ impl Controller {
                 state,
                 config,
                 boot_requested: false,
+                settling: false,
                 boot_error: None,
+                boots: 0,
                 running: None,
                 reset_requested: false,
             }),
             changed: Condvar::new(),
             max_cpus,
+            defaults,
         })
     }
 
@@ -74,9 +108,19 @@ impl Controller {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ask for a boot now (the command line gave a kernel).
+    fn wait<'a>(&self, inner: MutexGuard<'a, Inner>, timeout: Duration) -> MutexGuard<'a, Inner> {
+        self.changed
+            .wait_timeout(inner, timeout)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
+    /// Ask for a boot now (the command line gave a kernel, or the VM is
+    /// rebooting).
     pub fn request_boot(&self) {
-        self.lock().boot_requested = true;
+        let mut inner = self.lock();
+        inner.boot_requested = true;
+        inner.settling = true;
         self.changed.notify_all();
     }
 
@@ -93,11 +137,7 @@ impl Controller {
             if give_up() {
                 return None;
             }
-            inner = self
-                .changed
-                .wait_timeout(inner, Duration::from_millis(100))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            inner = self.wait(inner, Duration::from_millis(100));
         }
     }
 
@@ -106,6 +146,7 @@ impl Controller {
         let mut inner = self.lock();
         inner.boot_error = Some(why);
         inner.state = VmState::Configured;
+        inner.settling = false;
         self.changed.notify_all();
     }
 
@@ -119,7 +160,24 @@ impl Controller {
     pub fn finished(&self) {
         let mut inner = self.lock();
         inner.state = VmState::Shutdown;
+        inner.settling = false;
+        inner.boot_requested = false;
         self.changed.notify_all();
+    }
+
+    /// The lock, once no boot or stop is in progress (or `BOOT_WAIT` has
+    /// passed): a request that needs the VM acts on the one that came up.
+    fn settled(&self) -> MutexGuard<'_, Inner> {
+        let deadline = Instant::now() + BOOT_WAIT;
+        let mut inner = self.lock();
+        while inner.settling {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            inner = self.wait(inner, left);
+        }
+        inner
     }
 
     fn running(inner: &Inner) -> Result<Arc<RunningVm>, ApiError> {
@@ -154,22 +212,43 @@ impl Controller {
         }
     }
 
-    fn configure(&self, inner: &mut Inner, spec: VmConfigSpec) -> ActionResult {
-        if !matches!(inner.state, VmState::NotConfigured | VmState::Configured) {
-            return Err(conflict(format!(
+    /// Why the VM cannot take a new configuration now, if it cannot.
+    fn cannot_configure(inner: &Inner) -> Option<ApiError> {
+        if inner.settling {
+            return Some(conflict(
+                "the VM is being booted; its configuration cannot change now",
+            ));
+        }
+        (!matches!(inner.state, VmState::NotConfigured | VmState::Configured)).then(|| {
+            conflict(format!(
                 "the VM cannot be configured: it is {}",
                 state_name(inner.state)
-            )));
+            ))
+        })
+    }
+
+    fn configure(&self, spec: VmConfigSpec) -> ActionResult {
+        if let Some(refusal) = Self::cannot_configure(&self.lock()) {
+            return Err(refusal);
         }
-        let config = config_from_spec(spec)?;
-        crate::machine::validate_with(&config, self.max_cpus)
-            .map_err(|e| bad_request(error_chain(&e)))?;
+        // Checking opens files: without the lock.
+        let config = spec::config_from_spec(spec, &self.defaults, self.max_cpus)?;
+        let mut inner = self.lock();
+        // A boot that started meanwhile boots the old configuration; this
+        // one must not be acknowledged and then ignored.
+        if let Some(refusal) = Self::cannot_configure(&inner) {
+            return Err(refusal);
+        }
         inner.config = Some(config);
         inner.state = VmState::Configured;
         Ok(Value::Null)
     }
 
-    fn boot(&self, mut inner: MutexGuard<'_, Inner>) -> ActionResult {
+    fn boot(&self) -> ActionResult {
+        let mut inner = self.lock();
+        if inner.settling {
+            return Err(conflict("the VM is already being booted"));
+        }
         if inner.state != VmState::Configured {
             return Err(conflict(match inner.state {
                 VmState::NotConfigured => "the VM has no configuration yet (PUT /vm/config)".into(),
@@ -177,24 +256,78 @@ impl Controller {
             }));
         }
         inner.boot_requested = true;
+        inner.settling = true;
         inner.boot_error = None;
         self.changed.notify_all();
+        let boots = inner.boots;
+        self.until_booted(inner, boots, "the VM did not start in time")
+            .map(|_| Value::Null)
+    }
+
+    /// Wait until a VM boots after boot number `boots`; the lock back, or
+    /// why it did not come.
+    fn until_booted<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+        boots: u64,
+        too_slow: &str,
+    ) -> Result<MutexGuard<'a, Inner>, ApiError> {
         let deadline = Instant::now() + BOOT_WAIT;
-        while inner.state == VmState::Configured && inner.boot_error.is_none() {
+        loop {
+            if inner.boots > boots {
+                return Ok(inner);
+            }
+            if let Some(why) = inner.boot_error.take() {
+                // The configuration could not be built: the client's input.
+                return Err(bad_request(format!("boot failed: {why}")));
+            }
+            if inner.state == VmState::Shutdown {
+                return Err(conflict("the VM shut down instead of booting"));
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(ApiError::new(500, "the VM did not start in time"));
+                return Err(ApiError::new(503, too_slow));
             }
-            inner = self
-                .changed
-                .wait_timeout(inner, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            inner = self.wait(inner, left);
         }
-        match inner.boot_error.take() {
-            Some(why) => Err(bad_request(format!("boot failed: {why}"))),
-            None => Ok(Value::Null),
+    }
+
+    fn reset(&self) -> ActionResult {
+        let mut inner = self.settled();
+        let running = Self::running(&inner)?;
+        inner.reset_requested = true;
+        let boots = inner.boots;
+        running.reset();
+        drop(running);
+        // Answer once the VM is back, so the client's next request finds
+        // it running (not in the gap between the stop and the new boot).
+        self.until_booted(inner, boots, "the VM did not boot again in time")
+            .map(|_| Value::Null)
+    }
+
+    /// Hot-plug: build the device with no lock held (it opens an image or
+    /// a TAP), then put it on the bus if the same VM still runs.
+    fn hot_plug(
+        &self,
+        build: impl FnOnce(&Arc<RunningVm>) -> crate::error::Result<crate::running::PendingDevice>,
+    ) -> ActionResult {
+        let running = Self::running(&self.settled())?;
+        let device = build(&running).map_err(|e| bad_request(error_chain(&e)))?;
+        let inner = self.lock();
+        if !inner
+            .running
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &running))
+        {
+            return Err(conflict(
+                "the VM stopped while the device was being set up; nothing was added",
+            ));
         }
+        let (id, slot) = running
+            .plug(device)
+            .map_err(|e| bad_request(error_chain(&e)))?;
+        drop(inner);
+        Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
     }
 }
 
@@ -208,95 +341,23 @@ fn state_name(state: VmState) -> &'static str {
     }
 }
 
-/// A `VmConfig` from the API's JSON, with `vireo run`'s defaults.
-fn config_from_spec(spec: VmConfigSpec) -> Result<VmConfig, ApiError> {
-    let defaults = VmConfig::default();
-    let memory = match spec.memory_mib {
-        Some(mib) => mib
-            .checked_mul(1 << 20)
-            .filter(|&b| b > 0)
-            .ok_or_else(|| bad_request(format!("memory_mib {mib} is out of range")))?,
-        None => defaults.memory,
-    };
-    let disks = spec
-        .disks
-        .into_iter()
-        .map(disk_config)
-        .collect::<Result<_, _>>()?;
-    let nets = spec
-        .nets
-        .into_iter()
-        .map(net_config)
-        .collect::<Result<_, _>>()?;
-    Ok(VmConfig {
-        kernel: KernelSource::Path(spec.kernel),
-        initrd: spec.initrd,
-        cmdline: spec.cmdline.unwrap_or(defaults.cmdline.clone()),
-        memory,
-        cpus: spec.cpus.unwrap_or(defaults.cpus),
-        disks,
-        nets,
-        rng: spec.rng,
-        ..defaults
-    })
-}
-
-/// A disk's options from JSON, checked as `--disk` checks them.
-fn disk_config(spec: DiskSpec) -> Result<DiskConfig, ApiError> {
-    const WHAT: &str = "disk";
-    if spec.path.as_os_str().is_empty() {
-        return Err(bad_request(format!("{WHAT}: path is empty")));
-    }
-    let mut disk = DiskConfig::new(spec.path);
-    let queues = spec.queues.map(|q| q.to_string());
-    let options = [
-        ("id", spec.id.as_deref()),
-        ("cache", spec.cache.as_deref()),
-        ("serial", spec.serial.as_deref()),
-        ("queues", queues.as_deref()),
-    ];
-    for (key, value) in options {
-        if let Some(v) = value {
-            disk.set(WHAT, key, v).map_err(bad_request)?;
-        }
-    }
-    disk.readonly = spec.readonly;
-    Ok(disk)
-}
-
-/// A card's options from JSON, checked as `--net` checks them.
-fn net_config(spec: NetSpec) -> Result<NetConfig, ApiError> {
-    const WHAT: &str = "net";
-    let mut net = NetConfig::new();
-    let queues = spec.queues.map(|q| q.to_string());
-    let options = [
-        ("id", spec.id.as_deref()),
-        ("tap", spec.tap.as_deref()),
-        ("mac", spec.mac.as_deref()),
-        ("queues", queues.as_deref()),
-    ];
-    for (key, value) in options {
-        if let Some(v) = value {
-            net.set(WHAT, key, v).map_err(bad_request)?;
-        }
-    }
-    Ok(net)
-}
-
 impl VmController for Controller {
     fn handle(&self, action: Action) -> ActionResult {
-        let mut inner = self.lock();
         match action {
-            Action::GetVm => serde_json::to_value(Self::info(&inner))
+            Action::GetVm => serde_json::to_value(Self::info(&self.lock()))
                 .map_err(|e| ApiError::new(500, e.to_string())),
             Action::GetCounters => {
-                let running = Self::running(&inner)?;
+                let running = Self::running(&self.lock())?;
                 serde_json::to_value(running.counters())
                     .map_err(|e| ApiError::new(500, e.to_string()))
             }
-            Action::Configure(spec) => self.configure(&mut inner, *spec),
-            Action::Boot => self.boot(inner),
+            Action::Configure(spec) => self.configure(*spec),
+            Action::Boot => self.boot(),
+            Action::Reset => self.reset(),
             Action::Pause => {
+                // Under the lock: pausing signals the vCPU threads, which
+                // must not be joined meanwhile. It is bounded (2 s).
+                let mut inner = self.settled();
                 if inner.state == VmState::Paused {
                     return Err(conflict("the VM is already paused"));
                 }
@@ -308,6 +369,7 @@ impl VmController for Controller {
                 Ok(Value::Null)
             }
             Action::Resume => {
+                let mut inner = self.settled();
                 if inner.state != VmState::Paused {
                     return Err(conflict(format!(
                         "the VM is not paused (it is {})",
@@ -319,6 +381,7 @@ impl VmController for Controller {
                 Ok(Value::Null)
             }
             Action::Shutdown => {
+                let inner = self.settled();
                 if inner.state == VmState::Paused {
                     return Err(conflict(
                         "the VM is paused: resume it so the guest can see the power button",
@@ -329,35 +392,22 @@ impl VmController for Controller {
                     .map_err(|e| ApiError::new(500, error_chain(&e)))?;
                 Ok(Value::Null)
             }
-            Action::Reset => {
-                let running = Self::running(&inner)?;
-                inner.reset_requested = true;
-                running.reset();
-                Ok(Value::Null)
-            }
             Action::PowerOff => {
-                Self::running(&inner)?.power_off();
+                Self::running(&self.settled())?.power_off();
                 Ok(Value::Null)
             }
             Action::AddDisk(spec) => {
-                let running = Self::running(&inner)?;
                 let id = spec.id.clone();
-                let disk = disk_config(spec)?;
-                let (id, slot) = running
-                    .add_disk(id, &disk)
-                    .map_err(|e| bad_request(error_chain(&e)))?;
-                Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
+                let disk = spec::disk_config(spec, "")?;
+                self.hot_plug(|vm| vm.prepare_disk(id, &disk))
             }
             Action::AddNet(spec) => {
-                let running = Self::running(&inner)?;
                 let id = spec.id.clone();
-                let net = net_config(spec)?;
-                let (id, slot) = running
-                    .add_net(id, &net)
-                    .map_err(|e| bad_request(error_chain(&e)))?;
-                Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
+                let net = spec::net_config(spec, "")?;
+                self.hot_plug(|vm| vm.prepare_net(id, &net))
             }
             Action::RemoveDevice(spec) => {
+                let inner = self.settled();
                 let running = Self::running(&inner)?;
                 if running.slot_of(&spec.id).is_none() {
                     return Err(ApiError::new(404, format!("no device called {}", spec.id)));
@@ -371,15 +421,16 @@ impl VmController for Controller {
                 Ok(Value::Null)
             }
             Action::ResizeDisk(spec) => {
+                if spec.size_bytes == 0 || spec.size_bytes % 512 != 0 {
+                    return Err(bad_request("size_bytes must be a positive multiple of 512"));
+                }
+                let inner = self.settled();
                 let running = Self::running(&inner)?;
                 if running.slot_of(&spec.id).is_none() {
                     return Err(ApiError::new(404, format!("no device called {}", spec.id)));
                 }
-                if spec.size_bytes == 0 || spec.size_bytes % 512 != 0 {
-                    return Err(bad_request("size_bytes must be a positive multiple of 512"));
-                }
                 running
-                    .resize_disk(&spec.id, spec.size_bytes)
+                    .resize_disk(&spec.id, spec.size_bytes, spec.shrink)
                     .map_err(|e| bad_request(error_chain(&e)))?;
                 Ok(Value::Null)
             }
@@ -392,6 +443,8 @@ impl VmObserver for Controller {
         let mut inner = self.lock();
         inner.running = Some(vm);
         inner.state = VmState::Running;
+        inner.settling = false;
+        inner.boots += 1;
         self.changed.notify_all();
     }
 
@@ -403,8 +456,9 @@ impl VmObserver for Controller {
             inner.config = Some(running.current_config());
         }
         // Until the main thread decides (reboot or exit), the VM is
-        // configured but not running.
+        // configured but not running, and requests wait for the decision.
         inner.state = VmState::Configured;
+        inner.settling = true;
         self.changed.notify_all();
     }
 }
@@ -412,31 +466,121 @@ impl VmObserver for Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::VmConfigSpec;
 
-    fn disk(json: &str) -> Result<DiskConfig, ApiError> {
-        disk_config(serde_json::from_str(json).unwrap())
+    fn spec(kernel: &std::path::Path) -> Box<VmConfigSpec> {
+        Box::new(serde_json::from_value(json!({ "kernel": kernel, "cpus": 2 })).unwrap())
+    }
+
+    fn kernel_file(name: &str) -> std::path::PathBuf {
+        let path = spec::scratch_path(name);
+        std::fs::write(&path, b"not really a kernel").unwrap();
+        path
     }
 
     #[test]
-    fn json_options_are_checked_one_by_one() {
-        let d = disk(r#"{"path":"/a,b.img","id":"d","serial":"s1","queues":2,"cache":"none"}"#)
-            .unwrap();
-        assert_eq!(d.path, std::path::PathBuf::from("/a,b.img"));
-        assert_eq!(d.id.as_deref(), Some("d"));
-        assert_eq!(d.queues, 2);
-        // A value holding a comma cannot smuggle in another option.
-        let d = disk(r#"{"path":"x","serial":"s,readonly=on"}"#).unwrap();
-        assert_eq!(d.serial.as_deref(), Some("s,readonly=on"));
-        assert!(!d.readonly);
-        assert!(disk(r#"{"path":"x","id":"d,readonly=on"}"#).is_err());
-        assert!(disk(r#"{"path":"x","queues":17}"#)
-            .unwrap_err()
-            .message
-            .contains("1 to 16"));
-        assert!(disk(r#"{"path":""}"#).is_err());
-        let net = |j: &str| net_config(serde_json::from_str(j).unwrap());
-        let n = net(r#"{"tap":"t0,queues=16"}"#).unwrap();
-        assert_eq!((n.tap.as_deref(), n.queues), (Some("t0,queues=16"), 1));
-        assert_eq!(net(r#"{"queues":4}"#).unwrap().queues, 4);
+    fn one_boot_at_a_time_and_no_config_change_during_it() {
+        let kernel = kernel_file("boot-race");
+        let c = Controller::new(None, 8);
+        assert_eq!(c.handle(Action::Configure(spec(&kernel))), Ok(Value::Null));
+        let first = {
+            let c = c.clone();
+            std::thread::spawn(move || c.handle(Action::Boot))
+        };
+        // The main thread picks the boot up.
+        let config = c.wait_for_boot(|| false).unwrap();
+        assert_eq!(config.cpus, 2);
+        // While it builds the VM, a second boot and a new configuration
+        // are refused, not acknowledged and ignored.
+        let e = c.handle(Action::Boot).unwrap_err();
+        assert_eq!(e.status, 409, "{e:?}");
+        assert!(e.message.contains("already being booted"), "{e:?}");
+        let e = c.handle(Action::Configure(spec(&kernel))).unwrap_err();
+        assert_eq!(e.status, 409, "{e:?}");
+        c.boot_failed("no such luck".into());
+        let e = first.join().unwrap().unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("no such luck"), "{e:?}");
+        // After the failure the VM takes a configuration again.
+        assert_eq!(c.handle(Action::Configure(spec(&kernel))), Ok(Value::Null));
+        let _ = std::fs::remove_file(&kernel);
+    }
+
+    #[test]
+    fn requests_wait_for_a_boot_in_progress() {
+        let kernel = kernel_file("settle");
+        let c = Controller::new(None, 8);
+        c.handle(Action::Configure(spec(&kernel))).unwrap();
+        c.request_boot();
+        let pause = {
+            let c = c.clone();
+            std::thread::spawn(move || c.handle(Action::Pause))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!pause.is_finished(), "pause did not wait for the boot");
+        // Reads never wait.
+        let info = c.handle(Action::GetVm).unwrap();
+        assert_eq!(info["state"], "configured");
+        c.finished();
+        let e = pause.join().unwrap().unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(e.message.contains("shut down"), "{e:?}");
+        let _ = std::fs::remove_file(&kernel);
+    }
+
+    #[test]
+    fn command_line_defaults_fill_what_the_config_leaves_out() {
+        let kernel = kernel_file("defaults");
+        let defaults = VmConfig {
+            memory: 256 << 20,
+            cpus: 3,
+            reboot: true,
+            ..VmConfig::default()
+        };
+        let c = Controller::with_defaults(None, defaults, 8);
+        let bare = serde_json::from_value(json!({ "kernel": kernel })).unwrap();
+        c.handle(Action::Configure(Box::new(bare))).unwrap();
+        c.request_boot();
+        let config = c.wait_for_boot(|| false).unwrap();
+        assert_eq!(
+            (config.memory, config.cpus, config.reboot),
+            (256 << 20, 3, true)
+        );
+        c.boot_failed("done".into());
+        // What the client gives wins.
+        c.handle(Action::Configure(spec(&kernel))).unwrap();
+        c.request_boot();
+        let config = c.wait_for_boot(|| false).unwrap();
+        assert_eq!((config.memory, config.cpus), (256 << 20, 2));
+        let _ = std::fs::remove_file(&kernel);
+    }
+
+    #[test]
+    fn a_fifo_kernel_is_refused_at_once() {
+        let fifo = spec::scratch_path("fifo-kernel");
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let ctl = Controller::new(None, 8);
+        let t = Instant::now();
+        let e = ctl.handle(Action::Configure(spec(&fifo))).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert_eq!(e.status, 400);
+        assert!(e.message.starts_with("kernel "), "{e:?}");
+        assert!(e.message.contains("FIFO"), "{e:?}");
+        let kernel = kernel_file("fifo-initrd-kernel");
+        let initrd = serde_json::from_value(json!({ "kernel": kernel, "initrd": fifo }));
+        let e = ctl
+            .handle(Action::Configure(Box::new(initrd.unwrap())))
+            .unwrap_err();
+        assert!(e.message.starts_with("initrd "), "{e:?}");
+        assert!(e.message.contains("FIFO"), "{e:?}");
+        assert_eq!(
+            ctl.handle(Action::GetVm).unwrap()["state"],
+            "not_configured"
+        );
+        let _ = std::fs::remove_file(&fifo);
+        let _ = std::fs::remove_file(&kernel);
     }
 }

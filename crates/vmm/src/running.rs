@@ -2,7 +2,7 @@
 //! its counters, describe its devices, power it off or reset it, and
 //! change its devices while it runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct RunningVm {
     events: ControlEvents,
     /// Devices the guest was asked to give up, by slot.
     removing: Mutex<BTreeMap<u8, String>>,
+    /// Ids of devices being built for the bus.
+    claimed: Mutex<BTreeSet<String>>,
     config: VmConfig,
     vcpus: Arc<VcpuShared>,
     threads: Vec<libc::pthread_t>,
@@ -63,6 +65,7 @@ impl RunningVm {
         Self {
             events,
             removing: Mutex::new(BTreeMap::new()),
+            claimed: Mutex::new(BTreeSet::new()),
             config,
             vcpus,
             threads,
@@ -204,22 +207,61 @@ impl RunningVm {
         Counters { devices, vcpus }
     }
 
-    /// Put a new disk on the bus; returns its id and PCI slot.
-    pub fn add_disk(&self, id: Option<String>, disk: &DiskConfig) -> Result<(String, u8)> {
-        let mut pci = self.pci();
-        let id = id.unwrap_or_else(|| free_id(&pci, "disk"));
-        let slot = pci.add_virtio(virtio_devices::disk_device(&id, disk)?)?;
-        self.announce_added(slot)?;
-        Ok((id, slot))
+    /// Build a new disk off the bus: claim its id (`id`, or the first free
+    /// `disk<N>`) and open its image. Opening can take long (a slow file
+    /// system, a long backing chain), so nothing is locked meanwhile; the
+    /// device goes on the bus with [`RunningVm::plug`].
+    pub fn prepare_disk(
+        self: &Arc<Self>,
+        id: Option<String>,
+        disk: &DiskConfig,
+    ) -> Result<PendingDevice> {
+        let claim = self.claim_id(id, "disk")?;
+        let device = virtio_devices::disk_device(&claim.id, disk)?;
+        Ok(PendingDevice { device, claim })
     }
 
-    /// Put a new network card on the bus; returns its id and PCI slot.
-    pub fn add_net(&self, id: Option<String>, net: &NetConfig) -> Result<(String, u8)> {
-        let mut pci = self.pci();
-        let id = id.unwrap_or_else(|| free_id(&pci, "net"));
-        let slot = pci.add_virtio(virtio_devices::net_device(&self.config, &id, net)?)?;
+    /// Build a new network card off the bus, as [`RunningVm::prepare_disk`].
+    pub fn prepare_net(
+        self: &Arc<Self>,
+        id: Option<String>,
+        net: &NetConfig,
+    ) -> Result<PendingDevice> {
+        let claim = self.claim_id(id, "net")?;
+        let device = virtio_devices::net_device(&self.config, &claim.id, net)?;
+        Ok(PendingDevice { device, claim })
+    }
+
+    /// Put a prepared device on the bus and tell the guest; returns its id
+    /// and PCI slot.
+    pub fn plug(&self, pending: PendingDevice) -> Result<(String, u8)> {
+        let PendingDevice { device, claim } = pending;
+        let slot = self.pci().add_virtio(device)?;
         self.announce_added(slot)?;
-        Ok((id, slot))
+        Ok((claim.id.clone(), slot))
+    }
+
+    /// Reserve `id` (or the first free `<prefix><N>`) for a device being
+    /// built, so two requests building at once cannot both take it.
+    fn claim_id(self: &Arc<Self>, id: Option<String>, prefix: &str) -> Result<IdClaim> {
+        let pci = self.pci();
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = |id: &str| pci.function(id).is_some() || claimed.contains(id);
+        let id = match id {
+            Some(id) if taken(&id) => {
+                return Err(Error::Pci(format!("a device called {id} exists already")))
+            }
+            Some(id) => id,
+            None => (0..)
+                .map(|n| format!("{prefix}{n}"))
+                .find(|id| !taken(id))
+                .unwrap_or_else(|| prefix.to_string()),
+        };
+        claimed.insert(id.clone());
+        Ok(IdClaim {
+            vm: Arc::clone(self),
+            id,
+        })
     }
 
     /// Tell the guest (ACPI hot-plug) that `slot` gained a device.
@@ -303,7 +345,10 @@ impl RunningVm {
     }
 
     /// Change disk `id`'s size and tell the guest (configuration change).
-    pub fn resize_disk(&self, id: &str, size: u64) -> Result<()> {
+    /// A smaller size loses the data past the new end, so it is refused
+    /// unless `shrink` says the caller means it (as `qemu-img resize
+    /// --shrink`).
+    pub fn resize_disk(&self, id: &str, size: u64, shrink: bool) -> Result<()> {
         let pci = self.pci();
         let function = pci
             .function(id)
@@ -313,6 +358,13 @@ impl RunningVm {
             .disk
             .as_ref()
             .ok_or_else(|| Error::InvalidConfig(format!("{id} is not a disk")))?;
+        let current = disk.size();
+        if size < current && !shrink {
+            return Err(Error::InvalidConfig(format!(
+                "size_bytes {size} is smaller than {id}'s {current} bytes: the data past the new \
+                 end would be lost; send \"shrink\": true to shrink it anyway"
+            )));
+        }
         disk.resize(size).map_err(|source| Error::Disk {
             path: id.into(),
             source,
@@ -327,10 +379,25 @@ impl RunningVm {
     }
 }
 
-/// The first `<prefix><n>` no device is called.
-fn free_id(pci: &PciDevices, prefix: &str) -> String {
-    (0..)
-        .map(|n| format!("{prefix}{n}"))
-        .find(|id| pci.function(id).is_none())
-        .unwrap_or_else(|| prefix.to_string())
+/// A device built for a running VM but not yet on its bus.
+pub struct PendingDevice {
+    device: virtio_devices::NewDevice,
+    claim: IdClaim,
+}
+
+/// A device id reserved while its device is built; freed when dropped
+/// (by then the device is on the bus, or was never put there).
+struct IdClaim {
+    vm: Arc<RunningVm>,
+    id: String,
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        self.vm
+            .claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }

@@ -278,10 +278,11 @@ fn every_route_maps_to_its_action() {
         (
             "PUT",
             "/vm/resize-disk",
-            r#"{"id":"d2","size_bytes":2147483648}"#.into(),
+            r#"{"id":"d2","size_bytes":2147483648,"shrink":true}"#.into(),
             Action::ResizeDisk(ResizeDiskSpec {
                 id: "d2".into(),
                 size_bytes: 2 << 30,
+                shrink: true,
             }),
             204,
         ),
@@ -353,7 +354,8 @@ fn bad_json_and_unknown_fields_are_400_and_keep_the_connection() {
             r#"{"id":"d","size_bytes":"big"}"#,
             "invalid type",
         ),
-        ("/vm/add-net", "[1,2]", "invalid type"),
+        ("/vm/add-net", "[1,2]", "must be a JSON object"),
+        ("/vm/add-net", "[null,null]", "must be a JSON object"),
         ("/vm/config", "", "needs a JSON VmConfigSpec body"),
         ("/vm/pause", r#"{"force":true}"#, "takes no body"),
         ("/vm/add-disk", "\u{0}\u{1}", "invalid DiskSpec body"),
@@ -531,6 +533,8 @@ fn connections_beyond_the_cap_get_503() {
     let limits = ServerLimits {
         max_connections: 2,
         slot_wait: Duration::from_millis(50),
+        // Idle connections are not reclaimed here.
+        reclaim_after: Duration::from_secs(3600),
         ..ServerLimits::default()
     };
     let (_dir, server, _rec) = server("cap", limits);
@@ -547,6 +551,83 @@ fn connections_beyond_the_cap_get_503() {
     let reply = exchange(server.path(), &req("GET", "/vm", ""));
     assert_eq!(reply.status, 200);
     assert_eq!(read_reply_to(&mut a, &req("GET", "/vm", "")).status, 200);
+}
+
+#[test]
+fn idle_keep_alive_clients_cannot_lock_a_new_one_out() {
+    // Production limits: 16 slots.
+    let (_dir, server, _rec) = server("idle16", ServerLimits::default());
+    let mut idle: Vec<UnixStream> = (0..16)
+        .map(|_| {
+            let mut s = connect(server.path());
+            assert_eq!(read_reply_to(&mut s, &req("GET", "/vm", "")).status, 200);
+            s
+        })
+        .collect();
+    // Each of the 16 is now idle between requests; a 17th and 18th client
+    // are served, each by closing the connection idle longest.
+    std::thread::sleep(ServerLimits::default().reclaim_after);
+    let mut newcomers = Vec::new();
+    for _ in 0..2 {
+        // They stay connected, so the 18th finds no slot freed by the 17th.
+        let mut s = connect(server.path());
+        let reply = read_reply_to(&mut s, &req("GET", "/vm", ""));
+        assert_eq!(reply.status, 200, "{reply:?}");
+        newcomers.push(s);
+    }
+    assert!(
+        closed(&mut idle[0]),
+        "the longest-idle connection was not closed"
+    );
+    assert!(closed(&mut idle[1]));
+    // The others were left alone and still work.
+    assert_eq!(
+        read_reply_to(&mut idle[15], &req("GET", "/vm", "")).status,
+        200
+    );
+}
+
+#[test]
+fn busy_connections_are_never_reclaimed() {
+    let limits = ServerLimits {
+        max_connections: 2,
+        slot_wait: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(3),
+        ..ServerLimits::default()
+    };
+    let (_dir, server, _rec) = server("busy", limits);
+    // Two clients each half-way through a request: neither is idle.
+    let mut a = connect(server.path());
+    let mut b = connect(server.path());
+    for s in [&mut a, &mut b] {
+        s.write_all(b"PUT /vm/remove-device HTTP/1.1\r\nContent-Length: 10\r\n\r\n{\"id\"")
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (reply, _) = exchange_closing(server.path(), &req("GET", "/vm", ""));
+    assert_eq!(reply.status, 503);
+    // Both finish their requests.
+    for s in [&mut a, &mut b] {
+        s.write_all(b":\"x\"}").unwrap();
+        assert_eq!(read_reply(s, &mut Vec::new()).status, 204);
+    }
+}
+
+#[test]
+fn http10_keep_alive_is_answered_with_the_header() {
+    let (_dir, server, _rec) = server("http10", ServerLimits::default());
+    let mut s = connect(server.path());
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        s.write_all(b"GET /vm HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        let reply = read_reply(&mut s, &mut left);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("connection"), Some("keep-alive"));
+    }
+    // HTTP/1.1 keeps alive by default and says nothing.
+    s.write_all(&req("GET", "/vm", "")).unwrap();
+    assert_eq!(read_reply(&mut s, &mut left).header("connection"), None);
 }
 
 #[test]

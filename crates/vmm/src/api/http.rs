@@ -1,7 +1,12 @@
 //! The API's HTTP/1.1 server on a unix stream socket.
 //!
 //! One accept thread, one thread per connection (at most
-//! [`ServerLimits::max_connections`]; beyond that a client gets 503). A
+//! [`ServerLimits::max_connections`]). When every slot is taken, the
+//! connection that has sat idle longest between requests is closed to make
+//! room (a keep-alive client may be closed between requests at any time;
+//! it reconnects), so idle clients can never lock a new one out of the
+//! control socket; only when every connection is busy mid-request does a
+//! new client get 503. A
 //! connection thread parses requests with `httparse`, resolves them with
 //! [`routes::resolve`] and calls the
 //! [`VmController`] without holding any server lock, so a slow or stuck
@@ -38,6 +43,10 @@ pub struct ServerLimits {
     pub slot_wait: Duration,
     /// How long a keep-alive connection may sit idle between requests.
     pub idle_timeout: Duration,
+    /// How long a connection must have sat idle before it may be closed
+    /// to make room for a new client when every slot is taken (a client
+    /// that just connected has not sent its request yet).
+    pub reclaim_after: Duration,
     /// How long a request may take to arrive, from its first byte to its
     /// last; a slower client gets 408.
     pub request_timeout: Duration,
@@ -55,6 +64,7 @@ impl Default for ServerLimits {
             max_connections: 16,
             slot_wait: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(60),
+            reclaim_after: Duration::from_millis(500),
             request_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             max_header_bytes: 8 << 10,
@@ -87,8 +97,9 @@ pub struct ApiServer {
 struct Shared {
     stop: AtomicBool,
     /// Open connections (a clone of each stream, to shut them down on
-    /// stop); its length is the number of busy slots.
-    conns: Mutex<HashMap<u64, UnixStream>>,
+    /// stop or reclaim them when idle); its length is the number of taken
+    /// slots.
+    conns: Mutex<HashMap<u64, Conn>>,
     /// Signalled when a connection ends.
     slot_freed: Condvar,
     next_id: AtomicU64,
@@ -96,6 +107,14 @@ struct Shared {
     handoff: Mutex<Handoff>,
     /// Signalled when a connection is queued in `handoff`, or on stop.
     work: Condvar,
+}
+
+/// One open connection, as the accept thread sees it.
+struct Conn {
+    stream: UnixStream,
+    /// Since when it has waited for a request with nothing of one read;
+    /// `None` while a request is arriving or being answered.
+    idle_since: Option<Instant>,
 }
 
 /// Connections handed from the accept thread to idle connection threads.
@@ -107,7 +126,7 @@ struct Handoff {
 }
 
 impl Shared {
-    fn conns(&self) -> MutexGuard<'_, HashMap<u64, UnixStream>> {
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, Conn>> {
         // A panic elsewhere while holding the lock leaves the map intact
         // (insert and remove are atomic); keep serving.
         self.conns.lock().unwrap_or_else(PoisonError::into_inner)
@@ -219,8 +238,8 @@ impl ApiServer {
         let queued = std::mem::take(&mut self.shared.handoff().queue);
         drop(queued);
         self.shared.work.notify_all();
-        for stream in self.shared.conns().values() {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+        for conn in self.shared.conns().values() {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
         if let Ok(meta) = fs::symlink_metadata(&self.path) {
             if (meta.dev(), meta.ino()) == self.identity {
@@ -379,6 +398,7 @@ fn admit(
     let deadline = Instant::now() + limits.slot_wait;
     let mut conns = shared.conns();
     while conns.len() >= limits.max_connections && !shared.stop.load(Ordering::SeqCst) {
+        reclaim_idle(&mut conns, limits.reclaim_after);
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             drop(conns);
@@ -408,7 +428,13 @@ fn admit(
         }
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    conns.insert(id, clone);
+    conns.insert(
+        id,
+        Conn {
+            stream: clone,
+            idle_since: None,
+        },
+    );
     drop(conns);
     let slot = Slot {
         shared: Arc::clone(shared),
@@ -433,7 +459,7 @@ fn admit(
         .spawn(move || {
             let mut next = Some(first);
             while let Some((stream, slot)) = next.take() {
-                serve_connection(stream, controller.as_ref(), &limits);
+                serve_connection(stream, &slot, controller.as_ref(), &limits);
                 drop(slot);
                 next = shared.next_connection();
             }
@@ -444,11 +470,48 @@ fn admit(
     }
 }
 
+/// Close the connection that has been idle longest, if one has been idle
+/// for `after`: its thread sees the end of its stream and frees the slot.
+/// A connection with a request under way, or with bytes of its next one
+/// already sent, is never cut.
+fn reclaim_idle(conns: &mut HashMap<u64, Conn>, after: Duration) {
+    let now = Instant::now();
+    let oldest = conns
+        .values_mut()
+        .filter(|c| {
+            c.idle_since
+                .is_some_and(|t| now.duration_since(t) >= after && !has_input(&c.stream))
+        })
+        .min_by_key(|c| c.idle_since);
+    if let Some(conn) = oldest {
+        tracing::info!("API server: every slot taken; closing the longest-idle connection");
+        // Not picked again while its thread winds down.
+        conn.idle_since = None;
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Whether the client has sent bytes not yet read.
+fn has_input(stream: &UnixStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `byte` is a live one-byte buffer; MSG_PEEK leaves the data
+    // in the socket and MSG_DONTWAIT keeps the call from blocking.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
+}
+
 /// Send a short response without ever blocking the accept thread, and
 /// close. The response is far smaller than a socket buffer.
 fn refuse_now(stream: UnixStream, response: &Response) {
     if stream.set_nonblocking(true).is_ok() {
-        let _ = (&stream).write(&response.to_bytes(false));
+        let _ = (&stream).write(&response.to_bytes(false, false));
     }
 }
 
@@ -457,6 +520,16 @@ fn refuse_now(stream: UnixStream, response: &Response) {
 struct Slot {
     shared: Arc<Shared>,
     id: u64,
+}
+
+impl Slot {
+    /// The connection waits for its next request (`true`) or has one
+    /// arriving or being answered (`false`).
+    fn set_idle(&self, idle: bool) {
+        if let Some(conn) = self.shared.conns().get_mut(&self.id) {
+            conn.idle_since = idle.then(Instant::now);
+        }
+    }
 }
 
 impl Drop for Slot {
@@ -472,6 +545,8 @@ struct Request {
     method: String,
     target: String,
     keep_alive: bool,
+    /// HTTP/1.0, where keeping the connection open must be said.
+    http10: bool,
     body: Vec<u8>,
 }
 
@@ -507,7 +582,9 @@ impl Response {
         Self::json(status, body.into_bytes())
     }
 
-    fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
+    /// The response on the wire. `keep_alive`: the connection stays open;
+    /// `say_keep_alive`: say so (HTTP/1.0 closes unless told otherwise).
+    fn to_bytes(&self, keep_alive: bool, say_keep_alive: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + self.body.len());
         let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         if self.status != 204 {
@@ -522,6 +599,8 @@ impl Response {
         }
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
+        } else if say_keep_alive {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
         if self.status != 204 {
@@ -552,7 +631,12 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn serve_connection(mut stream: UnixStream, controller: &dyn VmController, limits: &ServerLimits) {
+fn serve_connection(
+    mut stream: UnixStream,
+    slot: &Slot,
+    controller: &dyn VmController,
+    limits: &ServerLimits,
+) {
     if stream
         .set_write_timeout(Some(limits.write_timeout))
         .is_err()
@@ -563,18 +647,18 @@ fn serve_connection(mut stream: UnixStream, controller: &dyn VmController, limit
     // the next one when a client pipelines.
     let mut pending = Vec::with_capacity(1024);
     loop {
-        let request = match read_request(&mut stream, &mut pending, limits) {
+        let request = match read_request(&mut stream, &mut pending, slot, limits) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(Fault(response)) => {
-                let _ = stream.write_all(&response.to_bytes(false));
+                let _ = stream.write_all(&response.to_bytes(false, false));
                 linger(&mut stream);
                 return;
             }
         };
         let response = dispatch(&request, controller);
         if stream
-            .write_all(&response.to_bytes(request.keep_alive))
+            .write_all(&response.to_bytes(request.keep_alive, request.http10))
             .is_err()
             || !request.keep_alive
         {
@@ -609,11 +693,15 @@ fn linger(stream: &mut UnixStream) {
 fn read_request(
     stream: &mut UnixStream,
     pending: &mut Vec<u8>,
+    slot: &Slot,
     limits: &ServerLimits,
 ) -> Result<Option<Request>, Fault> {
     // The request clock starts with its first byte; until then the
-    // connection is idle.
+    // connection is idle (and may be reclaimed for a new client).
     let mut started = (!pending.is_empty()).then(Instant::now);
+    if started.is_none() {
+        slot.set_idle(true);
+    }
     let head = loop {
         if !pending.is_empty() {
             if let Some(head) = parse_head(pending, limits)? {
@@ -622,6 +710,9 @@ fn read_request(
         }
         match read_more(stream, pending, started, limits) {
             Ok(true) => {
+                if started.is_none() {
+                    slot.set_idle(false);
+                }
                 started.get_or_insert_with(Instant::now);
             }
             Ok(false) => return Ok(None),
@@ -649,6 +740,7 @@ fn read_request(
         method: head.method,
         target: head.target,
         keep_alive: head.keep_alive,
+        http10: head.http10,
         body,
     }))
 }
@@ -706,6 +798,7 @@ struct Head {
     method: String,
     target: String,
     keep_alive: bool,
+    http10: bool,
     content_length: usize,
     expect_continue: bool,
 }
@@ -749,6 +842,7 @@ fn parse_head(buf: &[u8], limits: &ServerLimits) -> Result<Option<Head>, Fault> 
         target: target.to_string(),
         // HTTP/1.1 keeps connections open unless told otherwise; 1.0 closes.
         keep_alive: version >= 1,
+        http10: version == 0,
         content_length: 0,
         expect_continue: false,
     };
@@ -859,6 +953,10 @@ mod tests {
             .unwrap();
         assert!(!h.keep_alive);
         assert_eq!(h.content_length, 2);
+        let h = head("GET /vm HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.keep_alive && h.http10);
         let h = head("GET /vm HTTP/1.1\r\nConnection: Close\r\n\r\n")
             .unwrap()
             .unwrap();
@@ -905,11 +1003,16 @@ mod tests {
 
     #[test]
     fn responses() {
-        let r = Response::json(204, Vec::new()).to_bytes(true);
+        let r = Response::json(204, Vec::new()).to_bytes(true, false);
         assert_eq!(r, b"HTTP/1.1 204 No Content\r\n\r\n");
+        let r = Response::json(204, Vec::new()).to_bytes(true, true);
+        assert_eq!(
+            r,
+            b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+        );
         let mut e = Response::error(405, "no \"way\"");
         e.allow = Some("GET");
-        let text = String::from_utf8(e.to_bytes(false)).unwrap();
+        let text = String::from_utf8(e.to_bytes(false, true)).unwrap();
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.contains("Allow: GET\r\n"));
         assert!(text.contains("Connection: close\r\n"));

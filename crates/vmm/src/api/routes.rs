@@ -137,8 +137,31 @@ fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
             format!("this request needs a JSON {what} body"),
         ));
     }
-    serde_json::from_slice(body)
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))?;
+    objects_only(&value, "the body")
+        .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))?;
+    serde_json::from_value(value)
         .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))
+}
+
+/// serde reads a struct from a JSON array as readily as from an object
+/// (`[null, null]` would make a `NetSpec`): refuse that. Every body is an
+/// object, and every array in one is an array of objects (the OpenAPI
+/// document's test keeps it so), so the rule needs no schema.
+fn objects_only(value: &serde_json::Value, at: &str) -> Result<(), String> {
+    use serde_json::Value;
+    let Value::Object(map) = value else {
+        return Err(format!("{at} must be a JSON object"));
+    };
+    for (key, field) in map {
+        if let Value::Array(items) = field {
+            for (i, item) in items.iter().enumerate() {
+                objects_only(item, &format!("{key}[{i}]"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -195,7 +218,8 @@ mod tests {
             ),
             Action::ResizeDisk(ResizeDiskSpec {
                 id: "d".into(),
-                size_bytes: 1 << 20
+                size_bytes: 1 << 20,
+                shrink: false,
             })
         );
         let a = action("PUT", "/vm/add-net", r#"{"tap":"tap0"}"#);
@@ -217,6 +241,29 @@ mod tests {
         assert_eq!(r.error.status, 400);
         assert!(r.error.message.contains("no body"));
         let r = refusal("PUT", "/vm/resize-disk", r#"{"id":"d","size_bytes":-1}"#);
+        assert_eq!(r.error.status, 400);
+    }
+
+    #[test]
+    fn arrays_are_not_objects() {
+        // serde alone would make a card of `[null,null]`.
+        let r = refusal("PUT", "/vm/add-net", "[null,null]");
+        assert_eq!(r.error.status, 400);
+        assert!(r.error.message.contains("must be a JSON object"), "{r:?}");
+        let r = refusal("PUT", "/vm/resize-disk", r#"["d",512]"#);
+        assert_eq!(r.error.status, 400);
+        let r = refusal(
+            "PUT",
+            "/vm/config",
+            r#"{"kernel":"/k","disks":[["/d.img"]]}"#,
+        );
+        assert!(
+            r.error.message.contains("disks[0] must be a JSON object"),
+            "{r:?}"
+        );
+        let r = refusal("PUT", "/vm/config", r#"{"kernel":"/k","nets":[null]}"#);
+        assert!(r.error.message.contains("nets[0] must be"), "{r:?}");
+        let r = refusal("PUT", "/vm/config", r#"["/k"]"#);
         assert_eq!(r.error.status, 400);
     }
 
@@ -248,5 +295,22 @@ mod tests {
         }
         let paths = doc["paths"].as_object().unwrap();
         assert_eq!(paths.len(), ROUTES.len(), "openapi.json has extra paths");
+        // `objects_only` relies on it: every array a request body holds
+        // is an array of objects.
+        for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+            let Some(props) = schema["properties"].as_object() else {
+                continue;
+            };
+            for (field, prop) in props {
+                if prop["type"] == "array" && name.ends_with("Spec") {
+                    let items = prop["items"]["$ref"].as_str().unwrap_or("");
+                    let target = items.rsplit('/').next().unwrap_or("");
+                    assert_eq!(
+                        doc["components"]["schemas"][target]["type"], "object",
+                        "{name}.{field} must be an array of objects"
+                    );
+                }
+            }
+        }
     }
 }

@@ -110,6 +110,9 @@ pub struct ResizeDiskSpec {
     pub id: String,
     /// New virtual size in bytes (a multiple of 512).
     pub size_bytes: u64,
+    /// Allow a size below the current one (the data past it is lost).
+    #[serde(default)]
+    pub shrink: bool,
 }
 
 /// One device, as `GET /vm` lists it.

@@ -1,0 +1,324 @@
+//! The API's JSON bodies made into the VMM's configuration, checked the way
+//! `vireo run` checks its flags but with errors that name JSON fields.
+//!
+//! Everything here may touch the file system (paths are checked, kernels
+//! and disks opened), so the controller calls it without its lock held:
+//! a path that blocks (a FIFO, a slow mount) then holds only the request
+//! that named it.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use super::bad_request;
+use crate::api::{ApiError, DiskSpec, NetSpec, VmConfigSpec};
+use crate::config::{DiskConfig, KernelSource, NetConfig, VmConfig};
+use crate::error::{error_chain, Error};
+
+/// A `VmConfig` from `PUT /vm/config`'s JSON. Fields the client left out
+/// come from `defaults` (what `vireo run` was given on its command line).
+pub(super) fn config_from_spec(
+    spec: VmConfigSpec,
+    defaults: &VmConfig,
+    max_cpus: u32,
+) -> Result<VmConfig, ApiError> {
+    let memory = match spec.memory_mib {
+        Some(mib) => mib
+            .checked_mul(1 << 20)
+            .ok_or_else(|| bad_request(format!("memory_mib {mib} is out of range")))?,
+        None => defaults.memory,
+    };
+    check_memory(memory, spec.memory_mib)?;
+    let cpus = spec.cpus.unwrap_or(defaults.cpus);
+    if cpus == 0 || cpus > max_cpus {
+        return Err(bad_request(format!(
+            "cpus {cpus} is out of range (1 to {max_cpus} on this host)"
+        )));
+    }
+    regular_file("kernel", &spec.kernel)?;
+    if let Some(initrd) = &spec.initrd {
+        regular_file("initrd", initrd)?;
+    }
+    let disks = spec
+        .disks
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| disk_config(d, &format!("disks[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    distinct_images(&disks)?;
+    let nets = spec
+        .nets
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| net_config(n, &format!("nets[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let config = VmConfig {
+        kernel: KernelSource::Path(spec.kernel),
+        initrd: spec.initrd,
+        cmdline: spec.cmdline.unwrap_or_else(|| defaults.cmdline.clone()),
+        memory,
+        cpus,
+        disks,
+        nets,
+        rng: spec.rng,
+        ..defaults.clone()
+    };
+    // The fields are sound; what is left opens the kernel, initrd and disks
+    // (a bad image or a busy lock is the client's error, as on the command
+    // line).
+    crate::machine::validate_with(&config, max_cpus).map_err(|e| bad_request(error_chain(&e)))?;
+    Ok(config)
+}
+
+/// Guest RAM the machine can have and the host can back.
+fn check_memory(bytes: u64, mib: Option<u64>) -> Result<(), ApiError> {
+    let field = match mib {
+        Some(mib) => format!("memory_mib {mib}"),
+        None => format!("the default memory ({} MiB)", bytes >> 20),
+    };
+    match crate::memory::check_size(bytes) {
+        Ok(()) => Ok(()),
+        Err(Error::NotEnoughHostMemory { host_mib, .. }) => Err(bad_request(format!(
+            "{field} is more than this host can give (it has {host_mib} MiB of RAM and swap)"
+        ))),
+        Err(e) => Err(bad_request(format!("{field}: {}", error_chain(&e)))),
+    }
+}
+
+/// A path the API takes must be absolute: the VMM's working directory
+/// means nothing to a client (`vireo vm` makes its paths absolute).
+fn absolute<'a>(field: &str, path: &'a Path) -> Result<&'a Path, ApiError> {
+    if path.as_os_str().is_empty() {
+        return Err(bad_request(format!("{field} is empty")));
+    }
+    if !path.is_absolute() {
+        return Err(bad_request(format!(
+            "{field} {} is a relative path; the API takes absolute paths only",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Check that `path` (the JSON field `field`) is a readable regular file,
+/// without ever blocking: it is opened with O_NONBLOCK (a FIFO's open
+/// would otherwise wait for a writer forever) and its type checked on the
+/// open descriptor.
+pub(super) fn regular_file(field: &str, path: &Path) -> Result<File, ApiError> {
+    let path = absolute(field, path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| bad_request(format!("{field} {}: {e}", path.display())))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| bad_request(format!("{field} {}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(bad_request(format!(
+            "{field} {} is {}, not a regular file",
+            path.display(),
+            kind_of(&meta.file_type())
+        )));
+    }
+    Ok(file)
+}
+
+/// A disk image must be a regular file or a block device. Checked with
+/// `stat`, which never blocks, before anything opens it.
+fn disk_file(field: &str, path: &Path) -> Result<(), ApiError> {
+    let path = absolute(field, path)?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| bad_request(format!("{field} {}: {e}", path.display())))?;
+    let kind = meta.file_type();
+    if !kind.is_file() && !kind.is_block_device() {
+        return Err(bad_request(format!(
+            "{field} {} is {}, not a disk image or block device",
+            path.display(),
+            kind_of(&kind)
+        )));
+    }
+    Ok(())
+}
+
+fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// One image cannot back two disks (its lock would refuse the second
+/// anyway, but with a message about locks, not about the request).
+fn distinct_images(disks: &[DiskConfig]) -> Result<(), ApiError> {
+    let mut seen: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let Ok(meta) = std::fs::metadata(&disk.path) else {
+            continue;
+        };
+        if let Some(first) = seen.insert((meta.dev(), meta.ino()), i) {
+            return Err(bad_request(format!(
+                "disks[{i}].path {} is the image disks[{first}].path already names",
+                disk.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A disk's options from JSON (`field` names it in errors: `disks[0]`,
+/// or the add-disk body), checked as `--disk` checks them.
+pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, ApiError> {
+    let path_field = if field.is_empty() {
+        "path".to_string()
+    } else {
+        format!("{field}.path")
+    };
+    disk_file(&path_field, &spec.path)?;
+    let what = if field.is_empty() { "add-disk" } else { field };
+    let mut disk = DiskConfig::new(spec.path);
+    let queues = spec.queues.map(|q| q.to_string());
+    let options = [
+        ("id", spec.id.as_deref()),
+        ("cache", spec.cache.as_deref()),
+        ("serial", spec.serial.as_deref()),
+        ("queues", queues.as_deref()),
+    ];
+    for (key, value) in options {
+        if let Some(v) = value {
+            disk.set(what, key, v).map_err(bad_request)?;
+        }
+    }
+    disk.readonly = spec.readonly;
+    Ok(disk)
+}
+
+/// A card's options from JSON, checked as `--net` checks them.
+pub(super) fn net_config(spec: NetSpec, field: &str) -> Result<NetConfig, ApiError> {
+    let what = if field.is_empty() { "add-net" } else { field };
+    let mut net = NetConfig::new();
+    let queues = spec.queues.map(|q| q.to_string());
+    let options = [
+        ("id", spec.id.as_deref()),
+        ("tap", spec.tap.as_deref()),
+        ("mac", spec.mac.as_deref()),
+        ("queues", queues.as_deref()),
+    ];
+    for (key, value) in options {
+        if let Some(v) = value {
+            net.set(what, key, v).map_err(bad_request)?;
+        }
+    }
+    Ok(net)
+}
+
+/// Where `vireo vm` and tests put paths: absolute, as the API wants them.
+#[cfg(test)]
+pub(super) fn scratch_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vireo-spec-{}-{name}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(json: &str) -> Result<DiskConfig, ApiError> {
+        disk_config(serde_json::from_str(json).unwrap(), "")
+    }
+
+    #[test]
+    fn json_options_are_checked_one_by_one() {
+        let image = scratch_path("a,b.img");
+        std::fs::write(&image, b"").unwrap();
+        let j = |extra: &str| format!(r#"{{"path":{:?}{extra}}}"#, image.to_str().unwrap());
+        let d = disk(&j(r#","id":"d","serial":"s1","queues":2,"cache":"none""#)).unwrap();
+        assert_eq!(d.path, image);
+        assert_eq!(d.id.as_deref(), Some("d"));
+        assert_eq!(d.queues, 2);
+        // A value holding a comma cannot smuggle in another option.
+        let d = disk(&j(r#","serial":"s,readonly=on""#)).unwrap();
+        assert_eq!(d.serial.as_deref(), Some("s,readonly=on"));
+        assert!(!d.readonly);
+        assert!(disk(&j(r#","id":"d,readonly=on""#)).is_err());
+        assert!(disk(&j(r#","queues":17"#))
+            .unwrap_err()
+            .message
+            .contains("1 to 16"));
+        let _ = std::fs::remove_file(&image);
+        assert!(disk(r#"{"path":""}"#)
+            .unwrap_err()
+            .message
+            .contains("path is empty"));
+        let net = |j: &str| net_config(serde_json::from_str(j).unwrap(), "");
+        let n = net(r#"{"tap":"t0,queues=16"}"#).unwrap();
+        assert_eq!((n.tap.as_deref(), n.queues), (Some("t0,queues=16"), 1));
+        assert_eq!(net(r#"{"queues":4}"#).unwrap().queues, 4);
+    }
+
+    #[test]
+    fn relative_and_special_paths_are_refused_naming_the_field() {
+        let e = disk(r#"{"path":"disk.img"}"#).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(
+            e.message.contains("path disk.img is a relative path"),
+            "{e:?}"
+        );
+        let e = disk_config(
+            serde_json::from_str(r#"{"path":"/dev/null"}"#).unwrap(),
+            "disks[2]",
+        )
+        .unwrap_err();
+        assert!(
+            e.message
+                .contains("disks[2].path /dev/null is a character device"),
+            "{e:?}"
+        );
+        let fifo = scratch_path("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Returns at once (no writer is ever coming) with the field named.
+        let e = regular_file("initrd", &fifo).unwrap_err();
+        assert!(e.message.starts_with("initrd "), "{e:?}");
+        assert!(e.message.contains("is a FIFO, not a regular file"), "{e:?}");
+        let e = disk(&format!(r#"{{"path":{:?}}}"#, fifo.to_str().unwrap())).unwrap_err();
+        assert!(e.message.contains("is a FIFO"), "{e:?}");
+        let _ = std::fs::remove_file(&fifo);
+        let e = regular_file("kernel", Path::new("/")).unwrap_err();
+        assert!(e.message.contains("kernel / is a directory"), "{e:?}");
+        let e = regular_file("kernel", Path::new("k")).unwrap_err();
+        assert!(e.message.contains("kernel k is a relative path"), "{e:?}");
+    }
+
+    #[test]
+    fn machine_fields_are_named_as_json() {
+        let defaults = VmConfig::default();
+        let spec = |j: &str| serde_json::from_str::<VmConfigSpec>(j).unwrap();
+        let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":0}"#), &defaults, 8).unwrap_err();
+        assert!(e.message.starts_with("cpus 0 is out of range"), "{e:?}");
+        let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":9}"#), &defaults, 8).unwrap_err();
+        assert!(e.message.contains("1 to 8"), "{e:?}");
+        let e =
+            config_from_spec(spec(r#"{"kernel":"/k","memory_mib":1}"#), &defaults, 8).unwrap_err();
+        assert!(e.message.starts_with("memory_mib 1"), "{e:?}");
+        let e = config_from_spec(
+            spec(r#"{"kernel":"/k","memory_mib":18446744073709551615}"#),
+            &defaults,
+            8,
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("memory_mib "), "{e:?}");
+        assert!(!e.message.contains("--"), "{e:?}");
+    }
+}
