@@ -106,7 +106,11 @@ fn launch(config: Option<&VmConfig>, machine: &MachineArgs, api_socket: Option<&
     // connect as soon as the socket exists.
     let api = match api_socket {
         Some(path) => {
-            let controller = Controller::new(config.cloned(), vmm::max_cpus(&hv));
+            let controller = Controller::with_defaults(
+                config.cloned(),
+                machine_config(machine),
+                vmm::max_cpus(&hv),
+            );
             match ApiServer::start(path, controller.clone()) {
                 Ok(server) => Some((controller, server)),
                 Err(e) => {

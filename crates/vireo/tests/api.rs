@@ -500,3 +500,207 @@ fn a_hot_plugged_network_card_reaches_a_peer() {
     let (code, rest) = vm.wait_exit();
     assert_eq!(code, Some(0), "{rest}");
 }
+
+/// Send `SIGTERM` to the VMM and wait for it to end.
+fn terminate(vm: Vm) -> Option<i32> {
+    // SAFETY: kill(2) on our own child's pid; it has not been reaped.
+    let rc = unsafe { libc::kill(vm.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    vm.wait_exit().0
+}
+
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+#[test]
+fn a_fifo_never_freezes_the_api_or_sigterm() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("kernel.fifo");
+    mkfifo(&fifo);
+    // A FIFO as kernel or initrd is refused at once, naming the field.
+    let vm = Vm::start("fifo-config", &[]);
+    for field in ["kernel", "initrd"] {
+        let mut body = serde_json::json!({"kernel": guest("idle")});
+        body[field] = serde_json::json!(fifo);
+        let t = Instant::now();
+        let (status, err) = vm.call("PUT", "/vm/config", Some(&body.to_string()));
+        assert_eq!(status, 400, "{err}");
+        let msg = err["error"].as_str().unwrap();
+        assert!(msg.starts_with(&format!("{field} ")), "{msg}");
+        assert!(msg.contains("FIFO"), "{msg}");
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+    assert_eq!(terminate(vm), Some(0));
+
+    // An image whose backing file is a FIFO: opening it may block (the
+    // block layer decides); it must hold nobody else.
+    let backing = dir.join("backing.fifo");
+    mkfifo(&backing);
+    let evil = dir.join("evil.qcow2");
+    let _ = std::fs::remove_file(&evil);
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b"])
+        .args([&backing, &evil])
+        .arg("64M")
+        .status()
+        .expect("qemu-img (qemu-utils) is needed to make the hostile image");
+    assert!(made.success());
+    let idle = guest("idle");
+    let vm = Vm::start("fifo-disk", &["--kernel", idle.to_str().unwrap()]);
+    vm.wait_running();
+    let socket = vm.socket.clone();
+    let body = serde_json::json!({"path": evil, "readonly": true}).to_string();
+    let _plug = std::thread::spawn(move || {
+        // Whatever it answers (if it ever does) is not the point here.
+        let mut s = UnixStream::connect(&socket).unwrap();
+        let _ = write!(
+            s,
+            "PUT /vm/add-disk HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A disk that opens normally is still plugged meanwhile.
+    let fine = image("fifo-neighbour", 4);
+    let added = vm.ok(
+        "PUT",
+        "/vm/add-disk",
+        Some(&serde_json::json!({"path": fine}).to_string()),
+    );
+    assert!(added["id"].is_string(), "{added}");
+    let t = Instant::now();
+    assert_eq!(terminate(vm), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_request_right_after_reset_acts_on_the_vm() {
+    let idle = guest("idle");
+    let vm = Vm::start("reset-race", &["--kernel", idle.to_str().unwrap()]);
+    vm.wait_running();
+    for i in 0..10 {
+        // Back to back on one connection: the pause is read the moment
+        // the reset is answered.
+        let mut s = UnixStream::connect(&vm.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(
+            b"PUT /vm/reset HTTP/1.1\r\n\r\nPUT /vm/pause HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut replies = String::new();
+        s.read_to_string(&mut replies).unwrap();
+        let statuses: Vec<&str> = replies
+            .match_indices("HTTP/1.1 ")
+            .map(|(at, _)| &replies[at + 9..at + 12])
+            .collect();
+        assert_eq!(statuses, ["204", "204"], "round {i}: {replies}");
+        assert_eq!(vm.ok("GET", "/vm", None)["state"], "paused", "round {i}");
+        vm.ok("PUT", "/vm/resume", None);
+    }
+    // And a power-off right after a reset ends the VM.
+    vm.ok("PUT", "/vm/reset", None);
+    vm.ok("PUT", "/vm/power-off", None);
+    let (code, _) = vm.wait_exit();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn two_boots_at_once_are_one_boot() {
+    let idle = guest("idle");
+    let config = serde_json::json!({"kernel": idle}).to_string();
+    for round in 0..3 {
+        let vm = Vm::start(&format!("boot-race-{round}"), &[]);
+        vm.ok("PUT", "/vm/config", Some(&config));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let vm = std::sync::Arc::new(vm);
+        let calls: Vec<_> = [
+            ("PUT", "/vm/boot"),
+            ("PUT", "/vm/boot"),
+            ("PUT", "/vm/config"),
+        ]
+        .into_iter()
+        .map(|(method, path)| {
+            let (vm, barrier, config) = (vm.clone(), barrier.clone(), config.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let body = (path == "/vm/config").then_some(config.as_str());
+                vm.call(method, path, body).0
+            })
+        })
+        .collect();
+        let statuses: Vec<u16> = calls.into_iter().map(|t| t.join().unwrap()).collect();
+        let boots = &statuses[..2];
+        assert_eq!(
+            boots.iter().filter(|&&s| s == 204).count(),
+            1,
+            "round {round}: {statuses:?}"
+        );
+        assert!(boots.contains(&409), "round {round}: {statuses:?}");
+        // The configuration sent alongside was either taken before the
+        // boot (204) or refused (409), never acknowledged and dropped.
+        assert!([204, 409].contains(&statuses[2]), "{statuses:?}");
+        assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+    }
+}
+
+#[test]
+fn machine_flags_are_defaults_for_an_api_configuration() {
+    let vm = Vm::start("flag-defaults", &["--memory", "512M", "--cpus", "2"]);
+    let idle = guest("idle");
+    let config = serde_json::json!({"kernel": idle}).to_string();
+    vm.ok("PUT", "/vm/config", Some(&config));
+    vm.ok("PUT", "/vm/boot", None);
+    let info = vm.ok("GET", "/vm", None);
+    assert_eq!(info["cpus"], 2, "{info}");
+    assert_eq!(info["memory_bytes"], 512u64 << 20, "{info}");
+}
+
+#[test]
+fn shrinking_a_disk_must_be_asked_for() {
+    let idle = guest("idle");
+    let vm = Vm::start("shrink", &["--kernel", idle.to_str().unwrap()]);
+    vm.wait_running();
+    let disk = image("shrink", 8);
+    let body = serde_json::json!({"path": disk, "id": "d"}).to_string();
+    vm.ok("PUT", "/vm/add-disk", Some(&body));
+    let (status, err) = vm.call(
+        "PUT",
+        "/vm/resize-disk",
+        Some(r#"{"id":"d","size_bytes":4194304}"#),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("\"shrink\": true"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().len(),
+        8 << 20,
+        "data lost"
+    );
+    vm.ok(
+        "PUT",
+        "/vm/resize-disk",
+        Some(r#"{"id":"d","size_bytes":4194304,"shrink":true}"#),
+    );
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 4 << 20);
+    // Relative paths mean nothing to the VMM: refused, naming the field.
+    let (status, err) = vm.call("PUT", "/vm/add-disk", Some(r#"{"path":"shrink.img"}"#));
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"]
+        .as_str()
+        .unwrap()
+        .contains("path shrink.img is a relative path"));
+}
