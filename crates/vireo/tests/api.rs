@@ -179,7 +179,7 @@ fn an_unconfigured_vm_is_configured_and_booted_over_the_api() {
     assert!(err["error"].as_str().unwrap().contains("no configuration"));
     // A configuration that cannot work is refused, naming the problem.
     let (status, err) = vm.call("PUT", "/vm/config", Some(r#"{"kernel":"/nonexistent/k"}"#));
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     assert!(
         err["error"].as_str().unwrap().contains("/nonexistent/k"),
         "{err}"
@@ -283,7 +283,7 @@ fn devices_are_added_resized_and_removed_while_the_vm_runs() {
     assert_eq!(added["id"], "extra");
     assert_eq!(added["pci"], "00:01.0");
     let (status, err) = vm.call("PUT", "/vm/add-disk", Some(&body));
-    assert_eq!(status, 400, "a second device with the same id: {err}");
+    assert_eq!(status, 409, "a second device with the same id: {err}");
     let devices = vm.ok("GET", "/vm", None)["devices"].clone();
     assert_eq!(devices[0]["kind"], "virtio-blk");
     assert_eq!(devices[0]["details"]["size_bytes"], "8388608");
@@ -312,7 +312,7 @@ fn devices_are_added_resized_and_removed_while_the_vm_runs() {
         "/vm/add-disk",
         Some(r#"{"path":"/nonexistent.img"}"#),
     );
-    assert_eq!(status, 400, "{err}");
+    assert_eq!(status, 422, "{err}");
 }
 
 #[test]
@@ -529,7 +529,7 @@ fn a_fifo_never_freezes_the_api_or_sigterm() {
         body[field] = serde_json::json!(fifo);
         let t = Instant::now();
         let (status, err) = vm.call("PUT", "/vm/config", Some(&body.to_string()));
-        assert_eq!(status, 400, "{err}");
+        assert_eq!(status, 422, "{err}");
         let msg = err["error"].as_str().unwrap();
         assert!(msg.starts_with(&format!("{field} ")), "{msg}");
         assert!(msg.contains("FIFO"), "{msg}");
@@ -572,6 +572,16 @@ fn a_fifo_never_freezes_the_api_or_sigterm() {
         assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
     }
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A FIFO named as the disk itself is refused at once.
+    let fifo_disk = dir.join("disk.fifo");
+    mkfifo(&fifo_disk);
+    let body = serde_json::json!({"path": fifo_disk}).to_string();
+    let (status, err) = vm.call("PUT", "/vm/add-disk", Some(&body));
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("is a FIFO"),
+        "{err}"
+    );
     // A disk that opens normally is still plugged meanwhile.
     let fine = image("fifo-neighbour", 4);
     let added = vm.ok(
@@ -680,7 +690,7 @@ fn shrinking_a_disk_must_be_asked_for() {
         "/vm/resize-disk",
         Some(r#"{"id":"d","size_bytes":4194304}"#),
     );
-    assert_eq!(status, 400, "{err}");
+    assert_eq!(status, 422, "{err}");
     assert!(
         err["error"].as_str().unwrap().contains("\"shrink\": true"),
         "{err}"

@@ -30,11 +30,15 @@ use serde_json::{json, Value};
 use crate::api::{Action, ActionResult, ApiError, VmConfigSpec, VmController, VmInfo, VmState};
 use crate::config::{KernelSource, VmConfig};
 use crate::error::error_chain;
-use crate::running::{RunningVm, VmObserver};
+use crate::running::{IdClaim, PendingDevice, RunningVm, VmObserver};
 
 /// How long `PUT /vm/boot` and `PUT /vm/reset` wait for the VM to come up,
 /// and other requests for a boot in progress to end, before answering.
 const BOOT_WAIT: Duration = Duration::from_secs(30);
+
+/// The largest disk size `resize-disk` takes: the largest multiple of 512
+/// in a signed 64-bit offset (what files and the document's int64 hold).
+const MAX_DISK_BYTES: u64 = (i64::MAX as u64) & !511;
 
 struct Inner {
     state: VmState,
@@ -66,8 +70,18 @@ fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::new(409, message)
 }
 
+/// The request breaks the API's document (a value out of its range, a
+/// malformed field).
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(400, message)
+}
+
+/// The request is well formed but cannot be carried out here: a file that
+/// is missing or of the wrong kind, an image that does not open, a host
+/// limit. Kept apart from 400 so a client (and the contract test) can tell
+/// "fix the request" from "fix the world".
+fn unprocessable(message: impl Into<String>) -> ApiError {
+    ApiError::new(422, message)
 }
 
 impl Controller {
@@ -278,8 +292,8 @@ impl Controller {
                 return Ok(inner);
             }
             if let Some(why) = inner.boot_error.take() {
-                // The configuration could not be built: the client's input.
-                return Err(bad_request(format!("boot failed: {why}")));
+                // The configuration could not be built on this host.
+                return Err(unprocessable(format!("boot failed: {why}")));
             }
             if inner.state == VmState::Shutdown {
                 return Err(conflict("the VM shut down instead of booting"));
@@ -305,14 +319,23 @@ impl Controller {
             .map(|_| Value::Null)
     }
 
-    /// Hot-plug: build the device with no lock held (it opens an image or
-    /// a TAP), then put it on the bus if the same VM still runs.
+    /// Hot-plug: claim the device's id, build the device with no lock held
+    /// (it opens an image or a TAP), then put it on the bus if the same VM
+    /// still runs.
     fn hot_plug(
         &self,
-        build: impl FnOnce(&Arc<RunningVm>) -> crate::error::Result<crate::running::PendingDevice>,
+        id: Option<String>,
+        prefix: &str,
+        build: impl FnOnce(&RunningVm, IdClaim) -> crate::error::Result<PendingDevice>,
     ) -> ActionResult {
         let running = Self::running(&self.settled())?;
-        let device = build(&running).map_err(|e| bad_request(error_chain(&e)))?;
+        let claim = running.claim_id(id.clone(), prefix).ok_or_else(|| {
+            conflict(format!(
+                "a device called {} exists already",
+                id.unwrap_or_default()
+            ))
+        })?;
+        let device = build(&running, claim).map_err(|e| unprocessable(error_chain(&e)))?;
         let inner = self.lock();
         if !inner
             .running
@@ -325,7 +348,7 @@ impl Controller {
         }
         let (id, slot) = running
             .plug(device)
-            .map_err(|e| bad_request(error_chain(&e)))?;
+            .map_err(|e| ApiError::new(500, error_chain(&e)))?;
         drop(inner);
         Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
     }
@@ -399,12 +422,13 @@ impl VmController for Controller {
             Action::AddDisk(spec) => {
                 let id = spec.id.clone();
                 let disk = spec::disk_config(spec, "")?;
-                self.hot_plug(|vm| vm.prepare_disk(id, &disk))
+                spec::disk_file("path", &disk.path)?;
+                self.hot_plug(id, "disk", |vm, claim| vm.prepare_disk(claim, &disk))
             }
             Action::AddNet(spec) => {
                 let id = spec.id.clone();
                 let net = spec::net_config(spec, "")?;
-                self.hot_plug(|vm| vm.prepare_net(id, &net))
+                self.hot_plug(id, "net", |vm, claim| vm.prepare_net(claim, &net))
             }
             Action::RemoveDevice(spec) => {
                 let inner = self.settled();
@@ -421,8 +445,13 @@ impl VmController for Controller {
                 Ok(Value::Null)
             }
             Action::ResizeDisk(spec) => {
-                if spec.size_bytes == 0 || spec.size_bytes % 512 != 0 {
-                    return Err(bad_request("size_bytes must be a positive multiple of 512"));
+                if spec.size_bytes == 0
+                    || spec.size_bytes % 512 != 0
+                    || spec.size_bytes > MAX_DISK_BYTES
+                {
+                    return Err(bad_request(format!(
+                        "size_bytes must be a positive multiple of 512, at most {MAX_DISK_BYTES}"
+                    )));
                 }
                 let inner = self.settled();
                 let running = Self::running(&inner)?;
@@ -431,7 +460,7 @@ impl VmController for Controller {
                 }
                 running
                     .resize_disk(&spec.id, spec.size_bytes, spec.shrink)
-                    .map_err(|e| bad_request(error_chain(&e)))?;
+                    .map_err(|e| unprocessable(error_chain(&e)))?;
                 Ok(Value::Null)
             }
         }
@@ -499,7 +528,7 @@ mod tests {
         assert_eq!(e.status, 409, "{e:?}");
         c.boot_failed("no such luck".into());
         let e = first.join().unwrap().unwrap_err();
-        assert_eq!(e.status, 400);
+        assert_eq!(e.status, 422);
         assert!(e.message.contains("no such luck"), "{e:?}");
         // After the failure the VM takes a configuration again.
         assert_eq!(c.handle(Action::Configure(spec(&kernel))), Ok(Value::Null));
@@ -566,7 +595,7 @@ mod tests {
         let t = Instant::now();
         let e = ctl.handle(Action::Configure(spec(&fifo))).unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(1));
-        assert_eq!(e.status, 400);
+        assert_eq!(e.status, 422);
         assert!(e.message.starts_with("kernel "), "{e:?}");
         assert!(e.message.contains("FIFO"), "{e:?}");
         let kernel = kernel_file("fifo-initrd-kernel");

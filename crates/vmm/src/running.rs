@@ -207,27 +207,39 @@ impl RunningVm {
         Counters { devices, vcpus }
     }
 
-    /// Build a new disk off the bus: claim its id (`id`, or the first free
-    /// `disk<N>`) and open its image. Opening can take long (a slow file
-    /// system, a long backing chain), so nothing is locked meanwhile; the
-    /// device goes on the bus with [`RunningVm::plug`].
-    pub fn prepare_disk(
-        self: &Arc<Self>,
-        id: Option<String>,
-        disk: &DiskConfig,
-    ) -> Result<PendingDevice> {
-        let claim = self.claim_id(id, "disk")?;
+    /// Reserve `id` (or, for `None`, the first free `<prefix><N>`) for a
+    /// device about to be built, so two requests building at once cannot
+    /// both take it. `None`: a device is already called `id`.
+    pub fn claim_id(self: &Arc<Self>, id: Option<String>, prefix: &str) -> Option<IdClaim> {
+        let pci = self.pci();
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = |id: &str| pci.function(id).is_some() || claimed.contains(id);
+        let id = match id {
+            Some(id) if taken(&id) => return None,
+            Some(id) => id,
+            None => (0..)
+                .map(|n| format!("{prefix}{n}"))
+                .find(|id| !taken(id))
+                .unwrap_or_else(|| prefix.to_string()),
+        };
+        claimed.insert(id.clone());
+        Some(IdClaim {
+            vm: Arc::clone(self),
+            id,
+        })
+    }
+
+    /// Build a new disk off the bus under the id `claim` holds, opening its
+    /// image. Opening can take long (a slow file system, a long backing
+    /// chain), so nothing is locked meanwhile; the device goes on the bus
+    /// with [`RunningVm::plug`].
+    pub fn prepare_disk(&self, claim: IdClaim, disk: &DiskConfig) -> Result<PendingDevice> {
         let device = virtio_devices::disk_device(&claim.id, disk)?;
         Ok(PendingDevice { device, claim })
     }
 
     /// Build a new network card off the bus, as [`RunningVm::prepare_disk`].
-    pub fn prepare_net(
-        self: &Arc<Self>,
-        id: Option<String>,
-        net: &NetConfig,
-    ) -> Result<PendingDevice> {
-        let claim = self.claim_id(id, "net")?;
+    pub fn prepare_net(&self, claim: IdClaim, net: &NetConfig) -> Result<PendingDevice> {
         let device = virtio_devices::net_device(&self.config, &claim.id, net)?;
         Ok(PendingDevice { device, claim })
     }
@@ -239,29 +251,6 @@ impl RunningVm {
         let slot = self.pci().add_virtio(device)?;
         self.announce_added(slot)?;
         Ok((claim.id.clone(), slot))
-    }
-
-    /// Reserve `id` (or the first free `<prefix><N>`) for a device being
-    /// built, so two requests building at once cannot both take it.
-    fn claim_id(self: &Arc<Self>, id: Option<String>, prefix: &str) -> Result<IdClaim> {
-        let pci = self.pci();
-        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
-        let taken = |id: &str| pci.function(id).is_some() || claimed.contains(id);
-        let id = match id {
-            Some(id) if taken(&id) => {
-                return Err(Error::Pci(format!("a device called {id} exists already")))
-            }
-            Some(id) => id,
-            None => (0..)
-                .map(|n| format!("{prefix}{n}"))
-                .find(|id| !taken(id))
-                .unwrap_or_else(|| prefix.to_string()),
-        };
-        claimed.insert(id.clone());
-        Ok(IdClaim {
-            vm: Arc::clone(self),
-            id,
-        })
     }
 
     /// Tell the guest (ACPI hot-plug) that `slot` gained a device.
@@ -387,7 +376,7 @@ pub struct PendingDevice {
 
 /// A device id reserved while its device is built; freed when dropped
 /// (by then the device is on the bus, or was never put there).
-struct IdClaim {
+pub struct IdClaim {
     vm: Arc<RunningVm>,
     id: String,
 }

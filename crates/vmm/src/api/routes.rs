@@ -141,7 +141,9 @@ fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))?;
     objects_only(&value, "the body")
         .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))?;
-    serde_json::from_value(value)
+    // From the bytes again rather than from `value`: serde's message then
+    // carries the line and column.
+    serde_json::from_slice(body)
         .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))
 }
 
@@ -233,6 +235,7 @@ mod tests {
         let r = refusal("PUT", "/vm/add-disk", r#"{"path":"/a","bogus":1}"#);
         assert_eq!(r.error.status, 400);
         assert!(r.error.message.contains("unknown field `bogus`"), "{r:?}");
+        assert!(r.error.message.contains("line 1 column"), "{r:?}");
         let r = refusal("PUT", "/vm/add-disk", "{");
         assert!(r.error.message.contains("EOF"), "{r:?}");
         let r = refusal("PUT", "/vm/add-disk", "");

@@ -188,7 +188,9 @@ pub enum Action {
 /// A refused or failed action: the HTTP status and what went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {
-    /// HTTP status (400 bad input, 404 no such device, 409 wrong state, 500 host failure).
+    /// HTTP status: 400 the request breaks the API's document, 404 no such
+    /// device, 409 wrong state, 422 well formed but impossible here (a
+    /// missing file, a host limit), 500 host failure.
     pub status: u16,
     /// One line for the client, naming the problem.
     pub message: String,

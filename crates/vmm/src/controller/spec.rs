@@ -11,10 +11,14 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-use super::bad_request;
+use super::{bad_request, unprocessable};
 use crate::api::{ApiError, DiskSpec, NetSpec, VmConfigSpec};
 use crate::config::{DiskConfig, KernelSource, NetConfig, VmConfig};
 use crate::error::{error_chain, Error};
+
+/// The most guest RAM the document allows (16 TiB); the host decides
+/// below that.
+pub(super) const MAX_MEMORY_MIB: u64 = 1 << 24;
 
 /// A `VmConfig` from `PUT /vm/config`'s JSON. Fields the client left out
 /// come from `defaults` (what `vireo run` was given on its command line).
@@ -23,22 +27,26 @@ pub(super) fn config_from_spec(
     defaults: &VmConfig,
     max_cpus: u32,
 ) -> Result<VmConfig, ApiError> {
+    let min_mib = arch::memory::MIN_MEMORY >> 20;
     let memory = match spec.memory_mib {
-        Some(mib) => mib
-            .checked_mul(1 << 20)
-            .ok_or_else(|| bad_request(format!("memory_mib {mib} is out of range")))?,
+        Some(mib) if !(min_mib..=MAX_MEMORY_MIB).contains(&mib) => {
+            return Err(bad_request(format!(
+                "memory_mib {mib} is out of range ({min_mib} to {MAX_MEMORY_MIB})"
+            )))
+        }
+        Some(mib) => mib << 20,
         None => defaults.memory,
     };
-    check_memory(memory, spec.memory_mib)?;
     let cpus = spec.cpus.unwrap_or(defaults.cpus);
-    if cpus == 0 || cpus > max_cpus {
+    if cpus == 0 || cpus > crate::MAX_CPUS {
         return Err(bad_request(format!(
-            "cpus {cpus} is out of range (1 to {max_cpus} on this host)"
+            "cpus {cpus} is out of range (1 to {})",
+            crate::MAX_CPUS
         )));
     }
-    regular_file("kernel", &spec.kernel)?;
+    absolute("kernel", &spec.kernel)?;
     if let Some(initrd) = &spec.initrd {
-        regular_file("initrd", initrd)?;
+        absolute("initrd", initrd)?;
     }
     let disks = spec
         .disks
@@ -46,13 +54,28 @@ pub(super) fn config_from_spec(
         .enumerate()
         .map(|(i, d)| disk_config(d, &format!("disks[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
-    distinct_images(&disks)?;
     let nets = spec
         .nets
         .into_iter()
         .enumerate()
         .map(|(i, n)| net_config(n, &format!("nets[{i}]")))
         .collect::<Result<_, _>>()?;
+    // The request is well formed (400s above); what follows is whether
+    // this host can do it (422).
+    check_memory(memory, spec.memory_mib)?;
+    if cpus > max_cpus {
+        return Err(unprocessable(format!(
+            "cpus {cpus} is more than this host allows ({max_cpus})"
+        )));
+    }
+    regular_file("kernel", &spec.kernel)?;
+    if let Some(initrd) = &spec.initrd {
+        regular_file("initrd", initrd)?;
+    }
+    for (i, disk) in disks.iter().enumerate() {
+        disk_file(&format!("disks[{i}].path"), &disk.path)?;
+    }
+    distinct_images(&disks)?;
     let config = VmConfig {
         kernel: KernelSource::Path(spec.kernel),
         initrd: spec.initrd,
@@ -67,7 +90,7 @@ pub(super) fn config_from_spec(
     // The fields are sound; what is left opens the kernel, initrd and disks
     // (a bad image or a busy lock is the client's error, as on the command
     // line).
-    crate::machine::validate_with(&config, max_cpus).map_err(|e| bad_request(error_chain(&e)))?;
+    crate::machine::validate_with(&config, max_cpus).map_err(|e| unprocessable(error_chain(&e)))?;
     Ok(config)
 }
 
@@ -79,16 +102,16 @@ fn check_memory(bytes: u64, mib: Option<u64>) -> Result<(), ApiError> {
     };
     match crate::memory::check_size(bytes) {
         Ok(()) => Ok(()),
-        Err(Error::NotEnoughHostMemory { host_mib, .. }) => Err(bad_request(format!(
+        Err(Error::NotEnoughHostMemory { host_mib, .. }) => Err(unprocessable(format!(
             "{field} is more than this host can give (it has {host_mib} MiB of RAM and swap)"
         ))),
-        Err(e) => Err(bad_request(format!("{field}: {}", error_chain(&e)))),
+        Err(e) => Err(unprocessable(format!("{field}: {}", error_chain(&e)))),
     }
 }
 
 /// A path the API takes must be absolute: the VMM's working directory
 /// means nothing to a client (`vireo vm` makes its paths absolute).
-fn absolute<'a>(field: &str, path: &'a Path) -> Result<&'a Path, ApiError> {
+pub(super) fn absolute<'a>(field: &str, path: &'a Path) -> Result<&'a Path, ApiError> {
     if path.as_os_str().is_empty() {
         return Err(bad_request(format!("{field} is empty")));
     }
@@ -111,12 +134,12 @@ pub(super) fn regular_file(field: &str, path: &Path) -> Result<File, ApiError> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| bad_request(format!("{field} {}: {e}", path.display())))?;
+        .map_err(|e| unprocessable(format!("{field} {}: {e}", path.display())))?;
     let meta = file
         .metadata()
-        .map_err(|e| bad_request(format!("{field} {}: {e}", path.display())))?;
+        .map_err(|e| unprocessable(format!("{field} {}: {e}", path.display())))?;
     if !meta.is_file() {
-        return Err(bad_request(format!(
+        return Err(unprocessable(format!(
             "{field} {} is {}, not a regular file",
             path.display(),
             kind_of(&meta.file_type())
@@ -127,13 +150,13 @@ pub(super) fn regular_file(field: &str, path: &Path) -> Result<File, ApiError> {
 
 /// A disk image must be a regular file or a block device. Checked with
 /// `stat`, which never blocks, before anything opens it.
-fn disk_file(field: &str, path: &Path) -> Result<(), ApiError> {
+pub(super) fn disk_file(field: &str, path: &Path) -> Result<(), ApiError> {
     let path = absolute(field, path)?;
     let meta = std::fs::metadata(path)
-        .map_err(|e| bad_request(format!("{field} {}: {e}", path.display())))?;
+        .map_err(|e| unprocessable(format!("{field} {}: {e}", path.display())))?;
     let kind = meta.file_type();
     if !kind.is_file() && !kind.is_block_device() {
-        return Err(bad_request(format!(
+        return Err(unprocessable(format!(
             "{field} {} is {}, not a disk image or block device",
             path.display(),
             kind_of(&kind)
@@ -167,7 +190,7 @@ fn distinct_images(disks: &[DiskConfig]) -> Result<(), ApiError> {
             continue;
         };
         if let Some(first) = seen.insert((meta.dev(), meta.ino()), i) {
-            return Err(bad_request(format!(
+            return Err(unprocessable(format!(
                 "disks[{i}].path {} is the image disks[{first}].path already names",
                 disk.path.display()
             )));
@@ -178,13 +201,16 @@ fn distinct_images(disks: &[DiskConfig]) -> Result<(), ApiError> {
 
 /// A disk's options from JSON (`field` names it in errors: `disks[0]`,
 /// or the add-disk body), checked as `--disk` checks them.
+///
+/// Only the request itself is checked here (400); whether the file is an
+/// image is [`disk_file`]'s question (422).
 pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, ApiError> {
     let path_field = if field.is_empty() {
         "path".to_string()
     } else {
         format!("{field}.path")
     };
-    disk_file(&path_field, &spec.path)?;
+    absolute(&path_field, &spec.path)?;
     let what = if field.is_empty() { "add-disk" } else { field };
     let mut disk = DiskConfig::new(spec.path);
     let queues = spec.queues.map(|q| q.to_string());
@@ -203,9 +229,34 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
     Ok(disk)
 }
 
-/// A card's options from JSON, checked as `--net` checks them.
+/// A card's options from JSON, checked as `--net` checks them, and as
+/// strictly as the document states them (`--net` takes a few spellings the
+/// document does not).
 pub(super) fn net_config(spec: NetSpec, field: &str) -> Result<NetConfig, ApiError> {
     let what = if field.is_empty() { "add-net" } else { field };
+    if let Some(tap) = &spec.tap {
+        let ok = (1..=15).contains(&tap.len())
+            && tap
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if !ok {
+            return Err(bad_request(format!(
+                "{what}: tap {tap:?} must be 1 to 15 printable ASCII characters, no / or :"
+            )));
+        }
+    }
+    if let Some(mac) = &spec.mac {
+        let octets: Vec<&str> = mac.split(':').collect();
+        let hex = octets.len() == 6
+            && octets
+                .iter()
+                .all(|o| o.len() == 2 && o.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !hex {
+            return Err(bad_request(format!(
+                "{what}: mac {mac:?} is not six hex octets like 52:54:00:12:34:56"
+            )));
+        }
+    }
     let mut net = NetConfig::new();
     let queues = spec.queues.map(|q| q.to_string());
     let options = [
@@ -273,11 +324,8 @@ mod tests {
             e.message.contains("path disk.img is a relative path"),
             "{e:?}"
         );
-        let e = disk_config(
-            serde_json::from_str(r#"{"path":"/dev/null"}"#).unwrap(),
-            "disks[2]",
-        )
-        .unwrap_err();
+        let e = disk_file("disks[2].path", Path::new("/dev/null")).unwrap_err();
+        assert_eq!(e.status, 422);
         assert!(
             e.message
                 .contains("disks[2].path /dev/null is a character device"),
@@ -292,7 +340,8 @@ mod tests {
         let e = regular_file("initrd", &fifo).unwrap_err();
         assert!(e.message.starts_with("initrd "), "{e:?}");
         assert!(e.message.contains("is a FIFO, not a regular file"), "{e:?}");
-        let e = disk(&format!(r#"{{"path":{:?}}}"#, fifo.to_str().unwrap())).unwrap_err();
+        let e = disk_file("path", &fifo).unwrap_err();
+        assert!(e.message.contains("path "), "{e:?}");
         assert!(e.message.contains("is a FIFO"), "{e:?}");
         let _ = std::fs::remove_file(&fifo);
         let e = regular_file("kernel", Path::new("/")).unwrap_err();
@@ -306,11 +355,20 @@ mod tests {
         let defaults = VmConfig::default();
         let spec = |j: &str| serde_json::from_str::<VmConfigSpec>(j).unwrap();
         let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":0}"#), &defaults, 8).unwrap_err();
+        assert_eq!(e.status, 400);
         assert!(e.message.starts_with("cpus 0 is out of range"), "{e:?}");
+        // Allowed by the document, beyond this host: 422, not 400.
         let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":9}"#), &defaults, 8).unwrap_err();
-        assert!(e.message.contains("1 to 8"), "{e:?}");
+        assert_eq!(e.status, 422);
+        assert!(
+            e.message.contains("more than this host allows (8)"),
+            "{e:?}"
+        );
+        let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":255}"#), &defaults, 8).unwrap_err();
+        assert_eq!(e.status, 400);
         let e =
             config_from_spec(spec(r#"{"kernel":"/k","memory_mib":1}"#), &defaults, 8).unwrap_err();
+        assert_eq!(e.status, 400);
         assert!(e.message.starts_with("memory_mib 1"), "{e:?}");
         let e = config_from_spec(
             spec(r#"{"kernel":"/k","memory_mib":18446744073709551615}"#),
@@ -320,5 +378,9 @@ mod tests {
         .unwrap_err();
         assert!(e.message.starts_with("memory_mib "), "{e:?}");
         assert!(!e.message.contains("--"), "{e:?}");
+        // A kernel that is not there: well formed, cannot be done.
+        let e = config_from_spec(spec(r#"{"kernel":"/nonexistent/k"}"#), &defaults, 8).unwrap_err();
+        assert_eq!(e.status, 422);
+        assert!(e.message.starts_with("kernel /nonexistent/k"), "{e:?}");
     }
 }
