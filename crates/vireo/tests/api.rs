@@ -590,6 +590,12 @@ fn a_fifo_never_freezes_the_api_or_sigterm() {
         Some(&serde_json::json!({"path": fine}).to_string()),
     );
     assert!(added["id"].is_string(), "{added}");
+    // The stuck open holds no part of the VM: a reset boots it again with
+    // the plugged disk (whose image lock the old boot must have let go).
+    vm.ok("PUT", "/vm/reset", None);
+    let info = vm.ok("GET", "/vm", None);
+    assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(info["devices"][0]["id"], added["id"], "{info}");
     let t = Instant::now();
     assert_eq!(terminate(vm), Some(0));
     assert!(t.elapsed() < Duration::from_secs(10));

@@ -319,36 +319,35 @@ impl Controller {
             .map(|_| Value::Null)
     }
 
-    /// Hot-plug: claim the device's id, build the device with no lock held
-    /// (it opens an image or a TAP), then put it on the bus if the same VM
-    /// still runs.
+    /// Hot-plug: claim the device's id, build the device with no lock and
+    /// no hold on the VM (it opens an image or a TAP), then put it on the
+    /// bus if the same VM still runs.
     fn hot_plug(
         &self,
         id: Option<String>,
         prefix: &str,
-        build: impl FnOnce(&RunningVm, IdClaim) -> crate::error::Result<PendingDevice>,
+        build: impl FnOnce(IdClaim, &VmConfig) -> crate::error::Result<PendingDevice>,
     ) -> ActionResult {
-        let running = Self::running(&self.settled())?;
-        let claim = running.claim_id(id.clone(), prefix).ok_or_else(|| {
-            conflict(format!(
-                "a device called {} exists already",
-                id.unwrap_or_default()
-            ))
-        })?;
-        let device = build(&running, claim).map_err(|e| unprocessable(error_chain(&e)))?;
+        let (claim, vm_config) = {
+            let running = Self::running(&self.settled())?;
+            let claim = running.claim_id(id.clone(), prefix).ok_or_else(|| {
+                conflict(format!(
+                    "a device called {} exists already",
+                    id.unwrap_or_default()
+                ))
+            })?;
+            (claim, running.config().clone())
+        };
+        let device = build(claim, &vm_config).map_err(|e| unprocessable(error_chain(&e)))?;
         let inner = self.lock();
-        if !inner
-            .running
-            .as_ref()
-            .is_some_and(|r| Arc::ptr_eq(r, &running))
-        {
+        let Some(running) = inner.running.clone().filter(|r| device.is_for(r)) else {
             return Err(conflict(
-                "the VM stopped while the device was being set up; nothing was added",
+                "the VM stopped or rebooted while the device was being set up; nothing was added",
             ));
-        }
+        };
         let (id, slot) = running
             .plug(device)
-            .map_err(|e| ApiError::new(500, error_chain(&e)))?;
+            .map_err(|e| unprocessable(error_chain(&e)))?;
         drop(inner);
         Ok(json!({"id": id, "pci": format!("00:{slot:02x}.0")}))
     }
@@ -423,12 +422,12 @@ impl VmController for Controller {
                 let id = spec.id.clone();
                 let disk = spec::disk_config(spec, "")?;
                 spec::disk_file("path", &disk.path)?;
-                self.hot_plug(id, "disk", |vm, claim| vm.prepare_disk(claim, &disk))
+                self.hot_plug(id, "disk", |claim, _| PendingDevice::disk(claim, &disk))
             }
             Action::AddNet(spec) => {
                 let id = spec.id.clone();
                 let net = spec::net_config(spec, "")?;
-                self.hot_plug(id, "net", |vm, claim| vm.prepare_net(claim, &net))
+                self.hot_plug(id, "net", |claim, vm| PendingDevice::net(claim, vm, &net))
             }
             Action::RemoveDevice(spec) => {
                 let inner = self.settled();

@@ -3,7 +3,7 @@
 //! change its devices while it runs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use devices::{Ged, GedEvent, PciHotplug};
@@ -224,29 +224,20 @@ impl RunningVm {
         };
         claimed.insert(id.clone());
         Some(IdClaim {
-            vm: Arc::clone(self),
+            vm: Arc::downgrade(self),
             id,
         })
     }
 
-    /// Build a new disk off the bus under the id `claim` holds, opening its
-    /// image. Opening can take long (a slow file system, a long backing
-    /// chain), so nothing is locked meanwhile; the device goes on the bus
-    /// with [`RunningVm::plug`].
-    pub fn prepare_disk(&self, claim: IdClaim, disk: &DiskConfig) -> Result<PendingDevice> {
-        let device = virtio_devices::disk_device(&claim.id, disk)?;
-        Ok(PendingDevice { device, claim })
-    }
-
-    /// Build a new network card off the bus, as [`RunningVm::prepare_disk`].
-    pub fn prepare_net(&self, claim: IdClaim, net: &NetConfig) -> Result<PendingDevice> {
-        let device = virtio_devices::net_device(&self.config, &claim.id, net)?;
-        Ok(PendingDevice { device, claim })
-    }
-
     /// Put a prepared device on the bus and tell the guest; returns its id
-    /// and PCI slot.
+    /// and PCI slot. The device must have been built for this VM.
     pub fn plug(&self, pending: PendingDevice) -> Result<(String, u8)> {
+        if !pending.is_for(self) {
+            return Err(Error::Pci(format!(
+                "{} was built for another boot of the VM",
+                pending.claim.id
+            )));
+        }
         let PendingDevice { device, claim } = pending;
         let slot = self.pci().add_virtio(device)?;
         self.announce_added(slot)?;
@@ -374,19 +365,45 @@ pub struct PendingDevice {
     claim: IdClaim,
 }
 
-/// A device id reserved while its device is built; freed when dropped
-/// (by then the device is on the bus, or was never put there).
+impl PendingDevice {
+    /// Build a disk under the id `claim` holds, opening its image. Opening
+    /// can take long (a slow file system, a long backing chain), so it
+    /// needs no lock and no hold on the VM (a VM stopping meanwhile is
+    /// torn down as usual); [`RunningVm::plug`] puts it on the bus.
+    pub fn disk(claim: IdClaim, disk: &DiskConfig) -> Result<Self> {
+        let device = virtio_devices::disk_device(&claim.id, disk)?;
+        Ok(Self { device, claim })
+    }
+
+    /// Whether it was built for `vm` (not for an earlier boot).
+    pub fn is_for(&self, vm: &RunningVm) -> bool {
+        std::ptr::eq(self.claim.vm.as_ptr(), vm)
+    }
+
+    /// Build a network card for a VM configured as `vm`, as
+    /// [`PendingDevice::disk`].
+    pub fn net(claim: IdClaim, vm: &VmConfig, net: &NetConfig) -> Result<Self> {
+        let device = virtio_devices::net_device(vm, &claim.id, net)?;
+        Ok(Self { device, claim })
+    }
+}
+
+/// A device id reserved while its device is built; freed when dropped (by
+/// then the device is on the bus, or was never put there). It holds the VM
+/// weakly: a build stuck on a slow open must not keep a stopped VM's
+/// devices (and their image locks) alive.
 pub struct IdClaim {
-    vm: Arc<RunningVm>,
+    vm: Weak<RunningVm>,
     id: String,
 }
 
 impl Drop for IdClaim {
     fn drop(&mut self) {
-        self.vm
-            .claimed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        if let Some(vm) = self.vm.upgrade() {
+            vm.claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.id);
+        }
     }
 }
