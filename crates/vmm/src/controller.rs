@@ -452,8 +452,8 @@ impl VmController for Controller {
                         "size_bytes must be a positive multiple of 512, at most {MAX_DISK_BYTES}"
                     )));
                 }
-                let inner = self.settled();
-                let running = Self::running(&inner)?;
+                // Resizing is file I/O: done without the controller lock.
+                let running = Self::running(&self.settled())?;
                 if running.slot_of(&spec.id).is_none() {
                     return Err(ApiError::new(404, format!("no device called {}", spec.id)));
                 }

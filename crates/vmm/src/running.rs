@@ -46,6 +46,8 @@ pub struct RunningVm {
     removing: Mutex<BTreeMap<u8, String>>,
     /// Ids of devices being built for the bus.
     claimed: Mutex<BTreeSet<String>>,
+    /// Held across a disk resize (check and change).
+    resizing: Mutex<()>,
     config: VmConfig,
     vcpus: Arc<VcpuShared>,
     threads: Vec<libc::pthread_t>,
@@ -66,6 +68,7 @@ impl RunningVm {
             events,
             removing: Mutex::new(BTreeMap::new()),
             claimed: Mutex::new(BTreeSet::new()),
+            resizing: Mutex::new(()),
             config,
             vcpus,
             threads,
@@ -329,15 +332,28 @@ impl RunningVm {
     /// unless `shrink` says the caller means it (as `qemu-img resize
     /// --shrink`).
     pub fn resize_disk(&self, id: &str, size: u64, shrink: bool) -> Result<()> {
-        let pci = self.pci();
-        let function = pci
-            .function(id)
-            .ok_or_else(|| Error::Pci(format!("no device called {id}")))?;
-        let disk = function
-            .description
-            .disk
-            .as_ref()
-            .ok_or_else(|| Error::InvalidConfig(format!("{id} is not a disk")))?;
+        // The bus lock is let go before the image is touched (a resize is
+        // file I/O, which a slow file system can stretch): `GET /vm` and
+        // the guest's own device accesses need that lock.
+        let (disk, interrupt) = {
+            let pci = self.pci();
+            let function = pci
+                .function(id)
+                .ok_or_else(|| Error::Pci(format!("no device called {id}")))?;
+            let disk = function
+                .description
+                .disk
+                .clone()
+                .ok_or_else(|| Error::InvalidConfig(format!("{id} is not a disk")))?;
+            let interrupt = function
+                .device
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .interrupt();
+            (disk, interrupt)
+        };
+        // One resize at a time, so the size checked is the size changed.
+        let _one = self.resizing.lock().unwrap_or_else(|e| e.into_inner());
         let current = disk.size();
         if size < current && !shrink {
             return Err(Error::InvalidConfig(format!(
@@ -349,11 +365,6 @@ impl RunningVm {
             path: id.into(),
             source,
         })?;
-        let interrupt = function
-            .device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .interrupt();
         virtio::VirtioInterrupt::notify_config(&*interrupt);
         Ok(())
     }
