@@ -720,3 +720,24 @@ fn shrinking_a_disk_must_be_asked_for() {
         .unwrap()
         .contains("path shrink.img is a relative path"));
 }
+
+#[test]
+fn sigterm_ends_the_vmm_in_every_state() {
+    let idle = guest("idle");
+    let kernel = idle.to_str().unwrap();
+    // Paused.
+    let vm = Vm::start("term-paused", &["--kernel", kernel]);
+    vm.wait_running();
+    vm.ok("PUT", "/vm/pause", None);
+    assert_eq!(terminate(vm), Some(0));
+    // Configured, never booted.
+    let vm = Vm::start("term-configured", &[]);
+    let config = serde_json::json!({"kernel": idle}).to_string();
+    vm.ok("PUT", "/vm/config", Some(&config));
+    assert_eq!(terminate(vm), Some(0));
+    // Just after a reset (the VM has booted again).
+    let vm = Vm::start("term-reset", &["--kernel", kernel]);
+    vm.wait_running();
+    vm.ok("PUT", "/vm/reset", None);
+    assert_eq!(terminate(vm), Some(0));
+}

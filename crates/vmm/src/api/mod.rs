@@ -2,6 +2,7 @@
 //! Firecracker's and Cloud Hypervisor's.
 
 pub mod http;
+mod message;
 pub mod routes;
 pub mod types;
 
