@@ -137,20 +137,25 @@ fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
             format!("this request needs a JSON {what} body"),
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))?;
-    objects_only(&value, "the body")
-        .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))?;
-    // From the bytes again rather than from `value`: serde's message then
+    let invalid =
+        |e: &dyn std::fmt::Display| ApiError::new(400, format!("invalid {what} body: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid(&e))?;
+    if !value.is_object() {
+        return Err(invalid(&"the body must be a JSON object"));
+    }
+    // From the bytes rather than from `value`: serde's message then
     // carries the line and column.
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(400, format!("invalid {what} body: {e}")))
+    let parsed = serde_json::from_slice(body).map_err(|e| invalid(&e))?;
+    // Only now: an array serde accepted where a struct belongs.
+    objects_only(&value, "the body").map_err(|e| invalid(&e))?;
+    Ok(parsed)
 }
 
 /// serde reads a struct from a JSON array as readily as from an object
-/// (`[null, null]` would make a `NetSpec`): refuse that. Every body is an
-/// object, and every array in one is an array of objects (the OpenAPI
-/// document's test keeps it so), so the rule needs no schema.
+/// (`[null, null]` would make a `NetSpec`): refuse that. Called on bodies
+/// serde accepted, where an array can only be an array-typed field (every
+/// one of which holds objects: the OpenAPI document's test keeps it so) or
+/// a struct given as an array, so the rule needs no schema.
 fn objects_only(value: &serde_json::Value, at: &str) -> Result<(), String> {
     use serde_json::Value;
     let Value::Object(map) = value else {
@@ -255,19 +260,29 @@ mod tests {
         assert!(r.error.message.contains("must be a JSON object"), "{r:?}");
         let r = refusal("PUT", "/vm/resize-disk", r#"["d",512]"#);
         assert_eq!(r.error.status, 400);
+        // A card as an array serde would take field by field.
+        let r = refusal(
+            "PUT",
+            "/vm/config",
+            r#"{"kernel":"/k","nets":[{}, [null,null,null,null]]}"#,
+        );
+        assert!(
+            r.error.message.contains("nets[1] must be a JSON object"),
+            "{r:?}"
+        );
         let r = refusal(
             "PUT",
             "/vm/config",
             r#"{"kernel":"/k","disks":[["/d.img"]]}"#,
         );
-        assert!(
-            r.error.message.contains("disks[0] must be a JSON object"),
-            "{r:?}"
-        );
+        assert_eq!(r.error.status, 400);
         let r = refusal("PUT", "/vm/config", r#"{"kernel":"/k","nets":[null]}"#);
-        assert!(r.error.message.contains("nets[0] must be"), "{r:?}");
+        assert_eq!(r.error.status, 400);
         let r = refusal("PUT", "/vm/config", r#"["/k"]"#);
         assert_eq!(r.error.status, 400);
+        // An array where a string belongs is serde's to name.
+        let r = refusal("PUT", "/vm/add-disk", r#"{"path":"/d","serial":["x"]}"#);
+        assert!(r.error.message.contains("invalid type: sequence"), "{r:?}");
     }
 
     #[test]
