@@ -606,7 +606,7 @@ fn a_request_right_after_reset_acts_on_the_vm() {
     let idle = guest("idle");
     let vm = Vm::start("reset-race", &["--kernel", idle.to_str().unwrap()]);
     vm.wait_running();
-    for i in 0..10 {
+    for i in 0..25 {
         // Back to back on one connection: the pause is read the moment
         // the reset is answered.
         let mut s = UnixStream::connect(&vm.socket).unwrap();
@@ -627,6 +627,27 @@ fn a_request_right_after_reset_acts_on_the_vm() {
     }
     // And a power-off right after a reset ends the VM.
     vm.ok("PUT", "/vm/reset", None);
+    vm.ok("PUT", "/vm/power-off", None);
+    let (code, _) = vm.wait_exit();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn requests_during_a_guests_own_reboots_wait_for_it() {
+    // The guest resets itself as soon as it boots; with --reboot the VM
+    // spends much of its time between a stop and the next boot.
+    let reset = guest("reset");
+    let vm = Vm::start(
+        "reboot-loop",
+        &["--kernel", reset.to_str().unwrap(), "--reboot"],
+    );
+    vm.wait_running();
+    for i in 0..25 {
+        let (status, err) = vm.call("PUT", "/vm/pause", None);
+        assert_eq!(status, 204, "round {i}: {err}");
+        let (status, err) = vm.call("PUT", "/vm/resume", None);
+        assert_eq!(status, 204, "round {i}: {err}");
+    }
     vm.ok("PUT", "/vm/power-off", None);
     let (code, _) = vm.wait_exit();
     assert_eq!(code, Some(0));

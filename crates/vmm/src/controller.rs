@@ -54,6 +54,9 @@ struct Inner {
     boots: u64,
     running: Option<Arc<RunningVm>>,
     reset_requested: bool,
+    /// A client powered the VM off: whatever stopped it (the guest may
+    /// have reset at the same moment), it does not boot again.
+    power_off_requested: bool,
 }
 
 /// The control API's view of this process's VM.
@@ -111,6 +114,7 @@ impl Controller {
                 boots: 0,
                 running: None,
                 reset_requested: false,
+                power_off_requested: false,
             }),
             changed: Condvar::new(),
             max_cpus,
@@ -144,6 +148,9 @@ impl Controller {
     pub fn wait_for_boot(&self, mut give_up: impl FnMut() -> bool) -> Option<VmConfig> {
         let mut inner = self.lock();
         loop {
+            if inner.power_off_requested {
+                return None;
+            }
             if inner.boot_requested {
                 inner.boot_requested = false;
                 return inner.config.clone();
@@ -319,6 +326,42 @@ impl Controller {
             .map(|_| Value::Null)
     }
 
+    fn pause(&self) -> ActionResult {
+        let deadline = Instant::now() + BOOT_WAIT;
+        loop {
+            // Under the lock: pausing signals the vCPU threads, which must
+            // not be joined meanwhile. It is bounded (2 s).
+            let mut inner = self.settled();
+            if inner.state == VmState::Paused {
+                return Err(conflict("the VM is already paused"));
+            }
+            let running = Self::running(&inner)?;
+            running
+                .pause()
+                .map_err(|e| ApiError::new(500, error_chain(&e)))?;
+            // With its vCPUs held, the guest can ask for nothing more; but
+            // it may have asked for a reset just before. That VM is about
+            // to go: pausing it would be acknowledged and then lost with
+            // it. Let it go, and pause the one that boots next.
+            if !running.stop_pending() {
+                inner.state = VmState::Paused;
+                return Ok(Value::Null);
+            }
+            running.resume();
+            while inner
+                .running
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &running))
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ApiError::new(503, "the VM did not stop in time"));
+                }
+                inner = self.wait(inner, left);
+            }
+        }
+    }
+
     /// Hot-plug: claim the device's id, build the device with no lock and
     /// no hold on the VM (it opens an image or a TAP), then put it on the
     /// bus if the same VM still runs.
@@ -376,20 +419,7 @@ impl VmController for Controller {
             Action::Configure(spec) => self.configure(*spec),
             Action::Boot => self.boot(),
             Action::Reset => self.reset(),
-            Action::Pause => {
-                // Under the lock: pausing signals the vCPU threads, which
-                // must not be joined meanwhile. It is bounded (2 s).
-                let mut inner = self.settled();
-                if inner.state == VmState::Paused {
-                    return Err(conflict("the VM is already paused"));
-                }
-                let running = Self::running(&inner)?;
-                running
-                    .pause()
-                    .map_err(|e| ApiError::new(500, error_chain(&e)))?;
-                inner.state = VmState::Paused;
-                Ok(Value::Null)
-            }
+            Action::Pause => self.pause(),
             Action::Resume => {
                 let mut inner = self.settled();
                 if inner.state != VmState::Paused {
@@ -415,7 +445,10 @@ impl VmController for Controller {
                 Ok(Value::Null)
             }
             Action::PowerOff => {
-                Self::running(&self.settled())?.power_off();
+                let mut inner = self.settled();
+                let running = Self::running(&inner)?;
+                inner.power_off_requested = true;
+                running.power_off();
                 Ok(Value::Null)
             }
             Action::AddDisk(spec) => {

@@ -3,6 +3,7 @@
 //! change its devices while it runs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -159,6 +160,27 @@ impl RunningVm {
             .ged
             .notify(GedEvent::PowerButton)
             .map_err(|e| Error::Host("GED interrupt", e))
+    }
+
+    /// Whether this VM is already on its way out: a reset or power-off was
+    /// asked for (by the guest or a client) or a vCPU stopped, and its
+    /// owner has not torn it down yet. The event fds are only polled,
+    /// never read: the owner reads nothing either, it only polls them.
+    pub fn stop_pending(&self) -> bool {
+        let mut fds = [
+            &self.events.power_off,
+            &self.events.reset,
+            &self.vcpus.stop_evt,
+        ]
+        .map(|e| libc::pollfd {
+            fd: e.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: `fds` is a valid array of pollfd of the given length; a
+        // zero timeout never blocks.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+        n > 0
     }
 
     /// Reset the VM, as if the guest had reset it.
