@@ -128,7 +128,7 @@ fn direct_io_with_unaligned_buffers() {
     ) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("skipping: O_DIRECT unavailable here: {e:?}");
+            testkit::skip(&format!("O_DIRECT unavailable here: {e:?}"));
             return;
         }
     };
@@ -355,7 +355,7 @@ fn qcow2_with_o_direct() {
     ) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("skipping: O_DIRECT unavailable here: {e:?}");
+            testkit::skip(&format!("O_DIRECT unavailable here: {e:?}"));
             return;
         }
     };

@@ -118,7 +118,7 @@ impl TapNamespace {
     pub fn new(tag: &str, multi_queue: bool) -> Option<Self> {
         let root = is_root();
         if !root || Command::new("ip").arg("-V").output().is_err() {
-            eprintln!("SKIP: network tests need root and iproute2");
+            testkit::skip("network tests need root and iproute2");
             return None;
         }
         let ns = format!("vt{tag}{}", std::process::id());
