@@ -10,17 +10,32 @@ use crate::config::{CacheMode, ConsoleConfig, DiskConfig, KernelSource, NetConfi
 use crate::error::{Error, Result};
 use crate::pci_devices::{DeviceDescription, DeviceSource, PciDevices};
 
-/// Open `disk`'s image with its options (format probed, image locked).
+/// Open `disk`'s image with its options (format probed unless given,
+/// image locked).
 pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> {
     let options = block::OpenOptions {
         read_only: disk.readonly,
         direct: disk.cache == CacheMode::None,
-        format: None,
+        format: disk.format,
+        ..block::OpenOptions::default()
     };
-    block::open(&disk.path, &options).map_err(|source| Error::Disk {
+    let image = block::open(&disk.path, &options).map_err(|source| Error::Disk {
         path: disk.path.clone(),
         source,
-    })
+    })?;
+    if disk.format.is_none() {
+        let found = image.format();
+        let raw_rule = if found == block::ImageFormat::Raw {
+            "; the guest may not write an image header into its sector 0"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            "disk {}: format not given, probed as {found}{raw_rule}; probing trusts the image's contents, so pass format={found} (docs/security.md)",
+            disk.path.display()
+        );
+    }
+    Ok(image)
 }
 
 /// Put the configured virtio devices on the PCI bus.
