@@ -1,7 +1,7 @@
 //! Creating the virtio devices a configuration asks for: opening disk
 //! images, TAPs and console backends, and naming each device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
         path: disk.path.clone(),
         source,
     })?;
-    if disk.format.is_none() {
+    if disk.format.is_none() && first_probe_of(&disk.path) {
         let found = image.format();
         let raw_rule = if found == block::ImageFormat::Raw {
             "; the guest may not write an image header into its sector 0"
@@ -36,6 +36,16 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
         );
     }
     Ok(image)
+}
+
+/// Whether `path` is probed for the first time in this process: a disk is
+/// opened to check the configuration, again to build the machine and on
+/// every reset, and one warning says it all.
+fn first_probe_of(path: &std::path::Path) -> bool {
+    static WARNED: std::sync::Mutex<BTreeSet<std::path::PathBuf>> =
+        std::sync::Mutex::new(BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    warned.insert(path.to_owned())
 }
 
 /// Put the configured virtio devices on the PCI bus.
