@@ -6,8 +6,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{guest, run_vireo, RunResult};
@@ -365,4 +367,156 @@ fn a_disk_path_may_contain_a_comma() {
     assert_ran(&r);
     assert!(r.stdout.contains("capacity=2048 ro=no"), "{}", r.describe());
     assert_eq!(&std::fs::read(&img).unwrap()[512..520], &1u64.to_le_bytes());
+}
+
+/// One HTTP request on the API socket: (status, body), and how long the
+/// answer took.
+fn api(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String, Duration) {
+    let start = Instant::now();
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {response:?}"));
+    let text = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, text, start.elapsed())
+}
+
+/// The API's add-disk (hot-plug) takes `format` too: a planted header is
+/// the guest's bytes with "format":"raw", a qcow2 without it; an unknown
+/// format is refused; a FIFO backing file is refused at once.
+#[test]
+fn the_api_add_disk_takes_a_format_and_refuses_a_fifo_at_once() {
+    let dir = scratch("api");
+    let secret = dir.join("secret");
+    std::fs::write(&secret, vec![0x42u8; 4096]).unwrap();
+    let hdr = dir.join("hdr.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        s(&secret),
+        "-F",
+        "raw",
+        s(&hdr),
+        "1M",
+    ]);
+    let planted = dir.join("planted.img");
+    let mut bytes = vec![0u8; 8 << 20];
+    let header = std::fs::read(&hdr).unwrap();
+    bytes[..header.len()].copy_from_slice(&header);
+    std::fs::write(&planted, &bytes).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let evil = dir.join("evil.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-F",
+        "raw",
+        "-b",
+        s(&fifo),
+        s(&evil),
+        "64M",
+    ]);
+
+    let socket = dir.join("api.sock");
+    let idle = guest("idle");
+    let mut child = common::vireo()
+        .args([
+            "run",
+            "--api-socket",
+            s(&socket),
+            "--kernel",
+            s(&idle),
+            "--serial",
+            "off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api_state(&socket).as_deref() != Some("running") {
+        assert!(Instant::now() < deadline, "the VM never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let add = |body: serde_json::Value| api(&socket, "PUT", "/vm/add-disk", &body.to_string());
+
+    let (status, body, took) = add(serde_json::json!({"path": evil, "readonly": true}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("is a FIFO"), "{body}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let (status, body, _) = add(serde_json::json!({"path": planted, "format": "vmdk"}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("raw or qcow2"), "{body}");
+    let (status, body, _) = add(serde_json::json!(
+        {"path": planted, "format": "raw", "readonly": true, "id": "given"}
+    ));
+    assert_eq!(status, 200, "{body}");
+    let (status, body, _) = add(serde_json::json!(
+        {"path": planted, "readonly": true, "id": "probed"}
+    ));
+    assert_eq!(status, 200, "{body}");
+    let (_, info, _) = api(&socket, "GET", "/vm", "");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let details = |id: &str| {
+        info["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .unwrap_or_else(|| panic!("no device {id}: {info}"))["details"]
+            .clone()
+    };
+    // Given raw: the whole file. Probed: the planted qcow2, 1 MiB over the
+    // "secret" (what format= exists to prevent).
+    assert_eq!(details("given")["format"], "raw", "{info}");
+    assert_eq!(
+        details("given")["size_bytes"],
+        (8u64 << 20).to_string(),
+        "{info}"
+    );
+    assert_eq!(details("probed")["format"], "qcow2", "{info}");
+    assert_eq!(
+        details("probed")["size_bytes"],
+        (1u64 << 20).to_string(),
+        "{info}"
+    );
+    let _ = api(&socket, "PUT", "/vm/power-off", "");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vireo did not exit after power-off");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The VM's state, or `None` while the API does not answer yet.
+fn api_state(socket: &Path) -> Option<String> {
+    UnixStream::connect(socket).ok()?;
+    let (status, body, _) = api(socket, "GET", "/vm", "");
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (status == 200).then(|| v["state"].as_str().unwrap_or("").to_string())
 }

@@ -95,6 +95,7 @@ pub(crate) fn disk_device(id: &str, disk: &DiskConfig) -> Result<NewDevice> {
     });
     let mut details = BTreeMap::new();
     details.insert("path".to_string(), disk.path.display().to_string());
+    details.insert("format".to_string(), image.format().name().to_string());
     details.insert("size_bytes".to_string(), image.size().to_string());
     details.insert("readonly".to_string(), disk.readonly.to_string());
     let mut description = DeviceDescription::new(id, "virtio-blk", details);
