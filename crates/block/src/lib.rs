@@ -269,7 +269,7 @@ pub struct BackingPolicy {
     /// When not empty, every backing file must lie inside one of these
     /// directories. The path judged is the one of the file actually
     /// opened (symbolic links resolved), so a link cannot smuggle a file
-    /// in; give the directories in canonical form.
+    /// in.
     pub allowed_dirs: Vec<PathBuf>,
     /// Let a backing file be a block device (refused by default: an image
     /// file should not reach the host's disks).
@@ -298,7 +298,12 @@ impl BackingPolicy {
         }
         if !self.allowed_dirs.is_empty() {
             let real = file.real_path()?;
-            if !self.allowed_dirs.iter().any(|d| real.starts_with(d)) {
+            // The directories are compared in canonical form too, so a
+            // link among them (/tmp on some hosts) does not refuse all.
+            let inside = |d: &PathBuf| {
+                real.starts_with(d) || d.canonicalize().is_ok_and(|c| real.starts_with(c))
+            };
+            if !self.allowed_dirs.iter().any(inside) {
                 return refuse(format!(
                     "{} is outside the allowed backing directories",
                     real.display()
