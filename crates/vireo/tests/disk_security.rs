@@ -16,14 +16,29 @@ use common::{guest, run_vireo, RunResult};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A fresh directory for one test, under the target's temporary directory.
-fn scratch(name: &str) -> PathBuf {
+/// A fresh directory for one test, under the target's temporary
+/// directory; removed when the test ends, so runs leave nothing behind.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("disk-security")
         .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 fn qemu_img(args: &[&str]) {
