@@ -19,6 +19,7 @@ fn open(path: &std::path::Path, read_only: bool, direct: bool) -> Arc<dyn DiskIm
             read_only,
             direct,
             format: None,
+            ..OpenOptions::default()
         },
     )
     .unwrap()
