@@ -90,6 +90,7 @@ fn main() -> Result<(), String> {
             read_only: !write,
             direct,
             format: None,
+            ..OpenOptions::default()
         },
     )
     .map_err(|e| format!("{image}: {e}"))?;

@@ -233,6 +233,11 @@ impl AsyncDisk {
         if write && (!file.direct || disk.format() != crate::ImageFormat::Raw) {
             return Some(request);
         }
+        // The ring writes bytes unseen; what the image must check first
+        // (a probed raw image's sector 0) goes through write_vectored.
+        if write && offset < disk.checked_write_prefix() {
+            return Some(request);
+        }
         if !lock(ring).accepts(offset, &iovs) {
             return Some(request);
         }

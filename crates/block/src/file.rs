@@ -207,26 +207,70 @@ const LOCK_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(1
 impl HostFile {
     /// Open `path` and lock it: exclusively when writable, shared otherwise.
     pub fn open(path: &Path, read_only: bool, direct: bool) -> Result<Self> {
+        let host = Self::open_unlocked(path, read_only, direct)?;
+        host.lock_retrying(path)?;
+        Ok(host)
+    }
+
+    /// Open `path` without locking it (the caller locks it with
+    /// [`HostFile::lock_retrying`] once it knows it wants it).
+    ///
+    /// Only a regular file or a block device is opened. Anything else is
+    /// refused before `open` (a FIFO would block it, a character device
+    /// may act on being opened), and checked again on the open file, since
+    /// the path may have changed in between. `O_NONBLOCK` makes that open
+    /// return even if it is a FIFO by then; it is cleared afterwards.
+    pub fn open_unlocked(path: &Path, read_only: bool, direct: bool) -> Result<Self> {
+        let before = std::fs::metadata(path).map_err(|e| Error::io("open", e))?;
+        image_kind(&before.file_type())?;
         let mut opts = std::fs::OpenOptions::new();
         opts.read(true).write(!read_only);
+        let mut flags = libc::O_NONBLOCK | libc::O_NOCTTY;
         if direct {
-            opts.custom_flags(libc::O_DIRECT);
+            flags |= libc::O_DIRECT;
         }
+        opts.custom_flags(flags);
         let file = opts.open(path).map_err(|e| Error::io("open", e))?;
         let meta = file.metadata().map_err(|e| Error::io("stat", e))?;
-        let block_device = meta.file_type().is_block_device();
+        let block_device = image_kind(&meta.file_type())?;
+        clear_nonblock(&file)?;
         let align = if direct {
             logical_block_size(&file, block_device)
         } else {
             1
         };
-        let host = Self {
+        Ok(Self {
             file,
             direct,
             align,
             block_device,
             read_only,
-        };
+        })
+    }
+
+    /// The file's identity (device and inode), which names it whatever
+    /// path reached it.
+    pub fn identity(&self) -> Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().map_err(|e| Error::io("stat", e))?;
+        Ok((meta.dev(), meta.ino()))
+    }
+
+    /// A block device rather than a regular file.
+    pub fn is_block_device(&self) -> bool {
+        self.block_device
+    }
+
+    /// The path the open file has now (what `/proc/self/fd` says), for
+    /// policy checks that must judge what was opened, not what was named.
+    pub fn real_path(&self) -> Result<std::path::PathBuf> {
+        let link = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        std::fs::read_link(link).map_err(|e| Error::io("readlink /proc/self/fd", e))
+    }
+
+    /// Lock the image (see [`HostFile::lock`]), looking again a few times
+    /// before calling a conflict real.
+    pub fn lock_retrying(&self, path: &Path) -> Result<()> {
         // An OFD lock lives as long as its open file description, and a
         // child another thread of this process is spawning holds a copy of
         // every fd from fork until exec closes it (O_CLOEXEC). An image
@@ -236,16 +280,15 @@ impl HostFile {
         // persists is a real user.
         let mut tries = 0;
         loop {
-            match host.lock(path) {
+            match self.lock(path) {
                 Err(Error::InUse(_)) if tries < LOCK_RETRIES => {
                     tries += 1;
-                    host.unlock();
+                    self.unlock();
                     std::thread::sleep(LOCK_RETRY_DELAY);
                 }
-                other => break other?,
+                other => return other,
             }
         }
-        Ok(host)
     }
 
     /// Lock the image the way QEMU does, so vireo and QEMU exclude each
@@ -596,6 +639,41 @@ impl HostFile {
         }
         Ok(())
     }
+}
+
+/// Whether a file of type `t` can be an image: `Ok(true)` for a block
+/// device, `Ok(false)` for a regular file, an error naming the type for
+/// anything else.
+fn image_kind(t: &std::fs::FileType) -> Result<bool> {
+    let kind = if t.is_file() {
+        return Ok(false);
+    } else if t.is_block_device() {
+        return Ok(true);
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::FileType(kind))
+}
+
+/// Clear the `O_NONBLOCK` the file was opened with: image I/O blocks.
+fn clear_nonblock(file: &File) -> Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: F_GETFL and F_SETFL take and return plain integers; the fd
+    // is open.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(Error::io("fcntl", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 fn is_unsupported(e: &std::io::Error) -> bool {

@@ -7,12 +7,14 @@
 //! which may point into guest memory but are only ever used as raw memory.
 //!
 //! [`open`] opens an image of any supported format (probing it when the
-//! format is not given) and locks it against a second writer;
-//! [`AsyncDisk`] runs requests on any image without blocking the caller.
+//! format is not given, under the rules docs/security.md states) and locks
+//! it against a second writer; [`AsyncDisk`] runs requests on any image
+//! without blocking the caller.
 
 mod async_io;
 mod file;
 mod iobuf;
+mod probe;
 pub mod qcow2;
 mod raw;
 mod uring;
@@ -62,6 +64,41 @@ pub enum Error {
     /// The image uses a feature this implementation does not have.
     #[error("unsupported image feature: {0}")]
     UnsupportedFeature(String),
+    /// The path is not a regular file or a block device (a FIFO would
+    /// block the open; a directory or socket is no image).
+    #[error("is {0}, not a regular file or block device")]
+    FileType(&'static str),
+    /// Probing found something that must not be opened as raw.
+    #[error("{0}")]
+    Probe(String),
+    /// A write that would leave an image header in sector 0 of a raw image
+    /// whose format was probed.
+    #[error("refused a write that would put a {0} header into sector 0 of a raw image whose format was probed (give format=raw to allow it)")]
+    HeaderWrite(&'static str),
+    /// An image in a backing chain names one already in it.
+    #[error("backing chain loops: {} names {}, which is already in the chain", .image.display(), .names.display())]
+    BackingLoop {
+        /// The image whose header names the repeated file.
+        image: PathBuf,
+        /// The backing file it names.
+        names: PathBuf,
+    },
+    /// A backing chain longer than Vireo follows.
+    #[error("backing chain of {} is deeper than {max} images", .top.display())]
+    BackingTooDeep {
+        /// The image that was being opened.
+        top: PathBuf,
+        /// Most images followed.
+        max: u32,
+    },
+    /// A backing file the [`BackingPolicy`] refuses.
+    #[error("backing file {}: {reason}", .path.display())]
+    BackingRefused {
+        /// The backing file, as the image names it (resolved).
+        path: PathBuf,
+        /// Which rule refused it.
+        reason: String,
+    },
     /// Opening an image (or one of its backing files) failed.
     #[error("{}", .path.display())]
     Open {
@@ -141,6 +178,14 @@ pub trait DiskImage: Send + Sync {
         None
     }
 
+    /// Writes that start below this byte must go through
+    /// [`DiskImage::write_vectored`], which checks what they put there;
+    /// [`AsyncDisk`] hands only writes at or past it to io_uring. 0 (the
+    /// default): no such range.
+    fn checked_write_prefix(&self) -> u64 {
+        0
+    }
+
     /// Ends what a successful [`DiskImage::begin_direct_read`] began.
     fn end_direct_read(&self) {}
 
@@ -207,16 +252,126 @@ pub struct OpenOptions {
     pub read_only: bool,
     /// Bypass the host page cache (`O_DIRECT`, QEMU's `cache=none`).
     pub direct: bool,
-    /// The format; probed from the file's first bytes when `None`.
+    /// The format; probed from the file's first bytes when `None` (then a
+    /// raw image refuses writes that would put an image header into its
+    /// sector 0: see docs/security.md).
     pub format: Option<ImageFormat>,
+    /// Which backing files the image's chain may name.
+    pub backing: BackingPolicy,
+}
+
+/// Which backing files an image may name. Whatever the policy, backing
+/// files are opened read-only, and relative names are resolved against the
+/// directory of the image that names them. The default allows any regular
+/// file, probing its format when the image does not record it.
+#[derive(Debug, Clone, Default)]
+pub struct BackingPolicy {
+    /// When not empty, every backing file must lie inside one of these
+    /// directories. The path judged is the one of the file actually
+    /// opened (symbolic links resolved), so a link cannot smuggle a file
+    /// in.
+    pub allowed_dirs: Vec<PathBuf>,
+    /// Let a backing file be a block device (refused by default: an image
+    /// file should not reach the host's disks).
+    pub allow_devices: bool,
+    /// Refuse a backing file whose format the image does not record,
+    /// instead of probing it.
+    pub require_format: bool,
+    /// Refuse every backing file.
+    pub deny_all: bool,
+}
+
+impl BackingPolicy {
+    /// Check the backing file `file`, opened from `path`, against the policy.
+    fn admit(&self, path: &Path, file: &file::HostFile) -> Result<()> {
+        let refuse = |reason: String| {
+            Err(Error::BackingRefused {
+                path: path.to_owned(),
+                reason,
+            })
+        };
+        if self.deny_all {
+            return refuse("backing files are not allowed".into());
+        }
+        if file.is_block_device() && !self.allow_devices {
+            return refuse("is a block device; backing files must be regular files".into());
+        }
+        if !self.allowed_dirs.is_empty() {
+            let real = file.real_path()?;
+            // The directories are compared in canonical form too, so a
+            // link among them (/tmp on some hosts) does not refuse all.
+            let inside = |d: &PathBuf| {
+                real.starts_with(d) || d.canonicalize().is_ok_and(|c| real.starts_with(c))
+            };
+            if !self.allowed_dirs.iter().any(inside) {
+                return refuse(format!(
+                    "{} is outside the allowed backing directories",
+                    real.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The images of one chain opened so far, from the top down: what loop
+/// and depth checks look at.
+#[derive(Debug)]
+pub(crate) struct Chain {
+    /// The image the caller asked for.
+    top: PathBuf,
+    /// Identity (device, inode) and path of each image, top first.
+    images: Vec<((u64, u64), PathBuf)>,
+}
+
+impl Chain {
+    /// A chain whose top image is `file`, opened from `path`.
+    pub(crate) fn start(path: &Path, file: &file::HostFile) -> Result<Self> {
+        Ok(Self {
+            top: path.to_owned(),
+            images: vec![(file.identity()?, path.to_owned())],
+        })
+    }
+
+    fn empty(path: &Path) -> Self {
+        Self {
+            top: path.to_owned(),
+            images: Vec::new(),
+        }
+    }
+
+    /// Add `file`, opened from `path`, unless it is already in the chain.
+    fn enter(&mut self, path: &Path, file: &file::HostFile) -> Result<()> {
+        let id = file.identity()?;
+        if self.images.iter().any(|(seen, _)| *seen == id) {
+            let image = self
+                .images
+                .last()
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
+            return Err(Error::BackingLoop {
+                image,
+                names: path.to_owned(),
+            });
+        }
+        self.images.push((id, path.to_owned()));
+        Ok(())
+    }
+
+    /// Images entered so far.
+    fn len(&self) -> usize {
+        self.images.len()
+    }
 }
 
 /// Open the image at `path`: probe its format unless given, lock it
 /// (exclusively when writable, shared otherwise) and open its backing
 /// chain read-only.
 pub fn open(path: &Path, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
-    open_inner(path, options, 0).map_err(|e| match e {
-        e @ Error::Open { .. } => e,
+    open_inner(path, options, &mut Chain::empty(path)).map_err(|e| match e {
+        // Chain errors name their images themselves; a backing file's
+        // error (an Error::Open naming it) is wrapped so the top is named.
+        e @ (Error::BackingLoop { .. } | Error::BackingTooDeep { .. }) => e,
         e => Error::Open {
             path: path.to_owned(),
             source: Box::new(e),
@@ -224,51 +379,57 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
     })
 }
 
-/// Deepest backing chain followed before giving up (a loop or a bomb).
+/// Deepest backing chain followed before giving up (a bomb).
 const MAX_BACKING_DEPTH: u32 = 32;
 
+/// Open one image of `chain`: the top one when the chain is empty, a
+/// backing file otherwise. Nothing of a file is read, and it is not
+/// locked, before it is known not to close a loop and to pass the policy.
 pub(crate) fn open_inner(
     path: &Path,
     options: &OpenOptions,
-    depth: u32,
+    chain: &mut Chain,
 ) -> Result<Arc<dyn DiskImage>> {
-    if depth > MAX_BACKING_DEPTH {
-        return Err(Error::InvalidImage(format!(
-            "backing chain deeper than {MAX_BACKING_DEPTH} images"
-        )));
+    let backing = chain.len() > 0;
+    if chain.len() > MAX_BACKING_DEPTH as usize {
+        return Err(Error::BackingTooDeep {
+            top: chain.top.clone(),
+            max: MAX_BACKING_DEPTH,
+        });
     }
-    let file = file::HostFile::open(path, options.read_only, options.direct)?;
-    let format = match options.format {
-        Some(f) => f,
-        None => probe_file(&file)?,
+    let file = file::HostFile::open_unlocked(path, options.read_only, options.direct)?;
+    chain.enter(path, &file)?;
+    if backing {
+        options.backing.admit(path, &file)?;
+    }
+    file.lock_retrying(path)?;
+    let (format, probed) = match options.format {
+        Some(f) => (f, false),
+        None => (probe_file(&file, path)?, true),
     };
     match format {
-        ImageFormat::Raw => Ok(Arc::new(RawDisk::from_host_file(file)?)),
+        ImageFormat::Raw => {
+            let raw = RawDisk::from_host_file(file)?;
+            Ok(Arc::new(if probed { raw.guard_header() } else { raw }))
+        }
         ImageFormat::Qcow2 => Ok(Arc::new(qcow2::Qcow2Disk::from_host_file(
-            file, path, options, depth,
+            file, path, options, chain,
         )?)),
     }
 }
 
-/// The format of the image at `path`, from its magic (raw when none matches).
+/// The format of the image at `path`, from its first sector: qcow2 by its
+/// magic, raw when no format's header is there. An error when it holds a
+/// header of a format Vireo cannot open, or a qcow2 header with a damaged
+/// magic (neither may be mistaken for raw). The file must be a regular file
+/// or a block device.
 pub fn probe(path: &Path) -> Result<ImageFormat> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io("open", e))?;
-    let mut magic = [0u8; 4];
-    let n = std::os::unix::fs::FileExt::read_at(&file, &mut magic, 0)
-        .map_err(|e| Error::io("read", e))?;
-    Ok(format_from_magic(&magic[..n]))
+    let file = file::HostFile::open_unlocked(path, true, false)?;
+    probe_file(&file, path)
 }
 
-fn probe_file(file: &file::HostFile) -> Result<ImageFormat> {
-    let mut magic = [0u8; 4];
-    let n = file.read_prefix(&mut magic)?;
-    Ok(format_from_magic(&magic[..n]))
-}
-
-fn format_from_magic(magic: &[u8]) -> ImageFormat {
-    if magic == qcow2::MAGIC.to_be_bytes() {
-        ImageFormat::Qcow2
-    } else {
-        ImageFormat::Raw
-    }
+fn probe_file(file: &file::HostFile, path: &Path) -> Result<ImageFormat> {
+    let mut sector = [0u8; probe::PROBE_LEN];
+    let n = file.read_prefix(&mut sector)?;
+    probe::format_of(&sector[..n.min(sector.len())], path)
 }

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::file::{iov_len, iov_slice, iov_zero, HostFile, Iov};
+use crate::probe::{self, HeaderGuard, PROBE_LEN};
 use crate::{DiskImage, Error, ImageFormat, IoBuf, IoBufMut, Result};
 
 /// A raw image on a regular file or a block device.
@@ -10,6 +11,9 @@ use crate::{DiskImage, Error, ImageFormat, IoBuf, IoBufMut, Result};
 pub struct RawDisk {
     file: HostFile,
     size: AtomicU64,
+    /// Present when the format was probed: writes may not put an image
+    /// header into sector 0 (see [`crate::probe`]).
+    guard: Option<HeaderGuard>,
 }
 
 impl RawDisk {
@@ -23,7 +27,39 @@ impl RawDisk {
         Ok(Self {
             file,
             size: AtomicU64::new(size),
+            guard: None,
         })
+    }
+
+    /// Refuse writes that would leave a recognised image header in sector
+    /// 0, as an image whose format was probed must (see [`crate::probe`]).
+    pub fn guard_header(mut self) -> Self {
+        self.guard = Some(HeaderGuard::default());
+        self
+    }
+
+    /// Run `write` (which touches `[offset, offset + len)`) under the
+    /// header guard when there is one and the range reaches into sector 0,
+    /// after checking what sector 0 would hold: `change` applies the write
+    /// to a copy of it.
+    fn guarded<T>(
+        &self,
+        offset: u64,
+        len: u64,
+        change: impl FnOnce(&mut [u8]),
+        write: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let Some(guard) = &self.guard else {
+            return write();
+        };
+        if offset >= PROBE_LEN as u64 || len == 0 {
+            return write();
+        }
+        let _held = guard.lock();
+        let mut current = [0u8; PROBE_LEN];
+        self.file.read_exact_at(&mut current, 0)?;
+        HeaderGuard::check(current, change)?;
+        write()
     }
 
     fn check(&self, offset: u64, len: u64) -> Result<()> {
@@ -66,8 +102,14 @@ impl DiskImage for RawDisk {
 
     fn write_vectored(&self, offset: u64, bufs: &[IoBuf]) -> Result<()> {
         let iovs = Iov::from_bufs(bufs);
-        self.check_write(offset, iov_len(&iovs))?;
-        self.file.write_iov(offset, &iovs)
+        let len = iov_len(&iovs);
+        self.check_write(offset, len)?;
+        self.guarded(
+            offset,
+            len,
+            |s| probe::overlay_write(s, offset, &iovs),
+            || self.file.write_iov(offset, &iovs),
+        )
     }
 
     fn flush(&self) -> Result<()> {
@@ -80,17 +122,30 @@ impl DiskImage for RawDisk {
     fn discard(&self, offset: u64, len: u64) -> Result<()> {
         self.check_write(offset, len)?;
         // Discard is advisory: a filesystem without hole punching keeps
-        // the data, which the interface allows.
-        self.file.punch_hole(offset, len)?;
+        // the data, which the interface allows. Either way the range reads
+        // as zeroes or as before, so zeroes are what the guard checks.
+        self.guarded(
+            offset,
+            len,
+            |s| probe::overlay_zeroes(s, offset, len),
+            || self.file.punch_hole(offset, len),
+        )?;
         Ok(())
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<()> {
         self.check_write(offset, len)?;
-        if unmap && self.file.punch_hole(offset, len)? {
-            return Ok(());
-        }
-        self.file.zero_range(offset, len)
+        self.guarded(
+            offset,
+            len,
+            |s| probe::overlay_zeroes(s, offset, len),
+            || {
+                if unmap && self.file.punch_hole(offset, len)? {
+                    return Ok(());
+                }
+                self.file.zero_range(offset, len)
+            },
+        )
     }
 
     fn resize(&self, new_size: u64) -> Result<()> {
@@ -113,6 +168,14 @@ impl DiskImage for RawDisk {
 
     fn host_allocated_bytes(&self) -> Result<u64> {
         self.file.allocated_bytes()
+    }
+
+    fn checked_write_prefix(&self) -> u64 {
+        if self.guard.is_some() {
+            PROBE_LEN as u64
+        } else {
+            0
+        }
     }
 
     fn begin_direct_read(&self, offset: u64, len: u64) -> Option<u64> {

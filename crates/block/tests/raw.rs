@@ -19,6 +19,7 @@ fn open(path: &std::path::Path, read_only: bool, direct: bool) -> Arc<dyn DiskIm
             read_only,
             direct,
             format: None,
+            ..OpenOptions::default()
         },
     )
     .unwrap()
@@ -128,7 +129,7 @@ fn direct_io_with_unaligned_buffers() {
     ) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("skipping: O_DIRECT unavailable here: {e:?}");
+            testkit::skip(&format!("O_DIRECT unavailable here: {e:?}"));
             return;
         }
     };
@@ -355,7 +356,7 @@ fn qcow2_with_o_direct() {
     ) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("skipping: O_DIRECT unavailable here: {e:?}");
+            testkit::skip(&format!("O_DIRECT unavailable here: {e:?}"));
             return;
         }
     };

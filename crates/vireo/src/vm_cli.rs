@@ -236,6 +236,7 @@ fn disk_spec(disk: &DiskConfig, id: Option<String>) -> DiskSpec {
     DiskSpec {
         id,
         path: disk.path.clone(),
+        format: disk.format.map(|f| f.name().to_string()),
         readonly: disk.readonly,
         cache: Some(
             match disk.cache {

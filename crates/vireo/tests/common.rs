@@ -105,7 +105,7 @@ pub fn ip_ok(args: &[&str]) {
     );
 }
 
-/// A network namespace holding one TAP at 10.0.2.2/24; deleted on drop,
+/// A network namespace holding one TAP at 169.254.10.2/16; deleted on drop,
 /// which also removes the TAP.
 pub struct TapNamespace {
     pub ns: String,
@@ -118,7 +118,7 @@ impl TapNamespace {
     pub fn new(tag: &str, multi_queue: bool) -> Option<Self> {
         let root = is_root();
         if !root || Command::new("ip").arg("-V").output().is_err() {
-            eprintln!("SKIP: network tests need root and iproute2");
+            testkit::skip("network tests need root and iproute2");
             return None;
         }
         let ns = format!("vt{tag}{}", std::process::id());
@@ -131,7 +131,15 @@ impl TapNamespace {
             add.push("multi_queue");
         }
         ip_ok(&add);
-        ip_ok(&["-n", &me.ns, "addr", "add", "10.0.2.2/24", "dev", &me.tap]);
+        ip_ok(&[
+            "-n",
+            &me.ns,
+            "addr",
+            "add",
+            "169.254.10.2/16",
+            "dev",
+            &me.tap,
+        ]);
         ip_ok(&["-n", &me.ns, "link", "set", &me.tap, "up"]);
         ip_ok(&["-n", &me.ns, "link", "set", "lo", "up"]);
         Some(me)

@@ -125,7 +125,7 @@ fn full_boot_unsupported() -> Option<String> {
 #[test]
 fn linux_boots_to_init_and_powers_off() {
     if let Some(why) = full_boot_unsupported() {
-        eprintln!("SKIP: linux_boots_to_init_and_powers_off: {why}");
+        testkit::skip(&why);
         return;
     }
     let kernel = kernel();

@@ -219,7 +219,7 @@ fn bad_disk_options_are_usage_errors() {
 #[test]
 fn guest_writes_to_a_qcow2_image_pass_qemu_img_check() {
     if Command::new("qemu-img").arg("--version").output().is_err() {
-        eprintln!("SKIP guest_writes_to_a_qcow2_image_pass_qemu_img_check: qemu-img not installed");
+        testkit::skip("qemu-img not installed");
         return;
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("virtio-blk");

@@ -73,7 +73,7 @@ fn guest_and_host_exchange_arp_and_icmp_through_a_tap() {
         }
         seen.extend_from_slice(&buf[..n]);
     }
-    let pinged = host_pings(&net.ns, "10.0.2.15", 3);
+    let pinged = host_pings(&net.ns, "169.254.10.15", 3);
     stdout.read_to_end(&mut seen).unwrap();
     let out = child.wait_with_output().unwrap();
     let r = RunResult {

@@ -105,6 +105,7 @@ fn every_verb_sends_its_action_and_json_output_parses() {
     let disk = DiskSpec {
         id: Some("data".into()),
         path: "/img/data.qcow2".into(),
+        format: Some("qcow2".into()),
         readonly: true,
         cache: Some("none".into()),
         serial: Some("S1".into()),
@@ -126,7 +127,7 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         (
             vec![
                 "add-disk",
-                "path=/img/data.qcow2,readonly=on,cache=none,serial=S1,queues=2",
+                "path=/img/data.qcow2,format=qcow2,readonly=on,cache=none,serial=S1,queues=2",
                 "--id",
                 "data",
             ],
@@ -153,6 +154,7 @@ fn every_verb_sends_its_action_and_json_output_parses() {
             Action::AddDisk(DiskSpec {
                 id: Some("b".into()),
                 path: "/b.img".into(),
+                format: None,
                 readonly: false,
                 cache: Some("writeback".into()),
                 serial: None,

@@ -20,8 +20,11 @@ pub enum CacheMode {
 pub struct DiskConfig {
     /// Name for the control API; defaults to `disk<N>`.
     pub id: Option<String>,
-    /// Image path (raw or qcow2; the format is probed).
+    /// Image path.
     pub path: PathBuf,
+    /// Image format; probed from the image's first bytes when `None`,
+    /// which docs/security.md explains is only safe for trusted images.
+    pub format: Option<block::ImageFormat>,
     /// Open read-only; the guest sees a read-only disk.
     pub readonly: bool,
     /// Host caching.
@@ -87,7 +90,7 @@ impl FromStr for NetConfig {
         const WHAT: &str = "--net";
         let mut net = NetConfig::new();
         for (k, v) in pairs(WHAT, s, &["id", "tap", "mac", "queues"])? {
-            net.set(WHAT, k, v)?;
+            net.set(WHAT, &k, &v)?;
         }
         Ok(net)
     }
@@ -142,10 +145,12 @@ impl FromStr for ConsoleConfig {
     }
 }
 
-/// Split `key=value,key=value`, refusing unknown and repeated keys.
-fn pairs<'a>(what: &str, spec: &'a str, known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    for item in spec.split(',').filter(|s| !s.is_empty()) {
+/// Split `key=value,key=value`, refusing unknown and repeated keys. As in
+/// QEMU, a doubled comma is a comma within a value (`path=a,,b.img` names
+/// `a,b.img`).
+fn pairs(what: &str, spec: &str, known: &[&str]) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in split_options(spec).into_iter().filter(|s| !s.is_empty()) {
         let (k, v) = item
             .split_once('=')
             .ok_or_else(|| format!("{what}: '{item}' is not key=value"))?;
@@ -155,12 +160,30 @@ fn pairs<'a>(what: &str, spec: &'a str, known: &[&str]) -> Result<Vec<(&'a str, 
                 known.join(", ")
             ));
         }
-        if out.iter().any(|(seen, _)| *seen == k) {
+        if out.iter().any(|(seen, _)| seen == k) {
             return Err(format!("{what}: '{k}' given twice"));
         }
-        out.push((k, v));
+        out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
+}
+
+/// Split `spec` at single commas; `,,` stands for a literal comma.
+fn split_options(spec: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut item = String::new();
+    let mut chars = spec.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != ',' {
+            item.push(c);
+        } else if chars.next_if_eq(&',').is_some() {
+            item.push(',');
+        } else {
+            items.push(std::mem::take(&mut item));
+        }
+    }
+    items.push(item);
+    items
 }
 
 /// A device name: 1 to 32 letters, digits, `-` or `_`.
@@ -199,6 +222,7 @@ impl DiskConfig {
         Self {
             id: None,
             path,
+            format: None,
             readonly: false,
             cache: CacheMode::default(),
             serial: None,
@@ -211,6 +235,13 @@ impl DiskConfig {
     pub fn set(&mut self, what: &str, key: &str, v: &str) -> Result<(), String> {
         match key {
             "id" => self.id = Some(device_id(what, v)?),
+            "format" => {
+                self.format = Some(match v {
+                    "raw" => block::ImageFormat::Raw,
+                    "qcow2" => block::ImageFormat::Qcow2,
+                    _ => return Err(format!("{what}: format={v} must be raw or qcow2")),
+                })
+            }
             "readonly" => self.readonly = on_off(what, key, v)?,
             "cache" => {
                 self.cache = match v {
@@ -240,11 +271,13 @@ impl FromStr for DiskConfig {
     fn from_str(s: &str) -> Result<Self, String> {
         const WHAT: &str = "--disk";
         let mut disk = DiskConfig::new(PathBuf::new());
-        let known = ["id", "path", "readonly", "cache", "serial", "queues"];
+        let known = [
+            "id", "path", "format", "readonly", "cache", "serial", "queues",
+        ];
         for (k, v) in pairs(WHAT, s, &known)? {
-            match k {
+            match k.as_str() {
                 "path" => disk.path = PathBuf::from(v),
-                _ => disk.set(WHAT, k, v)?,
+                k => disk.set(WHAT, k, &v)?,
             }
         }
         if disk.path.as_os_str().is_empty() {
@@ -325,6 +358,32 @@ mod tests {
             .parse::<ConsoleConfig>()
             .unwrap_err()
             .contains("expected stdout"));
+    }
+
+    #[test]
+    fn disk_format_and_escaped_commas() {
+        let d: DiskConfig = "path=a.img,format=raw".parse().unwrap();
+        assert_eq!(d.format, Some(block::ImageFormat::Raw));
+        let d: DiskConfig = "format=qcow2,path=b".parse().unwrap();
+        assert_eq!(d.format, Some(block::ImageFormat::Qcow2));
+        assert_eq!("path=x".parse::<DiskConfig>().unwrap().format, None);
+        assert!("path=x,format=vmdk"
+            .parse::<DiskConfig>()
+            .unwrap_err()
+            .contains("format=vmdk must be raw or qcow2"));
+        // QEMU's escape: a doubled comma is a comma in the value.
+        let d: DiskConfig = "path=/tmp/a,,b.img,readonly=on".parse().unwrap();
+        assert_eq!(d.path, PathBuf::from("/tmp/a,b.img"));
+        assert!(d.readonly);
+        let d: DiskConfig = "path=a,,,,b,,".parse().unwrap();
+        assert_eq!(d.path, PathBuf::from("a,,b,"));
+        let d: DiskConfig = "path=a,,,format=raw".parse().unwrap();
+        assert_eq!(d.path, PathBuf::from("a,"));
+        assert_eq!(d.format, Some(block::ImageFormat::Raw));
+        assert!("path=a,b.img"
+            .parse::<DiskConfig>()
+            .unwrap_err()
+            .contains("'b.img' is not key=value"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Creating the virtio devices a configuration asks for: opening disk
 //! images, TAPs and console backends, and naming each device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
@@ -10,17 +10,42 @@ use crate::config::{CacheMode, ConsoleConfig, DiskConfig, KernelSource, NetConfi
 use crate::error::{Error, Result};
 use crate::pci_devices::{DeviceDescription, DeviceSource, PciDevices};
 
-/// Open `disk`'s image with its options (format probed, image locked).
+/// Open `disk`'s image with its options (format probed unless given,
+/// image locked).
 pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> {
     let options = block::OpenOptions {
         read_only: disk.readonly,
         direct: disk.cache == CacheMode::None,
-        format: None,
+        format: disk.format,
+        ..block::OpenOptions::default()
     };
-    block::open(&disk.path, &options).map_err(|source| Error::Disk {
+    let image = block::open(&disk.path, &options).map_err(|source| Error::Disk {
         path: disk.path.clone(),
         source,
-    })
+    })?;
+    if disk.format.is_none() && first_probe_of(&disk.path) {
+        let found = image.format();
+        let raw_rule = if found == block::ImageFormat::Raw {
+            "; the guest may not write an image header into its sector 0"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            "disk {}: format not given, probed as {found}{raw_rule}; probing trusts the image's contents, so pass format={found} (docs/security.md)",
+            disk.path.display()
+        );
+    }
+    Ok(image)
+}
+
+/// Whether `path` is probed for the first time in this process: a disk is
+/// opened to check the configuration, again to build the machine and on
+/// every reset, and one warning says it all.
+fn first_probe_of(path: &std::path::Path) -> bool {
+    static WARNED: std::sync::Mutex<BTreeSet<std::path::PathBuf>> =
+        std::sync::Mutex::new(BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    warned.insert(path.to_owned())
 }
 
 /// Put the configured virtio devices on the PCI bus.
@@ -70,6 +95,7 @@ pub(crate) fn disk_device(id: &str, disk: &DiskConfig) -> Result<NewDevice> {
     });
     let mut details = BTreeMap::new();
     details.insert("path".to_string(), disk.path.display().to_string());
+    details.insert("format".to_string(), image.format().name().to_string());
     details.insert("size_bytes".to_string(), image.size().to_string());
     details.insert("readonly".to_string(), disk.readonly.to_string());
     let mut description = DeviceDescription::new(id, "virtio-blk", details);

@@ -211,6 +211,7 @@ fn every_route_maps_to_its_action() {
     let disk = DiskSpec {
         id: Some("d2".into()),
         path: "/x.img".into(),
+        format: Some("raw".into()),
         readonly: true,
         cache: Some("none".into()),
         serial: Some("s1".into()),

@@ -83,6 +83,29 @@ macro_rules! fail {
     };
 }
 
+/// Write what a hostile guest would: sector 0 as the start of a qcow2 v3
+/// header (magic, version, 64 KiB clusters). A host that probed this raw
+/// disk's format must refuse it (QEMU does); the line says what happened,
+/// and the sector read back says whether the write landed anyway.
+fn header_write(blk: &mut Blk, sector: &mut [u8; SECTOR_SIZE]) -> Result<(), Reason> {
+    sector.fill(0);
+    sector[..4].copy_from_slice(b"QFI\xfb");
+    sector[4..8].copy_from_slice(&3u32.to_be_bytes());
+    sector[20..24].copy_from_slice(&16u32.to_be_bytes());
+    let refused = blk.write_blocks(0, &sector[..]).is_err();
+    let mut back = [0u8; SECTOR_SIZE];
+    if let Err(e) = blk.read_blocks(0, &mut back) {
+        fail!("read back sector 0: {}", e);
+    }
+    let landed = back[..4] == *b"QFI\xfb";
+    say!(
+        "virtio-blk: header write {} sector0={}",
+        if refused { "refused" } else { "accepted" },
+        if landed { "header" } else { "other" }
+    );
+    Ok(())
+}
+
 fn exercise(blk: &mut Blk, config: &Config, capacity: u64, readonly: bool) -> Result<u64, Reason> {
     let mut sector = [0u8; SECTOR_SIZE];
     if config.blk_read < capacity {
@@ -100,6 +123,10 @@ fn exercise(blk: &mut Blk, config: &Config, capacity: u64, readonly: bool) -> Re
             Text(&head),
             fnv1a32(&sector)
         );
+    }
+
+    if config.blk_header && !readonly {
+        header_write(blk, &mut sector)?;
     }
 
     let count = config.blk_count;

@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         read_only: true,
         direct: false,
         format: Some(ImageFormat::Qcow2),
+        ..OpenOptions::default()
     };
     if let Ok(disk) = block::open(Path::new(&path), &options) {
         let mut buf = vec![0u8; 65536];

@@ -117,9 +117,11 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
         read_only: false,
         direct: false,
         format: Some(ImageFormat::Qcow2),
+        ..OpenOptions::default()
     };
     let file = HostFile::open(path, false, false)?;
-    let disk = Qcow2Disk::from_host_file(file, path, &options, 0)?;
+    let mut chain = crate::Chain::start(path, &file)?;
+    let disk = Qcow2Disk::from_host_file(file, path, &options, &mut chain)?;
     disk.resize(size)?;
     disk.flush()
 }

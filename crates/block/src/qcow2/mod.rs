@@ -78,7 +78,8 @@ impl Qcow2Disk {
     /// Open a qcow2 image (see [`crate::open`]).
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let file = HostFile::open(path, options.read_only, options.direct)?;
-        Self::from_host_file(file, path, options, 0)
+        let mut chain = crate::Chain::start(path, &file)?;
+        Self::from_host_file(file, path, options, &mut chain)
     }
 
     /// Open a snapshot of the image at `path`, read-only: reads see the
@@ -89,6 +90,7 @@ impl Qcow2Disk {
             read_only: true,
             direct,
             format: Some(ImageFormat::Qcow2),
+            ..OpenOptions::default()
         };
         let disk = Self::open(path, &options)?;
         {
@@ -124,7 +126,7 @@ impl Qcow2Disk {
         file: HostFile,
         path: &Path,
         options: &OpenOptions,
-        depth: u32,
+        chain: &mut crate::Chain,
     ) -> Result<Self> {
         let file_len = file.len()?;
         let mut probe = vec![0u8; usize::try_from(file_len.min(4096)).unwrap_or(0)];
@@ -169,7 +171,7 @@ impl Qcow2Disk {
                 name,
                 header.backing_format.as_deref(),
                 options,
-                depth,
+                chain,
             )?),
             None => None,
         };
@@ -337,13 +339,15 @@ fn load_snapshots(file: &HostFile, h: &Header, file_len: u64) -> Result<Vec<Snap
 }
 
 /// Open a backing file named in an image at `image_path`: relative names
-/// are relative to the image's directory; the chain is read-only.
+/// are relative to the image's directory; the chain is read-only and obeys
+/// `options.backing`. Without a recorded format the file is probed, as
+/// QEMU does, with a warning (a policy may refuse that instead).
 fn open_backing(
     image_path: &Path,
     name: &str,
     format: Option<&str>,
     options: &OpenOptions,
-    depth: u32,
+    chain: &mut crate::Chain,
 ) -> Result<Arc<dyn DiskImage>> {
     let named = Path::new(name);
     let path = if named.is_absolute() {
@@ -355,7 +359,23 @@ fn open_backing(
             .join(named)
     };
     let format = match format {
-        None => None,
+        None if options.backing.require_format => {
+            return Err(Error::BackingRefused {
+                path,
+                reason: format!(
+                    "{} does not record the backing file's format",
+                    image_path.display()
+                ),
+            })
+        }
+        None => {
+            tracing::warn!(
+                "{} does not record the format of its backing file {}; probing it (qemu-img rebase -u -F FORMAT sets it)",
+                image_path.display(),
+                path.display()
+            );
+            None
+        }
         Some(f) => Some(
             f.parse::<ImageFormat>()
                 .map_err(|_| Error::UnsupportedFeature(format!("backing file format '{f}'")))?,
@@ -365,10 +385,15 @@ fn open_backing(
         read_only: true,
         direct: options.direct,
         format,
+        backing: options.backing.clone(),
     };
-    crate::open_inner(&path, &opts, depth + 1).map_err(|e| Error::Open {
-        path: path.clone(),
-        source: Box::new(e),
+    crate::open_inner(&path, &opts, chain).map_err(|e| match e {
+        // Chain errors name their images themselves.
+        e @ (Error::BackingLoop { .. } | Error::BackingTooDeep { .. }) => e,
+        e => Error::Open {
+            path: path.clone(),
+            source: Box::new(e),
+        },
     })
 }
 

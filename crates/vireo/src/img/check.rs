@@ -31,6 +31,7 @@ pub fn check_command(args: &CheckArgs) -> Result<ExitCode, ImgError> {
             read_only: mode == RepairMode::None,
             direct: false,
             format: Some(format),
+            ..OpenOptions::default()
         },
     )
     .map_err(|e| {

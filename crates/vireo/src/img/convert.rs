@@ -39,6 +39,7 @@ pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
             read_only: false,
             direct: false,
             format: Some(args.output_format),
+            ..OpenOptions::default()
         },
     )
     .map_err(|e| ImgError::block(&e))?;

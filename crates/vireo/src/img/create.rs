@@ -154,6 +154,7 @@ pub fn resize_command(args: &ResizeArgs) -> Result<ExitCode, ImgError> {
             read_only: false,
             direct: false,
             format: args.format,
+            ..OpenOptions::default()
         },
     )
     .map_err(|e| ImgError::block(&e))?;
@@ -199,6 +200,7 @@ pub fn open_read_only(
             read_only: true,
             direct: false,
             format,
+            ..OpenOptions::default()
         },
     )
     .map_err(|e| ImgError::block(&e))

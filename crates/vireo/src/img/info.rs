@@ -25,6 +25,7 @@ pub fn info_command(args: &InfoArgs) -> Result<ExitCode, ImgError> {
                     read_only: true,
                     direct: false,
                     format: Some(format),
+                    ..OpenOptions::default()
                 },
             )
             .map_err(|e| {

@@ -23,6 +23,7 @@ pub fn snapshot_command(args: &SnapshotArgs) -> Result<ExitCode, ImgError> {
             read_only: args.list,
             direct: false,
             format: Some(format),
+            ..OpenOptions::default()
         },
     )
     .map_err(|e| {

@@ -687,7 +687,7 @@ fn bad_configurations_are_refused() {
 fn arp_round_trip_through_a_real_tap() {
     netvirt::netns::run_isolated(|| {
         let tap = netvirt::Tap::open(None, 1).unwrap();
-        tap.set_ipv4(std::net::Ipv4Addr::new(10, 0, 2, 2), 24)
+        tap.set_ipv4(std::net::Ipv4Addr::new(169, 254, 10, 2), 16)
             .unwrap();
         let host_mac = tap.mac().unwrap();
         let mem = memory();
@@ -719,15 +719,15 @@ fn arp_round_trip_through_a_real_tap() {
         for i in 0..4 {
             rig.q(0).push(&[D(BUF_BASE + i * 0x1000, 2048, true)]);
         }
-        // who-has 10.0.2.2 tell 10.0.2.15
+        // who-has 169.254.10.2 tell 169.254.10.15
         let mut arp = vec![0u8; NET_HDR_LEN];
         arp.extend_from_slice(&[0xff; 6]);
         arp.extend_from_slice(&MAC);
         arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
         arp.extend_from_slice(&MAC);
-        arp.extend_from_slice(&[10, 0, 2, 15]);
+        arp.extend_from_slice(&[169, 254, 10, 15]);
         arp.extend_from_slice(&[0; 6]);
-        arp.extend_from_slice(&[10, 0, 2, 2]);
+        arp.extend_from_slice(&[169, 254, 10, 2]);
         mem.write_slice(&arp, GuestAddress(BUF_BASE + 0x10_0000))
             .unwrap();
         let len = u32::try_from(arp.len()).unwrap();
@@ -751,7 +751,7 @@ fn arp_round_trip_through_a_real_tap() {
                     assert_eq!(&eth[0..6], &MAC, "reply to the guest");
                     assert_eq!(&eth[6..12], &host_mac);
                     assert_eq!(&eth[20..22], &[0, 2], "ARP reply");
-                    assert_eq!(&eth[28..32], &[10, 0, 2, 2]);
+                    assert_eq!(&eth[28..32], &[169, 254, 10, 2]);
                     break;
                 }
                 rig.q(0)

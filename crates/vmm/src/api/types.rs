@@ -33,6 +33,10 @@ pub struct DiskSpec {
     pub id: Option<String>,
     /// Image path (raw or qcow2).
     pub path: PathBuf,
+    /// `raw` or `qcow2`; probed from the image when absent, which is only
+    /// safe for trusted images (docs/security.md).
+    #[serde(default)]
+    pub format: Option<String>,
     /// Open read-only.
     #[serde(default)]
     pub readonly: bool,

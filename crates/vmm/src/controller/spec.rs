@@ -216,6 +216,7 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
     let queues = spec.queues.map(|q| q.to_string());
     let options = [
         ("id", spec.id.as_deref()),
+        ("format", spec.format.as_deref()),
         ("cache", spec.cache.as_deref()),
         ("serial", spec.serial.as_deref()),
         ("queues", queues.as_deref()),
