@@ -17,6 +17,9 @@ command -v cpio >/dev/null || need+=(cpio)
 # The network tests put TAPs in namespaces (ip) and ping the guest.
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
+# The API contract check makes a venv for schemathesis.
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v curl >/dev/null || need+=(curl)
 # qemu-img and qemu-io are the oracle of the qcow2 interop tests. Installed
 # with qemu-system-x86 so neither removes the other's (backported) version.
 command -v qemu-img >/dev/null || need+=(qemu-system-x86 qemu-utils)
@@ -43,5 +46,7 @@ export VIREO_SKIP_LOG="$PWD/target/skipped-tests.txt"
 : >"$VIREO_SKIP_LOG"
 status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
+# The per-VM API against its own OpenAPI document (schemathesis, in target/).
+scripts/api-contract.sh target/debug/vireo || status=$?
 scripts/test-summary.sh target/test-output.txt "$VIREO_SKIP_LOG"
 exit "$status"
