@@ -6,6 +6,7 @@
 //! No sink ever blocks the guest: a socket client or pty reader that does
 //! not keep up loses output rather than stalling a vCPU.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -50,8 +51,11 @@ pub enum SerialBackendError {
     /// `file:` or `unix:` without a path.
     #[error("serial backend '{0}' needs a path, as in '{0}/path/to/file'")]
     MissingPath(String),
+    /// A socket path longer than a unix socket address holds.
+    #[error("{0}")]
+    SocketPath(String),
     /// The output file could not be created.
-    #[error("cannot create serial output file {path}")]
+    #[error("--serial file:{}: cannot open the output file", path.display())]
     File {
         /// The file.
         path: PathBuf,
@@ -98,7 +102,9 @@ impl FromStr for SerialBackend {
                 if let Some(rest) = s.strip_prefix("file:") {
                     path("file:", rest).map(Self::File)
                 } else if let Some(rest) = s.strip_prefix("unix:") {
-                    path("unix:", rest).map(Self::Unix)
+                    let path = path("unix:", rest)?;
+                    check_socket_path(&path).map_err(SerialBackendError::SocketPath)?;
+                    Ok(Self::Unix(path))
                 } else {
                     Err(SerialBackendError::Unknown(s.to_string()))
                 }
@@ -172,7 +178,7 @@ impl SerialBackend {
                 }));
             }
             Self::File(path) => {
-                let file = File::create(path).map_err(|source| SerialBackendError::File {
+                let file = open_output_file(path).map_err(|source| SerialBackendError::File {
                     path: path.clone(),
                     source,
                 })?;
@@ -180,7 +186,7 @@ impl SerialBackend {
             }
             Self::Unix(path) => {
                 let listener = listen(path)?;
-                let client = Arc::new(Mutex::new(None));
+                let client = Arc::new(Mutex::new(ClientSlot::default()));
                 opened.output = SharedOutput::new(UnixClientOutput {
                     client: client.clone(),
                 });
@@ -203,6 +209,76 @@ impl SerialBackend {
         }
         Ok(opened)
     }
+}
+
+/// Longest path a unix socket can have: `sun_path` is 108 bytes with the
+/// terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Refuse a unix socket path that does not fit `sun_path`: bound through a
+/// hard link (as the API socket is) it would exist but no client could
+/// ever connect to it.
+pub fn check_socket_path(path: &Path) -> Result<(), String> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "the socket path is {len} bytes; a unix socket path can have at most {MAX_SOCKET_PATH}"
+        ));
+    }
+    Ok(())
+}
+
+/// What kind of file `t` is, in words, for errors ("a FIFO").
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a file"
+    }
+}
+
+/// Open `path` as an output file, created if missing and truncated (as
+/// QEMU's `file:` chardev does). Only a regular file is accepted: the
+/// type is checked before opening (opening a FIFO for writing blocks until
+/// a reader comes) and again on the descriptor, which is opened
+/// non-blocking and without truncation, so nothing that is not a regular
+/// file is ever truncated or waited on.
+pub fn open_output_file(path: &Path) -> io::Result<File> {
+    let refuse = |t: std::fs::FileType| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is {}, not a regular file", path.display(), file_kind(t)),
+        )
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(refuse(meta.file_type())),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refuse(meta.file_type()));
+    }
+    file.set_len(0)?;
+    Ok(file)
 }
 
 /// Bind a listening socket at `path`, replacing a stale socket file but
@@ -253,34 +329,88 @@ impl Drop for SocketFile {
 }
 
 /// The client slot of a `unix:` backend, filled by the input thread.
-pub(crate) type UnixClient = Arc<Mutex<Option<UnixStream>>>;
+pub(crate) type UnixClient = Arc<Mutex<ClientSlot>>;
 
-/// Output to the connected socket client, if any. Never blocks: what the
-/// client's socket buffer cannot take right now is dropped.
+/// Most output kept for the next client while none is connected (the
+/// newest bytes win), so a client that connects after the guest started
+/// still sees how it booted.
+pub const REPLAY_CAPACITY: usize = 64 * 1024;
+
+/// The connected client of a `unix:` backend, if any, and the output
+/// produced while there was none.
+#[derive(Debug, Default)]
+pub(crate) struct ClientSlot {
+    stream: Option<UnixStream>,
+    unseen: VecDeque<u8>,
+}
+
+impl ClientSlot {
+    /// The connected client.
+    pub(crate) fn stream(&self) -> Option<&UnixStream> {
+        self.stream.as_ref()
+    }
+
+    /// Make `stream` (non-blocking) the client, replacing any other, and
+    /// give it the output it missed.
+    pub(crate) fn connect(&mut self, stream: UnixStream) {
+        let (a, b) = self.unseen.as_slices();
+        for part in [a, b] {
+            send_nonblocking(&stream, part);
+        }
+        self.unseen.clear();
+        self.stream = Some(stream);
+    }
+
+    /// Forget the client (it hung up).
+    pub(crate) fn disconnect(&mut self) {
+        self.stream = None;
+    }
+
+    fn write(&mut self, buf: &[u8]) {
+        match &self.stream {
+            Some(stream) => send_nonblocking(stream, buf),
+            None => {
+                let keep = buf.len().min(REPLAY_CAPACITY);
+                let tail = buf.get(buf.len() - keep..).unwrap_or_default();
+                let excess = (self.unseen.len() + keep).saturating_sub(REPLAY_CAPACITY);
+                self.unseen.drain(..excess);
+                self.unseen.extend(tail);
+            }
+        }
+    }
+}
+
+/// Send what the socket takes right now; drop the rest.
+fn send_nonblocking(stream: &UnixStream, buf: &[u8]) {
+    let fd = stream.as_raw_fd();
+    write_nonblocking(buf, |chunk| {
+        // SAFETY: `fd` belongs to `stream`, borrowed for this call; `chunk`
+        // is a live slice. MSG_NOSIGNAL: a vanished client must not raise
+        // SIGPIPE.
+        unsafe {
+            libc::send(
+                fd,
+                chunk.as_ptr().cast(),
+                chunk.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        }
+    });
+}
+
+/// Output to the connected socket client; kept for the next client while
+/// there is none. Never blocks: what the client's socket buffer cannot
+/// take right now is dropped.
 struct UnixClientOutput {
     client: UnixClient,
 }
 
 impl Write for UnixClientOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(stream) = client.as_ref() {
-            let fd = stream.as_raw_fd();
-            write_nonblocking(buf, |chunk| {
-                // SAFETY: `fd` stays open while the lock is held (only the
-                // input thread replaces the client, under the same lock);
-                // `chunk` is a live slice. MSG_NOSIGNAL: a vanished client
-                // must not raise SIGPIPE.
-                unsafe {
-                    libc::send(
-                        fd,
-                        chunk.as_ptr().cast(),
-                        chunk.len(),
-                        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                    )
-                }
-            });
-        }
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(buf);
         Ok(buf.len())
     }
 

@@ -40,6 +40,14 @@ pub enum TapError {
         #[source]
         source: io::Error,
     },
+    /// The named interface exists but cannot be attached to as asked.
+    #[error("cannot attach to '{name}': {reason}")]
+    Unusable {
+        /// The interface name.
+        name: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// A queue index past the TAP's last queue.
     #[error("TAP '{name}' has {queues} queues, no queue {index}")]
     NoSuchQueue {
@@ -141,10 +149,7 @@ impl Tap {
             flags |= libc::IFF_MULTI_QUEUE;
         }
         let asked = name.unwrap_or(DEFAULT_NAME).to_string();
-        let open_err = |source| TapError::Open {
-            name: asked.clone(),
-            source,
-        };
+        let open_err = |source| explain_open_error(&asked, name.is_some(), queues, source);
         let first = open_queue(&asked, flags).map_err(open_err)?;
         // The kernel resolved the pattern on the first attach; the other
         // queues must join that same interface.
@@ -336,6 +341,48 @@ fn check_name(name: &str) -> Result<(), TapError> {
 
 /// Open /dev/net/tun and attach it to `name` with `flags`; returns the
 /// descriptor and the interface name the kernel settled on.
+/// Turn TUNSETIFF's bare errno into what went wrong with the interface
+/// the user named, when the interface says: the kernel answers EINVAL both
+/// for a name that is not a TUN/TAP at all and for a TAP whose kind or
+/// multi-queue setting differs from the request.
+fn explain_open_error(name: &str, named: bool, queues: usize, source: io::Error) -> TapError {
+    let unusable = |reason: String| TapError::Unusable {
+        name: name.to_string(),
+        reason,
+    };
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    if named && source.raw_os_error() == Some(libc::EBUSY) {
+        return unusable("the TAP is in use by another process".into());
+    }
+    if named && source.raw_os_error() == Some(libc::EINVAL) && dir.exists() {
+        let flags = std::fs::read_to_string(dir.join("tun_flags"))
+            .ok()
+            .and_then(|t| libc::c_int::from_str_radix(t.trim().trim_start_matches("0x"), 16).ok());
+        let reason = match flags {
+            None => "it is not a TAP device (Vireo attaches only to TAPs: \
+                     create one with `ip tuntap add NAME mode tap`, or leave tap= out \
+                     to have one created)"
+                .to_string(),
+            Some(f) if f & libc::IFF_TAP == 0 => {
+                "it is a TUN (layer 3) device, not a TAP (`ip tuntap add NAME mode tap`)".into()
+            }
+            Some(f) if f & libc::IFF_MULTI_QUEUE == 0 && queues > 1 => format!(
+                "queues={queues} needs a multi-queue TAP, and this one was created \
+                 without `multi_queue`"
+            ),
+            Some(f) if f & libc::IFF_MULTI_QUEUE != 0 && queues == 1 => {
+                "the TAP was created with `multi_queue`; give queues=2 or more".into()
+            }
+            Some(_) => format!("the kernel refused it: {source}"),
+        };
+        return unusable(reason);
+    }
+    TapError::Open {
+        name: name.to_string(),
+        source,
+    }
+}
+
 fn open_queue(name: &str, flags: libc::c_int) -> io::Result<(OwnedFd, String)> {
     // SAFETY: TUN_PATH is a NUL-terminated string; open returns a new
     // descriptor or -1.

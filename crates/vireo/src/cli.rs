@@ -60,7 +60,7 @@ pub struct RunArgs {
     #[arg(long, default_value = vmm::config::DEFAULT_CMDLINE)]
     pub cmdline: String,
     /// Serve the control API (HTTP/JSON) on this unix socket, mode 0600.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = parse_socket_path)]
     pub api_socket: Option<PathBuf>,
     /// On guest reset, boot the VM again instead of exiting.
     #[arg(long)]
@@ -89,4 +89,14 @@ pub struct DemoArgs {
     pub cmdline: String,
     #[command(flatten)]
     pub machine: MachineArgs,
+}
+
+/// A unix socket path that fits a socket address.
+fn parse_socket_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the path is empty".into());
+    }
+    let path = PathBuf::from(s);
+    devices::serial_backend::check_socket_path(&path)?;
+    Ok(path)
 }

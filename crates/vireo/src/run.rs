@@ -38,6 +38,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     };
+    warn_if_stock_kernel_is_emulated(&kernel);
     let config = VmConfig {
         kernel: KernelSource::Path(kernel),
         initrd: args.initrd,
@@ -50,6 +51,21 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         ..machine_config(&args.machine)
     };
     launch(Some(&config), &args.machine, args.api_socket.as_deref())
+}
+
+/// kvm-pvm, a KVM without hardware virtualization, runs guest user code
+/// natively but emulates every guest kernel instruction in software: a
+/// distribution's kernel then takes minutes to print anything, which
+/// otherwise looks like a hang. Say so once, before the VM starts.
+fn warn_if_stock_kernel_is_emulated(kernel: &Path) {
+    let emulated = Path::new("/sys/module/kvm_pvm").exists();
+    if emulated && vmm::is_linux_kernel(kernel) {
+        eprintln!(
+            "vireo: warning: this host's KVM (kvm-pvm) emulates guest kernel code in software; \
+             {} is a Linux kernel and will be very slow (minutes before its first console line)",
+            kernel.display()
+        );
+    }
 }
 
 pub fn demo_command(args: DemoArgs) -> ExitCode {

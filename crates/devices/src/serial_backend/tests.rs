@@ -116,8 +116,8 @@ fn off_discards() {
 fn unix_backend_talks_to_a_client() {
     let path = TempPath::new("sock");
     let mut opened = SerialBackend::Unix(path.0.clone()).open(&evt()).unwrap();
-    // No client yet: output is dropped, not blocked on.
-    opened.output.write_all(b"lost").unwrap();
+    // No client yet: output is kept for the first client, not blocked on.
+    opened.output.write_all(b"early").unwrap();
 
     let (rx, stop, handle) = collect(opened.input.take().unwrap());
     let mut client = UnixStream::connect(&path.0).unwrap();
@@ -129,9 +129,9 @@ fn unix_backend_talks_to_a_client() {
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut buf = [0u8; 5];
+    let mut buf = [0u8; 10];
     client.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"hello");
+    assert_eq!(&buf, b"earlyhello");
 
     // A client that never reads does not block the writer.
     let t = Instant::now();
@@ -159,6 +159,56 @@ fn unix_backend_talks_to_a_client() {
     // Dropping the backend removes the socket file.
     drop(opened);
     assert!(!path.0.exists());
+}
+
+#[test]
+fn unix_backend_replays_only_the_newest_output_kept() {
+    let path = TempPath::new("ring");
+    let mut opened = SerialBackend::Unix(path.0.clone()).open(&evt()).unwrap();
+    // More than the ring holds, before anyone connects: the oldest bytes
+    // go, the newest REPLAY_CAPACITY stay.
+    opened.output.write_all(b"old").unwrap();
+    let filler = vec![b'f'; REPLAY_CAPACITY - 3];
+    opened.output.write_all(&filler).unwrap();
+    opened.output.write_all(b"new").unwrap();
+    let (_rx, stop, handle) = collect(opened.input.take().unwrap());
+    let mut client = UnixStream::connect(&path.0).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = vec![0u8; REPLAY_CAPACITY];
+    client.read_exact(&mut got).unwrap();
+    assert!(got.starts_with(b"fff"));
+    assert!(got.ends_with(b"fnew"));
+    // Nothing more was kept.
+    opened.output.write_all(b"!").unwrap();
+    let mut one = [0u8; 1];
+    client.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"!");
+    stop.write(1).unwrap();
+    handle.join().unwrap();
+}
+
+#[test]
+fn file_backend_refuses_what_is_not_a_regular_file() {
+    let dir = TempPath::new("fifo-dir");
+    std::fs::create_dir(&dir.0).unwrap();
+    let err = SerialBackend::File(dir.0.clone()).open(&evt()).unwrap_err();
+    assert!(
+        format!("{err}: {}", std::error::Error::source(&err).unwrap()).contains("is a directory"),
+        "{err}"
+    );
+    std::fs::remove_dir(&dir.0).unwrap();
+    let fifo = TempPath::new("fifo");
+    let c = std::ffi::CString::new(fifo.0.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path only.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Opening a FIFO for writing would block until a reader came.
+    let err = SerialBackend::File(fifo.0.clone())
+        .open(&evt())
+        .unwrap_err();
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("is a FIFO, not a regular file"), "{source}");
 }
 
 #[test]
