@@ -183,7 +183,10 @@ fn a_mac_left_unset_differs_between_vms_started_alike() {
     };
     let first = run();
     assert_eq!(first.len(), 17, "{first}");
-    assert!(first.starts_with("52:54:00:"), "QEMU/libvirt prefix: {first}");
+    assert!(
+        first.starts_with("52:54:00:"),
+        "QEMU/libvirt prefix: {first}"
+    );
     let second = run();
     assert!(second.starts_with("52:54:00:"), "{second}");
     assert_ne!(first, second, "two VMs got the same MAC");
@@ -285,7 +288,10 @@ fn console_errors_are_usage_errors() {
     for (console, msg) in [
         ("unix:/nonexistent/sock", "/nonexistent/sock"),
         ("unix-connect:/nonexistent/sock", "/nonexistent/sock"),
-        ("pty", "expected stdout, file:PATH, unix:PATH or unix-connect:PATH"),
+        (
+            "pty",
+            "expected stdout, file:PATH, unix:PATH or unix-connect:PATH",
+        ),
     ] {
         let r = finish(vireo().args([
             "run",
