@@ -1,4 +1,6 @@
-//! The host side of the serial console: `--serial stdout|file:PATH|unix:PATH|pty|off`.
+//! The host side of the serial console: `--serial
+//! stdout|file:PATH|unix:PATH|unix-connect:PATH|pty|off`. `vireo run
+//! --console` uses the same `unix:` code, so each word means one thing.
 //!
 //! [`SerialBackend::open`] gives the output sink the UART (and the debug
 //! console) print to, and where there is one, the input source the
@@ -36,6 +38,9 @@ pub enum SerialBackend {
     /// A listening unix socket; the connected client gets output and sends
     /// input.
     Unix(PathBuf),
+    /// A unix socket someone else listens on, connected once at start:
+    /// the peer gets output and sends input.
+    UnixConnect(PathBuf),
     /// A new pseudo-terminal; its slave path is reported after opening.
     Pty,
     /// Output discarded, no input.
@@ -46,7 +51,7 @@ pub enum SerialBackend {
 #[derive(Debug, thiserror::Error)]
 pub enum SerialBackendError {
     /// The text names no backend.
-    #[error("unknown serial backend '{0}' (expected stdout, file:PATH, unix:PATH, pty or off)")]
+    #[error("unknown serial backend '{0}' (expected stdout, file:PATH, unix:PATH, unix-connect:PATH, pty or off)")]
     Unknown(String),
     /// `file:` or `unix:` without a path.
     #[error("serial backend '{0}' needs a path, as in '{0}/path/to/file'")]
@@ -69,6 +74,15 @@ pub enum SerialBackendError {
     /// The socket could not be created.
     #[error("cannot listen on unix socket {path}")]
     Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket to connect to is not there or refused.
+    #[error("cannot connect to unix socket {path}")]
+    Connect {
         /// The socket path.
         path: PathBuf,
         /// Why.
@@ -101,6 +115,10 @@ impl FromStr for SerialBackend {
             _ => {
                 if let Some(rest) = s.strip_prefix("file:") {
                     path("file:", rest).map(Self::File)
+                } else if let Some(rest) = s.strip_prefix("unix-connect:") {
+                    let path = path("unix-connect:", rest)?;
+                    check_socket_path(&path).map_err(SerialBackendError::SocketPath)?;
+                    Ok(Self::UnixConnect(path))
                 } else if let Some(rest) = s.strip_prefix("unix:") {
                     let path = path("unix:", rest)?;
                     check_socket_path(&path).map_err(SerialBackendError::SocketPath)?;
@@ -119,6 +137,7 @@ impl fmt::Display for SerialBackend {
             Self::Stdout => f.write_str("stdout"),
             Self::File(p) => write!(f, "file:{}", p.display()),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::UnixConnect(p) => write!(f, "unix-connect:{}", p.display()),
             Self::Pty => f.write_str("pty"),
             Self::Off => f.write_str("off"),
         }
@@ -192,6 +211,24 @@ impl SerialBackend {
                 });
                 opened.input = Some(SerialInput::new(InputSource::Unix { listener, client }));
                 opened.socket_file = Some(SocketFile { path: path.clone() });
+            }
+            Self::UnixConnect(path) => {
+                let connect_error = |source| SerialBackendError::Connect {
+                    path: path.clone(),
+                    source,
+                };
+                let stream = UnixStream::connect(path).map_err(connect_error)?;
+                stream.set_nonblocking(true).map_err(connect_error)?;
+                let input = stream.try_clone().map_err(connect_error)?;
+                let mut slot = ClientSlot::default();
+                slot.connect(stream);
+                opened.output = SharedOutput::new(UnixClientOutput {
+                    client: Arc::new(Mutex::new(slot)),
+                });
+                opened.input = Some(SerialInput::new(InputSource::Stdin {
+                    fd: File::from(OwnedFd::from(input)),
+                    escape: None,
+                }));
             }
             Self::Pty => {
                 let pty = open_pty().map_err(SerialBackendError::Pty)?;

@@ -42,7 +42,7 @@ pub struct MachineArgs {
     /// CPU features shown to the guest: host, or minimal (hides XSAVE, CMPXCHG16B, AVX+).
     #[arg(long, default_value = "host")]
     pub cpu_template: CpuTemplate,
-    /// Serial console: stdout, file:PATH (truncated), unix:PATH (listening; output before a client connects is replayed), pty or off.
+    /// Serial console: stdout, file:PATH (truncated), unix:PATH (listening; output before a client connects is replayed), unix-connect:PATH, pty or off.
     #[arg(long, default_value = "stdout")]
     pub serial: SerialBackend,
 }

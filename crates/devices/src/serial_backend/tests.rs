@@ -60,6 +60,7 @@ fn parses_every_backend_and_round_trips() {
         "off",
         "file:/tmp/x.log",
         "unix:/run/vm.sock",
+        "unix-connect:/run/peer.sock",
     ] {
         let backend: SerialBackend = text.parse().unwrap();
         assert_eq!(backend.to_string(), text);
@@ -75,12 +76,18 @@ fn parse_errors_name_the_bad_value() {
     let err = "foo".parse::<SerialBackend>().unwrap_err().to_string();
     assert_eq!(
         err,
-        "unknown serial backend 'foo' (expected stdout, file:PATH, unix:PATH, pty or off)"
+        "unknown serial backend 'foo' (expected stdout, file:PATH, unix:PATH, unix-connect:PATH, pty or off)"
     );
     let err = "file:".parse::<SerialBackend>().unwrap_err().to_string();
     assert!(err.contains("'file:' needs a path"), "{err}");
     let err = "unix:".parse::<SerialBackend>().unwrap_err().to_string();
     assert!(err.contains("'unix:' needs a path"), "{err}");
+    let long = format!("unix:/{}", "s".repeat(107));
+    let err = long.parse::<SerialBackend>().unwrap_err().to_string();
+    assert!(err.contains("the socket path is 108 bytes"), "{err}");
+    assert!(format!("unix:/{}", "s".repeat(106))
+        .parse::<SerialBackend>()
+        .is_ok());
     assert!("STDOUT".parse::<SerialBackend>().is_err());
     assert!("".parse::<SerialBackend>().is_err());
 }
@@ -209,6 +216,35 @@ fn file_backend_refuses_what_is_not_a_regular_file() {
         .unwrap_err();
     let source = std::error::Error::source(&err).unwrap().to_string();
     assert!(source.contains("is a FIFO, not a regular file"), "{source}");
+}
+
+#[test]
+fn unix_connect_backend_talks_to_the_listener() {
+    let path = TempPath::new("peer");
+    let listener = UnixListener::bind(&path.0).unwrap();
+    let mut opened = SerialBackend::UnixConnect(path.0.clone())
+        .open(&evt())
+        .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    opened.output.write_all(b"out").unwrap();
+    let mut buf = [0u8; 3];
+    peer.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"out");
+    let (rx, stop, handle) = collect(opened.input.take().unwrap());
+    peer.write_all(b"in").unwrap();
+    assert_eq!(recv_exactly(&rx, 2), b"in");
+    stop.write(1).unwrap();
+    handle.join().unwrap();
+    // Nobody listening: one line naming the socket.
+    drop(listener);
+    let err = SerialBackend::UnixConnect(path.0.clone())
+        .open(&evt())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&path.0.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
