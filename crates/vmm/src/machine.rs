@@ -571,3 +571,76 @@ fn wait_for_stop(events: &StopEvents, stop: &EventFd, running: Option<&RunningVm
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ELF64 header, one PT_NOTE program header and one note owned by
+    /// `owner`.
+    fn elf_with_note(owner: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 120];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2; // ELFCLASS64
+        f[5] = 1; // little-endian
+        f[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        f[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        f[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let namesz = owner.len() + 1;
+        let note_len = 12 + namesz.div_ceil(4) * 4 + 4;
+        f[64..68].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        f[72..80].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+        f[96..104].copy_from_slice(&(note_len as u64).to_le_bytes()); // p_filesz
+        f.extend_from_slice(&u32::try_from(namesz).unwrap().to_le_bytes());
+        f.extend_from_slice(&4u32.to_le_bytes());
+        f.extend_from_slice(&1u32.to_le_bytes());
+        f.extend_from_slice(owner);
+        f.push(0);
+        f.resize(f.len().div_ceil(4) * 4, 0);
+        f.extend_from_slice(&[1, 2, 3, 4]);
+        f
+    }
+
+    fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("vireo-machine-{name}-{}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn linux_kernels_are_told_from_small_guests() {
+        let linux = temp_file("linux.elf", &elf_with_note(b"Linux"));
+        let xen = temp_file("xen.elf", &elf_with_note(b"Xen"));
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let bz = temp_file("bzImage", &bz);
+        let junk = temp_file("junk", b"not a kernel at all");
+        assert!(is_linux_kernel(&linux));
+        assert!(is_linux_kernel(&bz));
+        assert!(!is_linux_kernel(&xen), "a PVH guest that is not Linux");
+        assert!(!is_linux_kernel(&junk));
+        assert!(!is_linux_kernel(Path::new("/nonexistent/k")));
+        for p in [linux, xen, bz, junk] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = std::env::temp_dir();
+        let err = open_regular("kernel", &dir).unwrap_err().to_string();
+        assert!(err.ends_with("is a directory, not a regular file"), "{err}");
+        let err = open_regular("initrd", Path::new("/dev/null"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "initrd /dev/null is a character device, not a regular file"
+        );
+        let empty = temp_file("empty", b"");
+        let err = open_initrd(Some(&empty)).unwrap_err().to_string();
+        assert!(err.ends_with("is empty"), "{err}");
+        std::fs::remove_file(empty).unwrap();
+    }
+}
