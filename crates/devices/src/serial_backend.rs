@@ -197,10 +197,11 @@ impl SerialBackend {
                 }));
             }
             Self::File(path) => {
-                let file = open_output_file(path).map_err(|source| SerialBackendError::File {
-                    path: path.clone(),
-                    source,
-                })?;
+                let file =
+                    open_output_file(path, true).map_err(|source| SerialBackendError::File {
+                        path: path.clone(),
+                        source,
+                    })?;
                 opened.output = SharedOutput::new(file);
             }
             Self::Unix(path) => {
@@ -286,13 +287,13 @@ pub fn file_kind(t: std::fs::FileType) -> &'static str {
     }
 }
 
-/// Open `path` as an output file, created if missing and truncated (as
-/// QEMU's `file:` chardev does). Only a regular file is accepted: the
-/// type is checked before opening (opening a FIFO for writing blocks until
-/// a reader comes) and again on the descriptor, which is opened
-/// non-blocking and without truncation, so nothing that is not a regular
-/// file is ever truncated or waited on.
-pub fn open_output_file(path: &Path) -> io::Result<File> {
+/// Open `path` as an output file, created if missing, and truncated if
+/// `truncate` (as QEMU's `file:` chardev does) or else appended to. Only a
+/// regular file is accepted: the type is checked before opening (opening
+/// a FIFO for writing blocks until a reader comes) and again on the
+/// descriptor, which is opened non-blocking and without truncation, so
+/// nothing that is not a regular file is ever truncated or waited on.
+pub fn open_output_file(path: &Path, truncate: bool) -> io::Result<File> {
     let refuse = |t: std::fs::FileType| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -306,6 +307,7 @@ pub fn open_output_file(path: &Path) -> io::Result<File> {
         Err(e) => return Err(e),
     }
     let file = OpenOptions::new()
+        .append(!truncate)
         .write(true)
         .create(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
@@ -314,7 +316,9 @@ pub fn open_output_file(path: &Path) -> io::Result<File> {
     if !meta.is_file() {
         return Err(refuse(meta.file_type()));
     }
-    file.set_len(0)?;
+    if truncate {
+        file.set_len(0)?;
+    }
     Ok(file)
 }
 

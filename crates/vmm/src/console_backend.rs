@@ -1,12 +1,15 @@
 //! The host side of a virtio-console port (`--console`): the same words
-//! as `--serial`, with the same meaning. `file:` truncates, `unix:`
+//! as `--serial`, with the same meaning. `file:` truncates (once per
+//! process, so a guest reboot continues the file), `unix:`
 //! listens (through the serial backend's socket code, so a late client
 //! gets the output it missed), `unix-connect:` connects to a listener.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use devices::serial_backend::{open_output_file, SerialBackend, SocketFile};
@@ -21,7 +24,8 @@ pub(crate) fn create_console(console: &ConsoleConfig) -> Result<virtio::console:
     let (output, input): (Box<dyn Write + Send>, _) = match console {
         ConsoleConfig::Stdout => (Box::new(io::stdout()), None),
         ConsoleConfig::File(path) => {
-            let file = open_output_file(path).map_err(open_err("console file", path))?;
+            let file =
+                open_output_file(path, first_open(path)).map_err(open_err("console file", path))?;
             (Box::new(file), None)
         }
         ConsoleConfig::Unix(path) => {
@@ -38,6 +42,19 @@ pub(crate) fn create_console(console: &ConsoleConfig) -> Result<virtio::console:
         }
     };
     Ok(virtio::console::Console::new(output, input))
+}
+
+/// Whether this process has not opened `path` as a console file before.
+/// The device is created again on every boot, but a file is truncated
+/// only when `vireo` starts (as the serial file, opened once): a guest
+/// that reboots under `--reboot` continues its log.
+fn first_open(path: &Path) -> bool {
+    static OPENED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    // The path as configured: every boot of a VM has the same one.
+    OPENED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(path.to_path_buf())
 }
 
 fn open_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
@@ -133,5 +150,25 @@ impl Drop for ListeningPort {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_console_file_is_truncated_once_per_process_then_continued() {
+        let path = std::env::temp_dir().join(format!("vireo-console-{}", std::process::id()));
+        std::fs::write(&path, "from an earlier run\n").unwrap();
+        let config = ConsoleConfig::File(path.clone());
+        // The file is opened as each boot's device is made.
+        drop(create_console(&config).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        std::fs::write(&path, "first boot\n").unwrap();
+        drop(create_console(&config).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first boot\n");
+        assert!(!first_open(&path));
+        std::fs::remove_file(&path).unwrap();
     }
 }

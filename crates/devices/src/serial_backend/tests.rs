@@ -104,6 +104,18 @@ fn file_backend_truncates_and_writes() {
 }
 
 #[test]
+fn output_files_append_when_not_truncated() {
+    let path = TempPath::new("append");
+    std::fs::write(&path.0, b"kept\n").unwrap();
+    let mut f = open_output_file(&path.0, false).unwrap();
+    f.write_all(b"more\n").unwrap();
+    assert_eq!(std::fs::read(&path.0).unwrap(), b"kept\nmore\n");
+    let mut f = open_output_file(&path.0, true).unwrap();
+    f.write_all(b"new\n").unwrap();
+    assert_eq!(std::fs::read(&path.0).unwrap(), b"new\n");
+}
+
+#[test]
 fn file_backend_reports_unwritable_path() {
     let err = SerialBackend::File(PathBuf::from("/nonexistent-dir/x.log"))
         .open(&evt())
