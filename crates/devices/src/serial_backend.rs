@@ -71,6 +71,9 @@ pub enum SerialBackendError {
     /// Something other than a socket already exists at the socket path.
     #[error("refusing to replace {0}: it exists and is not a socket")]
     NotASocket(PathBuf),
+    /// A live socket is at the path.
+    #[error("{0} is in use: something listens on it")]
+    InUse(PathBuf),
     /// The socket could not be created.
     #[error("cannot listen on unix socket {path}")]
     Listen {
@@ -323,7 +326,8 @@ pub fn open_output_file(path: &Path, truncate: bool) -> io::Result<File> {
 }
 
 /// Bind a listening socket at `path`, replacing a stale socket file but
-/// nothing else.
+/// nothing else: a socket something listens on (another VM's console, this
+/// VM's API socket) is refused, not stolen.
 fn listen(path: &Path) -> Result<UnixListener, SerialBackendError> {
     let listen_error = |source| SerialBackendError::Listen {
         path: path.to_path_buf(),
@@ -331,6 +335,9 @@ fn listen(path: &Path) -> Result<UnixListener, SerialBackendError> {
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
+            if is_listening(path) {
+                return Err(SerialBackendError::InUse(path.to_path_buf()));
+            }
             std::fs::remove_file(path).map_err(listen_error)?;
         }
         Ok(_) => return Err(SerialBackendError::NotASocket(path.to_path_buf())),
@@ -340,6 +347,31 @@ fn listen(path: &Path) -> Result<UnixListener, SerialBackendError> {
     let listener = UnixListener::bind(path).map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
     Ok(listener)
+}
+
+/// Whether a socket in this network namespace listens at `path`, from
+/// `/proc/net/unix` rather than by connecting: a probe connection would be
+/// taken by the listener as its new console client, cutting off the real
+/// one.
+fn is_listening(path: &Path) -> bool {
+    /// `__SO_ACCEPTCON` in the Flags column: a listening socket.
+    const ACCEPTING: u32 = 1 << 16;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let absolute = std::fs::canonicalize(path).ok();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let listening = fields
+            .get(3)
+            .and_then(|f| u32::from_str_radix(f, 16).ok())
+            .is_some_and(|f| f & ACCEPTING != 0);
+        let Some(bound) = fields.get(7..).filter(|f| !f.is_empty()) else {
+            return false;
+        };
+        let bound = PathBuf::from(bound.join(" "));
+        listening && (bound == path || absolute.as_deref() == Some(bound.as_path()))
+    })
 }
 
 /// The socket file of a `unix:` backend; removed (if it is still a socket)

@@ -23,6 +23,10 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 pub fn run_command(args: RunArgs) -> ExitCode {
+    if let Err(e) = check_socket_paths_differ(&args) {
+        eprintln!("vireo: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let Some(kernel) = args.kernel else {
         if let Some(socket) = &args.api_socket {
             // Configured over the API: the flags that describe the machine
@@ -51,6 +55,39 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         ..machine_config(&args.machine)
     };
     launch(Some(&config), &args.machine, args.api_socket.as_deref())
+}
+
+/// One path cannot be two listening sockets: the second would replace
+/// the first (a console taking over the API socket).
+fn check_socket_paths_differ(args: &RunArgs) -> Result<(), String> {
+    let mut sockets: Vec<(String, &Path)> = Vec::new();
+    if let Some(p) = &args.api_socket {
+        sockets.push((format!("--api-socket {}", p.display()), p));
+    }
+    if let devices::SerialBackend::Unix(p) = &args.machine.serial {
+        sockets.push((format!("--serial unix:{}", p.display()), p));
+    }
+    for console in &args.console {
+        if let vmm::config::ConsoleConfig::Unix(p) = console {
+            sockets.push((format!("--console unix:{}", p.display()), p));
+        }
+    }
+    // The same file by another spelling counts too: compare the
+    // directories as the kernel resolves them.
+    let key = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        dir.join(p.file_name().unwrap_or_default())
+    };
+    for (i, (a, pa)) in sockets.iter().enumerate() {
+        if let Some((b, _)) = sockets[..i].iter().find(|(_, pb)| key(pb) == key(pa)) {
+            return Err(format!("{b} and {a} name the same socket"));
+        }
+    }
+    Ok(())
 }
 
 /// kvm-pvm, a KVM without hardware virtualization, runs guest user code

@@ -382,3 +382,36 @@ fn logs_to_a_file_have_no_colour_codes() {
         "colour codes in a piped log: {stderr:?}"
     );
 }
+
+/// A console socket at the API socket's path silently replaced it (the
+/// serial backend removed any socket file it found); one path is now one
+/// socket, and a socket something listens on is never taken over.
+#[test]
+fn one_path_cannot_be_two_sockets() {
+    let dir = tempdir();
+    let sock = dir.join("vm.sock");
+    let s = sock.to_str().unwrap();
+    let serial = format!("unix:{s}");
+    let other_spelling = format!(
+        "unix:{}/../{}/vm.sock",
+        dir.display(),
+        dir.file_name().unwrap().to_str().unwrap()
+    );
+    let r = run_hello(&["--api-socket", s, "--serial", &serial]);
+    assert_usage_error(
+        &r,
+        &format!("--api-socket {s} and --serial {serial} name the same socket"),
+    );
+    assert_one_line(&r);
+    let r = run_hello(&["--console", &serial, "--console", &other_spelling]);
+    assert_usage_error(&r, "name the same socket");
+    assert_one_line(&r);
+    assert!(!sock.exists());
+
+    // Someone else's live socket.
+    let _live = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let r = run_hello(&["--serial", &serial]);
+    assert_usage_error(&r, &format!("{s} is in use: something listens on it"));
+    assert_one_line(&r);
+    assert!(sock.exists(), "the live socket is left alone");
+}

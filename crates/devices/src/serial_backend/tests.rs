@@ -260,6 +260,20 @@ fn unix_connect_backend_talks_to_the_listener() {
 }
 
 #[test]
+fn unix_backend_does_not_steal_a_live_socket() {
+    let path = TempPath::new("live");
+    let live = UnixListener::bind(&path.0).unwrap();
+    let err = SerialBackend::Unix(path.0.clone())
+        .open(&evt())
+        .unwrap_err();
+    assert!(matches!(err, SerialBackendError::InUse(_)), "{err}");
+    // The listener still owns the path: a client reaches it.
+    live.set_nonblocking(true).unwrap();
+    let _client = UnixStream::connect(&path.0).unwrap();
+    assert!(live.accept().is_ok());
+}
+
+#[test]
 fn unix_backend_replaces_stale_socket_but_not_files() {
     let path = TempPath::new("stale");
     drop(UnixListener::bind(&path.0).unwrap());
