@@ -256,6 +256,7 @@ fn launch(config: Option<&VmConfig>, machine: &MachineArgs, api_socket: Option<&
         c.finished();
     }
     drop(api);
+    vmm::close_console_sockets();
     if let Some((stop_input, thread)) = input {
         let _ = stop_input.write(1);
         let _ = thread.join();

@@ -338,6 +338,50 @@ fn console_unix_listens_like_serial_unix() {
     assert!(!path.exists(), "the socket file is removed at exit");
 }
 
+/// The console device is made again on every boot; its socket was too, so
+/// a reboot cut the client off. Now the socket lasts the whole run.
+#[test]
+fn console_socket_client_stays_connected_across_a_reboot() {
+    let net = common::TapNamespace::new("r", false).expect("this test needs root and iproute2");
+    let dir = Scratch::new();
+    let path = dir.join("console.sock");
+    let api = dir.join("api.sock");
+    let virtio = guest("virtio");
+    let spec = format!("unix:{}", path.display());
+    let mut child = net
+        .vireo(&[
+            "--kernel",
+            virtio.to_str().unwrap(),
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            &spec,
+            "--net",
+            "",
+            "--cmdline",
+            "console net pings=1 timeout-ms=2000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_channel(connect_when_there(&path));
+    wait_for_line(&lines, "virtio-console: hello from the guest", T);
+    let out = vireo()
+        .args(["vm", "--socket", api.to_str().unwrap(), "reset"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The second boot's line reaches the same connection.
+    wait_for_line(&lines, "virtio-console: hello from the guest", T);
+    assert_eq!(wait_exit(&mut child, T), 0);
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
+
 /// `file:` truncated for `--serial` and appended for `--console`; now it
 /// truncates for both, as QEMU's file chardev does.
 #[test]

@@ -1,15 +1,16 @@
 //! The host side of a virtio-console port (`--console`): the same words
 //! as `--serial`, with the same meaning. `file:` truncates (once per
-//! process, so a guest reboot continues the file), `unix:`
-//! listens (through the serial backend's socket code, so a late client
-//! gets the output it missed), `unix-connect:` connects to a listener.
+//! process, so a guest reboot continues the file), `unix:` listens
+//! (through the serial backend's socket code, so a late client gets the
+//! output it missed; the socket lasts the whole run, across reboots),
+//! `unix-connect:` connects to a listener.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use devices::serial_backend::{open_output_file, SerialBackend, SocketFile};
@@ -29,8 +30,16 @@ pub(crate) fn create_console(console: &ConsoleConfig) -> Result<virtio::console:
             (Box::new(file), None)
         }
         ConsoleConfig::Unix(path) => {
-            let (output, input) = listen(path)?;
-            (Box::new(output), Some(input))
+            let port = listening_port(path)?;
+            let input = port
+                .input
+                .try_clone()
+                .map_err(|e| Error::Host("console pipe", e))?;
+            let handle = PortHandle {
+                output: port.output.clone(),
+                _port: port,
+            };
+            (Box::new(handle), Some(input))
         }
         ConsoleConfig::UnixConnect(path) => {
             let stream = std::os::unix::net::UnixStream::connect(path)
@@ -68,13 +77,44 @@ fn open_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error 
 /// clients come and go).
 struct ListeningPort {
     output: SharedOutput,
+    /// The pipe's read end; each boot's device reads a duplicate.
+    input: OwnedFd,
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
     /// Removes the socket file when the port goes.
     _socket: Option<SocketFile>,
 }
 
-fn listen(path: &Path) -> Result<(ListeningPort, OwnedFd)> {
+/// The listening ports of this process by path. The console device is
+/// made again on every boot; its socket is not, so a guest reboot under
+/// `--reboot` does not cut the client off (as the serial socket, opened
+/// once, does not). [`close_console_sockets`] lets them go.
+static PORTS: Mutex<BTreeMap<PathBuf, Arc<ListeningPort>>> = Mutex::new(BTreeMap::new());
+
+fn listening_port(path: &Path) -> Result<Arc<ListeningPort>> {
+    let mut ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(port) = ports.get(path) {
+        return Ok(port.clone());
+    }
+    let port = Arc::new(listen(path)?);
+    ports.insert(path.to_path_buf(), port.clone());
+    Ok(port)
+}
+
+/// Close the `--console unix:` sockets (each goes when the last device
+/// using it does) and remove their files: call when the VMM is done with
+/// its VMs.
+pub fn close_console_sockets() {
+    PORTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// What one boot's console device writes to.
+struct PortHandle {
+    output: SharedOutput,
+    _port: Arc<ListeningPort>,
+}
+
+fn listen(path: &Path) -> Result<ListeningPort> {
     let host = |what| move |e| Error::Host(what, e);
     // Only the stdout backend uses the quit event (for Ctrl-A x).
     let unused_quit = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
@@ -102,13 +142,13 @@ fn listen(path: &Path) -> Result<(ListeningPort, OwnedFd)> {
         }
         None => None,
     };
-    let port = ListeningPort {
+    Ok(ListeningPort {
         output: opened.output,
+        input: read_end,
         stop,
         thread,
         _socket: opened.socket_file.take(),
-    };
-    Ok((port, read_end))
+    })
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
@@ -132,7 +172,7 @@ fn write_some(pipe: &File, bytes: &[u8]) -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
-impl Write for ListeningPort {
+impl Write for PortHandle {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.output.write(buf)
     }
