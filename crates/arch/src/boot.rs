@@ -75,14 +75,36 @@ pub fn load_kernel<M: GuestMemoryBackend>(
     source: BootSource<'_>,
     rsdp: GuestAddress,
 ) -> Result<KernelEntry, Error> {
-    let mut magic = [0u8; 4];
-    let is_elf = read_at(source.kernel, 0, &mut magic).is_ok() && magic == ELF_MAGIC;
+    let format = kernel_format(source.kernel)?;
     let map = memory_map(mem_size)?;
-    if is_elf {
-        load_elf(mem, mem_size, source, rsdp, &map)
-    } else {
-        load_bzimage(mem, mem_size, source, rsdp, &map)
+    match format {
+        KernelFormat::Elf => load_elf(mem, mem_size, source, rsdp, &map),
+        KernelFormat::BzImage => load_bzimage(mem, mem_size, source, rsdp, &map),
     }
+}
+
+/// The kinds of kernel image [`load_kernel`] boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// An ELF executable (a vmlinux, PVH or not, or a small guest).
+    Elf,
+    /// A Linux bzImage (a distribution's kernel).
+    BzImage,
+}
+
+/// Which kind of kernel `file` holds, from its magic numbers alone, so a
+/// file that is neither is named as such rather than failing deep inside
+/// a loader.
+pub fn kernel_format(file: &mut File) -> Result<KernelFormat, Error> {
+    let mut magic = [0u8; 4];
+    if read_at(file, 0, &mut magic).is_ok() && magic == ELF_MAGIC {
+        return Ok(KernelFormat::Elf);
+    }
+    // The setup header's "HdrS" at 0x202 marks every bzImage since 2.00.
+    if read_at(file, 0x202, &mut magic).is_ok() && u32::from_le_bytes(magic) == HDRS_MAGIC {
+        return Ok(KernelFormat::BzImage);
+    }
+    Err(Error::NotAKernel)
 }
 
 fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {

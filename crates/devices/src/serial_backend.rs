@@ -1,4 +1,6 @@
-//! The host side of the serial console: `--serial stdout|file:PATH|unix:PATH|pty|off`.
+//! The host side of the serial console: `--serial
+//! stdout|file:PATH|unix:PATH|unix-connect:PATH|pty|off`. `vireo run
+//! --console` uses the same `unix:` code, so each word means one thing.
 //!
 //! [`SerialBackend::open`] gives the output sink the UART (and the debug
 //! console) print to, and where there is one, the input source the
@@ -6,6 +8,7 @@
 //! No sink ever blocks the guest: a socket client or pty reader that does
 //! not keep up loses output rather than stalling a vCPU.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -35,6 +38,9 @@ pub enum SerialBackend {
     /// A listening unix socket; the connected client gets output and sends
     /// input.
     Unix(PathBuf),
+    /// A unix socket someone else listens on, connected once at start:
+    /// the peer gets output and sends input.
+    UnixConnect(PathBuf),
     /// A new pseudo-terminal; its slave path is reported after opening.
     Pty,
     /// Output discarded, no input.
@@ -45,13 +51,16 @@ pub enum SerialBackend {
 #[derive(Debug, thiserror::Error)]
 pub enum SerialBackendError {
     /// The text names no backend.
-    #[error("unknown serial backend '{0}' (expected stdout, file:PATH, unix:PATH, pty or off)")]
+    #[error("unknown serial backend '{0}' (expected stdout, file:PATH, unix:PATH, unix-connect:PATH, pty or off)")]
     Unknown(String),
     /// `file:` or `unix:` without a path.
     #[error("serial backend '{0}' needs a path, as in '{0}/path/to/file'")]
     MissingPath(String),
+    /// A socket path longer than a unix socket address holds.
+    #[error("{0}")]
+    SocketPath(String),
     /// The output file could not be created.
-    #[error("cannot create serial output file {path}")]
+    #[error("--serial file:{}: cannot open the output file", path.display())]
     File {
         /// The file.
         path: PathBuf,
@@ -62,9 +71,21 @@ pub enum SerialBackendError {
     /// Something other than a socket already exists at the socket path.
     #[error("refusing to replace {0}: it exists and is not a socket")]
     NotASocket(PathBuf),
+    /// A live socket is at the path.
+    #[error("{0} is in use: something listens on it")]
+    InUse(PathBuf),
     /// The socket could not be created.
     #[error("cannot listen on unix socket {path}")]
     Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket to connect to is not there or refused.
+    #[error("cannot connect to unix socket {path}")]
+    Connect {
         /// The socket path.
         path: PathBuf,
         /// Why.
@@ -97,8 +118,14 @@ impl FromStr for SerialBackend {
             _ => {
                 if let Some(rest) = s.strip_prefix("file:") {
                     path("file:", rest).map(Self::File)
+                } else if let Some(rest) = s.strip_prefix("unix-connect:") {
+                    let path = path("unix-connect:", rest)?;
+                    check_socket_path(&path).map_err(SerialBackendError::SocketPath)?;
+                    Ok(Self::UnixConnect(path))
                 } else if let Some(rest) = s.strip_prefix("unix:") {
-                    path("unix:", rest).map(Self::Unix)
+                    let path = path("unix:", rest)?;
+                    check_socket_path(&path).map_err(SerialBackendError::SocketPath)?;
+                    Ok(Self::Unix(path))
                 } else {
                     Err(SerialBackendError::Unknown(s.to_string()))
                 }
@@ -113,6 +140,7 @@ impl fmt::Display for SerialBackend {
             Self::Stdout => f.write_str("stdout"),
             Self::File(p) => write!(f, "file:{}", p.display()),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::UnixConnect(p) => write!(f, "unix-connect:{}", p.display()),
             Self::Pty => f.write_str("pty"),
             Self::Off => f.write_str("off"),
         }
@@ -172,20 +200,39 @@ impl SerialBackend {
                 }));
             }
             Self::File(path) => {
-                let file = File::create(path).map_err(|source| SerialBackendError::File {
-                    path: path.clone(),
-                    source,
-                })?;
+                let file =
+                    open_output_file(path, true).map_err(|source| SerialBackendError::File {
+                        path: path.clone(),
+                        source,
+                    })?;
                 opened.output = SharedOutput::new(file);
             }
             Self::Unix(path) => {
                 let listener = listen(path)?;
-                let client = Arc::new(Mutex::new(None));
+                let client = Arc::new(Mutex::new(ClientSlot::default()));
                 opened.output = SharedOutput::new(UnixClientOutput {
                     client: client.clone(),
                 });
                 opened.input = Some(SerialInput::new(InputSource::Unix { listener, client }));
                 opened.socket_file = Some(SocketFile { path: path.clone() });
+            }
+            Self::UnixConnect(path) => {
+                let connect_error = |source| SerialBackendError::Connect {
+                    path: path.clone(),
+                    source,
+                };
+                let stream = UnixStream::connect(path).map_err(connect_error)?;
+                stream.set_nonblocking(true).map_err(connect_error)?;
+                let input = stream.try_clone().map_err(connect_error)?;
+                let mut slot = ClientSlot::default();
+                slot.connect(stream);
+                opened.output = SharedOutput::new(UnixClientOutput {
+                    client: Arc::new(Mutex::new(slot)),
+                });
+                opened.input = Some(SerialInput::new(InputSource::Stdin {
+                    fd: File::from(OwnedFd::from(input)),
+                    escape: None,
+                }));
             }
             Self::Pty => {
                 let pty = open_pty().map_err(SerialBackendError::Pty)?;
@@ -205,8 +252,82 @@ impl SerialBackend {
     }
 }
 
+/// Longest path a unix socket can have: `sun_path` is 108 bytes with the
+/// terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Refuse a unix socket path that does not fit `sun_path`: bound through a
+/// hard link (as the API socket is) it would exist but no client could
+/// ever connect to it.
+pub fn check_socket_path(path: &Path) -> Result<(), String> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "the socket path is {len} bytes; a unix socket path can have at most {MAX_SOCKET_PATH}"
+        ));
+    }
+    Ok(())
+}
+
+/// What kind of file `t` is, in words, for errors ("a FIFO").
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a file"
+    }
+}
+
+/// Open `path` as an output file, created if missing, and truncated if
+/// `truncate` (as QEMU's `file:` chardev does) or else appended to. Only a
+/// regular file is accepted: the type is checked before opening (opening
+/// a FIFO for writing blocks until a reader comes) and again on the
+/// descriptor, which is opened non-blocking and without truncation, so
+/// nothing that is not a regular file is ever truncated or waited on.
+pub fn open_output_file(path: &Path, truncate: bool) -> io::Result<File> {
+    let refuse = |t: std::fs::FileType| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is {}, not a regular file", path.display(), file_kind(t)),
+        )
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(refuse(meta.file_type())),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let file = OpenOptions::new()
+        .append(!truncate)
+        .write(true)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refuse(meta.file_type()));
+    }
+    if truncate {
+        file.set_len(0)?;
+    }
+    Ok(file)
+}
+
 /// Bind a listening socket at `path`, replacing a stale socket file but
-/// nothing else.
+/// nothing else: a socket something listens on (another VM's console, this
+/// VM's API socket) is refused, not stolen.
 fn listen(path: &Path) -> Result<UnixListener, SerialBackendError> {
     let listen_error = |source| SerialBackendError::Listen {
         path: path.to_path_buf(),
@@ -214,6 +335,9 @@ fn listen(path: &Path) -> Result<UnixListener, SerialBackendError> {
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
+            if is_listening(path) {
+                return Err(SerialBackendError::InUse(path.to_path_buf()));
+            }
             std::fs::remove_file(path).map_err(listen_error)?;
         }
         Ok(_) => return Err(SerialBackendError::NotASocket(path.to_path_buf())),
@@ -223,6 +347,31 @@ fn listen(path: &Path) -> Result<UnixListener, SerialBackendError> {
     let listener = UnixListener::bind(path).map_err(listen_error)?;
     listener.set_nonblocking(true).map_err(listen_error)?;
     Ok(listener)
+}
+
+/// Whether a socket in this network namespace listens at `path`, from
+/// `/proc/net/unix` rather than by connecting: a probe connection would be
+/// taken by the listener as its new console client, cutting off the real
+/// one.
+fn is_listening(path: &Path) -> bool {
+    /// `__SO_ACCEPTCON` in the Flags column: a listening socket.
+    const ACCEPTING: u32 = 1 << 16;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let absolute = std::fs::canonicalize(path).ok();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let listening = fields
+            .get(3)
+            .and_then(|f| u32::from_str_radix(f, 16).ok())
+            .is_some_and(|f| f & ACCEPTING != 0);
+        let Some(bound) = fields.get(7..).filter(|f| !f.is_empty()) else {
+            return false;
+        };
+        let bound = PathBuf::from(bound.join(" "));
+        listening && (bound == path || absolute.as_deref() == Some(bound.as_path()))
+    })
 }
 
 /// The socket file of a `unix:` backend; removed (if it is still a socket)
@@ -253,34 +402,88 @@ impl Drop for SocketFile {
 }
 
 /// The client slot of a `unix:` backend, filled by the input thread.
-pub(crate) type UnixClient = Arc<Mutex<Option<UnixStream>>>;
+pub(crate) type UnixClient = Arc<Mutex<ClientSlot>>;
 
-/// Output to the connected socket client, if any. Never blocks: what the
-/// client's socket buffer cannot take right now is dropped.
+/// Most output kept for the next client while none is connected (the
+/// newest bytes win), so a client that connects after the guest started
+/// still sees how it booted.
+pub const REPLAY_CAPACITY: usize = 64 * 1024;
+
+/// The connected client of a `unix:` backend, if any, and the output
+/// produced while there was none.
+#[derive(Debug, Default)]
+pub(crate) struct ClientSlot {
+    stream: Option<UnixStream>,
+    unseen: VecDeque<u8>,
+}
+
+impl ClientSlot {
+    /// The connected client.
+    pub(crate) fn stream(&self) -> Option<&UnixStream> {
+        self.stream.as_ref()
+    }
+
+    /// Make `stream` (non-blocking) the client, replacing any other, and
+    /// give it the output it missed.
+    pub(crate) fn connect(&mut self, stream: UnixStream) {
+        let (a, b) = self.unseen.as_slices();
+        for part in [a, b] {
+            send_nonblocking(&stream, part);
+        }
+        self.unseen.clear();
+        self.stream = Some(stream);
+    }
+
+    /// Forget the client (it hung up).
+    pub(crate) fn disconnect(&mut self) {
+        self.stream = None;
+    }
+
+    fn write(&mut self, buf: &[u8]) {
+        match &self.stream {
+            Some(stream) => send_nonblocking(stream, buf),
+            None => {
+                let keep = buf.len().min(REPLAY_CAPACITY);
+                let tail = buf.get(buf.len() - keep..).unwrap_or_default();
+                let excess = (self.unseen.len() + keep).saturating_sub(REPLAY_CAPACITY);
+                self.unseen.drain(..excess);
+                self.unseen.extend(tail);
+            }
+        }
+    }
+}
+
+/// Send what the socket takes right now; drop the rest.
+fn send_nonblocking(stream: &UnixStream, buf: &[u8]) {
+    let fd = stream.as_raw_fd();
+    write_nonblocking(buf, |chunk| {
+        // SAFETY: `fd` belongs to `stream`, borrowed for this call; `chunk`
+        // is a live slice. MSG_NOSIGNAL: a vanished client must not raise
+        // SIGPIPE.
+        unsafe {
+            libc::send(
+                fd,
+                chunk.as_ptr().cast(),
+                chunk.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        }
+    });
+}
+
+/// Output to the connected socket client; kept for the next client while
+/// there is none. Never blocks: what the client's socket buffer cannot
+/// take right now is dropped.
 struct UnixClientOutput {
     client: UnixClient,
 }
 
 impl Write for UnixClientOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let client = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(stream) = client.as_ref() {
-            let fd = stream.as_raw_fd();
-            write_nonblocking(buf, |chunk| {
-                // SAFETY: `fd` stays open while the lock is held (only the
-                // input thread replaces the client, under the same lock);
-                // `chunk` is a live slice. MSG_NOSIGNAL: a vanished client
-                // must not raise SIGPIPE.
-                unsafe {
-                    libc::send(
-                        fd,
-                        chunk.as_ptr().cast(),
-                        chunk.len(),
-                        libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                    )
-                }
-            });
-        }
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(buf);
         Ok(buf.len())
     }
 

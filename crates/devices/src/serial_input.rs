@@ -237,7 +237,7 @@ impl InputSource {
             Self::Unix { listener, client } => {
                 fds.push(pollfd(listener.as_raw_fd()));
                 let client = client.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(stream) = client.as_ref() {
+                if let Some(stream) = client.stream() {
                     fds.push(pollfd(stream.as_raw_fd()));
                 }
             }
@@ -300,14 +300,14 @@ impl InputSource {
 
 fn read_client(client: &UnixClient, buf: &mut [u8], out: &mut Vec<u8>) {
     let mut slot = client.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(stream) = slot.as_ref() else {
+    let Some(stream) = slot.stream() else {
         return;
     };
     let mut stream_ref = stream;
     match stream_ref.read(buf) {
         Ok(0) => {
             tracing::info!("serial: socket client disconnected");
-            *slot = None;
+            slot.disconnect();
         }
         Ok(n) => out.extend_from_slice(&buf[..n]),
         Err(e)
@@ -317,7 +317,7 @@ fn read_client(client: &UnixClient, buf: &mut [u8], out: &mut Vec<u8>) {
             ) => {}
         Err(e) => {
             tracing::info!("serial: socket client dropped: {e}");
-            *slot = None;
+            slot.disconnect();
         }
     }
 }
@@ -331,7 +331,10 @@ fn accept_clients(listener: &UnixListener, client: &UnixClient) {
                     continue;
                 }
                 tracing::info!("serial: socket client connected");
-                *client.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                client
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .connect(stream);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -40,6 +40,14 @@ pub enum TapError {
         #[source]
         source: io::Error,
     },
+    /// The named interface exists but cannot be attached to as asked.
+    #[error("cannot attach to '{name}': {reason}")]
+    Unusable {
+        /// The interface name.
+        name: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// A queue index past the TAP's last queue.
     #[error("TAP '{name}' has {queues} queues, no queue {index}")]
     NoSuchQueue {
@@ -141,10 +149,7 @@ impl Tap {
             flags |= libc::IFF_MULTI_QUEUE;
         }
         let asked = name.unwrap_or(DEFAULT_NAME).to_string();
-        let open_err = |source| TapError::Open {
-            name: asked.clone(),
-            source,
-        };
+        let open_err = |source| explain_open_error(&asked, name.is_some(), queues, source);
         let first = open_queue(&asked, flags).map_err(open_err)?;
         // The kernel resolved the pattern on the first attach; the other
         // queues must join that same interface.
@@ -336,6 +341,72 @@ fn check_name(name: &str) -> Result<(), TapError> {
 
 /// Open /dev/net/tun and attach it to `name` with `flags`; returns the
 /// descriptor and the interface name the kernel settled on.
+/// Turn TUNSETIFF's bare errno into what went wrong with the interface
+/// the user named: the kernel answers EINVAL both for a name that is not
+/// a TUN/TAP at all and for a TAP whose kind or multi-queue setting
+/// differs from the request, and EBUSY for a single-queue TAP that has its
+/// reader.
+fn explain_open_error(name: &str, named: bool, queues: usize, source: io::Error) -> TapError {
+    let unusable = |reason: String| TapError::Unusable {
+        name: name.to_string(),
+        reason,
+    };
+    if named && source.raw_os_error() == Some(libc::EBUSY) {
+        return unusable("the TAP is in use (a single-queue TAP has one reader)".into());
+    }
+    if named && source.raw_os_error() == Some(libc::EINVAL) && interface_exists(name) {
+        let reason = match probe_tun_kind(name) {
+            None => "it is not a TAP device (Vireo attaches only to TAPs: \
+                     create one with `ip tuntap add NAME mode tap`, or leave tap= out \
+                     to have one created)"
+                .to_string(),
+            Some((false, _)) => {
+                "it is a TUN (layer 3) device, not a TAP (`ip tuntap add NAME mode tap`)".into()
+            }
+            Some((true, false)) if queues > 1 => format!(
+                "queues={queues} needs a multi-queue TAP, and this one was created \
+                 without `multi_queue`"
+            ),
+            Some((true, true)) if queues == 1 => {
+                "the TAP was created with `multi_queue`; give queues=2 or more".into()
+            }
+            Some(_) => format!("the kernel refused it: {source}"),
+        };
+        return unusable(reason);
+    }
+    TapError::Open {
+        name: name.to_string(),
+        source,
+    }
+}
+
+/// Whether an interface called `name` exists in this network namespace.
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: if_nametoindex reads the NUL-terminated name only.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// What the TUN/TAP interface `name` is, found by attaching with each
+/// combination the kernel checks (and letting go at once): (is a TAP,
+/// is multi-queue). The kernel checks the kind and the queue mode first,
+/// answering EINVAL; any other answer (success, or EBUSY from a held
+/// single-queue TAP) means they matched. `None`: not a TUN/TAP.
+fn probe_tun_kind(name: &str) -> Option<(bool, bool)> {
+    [(true, false), (true, true), (false, false), (false, true)]
+        .into_iter()
+        .find(|&(tap, multi_queue)| {
+            let mut flags = libc::IFF_NO_PI;
+            flags |= if tap { libc::IFF_TAP } else { libc::IFF_TUN };
+            if multi_queue {
+                flags |= libc::IFF_MULTI_QUEUE;
+            }
+            !matches!(open_queue(name, flags), Err(e) if e.raw_os_error() == Some(libc::EINVAL))
+        })
+}
+
 fn open_queue(name: &str, flags: libc::c_int) -> io::Result<(OwnedFd, String)> {
     // SAFETY: TUN_PATH is a NUL-terminated string; open returns a new
     // descriptor or -1.

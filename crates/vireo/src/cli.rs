@@ -33,7 +33,7 @@ pub enum Command {
 /// Options shared by `run` and `demo`: the machine's shape.
 #[derive(Debug, Args)]
 pub struct MachineArgs {
-    /// Guest RAM: a number of MiB, or with a K, M, G or T suffix.
+    /// Guest RAM, a multiple of 4 KiB: a number of MiB, or a size such as 512M, 1.5G, 4GiB.
     #[arg(short, long, default_value = "128M", value_parser = parse_memory_size)]
     pub memory: u64,
     /// Number of vCPUs.
@@ -42,7 +42,7 @@ pub struct MachineArgs {
     /// CPU features shown to the guest: host, or minimal (hides XSAVE, CMPXCHG16B, AVX+).
     #[arg(long, default_value = "host")]
     pub cpu_template: CpuTemplate,
-    /// Serial console: stdout, file:PATH, unix:PATH, pty or off.
+    /// Serial console: stdout, file:PATH (truncated), unix:PATH (listening; output before a client connects is replayed), unix-connect:PATH, pty or off.
     #[arg(long, default_value = "stdout")]
     pub serial: SerialBackend,
 }
@@ -59,8 +59,8 @@ pub struct RunArgs {
     /// Kernel command line.
     #[arg(long, default_value = vmm::config::DEFAULT_CMDLINE)]
     pub cmdline: String,
-    /// Serve the control API (HTTP/JSON) on this unix socket, mode 0600.
-    #[arg(long, value_name = "PATH")]
+    /// Serve the control API (HTTP/JSON) on this unix socket, mode 0600 (a path of at most 107 bytes).
+    #[arg(long, value_name = "PATH", value_parser = parse_socket_path)]
     pub api_socket: Option<PathBuf>,
     /// On guest reset, boot the VM again instead of exiting.
     #[arg(long)]
@@ -68,10 +68,10 @@ pub struct RunArgs {
     /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N][,id=NAME]. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub disk: Vec<DiskConfig>,
-    /// A virtio-net card on a TAP: [tap=NAME][,mac=MAC][,queues=N][,id=NAME]. Without tap, a new TAP is created. Repeatable.
+    /// A virtio-net card on a TAP: [tap=NAME][,mac=MAC][,queues=N][,id=NAME]. Without tap, a new TAP is created; without mac, a random 52:54:00 one. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub net: Vec<NetConfig>,
-    /// A virtio-console port: stdout, file:PATH or unix:PATH (a listening socket). Repeatable.
+    /// A virtio-console port: stdout, file:PATH, unix:PATH (listening, as --serial) or unix-connect:PATH. Repeatable.
     #[arg(long, value_name = "BACKEND")]
     pub console: Vec<ConsoleConfig>,
     /// Give the guest a virtio-rng device fed by the host's getrandom.
@@ -89,4 +89,14 @@ pub struct DemoArgs {
     pub cmdline: String,
     #[command(flatten)]
     pub machine: MachineArgs,
+}
+
+/// A unix socket path that fits a socket address.
+fn parse_socket_path(s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("the path is empty".into());
+    }
+    let path = PathBuf::from(s);
+    devices::serial_backend::check_socket_path(&path)?;
+    Ok(path)
 }

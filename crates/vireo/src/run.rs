@@ -23,6 +23,10 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 pub fn run_command(args: RunArgs) -> ExitCode {
+    if let Err(e) = check_socket_paths_differ(&args) {
+        eprintln!("vireo: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let Some(kernel) = args.kernel else {
         if let Some(socket) = &args.api_socket {
             // Configured over the API: the flags that describe the machine
@@ -38,6 +42,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     };
+    warn_if_stock_kernel_is_emulated(&kernel);
     let config = VmConfig {
         kernel: KernelSource::Path(kernel),
         initrd: args.initrd,
@@ -50,6 +55,54 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         ..machine_config(&args.machine)
     };
     launch(Some(&config), &args.machine, args.api_socket.as_deref())
+}
+
+/// One path cannot be two listening sockets: the second would replace
+/// the first (a console taking over the API socket).
+fn check_socket_paths_differ(args: &RunArgs) -> Result<(), String> {
+    let mut sockets: Vec<(String, &Path)> = Vec::new();
+    if let Some(p) = &args.api_socket {
+        sockets.push((format!("--api-socket {}", p.display()), p));
+    }
+    if let devices::SerialBackend::Unix(p) = &args.machine.serial {
+        sockets.push((format!("--serial unix:{}", p.display()), p));
+    }
+    for console in &args.console {
+        if let vmm::config::ConsoleConfig::Unix(p) = console {
+            sockets.push((format!("--console unix:{}", p.display()), p));
+        }
+    }
+    // The same file by another spelling counts too: compare the
+    // directories as the kernel resolves them.
+    let key = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        dir.join(p.file_name().unwrap_or_default())
+    };
+    for (i, (a, pa)) in sockets.iter().enumerate() {
+        if let Some((b, _)) = sockets[..i].iter().find(|(_, pb)| key(pb) == key(pa)) {
+            return Err(format!("{b} and {a} name the same socket"));
+        }
+    }
+    Ok(())
+}
+
+/// kvm-pvm, a KVM without hardware virtualization, runs guest user code
+/// natively but emulates every guest kernel instruction in software: a
+/// distribution's kernel then takes minutes to print anything, which
+/// otherwise looks like a hang. Say so once, before the VM starts.
+fn warn_if_stock_kernel_is_emulated(kernel: &Path) {
+    let emulated = Path::new("/sys/module/kvm_pvm").exists();
+    if emulated && vmm::is_linux_kernel(kernel) {
+        eprintln!(
+            "vireo: warning: this host's KVM (kvm-pvm) emulates guest kernel code in software; \
+             {} is a Linux kernel and will be very slow (minutes before its first console line)",
+            kernel.display()
+        );
+    }
 }
 
 pub fn demo_command(args: DemoArgs) -> ExitCode {
@@ -207,6 +260,7 @@ fn launch(config: Option<&VmConfig>, machine: &MachineArgs, api_socket: Option<&
         c.finished();
     }
     drop(api);
+    vmm::close_console_sockets();
     if let Some((stop_input, thread)) = input {
         let _ = stop_input.write(1);
         let _ = thread.join();

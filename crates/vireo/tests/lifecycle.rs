@@ -109,6 +109,33 @@ fn sigint_stops_the_vm() {
 }
 
 #[test]
+fn sighup_stops_the_vm() {
+    stop_by_signal(libc::SIGHUP);
+}
+
+/// SIGHUP (a closed terminal or SSH session) killed vireo outright and
+/// left the API socket behind; now it is the same orderly stop as SIGTERM.
+#[test]
+fn sighup_removes_the_api_socket() {
+    let dir = Scratch::new();
+    let sock = dir.join("api.sock");
+    let idle = guest("idle");
+    let mut child = spawn(&[
+        "run",
+        "--kernel",
+        idle.to_str().unwrap(),
+        "--api-socket",
+        sock.to_str().unwrap(),
+    ]);
+    let out = line_channel(child.stdout.take().unwrap());
+    wait_for_line(&out, "idle: waiting", T);
+    assert!(sock.exists(), "the API socket is there while the VM runs");
+    signal(&child, libc::SIGHUP);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
+    assert!(!sock.exists(), "the API socket is removed on SIGHUP");
+}
+
+#[test]
 fn guest_reset_ends_the_run() {
     let reset = guest("reset");
     let k = reset.to_str().unwrap();
@@ -143,18 +170,36 @@ fn reboot_flag_boots_again_after_reset() {
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lifecycle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A directory for one test's files, removed with them when it ends.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("lifecycle-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[test]
 fn serial_to_file_and_off() {
     let hello = guest("hello");
     let h = hello.to_str().unwrap();
-    let path = scratch("console.log");
+    let dir = Scratch::new();
+    let path = dir.join("console.log");
     std::fs::write(&path, "stale contents\n").unwrap();
     let spec = format!("file:{}", path.display());
     let r = run_vireo(&["run", "--kernel", h, "--serial", &spec], T);
@@ -183,7 +228,8 @@ fn spawn_rebooting(serial: &str) -> Child {
 
 #[test]
 fn serial_on_a_unix_socket() {
-    let path = scratch("console.sock");
+    let dir = Scratch::new();
+    let path = dir.join("console.sock");
     let spec = format!("unix:{}", path.display());
     // The guest resets and boots again and again, printing each time, so a
     // client that connects late still sees output.
@@ -221,6 +267,147 @@ fn serial_on_a_pty() {
     wait_for_line(&lines, "reset: booted", T);
     signal(&child, libc::SIGTERM);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
+}
+
+/// Connect to the unix socket at `path` once it exists.
+fn connect_when_there(path: &Path) -> UnixStream {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Ok(s) = UnixStream::connect(path) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "socket never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Output the guest wrote before anyone connected to `--serial unix:` was
+/// lost; now the client that connects gets it first.
+#[test]
+fn serial_socket_replays_output_from_before_the_client_came() {
+    let dir = Scratch::new();
+    let path = dir.join("serial.sock");
+    let idle = guest("idle");
+    let spec = format!("unix:{}", path.display());
+    let mut child = spawn(&["run", "--kernel", idle.to_str().unwrap(), "--serial", &spec]);
+    while !path.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "vireo exited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The idle guest prints its one line within milliseconds of boot,
+    // then waits: give it ample time, so the line is written with nobody
+    // connected.
+    std::thread::sleep(Duration::from_millis(1500));
+    let lines = line_channel(connect_when_there(&path));
+    wait_for_line(&lines, "idle: waiting", T);
+    signal(&child, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(5)), 0);
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
+
+/// `--console unix:` connected to someone else's socket while `--serial
+/// unix:` listened; now both listen (and replay), and `unix-connect:`
+/// connects.
+#[test]
+fn console_unix_listens_like_serial_unix() {
+    // The virtio guest writes its console line first, then waits for an
+    // ARP answer that never comes on a TAP with no peer: time to connect.
+    let net = common::TapNamespace::new("l", false).expect("this test needs root and iproute2");
+    let dir = Scratch::new();
+    let path = dir.join("console.sock");
+    let virtio = guest("virtio");
+    let spec = format!("unix:{}", path.display());
+    let mut child = net
+        .vireo(&[
+            "--kernel",
+            virtio.to_str().unwrap(),
+            "--console",
+            &spec,
+            "--net",
+            "",
+            "--cmdline",
+            "console net pings=1 timeout-ms=2000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_channel(connect_when_there(&path));
+    wait_for_line(&lines, "virtio-console: hello from the guest", T);
+    assert_eq!(wait_exit(&mut child, T), 0);
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
+
+/// The console device is made again on every boot; its socket was too, so
+/// a reboot cut the client off. Now the socket lasts the whole run.
+#[test]
+fn console_socket_client_stays_connected_across_a_reboot() {
+    let net = common::TapNamespace::new("r", false).expect("this test needs root and iproute2");
+    let dir = Scratch::new();
+    let path = dir.join("console.sock");
+    let api = dir.join("api.sock");
+    let virtio = guest("virtio");
+    let spec = format!("unix:{}", path.display());
+    let mut child = net
+        .vireo(&[
+            "--kernel",
+            virtio.to_str().unwrap(),
+            "--api-socket",
+            api.to_str().unwrap(),
+            "--console",
+            &spec,
+            "--net",
+            "",
+            "--cmdline",
+            "console net pings=1 timeout-ms=2000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = line_channel(connect_when_there(&path));
+    wait_for_line(&lines, "virtio-console: hello from the guest", T);
+    let out = vireo()
+        .args(["vm", "--socket", api.to_str().unwrap(), "reset"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The second boot's line reaches the same connection.
+    wait_for_line(&lines, "virtio-console: hello from the guest", T);
+    assert_eq!(wait_exit(&mut child, T), 0);
+    assert!(!path.exists(), "the socket file is removed at exit");
+}
+
+/// `file:` truncated for `--serial` and appended for `--console`; now it
+/// truncates for both, as QEMU's file chardev does.
+#[test]
+fn console_file_is_truncated_like_serial_file() {
+    let dir = Scratch::new();
+    let path = dir.join("console.log");
+    std::fs::write(&path, "stale contents from an earlier run\n").unwrap();
+    let virtio = guest("virtio");
+    let spec = format!("file:{}", path.display());
+    let r = run_vireo(
+        &[
+            "run",
+            "--kernel",
+            virtio.to_str().unwrap(),
+            "--console",
+            &spec,
+            "--cmdline",
+            "console",
+        ],
+        T,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "virtio-console: hello from the guest\n"
+    );
 }
 
 /// A pseudo-terminal pair: (master, slave).

@@ -67,37 +67,110 @@ impl Default for VmConfig {
     }
 }
 
-/// Parse a memory size the way QEMU's `-m` does: a bare number is MiB;
-/// `K`, `M`, `G`, `T` suffixes (optionally followed by `B` or `iB`) are
-/// binary multiples.
-pub fn parse_memory_size(s: &str) -> Result<u64, String> {
-    parse_size(s, 20, "memory size", "512M, 4G")
+/// The MAC of a card given without `mac=`: QEMU's and libvirt's prefix
+/// `52:54:00` (locally administered, unicast) and three bytes from a
+/// random number drawn once per process, mixed with the card's `id`. So
+/// two VMs started alike still get different MACs (as libvirt draws a
+/// random one per domain), while one VM keeps each card's MAC across
+/// guest reboots.
+pub fn default_mac(id: &str) -> [u8; 6] {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(random_u64);
+    // FNV-1a over the seed and the id.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.to_le_bytes().iter().chain(id.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    [0x52, 0x54, 0x00, b[5], b[6], b[7]]
 }
 
-/// Parse a size with an optional binary `K`, `M`, `G` or `T` suffix
-/// (optionally followed by `B` or `iB`); a bare number is in units of
-/// `1 << bare_shift` bytes. `what` and `examples` go into the error.
+/// Eight bytes from the kernel's random source; the clock and the process
+/// id if it cannot give them (a MAC needs to differ, not to be secret).
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if usize::try_from(n).is_ok_and(|n| n == buf.len()) {
+        return u64::from_le_bytes(buf);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Truncation is fine: any bits that differ between processes do.
+    #[allow(clippy::cast_possible_truncation)]
+    let nanos = nanos as u64;
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// Parse a memory size the way QEMU's `-m` does: [`parse_size`] with a
+/// bare number in MiB; zero is refused.
+pub fn parse_memory_size(s: &str) -> Result<u64, String> {
+    match parse_size(s, 20, "memory size", "512M, 1.5G, 4G")? {
+        0 => Err(format!("memory size '{s}' is zero")),
+        n => Ok(n),
+    }
+}
+
+/// The one size grammar of every Vireo flag and `vireo img`: a decimal
+/// number, with an optional fraction, then an optional unit `B`, `K`, `M`,
+/// `G`, `T`, `P` or `E` (any case; binary multiples, so `K` is 1024),
+/// which may be followed by `B` or `iB` (`4GiB`, `4GB`, `4G` are the same).
+/// A bare number is in units of `1 << bare_shift` bytes (bytes for
+/// `vireo img`, MiB for `--memory`, as qemu-img and QEMU's `-m` read
+/// them). A fraction needs a unit, and the result is truncated to whole
+/// bytes (`1.5G` is 1610612736). `what` and `examples` go into the error.
 pub fn parse_size(s: &str, bare_shift: u32, what: &str, examples: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
     let bad = || format!("invalid {what} '{s}' (examples: {examples})");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => bare_shift,
+    let too_big = || format!("{what} '{s}' is out of range");
+    let t = s.trim();
+    let number_end = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(number_end);
+    let (whole, fraction) = match number.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (number, None),
+    };
+    let all_digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !all_digits(whole) || fraction.is_some_and(|f| !all_digits(f)) {
+        return Err(bad());
+    }
+    let unit = unit.to_ascii_uppercase();
+    let letter = unit
+        .strip_suffix("IB")
+        .filter(|l| !l.is_empty() && *l != "B")
+        .or_else(|| unit.strip_suffix('B').filter(|l| !l.is_empty()))
+        .unwrap_or(&unit);
+    let shift: u32 = match letter {
+        "" => {
+            if fraction.is_some() {
+                return Err(format!(
+                    "invalid {what} '{s}': a fraction needs a unit (examples: {examples})"
+                ));
+            }
+            bare_shift
+        }
+        "B" => 0,
         "K" => 10,
         "M" => 20,
         "G" => 30,
         "T" => 40,
+        "P" => 50,
+        "E" => 60,
         _ => return Err(bad()),
     };
-    n.checked_mul(1 << shift)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| format!("{what} '{s}' is out of range"))
+    let whole: u128 = whole.parse().map_err(|_| too_big())?;
+    let mut bytes = whole.checked_shl(shift).ok_or_else(too_big)?;
+    if let Some(fraction) = fraction.filter(|f| !f.is_empty()) {
+        // Exact: digits past the 18th cannot change a result below 2^64.
+        let digits = &fraction[..fraction.len().min(18)];
+        let numerator: u128 = digits.parse().map_err(|_| bad())?;
+        let exp = u32::try_from(digits.len()).map_err(|_| bad())?;
+        bytes += (numerator << shift) / 10u128.pow(exp);
+    }
+    u64::try_from(bytes).map_err(|_| too_big())
 }
 
 #[cfg(test)]
@@ -105,15 +178,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn default_macs_are_qemu_style_and_stable_per_card_in_one_process() {
+        let a = default_mac("net0");
+        assert_eq!(a[..3], [0x52, 0x54, 0x00]);
+        assert_eq!(a, default_mac("net0"));
+        assert_ne!(a, default_mac("net1"));
+    }
+
+    #[test]
     fn memory_sizes() {
         assert_eq!(parse_memory_size("128M"), Ok(128 << 20));
         assert_eq!(parse_memory_size("4G"), Ok(4 << 30));
         assert_eq!(parse_memory_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_memory_size("4gb"), Ok(4 << 30));
         assert_eq!(parse_memory_size("512"), Ok(512 << 20));
         assert_eq!(parse_memory_size("65536k"), Ok(64 << 20));
+        assert_eq!(parse_memory_size("1.5G"), Ok(3 << 29));
         assert!(parse_memory_size("0").is_err());
         assert!(parse_memory_size("12X").is_err());
         assert!(parse_memory_size("M").is_err());
+        assert!(parse_memory_size("1.5")
+            .unwrap_err()
+            .contains("needs a unit"));
         assert!(parse_memory_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn one_size_grammar() {
+        let bytes = |s: &str| parse_size(s, 0, "size", "1G");
+        assert_eq!(bytes("0"), Ok(0));
+        assert_eq!(bytes("512"), Ok(512));
+        assert_eq!(bytes("512B"), Ok(512));
+        assert_eq!(bytes("64k"), Ok(64 << 10));
+        assert_eq!(bytes("64KiB"), Ok(64 << 10));
+        assert_eq!(bytes("1.5M"), Ok(3 << 19));
+        assert_eq!(bytes("0.5k"), Ok(512));
+        assert_eq!(bytes("1.0001k"), Ok(1024));
+        assert_eq!(bytes(" 2T "), Ok(2 << 40));
+        assert_eq!(bytes("1P"), Ok(1 << 50));
+        assert_eq!(bytes("8E"), Ok(8 << 60));
+        assert_eq!(bytes("15.99999999999999999999E"), Ok(u64::MAX - 1));
+        for bad in [
+            "",
+            "-1",
+            "1..5G",
+            ".5G",
+            "1.G5",
+            "1e3",
+            "0x10",
+            "G",
+            "1Q",
+            "1KB5",
+            "1iB",
+            "16E",
+            "99999999999999999999999999999999999999999",
+        ] {
+            assert!(bytes(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

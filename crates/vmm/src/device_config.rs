@@ -111,16 +111,20 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
     (parts.next().is_none() && unicast).then_some(mac)
 }
 
-/// Where a virtio console's port goes.
+/// Where a virtio console's port goes. The words mean what they mean for
+/// `--serial`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsoleConfig {
     /// Vireo's standard output (shared with the serial console's stdout).
     Stdout,
-    /// Appended to a file.
+    /// Written to a file, created or truncated.
     File(PathBuf),
-    /// A unix stream socket someone listens on; guest output goes to it
-    /// and what the peer sends reaches the guest.
+    /// A unix socket Vireo listens on (removed at exit): the connected
+    /// client gets guest output (and what the guest wrote before it came)
+    /// and its input reaches the guest.
     Unix(PathBuf),
+    /// A unix stream socket someone else listens on; Vireo connects once.
+    UnixConnect(PathBuf),
 }
 
 impl FromStr for ConsoleConfig {
@@ -134,12 +138,19 @@ impl FromStr for ConsoleConfig {
                 Ok(PathBuf::from(p))
             }
         };
+        let socket = |p: &str| {
+            let p = path(p)?;
+            devices::serial_backend::check_socket_path(&p)
+                .map_err(|e| format!("--console {s}: {e}"))?;
+            Ok::<_, String>(p)
+        };
         match s.split_once(':') {
             None if s == "stdout" => Ok(Self::Stdout),
             Some(("file", p)) => Ok(Self::File(path(p)?)),
-            Some(("unix", p)) => Ok(Self::Unix(path(p)?)),
+            Some(("unix", p)) => Ok(Self::Unix(socket(p)?)),
+            Some(("unix-connect", p)) => Ok(Self::UnixConnect(socket(p)?)),
             _ => Err(format!(
-                "--console {s}: expected stdout, file:PATH or unix:PATH"
+                "--console {s}: expected stdout, file:PATH, unix:PATH or unix-connect:PATH"
             )),
         }
     }
@@ -353,6 +364,15 @@ mod tests {
             "unix:/tmp/s".parse::<ConsoleConfig>(),
             Ok(ConsoleConfig::Unix("/tmp/s".into()))
         );
+        assert_eq!(
+            "unix-connect:/tmp/s".parse::<ConsoleConfig>(),
+            Ok(ConsoleConfig::UnixConnect("/tmp/s".into()))
+        );
+        let long = format!("unix:/{}", "x".repeat(120));
+        assert!(long
+            .parse::<ConsoleConfig>()
+            .unwrap_err()
+            .contains("at most 107"));
         assert!("file:".parse::<ConsoleConfig>().is_err());
         assert!("pty"
             .parse::<ConsoleConfig>()

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod config;
+mod console_backend;
 mod controller;
 mod device_config;
 mod error;
@@ -20,8 +21,11 @@ mod vcpu;
 mod virtio_devices;
 
 pub use config::{CpuTemplate, KernelSource, VmConfig};
+pub use console_backend::close_console_sockets;
 pub use controller::Controller;
 pub use error::{error_chain, Error, Result};
 pub use hypervisor::Hypervisor;
-pub use machine::{max_cpus, run_once, validate, validate_with, Console, Outcome, MAX_CPUS};
+pub use machine::{
+    is_linux_kernel, max_cpus, run_once, validate, validate_with, Console, Outcome, MAX_CPUS,
+};
 pub use running::{RunningVm, VmObserver};

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::{Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -115,24 +117,147 @@ pub fn validate_with(config: &VmConfig, max: u32) -> Result<()> {
     Ok(())
 }
 
-fn open_initrd(path: Option<&std::path::Path>) -> Result<Option<File>> {
-    path.map(|path| {
-        File::open(path).map_err(|source| Error::Open {
-            what: "initrd",
-            path: path.to_path_buf(),
-            source,
-        })
-    })
-    .transpose()
+fn open_initrd(path: Option<&Path>) -> Result<Option<File>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let file = open_regular("initrd", path)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "initrd {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Some(file))
+}
+
+/// Open `path` for reading as the `what` ("kernel", "initrd") of a VM:
+/// only a regular file is accepted. The type is checked before the open
+/// (opening a FIFO blocks until a writer comes; opening some devices has
+/// side effects), and again on the descriptor, which is opened
+/// non-blocking in case the path changed in between.
+pub fn open_regular(what: &'static str, path: &Path) -> Result<File> {
+    let open_error = |source| Error::Open {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let not_regular = |t: std::fs::FileType| {
+        Error::InvalidConfig(format!(
+            "{what} {} is {}, not a regular file",
+            path.display(),
+            devices::serial_backend::file_kind(t)
+        ))
+    };
+    let meta = std::fs::metadata(path).map_err(open_error)?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(open_error)?;
+    let meta = file.metadata().map_err(open_error)?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    Ok(file)
+}
+
+/// Kernel loading errors name the file they are about, which the loader
+/// does not know.
+fn loader_error(kernel: Option<&Path>, initrd: Option<&Path>, e: arch::Error) -> Error {
+    let name = |p: Option<&Path>| p.map_or_else(String::new, |p| format!(" {}", p.display()));
+    match e {
+        arch::Error::KernelLoad(inner) => Error::InvalidConfig(format!(
+            "cannot load kernel{}: {}",
+            name(kernel),
+            crate::error::error_chain(&inner)
+        )),
+        arch::Error::NotAKernel | arch::Error::UnsupportedKernel(_) => {
+            Error::InvalidConfig(format!("kernel{}: {e}", name(kernel)))
+        }
+        arch::Error::InitrdDoesNotFit { .. } | arch::Error::InitrdRead(_) => Error::InvalidConfig(
+            format!("initrd{}: {}", name(initrd), crate::error::error_chain(&e)),
+        ),
+        other => Error::Arch(other),
+    }
+}
+
+/// Whether `path` holds a Linux kernel (a bzImage, or an ELF vmlinux,
+/// which carries an ELF note owned by "Linux") rather than a small guest
+/// such as the project's own. Anything unreadable counts as not Linux.
+pub fn is_linux_kernel(path: &Path) -> bool {
+    let Ok(mut file) = open_regular("kernel", path) else {
+        return false;
+    };
+    match arch::boot::kernel_format(&mut file) {
+        Ok(arch::boot::KernelFormat::BzImage) => true,
+        Ok(arch::boot::KernelFormat::Elf) => has_linux_note(&file).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Look through an ELF64 file's PT_NOTE segments for a note named "Linux".
+fn has_linux_note(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    const PT_NOTE: u32 = 4;
+    /// Notes read per segment at most: Linux's are a few hundred bytes.
+    const MAX_NOTES: u64 = 64 << 10;
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0)?;
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let u64_at = |b: &[u8], o: usize| {
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(v)
+    };
+    // ELFCLASS64, little-endian: what linux-loader boots.
+    if header[4] != 2 || header[5] != 1 {
+        return Ok(false);
+    }
+    let (phoff, phentsize, phnum) = (
+        u64_at(&header, 0x20),
+        u16_at(&header, 0x36),
+        u16_at(&header, 0x38),
+    );
+    if phentsize < 56 {
+        return Ok(false);
+    }
+    for i in 0..u64::from(phnum.min(64)) {
+        let mut ph = [0u8; 56];
+        file.read_exact_at(&mut ph, phoff.saturating_add(i * u64::from(phentsize)))?;
+        if u32_at(&ph, 0) != PT_NOTE {
+            continue;
+        }
+        let len = usize::try_from(u64_at(&ph, 0x20).min(MAX_NOTES)).unwrap_or(0);
+        let mut notes = vec![0u8; len];
+        file.read_exact_at(&mut notes, u64_at(&ph, 8))?;
+        let mut at = 0usize;
+        while at + 12 <= notes.len() {
+            let namesz = u32_at(&notes, at) as usize;
+            let descsz = u32_at(&notes, at + 4) as usize;
+            let name = notes.get(at + 12..at + 12 + namesz).unwrap_or_default();
+            if name == b"Linux\0" {
+                return Ok(true);
+            }
+            let pad = |n: usize| n.div_ceil(4) * 4;
+            at = at + 12 + pad(namesz) + pad(descsz);
+        }
+    }
+    Ok(false)
 }
 
 fn open_kernel(source: &KernelSource) -> Result<File> {
     match source {
-        KernelSource::Path(path) => File::open(path).map_err(|source| Error::Open {
-            what: "kernel",
-            path: path.clone(),
-            source,
-        }),
+        KernelSource::Path(path) => {
+            let mut file = open_regular("kernel", path)?;
+            arch::boot::kernel_format(&mut file).map_err(|e| loader_error(Some(path), None, e))?;
+            Ok(file)
+        }
         KernelSource::Embedded(bytes) => {
             // linux-loader reads from a file; an anonymous memfd avoids a
             // temporary file on disk.
@@ -263,7 +388,14 @@ pub fn run_once(
             cmdline: &config.cmdline,
         },
         rsdp,
-    )?;
+    )
+    .map_err(|e| {
+        let kernel = match &config.kernel {
+            KernelSource::Path(p) => Some(p.as_path()),
+            KernelSource::Embedded(_) => None,
+        };
+        loader_error(kernel, config.initrd.as_deref(), e)
+    })?;
 
     // vCPUs: all get CPUID, MSRs, FPU and LINT wiring; only the BSP gets
     // boot registers. APs wait for INIT-SIPI from the guest.
@@ -437,5 +569,78 @@ fn wait_for_stop(events: &StopEvents, stop: &EventFd, running: Option<&RunningVm
                 running.complete_ejections();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ELF64 header, one PT_NOTE program header and one note owned by
+    /// `owner`.
+    fn elf_with_note(owner: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 120];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2; // ELFCLASS64
+        f[5] = 1; // little-endian
+        f[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        f[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        f[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        let namesz = owner.len() + 1;
+        let note_len = 12 + namesz.div_ceil(4) * 4 + 4;
+        f[64..68].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+        f[72..80].copy_from_slice(&120u64.to_le_bytes()); // p_offset
+        f[96..104].copy_from_slice(&(note_len as u64).to_le_bytes()); // p_filesz
+        f.extend_from_slice(&u32::try_from(namesz).unwrap().to_le_bytes());
+        f.extend_from_slice(&4u32.to_le_bytes());
+        f.extend_from_slice(&1u32.to_le_bytes());
+        f.extend_from_slice(owner);
+        f.push(0);
+        f.resize(f.len().div_ceil(4) * 4, 0);
+        f.extend_from_slice(&[1, 2, 3, 4]);
+        f
+    }
+
+    fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("vireo-machine-{name}-{}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn linux_kernels_are_told_from_small_guests() {
+        let linux = temp_file("linux.elf", &elf_with_note(b"Linux"));
+        let xen = temp_file("xen.elf", &elf_with_note(b"Xen"));
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let bz = temp_file("bzImage", &bz);
+        let junk = temp_file("junk", b"not a kernel at all");
+        assert!(is_linux_kernel(&linux));
+        assert!(is_linux_kernel(&bz));
+        assert!(!is_linux_kernel(&xen), "a PVH guest that is not Linux");
+        assert!(!is_linux_kernel(&junk));
+        assert!(!is_linux_kernel(Path::new("/nonexistent/k")));
+        for p in [linux, xen, bz, junk] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = std::env::temp_dir();
+        let err = open_regular("kernel", &dir).unwrap_err().to_string();
+        assert!(err.ends_with("is a directory, not a regular file"), "{err}");
+        let err = open_regular("initrd", Path::new("/dev/null"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "initrd /dev/null is a character device, not a regular file"
+        );
+        let empty = temp_file("empty", b"");
+        let err = open_initrd(Some(&empty)).unwrap_err().to_string();
+        assert!(err.ends_with("is empty"), "{err}");
+        std::fs::remove_file(empty).unwrap();
     }
 }

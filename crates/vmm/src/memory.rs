@@ -19,8 +19,21 @@ fn host_memory() -> Option<u64> {
     Some((info.totalram as u64).saturating_add(info.totalswap as u64) * unit)
 }
 
+/// Guest RAM is mapped into KVM in whole host pages.
+const PAGE_SIZE: u64 = 4096;
+
 /// Check that `size` bytes make a guest and that the host can back them.
 pub fn check_size(size: u64) -> Result<()> {
+    if !size.is_multiple_of(PAGE_SIZE) {
+        let shown = if size.is_multiple_of(1024) {
+            format!("{} KiB", size / 1024)
+        } else {
+            format!("{size} bytes")
+        };
+        return Err(Error::InvalidConfig(format!(
+            "memory size {shown} is not a multiple of 4 KiB (guest RAM is mapped in 4 KiB pages)"
+        )));
+    }
     arch::memory::ram_regions(size)?;
     match host_memory() {
         Some(host) if size > host => Err(Error::NotEnoughHostMemory {
@@ -54,6 +67,15 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemory> {
 mod tests {
     use super::*;
     use vm_memory::GuestMemoryBackend;
+
+    #[test]
+    fn sizes_that_are_not_whole_pages_are_refused() {
+        let err = check_size((4 << 20) + 1024).unwrap_err().to_string();
+        assert!(err.contains("4097 KiB is not a multiple of 4 KiB"), "{err}");
+        let err = check_size((4 << 20) + 1).unwrap_err().to_string();
+        assert!(err.contains("4194305 bytes"), "{err}");
+        check_size((4 << 20) + 4096).unwrap();
+    }
 
     #[test]
     fn maps_around_the_hole_and_refuses_absurd_sizes() {

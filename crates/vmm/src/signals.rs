@@ -1,5 +1,8 @@
-//! SIGINT and SIGTERM become an orderly stop: the handler only writes to an
-//! event fd that the VM's manager thread waits on.
+//! SIGINT, SIGTERM and SIGHUP become an orderly stop (the API socket and
+//! console sockets removed, the terminal restored): the handler only
+//! writes to an event fd that the VM's manager thread waits on. SIGHUP is
+//! what a closing terminal or SSH session sends; its default action would
+//! end the process with no cleanup at all.
 
 use std::os::fd::AsRawFd;
 use std::os::raw::{c_int, c_void};
@@ -22,11 +25,11 @@ extern "C" fn handle_stop(num: c_int, _info: *mut libc::siginfo_t, _ctx: *mut c_
     }
 }
 
-/// Route SIGINT and SIGTERM to `stop`. The event fd must stay open for the
+/// Route SIGINT, SIGTERM and SIGHUP to `stop`. The event fd must stay open for the
 /// rest of the process (the caller leaks or keeps it).
 pub fn install_stop_handlers(stop: &EventFd) -> std::io::Result<()> {
     STOP_FD.store(stop.as_raw_fd(), Ordering::SeqCst);
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         register_signal_handler(sig, handle_stop)
             .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
     }

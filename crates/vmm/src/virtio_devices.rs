@@ -2,11 +2,9 @@
 //! images, TAPs and console backends, and naming each device.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::Write;
 use std::sync::Arc;
 
-use crate::config::{CacheMode, ConsoleConfig, DiskConfig, KernelSource, NetConfig, VmConfig};
+use crate::config::{CacheMode, DiskConfig, NetConfig, VmConfig};
 use crate::error::{Error, Result};
 use crate::pci_devices::{DeviceDescription, DeviceSource, PciDevices};
 
@@ -59,7 +57,7 @@ pub(crate) fn add_virtio_devices(config: &VmConfig, pci: &mut PciDevices) -> Res
         pci.add_virtio(net_device(config, &id, net)?)?;
     }
     for (i, console) in config.consoles.iter().enumerate() {
-        let device = create_console(console)?;
+        let device = crate::console_backend::create_console(console)?;
         let mut details = BTreeMap::new();
         details.insert("backend".to_string(), format!("{console:?}"));
         pci.add_virtio(NewDevice {
@@ -110,9 +108,11 @@ pub(crate) fn disk_device(id: &str, disk: &DiskConfig) -> Result<NewDevice> {
     })
 }
 
-/// A virtio-net device on the TAP `net` names, called `id`.
-pub(crate) fn net_device(config: &VmConfig, id: &str, net: &NetConfig) -> Result<NewDevice> {
-    let (device, tap, mac) = create_net(config, id, net)?;
+/// A virtio-net device on the TAP `net` names, called `id`. (`_config`
+/// is no longer needed: a MAC left unset no longer derives from the
+/// kernel's path, see [`crate::config::default_mac`].)
+pub(crate) fn net_device(_config: &VmConfig, id: &str, net: &NetConfig) -> Result<NewDevice> {
+    let (device, tap, mac) = create_net(id, net)?;
     let mut details = BTreeMap::new();
     details.insert("tap".to_string(), tap);
     details.insert("mac".to_string(), mac);
@@ -128,23 +128,10 @@ pub(crate) fn net_device(config: &VmConfig, id: &str, net: &NetConfig) -> Result
 }
 
 /// The card, its TAP's name and its MAC as text.
-fn create_net(
-    config: &VmConfig,
-    what: &str,
-    net: &NetConfig,
-) -> Result<(virtio::net::Net, String, String)> {
+fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, String)> {
     let tap = netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues))
         .map_err(|e| Error::Net(format!("{what}: {e}")))?;
-    // Stable across runs of the same command line, distinct per card:
-    // what a user would otherwise have to write down (as libvirt does).
-    let mac = net.mac.unwrap_or_else(|| {
-        let kernel = match &config.kernel {
-            KernelSource::Path(p) => p.display().to_string(),
-            KernelSource::Embedded(_) => "embedded".into(),
-        };
-        let tap = net.tap.as_deref().unwrap_or("");
-        virtio::net::generate_mac(format!("{kernel}|{what}|{tap}").as_bytes())
-    });
+    let mac = net.mac.unwrap_or_else(|| crate::config::default_mac(what));
     let (tap_name, mac_text) = (tap.name().to_string(), virtio::net::format_mac(&mac));
     tracing::info!("{what}: TAP {tap_name} MAC {mac_text}");
     let device = virtio::net::Net::new(virtio::net::NetConfig {
@@ -155,35 +142,4 @@ fn create_net(
     })
     .map_err(|e| Error::Net(format!("{what}: {e}")))?;
     Ok((device, tap_name, mac_text))
-}
-
-/// Open a console port's backend.
-fn create_console(console: &ConsoleConfig) -> Result<virtio::console::Console> {
-    fn open_err(
-        what: &'static str,
-        path: &std::path::Path,
-    ) -> impl FnOnce(std::io::Error) -> Error {
-        let path = path.to_path_buf();
-        move |source| Error::Open { what, path, source }
-    }
-    let (output, input): (Box<dyn Write + Send>, _) = match console {
-        ConsoleConfig::Stdout => (Box::new(std::io::stdout()), None),
-        ConsoleConfig::File(path) => {
-            let file = File::options()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(open_err("console file", path))?;
-            (Box::new(file), None)
-        }
-        ConsoleConfig::Unix(path) => {
-            let stream = std::os::unix::net::UnixStream::connect(path)
-                .map_err(open_err("console socket", path))?;
-            let input = stream
-                .try_clone()
-                .map_err(open_err("console socket", path))?;
-            (Box::new(stream), Some(std::os::fd::OwnedFd::from(input)))
-        }
-    };
-    Ok(virtio::console::Console::new(output, input))
 }

@@ -60,6 +60,7 @@ fn parses_every_backend_and_round_trips() {
         "off",
         "file:/tmp/x.log",
         "unix:/run/vm.sock",
+        "unix-connect:/run/peer.sock",
     ] {
         let backend: SerialBackend = text.parse().unwrap();
         assert_eq!(backend.to_string(), text);
@@ -75,12 +76,18 @@ fn parse_errors_name_the_bad_value() {
     let err = "foo".parse::<SerialBackend>().unwrap_err().to_string();
     assert_eq!(
         err,
-        "unknown serial backend 'foo' (expected stdout, file:PATH, unix:PATH, pty or off)"
+        "unknown serial backend 'foo' (expected stdout, file:PATH, unix:PATH, unix-connect:PATH, pty or off)"
     );
     let err = "file:".parse::<SerialBackend>().unwrap_err().to_string();
     assert!(err.contains("'file:' needs a path"), "{err}");
     let err = "unix:".parse::<SerialBackend>().unwrap_err().to_string();
     assert!(err.contains("'unix:' needs a path"), "{err}");
+    let long = format!("unix:/{}", "s".repeat(107));
+    let err = long.parse::<SerialBackend>().unwrap_err().to_string();
+    assert!(err.contains("the socket path is 108 bytes"), "{err}");
+    assert!(format!("unix:/{}", "s".repeat(106))
+        .parse::<SerialBackend>()
+        .is_ok());
     assert!("STDOUT".parse::<SerialBackend>().is_err());
     assert!("".parse::<SerialBackend>().is_err());
 }
@@ -94,6 +101,18 @@ fn file_backend_truncates_and_writes() {
     assert!(opened.pty_path.is_none());
     opened.output.write_all(b"boot ok\n").unwrap();
     assert_eq!(std::fs::read(&path.0).unwrap(), b"boot ok\n");
+}
+
+#[test]
+fn output_files_append_when_not_truncated() {
+    let path = TempPath::new("append");
+    std::fs::write(&path.0, b"kept\n").unwrap();
+    let mut f = open_output_file(&path.0, false).unwrap();
+    f.write_all(b"more\n").unwrap();
+    assert_eq!(std::fs::read(&path.0).unwrap(), b"kept\nmore\n");
+    let mut f = open_output_file(&path.0, true).unwrap();
+    f.write_all(b"new\n").unwrap();
+    assert_eq!(std::fs::read(&path.0).unwrap(), b"new\n");
 }
 
 #[test]
@@ -116,8 +135,8 @@ fn off_discards() {
 fn unix_backend_talks_to_a_client() {
     let path = TempPath::new("sock");
     let mut opened = SerialBackend::Unix(path.0.clone()).open(&evt()).unwrap();
-    // No client yet: output is dropped, not blocked on.
-    opened.output.write_all(b"lost").unwrap();
+    // No client yet: output is kept for the first client, not blocked on.
+    opened.output.write_all(b"early").unwrap();
 
     let (rx, stop, handle) = collect(opened.input.take().unwrap());
     let mut client = UnixStream::connect(&path.0).unwrap();
@@ -129,9 +148,9 @@ fn unix_backend_talks_to_a_client() {
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut buf = [0u8; 5];
+    let mut buf = [0u8; 10];
     client.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"hello");
+    assert_eq!(&buf, b"earlyhello");
 
     // A client that never reads does not block the writer.
     let t = Instant::now();
@@ -159,6 +178,99 @@ fn unix_backend_talks_to_a_client() {
     // Dropping the backend removes the socket file.
     drop(opened);
     assert!(!path.0.exists());
+}
+
+#[test]
+fn unix_backend_replays_only_the_newest_output_kept() {
+    let path = TempPath::new("ring");
+    let mut opened = SerialBackend::Unix(path.0.clone()).open(&evt()).unwrap();
+    // More than the ring holds, before anyone connects: the oldest bytes
+    // go, the newest REPLAY_CAPACITY stay.
+    opened.output.write_all(b"old").unwrap();
+    let filler = vec![b'f'; REPLAY_CAPACITY - 3];
+    opened.output.write_all(&filler).unwrap();
+    opened.output.write_all(b"new").unwrap();
+    let (_rx, stop, handle) = collect(opened.input.take().unwrap());
+    let mut client = UnixStream::connect(&path.0).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = vec![0u8; REPLAY_CAPACITY];
+    client.read_exact(&mut got).unwrap();
+    assert!(got.starts_with(b"fff"));
+    assert!(got.ends_with(b"fnew"));
+    // Nothing more was kept.
+    opened.output.write_all(b"!").unwrap();
+    let mut one = [0u8; 1];
+    client.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"!");
+    stop.write(1).unwrap();
+    handle.join().unwrap();
+}
+
+#[test]
+fn file_backend_refuses_what_is_not_a_regular_file() {
+    let dir = TempPath::new("fifo-dir");
+    std::fs::create_dir(&dir.0).unwrap();
+    let err = SerialBackend::File(dir.0.clone()).open(&evt()).unwrap_err();
+    assert!(
+        format!("{err}: {}", std::error::Error::source(&err).unwrap()).contains("is a directory"),
+        "{err}"
+    );
+    std::fs::remove_dir(&dir.0).unwrap();
+    let fifo = TempPath::new("fifo");
+    let c = std::ffi::CString::new(fifo.0.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path only.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Opening a FIFO for writing would block until a reader came.
+    let err = SerialBackend::File(fifo.0.clone())
+        .open(&evt())
+        .unwrap_err();
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("is a FIFO, not a regular file"), "{source}");
+}
+
+#[test]
+fn unix_connect_backend_talks_to_the_listener() {
+    let path = TempPath::new("peer");
+    let listener = UnixListener::bind(&path.0).unwrap();
+    let mut opened = SerialBackend::UnixConnect(path.0.clone())
+        .open(&evt())
+        .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    opened.output.write_all(b"out").unwrap();
+    let mut buf = [0u8; 3];
+    peer.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"out");
+    let (rx, stop, handle) = collect(opened.input.take().unwrap());
+    peer.write_all(b"in").unwrap();
+    assert_eq!(recv_exactly(&rx, 2), b"in");
+    stop.write(1).unwrap();
+    handle.join().unwrap();
+    // Nobody listening: one line naming the socket.
+    drop(listener);
+    let err = SerialBackend::UnixConnect(path.0.clone())
+        .open(&evt())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&path.0.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn unix_backend_does_not_steal_a_live_socket() {
+    let path = TempPath::new("live");
+    let live = UnixListener::bind(&path.0).unwrap();
+    let err = SerialBackend::Unix(path.0.clone())
+        .open(&evt())
+        .unwrap_err();
+    assert!(matches!(err, SerialBackendError::InUse(_)), "{err}");
+    // The listener still owns the path: a client reaches it.
+    live.set_nonblocking(true).unwrap();
+    let _client = UnixStream::connect(&path.0).unwrap();
+    assert!(live.accept().is_ok());
 }
 
 #[test]

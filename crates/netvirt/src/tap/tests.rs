@@ -83,11 +83,24 @@ fn bad_requests_give_clear_errors() {
         // A single-queue TAP can have only one reader.
         let _held = Tap::open(Some("vt-busy"), 1).unwrap();
         let busy = Tap::open(Some("vt-busy"), 1).unwrap_err();
-        assert!(
-            busy.to_string()
-                .starts_with("cannot open TAP 'vt-busy': Device or resource busy"),
-            "{busy}"
+        assert_eq!(
+            busy.to_string(),
+            "cannot attach to 'vt-busy': the TAP is in use (a single-queue TAP has one reader)"
         );
+        // TUNSETIFF says only EINVAL for each of these; the error says why.
+        let lo = Tap::open(Some("lo"), 1).unwrap_err().to_string();
+        assert!(
+            lo.starts_with("cannot attach to 'lo': it is not a TAP device"),
+            "{lo}"
+        );
+        let single = Tap::open(Some("vt-busy"), 2).unwrap_err().to_string();
+        assert!(
+            single.contains("queues=2 needs a multi-queue TAP"),
+            "{single}"
+        );
+        let _multi = Tap::open(Some("vt-multi"), 2).unwrap();
+        let one = Tap::open(Some("vt-multi"), 1).unwrap_err().to_string();
+        assert!(one.contains("created with `multi_queue`"), "{one}");
     });
 }
 
