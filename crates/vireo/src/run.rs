@@ -29,13 +29,21 @@ pub fn run_command(args: RunArgs) -> ExitCode {
     }
     let Some(kernel) = args.kernel else {
         if let Some(socket) = &args.api_socket {
-            // Configured over the API: the flags that describe the machine
-            // are ignored; say so rather than drop them silently.
+            // Configured over the API. The machine's flags (--memory,
+            // --cpus, --cpu-template, --cmdline, --reboot, --console) are
+            // the defaults for what PUT /vm/config leaves out; the devices
+            // a configuration lists are refused here rather than dropped.
             if !args.disk.is_empty() || !args.net.is_empty() || args.rng || args.initrd.is_some() {
                 eprintln!("vireo: without --kernel, the VM is configured with PUT /vm/config; drop the device flags");
                 return ExitCode::from(EXIT_USAGE);
             }
-            return launch(None, &args.machine, Some(socket));
+            let defaults = VmConfig {
+                cmdline: args.cmdline,
+                reboot: args.reboot,
+                consoles: args.console,
+                ..machine_config(&args.machine)
+            };
+            return launch(None, defaults, &args.machine, Some(socket));
         }
         eprintln!(
             "vireo: --kernel is required (or --api-socket, to configure the VM over the API)"
@@ -54,7 +62,12 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         rng: args.rng,
         ..machine_config(&args.machine)
     };
-    launch(Some(&config), &args.machine, args.api_socket.as_deref())
+    launch(
+        Some(&config),
+        config.clone(),
+        &args.machine,
+        args.api_socket.as_deref(),
+    )
 }
 
 /// One path cannot be two listening sockets: the second would replace
@@ -111,7 +124,7 @@ pub fn demo_command(args: DemoArgs) -> ExitCode {
         cmdline: args.cmdline,
         ..machine_config(&args.machine)
     };
-    launch(Some(&config), &args.machine, None)
+    launch(Some(&config), VmConfig::default(), &args.machine, None)
 }
 
 fn machine_config(m: &MachineArgs) -> VmConfig {
@@ -128,7 +141,14 @@ fn report(err: &dyn std::error::Error) {
     eprintln!("vireo: {}", vmm::error_chain(err));
 }
 
-fn launch(config: Option<&VmConfig>, machine: &MachineArgs, api_socket: Option<&Path>) -> ExitCode {
+/// Run the VM `config` describes, or, with no config, wait for one over
+/// the API; `api_defaults` fills in what such a configuration leaves out.
+fn launch(
+    config: Option<&VmConfig>,
+    api_defaults: VmConfig,
+    machine: &MachineArgs,
+    api_socket: Option<&Path>,
+) -> ExitCode {
     let hv = match Hypervisor::open() {
         Ok(hv) => hv,
         Err(e) => {
@@ -159,11 +179,8 @@ fn launch(config: Option<&VmConfig>, machine: &MachineArgs, api_socket: Option<&
     // connect as soon as the socket exists.
     let api = match api_socket {
         Some(path) => {
-            let controller = Controller::with_defaults(
-                config.cloned(),
-                machine_config(machine),
-                vmm::max_cpus(&hv),
-            );
+            let controller =
+                Controller::with_defaults(config.cloned(), api_defaults, vmm::max_cpus(&hv));
             match ApiServer::start(path, controller.clone()) {
                 Ok(server) => Some((controller, server)),
                 Err(e) => {

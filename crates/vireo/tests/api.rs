@@ -694,14 +694,26 @@ fn two_boots_at_once_are_one_boot() {
 
 #[test]
 fn machine_flags_are_defaults_for_an_api_configuration() {
-    let vm = Vm::start("flag-defaults", &["--memory", "512M", "--cpus", "2"]);
-    let idle = guest("idle");
-    let config = serde_json::json!({"kernel": idle}).to_string();
+    let flags = [
+        "--memory",
+        "512M",
+        "--cpus",
+        "2",
+        "--cmdline",
+        "from-the-flag",
+        "--reboot",
+    ];
+    let mut vm = Vm::start("flag-defaults", &flags);
+    // A guest that resets itself: with --reboot honoured it boots again.
+    let config = serde_json::json!({"kernel": guest("reset")}).to_string();
     vm.ok("PUT", "/vm/config", Some(&config));
     vm.ok("PUT", "/vm/boot", None);
+    vm.wait_for_line("reset: booted");
+    vm.wait_for_line("reset: booted");
     let info = vm.ok("GET", "/vm", None);
     assert_eq!(info["cpus"], 2, "{info}");
     assert_eq!(info["memory_bytes"], 512u64 << 20, "{info}");
+    assert_eq!(info["cmdline"], "from-the-flag", "{info}");
 }
 
 #[test]
