@@ -269,7 +269,10 @@ fn net_spec(net: &NetConfig, id: Option<String>) -> NetSpec {
 /// (optionally followed by B or iB). Unlike memory sizes, a bare number is
 /// bytes, as `qemu-img resize` takes it.
 fn parse_disk_size(s: &str) -> Result<u64, String> {
-    vmm::config::parse_size(s, 0, "size", "2G, 512M, 1073741824")
+    match vmm::config::parse_size(s, 0, "size", "2G, 512M, 1073741824")? {
+        0 => Err("a disk cannot be resized to 0 bytes".into()),
+        size => Ok(size),
+    }
 }
 
 /// Send one request; the answer's body on success (2xx), a failure
@@ -510,7 +513,7 @@ mod tests {
         assert_eq!(parse_disk_size("4096"), Ok(4096));
         assert_eq!(parse_disk_size("1k"), Ok(1024));
         assert!(parse_disk_size("0").is_err());
-        assert!(parse_disk_size("1.5G").is_err());
+        assert_eq!(parse_disk_size("1.5G"), Ok(3 << 29));
         assert!(parse_disk_size("G").is_err());
         assert!(parse_disk_size("99999999999T").is_err());
     }

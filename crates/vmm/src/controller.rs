@@ -533,9 +533,35 @@ mod tests {
         Box::new(serde_json::from_value(json!({ "kernel": kernel, "cpus": 2 })).unwrap())
     }
 
+    /// The smallest kernel the loader takes: an ELF64 whose one loadable
+    /// segment is a `hlt` at 1 MiB. A configuration is checked by loading
+    /// its kernel, so these tests need one that loads.
     fn kernel_file(name: &str) -> std::path::PathBuf {
+        const LOAD_AT: u64 = 0x10_0000;
+        const PHDR_AT: u64 = 64;
+        const CODE_AT: u64 = PHDR_AT + 56;
+        let mut elf = Vec::new();
+        elf.extend_from_slice(b"\x7fELF");
+        elf.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little-endian, version 1, SysV
+        elf.extend_from_slice(&[0; 8]);
+        elf.extend_from_slice(&2u16.to_le_bytes()); // executable
+        elf.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+        elf.extend_from_slice(&1u32.to_le_bytes());
+        elf.extend_from_slice(&LOAD_AT.to_le_bytes()); // entry
+        elf.extend_from_slice(&PHDR_AT.to_le_bytes());
+        elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+        elf.extend_from_slice(&0u32.to_le_bytes());
+        for half in [64u16, 56, 1, 64, 0, 0] {
+            elf.extend_from_slice(&half.to_le_bytes());
+        }
+        elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        elf.extend_from_slice(&5u32.to_le_bytes()); // r-x
+        for word in [CODE_AT, LOAD_AT, LOAD_AT, 1, 1, 0x1000] {
+            elf.extend_from_slice(&word.to_le_bytes());
+        }
+        elf.push(0xf4); // hlt
         let path = spec::scratch_path(name);
-        std::fs::write(&path, b"not really a kernel").unwrap();
+        std::fs::write(&path, elf).unwrap();
         path
     }
 
