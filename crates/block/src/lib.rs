@@ -15,6 +15,7 @@ mod file;
 mod iobuf;
 pub mod qcow2;
 mod raw;
+mod replace;
 mod uring;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use std::sync::Arc;
 pub use async_io::{AsyncDisk, Completion, Engine, Request, DEFAULT_WORKERS};
 pub use iobuf::{IoBuf, IoBufMut};
 pub use raw::RawDisk;
+pub use replace::{FileId, Replacement};
 pub use uring::DirectFile;
 
 /// Errors from disk images.
@@ -56,6 +58,10 @@ pub enum Error {
     /// Another process holds a conflicting lock on the image.
     #[error("image {} is in use (another VM, or another disk of this one, holds its lock)", .0.display())]
     InUse(PathBuf),
+    /// Refused because it would destroy data: writing an image over its
+    /// own source or backing file, a size past what the format can hold.
+    #[error("{0}")]
+    Refused(String),
     /// The image's contents are not a valid image of its format.
     #[error("invalid image: {0}")]
     InvalidImage(String),

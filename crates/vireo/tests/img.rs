@@ -2,6 +2,8 @@
 //! converts, resizes and snapshots, qemu-img reads and finds clean; what
 //! vireo prints matches what qemu-img says about the same image.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -273,4 +275,183 @@ fn bad_input_is_one_line_and_exit_code_2() {
             "{args:?}: {err:?} should mention {want:?}"
         );
     }
+}
+
+fn qemu_io(img: &Path, cmd: &str) {
+    let out = Command::new("qemu-io")
+        .args(["-c", cmd, s(img)])
+        .output()
+        .expect("run qemu-io");
+    assert!(out.status.success(), "qemu-io {cmd}: {out:?}");
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 9, item 1: with a VM running on an image, `img create` and `img
+/// convert` onto it fail with "in use" and leave it byte for byte as it
+/// was (they used to truncate it first).
+#[test]
+fn create_and_convert_never_touch_an_image_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("live.qcow2");
+    let base = dir.path().join("base.img");
+    ok(&["create", "-f", "qcow2", s(&live), "64M"]);
+    ok(&["create", "-f", "raw", s(&base), "1M"]);
+    qemu_io(&live, "write -P 7 0 1M");
+    let before = std::fs::read(&live).unwrap();
+    let mut vm = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .args(["run", "--kernel"])
+        .arg(common::guest("idle"))
+        .arg("--disk")
+        .arg(format!("path={}", s(&live)))
+        .args(["--serial", "off"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start vireo run");
+    // The VM holds the image's lock once qemu-img can no longer open it.
+    let start = std::time::Instant::now();
+    loop {
+        let q = Command::new("qemu-img")
+            .args(["info", s(&live)])
+            .output()
+            .unwrap();
+        if !q.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the VM never locked its disk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let attempts: [&[&str]; 4] = [
+        &["create", "-f", "qcow2", s(&live), "64M"],
+        &["create", "-f", "raw", s(&live), "1M"],
+        &["convert", "-O", "raw", s(&base), s(&live)],
+        &["convert", "-O", "qcow2", s(&base), s(&live)],
+    ];
+    let mut failures = Vec::new();
+    for args in attempts {
+        let out = vireo(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() || !err.contains("in use") {
+            failures.push(format!("{args:?}: {} {err}", out.status));
+        }
+        if std::fs::read(&live).unwrap() != before {
+            failures.push(format!("{args:?} changed the VM's disk"));
+        }
+    }
+    vm.kill().unwrap();
+    vm.wait().unwrap();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(files_in(dir.path()), ["base.img", "live.qcow2"]);
+}
+
+/// Issue 9, item 1: convert onto its own source, onto a file in the
+/// source's backing chain, or onto another name of either is refused as
+/// such (not "in use"), and nothing is written.
+#[test]
+fn convert_refuses_to_write_over_its_own_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.img");
+    let ov = dir.path().join("ov.qcow2");
+    ok(&["create", "-f", "raw", s(&base), "1M"]);
+    qemu_io(&base, "write -P 9 0 64k");
+    ok(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.img",
+        "-F",
+        "raw",
+        s(&ov),
+    ]);
+    let hard = dir.path().join("hard.img");
+    std::fs::hard_link(&base, &hard).unwrap();
+    let sym = dir.path().join("sym.img");
+    std::os::unix::fs::symlink("base.img", &sym).unwrap();
+    let before = std::fs::read(&base).unwrap();
+    let cases: [(&Path, &Path, &str); 4] = [
+        (&base, &base, "the source image itself"),
+        (&ov, &base, "in the source's backing chain"),
+        (&base, &hard, "the source image itself"),
+        (&sym, &base, "the source image itself"),
+    ];
+    for (src, dst, why) in cases {
+        let out = vireo(&["convert", "-O", "raw", s(src), s(dst)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{src:?} -> {dst:?}: {err}");
+        assert!(err.contains(why) && !err.contains("in use"), "{err}");
+        assert_eq!(std::fs::read(&base).unwrap(), before, "{src:?} -> {dst:?}");
+    }
+    // A new image naming itself (through its chain) as backing file.
+    let out = vireo(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "ov.qcow2",
+        "-F",
+        "qcow2",
+        s(&base),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("its own backing file"), "{err}");
+    assert_eq!(std::fs::read(&base).unwrap(), before);
+    assert_eq!(
+        files_in(dir.path()),
+        ["base.img", "hard.img", "ov.qcow2", "sym.img"]
+    );
+}
+
+/// Issue 9, item 1: a create that fails leaves the existing file as it
+/// was (`-f raw keep.img 8E` used to leave it at 0 bytes), and the error
+/// names the file.
+#[test]
+fn failed_create_leaves_the_existing_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("keep.img");
+    std::fs::write(&keep, b"precious").unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (&["create", "-f", "raw", s(&keep), "8E"], "keep.img: size"),
+        (&["create", "-f", "qcow2", s(&keep), "4E"], "keep.img: size"),
+        (
+            &["create", "-f", "qcow2", "-b", "missing.img", s(&keep)],
+            "missing.img: open: No such file",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = vireo(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&keep).unwrap(), b"precious", "{args:?}");
+    }
+    let out = vireo(&["create", "/nodir/x", "1G"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/nodir/x") && err.contains("does not exist"),
+        "{err}"
+    );
+    // A successful create replaces the file and keeps its mode.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o640)).unwrap();
+    ok(&["create", "-f", "qcow2", s(&keep), "1M"]);
+    let meta = std::fs::metadata(&keep).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    qemu(&["check", s(&keep)]);
+    assert_eq!(files_in(dir.path()), ["keep.img"]);
 }

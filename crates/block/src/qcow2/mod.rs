@@ -6,6 +6,7 @@
 //! I/O gate exclusively so no read or write is in flight on a cluster
 //! while it is freed and perhaps reused.
 
+mod chain;
 mod check;
 mod create;
 pub mod header;
@@ -22,8 +23,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+pub use chain::backing_chain;
 pub use check::{CheckReport, RepairMode};
-pub use create::{create, CreateOptions};
+pub use create::{create, format, CreateOptions};
 pub use header::Header;
 pub use snapshot::Snapshot;
 

@@ -3,15 +3,18 @@
 
 use std::process::ExitCode;
 
-use block::{DiskImage, ImageFormat, OpenOptions};
+use std::path::Path;
 
-use super::create::{create_raw, open_read_only, parse_options, qcow2_options};
+use block::{DiskImage, ImageFormat, OpenOptions, Replacement};
+
+use super::create::{check_size, create_raw, open_read_only, parse_options, qcow2_options};
 use super::{ConvertArgs, ImgError};
 
 /// Bytes copied per step.
 const CHUNK: u64 = 2 << 20;
 
 pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
+    refuse_own_input(&args.source, &args.destination)?;
     let src: std::sync::Arc<dyn DiskImage> = match &args.snapshot {
         None => open_read_only(&args.source, args.format)?,
         Some(name) => std::sync::Arc::new(
@@ -21,20 +24,32 @@ pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
     };
     let opts = parse_options(args.options.as_deref())?;
     let size = src.size();
-    match args.output_format {
+    check_size(args.output_format, size).map_err(|e| e.about(&args.destination))?;
+    let qcow2 = match args.output_format {
         ImageFormat::Raw => {
             if opts.cluster_size.is_some() || opts.compat.is_some() {
                 return Err(ImgError::usage("raw images take no format options"));
             }
-            create_raw(&args.destination, size)?
+            None
         }
-        ImageFormat::Qcow2 => {
-            let options = qcow2_options(&opts, size)?;
-            block::qcow2::create(&args.destination, &options).map_err(|e| ImgError::block(&e))?;
-        }
+        ImageFormat::Qcow2 => Some(qcow2_options(&opts, size)?),
+    };
+    // Every check has passed: lock the destination (refused if in use)
+    // and build the copy beside it; the old file stays as it was until
+    // the copy is complete.
+    let new = Replacement::begin(&args.destination).map_err(|e| ImgError::block(&e))?;
+    let temp = new.temp_path();
+    match &qcow2 {
+        None => create_raw(temp, &args.destination, size)?,
+        Some(options) => block::qcow2::format(temp, options).map_err(|e| {
+            ImgError::block(&block::Error::Open {
+                path: args.destination.clone(),
+                source: Box::new(e),
+            })
+        })?,
     }
     let dst = block::open(
-        &args.destination,
+        temp,
         &OpenOptions {
             read_only: false,
             direct: false,
@@ -43,7 +58,30 @@ pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
     )
     .map_err(|e| ImgError::block(&e))?;
     copy(src.as_ref(), dst.as_ref(), args.progress)?;
+    drop(dst);
+    new.commit().map_err(|e| ImgError::block(&e))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuse a destination that is the source or any file in its backing
+/// chain (by device and inode, so other names for the same file count).
+fn refuse_own_input(source: &Path, destination: &Path) -> Result<(), ImgError> {
+    let Some(dst) = block::FileId::of(destination) else {
+        return Ok(());
+    };
+    let chain = block::qcow2::backing_chain(source);
+    if let Some((i, (p, _))) = chain.iter().enumerate().find(|(_, (_, id))| *id == dst) {
+        let what = if i == 0 {
+            "the source image itself".to_string()
+        } else {
+            format!("{} in the source's backing chain", p.display())
+        };
+        return Err(ImgError::usage(format!(
+            "{}: the destination is {what}; convert never writes over its own input",
+            destination.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Write the runs of `data` that are not all zeroes, in 64 KiB blocks,

@@ -199,6 +199,14 @@ impl ImgError {
         }
     }
 
+    /// The same error, its message prefixed with the file it is about.
+    pub fn about(self, path: &std::path::Path) -> Self {
+        Self {
+            message: format!("{}: {}", path.display(), self.message),
+            code: self.code,
+        }
+    }
+
     /// A block-layer error on one line with its causes; a missing or
     /// malformed input file is bad input, anything else a failure.
     pub fn block(err: &block::Error) -> Self {
@@ -218,6 +226,7 @@ fn is_input_error(err: &block::Error) -> bool {
         block::Error::InvalidImage(_)
         | block::Error::UnsupportedFeature(_)
         | block::Error::InUse(_)
+        | block::Error::Refused(_)
         | block::Error::OutOfRange { .. } => true,
         block::Error::Io { source, .. } => matches!(
             source.kind(),
