@@ -2,6 +2,9 @@
 //! converts, resizes and snapshots, qemu-img reads and finds clean; what
 //! vireo prints matches what qemu-img says about the same image.
 
+// Test images are small and the tests run on 64-bit hosts only.
+#![allow(clippy::cast_possible_truncation)]
+
 mod common;
 
 use std::path::Path;
@@ -454,4 +457,112 @@ fn failed_create_leaves_the_existing_file_untouched() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     qemu(&["check", s(&keep)]);
     assert_eq!(files_in(dir.path()), ["keep.img"]);
+}
+
+fn code_of(cmd: &mut Command) -> Option<i32> {
+    cmd.output().unwrap().status.code()
+}
+
+/// Set the refcount of the active L2 table to 0 (refcount block at
+/// 0x20000, 16-bit entries, as vireo and qemu-img lay images out).
+fn zero_l2_refcount(img: &Path) {
+    let mut b = std::fs::read(img).unwrap();
+    let l1 = u64::from_be_bytes(b[40..48].try_into().unwrap()) as usize;
+    let l2 = u64::from_be_bytes(b[l1..l1 + 8].try_into().unwrap()) & 0x00ff_ffff_ffff_fe00;
+    let c = (l2 >> 16) as usize;
+    b[0x20000 + 2 * c..0x20000 + 2 * c + 2].copy_from_slice(&[0, 0]);
+    std::fs::write(img, &b).unwrap();
+}
+
+/// Issue 9, item 3: `check -r all` reaches a clean image in one run (an
+/// L2 table with refcount 0 used to leave an OFLAG_COPIED error behind
+/// while reporting none), and says what is left when it cannot.
+#[test]
+fn check_repair_all_reaches_a_clean_image_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("l2rc0.qcow2");
+    ok(&["create", "-f", "qcow2", s(&img), "16M"]);
+    qemu_io(&img, "write -P 1 0 64k");
+    zero_l2_refcount(&img);
+    let copy = dir.path().join("copy.qcow2");
+    std::fs::copy(&img, &copy).unwrap();
+    assert_eq!(vireo(&["check", s(&img)]).status.code(), Some(2));
+    assert_eq!(
+        code_of(Command::new("qemu-img").args(["check", s(&copy)])),
+        Some(2)
+    );
+    let out = vireo(&["check", "-r", "all", s(&img)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("Double checking the fixed image now..."),
+        "{text}"
+    );
+    qemu(&["check", s(&img)]);
+    assert_eq!(vireo(&["check", s(&img)]).status.code(), Some(0));
+    // Reserved bits in an L1 entry cannot be repaired: -r all says so
+    // and exits 2, as qemu-img does.
+    let mut b = std::fs::read(&img).unwrap();
+    let l1 = u64::from_be_bytes(b[40..48].try_into().unwrap()) as usize;
+    b[l1 + 7] |= 2;
+    std::fs::write(&img, &b).unwrap();
+    std::fs::write(&copy, &b).unwrap();
+    let out = vireo(&["check", "-r", "all", s(&img)]);
+    assert_eq!(
+        out.status.code(),
+        code_of(Command::new("qemu-img").args(["check", "-r", "all", s(&copy)])),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reserved bits"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 errors were found"));
+}
+
+/// Issue 9: `img check` exits as qemu-img check does: 0 clean, 1 check
+/// not completed (no image, unreadable header), 2 corruptions, 3 leaks
+/// only, 63 a format with no checks.
+#[test]
+fn check_exit_codes_match_qemu_img() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.qcow2");
+    ok(&["create", "-f", "qcow2", s(&clean), "16M"]);
+    let raw = dir.path().join("raw.img");
+    ok(&["create", "-f", "raw", s(&raw), "1M"]);
+    let junk = dir.path().join("junk.qcow2");
+    std::fs::write(&junk, b"QFI\xfbnot really a header").unwrap();
+    let leak = dir.path().join("leak.qcow2");
+    ok(&["create", "-f", "qcow2", s(&leak), "16M"]);
+    let mut b = std::fs::read(&leak).unwrap();
+    b.resize(11 * 65536, 0);
+    b[0x20000 + 2 * 10 + 1] = 1;
+    std::fs::write(&leak, &b).unwrap();
+    let corrupt = dir.path().join("corrupt.qcow2");
+    ok(&["create", "-f", "qcow2", s(&corrupt), "16M"]);
+    qemu_io(&corrupt, "write 0 64k");
+    zero_l2_refcount(&corrupt);
+    let missing = dir.path().join("missing.qcow2");
+    for (img, want) in [
+        (&clean, 0),
+        (&raw, 63),
+        (&junk, 1),
+        (&missing, 1),
+        (&leak, 3),
+        (&corrupt, 2),
+    ] {
+        let theirs = code_of(Command::new("qemu-img").args(["check", s(img)]));
+        let out = vireo(&["check", s(img)]);
+        assert_eq!(theirs, Some(want), "qemu-img check {img:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "vireo img check {img:?}: {out:?}"
+        );
+        if want == 1 || want == 63 {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(
+                err.contains(img.file_name().unwrap().to_str().unwrap()),
+                "{err}"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 use crate::{Error, Result};
 
 use super::l2::{self, Mapping, COPIED, OFFSET_MASK};
+use super::meta::Meta;
 use super::Qcow2Disk;
 
 /// What to repair.
@@ -100,8 +101,7 @@ impl Qcow2Disk {
             w.inc("reserved cluster", p, cs);
         }
         let active = m.l1.clone();
-        let mut copied_fixes: Vec<(u64, u64)> = Vec::new();
-        self.walk_l1(&mut m, &mut w, &active, true, &mut copied_fixes)?;
+        self.walk_l1(&mut w, &active, true)?;
         if !m.snapshots.is_empty() {
             let table = super::snapshot::encode(&m.snapshots)?;
             w.inc(
@@ -116,7 +116,7 @@ impl Qcow2Disk {
                     u64::from(s.l1_size) * 8,
                 );
                 let l1 = super::load_l1(&self.file, s.l1_table_offset, s.l1_size)?;
-                self.walk_l1(&mut m, &mut w, &l1, false, &mut Vec::new())?;
+                self.walk_l1(&mut w, &l1, false)?;
             }
         }
         let (rt_off, rt_clusters) = m.refs.table_location();
@@ -170,6 +170,10 @@ impl Qcow2Disk {
         for (c, v) in fixes {
             m.refs.set(&self.file, c, v)?;
         }
+        // COPIED flags are judged against the refcounts as repaired, so
+        // one repair run leaves none wrong (QEMU checks them after its
+        // refcount pass too).
+        let copied_fixes = self.check_copied(&mut m, &mut report)?;
         if mode == RepairMode::All && !copied_fixes.is_empty() {
             for (at, value) in copied_fixes {
                 self.file.write_all_at(&value.to_be_bytes(), at)?;
@@ -183,28 +187,37 @@ impl Qcow2Disk {
                 u32::try_from(m.l1.len()).unwrap_or(0),
             )?;
             m.l1 = l1;
+            m.invalidate_overlap();
         }
         if mode != RepairMode::None {
             self.file.sync_data()?;
+        }
+        let marked = m.header.incompatible_features & super::header::incompat::CORRUPT != 0;
+        if mode == RepairMode::All && report.corruptions == 0 && marked {
+            let v = m.header.incompatible_features & !super::header::incompat::CORRUPT;
+            self.file.write_all_at(&v.to_be_bytes(), 72)?;
+            self.file.sync_data()?;
+            m.header.incompatible_features = v;
         }
         report.image_end_offset = end * cs;
         Ok(report)
     }
 
-    /// Count the references of one L1 tree; for the active one, also check
-    /// COPIED flags (noting the fixes at their file offsets).
-    fn walk_l1(
-        &self,
-        m: &mut super::meta::Meta,
-        w: &mut Walk,
-        l1: &[u64],
-        active: bool,
-        copied_fixes: &mut Vec<(u64, u64)>,
-    ) -> Result<()> {
+    /// Count the references of one L1 tree (for the active one, also the
+    /// allocation statistics), reporting entries that cannot be right.
+    fn walk_l1(&self, w: &mut Walk, l1: &[u64], active: bool) -> Result<()> {
         let cs = self.cluster_size();
         let cb = self.cluster_bits;
         let mut prev_host: Option<u64> = None;
-        for (i1, &e1) in l1.iter().enumerate() {
+        for &e1 in l1 {
+            if e1 & l2::L1_RESERVED != 0 {
+                w.report.corruptions += 1;
+                w.report.messages.push(format!(
+                    "ERROR found L1 entry with reserved bits set: {e1:x}"
+                ));
+                // Still count what it points at, as QEMU does: a repair
+                // must not free a table because its entry is damaged.
+            }
             let off = e1 & OFFSET_MASK;
             if off == 0 {
                 continue;
@@ -220,20 +233,15 @@ impl Qcow2Disk {
             if usize::try_from(off >> cb).map_or(true, |c| c >= w.refs.len()) {
                 continue;
             }
-            if active {
-                let rc = m.refs.get(&self.file, off >> cb)?;
-                if (rc == 1) != (e1 & COPIED != 0) {
-                    w.report.corruptions += 1;
-                    w.report.messages.push(format!(
-                        "ERROR OFLAG_COPIED L2 cluster: l1_index={i1} l1_entry={e1:x} refcount={rc}"
-                    ));
-                    let fixed = if rc == 1 { e1 | COPIED } else { e1 & !COPIED };
-                    copied_fixes.push((m.l1_offset + 8 * i1 as u64, fixed));
-                }
-            }
             let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];
             self.file.read_exact_at(&mut raw, off)?;
-            for (i2, e2) in l2::decode_table(&raw).into_iter().enumerate() {
+            for e2 in l2::decode_table(&raw) {
+                if e2 & l2::COMPRESSED == 0 && e2 & l2::L2_STD_RESERVED != 0 {
+                    w.report.corruptions += 1;
+                    w.report.messages.push(format!(
+                        "ERROR found L2 entry with reserved bits set: {e2:x}"
+                    ));
+                }
                 match l2::decode(e2, cb, self.version) {
                     Mapping::Unallocated | Mapping::Zero { host: 0 } => {}
                     Mapping::Compressed { host, len } => {
@@ -260,22 +268,62 @@ impl Qcow2Disk {
                             w.report.fragmented_clusters += 1;
                         }
                         prev_host = Some(host);
-                        if usize::try_from(host >> cb).map_or(true, |c| c >= w.refs.len()) {
-                            continue;
-                        }
-                        let rc = m.refs.get(&self.file, host >> cb)?;
-                        if (rc == 1) != (e2 & COPIED != 0) {
-                            w.report.corruptions += 1;
-                            w.report.messages.push(format!(
-                                "ERROR OFLAG_COPIED data cluster: l2_entry={e2:x} refcount={rc}"
-                            ));
-                            let fixed = if rc == 1 { e2 | COPIED } else { e2 & !COPIED };
-                            copied_fixes.push((off + 8 * i2 as u64, fixed));
-                        }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Check the COPIED flag of every active L1 and L2 entry against the
+    /// refcounts; returns the fixes (file offset, corrected entry).
+    fn check_copied(&self, m: &mut Meta, report: &mut CheckReport) -> Result<Vec<(u64, u64)>> {
+        let cs = self.cluster_size();
+        let cb = self.cluster_bits;
+        let end_cluster = self.file.len()?.div_ceil(cs);
+        let mut fixes = Vec::new();
+        for (i1, e1) in m.l1.clone().into_iter().enumerate() {
+            let off = e1 & OFFSET_MASK;
+            if e1 & l2::L1_RESERVED != 0
+                || off == 0
+                || off & (cs - 1) != 0
+                || off >> cb >= end_cluster
+            {
+                continue;
+            }
+            let rc = m.refs.get(&self.file, off >> cb)?;
+            if (rc == 1) != (e1 & COPIED != 0) {
+                report.corruptions += 1;
+                report.messages.push(format!(
+                    "ERROR OFLAG_COPIED L2 cluster: l1_index={i1} l1_entry={e1:x} refcount={rc}"
+                ));
+                let fixed = if rc == 1 { e1 | COPIED } else { e1 & !COPIED };
+                fixes.push((m.l1_offset + 8 * i1 as u64, fixed));
+            }
+            let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];
+            self.file.read_exact_at(&mut raw, off)?;
+            for (i2, e2) in l2::decode_table(&raw).into_iter().enumerate() {
+                if e2 & l2::COMPRESSED == 0 && e2 & l2::L2_STD_RESERVED != 0 {
+                    continue;
+                }
+                let host = match l2::decode(e2, cb, self.version) {
+                    Mapping::Data { host, .. } | Mapping::Zero { host } if host != 0 => host,
+                    _ => continue,
+                };
+                if host & (cs - 1) != 0 || host >> cb >= end_cluster {
+                    continue;
+                }
+                let rc = m.refs.get(&self.file, host >> cb)?;
+                if (rc == 1) != (e2 & COPIED != 0) {
+                    report.corruptions += 1;
+                    report.messages.push(format!(
+                        "ERROR OFLAG_COPIED data cluster: l2_entry={e2:x} refcount={rc}"
+                    ));
+                    let fixed = if rc == 1 { e2 | COPIED } else { e2 & !COPIED };
+                    fixes.push((off + 8 * i2 as u64, fixed));
+                }
+            }
+        }
+        Ok(fixes)
     }
 }

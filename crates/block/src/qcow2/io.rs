@@ -191,10 +191,31 @@ impl Qcow2Disk {
         Ok(out)
     }
 
-    pub(super) fn write_impl(&self, offset: u64, bufs: &[IoBuf]) -> Result<()> {
+    /// Refuse a data write that would land on metadata, and mark the
+    /// image corrupt so nothing writes to it again until it is repaired.
+    fn guard_write(&self, m: &mut Meta, host: u64, len: u64) -> Result<()> {
+        let r = m.check_data_write(host, len);
+        if r.is_err() {
+            self.mark_corrupt(m);
+        }
+        r
+    }
+
+    /// Refuse writes to an image found corrupt while open.
+    fn check_writable(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
+        if self.corrupt.load(Ordering::Acquire) {
+            return Err(Error::InvalidImage(
+                "the image was marked corrupt; repair it with vireo img check -r all".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_impl(&self, offset: u64, bufs: &[IoBuf]) -> Result<()> {
+        self.check_writable()?;
         let iovs = Iov::from_bufs(bufs);
         let len = iov_len(&iovs);
         self.check_range(offset, len)?;
@@ -203,6 +224,7 @@ impl Qcow2Disk {
         // Fast path: every cluster is allocated and ours alone; write in
         // place without holding the metadata lock.
         if let Some(host) = self.in_place_target(&mut m, offset, len)? {
+            self.guard_write(&mut m, host, len)?;
             drop(m);
             return self.file.write_iov(host, &iovs);
         }
@@ -224,6 +246,11 @@ impl Qcow2Disk {
         }
         if in_place {
             let pieces = self.map_range(&mut m, offset, len)?;
+            for &(_, n, p) in &pieces {
+                if let Piece::Host(host) = p {
+                    self.guard_write(&mut m, host, n)?;
+                }
+            }
             drop(m);
             for (rel, n, p) in pieces {
                 if let Piece::Host(host) = p {
@@ -282,6 +309,7 @@ impl Qcow2Disk {
         };
         match mapping {
             Mapping::Data { host, .. } if exclusive(m, host)? => {
+                self.guard_write(m, host + in_cluster, n)?;
                 if entry & COPIED == 0 {
                     m.set_l2(&self.file, table, idx, host | COPIED)?;
                 }
@@ -293,12 +321,15 @@ impl Qcow2Disk {
                 let at = usize::try_from(in_cluster).unwrap_or(0);
                 let n_us = usize::try_from(n).unwrap_or(0);
                 iov_copy_to(src, 0, &mut buf[at..at + n_us]);
+                self.guard_write(m, host, cs)?;
                 self.file.write_all_at(&buf, host)?;
                 return m.set_l2(&self.file, table, idx, host | COPIED);
             }
             _ => {}
         }
         let new = m.alloc_cluster(&self.file)?;
+        // Refcounts that miss a table hand out its cluster as free.
+        self.guard_write(m, new, cs)?;
         if in_cluster == 0 && n == cs {
             self.file.write_iov(new, src)?;
         } else {
@@ -360,9 +391,7 @@ impl Qcow2Disk {
     /// partial clusters are written with zeroes (for write-zeroes) or left
     /// alone (for discard).
     pub(super) fn clear_range(&self, offset: u64, len: u64, how: Clear) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly);
-        }
+        self.check_writable()?;
         self.check_range(offset, len)?;
         let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
@@ -429,9 +458,7 @@ impl Qcow2Disk {
     }
 
     pub(super) fn resize_impl(&self, new_size: u64) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly);
-        }
+        self.check_writable()?;
         if new_size > super::header::MAX_VIRTUAL_SIZE {
             return Err(Error::OutOfRange {
                 offset: new_size,

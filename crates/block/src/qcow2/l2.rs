@@ -15,6 +15,9 @@ pub const ZERO: u64 = 1;
 pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 /// Bits of an L1 entry that must be zero.
 pub const L1_RESERVED: u64 = !(OFFSET_MASK | COPIED);
+/// Bits of a standard (uncompressed) L2 entry that must be zero (QEMU's
+/// `L2E_STD_RESERVED_MASK`).
+pub const L2_STD_RESERVED: u64 = 0x3f00_0000_0000_01fe;
 
 /// What an L2 entry says about one guest cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //! above points at it; an entry stops pointing at a cluster (synced)
 //! before the cluster's count drops.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crate::file::HostFile;
 use crate::{Error, Result};
@@ -61,9 +61,128 @@ pub struct Meta {
     pub pool: VecDeque<u64>,
     /// Tables must lie below this offset (the file's end, as it grows).
     pub file_end: u64,
+    /// Where metadata lives, for refusing guest writes onto it; `None`
+    /// when it must be rebuilt.
+    pub overlap: Option<MetadataMap>,
+}
+
+/// The host clusters that hold metadata (QEMU's overlap-check "cached"
+/// set: everything but the L2 tables of inactive snapshots).
+#[derive(Debug, Default)]
+pub struct MetadataMap {
+    /// One-cluster structures: header, active L2 tables, refcount blocks.
+    single: HashMap<u64, &'static str>,
+    /// Multi-cluster tables as cluster ranges `[start, end)`.
+    spans: Vec<(u64, u64, &'static str)>,
+    /// The refcount generation this map was built at.
+    refs_generation: u64,
+}
+
+impl MetadataMap {
+    /// What metadata, if any, host cluster `c` holds.
+    fn lookup(&self, c: u64) -> Option<&'static str> {
+        self.single.get(&c).copied().or_else(|| {
+            self.spans
+                .iter()
+                .find(|&&(a, b, _)| a <= c && c < b)
+                .map(|&(_, _, what)| what)
+        })
+    }
 }
 
 impl Meta {
+    /// The metadata map is stale (a table moved or appeared).
+    pub fn invalidate_overlap(&mut self) {
+        self.overlap = None;
+    }
+
+    fn build_overlap(&self) -> MetadataMap {
+        let cb = self.cluster_bits();
+        let cs = self.cluster_size();
+        let mut map = MetadataMap {
+            refs_generation: self.refs.generation(),
+            ..MetadataMap::default()
+        };
+        let span = |map: &mut MetadataMap, off: u64, len: u64, what: &'static str| {
+            if len > 0 {
+                let end = off.saturating_add(len).div_ceil(cs);
+                map.spans.push((off >> cb, end, what));
+            }
+        };
+        map.single.insert(0, "the header");
+        span(
+            &mut map,
+            self.l1_offset,
+            self.l1.len() as u64 * 8,
+            "the L1 table",
+        );
+        let (rt, rt_clusters) = self.refs.table_location();
+        span(
+            &mut map,
+            rt,
+            u64::from(rt_clusters) * cs,
+            "the refcount table",
+        );
+        if self.header.nb_snapshots > 0 {
+            let len = super::snapshot::encode(&self.snapshots).map_or(cs, |t| t.len() as u64);
+            span(
+                &mut map,
+                self.header.snapshots_offset,
+                len,
+                "the snapshot table",
+            );
+        }
+        for s in &self.snapshots {
+            span(
+                &mut map,
+                s.l1_table_offset,
+                u64::from(s.l1_size) * 8,
+                "a snapshot's L1 table",
+            );
+        }
+        for &b in self.refs.table().iter().filter(|&&b| b != 0) {
+            map.single.insert(b >> cb, "a refcount block");
+        }
+        for &e in &self.l1 {
+            let off = e & OFFSET_MASK;
+            if off != 0 {
+                map.single.insert(off >> cb, "an L2 table");
+            }
+        }
+        map
+    }
+
+    /// Refuse a guest data write to `[host, host + len)` that would land
+    /// on metadata (QEMU's pre-write overlap check). The caller marks the
+    /// image corrupt when this fails.
+    pub fn check_data_write(&mut self, host: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let stale = self
+            .overlap
+            .as_ref()
+            .is_none_or(|m| m.refs_generation != self.refs.generation());
+        if stale {
+            self.overlap = Some(self.build_overlap());
+        }
+        let Some(map) = &self.overlap else {
+            return Ok(());
+        };
+        let cb = self.cluster_bits();
+        let last = host.saturating_add(len - 1) >> cb;
+        for c in host >> cb..=last {
+            if let Some(what) = map.lookup(c) {
+                return Err(Error::InvalidImage(format!(
+                    "a guest write to host offset {:#x} would overwrite {what}; \
+                     the image is marked corrupt (repair it with vireo img check -r all)",
+                    c << cb
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn cluster_bits(&self) -> u32 {
         self.header.cluster_bits
     }
@@ -120,6 +239,9 @@ impl Meta {
     /// Write an L1 entry through to the file.
     pub fn set_l1(&mut self, file: &HostFile, i: usize, value: u64) -> Result<()> {
         file.write_all_at(&value.to_be_bytes(), self.l1_offset + 8 * i as u64)?;
+        if self.l1[i] & OFFSET_MASK != value & OFFSET_MASK {
+            self.invalidate_overlap();
+        }
         self.l1[i] = value;
         Ok(())
     }
@@ -252,6 +374,7 @@ impl Meta {
             table.truncate(usize::try_from(need).unwrap_or(0));
             self.l1 = table;
             self.l1_offset = new_off;
+            self.invalidate_overlap();
             self.header.l1_size = l1_size;
             self.header.l1_table_offset = new_off;
             if old.0 != 0 && old.1 > 0 {

@@ -19,7 +19,7 @@ mod snapshot_ops;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,9 @@ pub struct Qcow2Disk {
     /// Reads mapped by `begin_direct_read` and not yet ended: they hold
     /// off cluster frees as the gate does.
     direct_reads: AtomicUsize,
+    /// A write onto metadata was refused: the image is marked corrupt and
+    /// takes no more writes.
+    corrupt: AtomicBool,
     meta: Mutex<Meta>,
 }
 
@@ -117,9 +120,22 @@ impl Qcow2Disk {
             }
             m.l1 = load_l1(&disk.file, s.l1_table_offset, s.l1_size)?;
             m.l1_offset = s.l1_table_offset;
+            m.invalidate_overlap();
             disk.size.store(size, Ordering::Release);
         }
         Ok(disk)
+    }
+
+    /// Open an image for `vireo img check -r`: writable even when marked
+    /// corrupt (a repair that leaves no corruption clears the mark).
+    pub fn open_for_repair(path: &Path) -> Result<Self> {
+        let options = OpenOptions {
+            read_only: false,
+            direct: false,
+            format: Some(ImageFormat::Qcow2),
+        };
+        let file = HostFile::open(path, false, false)?;
+        Self::open_file(file, path, &options, 0, true)
     }
 
     pub(crate) fn from_host_file(
@@ -127,6 +143,16 @@ impl Qcow2Disk {
         path: &Path,
         options: &OpenOptions,
         depth: u32,
+    ) -> Result<Self> {
+        Self::open_file(file, path, options, depth, false)
+    }
+
+    fn open_file(
+        file: HostFile,
+        path: &Path,
+        options: &OpenOptions,
+        depth: u32,
+        repair: bool,
     ) -> Result<Self> {
         let file_len = file.len()?;
         let mut probe = vec![0u8; usize::try_from(file_len.min(4096)).unwrap_or(0)];
@@ -150,7 +176,7 @@ impl Qcow2Disk {
         };
         let header = Header::parse(&first, file_len)?;
         let read_only = options.read_only;
-        if header.incompatible_features & header::incompat::CORRUPT != 0 && !read_only {
+        if header.incompatible_features & header::incompat::CORRUPT != 0 && !read_only && !repair {
             return Err(invalid(
                 "the image is marked corrupt; it can only be opened read-only (check it with qemu-img check -r all)",
             ));
@@ -184,6 +210,7 @@ impl Qcow2Disk {
             snapshots,
             pool: VecDeque::new(),
             file_end: file_len.div_ceil(cs) * cs,
+            overlap: None,
             header,
         };
         let disk = Qcow2Disk {
@@ -196,6 +223,7 @@ impl Qcow2Disk {
             read_only,
             gate: RwLock::new(()),
             direct_reads: AtomicUsize::new(0),
+            corrupt: AtomicBool::new(false),
             meta: Mutex::new(meta),
         };
         if !read_only {
@@ -270,6 +298,29 @@ impl Qcow2Disk {
         self.file.sync_data()?;
         m.header.incompatible_features = v;
         Ok(())
+    }
+
+    /// Set the corrupt bit (version 3; QEMU does the same on a refused
+    /// metadata overwrite) so later opens for writing refuse the image,
+    /// and refuse further writes in this one.
+    fn mark_corrupt(&self, m: &mut Meta) {
+        self.corrupt.store(true, Ordering::Release);
+        tracing::error!(
+            "{}: a write would have overwritten qcow2 metadata; image marked corrupt",
+            self.path.display()
+        );
+        if self.version < 3 {
+            return;
+        }
+        let v = m.header.incompatible_features | header::incompat::CORRUPT;
+        let r = self
+            .file
+            .write_all_at(&v.to_be_bytes(), 72)
+            .and_then(|()| self.file.sync_data());
+        match r {
+            Ok(()) => m.header.incompatible_features = v,
+            Err(e) => tracing::warn!("{}: marking corrupt: {e}", self.path.display()),
+        }
     }
 
     /// Auto-clear bits name features (such as dirty bitmaps) whose data a

@@ -32,6 +32,9 @@ pub struct Refcounts {
     free_hint: u64,
     /// First cluster index past every cluster known to be in use.
     end_cluster: u64,
+    /// Bumped whenever a refcount block or the table itself moves or
+    /// appears (metadata overlap checks rebuild their map then).
+    generation: u64,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -73,6 +76,7 @@ impl Refcounts {
             free_hint: 0,
             // Every block lies below file_len (checked above).
             end_cluster: file_len.div_ceil(cs),
+            generation: 0,
         })
     }
 
@@ -103,6 +107,11 @@ impl Refcounts {
     /// Refcount block offsets (0 where none).
     pub fn table(&self) -> &[u64] {
         &self.table
+    }
+
+    /// Changes whenever a refcount block or the table is placed anew.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// First cluster index past everything in use.
@@ -321,6 +330,7 @@ impl Refcounts {
         let i = usize::try_from(bi).map_err(|_| invalid("refcount table index"))?;
         file.write_all_at(&off.to_be_bytes(), self.table_offset + 8 * bi)?;
         self.table[i] = off;
+        self.generation += 1;
         self.blocks.insert(bi, block);
         self.end_cluster = self.end_cluster.max(cluster + 1);
         Ok(cluster)
@@ -394,6 +404,7 @@ impl Refcounts {
         let (old_offset, old_clusters) = (self.table_offset, self.table_clusters);
         self.table = new_table;
         self.table_offset = new_offset;
+        self.generation += 1;
         self.table_clusters = clusters;
         for (bi, b) in new_blocks {
             self.blocks.insert(bi, b);

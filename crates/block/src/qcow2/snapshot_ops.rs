@@ -143,6 +143,7 @@ impl Qcow2Disk {
         let old_l1 = std::mem::replace(&mut m.l1, snap_l1);
         let old_off = m.l1_offset;
         m.l1_offset = new_off;
+        m.invalidate_overlap();
         m.header.l1_size = snap.l1_size;
         m.header.l1_table_offset = new_off;
         m.header.size = size;
@@ -183,6 +184,7 @@ impl Qcow2Disk {
         m.header.nb_snapshots = count;
         m.header.snapshots_offset = new_off;
         m.snapshots = list;
+        m.invalidate_overlap();
         if old_off != 0 && old_len > 0 {
             let rel: Vec<Release> = (0..old_len.div_ceil(cs))
                 .map(|i| Release::Cluster(old_off + i * cs))

@@ -3,7 +3,7 @@
 //!
 //! Exit codes as elsewhere in vireo: 0 on success, 2 when the input is
 //! wrong (a bad size, a missing file, an unknown format), 1 when the work
-//! itself failed (I/O errors, a corrupt image found by `check`).
+//! itself failed (I/O errors). `check` uses qemu-img check's codes.
 
 mod check;
 mod convert;
@@ -50,7 +50,8 @@ pub enum ImgCommand {
     Convert(ConvertArgs),
     /// Grow or shrink an image's virtual size.
     Resize(ResizeArgs),
-    /// Check a qcow2 image's metadata (exit 0: clean, 2: errors, 3: leaks only).
+    /// Check a qcow2 image's metadata (exit 0: clean, 1: check not completed,
+    /// 2: errors, 3: leaks only, 63: the format has no checks).
     Check(CheckArgs),
     /// List, create, apply or delete a qcow2 image's internal snapshots.
     Snapshot(SnapshotArgs),
@@ -179,7 +180,8 @@ pub struct ResizeArgs {
 #[derive(Debug)]
 pub struct ImgError {
     message: String,
-    code: u8,
+    /// The process exit code.
+    pub code: u8,
 }
 
 impl ImgError {
