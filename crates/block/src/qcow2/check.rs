@@ -80,6 +80,8 @@ impl Qcow2Disk {
         }
         let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
+        m.refs.load_table(&self.file)?;
+        m.load_l1(&self.file)?;
         let cs = self.cluster_size();
         let cb = self.cluster_bits;
         let file_len = self.file.len()?;

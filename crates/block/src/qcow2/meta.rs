@@ -47,8 +47,10 @@ pub enum Release {
 pub struct Meta {
     /// The header as last written.
     pub header: Header,
-    /// Active L1 table entries.
+    /// Active L1 table entries (empty until loaded, see `l1_loaded`).
     pub l1: Vec<u64>,
+    /// Whether `l1` has been read (read-only images read it on first use).
+    pub l1_loaded: bool,
     /// Host offset of the active L1 table.
     pub l1_offset: u64,
     /// Cached L2 tables.
@@ -199,8 +201,18 @@ impl Meta {
         (l1, l2)
     }
 
+    /// Read the active L1 table if not yet read.
+    pub fn load_l1(&mut self, file: &HostFile) -> Result<()> {
+        if !self.l1_loaded {
+            self.l1 = super::load_l1(file, self.l1_offset, self.header.l1_size)?;
+            self.l1_loaded = true;
+        }
+        Ok(())
+    }
+
     /// The raw L2 entry of guest cluster `g` (0 when its L2 table is absent).
     pub fn l2_entry(&mut self, file: &HostFile, g: u64) -> Result<u64> {
+        self.load_l1(file)?;
         let (i1, i2) = self.indices(g);
         let Some(&e1) = self.l1.get(i1) else {
             return Ok(0);

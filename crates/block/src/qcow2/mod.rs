@@ -119,6 +119,7 @@ impl Qcow2Disk {
                 return Err(invalid("snapshot L1 table is too small for its disk"));
             }
             m.l1 = load_l1(&disk.file, s.l1_table_offset, s.l1_size)?;
+            m.l1_loaded = true;
             m.l1_offset = s.l1_table_offset;
             m.invalidate_overlap();
             disk.size.store(size, Ordering::Release);
@@ -182,15 +183,29 @@ impl Qcow2Disk {
             ));
         }
         let dirty = header.incompatible_features & header::incompat::DIRTY != 0;
-        let l1 = load_l1(&file, header.l1_table_offset, header.l1_size)?;
-        let refs = refcount::Refcounts::load(
+        // What one open allocates up front is bounded: a read-only image
+        // (every backing file) reads its L1 and refcount tables when first
+        // needed (never, for `img info`), and a backing file never needs
+        // its snapshot table. A chain of hostile images claiming the
+        // largest tables costs little until its data is read.
+        let l1 = if read_only {
+            None
+        } else {
+            Some(load_l1(&file, header.l1_table_offset, header.l1_size)?)
+        };
+        let refs = refcount::Refcounts::open(
             &file,
             header.refcount_table_offset,
             header.refcount_table_clusters,
             header.refcount_order,
             header.cluster_bits,
+            read_only,
         )?;
-        let snapshots = load_snapshots(&file, &header, file_len)?;
+        let snapshots = if depth == 0 {
+            load_snapshots(&file, &header, file_len)?
+        } else {
+            Vec::new()
+        };
         let backing = match &header.backing_file {
             Some(name) => Some(open_backing(
                 path,
@@ -204,7 +219,8 @@ impl Qcow2Disk {
         let cs = 1u64 << header.cluster_bits;
         let meta = Meta {
             l1_offset: header.l1_table_offset,
-            l1,
+            l1_loaded: l1.is_some(),
+            l1: l1.unwrap_or_default(),
             l2: l2::L2Cache::new(header.cluster_bits),
             refs,
             snapshots,
@@ -352,7 +368,7 @@ impl Drop for Qcow2Disk {
     }
 }
 
-fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<u64>> {
+pub(crate) fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<u64>> {
     let len = u64::from(entries) * 8;
     // Snapshot L1 sizes come straight from the image: bound the allocation
     // here too, not only where a caller checked the table.
