@@ -177,3 +177,52 @@ fn a_dirty_lazy_refcount_image_opens_with_no_copied_errors() {
     drop(d);
     common::check_clean(&p);
 }
+
+/// Issue 9, item 12: a compressed cluster whose data runs past the end
+/// of the file shared the clusters allocated there later; rewriting it
+/// freed them, losing a guest write that had been flushed.
+#[test]
+fn a_compressed_cluster_past_the_end_never_frees_later_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("src.raw");
+    std::fs::write(&raw, vec![0x33u8; 1 << 20]).unwrap();
+    let p = dir.path().join("comp.qcow2");
+    common::qemu(&[
+        "convert",
+        "-c",
+        "-O",
+        "qcow2",
+        raw.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ]);
+    let mut img = std::fs::read(&p).unwrap();
+    let l1 = be64(&img, 40);
+    let l2 = (be64(&img, l1 as usize) & OFFSET_MASK) as usize;
+    let e = be64(&img, l2);
+    assert_ne!(e & (1 << 62), 0, "guest cluster 0 is compressed");
+    // 64 KiB clusters: the offset takes bits 0..54, the sector count above.
+    let past = (img.len() as u64).div_ceil(65536) * 65536;
+    let moved = (e & !((1u64 << 54) - 1)) | past;
+    img[l2..l2 + 8].copy_from_slice(&moved.to_be_bytes());
+    std::fs::write(&p, &img).unwrap();
+
+    let d = block::open(&p, &OpenOptions::default()).unwrap();
+    // A write elsewhere lands at the end of the file, under the bad entry.
+    d.write_at(15 * 65536, &[0x77u8; 65536]).unwrap();
+    d.flush().unwrap();
+    let e = d.write_at(0, &[0x11u8; 65536]).unwrap_err();
+    assert!(e.to_string().contains("past the end of the file"), "{e}");
+    let mut buf = [0u8; 512];
+    let e = d.read_at(0, &mut buf).unwrap_err();
+    assert!(e.to_string().contains("past the end of the file"), "{e}");
+    drop(d);
+    let d = block::open(&p, &OpenOptions::default()).unwrap();
+    let mut back = vec![0u8; 65536];
+    d.read_at(15 * 65536, &mut back).unwrap();
+    assert!(
+        back.iter().all(|&b| b == 0x77),
+        "the flushed write was lost"
+    );
+    drop(d);
+    assert_ne!(qemu_check_code(&p), Some(0));
+}

@@ -303,7 +303,7 @@ impl Qcow2Disk {
         let n = iov_len(src);
         let (table, idx) = m.writable_l2(&self.file, g, releases)?;
         let entry = m.l2_entry(&self.file, g)?;
-        let mapping = l2::decode(entry, self.cluster_bits, self.version);
+        let mapping = m.decode(entry)?;
         let exclusive = |m: &mut Meta, host: u64| -> Result<bool> {
             Ok(entry & COPIED != 0 || m.refs.get(&self.file, host >> self.cluster_bits)? == 1)
         };
@@ -447,8 +447,9 @@ impl Qcow2Disk {
         }
         let (table, idx) = m.writable_l2(&self.file, g, releases)?;
         let entry = m.l2_entry(&self.file, g)?;
+        let mapping = m.decode(entry)?;
         m.set_l2(&self.file, table, idx, want)?;
-        match l2::decode(entry, self.cluster_bits, self.version) {
+        match mapping {
             Mapping::Data { host, .. } => releases.push(Release::Cluster(host)),
             Mapping::Zero { host } if host != 0 => releases.push(Release::Cluster(host)),
             Mapping::Compressed { host, len } => releases.push(Release::Compressed { host, len }),

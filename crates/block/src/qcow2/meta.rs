@@ -63,6 +63,10 @@ pub struct Meta {
     pub pool: VecDeque<u64>,
     /// Tables must lie below this offset (the file's end, as it grows).
     pub file_end: u64,
+    /// Compressed data must end below this offset: the file's length at
+    /// open, rounded up to a sector (QEMU's last compressed sector may
+    /// be partial).
+    pub compressed_end: u64,
     /// Where metadata lives, for refusing guest writes onto it; `None`
     /// when it must be rebuilt.
     pub overlap: Option<MetadataMap>,
@@ -233,6 +237,11 @@ impl Meta {
     /// Where guest cluster `g` lives.
     pub fn mapping(&mut self, file: &HostFile, g: u64) -> Result<Mapping> {
         let e = self.l2_entry(file, g)?;
+        self.decode(e)
+    }
+
+    /// Decode an L2 entry, refusing mappings that cannot be right.
+    pub fn decode(&self, e: u64) -> Result<Mapping> {
         let m = l2::decode(e, self.cluster_bits(), self.header.version);
         let cs = self.cluster_size();
         match m {
@@ -241,6 +250,18 @@ impl Meta {
             {
                 return Err(Error::InvalidImage(format!(
                     "data cluster at {host:#x} is not cluster aligned"
+                )));
+            }
+            // Compressed data is never written here, so it lies inside the
+            // file as opened. Past that end it would share clusters
+            // allocated later, and freeing it would free them.
+            Mapping::Compressed { host, len }
+                if host
+                    .checked_add(len)
+                    .is_none_or(|e| e > self.compressed_end) =>
+            {
+                return Err(Error::InvalidImage(format!(
+                    "compressed cluster at {host:#x} ({len} bytes) runs past the end of the file"
                 )));
             }
             _ => {}

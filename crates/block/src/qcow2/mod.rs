@@ -226,6 +226,7 @@ impl Qcow2Disk {
             snapshots,
             pool: VecDeque::new(),
             file_end: file_len.div_ceil(cs) * cs,
+            compressed_end: file_len.div_ceil(512) * 512,
             overlap: None,
             header,
         };
@@ -395,7 +396,19 @@ fn load_snapshots(file: &HostFile, h: &Header, file_len: u64) -> Result<Vec<Snap
         let mut raw = vec![0u8; usize::try_from(n).unwrap_or(0)];
         file.read_exact_strict(&mut raw, h.snapshots_offset)?;
         match snapshot::parse(&raw, h.nb_snapshots) {
-            Ok(s) => return Ok(s),
+            Ok(s) => {
+                for snap in &s {
+                    header::check_table(
+                        &format!("the L1 table of snapshot {} ('{}')", snap.id, snap.name),
+                        snap.l1_table_offset,
+                        u64::from(snap.l1_size) * 8,
+                        header::MAX_L1_BYTES,
+                        h.cluster_size(),
+                        file_len,
+                    )?;
+                }
+                return Ok(s);
+            }
             Err(e) if n == want => {
                 let _ = e;
                 want *= 2;
