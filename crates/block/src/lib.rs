@@ -58,8 +58,9 @@ pub enum Error {
     /// Another process holds a conflicting lock on the image.
     #[error("image {} is in use (another VM, or another disk of this one, holds its lock)", .0.display())]
     InUse(PathBuf),
-    /// Refused because it would destroy data: writing an image over its
-    /// own source or backing file, a size past what the format can hold.
+    /// A request the image cannot honour as asked, though the image is
+    /// fine: writing an image over its own source or backing file, a size
+    /// past what the format can hold, a snapshot it does not have.
     #[error("{0}")]
     Refused(String),
     /// The image's contents are not a valid image of its format.

@@ -75,6 +75,14 @@ pub struct Qcow2Info {
     pub snapshots: Vec<Snapshot>,
 }
 
+/// How an image is opened (see the `open` functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Normal,
+    Repair,
+    WithoutBacking,
+}
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidImage(msg.into())
 }
@@ -103,7 +111,7 @@ impl Qcow2Disk {
                 .iter()
                 .find(|s| s.id == snapshot || s.name == snapshot)
                 .cloned()
-                .ok_or_else(|| invalid(format!("no snapshot '{snapshot}'")))?;
+                .ok_or_else(|| snapshot_ops::no_snapshot(snapshot))?;
             let cs = 1u64 << disk.cluster_bits;
             let file_len = disk.file.len()?;
             header::check_table(
@@ -136,7 +144,21 @@ impl Qcow2Disk {
             format: Some(ImageFormat::Qcow2),
         };
         let file = HostFile::open(path, false, false)?;
-        Self::open_file(file, path, &options, 0, true)
+        Self::open_file(file, path, &options, 0, Open::Repair)
+    }
+
+    /// Open the image read-only without its backing file, as `qemu-img
+    /// info` does: for showing the image itself (its header names a
+    /// backing file that may be missing). Unallocated clusters read as
+    /// zeroes, so this is not a view of the disk's contents.
+    pub fn open_without_backing(path: &Path) -> Result<Self> {
+        let options = OpenOptions {
+            read_only: true,
+            direct: false,
+            format: Some(ImageFormat::Qcow2),
+        };
+        let file = HostFile::open(path, true, false)?;
+        Self::open_file(file, path, &options, 0, Open::WithoutBacking)
     }
 
     pub(crate) fn from_host_file(
@@ -145,7 +167,7 @@ impl Qcow2Disk {
         options: &OpenOptions,
         depth: u32,
     ) -> Result<Self> {
-        Self::open_file(file, path, options, depth, false)
+        Self::open_file(file, path, options, depth, Open::Normal)
     }
 
     fn open_file(
@@ -153,8 +175,9 @@ impl Qcow2Disk {
         path: &Path,
         options: &OpenOptions,
         depth: u32,
-        repair: bool,
+        how: Open,
     ) -> Result<Self> {
+        let repair = how == Open::Repair;
         let file_len = file.len()?;
         let mut probe = vec![0u8; usize::try_from(file_len.min(4096)).unwrap_or(0)];
         file.read_exact_strict(&mut probe, 0)?;
@@ -207,6 +230,7 @@ impl Qcow2Disk {
             Vec::new()
         };
         let backing = match &header.backing_file {
+            Some(_) if how == Open::WithoutBacking => None,
             Some(name) => Some(open_backing(
                 path,
                 name,

@@ -18,8 +18,12 @@ pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
     let src: std::sync::Arc<dyn DiskImage> = match &args.snapshot {
         None => open_read_only(&args.source, args.format)?,
         Some(name) => std::sync::Arc::new(
-            block::qcow2::Qcow2Disk::open_snapshot(&args.source, name, false)
-                .map_err(|e| ImgError::block(&e))?,
+            block::qcow2::Qcow2Disk::open_snapshot(&args.source, name, false).map_err(|e| {
+                ImgError::block(&block::Error::Open {
+                    path: args.source.clone(),
+                    source: Box::new(e),
+                })
+            })?,
         ),
     };
     let opts = parse_options(args.options.as_deref())?;
@@ -57,7 +61,10 @@ pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
         },
     )
     .map_err(|e| ImgError::block(&e))?;
-    copy(src.as_ref(), dst.as_ref(), args.progress)?;
+    copy(src.as_ref(), dst.as_ref(), args.progress).map_err(|e| match e {
+        Side::Source(e) => about(&args.source, e),
+        Side::Destination(e) => about(&args.destination, e),
+    })?;
     drop(dst);
     new.commit().map_err(|e| ImgError::block(&e))?;
     Ok(ExitCode::SUCCESS)
@@ -84,9 +91,26 @@ fn refuse_own_input(source: &Path, destination: &Path) -> Result<(), ImgError> {
     Ok(())
 }
 
+/// Which image a copy error came from.
+#[derive(Debug)]
+pub enum Side {
+    /// Reading the source failed.
+    Source(block::Error),
+    /// Writing the destination failed.
+    Destination(block::Error),
+}
+
+/// A block error as one line naming the file it is about.
+fn about(path: &Path, e: block::Error) -> ImgError {
+    ImgError::block(&block::Error::Open {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })
+}
+
 /// Write the runs of `data` that are not all zeroes, in 64 KiB blocks,
 /// so zeroes in the source stay unallocated in the copy.
-fn write_nonzero(dst: &dyn DiskImage, offset: u64, data: &[u8]) -> Result<(), ImgError> {
+fn write_nonzero(dst: &dyn DiskImage, offset: u64, data: &[u8]) -> Result<(), Side> {
     const BLOCK: usize = 64 * 1024;
     let mut start: Option<usize> = None;
     let mut at = 0usize;
@@ -97,7 +121,7 @@ fn write_nonzero(dst: &dyn DiskImage, offset: u64, data: &[u8]) -> Result<(), Im
             (false, None) => start = Some(at),
             (true, Some(s)) => {
                 dst.write_at(offset + s as u64, &data[s..at])
-                    .map_err(|e| ImgError::block(&e))?;
+                    .map_err(Side::Destination)?;
                 start = None;
             }
             _ => {}
@@ -111,7 +135,7 @@ fn write_nonzero(dst: &dyn DiskImage, offset: u64, data: &[u8]) -> Result<(), Im
 }
 
 /// Copy every non-zero chunk of `src` into `dst` (which reads as zeroes).
-pub fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<(), ImgError> {
+pub fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<(), Side> {
     let size = src.size();
     let bar = progress.then(|| {
         let bar = indicatif::ProgressBar::new(size);
@@ -140,15 +164,14 @@ pub fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<
         }
         let n_us = usize::try_from(n).unwrap_or(0);
         let chunk = &mut buf[..n_us];
-        src.read_at(offset, chunk)
-            .map_err(|e| ImgError::block(&e))?;
+        src.read_at(offset, chunk).map_err(Side::Source)?;
         write_nonzero(dst, offset, chunk)?;
         offset += n;
         if let Some(b) = &bar {
             b.set_position(offset);
         }
     }
-    dst.flush().map_err(|e| ImgError::block(&e))?;
+    dst.flush().map_err(Side::Destination)?;
     if let Some(b) = bar {
         b.finish();
     }

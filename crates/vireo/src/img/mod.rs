@@ -179,7 +179,8 @@ pub struct ResizeArgs {
 /// An error of a `vireo img` verb, with the exit code it maps to.
 #[derive(Debug)]
 pub struct ImgError {
-    message: String,
+    /// One line: what failed and why.
+    pub message: String,
     /// The process exit code.
     pub code: u8,
 }
