@@ -317,7 +317,7 @@ fn create_and_convert_never_touch_an_image_in_use() {
         .args(["--serial", "off"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start vireo run");
     // The VM holds the image's lock once qemu-img can no longer open it.
@@ -353,8 +353,14 @@ fn create_and_convert_never_touch_an_image_in_use() {
             failures.push(format!("{args:?} changed the VM's disk"));
         }
     }
+    let still_running = vm.try_wait().unwrap().is_none();
     vm.kill().unwrap();
-    vm.wait().unwrap();
+    let vm_out = vm.wait_with_output().unwrap();
+    assert!(
+        still_running,
+        "the VM exited during the test: {}",
+        String::from_utf8_lossy(&vm_out.stderr)
+    );
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(files_in(dir.path()), ["base.img", "live.qcow2"]);
 }
