@@ -114,6 +114,7 @@ fn an_allocating_write_never_reuses_a_table_the_refcounts_missed() {
     assert!(refused, "a write landed on the L2 table");
     drop(d);
     let after = std::fs::read(&p).unwrap();
+    assert_eq!(after[79] & 2, 2, "the corrupt bit is set");
     assert_eq!(
         after[l2 as usize..l2 as usize + 8],
         img[l2 as usize..l2 as usize + 8],

@@ -289,9 +289,31 @@ impl Qcow2Disk {
         m.release(&self.file, releases)
     }
 
+    /// A new cluster the allocator handed out turned out to hold metadata
+    /// (the refcounts missed it): mark the image corrupt, as a refused
+    /// data write does.
+    fn noting_overlap<T>(&self, m: &mut Meta, r: Result<T>) -> Result<T> {
+        if r.is_err() && m.overlap_refused {
+            self.mark_corrupt(m);
+        }
+        r
+    }
+
     /// Write `src` at `in_cluster` within guest cluster `g`, allocating or
     /// copying the cluster as needed.
     fn write_cluster(
+        &self,
+        m: &mut Meta,
+        g: u64,
+        in_cluster: u64,
+        src: &[Iov],
+        releases: &mut Vec<Release>,
+    ) -> Result<()> {
+        let r = self.write_cluster_inner(m, g, in_cluster, src, releases);
+        self.noting_overlap(m, r)
+    }
+
+    fn write_cluster_inner(
         &self,
         m: &mut Meta,
         g: u64,
@@ -328,8 +350,6 @@ impl Qcow2Disk {
             _ => {}
         }
         let new = m.alloc_cluster(&self.file)?;
-        // Refcounts that miss a table hand out its cluster as free.
-        self.guard_write(m, new, cs)?;
         if in_cluster == 0 && n == cs {
             self.file.write_iov(new, src)?;
         } else {
@@ -425,6 +445,18 @@ impl Qcow2Disk {
         zeroes: &[u8],
         releases: &mut Vec<Release>,
     ) -> Result<()> {
+        let r = self.clear_cluster_inner(m, g, how, zeroes, releases);
+        self.noting_overlap(m, r)
+    }
+
+    fn clear_cluster_inner(
+        &self,
+        m: &mut Meta,
+        g: u64,
+        how: Clear,
+        zeroes: &[u8],
+        releases: &mut Vec<Release>,
+    ) -> Result<()> {
         let has_backing = self.backing.is_some();
         let want = if !has_backing {
             0
@@ -491,7 +523,8 @@ impl Qcow2Disk {
         }
         let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
-        m.resize(&self.file, new_size)?;
+        let r = m.resize(&self.file, new_size);
+        self.noting_overlap(&mut m, r)?;
         self.size.store(new_size, Ordering::Release);
         Ok(())
     }

@@ -70,6 +70,9 @@ pub struct Meta {
     /// Where metadata lives, for refusing guest writes onto it; `None`
     /// when it must be rebuilt.
     pub overlap: Option<MetadataMap>,
+    /// A write was refused for landing on metadata (the image is to be
+    /// marked corrupt).
+    pub overlap_refused: bool,
 }
 
 /// The host clusters that hold metadata (QEMU's overlap-check "cached"
@@ -158,9 +161,10 @@ impl Meta {
         map
     }
 
-    /// Refuse a guest data write to `[host, host + len)` that would land
-    /// on metadata (QEMU's pre-write overlap check). The caller marks the
-    /// image corrupt when this fails.
+    /// Refuse a write of guest data (or of a new table) to `[host, host +
+    /// len)` that would land on existing metadata (QEMU's pre-write
+    /// overlap check). Sets `overlap_refused`; the caller marks the image
+    /// corrupt.
     pub fn check_data_write(&mut self, host: u64, len: u64) -> Result<()> {
         if len == 0 {
             return Ok(());
@@ -172,15 +176,22 @@ impl Meta {
         if stale {
             self.overlap = Some(self.build_overlap());
         }
-        let Some(map) = &self.overlap else {
+        let Some(map) = self.overlap.take() else {
             return Ok(());
         };
+        let r = self.find_overlap(&map, host, len);
+        self.overlap = Some(map);
+        r
+    }
+
+    fn find_overlap(&mut self, map: &MetadataMap, host: u64, len: u64) -> Result<()> {
         let cb = self.cluster_bits();
         let last = host.saturating_add(len - 1) >> cb;
         for c in host >> cb..=last {
             if let Some(what) = map.lookup(c) {
+                self.overlap_refused = true;
                 return Err(Error::InvalidImage(format!(
-                    "a guest write to host offset {:#x} would overwrite {what}; \
+                    "a write to host cluster {:#x} would overwrite {what}; \
                      the image is marked corrupt (repair it with vireo img check -r all)",
                     c << cb
                 )));
@@ -297,9 +308,13 @@ impl Meta {
             self.pool.extend((0..n).map(|i| first + i * cs));
             self.file_end = self.file_end.max(first + n * cs);
         }
-        self.pool
+        let c = self
+            .pool
             .pop_front()
-            .ok_or_else(|| Error::InvalidImage("cluster pool".into()))
+            .ok_or_else(|| Error::InvalidImage("cluster pool".into()))?;
+        // Refcounts that miss a table hand its cluster out as free.
+        self.check_data_write(c, self.cluster_size())?;
+        Ok(c)
     }
 
     /// `n` contiguous counted clusters (for L1 and snapshot tables). The
@@ -308,6 +323,7 @@ impl Meta {
         let (first, _) = self.refs.alloc_range(file, n, n)?;
         file.sync_data()?;
         self.file_end = self.file_end.max(first + n * self.cluster_size());
+        self.check_data_write(first, n * self.cluster_size())?;
         Ok(first)
     }
 

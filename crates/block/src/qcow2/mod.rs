@@ -252,6 +252,7 @@ impl Qcow2Disk {
             file_end: file_len.div_ceil(cs) * cs,
             compressed_end: file_len.div_ceil(512) * 512,
             overlap: None,
+            overlap_refused: false,
             header,
         };
         let disk = Qcow2Disk {
@@ -345,7 +346,9 @@ impl Qcow2Disk {
     /// metadata overwrite) so later opens for writing refuse the image,
     /// and refuse further writes in this one.
     fn mark_corrupt(&self, m: &mut Meta) {
-        self.corrupt.store(true, Ordering::Release);
+        if self.corrupt.swap(true, Ordering::AcqRel) {
+            return;
+        }
         tracing::error!(
             "{}: a write would have overwritten qcow2 metadata; image marked corrupt",
             self.path.display()
