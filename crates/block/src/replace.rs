@@ -63,8 +63,9 @@ impl Replacement {
                 if !meta.is_file() {
                     return Err(Error::Open {
                         path: target.to_owned(),
-                        source: Box::new(Error::Unsupported(
-                            "writing a new image over something that is not a regular file",
+                        source: Box::new(Error::Refused(
+                            "not a regular file (only regular files are replaced by a new image)"
+                                .into(),
                         )),
                     });
                 }

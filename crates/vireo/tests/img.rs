@@ -448,6 +448,13 @@ fn failed_create_leaves_the_existing_file_untouched() {
         assert!(err.contains(want), "{args:?}: {err}");
         assert_eq!(std::fs::read(&keep).unwrap(), b"precious", "{args:?}");
     }
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let out = vireo(&["create", s(&sub), "1M"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    std::fs::remove_dir(&sub).unwrap();
     let out = vireo(&["create", "/nodir/x", "1G"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
