@@ -44,7 +44,12 @@ pub struct CheckReport {
 }
 
 struct Walk<'a> {
+    /// References counted per cluster, grown to the highest one seen (a
+    /// sparse file of a terabyte with a few megabytes in use costs a few
+    /// megabytes to check).
     refs: Vec<u64>,
+    /// Clusters in the file; a reference past them is an error.
+    file_clusters: u64,
     cluster_bits: u32,
     report: &'a mut CheckReport,
 }
@@ -57,16 +62,17 @@ impl Walk<'_> {
         let first = off >> self.cluster_bits;
         let last = (off + len - 1) >> self.cluster_bits;
         for c in first..=last {
-            match usize::try_from(c).ok().and_then(|i| self.refs.get_mut(i)) {
-                Some(r) => *r += 1,
-                None => {
-                    self.report.corruptions += 1;
-                    self.report
-                        .messages
-                        .push(format!("ERROR {what} at {off:#x} is outside the image"));
-                    return;
-                }
+            let Some(i) = usize::try_from(c).ok().filter(|_| c < self.file_clusters) else {
+                self.report.corruptions += 1;
+                self.report
+                    .messages
+                    .push(format!("ERROR {what} at {off:#x} is outside the image"));
+                return;
+            };
+            if i >= self.refs.len() {
+                self.refs.resize(i + 1, 0);
             }
+            self.refs[i] += 1;
         }
     }
 }
@@ -85,14 +91,14 @@ impl Qcow2Disk {
         let cs = self.cluster_size();
         let cb = self.cluster_bits;
         let file_len = self.file.len()?;
-        let nb = usize::try_from(file_len.div_ceil(cs))
-            .map_err(|_| Error::InvalidImage("image size".into()))?;
         let mut report = CheckReport {
             total_clusters: m.header.size.div_ceil(cs),
             ..CheckReport::default()
         };
         let mut w = Walk {
-            refs: vec![0; nb],
+            refs: Vec::new(),
+            // Pool clusters may lie past the file's end, not yet written.
+            file_clusters: file_len.div_ceil(cs).max(m.file_end >> cb),
             cluster_bits: cb,
             report: &mut report,
         };
@@ -129,8 +135,24 @@ impl Qcow2Disk {
         let refs = std::mem::take(&mut w.refs);
         let mut end = 0u64;
         let mut fixes: Vec<(u64, u64)> = Vec::new();
-        let last = (nb as u64).max(m.refs.end_cluster());
-        for c in 0..last {
+        let last = (refs.len() as u64).max(m.refs.last_counted(&self.file)?);
+        let epb = m.refs.entries_per_block();
+        let mut next = 0u64;
+        while next < last {
+            let c = next;
+            next += 1;
+            let bi = c / epb;
+            if !m.refs.has_block(bi) {
+                // No refcount block: every count is 0; only references
+                // in its range can disagree.
+                let stop = ((bi + 1) * epb).min(last);
+                let at = |x: u64| usize::try_from(x).unwrap_or(usize::MAX).min(refs.len());
+                let counted = refs[at(c)..at(stop)].iter().any(|&r| r != 0);
+                if !counted {
+                    next = stop;
+                    continue;
+                }
+            }
             let on_disk = m.refs.get(&self.file, c)?;
             let counted = usize::try_from(c)
                 .ok()
@@ -232,7 +254,7 @@ impl Qcow2Disk {
                 continue;
             }
             w.inc("L2 table", off, cs);
-            if usize::try_from(off >> cb).map_or(true, |c| c >= w.refs.len()) {
+            if off >> cb >= w.file_clusters {
                 continue;
             }
             let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];

@@ -136,9 +136,28 @@ impl Refcounts {
         self.generation
     }
 
-    /// First cluster index past everything in use.
-    pub fn end_cluster(&self) -> u64 {
-        self.end_cluster
+    /// Whether refcount block `bi` exists (its clusters count 0 if not).
+    pub fn has_block(&self, bi: u64) -> bool {
+        self.block_offset(bi) != 0
+    }
+
+    /// One past the last cluster whose refcount is not 0.
+    pub fn last_counted(&mut self, file: &HostFile) -> Result<u64> {
+        self.load_table(file)?;
+        let epb = self.entries_per_block();
+        let order = self.order;
+        for bi in (0..self.table.len() as u64).rev() {
+            let Some(block) = self.block(file, bi)? else {
+                continue;
+            };
+            let last = (0..epb)
+                .rev()
+                .find(|&i| Self::entry_get(order, block, usize::try_from(i).unwrap_or(0)) != 0);
+            if let Some(i) = last {
+                return Ok(bi * epb + i + 1);
+            }
+        }
+        Ok(0)
     }
 
     fn block_index(&self, cluster: u64) -> u64 {
