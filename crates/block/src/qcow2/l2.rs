@@ -103,13 +103,21 @@ impl std::fmt::Debug for L2Cache {
 
 /// Bytes of L2 tables kept in memory (covers 64 GiB with 64 KiB clusters).
 const CACHE_BYTES: u64 = 8 << 20;
+/// The same for a backing file: a chain of 32 must not hold 32 full
+/// caches (QEMU's default is 1 MiB per image).
+pub const BACKING_CACHE_BYTES: u64 = 1 << 20;
 
 impl L2Cache {
     /// An empty cache for tables of one cluster.
     pub fn new(cluster_bits: u32) -> Self {
+        Self::with_bytes(cluster_bits, CACHE_BYTES)
+    }
+
+    /// An empty cache holding about `bytes` of tables (at least four).
+    pub fn with_bytes(cluster_bits: u32, bytes: u64) -> Self {
         Self {
             tables: HashMap::new(),
-            capacity: usize::try_from((CACHE_BYTES >> cluster_bits).max(4)).unwrap_or(4),
+            capacity: usize::try_from((bytes >> cluster_bits).max(4)).unwrap_or(4),
             clock: 0,
             cluster_bits,
         }

@@ -245,7 +245,11 @@ impl Qcow2Disk {
             l1_offset: header.l1_table_offset,
             l1_loaded: l1.is_some(),
             l1: l1.unwrap_or_default(),
-            l2: l2::L2Cache::new(header.cluster_bits),
+            l2: if depth == 0 {
+                l2::L2Cache::new(header.cluster_bits)
+            } else {
+                l2::L2Cache::with_bytes(header.cluster_bits, l2::BACKING_CACHE_BYTES)
+            },
             refs,
             snapshots,
             pool: VecDeque::new(),
