@@ -490,3 +490,48 @@ fn check_of_a_sparse_terabyte_is_quick_and_small() {
         r.took
     );
 }
+
+/// 65536 snapshots (the most an image may have) all naming one 32 MiB L1
+/// table (the largest): `img check` read and walked it once per snapshot,
+/// 2 TiB of reads. It reads it once now, and still counts every reference.
+#[test]
+fn check_reads_an_l1_table_shared_by_many_snapshots_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("snapbomb.qcow2");
+    let ok = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", s(&img), "64M"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let cs = 65536u64;
+    let l1_off = 64 * cs;
+    let l1_entries = (32u32 << 20) / 8;
+    let sn_off = l1_off + (32 << 20);
+    let mut entry = Vec::new();
+    entry.extend_from_slice(&l1_off.to_be_bytes());
+    entry.extend_from_slice(&l1_entries.to_be_bytes());
+    entry.extend_from_slice(&1u16.to_be_bytes()); // ID length
+    entry.extend_from_slice(&1u16.to_be_bytes()); // name length
+    entry.resize(40, 0); // dates, clock, state size, no extra data
+    entry.extend_from_slice(b"1a");
+    entry.resize(48, 0);
+    let table: Vec<u8> = entry.repeat(65536);
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.write_all_at(&table, sn_off).unwrap();
+    let mut fields = 65536u32.to_be_bytes().to_vec();
+    fields.extend_from_slice(&sn_off.to_be_bytes());
+    f.write_all_at(&fields, 60).unwrap();
+    drop(f);
+    let r = measured(dir.path(), &["check", s(&img)]);
+    // The shared table's clusters are referenced 65536 times and counted
+    // nowhere: errors, exit 2.
+    assert_eq!(r.code, Some(2), "{} (124: timed out)", r.stderr);
+    assert!(
+        r.rss_kb < MAX_RSS_KB && r.took < MAX_TIME,
+        "{} KiB peak RSS in {:?}",
+        r.rss_kb,
+        r.took
+    );
+    assert!(r.stderr.contains("reference=65536"), "{}", r.stderr);
+}

@@ -50,6 +50,9 @@ struct Walk<'a> {
     refs: Vec<u64>,
     /// Clusters in the file; a reference past them is an error.
     file_clusters: u64,
+    /// References each `inc` adds: the number of snapshots sharing the
+    /// L1 table being walked (each is walked once, however many share it).
+    weight: u64,
     cluster_bits: u32,
     report: &'a mut CheckReport,
 }
@@ -72,7 +75,7 @@ impl Walk<'_> {
             if i >= self.refs.len() {
                 self.refs.resize(i + 1, 0);
             }
-            self.refs[i] += 1;
+            self.refs[i] += self.weight;
         }
     }
 }
@@ -99,6 +102,7 @@ impl Qcow2Disk {
             refs: Vec::new(),
             // Pool clusters may lie past the file's end, not yet written.
             file_clusters: file_len.div_ceil(cs).max(m.file_end >> cb),
+            weight: 1,
             cluster_bits: cb,
             report: &mut report,
         };
@@ -117,15 +121,20 @@ impl Qcow2Disk {
                 m.header.snapshots_offset,
                 table.len() as u64,
             );
-            for s in m.snapshots.clone() {
-                w.inc(
-                    "snapshot L1 table",
-                    s.l1_table_offset,
-                    u64::from(s.l1_size) * 8,
-                );
-                let l1 = super::load_l1(&self.file, s.l1_table_offset, s.l1_size)?;
+            // Snapshots naming the same L1 table reference it (and its
+            // tree) once each; read and walk it once, with that weight, so
+            // 65536 snapshots sharing one 32 MiB table cost one read.
+            let mut tables: std::collections::BTreeMap<(u64, u32), u64> = Default::default();
+            for s in &m.snapshots {
+                *tables.entry((s.l1_table_offset, s.l1_size)).or_insert(0) += 1;
+            }
+            for ((offset, size), count) in tables {
+                w.weight = count;
+                w.inc("snapshot L1 table", offset, u64::from(size) * 8);
+                let l1 = super::load_l1(&self.file, offset, size)?;
                 self.walk_l1(&mut w, &l1, false)?;
             }
+            w.weight = 1;
         }
         let (rt_off, rt_clusters) = m.refs.table_location();
         w.inc("refcount table", rt_off, u64::from(rt_clusters) * cs);

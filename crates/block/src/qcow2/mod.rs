@@ -409,11 +409,18 @@ pub(crate) fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<
             "L1 table of {entries} entries is too large"
         )));
     }
-    let mut raw = vec![0u8; usize::try_from(len).map_err(|_| invalid("L1 table size"))?];
-    if len > 0 {
-        file.read_exact_strict(&mut raw, offset)?;
+    // Read in pieces so the raw bytes never double the table's footprint.
+    const PIECE: u64 = 1 << 20;
+    let mut table = Vec::with_capacity(usize::try_from(len / 8).unwrap_or(0));
+    let mut raw = vec![0u8; usize::try_from(len.min(PIECE)).unwrap_or(0)];
+    let mut at = 0u64;
+    while at < len {
+        let n = usize::try_from((len - at).min(PIECE)).unwrap_or(0);
+        file.read_exact_strict(&mut raw[..n], offset.saturating_add(at))?;
+        table.extend(l2::decode_table(&raw[..n]));
+        at += PIECE;
     }
-    Ok(l2::decode_table(&raw))
+    Ok(table)
 }
 
 fn load_snapshots(file: &HostFile, h: &Header, file_len: u64) -> Result<Vec<Snapshot>> {
