@@ -320,19 +320,20 @@ fn create_and_convert_never_touch_an_image_in_use() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start vireo run");
-    // The VM holds the image's lock once qemu-img can no longer open it.
+    // The VM holds the image's lock once qemu-img can no longer open it,
+    // and keeps holding it: `vireo run` first opens each disk briefly to
+    // check it, then opens it again when it builds the VM.
     let start = std::time::Instant::now();
-    loop {
+    let mut held = 0;
+    while held < 10 {
         let q = Command::new("qemu-img")
             .args(["info", s(&live)])
             .output()
             .unwrap();
-        if !q.status.success() {
-            break;
-        }
+        held = if q.status.success() { 0 } else { held + 1 };
         assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "the VM never locked its disk"
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the VM never held its disk's lock"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

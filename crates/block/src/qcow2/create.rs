@@ -93,8 +93,9 @@ fn check_options(opts: &CreateOptions) -> Result<()> {
     Ok(())
 }
 
-/// Write a new qcow2 image into `path`: a file this process created and
-/// nobody else uses (a [`Replacement`]'s temporary file). It is truncated.
+/// Write a new qcow2 image into `path`: an existing file this process
+/// created for it (a [`Replacement`]'s temporary file). It is locked
+/// before anything is written (refused if in use), then truncated.
 ///
 /// The layout is QEMU's: the header in cluster 0, the refcount table in
 /// cluster 1, the first refcount block in cluster 2, then the L1 table.
@@ -156,13 +157,16 @@ pub fn format(path: &Path, opts: &CreateOptions) -> Result<()> {
     for c in 0..3 {
         image[2 * cs_us + 2 * c + 1] = 1;
     }
-    std::fs::write(path, &image).map_err(|e| Error::io("create", e))?;
     let options = OpenOptions {
         read_only: false,
         direct: false,
         format: Some(ImageFormat::Qcow2),
     };
+    // Lock first, then write: even here, nothing touches a file some
+    // other process uses.
     let file = HostFile::open(path, false, false)?;
+    file.set_len(0)?;
+    file.write_all_at(&image, 0)?;
     let disk = Qcow2Disk::from_host_file(file, path, &options, 0)?;
     disk.resize(size)?;
     disk.flush()
