@@ -79,7 +79,12 @@ impl Replacement {
                         source: Box::new(e),
                     },
                 })?;
-                (real, Some(lock), meta.permissions().mode() & 0o7777)
+                let owner = (meta.uid(), meta.gid());
+                (
+                    real,
+                    Some((lock, owner)),
+                    meta.permissions().mode() & 0o7777,
+                )
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (target.to_owned(), None, 0),
             Err(e) => return Err(open_error(target, "stat", e)),
@@ -106,8 +111,10 @@ impl Replacement {
             .open(&temp);
         match created {
             Ok(f) => {
-                // Keep the old file's mode.
-                if old.is_some() {
+                // Keep the old file's owner (when allowed to: as root) and
+                // mode, as an overwrite in place would.
+                if let Some((_, (uid, gid))) = &old {
+                    let _ = std::os::unix::fs::fchown(&f, Some(*uid), Some(*gid));
                     f.set_permissions(std::fs::Permissions::from_mode(mode))
                         .map_err(|e| open_error(target, "chmod", e))?;
                 }
@@ -127,7 +134,7 @@ impl Replacement {
         Ok(Self {
             target: real,
             temp,
-            _old: old,
+            _old: old.map(|(lock, _)| lock),
             committed: false,
         })
     }

@@ -463,12 +463,17 @@ fn failed_create_leaves_the_existing_file_untouched() {
         err.contains("/nodir/x") && err.contains("does not exist"),
         "{err}"
     );
-    // A successful create replaces the file and keeps its mode.
-    use std::os::unix::fs::PermissionsExt;
+    // A successful create replaces the file and keeps its mode (and, as
+    // root, its owner).
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let root = std::os::unix::fs::chown(&keep, Some(4321), Some(4321)).is_ok();
     ok(&["create", "-f", "qcow2", s(&keep), "1M"]);
     let meta = std::fs::metadata(&keep).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (4321, 4321));
+    }
     qemu(&["check", s(&keep)]);
     assert_eq!(files_in(dir.path()), ["keep.img"]);
 }
