@@ -43,6 +43,23 @@ pub struct CheckReport {
     pub image_end_offset: u64,
 }
 
+/// Problems listed one per line; past this many (a hostile image can have
+/// millions of bad entries) the rest are only counted.
+const MAX_MESSAGES: usize = 1000;
+
+impl CheckReport {
+    /// List one problem (up to [`MAX_MESSAGES`]).
+    fn note(&mut self, message: String) {
+        match self.messages.len() {
+            n if n < MAX_MESSAGES => self.messages.push(message),
+            n if n == MAX_MESSAGES => self
+                .messages
+                .push("(more problems were found; they are counted, not listed)".into()),
+            _ => {}
+        }
+    }
+}
+
 struct Walk<'a> {
     /// References counted per cluster, grown to the highest one seen (a
     /// sparse file of a terabyte with a few megabytes in use costs a few
@@ -68,8 +85,7 @@ impl Walk<'_> {
             let Some(i) = usize::try_from(c).ok().filter(|_| c < self.file_clusters) else {
                 self.report.corruptions += 1;
                 self.report
-                    .messages
-                    .push(format!("ERROR {what} at {off:#x} is outside the image"));
+                    .note(format!("ERROR {what} at {off:#x} is outside the image"));
                 return;
             };
             if i >= self.refs.len() {
@@ -112,8 +128,7 @@ impl Qcow2Disk {
         for &p in &m.pool {
             w.inc("reserved cluster", p, cs);
         }
-        let active = m.l1.clone();
-        self.walk_l1(&mut w, &active, true)?;
+        self.walk_l1(&mut w, &m.l1, true)?;
         if !m.snapshots.is_empty() {
             let table = super::snapshot::encode(&m.snapshots)?;
             w.inc(
@@ -180,7 +195,7 @@ impl Qcow2Disk {
                 RepairMode::Leaks => leak,
                 RepairMode::All => true,
             };
-            report.messages.push(format!(
+            report.note(format!(
                 "{} cluster {c} refcount={on_disk} reference={counted}",
                 if fix {
                     "Repairing"
@@ -241,11 +256,14 @@ impl Qcow2Disk {
     fn walk_l1(&self, w: &mut Walk, l1: &[u64], active: bool) -> Result<()> {
         let cs = self.cluster_size();
         let cb = self.cluster_bits;
-        let mut prev_host: Option<u64> = None;
+        // Every entry references its L2 table; each distinct table is read
+        // once, its references weighted by the entries naming it (a
+        // hostile L1 naming one table millions of times costs one read).
+        // First pass: per-entry checks and the references to the tables.
         for &e1 in l1 {
             if e1 & l2::L1_RESERVED != 0 {
                 w.report.corruptions += 1;
-                w.report.messages.push(format!(
+                w.report.note(format!(
                     "ERROR found L1 entry with reserved bits set: {e1:x}"
                 ));
                 // Still count what it points at, as QEMU does: a repair
@@ -257,7 +275,7 @@ impl Qcow2Disk {
             }
             if off & (cs - 1) != 0 {
                 w.report.corruptions += 1;
-                w.report.messages.push(format!(
+                w.report.note(format!(
                     "ERROR L2 table offset {off:#x} is not cluster aligned"
                 ));
                 continue;
@@ -266,12 +284,42 @@ impl Qcow2Disk {
             if off >> cb >= w.file_clusters {
                 continue;
             }
+        }
+        // The tables worth reading: aligned, inside the file, each once.
+        let file_clusters = w.file_clusters;
+        let readable = move |e1: u64| {
+            let off = e1 & OFFSET_MASK;
+            (off != 0 && off & (cs - 1) == 0 && off >> cb < file_clusters).then_some(off)
+        };
+        let mut distinct: Vec<u64> = l1.iter().filter_map(|&e| readable(e)).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        distinct.shrink_to_fit();
+        let mut counts = vec![0u64; distinct.len()];
+        for off in l1.iter().filter_map(|&e| readable(e)) {
+            if let Ok(i) = distinct.binary_search(&off) {
+                counts[i] += 1;
+            }
+        }
+        // Second pass, in L1 order (for the fragmentation figure): each
+        // table at its first entry, weighted by the entries naming it.
+        let base = w.weight;
+        let mut prev_host: Option<u64> = None;
+        for off in l1.iter().filter_map(|&e| readable(e)) {
+            let Ok(i) = distinct.binary_search(&off) else {
+                continue;
+            };
+            let weight = std::mem::take(&mut counts[i]);
+            if weight == 0 {
+                continue;
+            }
+            w.weight = base.saturating_mul(weight);
             let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];
             self.file.read_exact_at(&mut raw, off)?;
             for e2 in l2::decode_table(&raw) {
                 if e2 & l2::COMPRESSED == 0 && e2 & l2::L2_STD_RESERVED != 0 {
-                    w.report.corruptions += 1;
-                    w.report.messages.push(format!(
+                    w.report.corruptions += weight;
+                    w.report.note(format!(
                         "ERROR found L2 entry with reserved bits set: {e2:x}"
                     ));
                 }
@@ -280,14 +328,14 @@ impl Qcow2Disk {
                     Mapping::Compressed { host, len } => {
                         w.inc("compressed cluster", host, len);
                         if active {
-                            w.report.allocated_clusters += 1;
-                            w.report.compressed_clusters += 1;
+                            w.report.allocated_clusters += weight;
+                            w.report.compressed_clusters += weight;
                         }
                     }
                     Mapping::Data { host, .. } | Mapping::Zero { host } => {
                         if host & (cs - 1) != 0 {
-                            w.report.corruptions += 1;
-                            w.report.messages.push(format!(
+                            w.report.corruptions += weight;
+                            w.report.note(format!(
                                 "ERROR data cluster offset {host:#x} is not cluster aligned"
                             ));
                             continue;
@@ -296,7 +344,7 @@ impl Qcow2Disk {
                         if !active {
                             continue;
                         }
-                        w.report.allocated_clusters += 1;
+                        w.report.allocated_clusters += weight;
                         if prev_host.is_some_and(|p| p + cs != host) {
                             w.report.fragmented_clusters += 1;
                         }
@@ -305,6 +353,7 @@ impl Qcow2Disk {
                 }
             }
         }
+        w.weight = base;
         Ok(())
     }
 
@@ -315,6 +364,12 @@ impl Qcow2Disk {
         let cb = self.cluster_bits;
         let end_cluster = self.file.len()?.div_ceil(cs);
         let mut fixes = Vec::new();
+        // A table named by several entries is looked at once.
+        let mut distinct: Vec<u64> = m.l1.iter().map(|e| e & OFFSET_MASK).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        distinct.shrink_to_fit();
+        let mut seen = vec![false; distinct.len()];
         for (i1, e1) in m.l1.clone().into_iter().enumerate() {
             let off = e1 & OFFSET_MASK;
             if e1 & l2::L1_RESERVED != 0
@@ -327,11 +382,15 @@ impl Qcow2Disk {
             let rc = m.refs.get(&self.file, off >> cb)?;
             if (rc == 1) != (e1 & COPIED != 0) {
                 report.corruptions += 1;
-                report.messages.push(format!(
+                report.note(format!(
                     "ERROR OFLAG_COPIED L2 cluster: l1_index={i1} l1_entry={e1:x} refcount={rc}"
                 ));
                 let fixed = if rc == 1 { e1 | COPIED } else { e1 & !COPIED };
                 fixes.push((m.l1_offset + 8 * i1 as u64, fixed));
+            }
+            match distinct.binary_search(&off) {
+                Ok(i) if !seen[i] => seen[i] = true,
+                _ => continue,
             }
             let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];
             self.file.read_exact_at(&mut raw, off)?;
@@ -349,7 +408,7 @@ impl Qcow2Disk {
                 let rc = m.refs.get(&self.file, host >> cb)?;
                 if (rc == 1) != (e2 & COPIED != 0) {
                     report.corruptions += 1;
-                    report.messages.push(format!(
+                    report.note(format!(
                         "ERROR OFLAG_COPIED data cluster: l2_entry={e2:x} refcount={rc}"
                     ));
                     let fixed = if rc == 1 { e2 | COPIED } else { e2 & !COPIED };
