@@ -109,16 +109,8 @@ impl Replacement {
             // A new file gets the mode any new file would (umask applied).
             .mode(if old.is_some() { 0o600 } else { 0o666 })
             .open(&temp);
-        match created {
-            Ok(f) => {
-                // Keep the old file's owner (when allowed to: as root) and
-                // mode, as an overwrite in place would.
-                if let Some((_, (uid, gid))) = &old {
-                    let _ = std::os::unix::fs::fchown(&f, Some(*uid), Some(*gid));
-                    f.set_permissions(std::fs::Permissions::from_mode(mode))
-                        .map_err(|e| open_error(target, "chmod", e))?;
-                }
-            }
+        let file = match created {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(open_error(
                     target,
@@ -130,13 +122,23 @@ impl Replacement {
                 ));
             }
             Err(e) => return Err(open_error(target, "create", e)),
-        }
-        Ok(Self {
+        };
+        let (lock, owner) = old.map_or((None, None), |(l, o)| (Some(l), Some(o)));
+        // From here on, dropping `new` removes the temporary file.
+        let new = Self {
             target: real,
             temp,
-            _old: old.map(|(lock, _)| lock),
+            _old: lock,
             committed: false,
-        })
+        };
+        // Keep the old file's owner (when allowed to: as root) and mode, as
+        // an overwrite in place would.
+        if let Some((uid, gid)) = owner {
+            let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(|e| open_error(target, "chmod", e))?;
+        }
+        Ok(new)
     }
 
     /// The temporary file to build the new image in.
