@@ -17,6 +17,7 @@ mod iobuf;
 mod probe;
 pub mod qcow2;
 mod raw;
+mod replace;
 mod uring;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use std::sync::Arc;
 pub use async_io::{AsyncDisk, Completion, Engine, Request, DEFAULT_WORKERS};
 pub use iobuf::{IoBuf, IoBufMut};
 pub use raw::RawDisk;
+pub use replace::{FileId, Replacement};
 pub use uring::DirectFile;
 
 /// Errors from disk images.
@@ -58,6 +60,11 @@ pub enum Error {
     /// Another process holds a conflicting lock on the image.
     #[error("image {} is in use (another VM, or another disk of this one, holds its lock)", .0.display())]
     InUse(PathBuf),
+    /// A request the image cannot honour as asked, though the image is
+    /// fine: writing an image over its own source or backing file, a size
+    /// past what the format can hold, a snapshot it does not have.
+    #[error("{0}")]
+    Refused(String),
     /// The image's contents are not a valid image of its format.
     #[error("invalid image: {0}")]
     InvalidImage(String),
@@ -359,7 +366,7 @@ impl Chain {
     }
 
     /// Images entered so far.
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.images.len()
     }
 }

@@ -4,6 +4,7 @@
 use crate::{Error, Result};
 
 use super::l2::{self, Mapping, COPIED, OFFSET_MASK};
+use super::meta::Meta;
 use super::Qcow2Disk;
 
 /// What to repair.
@@ -42,8 +43,33 @@ pub struct CheckReport {
     pub image_end_offset: u64,
 }
 
+/// Problems listed one per line; past this many (a hostile image can have
+/// millions of bad entries) the rest are only counted.
+const MAX_MESSAGES: usize = 1000;
+
+impl CheckReport {
+    /// List one problem (up to [`MAX_MESSAGES`]).
+    fn note(&mut self, message: String) {
+        match self.messages.len() {
+            n if n < MAX_MESSAGES => self.messages.push(message),
+            n if n == MAX_MESSAGES => self
+                .messages
+                .push("(more problems were found; they are counted, not listed)".into()),
+            _ => {}
+        }
+    }
+}
+
 struct Walk<'a> {
+    /// References counted per cluster, grown to the highest one seen (a
+    /// sparse file of a terabyte with a few megabytes in use costs a few
+    /// megabytes to check).
     refs: Vec<u64>,
+    /// Clusters in the file; a reference past them is an error.
+    file_clusters: u64,
+    /// References each `inc` adds: the number of snapshots sharing the
+    /// L1 table being walked (each is walked once, however many share it).
+    weight: u64,
     cluster_bits: u32,
     report: &'a mut CheckReport,
 }
@@ -56,16 +82,16 @@ impl Walk<'_> {
         let first = off >> self.cluster_bits;
         let last = (off + len - 1) >> self.cluster_bits;
         for c in first..=last {
-            match usize::try_from(c).ok().and_then(|i| self.refs.get_mut(i)) {
-                Some(r) => *r += 1,
-                None => {
-                    self.report.corruptions += 1;
-                    self.report
-                        .messages
-                        .push(format!("ERROR {what} at {off:#x} is outside the image"));
-                    return;
-                }
+            let Some(i) = usize::try_from(c).ok().filter(|_| c < self.file_clusters) else {
+                self.report.corruptions += 1;
+                self.report
+                    .note(format!("ERROR {what} at {off:#x} is outside the image"));
+                return;
+            };
+            if i >= self.refs.len() {
+                self.refs.resize(i + 1, 0);
             }
+            self.refs[i] += self.weight;
         }
     }
 }
@@ -79,17 +105,20 @@ impl Qcow2Disk {
         }
         let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
+        m.refs.load_table(&self.file)?;
+        m.load_l1(&self.file)?;
         let cs = self.cluster_size();
         let cb = self.cluster_bits;
         let file_len = self.file.len()?;
-        let nb = usize::try_from(file_len.div_ceil(cs))
-            .map_err(|_| Error::InvalidImage("image size".into()))?;
         let mut report = CheckReport {
             total_clusters: m.header.size.div_ceil(cs),
             ..CheckReport::default()
         };
         let mut w = Walk {
-            refs: vec![0; nb],
+            refs: Vec::new(),
+            // Pool clusters may lie past the file's end, not yet written.
+            file_clusters: file_len.div_ceil(cs).max(m.file_end >> cb),
+            weight: 1,
             cluster_bits: cb,
             report: &mut report,
         };
@@ -99,9 +128,7 @@ impl Qcow2Disk {
         for &p in &m.pool {
             w.inc("reserved cluster", p, cs);
         }
-        let active = m.l1.clone();
-        let mut copied_fixes: Vec<(u64, u64)> = Vec::new();
-        self.walk_l1(&mut m, &mut w, &active, true, &mut copied_fixes)?;
+        self.walk_l1(&mut w, &m.l1, true)?;
         if !m.snapshots.is_empty() {
             let table = super::snapshot::encode(&m.snapshots)?;
             w.inc(
@@ -109,15 +136,20 @@ impl Qcow2Disk {
                 m.header.snapshots_offset,
                 table.len() as u64,
             );
-            for s in m.snapshots.clone() {
-                w.inc(
-                    "snapshot L1 table",
-                    s.l1_table_offset,
-                    u64::from(s.l1_size) * 8,
-                );
-                let l1 = super::load_l1(&self.file, s.l1_table_offset, s.l1_size)?;
-                self.walk_l1(&mut m, &mut w, &l1, false, &mut Vec::new())?;
+            // Snapshots naming the same L1 table reference it (and its
+            // tree) once each; read and walk it once, with that weight, so
+            // 65536 snapshots sharing one 32 MiB table cost one read.
+            let mut tables: std::collections::BTreeMap<(u64, u32), u64> = Default::default();
+            for s in &m.snapshots {
+                *tables.entry((s.l1_table_offset, s.l1_size)).or_insert(0) += 1;
             }
+            for ((offset, size), count) in tables {
+                w.weight = count;
+                w.inc("snapshot L1 table", offset, u64::from(size) * 8);
+                let l1 = super::load_l1(&self.file, offset, size)?;
+                self.walk_l1(&mut w, &l1, false)?;
+            }
+            w.weight = 1;
         }
         let (rt_off, rt_clusters) = m.refs.table_location();
         w.inc("refcount table", rt_off, u64::from(rt_clusters) * cs);
@@ -127,8 +159,24 @@ impl Qcow2Disk {
         let refs = std::mem::take(&mut w.refs);
         let mut end = 0u64;
         let mut fixes: Vec<(u64, u64)> = Vec::new();
-        let last = (nb as u64).max(m.refs.end_cluster());
-        for c in 0..last {
+        let last = (refs.len() as u64).max(m.refs.last_counted(&self.file)?);
+        let epb = m.refs.entries_per_block();
+        let mut next = 0u64;
+        while next < last {
+            let c = next;
+            next += 1;
+            let bi = c / epb;
+            if !m.refs.has_block(bi) {
+                // No refcount block: every count is 0; only references
+                // in its range can disagree.
+                let stop = ((bi + 1) * epb).min(last);
+                let at = |x: u64| usize::try_from(x).unwrap_or(usize::MAX).min(refs.len());
+                let counted = refs[at(c)..at(stop)].iter().any(|&r| r != 0);
+                if !counted {
+                    next = stop;
+                    continue;
+                }
+            }
             let on_disk = m.refs.get(&self.file, c)?;
             let counted = usize::try_from(c)
                 .ok()
@@ -147,7 +195,7 @@ impl Qcow2Disk {
                 RepairMode::Leaks => leak,
                 RepairMode::All => true,
             };
-            report.messages.push(format!(
+            report.note(format!(
                 "{} cluster {c} refcount={on_disk} reference={counted}",
                 if fix {
                     "Repairing"
@@ -170,6 +218,10 @@ impl Qcow2Disk {
         for (c, v) in fixes {
             m.refs.set(&self.file, c, v)?;
         }
+        // COPIED flags are judged against the refcounts as repaired, so
+        // one repair run leaves none wrong (QEMU checks them after its
+        // refcount pass too).
+        let copied_fixes = self.check_copied(&mut m, &mut report)?;
         if mode == RepairMode::All && !copied_fixes.is_empty() {
             for (at, value) in copied_fixes {
                 self.file.write_all_at(&value.to_be_bytes(), at)?;
@@ -183,70 +235,107 @@ impl Qcow2Disk {
                 u32::try_from(m.l1.len()).unwrap_or(0),
             )?;
             m.l1 = l1;
+            m.invalidate_overlap();
         }
         if mode != RepairMode::None {
             self.file.sync_data()?;
+        }
+        let marked = m.header.incompatible_features & super::header::incompat::CORRUPT != 0;
+        if mode == RepairMode::All && report.corruptions == 0 && marked {
+            let v = m.header.incompatible_features & !super::header::incompat::CORRUPT;
+            self.file.write_all_at(&v.to_be_bytes(), 72)?;
+            self.file.sync_data()?;
+            m.header.incompatible_features = v;
         }
         report.image_end_offset = end * cs;
         Ok(report)
     }
 
-    /// Count the references of one L1 tree; for the active one, also check
-    /// COPIED flags (noting the fixes at their file offsets).
-    fn walk_l1(
-        &self,
-        m: &mut super::meta::Meta,
-        w: &mut Walk,
-        l1: &[u64],
-        active: bool,
-        copied_fixes: &mut Vec<(u64, u64)>,
-    ) -> Result<()> {
+    /// Count the references of one L1 tree (for the active one, also the
+    /// allocation statistics), reporting entries that cannot be right.
+    fn walk_l1(&self, w: &mut Walk, l1: &[u64], active: bool) -> Result<()> {
         let cs = self.cluster_size();
         let cb = self.cluster_bits;
-        let mut prev_host: Option<u64> = None;
-        for (i1, &e1) in l1.iter().enumerate() {
+        // Every entry references its L2 table; each distinct table is read
+        // once, its references weighted by the entries naming it (a
+        // hostile L1 naming one table millions of times costs one read).
+        // First pass: per-entry checks and the references to the tables.
+        for &e1 in l1 {
+            if e1 & l2::L1_RESERVED != 0 {
+                w.report.corruptions += 1;
+                w.report.note(format!(
+                    "ERROR found L1 entry with reserved bits set: {e1:x}"
+                ));
+                // Still count what it points at, as QEMU does: a repair
+                // must not free a table because its entry is damaged.
+            }
             let off = e1 & OFFSET_MASK;
             if off == 0 {
                 continue;
             }
             if off & (cs - 1) != 0 {
                 w.report.corruptions += 1;
-                w.report.messages.push(format!(
+                w.report.note(format!(
                     "ERROR L2 table offset {off:#x} is not cluster aligned"
                 ));
                 continue;
             }
             w.inc("L2 table", off, cs);
-            if usize::try_from(off >> cb).map_or(true, |c| c >= w.refs.len()) {
+            if off >> cb >= w.file_clusters {
                 continue;
             }
-            if active {
-                let rc = m.refs.get(&self.file, off >> cb)?;
-                if (rc == 1) != (e1 & COPIED != 0) {
-                    w.report.corruptions += 1;
-                    w.report.messages.push(format!(
-                        "ERROR OFLAG_COPIED L2 cluster: l1_index={i1} l1_entry={e1:x} refcount={rc}"
-                    ));
-                    let fixed = if rc == 1 { e1 | COPIED } else { e1 & !COPIED };
-                    copied_fixes.push((m.l1_offset + 8 * i1 as u64, fixed));
-                }
+        }
+        // The tables worth reading: aligned, inside the file, each once.
+        let file_clusters = w.file_clusters;
+        let readable = move |e1: u64| {
+            let off = e1 & OFFSET_MASK;
+            (off != 0 && off & (cs - 1) == 0 && off >> cb < file_clusters).then_some(off)
+        };
+        let mut distinct: Vec<u64> = l1.iter().filter_map(|&e| readable(e)).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        distinct.shrink_to_fit();
+        let mut counts = vec![0u64; distinct.len()];
+        for off in l1.iter().filter_map(|&e| readable(e)) {
+            if let Ok(i) = distinct.binary_search(&off) {
+                counts[i] += 1;
             }
+        }
+        // Second pass, in L1 order (for the fragmentation figure): each
+        // table at its first entry, weighted by the entries naming it.
+        let base = w.weight;
+        let mut prev_host: Option<u64> = None;
+        for off in l1.iter().filter_map(|&e| readable(e)) {
+            let Ok(i) = distinct.binary_search(&off) else {
+                continue;
+            };
+            let weight = std::mem::take(&mut counts[i]);
+            if weight == 0 {
+                continue;
+            }
+            w.weight = base.saturating_mul(weight);
             let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];
             self.file.read_exact_at(&mut raw, off)?;
-            for (i2, e2) in l2::decode_table(&raw).into_iter().enumerate() {
+            for e2 in l2::decode_table(&raw) {
+                if e2 & l2::COMPRESSED == 0 && e2 & l2::L2_STD_RESERVED != 0 {
+                    w.report.corruptions += weight;
+                    w.report.note(format!(
+                        "ERROR found L2 entry with reserved bits set: {e2:x}"
+                    ));
+                }
                 match l2::decode(e2, cb, self.version) {
                     Mapping::Unallocated | Mapping::Zero { host: 0 } => {}
                     Mapping::Compressed { host, len } => {
                         w.inc("compressed cluster", host, len);
                         if active {
-                            w.report.allocated_clusters += 1;
-                            w.report.compressed_clusters += 1;
+                            w.report.allocated_clusters += weight;
+                            w.report.compressed_clusters += weight;
                         }
                     }
                     Mapping::Data { host, .. } | Mapping::Zero { host } => {
                         if host & (cs - 1) != 0 {
-                            w.report.corruptions += 1;
-                            w.report.messages.push(format!(
+                            w.report.corruptions += weight;
+                            w.report.note(format!(
                                 "ERROR data cluster offset {host:#x} is not cluster aligned"
                             ));
                             continue;
@@ -255,27 +344,78 @@ impl Qcow2Disk {
                         if !active {
                             continue;
                         }
-                        w.report.allocated_clusters += 1;
+                        w.report.allocated_clusters += weight;
                         if prev_host.is_some_and(|p| p + cs != host) {
                             w.report.fragmented_clusters += 1;
                         }
                         prev_host = Some(host);
-                        if usize::try_from(host >> cb).map_or(true, |c| c >= w.refs.len()) {
-                            continue;
-                        }
-                        let rc = m.refs.get(&self.file, host >> cb)?;
-                        if (rc == 1) != (e2 & COPIED != 0) {
-                            w.report.corruptions += 1;
-                            w.report.messages.push(format!(
-                                "ERROR OFLAG_COPIED data cluster: l2_entry={e2:x} refcount={rc}"
-                            ));
-                            let fixed = if rc == 1 { e2 | COPIED } else { e2 & !COPIED };
-                            copied_fixes.push((off + 8 * i2 as u64, fixed));
-                        }
                     }
                 }
             }
         }
+        w.weight = base;
         Ok(())
+    }
+
+    /// Check the COPIED flag of every active L1 and L2 entry against the
+    /// refcounts; returns the fixes (file offset, corrected entry).
+    fn check_copied(&self, m: &mut Meta, report: &mut CheckReport) -> Result<Vec<(u64, u64)>> {
+        let cs = self.cluster_size();
+        let cb = self.cluster_bits;
+        let end_cluster = self.file.len()?.div_ceil(cs);
+        let mut fixes = Vec::new();
+        // A table named by several entries is looked at once.
+        let mut distinct: Vec<u64> = m.l1.iter().map(|e| e & OFFSET_MASK).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        distinct.shrink_to_fit();
+        let mut seen = vec![false; distinct.len()];
+        for (i1, e1) in m.l1.clone().into_iter().enumerate() {
+            let off = e1 & OFFSET_MASK;
+            if e1 & l2::L1_RESERVED != 0
+                || off == 0
+                || off & (cs - 1) != 0
+                || off >> cb >= end_cluster
+            {
+                continue;
+            }
+            let rc = m.refs.get(&self.file, off >> cb)?;
+            if (rc == 1) != (e1 & COPIED != 0) {
+                report.corruptions += 1;
+                report.note(format!(
+                    "ERROR OFLAG_COPIED L2 cluster: l1_index={i1} l1_entry={e1:x} refcount={rc}"
+                ));
+                let fixed = if rc == 1 { e1 | COPIED } else { e1 & !COPIED };
+                fixes.push((m.l1_offset + 8 * i1 as u64, fixed));
+            }
+            match distinct.binary_search(&off) {
+                Ok(i) if !seen[i] => seen[i] = true,
+                _ => continue,
+            }
+            let mut raw = vec![0u8; usize::try_from(cs).unwrap_or(0)];
+            self.file.read_exact_at(&mut raw, off)?;
+            for (i2, e2) in l2::decode_table(&raw).into_iter().enumerate() {
+                if e2 & l2::COMPRESSED == 0 && e2 & l2::L2_STD_RESERVED != 0 {
+                    continue;
+                }
+                let host = match l2::decode(e2, cb, self.version) {
+                    Mapping::Data { host, .. } | Mapping::Zero { host } if host != 0 => host,
+                    _ => continue,
+                };
+                if host & (cs - 1) != 0 || host >> cb >= end_cluster {
+                    continue;
+                }
+                let rc = m.refs.get(&self.file, host >> cb)?;
+                if (rc == 1) != (e2 & COPIED != 0) {
+                    report.corruptions += 1;
+                    report.note(format!(
+                        "ERROR OFLAG_COPIED data cluster: l2_entry={e2:x} refcount={rc}"
+                    ));
+                    let fixed = if rc == 1 { e2 | COPIED } else { e2 & !COPIED };
+                    fixes.push((off + 8 * i2 as u64, fixed));
+                }
+            }
+        }
+        Ok(fixes)
     }
 }

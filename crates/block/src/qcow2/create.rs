@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::file::HostFile;
-use crate::{DiskImage, Error, ImageFormat, OpenOptions, Result};
+use crate::{DiskImage, Error, FileId, ImageFormat, OpenOptions, Replacement, Result};
 
 use super::header::{self, Header};
 use super::Qcow2Disk;
@@ -35,11 +35,40 @@ impl Default for CreateOptions {
     }
 }
 
-/// Create (or overwrite) a qcow2 image at `path`.
+/// Create (or replace) a qcow2 image at `path`.
 ///
-/// The layout is QEMU's: the header in cluster 0, the refcount table in
-/// cluster 1, the first refcount block in cluster 2, then the L1 table.
+/// Nothing is written to an existing file: it is locked (so an image in
+/// use is refused) and replaced only by a complete new image (see
+/// [`Replacement`]). A backing chain that leads back to `path` is refused.
 pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
+    check_options(opts)?;
+    if let (Some(name), Some(target)) = (&opts.backing_file, FileId::of(path)) {
+        let backing = super::chain::resolve(path, name);
+        if let Some((p, _)) = super::chain::backing_chain(&backing)
+            .into_iter()
+            .find(|(_, id)| *id == target)
+        {
+            return Err(Error::Open {
+                path: path.to_owned(),
+                source: Box::new(Error::Refused(format!(
+                    "the new image would be its own backing file (its backing chain reaches {})",
+                    p.display()
+                ))),
+            });
+        }
+    }
+    let new = Replacement::begin(path)?;
+    format(new.temp_path(), opts).map_err(|e| match e {
+        e @ Error::Open { .. } => e,
+        e => Error::Open {
+            path: path.to_owned(),
+            source: Box::new(e),
+        },
+    })?;
+    new.commit()
+}
+
+fn check_options(opts: &CreateOptions) -> Result<()> {
     let cs = opts.cluster_size;
     if !cs.is_power_of_two()
         || !(1u64 << header::MIN_CLUSTER_BITS..=1u64 << header::MAX_CLUSTER_BITS).contains(&cs)
@@ -54,13 +83,29 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
             opts.version
         )));
     }
-    let size = opts.size.div_ceil(512) * 512;
-    if size > header::MAX_VIRTUAL_SIZE {
-        return Err(Error::InvalidImage(format!("size {size} is too large")));
+    if opts.size > header::MAX_VIRTUAL_SIZE {
+        return Err(Error::Refused(format!(
+            "size {} is larger than a qcow2 image can be ({} bytes)",
+            opts.size,
+            header::MAX_VIRTUAL_SIZE
+        )));
     }
+    Ok(())
+}
+
+/// Write a new qcow2 image into `path`: an existing file this process
+/// created for it (a [`Replacement`]'s temporary file). It is locked
+/// before anything is written (refused if in use), then truncated.
+///
+/// The layout is QEMU's: the header in cluster 0, the refcount table in
+/// cluster 1, the first refcount block in cluster 2, then the L1 table.
+pub fn format(path: &Path, opts: &CreateOptions) -> Result<()> {
+    check_options(opts)?;
+    let cs = opts.cluster_size;
+    let size = opts.size.div_ceil(512) * 512;
     let backing_format = match (&opts.backing_file, opts.backing_format) {
         (Some(name), None) => {
-            let full = resolve(path, name);
+            let full = super::chain::resolve(path, name);
             Some(crate::probe(&full).map_err(|e| Error::Open {
                 path: full,
                 source: Box::new(e),
@@ -112,25 +157,19 @@ pub fn create(path: &Path, opts: &CreateOptions) -> Result<()> {
     for c in 0..3 {
         image[2 * cs_us + 2 * c + 1] = 1;
     }
-    std::fs::write(path, &image).map_err(|e| Error::io("create", e))?;
     let options = OpenOptions {
         read_only: false,
         direct: false,
         format: Some(ImageFormat::Qcow2),
         ..OpenOptions::default()
     };
+    // Lock first, then write: even here, nothing touches a file some
+    // other process uses.
     let file = HostFile::open(path, false, false)?;
+    file.set_len(0)?;
+    file.write_all_at(&image, 0)?;
     let mut chain = crate::Chain::start(path, &file)?;
     let disk = Qcow2Disk::from_host_file(file, path, &options, &mut chain)?;
     disk.resize(size)?;
     disk.flush()
-}
-
-fn resolve(image: &Path, name: &str) -> std::path::PathBuf {
-    let p = Path::new(name);
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        image.parent().unwrap_or_else(|| Path::new(".")).join(p)
-    }
 }

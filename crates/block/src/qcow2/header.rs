@@ -265,6 +265,25 @@ impl Header {
             cs,
             file_len,
         )?;
+        // No table may sit on the header or on another table: a write to
+        // one would destroy the other.
+        let l1_len = u64::from(h.l1_size) * 8;
+        let rt_len = u64::from(h.refcount_table_clusters) * cs;
+        if l1_len > 0 && h.l1_table_offset < cs {
+            return Err(invalid("the L1 table overlaps the header"));
+        }
+        if h.refcount_table_offset < cs {
+            return Err(invalid("the refcount table overlaps the header"));
+        }
+        if h.nb_snapshots > 0 && h.snapshots_offset < cs {
+            return Err(invalid("the snapshot table overlaps the header"));
+        }
+        if l1_len > 0
+            && h.l1_table_offset < h.refcount_table_offset + rt_len
+            && h.refcount_table_offset < h.l1_table_offset + l1_len
+        {
+            return Err(invalid("the L1 table overlaps the refcount table"));
+        }
         if h.nb_snapshots > super::snapshot::MAX_SNAPSHOTS {
             return Err(invalid(format!("{} snapshots is too many", h.nb_snapshots)));
         }

@@ -191,10 +191,31 @@ impl Qcow2Disk {
         Ok(out)
     }
 
-    pub(super) fn write_impl(&self, offset: u64, bufs: &[IoBuf]) -> Result<()> {
+    /// Refuse a data write that would land on metadata, and mark the
+    /// image corrupt so nothing writes to it again until it is repaired.
+    fn guard_write(&self, m: &mut Meta, host: u64, len: u64) -> Result<()> {
+        let r = m.check_data_write(host, len);
+        if r.is_err() {
+            self.mark_corrupt(m);
+        }
+        r
+    }
+
+    /// Refuse writes to an image found corrupt while open.
+    fn check_writable(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
+        if self.corrupt.load(Ordering::Acquire) {
+            return Err(Error::InvalidImage(
+                "the image was marked corrupt; repair it with vireo img check -r all".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_impl(&self, offset: u64, bufs: &[IoBuf]) -> Result<()> {
+        self.check_writable()?;
         let iovs = Iov::from_bufs(bufs);
         let len = iov_len(&iovs);
         self.check_range(offset, len)?;
@@ -203,6 +224,7 @@ impl Qcow2Disk {
         // Fast path: every cluster is allocated and ours alone; write in
         // place without holding the metadata lock.
         if let Some(host) = self.in_place_target(&mut m, offset, len)? {
+            self.guard_write(&mut m, host, len)?;
             drop(m);
             return self.file.write_iov(host, &iovs);
         }
@@ -224,6 +246,11 @@ impl Qcow2Disk {
         }
         if in_place {
             let pieces = self.map_range(&mut m, offset, len)?;
+            for &(_, n, p) in &pieces {
+                if let Piece::Host(host) = p {
+                    self.guard_write(&mut m, host, n)?;
+                }
+            }
             drop(m);
             for (rel, n, p) in pieces {
                 if let Piece::Host(host) = p {
@@ -262,9 +289,31 @@ impl Qcow2Disk {
         m.release(&self.file, releases)
     }
 
+    /// A new cluster the allocator handed out turned out to hold metadata
+    /// (the refcounts missed it): mark the image corrupt, as a refused
+    /// data write does.
+    fn noting_overlap<T>(&self, m: &mut Meta, r: Result<T>) -> Result<T> {
+        if r.is_err() && m.overlap_refused {
+            self.mark_corrupt(m);
+        }
+        r
+    }
+
     /// Write `src` at `in_cluster` within guest cluster `g`, allocating or
     /// copying the cluster as needed.
     fn write_cluster(
+        &self,
+        m: &mut Meta,
+        g: u64,
+        in_cluster: u64,
+        src: &[Iov],
+        releases: &mut Vec<Release>,
+    ) -> Result<()> {
+        let r = self.write_cluster_inner(m, g, in_cluster, src, releases);
+        self.noting_overlap(m, r)
+    }
+
+    fn write_cluster_inner(
         &self,
         m: &mut Meta,
         g: u64,
@@ -276,12 +325,13 @@ impl Qcow2Disk {
         let n = iov_len(src);
         let (table, idx) = m.writable_l2(&self.file, g, releases)?;
         let entry = m.l2_entry(&self.file, g)?;
-        let mapping = l2::decode(entry, self.cluster_bits, self.version);
+        let mapping = m.decode(entry)?;
         let exclusive = |m: &mut Meta, host: u64| -> Result<bool> {
             Ok(entry & COPIED != 0 || m.refs.get(&self.file, host >> self.cluster_bits)? == 1)
         };
         match mapping {
             Mapping::Data { host, .. } if exclusive(m, host)? => {
+                self.guard_write(m, host + in_cluster, n)?;
                 if entry & COPIED == 0 {
                     m.set_l2(&self.file, table, idx, host | COPIED)?;
                 }
@@ -293,6 +343,7 @@ impl Qcow2Disk {
                 let at = usize::try_from(in_cluster).unwrap_or(0);
                 let n_us = usize::try_from(n).unwrap_or(0);
                 iov_copy_to(src, 0, &mut buf[at..at + n_us]);
+                self.guard_write(m, host, cs)?;
                 self.file.write_all_at(&buf, host)?;
                 return m.set_l2(&self.file, table, idx, host | COPIED);
             }
@@ -360,9 +411,7 @@ impl Qcow2Disk {
     /// partial clusters are written with zeroes (for write-zeroes) or left
     /// alone (for discard).
     pub(super) fn clear_range(&self, offset: u64, len: u64, how: Clear) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly);
-        }
+        self.check_writable()?;
         self.check_range(offset, len)?;
         let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
@@ -396,6 +445,18 @@ impl Qcow2Disk {
         zeroes: &[u8],
         releases: &mut Vec<Release>,
     ) -> Result<()> {
+        let r = self.clear_cluster_inner(m, g, how, zeroes, releases);
+        self.noting_overlap(m, r)
+    }
+
+    fn clear_cluster_inner(
+        &self,
+        m: &mut Meta,
+        g: u64,
+        how: Clear,
+        zeroes: &[u8],
+        releases: &mut Vec<Release>,
+    ) -> Result<()> {
         let has_backing = self.backing.is_some();
         let want = if !has_backing {
             0
@@ -418,8 +479,9 @@ impl Qcow2Disk {
         }
         let (table, idx) = m.writable_l2(&self.file, g, releases)?;
         let entry = m.l2_entry(&self.file, g)?;
+        let mapping = m.decode(entry)?;
         m.set_l2(&self.file, table, idx, want)?;
-        match l2::decode(entry, self.cluster_bits, self.version) {
+        match mapping {
             Mapping::Data { host, .. } => releases.push(Release::Cluster(host)),
             Mapping::Zero { host } if host != 0 => releases.push(Release::Cluster(host)),
             Mapping::Compressed { host, len } => releases.push(Release::Compressed { host, len }),
@@ -429,9 +491,7 @@ impl Qcow2Disk {
     }
 
     pub(super) fn resize_impl(&self, new_size: u64) -> Result<()> {
-        if self.read_only {
-            return Err(Error::ReadOnly);
-        }
+        self.check_writable()?;
         if new_size > super::header::MAX_VIRTUAL_SIZE {
             return Err(Error::OutOfRange {
                 offset: new_size,
@@ -463,7 +523,8 @@ impl Qcow2Disk {
         }
         let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
-        m.resize(&self.file, new_size)?;
+        let r = m.resize(&self.file, new_size);
+        self.noting_overlap(&mut m, r)?;
         self.size.store(new_size, Ordering::Release);
         Ok(())
     }

@@ -15,6 +15,9 @@ pub const ZERO: u64 = 1;
 pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 /// Bits of an L1 entry that must be zero.
 pub const L1_RESERVED: u64 = !(OFFSET_MASK | COPIED);
+/// Bits of a standard (uncompressed) L2 entry that must be zero (QEMU's
+/// `L2E_STD_RESERVED_MASK`).
+pub const L2_STD_RESERVED: u64 = 0x3f00_0000_0000_01fe;
 
 /// What an L2 entry says about one guest cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,13 +103,21 @@ impl std::fmt::Debug for L2Cache {
 
 /// Bytes of L2 tables kept in memory (covers 64 GiB with 64 KiB clusters).
 const CACHE_BYTES: u64 = 8 << 20;
+/// The same for a backing file: a chain of 32 must not hold 32 full
+/// caches (QEMU's default is 1 MiB per image).
+pub const BACKING_CACHE_BYTES: u64 = 1 << 20;
 
 impl L2Cache {
     /// An empty cache for tables of one cluster.
     pub fn new(cluster_bits: u32) -> Self {
+        Self::with_bytes(cluster_bits, CACHE_BYTES)
+    }
+
+    /// An empty cache holding about `bytes` of tables (at least four).
+    pub fn with_bytes(cluster_bits: u32, bytes: u64) -> Self {
         Self {
             tables: HashMap::new(),
-            capacity: usize::try_from((CACHE_BYTES >> cluster_bits).max(4)).unwrap_or(4),
+            capacity: usize::try_from((bytes >> cluster_bits).max(4)).unwrap_or(4),
             clock: 0,
             cluster_bits,
         }

@@ -9,7 +9,7 @@
 //! above points at it; an entry stops pointing at a cluster (synced)
 //! before the cluster's count drops.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crate::file::HostFile;
 use crate::{Error, Result};
@@ -47,8 +47,10 @@ pub enum Release {
 pub struct Meta {
     /// The header as last written.
     pub header: Header,
-    /// Active L1 table entries.
+    /// Active L1 table entries (empty until loaded, see `l1_loaded`).
     pub l1: Vec<u64>,
+    /// Whether `l1` has been read (read-only images read it on first use).
+    pub l1_loaded: bool,
     /// Host offset of the active L1 table.
     pub l1_offset: u64,
     /// Cached L2 tables.
@@ -61,9 +63,143 @@ pub struct Meta {
     pub pool: VecDeque<u64>,
     /// Tables must lie below this offset (the file's end, as it grows).
     pub file_end: u64,
+    /// Compressed data must end below this offset: the file's length at
+    /// open, rounded up to a sector (QEMU's last compressed sector may
+    /// be partial).
+    pub compressed_end: u64,
+    /// Where metadata lives, for refusing guest writes onto it; `None`
+    /// when it must be rebuilt.
+    pub overlap: Option<MetadataMap>,
+    /// A write was refused for landing on metadata (the image is to be
+    /// marked corrupt).
+    pub overlap_refused: bool,
+}
+
+/// The host clusters that hold metadata (QEMU's overlap-check "cached"
+/// set: everything but the L2 tables of inactive snapshots).
+#[derive(Debug, Default)]
+pub struct MetadataMap {
+    /// One-cluster structures: header, active L2 tables, refcount blocks.
+    single: HashMap<u64, &'static str>,
+    /// Multi-cluster tables as cluster ranges `[start, end)`.
+    spans: Vec<(u64, u64, &'static str)>,
+    /// The refcount generation this map was built at.
+    refs_generation: u64,
+}
+
+impl MetadataMap {
+    /// What metadata, if any, host cluster `c` holds.
+    fn lookup(&self, c: u64) -> Option<&'static str> {
+        self.single.get(&c).copied().or_else(|| {
+            self.spans
+                .iter()
+                .find(|&&(a, b, _)| a <= c && c < b)
+                .map(|&(_, _, what)| what)
+        })
+    }
 }
 
 impl Meta {
+    /// The metadata map is stale (a table moved or appeared).
+    pub fn invalidate_overlap(&mut self) {
+        self.overlap = None;
+    }
+
+    fn build_overlap(&self) -> MetadataMap {
+        let cb = self.cluster_bits();
+        let cs = self.cluster_size();
+        let mut map = MetadataMap {
+            refs_generation: self.refs.generation(),
+            ..MetadataMap::default()
+        };
+        let span = |map: &mut MetadataMap, off: u64, len: u64, what: &'static str| {
+            if len > 0 {
+                let end = off.saturating_add(len).div_ceil(cs);
+                map.spans.push((off >> cb, end, what));
+            }
+        };
+        map.single.insert(0, "the header");
+        span(
+            &mut map,
+            self.l1_offset,
+            self.l1.len() as u64 * 8,
+            "the L1 table",
+        );
+        let (rt, rt_clusters) = self.refs.table_location();
+        span(
+            &mut map,
+            rt,
+            u64::from(rt_clusters) * cs,
+            "the refcount table",
+        );
+        if self.header.nb_snapshots > 0 {
+            let len = super::snapshot::encode(&self.snapshots).map_or(cs, |t| t.len() as u64);
+            span(
+                &mut map,
+                self.header.snapshots_offset,
+                len,
+                "the snapshot table",
+            );
+        }
+        for s in &self.snapshots {
+            span(
+                &mut map,
+                s.l1_table_offset,
+                u64::from(s.l1_size) * 8,
+                "a snapshot's L1 table",
+            );
+        }
+        for &b in self.refs.table().iter().filter(|&&b| b != 0) {
+            map.single.insert(b >> cb, "a refcount block");
+        }
+        for &e in &self.l1 {
+            let off = e & OFFSET_MASK;
+            if off != 0 {
+                map.single.insert(off >> cb, "an L2 table");
+            }
+        }
+        map
+    }
+
+    /// Refuse a write of guest data (or of a new table) to `[host, host +
+    /// len)` that would land on existing metadata (QEMU's pre-write
+    /// overlap check). Sets `overlap_refused`; the caller marks the image
+    /// corrupt.
+    pub fn check_data_write(&mut self, host: u64, len: u64) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let stale = self
+            .overlap
+            .as_ref()
+            .is_none_or(|m| m.refs_generation != self.refs.generation());
+        if stale {
+            self.overlap = Some(self.build_overlap());
+        }
+        let Some(map) = self.overlap.take() else {
+            return Ok(());
+        };
+        let r = self.find_overlap(&map, host, len);
+        self.overlap = Some(map);
+        r
+    }
+
+    fn find_overlap(&mut self, map: &MetadataMap, host: u64, len: u64) -> Result<()> {
+        let cb = self.cluster_bits();
+        let last = host.saturating_add(len - 1) >> cb;
+        for c in host >> cb..=last {
+            if let Some(what) = map.lookup(c) {
+                self.overlap_refused = true;
+                return Err(Error::InvalidImage(format!(
+                    "a write to host cluster {:#x} would overwrite {what}; \
+                     the image is marked corrupt (repair it with vireo img check -r all)",
+                    c << cb
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn cluster_bits(&self) -> u32 {
         self.header.cluster_bits
     }
@@ -80,8 +216,18 @@ impl Meta {
         (l1, l2)
     }
 
+    /// Read the active L1 table if not yet read.
+    pub fn load_l1(&mut self, file: &HostFile) -> Result<()> {
+        if !self.l1_loaded {
+            self.l1 = super::load_l1(file, self.l1_offset, self.header.l1_size)?;
+            self.l1_loaded = true;
+        }
+        Ok(())
+    }
+
     /// The raw L2 entry of guest cluster `g` (0 when its L2 table is absent).
     pub fn l2_entry(&mut self, file: &HostFile, g: u64) -> Result<u64> {
+        self.load_l1(file)?;
         let (i1, i2) = self.indices(g);
         let Some(&e1) = self.l1.get(i1) else {
             return Ok(0);
@@ -102,6 +248,11 @@ impl Meta {
     /// Where guest cluster `g` lives.
     pub fn mapping(&mut self, file: &HostFile, g: u64) -> Result<Mapping> {
         let e = self.l2_entry(file, g)?;
+        self.decode(e)
+    }
+
+    /// Decode an L2 entry, refusing mappings that cannot be right.
+    pub fn decode(&self, e: u64) -> Result<Mapping> {
         let m = l2::decode(e, self.cluster_bits(), self.header.version);
         let cs = self.cluster_size();
         match m {
@@ -112,6 +263,18 @@ impl Meta {
                     "data cluster at {host:#x} is not cluster aligned"
                 )));
             }
+            // Compressed data is never written here, so it lies inside the
+            // file as opened. Past that end it would share clusters
+            // allocated later, and freeing it would free them.
+            Mapping::Compressed { host, len }
+                if host
+                    .checked_add(len)
+                    .is_none_or(|e| e > self.compressed_end) =>
+            {
+                return Err(Error::InvalidImage(format!(
+                    "compressed cluster at {host:#x} ({len} bytes) runs past the end of the file"
+                )));
+            }
             _ => {}
         }
         Ok(m)
@@ -120,6 +283,9 @@ impl Meta {
     /// Write an L1 entry through to the file.
     pub fn set_l1(&mut self, file: &HostFile, i: usize, value: u64) -> Result<()> {
         file.write_all_at(&value.to_be_bytes(), self.l1_offset + 8 * i as u64)?;
+        if self.l1[i] & OFFSET_MASK != value & OFFSET_MASK {
+            self.invalidate_overlap();
+        }
         self.l1[i] = value;
         Ok(())
     }
@@ -142,9 +308,13 @@ impl Meta {
             self.pool.extend((0..n).map(|i| first + i * cs));
             self.file_end = self.file_end.max(first + n * cs);
         }
-        self.pool
+        let c = self
+            .pool
             .pop_front()
-            .ok_or_else(|| Error::InvalidImage("cluster pool".into()))
+            .ok_or_else(|| Error::InvalidImage("cluster pool".into()))?;
+        // Refcounts that miss a table hand its cluster out as free.
+        self.check_data_write(c, self.cluster_size())?;
+        Ok(c)
     }
 
     /// `n` contiguous counted clusters (for L1 and snapshot tables). The
@@ -153,6 +323,7 @@ impl Meta {
         let (first, _) = self.refs.alloc_range(file, n, n)?;
         file.sync_data()?;
         self.file_end = self.file_end.max(first + n * self.cluster_size());
+        self.check_data_write(first, n * self.cluster_size())?;
         Ok(first)
     }
 
@@ -252,6 +423,7 @@ impl Meta {
             table.truncate(usize::try_from(need).unwrap_or(0));
             self.l1 = table;
             self.l1_offset = new_off;
+            self.invalidate_overlap();
             self.header.l1_size = l1_size;
             self.header.l1_table_offset = new_off;
             if old.0 != 0 && old.1 > 0 {

@@ -6,6 +6,7 @@
 //! I/O gate exclusively so no read or write is in flight on a cluster
 //! while it is freed and perhaps reused.
 
+mod chain;
 mod check;
 mod create;
 pub mod header;
@@ -18,12 +19,13 @@ mod snapshot_ops;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+pub use chain::backing_chain;
 pub use check::{CheckReport, RepairMode};
-pub use create::{create, CreateOptions};
+pub use create::{create, format, CreateOptions};
 pub use header::Header;
 pub use snapshot::Snapshot;
 
@@ -49,6 +51,9 @@ pub struct Qcow2Disk {
     /// Reads mapped by `begin_direct_read` and not yet ended: they hold
     /// off cluster frees as the gate does.
     direct_reads: AtomicUsize,
+    /// A write onto metadata was refused: the image is marked corrupt and
+    /// takes no more writes.
+    corrupt: AtomicBool,
     meta: Mutex<Meta>,
 }
 
@@ -68,6 +73,14 @@ pub struct Qcow2Info {
     pub header: Header,
     /// Internal snapshots.
     pub snapshots: Vec<Snapshot>,
+}
+
+/// How an image is opened (see the `open` functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Normal,
+    Repair,
+    WithoutBacking,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -100,7 +113,7 @@ impl Qcow2Disk {
                 .iter()
                 .find(|s| s.id == snapshot || s.name == snapshot)
                 .cloned()
-                .ok_or_else(|| invalid(format!("no snapshot '{snapshot}'")))?;
+                .ok_or_else(|| snapshot_ops::no_snapshot(snapshot))?;
             let cs = 1u64 << disk.cluster_bits;
             let file_len = disk.file.len()?;
             header::check_table(
@@ -116,10 +129,42 @@ impl Qcow2Disk {
                 return Err(invalid("snapshot L1 table is too small for its disk"));
             }
             m.l1 = load_l1(&disk.file, s.l1_table_offset, s.l1_size)?;
+            m.l1_loaded = true;
             m.l1_offset = s.l1_table_offset;
+            m.invalidate_overlap();
             disk.size.store(size, Ordering::Release);
         }
         Ok(disk)
+    }
+
+    /// Open an image for `vireo img check -r`: writable even when marked
+    /// corrupt (a repair that leaves no corruption clears the mark).
+    pub fn open_for_repair(path: &Path) -> Result<Self> {
+        let options = OpenOptions {
+            read_only: false,
+            direct: false,
+            format: Some(ImageFormat::Qcow2),
+            ..OpenOptions::default()
+        };
+        let file = HostFile::open(path, false, false)?;
+        let mut chain = crate::Chain::start(path, &file)?;
+        Self::open_file(file, path, &options, &mut chain, Open::Repair)
+    }
+
+    /// Open the image read-only without its backing file, as `qemu-img
+    /// info` does: for showing the image itself (its header names a
+    /// backing file that may be missing). Unallocated clusters read as
+    /// zeroes, so this is not a view of the disk's contents.
+    pub fn open_without_backing(path: &Path) -> Result<Self> {
+        let options = OpenOptions {
+            read_only: true,
+            direct: false,
+            format: Some(ImageFormat::Qcow2),
+            ..OpenOptions::default()
+        };
+        let file = HostFile::open(path, true, false)?;
+        let mut chain = crate::Chain::start(path, &file)?;
+        Self::open_file(file, path, &options, &mut chain, Open::WithoutBacking)
     }
 
     pub(crate) fn from_host_file(
@@ -128,6 +173,19 @@ impl Qcow2Disk {
         options: &OpenOptions,
         chain: &mut crate::Chain,
     ) -> Result<Self> {
+        Self::open_file(file, path, options, chain, Open::Normal)
+    }
+
+    fn open_file(
+        file: HostFile,
+        path: &Path,
+        options: &OpenOptions,
+        chain: &mut crate::Chain,
+        how: Open,
+    ) -> Result<Self> {
+        let repair = how == Open::Repair;
+        // The chain holds this image already: a backing file when it holds more.
+        let backing_file = chain.len() > 1;
         let file_len = file.len()?;
         let mut probe = vec![0u8; usize::try_from(file_len.min(4096)).unwrap_or(0)];
         file.read_exact_strict(&mut probe, 0)?;
@@ -150,22 +208,37 @@ impl Qcow2Disk {
         };
         let header = Header::parse(&first, file_len)?;
         let read_only = options.read_only;
-        if header.incompatible_features & header::incompat::CORRUPT != 0 && !read_only {
+        if header.incompatible_features & header::incompat::CORRUPT != 0 && !read_only && !repair {
             return Err(invalid(
                 "the image is marked corrupt; it can only be opened read-only (check it with qemu-img check -r all)",
             ));
         }
         let dirty = header.incompatible_features & header::incompat::DIRTY != 0;
-        let l1 = load_l1(&file, header.l1_table_offset, header.l1_size)?;
-        let refs = refcount::Refcounts::load(
+        // What one open allocates up front is bounded: a read-only image
+        // (every backing file) reads its L1 and refcount tables when first
+        // needed (never, for `img info`), and a backing file never needs
+        // its snapshot table. A chain of hostile images claiming the
+        // largest tables costs little until its data is read.
+        let l1 = if read_only {
+            None
+        } else {
+            Some(load_l1(&file, header.l1_table_offset, header.l1_size)?)
+        };
+        let refs = refcount::Refcounts::open(
             &file,
             header.refcount_table_offset,
             header.refcount_table_clusters,
             header.refcount_order,
             header.cluster_bits,
+            read_only,
         )?;
-        let snapshots = load_snapshots(&file, &header, file_len)?;
+        let snapshots = if !backing_file {
+            load_snapshots(&file, &header, file_len)?
+        } else {
+            Vec::new()
+        };
         let backing = match &header.backing_file {
+            Some(_) if how == Open::WithoutBacking => None,
             Some(name) => Some(open_backing(
                 path,
                 name,
@@ -178,12 +251,20 @@ impl Qcow2Disk {
         let cs = 1u64 << header.cluster_bits;
         let meta = Meta {
             l1_offset: header.l1_table_offset,
-            l1,
-            l2: l2::L2Cache::new(header.cluster_bits),
+            l1_loaded: l1.is_some(),
+            l1: l1.unwrap_or_default(),
+            l2: if !backing_file {
+                l2::L2Cache::new(header.cluster_bits)
+            } else {
+                l2::L2Cache::with_bytes(header.cluster_bits, l2::BACKING_CACHE_BYTES)
+            },
             refs,
             snapshots,
             pool: VecDeque::new(),
             file_end: file_len.div_ceil(cs) * cs,
+            compressed_end: file_len.div_ceil(512) * 512,
+            overlap: None,
+            overlap_refused: false,
             header,
         };
         let disk = Qcow2Disk {
@@ -196,6 +277,7 @@ impl Qcow2Disk {
             read_only,
             gate: RwLock::new(()),
             direct_reads: AtomicUsize::new(0),
+            corrupt: AtomicBool::new(false),
             meta: Mutex::new(meta),
         };
         if !read_only {
@@ -272,6 +354,31 @@ impl Qcow2Disk {
         Ok(())
     }
 
+    /// Set the corrupt bit (version 3; QEMU does the same on a refused
+    /// metadata overwrite) so later opens for writing refuse the image,
+    /// and refuse further writes in this one.
+    fn mark_corrupt(&self, m: &mut Meta) {
+        if self.corrupt.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::error!(
+            "{}: a write would have overwritten qcow2 metadata; image marked corrupt",
+            self.path.display()
+        );
+        if self.version < 3 {
+            return;
+        }
+        let v = m.header.incompatible_features | header::incompat::CORRUPT;
+        let r = self
+            .file
+            .write_all_at(&v.to_be_bytes(), 72)
+            .and_then(|()| self.file.sync_data());
+        match r {
+            Ok(()) => m.header.incompatible_features = v,
+            Err(e) => tracing::warn!("{}: marking corrupt: {e}", self.path.display()),
+        }
+    }
+
     /// Auto-clear bits name features (such as dirty bitmaps) whose data a
     /// writer that does not know them would make stale: clear them.
     fn clear_autoclear(&self) -> Result<()> {
@@ -301,7 +408,7 @@ impl Drop for Qcow2Disk {
     }
 }
 
-fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<u64>> {
+pub(crate) fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<u64>> {
     let len = u64::from(entries) * 8;
     // Snapshot L1 sizes come straight from the image: bound the allocation
     // here too, not only where a caller checked the table.
@@ -310,11 +417,18 @@ fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<u64>> {
             "L1 table of {entries} entries is too large"
         )));
     }
-    let mut raw = vec![0u8; usize::try_from(len).map_err(|_| invalid("L1 table size"))?];
-    if len > 0 {
-        file.read_exact_strict(&mut raw, offset)?;
+    // Read in pieces so the raw bytes never double the table's footprint.
+    const PIECE: u64 = 1 << 20;
+    let mut table = Vec::with_capacity(usize::try_from(len / 8).unwrap_or(0));
+    let mut raw = vec![0u8; usize::try_from(len.min(PIECE)).unwrap_or(0)];
+    let mut at = 0u64;
+    while at < len {
+        let n = usize::try_from((len - at).min(PIECE)).unwrap_or(0);
+        file.read_exact_strict(&mut raw[..n], offset.saturating_add(at))?;
+        table.extend(l2::decode_table(&raw[..n]));
+        at += PIECE;
     }
-    Ok(l2::decode_table(&raw))
+    Ok(table)
 }
 
 fn load_snapshots(file: &HostFile, h: &Header, file_len: u64) -> Result<Vec<Snapshot>> {
@@ -328,7 +442,19 @@ fn load_snapshots(file: &HostFile, h: &Header, file_len: u64) -> Result<Vec<Snap
         let mut raw = vec![0u8; usize::try_from(n).unwrap_or(0)];
         file.read_exact_strict(&mut raw, h.snapshots_offset)?;
         match snapshot::parse(&raw, h.nb_snapshots) {
-            Ok(s) => return Ok(s),
+            Ok(s) => {
+                for snap in &s {
+                    header::check_table(
+                        &format!("the L1 table of snapshot {} ('{}')", snap.id, snap.name),
+                        snap.l1_table_offset,
+                        u64::from(snap.l1_size) * 8,
+                        header::MAX_L1_BYTES,
+                        h.cluster_size(),
+                        file_len,
+                    )?;
+                }
+                return Ok(s);
+            }
             Err(e) if n == want => {
                 let _ = e;
                 want *= 2;

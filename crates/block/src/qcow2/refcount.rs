@@ -22,6 +22,8 @@ const BLOCK_CACHE_BYTES: u64 = 8 << 20;
 pub struct Refcounts {
     /// Refcount table: host offsets of refcount blocks (0: none yet).
     table: Vec<u64>,
+    /// Whether `table` has been read from the file.
+    loaded: bool,
     table_offset: u64,
     table_clusters: u32,
     /// log2 of the refcount width in bits.
@@ -32,6 +34,9 @@ pub struct Refcounts {
     free_hint: u64,
     /// First cluster index past every cluster known to be in use.
     end_cluster: u64,
+    /// Bumped whenever a refcount block or the table itself moves or
+    /// appears (metadata overlap checks rebuild their map then).
+    generation: u64,
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -39,18 +44,46 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl Refcounts {
-    /// Load the refcount table (already bounds-checked by the header).
-    pub fn load(
+    /// The refcount structures of an image (the table already
+    /// bounds-checked by the header). With `lazy`, the table is read on
+    /// first use: read-only opens (every backing file) never need it.
+    pub fn open(
         file: &HostFile,
         table_offset: u64,
         table_clusters: u32,
         order: u32,
         cluster_bits: u32,
+        lazy: bool,
     ) -> Result<Self> {
-        let cs = 1u64 << cluster_bits;
-        let bytes = u64::from(table_clusters) * cs;
+        let file_len = file.len()?;
+        let mut refs = Self {
+            table: Vec::new(),
+            loaded: false,
+            table_offset,
+            table_clusters,
+            order,
+            cluster_bits,
+            blocks: HashMap::new(),
+            free_hint: 0,
+            // Every block lies below file_len (checked on load).
+            end_cluster: file_len.div_ceil(1u64 << cluster_bits),
+            generation: 0,
+        };
+        if !lazy {
+            refs.load_table(file)?;
+        }
+        Ok(refs)
+    }
+
+    /// Read the refcount table if not yet read.
+    pub fn load_table(&mut self, file: &HostFile) -> Result<()> {
+        if self.loaded {
+            return Ok(());
+        }
+        let cs = self.cluster_size();
+        let bytes = u64::from(self.table_clusters) * cs;
         let mut raw = vec![0u8; usize::try_from(bytes).map_err(|_| invalid("refcount table"))?];
-        file.read_exact_strict(&mut raw, table_offset)?;
+        file.read_exact_strict(&mut raw, self.table_offset)?;
         let table = super::l2::decode_table(&raw);
         let file_len = file.len()?;
         for (i, &off) in table.iter().enumerate() {
@@ -63,17 +96,9 @@ impl Refcounts {
                 )));
             }
         }
-        Ok(Self {
-            table,
-            table_offset,
-            table_clusters,
-            order,
-            cluster_bits,
-            blocks: HashMap::new(),
-            free_hint: 0,
-            // Every block lies below file_len (checked above).
-            end_cluster: file_len.div_ceil(cs),
-        })
+        self.table = table;
+        self.loaded = true;
+        Ok(())
     }
 
     fn cluster_size(&self) -> u64 {
@@ -100,14 +125,39 @@ impl Refcounts {
         (self.table_offset, self.table_clusters)
     }
 
-    /// Refcount block offsets (0 where none).
+    /// Refcount block offsets (0 where none); empty until
+    /// [`Refcounts::load_table`].
     pub fn table(&self) -> &[u64] {
         &self.table
     }
 
-    /// First cluster index past everything in use.
-    pub fn end_cluster(&self) -> u64 {
-        self.end_cluster
+    /// Changes whenever a refcount block or the table is placed anew.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether refcount block `bi` exists (its clusters count 0 if not).
+    pub fn has_block(&self, bi: u64) -> bool {
+        self.block_offset(bi) != 0
+    }
+
+    /// One past the last cluster whose refcount is not 0.
+    pub fn last_counted(&mut self, file: &HostFile) -> Result<u64> {
+        self.load_table(file)?;
+        let epb = self.entries_per_block();
+        let order = self.order;
+        for bi in (0..self.table.len() as u64).rev() {
+            let Some(block) = self.block(file, bi)? else {
+                continue;
+            };
+            let last = (0..epb)
+                .rev()
+                .find(|&i| Self::entry_get(order, block, usize::try_from(i).unwrap_or(0)) != 0);
+            if let Some(i) = last {
+                return Ok(bi * epb + i + 1);
+            }
+        }
+        Ok(0)
     }
 
     fn block_index(&self, cluster: u64) -> u64 {
@@ -123,6 +173,7 @@ impl Refcounts {
 
     /// The block with index `bi`, loading it; None when it does not exist.
     fn block(&mut self, file: &HostFile, bi: u64) -> Result<Option<&mut Vec<u8>>> {
+        self.load_table(file)?;
         let off = self.block_offset(bi);
         if off == 0 {
             return Ok(None);
@@ -213,6 +264,7 @@ impl Refcounts {
 
     /// Add `delta` (+1 or -1) to one cluster's refcount; returns the new value.
     pub fn adjust(&mut self, file: &HostFile, cluster: u64, delta: i64) -> Result<u64> {
+        self.load_table(file)?;
         let old = self.get(file, cluster)?;
         let new = old
             .checked_add_signed(delta)
@@ -239,6 +291,7 @@ impl Refcounts {
     /// one's host offset and the run's length. The refcount writes are not
     /// yet durable: callers sync before pointing anything at the clusters.
     pub fn alloc_range(&mut self, file: &HostFile, min: u64, max: u64) -> Result<(u64, u64)> {
+        self.load_table(file)?;
         if min == 0 || max < min {
             return Err(invalid("allocating zero clusters"));
         }
@@ -282,6 +335,7 @@ impl Refcounts {
 
     /// Set one cluster's refcount (for repairs), creating its block if needed.
     pub fn set(&mut self, file: &HostFile, cluster: u64, value: u64) -> Result<()> {
+        self.load_table(file)?;
         if value > self.max_refcount() {
             return Err(invalid(format!("refcount {value} is too large")));
         }
@@ -321,6 +375,7 @@ impl Refcounts {
         let i = usize::try_from(bi).map_err(|_| invalid("refcount table index"))?;
         file.write_all_at(&off.to_be_bytes(), self.table_offset + 8 * bi)?;
         self.table[i] = off;
+        self.generation += 1;
         self.blocks.insert(bi, block);
         self.end_cluster = self.end_cluster.max(cluster + 1);
         Ok(cluster)
@@ -394,6 +449,7 @@ impl Refcounts {
         let (old_offset, old_clusters) = (self.table_offset, self.table_clusters);
         self.table = new_table;
         self.table_offset = new_offset;
+        self.generation += 1;
         self.table_clusters = clusters;
         for (bi, b) in new_blocks {
             self.blocks.insert(bi, b);

@@ -31,8 +31,8 @@ impl Qcow2Disk {
         let _gate = self.exclusive()?;
         let mut m = self.lock_meta();
         if m.snapshots.iter().any(|s| s.name == name) {
-            return Err(Error::InvalidImage(format!(
-                "a snapshot named '{name}' exists"
+            return Err(Error::Refused(format!(
+                "a snapshot named '{name}' already exists"
             )));
         }
         if m.snapshots.len() >= snapshot::MAX_SNAPSHOTS as usize {
@@ -91,7 +91,7 @@ impl Qcow2Disk {
             .snapshots
             .iter()
             .position(|s| s.id == which || s.name == which)
-            .ok_or_else(|| Error::InvalidImage(format!("no snapshot '{which}'")))?;
+            .ok_or_else(|| no_snapshot(which))?;
         let mut list = m.snapshots.clone();
         let gone = list.remove(pos);
         // Unlink it first; only then drop the references it held.
@@ -121,7 +121,7 @@ impl Qcow2Disk {
             .iter()
             .find(|s| s.id == which || s.name == which)
             .cloned()
-            .ok_or_else(|| Error::InvalidImage(format!("no snapshot '{which}'")))?;
+            .ok_or_else(|| no_snapshot(which))?;
         let cs = self.cluster_size();
         let size = snap.disk_size.unwrap_or(m.header.size);
         let snap_l1 = super::load_l1(&self.file, snap.l1_table_offset, snap.l1_size)?;
@@ -143,6 +143,7 @@ impl Qcow2Disk {
         let old_l1 = std::mem::replace(&mut m.l1, snap_l1);
         let old_off = m.l1_offset;
         m.l1_offset = new_off;
+        m.invalidate_overlap();
         m.header.l1_size = snap.l1_size;
         m.header.l1_table_offset = new_off;
         m.header.size = size;
@@ -183,6 +184,7 @@ impl Qcow2Disk {
         m.header.nb_snapshots = count;
         m.header.snapshots_offset = new_off;
         m.snapshots = list;
+        m.invalidate_overlap();
         if old_off != 0 && old_len > 0 {
             let rel: Vec<Release> = (0..old_len.div_ceil(cs))
                 .map(|i| Release::Cluster(old_off + i * cs))
@@ -273,4 +275,11 @@ impl Qcow2Disk {
         }
         self.file.sync_data()
     }
+}
+
+/// The error for a snapshot name or ID the image does not have.
+pub(crate) fn no_snapshot(which: &str) -> Error {
+    Error::Refused(format!(
+        "no snapshot '{which}' (vireo img snapshot -l lists them)"
+    ))
 }

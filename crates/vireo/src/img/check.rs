@@ -1,5 +1,7 @@
 //! `vireo img check`: qemu-img check's report and exit codes (0 clean,
-//! 2 errors found, 3 only leaked clusters, 1 the check could not run).
+//! 1 the check could not run, 2 errors found, 3 only leaked clusters,
+//! 63 a format without checks). After a repair the image is checked
+//! again and the exit code says what is left.
 
 use std::process::ExitCode;
 
@@ -9,65 +11,105 @@ use serde_json::{Map, Value};
 
 use super::{CheckArgs, ImgError, OutputFormat, RepairArg};
 
+/// qemu-img check's exit codes.
+const EXIT_NOT_COMPLETED: u8 = 1;
+const EXIT_CORRUPT: u8 = 2;
+const EXIT_LEAKS: u8 = 3;
+const EXIT_NO_CHECK: u8 = 63;
+
+/// The check could not run (the image would not open, or reading its
+/// metadata failed): exit 1, as qemu-img.
+fn not_completed(path: &std::path::Path, e: block::Error) -> ImgError {
+    let mut err = ImgError::block(&block::Error::Open {
+        path: path.to_owned(),
+        source: Box::new(e),
+    });
+    err.code = EXIT_NOT_COMPLETED;
+    err
+}
+
 pub fn check_command(args: &CheckArgs) -> Result<ExitCode, ImgError> {
     let format = match args.format {
         Some(f) => f,
-        None => super::probe(&args.file)?,
+        None => super::probe(&args.file).map_err(|mut e| {
+            e.code = EXIT_NOT_COMPLETED;
+            e
+        })?,
     };
     if format != ImageFormat::Qcow2 {
-        return Err(ImgError::usage(format!(
-            "{}: {format} images have no metadata to check",
+        let mut e = ImgError::usage(format!(
+            "{}: {format} images have no metadata to check (this image format does not support checks)",
             args.file.display()
-        )));
+        ));
+        e.code = EXIT_NO_CHECK;
+        return Err(e);
     }
     let mode = match args.repair {
         None => RepairMode::None,
         Some(RepairArg::Leaks) => RepairMode::Leaks,
         Some(RepairArg::All) => RepairMode::All,
     };
-    let disk = Qcow2Disk::open(
-        &args.file,
-        &OpenOptions {
-            read_only: mode == RepairMode::None,
-            direct: false,
-            format: Some(format),
-            ..OpenOptions::default()
-        },
-    )
-    .map_err(|e| {
-        ImgError::block(&block::Error::Open {
-            path: args.file.clone(),
-            source: Box::new(e),
-        })
-    })?;
-    let report = disk
-        .check(mode)
-        .map_err(|e| ImgError::failure(e.to_string()))?;
-    match args.output {
-        OutputFormat::Human => print_human(&report),
-        OutputFormat::Json => print_json(&report, &args.file.display().to_string())?,
+    let disk = if mode == RepairMode::None {
+        Qcow2Disk::open(
+            &args.file,
+            &OpenOptions {
+                read_only: true,
+                direct: false,
+                format: Some(format),
+                ..OpenOptions::default()
+            },
+        )
+    } else {
+        Qcow2Disk::open_for_repair(&args.file)
     }
-    let code = if report.corruptions > 0 {
-        2
-    } else if report.leaks > 0 {
-        3
+    .map_err(|e| not_completed(&args.file, e))?;
+    let report = disk.check(mode).map_err(|e| not_completed(&args.file, e))?;
+    // After a repair, check again and report what is left, as qemu-img
+    // does: its exit code comes from this second look.
+    let left = if mode == RepairMode::None {
+        None
+    } else {
+        Some(
+            disk.check(RepairMode::None)
+                .map_err(|e| not_completed(&args.file, e))?,
+        )
+    };
+    match args.output {
+        OutputFormat::Human => print_human(&report, left.as_ref()),
+        OutputFormat::Json => print_json(&report, left.as_ref(), &args.file.display().to_string())?,
+    }
+    let last = left.as_ref().unwrap_or(&report);
+    let code = if last.corruptions > 0 {
+        EXIT_CORRUPT
+    } else if last.leaks > 0 {
+        EXIT_LEAKS
     } else {
         0
     };
     Ok(ExitCode::from(code))
 }
 
-fn print_human(r: &CheckReport) {
-    for m in &r.messages {
+fn print_human(first: &CheckReport, left: Option<&CheckReport>) {
+    for m in &first.messages {
         eprintln!("{m}");
     }
-    if r.corruptions == 0 && r.leaks == 0 {
-        if r.corruptions_fixed + r.leaks_fixed > 0 {
-            println!(
-                "The following inconsistencies were found and repaired:\n\n    {} leaked clusters\n    {} corruptions\n",
-                r.leaks_fixed, r.corruptions_fixed
-            );
+    if first.corruptions_fixed + first.leaks_fixed > 0 {
+        println!(
+            "The following inconsistencies were found and repaired:\n\n    {} leaked clusters\n    {} corruptions\n",
+            first.leaks_fixed, first.corruptions_fixed
+        );
+    }
+    let r = match left {
+        Some(l) => {
+            println!("Double checking the fixed image now...");
+            for m in &l.messages {
+                eprintln!("{m}");
+            }
+            l
         }
+        None => first,
+    };
+    if r.corruptions == 0 && r.leaks == 0 {
         println!("No errors were found on the image.");
     } else {
         if r.corruptions > 0 {
@@ -97,7 +139,8 @@ fn print_human(r: &CheckReport) {
     println!("Image end offset: {}", r.image_end_offset);
 }
 
-fn print_json(r: &CheckReport, name: &str) -> Result<(), ImgError> {
+fn print_json(first: &CheckReport, left: Option<&CheckReport>, name: &str) -> Result<(), ImgError> {
+    let r = left.unwrap_or(first);
     let mut j = Map::new();
     j.insert("image-end-offset".into(), r.image_end_offset.into());
     j.insert("total-clusters".into(), r.total_clusters.into());
@@ -108,11 +151,11 @@ fn print_json(r: &CheckReport, name: &str) -> Result<(), ImgError> {
     if r.corruptions > 0 {
         j.insert("corruptions".into(), r.corruptions.into());
     }
-    if r.leaks_fixed > 0 {
-        j.insert("leaks-fixed".into(), r.leaks_fixed.into());
+    if first.leaks_fixed > 0 {
+        j.insert("leaks-fixed".into(), first.leaks_fixed.into());
     }
-    if r.corruptions_fixed > 0 {
-        j.insert("corruptions-fixed".into(), r.corruptions_fixed.into());
+    if first.corruptions_fixed > 0 {
+        j.insert("corruptions-fixed".into(), first.corruptions_fixed.into());
     }
     j.insert("allocated-clusters".into(), r.allocated_clusters.into());
     j.insert("fragmented-clusters".into(), r.fragmented_clusters.into());

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use block::{DiskImage, ImageFormat, OpenOptions};
+use block::{DiskImage, ImageFormat, OpenOptions, Replacement};
 
 use super::size::parse_size;
 use super::{CreateArgs, ImgError, ResizeArgs};
@@ -59,7 +59,10 @@ pub fn create_command(args: &CreateArgs) -> Result<ExitCode, ImgError> {
                 return Err(ImgError::usage("raw images take no format options"));
             }
             let size = size.ok_or_else(|| ImgError::usage("image size is required"))?;
-            create_raw(&args.file, size)?;
+            check_size(ImageFormat::Raw, size).map_err(|e| e.about(&args.file))?;
+            let new = Replacement::begin(&args.file).map_err(|e| ImgError::block(&e))?;
+            create_raw(new.temp_path(), &args.file, size)?;
+            new.commit().map_err(|e| ImgError::block(&e))?;
             println!("Formatting '{}', fmt=raw size={size}", args.file.display());
         }
         ImageFormat::Qcow2 => {
@@ -68,6 +71,7 @@ pub fn create_command(args: &CreateArgs) -> Result<ExitCode, ImgError> {
                 (None, Some(b)) => backing_size(&args.file, b, args.backing_format)?,
                 (None, None) => return Err(ImgError::usage("image size is required")),
             };
+            check_size(ImageFormat::Qcow2, size).map_err(|e| e.about(&args.file))?;
             let options = qcow2_options(&opts, size)?;
             let options = block::qcow2::CreateOptions {
                 backing_file: args.backing.clone(),
@@ -135,16 +139,45 @@ fn backing_size(
     Ok(open_read_only(&full, format)?.size())
 }
 
-/// Create (or truncate) a sparse raw image of `size` bytes.
-pub fn create_raw(path: &std::path::Path, size: u64) -> Result<(), ImgError> {
+/// Largest virtual size of each format: a raw file's length is an
+/// `off_t`; qcow2 offsets must fit in 62 bits (QEMU's limits).
+pub fn max_size(format: ImageFormat) -> u64 {
+    match format {
+        ImageFormat::Raw => i64::MAX as u64,
+        ImageFormat::Qcow2 => block::qcow2::header::MAX_VIRTUAL_SIZE,
+    }
+}
+
+/// Refuse a size the format cannot hold, naming both.
+pub fn check_size(format: ImageFormat, size: u64) -> Result<(), ImgError> {
+    let max = max_size(format);
+    if size > max {
+        return Err(ImgError::usage(format!(
+            "size {size} is too large for a {format} image (at most {max} bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// Make `temp` (a [`block::Replacement`]'s new, empty file) a sparse raw
+/// image of `size` bytes; errors name `target`, the file the user named.
+pub fn create_raw(
+    temp: &std::path::Path,
+    target: &std::path::Path,
+    size: u64,
+) -> Result<(), ImgError> {
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| ImgError::usage(format!("{}: {e}", path.display())))?;
-    file.set_len(size)
-        .map_err(|e| ImgError::failure(format!("{}: {e}", path.display())))
+        .open(temp)
+        .map_err(|e| ImgError::usage(format!("{}: {e}", target.display())))?;
+    file.set_len(size).map_err(|e| {
+        ImgError::usage(format!(
+            "{}: cannot make a file of {size} bytes: {e}",
+            target.display()
+        ))
+    })?;
+    file.sync_all()
+        .map_err(|e| ImgError::failure(format!("{}: {e}", target.display())))
 }
 
 pub fn resize_command(args: &ResizeArgs) -> Result<ExitCode, ImgError> {
@@ -160,6 +193,7 @@ pub fn resize_command(args: &ResizeArgs) -> Result<ExitCode, ImgError> {
     .map_err(|e| ImgError::block(&e))?;
     let current = disk.size();
     let new_size = relative_size(&args.size, current)?;
+    check_size(disk.format(), new_size).map_err(|e| e.about(&args.file))?;
     if new_size < current && !args.shrink {
         return Err(ImgError::usage(
             "use --shrink to make an image smaller (data past the new end is lost)",

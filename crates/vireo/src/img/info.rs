@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use block::qcow2::{Qcow2Disk, Qcow2Info};
+use block::qcow2::{Qcow2Disk, Qcow2Info, Snapshot};
 use block::{DiskImage, ImageFormat, OpenOptions};
 use serde_json::{json, Map, Value};
 
@@ -19,16 +19,9 @@ pub fn info_command(args: &InfoArgs) -> Result<ExitCode, ImgError> {
     let (disk, qcow2): (std::sync::Arc<dyn DiskImage>, Option<Qcow2Info>) = match format {
         ImageFormat::Raw => (open_read_only(&args.file, Some(format))?, None),
         ImageFormat::Qcow2 => {
-            let q = Qcow2Disk::open(
-                &args.file,
-                &OpenOptions {
-                    read_only: true,
-                    direct: false,
-                    format: Some(format),
-                    ..OpenOptions::default()
-                },
-            )
-            .map_err(|e| {
+            // The image itself first, as qemu-img info: a missing or
+            // broken backing file must not hide it.
+            let q = Qcow2Disk::open_without_backing(&args.file).map_err(|e| {
                 ImgError::block(&block::Error::Open {
                     path: args.file.clone(),
                     source: Box::new(e),
@@ -45,14 +38,6 @@ pub fn info_command(args: &InfoArgs) -> Result<ExitCode, ImgError> {
     match args.output {
         OutputFormat::Json => {
             let mut j = Map::new();
-            if let Some(q) = &qcow2 {
-                if !q.snapshots.is_empty() {
-                    j.insert(
-                        "snapshots".into(),
-                        Value::Array(q.snapshots.iter().map(snapshot_json).collect()),
-                    );
-                }
-            }
             j.insert("virtual-size".into(), disk.size().into());
             j.insert("filename".into(), name.into());
             if let Some(q) = &qcow2 {
@@ -83,8 +68,8 @@ pub fn info_command(args: &InfoArgs) -> Result<ExitCode, ImgError> {
                 q.header.incompatible_features & block::qcow2::header::incompat::DIRTY != 0
             });
             j.insert("dirty-flag".into(), dirty.into());
-            let text = super::json_text(&Value::Object(j))?;
-            println!("{text}");
+            let snapshots = qcow2.as_ref().map_or(&[][..], |q| &q.snapshots[..]);
+            print_json_streamed(snapshots, &j)?;
         }
         OutputFormat::Human => {
             println!("image: {name}");
@@ -122,7 +107,77 @@ pub fn info_command(args: &InfoArgs) -> Result<ExitCode, ImgError> {
             }
         }
     }
+    if let Some(q) = &qcow2 {
+        if q.header.backing_file.is_some() {
+            // Now say whether the chain behind it opens (exit 2 if not).
+            block::open(
+                &args.file,
+                &OpenOptions {
+                    read_only: true,
+                    direct: false,
+                    format: Some(format),
+                    ..OpenOptions::default()
+                },
+            )
+            .map_err(|e| {
+                let inner = ImgError::block(&e);
+                ImgError {
+                    message: format!(
+                        "{}: its backing chain cannot be opened: {}",
+                        args.file.display(),
+                        inner.message
+                    ),
+                    ..inner
+                }
+            })?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The info document, "snapshots" first as qemu-img orders it. The
+/// snapshot list is serialized one entry at a time straight to stdout:
+/// an image may hold 65536 snapshots, too many to build as one value.
+struct InfoDoc<'a> {
+    snapshots: &'a [Snapshot],
+    rest: &'a Map<String, Value>,
+}
+
+struct SnapshotList<'a>(&'a [Snapshot]);
+
+impl serde::Serialize for SnapshotList<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_seq(self.0.iter().map(snapshot_json))
+    }
+}
+
+impl serde::Serialize for InfoDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = ser.serialize_map(None)?;
+        if !self.snapshots.is_empty() {
+            map.serialize_entry("snapshots", &SnapshotList(self.snapshots))?;
+        }
+        for (k, v) in self.rest {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+fn print_json_streamed(snapshots: &[Snapshot], rest: &Map<String, Value>) -> Result<(), ImgError> {
+    use serde::Serialize as _;
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    InfoDoc { snapshots, rest }
+        .serialize(&mut ser)
+        .map_err(|e| ImgError::failure(e.to_string()))?;
+    writeln!(out)
+        .and_then(|()| out.flush())
+        .map_err(|e| ImgError::failure(format!("stdout: {e}")))
 }
 
 fn lazy(q: &Qcow2Info) -> bool {

@@ -3,7 +3,7 @@
 //!
 //! Exit codes as elsewhere in vireo: 0 on success, 2 when the input is
 //! wrong (a bad size, a missing file, an unknown format), 1 when the work
-//! itself failed (I/O errors, a corrupt image found by `check`).
+//! itself failed (I/O errors). `check` uses qemu-img check's codes.
 
 mod check;
 mod convert;
@@ -50,7 +50,8 @@ pub enum ImgCommand {
     Convert(ConvertArgs),
     /// Grow or shrink an image's virtual size.
     Resize(ResizeArgs),
-    /// Check a qcow2 image's metadata (exit 0: clean, 2: errors, 3: leaks only).
+    /// Check a qcow2 image's metadata (exit 0: clean, 1: check not completed,
+    /// 2: errors, 3: leaks only, 63: the format has no checks).
     Check(CheckArgs),
     /// List, create, apply or delete a qcow2 image's internal snapshots.
     Snapshot(SnapshotArgs),
@@ -178,8 +179,10 @@ pub struct ResizeArgs {
 /// An error of a `vireo img` verb, with the exit code it maps to.
 #[derive(Debug)]
 pub struct ImgError {
-    message: String,
-    code: u8,
+    /// One line: what failed and why.
+    pub message: String,
+    /// The process exit code.
+    pub code: u8,
 }
 
 impl ImgError {
@@ -196,6 +199,14 @@ impl ImgError {
         Self {
             message: message.into(),
             code: EXIT_FAILURE,
+        }
+    }
+
+    /// The same error, its message prefixed with the file it is about.
+    pub fn about(self, path: &std::path::Path) -> Self {
+        Self {
+            message: format!("{}: {}", path.display(), self.message),
+            code: self.code,
         }
     }
 
@@ -218,6 +229,7 @@ fn is_input_error(err: &block::Error) -> bool {
         block::Error::InvalidImage(_)
         | block::Error::UnsupportedFeature(_)
         | block::Error::InUse(_)
+        | block::Error::Refused(_)
         | block::Error::OutOfRange { .. } => true,
         block::Error::Io { source, .. } => matches!(
             source.kind(),

@@ -38,15 +38,29 @@ pub fn snapshot_command(args: &SnapshotArgs) -> Result<ExitCode, ImgError> {
             println!("Snapshot list:");
             print_snapshot_table(&snaps);
         }
-    } else if let Some(name) = &args.create {
-        disk.create_snapshot(name)
-            .map_err(|e| ImgError::failure(format!("could not create snapshot '{name}': {e}")))?;
-    } else if let Some(name) = &args.apply {
-        disk.apply_snapshot(name)
-            .map_err(|e| ImgError::failure(format!("could not apply snapshot '{name}': {e}")))?;
-    } else if let Some(name) = &args.delete {
-        disk.delete_snapshot(name)
-            .map_err(|e| ImgError::failure(format!("could not delete snapshot '{name}': {e}")))?;
+    } else {
+        let (verb, name, r) = if let Some(name) = &args.create {
+            ("create", name, disk.create_snapshot(name).map(drop))
+        } else if let Some(name) = &args.apply {
+            ("apply", name, disk.apply_snapshot(name))
+        } else if let Some(name) = &args.delete {
+            ("delete", name, disk.delete_snapshot(name))
+        } else {
+            return Ok(ExitCode::SUCCESS);
+        };
+        // The cause decides the exit code (a missing or duplicate name is
+        // bad input: 2); the message names the image and what was asked.
+        r.map_err(|e| {
+            let inner = ImgError::block(&e);
+            ImgError {
+                message: format!(
+                    "{}: could not {verb} snapshot '{name}': {}",
+                    args.file.display(),
+                    inner.message
+                ),
+                ..inner
+            }
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }
