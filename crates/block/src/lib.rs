@@ -329,6 +329,9 @@ pub(crate) struct Chain {
     top: PathBuf,
     /// Identity (device, inode) and path of each image, top first.
     images: Vec<((u64, u64), PathBuf)>,
+    /// Images whose backing file's format had to be probed, with that
+    /// backing file: reported once, when the whole chain has opened.
+    probed_backing: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Chain {
@@ -337,6 +340,7 @@ impl Chain {
         Ok(Self {
             top: path.to_owned(),
             images: vec![(file.identity()?, path.to_owned())],
+            probed_backing: Vec::new(),
         })
     }
 
@@ -344,6 +348,7 @@ impl Chain {
         Self {
             top: path.to_owned(),
             images: Vec::new(),
+            probed_backing: Vec::new(),
         }
     }
 
@@ -365,6 +370,32 @@ impl Chain {
         Ok(())
     }
 
+    /// `image` records no format for its backing file `backing`, which is
+    /// probed.
+    pub(crate) fn note_probed_backing(&mut self, image: &Path, backing: &Path) {
+        self.probed_backing
+            .push((image.to_owned(), backing.to_owned()));
+    }
+
+    /// Log, once for the whole chain, which backing formats were probed.
+    /// Called when the chain has opened: an open that fails says only why
+    /// (one line), and a long chain does not log a line per image.
+    pub(crate) fn warn_probed_backing(&self) {
+        let Some((image, backing)) = self.probed_backing.first() else {
+            return;
+        };
+        let others = match self.probed_backing.len() - 1 {
+            0 => String::new(),
+            n => format!(" (and {n} more below it in the chain)"),
+        };
+        tracing::warn!(
+            "{} does not record the format of its backing file {}{others}; it was probed \
+             (qemu-img rebase -u -F FORMAT sets it)",
+            image.display(),
+            backing.display()
+        );
+    }
+
     /// Images entered so far.
     pub(crate) fn len(&self) -> usize {
         self.images.len()
@@ -375,7 +406,12 @@ impl Chain {
 /// (exclusively when writable, shared otherwise) and open its backing
 /// chain read-only.
 pub fn open(path: &Path, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
-    open_inner(path, options, &mut Chain::empty(path)).map_err(|e| match e {
+    let mut chain = Chain::empty(path);
+    let opened = open_inner(path, options, &mut chain);
+    if opened.is_ok() {
+        chain.warn_probed_backing();
+    }
+    opened.map_err(|e| match e {
         // Chain errors name their images themselves; a backing file's
         // error (an Error::Open naming it) is wrapped so the top is named.
         e @ (Error::BackingLoop { .. } | Error::BackingTooDeep { .. }) => e,

@@ -92,7 +92,9 @@ impl Qcow2Disk {
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let file = HostFile::open(path, options.read_only, options.direct)?;
         let mut chain = crate::Chain::start(path, &file)?;
-        Self::from_host_file(file, path, options, &mut chain)
+        let disk = Self::from_host_file(file, path, options, &mut chain)?;
+        chain.warn_probed_backing();
+        Ok(disk)
     }
 
     /// Open a snapshot of the image at `path`, read-only: reads see the
@@ -148,7 +150,9 @@ impl Qcow2Disk {
         };
         let file = HostFile::open(path, false, false)?;
         let mut chain = crate::Chain::start(path, &file)?;
-        Self::open_file(file, path, &options, &mut chain, Open::Repair)
+        let disk = Self::open_file(file, path, &options, &mut chain, Open::Repair)?;
+        chain.warn_probed_backing();
+        Ok(disk)
     }
 
     /// Open the image read-only without its backing file, as `qemu-img
@@ -495,11 +499,7 @@ fn open_backing(
             })
         }
         None => {
-            tracing::warn!(
-                "{} does not record the format of its backing file {}; probing it (qemu-img rebase -u -F FORMAT sets it)",
-                image_path.display(),
-                path.display()
-            );
+            chain.note_probed_backing(image_path, &path);
             None
         }
         Some(f) => Some(

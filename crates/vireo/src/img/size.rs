@@ -1,44 +1,10 @@
 //! Sizes as qemu-img reads and prints them.
 
-/// Parse `1024`, `64k`, `10M`, `1.5G`, `2T`, `1P` (binary units, bytes
-/// without a suffix).
+/// Parse a size in the grammar every vireo command shares
+/// ([`vmm::config::parse_size`]): `1024`, `64k`, `10M`, `1.5G`, `4GiB`;
+/// binary units, bytes without one, as qemu-img takes them.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_lowercase() {
-                'b' => 0,
-                'k' => 10,
-                'm' => 20,
-                'g' => 30,
-                't' => 40,
-                'p' => 50,
-                'e' => 60,
-                _ => return Err(format!("invalid size '{text}' (unknown suffix '{c}')")),
-            };
-            (&t[..i], 1u64 << shift)
-        }
-        _ => (t, 1u64),
-    };
-    if num.is_empty() {
-        return Err(format!("invalid size '{text}'"));
-    }
-    if let Ok(n) = num.parse::<u64>() {
-        return n
-            .checked_mul(mult)
-            .ok_or_else(|| format!("size '{text}' is too large"));
-    }
-    let f: f64 = num.parse().map_err(|_| format!("invalid size '{text}'"))?;
-    if !f.is_finite() || f < 0.0 {
-        return Err(format!("invalid size '{text}'"));
-    }
-    let bytes = f * mult as f64;
-    if bytes >= u64::MAX as f64 {
-        return Err(format!("size '{text}' is too large"));
-    }
-    // In range and non-negative, checked above; sizes are whole bytes.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    Ok(bytes as u64)
+    vmm::config::parse_size(text, 0, "size", "64M, 1.5G, 10G")
 }
 
 /// `1 GiB`, `196 KiB`, `1.5 MiB`: qemu's three significant digits, in the
@@ -80,6 +46,9 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999P").is_err());
+        // The shared grammar: a fraction needs a unit, units may say iB.
+        assert!(parse_size("1.5").is_err());
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
     }
 
     #[test]
