@@ -56,6 +56,20 @@ fn create_info_check_agree_with_qemu_img() {
     let img = dir.path().join("a.qcow2");
     let out = ok(&["create", "-f", "qcow2", s(&img), "1G"]);
     assert!(out.starts_with("Formatting '"), "{out}");
+    // -q, as qemu-img's: the same image, nothing printed.
+    let quiet = dir.path().join("q.qcow2");
+    assert_eq!(ok(&["create", "-q", "-f", "qcow2", s(&quiet), "1G"]), "");
+    assert_eq!(
+        ok(&[
+            "create",
+            "-q",
+            "-f",
+            "raw",
+            s(&dir.path().join("q.raw")),
+            "1M"
+        ]),
+        ""
+    );
     let human = ok(&["info", s(&img)]);
     for line in [
         "file format: qcow2",

@@ -63,7 +63,9 @@ pub fn create_command(args: &CreateArgs) -> Result<ExitCode, ImgError> {
             let new = Replacement::begin(&args.file).map_err(|e| ImgError::block(&e))?;
             create_raw(new.temp_path(), &args.file, size)?;
             new.commit().map_err(|e| ImgError::block(&e))?;
-            println!("Formatting '{}', fmt=raw size={size}", args.file.display());
+            if !args.quiet {
+                println!("Formatting '{}', fmt=raw size={size}", args.file.display());
+            }
         }
         ImageFormat::Qcow2 => {
             let size = match (size, &args.backing) {
@@ -92,7 +94,9 @@ pub fn create_command(args: &CreateArgs) -> Result<ExitCode, ImgError> {
                 }
             }
             line.push_str(" lazy_refcounts=off refcount_bits=16");
-            println!("{line}");
+            if !args.quiet {
+                println!("{line}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -117,6 +117,9 @@ pub struct CreateArgs {
     /// Format options, comma-separated: cluster_size=SIZE, compat=0.10|1.1.
     #[arg(short = 'o', long = "options")]
     pub options: Option<String>,
+    /// Quiet: no "Formatting ..." line (qemu-img's -q).
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
     /// Path of the new image.
     pub file: PathBuf,
     /// Virtual size: bytes, or with a k, M, G, T or P suffix.
