@@ -7,8 +7,8 @@
 //! that named it.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use super::{bad_request, unprocessable};
@@ -128,24 +128,14 @@ pub(super) fn absolute<'a>(field: &str, path: &'a Path) -> Result<&'a Path, ApiE
 /// without ever blocking: it is opened with O_NONBLOCK (a FIFO's open
 /// would otherwise wait for a writer forever) and its type checked on the
 /// open descriptor.
-pub(super) fn regular_file(field: &str, path: &Path) -> Result<File, ApiError> {
+pub(super) fn regular_file(field: &'static str, path: &Path) -> Result<File, ApiError> {
     let path = absolute(field, path)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| unprocessable(format!("{field} {}: {e}", path.display())))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| unprocessable(format!("{field} {}: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(unprocessable(format!(
-            "{field} {} is {}, not a regular file",
-            path.display(),
-            kind_of(&meta.file_type())
-        )));
-    }
-    Ok(file)
+    crate::machine::open_regular(field, path).map_err(|e| {
+        unprocessable(match e {
+            crate::Error::Open { source, .. } => format!("{field} {}: {source}", path.display()),
+            other => other.to_string(),
+        })
+    })
 }
 
 /// A disk image must be a regular file or a block device. Checked with
@@ -159,26 +149,10 @@ pub(super) fn disk_file(field: &str, path: &Path) -> Result<(), ApiError> {
         return Err(unprocessable(format!(
             "{field} {} is {}, not a disk image or block device",
             path.display(),
-            kind_of(&kind)
+            devices::serial_backend::file_kind(kind)
         )));
     }
     Ok(())
-}
-
-fn kind_of(kind: &std::fs::FileType) -> &'static str {
-    if kind.is_dir() {
-        "a directory"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else {
-        "not a regular file"
-    }
 }
 
 /// One image cannot back two disks (its lock would refuse the second
