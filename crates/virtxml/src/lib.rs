@@ -1,0 +1,35 @@
+//! libvirt's XML formats as typed models.
+//!
+//! This session's format is the domain XML: [`Domain::parse`] reads a
+//! definition into a [`Domain`] (with [`Warning`]s for what it accepts
+//! without acting on), and [`Domain::to_xml`] writes it back. The rule,
+//! applied element by element and documented in `docs/domain-xml.md`:
+//! what Vireo cannot honour and a guest would notice is refused with one
+//! line naming the element, its path and its line and column; what only
+//! states a default or a hint is accepted, warned about once, and kept
+//! verbatim so that writing back loses nothing.
+//!
+//! The crate does no I/O and knows nothing of the daemon, drivers or the
+//! VMM: it turns `&str` into models and models into `String`. Input is
+//! bounded ([`MAX_DOCUMENT_BYTES`], [`MAX_DEPTH`]) and entities are never
+//! expanded, so hostile documents cost little.
+
+pub mod cpu;
+pub mod devices;
+mod domain;
+mod error;
+pub mod general;
+mod node;
+pub mod os;
+mod raw;
+mod tree;
+mod uuid;
+
+pub use domain::{Domain, Parsed};
+pub use error::{Error, Location, Warning};
+pub use raw::{RawContent, RawElement};
+pub use tree::{MAX_DEPTH, MAX_DOCUMENT_BYTES};
+pub use uuid::Uuid;
+
+#[cfg(test)]
+mod tests;
