@@ -104,7 +104,7 @@ const CPU_UNMODELLED: &[(&str, Unmodelled)] = &[
 /// Parses `cpu`; also returns where the topology was, for checking it
 /// against the vCPU count once that is known.
 pub(crate) fn parse_cpu(node: &Node<'_>, ctx: &mut Ctx) -> Result<(Cpu, Option<Location>), Error> {
-    node.check_attrs(ctx, &["mode", "match", "check", "migratable"]);
+    node.check_attrs(ctx, &["mode"]);
     let mut model_name = None;
     let mut topology = None;
     let mut topology_at = None;

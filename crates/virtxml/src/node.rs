@@ -1,6 +1,8 @@
 //! The walk over the element tree: paths, attribute access, and the
 //! accept / warn / refuse rule for elements a parser does not model.
 
+use std::collections::HashMap;
+
 use crate::error::{Error, Location, Warning};
 use crate::raw::RawElement;
 use crate::tree::Element;
@@ -104,23 +106,18 @@ impl<'a> Node<'a> {
     /// Children with their paths. Siblings sharing a name are numbered
     /// when there is more than one of them, or always when `indexed`.
     pub fn children_indexed(&self, indexed: bool) -> Vec<Child<'a>> {
-        let all: Vec<&Element> = self.el.children().collect();
-        let mut seen: Vec<(&str, usize)> = Vec::new();
-        let mut out = Vec::with_capacity(all.len());
-        for el in &all {
-            let count = all.iter().filter(|e| e.name == el.name).count();
-            let n = match seen.iter_mut().find(|(name, _)| *name == el.name) {
-                Some((_, n)) => {
-                    *n += 1;
-                    *n
-                }
-                None => {
-                    seen.push((&el.name, 1));
-                    1
-                }
-            };
-            let path = if indexed || count > 1 {
-                format!("{}/{}[{n}]", self.path, el.name)
+        // Linear in the number of children, however many share a name.
+        let mut totals: HashMap<&str, usize> = HashMap::new();
+        for el in self.el.children() {
+            *totals.entry(el.name.as_str()).or_default() += 1;
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for el in self.el.children() {
+            let n = seen.entry(el.name.as_str()).or_default();
+            *n += 1;
+            let path = if indexed || totals.get(el.name.as_str()).copied().unwrap_or(0) > 1 {
+                format!("{}/{}[{}]", self.path, el.name, *n)
             } else {
                 format!("{}/{}", self.path, el.name)
             };

@@ -5,6 +5,8 @@
 //! five predefined ones and character references, so there is no entity
 //! bomb; a `<!DOCTYPE` is refused outright as no libvirt document has one.
 
+use std::cell::Cell;
+
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
@@ -73,16 +75,25 @@ impl Element {
 }
 
 /// Byte offsets of line starts, to turn offsets into line and column.
+/// Offsets are asked for mostly in increasing order, so the last answer
+/// is remembered and the next column counted on from it: a document that
+/// is one long line costs linear time, not quadratic.
 struct LineIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// (offset, line, column) of the last answer.
+    last: Cell<(usize, usize, usize)>,
 }
 
 impl<'a> LineIndex<'a> {
     fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex { text, starts }
+        LineIndex {
+            text,
+            starts,
+            last: Cell::new((0, 1, 0)),
+        }
     }
 
     fn position(&self, offset: u64) -> (u32, u32) {
@@ -91,10 +102,18 @@ impl<'a> LineIndex<'a> {
             .min(self.text.len());
         let line = self.starts.partition_point(|&s| s <= offset).max(1);
         let start = self.starts[line - 1];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
+        let (last_offset, last_line, last_column) = self.last.get();
+        let (from, base) = if last_line == line && last_offset <= offset {
+            (last_offset, last_column)
+        } else {
+            (start, 0)
+        };
+        let column = base
+            + self
+                .text
+                .get(from..offset)
+                .map_or(offset - from, |s| s.chars().count());
+        self.last.set((offset, line, column));
         (
             u32::try_from(line).unwrap_or(u32::MAX),
             u32::try_from(column + 1).unwrap_or(u32::MAX),

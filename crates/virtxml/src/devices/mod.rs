@@ -37,7 +37,7 @@ const DEVICES_UNMODELLED: &[(&str, Unmodelled)] = &[
     (
         "controller",
         Unmodelled::Keep(
-            "controllers are implied: every Vireo device sits on Vireo's own PCI root",
+            "controllers are implied (every Vireo device sits on Vireo's own PCI root)",
         ),
     ),
     (
@@ -95,6 +95,7 @@ const DEVICES_UNMODELLED: &[(&str, Unmodelled)] = &[
 pub(crate) fn parse_devices(node: &Node<'_>, ctx: &mut Ctx) -> Result<Devices, Error> {
     node.check_attrs(ctx, &[]);
     let mut d = Devices::default();
+    let mut targets = std::collections::HashSet::new();
     for child in node.children_indexed(true) {
         let c = child.node();
         match c.name() {
@@ -109,7 +110,7 @@ pub(crate) fn parse_devices(node: &Node<'_>, ctx: &mut Ctx) -> Result<Devices, E
             }
             "disk" => {
                 let disk = disk::parse_disk(&c, ctx)?;
-                if d.disks.iter().any(|o| o.target == disk.target) {
+                if !targets.insert(disk.target.clone()) {
                     return Err(c.refuse(format!("a second disk has target '{}'", disk.target)));
                 }
                 d.disks.push(disk);
@@ -121,9 +122,22 @@ pub(crate) fn parse_devices(node: &Node<'_>, ctx: &mut Ctx) -> Result<Devices, E
                         "a second serial port is not supported: Vireo's guest has one (COM1)",
                     ));
                 }
-                d.serials.push(chardev::parse_chardev(&c, ctx)?);
+                let serial = chardev::parse_chardev(&c, ctx)?;
+                let differs = d.consoles.iter().any(|k| {
+                    k.target == chardev::CharTarget::Serial && k.backend != serial.backend
+                });
+                if differs {
+                    return Err(c.refuse(
+                        "the serial port's type or source differs from the console on it",
+                    ));
+                }
+                d.serials.push(serial);
             }
-            "console" => d.consoles.push(chardev::parse_chardev(&c, ctx)?),
+            "console" => {
+                let console = chardev::parse_chardev(&c, ctx)?;
+                check_serial_console(&c, &d, &console)?;
+                d.consoles.push(console);
+            }
             "rng" => d.rngs.push(rng::parse_rng(&c, ctx)?),
             "memballoon" => {
                 c.check_attrs(ctx, &["model", "autodeflate", "freePageReporting"]);
@@ -155,6 +169,33 @@ pub(crate) fn parse_devices(node: &Node<'_>, ctx: &mut Ctx) -> Result<Devices, E
         }
     }
     Ok(d)
+}
+
+fn serial_consoles(d: &Devices) -> usize {
+    d.consoles
+        .iter()
+        .filter(|c| c.target == chardev::CharTarget::Serial)
+        .count()
+}
+
+/// A console of target type serial is, as in libvirt, another view of
+/// the one serial port: it must agree with the `serial` element when
+/// there is one (libvirt writes both for one UART).
+fn check_serial_console(node: &Node<'_>, d: &Devices, console: &CharDevice) -> Result<(), Error> {
+    if console.target != chardev::CharTarget::Serial {
+        return Ok(());
+    }
+    if serial_consoles(d) > 0 {
+        return Err(node.refuse(
+            "a second console on the serial port is not supported: Vireo's guest has one (COM1)",
+        ));
+    }
+    match d.serials.first() {
+        Some(serial) if serial.backend != console.backend => Err(node.refuse(
+            "this console is the serial port, but its type or source differs from the <serial> element's",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn video_is_none(node: &Node<'_>) -> bool {
