@@ -116,7 +116,7 @@ pub(crate) fn parse_cpu(node: &Node<'_>, ctx: &mut Ctx) -> Result<(Cpu, Option<L
             "model" => {
                 c.once(&model_name)?;
                 c.check_attrs(ctx, &["fallback"]);
-                model_name = Some(c.text());
+                model_name = Some(c.text()?);
             }
             "topology" => {
                 c.once(&topology)?;

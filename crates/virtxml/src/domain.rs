@@ -236,19 +236,19 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
             "name" => {
                 c.once(&name)?;
                 c.check_attrs(ctx, &[]);
-                let n = c.el.text();
+                let n = c.raw_text()?;
                 general::validate_name(&n).map_err(|e| c.refuse(e))?;
                 name = Some(n);
             }
             "uuid" => {
                 c.once(&uuid)?;
                 c.check_attrs(ctx, &[]);
-                uuid = Some(Uuid::parse(&c.text()).map_err(|e| c.refuse(e))?);
+                uuid = Some(Uuid::parse(&c.text()?).map_err(|e| c.refuse(e))?);
             }
             "title" => {
                 c.once(&title)?;
                 c.check_attrs(ctx, &[]);
-                let t = c.el.text();
+                let t = c.raw_text()?;
                 if t.contains('\n') {
                     return Err(c.refuse("the title must be one line"));
                 }
@@ -257,7 +257,7 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
             "description" => {
                 c.once(&description)?;
                 c.check_attrs(ctx, &[]);
-                description = Some(c.el.text());
+                description = Some(c.raw_text()?);
             }
             "memory" => {
                 c.once(&memory)?;

@@ -60,7 +60,7 @@ pub(crate) fn parse_memory_kib(node: &Node<'_>, ctx: &mut Ctx) -> Result<u64, Er
     let unit = node.attr("unit").unwrap_or("KiB");
     let multiplier =
         unit_multiplier(unit).ok_or_else(|| node.refuse(format!("unknown unit '{unit}'")))?;
-    let value: u64 = parse_number(node, "size", &node.text())?;
+    let value: u64 = parse_number(node, "size", &node.text()?)?;
     let bytes = value
         .checked_mul(multiplier)
         .ok_or_else(|| node.refuse(format!("{value} {unit} is too large")))?;
@@ -87,7 +87,7 @@ pub struct Vcpu {
 
 pub(crate) fn parse_vcpu(node: &Node<'_>, ctx: &mut Ctx) -> Result<Vcpu, Error> {
     node.check_attrs(ctx, &["placement", "current", "cpuset"]);
-    let count: u32 = parse_number(node, "vcpu count", &node.text())?;
+    let count: u32 = parse_number(node, "vcpu count", &node.text()?)?;
     if count == 0 || count > MAX_VCPUS {
         return Err(node.refuse(format!("vcpu count {count} is outside 1 to {MAX_VCPUS}")));
     }
@@ -163,7 +163,7 @@ impl LifecycleAction {
 /// exist for `on_crash`, as in libvirt.
 pub(crate) fn parse_action(node: &Node<'_>, ctx: &mut Ctx) -> Result<LifecycleAction, Error> {
     node.check_attrs(ctx, &[]);
-    let text = node.text();
+    let text = node.text()?;
     let action = LifecycleAction::from_name(&text)
         .ok_or_else(|| node.refuse(format!("unknown action '{text}'")))?;
     if node.name() != "on_crash"

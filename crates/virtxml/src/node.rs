@@ -98,9 +98,21 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// The element's text, trimmed.
-    pub fn text(&self) -> String {
-        self.el.text().trim().to_string()
+    /// The element's text, trimmed; an element inside it is refused.
+    pub fn text(&self) -> Result<String, Error> {
+        Ok(self.raw_text()?.trim().to_string())
+    }
+
+    /// The element's text as written; an element inside it is refused.
+    pub fn raw_text(&self) -> Result<String, Error> {
+        if let Some(child) = self.children().first() {
+            return Err(child.node().refuse(format!(
+                "<{}> holds text only, not <{}>",
+                self.name(),
+                child.el.name
+            )));
+        }
+        Ok(self.el.text())
     }
 
     /// Children with their paths. Siblings sharing a name are numbered

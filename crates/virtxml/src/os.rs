@@ -71,7 +71,7 @@ pub(crate) fn parse_os(node: &Node<'_>, ctx: &mut Ctx) -> Result<Os, Error> {
             "type" => {
                 c.once(&os_type)?;
                 c.check_attrs(ctx, &["arch", "machine"]);
-                let t = c.text();
+                let t = c.text()?;
                 if t != "hvm" {
                     return Err(c.refuse(format!(
                         "os type '{t}' is not supported: Vireo runs full (hvm) virtual machines"
@@ -102,7 +102,7 @@ pub(crate) fn parse_os(node: &Node<'_>, ctx: &mut Ctx) -> Result<Os, Error> {
                     _ => &mut cmdline,
                 };
                 c.once(slot)?;
-                *slot = Some(c.el.text());
+                *slot = Some(c.raw_text()?);
             }
             _ => kept.push(c.unmodelled(ctx, OS_UNMODELLED)?),
         }

@@ -218,12 +218,23 @@ fn serial_console_must_agree_with_serial() {
 
 #[test]
 fn unknown_attributes_are_warned_and_dropped() {
-    let xml = doc("", "    <disk type='file' snapshot='no'><driver type='raw' queues='4'/><source file='/a'/><target dev='vda'/></disk>\n");
+    let xml = doc("", "    <disk type='file'><driver type='raw' queues='4'/><source file='/a'/><target dev='vda'/></disk>\n");
     let parsed = Domain::parse(&xml).unwrap();
     assert_eq!(parsed.warnings.len(), 1);
     assert_eq!(
         parsed.warnings[0].to_string(),
-        "/domain/devices/disk[1]/driver (line 9, column 37): attribute queues='4' is ignored"
+        "/domain/devices/disk[1]/driver (line 9, column 23): attribute queues='4' is ignored"
     );
     assert!(!parsed.domain.to_xml().contains("queues"));
+}
+
+#[test]
+fn text_elements_hold_no_elements() {
+    let e = refusal(&doc("", "").replace("<name>d</name>", "<name>d<b/></name>"));
+    assert_eq!(
+        e,
+        "/domain/name/b (line 2, column 10): <name> holds text only, not <b>"
+    );
+    let e = refusal(&doc("", "").replace("<kernel>/k</kernel>", "<kernel>/k<x/></kernel>"));
+    assert!(e.starts_with("/domain/os/kernel/x"), "{e}");
 }

@@ -121,7 +121,7 @@ const DISK_UNMODELLED: &[(&str, Unmodelled)] = &[
 ];
 
 pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> {
-    node.check_attrs(ctx, &["type", "device", "snapshot"]);
+    node.check_attrs(ctx, &["type", "device"]);
     let kind = node.attr("type").unwrap_or("file");
     if kind != "file" && kind != "block" {
         return Err(node.refuse(format!(
@@ -191,7 +191,7 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
             "serial" => {
                 c.once(&serial)?;
                 c.check_attrs(ctx, &[]);
-                let s = c.text();
+                let s = c.text()?;
                 if s.len() > MAX_SERIAL_BYTES
                     || !s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
                 {

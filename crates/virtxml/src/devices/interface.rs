@@ -191,7 +191,7 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
             }
             "target" => {
                 c.once(&target)?;
-                c.check_attrs(ctx, &["dev", "managed"]);
+                c.check_attrs(ctx, &["dev"]);
                 let dev = c.need("dev")?;
                 validate_ifname(dev).map_err(|e| c.refuse(format!("target dev: {e}")))?;
                 target = Some(dev.to_string());

@@ -106,7 +106,7 @@ pub(crate) fn parse_devices(node: &Node<'_>, ctx: &mut Ctx) -> Result<Devices, E
                     ctx,
                     "<emulator> is kept but not acted on: the domain runs on Vireo's own VMM",
                 );
-                d.emulator = Some(c.text());
+                d.emulator = Some(c.text()?);
             }
             "disk" => {
                 let disk = disk::parse_disk(&c, ctx)?;

@@ -53,7 +53,7 @@ pub(crate) fn parse_rng(node: &Node<'_>, ctx: &mut Ctx) -> Result<Rng, Error> {
         c.check_attrs(ctx, &["model"]);
         backend = Some(match c.need("model")? {
             "random" => {
-                let path = c.text();
+                let path = c.text()?;
                 let path = if path.is_empty() {
                     "/dev/urandom".to_string()
                 } else {
