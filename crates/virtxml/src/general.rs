@@ -28,26 +28,32 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The multiplier of a libvirt size unit (case as libvirt has it: `KB`
-/// is 1000 bytes, `k`, `K` and `KiB` are 1024).
+/// The multiplier of a libvirt size unit, with libvirt's own rule (its
+/// `virScaleInteger`): letters are matched ignoring case; `b`, `byte` and
+/// `bytes` are 1; a prefix letter (`k`, `m`, `g`, `t`, `p`, `e`) alone or
+/// followed by `iB` counts in powers of 1024, followed by `B` in powers
+/// of 1000. So `KB` is 1000 bytes and `k`, `K` and `KiB` are 1024.
 pub fn unit_multiplier(unit: &str) -> Option<u64> {
-    let m: u64 = match unit {
-        "b" | "bytes" => 1,
-        "KB" => 1_000,
-        "k" | "K" | "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "M" | "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "G" | "GiB" => 1 << 30,
-        "TB" => 1_000_000_000_000,
-        "T" | "TiB" => 1 << 40,
-        "PB" => 1_000_000_000_000_000,
-        "P" | "PiB" => 1 << 50,
-        "EB" => 1_000_000_000_000_000_000,
-        "E" | "EiB" => 1 << 60,
+    let lower = unit.to_ascii_lowercase();
+    if matches!(lower.as_str(), "b" | "byte" | "bytes") {
+        return Some(1);
+    }
+    let mut chars = lower.chars();
+    let exponent = match chars.next()? {
+        'k' => 1,
+        'm' => 2,
+        'g' => 3,
+        't' => 4,
+        'p' => 5,
+        'e' => 6,
         _ => return None,
     };
-    Some(m)
+    let base: u64 = match chars.as_str() {
+        "" | "ib" => 1024,
+        "b" => 1000,
+        _ => return None,
+    };
+    base.checked_pow(exponent)
 }
 
 /// Parses a `memory` or `currentMemory` element into KiB, rounding a size
@@ -57,7 +63,7 @@ pub(crate) fn parse_memory_kib(node: &Node<'_>, ctx: &mut Ctx) -> Result<u64, Er
     if node.attr("dumpCore").is_some() {
         node.warn(ctx, "dumpCore is a hint Vireo does not act on");
     }
-    let unit = node.attr("unit").unwrap_or("KiB");
+    let unit = node.attr("unit").filter(|u| !u.is_empty()).unwrap_or("KiB");
     let multiplier =
         unit_multiplier(unit).ok_or_else(|| node.refuse(format!("unknown unit '{unit}'")))?;
     let value: u64 = parse_number(node, "size", &node.text()?)?;
@@ -201,8 +207,17 @@ mod tests {
             512 * 1024
         );
         assert_eq!(memory("<memory unit='T'>1</memory>").unwrap(), 1 << 30);
-        let e = memory("<memory unit='kb'>1</memory>").unwrap_err();
-        assert!(e.to_string().contains("unknown unit 'kb'"), "{e}");
+        // libvirt ignores case in units.
+        assert_eq!(memory("<memory unit='kb'>1024</memory>").unwrap(), 1000);
+        assert_eq!(memory("<memory unit='mib'>1</memory>").unwrap(), 1024);
+        assert_eq!(memory("<memory unit='PiB'>1</memory>").unwrap(), 1 << 40);
+        for bad in ["KiBs", "x", "Ki", "kibb"] {
+            let e = memory(&format!("<memory unit='{bad}'>1</memory>")).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("unknown unit '{bad}'")),
+                "{e}"
+            );
+        }
         assert!(memory("<memory unit='EiB'>100</memory>").is_err());
         assert!(memory("<memory>0</memory>").is_err());
         assert!(memory("<memory>-1</memory>").is_err());

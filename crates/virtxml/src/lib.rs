@@ -14,6 +14,8 @@
 //! bounded ([`MAX_DOCUMENT_BYTES`], [`MAX_DEPTH`]) and entities are never
 //! expanded, so hostile documents cost little.
 
+#![warn(missing_docs)]
+
 pub mod cpu;
 pub mod devices;
 mod domain;
