@@ -238,3 +238,19 @@ fn text_elements_hold_no_elements() {
     let e = refusal(&doc("", "").replace("<kernel>/k</kernel>", "<kernel>/k<x/></kernel>"));
     assert!(e.starts_with("/domain/os/kernel/x"), "{e}");
 }
+
+#[test]
+fn byte_order_mark_and_declaration_are_accepted() {
+    let xml = format!(
+        "\u{feff}<?xml version='1.0' encoding='UTF-8'?>\n{}",
+        doc("", "")
+    );
+    Domain::parse(&xml).unwrap();
+}
+
+#[test]
+fn two_interfaces_cannot_share_a_tap() {
+    let nic = "    <interface type='ethernet'><target dev='tap0'/></interface>\n";
+    let e = refusal(&doc("", &format!("{nic}{nic}")));
+    assert!(e.starts_with("/domain/devices/interface[2] (line 10, column 5): a second interface has target 'tap0'"), "{e}");
+}

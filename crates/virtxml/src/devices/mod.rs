@@ -96,6 +96,7 @@ pub(crate) fn parse_devices(node: &Node<'_>, ctx: &mut Ctx) -> Result<Devices, E
     node.check_attrs(ctx, &[]);
     let mut d = Devices::default();
     let mut targets = std::collections::HashSet::new();
+    let mut taps = std::collections::HashSet::new();
     for child in node.children_indexed(true) {
         let c = child.node();
         match c.name() {
@@ -115,7 +116,15 @@ pub(crate) fn parse_devices(node: &Node<'_>, ctx: &mut Ctx) -> Result<Devices, E
                 }
                 d.disks.push(disk);
             }
-            "interface" => d.interfaces.push(interface::parse_interface(&c, ctx)?),
+            "interface" => {
+                let nic = interface::parse_interface(&c, ctx)?;
+                if let Some(tap) = &nic.target {
+                    if !taps.insert(tap.clone()) {
+                        return Err(c.refuse(format!("a second interface has target '{tap}'")));
+                    }
+                }
+                d.interfaces.push(nic);
+            }
             "serial" => {
                 if !d.serials.is_empty() {
                     return Err(c.refuse(
