@@ -170,6 +170,13 @@ impl Domain {
         if let Some(d) = &self.description {
             w.text("description", &[], d);
         }
+        // libvirt writes metadata here, before the resources.
+        let (metadata, rest): (Vec<RawElement>, Vec<RawElement>) = self
+            .kept
+            .iter()
+            .cloned()
+            .partition(|e| e.name == "metadata");
+        w.raws(&metadata);
         w.text("memory", &[("unit", "KiB")], &self.memory_kib.to_string());
         if let Some(c) = self.current_memory_kib {
             w.text("currentMemory", &[("unit", "KiB")], &c.to_string());
@@ -189,7 +196,7 @@ impl Domain {
         w.text("on_poweroff", &[], self.on_poweroff.as_str());
         w.text("on_reboot", &[], self.on_reboot.as_str());
         w.text("on_crash", &[], self.on_crash.as_str());
-        w.raws(&self.kept);
+        w.raws(&rest);
         self.devices.write(&mut w);
         w.close("domain");
         w.finish()
