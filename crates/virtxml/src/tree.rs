@@ -21,6 +21,9 @@ pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 /// deep; the limit keeps recursive walks of hostile input shallow.
 pub const MAX_DEPTH: usize = 64;
 
+/// Most attributes one element may have; libvirt's elements have a few.
+pub const MAX_ATTRIBUTES: usize = 256;
+
 /// An element as read, with where it starts.
 #[derive(Debug, Clone)]
 pub(crate) struct Element {
@@ -171,7 +174,15 @@ pub(crate) fn read(text: &str) -> Result<Element, Error> {
                     .map_err(|err| malformed(&index, start, err.to_string()))?
                     .to_string();
                 let mut attrs = Vec::new();
-                for attr in e.attributes().with_checks(true) {
+                for (i, attr) in e.attributes().with_checks(true).enumerate() {
+                    // The duplicate check costs the square of the count.
+                    if i >= MAX_ATTRIBUTES {
+                        return Err(malformed(
+                            &index,
+                            start,
+                            format!("an element has more than {MAX_ATTRIBUTES} attributes"),
+                        ));
+                    }
                     let attr = attr.map_err(|err| malformed(&index, start, err.to_string()))?;
                     let key = std::str::from_utf8(attr.key.as_ref())
                         .map_err(|err| malformed(&index, start, err.to_string()))?

@@ -94,3 +94,12 @@ fn truncations_and_byte_noise_never_panic() {
         }
     }
 }
+
+#[test]
+fn many_attributes_on_one_element_stay_bounded() {
+    let attrs: String = (0..90_000).map(|i| format!(" a{i}=''")).collect();
+    let xml = format!("<domain type='kvm'{attrs}><name>a</name></domain>");
+    assert!(xml.len() <= MAX_DOCUMENT_BYTES, "{}", xml.len());
+    let e = bounded(&xml).unwrap_err().to_string();
+    assert!(e.contains("attributes"), "{e}");
+}
