@@ -11,7 +11,8 @@
 //!
 //! The crate does no I/O and knows nothing of the daemon, drivers or the
 //! VMM: it turns `&str` into models and models into `String`. Input is
-//! bounded ([`MAX_DOCUMENT_BYTES`], [`MAX_DEPTH`], [`MAX_ATTRIBUTES`]) and entities are never
+//! bounded ([`MAX_DOCUMENT_BYTES`], [`MAX_DEPTH`], [`MAX_ATTRIBUTES`],
+//! [`MAX_ELEMENTS`]) and entities are never
 //! expanded, so hostile documents cost little.
 
 #![warn(missing_docs)]
@@ -30,7 +31,7 @@ mod uuid;
 pub use domain::{Domain, Parsed};
 pub use error::{Error, Location, Warning};
 pub use raw::{RawContent, RawElement};
-pub use tree::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES};
+pub use tree::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
 pub use uuid::Uuid;
 
 #[cfg(test)]

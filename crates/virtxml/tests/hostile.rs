@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use virtxml::{Domain, Error, MAX_DOCUMENT_BYTES};
+use virtxml::{Domain, Error, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
 
 fn bounded(xml: &str) -> Result<(), Error> {
     let start = Instant::now();
@@ -42,11 +42,11 @@ fn huge_attribute_and_many_elements_stay_bounded() {
     let big = "y".repeat(MAX_DOCUMENT_BYTES - 200);
     let xml = format!("<domain type='kvm' id='{big}'><name>a</name></domain>");
     assert!(bounded(&xml).is_err());
-    let many = "<controller type='pci' model='pcie-root-port'/>".repeat(20_000);
+    let many = "<controller type='pci' model='pcie-root-port'/>".repeat(9_000);
     let xml = format!("<domain type='kvm'><name>a</name><memory>1024</memory><os><type>hvm</type><kernel>/k</kernel></os><devices>{many}</devices></domain>");
     assert!(xml.len() <= MAX_DOCUMENT_BYTES);
     bounded(&xml).unwrap();
-    let disks: String = (0..12_000)
+    let disks: String = (0..2_400)
         .map(|i| {
             format!("<disk><driver type='raw'/><source file='/{i}'/><target dev='vd{i}'/></disk>")
         })
@@ -55,7 +55,7 @@ fn huge_attribute_and_many_elements_stay_bounded() {
     assert!(xml.len() <= MAX_DOCUMENT_BYTES, "{}", xml.len());
     let start = Instant::now();
     let d = Domain::parse(&xml).unwrap().domain;
-    assert_eq!(d.devices.disks.len(), 12_000);
+    assert_eq!(d.devices.disks.len(), 2_400);
     d.to_xml();
     assert!(
         start.elapsed() < Duration::from_secs(2),
@@ -102,4 +102,15 @@ fn many_attributes_on_one_element_stay_bounded() {
     assert!(xml.len() <= MAX_DOCUMENT_BYTES, "{}", xml.len());
     let e = bounded(&xml).unwrap_err().to_string();
     assert!(e.contains("attributes"), "{e}");
+}
+
+#[test]
+fn element_count_is_bounded() {
+    let many = "<a/>".repeat(MAX_ELEMENTS);
+    let xml = format!("<domain type='kvm'><metadata>{many}</metadata></domain>");
+    let e = bounded(&xml).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("more than {MAX_ELEMENTS} elements")),
+        "{e}"
+    );
 }
