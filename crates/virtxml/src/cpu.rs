@@ -120,7 +120,7 @@ pub(crate) fn parse_cpu(node: &Node<'_>, ctx: &mut Ctx) -> Result<(Cpu, Option<L
             }
             "topology" => {
                 c.once(&topology)?;
-                c.check_attrs(ctx, &["sockets", "dies", "cores", "threads", "clusters"]);
+                c.leaf(ctx, &["sockets", "dies", "cores", "threads", "clusters"])?;
                 let get = |name: &str| -> Result<u32, Error> {
                     let v: u32 = match c.attr(name) {
                         Some(v) => parse_number(&c, name, v)?,
@@ -146,7 +146,7 @@ pub(crate) fn parse_cpu(node: &Node<'_>, ctx: &mut Ctx) -> Result<(Cpu, Option<L
                 topology_at = Some(c.location());
             }
             "feature" => {
-                c.check_attrs(ctx, &["policy", "name"]);
+                c.leaf(ctx, &["policy", "name"])?;
                 let name = c.need("name")?.to_string();
                 let policy = match c.attr("policy").unwrap_or("require") {
                     "force" => FeaturePolicy::Force,

@@ -98,6 +98,20 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// As [`Node::check_attrs`], for an element that holds nothing: an
+    /// element inside it is refused, as it would otherwise pass unseen.
+    pub fn leaf(&self, ctx: &mut Ctx, known: &[&str]) -> Result<(), Error> {
+        self.check_attrs(ctx, known);
+        if let Some(child) = self.children().first() {
+            return Err(child.node().refuse(format!(
+                "<{}> inside <{}> is not supported",
+                child.el.name,
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
     /// The element's text, trimmed; an element inside it is refused.
     pub fn text(&self) -> Result<String, Error> {
         Ok(self.raw_text()?.trim().to_string())

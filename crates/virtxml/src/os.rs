@@ -189,11 +189,11 @@ pub(crate) fn parse_features(node: &Node<'_>, ctx: &mut Ctx) -> Result<Features,
         let c = child.node();
         match c.name() {
             "acpi" => {
-                c.check_attrs(ctx, &[]);
+                c.leaf(ctx, &[])?;
                 f.acpi = true;
             }
             "apic" | "pae" => {
-                c.check_attrs(ctx, &[]);
+                c.leaf(ctx, &[])?;
                 c.warn(
                     ctx,
                     format!("<{}> states what Vireo's guest always has", c.name()),

@@ -254,3 +254,17 @@ fn two_interfaces_cannot_share_a_tap() {
     let e = refusal(&doc("", &format!("{nic}{nic}")));
     assert!(e.starts_with("/domain/devices/interface[2] (line 10, column 5): a second interface has target 'tap0'"), "{e}");
 }
+
+#[test]
+fn elements_inside_attribute_only_elements_are_refused() {
+    let xml = doc("", "    <disk><driver type='raw'/><source file='/a'><seclabel model='dac'/></source><target dev='vda'/></disk>\n");
+    assert_eq!(
+        refusal(&xml),
+        "/domain/devices/disk[1]/source/seclabel (line 9, column 49): <seclabel> inside <source> is not supported"
+    );
+    let xml = doc(
+        "",
+        "    <interface type='bridge'><source bridge='br0'><x/></source></interface>\n",
+    );
+    assert!(refusal(&xml).contains("<x> inside <source>"));
+}

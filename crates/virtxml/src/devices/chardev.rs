@@ -130,14 +130,19 @@ pub(crate) fn parse_chardev(node: &Node<'_>, ctx: &mut Ctx) -> Result<CharDevice
             // A running domain's XML names the pty it got; that is state,
             // not configuration.
             if let Some(s) = source {
-                s.check_attrs(ctx, &["path"]);
+                s.leaf(ctx, &["path"])?;
             }
             CharBackend::Pty
         }
-        "null" => CharBackend::Null,
+        "null" => {
+            if let Some(s) = source {
+                s.warn(ctx, "<source> is ignored: a null back-end has none");
+            }
+            CharBackend::Null
+        }
         "file" => {
             let s = source.ok_or_else(|| node.refuse("a file back-end needs <source path=...>"))?;
-            s.check_attrs(ctx, &["path", "append"]);
+            s.leaf(ctx, &["path", "append"])?;
             let append = match s.attr("append") {
                 Some(v) => Some(parse_switch(&s, "append", v)?),
                 None => None,
@@ -150,7 +155,7 @@ pub(crate) fn parse_chardev(node: &Node<'_>, ctx: &mut Ctx) -> Result<CharDevice
         _ => {
             let s = source
                 .ok_or_else(|| node.refuse("a unix back-end needs <source mode=... path=...>"))?;
-            s.check_attrs(ctx, &["path", "mode"]);
+            s.leaf(ctx, &["path", "mode"])?;
             let mode = match s.attr("mode").unwrap_or("connect") {
                 "bind" => UnixMode::Bind,
                 "connect" => UnixMode::Connect,

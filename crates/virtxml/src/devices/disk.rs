@@ -154,7 +154,7 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
                 } else {
                     ("dev", DiskSource::Block)
                 };
-                c.check_attrs(ctx, &[attr]);
+                c.leaf(ctx, &[attr])?;
                 let path = c.need(attr)?;
                 if path.is_empty() {
                     return Err(c.refuse(format!("{attr}= is empty")));
@@ -163,7 +163,7 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
             }
             "target" => {
                 c.once(&target)?;
-                c.check_attrs(ctx, &["dev", "bus"]);
+                c.leaf(ctx, &["dev", "bus"])?;
                 let dev = c.need("dev")?;
                 let bus = match c.attr("bus") {
                     Some(bus) => bus,
@@ -185,7 +185,7 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
                 target = Some(dev.to_string());
             }
             "readonly" => {
-                c.check_attrs(ctx, &[]);
+                c.leaf(ctx, &[])?;
                 readonly = true;
             }
             "serial" => {
@@ -233,7 +233,7 @@ struct Driver {
 }
 
 fn parse_driver(c: &Node<'_>, ctx: &mut Ctx) -> Result<Driver, Error> {
-    c.check_attrs(ctx, &["name", "type", "cache", "discard", "io"]);
+    c.leaf(ctx, &["name", "type", "cache", "discard", "io"])?;
     if let Some(name) = c.attr("name") {
         if name != "qemu" {
             return Err(c.refuse(format!("driver name '{name}' is not supported: use qemu")));

@@ -162,13 +162,13 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                 c.once(&source)?;
                 source = Some(match kind_name {
                     "bridge" => {
-                        c.check_attrs(ctx, &["bridge"]);
+                        c.leaf(ctx, &["bridge"])?;
                         let b = c.need("bridge")?;
                         validate_ifname(b).map_err(|e| c.refuse(format!("bridge: {e}")))?;
                         b.to_string()
                     }
                     "network" => {
-                        c.check_attrs(ctx, &["network", "portgroup"]);
+                        c.leaf(ctx, &["network", "portgroup"])?;
                         if c.attr("portgroup").is_some() {
                             return Err(c.refuse("portgroup is not supported"));
                         }
@@ -178,27 +178,27 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                         n.to_string()
                     }
                     _ => {
-                        c.check_attrs(ctx, &[]);
+                        c.leaf(ctx, &[])?;
                         String::new()
                     }
                 });
             }
             "mac" => {
                 c.once(&mac)?;
-                c.check_attrs(ctx, &["address"]);
+                c.leaf(ctx, &["address"])?;
                 let a = c.need("address")?;
                 mac = Some(MacAddress::parse(a).map_err(|e| c.refuse(e))?);
             }
             "target" => {
                 c.once(&target)?;
-                c.check_attrs(ctx, &["dev"]);
+                c.leaf(ctx, &["dev"])?;
                 let dev = c.need("dev")?;
                 validate_ifname(dev).map_err(|e| c.refuse(format!("target dev: {e}")))?;
                 target = Some(dev.to_string());
             }
             "model" => {
                 c.once(&model_seen)?;
-                c.check_attrs(ctx, &["type"]);
+                c.leaf(ctx, &["type"])?;
                 let m = c.need("type")?;
                 if m != "virtio" {
                     return Err(c.refuse(format!(
