@@ -2,6 +2,7 @@
 
 use crate::cpu::{self, Cpu};
 use crate::devices::{self, Devices};
+use crate::driver::{self, DriverKind};
 use crate::error::{Error, Warning};
 use crate::general::{self, LifecycleAction, Vcpu};
 use crate::node::{Ctx, Node, Unmodelled};
@@ -42,6 +43,9 @@ pub struct Domain {
     pub on_reboot: LifecycleAction,
     /// When the guest crashes (default destroy).
     pub on_crash: LifecycleAction,
+    /// The driver that runs the domain (from Vireo's metadata element;
+    /// see [`crate::driver`]).
+    pub driver: DriverKind,
     /// The devices.
     pub devices: Devices,
     /// Top-level elements kept for writing back (`metadata`, `pm`,
@@ -59,10 +63,6 @@ pub struct Parsed {
 }
 
 const DOMAIN_UNMODELLED: &[(&str, Unmodelled)] = &[
-    (
-        "metadata",
-        Unmodelled::Keep("it belongs to the applications that wrote it"),
-    ),
     (
         "pm",
         Unmodelled::Keep("Vireo's guest has no suspend-to-memory or -disk"),
@@ -176,7 +176,9 @@ impl Domain {
             .iter()
             .cloned()
             .partition(|e| e.name == "metadata");
-        w.raws(&metadata);
+        if let Some(m) = driver::metadata_to_write(metadata.first(), self.driver) {
+            w.raw(&m);
+        }
         w.text("memory", &[("unit", "KiB")], &self.memory_kib.to_string());
         if let Some(c) = self.current_memory_kib {
             w.text("currentMemory", &[("unit", "KiB")], &c.to_string());
@@ -237,6 +239,8 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
     let mut actions: [Option<LifecycleAction>; 3] = [None; 3];
     let mut devices = None;
     let mut kept = Vec::new();
+    let mut metadata_seen = None;
+    let mut driver = DriverKind::Vireo;
     for child in node.children() {
         let c = child.node();
         match c.name() {
@@ -304,6 +308,13 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
                 devices = Some(devices::parse_devices(&c, ctx)?);
             }
             "clock" => kept.push(parse_clock(&c, ctx)?),
+            "metadata" => {
+                c.once(&metadata_seen)?;
+                let (raw, choice) = driver::parse_metadata(&c, ctx)?;
+                metadata_seen = Some(());
+                driver = choice.unwrap_or_default();
+                kept.push(raw);
+            }
             _ => kept.push(c.unmodelled(ctx, DOMAIN_UNMODELLED)?),
         }
     }
@@ -358,6 +369,7 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
         on_poweroff: actions[0].unwrap_or(LifecycleAction::Destroy),
         on_reboot: actions[1].unwrap_or(LifecycleAction::Restart),
         on_crash: actions[2].unwrap_or(LifecycleAction::Destroy),
+        driver,
         devices: devices.unwrap_or_default(),
         kept,
     })

@@ -20,6 +20,7 @@
 pub mod cpu;
 pub mod devices;
 mod domain;
+pub mod driver;
 mod error;
 pub mod general;
 mod node;
