@@ -4,10 +4,10 @@ use crate::cpu::{self, Cpu};
 use crate::devices::{self, Devices};
 use crate::driver::{self, DriverKind};
 use crate::error::{Error, Warning};
-use crate::general::{self, LifecycleAction, Vcpu};
 use crate::node::{Ctx, Node, Unmodelled};
 use crate::os::{self, Features, Os};
 use crate::raw::{RawElement, XmlWriter};
+use crate::scalars::{self, LifecycleAction, Vcpu};
 use crate::tree;
 use crate::uuid::Uuid;
 
@@ -248,7 +248,7 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
                 c.once(&name)?;
                 c.check_attrs(ctx, &[]);
                 let n = c.raw_text()?;
-                general::validate_name(&n).map_err(|e| c.refuse(e))?;
+                scalars::validate_name(&n).map_err(|e| c.refuse(e))?;
                 name = Some(n);
             }
             "uuid" => {
@@ -272,15 +272,15 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
             }
             "memory" => {
                 c.once(&memory)?;
-                memory = Some(general::parse_memory_kib(&c, ctx)?);
+                memory = Some(scalars::parse_memory_kib(&c, ctx)?);
             }
             "currentMemory" => {
                 c.once(&current)?;
-                current = Some((general::parse_memory_kib(&c, ctx)?, c.location()));
+                current = Some((scalars::parse_memory_kib(&c, ctx)?, c.location()));
             }
             "vcpu" => {
                 c.once(&vcpu)?;
-                vcpu = Some(general::parse_vcpu(&c, ctx)?);
+                vcpu = Some(scalars::parse_vcpu(&c, ctx)?);
             }
             "os" => {
                 c.once(&os)?;
@@ -301,7 +301,7 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
                     _ => 2,
                 };
                 c.once(&actions[i])?;
-                actions[i] = Some(general::parse_action(&c, ctx)?);
+                actions[i] = Some(scalars::parse_action(&c, ctx)?);
             }
             "devices" => {
                 c.once(&devices)?;

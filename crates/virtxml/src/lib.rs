@@ -22,16 +22,25 @@ pub mod devices;
 mod domain;
 pub mod driver;
 mod error;
-pub mod general;
 mod node;
 pub mod os;
 mod raw;
+pub mod scalars;
 mod tree;
 mod uuid;
 
+pub use cpu::{Cpu, CpuModel, CpuTopology};
+pub use devices::chardev::{CharBackend, CharDevice, CharTarget};
+pub use devices::disk::{Disk, DiskCache, DiskFormat, DiskSource};
+pub use devices::interface::{Interface, InterfaceKind, MacAddress};
+pub use devices::rng::{Rng, RngBackend};
+pub use devices::Devices;
 pub use domain::{Domain, Parsed};
+pub use driver::DriverKind;
 pub use error::{Error, Location, Warning};
+pub use os::{Features, Os};
 pub use raw::{RawContent, RawElement};
+pub use scalars::{LifecycleAction, Vcpu};
 pub use tree::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
 pub use uuid::Uuid;
 

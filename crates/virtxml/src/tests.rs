@@ -1,7 +1,7 @@
 //! Whole-document tests: the rule as the user meets it, and round trips.
 
 use crate::devices::interface::InterfaceKind;
-use crate::general::LifecycleAction;
+use crate::scalars::LifecycleAction;
 use crate::{Domain, Error};
 
 /// A domain with `extra` inside `<devices>` and `top` at the top level.

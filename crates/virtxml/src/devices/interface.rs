@@ -173,7 +173,7 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                             return Err(c.refuse("portgroup is not supported"));
                         }
                         let n = c.need("network")?;
-                        crate::general::validate_name(n)
+                        crate::scalars::validate_name(n)
                             .map_err(|e| c.refuse(format!("network: {e}")))?;
                         n.to_string()
                     }
