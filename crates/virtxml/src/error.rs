@@ -77,3 +77,21 @@ pub enum Error {
     #[error("cannot generate a random identifier: {0}")]
     Random(String),
 }
+
+/// Escapes control characters (a newline in an attribute value quoted in a
+/// message), so every error and warning stays one line.
+pub(crate) fn one_line(message: String) -> String {
+    if !message.chars().any(char::is_control) {
+        return message;
+    }
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::{Error, Location, Warning};
+use crate::error::{one_line, Error, Location, Warning};
 use crate::raw::RawElement;
 use crate::tree::Element;
 
@@ -54,7 +54,7 @@ impl<'a> Node<'a> {
 
     pub fn location(&self) -> Location {
         Location {
-            path: self.path.to_string(),
+            path: one_line(self.path.to_string()),
             line: self.el.line,
             column: self.el.column,
         }
@@ -64,14 +64,14 @@ impl<'a> Node<'a> {
     pub fn refuse(&self, message: impl Into<String>) -> Error {
         Error::Refused {
             location: self.location(),
-            message: message.into(),
+            message: one_line(message.into()),
         }
     }
 
     pub fn warn(&self, ctx: &mut Ctx, message: impl Into<String>) {
         ctx.warnings.push(Warning {
             location: self.location(),
-            message: message.into(),
+            message: one_line(message.into()),
         });
     }
 

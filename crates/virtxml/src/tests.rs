@@ -268,3 +268,19 @@ fn elements_inside_attribute_only_elements_are_refused() {
     );
     assert!(refusal(&xml).contains("<x> inside <source>"));
 }
+
+#[test]
+fn messages_stay_one_line() {
+    let xml = doc("", "").replace(
+        "<memory>65536</memory>",
+        "<memory unit='k&#10;b'>1</memory>",
+    );
+    let e = refusal(&xml);
+    assert!(
+        !e.contains('\n') && e.contains("unknown unit 'k\\nb'"),
+        "{e}"
+    );
+    let xml = doc("", "    <disk type='file' x='a&#10;b'><driver type='raw'/><source file='/a'/><target dev='vda'/></disk>\n");
+    let w = Domain::parse(&xml).unwrap().warnings[0].to_string();
+    assert!(!w.contains('\n'), "{w}");
+}

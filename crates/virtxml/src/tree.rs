@@ -134,7 +134,7 @@ fn malformed(index: &LineIndex<'_>, offset: u64, message: impl Into<String>) -> 
     Error::Malformed {
         line,
         column,
-        message: message.into(),
+        message: crate::error::one_line(message.into()),
     }
 }
 
@@ -254,7 +254,7 @@ pub(crate) fn read(text: &str) -> Result<Element, Error> {
         return Err(Error::Malformed {
             line: open.line,
             column: open.column,
-            message: format!("element <{}> is never closed", open.name),
+            message: crate::error::one_line(format!("element <{}> is never closed", open.name)),
         });
     }
     root.ok_or_else(|| malformed(&index, 0, "the document has no root element"))
