@@ -48,6 +48,7 @@ const DOC_FILES: &[&str] = &[
     "docs/architecture.md",
     "docs/devices.md",
     "docs/disks.md",
+    "docs/domain-xml.md",
     "docs/run.md",
     "docs/security.md",
 ];
@@ -431,6 +432,11 @@ fn devices() {
 #[test]
 fn disks() {
     run_doc("docs/disks.md");
+}
+
+#[test]
+fn domain_xml() {
+    run_doc("docs/domain-xml.md");
 }
 
 #[test]

@@ -1,0 +1,407 @@
+//! `disk`: a virtio-blk disk backed by a file or a block device.
+
+use crate::error::Error;
+use crate::node::{Ctx, Node, Unmodelled};
+use crate::raw::{RawElement, XmlWriter};
+
+/// Where a disk's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// `type='file'`, `source file=`.
+    File(String),
+    /// `type='block'`, `source dev=`.
+    Block(String),
+}
+
+/// The image format, always stated: Vireo never probes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    /// Raw.
+    Raw,
+    /// qcow2.
+    Qcow2,
+}
+
+/// Host caching (`driver cache=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskCache {
+    /// O_DIRECT, bypassing the host page cache; flushes honoured.
+    None,
+    /// Through the host page cache; flushes honoured.
+    Writeback,
+    /// Accepted as writeback: Vireo honours flushes even so.
+    Unsafe,
+}
+
+/// What the guest's discard requests do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskDiscard {
+    /// Passed down (punching holes).
+    Unmap,
+    /// Dropped.
+    Ignore,
+}
+
+/// The I/O mode asked for (`driver io=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskIo {
+    /// Linux native AIO (QEMU); Vireo uses io_uring for all.
+    Native,
+    /// A thread pool (QEMU).
+    Threads,
+    /// io_uring.
+    IoUring,
+}
+
+/// A `disk` device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The backing file or device.
+    pub source: DiskSource,
+    /// The image format.
+    pub format: DiskFormat,
+    /// Host caching; `None` for the driver's default.
+    pub cache: Option<DiskCache>,
+    /// Discard handling; `None` for the driver's default.
+    pub discard: Option<DiskDiscard>,
+    /// I/O mode; `None` for the driver's default.
+    pub io: Option<DiskIo>,
+    /// The target name (`vda`), unique in the domain.
+    pub target: String,
+    /// The guest may not write.
+    pub readonly: bool,
+    /// The serial the guest reads (at most 20 bytes, virtio-blk's limit).
+    pub serial: Option<String>,
+    /// Hints kept for writing back (`boot`, `address`, `alias`, `iotune`).
+    pub kept: Vec<RawElement>,
+}
+
+/// Longest disk serial: virtio-blk's ID string.
+pub const MAX_SERIAL_BYTES: usize = 20;
+
+const DISK_UNMODELLED: &[(&str, Unmodelled)] = &[
+    (
+        "boot",
+        Unmodelled::Keep("the kernel is booted directly, so there is no boot order"),
+    ),
+    (
+        "address",
+        Unmodelled::Keep("Vireo places devices on its PCI bus itself"),
+    ),
+    ("alias", Unmodelled::Keep("device aliases are not used")),
+    ("iotune", Unmodelled::Keep("I/O limits are not applied yet")),
+    (
+        "backingStore",
+        Unmodelled::Keep("the backing chain is read from the image"),
+    ),
+    (
+        "shareable",
+        Unmodelled::Refuse("images are locked against a second writer"),
+    ),
+    (
+        "transient",
+        Unmodelled::Refuse("transient disks are not supported"),
+    ),
+    (
+        "encryption",
+        Unmodelled::Refuse("encrypted images are not supported"),
+    ),
+    (
+        "auth",
+        Unmodelled::Refuse("network disks are not supported"),
+    ),
+    (
+        "blockio",
+        Unmodelled::Refuse("the block sizes are the image's"),
+    ),
+    (
+        "geometry",
+        Unmodelled::Refuse("virtio disks have no geometry"),
+    ),
+];
+
+pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> {
+    node.check_attrs(ctx, &["type", "device"]);
+    let kind = node.attr("type").unwrap_or("file");
+    if kind != "file" && kind != "block" {
+        return Err(node.refuse(format!(
+            "disk type '{kind}' is not supported: use file or block"
+        )));
+    }
+    let device = node.attr("device").unwrap_or("disk");
+    if device != "disk" {
+        return Err(node.refuse(format!(
+            "device='{device}' is not supported: Vireo has virtio disks only"
+        )));
+    }
+    let mut driver = None;
+    let mut source = None;
+    let mut target = None;
+    let mut readonly = false;
+    let mut serial = None;
+    let mut kept = Vec::new();
+    for child in node.children() {
+        let c = child.node();
+        match c.name() {
+            "driver" => {
+                c.once(&driver)?;
+                driver = Some(parse_driver(&c, ctx)?);
+            }
+            "source" => {
+                c.once(&source)?;
+                let (attr, wrap): (&str, fn(String) -> DiskSource) = if kind == "file" {
+                    ("file", DiskSource::File)
+                } else {
+                    ("dev", DiskSource::Block)
+                };
+                c.leaf(ctx, &[attr])?;
+                let path = c.need(attr)?;
+                if path.is_empty() {
+                    return Err(c.refuse(format!("{attr}= is empty")));
+                }
+                source = Some(wrap(path.to_string()));
+            }
+            "target" => {
+                c.once(&target)?;
+                c.leaf(ctx, &["dev", "bus"])?;
+                let dev = c.need("dev")?;
+                let bus = match c.attr("bus") {
+                    Some(bus) => bus,
+                    // libvirt derives the bus from the name's prefix.
+                    None if dev.starts_with("vd") => "virtio",
+                    None => "(implied by the name)",
+                };
+                if bus != "virtio" {
+                    return Err(c.refuse(format!(
+                        "disk bus {bus} for '{dev}' is not supported: Vireo's disks are on the virtio bus (bus='virtio', names vda, vdb, ...)"
+                    )));
+                }
+                if dev.is_empty() || dev.contains('/') || dev.chars().any(char::is_control) {
+                    return Err(c.refuse(format!(
+                        "target dev '{}' is not a device name",
+                        dev.escape_debug()
+                    )));
+                }
+                target = Some(dev.to_string());
+            }
+            "readonly" => {
+                c.leaf(ctx, &[])?;
+                readonly = true;
+            }
+            "serial" => {
+                c.once(&serial)?;
+                c.check_attrs(ctx, &[]);
+                let s = c.text()?;
+                if s.len() > MAX_SERIAL_BYTES
+                    || !s.chars().all(|ch| ch.is_ascii_graphic() || ch == ' ')
+                {
+                    return Err(c.refuse(format!(
+                        "serial '{}' must be at most {MAX_SERIAL_BYTES} printable ASCII characters",
+                        s.escape_debug()
+                    )));
+                }
+                serial = Some(s);
+            }
+            _ => kept.push(c.unmodelled(ctx, DISK_UNMODELLED)?),
+        }
+    }
+    let source = source.ok_or_else(|| node.refuse("the disk has no <source>"))?;
+    let target = target.ok_or_else(|| node.refuse("the disk has no <target dev=...>"))?;
+    let Some(driver) = driver.filter(|d| d.format.is_some()) else {
+        return Err(node.refuse(
+            "the disk has no <driver type=...>: Vireo never probes an image's format; state it, as <driver name='qemu' type='raw'/> or type='qcow2'",
+        ));
+    };
+    Ok(Disk {
+        source,
+        format: driver.format.unwrap_or(DiskFormat::Raw),
+        cache: driver.cache,
+        discard: driver.discard,
+        io: driver.io,
+        target,
+        readonly,
+        serial,
+        kept,
+    })
+}
+
+struct Driver {
+    format: Option<DiskFormat>,
+    cache: Option<DiskCache>,
+    discard: Option<DiskDiscard>,
+    io: Option<DiskIo>,
+}
+
+fn parse_driver(c: &Node<'_>, ctx: &mut Ctx) -> Result<Driver, Error> {
+    c.leaf(ctx, &["name", "type", "cache", "discard", "io"])?;
+    if let Some(name) = c.attr("name") {
+        if name != "qemu" {
+            return Err(c.refuse(format!("driver name '{name}' is not supported: use qemu")));
+        }
+    }
+    let format = match c.attr("type") {
+        None => None,
+        Some("raw") => Some(DiskFormat::Raw),
+        Some("qcow2") => Some(DiskFormat::Qcow2),
+        Some(t) => {
+            return Err(c.refuse(format!(
+                "image format '{t}' is not supported: use raw or qcow2"
+            )))
+        }
+    };
+    let cache = match c.attr("cache") {
+        None | Some("default") => None,
+        Some("none") => Some(DiskCache::None),
+        Some("writeback") => Some(DiskCache::Writeback),
+        Some("unsafe") => {
+            c.warn(ctx, "cache='unsafe' runs as writeback: Vireo still honours the guest's flushes");
+            Some(DiskCache::Unsafe)
+        }
+        Some(m @ ("writethrough" | "directsync")) => {
+            return Err(c.refuse(format!(
+                "cache='{m}' is not supported: the guest would believe every write durable without flushing; use none or writeback"
+            )))
+        }
+        Some(m) => return Err(c.refuse(format!("unknown cache mode '{m}'"))),
+    };
+    let discard = match c.attr("discard") {
+        None => None,
+        Some("unmap") => Some(DiskDiscard::Unmap),
+        Some("ignore") => Some(DiskDiscard::Ignore),
+        Some(d) => return Err(c.refuse(format!("unknown discard mode '{d}'"))),
+    };
+    let io = match c.attr("io") {
+        None | Some("default") => None,
+        Some("native") => Some(DiskIo::Native),
+        Some("threads") => Some(DiskIo::Threads),
+        Some("io_uring") => Some(DiskIo::IoUring),
+        Some(i) => return Err(c.refuse(format!("unknown io mode '{i}'"))),
+    };
+    Ok(Driver {
+        format,
+        cache,
+        discard,
+        io,
+    })
+}
+
+impl Disk {
+    pub(crate) fn write(&self, w: &mut XmlWriter) {
+        let (kind, attr, path) = match &self.source {
+            DiskSource::File(p) => ("file", "file", p),
+            DiskSource::Block(p) => ("block", "dev", p),
+        };
+        w.open("disk", &[("type", kind), ("device", "disk")]);
+        let mut driver = vec![
+            ("name", "qemu"),
+            (
+                "type",
+                match self.format {
+                    DiskFormat::Raw => "raw",
+                    DiskFormat::Qcow2 => "qcow2",
+                },
+            ),
+        ];
+        if let Some(cache) = self.cache {
+            driver.push((
+                "cache",
+                match cache {
+                    DiskCache::None => "none",
+                    DiskCache::Writeback => "writeback",
+                    DiskCache::Unsafe => "unsafe",
+                },
+            ));
+        }
+        if let Some(d) = self.discard {
+            driver.push((
+                "discard",
+                if d == DiskDiscard::Unmap {
+                    "unmap"
+                } else {
+                    "ignore"
+                },
+            ));
+        }
+        if let Some(io) = self.io {
+            driver.push((
+                "io",
+                match io {
+                    DiskIo::Native => "native",
+                    DiskIo::Threads => "threads",
+                    DiskIo::IoUring => "io_uring",
+                },
+            ));
+        }
+        w.empty("driver", &driver);
+        w.empty("source", &[(attr, path)]);
+        w.empty("target", &[("dev", &self.target), ("bus", "virtio")]);
+        if self.readonly {
+            w.empty("readonly", &[]);
+        }
+        if let Some(s) = &self.serial {
+            w.text("serial", &[], s);
+        }
+        w.raws(&self.kept);
+        w.close("disk");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::read;
+
+    fn disk(xml: &str) -> Result<Disk, Error> {
+        let el = read(xml).unwrap();
+        parse_disk(
+            &Node::root(&el, "/domain/devices/disk[1]"),
+            &mut Ctx::default(),
+        )
+    }
+
+    #[test]
+    fn file_and_block_disks() {
+        let d = disk("<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none' \
+             discard='unmap' io='io_uring'/><source file='/a.qcow2'/><target dev='vda' bus='virtio'/>\
+             <readonly/><serial>S1</serial><boot order='1'/></disk>")
+        .unwrap();
+        assert_eq!(d.source, DiskSource::File("/a.qcow2".into()));
+        assert_eq!(d.format, DiskFormat::Qcow2);
+        assert_eq!(d.cache, Some(DiskCache::None));
+        assert_eq!(d.discard, Some(DiskDiscard::Unmap));
+        assert_eq!(d.io, Some(DiskIo::IoUring));
+        assert!(d.readonly);
+        assert_eq!(d.serial.as_deref(), Some("S1"));
+        assert_eq!(d.kept.len(), 1);
+        let d = disk("<disk type='block'><driver type='raw'/><source dev='/dev/sdb'/><target dev='vdb'/></disk>")
+            .unwrap();
+        assert_eq!(d.source, DiskSource::Block("/dev/sdb".into()));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let e = disk("<disk type='file'><driver name='qemu'/><source file='/a'/><target dev='vda' bus='virtio'/></disk>")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("never probes an image's format"), "{e}");
+        let e = disk("<disk type='file'>\n  <driver type='raw'/><source file='/a'/>\n  <target dev='sda' bus='sata'/></disk>")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/domain/devices/disk[1]/target (line 3, column 3): disk bus sata"),
+            "{e}"
+        );
+        for bad in [
+            "<disk device='cdrom'><driver type='raw'/><source file='/a'/><target dev='vda'/></disk>",
+            "<disk type='network'><driver type='raw'/><target dev='vda'/></disk>",
+            "<disk><driver type='vmdk'/><source file='/a'/><target dev='vda'/></disk>",
+            "<disk><driver type='raw' cache='writethrough'/><source file='/a'/><target dev='vda'/></disk>",
+            "<disk><driver type='raw'/><target dev='vda'/></disk>",
+            "<disk><driver type='raw'/><source file='/a'/><target dev='hda'/></disk>",
+            "<disk><driver type='raw'/><source file='/a'/><target dev='vda'/><shareable/></disk>",
+            "<disk><driver type='raw'/><source file='/a'/><target dev='vda'/><serial>012345678901234567890</serial></disk>",
+        ] {
+            assert!(disk(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! libvirt's XML formats as typed models.
+//!
+//! This session's format is the domain XML: [`Domain::parse`] reads a
+//! definition into a [`Domain`] (with [`Warning`]s for what it accepts
+//! without acting on), and [`Domain::to_xml`] writes it back. The rule,
+//! applied element by element and documented in `docs/domain-xml.md`:
+//! what Vireo cannot honour and a guest would notice is refused with one
+//! line naming the element, its path and its line and column; what only
+//! states a default or a hint is accepted, warned about once, and kept
+//! verbatim so that writing back loses nothing.
+//!
+//! The crate does no I/O and knows nothing of the daemon, drivers or the
+//! VMM: it turns `&str` into models and models into `String`. Input is
+//! bounded ([`MAX_DOCUMENT_BYTES`], [`MAX_DEPTH`], [`MAX_ATTRIBUTES`],
+//! [`MAX_ELEMENTS`]) and entities are never
+//! expanded, so hostile documents cost little.
+
+#![warn(missing_docs)]
+
+pub mod cpu;
+pub mod devices;
+mod domain;
+pub mod driver;
+mod error;
+mod node;
+pub mod os;
+mod raw;
+pub mod scalars;
+mod tree;
+mod uuid;
+
+pub use cpu::{Cpu, CpuModel, CpuTopology};
+pub use devices::chardev::{CharBackend, CharDevice, CharTarget};
+pub use devices::disk::{Disk, DiskCache, DiskFormat, DiskSource};
+pub use devices::interface::{Interface, InterfaceKind, MacAddress};
+pub use devices::rng::{Rng, RngBackend};
+pub use devices::Devices;
+pub use domain::{Domain, Parsed};
+pub use driver::DriverKind;
+pub use error::{Error, Location, Warning};
+pub use os::{Features, Os};
+pub use raw::{RawContent, RawElement};
+pub use scalars::{LifecycleAction, Vcpu};
+pub use tree::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
+pub use uuid::Uuid;
+
+#[cfg(test)]
+mod tests;
