@@ -303,17 +303,23 @@ fn api_configuration_and_resets_keep_the_disk_locked() {
         assert!(Instant::now() < deadline, "the API socket never appeared");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let watch = Watch::start(&image);
     let config = serde_json::json!({
         "kernel": guest("idle"),
         "disks": [{"path": image, "format": "qcow2"}],
     });
-    // Checked (and locked) by the configuration, kept until the boot.
+    let is_locked = || locked(&std::fs::File::open(&image).unwrap());
+    // A configuration holds its disks; the one replacing it takes over
+    // those it names too (not "in use" by its own predecessor) and lets
+    // the others go.
     assert_eq!(call(&socket, "PUT", "/vm/config", &config.to_string()), 204);
-    assert!(
-        locked(&std::fs::File::open(&image).unwrap()),
-        "a configured disk is not locked"
-    );
+    assert!(is_locked(), "a configured disk is not locked");
+    let bare = serde_json::json!({"kernel": guest("idle")});
+    assert_eq!(call(&socket, "PUT", "/vm/config", &bare.to_string()), 204);
+    assert!(!is_locked(), "a disk left out of the configuration is held");
+    let watch = Watch::start(&image);
+    assert_eq!(call(&socket, "PUT", "/vm/config", &config.to_string()), 204);
+    assert!(is_locked(), "a configured disk is not locked");
+    assert_eq!(call(&socket, "PUT", "/vm/config", &config.to_string()), 204);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(call(&socket, "PUT", "/vm/boot", ""), 204);
     for _ in 0..5 {

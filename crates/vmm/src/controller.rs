@@ -273,8 +273,12 @@ impl Controller {
         if let Some(refusal) = Self::cannot_configure(&inner) {
             return Err(refusal);
         }
-        inner.config = Some(config);
+        let replaced = inner.config.replace(config);
         inner.state = VmState::Configured;
+        drop(inner);
+        // Closing an image is file I/O (a qcow2 writes back its caches):
+        // not under the lock.
+        drop((replaced, held));
         Ok(Value::Null)
     }
 
