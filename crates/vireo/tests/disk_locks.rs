@@ -268,6 +268,11 @@ fn guest_reboots_keep_the_disk_locked() {
 
 /// One HTTP request on the API socket; the status code.
 fn call(socket: &Path, method: &str, path: &str, body: &str) -> u16 {
+    call_body(socket, method, path, body).0
+}
+
+/// One HTTP request on the API socket; the status code and the body.
+fn call_body(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
@@ -278,11 +283,13 @@ fn call(socket: &Path, method: &str, path: &str, body: &str) -> u16 {
     .unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
-    response
+    let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {response:?}"))
+        .unwrap_or_else(|| panic!("bad response: {response:?}"));
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
 }
 
 #[test]
@@ -312,6 +319,16 @@ fn api_configuration_and_resets_keep_the_disk_locked() {
     // those it names too (not "in use" by its own predecessor) and lets
     // the others go.
     assert_eq!(call(&socket, "PUT", "/vm/config", &config.to_string()), 204);
+    assert!(is_locked(), "a configured disk is not locked");
+    // Other options need a new open, which the held lock refuses: said
+    // as such, and the configuration stays as it was.
+    let readonly = serde_json::json!({
+        "kernel": guest("idle"),
+        "disks": [{"path": image, "format": "qcow2", "readonly": true}],
+    });
+    let (status, body) = call_body(&socket, "PUT", "/vm/config", &readonly.to_string());
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("with other options"), "{body}");
     assert!(is_locked(), "a configured disk is not locked");
     let bare = serde_json::json!({"kernel": guest("idle")});
     assert_eq!(call(&socket, "PUT", "/vm/config", &bare.to_string()), 204);

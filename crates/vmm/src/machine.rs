@@ -108,17 +108,31 @@ impl PreparedVm {
         self.config.disks.iter().zip(&self.disks)
     }
 
-    /// The image this configuration holds open for `disk`'s file with
-    /// `disk`'s options, if any: a new configuration naming the same disk
-    /// takes it over (opening it again would conflict with this very lock).
-    fn image_for(&self, disk: &crate::config::DiskConfig) -> Option<Arc<dyn block::DiskImage>> {
-        let id = block::FileId::of(&disk.path)?;
-        self.disks()
-            .find(|(held, _)| {
-                (held.readonly, held.cache, held.format) == (disk.readonly, disk.cache, disk.format)
-                    && block::FileId::of(&held.path) == Some(id)
-            })
-            .map(|(_, image)| image.clone())
+    /// The image this configuration holds open for `disk`'s file, if any:
+    /// a new configuration naming the same disk takes it over (opening it
+    /// again would conflict with this very lock). An error when it is held
+    /// with other options, which only a new open could give.
+    fn image_for(
+        &self,
+        disk: &crate::config::DiskConfig,
+    ) -> Result<Option<Arc<dyn block::DiskImage>>> {
+        let Some(id) = block::FileId::of(&disk.path) else {
+            return Ok(None);
+        };
+        let Some((held, image)) = self
+            .disks()
+            .find(|(held, _)| block::FileId::of(&held.path) == Some(id))
+        else {
+            return Ok(None);
+        };
+        if (held.readonly, held.cache, held.format) != (disk.readonly, disk.cache, disk.format) {
+            return Err(Error::InvalidConfig(format!(
+                "disk {} is open in the current configuration with other options \
+                 (readonly, cache or format): configure the VM without it first",
+                disk.path.display()
+            )));
+        }
+        Ok(Some(image.clone()))
     }
 }
 
@@ -173,7 +187,11 @@ pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> 
                 disk.path.display()
             )));
         }
-        let image = match held.and_then(|h| h.image_for(disk)) {
+        let reused = match held {
+            Some(held) => held.image_for(disk)?,
+            None => None,
+        };
+        let image = match reused {
             Some(image) => image,
             None => crate::virtio_devices::open_disk(disk)?,
         };
