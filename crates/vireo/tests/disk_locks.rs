@@ -339,6 +339,14 @@ fn api_configuration_and_resets_keep_the_disk_locked() {
     assert_eq!(call(&socket, "PUT", "/vm/config", &config.to_string()), 204);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(call(&socket, "PUT", "/vm/boot", ""), 204);
+    // A disk hot-plugged while the VM runs comes back after a reset, on
+    // the image that stayed open.
+    let hot = dir.join("hot.qcow2");
+    let hot_before = qcow2(&hot);
+    let hot_disk = serde_json::json!({"path": hot, "format": "qcow2", "id": "hot"});
+    let (status, body) = call_body(&socket, "PUT", "/vm/add-disk", &hot_disk.to_string());
+    assert_eq!(status, 200, "{body}");
+    let hot_watch = Watch::start(&hot);
     for _ in 0..5 {
         let out = vireo()
             .args(["vm", "--socket"])
@@ -348,7 +356,27 @@ fn api_configuration_and_resets_keep_the_disk_locked() {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
     }
+    let info = vireo()
+        .args(["vm", "--json", "--socket"])
+        .arg(&socket)
+        .arg("info")
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains("\"hot\""),
+        "the hot-plugged disk is gone: {info}"
+    );
+    let hot_report = hot_watch.finish();
+    assert!(
+        hot_report.locked && hot_report.freed == 0 && hot_report.created == 0,
+        "the hot-plugged disk was let go: {hot_report:?}"
+    );
     check(watch, vm, &image, &before);
+    assert!(
+        snapshot(&hot) == hot_before,
+        "the hot-plugged image changed"
+    );
 }
 
 /// Rounds of [`a_killed_vmm_lets_go_of_its_disk`]; `VIREO_KILL_ROUNDS`
