@@ -156,12 +156,18 @@ fn launch(
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Some(config) = config {
-        if let Err(e) = vmm::validate(config, &hv) {
+    // The disks are opened (and locked) here, once, and stay open while
+    // the VM may use them: no other process can take them between this
+    // check and the boot, nor across reboots. With the API, the controller
+    // holds them (so a disk a client removes is let go).
+    let mut prepared = match config.map(|c| vmm::validate(c, &hv)).transpose() {
+        Ok(prepared) => prepared,
+        Err(e) => {
             report(&e);
             return ExitCode::from(EXIT_USAGE);
         }
-    }
+    };
+    let boot_now = prepared.is_some();
     let stop = match EventFd::new(libc::EFD_NONBLOCK) {
         Ok(e) => e,
         Err(e) => {
@@ -180,7 +186,7 @@ fn launch(
     let api = match api_socket {
         Some(path) => {
             let controller =
-                Controller::with_defaults(config.cloned(), api_defaults, vmm::max_cpus(&hv));
+                Controller::with_defaults(prepared.take(), api_defaults, vmm::max_cpus(&hv));
             match ApiServer::start(path, controller.clone()) {
                 Ok(server) => Some((controller, server)),
                 Err(e) => {
@@ -215,25 +221,26 @@ fn launch(
         }
     };
 
-    if let (Some(c), Some(_)) = (&controller, config) {
+    if let (Some(c), true) = (&controller, boot_now) {
         c.request_boot();
     }
     let mut booted_once = false;
     let code = loop {
         // With the API, each boot's configuration comes from the
         // controller (the command line's, or one a client sent).
-        let config = match (&controller, config) {
+        let prepared = match (&controller, &prepared) {
             (Some(c), _) => match c.wait_for_boot(|| stop.read().is_ok()) {
                 Some(config) => config,
                 None => break ExitCode::SUCCESS,
             },
-            (None, Some(config)) => config.clone(),
+            (None, Some(prepared)) => prepared.clone(),
             (None, None) => break ExitCode::from(EXIT_USAGE),
         };
         let observer = controller.as_deref().map(|c| c as &dyn vmm::VmObserver);
-        match vmm::run_once(&config, &hv, &console, &stop, observer) {
+        let reboot = prepared.config().reboot;
+        match vmm::run_once(prepared, &hv, &console, &stop, observer) {
             Ok(Outcome::Reset)
-                if config.reboot || controller.as_ref().is_some_and(|c| c.take_reset_request()) =>
+                if reboot || controller.as_ref().is_some_and(|c| c.take_reset_request()) =>
             {
                 booted_once = true;
                 tracing::info!("guest reset; booting again");

@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 use crate::api::{Action, ActionResult, ApiError, VmConfigSpec, VmController, VmInfo, VmState};
 use crate::config::{KernelSource, VmConfig};
 use crate::error::error_chain;
+use crate::machine::PreparedVm;
 use crate::running::{IdClaim, PendingDevice, RunningVm, VmObserver};
 
 /// How long `PUT /vm/boot` and `PUT /vm/reset` wait for the VM to come up,
@@ -42,7 +43,9 @@ const MAX_DISK_BYTES: u64 = (i64::MAX as u64) & !511;
 
 struct Inner {
     state: VmState,
-    config: Option<VmConfig>,
+    /// The configuration to boot, its disks open and locked from the
+    /// moment it was checked until it is replaced or the process ends.
+    config: Option<PreparedVm>,
     /// The main thread is to pick up `config` and boot it.
     boot_requested: bool,
     /// A boot was asked for, or the VM stopped, and the main thread has not
@@ -90,7 +93,7 @@ fn unprocessable(message: impl Into<String>) -> ApiError {
 impl Controller {
     /// A controller for a VM configured on the command line (`Some`) or
     /// waiting for `PUT /vm/config` (`None`). `max_cpus` is the host's limit.
-    pub fn new(config: Option<VmConfig>, max_cpus: u32) -> Arc<Self> {
+    pub fn new(config: Option<PreparedVm>, max_cpus: u32) -> Arc<Self> {
         Self::with_defaults(config, VmConfig::default(), max_cpus)
     }
 
@@ -98,7 +101,11 @@ impl Controller {
     /// /vm/config` leaves out: its memory, vCPUs, CPU template, command
     /// line, reboot policy and consoles (its kernel, initrd and devices
     /// are ignored: a configuration names its own).
-    pub fn with_defaults(config: Option<VmConfig>, defaults: VmConfig, max_cpus: u32) -> Arc<Self> {
+    pub fn with_defaults(
+        config: Option<PreparedVm>,
+        defaults: VmConfig,
+        max_cpus: u32,
+    ) -> Arc<Self> {
         let state = if config.is_some() {
             VmState::Configured
         } else {
@@ -145,7 +152,7 @@ impl Controller {
     /// Block until a client has configured and booted the VM, or
     /// `give_up` returns true (checked every 100 ms). Returns the
     /// configuration to boot.
-    pub fn wait_for_boot(&self, mut give_up: impl FnMut() -> bool) -> Option<VmConfig> {
+    pub fn wait_for_boot(&self, mut give_up: impl FnMut() -> bool) -> Option<PreparedVm> {
         let mut inner = self.lock();
         loop {
             if inner.power_off_requested {
@@ -215,7 +222,7 @@ impl Controller {
             .running
             .as_ref()
             .map(|r| r.config())
-            .or(inner.config.as_ref());
+            .or(inner.config.as_ref().map(PreparedVm::config));
         VmInfo {
             state: inner.state,
             cpus: config.map_or(0, |c| c.cpus),
@@ -249,19 +256,29 @@ impl Controller {
     }
 
     fn configure(&self, spec: VmConfigSpec) -> ActionResult {
-        if let Some(refusal) = Self::cannot_configure(&self.lock()) {
-            return Err(refusal);
-        }
+        // The configuration this one replaces: the disks both name stay
+        // open (and locked) from one to the other.
+        let held = {
+            let inner = self.lock();
+            if let Some(refusal) = Self::cannot_configure(&inner) {
+                return Err(refusal);
+            }
+            inner.config.clone()
+        };
         // Checking opens files: without the lock.
-        let config = spec::config_from_spec(spec, &self.defaults, self.max_cpus)?;
+        let config = spec::config_from_spec(spec, &self.defaults, self.max_cpus, held.as_ref())?;
         let mut inner = self.lock();
         // A boot that started meanwhile boots the old configuration; this
         // one must not be acknowledged and then ignored.
         if let Some(refusal) = Self::cannot_configure(&inner) {
             return Err(refusal);
         }
-        inner.config = Some(config);
+        let replaced = inner.config.replace(config);
         inner.state = VmState::Configured;
+        drop(inner);
+        // Closing an image is file I/O (a qcow2 writes back its caches):
+        // not under the lock.
+        drop((replaced, held));
         Ok(Value::Null)
     }
 
@@ -502,6 +519,10 @@ impl VmController for Controller {
 impl VmObserver for Controller {
     fn booted(&self, vm: Arc<RunningVm>) {
         let mut inner = self.lock();
+        // The VM's devices hold its images now; kept here too, a disk
+        // removed while it runs would stay locked. `stopping` puts the
+        // configuration back, images and all, before the devices go.
+        inner.config = None;
         inner.running = Some(vm);
         inner.state = VmState::Running;
         inner.settling = false;
@@ -576,7 +597,7 @@ mod tests {
         };
         // The main thread picks the boot up.
         let config = c.wait_for_boot(|| false).unwrap();
-        assert_eq!(config.cpus, 2);
+        assert_eq!(config.config().cpus, 2);
         // While it builds the VM, a second boot and a new configuration
         // are refused, not acknowledged and ignored.
         let e = c.handle(Action::Boot).unwrap_err();
@@ -630,7 +651,11 @@ mod tests {
         c.request_boot();
         let config = c.wait_for_boot(|| false).unwrap();
         assert_eq!(
-            (config.memory, config.cpus, config.reboot),
+            (
+                config.config().memory,
+                config.config().cpus,
+                config.config().reboot
+            ),
             (256 << 20, 3, true)
         );
         c.boot_failed("done".into());
@@ -638,7 +663,10 @@ mod tests {
         c.handle(Action::Configure(spec(&kernel))).unwrap();
         c.request_boot();
         let config = c.wait_for_boot(|| false).unwrap();
-        assert_eq!((config.memory, config.cpus), (256 << 20, 2));
+        assert_eq!(
+            (config.config().memory, config.config().cpus),
+            (256 << 20, 2)
+        );
         let _ = std::fs::remove_file(&kernel);
     }
 

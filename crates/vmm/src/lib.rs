@@ -26,6 +26,7 @@ pub use controller::Controller;
 pub use error::{error_chain, Error, Result};
 pub use hypervisor::Hypervisor;
 pub use machine::{
-    is_linux_kernel, max_cpus, run_once, validate, validate_with, Console, Outcome, MAX_CPUS,
+    is_linux_kernel, max_cpus, run_once, validate, validate_with, Console, Outcome, PreparedVm,
+    MAX_CPUS,
 };
 pub use running::{RunningVm, VmObserver};

@@ -73,9 +73,81 @@ fn eventfd() -> Result<EventFd> {
     EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host("eventfd", e))
 }
 
-/// Check what can be checked before anything is created.
-pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<()> {
-    validate_with(config, max_cpus(hv))
+/// A configuration that passed [`validate`], with its disk images open
+/// and locked: what a VM boots from.
+///
+/// The images are opened once, by the check, and never again: every boot
+/// of the VM (the first, and each after a reset) uses these, and they stay
+/// open, so locked against other writers (`vireo img create`, another VM),
+/// for as long as this value, a clone of it or a VM built from it lives.
+/// Closing them after the check and reopening them for the boot would
+/// leave a moment in which another process could take or replace them.
+#[derive(Clone)]
+pub struct PreparedVm {
+    config: VmConfig,
+    /// One per `config.disks`, in the same order.
+    disks: Vec<Arc<dyn block::DiskImage>>,
+}
+
+impl PreparedVm {
+    /// Pair `config` with its disks' open images (one per disk, in order).
+    pub(crate) fn new(config: VmConfig, disks: Vec<Arc<dyn block::DiskImage>>) -> Self {
+        debug_assert_eq!(config.disks.len(), disks.len());
+        Self { config, disks }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+
+    /// Each disk's configuration with its open image.
+    pub(crate) fn disks(
+        &self,
+    ) -> impl Iterator<Item = (&crate::config::DiskConfig, &Arc<dyn block::DiskImage>)> {
+        self.config.disks.iter().zip(&self.disks)
+    }
+
+    /// The image this configuration holds open for `disk`'s file, if any:
+    /// a new configuration naming the same disk takes it over (opening it
+    /// again would conflict with this very lock). An error when it is held
+    /// with other options, which only a new open could give.
+    fn image_for(
+        &self,
+        disk: &crate::config::DiskConfig,
+    ) -> Result<Option<Arc<dyn block::DiskImage>>> {
+        let Some(id) = block::FileId::of(&disk.path) else {
+            return Ok(None);
+        };
+        let Some((held, image)) = self
+            .disks()
+            .find(|(held, _)| block::FileId::of(&held.path) == Some(id))
+        else {
+            return Ok(None);
+        };
+        if (held.readonly, held.cache, held.format) != (disk.readonly, disk.cache, disk.format) {
+            return Err(Error::InvalidConfig(format!(
+                "disk {} is open in the current configuration with other options \
+                 (readonly, cache or format): configure the VM without it first",
+                disk.path.display()
+            )));
+        }
+        Ok(Some(image.clone()))
+    }
+}
+
+impl std::fmt::Debug for PreparedVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedVm")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Check what can be checked before anything is created, and open (and
+/// lock) the disks the VM will use; see [`PreparedVm`].
+pub fn validate(config: &VmConfig, hv: &Hypervisor) -> Result<PreparedVm> {
+    validate_with(config, max_cpus(hv), None)
 }
 
 /// Most vCPUs a VM may have on this host.
@@ -85,8 +157,10 @@ pub fn max_cpus(hv: &Hypervisor) -> u32 {
         .min(MAX_CPUS)
 }
 
-/// [`validate`], given the host's vCPU limit.
-pub fn validate_with(config: &VmConfig, max: u32) -> Result<()> {
+/// [`validate`], given the host's vCPU limit. Disks that `held` (the
+/// configuration this one replaces) already has open with the same
+/// options are taken over rather than opened again.
+pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> Result<PreparedVm> {
     if config.cpus == 0 || config.cpus > max {
         return Err(Error::InvalidConfig(format!(
             "--cpus {} is out of range (1 to {max} on this host)",
@@ -102,8 +176,9 @@ pub fn validate_with(config: &VmConfig, max: u32) -> Result<()> {
     }
     open_initrd(config.initrd.as_deref())?;
     // Opening each disk checks its format and takes its lock, so a bad or
-    // busy image is reported before the VM exists; it is closed again.
+    // busy image is reported before the VM exists; it stays open for it.
     let mut seen = std::collections::BTreeSet::new();
+    let mut disks = Vec::with_capacity(config.disks.len());
     for disk in &config.disks {
         let key = std::fs::canonicalize(&disk.path).unwrap_or_else(|_| disk.path.clone());
         if !seen.insert(key) {
@@ -112,9 +187,17 @@ pub fn validate_with(config: &VmConfig, max: u32) -> Result<()> {
                 disk.path.display()
             )));
         }
-        crate::virtio_devices::open_disk(disk)?;
+        let reused = match held {
+            Some(held) => held.image_for(disk)?,
+            None => None,
+        };
+        let image = match reused {
+            Some(image) => image,
+            None => crate::virtio_devices::open_disk(disk)?,
+        };
+        disks.push(image);
     }
-    Ok(())
+    Ok(PreparedVm::new(config.clone(), disks))
 }
 
 fn open_initrd(path: Option<&Path>) -> Result<Option<File>> {
@@ -276,18 +359,24 @@ fn open_kernel(source: &KernelSource) -> Result<File> {
     }
 }
 
-/// Build the VM described by `config` and run it until it stops.
+/// Build the VM `prepared` describes, on its open disks, and run it until
+/// it stops. The caller keeps a clone of `prepared` (or, with the API,
+/// [`RunningVm::current_config`]) for the next boot, so the disks stay
+/// locked across a reset.
 ///
 /// `stop` is written by signal handlers or the console escape to ask for an
 /// orderly stop.
 pub fn run_once(
-    config: &VmConfig,
+    prepared: PreparedVm,
     hv: &Hypervisor,
     console: &Console,
     stop: &EventFd,
     observer: Option<&dyn VmObserver>,
 ) -> Result<Outcome> {
-    validate(config, hv)?;
+    // Checked (and the disks opened) by `validate`; the kernel and initrd
+    // are opened again, since each boot reads them from the start.
+    let config = prepared.config.clone();
+    let config = &config;
     let mut kernel = open_kernel(&config.kernel)?;
     let mut initrd = open_initrd(config.initrd.as_deref())?;
     let mem = create_guest_memory(config.memory)?;
@@ -364,7 +453,10 @@ pub fn run_once(
         layout::PCI_HOTPLUG_MMIO_SIZE,
     )?;
     let mut pci = PciDevices::new(vm.clone(), mem.clone(), config.memory)?;
-    crate::virtio_devices::add_virtio_devices(config, &mut pci)?;
+    crate::virtio_devices::add_virtio_devices(&prepared, &mut pci)?;
+    // From here the devices hold the images: one the API removes while
+    // the VM runs is let go at once.
+    drop(prepared);
     pci.attach(&mut pio, &mut mmio)?;
     let io = Arc::new(PlatformIo { pio, mmio });
 

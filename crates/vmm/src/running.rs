@@ -13,6 +13,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::api::{Counters, DeviceInfo};
 use crate::config::{DiskConfig, NetConfig, VmConfig};
 use crate::error::{Error, Result};
+use crate::machine::PreparedVm;
 use crate::pci_devices::{DeviceSource, PciDevices};
 use crate::vcpu::{VcpuCounters, VcpuShared};
 use crate::virtio_devices;
@@ -85,9 +86,12 @@ impl RunningVm {
     /// The configuration to boot again with on a reset: the one the VM
     /// booted with, with its disks and cards as they are now (devices
     /// added or removed while it ran stay added or removed, as on a real
-    /// machine), in bus order.
-    pub fn current_config(&self) -> VmConfig {
+    /// machine), in bus order. It holds the disks' images, open as they
+    /// are: taken before this VM's devices go, it keeps every image locked
+    /// across the reboot.
+    pub fn current_config(&self) -> PreparedVm {
         let mut config = self.config.clone();
+        let mut images = Vec::new();
         config.disks.clear();
         config.nets.clear();
         let removing = self
@@ -99,13 +103,16 @@ impl RunningVm {
             if removing.contains_key(&f.slot) {
                 continue;
             }
-            match &f.description.source {
-                Some(DeviceSource::Disk(d)) => config.disks.push(d.clone()),
-                Some(DeviceSource::Net(n)) => config.nets.push(n.clone()),
-                None => {}
+            match (&f.description.source, &f.description.disk) {
+                (Some(DeviceSource::Disk(d)), Some(image)) => {
+                    config.disks.push(d.clone());
+                    images.push(image.clone());
+                }
+                (Some(DeviceSource::Net(n)), _) => config.nets.push(n.clone()),
+                _ => {}
             }
         }
-        config
+        PreparedVm::new(config, images)
     }
 
     /// The configuration the VM booted with.
@@ -404,7 +411,8 @@ impl PendingDevice {
     /// needs no lock and no hold on the VM (a VM stopping meanwhile is
     /// torn down as usual); [`RunningVm::plug`] puts it on the bus.
     pub fn disk(claim: IdClaim, disk: &DiskConfig) -> Result<Self> {
-        let device = virtio_devices::disk_device(&claim.id, disk)?;
+        let image = virtio_devices::open_disk(disk)?;
+        let device = virtio_devices::disk_device(&claim.id, disk, image);
         Ok(Self { device, claim })
     }
 

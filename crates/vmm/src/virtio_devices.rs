@@ -1,15 +1,17 @@
 //! Creating the virtio devices a configuration asks for: opening disk
 //! images, TAPs and console backends, and naming each device.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{CacheMode, DiskConfig, NetConfig, VmConfig};
 use crate::error::{Error, Result};
+use crate::machine::PreparedVm;
 use crate::pci_devices::{DeviceDescription, DeviceSource, PciDevices};
 
 /// Open `disk`'s image with its options (format probed unless given,
-/// image locked).
+/// image locked). Each image a VM uses is opened once, here, and kept
+/// open (so locked) until the VM no longer has it: see [`PreparedVm`].
 pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> {
     let options = block::OpenOptions {
         read_only: disk.readonly,
@@ -21,7 +23,7 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
         path: disk.path.clone(),
         source,
     })?;
-    if disk.format.is_none() && first_probe_of(&disk.path) {
+    if disk.format.is_none() {
         let found = image.format();
         let raw_rule = if found == block::ImageFormat::Raw {
             "; the guest may not write an image header into its sector 0"
@@ -36,21 +38,13 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
     Ok(image)
 }
 
-/// Whether `path` is probed for the first time in this process: a disk is
-/// opened to check the configuration, again to build the machine and on
-/// every reset, and one warning says it all.
-fn first_probe_of(path: &std::path::Path) -> bool {
-    static WARNED: std::sync::Mutex<BTreeSet<std::path::PathBuf>> =
-        std::sync::Mutex::new(BTreeSet::new());
-    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
-    warned.insert(path.to_owned())
-}
-
-/// Put the configured virtio devices on the PCI bus.
-pub(crate) fn add_virtio_devices(config: &VmConfig, pci: &mut PciDevices) -> Result<()> {
-    for (i, disk) in config.disks.iter().enumerate() {
+/// Put the configured virtio devices on the PCI bus, the disks on the
+/// images `prepared` holds open.
+pub(crate) fn add_virtio_devices(prepared: &PreparedVm, pci: &mut PciDevices) -> Result<()> {
+    let config = prepared.config();
+    for (i, (disk, image)) in prepared.disks().enumerate() {
         let id = disk.id.clone().unwrap_or_else(|| format!("disk{i}"));
-        pci.add_virtio(disk_device(&id, disk)?)?;
+        pci.add_virtio(disk_device(&id, disk, image.clone()))?;
     }
     for (i, net) in config.nets.iter().enumerate() {
         let id = net.id.clone().unwrap_or_else(|| format!("net{i}"));
@@ -82,9 +76,13 @@ pub(crate) struct NewDevice {
     pub description: DeviceDescription,
 }
 
-/// A virtio-blk device over the image `disk` names, called `id`.
-pub(crate) fn disk_device(id: &str, disk: &DiskConfig) -> Result<NewDevice> {
-    let image = open_disk(disk)?;
+/// A virtio-blk device called `id` over `image`, the open image `disk`
+/// names.
+pub(crate) fn disk_device(
+    id: &str,
+    disk: &DiskConfig,
+    image: Arc<dyn block::DiskImage>,
+) -> NewDevice {
     let device = virtio::block::Block::new(virtio::block::BlockConfig {
         disk: image.clone(),
         serial: disk.serial.clone().unwrap_or_else(|| format!("vireo-{id}")),
@@ -102,10 +100,10 @@ pub(crate) fn disk_device(id: &str, disk: &DiskConfig) -> Result<NewDevice> {
         id: Some(id.to_string()),
         ..disk.clone()
     }));
-    Ok(NewDevice {
+    NewDevice {
         device: Box::new(device),
         description,
-    })
+    }
 }
 
 /// A virtio-net device on the TAP `net` names, called `id`. (`_config`

@@ -15,18 +15,21 @@ use super::{bad_request, unprocessable};
 use crate::api::{ApiError, DiskSpec, NetSpec, VmConfigSpec};
 use crate::config::{DiskConfig, KernelSource, NetConfig, VmConfig};
 use crate::error::{error_chain, Error};
+use crate::machine::PreparedVm;
 
 /// The most guest RAM the document allows (16 TiB); the host decides
 /// below that.
 pub(super) const MAX_MEMORY_MIB: u64 = 1 << 24;
 
-/// A `VmConfig` from `PUT /vm/config`'s JSON. Fields the client left out
+/// A `VmConfig` from `PUT /vm/config`'s JSON, checked and its disks
+/// opened (those `held` has open already are taken over from it). Fields the client left out
 /// come from `defaults` (what `vireo run` was given on its command line).
 pub(super) fn config_from_spec(
     spec: VmConfigSpec,
     defaults: &VmConfig,
     max_cpus: u32,
-) -> Result<VmConfig, ApiError> {
+    held: Option<&PreparedVm>,
+) -> Result<PreparedVm, ApiError> {
     let min_mib = arch::memory::MIN_MEMORY >> 20;
     let memory = match spec.memory_mib {
         Some(mib) if !(min_mib..=MAX_MEMORY_MIB).contains(&mib) => {
@@ -90,8 +93,8 @@ pub(super) fn config_from_spec(
     // The fields are sound; what is left opens the kernel, initrd and disks
     // (a bad image or a busy lock is the client's error, as on the command
     // line).
-    crate::machine::validate_with(&config, max_cpus).map_err(|e| unprocessable(error_chain(&e)))?;
-    Ok(config)
+    crate::machine::validate_with(&config, max_cpus, held)
+        .map_err(|e| unprocessable(error_chain(&e)))
 }
 
 /// Guest RAM the machine can have and the host can back.
@@ -329,32 +332,42 @@ mod tests {
     fn machine_fields_are_named_as_json() {
         let defaults = VmConfig::default();
         let spec = |j: &str| serde_json::from_str::<VmConfigSpec>(j).unwrap();
-        let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":0}"#), &defaults, 8).unwrap_err();
+        let e =
+            config_from_spec(spec(r#"{"kernel":"/k","cpus":0}"#), &defaults, 8, None).unwrap_err();
         assert_eq!(e.status, 400);
         assert!(e.message.starts_with("cpus 0 is out of range"), "{e:?}");
         // Allowed by the document, beyond this host: 422, not 400.
-        let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":9}"#), &defaults, 8).unwrap_err();
+        let e =
+            config_from_spec(spec(r#"{"kernel":"/k","cpus":9}"#), &defaults, 8, None).unwrap_err();
         assert_eq!(e.status, 422);
         assert!(
             e.message.contains("more than this host allows (8)"),
             "{e:?}"
         );
-        let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":255}"#), &defaults, 8).unwrap_err();
+        let e = config_from_spec(spec(r#"{"kernel":"/k","cpus":255}"#), &defaults, 8, None)
+            .unwrap_err();
         assert_eq!(e.status, 400);
-        let e =
-            config_from_spec(spec(r#"{"kernel":"/k","memory_mib":1}"#), &defaults, 8).unwrap_err();
+        let e = config_from_spec(
+            spec(r#"{"kernel":"/k","memory_mib":1}"#),
+            &defaults,
+            8,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400);
         assert!(e.message.starts_with("memory_mib 1"), "{e:?}");
         let e = config_from_spec(
             spec(r#"{"kernel":"/k","memory_mib":18446744073709551615}"#),
             &defaults,
             8,
+            None,
         )
         .unwrap_err();
         assert!(e.message.starts_with("memory_mib "), "{e:?}");
         assert!(!e.message.contains("--"), "{e:?}");
         // A kernel that is not there: well formed, cannot be done.
-        let e = config_from_spec(spec(r#"{"kernel":"/nonexistent/k"}"#), &defaults, 8).unwrap_err();
+        let e = config_from_spec(spec(r#"{"kernel":"/nonexistent/k"}"#), &defaults, 8, None)
+            .unwrap_err();
         assert_eq!(e.status, 422);
         assert!(e.message.starts_with("kernel /nonexistent/k"), "{e:?}");
     }
