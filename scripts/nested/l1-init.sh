@@ -1,0 +1,249 @@
+#!/bin/busybox sh
+# /init of the L1 guest: Debian's kernel under QEMU's emulator, with AMD SVM.
+#
+# Loads kvm-amd, then for each scenario in `vireo.scenarios=a,b,c` (kernel
+# command line) runs the static vireo on an L2 Linux guest and prints, on
+# this console (QEMU's stdout, read by crates/vireo/tests/nested.rs):
+#     VIREO-SCENARIO-BEGIN <scenario>
+#     L2| <each line of the L2 serial console>
+#     LOG| <each line of vireo's stderr, at -vv>
+#     VIREO-RESULT <scenario> <check> ok|fail <evidence>   (from L2 and from here)
+#     VIREO-SKIP <scenario> <reason>                       (cannot run here)
+#     VIREO-SCENARIO-END <scenario> rc=<vireo's exit code>
+# and powers off. Every vireo run is bounded by `vireo.timeout=` seconds
+# (default 180); a run that hits it ends with rc=124 and a `timeout` check
+# that fails: a hang is a bug to look at, so the evidence is kept.
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
+ip link set lo up
+
+arg() {
+    for w in $(cat /proc/cmdline); do
+        case "$w" in "$1"=*) echo "${w#*=}"; return ;; esac
+    done
+}
+
+l1_start=$(cut -d' ' -f1 /proc/uptime)
+echo "vireo-l1: init reached at ${l1_start}s"
+for m in irqbypass kvm kvm-amd tun; do
+    insmod "/modules/$m.ko" || echo "vireo-l1: insmod $m failed"
+done
+mdev -s 2>/dev/null
+echo "vireo-l1: cpu flags svm=$(grep -cw svm /proc/cpuinfo) npt=$(grep -cw npt /proc/cpuinfo)"
+echo "vireo-l1: $(grep MemTotal /proc/meminfo | tr -s ' ')"
+l1_error=
+if [ ! -c /dev/kvm ]; then
+    l1_error="no /dev/kvm in L1 after insmod kvm-amd (svm in cpuinfo: $(grep -cw svm /proc/cpuinfo))"
+fi
+
+timeout_s=$(arg vireo.timeout)
+[ -n "$timeout_s" ] || timeout_s=180
+L2_KERNEL=/l2/vmlinuz
+L2_INITRD=/l2/initramfs.cpio.gz
+L2_CMDLINE="console=ttyS0 reboot=k panic=1"
+
+# l1_result SCENARIO CHECK ok|fail EVIDENCE...
+l1_result() {
+    echo "VIREO-RESULT $*"
+}
+
+# vireo_run SCENARIO VIREO-ARGS...: runs vireo with the console and log kept
+# in /tmp/$SCENARIO.{console,log}, bounded by the timeout; sets $rc.
+vireo_run() {
+    name=$1
+    shift
+    t0=$(cut -d' ' -f1 /proc/uptime)
+    timeout "$timeout_s" /bin/vireo -vv run "$@" \
+        >"/tmp/$name.console" 2>"/tmp/$name.log" </dev/null
+    rc=$?
+    t1=$(cut -d' ' -f1 /proc/uptime)
+    echo "vireo-l1: $name: vireo exited rc=$rc after $(awk "BEGIN{print $t1-$t0}")s (L1 time)"
+}
+
+# emit SCENARIO: the L2 console, vireo's log and L2's result lines.
+emit() {
+    sed 's/\r$//; s/^/L2| /' "/tmp/$1.console"
+    sed 's/^/LOG| /' "/tmp/$1.log"
+    # L2 prints its results on its console; repeat them unprefixed.
+    sed -n 's/\r$//; /^VIREO-RESULT /p' "/tmp/$1.console"
+    if [ "$rc" = 124 ]; then
+        l1_result "$1" timeout fail "vireo still running after ${timeout_s}s: killed"
+    fi
+}
+
+# exit_check SCENARIO WANT: the check that vireo ended with WANT.
+exit_check() {
+    if [ "$rc" = "$2" ]; then
+        l1_result "$1" vireo-exit ok "rc=$rc"
+    else
+        l1_result "$1" vireo-exit fail "rc=$rc, want $2"
+    fi
+}
+
+scenario_boot() {
+    vireo_run boot --kernel $L2_KERNEL --initrd $L2_INITRD --cpus 2 --memory 512M \
+        --cmdline "$L2_CMDLINE vireo.scenario=boot vireo.cpus=2 vireo.mem_mib=512"
+    emit boot
+    exit_check boot 0
+}
+
+scenario_poweroff() {
+    vireo_run poweroff --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
+        --cmdline "$L2_CMDLINE vireo.scenario=poweroff"
+    emit poweroff
+    exit_check poweroff 0
+}
+
+scenario_reboot() {
+    vireo_run reboot --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
+        --cmdline "$L2_CMDLINE vireo.scenario=reboot"
+    emit reboot
+    exit_check reboot 0
+    boots=$(grep -c 'vireo-l2: init reached' /tmp/reboot.console)
+    if [ "$boots" = 1 ]; then
+        l1_result reboot one-boot ok "without --reboot, vireo exited at the reset"
+    else
+        l1_result reboot one-boot fail "$boots boots"
+    fi
+}
+
+scenario_reboot_again() {
+    dd if=/dev/zero of=/tmp/flag.raw bs=1M count=1 2>/dev/null
+    vireo_run reboot-again --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M --reboot \
+        --disk path=/tmp/flag.raw \
+        --cmdline "$L2_CMDLINE vireo.scenario=reboot-again"
+    emit reboot-again
+    exit_check reboot-again 0
+    boots=$(grep -c 'vireo-l2: init reached' /tmp/reboot-again.console)
+    if [ "$boots" = 2 ]; then
+        l1_result reboot-again two-boots ok "2 boots"
+    else
+        l1_result reboot-again two-boots fail "$boots boots"
+    fi
+}
+
+scenario_virtio_blk() {
+    dd if=/dev/zero of=/tmp/vda.raw bs=1M count=16 2>/dev/null
+    dd if=/dev/urandom of=/tmp/vdb.raw bs=1M count=1 2>/dev/null
+    vdb_before=$(sha256sum /tmp/vdb.raw | cut -d' ' -f1)
+    # Linux gives a disk at most one queue per CPU: 4 CPUs for 4 queues.
+    vireo_run virtio-blk --kernel $L2_KERNEL --initrd $L2_INITRD --cpus 4 --memory 256M \
+        --disk path=/tmp/vda.raw,serial=vireo-nested-1,queues=4 \
+        --disk path=/tmp/vdb.raw,readonly=on \
+        --cmdline "$L2_CMDLINE vireo.scenario=virtio-blk vireo.serial=vireo-nested-1 vireo.queues=4"
+    emit virtio-blk
+    exit_check virtio-blk 0
+    l2_sum=$(sed -n 's/\r$//; s/^VIREO-VALUE virtio-blk pattern-sha256 //p' /tmp/virtio-blk.console)
+    l1_sum=$(head -c 8388608 /tmp/vda.raw | sha256sum | cut -d' ' -f1)
+    if [ -n "$l2_sum" ] && [ "$l2_sum" = "$l1_sum" ]; then
+        l1_result virtio-blk host-file ok "the host file holds the pattern, sha256 $l1_sum"
+    else
+        l1_result virtio-blk host-file fail "L2 wrote sha256 '$l2_sum', the host file has $l1_sum"
+    fi
+    vdb_after=$(sha256sum /tmp/vdb.raw | cut -d' ' -f1)
+    if [ "$vdb_before" = "$vdb_after" ]; then
+        l1_result virtio-blk ro-host-file ok "the read-only image is unchanged"
+    else
+        l1_result virtio-blk ro-host-file fail "the read-only image changed"
+    fi
+    rm -f /tmp/vda.raw /tmp/vdb.raw
+}
+
+scenario_virtio_net() {
+    tap=vtap0
+    (
+        # vireo creates the TAP; address it once it exists, then ping L2
+        # until it answers and tell L2 over TCP.
+        i=0
+        while [ ! -e /sys/class/net/$tap ] && [ $i -lt 600 ]; do
+            sleep 0.2
+            i=$((i + 1))
+        done
+        ip addr add 169.254.10.1/24 dev $tap
+        ip link set $tap up
+        i=0
+        until ping -c 1 -W 2 169.254.10.2 >/tmp/l1ping.out 2>&1; do
+            i=$((i + 1))
+            [ $i -lt 60 ] || break
+        done
+        if ping -c 3 -W 5 169.254.10.2 >/tmp/l1ping.out 2>&1; then
+            echo ok >/tmp/l1ping.verdict
+            i=0
+            until echo l1-pinged-l2 | nc -w 10 169.254.10.2 7777 2>/dev/null; do
+                i=$((i + 1))
+                [ $i -lt 30 ] || break
+                sleep 1
+            done
+        else
+            echo fail >/tmp/l1ping.verdict
+        fi
+    ) &
+    helper=$!
+    vireo_run virtio-net --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
+        --net tap=$tap,mac=52:54:00:12:34:56 \
+        --cmdline "$L2_CMDLINE vireo.scenario=virtio-net vireo.mac=52:54:00:12:34:56 vireo.ip=169.254.10.2 vireo.peer=169.254.10.1"
+    kill $helper 2>/dev/null
+    wait $helper 2>/dev/null
+    emit virtio-net
+    exit_check virtio-net 0
+    l1_result virtio-net ping-from-l1 "$(cat /tmp/l1ping.verdict 2>/dev/null || echo fail)" \
+        "$(tr '\n' '|' </tmp/l1ping.out 2>/dev/null)"
+}
+
+scenario_console() {
+    rm -f /tmp/hvc0.out
+    vireo_run console --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
+        --console file:/tmp/hvc0.out \
+        --cmdline "$L2_CMDLINE vireo.scenario=console"
+    emit console
+    exit_check console 0
+    if grep -q hello-from-l2-hvc0 /tmp/hvc0.out 2>/dev/null; then
+        l1_result console host-file ok "the line L2 wrote to /dev/hvc0 is in the host file"
+    else
+        l1_result console host-file fail "host file: '$(head -c 200 /tmp/hvc0.out 2>&1 | tr '\n' '|')'"
+    fi
+}
+
+scenario_rng() {
+    vireo_run rng --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M --rng \
+        --cmdline "$L2_CMDLINE vireo.scenario=rng"
+    emit rng
+    exit_check rng 0
+}
+
+# The old test of crates/vireo/tests/linux.rs, unchanged: its initramfs,
+# 512 MiB and 2 vCPUs, vireo's default command line; linux.rs checks the
+# console and the exit code itself.
+scenario_linux_test() {
+    vireo_run linux-test --kernel $L2_KERNEL --initrd /l2/linux-test.cpio.gz \
+        --memory 512M --cpus 2
+    emit linux-test
+}
+
+for s in $(arg vireo.scenarios | tr ',' ' '); do
+    echo "VIREO-SCENARIO-BEGIN $s"
+    rc=none
+    if [ -n "$l1_error" ]; then
+        echo "VIREO-RESULT $s l1-kvm fail $l1_error"
+    else
+        case "$s" in
+        boot) scenario_boot ;;
+        poweroff) scenario_poweroff ;;
+        reboot) scenario_reboot ;;
+        reboot-again) scenario_reboot_again ;;
+        virtio-blk) scenario_virtio_blk ;;
+        virtio-net) scenario_virtio_net ;;
+        console) scenario_console ;;
+        rng) scenario_rng ;;
+        linux-test) scenario_linux_test ;;
+        *) echo "VIREO-RESULT $s scenario fail unknown scenario" ;;
+        esac
+    fi
+    echo "VIREO-SCENARIO-END $s rc=$rc"
+done
+l1_end=$(cut -d' ' -f1 /proc/uptime)
+echo "VIREO-L1-DONE uptime=${l1_end}s"
+poweroff -f

@@ -1,0 +1,82 @@
+#!/bin/sh
+# run.sh OUT SCENARIO[,SCENARIO...]
+#
+# One nested run: Vireo inside an L1 Linux under QEMU's emulator, booting L2
+# Linux guests. Builds what is missing, each step cached:
+#   - the static vireo (cargo, release, target x86_64-unknown-linux-gnu, so
+#     it runs on L1's busybox root with no libc);
+#   - Debian's cloud kernel and its modules (scripts/fetch-linux.sh) in
+#     target/tmp/linux, and the busybox initramfs of tests/linux.rs
+#     (scripts/make-initramfs.sh) there too;
+#   - Debian's QEMU 7.2, unpacked, not installed (fetch-qemu.sh) in
+#     target/nested/qemu;
+#   - the L1 and L2 initramfs archives (make-roots.sh) in OUT;
+# then boots L1 once with `vireo.scenarios=` and runs every scenario
+# (l1-init.sh), the whole run bounded by VIREO_NESTED_TIMEOUT seconds
+# (default 900) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
+# (default 180). Writes OUT/l1-console.log (everything L1 printed: the
+# VIREO-* lines, every L2 console and vireo log), OUT/qemu.rc and
+# OUT/wall-seconds. Exits 0 when the run happened (whatever its scenarios
+# found), 77 with a `SKIP: reason` line on stderr when this host cannot run
+# it, another code when building failed.
+#
+# By hand, with the consoles on the terminal as they come:
+#     scripts/nested/run.sh target/nested/manual virtio-blk; less target/nested/manual/l1-console.log
+set -eu
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 OUT SCENARIO[,SCENARIO...]" >&2
+    exit 2
+fi
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+here="$repo/scripts/nested"
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
+scenarios=$2
+
+skip() {
+    echo "SKIP: $*" >&2
+    exit 77
+}
+[ "$(id -u)" = 0 ] || skip "not root: the nested run installs QEMU's libraries with apt-get"
+[ "$(uname -m)" = x86_64 ] || skip "not an x86_64 host"
+command -v apt-get >/dev/null 2>&1 || skip "no apt-get: Debian's QEMU and kernel come from apt"
+
+step() {
+    echo "nested: $*" >&2
+}
+
+cargo=${CARGO:-cargo}
+target=x86_64-unknown-linux-gnu
+step "building the static vireo"
+(cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" "$cargo" build --release --locked \
+    -q -p vireo --bin vireo --target $target)
+vireo="$repo/target/$target/release/vireo"
+
+linux="$repo/target/tmp/linux"
+"$repo/scripts/fetch-linux.sh" "$linux" >&2
+"$repo/scripts/make-initramfs.sh" "$linux" >&2
+st=0
+"$here/fetch-qemu.sh" "$repo/target/nested/qemu" >&2 || st=$?
+[ "$st" != 77 ] || skip "cannot fetch Debian's QEMU (see above)"
+[ "$st" = 0 ] || exit "$st"
+"$here/make-roots.sh" "$out" "$linux" "$vireo" "$linux/initramfs.cpio.gz" >&2
+
+q="$repo/target/nested/qemu/root/usr"
+timeout_s=${VIREO_NESTED_TIMEOUT:-900}
+per_run=${VIREO_NESTED_SCENARIO_TIMEOUT:-180}
+step "booting L1 for: $scenarios (timeout ${timeout_s}s)"
+start=$(date +%s)
+rc=0
+# -no-reboot and panic=-1: a panicking L1 ends QEMU instead of looping.
+QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" timeout "$timeout_s" \
+    "$q/bin/qemu-system-x86_64" -L "$q/share/qemu" -L "$q/share/seabios" \
+    -accel tcg -cpu max -smp 2 -m 2G -display none -serial stdio -monitor none \
+    -no-reboot -nic none \
+    -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
+    -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run" \
+    </dev/null >"$out/l1-console.log" 2>&1 || rc=$?
+end=$(date +%s)
+echo "$rc" >"$out/qemu.rc"
+echo $((end - start)) >"$out/wall-seconds"
+step "L1 ended with rc=$rc after $((end - start))s; console in $out/l1-console.log"
