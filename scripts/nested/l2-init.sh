@@ -23,12 +23,15 @@ arg() {
 
 scenario=$(arg vireo.scenario)
 [ -n "$scenario" ] || scenario=none
+# The name results are reported under (one scenario, several variants).
+name=$(arg vireo.name)
+[ -n "$name" ] || name=$scenario
 
 # result CHECK ok|fail EVIDENCE...
 result() {
     check=$1 verdict=$2
     shift 2
-    echo "VIREO-RESULT $scenario $check $verdict $*"
+    echo "VIREO-RESULT $name $check $verdict $*"
 }
 
 # expect CHECK WANT GOT: ok when the two strings are equal.
@@ -116,7 +119,7 @@ virtio-blk)
     echo 3 >/proc/sys/vm/drop_caches
     back=$(dd if=/dev/vda bs=1M count=8 2>/dev/null | sha256sum | cut -d' ' -f1)
     expect readback "$sum" "$back"
-    echo "VIREO-VALUE virtio-blk pattern-sha256 $sum"
+    echo "VIREO-VALUE $name pattern-sha256 $sum"
     expect vdb-ro 1 "$(cat /sys/block/vdb/ro 2>&1)"
     if dd if=/dev/zero of=/dev/vdb bs=4096 count=1 oflag=direct 2>/tmp/ro.err; then
         result vdb-write-refused fail "a write to the read-only disk succeeded"

@@ -15,8 +15,10 @@
 # (l1-init.sh), the whole run bounded by VIREO_NESTED_TIMEOUT seconds
 # (default 900) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
 # (default 180). Writes OUT/l1-console.log (everything L1 printed: the
-# VIREO-* lines, every L2 console and vireo log), OUT/qemu.rc and
-# OUT/wall-seconds. Exits 0 when the run happened (whatever its scenarios
+# VIREO-* lines, every L2 console and vireo log), OUT/qemu-debug.log (QEMU's
+# CPU state at each reset of L1 and the guest errors it saw: an L1 that
+# resets ends QEMU, because of -no-reboot), OUT/qemu.rc and OUT/wall-seconds;
+# a run where anything failed is also kept as OUT/failed-<epoch>.log. Exits 0 when the run happened (whatever its scenarios
 # found), 77 with a `SKIP: reason` line on stderr when this host cannot run
 # it, another code when building failed.
 #
@@ -72,11 +74,19 @@ rc=0
 QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" timeout "$timeout_s" \
     "$q/bin/qemu-system-x86_64" -L "$q/share/qemu" -L "$q/share/seabios" \
     -accel tcg -cpu max -smp 2 -m 2G -display none -serial stdio -monitor none \
-    -no-reboot -nic none \
+    -no-reboot -nic none -d cpu_reset,guest_errors -D "$out/qemu-debug.log" \
     -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
     -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run" \
     </dev/null >"$out/l1-console.log" 2>&1 || rc=$?
 end=$(date +%s)
+# A failed or unfinished run's console is kept beside the next ones: a
+# failure here is a bug to look into, and reruns must not erase it.
+if [ "$rc" != 0 ] || ! grep -q '^VIREO-L1-DONE' "$out/l1-console.log" ||
+    grep -q '^VIREO-RESULT [^ ]* [^ ]* fail' "$out/l1-console.log"; then
+    cp "$out/l1-console.log" "$out/failed-$start.log"
+    cp "$out/qemu-debug.log" "$out/failed-$start.qemu-debug.log" 2>/dev/null || true
+    step "some scenario failed: console kept in $out/failed-$start.log"
+fi
 echo "$rc" >"$out/qemu.rc"
 echo $((end - start)) >"$out/wall-seconds"
 step "L1 ended with rc=$rc after $((end - start))s; console in $out/l1-console.log"

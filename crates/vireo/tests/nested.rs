@@ -1,0 +1,191 @@
+//! Stock Linux guests, checked by what Linux itself reports: Debian's cloud
+//! kernel booted by the real (static) vireo inside an L1 Linux that runs
+//! under QEMU's emulator with AMD SVM (`scripts/nested/run.sh`; the method
+//! and its cost are in docs/testing.md).
+//!
+//! All scenarios share one L1 boot, started by the first test that needs it.
+//! Each test asserts that its scenario ran to the end and that every check
+//! it expects was reported ok; a failure quotes the scenario's L2 console,
+//! vireo's log and the failing checks' evidence. `VIREO_NESTED_SCENARIOS`
+//! (comma-separated) runs only those scenarios; the others are skipped.
+//! Where the host cannot run QEMU's emulator this way (not root, no apt)
+//! every test is skipped through `testkit::skip`, never passed.
+
+#[path = "nested/harness.rs"]
+mod harness;
+
+use std::sync::OnceLock;
+
+use harness::{Run, Scenario};
+
+/// Every scenario of l1-init.sh this file checks, in the order L1 runs them.
+const SCENARIOS: &[&str] = &[
+    "boot",
+    "poweroff",
+    "reboot",
+    "reboot-again",
+    "virtio-blk",
+    "virtio-net",
+    "console",
+    "rng",
+];
+
+/// The scenarios to run: all, or those VIREO_NESTED_SCENARIOS names.
+fn selected() -> Vec<&'static str> {
+    match std::env::var("VIREO_NESTED_SCENARIOS") {
+        Ok(list) if !list.trim().is_empty() => SCENARIOS
+            .iter()
+            .copied()
+            .filter(|s| list.split(',').any(|w| w.trim() == *s))
+            .collect(),
+        _ => SCENARIOS.to_vec(),
+    }
+}
+
+/// The one L1 boot of this binary, or why it cannot happen here.
+fn nested() -> &'static Result<Run, String> {
+    static RUN: OnceLock<Result<Run, String>> = OnceLock::new();
+    RUN.get_or_init(|| harness::run("suite", &selected()))
+}
+
+/// The scenario `name`, or `None` after recording a skip.
+fn scenario(name: &str) -> Option<Scenario<'static>> {
+    if !selected().contains(&name) {
+        testkit::skip(&format!("scenario {name} not in VIREO_NESTED_SCENARIOS"));
+        return None;
+    }
+    match nested() {
+        Ok(run) => Some(run.scenario(name)),
+        Err(why) => {
+            testkit::skip(why);
+            None
+        }
+    }
+}
+
+/// bzImage with an initrd and a command line: `nproc` and the APIC IDs in
+/// /proc/cpuinfo match `--cpus 2`, MemTotal fits `--memory 512M`, dmesg has
+/// no ACPI error or warning, and `poweroff -f` ends vireo with 0.
+#[test]
+fn boot_bzimage_with_initrd() {
+    let Some(s) = scenario("boot") else { return };
+    s.assert_checks(&["nproc", "apic-ids", "memtotal", "acpi-clean", "vireo-exit"]);
+}
+
+/// The same boot's console has no kernel WARNING, BUG or Oops.
+#[test]
+#[ignore = "fails: Linux warns 'XSAVE consistency problem: size 2696 != kernel_size 576' \
+            (fpu__init_system_xstate) under vireo; reported, not yet fixed"]
+fn boot_has_no_kernel_warnings() {
+    let Some(s) = scenario("boot") else { return };
+    s.assert_checks(&["vireo-exit"]);
+    let console = s.l2_console();
+    let bad: Vec<&str> = console
+        .lines()
+        .filter(|l| {
+            l.contains("WARNING: CPU:")
+                || l.contains("] BUG:")
+                || l.contains("Oops")
+                || l.contains("consistency problem")
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "the L2 kernel warned:\n  {}\n{}",
+        bad.join("\n  "),
+        s.describe()
+    );
+}
+
+/// `poweroff -f` (ACPI S5) ends vireo with exit code 0.
+#[test]
+fn power_poweroff_ends_vireo_with_0() {
+    let Some(s) = scenario("poweroff") else {
+        return;
+    };
+    s.assert_checks(&["reached", "vireo-exit"]);
+}
+
+/// `reboot -f` without `--reboot`: vireo exits 0 at the reset, one boot.
+#[test]
+fn power_reboot_without_reboot_flag_exits() {
+    let Some(s) = scenario("reboot") else { return };
+    s.assert_checks(&["reached", "vireo-exit", "one-boot"]);
+}
+
+/// `reboot -f` with `--reboot`: the guest boots again and finds the mark
+/// it wrote to its disk before the reset, then powers off.
+#[test]
+fn power_reboot_with_reboot_flag_boots_again() {
+    let Some(s) = scenario("reboot-again") else {
+        return;
+    };
+    s.assert_checks(&["first-boot", "second-boot", "vireo-exit", "two-boots"]);
+}
+
+/// The checks of l1-init.sh's `virtio_blk_with`.
+const VIRTIO_BLK_CHECKS: &[&str] = &[
+    "vda-serial",
+    "vda-mq",
+    "write",
+    "readback",
+    "host-file",
+    "vdb-ro",
+    "vdb-write-refused",
+    "ro-host-file",
+    "vireo-exit",
+];
+
+/// A raw disk: 8 MiB written and synced in L2 read back in L2 and found in
+/// the host file; `serial=` in /sys/block/vda/serial; `queues=2` with 2
+/// vCPUs gives two hardware queues in /sys/block/vda/mq; a `readonly=on`
+/// disk is read-only to Linux, refuses a write, and its host file stays
+/// unchanged.
+#[test]
+fn virtio_blk_raw_write_serial_queues_readonly() {
+    let Some(s) = scenario("virtio-blk") else {
+        return;
+    };
+    s.assert_checks(VIRTIO_BLK_CHECKS);
+}
+
+/// The same with `queues=4` and 4 vCPUs (Linux caps a disk's queues at its
+/// CPU count), in an L1 boot of its own: 4 L2 vCPUs on L1's 2.
+#[test]
+#[ignore = "fails 2 runs in 3 here: an L2 vCPU triple-faults during boot, then every later \
+            VM in that L1 triple-faults at once (or L1 itself resets); see docs/testing.md"]
+fn virtio_blk_four_queues_with_four_cpus() {
+    let run = match harness::run("mq4", &["virtio-blk-mq4"]) {
+        Ok(run) => run,
+        Err(why) => {
+            testkit::skip(&why);
+            return;
+        }
+    };
+    run.scenario("virtio-blk-mq4")
+        .assert_checks(VIRTIO_BLK_CHECKS);
+}
+
+/// A NIC on a TAP vireo creates in L1: the MAC from `mac=`, L2 pings L1 (3
+/// of 3), L1 pings L2 (3 of 3) and then reaches it over TCP.
+#[test]
+fn virtio_net_tap_ping_both_ways_and_tcp() {
+    let Some(s) = scenario("virtio-net") else {
+        return;
+    };
+    s.assert_checks(&["mac", "ping", "ping-from-l1", "tcp-from-l1", "vireo-exit"]);
+}
+
+/// A line L2 writes to /dev/hvc0 arrives in the `--console file:` file.
+#[test]
+fn console_guest_to_host() {
+    let Some(s) = scenario("console") else { return };
+    s.assert_checks(&["hvc0", "host-file", "vireo-exit"]);
+}
+
+/// Linux's virtio-rng binds and /dev/hwrng gives differing random bytes.
+#[test]
+fn rng_feeds_hwrng() {
+    let Some(s) = scenario("rng") else { return };
+    s.assert_checks(&["rng-available", "hwrng-read", "vireo-exit"]);
+}
