@@ -7,12 +7,13 @@
 #     VIREO-SCENARIO-BEGIN <scenario>
 #     L2| <each line of the L2 serial console, as it comes>
 #     LOG| <each line of vireo's stderr, at -vv>
+#     HANG| <where vireo's threads and the guest were, if it hit the timeout>
 #     VIREO-RESULT <scenario> <check> ok|fail <evidence>   (from L2 and from here)
-#     VIREO-SKIP <scenario> <reason>                       (cannot run here)
 #     VIREO-SCENARIO-END <scenario> rc=<vireo's exit code>
 # and powers off. Every vireo run is bounded by `vireo.timeout=` seconds
-# (default 180); a run that hits it ends with rc=124 and a `timeout` check
-# that fails: a hang is a bug to look at, so the evidence is kept.
+# (default 180); a run that hits it ends with rc=124, HANG| lines and a
+# `timeout` check that fails: a hang is a bug to look at, so the evidence is
+# kept.
 export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -55,16 +56,61 @@ l1_result() {
 vireo_run() {
     name=$1
     shift
+    rm -f "/tmp/$name.hang"
     t0=$(cut -d' ' -f1 /proc/uptime)
     # The L2 console streams out as it comes (kept if L1 itself dies
-    # mid-run); vireo's log follows when it ends.
+    # mid-run); vireo's log follows when it ends. A watchdog stops vireo
+    # at the timeout, after recording where it hung.
     {
-        timeout "$timeout_s" /bin/vireo -vv run "$@" 2>"/tmp/$name.log" </dev/null
+        /bin/vireo -vv run "$@" 2>"/tmp/$name.log" </dev/null &
+        vpid=$!
+        (
+            sleep "$timeout_s"
+            if kill -0 $vpid 2>/dev/null; then
+                hang_report $vpid
+                kill $vpid
+                sleep 10
+                kill -9 $vpid 2>/dev/null
+            fi
+        ) >"/tmp/$name.hang" 2>&1 </dev/null &
+        wpid=$!
+        wait $vpid
         echo $? >"/tmp/$name.rc"
+        kill $wpid 2>/dev/null
     } | tee "/tmp/$name.console" | sed 's/\r$//; s/^/L2| /'
     rc=$(cat "/tmp/$name.rc")
     t1=$(cut -d' ' -f1 /proc/uptime)
     echo "vireo-l1: $name: vireo exited rc=$rc after $(awk "BEGIN{print $t1-$t0}")s (L1 time)"
+    # vireo stops in order (exit 0) on SIGTERM: the watchdog's report is
+    # what says it was a timeout.
+    if [ -s "/tmp/$name.hang" ]; then
+        echo "vireo-l1: $name: stopped by the ${timeout_s}s watchdog (exit status $rc)"
+        rc=124
+    fi
+}
+
+# hang_report PID: where vireo's threads are (kernel stacks: a vCPU thread
+# in kvm_vcpu_block is halted, one in vcpu_run is running the guest, one in
+# futex_wait is blocked in vireo) and, from KVM's kvm_exit tracepoint, the
+# guest RIPs of 2 s of exits.
+hang_report() {
+    echo "vireo pid $1 still running at the timeout"
+    for t in /proc/$1/task/*; do
+        echo "thread $(basename "$t") $(cat "$t/comm") state $(cut -d' ' -f3 "$t/stat")"
+        sed 's/^/    /' "$t/stack" 2>/dev/null
+    done
+    tr=/sys/kernel/tracing
+    [ -d $tr/events ] || mount -t tracefs tracefs $tr 2>/dev/null
+    if [ -w $tr/events/kvm/kvm_exit/enable ]; then
+        : >$tr/trace
+        echo 1 >$tr/events/kvm/kvm_exit/enable
+        sleep 2
+        echo 0 >$tr/events/kvm/kvm_exit/enable
+        echo "kvm_exit events in 2 s: $(grep -c kvm_exit $tr/trace)"
+        grep kvm_exit $tr/trace | tail -n 40
+    else
+        echo "no kvm tracepoints"
+    fi
 }
 
 # emit SCENARIO: vireo's log and L2's result lines.
@@ -73,7 +119,8 @@ emit() {
     # L2 prints its results on its console; repeat them unprefixed.
     sed -n 's/\r$//; /^VIREO-RESULT /p' "/tmp/$1.console"
     if [ "$rc" = 124 ]; then
-        l1_result "$1" timeout fail "vireo still running after ${timeout_s}s: killed"
+        sed 's/^/HANG| /' "/tmp/$1.hang"
+        l1_result "$1" timeout fail "vireo still running after ${timeout_s}s: stopped (HANG| lines)"
     fi
 }
 
