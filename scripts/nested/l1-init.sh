@@ -33,6 +33,13 @@ for m in irqbypass kvm kvm-amd tun; do
     insmod "/modules/$m.ko" || echo "vireo-l1: insmod $m failed"
 done
 mdev -s 2>/dev/null
+# The kvm_exit tracepoint for hang reports, enabled now with the ring buffer
+# off: enabling it while an L2 runs patches L1's kernel text, and that made
+# the running L2 triple-fault in 2 of 3 tries here (docs/testing.md).
+tr=/sys/kernel/tracing
+mount -t tracefs tracefs $tr 2>/dev/null
+echo 0 >$tr/tracing_on 2>/dev/null
+echo 1 >$tr/events/kvm/kvm_exit/enable 2>/dev/null
 echo "vireo-l1: cpu flags svm=$(grep -cw svm /proc/cpuinfo) npt=$(grep -cw npt /proc/cpuinfo)"
 echo "vireo-l1: $(grep MemTotal /proc/meminfo | tr -s ' ')"
 l1_error=
@@ -99,17 +106,15 @@ hang_report() {
         echo "thread $(basename "$t") $(cat "$t/comm") state $(cut -d' ' -f3 "$t/stat")"
         sed 's/^/    /' "$t/stack" 2>/dev/null
     done
-    tr=/sys/kernel/tracing
-    [ -d $tr/events ] || mount -t tracefs tracefs $tr 2>/dev/null
-    if [ -w $tr/events/kvm/kvm_exit/enable ]; then
+    if [ "$(cat $tr/events/kvm/kvm_exit/enable 2>/dev/null)" = 1 ]; then
         : >$tr/trace
-        echo 1 >$tr/events/kvm/kvm_exit/enable
+        echo 1 >$tr/tracing_on
         sleep 2
-        echo 0 >$tr/events/kvm/kvm_exit/enable
+        echo 0 >$tr/tracing_on
         echo "kvm_exit events in 2 s: $(grep -c kvm_exit $tr/trace)"
         grep kvm_exit $tr/trace | tail -n 40
     else
-        echo "no kvm tracepoints"
+        echo "no kvm_exit tracepoint"
     fi
 }
 
