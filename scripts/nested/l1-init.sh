@@ -293,7 +293,6 @@ for s in $(arg vireo.scenarios | tr ',' ' '); do
         reboot) scenario_reboot ;;
         reboot-again) scenario_reboot_again ;;
         virtio-blk) virtio_blk_with virtio-blk 2 2 ;;
-        # 4 L2 vCPUs on L1's 2: see docs/testing.md (known failures).
         virtio-blk-mq4) virtio_blk_with virtio-blk-mq4 4 4 ;;
         virtio-net) scenario_virtio_net ;;
         console) scenario_console ;;

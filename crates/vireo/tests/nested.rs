@@ -25,6 +25,7 @@ const SCENARIOS: &[&str] = &[
     "reboot",
     "reboot-again",
     "virtio-blk",
+    "virtio-blk-mq4",
     "virtio-net",
     "console",
     "rng",
@@ -150,20 +151,13 @@ fn virtio_blk_raw_write_serial_queues_readonly() {
 }
 
 /// The same with `queues=4` and 4 vCPUs (Linux caps a disk's queues at its
-/// CPU count), in an L1 boot of its own: 4 L2 vCPUs on L1's 2.
+/// CPU count): four hardware queues in /sys/block/vda/mq.
 #[test]
-#[ignore = "fails 2 runs in 3 here: an L2 vCPU triple-faults during boot, then every later \
-            VM in that L1 triple-faults at once (or L1 itself resets); see docs/testing.md"]
 fn virtio_blk_four_queues_with_four_cpus() {
-    let run = match harness::run("mq4", &["virtio-blk-mq4"]) {
-        Ok(run) => run,
-        Err(why) => {
-            testkit::skip(&why);
-            return;
-        }
+    let Some(s) = scenario("virtio-blk-mq4") else {
+        return;
     };
-    run.scenario("virtio-blk-mq4")
-        .assert_checks(VIRTIO_BLK_CHECKS);
+    s.assert_checks(VIRTIO_BLK_CHECKS);
 }
 
 /// A NIC on a TAP vireo creates in L1: the MAC from `mac=`, L2 pings L1 (3
