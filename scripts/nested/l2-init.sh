@@ -74,6 +74,15 @@ boot)
     else
         result memtotal fail "$mem_kib kB, given $want_kib kB"
     fi
+    if [ "$(arg vireo.mem_mib)" -gt 3072 ]; then
+        # System RAM that starts at or above 4 GiB (9+ hex digits).
+        high=$(grep -E '^[0-9a-f]{9,}-[0-9a-f]+ : System RAM' /proc/iomem | tr '\n' ' ')
+        if [ -n "$high" ]; then
+            result ram-above-4g ok "$high"
+        else
+            result ram-above-4g fail "no System RAM above 4 GiB: $(grep 'System RAM' /proc/iomem | tr '\n' ' ')"
+        fi
+    fi
     acpi_bad=$(dmesg | grep -iE 'ACPI.*(error|warning|exception)|ACPI BIOS' | tr '\n' '|')
     if [ -z "$acpi_bad" ]; then
         result acpi-clean ok "$(dmesg | grep -c ACPI) ACPI lines, none an error or warning"

@@ -75,9 +75,11 @@ start=$(date +%s)
 rc=0
 # -no-reboot and panic=-1: a panicking L1 ends QEMU instead of looping.
 # L2s with more vCPUs than L1 has are fine: L1's KVM time-slices them.
+# 6 GiB because vireo refuses guest RAM beyond its host's RAM and swap, and
+# boot-4cpu-5g gives L2 5 GiB; QEMU only backs what L1 touches.
 QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" timeout "$timeout_s" \
     "$q/bin/qemu-system-x86_64" -L "$q/share/qemu" -L "$q/share/seabios" \
-    -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "${VIREO_NESTED_SMP:-1}" -m 2G -display none -serial stdio -monitor none \
+    -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "${VIREO_NESTED_SMP:-1}" -m "${VIREO_NESTED_MEM:-6G}" -display none -serial stdio -monitor none \
     -no-reboot -nic none -d cpu_reset,guest_errors -D "$out/qemu-debug.log" \
     -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
     -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run" \

@@ -21,6 +21,8 @@ use harness::{Run, Scenario};
 /// Every scenario of l1-init.sh this file checks, in the order L1 runs them.
 const SCENARIOS: &[&str] = &[
     "boot",
+    "boot-1cpu",
+    "boot-4cpu-5g",
     "poweroff",
     "reboot",
     "reboot-again",
@@ -71,6 +73,32 @@ fn scenario(name: &str) -> Option<Scenario<'static>> {
 fn boot_bzimage_with_initrd() {
     let Some(s) = scenario("boot") else { return };
     s.assert_checks(&["nproc", "apic-ids", "memtotal", "acpi-clean", "vireo-exit"]);
+}
+
+/// The boot checks with `--cpus 1 --memory 256M`.
+#[test]
+fn boot_one_cpu() {
+    let Some(s) = scenario("boot-1cpu") else {
+        return;
+    };
+    s.assert_checks(&["nproc", "apic-ids", "memtotal", "acpi-clean", "vireo-exit"]);
+}
+
+/// The boot checks with `--cpus 4 --memory 5G`: RAM on both sides of the
+/// 3-4 GiB hole, System RAM above 4 GiB in /proc/iomem.
+#[test]
+fn boot_four_cpus_memory_above_the_hole() {
+    let Some(s) = scenario("boot-4cpu-5g") else {
+        return;
+    };
+    s.assert_checks(&[
+        "nproc",
+        "apic-ids",
+        "memtotal",
+        "ram-above-4g",
+        "acpi-clean",
+        "vireo-exit",
+    ]);
 }
 
 /// The same boot's console has no kernel WARNING, BUG or Oops.
