@@ -212,6 +212,43 @@ virtio_blk_with() {
     rm -f /tmp/vda.raw /tmp/vdb.raw
 }
 
+# A qcow2 disk made by `vireo img` in L1: L2 writes 8 MiB through it, L1
+# converts it to raw and finds them, and its metadata checks clean; a
+# read-only qcow2 reads back the marker L1 put in it.
+scenario_virtio_blk_qcow2() {
+    name=virtio-blk-qcow2
+    /bin/vireo img create -f qcow2 /tmp/vda.qcow2 16M >/dev/null
+    dd if=/dev/zero of=/tmp/marker.raw bs=1M count=1 2>/dev/null
+    printf 'vireo-nested-marker' | dd of=/tmp/marker.raw conv=notrunc 2>/dev/null
+    /bin/vireo img convert -O qcow2 /tmp/marker.raw /tmp/vdb.qcow2 >/dev/null
+    vdb_before=$(sha256sum /tmp/vdb.qcow2 | cut -d' ' -f1)
+    vireo_run $name --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
+        --disk path=/tmp/vda.qcow2,serial=vireo-qcow2 \
+        --disk path=/tmp/vdb.qcow2,readonly=on \
+        --cmdline "$L2_CMDLINE vireo.scenario=virtio-blk vireo.name=$name vireo.serial=vireo-qcow2 vireo.queues=1 vireo.marker=vireo-nested-marker"
+    emit $name
+    exit_check $name 0
+    l2_sum=$(sed -n 's/\r$//; s/^VIREO-VALUE [^ ]* pattern-sha256 //p' "/tmp/$name.console")
+    /bin/vireo img convert -O raw /tmp/vda.qcow2 /tmp/vda.raw >/tmp/convert.out 2>&1
+    l1_sum=$(head -c 8388608 /tmp/vda.raw | sha256sum | cut -d' ' -f1)
+    if [ -n "$l2_sum" ] && [ "$l2_sum" = "$l1_sum" ]; then
+        l1_result $name host-file ok "the qcow2 image, converted to raw, holds the pattern, sha256 $l1_sum"
+    else
+        l1_result $name host-file fail "L2 wrote sha256 '$l2_sum', the converted image has $l1_sum: $(tr '\n' ' ' </tmp/convert.out)"
+    fi
+    if /bin/vireo img check /tmp/vda.qcow2 >/tmp/check.out 2>&1; then
+        l1_result $name qcow2-check ok "$(tr '\n' ' ' </tmp/check.out)"
+    else
+        l1_result $name qcow2-check fail "exit $?: $(tr '\n' ' ' </tmp/check.out)"
+    fi
+    if [ "$vdb_before" = "$(sha256sum /tmp/vdb.qcow2 | cut -d' ' -f1)" ]; then
+        l1_result $name ro-host-file ok "the read-only image is unchanged"
+    else
+        l1_result $name ro-host-file fail "the read-only image changed"
+    fi
+    rm -f /tmp/vda.qcow2 /tmp/vda.raw /tmp/vdb.qcow2 /tmp/marker.raw
+}
+
 scenario_virtio_net() {
     tap=vtap0
     (
@@ -300,6 +337,7 @@ for s in $(arg vireo.scenarios | tr ',' ' '); do
         reboot-again) scenario_reboot_again ;;
         virtio-blk) virtio_blk_with virtio-blk 2 2 ;;
         virtio-blk-mq4) virtio_blk_with virtio-blk-mq4 4 4 ;;
+        virtio-blk-qcow2) scenario_virtio_blk_qcow2 ;;
         virtio-net) scenario_virtio_net ;;
         console) scenario_console ;;
         rng) scenario_rng ;;

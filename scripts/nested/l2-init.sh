@@ -130,6 +130,10 @@ virtio-blk)
     expect readback "$sum" "$back"
     echo "VIREO-VALUE $name pattern-sha256 $sum"
     expect vdb-ro 1 "$(cat /sys/block/vdb/ro 2>&1)"
+    marker=$(arg vireo.marker)
+    if [ -n "$marker" ]; then
+        expect vdb-marker "$marker" "$(dd if=/dev/vdb bs=${#marker} count=1 2>/dev/null)"
+    fi
     if dd if=/dev/zero of=/dev/vdb bs=4096 count=1 oflag=direct 2>/tmp/ro.err; then
         result vdb-write-refused fail "a write to the read-only disk succeeded"
     else

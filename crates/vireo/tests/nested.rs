@@ -28,6 +28,7 @@ const SCENARIOS: &[&str] = &[
     "reboot-again",
     "virtio-blk",
     "virtio-blk-mq4",
+    "virtio-blk-qcow2",
     "virtio-net",
     "console",
     "rng",
@@ -186,6 +187,31 @@ fn virtio_blk_four_queues_with_four_cpus() {
         return;
     };
     s.assert_checks(VIRTIO_BLK_CHECKS);
+}
+
+/// A qcow2 image made by `vireo img create` in L1: 8 MiB written and synced
+/// in L2 are in the image (converted to raw in L1), whose metadata then
+/// checks clean; a read-only qcow2 (`vireo img convert` of a raw file with a
+/// marker) reads back the marker, is `ro` to Linux, refuses a write and
+/// stays unchanged.
+#[test]
+fn virtio_blk_qcow2_write_and_readonly_marker() {
+    let Some(s) = scenario("virtio-blk-qcow2") else {
+        return;
+    };
+    s.assert_checks(&[
+        "vda-serial",
+        "vda-mq",
+        "write",
+        "readback",
+        "host-file",
+        "qcow2-check",
+        "vdb-ro",
+        "vdb-marker",
+        "vdb-write-refused",
+        "ro-host-file",
+        "vireo-exit",
+    ]);
 }
 
 /// A NIC on a TAP vireo creates in L1: the MAC from `mac=`, L2 pings L1 (3
