@@ -129,6 +129,19 @@ virtio-blk)
     back=$(dd if=/dev/vda bs=1M count=8 2>/dev/null | sha256sum | cut -d' ' -f1)
     expect readback "$sum" "$back"
     echo "VIREO-VALUE $name pattern-sha256 $sum"
+    # Every request queue's MSI-X vector takes interrupts: read from each
+    # CPU (blk-mq maps each CPU to a queue), then count per vector.
+    dev=$(basename "$(readlink /sys/block/vda/device)")
+    c=0
+    while [ $c -lt "$(nproc)" ]; do
+        taskset -c $c dd if=/dev/vda of=/dev/null bs=4096 count=8 skip=$((c * 64)) iflag=direct 2>/dev/null
+        c=$((c + 1))
+    done
+    irqs=$(awk -v d="$dev-req" '$NF ~ d { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; printf "%s=%d ", $NF, n }' /proc/interrupts)
+    case "$irqs" in
+    "" | *"=0 "*) result queue-irqs fail "$dev: ${irqs:-no $dev-req vectors in /proc/interrupts}" ;;
+    *) result queue-irqs ok "$irqs" ;;
+    esac
     expect vdb-ro 1 "$(cat /sys/block/vdb/ro 2>&1)"
     marker=$(arg vireo.marker)
     if [ -n "$marker" ]; then
