@@ -279,9 +279,10 @@ scenario_virtio_net() {
         fi
     ) &
     helper=$!
-    vireo_run virtio-net --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
-        --net tap=$tap,mac=52:54:00:12:34:56 \
-        --cmdline "$L2_CMDLINE vireo.scenario=virtio-net vireo.mac=52:54:00:12:34:56 vireo.ip=169.254.10.2 vireo.peer=169.254.10.1"
+    # 2 queue pairs need 2 vCPUs: virtio_net uses at most one per CPU.
+    vireo_run virtio-net --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M --cpus 2 \
+        --net tap=$tap,mac=52:54:00:12:34:56,queues=2 \
+        --cmdline "$L2_CMDLINE vireo.scenario=virtio-net vireo.mac=52:54:00:12:34:56 vireo.queues=2 vireo.ip=169.254.10.2 vireo.peer=169.254.10.1"
     kill $helper 2>/dev/null
     wait $helper 2>/dev/null
     emit virtio-net

@@ -167,6 +167,20 @@ virtio-net)
     # L1 pings us and then says so over TCP; wait for that word.
     word=$(timeout 120 nc -l -p 7777 2>&1)
     expect tcp-from-l1 l1-pinged-l2 "$word"
+    queues=$(arg vireo.queues)
+    expect net-queues "rx=$queues tx=$queues" \
+        "rx=$(ls /sys/class/net/eth0/queues | grep -c '^rx-') tx=$(ls /sys/class/net/eth0/queues | grep -c '^tx-')"
+    # The traffic above took interrupts in both directions (which queue
+    # pair carried it is the TAP's and XPS's choice).
+    dev=$(basename "$(readlink /sys/class/net/eth0/device)")
+    irqs=$(awk -v d="$dev-(in|out)put" '$NF ~ d { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; printf "%s=%d ", $NF, n }' /proc/interrupts)
+    in=$(echo "$irqs" | tr ' ' '\n' | awk -F= '/input/ { n += $2 } END { print n + 0 }')
+    out=$(echo "$irqs" | tr ' ' '\n' | awk -F= '/output/ { n += $2 } END { print n + 0 }')
+    if [ "$in" -gt 0 ] && [ "$out" -gt 0 ]; then
+        result net-irqs ok "$irqs"
+    else
+        result net-irqs fail "input $in, output $out: ${irqs:-no $dev vectors in /proc/interrupts}"
+    fi
     finish poweroff
     ;;
 console)

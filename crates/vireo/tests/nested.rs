@@ -217,13 +217,23 @@ fn virtio_blk_qcow2_write_and_readonly_marker() {
 }
 
 /// A NIC on a TAP vireo creates in L1: the MAC from `mac=`, L2 pings L1 (3
-/// of 3), L1 pings L2 (3 of 3) and then reaches it over TCP.
+/// of 3), L1 pings L2 (3 of 3) and then reaches it over TCP; `queues=2`
+/// gives eth0 two rx and two tx queues; the traffic took interrupts on the
+/// input and output vectors.
 #[test]
 fn virtio_net_tap_ping_both_ways_and_tcp() {
     let Some(s) = scenario("virtio-net") else {
         return;
     };
-    s.assert_checks(&["mac", "ping", "ping-from-l1", "tcp-from-l1", "vireo-exit"]);
+    s.assert_checks(&[
+        "mac",
+        "ping",
+        "ping-from-l1",
+        "tcp-from-l1",
+        "net-queues",
+        "net-irqs",
+        "vireo-exit",
+    ]);
 }
 
 /// A line L2 writes to /dev/hvc0 arrives in the `--console file:` file.
