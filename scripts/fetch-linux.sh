@@ -5,10 +5,12 @@
 # it: resolves the kernel package that linux-image-cloud-amd64 depends on,
 # downloads that .deb with apt-get (running `apt-get update` only if the
 # download fails), unpacks it with dpkg-deb into a temporary directory and
-# copies boot/vmlinuz-* to DIR/vmlinuz. DIR/vmlinuz.package records which
-# package it came from. When DIR/vmlinuz already is a bzImage nothing is done
-# (no apt at all); set FETCH_LINUX_REFRESH=1 to re-resolve the package and
-# replace the kernel if the package changed.
+# copies boot/vmlinuz-* to DIR/vmlinuz and the package's module tree
+# (lib/modules/VERSION) to DIR/modules/VERSION (the nested tests load kvm and
+# the virtio drivers from it). DIR/vmlinuz.package records which package they
+# came from. When DIR/vmlinuz already is a bzImage and DIR/modules is there,
+# nothing is done (no apt at all); set FETCH_LINUX_REFRESH=1 to re-resolve the
+# package and replace both if the package changed.
 # Prints one line saying what it did.
 set -eu
 
@@ -25,7 +27,12 @@ dir=$1
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
-if [ "${FETCH_LINUX_REFRESH:-0}" != 1 ] && is_bzimage "$dir/vmlinuz"; then
+# True when DIR/modules holds one module tree.
+has_modules() {
+    [ -d "$dir/modules" ] && [ -n "$(ls "$dir"/modules/*/kernel 2>/dev/null | head -n 1)" ]
+}
+
+if [ "${FETCH_LINUX_REFRESH:-0}" != 1 ] && is_bzimage "$dir/vmlinuz" && has_modules; then
     echo "fetch-linux: $dir/vmlinuz already present ($(cat "$dir/vmlinuz.package" 2>/dev/null || echo 'unknown package'))"
     exit 0
 fi
@@ -46,7 +53,7 @@ fi
 version=$(apt-cache show "$pkg" | sed -n 's/^Version: *//p' | head -n 1)
 want="$pkg $version"
 
-if is_bzimage "$dir/vmlinuz" && [ -f "$dir/vmlinuz.package" ] &&
+if is_bzimage "$dir/vmlinuz" && has_modules && [ -f "$dir/vmlinuz.package" ] &&
     [ "$(cat "$dir/vmlinuz.package")" = "$want" ]; then
     echo "fetch-linux: $dir/vmlinuz already holds $want"
     exit 0
@@ -67,9 +74,19 @@ if [ -z "$kernel" ] || ! is_bzimage "$kernel"; then
     exit 1
 fi
 
-# Atomic replace, so concurrent runs never see a half-written kernel.
+if [ -z "$(ls "$tmp"/root/lib/modules/*/kernel 2>/dev/null | head -n 1)" ]; then
+    echo "fetch-linux: no lib/modules/*/kernel in $deb" >&2
+    exit 1
+fi
+
+# Atomic replace, so concurrent runs never see a half-written kernel or
+# module tree (the old tree, if any, is removed after the swap).
 cp "$kernel" "$tmp/vmlinuz"
 mv -f "$tmp/vmlinuz" "$dir/vmlinuz"
+if [ -d "$dir/modules" ]; then
+    mv "$dir/modules" "$tmp/old-modules"
+fi
+mv "$tmp/root/lib/modules" "$dir/modules"
 echo "$want" >"$tmp/vmlinuz.package"
 mv -f "$tmp/vmlinuz.package" "$dir/vmlinuz.package"
-echo "fetch-linux: put $(basename "$kernel") from $want at $dir/vmlinuz"
+echo "fetch-linux: put $(basename "$kernel") from $want at $dir/vmlinuz, modules at $dir/modules/$(ls "$dir/modules")"

@@ -1,0 +1,98 @@
+#!/bin/sh
+# run.sh OUT SCENARIO[,SCENARIO...]
+#
+# One nested run: Vireo inside an L1 Linux under QEMU's emulator, booting L2
+# Linux guests. Builds what is missing, each step cached:
+#   - the static vireo (cargo, release, target x86_64-unknown-linux-gnu, so
+#     it runs on L1's busybox root with no libc);
+#   - Debian's cloud kernel and its modules (scripts/fetch-linux.sh) in
+#     target/tmp/linux, and the busybox initramfs of tests/linux.rs
+#     (scripts/make-initramfs.sh) there too;
+#   - Debian's QEMU 7.2, unpacked, not installed (fetch-qemu.sh) in
+#     target/nested/qemu;
+#   - the L1 and L2 initramfs archives (make-roots.sh) in OUT;
+# then boots L1 once with `vireo.scenarios=` and runs every scenario
+# (l1-init.sh), the whole run bounded by VIREO_NESTED_TIMEOUT seconds
+# (default 900) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
+# (default 180); VIREO_NESTED_ACCEL overrides QEMU's `-accel tcg` (for
+# example `tcg,thread=single`), VIREO_NESTED_SMP L1's vCPU count (default 1:
+# with 2, about one L2 boot in ten failed early, below vireo by the evidence
+# so far; see docs/testing.md). Writes OUT/l1-console.log (everything L1 printed: the
+# VIREO-* lines, every L2 console and vireo log), OUT/qemu-debug.log (QEMU's
+# CPU state at each reset of L1 and the guest errors it saw: an L1 that
+# resets ends QEMU, because of -no-reboot), OUT/qemu.rc and OUT/wall-seconds;
+# a run where anything failed is also kept as OUT/failed-<epoch>.log. Exits 0 when the run happened (whatever its scenarios
+# found), 77 with a `SKIP: reason` line on stderr when this host cannot run
+# it, another code when building failed.
+#
+# By hand, with the consoles on the terminal as they come:
+#     scripts/nested/run.sh target/nested/manual virtio-blk; less target/nested/manual/l1-console.log
+set -eu
+
+if [ $# -ne 2 ]; then
+    echo "usage: $0 OUT SCENARIO[,SCENARIO...]" >&2
+    exit 2
+fi
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+here="$repo/scripts/nested"
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
+scenarios=$2
+
+skip() {
+    echo "SKIP: $*" >&2
+    exit 77
+}
+[ "$(id -u)" = 0 ] || skip "not root: the nested run installs QEMU's libraries with apt-get"
+[ "$(uname -m)" = x86_64 ] || skip "not an x86_64 host"
+command -v apt-get >/dev/null 2>&1 || skip "no apt-get: Debian's QEMU and kernel come from apt"
+
+step() {
+    echo "nested: $*" >&2
+}
+
+cargo=${CARGO:-cargo}
+target=x86_64-unknown-linux-gnu
+step "building the static vireo"
+(cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" "$cargo" build --release --locked \
+    -q -p vireo --bin vireo --target $target)
+vireo="$repo/target/$target/release/vireo"
+
+linux="$repo/target/tmp/linux"
+"$repo/scripts/fetch-linux.sh" "$linux" >&2
+"$repo/scripts/make-initramfs.sh" "$linux" >&2
+st=0
+"$here/fetch-qemu.sh" "$repo/target/nested/qemu" >&2 || st=$?
+[ "$st" != 77 ] || skip "cannot fetch Debian's QEMU (see above)"
+[ "$st" = 0 ] || exit "$st"
+"$here/make-roots.sh" "$out" "$linux" "$vireo" "$linux/initramfs.cpio.gz" >&2
+
+q="$repo/target/nested/qemu/root/usr"
+timeout_s=${VIREO_NESTED_TIMEOUT:-900}
+per_run=${VIREO_NESTED_SCENARIO_TIMEOUT:-180}
+step "booting L1 for: $scenarios (timeout ${timeout_s}s)"
+start=$(date +%s)
+rc=0
+# -no-reboot and panic=-1: a panicking L1 ends QEMU instead of looping.
+# L2s with more vCPUs than L1 has are fine: L1's KVM time-slices them.
+# 6 GiB because vireo refuses guest RAM beyond its host's RAM and swap, and
+# boot-4cpu-5g gives L2 5 GiB; QEMU only backs what L1 touches.
+QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" timeout "$timeout_s" \
+    "$q/bin/qemu-system-x86_64" -L "$q/share/qemu" -L "$q/share/seabios" \
+    -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "${VIREO_NESTED_SMP:-1}" -m "${VIREO_NESTED_MEM:-6G}" -display none -serial stdio -monitor none \
+    -no-reboot -nic none -d cpu_reset,guest_errors -D "$out/qemu-debug.log" \
+    -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
+    -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run" \
+    </dev/null >"$out/l1-console.log" 2>&1 || rc=$?
+end=$(date +%s)
+# A failed or unfinished run's console is kept beside the next ones: a
+# failure here is a bug to look into, and reruns must not erase it.
+if [ "$rc" != 0 ] || ! grep -q '^VIREO-L1-DONE' "$out/l1-console.log" ||
+    grep -q '^VIREO-RESULT [^ ]* [^ ]* fail' "$out/l1-console.log"; then
+    cp "$out/l1-console.log" "$out/failed-$start.log"
+    cp "$out/qemu-debug.log" "$out/failed-$start.qemu-debug.log" 2>/dev/null || true
+    step "some scenario failed: console kept in $out/failed-$start.log"
+fi
+echo "$rc" >"$out/qemu.rc"
+echo $((end - start)) >"$out/wall-seconds"
+step "L1 ended with rc=$rc after $((end - start))s; console in $out/l1-console.log"
