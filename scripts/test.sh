@@ -38,9 +38,12 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 guests/build.sh target/guests
+# The nested Linux tests (docs/testing.md) unpack Debian's QEMU 7.2 under
+# target/nested/qemu and install only its libraries: no qemu-utils downgrade.
+scripts/nested/fetch-qemu.sh target/nested/qemu
 
-# A test that cannot run on this host (no root, no O_DIRECT, no hardware
-# virtualization for a full Linux boot) records itself through
+# A test that cannot run on this host (no root, no O_DIRECT, no apt for the
+# nested Linux tests) records itself through
 # testkit::skip; the summary counts it as skipped, not passed.
 export VIREO_SKIP_LOG="$PWD/target/skipped-tests.txt"
 : >"$VIREO_SKIP_LOG"

@@ -33,6 +33,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,6 +52,7 @@ const DOC_FILES: &[&str] = &[
     "docs/domain-xml.md",
     "docs/run.md",
     "docs/security.md",
+    "docs/testing.md",
 ];
 
 #[derive(Debug, Default)]
@@ -171,6 +173,8 @@ struct DocRun {
     dir: tempfile::TempDir,
     path_env: String,
     socket: PathBuf,
+    /// Process groups of the shells run, each with what it left behind.
+    groups: std::cell::RefCell<Vec<i32>>,
 }
 
 impl DocRun {
@@ -202,6 +206,7 @@ impl DocRun {
             dir,
             path_env,
             socket,
+            groups: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -223,15 +228,20 @@ impl DocRun {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            // Its own process group: what it starts in the background (a
+            // VM, or anything a wrong example starts) can be killed with it.
+            .process_group(0)
             .spawn()
             .expect("run bash");
+        let group = i32::try_from(child.id()).expect("pid");
+        self.groups.borrow_mut().push(group);
         let start = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
             if start.elapsed() > BLOCK_TIMEOUT {
-                let _ = child.kill();
+                kill_group(group);
                 let _ = child.wait();
                 let text = std::fs::read_to_string(&out_path).unwrap_or_default();
                 panic!("did not finish within {BLOCK_TIMEOUT:?}:\n{script}\noutput:\n{text}");
@@ -242,8 +252,12 @@ impl DocRun {
         (status.code(), text)
     }
 
-    /// Kill what the examples left running in the scratch directory.
+    /// Kill what the examples left running: their process groups, and
+    /// anything else working in the scratch directory.
     fn kill_leftovers(&self) {
+        for group in self.groups.borrow().iter() {
+            kill_group(*group);
+        }
         let dir = self.dir.path().canonicalize().unwrap();
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return;
@@ -265,6 +279,13 @@ impl Drop for DocRun {
     fn drop(&mut self) {
         self.kill_leftovers();
     }
+}
+
+/// SIGKILL to every process in process group `group`.
+fn kill_group(group: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
+    // names a process group.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
 }
 
 /// A transcript as one script: each command is preceded by a marker line,
@@ -447,4 +468,9 @@ fn run() {
 #[test]
 fn security() {
     run_doc("docs/security.md");
+}
+
+#[test]
+fn testing() {
+    run_doc("docs/testing.md");
 }
