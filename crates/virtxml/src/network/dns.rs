@@ -1,6 +1,7 @@
 //! `dns`: the names the network's DNS server answers for itself, and
 //! where it forwards the rest.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::error::Error;
@@ -62,6 +63,7 @@ pub(crate) fn parse_dns(node: &Node<'_>, ctx: &mut Ctx) -> Result<Dns, Error> {
         forward_plain_names: switch(node, "forwardPlainNames")?,
         ..Dns::default()
     };
+    let mut ips = HashSet::new();
     for child in node.children() {
         let c = child.node();
         match c.name() {
@@ -88,7 +90,7 @@ pub(crate) fn parse_dns(node: &Node<'_>, ctx: &mut Ctx) -> Result<Dns, Error> {
                 if hostnames.is_empty() {
                     return Err(c.refuse("<host> needs at least one <hostname>"));
                 }
-                if dns.hosts.iter().any(|o| o.ip == ip) {
+                if !ips.insert(ip) {
                     return Err(c.refuse(format!("ip {ip} has another <host> already")));
                 }
                 dns.hosts.push(DnsHost { ip, hostnames });

@@ -1,6 +1,7 @@
 //! `ip`: an address of the network's bridge, its subnet, and the DHCP
 //! service on it.
 
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use crate::devices::interface::MacAddress;
@@ -97,14 +98,20 @@ impl IpDef {
         in_subnet(a, self.address, self.prefix)
     }
 
-    /// The IPv4 broadcast address of the subnet (None for IPv6).
-    fn broadcast(&self) -> Option<IpAddr> {
+    /// The IPv4 subnet's network and broadcast addresses, which no host
+    /// may have (none for IPv6, or for a /31 or /32, which have no such
+    /// addresses).
+    fn reserved(&self) -> Option<(IpAddr, IpAddr)> {
         match self.address {
-            IpAddr::V4(v) => {
+            IpAddr::V4(v) if self.prefix <= 30 => {
                 let host = u32::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
-                Some(IpAddr::V4((u32::from(v) | host).into()))
+                let v = u32::from(v);
+                Some((
+                    IpAddr::V4((v & !host).into()),
+                    IpAddr::V4((v | host).into()),
+                ))
             }
-            IpAddr::V6(_) => None,
+            _ => None,
         }
     }
 }
@@ -193,42 +200,47 @@ pub(crate) fn parse_ip(node: &Node<'_>, ctx: &mut Ctx) -> Result<IpDef, Error> {
 fn parse_dhcp(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<Dhcp, Error> {
     node.check_attrs(ctx, &[]);
     let mut dhcp = Dhcp::default();
+    // Indexes for the duplicate checks, so thousands of hosts or ranges
+    // cost n log n, not n squared. Ranges are kept disjoint, so a new
+    // one overlaps some range exactly when it overlaps the one starting
+    // last at or before its end.
+    let mut ranges: BTreeMap<u128, u128> = BTreeMap::new();
+    let mut ips = HashSet::new();
+    let mut macs = HashSet::new();
+    let mut names = HashSet::new();
     for child in node.children() {
         let c = child.node();
         match c.name() {
             "range" => {
                 let r = parse_range(&c, ctx, ip)?;
-                if let Some(other) = dhcp
-                    .ranges
-                    .iter()
-                    .find(|o| bits(r.start).0 <= bits(o.end).0 && bits(o.start).0 <= bits(r.end).0)
-                {
-                    return Err(c.refuse(format!(
-                        "range {}-{} overlaps range {}-{}",
-                        r.start, r.end, other.start, other.end
-                    )));
+                let (s, e) = (bits(r.start).0, bits(r.end).0);
+                if let Some((&os, &oe)) = ranges.range(..=e).next_back() {
+                    if oe >= s {
+                        return Err(c.refuse(format!(
+                            "range {}-{} overlaps range {}-{}",
+                            r.start,
+                            r.end,
+                            from_bits(os, ip),
+                            from_bits(oe, ip)
+                        )));
+                    }
                 }
+                ranges.insert(s, e);
                 dhcp.ranges.push(r);
             }
             "host" => {
                 let h = parse_host(&c, ctx, ip)?;
-                if let Some(o) = dhcp.hosts.iter().find(|o| o.ip == h.ip) {
-                    return Err(c.refuse(format!(
-                        "ip {} is already given to another host{}",
-                        h.ip,
-                        o.mac.map(|m| format!(" ({m})")).unwrap_or_default()
-                    )));
+                if !ips.insert(h.ip) {
+                    return Err(c.refuse(format!("ip {} is given to another host already", h.ip)));
                 }
-                if let Some(m) = h
-                    .mac
-                    .filter(|m| dhcp.hosts.iter().any(|o| o.mac == Some(*m)))
-                {
-                    return Err(c.refuse(format!("mac {m} is given more than one host")));
-                }
-                if let Some(n) = h.name.as_ref().filter(|n| {
-                    h.mac.is_none() && dhcp.hosts.iter().any(|o| o.name.as_ref() == Some(n))
-                }) {
-                    return Err(c.refuse(format!("name '{n}' is given more than one host")));
+                if let Some(m) = h.mac {
+                    if !macs.insert(m) {
+                        return Err(c.refuse(format!("mac {m} is given more than one host")));
+                    }
+                } else if let Some(n) = &h.name {
+                    if !names.insert(n.clone()) {
+                        return Err(c.refuse(format!("name '{n}' is given more than one host")));
+                    }
                 }
                 dhcp.hosts.push(h);
             }
@@ -236,6 +248,14 @@ fn parse_dhcp(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<Dhcp, Error>
         }
     }
     Ok(dhcp)
+}
+
+/// The address of the ip's family with this number.
+fn from_bits(n: u128, ip: &IpDef) -> IpAddr {
+    match ip.address {
+        IpAddr::V4(_) => IpAddr::V4(u32::try_from(n).unwrap_or(u32::MAX).into()),
+        IpAddr::V6(_) => IpAddr::V6(n.into()),
+    }
 }
 
 /// Checks that `a` is a usable host address of the ip's subnet.
@@ -246,8 +266,13 @@ fn check_in_subnet(node: &Node<'_>, what: &str, a: IpAddr, ip: &IpDef) -> Result
             ip.address, ip.prefix
         )));
     }
-    if ip.broadcast() == Some(a) {
-        return Err(node.refuse(format!("{what} {a} is the subnet's broadcast address")));
+    if let Some((network, broadcast)) = ip.reserved() {
+        if a == network {
+            return Err(node.refuse(format!("{what} {a} is the subnet's network address")));
+        }
+        if a == broadcast {
+            return Err(node.refuse(format!("{what} {a} is the subnet's broadcast address")));
+        }
     }
     Ok(())
 }

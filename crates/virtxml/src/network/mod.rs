@@ -61,6 +61,10 @@ pub struct ParsedNetwork {
     pub warnings: Vec<Warning>,
 }
 
+/// Most `ip` elements one network may have. A bridge has one or two
+/// addresses; the limit keeps the overlap check between them cheap.
+pub const MAX_IPS: usize = 64;
+
 const NETWORK_UNMODELLED: &[(&str, Unmodelled)] = &[
     ("metadata", Unmodelled::Keep("it is for management tools")),
     ("title", Unmodelled::Keep("it is for people")),
@@ -224,6 +228,9 @@ fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
                 seen.dns = Some(c.location());
             }
             "ip" => {
+                if ips.len() >= MAX_IPS {
+                    return Err(c.refuse(format!("a network has at most {MAX_IPS} <ip> elements")));
+                }
                 let ip = ip::parse_ip(&c, ctx)?;
                 check_against_others(&c, &ip, &ips)?;
                 ips.push(ip);
