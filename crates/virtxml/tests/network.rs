@@ -239,6 +239,18 @@ fn ip_prefix_netmask_family() {
         "/network/ip",
         "no address class",
     );
+    refused(
+        "<ip address='192.0.2.0' prefix='24'/>",
+        "/network/ip",
+        "address 192.0.2.0 is the network address of 192.0.2.0/24",
+    );
+    refused(
+        "<ip address='192.0.2.255' prefix='24'/>",
+        "/network/ip",
+        "the broadcast address",
+    );
+    // A /31 has neither, as on a point-to-point link.
+    ok("<ip address='192.0.2.0' prefix='31'/>");
 }
 
 #[test]
@@ -399,7 +411,12 @@ fn dns_hosts_and_forwarders() {
     refused(
         "<dns enable='perhaps'/>",
         "/network/dns",
-        "must be on or off",
+        "enable='perhaps' must be yes or no",
+    );
+    refused(
+        "<domain name='a.example' localOnly='2'/>",
+        "/network/domain",
+        "localOnly='2' must be yes or no",
     );
 }
 

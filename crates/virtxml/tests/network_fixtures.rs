@@ -82,6 +82,12 @@ fn libvirts_stock_default_network_is_accepted_as_it_is() {
         dumped.forward.unwrap().nat.unwrap().ports,
         Some((1024, 65535))
     );
+    // The normalised form written back.
+    let expected = format!(
+        "<network>\n  <name>default</name>\n  <uuid>{}</uuid>\n  <forward mode='nat'/>\n  <bridge name='virbr0'/>\n  <ip family='ipv4' address='192.168.122.1' prefix='24'>\n    <dhcp>\n      <range start='192.168.122.2' end='192.168.122.254'/>\n    </dhcp>\n  </ip>\n</network>\n",
+        n.uuid
+    );
+    assert_eq!(n.to_xml(), expected);
 }
 
 #[test]

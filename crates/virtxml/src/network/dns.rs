@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::error::Error;
-use crate::node::{parse_switch, Ctx, Node, Unmodelled};
+use crate::node::{Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
 
-use super::link::{validate_dns_name, yes_no};
+use super::link::{parse_yes_no, validate_dns_name, yes_no};
 
 /// The `dns` element.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -50,17 +50,11 @@ const DNS_UNMODELLED: &[(&str, Unmodelled)] = &[
     ("srv", Unmodelled::Refuse("SRV records are not served yet")),
 ];
 
-fn switch(node: &Node<'_>, name: &str) -> Result<Option<bool>, Error> {
-    node.attr(name)
-        .map(|v| parse_switch(node, name, v))
-        .transpose()
-}
-
 pub(crate) fn parse_dns(node: &Node<'_>, ctx: &mut Ctx) -> Result<Dns, Error> {
     node.check_attrs(ctx, &["enable", "forwardPlainNames"]);
     let mut dns = Dns {
-        enable: switch(node, "enable")?,
-        forward_plain_names: switch(node, "forwardPlainNames")?,
+        enable: parse_yes_no(node, "enable")?,
+        forward_plain_names: parse_yes_no(node, "forwardPlainNames")?,
         ..Dns::default()
     };
     let mut ips = HashSet::new();

@@ -1,13 +1,13 @@
-//! `ip`: an address of the network's bridge, its subnet, and the DHCP
-//! service on it.
+//! `ip`: an address of the network's bridge and its subnet; the DHCP
+//! service on it is in [`super::dhcp`].
 
-use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
-use crate::devices::interface::MacAddress;
 use crate::error::Error;
 use crate::node::{parse_number, Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
+
+use super::dhcp::{self, Dhcp};
 
 /// An `ip` element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,54 +22,13 @@ pub struct IpDef {
     pub kept: Vec<RawElement>,
 }
 
-/// A `dhcp` element.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Dhcp {
-    /// Address ranges handed out.
-    pub ranges: Vec<DhcpRange>,
-    /// Fixed leases.
-    pub hosts: Vec<DhcpHost>,
-    /// Children kept without being acted on (`bootp`).
-    pub kept: Vec<RawElement>,
-}
-
-/// `dhcp/range`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DhcpRange {
-    /// First address handed out.
-    pub start: IpAddr,
-    /// Last address handed out.
-    pub end: IpAddr,
-    /// Lease time in seconds (`lease expiry unit`); 0 is forever.
-    pub lease_seconds: Option<u64>,
-}
-
-/// `dhcp/host`: a fixed address for a guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DhcpHost {
-    /// The guest's MAC (IPv4 only).
-    pub mac: Option<MacAddress>,
-    /// The guest's host name.
-    pub name: Option<String>,
-    /// The address it is given.
-    pub ip: IpAddr,
-}
-
-/// Shortest finite lease dnsmasq accepts, seconds.
-pub const MIN_LEASE_SECONDS: u64 = 120;
-
 const IP_UNMODELLED: &[(&str, Unmodelled)] = &[(
     "tftp",
     Unmodelled::Keep("Vireo's guests boot their kernel directly, never over TFTP"),
 )];
 
-const DHCP_UNMODELLED: &[(&str, Unmodelled)] = &[(
-    "bootp",
-    Unmodelled::Keep("Vireo's guests boot their kernel directly, never by PXE"),
-)];
-
 /// The address as a 128-bit number and its width in bits.
-fn bits(a: IpAddr) -> (u128, u8) {
+pub(crate) fn bits(a: IpAddr) -> (u128, u8) {
     match a {
         IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
         IpAddr::V6(v) => (u128::from(v), 128),
@@ -101,7 +60,7 @@ impl IpDef {
     /// The IPv4 subnet's network and broadcast addresses, which no host
     /// may have (none for IPv6, or for a /31 or /32, which have no such
     /// addresses).
-    fn reserved(&self) -> Option<(IpAddr, IpAddr)> {
+    pub(crate) fn reserved(&self) -> Option<(IpAddr, IpAddr)> {
         match self.address {
             IpAddr::V4(v) if self.prefix <= 30 => {
                 let host = u32::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
@@ -116,7 +75,7 @@ impl IpDef {
     }
 }
 
-fn parse_addr(node: &Node<'_>, what: &str, v: &str) -> Result<IpAddr, Error> {
+pub(crate) fn parse_addr(node: &Node<'_>, what: &str, v: &str) -> Result<IpAddr, Error> {
     v.trim()
         .parse()
         .map_err(|_| node.refuse(format!("{what} '{v}' is not an IP address")))
@@ -184,178 +143,29 @@ pub(crate) fn parse_ip(node: &Node<'_>, ctx: &mut Ctx) -> Result<IpDef, Error> {
         dhcp: None,
         kept: Vec::new(),
     };
+    if let Some((network, broadcast)) = ip.reserved() {
+        if address == network || address == broadcast {
+            let which = if address == network {
+                "network"
+            } else {
+                "broadcast"
+            };
+            return Err(node.refuse(format!(
+                "address {address} is the {which} address of {network}/{prefix}, not a host's"
+            )));
+        }
+    }
     for child in node.children() {
         let c = child.node();
         match c.name() {
             "dhcp" => {
                 c.once(&ip.dhcp)?;
-                ip.dhcp = Some(parse_dhcp(&c, ctx, &ip)?);
+                ip.dhcp = Some(dhcp::parse_dhcp(&c, ctx, &ip)?);
             }
             _ => ip.kept.push(c.unmodelled(ctx, IP_UNMODELLED)?),
         }
     }
     Ok(ip)
-}
-
-fn parse_dhcp(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<Dhcp, Error> {
-    node.check_attrs(ctx, &[]);
-    let mut dhcp = Dhcp::default();
-    // Indexes for the duplicate checks, so thousands of hosts or ranges
-    // cost n log n, not n squared. Ranges are kept disjoint, so a new
-    // one overlaps some range exactly when it overlaps the one starting
-    // last at or before its end.
-    let mut ranges: BTreeMap<u128, u128> = BTreeMap::new();
-    let mut ips = HashSet::new();
-    let mut macs = HashSet::new();
-    let mut names = HashSet::new();
-    for child in node.children() {
-        let c = child.node();
-        match c.name() {
-            "range" => {
-                let r = parse_range(&c, ctx, ip)?;
-                let (s, e) = (bits(r.start).0, bits(r.end).0);
-                if let Some((&os, &oe)) = ranges.range(..=e).next_back() {
-                    if oe >= s {
-                        return Err(c.refuse(format!(
-                            "range {}-{} overlaps range {}-{}",
-                            r.start,
-                            r.end,
-                            from_bits(os, ip),
-                            from_bits(oe, ip)
-                        )));
-                    }
-                }
-                ranges.insert(s, e);
-                dhcp.ranges.push(r);
-            }
-            "host" => {
-                let h = parse_host(&c, ctx, ip)?;
-                if !ips.insert(h.ip) {
-                    return Err(c.refuse(format!("ip {} is given to another host already", h.ip)));
-                }
-                if let Some(m) = h.mac {
-                    if !macs.insert(m) {
-                        return Err(c.refuse(format!("mac {m} is given more than one host")));
-                    }
-                } else if let Some(n) = &h.name {
-                    if !names.insert(n.clone()) {
-                        return Err(c.refuse(format!("name '{n}' is given more than one host")));
-                    }
-                }
-                dhcp.hosts.push(h);
-            }
-            _ => dhcp.kept.push(c.unmodelled(ctx, DHCP_UNMODELLED)?),
-        }
-    }
-    Ok(dhcp)
-}
-
-/// The address of the ip's family with this number.
-fn from_bits(n: u128, ip: &IpDef) -> IpAddr {
-    match ip.address {
-        IpAddr::V4(_) => IpAddr::V4(u32::try_from(n).unwrap_or(u32::MAX).into()),
-        IpAddr::V6(_) => IpAddr::V6(n.into()),
-    }
-}
-
-/// Checks that `a` is a usable host address of the ip's subnet.
-fn check_in_subnet(node: &Node<'_>, what: &str, a: IpAddr, ip: &IpDef) -> Result<(), Error> {
-    if !ip.contains(a) {
-        return Err(node.refuse(format!(
-            "{what} {a} is outside the subnet {}/{}",
-            ip.address, ip.prefix
-        )));
-    }
-    if let Some((network, broadcast)) = ip.reserved() {
-        if a == network {
-            return Err(node.refuse(format!("{what} {a} is the subnet's network address")));
-        }
-        if a == broadcast {
-            return Err(node.refuse(format!("{what} {a} is the subnet's broadcast address")));
-        }
-    }
-    Ok(())
-}
-
-fn parse_range(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<DhcpRange, Error> {
-    node.check_attrs(ctx, &["start", "end"]);
-    let start = parse_addr(node, "start", node.need("start")?)?;
-    let end = parse_addr(node, "end", node.need("end")?)?;
-    check_in_subnet(node, "start", start, ip)?;
-    check_in_subnet(node, "end", end, ip)?;
-    if bits(start).0 > bits(end).0 {
-        return Err(node.refuse(format!("start {start} is after end {end}")));
-    }
-    let mut lease_seconds = None;
-    for child in node.children() {
-        let c = child.node();
-        if c.name() != "lease" {
-            return Err(c.refuse(format!("<{}> inside <range> is not supported", c.name())));
-        }
-        c.once(&lease_seconds)?;
-        lease_seconds = Some(parse_lease(&c, ctx)?);
-    }
-    Ok(DhcpRange {
-        start,
-        end,
-        lease_seconds,
-    })
-}
-
-fn parse_lease(node: &Node<'_>, ctx: &mut Ctx) -> Result<u64, Error> {
-    node.leaf(ctx, &["expiry", "unit"])?;
-    let n: u64 = parse_number(node, "expiry", node.need("expiry")?)?;
-    let scale = match node.attr("unit").unwrap_or("minutes") {
-        "seconds" => 1,
-        "minutes" => 60,
-        "hours" => 3600,
-        u => {
-            return Err(node.refuse(format!(
-                "lease unit '{u}' must be seconds, minutes or hours"
-            )))
-        }
-    };
-    let s = n
-        .checked_mul(scale)
-        .filter(|s| u32::try_from(*s).is_ok())
-        .ok_or_else(|| node.refuse(format!("lease expiry {n} is too long")))?;
-    if s != 0 && s < MIN_LEASE_SECONDS {
-        return Err(node.refuse(format!(
-            "a lease of {s} seconds is shorter than dnsmasq's minimum of {MIN_LEASE_SECONDS} (0 is forever)"
-        )));
-    }
-    Ok(s)
-}
-
-fn parse_host(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<DhcpHost, Error> {
-    node.leaf(ctx, &["mac", "name", "ip"])?;
-    let mac = match node.attr("mac") {
-        Some(_) if ip.is_ipv6() => {
-            return Err(node.refuse("a DHCPv6 host is matched by name, not mac"))
-        }
-        Some(m) => Some(MacAddress::parse(m).map_err(|e| node.refuse(format!("mac: {e}")))?),
-        None => None,
-    };
-    let name = match node.attr("name") {
-        Some(n) => {
-            super::link::validate_dns_name(n).map_err(|e| node.refuse(format!("name: {e}")))?;
-            Some(n.to_string())
-        }
-        None => None,
-    };
-    if mac.is_none() && name.is_none() {
-        return Err(node.refuse("<host> needs a mac= or a name="));
-    }
-    let addr = parse_addr(node, "ip", node.need("ip")?)?;
-    check_in_subnet(node, "ip", addr, ip)?;
-    if addr == ip.address {
-        return Err(node.refuse(format!("ip {addr} is the network's own address")));
-    }
-    Ok(DhcpHost {
-        mac,
-        name,
-        ip: addr,
-    })
 }
 
 impl IpDef {
@@ -378,39 +188,5 @@ impl IpDef {
         }
         w.raws(&self.kept);
         w.close("ip");
-    }
-}
-
-impl Dhcp {
-    fn write(&self, w: &mut XmlWriter) {
-        w.open("dhcp", &[]);
-        for r in &self.ranges {
-            let (s, e) = (r.start.to_string(), r.end.to_string());
-            let attrs = [("start", s.as_str()), ("end", e.as_str())];
-            match r.lease_seconds {
-                Some(l) => {
-                    w.open("range", &attrs);
-                    let l = l.to_string();
-                    w.empty("lease", &[("expiry", &l), ("unit", "seconds")]);
-                    w.close("range");
-                }
-                None => w.empty("range", &attrs),
-            }
-        }
-        for h in &self.hosts {
-            let mac = h.mac.map(|m| m.to_string());
-            let ip = h.ip.to_string();
-            let mut attrs = Vec::new();
-            if let Some(m) = &mac {
-                attrs.push(("mac", m.as_str()));
-            }
-            if let Some(n) = &h.name {
-                attrs.push(("name", n.as_str()));
-            }
-            attrs.push(("ip", ip.as_str()));
-            w.empty("host", &attrs);
-        }
-        w.raws(&self.kept);
-        w.close("dhcp");
     }
 }

@@ -94,14 +94,21 @@ pub(crate) fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<DnsDomain, 
     }
     let name = node.need("name")?;
     validate_dns_name(name).map_err(|e| node.refuse(format!("name: {e}")))?;
-    let local_only = match node.attr("localOnly") {
-        Some(v) => Some(parse_switch(node, "localOnly", v)?),
-        None => None,
-    };
+    let local_only = parse_yes_no(node, "localOnly")?;
     Ok(DnsDomain {
         name: name.to_string(),
         local_only,
     })
+}
+
+/// Parses a yes/no attribute (libvirt also takes on/off here).
+pub(crate) fn parse_yes_no(node: &Node<'_>, name: &str) -> Result<Option<bool>, Error> {
+    match node.attr(name) {
+        None => Ok(None),
+        Some("yes" | "on") => Ok(Some(true)),
+        Some("no" | "off") => Ok(Some(false)),
+        Some(v) => Err(node.refuse(format!("{name}='{v}' must be yes or no"))),
+    }
 }
 
 pub(crate) fn yes_no(b: bool) -> &'static str {

@@ -2,11 +2,12 @@
 //! warn / refuse rule as the domain XML (see `docs/network-xml.md`).
 //!
 //! One file per element family: [`forward`], [`link`] (`bridge`, `mac`,
-//! `mtu`, `domain`), [`ip`] (with `dhcp`) and [`dns`]. The checks that
+//! `mtu`, `domain`), [`ip`], [`dhcp`] and [`dns`]. The checks that
 //! span families (a bridge-mode network has no address of its own, one
 //! DHCP service per address family, subnets that do not overlap) are
 //! made here once every child is read.
 
+pub mod dhcp;
 pub mod dns;
 pub mod forward;
 pub mod ip;
