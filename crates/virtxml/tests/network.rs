@@ -175,11 +175,22 @@ fn bridge_mac_mtu_domain() {
     refused("<mtu size='67'/>", "/network/mtu", "outside 68-65535");
     refused("<mtu size='65536'/>", "/network/mtu", "outside 68-65535");
     refused(
-        "<domain name='bad_name'/>",
+        "<domain name='bad name.example'/>",
         "/network/domain",
         "not a DNS name",
     );
     refused("<domain/>", "/network/domain", "needs a name= attribute");
+    refused(
+        "<domain name='-a.example'/>",
+        "/network/domain",
+        "not a DNS name",
+    );
+    refused(
+        "<domain name='a..example'/>",
+        "/network/domain",
+        "not a DNS name",
+    );
+    ok("<domain name='_sub.example'/>");
 }
 
 #[test]

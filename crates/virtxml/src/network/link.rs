@@ -65,8 +65,10 @@ pub(crate) fn parse_mtu(node: &Node<'_>, ctx: &mut Ctx) -> Result<u32, Error> {
     Ok(size)
 }
 
-/// A DNS name: labels of letters, digits and '-', each 1 to 63 bytes,
-/// 253 bytes at most. dnsmasq is handed the name, so nothing else passes.
+/// A DNS name: labels of letters, digits, '-' and '_' (which libvirt and
+/// dnsmasq take, as in `_sip` names), each 1 to 63 bytes, 253 bytes at
+/// most. dnsmasq is handed the name, so nothing else passes: no spaces,
+/// no control characters, nothing its configuration file would misread.
 pub(crate) fn validate_dns_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
@@ -75,13 +77,14 @@ pub(crate) fn validate_dns_name(name: &str) -> Result<(), String> {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "'{}' is not a DNS name (dot-separated labels of letters, digits and '-')",
+            "'{}' is not a DNS name (dot-separated labels of letters, digits, '-' and '_')",
             name.escape_debug()
         ))
     }
