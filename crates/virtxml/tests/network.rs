@@ -362,7 +362,46 @@ fn dhcp_hosts() {
     refused(
         "<ip address='fd00::1' prefix='64'><dhcp><host mac='52:54:00:00:00:01' ip='fd00::5'/></dhcp></ip>",
         "/network/ip/dhcp/host",
-        "matched by name, not mac",
+        "matched by id or name, not mac",
+    );
+}
+
+#[test]
+fn dhcpv6_hosts_by_duid() {
+    let v6 = "<ip address='fd00::1' prefix='64'><dhcp>";
+    let n = ok(&format!(
+        "{v6}<host id='00:03:00:01:52:54:00:60:7D:5D' name='paul' ip='fd00::7:2'/><host id='00:03:00:01:52:54:00:69:eb:91' ip='fd00::7:4'/></dhcp></ip>"
+    ));
+    let h = &n.ips[0].dhcp.as_ref().unwrap().hosts;
+    assert_eq!(h[0].id.as_deref(), Some("00:03:00:01:52:54:00:60:7d:5d"));
+    assert_eq!(h[1].name, None);
+    assert!(n.to_xml().contains("id='00:03:00:01:52:54:00:69:eb:91'"));
+    refused(
+        &format!("{v6}<host id='00:03:zz' ip='fd00::7:2'/></dhcp></ip>"),
+        "/network/ip/dhcp/host",
+        "is not a DUID",
+    );
+    refused(
+        &format!("{v6}<host id='00:03:01' ip='fd00::7:2'/><host id='00:03:01' ip='fd00::7:3'/></dhcp></ip>"),
+        "/network/ip/dhcp/host[2]",
+        "id 00:03:01 is given more than one host",
+    );
+    refused(
+        &format!("{v6}<host ip='fd00::7:2'/></dhcp></ip>"),
+        "/network/ip/dhcp/host",
+        "needs an id= or a name=",
+    );
+    refused(
+        &format!("{V4}<dhcp><host id='00:03:01' ip='192.0.2.9'/></dhcp></ip>"),
+        "/network/ip/dhcp/host",
+        "is for IPv6 hosts",
+    );
+    // An ip with via= would be a route, not a bridge address: refused,
+    // not dropped.
+    refused(
+        "<ip family='ipv6' address='fd00:beef:12::' prefix='48' via='fd00::2'/>",
+        "/network/ip",
+        "static routes are not installed",
     );
 }
 
@@ -527,6 +566,6 @@ fn positions_count_lines_and_columns() {
     let xml = "<network>\n  <name>n</name>\n  <ip address='192.0.2.1' prefix='24'/>\n  <ip address='fd00::1' prefix='64'>\n    <dhcp>\n      <host mac='52:54:00:00:00:01' ip='fd00::5'/>\n    </dhcp>\n  </ip>\n</network>\n";
     assert_eq!(
         Network::parse(xml).unwrap_err().to_string(),
-        "/network/ip[2]/dhcp/host (line 6, column 7): a DHCPv6 host is matched by name, not mac"
+        "/network/ip[2]/dhcp/host (line 6, column 7): a DHCPv6 host is matched by id or name, not mac"
     );
 }

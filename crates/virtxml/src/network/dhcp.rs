@@ -38,6 +38,9 @@ pub struct DhcpRange {
 pub struct DhcpHost {
     /// The guest's MAC (IPv4 only).
     pub mac: Option<MacAddress>,
+    /// The guest's DHCP unique identifier (`id=`, IPv6 only), hex bytes
+    /// separated by ':'.
+    pub id: Option<String>,
     /// The guest's host name.
     pub name: Option<String>,
     /// The address it is given.
@@ -63,6 +66,7 @@ pub(crate) fn parse_dhcp(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<D
     let mut ips = HashSet::new();
     let mut macs = HashSet::new();
     let mut names = HashSet::new();
+    let mut ids = HashSet::new();
     for child in node.children() {
         let c = child.node();
         match c.name() {
@@ -92,7 +96,13 @@ pub(crate) fn parse_dhcp(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<D
                     if !macs.insert(m) {
                         return Err(c.refuse(format!("mac {m} is given more than one host")));
                     }
-                } else if let Some(n) = &h.name {
+                }
+                if let Some(d) = &h.id {
+                    if !ids.insert(d.clone()) {
+                        return Err(c.refuse(format!("id {d} is given more than one host")));
+                    }
+                }
+                if let (None, None, Some(n)) = (h.mac, &h.id, &h.name) {
                     if !names.insert(n.clone()) {
                         return Err(c.refuse(format!("name '{n}' is given more than one host")));
                     }
@@ -182,11 +192,32 @@ fn parse_lease(node: &Node<'_>, ctx: &mut Ctx) -> Result<u64, Error> {
     Ok(s)
 }
 
+/// Longest DUID, bytes (RFC 8415: 128 bytes after the 2-byte type).
+const MAX_DUID_BYTES: usize = 130;
+
+/// A DUID as libvirt takes it: hex bytes separated by ':'.
+fn validate_duid(d: &str) -> Result<(), String> {
+    let parts: Vec<&str> = d.split(':').collect();
+    let ok = parts.len() >= 3
+        && parts.len() <= MAX_DUID_BYTES
+        && parts
+            .iter()
+            .all(|p| (1..=2).contains(&p.len()) && p.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "id '{}' is not a DUID (3 to {MAX_DUID_BYTES} hex bytes separated by ':')",
+            d.escape_debug()
+        ))
+    }
+}
+
 fn parse_host(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<DhcpHost, Error> {
-    node.leaf(ctx, &["mac", "name", "ip"])?;
+    node.leaf(ctx, &["mac", "id", "name", "ip"])?;
     let mac = match node.attr("mac") {
         Some(_) if ip.is_ipv6() => {
-            return Err(node.refuse("a DHCPv6 host is matched by name, not mac"))
+            return Err(node.refuse("a DHCPv6 host is matched by id or name, not mac"))
         }
         Some(m) => Some(MacAddress::parse(m).map_err(|e| node.refuse(format!("mac: {e}")))?),
         None => None,
@@ -198,8 +229,25 @@ fn parse_host(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<DhcpHost, Er
         }
         None => None,
     };
-    if mac.is_none() && name.is_none() {
-        return Err(node.refuse("<host> needs a mac= or a name="));
+    let id = match node.attr("id") {
+        Some(_) if !ip.is_ipv6() => {
+            return Err(
+                node.refuse("id= (a DHCPv6 DUID) is for IPv6 hosts; an IPv4 host takes mac=")
+            )
+        }
+        Some(d) => {
+            validate_duid(d).map_err(|e| node.refuse(e))?;
+            Some(d.to_ascii_lowercase())
+        }
+        None => None,
+    };
+    if mac.is_none() && id.is_none() && name.is_none() {
+        let what = if ip.is_ipv6() {
+            "an id= or a name="
+        } else {
+            "a mac= or a name="
+        };
+        return Err(node.refuse(format!("<host> needs {what}")));
     }
     let addr = parse_addr(node, "ip", node.need("ip")?)?;
     check_in_subnet(node, "ip", addr, ip)?;
@@ -208,6 +256,7 @@ fn parse_host(node: &Node<'_>, ctx: &mut Ctx, ip: &IpDef) -> Result<DhcpHost, Er
     }
     Ok(DhcpHost {
         mac,
+        id,
         name,
         ip: addr,
     })
@@ -235,6 +284,9 @@ impl Dhcp {
             let mut attrs = Vec::new();
             if let Some(m) = &mac {
                 attrs.push(("mac", m.as_str()));
+            }
+            if let Some(d) = &h.id {
+                attrs.push(("id", d.as_str()));
             }
             if let Some(n) = &h.name {
                 attrs.push(("name", n.as_str()));

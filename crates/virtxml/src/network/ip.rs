@@ -99,6 +99,13 @@ fn default_prefix(node: &Node<'_>, a: IpAddr) -> Result<u8, Error> {
 
 pub(crate) fn parse_ip(node: &Node<'_>, ctx: &mut Ctx) -> Result<IpDef, Error> {
     node.check_attrs(ctx, &["address", "netmask", "prefix", "family", "localPtr"]);
+    // Dropping it would turn a route through a gateway into an address
+    // on the bridge.
+    if node.attr("via").is_some() {
+        return Err(node.refuse(
+            "via= (a route through a gateway) is not supported: static routes are not installed",
+        ));
+    }
     if let Some(v) = node.attr("localPtr") {
         node.warn(ctx, format!("localPtr='{v}' is ignored"));
     }
