@@ -91,6 +91,40 @@ fn forward_modes() {
 }
 
 #[test]
+fn ipv6_switches_are_kept_not_dropped() {
+    let n = Network::parse(
+        "<network ipv6='no' trustGuestRxFilters='yes'><name>n</name><forward><nat ipv6='yes'/></forward></network>",
+    )
+    .unwrap();
+    assert_eq!(n.warnings.len(), 1, "{:?}", n.warnings);
+    assert!(n.warnings[0]
+        .to_string()
+        .contains("trustGuestRxFilters='yes' is ignored"));
+    let n = n.network;
+    assert_eq!(n.ipv6, Some(false));
+    assert_eq!(
+        n.forward.as_ref().unwrap().nat.as_ref().unwrap().ipv6,
+        Some(true)
+    );
+    let xml = n.to_xml();
+    assert!(xml.starts_with("<network ipv6='no'>"), "{xml}");
+    assert!(xml.contains("<nat ipv6='yes'>"), "{xml}");
+    assert_eq!(Network::parse(&xml).unwrap().network, n);
+    let e = Network::parse("<network ipv6='maybe'><name>n</name></network>")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "/network (line 1, column 1): ipv6='maybe' must be yes or no"
+    );
+    refused(
+        "<forward><nat ipv6='2'/></forward>",
+        "/network/forward/nat",
+        "ipv6='2' must be yes or no",
+    );
+}
+
+#[test]
 fn nat_ranges() {
     let n = ok("<forward><nat><port start='1024' end='65535'/><address start='192.0.2.9'/></nat></forward>");
     let nat = n.forward.unwrap().nat.unwrap();

@@ -134,12 +134,14 @@ fn isolated_ipv6_and_bridge_mode_fixtures() {
     let n = Network::parse(&read("network-nat-ranges.xml"))
         .unwrap()
         .network;
-    let nat = n.forward.unwrap().nat.unwrap();
+    let nat = n.forward.clone().unwrap().nat.unwrap();
     assert_eq!(
         nat.addresses,
         Some(("192.0.2.10".parse().unwrap(), "192.0.2.20".parse().unwrap()))
     );
     assert_eq!(nat.ports, Some((20000, 30000)));
+    assert_eq!(nat.ipv6, Some(true));
+    assert_eq!(n.ipv6, Some(true));
 }
 
 #[test]

@@ -8,6 +8,8 @@ use crate::error::Error;
 use crate::node::{parse_number, Ctx, Node};
 use crate::raw::XmlWriter;
 
+use super::link::{parse_yes_no, yes_no};
+
 /// The forwarding modes Vireo implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ForwardMode {
@@ -40,6 +42,8 @@ pub struct Nat {
     pub addresses: Option<(Ipv4Addr, Ipv4Addr)>,
     /// `port start end`: the source ports to masquerade to.
     pub ports: Option<(u16, u16)>,
+    /// `ipv6='yes'`: masquerade IPv6 too (NAT66), not only IPv4.
+    pub ipv6: Option<bool>,
 }
 
 /// The `forward` element.
@@ -101,8 +105,11 @@ pub(crate) fn parse_forward(node: &Node<'_>, ctx: &mut Ctx) -> Result<Forward, E
 }
 
 fn parse_nat(node: &Node<'_>, ctx: &mut Ctx) -> Result<Nat, Error> {
-    node.check_attrs(ctx, &[]);
-    let mut out = Nat::default();
+    node.check_attrs(ctx, &["ipv6"]);
+    let mut out = Nat {
+        ipv6: parse_yes_no(node, "ipv6")?,
+        ..Nat::default()
+    };
     for child in node.children() {
         let c = child.node();
         match c.name() {
@@ -153,7 +160,10 @@ impl Forward {
             return;
         };
         w.open("forward", &attrs);
-        w.open("nat", &[]);
+        match nat.ipv6 {
+            Some(v) => w.open("nat", &[("ipv6", yes_no(v))]),
+            None => w.open("nat", &[]),
+        }
         if let Some((s, e)) = nat.addresses {
             w.empty(
                 "address",

@@ -34,6 +34,10 @@ pub struct Network {
     pub name: String,
     /// The UUID (generated when the document has none).
     pub uuid: Uuid,
+    /// `ipv6='yes'` on `network`: guests may talk IPv6 to each other even
+    /// though the network has no IPv6 address (libvirt otherwise turns
+    /// IPv6 off on such a bridge).
+    pub ipv6: Option<bool>,
     /// How traffic leaves the network; `None` is an isolated network.
     pub forward: Option<Forward>,
     /// The Linux bridge.
@@ -123,7 +127,10 @@ impl Network {
     /// included.
     pub fn to_xml(&self) -> String {
         let mut w = XmlWriter::default();
-        w.open("network", &[]);
+        match self.ipv6 {
+            Some(v) => w.open("network", &[("ipv6", link::yes_no(v))]),
+            None => w.open("network", &[]),
+        }
         w.text("name", &[], &self.name);
         w.text("uuid", &[], &self.uuid.to_string());
         if let Some(f) = &self.forward {
@@ -170,7 +177,13 @@ fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
             node.name()
         )));
     }
-    node.check_attrs(ctx, &[]);
+    node.check_attrs(ctx, &["ipv6", "trustGuestRxFilters", "connections"]);
+    for extra in ["trustGuestRxFilters", "connections"] {
+        if let Some(v) = node.attr(extra) {
+            node.warn(ctx, format!("{extra}='{v}' is ignored"));
+        }
+    }
+    let ipv6 = link::parse_yes_no(node, "ipv6")?;
     let mut name = None;
     let mut uuid = None;
     let mut forward = None;
@@ -253,6 +266,7 @@ fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
     Ok(Network {
         name,
         uuid,
+        ipv6,
         forward,
         bridge,
         mac,
