@@ -571,6 +571,28 @@ fn kept_elements_warn_and_write_back() {
 }
 
 #[test]
+fn portgroups_that_would_change_nics_are_refused() {
+    let p = net("<portgroup name='a'><bandwidth><outbound average='10'/></bandwidth></portgroup>")
+        .unwrap();
+    assert_eq!(p.warnings.len(), 1);
+    refused(
+        "<portgroup name='a' default='yes'><vlan><tag id='42'/></vlan></portgroup>",
+        "/network/portgroup/vlan",
+        "VLAN tags are set per NIC",
+    );
+    refused(
+        "<portgroup name='a'><virtualport type='openvswitch'/></portgroup>",
+        "/network/portgroup/virtualport",
+        "Open vSwitch",
+    );
+    refused(
+        "<portgroup name='a'><frob/></portgroup>",
+        "/network/portgroup/frob",
+        "inside <portgroup> is not supported",
+    );
+}
+
+#[test]
 fn refused_top_level_elements() {
     refused(
         "<virtualport type='openvswitch'/>",

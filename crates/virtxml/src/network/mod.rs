@@ -250,6 +250,10 @@ fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
                 ips.push(ip);
                 seen.ips.push(c.location());
             }
+            "portgroup" => {
+                check_portgroup(&c)?;
+                kept.push(c.unmodelled(ctx, NETWORK_UNMODELLED)?);
+            }
             _ => kept.push(c.unmodelled(ctx, NETWORK_UNMODELLED)?),
         }
     }
@@ -276,6 +280,27 @@ fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
         ips,
         kept,
     })
+}
+
+/// A port group is kept without being applied; one that would tag or
+/// hand NICs to Open vSwitch cannot be, as guests would notice.
+fn check_portgroup(node: &Node<'_>) -> Result<(), Error> {
+    for child in node.children() {
+        let c = child.node();
+        match c.name() {
+            "bandwidth" => {}
+            "vlan" => {
+                return Err(
+                    c.refuse("<vlan> in a port group is not supported: VLAN tags are set per NIC")
+                )
+            }
+            "virtualport" => return Err(c.refuse(
+                "<virtualport> is not supported: Open vSwitch and 802.1Qbh ports are not available",
+            )),
+            other => return Err(c.refuse(format!("<{other}> inside <portgroup> is not supported"))),
+        }
+    }
+    Ok(())
 }
 
 /// One DHCP service per address family, and no two subnets overlapping.
