@@ -50,6 +50,7 @@ const DOC_FILES: &[&str] = &[
     "docs/devices.md",
     "docs/disks.md",
     "docs/domain-xml.md",
+    "docs/network-xml.md",
     "docs/run.md",
     "docs/security.md",
     "docs/testing.md",
@@ -458,6 +459,11 @@ fn disks() {
 #[test]
 fn domain_xml() {
     run_doc("docs/domain-xml.md");
+}
+
+#[test]
+fn network_xml() {
+    run_doc("docs/network-xml.md");
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! libvirt's XML formats as typed models.
 //!
-//! This session's format is the domain XML: [`Domain::parse`] reads a
+//! Two formats so far. The domain XML: [`Domain::parse`] reads a
 //! definition into a [`Domain`] (with [`Warning`]s for what it accepts
 //! without acting on), and [`Domain::to_xml`] writes it back. The rule,
 //! applied element by element and documented in `docs/domain-xml.md`:
 //! what Vireo cannot honour and a guest would notice is refused with one
 //! line naming the element, its path and its line and column; what only
 //! states a default or a hint is accepted, warned about once, and kept
-//! verbatim so that writing back loses nothing.
+//! verbatim so that writing back loses nothing. The network XML
+//! ([`Network::parse`], [`Network::to_xml`], `docs/network-xml.md`)
+//! follows the same rule.
 //!
 //! The crate does no I/O and knows nothing of the daemon, drivers or the
 //! VMM: it turns `&str` into models and models into `String`. Input is
@@ -22,6 +24,7 @@ pub mod devices;
 mod domain;
 pub mod driver;
 mod error;
+pub mod network;
 mod node;
 pub mod os;
 mod raw;
@@ -38,6 +41,12 @@ pub use devices::Devices;
 pub use domain::{Domain, Parsed};
 pub use driver::DriverKind;
 pub use error::{Error, Location, Warning};
+pub use network::dhcp::{Dhcp, DhcpHost, DhcpRange};
+pub use network::dns::{Dns, DnsHost, Forwarder};
+pub use network::forward::{Forward, ForwardMode, Nat};
+pub use network::ip::IpDef;
+pub use network::link::{Bridge, DnsDomain};
+pub use network::{Network, ParsedNetwork};
 pub use os::{Features, Os};
 pub use raw::{RawContent, RawElement};
 pub use scalars::{LifecycleAction, Vcpu};
