@@ -8,7 +8,6 @@ use crate::node::{Ctx, Node, Unmodelled};
 use crate::os::{self, Features, Os};
 use crate::raw::{RawElement, XmlWriter};
 use crate::scalars::{self, LifecycleAction, Vcpu};
-use crate::tree;
 use crate::uuid::Uuid;
 
 /// A domain definition: the subset of libvirt's domain XML Vireo honours,
@@ -146,15 +145,8 @@ impl Domain {
     /// notice (naming the element, its path and position); accepts with
     /// one warning each what only states a default or a hint.
     pub fn parse(xml: &str) -> Result<Parsed, Error> {
-        let root = tree::read(xml)?;
-        let path = format!("/{}", root.name);
-        let node = Node::root(&root, &path);
-        let mut ctx = Ctx::default();
-        let domain = parse_domain(&node, &mut ctx)?;
-        Ok(Parsed {
-            domain,
-            warnings: ctx.warnings,
-        })
+        let (domain, warnings) = crate::node::parse_document(xml, parse_domain)?;
+        Ok(Parsed { domain, warnings })
     }
 
     /// Writes the definition back as libvirt domain XML, kept elements

@@ -28,6 +28,21 @@ pub(crate) struct Ctx {
     pub warnings: Vec<Warning>,
 }
 
+/// Read `xml` and hand its root element to `parse`: the one entry of
+/// every document type. Returns what `parse` made and the warnings it
+/// recorded.
+pub(crate) fn parse_document<T>(
+    xml: &str,
+    parse: impl FnOnce(&Node, &mut Ctx) -> Result<T, crate::Error>,
+) -> Result<(T, Vec<Warning>), crate::Error> {
+    let root = crate::tree::read(xml)?;
+    let path = format!("/{}", root.name);
+    let node = Node::root(&root, &path);
+    let mut ctx = Ctx::default();
+    let value = parse(&node, &mut ctx)?;
+    Ok((value, ctx.warnings))
+}
+
 /// A child node owns its path; this holds both.
 pub(crate) struct Child<'a> {
     pub el: &'a Element,

@@ -18,7 +18,6 @@ use crate::error::{Error, Location, Warning};
 use crate::node::{Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
 use crate::scalars;
-use crate::tree;
 use crate::uuid::Uuid;
 
 use dns::Dns;
@@ -107,15 +106,8 @@ impl Network {
     /// would choke on (naming the element, its path and position);
     /// accepts with one warning each what it keeps without acting on.
     pub fn parse(xml: &str) -> Result<ParsedNetwork, Error> {
-        let root = tree::read(xml)?;
-        let path = format!("/{}", root.name);
-        let node = Node::root(&root, &path);
-        let mut ctx = Ctx::default();
-        let network = parse_network(&node, &mut ctx)?;
-        Ok(ParsedNetwork {
-            network,
-            warnings: ctx.warnings,
-        })
+        let (network, warnings) = crate::node::parse_document(xml, parse_network)?;
+        Ok(ParsedNetwork { network, warnings })
     }
 
     /// Whether guests on it reach nothing beyond the bridge.
