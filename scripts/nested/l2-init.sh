@@ -89,6 +89,26 @@ boot)
     else
         result acpi-clean fail "$acpi_bad"
     fi
+    # Linux must neither poll for an i8042 it was told of nor fail its
+    # probe: the FADT no longer announces one (it only resets).
+    i8042_bad=$(dmesg | grep -E 'probe of i8042 failed|Keylock active' | tr '\n' '|')
+    if [ -z "$i8042_bad" ]; then
+        result i8042-clean ok "$(dmesg | grep -c i8042) i8042 lines, no probe failure or keylock"
+    else
+        result i8042-clean fail "$i8042_bad"
+    fi
+    rtc_bad=$(dmesg | grep -E 'rtc_cmos.*(probe|failed)' | grep -E 'failed|error' | tr '\n' '|')
+    if [ -z "$rtc_bad" ]; then
+        result rtc-clean ok "$(dmesg | grep rtc_cmos | tr '\n' '|')"
+    else
+        result rtc-clean fail "$rtc_bad"
+    fi
+    # rtc_cmos bound through the DSDT's PNP0B00: the clock reads.
+    rtc_date=$(cat /sys/class/rtc/rtc0/date 2>&1)
+    case "$rtc_date" in
+    20[0-9][0-9]-[01][0-9]-[0-3][0-9]) result rtc-date ok "$rtc_date $(cat /sys/class/rtc/rtc0/time 2>&1)" ;;
+    *) result rtc-date fail "/sys/class/rtc/rtc0/date: $rtc_date" ;;
+    esac
     finish poweroff
     ;;
 poweroff)

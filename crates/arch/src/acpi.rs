@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! ACPI_START  RSDP  (rev 2, points at the XSDT)
-//!             DSDT  (\_S5, \_SB.COM1, \_SB.PCI0 when there is PCI,
+//!             DSDT  (\_S5, \_SB.COM1, \_SB.RTC_, \_SB.PCI0 when there is PCI,
 //!                    \_SB.GED_ and \_SB.PWRB when there is a GED)
 //!             FACP  (FADT rev 6, points at the DSDT)
 //!             APIC  (MADT)
@@ -64,9 +64,6 @@ const TABLE_ALIGNMENT: u64 = 16;
 /// Size of the standard header every system description table starts with.
 const SDT_HEADER_LEN: usize = 36;
 
-/// FADT IA-PC boot architecture flag: the platform has an 8042 keyboard
-/// controller.
-const IAPC_BOOT_ARCH_8042: u16 = 1 << 1;
 /// FADT IA-PC boot architecture flag: probing VGA ports is unsafe/useless.
 const IAPC_BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
 
@@ -318,13 +315,16 @@ fn fadt(dsdt_addr: u64) -> Vec<u8> {
     fadt.reset_value = ACPI_RESET_VALUE;
     fadt.sleep_control_reg = pm_register(ACPI_SLEEP_CONTROL_OFFSET);
     fadt.sleep_status_reg = pm_register(ACPI_SLEEP_STATUS_OFFSET);
-    // The 8042 flag is set because Vireo does emulate an i8042 (its
-    // command 0xfe is the classic reset line). Without the flag Linux
-    // marks the controller firmware-absent and never probes it; with it,
-    // and no PNP0303 device in the DSDT, Linux probes ports 0x60/0x64
-    // directly. MSI stays supported (the "MSI not supported" bit is clear)
+    // The 8042 flag stays clear: Vireo's i8042 exists only for the classic
+    // reset (command 0xfe, Linux `reboot=k`, which writes the port without
+    // any driver) and has no keyboard, mouse or interrupt line. With the
+    // flag set Linux probed ports 0x60/0x64 directly, spent seconds in
+    // polling loops and then failed the probe (IRQ 1 has no descriptor on a
+    // HW-reduced platform, so request_irq gave -EINVAL); without it Linux
+    // skips the controller, as with Firecracker's and Cloud Hypervisor's
+    // FADTs. MSI stays supported (the "MSI not supported" bit is clear)
     // for virtio-pci, and there is no VGA to probe.
-    fadt.iapc_boot_arch = (IAPC_BOOT_ARCH_8042 | IAPC_BOOT_ARCH_VGA_NOT_PRESENT).into();
+    fadt.iapc_boot_arch = IAPC_BOOT_ARCH_VGA_NOT_PRESENT.into();
     fadt.hypervisor_vendor_identity = u64::from_le_bytes(HYPERVISOR_VENDOR_ID).into();
     aml_bytes(&fadt.finalize())
 }

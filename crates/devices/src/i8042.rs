@@ -12,9 +12,10 @@
 //! byte, self-tests, output port) so a guest's probe completes at once, and
 //! turns command `0xFE` (pulse the reset line) or an output-port write with
 //! the reset bit low into a signal on the reset `EventFd`. No keyboard or
-//! mouse is attached and no interrupt is ever raised: boot Linux with
-//! `i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd` (as Firecracker does)
-//! or with ACPI tables whose FADT does not announce an 8042.
+//! mouse is attached and no interrupt is ever raised, so Vireo's FADT does
+//! not announce an 8042 and Linux leaves it alone; a guest that probes it
+//! anyway (`acpi=off`) finds a passing controller, an open keylock and no
+//! aux port, without waiting out any timeout.
 //! (vm-superio's `I8042Device` handles only the reset command, so it is not
 //! used here.)
 
@@ -37,6 +38,10 @@ const STATUS_OUTPUT_FULL: u8 = 0x01;
 const STATUS_SYSTEM: u8 = 0x04;
 /// Status: the last write was to the command port.
 const STATUS_COMMAND: u8 = 0x08;
+/// Status: keyboard not inhibited (the keylock switch is open). Clear, it
+/// tells the guest a key switch locks the keyboard: Linux warns
+/// "Keylock active" on every probe.
+const STATUS_KEYLOCK_OPEN: u8 = 0x10;
 
 /// Command byte: system flag.
 const CTR_SYSTEM: u8 = 0x04;
@@ -100,7 +105,7 @@ impl I8042 {
     }
 
     fn status(&self) -> u8 {
-        let mut status = STATUS_SYSTEM;
+        let mut status = STATUS_SYSTEM | STATUS_KEYLOCK_OPEN;
         if !self.output.is_empty() {
             status |= STATUS_OUTPUT_FULL;
         }
@@ -159,7 +164,12 @@ impl I8042 {
             }
             // Bytes "from the keyboard": loop them back as a real one does.
             Some(CMD_WRITE_KBD_OUTPUT) => self.respond(value),
-            // The aux port has no device; its loopback is not wired.
+            // There is no aux channel, so the byte comes back at once as
+            // keyboard data (the aux-data status bit never set): a guest's
+            // loopback test (Linux's check_aux) fails on the spot instead
+            // of waiting out its timeout for a byte that never came.
+            Some(CMD_WRITE_AUX_OUTPUT) => self.respond(value),
+            // A byte for the aux device: none is attached.
             Some(_) => {}
             // A byte for the keyboard: none is attached.
             None => tracing::debug!("i8042: no keyboard for byte {value:#x}"),
@@ -260,5 +270,34 @@ mod tests {
 
         d.write(COMMAND_OFFSET, &[CMD_AUX_TEST]);
         assert_eq!(rd(&mut d, DATA_OFFSET), INTERFACE_CLOCK_LOW);
+    }
+
+    #[test]
+    fn keylock_is_open() {
+        // Linux's i8042_controller_init warns "Keylock active" when 0x10 is
+        // clear; it was on every boot (issue 10).
+        let (mut d, _reset) = dev();
+        assert_ne!(rd(&mut d, COMMAND_OFFSET) & 0x10, 0);
+        d.write(COMMAND_OFFSET, &[CMD_SELF_TEST]);
+        assert_ne!(rd(&mut d, COMMAND_OFFSET) & 0x10, 0);
+    }
+
+    #[test]
+    fn aux_loopback_answers_at_once_without_aux_data() {
+        // Linux's check_aux writes 0xd3 0x5a and polls for 0.5 s when no
+        // byte comes; an answer without the aux-data bit (0x20) tells it
+        // "no aux port" immediately.
+        let (mut d, _reset) = dev();
+        d.write(COMMAND_OFFSET, &[CMD_WRITE_AUX_OUTPUT]);
+        d.write(DATA_OFFSET, &[0x5a]);
+        let status = rd(&mut d, COMMAND_OFFSET);
+        assert_ne!(status & STATUS_OUTPUT_FULL, 0);
+        assert_eq!(status & 0x20, 0, "no aux data");
+        assert_eq!(rd(&mut d, DATA_OFFSET), 0x5a);
+        assert_eq!(rd(&mut d, COMMAND_OFFSET) & STATUS_OUTPUT_FULL, 0);
+        // A byte for the aux device itself still goes nowhere.
+        d.write(COMMAND_OFFSET, &[CMD_WRITE_AUX]);
+        d.write(DATA_OFFSET, &[0xff]);
+        assert_eq!(rd(&mut d, COMMAND_OFFSET) & STATUS_OUTPUT_FULL, 0);
     }
 }

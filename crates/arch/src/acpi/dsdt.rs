@@ -2,7 +2,7 @@
 //!
 //! It holds what the fixed tables cannot say: the `\_S5` sleep type that
 //! the guest writes to the sleep control register to power off, and the
-//! legacy devices under `\_SB`, so a guest that enumerates through ACPI
+//! legacy devices (COM1, the CMOS RTC) under `\_SB`, so a guest that enumerates through ACPI
 //! (Linux's 8250 PNP driver does) finds them without probing; with a GED,
 //! also the power button and (with PCI) the hot-plug slots.
 
@@ -12,7 +12,7 @@ use acpi_tables::aml::{
 use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 
-use crate::layout::{ACPI_S5_SLEEP_TYPE, COM1_IRQ, COM1_PORT};
+use crate::layout::{ACPI_S5_SLEEP_TYPE, CMOS_PORT, COM1_IRQ, COM1_PORT};
 
 /// DSDT revision 2: AML integers are 64 bits wide.
 const DSDT_REVISION: u8 = 2;
@@ -20,6 +20,8 @@ const DSDT_REVISION: u8 = 2;
 const HEADER_LEN: u32 = 36;
 /// Number of I/O ports of a 16550 UART.
 const UART_PORTS: u8 = 8;
+/// Number of I/O ports of the CMOS RTC (index and data).
+const CMOS_PORTS: u8 = 2;
 
 /// Builds the DSDT.
 pub(super) fn build(
@@ -45,6 +47,17 @@ pub(super) fn build(
     let uid = Name::new(Path::new("_UID"), &0u8);
     let crs = Name::new(Path::new("_CRS"), &com1_resources);
     let com1 = Device::new(Path::new("COM1"), vec![&hid, &uid, &crs]);
+    // The CMOS clock (PNP0B00) at ports 0x70-0x71, with no interrupt,
+    // because Vireo's CMOS raises none (no alarm or periodic timer).
+    // Without this device Linux registers a platform RTC with the
+    // hard-wired IRQ 8, which has no descriptor on a HW-reduced platform
+    // (no legacy PIC), and rtc_cmos's probe fails with -EINVAL; through
+    // PNP it binds without an IRQ and offers the clock, minus alarms.
+    let rtc_ports = IO::new(CMOS_PORT, CMOS_PORT, 0, CMOS_PORTS);
+    let rtc_resources = ResourceTemplate::new(vec![&rtc_ports]);
+    let rtc_hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0B00"));
+    let rtc_crs = Name::new(Path::new("_CRS"), &rtc_resources);
+    let rtc = Device::new(Path::new("RTC_"), vec![&rtc_hid, &rtc_crs]);
     // PCI hot-plug needs both the bridge (for the slots) and the GED (for
     // the event); create_acpi_tables refuses one without the other.
     let hotplug = ged
@@ -57,7 +70,7 @@ pub(super) fn build(
             super::ged::power_button_device(),
         )
     });
-    let mut devices: Vec<&dyn Aml> = vec![&com1];
+    let mut devices: Vec<&dyn Aml> = vec![&com1, &rtc];
     if let Some(pci0) = &pci0 {
         devices.push(pci0);
     }
