@@ -5,6 +5,7 @@
 use std::str::FromStr;
 
 use hypervisor::kvm_bindings::{kvm_cpuid_entry2, CpuId};
+use hypervisor::Vcpu;
 
 use crate::Error;
 
@@ -152,6 +153,37 @@ pub fn vcpu_cpuid(
     CpuId::from_entries(&entries).map_err(|_| Error::Cpuid)
 }
 
+/// XCR0 a vCPU starts with: every state component leaf 0xD.0 offers
+/// (EDX:EAX), or `None` when the guest is not shown XSAVE.
+///
+/// KVM recomputes leaf 0xD.0 EBX (the XSAVE area size for the enabled
+/// components) from its own copy of XCR0, which it learns from the guest's
+/// XSETBV exits. Under a hypervisor that does not intercept XSETBV for
+/// nested guests (QEMU's emulator: its SVM has no XSETBV intercept in 7.2)
+/// that copy stays at the reset value 1, so the guest reads EBX = 576 after
+/// enabling AVX and PKRU, and Linux disables XSAVE with "XSAVE consistency
+/// problem". Starting from the value every OS writes keeps EBX equal to the
+/// layout leaf 0xD's subleaves describe, whether or not XSETBV exits.
+pub fn initial_xcr0(cpuid: &CpuId) -> Option<u64> {
+    let entries = cpuid.as_slice();
+    let leaf1 = entries.iter().find(|e| e.function == 0x1)?;
+    if leaf1.ecx & ECX_XSAVE == 0 {
+        return None;
+    }
+    let d0 = entries.iter().find(|e| e.function == 0xd && e.index == 0)?;
+    // x87 state can never be disabled; KVM refuses an XCR0 without it.
+    Some((u64::from(d0.edx) << 32 | u64::from(d0.eax)) | 1)
+}
+
+/// Give `vcpu` its CPUID, then the XCR0 that matches it ([`initial_xcr0`]).
+pub fn set_vcpu_cpuid(vcpu: &Vcpu, cpuid: &CpuId) -> Result<(), Error> {
+    vcpu.set_cpuid(cpuid)?;
+    if let Some(xcr0) = initial_xcr0(cpuid) {
+        vcpu.set_xcr0(xcr0)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +215,48 @@ mod tests {
         let h = vcpu_cpuid(&supported, 0, 1, CpuTemplate::Host).unwrap();
         assert_ne!(h.as_slice()[0].ecx & ECX_XSAVE, 0);
         assert_eq!(h.as_slice().len(), 4);
+    }
+
+    #[test]
+    fn initial_xcr0_covers_every_component_leaf_0xd_describes() {
+        // The leaf 0xD the nested L2 guest was shown: x87, SSE, AVX, PKRU;
+        // ECX (size for all of them) = 0xa88 = PKRU's offset + size.
+        let mut d0 = leaf(0xd, 0);
+        d0.eax = 0x207;
+        d0.ebx = 0x240;
+        d0.ecx = 0xa88;
+        let mut d2 = leaf(0xd, 2);
+        (d2.eax, d2.ebx) = (0x100, 0x240);
+        let mut d9 = leaf(0xd, 9);
+        (d9.eax, d9.ebx) = (8, 0xa80);
+        let supported = CpuId::from_entries(&[leaf(1, 0), d0, d2, d9]).unwrap();
+
+        let host = vcpu_cpuid(&supported, 0, 1, CpuTemplate::Host).unwrap();
+        let xcr0 = initial_xcr0(&host).expect("XSAVE is shown, so XCR0 is set");
+        // Linux compares the size the subleaves' offsets and sizes give for
+        // the XCR0 it enables with leaf 0xD.0 EBX, which KVM computes from
+        // its copy of XCR0: starting there, that is the full size in ECX.
+        let leaves = host.as_slice();
+        let end = leaves
+            .iter()
+            .filter(|e| e.function == 0xd && e.index >= 2 && xcr0 & (1 << e.index) != 0)
+            .map(|e| e.ebx + e.eax)
+            .max()
+            .unwrap_or(576);
+        let full = leaves
+            .iter()
+            .find(|e| e.function == 0xd && e.index == 0)
+            .unwrap()
+            .ecx;
+        assert_eq!(xcr0, 0x207);
+        assert_eq!(
+            end, full,
+            "XCR0 {xcr0:#x} covers every component leaf 0xD sizes"
+        );
+
+        // Without XSAVE (the minimal template) XCR0 is left at its reset value.
+        let min = vcpu_cpuid(&supported, 0, 1, CpuTemplate::Minimal).unwrap();
+        assert_eq!(initial_xcr0(&min), None);
     }
 
     #[test]

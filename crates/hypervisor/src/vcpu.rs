@@ -1,8 +1,8 @@
 //! A virtual CPU: its register state and the `KVM_RUN` loop step.
 
 use kvm_bindings::{
-    kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, CpuId, Msrs,
-    KVM_MP_STATE_UNINITIALIZED,
+    kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_xcrs, CpuId,
+    Msrs, KVM_MP_STATE_UNINITIALIZED,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
@@ -91,6 +91,18 @@ impl Vcpu {
     /// Set the CPUID leaves the guest sees.
     pub fn set_cpuid(&self, cpuid: &CpuId) -> Result<()> {
         self.fd.set_cpuid2(cpuid).ioctl("KVM_SET_CPUID2")
+    }
+
+    /// Set XCR0 (KVM_SET_XCRS). KVM refuses bits the CPUID set with
+    /// [`Vcpu::set_cpuid`] does not offer, so call it after that.
+    pub fn set_xcr0(&self, xcr0: u64) -> Result<()> {
+        let mut xcrs = kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        xcrs.xcrs[0].xcr = 0;
+        xcrs.xcrs[0].value = xcr0;
+        self.fd.set_xcrs(&xcrs).ioctl("KVM_SET_XCRS")
     }
 
     /// Write MSRs; every entry must be accepted.

@@ -104,8 +104,6 @@ fn boot_four_cpus_memory_above_the_hole() {
 
 /// The same boot's console has no kernel WARNING, BUG or Oops.
 #[test]
-#[ignore = "fails: Linux warns 'XSAVE consistency problem: size 2696 != kernel_size 576' \
-            (fpu__init_system_xstate) under vireo; reported, not yet fixed"]
 fn boot_has_no_kernel_warnings() {
     let Some(s) = scenario("boot") else { return };
     s.assert_checks(&["vireo-exit"]);

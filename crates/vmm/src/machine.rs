@@ -496,7 +496,7 @@ pub fn run_once(
     for id in 0..config.cpus {
         let vcpu = vm.create_vcpu(id)?;
         let cpuid = arch::cpuid::vcpu_cpuid(&supported, id, config.cpus, config.cpu_template)?;
-        vcpu.set_cpuid(&cpuid)?;
+        arch::cpuid::set_vcpu_cpuid(&vcpu, &cpuid)?;
         arch::regs::setup_msrs(&vcpu)?;
         arch::regs::setup_fpu(&vcpu)?;
         arch::regs::setup_lint(&vcpu)?;
