@@ -81,7 +81,9 @@ pub struct Meta {
 pub struct MetadataMap {
     /// One-cluster structures: header, active L2 tables, refcount blocks.
     single: HashMap<u64, &'static str>,
-    /// Multi-cluster tables as cluster ranges `[start, end)`.
+    /// Multi-cluster tables as cluster ranges `[start, end)`, sorted by
+    /// start and disjoint (overlapping tables merged), so a lookup is a
+    /// binary search however many snapshots the image has.
     spans: Vec<(u64, u64, &'static str)>,
     /// The refcount generation this map was built at.
     refs_generation: u64,
@@ -91,11 +93,27 @@ impl MetadataMap {
     /// What metadata, if any, host cluster `c` holds.
     fn lookup(&self, c: u64) -> Option<&'static str> {
         self.single.get(&c).copied().or_else(|| {
-            self.spans
-                .iter()
-                .find(|&&(a, b, _)| a <= c && c < b)
-                .map(|&(_, _, what)| what)
+            // The last span starting at or before `c` is the only one that
+            // can hold it.
+            let after = self.spans.partition_point(|&(a, _, _)| a <= c);
+            let &(_, end, what) = self.spans.get(after.checked_sub(1)?)?;
+            (c < end).then_some(what)
         })
+    }
+
+    /// Sort the spans and merge those that overlap (snapshots may share an
+    /// L1 table); a merged span keeps its first name. Spans that only touch
+    /// stay apart, so each keeps its own name.
+    fn merge_spans(&mut self) {
+        self.spans.sort_unstable_by_key(|&(a, _, _)| a);
+        let mut merged: Vec<(u64, u64, &'static str)> = Vec::with_capacity(self.spans.len());
+        for &(a, b, what) in &self.spans {
+            match merged.last_mut() {
+                Some(last) if a < last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b, what)),
+            }
+        }
+        self.spans = merged;
     }
 }
 
@@ -158,6 +176,7 @@ impl Meta {
                 map.single.insert(off >> cb, "an L2 table");
             }
         }
+        map.merge_spans();
         map
     }
 
@@ -438,5 +457,41 @@ impl Meta {
         file.sync_data()?;
         self.header.size = size;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MetadataMap;
+
+    #[test]
+    fn spans_are_found_by_binary_search_after_merging() {
+        // Out of order, two overlapping (shared snapshot L1 tables), one
+        // touching the next.
+        let mut map = MetadataMap {
+            spans: vec![
+                (40, 42, "a snapshot's L1 table"),
+                (10, 12, "the refcount table"),
+                (3, 5, "the L1 table"),
+                (41, 45, "a snapshot's L1 table"),
+                (5, 6, "the snapshot table"),
+            ],
+            ..MetadataMap::default()
+        };
+        map.merge_spans();
+        assert_eq!(map.spans.len(), 4);
+        for (c, want) in [
+            (2, None),
+            (3, Some("the L1 table")),
+            (4, Some("the L1 table")),
+            (5, Some("the snapshot table")),
+            (6, None),
+            (11, Some("the refcount table")),
+            (12, None),
+            (44, Some("a snapshot's L1 table")),
+            (45, None),
+        ] {
+            assert_eq!(map.lookup(c), want, "cluster {c}");
+        }
     }
 }
