@@ -41,6 +41,29 @@ fn scratch(name: &str) -> Scratch {
     Scratch(dir)
 }
 
+/// What a hostile guest leaves in its raw disk: an 8 MiB image whose
+/// sector 0 is a qcow2 header (made by qemu-img) naming `host_file` as its
+/// raw backing file.
+fn plant_qcow2_header(image: &Path, host_file: &Path) {
+    let hdr = image.with_extension("hdr.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        s(host_file),
+        "-F",
+        "raw",
+        s(&hdr),
+        "1M",
+    ]);
+    let mut bytes = vec![0u8; 8 << 20];
+    let header = std::fs::read(&hdr).unwrap();
+    bytes[..header.len()].copy_from_slice(&header);
+    std::fs::write(image, &bytes).unwrap();
+}
+
 fn qemu_img(args: &[&str]) {
     let out = Command::new("qemu-img").args(args).output().unwrap();
     assert!(
@@ -100,24 +123,8 @@ fn a_planted_qcow2_header_does_not_leak_a_host_file_with_format_raw() {
     let dir = scratch("planted");
     let secret = dir.join("secret");
     std::fs::write(&secret, b"TOP-SECRET-HOST-DATA".repeat(100)).unwrap();
-    let hdr = dir.join("hdr.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        s(&secret),
-        "-F",
-        "raw",
-        s(&hdr),
-        "1M",
-    ]);
     let guest_img = dir.join("guest-raw.img");
-    let mut bytes = vec![0u8; 8 << 20];
-    let header = std::fs::read(&hdr).unwrap();
-    bytes[..header.len()].copy_from_slice(&header);
-    std::fs::write(&guest_img, &bytes).unwrap();
+    plant_qcow2_header(&guest_img, &secret);
 
     let disk = format!("path={},format=raw,readonly=on", s(&guest_img));
     let r = run_blk(&disk, "blk");
@@ -415,24 +422,8 @@ fn the_api_add_disk_takes_a_format_and_refuses_a_fifo_at_once() {
     let dir = scratch("api");
     let secret = dir.join("secret");
     std::fs::write(&secret, vec![0x42u8; 4096]).unwrap();
-    let hdr = dir.join("hdr.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-b",
-        s(&secret),
-        "-F",
-        "raw",
-        s(&hdr),
-        "1M",
-    ]);
     let planted = dir.join("planted.img");
-    let mut bytes = vec![0u8; 8 << 20];
-    let header = std::fs::read(&hdr).unwrap();
-    bytes[..header.len()].copy_from_slice(&header);
-    std::fs::write(&planted, &bytes).unwrap();
+    plant_qcow2_header(&planted, &secret);
     let fifo = dir.join("fifo");
     assert!(Command::new("mkfifo")
         .arg(&fifo)
