@@ -386,19 +386,18 @@ impl Controller {
         &self,
         id: Option<String>,
         prefix: &str,
-        build: impl FnOnce(IdClaim, &VmConfig) -> crate::error::Result<PendingDevice>,
+        build: impl FnOnce(IdClaim) -> crate::error::Result<PendingDevice>,
     ) -> ActionResult {
-        let (claim, vm_config) = {
+        let claim = {
             let running = Self::running(&self.settled())?;
-            let claim = running.claim_id(id.clone(), prefix).ok_or_else(|| {
+            running.claim_id(id.clone(), prefix).ok_or_else(|| {
                 conflict(format!(
                     "a device called {} exists already",
                     id.unwrap_or_default()
                 ))
-            })?;
-            (claim, running.config().clone())
+            })?
         };
-        let device = build(claim, &vm_config).map_err(|e| unprocessable(error_chain(&e)))?;
+        let device = build(claim).map_err(|e| unprocessable(error_chain(&e)))?;
         let inner = self.lock();
         let Some(running) = inner.running.clone().filter(|r| device.is_for(r)) else {
             return Err(conflict(
@@ -472,12 +471,12 @@ impl VmController for Controller {
                 let id = spec.id.clone();
                 let disk = spec::disk_config(spec, "")?;
                 spec::disk_file("path", &disk.path)?;
-                self.hot_plug(id, "disk", |claim, _| PendingDevice::disk(claim, &disk))
+                self.hot_plug(id, "disk", |claim| PendingDevice::disk(claim, &disk))
             }
             Action::AddNet(spec) => {
                 let id = spec.id.clone();
                 let net = spec::net_config(spec, "")?;
-                self.hot_plug(id, "net", |claim, vm| PendingDevice::net(claim, vm, &net))
+                self.hot_plug(id, "net", |claim| PendingDevice::net(claim, &net))
             }
             Action::RemoveDevice(spec) => {
                 let inner = self.settled();

@@ -421,10 +421,9 @@ impl PendingDevice {
         std::ptr::eq(self.claim.vm.as_ptr(), vm)
     }
 
-    /// Build a network card for a VM configured as `vm`, as
-    /// [`PendingDevice::disk`].
-    pub fn net(claim: IdClaim, vm: &VmConfig, net: &NetConfig) -> Result<Self> {
-        let device = virtio_devices::net_device(vm, &claim.id, net)?;
+    /// Build a network card, as [`PendingDevice::disk`].
+    pub fn net(claim: IdClaim, net: &NetConfig) -> Result<Self> {
+        let device = virtio_devices::net_device(&claim.id, net)?;
         Ok(Self { device, claim })
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{CacheMode, DiskConfig, NetConfig, VmConfig};
+use crate::config::{CacheMode, DiskConfig, NetConfig};
 use crate::error::{Error, Result};
 use crate::machine::PreparedVm;
 use crate::pci_devices::{DeviceDescription, DeviceSource, PciDevices};
@@ -48,7 +48,7 @@ pub(crate) fn add_virtio_devices(prepared: &PreparedVm, pci: &mut PciDevices) ->
     }
     for (i, net) in config.nets.iter().enumerate() {
         let id = net.id.clone().unwrap_or_else(|| format!("net{i}"));
-        pci.add_virtio(net_device(config, &id, net)?)?;
+        pci.add_virtio(net_device(&id, net)?)?;
     }
     for (i, console) in config.consoles.iter().enumerate() {
         let device = crate::console_backend::create_console(console)?;
@@ -109,7 +109,7 @@ pub(crate) fn disk_device(
 /// A virtio-net device on the TAP `net` names, called `id`. (`_config`
 /// is no longer needed: a MAC left unset no longer derives from the
 /// kernel's path, see [`crate::config::default_mac`].)
-pub(crate) fn net_device(_config: &VmConfig, id: &str, net: &NetConfig) -> Result<NewDevice> {
+pub(crate) fn net_device(id: &str, net: &NetConfig) -> Result<NewDevice> {
     let (device, tap, mac) = create_net(id, net)?;
     let mut details = BTreeMap::new();
     details.insert("tap".to_string(), tap);
