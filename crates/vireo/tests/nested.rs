@@ -73,7 +73,16 @@ fn scenario(name: &str) -> Option<Scenario<'static>> {
 #[test]
 fn boot_bzimage_with_initrd() {
     let Some(s) = scenario("boot") else { return };
-    s.assert_checks(&["nproc", "apic-ids", "memtotal", "acpi-clean", "vireo-exit"]);
+    s.assert_checks(&[
+        "nproc",
+        "apic-ids",
+        "memtotal",
+        "acpi-clean",
+        "i8042-clean",
+        "rtc-clean",
+        "rtc-date",
+        "vireo-exit",
+    ]);
 }
 
 /// The boot checks with `--cpus 1 --memory 256M`.
@@ -82,7 +91,16 @@ fn boot_one_cpu() {
     let Some(s) = scenario("boot-1cpu") else {
         return;
     };
-    s.assert_checks(&["nproc", "apic-ids", "memtotal", "acpi-clean", "vireo-exit"]);
+    s.assert_checks(&[
+        "nproc",
+        "apic-ids",
+        "memtotal",
+        "acpi-clean",
+        "i8042-clean",
+        "rtc-clean",
+        "rtc-date",
+        "vireo-exit",
+    ]);
 }
 
 /// The boot checks with `--cpus 4 --memory 5G`: RAM on both sides of the
@@ -98,6 +116,9 @@ fn boot_four_cpus_memory_above_the_hole() {
         "memtotal",
         "ram-above-4g",
         "acpi-clean",
+        "i8042-clean",
+        "rtc-clean",
+        "rtc-date",
         "vireo-exit",
     ]);
 }
