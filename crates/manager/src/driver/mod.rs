@@ -1,0 +1,174 @@
+//! The seam between the daemon and what runs a VM.
+//!
+//! A [`Driver`] validates a definition and starts it, or re-adopts a VMM a
+//! previous daemon left running. What it hands back is an [`Instance`]: the
+//! one handle the daemon has on a running domain. Calls are blocking (the
+//! daemon runs them off its async threads, one domain at a time), and every
+//! call that talks to a VMM is bounded in time, so a stuck VMM costs only
+//! the caller that asked it something.
+//!
+//! The daemon persists an instance's [`RunRecord`] atomically after start,
+//! and gives it back to [`Driver::adopt`] after a restart.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use virtxml::{Disk, Domain, Interface, MacAddress};
+
+/// A driver failure, one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The definition asks for something this driver cannot do; nothing
+    /// was started. Answered as 422.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The request does not fit the domain's current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The VMM could not be started, or failed or did not answer in time
+    /// (500/502).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where a driver may put a domain's run-time files. The daemon creates
+/// `run_dir` (mode 0700) before [`Driver::start`] and removes it after the
+/// instance has ended.
+#[derive(Debug, Clone)]
+pub struct StartContext {
+    /// A directory for the VMM's sockets (API, console, QMP), private to
+    /// this domain: short enough for unix socket paths.
+    pub run_dir: PathBuf,
+    /// The VMM's log file (stderr), appended to across runs.
+    pub log_path: PathBuf,
+    /// Start with the vCPUs paused.
+    pub paused: bool,
+}
+
+/// What the daemon keeps about a running VMM to find it again after a
+/// restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunRecord {
+    /// The driver's name ([`Driver::name`]).
+    pub driver: String,
+    /// The VMM's pid.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`/proc/PID/stat` field
+    /// 22): a pid reused by another process has another start time.
+    pub start_time: u64,
+    /// The domain's numeric id while it runs.
+    pub id: u32,
+    /// The domain's definition as it was started (the live XML).
+    pub xml: String,
+    /// Driver-specific data (sockets, TAPs it created, ...).
+    pub extra: serde_json::Value,
+}
+
+/// How a VMM ended, as the driver saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest powered off.
+    Poweroff,
+    /// The guest reset (reboot) and the VMM exited for the daemon to act on
+    /// `on_reboot`.
+    Reset,
+    /// The guest crashed (triple fault, emulation failure), or the VMM died
+    /// without saying why (killed). The text says what is known.
+    Crashed(String),
+    /// [`Instance::destroy`] ended it.
+    Destroyed,
+}
+
+/// The run-time state a VMM reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeState {
+    /// vCPUs running.
+    Running,
+    /// vCPUs paused.
+    Paused,
+}
+
+/// A console connection: raw bytes both ways with the guest's serial port.
+pub type ConsoleStream = UnixStream;
+
+/// A way to run domains.
+pub trait Driver: Send + Sync {
+    /// `vireo` or `qemu`: what [`RunRecord::driver`] holds.
+    fn name(&self) -> &'static str;
+
+    /// The driver's version line for `vireo version` (`qemu 7.2.0`).
+    fn version(&self) -> String;
+
+    /// Refuses, with one line naming the element, what this driver cannot
+    /// honour in `domain`. Called at define time and again at start.
+    fn validate(&self, domain: &Domain) -> Result<(), DriverError>;
+
+    /// Starts `domain` as numeric `id`. Returns once the VMM runs the guest
+    /// (or holds it paused), with its record filled in.
+    fn start(
+        &self,
+        domain: &Domain,
+        id: u32,
+        ctx: &StartContext,
+    ) -> Result<Box<dyn Instance>, DriverError>;
+
+    /// Takes back a VMM a previous daemon started. `Ok(None)` when it is
+    /// gone (or its pid now belongs to another process).
+    fn adopt(
+        &self,
+        record: &RunRecord,
+        ctx: &StartContext,
+    ) -> Result<Option<Box<dyn Instance>>, DriverError>;
+}
+
+/// A running domain, as its driver drives it.
+pub trait Instance: Send + Sync {
+    /// What to persist to find it again.
+    fn record(&self) -> RunRecord;
+
+    /// Asks the VMM whether the vCPUs run.
+    fn state(&self) -> Result<RuntimeState, DriverError>;
+
+    /// Pauses the vCPUs.
+    fn pause(&self) -> Result<(), DriverError>;
+
+    /// Resumes them.
+    fn resume(&self) -> Result<(), DriverError>;
+
+    /// Presses the ACPI power button; the guest decides.
+    fn shutdown(&self) -> Result<(), DriverError>;
+
+    /// Resets the machine and boots it again, in the same VMM.
+    fn reset(&self) -> Result<(), DriverError>;
+
+    /// Stops the VMM: SIGTERM and a bounded wait when `graceful`, else
+    /// SIGKILL. Returns once the process is gone.
+    fn destroy(&self, graceful: bool) -> Result<(), DriverError>;
+
+    /// Blocks until the VMM process ends, then says how. Called once, on a
+    /// thread of its own; must return promptly after [`Instance::destroy`].
+    fn wait_exit(&self) -> ExitReason;
+
+    /// Hot-plugs a disk.
+    fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError>;
+
+    /// Unplugs the disk with this `target dev`.
+    fn detach_disk(&self, target: &str) -> Result<(), DriverError>;
+
+    /// Hot-plugs a NIC.
+    fn attach_interface(&self, iface: &Interface) -> Result<(), DriverError>;
+
+    /// Unplugs the NIC with this MAC.
+    fn detach_interface(&self, mac: &MacAddress) -> Result<(), DriverError>;
+
+    /// The VMM's counters as virsh `domstats` keys.
+    fn stats(&self) -> Result<std::collections::BTreeMap<String, serde_json::Value>, DriverError>;
+
+    /// A new connection to the guest's serial console.
+    fn console(&self) -> Result<ConsoleStream, DriverError>;
+
+    /// CPU time the VMM process has used.
+    fn cpu_time(&self) -> Duration;
+}

@@ -1,0 +1,16 @@
+//! The management layer: libvirt's role beside Vireo's VMM.
+//!
+//! - [`api`]: the JSON shapes of the daemon's HTTP API, shared by the
+//!   daemon and its clients. The route table is in the module's docs; the
+//!   OpenAPI document the daemon serves at `/openapi` describes the same.
+//! - [`driver`]: the seam between the daemon and what runs a VM. Vireo's own
+//!   VMM is one driver, QEMU another. The daemon knows nothing of either's
+//!   command line; it holds a [`driver::Instance`] per running domain.
+//!
+//! Data flows one way: CLI → daemon API → registry → driver → VMM process
+//! (its per-VM API). The crate never reaches into a VMM's memory or devices.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod driver;
