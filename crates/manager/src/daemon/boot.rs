@@ -1,0 +1,370 @@
+//! What the daemon does as it starts: read the definitions, re-adopt the
+//! VMMs a previous daemon left running, account for those that ended or
+//! were being started when it died, and start the autostart domains.
+//!
+//! A recorded VMM that is gone (or whose pid now belongs to another
+//! process: the driver compares start times) cannot tell how it ended, so
+//! its domain is marked `shut off (crashed)` with a `Stopped Crashed`
+//! event. A start interrupted before its run record was written left a
+//! marker naming its run directory: every process whose command line
+//! holds that directory is that start's VMM, and is killed, so that no
+//! VMM is left that no record accounts for.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use virtxml::Domain;
+
+use super::lifecycle::{activate, start};
+use super::registry::{disk_paths, Entry};
+use super::Daemon;
+use crate::api::{DomainState, EventKind, StateReason};
+use crate::driver::{Instance, RunRecord, RuntimeState, StartContext};
+
+/// Reads the state directory into the registry and re-adopts VMMs.
+pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
+    let read_d = d.clone();
+    let (definitions, autostart, records, markers) = tokio::task::spawn_blocking(move || {
+        let s = &read_d.store;
+        io::Result::Ok((
+            s.definitions()?,
+            s.autostart_names()?,
+            s.records()?,
+            s.markers()?,
+        ))
+    })
+    .await
+    .map_err(io::Error::other)??;
+
+    {
+        let mut table = d.registry.lock();
+        for (file_name, xml) in definitions {
+            let domain = match Domain::parse(&xml) {
+                Ok(p) => p.domain,
+                Err(e) => {
+                    tracing::error!("definition of '{file_name}' does not parse ({e}); skipped");
+                    continue;
+                }
+            };
+            if domain.name != file_name {
+                tracing::error!(
+                    "definition file of '{file_name}' names domain '{}'; skipped",
+                    domain.name
+                );
+                continue;
+            }
+            if let Err(e) = table.check_identity(&domain.name, domain.uuid) {
+                tracing::error!("definition of '{file_name}' skipped: {}", e.message);
+                continue;
+            }
+            let mut entry = Entry::new(domain.uuid, Some(Arc::new(domain)));
+            entry.autostart = autostart.contains(&file_name);
+            table.domains.insert(file_name, entry);
+        }
+        for record in records.values() {
+            table.reserve_ids_through(record.id);
+        }
+    }
+
+    for (name, marker) in &markers {
+        if !records.contains_key(name) {
+            tracing::warn!(
+                "domain '{name}' was being started when the daemon stopped; ending what that start left"
+            );
+            let run_dir = marker.run_dir.clone();
+            let killed = tokio::task::spawn_blocking(move || {
+                let killed = kill_processes_mentioning(&run_dir);
+                let _ = std::fs::remove_dir_all(&run_dir);
+                killed
+            })
+            .await
+            .unwrap_or(0);
+            if killed > 0 {
+                tracing::warn!(
+                    "killed {killed} VMM process(es) of the interrupted start of '{name}'"
+                );
+            }
+            mark_stopped(d, name, StateReason::Failed, "Failed");
+        }
+        let _ = d.store.remove_marker(name);
+    }
+
+    let adoptions: Vec<_> = records
+        .into_iter()
+        .map(|(name, record)| tokio::spawn(adopt(d.clone(), name, record)))
+        .collect();
+    for a in adoptions {
+        let _ = a.await;
+    }
+    Ok(())
+}
+
+/// Marks a persistent domain shut off after a VMM the daemon had lost.
+fn mark_stopped(d: &Daemon, name: &str, reason: StateReason, detail: &str) {
+    let uuid = {
+        let mut table = d.registry.lock();
+        let Some(entry) = table.domains.get_mut(name).filter(|e| e.live.is_none()) else {
+            return;
+        };
+        entry.state = DomainState::ShutOff;
+        entry.reason = reason;
+        entry.uuid
+    };
+    d.events.emit(name, uuid, EventKind::Stopped, detail);
+}
+
+/// What re-adoption found.
+enum Adopted {
+    Alive(Box<dyn Instance>, RuntimeState),
+    Gone,
+}
+
+async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
+    let ctx = StartContext {
+        run_dir: d.run_root.join(record.id.to_string()),
+        log_path: d.store.log_path(&name),
+        paused: false,
+    };
+    let adopt_d = d.clone();
+    let adopt_record = record.clone();
+    let adopt_ctx = ctx.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let Some(driver) = adopt_d.driver(&adopt_record.driver) else {
+            return Err(format!(
+                "the {} driver is not available in this daemon",
+                adopt_record.driver
+            ));
+        };
+        match driver.adopt(&adopt_record, &adopt_ctx) {
+            Ok(Some(instance)) => {
+                let state = instance.state().unwrap_or(RuntimeState::Running);
+                Ok(Adopted::Alive(instance, state))
+            }
+            Ok(None) => Ok(Adopted::Gone),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+
+    let found = match found {
+        Ok(f) => f,
+        Err(why) => {
+            tracing::error!(
+                "cannot re-adopt the VMM of domain '{name}' (pid {}): {why}; it is killed",
+                record.pid
+            );
+            let (pid, start_time) = (record.pid, record.start_time);
+            let _ = tokio::task::spawn_blocking(move || kill_if_same(pid, start_time)).await;
+            Adopted::Gone
+        }
+    };
+    match found {
+        Adopted::Alive(instance, runtime_state) => {
+            let instance: Arc<dyn Instance> = Arc::from(instance);
+            if let Err(why) = adopt_alive(&d, &name, &record, &ctx, instance.clone(), runtime_state)
+            {
+                tracing::error!("domain '{name}': {why}; its VMM is destroyed");
+                let _ = tokio::task::spawn_blocking(move || instance.destroy(false)).await;
+                forget_record(&d, &name, &ctx).await;
+                mark_stopped(&d, &name, StateReason::Crashed, "Crashed");
+            }
+        }
+        Adopted::Gone => {
+            tracing::warn!(
+                "the VMM of domain '{name}' (pid {}) ended while the daemon was away",
+                record.pid
+            );
+            forget_record(&d, &name, &ctx).await;
+            mark_stopped(&d, &name, StateReason::Crashed, "Crashed");
+        }
+    }
+}
+
+/// Puts a re-adopted instance back in the table.
+fn adopt_alive(
+    d: &Arc<Daemon>,
+    name: &str,
+    record: &RunRecord,
+    ctx: &StartContext,
+    instance: Arc<dyn Instance>,
+    runtime_state: RuntimeState,
+) -> Result<(), String> {
+    let live = match Domain::parse(&record.xml) {
+        Ok(p) => Arc::new(p.domain),
+        Err(e) => return Err(format!("its live definition does not parse: {e}")),
+    };
+    if live.name != name {
+        return Err(format!("its run record names domain '{}'", live.name));
+    }
+    {
+        let mut table = d.registry.lock();
+        match table.domains.get(name) {
+            Some(entry) if entry.uuid != live.uuid => {
+                return Err(format!(
+                    "its run record has UUID {}, its definition {}",
+                    live.uuid, entry.uuid
+                ))
+            }
+            Some(_) => {}
+            // Undefined while it ran: it lives on as a transient domain.
+            None => {
+                table
+                    .domains
+                    .insert(name.to_string(), Entry::new(live.uuid, None));
+            }
+        }
+    }
+    let (state, reason) = match runtime_state {
+        RuntimeState::Running => (DomainState::Running, StateReason::Unknown),
+        RuntimeState::Paused => (DomainState::Paused, StateReason::Unknown),
+    };
+    let uuid = live.uuid;
+    let disks = disk_paths(&live);
+    tracing::info!(
+        "re-adopted domain '{name}' (id {}, pid {})",
+        record.id,
+        record.pid
+    );
+    activate(
+        d,
+        name,
+        uuid,
+        live,
+        record.clone(),
+        instance,
+        ctx.run_dir.clone(),
+        disks,
+        state,
+        reason,
+    )
+    .map_err(|e| e.message)
+}
+
+async fn forget_record(d: &Arc<Daemon>, name: &str, ctx: &StartContext) {
+    let (forget_d, n, run_dir) = (d.clone(), name.to_string(), ctx.run_dir.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = forget_d.store.remove_record(&n) {
+            tracing::error!("cannot remove the run record of '{n}': {e}");
+        }
+        let _ = std::fs::remove_dir_all(run_dir);
+    })
+    .await;
+}
+
+/// Starts every autostart domain that is not running.
+pub(crate) async fn autostart(d: Arc<Daemon>) {
+    let names: Vec<String> = {
+        let table = d.registry.lock();
+        table
+            .domains
+            .iter()
+            .filter(|(_, e)| e.autostart && e.live.is_none())
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let starts: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let d = d.clone();
+            tokio::spawn(async move {
+                match start(&d, &name, false).await {
+                    Ok(_) => tracing::info!("autostarted domain '{name}'"),
+                    // Started by a client meanwhile: nothing to do.
+                    Err(e) if e.status.as_u16() == 409 => {}
+                    Err(e) => tracing::error!("autostart of domain '{name}' failed: {}", e.message),
+                }
+            })
+        })
+        .collect();
+    for s in starts {
+        let _ = s.await;
+    }
+}
+
+/// The start time (`/proc/PID/stat` field 22) of `pid`, if it runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3; field 22 is the 20th after it.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// SIGKILLs `pid` if it is still the process started at `start`.
+fn kill_if_same(pid: u32, start: u64) {
+    if start_time(pid) == Some(start) {
+        kill(pid);
+    }
+}
+
+fn kill(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pid <= 1 || pid == std::process::id().try_into().unwrap_or(0) {
+        return;
+    }
+    // SAFETY: kill(2) with a pid and a signal number; no memory is passed.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// SIGKILLs every process whose command line contains `dir`; returns how
+/// many.
+fn kill_processes_mentioning(dir: &Path) -> usize {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    if needle.is_empty() {
+        return 0;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    let mut by_pid = BTreeMap::new();
+    for p in procs.filter_map(Result::ok) {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) {
+            by_pid.insert(pid, cmdline);
+        }
+    }
+    for (pid, cmdline) in by_pid {
+        if cmdline.windows(needle.len()).any(|w| w == needle) {
+            kill(pid);
+            killed += 1;
+        }
+    }
+    killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_and_of_nothing() {
+        assert!(start_time(std::process::id()).is_some());
+        assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn processes_are_found_by_their_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("run-dir-of-test");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            // The shell's own `read` blocks: no child process is left.
+            .arg("read line")
+            .arg(&marker)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(kill_processes_mentioning(&marker), 1);
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert_eq!(kill_processes_mentioning(&marker), 0);
+    }
+}

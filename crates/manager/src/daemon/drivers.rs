@@ -1,0 +1,37 @@
+//! Which drivers a daemon runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::driver::Driver;
+
+/// The drivers of `vireo daemon`: Vireo's own VMM (`vmm_binary run ...`),
+/// and QEMU when `qemu` names its binary or `qemu-system-x86_64` is on
+/// `PATH`.
+pub fn default_drivers(vmm_binary: PathBuf, qemu: Option<PathBuf>) -> Vec<Arc<dyn Driver>> {
+    let drivers: Vec<Arc<dyn Driver>> = Vec::new();
+    // The Vireo driver is registered here once it is merged.
+    let _ = vmm_binary;
+    let qemu = qemu.or_else(|| find_on_path("qemu-system-x86_64"));
+    if let Some(binary) = qemu {
+        // QEMU DRIVER: registered here (crate::driver::qemu::QemuDriver::new(binary)).
+        tracing::info!(
+            "QEMU found at {}, but this build has no QEMU driver",
+            binary.display()
+        );
+    }
+    drivers
+}
+
+/// `name` in a directory of `PATH`, if it is there.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
