@@ -320,7 +320,11 @@ fn launch(
                 eprintln!("vireo: guest stopped: {why}");
                 break (
                     ExitCode::from(EXIT_FAILURE),
-                    ExitStatus::new("crashed", format!("guest stopped: {why}")),
+                    // One line: the registers that follow are in the log.
+                    ExitStatus::new(
+                        "crashed",
+                        format!("guest stopped: {}", why.lines().next().unwrap_or_default()),
+                    ),
                 );
             }
             Err(e) if controller.is_some() && !booted_once => {
