@@ -67,6 +67,12 @@ pub struct RunArgs {
     /// On guest reset, boot the VM again instead of exiting.
     #[arg(long)]
     pub reboot: bool,
+    /// Hold the vCPUs before the guest's first instruction until PUT /vm/resume (needs --api-socket).
+    #[arg(long)]
+    pub paused: bool,
+    /// Write why the VM ended to this file (JSON, atomically) just before exiting.
+    #[arg(long, value_name = "PATH")]
+    pub exit_status: Option<PathBuf>,
     /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N][,id=NAME]. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub disk: Vec<DiskConfig>,

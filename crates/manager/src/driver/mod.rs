@@ -10,6 +10,9 @@
 //! The daemon persists an instance's [`RunRecord`] atomically after start,
 //! and gives it back to [`Driver::adopt`] after a restart.
 
+pub mod process;
+pub mod vireo;
+
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
