@@ -92,25 +92,38 @@ fn request_head(method: &str, path: &str, body: &str, extra: &str) -> String {
 
 /// One request on a new connection (closed after the answer).
 pub fn http(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Answer {
+    try_http(socket, method, path, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", socket.display()))
+}
+
+/// As [`http`], with a broken connection (a daemon killed under it) an
+/// error rather than a panic.
+pub fn try_http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> std::io::Result<Answer> {
+    use std::io::{Error, ErrorKind};
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut s = connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
-    s.write_all(request_head(method, path, &body, "Connection: close\r\n").as_bytes())
-        .expect("send request");
+    let mut s = connect(socket)?;
+    s.write_all(request_head(method, path, &body, "Connection: close\r\n").as_bytes())?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read answer");
+    s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
+    let bad = |what: &str| Error::new(ErrorKind::InvalidData, format!("{what} in {text:?}"));
     let (head, rest) = text
         .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP head in {text:?}"));
+        .ok_or_else(|| bad("no HTTP head"))?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    Answer {
+        .ok_or_else(|| bad("no status"))?;
+    Ok(Answer {
         status,
         body: rest.to_string(),
-    }
+    })
 }
 
 /// A request that must succeed with 2xx; its JSON body (Null for 204).
