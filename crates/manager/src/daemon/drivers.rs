@@ -3,15 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::driver::vireo::VireoDriver;
 use crate::driver::Driver;
 
 /// The drivers of `vireo daemon`: Vireo's own VMM (`vmm_binary run ...`),
 /// and QEMU when `qemu` names its binary or `qemu-system-x86_64` is on
 /// `PATH`.
 pub fn default_drivers(vmm_binary: PathBuf, qemu: Option<PathBuf>) -> Vec<Arc<dyn Driver>> {
-    let drivers: Vec<Arc<dyn Driver>> = Vec::new();
-    // The Vireo driver is registered here once it is merged.
-    let _ = vmm_binary;
+    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(VireoDriver::new(vmm_binary))];
     let qemu = qemu.or_else(|| find_on_path("qemu-system-x86_64"));
     if let Some(binary) = qemu {
         // QEMU DRIVER: registered here (crate::driver::qemu::QemuDriver::new(binary)).

@@ -72,6 +72,7 @@ fn update_live(d: &Daemon, held: &Held, generation: u64, f: impl FnOnce(&mut Ent
 fn parse_definition(d: &Daemon, xml: &str) -> Result<(Domain, Vec<String>), Failure> {
     let parsed = Domain::parse(xml).map_err(|e| Failure::unprocessable(e.to_string()))?;
     let domain = parsed.domain;
+    check_memory(&domain.name, &domain)?;
     let driver = driver_name(domain.driver);
     let driver = d.driver(driver).ok_or_else(|| {
         Failure::unprocessable(format!(
@@ -80,7 +81,6 @@ fn parse_definition(d: &Daemon, xml: &str) -> Result<(Domain, Vec<String>), Fail
         ))
     })?;
     driver.validate(&domain)?;
-    check_memory(&domain.name, &domain)?;
     Ok((
         domain,
         parsed.warnings.iter().map(|w| w.to_string()).collect(),

@@ -1,0 +1,552 @@
+//! `vireo daemon` end to end: real daemon processes on real sockets,
+//! domains run by the Vireo driver as real VMM processes on /dev/kvm.
+
+mod daemon_harness;
+
+use std::time::{Duration, Instant};
+
+use daemon_harness::{domain_xml, have_kvm, http, Daemon, Events};
+use serde_json::{json, Value};
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| d["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn define_list_dominfo_dumpxml_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+
+    let version = d.ok("GET", "/version", None);
+    assert!(version["drivers"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("vireo "));
+    let openapi = d.ok("GET", "/openapi", None);
+    assert!(openapi["paths"]["/domains/{dom}/start"]["post"].is_object());
+    // Read-only clients see the same.
+    let ro_list = http(&d.ro_socket, "GET", "/domains?filter=all", None);
+    assert_eq!(ro_list.status, 200);
+
+    let xml = domain_xml("web", "idle", "<clock offset='utc'/>");
+    let defined = d.define(&xml);
+    assert_eq!(defined["name"], "web");
+    assert_eq!(defined["updated"], false);
+    let warnings = defined["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("/domain/clock")),
+        "{warnings:?}"
+    );
+    let uuid = defined["uuid"].as_str().unwrap().to_string();
+
+    assert_eq!(names(&d.ok("GET", "/domains", None)), Vec::<String>::new());
+    let all = d.ok("GET", "/domains?filter=all", None);
+    assert_eq!(names(&all), vec!["web"]);
+    assert_eq!(all[0]["state"], "shut_off");
+    assert_eq!(all[0]["id"], Value::Null);
+    assert_eq!(all[0]["persistent"], true);
+    assert_eq!(
+        names(&d.ok("GET", "/domains?filter=inactive", None)),
+        vec!["web"]
+    );
+
+    for key in ["web", uuid.as_str()] {
+        let info = d.ok("GET", &format!("/domains/{key}"), None);
+        assert_eq!(info["name"], "web");
+        assert_eq!(info["uuid"], uuid.as_str());
+        assert_eq!(info["vcpus"], 1);
+        assert_eq!(info["max_memory_kib"], 32 * 1024);
+        assert_eq!(info["driver"], "vireo");
+        assert_eq!(info["pid"], Value::Null);
+    }
+    assert_eq!(d.state("web"), ("shut_off".into(), "defined".into()));
+
+    // define → dumpxml → define gives the same domain, and updates it.
+    let dumped = d.ok("GET", "/domains/web/xml", None)["xml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(dumped.contains(&uuid), "{dumped}");
+    let again = d.define(&dumped);
+    assert_eq!(again["updated"], true);
+    assert_eq!(again["uuid"], uuid.as_str());
+    let inactive = d.ok("GET", "/domains/web/xml?inactive=true", None);
+    assert_eq!(inactive["xml"].as_str().unwrap(), dumped);
+
+    // The definition is on disk, whole, and survives a daemon restart.
+    let file = d.state.join("domains/web.xml");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), dumped);
+    let mut d = d;
+    d.terminate();
+    assert!(!d.socket.exists(), "the socket is removed on SIGTERM");
+    d.spawn();
+    assert_eq!(
+        names(&d.ok("GET", "/domains?filter=all", None)),
+        vec!["web"]
+    );
+    let autostart = json!({"enabled": true});
+    d.ok("PUT", "/domains/web/autostart", Some(&autostart));
+    assert_eq!(d.ok("GET", "/domains/web", None)["autostart"], true);
+    let disks = d.ok("GET", "/domains/web/disks", None);
+    assert_eq!(disks, json!([]));
+
+    // Events: undefine is seen as Undefined Removed.
+    let mut events = Events::open(&d.socket, None);
+    let a = d.http("DELETE", "/domains/web", None);
+    assert_eq!(a.status, 204, "{}", a.body);
+    events.wait_for("undefined", "Removed", Duration::from_secs(5));
+    assert_eq!(d.http("GET", "/domains/web", None).status, 404);
+    assert!(!file.exists());
+    assert!(!d.state.join("autostart/web.on").exists());
+    assert!(d.log_text().contains("DELETE /domains/web -> 204"));
+    assert!(d.log_text().contains("peer uid=0 pid="), "{}", d.log_text());
+}
+
+#[test]
+fn lifecycle_with_the_vireo_driver() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.define(&domain_xml("vm1", "idle", ""));
+    let mut events = Events::open(&d.socket, Some("vm1"));
+
+    let begun = Instant::now();
+    let started = d.ok("POST", "/domains/vm1/start", None);
+    let start_ms = begun.elapsed().as_millis();
+    assert_eq!(started, json!({"state": "running", "reason": "booted"}));
+    eprintln!("start took {start_ms} ms");
+    events.wait_for("started", "Booted", Duration::from_secs(5));
+
+    let list = d.ok("GET", "/domains", None);
+    assert_eq!(names(&list), vec!["vm1"]);
+    assert_eq!(list[0]["id"], 1);
+    let info = d.ok("GET", "/domains/1", None);
+    let pid = u32::try_from(info["pid"].as_u64().unwrap()).unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(d.vmm_pids(), vec![pid]);
+    let record = d.state.join("run/vm1.json");
+    let record: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(record["pid"], pid);
+    assert_eq!(record["id"], 1);
+
+    // A second start is refused and changes nothing.
+    let again = d.http("POST", "/domains/vm1/start", None);
+    assert_eq!(again.status, 409);
+    assert_eq!(again.error(), "domain 'vm1' is already running");
+
+    d.ok("POST", "/domains/vm1/suspend", None);
+    assert_eq!(d.state("vm1"), ("paused".into(), "user".into()));
+    events.wait_for("suspended", "Paused", Duration::from_secs(5));
+    d.ok("POST", "/domains/vm1/resume", None);
+    assert_eq!(d.state("vm1"), ("running".into(), "unpaused".into()));
+    events.wait_for("resumed", "Unpaused", Duration::from_secs(5));
+
+    let stats = d.ok("GET", "/domains/vm1/stats", None);
+    assert_eq!(stats["fields"]["state.state"], 1);
+    assert!(stats["fields"].as_object().unwrap().len() > 2, "{stats}");
+    let live_xml = d.ok("GET", "/domains/vm1/xml", None);
+    assert!(live_xml["xml"]
+        .as_str()
+        .unwrap()
+        .contains("<name>vm1</name>"));
+
+    let begun = Instant::now();
+    d.ok("POST", "/domains/vm1/destroy", None);
+    eprintln!("destroy took {} ms", begun.elapsed().as_millis());
+    // The answer comes once the end is recorded.
+    assert_eq!(d.state("vm1"), ("shut_off".into(), "destroyed".into()));
+    events.wait_for("stopped", "Destroyed", Duration::from_secs(5));
+    assert!(d.vmm_pids().is_empty());
+    assert!(!d.state.join("run/vm1.json").exists());
+    assert_eq!(d.http("POST", "/domains/vm1/destroy", None).status, 409);
+
+    // Ids are never reused; --paused starts paused.
+    let paused = d.ok("POST", "/domains/vm1/start", Some(&json!({"paused": true})));
+    assert_eq!(paused, json!({"state": "paused", "reason": "user"}));
+    assert_eq!(d.ok("GET", "/domains/vm1", None)["id"], 2);
+    d.ok(
+        "POST",
+        "/domains/vm1/destroy",
+        Some(&json!({"graceful": true})),
+    );
+    assert_eq!(d.state("vm1").0, "shut_off");
+
+    // A guest that powers off: shut off (shutdown), with both events.
+    d.define(&domain_xml("off", "exit", ""));
+    let mut off_events = Events::open(&d.socket, Some("off"));
+    d.ok("POST", "/domains/off/start", Some(&json!({"paused": true})));
+    d.ok("POST", "/domains/off/resume", None);
+    let (state, reason) = d.wait_state("off", "shut_off", Duration::from_secs(10));
+    assert_eq!((state.as_str(), reason.as_str()), ("shut_off", "shutdown"));
+    off_events.wait_for("shutdown", "Finished", Duration::from_secs(5));
+    off_events.wait_for("stopped", "Shutdown", Duration::from_secs(5));
+
+    // A transient domain disappears when it stops.
+    let created = d.ok(
+        "POST",
+        "/domains/create",
+        Some(&json!({"xml": domain_xml("tmp", "idle", "")})),
+    );
+    assert_eq!(created["name"], "tmp");
+    assert_eq!(d.ok("GET", "/domains/tmp", None)["persistent"], false);
+    d.ok("POST", "/domains/tmp/destroy", None);
+    assert_eq!(d.http("GET", "/domains/tmp", None).status, 404);
+
+    // Undefine of a running domain: transient until it stops.
+    d.ok("POST", "/domains/vm1/start", None);
+    assert_eq!(d.http("DELETE", "/domains/vm1", None).status, 204);
+    assert_eq!(d.ok("GET", "/domains/vm1", None)["persistent"], false);
+    assert_eq!(d.state("vm1").0, "running");
+    d.ok("POST", "/domains/vm1/destroy", None);
+    assert_eq!(d.http("GET", "/domains/vm1", None).status, 404);
+    assert!(d.vmm_pids().is_empty());
+}
+
+#[test]
+fn console_attach_one_client_at_a_time() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.define(&domain_xml("con", "idle", ""));
+    let stopped = daemon_harness::console(&d.socket, "con", false).unwrap_err();
+    assert_eq!(stopped.status, 409, "{}", stopped.body);
+
+    d.ok("POST", "/domains/con/start", None);
+    let mut first = daemon_harness::console(&d.socket, "con", false).expect("console");
+    // The VMM replays what the guest printed before we came.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("idle: waiting") {
+        assert!(Instant::now() < deadline, "console gave {seen:?}");
+        let mut buf = [0u8; 256];
+        use std::io::Read;
+        match first.read(&mut buf) {
+            Ok(0) => panic!("console closed; gave {seen:?}"),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("console read: {e}"),
+        }
+    }
+    let busy = daemon_harness::console(&d.socket, "con", false).unwrap_err();
+    assert_eq!(busy.status, 409);
+    let ro = daemon_harness::console(&d.ro_socket, "con", false).unwrap_err();
+    assert_eq!(ro.status, 403);
+    let _second = daemon_harness::console(&d.socket, "con", true).expect("forced console");
+    // The first client is cut off.
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    use std::io::Read;
+    first
+        .read_to_end(&mut rest)
+        .expect("the first client is disconnected, not left hanging");
+    d.ok("POST", "/domains/con/destroy", None);
+}
+
+#[test]
+fn a_killed_vmm_is_crashed_with_an_event() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.define(&domain_xml("victim", "idle", ""));
+    d.ok("POST", "/domains/victim/start", None);
+    let pid = d.ok("GET", "/domains/victim", None)["pid"]
+        .as_u64()
+        .unwrap();
+    let mut events = Events::open(&d.socket, None);
+    daemon_harness::sigkill(pid);
+    events.wait_for("stopped", "Crashed", Duration::from_secs(10));
+    assert_eq!(d.state("victim"), ("crashed".into(), "crashed".into()));
+    assert!(!d.state.join("run/victim.json").exists());
+    // It starts again from crashed.
+    d.ok("POST", "/domains/victim/start", None);
+    d.ok("POST", "/domains/victim/destroy", None);
+}
+
+#[test]
+fn autostart_and_readoption_across_daemon_restarts() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path());
+    d.define(&domain_xml("auto", "idle", ""));
+    d.ok(
+        "PUT",
+        "/domains/auto/autostart",
+        Some(&json!({"enabled": true})),
+    );
+    d.define(&domain_xml("keep", "idle", ""));
+    d.ok("POST", "/domains/keep/start", None);
+    let keep = d.ok("GET", "/domains/keep", None);
+    d.define(&domain_xml("dies", "idle", ""));
+    d.ok("POST", "/domains/dies/start", None);
+    let dies_pid = d.ok("GET", "/domains/dies", None)["pid"].as_u64().unwrap();
+
+    // SIGTERM leaves the VMMs running.
+    d.terminate();
+    assert_eq!(d.vmm_pids().len(), 2);
+    // One of them dies while no daemon watches.
+    daemon_harness::sigkill(dies_pid);
+    std::thread::sleep(Duration::from_millis(100));
+
+    d.spawn();
+    d.wait_state("auto", "running", Duration::from_secs(10));
+    let again = d.ok("GET", "/domains/keep", None);
+    assert_eq!(again["pid"], keep["pid"], "re-adopted, not restarted");
+    assert_eq!(again["id"], keep["id"]);
+    assert_eq!(again["state"], "running");
+    assert_eq!(d.state("dies"), ("shut_off".into(), "crashed".into()));
+    let auto_id = d.ok("GET", "/domains/auto", None)["id"].as_u64().unwrap();
+    assert!(auto_id > keep["id"].as_u64().unwrap(), "ids are not reused");
+
+    // A re-adopted domain is driven as any other.
+    d.ok("POST", "/domains/keep/suspend", None);
+    d.ok("POST", "/domains/keep/resume", None);
+    d.ok("POST", "/domains/keep/destroy", None);
+    d.ok("POST", "/domains/auto/destroy", None);
+    assert!(d.vmm_pids().is_empty());
+
+    // A daemon on the same socket refuses to start; a stale one is replaced.
+    let second = d.command().output().unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("another vireo daemon"), "{err}");
+    d.kill9();
+    assert!(d.socket.exists());
+    d.spawn();
+}
+
+#[test]
+fn bad_inputs_are_one_line_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.define(&domain_xml("a", "idle", ""));
+    let before = d.ok("GET", "/domains?filter=all", None);
+    let a_xml = d.ok("GET", "/domains/a/xml", None);
+    let a_uuid = d.ok("GET", "/domains/a", None)["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let define = |xml: &str| d.http("POST", "/domains", Some(&json!({ "xml": xml })));
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "malformed XML",
+            "<domain type='kvm'><name>x</nam>".into(),
+            422,
+            "line 1, column",
+        ),
+        (
+            "unsupported element",
+            domain_xml("g", "idle", "").replace("<devices>", "<devices><graphics type='vnc'/>"),
+            422,
+            "/domain/devices/graphics",
+        ),
+        (
+            "duplicate name",
+            domain_xml(
+                "a",
+                "idle",
+                "<uuid>11111111-2222-4333-8444-555555555555</uuid>",
+            ),
+            422,
+            "already exists",
+        ),
+        (
+            "duplicate UUID",
+            domain_xml("b", "idle", &format!("<uuid>{a_uuid}</uuid>")),
+            422,
+            "already has UUID",
+        ),
+        (
+            "name with /",
+            domain_xml("x/y", "idle", ""),
+            422,
+            "contains '/'",
+        ),
+        (
+            "name with a control character",
+            domain_xml("x&#9;y", "idle", ""),
+            422,
+            "control character",
+        ),
+        (
+            "more memory than the host has",
+            domain_xml("huge", "idle", "").replace(
+                "<memory unit='MiB'>32</memory>",
+                "<memory unit='TiB'>64</memory>",
+            ),
+            422,
+            "more than the host",
+        ),
+    ];
+    for (what, xml, status, needle) in cases {
+        let a = define(&xml);
+        assert_eq!(a.status, status, "{what}: {}", a.body);
+        let line = a.error();
+        assert!(line.contains(needle), "{what}: {line}");
+        assert!(!line.contains('\n'), "{what}: {line}");
+    }
+    let cases: Vec<(&str, &str, &str, Option<Value>, u16)> = vec![
+        ("unknown domain", "GET", "/domains/nope", None, 404),
+        (
+            "start of an unknown domain",
+            "POST",
+            "/domains/nope/start",
+            None,
+            404,
+        ),
+        ("bad JSON", "POST", "/domains", Some(json!({"xml": 1})), 400),
+        (
+            "unknown field",
+            "POST",
+            "/domains/a/start",
+            Some(json!({"bogus": true})),
+            400,
+        ),
+        ("unknown filter", "GET", "/domains?filter=odd", None, 400),
+        ("unknown route", "GET", "/nothing", None, 404),
+        ("wrong method", "PATCH", "/domains", None, 405),
+        (
+            "suspend of a stopped domain",
+            "POST",
+            "/domains/a/suspend",
+            None,
+            409,
+        ),
+        (
+            "destroy of a stopped domain",
+            "POST",
+            "/domains/a/destroy",
+            None,
+            409,
+        ),
+        (
+            "detach of no such disk",
+            "DELETE",
+            "/domains/a/disks/vdz",
+            None,
+            404,
+        ),
+        (
+            "detach of a bad MAC",
+            "DELETE",
+            "/domains/a/interfaces/zz",
+            None,
+            400,
+        ),
+        (
+            "console without upgrade",
+            "GET",
+            "/domains/a/console",
+            None,
+            400,
+        ),
+    ];
+    for (what, method, path, body, status) in cases {
+        let a = d.http(method, path, body.as_ref());
+        assert_eq!(a.status, status, "{what}: {}", a.body);
+        assert!(!a.error().is_empty(), "{what}");
+    }
+    // The read-only socket refuses every write with the one line.
+    for (method, path) in [
+        ("POST", "/domains"),
+        ("POST", "/domains/a/start"),
+        ("DELETE", "/domains/a"),
+        ("PUT", "/domains/a/autostart"),
+    ] {
+        let a = http(&d.ro_socket, method, path, Some(&json!({"xml": "x"})));
+        assert_eq!(a.status, 403, "{method} {path}");
+        assert_eq!(a.error(), "operation forbidden: read only access");
+    }
+    assert_eq!(d.ok("GET", "/domains?filter=all", None), before);
+    assert_eq!(d.ok("GET", "/domains/a/xml", None), a_xml);
+    let files: Vec<_> = std::fs::read_dir(d.state.join("domains"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, vec![std::ffi::OsString::from("a.xml")]);
+
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm for the disk-in-use case");
+        return;
+    }
+    // A disk already used by another running domain.
+    let img = dir.path().join("shared.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let disk = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+        img.display()
+    );
+    for name in ["d1", "d2"] {
+        d.define(&domain_xml(name, "idle", "").replace("<devices>", &format!("<devices>{disk}")));
+    }
+    d.ok("POST", "/domains/d1/start", None);
+    let a = d.http("POST", "/domains/d2/start", None);
+    assert_eq!(a.status, 409, "{}", a.body);
+    let line = a.error();
+    assert!(line.contains("'d1'") && line.contains("'d2'"), "{line}");
+    assert_eq!(d.state("d2"), ("shut_off".into(), "defined".into()));
+    d.ok("POST", "/domains/d1/destroy", None);
+}
+
+#[test]
+fn racing_start_and_destroy_end_consistent() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.define(&domain_xml("race", "idle", ""));
+    for round in 0..8 {
+        let socket = d.socket.clone();
+        let socket2 = d.socket.clone();
+        let starter =
+            std::thread::spawn(move || http(&socket, "POST", "/domains/race/start", None));
+        let destroyer =
+            std::thread::spawn(move || http(&socket2, "POST", "/domains/race/destroy", None));
+        let started = starter.join().unwrap();
+        let destroyed = destroyer.join().unwrap();
+        assert!(matches!(started.status, 200 | 409), "{round}: {started:?}");
+        assert!(
+            matches!(destroyed.status, 204 | 409),
+            "{round}: {destroyed:?}"
+        );
+        // Meanwhile `list` answers at once.
+        let t = Instant::now();
+        d.ok("GET", "/domains?filter=all", None);
+        assert!(t.elapsed() < Duration::from_secs(1));
+        let (state, _) = d.state("race");
+        let vmms = d.vmm_pids();
+        match state.as_str() {
+            "running" => {
+                assert_eq!(vmms.len(), 1, "{round}: running with {vmms:?}");
+                assert_eq!(d.ok("GET", "/domains/race", None)["pid"], vmms[0]);
+                d.ok("POST", "/domains/race/destroy", None);
+            }
+            "shut_off" => assert!(vmms.is_empty(), "{round}: shut off with {vmms:?}"),
+            other => panic!("{round}: state {other}"),
+        }
+    }
+    assert!(d.vmm_pids().is_empty());
+}
