@@ -288,7 +288,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn parse_chunk_size(line: &[u8]) -> Result<usize, HttpError> {
-    let text = std::str::from_utf8(line).map_err(|_| HttpError::Protocol("a bad chunk size".into()))?;
+    let text =
+        std::str::from_utf8(line).map_err(|_| HttpError::Protocol("a bad chunk size".into()))?;
     let hex = text.split(';').next().unwrap_or("").trim();
     usize::from_str_radix(hex, 16)
         .map_err(|_| HttpError::Protocol(format!("a bad chunk size '{hex}'")))
@@ -477,15 +478,24 @@ mod tests {
     fn requests_are_well_formed() {
         let (a, mut b) = UnixStream::pair().unwrap();
         let mut c = Connection::new(Stream::Unix(a));
-        c.send("POST", "/domains", &[], Some(b"{\"xml\":\"x\"}")).unwrap();
-        c.send("POST", "/domains/a%20b/shutdown", &[], None).unwrap();
-        c.send("GET", "/domains/x/console", &["Connection: Upgrade", "Upgrade: vireo-console"], None)
+        c.send("POST", "/domains", &[], Some(b"{\"xml\":\"x\"}"))
             .unwrap();
+        c.send("POST", "/domains/a%20b/shutdown", &[], None)
+            .unwrap();
+        c.send(
+            "GET",
+            "/domains/x/console",
+            &["Connection: Upgrade", "Upgrade: vireo-console"],
+            None,
+        )
+        .unwrap();
         drop(c);
         let mut wire = String::new();
         std::io::Read::read_to_string(&mut b, &mut wire).unwrap();
         assert!(wire.starts_with("POST /domains HTTP/1.1\r\nHost: vireo\r\n"));
-        assert!(wire.contains("Content-Length: 11\r\n\r\n{\"xml\":\"x\"}POST /domains/a%20b/shutdown"));
+        assert!(
+            wire.contains("Content-Length: 11\r\n\r\n{\"xml\":\"x\"}POST /domains/a%20b/shutdown")
+        );
         assert!(wire.contains("shutdown HTTP/1.1\r\n"));
         assert!(wire.contains("Content-Length: 0\r\n\r\nGET /domains/x/console"));
         assert!(wire.ends_with("Connection: Upgrade\r\nUpgrade: vireo-console\r\n\r\n"));

@@ -522,6 +522,8 @@ impl Client {
                 Ok(true) => {}
                 Ok(false) => return Ok(true),
                 Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => return Ok(false),
+                // A daemon that stops cuts the stream short: the end too.
+                Err(HttpError::Closed { .. }) => return Ok(true),
                 Err(e) => return Err(self.failure(e, &mut conn, false)),
             }
         }
@@ -531,7 +533,14 @@ impl Client {
     /// connection becomes the console's; later requests open another.
     pub fn console(&mut self, dom: &str, force: bool) -> Result<Console, ClientError> {
         let deadline = Instant::now() + self.timeout;
-        let path = dom_path(dom, if force { "/console?force=true" } else { "/console" });
+        let path = dom_path(
+            dom,
+            if force {
+                "/console?force=true"
+            } else {
+                "/console"
+            },
+        );
         let (mut conn, head) = self.exchange(
             "GET",
             &path,
@@ -629,10 +638,10 @@ fn io_cause(e: &io::Error) -> String {
 fn remote_cause(line: &str, uri: &ConnectUri) -> String {
     let line = line.strip_prefix("vireo: ").unwrap_or(line);
     if let Transport::Ssh(t) = &uri.transport {
-        let socket = t
-            .socket
-            .as_deref()
-            .map_or_else(|| crate::api::DEFAULT_SOCKET.to_string(), |p| p.display().to_string());
+        let socket = t.socket.as_deref().map_or_else(
+            || crate::api::DEFAULT_SOCKET.to_string(),
+            |p| p.display().to_string(),
+        );
         let prefix = format!("cannot connect to the vireo daemon at {socket}: ");
         if let Some(rest) = line.strip_prefix(&prefix) {
             return rest.to_string();

@@ -12,8 +12,8 @@ use super::*;
 use crate::api::{DomainState, EventKind};
 
 fn client_for(socket: &Path) -> Client {
-    let uri = ConnectUri::parse(&format!("vireo+unix:///system?socket={}", socket.display()))
-        .unwrap();
+    let uri =
+        ConnectUri::parse(&format!("vireo+unix:///system?socket={}", socket.display())).unwrap();
     Client::new(uri).timeout(Duration::from_secs(5))
 }
 
@@ -136,7 +136,10 @@ fn a_daemon_that_does_not_answer_is_bounded() {
     assert!(start.elapsed() < Duration::from_secs(3));
     assert_eq!(
         e.to_string(),
-        format!("the vireo daemon at {} did not answer within 0 s", path.display())
+        format!(
+            "the vireo daemon at {} did not answer within 0 s",
+            path.display()
+        )
     );
     drop(listener);
 }
@@ -173,10 +176,15 @@ fn events_stream_line_by_line() {
         assert!(req.starts_with("GET /events?domain=web%201 "), "{req}");
         s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
             .unwrap();
-        let ev = r#"{"timestamp":1.5,"domain":"web 1","uuid":"u","event":"started","detail":"Booted"}"#;
+        let ev =
+            r#"{"timestamp":1.5,"domain":"web 1","uuid":"u","event":"started","detail":"Booted"}"#;
         // One event split over two chunks, then a second one whole.
         let (a, b) = ev.split_at(20);
-        for piece in [a.to_string(), format!("{b}\n"), format!("{}\n", ev.replace("started", "stopped"))] {
+        for piece in [
+            a.to_string(),
+            format!("{b}\n"),
+            format!("{}\n", ev.replace("started", "stopped")),
+        ] {
             s.write_all(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes())
                 .unwrap();
             std::thread::sleep(Duration::from_millis(20));
@@ -217,9 +225,11 @@ fn events_until_a_deadline() {
     let mut c = client_for(&path);
     let start = Instant::now();
     let ended = c
-        .events(None, Some(Instant::now() + Duration::from_millis(200)), |_, _| {
-            ControlFlow::Continue(())
-        })
+        .events(
+            None,
+            Some(Instant::now() + Duration::from_millis(200)),
+            |_, _| ControlFlow::Continue(()),
+        )
         .unwrap();
     assert!(!ended);
     assert!(start.elapsed() < Duration::from_secs(2));
@@ -233,7 +243,10 @@ fn console_upgrades_and_carries_bytes_both_ways() {
     let h = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let req = read_request(&mut s).unwrap();
-        assert!(req.starts_with("GET /domains/vm1/console?force=true "), "{req}");
+        assert!(
+            req.starts_with("GET /domains/vm1/console?force=true "),
+            "{req}"
+        );
         assert!(req.contains("Upgrade: vireo-console\r\n"), "{req}");
         s.write_all(
             b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: vireo-console\r\n\r\nhello\n",
@@ -281,7 +294,9 @@ fn a_missing_remote_proxy_or_host_is_one_line() {
     let e = c.version().unwrap_err().to_string();
     assert!(start.elapsed() < Duration::from_secs(15), "{e}");
     assert!(
-        e.starts_with("cannot connect to the vireo daemon at /run/vireo/vireo.sock on 127.0.0.1:1: "),
+        e.starts_with(
+            "cannot connect to the vireo daemon at /run/vireo/vireo.sock on 127.0.0.1:1: "
+        ),
         "{e}"
     );
     assert!(!e.contains('\n'), "{e}");

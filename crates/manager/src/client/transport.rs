@@ -294,7 +294,9 @@ pub fn describe(socket: Option<&Path>, ssh: Option<&SshTarget>) -> String {
             t.display_host()
         ),
         (None, Some(s)) => s.display().to_string(),
-        (None, None) => PathBuf::from(crate::api::DEFAULT_SOCKET).display().to_string(),
+        (None, None) => PathBuf::from(crate::api::DEFAULT_SOCKET)
+            .display()
+            .to_string(),
     }
 }
 
@@ -332,7 +334,10 @@ mod tests {
         // with the socket path quoted for the far shell.
         let dashes = a.iter().position(|x| x == "--").unwrap();
         assert_eq!(a[dashes + 1], "127.0.0.1");
-        assert_eq!(a[dashes + 2], "/opt/vireo proxy --socket '/tmp/my dir/s.sock'");
+        assert_eq!(
+            a[dashes + 2],
+            "/opt/vireo proxy --socket '/tmp/my dir/s.sock'"
+        );
         assert_eq!(a.len(), dashes + 3);
     }
 

@@ -210,11 +210,9 @@ fn ssh_target(authority: &str, params: Vec<(String, String)>) -> Result<SshTarge
                     _ => return Err(format!("no_verify='{v}': use 1 or 0")),
                 }
             }
-            _ => {
-                return Err(format!(
-                    "unknown parameter '{k}' (known: socket, keyfile, proxy, known_hosts, no_verify)"
-                ))
-            }
+            _ => return Err(format!(
+                "unknown parameter '{k}' (known: socket, keyfile, proxy, known_hosts, no_verify)"
+            )),
         }
     }
     Ok(target)
@@ -310,8 +308,14 @@ mod tests {
 
     #[test]
     fn local_uris() {
-        assert_eq!(unix_socket("vireo:///system"), PathBuf::from(DEFAULT_SOCKET));
-        assert_eq!(unix_socket("vireo+unix:///system"), PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(
+            unix_socket("vireo:///system"),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        assert_eq!(
+            unix_socket("vireo+unix:///system"),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
         assert_eq!(
             unix_socket("vireo+unix:///system?socket=/tmp/a%20b.sock"),
             PathBuf::from("/tmp/a b.sock")

@@ -207,7 +207,10 @@ pub fn disk_xml(a: &AttachDiskArgs, source: &str, block: bool) -> Result<String,
 pub fn attach_disk(c: &mut Client, a: &AttachDiskArgs) -> Result<Output, Failure> {
     // The path is the daemon's; over a local socket it is also ours, so a
     // relative one is made absolute and a block device is recognised.
-    let local = matches!(c.uri().transport, manager::client::uri::Transport::Unix { .. });
+    let local = matches!(
+        c.uri().transport,
+        manager::client::uri::Transport::Unix { .. }
+    );
     let mut args_source = a.source.clone();
     let mut block = false;
     if local {
@@ -222,7 +225,11 @@ pub fn attach_disk(c: &mut Client, a: &AttachDiskArgs) -> Result<Output, Failure
         return Ok(Output::text(xml));
     }
     let (live, config) = resolve_scope(c, &a.domain, &a.scope)?;
-    c.attach(&a.domain, DeviceKind::Disk, &DeviceRequest { xml, live, config })?;
+    c.attach(
+        &a.domain,
+        DeviceKind::Disk,
+        &DeviceRequest { xml, live, config },
+    )?;
     Ok(Output::line("Disk attached successfully"))
 }
 
@@ -250,7 +257,9 @@ pub fn interface_xml(a: &AttachInterfaceArgs) -> Result<String, Failure> {
     match a.kind.as_str() {
         "bridge" => {
             let Some(bridge) = &a.source else {
-                return Err(Failure("attach-interface --type bridge needs --source BRIDGE".into()));
+                return Err(Failure(
+                    "attach-interface --type bridge needs --source BRIDGE".into(),
+                ));
             };
             xml.push_str(&format!("  <source bridge='{}'/>\n", attr(bridge)));
         }
@@ -271,7 +280,10 @@ pub fn interface_xml(a: &AttachInterfaceArgs) -> Result<String, Failure> {
     if let Some(mac) = &a.mac {
         xml.push_str(&format!("  <mac address='{}'/>\n", attr(mac)));
     }
-    xml.push_str(&format!("  <model type='{}'/>\n</interface>\n", attr(&a.model)));
+    xml.push_str(&format!(
+        "  <model type='{}'/>\n</interface>\n",
+        attr(&a.model)
+    ));
     Ok(xml)
 }
 
@@ -296,11 +308,7 @@ pub fn detach_interface(c: &mut Client, a: &DetachInterfaceArgs) -> Result<Outpu
     let matching: Vec<_> = rows
         .iter()
         .filter(|r| r.kind == a.kind)
-        .filter(|r| {
-            a.mac
-                .as_ref()
-                .is_none_or(|m| r.mac.eq_ignore_ascii_case(m))
-        })
+        .filter(|r| a.mac.as_ref().is_none_or(|m| r.mac.eq_ignore_ascii_case(m)))
         .collect();
     let mac = match (matching.as_slice(), &a.mac) {
         ([one], _) => one.mac.clone(),
@@ -407,7 +415,10 @@ mod tests {
             .contains("<disk type='block' device='disk'>\n  <driver name='qemu' type='qcow2'/>\n  <source dev='/dev/sdz'/>"));
         let mut a = disk_args("/x");
         a.subdriver = None;
-        assert!(disk_xml(&a, "/x", false).unwrap_err().0.contains("--subdriver"));
+        assert!(disk_xml(&a, "/x", false)
+            .unwrap_err()
+            .0
+            .contains("--subdriver"));
     }
 
     #[test]

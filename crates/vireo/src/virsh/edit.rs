@@ -46,7 +46,12 @@ fn temp_file(text: &str) -> Result<TempXml, Failure> {
                 return Ok(file);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Failure(format!("cannot create a file in {}: {e}", dir.display()))),
+            Err(e) => {
+                return Err(Failure(format!(
+                    "cannot create a file in {}: {e}",
+                    dir.display()
+                )))
+            }
         }
     }
     Err(Failure(format!(

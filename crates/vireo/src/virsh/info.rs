@@ -127,7 +127,11 @@ impl ListArgs {
     }
 
     fn client_filtered(&self) -> bool {
-        self.state_filters() || self.persistent || self.transient || self.autostart || self.no_autostart
+        self.state_filters()
+            || self.persistent
+            || self.transient
+            || self.autostart
+            || self.no_autostart
     }
 }
 
@@ -406,7 +410,8 @@ mod tests {
         };
         s.fields.insert("state.state".into(), serde_json::json!(1));
         s.fields.insert("state.reason".into(), serde_json::json!(0));
-        s.fields.insert("vcpu.0.name".into(), serde_json::json!("v0"));
+        s.fields
+            .insert("vcpu.0.name".into(), serde_json::json!("v0"));
         assert_eq!(
             format_stats(&s),
             "Domain: 'test'\n  state.reason=0\n  state.state=1\n  vcpu.0.name=v0\n"

@@ -87,11 +87,12 @@ pub enum Simple {
 pub fn read_file(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| {
         let cause = e.to_string();
-        let cause = cause.split(" (os error").next().unwrap_or(&cause).to_string();
-        Failure(format!(
-            "Failed to open file '{}': {cause}",
-            path.display()
-        ))
+        let cause = cause
+            .split(" (os error")
+            .next()
+            .unwrap_or(&cause)
+            .to_string();
+        Failure(format!("Failed to open file '{}': {cause}", path.display()))
     })
 }
 

@@ -139,7 +139,8 @@ pub fn virsh_command(connect: Option<&str>, command: VirshCommand) -> ExitCode {
     let json = wants_json(&command);
     let result = ConnectUri::resolve(connect)
         .map_err(Failure::from)
-        .and_then(|uri| run(Client::new(uri), command));
+        .and_then(|uri| Ok(Client::new(uri).timeout(answer_timeout()?)))
+        .and_then(|client| run(client, command));
     match result {
         Ok(out) => {
             let mut text = out.text;
@@ -156,6 +157,28 @@ pub fn virsh_command(connect: Option<&str>, command: VirshCommand) -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+/// The environment variable bounding each answer's wait, in seconds.
+pub const TIMEOUT_ENV: &str = "VIREO_TIMEOUT";
+
+/// How long to wait for each answer: `VIREO_TIMEOUT` seconds, else the
+/// client's default.
+fn answer_timeout() -> Result<std::time::Duration, Failure> {
+    match std::env::var(TIMEOUT_ENV) {
+        Err(_) => Ok(manager::client::DEFAULT_TIMEOUT),
+        Ok(s) => s
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| {
+                Failure(format!(
+                    "{TIMEOUT_ENV}='{s}': expected a whole number of seconds"
+                ))
+            }),
     }
 }
 
@@ -255,7 +278,9 @@ mod tests {
     #[test]
     fn ids_and_uuids_are_looked_up() {
         assert!(looks_like_id_or_uuid("12"));
-        assert!(looks_like_id_or_uuid("6695eb01-f6a4-8304-79aa-97f2502e193f"));
+        assert!(looks_like_id_or_uuid(
+            "6695eb01-f6a4-8304-79aa-97f2502e193f"
+        ));
         assert!(looks_like_id_or_uuid("6695eb01f6a4830479aa97f2502e193f"));
         assert!(!looks_like_id_or_uuid("web-1"));
         assert!(!looks_like_id_or_uuid(""));
