@@ -210,9 +210,11 @@ fn ssh_target(authority: &str, params: Vec<(String, String)>) -> Result<SshTarge
                     _ => return Err(format!("no_verify='{v}': use 1 or 0")),
                 }
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "unknown parameter '{k}' (known: socket, keyfile, proxy, known_hosts, no_verify)"
-            )),
+            ))
+            }
         }
     }
     Ok(target)
