@@ -521,3 +521,97 @@ fn start_latency_median() {
     // Generous: the machine is shared; the figure is in the output.
     assert!(median < Duration::from_millis(500), "median {median:?}");
 }
+
+/// `ip ARGS` from the calling thread (so in its network namespace).
+fn ip(args: &[&str]) -> (bool, String) {
+    match Command::new("ip").args(args).output() {
+        Ok(o) => (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// A bridge interface inside a network namespace of the test's own (the
+/// thread unshares one; the VMM it spawns inherits it): the driver makes
+/// the TAP, attaches it to the bridge and hands it to the VMM by
+/// descriptor; a hot-plugged bridge card gets a persistent TAP; both are
+/// gone once the VM has ended.
+#[test]
+fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
+    if !Path::new("/sys/class/net").exists() || !Path::new("/dev/net/tun").exists() {
+        testkit::skip("no /dev/net/tun here: TAPs cannot be made");
+        return;
+    }
+    let idle = guest("idle");
+    let outcome = netvirt::netns::run_isolated(move || {
+        let (ok, out) = ip(&["link", "add", "br0", "type", "bridge"]);
+        assert!(ok, "ip link add br0 type bridge: {out}");
+        let run = Run::new();
+        let vm = start(
+            "br1",
+            &idle,
+            "<devices><interface type='bridge'><mac address='52:54:00:aa:00:01'/>\
+             <source bridge='br0'/><model type='virtio'/></interface></devices>",
+            &run,
+            false,
+        );
+        let started = ip(&["-o", "link", "show", "vr7n0"]).1;
+        let stats = vm.stats().unwrap();
+        let record = vm.record();
+        let plugged = domain(
+            "x",
+            &idle,
+            "<devices><interface type='bridge'><mac address='52:54:00:aa:00:02'/>\
+             <source bridge='br0'/></interface></devices>",
+        )
+        .devices
+        .interfaces[0]
+            .clone();
+        vm.attach_interface(&plugged).unwrap();
+        let hot = ip(&["-o", "link", "show", "vr7h0"]).1;
+        let stats_after = vm.stats().unwrap();
+        let missing = domain(
+            "x",
+            &idle,
+            "<devices><interface type='bridge'><mac address='52:54:00:aa:00:03'/>\
+             <source bridge='nosuchbr'/></interface></devices>",
+        )
+        .devices
+        .interfaces[0]
+            .clone();
+        let refused = vm.attach_interface(&missing).unwrap_err().to_string();
+        vm.detach_interface(&plugged.mac).unwrap();
+        vm.destroy(false).unwrap();
+        let reason = vm.wait_exit();
+        let left = ip(&["-o", "link", "show", "type", "tun"]).1;
+        (
+            started,
+            stats,
+            record,
+            hot,
+            stats_after,
+            refused,
+            reason,
+            left,
+        )
+    });
+    let Ok((started, stats, record, hot, stats_after, refused, reason, left)) = outcome else {
+        testkit::skip("unshare(CLONE_NEWNET) failed: a network namespace needs root");
+        return;
+    };
+    assert!(started.contains("master br0"), "{started}");
+    assert!(
+        started.contains("state UP") || started.contains(",UP"),
+        "{started}"
+    );
+    assert_eq!(stats["net.count"], 1);
+    assert_eq!(stats["net.0.name"], "vr7n0");
+    assert_eq!(record.extra["bridge_ports"][0]["tap"], "vr7n0");
+    assert!(hot.contains("master br0"), "{hot}");
+    assert_eq!(stats_after["net.count"], 2);
+    assert!(refused.contains("no bridge called 'nosuchbr'"), "{refused}");
+    assert_eq!(reason, ExitReason::Destroyed);
+    assert!(left.trim().is_empty(), "TAPs left behind: {left}");
+}

@@ -32,6 +32,12 @@ pub(crate) struct Extra {
     pub api_socket: PathBuf,
     pub console_socket: PathBuf,
     pub exit_status: PathBuf,
+    /// Bridge TAPs made at start and handed over by descriptor: they go
+    /// with the VMM (recorded for the user's sake).
+    #[serde(default)]
+    pub bridge_ports: Vec<BridgeTap>,
+    /// Persistent bridge TAPs made for hot-plugged cards: removed when
+    /// unplugged or when the VMM has ended.
     #[serde(default)]
     pub bridge_taps: Vec<BridgeTap>,
 }
@@ -253,7 +259,9 @@ impl Instance for VireoInstance {
         let reason = self.exit_reason(status);
         let made = std::mem::take(&mut lock(&self.extra).bridge_taps);
         if !made.is_empty() {
-            self.netns.run(|| taps::remove(&made));
+            for t in self.netns.run(|| taps::remove(&made)) {
+                tracing::warn!("domain {}: cannot remove TAP {}", self.name, t.tap);
+            }
         }
         reason
     }
@@ -302,7 +310,8 @@ impl Instance for VireoInstance {
         }
         if let Err(e) = self.put("/vm/add-net", Some(&spec)) {
             if let Some(made) = made {
-                self.netns.run(|| taps::remove(&[made]));
+                let left = self.netns.run(|| taps::remove(&[made]));
+                lock(&self.extra).bridge_taps.extend(left);
             }
             return Err(e);
         }
@@ -330,8 +339,9 @@ impl Instance for VireoInstance {
             domain.devices.interfaces = kept;
             gone
         };
-        // The TAP goes once the VMM lets go of it (when the guest ejects
-        // the card); clearing its persistence now is what makes it go.
+        // The card goes when the guest ejects it; until the VMM lets go of
+        // its TAP, the TAP is busy and stays listed, to be removed once the
+        // VMM has ended.
         let names: Vec<String> = removed.into_iter().filter_map(|i| i.target).collect();
         let made: Vec<BridgeTap> = {
             let mut extra = lock(&self.extra);
@@ -342,7 +352,8 @@ impl Instance for VireoInstance {
             made
         };
         if !made.is_empty() {
-            self.netns.run(|| taps::remove(&made));
+            let left = self.netns.run(|| taps::remove(&made));
+            lock(&self.extra).bridge_taps.extend(left);
         }
         Ok(())
     }

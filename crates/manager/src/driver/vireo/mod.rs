@@ -20,6 +20,7 @@ mod instance;
 mod stats;
 mod taps;
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -123,21 +124,25 @@ impl Driver for VireoDriver {
             }
         }
         let netns = NetNs::current();
-        taps::create(name, &plan.bridge_taps)?;
-        let cleanup = || taps::remove(&plan.bridge_taps);
+        let mut args = plan.args;
+        let ports = taps::open_ports(name, &plan.bridge_ports, &mut args)?;
+        let keep: Vec<RawFd> = ports
+            .iter()
+            .filter_map(|t| t.queue(0).map(|q| q.as_raw_fd()))
+            .collect();
 
         let mut cmd = Command::new(&self.vmm_binary);
-        cmd.args(&plan.args);
-        let mut child = match process::spawn_session(&mut cmd, &ctx.log_path, &[]) {
-            Ok(child) => child,
-            Err(e) => {
-                cleanup();
-                return Err(failed(
-                    name,
-                    format!("cannot start {}: {e}", self.vmm_binary.display()),
-                ));
-            }
-        };
+        cmd.args(&args);
+        let spawned = process::spawn_session(&mut cmd, &ctx.log_path, &keep);
+        // The VMM holds its own copies now: once it exits, nothing holds
+        // the TAPs and they go.
+        drop(ports);
+        let mut child = spawned.map_err(|e| {
+            failed(
+                name,
+                format!("cannot start {}: {e}", self.vmm_binary.display()),
+            )
+        })?;
         let watched = PidFd::from_child(&child).and_then(|p| {
             let start = process::start_time(p.pid())?;
             Ok((p, start))
@@ -147,7 +152,6 @@ impl Driver for VireoDriver {
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                cleanup();
                 return Err(failed(
                     name,
                     format!(
@@ -162,7 +166,6 @@ impl Driver for VireoDriver {
         if let Err(why) = wait_for_state(&api, &pidfd, want) {
             let _ = pidfd.terminate(None, Duration::from_secs(5));
             let _ = child.wait();
-            cleanup();
             return Err(failed(
                 name,
                 match why {
@@ -181,7 +184,8 @@ impl Driver for VireoDriver {
             api_socket: plan.api_socket,
             console_socket: plan.console_socket,
             exit_status: plan.exit_status,
-            bridge_taps: plan.bridge_taps,
+            bridge_ports: plan.bridge_ports.into_iter().map(|p| p.port).collect(),
+            bridge_taps: Vec::new(),
         };
         Ok(Box::new(VireoInstance::new(
             domain.clone(),
