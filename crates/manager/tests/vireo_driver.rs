@@ -199,6 +199,24 @@ fn a_guest_that_powers_off_ends_with_poweroff() {
     }
 }
 
+/// A guest that powers off before start() sees it running still started:
+/// start succeeds and wait_exit says how it ended, at once.
+#[test]
+fn a_guest_that_ends_at_once_still_started() {
+    let run = Run::new();
+    let vm = start("exit2", &guest("exit"), "", &run, false);
+    assert_eq!(
+        wait_exit_within(vm.as_ref(), Duration::from_secs(5)),
+        ExitReason::Poweroff
+    );
+    let run = Run::new();
+    let vm = start("tf2", &guest("triple-fault"), "", &run, false);
+    match wait_exit_within(vm.as_ref(), Duration::from_secs(5)) {
+        ExitReason::Crashed(why) => assert!(why.contains("triple fault"), "{why}"),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_guest_reset_without_restart_ends_with_reset() {
     let run = Run::new();

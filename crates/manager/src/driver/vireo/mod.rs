@@ -163,22 +163,37 @@ impl Driver for VireoDriver {
         };
         let api = ApiClient::new(plan.api_socket.clone(), API_TIMEOUT);
         let want = if ctx.paused { "paused" } else { "running" };
-        if let Err(why) = wait_for_state(&api, &pidfd, want) {
-            let _ = pidfd.terminate(None, Duration::from_secs(5));
-            let _ = child.wait();
-            return Err(failed(
-                name,
-                match why {
-                    StartFailure::Exited => format!(
-                        "the VMM exited while starting: {}",
-                        last_log_line(&ctx.log_path)
-                    ),
-                    StartFailure::Timeout(state) => format!(
+        let mut ended_at_once = false;
+        match wait_for_state(&api, &pidfd, want) {
+            Ok(()) => {}
+            Err(StartFailure::Exited) => {
+                // Exit code 2 is the VMM refusing its input (it never
+                // booted); 0 or 1 with an exit status is a guest that ran
+                // and ended (powered off, crashed) before it was seen
+                // running: a start, whose end wait_exit reports at once.
+                let code = child.wait().ok().and_then(|s| s.code());
+                if code == Some(2) || !plan.exit_status.exists() {
+                    return Err(failed(
+                        name,
+                        format!(
+                            "the VMM exited while starting: {}",
+                            last_log_line(&ctx.log_path)
+                        ),
+                    ));
+                }
+                ended_at_once = true;
+            }
+            Err(StartFailure::Timeout(state)) => {
+                let _ = pidfd.terminate(None, Duration::from_secs(5));
+                let _ = child.wait();
+                return Err(failed(
+                    name,
+                    format!(
                         "the VMM was not {want} within {} s (state: {state}); it was killed",
                         START_TIMEOUT.as_secs()
                     ),
-                },
-            ));
+                ));
+            }
         }
         let extra = Extra {
             api_socket: plan.api_socket,
@@ -192,7 +207,8 @@ impl Driver for VireoDriver {
             id,
             pidfd,
             start_time,
-            Some(child),
+            // Reaped already when the guest ended at once.
+            (!ended_at_once).then_some(child),
             api,
             extra,
             netns,
@@ -204,6 +220,12 @@ impl Driver for VireoDriver {
         record: &RunRecord,
         _ctx: &StartContext,
     ) -> Result<Option<Box<dyn Instance>>, DriverError> {
+        if record.driver != self.name() {
+            return Err(DriverError::Failed(format!(
+                "a run record of driver '{}' was given to the vireo driver",
+                record.driver
+            )));
+        }
         let parsed = Domain::parse(&record.xml).map_err(|e| {
             DriverError::Failed(format!("the recorded definition does not parse: {e}"))
         })?;
