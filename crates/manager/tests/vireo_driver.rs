@@ -633,3 +633,108 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
     assert_eq!(reason, ExitReason::Destroyed);
     assert!(left.trim().is_empty(), "TAPs left behind: {left}");
 }
+
+/// Starts `vireo run ARGS` as a previous daemon would have left it: not
+/// this process's child (the shell that started it has exited), in a
+/// session of its own. Returns its pid.
+fn spawn_orphan(args: &[String]) -> u32 {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("setsid \"$0\" \"$@\" </dev/null >/dev/null 2>&1 & echo $!")
+        .arg(vmm())
+        .args(args)
+        .output()
+        .expect("run sh");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("sh printed the pid")
+}
+
+/// A record for an orphaned VMM, as the daemon would have persisted it.
+fn orphan_record(name: &str, kernel: &str, extra: &str, run: &Run, paused: bool) -> RunRecord {
+    let d = domain(name, kernel, extra);
+    let dir = run.dir.path();
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--kernel".into(),
+        kernel.into(),
+        "--memory".into(),
+        "32M".into(),
+        "--serial".into(),
+        format!("unix:{}", dir.join("console.sock").display()),
+        "--exit-status".into(),
+        dir.join("exit.json").display().to_string(),
+        "--api-socket".into(),
+        dir.join("api.sock").display().to_string(),
+    ];
+    if paused {
+        args.push("--paused".into());
+    }
+    let pid = spawn_orphan(&args);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dir.join("api.sock").exists() {
+        assert!(Instant::now() < deadline, "the orphan's API never came up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    RunRecord {
+        driver: "vireo".into(),
+        pid,
+        start_time: process::start_time(pid).unwrap(),
+        id: 3,
+        xml: d.to_xml(),
+        extra: serde_json::json!({
+            "api_socket": dir.join("api.sock"),
+            "console_socket": dir.join("console.sock"),
+            "exit_status": dir.join("exit.json"),
+        }),
+    }
+}
+
+/// After a daemon restart the VMM is nobody's child the driver knows:
+/// its end is learnt from the pidfd and the exit status file, and a
+/// SIGKILL (no file) is a crash.
+#[test]
+fn an_orphaned_vmm_is_adopted_and_its_end_still_known() {
+    let run = Run::new();
+    let record = orphan_record(
+        "orphan1",
+        &guest("reset"),
+        "<on_reboot>destroy</on_reboot>",
+        &run,
+        true,
+    );
+    let vm = driver()
+        .adopt(&record, &run.ctx(false))
+        .unwrap()
+        .expect("the orphan is alive");
+    // Wait for the paused boot, then let it reset.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while vm.state().ok() != Some(RuntimeState::Paused) {
+        assert!(Instant::now() < deadline, "never paused");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    vm.resume().unwrap();
+    assert_eq!(
+        wait_exit_within(vm.as_ref(), Duration::from_secs(10)),
+        ExitReason::Reset
+    );
+
+    let run = Run::new();
+    let record = orphan_record("orphan2", &guest("idle"), "", &run, false);
+    let vm = driver()
+        .adopt(&record, &run.ctx(false))
+        .unwrap()
+        .expect("the orphan is alive");
+    let out = console_until(vm.as_ref(), "idle: waiting");
+    assert!(out.contains("idle: waiting"), "{out:?}");
+    let pid = i32::try_from(record.pid).unwrap();
+    // SAFETY: kill(2) on the VMM this test started; it is held through
+    // the instance's pidfd, and was checked alive with its start time.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    match wait_exit_within(vm.as_ref(), Duration::from_secs(5)) {
+        ExitReason::Crashed(why) => assert!(why.contains("killed"), "{why}"),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    assert!(gone(record.pid, record.start_time));
+}

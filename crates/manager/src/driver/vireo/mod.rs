@@ -247,14 +247,12 @@ impl Driver for VireoDriver {
         };
         let api = ApiClient::new(extra.api_socket.clone(), API_TIMEOUT);
         match api.get("/vm") {
-            Ok(info)
-                if matches!(
-                    info.get("state").and_then(Value::as_str),
-                    Some("running" | "paused")
-                ) => {}
+            // Running, paused, or between boots (booting, rebooting): a
+            // live VM either way.
+            Ok(info) if info.get("state").and_then(Value::as_str) != Some("shutdown") => {}
             answer => {
-                // Alive with the right start time, but not (or no longer)
-                // a VM: it is on its way out. Give it a moment; one that
+                // Alive with the right start time, but its API is gone or
+                // says it has shut down: it is on its way out. Give it a moment; one that
                 // lingers without an API cannot be driven, so end it
                 // rather than leave an orphan.
                 tracing::warn!(
