@@ -39,6 +39,8 @@ use super::{Driver, DriverError, Instance, RunRecord, StartContext};
 pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a VMM has from spawn to a running (or paused) guest.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each `GET /vm` while waiting for a start.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long adopting waits for a VMM whose API is gone to finish exiting.
 const ADOPT_EXIT_WAIT: Duration = Duration::from_secs(2);
 /// The longest unix socket path (sun_path less its NUL).
@@ -164,7 +166,10 @@ impl Driver for VireoDriver {
         let api = ApiClient::new(plan.api_socket.clone(), API_TIMEOUT);
         let want = if ctx.paused { "paused" } else { "running" };
         let mut ended_at_once = false;
-        match wait_for_state(&api, &pidfd, want) {
+        // Polled with a short timeout, so a VMM that hangs while starting
+        // costs START_TIMEOUT and a little, not an API timeout more.
+        let poll = ApiClient::new(plan.api_socket.clone(), POLL_TIMEOUT);
+        match wait_for_state(&poll, &pidfd, want) {
             Ok(()) => {}
             Err(StartFailure::Exited) => {
                 // Exit code 2 is the VMM refusing its input (it never
