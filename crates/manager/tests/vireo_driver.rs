@@ -601,6 +601,22 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
         .interfaces[0]
             .clone();
         let refused = vm.attach_interface(&missing).unwrap_err().to_string();
+        // An ethernet card names its TAP; the VMM makes it.
+        let ethernet = domain(
+            "x",
+            &idle,
+            "<devices><interface type='ethernet'><mac address='52:54:00:aa:00:04'/>\
+             <target dev='ethtap0'/></interface></devices>",
+        )
+        .devices
+        .interfaces[0]
+            .clone();
+        vm.attach_interface(&ethernet).unwrap();
+        let eth = ip(&["-o", "link", "show", "ethtap0"]).1;
+        let with_eth = vm.stats().unwrap();
+        let duplicate = vm.attach_interface(&ethernet).unwrap_err().to_string();
+        vm.detach_interface(&ethernet.mac).unwrap();
+        let live_xml = vm.record().xml;
         vm.detach_interface(&plugged.mac).unwrap();
         vm.destroy(false).unwrap();
         let reason = vm.wait_exit();
@@ -614,9 +630,12 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
             refused,
             reason,
             left,
+            (eth, with_eth, duplicate, live_xml),
         )
     });
-    let Ok((started, stats, record, hot, stats_after, refused, reason, left)) = outcome else {
+    let Ok((started, stats, record, hot, stats_after, refused, reason, left, ethernet_seen)) =
+        outcome
+    else {
         testkit::skip("unshare(CLONE_NEWNET) failed: a network namespace needs root");
         return;
     };
@@ -631,6 +650,16 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
     assert!(hot.contains("master br0"), "{hot}");
     assert_eq!(stats_after["net.count"], 2);
     assert!(refused.contains("no bridge called 'nosuchbr'"), "{refused}");
+    let (eth, with_eth, duplicate, live_xml) = ethernet_seen;
+    assert!(eth.contains("ethtap0"), "{eth}");
+    assert_eq!(with_eth["net.count"], 3);
+    assert_eq!(with_eth["net.2.name"], "ethtap0");
+    assert!(
+        duplicate.contains("52:54:00:aa:00:04 is attached already"),
+        "{duplicate}"
+    );
+    assert!(!live_xml.contains("52:54:00:aa:00:04"), "{live_xml}");
+    assert!(live_xml.contains("52:54:00:aa:00:02"), "{live_xml}");
     assert_eq!(reason, ExitReason::Destroyed);
     assert!(left.trim().is_empty(), "TAPs left behind: {left}");
 }

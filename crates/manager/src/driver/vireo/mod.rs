@@ -13,6 +13,22 @@
 //! replays its last 64 KiB of output to a new client) and `exit.json`
 //! (`vireo run --exit-status`: why the VMM ended, written just before it
 //! exits, so the reason is known after a daemon restart too).
+//!
+//! How [`Instance::wait_exit`] names an end:
+//!
+//! | what happened | exit status file | [`ExitReason`](super::ExitReason) |
+//! |---|---|---|
+//! | [`Instance::destroy`] (either kind) | any | `Destroyed` |
+//! | the guest powered off | `poweroff` | `Poweroff` |
+//! | the guest reset, `on_reboot` not `restart` | `reset` | `Reset` |
+//! | SIGTERM, SIGINT or SIGHUP from outside the daemon | `signal` | `Poweroff` (an orderly stop from the host, as libvirt counts a QEMU ended by a signal) |
+//! | triple fault, emulation failure, VMM failure | `crashed` | `Crashed(first line of the reason)` |
+//! | SIGKILL, or any death without a word | none | `Crashed("the VMM process was killed ...")` |
+//!
+//! A start the VMM refuses (exit code 2: a missing kernel, a locked disk,
+//! too much memory) is a start error quoting the last line of its log; a
+//! guest that ends before it is seen running still started, and
+//! `wait_exit` says how it ended at once.
 
 mod config;
 mod http;
