@@ -4,10 +4,10 @@
 //!
 //! - [`config`]: the definition as a `vireo run` command line, and what
 //!   this driver refuses (the mapping table is in its docs).
-//! - [`http`]: the bounded HTTP/1.1 client for the per-VM API.
-//! - [`instance`]: a running VMM as an [`Instance`].
+//! - `http`: the bounded HTTP/1.1 client for the per-VM API.
+//! - `instance`: a running VMM as an [`Instance`] ([`VireoInstance`]).
 //! - [`stats`]: the VMM's counters as virsh `domstats` keys.
-//! - [`taps`]: TAPs made for bridge interfaces.
+//! - `taps`: TAPs made for bridge interfaces.
 //!
 //! The run directory holds `api.sock`, `console.sock` (COM1: the VMM
 //! replays its last 64 KiB of output to a new client) and `exit.json`
@@ -30,10 +30,10 @@
 //! guest that ends before it is seen running still started, and
 //! `wait_exit` says how it ended at once.
 
-mod config;
+pub mod config;
 mod http;
 mod instance;
-mod stats;
+pub mod stats;
 mod taps;
 
 use std::os::fd::{AsRawFd, RawFd};
