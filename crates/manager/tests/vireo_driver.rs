@@ -667,7 +667,18 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
 /// Starts `vireo run ARGS` as a previous daemon would have left it: not
 /// this process's child (the shell that started it has exited), in a
 /// session of its own. Returns its pid.
+///
+/// This test process is made a child subreaper first: this host's init
+/// does not reap, so an orphan reparented to it would stay a zombie for
+/// good; reparented to the test instead, [`reap_orphan`] collects it.
 fn spawn_orphan(args: &[String]) -> u32 {
+    static SUBREAPER: OnceLock<()> = OnceLock::new();
+    SUBREAPER.get_or_init(|| {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) only sets a flag of
+        // this process; no memory is passed.
+        let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        assert_eq!(ret, 0, "PR_SET_CHILD_SUBREAPER");
+    });
     let out = Command::new("sh")
         .arg("-c")
         .arg("setsid \"$0\" \"$@\" </dev/null >/dev/null 2>&1 & echo $!")
@@ -679,6 +690,15 @@ fn spawn_orphan(args: &[String]) -> u32 {
         .trim()
         .parse()
         .expect("sh printed the pid")
+}
+
+/// Collects an orphan that has ended (see [`spawn_orphan`]); the driver
+/// never does, since for it the VMM is nobody's child.
+fn reap_orphan(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: waitpid on a pid that is this process's (adopted) child; a
+    // null status pointer is allowed.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
 }
 
 /// A record for an orphaned VMM, as the daemon would have persisted it.
@@ -703,14 +723,18 @@ fn orphan_record(name: &str, kernel: &str, extra: &str, run: &Run, paused: bool)
     }
     let pid = spawn_orphan(&args);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !dir.join("api.sock").exists() {
+    // Up, or (a guest that powers off at once) already gone.
+    while !dir.join("api.sock").exists() && !dir.join("exit.json").exists() {
         assert!(Instant::now() < deadline, "the orphan's API never came up");
         std::thread::sleep(Duration::from_millis(5));
     }
+    // A zombie still has its stat line; one reaped already gets a start
+    // time no live process can have.
+    let start_time = process::start_time(pid).unwrap_or(u64::MAX);
     RunRecord {
         driver: "vireo".into(),
         pid,
-        start_time: process::start_time(pid).unwrap(),
+        start_time,
         id: 3,
         xml: d.to_xml(),
         extra: serde_json::json!({
@@ -749,6 +773,7 @@ fn an_orphaned_vmm_is_adopted_and_its_end_still_known() {
         wait_exit_within(vm.as_ref(), Duration::from_secs(10)),
         ExitReason::Reset
     );
+    reap_orphan(record.pid);
 
     let run = Run::new();
     let record = orphan_record("orphan2", &guest("idle"), "", &run, false);
@@ -767,4 +792,33 @@ fn an_orphaned_vmm_is_adopted_and_its_end_still_known() {
         other => panic!("expected a crash, got {other:?}"),
     }
     assert!(gone(record.pid, record.start_time));
+    reap_orphan(record.pid);
+    // What a daemon that comes back after the end learns from the record.
+    assert!(matches!(
+        driver().ended(&record),
+        Some(ExitReason::Crashed(why)) if why.contains("killed")
+    ));
+}
+
+/// A VMM that ended while no daemon watched: adopt finds it gone, and
+/// ended() reads how from its exit status file.
+#[test]
+fn a_vmm_that_ended_unwatched_says_how() {
+    let run = Run::new();
+    let record = orphan_record("orphan3", &guest("exit"), "", &run, false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process::is_alive(record.pid, record.start_time) {
+        assert!(Instant::now() < deadline, "exit.elf did not power off");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let d = driver();
+    assert!(d.adopt(&record, &run.ctx(false)).unwrap().is_none());
+    assert_eq!(d.ended(&record), Some(ExitReason::Poweroff));
+    reap_orphan(record.pid);
+    // A live VMM has not ended.
+    let run = Run::new();
+    let vm = start("alive1", &guest("idle"), "", &run, false);
+    assert_eq!(d.ended(&vm.record()), None);
+    vm.destroy(false).unwrap();
+    vm.wait_exit();
 }

@@ -49,7 +49,7 @@ use self::instance::Extra;
 pub use self::instance::VireoInstance;
 use self::taps::NetNs;
 use super::process::{self, PidFd};
-use super::{Driver, DriverError, Instance, RunRecord, StartContext};
+use super::{Driver, DriverError, ExitReason, Instance, RunRecord, StartContext};
 
 /// Every call to a VMM's API is answered within this, or fails.
 pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -236,6 +236,12 @@ impl Driver for VireoDriver {
         )))
     }
 
+    /// From the exit status file the VMM left in its run directory; no
+    /// file from a VMM that is gone means it was killed.
+    fn ended(&self, record: &RunRecord) -> Option<ExitReason> {
+        Self::ended_reason(record)
+    }
+
     fn adopt(
         &self,
         record: &RunRecord,
@@ -297,6 +303,23 @@ impl Driver for VireoDriver {
             extra,
             NetNs::current(),
         ))))
+    }
+}
+
+impl VireoDriver {
+    fn ended_reason(record: &RunRecord) -> Option<ExitReason> {
+        if process::is_alive(record.pid, record.start_time) {
+            return None;
+        }
+        let extra: Extra = serde_json::from_value(record.extra.clone()).ok()?;
+        Some(
+            instance::recorded_reason(&extra.exit_status).unwrap_or_else(|| {
+                ExitReason::Crashed(
+                    "the VMM process was killed, or ended without recording why, while the daemon was away"
+                        .into(),
+                )
+            }),
+        )
     }
 }
 
