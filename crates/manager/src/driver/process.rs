@@ -176,27 +176,9 @@ impl PidFd {
     /// Opens the process `pid` if it is alive and started at `start_time`;
     /// `Ok(None)` when it is gone or the pid now names another process.
     pub fn open(pid: u32, start_time: u64) -> io::Result<Option<PidFd>> {
-        let Ok(raw) = libc::pid_t::try_from(pid) else {
+        let Some(fd) = open_pidfd(pid)? else {
             return Ok(None);
         };
-        // SAFETY: pidfd_open takes a pid and flags and returns a new
-        // descriptor or -1; no memory is passed.
-        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ESRCH) => Ok(None),
-                _ => Err(err),
-            };
-        }
-        let Ok(fd) = RawFd::try_from(ret) else {
-            return Err(io::Error::other(
-                "pidfd_open returned an impossible descriptor",
-            ));
-        };
-        // SAFETY: `fd` was just returned by pidfd_open and is owned by no
-        // one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // The pidfd names whatever process held the pid when it was opened;
         // checking the start time AFTER opening proves that is ours.
         if !is_alive(pid, start_time) {
@@ -205,13 +187,14 @@ impl PidFd {
         Ok(Some(PidFd { fd, pid }))
     }
 
-    /// Opens a child just spawned (its pid cannot have been reused: it is
-    /// not reaped yet).
+    /// Opens a child this process spawned and has not reaped: its pid
+    /// cannot have been reused, even if it has already exited (a zombie,
+    /// which the pidfd then reports as ended).
     pub fn from_child(child: &Child) -> io::Result<PidFd> {
         let pid = child.id();
-        let start = start_time(pid)?;
-        PidFd::open(pid, start)?
-            .ok_or_else(|| io::Error::other(format!("process {pid} ended before it was watched")))
+        open_pidfd(pid)?
+            .map(|fd| PidFd { fd, pid })
+            .ok_or_else(|| io::Error::other(format!("process {pid} is not there to watch")))
     }
 
     /// The pid it was opened on.
@@ -299,6 +282,31 @@ impl PidFd {
             ),
         ))
     }
+}
+
+/// pidfd_open(2); `None` when no process has the pid.
+fn open_pidfd(pid: u32) -> io::Result<Option<OwnedFd>> {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Ok(None);
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new
+    // descriptor or -1; no memory is passed.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ESRCH) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    let Ok(fd) = RawFd::try_from(ret) else {
+        return Err(io::Error::other(
+            "pidfd_open returned an impossible descriptor",
+        ));
+    };
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by no one
+    // else.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Reaps `child` once it has ended, so no zombie is left, and returns its
@@ -425,6 +433,25 @@ mod tests {
         assert!(out.contains("kept"), "{out}");
         assert!(out.contains("dropped"), "{out}");
         assert!(out.contains("to-stderr"), "{out}");
+    }
+
+    #[test]
+    fn a_child_that_already_exited_is_watched_as_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child =
+            spawn_session(&mut Command::new("/bin/true"), &dir.path().join("log"), &[]).unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ProcStat::read(pid).map(|s| s.state).ok() != Some('Z') {
+            assert!(Instant::now() < deadline, "/bin/true did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let start = start_time(pid).unwrap();
+        assert!(!is_alive(pid, start), "a zombie is not alive");
+        assert!(PidFd::open(pid, start).unwrap().is_none());
+        let pidfd = PidFd::from_child(&child).unwrap();
+        assert!(pidfd.wait(Some(Duration::ZERO)).unwrap());
+        assert!(reap(&mut child).unwrap().unwrap().success());
     }
 
     #[test]

@@ -273,24 +273,27 @@ impl Driver for VireoDriver {
             return Ok(None);
         };
         let api = ApiClient::new(extra.api_socket.clone(), API_TIMEOUT);
+        // The start time names the process to the clock tick; a pid
+        // reused within the same tick would pass that. The API socket's
+        // server (SO_PEERCRED) must be the recorded pid itself.
+        match api.server_pid() {
+            Ok(pid) if pid == record.pid => {}
+            Ok(pid) => {
+                tracing::warn!(
+                    "domain {}: its API socket is served by pid {pid}, not the recorded {}; not adopted",
+                    domain.name,
+                    record.pid
+                );
+                return Ok(None);
+            }
+            Err(_) => return self.let_go(&domain.name, record, &pidfd, "no API socket"),
+        }
         match api.get("/vm") {
             // Running, paused, or between boots (booting, rebooting): a
             // live VM either way.
             Ok(info) if info.get("state").and_then(Value::as_str) != Some("shutdown") => {}
             answer => {
-                // Alive with the right start time, but its API is gone or
-                // says it has shut down: it is on its way out. Give it a moment; one that
-                // lingers without an API cannot be driven, so end it
-                // rather than leave an orphan.
-                tracing::warn!(
-                    "domain {}: pid {} does not serve a VM ({answer:?}); ending it",
-                    domain.name,
-                    record.pid
-                );
-                if !pidfd.wait(Some(ADOPT_EXIT_WAIT)).unwrap_or(false) {
-                    let _ = pidfd.terminate(None, Duration::from_secs(5));
-                }
-                return Ok(None);
+                return self.let_go(&domain.name, record, &pidfd, &format!("{answer:?}"));
             }
         }
         Ok(Some(Box::new(VireoInstance::new(
@@ -307,6 +310,44 @@ impl Driver for VireoDriver {
 }
 
 impl VireoDriver {
+    /// A VMM alive with its recorded start time whose API is gone or says
+    /// it has shut down is on its way out: give it a moment. One that
+    /// lingers without an API cannot be driven, so it is ended rather than
+    /// left an orphan, but only if it is this driver's VMM by name too
+    /// (its `comm`), never another program.
+    fn let_go(
+        &self,
+        domain: &str,
+        record: &RunRecord,
+        pidfd: &PidFd,
+        why: &str,
+    ) -> Result<Option<Box<dyn Instance>>, DriverError> {
+        if pidfd.wait(Some(ADOPT_EXIT_WAIT)).unwrap_or(false) {
+            return Ok(None);
+        }
+        let comm =
+            std::fs::read_to_string(format!("/proc/{}/comm", record.pid)).unwrap_or_default();
+        let ours = self
+            .vmm_binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .is_some_and(|name| !comm.trim().is_empty() && name.starts_with(comm.trim()));
+        if ours {
+            tracing::warn!(
+                "domain {domain}: pid {} does not serve a VM ({why}); ending it",
+                record.pid
+            );
+            let _ = pidfd.terminate(None, Duration::from_secs(5));
+        } else {
+            tracing::warn!(
+                "domain {domain}: pid {} ({}) is not a VMM; left alone",
+                record.pid,
+                comm.trim()
+            );
+        }
+        Ok(None)
+    }
+
     fn ended_reason(record: &RunRecord) -> Option<ExitReason> {
         if process::is_alive(record.pid, record.start_time) {
             return None;
