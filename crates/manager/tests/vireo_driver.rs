@@ -318,6 +318,12 @@ fn a_stuck_vmm_gives_a_bounded_error_not_a_hang() {
     let pid = i32::try_from(vm.record().pid).unwrap();
     // SAFETY: kill(2) on the VMM this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // The signal lands asynchronously: wait until the process is stopped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ProcStat::read(vm.record().pid).map(|s| s.state).ok() != Some('T') {
+        assert!(Instant::now() < deadline, "the VMM did not stop");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let begun = Instant::now();
     let e = vm.state().unwrap_err().to_string();
     assert!(begun.elapsed() < Duration::from_secs(15));
