@@ -453,6 +453,12 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
     assert_eq!(stats["net.count"], 1);
     assert_eq!(stats["net.0.name"], "vr7n0");
     assert_eq!(record.extra["bridge_ports"][0]["tap"], "vr7n0");
+    assert!(
+        record.xml.contains("<target dev=\"vr7n0\"/>")
+            || record.xml.contains("<target dev='vr7n0'/>"),
+        "{}",
+        record.xml
+    );
     assert!(hot.contains("master br0"), "{hot}");
     assert_eq!(stats_after["net.count"], 2);
     assert!(refused.contains("no bridge called 'nosuchbr'"), "{refused}");

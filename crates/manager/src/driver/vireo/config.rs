@@ -60,6 +60,9 @@ pub(crate) struct BridgePort {
     /// The index in [`Plan::args`] of its `--net` value, which gets
     /// `,fd=N` once the TAP is open.
     pub arg: usize,
+    /// The interface's index in the definition (the live definition
+    /// names the TAP in its `target dev`).
+    pub iface: usize,
 }
 
 /// What starting a domain takes: the VMM's arguments and the host work
@@ -199,6 +202,7 @@ pub(crate) fn plan(
                         bridge: bridge.clone(),
                     },
                     arg: args.len() + 1,
+                    iface: i,
                 });
                 // Handed over by descriptor: no tap= for the VMM.
                 None

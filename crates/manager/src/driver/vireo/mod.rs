@@ -216,6 +216,14 @@ impl Driver for VireoDriver {
                 ));
             }
         }
+        // The live definition names the TAPs made for it, as libvirt's
+        // does (`domiflist` shows them).
+        let mut live = domain.clone();
+        for p in &plan.bridge_ports {
+            if let Some(iface) = live.devices.interfaces.get_mut(p.iface) {
+                iface.target = Some(p.port.tap.clone());
+            }
+        }
         let extra = Extra {
             api_socket: plan.api_socket,
             console_socket: plan.console_socket,
@@ -224,7 +232,7 @@ impl Driver for VireoDriver {
             bridge_taps: Vec::new(),
         };
         Ok(Box::new(VireoInstance::new(
-            domain.clone(),
+            live,
             id,
             pidfd,
             start_time,
