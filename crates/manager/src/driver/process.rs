@@ -108,6 +108,14 @@ pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::
     let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
     keep.sort_unstable();
     keep.dedup();
+    // Where the one-by-one fallback stops, found before the fork: sysconf
+    // is not async-signal-safe.
+    // SAFETY: sysconf has no memory effects; it only returns a value.
+    let open_max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let open_max = RawFd::try_from(open_max)
+        .ok()
+        .filter(|m| *m > 0)
+        .unwrap_or(65536);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
@@ -121,13 +129,13 @@ pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::
             }
             let mut next: RawFd = 3;
             for &fd in &keep {
-                close_from_to(next, fd - 1);
+                close_from_to(next, fd - 1, open_max);
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 next = fd + 1;
             }
-            close_from_to(next, RawFd::MAX);
+            close_from_to(next, RawFd::MAX, open_max);
             Ok(())
         });
     }
@@ -135,11 +143,12 @@ pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::
 }
 
 /// Closes descriptors `first..=last` in a forked child. close_range where
-/// the kernel has it; else one by one up to the descriptor limit.
+/// the kernel has it; else one by one up to `open_max`, the descriptor
+/// limit.
 ///
 /// # Safety
 /// Only between fork and exec: it closes descriptors other code may own.
-unsafe fn close_from_to(first: RawFd, last: RawFd) {
+unsafe fn close_from_to(first: RawFd, last: RawFd, open_max: RawFd) {
     if first > last {
         return;
     }
@@ -151,14 +160,7 @@ unsafe fn close_from_to(first: RawFd, last: RawFd) {
     if unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) } == 0 {
         return;
     }
-    // SAFETY: as above; sysconf only returns a value.
-    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
-    let max = RawFd::try_from(max)
-        .ok()
-        .filter(|m| *m > 0)
-        .unwrap_or(65536)
-        .min(last);
-    for fd in first..=max {
+    for fd in first..=open_max.min(last) {
         // SAFETY: as above.
         unsafe { libc::close(fd) };
     }
