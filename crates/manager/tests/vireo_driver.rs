@@ -475,3 +475,35 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
     assert_eq!(reason, ExitReason::Destroyed);
     assert!(left.trim().is_empty(), "TAPs left behind: {left}");
 }
+
+/// A disk another running domain uses is refused by the VMM (images are
+/// locked), and the start error says so in the VMM's words.
+#[test]
+fn a_disk_in_use_by_another_domain_fails_the_start() {
+    let run = Run::new();
+    let image = run.dir.path().join("shared.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let devices = format!(
+        "<devices><disk type='file'><driver type='raw'/><source file='{}'/>\
+         <target dev='vda' bus='virtio'/></disk></devices>",
+        image.display()
+    );
+    let first = start("lock1", &guest("idle"), &devices, &run, false);
+    let run2 = Run::new();
+    let d = domain("lock2", &guest("idle"), &devices);
+    let e = match driver().start(&d, 8, &run2.ctx(false)) {
+        Ok(_) => panic!("a second domain started on a disk in use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.starts_with("domain lock2: the VMM exited while starting: "),
+        "{e}"
+    );
+    assert!(e.contains("shared.img"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    first.destroy(false).unwrap();
+    first.wait_exit();
+}
