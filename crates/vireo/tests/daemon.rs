@@ -741,3 +741,44 @@ fn host_information() {
     assert_eq!(version["daemon"], env!("CARGO_PKG_VERSION"));
     assert!(!version["kernel"].as_str().unwrap().is_empty());
 }
+
+#[test]
+fn a_domain_for_a_driver_the_daemon_lacks_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // No qemu-system-x86_64 on its PATH and no --qemu: no QEMU driver.
+    let d = Daemon::start_with(dir.path(), &[("PATH", "/nonexistent")]);
+    assert_eq!(
+        d.ok("GET", "/version", None)["drivers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let qemu = domain_xml(
+        "q",
+        "idle",
+        "<metadata><vireo:driver xmlns:vireo='urn:x-vireo:domain:1' name='qemu'/></metadata>",
+    );
+    for path in ["/domains", "/domains/create"] {
+        let a = d.http("POST", path, Some(&json!({ "xml": qemu })));
+        assert_eq!(a.status, 422, "{}", a.body);
+        assert_eq!(
+            a.error(),
+            "domain 'q' selects the qemu driver, which this daemon does not run"
+        );
+    }
+    assert_eq!(d.ok("GET", "/domains?filter=all", None), json!([]));
+
+    // A --qemu that is not there stops the daemon with one line.
+    let out = d
+        .command()
+        .arg("--qemu")
+        .arg("/nonexistent/qemu")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "vireo: --qemu /nonexistent/qemu: not an executable file\n"
+    );
+}

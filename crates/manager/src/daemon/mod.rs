@@ -71,6 +71,9 @@ pub enum DaemonError {
         /// What failed.
         source: std::io::Error,
     },
+    /// A driver could not be set up (`--qemu` names no executable).
+    #[error("{0}")]
+    Driver(String),
     /// The async runtime could not be built, or a signal handler set.
     #[error("cannot start the daemon's runtime: {0}")]
     Runtime(std::io::Error),
