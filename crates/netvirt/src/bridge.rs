@@ -1,11 +1,15 @@
-//! Bridge ports: a persistent TAP made for a VM and attached to a host
-//! bridge, for the management daemon, which does this privileged work so
-//! that the VMM only attaches to the TAP by name.
+//! Bridge ports: a TAP made for a VM and attached to a host bridge, by
+//! the management daemon, which does this privileged work for the VMM.
 //!
-//! The TAP is persistent (TUNSETPERSIST) so that it outlives the
-//! descriptor that created it until the VMM attaches, and is removed with
-//! [`remove_persistent_tap`] once the VM has ended. It is created with the
-//! flags [`Tap::open`] uses for one queue, so the VMM's attach matches.
+//! Two ways to hand it over. [`open_bridge_port`] keeps the TAP open and
+//! not persistent: the daemon passes the descriptor to the VMM (`vireo
+//! run --net fd=N`, [`Tap::from_fd`]) and the interface goes when the VMM
+//! exits, however it exits. For a card hot-plugged over the API, where no
+//! descriptor can be passed, [`create_bridge_port`] makes the TAP
+//! persistent (TUNSETPERSIST) so the VMM can attach to it by name, and
+//! [`remove_persistent_tap`] removes it once it is unplugged or the VM has
+//! ended. Both use the flags [`Tap::open`] uses for one queue, so the
+//! VMM's attach matches.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -38,6 +42,18 @@ pub fn create_bridge_port(tap: &str, bridge: &str) -> Result<(), TapError> {
         });
     }
     Ok(())
+}
+
+/// Creates the TAP `tap` (not persistent: it goes when the last
+/// descriptor on it closes), brings it up and attaches it to `bridge`.
+/// The caller hands the queue's descriptor to the VMM and closes its own.
+pub fn open_bridge_port(tap: &str, bridge: &str) -> Result<Tap, TapError> {
+    let opened = Tap::open(Some(tap), 1)?;
+    add_to_bridge(opened.name(), bridge).map_err(|e| TapError::Unusable {
+        name: tap.to_string(),
+        reason: format!("cannot attach it to bridge '{bridge}': {e}"),
+    })?;
+    Ok(opened)
 }
 
 /// Removes the persistent TAP `tap` (it goes once no process holds it).
@@ -141,5 +157,41 @@ mod tests {
         assert!(gone, "the TAP stayed after remove_persistent_tap");
         assert!(refused.contains("no bridge called 'nosuchbr'"), "{refused}");
         assert!(!leftover, "a failed port left its TAP");
+    }
+
+    #[test]
+    fn an_open_port_is_handed_over_by_descriptor_and_goes_with_it() {
+        let outcome = run_isolated(|| {
+            let status = std::process::Command::new("ip")
+                .args(["link", "add", "vbr1", "type", "bridge"])
+                .status();
+            assert!(
+                matches!(status, Ok(s) if s.success()),
+                "ip link add: {status:?}"
+            );
+            let port = open_bridge_port("vport2", "vbr1").unwrap();
+            let line = link_line("vport2");
+            let handed = Tap::from_fd(port.queue(0).unwrap()).unwrap();
+            let name = handed.name().to_string();
+            drop(port);
+            let still_there = ifreq::flags("vport2").is_ok();
+            drop(handed);
+            let gone = ifreq::flags("vport2").is_err();
+            let null = std::fs::File::open("/dev/null").unwrap();
+            let refused = Tap::from_fd(std::os::fd::AsFd::as_fd(&null))
+                .unwrap_err()
+                .to_string();
+            (line, name, still_there, gone, refused)
+        })
+        .expect("unshare(CLONE_NEWNET) (tests need root)");
+        let (line, name, still_there, gone, refused) = outcome;
+        assert!(line.contains("master vbr1"), "{line}");
+        assert_eq!(name, "vport2");
+        assert!(
+            still_there,
+            "the TAP went while the handed descriptor was open"
+        );
+        assert!(gone, "the TAP stayed after its last descriptor closed");
+        assert!(refused.contains("not a TAP descriptor"), "{refused}");
     }
 }

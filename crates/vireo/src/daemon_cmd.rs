@@ -35,12 +35,14 @@ pub fn daemon_command(args: DaemonArgs, verbose: u8) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let config = manager::daemon::Config {
-        state_dir: args.state_dir,
-        socket: args.socket,
-        drivers: manager::daemon::default_drivers(vmm_binary, args.qemu),
-    };
-    match manager::daemon::run(config) {
+    let run = manager::daemon::default_drivers(vmm_binary, args.qemu).and_then(|drivers| {
+        manager::daemon::run(manager::daemon::Config {
+            state_dir: args.state_dir,
+            socket: args.socket,
+            drivers,
+        })
+    });
+    match run {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

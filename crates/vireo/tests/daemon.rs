@@ -550,3 +550,235 @@ fn racing_start_and_destroy_end_consistent() {
     }
     assert!(d.vmm_pids().is_empty());
 }
+
+#[test]
+fn disks_attached_and_detached_live_and_in_the_definition() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.define(&domain_xml("dev", "idle", ""));
+    let img = dir.path().join("extra.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let disk = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+         <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+        img.display()
+    );
+    let targets = |path: &str| -> Vec<String> {
+        d.ok("GET", path, None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["target"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Inactive: neither flag means the definition.
+    d.ok("POST", "/domains/dev/disks", Some(&json!({ "xml": disk })));
+    assert_eq!(targets("/domains/dev/disks"), vec!["vdb"]);
+    let file = std::fs::read_to_string(d.state.join("domains/dev.xml")).unwrap();
+    assert!(file.contains("vdb"), "{file}");
+    let a = d.http(
+        "POST",
+        "/domains/dev/disks",
+        Some(&json!({ "xml": disk, "live": true })),
+    );
+    assert_eq!(a.status, 409, "{}", a.body);
+    let dup = d.http("POST", "/domains/dev/disks", Some(&json!({ "xml": disk })));
+    assert_eq!(dup.status, 422, "{}", dup.body);
+    d.ok("DELETE", "/domains/dev/disks/vdb", None);
+    assert!(targets("/domains/dev/disks").is_empty());
+
+    // Running: live only leaves the definition alone, both change both.
+    d.ok("POST", "/domains/dev/start", None);
+    d.ok(
+        "POST",
+        "/domains/dev/disks",
+        Some(&json!({ "xml": disk, "live": true })),
+    );
+    assert_eq!(targets("/domains/dev/disks"), vec!["vdb"]);
+    let record = std::fs::read_to_string(d.state.join("run/dev.json")).unwrap();
+    assert!(
+        record.contains("vdb"),
+        "the run record has the live XML: {record}"
+    );
+    let inactive = d.ok("GET", "/domains/dev/xml?inactive=true", None);
+    assert!(!inactive["xml"].as_str().unwrap().contains("vdb"));
+    d.ok("DELETE", "/domains/dev/disks/vdb?live=true", None);
+    assert!(targets("/domains/dev/disks").is_empty());
+    // The VMM unplugs vdb (and releases its image) once the guest ejects
+    // it, which idle.elf never does: the next disk is another one.
+    let img2 = dir.path().join("extra2.img");
+    std::fs::write(&img2, vec![0u8; 1 << 20]).unwrap();
+    let disk = disk
+        .replace("vdb", "vdc")
+        .replace(&img.display().to_string(), &img2.display().to_string());
+    d.ok(
+        "POST",
+        "/domains/dev/disks",
+        Some(&json!({ "xml": disk, "live": true, "config": true })),
+    );
+    let inactive = d.ok("GET", "/domains/dev/xml?inactive=true", None);
+    assert!(inactive["xml"].as_str().unwrap().contains("vdc"));
+
+    // NICs: an ethernet NIC in the definition, listed with its MAC.
+    let nic = "<interface type='ethernet'><mac address='52:54:00:12:34:56'/>\
+               <target dev='vrtest0'/><model type='virtio'/></interface>";
+    d.ok(
+        "POST",
+        "/domains/dev/interfaces",
+        Some(&json!({ "xml": nic, "config": true })),
+    );
+    d.ok("POST", "/domains/dev/destroy", None);
+    let rows = d.ok("GET", "/domains/dev/interfaces", None);
+    assert_eq!(rows[0]["mac"], "52:54:00:12:34:56");
+    assert_eq!(rows[0]["interface"], "vrtest0");
+    assert_eq!(rows[0]["kind"], "ethernet");
+    d.ok("DELETE", "/domains/dev/interfaces/52:54:00:12:34:56", None);
+    assert_eq!(d.ok("GET", "/domains/dev/interfaces", None), json!([]));
+    assert_eq!(targets("/domains/dev/disks"), vec!["vdc"]);
+}
+
+#[test]
+fn shutdown_reset_and_on_crash_restart() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    // idle.elf ignores the power button: the domain stays in shutdown.
+    d.define(&domain_xml("btn", "idle", ""));
+    d.ok("POST", "/domains/btn/start", None);
+    d.ok("POST", "/domains/btn/shutdown", None);
+    assert_eq!(d.state("btn"), ("in_shutdown".into(), "user".into()));
+    let pid = d.ok("GET", "/domains/btn", None)["pid"].clone();
+    d.ok("POST", "/domains/btn/reset", None);
+    assert_eq!(
+        d.ok("GET", "/domains/btn", None)["pid"],
+        pid,
+        "reset is in place"
+    );
+    assert_eq!(d.state("btn").0, "running");
+    d.ok("POST", "/domains/btn/destroy", None);
+
+    // on_crash restart: a killed VMM comes back with a new id and pid.
+    d.define(&domain_xml(
+        "phoenix",
+        "idle",
+        "<on_crash>restart</on_crash>",
+    ));
+    d.ok("POST", "/domains/phoenix/start", None);
+    let before = d.ok("GET", "/domains/phoenix", None);
+    let mut events = Events::open(&d.socket, Some("phoenix"));
+    daemon_harness::sigkill(before["pid"].as_u64().unwrap());
+    events.wait_for("stopped", "Crashed", Duration::from_secs(10));
+    events.wait_for("started", "Booted", Duration::from_secs(10));
+    let after = d.ok("GET", "/domains/phoenix", None);
+    assert_eq!(after["state"], "running");
+    assert_ne!(after["pid"], before["pid"]);
+    assert!(after["id"].as_u64() > before["id"].as_u64());
+    d.ok("POST", "/domains/phoenix/destroy", None);
+    assert!(d.vmm_pids().is_empty());
+}
+
+#[test]
+fn a_stuck_vmm_never_blocks_list() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.define(&domain_xml("stuck", "idle", ""));
+    d.ok("POST", "/domains/stuck/start", None);
+    let pid = d.ok("GET", "/domains/stuck", None)["pid"].as_u64().unwrap();
+    let pid_t = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: kill(2) of the VMM this test started; SIGCONT follows.
+    unsafe { libc::kill(pid_t, libc::SIGSTOP) };
+    let socket = d.socket.clone();
+    // This waits on the stopped VMM (bounded by the driver's timeout).
+    let suspend = std::thread::spawn(move || http(&socket, "POST", "/domains/stuck/suspend", None));
+    std::thread::sleep(Duration::from_millis(300));
+    for path in [
+        "/domains?filter=all",
+        "/domains/stuck",
+        "/domains/stuck/state",
+    ] {
+        let t = Instant::now();
+        d.ok("GET", path, None);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{path} took {:?} behind a stuck VMM",
+            t.elapsed()
+        );
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid_t, libc::SIGCONT) };
+    let answer = suspend.join().unwrap();
+    assert!(matches!(answer.status, 204 | 502), "{answer:?}");
+    d.ok("POST", "/domains/stuck/destroy", None);
+}
+
+#[test]
+fn host_information() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let node = d.ok("GET", "/host", None);
+    assert_eq!(node["cpu_model"], "x86_64");
+    assert!(node["cpus"].as_u64().unwrap() >= 1);
+    assert!(node["memory_kib"].as_u64().unwrap() > 1024);
+    let caps = d.ok("GET", "/host/capabilities", None);
+    let xml = caps["xml"].as_str().unwrap();
+    assert!(xml.contains("<arch name='x86_64'>"), "{xml}");
+    assert!(xml.contains("<domain type='kvm'/>"), "{xml}");
+    let ro = http(&d.ro_socket, "GET", "/host/capabilities", None);
+    assert_eq!(ro.status, 200);
+    let version = d.ok("GET", "/version", None);
+    assert_eq!(version["daemon"], env!("CARGO_PKG_VERSION"));
+    assert!(!version["kernel"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn a_domain_for_a_driver_the_daemon_lacks_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // No qemu-system-x86_64 on its PATH and no --qemu: no QEMU driver.
+    let d = Daemon::start_with(dir.path(), &[("PATH", "/nonexistent")]);
+    assert_eq!(
+        d.ok("GET", "/version", None)["drivers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let qemu = domain_xml(
+        "q",
+        "idle",
+        "<metadata><vireo:driver xmlns:vireo='urn:x-vireo:domain:1' name='qemu'/></metadata>",
+    );
+    for path in ["/domains", "/domains/create"] {
+        let a = d.http("POST", path, Some(&json!({ "xml": qemu })));
+        assert_eq!(a.status, 422, "{}", a.body);
+        assert_eq!(
+            a.error(),
+            "domain 'q' selects the qemu driver, which this daemon does not run"
+        );
+    }
+    assert_eq!(d.ok("GET", "/domains?filter=all", None), json!([]));
+
+    // A --qemu that is not there stops the daemon with one line.
+    let out = d
+        .command()
+        .arg("--qemu")
+        .arg("/nonexistent/qemu")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "vireo: --qemu /nonexistent/qemu: not an executable file\n"
+    );
+}

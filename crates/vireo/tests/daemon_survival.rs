@@ -32,7 +32,8 @@ impl Rng {
     }
 }
 
-/// Defines and starts domains until told to stop or the daemon dies;
+/// Defines and starts domains (destroying every third) until told to
+/// stop or the daemon dies;
 /// returns the names whose define was acknowledged.
 fn client(socket: &Path, round: usize, stop: &AtomicBool) -> Vec<String> {
     let mut acked = Vec::new();
@@ -51,6 +52,14 @@ fn client(socket: &Path, round: usize, stop: &AtomicBool) -> Vec<String> {
             Ok(a) if a.status == 200 => {}
             Ok(a) => panic!("start {name}: {} {}", a.status, a.body),
             Err(_) => break,
+        }
+        // Some die again at once, so kills land in destroys too.
+        if k % 3 == 2 {
+            match try_http(socket, "POST", &format!("/domains/{name}/destroy"), None) {
+                Ok(a) if a.status == 204 => {}
+                Ok(a) => panic!("destroy {name}: {} {}", a.status, a.body),
+                Err(_) => break,
+            }
         }
     }
     acked
@@ -80,12 +89,16 @@ fn check_accounted(d: &Daemon, round: usize) {
             }
         }
         let running: BTreeSet<u64> = d.vmm_pids().into_iter().map(u64::from).collect();
-        if running == expected {
+        let run_dirs = std::fs::read_dir(d.dir.join("v.sock.d"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        if running == expected && run_dirs == expected.len() {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "round {round}: VMM processes {running:?}, active domains' pids {expected:?}\nlog:\n{}",
+            "round {round}: VMM processes {running:?}, active domains' pids {expected:?}, \
+             {run_dirs} run directories\nlog:\n{}",
             d.log_text()
         );
         std::thread::sleep(Duration::from_millis(50));

@@ -98,7 +98,35 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
     for a in adoptions {
         let _ = a.await;
     }
+    remove_stale_run_dirs(d).await;
     Ok(())
+}
+
+/// Removes run directories no active domain owns (a daemon killed between
+/// a VMM's end and the removal of its directory leaves one).
+async fn remove_stale_run_dirs(d: &Arc<Daemon>) {
+    let owned: Vec<std::path::PathBuf> = {
+        let table = d.registry.lock();
+        table
+            .domains
+            .values()
+            .filter_map(|e| e.live.as_ref().map(|l| l.run_dir.clone()))
+            .collect()
+    };
+    let root = d.run_root.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !owned.contains(&path) {
+                tracing::info!("removing the stale run directory {}", path.display());
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    })
+    .await;
 }
 
 /// Marks a persistent domain shut off after a VMM the daemon had lost.
@@ -310,13 +338,18 @@ fn kill(pid: u32) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
-/// SIGKILLs every process whose command line contains `dir`; returns how
-/// many.
+/// SIGKILLs every process whose command line names a file in `dir`
+/// (`DIR/...`: so that `.../1` never matches `.../10/api.sock`); returns
+/// how many.
 fn kill_processes_mentioning(dir: &Path) -> usize {
-    let needle = dir.as_os_str().as_encoded_bytes();
+    let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
     if needle.is_empty() {
         return 0;
     }
+    if needle.last() != Some(&b'/') {
+        needle.push(b'/');
+    }
+    let needle = needle.as_slice();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -349,20 +382,33 @@ mod tests {
         assert_eq!(start_time(u32::MAX), None);
     }
 
+    use std::path::PathBuf;
+
     #[test]
     fn processes_are_found_by_their_command_line() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("run-dir-of-test");
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            // The shell's own `read` blocks: no child process is left.
-            .arg("read line")
-            .arg(&marker)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let shell = |arg: PathBuf| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                // The shell's own `read` blocks: no child process is left.
+                .arg("read line")
+                .arg(arg)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut child = shell(marker.join("api.sock"));
+        let mut other = shell(dir.path().join("run-dir-of-test0/api.sock"));
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(kill_processes_mentioning(&marker), 1);
+        assert_eq!(
+            other.try_wait().unwrap(),
+            None,
+            "a longer name is another directory"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
         let status = child.wait().unwrap();
         assert!(!status.success());
         assert_eq!(kill_processes_mentioning(&marker), 0);

@@ -11,6 +11,7 @@ use super::ops::{call, hold, Held};
 use super::registry::{disk_paths, no_domain};
 use super::Daemon;
 use crate::api::{DeviceRequest, DiskRow, InterfaceRow};
+use crate::driver::RunRecord;
 
 /// Which device family a request is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,11 +162,17 @@ async fn subject(
 }
 
 /// Saves the new live definition of `s` in its run record and the table.
-async fn commit_live(d: &Arc<Daemon>, s: &Subject, domain: Domain) -> Result<(), Failure> {
+/// `record` is the instance's own after the change (its driver data may
+/// have changed too: a TAP made for a bridge NIC).
+async fn commit_live(
+    d: &Arc<Daemon>,
+    s: &Subject,
+    domain: Domain,
+    mut record: RunRecord,
+) -> Result<(), Failure> {
     let Some(live) = &s.live else {
         return Err(not_running(&s.held.name));
     };
-    let mut record = live.record.clone();
     record.xml = domain.to_xml();
     let disks = disk_paths(&domain);
     let (store_d, name, saved) = (d.clone(), s.held.name.clone(), record.clone());
@@ -219,7 +226,7 @@ pub(crate) async fn attach(
     };
     if let (Some(new), Some(live)) = (new_live, &s.live) {
         let instance = live.instance.clone();
-        match family {
+        let record = match family {
             Family::Disk => {
                 let Some(disk) = new.devices.disks.last().cloned() else {
                     return Err(Failure::internal("the new disk is missing"));
@@ -232,16 +239,24 @@ pub(crate) async fn attach(
                         path.display()
                     )));
                 }
-                call(instance, move |i| i.attach_disk(&disk)).await?;
+                call(instance, move |i| {
+                    i.attach_disk(&disk)?;
+                    Ok(i.record())
+                })
+                .await?
             }
             Family::Interface => {
                 let Some(iface) = new.devices.interfaces.last().cloned() else {
                     return Err(Failure::internal("the new interface is missing"));
                 };
-                call(instance, move |i| i.attach_interface(&iface)).await?;
+                call(instance, move |i| {
+                    i.attach_interface(&iface)?;
+                    Ok(i.record())
+                })
+                .await?
             }
-        }
-        commit_live(d, &s, new).await?;
+        };
+        commit_live(d, &s, new, record).await?;
     }
     if let Some(new) = new_config {
         commit_config(d, &s, new).await?;
@@ -297,14 +312,16 @@ pub(crate) async fn detach(
     };
     if let (Some(new), Some(live)) = (new_live, &s.live) {
         let instance = live.instance.clone();
-        match mac {
-            Some(mac) => call(instance, move |i| i.detach_interface(&mac)).await?,
-            None => {
-                let target = id.to_string();
-                call(instance, move |i| i.detach_disk(&target)).await?
+        let target = id.to_string();
+        let record = call(instance, move |i| {
+            match mac {
+                Some(mac) => i.detach_interface(&mac)?,
+                None => i.detach_disk(&target)?,
             }
-        }
-        commit_live(d, &s, new).await?;
+            Ok(i.record())
+        })
+        .await?;
+        commit_live(d, &s, new, record).await?;
     }
     if let Some(new) = new_config {
         commit_config(d, &s, new).await?;

@@ -262,7 +262,8 @@ struct ExitPlan {
 
 fn plan_exit(
     name: &str,
-    live: &Live,
+    domain: &Domain,
+    id: u32,
     reason: &ExitReason,
     destroyed: bool,
     fake_reboot: bool,
@@ -282,7 +283,6 @@ fn plan_exit(
             "domain '{name}': {what}='preserve' is not supported; the domain is shut off instead"
         )
     };
-    let domain = &live.domain;
     if destroyed {
         return stopped(
             DomainState::ShutOff,
@@ -300,7 +300,7 @@ fn plan_exit(
             state: DomainState::ShutOff,
             reason: StateReason::Shutdown,
             events: Vec::new(),
-            restart: Some(Some(live.id)),
+            restart: Some(Some(id)),
         },
         ExitReason::Poweroff => {
             let mut plan = stopped(DomainState::ShutOff, StateReason::Shutdown, shutdown_events);
@@ -318,7 +318,7 @@ fn plan_exit(
                 state: DomainState::ShutOff,
                 reason: StateReason::Shutdown,
                 events: Vec::new(),
-                restart: Some(Some(live.id)),
+                restart: Some(Some(id)),
             },
             action => {
                 if action == LifecycleAction::Preserve {
@@ -404,7 +404,14 @@ async fn on_exit(
         if let Some((_, console)) = entry.console.take() {
             console.abort();
         }
-        let plan = plan_exit(&name, &live, &reason, destroyed, fake_reboot);
+        let plan = plan_exit(
+            &name,
+            &live.domain,
+            live.id,
+            &reason,
+            destroyed,
+            fake_reboot,
+        );
         entry.state = plan.state;
         entry.reason = plan.reason;
         // A reboot keeps the live definition, and a transient domain has
@@ -542,4 +549,104 @@ fn make_run_dir(root: &Path, run_dir: &Path) -> Result<(), Failure> {
         .mode(0o700)
         .create(run_dir)
         .map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(actions: &str) -> Domain {
+        Domain::parse(&format!(
+            "<domain type='kvm'><name>p</name><memory>4096</memory>\
+             <os><type>hvm</type><kernel>/k</kernel></os>{actions}</domain>"
+        ))
+        .unwrap()
+        .domain
+    }
+
+    fn plan(actions: &str, reason: ExitReason, destroyed: bool, reboot: bool) -> ExitPlan {
+        plan_exit("p", &domain(actions), 7, &reason, destroyed, reboot)
+    }
+
+    fn events(p: &ExitPlan) -> Vec<String> {
+        p.events
+            .iter()
+            .map(|(k, d)| format!("{} {d}", k.virsh_name()))
+            .collect()
+    }
+
+    #[test]
+    fn default_actions() {
+        let p = plan("", ExitReason::Poweroff, false, false);
+        assert_eq!(
+            (p.state, p.reason, p.restart),
+            (DomainState::ShutOff, StateReason::Shutdown, None)
+        );
+        assert_eq!(events(&p), ["Shutdown Finished", "Stopped Shutdown"]);
+
+        let p = plan("", ExitReason::Crashed("killed".into()), false, false);
+        assert_eq!(
+            (p.state, p.reason, p.restart),
+            (DomainState::Crashed, StateReason::Crashed, None)
+        );
+        assert_eq!(events(&p), ["Stopped Crashed"]);
+
+        // A reset reboots in place, keeping the id.
+        let p = plan("", ExitReason::Reset, false, false);
+        assert_eq!(p.restart, Some(Some(7)));
+        assert!(p.events.is_empty());
+
+        let p = plan("", ExitReason::Destroyed, false, false);
+        assert_eq!(
+            (p.state, p.reason),
+            (DomainState::ShutOff, StateReason::Destroyed)
+        );
+        assert_eq!(events(&p), ["Stopped Destroyed"]);
+    }
+
+    #[test]
+    fn destroy_wins_and_reboot_restarts_after_power_off() {
+        // Whatever the driver saw, a destroy in progress is a destroy.
+        let p = plan("", ExitReason::Crashed("SIGKILL".into()), true, false);
+        assert_eq!(p.reason, StateReason::Destroyed);
+        let p = plan("", ExitReason::Poweroff, false, true);
+        assert_eq!(p.restart, Some(Some(7)));
+        assert!(p.events.is_empty());
+    }
+
+    #[test]
+    fn on_actions_are_honoured() {
+        let p = plan(
+            "<on_poweroff>restart</on_poweroff>",
+            ExitReason::Poweroff,
+            false,
+            false,
+        );
+        assert_eq!(p.restart, Some(None), "a new id");
+        let p = plan(
+            "<on_reboot>destroy</on_reboot>",
+            ExitReason::Reset,
+            false,
+            false,
+        );
+        assert_eq!(
+            (p.state, p.reason, p.restart),
+            (DomainState::ShutOff, StateReason::Shutdown, None)
+        );
+        let p = plan(
+            "<on_crash>restart</on_crash>",
+            ExitReason::Crashed("x".into()),
+            false,
+            false,
+        );
+        assert_eq!((p.state, p.restart), (DomainState::ShutOff, Some(None)));
+        assert_eq!(events(&p), ["Stopped Crashed"]);
+        let p = plan(
+            "<on_poweroff>preserve</on_poweroff>",
+            ExitReason::Poweroff,
+            false,
+            false,
+        );
+        assert_eq!((p.state, p.restart), (DomainState::ShutOff, None));
+    }
 }

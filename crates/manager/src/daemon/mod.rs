@@ -71,6 +71,9 @@ pub enum DaemonError {
         /// What failed.
         source: std::io::Error,
     },
+    /// A driver could not be set up (`--qemu` names no executable).
+    #[error("{0}")]
+    Driver(String),
     /// The async runtime could not be built, or a signal handler set.
     #[error("cannot start the daemon's runtime: {0}")]
     Runtime(std::io::Error),
@@ -109,7 +112,11 @@ impl Daemon {
 const MAX_BLOCKING_THREADS: usize = 16;
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(config: Config) -> Result<(), DaemonError> {
+pub fn run(mut config: Config) -> Result<(), DaemonError> {
+    // Run records hold paths under both: they must not depend on the
+    // directory a later daemon is started from.
+    config.state_dir = absolute(&config.state_dir)?;
+    config.socket = absolute(&config.socket)?;
     let state_err = |source| DaemonError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -147,6 +154,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     // hold the exit: the VMMs live on without the daemon.
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, DaemonError> {
+    std::path::absolute(path).map_err(|source| DaemonError::StateDir {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Where run directories of the daemon on `socket` go: `SOCKET.d/ID`, short

@@ -209,7 +209,7 @@ async fn handle(
     }
     let req: Request = req.map(Body::new);
     let response = match router.oneshot(req).await {
-        Ok(r) => r,
+        Ok(r) => as_json_error(r).await,
         Err(never) => match never {},
     };
     if method != Method::GET {
@@ -222,6 +222,38 @@ async fn handle(
         );
     }
     Ok(response)
+}
+
+/// axum's own refusals (a body over its size limit, say) are plain text;
+/// every error this API gives is `{"error": ...}`.
+async fn as_json_error(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    Failure {
+        status,
+        message: message
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+    .into_response()
 }
 
 #[cfg(test)]

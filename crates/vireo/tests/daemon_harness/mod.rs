@@ -283,18 +283,28 @@ pub struct Daemon {
     pub ro_socket: PathBuf,
     pub state: PathBuf,
     pub log: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Daemon {
     /// Starts a daemon in `dir` (its state, sockets and log all inside).
     pub fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    /// As [`Daemon::start`], with `env` set for the daemon.
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             dir: dir.to_path_buf(),
             socket: dir.join("v.sock"),
             ro_socket: dir.join("v-ro.sock"),
             state: dir.join("state"),
             log: dir.join("daemon.log"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         d.spawn();
@@ -314,6 +324,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

@@ -20,7 +20,7 @@
 //! | `cpu/feature` | refused: the VMM offers no per-feature switches |
 //! | `disk` | `--disk path=,format=,id=TARGET[,readonly=on][,cache=][,serial=]`; `format=` always (never probed); `cache='unsafe'` runs as `writeback` |
 //! | `interface type='ethernet'` | `--net tap=TARGET,mac=MAC,id=net-MAC` (without `target dev` the VMM creates a TAP the kernel names) |
-//! | `interface type='bridge'` | the daemon creates a persistent TAP (`target dev`, or `vrIDnN`), attaches it to the bridge, and hands the VMM its name; removed when the domain ends |
+//! | `interface type='bridge'` | the daemon creates the TAP (`target dev`, or `vrIDnN`), attaches it to the bridge and hands the VMM its descriptor (`--net fd=N`); the TAP goes when the VMM exits. Hot-plugged, the TAP is made persistent and named instead, and removed when unplugged or when the domain ends |
 //! | `interface type='network'` | refused: virtual networks come later |
 //! | `serial` / `console` (COM1), `pty` or `null` | `--serial unix:RUN_DIR/console.sock`, what [`Instance::console`](crate::driver::Instance::console) connects to |
 //! | `serial` / `console` (COM1), `unix mode='bind'` | `--serial unix:PATH` (the console connects there) |
@@ -51,6 +51,20 @@ pub(crate) struct BridgeTap {
     pub bridge: String,
 }
 
+/// A bridge interface's TAP, made at start and handed to the VMM by
+/// descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BridgePort {
+    /// The TAP and its bridge.
+    pub port: BridgeTap,
+    /// The index in [`Plan::args`] of its `--net` value, which gets
+    /// `,fd=N` once the TAP is open.
+    pub arg: usize,
+    /// The interface's index in the definition (the live definition
+    /// names the TAP in its `target dev`).
+    pub iface: usize,
+}
+
 /// What starting a domain takes: the VMM's arguments and the host work
 /// the driver does around it.
 #[derive(Debug, Clone)]
@@ -64,7 +78,12 @@ pub(crate) struct Plan {
     /// Where the VMM writes why it ended.
     pub exit_status: PathBuf,
     /// TAPs to create and attach before the VMM starts.
-    pub bridge_taps: Vec<BridgeTap>,
+    pub bridge_ports: Vec<BridgePort>,
+}
+
+fn push(args: &mut Vec<String>, flag: &str, value: String) {
+    args.push(flag.into());
+    args.push(value);
 }
 
 /// One refusal line: the domain, the element's path, what is wrong.
@@ -117,10 +136,6 @@ pub(crate) fn plan(
     let api_socket = run_dir.join("api.sock");
     let exit_status = run_dir.join("exit.json");
     let mut args: Vec<String> = vec!["run".into()];
-    let mut push = |flag: &str, value: String| {
-        args.push(flag.into());
-        args.push(value);
-    };
 
     check_lifecycle(domain)?;
     if !domain.memory_kib.is_multiple_of(4) || domain.memory_kib < 4096 {
@@ -156,22 +171,22 @@ pub(crate) fn plan(
         ));
     }
     absolute(domain, "/domain/os/kernel", "the kernel", &domain.os.kernel)?;
-    push("--kernel", domain.os.kernel.clone());
+    push(&mut args, "--kernel", domain.os.kernel.clone());
     if let Some(initrd) = &domain.os.initrd {
         absolute(domain, "/domain/os/initrd", "the initrd", initrd)?;
-        push("--initrd", initrd.clone());
+        push(&mut args, "--initrd", initrd.clone());
     }
     if let Some(cmdline) = &domain.os.cmdline {
-        push("--cmdline", cmdline.clone());
+        push(&mut args, "--cmdline", cmdline.clone());
     }
-    push("--memory", format!("{}K", domain.memory_kib));
-    push("--cpus", domain.vcpu.count.to_string());
-    push("--cpu-template", cpu_template(domain)?.into());
+    push(&mut args, "--memory", format!("{}K", domain.memory_kib));
+    push(&mut args, "--cpus", domain.vcpu.count.to_string());
+    push(&mut args, "--cpu-template", cpu_template(domain)?.into());
 
     for (i, disk) in domain.devices.disks.iter().enumerate() {
-        push("--disk", disk_option(domain, i + 1, disk)?);
+        push(&mut args, "--disk", disk_option(domain, i + 1, disk)?);
     }
-    let mut bridge_taps = Vec::new();
+    let mut bridge_ports = Vec::new();
     for (i, iface) in domain.devices.interfaces.iter().enumerate() {
         let path = format!("/domain/devices/interface[{}]", i + 1);
         let tap = match &iface.kind {
@@ -181,11 +196,16 @@ pub(crate) fn plan(
                     .target
                     .clone()
                     .unwrap_or_else(|| bridge_tap_name(id, i));
-                bridge_taps.push(BridgeTap {
-                    tap: tap.clone(),
-                    bridge: bridge.clone(),
+                bridge_ports.push(BridgePort {
+                    port: BridgeTap {
+                        tap,
+                        bridge: bridge.clone(),
+                    },
+                    arg: args.len() + 1,
+                    iface: i,
                 });
-                Some(tap)
+                // Handed over by descriptor: no tap= for the VMM.
+                None
             }
             InterfaceKind::Network(network) => {
                 return Err(refuse(
@@ -195,14 +215,22 @@ pub(crate) fn plan(
                 ))
             }
         };
-        push("--net", net_option(iface, tap.as_deref()));
+        push(&mut args, "--net", net_option(iface, tap.as_deref()));
     }
     let console_socket = serial_socket(domain, run_dir)?;
-    push("--serial", format!("unix:{}", console_socket.display()));
+    push(
+        &mut args,
+        "--serial",
+        format!("unix:{}", console_socket.display()),
+    );
     for (i, console) in domain.devices.consoles.iter().enumerate() {
         if console.target == CharTarget::Virtio {
             let path = format!("/domain/devices/console[{}]", i + 1);
-            push("--console", virtio_console(domain, &path, console)?);
+            push(
+                &mut args,
+                "--console",
+                virtio_console(domain, &path, console)?,
+            );
         }
     }
     match domain.devices.rngs.len() {
@@ -231,7 +259,7 @@ pub(crate) fn plan(
         api_socket,
         console_socket,
         exit_status,
-        bridge_taps,
+        bridge_ports,
     })
 }
 
@@ -456,7 +484,7 @@ mod tests {
             "--cpu-template host",
             "--disk path=/img/a,,b.qcow2,format=qcow2,id=vda,cache=none,serial=S1",
             "--net id=net-525400000001,mac=52:54:00:00:00:01,tap=tap7",
-            "--net id=net-525400000002,mac=52:54:00:00:00:02,tap=vr9n1",
+            "--net id=net-525400000002,mac=52:54:00:00:00:02 ",
             "--serial unix:/run/v/9/console.sock",
             "--rng",
             "--reboot",
@@ -466,12 +494,19 @@ mod tests {
         ] {
             assert!(line.contains(part), "{part} missing from {line}");
         }
+        assert_eq!(p.bridge_ports.len(), 1);
+        let port = &p.bridge_ports[0];
         assert_eq!(
-            p.bridge_taps,
-            vec![BridgeTap {
+            port.port,
+            BridgeTap {
                 tap: "vr9n1".into(),
                 bridge: "br0".into()
-            }]
+            }
+        );
+        assert_eq!(p.args[port.arg - 1], "--net");
+        assert_eq!(
+            p.args[port.arg],
+            "id=net-525400000002,mac=52:54:00:00:00:02"
         );
     }
 
@@ -508,6 +543,37 @@ mod tests {
             .starts_with(
                 "domain t: /domain/os/kernel: the kernel 'k.elf' must be an absolute path"
             ));
+    }
+
+    #[test]
+    fn consoles_rng_and_vcpus() {
+        let d = domain(
+            "<vcpu>4</vcpu><devices><serial type='unix'><source mode='bind' path='/run/c.sock'/></serial>\
+             <console type='file'><source path='/var/log/c.log'/><target type='virtio'/></console>\
+             <console type='null'><target type='virtio'/></console>\
+             <console type='unix'><source mode='connect' path='/run/peer.sock'/><target type='virtio'/></console></devices>",
+        );
+        let line = plan(&d, 1, Path::new("/r"), false).unwrap().args.join(" ");
+        for part in [
+            "--cpus 4",
+            "--serial unix:/run/c.sock",
+            "--console file:/var/log/c.log",
+            "--console file:/dev/null",
+            "--console unix-connect:/run/peer.sock",
+        ] {
+            assert!(line.contains(part), "{part} missing from {line}");
+        }
+        assert!(!line.contains("console.sock"), "{line}");
+        assert!(refusal("<vcpu>255</vcpu>")
+            .starts_with("domain t: /domain/vcpu: 255 vCPUs: Vireo's VMM gives a guest 1 to 254"));
+        let two_rngs =
+            "<devices><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\
+            <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng></devices>";
+        assert!(refusal(two_rngs).starts_with("domain t: /domain/devices/rng[2]: a second rng"));
+        assert!(refusal(
+            "<devices><console type='pty'><target type='virtio'/></console></devices>"
+        )
+        .starts_with("domain t: /domain/devices/console[1]: a virtio console on a pty"));
     }
 
     #[test]

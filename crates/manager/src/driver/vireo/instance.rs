@@ -32,6 +32,12 @@ pub(crate) struct Extra {
     pub api_socket: PathBuf,
     pub console_socket: PathBuf,
     pub exit_status: PathBuf,
+    /// Bridge TAPs made at start and handed over by descriptor: they go
+    /// with the VMM (recorded for the user's sake).
+    #[serde(default)]
+    pub bridge_ports: Vec<BridgeTap>,
+    /// Persistent bridge TAPs made for hot-plugged cards: removed when
+    /// unplugged or when the VMM has ended.
     #[serde(default)]
     pub bridge_taps: Vec<BridgeTap>,
 }
@@ -42,6 +48,22 @@ struct ExitStatusFile {
     reason: String,
     #[serde(default)]
     detail: String,
+}
+
+/// The reason in the exit status file a VMM wrote at `path`, if it wrote
+/// one (it does not when killed with SIGKILL).
+pub(crate) fn recorded_reason(path: &std::path::Path) -> Option<ExitReason> {
+    let bytes = std::fs::read(path).ok()?;
+    let file: ExitStatusFile = serde_json::from_slice(&bytes).ok()?;
+    Some(match file.reason.as_str() {
+        "poweroff" | "signal" => ExitReason::Poweroff,
+        "reset" => ExitReason::Reset,
+        _ => ExitReason::Crashed(if file.detail.is_empty() {
+            "the guest crashed".into()
+        } else {
+            file.detail
+        }),
+    })
 }
 
 /// A running (or adopted) Vireo VMM.
@@ -130,19 +152,8 @@ impl VireoInstance {
             return ExitReason::Destroyed;
         }
         let path = lock(&self.extra).exit_status.clone();
-        let recorded = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ExitStatusFile>(&b).ok());
-        if let Some(file) = recorded {
-            return match file.reason.as_str() {
-                "poweroff" | "signal" => ExitReason::Poweroff,
-                "reset" => ExitReason::Reset,
-                _ => ExitReason::Crashed(if file.detail.is_empty() {
-                    "the guest crashed".into()
-                } else {
-                    file.detail
-                }),
-            };
+        if let Some(reason) = recorded_reason(&path) {
+            return reason;
         }
         use std::os::unix::process::ExitStatusExt;
         ExitReason::Crashed(match status.and_then(|s| s.signal()) {
@@ -253,7 +264,9 @@ impl Instance for VireoInstance {
         let reason = self.exit_reason(status);
         let made = std::mem::take(&mut lock(&self.extra).bridge_taps);
         if !made.is_empty() {
-            self.netns.run(|| taps::remove(&made));
+            for t in self.netns.run(|| taps::remove(&made)) {
+                tracing::warn!("domain {}: cannot remove TAP {}", self.name, t.tap);
+            }
         }
         reason
     }
@@ -302,7 +315,8 @@ impl Instance for VireoInstance {
         }
         if let Err(e) = self.put("/vm/add-net", Some(&spec)) {
             if let Some(made) = made {
-                self.netns.run(|| taps::remove(&[made]));
+                let left = self.netns.run(|| taps::remove(&[made]));
+                lock(&self.extra).bridge_taps.extend(left);
             }
             return Err(e);
         }
@@ -330,8 +344,9 @@ impl Instance for VireoInstance {
             domain.devices.interfaces = kept;
             gone
         };
-        // The TAP goes once the VMM lets go of it (when the guest ejects
-        // the card); clearing its persistence now is what makes it go.
+        // The card goes when the guest ejects it; until the VMM lets go of
+        // its TAP, the TAP is busy and stays listed, to be removed once the
+        // VMM has ended.
         let names: Vec<String> = removed.into_iter().filter_map(|i| i.target).collect();
         let made: Vec<BridgeTap> = {
             let mut extra = lock(&self.extra);
@@ -342,7 +357,8 @@ impl Instance for VireoInstance {
             made
         };
         if !made.is_empty() {
-            self.netns.run(|| taps::remove(&made));
+            let left = self.netns.run(|| taps::remove(&made));
+            lock(&self.extra).bridge_taps.extend(left);
         }
         Ok(())
     }

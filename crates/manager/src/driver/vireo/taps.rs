@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use super::config::BridgeTap;
+use super::config::{BridgePort, BridgeTap};
 use crate::driver::DriverError;
 
 /// The network namespace of the thread that created it.
@@ -45,12 +45,44 @@ impl NetNs {
     }
 }
 
-/// Creates each TAP and attaches it to its bridge; on a failure removes
-/// those already made.
+/// Opens each start-time bridge port (not persistent: each goes when the
+/// last descriptor on it closes, the VMM's included) and puts `,fd=N` on
+/// its `--net` argument. The TAPs returned must stay open until the VMM
+/// is spawned.
+pub(crate) fn open_ports(
+    domain: &str,
+    ports: &[BridgePort],
+    args: &mut [String],
+) -> Result<Vec<netvirt::Tap>, DriverError> {
+    let mut open = Vec::new();
+    for p in ports {
+        let tap = netvirt::bridge::open_bridge_port(&p.port.tap, &p.port.bridge).map_err(|e| {
+            DriverError::Failed(format!(
+                "domain {domain}: bridge interface on '{}': {e}",
+                p.port.bridge
+            ))
+        })?;
+        let fd = tap
+            .queue(0)
+            .map(|q| q.as_raw_fd())
+            .ok_or_else(|| DriverError::Failed(format!("domain {domain}: a TAP with no queue")))?;
+        if let Some(arg) = args.get_mut(p.arg) {
+            arg.push_str(&format!(",fd={fd}"));
+        }
+        open.push(tap);
+    }
+    Ok(open)
+}
+
+/// Creates each TAP persistent and attaches it to its bridge (for
+/// hot-plug, where the VMM attaches by name); on a failure removes those
+/// already made.
 pub(crate) fn create(domain: &str, taps: &[BridgeTap]) -> Result<(), DriverError> {
     for (i, t) in taps.iter().enumerate() {
         if let Err(e) = netvirt::bridge::create_bridge_port(&t.tap, &t.bridge) {
-            remove(&taps[..i]);
+            for t in remove(&taps[..i]) {
+                tracing::warn!("cannot remove TAP {}", t.tap);
+            }
             return Err(DriverError::Failed(format!(
                 "domain {domain}: bridge interface on '{}': {e}",
                 t.bridge
@@ -60,12 +92,15 @@ pub(crate) fn create(domain: &str, taps: &[BridgeTap]) -> Result<(), DriverError
     Ok(())
 }
 
-/// Removes TAPs this driver made (logging what fails: the VM is gone
-/// either way).
-pub(crate) fn remove(taps: &[BridgeTap]) {
+/// Removes TAPs this driver made; returns those that could not be
+/// removed yet (one the VMM still holds is busy until it lets go).
+pub(crate) fn remove(taps: &[BridgeTap]) -> Vec<BridgeTap> {
+    let mut left = Vec::new();
     for t in taps {
         if let Err(e) = netvirt::bridge::remove_persistent_tap(&t.tap) {
-            tracing::warn!("cannot remove TAP {}: {e}", t.tap);
+            tracing::debug!("cannot remove TAP {} yet: {e}", t.tap);
+            left.push(t.clone());
         }
     }
+    left
 }
