@@ -590,8 +590,16 @@ fn event_loop_prints_lifecycle_lines() {
 
     let _ = json.kill();
     let _ = json.wait();
-    let _ = human.kill();
-    wait_bounded(&mut human, Duration::from_secs(10));
+    // Ctrl-C ends the loop with virsh's summary, exit 0.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(human.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(wait_bounded(&mut human, Duration::from_secs(10)), Some(0));
+    let rest: Vec<String> = human_lines.iter().collect();
+    let n = rest.len();
+    assert!(n >= 3, "{rest:?}");
+    assert_eq!(rest[n - 3], "event loop interrupted", "{rest:?}");
+    assert!(rest[n - 2].starts_with("events received: "), "{rest:?}");
+    assert_eq!(rest[n - 1], "", "{rest:?}");
 
     // --timeout ends the loop with virsh's two lines.
     let r = vireo(&u, &["event", "--loop", "--timeout", "1"]);

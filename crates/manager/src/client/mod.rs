@@ -474,14 +474,14 @@ impl Client {
     }
 
     /// `GET /events`: call `each` with every event (and its JSON line) as
-    /// it comes, until `each` breaks, the daemon ends the stream, or
-    /// `until` passes (then `Ok(false)`; `Ok(true)` otherwise).
+    /// it comes, until `each` breaks, the daemon ends the stream, `until`
+    /// passes, or a caught signal interrupts the wait.
     pub fn events(
         &mut self,
         domain: Option<&str>,
         until: Option<Instant>,
         mut each: impl FnMut(Event, &str) -> ControlFlow<()>,
-    ) -> Result<bool, ClientError> {
+    ) -> Result<StreamEnd, ClientError> {
         let path = match domain {
             Some(d) => format!("/events?domain={}", percent_encode(d)),
             None => "/events".to_string(),
@@ -509,7 +509,7 @@ impl Client {
                         what: format!("malformed event: {e}"),
                     })?;
                 if each(event, text).is_break() {
-                    return Ok(true);
+                    return Ok(StreamEnd::Stopped);
                 }
             }
             if pending.len() > MAX_LINE {
@@ -520,10 +520,15 @@ impl Client {
             }
             match conn.read_chunk(&mut pending, until) {
                 Ok(true) => {}
-                Ok(false) => return Ok(true),
-                Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => return Ok(false),
+                Ok(false) => return Ok(StreamEnd::Closed),
+                Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Ok(StreamEnd::TimedOut)
+                }
+                Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {
+                    return Ok(StreamEnd::Interrupted)
+                }
                 // A daemon that stops cuts the stream short: the end too.
-                Err(HttpError::Closed { .. }) => return Ok(true),
+                Err(HttpError::Closed { .. }) => return Ok(StreamEnd::Closed),
                 Err(e) => return Err(self.failure(e, &mut conn, false)),
             }
         }
@@ -566,6 +571,19 @@ impl Client {
             pending,
         })
     }
+}
+
+/// Why an event stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The callback asked to stop.
+    Stopped,
+    /// The daemon ended the stream (it stopped).
+    Closed,
+    /// The deadline passed.
+    TimedOut,
+    /// A signal the caller catches interrupted the wait.
+    Interrupted,
 }
 
 /// The domain verbs without a body or an answer.

@@ -194,7 +194,7 @@ fn events_stream_line_by_line() {
     });
     let mut c = client_for(&path);
     let mut seen = Vec::new();
-    let finished = c
+    let end = c
         .events(Some("web 1"), None, |e, line| {
             assert!(line.starts_with('{'));
             seen.push((e.event, e.detail));
@@ -205,7 +205,7 @@ fn events_stream_line_by_line() {
             }
         })
         .unwrap();
-    assert!(finished);
+    assert_eq!(end, StreamEnd::Stopped);
     assert_eq!(
         seen,
         [
@@ -231,7 +231,7 @@ fn events_until_a_deadline() {
             |_, _| ControlFlow::Continue(()),
         )
         .unwrap();
-    assert!(!ended);
+    assert_eq!(ended, StreamEnd::TimedOut);
     assert!(start.elapsed() < Duration::from_secs(2));
 }
 

@@ -261,7 +261,8 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Wait up to `timeout_ms` (-1: forever) for `fd` to be readable (or
-/// closed). `Ok(false)` when the time ran out.
+/// closed). `Ok(false)` when the time ran out; a caught signal is an
+/// `Interrupted` error.
 pub fn poll_in(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
@@ -272,11 +273,9 @@ pub fn poll_in(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
     // descriptor stays open (it is borrowed).
     let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     if n < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(e);
+        // EINTR included: a caller that catches a signal (Ctrl-C in
+        // `event --loop`) wants to hear of it.
+        return Err(io::Error::last_os_error());
     }
     Ok(n > 0)
 }

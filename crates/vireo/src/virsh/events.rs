@@ -4,11 +4,12 @@
 
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use manager::api::Event;
-use manager::client::Client;
+use manager::client::{Client, StreamEnd};
 
 use super::{print_out, Failure, Output};
 
@@ -107,22 +108,23 @@ pub fn event(c: &mut Client, a: &EventArgs) -> Result<Output, Failure> {
         )));
     }
     let until = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    catch_interrupt();
     let mut count = 0u64;
-    let ended = c.events(a.domain.as_deref(), until, |e, json| {
+    let end = c.events(a.domain.as_deref(), until, |e, json| {
         count += 1;
         if a.json {
             print_out(&format!("{json}\n"));
         } else {
             print_out(&format!("{}\n", format_event(&e, a.timestamp)));
         }
-        if a.repeat {
+        if a.repeat && !INTERRUPTED.load(Ordering::Relaxed) {
             ControlFlow::Continue(())
         } else {
             ControlFlow::Break(())
         }
     })?;
-    let timed_out = !ended;
-    if !timed_out && (a.repeat || count == 0) {
+    let interrupted = INTERRUPTED.load(Ordering::Relaxed) || end == StreamEnd::Interrupted;
+    if end == StreamEnd::Closed {
         return Err(Failure("the vireo daemon ended the event stream".into()));
     }
     if a.json {
@@ -132,11 +134,35 @@ pub fn event(c: &mut Client, a: &EventArgs) -> Result<Output, Failure> {
         });
     }
     let mut out = String::new();
-    if timed_out {
+    if interrupted {
+        out.push_str("event loop interrupted\n");
+    } else if end == StreamEnd::TimedOut {
         out.push_str("event loop timed out\n");
     }
     let _ = writeln!(out, "events received: {count}");
     Ok(Output::text(out))
+}
+
+/// Set by the first SIGINT while events are awaited.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+/// Ctrl-C ends the wait with virsh's summary rather than killing the
+/// process: the handler interrupts the wait (no SA_RESTART). It is reset
+/// once caught, so a second Ctrl-C kills as usual.
+fn catch_interrupt() {
+    // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the
+    // handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
 }
 
 #[cfg(test)]
