@@ -782,3 +782,41 @@ fn a_domain_for_a_driver_the_daemon_lacks_is_refused() {
         "vireo: --qemu /nonexistent/qemu: not an executable file\n"
     );
 }
+
+#[test]
+fn guest_reset_honours_on_reboot_and_a_failed_start_is_failed() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    // reset.elf resets through ACPI at once; on_reboot=destroy ends it.
+    d.define(&domain_xml("rs", "reset", "<on_reboot>destroy</on_reboot>"));
+    let mut events = Events::open(&d.socket, Some("rs"));
+    d.ok("POST", "/domains/rs/start", Some(&json!({"paused": true})));
+    d.ok("POST", "/domains/rs/resume", None);
+    events.wait_for("stopped", "Shutdown", Duration::from_secs(10));
+    assert_eq!(d.state("rs"), ("shut_off".into(), "shutdown".into()));
+
+    // `reboot` presses the button; a guest that ignores it keeps running.
+    d.define(&domain_xml("deaf", "idle", ""));
+    d.ok("POST", "/domains/deaf/start", None);
+    d.ok("POST", "/domains/deaf/reboot", None);
+    assert_eq!(d.state("deaf").0, "running");
+    d.ok("POST", "/domains/deaf/destroy", None);
+    assert_eq!(d.state("deaf"), ("shut_off".into(), "destroyed".into()));
+
+    // A VMM that cannot start: 502 with the driver's line, shut off (failed).
+    let idle = daemon_harness::guest("idle").display().to_string();
+    d.define(&domain_xml("broken", "idle", "").replace(&idle, "/nonexistent/k.elf"));
+    let mut events = Events::open(&d.socket, Some("broken"));
+    let a = d.http("POST", "/domains/broken/start", None);
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert!(!a.error().contains('\n'));
+    assert_eq!(d.state("broken"), ("shut_off".into(), "failed".into()));
+    events.wait_for("stopped", "Failed", Duration::from_secs(5));
+    assert!(d.vmm_pids().is_empty());
+    assert!(!d.state.join("run/broken.json").exists());
+    assert!(!d.state.join("run/broken.starting").exists());
+}

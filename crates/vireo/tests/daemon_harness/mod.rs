@@ -23,8 +23,7 @@ pub fn guest(name: &str) -> PathBuf {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
         let status = Command::new(root.join("guests/build.sh"))
             .arg(&out)
-            .arg("idle")
-            .arg("exit")
+            .args(["idle", "exit", "reset"])
             .status()
             .expect("run guests/build.sh");
         assert!(status.success(), "guests/build.sh failed");
@@ -42,7 +41,7 @@ pub fn have_kvm() -> bool {
         .is_ok()
 }
 
-/// A domain definition running `guest` (`idle` or `exit`).
+/// A domain definition running `guest` (`idle`, `exit` or `reset`).
 pub fn domain_xml(name: &str, guest_name: &str, extra: &str) -> String {
     format!(
         "<domain type='kvm'><name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>\
