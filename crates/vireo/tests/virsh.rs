@@ -669,3 +669,53 @@ fn console_round_trip() {
     vireo(&u, &["destroy", "con"]).ok();
     assert_eq!(wait_bounded(&mut child, Duration::from_secs(20)), Some(0));
 }
+
+#[test]
+fn proxy_joins_stdin_and_stdout_to_the_daemon() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .args(["proxy", "--socket"])
+        .arg(&d.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Two requests on one connection (keep-alive through the proxy).
+    for _ in 0..2 {
+        stdin
+            .write_all(b"GET /version HTTP/1.1\r\nHost: vireo\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\"kernel\"") {
+            let n = stdout.read(&mut buf).unwrap();
+            assert_ne!(n, 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    }
+    // The client closing its side ends the proxy, exit 0.
+    drop(stdin);
+    assert_eq!(wait_bounded(&mut child, Duration::from_secs(10)), Some(0));
+
+    // No daemon: one line, exit 1.
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vireo"));
+    c.args(["proxy", "--socket"])
+        .arg(dir.path().join("none.sock"));
+    let r = run_command(c, b"", RUN_LIMIT);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(
+        r.stderr,
+        format!(
+            "vireo: cannot connect to the vireo daemon at {}: No such file or directory\n",
+            dir.path().join("none.sock").display()
+        )
+    );
+    assert_eq!(r.stdout, "");
+}
