@@ -205,7 +205,14 @@ impl Client {
         // once on a new one, for reads only (a write may have been done).
         let mut retry = method == "GET";
         loop {
-            let mut conn = match self.conn.take() {
+            // An idle kept-alive connection with something to read has
+            // been closed by the daemon (its idle timeout, while an editor
+            // ran): a new one, rather than a request it will never read.
+            let kept = self
+                .conn
+                .take()
+                .filter(|c| !transport::poll_in(c.stream.read_fd(), 0).unwrap_or(true));
+            let mut conn = match kept {
                 Some(c) => c,
                 None => {
                     retry = false;

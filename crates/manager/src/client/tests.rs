@@ -301,3 +301,32 @@ fn a_missing_remote_proxy_or_host_is_one_line() {
     );
     assert!(!e.contains('\n'), "{e}");
 }
+
+#[test]
+fn a_connection_the_daemon_closed_while_idle_is_replaced_before_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let listener = UnixListener::bind(&path).unwrap();
+    let h = std::thread::spawn(move || {
+        // First connection: one answer, then closed (an idle timeout).
+        let (mut s, _) = listener.accept().unwrap();
+        read_request(&mut s).unwrap();
+        s.write_all(&json_answer("200 OK", r#"{"xml":"<domain/>"}"#))
+            .unwrap();
+        drop(s);
+        // The POST must come on a new connection.
+        let (mut s, _) = listener.accept().unwrap();
+        let req = read_request(&mut s).unwrap();
+        assert!(req.starts_with("POST /domains "), "{req}");
+        s.write_all(&json_answer(
+            "200 OK",
+            r#"{"name":"d","uuid":"u","warnings":[],"updated":true}"#,
+        ))
+        .unwrap();
+    });
+    let mut c = client_for(&path);
+    c.xml("d", true).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(c.define("<domain/>").unwrap().updated);
+    h.join().unwrap();
+}
