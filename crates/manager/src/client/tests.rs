@@ -286,6 +286,10 @@ fn console_refusal_is_the_daemons_line() {
 
 #[test]
 fn a_missing_remote_proxy_or_host_is_one_line() {
+    if std::process::Command::new("ssh").arg("-V").output().is_err() {
+        testkit::skip("no ssh client (openssh-client) on PATH");
+        return;
+    }
     // A port nothing listens on: ssh fails at once, and its own line
     // becomes the cause.
     let uri = ConnectUri::parse("vireo+ssh://127.0.0.1:1/system?no_verify=1").unwrap();
