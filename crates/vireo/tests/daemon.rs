@@ -32,8 +32,13 @@ fn define_list_dominfo_dumpxml_round_trip() {
     let ro_list = http(&d.ro_socket, "GET", "/domains?filter=all", None);
     assert_eq!(ro_list.status, 200);
 
+    let mut events = Events::open(&d.socket, None);
     let xml = domain_xml("web", "idle", "<clock offset='utc'/>");
     let defined = d.define(&xml);
+    let added = events.next(Duration::from_secs(5)).expect("an event");
+    assert_eq!(added["event"], "defined");
+    assert_eq!(added["detail"], "Added");
+    assert_eq!(added["domain"], "web");
     assert_eq!(defined["name"], "web");
     assert_eq!(defined["updated"], false);
     let warnings = defined["warnings"].as_array().unwrap();
@@ -159,9 +164,33 @@ fn lifecycle_with_the_vireo_driver() {
         .unwrap()
         .contains("<name>vm1</name>"));
 
+    // Redefined while it runs: it keeps its live definition; the new one
+    // is the inactive one, for its next start.
+    let bigger = live_xml["xml"]
+        .as_str()
+        .unwrap()
+        .replace(&(32 * 1024).to_string(), &(48 * 1024).to_string());
+    assert_eq!(d.define(&bigger)["updated"], true);
+    events.wait_for("defined", "Updated", Duration::from_secs(5));
+    assert_eq!(d.ok("GET", "/domains/vm1/xml", None), live_xml);
+    let inactive = d.ok("GET", "/domains/vm1/xml?inactive=true", None);
+    assert!(inactive["xml"]
+        .as_str()
+        .unwrap()
+        .contains(&(48 * 1024).to_string()));
+    assert_eq!(
+        d.ok("GET", "/domains/vm1", None)["max_memory_kib"],
+        32 * 1024
+    );
+    assert_eq!(d.state("vm1").0, "running");
+
     let begun = Instant::now();
     d.ok("POST", "/domains/vm1/destroy", None);
     eprintln!("destroy took {} ms", begun.elapsed().as_millis());
+    assert_eq!(
+        d.ok("GET", "/domains/vm1", None)["max_memory_kib"],
+        48 * 1024
+    );
     // The answer comes once the end is recorded.
     assert_eq!(d.state("vm1"), ("shut_off".into(), "destroyed".into()));
     events.wait_for("stopped", "Destroyed", Duration::from_secs(5));
