@@ -480,7 +480,7 @@ fn bad_inputs_are_one_line_and_change_nothing() {
             "DELETE",
             "/domains/a/interfaces/zz",
             None,
-            400,
+            404,
         ),
         (
             "console without upgrade",
