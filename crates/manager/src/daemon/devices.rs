@@ -274,7 +274,13 @@ pub(crate) async fn detach(
     config: bool,
 ) -> Result<(), Failure> {
     let mac = match family {
-        Family::Interface => Some(MacAddress::parse(id).map_err(Failure::bad_request)?),
+        // No NIC can have what is not a (unicast) MAC address.
+        Family::Interface => Some(MacAddress::parse(id).map_err(|e| {
+            Failure::not_found(format!(
+                "domain '{}' has no such interface: {e}",
+                key.escape_debug()
+            ))
+        })?),
         Family::Disk => None,
     };
     let (s, do_live, do_config) = subject(d, key, live, config).await?;
