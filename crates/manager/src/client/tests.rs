@@ -286,7 +286,11 @@ fn console_refusal_is_the_daemons_line() {
 
 #[test]
 fn a_missing_remote_proxy_or_host_is_one_line() {
-    if std::process::Command::new("ssh").arg("-V").output().is_err() {
+    if std::process::Command::new("ssh")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
         testkit::skip("no ssh client (openssh-client) on PATH");
         return;
     }
