@@ -296,6 +296,56 @@ fn list_start_console_and_events_over_ssh() {
     let _ = events.kill();
     wait_bounded(&mut events, Duration::from_secs(10));
 
+    // The other verbs over ssh print what they print locally.
+    vireo(&local, &["start", "r1"]).ok();
+    for args in [
+        &["dominfo", "r1"][..],
+        &["domstate", "r1", "--reason"],
+        &["dumpxml", "r1"],
+        &["domid", "r1"],
+        &["domuuid", "r1"],
+        &["domblklist", "r1"],
+        &["domiflist", "r1"],
+        &["list", "--all", "--json"],
+        &["version"],
+        &["hostname"],
+        &["nodeinfo"],
+        &["capabilities"],
+    ] {
+        // CPU time moves between two calls; everything else is equal.
+        let steady = |text: &str| -> String {
+            text.lines()
+                .filter(|l| !l.starts_with("CPU time:"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        let here = steady(vireo(&local, args).ok());
+        let there = host.run(&remote, args);
+        assert_eq!(steady(there.ok()), here, "{args:?}");
+    }
+    let stats = host.run(&remote, &["domstats", "r1"]);
+    assert!(stats.ok().starts_with("Domain: 'r1'\n  "), "{stats:?}");
+    for (args, said) in [
+        (&["suspend", "r1"][..], "Domain 'r1' suspended\n\n"),
+        (&["resume", "r1"], "Domain 'r1' resumed\n\n"),
+        (
+            &["autostart", "r1"],
+            "Domain 'r1' marked as autostarted\n\n",
+        ),
+        (
+            &["autostart", "--disable", "r1"],
+            "Domain 'r1' unmarked as autostarted\n\n",
+        ),
+        (&["destroy", "r1"], "Domain 'r1' destroyed\n\n"),
+    ] {
+        assert_eq!(host.run(&remote, args).ok(), said, "{args:?}");
+    }
+    // An error from the far daemon is its one line, exit 1.
+    assert_eq!(
+        host.run(&remote, &["console", "r1"]).error(),
+        "domain 'r1' is not running"
+    );
+
     // A socket nobody serves on the far host: the far proxy's cause.
     let missing = dir.path().join("nobody.sock");
     let r = host.run(&host.uri(&missing), &["list"]);
