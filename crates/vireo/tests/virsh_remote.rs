@@ -293,8 +293,16 @@ fn list_start_console_and_events_over_ssh() {
         l == "event 'lifecycle' for domain 'r1': Stopped Destroyed"
     })
     .unwrap_or_else(|seen| panic!("no Stopped line over ssh: {seen:?}"));
-    let _ = events.kill();
-    wait_bounded(&mut events, Duration::from_secs(10));
+    // Ctrl-C ends the remote loop as the local one: virsh's summary, exit
+    // 0, and the ssh session closed behind it.
+    // SAFETY: kill(2) on our own child's pid (`ip netns exec` execs vireo).
+    unsafe { libc::kill(events.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(wait_bounded(&mut events, Duration::from_secs(10)), Some(0));
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(
+        rest.iter().any(|l| l == "event loop interrupted"),
+        "{rest:?}"
+    );
 
     // The other verbs over ssh print what they print locally.
     vireo(&local, &["start", "r1"]).ok();

@@ -7,6 +7,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -53,8 +54,11 @@ impl Stream {
 
     /// Start `ssh` to `target`, running `vireo proxy` there.
     pub fn ssh(target: &SshTarget) -> io::Result<Self> {
+        // Its own process group: Ctrl-C on the terminal is for `vireo`
+        // (which ends the session cleanly), not a kill of the transport.
         let mut child = Command::new("ssh")
             .args(ssh_args(target))
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -124,7 +124,7 @@ pub fn event(c: &mut Client, a: &EventArgs) -> Result<Output, Failure> {
         }
     })?;
     let interrupted = INTERRUPTED.load(Ordering::Relaxed) || end == StreamEnd::Interrupted;
-    if end == StreamEnd::Closed {
+    if end == StreamEnd::Closed && !interrupted {
         return Err(Failure("the vireo daemon ended the event stream".into()));
     }
     if a.json {
