@@ -668,6 +668,31 @@ fn console_round_trip() {
     );
     vireo(&u, &["destroy", "con"]).ok();
     assert_eq!(wait_bounded(&mut child, Duration::from_secs(20)), Some(0));
+
+    // create --console: a transient domain, and its console at once.
+    let file = write_xml(dir.path(), "tcon", &domain_xml("tcon", "idle", ""));
+    let mut cmd = vireo_command(&u, &["create", &file, "--console"]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(child.stdout.take().unwrap());
+    let before = wait_line(&lines, Duration::from_secs(20), |l| l == "idle: waiting")
+        .unwrap_or_else(|seen| panic!("no guest output: {seen:?}"));
+    assert_eq!(
+        before,
+        [
+            format!("Domain 'tcon' created from {file}"),
+            "Connected to domain 'tcon'".to_string(),
+            "Escape character is ^] (Ctrl + ])".to_string()
+        ]
+    );
+    child.stdin.take().unwrap().write_all(b"\x1d").unwrap();
+    assert_eq!(wait_bounded(&mut child, Duration::from_secs(10)), Some(0));
+    assert_eq!(vireo(&u, &["domstate", "tcon"]).ok(), "running\n\n");
+    vireo(&u, &["destroy", "tcon"]).ok();
 }
 
 #[test]
