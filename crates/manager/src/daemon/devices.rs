@@ -174,7 +174,8 @@ async fn commit_live(
         return Err(not_running(&s.held.name));
     };
     record.xml = domain.to_xml();
-    let disks = disk_paths(&domain);
+    let domain = Arc::new(domain);
+    let disks = disk_paths(&domain).await;
     let (store_d, name, saved) = (d.clone(), s.held.name.clone(), record.clone());
     tokio::task::spawn_blocking(move || store_d.store.save_record(&name, &saved))
         .await?
@@ -186,7 +187,7 @@ async fn commit_live(
             .as_mut()
             .filter(|l| l.generation == live.generation)
         {
-            l.domain = Arc::new(domain);
+            l.domain = domain;
             l.record = record;
             l.disks = disks;
         }
@@ -231,7 +232,7 @@ pub(crate) async fn attach(
                 let Some(disk) = new.devices.disks.last().cloned() else {
                     return Err(Failure::internal("the new disk is missing"));
                 };
-                let paths = disk_paths(&new);
+                let paths = disk_paths(&Arc::new(new.clone())).await;
                 let mine = paths.last().cloned().into_iter().collect::<Vec<_>>();
                 if let Some((other, path)) = d.registry.lock().disk_conflict(&s.held.name, &mine) {
                     return Err(Failure::conflict(format!(

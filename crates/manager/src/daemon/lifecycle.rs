@@ -120,7 +120,7 @@ async fn prepare_and_start(
         .driver(driver_name)
         .ok_or_else(|| missing_driver(name, driver_name))?;
     check_memory(name, &domain)?;
-    let disks = disk_paths(&domain);
+    let disks = disk_paths(&domain).await;
 
     let id = {
         let mut table = d.registry.lock();
