@@ -108,6 +108,16 @@ fn with_device(domain: &Domain, family: Family, xml: &str) -> Result<Domain, Fai
     Ok(new)
 }
 
+/// [`with_device`] off the async thread (the whole definition is parsed).
+async fn parse_with_device(
+    domain: &Arc<Domain>,
+    family: Family,
+    xml: &str,
+) -> Result<Domain, Failure> {
+    let (domain, xml) = (domain.clone(), xml.to_string());
+    tokio::task::spawn_blocking(move || with_device(&domain, family, &xml)).await?
+}
+
 /// Which of live and config a request changes: virsh's rule, where
 /// neither means the running domain if it runs, else its definition.
 fn targets(live: bool, config: bool, active: bool) -> (bool, bool) {
@@ -218,11 +228,11 @@ pub(crate) async fn attach(
     let (s, do_live, do_config) = subject(d, key, req.live, req.config).await?;
     // Both new definitions are checked before anything changes.
     let new_live = match (&s.live, do_live) {
-        (Some(l), true) => Some(with_device(&l.domain, family, &req.xml)?),
+        (Some(l), true) => Some(parse_with_device(&l.domain, family, &req.xml).await?),
         _ => None,
     };
     let new_config = match (&s.config, do_config) {
-        (Some(c), true) => Some(with_device(c, family, &req.xml)?),
+        (Some(c), true) => Some(parse_with_device(c, family, &req.xml).await?),
         _ => None,
     };
     if let (Some(new), Some(live)) = (new_live, &s.live) {
