@@ -24,6 +24,11 @@ use crate::driver::{ExitReason, Instance, RunRecord, StartContext};
 /// driver said it is gone.
 const EXIT_RECORD_WAIT: Duration = Duration::from_secs(30);
 
+/// A domain whose run lasted less than this starts again only after this
+/// long, so that a guest that powers off at once with
+/// `on_poweroff='restart'` cannot spin the daemon.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Stack of a waiter thread: it only blocks in `wait_exit`.
 const WAITER_STACK: usize = 256 * 1024;
 
@@ -231,6 +236,7 @@ pub(crate) fn activate(
             run_dir,
             disks,
             exited: rx,
+            since: std::time::Instant::now(),
         });
         generation
     };
@@ -391,7 +397,7 @@ async fn on_exit(
         tracing::error!("domain '{name}': cannot remove its run record: {e}");
     }
 
-    let (plan, restart_with) = {
+    let (plan, restart_with, delay) = {
         let mut table = d.registry.lock();
         let Some(entry) = table.get_mut(&name, uuid) else {
             return;
@@ -422,7 +428,12 @@ async fn on_exit(
         if transient && plan.restart.is_none() {
             table.domains.remove(&name);
         }
-        (plan, restart_with)
+        let delay = if live.since.elapsed() < RESTART_BACKOFF {
+            RESTART_BACKOFF
+        } else {
+            Duration::ZERO
+        };
+        (plan, restart_with, delay)
     };
     let _ = exited.send(true);
     tracing::info!(
@@ -434,7 +445,7 @@ async fn on_exit(
         d.events.emit(&name, uuid, *kind, detail);
     }
     if let Some(keep_id) = plan.restart {
-        tokio::spawn(restart(d, name, uuid, restart_with, keep_id));
+        tokio::spawn(restart(d, name, uuid, restart_with, keep_id, delay));
     }
 }
 
@@ -445,7 +456,9 @@ async fn restart(
     uuid: Uuid,
     domain: Option<Arc<Domain>>,
     id: Option<u32>,
+    delay: Duration,
 ) {
+    tokio::time::sleep(delay).await;
     let ops = {
         let table = d.registry.lock();
         match table.domains.get(&name).filter(|e| e.uuid == uuid) {
@@ -454,6 +467,15 @@ async fn restart(
         }
     };
     let _op = ops.lock().await;
+    // Started by a client meanwhile: that start stands.
+    let running = d
+        .registry
+        .lock()
+        .get_mut(&name, uuid)
+        .is_some_and(|e| e.live.is_some());
+    if running {
+        return;
+    }
     if let Err(e) = start_locked(&d, &name, uuid, domain, false, id).await {
         tracing::warn!(
             "domain '{name}' was to start again but did not: {}",

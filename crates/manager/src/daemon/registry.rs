@@ -36,6 +36,8 @@ pub(crate) struct Live {
     pub disks: Vec<(PathBuf, bool)>,
     /// Turns true once the VMM has ended and the table says so.
     pub exited: watch::Receiver<bool>,
+    /// When it started (or was re-adopted).
+    pub since: std::time::Instant,
 }
 
 /// One domain.
