@@ -156,18 +156,18 @@ async fn prepare_and_start(
     };
     let (start_d, start_name, start_domain) = (d.clone(), name.to_string(), domain.clone());
     let instance = tokio::task::spawn_blocking(move || -> Result<Box<dyn Instance>, Failure> {
+        driver.validate(&start_domain)?;
         make_run_dir(&start_d.run_root, &ctx.run_dir)?;
-        start_d
+        let started = start_d
             .store
             .save_marker(&start_name, &marker)
-            .map_err(Failure::storage)?;
-        driver.validate(&start_domain)?;
-        let started = driver.start(&start_domain, id, &ctx);
+            .map_err(Failure::storage)
+            .and_then(|()| Ok(driver.start(&start_domain, id, &ctx)?));
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&ctx.run_dir);
             let _ = start_d.store.remove_marker(&start_name);
         }
-        Ok(started?)
+        started
     })
     .await??;
     let instance: Arc<dyn Instance> = Arc::from(instance);
@@ -194,9 +194,28 @@ async fn prepare_and_start(
     } else {
         (DomainState::Running, StateReason::Booted)
     };
-    activate(
-        d, name, uuid, domain, record, instance, run_dir, disks, state, reason,
-    )?;
+    let activated = activate(
+        d,
+        name,
+        uuid,
+        domain,
+        record,
+        instance.clone(),
+        run_dir.clone(),
+        disks,
+        state,
+        reason,
+    );
+    if let Err(e) = activated {
+        let (store_d, n) = (d.clone(), name.to_string());
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = instance.destroy(false);
+            let _ = store_d.store.remove_record(&n);
+            let _ = std::fs::remove_dir_all(&run_dir);
+        })
+        .await;
+        return Err(e);
+    }
     d.events.emit(name, uuid, EventKind::Started, "Booted");
     if paused {
         d.events.emit(name, uuid, EventKind::Suspended, "Paused");
@@ -251,8 +270,13 @@ pub(crate) fn activate(
             runtime.spawn(on_exit(waiter_d, waiter_name, uuid, generation, reason, tx));
         });
     if let Err(e) = spawned {
-        // The domain runs but its end would go unseen; say so loudly.
-        tracing::error!("cannot watch domain '{name}': {e}");
+        // Its end would go unseen: the caller ends it instead.
+        if let Some(entry) = d.registry.lock().get_mut(name, uuid) {
+            entry.live = None;
+        }
+        return Err(Failure::internal(format!(
+            "cannot watch the VMM of domain '{name}': {e}"
+        )));
     }
     Ok(())
 }
