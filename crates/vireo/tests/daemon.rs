@@ -698,3 +698,56 @@ fn guest_reset_honours_on_reboot_and_a_failed_start_is_failed() {
     assert!(!d.state.join("run/broken.json").exists());
     assert!(!d.state.join("run/broken.starting").exists());
 }
+
+#[test]
+fn on_poweroff_restart_is_honoured_and_paced() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    // exit.elf powers off at once: each power-off starts it again, but no
+    // faster than once a second.
+    d.define(&domain_xml(
+        "loop",
+        "exit",
+        "<on_poweroff>restart</on_poweroff>",
+    ));
+    let mut events = Events::open(&d.socket, Some("loop"));
+    d.ok("POST", "/domains/loop/start", None);
+    let watch = Instant::now();
+    let mut starts = 0;
+    while watch.elapsed() < Duration::from_millis(2500) {
+        if let Some(e) = events.next(Duration::from_millis(100)) {
+            if e["event"] == "started" {
+                starts += 1;
+            }
+        }
+    }
+    assert!((2..=4).contains(&starts), "{starts} starts in 2.5 s");
+    // A restart takes up a changed definition: with on_poweroff=destroy
+    // the next power-off is the last.
+    let uuid = d.ok("GET", "/domains/loop", None)["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.define(&domain_xml(
+        "loop",
+        "exit",
+        &format!("<uuid>{uuid}</uuid><on_poweroff>destroy</on_poweroff>"),
+    ));
+    // Events until a quiet second and a half: the last is the final stop.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut last = Value::Null;
+    while let Some(e) = events.next(Duration::from_millis(1500)) {
+        last = e;
+        assert!(Instant::now() < deadline, "it kept restarting");
+    }
+    assert_eq!(
+        (&last["event"], &last["detail"]),
+        (&json!("stopped"), &json!("Shutdown"))
+    );
+    assert_eq!(d.state("loop"), ("shut_off".into(), "shutdown".into()));
+    assert!(d.vmm_pids().is_empty());
+}

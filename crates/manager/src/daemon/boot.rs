@@ -12,13 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use virtxml::Domain;
 
 use super::lifecycle::{activate, start};
-use super::registry::{disk_paths, Entry};
+use super::registry::{resolve_disk_paths, Entry};
 use super::Daemon;
 use crate::api::{DomainState, EventKind, StateReason};
 use crate::driver::{Instance, RunRecord, RuntimeState, StartContext};
@@ -145,7 +145,9 @@ fn mark_stopped(d: &Daemon, name: &str, reason: StateReason, detail: &str) {
 
 /// What re-adoption found.
 enum Adopted {
-    Alive(Box<dyn Instance>, RuntimeState),
+    /// Alive: the instance, its vCPUs' state and its disks (resolved
+    /// here, off the async thread).
+    Alive(Box<dyn Instance>, RuntimeState, Vec<(PathBuf, bool)>),
     Gone,
 }
 
@@ -168,7 +170,10 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
         match driver.adopt(&adopt_record, &adopt_ctx) {
             Ok(Some(instance)) => {
                 let state = instance.state().unwrap_or(RuntimeState::Running);
-                Ok(Adopted::Alive(instance, state))
+                let disks = Domain::parse(&adopt_record.xml)
+                    .map(|p| resolve_disk_paths(&p.domain))
+                    .unwrap_or_default();
+                Ok(Adopted::Alive(instance, state, disks))
             }
             Ok(None) => Ok(Adopted::Gone),
             Err(e) => Err(e.to_string()),
@@ -190,10 +195,10 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
         }
     };
     match found {
-        Adopted::Alive(instance, runtime_state) => {
+        Adopted::Alive(instance, runtime_state, disks) => {
             let instance: Arc<dyn Instance> = Arc::from(instance);
-            if let Err(why) = adopt_alive(&d, &name, &record, &ctx, instance.clone(), runtime_state)
-            {
+            let alive = (instance.clone(), runtime_state, disks);
+            if let Err(why) = adopt_alive(&d, &name, &record, &ctx, alive) {
                 tracing::error!("domain '{name}': {why}; its VMM is destroyed");
                 let _ = tokio::task::spawn_blocking(move || instance.destroy(false)).await;
                 forget_record(&d, &name, &ctx).await;
@@ -217,8 +222,7 @@ fn adopt_alive(
     name: &str,
     record: &RunRecord,
     ctx: &StartContext,
-    instance: Arc<dyn Instance>,
-    runtime_state: RuntimeState,
+    (instance, runtime_state, disks): (Arc<dyn Instance>, RuntimeState, Vec<(PathBuf, bool)>),
 ) -> Result<(), String> {
     let live = match Domain::parse(&record.xml) {
         Ok(p) => Arc::new(p.domain),
@@ -250,7 +254,6 @@ fn adopt_alive(
         RuntimeState::Paused => (DomainState::Paused, StateReason::Unknown),
     };
     let uuid = live.uuid;
-    let disks = disk_paths(&live);
     tracing::info!(
         "re-adopted domain '{name}' (id {}, pid {})",
         record.id,

@@ -108,6 +108,16 @@ fn with_device(domain: &Domain, family: Family, xml: &str) -> Result<Domain, Fai
     Ok(new)
 }
 
+/// [`with_device`] off the async thread (the whole definition is parsed).
+async fn parse_with_device(
+    domain: &Arc<Domain>,
+    family: Family,
+    xml: &str,
+) -> Result<Domain, Failure> {
+    let (domain, xml) = (domain.clone(), xml.to_string());
+    tokio::task::spawn_blocking(move || with_device(&domain, family, &xml)).await?
+}
+
 /// Which of live and config a request changes: virsh's rule, where
 /// neither means the running domain if it runs, else its definition.
 fn targets(live: bool, config: bool, active: bool) -> (bool, bool) {
@@ -174,7 +184,8 @@ async fn commit_live(
         return Err(not_running(&s.held.name));
     };
     record.xml = domain.to_xml();
-    let disks = disk_paths(&domain);
+    let domain = Arc::new(domain);
+    let disks = disk_paths(&domain).await;
     let (store_d, name, saved) = (d.clone(), s.held.name.clone(), record.clone());
     tokio::task::spawn_blocking(move || store_d.store.save_record(&name, &saved))
         .await?
@@ -186,7 +197,7 @@ async fn commit_live(
             .as_mut()
             .filter(|l| l.generation == live.generation)
         {
-            l.domain = Arc::new(domain);
+            l.domain = domain;
             l.record = record;
             l.disks = disks;
         }
@@ -217,11 +228,11 @@ pub(crate) async fn attach(
     let (s, do_live, do_config) = subject(d, key, req.live, req.config).await?;
     // Both new definitions are checked before anything changes.
     let new_live = match (&s.live, do_live) {
-        (Some(l), true) => Some(with_device(&l.domain, family, &req.xml)?),
+        (Some(l), true) => Some(parse_with_device(&l.domain, family, &req.xml).await?),
         _ => None,
     };
     let new_config = match (&s.config, do_config) {
-        (Some(c), true) => Some(with_device(c, family, &req.xml)?),
+        (Some(c), true) => Some(parse_with_device(c, family, &req.xml).await?),
         _ => None,
     };
     if let (Some(new), Some(live)) = (new_live, &s.live) {
@@ -231,7 +242,7 @@ pub(crate) async fn attach(
                 let Some(disk) = new.devices.disks.last().cloned() else {
                     return Err(Failure::internal("the new disk is missing"));
                 };
-                let paths = disk_paths(&new);
+                let paths = disk_paths(&Arc::new(new.clone())).await;
                 let mine = paths.last().cloned().into_iter().collect::<Vec<_>>();
                 if let Some((other, path)) = d.registry.lock().disk_conflict(&s.held.name, &mine) {
                     return Err(Failure::conflict(format!(

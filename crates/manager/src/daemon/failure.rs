@@ -19,10 +19,16 @@ impl Failure {
     fn new(status: StatusCode, message: impl Into<String>) -> Failure {
         let message: String = message.into();
         // One line, whatever a driver or the OS said.
-        let message = message
+        let lines: Vec<&str> = message
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
+            .collect();
+        let last = lines.len().saturating_sub(1);
+        let message = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| if i < last { l.trim_end_matches(':') } else { l })
             .collect::<Vec<_>>()
             .join(": ");
         Failure { status, message }
@@ -140,3 +146,37 @@ pub(crate) fn parse_optional_body<T: serde::de::DeserializeOwned + Default>(
 
 /// The result type of every handler.
 pub(crate) type Answer = Result<Response, Failure>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_is_one_line_with_its_status() {
+        let f = Failure::driver("the VMM said:\n  first\n\n  second\n");
+        assert_eq!(f.message, "the VMM said: first: second");
+        assert_eq!(Failure::conflict("one").message, "one");
+        assert_eq!(f.status, StatusCode::BAD_GATEWAY);
+        let cases = [
+            (DriverError::Unsupported("u".into()), 422),
+            (DriverError::Conflict("c".into()), 409),
+            (DriverError::Failed("f".into()), 502),
+        ];
+        for (e, status) in cases {
+            assert_eq!(Failure::from(e).status.as_u16(), status);
+        }
+        assert_eq!(
+            Failure::forbidden().message,
+            "operation forbidden: read only access"
+        );
+    }
+
+    #[test]
+    fn bodies() {
+        let empty: crate::api::StartRequest = parse_optional_body(b" \n").unwrap();
+        assert!(!empty.paused);
+        let e = parse_optional_body::<crate::api::StartRequest>(b"{\"x\":1}").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(parse_body::<crate::api::DefineRequest>(b"").is_err());
+    }
+}

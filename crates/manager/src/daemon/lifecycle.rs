@@ -24,6 +24,11 @@ use crate::driver::{ExitReason, Instance, RunRecord, StartContext};
 /// driver said it is gone.
 const EXIT_RECORD_WAIT: Duration = Duration::from_secs(30);
 
+/// A domain whose run lasted less than this starts again only after this
+/// long, so that a guest that powers off at once with
+/// `on_poweroff='restart'` cannot spin the daemon.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Stack of a waiter thread: it only blocks in `wait_exit`.
 const WAITER_STACK: usize = 256 * 1024;
 
@@ -120,7 +125,7 @@ async fn prepare_and_start(
         .driver(driver_name)
         .ok_or_else(|| missing_driver(name, driver_name))?;
     check_memory(name, &domain)?;
-    let disks = disk_paths(&domain);
+    let disks = disk_paths(&domain).await;
 
     let id = {
         let mut table = d.registry.lock();
@@ -151,18 +156,18 @@ async fn prepare_and_start(
     };
     let (start_d, start_name, start_domain) = (d.clone(), name.to_string(), domain.clone());
     let instance = tokio::task::spawn_blocking(move || -> Result<Box<dyn Instance>, Failure> {
+        driver.validate(&start_domain)?;
         make_run_dir(&start_d.run_root, &ctx.run_dir)?;
-        start_d
+        let started = start_d
             .store
             .save_marker(&start_name, &marker)
-            .map_err(Failure::storage)?;
-        driver.validate(&start_domain)?;
-        let started = driver.start(&start_domain, id, &ctx);
+            .map_err(Failure::storage)
+            .and_then(|()| Ok(driver.start(&start_domain, id, &ctx)?));
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&ctx.run_dir);
             let _ = start_d.store.remove_marker(&start_name);
         }
-        Ok(started?)
+        started
     })
     .await??;
     let instance: Arc<dyn Instance> = Arc::from(instance);
@@ -189,9 +194,28 @@ async fn prepare_and_start(
     } else {
         (DomainState::Running, StateReason::Booted)
     };
-    activate(
-        d, name, uuid, domain, record, instance, run_dir, disks, state, reason,
-    )?;
+    let activated = activate(
+        d,
+        name,
+        uuid,
+        domain,
+        record,
+        instance.clone(),
+        run_dir.clone(),
+        disks,
+        state,
+        reason,
+    );
+    if let Err(e) = activated {
+        let (store_d, n) = (d.clone(), name.to_string());
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = instance.destroy(false);
+            let _ = store_d.store.remove_record(&n);
+            let _ = std::fs::remove_dir_all(&run_dir);
+        })
+        .await;
+        return Err(e);
+    }
     d.events.emit(name, uuid, EventKind::Started, "Booted");
     if paused {
         d.events.emit(name, uuid, EventKind::Suspended, "Paused");
@@ -231,6 +255,7 @@ pub(crate) fn activate(
             run_dir,
             disks,
             exited: rx,
+            since: std::time::Instant::now(),
         });
         generation
     };
@@ -245,8 +270,13 @@ pub(crate) fn activate(
             runtime.spawn(on_exit(waiter_d, waiter_name, uuid, generation, reason, tx));
         });
     if let Err(e) = spawned {
-        // The domain runs but its end would go unseen; say so loudly.
-        tracing::error!("cannot watch domain '{name}': {e}");
+        // Its end would go unseen: the caller ends it instead.
+        if let Some(entry) = d.registry.lock().get_mut(name, uuid) {
+            entry.live = None;
+        }
+        return Err(Failure::internal(format!(
+            "cannot watch the VMM of domain '{name}': {e}"
+        )));
     }
     Ok(())
 }
@@ -391,7 +421,7 @@ async fn on_exit(
         tracing::error!("domain '{name}': cannot remove its run record: {e}");
     }
 
-    let (plan, restart_with) = {
+    let (plan, restart_with, delay) = {
         let mut table = d.registry.lock();
         let Some(entry) = table.get_mut(&name, uuid) else {
             return;
@@ -422,7 +452,12 @@ async fn on_exit(
         if transient && plan.restart.is_none() {
             table.domains.remove(&name);
         }
-        (plan, restart_with)
+        let delay = if live.since.elapsed() < RESTART_BACKOFF {
+            RESTART_BACKOFF
+        } else {
+            Duration::ZERO
+        };
+        (plan, restart_with, delay)
     };
     let _ = exited.send(true);
     tracing::info!(
@@ -434,7 +469,7 @@ async fn on_exit(
         d.events.emit(&name, uuid, *kind, detail);
     }
     if let Some(keep_id) = plan.restart {
-        tokio::spawn(restart(d, name, uuid, restart_with, keep_id));
+        tokio::spawn(restart(d, name, uuid, restart_with, keep_id, delay));
     }
 }
 
@@ -445,7 +480,9 @@ async fn restart(
     uuid: Uuid,
     domain: Option<Arc<Domain>>,
     id: Option<u32>,
+    delay: Duration,
 ) {
+    tokio::time::sleep(delay).await;
     let ops = {
         let table = d.registry.lock();
         match table.domains.get(&name).filter(|e| e.uuid == uuid) {
@@ -454,6 +491,15 @@ async fn restart(
         }
     };
     let _op = ops.lock().await;
+    // Started by a client meanwhile: that start stands.
+    let running = d
+        .registry
+        .lock()
+        .get_mut(&name, uuid)
+        .is_some_and(|e| e.live.is_some());
+    if running {
+        return;
+    }
     if let Err(e) = start_locked(&d, &name, uuid, domain, false, id).await {
         tracing::warn!(
             "domain '{name}' was to start again but did not: {}",

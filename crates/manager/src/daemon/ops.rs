@@ -68,28 +68,35 @@ fn update_live(d: &Daemon, held: &Held, generation: u64, f: impl FnOnce(&mut Ent
     }
 }
 
-/// Parses a definition and checks it against the drivers and the host.
-fn parse_definition(d: &Daemon, xml: &str) -> Result<(Domain, Vec<String>), Failure> {
-    let parsed = Domain::parse(xml).map_err(|e| Failure::unprocessable(e.to_string()))?;
-    let domain = parsed.domain;
-    check_memory(&domain.name, &domain)?;
-    let driver = driver_name(domain.driver);
-    let driver = d.driver(driver).ok_or_else(|| {
-        Failure::unprocessable(format!(
-            "domain '{}' selects the {driver} driver, which this daemon does not run",
-            domain.name
+/// Parses a definition and checks it against the drivers and the host,
+/// off the async thread (a document may be a megabyte; driver calls are
+/// blocking by contract).
+async fn parse_definition(d: &Daemon, xml: &str) -> Result<(Domain, Vec<String>), Failure> {
+    let drivers = d.drivers.clone();
+    let xml = xml.to_string();
+    tokio::task::spawn_blocking(move || {
+        let parsed = Domain::parse(&xml).map_err(|e| Failure::unprocessable(e.to_string()))?;
+        let domain = parsed.domain;
+        check_memory(&domain.name, &domain)?;
+        let wanted = driver_name(domain.driver);
+        let driver = drivers.iter().find(|d| d.name() == wanted).ok_or_else(|| {
+            Failure::unprocessable(format!(
+                "domain '{}' selects the {wanted} driver, which this daemon does not run",
+                domain.name
+            ))
+        })?;
+        driver.validate(&domain)?;
+        Ok((
+            domain,
+            parsed.warnings.iter().map(|w| w.to_string()).collect(),
         ))
-    })?;
-    driver.validate(&domain)?;
-    Ok((
-        domain,
-        parsed.warnings.iter().map(|w| w.to_string()).collect(),
-    ))
+    })
+    .await?
 }
 
 /// `POST /domains`.
 pub(crate) async fn define(d: &Arc<Daemon>, xml: &str) -> Result<DefineResponse, Failure> {
-    let (domain, warnings) = parse_definition(d, xml)?;
+    let (domain, warnings) = parse_definition(d, xml).await?;
     let name = domain.name.clone();
     let uuid = domain.uuid;
     let _ns = d.namespace.lock().await;
@@ -173,7 +180,7 @@ pub(crate) async fn create(
     xml: &str,
     paused: bool,
 ) -> Result<DefineResponse, Failure> {
-    let (domain, warnings) = parse_definition(d, xml)?;
+    let (domain, warnings) = parse_definition(d, xml).await?;
     let name = domain.name.clone();
     let uuid = domain.uuid;
     let ns = d.namespace.lock().await;

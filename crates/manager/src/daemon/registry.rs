@@ -36,6 +36,8 @@ pub(crate) struct Live {
     pub disks: Vec<(PathBuf, bool)>,
     /// Turns true once the VMM has ended and the table says so.
     pub exited: watch::Receiver<bool>,
+    /// When it started (or was re-adopted).
+    pub since: std::time::Instant,
 }
 
 /// One domain.
@@ -269,8 +271,17 @@ pub(crate) fn no_domain(key: &str) -> Failure {
 }
 
 /// The disks of `domain`, canonical where they exist, with whether each
-/// is read-only.
-pub(crate) fn disk_paths(domain: &Domain) -> Vec<(PathBuf, bool)> {
+/// is read-only. Off the async thread: resolving a path on a stuck
+/// network mount must not stall the daemon.
+pub(crate) async fn disk_paths(domain: &Arc<Domain>) -> Vec<(PathBuf, bool)> {
+    let domain = domain.clone();
+    tokio::task::spawn_blocking(move || resolve_disk_paths(&domain))
+        .await
+        .unwrap_or_default()
+}
+
+/// [`disk_paths`], blocking.
+pub(crate) fn resolve_disk_paths(domain: &Domain) -> Vec<(PathBuf, bool)> {
     domain
         .devices
         .disks

@@ -83,10 +83,14 @@ fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, Daem
 
 /// The gid of group `vireo`, if the host has one.
 fn vireo_group() -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/group").ok()?;
+    group_id(&std::fs::read_to_string("/etc/group").ok()?, "vireo")
+}
+
+/// The gid of group `name` in `/etc/group`'s text.
+fn group_id(text: &str, name: &str) -> Option<u32> {
     text.lines().find_map(|l| {
         let mut fields = l.split(':');
-        (fields.next()? == "vireo").then_some(())?;
+        (fields.next()? == name).then_some(())?;
         fields.nth(1)?.parse().ok()
     })
 }
@@ -259,6 +263,37 @@ async fn as_json_error(response: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_lookup() {
+        let text = "root:x:0:\nvireo-admins:x:5:\nvireo:x:998:alice,bob\nbad:x:zz:\n";
+        assert_eq!(group_id(text, "vireo"), Some(998));
+        assert_eq!(group_id(text, "root"), Some(0));
+        assert_eq!(group_id(text, "bad"), None);
+        assert_eq!(group_id(text, "nobody"), None);
+    }
+
+    #[test]
+    fn sockets_get_their_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let main = dir.path().join("sub/v.sock");
+        let ro = crate::api::read_only_socket(&main);
+        assert_eq!(ro, dir.path().join("sub/v-ro.sock"));
+        let default = crate::api::read_only_socket(Path::new(crate::api::DEFAULT_SOCKET));
+        assert_eq!(default, Path::new("/run/vireo/vireo-ro.sock"));
+        let bare = crate::api::read_only_socket(Path::new("/x/control"));
+        assert_eq!(bare, Path::new("/x/control-ro"));
+        let _l = listen(&main, &ro).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&main), 0o660);
+        assert_eq!(mode(&ro), 0o666);
+    }
 
     #[test]
     fn read_only_rule() {
