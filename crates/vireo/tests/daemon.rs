@@ -564,7 +564,7 @@ fn racing_start_and_destroy_end_consistent() {
         // Meanwhile `list` answers at once.
         let t = Instant::now();
         d.ok("GET", "/domains?filter=all", None);
-        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(t.elapsed() < Duration::from_secs(2));
         let (state, _) = d.state("race");
         let vmms = d.vmm_pids();
         match state.as_str() {
@@ -649,7 +649,8 @@ fn a_stuck_vmm_never_blocks_list() {
         let t = Instant::now();
         d.ok("GET", path, None);
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            // The suspend waits up to the driver's 10 s; a read must not.
+            t.elapsed() < Duration::from_secs(2),
             "{path} took {:?} behind a stuck VMM",
             t.elapsed()
         );
