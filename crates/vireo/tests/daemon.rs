@@ -655,6 +655,7 @@ fn a_stuck_vmm_never_blocks_list() {
             t.elapsed()
         );
     }
+    assert!(!suspend.is_finished(), "the suspend was waiting on the VMM");
     // SAFETY: as above.
     unsafe { libc::kill(pid_t, libc::SIGCONT) };
     let answer = suspend.join().unwrap();
