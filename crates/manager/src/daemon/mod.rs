@@ -12,6 +12,8 @@
 //! records (see [`boot`]).
 
 mod boot;
+#[cfg(test)]
+mod boot_tests;
 mod console;
 mod devices;
 mod drivers;
