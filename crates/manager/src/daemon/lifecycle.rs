@@ -256,6 +256,7 @@ pub(crate) fn activate(
             disks,
             exited: rx,
             since: std::time::Instant::now(),
+            ended: Arc::default(),
         });
         generation
     };
@@ -402,7 +403,10 @@ async fn on_exit(
             .and_then(|e| e.live.as_ref())
             .filter(|l| l.generation == generation);
         match live {
-            Some(live) => live.run_dir.clone(),
+            Some(live) => {
+                live.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                live.run_dir.clone()
+            }
             None => return,
         }
     };
