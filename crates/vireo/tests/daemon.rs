@@ -3,6 +3,7 @@
 
 mod daemon_harness;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use daemon_harness::{domain_xml, have_kvm, http, Daemon, Events};
@@ -358,6 +359,39 @@ fn autostart_and_readoption_across_daemon_restarts() {
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("another vireo daemon"), "{err}");
+    // Nor does one with the same socket and another state directory, or
+    // the same state directory and another socket.
+    let fourth = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .args(["daemon", "--state-dir"])
+        .arg(dir.path().join("state2"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&fourth.stderr),
+        format!(
+            "vireo: another vireo daemon already serves {}\n",
+            d.socket.display()
+        )
+    );
+    let other_socket = dir.path().join("other.sock");
+    let third = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .args(["daemon", "--state-dir"])
+        .arg(&d.state)
+        .arg("--socket")
+        .arg(&other_socket)
+        .output()
+        .unwrap();
+    assert!(!third.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&third.stderr),
+        format!(
+            "vireo: another vireo daemon uses the state directory {}\n",
+            d.state.display()
+        )
+    );
+    assert!(!other_socket.exists());
     d.kill9();
     assert!(d.socket.exists());
     d.spawn();

@@ -123,9 +123,19 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         path: config.state_dir.clone(),
         source,
     };
-    let store = store::Store::open(&config.state_dir).map_err(state_err)?;
-    // Held (and the lock with it) until the process exits.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .map_err(state_err)?;
+    }
+    // Held (and the lock with it) until the process exits. Taken before
+    // the store is opened: opening removes temporary files, which must
+    // never be another daemon's writes in progress.
     let _lock = lock_state_dir(&config.state_dir)?;
+    let store = store::Store::open(&config.state_dir).map_err(state_err)?;
     server::check_not_served(&config.socket)?;
     let ro_socket = crate::api::read_only_socket(&config.socket);
     server::check_not_served(&ro_socket)?;
