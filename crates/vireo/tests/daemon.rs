@@ -787,3 +787,33 @@ fn on_poweroff_restart_is_honoured_and_paced() {
     assert_eq!(d.state("loop"), ("shut_off".into(), "shutdown".into()));
     assert!(d.vmm_pids().is_empty());
 }
+
+#[test]
+fn a_client_that_hangs_up_mid_start_leaves_a_consistent_domain() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    d.define(&domain_xml("hangup", "idle", ""));
+    for round in 0..5 {
+        {
+            use std::io::Write;
+            let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+            s.write_all(
+                b"POST /domains/hangup/start HTTP/1.1\r\nHost: v\r\nContent-Length: 0\r\n\r\n",
+            )
+            .unwrap();
+            // Gone before the answer.
+        }
+        let (state, _) = d.wait_state("hangup", "running", Duration::from_secs(10));
+        assert_eq!(state, "running", "round {round}");
+        let pid = d.ok("GET", "/domains/hangup", None)["pid"].clone();
+        assert_eq!(d.vmm_pids().len(), 1, "round {round}");
+        assert_eq!(u64::from(d.vmm_pids()[0]), pid.as_u64().unwrap());
+        assert!(d.state.join("run/hangup.json").exists());
+        d.ok("POST", "/domains/hangup/destroy", None);
+        assert!(d.vmm_pids().is_empty());
+    }
+}
