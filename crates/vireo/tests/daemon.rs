@@ -817,3 +817,35 @@ fn a_client_that_hangs_up_mid_start_leaves_a_consistent_domain() {
         assert!(d.vmm_pids().is_empty());
     }
 }
+
+#[test]
+fn sigterm_lets_a_start_in_progress_finish() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path());
+    d.define(&domain_xml("late", "idle", ""));
+    let socket = d.socket.clone();
+    let start = std::thread::spawn(move || {
+        daemon_harness::try_http(&socket, "POST", "/domains/late/start", None)
+    });
+    // Let the request reach the daemon, then stop it.
+    std::thread::sleep(Duration::from_millis(2));
+    d.terminate();
+    let answer = start.join().unwrap();
+    d.spawn();
+    let (state, _) = d.state("late");
+    // Either the start got in and finished (and its VMM was re-adopted),
+    // or it never began: never a VMM without its domain running.
+    eprintln!("start during SIGTERM: {answer:?}");
+    match answer {
+        Ok(a) if a.status == 200 => assert_eq!(state, "running", "{a:?}"),
+        other => assert_eq!(state, "shut_off", "{other:?}"),
+    }
+    assert_eq!(d.vmm_pids().len(), usize::from(state == "running"));
+    if state == "running" {
+        d.ok("POST", "/domains/late/destroy", None);
+    }
+}

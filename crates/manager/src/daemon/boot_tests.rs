@@ -55,6 +55,7 @@ fn daemon(dir: &Path, rt: &tokio::runtime::Runtime) -> Arc<Daemon> {
         namespace: tokio::sync::Mutex::new(()),
         runtime: rt.handle().clone(),
         console_sessions: AtomicU64::new(0),
+        changes: Arc::default(),
     })
 }
 

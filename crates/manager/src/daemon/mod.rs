@@ -100,6 +100,9 @@ pub(crate) struct Daemon {
     pub runtime: tokio::runtime::Handle,
     /// Numbers console sessions.
     pub console_sessions: AtomicU64,
+    /// Every change in progress holds a read share; a stopping daemon
+    /// takes it for writing, so that it waits for them (bounded).
+    pub changes: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Daemon {
@@ -155,6 +158,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         namespace: tokio::sync::Mutex::new(()),
         runtime: runtime.handle().clone(),
         console_sessions: AtomicU64::new(0),
+        changes: Arc::default(),
     });
     let result = runtime.block_on(async {
         boot::load(&daemon).await.map_err(state_err)?;

@@ -98,10 +98,18 @@ async fn no_method(method: Method, uri: axum::http::Uri) -> Failure {
 /// Runs a change to its end in a task of its own: a client that hangs up
 /// mid-request drops the handler, and a start cut off between the driver
 /// and the record (or a destroy before its end is recorded) must not be.
+/// Each holds a share of [`Daemon::changes`], which a stopping daemon
+/// waits for.
 async fn detached<T: Send + 'static>(
+    changes: Arc<tokio::sync::RwLock<()>>,
     change: impl std::future::Future<Output = Result<T, Failure>> + Send + 'static,
 ) -> Result<T, Failure> {
-    tokio::spawn(change).await?
+    let share = changes.read_owned().await;
+    tokio::spawn(async move {
+        let _share = share;
+        change.await
+    })
+    .await?
 }
 
 fn dom(p: Dom) -> Result<String, Failure> {
@@ -164,15 +172,15 @@ async fn list(State(d): D, q: Result<Query<ListQuery>, QueryRejection>) -> Answe
 
 async fn define(State(d): D, body: Bytes) -> Answer {
     let req: DefineRequest = parse_body(&body)?;
-    Ok(ok(&detached(
-        async move { ops::define(&d, &req.xml).await },
-    )
+    Ok(ok(&detached(d.changes.clone(), async move {
+        ops::define(&d, &req.xml).await
+    })
     .await?))
 }
 
 async fn create(State(d): D, body: Bytes) -> Answer {
     let req: CreateRequest = parse_body(&body)?;
-    Ok(ok(&detached(async move {
+    Ok(ok(&detached(d.changes.clone(), async move {
         ops::create(&d, &req.xml, req.paused).await
     })
     .await?))
@@ -228,7 +236,11 @@ async fn info(State(d): D, p: Dom) -> Answer {
 
 async fn undefine(State(d): D, p: Dom) -> Answer {
     let key = dom(p)?;
-    detached(async move { ops::undefine(&d, &key).await }).await?;
+    detached(
+        d.changes.clone(),
+        async move { ops::undefine(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
@@ -272,7 +284,7 @@ async fn state(State(d): D, p: Dom) -> Answer {
 async fn start(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: StartRequest = parse_optional_body(&body)?;
-    Ok(ok(&detached(async move {
+    Ok(ok(&detached(d.changes.clone(), async move {
         lifecycle::start(&d, &key, req.paused).await
     })
     .await?))
@@ -280,45 +292,67 @@ async fn start(State(d): D, p: Dom, body: Bytes) -> Answer {
 
 async fn shutdown(State(d): D, p: Dom) -> Answer {
     let key = dom(p)?;
-    detached(async move { ops::shutdown(&d, &key).await }).await?;
+    detached(
+        d.changes.clone(),
+        async move { ops::shutdown(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
 async fn destroy(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: DestroyRequest = parse_optional_body(&body)?;
-    detached(async move { lifecycle::destroy(&d, &key, req.graceful).await }).await?;
+    detached(d.changes.clone(), async move {
+        lifecycle::destroy(&d, &key, req.graceful).await
+    })
+    .await?;
     Ok(no_content())
 }
 
 async fn reboot(State(d): D, p: Dom) -> Answer {
     let key = dom(p)?;
-    detached(async move { ops::reboot(&d, &key).await }).await?;
+    detached(
+        d.changes.clone(),
+        async move { ops::reboot(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
 async fn reset(State(d): D, p: Dom) -> Answer {
     let key = dom(p)?;
-    detached(async move { ops::reset(&d, &key).await }).await?;
+    detached(d.changes.clone(), async move { ops::reset(&d, &key).await }).await?;
     Ok(no_content())
 }
 
 async fn suspend(State(d): D, p: Dom) -> Answer {
     let key = dom(p)?;
-    detached(async move { ops::suspend(&d, &key).await }).await?;
+    detached(
+        d.changes.clone(),
+        async move { ops::suspend(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
 async fn resume(State(d): D, p: Dom) -> Answer {
     let key = dom(p)?;
-    detached(async move { ops::resume(&d, &key).await }).await?;
+    detached(
+        d.changes.clone(),
+        async move { ops::resume(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
 async fn autostart(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: AutostartRequest = parse_body(&body)?;
-    detached(async move { ops::autostart(&d, &key, req.enabled).await }).await?;
+    detached(d.changes.clone(), async move {
+        ops::autostart(&d, &key, req.enabled).await
+    })
+    .await?;
     Ok(no_content())
 }
 
@@ -389,14 +423,20 @@ async fn interfaces(State(d): D, p: Dom) -> Answer {
 async fn attach_disk(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: DeviceRequest = parse_body(&body)?;
-    detached(async move { devices::attach(&d, &key, Family::Disk, &req).await }).await?;
+    detached(d.changes.clone(), async move {
+        devices::attach(&d, &key, Family::Disk, &req).await
+    })
+    .await?;
     Ok(no_content())
 }
 
 async fn attach_interface(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: DeviceRequest = parse_body(&body)?;
-    detached(async move { devices::attach(&d, &key, Family::Interface, &req).await }).await?;
+    detached(d.changes.clone(), async move {
+        devices::attach(&d, &key, Family::Interface, &req).await
+    })
+    .await?;
     Ok(no_content())
 }
 
@@ -416,9 +456,9 @@ async fn detach_disk(
 ) -> Answer {
     let (key, target) = dom_and_id(p)?;
     let q = query(q)?;
-    detached(
-        async move { devices::detach(&d, &key, Family::Disk, &target, q.live, q.config).await },
-    )
+    detached(d.changes.clone(), async move {
+        devices::detach(&d, &key, Family::Disk, &target, q.live, q.config).await
+    })
     .await?;
     Ok(no_content())
 }
@@ -430,9 +470,9 @@ async fn detach_interface(
 ) -> Answer {
     let (key, mac) = dom_and_id(p)?;
     let q = query(q)?;
-    detached(
-        async move { devices::detach(&d, &key, Family::Interface, &mac, q.live, q.config).await },
-    )
+    detached(d.changes.clone(), async move {
+        devices::detach(&d, &key, Family::Interface, &mac, q.live, q.config).await
+    })
     .await?;
     Ok(no_content())
 }
