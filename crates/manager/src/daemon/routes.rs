@@ -104,9 +104,10 @@ async fn detached<T: Send + 'static>(
     changes: Arc<tokio::sync::RwLock<()>>,
     change: impl std::future::Future<Output = Result<T, Failure>> + Send + 'static,
 ) -> Result<T, Failure> {
-    let share = changes.read_owned().await;
+    // Spawned at the first poll, with nothing awaited before: the share
+    // is taken inside the task.
     tokio::spawn(async move {
-        let _share = share;
+        let _share = changes.read_owned().await;
         change.await
     })
     .await?
