@@ -797,7 +797,8 @@ fn a_client_that_hangs_up_mid_start_leaves_a_consistent_domain() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path());
     d.define(&domain_xml("hangup", "idle", ""));
-    for round in 0..5 {
+    let mut ran = 0;
+    for round in 0..8 {
         {
             use std::io::Write;
             let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
@@ -807,15 +808,30 @@ fn a_client_that_hangs_up_mid_start_leaves_a_consistent_domain() {
             .unwrap();
             // Gone before the answer.
         }
-        let (state, _) = d.wait_state("hangup", "running", Duration::from_secs(10));
-        assert_eq!(state, "running", "round {round}");
-        let pid = d.ok("GET", "/domains/hangup", None)["pid"].clone();
-        assert_eq!(d.vmm_pids().len(), 1, "round {round}");
-        assert_eq!(u64::from(d.vmm_pids()[0]), pid.as_u64().unwrap());
-        assert!(d.state.join("run/hangup.json").exists());
-        d.ok("POST", "/domains/hangup/destroy", None);
+        // The start either runs to its end or is never made; never a VMM
+        // without its domain running, or a record without a VMM.
+        std::thread::sleep(Duration::from_millis(300));
+        let (state, _) = d.state("hangup");
+        let vmms = d.vmm_pids();
+        let record = d.state.join("run/hangup.json").exists();
+        match state.as_str() {
+            "running" => {
+                ran += 1;
+                let pid = d.ok("GET", "/domains/hangup", None)["pid"].as_u64();
+                assert_eq!(vmms.len(), 1, "round {round}");
+                assert_eq!(Some(u64::from(vmms[0])), pid, "round {round}");
+                assert!(record, "round {round}");
+                d.ok("POST", "/domains/hangup/destroy", None);
+            }
+            "shut_off" => {
+                assert!(vmms.is_empty(), "round {round}: shut off with {vmms:?}");
+                assert!(!record, "round {round}");
+            }
+            other => panic!("round {round}: {other}"),
+        }
         assert!(d.vmm_pids().is_empty());
     }
+    eprintln!("{ran} of 8 hung-up starts ran");
 }
 
 #[test]

@@ -194,11 +194,11 @@ async fn accept_loop(
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 handle(router.clone(), peer, req)
             });
-            // half_close: a client that sends its request and shuts its
-            // side (or hangs up) still has that request run; without it
-            // hyper may drop the request before its handler ever runs.
+            // Without half-close, hyper notices a client that hangs up
+            // (an event stream's, say) and drops its connection; a change
+            // whose handler had begun runs on in its own task (routes.rs),
+            // one whose handler had not is not made at all.
             let served = hyper::server::conn::http1::Builder::new()
-                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
