@@ -865,3 +865,28 @@ fn sigterm_lets_a_start_in_progress_finish() {
         d.ok("POST", "/domains/late/destroy", None);
     }
 }
+
+#[test]
+fn event_clients_that_hang_up_free_their_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+            .unwrap()
+            .count()
+    };
+    let idle = fds();
+    let streams: Vec<Events> = (0..10).map(|_| Events::open(&d.socket, None)).collect();
+    assert!(fds() >= idle + 10);
+    drop(streams);
+    // No event is sent meanwhile: the daemon notices the hang-ups itself.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fds() > idle {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors, {idle} before",
+            fds()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
