@@ -328,21 +328,38 @@ fn autostart_and_readoption_across_daemon_restarts() {
     d.define(&domain_xml("dies", "idle", ""));
     d.ok("POST", "/domains/dies/start", None);
     let dies_pid = d.ok("GET", "/domains/dies", None)["pid"].as_u64().unwrap();
+    // exit.elf, held paused: it powers off once resumed.
+    d.define(&domain_xml("offline", "exit", ""));
+    d.ok(
+        "POST",
+        "/domains/offline/start",
+        Some(&json!({"paused": true})),
+    );
+    let offline_id = d.ok("GET", "/domains/offline", None)["id"].clone();
 
     // SIGTERM leaves the VMMs running.
     d.terminate();
-    assert_eq!(d.vmm_pids().len(), 2);
-    // One of them dies while no daemon watches.
+    assert_eq!(d.vmm_pids().len(), 3);
+    // One of them is killed while no daemon watches; the other's guest
+    // powers off (resumed through its VMM's own API).
     daemon_harness::sigkill(dies_pid);
-    std::thread::sleep(Duration::from_millis(100));
+    let api = d.dir.join(format!("v.sock.d/{offline_id}/api.sock"));
+    assert_eq!(http(&api, "PUT", "/vm/resume", None).status, 204);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.vmm_pids().len() > 1 {
+        assert!(Instant::now() < deadline, "the two VMMs did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     d.spawn();
+    // How each ended is known: the VMM records it as it exits.
+    assert_eq!(d.state("offline"), ("shut_off".into(), "shutdown".into()));
     d.wait_state("auto", "running", Duration::from_secs(10));
     let again = d.ok("GET", "/domains/keep", None);
     assert_eq!(again["pid"], keep["pid"], "re-adopted, not restarted");
     assert_eq!(again["id"], keep["id"]);
     assert_eq!(again["state"], "running");
-    assert_eq!(d.state("dies"), ("shut_off".into(), "crashed".into()));
+    assert_eq!(d.state("dies"), ("crashed".into(), "crashed".into()));
     let auto_id = d.ok("GET", "/domains/auto", None)["id"].as_u64().unwrap();
     assert!(auto_id > keep["id"].as_u64().unwrap(), "ids are not reused");
 

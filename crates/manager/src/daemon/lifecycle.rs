@@ -283,15 +283,20 @@ pub(crate) fn activate(
 }
 
 /// What a VMM's end leads to.
-struct ExitPlan {
-    state: DomainState,
-    reason: StateReason,
-    events: Vec<(EventKind, &'static str)>,
+pub(crate) struct ExitPlan {
+    /// The state it leaves the domain in.
+    pub state: DomainState,
+    /// Why.
+    pub reason: StateReason,
+    /// The events to send.
+    pub events: Vec<(EventKind, &'static str)>,
     /// Start again: `Some(Some(id))` keeps the id (a reboot).
-    restart: Option<Option<u32>>,
+    pub restart: Option<Option<u32>>,
 }
 
-fn plan_exit(
+/// How the end of a VMM (`reason`) leaves `domain`: its state, events,
+/// and whether `on_*` start it again.
+pub(crate) fn plan_exit(
     name: &str,
     domain: &Domain,
     id: u32,
