@@ -24,6 +24,7 @@ pub struct DaemonArgs {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn daemon_command(args: DaemonArgs, verbose: u8) -> ExitCode {
+    let log_file = args.log.is_some();
     if let Err(e) = init_log(args.log.as_deref(), verbose) {
         eprintln!("vireo: {e}");
         return ExitCode::from(1);
@@ -45,7 +46,10 @@ pub fn daemon_command(args: DaemonArgs, verbose: u8) -> ExitCode {
     match run {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // Once on stderr; in the log file too when there is one.
+            if log_file {
+                tracing::error!("{e}");
+            }
             eprintln!("vireo: {e}");
             ExitCode::from(1)
         }

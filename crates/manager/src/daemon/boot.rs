@@ -3,9 +3,9 @@
 //! were being started when it died, and start the autostart domains.
 //!
 //! A recorded VMM that is gone (or whose pid now belongs to another
-//! process: the driver compares start times) cannot tell how it ended, so
-//! its domain is marked `shut off (crashed)` with a `Stopped Crashed`
-//! event. A start interrupted before its run record was written left a
+//! process: the driver compares start times) is recorded as a watched end
+//! would be, from what [`crate::driver::Driver::ended`] tells (a crash
+//! when it cannot), without `on_*` restarts. A start interrupted before its run record was written left a
 //! marker naming its run directory: every process whose command line
 //! holds that directory is that start's VMM, and is killed, so that no
 //! VMM is left that no record accounts for.
@@ -17,11 +17,11 @@ use std::sync::Arc;
 
 use virtxml::Domain;
 
-use super::lifecycle::{activate, start};
+use super::lifecycle::{activate, plan_exit, start};
 use super::registry::{resolve_disk_paths, Entry};
 use super::Daemon;
 use crate::api::{DomainState, EventKind, StateReason};
-use crate::driver::{Instance, RunRecord, RuntimeState, StartContext};
+use crate::driver::{ExitReason, Instance, RunRecord, RuntimeState, StartContext};
 
 /// Reads the state directory into the registry and re-adopts VMMs.
 pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
@@ -143,12 +143,51 @@ fn mark_stopped(d: &Daemon, name: &str, reason: StateReason, detail: &str) {
     d.events.emit(name, uuid, EventKind::Stopped, detail);
 }
 
+/// Records the end of a VMM that ended while no daemon watched: as a
+/// watched end would be (`plan_exit`), without the restarts `on_*` ask
+/// for (autostart decides what starts with the daemon). An end the driver
+/// cannot tell is a crash.
+fn mark_ended(d: &Daemon, name: &str, record: &RunRecord, reason: Option<ExitReason>) {
+    let reason = reason
+        .unwrap_or_else(|| ExitReason::Crashed("the VMM ended while the daemon was away".into()));
+    let domain = Domain::parse(&record.xml).ok().map(|p| p.domain);
+    let Some(domain) = domain.or_else(|| {
+        let table = d.registry.lock();
+        table
+            .domains
+            .get(name)
+            .and_then(|e| e.config.as_ref().map(|c| (**c).clone()))
+    }) else {
+        return;
+    };
+    let plan = plan_exit(name, &domain, record.id, &reason, false, false);
+    let (state, reason) = match plan.restart {
+        // It would have started again: as far as anyone can tell now, it
+        // is shut off.
+        Some(_) => (DomainState::ShutOff, plan.reason),
+        None => (plan.state, plan.reason),
+    };
+    let uuid = {
+        let mut table = d.registry.lock();
+        let Some(entry) = table.domains.get_mut(name).filter(|e| e.live.is_none()) else {
+            return;
+        };
+        entry.state = state;
+        entry.reason = reason;
+        entry.uuid
+    };
+    for (kind, detail) in &plan.events {
+        d.events.emit(name, uuid, *kind, detail);
+    }
+}
+
 /// What re-adoption found.
 enum Adopted {
     /// Alive: the instance, its vCPUs' state and its disks (resolved
     /// here, off the async thread).
     Alive(Box<dyn Instance>, RuntimeState, Vec<(PathBuf, bool)>),
-    Gone,
+    /// Gone, with how it ended when the driver can tell.
+    Gone(Option<ExitReason>),
 }
 
 async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
@@ -175,7 +214,9 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
                     .unwrap_or_default();
                 Ok(Adopted::Alive(instance, state, disks))
             }
-            Ok(None) => Ok(Adopted::Gone),
+            // Asked before the run directory (where a driver may keep
+            // the VMM's last word) is removed.
+            Ok(None) => Ok(Adopted::Gone(driver.ended(&adopt_record))),
             Err(e) => Err(e.to_string()),
         }
     })
@@ -191,7 +232,7 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
             );
             let (pid, start_time) = (record.pid, record.start_time);
             let _ = tokio::task::spawn_blocking(move || kill_if_same(pid, start_time)).await;
-            Adopted::Gone
+            Adopted::Gone(None)
         }
     };
     match found {
@@ -202,16 +243,16 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
                 tracing::error!("domain '{name}': {why}; its VMM is destroyed");
                 let _ = tokio::task::spawn_blocking(move || instance.destroy(false)).await;
                 forget_record(&d, &name, &ctx).await;
-                mark_stopped(&d, &name, StateReason::Crashed, "Crashed");
+                mark_ended(&d, &name, &record, None);
             }
         }
-        Adopted::Gone => {
+        Adopted::Gone(reason) => {
             tracing::warn!(
-                "the VMM of domain '{name}' (pid {}) ended while the daemon was away",
+                "the VMM of domain '{name}' (pid {}) ended while the daemon was away: {reason:?}",
                 record.pid
             );
             forget_record(&d, &name, &ctx).await;
-            mark_stopped(&d, &name, StateReason::Crashed, "Crashed");
+            mark_ended(&d, &name, &record, reason);
         }
     }
 }

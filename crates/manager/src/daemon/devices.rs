@@ -187,9 +187,18 @@ async fn commit_live(
     let domain = Arc::new(domain);
     let disks = disk_paths(&domain).await;
     let (store_d, name, saved) = (d.clone(), s.held.name.clone(), record.clone());
-    tokio::task::spawn_blocking(move || store_d.store.save_record(&name, &saved))
-        .await?
-        .map_err(Failure::storage)?;
+    let ended = live.ended.clone();
+    tokio::task::spawn_blocking(move || {
+        store_d.store.save_record(&name, &saved)?;
+        // The VMM ended meanwhile and its record was (or is about to be)
+        // removed: this write must not bring it back.
+        if ended.load(std::sync::atomic::Ordering::SeqCst) {
+            store_d.store.remove_record(&name)?;
+        }
+        std::io::Result::Ok(())
+    })
+    .await?
+    .map_err(Failure::storage)?;
     let mut table = d.registry.lock();
     if let Some(entry) = table.get_mut(&s.held.name, s.held.uuid) {
         if let Some(l) = entry

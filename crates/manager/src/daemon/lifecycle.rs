@@ -256,6 +256,7 @@ pub(crate) fn activate(
             disks,
             exited: rx,
             since: std::time::Instant::now(),
+            ended: Arc::default(),
         });
         generation
     };
@@ -282,15 +283,20 @@ pub(crate) fn activate(
 }
 
 /// What a VMM's end leads to.
-struct ExitPlan {
-    state: DomainState,
-    reason: StateReason,
-    events: Vec<(EventKind, &'static str)>,
+pub(crate) struct ExitPlan {
+    /// The state it leaves the domain in.
+    pub state: DomainState,
+    /// Why.
+    pub reason: StateReason,
+    /// The events to send.
+    pub events: Vec<(EventKind, &'static str)>,
     /// Start again: `Some(Some(id))` keeps the id (a reboot).
-    restart: Option<Option<u32>>,
+    pub restart: Option<Option<u32>>,
 }
 
-fn plan_exit(
+/// How the end of a VMM (`reason`) leaves `domain`: its state, events,
+/// and whether `on_*` start it again.
+pub(crate) fn plan_exit(
     name: &str,
     domain: &Domain,
     id: u32,
@@ -402,7 +408,10 @@ async fn on_exit(
             .and_then(|e| e.live.as_ref())
             .filter(|l| l.generation == generation);
         match live {
-            Some(live) => live.run_dir.clone(),
+            Some(live) => {
+                live.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                live.run_dir.clone()
+            }
             None => return,
         }
     };

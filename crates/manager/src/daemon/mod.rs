@@ -12,6 +12,8 @@
 //! records (see [`boot`]).
 
 mod boot;
+#[cfg(test)]
+mod boot_tests;
 mod console;
 mod devices;
 mod drivers;
@@ -98,6 +100,9 @@ pub(crate) struct Daemon {
     pub runtime: tokio::runtime::Handle,
     /// Numbers console sessions.
     pub console_sessions: AtomicU64,
+    /// Every change in progress holds a read share; a stopping daemon
+    /// takes it for writing, so that it waits for them (bounded).
+    pub changes: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Daemon {
@@ -121,9 +126,19 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         path: config.state_dir.clone(),
         source,
     };
-    let store = store::Store::open(&config.state_dir).map_err(state_err)?;
-    // Held (and the lock with it) until the process exits.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.state_dir)
+            .map_err(state_err)?;
+    }
+    // Held (and the lock with it) until the process exits. Taken before
+    // the store is opened: opening removes temporary files, which must
+    // never be another daemon's writes in progress.
     let _lock = lock_state_dir(&config.state_dir)?;
+    let store = store::Store::open(&config.state_dir).map_err(state_err)?;
     server::check_not_served(&config.socket)?;
     let ro_socket = crate::api::read_only_socket(&config.socket);
     server::check_not_served(&ro_socket)?;
@@ -143,6 +158,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         namespace: tokio::sync::Mutex::new(()),
         runtime: runtime.handle().clone(),
         console_sessions: AtomicU64::new(0),
+        changes: Arc::default(),
     });
     let result = runtime.block_on(async {
         boot::load(&daemon).await.map_err(state_err)?;

@@ -206,6 +206,9 @@ pub(crate) async fn create(
 pub(crate) async fn shutdown(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let held = hold(d, key).await?;
     let (instance, generation) = live_instance(d, &held)?;
+    // A power-off from here on ends the domain, even after a `reboot`
+    // the guest ignored. Set first: the guest may power off at once.
+    update_live(d, &held, generation, |e| e.fake_reboot = false);
     call(instance, |i| i.shutdown()).await?;
     update_live(d, &held, generation, |e| {
         e.state = DomainState::InShutdown;

@@ -38,6 +38,9 @@ pub(crate) struct Live {
     pub exited: watch::Receiver<bool>,
     /// When it started (or was re-adopted).
     pub since: std::time::Instant,
+    /// Set once its VMM has ended, before its run record is removed: a
+    /// hot-plug that rewrites the record after that removes it again.
+    pub ended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One domain.

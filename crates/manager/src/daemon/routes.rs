@@ -95,6 +95,24 @@ async fn no_method(method: Method, uri: axum::http::Uri) -> Failure {
     }
 }
 
+/// Runs a change to its end in a task of its own: a client that hangs up
+/// mid-request drops the handler, and a start cut off between the driver
+/// and the record (or a destroy before its end is recorded) must not be.
+/// Each holds a share of [`Daemon::changes`], which a stopping daemon
+/// waits for.
+async fn detached<T: Send + 'static>(
+    changes: Arc<tokio::sync::RwLock<()>>,
+    change: impl std::future::Future<Output = Result<T, Failure>> + Send + 'static,
+) -> Result<T, Failure> {
+    // Spawned at the first poll, with nothing awaited before: the share
+    // is taken inside the task.
+    tokio::spawn(async move {
+        let _share = changes.read_owned().await;
+        change.await
+    })
+    .await?
+}
+
 fn dom(p: Dom) -> Result<String, Failure> {
     p.map(|Path(d)| d)
         .map_err(|e| Failure::bad_request(format!("bad path: {e}")))
@@ -155,12 +173,18 @@ async fn list(State(d): D, q: Result<Query<ListQuery>, QueryRejection>) -> Answe
 
 async fn define(State(d): D, body: Bytes) -> Answer {
     let req: DefineRequest = parse_body(&body)?;
-    Ok(ok(&ops::define(&d, &req.xml).await?))
+    Ok(ok(&detached(d.changes.clone(), async move {
+        ops::define(&d, &req.xml).await
+    })
+    .await?))
 }
 
 async fn create(State(d): D, body: Bytes) -> Answer {
     let req: CreateRequest = parse_body(&body)?;
-    Ok(ok(&ops::create(&d, &req.xml, req.paused).await?))
+    Ok(ok(&detached(d.changes.clone(), async move {
+        ops::create(&d, &req.xml, req.paused).await
+    })
+    .await?))
 }
 
 /// CPU time of a process from `/proc/PID/stat` (user and system), ns.
@@ -212,7 +236,12 @@ async fn info(State(d): D, p: Dom) -> Answer {
 }
 
 async fn undefine(State(d): D, p: Dom) -> Answer {
-    ops::undefine(&d, &dom(p)?).await?;
+    let key = dom(p)?;
+    detached(
+        d.changes.clone(),
+        async move { ops::undefine(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
@@ -256,45 +285,75 @@ async fn state(State(d): D, p: Dom) -> Answer {
 async fn start(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: StartRequest = parse_optional_body(&body)?;
-    Ok(ok(&lifecycle::start(&d, &key, req.paused).await?))
+    Ok(ok(&detached(d.changes.clone(), async move {
+        lifecycle::start(&d, &key, req.paused).await
+    })
+    .await?))
 }
 
 async fn shutdown(State(d): D, p: Dom) -> Answer {
-    ops::shutdown(&d, &dom(p)?).await?;
+    let key = dom(p)?;
+    detached(
+        d.changes.clone(),
+        async move { ops::shutdown(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
 async fn destroy(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: DestroyRequest = parse_optional_body(&body)?;
-    lifecycle::destroy(&d, &key, req.graceful).await?;
+    detached(d.changes.clone(), async move {
+        lifecycle::destroy(&d, &key, req.graceful).await
+    })
+    .await?;
     Ok(no_content())
 }
 
 async fn reboot(State(d): D, p: Dom) -> Answer {
-    ops::reboot(&d, &dom(p)?).await?;
+    let key = dom(p)?;
+    detached(
+        d.changes.clone(),
+        async move { ops::reboot(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
 async fn reset(State(d): D, p: Dom) -> Answer {
-    ops::reset(&d, &dom(p)?).await?;
+    let key = dom(p)?;
+    detached(d.changes.clone(), async move { ops::reset(&d, &key).await }).await?;
     Ok(no_content())
 }
 
 async fn suspend(State(d): D, p: Dom) -> Answer {
-    ops::suspend(&d, &dom(p)?).await?;
+    let key = dom(p)?;
+    detached(
+        d.changes.clone(),
+        async move { ops::suspend(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
 async fn resume(State(d): D, p: Dom) -> Answer {
-    ops::resume(&d, &dom(p)?).await?;
+    let key = dom(p)?;
+    detached(
+        d.changes.clone(),
+        async move { ops::resume(&d, &key).await },
+    )
+    .await?;
     Ok(no_content())
 }
 
 async fn autostart(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: AutostartRequest = parse_body(&body)?;
-    ops::autostart(&d, &key, req.enabled).await?;
+    detached(d.changes.clone(), async move {
+        ops::autostart(&d, &key, req.enabled).await
+    })
+    .await?;
     Ok(no_content())
 }
 
@@ -365,14 +424,20 @@ async fn interfaces(State(d): D, p: Dom) -> Answer {
 async fn attach_disk(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: DeviceRequest = parse_body(&body)?;
-    devices::attach(&d, &key, Family::Disk, &req).await?;
+    detached(d.changes.clone(), async move {
+        devices::attach(&d, &key, Family::Disk, &req).await
+    })
+    .await?;
     Ok(no_content())
 }
 
 async fn attach_interface(State(d): D, p: Dom, body: Bytes) -> Answer {
     let key = dom(p)?;
     let req: DeviceRequest = parse_body(&body)?;
-    devices::attach(&d, &key, Family::Interface, &req).await?;
+    detached(d.changes.clone(), async move {
+        devices::attach(&d, &key, Family::Interface, &req).await
+    })
+    .await?;
     Ok(no_content())
 }
 
@@ -392,7 +457,10 @@ async fn detach_disk(
 ) -> Answer {
     let (key, target) = dom_and_id(p)?;
     let q = query(q)?;
-    devices::detach(&d, &key, Family::Disk, &target, q.live, q.config).await?;
+    detached(d.changes.clone(), async move {
+        devices::detach(&d, &key, Family::Disk, &target, q.live, q.config).await
+    })
+    .await?;
     Ok(no_content())
 }
 
@@ -403,7 +471,10 @@ async fn detach_interface(
 ) -> Answer {
     let (key, mac) = dom_and_id(p)?;
     let q = query(q)?;
-    devices::detach(&d, &key, Family::Interface, &mac, q.live, q.config).await?;
+    detached(d.changes.clone(), async move {
+        devices::detach(&d, &key, Family::Interface, &mac, q.live, q.config).await
+    })
+    .await?;
     Ok(no_content())
 }
 

@@ -23,6 +23,9 @@ use super::{routes, DaemonError};
 /// backlog.
 const MAX_CONNECTIONS: usize = 512;
 
+/// How long a stopping daemon waits for the changes in progress.
+const CHANGES_WAIT: Duration = Duration::from_secs(15);
+
 /// A client has this long to send a request's head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -124,7 +127,7 @@ pub(crate) async fn serve(
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
-    let router = routes::router(daemon);
+    let router = routes::router(daemon.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let Listeners { main, read_only } = listeners;
     let main_paths = main.1.clone();
@@ -140,6 +143,17 @@ pub(crate) async fn serve(
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;
+    }
+    // Changes in progress (a start between its driver and its record)
+    // finish first, within a bound; new ones wait behind this and end
+    // with the process.
+    match tokio::time::timeout(CHANGES_WAIT, daemon.changes.clone().write_owned()).await {
+        // Never released: no change starts between here and the exit.
+        Ok(all_done) => std::mem::forget(all_done),
+        Err(_) => tracing::warn!(
+            "changes still in progress after {} s are cut off",
+            CHANGES_WAIT.as_secs()
+        ),
     }
     let _ = std::fs::remove_file(&main_paths);
     let _ = std::fs::remove_file(&ro_path);
@@ -180,6 +194,10 @@ async fn accept_loop(
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 handle(router.clone(), peer, req)
             });
+            // Without half-close, hyper notices a client that hangs up
+            // (an event stream's, say) and drops its connection; a change
+            // whose handler had begun runs on in its own task (routes.rs),
+            // one whose handler had not is not made at all.
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
