@@ -1,0 +1,384 @@
+//! The QEMU driver end to end: real `qemu-system-x86_64` processes on
+//! /dev/kvm running the project's test guests, driven over real QMP.
+//!
+//! QEMU is the 7.2 that `scripts/nested/fetch-qemu.sh target/nested/qemu`
+//! unpacks (preferred, for the same QEMU everywhere), else one on PATH;
+//! the tests write a wrapper that runs it with its module and firmware
+//! directories and hand the wrapper to `QemuDriver::new`. The CPU is a
+//! named model (`qemu64`): on kvm-pvm QEMU cannot use `-cpu host`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::io::Read;
+
+use manager::driver::process;
+use manager::driver::qemu::QemuDriver;
+use manager::driver::{Driver, DriverError, ExitReason, Instance, RuntimeState, StartContext};
+use virtxml::Domain;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A wrapper script for the QEMU to use, or why there is none.
+fn qemu_wrapper(dir: &Path) -> Result<PathBuf, String> {
+    if !Path::new("/dev/kvm").exists() {
+        return Err("no /dev/kvm".into());
+    }
+    let unpacked = root().join("target/nested/qemu/root");
+    let bin = unpacked.join("usr/bin/qemu-system-x86_64");
+    let script = if bin.exists() {
+        format!(
+            "#!/bin/sh\nQEMU_MODULE_DIR={r}/usr/lib/x86_64-linux-gnu/qemu exec {b} \
+             -L {r}/usr/share/qemu -L {r}/usr/share/seabios \"$@\"\n",
+            r = unpacked.display(),
+            b = bin.display()
+        )
+    } else {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| d.join("qemu-system-x86_64"))
+            .find(|p| p.exists())
+            .ok_or("no QEMU: neither target/nested/qemu (scripts/nested/fetch-qemu.sh) nor qemu-system-x86_64 on PATH")?;
+        format!("#!/bin/sh\nexec {} \"$@\"\n", on_path.display())
+    };
+    write_script(&dir.join("qemu"), &script)
+}
+
+fn write_script(path: &Path, text: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    Ok(path.to_path_buf())
+}
+
+fn guest(name: &str) -> PathBuf {
+    let dir = root().join("target/guests");
+    let elf = dir.join(format!("{name}.elf"));
+    if !elf.exists() {
+        let ok = Command::new(root().join("guests/build.sh"))
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "guests/build.sh failed");
+    }
+    elf
+}
+
+/// One test's QEMU, run directory and log.
+struct Fixture {
+    dir: tempfile::TempDir,
+    driver: QemuDriver,
+}
+
+impl Fixture {
+    /// `None` after a skip when QEMU or KVM is missing.
+    fn new() -> Option<Fixture> {
+        let dir = tempfile::tempdir().unwrap();
+        match qemu_wrapper(dir.path()) {
+            Ok(w) => Some(Fixture {
+                driver: QemuDriver::new(w),
+                dir,
+            }),
+            Err(why) => {
+                testkit::skip(&why);
+                None
+            }
+        }
+    }
+
+    fn ctx(&self, paused: bool) -> StartContext {
+        let run_dir = self.dir.path().join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        StartContext {
+            run_dir,
+            log_path: self.dir.path().join("qemu.log"),
+            paused,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("qemu.log")).unwrap_or_default()
+    }
+
+    fn start(&self, xml: &str, paused: bool) -> Arc<dyn Instance> {
+        let domain = Domain::parse(xml).unwrap().domain;
+        self.driver.validate(&domain).unwrap();
+        let inst = self
+            .driver
+            .start(&domain, 1, &self.ctx(paused))
+            .unwrap_or_else(|e| panic!("start: {e}\nlog:\n{}", self.log()));
+        Arc::from(inst)
+    }
+}
+
+fn domain_xml(name: &str, guest: &Path, machine: &str, devices: &str) -> String {
+    format!(
+        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <metadata><vireo:driver xmlns:vireo='urn:x-vireo:domain:1' name='qemu'/></metadata>\
+         <os><type arch='x86_64'{machine}>hvm</type><kernel>{}</kernel></os>\
+         <features><acpi/></features><cpu mode='custom'><model>qemu64</model></cpu>\
+         <on_reboot>destroy</on_reboot>\
+         <devices>{devices}<serial type='pty'/></devices></domain>",
+        guest.display()
+    )
+}
+
+/// `wait_exit` on a thread of its own, as the daemon runs it.
+fn watch(inst: &Arc<dyn Instance>) -> mpsc::Receiver<ExitReason> {
+    let (tx, rx) = mpsc::channel();
+    let inst = inst.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(inst.wait_exit());
+    });
+    rx
+}
+
+fn exit_within(rx: &mpsc::Receiver<ExitReason>, secs: u64) -> ExitReason {
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("wait_exit did not return in time")
+}
+
+/// Reads the console until `want` shows up (bounded).
+fn console_sees(inst: &dyn Instance, want: &str) -> String {
+    let mut s = inst.console().unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if String::from_utf8_lossy(&seen).contains(want) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+fn gone(pid: u32) -> bool {
+    match process::ProcStat::read(pid) {
+        Err(_) => true,
+        Ok(st) => st.state == 'Z',
+    }
+}
+
+#[test]
+fn lifecycle_pause_resume_stats_destroy() {
+    let Some(f) = Fixture::new() else { return };
+    assert!(
+        f.driver.version().starts_with("qemu 7."),
+        "{}",
+        f.driver.version()
+    );
+    let disk = f.dir.path().join("d.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let xml = domain_xml(
+        "life",
+        &guest("idle"),
+        "",
+        &format!(
+            "<disk type='file'><driver type='raw'/><source file='{}'/><target dev='vda'/>\
+             <serial>QD1</serial></disk><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
+            disk.display()
+        ),
+    );
+    let inst = f.start(&xml, false);
+    let rx = watch(&inst);
+    assert_eq!(inst.state().unwrap(), RuntimeState::Running);
+    let out = console_sees(&*inst, "idle: waiting");
+    assert!(out.contains("idle: waiting"), "console: {out:?}");
+
+    inst.pause().unwrap();
+    assert_eq!(inst.state().unwrap(), RuntimeState::Paused);
+    let st = inst.stats().unwrap();
+    assert_eq!(st["state.state"], 3);
+    inst.resume().unwrap();
+    assert_eq!(inst.state().unwrap(), RuntimeState::Running);
+
+    let st = inst.stats().unwrap();
+    assert_eq!(st["state.state"], 1);
+    assert_eq!(st["block.count"], 1);
+    assert_eq!(st["block.0.name"], "vda");
+    assert_eq!(st["block.0.path"], disk.display().to_string());
+    // The idle guest never reads: QEMU's own counter, present and zero.
+    assert_eq!(st["block.0.rd.bytes"], 0);
+    assert_eq!(st["balloon.current"], 64 * 1024);
+    assert!(st.contains_key("cpu.time"));
+
+    let rec = inst.record();
+    assert_eq!(rec.driver, "qemu");
+    assert!(process::is_alive(rec.pid, rec.start_time));
+    inst.destroy(false).unwrap();
+    assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
+    assert!(gone(rec.pid), "QEMU {} still there", rec.pid);
+}
+
+#[test]
+fn starts_paused_then_runs() {
+    let Some(f) = Fixture::new() else { return };
+    let inst = f.start(&domain_xml("paused", &guest("idle"), "", ""), true);
+    let rx = watch(&inst);
+    assert_eq!(inst.state().unwrap(), RuntimeState::Paused);
+    inst.resume().unwrap();
+    assert_eq!(inst.state().unwrap(), RuntimeState::Running);
+    let out = console_sees(&*inst, "idle: waiting");
+    assert!(out.contains("idle: waiting"), "console: {out:?}");
+    inst.destroy(true).unwrap();
+    assert_eq!(exit_within(&rx, 30), ExitReason::Destroyed);
+}
+
+/// exit.elf writes Vireo's ACPI sleep register (nothing there under QEMU),
+/// then 0 to isa-debug-exit, which the driver adds: QEMU exits with 1.
+#[test]
+fn guest_power_off_is_poweroff() {
+    let Some(f) = Fixture::new() else { return };
+    let inst = f.start(&domain_xml("off", &guest("exit"), "", ""), false);
+    let rx = watch(&inst);
+    assert_eq!(exit_within(&rx, 20), ExitReason::Poweroff);
+    assert!(gone(inst.record().pid));
+}
+
+#[test]
+fn sigkill_is_crashed() {
+    let Some(f) = Fixture::new() else { return };
+    let inst = f.start(&domain_xml("kill", &guest("idle"), "", ""), false);
+    let rx = watch(&inst);
+    let pid = inst.record().pid;
+    // SAFETY: kill(2) with a pid this test's QEMU holds (its child, not
+    // yet reaped, so the number cannot have been reused).
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+    match exit_within(&rx, 20) {
+        ExitReason::Crashed(why) => assert!(why.contains("signal 9"), "{why}"),
+        other => panic!("expected Crashed, got {other:?}"),
+    }
+}
+
+#[test]
+fn adopt_after_the_instance_is_dropped() {
+    let Some(f) = Fixture::new() else { return };
+    let inst = f.start(&domain_xml("adopt", &guest("idle"), "", ""), false);
+    let rec = inst.record();
+    drop(inst);
+    assert!(process::is_alive(rec.pid, rec.start_time));
+
+    // A pid whose start time differs is another process: not ours.
+    let mut wrong = rec.clone();
+    wrong.start_time += 1;
+    assert!(f.driver.adopt(&wrong, &f.ctx(false)).unwrap().is_none());
+
+    let inst: Arc<dyn Instance> = Arc::from(
+        f.driver
+            .adopt(&rec, &f.ctx(false))
+            .unwrap()
+            .expect("QEMU is alive"),
+    );
+    assert_eq!(inst.record().pid, rec.pid);
+    assert_eq!(inst.state().unwrap(), RuntimeState::Running);
+    let out = console_sees(&*inst, "idle: waiting");
+    assert!(out.contains("idle: waiting"), "console: {out:?}");
+    let rx = watch(&inst);
+    inst.destroy(false).unwrap();
+    assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
+    // Gone now: adopting the same record finds nothing.
+    assert!(f.driver.adopt(&rec, &f.ctx(false)).unwrap().is_none());
+}
+
+/// microvm (with pcie=on) takes hot-plugged devices on the PCIe root
+/// ports the driver adds; the idle guest never powered those slots, so
+/// QEMU unplugs at once, without waiting for the guest.
+#[test]
+fn hot_plug_a_disk_on_microvm() {
+    let Some(f) = Fixture::new() else { return };
+    let inst = f.start(&domain_xml("hp", &guest("idle"), "", ""), false);
+    let rx = watch(&inst);
+    let img = f.dir.path().join("hp.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg("16M")
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        // Fall back to a raw image: what is tested is the plug, not qcow2.
+        std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    }
+    let format = if std::fs::read(&img).unwrap().starts_with(b"QFI\xfb") {
+        "qcow2"
+    } else {
+        "raw"
+    };
+    let disk_xml = format!(
+        "<disk type='file'><driver type='{format}'/><source file='{}'/><target dev='vdb'/></disk>",
+        img.display()
+    );
+    let disk = Domain::parse(&domain_xml("x", &guest("idle"), "", &disk_xml))
+        .unwrap()
+        .domain
+        .devices
+        .disks
+        .remove(0);
+
+    for round in 0..2 {
+        inst.attach_disk(&disk).unwrap();
+        let st = inst.stats().unwrap();
+        assert_eq!(st["block.count"], 1, "round {round}");
+        assert_eq!(st["block.0.name"], "vdb");
+        // QEMU's counters for the node: the device is really there.
+        assert!(st.contains_key("block.0.rd.reqs"), "{st:?}");
+        match inst.attach_disk(&disk) {
+            Err(DriverError::Conflict(m)) => assert!(m.contains("vdb"), "{m}"),
+            other => panic!("second attach: {other:?}"),
+        }
+        inst.detach_disk("vdb").unwrap();
+        let st = inst.stats().unwrap();
+        assert_eq!(st["block.count"], 0);
+    }
+    assert!(matches!(
+        inst.detach_disk("vdb"),
+        Err(DriverError::Conflict(_))
+    ));
+    // A missing image is QEMU's refusal, one line, and nothing is left.
+    let mut missing = disk.clone();
+    missing.source = virtxml::DiskSource::File("/nonexistent/x.img".into());
+    match inst.attach_disk(&missing) {
+        Err(DriverError::Failed(m)) => assert!(m.contains("blockdev-add"), "{m}"),
+        other => panic!("missing image: {other:?}"),
+    }
+    inst.attach_disk(&disk).unwrap();
+    inst.destroy(false).unwrap();
+    assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
+}
+
+#[test]
+fn start_failures_are_one_line() {
+    let Some(f) = Fixture::new() else { return };
+    let xml = domain_xml("bad", Path::new("/nonexistent/kernel.elf"), "", "");
+    let domain = Domain::parse(&xml).unwrap().domain;
+    let e = match f.driver.start(&domain, 1, &f.ctx(false)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started a missing kernel"),
+    };
+    assert!(e.contains("/nonexistent/kernel.elf"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+
+    let xml = domain_xml(
+        "br",
+        &guest("idle"),
+        "",
+        "<interface type='bridge'><source bridge='br0'/></interface>",
+    );
+    let domain = Domain::parse(&xml).unwrap().domain;
+    let e = f.driver.validate(&domain).unwrap_err().to_string();
+    assert!(e.starts_with("/domain/devices/interface[1]"), "{e}");
+}
