@@ -382,3 +382,145 @@ fn start_failures_are_one_line() {
     let e = f.driver.validate(&domain).unwrap_err().to_string();
     assert!(e.starts_with("/domain/devices/interface[1]"), "{e}");
 }
+
+/// `reset` reboots the guest in the same QEMU although the domain has
+/// on_reboot=destroy (-no-reboot), and a guest's own reset (a triple
+/// fault here) ends QEMU with Reset for the daemon to act on.
+#[test]
+fn reset_reboots_and_a_guest_reset_is_reset() {
+    let Some(f) = Fixture::new() else { return };
+    let inst = f.start(&domain_xml("rst", &guest("idle"), "", ""), false);
+    let rx = watch(&inst);
+    let mut con = inst.console().unwrap();
+    con.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut reset_done = false;
+    while Instant::now() < deadline && seen.matches("idle: waiting").count() < 2 {
+        if let Ok(n) = con.read(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        if !reset_done && seen.contains("idle: waiting") {
+            inst.reset().unwrap();
+            reset_done = true;
+        }
+    }
+    assert_eq!(
+        seen.matches("idle: waiting").count(),
+        2,
+        "console: {seen:?}"
+    );
+    assert_eq!(inst.state().unwrap(), RuntimeState::Running);
+    // The ACPI power button: QEMU accepts it; the idle guest ignores it.
+    inst.shutdown().unwrap();
+    assert_eq!(inst.state().unwrap(), RuntimeState::Running);
+    inst.destroy(false).unwrap();
+    assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
+
+    let inst = f.start(&domain_xml("tf", &guest("triple-fault"), "", ""), false);
+    let rx = watch(&inst);
+    assert_eq!(exit_within(&rx, 20), ExitReason::Reset, "log:\n{}", f.log());
+}
+
+/// A network namespace with two TAPs, removed on drop. QEMU runs inside it
+/// (the wrapper execs `ip netns exec`), so it opens the TAPs there and
+/// nothing touches the root namespace.
+struct TapNamespace {
+    ns: String,
+    taps: [String; 2],
+}
+
+impl TapNamespace {
+    fn new() -> Option<TapNamespace> {
+        let ip_ok = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let id = std::process::id() % 100_000;
+        let me = TapNamespace {
+            ns: format!("vq{}", std::process::id()),
+            taps: [format!("vqa{id}"), format!("vqb{id}")],
+        };
+        if !ip_ok(&["netns", "add", &me.ns]) {
+            testkit::skip("cannot create a network namespace (needs root and iproute2)");
+            return None;
+        }
+        for t in &me.taps {
+            let made = ip_ok(&["-n", &me.ns, "tuntap", "add", "dev", t, "mode", "tap"])
+                && ip_ok(&["-n", &me.ns, "link", "set", t, "up"]);
+            assert!(made, "TAP {t} in {}", me.ns);
+        }
+        Some(me)
+    }
+}
+
+impl Drop for TapNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[test]
+fn nics_on_taps_cold_and_hot_plugged() {
+    let Some(mut f) = Fixture::new() else { return };
+    let Some(ns) = TapNamespace::new() else {
+        return;
+    };
+    let inner = f.dir.path().join("qemu");
+    let w = write_script(
+        &f.dir.path().join("qemu-ns"),
+        &format!(
+            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+            ns.ns,
+            inner.display()
+        ),
+    )
+    .unwrap();
+    f.driver = QemuDriver::new(w);
+    let xml = domain_xml(
+        "nic",
+        &guest("idle"),
+        "",
+        &format!(
+            "<interface type='ethernet'><mac address='52:54:00:00:00:01'/><target dev='{}'/>\
+             <model type='virtio'/></interface>",
+            ns.taps[0]
+        ),
+    );
+    let inst = f.start(&xml, false);
+    let rx = watch(&inst);
+    let st = inst.stats().unwrap();
+    assert_eq!(st["net.count"], 1);
+    assert_eq!(st["net.0.name"], ns.taps[0]);
+
+    let hot = Domain::parse(&domain_xml(
+        "x",
+        &guest("idle"),
+        "",
+        &format!(
+            "<interface type='ethernet'><mac address='52:54:00:00:00:02'/><target dev='{}'/></interface>",
+            ns.taps[1]
+        ),
+    ))
+    .unwrap()
+    .domain
+    .devices
+    .interfaces
+    .remove(0);
+    inst.attach_interface(&hot).unwrap();
+    assert_eq!(inst.stats().unwrap()["net.count"], 2);
+    assert!(matches!(
+        inst.attach_interface(&hot),
+        Err(DriverError::Conflict(_))
+    ));
+    inst.detach_interface(&hot.mac).unwrap();
+    assert_eq!(inst.stats().unwrap()["net.count"], 1);
+    // Plugged again: the netdev and device ids were really freed.
+    inst.attach_interface(&hot).unwrap();
+    inst.destroy(false).unwrap();
+    assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
+}

@@ -286,6 +286,9 @@ pub fn nic_device(iface: &Interface, bus: &str) -> Value {
         "netdev": format!("nd-{}", &nic_id(&iface.mac)[4..]),
         "mac": iface.mac.to_string(),
         "bus": bus,
+        // The guest boots its kernel directly: no PXE option ROM (whose
+        // file comes in another package, ipxe-qemu).
+        "romfile": "",
     })
 }
 

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtxml::{CharBackend, Disk, Domain, Interface, MacAddress};
+use virtxml::{CharBackend, Disk, Domain, Interface, LifecycleAction, MacAddress};
 
 use super::cmdline::{self, Machine, RunPaths};
 use super::qmp::{Qmp, QmpError};
@@ -235,10 +235,23 @@ impl Instance for QemuInstance {
     }
 
     fn reset(&self) -> Result<(), DriverError> {
-        self.qmp
-            .execute("system_reset", None)
-            .map_err(failed)
-            .map(drop)
+        // Under -no-reboot QEMU turns every reset request into a shutdown,
+        // this one too: it is let through as a reset for the one command.
+        // QEMU decides when the request is made, so the action can be put
+        // back at once.
+        let no_reboot = lock(&self.live).on_reboot != LifecycleAction::Restart;
+        if no_reboot {
+            self.qmp
+                .execute("set-action", Some(json!({ "reboot": "reset" })))
+                .map_err(failed)?;
+        }
+        let done = self.qmp.execute("system_reset", None).map_err(failed);
+        if no_reboot {
+            self.qmp
+                .execute("set-action", Some(json!({ "reboot": "shutdown" })))
+                .map_err(failed)?;
+        }
+        done.map(drop)
     }
 
     fn destroy(&self, graceful: bool) -> Result<(), DriverError> {
