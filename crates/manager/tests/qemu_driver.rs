@@ -76,6 +76,19 @@ fn guest(name: &str) -> PathBuf {
 struct Fixture {
     dir: tempfile::TempDir,
     driver: QemuDriver,
+    /// Every QEMU started, killed on drop so a failed test leaves none.
+    started: std::sync::Mutex<Vec<(u32, u64)>>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let started = self.started.lock().map(|s| s.clone()).unwrap_or_default();
+        for (pid, start) in started {
+            if let Ok(Some(p)) = process::PidFd::open(pid, start) {
+                let _ = p.terminate(None, Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 impl Fixture {
@@ -86,6 +99,7 @@ impl Fixture {
             Ok(w) => Some(Fixture {
                 driver: QemuDriver::new(w),
                 dir,
+                started: Default::default(),
             }),
             Err(why) => {
                 testkit::skip(&why);
@@ -115,6 +129,10 @@ impl Fixture {
             .driver
             .start(&domain, 1, &self.ctx(paused))
             .unwrap_or_else(|e| panic!("start: {e}\nlog:\n{}", self.log()));
+        let rec = inst.record();
+        if let Ok(mut s) = self.started.lock() {
+            s.push((rec.pid, rec.start_time));
+        }
         Arc::from(inst)
     }
 }
