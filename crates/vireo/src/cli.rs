@@ -65,10 +65,16 @@ pub struct RunArgs {
     /// On guest reset, boot the VM again instead of exiting.
     #[arg(long)]
     pub reboot: bool,
+    /// Hold the vCPUs before the guest's first instruction until PUT /vm/resume (needs --api-socket).
+    #[arg(long)]
+    pub paused: bool,
+    /// Write why the VM ended to this file (JSON, atomically) just before exiting.
+    #[arg(long, value_name = "PATH")]
+    pub exit_status: Option<PathBuf>,
     /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N][,id=NAME]. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub disk: Vec<DiskConfig>,
-    /// A virtio-net card on a TAP: [tap=NAME][,mac=MAC][,queues=N][,id=NAME]. Without tap, a new TAP is created; without mac, a random 52:54:00 one. Repeatable.
+    /// A virtio-net card on a TAP: [tap=NAME|fd=N][,mac=MAC][,queues=N][,id=NAME]. Without tap, a new TAP is created; fd=N is an inherited TAP descriptor; without mac, a random 52:54:00 one. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub net: Vec<NetConfig>,
     /// A virtio-console port: stdout, file:PATH, unix:PATH (listening, as --serial) or unix-connect:PATH. Repeatable.

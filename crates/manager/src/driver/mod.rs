@@ -12,6 +12,7 @@
 
 pub mod process;
 pub mod qemu;
+pub mod vireo;
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
