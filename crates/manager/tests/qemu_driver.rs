@@ -394,7 +394,7 @@ fn start_failures_are_one_line() {
         "br",
         &guest("idle"),
         "",
-        "<interface type='bridge'><source bridge='br0'/></interface>",
+        "<interface type='network'><source network='default'/></interface>",
     );
     let domain = Domain::parse(&xml).unwrap().domain;
     let e = f.driver.validate(&domain).unwrap_err().to_string();
@@ -594,4 +594,122 @@ fn q35_and_pc_boot_and_hot_plug() {
         inst.destroy(false).unwrap();
         assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
     }
+}
+
+/// Runs `f` on a thread that has entered the network namespace `ns`, so
+/// that the TAPs the driver makes (and the QEMU it forks) live there.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with a namespace descriptor
+        // this thread holds open.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn links_on(ns: &str, master: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "master", master])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn link_exists(ns: &str, name: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "link", "show", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// type='bridge': the driver makes the TAP, attaches it to the bridge and
+/// hands QEMU the descriptor (the TAP goes with QEMU); hot-plugged, the TAP
+/// is persistent and removed on unplug or when QEMU ends.
+#[test]
+fn bridge_interfaces_get_driver_made_taps() {
+    let Some(f) = Fixture::new() else { return };
+    let Some(ns) = TapNamespace::new() else {
+        return;
+    };
+    let ok = Command::new("ip")
+        .args(["-n", &ns.ns, "link", "add", "vqbr0", "type", "bridge"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "bridge in {}", ns.ns);
+    let f = Arc::new(f);
+    let nsname = ns.ns.clone();
+    let (f2, n2) = (f.clone(), nsname.clone());
+    in_netns(&ns.ns, move || {
+        let (f, nsname) = (f2, n2);
+        let xml = domain_xml(
+            "br",
+            &guest("idle"),
+            "",
+            "<interface type='bridge'><mac address='52:54:00:00:00:11'/><source bridge='vqbr0'/></interface>",
+        );
+        let inst = f.start(&xml, false);
+        let rx = watch(&inst);
+        assert!(
+            links_on(&nsname, "vqbr0").contains("vq1n0"),
+            "{}",
+            links_on(&nsname, "vqbr0")
+        );
+        assert!(inst.record().xml.contains("vq1n0"), "{}", inst.record().xml);
+
+        let hot = Domain::parse(&domain_xml(
+            "x",
+            &guest("idle"),
+            "",
+            "<interface type='bridge'><mac address='52:54:00:00:00:12'/><source bridge='vqbr0'/></interface>",
+        ))
+        .unwrap()
+        .domain
+        .devices
+        .interfaces
+        .remove(0);
+        inst.attach_interface(&hot).unwrap();
+        assert!(links_on(&nsname, "vqbr0").contains("vq1h0012"));
+        assert!(inst.record().extra["persistent_taps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "vq1h0012"));
+        inst.detach_interface(&hot.mac).unwrap();
+        assert!(
+            !link_exists(&nsname, "vq1h0012"),
+            "hot TAP left after unplug"
+        );
+        inst.attach_interface(&hot).unwrap();
+        assert!(link_exists(&nsname, "vq1h0012"));
+
+        inst.destroy(false).unwrap();
+        assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
+        assert!(
+            !link_exists(&nsname, "vq1n0"),
+            "start-time TAP outlived QEMU"
+        );
+        assert!(!link_exists(&nsname, "vq1h0012"), "hot TAP outlived QEMU");
+    });
+    // A bridge that does not exist: one line, nothing started, no TAP.
+    let f2 = f.clone();
+    let e = in_netns(&ns.ns, move || {
+        let xml = domain_xml(
+            "nobr",
+            &guest("idle"),
+            "",
+            "<interface type='bridge'><mac address='52:54:00:00:00:13'/><source bridge='nosuchbr'/></interface>",
+        );
+        let domain = Domain::parse(&xml).unwrap().domain;
+        match f2.driver.start(&domain, 2, &f2.ctx(false)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("started on a missing bridge"),
+        }
+    });
+    assert!(e.contains("nosuchbr"), "{e}");
+    assert!(!link_exists(&nsname, "vq2n0"));
 }

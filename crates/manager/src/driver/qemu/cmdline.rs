@@ -140,10 +140,7 @@ pub fn check_disk(disk: &Disk, at: &str) -> Result<(), DriverError> {
 /// Refuses an interface this driver cannot map.
 pub fn check_interface(iface: &Interface, at: &str) -> Result<(), DriverError> {
     match &iface.kind {
-        InterfaceKind::Ethernet => Ok(()),
-        InterfaceKind::Bridge(_) => Err(DriverError::Unsupported(format!(
-            "{at}: type 'bridge' is not supported by the QEMU driver yet (use type 'ethernet' with a TAP the host attaches, or the vireo driver)"
-        ))),
+        InterfaceKind::Ethernet | InterfaceKind::Bridge(_) => Ok(()),
         InterfaceKind::Network(_) => Err(DriverError::Unsupported(format!(
             "{at}: type 'network' is not supported (virtual networks come with the networks issue)"
         ))),
@@ -317,12 +314,29 @@ fn chardev_arg(dev: &CharDevice, id: &str, pty_socket: &Path) -> String {
     }
 }
 
-/// The whole command line (without the program).
+/// The TAP name for a bridge interface that names none: `vq`, the
+/// domain's id (mod 100000) and `n` + its index at start or `h` + the
+/// MAC's last two bytes when hot-plugged; at most 15 bytes.
+pub fn bridge_tap_name(id: u32, iface: &Interface, index: Option<usize>) -> String {
+    if let Some(t) = &iface.target {
+        return t.clone();
+    }
+    let id = id % 100_000;
+    match index {
+        Some(i) => format!("vq{id}n{}", i % 1000),
+        None => format!("vq{id}h{:02x}{:02x}", iface.mac.0[4], iface.mac.0[5]),
+    }
+}
+
+/// The whole command line (without the program). `tap_fds[i]` is the
+/// descriptor QEMU inherits for interface `i` when the driver opened its
+/// TAP (a bridge port); the others are opened by name.
 pub fn build(
     domain: &Domain,
     machine: Machine,
     paths: &RunPaths,
     debug_exit: bool,
+    tap_fds: &[Option<i32>],
 ) -> Vec<OsString> {
     let acpi = domain.features.as_ref().is_some_and(|f| f.acpi);
     let acpi = if acpi { "on" } else { "off" };
@@ -388,15 +402,20 @@ pub fn build(
         push("-blockdev", format.to_string());
         push("-device", disk_device(disk, bus).to_string());
     }
-    for iface in &domain.devices.interfaces {
+    for (i, iface) in domain.devices.interfaces.iter().enumerate() {
         let nd = netdev(iface);
-        let mut s = format!(
-            "tap,id={},script=no,downscript=no",
-            nd["id"].as_str().unwrap_or_default()
-        );
-        if let Some(t) = &iface.target {
-            s.push_str(&format!(",ifname={}", opt(t)));
-        }
+        let id = nd["id"].as_str().unwrap_or_default();
+        // QEMU takes fd= alone: no ifname or scripts beside it.
+        let s = match tap_fds.get(i).copied().flatten() {
+            Some(fd) => format!("tap,id={id},fd={fd}"),
+            None => {
+                let mut s = format!("tap,id={id},script=no,downscript=no");
+                if let Some(t) = &iface.target {
+                    s.push_str(&format!(",ifname={}", opt(t)));
+                }
+                s
+            }
+        };
         push("-netdev", s);
         push("-device", nic_device(iface, bus).to_string());
     }
@@ -497,10 +516,16 @@ mod tests {
 
     fn args(d: &Domain) -> Vec<String> {
         let m = validate(d).unwrap();
-        build(d, m, &RunPaths::new(Path::new("/run/x")), true)
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect()
+        build(
+            d,
+            m,
+            &RunPaths::new(Path::new("/run/x")),
+            true,
+            &[None, Some(9)],
+        )
+        .into_iter()
+        .map(|s| s.into_string().unwrap())
+        .collect()
     }
 
     fn after<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
@@ -603,15 +628,37 @@ mod tests {
     }
 
     #[test]
+    fn bridge_ports_are_passed_by_descriptor() {
+        let d = domain(
+            "",
+            "<interface type='ethernet'><mac address='52:54:00:00:00:01'/><target dev='t0'/></interface>\
+             <interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/></interface>",
+            "",
+        );
+        let a = args(&d);
+        assert_eq!(
+            after(&a, "-netdev"),
+            [
+                "tap,id=nd-525400000001,script=no,downscript=no,ifname=t0",
+                "tap,id=nd-525400000002,fd=9"
+            ]
+        );
+        let br = &d.devices.interfaces[1];
+        assert_eq!(bridge_tap_name(7, br, Some(1)), "vq7n1");
+        assert_eq!(bridge_tap_name(4_000_000_000, br, None), "vq0h0002");
+        assert_eq!(bridge_tap_name(7, &d.devices.interfaces[0], None), "t0");
+    }
+
+    #[test]
     fn refuses_what_it_cannot_map() {
         let d = domain(
             "",
-            "<interface type='bridge'><source bridge='br0'/></interface>",
+            "<interface type='network'><source network='default'/></interface>",
             "",
         );
         let e = validate(&d).unwrap_err().to_string();
         assert!(
-            e.starts_with("/domain/devices/interface[1]: type 'bridge'"),
+            e.starts_with("/domain/devices/interface[1]: type 'network'"),
             "{e}"
         );
         let d = domain(

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtxml::{CharBackend, Disk, Domain, Interface, LifecycleAction, MacAddress};
+use virtxml::{CharBackend, Disk, Domain, Interface, InterfaceKind, LifecycleAction, MacAddress};
 
 use super::cmdline::{self, Machine, RunPaths};
 use super::qmp::{Qmp, QmpError};
@@ -36,6 +36,9 @@ pub struct QemuInstance {
     pub(super) paths: RunPaths,
     /// The definition as it runs (hot-plugs included).
     pub(super) live: Mutex<Domain>,
+    /// TAPs made persistent for hot-plugged bridge interfaces: removed on
+    /// unplug and when QEMU ends.
+    pub(super) persistent_taps: Mutex<Vec<String>>,
     pub(super) start_time: u64,
     pub(super) id: u32,
     pub(super) debug_exit: bool,
@@ -52,14 +55,27 @@ fn failed(e: QmpError) -> DriverError {
 
 impl QemuInstance {
     /// The `extra` of the run record: what adopt needs besides the pid.
-    pub(super) fn extra(machine: Machine, paths: &RunPaths, debug_exit: bool) -> Value {
+    fn extra(&self) -> Value {
         json!({
-            "machine": machine.name(),
-            "qmp": paths.qmp,
-            "console": paths.console,
-            "pidfile": paths.pidfile,
-            "debug_exit": debug_exit,
+            "machine": self.machine.name(),
+            "qmp": self.paths.qmp,
+            "console": self.paths.console,
+            "pidfile": self.paths.pidfile,
+            "debug_exit": self.debug_exit,
+            "persistent_taps": *lock(&self.persistent_taps),
         })
+    }
+
+    /// Removes the persistent TAP `name` if this driver made it.
+    fn remove_tap(&self, name: &str) -> Result<(), DriverError> {
+        let mut taps = lock(&self.persistent_taps);
+        if !taps.iter().any(|t| t == name) {
+            return Ok(());
+        }
+        netvirt::bridge::remove_persistent_tap(name)
+            .map_err(|e| DriverError::Failed(format!("cannot remove TAP {name}: {e}")))?;
+        taps.retain(|t| t != name);
+        Ok(())
     }
 
     /// Reaps the child, if it is ours and has ended, keeping its status.
@@ -205,7 +221,7 @@ impl Instance for QemuInstance {
             start_time: self.start_time,
             id: self.id,
             xml: lock(&self.live).to_xml(),
-            extra: Self::extra(self.machine, &self.paths, self.debug_exit),
+            extra: self.extra(),
         }
     }
 
@@ -271,6 +287,12 @@ impl Instance for QemuInstance {
         self.reap();
         // Every event QEMU wrote before it exited is in the socket.
         self.qmp.drain(Duration::from_secs(2));
+        let taps = lock(&self.persistent_taps).clone();
+        for t in taps {
+            if let Err(e) = self.remove_tap(&t) {
+                tracing::warn!("{e}");
+            }
+        }
         let shutdown = self.qmp.with_events(|st| st.shutdown.clone());
         let status = *lock(&self.status);
         decide(
@@ -355,14 +377,34 @@ impl Instance for QemuInstance {
                 iface.mac
             )));
         }
-        let nd = cmdline::netdev(iface);
-        let nd_id = nd["id"].clone();
-        self.qmp.execute("netdev_add", Some(nd)).map_err(failed)?;
-        if let Err(e) = self.plug(cmdline::nic_device(iface, "")) {
-            let _ = self.qmp.execute("netdev_del", Some(json!({ "id": nd_id })));
-            return Err(e);
+        let mut iface = iface.clone();
+        // No descriptor can go over this QMP client: a bridge port is made
+        // persistent for QEMU to open by name, and removed on unplug.
+        let mut made_tap = None;
+        if let InterfaceKind::Bridge(bridge) = &iface.kind {
+            let name = cmdline::bridge_tap_name(self.id, &iface, None);
+            netvirt::bridge::create_bridge_port(&name, bridge)
+                .map_err(|e| DriverError::Failed(format!("bridge '{bridge}': {e}")))?;
+            lock(&self.persistent_taps).push(name.clone());
+            iface.target = Some(name.clone());
+            made_tap = Some(name);
         }
-        lock(&self.live).devices.interfaces.push(iface.clone());
+        let undo_tap = |e: DriverError| {
+            if let Some(t) = &made_tap {
+                let _ = self.remove_tap(t);
+            }
+            e
+        };
+        let nd = cmdline::netdev(&iface);
+        let nd_id = nd["id"].clone();
+        if let Err(e) = self.qmp.execute("netdev_add", Some(nd)) {
+            return Err(undo_tap(failed(e)));
+        }
+        if let Err(e) = self.plug(cmdline::nic_device(&iface, "")) {
+            let _ = self.qmp.execute("netdev_del", Some(json!({ "id": nd_id })));
+            return Err(undo_tap(e));
+        }
+        lock(&self.live).devices.interfaces.push(iface);
         Ok(())
     }
 
@@ -385,11 +427,21 @@ impl Instance for QemuInstance {
                 Some(json!({ "id": format!("nd-{}", &id[4..]) })),
             )
             .map_err(failed)?;
-        lock(&self.live)
-            .devices
-            .interfaces
-            .retain(|i| i.mac != *mac);
-        Ok(())
+        let tap = {
+            let mut live = lock(&self.live);
+            let tap = live
+                .devices
+                .interfaces
+                .iter()
+                .find(|i| i.mac == *mac)
+                .and_then(|i| i.target.clone());
+            live.devices.interfaces.retain(|i| i.mac != *mac);
+            tap
+        };
+        match tap {
+            Some(t) => self.remove_tap(&t),
+            None => Ok(()),
+        }
     }
 
     fn stats(&self) -> Result<BTreeMap<String, Value>, DriverError> {

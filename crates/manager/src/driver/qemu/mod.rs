@@ -15,6 +15,7 @@ pub mod instance;
 pub mod qmp;
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
@@ -22,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use virtxml::Domain;
+use virtxml::{Domain, InterfaceKind};
 
 use self::cmdline::{Machine, RunPaths};
 use self::instance::QemuInstance;
@@ -153,9 +154,34 @@ impl Driver for QemuDriver {
             let _ = std::fs::remove_file(stale);
         }
         let debug_exit = true;
+        // Bridge ports: the driver makes each TAP, attaches it and hands
+        // QEMU the descriptor, so the TAP goes when QEMU does, however it
+        // ends. The live definition names the TAPs it made.
+        let mut live = domain.clone();
+        let mut ports = Vec::new();
+        let mut tap_fds = vec![None; live.devices.interfaces.len()];
+        for (i, iface) in live.devices.interfaces.iter_mut().enumerate() {
+            let InterfaceKind::Bridge(bridge) = &iface.kind else {
+                continue;
+            };
+            let name = cmdline::bridge_tap_name(id, iface, Some(i));
+            let tap = netvirt::bridge::open_bridge_port(&name, bridge).map_err(|e| {
+                DriverError::Failed(format!(
+                    "/domain/devices/interface[{}]: bridge '{bridge}': {e}",
+                    i + 1
+                ))
+            })?;
+            tap_fds[i] = tap.queue(0).map(|fd| fd.as_raw_fd());
+            iface.target = Some(tap.name().to_string());
+            ports.push(tap);
+        }
+        let keep: Vec<i32> = tap_fds.iter().flatten().copied().collect();
         let mut cmd = Command::new(&self.binary);
-        cmd.args(cmdline::build(domain, machine, &paths, debug_exit));
-        let mut child = process::spawn_session(&mut cmd, &ctx.log_path, &[]).map_err(|e| {
+        cmd.args(cmdline::build(&live, machine, &paths, debug_exit, &tap_fds));
+        let spawned = process::spawn_session(&mut cmd, &ctx.log_path, &keep);
+        // QEMU holds its own copies now (or failed to start).
+        drop(ports);
+        let mut child = spawned.map_err(|e| {
             DriverError::Failed(format!("cannot run {}: {e}", self.binary.display()))
         })?;
         let pidfd = match PidFd::from_child(&child) {
@@ -241,7 +267,8 @@ impl Driver for QemuDriver {
             qmp,
             machine,
             paths,
-            live: Mutex::new(domain.clone()),
+            live: Mutex::new(live),
+            persistent_taps: Mutex::new(Vec::new()),
             start_time,
             id,
             debug_exit,
@@ -282,6 +309,17 @@ impl Driver for QemuDriver {
             .get("debug_exit")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let persistent_taps: Vec<String> = record
+            .extra
+            .get("persistent_taps")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         // A live QEMU whose monitor does not answer is not "gone": saying
         // so would leave it running unwatched.
         let qmp = Qmp::connect(&paths.qmp, CONNECT_TIMEOUT).map_err(|e| {
@@ -298,6 +336,7 @@ impl Driver for QemuDriver {
             machine,
             paths,
             live: Mutex::new(domain),
+            persistent_taps: Mutex::new(persistent_taps),
             start_time: record.start_time,
             id: record.id,
             debug_exit,
