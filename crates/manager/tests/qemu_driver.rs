@@ -713,3 +713,23 @@ fn bridge_interfaces_get_driver_made_taps() {
     assert!(e.contains("nosuchbr"), "{e}");
     assert!(!link_exists(&nsname, "vq2n0"));
 }
+
+/// bad-insn runs `xrstor` at CPL 0: kvm-pvm cannot emulate it, and QEMU
+/// stops the vCPUs in internal-error and stays; the driver ends it as
+/// crashed. (With hardware virtualization the guest gets #UD and triple
+/// faults instead: a reset.)
+#[test]
+fn emulation_failure_is_crashed() {
+    let Some(f) = Fixture::new() else { return };
+    let inst = f.start(&domain_xml("bad", &guest("bad-insn"), "", ""), false);
+    let rx = watch(&inst);
+    let pid = inst.record().pid;
+    match exit_within(&rx, 30) {
+        ExitReason::Crashed(why) => assert!(why.contains("internal-error"), "{why}"),
+        ExitReason::Reset => {
+            eprintln!("this host's KVM raised #UD for xrstor (hardware virtualization): a reset")
+        }
+        other => panic!("expected Crashed, got {other:?}\nlog:\n{}", f.log()),
+    }
+    assert!(gone(pid));
+}

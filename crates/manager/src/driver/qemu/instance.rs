@@ -281,8 +281,39 @@ impl Instance for QemuInstance {
     }
 
     fn wait_exit(&self) -> ExitReason {
-        if let Err(e) = self.pidfd.wait(None) {
-            return ExitReason::Crashed(format!("cannot wait for QEMU: {e}"));
+        // QEMU does not exit when KVM fails to emulate an instruction or
+        // the guest panics: it stops the vCPUs and stays. Each stop is
+        // checked, and such a QEMU is ended as crashed.
+        let mut stops_seen = 0;
+        let mut crashed = None;
+        loop {
+            match self.pidfd.wait(Some(Duration::from_millis(250))) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return ExitReason::Crashed(format!("cannot wait for QEMU: {e}")),
+            }
+            let stops = self.qmp.with_events(|st| st.stops);
+            if stops == stops_seen || crashed.is_some() {
+                continue;
+            }
+            stops_seen = stops;
+            let status = self
+                .qmp
+                .execute_timeout("query-status", None, Duration::from_secs(2));
+            let status = status
+                .ok()
+                .and_then(|r| r.get("status").and_then(Value::as_str).map(str::to_string));
+            if let Some(s @ ("internal-error" | "guest-panicked")) = status.as_deref() {
+                crashed = Some(match s {
+                    "internal-error" => {
+                        "KVM could not run the guest (QEMU: internal-error, see the log)"
+                    }
+                    _ => "the guest panicked",
+                });
+                if let Err(e) = self.pidfd.terminate(None, KILL_WAIT) {
+                    tracing::warn!("cannot end a crashed QEMU: {e}");
+                }
+            }
         }
         self.reap();
         // Every event QEMU wrote before it exited is in the socket.
@@ -292,6 +323,9 @@ impl Instance for QemuInstance {
             if let Err(e) = self.remove_tap(&t) {
                 tracing::warn!("{e}");
             }
+        }
+        if let (Some(why), false) = (crashed, self.destroyed.load(Ordering::SeqCst)) {
+            return ExitReason::Crashed(why.to_string());
         }
         let shutdown = self.qmp.with_events(|st| st.shutdown.clone());
         let status = *lock(&self.status);

@@ -75,6 +75,9 @@ pub struct EventState {
     pub deleted: Vec<String>,
     /// True after `STOP` until `RESUME`.
     pub stopped: bool,
+    /// How many `STOP` events came (a stop QEMU made itself, on an
+    /// emulation failure, is only seen through `query-status`).
+    pub stops: u64,
     /// The connection has ended.
     pub closed: bool,
 }
@@ -307,7 +310,10 @@ fn read_loop(
                             .to_string(),
                     })
                 }
-                "STOP" => st.stopped = true,
+                "STOP" => {
+                    st.stopped = true;
+                    st.stops += 1;
+                }
                 "RESUME" => st.stopped = false,
                 "DEVICE_DELETED" => {
                     if let Some(d) = data.get("device").and_then(Value::as_str) {
