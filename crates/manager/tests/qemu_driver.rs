@@ -733,3 +733,50 @@ fn emulation_failure_is_crashed() {
     }
     assert!(gone(pid));
 }
+
+/// Without <acpi/> microvm has no PCI bus: the guest still boots (COM1 is
+/// ISA), and a device that would need PCI is refused before anything runs.
+#[test]
+fn microvm_without_acpi_boots_and_refuses_pci_devices() {
+    let Some(f) = Fixture::new() else { return };
+    let xml =
+        domain_xml("noacpi", &guest("idle"), "", "").replace("<features><acpi/></features>", "");
+    let inst = f.start(&xml, false);
+    let rx = watch(&inst);
+    let out = console_sees(&*inst, "idle: waiting");
+    assert!(out.contains("idle: waiting"), "console: {out:?}");
+    let disk = Domain::parse(&domain_xml(
+        "x",
+        &guest("idle"),
+        "",
+        "<disk type='file'><driver type='raw'/><source file='/dev/null'/><target dev='vdb'/></disk>",
+    ))
+    .unwrap()
+    .domain
+    .devices
+    .disks
+    .remove(0);
+    match inst.attach_disk(&disk) {
+        Err(DriverError::Unsupported(m)) => assert!(m.contains("no hot-plug slot"), "{m}"),
+        other => panic!("hot-plug without PCI: {other:?}"),
+    }
+    inst.destroy(false).unwrap();
+    assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
+
+    let with_rng = domain_xml(
+        "noacpi2",
+        &guest("idle"),
+        "",
+        "<rng model='virtio'><backend model='builtin'/></rng>",
+    )
+    .replace("<features><acpi/></features>", "");
+    let e = f
+        .driver
+        .validate(&Domain::parse(&with_rng).unwrap().domain)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/domain/devices/rng: a microvm without"),
+        "{e}"
+    );
+}

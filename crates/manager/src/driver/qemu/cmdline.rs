@@ -29,6 +29,9 @@ pub enum Machine {
     /// `microvm` with PCIe (`pcie=on`): no firmware to emulate, the fast
     /// choice on kvm-pvm, and the default.
     Microvm,
+    /// `microvm` for a domain without `<acpi/>`: QEMU's microvm describes
+    /// its PCIe host through ACPI only, so there is no PCI bus at all.
+    MicrovmNoPci,
     /// `pc` (i440FX): SeaBIOS, ACPI PCI hot-plug on its root bus.
     Pc,
     /// `q35`: SeaBIOS, PCIe.
@@ -47,10 +50,36 @@ impl Machine {
         }
     }
 
+    /// The machine for `os/type/@machine` and whether the domain has
+    /// ACPI; `None` for a name this driver does not run.
+    pub fn for_domain(domain: &Domain) -> Option<Machine> {
+        let acpi = domain.features.as_ref().is_some_and(|f| f.acpi);
+        match Machine::from_os(domain.os.machine.as_deref())? {
+            Machine::Microvm if !acpi => Some(Machine::MicrovmNoPci),
+            m => Some(m),
+        }
+    }
+
+    /// The name kept in the run record ([`Machine::from_record`] reads it).
+    pub fn record_name(self) -> &'static str {
+        match self {
+            Machine::MicrovmNoPci => "microvm-nopci",
+            m => m.name(),
+        }
+    }
+
+    /// The machine a run record names.
+    pub fn from_record(name: &str) -> Option<Machine> {
+        match name {
+            "microvm-nopci" => Some(Machine::MicrovmNoPci),
+            n => Machine::from_os(Some(n)),
+        }
+    }
+
     /// QEMU's name of the machine family.
     pub fn name(self) -> &'static str {
         match self {
-            Machine::Microvm => "microvm",
+            Machine::Microvm | Machine::MicrovmNoPci => "microvm",
             Machine::Pc => "pc",
             Machine::Q35 => "q35",
         }
@@ -60,7 +89,7 @@ impl Machine {
     pub fn root_bus(self) -> &'static str {
         match self {
             Machine::Pc => "pci.0",
-            Machine::Microvm | Machine::Q35 => "pcie.0",
+            Machine::Microvm | Machine::MicrovmNoPci | Machine::Q35 => "pcie.0",
         }
     }
 
@@ -68,6 +97,7 @@ impl Machine {
     pub fn hotplug_buses(self) -> Vec<String> {
         match self {
             Machine::Pc => vec!["pci.0".to_string()],
+            Machine::MicrovmNoPci => Vec::new(),
             Machine::Microvm | Machine::Q35 => {
                 (0..HOTPLUG_PORTS).map(|i| format!("hotplug{i}")).collect()
             }
@@ -100,7 +130,7 @@ impl RunPaths {
 /// Refuses, with one line naming the element, what this driver cannot map.
 pub fn validate(domain: &Domain) -> Result<Machine, DriverError> {
     let refuse = |what: String| Err(DriverError::Unsupported(what));
-    let Some(machine) = Machine::from_os(domain.os.machine.as_deref()) else {
+    let Some(machine) = Machine::for_domain(domain) else {
         return refuse(format!(
             "/domain/os/type: machine '{}' is not run by the QEMU driver (use microvm, pc, q35, pc-i440fx-* or pc-q35-*)",
             domain.os.machine.as_deref().unwrap_or_default()
@@ -111,6 +141,30 @@ pub fn validate(domain: &Domain) -> Result<Machine, DriverError> {
             "/domain/vcpu: cpuset= is not applied by the QEMU driver (remove it or use the vireo driver)"
                 .into(),
         );
+    }
+    if machine == Machine::MicrovmNoPci {
+        let d = &domain.devices;
+        let virtio_console = d
+            .serials
+            .iter()
+            .chain(&d.consoles)
+            .any(|c| c.target == CharTarget::Virtio);
+        let device = if !d.disks.is_empty() {
+            Some("disk")
+        } else if !d.interfaces.is_empty() {
+            Some("interface")
+        } else if !d.rngs.is_empty() {
+            Some("rng")
+        } else if virtio_console {
+            Some("console")
+        } else {
+            None
+        };
+        if let Some(device) = device {
+            return refuse(format!(
+                "/domain/devices/{device}: a microvm without <features><acpi/> has no PCI bus under the QEMU driver (QEMU describes microvm's PCIe through ACPI): add <acpi/>, or use machine pc or q35"
+            ));
+        }
     }
     for (i, disk) in domain.devices.disks.iter().enumerate() {
         check_disk(disk, &format!("/domain/devices/disk[{}]", i + 1))?;
@@ -342,6 +396,7 @@ pub fn build(
     let acpi = if acpi { "on" } else { "off" };
     let machine_opts = match machine {
         Machine::Microvm => format!("microvm,accel=kvm,pcie=on,rtc=on,acpi={acpi}"),
+        Machine::MicrovmNoPci => "microvm,accel=kvm,pcie=off,rtc=on,acpi=off".to_string(),
         Machine::Pc | Machine::Q35 => format!("{},accel=kvm,acpi={acpi}", machine.name()),
     };
     let mut a: Vec<String> = vec![
@@ -382,7 +437,7 @@ pub fn build(
         push("-append", c.clone());
     }
     let bus = machine.root_bus();
-    if machine != Machine::Pc {
+    if matches!(machine, Machine::Microvm | Machine::Q35) {
         for (i, _) in machine.hotplug_buses().iter().enumerate() {
             push(
                 "-device",
@@ -622,6 +677,32 @@ mod tests {
         let a = args(&d);
         assert_eq!(after(&a, "-machine"), ["pc,accel=kvm,acpi=on"]);
         assert!(!a.iter().any(|s| s.contains("pcie-root-port")));
+        let d = Domain::parse(
+            "<domain type='kvm'><name>n</name><memory>65536</memory>\
+             <os><type>hvm</type><kernel>/k</kernel></os></domain>",
+        )
+        .unwrap()
+        .domain;
+        let a = args(&d);
+        assert_eq!(
+            after(&a, "-machine"),
+            ["microvm,accel=kvm,pcie=off,rtc=on,acpi=off"]
+        );
+        assert!(!a.iter().any(|s| s.contains("pcie-root-port")));
+        let mut with_disk = Domain::parse(
+            "<domain type='kvm'><name>n</name><memory>65536</memory>\
+             <os><type>hvm</type><kernel>/k</kernel></os><devices><disk type='file'>\
+             <driver type='raw'/><source file='/a'/><target dev='vda'/></disk></devices></domain>",
+        )
+        .unwrap()
+        .domain;
+        let e = validate(&with_disk).unwrap_err().to_string();
+        assert!(
+            e.starts_with("/domain/devices/disk: a microvm without"),
+            "{e}"
+        );
+        with_disk.os.machine = Some("pc".into());
+        assert_eq!(validate(&with_disk).unwrap(), Machine::Pc);
         let d = domain(" machine='virt'", "", "");
         let e = validate(&d).unwrap_err().to_string();
         assert!(e.starts_with("/domain/os/type: machine 'virt'"), "{e}");

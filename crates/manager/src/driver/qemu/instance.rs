@@ -57,7 +57,7 @@ impl QemuInstance {
     /// The `extra` of the run record: what adopt needs besides the pid.
     fn extra(&self) -> Value {
         json!({
-            "machine": self.machine.name(),
+            "machine": self.machine.record_name(),
             "qmp": self.paths.qmp,
             "console": self.paths.console,
             "pidfile": self.paths.pidfile,
@@ -112,6 +112,18 @@ impl QemuInstance {
                 "the guest did not release {id} within {} s; QEMU removes it when the guest does",
                 UNPLUG_WAIT.as_secs()
             )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a hot-plug before anything is added when the machine has
+    /// nowhere to put the device.
+    fn can_plug(&self) -> Result<(), DriverError> {
+        if self.machine.hotplug_buses().is_empty() {
+            return Err(DriverError::Unsupported(
+                "this machine has no hot-plug slot (a microvm without <acpi/> has no PCI bus)"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -338,6 +350,7 @@ impl Instance for QemuInstance {
     }
 
     fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError> {
+        self.can_plug()?;
         cmdline::check_disk(disk, "/disk")?;
         if lock(&self.live)
             .devices
@@ -399,6 +412,7 @@ impl Instance for QemuInstance {
     }
 
     fn attach_interface(&self, iface: &Interface) -> Result<(), DriverError> {
+        self.can_plug()?;
         cmdline::check_interface(iface, "/interface")?;
         if lock(&self.live)
             .devices

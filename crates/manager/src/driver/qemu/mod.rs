@@ -295,7 +295,7 @@ impl Driver for QemuDriver {
             .extra
             .get("machine")
             .and_then(Value::as_str)
-            .and_then(|m| Machine::from_os(Some(m)))
+            .and_then(Machine::from_record)
             .unwrap_or(Machine::Microvm);
         let mut paths = RunPaths::new(&ctx.run_dir);
         if let Some(q) = record.extra.get("qmp").and_then(Value::as_str) {
