@@ -355,6 +355,8 @@ def main():
     ap.add_argument("--client-cpus", default="1")
     ap.add_argument("--only", choices=["vireo", "libvirt"])
     args = ap.parse_args()
+    if args.domains - 1 < args.concurrent:
+        sys.exit("--domains must exceed --concurrent (the concurrent starts use defined domains)")
     if os.geteuid() != 0:
         sys.exit("bench/manager.py runs libvirtd and vireo's daemon as root: run it as root")
     for tool in ("taskset", "virsh", "libvirtd", "virtlogd"):
