@@ -780,3 +780,28 @@ fn microvm_without_acpi_boots_and_refuses_pci_devices() {
         "{e}"
     );
 }
+
+/// QEMU serves one QMP client at a time: while this instance holds the
+/// monitor, a second adopt hears no greeting. It must fail within its
+/// bound, saying the QEMU runs (not "gone", which would leave it unwatched).
+#[test]
+fn adopt_of_a_silent_monitor_fails_in_bounded_time() {
+    let Some(f) = Fixture::new() else { return };
+    let inst = f.start(&domain_xml("silent", &guest("idle"), "", ""), false);
+    let rec = inst.record();
+    let begun = Instant::now();
+    let e = match f.driver.adopt(&rec, &f.ctx(false)) {
+        Err(e) => e.to_string(),
+        Ok(other) => panic!("adopted a QEMU whose monitor is taken: {}", other.is_some()),
+    };
+    assert!(
+        begun.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        begun.elapsed()
+    );
+    assert!(e.contains("runs but its QMP socket does not answer"), "{e}");
+    assert_eq!(inst.state().unwrap(), RuntimeState::Running);
+    let rx = watch(&inst);
+    inst.destroy(false).unwrap();
+    assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
+}
