@@ -11,6 +11,7 @@
 //! and gives it back to [`Driver::adopt`] after a restart.
 
 pub mod process;
+pub mod qemu;
 pub mod vireo;
 
 use std::os::unix::net::UnixStream;
