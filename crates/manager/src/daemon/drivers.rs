@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::DaemonError;
+use crate::driver::qemu::QemuDriver;
 use crate::driver::vireo::VireoDriver;
 use crate::driver::Driver;
 
@@ -14,7 +15,7 @@ pub fn default_drivers(
     vmm_binary: PathBuf,
     qemu: Option<PathBuf>,
 ) -> Result<Vec<Arc<dyn Driver>>, DaemonError> {
-    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(VireoDriver::new(vmm_binary))];
+    let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(VireoDriver::new(vmm_binary))];
     let qemu = match qemu {
         Some(path) if is_executable(&path) => Some(path),
         Some(path) => {
@@ -26,13 +27,8 @@ pub fn default_drivers(
         None => find_on_path("qemu-system-x86_64"),
     };
     if let Some(binary) = qemu {
-        // QEMU DRIVER: register it here, as
-        // `drivers.push(Arc::new(crate::driver::qemu::QemuDriver::new(binary)))`
-        // (the driver is on branch i11-qemu; `drivers` becomes `mut`).
-        tracing::info!(
-            "QEMU found at {}, but this build has no QEMU driver",
-            binary.display()
-        );
+        tracing::info!("QEMU driver: {}", binary.display());
+        drivers.push(Arc::new(QemuDriver::new(binary)));
     }
     Ok(drivers)
 }
