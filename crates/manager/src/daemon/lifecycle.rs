@@ -237,6 +237,12 @@ pub(crate) fn activate(
     state: DomainState,
     reason: StateReason,
 ) -> Result<(), Failure> {
+    // The driver's live XML says what it made at start (the TAP of a bridge
+    // NIC, generated MACs): domiflist and the like read that, as libvirt's.
+    let domain = match Domain::parse(&record.xml) {
+        Ok(parsed) => Arc::new(parsed.domain),
+        Err(_) => domain,
+    };
     let (tx, rx) = watch::channel(false);
     let generation = {
         let mut table = d.registry.lock();

@@ -283,6 +283,7 @@ pub struct Daemon {
     pub state: PathBuf,
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -294,6 +295,12 @@ impl Daemon {
 
     /// As [`Daemon::start`], with `env` set for the daemon.
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_in(dir, env, None)
+    }
+
+    /// As [`Daemon::start_with`], the daemon (and so its VMMs and TAPs) in
+    /// network namespace `netns` (`ip netns exec`, which execs the daemon).
+    pub fn start_in(dir: &Path, env: &[(&str, &str)], netns: Option<&str>) -> Daemon {
         let mut d = Daemon {
             dir: dir.to_path_buf(),
             socket: dir.join("v.sock"),
@@ -304,6 +311,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            netns: netns.map(str::to_string),
             child: None,
         };
         d.spawn();
@@ -312,7 +320,14 @@ impl Daemon {
 
     /// The command that starts this daemon.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vireo"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vireo")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_vireo")),
+        };
         cmd.arg("daemon")
             .arg("--state-dir")
             .arg(&self.state)
