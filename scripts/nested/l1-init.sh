@@ -52,9 +52,9 @@ timeout_s=$(arg vireo.timeout)
 # MiB moved by the bulk checks: virtio-blk on raw and on qcow2 (through
 # the page cache and again with O_DIRECT) and virtio-net (each way).
 BLK_MIB=$(arg vireo.blk_mib)
-[ -n "$BLK_MIB" ] || BLK_MIB=256
+[ -n "$BLK_MIB" ] || BLK_MIB=128
 NET_MIB=$(arg vireo.net_mib)
-[ -n "$NET_MIB" ] || NET_MIB=100
+[ -n "$NET_MIB" ] || NET_MIB=50
 QCOW2_MIB=$(arg vireo.qcow2_mib)
 [ -n "$QCOW2_MIB" ] || QCOW2_MIB=64
 # `vireo.pin=CPUS` runs every vireo under `taskset -c CPUS` (for telling
@@ -62,6 +62,12 @@ QCOW2_MIB=$(arg vireo.qcow2_mib)
 # move between L1 CPUs).
 PIN=
 [ -z "$(arg vireo.pin)" ] || PIN="taskset -c $(arg vireo.pin)"
+# `vireo.stress=1` (with 2 L1 vCPUs): L1's CPUs wake each other all the
+# time while the scenarios run (nested-tool pingpong), for the same hunt.
+if [ "$(arg vireo.stress)" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    nested-tool pingpong 0 1 100000 &
+    echo "vireo-l1: CPU 0 and CPU 1 wake each other (nested-tool pingpong)"
+fi
 L2_KERNEL=/l2/vmlinuz
 L2_VMLINUX=/l2/vmlinux
 L2_INITRD=/l2/initramfs.cpio.gz

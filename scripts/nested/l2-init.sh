@@ -470,6 +470,11 @@ rng)
     else
         result hwrng-read fail "two 32-byte reads: '$a' '$b'"
     fi
+    # virtio_rng's one queue ("input") took the device's interrupts.
+    for d in /sys/bus/virtio/devices/*; do
+        [ "$(cat "$d/device")" = 0x0004 ] && rng=$(basename "$d")
+    done
+    vectors_took_irqs rng-irqs "^${rng:-no-virtio-rng}-input"
     finish poweroff
     ;;
 power-api)

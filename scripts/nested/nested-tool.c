@@ -20,6 +20,12 @@
  *   nested-tool holes FILE
  *       Prints `data=BYTES holes=BYTES` and each hole as `hole START END`
  *       (SEEK_DATA/SEEK_HOLE): which parts of a raw image are unallocated.
+ *   nested-tool pingpong CPU_A CPU_B SECONDS
+ *       Two processes pinned to CPU_A and CPU_B pass one byte back and
+ *       forth through two pipes for SECONDS, so each keeps waking the
+ *       other across CPUs (a stream of IPIs into whatever runs there);
+ *       prints the round trips. For hunting failures that need L1's CPUs
+ *       to interrupt each other (docs/testing.md, known failures).
  *
  * Exits 0 on success, 1 with one line on stderr on failure, 2 on misuse.
  */
@@ -30,6 +36,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -167,6 +175,44 @@ static int holes(const char *file)
     return 0;
 }
 
+static int pin(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof(set), &set);
+}
+
+static int pingpong(int a, int b, double seconds)
+{
+    int there[2], back[2];
+    if (pipe(there) != 0 || pipe(back) != 0)
+        return fail("pipe");
+    pid_t child = fork();
+    if (child < 0)
+        return fail("fork");
+    char c = 0;
+    if (child == 0) {
+        if (pin(b) != 0)
+            _exit(1);
+        while (read(there[0], &c, 1) == 1 && write(back[1], &c, 1) == 1)
+            ;
+        _exit(0);
+    }
+    if (pin(a) != 0)
+        return fail("sched_setaffinity");
+    long long trips = 0;
+    double start = now();
+    while (now() - start < seconds) {
+        if (write(there[1], &c, 1) != 1 || read(back[0], &c, 1) != 1)
+            return fail("pipe ping-pong");
+        trips++;
+    }
+    kill(child, SIGKILL);
+    printf("pingpong: %lld round trips between CPU %d and CPU %d in %.0f s\n", trips, a, b, seconds);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "unix-chat") == 0)
@@ -175,6 +221,8 @@ int main(int argc, char **argv)
         return do_fallocate(argv[2], argv[3], argv[4], argv[5]);
     if (argc == 3 && strcmp(argv[1], "holes") == 0)
         return holes(argv[2]);
-    fprintf(stderr, "usage: nested-tool unix-chat PATH SECONDS | fallocate punch|zero FILE OFFSET LENGTH | holes FILE\n");
+    if (argc == 5 && strcmp(argv[1], "pingpong") == 0)
+        return pingpong(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
+    fprintf(stderr, "usage: nested-tool unix-chat PATH SECONDS | fallocate punch|zero FILE OFFSET LENGTH | holes FILE | pingpong CPU_A CPU_B SECONDS\n");
     return 2;
 }

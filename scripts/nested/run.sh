@@ -14,8 +14,8 @@
 # then boots L1 once with `vireo.scenarios=` and runs every scenario
 # (l1-init.sh), the whole run bounded by VIREO_NESTED_TIMEOUT seconds
 # (default 1500) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
-# (default 180); VIREO_NESTED_BLK_MIB (raw disk, default 256),
-# VIREO_NESTED_QCOW2_MIB (default 64) and VIREO_NESTED_NET_MIB (default 100)
+# (default 180); VIREO_NESTED_BLK_MIB (raw disk, default 128),
+# VIREO_NESTED_QCOW2_MIB (default 64) and VIREO_NESTED_NET_MIB (default 50)
 # size the bulk data checks; VIREO_NESTED_PIN=CPUS runs vireo in L1 under
 # `taskset -c CPUS`; VIREO_NESTED_ACCEL overrides QEMU's `-accel tcg` (for
 # example `tcg,thread=single`), VIREO_NESTED_SMP L1's vCPU count (default 1:
@@ -73,9 +73,9 @@ st=0
 q="$repo/target/nested/qemu/root/usr"
 timeout_s=${VIREO_NESTED_TIMEOUT:-1500}
 per_run=${VIREO_NESTED_SCENARIO_TIMEOUT:-180}
-blk_mib=${VIREO_NESTED_BLK_MIB:-256}
+blk_mib=${VIREO_NESTED_BLK_MIB:-128}
 qcow2_mib=${VIREO_NESTED_QCOW2_MIB:-64}
-net_mib=${VIREO_NESTED_NET_MIB:-100}
+net_mib=${VIREO_NESTED_NET_MIB:-50}
 step "booting L1 for: $scenarios (timeout ${timeout_s}s)"
 start=$(date +%s)
 rc=0
