@@ -411,7 +411,7 @@ scenario_virtio_blk_qcow2() {
 
 scenario_virtio_net() {
     tap=vtap0
-    rm -f /tmp/net-rx*.bin /tmp/net-tx.took
+    rm -f /tmp/net-rx*.bin /tmp/net-rx*.end /tmp/net-word.sent /tmp/net-tx.took
     dd if=/dev/urandom of=/tmp/net-tx.bin bs=1M count="$NET_MIB" 2>/dev/null
     tx_sum=$(sha256sum /tmp/net-tx.bin | cut -d' ' -f1)
     (
@@ -437,7 +437,10 @@ scenario_virtio_net() {
             rm -f /tmp/net-hold.fifo
             mkfifo /tmp/net-hold.fifo
             for c in 0 1; do
-                timeout 300 nc -l -p $((7778 + c)) <>/tmp/net-hold.fifo >/tmp/net-rx$c.bin &
+                (
+                    timeout 300 nc -l -p $((7778 + c)) <>/tmp/net-hold.fifo >/tmp/net-rx$c.bin
+                    now >/tmp/net-rx$c.end
+                ) &
             done
             # Both listening (state 0A in /proc/net/tcp) before L2 may send.
             i=0
@@ -451,6 +454,7 @@ scenario_virtio_net() {
                 [ $i -lt 30 ] || break
                 sleep 1
             done
+            now >/tmp/net-word.sent
             wait
             # L2 listens once its sends are done; retry until it does.
             i=0
@@ -479,7 +483,7 @@ scenario_virtio_net() {
         l1=$(sha256sum /tmp/net-rx$c.bin 2>/dev/null | cut -d' ' -f1)
         size=$(stat -c %s /tmp/net-rx$c.bin 2>/dev/null)
         if [ -n "$l2" ] && [ "$l2" = "$l1" ] && [ "$size" = $((NET_MIB / 2 * 1048576)) ]; then
-            l1_result virtio-net tcp-to-l1-$c ok "$size bytes from L2's CPU $c arrived whole: sha256 $l1"
+            l1_result virtio-net tcp-to-l1-$c ok "$size bytes from L2's CPU $c arrived whole, $(awk "BEGIN{print $(cat /tmp/net-rx$c.end) - $(cat /tmp/net-word.sent)}") s after L1 sent its word: sha256 $l1"
         else
             l1_result virtio-net tcp-to-l1-$c fail "L2 sent sha256 '$l2', L1 received $size bytes, sha256 '$l1'"
         fi

@@ -187,6 +187,11 @@ blk_bulk() {
     sync_l1 counters
 }
 
+# TCP segments retransmitted so far (RetransSegs in /proc/net/snmp).
+retrans() {
+    awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+
 # net_bulk MIB PEER: MIB MiB to PEER (L1) over TCP, as two flows of the
 # same MIB/2 MiB of random data sent from CPU 0 and CPU 1 (so both transmit
 # queues carry one and, through the TAP's flow steering, both receive
@@ -198,24 +203,26 @@ net_bulk() {
     dd if=/dev/urandom of=/tmp/tx.bin bs=1M count=$half 2>/dev/null
     echo "VIREO-VALUE $name tx-sha256 $(sha256sum /tmp/tx.bin | cut -d' ' -f1)"
     t0=$(now)
+    r0=$(retrans)
     for c in 0 1; do
         {
             taskset -c $c nc -w 30 "$2" $((7778 + c)) </tmp/tx.bin
             echo $? >/tmp/tx$c.rc
+            elapsed "$t0" >/tmp/tx$c.took
         } &
     done
     wait
     took=$(elapsed "$t0")
     rm -f /tmp/tx.bin
     if [ "$(cat /tmp/tx0.rc /tmp/tx1.rc)" = "$(printf '0\n0')" ]; then
-        result tcp-send ok "2 x $half MiB sent to L1 at once in $took s (L1 compares sizes and sums)"
+        result tcp-send ok "2 x $half MiB sent to L1 at once in $took s (flows done at $(cat /tmp/tx0.took) s and $(cat /tmp/tx1.took) s, $(($(retrans) - r0)) TCP segments retransmitted; L1 compares sizes and sums)"
     else
         result tcp-send fail "nc exit codes $(cat /tmp/tx0.rc /tmp/tx1.rc | tr '\n' ' ')after $took s"
     fi
     t0=$(now)
     sum=$(timeout 300 nc -l -p 7780 | sha256sum | cut -d' ' -f1)
     echo "VIREO-VALUE $name rx-sha256 $sum"
-    result tcp-receive ok "received from L1 in $(elapsed "$t0") s, sha256 $sum (L1 compares)"
+    result tcp-receive ok "received from L1 in $(elapsed "$t0") s, sha256 $sum, $(($(retrans) - r0)) TCP segments retransmitted in all (L1 compares)"
 }
 
 case "$scenario" in

@@ -22,8 +22,9 @@
  *       (SEEK_DATA/SEEK_HOLE): which parts of a raw image are unallocated.
  *   nested-tool pingpong CPU_A CPU_B SECONDS
  *       Two processes pinned to CPU_A and CPU_B pass one byte back and
- *       forth through two pipes for SECONDS, so each keeps waking the
- *       other across CPUs (a stream of IPIs into whatever runs there);
+ *       forth through two pipes for SECONDS, at most a thousand times a
+ *       second, so each keeps waking the other across CPUs (a stream of
+ *       IPIs into whatever runs there);
  *       prints the round trips. For hunting failures that need L1's CPUs
  *       to interrupt each other (docs/testing.md, known failures).
  *
@@ -207,6 +208,9 @@ static int pingpong(int a, int b, double seconds)
         if (write(there[1], &c, 1) != 1 || read(back[0], &c, 1) != 1)
             return fail("pipe ping-pong");
         trips++;
+        // A thousand a second at most: enough interrupts, little CPU (a
+        // tight loop starved the guests under test).
+        usleep(1000);
     }
     kill(child, SIGKILL);
     printf("pingpong: %lld round trips between CPU %d and CPU %d in %.0f s\n", trips, a, b, seconds);
