@@ -10,7 +10,9 @@
 # the virtio drivers from it). DIR/vmlinuz.package records which package they
 # came from. When DIR/vmlinuz already is a bzImage and DIR/modules is there,
 # nothing is done (no apt at all); set FETCH_LINUX_REFRESH=1 to re-resolve the
-# package and replace both if the package changed.
+# package and replace both if the package changed. DIR/vmlinux is the
+# uncompressed kernel from inside the bzImage (for the PVH boot test),
+# extracted when missing or older than DIR/vmlinuz.
 # Prints one line saying what it did.
 set -eu
 
@@ -32,8 +34,53 @@ has_modules() {
     [ -d "$dir/modules" ] && [ -n "$(ls "$dir"/modules/*/kernel 2>/dev/null | head -n 1)" ]
 }
 
+# u32_at FILE OFFSET: the little-endian 32-bit number at OFFSET.
+u32_at() {
+    od -An -tu4 -j "$2" -N 4 "$1" | tr -d ' '
+}
+
+# extract_vmlinux: DIR/vmlinux, the uncompressed ELF kernel inside
+# DIR/vmlinuz, as the kernel's scripts/extract-vmlinux finds it, but from
+# the boot header instead of a search: the payload starts payload_offset
+# (0x248) bytes into the protected-mode code, which follows the
+# (setup_sects (0x1f1) + 1) * 512 bytes of setup, and is payload_length
+# (0x24c) bytes long, the last 4 the uncompressed size. Debian compresses
+# with LZ4 now; xz, zstd and gzip are handled too. Skipped (with a line
+# on stderr) when the decompressor is not installed: the PVH boot test
+# then fails saying so.
+extract_vmlinux() {
+    [ ! -s "$dir/vmlinux" ] || [ "$dir/vmlinux" -ot "$dir/vmlinuz" ] || return 0
+    setup=$((($(od -An -tu1 -j $((0x1f1)) -N 1 "$dir/vmlinuz" | tr -d ' ') + 1) * 512))
+    start=$((setup + $(u32_at "$dir/vmlinuz" $((0x248)))))
+    len=$(($(u32_at "$dir/vmlinuz" $((0x24c))) - 4))
+    magic=$(od -An -tx1 -j "$start" -N 4 "$dir/vmlinuz" | tr -d ' ')
+    case "$magic" in
+    02214c18) unpack="lz4 -dc" ;;
+    fd377a58) unpack="xz -dc" ;;
+    28b52ffd) unpack="zstd -dc" ;;
+    1f8b*) unpack="gzip -dc" ;;
+    *)
+        echo "fetch-linux: unknown compression (magic $magic) in $dir/vmlinuz: no vmlinux" >&2
+        return 0
+        ;;
+    esac
+    command -v "${unpack%% *}" >/dev/null 2>&1 || {
+        echo "fetch-linux: ${unpack%% *} not installed: no vmlinux" >&2
+        return 0
+    }
+    tail -c +$((start + 1)) "$dir/vmlinuz" | head -c "$len" | $unpack >"$dir/.vmlinux.tmp"
+    if [ "$(od -An -c -N 4 "$dir/.vmlinux.tmp" | tr -d ' ')" != "177ELF" ]; then
+        echo "fetch-linux: the payload of $dir/vmlinuz did not unpack to an ELF" >&2
+        rm -f "$dir/.vmlinux.tmp"
+        return 1
+    fi
+    mv -f "$dir/.vmlinux.tmp" "$dir/vmlinux"
+    echo "fetch-linux: extracted $dir/vmlinux ($(wc -c <"$dir/vmlinux") bytes, ${unpack%% *})"
+}
+
 if [ "${FETCH_LINUX_REFRESH:-0}" != 1 ] && is_bzimage "$dir/vmlinuz" && has_modules; then
     echo "fetch-linux: $dir/vmlinuz already present ($(cat "$dir/vmlinuz.package" 2>/dev/null || echo 'unknown package'))"
+    extract_vmlinux
     exit 0
 fi
 
@@ -56,6 +103,7 @@ want="$pkg $version"
 if is_bzimage "$dir/vmlinuz" && has_modules && [ -f "$dir/vmlinuz.package" ] &&
     [ "$(cat "$dir/vmlinuz.package")" = "$want" ]; then
     echo "fetch-linux: $dir/vmlinuz already holds $want"
+    extract_vmlinux
     exit 0
 fi
 
@@ -90,3 +138,4 @@ mv "$tmp/root/lib/modules" "$dir/modules"
 echo "$want" >"$tmp/vmlinuz.package"
 mv -f "$tmp/vmlinuz.package" "$dir/vmlinuz.package"
 echo "fetch-linux: put $(basename "$kernel") from $want at $dir/vmlinuz, modules at $dir/modules/$(ls "$dir/modules")"
+extract_vmlinux

@@ -49,9 +49,61 @@ fi
 
 timeout_s=$(arg vireo.timeout)
 [ -n "$timeout_s" ] || timeout_s=180
+# MiB moved by the bulk checks: virtio-blk on raw and on qcow2 (through
+# the page cache and again with O_DIRECT) and virtio-net (each way).
+BLK_MIB=$(arg vireo.blk_mib)
+[ -n "$BLK_MIB" ] || BLK_MIB=128
+NET_MIB=$(arg vireo.net_mib)
+[ -n "$NET_MIB" ] || NET_MIB=50
+QCOW2_MIB=$(arg vireo.qcow2_mib)
+[ -n "$QCOW2_MIB" ] || QCOW2_MIB=64
+# `vireo.pin=CPUS` runs every vireo under `taskset -c CPUS` (for telling
+# apart, with several L1 vCPUs, failures that need vireo's threads to
+# move between L1 CPUs).
+PIN=
+[ -z "$(arg vireo.pin)" ] || PIN="taskset -c $(arg vireo.pin)"
+# `vireo.stress=1` (with 2 L1 vCPUs): L1's CPUs wake each other all the
+# time while the scenarios run (nested-tool pingpong), for the same hunt.
+if [ "$(arg vireo.stress)" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    nested-tool pingpong 0 1 100000 &
+    echo "vireo-l1: CPU 0 and CPU 1 wake each other (nested-tool pingpong)"
+fi
 L2_KERNEL=/l2/vmlinuz
+L2_VMLINUX=/l2/vmlinux
 L2_INITRD=/l2/initramfs.cpio.gz
 L2_CMDLINE="console=ttyS0 reboot=k panic=1"
+
+# Seconds since L1's boot, with hundredths.
+now() {
+    cut -d' ' -f1 /proc/uptime
+}
+
+# wait_line NAME LINE SECONDS: waits until the L2 console of run NAME has
+# the line LINE (whole line); 1 when SECONDS pass first.
+wait_line() {
+    n=0
+    while ! tr -d '\r' 2>/dev/null <"/tmp/$1.console" | grep -qxF "$2"; do
+        n=$((n + 1))
+        [ $n -le $(($3 * 5)) ] || return 1
+        sleep 0.2
+    done
+}
+
+# answer SOCKET TAG: the line L2's sync_l1 waits for, over the console port.
+answer() {
+    echo "$2" | nested-tool unix-chat "$1" 1 >/dev/null
+}
+
+# value NAME KEY: what L2 printed as `VIREO-VALUE NAME KEY VALUE`.
+value() {
+    sed -n "s/\r$//; s/^VIREO-VALUE $1 $2 //p" "/tmp/$1.console" | head -n 1
+}
+
+# json_field FIELD: the value of "FIELD" in the JSON on stdin (strings
+# without quotes; the last one when there are several).
+json_field() {
+    sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n 1
+}
 
 # l1_result SCENARIO CHECK ok|fail EVIDENCE...
 l1_result() {
@@ -69,7 +121,7 @@ vireo_run() {
     # mid-run); vireo's log follows when it ends. A watchdog stops vireo
     # at the timeout, after recording where it hung.
     {
-        /bin/vireo -vv run "$@" 2>"/tmp/$name.log" </dev/null &
+        $PIN /bin/vireo -vv run "$@" 2>"/tmp/$name.log" </dev/null &
         vpid=$!
         (
             sleep "$timeout_s"
@@ -138,13 +190,27 @@ exit_check() {
     fi
 }
 
-# boot_with NAME CPUS MEM_MIB: the L2 boot checks with that many vCPUs and
-# MiB of RAM.
+# boot_with NAME CPUS MEM_MIB KERNEL CMDLINE-EXTRA [VIREO-ARGS...]: the L2
+# boot checks with that many vCPUs and MiB of RAM.
 boot_with() {
-    vireo_run "$1" --kernel $L2_KERNEL --initrd $L2_INITRD --cpus "$2" --memory "$3M" \
-        --cmdline "$L2_CMDLINE vireo.scenario=boot vireo.name=$1 vireo.cpus=$2 vireo.mem_mib=$3"
-    emit "$1"
-    exit_check "$1" 0
+    name=$1 cpus=$2 mem=$3 kernel=$4 extra=$5
+    shift 5
+    vireo_run "$name" --kernel "$kernel" --initrd $L2_INITRD --cpus "$cpus" --memory "${mem}M" "$@" \
+        --cmdline "$L2_CMDLINE vireo.scenario=boot vireo.name=$name vireo.cpus=$cpus vireo.mem_mib=$mem $extra"
+    emit "$name"
+    exit_check "$name" 0
+}
+
+# The flags of TEMPLATE_FLAGS L1's CPU has, comma-separated: what the host
+# template must pass on to L2 (and `minimal` hides).
+TEMPLATE_FLAGS="xsave avx cx16"
+host_flags() {
+    flags=" $(grep -m 1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    out=
+    for f in $TEMPLATE_FLAGS; do
+        case "$flags" in *" $f "*) out="$out,$f" ;; esac
+    done
+    echo "${out#,}"
 }
 
 scenario_poweroff() {
@@ -165,12 +231,19 @@ scenario_reboot() {
     else
         l1_result reboot one-boot fail "$boots boots"
     fi
+    # L2's command line says reboot=k: Linux resets through the keyboard
+    # controller, whose pulse vireo logs.
+    if grep -q 'i8042: guest pulsed the reset line' /tmp/reboot.log; then
+        l1_result reboot i8042-reset ok "vireo's i8042 saw the reset pulse (reboot=k)"
+    else
+        l1_result reboot i8042-reset fail "no i8042 reset pulse in vireo's log"
+    fi
 }
 
 scenario_reboot_again() {
     dd if=/dev/zero of=/tmp/flag.raw bs=1M count=1 2>/dev/null
     vireo_run reboot-again --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M --reboot \
-        --disk path=/tmp/flag.raw \
+        --disk path=/tmp/flag.raw,format=raw \
         --cmdline "$L2_CMDLINE vireo.scenario=reboot-again"
     emit reboot-again
     exit_check reboot-again 0
@@ -182,20 +255,91 @@ scenario_reboot_again() {
     fi
 }
 
+# blk_counters_helper NAME: in the background (pid in $helper), answers
+# L2's `VIREO-SYNC counters` after saving the disk counters from the API
+# in /tmp/NAME.counters.
+blk_counters_helper() {
+    rm -f "/tmp/$1.counters"
+    (
+        wait_line "$1" "VIREO-SYNC counters" "$timeout_s" || exit 0
+        vireo vm --socket "/tmp/$1.sock" --json counters >"/tmp/$1.counters" 2>&1
+        answer "/tmp/$1.con" counters
+    ) &
+    helper=$!
+}
+
+# covered HOLES FROM_MIB TO_MIB: whether one of nested-tool's `hole S E`
+# lines covers FROM_MIB..TO_MIB.
+covered() {
+    echo "$1" | awk -v a=$(($2 * 1048576)) -v b=$(($3 * 1048576)) \
+        '$1 == "hole" && $2 <= a && $3 >= b { found = 1 } END { exit !found }'
+}
+
+# blk_bulk_host NAME RAW MIB: l2-init.sh's blk_bulk regions, as L1 finds
+# them in RAW (the image, or the qcow2 converted to raw), and the counters
+# read while L2 ran.
+blk_bulk_host() {
+    name=$1 raw=$2 bulk=$3
+    l2=$(value "$name" pattern-bulk-sha256)
+    for what in cached:64 direct:$((64 + bulk)); do
+        l1=$(dd if="$raw" bs=1M skip="${what#*:}" count="$bulk" 2>/dev/null | sha256sum | cut -d' ' -f1)
+        if [ -n "$l2" ] && [ "$l2" = "$l1" ]; then
+            l1_result "$name" "${what%:*}-host" ok "$bulk MiB at ${what#*:} MiB in the image: sha256 $l1, as L2 wrote"
+        else
+            l1_result "$name" "${what%:*}-host" fail "L2 wrote sha256 '$l2', the image holds $l1 at ${what#*:} MiB"
+        fi
+    done
+    zeros=$(value "$name" zeros16-sha256)
+    bad=
+    for at in 16 32 48; do
+        got=$(dd if="$raw" bs=1M skip=$at count=16 2>/dev/null | sha256sum | cut -d' ' -f1)
+        [ -n "$zeros" ] && [ "$got" = "$zeros" ] || bad="$bad $at-$((at + 16))MiB:$got"
+    done
+    if [ -z "$bad" ]; then
+        l1_result "$name" zeroed-host ok "the discarded and write-zeroed 16-64 MiB read as zeroes in the image"
+    else
+        l1_result "$name" zeroed-host fail "not zero in the image:$bad (zeroes: $zeros)"
+    fi
+    c=$(sed -n 's/.*"disk0":{\([^}]*\)}.*/\1/p' "/tmp/$name.counters" 2>/dev/null)
+    flushes=$(echo "$c" | json_field flushes)
+    discards=$(echo "$c" | json_field discards)
+    if [ "${flushes:-0}" -gt 0 ] && [ "${discards:-0}" -gt 0 ]; then
+        l1_result "$name" flush-discard-counters ok "$c"
+    else
+        l1_result "$name" flush-discard-counters fail "want flushes and discards > 0 on disk0: ${c:-no counters (L2 never asked)}"
+    fi
+}
+
 # virtio_blk_with NAME CPUS QUEUES: a raw read-write disk with a serial and
 # QUEUES queues, and a read-only one, in an L2 with CPUS vCPUs (Linux gives
 # a disk at most one queue per CPU).
 virtio_blk_with() {
-    name=$1 cpus=$2 queues=$3
+    name=$1 cpus=$2 queues=$3 bulk=$4
     dd if=/dev/zero of=/tmp/vda.raw bs=1M count=16 2>/dev/null
     dd if=/dev/urandom of=/tmp/vdb.raw bs=1M count=1 2>/dev/null
     vdb_before=$(sha256sum /tmp/vdb.raw | cut -d' ' -f1)
-    vireo_run "$name" --kernel $L2_KERNEL --initrd $L2_INITRD --cpus "$cpus" --memory 256M \
-        --disk "path=/tmp/vda.raw,serial=vireo-nested-1,queues=$queues" \
-        --disk path=/tmp/vdb.raw,readonly=on \
-        --cmdline "$L2_CMDLINE vireo.scenario=virtio-blk vireo.name=$name vireo.serial=vireo-nested-1 vireo.queues=$queues"
+    set --
+    if [ "$bulk" -gt 0 ]; then
+        truncate -s $((64 + 2 * bulk))M /tmp/vda.raw
+        blk_counters_helper "$name"
+        set -- --api-socket "/tmp/$name.sock" --console "unix:/tmp/$name.con"
+    fi
+    vireo_run "$name" --kernel $L2_KERNEL --initrd $L2_INITRD --cpus "$cpus" --memory $((256 + 2 * bulk))M \
+        --disk "path=/tmp/vda.raw,format=raw,serial=vireo-nested-1,queues=$queues" \
+        --disk path=/tmp/vdb.raw,format=raw,readonly=on "$@" \
+        --cmdline "$L2_CMDLINE vireo.scenario=virtio-blk vireo.name=$name vireo.serial=vireo-nested-1 vireo.queues=$queues vireo.bulk_mib=$bulk"
     emit "$name"
     exit_check "$name" 0
+    if [ "$bulk" -gt 0 ]; then
+        kill "$helper" 2>/dev/null
+        blk_bulk_host "$name" /tmp/vda.raw "$bulk"
+        holes=$(nested-tool holes /tmp/vda.raw 2>&1)
+        if covered "$holes" 16 48; then
+            l1_result "$name" discard-holes ok "the discarded and write-zeroed (unmap) 16-48 MiB is a hole in the raw file: $(echo "$holes" | tr '\n' ' ')"
+        else
+            l1_result "$name" discard-holes fail "16-48 MiB not a hole: $(echo "$holes" | tr '\n' ' ')"
+        fi
+    fi
     l2_sum=$(sed -n 's/\r$//; s/^VIREO-VALUE [^ ]* pattern-sha256 //p' "/tmp/$name.console")
     l1_sum=$(head -c 8388608 /tmp/vda.raw | sha256sum | cut -d' ' -f1)
     if [ -n "$l2_sum" ] && [ "$l2_sum" = "$l1_sum" ]; then
@@ -216,18 +360,21 @@ virtio_blk_with() {
 # converts it to raw and finds them, and its metadata checks clean; a
 # read-only qcow2 reads back the marker L1 put in it.
 scenario_virtio_blk_qcow2() {
-    name=virtio-blk-qcow2
-    /bin/vireo img create -f qcow2 /tmp/vda.qcow2 16M >/dev/null
+    name=virtio-blk-qcow2 bulk=$QCOW2_MIB
+    /bin/vireo img create -f qcow2 /tmp/vda.qcow2 $((64 + 2 * bulk))M >/dev/null
     dd if=/dev/zero of=/tmp/marker.raw bs=1M count=1 2>/dev/null
     printf 'vireo-nested-marker' | dd of=/tmp/marker.raw conv=notrunc 2>/dev/null
     /bin/vireo img convert -O qcow2 /tmp/marker.raw /tmp/vdb.qcow2 >/dev/null
     vdb_before=$(sha256sum /tmp/vdb.qcow2 | cut -d' ' -f1)
-    vireo_run $name --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
-        --disk path=/tmp/vda.qcow2,serial=vireo-qcow2 \
-        --disk path=/tmp/vdb.qcow2,readonly=on \
-        --cmdline "$L2_CMDLINE vireo.scenario=virtio-blk vireo.name=$name vireo.serial=vireo-qcow2 vireo.queues=1 vireo.marker=vireo-nested-marker"
+    blk_counters_helper $name
+    vireo_run $name --kernel $L2_KERNEL --initrd $L2_INITRD --memory $((256 + 2 * bulk))M \
+        --disk path=/tmp/vda.qcow2,format=qcow2,serial=vireo-qcow2 \
+        --disk path=/tmp/vdb.qcow2,format=qcow2,readonly=on \
+        --api-socket /tmp/$name.sock --console unix:/tmp/$name.con \
+        --cmdline "$L2_CMDLINE vireo.scenario=virtio-blk vireo.name=$name vireo.serial=vireo-qcow2 vireo.queues=1 vireo.marker=vireo-nested-marker vireo.bulk_mib=$bulk"
     emit $name
     exit_check $name 0
+    kill "$helper" 2>/dev/null
     l2_sum=$(sed -n 's/\r$//; s/^VIREO-VALUE [^ ]* pattern-sha256 //p' "/tmp/$name.console")
     /bin/vireo img convert -O raw /tmp/vda.qcow2 /tmp/vda.raw >/tmp/convert.out 2>&1
     l1_sum=$(head -c 8388608 /tmp/vda.raw | sha256sum | cut -d' ' -f1)
@@ -241,6 +388,19 @@ scenario_virtio_blk_qcow2() {
     else
         l1_result $name qcow2-check fail "exit $?: $(tr '\n' ' ' </tmp/check.out)"
     fi
+    if [ "$bulk" -gt 0 ]; then
+        blk_bulk_host $name /tmp/vda.raw "$bulk"
+        # Written: 8 MiB of pattern, 48 MiB at 16-64 MiB, 2 x bulk. Freed:
+        # at least the 16 MiB discarded; the 16 MiB write-zeroed with unmap
+        # may be too.
+        alloc=$(($(stat -c %b /tmp/vda.qcow2) * 512 / 1048576))
+        most=$((8 + 48 + 2 * bulk - 16 + 2))
+        if [ "$alloc" -le "$most" ]; then
+            l1_result $name clusters-freed ok "the image file holds $alloc MiB after $((8 + 48 + 2 * bulk)) MiB written and 32 MiB discarded or write-zeroed with unmap (at most $most MiB allowed)"
+        else
+            l1_result $name clusters-freed fail "the image file holds $alloc MiB, more than $most MiB: the discard freed nothing"
+        fi
+    fi
     if [ "$vdb_before" = "$(sha256sum /tmp/vdb.qcow2 | cut -d' ' -f1)" ]; then
         l1_result $name ro-host-file ok "the read-only image is unchanged"
     else
@@ -251,6 +411,9 @@ scenario_virtio_blk_qcow2() {
 
 scenario_virtio_net() {
     tap=vtap0
+    rm -f /tmp/net-rx*.bin /tmp/net-rx*.end /tmp/net-word.sent /tmp/net-tx.took
+    dd if=/dev/urandom of=/tmp/net-tx.bin bs=1M count="$NET_MIB" 2>/dev/null
+    tx_sum=$(sha256sum /tmp/net-tx.bin | cut -d' ' -f1)
     (
         # vireo creates the TAP; address it once it exists, then ping L2
         # until it answers and tell L2 over TCP.
@@ -268,12 +431,40 @@ scenario_virtio_net() {
         done
         if ping -c 3 -W 5 169.254.10.2 >/tmp/l1ping.out 2>&1; then
             echo ok >/tmp/l1ping.verdict
+            # The bulk flows' listeners are up before L2 hears from us.
+            # busybox nc half-closes at the end of its stdin, and the
+            # sender then stops: stdin is a FIFO this nc holds open itself.
+            rm -f /tmp/net-hold.fifo
+            mkfifo /tmp/net-hold.fifo
+            for c in 0 1; do
+                (
+                    timeout 300 nc -l -p $((7778 + c)) <>/tmp/net-hold.fifo >/tmp/net-rx$c.bin
+                    now >/tmp/net-rx$c.end
+                ) &
+            done
+            # Both listening (state 0A in /proc/net/tcp) before L2 may send.
+            i=0
+            while [ "$(grep -cE ':1E6[23] 00000000:0000 0A' /proc/net/tcp)" != 2 ] && [ $i -lt 100 ]; do
+                sleep 0.1
+                i=$((i + 1))
+            done
             i=0
             until echo l1-pinged-l2 | nc -w 10 169.254.10.2 7777 2>/dev/null; do
                 i=$((i + 1))
                 [ $i -lt 30 ] || break
                 sleep 1
             done
+            now >/tmp/net-word.sent
+            wait
+            # L2 listens once its sends are done; retry until it does.
+            i=0
+            t0=$(now)
+            until nc -w 30 169.254.10.2 7780 </tmp/net-tx.bin 2>/dev/null; do
+                i=$((i + 1))
+                [ $i -lt 60 ] || break
+                sleep 1
+            done
+            echo "$i retries, $(awk "BEGIN{print $(now)-$t0}") s" >/tmp/net-tx.took
         else
             echo fail >/tmp/l1ping.verdict
         fi
@@ -282,26 +473,65 @@ scenario_virtio_net() {
     # 2 queue pairs need 2 vCPUs: virtio_net uses at most one per CPU.
     vireo_run virtio-net --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M --cpus 2 \
         --net tap=$tap,mac=52:54:00:12:34:56,queues=2 \
-        --cmdline "$L2_CMDLINE vireo.scenario=virtio-net vireo.mac=52:54:00:12:34:56 vireo.queues=2 vireo.ip=169.254.10.2 vireo.peer=169.254.10.1"
+        --cmdline "$L2_CMDLINE vireo.scenario=virtio-net vireo.mac=52:54:00:12:34:56 vireo.queues=2 vireo.ip=169.254.10.2 vireo.peer=169.254.10.1 vireo.bulk_mib=$NET_MIB"
     kill $helper 2>/dev/null
     wait $helper 2>/dev/null
     emit virtio-net
     exit_check virtio-net 0
+    for c in 0 1; do
+        l2=$(value virtio-net tx-sha256)
+        l1=$(sha256sum /tmp/net-rx$c.bin 2>/dev/null | cut -d' ' -f1)
+        size=$(stat -c %s /tmp/net-rx$c.bin 2>/dev/null)
+        if [ -n "$l2" ] && [ "$l2" = "$l1" ] && [ "$size" = $((NET_MIB / 2 * 1048576)) ]; then
+            l1_result virtio-net tcp-to-l1-$c ok "$size bytes from L2's CPU $c arrived whole, $(awk "BEGIN{print $(cat /tmp/net-rx$c.end) - $(cat /tmp/net-word.sent)}") s after L1 sent its word: sha256 $l1"
+        else
+            l1_result virtio-net tcp-to-l1-$c fail "L2 sent sha256 '$l2', L1 received $size bytes, sha256 '$l1'"
+        fi
+        rm -f /tmp/net-rx$c.bin
+    done
+    l2=$(value virtio-net rx-sha256)
+    if [ -n "$l2" ] && [ "$l2" = "$tx_sum" ]; then
+        l1_result virtio-net tcp-from-l1-bulk ok "$NET_MIB MiB from L1 arrived whole ($(cat /tmp/net-tx.took 2>/dev/null)): sha256 $tx_sum"
+    else
+        l1_result virtio-net tcp-from-l1-bulk fail "L1 sent sha256 $tx_sum, L2 received '$l2' ($(cat /tmp/net-tx.took 2>/dev/null))"
+    fi
+    rm -f /tmp/net-tx.bin
     l1_result virtio-net ping-from-l1 "$(cat /tmp/l1ping.verdict 2>/dev/null || echo fail)" \
         "$(tr '\n' '|' </tmp/l1ping.out 2>/dev/null)"
 }
 
 scenario_console() {
-    rm -f /tmp/hvc0.out
+    rm -f /tmp/hvc.out /tmp/console.sock /tmp/console.from-l2
+    # 1500 random bytes as one line of hex, sent into the socket once L2
+    # reads every port; what L2 writes to that port comes back meanwhile.
+    line=$(dd if=/dev/urandom bs=1500 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    sent=$(printf '%s' "$line" | sha256sum | cut -d' ' -f1)
+    (
+        wait_line console "VIREO-READY console-in" 150 || exit 0
+        echo "$line" | nested-tool unix-chat /tmp/console.sock 10 >/tmp/console.from-l2 2>&1
+    ) &
+    helper=$!
     vireo_run console --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
-        --console file:/tmp/hvc0.out \
+        --console file:/tmp/hvc.out --console unix:/tmp/console.sock \
         --cmdline "$L2_CMDLINE vireo.scenario=console"
+    kill $helper 2>/dev/null
+    wait $helper 2>/dev/null
     emit console
     exit_check console 0
-    if grep -q hello-from-l2-hvc0 /tmp/hvc0.out 2>/dev/null; then
-        l1_result console host-file ok "the line L2 wrote to /dev/hvc0 is in the host file"
+    # The port to the file and the port on the socket each got the line
+    # L2 wrote to it (naming its hvc).
+    f=$(grep -o 'hello-from-l2-hvc[0-9]' /tmp/hvc.out 2>/dev/null | head -n 1)
+    u=$(grep -o 'hello-from-l2-hvc[0-9]' /tmp/console.from-l2 2>/dev/null | head -n 1)
+    if [ -n "$f" ] && [ -n "$u" ] && [ "$f" != "$u" ]; then
+        l1_result console host-file ok "the file got '$f', the socket got '$u'"
     else
-        l1_result console host-file fail "host file: '$(head -c 200 /tmp/hvc0.out 2>&1 | tr '\n' '|')'"
+        l1_result console host-file fail "file: '$(head -c 200 /tmp/hvc.out 2>&1 | tr '\n' '|')', socket: '$(head -c 200 /tmp/console.from-l2 2>&1 | tr '\n' '|')'"
+    fi
+    got=$(value console hvc-in-sha256)
+    if [ "$got" = "$sent" ]; then
+        l1_result console host-to-guest ok "the ${#line}-byte line L1 wrote into the socket reached L2's hvc whole: sha256 $sent"
+    else
+        l1_result console host-to-guest fail "L1 sent sha256 $sent, L2 read '$got'"
     fi
 }
 
@@ -310,6 +540,137 @@ scenario_rng() {
         --cmdline "$L2_CMDLINE vireo.scenario=rng"
     emit rng
     exit_check rng 0
+}
+
+# Pause and resume, then the ACPI power button, through the API while L2's
+# ticker and timers run (l2-init.sh's power-api).
+scenario_power_api() {
+    name=power-api api=/tmp/power-api.sock con=/tmp/power-api.con
+    rm -f /tmp/power-api.*
+    (
+        wait_line $name "VIREO-SYNC pause" 150 || exit 0
+        t0=$(now)
+        vireo vm --socket $api pause >/tmp/power-api.pause 2>&1
+        echo $? >>/tmp/power-api.pause
+        sleep 1
+        ticks1=$(grep -c 'vireo-l2: tick' /tmp/$name.console)
+        state=$(vireo vm --socket $api --json info 2>&1 | json_field state)
+        refused=$(vireo vm --socket $api shutdown 2>&1)
+        echo "shutdown-rc=$? $refused" >/tmp/power-api.refused
+        sleep 4
+        ticks2=$(grep -c 'vireo-l2: tick' /tmp/$name.console)
+        vireo vm --socket $api resume >/tmp/power-api.resume 2>&1
+        echo $? >>/tmp/power-api.resume
+        t1=$(now)
+        echo "state=$state ticks1=$ticks1 ticks2=$ticks2 paused_for=$(awk "BEGIN{print $t1-$t0}")" >/tmp/power-api.paused
+        answer $con pause
+        sleep 2
+        echo "ticks3=$(grep -c 'vireo-l2: tick' /tmp/$name.console)" >>/tmp/power-api.paused
+        wait_line $name "VIREO-READY power-button" 150 || exit 0
+        vireo vm --socket $api shutdown >/tmp/power-api.button 2>&1
+        echo "rc=$? at $(now)" >>/tmp/power-api.button
+    ) &
+    helper=$!
+    vireo_run $name --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M --cpus 2 \
+        --api-socket $api --console unix:$con \
+        --cmdline "$L2_CMDLINE vireo.scenario=power-api"
+    ended=$(now)
+    kill $helper 2>/dev/null
+    wait $helper 2>/dev/null
+    emit $name
+    exit_check $name 0
+    p=$(cat /tmp/power-api.paused 2>/dev/null | tr '\n' ' ')
+    case "$p" in
+    *state=paused*) l1_result $name api-paused ok "$p" ;;
+    *) l1_result $name api-paused fail "GET /vm while paused: $p; pause: $(tr '\n' ' ' </tmp/power-api.pause 2>&1)" ;;
+    esac
+    t1=$(echo "$p" | sed -n 's/.*ticks1=\([0-9]*\).*/\1/p')
+    t2=$(echo "$p" | sed -n 's/.*ticks2=\([0-9]*\).*/\1/p')
+    t3=$(echo "$p" | sed -n 's/.*ticks3=\([0-9]*\).*/\1/p')
+    if [ -n "$t1" ] && [ "$t1" = "$t2" ] && [ -n "$t3" ] && [ "$t3" -gt "$t2" ]; then
+        l1_result $name guest-held ok "no tick in 4 s while paused ($t1 ticks), $((t3 - t2)) in the 2 s after resume"
+    else
+        l1_result $name guest-held fail "ticks: 1 s into the pause $t1, 5 s in $t2, 2 s after resume $t3"
+    fi
+    case "$(cat /tmp/power-api.refused 2>/dev/null)" in
+    shutdown-rc=0*) l1_result $name shutdown-while-paused fail "the power button was pressed on a paused VM: $(cat /tmp/power-api.refused)" ;;
+    shutdown-rc=*paused*) l1_result $name shutdown-while-paused ok "$(cat /tmp/power-api.refused)" ;;
+    *) l1_result $name shutdown-while-paused fail "$(cat /tmp/power-api.refused 2>&1)" ;;
+    esac
+    b=$(tr '\n' ' ' </tmp/power-api.button 2>/dev/null)
+    case "$b" in
+    *"rc=0 "*) l1_result $name api-shutdown ok "vireo vm shutdown answered; vireo exited at $ended s ($b)" ;;
+    *) l1_result $name api-shutdown fail "vireo vm shutdown: '$b'" ;;
+    esac
+}
+
+# Ten rounds of hot-plug through the API (l2-init.sh's hotplug): a raw disk
+# L1 marks per round and a NIC on a TAP vireo creates; after them, vireo's
+# open files and L1's network links are as before the first.
+scenario_hotplug() {
+    name=hotplug api=/tmp/hotplug.sock con=/tmp/hotplug.con rounds=10
+    rm -f /tmp/hotplug.*
+    dd if=/dev/zero of=/tmp/hotplug.raw bs=1M count=4 2>/dev/null
+    (
+        wait_line $name "VIREO-SYNC plug-1" 150 || exit 0
+        vpid=$(pidof vireo)
+        fd0=$(ls /proc/$vpid/fd | wc -l)
+        links0=$(ls /sys/class/net | wc -l)
+        echo "before: pid $vpid fds $fd0 links $links0" >/tmp/hotplug.leak
+        i=1
+        while [ $i -le $rounds ]; do
+            wait_line $name "VIREO-SYNC plug-$i" 120 || { echo "round $i: no plug request" >>/tmp/hotplug.err; exit 0; }
+            printf "round-$i" | dd of=/tmp/hotplug.raw bs=16 count=1 conv=sync,notrunc 2>/dev/null
+            vireo vm --socket $api add-disk --id hd$i "path=/tmp/hotplug.raw,format=raw" >>/tmp/hotplug.api.out 2>&1 ||
+                echo "round $i: add-disk failed" >>/tmp/hotplug.err
+            vireo vm --socket $api add-net --id hn$i >>/tmp/hotplug.api.out 2>&1 ||
+                echo "round $i: add-net failed" >>/tmp/hotplug.err
+            answer $con plug-$i
+            wait_line $name "VIREO-SYNC unplug-$i" 120 || { echo "round $i: no unplug request" >>/tmp/hotplug.err; exit 0; }
+            got=$(dd if=/tmp/hotplug.raw bs=4096 skip=1 count=1 2>/dev/null | tr -d '\0')
+            [ "$got" = "l2-round-$i" ] || echo "round $i: the disk file holds '$got' at 4096, not l2-round-$i" >>/tmp/hotplug.err
+            vireo vm --socket $api remove-device hd$i >>/tmp/hotplug.api.out 2>&1 ||
+                echo "round $i: remove-device hd$i failed" >>/tmp/hotplug.err
+            vireo vm --socket $api remove-device hn$i >>/tmp/hotplug.api.out 2>&1 ||
+                echo "round $i: remove-device hn$i failed" >>/tmp/hotplug.err
+            answer $con unplug-$i
+            n=0
+            while vireo vm --socket $api --json info 2>/dev/null | grep -qE "\"(hd|hn)$i\""; do
+                n=$((n + 1))
+                [ $n -lt 120 ] || { echo "round $i: hd$i/hn$i still listed 60 s after removal" >>/tmp/hotplug.err; break; }
+                sleep 0.5
+            done
+            i=$((i + 1))
+        done
+        wait_line $name "VIREO-SYNC done" 120 || { echo "no done request after the rounds" >>/tmp/hotplug.err; exit 0; }
+        echo "after: fds $(ls /proc/$vpid/fd | wc -l) links $(ls /sys/class/net | wc -l)" >>/tmp/hotplug.leak
+        ls -l /proc/$vpid/fd >/tmp/hotplug.fds 2>&1
+        echo "$rounds" >/tmp/hotplug.done
+        answer $con done
+    ) &
+    helper=$!
+    vireo_run $name --kernel $L2_KERNEL --initrd $L2_INITRD --memory 256M \
+        --api-socket $api --console unix:$con \
+        --cmdline "$L2_CMDLINE vireo.scenario=hotplug vireo.rounds=$rounds"
+    kill $helper 2>/dev/null
+    wait $helper 2>/dev/null
+    emit $name
+    exit_check $name 0
+    if [ -s /tmp/hotplug.err ] || [ ! -s /tmp/hotplug.done ]; then
+        l1_result $name l1-rounds fail "$(tr '\n' ';' </tmp/hotplug.err 2>/dev/null) $([ -s /tmp/hotplug.done ] || echo 'the rounds never finished')"
+    else
+        l1_result $name l1-rounds ok "$rounds rounds of add-disk, add-net, L2's write found in the file, remove-device x2, both gone from GET /vm"
+    fi
+    leak=$(tr '\n' ' ' </tmp/hotplug.leak 2>/dev/null)
+    fd0=$(echo "$leak" | sed -n 's/.*before: pid [0-9]* fds \([0-9]*\) .*/\1/p')
+    fd1=$(echo "$leak" | sed -n 's/.*after: fds \([0-9]*\) .*/\1/p')
+    l0=$(echo "$leak" | sed -n 's/.*before: .* links \([0-9]*\) .*after.*/\1/p')
+    l1=$(echo "$leak" | sed -n 's/.*after: fds [0-9]* links \([0-9]*\).*/\1/p')
+    if [ -n "$fd0" ] && [ "$fd0" = "$fd1" ] && [ -n "$l0" ] && [ "$l0" = "$l1" ]; then
+        l1_result $name no-leak ok "$leak"
+    else
+        l1_result $name no-leak fail "$leak; fds after: $(tr '\n' '|' </tmp/hotplug.fds 2>/dev/null)"
+    fi
 }
 
 # The old test of crates/vireo/tests/linux.rs, unchanged: its initramfs,
@@ -324,28 +685,35 @@ scenario_linux_test() {
 for s in $(arg vireo.scenarios | tr ',' ' '); do
     echo "VIREO-SCENARIO-BEGIN $s"
     rc=none
+    s_start=$(now)
     if [ -n "$l1_error" ]; then
         echo "VIREO-RESULT $s l1-kvm fail $l1_error"
     else
         case "$s" in
-        boot) boot_with boot 2 512 ;;
-        boot-1cpu) boot_with boot-1cpu 1 256 ;;
+        boot) boot_with boot 2 512 $L2_KERNEL "vireo.flags_present=$(host_flags)" ;;
+        # The uncompressed vmlinux through its PVH note, with the minimal
+        # CPU template.
+        boot-1cpu) boot_with boot-1cpu 1 256 $L2_VMLINUX \
+            "vireo.pvh=1 vireo.flags_absent=xsave,avx,avx2,cx16,tsc_deadline_timer" --cpu-template minimal ;;
         # 5 GiB: RAM on both sides of the 3-4 GiB hole (vireo maps guest
         # RAM lazily; run.sh gives L1 6 GiB, vireo refuses more than its host has).
-        boot-4cpu-5g) boot_with boot-4cpu-5g 4 5120 ;;
+        boot-4cpu-5g) boot_with boot-4cpu-5g 4 5120 $L2_KERNEL "vireo.flags_present=$(host_flags)" ;;
         poweroff) scenario_poweroff ;;
         reboot) scenario_reboot ;;
         reboot-again) scenario_reboot_again ;;
-        virtio-blk) virtio_blk_with virtio-blk 2 2 ;;
-        virtio-blk-mq4) virtio_blk_with virtio-blk-mq4 4 4 ;;
+        virtio-blk) virtio_blk_with virtio-blk 2 2 "$BLK_MIB" ;;
+        virtio-blk-mq4) virtio_blk_with virtio-blk-mq4 4 4 0 ;;
         virtio-blk-qcow2) scenario_virtio_blk_qcow2 ;;
         virtio-net) scenario_virtio_net ;;
         console) scenario_console ;;
         rng) scenario_rng ;;
+        power-api) scenario_power_api ;;
+        hotplug) scenario_hotplug ;;
         linux-test) scenario_linux_test ;;
         *) echo "VIREO-RESULT $s scenario fail unknown scenario" ;;
         esac
     fi
+    echo "vireo-l1: scenario $s took $(awk "BEGIN{print $(now)-$s_start}") s of L1 time, checks included"
     echo "VIREO-SCENARIO-END $s rc=$rc"
 done
 l1_end=$(cut -d' ' -f1 /proc/uptime)

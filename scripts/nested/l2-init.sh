@@ -41,14 +41,61 @@ expect() {
 
 # Debian builds virtio as modules; this order satisfies their dependencies
 # (there is no modules.dep in the initramfs, so insmod, not modprobe).
+# evdev and button: the ACPI power button as an input device for acpid.
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-    virtio_blk failover net_failover virtio_net virtio_console virtio-rng; do
+    virtio_blk failover net_failover virtio_net virtio_console virtio-rng evdev button; do
     insmod "/modules/$m.ko" || echo "vireo-l2: insmod $m failed"
 done
 echo "vireo-l2: init reached, scenario $scenario"
 # Let the drivers' probes (asynchronous for some) finish.
 mdev -s 2>/dev/null
 sleep 1
+
+# sync_l1 TAG: tell L1 (a `VIREO-SYNC TAG` line on the serial console) and
+# wait, at most 120 s, for L1 to answer TAG on /dev/hvc0 (the scenario's
+# `--console unix:` port, held open on fd 3 by open_hvc0). L1 acts on the
+# VM through vireo's API in between (pause, hot-plug, ...).
+sync_l1() {
+    echo "VIREO-SYNC $1"
+    got=
+    read -t 120 -r got <&3
+    got=$(echo "$got" | tr -d '\r')
+    if [ "$got" = "$1" ]; then
+        return 0
+    fi
+    result "sync-$1" fail "L1 answered '$got' on /dev/hvc0 (empty: nothing within 120 s)"
+    return 1
+}
+
+# open_hvc0: /dev/hvc0 as fd 3, without echo, for sync_l1.
+open_hvc0() {
+    if [ ! -c /dev/hvc0 ]; then
+        result hvc0 fail "no /dev/hvc0 for talking to L1"
+        finish poweroff
+    fi
+    exec 3</dev/hvc0
+    stty -echo <&3
+}
+
+# Seconds since boot, with hundredths.
+now() {
+    cut -d' ' -f1 /proc/uptime
+}
+
+# elapsed T0: seconds since T0 (a `now`).
+elapsed() {
+    awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'
+}
+
+# vectors_took_irqs CHECK PATTERN: every /proc/interrupts vector whose name
+# matches PATTERN (an awk regex) took at least one interrupt.
+vectors_took_irqs() {
+    irqs=$(awk -v d="$2" '$NF ~ d { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; printf "%s=%d ", $NF, n }' /proc/interrupts)
+    case "$irqs" in
+    "" | *"=0 "*) result "$1" fail "${irqs:-no vector matching $2 in /proc/interrupts}" ;;
+    *) result "$1" ok "$irqs" ;;
+    esac
+}
 
 finish() {
     echo "vireo-l2: scenario $scenario done, $1"
@@ -58,6 +105,124 @@ finish() {
     esac
     echo "vireo-l2: $1 -f returned"
     sleep 1000000
+}
+
+# blk_bulk MIB: on /dev/vda (at least 64 + 2 * MIB MiB): 16 MiB at 16 MiB
+# discarded, 16 MiB at 32 MiB write-zeroed with unmap allowed (and no
+# fallback to writing zero pages), 16 MiB at 48 MiB write-zeroed without
+# unmap; MIB MiB at 64 MiB written through the page cache and synced
+# (flush), the same MIB MiB after it written with O_DIRECT. L1 checks the
+# same regions in the image. /tmp must hold MIB MiB.
+blk_bulk() {
+    mib=1048576
+    bulk=$1
+    q=/sys/block/vda/queue
+    result blk-limits ok "write_cache '$(cat $q/write_cache)', discard_max_bytes $(cat $q/discard_max_bytes), write_zeroes_max_bytes $(cat $q/write_zeroes_max_bytes)"
+    # What the emulator costs here, to read the timings below by: 8 MiB
+    # from /dev/urandom, 8 MiB through sha256sum, 8 MiB from the disk.
+    t0=$(now)
+    dd if=/dev/urandom of=/dev/null bs=1M count=8 2>/dev/null
+    t1=$(now)
+    dd if=/dev/zero bs=1M count=8 2>/dev/null | sha256sum >/dev/null
+    t2=$(now)
+    dd if=/dev/vda of=/dev/null bs=1M count=8 iflag=direct 2>/dev/null
+    t3=$(now)
+    result l2-speed ok "8 MiB: urandom $(awk "BEGIN{print $t1-$t0}") s, sha256 $(awk "BEGIN{print $t2-$t1}") s, O_DIRECT read $(awk "BEGIN{print $t3-$t2}") s"
+    dd if=/dev/urandom of=/dev/vda bs=1M seek=16 count=48 oflag=direct 2>/dev/null
+    zeros=$(dd if=/dev/zero bs=1M count=16 2>/dev/null | sha256sum | cut -d' ' -f1)
+    if blkdiscard -o $((16 * mib)) -l $((16 * mib)) /dev/vda 2>/tmp/e; then
+        result discard ok "blkdiscard of 16 MiB at 16 MiB"
+    else
+        result discard fail "$(tr '\n' ' ' </tmp/e)"
+    fi
+    if nested-tool fallocate punch /dev/vda $((32 * mib)) $((16 * mib)) 2>/tmp/e; then
+        expect write-zeroes-unmap "$zeros" "$(dd if=/dev/vda bs=1M skip=32 count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
+    else
+        result write-zeroes-unmap fail "fallocate punch-hole on /dev/vda: $(tr '\n' ' ' </tmp/e)"
+    fi
+    if nested-tool fallocate zero /dev/vda $((48 * mib)) $((16 * mib)) 2>/tmp/e; then
+        expect write-zeroes "$zeros" "$(dd if=/dev/vda bs=1M skip=48 count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"
+    else
+        result write-zeroes fail "fallocate zero-range on /dev/vda: $(tr '\n' ' ' </tmp/e)"
+    fi
+    # One pattern of MIB MiB from /dev/urandom, checksummed once, written
+    # twice: through the page cache and synced (a flush), and past it with
+    # O_DIRECT. (Piping urandom through tee into sha256sum and dd instead
+    # ran at 0.5 MiB/s here: each 4 KiB through three pipes costs context
+    # switches, which are slow in a nested guest under the emulator.) L1
+    # checksums both regions in the image; L2 reads back the first 16 MiB
+    # of each with O_DIRECT.
+    t0=$(now)
+    dd if=/dev/urandom of=/tmp/pattern.bin bs=1M count="$bulk" 2>/dev/null
+    sum=$(sha256sum /tmp/pattern.bin | cut -d' ' -f1)
+    head16=$(dd if=/tmp/pattern.bin bs=1M count=16 2>/dev/null | sha256sum | cut -d' ' -f1)
+    echo "vireo-l2: $bulk MiB pattern made and checksummed in $(elapsed "$t0") s"
+    echo "VIREO-VALUE $name pattern-bulk-sha256 $sum"
+    t0=$(now)
+    if dd if=/tmp/pattern.bin of=/dev/vda bs=1M seek=64 2>/tmp/e && sync; then
+        back=$(dd if=/dev/vda bs=1M skip=64 count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+        if [ "$back" = "$head16" ]; then
+            result cached-write ok "$bulk MiB (sha256 $sum) written through the page cache and synced in $(elapsed "$t0") s; its first 16 MiB read back with O_DIRECT"
+        else
+            result cached-write fail "the first 16 MiB read back as sha256 $back, written $head16"
+        fi
+    else
+        result cached-write fail "$(tr '\n' ' ' </tmp/e)"
+    fi
+    t0=$(now)
+    if dd if=/tmp/pattern.bin of=/dev/vda bs=1M seek=$((64 + bulk)) oflag=direct 2>/tmp/e; then
+        back=$(dd if=/dev/vda bs=1M skip=$((64 + bulk)) count=16 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+        if [ "$back" = "$head16" ]; then
+            result direct-write ok "$bulk MiB written with O_DIRECT in $(elapsed "$t0") s; its first 16 MiB read back"
+        else
+            result direct-write fail "the first 16 MiB read back as sha256 $back, written $head16"
+        fi
+    else
+        result direct-write fail "$(tr '\n' ' ' </tmp/e)"
+    fi
+    rm -f /tmp/pattern.bin
+    echo "VIREO-VALUE $name zeros16-sha256 $zeros"
+    # L1 reads the device counters through the API while the VM runs.
+    open_hvc0
+    sync_l1 counters
+}
+
+# TCP segments retransmitted so far (RetransSegs in /proc/net/snmp).
+retrans() {
+    awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+
+# net_bulk MIB PEER: MIB MiB to PEER (L1) over TCP, as two flows of the
+# same MIB/2 MiB of random data sent from CPU 0 and CPU 1 (so both transmit
+# queues carry one and, through the TAP's flow steering, both receive
+# queues get its ACKs), then MIB MiB from L1; busybox nc at both ends,
+# sha256 on both ends (L1 compares). The data is a file in /tmp first:
+# piping /dev/urandom through tee into nc ran at 0.5 MiB/s here.
+net_bulk() {
+    half=$(($1 / 2))
+    dd if=/dev/urandom of=/tmp/tx.bin bs=1M count=$half 2>/dev/null
+    echo "VIREO-VALUE $name tx-sha256 $(sha256sum /tmp/tx.bin | cut -d' ' -f1)"
+    t0=$(now)
+    r0=$(retrans)
+    for c in 0 1; do
+        {
+            taskset -c $c nc -w 30 "$2" $((7778 + c)) </tmp/tx.bin
+            echo $? >/tmp/tx$c.rc
+            elapsed "$t0" >/tmp/tx$c.took
+        } &
+    done
+    wait
+    took=$(elapsed "$t0")
+    rm -f /tmp/tx.bin
+    if [ "$(cat /tmp/tx0.rc /tmp/tx1.rc)" = "$(printf '0\n0')" ]; then
+        result tcp-send ok "2 x $half MiB sent to L1 at once in $took s (flows done at $(cat /tmp/tx0.took) s and $(cat /tmp/tx1.took) s, $(($(retrans) - r0)) TCP segments retransmitted; L1 compares sizes and sums)"
+    else
+        result tcp-send fail "nc exit codes $(cat /tmp/tx0.rc /tmp/tx1.rc | tr '\n' ' ')after $took s"
+    fi
+    t0=$(now)
+    sum=$(timeout 300 nc -l -p 7780 | sha256sum | cut -d' ' -f1)
+    echo "VIREO-VALUE $name rx-sha256 $sum"
+    result tcp-receive ok "received from L1 in $(elapsed "$t0") s, sha256 $sum, $(($(retrans) - r0)) TCP segments retransmitted in all (L1 compares)"
 }
 
 case "$scenario" in
@@ -109,6 +274,27 @@ boot)
     20[0-9][0-9]-[01][0-9]-[0-3][0-9]) result rtc-date ok "$rtc_date $(cat /sys/class/rtc/rtc0/time 2>&1)" ;;
     *) result rtc-date fail "/sys/class/rtc/rtc0/date: $rtc_date" ;;
     esac
+    # The CPU template: flags L1 expects present (what the host template
+    # passes through) and absent (what `minimal` hides), comma-separated.
+    flags=" $(grep -m 1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    bad=
+    for f in $(arg vireo.flags_present | tr ',' ' '); do
+        case "$flags" in *" $f "*) ;; *) bad="$bad missing:$f" ;; esac
+    done
+    for f in $(arg vireo.flags_absent | tr ',' ' '); do
+        case "$flags" in *" $f "*) bad="$bad present:$f" ;; esac
+    done
+    if [ -z "$bad" ]; then
+        result cpu-flags ok "present: $(arg vireo.flags_present); absent: $(arg vireo.flags_absent)"
+    else
+        result cpu-flags fail "$bad in:$flags"
+    fi
+    # Linux's PVH entry writes type_of_loader 0xb0 into the boot_params
+    # it builds (0x90 under Xen); a bzImage boot keeps the loader's.
+    if [ "$(arg vireo.pvh)" = 1 ]; then
+        loader=$(dd if=/sys/kernel/boot_params/data bs=1 skip=$((0x210)) count=1 2>/dev/null | od -An -tx1 | tr -d ' ')
+        expect pvh-entry b0 "$loader"
+    fi
     finish poweroff
     ;;
 poweroff)
@@ -172,6 +358,10 @@ virtio-blk)
     else
         result vdb-write-refused ok "$(tr '\n' ' ' </tmp/ro.err)"
     fi
+    bulk=$(arg vireo.bulk_mib)
+    if [ -n "$bulk" ] && [ "$bulk" -gt 0 ]; then
+        blk_bulk "$bulk"
+    fi
     finish poweroff
     ;;
 virtio-net)
@@ -187,28 +377,90 @@ virtio-net)
     # L1 pings us and then says so over TCP; wait for that word.
     word=$(timeout 120 nc -l -p 7777 2>&1)
     expect tcp-from-l1 l1-pinged-l2 "$word"
+    bulk=$(arg vireo.bulk_mib)
+    if [ -n "$bulk" ] && [ "$bulk" -gt 0 ]; then
+        net_bulk "$bulk" "$(arg vireo.peer)"
+    fi
+    # The features Linux's virtio_net negotiated: /sys/bus/virtio/devices/
+    # */features has one 0/1 character per bit, bit 0 first.
+    for d in /sys/bus/virtio/devices/*; do
+        [ "$(cat "$d/device")" = 0x0001 ] && feats=$(cat "$d/features")
+    done
+    missing= have=
+    for b in 0:CSUM 1:GUEST_CSUM 5:MAC 7:GUEST_TSO4 8:GUEST_TSO6 9:GUEST_ECN 11:HOST_TSO4 \
+        12:HOST_TSO6 13:HOST_ECN 15:MRG_RXBUF 16:STATUS 17:CTRL_VQ 22:MQ 28:INDIRECT_DESC \
+        29:EVENT_IDX 32:VERSION_1; do
+        if [ "$(echo "$feats" | cut -c$((${b%%:*} + 1)))" = 1 ]; then
+            have="$have ${b#*:}"
+        else
+            missing="$missing ${b#*:}"
+        fi
+    done
+    for b in 10:GUEST_UFO 14:HOST_UFO; do
+        [ "$(echo "$feats" | cut -c$((${b%%:*} + 1)))" = 1 ] && have="$have ${b#*:}"
+    done
+    if [ -n "$feats" ] && [ -z "$missing" ]; then
+        result net-features ok "negotiated$have ($feats)"
+    else
+        result net-features fail "missing$missing; negotiated$have (${feats:-no virtio net device in /sys/bus/virtio/devices})"
+    fi
     queues=$(arg vireo.queues)
     expect net-queues "rx=$queues tx=$queues" \
         "rx=$(ls /sys/class/net/eth0/queues | grep -c '^rx-') tx=$(ls /sys/class/net/eth0/queues | grep -c '^tx-')"
-    # The traffic above took interrupts in both directions (which queue
-    # pair carried it is the TAP's and XPS's choice).
+    # Every queue's vector took interrupts (the bulk flows ran on both
+    # queue pairs); without the bulk part, both directions in total.
     dev=$(basename "$(readlink /sys/class/net/eth0/device)")
-    irqs=$(awk -v d="$dev-(in|out)put" '$NF ~ d { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; printf "%s=%d ", $NF, n }' /proc/interrupts)
-    in=$(echo "$irqs" | tr ' ' '\n' | awk -F= '/input/ { n += $2 } END { print n + 0 }')
-    out=$(echo "$irqs" | tr ' ' '\n' | awk -F= '/output/ { n += $2 } END { print n + 0 }')
-    if [ "$in" -gt 0 ] && [ "$out" -gt 0 ]; then
-        result net-irqs ok "$irqs"
+    if [ -n "$bulk" ] && [ "$bulk" -gt 0 ]; then
+        vectors_took_irqs net-irqs "$dev-(in|out)put"
     else
-        result net-irqs fail "input $in, output $out: ${irqs:-no $dev vectors in /proc/interrupts}"
+        irqs=$(awk -v d="$dev-(in|out)put" '$NF ~ d { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; printf "%s=%d ", $NF, n }' /proc/interrupts)
+        in=$(echo "$irqs" | tr ' ' '\n' | awk -F= '/input/ { n += $2 } END { print n + 0 }')
+        out=$(echo "$irqs" | tr ' ' '\n' | awk -F= '/output/ { n += $2 } END { print n + 0 }')
+        if [ "$in" -gt 0 ] && [ "$out" -gt 0 ]; then
+            result net-irqs ok "$irqs"
+        else
+            result net-irqs fail "input $in, output $out: ${irqs:-no $dev vectors in /proc/interrupts}"
+        fi
     fi
     finish poweroff
     ;;
 console)
-    if [ -c /dev/hvc0 ]; then
-        echo "hello-from-l2-hvc0" >/dev/hvc0
-        result hvc0 ok "wrote a line to /dev/hvc0"
+    # Two ports: one to a host file, one on a unix socket L1 talks through.
+    # Which hvc is which is the probe order's business: L2 writes a line
+    # naming each to each, and reads a line L1 sends from any.
+    # devtmpfs has hvc0-7 whatever is there; only real ports open.
+    ports=
+    for p in $(ls /dev | grep '^hvc[0-9]'); do
+        (: </dev/$p) 2>/dev/null && ports="$ports$p "
+    done
+    expect hvc-ports "hvc0 hvc1 " "$ports"
+    for p in $ports; do
+        stty -echo </dev/$p
+        echo "hello-from-l2-$p" >/dev/$p
+        (timeout 90 head -n 1 /dev/$p >/tmp/$p.in) &
+    done
+    result hvc-write ok "wrote a line to each of: $ports"
+    sleep 1
+    echo "VIREO-READY console-in"
+    n=0
+    got=
+    while [ -z "$got" ] && [ $n -lt 450 ]; do
+        for p in $ports; do
+            [ -s /tmp/$p.in ] && got=$p
+        done
+        sleep 0.2
+        n=$((n + 1))
+    done
+    if [ -n "$got" ]; then
+        line=$(tr -d '\r\n' </tmp/$got.in)
+        echo "VIREO-VALUE $name hvc-in-sha256 $(printf '%s' "$line" | sha256sum | cut -d' ' -f1)"
+        result hvc-read ok "/dev/$got gave a line of ${#line} bytes (L1 compares its sha256)"
+        # Again, for a client that connected after the first lines.
+        for p in $ports; do
+            echo "hello-from-l2-$p" >/dev/$p
+        done
     else
-        result hvc0 fail "no /dev/hvc0: $(ls /dev | tr '\n' ' ')"
+        result hvc-read fail "no line from L1 on $ports within 90 s"
     fi
     finish poweroff
     ;;
@@ -225,6 +477,143 @@ rng)
     else
         result hwrng-read fail "two 32-byte reads: '$a' '$b'"
     fi
+    # virtio_rng's one queue ("input") took the device's interrupts.
+    for d in /sys/bus/virtio/devices/*; do
+        [ "$(cat "$d/device")" = 0x0004 ] && rng=$(basename "$d")
+    done
+    vectors_took_irqs rng-irqs "^${rng:-no-virtio-rng}-input"
+    finish poweroff
+    ;;
+power-api)
+    # Pause and resume through L1's API calls, then the ACPI power button.
+    open_hvc0
+    buttons=
+    for e in /sys/class/input/event*; do
+        [ "$(cat "$e/device/name" 2>/dev/null)" = "Power Button" ] &&
+            buttons="$buttons /dev/$(basename "$e")($(cat "$e/device/phys" 2>/dev/null))"
+    done
+    if [ -n "$buttons" ]; then
+        result button-input ok "Linux's button driver made$buttons"
+    else
+        result button-input fail "no 'Power Button' input device: $(cat /sys/class/input/*/device/name 2>/dev/null | tr '\n' ',')"
+    fi
+    # A ticker L1 watches (no tick while paused) and a 5 s sleep that spans
+    # the pause.
+    (while :; do
+        echo "vireo-l2: tick $(now)"
+        sleep 0.5
+    done) &
+    ticker=$!
+    t0=$(now)
+    d0=$(date +%s)
+    sleep 5 &
+    sleeper=$!
+    if sync_l1 pause; then
+        if wait $sleeper; then
+            result sleep-spans-pause ok "a 5 s sleep started before the pause ended $(elapsed "$t0") s later (uptime)"
+        else
+            result sleep-spans-pause fail "the sleep ended with $?"
+        fi
+        t1=$(now)
+        d1=$(date +%s)
+        if awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b > a) }' && [ "$d1" -ge "$d0" ]; then
+            result clock-forward ok "uptime $t0 -> $t1, date +%s $d0 -> $d1"
+        else
+            result clock-forward fail "uptime $t0 -> $t1, date +%s $d0 -> $d1"
+        fi
+        t2=$(now)
+        sleep 1
+        took=$(elapsed "$t2")
+        if awk -v t="$took" 'BEGIN { exit !(t >= 0.99 && t < 5) }'; then
+            result timer-after-resume ok "sleep 1 took $took s of uptime"
+        else
+            result timer-after-resume fail "sleep 1 took $took s of uptime"
+        fi
+        bad=$(dmesg | grep -iE 'soft lockup|rcu.*stall|clocksource.*unstable|hung_task|workqueue lockup' | tr '\n' '|')
+        if [ -z "$bad" ]; then
+            result clock-clean ok "no lockup, stall or unstable clocksource in dmesg"
+        else
+            result clock-clean fail "$bad"
+        fi
+    fi
+    kill $ticker 2>/dev/null
+    # busybox acpid reads every /dev/input/event* and runs
+    # /etc/acpi/PWRF/00000080 for the power button's KEY_POWER.
+    mkdir -p /etc/acpi/PWRF
+    cat >/etc/acpi/PWRF/00000080 <<EOS
+#!/bin/sh
+echo "VIREO-RESULT $name power-button ok acpid got KEY_POWER from the ACPI power button and ran its handler"
+poweroff -f
+EOS
+    chmod 755 /etc/acpi/PWRF/00000080
+    acpid -d -c /etc/acpi &
+    sleep 1
+    echo "VIREO-READY power-button"
+    sleep 120
+    result power-button fail "no power button event within 120 s"
+    finish poweroff
+    ;;
+hotplug)
+    # Ten rounds: L1 hot-plugs a disk and a NIC, Linux finds them (ACPI PCI
+    # hot-plug), uses them, and ejects them when L1 asks.
+    open_hvc0
+    rounds=$(arg vireo.rounds)
+    pci0=$(ls /sys/bus/pci/devices | wc -l)
+    ok_rounds=0
+    i=1
+    while [ "$i" -le "$rounds" ]; do
+        sync_l1 plug-$i || break
+        disk= nic=
+        n=0
+        while [ $n -lt 300 ]; do
+            disk=$(ls /sys/block | grep '^vd' | head -n 1)
+            nic=$(ls /sys/class/net | grep '^eth' | head -n 1)
+            [ -n "$disk" ] && [ -n "$nic" ] && break
+            sleep 0.2
+            n=$((n + 1))
+        done
+        if [ -z "$disk" ] || [ -z "$nic" ]; then
+            result round-$i fail "after 60 s: disk '${disk}', NIC '${nic}'; pci: $(ls /sys/bus/pci/devices | tr '\n' ' ')"
+            break
+        fi
+        mark=$(dd if=/dev/$disk bs=16 count=1 2>/dev/null | tr -d '\0')
+        printf "l2-round-$i" | dd of=/dev/$disk bs=4096 seek=1 conv=sync,notrunc oflag=direct 2>/tmp/hp.err
+        wrote=$?
+        ip link set "$nic" up
+        n=0
+        while [ "$(cat /sys/class/net/$nic/carrier 2>/dev/null)" != 1 ] && [ $n -lt 50 ]; do
+            sleep 0.2
+            n=$((n + 1))
+        done
+        carrier=$(cat /sys/class/net/$nic/carrier 2>/dev/null)
+        pci1=$(ls /sys/bus/pci/devices | wc -l)
+        echo "vireo-l2: round $i: /dev/$disk read '$mark', write rc $wrote, $nic carrier '$carrier', $pci1 PCI devices"
+        if [ "$mark" != "round-$i" ] || [ "$wrote" != 0 ] || [ "$carrier" != 1 ] || [ "$pci1" != $((pci0 + 2)) ]; then
+            result round-$i fail "/dev/$disk read '$mark' (want round-$i), write rc $wrote $(tr '\n' ' ' </tmp/hp.err), $nic carrier '$carrier', $pci1 PCI devices (want $((pci0 + 2)))"
+            break
+        fi
+        sync_l1 unplug-$i || break
+        n=0
+        while { [ -e /sys/block/$disk ] || [ -e /sys/class/net/$nic ]; } && [ $n -lt 300 ]; do
+            sleep 0.2
+            n=$((n + 1))
+        done
+        pci2=$(ls /sys/bus/pci/devices | wc -l)
+        if [ -e /sys/block/$disk ] || [ -e /sys/class/net/$nic ] || [ "$pci2" != "$pci0" ]; then
+            result round-$i fail "60 s after the eject request: /sys/block/$disk $([ -e /sys/block/$disk ] && echo present || echo gone), $nic $([ -e /sys/class/net/$nic ] && echo present || echo gone), $pci2 PCI devices (want $pci0)"
+            break
+        fi
+        ok_rounds=$i
+        i=$((i + 1))
+    done
+    if [ "$ok_rounds" = "$rounds" ]; then
+        result rounds ok "$rounds rounds: disk and NIC appeared, were used and were ejected"
+    else
+        result rounds fail "$ok_rounds of $rounds rounds"
+    fi
+    expect pci-count "$pci0" "$(ls /sys/bus/pci/devices | wc -l)"
+    # L1 counts vireo's open files while the VM still runs.
+    sync_l1 done
     finish poweroff
     ;;
 *)

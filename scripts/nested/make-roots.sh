@@ -3,14 +3,17 @@
 #
 # Builds the two initramfs archives of the nested tests from Debian's
 # busybox-static and the kernel package fetch-linux.sh unpacked in LINUX_DIR:
-#   OUT/l2.cpio.gz  the L2 guest's: busybox, the virtio modules, l2-init.sh
-#                   as /init;
+#   OUT/l2.cpio.gz  the L2 guest's: busybox, nested-tool, the virtio, evdev
+#                   and ACPI button modules, l2-init.sh as /init;
 #   OUT/l1.cpio     the L1 guest's (uncompressed: QEMU's emulator unpacks
-#                   it faster): busybox, the static VIREO at /bin/vireo, the
-#                   L2 kernel and l2.cpio.gz under /l2, kvm, kvm-amd,
-#                   irqbypass and tun under /modules, l1-init.sh as /init,
-#                   and LINUX_TEST_INITRD (the initramfs of tests/linux.rs)
-#                   as /l2/linux-test.cpio.gz when given.
+#                   it faster): busybox, nested-tool, the static VIREO at
+#                   /bin/vireo, the L2 kernel (bzImage, and the vmlinux
+#                   inside it when fetch-linux.sh extracted one) and
+#                   l2.cpio.gz under /l2, kvm, kvm-amd, irqbypass and tun
+#                   under /modules, l1-init.sh as /init, and
+#                   LINUX_TEST_INITRD (the initramfs of tests/linux.rs) as
+#                   /l2/linux-test.cpio.gz when given.
+# nested-tool (nested-tool.c) is compiled static with ${CC:-cc}.
 # Always rebuilds (a few seconds). Prints one line per archive.
 set -eu
 
@@ -39,6 +42,12 @@ if command -v cpio >/dev/null 2>&1; then cpio=cpio; else cpio="/bin/busybox cpio
 tmp=$(mktemp -d "$out/.make-roots.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
+# The static libc is the one the static vireo links with.
+${CC:-cc} -static -Os -Wall -o "$tmp/nested-tool" "$here/nested-tool.c" || {
+    echo "make-roots: cannot compile nested-tool.c with ${CC:-cc} -static" >&2
+    exit 1
+}
+
 # skeleton ROOT: busybox with every applet, and /dev/console (the kernel
 # opens it for init before devtmpfs is mounted).
 skeleton() {
@@ -48,6 +57,7 @@ skeleton() {
         [ "$applet" = busybox ] || ln -sf busybox "$1/bin/$applet"
     done
     mknod -m 600 "$1/dev/console" c 5 1
+    cp "$tmp/nested-tool" "$1/bin/nested-tool"
 }
 
 # modules ROOT NAME...: copies each NAME.ko of the kernel package to
@@ -77,7 +87,7 @@ pack() {
 l2="$tmp/l2"
 skeleton "$l2"
 modules "$l2" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-    virtio_blk failover net_failover virtio_net virtio_console virtio-rng
+    virtio_blk failover net_failover virtio_net virtio_console virtio-rng evdev button
 cp "$here/l2-init.sh" "$l2/init"
 chmod 755 "$l2/init"
 pack "$l2" "$tmp/l2.cpio.gz" gzip
@@ -88,6 +98,7 @@ modules "$l1" irqbypass kvm kvm-amd tun
 mkdir -p "$l1/l2"
 cp "$vireo" "$l1/bin/vireo"
 cp "$linux/vmlinuz" "$l1/l2/vmlinuz"
+[ ! -f "$linux/vmlinux" ] || cp "$linux/vmlinux" "$l1/l2/vmlinux"
 cp "$tmp/l2.cpio.gz" "$l1/l2/initramfs.cpio.gz"
 [ -z "$linux_test" ] || cp "$linux_test" "$l1/l2/linux-test.cpio.gz"
 cp "$here/l1-init.sh" "$l1/init"

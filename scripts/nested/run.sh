@@ -13,8 +13,12 @@
 #   - the L1 and L2 initramfs archives (make-roots.sh) in OUT;
 # then boots L1 once with `vireo.scenarios=` and runs every scenario
 # (l1-init.sh), the whole run bounded by VIREO_NESTED_TIMEOUT seconds
-# (default 900) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
-# (default 180); VIREO_NESTED_ACCEL overrides QEMU's `-accel tcg` (for
+# (default 1500) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
+# (default 180); VIREO_NESTED_BLK_MIB (raw disk, default 128),
+# VIREO_NESTED_QCOW2_MIB (default 64) and VIREO_NESTED_NET_MIB (default 50)
+# size the bulk data checks; VIREO_NESTED_PIN=CPUS runs vireo in L1 under
+# `taskset -c CPUS` and VIREO_NESTED_STRESS=1 makes L1's first two CPUs wake
+# each other all along (both for hunting the 2-vCPU failures); VIREO_NESTED_ACCEL overrides QEMU's `-accel tcg` (for
 # example `tcg,thread=single`), VIREO_NESTED_SMP L1's vCPU count (default 1:
 # with 2, about one L2 boot in ten failed early, below vireo by the evidence
 # so far; see docs/testing.md). Writes OUT/l1-console.log (everything L1 printed: the
@@ -68,8 +72,11 @@ st=0
 "$here/make-roots.sh" "$out" "$linux" "$vireo" "$linux/initramfs.cpio.gz" >&2
 
 q="$repo/target/nested/qemu/root/usr"
-timeout_s=${VIREO_NESTED_TIMEOUT:-900}
+timeout_s=${VIREO_NESTED_TIMEOUT:-1500}
 per_run=${VIREO_NESTED_SCENARIO_TIMEOUT:-180}
+blk_mib=${VIREO_NESTED_BLK_MIB:-128}
+qcow2_mib=${VIREO_NESTED_QCOW2_MIB:-64}
+net_mib=${VIREO_NESTED_NET_MIB:-50}
 step "booting L1 for: $scenarios (timeout ${timeout_s}s)"
 start=$(date +%s)
 rc=0
@@ -82,7 +89,7 @@ QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" timeout "$timeout_s" \
     -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "${VIREO_NESTED_SMP:-1}" -m "${VIREO_NESTED_MEM:-6G}" -display none -serial stdio -monitor none \
     -no-reboot -nic none -d cpu_reset,guest_errors -D "$out/qemu-debug.log" \
     -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
-    -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run" \
+    -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run vireo.blk_mib=$blk_mib vireo.qcow2_mib=$qcow2_mib vireo.net_mib=$net_mib${VIREO_NESTED_PIN:+ vireo.pin=$VIREO_NESTED_PIN}${VIREO_NESTED_STRESS:+ vireo.stress=$VIREO_NESTED_STRESS}" \
     </dev/null >"$out/l1-console.log" 2>&1 || rc=$?
 end=$(date +%s)
 # A failed or unfinished run's console is kept beside the next ones: a

@@ -113,6 +113,14 @@ impl ConsoleHandler {
             if let Err(e) = self.read_input(&mut used) {
                 return self.ring_failed(&e, ops);
             }
+            // The next buffer now, so the input stays watched while the
+            // driver has buffers: a driver with buffers queued (Linux
+            // keeps its receive ring full) does not kick again, and with
+            // EVENT_IDX it must not, so waiting for a kick would leave the
+            // rest of the input unread.
+            if let Err(e) = self.take_buffer(&mut used) {
+                return self.ring_failed(&e, ops);
+            }
         }
         let watch = self.pending.is_some() && !self.input_done;
         self.watch_input(ops, watch);

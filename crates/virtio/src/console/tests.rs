@@ -159,6 +159,30 @@ fn input_waits_for_buffers_and_is_never_lost() {
     assert_eq!(rig.output(), b"x");
 }
 
+/// Linux fills the receive ring once and kicks only when it adds buffers:
+/// input arriving after the first buffer was used must go into the next
+/// queued buffer without another kick (it once waited for one, and a line
+/// sent to a Linux guest's hvc after the first never arrived).
+#[test]
+fn input_after_a_used_buffer_fills_the_next_queued_one() {
+    let mem = memory();
+    let mut rig = Rig::new(&mem, true, &[0, 1]);
+    let input = rig.input.take().unwrap();
+    rig.rx().push(&[D(BUF_BASE, 16, true)]);
+    rig.rx().push(&[D(BUF_BASE + 0x100, 16, true)]);
+    rig.rx().push(&[D(BUF_BASE + 0x200, 16, true)]);
+    write_fd(&input, b"first");
+    rig.rx().wait_used(1);
+    write_fd(&input, b"second");
+    rig.rx().wait_used(2);
+    write_fd(&input, b"third");
+    rig.rx().wait_used(3);
+    assert_eq!(read_mem(&mem, BUF_BASE, 5), b"first");
+    assert_eq!(read_mem(&mem, BUF_BASE + 0x100, 6), b"second");
+    assert_eq!(read_mem(&mem, BUF_BASE + 0x200, 5), b"third");
+    assert_eq!(rig.counter("rx_bytes"), 16);
+}
+
 #[test]
 fn hostile_chains_fail_without_harm() {
     let mem = memory();
