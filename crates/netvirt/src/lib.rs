@@ -7,6 +7,7 @@
 //! Bridges, veth pairs, VLANs, NAT and the rest come later; this crate
 //! knows nothing of virtio queues or guest memory.
 
+pub mod bridge;
 mod ifreq;
 pub mod netns;
 mod tap;

@@ -164,6 +164,61 @@ impl Tap {
             attached: Mutex::new(vec![true; fds.len()]),
             queues: fds,
         };
+        tap.finish()
+    }
+
+    /// A TAP from a descriptor this process was handed (inherited from
+    /// the management daemon, which created the interface): the caller's
+    /// descriptor is duplicated, checked to be a TAP queue with the flags
+    /// [`Tap::open`] uses, and configured as `open` configures its own.
+    /// One queue.
+    pub fn from_fd(fd: BorrowedFd<'_>) -> Result<Self, TapError> {
+        let what = format!("descriptor {}", fd.as_raw_fd());
+        let open_err = |source| TapError::Open {
+            name: what.clone(),
+            source,
+        };
+        let owned = fd.try_clone_to_owned().map_err(open_err)?;
+        let mut req = ifreq::request("");
+        // SAFETY: TUNGETIFF takes a struct ifreq and writes the
+        // interface's name and flags into it.
+        unsafe { ifreq::ifreq_ioctl(&owned, libc::TUNGETIFF, &mut req) }.map_err(|e| {
+            TapError::Unusable {
+                name: what.clone(),
+                reason: format!("it is not a TAP descriptor ({e})"),
+            }
+        })?;
+        // SAFETY: TUNGETIFF just wrote ifru_flags.
+        let flags = libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags });
+        let want = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        if flags & want != want {
+            return Err(TapError::Unusable {
+                name: ifreq::name_of(&req),
+                reason: "the descriptor is not a TAP opened with IFF_NO_PI and IFF_VNET_HDR".into(),
+            });
+        }
+        let fd = owned.as_raw_fd();
+        // SAFETY: F_GETFL takes no argument and returns the status flags.
+        let status = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if status < 0 {
+            return Err(open_err(io::Error::last_os_error()));
+        }
+        // SAFETY: F_SETFL takes the flags by value; no memory is passed.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, status | libc::O_NONBLOCK) } < 0 {
+            return Err(open_err(io::Error::last_os_error()));
+        }
+        Self {
+            name: ifreq::name_of(&req),
+            attached: Mutex::new(vec![true]),
+            queues: vec![owned],
+        }
+        .finish()
+    }
+
+    /// The set-up every TAP gets once its queues are attached: the
+    /// virtio-net header size, no offloads, the link up.
+    fn finish(self) -> Result<Self, TapError> {
+        let tap = self;
         for fd in &tap.queues {
             let size = libc::c_int::try_from(VNET_HDR_LEN).unwrap_or(12);
             // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer,
@@ -183,7 +238,7 @@ impl Tap {
         }
         tap.set_offloads(Offloads::default())?;
         ifreq::set_up(&tap.name).map_err(tap.configure_err("bringing the link up"))?;
-        tracing::debug!(name = tap.name, queues, "TAP open");
+        tracing::debug!(name = tap.name, queues = tap.queues.len(), "TAP open");
         Ok(tap)
     }
 

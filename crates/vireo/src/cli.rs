@@ -13,6 +13,9 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); VIREO_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The daemon to talk to (before the verb): vireo:///system, vireo+unix:///system?socket=PATH, vireo+ssh://[user@]host[:port]/system[?...]; default $VIREO_DEFAULT_URI, else vireo:///system.
+    #[arg(short = 'c', long = "connect", value_name = "URI")]
+    pub connect: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,6 +31,12 @@ pub enum Command {
     Img(crate::img::ImgArgs),
     /// Control a running VM through its API socket (`vireo run --api-socket`).
     Vm(crate::vm_cli::VmArgs),
+    /// Run the management daemon in the foreground (domains, lifecycle, events, the API).
+    Daemon(crate::daemon_cmd::DaemonArgs),
+    /// Join stdin/stdout to the daemon's socket (what vireo+ssh:// runs on the far host).
+    Proxy(crate::proxy::ProxyArgs),
+    #[command(flatten)]
+    Virsh(crate::virsh::VirshCommand),
 }
 
 /// Options shared by `run` and `demo`: the machine's shape.
@@ -65,10 +74,16 @@ pub struct RunArgs {
     /// On guest reset, boot the VM again instead of exiting.
     #[arg(long)]
     pub reboot: bool,
+    /// Hold the vCPUs before the guest's first instruction until PUT /vm/resume (needs --api-socket).
+    #[arg(long)]
+    pub paused: bool,
+    /// Write why the VM ended to this file (JSON, atomically) just before exiting.
+    #[arg(long, value_name = "PATH")]
+    pub exit_status: Option<PathBuf>,
     /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N][,id=NAME]. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub disk: Vec<DiskConfig>,
-    /// A virtio-net card on a TAP: [tap=NAME][,mac=MAC][,queues=N][,id=NAME]. Without tap, a new TAP is created; without mac, a random 52:54:00 one. Repeatable.
+    /// A virtio-net card on a TAP: [tap=NAME|fd=N][,mac=MAC][,queues=N][,id=NAME]. Without tap, a new TAP is created; fd=N is an inherited TAP descriptor; without mac, a random 52:54:00 one. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub net: Vec<NetConfig>,
     /// A virtio-console port: stdout, file:PATH, unix:PATH (listening, as --serial) or unix-connect:PATH. Repeatable.

@@ -5,9 +5,12 @@
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 mod cli;
+mod daemon_cmd;
 mod demo_guest;
 mod img;
+mod proxy;
 mod run;
+mod virsh;
 mod vm_cli;
 
 use std::process::ExitCode;
@@ -19,12 +22,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if let cli::Command::Daemon(args) = cli.command {
+        return daemon_cmd::daemon_command(args, cli.verbose);
+    }
     init_tracing(cli.verbose);
     match cli.command {
         cli::Command::Run(args) => run::run_command(args),
         cli::Command::Demo(args) => run::demo_command(args),
         cli::Command::Img(args) => img::img_command(args),
         cli::Command::Vm(args) => vm_cli::vm_command(args),
+        cli::Command::Proxy(args) => proxy::proxy_command(args),
+        cli::Command::Virsh(verb) => virsh::virsh_command(cli.connect.as_deref(), verb),
+        // Handled above, before the CLI's own logging is set up.
+        cli::Command::Daemon(_) => ExitCode::SUCCESS,
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use devices::serial_input::{spawn_input_thread, SerialInput};
 use devices::RawTerminal;
 use vmm::api::ApiServer;
+use vmm::exit_status::ExitStatus;
 use vmm::{Console, Controller, Hypervisor, KernelSource, Outcome, VmConfig};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -27,6 +28,14 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         eprintln!("vireo: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
+    if args.paused && args.api_socket.is_none() {
+        eprintln!("vireo: --paused needs --api-socket (nothing else could resume the VM)");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let ending = Ending {
+        paused: args.paused,
+        exit_status: args.exit_status.clone(),
+    };
     let Some(kernel) = args.kernel else {
         if let Some(socket) = &args.api_socket {
             // Configured over the API. The machine's flags (--memory,
@@ -43,7 +52,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
                 consoles: args.console,
                 ..machine_config(&args.machine)
             };
-            return launch(None, defaults, &args.machine, Some(socket));
+            return launch(None, defaults, &args.machine, Some(socket), &ending);
         }
         eprintln!(
             "vireo: --kernel is required (or --api-socket, to configure the VM over the API)"
@@ -67,7 +76,39 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         config.clone(),
         &args.machine,
         args.api_socket.as_deref(),
+        &ending,
     )
+}
+
+/// How a run starts and how it reports its end: `--paused` and
+/// `--exit-status`.
+#[derive(Default)]
+struct Ending {
+    paused: bool,
+    exit_status: Option<std::path::PathBuf>,
+}
+
+impl Ending {
+    /// Records why the VM ended, if asked to; a failure to write is said
+    /// on stderr (the exit code still tells part of the story).
+    fn record(&self, status: &ExitStatus) {
+        if let Some(path) = &self.exit_status {
+            if let Err(e) = status.write(path) {
+                eprintln!(
+                    "vireo: cannot write the exit status to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// The exit status for a stop by signal (or the console escape).
+fn stopped_status() -> ExitStatus {
+    match vmm::signals::received_signal() {
+        Some(sig) => ExitStatus::new("signal", format!("terminating on signal {sig}")),
+        None => ExitStatus::new("signal", "stopped from the console"),
+    }
 }
 
 /// One path cannot be two listening sockets: the second would replace
@@ -124,7 +165,13 @@ pub fn demo_command(args: DemoArgs) -> ExitCode {
         cmdline: args.cmdline,
         ..machine_config(&args.machine)
     };
-    launch(Some(&config), VmConfig::default(), &args.machine, None)
+    launch(
+        Some(&config),
+        VmConfig::default(),
+        &args.machine,
+        None,
+        &Ending::default(),
+    )
 }
 
 fn machine_config(m: &MachineArgs) -> VmConfig {
@@ -148,6 +195,7 @@ fn launch(
     api_defaults: VmConfig,
     machine: &MachineArgs,
     api_socket: Option<&Path>,
+    ending: &Ending,
 ) -> ExitCode {
     let hv = match Hypervisor::open() {
         Ok(hv) => hv,
@@ -221,20 +269,26 @@ fn launch(
         }
     };
 
+    if let (Some(c), true) = (&controller, ending.paused) {
+        c.start_paused();
+    }
     if let (Some(c), true) = (&controller, boot_now) {
         c.request_boot();
     }
     let mut booted_once = false;
-    let code = loop {
+    let (code, status) = loop {
         // With the API, each boot's configuration comes from the
         // controller (the command line's, or one a client sent).
         let prepared = match (&controller, &prepared) {
             (Some(c), _) => match c.wait_for_boot(|| stop.read().is_ok()) {
                 Some(config) => config,
-                None => break ExitCode::SUCCESS,
+                None if vmm::signals::received_signal().is_some() => {
+                    break (ExitCode::SUCCESS, stopped_status())
+                }
+                None => break (ExitCode::SUCCESS, ExitStatus::new("poweroff", "")),
             },
             (None, Some(prepared)) => prepared.clone(),
-            (None, None) => break ExitCode::from(EXIT_USAGE),
+            (None, None) => break (ExitCode::from(EXIT_USAGE), ExitStatus::new("crashed", "")),
         };
         let observer = controller.as_deref().map(|c| c as &dyn vmm::VmObserver);
         let reboot = prepared.config().reboot;
@@ -249,16 +303,29 @@ fn launch(
                 }
                 continue;
             }
-            Ok(Outcome::PowerOff | Outcome::Reset) => break ExitCode::SUCCESS,
+            Ok(Outcome::PowerOff) => break (ExitCode::SUCCESS, ExitStatus::new("poweroff", "")),
+            Ok(Outcome::Reset) => {
+                break (
+                    ExitCode::SUCCESS,
+                    ExitStatus::new("reset", "the guest reset the machine"),
+                )
+            }
             Ok(Outcome::Stopped) => {
                 if let Some(sig) = vmm::signals::received_signal() {
                     eprintln!("vireo: terminating on signal {sig}");
                 }
-                break ExitCode::SUCCESS;
+                break (ExitCode::SUCCESS, stopped_status());
             }
             Ok(Outcome::Crashed(why)) => {
                 eprintln!("vireo: guest stopped: {why}");
-                break ExitCode::from(EXIT_FAILURE);
+                break (
+                    ExitCode::from(EXIT_FAILURE),
+                    // One line: the registers that follow are in the log.
+                    ExitStatus::new(
+                        "crashed",
+                        format!("guest stopped: {}", why.lines().next().unwrap_or_default()),
+                    ),
+                );
             }
             Err(e) if controller.is_some() && !booted_once => {
                 // A client's configuration that cannot be built is its
@@ -272,11 +339,14 @@ fn launch(
                 report(&e);
                 // A failure while building the first boot is the user's
                 // input; after a reboot it is a runtime failure.
-                break ExitCode::from(if booted_once {
-                    EXIT_FAILURE
-                } else {
-                    EXIT_USAGE
-                });
+                break (
+                    ExitCode::from(if booted_once {
+                        EXIT_FAILURE
+                    } else {
+                        EXIT_USAGE
+                    }),
+                    ExitStatus::new("crashed", vmm::error_chain(&e)),
+                );
             }
         }
     };
@@ -294,6 +364,9 @@ fn launch(
             eprintln!("vireo: cannot restore the terminal: {e}");
         }
     }
+    // Last, once the sockets are gone: a reader that finds the file finds
+    // a VM that has let go of everything.
+    ending.record(&status);
     code
 }
 

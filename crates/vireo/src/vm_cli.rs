@@ -196,6 +196,12 @@ fn request_for(
             ("PUT", "/vm/add-disk", encode(serde_json::to_vec(&spec))?)
         }
         VmCommand::AddNet(a) => {
+            if a.options.fd.is_some() {
+                // A descriptor number means nothing to another process.
+                return Err(Failure::Usage(
+                    "add-net: fd= is for vireo run only; name the TAP with tap=".into(),
+                ));
+            }
             let id = one_id(a.options.id.as_ref(), a.id.as_ref())?;
             (
                 "PUT",

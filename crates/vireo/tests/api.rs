@@ -774,3 +774,60 @@ fn sigterm_ends_the_vmm_in_every_state() {
     vm.ok("PUT", "/vm/reset", None);
     assert_eq!(terminate(vm), Some(0));
 }
+
+/// `--paused` holds the vCPUs from before their first instruction: the
+/// idle guest, whose first act is to print on COM1, prints nothing and
+/// exits to the VMM not once until it is resumed.
+#[test]
+fn a_paused_start_runs_no_guest_instruction_until_resumed() {
+    let idle = guest("idle");
+    let mut vm = Vm::start(
+        "paused-start",
+        &["--kernel", idle.to_str().unwrap(), "--paused"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while vm.ok("GET", "/vm", None)["state"] != "paused" {
+        assert!(Instant::now() < deadline, "the VM never came up paused");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let counters = vm.ok("GET", "/vm/counters", None);
+    for (reason, count) in counters["vcpus"]["0"].as_object().unwrap() {
+        // A paused vCPU may have been kicked (interrupted) but never ran.
+        if reason != "interrupted" {
+            assert_eq!(count, 0, "vcpu0 {reason} exits while paused: {counters}");
+        }
+    }
+    let (status, body) = vm.call("PUT", "/vm/pause", None);
+    assert_eq!(status, 409, "{body}");
+    vm.ok("PUT", "/vm/resume", None);
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+    vm.wait_for_line("idle: waiting");
+}
+
+#[test]
+fn paused_needs_the_api_socket() {
+    let idle = guest("idle");
+    let r = common::run_vireo(
+        &["run", "--kernel", idle.to_str().unwrap(), "--paused"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert_eq!(
+        r.stderr,
+        "vireo: --paused needs --api-socket (nothing else could resume the VM)\n"
+    );
+}
+
+#[test]
+fn without_a_kernel_the_boot_a_client_asks_for_starts_paused() {
+    let idle = guest("idle");
+    let vm = Vm::start("paused-config", &["--paused", "--serial", "off"]);
+    let config = format!(r#"{{"kernel":"{}"}}"#, idle.display());
+    vm.ok("PUT", "/vm/config", Some(&config));
+    vm.ok("PUT", "/vm/boot", None);
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "paused");
+    vm.ok("PUT", "/vm/resume", None);
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+    assert!(vm.ok("GET", "/vm/counters", None)["vcpus"]["0"].is_object());
+}

@@ -47,10 +47,13 @@ const DOC_FILES: &[&str] = &[
     "README.md",
     "docs/api.md",
     "docs/architecture.md",
+    "docs/daemon.md",
     "docs/devices.md",
     "docs/disks.md",
     "docs/domain-xml.md",
+    "docs/manager.md",
     "docs/network-xml.md",
+    "docs/remote.md",
     "docs/run.md",
     "docs/security.md",
     "docs/testing.md",
@@ -447,6 +450,11 @@ fn architecture() {
 }
 
 #[test]
+fn daemon() {
+    run_doc("docs/daemon.md");
+}
+
+#[test]
 fn devices() {
     run_doc("docs/devices.md");
 }
@@ -462,8 +470,18 @@ fn domain_xml() {
 }
 
 #[test]
+fn manager() {
+    run_doc("docs/manager.md");
+}
+
+#[test]
 fn network_xml() {
     run_doc("docs/network-xml.md");
+}
+
+#[test]
+fn remote() {
+    run_doc("docs/remote.md");
 }
 
 #[test]

@@ -418,3 +418,42 @@ fn one_path_cannot_be_two_sockets() {
     assert_one_line(&r);
     assert!(sock.exists(), "the live socket is left alone");
 }
+
+/// `--net fd=N` takes a TAP descriptor the caller left open: a number that
+/// is not open, or not a TAP, is refused by name.
+#[test]
+fn net_fd_that_is_not_an_open_tap() {
+    let r = run_hello(&["--net", "fd=99"]);
+    assert_usage_error(
+        &r,
+        "net0: cannot open TAP 'descriptor 99': Bad file descriptor",
+    );
+    assert_one_line(&r);
+    let r = run_hello(&["--net", "fd=2"]);
+    assert_usage_error(&r, "fd=2 is not a descriptor number of 3 or more");
+    let r = run_hello(&["--net", "fd=5,tap=t0"]);
+    assert_usage_error(&r, "give tap= or fd=, not both");
+    // Descriptor 5 open on /dev/null: open, but no TAP.
+    let hello = guest("hello");
+    let script = format!(
+        "exec \"$0\" run --kernel {} --net fd=5 5</dev/null",
+        hello.display()
+    );
+    let out = run_with_timeout(
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .arg(env!("CARGO_BIN_EXE_vireo")),
+        T,
+    );
+    let r = RunResult {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_usage_error(
+        &r,
+        "net0: cannot attach to 'descriptor 5': it is not a TAP descriptor",
+    );
+    assert_one_line(&r);
+}

@@ -481,3 +481,71 @@ fn terminal_is_raw_while_running_and_restored_after_ctrl_a_x() {
     assert_eq!(after.c_lflag, cooked.c_lflag, "local modes restored");
     assert_eq!(after.c_iflag, cooked.c_iflag, "input modes restored");
 }
+
+/// The exit status file (`--exit-status`) after a run that ended as `args`
+/// makes it end, or `None` when none was written.
+fn exit_status_after(dir: &Scratch, args: &[&str]) -> Option<serde_json::Value> {
+    let path = dir.join("exit.json");
+    let _ = std::fs::remove_file(&path);
+    let mut full: Vec<&str> = args.to_vec();
+    let p = path.to_str().unwrap().to_string();
+    full.extend(["--serial", "off", "--exit-status", &p]);
+    let r = run_vireo(&full, T);
+    assert!(r.code.is_some(), "{}", r.describe());
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+}
+
+#[test]
+fn exit_status_says_how_the_run_ended() {
+    let dir = Scratch::new();
+    let kernel = |name: &str| guest(name).to_str().unwrap().to_string();
+    let (exit, reset, tf) = (kernel("exit"), kernel("reset"), kernel("triple-fault"));
+    let s = exit_status_after(&dir, &["run", "--kernel", &exit]).unwrap();
+    assert_eq!(s["reason"], "poweroff", "{s}");
+    let s = exit_status_after(&dir, &["run", "--kernel", &reset]).unwrap();
+    assert_eq!(s["reason"], "reset", "{s}");
+    let s = exit_status_after(&dir, &["run", "--kernel", &tf]).unwrap();
+    assert_eq!(s["reason"], "crashed", "{s}");
+    assert_eq!(s["detail"], "guest stopped: vcpu0: triple fault", "{s}");
+    // Nothing but the file is left beside it (the temporary is renamed).
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("exit.json")]);
+}
+
+#[test]
+fn exit_status_after_a_signal_and_none_after_sigkill() {
+    let dir = Scratch::new();
+    let path = dir.join("exit.json");
+    let idle = guest("idle");
+    for (sig, written) in [(libc::SIGTERM, true), (libc::SIGKILL, false)] {
+        let _ = std::fs::remove_file(&path);
+        let mut child = spawn(&[
+            "run",
+            "--kernel",
+            idle.to_str().unwrap(),
+            "--exit-status",
+            path.to_str().unwrap(),
+        ]);
+        let out = line_channel(child.stdout.take().unwrap());
+        wait_for_line(&out, "idle: waiting", T);
+        signal(&child, sig);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "vireo did not end on {sig}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match (written, std::fs::read_to_string(&path)) {
+            (true, Ok(text)) => {
+                let s: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(s["reason"], "signal", "{s}");
+                assert_eq!(s["detail"], format!("terminating on signal {sig}"), "{s}");
+            }
+            (false, Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+            (w, r) => panic!("signal {sig}: expected written={w}, got {r:?}"),
+        }
+    }
+}

@@ -60,6 +60,8 @@ struct Inner {
     /// A client powered the VM off: whatever stopped it (the guest may
     /// have reset at the same moment), it does not boot again.
     power_off_requested: bool,
+    /// The next boot holds its vCPUs before the first instruction.
+    start_paused: bool,
 }
 
 /// The control API's view of this process's VM.
@@ -122,6 +124,7 @@ impl Controller {
                 running: None,
                 reset_requested: false,
                 power_off_requested: false,
+                start_paused: false,
             }),
             changed: Condvar::new(),
             max_cpus,
@@ -167,6 +170,12 @@ impl Controller {
             }
             inner = self.wait(inner, Duration::from_millis(100));
         }
+    }
+
+    /// The next boot starts paused: its vCPUs are held before the guest's
+    /// first instruction until `PUT /vm/resume` (`vireo run --paused`).
+    pub fn start_paused(&self) {
+        self.lock().start_paused = true;
     }
 
     /// Building the VM failed: tell the client waiting in `PUT /vm/boot`.
@@ -516,14 +525,22 @@ impl VmController for Controller {
 }
 
 impl VmObserver for Controller {
+    fn take_start_paused(&self) -> bool {
+        std::mem::take(&mut self.lock().start_paused)
+    }
+
     fn booted(&self, vm: Arc<RunningVm>) {
         let mut inner = self.lock();
         // The VM's devices hold its images now; kept here too, a disk
         // removed while it runs would stay locked. `stopping` puts the
         // configuration back, images and all, before the devices go.
         inner.config = None;
+        inner.state = if vm.is_paused() {
+            VmState::Paused
+        } else {
+            VmState::Running
+        };
         inner.running = Some(vm);
-        inner.state = VmState::Running;
         inner.settling = false;
         inner.boots += 1;
         self.changed.notify_all();

@@ -48,6 +48,10 @@ pub struct NetConfig {
     pub mac: Option<[u8; 6]>,
     /// Queue pairs (multiqueue when more than one).
     pub queues: u16,
+    /// A TAP queue descriptor this process inherited (`fd=N`, command
+    /// line only): the management daemon creates the TAP and hands it
+    /// over, so the VMM needs no privilege to make one. Instead of `tap`.
+    pub fd: Option<i32>,
 }
 
 impl NetConfig {
@@ -77,6 +81,11 @@ impl NetConfig {
                 })?)
             }
             "queues" => self.queues = queue_count(what, v, 16)?,
+            "fd" => {
+                self.fd = Some(v.parse().ok().filter(|fd| *fd >= 3).ok_or_else(|| {
+                    format!("{what}: fd={v} is not a descriptor number of 3 or more")
+                })?)
+            }
             _ => unreachable_key(key)?,
         }
         Ok(())
@@ -89,8 +98,16 @@ impl FromStr for NetConfig {
     fn from_str(s: &str) -> Result<Self, String> {
         const WHAT: &str = "--net";
         let mut net = NetConfig::new();
-        for (k, v) in pairs(WHAT, s, &["id", "tap", "mac", "queues"])? {
+        for (k, v) in pairs(WHAT, s, &["id", "tap", "mac", "queues", "fd"])? {
             net.set(WHAT, &k, &v)?;
+        }
+        if net.fd.is_some() && net.tap.is_some() {
+            return Err(format!("{WHAT}: give tap= or fd=, not both"));
+        }
+        if net.fd.is_some() && net.queues != 1 {
+            return Err(format!(
+                "{WHAT}: fd= hands over one queue; queues must be 1"
+            ));
         }
         Ok(net)
     }
@@ -351,6 +368,12 @@ mod tests {
         assert!(err("tap=a/b").contains("interface name"));
         assert!(err("tap=abcdefghijklmnop").contains("interface name"));
         assert!(err("queues=17").contains("1 to 16"));
+        let n: NetConfig = "fd=5,mac=52:54:00:12:34:56".parse().unwrap();
+        assert_eq!(n.fd, Some(5));
+        assert!(err("fd=2").contains("3 or more"));
+        assert!(err("fd=x").contains("3 or more"));
+        assert!(err("fd=5,tap=t0").contains("not both"));
+        assert!(err("fd=5,queues=2").contains("queues must be 1"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod console_backend;
 mod controller;
 mod device_config;
 mod error;
+pub mod exit_status;
 mod machine;
 pub mod memory;
 mod pci_devices;

@@ -540,6 +540,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
     let events = boot.events;
+    // Held from before the threads exist, so a VM started paused runs not
+    // one guest instruction until it is resumed.
+    let hold = boot.observer.is_some_and(|o| o.take_start_paused());
+    if hold {
+        events.vcpu.pause.request();
+    }
     let mut threads = Vec::with_capacity(vcpus.len());
     let mut counters = Vec::with_capacity(vcpus.len());
     let mut spawn_error = None;
@@ -575,6 +581,14 @@ fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
         ))),
         Some(_) => None,
     };
+    if let (true, Some(running)) = (hold, &running) {
+        // Parks every vCPU (at once: none has entered the guest) and
+        // quiesces the devices, as a pause from the API does. Should that
+        // fail, pause() lets them go and the VM is reported running.
+        if let Err(e) = running.pause() {
+            tracing::warn!("the VM could not be held paused at boot: {e}");
+        }
+    }
     if let (Some(observer), Some(running)) = (boot.observer, &running) {
         observer.booted(running.clone());
     }

@@ -29,6 +29,11 @@ pub trait VmObserver: Send + Sync {
     /// The VM is stopping: after this returns, the handle must not be used
     /// (its vCPU threads are about to be joined).
     fn stopping(&self);
+    /// Asked once per boot, before any vCPU runs: true holds the vCPUs
+    /// before the guest's first instruction (`vireo run --paused`).
+    fn take_start_paused(&self) -> bool {
+        false
+    }
 }
 
 /// How the API reaches the guest and the VM's owner: the ACPI event
@@ -148,6 +153,11 @@ impl RunningVm {
             return Err(Error::Pause("a device did not quiesce in time".into()));
         }
         Ok(())
+    }
+
+    /// Whether the vCPUs are held out of the guest.
+    pub fn is_paused(&self) -> bool {
+        self.vcpus.pause.is_requested()
     }
 
     /// Let devices and vCPUs go on.

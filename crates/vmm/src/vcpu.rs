@@ -68,6 +68,11 @@ impl PauseGate {
         self.requested.store(true, Ordering::Release);
     }
 
+    /// Whether vCPUs are held (or asked to be).
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
     /// Wait until `count` vCPUs are parked; false after `timeout`.
     pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
         let guard = self.guard();

@@ -127,8 +127,11 @@ pub(crate) fn net_device(id: &str, net: &NetConfig) -> Result<NewDevice> {
 
 /// The card, its TAP's name and its MAC as text.
 fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, String)> {
-    let tap = netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues))
-        .map_err(|e| Error::Net(format!("{what}: {e}")))?;
+    let tap = match net.fd {
+        Some(fd) => inherited_tap(fd),
+        None => netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues)),
+    }
+    .map_err(|e| Error::Net(format!("{what}: {e}")))?;
     let mac = net.mac.unwrap_or_else(|| crate::config::default_mac(what));
     let (tap_name, mac_text) = (tap.name().to_string(), virtio::net::format_mac(&mac));
     tracing::info!("{what}: TAP {tap_name} MAC {mac_text}");
@@ -140,4 +143,22 @@ fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, 
     })
     .map_err(|e| Error::Net(format!("{what}: {e}")))?;
     Ok((device, tap_name, mac_text))
+}
+
+/// The TAP behind descriptor `fd`, inherited from whoever started this
+/// process (`--net fd=N`). Each boot takes its own duplicate, so the
+/// inherited descriptor stays open across reboots.
+fn inherited_tap(fd: i32) -> std::result::Result<netvirt::Tap, netvirt::TapError> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; it fails with
+    // EBADF when nothing is open at that number.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(netvirt::TapError::Open {
+            name: format!("descriptor {fd}"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: the descriptor is open (checked above) and stays open for
+    // the borrow: this process never closes a descriptor it inherited.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    netvirt::Tap::from_fd(borrowed)
 }

@@ -1,0 +1,249 @@
+//! A small blocking HTTP/1.1 client for a VMM's per-VM API (docs/api.md).
+//!
+//! One request per connection (`Connection: close`): the VMM hands a fresh
+//! connection to a pooled thread, so this costs tens of microseconds, and
+//! no connection state can go stale between calls. Every call is bounded:
+//! connect, write and read each time out, the whole exchange has a
+//! deadline, and the answer is capped in size, so a stuck or hostile VMM
+//! costs its caller at most the timeout.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Largest answer read from a VMM: `GET /vm` and the counters of a VM with
+/// many devices fit well within it.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// Why an API call failed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// Nothing answers on the socket (the VMM is gone or not up yet).
+    Connect(std::io::Error),
+    /// The VMM did not answer within the timeout.
+    TimedOut,
+    /// The exchange broke (a reset connection, a malformed answer).
+    Io(String),
+    /// The VMM answered with an error status and message.
+    Status(u16, String),
+}
+
+/// A VMM's API socket.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiClient {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl ApiClient {
+    pub(crate) fn new(socket: PathBuf, timeout: Duration) -> Self {
+        Self { socket, timeout }
+    }
+
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The pid of the process serving the socket (SO_PEERCRED: the one
+    /// that listened on it).
+    pub(crate) fn server_pid(&self) -> std::io::Result<u32> {
+        use std::os::fd::AsRawFd;
+        let stream = UnixStream::connect(&self.socket)?;
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: SO_PEERCRED writes at most `len` bytes into `cred`, a
+        // live ucred; `len` says its size.
+        let ret = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                std::ptr::from_mut(&mut cred).cast(),
+                &mut len,
+            )
+        };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        u32::try_from(cred.pid).map_err(std::io::Error::other)
+    }
+
+    /// `GET path`: the JSON answer.
+    pub(crate) fn get(&self, path: &str) -> Result<Value, CallError> {
+        self.call("GET", path, None)
+    }
+
+    /// `PUT path` with an optional JSON body: the JSON answer (`Null` for
+    /// 204).
+    pub(crate) fn put(&self, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
+        self.call("PUT", path, body)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut stream = UnixStream::connect(&self.socket).map_err(CallError::Connect)?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
+            .map_err(|e| CallError::Io(e.to_string()))?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n"
+        );
+        if !body.is_empty() {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        stream.write_all(request.as_bytes()).map_err(io_error)?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            // Each read waits only for what is left of the deadline, so a
+            // VMM that trickles bytes cannot stretch the call.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CallError::TimedOut);
+            }
+            stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| CallError::Io(e.to_string()))?;
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(e)),
+            }
+            if answer.len() > MAX_ANSWER_BYTES {
+                return Err(CallError::Io(format!(
+                    "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+            // The answer is complete once the body's announced length has
+            // arrived; the VMM then closes, but do not depend on it.
+            if let Some(done) = parse_answer(&answer)? {
+                return done;
+            }
+        }
+        match parse_answer(&answer)? {
+            Some(done) => done,
+            None => Err(CallError::Io("the connection closed mid-answer".into())),
+        }
+    }
+}
+
+fn io_error(e: std::io::Error) -> CallError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => CallError::TimedOut,
+        _ => CallError::Io(e.to_string()),
+    }
+}
+
+/// The answer, once `bytes` hold all of it (`None` while more is due).
+#[allow(clippy::type_complexity)]
+fn parse_answer(bytes: &[u8]) -> Result<Option<Result<Value, CallError>>, CallError> {
+    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&bytes[..head_end])
+        .map_err(|_| CallError::Io("the answer's header is not UTF-8".into()))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| CallError::Io(format!("a malformed status line: {status_line:?}")))?;
+    let mut length = 0usize;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| CallError::Io(format!("a malformed Content-Length: {value}")))?;
+            }
+        }
+    }
+    let body = &bytes[head_end + 4..];
+    if body.len() < length {
+        return Ok(None);
+    }
+    let body = &body[..length];
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| CallError::Io(format!("the answer is not JSON: {e}")))?
+    };
+    if (200..300).contains(&status) {
+        return Ok(Some(Ok(value)));
+    }
+    let message = value
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("HTTP status {status}"));
+    Ok(Some(Err(CallError::Status(status, message))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    fn answer(text: &str) -> Result<Value, CallError> {
+        parse_answer(text.as_bytes()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn parses_success_no_content_and_errors() {
+        // A Content-Length one short cuts the JSON: an error, not a guess.
+        assert!(matches!(
+            parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"state\":\"paused\"}"),
+            Err(CallError::Io(_))
+        ));
+        let ok = answer("HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\n{\"state\":\"paused\"}");
+        assert_eq!(ok.unwrap()["state"], "paused");
+        assert_eq!(
+            answer("HTTP/1.1 204 No Content\r\n\r\n").unwrap(),
+            Value::Null
+        );
+        let err = answer(
+            "HTTP/1.1 409 Conflict\r\ncontent-length: 36\r\n\r\n{\"error\":\"the VM is already paused\"}",
+        );
+        assert!(
+            matches!(err, Err(CallError::Status(409, ref m)) if m == "the VM is already paused")
+        );
+        assert!(
+            parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}")
+                .unwrap()
+                .is_none()
+        );
+        assert!(parse_answer(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_server_that_never_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = ApiClient::new(path, Duration::from_millis(300));
+        let begun = Instant::now();
+        let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        assert!(matches!(client.get("/vm"), Err(CallError::TimedOut)));
+        assert!(begun.elapsed() < Duration::from_secs(2));
+        drop(held.join());
+    }
+}

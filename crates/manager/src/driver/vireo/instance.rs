@@ -1,0 +1,401 @@
+//! A running Vireo VMM as the daemon drives it: its per-VM API, its
+//! process (held through a pidfd), its console socket and the TAPs made
+//! for it.
+
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use virtxml::{Disk, Domain, Interface, InterfaceKind, MacAddress};
+
+use super::config::{self, BridgeTap};
+use super::http::{ApiClient, CallError};
+use super::stats;
+use super::taps::{self, NetNs};
+use crate::driver::process::{self, PidFd, ProcStat};
+use crate::driver::{ConsoleStream, DriverError, ExitReason, Instance, RunRecord, RuntimeState};
+
+/// How long `destroy(graceful)` gives the VMM after SIGTERM.
+const GRACE: Duration = Duration::from_secs(5);
+/// How long a VMM may take to go after SIGKILL before destroy gives up.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// What [`RunRecord::extra`] holds for this driver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Extra {
+    pub api_socket: PathBuf,
+    pub console_socket: PathBuf,
+    pub exit_status: PathBuf,
+    /// Bridge TAPs made at start and handed over by descriptor: they go
+    /// with the VMM (recorded for the user's sake).
+    #[serde(default)]
+    pub bridge_ports: Vec<BridgeTap>,
+    /// Persistent bridge TAPs made for hot-plugged cards: removed when
+    /// unplugged or when the VMM has ended.
+    #[serde(default)]
+    pub bridge_taps: Vec<BridgeTap>,
+}
+
+/// What `vireo run --exit-status` writes as the VMM ends.
+#[derive(Debug, Deserialize)]
+struct ExitStatusFile {
+    reason: String,
+    #[serde(default)]
+    detail: String,
+}
+
+/// The reason in the exit status file a VMM wrote at `path`, if it wrote
+/// one (it does not when killed with SIGKILL).
+pub(crate) fn recorded_reason(path: &std::path::Path) -> Option<ExitReason> {
+    let bytes = std::fs::read(path).ok()?;
+    let file: ExitStatusFile = serde_json::from_slice(&bytes).ok()?;
+    Some(match file.reason.as_str() {
+        "poweroff" | "signal" => ExitReason::Poweroff,
+        "reset" => ExitReason::Reset,
+        _ => ExitReason::Crashed(if file.detail.is_empty() {
+            "the guest crashed".into()
+        } else {
+            file.detail
+        }),
+    })
+}
+
+/// A running (or adopted) Vireo VMM.
+pub struct VireoInstance {
+    name: String,
+    id: u32,
+    pidfd: PidFd,
+    start_time: u64,
+    /// The process, when this daemon started it: reaped by `wait_exit`.
+    child: Mutex<Option<Child>>,
+    api: ApiClient,
+    extra: Mutex<Extra>,
+    /// The live definition: hot-plugs change it.
+    domain: Mutex<Domain>,
+    /// Where bridge TAPs were made.
+    netns: NetNs,
+    destroyed: AtomicBool,
+    /// Names for TAPs of hot-plugged bridge interfaces.
+    next_tap: AtomicU32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl VireoInstance {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        domain: Domain,
+        id: u32,
+        pidfd: PidFd,
+        start_time: u64,
+        child: Option<Child>,
+        api: ApiClient,
+        extra: Extra,
+        netns: NetNs,
+    ) -> Self {
+        Self {
+            name: domain.name.clone(),
+            id,
+            pidfd,
+            start_time,
+            child: Mutex::new(child),
+            api,
+            extra: Mutex::new(extra),
+            domain: Mutex::new(domain),
+            netns,
+            destroyed: AtomicBool::new(false),
+            next_tap: AtomicU32::new(0),
+        }
+    }
+
+    /// Maps an API failure to the driver's error, naming the domain.
+    fn error(&self, e: CallError) -> DriverError {
+        let name = &self.name;
+        match e {
+            CallError::TimedOut => DriverError::Failed(format!(
+                "the VMM of {name} did not answer within {} s",
+                super::API_TIMEOUT.as_secs()
+            )),
+            CallError::Connect(e) => DriverError::Failed(format!(
+                "the VMM of {name} does not answer on {}: {e}",
+                self.api.socket().display()
+            )),
+            CallError::Io(m) => DriverError::Failed(format!("the VMM of {name}: {m}")),
+            CallError::Status(404 | 409, m) => DriverError::Conflict(format!("domain {name}: {m}")),
+            CallError::Status(400 | 422, m) => {
+                DriverError::Unsupported(format!("domain {name}: {m}"))
+            }
+            CallError::Status(_, m) => DriverError::Failed(format!("domain {name}: {m}")),
+        }
+    }
+
+    fn put(&self, path: &str, body: Option<&Value>) -> Result<Value, DriverError> {
+        self.api.put(path, body).map_err(|e| self.error(e))
+    }
+
+    fn get(&self, path: &str) -> Result<Value, DriverError> {
+        self.api.get(path).map_err(|e| self.error(e))
+    }
+
+    /// Why the VMM ended, once it has: the exit status file it wrote, or
+    /// what its wait status (when it was our child) says.
+    fn exit_reason(&self, status: Option<std::process::ExitStatus>) -> ExitReason {
+        if self.destroyed.load(Ordering::Acquire) {
+            return ExitReason::Destroyed;
+        }
+        let path = lock(&self.extra).exit_status.clone();
+        if let Some(reason) = recorded_reason(&path) {
+            return reason;
+        }
+        use std::os::unix::process::ExitStatusExt;
+        ExitReason::Crashed(match status.and_then(|s| s.signal()) {
+            Some(sig) => format!(
+                "the VMM process was killed by signal {sig} before it could say why it ended"
+            ),
+            None => "the VMM process was killed, or ended without recording why".into(),
+        })
+    }
+
+    fn tap_for(
+        &self,
+        iface: &Interface,
+    ) -> Result<(Option<String>, Option<BridgeTap>), DriverError> {
+        match &iface.kind {
+            InterfaceKind::Ethernet => Ok((iface.target.clone(), None)),
+            InterfaceKind::Bridge(bridge) => {
+                let tap = iface.target.clone().unwrap_or_else(|| {
+                    format!("vr{}h{}", self.id, self.next_tap.fetch_add(1, Ordering::Relaxed))
+                });
+                let made = BridgeTap {
+                    tap: tap.clone(),
+                    bridge: bridge.clone(),
+                };
+                let list = [made.clone()];
+                self.netns.run(|| taps::create(&self.name, &list))?;
+                Ok((Some(tap), Some(made)))
+            }
+            InterfaceKind::Network(n) => Err(DriverError::Unsupported(format!(
+                "domain {}: interface type='network' ('{n}') is not supported yet: virtual networks come with the networks issue",
+                self.name
+            ))),
+        }
+    }
+}
+
+impl Instance for VireoInstance {
+    fn record(&self) -> RunRecord {
+        RunRecord {
+            driver: "vireo".into(),
+            pid: self.pidfd.pid(),
+            start_time: self.start_time,
+            id: self.id,
+            xml: lock(&self.domain).to_xml(),
+            extra: serde_json::to_value(&*lock(&self.extra)).unwrap_or(Value::Null),
+        }
+    }
+
+    fn state(&self) -> Result<RuntimeState, DriverError> {
+        let info = self.get("/vm")?;
+        match info.get("state").and_then(Value::as_str) {
+            Some("running") => Ok(RuntimeState::Running),
+            Some("paused") => Ok(RuntimeState::Paused),
+            other => Err(DriverError::Failed(format!(
+                "the VMM of {} reports state {}",
+                self.name,
+                other.unwrap_or("(none)")
+            ))),
+        }
+    }
+
+    fn pause(&self) -> Result<(), DriverError> {
+        self.put("/vm/pause", None).map(drop)
+    }
+
+    fn resume(&self) -> Result<(), DriverError> {
+        self.put("/vm/resume", None).map(drop)
+    }
+
+    fn shutdown(&self) -> Result<(), DriverError> {
+        self.put("/vm/shutdown", None).map(drop)
+    }
+
+    fn reset(&self) -> Result<(), DriverError> {
+        self.put("/vm/reset", None).map(drop)
+    }
+
+    /// Graceful: SIGTERM, on which the VMM stops the guest at once and
+    /// exits cleanly (removing its sockets), up to 5 s; then SIGKILL. Not
+    /// graceful: SIGKILL. Neither asks the guest (that is `shutdown`).
+    fn destroy(&self, graceful: bool) -> Result<(), DriverError> {
+        if self
+            .pidfd
+            .wait(Some(Duration::ZERO))
+            .map_err(|e| DriverError::Failed(format!("domain {}: {e}", self.name)))?
+        {
+            return Ok(());
+        }
+        self.destroyed.store(true, Ordering::Release);
+        self.pidfd
+            .terminate(graceful.then_some(GRACE), KILL_WAIT)
+            .map_err(|e| DriverError::Failed(format!("domain {}: {e}", self.name)))
+    }
+
+    fn wait_exit(&self) -> ExitReason {
+        loop {
+            match self.pidfd.wait(None) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    // poll on a pidfd does not fail in practice; do not spin.
+                    tracing::warn!("waiting for the VMM of {}: {e}", self.name);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        let status = lock(&self.child).take().and_then(|mut c| c.wait().ok());
+        let reason = self.exit_reason(status);
+        let made = std::mem::take(&mut lock(&self.extra).bridge_taps);
+        if !made.is_empty() {
+            for t in self.netns.run(|| taps::remove(&made)) {
+                tracing::warn!("domain {}: cannot remove TAP {}", self.name, t.tap);
+            }
+        }
+        reason
+    }
+
+    fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError> {
+        let spec = {
+            let domain = lock(&self.domain);
+            if domain.devices.disks.iter().any(|d| d.target == disk.target) {
+                return Err(DriverError::Conflict(format!(
+                    "domain {}: a disk with target '{}' is attached already",
+                    self.name, disk.target
+                )));
+            }
+            config::disk_spec(&domain, disk)?
+        };
+        self.put("/vm/add-disk", Some(&spec))?;
+        lock(&self.domain).devices.disks.push(disk.clone());
+        Ok(())
+    }
+
+    fn detach_disk(&self, target: &str) -> Result<(), DriverError> {
+        self.put("/vm/remove-device", Some(&json!({ "id": target })))?;
+        lock(&self.domain)
+            .devices
+            .disks
+            .retain(|d| d.target != target);
+        Ok(())
+    }
+
+    fn attach_interface(&self, iface: &Interface) -> Result<(), DriverError> {
+        if lock(&self.domain)
+            .devices
+            .interfaces
+            .iter()
+            .any(|i| i.mac == iface.mac)
+        {
+            return Err(DriverError::Conflict(format!(
+                "domain {}: an interface with MAC {} is attached already",
+                self.name, iface.mac
+            )));
+        }
+        let (tap, made) = self.tap_for(iface)?;
+        let mut spec = json!({ "id": config::net_id(&iface.mac), "mac": iface.mac.to_string() });
+        if let Some(tap) = &tap {
+            spec["tap"] = tap.clone().into();
+        }
+        if let Err(e) = self.put("/vm/add-net", Some(&spec)) {
+            if let Some(made) = made {
+                let left = self.netns.run(|| taps::remove(&[made]));
+                lock(&self.extra).bridge_taps.extend(left);
+            }
+            return Err(e);
+        }
+        if let Some(made) = made {
+            lock(&self.extra).bridge_taps.push(made);
+        }
+        let mut live = iface.clone();
+        if live.target.is_none() {
+            live.target = tap;
+        }
+        lock(&self.domain).devices.interfaces.push(live);
+        Ok(())
+    }
+
+    fn detach_interface(&self, mac: &MacAddress) -> Result<(), DriverError> {
+        self.put(
+            "/vm/remove-device",
+            Some(&json!({ "id": config::net_id(mac) })),
+        )?;
+        let removed: Vec<Interface> = {
+            let mut domain = lock(&self.domain);
+            let (gone, kept) = std::mem::take(&mut domain.devices.interfaces)
+                .into_iter()
+                .partition(|i| i.mac == *mac);
+            domain.devices.interfaces = kept;
+            gone
+        };
+        // The card goes when the guest ejects it; until the VMM lets go of
+        // its TAP, the TAP is busy and stays listed, to be removed once the
+        // VMM has ended.
+        let names: Vec<String> = removed.into_iter().filter_map(|i| i.target).collect();
+        let made: Vec<BridgeTap> = {
+            let mut extra = lock(&self.extra);
+            let (made, kept) = std::mem::take(&mut extra.bridge_taps)
+                .into_iter()
+                .partition(|t| names.contains(&t.tap));
+            extra.bridge_taps = kept;
+            made
+        };
+        if !made.is_empty() {
+            let left = self.netns.run(|| taps::remove(&made));
+            lock(&self.extra).bridge_taps.extend(left);
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<BTreeMap<String, Value>, DriverError> {
+        let info = self.get("/vm")?;
+        let counters = self.get("/vm/counters")?;
+        Ok(stats::domstats(&info, &counters, self.cpu_time()))
+    }
+
+    fn console(&self) -> Result<ConsoleStream, DriverError> {
+        let path = lock(&self.extra).console_socket.clone();
+        UnixStream::connect(&path).map_err(|e| {
+            DriverError::Failed(format!(
+                "cannot connect to the console of {} at {}: {e}",
+                self.name,
+                path.display()
+            ))
+        })
+    }
+
+    fn cpu_time(&self) -> Duration {
+        let pid = self.pidfd.pid();
+        match ProcStat::read(pid) {
+            Ok(stat) if stat.start_time == self.start_time => process::cpu_time(pid),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+impl Drop for VireoInstance {
+    /// A daemon that drops an instance without waiting for it leaves the
+    /// VMM running (it outlives the daemon by design); only a child that
+    /// has already ended is reaped, so it does not stay a zombie.
+    fn drop(&mut self) {
+        if let Some(child) = lock(&self.child).as_mut() {
+            let _ = process::reap(child);
+        }
+    }
+}

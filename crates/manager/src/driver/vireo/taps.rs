@@ -1,0 +1,106 @@
+//! The TAPs this driver makes for bridge interfaces, and the network
+//! namespace they were made in.
+//!
+//! Interfaces are named per network namespace, so a TAP is removed in
+//! the namespace it was created in, whichever thread does the removal (the
+//! one that waits for the VMM to end may live elsewhere).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use super::config::{BridgePort, BridgeTap};
+use crate::driver::DriverError;
+
+/// The network namespace of the thread that created it.
+#[derive(Debug)]
+pub(crate) struct NetNs(Option<File>);
+
+impl NetNs {
+    /// The calling thread's namespace (`None` inside: the current one is
+    /// used, as when `/proc` is not mounted).
+    pub(crate) fn current() -> NetNs {
+        NetNs(File::open("/proc/thread-self/ns/net").ok())
+    }
+
+    /// Runs `f` in this namespace, on a thread of its own that enters it.
+    pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let Some(ns) = &self.0 else {
+            return f();
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns only changes this (scoped, short-lived)
+                // thread's namespace; `ns` is an open namespace file.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+                    tracing::warn!(
+                        "cannot enter the namespace the TAPs were made in: {}",
+                        std::io::Error::last_os_error()
+                    );
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+/// Opens each start-time bridge port (not persistent: each goes when the
+/// last descriptor on it closes, the VMM's included) and puts `,fd=N` on
+/// its `--net` argument. The TAPs returned must stay open until the VMM
+/// is spawned.
+pub(crate) fn open_ports(
+    domain: &str,
+    ports: &[BridgePort],
+    args: &mut [String],
+) -> Result<Vec<netvirt::Tap>, DriverError> {
+    let mut open = Vec::new();
+    for p in ports {
+        let tap = netvirt::bridge::open_bridge_port(&p.port.tap, &p.port.bridge).map_err(|e| {
+            DriverError::Failed(format!(
+                "domain {domain}: bridge interface on '{}': {e}",
+                p.port.bridge
+            ))
+        })?;
+        let fd = tap
+            .queue(0)
+            .map(|q| q.as_raw_fd())
+            .ok_or_else(|| DriverError::Failed(format!("domain {domain}: a TAP with no queue")))?;
+        if let Some(arg) = args.get_mut(p.arg) {
+            arg.push_str(&format!(",fd={fd}"));
+        }
+        open.push(tap);
+    }
+    Ok(open)
+}
+
+/// Creates each TAP persistent and attaches it to its bridge (for
+/// hot-plug, where the VMM attaches by name); on a failure removes those
+/// already made.
+pub(crate) fn create(domain: &str, taps: &[BridgeTap]) -> Result<(), DriverError> {
+    for (i, t) in taps.iter().enumerate() {
+        if let Err(e) = netvirt::bridge::create_bridge_port(&t.tap, &t.bridge) {
+            for t in remove(&taps[..i]) {
+                tracing::warn!("cannot remove TAP {}", t.tap);
+            }
+            return Err(DriverError::Failed(format!(
+                "domain {domain}: bridge interface on '{}': {e}",
+                t.bridge
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes TAPs this driver made; returns those that could not be
+/// removed yet (one the VMM still holds is busy until it lets go).
+pub(crate) fn remove(taps: &[BridgeTap]) -> Vec<BridgeTap> {
+    let mut left = Vec::new();
+    for t in taps {
+        if let Err(e) = netvirt::bridge::remove_persistent_tap(&t.tap) {
+            tracing::debug!("cannot remove TAP {} yet: {e}", t.tap);
+            left.push(t.clone());
+        }
+    }
+    left
+}
