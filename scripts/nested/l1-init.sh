@@ -682,6 +682,193 @@ scenario_linux_test() {
     emit linux-test
 }
 
+# issue 11's proof with a stock Linux guest: `vireo daemon` in L1 runs
+# an L2 domain defined from libvirt XML, and the virsh-like verbs drive it
+# (l2-init.sh's daemon): `console` both ways and Ctrl-] detaching,
+# `attach-disk`/`detach-disk --live` seen by Linux, `shutdown` handled by
+# the guest's power button, the state and the events that follow. One L2
+# boot; every wait is bounded.
+scenario_daemon() {
+    name=daemon dom=l2-linux sock=/run/vd.sock
+    rm -rf /tmp/vd /tmp/daemon.* /tmp/x.img
+    mkdir -p /run
+    v() {
+        /bin/vireo -c "vireo+unix:///system?socket=$sock" "$@"
+    }
+    # verb CHECK VIREO-ARGS...: runs the verb, one VIREO-RESULT with its
+    # output; the verb's exit status is returned.
+    verb() {
+        check=$1
+        shift
+        out=$(v "$@" 2>&1)
+        st=$?
+        if [ $st = 0 ]; then
+            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
+        else
+            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
+        fi
+        return $st
+    }
+    /bin/vireo daemon --state-dir /tmp/vd --socket $sock --log /tmp/daemon.dlog </dev/null >/tmp/daemon.dout 2>&1 &
+    dpid=$!
+    n=0
+    while [ ! -S $sock ] && [ $n -lt 100 ] && kill -0 $dpid 2>/dev/null; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    if ! verb daemon-up list --all; then
+        sed 's/^/LOG| daemon: /' /tmp/daemon.dout /tmp/daemon.dlog 2>/dev/null
+        kill $dpid 2>/dev/null
+        return
+    fi
+    # All domains' events: `--domain` looks the domain up first (as virsh
+    # does), and it is not defined yet.
+    v event --loop >/tmp/daemon.events 2>&1 &
+    epid=$!
+    # Subscribed before the define (a process start is slow here).
+    sleep 2
+    # The boot disk carries a marker L2 reads at boot; the one attached
+    # later another.
+    marker=vireo-daemon-boot-disk hp_marker=vireo-daemon-hotplug-disk
+    dd if=/dev/zero of=/tmp/daemon.vda.raw bs=1M count=4 2>/dev/null
+    printf $marker | dd of=/tmp/daemon.vda.raw conv=notrunc 2>/dev/null
+    dd if=/dev/zero of=/tmp/x.img bs=1M count=4 2>/dev/null
+    printf $hp_marker | dd of=/tmp/x.img conv=notrunc 2>/dev/null
+    cat >/tmp/daemon.xml <<EOF
+<domain type='kvm'>
+  <name>$dom</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+    <kernel>$L2_KERNEL</kernel>
+    <initrd>$L2_INITRD</initrd>
+    <cmdline>$L2_CMDLINE vireo.scenario=daemon vireo.marker=$marker vireo.hp_marker=$hp_marker</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='/tmp/daemon.vda.raw'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'/>
+  </devices>
+</domain>
+EOF
+    verb define define /tmp/daemon.xml || return
+    t0=$(now)
+    verb start start $dom || return
+    state=$(v domstate $dom --reason 2>&1 | head -n 1)
+    case "$state" in
+    "running (booted)") l1_result $name domstate-running ok "$state" ;;
+    *) l1_result $name domstate-running fail "domstate --reason: '$state'" ;;
+    esac
+    # One console client from the start to the Ctrl-] (its input a FIFO
+    # held open on fd 4), then another to the end; both append to
+    # /tmp/daemon.console, which wait_line reads.
+    mkfifo /tmp/daemon.in1 /tmp/daemon.in2
+    (
+        v console $dom </tmp/daemon.in1 >/tmp/daemon.console 2>&1
+        echo $? >/tmp/daemon.con1.rc
+    ) &
+    exec 4>/tmp/daemon.in1
+    word=$(dd if=/dev/urandom bs=6 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    if wait_line $name "VIREO-READY console" 150; then
+        echo "ping-$word" >&4
+        want="VIREO-PONG $(echo "$word" | rev)"
+        if wait_line $name "$want" 60; then
+            l1_result $name console-answer ok "typed 'ping-$word' into vireo console, the guest answered '$want' at $(awk "BEGIN{print $(now)-$t0}") s"
+        else
+            l1_result $name console-answer fail "typed 'ping-$word', no '$want' within 60 s"
+        fi
+    else
+        l1_result $name console-answer fail "no VIREO-READY console within 150 s of start"
+    fi
+    # Ctrl-] (0x1d) ends the first client with 0; the domain runs on.
+    printf '\035' >&4
+    n=0
+    while [ ! -s /tmp/daemon.con1.rc ] && [ $n -lt 50 ]; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    exec 4>&-
+    rc1=$(cat /tmp/daemon.con1.rc 2>/dev/null)
+    state=$(v domstate $dom 2>&1 | head -n 1)
+    if [ "$rc1" = 0 ] && [ "$state" = running ]; then
+        l1_result $name console-detach ok "Ctrl-] ended vireo console with 0; domstate: $state"
+    else
+        l1_result $name console-detach fail "vireo console after Ctrl-]: exit '${rc1:-still running after 10 s}', domstate '$state'"
+    fi
+    (
+        v console $dom </tmp/daemon.in2 >>/tmp/daemon.console 2>&1
+        echo $? >/tmp/daemon.con2.rc
+    ) &
+    exec 4>/tmp/daemon.in2
+    if wait_line $name "VIREO-READY attach" 150; then
+        verb attach-disk attach-disk $dom /tmp/x.img vdb --subdriver raw --live
+        list=$(v domblklist $dom 2>&1 | tr -s ' \n' ' ')
+        case "$list" in
+        *"vdb /tmp/x.img"*) l1_result $name domblklist-attached ok "$list" ;;
+        *) l1_result $name domblklist-attached fail "no vdb /tmp/x.img in: $list" ;;
+        esac
+    else
+        l1_result $name attach-disk fail "no VIREO-READY attach within 150 s"
+    fi
+    if wait_line $name "VIREO-READY detach" 150; then
+        verb detach-disk detach-disk $dom vdb --live
+    else
+        l1_result $name detach-disk fail "no VIREO-READY detach within 150 s"
+    fi
+    if wait_line $name "VIREO-READY power-button" 150; then
+        verb shutdown shutdown $dom
+        n=0
+        while [ "$(v domstate $dom 2>&1 | head -n 1)" != "shut off" ] && [ $n -lt 300 ]; do
+            sleep 0.5
+            n=$((n + 1))
+        done
+        state=$(v domstate $dom --reason 2>&1 | head -n 1)
+        if [ "$state" = "shut off (shutdown)" ]; then
+            l1_result $name domstate-shutoff ok "$state, $(awk "BEGIN{print $(now)-$t0}") s after start"
+        else
+            l1_result $name domstate-shutoff fail "domstate --reason after 150 s: '$state'"
+        fi
+    else
+        l1_result $name shutdown fail "no VIREO-READY power-button within 150 s"
+    fi
+    # The second console ends by itself when the domain stops.
+    n=0
+    while [ ! -s /tmp/daemon.con2.rc ] && [ $n -lt 50 ]; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    exec 4>&-
+    if [ "$(cat /tmp/daemon.con2.rc 2>/dev/null)" = 0 ]; then
+        l1_result $name console-ends ok "the second vireo console ended with 0 when the domain stopped"
+    else
+        l1_result $name console-ends fail "the second vireo console: exit '$(cat /tmp/daemon.con2.rc 2>/dev/null)' (empty: still running 10 s after)"
+    fi
+    sleep 1
+    kill $epid 2>/dev/null
+    wait $epid 2>/dev/null
+    ev=$(tr '\n' '|' </tmp/daemon.events)
+    case "$ev" in
+    *"'$dom': Defined"*"'$dom': Started Booted"*"'$dom': Stopped Shutdown"*) l1_result $name events ok "$ev" ;;
+    *) l1_result $name events fail "want Defined, Started Booted, Stopped Shutdown in order: $ev" ;;
+    esac
+    sed 's/\r$//; s/^/L2| /' /tmp/daemon.console
+    for f in $(find /tmp/vd -name '*.log'); do
+        sed "s#^#LOG| $f: #" "$f"
+    done
+    sed 's/^/LOG| daemon: /' /tmp/daemon.dout /tmp/daemon.dlog 2>/dev/null
+    # L2's results; the second console's replay repeats some of them.
+    sed -n 's/\r$//; /^VIREO-RESULT /p' /tmp/daemon.console | awk '!seen[$0]++'
+    kill $dpid 2>/dev/null
+    wait $dpid 2>/dev/null
+    rc=0
+}
+
 for s in $(arg vireo.scenarios | tr ',' ' '); do
     echo "VIREO-SCENARIO-BEGIN $s"
     rc=none
@@ -710,6 +897,7 @@ for s in $(arg vireo.scenarios | tr ',' ' '); do
         power-api) scenario_power_api ;;
         hotplug) scenario_hotplug ;;
         linux-test) scenario_linux_test ;;
+        daemon) scenario_daemon ;;
         *) echo "VIREO-RESULT $s scenario fail unknown scenario" ;;
         esac
     fi

@@ -616,6 +616,85 @@ hotplug)
     sync_l1 done
     finish poweroff
     ;;
+daemon)
+    # A domain of `vireo daemon` in L1 (l1-init.sh's scenario_daemon): its
+    # serial console is ttyS0, reached by `vireo console`; L1 drives the
+    # rest through the virsh-like verbs and waits for the VIREO-READY lines.
+    disks0=$(ls /sys/block | grep '^vd' | tr '\n' ' ')
+    marker=$(arg vireo.marker)
+    got=$(dd if=/dev/vda bs=${#marker} count=1 2>/dev/null)
+    if [ "$disks0" = "vda " ] && [ "$got" = "$marker" ]; then
+        result boot-disk ok "/dev/vda (the XML's raw disk) reads L1's marker '$got'"
+    else
+        result boot-disk fail "disks: '$disks0', /dev/vda starts with '$got', want '$marker'"
+    fi
+    # The power button's handler, armed now (as power-api's) so that a
+    # `vireo shutdown` is handled whenever it comes.
+    buttons=$(grep -l '^Power Button$' /sys/class/input/event*/device/name 2>/dev/null | wc -l)
+    if [ "$buttons" -gt 0 ]; then
+        result button-input ok "$buttons 'Power Button' input device(s)"
+    else
+        result button-input fail "no 'Power Button' input device: $(cat /sys/class/input/*/device/name 2>/dev/null | tr '\n' ',')"
+    fi
+    mkdir -p /etc/acpi/PWRF
+    cat >/etc/acpi/PWRF/00000080 <<EOS
+#!/bin/sh
+echo "VIREO-RESULT $name power-button ok acpid got KEY_POWER from the ACPI power button and ran its handler"
+poweroff -f
+EOS
+    chmod 755 /etc/acpi/PWRF/00000080
+    acpid -d -c /etc/acpi &
+    # Console: L1 types `ping-WORD` into `vireo console`; the answer
+    # `VIREO-PONG WORD-reversed` shows this shell read and acted on it.
+    stty -echo </dev/ttyS0
+    echo "VIREO-READY console"
+    line=
+    read -t 150 -r line </dev/ttyS0
+    line=$(echo "$line" | tr -d '\r')
+    case "$line" in
+    ping-*)
+        word=${line#ping-}
+        echo "VIREO-PONG $(echo "$word" | rev)"
+        result console-read ok "read '$line' from ttyS0"
+        ;;
+    *) result console-read fail "read '$line' from ttyS0 (want ping-...; empty: nothing within 150 s)" ;;
+    esac
+    # Live attach: a new virtio disk appears and reads L1's marker.
+    echo "VIREO-READY attach"
+    new=
+    n=0
+    while [ -z "$new" ] && [ $n -lt 750 ]; do
+        new=$(ls /sys/block | grep '^vd' | grep -vx vda | head -n 1)
+        [ -n "$new" ] || sleep 0.2
+        n=$((n + 1))
+    done
+    if [ -n "$new" ]; then
+        hp=$(arg vireo.hp_marker)
+        got=$(dd if=/dev/$new bs=${#hp} count=1 2>/dev/null)
+        if [ "$got" = "$hp" ]; then
+            result disk-attached ok "/dev/$new appeared ($(cat /sys/block/$new/size) sectors, on $(basename "$(readlink /sys/block/$new/device)")) and reads L1's marker '$got'"
+        else
+            result disk-attached fail "/dev/$new appeared but reads '$got', want '$hp'"
+        fi
+        echo "VIREO-READY detach"
+        n=0
+        while [ -e /sys/block/$new ] && [ $n -lt 750 ]; do
+            sleep 0.2
+            n=$((n + 1))
+        done
+        if [ -e /sys/block/$new ]; then
+            result disk-detached fail "/sys/block/$new still there 150 s after VIREO-READY detach"
+        else
+            result disk-detached ok "/dev/$new ejected: gone from /sys/block ($(ls /sys/block | grep '^vd' | tr '\n' ' ')left)"
+        fi
+    else
+        result disk-attached fail "no new vd* in /sys/block within 150 s: $(ls /sys/block | tr '\n' ' ')"
+    fi
+    echo "VIREO-READY power-button"
+    sleep 150
+    result power-button fail "no power button event within 150 s"
+    finish poweroff
+    ;;
 *)
     result scenario fail "unknown scenario '$scenario'"
     finish poweroff

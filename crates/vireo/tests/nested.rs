@@ -34,6 +34,7 @@ const SCENARIOS: &[&str] = &[
     "rng",
     "power-api",
     "hotplug",
+    "daemon",
 ];
 
 /// The scenarios to run: all, or those VIREO_NESTED_SCENARIOS names.
@@ -389,4 +390,43 @@ fn hotplug_disk_and_nic_ten_rounds() {
 fn rng_feeds_hwrng() {
     let Some(s) = scenario("rng") else { return };
     s.assert_checks(&["rng-available", "hwrng-read", "rng-irqs", "vireo-exit"]);
+}
+
+/// issue 11 with a stock Linux guest: `vireo daemon` in L1 runs an L2
+/// domain defined from libvirt XML (kernel, initrd and command line, a raw
+/// disk with `<driver type='raw'/>`, a pty serial). `define` and `start`
+/// succeed and `domstate --reason` says `running (booted)`; Linux reads
+/// L1's marker on the XML's disk; a line typed into `vireo console` (stdin
+/// a pipe) is read by the guest's shell, which answers it transformed, and
+/// Ctrl-] ends that client with the domain still running; `attach-disk
+/// --subdriver raw --live` gives Linux a new virtio disk that reads L1's
+/// marker (and `domblklist` lists it), `detach-disk --live` makes Linux
+/// eject it from /sys/block; `shutdown` presses the power button, busybox
+/// acpid handles it and the guest powers off: `shut off (shutdown)`, the
+/// console client ends by itself, and `vireo event --loop` printed
+/// `Defined`, `Started Booted` and `Stopped Shutdown` in that order.
+#[test]
+fn daemon_runs_a_linux_domain_from_xml() {
+    let Some(s) = scenario("daemon") else { return };
+    s.assert_checks(&[
+        "daemon-up",
+        "define",
+        "start",
+        "domstate-running",
+        "boot-disk",
+        "button-input",
+        "console-read",
+        "console-answer",
+        "console-detach",
+        "attach-disk",
+        "domblklist-attached",
+        "disk-attached",
+        "detach-disk",
+        "disk-detached",
+        "shutdown",
+        "power-button",
+        "domstate-shutoff",
+        "console-ends",
+        "events",
+    ]);
 }
