@@ -594,7 +594,10 @@ hotplug)
         fi
         sync_l1 unplug-$i || break
         n=0
-        while { [ -e /sys/block/$disk ] || [ -e /sys/class/net/$nic ]; } && [ $n -lt 300 ]; do
+        # The disk and the NIC go before their PCI functions do: wait for
+        # all three.
+        while { [ -e /sys/block/$disk ] || [ -e /sys/class/net/$nic ] ||
+            [ "$(ls /sys/bus/pci/devices | wc -l)" != "$pci0" ]; } && [ $n -lt 300 ]; do
             sleep 0.2
             n=$((n + 1))
         done
