@@ -47,7 +47,27 @@
 //! The read-only socket answers only `GET` routes other than `console`;
 //! anything else there is 403 `{"error": "operation forbidden: read only access"}`.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
+
+/// The daemon's read-write socket unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/vireo/vireo.sock";
+
+/// The daemon's state directory unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vireo";
+
+/// The read-only socket beside the read-write socket `main`:
+/// `vireo.sock` → `vireo-ro.sock` (`NAME.sock` → `NAME-ro.sock`, and
+/// `NAME` → `NAME-ro`).
+pub fn read_only_socket(main: &Path) -> PathBuf {
+    let name = main.file_name().unwrap_or_default().to_string_lossy();
+    let ro = match name.strip_suffix(".sock") {
+        Some(stem) => format!("{stem}-ro.sock"),
+        None => format!("{name}-ro"),
+    };
+    main.with_file_name(ro)
+}
 
 /// Every error answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 //! - [`api`]: the JSON shapes of the daemon's HTTP API, shared by the
 //!   daemon and its clients. The route table is in the module's docs; the
 //!   OpenAPI document the daemon serves at `/openapi` describes the same.
+//! - [`daemon`]: `vireo daemon`, which keeps the domains, runs them
+//!   through the drivers and serves the API on its unix sockets.
 //! - [`driver`]: the seam between the daemon and what runs a VM. Vireo's own
 //!   VMM is one driver, QEMU another. The daemon knows nothing of either's
 //!   command line; it holds a [`driver::Instance`] per running domain.
@@ -13,4 +15,5 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod daemon;
 pub mod driver;

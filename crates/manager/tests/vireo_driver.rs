@@ -1,145 +1,18 @@
 //! The Vireo driver end to end: real `vireo run` processes (target/debug/
 //! vireo, built by `cargo build -p vireo`) on real /dev/kvm, running the
 //! project's test guests, driven through the `Driver`/`Instance` traits
-//! as the daemon drives them.
+//! as the daemon drives them. Adoption after a daemon restart is in
+//! vireo_adopt.rs.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+mod vireo_common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use manager::driver::process::{self, ProcStat};
-use manager::driver::vireo::VireoDriver;
-use manager::driver::{
-    Driver, DriverError, ExitReason, Instance, RunRecord, RuntimeState, StartContext,
-};
+use manager::driver::{Driver, DriverError, ExitReason, RuntimeState};
+use vireo_common::*;
 use virtxml::Domain;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The VMM binary: the workspace's debug build of `vireo`.
-fn vmm() -> PathBuf {
-    let path = root().join("target/debug/vireo");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p vireo`",
-        path.display()
-    );
-    path
-}
-
-/// Test guest `name`, building the guests once if they are missing.
-fn guest(name: &str) -> String {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let dir = root().join("target/guests");
-        if !dir.join("idle.elf").exists() || !dir.join("exit.elf").exists() {
-            let status = Command::new(root().join("guests/build.sh"))
-                .arg(&dir)
-                .status()
-                .expect("run guests/build.sh");
-            assert!(status.success(), "guests/build.sh failed");
-        }
-        dir
-    });
-    let path = dir.join(format!("{name}.elf"));
-    std::fs::canonicalize(&path)
-        .unwrap_or(path)
-        .display()
-        .to_string()
-}
-
-fn driver() -> VireoDriver {
-    VireoDriver::new(vmm())
-}
-
-/// A run directory and log, removed with it.
-struct Run {
-    dir: tempfile::TempDir,
-}
-
-impl Run {
-    fn new() -> Run {
-        Run {
-            dir: tempfile::Builder::new()
-                .prefix("vd")
-                .tempdir_in("/tmp")
-                .unwrap(),
-        }
-    }
-
-    fn ctx(&self, paused: bool) -> StartContext {
-        StartContext {
-            run_dir: self.dir.path().to_path_buf(),
-            log_path: self.dir.path().join("vmm.log"),
-            paused,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("vmm.log")).unwrap_or_default()
-    }
-}
-
-fn domain(name: &str, kernel: &str, extra: &str) -> Domain {
-    let xml = format!(
-        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>32</memory>\
-         <os><type>hvm</type><kernel>{kernel}</kernel></os>{extra}</domain>"
-    );
-    Domain::parse(&xml).expect("test XML parses").domain
-}
-
-fn start(name: &str, kernel: &str, extra: &str, run: &Run, paused: bool) -> Box<dyn Instance> {
-    let d = domain(name, kernel, extra);
-    driver()
-        .start(&d, 7, &run.ctx(paused))
-        .unwrap_or_else(|e| panic!("start {name}: {e}; log: {}", run.log()))
-}
-
-/// wait_exit on a thread, bounded: a hang fails the test instead.
-fn wait_exit_within(instance: &dyn Instance, limit: Duration) -> ExitReason {
-    std::thread::scope(|s| {
-        let waiter = s.spawn(|| instance.wait_exit());
-        let deadline = Instant::now() + limit;
-        while !waiter.is_finished() {
-            assert!(
-                Instant::now() < deadline,
-                "wait_exit did not return within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        waiter.join().unwrap()
-    })
-}
-
-/// Reads from the console until `needle` shows up (or 10 s pass).
-fn console_until(instance: &dyn Instance, needle: &str) -> String {
-    let mut stream = instance.console().expect("console");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-        if String::from_utf8_lossy(&seen).contains(needle) {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&seen).into_owned()
-}
-
-fn gone(pid: u32, start_time: u64) -> bool {
-    !process::is_alive(pid, start_time)
-}
 
 #[test]
 fn idle_guest_starts_running_and_destroy_ends_it() {
@@ -160,8 +33,10 @@ fn idle_guest_starts_running_and_destroy_ends_it() {
         wait_exit_within(vm.as_ref(), Duration::from_secs(5)),
         ExitReason::Destroyed
     );
-    // Reaped: not even a zombie is left.
+    // Reaped: not even a zombie is left, and a process that is gone has
+    // used no CPU time (whatever its pid names now).
     assert!(ProcStat::read(record.pid).is_err() || gone(record.pid, record.start_time));
+    assert_eq!(vm.cpu_time(), Duration::ZERO);
 }
 
 #[test]
@@ -351,69 +226,6 @@ fn stats_have_virsh_keys_and_never_go_down() {
 }
 
 #[test]
-fn adopt_takes_back_a_running_vmm_and_refuses_a_wrong_start_time() {
-    let run = Run::new();
-    let record: RunRecord = {
-        let vm = start("adopt1", &guest("idle"), "", &run, false);
-        vm.record()
-        // Dropped without destroy, as a daemon that restarts leaves it.
-    };
-    assert!(process::is_alive(record.pid, record.start_time));
-    let d = driver();
-    let mut wrong = record.clone();
-    wrong.start_time += 1;
-    assert!(d.adopt(&wrong, &run.ctx(false)).unwrap().is_none());
-    // A pid that is alive but is not a VMM (this test) with a recorded
-    // start time that cannot be its own is never taken for the VM.
-    let mut reused = record.clone();
-    reused.pid = std::process::id();
-    assert!(d.adopt(&reused, &run.ctx(false)).unwrap().is_none());
-
-    let vm = d
-        .adopt(&record, &run.ctx(false))
-        .unwrap()
-        .expect("the VMM is alive");
-    assert_eq!(vm.state().unwrap(), RuntimeState::Running);
-    assert_eq!(vm.record(), record);
-    assert!(vm.cpu_time() > Duration::ZERO || vm.stats().is_ok());
-    vm.destroy(false).unwrap();
-    assert_eq!(
-        wait_exit_within(vm.as_ref(), Duration::from_secs(5)),
-        ExitReason::Destroyed
-    );
-    assert!(gone(record.pid, record.start_time));
-    // Gone now: adopting again finds nothing.
-    assert!(d.adopt(&record, &run.ctx(false)).unwrap().is_none());
-}
-
-#[test]
-fn an_adopted_vmm_reports_how_it_ended_from_its_exit_status() {
-    let run = Run::new();
-    let record = {
-        let vm = start(
-            "adopt2",
-            &guest("reset"),
-            "<on_reboot>destroy</on_reboot>",
-            &run,
-            true,
-        );
-        vm.record()
-    };
-    let vm = driver()
-        .adopt(&record, &run.ctx(false))
-        .unwrap()
-        .expect("alive and paused");
-    assert_eq!(vm.state().unwrap(), RuntimeState::Paused);
-    vm.resume().unwrap();
-    // Not our child any more as far as the instance knows: the reason
-    // comes from the file the VMM wrote.
-    assert_eq!(
-        wait_exit_within(vm.as_ref(), Duration::from_secs(10)),
-        ExitReason::Reset
-    );
-}
-
-#[test]
 fn validate_refuses_with_the_element_path() {
     let d = driver();
     let net = domain(
@@ -506,6 +318,12 @@ fn a_stuck_vmm_gives_a_bounded_error_not_a_hang() {
     let pid = i32::try_from(vm.record().pid).unwrap();
     // SAFETY: kill(2) on the VMM this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // The signal lands asynchronously: wait until the process is stopped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ProcStat::read(vm.record().pid).map(|s| s.state).ok() != Some('T') {
+        assert!(Instant::now() < deadline, "the VMM did not stop");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let begun = Instant::now();
     let e = vm.state().unwrap_err().to_string();
     assert!(begun.elapsed() < Duration::from_secs(15));
@@ -538,17 +356,6 @@ fn start_latency_median() {
     );
     // Generous: the machine is shared; the figure is in the output.
     assert!(median < Duration::from_millis(500), "median {median:?}");
-}
-
-/// `ip ARGS` from the calling thread (so in its network namespace).
-fn ip(args: &[&str]) -> (bool, String) {
-    match Command::new("ip").args(args).output() {
-        Ok(o) => (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
 }
 
 /// A bridge interface inside a network namespace of the test's own (the
@@ -600,6 +407,22 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
         .interfaces[0]
             .clone();
         let refused = vm.attach_interface(&missing).unwrap_err().to_string();
+        // An ethernet card names its TAP; the VMM makes it.
+        let ethernet = domain(
+            "x",
+            &idle,
+            "<devices><interface type='ethernet'><mac address='52:54:00:aa:00:04'/>\
+             <target dev='ethtap0'/></interface></devices>",
+        )
+        .devices
+        .interfaces[0]
+            .clone();
+        vm.attach_interface(&ethernet).unwrap();
+        let eth = ip(&["-o", "link", "show", "ethtap0"]).1;
+        let with_eth = vm.stats().unwrap();
+        let duplicate = vm.attach_interface(&ethernet).unwrap_err().to_string();
+        vm.detach_interface(&ethernet.mac).unwrap();
+        let live_xml = vm.record().xml;
         vm.detach_interface(&plugged.mac).unwrap();
         vm.destroy(false).unwrap();
         let reason = vm.wait_exit();
@@ -613,9 +436,12 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
             refused,
             reason,
             left,
+            (eth, with_eth, duplicate, live_xml),
         )
     });
-    let Ok((started, stats, record, hot, stats_after, refused, reason, left)) = outcome else {
+    let Ok((started, stats, record, hot, stats_after, refused, reason, left, ethernet_seen)) =
+        outcome
+    else {
         testkit::skip("unshare(CLONE_NEWNET) failed: a network namespace needs root");
         return;
     };
@@ -627,9 +453,57 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
     assert_eq!(stats["net.count"], 1);
     assert_eq!(stats["net.0.name"], "vr7n0");
     assert_eq!(record.extra["bridge_ports"][0]["tap"], "vr7n0");
+    assert!(
+        record.xml.contains("<target dev=\"vr7n0\"/>")
+            || record.xml.contains("<target dev='vr7n0'/>"),
+        "{}",
+        record.xml
+    );
     assert!(hot.contains("master br0"), "{hot}");
     assert_eq!(stats_after["net.count"], 2);
     assert!(refused.contains("no bridge called 'nosuchbr'"), "{refused}");
+    let (eth, with_eth, duplicate, live_xml) = ethernet_seen;
+    assert!(eth.contains("ethtap0"), "{eth}");
+    assert_eq!(with_eth["net.count"], 3);
+    assert_eq!(with_eth["net.2.name"], "ethtap0");
+    assert!(
+        duplicate.contains("52:54:00:aa:00:04 is attached already"),
+        "{duplicate}"
+    );
+    assert!(!live_xml.contains("52:54:00:aa:00:04"), "{live_xml}");
+    assert!(live_xml.contains("52:54:00:aa:00:02"), "{live_xml}");
     assert_eq!(reason, ExitReason::Destroyed);
     assert!(left.trim().is_empty(), "TAPs left behind: {left}");
+}
+
+/// A disk another running domain uses is refused by the VMM (images are
+/// locked), and the start error says so in the VMM's words.
+#[test]
+fn a_disk_in_use_by_another_domain_fails_the_start() {
+    let run = Run::new();
+    let image = run.dir.path().join("shared.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let devices = format!(
+        "<devices><disk type='file'><driver type='raw'/><source file='{}'/>\
+         <target dev='vda' bus='virtio'/></disk></devices>",
+        image.display()
+    );
+    let first = start("lock1", &guest("idle"), &devices, &run, false);
+    let run2 = Run::new();
+    let d = domain("lock2", &guest("idle"), &devices);
+    let e = match driver().start(&d, 8, &run2.ctx(false)) {
+        Ok(_) => panic!("a second domain started on a disk in use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.starts_with("domain lock2: the VMM exited while starting: "),
+        "{e}"
+    );
+    assert!(e.contains("shared.img"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    first.destroy(false).unwrap();
+    first.wait_exit();
 }

@@ -28,6 +28,8 @@ pub enum Command {
     Img(crate::img::ImgArgs),
     /// Control a running VM through its API socket (`vireo run --api-socket`).
     Vm(crate::vm_cli::VmArgs),
+    /// Run the management daemon in the foreground (domains, lifecycle, events, the API).
+    Daemon(crate::daemon_cmd::DaemonArgs),
 }
 
 /// Options shared by `run` and `demo`: the machine's shape.

@@ -5,6 +5,7 @@
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 mod cli;
+mod daemon_cmd;
 mod demo_guest;
 mod img;
 mod run;
@@ -19,12 +20,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if let cli::Command::Daemon(args) = cli.command {
+        return daemon_cmd::daemon_command(args, cli.verbose);
+    }
     init_tracing(cli.verbose);
     match cli.command {
         cli::Command::Run(args) => run::run_command(args),
         cli::Command::Demo(args) => run::demo_command(args),
         cli::Command::Img(args) => img::img_command(args),
         cli::Command::Vm(args) => vm_cli::vm_command(args),
+        // Handled above, before the CLI's own logging is set up.
+        cli::Command::Daemon(_) => ExitCode::SUCCESS,
     }
 }
 

@@ -818,3 +818,16 @@ fn paused_needs_the_api_socket() {
         "vireo: --paused needs --api-socket (nothing else could resume the VM)\n"
     );
 }
+
+#[test]
+fn without_a_kernel_the_boot_a_client_asks_for_starts_paused() {
+    let idle = guest("idle");
+    let vm = Vm::start("paused-config", &["--paused", "--serial", "off"]);
+    let config = format!(r#"{{"kernel":"{}"}}"#, idle.display());
+    vm.ok("PUT", "/vm/config", Some(&config));
+    vm.ok("PUT", "/vm/boot", None);
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "paused");
+    vm.ok("PUT", "/vm/resume", None);
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+    assert!(vm.ok("GET", "/vm/counters", None)["vcpus"]["0"].is_object());
+}

@@ -47,6 +47,7 @@ const DOC_FILES: &[&str] = &[
     "README.md",
     "docs/api.md",
     "docs/architecture.md",
+    "docs/daemon.md",
     "docs/devices.md",
     "docs/disks.md",
     "docs/domain-xml.md",
@@ -444,6 +445,11 @@ fn api() {
 #[test]
 fn architecture() {
     run_doc("docs/architecture.md");
+}
+
+#[test]
+fn daemon() {
+    run_doc("docs/daemon.md");
 }
 
 #[test]

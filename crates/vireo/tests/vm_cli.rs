@@ -305,6 +305,8 @@ fn usage_errors_and_no_server_exit_2() {
         vec!["add-disk", "path=/a,id=x", "--id", "y"],
         vec!["add-disk", "path=/a,id=no/slash"],
         vec!["add-net", "mac=01:00:00:00:00:00"],
+        // A descriptor number means nothing to the VM's process.
+        vec!["add-net", "fd=5"],
         vec!["resize-disk", "disk0", "lots"],
         vec!["resize-disk", "disk0"],
         vec!["frobnicate"],

@@ -125,6 +125,14 @@ pub trait Driver: Send + Sync {
         record: &RunRecord,
         ctx: &StartContext,
     ) -> Result<Option<Box<dyn Instance>>, DriverError>;
+
+    /// How the VMM of `record` ended, for one [`Driver::adopt`] found gone
+    /// (it ended while no daemon watched it). `None` while it still runs,
+    /// or when the driver cannot tell; the daemon then says crashed.
+    fn ended(&self, record: &RunRecord) -> Option<ExitReason> {
+        let _ = record;
+        None
+    }
 }
 
 /// A running domain, as its driver drives it.

@@ -108,6 +108,14 @@ pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::
     let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
     keep.sort_unstable();
     keep.dedup();
+    // Where the one-by-one fallback stops, found before the fork: sysconf
+    // is not async-signal-safe.
+    // SAFETY: sysconf has no memory effects; it only returns a value.
+    let open_max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let open_max = RawFd::try_from(open_max)
+        .ok()
+        .filter(|m| *m > 0)
+        .unwrap_or(65536);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
@@ -121,13 +129,13 @@ pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::
             }
             let mut next: RawFd = 3;
             for &fd in &keep {
-                close_from_to(next, fd - 1);
+                close_from_to(next, fd - 1, open_max);
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 next = fd + 1;
             }
-            close_from_to(next, RawFd::MAX);
+            close_from_to(next, RawFd::MAX, open_max);
             Ok(())
         });
     }
@@ -135,11 +143,12 @@ pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::
 }
 
 /// Closes descriptors `first..=last` in a forked child. close_range where
-/// the kernel has it; else one by one up to the descriptor limit.
+/// the kernel has it; else one by one up to `open_max`, the descriptor
+/// limit.
 ///
 /// # Safety
 /// Only between fork and exec: it closes descriptors other code may own.
-unsafe fn close_from_to(first: RawFd, last: RawFd) {
+unsafe fn close_from_to(first: RawFd, last: RawFd, open_max: RawFd) {
     if first > last {
         return;
     }
@@ -151,10 +160,7 @@ unsafe fn close_from_to(first: RawFd, last: RawFd) {
     if unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) } == 0 {
         return;
     }
-    // SAFETY: as above; sysconf only returns a value.
-    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
-    let max = RawFd::try_from(max).unwrap_or(65536).min(last);
-    for fd in first..=max {
+    for fd in first..=open_max.min(last) {
         // SAFETY: as above.
         unsafe { libc::close(fd) };
     }
@@ -172,27 +178,9 @@ impl PidFd {
     /// Opens the process `pid` if it is alive and started at `start_time`;
     /// `Ok(None)` when it is gone or the pid now names another process.
     pub fn open(pid: u32, start_time: u64) -> io::Result<Option<PidFd>> {
-        let Ok(raw) = libc::pid_t::try_from(pid) else {
+        let Some(fd) = open_pidfd(pid)? else {
             return Ok(None);
         };
-        // SAFETY: pidfd_open takes a pid and flags and returns a new
-        // descriptor or -1; no memory is passed.
-        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
-        if ret < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ESRCH) => Ok(None),
-                _ => Err(err),
-            };
-        }
-        let Ok(fd) = RawFd::try_from(ret) else {
-            return Err(io::Error::other(
-                "pidfd_open returned an impossible descriptor",
-            ));
-        };
-        // SAFETY: `fd` was just returned by pidfd_open and is owned by no
-        // one else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // The pidfd names whatever process held the pid when it was opened;
         // checking the start time AFTER opening proves that is ours.
         if !is_alive(pid, start_time) {
@@ -201,13 +189,14 @@ impl PidFd {
         Ok(Some(PidFd { fd, pid }))
     }
 
-    /// Opens a child just spawned (its pid cannot have been reused: it is
-    /// not reaped yet).
+    /// Opens a child this process spawned and has not reaped: its pid
+    /// cannot have been reused, even if it has already exited (a zombie,
+    /// which the pidfd then reports as ended).
     pub fn from_child(child: &Child) -> io::Result<PidFd> {
         let pid = child.id();
-        let start = start_time(pid)?;
-        PidFd::open(pid, start)?
-            .ok_or_else(|| io::Error::other(format!("process {pid} ended before it was watched")))
+        open_pidfd(pid)?
+            .map(|fd| PidFd { fd, pid })
+            .ok_or_else(|| io::Error::other(format!("process {pid} is not there to watch")))
     }
 
     /// The pid it was opened on.
@@ -297,6 +286,31 @@ impl PidFd {
     }
 }
 
+/// pidfd_open(2); `None` when no process has the pid.
+fn open_pidfd(pid: u32) -> io::Result<Option<OwnedFd>> {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Ok(None);
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new
+    // descriptor or -1; no memory is passed.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ESRCH) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    let Ok(fd) = RawFd::try_from(ret) else {
+        return Err(io::Error::other(
+            "pidfd_open returned an impossible descriptor",
+        ));
+    };
+    // SAFETY: `fd` was just returned by pidfd_open and is owned by no one
+    // else.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// Reaps `child` once it has ended, so no zombie is left, and returns its
 /// exit status; `None` while it still runs.
 pub fn reap(child: &mut Child) -> io::Result<Option<std::process::ExitStatus>> {
@@ -376,12 +390,21 @@ mod tests {
 
     #[test]
     fn cpu_time_counts_a_busy_loop() {
-        let begun = Instant::now();
+        // However loaded the host, spinning long enough shows as CPU time
+        // (in clock ticks, so at least 10 ms at a time).
+        let me = std::process::id();
+        let before = cpu_time(me);
+        let deadline = Instant::now() + Duration::from_secs(20);
         let mut x = 0u64;
-        while begun.elapsed() < Duration::from_millis(100) {
-            x = std::hint::black_box(x.wrapping_add(1));
+        while cpu_time(me) < before + Duration::from_millis(30) {
+            assert!(
+                Instant::now() < deadline,
+                "no CPU time counted in 20 s of spinning"
+            );
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
         }
-        assert!(cpu_time(std::process::id()) >= Duration::from_millis(50));
         assert_eq!(cpu_time(u32::MAX), Duration::ZERO);
     }
 
@@ -412,6 +435,25 @@ mod tests {
         assert!(out.contains("kept"), "{out}");
         assert!(out.contains("dropped"), "{out}");
         assert!(out.contains("to-stderr"), "{out}");
+    }
+
+    #[test]
+    fn a_child_that_already_exited_is_watched_as_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child =
+            spawn_session(&mut Command::new("/bin/true"), &dir.path().join("log"), &[]).unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ProcStat::read(pid).map(|s| s.state).ok() != Some('Z') {
+            assert!(Instant::now() < deadline, "/bin/true did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let start = start_time(pid).unwrap();
+        assert!(!is_alive(pid, start), "a zombie is not alive");
+        assert!(PidFd::open(pid, start).unwrap().is_none());
+        let pidfd = PidFd::from_child(&child).unwrap();
+        assert!(pidfd.wait(Some(Duration::ZERO)).unwrap());
+        assert!(reap(&mut child).unwrap().unwrap().success());
     }
 
     #[test]

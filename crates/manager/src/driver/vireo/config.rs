@@ -60,6 +60,9 @@ pub(crate) struct BridgePort {
     /// The index in [`Plan::args`] of its `--net` value, which gets
     /// `,fd=N` once the TAP is open.
     pub arg: usize,
+    /// The interface's index in the definition (the live definition
+    /// names the TAP in its `target dev`).
+    pub iface: usize,
 }
 
 /// What starting a domain takes: the VMM's arguments and the host work
@@ -199,6 +202,7 @@ pub(crate) fn plan(
                         bridge: bridge.clone(),
                     },
                     arg: args.len() + 1,
+                    iface: i,
                 });
                 // Handed over by descriptor: no tap= for the VMM.
                 None
@@ -539,6 +543,37 @@ mod tests {
             .starts_with(
                 "domain t: /domain/os/kernel: the kernel 'k.elf' must be an absolute path"
             ));
+    }
+
+    #[test]
+    fn consoles_rng_and_vcpus() {
+        let d = domain(
+            "<vcpu>4</vcpu><devices><serial type='unix'><source mode='bind' path='/run/c.sock'/></serial>\
+             <console type='file'><source path='/var/log/c.log'/><target type='virtio'/></console>\
+             <console type='null'><target type='virtio'/></console>\
+             <console type='unix'><source mode='connect' path='/run/peer.sock'/><target type='virtio'/></console></devices>",
+        );
+        let line = plan(&d, 1, Path::new("/r"), false).unwrap().args.join(" ");
+        for part in [
+            "--cpus 4",
+            "--serial unix:/run/c.sock",
+            "--console file:/var/log/c.log",
+            "--console file:/dev/null",
+            "--console unix-connect:/run/peer.sock",
+        ] {
+            assert!(line.contains(part), "{part} missing from {line}");
+        }
+        assert!(!line.contains("console.sock"), "{line}");
+        assert!(refusal("<vcpu>255</vcpu>")
+            .starts_with("domain t: /domain/vcpu: 255 vCPUs: Vireo's VMM gives a guest 1 to 254"));
+        let two_rngs =
+            "<devices><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\
+            <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng></devices>";
+        assert!(refusal(two_rngs).starts_with("domain t: /domain/devices/rng[2]: a second rng"));
+        assert!(refusal(
+            "<devices><console type='pty'><target type='virtio'/></console></devices>"
+        )
+        .starts_with("domain t: /domain/devices/console[1]: a virtio console on a pty"));
     }
 
     #[test]

@@ -47,6 +47,35 @@ impl ApiClient {
         &self.socket
     }
 
+    /// The pid of the process serving the socket (SO_PEERCRED: the one
+    /// that listened on it).
+    pub(crate) fn server_pid(&self) -> std::io::Result<u32> {
+        use std::os::fd::AsRawFd;
+        let stream = UnixStream::connect(&self.socket)?;
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: SO_PEERCRED writes at most `len` bytes into `cred`, a
+        // live ucred; `len` says its size.
+        let ret = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                std::ptr::from_mut(&mut cred).cast(),
+                &mut len,
+            )
+        };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        u32::try_from(cred.pid).map_err(std::io::Error::other)
+    }
+
     /// `GET path`: the JSON answer.
     pub(crate) fn get(&self, path: &str) -> Result<Value, CallError> {
         self.call("GET", path, None)

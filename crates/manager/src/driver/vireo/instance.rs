@@ -50,6 +50,22 @@ struct ExitStatusFile {
     detail: String,
 }
 
+/// The reason in the exit status file a VMM wrote at `path`, if it wrote
+/// one (it does not when killed with SIGKILL).
+pub(crate) fn recorded_reason(path: &std::path::Path) -> Option<ExitReason> {
+    let bytes = std::fs::read(path).ok()?;
+    let file: ExitStatusFile = serde_json::from_slice(&bytes).ok()?;
+    Some(match file.reason.as_str() {
+        "poweroff" | "signal" => ExitReason::Poweroff,
+        "reset" => ExitReason::Reset,
+        _ => ExitReason::Crashed(if file.detail.is_empty() {
+            "the guest crashed".into()
+        } else {
+            file.detail
+        }),
+    })
+}
+
 /// A running (or adopted) Vireo VMM.
 pub struct VireoInstance {
     name: String,
@@ -136,19 +152,8 @@ impl VireoInstance {
             return ExitReason::Destroyed;
         }
         let path = lock(&self.extra).exit_status.clone();
-        let recorded = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ExitStatusFile>(&b).ok());
-        if let Some(file) = recorded {
-            return match file.reason.as_str() {
-                "poweroff" | "signal" => ExitReason::Poweroff,
-                "reset" => ExitReason::Reset,
-                _ => ExitReason::Crashed(if file.detail.is_empty() {
-                    "the guest crashed".into()
-                } else {
-                    file.detail
-                }),
-            };
+        if let Some(reason) = recorded_reason(&path) {
+            return reason;
         }
         use std::os::unix::process::ExitStatusExt;
         ExitReason::Crashed(match status.and_then(|s| s.signal()) {

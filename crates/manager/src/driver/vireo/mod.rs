@@ -4,20 +4,36 @@
 //!
 //! - [`config`]: the definition as a `vireo run` command line, and what
 //!   this driver refuses (the mapping table is in its docs).
-//! - [`http`]: the bounded HTTP/1.1 client for the per-VM API.
-//! - [`instance`]: a running VMM as an [`Instance`].
+//! - `http`: the bounded HTTP/1.1 client for the per-VM API.
+//! - `instance`: a running VMM as an [`Instance`] ([`VireoInstance`]).
 //! - [`stats`]: the VMM's counters as virsh `domstats` keys.
-//! - [`taps`]: TAPs made for bridge interfaces.
+//! - `taps`: TAPs made for bridge interfaces.
 //!
 //! The run directory holds `api.sock`, `console.sock` (COM1: the VMM
 //! replays its last 64 KiB of output to a new client) and `exit.json`
 //! (`vireo run --exit-status`: why the VMM ended, written just before it
 //! exits, so the reason is known after a daemon restart too).
+//!
+//! How [`Instance::wait_exit`] names an end:
+//!
+//! | what happened | exit status file | [`ExitReason`](super::ExitReason) |
+//! |---|---|---|
+//! | [`Instance::destroy`] (either kind) | any | `Destroyed` |
+//! | the guest powered off | `poweroff` | `Poweroff` |
+//! | the guest reset, `on_reboot` not `restart` | `reset` | `Reset` |
+//! | SIGTERM, SIGINT or SIGHUP from outside the daemon | `signal` | `Poweroff` (an orderly stop from the host, as libvirt counts a QEMU ended by a signal) |
+//! | triple fault, emulation failure, VMM failure | `crashed` | `Crashed(first line of the reason)` |
+//! | SIGKILL, or any death without a word | none | `Crashed("the VMM process was killed ...")` |
+//!
+//! A start the VMM refuses (exit code 2: a missing kernel, a locked disk,
+//! too much memory) is a start error quoting the last line of its log; a
+//! guest that ends before it is seen running still started, and
+//! `wait_exit` says how it ended at once.
 
-mod config;
+pub mod config;
 mod http;
 mod instance;
-mod stats;
+pub mod stats;
 mod taps;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -33,12 +49,14 @@ use self::instance::Extra;
 pub use self::instance::VireoInstance;
 use self::taps::NetNs;
 use super::process::{self, PidFd};
-use super::{Driver, DriverError, Instance, RunRecord, StartContext};
+use super::{Driver, DriverError, ExitReason, Instance, RunRecord, StartContext};
 
 /// Every call to a VMM's API is answered within this, or fails.
 pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a VMM has from spawn to a running (or paused) guest.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each `GET /vm` while waiting for a start.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long adopting waits for a VMM whose API is gone to finish exiting.
 const ADOPT_EXIT_WAIT: Duration = Duration::from_secs(2);
 /// The longest unix socket path (sun_path less its NUL).
@@ -164,7 +182,10 @@ impl Driver for VireoDriver {
         let api = ApiClient::new(plan.api_socket.clone(), API_TIMEOUT);
         let want = if ctx.paused { "paused" } else { "running" };
         let mut ended_at_once = false;
-        match wait_for_state(&api, &pidfd, want) {
+        // Polled with a short timeout, so a VMM that hangs while starting
+        // costs START_TIMEOUT and a little, not an API timeout more.
+        let poll = ApiClient::new(plan.api_socket.clone(), POLL_TIMEOUT);
+        match wait_for_state(&poll, &pidfd, want) {
             Ok(()) => {}
             Err(StartFailure::Exited) => {
                 // Exit code 2 is the VMM refusing its input (it never
@@ -195,6 +216,14 @@ impl Driver for VireoDriver {
                 ));
             }
         }
+        // The live definition names the TAPs made for it, as libvirt's
+        // does (`domiflist` shows them).
+        let mut live = domain.clone();
+        for p in &plan.bridge_ports {
+            if let Some(iface) = live.devices.interfaces.get_mut(p.iface) {
+                iface.target = Some(p.port.tap.clone());
+            }
+        }
         let extra = Extra {
             api_socket: plan.api_socket,
             console_socket: plan.console_socket,
@@ -203,7 +232,7 @@ impl Driver for VireoDriver {
             bridge_taps: Vec::new(),
         };
         Ok(Box::new(VireoInstance::new(
-            domain.clone(),
+            live,
             id,
             pidfd,
             start_time,
@@ -213,6 +242,12 @@ impl Driver for VireoDriver {
             extra,
             netns,
         )))
+    }
+
+    /// From the exit status file the VMM left in its run directory; no
+    /// file from a VMM that is gone means it was killed.
+    fn ended(&self, record: &RunRecord) -> Option<ExitReason> {
+        Self::ended_reason(record)
     }
 
     fn adopt(
@@ -246,26 +281,27 @@ impl Driver for VireoDriver {
             return Ok(None);
         };
         let api = ApiClient::new(extra.api_socket.clone(), API_TIMEOUT);
-        match api.get("/vm") {
-            Ok(info)
-                if matches!(
-                    info.get("state").and_then(Value::as_str),
-                    Some("running" | "paused")
-                ) => {}
-            answer => {
-                // Alive with the right start time, but not (or no longer)
-                // a VM: it is on its way out. Give it a moment; one that
-                // lingers without an API cannot be driven, so end it
-                // rather than leave an orphan.
+        // The start time names the process to the clock tick; a pid
+        // reused within the same tick would pass that. The API socket's
+        // server (SO_PEERCRED) must be the recorded pid itself.
+        match api.server_pid() {
+            Ok(pid) if pid == record.pid => {}
+            Ok(pid) => {
                 tracing::warn!(
-                    "domain {}: pid {} does not serve a VM ({answer:?}); ending it",
+                    "domain {}: its API socket is served by pid {pid}, not the recorded {}; not adopted",
                     domain.name,
                     record.pid
                 );
-                if !pidfd.wait(Some(ADOPT_EXIT_WAIT)).unwrap_or(false) {
-                    let _ = pidfd.terminate(None, Duration::from_secs(5));
-                }
                 return Ok(None);
+            }
+            Err(_) => return self.let_go(&domain.name, record, &pidfd, "no API socket"),
+        }
+        match api.get("/vm") {
+            // Running, paused, or between boots (booting, rebooting): a
+            // live VM either way.
+            Ok(info) if info.get("state").and_then(Value::as_str) != Some("shutdown") => {}
+            answer => {
+                return self.let_go(&domain.name, record, &pidfd, &format!("{answer:?}"));
             }
         }
         Ok(Some(Box::new(VireoInstance::new(
@@ -278,6 +314,61 @@ impl Driver for VireoDriver {
             extra,
             NetNs::current(),
         ))))
+    }
+}
+
+impl VireoDriver {
+    /// A VMM alive with its recorded start time whose API is gone or says
+    /// it has shut down is on its way out: give it a moment. One that
+    /// lingers without an API cannot be driven, so it is ended rather than
+    /// left an orphan, but only if it is this driver's VMM by name too
+    /// (its `comm`), never another program.
+    fn let_go(
+        &self,
+        domain: &str,
+        record: &RunRecord,
+        pidfd: &PidFd,
+        why: &str,
+    ) -> Result<Option<Box<dyn Instance>>, DriverError> {
+        if pidfd.wait(Some(ADOPT_EXIT_WAIT)).unwrap_or(false) {
+            return Ok(None);
+        }
+        let comm =
+            std::fs::read_to_string(format!("/proc/{}/comm", record.pid)).unwrap_or_default();
+        let ours = self
+            .vmm_binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .is_some_and(|name| !comm.trim().is_empty() && name.starts_with(comm.trim()));
+        if ours {
+            tracing::warn!(
+                "domain {domain}: pid {} does not serve a VM ({why}); ending it",
+                record.pid
+            );
+            let _ = pidfd.terminate(None, Duration::from_secs(5));
+        } else {
+            tracing::warn!(
+                "domain {domain}: pid {} ({}) is not a VMM; left alone",
+                record.pid,
+                comm.trim()
+            );
+        }
+        Ok(None)
+    }
+
+    fn ended_reason(record: &RunRecord) -> Option<ExitReason> {
+        if process::is_alive(record.pid, record.start_time) {
+            return None;
+        }
+        let extra: Extra = serde_json::from_value(record.extra.clone()).ok()?;
+        Some(
+            instance::recorded_reason(&extra.exit_status).unwrap_or_else(|| {
+                ExitReason::Crashed(
+                    "the VMM process was killed, or ended without recording why, while the daemon was away"
+                        .into(),
+                )
+            }),
+        )
     }
 }
 

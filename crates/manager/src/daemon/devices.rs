@@ -1,0 +1,406 @@
+//! Disks and NICs: `domblklist`, `domiflist`, attach and detach, on the
+//! running domain (`live`), its definition (`config`), or both.
+
+use std::sync::Arc;
+
+use virtxml::{DiskSource, Domain, InterfaceKind, MacAddress};
+
+use super::failure::Failure;
+use super::lifecycle::not_running;
+use super::ops::{call, hold, Held};
+use super::registry::{disk_paths, no_domain};
+use super::Daemon;
+use crate::api::{DeviceRequest, DiskRow, InterfaceRow};
+use crate::driver::RunRecord;
+
+/// Which device family a request is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// `disk`.
+    Disk,
+    /// `interface`.
+    Interface,
+}
+
+impl Family {
+    fn element(self) -> &'static str {
+        match self {
+            Family::Disk => "disk",
+            Family::Interface => "interface",
+        }
+    }
+}
+
+/// `domblklist` rows of a definition.
+pub(crate) fn disk_rows(domain: &Domain) -> Vec<DiskRow> {
+    domain
+        .devices
+        .disks
+        .iter()
+        .map(|d| {
+            let (kind, source) = match &d.source {
+                DiskSource::File(p) => ("file", p),
+                DiskSource::Block(p) => ("block", p),
+            };
+            DiskRow {
+                target: d.target.clone(),
+                source: source.clone(),
+                kind: kind.to_string(),
+                device: "disk".to_string(),
+            }
+        })
+        .collect()
+}
+
+/// `domiflist` rows of a definition.
+pub(crate) fn interface_rows(domain: &Domain) -> Vec<InterfaceRow> {
+    domain
+        .devices
+        .interfaces
+        .iter()
+        .map(|i| {
+            let (kind, source) = match &i.kind {
+                InterfaceKind::Ethernet => ("ethernet", "-".to_string()),
+                InterfaceKind::Bridge(b) => ("bridge", b.clone()),
+                InterfaceKind::Network(n) => ("network", n.clone()),
+            };
+            InterfaceRow {
+                interface: i.target.clone().unwrap_or_else(|| "-".to_string()),
+                kind: kind.to_string(),
+                source,
+                model: "virtio".to_string(),
+                mac: i.mac.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// `domain` with the device `xml` added: the whole definition is parsed
+/// again, so every rule of a definition (unique targets, known elements)
+/// holds, and it must differ from `domain` by that one device only.
+fn with_device(domain: &Domain, family: Family, xml: &str) -> Result<Domain, Failure> {
+    let text = domain.to_xml();
+    let at = text
+        .rfind("</devices>")
+        .ok_or_else(|| Failure::internal("the definition has no <devices> element"))?;
+    let combined = format!("{}{}\n{}", &text[..at], xml.trim(), &text[at..]);
+    let new = Domain::parse(&combined)
+        .map_err(|e| Failure::unprocessable(e.to_string()))?
+        .domain;
+    let mut without = new.clone();
+    let added = match family {
+        Family::Disk => {
+            let n = domain.devices.disks.len();
+            (without.devices.disks.len() == n + 1).then(|| without.devices.disks.truncate(n))
+        }
+        Family::Interface => {
+            let n = domain.devices.interfaces.len();
+            (without.devices.interfaces.len() == n + 1)
+                .then(|| without.devices.interfaces.truncate(n))
+        }
+    };
+    if added.is_none() || without != *domain {
+        return Err(Failure::unprocessable(format!(
+            "the device XML must be one <{}> element",
+            family.element()
+        )));
+    }
+    Ok(new)
+}
+
+/// [`with_device`] off the async thread (the whole definition is parsed).
+async fn parse_with_device(
+    domain: &Arc<Domain>,
+    family: Family,
+    xml: &str,
+) -> Result<Domain, Failure> {
+    let (domain, xml) = (domain.clone(), xml.to_string());
+    tokio::task::spawn_blocking(move || with_device(&domain, family, &xml)).await?
+}
+
+/// Which of live and config a request changes: virsh's rule, where
+/// neither means the running domain if it runs, else its definition.
+fn targets(live: bool, config: bool, active: bool) -> (bool, bool) {
+    if !live && !config {
+        (active, !active)
+    } else {
+        (live, config)
+    }
+}
+
+/// What a device change works on: the held domain's current state.
+struct Subject {
+    held: Held,
+    live: Option<super::registry::Live>,
+    config: Option<Arc<Domain>>,
+}
+
+async fn subject(
+    d: &Arc<Daemon>,
+    key: &str,
+    live: bool,
+    config: bool,
+) -> Result<(Subject, bool, bool), Failure> {
+    let held = hold(d, key).await?;
+    let (live_now, config_now) = {
+        let table = d.registry.lock();
+        let entry = table
+            .domains
+            .get(&held.name)
+            .ok_or_else(|| no_domain(key))?;
+        (entry.live.clone(), entry.config.clone())
+    };
+    let (do_live, do_config) = targets(live, config, live_now.is_some());
+    if do_live && live_now.is_none() {
+        return Err(not_running(&held.name));
+    }
+    if do_config && config_now.is_none() {
+        return Err(Failure::conflict(format!(
+            "domain '{}' is transient: it has no definition to change",
+            held.name
+        )));
+    }
+    Ok((
+        Subject {
+            held,
+            live: live_now,
+            config: config_now,
+        },
+        do_live,
+        do_config,
+    ))
+}
+
+/// Saves the new live definition of `s` in its run record and the table.
+/// `record` is the instance's own after the change (its driver data may
+/// have changed too: a TAP made for a bridge NIC).
+async fn commit_live(
+    d: &Arc<Daemon>,
+    s: &Subject,
+    domain: Domain,
+    mut record: RunRecord,
+) -> Result<(), Failure> {
+    let Some(live) = &s.live else {
+        return Err(not_running(&s.held.name));
+    };
+    record.xml = domain.to_xml();
+    let domain = Arc::new(domain);
+    let disks = disk_paths(&domain).await;
+    let (store_d, name, saved) = (d.clone(), s.held.name.clone(), record.clone());
+    let ended = live.ended.clone();
+    tokio::task::spawn_blocking(move || {
+        store_d.store.save_record(&name, &saved)?;
+        // The VMM ended meanwhile and its record was (or is about to be)
+        // removed: this write must not bring it back.
+        if ended.load(std::sync::atomic::Ordering::SeqCst) {
+            store_d.store.remove_record(&name)?;
+        }
+        std::io::Result::Ok(())
+    })
+    .await?
+    .map_err(Failure::storage)?;
+    let mut table = d.registry.lock();
+    if let Some(entry) = table.get_mut(&s.held.name, s.held.uuid) {
+        if let Some(l) = entry
+            .live
+            .as_mut()
+            .filter(|l| l.generation == live.generation)
+        {
+            l.domain = domain;
+            l.record = record;
+            l.disks = disks;
+        }
+    }
+    Ok(())
+}
+
+/// Saves the new persistent definition of `s`.
+async fn commit_config(d: &Arc<Daemon>, s: &Subject, domain: Domain) -> Result<(), Failure> {
+    let text = domain.to_xml();
+    let (store_d, name) = (d.clone(), s.held.name.clone());
+    tokio::task::spawn_blocking(move || store_d.store.save_definition(&name, &text))
+        .await?
+        .map_err(Failure::storage)?;
+    if let Some(entry) = d.registry.lock().get_mut(&s.held.name, s.held.uuid) {
+        entry.config = Some(Arc::new(domain));
+    }
+    Ok(())
+}
+
+/// `POST /domains/{dom}/disks` and `/interfaces`.
+pub(crate) async fn attach(
+    d: &Arc<Daemon>,
+    key: &str,
+    family: Family,
+    req: &DeviceRequest,
+) -> Result<(), Failure> {
+    let (s, do_live, do_config) = subject(d, key, req.live, req.config).await?;
+    // Both new definitions are checked before anything changes.
+    let new_live = match (&s.live, do_live) {
+        (Some(l), true) => Some(parse_with_device(&l.domain, family, &req.xml).await?),
+        _ => None,
+    };
+    let new_config = match (&s.config, do_config) {
+        (Some(c), true) => Some(parse_with_device(c, family, &req.xml).await?),
+        _ => None,
+    };
+    if let (Some(new), Some(live)) = (new_live, &s.live) {
+        let instance = live.instance.clone();
+        let record = match family {
+            Family::Disk => {
+                let Some(disk) = new.devices.disks.last().cloned() else {
+                    return Err(Failure::internal("the new disk is missing"));
+                };
+                let paths = disk_paths(&Arc::new(new.clone())).await;
+                let mine = paths.last().cloned().into_iter().collect::<Vec<_>>();
+                if let Some((other, path)) = d.registry.lock().disk_conflict(&s.held.name, &mine) {
+                    return Err(Failure::conflict(format!(
+                        "disk {} is in use by running domain '{other}'",
+                        path.display()
+                    )));
+                }
+                call(instance, move |i| {
+                    i.attach_disk(&disk)?;
+                    Ok(i.record())
+                })
+                .await?
+            }
+            Family::Interface => {
+                let Some(iface) = new.devices.interfaces.last().cloned() else {
+                    return Err(Failure::internal("the new interface is missing"));
+                };
+                call(instance, move |i| {
+                    i.attach_interface(&iface)?;
+                    Ok(i.record())
+                })
+                .await?
+            }
+        };
+        commit_live(d, &s, new, record).await?;
+    }
+    if let Some(new) = new_config {
+        commit_config(d, &s, new).await?;
+    }
+    Ok(())
+}
+
+/// `DELETE /domains/{dom}/disks/{target}` and `/interfaces/{mac}`.
+pub(crate) async fn detach(
+    d: &Arc<Daemon>,
+    key: &str,
+    family: Family,
+    id: &str,
+    live: bool,
+    config: bool,
+) -> Result<(), Failure> {
+    let mac = match family {
+        // No NIC can have what is not a (unicast) MAC address.
+        Family::Interface => Some(MacAddress::parse(id).map_err(|e| {
+            Failure::not_found(format!(
+                "domain '{}' has no such interface: {e}",
+                key.escape_debug()
+            ))
+        })?),
+        Family::Disk => None,
+    };
+    let (s, do_live, do_config) = subject(d, key, live, config).await?;
+    let without = |domain: &Domain| -> Result<Domain, Failure> {
+        let mut new = domain.clone();
+        let found = match mac {
+            Some(mac) => {
+                let n = new.devices.interfaces.len();
+                new.devices.interfaces.retain(|i| i.mac != mac);
+                n != new.devices.interfaces.len()
+            }
+            None => {
+                let n = new.devices.disks.len();
+                new.devices.disks.retain(|disk| disk.target != id);
+                n != new.devices.disks.len()
+            }
+        };
+        if !found {
+            return Err(Failure::not_found(format!(
+                "domain '{}' has no {} '{}'",
+                s.held.name,
+                family.element(),
+                id.escape_debug()
+            )));
+        }
+        Ok(new)
+    };
+    let new_live = match (&s.live, do_live) {
+        (Some(l), true) => Some(without(&l.domain)?),
+        _ => None,
+    };
+    let new_config = match (&s.config, do_config) {
+        (Some(c), true) => Some(without(c)?),
+        _ => None,
+    };
+    if let (Some(new), Some(live)) = (new_live, &s.live) {
+        let instance = live.instance.clone();
+        let target = id.to_string();
+        let record = call(instance, move |i| {
+            match mac {
+                Some(mac) => i.detach_interface(&mac)?,
+                None => i.detach_disk(&target)?,
+            }
+            Ok(i.record())
+        })
+        .await?;
+        commit_live(d, &s, new, record).await?;
+    }
+    if let Some(new) = new_config {
+        commit_config(d, &s, new).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain() -> Domain {
+        Domain::parse(
+            "<domain type='kvm'><name>a</name><memory>1024</memory>\
+             <os><type>hvm</type><kernel>/k</kernel></os><devices>\
+             <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/img/a'/><target dev='vda' bus='virtio'/></disk>\
+             </devices></domain>",
+        )
+        .unwrap()
+        .domain
+    }
+
+    const DISK_B: &str = "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+                          <source file='/img/b'/><target dev='vdb' bus='virtio'/></disk>";
+
+    #[test]
+    fn one_device_is_added_and_nothing_else() {
+        let d = domain();
+        let new = with_device(&d, Family::Disk, DISK_B).unwrap();
+        assert_eq!(new.devices.disks.len(), 2);
+        assert_eq!(new.devices.disks[1].target, "vdb");
+        assert_eq!(disk_rows(&new)[1].source, "/img/b");
+
+        // The same target twice, two disks, an interface given as a disk,
+        // and an attempt to smuggle in another element all fail.
+        let dup = DISK_B.replace("vdb", "vda");
+        assert!(with_device(&d, Family::Disk, &dup).is_err());
+        let two = format!("{DISK_B}{}", DISK_B.replace("vdb", "vdc"));
+        assert!(with_device(&d, Family::Disk, &two).is_err());
+        let nic =
+            "<interface type='ethernet'><target dev='tap0'/><model type='virtio'/></interface>";
+        assert!(with_device(&d, Family::Disk, nic).is_err());
+        let new = with_device(&d, Family::Interface, nic).unwrap();
+        assert_eq!(interface_rows(&new)[0].interface, "tap0");
+        let smuggle = format!("{DISK_B}</devices><on_crash>restart</on_crash><devices>");
+        let e = with_device(&d, Family::Disk, &smuggle).unwrap_err();
+        assert_eq!(e.status.as_u16(), 422);
+    }
+
+    #[test]
+    fn virsh_default_targets() {
+        assert_eq!(targets(false, false, true), (true, false));
+        assert_eq!(targets(false, false, false), (false, true));
+        assert_eq!(targets(true, true, false), (true, true));
+    }
+}

@@ -1,0 +1,88 @@
+//! `vireo daemon`: runs the management daemon in the foreground.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+/// `vireo daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where definitions, run records and VMM logs are kept.
+    #[arg(long, value_name = "DIR", default_value = manager::api::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// The read-write API socket; the read-only one (NAME-ro.sock) is made beside it.
+    #[arg(long, value_name = "PATH", default_value = manager::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Append the daemon's log to FILE instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// qemu-system-x86_64 for the QEMU driver (default: found on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Option<PathBuf>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn daemon_command(args: DaemonArgs, verbose: u8) -> ExitCode {
+    let log_file = args.log.is_some();
+    if let Err(e) = init_log(args.log.as_deref(), verbose) {
+        eprintln!("vireo: {e}");
+        return ExitCode::from(1);
+    }
+    let vmm_binary = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("vireo: cannot find the vireo binary for the VMMs: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let run = manager::daemon::default_drivers(vmm_binary, args.qemu).and_then(|drivers| {
+        manager::daemon::run(manager::daemon::Config {
+            state_dir: args.state_dir,
+            socket: args.socket,
+            drivers,
+        })
+    });
+    match run {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Once on stderr; in the log file too when there is one.
+            if log_file {
+                tracing::error!("{e}");
+            }
+            eprintln!("vireo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The daemon logs at info (every change, with its peer) unless told
+/// otherwise, to `log` when given.
+fn init_log(log: Option<&std::path::Path>, verbose: u8) -> Result<(), String> {
+    let default = match verbose {
+        0 | 1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIREO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+        }
+    }
+    Ok(())
+}
