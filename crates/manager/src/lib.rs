@@ -15,5 +15,6 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod client;
 pub mod daemon;
 pub mod driver;

@@ -13,6 +13,9 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); VIREO_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The daemon to talk to (before the verb): vireo:///system, vireo+unix:///system?socket=PATH, vireo+ssh://[user@]host[:port]/system[?...]; default $VIREO_DEFAULT_URI, else vireo:///system.
+    #[arg(short = 'c', long = "connect", value_name = "URI")]
+    pub connect: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,6 +33,10 @@ pub enum Command {
     Vm(crate::vm_cli::VmArgs),
     /// Run the management daemon in the foreground (domains, lifecycle, events, the API).
     Daemon(crate::daemon_cmd::DaemonArgs),
+    /// Join stdin/stdout to the daemon's socket (what vireo+ssh:// runs on the far host).
+    Proxy(crate::proxy::ProxyArgs),
+    #[command(flatten)]
+    Virsh(crate::virsh::VirshCommand),
 }
 
 /// Options shared by `run` and `demo`: the machine's shape.

@@ -8,7 +8,9 @@ mod cli;
 mod daemon_cmd;
 mod demo_guest;
 mod img;
+mod proxy;
 mod run;
+mod virsh;
 mod vm_cli;
 
 use std::process::ExitCode;
@@ -29,6 +31,8 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => run::demo_command(args),
         cli::Command::Img(args) => img::img_command(args),
         cli::Command::Vm(args) => vm_cli::vm_command(args),
+        cli::Command::Proxy(args) => proxy::proxy_command(args),
+        cli::Command::Virsh(verb) => virsh::virsh_command(cli.connect.as_deref(), verb),
         // Handled above, before the CLI's own logging is set up.
         cli::Command::Daemon(_) => ExitCode::SUCCESS,
     }

@@ -51,7 +51,9 @@ const DOC_FILES: &[&str] = &[
     "docs/devices.md",
     "docs/disks.md",
     "docs/domain-xml.md",
+    "docs/manager.md",
     "docs/network-xml.md",
+    "docs/remote.md",
     "docs/run.md",
     "docs/security.md",
     "docs/testing.md",
@@ -468,8 +470,18 @@ fn domain_xml() {
 }
 
 #[test]
+fn manager() {
+    run_doc("docs/manager.md");
+}
+
+#[test]
 fn network_xml() {
     run_doc("docs/network-xml.md");
+}
+
+#[test]
+fn remote() {
+    run_doc("docs/remote.md");
 }
 
 #[test]

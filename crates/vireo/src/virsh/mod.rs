@@ -1,0 +1,289 @@
+//! virsh's verbs, as clients of the daemon's API (`manager::client`).
+//!
+//! Names, flags, messages and tables follow virsh 9, so habits and scripts
+//! carry over: each verb's output ends with virsh's blank line, an error is
+//! one `error: ...` line on stderr and exit status 1. `--json` on a verb
+//! that reads prints the daemon's JSON instead (no blank line). One module
+//! per verb family; this one holds what they share.
+
+mod console;
+mod devices;
+mod edit;
+mod events;
+mod host;
+mod info;
+mod lifecycle;
+mod table;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use manager::client::uri::ConnectUri;
+use manager::client::{Client, ClientError};
+
+/// The verbs (flattened into `vireo`'s own).
+#[derive(Debug, Subcommand)]
+pub enum VirshCommand {
+    /// Define (or update) a persistent domain from an XML file.
+    Define(lifecycle::FileArgs),
+    /// Remove a domain's definition (a running domain becomes transient).
+    Undefine(lifecycle::DomArgs),
+    /// Create and start a transient domain from an XML file.
+    Create(lifecycle::CreateArgs),
+    /// Start a defined domain.
+    Start(lifecycle::StartArgs),
+    /// Ask the guest to power off (ACPI power button).
+    Shutdown(lifecycle::DomArgs),
+    /// Stop a domain at once.
+    Destroy(lifecycle::DestroyArgs),
+    /// Reboot a domain.
+    Reboot(lifecycle::DomArgs),
+    /// Reset a domain, as the reset button.
+    Reset(lifecycle::DomArgs),
+    /// Pause a domain's vCPUs.
+    Suspend(lifecycle::DomArgs),
+    /// Run a paused domain again.
+    Resume(lifecycle::DomArgs),
+    /// Start a domain with the daemon (or no longer, with --disable).
+    Autostart(lifecycle::AutostartArgs),
+    /// Edit a domain's XML with $VISUAL or $EDITOR and define the result.
+    Edit(lifecycle::DomArgs),
+    /// List domains.
+    List(info::ListArgs),
+    /// A domain's basic information.
+    Dominfo(info::DomJsonArgs),
+    /// A domain's state.
+    Domstate(info::DomstateArgs),
+    /// A domain's XML.
+    Dumpxml(info::DumpxmlArgs),
+    /// A domain's numeric id ("-" when not running).
+    Domid(info::DomJsonArgs),
+    /// A domain's UUID.
+    Domuuid(info::DomJsonArgs),
+    /// A domain's name.
+    Domname(info::DomJsonArgs),
+    /// A domain's counters (the VMM's own).
+    Domstats(info::DomstatsArgs),
+    /// Attach a disk.
+    AttachDisk(devices::AttachDiskArgs),
+    /// Detach a disk.
+    DetachDisk(devices::DetachDiskArgs),
+    /// Attach a network interface.
+    AttachInterface(devices::AttachInterfaceArgs),
+    /// Detach a network interface.
+    DetachInterface(devices::DetachInterfaceArgs),
+    /// A domain's disks.
+    Domblklist(devices::DomblklistArgs),
+    /// A domain's network interfaces.
+    Domiflist(info::DomJsonArgs),
+    /// Connect to a domain's serial console (Ctrl-] detaches).
+    Console(console::ConsoleArgs),
+    /// Wait for domain events and print them.
+    Event(events::EventArgs),
+    /// The versions of the client, the daemon and its drivers.
+    Version(host::VersionArgs),
+    /// The connection URI in use.
+    Uri,
+    /// The daemon host's name.
+    Hostname(host::JsonArgs),
+    /// The daemon host's CPUs and memory.
+    Nodeinfo(host::JsonArgs),
+    /// The daemon host's capabilities (libvirt's capabilities XML).
+    Capabilities(host::JsonArgs),
+}
+
+/// Why a verb failed: one line, printed after `error: `.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// What a verb prints on success.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The text (each line with its newline).
+    pub text: String,
+    /// JSON: printed as is, without virsh's closing blank line.
+    pub json: bool,
+}
+
+impl Output {
+    /// Human output.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            json: false,
+        }
+    }
+
+    /// One line of human output.
+    pub fn line(line: impl std::fmt::Display) -> Self {
+        Self::text(format!("{line}\n"))
+    }
+
+    /// JSON output (a newline is added).
+    pub fn json(json: impl Into<String>) -> Self {
+        let mut text = json.into();
+        text.push('\n');
+        Self { text, json: true }
+    }
+}
+
+/// Run a verb against the daemon `connect` (or the default URI) names.
+pub fn virsh_command(connect: Option<&str>, command: VirshCommand) -> ExitCode {
+    let json = wants_json(&command);
+    let result = ConnectUri::resolve(connect)
+        .map_err(Failure::from)
+        .and_then(|uri| Ok(Client::new(uri).timeout(answer_timeout()?)))
+        .and_then(|client| run(client, command));
+    match result {
+        Ok(out) => {
+            let mut text = out.text;
+            if !out.json {
+                text.push('\n');
+            }
+            print_out(&text);
+            ExitCode::SUCCESS
+        }
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            if !json {
+                print_out("\n");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The environment variable bounding each answer's wait, in seconds.
+pub const TIMEOUT_ENV: &str = "VIREO_TIMEOUT";
+
+/// How long to wait for each answer: `VIREO_TIMEOUT` seconds, else the
+/// client's default.
+fn answer_timeout() -> Result<std::time::Duration, Failure> {
+    match std::env::var(TIMEOUT_ENV) {
+        Err(_) => Ok(manager::client::DEFAULT_TIMEOUT),
+        Ok(s) => s
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| {
+                Failure(format!(
+                    "{TIMEOUT_ENV}='{s}': expected a whole number of seconds"
+                ))
+            }),
+    }
+}
+
+/// Write to stdout; a reader that went away (`| head`) is not an error.
+pub fn print_out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+/// Print a define warning as virsh users expect it.
+pub fn warn(line: &str) {
+    eprintln!("warning: {line}");
+}
+
+fn wants_json(c: &VirshCommand) -> bool {
+    use VirshCommand as V;
+    match c {
+        V::List(a) => a.json,
+        V::Dominfo(a) | V::Domid(a) | V::Domuuid(a) | V::Domname(a) | V::Domiflist(a) => a.json,
+        V::Domstate(a) => a.json,
+        V::Dumpxml(a) => a.json,
+        V::Domstats(a) => a.json,
+        V::Domblklist(a) => a.json,
+        V::Event(a) => a.json,
+        V::Version(a) => a.json,
+        V::Hostname(a) | V::Nodeinfo(a) | V::Capabilities(a) => a.json,
+        _ => false,
+    }
+}
+
+fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
+    use VirshCommand as V;
+    let c = &mut client;
+    match command {
+        V::Define(a) => lifecycle::define(c, &a),
+        V::Undefine(a) => lifecycle::undefine(c, &a),
+        V::Create(a) => lifecycle::create(c, &a),
+        V::Start(a) => lifecycle::start(c, &a),
+        V::Shutdown(a) => lifecycle::simple(c, &a, lifecycle::Simple::Shutdown),
+        V::Destroy(a) => lifecycle::destroy(c, &a),
+        V::Reboot(a) => lifecycle::simple(c, &a, lifecycle::Simple::Reboot),
+        V::Reset(a) => lifecycle::simple(c, &a, lifecycle::Simple::Reset),
+        V::Suspend(a) => lifecycle::simple(c, &a, lifecycle::Simple::Suspend),
+        V::Resume(a) => lifecycle::simple(c, &a, lifecycle::Simple::Resume),
+        V::Autostart(a) => lifecycle::autostart(c, &a),
+        V::Edit(a) => edit::edit(c, &a),
+        V::List(a) => info::list(c, &a),
+        V::Dominfo(a) => info::dominfo(c, &a),
+        V::Domstate(a) => info::domstate(c, &a),
+        V::Dumpxml(a) => info::dumpxml(c, &a),
+        V::Domid(a) => info::domid(c, &a),
+        V::Domuuid(a) => info::domuuid(c, &a),
+        V::Domname(a) => info::domname(c, &a),
+        V::Domstats(a) => info::domstats(c, &a),
+        V::AttachDisk(a) => devices::attach_disk(c, &a),
+        V::DetachDisk(a) => devices::detach_disk(c, &a),
+        V::AttachInterface(a) => devices::attach_interface(c, &a),
+        V::DetachInterface(a) => devices::detach_interface(c, &a),
+        V::Domblklist(a) => devices::domblklist(c, &a),
+        V::Domiflist(a) => devices::domiflist(c, &a),
+        V::Console(a) => console::console(c, &a),
+        V::Event(a) => events::event(c, &a),
+        V::Version(a) => host::version(c, &a),
+        V::Uri => Ok(Output::line(&c.uri().text)),
+        V::Hostname(a) => host::hostname(c, &a),
+        V::Nodeinfo(a) => host::nodeinfo(c, &a),
+        V::Capabilities(a) => host::capabilities(c, &a),
+    }
+}
+
+/// The name virsh prints for `dom`: the argument itself when it can only
+/// be a name, else the daemon's answer (an id or UUID was given).
+pub fn name_of(client: &mut Client, dom: &str) -> Result<String, Failure> {
+    if looks_like_id_or_uuid(dom) {
+        Ok(client.info(dom)?.value.summary.name)
+    } else {
+        Ok(dom.to_string())
+    }
+}
+
+/// All digits (an id), or a UUID's 32 hex digits with or without dashes:
+/// what the daemon looks up before names.
+fn looks_like_id_or_uuid(s: &str) -> bool {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let hex: Vec<u8> = s.bytes().filter(|&b| b != b'-').collect();
+    hex.len() == 32 && hex.iter().all(u8::is_ascii_hexdigit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_uuids_are_looked_up() {
+        assert!(looks_like_id_or_uuid("12"));
+        assert!(looks_like_id_or_uuid(
+            "6695eb01-f6a4-8304-79aa-97f2502e193f"
+        ));
+        assert!(looks_like_id_or_uuid("6695eb01f6a4830479aa97f2502e193f"));
+        assert!(!looks_like_id_or_uuid("web-1"));
+        assert!(!looks_like_id_or_uuid(""));
+        assert!(!looks_like_id_or_uuid("12a"));
+    }
+}
