@@ -741,9 +741,22 @@ fn microvm_without_acpi_boots_and_refuses_pci_devices() {
     let Some(f) = Fixture::new() else { return };
     let xml =
         domain_xml("noacpi", &guest("idle"), "", "").replace("<features><acpi/></features>", "");
-    let inst = f.start(&xml, false);
+    // Held until the console is connected: QEMU drops what the guest
+    // writes while no client is connected to the console socket.
+    let inst = f.start(&xml, true);
     let rx = watch(&inst);
-    let out = console_sees(&*inst, "idle: waiting");
+    let mut con = inst.console().unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    inst.resume().unwrap();
+    let mut out = String::new();
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !out.contains("idle: waiting") {
+        match con.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
     assert!(out.contains("idle: waiting"), "console: {out:?}");
     let disk = Domain::parse(&domain_xml(
         "x",
