@@ -135,6 +135,15 @@ impl Fixture {
         }
         Arc::from(inst)
     }
+
+    /// Starts `xml` held, connects its console, then lets it run: no
+    /// console output can be lost before the test reads it.
+    fn start_with_console(&self, xml: &str) -> (Arc<dyn Instance>, std::os::unix::net::UnixStream) {
+        let inst = self.start(xml, true);
+        let con = inst.console().unwrap();
+        inst.resume().unwrap();
+        (inst, con)
+    }
 }
 
 fn domain_xml(name: &str, guest: &Path, machine: &str, devices: &str) -> String {
@@ -165,8 +174,10 @@ fn exit_within(rx: &mpsc::Receiver<ExitReason>, secs: u64) -> ExitReason {
 }
 
 /// Reads the console until `want` shows up (bounded).
-fn console_sees(inst: &dyn Instance, want: &str) -> String {
-    let mut s = inst.console().unwrap();
+/// Reads `con` until `want` shows up (at most 20 s); what it read.
+/// QEMU drops console output while no client is connected, so tests open
+/// the console while the guest is held ([`Fixture::start_with_console`]).
+fn console_sees(mut s: std::os::unix::net::UnixStream, want: &str) -> String {
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -212,10 +223,10 @@ fn lifecycle_pause_resume_stats_destroy() {
             disk.display()
         ),
     );
-    let inst = f.start(&xml, false);
+    let (inst, con) = f.start_with_console(&xml);
     let rx = watch(&inst);
     assert_eq!(inst.state().unwrap(), RuntimeState::Running);
-    let out = console_sees(&*inst, "idle: waiting");
+    let out = console_sees(con, "idle: waiting");
     assert!(out.contains("idle: waiting"), "console: {out:?}");
 
     inst.pause().unwrap();
@@ -249,9 +260,10 @@ fn starts_paused_then_runs() {
     let inst = f.start(&domain_xml("paused", &guest("idle"), "", ""), true);
     let rx = watch(&inst);
     assert_eq!(inst.state().unwrap(), RuntimeState::Paused);
+    let con = inst.console().unwrap();
     inst.resume().unwrap();
     assert_eq!(inst.state().unwrap(), RuntimeState::Running);
-    let out = console_sees(&*inst, "idle: waiting");
+    let out = console_sees(con, "idle: waiting");
     assert!(out.contains("idle: waiting"), "console: {out:?}");
     inst.destroy(true).unwrap();
     assert_eq!(exit_within(&rx, 30), ExitReason::Destroyed);
@@ -286,7 +298,8 @@ fn sigkill_is_crashed() {
 #[test]
 fn adopt_after_the_instance_is_dropped() {
     let Some(f) = Fixture::new() else { return };
-    let inst = f.start(&domain_xml("adopt", &guest("idle"), "", ""), false);
+    // Held until adopted, so the console (connected then) sees its output.
+    let inst = f.start(&domain_xml("adopt", &guest("idle"), "", ""), true);
     let rec = inst.record();
     drop(inst);
     assert!(process::is_alive(rec.pid, rec.start_time));
@@ -303,8 +316,11 @@ fn adopt_after_the_instance_is_dropped() {
             .expect("QEMU is alive"),
     );
     assert_eq!(inst.record().pid, rec.pid);
+    assert_eq!(inst.state().unwrap(), RuntimeState::Paused);
+    let con = inst.console().unwrap();
+    inst.resume().unwrap();
     assert_eq!(inst.state().unwrap(), RuntimeState::Running);
-    let out = console_sees(&*inst, "idle: waiting");
+    let out = console_sees(con, "idle: waiting");
     assert!(out.contains("idle: waiting"), "console: {out:?}");
     let rx = watch(&inst);
     inst.destroy(false).unwrap();
@@ -573,9 +589,9 @@ fn q35_and_pc_boot_and_hot_plug() {
             &format!(" machine='{machine}'"),
             "",
         );
-        let inst = f.start(&xml, false);
+        let (inst, con) = f.start_with_console(&xml);
         let rx = watch(&inst);
-        let out = console_sees(&*inst, "idle: waiting");
+        let out = console_sees(con, "idle: waiting");
         assert!(out.contains("idle: waiting"), "{machine} console: {out:?}");
         inst.attach_disk(&disk).unwrap();
         let st = inst.stats().unwrap();
