@@ -48,7 +48,7 @@ pub use network::ip::IpDef;
 pub use network::link::{Bridge, DnsDomain};
 pub use network::{Network, ParsedNetwork};
 pub use os::{Features, Os};
-pub use raw::{RawContent, RawElement};
+pub use raw::{escape, RawContent, RawElement};
 pub use scalars::{LifecycleAction, Vcpu};
 pub use tree::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
 pub use uuid::Uuid;

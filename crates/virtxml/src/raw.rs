@@ -40,6 +40,15 @@ fn escape_text(s: &str, out: &mut String) {
     }
 }
 
+/// `s` escaped for an XML attribute value or element text (the attribute
+/// rules are the stricter, so one function serves both): for code outside
+/// this crate that writes XML of its own, such as libvirt's capabilities.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    escape_attr(s, &mut out);
+    out
+}
+
 fn escape_attr(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {

@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::fs;
 
+use virtxml::escape;
+
 use crate::api::{NodeInfo, VersionInfo};
 use crate::driver::Driver;
 
@@ -119,22 +121,6 @@ fn online_cpus() -> Option<u32> {
     // SAFETY: sysconf reads a system constant; no memory is passed.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     u32::try_from(n).ok().filter(|n| *n > 0)
-}
-
-/// Escapes text for an XML element or attribute.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `GET /host/capabilities`: libvirt's capabilities XML, the parts that
