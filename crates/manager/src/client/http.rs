@@ -126,6 +126,11 @@ impl Connection {
             if let Some((head, len)) = parse_head(&self.buf)? {
                 self.buf.drain(..len);
                 self.used = true;
+                // An interim answer (100 Continue, 102 Processing) has no
+                // body and is followed by the real one; 101 is final.
+                if (100..200).contains(&head.status) && head.status != 101 {
+                    continue;
+                }
                 self.framing = if head.status == 101
                     || head.status == 204
                     || head.status == 304
@@ -438,6 +443,17 @@ mod tests {
         assert_eq!(h.status, 101);
         assert_eq!(h.upgrade.as_deref(), Some("vireo-console"));
         assert_eq!(c.take_buffered(), b"idle: waiting\n");
+    }
+
+    #[test]
+    fn interim_answers_are_skipped() {
+        let (mut c, _peer) = conn_with(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        let h = c.read_head("POST", soon()).unwrap();
+        assert_eq!((h.status, h.keep_alive), (200, true));
+        assert_eq!(c.read_body(soon()).unwrap(), b"ok");
     }
 
     #[test]
