@@ -33,6 +33,17 @@ use crate::api::{
 /// a stuck daemon does not hang a script.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest wait a deadline may stand for (a year, in seconds): what a
+/// timeout given by a user is checked against, since a larger one would
+/// overflow `Instant` (a panic) and means "forever" anyway.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// The instant `wait` from now, with `wait` capped at [`MAX_TIMEOUT_SECS`]
+/// so that no duration can overflow the clock.
+pub fn deadline_after(wait: Duration) -> Instant {
+    Instant::now() + wait.min(Duration::from_secs(MAX_TIMEOUT_SECS))
+}
+
 /// Everything the client can fail with; each is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -284,7 +295,7 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>, ClientError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let (mut conn, head) = self.exchange(method, path, &[], body, deadline)?;
         let data = match conn.read_body(deadline) {
             Ok(d) => d,
@@ -493,7 +504,7 @@ impl Client {
             Some(d) => format!("/events?domain={}", percent_encode(d)),
             None => "/events".to_string(),
         };
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let (mut conn, head) = self.exchange("GET", &path, &[], None, deadline)?;
         if !(200..300).contains(&head.status) {
             let body = conn
@@ -544,7 +555,7 @@ impl Client {
     /// `GET /domains/{dom}/console`, upgraded to a raw byte stream. The
     /// connection becomes the console's; later requests open another.
     pub fn console(&mut self, dom: &str, force: bool) -> Result<Console, ClientError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let path = dom_path(
             dom,
             if force {

@@ -338,3 +338,12 @@ fn a_connection_the_daemon_closed_while_idle_is_replaced_before_a_write() {
     assert!(c.define("<domain/>").unwrap().updated);
     h.join().unwrap();
 }
+
+#[test]
+fn deadlines_never_overflow_the_clock() {
+    let far = deadline_after(Duration::MAX);
+    let year = Duration::from_secs(MAX_TIMEOUT_SECS);
+    assert!(far <= Instant::now() + year);
+    // Capped at a year, not cut short.
+    assert!(far > Instant::now() + year - Duration::from_secs(60));
+}
