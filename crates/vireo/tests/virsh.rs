@@ -95,6 +95,20 @@ fn no_daemon_is_one_line_and_exit_1() {
     assert!(r.stderr.contains("--timeout"), "{r:?}");
     assert!(!r.stderr.contains("panicked"), "{r:?}");
 
+    // A definition file is read only up to what the daemon accepts:
+    // /dev/zero is refused at once, not read until memory runs out.
+    for verb in ["define", "create"] {
+        let r = vireo(
+            &format!("vireo:///system?socket={}", socket.display()),
+            &[verb, "/dev/zero"],
+        );
+        assert_eq!(
+            r.error(),
+            "Failed to open file '/dev/zero': over 1048576 bytes, the largest definition the daemon accepts"
+        );
+        assert!(r.took < Duration::from_secs(10), "{r:?}");
+    }
+
     // `uri` says which URI is in use without needing the daemon.
     assert_eq!(
         vireo("vireo+unix:///system?socket=/x", &["uri"]).ok(),

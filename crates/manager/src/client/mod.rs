@@ -33,6 +33,10 @@ use crate::api::{
 /// a stuck daemon does not hang a script.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The largest domain definition the daemon accepts (virtxml's document
+/// bound): a client reads at most this much of a file it will send.
+pub const MAX_DEFINITION_BYTES: usize = virtxml::MAX_DOCUMENT_BYTES;
+
 /// The longest wait a deadline may stand for (a year, in seconds): what a
 /// timeout given by a user is checked against, since a larger one would
 /// overflow `Instant` (a panic) and means "forever" anyway.
