@@ -262,16 +262,17 @@ impl Client {
     /// The one-line error for a failed exchange.
     fn failure(&self, e: HttpError, conn: &mut Connection, fresh: bool) -> ClientError {
         let at = self.location();
-        // Over ssh a stream that ends before any answer is a connection
-        // that never reached the daemon: ssh or the far proxy says why.
-        let reason = conn.stream.failure_reason();
+        // Over ssh a stream that ends or fails is explained by what ssh or
+        // the far proxy said; asking waits for ssh to exit, so only the
+        // arms that use the reason ask (a timeout or a protocol error
+        // leaves ssh running: waiting would only add its grace period).
         match e {
             HttpError::Io(e) if e.kind() == io::ErrorKind::TimedOut => ClientError::Timeout {
                 at,
                 secs: self.timeout.as_secs(),
             },
             HttpError::Closed { started: false } | HttpError::Io(_) if fresh => {
-                let cause = match (&e, reason) {
+                let cause = match (&e, conn.stream.failure_reason()) {
                     (_, Some(r)) => remote_cause(&r, &self.uri),
                     (HttpError::Io(e), None) => io_cause(e),
                     _ => "the connection was closed before an answer".into(),
@@ -284,7 +285,9 @@ impl Client {
             },
             HttpError::Closed { .. } => ClientError::Io {
                 at,
-                cause: reason
+                cause: conn
+                    .stream
+                    .failure_reason()
                     .unwrap_or_else(|| "the connection was closed before the answer ended".into()),
             },
             HttpError::Protocol(what) => ClientError::Protocol { at, what },
