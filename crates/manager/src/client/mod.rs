@@ -649,14 +649,20 @@ fn dom_path(dom: &str, suffix: &str) -> String {
     format!("/domains/{}{suffix}", percent_encode(dom))
 }
 
-/// The daemon's `{"error": ...}`, or a line saying what came instead.
+/// The longest daemon message shown, in characters.
+const MAX_MESSAGE_CHARS: usize = 4096;
+
+/// The daemon's `{"error": ...}`, or a line saying what came instead;
+/// either way one line of at most [`MAX_MESSAGE_CHARS`], with control
+/// characters (newlines, terminal escapes) shown as spaces, since it goes
+/// to the user's terminal as the CLI's one error line.
 fn api_error(status: u16, body: &[u8]) -> ClientError {
     let message = match serde_json::from_slice::<ApiError>(body) {
-        Ok(e) => e.error,
+        Ok(e) => one_line(&e.error, MAX_MESSAGE_CHARS),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
-            let first = text.lines().next().unwrap_or("").trim();
-            let first: String = first.chars().take(200).collect();
+            let first = one_line(text.lines().next().unwrap_or(""), 200);
+            let first = first.trim();
             if first.is_empty() {
                 format!("the daemon answered with status {status}")
             } else {
@@ -665,6 +671,14 @@ fn api_error(status: u16, body: &[u8]) -> ClientError {
         }
     };
     ClientError::Api { status, message }
+}
+
+/// `text` cut to `max` characters, each control character a space.
+fn one_line(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// An io error without Rust's ` (os error N)` suffix, as tools print it.
