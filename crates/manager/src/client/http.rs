@@ -324,6 +324,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
             let n = value
                 .parse()
                 .map_err(|_| HttpError::Protocol(format!("Content-Length '{value}'")))?;
+            // Two lengths that differ leave the body's end unknown (RFC
+            // 9112 6.3): taking either would misframe every later answer.
+            if head.content_length.is_some_and(|m| m != n) {
+                return Err(HttpError::Protocol("two different Content-Lengths".into()));
+            }
             head.content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = value
@@ -462,6 +467,7 @@ mod tests {
             &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\nok",
         ] {
             let (mut c, _peer) = conn_with(wire);
             assert!(
