@@ -27,11 +27,10 @@ pub fn proxy_command(args: ProxyArgs) -> ExitCode {
     let mut sock = match UnixStream::connect(&args.socket) {
         Ok(s) => s,
         Err(e) => {
-            let cause = e.to_string();
-            let cause = cause.split(" (os error").next().unwrap_or(&cause);
             eprintln!(
-                "vireo: cannot connect to the vireo daemon at {}: {cause}",
-                args.socket.display()
+                "vireo: cannot connect to the vireo daemon at {}: {}",
+                args.socket.display(),
+                manager::client::io_cause(&e)
             );
             return ExitCode::from(1);
         }

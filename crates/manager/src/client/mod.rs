@@ -682,7 +682,7 @@ fn one_line(text: &str, max: usize) -> String {
 }
 
 /// An io error without Rust's ` (os error N)` suffix, as tools print it.
-fn io_cause(e: &io::Error) -> String {
+pub fn io_cause(e: &io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),

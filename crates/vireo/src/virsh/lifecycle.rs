@@ -95,10 +95,7 @@ pub fn read_file(path: &Path) -> Result<String, Failure> {
 /// without Rust's ` (os error N)` when it cannot be read.
 pub fn read_definition(path: &Path) -> Result<String, String> {
     let max = manager::client::MAX_DEFINITION_BYTES;
-    let cause = |e: std::io::Error| {
-        let text = e.to_string();
-        text.split(" (os error").next().unwrap_or(&text).to_string()
-    };
+    let cause = |e: std::io::Error| manager::client::io_cause(&e);
     let file = std::fs::File::open(path).map_err(cause)?;
     let mut text = String::new();
     // One byte over the bound tells a file that is too large.
