@@ -75,6 +75,40 @@ fn no_daemon_is_one_line_and_exit_1() {
         r.error(),
         "invalid URI 'vireo://elsewhere/system': a host needs the ssh transport: vireo+ssh://[user@]HOST[:PORT]/system"
     );
+    // A timeout too large for the clock is refused in one line, not a
+    // panic on the deadline's overflow.
+    let mut c = vireo_command(
+        &format!("vireo:///system?socket={}", socket.display()),
+        &["list"],
+    );
+    c.env("VIREO_TIMEOUT", "18446744073709551615");
+    let r = run_command(c, b"", RUN_LIMIT);
+    assert_eq!(
+        r.error(),
+        "VIREO_TIMEOUT='18446744073709551615': expected a whole number of seconds, 1 to 31536000"
+    );
+    let r = vireo(
+        &format!("vireo:///system?socket={}", socket.display()),
+        &["event", "--timeout", "18446744073709551615"],
+    );
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("--timeout"), "{r:?}");
+    assert!(!r.stderr.contains("panicked"), "{r:?}");
+
+    // A definition file is read only up to what the daemon accepts:
+    // /dev/zero is refused at once, not read until memory runs out.
+    for verb in ["define", "create"] {
+        let r = vireo(
+            &format!("vireo:///system?socket={}", socket.display()),
+            &[verb, "/dev/zero"],
+        );
+        assert_eq!(
+            r.error(),
+            "Failed to open file '/dev/zero': over 1048576 bytes, the largest definition the daemon accepts"
+        );
+        assert!(r.took < Duration::from_secs(10), "{r:?}");
+    }
+
     // `uri` says which URI is in use without needing the daemon.
     assert_eq!(
         vireo("vireo+unix:///system?socket=/x", &["uri"]).ok(),

@@ -126,6 +126,11 @@ impl Connection {
             if let Some((head, len)) = parse_head(&self.buf)? {
                 self.buf.drain(..len);
                 self.used = true;
+                // An interim answer (100 Continue, 102 Processing) has no
+                // body and is followed by the real one; 101 is final.
+                if (100..200).contains(&head.status) && head.status != 101 {
+                    continue;
+                }
                 self.framing = if head.status == 101
                     || head.status == 204
                     || head.status == 304
@@ -319,6 +324,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
             let n = value
                 .parse()
                 .map_err(|_| HttpError::Protocol(format!("Content-Length '{value}'")))?;
+            // Two lengths that differ leave the body's end unknown (RFC
+            // 9112 6.3): taking either would misframe every later answer.
+            if head.content_length.is_some_and(|m| m != n) {
+                return Err(HttpError::Protocol("two different Content-Lengths".into()));
+            }
             head.content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = value
@@ -441,11 +451,23 @@ mod tests {
     }
 
     #[test]
+    fn interim_answers_are_skipped() {
+        let (mut c, _peer) = conn_with(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        let h = c.read_head("POST", soon()).unwrap();
+        assert_eq!((h.status, h.keep_alive), (200, true));
+        assert_eq!(c.read_body(soon()).unwrap(), b"ok");
+    }
+
+    #[test]
     fn bad_answers() {
         for wire in [
             &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\nok",
         ] {
             let (mut c, _peer) = conn_with(wire);
             assert!(

@@ -33,6 +33,21 @@ use crate::api::{
 /// a stuck daemon does not hang a script.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The largest domain definition the daemon accepts (virtxml's document
+/// bound): a client reads at most this much of a file it will send.
+pub const MAX_DEFINITION_BYTES: usize = virtxml::MAX_DOCUMENT_BYTES;
+
+/// The longest wait a deadline may stand for (a year, in seconds): what a
+/// timeout given by a user is checked against, since a larger one would
+/// overflow `Instant` (a panic) and means "forever" anyway.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// The instant `wait` from now, with `wait` capped at [`MAX_TIMEOUT_SECS`]
+/// so that no duration can overflow the clock.
+pub fn deadline_after(wait: Duration) -> Instant {
+    Instant::now() + wait.min(Duration::from_secs(MAX_TIMEOUT_SECS))
+}
+
 /// Everything the client can fail with; each is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -247,16 +262,17 @@ impl Client {
     /// The one-line error for a failed exchange.
     fn failure(&self, e: HttpError, conn: &mut Connection, fresh: bool) -> ClientError {
         let at = self.location();
-        // Over ssh a stream that ends before any answer is a connection
-        // that never reached the daemon: ssh or the far proxy says why.
-        let reason = conn.stream.failure_reason();
+        // Over ssh a stream that ends or fails is explained by what ssh or
+        // the far proxy said; asking waits for ssh to exit, so only the
+        // arms that use the reason ask (a timeout or a protocol error
+        // leaves ssh running: waiting would only add its grace period).
         match e {
             HttpError::Io(e) if e.kind() == io::ErrorKind::TimedOut => ClientError::Timeout {
                 at,
                 secs: self.timeout.as_secs(),
             },
             HttpError::Closed { started: false } | HttpError::Io(_) if fresh => {
-                let cause = match (&e, reason) {
+                let cause = match (&e, conn.stream.failure_reason()) {
                     (_, Some(r)) => remote_cause(&r, &self.uri),
                     (HttpError::Io(e), None) => io_cause(e),
                     _ => "the connection was closed before an answer".into(),
@@ -269,7 +285,9 @@ impl Client {
             },
             HttpError::Closed { .. } => ClientError::Io {
                 at,
-                cause: reason
+                cause: conn
+                    .stream
+                    .failure_reason()
                     .unwrap_or_else(|| "the connection was closed before the answer ended".into()),
             },
             HttpError::Protocol(what) => ClientError::Protocol { at, what },
@@ -284,7 +302,7 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>, ClientError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let (mut conn, head) = self.exchange(method, path, &[], body, deadline)?;
         let data = match conn.read_body(deadline) {
             Ok(d) => d,
@@ -493,7 +511,7 @@ impl Client {
             Some(d) => format!("/events?domain={}", percent_encode(d)),
             None => "/events".to_string(),
         };
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let (mut conn, head) = self.exchange("GET", &path, &[], None, deadline)?;
         if !(200..300).contains(&head.status) {
             let body = conn
@@ -544,7 +562,7 @@ impl Client {
     /// `GET /domains/{dom}/console`, upgraded to a raw byte stream. The
     /// connection becomes the console's; later requests open another.
     pub fn console(&mut self, dom: &str, force: bool) -> Result<Console, ClientError> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = deadline_after(self.timeout);
         let path = dom_path(
             dom,
             if force {
@@ -631,14 +649,20 @@ fn dom_path(dom: &str, suffix: &str) -> String {
     format!("/domains/{}{suffix}", percent_encode(dom))
 }
 
-/// The daemon's `{"error": ...}`, or a line saying what came instead.
+/// The longest daemon message shown, in characters.
+const MAX_MESSAGE_CHARS: usize = 4096;
+
+/// The daemon's `{"error": ...}`, or a line saying what came instead;
+/// either way one line of at most [`MAX_MESSAGE_CHARS`], with control
+/// characters (newlines, terminal escapes) shown as spaces, since it goes
+/// to the user's terminal as the CLI's one error line.
 fn api_error(status: u16, body: &[u8]) -> ClientError {
     let message = match serde_json::from_slice::<ApiError>(body) {
-        Ok(e) => e.error,
+        Ok(e) => one_line(&e.error, MAX_MESSAGE_CHARS),
         Err(_) => {
             let text = String::from_utf8_lossy(body);
-            let first = text.lines().next().unwrap_or("").trim();
-            let first: String = first.chars().take(200).collect();
+            let first = one_line(text.lines().next().unwrap_or(""), 200);
+            let first = first.trim();
             if first.is_empty() {
                 format!("the daemon answered with status {status}")
             } else {
@@ -649,8 +673,16 @@ fn api_error(status: u16, body: &[u8]) -> ClientError {
     ClientError::Api { status, message }
 }
 
+/// `text` cut to `max` characters, each control character a space.
+fn one_line(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// An io error without Rust's ` (os error N)` suffix, as tools print it.
-fn io_cause(e: &io::Error) -> String {
+pub fn io_cause(e: &io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),

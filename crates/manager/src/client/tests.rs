@@ -338,3 +338,40 @@ fn a_connection_the_daemon_closed_while_idle_is_replaced_before_a_write() {
     assert!(c.define("<domain/>").unwrap().updated);
     h.join().unwrap();
 }
+
+#[test]
+fn deadlines_never_overflow_the_clock() {
+    let far = deadline_after(Duration::MAX);
+    let year = Duration::from_secs(MAX_TIMEOUT_SECS);
+    assert!(far <= Instant::now() + year);
+    // Capped at a year, not cut short.
+    assert!(far > Instant::now() + year - Duration::from_secs(60));
+}
+
+#[test]
+fn daemon_messages_are_one_bounded_line() {
+    let long = "x".repeat(100_000);
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "error": format!("bad\n\x1b[2Jthing {long}") }))
+            .unwrap();
+    let ClientError::Api { status, message } = api_error(400, &body) else {
+        panic!("not an API error");
+    };
+    assert_eq!(status, 400);
+    assert!(
+        message.starts_with("bad  [2Jthing xxx"),
+        "{}",
+        &message[..40]
+    );
+    assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS);
+    assert!(!message.chars().any(char::is_control));
+    // Not JSON: the first line, cut.
+    let ClientError::Api { message, .. } = api_error(502, format!("{long}\nmore").as_bytes())
+    else {
+        panic!("not an API error");
+    };
+    assert_eq!(
+        message,
+        format!("the daemon answered with status 502: {}", &long[..200])
+    );
+}

@@ -21,6 +21,8 @@ pub const SSH_CONNECT_TIMEOUT_SECS: u32 = 10;
 const SSH_STDERR_KEEP: usize = 8192;
 /// How long a closed `ssh` may take to exit before it is killed.
 const SSH_EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long the stderr reader may take to finish once ssh has exited.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
 /// A write that makes no progress for this long fails.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -158,12 +160,11 @@ impl Stream {
                 _ => break None,
             }
         };
-        if let Some(t) = s.stderr_thread.take() {
-            if status.is_some() {
-                let _ = t.join();
-            } else {
-                s.stderr_thread = Some(t);
-            }
+        if status.is_some() {
+            // ssh is gone: what it wrote is drained within the grace
+            // (and a moment more when it took all of it to exit).
+            let drained = deadline.max(Instant::now() + STDERR_DRAIN);
+            s.stderr_thread = join_by(s.stderr_thread.take(), drained);
         }
         let text = s.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let text = String::from_utf8_lossy(&text);
@@ -193,9 +194,27 @@ impl Drop for SshStream {
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
-        if let Some(t) = self.stderr_thread.take() {
-            let _ = t.join();
-        }
+        self.stderr_thread = join_by(self.stderr_thread.take(), Instant::now() + STDERR_DRAIN);
+    }
+}
+
+/// Join the stderr reader if it ends by `deadline`; else hand it back
+/// (left detached when dropped). Its pipe stays open as long as any
+/// process holds it, and one that ssh started (a `ProxyCommand`) can
+/// outlive ssh: an unbounded join would hang the client at exit.
+fn join_by(
+    thread: Option<std::thread::JoinHandle<()>>,
+    deadline: Instant,
+) -> Option<std::thread::JoinHandle<()>> {
+    let t = thread?;
+    while !t.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if t.is_finished() {
+        let _ = t.join();
+        None
+    } else {
+        Some(t)
     }
 }
 
@@ -350,6 +369,22 @@ mod tests {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
         assert_eq!(shell_quote("$(rm)"), "'$(rm)'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn a_reader_that_never_ends_is_not_joined() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut a = a;
+        let stuck = std::thread::spawn(move || {
+            let mut buf = [0u8; 1];
+            let _ = a.read(&mut buf);
+        });
+        let start = Instant::now();
+        let left = join_by(Some(stuck), Instant::now() + Duration::from_millis(100));
+        assert!(left.is_some());
+        assert!(start.elapsed() < Duration::from_secs(2));
+        let done = std::thread::spawn(|| {});
+        assert!(join_by(Some(done), Instant::now() + Duration::from_secs(5)).is_none());
     }
 
     #[test]

@@ -196,7 +196,7 @@ fn ssh_target(authority: &str, params: Vec<(String, String)>) -> Result<SshTarge
         match k.as_str() {
             "socket" => target.socket = Some(nonempty_path(&k, v)?),
             "keyfile" => target.keyfile = Some(nonempty_path(&k, v)?),
-            "known_hosts" => target.known_hosts = Some(nonempty_path(&k, v)?),
+            "known_hosts" => target.known_hosts = Some(known_hosts_path(v)?),
             "proxy" => {
                 if v.is_empty() {
                     return Err("proxy= is empty".into());
@@ -230,6 +230,22 @@ fn nonempty_path(key: &str, value: String) -> Result<PathBuf, String> {
         return Err(format!("{key}= is empty"));
     }
     Ok(PathBuf::from(value))
+}
+
+/// The `known_hosts=` path. It reaches ssh inside one `-o` option, which
+/// ssh splits at whitespace (a path with a space would become two files,
+/// neither the one meant), unquotes, and expands `%` tokens in: such a path
+/// is refused rather than silently read as something else.
+fn known_hosts_path(value: String) -> Result<PathBuf, String> {
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '%'))
+    {
+        return Err(format!(
+            "known_hosts='{value}' holds '{c}', which ssh would not read as part of a path"
+        ));
+    }
+    nonempty_path("known_hosts", value)
 }
 
 /// `a=1&b=2`, percent-decoded; a repeated key is refused.
@@ -365,6 +381,19 @@ mod tests {
             ("vireo+ssh://h:99999/system", "invalid port"),
             ("vireo+ssh://h/system?no_verify=maybe", "no_verify='maybe'"),
             ("vireo+ssh://h/system?keyfile=", "keyfile= is empty"),
+            ("vireo+ssh://h/system?known_hosts=", "known_hosts= is empty"),
+            (
+                "vireo+ssh://h/system?known_hosts=/a%20b",
+                "known_hosts='/a b' holds ' '",
+            ),
+            (
+                "vireo+ssh://h/system?known_hosts=/k%25h",
+                "known_hosts='/k%h' holds '%'",
+            ),
+            (
+                "vireo+ssh://h/system?known_hosts=/a%22b",
+                "known_hosts='/a\"b' holds '\"'",
+            ),
             ("vireo+ssh://h/system?socket=/a&socket=/b", "given twice"),
             ("vireo:///system?socket=%zz", "bad percent escape"),
             ("vireo:///system?socket=/a%0Ab", "control character"),

@@ -3,13 +3,14 @@
 //! stdin (scripts and tests): its end stops input, output keeps coming.
 
 use std::io::{self, Write as _};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use clap::Args;
 use devices::RawTerminal;
 use manager::client::Client;
 
 use super::{name_of, print_out, Failure, Output};
+use crate::proxy::{self, FarEnd, StdinEof};
 
 /// virsh's escape character, Ctrl-].
 const ESCAPE: u8 = 0x1d;
@@ -46,82 +47,29 @@ pub fn attach(c: &mut Client, name: &str, dom: &str, force: bool) -> Result<Outp
     Ok(Output::default())
 }
 
+impl FarEnd for manager::client::Console {
+    fn read_fd(&self) -> BorrowedFd<'_> {
+        manager::client::Console::read_fd(self)
+    }
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        manager::client::Console::read(self, buf)
+    }
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        manager::client::Console::write_all(self, data)
+    }
+}
+
 /// Copy stdin to the console and the console to stdout until Ctrl-] or
 /// the console's end.
 fn pump(con: &mut manager::client::Console, stdin: BorrowedFd<'_>) -> Result<(), Failure> {
-    let mut stdout = io::stdout().lock();
     let pending = con.take_pending();
-    let out_err = |e: io::Error| Failure(format!("writing the console to stdout: {e}"));
+    let mut stdout = io::stdout().lock();
     stdout
         .write_all(&pending)
         .and_then(|()| stdout.flush())
-        .map_err(out_err)?;
-    let mut stdin_open = true;
-    let mut buf = vec![0u8; 16384];
-    loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: con.read_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if stdin_open { stdin.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a live array of two pollfds; both descriptors
-        // stay open while borrowed (a negative fd is ignored by poll).
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(Failure(format!("waiting on the console: {e}")));
-        }
-        if fds[0].revents != 0 {
-            let n = con
-                .read(&mut buf)
-                .map_err(|e| Failure(format!("reading the console: {e}")))?;
-            if n == 0 {
-                // The daemon closed it: the domain stopped.
-                return Ok(());
-            }
-            stdout
-                .write_all(&buf[..n])
-                .and_then(|()| stdout.flush())
-                .map_err(out_err)?;
-        }
-        if stdin_open && fds[1].revents != 0 {
-            // SAFETY: reading into a live buffer of the given length from
-            // a descriptor that stays open (stdin).
-            let n = unsafe { libc::read(stdin.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Failure(format!("reading stdin: {e}")));
-            }
-            let n = usize::try_from(n).unwrap_or(0);
-            if n == 0 {
-                stdin_open = false;
-                continue;
-            }
-            let data = &buf[..n];
-            let (keys, detach) = match data.iter().position(|&b| b == ESCAPE) {
-                Some(i) => (&data[..i], true),
-                None => (data, false),
-            };
-            if !keys.is_empty() {
-                con.write_all(keys)
-                    .map_err(|e| Failure(format!("writing to the console: {e}")))?;
-            }
-            if detach {
-                return Ok(());
-            }
-        }
-    }
+        .map_err(|e| Failure(format!("console: writing stdout: {e}")))?;
+    drop(stdout);
+    proxy::pump(con, stdin, Some(ESCAPE), StdinEof::StopsInput)
+        .map_err(|e| Failure(format!("console: {e}")))?;
+    Ok(())
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use manager::client::Client;
 
-use super::lifecycle::DomArgs;
+use super::lifecycle::{read_definition, DomArgs};
 use super::{name_of, warn, Failure, Output};
 
 /// A temporary file removed when dropped.
@@ -89,7 +89,7 @@ pub fn edit(c: &mut Client, a: &DomArgs) -> Result<Output, Failure> {
             "the editor '{editor}' failed ({status}); domain '{name}' is unchanged"
         )));
     }
-    let after = std::fs::read_to_string(&file.0)
+    let after = read_definition(&file.0)
         .map_err(|e| Failure(format!("cannot read back {}: {e}", file.0.display())))?;
     if after == before {
         return Ok(Output::line(format!(

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use manager::api::Event;
@@ -28,8 +28,12 @@ pub struct EventArgs {
     /// Keep printing until interrupted or --timeout, rather than one event.
     #[arg(long = "loop")]
     pub repeat: bool,
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    /// Stop after this many seconds (at most a year).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        value_parser = clap::value_parser!(u64).range(..=manager::client::MAX_TIMEOUT_SECS)
+    )]
     pub timeout: Option<u64>,
     /// List the event types.
     #[arg(long)]
@@ -107,7 +111,9 @@ pub fn event(c: &mut Client, a: &EventArgs) -> Result<Output, Failure> {
             "unknown event type '{kind}': Vireo has lifecycle events"
         )));
     }
-    let until = a.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let until = a
+        .timeout
+        .map(|s| manager::client::deadline_after(Duration::from_secs(s)));
     catch_interrupt();
     let mut count = 0u64;
     let end = c.events(a.domain.as_deref(), until, |e, json| {

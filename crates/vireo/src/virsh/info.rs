@@ -208,7 +208,9 @@ pub fn format_dominfo(i: &DomainInfo) -> String {
     field("CPU(s):", i.vcpus.to_string());
     if i.cpu_time_ns != 0 {
         // Tenths of seconds, as virsh's "%.1lfs".
-        let tenths = (i.cpu_time_ns + 50_000_000) / 100_000_000;
+        // Saturating: the daemon's number, and a sum that overflows
+        // would panic (debug) or print 0.0s (release).
+        let tenths = i.cpu_time_ns.saturating_add(50_000_000) / 100_000_000;
         field("CPU time:", format!("{}.{}s", tenths / 10, tenths % 10));
     }
     field("Max memory:", format!("{} KiB", i.max_memory_kib));
@@ -396,6 +398,9 @@ mod tests {
              Autostart:      disable\n\
              Managed save:   no\n"
         );
+        let mut huge = info(true);
+        huge.cpu_time_ns = u64::MAX;
+        assert!(format_dominfo(&huge).contains("CPU time:       18446744073.7s\n"));
         let off = format_dominfo(&info(false));
         assert!(off.starts_with("Id:             -\n"));
         assert!(!off.contains("CPU time"));

@@ -1,6 +1,7 @@
 //! Lifecycle verbs: define, undefine, create, start, shutdown, destroy,
 //! reboot, reset, suspend, resume, autostart.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -85,15 +86,28 @@ pub enum Simple {
 
 /// Read a definition file, with virsh's message when it cannot be.
 pub fn read_file(path: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(path).map_err(|e| {
-        let cause = e.to_string();
-        let cause = cause
-            .split(" (os error")
-            .next()
-            .unwrap_or(&cause)
-            .to_string();
-        Failure(format!("Failed to open file '{}': {cause}", path.display()))
-    })
+    read_definition(path)
+        .map_err(|cause| Failure(format!("Failed to open file '{}': {cause}", path.display())))
+}
+
+/// A definition file's text, reading no more than the daemon accepts (a
+/// `/dev/zero` or a huge file is refused, not read whole); the cause
+/// without Rust's ` (os error N)` when it cannot be read.
+pub fn read_definition(path: &Path) -> Result<String, String> {
+    let max = manager::client::MAX_DEFINITION_BYTES;
+    let cause = |e: std::io::Error| manager::client::io_cause(&e);
+    let file = std::fs::File::open(path).map_err(cause)?;
+    let mut text = String::new();
+    // One byte over the bound tells a file that is too large.
+    file.take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(cause)?;
+    if text.len() > max {
+        return Err(format!(
+            "over {max} bytes, the largest definition the daemon accepts"
+        ));
+    }
+    Ok(text)
 }
 
 /// `define FILE`.

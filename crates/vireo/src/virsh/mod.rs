@@ -172,11 +172,12 @@ fn answer_timeout() -> Result<std::time::Duration, Failure> {
             .trim()
             .parse::<u64>()
             .ok()
-            .filter(|&n| n > 0)
+            .filter(|&n| n > 0 && n <= manager::client::MAX_TIMEOUT_SECS)
             .map(std::time::Duration::from_secs)
             .ok_or_else(|| {
                 Failure(format!(
-                    "{TIMEOUT_ENV}='{s}': expected a whole number of seconds"
+                    "{TIMEOUT_ENV}='{s}': expected a whole number of seconds, 1 to {}",
+                    manager::client::MAX_TIMEOUT_SECS
                 ))
             }),
     }
