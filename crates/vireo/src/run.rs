@@ -32,6 +32,14 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         eprintln!("vireo: --paused needs --api-socket (nothing else could resume the VM)");
         return ExitCode::from(EXIT_USAGE);
     }
+    if let Some(path) = &args.exit_status {
+        // Checked now: a path that can never take the status is the
+        // user's mistake, said before the VM runs rather than after.
+        if let Err(e) = vmm::exit_status::check_path(path) {
+            eprintln!("vireo: --exit-status {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let ending = Ending {
         paused: args.paused,
         exit_status: args.exit_status.clone(),

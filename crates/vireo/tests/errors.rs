@@ -457,3 +457,28 @@ fn net_fd_that_is_not_an_open_tap() {
     );
     assert_one_line(&r);
 }
+
+/// `--exit-status` is checked before the VM runs: a directory, a symlink
+/// or a path whose directory is missing is a usage error then, and is
+/// left as it was, rather than a status lost (or written through a
+/// symlink) when the run ends.
+#[test]
+fn exit_status_path_that_cannot_take_the_file_is_refused_at_start() {
+    let dir = tempdir();
+    let target = dir.join("target");
+    std::fs::write(&target, "keep").unwrap();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let missing = dir.join("none/exit.json");
+    for (path, why) in [
+        (dir.to_path_buf(), "is a directory"),
+        (link.clone(), "is a symbolic link"),
+        (missing, "its directory does not exist"),
+    ] {
+        let r = run_hello(&["--exit-status", path.to_str().unwrap()]);
+        assert_usage_error(&r, why);
+        assert_one_line(&r);
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+}
