@@ -24,6 +24,11 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 pub fn run_command(args: RunArgs) -> ExitCode {
+    // First, before this process opens descriptors of its own.
+    if let Err(e) = vmm::check_inherited_taps(&args.net) {
+        report(&e);
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Err(e) = check_socket_paths_differ(&args) {
         eprintln!("vireo: {e}");
         return ExitCode::from(EXIT_USAGE);

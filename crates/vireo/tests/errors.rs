@@ -429,6 +429,14 @@ fn net_fd_that_is_not_an_open_tap() {
         "net0: cannot open TAP 'descriptor 99': Bad file descriptor",
     );
     assert_one_line(&r);
+    // Not inherited: checked before vireo opens anything, so the number
+    // is not yet vireo's own descriptor (/dev/kvm, a socket) to take over.
+    let r = run_hello(&["--net", "fd=3"]);
+    assert_usage_error(
+        &r,
+        "net0: cannot open TAP 'descriptor 3': Bad file descriptor",
+    );
+    assert_one_line(&r);
     let r = run_hello(&["--net", "fd=2"]);
     assert_usage_error(&r, "fd=2 is not a descriptor number of 3 or more");
     let r = run_hello(&["--net", "fd=5,tap=t0"]);
