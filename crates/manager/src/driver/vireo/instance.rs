@@ -172,7 +172,8 @@ impl VireoInstance {
             InterfaceKind::Ethernet => Ok((iface.target.clone(), None)),
             InterfaceKind::Bridge(bridge) => {
                 let tap = iface.target.clone().unwrap_or_else(|| {
-                    format!("vr{}h{}", self.id, self.next_tap.fetch_add(1, Ordering::Relaxed))
+                    let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
+                    super::config::bridge_tap_name(self.id, 'h', usize::try_from(n).unwrap_or_default())
                 });
                 let made = BridgeTap {
                     tap: tap.clone(),
