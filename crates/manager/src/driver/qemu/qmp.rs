@@ -361,8 +361,10 @@ fn read_loop(
                 "RESUME" => st.stopped = false,
                 "DEVICE_DELETED" => {
                     if let Some(d) = data.get("device").and_then(Value::as_str) {
-                        // Bounded: ids are only recorded for devices this
-                        // driver deletes, and a retry finds its id again.
+                        // Bounded at 256, oldest first out: QEMU reports
+                        // every deletion (a guest can eject some devices
+                        // itself), and a waiter looks for its own id soon
+                        // after its device_del.
                         if st.deleted.len() >= 256 {
                             st.deleted.remove(0);
                         }
