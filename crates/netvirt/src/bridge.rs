@@ -20,9 +20,18 @@ use crate::tap::{Tap, TapError};
 /// SIOCBRADDIF from <linux/sockios.h> (not in the libc crate).
 const SIOCBRADDIF: libc::Ioctl = 0x89a2;
 
-/// Creates (or takes, if it exists) the TAP `tap`, makes it persistent,
-/// brings it up and attaches it to `bridge`.
+/// Creates the TAP `tap`, makes it persistent, brings it up and attaches
+/// it to `bridge`. An interface of that name that exists already is
+/// refused, not taken: the caller removes what this makes (on unplug, or
+/// here when the bridge refuses it), and must never remove an interface
+/// someone else made.
 pub fn create_bridge_port(tap: &str, bridge: &str) -> Result<(), TapError> {
+    if ifreq::flags(tap).is_ok() {
+        return Err(TapError::Unusable {
+            name: tap.to_string(),
+            reason: "an interface of that name exists already (a bridge port is a new TAP)".into(),
+        });
+    }
     let configure = |what: &'static str| {
         move |source: io::Error| TapError::Configure {
             name: tap.to_string(),
@@ -148,10 +157,21 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             let leftover = ifreq::flags("vport1").is_ok();
-            Ok((persistent, line, gone, refused, leftover))
+            // Someone else's persistent TAP: refused, and still there
+            // after the refusal (a taken one would be removed later).
+            let theirs = Tap::open(Some("vtheirs"), 1).map_err(|e| e.to_string())?;
+            set_persist(theirs.queue(0).unwrap().as_raw_fd(), true).map_err(|e| e.to_string())?;
+            drop(theirs);
+            let exists = create_bridge_port("vtheirs", "vbr0")
+                .unwrap_err()
+                .to_string();
+            let kept = ifreq::flags("vtheirs").is_ok() && !link_line("vtheirs").contains("master");
+            Ok((persistent, line, gone, refused, leftover, exists, kept))
         })
         .expect("unshare(CLONE_NEWNET) (tests need root)");
-        let (persistent, line, gone, refused, leftover) = outcome.unwrap();
+        let (persistent, line, gone, refused, leftover, exists, kept) = outcome.unwrap();
+        assert!(exists.contains("exists already"), "{exists}");
+        assert!(kept, "an existing TAP was taken over or removed");
         assert!(persistent, "the TAP did not outlive its descriptor");
         assert!(line.contains("master vbr0"), "{line}");
         assert!(gone, "the TAP stayed after remove_persistent_tap");

@@ -24,6 +24,11 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 pub fn run_command(args: RunArgs) -> ExitCode {
+    // First, before this process opens descriptors of its own.
+    if let Err(e) = vmm::check_inherited_taps(&args.net) {
+        report(&e);
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Err(e) = check_socket_paths_differ(&args) {
         eprintln!("vireo: {e}");
         return ExitCode::from(EXIT_USAGE);
@@ -31,6 +36,14 @@ pub fn run_command(args: RunArgs) -> ExitCode {
     if args.paused && args.api_socket.is_none() {
         eprintln!("vireo: --paused needs --api-socket (nothing else could resume the VM)");
         return ExitCode::from(EXIT_USAGE);
+    }
+    if let Some(path) = &args.exit_status {
+        // Checked now: a path that can never take the status is the
+        // user's mistake, said before the VM runs rather than after.
+        if let Err(e) = vmm::exit_status::check_path(path) {
+            eprintln!("vireo: --exit-status {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     }
     let ending = Ending {
         paused: args.paused,

@@ -429,6 +429,14 @@ fn net_fd_that_is_not_an_open_tap() {
         "net0: cannot open TAP 'descriptor 99': Bad file descriptor",
     );
     assert_one_line(&r);
+    // Not inherited: checked before vireo opens anything, so the number
+    // is not yet vireo's own descriptor (/dev/kvm, a socket) to take over.
+    let r = run_hello(&["--net", "fd=3"]);
+    assert_usage_error(
+        &r,
+        "net0: cannot open TAP 'descriptor 3': Bad file descriptor",
+    );
+    assert_one_line(&r);
     let r = run_hello(&["--net", "fd=2"]);
     assert_usage_error(&r, "fd=2 is not a descriptor number of 3 or more");
     let r = run_hello(&["--net", "fd=5,tap=t0"]);
@@ -456,4 +464,29 @@ fn net_fd_that_is_not_an_open_tap() {
         "net0: cannot attach to 'descriptor 5': it is not a TAP descriptor",
     );
     assert_one_line(&r);
+}
+
+/// `--exit-status` is checked before the VM runs: a directory, a symlink
+/// or a path whose directory is missing is a usage error then, and is
+/// left as it was, rather than a status lost (or written through a
+/// symlink) when the run ends.
+#[test]
+fn exit_status_path_that_cannot_take_the_file_is_refused_at_start() {
+    let dir = tempdir();
+    let target = dir.join("target");
+    std::fs::write(&target, "keep").unwrap();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let missing = dir.join("none/exit.json");
+    for (path, why) in [
+        (dir.to_path_buf(), "is a directory"),
+        (link.clone(), "is a symbolic link"),
+        (missing, "its directory does not exist"),
+    ] {
+        let r = run_hello(&["--exit-status", path.to_str().unwrap()]);
+        assert_usage_error(&r, why);
+        assert_one_line(&r);
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
 }

@@ -31,3 +31,4 @@ pub use machine::{
     MAX_CPUS,
 };
 pub use running::{RunningVm, VmObserver};
+pub use virtio_devices::check_inherited_taps;

@@ -145,6 +145,27 @@ fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, 
     Ok((device, tap_name, mac_text))
 }
 
+/// Checks each `fd=N` card's descriptor while it can only be one the
+/// process inherited: called before the VMM opens anything of its own, so
+/// that a number naming the VMM's own descriptors later (the KVM fd,
+/// another card's TAP queue) is refused now instead of being taken over
+/// at boot. Two cards cannot share one descriptor.
+pub fn check_inherited_taps(nets: &[NetConfig]) -> Result<()> {
+    let mut seen = Vec::new();
+    for (i, net) in nets.iter().enumerate() {
+        let Some(fd) = net.fd else { continue };
+        let what = net.id.clone().unwrap_or_else(|| format!("net{i}"));
+        if seen.contains(&fd) {
+            return Err(Error::Net(format!(
+                "{what}: descriptor {fd} is already another card's TAP"
+            )));
+        }
+        seen.push(fd);
+        inherited_tap(fd).map_err(|e| Error::Net(format!("{what}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// The TAP behind descriptor `fd`, inherited from whoever started this
 /// process (`--net fd=N`). Each boot takes its own duplicate, so the
 /// inherited descriptor stays open across reboots.

@@ -292,6 +292,11 @@ mod tests {
         let n = net(r#"{"tap":"t0,queues=16"}"#).unwrap();
         assert_eq!((n.tap.as_deref(), n.queues), (Some("t0,queues=16"), 1));
         assert_eq!(net(r#"{"queues":4}"#).unwrap().queues, 4);
+        // `--net fd=N` is for the command line only: a descriptor number
+        // from a client would name one of the VMM's own (the KVM fd, a
+        // socket), so the API's document has no such field.
+        let e = serde_json::from_str::<NetSpec>(r#"{"fd":3}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `fd`"), "{e}");
     }
 
     #[test]

@@ -112,11 +112,12 @@ impl Qmp {
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
         stream.set_write_timeout(Some(timeout)).map_err(io)?;
         let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
-        let greeting = read_line(&mut reader)
+        let greeting = read_greeting(&mut reader, Instant::now() + timeout)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                     QmpError::Timeout("the QMP greeting".into(), timeout)
                 }
+                std::io::ErrorKind::InvalidData => QmpError::Protocol(e.to_string()),
                 _ => io(e),
             })?
             .ok_or(QmpError::Closed)?;
@@ -277,6 +278,49 @@ fn read_line(r: &mut BufReader<UnixStream>) -> std::io::Result<Option<String>> {
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
+/// The longest greeting: QEMU's is a few hundred bytes.
+const MAX_GREETING_BYTES: usize = 64 * 1024;
+
+/// The greeting line, all of it by `deadline`: each read waits only for
+/// what is left, so a QEMU that trickles bytes cannot stretch the wait
+/// (a per-read timeout alone would allow one byte per timeout).
+fn read_greeting(
+    r: &mut BufReader<UnixStream>,
+    deadline: Instant,
+) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        r.get_ref().set_read_timeout(Some(left))?;
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(None);
+        }
+        let (take, done) = match avail.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        line.extend_from_slice(&avail[..take]);
+        r.consume(take);
+        if done {
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+        if line.len() > MAX_GREETING_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the QMP greeting is longer than 64 KiB",
+            ));
+        }
+    }
+}
+
 fn read_loop(
     mut reader: BufReader<UnixStream>,
     pending: Pending,
@@ -317,8 +361,10 @@ fn read_loop(
                 "RESUME" => st.stopped = false,
                 "DEVICE_DELETED" => {
                     if let Some(d) = data.get("device").and_then(Value::as_str) {
-                        // Bounded: ids are only recorded for devices this
-                        // driver deletes, and a retry finds its id again.
+                        // Bounded at 256, oldest first out: QEMU reports
+                        // every deletion (a guest can eject some devices
+                        // itself), and a waiter looks for its own id soon
+                        // after its device_del.
                         if st.deleted.len() >= 256 {
                             st.deleted.remove(0);
                         }
@@ -342,4 +388,56 @@ fn read_loop(
     // Dropping the senders wakes every caller still waiting.
     lock(&pending).clear();
     cv.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A server that sends `byte` every 50 ms until the client goes.
+    fn trickler(path: &Path, byte: u8) -> JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            while s.write_all(&[byte]).is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    }
+
+    #[test]
+    fn a_greeting_that_trickles_times_out_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let server = trickler(&path, b'{');
+        let begun = Instant::now();
+        let err = Qmp::connect(&path, Duration::from_millis(400))
+            .err()
+            .unwrap();
+        assert!(matches!(err, QmpError::Timeout(..)), "{err}");
+        assert!(
+            begun.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            begun.elapsed()
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_greeting_past_its_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.write_all(&vec![b'x'; MAX_GREETING_BYTES + 8192]);
+        });
+        let err = Qmp::connect(&path, Duration::from_secs(5)).err().unwrap();
+        assert!(
+            matches!(err, QmpError::Protocol(ref m) if m.contains("64 KiB")),
+            "{err}"
+        );
+        server.join().unwrap();
+    }
 }

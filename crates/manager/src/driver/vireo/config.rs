@@ -119,10 +119,14 @@ pub(crate) fn net_id(mac: &MacAddress) -> String {
     )
 }
 
-/// The TAP name for bridge interface `index` of domain `id` when the
-/// definition gives none: at most 15 bytes (`vr4294967295n99`).
-fn bridge_tap_name(id: u32, index: usize) -> String {
-    format!("vr{id}n{index}")
+/// The TAP name for a bridge interface of domain `id` when the definition
+/// gives none: `vr`, the id (mod 100000), then `n` + the interface's index
+/// at start or `h` + a per-domain count for a hot-plugged one (`kind`),
+/// mod 10000: at most 13 bytes, within IFNAMSIZ's 15 (as the QEMU
+/// driver's `vq` names). A name that wrapped onto a TAP still in use is
+/// refused by the kernel (busy), never shared.
+pub(crate) fn bridge_tap_name(id: u32, kind: char, n: usize) -> String {
+    format!("vr{}{kind}{}", id % 100_000, n % 10_000)
 }
 
 /// Checks `domain` and builds the command line for running it as `id`
@@ -195,7 +199,7 @@ pub(crate) fn plan(
                 let tap = iface
                     .target
                     .clone()
-                    .unwrap_or_else(|| bridge_tap_name(id, i));
+                    .unwrap_or_else(|| bridge_tap_name(id, 'n', i));
                 bridge_ports.push(BridgePort {
                     port: BridgeTap {
                         tap,
@@ -449,6 +453,15 @@ fn virtio_console(domain: &Domain, path: &str, dev: &CharDevice) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_tap_names_fit_ifnamsiz() {
+        assert_eq!(bridge_tap_name(7, 'n', 0), "vr7n0");
+        assert_eq!(bridge_tap_name(7, 'h', 3), "vr7h3");
+        let longest = bridge_tap_name(u32::MAX, 'h', usize::MAX);
+        assert!(longest.len() <= 15, "{longest}");
+        assert!(bridge_tap_name(99_999, 'n', 9_999).len() <= 15);
+    }
 
     const BASE: &str = "<domain type='kvm'><name>t</name><memory unit='MiB'>64</memory>\
         <os><type>hvm</type><kernel>/k.elf</kernel></os>";

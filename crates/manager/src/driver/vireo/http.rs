@@ -14,9 +14,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::client::http::{parse_head, HttpError};
+
 /// Largest answer read from a VMM: `GET /vm` and the counters of a VM with
 /// many devices fit well within it.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// Largest answer head: the API sends a status line and two headers, and
+/// the head is parsed again as each read arrives, so a VMM that never ends
+/// its head is cut off here rather than at [`MAX_ANSWER_BYTES`].
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Why an API call failed.
 #[derive(Debug)]
@@ -151,32 +158,34 @@ fn io_error(e: std::io::Error) -> CallError {
 }
 
 /// The answer, once `bytes` hold all of it (`None` while more is due).
+/// The head is parsed by the daemon client's parser
+/// ([`crate::client::http::parse_head`]); the VMM's API always gives a
+/// `Content-Length` (none means no body) and never chunks.
 #[allow(clippy::type_complexity)]
 fn parse_answer(bytes: &[u8]) -> Result<Option<Result<Value, CallError>>, CallError> {
-    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
-    };
-    let head = std::str::from_utf8(&bytes[..head_end])
-        .map_err(|_| CallError::Io("the answer's header is not UTF-8".into()))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| CallError::Io(format!("a malformed status line: {status_line:?}")))?;
-    let mut length = 0usize;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-length") {
-                length = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| CallError::Io(format!("a malformed Content-Length: {value}")))?;
-            }
+    let (head, head_len) = match parse_head(bytes) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) if bytes.len() > MAX_HEAD_BYTES => {
+            return Err(CallError::Io(format!(
+                "the answer's head is larger than {MAX_HEAD_BYTES} bytes"
+            )))
         }
+        Ok(None) => return Ok(None),
+        Err(HttpError::Protocol(e)) => return Err(CallError::Io(e)),
+        Err(e) => return Err(CallError::Io(format!("{e:?}"))),
+    };
+    if head.chunked {
+        return Err(CallError::Io(
+            "a chunked answer (the API never chunks)".into(),
+        ));
     }
-    let body = &bytes[head_end + 4..];
+    let length = head.content_length.unwrap_or(0);
+    if length > MAX_ANSWER_BYTES {
+        return Err(CallError::Io(format!(
+            "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+        )));
+    }
+    let body = &bytes[head_len..];
     if body.len() < length {
         return Ok(None);
     }
@@ -187,6 +196,7 @@ fn parse_answer(bytes: &[u8]) -> Result<Option<Result<Value, CallError>>, CallEr
         serde_json::from_slice(body)
             .map_err(|e| CallError::Io(format!("the answer is not JSON: {e}")))?
     };
+    let status = head.status;
     if (200..300).contains(&status) {
         return Ok(Some(Ok(value)));
     }
@@ -232,6 +242,22 @@ mod tests {
                 .is_none()
         );
         assert!(parse_answer(b"garbage\r\n\r\n").is_err());
+        assert!(matches!(
+            parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n"),
+            Err(CallError::Io(m)) if m.contains("larger")
+        ));
+        // A head that never ends is refused once past its bound.
+        let mut endless = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        endless.resize(MAX_HEAD_BYTES, b'a');
+        assert!(parse_answer(&endless).unwrap().is_none());
+        endless.push(b'a');
+        assert!(matches!(parse_answer(&endless), Err(CallError::Io(m)) if m.contains("head")));
+        assert!(matches!(
+            parse_answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            ),
+            Err(CallError::Io(_))
+        ));
     }
 
     #[test]

@@ -53,7 +53,27 @@ struct ExitStatusFile {
 /// The reason in the exit status file a VMM wrote at `path`, if it wrote
 /// one (it does not when killed with SIGKILL).
 pub(crate) fn recorded_reason(path: &std::path::Path) -> Option<ExitReason> {
-    let bytes = std::fs::read(path).ok()?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The VMM writes one short JSON object. Whatever else is there (a
+    // FIFO that would block the read, a link, a huge file) is not one:
+    // opened without following links or waiting, regular files only,
+    // and read up to a bound.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_EXIT_STATUS_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 > MAX_EXIT_STATUS_BYTES {
+        return None;
+    }
     let file: ExitStatusFile = serde_json::from_slice(&bytes).ok()?;
     Some(match file.reason.as_str() {
         "poweroff" | "signal" => ExitReason::Poweroff,
@@ -65,6 +85,10 @@ pub(crate) fn recorded_reason(path: &std::path::Path) -> Option<ExitReason> {
         }),
     })
 }
+
+/// Largest exit status file read: the VMM's is one line of JSON with a
+/// one-line detail.
+const MAX_EXIT_STATUS_BYTES: u64 = 16 * 1024;
 
 /// A running (or adopted) Vireo VMM.
 pub struct VireoInstance {
@@ -172,7 +196,8 @@ impl VireoInstance {
             InterfaceKind::Ethernet => Ok((iface.target.clone(), None)),
             InterfaceKind::Bridge(bridge) => {
                 let tap = iface.target.clone().unwrap_or_else(|| {
-                    format!("vr{}h{}", self.id, self.next_tap.fetch_add(1, Ordering::Relaxed))
+                    let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
+                    super::config::bridge_tap_name(self.id, 'h', usize::try_from(n).unwrap_or_default())
                 });
                 let made = BridgeTap {
                     tap: tap.clone(),
@@ -397,5 +422,43 @@ impl Drop for VireoInstance {
         if let Some(child) = lock(&self.child).as_mut() {
             let _ = process::reap(child);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_file_is_read_only_when_it_is_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit.json");
+        std::fs::write(
+            &path,
+            r#"{"reason":"crashed","detail":"vcpu0: triple fault"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(recorded_reason(&path), Some(ExitReason::Crashed(d)) if d == "vcpu0: triple fault")
+        );
+        // A link to a good file is not the VMM's file.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(recorded_reason(&link).is_none());
+        // Too large: refused, not read whole.
+        let big = dir.path().join("big.json");
+        let detail = "x".repeat(usize::try_from(MAX_EXIT_STATUS_BYTES).unwrap());
+        std::fs::write(
+            &big,
+            format!(r#"{{"reason":"crashed","detail":"{detail}"}}"#),
+        )
+        .unwrap();
+        assert!(recorded_reason(&big).is_none());
+        // A FIFO with no writer would block a plain read forever.
+        let fifo = dir.path().join("fifo.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path only.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(recorded_reason(&fifo).is_none());
     }
 }
