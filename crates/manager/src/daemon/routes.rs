@@ -72,6 +72,14 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
     ]
 }
 
+/// The largest request body read. A body carries at most one XML
+/// document, which virtxml caps at [`virtxml::MAX_DOCUMENT_BYTES`]; as a
+/// JSON string each byte of valid XML takes at most three (`é` is two
+/// bytes and, from an encoder that escapes non-ASCII, the six of
+/// `\u00e9`), so no document virtxml accepts is refused here for its
+/// encoding, and nothing larger is ever buffered.
+pub(crate) const MAX_BODY_BYTES: usize = 3 * virtxml::MAX_DOCUMENT_BYTES + 64 * 1024;
+
 /// The daemon's router.
 pub(crate) fn router(daemon: Arc<Daemon>) -> Router {
     let mut router = Router::new();
@@ -81,6 +89,7 @@ pub(crate) fn router(daemon: Arc<Daemon>) -> Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(daemon)
 }
 
