@@ -357,17 +357,12 @@ pub(crate) async fn autostart(d: Arc<Daemon>) {
 }
 
 /// The start time (`/proc/PID/stat` field 22) of `pid`, if it runs.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3; field 22 is the 20th after it.
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// SIGKILLs `pid` if it is still the process started at `start`.
+/// SIGKILLs `pid` if it is still the process started at `start`, through
+/// a pidfd: the pid cannot name another process between the check and
+/// the signal.
 fn kill_if_same(pid: u32, start: u64) {
-    if start_time(pid) == Some(start) {
-        kill(pid);
+    if let Ok(Some(process)) = crate::driver::process::PidFd::open(pid, start) {
+        let _ = process.signal(libc::SIGKILL);
     }
 }
 
@@ -419,12 +414,6 @@ fn kill_processes_mentioning(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_time_of_self_and_of_nothing() {
-        assert!(start_time(std::process::id()).is_some());
-        assert_eq!(start_time(u32::MAX), None);
-    }
 
     use std::path::PathBuf;
 

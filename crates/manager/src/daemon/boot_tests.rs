@@ -79,9 +79,7 @@ fn stand_in(arg: &Path) -> Child {
 }
 
 fn start_time(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+    crate::driver::process::start_time(pid).unwrap()
 }
 
 fn state(d: &Daemon, name: &str) -> (DomainState, StateReason) {
