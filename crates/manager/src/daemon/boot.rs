@@ -69,7 +69,17 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
     }
 
     for (name, marker) in &markers {
-        if !records.contains_key(name) {
+        if records.contains_key(name) {
+            // The start got as far as its record: adopted below.
+        } else if !is_run_dir_of(&marker.run_dir, marker.id) {
+            // Never a directory a start made: nothing is killed or removed
+            // on its word (`/` would name every process and the root).
+            tracing::error!(
+                "start marker of domain '{name}' names {}, not a run directory; ignored",
+                marker.run_dir.display()
+            );
+            mark_stopped(d, name, StateReason::Failed, "Failed");
+        } else {
             tracing::warn!(
                 "domain '{name}' was being started when the daemon stopped; ending what that start left"
             );
@@ -100,6 +110,18 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
     }
     remove_stale_run_dirs(d).await;
     Ok(())
+}
+
+/// Whether `dir` can be the run directory of start `id`: `ROOT/ID`, an
+/// absolute path with no `.` or `..` and a root below `/` (the daemon's
+/// socket may have moved since, and the run root with it).
+fn is_run_dir_of(dir: &Path, id: u32) -> bool {
+    use std::path::Component;
+    let mut components = dir.components();
+    components.next() == Some(Component::RootDir)
+        && components.clone().count() >= 2
+        && components.all(|c| matches!(c, Component::Normal(_)))
+        && dir.file_name() == Some(std::ffi::OsStr::new(&id.to_string()))
 }
 
 /// Removes run directories no active domain owns (a daemon killed between
@@ -416,6 +438,15 @@ mod tests {
     use super::*;
 
     use std::path::PathBuf;
+
+    #[test]
+    fn only_a_run_directory_is_taken_from_a_marker() {
+        assert!(is_run_dir_of(Path::new("/run/vireo/vireo.sock.d/7"), 7));
+        assert!(is_run_dir_of(Path::new("/x/7"), 7));
+        for bad in ["/", "", "/7", "7", "x/7", "/x/8", "/x/../7"] {
+            assert!(!is_run_dir_of(Path::new(bad), 7), "{bad}");
+        }
+    }
 
     #[test]
     fn processes_are_found_by_their_command_line() {
