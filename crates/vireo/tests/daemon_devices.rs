@@ -94,6 +94,20 @@ fn disks_attached_and_detached_live_and_in_the_definition() {
     assert_eq!(rows[0]["kind"], "ethernet");
     d.ok("DELETE", "/domains/dev/interfaces/52:54:00:12:34:56", None);
     assert_eq!(d.ok("GET", "/domains/dev/interfaces", None), json!([]));
+    // A device the driver refuses (define would) is not saved.
+    let before = d.ok("GET", "/domains/dev/xml?inactive=true", None);
+    let network = "<interface type='network'><source network='default'/>\
+                   <model type='virtio'/></interface>";
+    let a = d.http(
+        "POST",
+        "/domains/dev/interfaces",
+        Some(&json!({ "xml": network, "config": true })),
+    );
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert!(a.error().contains("type='network'"), "{}", a.error());
+    assert_eq!(d.ok("GET", "/domains/dev/xml?inactive=true", None), before);
+    let file = std::fs::read_to_string(d.state.join("domains/dev.xml")).unwrap();
+    assert_eq!(file, before["xml"].as_str().unwrap());
     assert_eq!(targets("/domains/dev/disks"), vec!["vdc"]);
 }
 

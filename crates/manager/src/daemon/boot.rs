@@ -69,7 +69,17 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
     }
 
     for (name, marker) in &markers {
-        if !records.contains_key(name) {
+        if records.contains_key(name) {
+            // The start got as far as its record: adopted below.
+        } else if !is_run_dir_of(&marker.run_dir, marker.id) {
+            // Never a directory a start made: nothing is killed or removed
+            // on its word (`/` would name every process and the root).
+            tracing::error!(
+                "start marker of domain '{name}' names {}, not a run directory; ignored",
+                marker.run_dir.display()
+            );
+            mark_stopped(d, name, StateReason::Failed, "Failed");
+        } else {
             tracing::warn!(
                 "domain '{name}' was being started when the daemon stopped; ending what that start left"
             );
@@ -100,6 +110,18 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
     }
     remove_stale_run_dirs(d).await;
     Ok(())
+}
+
+/// Whether `dir` can be the run directory of start `id`: `ROOT/ID`, an
+/// absolute path with no `.` or `..` and a root below `/` (the daemon's
+/// socket may have moved since, and the run root with it).
+fn is_run_dir_of(dir: &Path, id: u32) -> bool {
+    use std::path::Component;
+    let mut components = dir.components();
+    components.next() == Some(Component::RootDir)
+        && components.clone().count() >= 2
+        && components.all(|c| matches!(c, Component::Normal(_)))
+        && dir.file_name() == Some(std::ffi::OsStr::new(&id.to_string()))
 }
 
 /// Removes run directories no active domain owns (a daemon killed between
@@ -357,17 +379,12 @@ pub(crate) async fn autostart(d: Arc<Daemon>) {
 }
 
 /// The start time (`/proc/PID/stat` field 22) of `pid`, if it runs.
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // `rest` starts at field 3; field 22 is the 20th after it.
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// SIGKILLs `pid` if it is still the process started at `start`.
+/// SIGKILLs `pid` if it is still the process started at `start`, through
+/// a pidfd: the pid cannot name another process between the check and
+/// the signal.
 fn kill_if_same(pid: u32, start: u64) {
-    if start_time(pid) == Some(start) {
-        kill(pid);
+    if let Ok(Some(process)) = crate::driver::process::PidFd::open(pid, start) {
+        let _ = process.signal(libc::SIGKILL);
     }
 }
 
@@ -420,13 +437,16 @@ fn kill_processes_mentioning(dir: &Path) -> usize {
 mod tests {
     use super::*;
 
-    #[test]
-    fn start_time_of_self_and_of_nothing() {
-        assert!(start_time(std::process::id()).is_some());
-        assert_eq!(start_time(u32::MAX), None);
-    }
-
     use std::path::PathBuf;
+
+    #[test]
+    fn only_a_run_directory_is_taken_from_a_marker() {
+        assert!(is_run_dir_of(Path::new("/run/vireo/vireo.sock.d/7"), 7));
+        assert!(is_run_dir_of(Path::new("/x/7"), 7));
+        for bad in ["/", "", "/7", "7", "x/7", "/x/8", "/x/../7"] {
+            assert!(!is_run_dir_of(Path::new(bad), 7), "{bad}");
+        }
+    }
 
     #[test]
     fn processes_are_found_by_their_command_line() {

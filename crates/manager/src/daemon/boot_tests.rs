@@ -79,9 +79,7 @@ fn stand_in(arg: &Path) -> Child {
 }
 
 fn start_time(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 1..];
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+    crate::driver::process::start_time(pid).unwrap()
 }
 
 fn state(d: &Daemon, name: &str) -> (DomainState, StateReason) {
@@ -185,6 +183,37 @@ fn an_interrupted_start_has_its_vmm_killed_and_is_failed() {
     assert_eq!(state(&d, "m"), (DomainState::ShutOff, StateReason::Failed));
     assert!(d.store.markers().unwrap().is_empty());
     assert!(!run_dir.exists());
+}
+
+#[test]
+fn a_marker_naming_no_run_directory_kills_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let d = daemon(dir.path(), &rt);
+    d.store.save_definition("m", &xml("m")).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let mut bystander = stand_in(&elsewhere.join("api.sock"));
+    d.store
+        .save_marker(
+            "m",
+            &StartMarker {
+                id: 7,
+                run_dir: elsewhere.clone(),
+            },
+        )
+        .unwrap();
+
+    rt.block_on(boot::load(&d)).unwrap();
+    assert_eq!(bystander.try_wait().unwrap(), None);
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
+    assert!(elsewhere.exists());
+    assert_eq!(state(&d, "m"), (DomainState::ShutOff, StateReason::Failed));
+    assert!(d.store.markers().unwrap().is_empty());
 }
 
 #[test]

@@ -8,7 +8,7 @@ use virtxml::{DiskSource, Domain, InterfaceKind, MacAddress};
 use super::failure::Failure;
 use super::lifecycle::not_running;
 use super::ops::{call, hold, Held};
-use super::registry::{disk_paths, no_domain};
+use super::registry::{disk_paths, driver_name, no_domain};
 use super::Daemon;
 use crate::api::{DeviceRequest, DiskRow, InterfaceRow};
 use crate::driver::RunRecord;
@@ -108,14 +108,27 @@ fn with_device(domain: &Domain, family: Family, xml: &str) -> Result<Domain, Fai
     Ok(new)
 }
 
-/// [`with_device`] off the async thread (the whole definition is parsed).
+/// [`with_device`] off the async thread (the whole definition is parsed),
+/// then checked by the domain's driver as `define` checks a definition:
+/// no definition the driver refuses is saved.
 async fn parse_with_device(
+    d: &Daemon,
     domain: &Arc<Domain>,
     family: Family,
     xml: &str,
 ) -> Result<Domain, Failure> {
     let (domain, xml) = (domain.clone(), xml.to_string());
-    tokio::task::spawn_blocking(move || with_device(&domain, family, &xml)).await?
+    let driver = d.driver(driver_name(domain.driver));
+    tokio::task::spawn_blocking(move || {
+        let new = with_device(&domain, family, &xml)?;
+        // Without its driver the domain cannot start either way; its
+        // start says so.
+        if let Some(driver) = driver {
+            driver.validate(&new)?;
+        }
+        Ok(new)
+    })
+    .await?
 }
 
 /// Which of live and config a request changes: virsh's rule, where
@@ -237,11 +250,11 @@ pub(crate) async fn attach(
     let (s, do_live, do_config) = subject(d, key, req.live, req.config).await?;
     // Both new definitions are checked before anything changes.
     let new_live = match (&s.live, do_live) {
-        (Some(l), true) => Some(parse_with_device(&l.domain, family, &req.xml).await?),
+        (Some(l), true) => Some(parse_with_device(d, &l.domain, family, &req.xml).await?),
         _ => None,
     };
     let new_config = match (&s.config, do_config) {
-        (Some(c), true) => Some(parse_with_device(c, family, &req.xml).await?),
+        (Some(c), true) => Some(parse_with_device(d, c, family, &req.xml).await?),
         _ => None,
     };
     if let (Some(new), Some(live)) = (new_live, &s.live) {

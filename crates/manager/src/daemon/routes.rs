@@ -72,6 +72,14 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
     ]
 }
 
+/// The largest request body read. A body carries at most one XML
+/// document, which virtxml caps at [`virtxml::MAX_DOCUMENT_BYTES`]; as a
+/// JSON string each byte of valid XML takes at most three (`é` is two
+/// bytes and, from an encoder that escapes non-ASCII, the six of
+/// `\u00e9`), so no document virtxml accepts is refused here for its
+/// encoding, and nothing larger is ever buffered.
+pub(crate) const MAX_BODY_BYTES: usize = 3 * virtxml::MAX_DOCUMENT_BYTES + 64 * 1024;
+
 /// The daemon's router.
 pub(crate) fn router(daemon: Arc<Daemon>) -> Router {
     let mut router = Router::new();
@@ -81,6 +89,7 @@ pub(crate) fn router(daemon: Arc<Daemon>) -> Router {
     router
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(daemon)
 }
 
@@ -187,26 +196,6 @@ async fn create(State(d): D, body: Bytes) -> Answer {
     .await?))
 }
 
-/// CPU time of a process from `/proc/PID/stat` (user and system), ns.
-fn cpu_time_ns(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command (which may hold spaces) start at `) `.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    // SAFETY: sysconf reads a system constant; no memory is passed.
-    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
-    ticks.saturating_mul(1_000_000_000) / hz.max(1)
-}
-
 fn domain_info(name: &str, e: &Entry) -> Option<DomainInfo> {
     let domain = e.current()?;
     let pid = e.live.as_ref().map(|l| l.record.pid);
@@ -230,7 +219,8 @@ async fn info(State(d): D, p: Dom) -> Answer {
         domain_info(name, entry).ok_or_else(|| super::registry::no_domain(&key))?
     };
     if let Some(pid) = info.pid {
-        info.cpu_time_ns = cpu_time_ns(pid);
+        let cpu = crate::driver::process::cpu_time(pid);
+        info.cpu_time_ns = u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX);
     }
     Ok(ok(&info))
 }
