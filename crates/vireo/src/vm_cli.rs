@@ -1,20 +1,21 @@
 //! `vireo vm`: control one running VM through its API socket
 //! (`vireo run --api-socket PATH`).
 //!
-//! A small HTTP/1.1 client over the unix socket: one request per
-//! invocation, `Connection: close`, the response parsed with `httparse`.
+//! One HTTP/1.1 request per invocation over the unix socket
+//! (`Connection: close`), through the daemon client's bounded HTTP code.
 //! Output is for people by default; `--json` prints the VM's JSON answer
 //! as it came (`{}` when it had none). Exit codes: 0 done, 1 the VM
 //! refused or the exchange failed, 2 usage or no connection.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use manager::client::http::{Connection, HttpError};
+use manager::client::transport::Stream;
 use serde_json::Value;
 use vmm::api::{Counters, DiskSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec, VmInfo};
 use vmm::config::{CacheMode, DiskConfig, NetConfig};
@@ -27,8 +28,6 @@ const EXIT_USAGE: u8 = 2;
 /// How long to wait for an answer: pause and power-off wait for vCPUs,
 /// hot-plug for the host to open an image.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-/// The largest answer accepted (counters of many devices fit easily).
-const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// `writeln!` into the output being built (writing to a String cannot fail).
 macro_rules! w {
@@ -282,106 +281,51 @@ fn parse_disk_size(s: &str) -> Result<u64, String> {
 }
 
 /// Send one request; the answer's body on success (2xx), a failure
-/// carrying the VM's `{"error": ...}` message otherwise.
+/// carrying the VM's `{"error": ...}` message otherwise. The exchange is
+/// the daemon client's HTTP/1.1 ([`manager::client::http`]): bounded
+/// heads and bodies, interim answers skipped, one deadline for the answer.
 fn call(socket: &Path, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Failure> {
-    let mut stream = UnixStream::connect(socket).map_err(|e| {
+    let stream = Stream::unix(socket).map_err(|e| {
         Failure::Usage(format!(
             "cannot connect to the VM at {}: {e}",
             socket.display()
         ))
     })?;
-    let broken = |e: std::io::Error| Failure::Refused(format!("talking to the VM: {e}"));
-    stream
-        .set_read_timeout(Some(ANSWER_TIMEOUT))
-        .map_err(broken)?;
-    let body = body.unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n"
-    )
-    .into_bytes();
-    if !body.is_empty() {
-        request.extend_from_slice(
-            format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            )
-            .as_bytes(),
-        );
-    }
-    request.extend_from_slice(b"\r\n");
-    request.extend_from_slice(body);
-    stream.write_all(&request).map_err(broken)?;
-    let (status, answer) = read_answer(&mut stream)?;
-    if (200..300).contains(&status) {
+    let mut conn = Connection::new(stream);
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let body = body.filter(|b| !b.is_empty());
+    conn.send(method, path, &["Connection: close"], body)
+        .map_err(http_failure)?;
+    let head = conn.read_head(method, deadline).map_err(http_failure)?;
+    let answer = conn.read_body(deadline).map_err(http_failure)?;
+    if (200..300).contains(&head.status) {
         return Ok(answer);
     }
     let message = serde_json::from_slice::<Value>(&answer)
         .ok()
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| format!("the VM answered HTTP {status}"));
+        .unwrap_or_else(|| format!("the VM answered HTTP {}", head.status));
     Err(Failure::Refused(message))
 }
 
-/// Read the final response (skipping any 1xx) and its body.
-fn read_answer(stream: &mut UnixStream) -> Result<(u16, Vec<u8>), Failure> {
-    let garbled = |what: &str| Failure::Refused(format!("the VM's answer is garbled: {what}"));
-    let mut buf = Vec::with_capacity(4096);
-    let mut eof = false;
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        let parsed = response.parse(&buf).map_err(|e| garbled(&e.to_string()))?;
-        if let httparse::Status::Complete(head_len) = parsed {
-            let status = response.code.unwrap_or(0);
-            let mut length = None;
-            for h in response.headers.iter() {
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    let v = std::str::from_utf8(h.value).unwrap_or("").trim();
-                    length = Some(v.parse::<usize>().map_err(|_| garbled("Content-Length"))?);
-                }
-            }
-            if (100..200).contains(&status) {
-                buf.drain(..head_len);
-                continue;
-            }
-            let length = if status == 204 { Some(0) } else { length };
-            if length.is_some_and(|n| n > MAX_ANSWER_BYTES) {
-                return Err(garbled("too large"));
-            }
-            // Without a length the body runs to the end of the connection.
-            while length.map_or(!eof, |n| buf.len() < head_len + n) {
-                if eof {
-                    return Err(garbled("it ended early"));
-                }
-                eof = fill(stream, &mut buf)?;
-            }
-            let end = length.map_or(buf.len(), |n| head_len + n);
-            return Ok((status, buf[head_len..end].to_vec()));
-        }
-        if eof {
-            return Err(garbled("it ended early"));
-        }
-        eof = fill(stream, &mut buf)?;
-    }
-}
-
-/// Read more of the answer; `true` at end of stream.
-fn fill(stream: &mut UnixStream, buf: &mut Vec<u8>) -> Result<bool, Failure> {
-    let mut chunk = [0u8; 8192];
-    let n = stream.read(&mut chunk).map_err(|e| {
-        Failure::Refused(match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+/// One line for a failed exchange with the VM.
+fn http_failure(e: HttpError) -> Failure {
+    Failure::Refused(match e {
+        HttpError::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!(
                 "no answer from the VM within {} s",
                 ANSWER_TIMEOUT.as_secs()
-            ),
-            _ => format!("reading the VM's answer: {e}"),
-        })
-    })?;
-    if buf.len() + n > MAX_ANSWER_BYTES {
-        return Err(Failure::Refused("the VM's answer is too large".into()));
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n == 0)
+            )
+        }
+        HttpError::Io(e) => format!("talking to the VM: {e}"),
+        HttpError::Closed { .. } => "the VM's answer is garbled: it ended early".into(),
+        HttpError::Protocol(what) => format!("the VM's answer is garbled: {what}"),
+    })
 }
 
 fn print_human(out: &mut String, command: &VmCommand, answer: &[u8]) {
