@@ -138,6 +138,21 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// Whether link `name` is gone within 5 s. Another test thread that
+    /// forks a child (its `ip` command) holds a copy of every descriptor
+    /// until the child execs, so a TAP's last close can come a moment
+    /// after the test's own.
+    fn goes_away(name: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ifreq::flags(name).is_ok() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
+    }
+
     #[test]
     fn a_port_joins_the_bridge_and_goes_when_removed() {
         let outcome = run_isolated(|| {
@@ -152,11 +167,11 @@ mod tests {
             let persistent = ifreq::flags("vport0").is_ok();
             let line = link_line("vport0");
             remove_persistent_tap("vport0").map_err(|e| e.to_string())?;
-            let gone = ifreq::flags("vport0").is_err();
+            let gone = goes_away("vport0");
             let refused = create_bridge_port("vport1", "nosuchbr")
                 .unwrap_err()
                 .to_string();
-            let leftover = ifreq::flags("vport1").is_ok();
+            let leftover = !goes_away("vport1");
             // Someone else's persistent TAP: refused, and still there
             // after the refusal (a taken one would be removed later).
             let theirs = Tap::open(Some("vtheirs"), 1).map_err(|e| e.to_string())?;
@@ -196,7 +211,7 @@ mod tests {
             drop(port);
             let still_there = ifreq::flags("vport2").is_ok();
             drop(handed);
-            let gone = ifreq::flags("vport2").is_err();
+            let gone = goes_away("vport2");
             let null = std::fs::File::open("/dev/null").unwrap();
             let refused = Tap::from_fd(std::os::fd::AsFd::as_fd(&null))
                 .unwrap_err()
