@@ -17,6 +17,10 @@ command -v cpio >/dev/null || need+=(cpio)
 # The network tests put TAPs in namespaces (ip) and ping the guest.
 command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
+# Virtual networks: nft applies their NAT/forwarding rules, dnsmasq serves
+# their DHCP and DNS.
+command -v nft >/dev/null || need+=(nftables)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # The API contract check makes a venv for schemathesis.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v curl >/dev/null || need+=(curl)

@@ -8,8 +8,10 @@
 //! knows nothing of virtio queues or guest memory.
 
 pub mod bridge;
+// pub mod dnsmasq;
 mod ifreq;
 pub mod netns;
+pub mod nft;
 mod tap;
 
 pub use tap::{Offloads, Tap, TapError, VNET_HDR_LEN};
