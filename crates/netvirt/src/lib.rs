@@ -8,7 +8,7 @@
 //! knows nothing of virtio queues or guest memory.
 
 pub mod bridge;
-// pub mod dnsmasq;
+pub mod dnsmasq;
 mod ifreq;
 pub mod netns;
 pub mod nft;

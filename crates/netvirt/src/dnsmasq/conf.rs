@@ -1,0 +1,250 @@
+//! dnsmasq's configuration for one network: the conf file, the DHCP hosts
+//! file and the extra DNS hosts file, each written atomically.
+//!
+//! Every string comes from untrusted XML, so each is checked against the
+//! characters dnsmasq treats specially (newlines end an option, commas
+//! split fields, '/' delimits domains, '#' starts a comment) before it
+//! reaches a file.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::{Config, DnsmasqError, Range};
+
+/// Names of the files dnsmasq uses inside the network's directory.
+pub(super) const CONF: &str = "dnsmasq.conf";
+pub(super) const HOSTSFILE: &str = "dhcp-hosts";
+pub(super) const ADDNHOSTS: &str = "addn-hosts";
+pub(super) const LEASES: &str = "leases";
+pub(super) const PIDFILE: &str = "dnsmasq.pid";
+
+/// Write all three files; the conf file's path.
+pub(super) fn write_all(cfg: &Config) -> Result<PathBuf, DnsmasqError> {
+    let (conf, hosts, addn) = render(cfg)?;
+    fs::create_dir_all(&cfg.dir).map_err(|e| io_err(&cfg.dir, e))?;
+    write_atomic(&cfg.dir.join(HOSTSFILE), &hosts)?;
+    write_atomic(&cfg.dir.join(ADDNHOSTS), &addn)?;
+    let path = cfg.dir.join(CONF);
+    write_atomic(&path, &conf)?;
+    Ok(path)
+}
+
+/// Write only the files dnsmasq re-reads on SIGHUP.
+pub(super) fn write_hosts(cfg: &Config) -> Result<(), DnsmasqError> {
+    let (_, hosts, addn) = render(cfg)?;
+    write_atomic(&cfg.dir.join(HOSTSFILE), &hosts)?;
+    write_atomic(&cfg.dir.join(ADDNHOSTS), &addn)
+}
+
+/// The conf, hosts file and addn-hosts file contents, after validation.
+fn render(cfg: &Config) -> Result<(String, String, String), DnsmasqError> {
+    check_ifname(&cfg.bridge)?;
+    let dir = cfg
+        .dir
+        .to_str()
+        .filter(|d| d.starts_with('/') && !d.contains(['\n', '\r', ',', '#']))
+        .ok_or_else(|| {
+            invalid(format!(
+                "state directory {:?} must be an absolute plain path",
+                cfg.dir
+            ))
+        })?;
+    let mut c = String::new();
+    // Ask forwarders in the configured order, as libvirt does.
+    c.push_str("strict-order\n");
+    let _ = writeln!(c, "pid-file={dir}/{PIDFILE}");
+    // Root is kept: the files live in a root-owned directory the daemon
+    // manages, and dropping to "nobody" would leave the lease file
+    // unwritable there.
+    c.push_str("user=root\n");
+    // Answers come only from this network's own data, never /etc/hosts.
+    c.push_str("no-hosts\n");
+    c.push_str("except-interface=lo\n");
+    // bind-dynamic: bind only the bridge's addresses, following them as
+    // they appear, and leave port 53 elsewhere to other servers.
+    c.push_str("bind-dynamic\n");
+    let _ = writeln!(c, "interface={}", cfg.bridge);
+    for a in &cfg.listen {
+        let _ = writeln!(c, "listen-address={a}");
+    }
+    if let Some(d) = &cfg.domain {
+        check_name("domain", d)?;
+        let _ = writeln!(c, "domain={d}");
+        if cfg.local_only_domain {
+            let _ = writeln!(c, "local=/{d}/");
+        }
+        c.push_str("expand-hosts\n");
+    }
+    let mut no_resolv = cfg.no_resolv;
+    for f in &cfg.forwarders {
+        match (&f.domain, f.addr) {
+            (Some(d), Some(a)) => {
+                check_name("forwarder domain", d)?;
+                let _ = writeln!(c, "server=/{d}/{a}");
+            }
+            (Some(d), None) => {
+                check_name("forwarder domain", d)?;
+                let _ = writeln!(c, "local=/{d}/");
+            }
+            (None, Some(a)) => {
+                let _ = writeln!(c, "server={a}");
+                // Explicit upstream servers replace the host's resolv.conf.
+                no_resolv = true;
+            }
+            (None, None) => return Err(invalid("a forwarder needs an address or a domain".into())),
+        }
+    }
+    if no_resolv {
+        c.push_str("no-resolv\n");
+    }
+    let mut lease_max: u64 = 0;
+    for r in &cfg.ranges {
+        let _ = writeln!(c, "dhcp-range={}", range(r)?);
+        lease_max = lease_max.saturating_add(range_size(r));
+    }
+    if !cfg.ranges.is_empty() {
+        c.push_str("dhcp-no-override\ndhcp-authoritative\n");
+        let _ = writeln!(c, "dhcp-lease-max={}", lease_max.min(1 << 24));
+        let _ = writeln!(c, "dhcp-leasefile={dir}/{LEASES}");
+        let _ = writeln!(c, "dhcp-hostsfile={dir}/{HOSTSFILE}");
+    }
+    let _ = writeln!(c, "addn-hosts={dir}/{ADDNHOSTS}");
+
+    let mut hosts = String::new();
+    let mut addn = String::new();
+    for h in &cfg.hosts {
+        if let Some(n) = &h.name {
+            check_name("host name", n)?;
+        }
+        let mut fields = Vec::new();
+        if let Some(m) = h.mac {
+            fields.push(
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
+        }
+        match h.ip {
+            Some(IpAddr::V6(a)) => fields.push(format!("[{a}]")),
+            Some(a) => fields.push(a.to_string()),
+            None => {}
+        }
+        if let Some(n) = &h.name {
+            fields.push(n.clone());
+        }
+        if h.mac.is_none() && h.name.is_none() {
+            return Err(invalid("a DHCP host needs a MAC address or a name".into()));
+        }
+        if h.ip.is_none() && h.mac.is_some() && h.name.is_none() {
+            return Err(invalid(
+                "a DHCP host with only a MAC address does nothing".into(),
+            ));
+        }
+        let _ = writeln!(hosts, "{}", fields.join(","));
+        if let (Some(ip), Some(n)) = (h.ip, &h.name) {
+            let _ = writeln!(addn, "{ip} {n}");
+        }
+    }
+    for (ip, names) in &cfg.dns_hosts {
+        if names.is_empty() {
+            return Err(invalid(format!("DNS host {ip} has no names")));
+        }
+        for n in names {
+            check_name("DNS host name", n)?;
+        }
+        let _ = writeln!(addn, "{ip} {}", names.join(" "));
+    }
+    Ok((c, hosts, addn))
+}
+
+/// One dhcp-range value: start,end,mask-or-prefix,lease.
+fn range(r: &Range) -> Result<String, DnsmasqError> {
+    let lease = match r.lease {
+        None => "1h".to_string(),
+        Some(d) if d.as_secs() == 0 => "infinite".to_string(),
+        // dnsmasq's own floor.
+        Some(d) if d.as_secs() < 120 => {
+            return Err(invalid(format!(
+                "lease time {}s is under 2 minutes",
+                d.as_secs()
+            )))
+        }
+        Some(d) => d.as_secs().to_string(),
+    };
+    match (r.start, r.end) {
+        (IpAddr::V4(s), IpAddr::V4(e)) if r.prefix <= 32 && s <= e => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(r.prefix)).unwrap_or(0);
+            if u32::from(s) & mask != u32::from(e) & mask {
+                return Err(invalid(format!(
+                    "range {s}-{e} spans more than one /{} subnet",
+                    r.prefix
+                )));
+            }
+            Ok(format!(
+                "{s},{e},{},{lease}",
+                std::net::Ipv4Addr::from(mask)
+            ))
+        }
+        (IpAddr::V6(s), IpAddr::V6(e)) if r.prefix <= 128 && s <= e => {
+            Ok(format!("{s},{e},{},{lease}", r.prefix))
+        }
+        _ => Err(invalid(format!(
+            "DHCP range {}-{}/{} is invalid",
+            r.start, r.end, r.prefix
+        ))),
+    }
+}
+
+/// Addresses in an IPv4 range (IPv6 ranges do not limit leases here).
+fn range_size(r: &Range) -> u64 {
+    match (r.start, r.end) {
+        (IpAddr::V4(s), IpAddr::V4(e)) => u64::from(u32::from(e).saturating_sub(u32::from(s))) + 1,
+        _ => 0,
+    }
+}
+
+/// A DNS name: letters, digits, '-', '_' and dots, 1..=253 bytes.
+fn check_name(what: &str, n: &str) -> Result<(), DnsmasqError> {
+    let ok = !n.is_empty()
+        && n.len() <= 253
+        && !n.starts_with(['.', '-'])
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!("{what} {n:?} is not a valid DNS name")))
+    }
+}
+
+fn check_ifname(n: &str) -> Result<(), DnsmasqError> {
+    let ok = !n.is_empty()
+        && n.len() < 16
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "bridge {n:?} is not a valid interface name"
+        )))
+    }
+}
+
+fn invalid(msg: String) -> DnsmasqError {
+    DnsmasqError::Invalid(msg)
+}
+
+pub(super) fn io_err(path: &Path, e: std::io::Error) -> DnsmasqError {
+    DnsmasqError::Io(format!("{}: {e}", path.display()))
+}
+
+/// Write via a temporary file and rename, so dnsmasq never reads half a file.
+fn write_atomic(path: &Path, text: &str) -> Result<(), DnsmasqError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
