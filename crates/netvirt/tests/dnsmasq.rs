@@ -134,6 +134,11 @@ fn leases_names_hosts_reload_stop() {
     // adopt() finds the same process.
     let again = Dnsmasq::adopt(&dir.0).unwrap().expect("adopt");
     assert_eq!(again.pid(), d.pid());
+    let e = lan
+        .host
+        .run(|| Dnsmasq::start(&cfg))
+        .expect_err("started twice");
+    assert!(e.to_string().contains("already running"), "{e}");
 
     // reload() adds a host: its name resolves without a restart.
     assert!(!resolve(&lan.guest, "vm2.vnet").contains("192.0.2.43"));

@@ -104,6 +104,10 @@ fn render(cfg: &Config) -> Result<(String, String, String), DnsmasqError> {
         let _ = writeln!(c, "dhcp-range={}", range(r)?);
         lease_max = lease_max.saturating_add(range_size(r));
     }
+    if cfg.ranges.iter().any(|r| r.start.is_ipv6()) {
+        // DHCPv6 clients only ask once router advertisements tell them to.
+        c.push_str("enable-ra\n");
+    }
     if !cfg.ranges.is_empty() {
         c.push_str("dhcp-no-override\ndhcp-authoritative\n");
         let _ = writeln!(c, "dhcp-lease-max={}", lease_max.min(1 << 24));
@@ -247,4 +251,81 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), DnsmasqError> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dnsmasq::{Forwarder, Host};
+    use std::time::Duration;
+
+    fn cfg() -> Config {
+        Config {
+            network: "n".into(),
+            bridge: "br0".into(),
+            dir: "/run/vireo/net/n".into(),
+            domain: Some("vnet".into()),
+            local_only_domain: true,
+            listen: vec!["192.0.2.1".parse().unwrap()],
+            ranges: vec![
+                Range {
+                    start: "192.0.2.2".parse().unwrap(),
+                    end: "192.0.2.254".parse().unwrap(),
+                    prefix: 24,
+                    lease: None,
+                },
+                Range {
+                    start: "2001:db8::10".parse().unwrap(),
+                    end: "2001:db8::ff".parse().unwrap(),
+                    prefix: 64,
+                    lease: Some(Duration::ZERO),
+                },
+            ],
+            hosts: vec![Host {
+                mac: Some([0x52, 0x54, 0, 1, 2, 3]),
+                name: Some("vm".into()),
+                ip: Some("2001:db8::5".parse().unwrap()),
+            }],
+            dns_hosts: vec![],
+            forwarders: vec![
+                Forwarder {
+                    addr: Some("198.51.100.53".parse().unwrap()),
+                    domain: Some("corp".into()),
+                },
+                Forwarder {
+                    addr: None,
+                    domain: Some("lan".into()),
+                },
+            ],
+            no_resolv: false,
+        }
+    }
+
+    #[test]
+    fn renders_libvirt_style_options() {
+        let (c, hosts, addn) = render(&cfg()).unwrap();
+        for line in [
+            "strict-order",
+            "bind-dynamic",
+            "interface=br0",
+            "except-interface=lo",
+            "no-hosts",
+            "local=/vnet/",
+            "expand-hosts",
+            "server=/corp/198.51.100.53",
+            "local=/lan/",
+            "dhcp-range=192.0.2.2,192.0.2.254,255.255.255.0,1h",
+            "dhcp-range=2001:db8::10,2001:db8::ff,64,infinite",
+            "enable-ra",
+            "dhcp-lease-max=253",
+            "dhcp-leasefile=/run/vireo/net/n/leases",
+            "pid-file=/run/vireo/net/n/dnsmasq.pid",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line} missing from\n{c}");
+        }
+        // Only domain forwarders: the host's resolvers still serve the rest.
+        assert!(!c.contains("no-resolv"));
+        assert_eq!(hosts, "52:54:00:01:02:03,[2001:db8::5],vm\n");
+        assert_eq!(addn, "2001:db8::5 vm\n");
+    }
 }

@@ -136,6 +136,14 @@ impl Dnsmasq {
     /// so it outlives the daemon; returns once its pid file names a live
     /// dnsmasq (at most 5 s).
     pub fn start(cfg: &Config) -> Result<Dnsmasq, DnsmasqError> {
+        // A second dnsmasq would only fail to bind the bridge's port 53.
+        if let Some(running) = Self::adopt(&cfg.dir)? {
+            return Err(DnsmasqError::Failed(format!(
+                "already running for {} (pid {})",
+                cfg.dir.display(),
+                running.pid
+            )));
+        }
         let conf = write_config(cfg)?;
         let pidfile = cfg.dir.join(conf::PIDFILE);
         let _ = std::fs::remove_file(&pidfile);

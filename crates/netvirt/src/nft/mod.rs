@@ -202,4 +202,13 @@ mod tests {
         assert_eq!(table_name("a_b"), "vireo_a_5fb");
         assert_eq!(table_name("a b\n"), "vireo_a_20b_0a");
     }
+
+    #[test]
+    fn nft_messages_become_one_bounded_line() {
+        let status = std::process::Command::new("false").status().unwrap();
+        let msg = one_line(b"Error: syntax error\nadd rule x\n    ^^^^\n", &status);
+        assert_eq!(msg, "Error: syntax error; add rule x");
+        assert!(one_line(&[b'x'; 5000], &status).len() <= MAX_MESSAGE + 3);
+        assert!(one_line(b"", &status).starts_with("exited with"));
+    }
 }

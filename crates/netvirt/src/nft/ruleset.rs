@@ -3,7 +3,7 @@
 //! The document deletes the network's table if present and recreates it
 //! with all its chains, so nft applies it as one transaction.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::{json, Value};
 
@@ -65,7 +65,7 @@ pub(super) fn build(rules: &NetworkRules, table: &str) -> Result<Value, NftError
                 "postrouting",
                 vec![
                     from.clone(),
-                    addr_is("daddr", "224.0.0.0".parse().unwrap_or(addr), 24),
+                    addr_is("daddr", IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 24),
                     verdict("return"),
                 ],
             );
@@ -73,7 +73,7 @@ pub(super) fn build(rules: &NetworkRules, table: &str) -> Result<Value, NftError
                 "postrouting",
                 vec![
                     from.clone(),
-                    addr_is("daddr", "255.255.255.255".parse().unwrap_or(addr), 32),
+                    addr_is("daddr", IpAddr::V4(Ipv4Addr::BROADCAST), 32),
                     verdict("return"),
                 ],
             );
@@ -239,5 +239,79 @@ pub(super) fn check_ifname(what: &str, name: &str) -> Result<(), NftError> {
         Err(NftError::Invalid(format!(
             "{what} {name:?} is not a valid interface name"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(forward: Forward) -> NetworkRules {
+        NetworkRules {
+            network: "n".into(),
+            bridge: "br0".into(),
+            subnets: vec![
+                ("192.0.2.7".parse().unwrap(), 24),
+                ("2001:db8::1".parse().unwrap(), 64),
+            ],
+            forward,
+        }
+    }
+
+    #[test]
+    fn nat_translates_ipv4_only_and_routes_ipv6() {
+        let r = rules(Forward::Nat {
+            out_dev: None,
+            addresses: None,
+            ports: None,
+        });
+        let doc = build(&r, "t").unwrap().to_string();
+        // Host bits are cleared from the subnet.
+        assert!(doc.contains(r#"{"addr":"192.0.2.0","len":24}"#), "{doc}");
+        assert!(doc.contains(r#"{"addr":"2001:db8::","len":64}"#), "{doc}");
+        assert_eq!(doc.matches("masquerade").count(), 1);
+        let doc = build(&r, "t").unwrap();
+        let rules_of = |chain: &str| -> Vec<String> {
+            doc["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["add"]["rule"]["chain"] == chain)
+                .map(|c| c["add"]["rule"].to_string())
+                .collect()
+        };
+        assert!(rules_of("postrouting").iter().all(|r| !r.contains("ip6")));
+        // IPv6 comes in unconditionally (routed); IPv4 only as replies.
+        let inbound: Vec<_> = rules_of("forward")
+            .into_iter()
+            .filter(|r| r.contains("daddr"))
+            .collect();
+        assert_eq!(inbound.len(), 2);
+        assert!(inbound
+            .iter()
+            .any(|r| r.contains("\"ip\"") && r.contains("established")));
+        assert!(inbound
+            .iter()
+            .any(|r| r.contains("ip6") && !r.contains("established")));
+    }
+
+    #[test]
+    fn open_is_an_empty_table_and_bad_ranges_fail() {
+        let doc = build(&rules(Forward::Open), "t").unwrap();
+        assert_eq!(doc["nftables"].as_array().map(Vec::len), Some(3));
+        let a = Ipv4Addr::new(198, 51, 100, 9);
+        let b = Ipv4Addr::new(198, 51, 100, 1);
+        let r = rules(Forward::Nat {
+            out_dev: None,
+            addresses: Some((a, b)),
+            ports: None,
+        });
+        assert!(build(&r, "t").is_err());
+        let r = rules(Forward::Nat {
+            out_dev: None,
+            addresses: None,
+            ports: Some((0, 10)),
+        });
+        assert!(build(&r, "t").is_err());
     }
 }
