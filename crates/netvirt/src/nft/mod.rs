@@ -97,16 +97,28 @@ pub fn table_name(network: &str) -> String {
     name
 }
 
+/// [`table_name`], refused when longer than nft allows (255 bytes).
+fn checked_table_name(network: &str) -> Result<String, NftError> {
+    let name = table_name(network);
+    if name.len() > 255 {
+        return Err(NftError::Invalid(format!(
+            "network name {:?}... too long for an nft table name",
+            network.chars().take(32).collect::<String>()
+        )));
+    }
+    Ok(name)
+}
+
 /// Install the network's rules, replacing any it had, in one nft
 /// transaction: either the new ruleset is in place or the old one is.
 pub fn apply(rules: &NetworkRules) -> Result<(), NftError> {
-    let doc = ruleset::build(rules, &table_name(&rules.network))?;
+    let doc = ruleset::build(rules, &checked_table_name(&rules.network)?)?;
     run(&["-j", "-f", "-"], Some(&doc.to_string())).map(|_| ())
 }
 
 /// Remove everything [`apply`] made for `network`; Ok if nothing was there.
 pub fn remove(network: &str) -> Result<(), NftError> {
-    let table = serde_json::json!({"family": FAMILY, "name": table_name(network)});
+    let table = serde_json::json!({"family": FAMILY, "name": checked_table_name(network)?});
     // Adding first makes the delete succeed when the table is absent, and
     // both happen in one transaction.
     let doc = serde_json::json!({"nftables": [
@@ -201,6 +213,8 @@ mod tests {
         assert_eq!(table_name("a-b"), "vireo_a_2db");
         assert_eq!(table_name("a_b"), "vireo_a_5fb");
         assert_eq!(table_name("a b\n"), "vireo_a_20b_0a");
+        assert!(checked_table_name(&"x".repeat(249)).is_ok());
+        assert!(checked_table_name(&"x".repeat(250)).is_err());
     }
 
     #[test]
