@@ -9,6 +9,8 @@
 
 pub mod bridge;
 mod ifreq;
+/// Links (bridges, veths, VLANs, bonds, macvtap, VXLAN), addresses and routes through rtnetlink.
+pub mod link;
 pub mod netns;
 mod tap;
 
