@@ -779,7 +779,14 @@ impl Netlink {
         if let Some(i) = oif {
             m.attr_u32(RTA_OIF, i);
         }
-        self.ack(&op, dev.unwrap_or(""), m)
+        match dev {
+            Some(d) => self.ack(&op, d, m),
+            None => self
+                .sock
+                .exchange(m, Want::Ack)
+                .map(drop)
+                .map_err(|e| LinkError::kernel(op, e)),
+        }
     }
 
     /// Append a flooding entry (all-zeros MAC) sending broadcast and
@@ -799,5 +806,39 @@ impl Netlink {
         m.attr(NDA_LLADDR, &[0; 6]);
         m.attr(NDA_DST, &ip_bytes(remote));
         self.ack(&op, vxlan, m)
+    }
+
+    /// The flooding peers (all-zeros MAC entries) of VXLAN device `vxlan`.
+    pub fn fdb_remotes(&mut self, vxlan: &str) -> Result<Vec<IpAddr>, LinkError> {
+        let op = format!("listing VXLAN peers of {vxlan}");
+        let index = self.need(&op, vxlan)?;
+        let mut m = Msg::new(libc::RTM_GETNEIGH, REQ | DUMP);
+        let mut h = [0u8; 12];
+        h[0] = AF_BRIDGE;
+        m.header(&h);
+        let answers = self
+            .sock
+            .exchange(m, Want::Dump)
+            .map_err(|e| LinkError::kernel(op.clone(), e))?;
+        let mut out = Vec::new();
+        for p in &answers {
+            let Some(h) = p.get(..12) else { continue };
+            if u32::from_ne_bytes([h[4], h[5], h[6], h[7]]) != index {
+                continue;
+            }
+            let mut zero_mac = false;
+            let mut dst = None;
+            for (ty, d) in attrs(&p[12..]) {
+                match ty {
+                    NDA_LLADDR => zero_mac = d == [0; 6],
+                    NDA_DST => dst = parse_ip(d),
+                    _ => {}
+                }
+            }
+            if let (true, Some(d)) = (zero_mac, dst) {
+                out.push(d);
+            }
+        }
+        Ok(out)
     }
 }

@@ -109,6 +109,27 @@ impl Socket {
         })
     }
 
+    /// Wait up to `left` for a datagram; false on timeout.
+    fn readable(&self, left: std::time::Duration) -> io::Result<bool> {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
+        loop {
+            // SAFETY: one valid pollfd, count 1.
+            let r = unsafe { libc::poll(&raw mut p, 1, ms) };
+            if r >= 0 {
+                return Ok(r > 0);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     /// Send `m` and collect what `want` asks for: the payloads (after
     /// the netlink header) of the answer's data messages. A kernel error
     /// comes back as the matching `io::Error` (errno).
@@ -131,7 +152,10 @@ impl Socket {
         let deadline = Instant::now() + TIMEOUT;
         let mut out = Vec::new();
         loop {
-            if Instant::now() >= deadline {
+            // The deadline covers the whole answer, not each datagram: a
+            // dump that trickles on without NLMSG_DONE still ends.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.readable(left)? {
                 return Err(timed_out());
             }
             // MSG_TRUNC makes recv report the datagram's real length, so

@@ -180,6 +180,12 @@ fn vxlan_with_fdb_remote() {
             .unwrap();
         nl.add_fdb_remote("vx0", IpAddr::V4(Ipv4Addr::new(192, 0, 2, 21)))
             .unwrap();
+        let mut peers = nl.fdb_remotes("vx0").unwrap();
+        peers.sort();
+        let want: Vec<IpAddr> = [20, 21]
+            .map(|h| IpAddr::V4(Ipv4Addr::new(192, 0, 2, h)))
+            .into();
+        assert_eq!(peers, want);
         let e = nl.add_fdb_remote("vx9", local).unwrap_err();
         assert!(matches!(e, LinkError::NotFound { .. }), "{e}");
         let bad = VxlanOptions {
