@@ -360,3 +360,21 @@ fn sysctl_forwarding_in_netns() {
     })
     .unwrap();
 }
+
+#[test]
+fn an_unanswered_request_times_out() {
+    isolated(|nl| {
+        // A link change sent without NLM_F_ACK: on success the kernel
+        // stays silent, so waiting for an acknowledgement must end at
+        // the deadline with an error instead of hanging.
+        let mut m = Msg::new(libc::RTM_NEWLINK, REQ);
+        m.header(&ifinfomsg(1, libc::IFF_UP as u32, libc::IFF_UP as u32));
+        let start = std::time::Instant::now();
+        let e = nl.sock.exchange(m, Want::Ack).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert!(start.elapsed() >= sock::TIMEOUT);
+        assert!(start.elapsed() < sock::TIMEOUT * 2);
+        // The socket still works afterwards.
+        assert!(nl.link("lo").unwrap().unwrap().up);
+    });
+}
