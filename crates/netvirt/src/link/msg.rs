@@ -142,10 +142,12 @@ pub fn get_u32(data: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(data.try_into().ok()?))
 }
 
-/// A NUL-terminated string attribute value.
+/// A NUL-terminated string attribute value. Interface names are bytes
+/// to the kernel; a non-UTF-8 one is shown lossily rather than making a
+/// whole link listing fail.
 pub fn get_str(data: &[u8]) -> Option<String> {
     let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-    std::str::from_utf8(&data[..end]).ok().map(str::to_owned)
+    Some(String::from_utf8_lossy(&data[..end]).into_owned())
 }
 
 #[cfg(test)]
@@ -170,6 +172,7 @@ mod tests {
         let inner: Vec<_> = attrs(a[0].1).collect();
         assert_eq!(get_str(inner[0].1).as_deref(), Some("bridge"));
         assert_eq!(get_u32(a[1].1), Some(1500));
+        assert_eq!(get_str(b"a\xffb\0").as_deref(), Some("a\u{fffd}b"));
     }
 
     #[test]
