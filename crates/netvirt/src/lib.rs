@@ -1,15 +1,20 @@
-//! Host network virtualization: the host side of a guest's NIC.
+//! Host network virtualization: the host side of a guest's NIC and the
+//! host plumbing of virtual networks.
 //!
-//! For now this is TAP devices ([`Tap`]): a layer-2 interface whose
-//! other end is a file descriptor the VMM reads guest-bound frames from
-//! and writes guest-sent frames to, each prefixed by a virtio-net header
-//! so checksum and segmentation offloads pass through untouched.
-//! Bridges, veth pairs, VLANs, NAT and the rest come later; this crate
-//! knows nothing of virtio queues or guest memory.
+//! [`Tap`] is a layer-2 interface whose other end is a file descriptor
+//! the VMM reads guest-bound frames from and writes guest-sent frames
+//! to, each prefixed by a virtio-net header so offloads pass through
+//! untouched. [`link`] creates and configures bridges, veths, VLANs,
+//! bonds, macvtap and VXLAN links, addresses and routes over rtnetlink;
+//! [`nft`] owns one nftables table per virtual network (NAT, forwarding
+//! policy); [`dnsmasq`] runs the DHCP and DNS server of a network.
+//! This crate knows nothing of virtio queues, guest memory or domains.
 
 pub mod bridge;
 pub mod dnsmasq;
 mod ifreq;
+/// Links (bridges, veths, VLANs, bonds, macvtap, VXLAN), addresses and routes through rtnetlink.
+pub mod link;
 pub mod netns;
 pub mod nft;
 mod tap;
