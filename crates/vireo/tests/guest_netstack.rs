@@ -101,9 +101,19 @@ impl Lab {
         }
     }
 
-    fn vireo(&self, cmdline: &str) -> RunResult {
+    /// Another TAP on br0, named after the first with `suffix`.
+    fn add_tap(&self, suffix: &str) -> String {
+        let tap = format!("{}{suffix}", self.tap);
+        ip_ok(&["-n", &self.ns, "tuntap", "add", "dev", &tap, "mode", "tap"]);
+        ip_ok(&["-n", &self.ns, "link", "set", &tap, "master", "br0"]);
+        ip_ok(&["-n", &self.ns, "link", "set", &tap, "up"]);
+        tap
+    }
+
+    /// `vireo run` of the virtio guest on `tap` in the namespace.
+    fn command(&self, tap: &str, mac: &str, cmdline: &str) -> Command {
         let kernel = guest("virtio");
-        let net = format!("tap={},mac=52:54:00:00:12:01", self.tap);
+        let net = format!("tap={tap},mac={mac}");
         let mut cmd = Command::new("ip");
         cmd.args([
             "netns",
@@ -115,6 +125,11 @@ impl Lab {
         .args(["--kernel", kernel.to_str().unwrap(), "--net", &net])
         .args(["--cmdline", cmdline])
         .stdin(Stdio::null());
+        cmd
+    }
+
+    fn vireo(&self, cmdline: &str) -> RunResult {
+        let mut cmd = self.command(&self.tap, "52:54:00:00:12:01", cmdline);
         let out = run_with_timeout(&mut cmd, TIMEOUT);
         RunResult {
             code: out.status.code(),
@@ -325,4 +340,60 @@ fn a_spoofed_source_is_used_as_asked() {
     let fdb = ip(&["-n", &lab.ns, "neigh", "show", "192.0.2.77"]);
     let fdb = String::from_utf8_lossy(&fdb.stdout);
     assert!(fdb.contains("02:00:00:00:00:77"), "neighbour table: {fdb}");
+}
+
+#[test]
+fn two_guests_on_one_bridge_talk_tcp() {
+    let Some(lab) = Lab::new("t") else {
+        return;
+    };
+    let other = lab.add_tap("b");
+    let mut server = lab
+        .command(
+            &lab.tap,
+            "52:54:00:00:12:01",
+            "net.ip=192.0.2.30/24 net.serve=7001 net.timeout-ms=20000",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: the guest prints `virtio: done` and powers off within its
+    // 2 x 20 s, and the reader ends with vireo's exit.
+    let mut stdout = server.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("virtio: serve listening port=7001") {
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut client = lab.command(
+        &other,
+        "52:54:00:00:12:02",
+        "net.ip=192.0.2.31/24 net.tcp=192.0.2.30:7001,bytes=50000",
+    );
+    let out = run_with_timeout(&mut client, TIMEOUT);
+    let client_out = String::from_utf8_lossy(&out.stdout).into_owned();
+    stdout.read_to_end(&mut seen).unwrap();
+    let status = server.wait().unwrap();
+    let server_out = String::from_utf8_lossy(&seen).into_owned();
+    let both = format!("client:\n{client_out}\nserver:\n{server_out}");
+    assert_eq!(status.code(), Some(0), "{both}");
+    assert_eq!(out.status.code(), Some(0), "{both}");
+    let hash = format!("{:08x}", pattern_hash(50_000));
+    assert!(
+        client_out.contains(&format!(
+            "virtio: tcp 192.0.2.30:7001 sent=50000 received=50000 sent-fnv1a32={hash} received-fnv1a32={hash}"
+        )),
+        "{both}"
+    );
+    assert!(
+        server_out.contains("virtio: serve port=7001 from=192.0.2.31:")
+            && server_out.contains(&format!("received=50000 fnv1a32={hash}")),
+        "{both}"
+    );
+    assert!(!both.contains("FAIL"), "{both}");
 }

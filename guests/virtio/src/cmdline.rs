@@ -142,6 +142,12 @@ fn apply(c: &mut Config, word: &'static [u8]) -> bool {
             return set(&mut c.stack.resolve, hostname(v).map(Some)) && net(c);
         }
         (b"net.tcp", Some(v)) => return set(&mut c.stack.tcp, tcp(v).map(Some)) && net(c),
+        (b"net.serve", Some(v)) => {
+            let port = number(v)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|&p| p != 0);
+            return set(&mut c.stack.serve, port.map(Some)) && net(c);
+        }
         (b"net.spoof-mac", Some(v)) => {
             return set(&mut c.stack.spoof_mac, mac(v).map(Some)) && net(c);
         }
@@ -206,6 +212,8 @@ pub struct Stack {
     /// exchange with this source MAC and/or IPv4 address.
     pub spoof_mac: Option<[u8; 6]>,
     pub spoof_ip: Option<[u8; 4]>,
+    /// `net.serve=PORT`: last, accept one TCP connection and echo it.
+    pub serve: Option<u16>,
     /// `net.timeout-ms=N`: the bound of each action (10000).
     pub timeout_ms: u64,
 }
@@ -219,6 +227,7 @@ impl Default for Stack {
             tcp: None,
             spoof_mac: None,
             spoof_ip: None,
+            serve: None,
             timeout_ms: 10_000,
         }
     }
@@ -227,7 +236,11 @@ impl Default for Stack {
 impl Stack {
     /// Whether the command line asked for any stack action.
     pub fn active(&self) -> bool {
-        self.dhcp || self.fixed.is_some() || self.resolve.is_some() || self.tcp.is_some()
+        self.dhcp
+            || self.fixed.is_some()
+            || self.resolve.is_some()
+            || self.tcp.is_some()
+            || self.serve.is_some()
     }
 }
 

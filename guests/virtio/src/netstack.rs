@@ -277,17 +277,30 @@ fn actions(stack: &mut Stack, config: &Config) -> Result<(), &'static str> {
             return Ok(());
         }
     }
-    let Some(tcp) = s.tcp else {
-        return Ok(());
-    };
+    if let Some(tcp) = s.tcp {
+        if !client(stack, config, &tcp)? {
+            return Ok(());
+        }
+    }
+    if let Some(port) = s.serve {
+        serve(stack, port, ms)?;
+    }
+    Ok(())
+}
+
+/// The TCP exchange, then the spoofed one if asked for; false if a name
+/// could not be resolved.
+fn client(stack: &mut Stack, config: &Config, tcp: &Tcp) -> Result<bool, &'static str> {
+    let s = &config.stack;
+    let ms = s.timeout_ms;
     let peer = match tcp.host {
         Host::Ip(ip) => ip,
         Host::Name(name) => match resolve(stack, name, ms)? {
             Some(ip) => ip,
-            None => return Ok(()),
+            None => return Ok(false),
         },
     };
-    exchange(stack, &tcp, peer, ms)?;
+    exchange(stack, tcp, peer, ms)?;
     if s.spoof_mac.is_some() || s.spoof_ip.is_some() {
         if let Some(m) = s.spoof_mac {
             stack
@@ -311,8 +324,92 @@ fn actions(stack: &mut Stack, config: &Config) -> Result<(), &'static str> {
             MacFmt(m),
             OptIp(stack.iface.ipv4_addr().map(|a| a.octets()))
         );
-        exchange(stack, &tcp, peer, ms)?;
+        exchange(stack, tcp, peer, ms)?;
     }
+    Ok(true)
+}
+
+/// Accepts one connection on `port` within `ms`, echoes everything it
+/// receives until the peer closes (within another `ms`), then closes.
+fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+    );
+    if let Err(e) = socket.listen(port) {
+        say!("virtio: serve FAIL listen {}: {:?}", port, e);
+        return Ok(());
+    }
+    let handle = stack.sockets.add(socket);
+    say!("virtio: serve listening port={}", port);
+    let peer = stack.until(ms, |st| {
+        let socket = st.sockets.get_mut::<tcp::Socket>(handle);
+        (socket.state() == tcp::State::Established)
+            .then(|| socket.remote_endpoint())
+            .flatten()
+    })?;
+    let Some(peer) = peer else {
+        say!("virtio: serve FAIL no connection within {} ms", ms);
+        return Ok(());
+    };
+    let (mut received, mut hash) = (0u64, FNV_START);
+    let mut chunk = [0u8; 1024];
+    // Bytes received but not yet taken back by the send buffer.
+    let mut pending = 0usize;
+    let done = stack.until(ms, |st| {
+        let socket = st.sockets.get_mut::<tcp::Socket>(handle);
+        loop {
+            if pending > 0 {
+                match socket.send_slice(&chunk[..pending]) {
+                    Ok(n) if n == pending => pending = 0,
+                    Ok(n) => {
+                        chunk.copy_within(n..pending, 0);
+                        pending -= n;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !socket.can_recv() {
+                break;
+            }
+            match socket.recv_slice(&mut chunk) {
+                Ok(n) if n > 0 => {
+                    hash = fnv1a(hash, &chunk[..n]);
+                    received += n as u64;
+                    pending = n;
+                }
+                _ => break,
+            }
+        }
+        if pending == 0 && !socket.may_recv() && socket.state() == tcp::State::CloseWait {
+            socket.close();
+        }
+        matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait).then_some(())
+    })?;
+    let state = stack.sockets.get_mut::<tcp::Socket>(handle).state();
+    match done {
+        Some(()) => say!(
+            "virtio: serve port={} from={}:{} received={} fnv1a32={:08x}",
+            port,
+            peer.addr,
+            peer.port,
+            received,
+            hash
+        ),
+        None => say!(
+            "virtio: serve FAIL port={} from={}:{} not closed within {} ms (state {}, received={})",
+            port,
+            peer.addr,
+            peer.port,
+            ms,
+            state,
+            received
+        ),
+    }
+    stack.sockets.get_mut::<tcp::Socket>(handle).abort();
+    stack.until(10, |_| None::<()>)?;
+    stack.sockets.remove(handle);
     Ok(())
 }
 
