@@ -82,7 +82,11 @@ struct Tx<'a> {
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let header = self.dev.fill_buffer_header(self.buf).unwrap_or(0);
+        let Ok(header) = self.dev.fill_buffer_header(self.buf) else {
+            // smoltcp needs its closure run; the frame is just not sent.
+            self.error.get_or_insert("tx header");
+            return f(&mut self.buf[..len.min(BUF_SIZE)]);
+        };
         let len = len.min(BUF_SIZE - header);
         let result = f(&mut self.buf[header..header + len]);
         if let Err(e) = send(self.dev, &self.buf[..header + len]) {
@@ -277,6 +281,10 @@ fn actions(stack: &mut Stack, config: &Config) -> Result<(), &'static str> {
             return Ok(());
         }
     }
+    if s.tcp.is_none() && (s.spoof_mac.is_some() || s.spoof_ip.is_some()) {
+        say!("virtio: spoof FAIL needs net.tcp");
+        return Ok(());
+    }
     if let Some(tcp) = s.tcp {
         if !client(stack, config, &tcp)? {
             return Ok(());
@@ -426,7 +434,14 @@ impl core::fmt::Display for OptIp {
 }
 
 fn dhcp(stack: &mut Stack, ms: u64) -> Result<bool, &'static str> {
-    let handle = stack.sockets.add(dhcpv4::Socket::new());
+    let mut socket = dhcpv4::Socket::new();
+    // smoltcp waits 10 s before repeating a DISCOVER (5 s for a REQUEST):
+    // one lost frame would use up a whole default bound.
+    let mut retry = dhcpv4::RetryConfig::default();
+    retry.discover_timeout = smoltcp::time::Duration::from_secs(1);
+    retry.initial_request_timeout = smoltcp::time::Duration::from_secs(1);
+    socket.set_retry_config(retry);
+    let handle = stack.sockets.add(socket);
     let lease = stack.until(ms, |st| {
         match st.sockets.get_mut::<dhcpv4::Socket>(handle).poll() {
             Some(dhcpv4::Event::Configured(c)) => {
