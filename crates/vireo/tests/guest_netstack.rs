@@ -77,6 +77,8 @@ impl Lab {
                 "--dhcp-authoritative",
                 "--dhcp-range=192.0.2.50,192.0.2.99,255.255.255.0,1h",
                 "--host-record=echo.test,192.0.2.1",
+                // Answer for .test itself: other names there are NXDOMAIN.
+                "--local=/test/",
             ])
             .arg(format!("--dhcp-leasefile={}", leases.display()))
             .stdin(Stdio::null())
@@ -396,4 +398,27 @@ fn two_guests_on_one_bridge_talk_tcp() {
         "{both}"
     );
     assert!(!both.contains("FAIL"), "{both}");
+}
+
+#[test]
+fn an_unknown_name_gives_a_failure_line_and_no_connection() {
+    let Some(mut lab) = Lab::new("r") else {
+        return;
+    };
+    lab.start_dnsmasq();
+    let r = lab.vireo("net.dhcp net.tcp=missing.test:7000 net.timeout-ms=5000");
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(
+        r.stdout.contains("virtio: dhcp ip=192.0.2."),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout
+            .contains("virtio: resolve FAIL missing.test: no A record"),
+        "{}",
+        r.describe()
+    );
+    assert!(!r.stdout.contains("virtio: tcp"), "{}", r.describe());
+    assert!(r.stdout.contains("virtio: done"), "{}", r.describe());
 }
