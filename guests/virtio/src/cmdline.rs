@@ -4,6 +4,8 @@
 use crate::say;
 
 pub struct Config {
+    /// smoltcp actions (`net.*` words); see crate::netstack.
+    pub stack: Stack,
     pub ecam: u64,
     /// Device kinds named on the command line; none named means all found.
     pub blk: bool,
@@ -44,6 +46,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            stack: Stack::default(),
             ecam: 0xe000_0000,
             blk: false,
             net: false,
@@ -87,7 +90,7 @@ impl Config {
 ///
 /// # Safety
 /// `ptr` must be null or point to readable memory up to a NUL or 4 KiB.
-pub unsafe fn from_raw<'a>(ptr: *const u8) -> &'a [u8] {
+pub unsafe fn from_raw(ptr: *const u8) -> &'static [u8] {
     if ptr.is_null() {
         return &[];
     }
@@ -99,7 +102,7 @@ pub unsafe fn from_raw<'a>(ptr: *const u8) -> &'a [u8] {
     unsafe { core::slice::from_raw_parts(ptr, len) }
 }
 
-pub fn parse(text: &[u8]) -> Config {
+pub fn parse(text: &'static [u8]) -> Config {
     let mut config = Config::default();
     for word in text.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
         if word.is_empty() {
@@ -112,7 +115,7 @@ pub fn parse(text: &[u8]) -> Config {
     config
 }
 
-fn apply(c: &mut Config, word: &[u8]) -> bool {
+fn apply(c: &mut Config, word: &'static [u8]) -> bool {
     let (key, value) = match word.iter().position(|&b| b == b'=') {
         Some(i) => (&word[..i], Some(&word[i + 1..])),
         None => (word, None),
@@ -128,6 +131,29 @@ fn apply(c: &mut Config, word: &[u8]) -> bool {
         (b"msix", None) => c.msix = true,
         (b"mirror", None) => c.mirror = true,
         (b"blk-header", None) => c.blk_header = true,
+        (b"net.dhcp", None) => {
+            c.net = true;
+            c.stack.dhcp = true;
+        }
+        (b"net.ip", Some(v)) => return set(&mut c.stack.fixed, fixed(v).map(Some)) && net(c),
+        (b"net.mac", Some(v)) => return set(&mut c.mac, mac(v).map(Some)) && net(c),
+        (b"net.timeout-ms", Some(v)) => return set(&mut c.stack.timeout_ms, number(v)) && net(c),
+        (b"net.resolve", Some(v)) => {
+            return set(&mut c.stack.resolve, hostname(v).map(Some)) && net(c);
+        }
+        (b"net.tcp", Some(v)) => return set(&mut c.stack.tcp, tcp(v).map(Some)) && net(c),
+        (b"net.serve", Some(v)) => {
+            let port = number(v)
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|&p| p != 0);
+            return set(&mut c.stack.serve, port.map(Some)) && net(c);
+        }
+        (b"net.spoof-mac", Some(v)) => {
+            return set(&mut c.stack.spoof_mac, mac(v).map(Some)) && net(c);
+        }
+        (b"net.spoof-ip", Some(v)) => {
+            return set(&mut c.stack.spoof_ip, ipv4(v).map(Some)) && net(c);
+        }
         (b"ecam", Some(v)) => return set(&mut c.ecam, number(v)),
         (b"blk-first", Some(v)) => return set(&mut c.blk_first, number(v)),
         (b"blk-count", Some(v)) => return set(&mut c.blk_count, number(v).filter(|&n| n <= 256)),
@@ -163,6 +189,141 @@ fn apply(c: &mut Config, word: &[u8]) -> bool {
         _ => return false,
     }
     true
+}
+
+/// A `net.*` word also selects the net kind.
+fn net(c: &mut Config) -> bool {
+    c.net = true;
+    true
+}
+
+/// What the smoltcp part of the guest does (guests/README.md, "Network
+/// stack"). Any action set replaces the ARP/ping exercise.
+pub struct Stack {
+    /// `net.dhcp`: obtain a lease first.
+    pub dhcp: bool,
+    /// `net.ip=A.B.C.D/P[,gw=G][,dns=D]`: a static address instead.
+    pub fixed: Option<Fixed>,
+    /// `net.resolve=NAME`: an A query to the DNS server.
+    pub resolve: Option<&'static [u8]>,
+    /// `net.tcp=HOST:PORT[,bytes=N]`.
+    pub tcp: Option<Tcp>,
+    /// `net.spoof-mac=`, `net.spoof-ip=`: after the rest, repeat the TCP
+    /// exchange with this source MAC and/or IPv4 address.
+    pub spoof_mac: Option<[u8; 6]>,
+    pub spoof_ip: Option<[u8; 4]>,
+    /// `net.serve=PORT`: last, accept one TCP connection and echo it.
+    pub serve: Option<u16>,
+    /// `net.timeout-ms=N`: the bound of each action (10000).
+    pub timeout_ms: u64,
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Self {
+            dhcp: false,
+            fixed: None,
+            resolve: None,
+            tcp: None,
+            spoof_mac: None,
+            spoof_ip: None,
+            serve: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Stack {
+    /// Whether the command line asked for any stack action.
+    pub fn active(&self) -> bool {
+        self.dhcp
+            || self.fixed.is_some()
+            || self.resolve.is_some()
+            || self.tcp.is_some()
+            || self.serve.is_some()
+    }
+}
+
+/// A static IPv4 configuration.
+#[derive(Clone, Copy)]
+pub struct Fixed {
+    pub ip: [u8; 4],
+    pub prefix: u8,
+    pub gw: Option<[u8; 4]>,
+    pub dns: Option<[u8; 4]>,
+}
+
+/// Where to connect: an address, or a name resolved through DNS first.
+#[derive(Clone, Copy)]
+pub enum Host {
+    Ip([u8; 4]),
+    Name(&'static [u8]),
+}
+
+#[derive(Clone, Copy)]
+pub struct Tcp {
+    pub host: Host,
+    pub port: u16,
+    pub bytes: u64,
+}
+
+/// At most this many bytes per TCP exchange (`bytes=`).
+pub const TCP_MAX_BYTES: u64 = 1 << 30;
+
+fn fixed(text: &[u8]) -> Option<Fixed> {
+    let mut parts = text.split(|&b| b == b',');
+    let cidr = parts.next()?;
+    let slash = cidr.iter().position(|&b| b == b'/')?;
+    let prefix = u8::try_from(number(&cidr[slash + 1..])?).ok()?;
+    if prefix == 0 || prefix > 32 {
+        return None;
+    }
+    let mut out = Fixed {
+        ip: ipv4(&cidr[..slash])?,
+        prefix,
+        gw: None,
+        dns: None,
+    };
+    for part in parts {
+        match part.split_at(part.iter().position(|&b| b == b'=')? + 1) {
+            (b"gw=", v) => out.gw = Some(ipv4(v)?),
+            (b"dns=", v) => out.dns = Some(ipv4(v)?),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A DNS name: letters, digits, '-' and '.', 1 to 253 bytes.
+fn hostname(text: &'static [u8]) -> Option<&'static [u8]> {
+    let ok = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.';
+    (!text.is_empty() && text.len() <= 253 && text.iter().all(ok)).then_some(text)
+}
+
+fn tcp(text: &'static [u8]) -> Option<Tcp> {
+    let mut parts = text.split(|&b| b == b',');
+    let target = parts.next()?;
+    let colon = target.iter().rposition(|&b| b == b':')?;
+    let port = u16::try_from(number(&target[colon + 1..])?)
+        .ok()
+        .filter(|&p| p != 0)?;
+    let name = &target[..colon];
+    let host = match ipv4(name) {
+        Some(ip) => Host::Ip(ip),
+        None => Host::Name(hostname(name)?),
+    };
+    let mut out = Tcp {
+        host,
+        port,
+        bytes: 4096,
+    };
+    for part in parts {
+        match part.split_at(part.iter().position(|&b| b == b'=')? + 1) {
+            (b"bytes=", v) => out.bytes = number(v).filter(|&n| n <= TCP_MAX_BYTES)?,
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) -> bool {

@@ -15,6 +15,7 @@ mod events;
 mod hal;
 mod msix;
 mod net;
+mod netstack;
 mod out;
 mod packet;
 mod pci;
@@ -132,6 +133,7 @@ fn run_device(root: &mut Root, function: &Function, config: &cmdline::Config, mi
         }
         Some(DeviceType::EntropySource) => rng::run(transport),
         Some(DeviceType::Block) => blk::run(transport, config),
+        _ if config.stack.active() => netstack::run(transport, config),
         _ => net::run(transport, config),
     }
 }

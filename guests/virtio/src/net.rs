@@ -12,16 +12,16 @@ use alloc::boxed::Box;
 use core::fmt;
 use virtio_drivers::device::net::VirtIONetRaw;
 
-const QUEUE_SIZE: usize = 16;
-const RX_SLOTS: usize = 8;
+pub(crate) const QUEUE_SIZE: usize = 16;
+pub(crate) const RX_SLOTS: usize = 8;
 /// Room for the virtio-net header and a full Ethernet frame.
-const BUF_SIZE: usize = 2048;
+pub(crate) const BUF_SIZE: usize = 2048;
 const PING_ID: u16 = 0x5649;
 const PING_PAYLOAD: usize = 56;
 /// The virtio-net header virtio-drivers puts before each frame.
 const NET_HDR: usize = 12;
 
-type Net = VirtIONetRaw<GuestHal, Watched, QUEUE_SIZE>;
+pub(crate) type Net = VirtIONetRaw<GuestHal, Watched, QUEUE_SIZE>;
 
 struct Buffers {
     rx: [[u8; BUF_SIZE]; RX_SLOTS],
