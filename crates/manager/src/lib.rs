@@ -8,6 +8,8 @@
 //! - [`driver`]: the seam between the daemon and what runs a VM. Vireo's own
 //!   VMM is one driver, QEMU another. The daemon knows nothing of either's
 //!   command line; it holds a [`driver::Instance`] per running domain.
+//! - [`network`]: virtual networks (libvirt's network XML) made real on
+//!   the host through `netvirt`: bridge, addresses, nftables, dnsmasq.
 //!
 //! Data flows one way: CLI → daemon API → registry → driver → VMM process
 //! (its per-VM API). The crate never reaches into a VMM's memory or devices.
@@ -18,3 +20,4 @@ pub mod api;
 pub mod client;
 pub mod daemon;
 pub mod driver;
+pub mod network;

@@ -121,15 +121,15 @@ fn an_orphaned_vmm_is_adopted_and_its_end_still_known() {
     // the instance's pidfd, and was checked alive with its start time.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     match wait_exit_within(vm.as_ref(), Duration::from_secs(5)) {
-        ExitReason::Crashed(why) => assert!(why.contains("killed"), "{why}"),
-        other => panic!("expected a crash, got {other:?}"),
+        ExitReason::Failed(why) => assert!(why.contains("killed"), "{why}"),
+        other => panic!("expected a failure, got {other:?}"),
     }
     assert!(gone(record.pid, record.start_time));
     reap_orphan(record.pid);
     // What a daemon that comes back after the end learns from the record.
     assert!(matches!(
         driver().ended(&record),
-        Some(ExitReason::Crashed(why)) if why.contains("killed")
+        Some(ExitReason::Failed(why)) if why.contains("killed")
     ));
 }
 

@@ -129,8 +129,8 @@ fn a_vmm_killed_with_sigkill_is_crashed() {
     // its pid cannot have been reused).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     match wait_exit_within(vm.as_ref(), Duration::from_secs(5)) {
-        ExitReason::Crashed(why) => assert!(why.contains("killed"), "{why}"),
-        other => panic!("expected a crash, got {other:?}"),
+        ExitReason::Failed(why) => assert!(why.contains("killed"), "{why}"),
+        other => panic!("expected a failure, got {other:?}"),
     }
 }
 
@@ -233,11 +233,9 @@ fn validate_refuses_with_the_element_path() {
         &guest("idle"),
         "<devices><interface type='network'><source network='default'/></interface></devices>",
     );
-    let e = d.validate(&net).unwrap_err().to_string();
-    assert!(
-        e.starts_with("domain v1: /domain/devices/interface[1]: type='network'"),
-        "{e}"
-    );
+    // Checked as the daemon will run it: plugged into its network's
+    // bridge, which the daemon fills in at start.
+    d.validate(&net).unwrap();
     let relative = domain("v2", "idle.elf", "");
     let e = d.validate(&relative).unwrap_err().to_string();
     assert!(

@@ -53,6 +53,7 @@ fn config(dir: &Dir) -> Config {
         dns_hosts: vec![("192.0.2.77".parse().unwrap(), vec!["web.example".into()])],
         forwarders: vec![],
         no_resolv: true,
+        dns: true,
     }
 }
 

@@ -301,7 +301,7 @@ fn launch(
                 None => break (ExitCode::SUCCESS, ExitStatus::new("poweroff", "")),
             },
             (None, Some(prepared)) => prepared.clone(),
-            (None, None) => break (ExitCode::from(EXIT_USAGE), ExitStatus::new("crashed", "")),
+            (None, None) => break (ExitCode::from(EXIT_USAGE), ExitStatus::new("failed", "")),
         };
         let observer = controller.as_deref().map(|c| c as &dyn vmm::VmObserver);
         let reboot = prepared.config().reboot;
@@ -358,7 +358,7 @@ fn launch(
                     } else {
                         EXIT_USAGE
                     }),
-                    ExitStatus::new("crashed", vmm::error_chain(&e)),
+                    ExitStatus::new("failed", vmm::error_chain(&e)),
                 );
             }
         }

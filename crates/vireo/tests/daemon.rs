@@ -325,7 +325,7 @@ fn console_attach_one_client_at_a_time() {
 }
 
 #[test]
-fn a_killed_vmm_is_crashed_with_an_event() {
+fn a_killed_vmm_is_failed_with_an_event() {
     if !have_kvm() {
         testkit::skip("no /dev/kvm");
         return;
@@ -339,12 +339,35 @@ fn a_killed_vmm_is_crashed_with_an_event() {
         .unwrap();
     let mut events = Events::open(&d.socket, None);
     daemon_harness::sigkill(pid);
-    events.wait_for("stopped", "Crashed", Duration::from_secs(10));
-    assert_eq!(d.state("victim"), ("crashed".into(), "crashed".into()));
+    // A VMM that dies is libvirt's "Stopped Failed", not a guest crash.
+    events.wait_for("stopped", "Failed", Duration::from_secs(10));
+    assert_eq!(d.state("victim"), ("shut_off".into(), "crashed".into()));
     assert!(!d.state.join("run/victim.json").exists());
-    // It starts again from crashed.
+    // It starts again.
     d.ok("POST", "/domains/victim/start", None);
     d.ok("POST", "/domains/victim/destroy", None);
+}
+
+#[test]
+fn a_guest_crash_is_crashed_panicked_then_stopped_crashed() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    // The default on_crash is destroy.
+    d.define(&domain_xml("tf", "triple-fault", ""));
+    let mut events = Events::open(&d.socket, Some("tf"));
+    d.ok("POST", "/domains/tf/start", None);
+    let seen = events.wait_for("crashed", "Panicked", Duration::from_secs(20));
+    assert!(
+        seen.iter().all(|e| e["event"] != "stopped"),
+        "crashed comes first: {seen:?}"
+    );
+    events.wait_for("stopped", "Crashed", Duration::from_secs(5));
+    d.wait_state("tf", "shut_off", Duration::from_secs(5));
+    assert_eq!(d.state("tf"), ("shut_off".into(), "crashed".into()));
 }
 
 #[test]
@@ -398,7 +421,7 @@ fn autostart_and_readoption_across_daemon_restarts() {
     assert_eq!(again["pid"], keep["pid"], "re-adopted, not restarted");
     assert_eq!(again["id"], keep["id"]);
     assert_eq!(again["state"], "running");
-    assert_eq!(d.state("dies"), ("crashed".into(), "crashed".into()));
+    assert_eq!(d.state("dies"), ("shut_off".into(), "crashed".into()));
     let auto_id = d.ok("GET", "/domains/auto", None)["id"].as_u64().unwrap();
     assert!(auto_id > keep["id"].as_u64().unwrap(), "ids are not reused");
 
@@ -679,23 +702,43 @@ fn shutdown_reset_and_on_crash_restart() {
     assert_eq!(d.state("btn").0, "running");
     d.ok("POST", "/domains/btn/destroy", None);
 
-    // on_crash restart: a killed VMM comes back with a new id and pid.
+    // on_crash restart: a guest that crashes comes back with a new id.
+    // The definition changed meanwhile (on_crash destroy) is what the
+    // restart runs, so its second crash ends it.
+    let uuid = d.define(&domain_xml(
+        "phoenix",
+        "triple-fault",
+        "<on_crash>restart</on_crash>",
+    ))["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.ok(
+        "POST",
+        "/domains/phoenix/start",
+        Some(&json!({"paused": true})),
+    );
+    let before = d.ok("GET", "/domains/phoenix", None);
     d.define(&domain_xml(
         "phoenix",
-        "idle",
-        "<on_crash>restart</on_crash>",
+        "triple-fault",
+        &format!("<uuid>{uuid}</uuid>"),
     ));
-    d.ok("POST", "/domains/phoenix/start", None);
-    let before = d.ok("GET", "/domains/phoenix", None);
     let mut events = Events::open(&d.socket, Some("phoenix"));
-    daemon_harness::sigkill(before["pid"].as_u64().unwrap());
-    events.wait_for("stopped", "Crashed", Duration::from_secs(10));
+    d.ok("POST", "/domains/phoenix/resume", None);
+    events.wait_for("crashed", "Panicked", Duration::from_secs(20));
+    events.wait_for("stopped", "Crashed", Duration::from_secs(5));
     events.wait_for("started", "Booted", Duration::from_secs(10));
+    let seen = events.wait_for("stopped", "Crashed", Duration::from_secs(20));
+    assert!(
+        seen.iter().any(|e| e["event"] == "crashed"),
+        "the second crash too: {seen:?}"
+    );
+    d.wait_state("phoenix", "shut_off", Duration::from_secs(5));
+    assert_eq!(d.state("phoenix"), ("shut_off".into(), "crashed".into()));
     let after = d.ok("GET", "/domains/phoenix", None);
-    assert_eq!(after["state"], "running");
-    assert_ne!(after["pid"], before["pid"]);
-    assert!(after["id"].as_u64() > before["id"].as_u64());
-    d.ok("POST", "/domains/phoenix/destroy", None);
+    assert!(after["id"].is_null(), "{after}");
+    assert!(before["id"].as_u64().is_some());
     assert!(d.vmm_pids().is_empty());
 }
 
@@ -788,4 +831,47 @@ fn on_poweroff_restart_is_honoured_and_paced() {
     );
     assert_eq!(d.state("loop"), ("shut_off".into(), "shutdown".into()));
     assert!(d.vmm_pids().is_empty());
+}
+
+/// `reboot` presses the power button; a guest that answers it by powering
+/// off (the virtio guest, told to wait for the button) is started again in
+/// place: same id, a new VMM, no stop or start event, as libvirt's reboot.
+#[test]
+fn reboot_brings_a_guest_that_powers_off_back_in_place() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let xml = domain_xml("rb", "virtio", "")
+        .replace("</os>", "<cmdline>wait-power-button=60000</cmdline></os>");
+    d.define(&xml);
+    d.ok("POST", "/domains/rb/start", None);
+    let before = d.ok("GET", "/domains/rb", None);
+    let mut events = Events::open(&d.socket, Some("rb"));
+    d.ok("POST", "/domains/rb/reboot", None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let now = d.ok("GET", "/domains/rb", None);
+        if now["state"] == "running" && now["pid"] != before["pid"] && now["pid"].is_u64() {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not back after reboot: {now}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(after["id"], before["id"], "a reboot keeps the id");
+    // No lifecycle event for a reboot (libvirt sends its reboot event
+    // apart, which Vireo does not have).
+    let extra = events.next(Duration::from_millis(300));
+    assert!(
+        extra.is_none(),
+        "a reboot is not a stop and a start: {extra:?}"
+    );
+    d.ok("POST", "/domains/rb/destroy", None);
+    events.wait_for("stopped", "Destroyed", Duration::from_secs(10));
 }

@@ -53,6 +53,7 @@ const DOC_FILES: &[&str] = &[
     "docs/domain-xml.md",
     "docs/manager.md",
     "docs/network-xml.md",
+    "docs/networks.md",
     "docs/remote.md",
     "docs/run.md",
     "docs/security.md",

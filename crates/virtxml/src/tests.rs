@@ -187,15 +187,24 @@ fn malformed_documents_give_line_and_column() {
 }
 
 #[test]
-fn network_interfaces_are_parsed_with_a_warning() {
+fn network_interfaces_are_parsed_and_a_portgroup_warned_about() {
     let xml = doc("", "    <interface type='network'><source network='default'/><model type='virtio'/></interface>\n");
     let parsed = Domain::parse(&xml).unwrap();
     assert_eq!(
         parsed.domain.devices.interfaces[0].kind,
-        InterfaceKind::Network("default".into())
+        InterfaceKind::Network {
+            network: "default".into(),
+            bridge: None
+        }
     );
-    assert_eq!(parsed.warnings.len(), 1);
+    assert!(parsed.warnings.is_empty());
     round_trip(&xml);
+    // libvirt's live XML names the bridge; it reads back.
+    let live = doc("", "    <interface type='network'><source network='default' portgroup='web' bridge='virbr0'/><model type='virtio'/></interface>\n");
+    let parsed = Domain::parse(&live).unwrap();
+    let iface = &parsed.domain.devices.interfaces[0];
+    assert_eq!(iface.host_bridge(), Some("virbr0"));
+    assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
 }
 
 #[test]

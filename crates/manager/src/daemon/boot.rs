@@ -31,7 +31,7 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
         io::Result::Ok((
             s.definitions()?,
             s.autostart_names()?,
-            s.records()?,
+            s.records::<RunRecord>()?,
             s.markers()?,
         ))
     })
@@ -171,7 +171,7 @@ fn mark_stopped(d: &Daemon, name: &str, reason: StateReason, detail: &str) {
 /// cannot tell is a crash.
 fn mark_ended(d: &Daemon, name: &str, record: &RunRecord, reason: Option<ExitReason>) {
     let reason = reason
-        .unwrap_or_else(|| ExitReason::Crashed("the VMM ended while the daemon was away".into()));
+        .unwrap_or_else(|| ExitReason::Failed("the VMM ended while the daemon was away".into()));
     let domain = Domain::parse(&record.xml).ok().map(|p| p.domain);
     let Some(domain) = domain.or_else(|| {
         let table = d.registry.lock();

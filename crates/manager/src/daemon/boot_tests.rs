@@ -49,6 +49,7 @@ fn daemon(dir: &Path, rt: &tokio::runtime::Runtime) -> Arc<Daemon> {
     Arc::new(Daemon {
         store: Store::open(&dir.join("state")).unwrap(),
         registry: registry::Registry::default(),
+        networks: super::networks::Networks::open(&dir.join("state")).unwrap(),
         drivers: vec![Arc::new(GoneDriver)],
         events: events::Events::new(),
         run_root: dir.join("v.sock.d"),
@@ -112,8 +113,8 @@ fn a_record_no_driver_can_take_back_has_its_vmm_killed() {
     rt.block_on(boot::load(&d)).unwrap();
     let status = vmm.wait().unwrap();
     assert!(!status.success(), "the VMM no daemon can drive is killed");
-    assert_eq!(state(&d, "q"), (DomainState::Crashed, StateReason::Crashed));
-    assert!(d.store.records().unwrap().is_empty());
+    assert_eq!(state(&d, "q"), (DomainState::ShutOff, StateReason::Crashed));
+    assert!(d.store.records::<RunRecord>().unwrap().is_empty());
     // Ids go on above the recorded one.
     assert_eq!(d.registry.lock().allocate_id(), 5);
 }
@@ -148,7 +149,7 @@ fn a_record_of_another_process_now_is_not_killed() {
     bystander.wait().unwrap();
     // A transient domain whose VMM is gone leaves nothing behind.
     assert!(d.registry.lock().domains.is_empty());
-    assert!(d.store.records().unwrap().is_empty());
+    assert!(d.store.records::<RunRecord>().unwrap().is_empty());
 }
 
 #[test]
@@ -217,7 +218,7 @@ fn a_marker_naming_no_run_directory_kills_and_removes_nothing() {
 }
 
 #[test]
-fn a_gone_vmm_is_crashed_and_a_stale_run_directory_removed() {
+fn a_gone_vmm_is_failed_and_a_stale_run_directory_removed() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -239,8 +240,8 @@ fn a_gone_vmm_is_crashed_and_a_stale_run_directory_removed() {
     std::fs::create_dir_all(d.run_root.join("9")).unwrap();
 
     rt.block_on(boot::load(&d)).unwrap();
-    // The stub cannot tell how it ended: a crash.
-    assert_eq!(state(&d, "g"), (DomainState::Crashed, StateReason::Crashed));
+    // The stub cannot tell how it ended: a failed VMM.
+    assert_eq!(state(&d, "g"), (DomainState::ShutOff, StateReason::Crashed));
     assert!(d.registry.lock().domains["g"].autostart);
     assert_eq!(std::fs::read_dir(&d.run_root).unwrap().count(), 0);
     // Autostart tries it; the stub's refusal leaves it shut off (failed).

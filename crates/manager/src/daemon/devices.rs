@@ -62,7 +62,7 @@ pub(crate) fn interface_rows(domain: &Domain) -> Vec<InterfaceRow> {
             let (kind, source) = match &i.kind {
                 InterfaceKind::Ethernet => ("ethernet", "-".to_string()),
                 InterfaceKind::Bridge(b) => ("bridge", b.clone()),
-                InterfaceKind::Network(n) => ("network", n.clone()),
+                InterfaceKind::Network { network, .. } => ("network", network.clone()),
             };
             InterfaceRow {
                 interface: i.target.clone().unwrap_or_else(|| "-".to_string()),
@@ -257,7 +257,7 @@ pub(crate) async fn attach(
         (Some(c), true) => Some(parse_with_device(d, c, family, &req.xml).await?),
         _ => None,
     };
-    if let (Some(new), Some(live)) = (new_live, &s.live) {
+    if let (Some(mut new), Some(live)) = (new_live, &s.live) {
         let instance = live.instance.clone();
         let record = match family {
             Family::Disk => {
@@ -279,9 +279,11 @@ pub(crate) async fn attach(
                 .await?
             }
             Family::Interface => {
-                let Some(iface) = new.devices.interfaces.last().cloned() else {
+                let Some(iface) = new.devices.interfaces.last_mut() else {
                     return Err(Failure::internal("the new interface is missing"));
                 };
+                super::networks::plug_interface(d, &s.held.name, iface)?;
+                let iface = iface.clone();
                 call(instance, move |i| {
                     i.attach_interface(&iface)?;
                     Ok(i.record())

@@ -120,11 +120,15 @@ async fn prepare_and_start(
     paused: bool,
     id: Option<u32>,
 ) -> Result<DomainStateInfo, Failure> {
+    let in_place = id.is_some();
     let driver_name = driver_name(domain.driver);
     let driver = d
         .driver(driver_name)
         .ok_or_else(|| missing_driver(name, driver_name))?;
     check_memory(name, &domain)?;
+    // The driver runs the domain with its NICs plugged into their
+    // networks' bridges, and that is its live definition.
+    let domain = Arc::new(super::networks::plug(d, &domain)?);
     let disks = disk_paths(&domain).await;
 
     let id = {
@@ -216,7 +220,11 @@ async fn prepare_and_start(
         .await;
         return Err(e);
     }
-    d.events.emit(name, uuid, EventKind::Started, "Booted");
+    // A reboot in place (the id kept) is no stop and start to a watcher,
+    // as a guest rebooting inside one QEMU is not.
+    if !in_place {
+        d.events.emit(name, uuid, EventKind::Started, "Booted");
+    }
     if paused {
         d.events.emit(name, uuid, EventKind::Suspended, "Paused");
     }
@@ -374,23 +382,32 @@ pub(crate) fn plan_exit(
             }
         },
         ExitReason::Crashed(why) => {
-            tracing::warn!("domain '{name}' crashed: {why}");
+            tracing::warn!("domain '{name}': the guest crashed: {why}");
+            // libvirt's order: the crash, then what on_crash made of it.
             let mut plan = stopped(
-                DomainState::Crashed,
+                DomainState::ShutOff,
                 StateReason::Crashed,
-                vec![(EventKind::Stopped, "Crashed")],
+                vec![
+                    (EventKind::Crashed, "Panicked"),
+                    (EventKind::Stopped, "Crashed"),
+                ],
             );
             match domain.on_crash {
                 LifecycleAction::Restart
                 | LifecycleAction::RenameRestart
-                | LifecycleAction::CoredumpRestart => {
-                    plan.state = DomainState::ShutOff;
-                    plan.restart = Some(None);
-                }
+                | LifecycleAction::CoredumpRestart => plan.restart = Some(None),
                 LifecycleAction::Preserve => preserve("on_crash"),
                 _ => {}
             }
             plan
+        }
+        ExitReason::Failed(why) => {
+            tracing::warn!("domain '{name}': its VMM failed: {why}");
+            stopped(
+                DomainState::ShutOff,
+                StateReason::Crashed,
+                vec![(EventKind::Stopped, "Failed")],
+            )
         }
     }
 }
@@ -645,12 +662,25 @@ mod tests {
         );
         assert_eq!(events(&p), ["Shutdown Finished", "Stopped Shutdown"]);
 
-        let p = plan("", ExitReason::Crashed("killed".into()), false, false);
+        let p = plan("", ExitReason::Crashed("triple fault".into()), false, false);
         assert_eq!(
             (p.state, p.reason, p.restart),
-            (DomainState::Crashed, StateReason::Crashed, None)
+            (DomainState::ShutOff, StateReason::Crashed, None)
         );
-        assert_eq!(events(&p), ["Stopped Crashed"]);
+        assert_eq!(events(&p), ["Crashed Panicked", "Stopped Crashed"]);
+
+        // A VMM that dies is no guest crash: on_crash does not apply.
+        let p = plan(
+            "<on_crash>restart</on_crash>",
+            ExitReason::Failed("killed".into()),
+            false,
+            false,
+        );
+        assert_eq!(
+            (p.state, p.reason, p.restart),
+            (DomainState::ShutOff, StateReason::Crashed, None)
+        );
+        assert_eq!(events(&p), ["Stopped Failed"]);
 
         // A reset reboots in place, keeping the id.
         let p = plan("", ExitReason::Reset, false, false);
@@ -668,7 +698,7 @@ mod tests {
     #[test]
     fn destroy_wins_and_reboot_restarts_after_power_off() {
         // Whatever the driver saw, a destroy in progress is a destroy.
-        let p = plan("", ExitReason::Crashed("SIGKILL".into()), true, false);
+        let p = plan("", ExitReason::Failed("SIGKILL".into()), true, false);
         assert_eq!(p.reason, StateReason::Destroyed);
         let p = plan("", ExitReason::Poweroff, false, true);
         assert_eq!(p.restart, Some(Some(7)));
@@ -701,7 +731,7 @@ mod tests {
             false,
         );
         assert_eq!((p.state, p.restart), (DomainState::ShutOff, Some(None)));
-        assert_eq!(events(&p), ["Stopped Crashed"]);
+        assert_eq!(events(&p), ["Crashed Panicked", "Stopped Crashed"]);
         let p = plan(
             "<on_poweroff>preserve</on_poweroff>",
             ExitReason::Poweroff,

@@ -21,6 +21,8 @@ mod events;
 mod failure;
 mod host;
 mod lifecycle;
+mod net_routes;
+mod networks;
 mod ops;
 mod registry;
 mod routes;
@@ -87,6 +89,8 @@ pub(crate) struct Daemon {
     pub store: store::Store,
     /// The domains.
     pub registry: registry::Registry,
+    /// The virtual networks.
+    pub networks: networks::Networks,
     /// The drivers, by [`Driver::name`].
     pub drivers: Vec<Arc<dyn Driver>>,
     /// The lifecycle event stream.
@@ -139,6 +143,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     // never be another daemon's writes in progress.
     let _lock = lock_state_dir(&config.state_dir)?;
     let store = store::Store::open(&config.state_dir).map_err(state_err)?;
+    let networks = networks::Networks::open(&config.state_dir).map_err(state_err)?;
     server::check_not_served(&config.socket)?;
     let ro_socket = crate::api::read_only_socket(&config.socket);
     server::check_not_served(&ro_socket)?;
@@ -152,6 +157,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let daemon = Arc::new(Daemon {
         store,
         registry: registry::Registry::default(),
+        networks,
         drivers: config.drivers,
         events: events::Events::new(),
         run_root: run_root(&config.socket),
@@ -161,9 +167,16 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         changes: Arc::default(),
     });
     let result = runtime.block_on(async {
+        networks::load(&daemon).await.map_err(state_err)?;
         boot::load(&daemon).await.map_err(state_err)?;
         let listeners = server::listen(&config.socket, &ro_socket)?;
-        tokio::spawn(boot::autostart(daemon.clone()));
+        let autostart_d = daemon.clone();
+        tokio::spawn(async move {
+            // Networks first: domains may be plugged into them.
+            networks::autostart(&autostart_d).await;
+            boot::autostart(autostart_d).await;
+        });
+        tokio::spawn(networks::supervise(daemon.clone()));
         server::serve(daemon.clone(), listeners).await
     });
     // Driver calls still running (a VMM that does not answer) must not

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::devices::{self, Family};
 use super::failure::{no_content, ok, parse_body, parse_optional_body, Answer, Failure};
 use super::registry::{driver_name, Entry};
-use super::{console, host, lifecycle, ops, Daemon};
+use super::{console, host, lifecycle, net_routes, ops, Daemon};
 use crate::api::{
     AutostartRequest, CreateRequest, DefineRequest, DestroyRequest, DeviceRequest, DomainInfo,
     DomainStateInfo, DomainStats, StartRequest, XmlDocument,
@@ -68,7 +68,19 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
         route!(POST "/domains/{dom}/interfaces" => attach_interface),
         route!(DELETE "/domains/{dom}/interfaces/{mac}" => detach_interface),
         route!(GET "/domains/{dom}/console" => console_route),
+        route!(GET "/domains/{dom}/addresses" => net_routes::addresses),
         route!(GET "/events" => events),
+        route!(GET "/networks" => net_routes::list),
+        route!(POST "/networks" => net_routes::define),
+        route!(POST "/networks/create" => net_routes::create),
+        route!(GET "/networks/{net}" => net_routes::info),
+        route!(DELETE "/networks/{net}" => net_routes::undefine),
+        route!(GET "/networks/{net}/xml" => net_routes::dump_xml),
+        route!(POST "/networks/{net}/start" => net_routes::start),
+        route!(POST "/networks/{net}/destroy" => net_routes::destroy),
+        route!(PUT "/networks/{net}/autostart" => net_routes::autostart),
+        route!(GET "/networks/{net}/leases" => net_routes::leases),
+        route!(POST "/networks/{net}/update" => net_routes::update),
     ]
 }
 
@@ -109,7 +121,7 @@ async fn no_method(method: Method, uri: axum::http::Uri) -> Failure {
 /// and the record (or a destroy before its end is recorded) must not be.
 /// Each holds a share of [`Daemon::changes`], which a stopping daemon
 /// waits for.
-async fn detached<T: Send + 'static>(
+pub(crate) async fn detached<T: Send + 'static>(
     changes: Arc<tokio::sync::RwLock<()>>,
     change: impl std::future::Future<Output = Result<T, Failure>> + Send + 'static,
 ) -> Result<T, Failure> {

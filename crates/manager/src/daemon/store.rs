@@ -30,8 +30,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
 use crate::driver::RunRecord;
 
 const TEMP_SUFFIX: &str = ".tmp";
@@ -60,6 +62,9 @@ enum Durability {
 #[derive(Debug)]
 pub(crate) struct Store {
     root: PathBuf,
+    /// The directory of definitions: `domains`, or `networks` in the
+    /// networks' store.
+    definitions: &'static str,
     temp_counter: AtomicU64,
 }
 
@@ -67,8 +72,22 @@ impl Store {
     /// Opens (creating, mode 0700) the state directory and its
     /// subdirectories, and removes temporary files a killed daemon left.
     pub fn open(root: &Path) -> io::Result<Store> {
+        Store::open_for(root, "domains")
+    }
+
+    /// The networks' store under the state directory `root`:
+    /// `STATE/network/networks/NAME.xml`, `STATE/network/autostart/NAME.on`,
+    /// `STATE/network/run/NAME.json` (what an active network made) and
+    /// `STATE/network/log`. A network's private directory (dnsmasq's
+    /// files) is [`Store::private_dir`].
+    pub fn open_networks(root: &Path) -> io::Result<Store> {
+        Store::open_for(&root.join("network"), "networks")
+    }
+
+    fn open_for(root: &Path, definitions: &'static str) -> io::Result<Store> {
         let store = Store {
             root: root.to_path_buf(),
+            definitions,
             temp_counter: AtomicU64::new(0),
         };
         for dir in [
@@ -89,7 +108,13 @@ impl Store {
     }
 
     fn domains_dir(&self) -> PathBuf {
-        self.root.join("domains")
+        self.root.join(self.definitions)
+    }
+
+    /// A per-object directory of its own, under `STATE/.../private/NAME`
+    /// (created by whoever needs it).
+    pub fn private_dir(&self, name: &str) -> PathBuf {
+        self.root.join("private").join(name)
     }
 
     fn autostart_dir(&self) -> PathBuf {
@@ -199,8 +224,8 @@ impl Store {
         }
     }
 
-    /// Saves an active domain's run record.
-    pub fn save_record(&self, name: &str, record: &RunRecord) -> io::Result<()> {
+    /// Saves an active object's run record.
+    pub fn save_record<R: Serialize>(&self, name: &str, record: &R) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         self.write_atomic(&self.record_path(name), &json, Durability::Renamed)
     }
@@ -247,7 +272,7 @@ impl Store {
     /// Every run record, by domain name. A record that does not parse is
     /// reported and removed: a daemon's crash cannot make one (records are
     /// renamed into place), a host crash can, and then its VMM is gone.
-    pub fn records(&self) -> io::Result<BTreeMap<String, RunRecord>> {
+    pub fn records<R: DeserializeOwned>(&self) -> io::Result<BTreeMap<String, R>> {
         let mut out = BTreeMap::new();
         for (name, path) in entries_with_suffix(&self.run_dir(), ".json")? {
             let parsed = fs::read(&path)
@@ -365,7 +390,7 @@ mod tests {
         assert_eq!(store.definitions().unwrap().len(), 1);
 
         store.save_record("b.xml", &record(3)).unwrap();
-        assert_eq!(store.records().unwrap()["b.xml"], record(3));
+        assert_eq!(store.records::<RunRecord>().unwrap()["b.xml"], record(3));
         let marker = StartMarker {
             id: 4,
             run_dir: "/r/4".into(),
@@ -375,7 +400,7 @@ mod tests {
         store.remove_marker("b.xml").unwrap();
         store.remove_record("b.xml").unwrap();
         store.remove_record("b.xml").unwrap();
-        assert!(store.records().unwrap().is_empty());
+        assert!(store.records::<RunRecord>().unwrap().is_empty());
         assert!(store.markers().unwrap().is_empty());
     }
 
@@ -403,7 +428,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         fs::write(dir.path().join("run/x.json"), "{").unwrap();
         store.save_record("y", &record(1)).unwrap();
-        let records = store.records().unwrap();
+        let records = store.records::<RunRecord>().unwrap();
         assert_eq!(records.keys().collect::<Vec<_>>(), vec!["y"]);
         assert!(!dir.path().join("run/x.json").exists());
     }

@@ -78,9 +78,13 @@ pub enum ExitReason {
     /// The guest reset (reboot) and the VMM exited for the daemon to act on
     /// `on_reboot`.
     Reset,
-    /// The guest crashed (triple fault, emulation failure), or the VMM died
-    /// without saying why (killed). The text says what is known.
+    /// The guest crashed (a panic it reported, a triple fault, an
+    /// instruction the VMM could not emulate): the VMM saw it and said so.
+    /// libvirt's `Crashed Panicked`.
     Crashed(String),
+    /// The VMM itself failed or died without saying why (killed, a runtime
+    /// error). libvirt's `Stopped Failed`; `on_crash` does not apply.
+    Failed(String),
     /// [`Instance::destroy`] ended it.
     Destroyed,
 }
@@ -183,4 +187,23 @@ pub trait Instance: Send + Sync {
 
     /// CPU time the VMM process has used.
     fn cpu_time(&self) -> Duration;
+}
+
+/// `domain` as it will be when the daemon starts it: each `type='network'`
+/// interface plugged into a bridge. A definition is checked before its
+/// networks run (they may not yet), and the bridge's name changes nothing a
+/// driver checks.
+pub fn with_networks_plugged(domain: &Domain) -> std::borrow::Cow<'_, Domain> {
+    let unplugged =
+        |i: &Interface| matches!(i.kind, virtxml::InterfaceKind::Network { bridge: None, .. });
+    if !domain.devices.interfaces.iter().any(unplugged) {
+        return std::borrow::Cow::Borrowed(domain);
+    }
+    let mut plugged = domain.clone();
+    for iface in &mut plugged.devices.interfaces {
+        if let virtxml::InterfaceKind::Network { bridge, .. } = &mut iface.kind {
+            bridge.get_or_insert_with(|| "virbr0".to_string());
+        }
+    }
+    std::borrow::Cow::Owned(plugged)
 }

@@ -65,6 +65,9 @@ fn render(cfg: &Config) -> Result<(String, String, String), DnsmasqError> {
     // bind-dynamic: bind only the bridge's addresses, following them as
     // they appear, and leave port 53 elsewhere to other servers.
     c.push_str("bind-dynamic\n");
+    if !cfg.dns {
+        c.push_str("port=0\n");
+    }
     let _ = writeln!(c, "interface={}", cfg.bridge);
     for a in &cfg.listen {
         let _ = writeln!(c, "listen-address={a}");
@@ -298,6 +301,7 @@ mod tests {
                 },
             ],
             no_resolv: false,
+            dns: true,
         }
     }
 
@@ -327,5 +331,19 @@ mod tests {
         assert!(!c.contains("no-resolv"));
         assert_eq!(hosts, "52:54:00:01:02:03,[2001:db8::5],vm\n");
         assert_eq!(addn, "2001:db8::5 vm\n");
+    }
+
+    #[test]
+    fn dns_off_closes_port_53_but_keeps_dhcp() {
+        let on = render(&cfg()).unwrap().0;
+        assert!(!on.lines().any(|l| l == "port=0"));
+        let off = render(&Config {
+            dns: false,
+            ..cfg()
+        })
+        .unwrap()
+        .0;
+        assert!(off.lines().any(|l| l == "port=0"), "{off}");
+        assert!(off.lines().any(|l| l.starts_with("dhcp-range=")));
     }
 }

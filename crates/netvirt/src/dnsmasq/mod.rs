@@ -38,6 +38,9 @@ pub struct Config {
     pub forwarders: Vec<Forwarder>,
     /// Ignore the host's resolv.conf.
     pub no_resolv: bool,
+    /// Serve DNS at all; when false only DHCP runs (libvirt's
+    /// `<dns enable='no'/>`), leaving port 53 on the bridge closed.
+    pub dns: bool,
 }
 
 /// A DHCP address range.

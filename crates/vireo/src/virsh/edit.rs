@@ -69,11 +69,11 @@ fn editor() -> String {
         .unwrap_or_else(|| "vi".to_string())
 }
 
-/// `edit DOMAIN`.
-pub fn edit(c: &mut Client, a: &DomArgs) -> Result<Output, Failure> {
-    let name = name_of(c, &a.domain)?;
-    let before = c.xml(&a.domain, true)?.value.xml;
-    let file = temp_file(&before)?;
+/// Opens `before` in the user's editor; the edited text, or `None` when
+/// it was left unchanged. `what` names the object in errors ("domain
+/// 'web'").
+pub(super) fn edit_text(before: &str, what: &str) -> Result<Option<String>, Failure> {
+    let file = temp_file(before)?;
     let editor = editor();
     // Through the shell as virsh does: EDITOR may carry arguments
     // (`emacs -nw`); the file is passed as "$1", never spliced in.
@@ -86,16 +86,23 @@ pub fn edit(c: &mut Client, a: &DomArgs) -> Result<Output, Failure> {
         .map_err(|e| Failure(format!("cannot run the editor '{editor}': {e}")))?;
     if !status.success() {
         return Err(Failure(format!(
-            "the editor '{editor}' failed ({status}); domain '{name}' is unchanged"
+            "the editor '{editor}' failed ({status}); {what} is unchanged"
         )));
     }
     let after = read_definition(&file.0)
         .map_err(|e| Failure(format!("cannot read back {}: {e}", file.0.display())))?;
-    if after == before {
+    Ok((after != before).then_some(after))
+}
+
+/// `edit DOMAIN`.
+pub fn edit(c: &mut Client, a: &DomArgs) -> Result<Output, Failure> {
+    let name = name_of(c, &a.domain)?;
+    let before = c.xml(&a.domain, true)?.value.xml;
+    let Some(after) = edit_text(&before, &format!("domain '{name}'"))? else {
         return Ok(Output::line(format!(
             "Domain '{name}' XML configuration not changed."
         )));
-    }
+    };
     let answer = c
         .define(&after)
         .map_err(|e| Failure(format!("{e}; domain '{name}' is unchanged")))?;

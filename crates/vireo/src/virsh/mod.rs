@@ -13,6 +13,7 @@ mod events;
 mod host;
 mod info;
 mod lifecycle;
+mod net;
 mod table;
 
 use std::io::Write as _;
@@ -91,6 +92,33 @@ pub enum VirshCommand {
     Nodeinfo(host::JsonArgs),
     /// The daemon host's capabilities (libvirt's capabilities XML).
     Capabilities(host::JsonArgs),
+    /// The addresses a running domain's interfaces got from their
+    /// networks' DHCP servers.
+    Domifaddr(net::DomifaddrArgs),
+    /// Define (or update) a persistent network from an XML file.
+    NetDefine(net::NetFileArgs),
+    /// Remove a network's definition (an active one becomes transient).
+    NetUndefine(net::NetArgs),
+    /// Create and start a transient network from an XML file.
+    NetCreate(net::NetFileArgs),
+    /// Start a defined network.
+    NetStart(net::NetArgs),
+    /// Stop a network and remove what it made on the host.
+    NetDestroy(net::NetDestroyArgs),
+    /// List networks.
+    NetList(net::NetListArgs),
+    /// A network's basic information.
+    NetInfo(net::NetJsonArgs),
+    /// A network's XML.
+    NetDumpxml(net::NetDumpxmlArgs),
+    /// Edit a network's XML with $VISUAL or $EDITOR and define the result.
+    NetEdit(net::NetArgs),
+    /// Start a network with the daemon (or no longer, with --disable).
+    NetAutostart(net::NetAutostartArgs),
+    /// A network's DHCP leases.
+    NetDhcpLeases(net::NetLeasesArgs),
+    /// Add, delete or modify a DHCP host of a network.
+    NetUpdate(net::NetUpdateArgs),
 }
 
 /// Why a verb failed: one line, printed after `error: `.
@@ -208,6 +236,11 @@ fn wants_json(c: &VirshCommand) -> bool {
         V::Event(a) => a.json,
         V::Version(a) => a.json,
         V::Hostname(a) | V::Nodeinfo(a) | V::Capabilities(a) => a.json,
+        V::Domifaddr(a) => a.json,
+        V::NetList(a) => a.json,
+        V::NetInfo(a) => a.json,
+        V::NetDumpxml(a) => a.json,
+        V::NetDhcpLeases(a) => a.json,
         _ => false,
     }
 }
@@ -249,6 +282,19 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::Hostname(a) => host::hostname(c, &a),
         V::Nodeinfo(a) => host::nodeinfo(c, &a),
         V::Capabilities(a) => host::capabilities(c, &a),
+        V::Domifaddr(a) => net::domifaddr(c, &a),
+        V::NetDefine(a) => net::define(c, &a),
+        V::NetUndefine(a) => net::undefine(c, &a),
+        V::NetCreate(a) => net::create(c, &a),
+        V::NetStart(a) => net::start(c, &a),
+        V::NetDestroy(a) => net::destroy(c, &a),
+        V::NetList(a) => net::list(c, &a),
+        V::NetInfo(a) => net::info(c, &a),
+        V::NetDumpxml(a) => net::dumpxml(c, &a),
+        V::NetEdit(a) => net::edit(c, &a),
+        V::NetAutostart(a) => net::autostart(c, &a),
+        V::NetDhcpLeases(a) => net::leases(c, &a),
+        V::NetUpdate(a) => net::update(c, &a),
     }
 }
 

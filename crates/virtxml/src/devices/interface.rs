@@ -58,9 +58,15 @@ pub enum InterfaceKind {
     /// `type='bridge'`: a TAP the daemon creates and attaches to this
     /// host bridge.
     Bridge(String),
-    /// `type='network'`: a libvirt virtual network. Parsed and kept, but
-    /// not runnable until virtual networks exist.
-    Network(String),
+    /// `type='network'`: a port on a virtual network of the daemon.
+    Network {
+        /// The network's name.
+        network: String,
+        /// The network's bridge, filled in by the daemon when the domain
+        /// starts (libvirt's live XML shows it as `source bridge=`); what a
+        /// definition says here is replaced then.
+        bridge: Option<String>,
+    },
 }
 
 /// An `interface` device; the model is always virtio.
@@ -151,6 +157,7 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
         )));
     }
     let mut source = None;
+    let mut network_bridge = None;
     let mut mac = None;
     let mut target = None;
     let mut model_seen = None;
@@ -168,9 +175,13 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                         b.to_string()
                     }
                     "network" => {
-                        c.leaf(ctx, &["network", "portgroup"])?;
-                        if c.attr("portgroup").is_some() {
-                            return Err(c.refuse("portgroup is not supported"));
+                        c.leaf(ctx, &["network", "portgroup", "bridge", "portid"])?;
+                        if let Some(pg) = c.attr("portgroup") {
+                            c.warn(ctx, format!("portgroup='{pg}' is ignored"));
+                        }
+                        if let Some(b) = c.attr("bridge") {
+                            validate_ifname(b).map_err(|e| c.refuse(format!("bridge: {e}")))?;
+                            network_bridge = Some(b.to_string());
                         }
                         let n = c.need("network")?;
                         crate::scalars::validate_name(n)
@@ -232,16 +243,11 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
         "bridge" => InterfaceKind::Bridge(
             source.ok_or_else(|| node.refuse("a bridge interface needs <source bridge=...>"))?,
         ),
-        _ => {
-            node.warn(
-                ctx,
-                "type='network' is kept, but virtual networks do not exist yet: the domain cannot start with it",
-            );
-            InterfaceKind::Network(
-                source
-                    .ok_or_else(|| node.refuse("a network interface needs <source network=...>"))?,
-            )
-        }
+        _ => InterfaceKind::Network {
+            network: source
+                .ok_or_else(|| node.refuse("a network interface needs <source network=...>"))?,
+            bridge: network_bridge,
+        },
     };
     let mac = match mac {
         Some(m) => m,
@@ -256,17 +262,36 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
 }
 
 impl Interface {
+    /// The host bridge the NIC's TAP joins: a `bridge` interface's, or a
+    /// `network` interface's once the daemon has filled it in.
+    pub fn host_bridge(&self) -> Option<&str> {
+        match &self.kind {
+            InterfaceKind::Bridge(b)
+            | InterfaceKind::Network {
+                bridge: Some(b), ..
+            } => Some(b),
+            _ => None,
+        }
+    }
+
     pub(crate) fn write(&self, w: &mut XmlWriter) {
         let kind = match &self.kind {
             InterfaceKind::Ethernet => "ethernet",
             InterfaceKind::Bridge(_) => "bridge",
-            InterfaceKind::Network(_) => "network",
+            InterfaceKind::Network { .. } => "network",
         };
         w.open("interface", &[("type", kind)]);
         match &self.kind {
             InterfaceKind::Ethernet => {}
             InterfaceKind::Bridge(b) => w.empty("source", &[("bridge", b)]),
-            InterfaceKind::Network(n) => w.empty("source", &[("network", n)]),
+            InterfaceKind::Network {
+                network,
+                bridge: None,
+            } => w.empty("source", &[("network", network)]),
+            InterfaceKind::Network {
+                network,
+                bridge: Some(b),
+            } => w.empty("source", &[("network", network), ("bridge", b)]),
         }
         w.empty("mac", &[("address", &self.mac.to_string())]);
         if let Some(t) = &self.target {
@@ -305,7 +330,13 @@ mod tests {
         assert_eq!(i.kind, InterfaceKind::Bridge("br0".into()));
         assert_eq!(i.mac.0[..3], [0x52, 0x54, 0x00]);
         let i = iface("<interface type='network'><source network='default'/></interface>").unwrap();
-        assert_eq!(i.kind, InterfaceKind::Network("default".into()));
+        assert_eq!(
+            i.kind,
+            InterfaceKind::Network {
+                network: "default".into(),
+                bridge: None
+            }
+        );
     }
 
     #[test]

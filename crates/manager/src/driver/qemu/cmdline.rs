@@ -193,10 +193,10 @@ pub fn check_disk(disk: &Disk, at: &str) -> Result<(), DriverError> {
 
 /// Refuses an interface this driver cannot map.
 pub fn check_interface(iface: &Interface, at: &str) -> Result<(), DriverError> {
-    match &iface.kind {
-        InterfaceKind::Ethernet | InterfaceKind::Bridge(_) => Ok(()),
-        InterfaceKind::Network(_) => Err(DriverError::Unsupported(format!(
-            "{at}: type 'network' is not supported (virtual networks come with the networks issue)"
+    match (&iface.kind, iface.host_bridge()) {
+        (InterfaceKind::Ethernet, _) | (_, Some(_)) => Ok(()),
+        (_, None) => Err(DriverError::Unsupported(format!(
+            "{at}: type 'network' needs the daemon, which plugs it into the network's bridge"
         ))),
     }
 }

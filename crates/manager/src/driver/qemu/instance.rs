@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use virtxml::{CharBackend, Disk, Domain, Interface, InterfaceKind, LifecycleAction, MacAddress};
+use virtxml::{CharBackend, Disk, Domain, Interface, LifecycleAction, MacAddress};
 
 use super::cmdline::{self, Machine, RunPaths};
 use super::qmp::{Qmp, QmpError};
@@ -302,7 +302,7 @@ impl Instance for QemuInstance {
             match self.pidfd.wait(Some(Duration::from_millis(250))) {
                 Ok(true) => break,
                 Ok(false) => {}
-                Err(e) => return ExitReason::Crashed(format!("cannot wait for QEMU: {e}")),
+                Err(e) => return ExitReason::Failed(format!("cannot wait for QEMU: {e}")),
             }
             let stops = self.qmp.with_events(|st| st.stops);
             if stops == stops_seen || crashed.is_some() {
@@ -429,7 +429,8 @@ impl Instance for QemuInstance {
         // No descriptor can go over this QMP client: a bridge port is made
         // persistent for QEMU to open by name, and removed on unplug.
         let mut made_tap = None;
-        if let InterfaceKind::Bridge(bridge) = &iface.kind {
+        if let Some(bridge) = iface.host_bridge().map(str::to_string) {
+            let bridge = &bridge;
             let name = cmdline::bridge_tap_name(self.id, &iface, None);
             netvirt::bridge::create_bridge_port(&name, bridge)
                 .map_err(|e| DriverError::Failed(format!("bridge '{bridge}': {e}")))?;
@@ -564,24 +565,24 @@ pub fn decide(
         Some("guest-reset") => return ExitReason::Reset,
         Some("guest-panic") => return ExitReason::Crashed("the guest panicked".into()),
         Some("host-signal") => {
-            return ExitReason::Crashed("QEMU was stopped by a signal from outside Vireo".into())
+            return ExitReason::Failed("QEMU was stopped by a signal from outside Vireo".into())
         }
         Some("host-qmp-quit") => {
-            return ExitReason::Crashed("QEMU was told to quit by another QMP client".into())
+            return ExitReason::Failed("QEMU was told to quit by another QMP client".into())
         }
         _ => {}
     }
     match status {
-        Some(st) if st.signal().is_some() => ExitReason::Crashed(format!(
+        Some(st) if st.signal().is_some() => ExitReason::Failed(format!(
             "QEMU was killed by signal {}",
             st.signal().unwrap_or_default()
         )),
         Some(st) if debug_exit && st.code() == Some(1) => ExitReason::Poweroff,
-        Some(st) => ExitReason::Crashed(format!(
+        Some(st) => ExitReason::Failed(format!(
             "QEMU exited with status {} and no shutdown event",
             st.code().unwrap_or_default()
         )),
-        None => ExitReason::Crashed(
+        None => ExitReason::Failed(
             "QEMU ended without a shutdown event (it was not this daemon's child, so its exit status is unknown)"
                 .into(),
         ),
@@ -607,19 +608,23 @@ mod tests {
         );
         assert_eq!(decide(false, None, code(1), true), ExitReason::Poweroff);
         assert!(matches!(
-            decide(false, None, code(1), false),
+            decide(false, Some("guest-panic"), code(0), true),
             ExitReason::Crashed(_)
         ));
+        assert!(matches!(
+            decide(false, None, code(1), false),
+            ExitReason::Failed(_)
+        ));
         assert!(
-            matches!(decide(false, None, sig(9), true), ExitReason::Crashed(s) if s.contains("signal 9"))
+            matches!(decide(false, None, sig(9), true), ExitReason::Failed(s) if s.contains("signal 9"))
         );
         assert!(matches!(
             decide(false, None, None, true),
-            ExitReason::Crashed(_)
+            ExitReason::Failed(_)
         ));
         assert!(matches!(
             decide(false, Some("host-signal"), code(0), true),
-            ExitReason::Crashed(_)
+            ExitReason::Failed(_)
         ));
     }
 }

@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use virtxml::{Domain, InterfaceKind};
+use virtxml::Domain;
 
 use self::cmdline::{Machine, RunPaths};
 use self::instance::QemuInstance;
@@ -139,7 +139,7 @@ impl Driver for QemuDriver {
     }
 
     fn validate(&self, domain: &Domain) -> Result<(), DriverError> {
-        cmdline::validate(domain).map(drop)
+        cmdline::validate(&super::with_networks_plugged(domain)).map(drop)
     }
 
     fn start(
@@ -161,9 +161,10 @@ impl Driver for QemuDriver {
         let mut ports = Vec::new();
         let mut tap_fds = vec![None; live.devices.interfaces.len()];
         for (i, iface) in live.devices.interfaces.iter_mut().enumerate() {
-            let InterfaceKind::Bridge(bridge) = &iface.kind else {
+            let Some(bridge) = iface.host_bridge().map(str::to_string) else {
                 continue;
             };
+            let bridge = &bridge;
             let name = cmdline::bridge_tap_name(id, iface, Some(i));
             let tap = netvirt::bridge::open_bridge_port(&name, bridge).map_err(|e| {
                 DriverError::Failed(format!(

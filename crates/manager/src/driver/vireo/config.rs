@@ -21,7 +21,7 @@
 //! | `disk` | `--disk path=,format=,id=TARGET[,readonly=on][,cache=][,serial=]`; `format=` always (never probed); `cache='unsafe'` runs as `writeback` |
 //! | `interface type='ethernet'` | `--net tap=TARGET,mac=MAC,id=net-MAC` (without `target dev` the VMM creates a TAP the kernel names) |
 //! | `interface type='bridge'` | the daemon creates the TAP (`target dev`, or `vrIDnN`), attaches it to the bridge and hands the VMM its descriptor (`--net fd=N`); the TAP goes when the VMM exits. Hot-plugged, the TAP is made persistent and named instead, and removed when unplugged or when the domain ends |
-//! | `interface type='network'` | refused: virtual networks come later |
+//! | `interface type='network'` | as `bridge`, on the bridge of the network the daemon plugged it into (`source bridge=` in the live XML); without one (not through the daemon) refused |
 //! | `serial` / `console` (COM1), `pty` or `null` | `--serial unix:RUN_DIR/console.sock`, what [`Instance::console`](crate::driver::Instance::console) connects to |
 //! | `serial` / `console` (COM1), `unix mode='bind'` | `--serial unix:PATH` (the console connects there) |
 //! | `serial` / `console` (COM1), `file` or `unix mode='connect'` | refused: COM1 must stay reachable as the domain's console |
@@ -193,9 +193,9 @@ pub(crate) fn plan(
     let mut bridge_ports = Vec::new();
     for (i, iface) in domain.devices.interfaces.iter().enumerate() {
         let path = format!("/domain/devices/interface[{}]", i + 1);
-        let tap = match &iface.kind {
-            InterfaceKind::Ethernet => iface.target.clone(),
-            InterfaceKind::Bridge(bridge) => {
+        let tap = match (&iface.kind, iface.host_bridge()) {
+            (InterfaceKind::Ethernet, _) => iface.target.clone(),
+            (_, Some(bridge)) => {
                 let tap = iface
                     .target
                     .clone()
@@ -203,7 +203,7 @@ pub(crate) fn plan(
                 bridge_ports.push(BridgePort {
                     port: BridgeTap {
                         tap,
-                        bridge: bridge.clone(),
+                        bridge: bridge.to_string(),
                     },
                     arg: args.len() + 1,
                     iface: i,
@@ -211,13 +211,7 @@ pub(crate) fn plan(
                 // Handed over by descriptor: no tap= for the VMM.
                 None
             }
-            InterfaceKind::Network(network) => {
-                return Err(refuse(
-                    domain,
-                    &path,
-                    format!("type='network' (network '{network}') is not supported yet: virtual networks come with the networks issue; use type='bridge' or 'ethernet'"),
-                ))
-            }
+            (_, None) => return Err(refuse(domain, &path, unresolved_network(iface))),
         };
         push(&mut args, "--net", net_option(iface, tap.as_deref()));
     }
@@ -447,6 +441,18 @@ fn virtio_console(domain: &Domain, path: &str, dev: &CharDevice) -> Result<Strin
             path,
             "a virtio console on a pty is not supported by Vireo's VMM: use unix or file",
         )),
+    }
+}
+
+/// Why a `network` interface reached a driver without its bridge: the
+/// daemon fills the bridge in from the active network before a start or an
+/// attach, so only a caller other than the daemon sees this.
+pub(crate) fn unresolved_network(iface: &virtxml::Interface) -> String {
+    match &iface.kind {
+        InterfaceKind::Network { network, .. } => format!(
+            "type='network' (network '{network}') needs the daemon, which plugs it into the network's bridge"
+        ),
+        _ => "this interface type needs the daemon".to_string(),
     }
 }
 

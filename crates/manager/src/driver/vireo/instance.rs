@@ -78,8 +78,13 @@ pub(crate) fn recorded_reason(path: &std::path::Path) -> Option<ExitReason> {
     Some(match file.reason.as_str() {
         "poweroff" | "signal" => ExitReason::Poweroff,
         "reset" => ExitReason::Reset,
-        _ => ExitReason::Crashed(if file.detail.is_empty() {
+        "crashed" => ExitReason::Crashed(if file.detail.is_empty() {
             "the guest crashed".into()
+        } else {
+            file.detail
+        }),
+        _ => ExitReason::Failed(if file.detail.is_empty() {
+            "the VMM failed".into()
         } else {
             file.detail
         }),
@@ -180,7 +185,7 @@ impl VireoInstance {
             return reason;
         }
         use std::os::unix::process::ExitStatusExt;
-        ExitReason::Crashed(match status.and_then(|s| s.signal()) {
+        ExitReason::Failed(match status.and_then(|s| s.signal()) {
             Some(sig) => format!(
                 "the VMM process was killed by signal {sig} before it could say why it ended"
             ),
@@ -192,24 +197,29 @@ impl VireoInstance {
         &self,
         iface: &Interface,
     ) -> Result<(Option<String>, Option<BridgeTap>), DriverError> {
-        match &iface.kind {
-            InterfaceKind::Ethernet => Ok((iface.target.clone(), None)),
-            InterfaceKind::Bridge(bridge) => {
+        match (&iface.kind, iface.host_bridge()) {
+            (InterfaceKind::Ethernet, _) => Ok((iface.target.clone(), None)),
+            (_, Some(bridge)) => {
                 let tap = iface.target.clone().unwrap_or_else(|| {
                     let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
-                    super::config::bridge_tap_name(self.id, 'h', usize::try_from(n).unwrap_or_default())
+                    super::config::bridge_tap_name(
+                        self.id,
+                        'h',
+                        usize::try_from(n).unwrap_or_default(),
+                    )
                 });
                 let made = BridgeTap {
                     tap: tap.clone(),
-                    bridge: bridge.clone(),
+                    bridge: bridge.to_string(),
                 };
                 let list = [made.clone()];
                 self.netns.run(|| taps::create(&self.name, &list))?;
                 Ok((Some(tap), Some(made)))
             }
-            InterfaceKind::Network(n) => Err(DriverError::Unsupported(format!(
-                "domain {}: interface type='network' ('{n}') is not supported yet: virtual networks come with the networks issue",
-                self.name
+            (_, None) => Err(DriverError::Unsupported(format!(
+                "domain {}: {}",
+                self.name,
+                super::config::unresolved_network(iface)
             ))),
         }
     }

@@ -22,8 +22,9 @@
 //! | the guest powered off | `poweroff` | `Poweroff` |
 //! | the guest reset, `on_reboot` not `restart` | `reset` | `Reset` |
 //! | SIGTERM, SIGINT or SIGHUP from outside the daemon | `signal` | `Poweroff` (an orderly stop from the host, as libvirt counts a QEMU ended by a signal) |
-//! | triple fault, emulation failure, VMM failure | `crashed` | `Crashed(first line of the reason)` |
-//! | SIGKILL, or any death without a word | none | `Crashed("the VMM process was killed ...")` |
+//! | triple fault, emulation failure | `crashed` | `Crashed(first line of the reason)` |
+//! | the VMM failed (an I/O error it cannot go on after) | `failed` | `Failed(first line of the reason)` |
+//! | SIGKILL, or any death without a word | none | `Failed("the VMM process was killed ...")` |
 //!
 //! A start the VMM refuses (exit code 2: a missing kernel, a locked disk,
 //! too much memory) is a start error quoting the last line of its log; a
@@ -103,7 +104,8 @@ impl Driver for VireoDriver {
     }
 
     fn validate(&self, domain: &Domain) -> Result<(), DriverError> {
-        config::plan(domain, 0, Path::new("/run/vireo/domains/0"), false).map(drop)
+        let domain = super::with_networks_plugged(domain);
+        config::plan(&domain, 0, Path::new("/run/vireo/domains/0"), false).map(drop)
     }
 
     fn start(
@@ -363,7 +365,7 @@ impl VireoDriver {
         let extra: Extra = serde_json::from_value(record.extra.clone()).ok()?;
         Some(
             instance::recorded_reason(&extra.exit_status).unwrap_or_else(|| {
-                ExitReason::Crashed(
+                ExitReason::Failed(
                     "the VMM process was killed, or ended without recording why, while the daemon was away"
                         .into(),
                 )

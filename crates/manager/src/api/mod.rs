@@ -44,12 +44,21 @@
 //! | GET | `/domains/{dom}/console` | | 101 Switching Protocols (`Upgrade: vireo-console`), then raw bytes both ways with the guest's serial console |
 //! | GET | `/events?domain={dom}` | | 200, a stream of [`Event`]s, one JSON object per line, until the client closes |
 //!
+//! Virtual networks have routes of their own, listed in [`network`]'s
+//! documentation.
+//!
 //! The read-only socket answers only `GET` routes other than `console`;
 //! anything else there is 403 `{"error": "operation forbidden: read only access"}`.
+
+pub mod network;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use network::{
+    DhcpLease, InterfaceAddress, NetworkDestroyRequest, NetworkSummary, NetworkUpdateRequest,
+};
 
 /// The daemon's read-write socket unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/vireo/vireo.sock";
@@ -245,7 +254,7 @@ pub enum StateReason {
     Shutdown,
     /// shut off: `destroy`.
     Destroyed,
-    /// shut off or crashed: the VMM died or the guest crashed.
+    /// shut off: the guest crashed, or the VMM died.
     Crashed,
     /// shut off: the VMM could not be started.
     Failed,
