@@ -54,6 +54,7 @@ fn config(dir: &Dir) -> Config {
         forwarders: vec![],
         no_resolv: true,
         dns: true,
+        router: true,
     }
 }
 

@@ -8,6 +8,7 @@
 //! documentation ranges.
 
 mod daemon_harness;
+mod netlab;
 
 use std::path::Path;
 use std::process::Command;
@@ -366,4 +367,185 @@ fn a_domain_is_plugged_into_its_network_which_cannot_go_while_it_runs() {
     d.ok("POST", "/networks/lan/destroy", Some(&json!({})));
     assert!(!ns.link_exists("virbr0"));
     assert!(!ns.link_exists(&tap));
+}
+
+/// An "upstream" namespace (the world beyond the daemon's host) joined to
+/// `host` by a veth: 198.51.100.1 on the host's end, 198.51.100.2 on its
+/// own, where an echo server listens on port 7000. `routes` are routed
+/// back through the host (a routed network's subnet).
+fn upstream(host: &Netns, dir: &Path, routes: &[&str]) -> Netns {
+    let up = Netns::new("up", dir).expect("upstream namespace");
+    let out = Command::new("ip")
+        .args(["-n", &host.name, "link", "add", "upl0", "type", "veth"])
+        .args(["peer", "name", "upl1", "netns", &up.name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    host.ip(&["addr", "add", "198.51.100.1/24", "dev", "upl0"]);
+    host.ip(&["link", "set", "upl0", "up"]);
+    up.ip(&["addr", "add", "198.51.100.2/24", "dev", "upl1"]);
+    up.ip(&["link", "set", "upl1", "up"]);
+    for r in routes {
+        up.ip(&["route", "add", r, "via", "198.51.100.1"]);
+    }
+    up
+}
+
+/// A domain running the `virtio` guest's network stack with `cmdline` on
+/// network `net`; its debug-console lines go to `out` through a virtio
+/// console.
+fn stack_guest(name: &str, net: &str, mac: &str, cmdline: &str, out: &Path) -> String {
+    domain_xml(name, "virtio", "")
+        .replace(
+            "<memory unit='MiB'>32</memory>",
+            "<memory unit='MiB'>64</memory>",
+        )
+        .replace(
+            "</os>",
+            &format!("<cmdline>mirror net.timeout-ms=20000 {cmdline}</cmdline></os>"),
+        )
+        .replace(
+            "<devices>",
+            &format!(
+                "<devices><interface type='network'><source network='{net}'/>\
+                 <mac address='{mac}'/><model type='virtio'/></interface>\
+                 <console type='file'><source path='{}'/><target type='virtio'/></console>",
+                out.display()
+            ),
+        )
+}
+
+/// Waits (60 s at most) for a line of `out` starting with `prefix`; the
+/// whole text, or a panic with what there was.
+fn wait_line(out: &Path, prefix: &str) -> String {
+    let mut text = String::new();
+    let found = wait_until(Duration::from_secs(60), || {
+        text = std::fs::read_to_string(out).unwrap_or_default();
+        text.lines().any(|l| l.starts_with(prefix))
+    });
+    assert!(found, "no '{prefix}' line from the guest:\n{text}");
+    text
+}
+
+/// The virsh verbs of `vireo` against daemon `d`; (exit code, stdout,
+/// stderr).
+fn virsh(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .env_remove("VIREO_DEFAULT_URI")
+        .arg("-c")
+        .arg(format!(
+            "vireo+unix:///system?socket={}",
+            d.socket.display()
+        ))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_guest_on_a_nat_network_gets_a_lease_a_name_and_the_world_masqueraded() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let Some((dir, ns)) = setup("net4") else {
+        return;
+    };
+    let up = upstream(&ns, dir.path(), &[]);
+    let served = netlab::echo_server(&up.name, "198.51.100.2:7000".parse().unwrap(), 1);
+    let d = Daemon::start_in(dir.path(), &[], Some(&ns.name));
+    d.ok(
+        "POST",
+        "/networks",
+        Some(&json!({ "xml": nat_network("lan") })),
+    );
+    d.ok("POST", "/networks/lan/start", None);
+
+    let out = dir.path().join("g.out");
+    let bytes = 100_000u64;
+    d.define(&stack_guest(
+        "g",
+        "lan",
+        "52:54:00:00:00:42",
+        &format!(
+            "net.dhcp net.resolve=seven.example net.tcp=198.51.100.2:7000,bytes={bytes} net.serve=7001"
+        ),
+        &out,
+    ));
+    d.ok("POST", "/domains/g/start", Some(&json!({})));
+    let text = wait_line(&out, "virtio: serve listening");
+
+    // The lease: from the range, the bridge as router and DNS server.
+    let ip = netlab::field(&text, "virtio: dhcp ip=", "ip=").unwrap_or_else(|| panic!("{text}"));
+    let (addr, prefix) = ip.split_once('/').unwrap();
+    assert_eq!(prefix, "24", "{text}");
+    let last: u8 = addr.strip_prefix("192.0.2.").unwrap().parse().unwrap();
+    assert!((100..=150).contains(&last), "{text}");
+    assert!(
+        text.contains(&format!(
+            "virtio: dhcp ip={addr}/24 router=192.0.2.1 dns=192.0.2.1"
+        )),
+        "{text}"
+    );
+    // A dns/host name, answered by the network's dnsmasq.
+    assert!(
+        text.contains("virtio: resolve seven.example=192.0.2.7"),
+        "{text}"
+    );
+    // Upstream, through NAT: every byte back, from the host's address.
+    let hash = netlab::pattern_hash(bytes);
+    let hash = format!("{hash:08x}");
+    assert!(
+        text.contains(&format!(
+            "virtio: tcp 198.51.100.2:7000 sent={bytes} received={bytes} sent-fnv1a32={hash} received-fnv1a32={hash}"
+        )),
+        "{text}"
+    );
+    let (peer, got, _) = served.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(got, bytes);
+    assert_eq!(peer.ip().to_string(), "198.51.100.1", "not masqueraded");
+
+    // The lease as virsh shows it.
+    let leases = d.ok("GET", "/networks/lan/leases", None);
+    let lease = leases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["mac"] == "52:54:00:00:00:42")
+        .unwrap_or_else(|| panic!("{leases}"));
+    assert_eq!(lease["address"], addr, "{leases}");
+    assert_eq!(lease["prefix"], 24, "{leases}");
+    let (code, table, err) = virsh(&d, &["net-dhcp-leases", "lan"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.lines().any(|l| l.contains("52:54:00:00:00:42")
+            && l.contains(&format!("{addr}/24"))
+            && l.contains("ipv4")),
+        "{table}"
+    );
+    let (code, table, err) = virsh(&d, &["domifaddr", "g"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("52:54:00:00:00:42") && l.contains(&format!("{addr}/24"))),
+        "{table}"
+    );
+
+    // And in, from the host to the guest's leased address.
+    let back = netlab::exchange(
+        &ns.name,
+        format!("{addr}:7001").parse().unwrap(),
+        b"hello-guest",
+    )
+    .unwrap();
+    assert_eq!(back, b"hello-guest");
+    let text = wait_line(&out, "virtio: serve port=7001");
+    assert!(text.contains("received=11"), "{text}");
+    d.wait_state("g", "shut_off", Duration::from_secs(30));
 }

@@ -5,16 +5,16 @@
 //! a powered-off VM, never a hang.
 
 mod common;
+mod netlab;
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::io::Read;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{guest, ip, ip_ok, is_root, run_with_timeout, RunResult};
+use netlab::{field, pattern_hash};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const BRIDGE_IP: &str = "192.0.2.1";
@@ -140,49 +140,10 @@ impl Lab {
         }
     }
 
-    /// A TCP echo server in the namespace for `connections` connections:
-    /// each is read to its end, echoing as it goes, then closed. Sends back
-    /// (peer, bytes received, FNV-1a of them) per connection.
+    /// A TCP echo server on the bridge's address in the namespace.
     fn echo_server(&self, connections: usize) -> mpsc::Receiver<(SocketAddr, u64, u32)> {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (tx, rx) = mpsc::channel();
-        let path = format!("/run/netns/{}", self.ns);
-        std::thread::spawn(move || {
-            let ns = File::open(&path).expect("open the namespace");
-            // SAFETY: setns on a valid namespace descriptor changes only this
-            // thread's network namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let listener = TcpListener::bind((BRIDGE_IP, ECHO_PORT)).expect("bind the server");
-            ready_tx.send(()).unwrap();
-            for _ in 0..connections {
-                let Ok((mut conn, peer)) = listener.accept() else {
-                    return;
-                };
-                conn.set_read_timeout(Some(Duration::from_secs(30)))
-                    .unwrap();
-                let (mut total, mut hash) = (0u64, FNV_START);
-                let mut buf = [0u8; 4096];
-                loop {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            total += n as u64;
-                            hash = fnv1a(hash, &buf[..n]);
-                            if conn.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                drop(conn);
-                let _ = tx.send((peer, total, hash));
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("echo server ready");
-        rx
+        let bind = SocketAddr::from((BRIDGE_IP.parse::<std::net::Ipv4Addr>().unwrap(), ECHO_PORT));
+        netlab::echo_server(&self.ns, bind, connections)
     }
 }
 
@@ -194,30 +155,6 @@ impl Drop for Lab {
         }
         let _ = ip(&["netns", "del", &self.ns]);
     }
-}
-
-const FNV_START: u32 = 0x811c_9dc5;
-
-fn fnv1a(mut hash: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
-/// FNV-1a of the guest's pattern: byte i is i mod 251.
-fn pattern_hash(len: u64) -> u32 {
-    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    fnv1a(FNV_START, &bytes)
-}
-
-/// The value after `key` on the line that starts with `prefix`.
-fn field<'a>(stdout: &'a str, prefix: &str, key: &str) -> Option<&'a str> {
-    stdout
-        .lines()
-        .find(|l| l.starts_with(prefix))?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
 }
 
 #[test]

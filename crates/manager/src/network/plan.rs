@@ -215,6 +215,8 @@ fn dnsmasq_config(net: &Network, bridge: &str, dir: &Path) -> Option<dnsmasq::Co
                 .any(|f| f.addr.is_some() && f.domain.is_none())
         }),
         dns: dns_enabled,
+        // libvirt's isolated networks give no default route.
+        router: net.forward.is_some(),
     })
 }
 

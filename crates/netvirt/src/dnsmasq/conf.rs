@@ -107,6 +107,10 @@ fn render(cfg: &Config) -> Result<(String, String, String), DnsmasqError> {
         let _ = writeln!(c, "dhcp-range={}", range(r)?);
         lease_max = lease_max.saturating_add(range_size(r));
     }
+    if !cfg.router {
+        // An empty option 3: no router at all.
+        c.push_str("dhcp-option=3\n");
+    }
     if cfg.ranges.iter().any(|r| r.start.is_ipv6()) {
         // DHCPv6 clients only ask once router advertisements tell them to.
         c.push_str("enable-ra\n");
@@ -302,6 +306,7 @@ mod tests {
             ],
             no_resolv: false,
             dns: true,
+            router: true,
         }
     }
 
@@ -345,5 +350,17 @@ mod tests {
         .0;
         assert!(off.lines().any(|l| l == "port=0"), "{off}");
         assert!(off.lines().any(|l| l.starts_with("dhcp-range=")));
+    }
+
+    #[test]
+    fn no_router_is_an_empty_option_3() {
+        assert!(!render(&cfg()).unwrap().0.contains("dhcp-option=3"));
+        let c = render(&Config {
+            router: false,
+            ..cfg()
+        })
+        .unwrap()
+        .0;
+        assert!(c.lines().any(|l| l == "dhcp-option=3"), "{c}");
     }
 }

@@ -41,6 +41,11 @@ pub struct Config {
     /// Serve DNS at all; when false only DHCP runs (libvirt's
     /// `<dns enable='no'/>`), leaving port 53 on the bridge closed.
     pub dns: bool,
+    /// Offer the bridge as the clients' default router (dnsmasq's own
+    /// default). libvirt's isolated networks do not: their host forwards
+    /// nothing, so a guest with a route through it would only lose
+    /// traffic its other NICs could carry.
+    pub router: bool,
 }
 
 /// A DHCP address range.
