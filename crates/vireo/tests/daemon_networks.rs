@@ -549,3 +549,125 @@ fn a_guest_on_a_nat_network_gets_a_lease_a_name_and_the_world_masqueraded() {
     assert!(text.contains("received=11"), "{text}");
     d.wait_state("g", "shut_off", Duration::from_secs(30));
 }
+
+/// A network on 203.0.113.0/24 (or `subnet`.0/24) with DHCP from .100 to
+/// .150 and `forward` (empty: isolated) and a fixed address for `fixed`.
+fn dhcp_network(name: &str, subnet: &str, forward: &str, fixed: (&str, &str)) -> String {
+    format!(
+        "<network><name>{name}</name>{forward}\
+         <ip address='{subnet}.1' prefix='24'>\
+         <dhcp><range start='{subnet}.100' end='{subnet}.150'/>\
+         <host mac='{}' ip='{subnet}.{}'/></dhcp></ip></network>",
+        fixed.0, fixed.1
+    )
+}
+
+#[test]
+fn routed_networks_keep_the_guest_address_and_isolated_ones_only_join_guests() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let Some((dir, ns)) = setup("net5") else {
+        return;
+    };
+    let up = upstream(&ns, dir.path(), &["203.0.113.0/24"]);
+    // Two connections: the second stays open for one from the isolated
+    // network, which must never come.
+    let served = netlab::echo_server(&up.name, "198.51.100.2:7000".parse().unwrap(), 2);
+    let d = Daemon::start_in(dir.path(), &[], Some(&ns.name));
+    for xml in [
+        dhcp_network(
+            "routed",
+            "203.0.113",
+            "<forward mode='route'/>",
+            ("52:54:00:00:01:01", "7"),
+        ),
+        dhcp_network("iso", "192.0.2", "", ("52:54:00:00:02:01", "51")),
+    ] {
+        let name = if xml.contains("routed") {
+            "routed"
+        } else {
+            "iso"
+        };
+        d.ok("POST", "/networks", Some(&json!({ "xml": xml })));
+        d.ok("POST", &format!("/networks/{name}/start"), None);
+    }
+
+    // Routed: upstream sees the guest's own (fixed) address.
+    let out_r = dir.path().join("r.out");
+    d.define(&stack_guest(
+        "r",
+        "routed",
+        "52:54:00:00:01:01",
+        "net.dhcp net.tcp=198.51.100.2:7000,bytes=3000",
+        &out_r,
+    ));
+    d.ok("POST", "/domains/r/start", Some(&json!({})));
+    let text = wait_line(&out_r, "virtio: tcp");
+    assert!(
+        text.contains("virtio: dhcp ip=203.0.113.7/24 router=203.0.113.1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("virtio: tcp 198.51.100.2:7000 sent=3000 received=3000"),
+        "{text}"
+    );
+    let (peer, got, _) = served.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((peer.ip().to_string(), got), ("203.0.113.7".into(), 3000));
+
+    // Isolated: two guests reach each other, no router is offered and
+    // nothing gets out.
+    let out_s = dir.path().join("s.out");
+    let out_t = dir.path().join("t.out");
+    d.define(&stack_guest(
+        "s",
+        "iso",
+        "52:54:00:00:02:01",
+        "net.dhcp net.serve=7001",
+        &out_s,
+    ));
+    d.define(&stack_guest(
+        "t",
+        "iso",
+        "52:54:00:00:02:02",
+        "net.dhcp net.tcp=192.0.2.51:7001,bytes=20000",
+        &out_t,
+    ));
+    d.ok("POST", "/domains/s/start", Some(&json!({})));
+    wait_line(&out_s, "virtio: serve listening");
+    d.ok("POST", "/domains/t/start", Some(&json!({})));
+    let text = wait_line(&out_t, "virtio: tcp");
+    let hash = format!("{:08x}", netlab::pattern_hash(20_000));
+    assert!(
+        text.contains(&format!(
+            "virtio: tcp 192.0.2.51:7001 sent=20000 received=20000 sent-fnv1a32={hash} received-fnv1a32={hash}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(" router=- "), "{text}");
+    let text = wait_line(&out_s, "virtio: serve port=7001");
+    assert!(text.contains("received=20000"), "{text}");
+    d.wait_state("t", "shut_off", Duration::from_secs(30));
+
+    // Even with a route forced into it, the host forwards nothing for an
+    // isolated network.
+    let out_u = dir.path().join("u.out");
+    d.define(&stack_guest(
+        "u",
+        "iso",
+        "52:54:00:00:02:03",
+        "net.ip=192.0.2.60/24,gw=192.0.2.1 net.tcp=198.51.100.2:7000,bytes=100 net.timeout-ms=3000",
+        &out_u,
+    ));
+    d.ok("POST", "/domains/u/start", Some(&json!({})));
+    let text = wait_line(&out_u, "virtio: tcp");
+    assert!(
+        text.contains("virtio: tcp FAIL 198.51.100.2:7000"),
+        "{text}"
+    );
+    assert!(
+        served.recv_timeout(Duration::from_millis(100)).is_err(),
+        "a connection from the isolated network reached upstream"
+    );
+}
