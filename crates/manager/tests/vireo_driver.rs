@@ -359,8 +359,9 @@ fn start_latency_median() {
 /// A bridge interface inside a network namespace of the test's own (the
 /// thread unshares one; the VMM it spawns inherits it): the driver makes
 /// the TAP, attaches it to the bridge and hands it to the VMM by
-/// descriptor; a hot-plugged bridge card gets a persistent TAP; both are
-/// gone once the VM has ended.
+/// descriptor, at start and for a hot-plugged card alike (over the API
+/// socket, SCM_RIGHTS); none is persistent, so each is gone once the VM,
+/// or for the hot-plugged card the card, has ended.
 #[test]
 fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
     if !Path::new("/sys/class/net").exists() || !Path::new("/dev/net/tun").exists() {
@@ -393,7 +394,7 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
         .interfaces[0]
             .clone();
         vm.attach_interface(&plugged).unwrap();
-        let hot = ip(&["-o", "link", "show", "vr7h0"]).1;
+        let hot = ip(&["-d", "-o", "link", "show", "vr7h0"]).1;
         let stats_after = vm.stats().unwrap();
         let missing = domain(
             "x",
@@ -458,6 +459,8 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
         record.xml
     );
     assert!(hot.contains("master br0"), "{hot}");
+    // Handed over, not left for the VMM to open by name.
+    assert!(hot.contains("persist off"), "{hot}");
     assert_eq!(stats_after["net.count"], 2);
     assert!(refused.contains("no bridge called 'nosuchbr'"), "{refused}");
     let (eth, with_eth, duplicate, live_xml) = ethernet_seen;

@@ -267,6 +267,9 @@ fn net_spec(net: &NetConfig, id: Option<String>) -> NetSpec {
                 .join(":")
         }),
         queues: Some(net.queues),
+        // fd= is refused above: `vireo vm` passes no descriptor.
+        tap_fd: false,
+        passed: None,
     }
 }
 

@@ -94,17 +94,17 @@ fn disks_attached_and_detached_live_and_in_the_definition() {
     assert_eq!(rows[0]["kind"], "ethernet");
     d.ok("DELETE", "/domains/dev/interfaces/52:54:00:12:34:56", None);
     assert_eq!(d.ok("GET", "/domains/dev/interfaces", None), json!([]));
-    // A device the driver refuses (define would) is not saved.
+    // A device Vireo refuses (define would) is not saved.
     let before = d.ok("GET", "/domains/dev/xml?inactive=true", None);
-    let network = "<interface type='network'><source network='default'/>\
-                   <model type='virtio'/></interface>";
+    let e1000 = "<interface type='bridge'><source bridge='br0'/>\
+                 <model type='e1000'/></interface>";
     let a = d.http(
         "POST",
         "/domains/dev/interfaces",
-        Some(&json!({ "xml": network, "config": true })),
+        Some(&json!({ "xml": e1000, "config": true })),
     );
     assert_eq!(a.status, 422, "{}", a.body);
-    assert!(a.error().contains("type='network'"), "{}", a.error());
+    assert!(a.error().contains("e1000"), "{}", a.error());
     assert_eq!(d.ok("GET", "/domains/dev/xml?inactive=true", None), before);
     let file = std::fs::read_to_string(d.state.join("domains/dev.xml")).unwrap();
     assert_eq!(file, before["xml"].as_str().unwrap());

@@ -116,6 +116,8 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         tap: Some("tap3".into()),
         mac: Some("52:54:00:12:34:56".into()),
         queues: Some(1),
+        tap_fd: false,
+        passed: None,
     };
     let cases: Vec<(Vec<&str>, Action)> = vec![
         (vec!["info"], Action::GetVm),

@@ -52,6 +52,10 @@ pub struct NetConfig {
     /// line only): the management daemon creates the TAP and hands it
     /// over, so the VMM needs no privilege to make one. Instead of `tap`.
     pub fd: Option<i32>,
+    /// A TAP queue descriptor passed over the control API with the
+    /// `add-net` that made this card (`tap_fd`): hot-plug without the
+    /// privilege to make a TAP. Instead of `tap` and `fd`.
+    pub passed: Option<crate::passed_fd::PassedFd>,
 }
 
 impl NetConfig {

@@ -127,9 +127,10 @@ pub(crate) fn net_device(id: &str, net: &NetConfig) -> Result<NewDevice> {
 
 /// The card, its TAP's name and its MAC as text.
 fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, String)> {
-    let tap = match net.fd {
-        Some(fd) => inherited_tap(fd),
-        None => netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues)),
+    let tap = match (&net.passed, net.fd) {
+        (Some(passed), _) => netvirt::Tap::from_fd(std::os::fd::AsFd::as_fd(passed)),
+        (None, Some(fd)) => inherited_tap(fd),
+        (None, None) => netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues)),
     }
     .map_err(|e| Error::Net(format!("{what}: {e}")))?;
     let mac = net.mac.unwrap_or_else(|| crate::config::default_mac(what));

@@ -222,6 +222,8 @@ fn every_route_maps_to_its_action() {
         tap: Some("tap7".into()),
         mac: Some("52:54:00:00:00:01".into()),
         queues: None,
+        tap_fd: false,
+        passed: None,
     };
     let config = VmConfigSpec {
         kernel: "/k".into(),
@@ -789,4 +791,75 @@ fn drop_returns_promptly_with_idle_and_stalled_clients() {
     assert!(t.elapsed() < Duration::from_millis(500));
     assert!(!path.exists());
     assert!(closed(&mut idle));
+}
+
+/// Sends `raw` on a fresh connection with `fds` riding on its first
+/// bytes (SCM_RIGHTS), then the rest; the reply.
+fn exchange_with_fds(path: &Path, raw: &[u8], fds: &[std::os::fd::RawFd]) -> Reply {
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+    let mut s = connect(path);
+    let sent = s.send_with_fds(&[raw], fds).unwrap();
+    s.write_all(&raw[sent..]).unwrap();
+    read_reply(&mut s, &mut Vec::new())
+}
+
+/// `add-net` with `tap_fd` takes the one descriptor sent with it; any
+/// other count, or a descriptor on a request that takes none, is 400 and
+/// the descriptors are closed, never kept.
+#[test]
+fn add_net_takes_the_tap_descriptor_sent_with_it() {
+    use std::os::fd::AsRawFd;
+    let (dir, server, rec) = server("fds", ServerLimits::default());
+    // A file of its own, so that counting its descriptors below sees no
+    // other test's.
+    let marker = dir.path("passed");
+    std::fs::write(&marker, b"").unwrap();
+    let file = std::fs::File::open(&marker).unwrap();
+    let fd = file.as_raw_fd();
+    let body = r#"{"id":"n1","tap_fd":true}"#;
+
+    let ok = exchange_with_fds(server.path(), &req("PUT", "/vm/add-net", body), &[fd]);
+    assert_eq!(ok.status, 204, "{:?}", String::from_utf8_lossy(&ok.body));
+    let taken = rec.taken();
+    assert!(
+        matches!(
+            &taken[..],
+            [Action::AddNet(NetSpec {
+                tap_fd: true,
+                passed: Some(_),
+                ..
+            })]
+        ),
+        "{taken:?}"
+    );
+    // The server's copy is the controller's now; with the recorder gone
+    // it is closed (the recorder dropped its action above).
+    drop(taken);
+
+    let none = exchange(server.path(), &req("PUT", "/vm/add-net", body));
+    assert_eq!(none.status, 400);
+    assert!(none.error().contains("tap_fd"), "{}", none.error());
+    let two = exchange_with_fds(server.path(), &req("PUT", "/vm/add-net", body), &[fd, fd]);
+    assert_eq!(two.status, 400);
+    assert!(two.error().contains("2 came"), "{}", two.error());
+    let stray = exchange_with_fds(server.path(), &req("GET", "/vm", ""), &[fd]);
+    assert_eq!(stray.status, 400);
+    assert!(stray.error().contains("takes none"), "{}", stray.error());
+    let many = exchange_with_fds(
+        server.path(),
+        &req("PUT", "/vm/add-net", body),
+        &[fd, fd, fd, fd, fd],
+    );
+    assert_eq!(many.status, 400);
+    assert!(many.error().contains("at most 4"), "{}", many.error());
+    assert!(rec.taken().is_empty());
+
+    // None of the descriptors sent stays open in this process beyond
+    // ours: the server closed every copy it was given.
+    let open = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| *t == marker)
+        .count();
+    assert_eq!(open, 1, "copies of the passed descriptor were kept");
 }

@@ -18,6 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -32,7 +33,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::message::{parse_head, Fault, Request, Response};
 use super::routes::{self, Target, OPENAPI_DOCUMENT};
-use super::types::{ApiError, VmController};
+use super::types::{Action, ApiError, VmController};
+use crate::passed_fd::PassedFd;
 
 /// The server's bounds. [`Default`] gives the production values.
 #[derive(Debug, Clone)]
@@ -552,21 +554,26 @@ fn serve_connection(
     // Bytes read but not yet consumed: a partial request, or the start of
     // the next one when a client pipelines.
     let mut pending = Vec::with_capacity(1024);
+    // Descriptors received and not yet given to a request.
+    let mut fds = Vec::new();
     loop {
-        let request = match read_request(&mut stream, &mut pending, slot, limits) {
+        let request = match read_request(&mut stream, &mut pending, &mut fds, slot, limits) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(Fault(response)) => {
+                // Close what came with a refused request before answering.
+                fds.clear();
                 let _ = stream.write_all(&response.to_bytes(false, false));
                 linger(&mut stream);
                 return;
             }
         };
-        let response = dispatch(&request, controller);
+        let (keep_alive, http10) = (request.keep_alive, request.http10);
+        let response = dispatch(request, controller);
         if stream
-            .write_all(&response.to_bytes(request.keep_alive, request.http10))
+            .write_all(&response.to_bytes(keep_alive, http10))
             .is_err()
-            || !request.keep_alive
+            || !keep_alive
         {
             return;
         }
@@ -599,6 +606,7 @@ fn linger(stream: &mut UnixStream) {
 fn read_request(
     stream: &mut UnixStream,
     pending: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
     slot: &Slot,
     limits: &ServerLimits,
 ) -> Result<Option<Request>, Fault> {
@@ -614,7 +622,7 @@ fn read_request(
                 break head;
             }
         }
-        match read_more(stream, pending, started, limits) {
+        match read_more(stream, pending, fds, started, limits) {
             Ok(true) => {
                 if started.is_none() {
                     slot.set_idle(false);
@@ -633,7 +641,7 @@ fn read_request(
             .map_err(|_| Fault::new(400, "cannot write 100 Continue"))?;
     }
     while pending.len() < total {
-        match read_more(stream, pending, Some(started), limits) {
+        match read_more(stream, pending, fds, Some(started), limits) {
             Ok(true) => {}
             // The client hung up mid-body: nobody to answer.
             Ok(false) => return Ok(None),
@@ -648,6 +656,8 @@ fn read_request(
         keep_alive: head.keep_alive,
         http10: head.http10,
         body,
+        // What came while this request arrived is this request's.
+        fds: std::mem::take(fds),
     }))
 }
 
@@ -656,6 +666,7 @@ fn read_request(
 fn read_more(
     stream: &mut UnixStream,
     pending: &mut Vec<u8>,
+    fds: &mut Vec<OwnedFd>,
     started: Option<Instant>,
     limits: &ServerLimits,
 ) -> Result<bool, Fault> {
@@ -674,9 +685,15 @@ fn read_more(
     }
     let mut chunk = [0u8; 4096];
     loop {
-        match stream.read(&mut chunk) {
+        match receive(stream, &mut chunk, fds) {
             Ok(0) => return Ok(false),
             Ok(n) => {
+                if fds.len() > MAX_PASSED_FDS {
+                    return Err(Fault::new(
+                        400,
+                        &format!("at most {MAX_PASSED_FDS} descriptors may come with a request"),
+                    ));
+                }
                 pending.extend_from_slice(&chunk[..n]);
                 return Ok(true);
             }
@@ -697,9 +714,80 @@ fn read_more(
     }
 }
 
+/// Descriptors a request may bring (SCM_RIGHTS); more is 400.
+const MAX_PASSED_FDS: usize = 4;
+
+/// `read` that also takes the descriptors sent with the bytes (close on
+/// exec, owned: those no request uses are closed when dropped).
+fn receive(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for MAX_PASSED_FDS descriptors in one control message, 8-byte
+    // aligned as cmsghdr wants; a sender's surplus is closed by the kernel
+    // (MSG_CTRUNC) and caught by the count check of the caller.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg points at a live iovec over `buf` and at `control`, both
+    // sized as stated, for the duration of the call.
+    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    // Negative is the one failure; any other count fits a usize.
+    let Ok(n) = usize::try_from(n) else {
+        return Err(io::Error::last_os_error());
+    };
+    // SAFETY: the CMSG_* walk stays within msg_controllen as the kernel
+    // set it; each SCM_RIGHTS payload is an array of ints the kernel just
+    // installed as new descriptors in this process, which we now own.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(n)
+}
+
+/// Gives a request's descriptors to the action that asked for them; a
+/// descriptor nobody asked for is refused (and closed).
+fn attach_fds(action: &mut Action, mut fds: Vec<OwnedFd>) -> Result<(), Response> {
+    match action {
+        Action::AddNet(spec) if spec.tap_fd => {
+            if fds.len() != 1 {
+                return Err(Response::error(
+                    400,
+                    &format!(
+                        "tap_fd: send the TAP's descriptor (one, as SCM_RIGHTS) with the request; {} came",
+                        fds.len()
+                    ),
+                ));
+            }
+            spec.passed = fds.pop().map(PassedFd::new);
+            Ok(())
+        }
+        _ if !fds.is_empty() => Err(Response::error(
+            400,
+            "descriptors came with a request that takes none (add-net takes one with tap_fd)",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Answer one well-formed request.
-fn dispatch(request: &Request, controller: &dyn VmController) -> Response {
-    let action = match routes::resolve(&request.method, &request.target, &request.body) {
+fn dispatch(request: Request, controller: &dyn VmController) -> Response {
+    let mut action = match routes::resolve(&request.method, &request.target, &request.body) {
         Ok(Target::OpenApi) => {
             return Response::json(200, OPENAPI_DOCUMENT.as_bytes().to_vec());
         }
@@ -710,6 +798,9 @@ fn dispatch(request: &Request, controller: &dyn VmController) -> Response {
             return response;
         }
     };
+    if let Err(refused) = attach_fds(&mut action, request.fds) {
+        return refused;
+    }
     tracing::debug!(?action, "API request");
     // A panicking controller must not take the connection down silently
     // (with panic=abort it takes the process, as any panic does).

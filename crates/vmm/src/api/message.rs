@@ -18,6 +18,8 @@ pub(super) struct Request {
     /// HTTP/1.0, where keeping the connection open must be said.
     pub(super) http10: bool,
     pub(super) body: Vec<u8>,
+    /// Descriptors that came with the request (SCM_RIGHTS).
+    pub(super) fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// A request that cannot be served; the connection closes after the answer.

@@ -67,6 +67,13 @@ pub struct NetSpec {
     /// Queue pairs (default 1).
     #[serde(default)]
     pub queues: Option<u16>,
+    /// `add-net` only: the TAP is the descriptor sent with this request as
+    /// SCM_RIGHTS ancillary data (one queue), instead of `tap`.
+    #[serde(default)]
+    pub tap_fd: bool,
+    /// That descriptor, attached by the server; never in JSON.
+    #[serde(skip)]
+    pub passed: Option<crate::passed_fd::PassedFd>,
 }
 
 /// The whole machine, for `PUT /vm/config`.

@@ -36,9 +36,6 @@ pub struct QemuInstance {
     pub(super) paths: RunPaths,
     /// The definition as it runs (hot-plugs included).
     pub(super) live: Mutex<Domain>,
-    /// TAPs made persistent for hot-plugged bridge interfaces: removed on
-    /// unplug and when QEMU ends.
-    pub(super) persistent_taps: Mutex<Vec<String>>,
     pub(super) start_time: u64,
     pub(super) id: u32,
     pub(super) debug_exit: bool,
@@ -62,20 +59,7 @@ impl QemuInstance {
             "console": self.paths.console,
             "pidfile": self.paths.pidfile,
             "debug_exit": self.debug_exit,
-            "persistent_taps": *lock(&self.persistent_taps),
         })
-    }
-
-    /// Removes the persistent TAP `name` if this driver made it.
-    fn remove_tap(&self, name: &str) -> Result<(), DriverError> {
-        let mut taps = lock(&self.persistent_taps);
-        if !taps.iter().any(|t| t == name) {
-            return Ok(());
-        }
-        netvirt::bridge::remove_persistent_tap(name)
-            .map_err(|e| DriverError::Failed(format!("cannot remove TAP {name}: {e}")))?;
-        taps.retain(|t| t != name);
-        Ok(())
     }
 
     /// Reaps the child, if it is ours and has ended, keeping its status.
@@ -330,12 +314,6 @@ impl Instance for QemuInstance {
         self.reap();
         // Every event QEMU wrote before it exited is in the socket.
         self.qmp.drain(Duration::from_secs(2));
-        let taps = lock(&self.persistent_taps).clone();
-        for t in taps {
-            if let Err(e) = self.remove_tap(&t) {
-                tracing::warn!("{e}");
-            }
-        }
         if let (Some(why), false) = (crashed, self.destroyed.load(Ordering::SeqCst)) {
             return ExitReason::Crashed(why.to_string());
         }
@@ -426,32 +404,48 @@ impl Instance for QemuInstance {
             )));
         }
         let mut iface = iface.clone();
-        // No descriptor can go over this QMP client: a bridge port is made
-        // persistent for QEMU to open by name, and removed on unplug.
-        let mut made_tap = None;
-        if let Some(bridge) = iface.host_bridge().map(str::to_string) {
-            let bridge = &bridge;
-            let name = cmdline::bridge_tap_name(self.id, &iface, None);
-            netvirt::bridge::create_bridge_port(&name, bridge)
-                .map_err(|e| DriverError::Failed(format!("bridge '{bridge}': {e}")))?;
-            lock(&self.persistent_taps).push(name.clone());
-            iface.target = Some(name.clone());
-            made_tap = Some(name);
-        }
-        let undo_tap = |e: DriverError| {
-            if let Some(t) = &made_tap {
-                let _ = self.remove_tap(t);
-            }
-            e
-        };
-        let nd = cmdline::netdev(&iface);
+        let mut nd = cmdline::netdev(&iface);
         let nd_id = nd["id"].clone();
+        // A bridge port is opened here, not persistent, and its descriptor
+        // given to QEMU (`getfd`, then the netdev names it), as at start:
+        // QEMU needs no privilege for it and it goes with the netdev.
+        let opened = match iface.host_bridge().map(str::to_string) {
+            Some(bridge) => {
+                let name = cmdline::bridge_tap_name(self.id, &iface, None);
+                let tap = netvirt::bridge::open_bridge_port(&name, &bridge)
+                    .map_err(|e| DriverError::Failed(format!("bridge '{bridge}': {e}")))?;
+                let queue = tap
+                    .queue(0)
+                    .ok_or_else(|| DriverError::Failed(format!("TAP {name} has no queue")))?;
+                let fdname = format!("fd-{}", nd_id.as_str().unwrap_or_default());
+                self.qmp
+                    .execute_with_fd("getfd", json!({ "fdname": fdname }), queue)
+                    .map_err(failed)?;
+                // QEMU takes no name or scripts beside a descriptor.
+                if let Some(o) = nd.as_object_mut() {
+                    for key in ["ifname", "script", "downscript"] {
+                        o.remove(key);
+                    }
+                }
+                nd["fd"] = json!(fdname);
+                iface.target = Some(name);
+                Some((tap, fdname))
+            }
+            None => None,
+        };
         if let Err(e) = self.qmp.execute("netdev_add", Some(nd)) {
-            return Err(undo_tap(failed(e)));
+            if let Some((_, fdname)) = &opened {
+                let _ = self
+                    .qmp
+                    .execute("closefd", Some(json!({ "fdname": fdname })));
+            }
+            return Err(failed(e));
         }
+        // QEMU holds the TAP now; ours closes with `opened`.
+        drop(opened);
         if let Err(e) = self.plug(cmdline::nic_device(&iface, "")) {
             let _ = self.qmp.execute("netdev_del", Some(json!({ "id": nd_id })));
-            return Err(undo_tap(e));
+            return Err(e);
         }
         lock(&self.live).devices.interfaces.push(iface);
         Ok(())
@@ -476,21 +470,12 @@ impl Instance for QemuInstance {
                 Some(json!({ "id": format!("nd-{}", &id[4..]) })),
             )
             .map_err(failed)?;
-        let tap = {
-            let mut live = lock(&self.live);
-            let tap = live
-                .devices
-                .interfaces
-                .iter()
-                .find(|i| i.mac == *mac)
-                .and_then(|i| i.target.clone());
-            live.devices.interfaces.retain(|i| i.mac != *mac);
-            tap
-        };
-        match tap {
-            Some(t) => self.remove_tap(&t),
-            None => Ok(()),
-        }
+        // A TAP the driver opened went with the netdev.
+        lock(&self.live)
+            .devices
+            .interfaces
+            .retain(|i| i.mac != *mac);
+        Ok(())
     }
 
     fn stats(&self) -> Result<BTreeMap<String, Value>, DriverError> {

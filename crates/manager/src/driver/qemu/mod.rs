@@ -269,7 +269,6 @@ impl Driver for QemuDriver {
             machine,
             paths,
             live: Mutex::new(live),
-            persistent_taps: Mutex::new(Vec::new()),
             start_time,
             id,
             debug_exit,
@@ -310,17 +309,6 @@ impl Driver for QemuDriver {
             .get("debug_exit")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let persistent_taps: Vec<String> = record
-            .extra
-            .get("persistent_taps")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
         // A live QEMU whose monitor does not answer is not "gone": saying
         // so would leave it running unwatched.
         let qmp = Qmp::connect(&paths.qmp, CONNECT_TIMEOUT).map_err(|e| {
@@ -337,7 +325,6 @@ impl Driver for QemuDriver {
             machine,
             paths,
             live: Mutex::new(domain),
-            persistent_taps: Mutex::new(persistent_taps),
             start_time: record.start_time,
             id: record.id,
             debug_exit,

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 /// How long a command may take before the caller gives up.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,6 +170,26 @@ impl Qmp {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, QmpError> {
+        self.run(command, arguments, timeout, None)
+    }
+
+    /// Runs `command` with `fd` sent along (SCM_RIGHTS), as `getfd` wants.
+    pub fn execute_with_fd(
+        &self,
+        command: &str,
+        arguments: Value,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Value, QmpError> {
+        self.run(command, Some(arguments), COMMAND_TIMEOUT, Some(fd))
+    }
+
+    fn run(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Value, QmpError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut msg = json!({ "execute": command, "id": id });
         if let Some(a) = arguments {
@@ -181,7 +203,21 @@ impl Qmp {
         }
         let mut line = msg.to_string();
         line.push('\n');
-        let written = lock(&self.writer).write_all(line.as_bytes());
+        let written = {
+            let mut writer = lock(&self.writer);
+            let mut bytes = line.as_bytes();
+            // A descriptor rides with the command's first bytes.
+            let sent = match fd {
+                Some(fd) => writer
+                    .send_with_fd(bytes, fd.as_raw_fd())
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.errno())),
+                None => Ok(0),
+            };
+            sent.and_then(|n| {
+                bytes = &bytes[n..];
+                writer.write_all(bytes)
+            })
+        };
         if let Err(source) = written {
             lock(&self.pending).remove(&id);
             return Err(QmpError::Io {

@@ -8,11 +8,13 @@
 //! costs its caller at most the timeout.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::client::http::{parse_head, HttpError};
 
@@ -85,16 +87,33 @@ impl ApiClient {
 
     /// `GET path`: the JSON answer.
     pub(crate) fn get(&self, path: &str) -> Result<Value, CallError> {
-        self.call("GET", path, None)
+        self.call("GET", path, None, None)
     }
 
     /// `PUT path` with an optional JSON body: the JSON answer (`Null` for
     /// 204).
     pub(crate) fn put(&self, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
-        self.call("PUT", path, body)
+        self.call("PUT", path, body, None)
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CallError> {
+    /// As [`ApiClient::put`], with `fd` sent along (SCM_RIGHTS) for the
+    /// VMM to take, as `add-net` with `tap_fd` does.
+    pub(crate) fn put_with_fd(
+        &self,
+        path: &str,
+        body: &Value,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Value, CallError> {
+        self.call("PUT", path, Some(body), Some(fd))
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Value, CallError> {
         let deadline = Instant::now() + self.timeout;
         let mut stream = UnixStream::connect(&self.socket).map_err(CallError::Connect)?;
         stream
@@ -113,7 +132,15 @@ impl ApiClient {
         }
         request.push_str("\r\n");
         request.push_str(&body);
-        stream.write_all(request.as_bytes()).map_err(io_error)?;
+        let mut bytes = request.as_bytes();
+        if let Some(fd) = fd {
+            // The descriptor rides with the first bytes; the rest follow.
+            let sent = stream
+                .send_with_fd(bytes, fd.as_raw_fd())
+                .map_err(|e| CallError::Io(format!("cannot send the descriptor: {e}")))?;
+            bytes = &bytes[sent..];
+        }
+        stream.write_all(bytes).map_err(io_error)?;
         let mut answer = Vec::new();
         let mut buf = [0u8; 8192];
         loop {

@@ -17,7 +17,7 @@ use virtxml::{Disk, Domain, Interface, InterfaceKind, MacAddress};
 use super::config::{self, BridgeTap};
 use super::http::{ApiClient, CallError};
 use super::stats;
-use super::taps::{self, NetNs};
+use super::taps::NetNs;
 use crate::driver::process::{self, PidFd, ProcStat};
 use crate::driver::{ConsoleStream, DriverError, ExitReason, Instance, RunRecord, RuntimeState};
 
@@ -33,13 +33,10 @@ pub(crate) struct Extra {
     pub console_socket: PathBuf,
     pub exit_status: PathBuf,
     /// Bridge TAPs made at start and handed over by descriptor: they go
-    /// with the VMM (recorded for the user's sake).
+    /// with the VMM (recorded for the user's sake). Hot-plugged cards'
+    /// TAPs are handed over the same way and go with their card.
     #[serde(default)]
     pub bridge_ports: Vec<BridgeTap>,
-    /// Persistent bridge TAPs made for hot-plugged cards: removed when
-    /// unplugged or when the VMM has ended.
-    #[serde(default)]
-    pub bridge_taps: Vec<BridgeTap>,
 }
 
 /// What `vireo run --exit-status` writes as the VMM ends.
@@ -193,14 +190,15 @@ impl VireoInstance {
         })
     }
 
-    fn tap_for(
-        &self,
-        iface: &Interface,
-    ) -> Result<(Option<String>, Option<BridgeTap>), DriverError> {
+    /// The host side of a hot-plugged card: an `ethernet` NIC's TAP by
+    /// name, or for a bridge (or network) NIC a TAP the daemon opens on
+    /// the bridge, not persistent, whose descriptor goes to the VMM; it
+    /// disappears with the card.
+    fn tap_for(&self, iface: &Interface) -> Result<HotTap, DriverError> {
         match (&iface.kind, iface.host_bridge()) {
-            (InterfaceKind::Ethernet, _) => Ok((iface.target.clone(), None)),
+            (InterfaceKind::Ethernet, _) => Ok(HotTap::Named(iface.target.clone())),
             (_, Some(bridge)) => {
-                let tap = iface.target.clone().unwrap_or_else(|| {
+                let name = iface.target.clone().unwrap_or_else(|| {
                     let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
                     super::config::bridge_tap_name(
                         self.id,
@@ -208,13 +206,16 @@ impl VireoInstance {
                         usize::try_from(n).unwrap_or_default(),
                     )
                 });
-                let made = BridgeTap {
-                    tap: tap.clone(),
-                    bridge: bridge.to_string(),
-                };
-                let list = [made.clone()];
-                self.netns.run(|| taps::create(&self.name, &list))?;
-                Ok((Some(tap), Some(made)))
+                let tap = self
+                    .netns
+                    .run(|| netvirt::bridge::open_bridge_port(&name, bridge))
+                    .map_err(|e| {
+                        DriverError::Failed(format!(
+                            "domain {}: bridge interface on '{bridge}': {e}",
+                            self.name
+                        ))
+                    })?;
+                Ok(HotTap::Opened(tap))
             }
             (_, None) => Err(DriverError::Unsupported(format!(
                 "domain {}: {}",
@@ -223,6 +224,14 @@ impl VireoInstance {
             ))),
         }
     }
+}
+
+/// See [`VireoInstance::tap_for`].
+enum HotTap {
+    /// The VMM opens (or makes) this TAP; `None` lets it name one.
+    Named(Option<String>),
+    /// Opened here, handed over by descriptor.
+    Opened(netvirt::Tap),
 }
 
 impl Instance for VireoInstance {
@@ -296,14 +305,7 @@ impl Instance for VireoInstance {
             }
         }
         let status = lock(&self.child).take().and_then(|mut c| c.wait().ok());
-        let reason = self.exit_reason(status);
-        let made = std::mem::take(&mut lock(&self.extra).bridge_taps);
-        if !made.is_empty() {
-            for t in self.netns.run(|| taps::remove(&made)) {
-                tracing::warn!("domain {}: cannot remove TAP {}", self.name, t.tap);
-            }
-        }
-        reason
+        self.exit_reason(status)
     }
 
     fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError> {
@@ -343,21 +345,28 @@ impl Instance for VireoInstance {
                 self.name, iface.mac
             )));
         }
-        let (tap, made) = self.tap_for(iface)?;
         let mut spec = json!({ "id": config::net_id(&iface.mac), "mac": iface.mac.to_string() });
-        if let Some(tap) = &tap {
-            spec["tap"] = tap.clone().into();
-        }
-        if let Err(e) = self.put("/vm/add-net", Some(&spec)) {
-            if let Some(made) = made {
-                let left = self.netns.run(|| taps::remove(&[made]));
-                lock(&self.extra).bridge_taps.extend(left);
+        let tap = match self.tap_for(iface)? {
+            HotTap::Named(name) => {
+                if let Some(name) = &name {
+                    spec["tap"] = name.clone().into();
+                }
+                self.put("/vm/add-net", Some(&spec))?;
+                name
             }
-            return Err(e);
-        }
-        if let Some(made) = made {
-            lock(&self.extra).bridge_taps.push(made);
-        }
+            HotTap::Opened(tap) => {
+                let queue = tap.queue(0).ok_or_else(|| {
+                    DriverError::Failed(format!("domain {}: a TAP with no queue", self.name))
+                })?;
+                spec["tap_fd"] = true.into();
+                self.api
+                    .put_with_fd("/vm/add-net", &spec, queue)
+                    .map_err(|e| self.error(e))?;
+                // Ours closes here; the VMM's copy keeps the TAP (or, on a
+                // failure, nothing does and it is gone).
+                Some(tap.name().to_string())
+            }
+        };
         let mut live = iface.clone();
         if live.target.is_none() {
             live.target = tap;
@@ -371,30 +380,12 @@ impl Instance for VireoInstance {
             "/vm/remove-device",
             Some(&json!({ "id": config::net_id(mac) })),
         )?;
-        let removed: Vec<Interface> = {
-            let mut domain = lock(&self.domain);
-            let (gone, kept) = std::mem::take(&mut domain.devices.interfaces)
-                .into_iter()
-                .partition(|i| i.mac == *mac);
-            domain.devices.interfaces = kept;
-            gone
-        };
-        // The card goes when the guest ejects it; until the VMM lets go of
-        // its TAP, the TAP is busy and stays listed, to be removed once the
-        // VMM has ended.
-        let names: Vec<String> = removed.into_iter().filter_map(|i| i.target).collect();
-        let made: Vec<BridgeTap> = {
-            let mut extra = lock(&self.extra);
-            let (made, kept) = std::mem::take(&mut extra.bridge_taps)
-                .into_iter()
-                .partition(|t| names.contains(&t.tap));
-            extra.bridge_taps = kept;
-            made
-        };
-        if !made.is_empty() {
-            let left = self.netns.run(|| taps::remove(&made));
-            lock(&self.extra).bridge_taps.extend(left);
-        }
+        // A TAP the daemon made goes with the card, whose descriptor was
+        // the only one on it, when the guest ejects it.
+        lock(&self.domain)
+            .devices
+            .interfaces
+            .retain(|i| i.mac != *mac);
         Ok(())
     }
 

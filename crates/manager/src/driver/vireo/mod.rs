@@ -231,7 +231,6 @@ impl Driver for VireoDriver {
             console_socket: plan.console_socket,
             exit_status: plan.exit_status,
             bridge_ports: plan.bridge_ports.into_iter().map(|p| p.port).collect(),
-            bridge_taps: Vec::new(),
         };
         Ok(Box::new(VireoInstance::new(
             live,

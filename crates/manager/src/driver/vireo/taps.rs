@@ -1,14 +1,17 @@
 //! The TAPs this driver makes for bridge interfaces, and the network
-//! namespace they were made in.
+//! namespace they are made in.
 //!
-//! Interfaces are named per network namespace, so a TAP is removed in
-//! the namespace it was created in, whichever thread does the removal (the
-//! one that waits for the VMM to end may live elsewhere).
+//! Every such TAP is opened here, not persistent, on its bridge, and its
+//! descriptor handed to the VMM (on the command line at start, over the
+//! API socket for hot-plug): it goes when the VMM lets go of it, so
+//! nothing here ever has to remove one. Interfaces are named per network
+//! namespace, so a hot-plugged card's TAP is made in the namespace the
+//! domain started in, whichever thread asks.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use super::config::{BridgePort, BridgeTap};
+use super::config::BridgePort;
 use crate::driver::DriverError;
 
 /// The network namespace of the thread that created it.
@@ -72,35 +75,4 @@ pub(crate) fn open_ports(
         open.push(tap);
     }
     Ok(open)
-}
-
-/// Creates each TAP persistent and attaches it to its bridge (for
-/// hot-plug, where the VMM attaches by name); on a failure removes those
-/// already made.
-pub(crate) fn create(domain: &str, taps: &[BridgeTap]) -> Result<(), DriverError> {
-    for (i, t) in taps.iter().enumerate() {
-        if let Err(e) = netvirt::bridge::create_bridge_port(&t.tap, &t.bridge) {
-            for t in remove(&taps[..i]) {
-                tracing::warn!("cannot remove TAP {}", t.tap);
-            }
-            return Err(DriverError::Failed(format!(
-                "domain {domain}: bridge interface on '{}': {e}",
-                t.bridge
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Removes TAPs this driver made; returns those that could not be
-/// removed yet (one the VMM still holds is busy until it lets go).
-pub(crate) fn remove(taps: &[BridgeTap]) -> Vec<BridgeTap> {
-    let mut left = Vec::new();
-    for t in taps {
-        if let Err(e) = netvirt::bridge::remove_persistent_tap(&t.tap) {
-            tracing::debug!("cannot remove TAP {} yet: {e}", t.tap);
-            left.push(t.clone());
-        }
-    }
-    left
 }
