@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use manager::driver::process::{self, ProcStat};
-use manager::driver::{Driver, DriverError, ExitReason, RuntimeState};
+use manager::driver::{Driver, DriverError, ExitReason, Plugged, RuntimeState, Unplug};
 use vireo_common::*;
 use virtxml::Domain;
 
@@ -299,12 +299,61 @@ fn disks_hot_plug_into_the_live_definition() {
         Err(DriverError::Conflict(m)) => assert!(m.contains("vdb"), "{m}"),
         other => panic!("a second vdb: {other:?}"),
     }
-    vm.detach_disk("vdb").unwrap();
-    assert!(!vm.record().xml.contains("vdb"));
+    // The idle guest never answers the eject request: after the bounded
+    // wait the unplug is pending, and the disk stays in the live
+    // definition, which says what the guest has.
+    let begun = Instant::now();
+    assert_eq!(vm.detach_disk("vdb").unwrap(), Unplug::Pending);
+    assert!(begun.elapsed() < Duration::from_secs(8));
+    assert!(vm.record().xml.contains("vdb"));
+    assert!(!vm.unplug_finished(&Plugged::Disk("vdb".into())).unwrap());
     match vm.detach_disk("nope") {
-        Err(DriverError::Conflict(m)) => assert!(m.contains("no device called nope"), "{m}"),
+        Err(DriverError::Conflict(m)) => assert!(m.contains("no disk nope"), "{m}"),
         other => panic!("detaching a missing disk: {other:?}"),
     }
+    vm.destroy(false).unwrap();
+    vm.wait_exit();
+}
+
+/// A guest that handles hot-plug events (the virtio guest) takes a disk
+/// and ejects it on request: the detach is done and the live definition
+/// loses the disk.
+#[test]
+fn a_guest_that_ejects_finishes_the_unplug() {
+    let run = Run::new();
+    let image = run.dir.path().join("eject.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let xml = format!(
+        "<domain type='kvm'><name>ej1</name><memory unit='MiB'>64</memory>\
+         <os><type>hvm</type><kernel>{}</kernel>\
+         <cmdline>blk wait-hotplug=30000 hotplug-events=2</cmdline></os></domain>",
+        guest("virtio")
+    );
+    let dom = Domain::parse(&xml).unwrap().domain;
+    let vm = driver()
+        .start(&dom, 9, &run.ctx(false))
+        .unwrap_or_else(|e| panic!("start: {e}; log: {}", run.log()));
+    let with_disk = domain(
+        "ej1",
+        &guest("idle"),
+        &format!(
+            "<devices><disk type='file'><driver type='raw'/><source file='{}'/>\
+             <target dev='vdb' bus='virtio'/></disk></devices>",
+            image.display()
+        ),
+    );
+    vm.attach_disk(&with_disk.devices.disks[0]).unwrap();
+    assert_eq!(
+        vm.detach_disk("vdb").unwrap(),
+        Unplug::Done,
+        "{}",
+        run.log()
+    );
+    assert!(!vm.record().xml.contains("vdb"));
+    assert!(vm.unplug_finished(&Plugged::Disk("vdb".into())).unwrap());
     vm.destroy(false).unwrap();
     vm.wait_exit();
 }
@@ -420,9 +469,9 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
         let eth = ip(&["-o", "link", "show", "ethtap0"]).1;
         let with_eth = vm.stats().unwrap();
         let duplicate = vm.attach_interface(&ethernet).unwrap_err().to_string();
-        vm.detach_interface(&ethernet.mac).unwrap();
-        let live_xml = vm.record().xml;
-        vm.detach_interface(&plugged.mac).unwrap();
+        // The idle guest ejects nothing: pending, and still live.
+        let unplug = vm.detach_interface(&ethernet.mac).unwrap();
+        let live_xml = (unplug, vm.record().xml);
         vm.destroy(false).unwrap();
         let reason = vm.wait_exit();
         let left = ip(&["-o", "link", "show", "type", "tun"]).1;
@@ -471,7 +520,9 @@ fn bridge_interfaces_get_taps_on_the_bridge_that_go_with_the_vm() {
         duplicate.contains("52:54:00:aa:00:04 is attached already"),
         "{duplicate}"
     );
-    assert!(!live_xml.contains("52:54:00:aa:00:04"), "{live_xml}");
+    let (unplug, live_xml) = live_xml;
+    assert_eq!(unplug, Unplug::Pending);
+    assert!(live_xml.contains("52:54:00:aa:00:04"), "{live_xml}");
     assert!(live_xml.contains("52:54:00:aa:00:02"), "{live_xml}");
     assert_eq!(reason, ExitReason::Destroyed);
     assert!(left.trim().is_empty(), "TAPs left behind: {left}");

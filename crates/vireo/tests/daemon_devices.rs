@@ -4,6 +4,8 @@
 mod daemon_harness;
 
 use daemon_harness::{domain_xml, have_kvm, http, Daemon};
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 
 #[test]
@@ -63,9 +65,10 @@ fn disks_attached_and_detached_live_and_in_the_definition() {
     let inactive = d.ok("GET", "/domains/dev/xml?inactive=true", None);
     assert!(!inactive["xml"].as_str().unwrap().contains("vdb"));
     d.ok("DELETE", "/domains/dev/disks/vdb?live=true", None);
-    assert!(targets("/domains/dev/disks").is_empty());
     // The VMM unplugs vdb (and releases its image) once the guest ejects
-    // it, which idle.elf never does: the next disk is another one.
+    // it, which idle.elf never does: the request stays pending and the
+    // live XML keeps what the guest still has. The next disk is another.
+    assert_eq!(targets("/domains/dev/disks"), vec!["vdb"]);
     let img2 = dir.path().join("extra2.img");
     std::fs::write(&img2, vec![0u8; 1 << 20]).unwrap();
     let disk = disk
@@ -169,4 +172,61 @@ fn a_domain_for_a_driver_the_daemon_lacks_is_refused() {
         String::from_utf8_lossy(&out.stderr),
         "vireo: --qemu /nonexistent/qemu: not an executable file\n"
     );
+}
+
+/// A guest that cannot answer (paused) leaves a live detach pending, the
+/// disk still in the live XML; once it runs and ejects the disk, the live
+/// XML loses it without anyone asking again.
+#[test]
+fn a_pending_unplug_finishes_when_the_guest_lets_go() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let xml = domain_xml("ej", "virtio", "")
+        .replace(
+            "<memory unit='MiB'>32</memory>",
+            "<memory unit='MiB'>64</memory>",
+        )
+        .replace(
+            "</os>",
+            "<cmdline>blk wait-hotplug=60000 hotplug-events=2</cmdline></os>",
+        );
+    d.define(&xml);
+    d.ok("POST", "/domains/ej/start", None);
+    let img = dir.path().join("ej.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let disk = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+         <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+        img.display()
+    );
+    let targets = || -> Vec<String> {
+        d.ok("GET", "/domains/ej/disks", None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["target"].as_str().unwrap().to_string())
+            .collect()
+    };
+    d.ok(
+        "POST",
+        "/domains/ej/disks",
+        Some(&json!({ "xml": disk, "live": true })),
+    );
+    // Give the guest its moment to take the new disk, then stop it.
+    std::thread::sleep(Duration::from_secs(1));
+    d.ok("POST", "/domains/ej/suspend", None);
+    d.ok("DELETE", "/domains/ej/disks/vdb?live=true", None);
+    assert_eq!(targets(), vec!["vdb"], "gone while the guest was paused");
+    d.ok("POST", "/domains/ej/resume", None);
+    let end = Instant::now() + Duration::from_secs(20);
+    while !targets().is_empty() {
+        assert!(Instant::now() < end, "the live XML still has vdb");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let live = d.ok("GET", "/domains/ej/xml", None);
+    assert!(!live["xml"].as_str().unwrap().contains("vdb"), "{live}");
 }

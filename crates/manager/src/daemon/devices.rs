@@ -11,7 +11,7 @@ use super::ops::{call, hold, Held};
 use super::registry::{disk_paths, driver_name, no_domain};
 use super::Daemon;
 use crate::api::{DeviceRequest, DiskRow, InterfaceRow};
-use crate::driver::RunRecord;
+use crate::driver::{Plugged, RunRecord, Unplug};
 
 /// Which device family a request is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,21 +353,95 @@ pub(crate) async fn detach(
     };
     if let (Some(new), Some(live)) = (new_live, &s.live) {
         let instance = live.instance.clone();
-        let target = id.to_string();
-        let record = call(instance, move |i| {
-            match mac {
-                Some(mac) => i.detach_interface(&mac)?,
-                None => i.detach_disk(&target)?,
-            }
-            Ok(i.record())
+        let device = match mac {
+            Some(mac) => Plugged::Interface(mac),
+            None => Plugged::Disk(id.to_string()),
+        };
+        let asked = device.clone();
+        let (unplug, record) = call(instance, move |i| {
+            let unplug = match &asked {
+                Plugged::Interface(mac) => i.detach_interface(mac)?,
+                Plugged::Disk(target) => i.detach_disk(target)?,
+            };
+            Ok((unplug, i.record()))
         })
         .await?;
-        commit_live(d, &s, new, record).await?;
+        match unplug {
+            Unplug::Done => commit_live(d, &s, new, record).await?,
+            // The guest still has it: so does the live XML, until it lets go.
+            Unplug::Pending => {
+                tracing::info!(
+                    "domain {}: the guest has not released {} '{id}' yet",
+                    s.held.name,
+                    family.element()
+                );
+                watch_unplug(d.clone(), &s, live.generation, device);
+            }
+        }
     }
     if let Some(new) = new_config {
         commit_config(d, &s, new).await?;
     }
     Ok(())
+}
+
+/// How often a pending unplug is checked on.
+const UNPLUG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Follows a pending unplug of `device` from `s`'s run `generation`: once
+/// the guest releases it, the live definition loses it. Ends with that
+/// run.
+fn watch_unplug(d: Arc<Daemon>, s: &Subject, generation: u64, device: Plugged) {
+    let (name, uuid) = (s.held.name.clone(), s.held.uuid);
+    let instance = move |d: &Daemon| {
+        let mut table = d.registry.lock();
+        table
+            .get_mut(&name, uuid)
+            .and_then(|e| e.live.as_ref())
+            .filter(|l| l.generation == generation)
+            .cloned()
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(UNPLUG_POLL).await;
+            let Some(live) = instance(&d) else { return };
+            let asked = device.clone();
+            match call(live.instance.clone(), move |i| i.unplug_finished(&asked)).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!("following an unplug: {}", e.message);
+                    return;
+                }
+            }
+        }
+        let Some(live) = instance(&d) else { return };
+        let Ok(held) = hold(&d, &live.domain.name).await else {
+            return;
+        };
+        // Read again under the domain's lock: the run may have changed.
+        let Some(live) = instance(&d) else { return };
+        let mut new = (*live.domain).clone();
+        let before = (new.devices.disks.len(), new.devices.interfaces.len());
+        match &device {
+            Plugged::Disk(t) => new.devices.disks.retain(|disk| disk.target != *t),
+            Plugged::Interface(mac) => new.devices.interfaces.retain(|i| i.mac != *mac),
+        }
+        if before == (new.devices.disks.len(), new.devices.interfaces.len()) {
+            return;
+        }
+        let Ok(record) = call(live.instance.clone(), |i| Ok(i.record())).await else {
+            return;
+        };
+        let s = Subject {
+            held,
+            live: Some(live),
+            config: None,
+        };
+        if let Err(e) = commit_live(&d, &s, new, record).await {
+            tracing::warn!("domain {}: saving an unplug: {}", s.held.name, e.message);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -170,14 +170,21 @@ pub trait Instance: Send + Sync {
     /// Hot-plugs a disk.
     fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError>;
 
-    /// Unplugs the disk with this `target dev`.
-    fn detach_disk(&self, target: &str) -> Result<(), DriverError>;
+    /// Asks the guest to release the disk with this `target dev`, waiting
+    /// a bounded while ([`UNPLUG_WAIT`]) for it to.
+    fn detach_disk(&self, target: &str) -> Result<Unplug, DriverError>;
 
     /// Hot-plugs a NIC.
     fn attach_interface(&self, iface: &Interface) -> Result<(), DriverError>;
 
-    /// Unplugs the NIC with this MAC.
-    fn detach_interface(&self, mac: &MacAddress) -> Result<(), DriverError>;
+    /// Asks the guest to release the NIC with this MAC, as
+    /// [`Instance::detach_disk`] does.
+    fn detach_interface(&self, mac: &MacAddress) -> Result<Unplug, DriverError>;
+
+    /// After [`Unplug::Pending`]: whether the guest has released `device`
+    /// since; when it has, the driver finishes the unplug (drops the
+    /// device from its live definition, frees what backed it).
+    fn unplug_finished(&self, device: &Plugged) -> Result<bool, DriverError>;
 
     /// The VMM's counters as virsh `domstats` keys.
     fn stats(&self) -> Result<std::collections::BTreeMap<String, serde_json::Value>, DriverError>;
@@ -187,6 +194,31 @@ pub trait Instance: Send + Sync {
 
     /// CPU time the VMM process has used.
     fn cpu_time(&self) -> Duration;
+}
+
+/// How long a detach waits for the guest to release the device before it
+/// answers [`Unplug::Pending`] (libvirt waits as long).
+pub const UNPLUG_WAIT: Duration = Duration::from_secs(5);
+
+/// A hot-pluggable device of a running domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plugged {
+    /// The disk with this `target dev`.
+    Disk(String),
+    /// The NIC with this MAC.
+    Interface(MacAddress),
+}
+
+/// How far a detach got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unplug {
+    /// The guest released the device: it is out of the live definition.
+    Done,
+    /// The guest was asked and has not released it yet: the device stays
+    /// in the live definition (the guest still uses it) until
+    /// [`Instance::unplug_finished`] says it went, as libvirt keeps a
+    /// device until QEMU's `DEVICE_DELETED`.
+    Pending,
 }
 
 /// `domain` as it will be when the daemon starts it: each `type='network'`

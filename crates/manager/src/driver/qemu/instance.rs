@@ -15,15 +15,14 @@ use virtxml::{CharBackend, Disk, Domain, Interface, LifecycleAction, MacAddress}
 use super::cmdline::{self, Machine, RunPaths};
 use super::qmp::{Qmp, QmpError};
 use crate::driver::process::{self, PidFd};
-use crate::driver::{DriverError, ExitReason, Instance, RunRecord, RuntimeState};
+use crate::driver::{
+    DriverError, ExitReason, Instance, Plugged, RunRecord, RuntimeState, Unplug, UNPLUG_WAIT,
+};
 
 /// How long `destroy(graceful)` lets QEMU end on SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
 /// How long a SIGKILLed QEMU may take to go.
 const KILL_WAIT: Duration = Duration::from_secs(10);
-/// How long an unplug waits for the guest to release the device.
-const UNPLUG_WAIT: Duration = Duration::from_secs(10);
-
 /// A QEMU this driver started or adopted.
 pub struct QemuInstance {
     pub(super) pidfd: PidFd,
@@ -36,6 +35,8 @@ pub struct QemuInstance {
     pub(super) paths: RunPaths,
     /// The definition as it runs (hot-plugs included).
     pub(super) live: Mutex<Domain>,
+    /// Devices asked to go whose `DEVICE_DELETED` has not come yet.
+    pub(super) unplugging: Mutex<Vec<Plugged>>,
     pub(super) start_time: u64,
     pub(super) id: u32,
     pub(super) debug_exit: bool,
@@ -83,19 +84,59 @@ impl QemuInstance {
 
     /// Sends `device_del` and waits (bounded) for QEMU to say the device
     /// is gone, which needs the guest's consent on ACPI and PCIe slots.
-    fn unplug(&self, id: &str) -> Result<(), DriverError> {
-        self.qmp.with_events(|st| st.deleted.retain(|d| d != id));
-        self.qmp
-            .execute("device_del", Some(json!({ "id": id })))
-            .map_err(failed)?;
-        let gone = self
+    /// `device_del`, then waits [`UNPLUG_WAIT`] at most for QEMU's
+    /// `DEVICE_DELETED`; when it comes, finishes the unplug.
+    fn unplug(&self, device: &Plugged) -> Result<Unplug, DriverError> {
+        let id = qemu_id(device);
+        // Asked before (a pending unplug): wait for the same request again.
+        let asked = lock(&self.unplugging).contains(device);
+        if !asked {
+            self.qmp.with_events(|st| st.deleted.retain(|d| *d != id));
+            self.qmp
+                .execute("device_del", Some(json!({ "id": id })))
+                .map_err(failed)?;
+            lock(&self.unplugging).push(device.clone());
+        }
+        if self
             .qmp
-            .wait_event(UNPLUG_WAIT, |st| st.deleted.iter().any(|d| d == id));
-        if !gone {
-            return Err(DriverError::Failed(format!(
-                "the guest did not release {id} within {} s; QEMU removes it when the guest does",
-                UNPLUG_WAIT.as_secs()
-            )));
+            .wait_event(UNPLUG_WAIT, |st| st.deleted.contains(&id))
+        {
+            self.finish_unplug(device)?;
+            return Ok(Unplug::Done);
+        }
+        Ok(Unplug::Pending)
+    }
+
+    /// After `DEVICE_DELETED`: frees the device's backend and drops it
+    /// from the live definition.
+    fn finish_unplug(&self, device: &Plugged) -> Result<(), DriverError> {
+        lock(&self.unplugging).retain(|d| d != device);
+        match device {
+            Plugged::Disk(target) => {
+                for node in [format!("disk-{target}"), format!("file-{target}")] {
+                    self.qmp
+                        .execute("blockdev-del", Some(json!({ "node-name": node })))
+                        .map_err(failed)?;
+                }
+                lock(&self.live)
+                    .devices
+                    .disks
+                    .retain(|d| d.target != *target);
+            }
+            Plugged::Interface(mac) => {
+                let id = cmdline::nic_id(mac);
+                // A TAP the driver opened goes with the netdev.
+                self.qmp
+                    .execute(
+                        "netdev_del",
+                        Some(json!({ "id": format!("nd-{}", &id[4..]) })),
+                    )
+                    .map_err(failed)?;
+                lock(&self.live)
+                    .devices
+                    .interfaces
+                    .retain(|i| i.mac != *mac);
+            }
         }
         Ok(())
     }
@@ -365,7 +406,7 @@ impl Instance for QemuInstance {
         Ok(())
     }
 
-    fn detach_disk(&self, target: &str) -> Result<(), DriverError> {
+    fn detach_disk(&self, target: &str) -> Result<Unplug, DriverError> {
         if !lock(&self.live)
             .devices
             .disks
@@ -376,17 +417,7 @@ impl Instance for QemuInstance {
                 "the domain has no disk {target}"
             )));
         }
-        self.unplug(target)?;
-        for node in [format!("disk-{target}"), format!("file-{target}")] {
-            self.qmp
-                .execute("blockdev-del", Some(json!({ "node-name": node })))
-                .map_err(failed)?;
-        }
-        lock(&self.live)
-            .devices
-            .disks
-            .retain(|d| d.target != target);
-        Ok(())
+        self.unplug(&Plugged::Disk(target.to_string()))
     }
 
     fn attach_interface(&self, iface: &Interface) -> Result<(), DriverError> {
@@ -451,7 +482,7 @@ impl Instance for QemuInstance {
         Ok(())
     }
 
-    fn detach_interface(&self, mac: &MacAddress) -> Result<(), DriverError> {
+    fn detach_interface(&self, mac: &MacAddress) -> Result<Unplug, DriverError> {
         if !lock(&self.live)
             .devices
             .interfaces
@@ -462,20 +493,20 @@ impl Instance for QemuInstance {
                 "the domain has no NIC with MAC {mac}"
             )));
         }
-        let id = cmdline::nic_id(mac);
-        self.unplug(&id)?;
-        self.qmp
-            .execute(
-                "netdev_del",
-                Some(json!({ "id": format!("nd-{}", &id[4..]) })),
-            )
-            .map_err(failed)?;
-        // A TAP the driver opened went with the netdev.
-        lock(&self.live)
-            .devices
-            .interfaces
-            .retain(|i| i.mac != *mac);
-        Ok(())
+        self.unplug(&Plugged::Interface(*mac))
+    }
+
+    fn unplug_finished(&self, device: &Plugged) -> Result<bool, DriverError> {
+        // Finished already (a detach asked again and saw it through).
+        if !lock(&self.unplugging).contains(device) {
+            return Ok(true);
+        }
+        let id = qemu_id(device);
+        if !self.qmp.with_events(|st| st.deleted.contains(&id)) {
+            return Ok(false);
+        }
+        self.finish_unplug(device)?;
+        Ok(true)
     }
 
     fn stats(&self) -> Result<BTreeMap<String, Value>, DriverError> {
@@ -571,6 +602,14 @@ pub fn decide(
             "QEMU ended without a shutdown event (it was not this daemon's child, so its exit status is unknown)"
                 .into(),
         ),
+    }
+}
+
+/// QEMU's device id for `device`.
+fn qemu_id(device: &Plugged) -> String {
+    match device {
+        Plugged::Disk(target) => target.clone(),
+        Plugged::Interface(mac) => cmdline::nic_id(mac),
     }
 }
 

@@ -19,7 +19,10 @@ use super::http::{ApiClient, CallError};
 use super::stats;
 use super::taps::NetNs;
 use crate::driver::process::{self, PidFd, ProcStat};
-use crate::driver::{ConsoleStream, DriverError, ExitReason, Instance, RunRecord, RuntimeState};
+use crate::driver::{
+    ConsoleStream, DriverError, ExitReason, Instance, Plugged, RunRecord, RuntimeState, Unplug,
+    UNPLUG_WAIT,
+};
 
 /// How long `destroy(graceful)` gives the VMM after SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
@@ -160,6 +163,49 @@ impl VireoInstance {
                 DriverError::Unsupported(format!("domain {name}: {m}"))
             }
             CallError::Status(_, m) => DriverError::Failed(format!("domain {name}: {m}")),
+        }
+    }
+
+    /// Asks the VMM to unplug `device` (the guest is sent an eject
+    /// request) and waits [`UNPLUG_WAIT`] at most for it to be gone.
+    fn unplug(&self, device: &Plugged) -> Result<Unplug, DriverError> {
+        let id = device_id(device);
+        match self
+            .api
+            .put("/vm/remove-device", Some(&json!({ "id": id })))
+        {
+            // 409: asked before and still pending; wait for it again.
+            Ok(_) | Err(CallError::Status(409, _)) => {}
+            Err(e) => return Err(self.error(e)),
+        }
+        let deadline = std::time::Instant::now() + UNPLUG_WAIT;
+        loop {
+            if !self.has_device(&id)? {
+                self.forget(device);
+                return Ok(Unplug::Done);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(Unplug::Pending);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the VMM still has a device called `id`.
+    fn has_device(&self, id: &str) -> Result<bool, DriverError> {
+        let info = self.get("/vm")?;
+        Ok(info["devices"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["id"] == id)))
+    }
+
+    /// Drops an unplugged device from the live definition. A bridge
+    /// card's TAP went with the card: its descriptor was the only one.
+    fn forget(&self, device: &Plugged) {
+        let mut domain = lock(&self.domain);
+        match device {
+            Plugged::Disk(t) => domain.devices.disks.retain(|d| d.target != *t),
+            Plugged::Interface(mac) => domain.devices.interfaces.retain(|i| i.mac != *mac),
         }
     }
 
@@ -324,13 +370,19 @@ impl Instance for VireoInstance {
         Ok(())
     }
 
-    fn detach_disk(&self, target: &str) -> Result<(), DriverError> {
-        self.put("/vm/remove-device", Some(&json!({ "id": target })))?;
-        lock(&self.domain)
+    fn detach_disk(&self, target: &str) -> Result<Unplug, DriverError> {
+        if !lock(&self.domain)
             .devices
             .disks
-            .retain(|d| d.target != target);
-        Ok(())
+            .iter()
+            .any(|d| d.target == target)
+        {
+            return Err(DriverError::Conflict(format!(
+                "domain {}: no disk {target}",
+                self.name
+            )));
+        }
+        self.unplug(&Plugged::Disk(target.to_string()))
     }
 
     fn attach_interface(&self, iface: &Interface) -> Result<(), DriverError> {
@@ -375,18 +427,27 @@ impl Instance for VireoInstance {
         Ok(())
     }
 
-    fn detach_interface(&self, mac: &MacAddress) -> Result<(), DriverError> {
-        self.put(
-            "/vm/remove-device",
-            Some(&json!({ "id": config::net_id(mac) })),
-        )?;
-        // A TAP the daemon made goes with the card, whose descriptor was
-        // the only one on it, when the guest ejects it.
-        lock(&self.domain)
+    fn detach_interface(&self, mac: &MacAddress) -> Result<Unplug, DriverError> {
+        if !lock(&self.domain)
             .devices
             .interfaces
-            .retain(|i| i.mac != *mac);
-        Ok(())
+            .iter()
+            .any(|i| i.mac == *mac)
+        {
+            return Err(DriverError::Conflict(format!(
+                "domain {}: no interface with MAC {mac}",
+                self.name
+            )));
+        }
+        self.unplug(&Plugged::Interface(*mac))
+    }
+
+    fn unplug_finished(&self, device: &Plugged) -> Result<bool, DriverError> {
+        if self.has_device(&device_id(device))? {
+            return Ok(false);
+        }
+        self.forget(device);
+        Ok(true)
     }
 
     fn stats(&self) -> Result<BTreeMap<String, Value>, DriverError> {
@@ -423,6 +484,14 @@ impl Drop for VireoInstance {
         if let Some(child) = lock(&self.child).as_mut() {
             let _ = process::reap(child);
         }
+    }
+}
+
+/// The VMM's name for `device`.
+fn device_id(device: &Plugged) -> String {
+    match device {
+        Plugged::Disk(target) => target.clone(),
+        Plugged::Interface(mac) => config::net_id(mac),
     }
 }
 
