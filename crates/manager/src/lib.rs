@@ -10,6 +10,8 @@
 //!   command line; it holds a [`driver::Instance`] per running domain.
 //! - [`network`]: virtual networks (libvirt's network XML) made real on
 //!   the host through `netvirt`: bridge, addresses, nftables, dnsmasq.
+//! - [`storage`]: storage pools (libvirt's storage XML) on the host:
+//!   their space and their volumes, made with the `block` crate.
 //!
 //! Data flows one way: CLI → daemon API → registry → driver → VMM process
 //! (its per-VM API). The crate never reaches into a VMM's memory or devices.
@@ -21,3 +23,4 @@ pub mod client;
 pub mod daemon;
 pub mod driver;
 pub mod network;
+pub mod storage;

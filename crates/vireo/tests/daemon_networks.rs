@@ -140,6 +140,18 @@ fn dnsmasq_pids(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The pids the dnsmasq pid files under `state` name.
+fn pidfile_pids(state: &Path) -> Vec<u32> {
+    let Ok(dirs) = std::fs::read_dir(state.join("network/private")) else {
+        return Vec::new();
+    };
+    dirs.filter_map(|e| {
+        let text = std::fs::read_to_string(e.ok()?.path().join("dnsmasq.pid")).ok()?;
+        text.trim().parse().ok()
+    })
+    .collect()
+}
+
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
@@ -190,9 +202,11 @@ fn a_nat_network_runs_survives_a_daemon_restart_and_leaves_nothing_behind() {
 
     // A dnsmasq that dies is started again.
     sigkill(u64::from(first[0]));
+    // dnsmasq forks its server: the one to see is the one its pid file
+    // names, not the parent on its way out.
     let restarted = wait_until(Duration::from_secs(10), || {
         let now = dnsmasq_pids(&d.state);
-        now.len() == 1 && now != first
+        now.len() == 1 && now != first && pidfile_pids(&d.state) == now
     });
     assert!(restarted, "dnsmasq not restarted: {}", d.log_text());
 
@@ -374,7 +388,7 @@ fn a_domain_is_plugged_into_its_network_which_cannot_go_while_it_runs() {
 /// own, where an echo server listens on port 7000. `routes` are routed
 /// back through the host (a routed network's subnet).
 fn upstream(host: &Netns, dir: &Path, routes: &[&str]) -> Netns {
-    let up = Netns::new("up", dir).expect("upstream namespace");
+    let up = Netns::new(&format!("{}-up", host.name), dir).expect("upstream namespace");
     let out = Command::new("ip")
         .args(["-n", &host.name, "link", "add", "upl0", "type", "veth"])
         .args(["peer", "name", "upl1", "netns", &up.name])

@@ -57,6 +57,7 @@ const DOC_FILES: &[&str] = &[
     "docs/remote.md",
     "docs/run.md",
     "docs/security.md",
+    "docs/storage-xml.md",
     "docs/testing.md",
 ];
 

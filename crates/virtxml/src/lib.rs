@@ -1,6 +1,6 @@
 //! libvirt's XML formats as typed models.
 //!
-//! Two formats so far. The domain XML: [`Domain::parse`] reads a
+//! Three formats so far. The domain XML: [`Domain::parse`] reads a
 //! definition into a [`Domain`] (with [`Warning`]s for what it accepts
 //! without acting on), and [`Domain::to_xml`] writes it back. The rule,
 //! applied element by element and documented in `docs/domain-xml.md`:
@@ -8,8 +8,9 @@
 //! line naming the element, its path and its line and column; what only
 //! states a default or a hint is accepted, warned about once, and kept
 //! verbatim so that writing back loses nothing. The network XML
-//! ([`Network::parse`], [`Network::to_xml`], `docs/network-xml.md`)
-//! follows the same rule.
+//! ([`Network::parse`], [`Network::to_xml`], `docs/network-xml.md`) and
+//! the storage XML ([`Pool::parse`], [`Volume::parse`],
+//! `docs/storage-xml.md`) follow the same rule.
 //!
 //! The crate does no I/O and knows nothing of the daemon, drivers or the
 //! VMM: it turns `&str` into models and models into `String`. Input is
@@ -29,6 +30,7 @@ mod node;
 pub mod os;
 mod raw;
 pub mod scalars;
+pub mod storage;
 mod tree;
 mod uuid;
 
@@ -50,6 +52,11 @@ pub use network::{Network, ParsedNetwork};
 pub use os::{Features, Os};
 pub use raw::{escape, RawContent, RawElement};
 pub use scalars::{LifecycleAction, Vcpu};
+pub use storage::pool::{
+    ParsedPool, Pool, PoolSource, PoolSpace, PoolTarget, PoolType, SourceHost,
+};
+pub use storage::volume::{BackingStore, ParsedVolume, Volume, VolumeFormat, VolumeState};
+pub use storage::Permissions;
 pub use tree::{MAX_ATTRIBUTES, MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
 pub use uuid::Uuid;
 

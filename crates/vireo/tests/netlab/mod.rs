@@ -87,8 +87,9 @@ pub fn echo_server(
 }
 
 /// From inside network namespace `netns`: connects to `to`, sends `data`,
-/// shuts the sending side and reads until the peer closes (10 s bound
-/// each). What came back, or the error as text.
+/// shuts the sending side and reads until the peer closes (30 s bound
+/// each: a polled guest on a busy host is slow to answer). What came back, or the error as
+/// text.
 pub fn exchange(netns: &str, to: SocketAddr, data: &[u8]) -> Result<Vec<u8>, String> {
     let path = format!("/run/netns/{netns}");
     let data = data.to_vec();
@@ -99,7 +100,7 @@ pub fn exchange(netns: &str, to: SocketAddr, data: &[u8]) -> Result<Vec<u8>, Str
         if rc != 0 {
             return Err(format!("setns: {}", std::io::Error::last_os_error()));
         }
-        let limit = Duration::from_secs(10);
+        let limit = Duration::from_secs(30);
         let mut s = std::net::TcpStream::connect_timeout(&to, limit)
             .map_err(|e| format!("connect {to}: {e}"))?;
         s.set_read_timeout(Some(limit)).unwrap();
