@@ -9,7 +9,9 @@
 //! states a default or a hint is accepted, warned about once, and kept
 //! verbatim so that writing back loses nothing. The network XML
 //! ([`Network::parse`], [`Network::to_xml`], `docs/network-xml.md`)
-//! follows the same rule.
+//! follows the same rule, as does the host interface XML of
+//! `virsh iface-dumpxml` ([`HostInterface::parse`],
+//! [`HostInterface::to_xml`], `docs/interface-xml.md`).
 //!
 //! The crate does no I/O and knows nothing of the daemon, drivers or the
 //! VMM: it turns `&str` into models and models into `String`. Input is
@@ -24,6 +26,7 @@ pub mod devices;
 mod domain;
 pub mod driver;
 mod error;
+pub mod iface;
 pub mod network;
 mod node;
 pub mod os;
@@ -41,6 +44,9 @@ pub use devices::Devices;
 pub use domain::{Domain, Parsed};
 pub use driver::DriverKind;
 pub use error::{Error, Location, Warning};
+pub use iface::kinds::{BondDef, BondMode, BridgeDef, VlanDef};
+pub use iface::protocol::{Family, Protocol};
+pub use iface::{HostInterface, HostInterfaceKind, ParsedHostInterface, StartMode};
 pub use network::dhcp::{Dhcp, DhcpHost, DhcpRange};
 pub use network::dns::{Dns, DnsHost, Forwarder};
 pub use network::forward::{Forward, ForwardMode, Nat};
