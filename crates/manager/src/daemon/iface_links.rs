@@ -200,6 +200,9 @@ fn make(
         let is_bond = matches!(i.kind, HostInterfaceKind::Bond(_));
         make(nl, snap, m, Some((name, is_bond)), undo)?;
     }
+    if let (true, Some(mtu)) = (made, i.mtu) {
+        nl.set_mtu(name, mtu).map_err(link_failure)?;
+    }
     let was_up = before.is_some_and(|l| l.up);
     if let Some((m, to_bond)) = master {
         let enslaved = before
@@ -254,7 +257,9 @@ fn create(nl: &mut Netlink, i: &HostInterface) -> Result<(), Failure> {
             let opts = BridgeOptions {
                 stp,
                 forward_delay_ms: delay,
-                mtu: i.mtu,
+                // Set once the ports are in: a bridge takes its ports'
+                // smallest MTU unless one was set on it since.
+                mtu: None,
                 mac: i.mac.map(|m| m.0),
             };
             return nl.create_bridge(name, &opts).map_err(link_failure);
@@ -275,10 +280,7 @@ fn create(nl: &mut Netlink, i: &HostInterface) -> Result<(), Failure> {
             )))
         }
     }
-    // A created link's MTU and MAC need no undo: deleting it is enough.
-    if let Some(mtu) = i.mtu {
-        nl.set_mtu(name, mtu).map_err(link_failure)?;
-    }
+    // A created link's MAC needs no undo: deleting it is enough.
     if let Some(mac) = i.mac {
         nl.set_mac(name, mac.0).map_err(link_failure)?;
     }
