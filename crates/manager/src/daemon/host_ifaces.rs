@@ -161,7 +161,8 @@ pub(crate) async fn define(d: &Arc<Daemon>, xml: &str) -> Result<InterfaceDefine
     let warnings = parsed.warnings.iter().map(|w| w.to_string()).collect();
     let name = iface.name.clone();
     {
-        // A device is a port of one master only.
+        // A device is a port of one master only, and a defined interface
+        // is nobody's port.
         let table = d.interfaces.lock();
         for (other, e) in table.iter().filter(|(o, _)| **o != name) {
             let Some(o) = e.config.as_ref() else { continue };
@@ -173,6 +174,11 @@ pub(crate) async fn define(d: &Arc<Daemon>, xml: &str) -> Result<InterfaceDefine
                         mine.name
                     )));
                 }
+            }
+            if o.all().iter().skip(1).any(|i| i.name == name) {
+                return Err(Failure::unprocessable(format!(
+                    "interface {name} is already part of interface {other}"
+                )));
             }
         }
     }

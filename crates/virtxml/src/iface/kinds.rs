@@ -2,6 +2,8 @@
 //! with its ports, a VLAN's `vlan` with its tag and parent, a bond's
 //! `bond` with its policy, link monitor and slaves.
 
+use std::collections::HashSet;
+
 use crate::devices::interface::validate_ifname;
 use crate::error::Error;
 use crate::node::{parse_number, parse_switch, Ctx, Node};
@@ -151,6 +153,8 @@ fn parse_members(
     others: &[&str],
 ) -> Result<Vec<HostInterface>, Error> {
     let mut members: Vec<HostInterface> = Vec::new();
+    // Every name in the earlier members' trees.
+    let mut seen: HashSet<String> = HashSet::new();
     for child in node.children() {
         let c = child.node();
         if others.contains(&c.name()) {
@@ -170,14 +174,16 @@ fn parse_members(
             )));
         }
         let m = parse_iface(&c, ctx, role)?;
-        for name in m.all().into_iter().map(|i| i.name.as_str()) {
+        let names: Vec<&HostInterface> = m.all();
+        for name in names.iter().map(|i| i.name.as_str()) {
             if name == master {
                 return Err(c.refuse(format!("'{name}' cannot be a member of itself")));
             }
-            if members.iter().flat_map(|o| o.all()).any(|o| o.name == name) {
+            if seen.contains(name) {
                 return Err(c.refuse(format!("interface '{name}' is a member more than once")));
             }
         }
+        seen.extend(names.iter().map(|i| i.name.clone()));
         members.push(m);
     }
     Ok(members)
