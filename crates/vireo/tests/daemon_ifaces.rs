@@ -374,6 +374,18 @@ fn bad_interface_input_is_one_line_and_changes_nothing() {
     let e = virsh(&d, &["iface-start", "eth9"]).error();
     assert_eq!(e, "interface eth9 does not exist on the host");
 
+    // Two definitions may share a port, but only one can have it.
+    define(
+        &d,
+        dir.path(),
+        "br-z",
+        "<interface type='bridge' name='br-z'><bridge><interface type='ethernet' name='ve0'/></bridge></interface>",
+    );
+    virsh(&d, &["iface-start", "br-z"]).ok();
+    let e = virsh(&d, &["iface-start", "br-x"]).error();
+    assert_eq!(e, "member ve0 of br-x is already enslaved to br-z");
+    virsh(&d, &["iface-destroy", "br-z"]).ok();
+
     // Destroying what is not active; unknown names.
     let e = virsh(&d, &["iface-destroy", "br-x"]).error();
     assert!(e.contains("br-x is not active"), "{e}");
@@ -560,8 +572,16 @@ fn onboot_interfaces_start_with_the_daemon() {
         virsh(&d, &["iface-name", "52:54:00:00:00:42"]).ok(),
         "ve0\n\n"
     );
-    // A physical device is taken down and put back as it was.
+    // Undefined while up, it stays listed (not persistent) until it is
+    // destroyed; a physical device is then taken down and put back as
+    // it was.
+    virsh(&d, &["iface-undefine", "ve0"]).ok();
+    let list: Value = serde_json::from_str(virsh(&d, &["iface-list", "--json"]).ok()).unwrap();
+    assert_eq!(list[0]["name"], "ve0", "{list}");
+    assert_eq!(list[0]["persistent"], false, "{list}");
+    assert_eq!(list[0]["active"], true, "{list}");
     virsh(&d, &["iface-destroy", "ve0"]).ok();
+    assert!(!virsh(&d, &["iface-list", "--all"]).ok().contains("ve0"));
     let after = ns.link("ve0").expect("ve0 is not deleted");
     assert!(!ns.up("ve0"), "{after}");
     assert!(!after.contains("mtu 1300"), "{after}");

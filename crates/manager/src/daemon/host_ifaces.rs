@@ -149,8 +149,10 @@ pub(crate) fn xml(d: &Daemon, key: &str, inactive: bool) -> Result<String, Failu
 }
 
 /// `POST /interfaces`: iface-define. A name the host already uses is
-/// fine, as in libvirt (defining the host's own eth0 is the usual case);
-/// whether it can be started is checked by iface-start.
+/// fine, as in libvirt (defining the host's own eth0 is the usual case),
+/// and so is a port another definition has too (two ways of using one
+/// NIC, one at a time): whether it can be started is checked by
+/// iface-start, against the host as it is then.
 pub(crate) async fn define(d: &Arc<Daemon>, xml: &str) -> Result<InterfaceDefineResponse, Failure> {
     let _ops = d.interfaces.ops.lock().await;
     let xml = xml.to_string();
@@ -160,28 +162,6 @@ pub(crate) async fn define(d: &Arc<Daemon>, xml: &str) -> Result<InterfaceDefine
     let iface = parsed.interface;
     let warnings = parsed.warnings.iter().map(|w| w.to_string()).collect();
     let name = iface.name.clone();
-    {
-        // A device is a port of one master only, and a defined interface
-        // is nobody's port.
-        let table = d.interfaces.lock();
-        for (other, e) in table.iter().filter(|(o, _)| **o != name) {
-            let Some(o) = e.config.as_ref() else { continue };
-            let theirs: Vec<&str> = o.all().iter().map(|i| i.name.as_str()).collect();
-            for mine in iface.all().iter().skip(1) {
-                if theirs.contains(&mine.name.as_str()) {
-                    return Err(Failure::unprocessable(format!(
-                        "interface {} is already part of interface {other}",
-                        mine.name
-                    )));
-                }
-            }
-            if o.all().iter().skip(1).any(|i| i.name == name) {
-                return Err(Failure::unprocessable(format!(
-                    "interface {name} is already part of interface {other}"
-                )));
-            }
-        }
-    }
     let text = iface.to_xml();
     let (store_d, store_name) = (d.clone(), name.clone());
     tokio::task::spawn_blocking(move || {
