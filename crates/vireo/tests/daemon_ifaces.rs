@@ -330,6 +330,11 @@ fn bad_interface_input_is_one_line_and_changes_nothing() {
         e,
         "interface ve0: a link named ve0 already exists as a veth device, not a bridge"
     );
+    // The same when that link is up: it is not this interface active.
+    ns.ip(&["link", "set", "ve0", "up"]);
+    let e2 = virsh(&d, &["iface-start", "ve0"]).error();
+    assert_eq!(e2, e);
+    ns.ip(&["link", "set", "ve0", "down"]);
     define(
         &d,
         dir.path(),

@@ -246,6 +246,9 @@ async fn start_locked(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
         let r = (|| -> Result<IfaceRecord, Failure> {
             let mut nl = Netlink::open().map_err(iface_links::link_failure)?;
             let snap = Snapshot::take(&mut nl)?;
+            // Another kind of link up under this name is not this
+            // interface active: say what it is.
+            iface_links::check_kind(&snap, &started, &format!("interface {name}"))?;
             if snap.active(&name) {
                 return Err(Failure::conflict(format!(
                     "Requested operation is not valid: interface {name} is already active"

@@ -106,6 +106,30 @@ pub(crate) fn check(snap: &Snapshot, top: &HostInterface) -> Result<(), Failure>
     check_one(snap, top, None)
 }
 
+/// Refuses a link of another kind under the interface's name, or an
+/// Ethernet device that is not there; `what` names it in the message.
+pub(crate) fn check_kind(snap: &Snapshot, i: &HostInterface, what: &str) -> Result<(), Failure> {
+    let name = &i.name;
+    match (made_kind(&i.kind), snap.get(name)) {
+        (None, None) => Err(Failure::unprocessable(format!(
+            "{what} does not exist on the host"
+        ))),
+        (None, Some(l)) => match l.kind.as_deref() {
+            Some(k @ ("bridge" | "vlan" | "bond")) => Err(Failure::unprocessable(format!(
+                "{what} exists as a {k}, not an ethernet device"
+            ))),
+            _ => Ok(()),
+        },
+        (Some(want), Some(l)) if l.kind.as_deref() != Some(want) => {
+            Err(Failure::unprocessable(format!(
+                "{what}: a link named {name} already exists as {}, not a {want}",
+                kind_text(l)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_one(snap: &Snapshot, i: &HostInterface, master: Option<&str>) -> Result<(), Failure> {
     let name = &i.name;
     let what = match master {
@@ -113,27 +137,7 @@ fn check_one(snap: &Snapshot, i: &HostInterface, master: Option<&str>) -> Result
         None => format!("interface {name}"),
     };
     let link = snap.get(name);
-    match (made_kind(&i.kind), link) {
-        (None, None) => {
-            return Err(Failure::unprocessable(format!(
-                "{what} does not exist on the host"
-            )))
-        }
-        (None, Some(l)) => {
-            if let Some(k @ ("bridge" | "vlan" | "bond")) = l.kind.as_deref() {
-                return Err(Failure::unprocessable(format!(
-                    "{what} exists as a {k}, not an ethernet device"
-                )));
-            }
-        }
-        (Some(want), Some(l)) if l.kind.as_deref() != Some(want) => {
-            return Err(Failure::unprocessable(format!(
-                "{what}: a link named {name} already exists as {}, not a {want}",
-                kind_text(l)
-            )));
-        }
-        _ => {}
-    }
+    check_kind(snap, i, &what)?;
     if let (Some(m), Some(l)) = (master, link) {
         if let Some(idx) = l.master {
             let current = snap.name_of(idx);
