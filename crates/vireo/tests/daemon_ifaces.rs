@@ -593,3 +593,33 @@ fn onboot_interfaces_start_with_the_daemon() {
     assert!(!after.contains("52:54:00:00:00:42"), "{after}");
     assert!(!ns.addresses("ve0").contains("169.254.10.1"));
 }
+
+#[test]
+fn a_record_from_an_earlier_boot_is_never_played_back() {
+    let Some((dir, ns)) = setup("if6") else {
+        return;
+    };
+    ns.veth("ve0", "ve1");
+    let mut d = Daemon::start_in(dir.path(), &[], Some(&ns.name));
+    define(&d, dir.path(), "br-t", BRIDGE);
+    virsh(&d, &["iface-start", "br-t"]).ok();
+    d.kill9();
+    // As if the host had rebooted since: the links the record names
+    // would be other links now.
+    let path = d.state.join("interface/run/br-t.json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(record["boot_id"].as_str().is_some_and(|b| !b.is_empty()));
+    record["boot_id"] = Value::from("00000000-0000-0000-0000-000000000000");
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    d.spawn();
+    assert!(!path.exists(), "the stale record was kept");
+    // Active (it is up), but not the daemon's: destroy only takes it down.
+    assert!(virsh(&d, &["iface-list"]).ok().contains(" br-t   active"));
+    virsh(&d, &["iface-destroy", "br-t"]).ok();
+    assert!(
+        ns.link("br-t").is_some(),
+        "a bridge it did not make was deleted"
+    );
+    assert!(!ns.up("br-t"));
+    assert_eq!(ns.master_of("ve0").as_deref(), Some("br-t"));
+}

@@ -30,6 +30,17 @@ pub(crate) struct IfaceRecord {
     pub xml: String,
     /// The changes' inverses, in the order the changes were made.
     pub undo: Vec<Undo>,
+    /// The kernel's boot id when they were made: after a reboot the
+    /// links it names are other links, never to be touched.
+    #[serde(default)]
+    pub boot_id: String,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), empty if unknown.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// One interface the daemon knows.
@@ -273,6 +284,7 @@ async fn start_locked(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
             let record = IfaceRecord {
                 xml: started.to_xml(),
                 undo,
+                boot_id: boot_id(),
             };
             if let Err(e) = run_d.interfaces.store.save_record(&name, &record) {
                 // Without its record a later destroy would not know what
@@ -371,7 +383,15 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> std::io::Result<()> {
             }
         }
         let records: BTreeMap<String, IfaceRecord> = s.records()?;
+        let this_boot = boot_id();
         for (name, record) in records {
+            if record.boot_id != this_boot {
+                tracing::warn!(
+                    "run record of interface '{name}' is from an earlier boot; dropped without undoing it"
+                );
+                let _ = s.remove_record(&name);
+                continue;
+            }
             match HostInterface::parse(&record.xml) {
                 Ok(p) => {
                     let e = entries.entry(name).or_insert(IfaceEntry {
