@@ -450,6 +450,11 @@ fn start_or_unsupported(
         "{e}"
     );
     assert_eq!(ns.links(), before, "a failed start left links");
+    // What the start noted as it went was undone, and the notes removed.
+    let records = std::fs::read_dir(d.state.join("interface/run"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 0, "a failed start left its run record");
     Some(e)
 }
 

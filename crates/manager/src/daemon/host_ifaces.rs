@@ -280,16 +280,34 @@ async fn start_locked(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
                 }
                 None => snap,
             };
-            let undo = iface_links::start(&mut nl, &snap, &started)?;
-            let record = IfaceRecord {
-                xml: started.to_xml(),
-                undo,
-                boot_id: boot_id(),
+            let store = &run_d.interfaces.store;
+            let (xml, boot) = (started.to_xml(), boot_id());
+            let record_of = |undo: &[Undo]| IfaceRecord {
+                xml: xml.clone(),
+                undo: undo.to_vec(),
+                boot_id: boot.clone(),
             };
-            if let Err(e) = run_d.interfaces.store.save_record(&name, &record) {
+            let mut note = |undo: &[Undo]| {
+                store
+                    .save_record(&name, &record_of(undo))
+                    .map_err(Failure::storage)
+            };
+            let undo = match iface_links::start(&mut nl, &snap, &started, &mut note) {
+                Ok(undo) => undo,
+                Err(e) => {
+                    // What was noted has been undone.
+                    let _ = store.remove_record(&name);
+                    return Err(e);
+                }
+            };
+            // Noted change by change already; written once more as the
+            // whole record, so that a start is never answered before it.
+            let record = record_of(&undo);
+            if let Err(e) = store.save_record(&name, &record) {
                 // Without its record a later destroy would not know what
                 // to undo: take it down now.
                 let _ = iface_links::play_back(&mut nl, &record.undo);
+                let _ = store.remove_record(&name);
                 return Err(Failure::storage(e));
             }
             Ok(record)

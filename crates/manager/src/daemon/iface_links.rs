@@ -8,7 +8,8 @@
 //! refusals change nothing. Then each change is made with its inverse
 //! noted in an [`Undo`] list; a failure midway (a kernel without VLAN
 //! support) plays the list back, and so does `iface-destroy`, from the
-//! list kept in the run record. So a pre-existing physical port is
+//! list kept in the run record (written as each change is made, so a
+//! daemon killed mid-start leaves it for the next one). So a pre-existing physical port is
 //! released and its MTU, MAC and up state restored, never deleted.
 
 use std::collections::BTreeMap;
@@ -162,19 +163,41 @@ fn check_one(snap: &Snapshot, i: &HostInterface, master: Option<&str>) -> Result
     Ok(())
 }
 
-/// Makes `top` on the host; what to undo, in the order made. On a
-/// failure what was made is undone before the error returns.
+/// The undo list being built. Each change's inverse is handed to `note`
+/// as soon as the change is made, so that a daemon killed mid-start
+/// leaves a record of what it made for the next one to undo.
+pub(crate) struct UndoLog<'a> {
+    list: Vec<Undo>,
+    note: &'a mut dyn FnMut(&[Undo]) -> Result<(), Failure>,
+}
+
+impl UndoLog<'_> {
+    /// Notes a change made; a failure to note it fails the start, which
+    /// then undoes this change with the others.
+    fn push(&mut self, u: Undo) -> Result<(), Failure> {
+        self.list.push(u);
+        (self.note)(&self.list)
+    }
+}
+
+/// Makes `top` on the host; what to undo, in the order made (each
+/// prefix of it handed to `note` on the way). On a failure what was made
+/// is undone before the error returns.
 pub(crate) fn start(
     nl: &mut Netlink,
     snap: &Snapshot,
     top: &HostInterface,
+    note: &mut dyn FnMut(&[Undo]) -> Result<(), Failure>,
 ) -> Result<Vec<Undo>, Failure> {
     check(snap, top)?;
-    let mut undo = Vec::new();
+    let mut undo = UndoLog {
+        list: Vec::new(),
+        note,
+    };
     match make(nl, snap, top, None, &mut undo) {
-        Ok(()) => Ok(undo),
+        Ok(()) => Ok(undo.list),
         Err(e) => {
-            if let Err(more) = play_back(nl, &undo) {
+            if let Err(more) = play_back(nl, &undo.list) {
                 tracing::error!("undoing a failed start of {}: {}", top.name, more.message);
             }
             Err(e)
@@ -189,14 +212,14 @@ fn make(
     snap: &Snapshot,
     i: &HostInterface,
     master: Option<(&str, bool)>,
-    undo: &mut Vec<Undo>,
+    undo: &mut UndoLog<'_>,
 ) -> Result<(), Failure> {
     let name = i.name.as_str();
     let before = snap.get(name);
     let made = before.is_none();
     if made {
         create(nl, i)?;
-        undo.push(Undo::Delete { name: name.into() });
+        undo.push(Undo::Delete { name: name.into() })?;
     } else {
         set_attrs(nl, i, before, undo)?;
     }
@@ -218,12 +241,12 @@ fn make(
             if to_bond && was_up {
                 nl.set_up(name, false).map_err(link_failure)?;
                 if !made {
-                    undo.push(Undo::Up { name: name.into() });
+                    undo.push(Undo::Up { name: name.into() })?;
                 }
             }
             nl.set_master(name, Some(m)).map_err(link_failure)?;
             if !made {
-                undo.push(Undo::Release { name: name.into() });
+                undo.push(Undo::Release { name: name.into() })?;
             }
         }
     }
@@ -234,7 +257,7 @@ fn make(
                     name: name.into(),
                     address,
                     prefix,
-                }),
+                })?,
                 // Already there: not ours to remove later.
                 Err(e) if e.errno() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(link_failure(e)),
@@ -244,7 +267,7 @@ fn make(
     if !was_up || master.is_some_and(|(_, b)| b) {
         nl.set_up(name, true).map_err(link_failure)?;
         if !made && !was_up {
-            undo.push(Undo::Down { name: name.into() });
+            undo.push(Undo::Down { name: name.into() })?;
         }
     }
     Ok(())
@@ -296,7 +319,7 @@ fn set_attrs(
     nl: &mut Netlink,
     i: &HostInterface,
     before: Option<&LinkInfo>,
-    undo: &mut Vec<Undo>,
+    undo: &mut UndoLog<'_>,
 ) -> Result<(), Failure> {
     let name = i.name.as_str();
     if let (Some(mtu), Some(l)) = (i.mtu, before) {
@@ -305,7 +328,7 @@ fn set_attrs(
             undo.push(Undo::Mtu {
                 name: name.into(),
                 mtu: l.mtu,
-            });
+            })?;
         }
     }
     if let (Some(mac), Some(l)) = (i.mac, before) {
@@ -315,7 +338,7 @@ fn set_attrs(
                 undo.push(Undo::Mac {
                     name: name.into(),
                     mac: old,
-                });
+                })?;
             }
         }
     }
