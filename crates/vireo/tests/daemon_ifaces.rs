@@ -628,3 +628,55 @@ fn a_record_from_an_earlier_boot_is_never_played_back() {
     assert!(!ns.up("br-t"));
     assert_eq!(ns.master_of("ve0").as_deref(), Some("br-t"));
 }
+
+/// `iface-edit` with `$VISUAL` set to `editor`.
+fn edit_with(d: &Daemon, editor: &str) -> Run {
+    let mut c = virsh_cli::vireo_command(&uri(d), &["iface-edit", "br-t"]);
+    c.env("VISUAL", editor);
+    virsh_cli::run_command(c, b"", virsh_cli::RUN_LIMIT)
+}
+
+#[test]
+fn iface_edit_changes_the_definition_not_the_running_interface() {
+    let Some((dir, ns)) = setup("if7") else {
+        return;
+    };
+    ns.veth("ve0", "ve1");
+    let d = Daemon::start_in(dir.path(), &[], Some(&ns.name));
+    define(&d, dir.path(), "br-t", BRIDGE);
+    virsh(&d, &["iface-start", "br-t"]).ok();
+
+    assert_eq!(
+        edit_with(&d, "true").ok(),
+        "Interface br-t XML configuration not changed.\n\n"
+    );
+    assert_eq!(
+        edit_with(&d, "sed -i s/1400/1300/").ok(),
+        "Interface br-t XML configuration edited.\n\n"
+    );
+    let live = virsh(&d, &["iface-dumpxml", "br-t"]).ok().to_string();
+    assert!(live.contains("<mtu size='1400'/>"), "{live}");
+    let defined = virsh(&d, &["iface-dumpxml", "br-t", "--inactive"])
+        .ok()
+        .to_string();
+    assert!(defined.contains("<mtu size='1300'/>"), "{defined}");
+
+    // An edit the parser refuses leaves the definition as it was.
+    let e = edit_with(&d, "sed -i s/ipv6/ipx/").error();
+    assert!(
+        e.contains("family 'ipx' must be ipv4 or ipv6")
+            && e.ends_with("; interface br-t is unchanged"),
+        "{e}"
+    );
+    let again = virsh(&d, &["iface-dumpxml", "br-t", "--inactive"])
+        .ok()
+        .to_string();
+    assert_eq!(again, defined);
+
+    virsh(&d, &["iface-destroy", "br-t"]).ok();
+    assert!(ns.link("br-t").is_none());
+    // Started again, it runs the edited definition.
+    virsh(&d, &["iface-start", "br-t"]).ok();
+    assert!(ns.link("br-t").unwrap().contains("mtu 1300"));
+    virsh(&d, &["iface-destroy", "br-t"]).ok();
+}
