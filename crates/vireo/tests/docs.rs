@@ -51,6 +51,7 @@ const DOC_FILES: &[&str] = &[
     "docs/devices.md",
     "docs/disks.md",
     "docs/domain-xml.md",
+    "docs/interface-xml.md",
     "docs/manager.md",
     "docs/network-xml.md",
     "docs/networks.md",
@@ -499,4 +500,14 @@ fn security() {
 #[test]
 fn testing() {
     run_doc("docs/testing.md");
+}
+
+#[test]
+fn interface_xml() {
+    run_doc("docs/interface-xml.md");
+}
+
+#[test]
+fn networks() {
+    run_doc("docs/networks.md");
 }

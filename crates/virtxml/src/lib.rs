@@ -1,6 +1,6 @@
 //! libvirt's XML formats as typed models.
 //!
-//! Three formats so far. The domain XML: [`Domain::parse`] reads a
+//! Four formats so far. The domain XML: [`Domain::parse`] reads a
 //! definition into a [`Domain`] (with [`Warning`]s for what it accepts
 //! without acting on), and [`Domain::to_xml`] writes it back. The rule,
 //! applied element by element and documented in `docs/domain-xml.md`:
@@ -8,9 +8,11 @@
 //! line naming the element, its path and its line and column; what only
 //! states a default or a hint is accepted, warned about once, and kept
 //! verbatim so that writing back loses nothing. The network XML
-//! ([`Network::parse`], [`Network::to_xml`], `docs/network-xml.md`) and
-//! the storage XML ([`Pool::parse`], [`Volume::parse`],
-//! `docs/storage-xml.md`) follow the same rule.
+//! ([`Network::parse`], [`Network::to_xml`], `docs/network-xml.md`),
+//! the host interface XML of `virsh iface-dumpxml`
+//! ([`HostInterface::parse`], [`HostInterface::to_xml`],
+//! `docs/interface-xml.md`) and the storage XML ([`Pool::parse`],
+//! [`Volume::parse`], `docs/storage-xml.md`) follow the same rule.
 //!
 //! The crate does no I/O and knows nothing of the daemon, drivers or the
 //! VMM: it turns `&str` into models and models into `String`. Input is
@@ -25,6 +27,7 @@ pub mod devices;
 mod domain;
 pub mod driver;
 mod error;
+pub mod iface;
 pub mod network;
 mod node;
 pub mod os;
@@ -43,6 +46,9 @@ pub use devices::Devices;
 pub use domain::{Domain, Parsed};
 pub use driver::DriverKind;
 pub use error::{Error, Location, Warning};
+pub use iface::kinds::{BondDef, BondMode, BridgeDef, VlanDef};
+pub use iface::protocol::{Family, Protocol};
+pub use iface::{HostInterface, HostInterfaceKind, ParsedHostInterface, StartMode};
 pub use network::dhcp::{Dhcp, DhcpHost, DhcpRange};
 pub use network::dns::{Dns, DnsHost, Forwarder};
 pub use network::forward::{Forward, ForwardMode, Nat};

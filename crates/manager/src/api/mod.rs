@@ -45,17 +45,19 @@
 //! | GET | `/events?domain={dom}` | | 200, a stream of [`Event`]s, one JSON object per line, until the client closes |
 //!
 //! Virtual networks have routes of their own, listed in [`network`]'s
-//! documentation.
+//! documentation; host interfaces too, in [`iface`]'s.
 //!
 //! The read-only socket answers only `GET` routes other than `console`;
 //! anything else there is 403 `{"error": "operation forbidden: read only access"}`.
 
+pub mod iface;
 pub mod network;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use iface::{InterfaceDefineResponse, InterfaceSummary};
 pub use network::{
     DhcpLease, InterfaceAddress, NetworkDestroyRequest, NetworkSummary, NetworkUpdateRequest,
 };

@@ -50,6 +50,7 @@ fn daemon(dir: &Path, rt: &tokio::runtime::Runtime) -> Arc<Daemon> {
         store: Store::open(&dir.join("state")).unwrap(),
         registry: registry::Registry::default(),
         networks: super::networks::Networks::open(&dir.join("state")).unwrap(),
+        interfaces: super::host_ifaces::HostIfaces::open(&dir.join("state")).unwrap(),
         drivers: vec![Arc::new(GoneDriver)],
         events: events::Events::new(),
         run_root: dir.join("v.sock.d"),

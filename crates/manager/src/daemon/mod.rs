@@ -20,6 +20,9 @@ mod drivers;
 mod events;
 mod failure;
 mod host;
+mod host_ifaces;
+mod iface_links;
+mod iface_routes;
 mod lifecycle;
 mod net_routes;
 mod networks;
@@ -91,6 +94,8 @@ pub(crate) struct Daemon {
     pub registry: registry::Registry,
     /// The virtual networks.
     pub networks: networks::Networks,
+    /// The host interfaces (`iface-*`).
+    pub interfaces: host_ifaces::HostIfaces,
     /// The drivers, by [`Driver::name`].
     pub drivers: Vec<Arc<dyn Driver>>,
     /// The lifecycle event stream.
@@ -144,6 +149,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let _lock = lock_state_dir(&config.state_dir)?;
     let store = store::Store::open(&config.state_dir).map_err(state_err)?;
     let networks = networks::Networks::open(&config.state_dir).map_err(state_err)?;
+    let interfaces = host_ifaces::HostIfaces::open(&config.state_dir).map_err(state_err)?;
     server::check_not_served(&config.socket)?;
     let ro_socket = crate::api::read_only_socket(&config.socket);
     server::check_not_served(&ro_socket)?;
@@ -158,6 +164,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         store,
         registry: registry::Registry::default(),
         networks,
+        interfaces,
         drivers: config.drivers,
         events: events::Events::new(),
         run_root: run_root(&config.socket),
@@ -167,12 +174,15 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         changes: Arc::default(),
     });
     let result = runtime.block_on(async {
+        host_ifaces::load(&daemon).await.map_err(state_err)?;
         networks::load(&daemon).await.map_err(state_err)?;
         boot::load(&daemon).await.map_err(state_err)?;
         let listeners = server::listen(&config.socket, &ro_socket)?;
         let autostart_d = daemon.clone();
         tokio::spawn(async move {
-            // Networks first: domains may be plugged into them.
+            // Host interfaces first, then networks (which may sit on
+            // them), then domains (plugged into networks).
+            host_ifaces::start_onboot(&autostart_d).await;
             networks::autostart(&autostart_d).await;
             boot::autostart(autostart_d).await;
         });

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::devices::{self, Family};
 use super::failure::{no_content, ok, parse_body, parse_optional_body, Answer, Failure};
 use super::registry::{driver_name, Entry};
-use super::{console, host, lifecycle, net_routes, ops, Daemon};
+use super::{console, host, iface_routes, lifecycle, net_routes, ops, Daemon};
 use crate::api::{
     AutostartRequest, CreateRequest, DefineRequest, DestroyRequest, DeviceRequest, DomainInfo,
     DomainStateInfo, DomainStats, StartRequest, XmlDocument,
@@ -81,6 +81,13 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
         route!(PUT "/networks/{net}/autostart" => net_routes::autostart),
         route!(GET "/networks/{net}/leases" => net_routes::leases),
         route!(POST "/networks/{net}/update" => net_routes::update),
+        route!(GET "/interfaces" => iface_routes::list),
+        route!(POST "/interfaces" => iface_routes::define),
+        route!(GET "/interfaces/{iface}" => iface_routes::info),
+        route!(DELETE "/interfaces/{iface}" => iface_routes::undefine),
+        route!(GET "/interfaces/{iface}/xml" => iface_routes::dump_xml),
+        route!(POST "/interfaces/{iface}/start" => iface_routes::start),
+        route!(POST "/interfaces/{iface}/destroy" => iface_routes::destroy),
     ]
 }
 

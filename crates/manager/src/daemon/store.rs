@@ -84,6 +84,12 @@ impl Store {
         Store::open_for(&root.join("network"), "networks")
     }
 
+    /// The host interfaces' store: `STATE/interface/interfaces/NAME.xml`
+    /// and `STATE/interface/run/NAME.json` (what a start made, to undo).
+    pub fn open_interfaces(root: &Path) -> io::Result<Store> {
+        Store::open_for(&root.join("interface"), "interfaces")
+    }
+
     fn open_for(root: &Path, definitions: &'static str) -> io::Result<Store> {
         let store = Store {
             root: root.to_path_buf(),

@@ -688,6 +688,26 @@ impl Netlink {
         self.ack(&op, name, m)
     }
 
+    /// Remove `addr`/`prefix` from `name`; [`LinkError::NotFound`] when
+    /// the link is absent, the kernel's EADDRNOTAVAIL when the address is.
+    pub fn del_address(&mut self, name: &str, addr: IpAddr, prefix: u8) -> Result<(), LinkError> {
+        let op = format!("removing address {addr}/{prefix} from {name}");
+        check_prefix(&op, addr, prefix)?;
+        let index = self.need(&op, name)?;
+        let mut m = Msg::new(libc::RTM_DELADDR, REQ | ACK);
+        let mut h = [0u8; 8];
+        h[0] = family(addr);
+        h[1] = prefix;
+        h[4..8].copy_from_slice(&index.to_ne_bytes());
+        m.header(&h);
+        let b = ip_bytes(addr);
+        if addr.is_ipv4() {
+            m.attr(IFA_LOCAL, &b);
+        }
+        m.attr(IFA_ADDRESS, &b);
+        self.ack(&op, name, m)
+    }
+
     /// The addresses of `name`, each with its prefix length.
     pub fn addresses(&mut self, name: &str) -> Result<Vec<(IpAddr, u8)>, LinkError> {
         let op = format!("listing addresses of {name}");

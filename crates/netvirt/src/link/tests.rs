@@ -114,6 +114,16 @@ fn addresses_and_routes() {
         assert!(nl.addresses("a1").unwrap().iter().all(|(a, _)| a.is_ipv6()));
         let e = nl.add_address("a0", v4, 24).unwrap_err();
         assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
+        // Removed again, one address only; a second removal is refused.
+        nl.del_address("a0", v6, 64).unwrap();
+        let got = nl.addresses("a0").unwrap();
+        assert!(
+            got.contains(&(v4, 24)) && !got.contains(&(v6, 64)),
+            "{got:?}"
+        );
+        let e = nl.del_address("a0", v6, 64).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EADDRNOTAVAIL), "{e}");
+        nl.add_address("a0", v6, 64).unwrap();
         let e = nl.add_address("a0", v4, 33).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -11,6 +11,7 @@ mod devices;
 mod edit;
 mod events;
 mod host;
+mod iface;
 mod info;
 mod lifecycle;
 mod net;
@@ -119,6 +120,24 @@ pub enum VirshCommand {
     NetDhcpLeases(net::NetLeasesArgs),
     /// Add, delete or modify a DHCP host of a network.
     NetUpdate(net::NetUpdateArgs),
+    /// Define (or update) a host interface from an XML file.
+    IfaceDefine(iface::IfaceFileArgs),
+    /// Remove a host interface's definition.
+    IfaceUndefine(iface::IfaceArgs),
+    /// Make a host interface on the host and bring it up.
+    IfaceStart(iface::IfaceArgs),
+    /// Take a host interface down, undoing what its start made.
+    IfaceDestroy(iface::IfaceArgs),
+    /// List host interfaces.
+    IfaceList(iface::IfaceListArgs),
+    /// A host interface's XML.
+    IfaceDumpxml(iface::IfaceDumpxmlArgs),
+    /// Edit a host interface's XML with $VISUAL or $EDITOR and define the result.
+    IfaceEdit(iface::IfaceArgs),
+    /// A host interface's MAC address.
+    IfaceMac(iface::IfaceJsonArgs),
+    /// The host interface with a MAC address.
+    IfaceName(iface::IfaceNameArgs),
 }
 
 /// Why a verb failed: one line, printed after `error: `.
@@ -241,6 +260,10 @@ fn wants_json(c: &VirshCommand) -> bool {
         V::NetInfo(a) => a.json,
         V::NetDumpxml(a) => a.json,
         V::NetDhcpLeases(a) => a.json,
+        V::IfaceList(a) => a.json,
+        V::IfaceDumpxml(a) => a.json,
+        V::IfaceMac(a) => a.json,
+        V::IfaceName(a) => a.json,
         _ => false,
     }
 }
@@ -295,6 +318,15 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::NetAutostart(a) => net::autostart(c, &a),
         V::NetDhcpLeases(a) => net::leases(c, &a),
         V::NetUpdate(a) => net::update(c, &a),
+        V::IfaceDefine(a) => iface::define(c, &a),
+        V::IfaceUndefine(a) => iface::undefine(c, &a),
+        V::IfaceStart(a) => iface::start(c, &a),
+        V::IfaceDestroy(a) => iface::destroy(c, &a),
+        V::IfaceList(a) => iface::list(c, &a),
+        V::IfaceDumpxml(a) => iface::dumpxml(c, &a),
+        V::IfaceEdit(a) => iface::edit(c, &a),
+        V::IfaceMac(a) => iface::mac(c, &a),
+        V::IfaceName(a) => iface::name(c, &a),
     }
 }
 
