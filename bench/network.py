@@ -47,6 +47,7 @@ fresh MAC every 10 ms on the other end through a raw packet socket until an
 OFFER comes. Also shown: when `net-start` returned.
 
     bench/network.py [--rounds N] [--bytes N] [--server-cpu C] [--client-cpu C]
+                     [--timeout-s S] [--guest ELF]
                      [--no-qemu] [--no-libvirt] [--no-throughput] [--no-dhcp]
 
 Everything lives in namespaces the script creates (vbn<pid>-*): nothing is
@@ -100,6 +101,8 @@ MAC = {
     ("qemu", "server"): "52:54:00:00:0b:12", ("qemu", "client"): "52:54:00:00:0b:13",
 }
 UPSTREAM = "198.51.100.2"
+# The DHCP probe's MAC when it asks as a configured host (a `dhcp/host`).
+PROBE_MAC = "52:54:00:00:0d:01"
 
 
 def throughput_net_xml(name):
@@ -114,7 +117,8 @@ def dhcp_net_xml(name):
     return (f"<network><name>{name}</name><forward mode='nat'/>"
             f"<bridge name='{DHCP_BRIDGE}' stp='off' delay='0'/>"
             "<ip address='203.0.113.1' netmask='255.255.255.0'>"
-            "<dhcp><range start='203.0.113.2' end='203.0.113.254'/></dhcp></ip></network>")
+            "<dhcp><range start='203.0.113.100' end='203.0.113.254'/>"
+            f"<host mac='{PROBE_MAC}' ip='203.0.113.9'/></dhcp></ip></network>")
 
 
 # ---------------------------------------------------------------- helpers
@@ -468,14 +472,15 @@ class Libvirtd:
         self.c(verb, path)
 
 
-def dhcp_ready(lab, ns, tool, opts, n):
-    """Seconds from `net-start` to the bridge, to its return, to an OFFER."""
+def dhcp_ready(lab, ns, tool, opts, n, mac):
+    """Seconds from `net-start` to the bridge, to its return, to an OFFER
+    for `mac` (a random one when None)."""
     a, b = f"vbp{n}a", f"vbp{n}b"
     ns.ip("link", "add", a, "type", "veth", "peer", "name", b)
     ns.ip("link", "set", a, "up")
     ns.ip("link", "set", b, "up")
     probe = subprocess.Popen(ns.cmd([sys.executable, SELF, "_dhcp", DHCP_BRIDGE, a, b,
-                                     opts.timeout_s], cpu=opts.client_cpu),
+                                     opts.timeout_s, mac or "random"], cpu=opts.client_cpu),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if probe.stdout.readline().strip() != "ready":
@@ -618,8 +623,11 @@ def set_master(port, bridge):
             raise OSError(-err, f"set {port} master {bridge}")
 
 
-def mode_dhcp(bridge, port, probe, timeout_s):
-    mac = bytes([0x02, 0x42] + [random.randrange(256) for _ in range(4)])
+def mode_dhcp(bridge, port, probe, timeout_s, mac):
+    if mac == "random":
+        mac = bytes([0x02, 0x42] + [random.randrange(256) for _ in range(4)])
+    else:
+        mac = bytes.fromhex(mac.replace(":", ""))
     xid = random.getrandbits(32)
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
     raw.bind((probe, 0))
@@ -662,10 +670,14 @@ def mode_dhcp(bridge, port, probe, timeout_s):
 def build(opts):
     os.makedirs(OUT, exist_ok=True)
     sh("cargo", "build", "--release", "-q", "-p", "vireo", cwd=ROOT)
-    sh(os.path.join(ROOT, "guests", "build.sh"), OUT, "virtio")
+    guest = os.path.join(OUT, "virtio.elf")
+    if opts.guest:
+        guest = os.path.abspath(opts.guest)
+    else:
+        sh(os.path.join(ROOT, "guests", "build.sh"), OUT, "virtio")
     sh("gcc", "-O2", "-o", os.path.join(OUT, "blk_host"), os.path.join(ROOT, "bench", "blk_host.c"))
     opts.tsc_hz = int(kv(out(os.path.join(OUT, "blk_host"), "tsc-hz"))["tsc-hz"])
-    return os.path.join(ROOT, "target", "release", "vireo"), os.path.join(OUT, "virtio.elf")
+    return os.path.join(ROOT, "target", "release", "vireo"), guest
 
 
 def measure(opts, lab, results):
@@ -731,11 +743,14 @@ def measure(opts, lab, results):
             print(f"dhcp round {r + 1}/{opts.rounds + 1}", file=sys.stderr)
             for who, ns, tool in tools:
                 n += 1
-                bridged, returned, offered = dhcp_ready(lab, ns, tool, opts, n)
+                bridged, returned, offered = dhcp_ready(lab, ns, tool, opts, n, PROBE_MAC)
+                n += 1
+                _, _, pinged = dhcp_ready(lab, ns, tool, opts, n, None)
                 if r > 0:
                     record("net-start to bridge", who, bridged * 1000)
                     record("net-start returns", who, returned * 1000)
-                    record("net-start to DHCP offer", who, offered * 1000)
+                    record("net-start to OFFER, host", who, offered * 1000)
+                    record("net-start to OFFER, range", who, pinged * 1000)
 
 
 def report(opts, results):
@@ -756,14 +771,15 @@ def report(opts, results):
             if "qemu" in names:
                 line += f"{med['vireo'] / med['qemu']:>12.2f}{med['qemu'] / med['kernel']:>13.3f}"
             print(line)
-    dhcp = [m for m in ("net-start to bridge", "net-start returns", "net-start to DHCP offer") if m in results]
+    dhcp = [m for m in ("net-start to bridge", "net-start returns", "net-start to OFFER, host",
+                        "net-start to OFFER, range") if m in results]
     if dhcp:
         names = [n for n in ("vireo", "libvirt") if n in results[dhcp[0]]]
-        print(f"\n{'ms':<26}" + "".join(f"{n:>9}" for n in names)
+        print(f"\n{'ms':<27}" + "".join(f"{n:>9}" for n in names)
               + (f"{'vireo/libvirt':>15}" if len(names) == 2 else ""))
         for m in dhcp:
             med = {n: statistics.median(results[m][n]) for n in names}
-            line = f"{m:<26}" + "".join(f"{med[n]:>9.1f}" for n in names)
+            line = f"{m:<27}" + "".join(f"{med[n]:>9.1f}" for n in names)
             if len(names) == 2:
                 line += f"{med['vireo'] / med['libvirt']:>15.3f}"
             print(line)
@@ -775,10 +791,11 @@ def main():
         return modes[sys.argv[1]](*sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--bytes", type=int, default=16 << 20)
+    ap.add_argument("--bytes", type=int, default=4 << 20)
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
     ap.add_argument("--timeout-s", type=int, default=120)
+    ap.add_argument("--guest", help="a prebuilt virtio guest ELF instead of guests/virtio")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--no-libvirt", action="store_true")
     ap.add_argument("--no-throughput", action="store_true")
@@ -797,6 +814,7 @@ def main():
                 sys.exit(f"{tool} not found (apt-get install libvirt-daemon libvirt-clients "
                          "iptables), or pass --no-libvirt")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
     lab = Lab()
     results = {}
