@@ -29,9 +29,12 @@ Throughput (MB/s, 10^6 bytes of payload each way per second):
           `_client` and `_echo` modes: 1 MiB sends, a thread each way).
 
   Each exchange is timed by its client from the connect to the close seen
-  both ways: the guest prints `us=` (its TSC; rescaled by the host's own
-  measurement of the TSC rate, bench/blk_host.c), the kernel client times
-  itself with CLOCK_MONOTONIC. The server side (guest, or echo process)
+  both ways: the guest prints `us=` (its TSC, at the rate it believes;
+  rescaled by the host's own measurement of the TSC rate, bench/blk_host.c),
+  the kernel client times itself with CLOCK_MONOTONIC. Guests have static
+  addresses (`net.ip=`), so no DHCP wait precedes an exchange. The kernel's
+  figure is a lower bound of what the kernel can do (Python moves the
+  bytes), so vireo/kernel errs in Vireo's favour. The server side (guest, or echo process)
   runs on --server-cpu, the client side on --client-cpu (taskset: a VMM with
   all its threads; vireo's daemon is re-pinned before each domain start, so
   the VMM it forks inherits the CPU).
@@ -39,12 +42,20 @@ Throughput (MB/s, 10^6 bytes of payload each way per second):
 DHCP readiness (ms): from the `net-start` command until an OFFER answers a
 DHCP DISCOVER sent on a port of the new bridge, for Vireo's daemon and for
 libvirt 9's libvirtd (its network driver, dnsmasq and iptables), each in a
-namespace of its own, with the same network XML (NAT, stp on, delay 0, a
-DHCP range). The probe (this file's `_dhcp` mode, started before
-`net-start` in the same namespace) waits for the bridge to appear, enslaves
-one end of a veth pair to it through rtnetlink and sends a DISCOVER from a
-fresh MAC every 10 ms on the other end through a raw packet socket until an
-OFFER comes. Also shown: when `net-start` returned.
+namespace of its own, with the same network XML: libvirt's stock default
+network (NAT, a DHCP range) on a documentation range, plus one `dhcp/host`,
+and with `stp='off'`: with STP on, the kernel holds every new bridge port
+for twice its forwarding delay (at least 2 s each) before it forwards, which
+times the port, not the network. The probe (this file's `_dhcp` mode,
+started before `net-start` in the same namespace) waits for the bridge to
+appear, enslaves one end of a veth pair to it through rtnetlink and sends a
+DISCOVER every 10 ms on the other end through a raw packet socket until an
+OFFER comes. Each round starts the network twice: once probing with the
+MAC of the `dhcp/host` (the readiness figure), once with a fresh random MAC,
+whose address comes from the range: dnsmasq then pings the address before
+offering it and waits about 3 s for an answer, under both managers. Also
+shown: when the bridge appeared and when `net-start` returned. The first
+round warms caches and is not counted.
 
     bench/network.py [--rounds N] [--bytes N] [--server-cpu C] [--client-cpu C]
                      [--timeout-s S] [--guest ELF]
