@@ -77,6 +77,7 @@ unpacks. Python 3 standard library only.
 
 import argparse
 import os
+import pwd
 import random
 import select
 import shutil
@@ -263,11 +264,8 @@ class VireoDaemon:
                  "vireo's daemon socket")
         if self.proc.poll() is not None:
             raise RuntimeError("vireo daemon exited at start; see " + lab.work)
-        self.pid = self.daemon_pid()
-
-    def daemon_pid(self):
         # `ip netns exec` and taskset exec, so the child is the daemon itself.
-        return self.proc.pid
+        self.pid = self.proc.pid
 
     def c(self, *verb, check=True):
         p = subprocess.run([self.binary, "-c", f"vireo+unix:///system?socket={self.socket}"]
@@ -418,7 +416,7 @@ def exchange_seconds(line, console, opts):
     return int(f["us"]) / 1e6 * guest_hz / opts.tsc_hz
 
 
-def kernel_exchange(lab, client_ns, host, port, opts):
+def kernel_exchange(client_ns, host, port, opts):
     p = subprocess.run(client_ns.cmd([sys.executable, SELF, "_client", host, port, opts.bytes],
                                      cpu=opts.client_cpu),
                        capture_output=True, text=True, timeout=opts.timeout_s + 30)
@@ -452,10 +450,8 @@ class Libvirtd:
         for m in mounts:
             os.makedirs(m, exist_ok=True)
         try:
-            pwd_ok = subprocess.run(["id", "libvirt-dnsmasq"], capture_output=True).returncode == 0
-        except FileNotFoundError:
-            pwd_ok = False
-        if not pwd_ok:  # what Debian's network driver package makes
+            pwd.getpwnam("libvirt-dnsmasq")
+        except KeyError:  # the user Debian's network driver package makes
             sh("useradd", "--system", "--user-group", "-d", "/var/lib/libvirt/dnsmasq",
                "-s", "/usr/sbin/nologin", "libvirt-dnsmasq")
         script = " && ".join([f"mount -t tmpfs tmpfs {m}" for m in mounts]
@@ -730,11 +726,11 @@ def measure(opts, lab, results):
             for who, g in contenders:
                 record("guest->guest", who, opts.bytes / g.guest_to_guest(who) / 1e6)
             record("guest->guest", "kernel", opts.bytes / kernel_exchange(
-                lab, kc, ADDR[("kernel", "server")], SERVE_PORT, opts) / 1e6)
+                kc, ADDR[("kernel", "server")], SERVE_PORT, opts) / 1e6)
             for who, g in contenders:
                 record("guest->upstream", who, opts.bytes / g.guest_to_upstream(who) / 1e6)
             record("guest->upstream", "kernel", opts.bytes / kernel_exchange(
-                lab, kc, UPSTREAM, ECHO_PORT, opts) / 1e6)
+                kc, UPSTREAM, ECHO_PORT, opts) / 1e6)
         daemon.c("net-destroy", "bench", "--force", check=False)
 
     if not opts.no_dhcp:
