@@ -361,6 +361,7 @@ fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
         return Ok(());
     };
     let (mut received, mut hash) = (0u64, FNV_START);
+    let begun = now();
     let mut chunk = [0u8; 1024];
     // Bytes received but not yet taken back by the send buffer.
     let mut pending = 0usize;
@@ -395,15 +396,17 @@ fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
         }
         matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait).then_some(())
     })?;
+    let us = (now() - begun).total_micros();
     let state = stack.sockets.get_mut::<tcp::Socket>(handle).state();
     match done {
         Some(()) => say!(
-            "virtio: serve port={} from={}:{} received={} fnv1a32={:08x}",
+            "virtio: serve port={} from={}:{} received={} fnv1a32={:08x} us={}",
             port,
             peer.addr,
             peer.port,
             received,
-            hash
+            hash,
+            us
         ),
         None => say!(
             "virtio: serve FAIL port={} from={}:{} not closed within {} ms (state {}, received={})",
@@ -550,6 +553,7 @@ fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), 
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
     );
     let handle = stack.sockets.add(socket);
+    let begun = now();
     let local_port = 49152 + (now().total_micros() as u16 % 16000);
     let remote = (IpAddress::Ipv4(peer.into()), job.port);
     let connected = stack.sockets.get_mut::<tcp::Socket>(handle).connect(
@@ -613,16 +617,18 @@ fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), 
             _ => None,
         }
     })?;
+    let us = (now() - begun).total_micros();
     let state = stack.sockets.get_mut::<tcp::Socket>(handle).state();
     match finished {
         Some(true) => say!(
-            "virtio: tcp {}:{} sent={} received={} sent-fnv1a32={:08x} received-fnv1a32={:08x}",
+            "virtio: tcp {}:{} sent={} received={} sent-fnv1a32={:08x} received-fnv1a32={:08x} us={}",
             IpFmt(peer),
             job.port,
             sent,
             received,
             sent_hash,
-            received_hash
+            received_hash,
+            us
         ),
         Some(false) => say!(
             "virtio: tcp FAIL {}:{} refused or reset before connecting",
