@@ -10,7 +10,8 @@
 #                   /bin/vireo, the L2 kernel (bzImage, and the vmlinux
 #                   inside it when fetch-linux.sh extracted one) and
 #                   l2.cpio.gz under /l2, kvm, kvm-amd, irqbypass and tun
-#                   under /modules, l1-init.sh as /init, and
+#                   under /modules (and the virtio ones that reach
+#                   L1's Debian root disk), l1-init.sh as /init, and
 #                   LINUX_TEST_INITRD (the initramfs of tests/linux.rs) as
 #                   /l2/linux-test.cpio.gz when given.
 # nested-tool (nested-tool.c) is compiled static with ${CC:-cc}.
@@ -94,7 +95,9 @@ pack "$l2" "$tmp/l2.cpio.gz" gzip
 
 l1="$tmp/l1"
 skeleton "$l1"
-modules "$l1" irqbypass kvm kvm-amd tun
+# The virtio modules mount L1's Debian root when run.sh attaches it.
+modules "$l1" irqbypass kvm kvm-amd tun virtio_ring virtio virtio_pci_modern_dev \
+    virtio_pci_legacy_dev virtio_pci virtio_blk
 mkdir -p "$l1/l2"
 cp "$vireo" "$l1/bin/vireo"
 cp "$linux/vmlinuz" "$l1/l2/vmlinuz"
