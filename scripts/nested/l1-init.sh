@@ -899,7 +899,15 @@ deb_mount() {
         l1_result "$1" debian-root fail "cannot mount L1's Debian root from /dev/vda: $(tr '\n' ' ' </tmp/deb-mount.err) (block devices: $(ls /sys/block | tr '\n' ' '))"
         return 1
     fi
-    for d in proc sys dev tmp l2; do
+    # What a full system's /dev has beyond devtmpfs (nft reads its rules
+    # from /dev/stdin).
+    ln -sf /proc/self/fd /dev/fd
+    ln -sf /proc/self/fd/0 /dev/stdin
+    ln -sf /proc/self/fd/1 /dev/stdout
+    ln -sf /proc/self/fd/2 /dev/stderr
+    mkdir -p /dev/pts /dev/shm
+    mount -t devpts devpts /dev/pts
+    for d in proc sys dev dev/pts tmp l2; do
         mount -o bind /$d /deb/$d
     done
     mount -t tmpfs tmpfs /deb/run
@@ -1000,7 +1008,7 @@ scenario_net_nat() {
     deb ip -n upstream link set up1 up
     # The upstream server: answers one connection, and its -v line names
     # the peer address it saw.
-    (deb ip netns exec upstream sh -c 'echo vireo-upstream-reply | timeout 400 nc -l -N -v 198.51.100.2 7777' \
+    (deb ip netns exec upstream sh -c 'echo vireo-upstream-reply | timeout 400 nc -l -n -N -v 198.51.100.2 7777' \
         >/tmp/net-nat.up-got 2>/tmp/net-nat.up-err) &
     uppid=$!
     deb ip netns exec vhost vireo daemon --state-dir /tmp/vn --socket $sock --log /tmp/vn.dlog \

@@ -110,7 +110,12 @@ mkdir -p "$root/lib/modules"
 cp -a "$moddir" "$root/lib/modules/"
 version=$(basename "$moddir")
 chroot "$root" depmod -a "$version"
+# debootstrap copied this host's name and resolver: nothing of this host
+# goes into the image.
 echo vireo-l1 >"$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tvireo-l1\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+rm -f "$root/etc/resolv.conf"
+: >"$root/etc/resolv.conf"
 # l1-init.sh binds the L2 kernel, the initramfs and /tmp here.
 mkdir -p "$root/l2"
 
