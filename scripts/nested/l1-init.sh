@@ -974,8 +974,12 @@ scenario_numa() {
 # `net-dhcp-leases` and `domifaddr` list that address for the NIC's MAC,
 # that the upstream server saw the masqueraded address (198.51.100.1, not
 # L2's), and that net-destroy leaves no bridge, nftables table or dnsmasq.
-#     vhost ns:    vireo daemon, virbr (192.0.2.1/24), up0 198.51.100.1/24
+# In the same L2 boot, 802.1Q: L2 tags its own frames (eth0.10, then
+# eth0.20) and reaches only the peer on its VLAN.
+#     vhost ns:    vireo daemon, virbr (192.0.2.1/24), up0 198.51.100.1/24,
+#                  vp10 and vp20 ports of virbr
 #     upstream ns: up1 198.51.100.2/24, nc -l 7777
+#     vlanID ns:   eth0 (peer of vpID), eth0.ID (VLAN ID) 203.0.113.ID/24
 scenario_net_nat() {
     name=net-nat dom=l2-dhcp net=nat0 mac=52:54:00:c0:00:02 sock=/tmp/vn.sock
     rm -rf /tmp/vn /tmp/vn.* /tmp/net-nat.*
@@ -1052,7 +1056,7 @@ EOF
     <type arch='x86_64'>hvm</type>
     <kernel>$L2_KERNEL</kernel>
     <initrd>$L2_INITRD</initrd>
-    <cmdline>$L2_CMDLINE vireo.scenario=dhcp vireo.name=$name vireo.subnet=192.0.2 vireo.range=100-150 vireo.upstream=198.51.100.2 vireo.word=$word vireo.dns_name=seven.example vireo.dns_ip=192.0.2.7</cmdline>
+    <cmdline>$L2_CMDLINE vireo.scenario=dhcp vireo.name=$name vireo.subnet=192.0.2 vireo.range=100-150 vireo.upstream=198.51.100.2 vireo.word=$word vireo.dns_name=seven.example vireo.dns_ip=192.0.2.7 vireo.vlan_net=203.0.113</cmdline>
   </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
@@ -1071,6 +1075,20 @@ EOF
         bridge=$(v net-info $net 2>&1 | sed -n 's/^Bridge: *//p')
         echo "vireo-l1: $name: network $net on bridge '$bridge': $(deb ip -n vhost -o addr show dev "$bridge" 2>&1 | tr -s ' ' | tr '\n' ' ')"
         echo "vireo-l1: $name: nftables in vhost: $(deb ip netns exec vhost nft list tables 2>&1 | tr '\n' ' ')"
+        # VLAN peers: namespace vlanID joined by veth to the network's
+        # bridge, with a VLAN device for ID on it (203.0.113.ID/24): L2
+        # tags its own frames (eth0.ID) and reaches only its VLAN's peer.
+        for id in 10 20; do
+            deb ip netns add vlan$id
+            deb ip -n vlan$id link set lo up
+            deb ip -n vhost link add vp$id type veth peer name eth0 netns vlan$id
+            deb ip -n vhost link set vp$id master "$bridge" up
+            deb ip -n vlan$id link add link eth0 name eth0.$id type vlan id $id
+            deb ip -n vlan$id addr add 203.0.113.$id/24 dev eth0.$id
+            deb ip -n vlan$id link set eth0 up
+            deb ip -n vlan$id link set eth0.$id up
+        done
+        echo "vireo-l1: $name: VLAN peers: $(deb ip -n vlan10 -o addr show dev eth0.10 | tr -s ' ') / $(deb ip -n vlan20 -o addr show dev eth0.20 | tr -s ' ')"
         # The console client's input: a FIFO this shell holds open.
         mkfifo /tmp/net-nat.in
         exec 5<>/tmp/net-nat.in
@@ -1134,6 +1152,8 @@ EOF
     wait $dpid 2>/dev/null
     deb ip netns del vhost
     deb ip netns del upstream
+    deb ip netns del vlan10 2>/dev/null
+    deb ip netns del vlan20 2>/dev/null
     echo "vireo-l1: $name: done at $(awk "BEGIN{print $(now)-$t0}") s"
     rc=0
 }

@@ -762,6 +762,42 @@ EOF
     else
         result dhcp-address fail "udhcpc exited $st after $(elapsed "$t0") s: $(tr '\n' ' ' </tmp/udhcpc.log)"
     fi
+    # 802.1Q over vireo's NIC: eth0.10 reaches L1's peer on VLAN 10 (with
+    # full-size frames: 1500 bytes of IP in a 1518-byte tagged frame) and
+    # not the one on VLAN 20; eth0.20, the same address, the other way.
+    vlan_net=$(arg vireo.vlan_net)
+    if [ -n "$vlan_net" ]; then
+        for m in llc stp garp mrp 8021q; do
+            insmod "/modules/$m.ko" || echo "vireo-l2: insmod $m failed"
+        done
+        for id in 10 20; do
+            other=$((30 - id))
+            dev=$nic.$id
+            ip link add link "$nic" name "$dev" type vlan id $id 2>/tmp/e ||
+                vconfig add "$nic" $id 2>>/tmp/e
+            ip addr add "$vlan_net.2/24" dev "$dev" && ip link set "$dev" up
+            if [ ! -e /sys/class/net/$dev ]; then
+                result vlan-$id fail "no $dev: $(tr '\n' ' ' </tmp/e)"
+                continue
+            fi
+            pinged=$(ping -c 3 -W 5 "$vlan_net.$id" 2>&1)
+            case "$pinged" in
+            *" 3 packets received"*) result vlan-$id ok "$dev ($(cat /proc/net/vlan/$dev 2>/dev/null | head -n 1 | tr -s ' ')): ping $vlan_net.$id, L1's peer on VLAN $id: $(echo "$pinged" | tail -n 2 | tr '\n' ' ')" ;;
+            *) result vlan-$id fail "$dev: ping $vlan_net.$id: $(echo "$pinged" | tr '\n' ' ')" ;;
+            esac
+            big=$(ping -c 2 -W 5 -s 1472 "$vlan_net.$id" 2>&1)
+            case "$big" in
+            *" 2 packets received"*) result vlan-$id-full-size ok "1500-byte IP packets (1518-byte tagged frames) both ways: $(echo "$big" | tail -n 2 | tr '\n' ' ')" ;;
+            *) result vlan-$id-full-size fail "ping -s 1472 on $dev: $(echo "$big" | tr '\n' ' ')" ;;
+            esac
+            crossed=$(ping -c 2 -W 3 "$vlan_net.$other" 2>&1)
+            case "$crossed" in
+            *" 0 packets received"*) result vlan-$id-isolated ok "$vlan_net.$other (on VLAN $other) does not answer on $dev: $(echo "$crossed" | tail -n 2 | tr '\n' ' ')" ;;
+            *) result vlan-$id-isolated fail "$vlan_net.$other (on VLAN $other) answered on $dev: $(echo "$crossed" | tr '\n' ' ')" ;;
+            esac
+            ip link del "$dev"
+        done
+    fi
     # L1 checks the leases while the domain runs, then destroys it.
     echo "VIREO-READY upstream"
     sleep 1000000

@@ -490,3 +490,26 @@ fn net_nat_dhcp_lease_dns_and_upstream_through_nat() {
         "net-destroy-clean",
     ]);
 }
+
+/// 802.1Q through vireo's virtio-net, in the same L2 boot as
+/// `net_nat_dhcp_lease_dns_and_upstream_through_nat`: L2 tags its own
+/// frames (busybox `ip link add ... type vlan`, Linux's 8021q), first as
+/// eth0.10, then as eth0.20, with the same address; L1 has a peer on each
+/// VLAN (a namespace with a VLAN device on a veth port of the network's
+/// bridge, L1's kernel's 8021q). Each time L2 pings its VLAN's peer 3/3,
+/// also with 1500-byte packets (1518-byte tagged frames), and the other
+/// VLAN's peer not at all.
+#[test]
+fn net_guest_vlan_reaches_only_its_own_vlan() {
+    let Some(s) = scenario("net-nat") else {
+        return;
+    };
+    s.assert_checks(&[
+        "vlan-10",
+        "vlan-10-full-size",
+        "vlan-10-isolated",
+        "vlan-20",
+        "vlan-20-full-size",
+        "vlan-20-isolated",
+    ]);
+}
