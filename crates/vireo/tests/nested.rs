@@ -513,3 +513,46 @@ fn net_guest_vlan_reaches_only_its_own_vlan() {
         "vlan-20-isolated",
     ]);
 }
+
+/// The harness's reading of L1's console (no L1 boot): a scenario that
+/// printed `VIREO-SKIP` is a skip with its reason, and asserting its checks
+/// fails, so it can never count as passed; the checks of a scenario that
+/// ran are read with their verdicts and evidence.
+#[test]
+fn harness_reads_skips_and_checks_from_l1s_console() {
+    let run = Run {
+        log: "VIREO-SCENARIO-BEGIN numa\n\
+              VIREO-SKIP numa L1 was booted without NUMA nodes\n\
+              VIREO-SCENARIO-END numa rc=none\n\
+              VIREO-SCENARIO-BEGIN net-nat\n\
+              VIREO-RESULT net-nat dhcp-address ok got 192.0.2.125/24\n\
+              VIREO-RESULT net-nat ping-upstream fail 0 packets received\n\
+              VIREO-SCENARIO-END net-nat rc=0\n"
+            .to_string(),
+        qemu_rc: "0".to_string(),
+        wall_seconds: "1".to_string(),
+        out: std::env::temp_dir(),
+    };
+    let numa = run.scenario("numa");
+    assert_eq!(
+        numa.skipped.as_deref(),
+        Some("L1 was booted without NUMA nodes")
+    );
+    let asserted = std::panic::catch_unwind(|| numa.assert_checks(&[]));
+    assert!(asserted.is_err(), "a skipped scenario passed assert_checks");
+    let net = run.scenario("net-nat");
+    assert_eq!(net.skipped, None);
+    assert_eq!(net.rc.as_deref(), Some("0"));
+    let verdicts: Vec<(&str, bool, &str)> = net
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.ok, c.evidence.as_str()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("dhcp-address", true, "got 192.0.2.125/24"),
+            ("ping-upstream", false, "0 packets received"),
+        ]
+    );
+}
