@@ -877,12 +877,20 @@ EOF
 # /usr/local/bin/vireo, and the kernel's module loader pointed at the
 # Debian modprobe (its /lib/modules holds the kernel's modules, depmod
 # run), so that nft, ip and the daemon get their modules loaded on demand.
-# When L1 has no such disk it prints `VIREO-SKIP SCENARIO reason`; when the
-# disk is there and cannot be mounted a failed check. 0 when mounted.
+# When L1 has no such disk it prints `VIREO-SKIP SCENARIO reason`; when
+# run.sh failed to build it (`vireo.debian=failed-CODE`), or the disk is
+# there and cannot be mounted, a failed check. 0 when mounted.
 deb_mounted=
 deb_mount() {
     [ -z "$deb_mounted" ] || return 0
-    if [ "$(arg vireo.debian)" != 1 ]; then
+    deb_arg=$(arg vireo.debian)
+    case "$deb_arg" in
+    failed-*)
+        l1_result "$1" debian-root fail "run.sh could not build L1's Debian root (make-debian-root.sh exited ${deb_arg#failed-}; its output is in run.sh's stderr, its log in target/nested/debian/make-debian-root.log)"
+        return 1
+        ;;
+    esac
+    if [ "$deb_arg" != 1 ]; then
         echo "VIREO-SKIP $1 L1 has no Debian root: run.sh attaches it only for its DEBIAN_SCENARIOS, and only when make-debian-root.sh can build it here (root, apt, debootstrap; see run.sh's output)"
         return 1
     fi
