@@ -1166,6 +1166,101 @@ EOF
     rc=0
 }
 
+# L1's Debian root at work, with no L2: its tools are there and run, and
+# L1's kernel, through the Debian modprobe, does what this host's lacks
+# (device-mapper under LVM, bonding, 802.1Q, the NFS server, the iSCSI
+# initiator). The later issues' scenarios (storage pools, host interfaces)
+# build on these.
+scenario_l1_tools() {
+    name=l1-tools
+    missing=
+    for t in ip nft dnsmasq sshd tgtd tgtadm lvm dmsetup exportfs rpc.nfsd iscsiadm busybox ps modprobe losetup; do
+        deb sh -c "command -v $t" >/dev/null 2>&1 || missing="$missing $t"
+    done
+    versions="$(deb ip -V 2>&1); $(deb nft --version 2>&1); $(deb dnsmasq --version 2>&1 | head -n 1); $(deb lvm version 2>&1 | head -n 1 | tr -s ' '); $(deb ssh -V 2>&1); $(deb iscsiadm --version 2>&1)"
+    if [ -z "$missing" ]; then
+        l1_result $name tools ok "$versions"
+    else
+        l1_result $name tools fail "missing in L1's Debian root:$missing ($versions)"
+    fi
+    mods="loop dm_mod bonding 8021q nfsd iscsi_tcp"
+    out=$(deb modprobe -a loop dm-mod bonding 8021q nfsd iscsi_tcp 2>&1)
+    absent=
+    for m in $mods; do
+        grep -q "^$m " /proc/modules || absent="$absent $m"
+    done
+    if [ -z "$absent" ]; then
+        l1_result $name modules ok "the Debian modprobe loaded $mods; nfsd filesystem: $(grep -c nfsd /proc/filesystems), iSCSI transports: $(ls /sys/class/iscsi_transport 2>&1 | tr '\n' ' ')"
+    else
+        l1_result $name modules fail "not loaded:$absent ($out)"
+    fi
+    # LVM on a loop device: a volume group and a logical volume, activated
+    # through device-mapper, written and read back. No udev in L1: LVM
+    # makes its device nodes itself.
+    mkdir -p /tmp/lvm
+    cat >/tmp/lvm/lvm.conf <<EOF
+devices {
+    use_devicesfile = 0
+    obtain_device_list_from_udev = 0
+    filter = [ "a|^/dev/loop|", "r|.*|" ]
+}
+activation {
+    udev_sync = 0
+    udev_rules = 0
+}
+EOF
+    rm -f /tmp/pv.img
+    dd if=/dev/zero of=/tmp/pv.img bs=1M count=0 seek=64 2>/dev/null
+    lvm() {
+        deb env LVM_SYSTEM_DIR=/tmp/lvm lvm "$@" >>/tmp/lvm.log 2>&1
+    }
+    : >/tmp/lvm.log
+    loopdev=$(deb losetup -f --show /tmp/pv.img 2>>/tmp/lvm.log)
+    marker=vireo-l1-lvm-$(date +%s)
+    got=
+    if [ -n "$loopdev" ] && lvm pvcreate -y "$loopdev" && lvm vgcreate vgl1 "$loopdev" &&
+        lvm lvcreate -y -L 8M -n lv0 vgl1; then
+        printf '%s' "$marker" | dd of=/dev/mapper/vgl1-lv0 conv=fsync 2>>/tmp/lvm.log
+        got=$(dd if=/dev/mapper/vgl1-lv0 bs=${#marker} count=1 2>/dev/null)
+        table=$(deb dmsetup table 2>&1 | tr '\n' ' ')
+    fi
+    if [ -n "$got" ] && [ "$got" = "$marker" ]; then
+        l1_result $name lvm ok "pvcreate, vgcreate and lvcreate on $loopdev; /dev/mapper/vgl1-lv0 ($table) read back '$got'"
+    else
+        l1_result $name lvm fail "no LV read back '$marker' (got '$got'): $(tr '\n' ' ' </tmp/lvm.log)"
+    fi
+    lvm vgchange -an vgl1
+    lvm vgremove -f vgl1
+    [ -z "$loopdev" ] || deb losetup -d "$loopdev"
+    rm -f /tmp/pv.img
+    # A bond and a VLAN device, in a namespace of their own.
+    deb ip netns add tools
+    deb ip -n tools link add bond0 type bond mode active-backup 2>/tmp/tools.err
+    deb ip -n tools link add t0 type veth peer name t1 2>>/tmp/tools.err
+    deb ip -n tools link set t0 master bond0 2>>/tmp/tools.err
+    deb ip -n tools link add link bond0 name bond0.42 type vlan id 42 2>>/tmp/tools.err
+    links=$(deb ip -n tools -d -o link show 2>&1)
+    case "$links" in
+    *"bond0.42@bond0"*"vlan protocol 802.1Q id 42"*)
+        case "$links" in
+        *"bond mode active-backup"*) l1_result $name bond-vlan ok "$(echo "$links" | grep -o 'bond0[^:]*: .*\(bond mode [a-z-]*\|id 42\)' | tr -s ' ' | cut -c1-300 | tr '\n' '|')" ;;
+        *) l1_result $name bond-vlan fail "no active-backup bond0: $(echo "$links" | tr -s ' ' | tr '\n' '|') $(tr '\n' ' ' </tmp/tools.err)" ;;
+        esac
+        ;;
+    *) l1_result $name bond-vlan fail "no VLAN 42 on bond0: $(echo "$links" | tr -s ' ' | tr '\n' '|') $(tr '\n' ' ' </tmp/tools.err)" ;;
+    esac
+    deb ip netns del tools
+    # sshd's configuration test (host keys made when the package was
+    # configured).
+    mkdir -p /deb/run/sshd
+    if out=$(deb /usr/sbin/sshd -t 2>&1); then
+        l1_result $name sshd-config ok "sshd -t passed; host keys: $(ls /deb/etc/ssh | grep -c '_key$')"
+    else
+        l1_result $name sshd-config fail "sshd -t: $(echo "$out" | tr '\n' ' ')"
+    fi
+    rc=0
+}
+
 for s in $(arg vireo.scenarios | tr ',' ' '); do
     echo "VIREO-SCENARIO-BEGIN $s"
     rc=none
@@ -1197,6 +1292,7 @@ for s in $(arg vireo.scenarios | tr ',' ' '); do
         daemon) scenario_daemon ;;
         numa) scenario_numa ;;
         net-nat) if deb_mount net-nat; then scenario_net_nat; fi ;;
+        l1-tools) if deb_mount l1-tools; then scenario_l1_tools; fi ;;
         *) echo "VIREO-RESULT $s scenario fail unknown scenario" ;;
         esac
     fi

@@ -36,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "power-api",
     "hotplug",
     "daemon",
+    "l1-tools",
     "net-nat",
 ];
 
@@ -456,6 +457,21 @@ fn daemon_runs_a_linux_domain_from_xml() {
 fn numa_l1_sees_two_nodes() {
     let Some(s) = scenario("numa") else { return };
     s.assert_checks(&["node-count", "node-memory", "srat"]);
+}
+
+/// L1's Debian root (issue 10's L1 with real tools), no L2: iproute2,
+/// nftables, dnsmasq, LVM, sshd, tgt, the NFS server and open-iscsi are
+/// there; the Debian modprobe loads loop, dm_mod, bonding, 8021q, nfsd and
+/// iscsi_tcp into L1's kernel; LVM makes a volume group and an active
+/// logical volume on a loop device (device-mapper, which this host's
+/// kernel lacks) that reads back what was written; an active-backup bond
+/// with a VLAN device on it is made; `sshd -t` passes.
+#[test]
+fn l1_debian_root_tools_and_kernel_features() {
+    let Some(s) = scenario("l1-tools") else {
+        return;
+    };
+    s.assert_checks(&["tools", "modules", "lvm", "bond-vlan", "sshd-config"]);
 }
 
 /// issue 12 with a stock Linux guest, in L1's Debian root: `vireo daemon`
