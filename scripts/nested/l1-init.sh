@@ -9,6 +9,7 @@
 #     LOG| <each line of vireo's stderr, at -vv>
 #     HANG| <where vireo's threads and the guest were, if it hit the timeout>
 #     VIREO-RESULT <scenario> <check> ok|fail <evidence>   (from L2 and from here)
+#     VIREO-SKIP <scenario> <why it cannot run in this L1>
 #     VIREO-SCENARIO-END <scenario> rc=<vireo's exit code>
 # and powers off. Every vireo run is bounded by `vireo.timeout=` seconds
 # (default 180); a run that hits it ends with rc=124, HANG| lines and a
@@ -869,6 +870,397 @@ EOF
     rc=0
 }
 
+# L1's Debian root (make-debian-root.sh), for the scenarios that need real
+# tools: run.sh attaches it as a virtio disk and says `vireo.debian=1`.
+# deb_mount SCENARIO mounts it at /deb once, with L1's /proc, /sys, /dev,
+# /tmp and /l2 bound in, a tmpfs /run, the static vireo at
+# /usr/local/bin/vireo, and the kernel's module loader pointed at the
+# Debian modprobe (its /lib/modules holds the kernel's modules, depmod
+# run), so that nft, ip and the daemon get their modules loaded on demand.
+# When L1 has no such disk it prints `VIREO-SKIP SCENARIO reason`; when
+# run.sh failed to build it (`vireo.debian=failed-CODE`), or the disk is
+# there and cannot be mounted, a failed check. 0 when mounted.
+deb_mounted=
+deb_mount() {
+    [ -z "$deb_mounted" ] || return 0
+    deb_arg=$(arg vireo.debian)
+    case "$deb_arg" in
+    failed-*)
+        l1_result "$1" debian-root fail "run.sh could not build L1's Debian root (make-debian-root.sh exited ${deb_arg#failed-}; its output is in run.sh's stderr, its log in target/nested/debian/make-debian-root.log)"
+        return 1
+        ;;
+    esac
+    if [ "$deb_arg" != 1 ]; then
+        echo "VIREO-SKIP $1 L1 has no Debian root: run.sh attaches it only for its DEBIAN_SCENARIOS, and only when make-debian-root.sh can build it here (root, apt, debootstrap; see run.sh's output)"
+        return 1
+    fi
+    for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+        insmod "/modules/$m.ko" || echo "vireo-l1: insmod $m failed"
+    done
+    n=0
+    while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    mkdir -p /deb
+    if ! mount -t ext4 /dev/vda /deb 2>/tmp/deb-mount.err; then
+        l1_result "$1" debian-root fail "cannot mount L1's Debian root from /dev/vda: $(tr '\n' ' ' </tmp/deb-mount.err) (block devices: $(ls /sys/block | tr '\n' ' '))"
+        return 1
+    fi
+    # What a full system's /dev has beyond devtmpfs (nft reads its rules
+    # from /dev/stdin).
+    ln -sf /proc/self/fd /dev/fd
+    ln -sf /proc/self/fd/0 /dev/stdin
+    ln -sf /proc/self/fd/1 /dev/stdout
+    ln -sf /proc/self/fd/2 /dev/stderr
+    mkdir -p /dev/pts /dev/shm
+    mount -t devpts devpts /dev/pts
+    for d in proc sys dev dev/pts tmp l2; do
+        mount -o bind /$d /deb/$d
+    done
+    mount -t tmpfs tmpfs /deb/run
+    cp /bin/vireo /deb/usr/local/bin/vireo
+    printf '#!/bin/sh\nexec /bin/chroot /deb /sbin/modprobe "$@"\n' >/bin/deb-modprobe
+    chmod 755 /bin/deb-modprobe
+    echo /bin/deb-modprobe >/proc/sys/kernel/modprobe
+    deb_mounted=1
+    echo "vireo-l1: Debian root mounted: $(deb cat /etc/debian_version), $(df -m /deb | awk 'NR == 2 { print $3 }') MiB used"
+}
+
+# deb CMD...: CMD in L1's Debian root, with a clean environment.
+deb() {
+    chroot /deb /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root LC_ALL=C "$@"
+}
+
+# QEMU's -numa (run.sh's VIREO_NESTED_NUMA=N, `vireo.numa=N` here): L1's
+# kernel sees N nodes in /sys/devices/system/node, each with memory, and
+# the CPUs run.sh put on them.
+scenario_numa() {
+    name=numa
+    want=$(arg vireo.numa)
+    if [ -z "$want" ]; then
+        echo "VIREO-SKIP $name L1 was booted without NUMA nodes (run.sh adds QEMU's -numa options only with VIREO_NESTED_NUMA=N)"
+        return
+    fi
+    sys=/sys/devices/system/node
+    nodes=$(ls -d $sys/node[0-9]* 2>/dev/null | wc -l)
+    online=$(cat $sys/online 2>/dev/null)
+    if [ "$nodes" = "$want" ]; then
+        l1_result $name node-count ok "$nodes nodes in $sys (online: $online), as QEMU's -numa gave"
+    else
+        l1_result $name node-count fail "want $want nodes in $sys, found $nodes ($(ls $sys 2>&1 | tr '\n' ' '))"
+    fi
+    per=
+    bad=
+    for d in $sys/node[0-9]*; do
+        kb=$(sed -n 's/.*MemTotal: *\([0-9]*\) kB/\1/p' "$d/meminfo")
+        per="$per $(basename "$d"): ${kb:-?} kB, cpus '$(cat "$d/cpulist")';"
+        [ "${kb:-0}" -gt 0 ] || bad="$bad $(basename "$d")"
+    done
+    if [ -z "$bad" ] && [ "$nodes" -gt 0 ]; then
+        l1_result $name node-memory ok "every node has memory:$per"
+    else
+        l1_result $name node-memory fail "nodes without memory:${bad:- none at all};$per"
+    fi
+    # The kernel's own account: NUMA set up from the firmware's SRAT.
+    srat=$(dmesg | grep -E 'SRAT|NUMA: ' | head -n 6 | tr '\n' '|')
+    case "$srat" in
+    *"SRAT: Node 1"* | *"NODE_DATA(1)"* | *"Initmem setup node 1"*) l1_result $name srat ok "$srat" ;;
+    *) l1_result $name srat fail "no node 1 in the kernel's NUMA setup lines: $srat $(dmesg | grep -i numa | head -n 4 | tr '\n' '|')" ;;
+    esac
+    rc=0
+}
+
+# issue 12 with a stock Linux guest: `vireo daemon`, in a network
+# namespace of L1's Debian root, runs a NAT network (libvirt network XML,
+# 192.0.2.0/24, DHCP by the daemon's dnsmasq, a dns/host entry) and an L2
+# domain with a NIC on it. L2's /init (l2-init.sh's dhcp) brings eth0 up
+# with busybox udhcpc and reports the address it got, resolves the
+# dns/host name through the network's dnsmasq, pings a server in the
+# "upstream" namespace and talks TCP to it with busybox nc. L1 checks
+# `net-dhcp-leases` and `domifaddr` list that address for the NIC's MAC,
+# that the upstream server saw the masqueraded address (198.51.100.1, not
+# L2's), and that net-destroy leaves no bridge, nftables table or dnsmasq.
+# In the same L2 boot, 802.1Q: L2 tags its own frames (eth0.10, then
+# eth0.20) and reaches only the peer on its VLAN.
+#     vhost ns:    vireo daemon, virbr (192.0.2.1/24), up0 198.51.100.1/24,
+#                  vp10 and vp20 ports of virbr
+#     upstream ns: up1 198.51.100.2/24, nc -l 7777
+#     vlanID ns:   eth0 (peer of vpID), eth0.ID (VLAN ID) 203.0.113.ID/24
+scenario_net_nat() {
+    name=net-nat dom=l2-dhcp net=nat0 mac=52:54:00:c0:00:02 sock=/tmp/vn.sock
+    rm -rf /tmp/vn /tmp/vn.* /tmp/net-nat.*
+    v() {
+        deb vireo -c "vireo+unix:///system?socket=$sock" "$@"
+    }
+    # verb CHECK VIREO-ARGS...: the verb, one VIREO-RESULT with its output;
+    # its exit status is returned.
+    verb() {
+        check=$1
+        shift
+        out=$(v "$@" 2>&1)
+        st=$?
+        if [ $st = 0 ]; then
+            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
+        else
+            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
+        fi
+        return $st
+    }
+    t0=$(now)
+    deb ip netns add vhost
+    deb ip netns add upstream
+    deb ip -n vhost link set lo up
+    deb ip -n upstream link set lo up
+    deb ip -n vhost link add up0 type veth peer name up1 netns upstream
+    deb ip -n vhost addr add 198.51.100.1/24 dev up0
+    deb ip -n vhost link set up0 up
+    deb ip -n upstream addr add 198.51.100.2/24 dev up1
+    deb ip -n upstream link set up1 up
+    # The upstream server: answers one connection, and its -v line names
+    # the peer address it saw.
+    (deb ip netns exec upstream sh -c 'echo vireo-upstream-reply | timeout 400 nc -l -n -N -v 198.51.100.2 7777' \
+        >/tmp/net-nat.up-got 2>/tmp/net-nat.up-err) &
+    uppid=$!
+    deb ip netns exec vhost vireo daemon --state-dir /tmp/vn --socket $sock --log /tmp/vn.dlog \
+        </dev/null >/tmp/vn.dout 2>&1 &
+    dpid=$!
+    n=0
+    while [ ! -S $sock ] && [ $n -lt 150 ] && kill -0 $dpid 2>/dev/null; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    if ! verb daemon-up list --all; then
+        sed 's/^/LOG| daemon: /' /tmp/vn.dout /tmp/vn.dlog 2>/dev/null
+        kill $dpid $uppid 2>/dev/null
+        deb ip netns del vhost
+        deb ip netns del upstream
+        rc=0
+        return
+    fi
+    echo "vireo-l1: $name: namespaces and daemon up at $(awk "BEGIN{print $(now)-$t0}") s"
+    cat >/tmp/net-nat.net.xml <<EOF
+<network>
+  <name>$net</name>
+  <forward mode='nat'/>
+  <ip address='192.0.2.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='192.0.2.100' end='192.0.2.150'/>
+    </dhcp>
+  </ip>
+  <dns>
+    <host ip='192.0.2.7'><hostname>seven.example</hostname></host>
+  </dns>
+</network>
+EOF
+    word=$(dd if=/dev/urandom bs=6 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    cat >/tmp/net-nat.dom.xml <<EOF
+<domain type='kvm'>
+  <name>$dom</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+    <kernel>$L2_KERNEL</kernel>
+    <initrd>$L2_INITRD</initrd>
+    <cmdline>$L2_CMDLINE vireo.scenario=dhcp vireo.name=$name vireo.subnet=192.0.2 vireo.range=100-150 vireo.upstream=198.51.100.2 vireo.word=$word vireo.dns_name=seven.example vireo.dns_ip=192.0.2.7 vireo.vlan_net=203.0.113</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <interface type='network'>
+      <source network='$net'/>
+      <mac address='$mac'/>
+      <model type='virtio'/>
+    </interface>
+    <serial type='pty'/>
+  </devices>
+</domain>
+EOF
+    if verb net-define net-define /tmp/net-nat.net.xml && verb net-start net-start $net &&
+        verb define define /tmp/net-nat.dom.xml; then
+        bridge=$(v net-info $net 2>&1 | sed -n 's/^Bridge: *//p')
+        echo "vireo-l1: $name: network $net on bridge '$bridge': $(deb ip -n vhost -o addr show dev "$bridge" 2>&1 | tr -s ' ' | tr '\n' ' ')"
+        echo "vireo-l1: $name: nftables in vhost: $(deb ip netns exec vhost nft list tables 2>&1 | tr '\n' ' ')"
+        # VLAN peers: namespace vlanID joined by veth to the network's
+        # bridge, with a VLAN device for ID on it (203.0.113.ID/24): L2
+        # tags its own frames (eth0.ID) and reaches only its VLAN's peer.
+        for id in 10 20; do
+            deb ip netns add vlan$id
+            deb ip -n vlan$id link set lo up
+            deb ip -n vhost link add vp$id type veth peer name eth0 netns vlan$id
+            deb ip -n vhost link set vp$id master "$bridge" up
+            deb ip -n vlan$id link add link eth0 name eth0.$id type vlan id $id
+            deb ip -n vlan$id addr add 203.0.113.$id/24 dev eth0.$id
+            deb ip -n vlan$id link set eth0 up
+            deb ip -n vlan$id link set eth0.$id up
+        done
+        echo "vireo-l1: $name: VLAN peers: $(deb ip -n vlan10 -o addr show dev eth0.10 | tr -s ' ') / $(deb ip -n vlan20 -o addr show dev eth0.20 | tr -s ' ')"
+        # The console client's input: a FIFO this shell holds open.
+        mkfifo /tmp/net-nat.in
+        exec 5<>/tmp/net-nat.in
+        if verb start start $dom; then
+            (v console $dom </tmp/net-nat.in >/tmp/net-nat.console 2>&1) &
+            cpid=$!
+            if wait_line $name "VIREO-READY upstream" 240; then
+                ip=$(value $name dhcp-ip)
+                leases=$(v net-dhcp-leases $net 2>&1)
+                case "$leases" in
+                *"$mac"*"$ip/24"*) l1_result $name net-dhcp-leases ok "$(echo "$leases" | tr -s ' \n' ' ')" ;;
+                *) l1_result $name net-dhcp-leases fail "want $mac with $ip/24 (the address L2 got) in: $(echo "$leases" | tr -s ' \n' ' ')" ;;
+                esac
+                addrs=$(v domifaddr $dom 2>&1)
+                case "$addrs" in
+                *"$mac"*"$ip/24"*) l1_result $name domifaddr ok "$(echo "$addrs" | tr -s ' \n' ' ')" ;;
+                *) l1_result $name domifaddr fail "want $mac with $ip/24 in: $(echo "$addrs" | tr -s ' \n' ' ')" ;;
+                esac
+            else
+                l1_result $name l2-ready fail "no VIREO-READY upstream on L2's console within 240 s of start"
+            fi
+            verb destroy destroy $dom
+            kill $cpid 2>/dev/null
+        fi
+        exec 5>&-
+        # The upstream server saw the network's NAT address, not L2's.
+        sleep 1
+        kill $uppid 2>/dev/null
+        got=$(tr -d '\r' </tmp/net-nat.up-got)
+        peer=$(tr '\n' ' ' </tmp/net-nat.up-err)
+        case "$peer" in
+        *"198.51.100.1 "*)
+            if [ "$got" = "$word" ]; then
+                l1_result $name upstream-nat ok "the upstream server received '$got' from L2 with the masqueraded address: $peer"
+            else
+                l1_result $name upstream-nat fail "the upstream server got '$got', want '$word' ($peer)"
+            fi
+            ;;
+        *) l1_result $name upstream-nat fail "the upstream server saw no connection from 198.51.100.1 (the NAT address): '$peer', got '$got'" ;;
+        esac
+        verb net-destroy net-destroy $net
+        left=
+        [ -z "$bridge" ] || ! deb ip -n vhost link show dev "$bridge" >/dev/null 2>&1 || left="$left bridge $bridge;"
+        tables=$(deb ip netns exec vhost nft list tables 2>&1)
+        case "$tables" in *vireo*) left="$left nft: $tables;" ;; esac
+        dm=$(deb pgrep -a dnsmasq)
+        [ -z "$dm" ] || left="$left dnsmasq: $dm;"
+        if [ -z "$left" ]; then
+            l1_result $name net-destroy-clean ok "no bridge, vireo nftables table or dnsmasq left in vhost (links: $(deb ip -n vhost -o link show | cut -d: -f2 | tr -d ' ' | tr '\n' ' '))"
+        else
+            l1_result $name net-destroy-clean fail "left after net-destroy:$left"
+        fi
+    fi
+    sed 's/\r$//; s/^/L2| /' /tmp/net-nat.console 2>/dev/null
+    for f in $(find /tmp/vn -name '*.log' -o -name dnsmasq.err); do
+        sed "s#^#LOG| $f: #" "$f"
+    done
+    sed 's/^/LOG| daemon: /' /tmp/vn.dout /tmp/vn.dlog 2>/dev/null
+    sed -n 's/\r$//; /^VIREO-RESULT /p' /tmp/net-nat.console 2>/dev/null | awk '!seen[$0]++'
+    kill $dpid $uppid 2>/dev/null
+    wait $dpid 2>/dev/null
+    deb ip netns del vhost
+    deb ip netns del upstream
+    deb ip netns del vlan10 2>/dev/null
+    deb ip netns del vlan20 2>/dev/null
+    echo "vireo-l1: $name: done at $(awk "BEGIN{print $(now)-$t0}") s"
+    rc=0
+}
+
+# L1's Debian root at work, with no L2: its tools are there and run, and
+# L1's kernel, through the Debian modprobe, does what this host's lacks
+# (device-mapper under LVM, bonding, 802.1Q, the NFS server, the iSCSI
+# initiator). The later issues' scenarios (storage pools, host interfaces)
+# build on these.
+scenario_l1_tools() {
+    name=l1-tools
+    missing=
+    for t in ip nft dnsmasq sshd tgtd tgtadm lvm dmsetup exportfs rpc.nfsd iscsiadm busybox ps modprobe losetup; do
+        deb sh -c "command -v $t" >/dev/null 2>&1 || missing="$missing $t"
+    done
+    versions="$(deb ip -V 2>&1); $(deb nft --version 2>&1); $(deb dnsmasq --version 2>&1 | head -n 1); $(deb lvm version 2>&1 | head -n 1 | tr -s ' '); $(deb ssh -V 2>&1); $(deb iscsiadm --version 2>&1)"
+    if [ -z "$missing" ]; then
+        l1_result $name tools ok "$versions"
+    else
+        l1_result $name tools fail "missing in L1's Debian root:$missing ($versions)"
+    fi
+    mods="loop dm_mod bonding 8021q nfsd iscsi_tcp"
+    out=$(deb modprobe -a loop dm-mod bonding 8021q nfsd iscsi_tcp 2>&1)
+    absent=
+    for m in $mods; do
+        grep -q "^$m " /proc/modules || absent="$absent $m"
+    done
+    if [ -z "$absent" ]; then
+        l1_result $name modules ok "the Debian modprobe loaded $mods; nfsd filesystem: $(grep -c nfsd /proc/filesystems), iSCSI transports: $(ls /sys/class/iscsi_transport 2>&1 | tr '\n' ' ')"
+    else
+        l1_result $name modules fail "not loaded:$absent ($out)"
+    fi
+    # LVM on a loop device: a volume group and a logical volume, activated
+    # through device-mapper, written and read back. No udev in L1: LVM
+    # makes its device nodes itself.
+    mkdir -p /tmp/lvm
+    cat >/tmp/lvm/lvm.conf <<EOF
+devices {
+    use_devicesfile = 0
+    obtain_device_list_from_udev = 0
+    filter = [ "a|^/dev/loop|", "r|.*|" ]
+}
+activation {
+    udev_sync = 0
+    udev_rules = 0
+}
+EOF
+    rm -f /tmp/pv.img
+    dd if=/dev/zero of=/tmp/pv.img bs=1M count=0 seek=64 2>/dev/null
+    lvm() {
+        deb env LVM_SYSTEM_DIR=/tmp/lvm lvm "$@" >>/tmp/lvm.log 2>&1
+    }
+    : >/tmp/lvm.log
+    loopdev=$(deb losetup -f --show /tmp/pv.img 2>>/tmp/lvm.log)
+    marker=vireo-l1-lvm-$(date +%s)
+    got=
+    if [ -n "$loopdev" ] && lvm pvcreate -y "$loopdev" && lvm vgcreate vgl1 "$loopdev" &&
+        lvm lvcreate -y -L 8M -n lv0 vgl1; then
+        printf '%s' "$marker" | dd of=/dev/mapper/vgl1-lv0 conv=fsync 2>>/tmp/lvm.log
+        got=$(dd if=/dev/mapper/vgl1-lv0 bs=${#marker} count=1 2>/dev/null)
+        table=$(deb dmsetup table 2>&1 | tr '\n' ' ')
+    fi
+    if [ -n "$got" ] && [ "$got" = "$marker" ]; then
+        l1_result $name lvm ok "pvcreate, vgcreate and lvcreate on $loopdev; /dev/mapper/vgl1-lv0 ($table) read back '$got'"
+    else
+        l1_result $name lvm fail "no LV read back '$marker' (got '$got'): $(tr '\n' ' ' </tmp/lvm.log)"
+    fi
+    lvm vgchange -an vgl1
+    lvm vgremove -f vgl1
+    [ -z "$loopdev" ] || deb losetup -d "$loopdev"
+    rm -f /tmp/pv.img
+    # A bond and a VLAN device, in a namespace of their own.
+    deb ip netns add tools
+    deb ip -n tools link add bond0 type bond mode active-backup 2>/tmp/tools.err
+    deb ip -n tools link add t0 type veth peer name t1 2>>/tmp/tools.err
+    deb ip -n tools link set t0 master bond0 2>>/tmp/tools.err
+    deb ip -n tools link add link bond0 name bond0.42 type vlan id 42 2>>/tmp/tools.err
+    links=$(deb ip -n tools -d -o link show 2>&1)
+    case "$links" in
+    *"bond0.42@bond0"*"vlan protocol 802.1Q id 42"*)
+        case "$links" in
+        *"bond mode active-backup"*) l1_result $name bond-vlan ok "$(echo "$links" | grep -o 'bond0[^:]*: .*\(bond mode [a-z-]*\|id 42\)' | tr -s ' ' | cut -c1-300 | tr '\n' '|')" ;;
+        *) l1_result $name bond-vlan fail "no active-backup bond0: $(echo "$links" | tr -s ' ' | tr '\n' '|') $(tr '\n' ' ' </tmp/tools.err)" ;;
+        esac
+        ;;
+    *) l1_result $name bond-vlan fail "no VLAN 42 on bond0: $(echo "$links" | tr -s ' ' | tr '\n' '|') $(tr '\n' ' ' </tmp/tools.err)" ;;
+    esac
+    deb ip netns del tools
+    # sshd's configuration test (host keys made when the package was
+    # configured).
+    mkdir -p /deb/run/sshd
+    if out=$(deb /usr/sbin/sshd -t 2>&1); then
+        l1_result $name sshd-config ok "sshd -t passed; host keys: $(ls /deb/etc/ssh | grep -c '_key$')"
+    else
+        l1_result $name sshd-config fail "sshd -t: $(echo "$out" | tr '\n' ' ')"
+    fi
+    rc=0
+}
+
 for s in $(arg vireo.scenarios | tr ',' ' '); do
     echo "VIREO-SCENARIO-BEGIN $s"
     rc=none
@@ -898,6 +1290,9 @@ for s in $(arg vireo.scenarios | tr ',' ' '); do
         hotplug) scenario_hotplug ;;
         linux-test) scenario_linux_test ;;
         daemon) scenario_daemon ;;
+        numa) scenario_numa ;;
+        net-nat) if deb_mount net-nat; then scenario_net_nat; fi ;;
+        l1-tools) if deb_mount l1-tools; then scenario_l1_tools; fi ;;
         *) echo "VIREO-RESULT $s scenario fail unknown scenario" ;;
         esac
     fi

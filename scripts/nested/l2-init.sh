@@ -698,6 +698,110 @@ EOS
     result power-button fail "no power button event within 150 s"
     finish poweroff
     ;;
+dhcp)
+    # issue 12: a domain of `vireo daemon` on a NAT network (l1-init.sh's
+    # net-nat). eth0 gets its address from the network's dnsmasq through
+    # busybox udhcpc; the dns/host name resolves through it; the upstream
+    # server answers a ping and a TCP exchange through the NAT. L1 reads
+    # the address from the VIREO-VALUE line and checks the daemon's leases.
+    subnet=$(arg vireo.subnet) range=$(arg vireo.range) up=$(arg vireo.upstream) word=$(arg vireo.word)
+    nic=$(ls /sys/class/net | grep '^eth' | head -n 1)
+    if [ -z "$nic" ]; then
+        result dhcp-address fail "no eth* interface: $(ls /sys/class/net | tr '\n' ' ')"
+        echo "VIREO-READY upstream"
+        sleep 1000000
+    fi
+    mkdir -p /etc /usr/share/udhcpc
+    # udhcpc's hook: configures the lease it got, as Debian's default
+    # script does (address, default route, resolv.conf).
+    cat >/tmp/udhcpc.sh <<'EOF'
+#!/bin/sh
+case "$1" in
+bound | renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -z "$router" ] || ip route replace default via "${router%% *}" dev "$interface"
+    : >/etc/resolv.conf
+    for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
+    echo "$ip $mask ${router%% *} ${dns%% *} $serverid $lease" >/tmp/lease
+    ;;
+esac
+EOF
+    chmod 755 /tmp/udhcpc.sh
+    ip link set "$nic" up
+    t0=$(now)
+    udhcpc -i "$nic" -f -q -n -t 20 -T 3 -s /tmp/udhcpc.sh >/tmp/udhcpc.log 2>&1
+    st=$?
+    sed 's/^/vireo-l2: udhcpc: /' /tmp/udhcpc.log
+    if [ $st = 0 ] && [ -s /tmp/lease ]; then
+        read -r ip mask router dns server lease </tmp/lease
+        echo "VIREO-VALUE $name dhcp-ip $ip"
+        last=${ip##*.}
+        if [ "${ip%.*}" = "$subnet" ] && [ "$last" -ge "${range%-*}" ] && [ "$last" -le "${range#*-}" ]; then
+            result dhcp-address ok "udhcpc on $nic ($(cat /sys/class/net/$nic/address)) got $ip/$mask from server $server in $(elapsed "$t0") s: router $router, DNS $dns, lease $lease s; $(ip -o -4 addr show dev "$nic" | tr -s ' ')"
+        else
+            result dhcp-address fail "got $ip/$mask from $server, want $subnet.$range"
+        fi
+        # The network's dns/host entry, through the DNS server DHCP gave.
+        names=$(nslookup "$(arg vireo.dns_name)" 2>&1 | tr '\n' ' ')
+        case "$names" in
+        *"$(arg vireo.dns_ip)"*) result dns-host ok "nslookup $(arg vireo.dns_name) (resolv.conf: $(cat /etc/resolv.conf | tr '\n' ' ')): $names" ;;
+        *) result dns-host fail "want $(arg vireo.dns_ip): $names" ;;
+        esac
+        pinged=$(ping -c 3 -W 5 "$up" 2>&1)
+        case "$pinged" in
+        *" 3 packets received"*) result ping-upstream ok "$(echo "$pinged" | tail -n 2 | tr '\n' ' ')" ;;
+        *) result ping-upstream fail "$(echo "$pinged" | tr '\n' ' '); routes: $(ip route | tr '\n' ' ')" ;;
+        esac
+        reply=$(echo "$word" | timeout 60 nc -w 30 "$up" 7777 2>&1)
+        if [ "$reply" = vireo-upstream-reply ]; then
+            result tcp-upstream ok "sent '$word' to $up:7777 with busybox nc, the server answered '$reply'"
+        else
+            result tcp-upstream fail "sent '$word' to $up:7777, the answer was '$reply'"
+        fi
+    else
+        result dhcp-address fail "udhcpc exited $st after $(elapsed "$t0") s: $(tr '\n' ' ' </tmp/udhcpc.log)"
+    fi
+    # 802.1Q over vireo's NIC: eth0.10 reaches L1's peer on VLAN 10 (with
+    # full-size frames: 1500 bytes of IP in a 1518-byte tagged frame) and
+    # not the one on VLAN 20; eth0.20, the same address, the other way.
+    vlan_net=$(arg vireo.vlan_net)
+    if [ -n "$vlan_net" ]; then
+        for m in llc stp garp mrp 8021q; do
+            insmod "/modules/$m.ko" || echo "vireo-l2: insmod $m failed"
+        done
+        for id in 10 20; do
+            other=$((30 - id))
+            dev=$nic.$id
+            ip link add link "$nic" name "$dev" type vlan id $id 2>/tmp/e ||
+                vconfig add "$nic" $id 2>>/tmp/e
+            ip addr add "$vlan_net.2/24" dev "$dev" && ip link set "$dev" up
+            if [ ! -e /sys/class/net/$dev ]; then
+                result vlan-$id fail "no $dev: $(tr '\n' ' ' </tmp/e)"
+                continue
+            fi
+            pinged=$(ping -c 3 -W 5 "$vlan_net.$id" 2>&1)
+            case "$pinged" in
+            *" 3 packets received"*) result vlan-$id ok "$dev ($(cat /proc/net/vlan/$dev 2>/dev/null | head -n 1 | tr -s ' ')): ping $vlan_net.$id, L1's peer on VLAN $id: $(echo "$pinged" | tail -n 2 | tr '\n' ' ')" ;;
+            *) result vlan-$id fail "$dev: ping $vlan_net.$id: $(echo "$pinged" | tr '\n' ' ')" ;;
+            esac
+            big=$(ping -c 2 -W 5 -s 1472 "$vlan_net.$id" 2>&1)
+            case "$big" in
+            *" 2 packets received"*) result vlan-$id-full-size ok "1500-byte IP packets (1518-byte tagged frames) both ways: $(echo "$big" | tail -n 2 | tr '\n' ' ')" ;;
+            *) result vlan-$id-full-size fail "ping -s 1472 on $dev: $(echo "$big" | tr '\n' ' ')" ;;
+            esac
+            crossed=$(ping -c 2 -W 3 "$vlan_net.$other" 2>&1)
+            case "$crossed" in
+            *" 0 packets received"*) result vlan-$id-isolated ok "$vlan_net.$other (on VLAN $other) does not answer on $dev: $(echo "$crossed" | tail -n 2 | tr '\n' ' ')" ;;
+            *) result vlan-$id-isolated fail "$vlan_net.$other (on VLAN $other) answered on $dev: $(echo "$crossed" | tr '\n' ' ')" ;;
+            esac
+            ip link del "$dev"
+        done
+    fi
+    # L1 checks the leases while the domain runs, then destroys it.
+    echo "VIREO-READY upstream"
+    sleep 1000000
+    ;;
 *)
     result scenario fail "unknown scenario '$scenario'"
     finish poweroff

@@ -3,14 +3,15 @@
 #
 # Builds the two initramfs archives of the nested tests from Debian's
 # busybox-static and the kernel package fetch-linux.sh unpacked in LINUX_DIR:
-#   OUT/l2.cpio.gz  the L2 guest's: busybox, nested-tool, the virtio, evdev
-#                   and ACPI button modules, l2-init.sh as /init;
+#   OUT/l2.cpio.gz  the L2 guest's: busybox, nested-tool, the virtio, evdev,
+#                   ACPI button and 802.1Q (8021q and its dependencies) modules, l2-init.sh as /init;
 #   OUT/l1.cpio     the L1 guest's (uncompressed: QEMU's emulator unpacks
 #                   it faster): busybox, nested-tool, the static VIREO at
 #                   /bin/vireo, the L2 kernel (bzImage, and the vmlinux
 #                   inside it when fetch-linux.sh extracted one) and
 #                   l2.cpio.gz under /l2, kvm, kvm-amd, irqbypass and tun
-#                   under /modules, l1-init.sh as /init, and
+#                   under /modules (and the virtio ones that reach
+#                   L1's Debian root disk), l1-init.sh as /init, and
 #                   LINUX_TEST_INITRD (the initramfs of tests/linux.rs) as
 #                   /l2/linux-test.cpio.gz when given.
 # nested-tool (nested-tool.c) is compiled static with ${CC:-cc}.
@@ -87,14 +88,17 @@ pack() {
 l2="$tmp/l2"
 skeleton "$l2"
 modules "$l2" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-    virtio_blk failover net_failover virtio_net virtio_console virtio-rng evdev button
+    virtio_blk failover net_failover virtio_net virtio_console virtio-rng evdev button \
+    llc stp garp mrp 8021q
 cp "$here/l2-init.sh" "$l2/init"
 chmod 755 "$l2/init"
 pack "$l2" "$tmp/l2.cpio.gz" gzip
 
 l1="$tmp/l1"
 skeleton "$l1"
-modules "$l1" irqbypass kvm kvm-amd tun
+# The virtio modules mount L1's Debian root when run.sh attaches it.
+modules "$l1" irqbypass kvm kvm-amd tun virtio_ring virtio virtio_pci_modern_dev \
+    virtio_pci_legacy_dev virtio_pci virtio_blk
 mkdir -p "$l1/l2"
 cp "$vireo" "$l1/bin/vireo"
 cp "$linux/vmlinuz" "$l1/l2/vmlinuz"

@@ -29,6 +29,15 @@
 # found), 77 with a `SKIP: reason` line on stderr when this host cannot run
 # it, another code when building failed.
 #
+# Scenarios that need real tools in L1 (DEBIAN_SCENARIOS below, or every
+# run with VIREO_NESTED_DEBIAN=1) also get L1's Debian root
+# (make-debian-root.sh, cached in target/nested/debian) as a virtio disk
+# that QEMU opens with snapshot=on; L1 chroots into it for them. When it
+# cannot be built here, L1 boots without it and those scenarios report
+# themselves skipped, with the reason; when building it failed, L1 boots
+# without it and they fail, saying so. VIREO_NESTED_NUMA=N gives L1 N NUMA
+# nodes (QEMU's -numa, L1's RAM split evenly, CPU c on node c mod N).
+#
 # By hand, with the consoles on the terminal as they come:
 #     scripts/nested/run.sh target/nested/manual virtio-blk; less target/nested/manual/l1-console.log
 set -eu
@@ -71,6 +80,64 @@ st=0
 [ "$st" = 0 ] || exit "$st"
 "$here/make-roots.sh" "$out" "$linux" "$vireo" "$linux/initramfs.cpio.gz" >&2
 
+# The scenarios that chroot into L1's Debian root.
+DEBIAN_SCENARIOS="l1-tools net-nat"
+want_debian=${VIREO_NESTED_DEBIAN:-}
+for s in $DEBIAN_SCENARIOS; do
+    case ",$scenarios," in *",$s,"*) want_debian=1 ;; esac
+done
+disk=
+extra_cmdline=
+if [ "$want_debian" = 1 ]; then
+    step "building (or finding cached) L1's Debian root"
+    st=0
+    "$here/make-debian-root.sh" "$repo/target/nested/debian" "$linux" >&2 || st=$?
+    if [ "$st" = 0 ]; then
+        disk="-drive file=$repo/target/nested/debian/l1-debian.ext4,format=raw,if=virtio,snapshot=on"
+        extra_cmdline=" vireo.debian=1"
+    elif [ "$st" = 77 ]; then
+        step "no Debian root for L1 (see above): its scenarios will be skipped"
+    else
+        # The other scenarios still run; these fail, saying so.
+        step "building L1's Debian root failed (exit $st, see above): its scenarios will fail"
+        extra_cmdline=" vireo.debian=failed-$st"
+    fi
+fi
+
+mem=${VIREO_NESTED_MEM:-6G}
+smp=${VIREO_NESTED_SMP:-1}
+numa=
+if [ -n "${VIREO_NESTED_NUMA:-}" ]; then
+    nodes=$VIREO_NESTED_NUMA
+    case "$mem" in
+    *G) mem_mib=$((${mem%G} * 1024)) ;;
+    *M) mem_mib=${mem%M} ;;
+    *)
+        echo "run.sh: VIREO_NESTED_MEM must end in G or M with VIREO_NESTED_NUMA, not '$mem'" >&2
+        exit 2
+        ;;
+    esac
+    case "$nodes" in
+    '' | *[!0-9]* | 0 | 1)
+        echo "run.sh: VIREO_NESTED_NUMA must be a node count of 2 or more, not '$nodes'" >&2
+        exit 2
+        ;;
+    esac
+    i=0
+    while [ "$i" -lt "$nodes" ]; do
+        size=$((mem_mib / nodes))
+        [ "$i" != $((nodes - 1)) ] || size=$((mem_mib - size * (nodes - 1)))
+        numa="$numa -object memory-backend-ram,id=node$i,size=${size}M -numa node,nodeid=$i,memdev=node$i"
+        c=$i
+        while [ "$c" -lt "$smp" ]; do
+            numa="$numa,cpus=$c"
+            c=$((c + nodes))
+        done
+        i=$((i + 1))
+    done
+    extra_cmdline="$extra_cmdline vireo.numa=$nodes"
+fi
+
 q="$repo/target/nested/qemu/root/usr"
 timeout_s=${VIREO_NESTED_TIMEOUT:-1500}
 per_run=${VIREO_NESTED_SCENARIO_TIMEOUT:-180}
@@ -86,10 +153,10 @@ rc=0
 # boot-4cpu-5g gives L2 5 GiB; QEMU only backs what L1 touches.
 QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" timeout "$timeout_s" \
     "$q/bin/qemu-system-x86_64" -L "$q/share/qemu" -L "$q/share/seabios" \
-    -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "${VIREO_NESTED_SMP:-1}" -m "${VIREO_NESTED_MEM:-6G}" -display none -serial stdio -monitor none \
+    -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "$smp" -m "$mem" $numa $disk -display none -serial stdio -monitor none \
     -no-reboot -nic none -d cpu_reset,guest_errors -D "$out/qemu-debug.log" \
     -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
-    -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run vireo.blk_mib=$blk_mib vireo.qcow2_mib=$qcow2_mib vireo.net_mib=$net_mib${VIREO_NESTED_PIN:+ vireo.pin=$VIREO_NESTED_PIN}${VIREO_NESTED_STRESS:+ vireo.stress=$VIREO_NESTED_STRESS}" \
+    -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run vireo.blk_mib=$blk_mib vireo.qcow2_mib=$qcow2_mib vireo.net_mib=$net_mib${VIREO_NESTED_PIN:+ vireo.pin=$VIREO_NESTED_PIN}${VIREO_NESTED_STRESS:+ vireo.stress=$VIREO_NESTED_STRESS}$extra_cmdline" \
     </dev/null >"$out/l1-console.log" 2>&1 || rc=$?
 end=$(date +%s)
 # A failed or unfinished run's console is kept beside the next ones: a

@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 
 use harness::{Run, Scenario};
 
-/// Every scenario of l1-init.sh this file checks, in the order L1 runs them.
+/// Every scenario of l1-init.sh this file checks in the suite's one L1 boot,
+/// in the order L1 runs them.
 const SCENARIOS: &[&str] = &[
     "boot",
     "boot-1cpu",
@@ -35,21 +36,30 @@ const SCENARIOS: &[&str] = &[
     "power-api",
     "hotplug",
     "daemon",
+    "l1-tools",
+    "net-nat",
 ];
 
-/// The scenarios to run: all, or those VIREO_NESTED_SCENARIOS names.
-fn selected() -> Vec<&'static str> {
+/// The scenarios that need an L1 of their own, and run.sh's environment
+/// for it: `numa` needs L1 booted with two NUMA nodes, which the suite's
+/// L1 does not have.
+const NUMA_SCENARIOS: &[&str] = &["numa"];
+const NUMA_ENV: &[(&str, &str)] = &[("VIREO_NESTED_NUMA", "2")];
+
+/// Of `all`, the scenarios to run: all, or those VIREO_NESTED_SCENARIOS
+/// names.
+fn selected(all: &[&'static str]) -> Vec<&'static str> {
     match std::env::var("VIREO_NESTED_SCENARIOS") {
-        Ok(list) if !list.trim().is_empty() => SCENARIOS
+        Ok(list) if !list.trim().is_empty() => all
             .iter()
             .copied()
             .filter(|s| list.split(',').any(|w| w.trim() == *s))
             .collect(),
-        _ => SCENARIOS.to_vec(),
+        _ => all.to_vec(),
     }
 }
 
-/// What became of the one L1 boot of this binary.
+/// What became of one L1 boot of this binary.
 enum Outcome {
     Ran(Run),
     /// This host cannot run it (a skip, with the reason).
@@ -59,11 +69,16 @@ enum Outcome {
     Failed(String),
 }
 
-/// The one L1 boot of this binary, started by the first test that asks.
-fn nested() -> &'static Outcome {
-    static RUN: OnceLock<Outcome> = OnceLock::new();
-    RUN.get_or_init(
-        || match std::panic::catch_unwind(|| harness::run("suite", &selected())) {
+/// The L1 boot `name` of `scenarios` (the suite's, or the NUMA one),
+/// started by the first test that asks.
+fn boot(
+    cell: &'static OnceLock<Outcome>,
+    name: &str,
+    scenarios: &[&'static str],
+    env: &[(&str, &str)],
+) -> &'static Outcome {
+    cell.get_or_init(|| {
+        match std::panic::catch_unwind(|| harness::run_with(name, &selected(scenarios), env)) {
             Ok(Ok(run)) => Outcome::Ran(run),
             Ok(Err(why)) => Outcome::Skip(why),
             Err(panic) => Outcome::Failed(
@@ -73,18 +88,35 @@ fn nested() -> &'static Outcome {
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "the nested run panicked".to_string()),
             ),
-        },
-    )
+        }
+    })
 }
 
-/// The scenario `name`, or `None` after recording a skip.
+/// The scenario `name`, or `None` after recording a skip (not selected,
+/// the host cannot run nested guests, or L1 said it cannot run it).
 fn scenario(name: &str) -> Option<Scenario<'static>> {
-    if !selected().contains(&name) {
+    static SUITE: OnceLock<Outcome> = OnceLock::new();
+    static NUMA: OnceLock<Outcome> = OnceLock::new();
+    let numa = NUMA_SCENARIOS.contains(&name);
+    let all = if numa { NUMA_SCENARIOS } else { SCENARIOS };
+    if !selected(all).contains(&name) {
         testkit::skip(&format!("scenario {name} not in VIREO_NESTED_SCENARIOS"));
         return None;
     }
-    match nested() {
-        Outcome::Ran(run) => Some(run.scenario(name)),
+    let outcome = if numa {
+        boot(&NUMA, "numa", NUMA_SCENARIOS, NUMA_ENV)
+    } else {
+        boot(&SUITE, "suite", SCENARIOS, &[])
+    };
+    match outcome {
+        Outcome::Ran(run) => {
+            let s = run.scenario(name);
+            if let Some(why) = &s.skipped {
+                testkit::skip(&format!("scenario {name}: {why}"));
+                return None;
+            }
+            Some(s)
+        }
         Outcome::Skip(why) => {
             testkit::skip(why);
             None
@@ -416,4 +448,127 @@ fn daemon_runs_a_linux_domain_from_xml() {
         "console-ends",
         "events",
     ]);
+}
+
+/// QEMU's `-numa` (run.sh's `VIREO_NESTED_NUMA=2`, an L1 boot of its own):
+/// L1's kernel lists two nodes in /sys/devices/system/node, each with
+/// memory (node*/meminfo), and set them up from the firmware's SRAT.
+#[test]
+fn numa_l1_sees_two_nodes() {
+    let Some(s) = scenario("numa") else { return };
+    s.assert_checks(&["node-count", "node-memory", "srat"]);
+}
+
+/// L1's Debian root (issue 10's L1 with real tools), no L2: iproute2,
+/// nftables, dnsmasq, LVM, sshd, tgt, the NFS server and open-iscsi are
+/// there; the Debian modprobe loads loop, dm_mod, bonding, 8021q, nfsd and
+/// iscsi_tcp into L1's kernel; LVM makes a volume group and an active
+/// logical volume on a loop device (device-mapper, which this host's
+/// kernel lacks) that reads back what was written; an active-backup bond
+/// with a VLAN device on it is made; `sshd -t` passes.
+#[test]
+fn l1_debian_root_tools_and_kernel_features() {
+    let Some(s) = scenario("l1-tools") else {
+        return;
+    };
+    s.assert_checks(&["tools", "modules", "lvm", "bond-vlan", "sshd-config"]);
+}
+
+/// issue 12 with a stock Linux guest, in L1's Debian root: `vireo daemon`
+/// in a network namespace runs a NAT network from libvirt XML
+/// (192.0.2.0/24, dnsmasq DHCP, a dns/host entry) and an L2 domain whose
+/// NIC is on it. L2's busybox udhcpc gets an address in the DHCP range,
+/// nslookup resolves the dns/host name through the network's dnsmasq, L2
+/// pings a server in an "upstream" namespace and exchanges a word with it
+/// over TCP through the NAT (the server saw the masqueraded address);
+/// `net-dhcp-leases` and `domifaddr` list L2's MAC with the address it
+/// got; `net-destroy` leaves no bridge, vireo nftables table or dnsmasq.
+#[test]
+fn net_nat_dhcp_lease_dns_and_upstream_through_nat() {
+    let Some(s) = scenario("net-nat") else {
+        return;
+    };
+    s.assert_checks(&[
+        "daemon-up",
+        "net-define",
+        "net-start",
+        "define",
+        "start",
+        "dhcp-address",
+        "dns-host",
+        "ping-upstream",
+        "tcp-upstream",
+        "net-dhcp-leases",
+        "domifaddr",
+        "destroy",
+        "upstream-nat",
+        "net-destroy",
+        "net-destroy-clean",
+    ]);
+}
+
+/// 802.1Q through vireo's virtio-net, in the same L2 boot as
+/// `net_nat_dhcp_lease_dns_and_upstream_through_nat`: L2 tags its own
+/// frames (busybox `ip link add ... type vlan`, Linux's 8021q), first as
+/// eth0.10, then as eth0.20, with the same address; L1 has a peer on each
+/// VLAN (a namespace with a VLAN device on a veth port of the network's
+/// bridge, L1's kernel's 8021q). Each time L2 pings its VLAN's peer 3/3,
+/// also with 1500-byte packets (1518-byte tagged frames), and the other
+/// VLAN's peer not at all.
+#[test]
+fn net_guest_vlan_reaches_only_its_own_vlan() {
+    let Some(s) = scenario("net-nat") else {
+        return;
+    };
+    s.assert_checks(&[
+        "vlan-10",
+        "vlan-10-full-size",
+        "vlan-10-isolated",
+        "vlan-20",
+        "vlan-20-full-size",
+        "vlan-20-isolated",
+    ]);
+}
+
+/// The harness's reading of L1's console (no L1 boot): a scenario that
+/// printed `VIREO-SKIP` is a skip with its reason, and asserting its checks
+/// fails, so it can never count as passed; the checks of a scenario that
+/// ran are read with their verdicts and evidence.
+#[test]
+fn harness_reads_skips_and_checks_from_l1s_console() {
+    let run = Run {
+        log: "VIREO-SCENARIO-BEGIN numa\n\
+              VIREO-SKIP numa L1 was booted without NUMA nodes\n\
+              VIREO-SCENARIO-END numa rc=none\n\
+              VIREO-SCENARIO-BEGIN net-nat\n\
+              VIREO-RESULT net-nat dhcp-address ok got 192.0.2.125/24\n\
+              VIREO-RESULT net-nat ping-upstream fail 0 packets received\n\
+              VIREO-SCENARIO-END net-nat rc=0\n"
+            .to_string(),
+        qemu_rc: "0".to_string(),
+        wall_seconds: "1".to_string(),
+        out: std::env::temp_dir(),
+    };
+    let numa = run.scenario("numa");
+    assert_eq!(
+        numa.skipped.as_deref(),
+        Some("L1 was booted without NUMA nodes")
+    );
+    let asserted = std::panic::catch_unwind(|| numa.assert_checks(&[]));
+    assert!(asserted.is_err(), "a skipped scenario passed assert_checks");
+    let net = run.scenario("net-nat");
+    assert_eq!(net.skipped, None);
+    assert_eq!(net.rc.as_deref(), Some("0"));
+    let verdicts: Vec<(&str, bool, &str)> = net
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.ok, c.evidence.as_str()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("dhcp-address", true, "got 192.0.2.125/24"),
+            ("ping-upstream", false, "0 packets received"),
+        ]
+    );
 }

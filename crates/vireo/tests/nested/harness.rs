@@ -46,6 +46,9 @@ pub struct Scenario<'a> {
     /// vireo's exit code from the END line (`none` when vireo never ran).
     pub rc: Option<String>,
     pub checks: Vec<Check>,
+    /// Why the scenario could not run in this L1 (its `VIREO-SKIP` line):
+    /// a skip, never a pass.
+    pub skipped: Option<String>,
 }
 
 fn repo_root() -> PathBuf {
@@ -56,10 +59,17 @@ fn repo_root() -> PathBuf {
 /// timeout). `Err` holds why this host cannot run it (a skip). Panics when
 /// building the pieces fails: that is a failure, not a skip.
 pub fn run(name: &str, scenarios: &[&str]) -> Result<Run, String> {
+    run_with(name, scenarios, &[])
+}
+
+/// [`run`] with extra environment for run.sh (such as
+/// `VIREO_NESTED_NUMA`).
+pub fn run_with(name: &str, scenarios: &[&str], env: &[(&str, &str)]) -> Result<Run, String> {
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nested-{name}"));
     let output = Command::new(repo_root().join("scripts/nested/run.sh"))
         .arg(&out)
         .arg(scenarios.join(","))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("run scripts/nested/run.sh: {e}"));
@@ -122,6 +132,11 @@ impl Run {
             }
             lines.push(line);
         }
+        let skip = format!("VIREO-SKIP {name} ");
+        let skipped = lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&skip))
+            .map(str::to_string);
         let prefix = format!("VIREO-RESULT {name} ");
         let checks = lines
             .iter()
@@ -144,6 +159,7 @@ impl Run {
             ended,
             rc,
             checks,
+            skipped,
         }
     }
 }
@@ -199,6 +215,9 @@ impl Scenario<'_> {
     /// was reported, and reported ok (and no other check failed).
     pub fn assert_checks(&self, expected: &[&str]) {
         let mut problems = Vec::new();
+        if let Some(why) = &self.skipped {
+            problems.push(format!("the scenario could not run in L1 (a skip): {why}"));
+        }
         if !self.ended {
             problems.push("the scenario never ended (L1 hung, timed out or died)".to_string());
         }
