@@ -1,5 +1,5 @@
-//! `interface`: a virtio-net NIC on a TAP, a host bridge, or (later) a
-//! virtual network.
+//! `interface`: a virtio-net NIC on a TAP, a host bridge, a virtual
+//! network, or a macvtap on a host device (`type='direct'`).
 
 use std::fmt;
 
@@ -67,6 +67,52 @@ pub enum InterfaceKind {
         /// definition says here is replaced then.
         bridge: Option<String>,
     },
+    /// `type='direct'`: a macvtap device the daemon creates on host device
+    /// `dev`, sharing it with the host in `mode`.
+    Direct {
+        /// The host device (`source dev=`) the macvtap sits on.
+        dev: String,
+        /// How it shares `dev` (`source mode=`; libvirt's default is vepa).
+        mode: DirectMode,
+    },
+}
+
+/// How a `type='direct'` NIC's macvtap shares its host device, as
+/// libvirt's `source mode=` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectMode {
+    /// Guests on the same device reach each other inside the host.
+    Bridge,
+    /// Every frame goes out to the switch, which must reflect it back
+    /// (libvirt's default).
+    Vepa,
+    /// Like vepa, but frames reflected back to another macvtap of the
+    /// same device are dropped.
+    Private,
+    /// The device is given to this one guest.
+    Passthrough,
+}
+
+impl DirectMode {
+    /// libvirt's name for the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectMode::Bridge => "bridge",
+            DirectMode::Vepa => "vepa",
+            DirectMode::Private => "private",
+            DirectMode::Passthrough => "passthrough",
+        }
+    }
+
+    fn parse(s: &str) -> Option<DirectMode> {
+        Some(match s {
+            "bridge" => DirectMode::Bridge,
+            "vepa" => DirectMode::Vepa,
+            "private" => DirectMode::Private,
+            "passthrough" => DirectMode::Passthrough,
+            _ => return None,
+        })
+    }
 }
 
 /// An `interface` device; the model is always virtio.
@@ -151,13 +197,14 @@ const INTERFACE_UNMODELLED: &[(&str, Unmodelled)] = &[
 pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interface, Error> {
     node.check_attrs(ctx, &["type"]);
     let kind_name = node.need("type")?;
-    if !matches!(kind_name, "ethernet" | "bridge" | "network") {
+    if !matches!(kind_name, "ethernet" | "bridge" | "network" | "direct") {
         return Err(node.refuse(format!(
-            "interface type '{kind_name}' is not supported: use ethernet, bridge or network"
+            "interface type '{kind_name}' is not supported: use ethernet, bridge, network or direct"
         )));
     }
     let mut source = None;
     let mut network_bridge = None;
+    let mut direct_mode = DirectMode::Vepa;
     let mut mac = None;
     let mut target = None;
     let mut model_seen = None;
@@ -187,6 +234,19 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                         crate::scalars::validate_name(n)
                             .map_err(|e| c.refuse(format!("network: {e}")))?;
                         n.to_string()
+                    }
+                    "direct" => {
+                        c.leaf(ctx, &["dev", "mode"])?;
+                        let d = c.need("dev")?;
+                        validate_ifname(d).map_err(|e| c.refuse(format!("dev: {e}")))?;
+                        if let Some(m) = c.attr("mode") {
+                            direct_mode = DirectMode::parse(m).ok_or_else(|| {
+                                c.refuse(format!(
+                                    "mode '{m}' is not supported: use bridge, vepa, private or passthrough"
+                                ))
+                            })?;
+                        }
+                        d.to_string()
                     }
                     _ => {
                         c.leaf(ctx, &[])?;
@@ -243,6 +303,10 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
         "bridge" => InterfaceKind::Bridge(
             source.ok_or_else(|| node.refuse("a bridge interface needs <source bridge=...>"))?,
         ),
+        "direct" => InterfaceKind::Direct {
+            dev: source.ok_or_else(|| node.refuse("a direct interface needs <source dev=...>"))?,
+            mode: direct_mode,
+        },
         _ => InterfaceKind::Network {
             network: source
                 .ok_or_else(|| node.refuse("a network interface needs <source network=...>"))?,
@@ -279,6 +343,7 @@ impl Interface {
             InterfaceKind::Ethernet => "ethernet",
             InterfaceKind::Bridge(_) => "bridge",
             InterfaceKind::Network { .. } => "network",
+            InterfaceKind::Direct { .. } => "direct",
         };
         w.open("interface", &[("type", kind)]);
         match &self.kind {
@@ -292,6 +357,9 @@ impl Interface {
                 network,
                 bridge: Some(b),
             } => w.empty("source", &[("network", network), ("bridge", b)]),
+            InterfaceKind::Direct { dev, mode } => {
+                w.empty("source", &[("dev", dev), ("mode", mode.as_str())])
+            }
         }
         w.empty("mac", &[("address", &self.mac.to_string())]);
         if let Some(t) = &self.target {
@@ -336,6 +404,67 @@ mod tests {
                 network: "default".into(),
                 bridge: None
             }
+        );
+    }
+
+    #[test]
+    fn direct_modes_and_default() {
+        let i = iface("<interface type='direct'><source dev='eth0' mode='bridge'/></interface>")
+            .unwrap();
+        assert_eq!(
+            i.kind,
+            InterfaceKind::Direct {
+                dev: "eth0".into(),
+                mode: DirectMode::Bridge
+            }
+        );
+        let i = iface("<interface type='direct'><source dev='eth0'/></interface>").unwrap();
+        assert_eq!(
+            i.kind,
+            InterfaceKind::Direct {
+                dev: "eth0".into(),
+                mode: DirectMode::Vepa
+            }
+        );
+        for m in ["bridge", "vepa", "private", "passthrough"] {
+            let xml = format!(
+                "<interface type='direct'><source dev='v0' mode='{m}'/>\
+                 <mac address='52:54:00:00:00:09'/></interface>"
+            );
+            let i = iface(&xml).unwrap();
+            let mut w = XmlWriter::default();
+            i.write(&mut w);
+            let out = w.finish();
+            assert!(
+                out.contains(&format!("<source dev='v0' mode='{m}'/>")),
+                "{out}"
+            );
+            assert_eq!(iface(&out).unwrap(), i);
+        }
+    }
+
+    #[test]
+    fn direct_refusals_are_one_line() {
+        let no_source = iface("<interface type='direct'/>").unwrap_err().to_string();
+        assert!(no_source.contains("needs <source dev=...>"), "{no_source}");
+        let no_dev = iface("<interface type='direct'><source mode='bridge'/></interface>")
+            .unwrap_err()
+            .to_string();
+        assert!(no_dev.contains("dev"), "{no_dev}");
+        let bad_mode =
+            iface("<interface type='direct'><source dev='eth0' mode='fast'/></interface>")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            bad_mode.contains("mode 'fast' is not supported"),
+            "{bad_mode}"
+        );
+        for e in [no_source, no_dev, bad_mode] {
+            assert!(!e.contains('\n'), "{e}");
+        }
+        assert!(
+            iface("<interface type='direct'><source dev='a/b' mode='bridge'/></interface>")
+                .is_err()
         );
     }
 
