@@ -194,7 +194,7 @@ pub fn check_disk(disk: &Disk, at: &str) -> Result<(), DriverError> {
 /// Refuses an interface this driver cannot map.
 pub fn check_interface(iface: &Interface, at: &str) -> Result<(), DriverError> {
     match (&iface.kind, iface.host_bridge()) {
-        (InterfaceKind::Ethernet, _) | (_, Some(_)) => Ok(()),
+        (InterfaceKind::Ethernet | InterfaceKind::Direct { .. }, _) | (_, Some(_)) => Ok(()),
         (_, None) => Err(DriverError::Unsupported(format!(
             "{at}: type 'network' needs the daemon, which plugs it into the network's bridge"
         ))),

@@ -39,6 +39,8 @@ pub struct QemuInstance {
     /// TAPs made persistent for hot-plugged bridge interfaces: removed on
     /// unplug and when QEMU ends.
     pub(super) persistent_taps: Mutex<Vec<String>>,
+    /// Macvtaps made for direct interfaces: deleted when QEMU ends.
+    pub(super) direct_links: Mutex<Vec<String>>,
     pub(super) start_time: u64,
     pub(super) id: u32,
     pub(super) debug_exit: bool,
@@ -63,6 +65,7 @@ impl QemuInstance {
             "pidfile": self.paths.pidfile,
             "debug_exit": self.debug_exit,
             "persistent_taps": *lock(&self.persistent_taps),
+            "direct_links": *lock(&self.direct_links),
         })
     }
 
@@ -336,6 +339,11 @@ impl Instance for QemuInstance {
                 tracing::warn!("{e}");
             }
         }
+        for name in std::mem::take(&mut *lock(&self.direct_links)) {
+            if let Err(e) = netvirt::macvtap::remove_direct_port(&name) {
+                tracing::warn!("cannot remove macvtap {name}: {e}");
+            }
+        }
         if let (Some(why), false) = (crashed, self.destroyed.load(Ordering::SeqCst)) {
             return ExitReason::Crashed(why.to_string());
         }
@@ -424,6 +432,11 @@ impl Instance for QemuInstance {
                 "the domain already has a NIC with MAC {}",
                 iface.mac
             )));
+        }
+        if let virtxml::InterfaceKind::Direct { .. } = iface.kind {
+            return Err(DriverError::Unsupported(
+                "hot-plugging a direct interface under QEMU: QEMU opens a macvtap only from a descriptor, and this QMP client passes none (define it and start the domain instead)".into(),
+            ));
         }
         let mut iface = iface.clone();
         // No descriptor can go over this QMP client: a bridge port is made

@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use virtxml::Domain;
+use virtxml::{Domain, InterfaceKind};
 
 use self::cmdline::{Machine, RunPaths};
 use self::instance::QemuInstance;
@@ -160,7 +160,27 @@ impl Driver for QemuDriver {
         let mut live = domain.clone();
         let mut ports = Vec::new();
         let mut tap_fds = vec![None; live.devices.interfaces.len()];
+        let mut direct = MacvtapGuard(Vec::new());
         for (i, iface) in live.devices.interfaces.iter_mut().enumerate() {
+            if let InterfaceKind::Direct { dev, mode } = &iface.kind {
+                let name = iface
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| format!("vq{}d{}", id % 100_000, i % 1000));
+                let mode = crate::driver::macvlan_mode(*mode);
+                let tap = netvirt::macvtap::open_direct_port(&name, dev, mode, iface.mac.0)
+                    .map_err(|e| {
+                        DriverError::Failed(format!(
+                            "/domain/devices/interface[{}]: direct interface on '{dev}': {e}",
+                            i + 1
+                        ))
+                    })?;
+                direct.0.push(name.clone());
+                tap_fds[i] = tap.queue(0).map(|fd| fd.as_raw_fd());
+                iface.target = Some(name);
+                ports.push(tap);
+                continue;
+            }
             let Some(bridge) = iface.host_bridge().map(str::to_string) else {
                 continue;
             };
@@ -270,6 +290,7 @@ impl Driver for QemuDriver {
             paths,
             live: Mutex::new(live),
             persistent_taps: Mutex::new(Vec::new()),
+            direct_links: Mutex::new(std::mem::take(&mut direct.0)),
             start_time,
             id,
             debug_exit,
@@ -310,6 +331,17 @@ impl Driver for QemuDriver {
             .get("debug_exit")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let direct_links: Vec<String> = record
+            .extra
+            .get("direct_links")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         let persistent_taps: Vec<String> = record
             .extra
             .get("persistent_taps")
@@ -338,6 +370,7 @@ impl Driver for QemuDriver {
             paths,
             live: Mutex::new(domain),
             persistent_taps: Mutex::new(persistent_taps),
+            direct_links: Mutex::new(direct_links),
             start_time: record.start_time,
             id: record.id,
             debug_exit,
@@ -357,5 +390,19 @@ mod tests {
             Some("qemu 7.2.22".into())
         );
         assert_eq!(parse_version("nonsense"), None);
+    }
+}
+
+/// Macvtaps made for a start not yet handed to its instance: a start that
+/// fails deletes them (a macvtap does not go with its descriptors).
+struct MacvtapGuard(Vec<String>);
+
+impl Drop for MacvtapGuard {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            if let Err(e) = netvirt::macvtap::remove_direct_port(name) {
+                tracing::warn!("cannot remove macvtap {name} of a failed start: {e}");
+            }
+        }
     }
 }

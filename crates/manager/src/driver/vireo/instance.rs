@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use virtxml::{Disk, Domain, Interface, InterfaceKind, MacAddress};
 
-use super::config::{self, BridgeTap};
+use super::config::{self, BridgeTap, DirectLink};
 use super::http::{ApiClient, CallError};
 use super::stats;
 use super::taps::{self, NetNs};
@@ -40,6 +40,10 @@ pub(crate) struct Extra {
     /// unplugged or when the VMM has ended.
     #[serde(default)]
     pub bridge_taps: Vec<BridgeTap>,
+    /// Macvtaps of direct interfaces (at start and hot-plugged): deleted
+    /// when unplugged or when the VMM has ended.
+    #[serde(default)]
+    pub direct_links: Vec<DirectLink>,
 }
 
 /// What `vireo run --exit-status` writes as the VMM ends.
@@ -193,12 +197,34 @@ impl VireoInstance {
         })
     }
 
+    /// The name the VMM opens for a hot-plugged interface, after making
+    /// what the driver makes for it (a bridge port, recorded here; a
+    /// macvtap, recorded in `extra`).
     fn tap_for(
         &self,
         iface: &Interface,
     ) -> Result<(Option<String>, Option<BridgeTap>), DriverError> {
         match (&iface.kind, iface.host_bridge()) {
             (InterfaceKind::Ethernet, _) => Ok((iface.target.clone(), None)),
+            (InterfaceKind::Direct { dev, mode }, _) => {
+                let name = iface.target.clone().unwrap_or_else(|| {
+                    let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
+                    super::config::bridge_tap_name(
+                        self.id,
+                        'm',
+                        usize::try_from(n).unwrap_or_default(),
+                    )
+                });
+                let link = DirectLink {
+                    name: name.clone(),
+                    dev: dev.clone(),
+                };
+                let mode = crate::driver::macvlan_mode(*mode);
+                self.netns
+                    .run(|| taps::create_direct(&self.name, &link, mode, iface.mac.0))?;
+                lock(&self.extra).direct_links.push(link);
+                Ok((Some(name), None))
+            }
             (_, Some(bridge)) => {
                 let tap = iface.target.clone().unwrap_or_else(|| {
                     let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
@@ -221,6 +247,25 @@ impl VireoInstance {
                 self.name,
                 super::config::unresolved_network(iface)
             ))),
+        }
+    }
+}
+
+impl VireoInstance {
+    /// Deletes the recorded macvtaps among `names`; those that cannot go
+    /// stay recorded, for the end of the domain.
+    fn remove_direct_named(&self, names: &[String]) {
+        let gone: Vec<DirectLink> = {
+            let mut extra = lock(&self.extra);
+            let (gone, kept) = std::mem::take(&mut extra.direct_links)
+                .into_iter()
+                .partition(|l| names.contains(&l.name));
+            extra.direct_links = kept;
+            gone
+        };
+        if !gone.is_empty() {
+            let left = self.netns.run(|| taps::remove_direct(&gone));
+            lock(&self.extra).direct_links.extend(left);
         }
     }
 }
@@ -303,6 +348,12 @@ impl Instance for VireoInstance {
                 tracing::warn!("domain {}: cannot remove TAP {}", self.name, t.tap);
             }
         }
+        let links = std::mem::take(&mut lock(&self.extra).direct_links);
+        if !links.is_empty() {
+            for l in self.netns.run(|| taps::remove_direct(&links)) {
+                tracing::warn!("domain {}: cannot remove macvtap {}", self.name, l.name);
+            }
+        }
         reason
     }
 
@@ -353,6 +404,7 @@ impl Instance for VireoInstance {
                 let left = self.netns.run(|| taps::remove(&[made]));
                 lock(&self.extra).bridge_taps.extend(left);
             }
+            self.remove_direct_named(tap.as_slice());
             return Err(e);
         }
         if let Some(made) = made {
@@ -395,6 +447,9 @@ impl Instance for VireoInstance {
             let left = self.netns.run(|| taps::remove(&made));
             lock(&self.extra).bridge_taps.extend(left);
         }
+        // A macvtap is deleted at once: the VMM's reads on it then fail,
+        // which stops the card's receive side without spinning.
+        self.remove_direct_named(&names);
         Ok(())
     }
 

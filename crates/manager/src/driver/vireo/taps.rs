@@ -1,5 +1,5 @@
-//! The TAPs this driver makes for bridge interfaces, and the network
-//! namespace they were made in.
+//! The TAPs this driver makes for bridge interfaces, the macvtaps it
+//! makes for direct ones, and the network namespace they were made in.
 //!
 //! Interfaces are named per network namespace, so a TAP is removed in
 //! the namespace it was created in, whichever thread does the removal (the
@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use super::config::{BridgePort, BridgeTap};
+use super::config::{BridgePort, BridgeTap, DirectLink, DirectPort};
 use crate::driver::DriverError;
 
 /// The network namespace of the thread that created it.
@@ -100,6 +100,68 @@ pub(crate) fn remove(taps: &[BridgeTap]) -> Vec<BridgeTap> {
         if let Err(e) = netvirt::bridge::remove_persistent_tap(&t.tap) {
             tracing::debug!("cannot remove TAP {} yet: {e}", t.tap);
             left.push(t.clone());
+        }
+    }
+    left
+}
+
+/// Creates each start-time direct port's macvtap, opens it and puts
+/// `,fd=N` on its `--net` argument. The descriptors returned must stay
+/// open until the VMM is spawned; the links stay until
+/// [`remove_direct`]. On a failure removes those already made.
+pub(crate) fn open_direct_ports(
+    domain: &str,
+    ports: &[DirectPort],
+    args: &mut [String],
+) -> Result<Vec<netvirt::Tap>, DriverError> {
+    let mut open = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let opened = netvirt::macvtap::open_direct_port(&p.link.name, &p.link.dev, p.mode, p.mac.0);
+        let tap = match opened {
+            Ok(t) => t,
+            Err(e) => {
+                let made: Vec<DirectLink> = ports[..i].iter().map(|p| p.link.clone()).collect();
+                for l in remove_direct(&made) {
+                    tracing::warn!("domain {domain}: cannot remove macvtap {}", l.name);
+                }
+                return Err(DriverError::Failed(format!(
+                    "domain {domain}: direct interface on '{}': {e}",
+                    p.link.dev
+                )));
+            }
+        };
+        if let (Some(arg), Some(q)) = (args.get_mut(p.arg), tap.queue(0)) {
+            arg.push_str(&format!(",fd={}", q.as_raw_fd()));
+        }
+        open.push(tap);
+    }
+    Ok(open)
+}
+
+/// Creates the macvtap of a hot-plugged direct interface (the VMM opens
+/// it by name).
+pub(crate) fn create_direct(
+    domain: &str,
+    link: &DirectLink,
+    mode: netvirt::link::MacvlanMode,
+    mac: [u8; 6],
+) -> Result<(), DriverError> {
+    netvirt::macvtap::create_direct_port(&link.name, &link.dev, mode, mac).map_err(|e| {
+        DriverError::Failed(format!(
+            "domain {domain}: direct interface on '{}': {e}",
+            link.dev
+        ))
+    })
+}
+
+/// Deletes macvtaps this driver made; returns those that could not be
+/// deleted.
+pub(crate) fn remove_direct(links: &[DirectLink]) -> Vec<DirectLink> {
+    let mut left = Vec::new();
+    for l in links {
+        if let Err(e) = netvirt::macvtap::remove_direct_port(&l.name) {
+            tracing::warn!("cannot remove macvtap {}: {e}", l.name);
+            left.push(l.clone());
         }
     }
     left

@@ -1,0 +1,204 @@
+//! `interface type='direct'` under `vireo daemon`: the daemon makes a
+//! macvtap on a host device, the guest exchanges TCP through it with
+//! another "host" beyond that device, hot-plug makes and removes one, and
+//! nothing is left when the domain ends or is destroyed.
+//!
+//! The daemon runs in a namespace the test makes; the macvtap's parent is
+//! one end of a veth pair whose other end is in a second namespace (the
+//! peer, 203.0.113.1/24). Nothing touches the root namespace.
+
+mod daemon_harness;
+mod net_lab;
+
+use std::time::{Duration, Instant};
+
+use daemon_harness::{have_kvm, Daemon};
+use net_lab::{can_make_namespaces, echo_exchange, fnv1a, pattern, virtio_domain, Netns};
+use serde_json::json;
+
+const GUEST_IP: &str = "203.0.113.2";
+const PORT: u16 = 7000;
+
+fn direct_nic(mac: &str, dev: &str, mode: &str) -> String {
+    format!(
+        "<interface type='direct'><source dev='{dev}' mode='{mode}'/>\
+         <mac address='{mac}'/><model type='virtio'/></interface>"
+    )
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// The daemon's namespace and the peer's, joined by veth `dpar` (the
+/// macvtap parent) - `dpeer` (203.0.113.1/24).
+fn lab(tag: &str) -> Option<(tempfile::TempDir, Netns, Netns)> {
+    if let Some(why) = can_make_namespaces() {
+        testkit::skip(&why);
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = match Netns::new(&format!("{tag}h"), dir.path()) {
+        Ok(ns) => ns,
+        Err(why) => {
+            testkit::skip(&format!("cannot make a network namespace: {why}"));
+            return None;
+        }
+    };
+    let peer = Netns::new(&format!("{tag}p"), dir.path()).expect("a second namespace");
+    host.veth_to("dpar", &peer, "dpeer", Some("203.0.113.1/24"));
+    Some((dir, host, peer))
+}
+
+#[test]
+fn a_direct_nic_carries_tcp_to_the_device_s_network_and_goes_with_the_domain() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let Some((dir, host, peer)) = lab("dir1") else {
+        return;
+    };
+    let d = Daemon::start_in(dir.path(), &[], Some(&host.name));
+    let cmdline = format!("net.ip={GUEST_IP}/24 net.serve={PORT} net.timeout-ms=30000");
+    let xml = virtio_domain(
+        "dg",
+        &cmdline,
+        &direct_nic("52:54:00:00:0d:01", "dpar", "bridge"),
+    );
+    d.define(&xml);
+    d.ok("POST", "/domains/dg/start", Some(&json!({})));
+
+    let ifaces = d.ok("GET", "/domains/dg/interfaces", None);
+    assert_eq!(ifaces[0]["kind"], "direct", "{ifaces}");
+    assert_eq!(ifaces[0]["source"], "dpar", "{ifaces}");
+    let tap = ifaces[0]["interface"].as_str().unwrap().to_string();
+    assert_eq!(host.links_of_kind("macvtap"), vec![tap.clone()]);
+    let shown = host.ip_ok(&["-d", "-o", "link", "show", "dev", &tap]);
+    assert!(
+        shown.contains("macvtap mode bridge") && shown.contains("52:54:00:00:0d:01"),
+        "{shown}"
+    );
+    // The live XML names the macvtap, as libvirt's does.
+    let live = d.ok("GET", "/domains/dg/xml", None)["xml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        live.contains("<source dev='dpar' mode='bridge'/>")
+            && live.contains(&format!("<target dev='{tap}'/>")),
+        "{live}"
+    );
+
+    // Hot-plug while the guest listens: a second macvtap, gone on unplug.
+    d.ok(
+        "POST",
+        "/domains/dg/interfaces",
+        Some(&json!({ "xml": direct_nic("52:54:00:00:0d:02", "dpar", "vepa") })),
+    );
+    let two = host.links_of_kind("macvtap");
+    assert_eq!(two.len(), 2, "{two:?}");
+    let plugged = two.iter().find(|n| **n != tap).unwrap().clone();
+    assert!(host
+        .ip_ok(&["-d", "-o", "link", "show", "dev", &plugged])
+        .contains("macvtap mode vepa"));
+    d.ok("DELETE", "/domains/dg/interfaces/52:54:00:00:0d:02", None);
+    assert_eq!(host.links_of_kind("macvtap"), vec![tap.clone()]);
+
+    // The peer's TCP to the guest, through the macvtap and the veth.
+    let data = pattern(200_000);
+    let addr = format!("{GUEST_IP}:{PORT}").parse().unwrap();
+    let sent = data.clone();
+    let back = peer
+        .run(move || echo_exchange(addr, &sent, Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", d.log_text()));
+    assert_eq!(back.len(), data.len());
+    assert_eq!(
+        fnv1a(net_lab::FNV_START, &back),
+        fnv1a(net_lab::FNV_START, &data)
+    );
+
+    // The guest powers off after serving: its macvtap goes with it.
+    d.wait_state("dg", "shut_off", Duration::from_secs(30));
+    assert!(
+        wait_until(Duration::from_secs(5), || host
+            .links_of_kind("macvtap")
+            .is_empty()),
+        "{:?}",
+        host.links_of_kind("macvtap")
+    );
+
+    // Started again and destroyed: nothing left either.
+    d.ok("POST", "/domains/dg/start", Some(&json!({})));
+    assert_eq!(host.links_of_kind("macvtap").len(), 1);
+    d.ok("POST", "/domains/dg/destroy", Some(&json!({})));
+    d.wait_state("dg", "shut_off", Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(5), || host
+            .links_of_kind("macvtap")
+            .is_empty()),
+        "{:?}",
+        host.links_of_kind("macvtap")
+    );
+    assert!(host.link_exists("dpar"), "the parent is left alone");
+}
+
+#[test]
+fn bad_direct_input_is_refused_in_one_line_and_leaves_nothing() {
+    let Some((dir, host, _peer)) = lab("dir2") else {
+        return;
+    };
+    let d = Daemon::start_in(dir.path(), &[], Some(&host.name));
+    for (xml, want) in [
+        (
+            "<interface type='direct'><model type='virtio'/></interface>",
+            "needs <source dev=...>",
+        ),
+        (
+            "<interface type='direct'><source mode='bridge'/></interface>",
+            "dev",
+        ),
+        (
+            "<interface type='direct'><source dev='dpar' mode='fast'/></interface>",
+            "mode 'fast' is not supported",
+        ),
+    ] {
+        let a = d.http(
+            "POST",
+            "/domains",
+            Some(&json!({ "xml": virtio_domain("bad", "", xml) })),
+        );
+        assert_eq!(a.status, 422, "{}", a.body);
+        let e = a.error();
+        assert!(e.contains(want) && !e.contains('\n'), "{e}");
+    }
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm for the start half");
+        return;
+    }
+    // A parent that does not exist: the start fails in one line naming
+    // it, and no macvtap is left.
+    d.define(&virtio_domain(
+        "nodev",
+        "",
+        &format!(
+            "{}{}",
+            direct_nic("52:54:00:00:0d:03", "dpar", "bridge"),
+            direct_nic("52:54:00:00:0d:04", "nosuch0", "private")
+        ),
+    ));
+    let a = d.http("POST", "/domains/nodev/start", Some(&json!({})));
+    assert!(a.status >= 400, "{}", a.body);
+    let e = a.error();
+    assert!(e.contains("nosuch0") && !e.contains('\n'), "{e}");
+    assert!(host.links_of_kind("macvtap").is_empty());
+    let (state, _) = d.state("nodev");
+    assert_eq!(state, "shut_off");
+}
