@@ -174,7 +174,7 @@ pub fn fnv1a(mut hash: u32, bytes: &[u8]) -> u32 {
 
 /// The guest's pattern: byte i is i mod 251.
 pub fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
+    (0..251u8).cycle().take(len).collect()
 }
 
 /// Connects to `addr` (retrying while the guest is not listening yet, up

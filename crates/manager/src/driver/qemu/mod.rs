@@ -379,20 +379,6 @@ impl Driver for QemuDriver {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_line() {
-        assert_eq!(
-            parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b2)\n"),
-            Some("qemu 7.2.22".into())
-        );
-        assert_eq!(parse_version("nonsense"), None);
-    }
-}
-
 /// Macvtaps made for a start not yet handed to its instance: a start that
 /// fails deletes them (a macvtap does not go with its descriptors).
 struct MacvtapGuard(Vec<String>);
@@ -404,5 +390,19 @@ impl Drop for MacvtapGuard {
                 tracing::warn!("cannot remove macvtap {name} of a failed start: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_line() {
+        assert_eq!(
+            parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b2)\n"),
+            Some("qemu 7.2.22".into())
+        );
+        assert_eq!(parse_version("nonsense"), None);
     }
 }
