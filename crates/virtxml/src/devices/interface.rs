@@ -126,6 +126,52 @@ pub struct Interface {
     pub target: Option<String>,
     /// Hints kept for writing back (`address`, `alias`, `boot`, `rom`).
     pub kept: Vec<RawElement>,
+    /// The VLAN the NIC's port is an untagged member of (`vlan/tag id=`),
+    /// on a bridge or network NIC.
+    pub vlan: Option<u16>,
+}
+
+/// Largest 802.1Q VLAN id (4095 is reserved).
+pub const MAX_VLAN_ID: u16 = 4094;
+
+/// `<vlan><tag id='N'/></vlan>`: one tag, the port's untagged VLAN.
+fn parse_vlan(node: &Node<'_>, ctx: &mut Ctx) -> Result<u16, Error> {
+    node.check_attrs(ctx, &["trunk"]);
+    if let Some(t) = node.attr("trunk") {
+        if t != "no" {
+            return Err(node.refuse(format!(
+                "trunk='{t}' is not supported: a NIC is an untagged member of one VLAN"
+            )));
+        }
+    }
+    let mut id = None;
+    for child in node.children() {
+        let c = child.node();
+        if c.name() != "tag" {
+            return Err(c.refuse(format!("<{}> inside <vlan> is not supported", c.name())));
+        }
+        if id.is_some() {
+            return Err(c.refuse(
+                "a second <tag> needs trunk mode, which is not supported: a NIC is an untagged member of one VLAN",
+            ));
+        }
+        c.leaf(ctx, &["id", "nativeMode"])?;
+        if let Some(m) = c.attr("nativeMode") {
+            return Err(c.refuse(format!(
+                "nativeMode='{m}' is not supported: it applies to trunk ports"
+            )));
+        }
+        let text = c.need("id")?;
+        let n: u16 = text
+            .trim()
+            .parse()
+            .map_err(|_| c.refuse(format!("VLAN id '{text}' is not a number")))?;
+        if !(1..=MAX_VLAN_ID).contains(&n) {
+            return Err(c.refuse(format!("VLAN id {n} is outside 1-{MAX_VLAN_ID}")));
+        }
+        id = Some(n);
+    }
+    id.ok_or_else(|| node.refuse("<vlan> needs a <tag id=.../>"))
 }
 
 /// Longest Linux interface name (IFNAMSIZ less the NUL).
@@ -173,10 +219,6 @@ const INTERFACE_UNMODELLED: &[(&str, Unmodelled)] = &[
         Unmodelled::Refuse("the guest would see a different MTU"),
     ),
     (
-        "vlan",
-        Unmodelled::Refuse("VLAN tagging comes with virtual networks"),
-    ),
-    (
         "virtualport",
         Unmodelled::Refuse("Open vSwitch ports come with virtual networks"),
     ),
@@ -209,6 +251,7 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
     let mut target = None;
     let mut model_seen = None;
     let mut kept = Vec::new();
+    let mut vlan = None;
     for child in node.children() {
         let c = child.node();
         match c.name() {
@@ -253,6 +296,20 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                         String::new()
                     }
                 });
+            }
+            "vlan" => {
+                c.once(&vlan)?;
+                if !matches!(kind_name, "bridge" | "network") {
+                    return Err(c.refuse(format!(
+                        "a VLAN tag on a type='{kind_name}' interface is not supported: the tag is set on a bridge port (use type='bridge' or 'network'{})",
+                        if kind_name == "direct" {
+                            ", or a VLAN device as the direct source dev"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                vlan = Some(parse_vlan(&c, ctx)?);
             }
             "mac" => {
                 c.once(&mac)?;
@@ -322,6 +379,7 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
         mac,
         target,
         kept,
+        vlan,
     })
 }
 
@@ -366,6 +424,11 @@ impl Interface {
             w.empty("target", &[("dev", t)]);
         }
         w.empty("model", &[("type", "virtio")]);
+        if let Some(id) = self.vlan {
+            w.open("vlan", &[]);
+            w.empty("tag", &[("id", &id.to_string())]);
+            w.close("vlan");
+        }
         w.raws(&self.kept);
         w.close("interface");
     }
@@ -466,6 +529,39 @@ mod tests {
             iface("<interface type='direct'><source dev='a/b' mode='bridge'/></interface>")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_vlan_tag_on_bridge_and_network_nics() {
+        let i = iface(
+            "<interface type='network'><source network='n'/><vlan><tag id='42'/></vlan></interface>",
+        )
+        .unwrap();
+        assert_eq!(i.vlan, Some(42));
+        let mut w = XmlWriter::default();
+        i.write(&mut w);
+        let out = w.finish();
+        assert!(out.contains("<tag id='42'/>"), "{out}");
+        assert_eq!(iface(&out).unwrap(), i);
+        let b = iface(
+            "<interface type='bridge'><source bridge='br0'/><vlan trunk='no'><tag id='4094'/></vlan></interface>",
+        )
+        .unwrap();
+        assert_eq!(b.vlan, Some(4094));
+        for (bad, want) in [
+            ("<interface type='direct'><source dev='eth0'/><vlan><tag id='5'/></vlan></interface>", "VLAN device"),
+            ("<interface type='ethernet'><vlan><tag id='5'/></vlan></interface>", "type='ethernet'"),
+            ("<interface type='bridge'><source bridge='b'/><vlan><tag id='0'/></vlan></interface>", "outside"),
+            ("<interface type='bridge'><source bridge='b'/><vlan><tag id='4095'/></vlan></interface>", "outside"),
+            ("<interface type='bridge'><source bridge='b'/><vlan><tag id='x'/></vlan></interface>", "not a number"),
+            ("<interface type='bridge'><source bridge='b'/><vlan/></interface>", "needs a <tag"),
+            ("<interface type='bridge'><source bridge='b'/><vlan trunk='yes'><tag id='1'/><tag id='2'/></vlan></interface>", "trunk"),
+            ("<interface type='bridge'><source bridge='b'/><vlan><tag id='1'/><tag id='2'/></vlan></interface>", "second <tag>"),
+            ("<interface type='bridge'><source bridge='b'/><vlan><tag id='1' nativeMode='tagged'/></vlan></interface>", "nativeMode"),
+        ] {
+            let e = iface(bad).unwrap_err().to_string();
+            assert!(e.contains(want) && !e.contains('\n'), "{bad}: {e}");
+        }
     }
 
     #[test]
