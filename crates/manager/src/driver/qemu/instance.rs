@@ -448,6 +448,15 @@ impl Instance for QemuInstance {
             netvirt::bridge::create_bridge_port(&name, bridge)
                 .map_err(|e| DriverError::Failed(format!("bridge '{bridge}': {e}")))?;
             lock(&self.persistent_taps).push(name.clone());
+            if let Some(vid) = iface.vlan {
+                let may_filter = matches!(iface.kind, virtxml::InterfaceKind::Network { .. });
+                if let Err(e) = netvirt::bridge::tag_bridge_port(&name, bridge, vid, may_filter) {
+                    let _ = self.remove_tap(&name);
+                    return Err(DriverError::Failed(format!(
+                        "bridge '{bridge}', VLAN {vid}: {e}"
+                    )));
+                }
+            }
             iface.target = Some(name.clone());
             made_tap = Some(name);
         }

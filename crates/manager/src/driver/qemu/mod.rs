@@ -192,6 +192,15 @@ impl Driver for QemuDriver {
                     i + 1
                 ))
             })?;
+            if let Some(vid) = iface.vlan {
+                let may_filter = matches!(iface.kind, InterfaceKind::Network { .. });
+                netvirt::bridge::tag_bridge_port(&name, bridge, vid, may_filter).map_err(|e| {
+                    DriverError::Failed(format!(
+                        "/domain/devices/interface[{}]: bridge '{bridge}', VLAN {vid}: {e}",
+                        i + 1
+                    ))
+                })?;
+            }
             tap_fds[i] = tap.queue(0).map(|fd| fd.as_raw_fd());
             iface.target = Some(tap.name().to_string());
             ports.push(tap);

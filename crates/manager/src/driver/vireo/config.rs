@@ -50,6 +50,25 @@ pub(crate) struct BridgeTap {
     pub tap: String,
     /// The bridge it joins.
     pub bridge: String,
+    /// The VLAN the port is an untagged member of (`vlan/tag`).
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// Whether VLAN filtering may be turned on on the bridge for it: a
+    /// network's bridge, not a host bridge someone else configures.
+    #[serde(default)]
+    pub may_filter: bool,
+}
+
+impl BridgeTap {
+    /// The port for `iface` as TAP `tap` on `bridge`.
+    pub fn for_interface(tap: String, bridge: &str, iface: &Interface) -> BridgeTap {
+        BridgeTap {
+            tap,
+            bridge: bridge.to_string(),
+            vlan: iface.vlan,
+            may_filter: matches!(iface.kind, InterfaceKind::Network { .. }),
+        }
+    }
 }
 
 /// A bridge interface's TAP, made at start and handed to the VMM by
@@ -248,10 +267,7 @@ pub(crate) fn plan(
                     .clone()
                     .unwrap_or_else(|| bridge_tap_name(id, 'n', i));
                 bridge_ports.push(BridgePort {
-                    port: BridgeTap {
-                        tap,
-                        bridge: bridge.to_string(),
-                    },
+                    port: BridgeTap::for_interface(tap, bridge, iface),
                     arg: args.len() + 1,
                     iface: i,
                 });
@@ -567,7 +583,9 @@ mod tests {
             port.port,
             BridgeTap {
                 tap: "vr9n1".into(),
-                bridge: "br0".into()
+                bridge: "br0".into(),
+                vlan: None,
+                may_filter: false,
             }
         );
         assert_eq!(p.args[port.arg - 1], "--net");

@@ -234,10 +234,7 @@ impl VireoInstance {
                         usize::try_from(n).unwrap_or_default(),
                     )
                 });
-                let made = BridgeTap {
-                    tap: tap.clone(),
-                    bridge: bridge.to_string(),
-                };
+                let made = BridgeTap::for_interface(tap.clone(), bridge, iface);
                 let list = [made.clone()];
                 self.netns.run(|| taps::create(&self.name, &list))?;
                 Ok((Some(tap), Some(made)))

@@ -62,6 +62,7 @@ pub(crate) fn open_ports(
                 p.port.bridge
             ))
         })?;
+        tag(domain, &p.port)?;
         let fd = tap
             .queue(0)
             .map(|q| q.as_raw_fd())
@@ -88,8 +89,27 @@ pub(crate) fn create(domain: &str, taps: &[BridgeTap]) -> Result<(), DriverError
                 t.bridge
             )));
         }
+        if let Err(e) = tag(domain, t) {
+            for t in remove(&taps[..=i]) {
+                tracing::warn!("cannot remove TAP {}", t.tap);
+            }
+            return Err(e);
+        }
     }
     Ok(())
+}
+
+/// Puts a bridge port in its NIC's VLAN, if it has one.
+fn tag(domain: &str, port: &BridgeTap) -> Result<(), DriverError> {
+    let Some(vid) = port.vlan else {
+        return Ok(());
+    };
+    netvirt::bridge::tag_bridge_port(&port.tap, &port.bridge, vid, port.may_filter).map_err(|e| {
+        DriverError::Failed(format!(
+            "domain {domain}: bridge interface on '{}', VLAN {vid}: {e}",
+            port.bridge
+        ))
+    })
 }
 
 /// Removes TAPs this driver made; returns those that could not be
