@@ -10,12 +10,12 @@
 //!
 //! The character device comes from devtmpfs (or udev) in the host's one
 //! `/dev`, while link indexes are per network namespace: `/dev/tapN` may
-//! be missing (devtmpfs makes no node for a link outside the first
-//! namespace) or belong to another namespace's link with the same index.
-//! So the node is checked against the device number this namespace's
-//! sysfs gives for the link, and when it does not match, a node is made
-//! with mknod on a tmpfs that only a helper thread's private mount
-//! namespace sees.
+//! be missing (no devtmpfs, or another namespace's link of that index had
+//! the name first and has gone since) or belong to another namespace's
+//! link with the same index. So the node is checked against the device
+//! number this namespace's sysfs gives for the link, and when it does not
+//! match, a node is made with mknod on a tmpfs that only a helper
+//! thread's private mount namespace sees.
 
 use std::ffi::CString;
 use std::io;
@@ -171,27 +171,33 @@ fn open_char_device(name: &str, index: u32) -> io::Result<OwnedFd> {
     // node is missing or another link's: look and make the node in a
     // mount namespace of a helper thread's own.
     in_private_mounts(|| {
-        mount("sysfs", "/sys", "sysfs")?;
+        // A private tmpfs over /dev first: the sysfs mount point and the
+        // node made below are seen by no other process and go with the
+        // mount namespace. (sysfs goes in a directory of its own: mounting
+        // it on a /sys that already shows this namespace is EBUSY.)
+        mount("tmpfs", "/dev", "tmpfs")?;
+        std::fs::create_dir("/dev/sys")?;
+        mount("sysfs", "/dev/sys", "sysfs")?;
         let text =
-            std::fs::read_to_string(format!("/sys/class/net/{name}/macvtap/tap{index}/dev"))?;
+            std::fs::read_to_string(format!("/dev/sys/class/net/{name}/macvtap/tap{index}/dev"))?;
         let (major, minor) = parse_devnum(&text).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("sysfs gives {text:?} as its device number"),
             )
         })?;
-        let dev = libc::makedev(major, minor);
-        if node_is(dev) {
-            return open_node(&node);
-        }
-        // A private tmpfs: the node is seen by no other process and goes
-        // with the mount namespace.
-        mount("tmpfs", "/dev", "tmpfs")?;
         let path = format!("/dev/tap{index}");
         let c =
             CString::new(path.clone()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: `c` is NUL-terminated; mknod reads it only.
-        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, dev) } < 0 {
+        if unsafe {
+            libc::mknod(
+                c.as_ptr(),
+                libc::S_IFCHR | 0o600,
+                libc::makedev(major, minor),
+            )
+        } < 0
+        {
             return Err(io::Error::last_os_error());
         }
         open_node(&path)
@@ -271,6 +277,46 @@ mod tests {
     }
 
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x0d, 0x01];
+
+    #[test]
+    fn a_node_of_another_namespace_s_link_is_not_taken() {
+        // Fresh namespaces number their links alike: lo, the veth pair,
+        // then the macvtap, so both macvtaps get one index and the first
+        // one's /dev/tapN.
+        let outcome = run_isolated(|| {
+            let make = |veth: &str, peer: &str, name: &str| {
+                let mut nl = Netlink::open().unwrap();
+                nl.create_veth(veth, peer).unwrap();
+                nl.set_up(veth, true).unwrap();
+                create_direct_port(name, veth, MacvlanMode::Bridge, MAC)
+                    .map(|()| nl.index(name).unwrap().unwrap())
+            };
+            let first = match make("nca", "ncb", "nsmva") {
+                Ok(i) => i,
+                Err(DirectError::Link(e @ LinkError::Unsupported { .. })) => {
+                    return Err(e.to_string())
+                }
+                Err(e) => panic!("{e}"),
+            };
+            let mine = open_macvtap("nsmva").unwrap();
+            let (second, other) = run_isolated(|| {
+                let index = make("nca", "ncb", "nsmvb").unwrap();
+                let tap = open_macvtap("nsmvb").map(|t| t.name().to_string());
+                remove_direct_port("nsmvb").unwrap();
+                (index, tap)
+            })
+            .expect("a second namespace");
+            assert_eq!(mine.name(), "nsmva");
+            assert_eq!(other.unwrap(), "nsmvb", "index {first} and {second}");
+            drop(mine);
+            remove_direct_port("nsmva").unwrap();
+            Ok(())
+        })
+        .expect("new network namespace");
+        if let Err(why) = outcome {
+            testkit::skip(&why);
+        }
+    }
 
     #[test]
     fn a_direct_port_opens_as_a_tap_and_is_removed() {

@@ -74,7 +74,23 @@ fn a_direct_nic_carries_tcp_to_the_device_s_network_and_goes_with_the_domain() {
         &direct_nic("52:54:00:00:0d:01", "dpar", "bridge"),
     );
     d.define(&xml);
-    d.ok("POST", "/domains/dg/start", Some(&json!({})));
+    // Paused until its console is read, so no line of the guest's is lost.
+    d.ok(
+        "POST",
+        "/domains/dg/start",
+        Some(&json!({ "paused": true })),
+    );
+    let mut console = daemon_harness::console(&d.socket, "dg", false).expect("the console");
+    console
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    d.ok("POST", "/domains/dg/resume", None);
+    // The guest drives the cards it found at boot: hot-plug comes after.
+    let booted = net_lab::read_until(&mut console, "serve listening", Duration::from_secs(30));
+    assert!(booted.contains("serve listening"), "{booted}");
+    let guest_said = std::thread::spawn(move || {
+        net_lab::read_until(&mut console, "virtio: done", Duration::from_secs(90))
+    });
 
     let ifaces = d.ok("GET", "/domains/dg/interfaces", None);
     assert_eq!(ifaces[0]["kind"], "direct", "{ifaces}");
@@ -120,9 +136,14 @@ fn a_direct_nic_carries_tcp_to_the_device_s_network_and_goes_with_the_domain() {
         .run(move || echo_exchange(addr, &sent, Duration::from_secs(30)))
         .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", d.log_text()));
     assert_eq!(back.len(), data.len());
-    assert_eq!(
-        fnv1a(net_lab::FNV_START, &back),
-        fnv1a(net_lab::FNV_START, &data)
+    let hash = fnv1a(net_lab::FNV_START, &data);
+    assert_eq!(fnv1a(net_lab::FNV_START, &back), hash);
+    // The guest saw the same bytes come from the peer.
+    let said = guest_said.join().unwrap();
+    assert!(
+        said.contains(&format!("virtio: serve port={PORT} from=203.0.113.1:"))
+            && said.contains(&format!("received={} fnv1a32={hash:08x}", data.len())),
+        "{said}"
     );
 
     // The guest powers off after serving: its macvtap goes with it.
