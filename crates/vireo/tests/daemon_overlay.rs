@@ -37,23 +37,23 @@ fn nic(mac: &str) -> String {
     )
 }
 
-/// Two namespaces joined by underlay veth `ua` (198.51.100.1/24) - `ub`
+/// Two namespaces (named after `tag`, unique per test) joined by underlay veth `ua` (198.51.100.1/24) - `ub`
 /// (198.51.100.2/24). The underlay's MTU has room for VXLAN's 50 bytes, so
 /// the tunnel carries the guests' 1500-byte frames whole.
-fn hosts() -> Option<(tempfile::TempDir, tempfile::TempDir, Netns, Netns)> {
+fn hosts(tag: &str) -> Option<(tempfile::TempDir, tempfile::TempDir, Netns, Netns)> {
     if let Some(why) = can_make_namespaces() {
         testkit::skip(&why);
         return None;
     }
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = match Netns::new("ova", da.path()) {
+    let a = match Netns::new(&format!("{tag}a"), da.path()) {
         Ok(ns) => ns,
         Err(why) => {
             testkit::skip(&format!("cannot make a network namespace: {why}"));
             return None;
         }
     };
-    let b = Netns::new("ovb", db.path()).expect("a second namespace");
+    let b = Netns::new(&format!("{tag}b"), db.path()).expect("a second namespace");
     a.veth_to("ua", &b, "ub", Some("198.51.100.2/24"));
     a.ip_ok(&["addr", "add", "198.51.100.1/24", "dev", "ua"]);
     a.ip_ok(&["link", "set", "ua", "mtu", "1550"]);
@@ -67,7 +67,7 @@ fn guests_on_two_hosts_share_an_overlay_segment() {
         testkit::skip("no /dev/kvm");
         return;
     }
-    let Some((da, db, a, b)) = hosts() else {
+    let Some((da, db, a, b)) = hosts("ov1") else {
         return;
     };
     let host_a = Daemon::start_in(da.path(), &[], Some(&a.name));
@@ -154,7 +154,7 @@ fn guests_on_two_hosts_share_an_overlay_segment() {
 
 #[test]
 fn bad_overlays_are_refused_in_one_line_and_leave_nothing() {
-    let Some((da, _db, a, _b)) = hosts() else {
+    let Some((da, _db, a, _b)) = hosts("ov2") else {
         return;
     };
     let d = Daemon::start_in(da.path(), &[], Some(&a.name));

@@ -26,8 +26,8 @@ impl Netns {
     /// A new namespace `vireo-TAG-PID` with `lo` up; Err when iproute2 or
     /// the privilege is missing.
     pub fn new(tag: &str, dir: &Path) -> Result<Netns, String> {
+        // The tag is unique per test: tests of one binary run in parallel.
         let name = format!("vireo-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let out = Command::new("ip")
             .args(["netns", "add", &name])
             .output()
