@@ -223,3 +223,102 @@ fn bad_direct_input_is_refused_in_one_line_and_leaves_nothing() {
     let (state, _) = d.state("nodev");
     assert_eq!(state, "shut_off");
 }
+
+/// A directory whose `qemu-system-x86_64` runs the QEMU 7.2 that
+/// `scripts/nested/fetch-qemu.sh target/nested/qemu` unpacks, or why not.
+fn qemu_bin(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/nested/qemu/root");
+    let bin = root.join("usr/bin/qemu-system-x86_64");
+    if !bin.exists() {
+        return Err(format!(
+            "no QEMU at {} (scripts/nested/fetch-qemu.sh target/nested/qemu puts it there)",
+            bin.display()
+        ));
+    }
+    let out = dir.join("qemu-bin");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let wrapper = out.join("qemu-system-x86_64");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nQEMU_MODULE_DIR={r}/usr/lib/x86_64-linux-gnu/qemu exec {b} \
+             -L {r}/usr/share/qemu -L {r}/usr/share/seabios \"$@\"\n",
+            r = root.display(),
+            b = bin.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[test]
+fn under_qemu_a_direct_nic_is_handed_over_and_deleted_with_the_domain() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let Some((dir, host, _peer)) = lab("dir3") else {
+        return;
+    };
+    let bin = match qemu_bin(dir.path()) {
+        Ok(b) => b,
+        Err(why) => {
+            testkit::skip(&why);
+            return;
+        }
+    };
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
+    let d = Daemon::start_in(dir.path(), &[("PATH", &path)], Some(&host.name));
+    let xml = format!(
+        "<domain type='kvm'><name>q</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <metadata><vireo:driver xmlns:vireo='urn:x-vireo:domain:1' name='qemu'/></metadata>\
+         <os><type arch='x86_64'>hvm</type><kernel>{}</kernel></os>\
+         <features><acpi/></features><cpu mode='custom'><model>qemu64</model></cpu>\
+         <devices>{}<serial type='pty'/></devices></domain>",
+        daemon_harness::guest("idle").display(),
+        direct_nic("52:54:00:00:0d:05", "dpar", "private")
+    );
+    d.define(&xml);
+    d.ok("POST", "/domains/q/start", Some(&json!({})));
+    let info = d.ok("GET", "/domains/q", None);
+    assert_eq!(info["driver"], "qemu", "{info}");
+    let links = host.links_of_kind("macvtap");
+    assert_eq!(links.len(), 1, "{links:?}");
+    let shown = host.ip_ok(&["-d", "-o", "link", "show", "dev", &links[0]]);
+    assert!(shown.contains("macvtap mode private"), "{shown}");
+    // QEMU holds the macvtap's character device.
+    let pid = info["pid"].as_u64().unwrap();
+    let index = shown.split(':').next().unwrap().trim().to_string();
+    let held = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .any(|t| t.to_string_lossy().ends_with(&format!("tap{index}")));
+    assert!(held, "QEMU holds no tap{index}");
+    // Hot-plug is refused in one line, and makes nothing.
+    let a = d.http(
+        "POST",
+        "/domains/q/interfaces",
+        Some(&json!({ "xml": direct_nic("52:54:00:00:0d:06", "dpar", "bridge") })),
+    );
+    assert!(a.status >= 400, "{}", a.body);
+    assert!(
+        a.error().contains("direct interface under QEMU") && !a.error().contains('\n'),
+        "{}",
+        a.error()
+    );
+    assert_eq!(host.links_of_kind("macvtap").len(), 1);
+
+    d.ok("POST", "/domains/q/destroy", Some(&json!({})));
+    d.wait_state("q", "shut_off", Duration::from_secs(20));
+    assert!(
+        wait_until(Duration::from_secs(5), || host
+            .links_of_kind("macvtap")
+            .is_empty()),
+        "{:?}",
+        host.links_of_kind("macvtap")
+    );
+}
