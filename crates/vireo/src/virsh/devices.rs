@@ -110,7 +110,7 @@ pub struct AttachInterfaceArgs {
 pub struct DetachInterfaceArgs {
     /// Domain name, id or UUID.
     pub domain: String,
-    /// bridge, ethernet or network.
+    /// bridge, ethernet, network or direct.
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: String,
     /// Which one, when several of that type exist.
