@@ -66,7 +66,7 @@ fn a_direct_nic_carries_tcp_to_the_device_s_network_and_goes_with_the_domain() {
     let Some((dir, host, peer)) = lab("dir1") else {
         return;
     };
-    let d = Daemon::start_in(dir.path(), &[], Some(&host.name));
+    let mut d = Daemon::start_in(dir.path(), &[], Some(&host.name));
     let cmdline = format!("net.ip={GUEST_IP}/24 net.serve={PORT} net.timeout-ms=30000");
     let xml = virtio_domain(
         "dg",
@@ -156,11 +156,35 @@ fn a_direct_nic_carries_tcp_to_the_device_s_network_and_goes_with_the_domain() {
         host.links_of_kind("macvtap")
     );
 
-    // Started again and destroyed: nothing left either.
+    // Started again, the daemon restarted, then destroyed: the next
+    // daemon knows the macvtap from the run record and deletes it.
     d.ok("POST", "/domains/dg/start", Some(&json!({})));
     assert_eq!(host.links_of_kind("macvtap").len(), 1);
+    d.kill9();
+    d.spawn();
+    assert_eq!(d.state("dg").0, "running");
     d.ok("POST", "/domains/dg/destroy", Some(&json!({})));
     d.wait_state("dg", "shut_off", Duration::from_secs(10));
+    assert!(
+        wait_until(Duration::from_secs(5), || host
+            .links_of_kind("macvtap")
+            .is_empty()),
+        "{:?}",
+        host.links_of_kind("macvtap")
+    );
+
+    // A VMM that dies while no daemon runs: the next daemon, finding it
+    // gone, deletes its macvtap.
+    d.ok("POST", "/domains/dg/start", Some(&json!({})));
+    let pids = d.vmm_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    d.kill9();
+    daemon_harness::sigkill(u64::from(pids[0]));
+    assert!(wait_until(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{}", pids[0])).exists()
+    }));
+    d.spawn();
+    assert_eq!(d.state("dg").0, "shut_off");
     assert!(
         wait_until(Duration::from_secs(5), || host
             .links_of_kind("macvtap")

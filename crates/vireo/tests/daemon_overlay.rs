@@ -70,7 +70,7 @@ fn guests_on_two_hosts_share_an_overlay_segment() {
     let Some((da, db, a, b)) = hosts("ov1") else {
         return;
     };
-    let host_a = Daemon::start_in(da.path(), &[], Some(&a.name));
+    let mut host_a = Daemon::start_in(da.path(), &[], Some(&a.name));
     let host_b = Daemon::start_in(db.path(), &[], Some(&b.name));
     for (d, dev, remote) in [
         (&host_a, "ua", "198.51.100.2"),
@@ -140,6 +140,10 @@ fn guests_on_two_hosts_share_an_overlay_segment() {
         host_a.log_text()
     );
 
+    // Host A's daemon restarts; the next one finds the network and
+    // removes its VXLAN device on destroy.
+    host_a.kill9();
+    host_a.spawn();
     for (d, dom) in [(&host_a, "ga"), (&host_b, "gb")] {
         let _ = d.http("POST", &format!("/domains/{dom}/destroy"), Some(&json!({})));
         d.wait_state(dom, "shut_off", Duration::from_secs(10));
