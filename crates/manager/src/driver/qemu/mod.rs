@@ -312,6 +312,33 @@ impl Driver for QemuDriver {
         record: &RunRecord,
         ctx: &StartContext,
     ) -> Result<Option<Box<dyn Instance>>, DriverError> {
+        let adopted = self.adopt_qemu(record, ctx);
+        // A QEMU that is gone leaves its macvtaps, which no descriptor
+        // closing removes.
+        if let Ok(None) = adopted {
+            let links = record
+                .extra
+                .get("direct_links")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            drop(MacvtapGuard(links));
+        }
+        adopted
+    }
+}
+
+impl QemuDriver {
+    fn adopt_qemu(
+        &self,
+        record: &RunRecord,
+        ctx: &StartContext,
+    ) -> Result<Option<Box<dyn Instance>>, DriverError> {
         let Some(pidfd) = PidFd::open(record.pid, record.start_time)
             .map_err(|e| DriverError::Failed(format!("cannot watch pid {}: {e}", record.pid)))?
         else {
