@@ -201,4 +201,28 @@ fn bad_overlays_are_refused_in_one_line_and_leave_nothing() {
     );
     assert!(!a.link_exists("vbr-ov"));
     assert!(a.links_of_kind("vxlan").is_empty());
+
+    // Two networks on one VNI would be one segment: the second is refused.
+    d.ok("DELETE", "/networks/ov", None);
+    d.ok(
+        "POST",
+        "/networks",
+        Some(&json!({ "xml": overlay_network("ua", "198.51.100.2") })),
+    );
+    d.ok("POST", "/networks/ov/start", None);
+    let twin = overlay_network("ua", "198.51.100.3")
+        .replace("<name>ov</name>", "<name>ov2</name>")
+        .replace("vbr-ov", "vbr-ov2");
+    d.ok("POST", "/networks", Some(&json!({ "xml": twin })));
+    let r = d.http("POST", "/networks/ov2/start", None);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.error()
+            .contains(&format!("VXLAN device 'vrvx{VNI}' exists already")),
+        "{}",
+        r.error()
+    );
+    assert!(!a.link_exists("vbr-ov2"));
+    d.ok("POST", "/networks/ov/destroy", Some(&json!({})));
+    assert!(a.links_of_kind("vxlan").is_empty());
 }
