@@ -65,6 +65,33 @@ pub fn open_bridge_port(tap: &str, bridge: &str) -> Result<Tap, TapError> {
     Ok(opened)
 }
 
+/// Makes bridge port `port` an untagged member of VLAN `vid` alone (a
+/// NIC's `vlan/tag`). The bridge must filter VLANs: when it does not,
+/// filtering is turned on if `may_enable_filtering` (a bridge Vireo's
+/// network made), and refused otherwise (a host bridge is its owner's
+/// to reconfigure). Untagged ports stay in the default VLAN 1, so turning
+/// filtering on leaves them as they were.
+pub fn tag_bridge_port(
+    port: &str,
+    bridge: &str,
+    vid: u16,
+    may_enable_filtering: bool,
+) -> Result<(), crate::link::LinkError> {
+    let mut nl = crate::link::Netlink::open()?;
+    if !nl.bridge_vlan_filtering(bridge)? {
+        if !may_enable_filtering {
+            return Err(crate::link::LinkError::InvalidArgument {
+                op: format!("putting {port} in VLAN {vid}"),
+                why: format!(
+                    "bridge '{bridge}' does not filter VLANs; turn its vlan_filtering on to tag its ports"
+                ),
+            });
+        }
+        nl.set_bridge_vlan_filtering(bridge, true)?;
+    }
+    nl.set_port_access_vlan(port, vid)
+}
+
 /// Removes the persistent TAP `tap` (it goes once no process holds it).
 /// Ok when it does not exist.
 pub fn remove_persistent_tap(tap: &str) -> Result<(), TapError> {

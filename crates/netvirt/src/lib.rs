@@ -7,7 +7,8 @@
 //! untouched. [`link`] creates and configures bridges, veths, VLANs,
 //! bonds, macvtap and VXLAN links, addresses and routes over rtnetlink;
 //! [`nft`] owns one nftables table per virtual network (NAT, forwarding
-//! policy); [`dnsmasq`] runs the DHCP and DNS server of a network.
+//! policy); [`dnsmasq`] runs the DHCP and DNS server of a network;
+//! [`macvtap`] makes the direct ports of `type='direct'` NICs.
 //! This crate knows nothing of virtio queues, guest memory or domains.
 
 pub mod bridge;
@@ -15,6 +16,7 @@ pub mod dnsmasq;
 mod ifreq;
 /// Links (bridges, veths, VLANs, bonds, macvtap, VXLAN), addresses and routes through rtnetlink.
 pub mod link;
+pub mod macvtap;
 pub mod netns;
 pub mod nft;
 mod tap;

@@ -133,7 +133,8 @@ pub struct Tap {
 
 impl Tap {
     /// Create a TAP (`name` None: the kernel picks `vireoN`) or attach to
-    /// the existing interface `name`, with `queues` descriptors (a
+    /// the existing interface `name` (a TAP, or a macvtap with one queue),
+    /// with `queues` descriptors (a
     /// multi-queue TAP when more than one). Every descriptor is
     /// non-blocking and carries 12-byte virtio-net headers; no offloads
     /// are on until [`Tap::set_offloads`]. The link is brought up.
@@ -150,7 +151,18 @@ impl Tap {
         }
         let asked = name.unwrap_or(DEFAULT_NAME).to_string();
         let open_err = |source| explain_open_error(&asked, name.is_some(), queues, source);
-        let first = open_queue(&asked, flags).map_err(open_err)?;
+        let first = match open_queue(&asked, flags) {
+            Ok(f) => f,
+            // A macvtap refuses TUNSETIFF; its queue is its own character
+            // device (a hot-plugged `type='direct'` card is named so).
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && queues == 1 => {
+                match name.filter(|n| is_macvtap(n)) {
+                    Some(n) => return crate::macvtap::open_macvtap(n),
+                    None => return Err(open_err(e)),
+                }
+            }
+            Err(e) => return Err(open_err(e)),
+        };
         // The kernel resolved the pattern on the first attach; the other
         // queues must join that same interface.
         let actual = first.1;
@@ -433,6 +445,13 @@ fn explain_open_error(name: &str, named: bool, queues: usize, source: io::Error)
         name: name.to_string(),
         source,
     }
+}
+
+/// Whether `name` is a macvtap link in this network namespace.
+fn is_macvtap(name: &str) -> bool {
+    crate::link::Netlink::open()
+        .and_then(|mut nl| nl.link(name))
+        .is_ok_and(|l| l.is_some_and(|l| l.kind.as_deref() == Some("macvtap")))
 }
 
 /// Whether an interface called `name` exists in this network namespace.

@@ -557,7 +557,12 @@ fn a_guest_on_a_nat_network_gets_a_lease_a_name_and_the_world_masqueraded() {
         format!("{addr}:7001").parse().unwrap(),
         b"hello-guest",
     )
-    .unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nguest:\n{}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        )
+    });
     assert_eq!(back, b"hello-guest");
     let text = wait_line(&out, "virtio: serve port=7001");
     assert!(text.contains("received=11"), "{text}");

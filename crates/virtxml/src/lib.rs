@@ -40,7 +40,7 @@ mod uuid;
 pub use cpu::{Cpu, CpuModel, CpuTopology};
 pub use devices::chardev::{CharBackend, CharDevice, CharTarget};
 pub use devices::disk::{Disk, DiskCache, DiskFormat, DiskSource};
-pub use devices::interface::{Interface, InterfaceKind, MacAddress};
+pub use devices::interface::{DirectMode, Interface, InterfaceKind, MacAddress};
 pub use devices::rng::{Rng, RngBackend};
 pub use devices::Devices;
 pub use domain::{Domain, Parsed};

@@ -63,6 +63,7 @@ pub(crate) fn interface_rows(domain: &Domain) -> Vec<InterfaceRow> {
                 InterfaceKind::Ethernet => ("ethernet", "-".to_string()),
                 InterfaceKind::Bridge(b) => ("bridge", b.clone()),
                 InterfaceKind::Network { network, .. } => ("network", network.clone()),
+                InterfaceKind::Direct { dev, .. } => ("direct", dev.clone()),
             };
             InterfaceRow {
                 interface: i.target.clone().unwrap_or_else(|| "-".to_string()),

@@ -221,6 +221,18 @@ pub enum Unplug {
     Pending,
 }
 
+/// The macvtap mode of a direct interface's `source mode=`.
+pub(crate) fn macvlan_mode(mode: virtxml::DirectMode) -> netvirt::link::MacvlanMode {
+    use netvirt::link::MacvlanMode as M;
+    use virtxml::DirectMode as D;
+    match mode {
+        D::Bridge => M::Bridge,
+        D::Vepa => M::Vepa,
+        D::Private => M::Private,
+        D::Passthrough => M::Passthru,
+    }
+}
+
 /// `domain` as it will be when the daemon starts it: each `type='network'`
 /// interface plugged into a bridge. A definition is checked before its
 /// networks run (they may not yet), and the bridge's name changes nothing a

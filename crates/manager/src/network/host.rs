@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use netvirt::dnsmasq::Dnsmasq;
-use netvirt::link::{BridgeOptions, Netlink};
+use netvirt::link::{BridgeOptions, Netlink, VxlanOptions};
 use netvirt::nft;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,10 @@ pub struct NetworkRecord {
     pub dnsmasq: bool,
     /// The definition the network was started with (its live XML).
     pub xml: String,
+    /// The VXLAN device the network made on its bridge, when it has an
+    /// overlay.
+    #[serde(default)]
+    pub vxlan: Option<String>,
 }
 
 /// Why a network could not be started or stopped. Each displays as one
@@ -60,6 +64,7 @@ pub struct Started {
 struct Rollback<'a> {
     plan: &'a Plan,
     bridge_made: bool,
+    vxlan_made: bool,
     rules_loaded: bool,
     armed: bool,
 }
@@ -72,6 +77,15 @@ impl Drop for Rollback<'_> {
         if self.rules_loaded {
             if let Err(e) = nft::remove(&self.plan.network) {
                 tracing::warn!("network '{}': undoing its rules: {e}", self.plan.network);
+            }
+        }
+        if let (true, Some(o)) = (self.vxlan_made, &self.plan.overlay) {
+            if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete(&o.name)) {
+                tracing::warn!(
+                    "network '{}': removing VXLAN device {}: {e}",
+                    self.plan.network,
+                    o.name
+                );
             }
         }
         if self.bridge_made {
@@ -104,9 +118,25 @@ pub fn start(plan: &Plan, xml: &str) -> Result<Started, NetworkError> {
             }
         }
     }
+    if let Some(o) = &plan.overlay {
+        if let Some(dev) = &o.dev {
+            if nl.index(dev)?.is_none() {
+                return Err(NetworkError::Host(format!(
+                    "network '{network}': overlay dev '{dev}' does not exist"
+                )));
+            }
+        }
+        if nl.index(&o.name)?.is_some() {
+            return Err(NetworkError::Host(format!(
+                "network '{network}': VXLAN device '{}' exists already (another network on VNI {}?)",
+                o.name, o.vni
+            )));
+        }
+    }
     let mut rollback = Rollback {
         plan,
         bridge_made: false,
+        vxlan_made: false,
         rules_loaded: false,
         armed: true,
     };
@@ -152,6 +182,27 @@ pub fn start(plan: &Plan, xml: &str) -> Result<Started, NetworkError> {
             nl.set_up(name, true)?;
         }
     }
+    if let Some(o) = &plan.overlay {
+        nl.create_vxlan(
+            &o.name,
+            &VxlanOptions {
+                vni: o.vni,
+                port: o.port,
+                local: o.local,
+                group: None,
+                dev: o.dev.clone(),
+                // Guests' MACs are learnt from what arrives, so unicast
+                // goes to one host; only floods go to every remote.
+                learning: true,
+            },
+        )?;
+        rollback.vxlan_made = true;
+        for remote in &o.remotes {
+            nl.add_fdb_remote(&o.name, *remote)?;
+        }
+        nl.set_master(&o.name, Some(plan.bridge.name()))?;
+        nl.set_up(&o.name, true)?;
+    }
     if plan.ipv4_forwarding {
         netvirt::link::set_ipv4_forwarding(true).map_err(|e| {
             NetworkError::Host(format!(
@@ -176,6 +227,7 @@ pub fn start(plan: &Plan, xml: &str) -> Result<Started, NetworkError> {
             rules: plan.rules.is_some(),
             dnsmasq: dnsmasq.is_some(),
             xml: xml.to_string(),
+            vxlan: plan.overlay.as_ref().map(|o| o.name.clone()),
         },
         dnsmasq,
     })
@@ -207,6 +259,16 @@ pub fn stop(
     }
     if record.rules {
         keep(nft::remove(network).map_err(NetworkError::from));
+    }
+    if let Some(vxlan) = &record.vxlan {
+        keep(
+            Netlink::open()
+                .and_then(|mut nl| match nl.link(vxlan)? {
+                    Some(l) if l.kind.as_deref() == Some("vxlan") => nl.delete(vxlan),
+                    _ => Ok(()),
+                })
+                .map_err(NetworkError::from),
+        );
     }
     if record.own_bridge {
         keep(

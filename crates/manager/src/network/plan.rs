@@ -29,6 +29,31 @@ pub struct Plan {
     /// Whether the host must forward IPv4 between interfaces (NAT and
     /// routed networks).
     pub ipv4_forwarding: bool,
+    /// A VXLAN device on the bridge, joining it to other hosts' bridges.
+    pub overlay: Option<OverlayPlan>,
+}
+
+/// The VXLAN device of an overlay network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayPlan {
+    /// The device's name: [`overlay_link_name`].
+    pub name: String,
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The UDP port.
+    pub port: u16,
+    /// The underlay device, which must exist when the network starts.
+    pub dev: Option<String>,
+    /// The local tunnel address.
+    pub local: Option<IpAddr>,
+    /// The other hosts: one flooding entry each.
+    pub remotes: Vec<IpAddr>,
+}
+
+/// The VXLAN device of the overlay with `vni`: one per VNI on a host
+/// (two networks on one VNI would be one segment), at most 12 bytes.
+pub fn overlay_link_name(vni: u32) -> String {
+    format!("vrvx{vni}")
 }
 
 /// The bridge a network's guests are plugged into.
@@ -90,6 +115,7 @@ pub fn plan(net: &Network, dir: &Path) -> Result<Plan, PlanError> {
             rules: None,
             dnsmasq: None,
             ipv4_forwarding: false,
+            overlay: None,
         });
     }
     let name = bridge_name.ok_or_else(|| PlanError::NoBridgeName(net.name.clone()))?;
@@ -139,6 +165,14 @@ pub fn plan(net: &Network, dir: &Path) -> Result<Plan, PlanError> {
         bridge,
         addresses,
         rules,
+        overlay: net.overlay.as_ref().map(|o| OverlayPlan {
+            name: overlay_link_name(o.vni),
+            vni: o.vni,
+            port: o.port,
+            dev: o.dev.clone(),
+            local: o.local,
+            remotes: o.remotes.clone(),
+        }),
     })
 }
 
@@ -291,6 +325,32 @@ mod tests {
         assert_eq!(d.ranges[0].lease, Some(DEFAULT_LEASE));
         assert_eq!(d.dir, Path::new("/s/default"));
         assert!(d.dns);
+    }
+
+    #[test]
+    fn an_overlay_plans_a_vxlan_device_on_the_bridge() {
+        let p = plan(
+            &net(
+                "<network xmlns:vireo='urn:x-vireo:network:1'><name>o</name><forward mode='open'/>\
+                  <bridge name='vbr-o'/>\
+                  <vireo:overlay vni='4242' port='8472' dev='under0'>\
+                  <vireo:remote address='198.51.100.2'/><vireo:remote address='198.51.100.3'/>\
+                  </vireo:overlay></network>",
+            ),
+            Path::new("/d"),
+        )
+        .unwrap();
+        let o = p.overlay.unwrap();
+        assert_eq!(o.name, "vrvx4242");
+        assert_eq!(
+            (o.vni, o.port, o.dev.as_deref()),
+            (4242, 8472, Some("under0"))
+        );
+        assert_eq!(o.remotes.len(), 2);
+        assert!(overlay_link_name(virtxml::network::overlay::MAX_VNI).len() <= 15);
+        assert!(p.rules.is_none());
+        let none = plan(&net(DEFAULT), Path::new("/d")).unwrap();
+        assert!(none.overlay.is_none());
     }
 
     #[test]

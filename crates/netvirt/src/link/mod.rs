@@ -14,8 +14,11 @@
 //! needed here is smaller than the API surface of a netlink crate, and
 //! every length from the kernel is checked where it is read.
 //!
-//! [`sysctl`] holds the /proc/sys/net writes a routed network needs.
+//! [`sysctl`] holds the /proc/sys/net writes a routed network needs; the
+//! VLANs of bridge ports are set through the AF_BRIDGE messages of
+//! `bridge_vlan`.
 
+mod bridge_vlan;
 mod msg;
 mod sock;
 pub mod sysctl;
@@ -27,6 +30,7 @@ use sock::{Socket, Want};
 use std::io;
 use std::net::IpAddr;
 
+pub use bridge_vlan::PortVlan;
 pub use sysctl::{set_ipv4_forwarding, set_sysctl};
 
 /// Why a link operation failed. Each message is one line naming the
@@ -49,6 +53,9 @@ pub enum LinkError {
         kind: &'static str,
         module: &'static str,
     },
+    /// The kernel lacks a feature the operation needs.
+    #[error("{op}: this kernel has no {feature}")]
+    NoFeature { op: String, feature: &'static str },
     /// The NETLINK_ROUTE socket could not be opened.
     #[error("opening the rtnetlink socket: {0}")]
     Socket(#[source] io::Error),

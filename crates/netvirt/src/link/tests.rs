@@ -279,6 +279,46 @@ fn vlan_on_veth() {
 }
 
 #[test]
+fn a_bridge_port_in_one_vlan() {
+    let skip = isolated(|nl| {
+        nl.create_bridge("vfbr", &BridgeOptions::default()).unwrap();
+        nl.create_veth("vf0", "vf1").unwrap();
+        nl.set_master("vf0", Some("vfbr")).unwrap();
+        assert!(!nl.bridge_vlan_filtering("vfbr").unwrap());
+        let e = nl.bridge_vlan_filtering("vf1").unwrap_err();
+        assert!(e.to_string().contains("not a bridge"), "{e}");
+        let e = nl.set_port_access_vlan("vf0", 4095).unwrap_err();
+        assert!(matches!(e, LinkError::InvalidArgument { .. }), "{e}");
+        match nl.set_bridge_vlan_filtering("vfbr", true) {
+            Err(e @ LinkError::NoFeature { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "turning VLAN filtering of bridge vfbr on: this kernel has no VLAN filtering \
+                     on bridges (CONFIG_BRIDGE_VLAN_FILTERING, which needs 802.1Q)"
+                );
+                return Some(e.to_string());
+            }
+            other => other.unwrap(),
+        }
+        assert!(nl.bridge_vlan_filtering("vfbr").unwrap());
+        nl.set_port_access_vlan("vf0", 10).unwrap();
+        let vlans = nl.port_vlans("vf0").unwrap();
+        assert_eq!(
+            vlans,
+            vec![PortVlan {
+                vid: 10,
+                pvid: true,
+                untagged: true
+            }]
+        );
+        None
+    });
+    if let Some(why) = skip {
+        testkit::skip(&why);
+    }
+}
+
+#[test]
 fn bond_with_veth_slave() {
     let skip = isolated(|nl| {
         let opts = BondOptions {

@@ -80,12 +80,15 @@ pub struct DetachDiskArgs {
 pub struct AttachInterfaceArgs {
     /// Domain name, id or UUID.
     pub domain: String,
-    /// bridge or ethernet.
+    /// bridge, ethernet or direct.
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: String,
-    /// The host bridge (bridge), or the TAP when --target is not given (ethernet).
+    /// The host bridge (bridge), the host device (direct), or the TAP when --target is not given (ethernet).
     #[arg(long)]
     pub source: Option<String>,
+    /// How a direct NIC shares its device: bridge, vepa, private or passthrough (libvirt's default: vepa).
+    #[arg(long)]
+    pub source_mode: Option<String>,
     /// The host TAP device's name.
     #[arg(long)]
     pub target: Option<String>,
@@ -107,7 +110,7 @@ pub struct AttachInterfaceArgs {
 pub struct DetachInterfaceArgs {
     /// Domain name, id or UUID.
     pub domain: String,
-    /// bridge, ethernet or network.
+    /// bridge, ethernet, network or direct.
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: String,
     /// Which one, when several of that type exist.
@@ -263,12 +266,32 @@ pub fn interface_xml(a: &AttachInterfaceArgs) -> Result<String, Failure> {
             };
             xml.push_str(&format!("  <source bridge='{}'/>\n", attr(bridge)));
         }
+        "direct" => {
+            let Some(dev) = &a.source else {
+                return Err(Failure(
+                    "attach-interface --type direct needs --source DEVICE".into(),
+                ));
+            };
+            match &a.source_mode {
+                Some(m) => xml.push_str(&format!(
+                    "  <source dev='{}' mode='{}'/>\n",
+                    attr(dev),
+                    attr(m)
+                )),
+                None => xml.push_str(&format!("  <source dev='{}'/>\n", attr(dev))),
+            }
+        }
         "ethernet" => {}
         other => {
             return Err(Failure(format!(
-                "interface type '{other}' is not supported: use bridge or ethernet"
+                "interface type '{other}' is not supported: use bridge, direct or ethernet"
             )))
         }
+    }
+    if a.source_mode.is_some() && a.kind != "direct" {
+        return Err(Failure(
+            "attach-interface --source-mode is for --type direct".into(),
+        ));
     }
     let tap = match a.kind.as_str() {
         "ethernet" => a.target.as_ref().or(a.source.as_ref()),
@@ -432,6 +455,7 @@ mod tests {
             model: "virtio".into(),
             print_xml: false,
             scope: Scope::default(),
+            source_mode: None,
         };
         assert_eq!(
             interface_xml(&a).unwrap(),
@@ -445,5 +469,19 @@ mod tests {
             .starts_with("<interface type='ethernet'>\n  <target dev='tap7'/>\n"));
         a.kind = "network".into();
         assert!(interface_xml(&a).is_err());
+        a.kind = "direct".into();
+        a.source = Some("eth1".into());
+        a.source_mode = Some("bridge".into());
+        assert!(interface_xml(&a)
+            .unwrap()
+            .starts_with("<interface type='direct'>\n  <source dev='eth1' mode='bridge'/>\n"));
+        a.source_mode = None;
+        assert!(interface_xml(&a).unwrap().contains("<source dev='eth1'/>"));
+        a.source = None;
+        assert!(interface_xml(&a).unwrap_err().0.contains("--source DEVICE"));
+        a.kind = "bridge".into();
+        a.source = Some("br0".into());
+        a.source_mode = Some("vepa".into());
+        assert!(interface_xml(&a).unwrap_err().0.contains("--source-mode"));
     }
 }

@@ -1,11 +1,14 @@
-//! `interface`: a virtio-net NIC on a TAP, a host bridge, or (later) a
-//! virtual network.
+//! `interface`: a virtio-net NIC on a TAP, a host bridge, a virtual
+//! network, or a macvtap on a host device (`type='direct'`).
 
 use std::fmt;
 
 use crate::error::Error;
 use crate::node::{Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
+
+use super::host_port::parse_vlan;
+pub use super::host_port::DirectMode;
 
 /// A MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +70,14 @@ pub enum InterfaceKind {
         /// definition says here is replaced then.
         bridge: Option<String>,
     },
+    /// `type='direct'`: a macvtap device the daemon creates on host device
+    /// `dev`, sharing it with the host in `mode`.
+    Direct {
+        /// The host device (`source dev=`) the macvtap sits on.
+        dev: String,
+        /// How it shares `dev` (`source mode=`; libvirt's default is vepa).
+        mode: DirectMode,
+    },
 }
 
 /// An `interface` device; the model is always virtio.
@@ -80,6 +91,9 @@ pub struct Interface {
     pub target: Option<String>,
     /// Hints kept for writing back (`address`, `alias`, `boot`, `rom`).
     pub kept: Vec<RawElement>,
+    /// The VLAN the NIC's port is an untagged member of (`vlan/tag id=`),
+    /// on a bridge or network NIC.
+    pub vlan: Option<u16>,
 }
 
 /// Longest Linux interface name (IFNAMSIZ less the NUL).
@@ -127,10 +141,6 @@ const INTERFACE_UNMODELLED: &[(&str, Unmodelled)] = &[
         Unmodelled::Refuse("the guest would see a different MTU"),
     ),
     (
-        "vlan",
-        Unmodelled::Refuse("VLAN tagging comes with virtual networks"),
-    ),
-    (
         "virtualport",
         Unmodelled::Refuse("Open vSwitch ports come with virtual networks"),
     ),
@@ -151,17 +161,19 @@ const INTERFACE_UNMODELLED: &[(&str, Unmodelled)] = &[
 pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interface, Error> {
     node.check_attrs(ctx, &["type"]);
     let kind_name = node.need("type")?;
-    if !matches!(kind_name, "ethernet" | "bridge" | "network") {
+    if !matches!(kind_name, "ethernet" | "bridge" | "network" | "direct") {
         return Err(node.refuse(format!(
-            "interface type '{kind_name}' is not supported: use ethernet, bridge or network"
+            "interface type '{kind_name}' is not supported: use ethernet, bridge, network or direct"
         )));
     }
     let mut source = None;
     let mut network_bridge = None;
+    let mut direct_mode = DirectMode::Vepa;
     let mut mac = None;
     let mut target = None;
     let mut model_seen = None;
     let mut kept = Vec::new();
+    let mut vlan = None;
     for child in node.children() {
         let c = child.node();
         match c.name() {
@@ -188,11 +200,38 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                             .map_err(|e| c.refuse(format!("network: {e}")))?;
                         n.to_string()
                     }
+                    "direct" => {
+                        c.leaf(ctx, &["dev", "mode"])?;
+                        let d = c.need("dev")?;
+                        validate_ifname(d).map_err(|e| c.refuse(format!("dev: {e}")))?;
+                        if let Some(m) = c.attr("mode") {
+                            direct_mode = DirectMode::parse(m).ok_or_else(|| {
+                                c.refuse(format!(
+                                    "mode '{m}' is not supported: use bridge, vepa, private or passthrough"
+                                ))
+                            })?;
+                        }
+                        d.to_string()
+                    }
                     _ => {
                         c.leaf(ctx, &[])?;
                         String::new()
                     }
                 });
+            }
+            "vlan" => {
+                c.once(&vlan)?;
+                if !matches!(kind_name, "bridge" | "network") {
+                    return Err(c.refuse(format!(
+                        "a VLAN tag on a type='{kind_name}' interface is not supported: the tag is set on a bridge port (use type='bridge' or 'network'{})",
+                        if kind_name == "direct" {
+                            ", or a VLAN device as the direct source dev"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                vlan = Some(parse_vlan(&c, ctx)?);
             }
             "mac" => {
                 c.once(&mac)?;
@@ -243,6 +282,10 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
         "bridge" => InterfaceKind::Bridge(
             source.ok_or_else(|| node.refuse("a bridge interface needs <source bridge=...>"))?,
         ),
+        "direct" => InterfaceKind::Direct {
+            dev: source.ok_or_else(|| node.refuse("a direct interface needs <source dev=...>"))?,
+            mode: direct_mode,
+        },
         _ => InterfaceKind::Network {
             network: source
                 .ok_or_else(|| node.refuse("a network interface needs <source network=...>"))?,
@@ -258,6 +301,7 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
         mac,
         target,
         kept,
+        vlan,
     })
 }
 
@@ -279,6 +323,7 @@ impl Interface {
             InterfaceKind::Ethernet => "ethernet",
             InterfaceKind::Bridge(_) => "bridge",
             InterfaceKind::Network { .. } => "network",
+            InterfaceKind::Direct { .. } => "direct",
         };
         w.open("interface", &[("type", kind)]);
         match &self.kind {
@@ -292,12 +337,20 @@ impl Interface {
                 network,
                 bridge: Some(b),
             } => w.empty("source", &[("network", network), ("bridge", b)]),
+            InterfaceKind::Direct { dev, mode } => {
+                w.empty("source", &[("dev", dev), ("mode", mode.as_str())])
+            }
         }
         w.empty("mac", &[("address", &self.mac.to_string())]);
         if let Some(t) = &self.target {
             w.empty("target", &[("dev", t)]);
         }
         w.empty("model", &[("type", "virtio")]);
+        if let Some(id) = self.vlan {
+            w.open("vlan", &[]);
+            w.empty("tag", &[("id", &id.to_string())]);
+            w.close("vlan");
+        }
         w.raws(&self.kept);
         w.close("interface");
     }

@@ -2,6 +2,7 @@
 
 pub mod chardev;
 pub mod disk;
+pub mod host_port;
 pub mod interface;
 pub mod rng;
 

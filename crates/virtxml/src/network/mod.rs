@@ -2,7 +2,8 @@
 //! warn / refuse rule as the domain XML (see `docs/network-xml.md`).
 //!
 //! One file per element family: [`forward`], [`link`] (`bridge`, `mac`,
-//! `mtu`, `domain`), [`ip`], [`dhcp`] and [`dns`]. The checks that
+//! `mtu`, `domain`), [`ip`], [`dhcp`], [`dns`], and [`overlay`] (Vireo's
+//! VXLAN overlay, in its own XML namespace). The checks that
 //! span families (a bridge-mode network has no address of its own, one
 //! DHCP service per address family, subnets that do not overlap) are
 //! made here once every child is read.
@@ -12,6 +13,7 @@ pub mod dns;
 pub mod forward;
 pub mod ip;
 pub mod link;
+pub mod overlay;
 
 use crate::devices::interface::MacAddress;
 use crate::error::{Error, Location, Warning};
@@ -24,6 +26,7 @@ use dns::Dns;
 use forward::{Forward, ForwardMode};
 use ip::IpDef;
 use link::{Bridge, DnsDomain};
+use overlay::Overlay;
 
 /// A network definition: the subset of libvirt's network XML Vireo
 /// honours, plus the elements it keeps without acting on them.
@@ -54,6 +57,8 @@ pub struct Network {
     /// Top-level elements kept for writing back (`metadata`,
     /// `portgroup`, `bandwidth`, `description`, `title`).
     pub kept: Vec<RawElement>,
+    /// A VXLAN overlay the bridge carries (`vireo:overlay`).
+    pub overlay: Option<Overlay>,
 }
 
 /// A parsed network definition and what was accepted without being acted on.
@@ -146,6 +151,9 @@ impl Network {
         for ip in &self.ips {
             ip.write(&mut w);
         }
+        if let Some(o) = &self.overlay {
+            o.write(&mut w);
+        }
         w.raws(&self.kept);
         w.close("network");
         w.finish()
@@ -160,6 +168,7 @@ struct Seen {
     dns: Option<Location>,
     domain: Option<Location>,
     mac: Option<Location>,
+    overlay: Option<Location>,
 }
 
 fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
@@ -169,7 +178,17 @@ fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
             node.name()
         )));
     }
-    node.check_attrs(ctx, &["ipv6", "trustGuestRxFilters", "connections"]);
+    // Namespace declarations are the document's, not settings.
+    let root_decls: Vec<(String, String)> = node
+        .el
+        .attrs
+        .iter()
+        .filter(|(k, _)| k == "xmlns" || k.starts_with("xmlns:"))
+        .cloned()
+        .collect();
+    let mut known = vec!["ipv6", "trustGuestRxFilters", "connections"];
+    known.extend(root_decls.iter().map(|(k, _)| k.as_str()));
+    node.check_attrs(ctx, &known);
     for extra in ["trustGuestRxFilters", "connections"] {
         if let Some(v) = node.attr(extra) {
             node.warn(ctx, format!("{extra}='{v}' is ignored"));
@@ -186,9 +205,23 @@ fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
     let mut dns = None;
     let mut ips = Vec::new();
     let mut kept = Vec::new();
+    let mut overlay = None;
     let mut seen = Seen::default();
     for child in node.children() {
         let c = child.node();
+        if let Some(local) = overlay::vireo_local_name(&c, &root_decls) {
+            if local != "overlay" {
+                return Err(c.refuse(format!(
+                    "<{}> is not a Vireo network element: the namespace {} has <overlay>",
+                    c.name(),
+                    overlay::NETWORK_NAMESPACE
+                )));
+            }
+            c.once(&overlay)?;
+            overlay = Some(overlay::parse_overlay(&c, ctx, &root_decls)?);
+            seen.overlay = Some(c.location());
+            continue;
+        }
         match c.name() {
             "name" => {
                 c.once(&name)?;
@@ -271,6 +304,7 @@ fn parse_network(node: &Node<'_>, ctx: &mut Ctx) -> Result<Network, Error> {
         dns,
         ips,
         kept,
+        overlay,
     })
 }
 
@@ -327,6 +361,7 @@ fn check_bridge_mode(node: &Node<'_>, bridge: &Option<Bridge>, seen: &Seen) -> R
         });
     }
     let own = [
+        (seen.overlay.clone(), "<vireo:overlay>"),
         (seen.ips.first().cloned(), "<ip>"),
         (seen.dns.clone(), "<dns>"),
         (seen.domain.clone(), "<domain>"),

@@ -194,7 +194,7 @@ pub fn check_disk(disk: &Disk, at: &str) -> Result<(), DriverError> {
 /// Refuses an interface this driver cannot map.
 pub fn check_interface(iface: &Interface, at: &str) -> Result<(), DriverError> {
     match (&iface.kind, iface.host_bridge()) {
-        (InterfaceKind::Ethernet, _) | (_, Some(_)) => Ok(()),
+        (InterfaceKind::Ethernet | InterfaceKind::Direct { .. }, _) | (_, Some(_)) => Ok(()),
         (_, None) => Err(DriverError::Unsupported(format!(
             "{at}: type 'network' needs the daemon, which plugs it into the network's bridge"
         ))),
@@ -380,6 +380,20 @@ pub fn bridge_tap_name(id: u32, iface: &Interface, index: Option<usize>) -> Stri
         Some(i) => format!("vq{id}n{}", i % 1000),
         None => format!("vq{id}h{:02x}{:02x}", iface.mac.0[4], iface.mac.0[5]),
     }
+}
+
+/// The macvtap name for a hot-plugged direct interface that names none:
+/// `vq`, the domain's id (mod 100000), `m` and the MAC's last two bytes.
+pub fn direct_link_name(id: u32, iface: &Interface) -> String {
+    if let Some(t) = &iface.target {
+        return t.clone();
+    }
+    format!(
+        "vq{}m{:02x}{:02x}",
+        id % 100_000,
+        iface.mac.0[4],
+        iface.mac.0[5]
+    )
 }
 
 /// The whole command line (without the program). `tap_fds[i]` is the

@@ -37,6 +37,9 @@ pub struct QemuInstance {
     pub(super) live: Mutex<Domain>,
     /// Devices asked to go whose `DEVICE_DELETED` has not come yet.
     pub(super) unplugging: Mutex<Vec<Plugged>>,
+    /// Macvtaps made for direct interfaces: deleted when their card goes
+    /// and when QEMU ends.
+    pub(super) direct_links: Mutex<Vec<String>>,
     pub(super) start_time: u64,
     pub(super) id: u32,
     pub(super) debug_exit: bool,
@@ -60,7 +63,22 @@ impl QemuInstance {
             "console": self.paths.console,
             "pidfile": self.paths.pidfile,
             "debug_exit": self.debug_exit,
+            "direct_links": *lock(&self.direct_links),
         })
+    }
+
+    /// Deletes the macvtap `name` if this driver made it (a direct card's
+    /// link does not go with its descriptors).
+    fn remove_direct(&self, name: Option<&str>) {
+        let Some(name) = name else { return };
+        let mut links = lock(&self.direct_links);
+        if !links.iter().any(|l| l == name) {
+            return;
+        }
+        match netvirt::macvtap::remove_direct_port(name) {
+            Ok(()) => links.retain(|l| l != name),
+            Err(e) => tracing::warn!("cannot remove macvtap {name}: {e}"),
+        }
     }
 
     /// Reaps the child, if it is ours and has ended, keeping its status.
@@ -125,17 +143,26 @@ impl QemuInstance {
             }
             Plugged::Interface(mac) => {
                 let id = cmdline::nic_id(mac);
-                // A TAP the driver opened goes with the netdev.
+                // A TAP the driver opened goes with the netdev; a macvtap
+                // is a link of its own and is deleted.
                 self.qmp
                     .execute(
                         "netdev_del",
                         Some(json!({ "id": format!("nd-{}", &id[4..]) })),
                     )
                     .map_err(failed)?;
-                lock(&self.live)
-                    .devices
-                    .interfaces
-                    .retain(|i| i.mac != *mac);
+                let target = {
+                    let mut live = lock(&self.live);
+                    let target = live
+                        .devices
+                        .interfaces
+                        .iter()
+                        .find(|i| i.mac == *mac)
+                        .and_then(|i| i.target.clone());
+                    live.devices.interfaces.retain(|i| i.mac != *mac);
+                    target
+                };
+                self.remove_direct(target.as_deref());
             }
         }
         Ok(())
@@ -355,6 +382,11 @@ impl Instance for QemuInstance {
         self.reap();
         // Every event QEMU wrote before it exited is in the socket.
         self.qmp.drain(Duration::from_secs(2));
+        for name in std::mem::take(&mut *lock(&self.direct_links)) {
+            if let Err(e) = netvirt::macvtap::remove_direct_port(&name) {
+                tracing::warn!("cannot remove macvtap {name}: {e}");
+            }
+        }
         if let (Some(why), false) = (crashed, self.destroyed.load(Ordering::SeqCst)) {
             return ExitReason::Crashed(why.to_string());
         }
@@ -440,11 +472,35 @@ impl Instance for QemuInstance {
         // A bridge port is opened here, not persistent, and its descriptor
         // given to QEMU (`getfd`, then the netdev names it), as at start:
         // QEMU needs no privilege for it and it goes with the netdev.
-        let opened = match iface.host_bridge().map(str::to_string) {
-            Some(bridge) => {
+        let host_side = match (&iface.kind, iface.host_bridge().map(str::to_string)) {
+            (virtxml::InterfaceKind::Direct { dev, mode }, _) => {
+                let name = cmdline::direct_link_name(self.id, &iface);
+                let tap = netvirt::macvtap::open_direct_port(
+                    &name,
+                    dev,
+                    crate::driver::macvlan_mode(*mode),
+                    iface.mac.0,
+                )
+                .map_err(|e| DriverError::Failed(format!("direct interface on '{dev}': {e}")))?;
+                lock(&self.direct_links).push(name.clone());
+                Some((name, tap))
+            }
+            (_, Some(bridge)) => {
                 let name = cmdline::bridge_tap_name(self.id, &iface, None);
                 let tap = netvirt::bridge::open_bridge_port(&name, &bridge)
                     .map_err(|e| DriverError::Failed(format!("bridge '{bridge}': {e}")))?;
+                if let Some(vid) = iface.vlan {
+                    let may_filter = matches!(iface.kind, virtxml::InterfaceKind::Network { .. });
+                    netvirt::bridge::tag_bridge_port(&name, &bridge, vid, may_filter).map_err(
+                        |e| DriverError::Failed(format!("bridge '{bridge}', VLAN {vid}: {e}")),
+                    )?;
+                }
+                Some((name, tap))
+            }
+            _ => None,
+        };
+        let opened = match host_side {
+            Some((name, tap)) => {
                 let queue = tap
                     .queue(0)
                     .ok_or_else(|| DriverError::Failed(format!("TAP {name} has no queue")))?;
@@ -470,6 +526,7 @@ impl Instance for QemuInstance {
                     .qmp
                     .execute("closefd", Some(json!({ "fdname": fdname })));
             }
+            self.remove_direct(iface.target.as_deref());
             return Err(failed(e));
         }
         // QEMU holds the TAP now; ours closes with `opened`.

@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use virtxml::Domain;
+use virtxml::{Domain, InterfaceKind};
 
 use self::cmdline::{Machine, RunPaths};
 use self::instance::QemuInstance;
@@ -160,7 +160,27 @@ impl Driver for QemuDriver {
         let mut live = domain.clone();
         let mut ports = Vec::new();
         let mut tap_fds = vec![None; live.devices.interfaces.len()];
+        let mut direct = MacvtapGuard(Vec::new());
         for (i, iface) in live.devices.interfaces.iter_mut().enumerate() {
+            if let InterfaceKind::Direct { dev, mode } = &iface.kind {
+                let name = iface
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| format!("vq{}d{}", id % 100_000, i % 1000));
+                let mode = crate::driver::macvlan_mode(*mode);
+                let tap = netvirt::macvtap::open_direct_port(&name, dev, mode, iface.mac.0)
+                    .map_err(|e| {
+                        DriverError::Failed(format!(
+                            "/domain/devices/interface[{}]: direct interface on '{dev}': {e}",
+                            i + 1
+                        ))
+                    })?;
+                direct.0.push(name.clone());
+                tap_fds[i] = tap.queue(0).map(|fd| fd.as_raw_fd());
+                iface.target = Some(name);
+                ports.push(tap);
+                continue;
+            }
             let Some(bridge) = iface.host_bridge().map(str::to_string) else {
                 continue;
             };
@@ -172,6 +192,15 @@ impl Driver for QemuDriver {
                     i + 1
                 ))
             })?;
+            if let Some(vid) = iface.vlan {
+                let may_filter = matches!(iface.kind, InterfaceKind::Network { .. });
+                netvirt::bridge::tag_bridge_port(&name, bridge, vid, may_filter).map_err(|e| {
+                    DriverError::Failed(format!(
+                        "/domain/devices/interface[{}]: bridge '{bridge}', VLAN {vid}: {e}",
+                        i + 1
+                    ))
+                })?;
+            }
             tap_fds[i] = tap.queue(0).map(|fd| fd.as_raw_fd());
             iface.target = Some(tap.name().to_string());
             ports.push(tap);
@@ -270,6 +299,7 @@ impl Driver for QemuDriver {
             paths,
             live: Mutex::new(live),
             unplugging: Mutex::new(Vec::new()),
+            direct_links: Mutex::new(std::mem::take(&mut direct.0)),
             start_time,
             id,
             debug_exit,
@@ -278,6 +308,33 @@ impl Driver for QemuDriver {
     }
 
     fn adopt(
+        &self,
+        record: &RunRecord,
+        ctx: &StartContext,
+    ) -> Result<Option<Box<dyn Instance>>, DriverError> {
+        let adopted = self.adopt_qemu(record, ctx);
+        // A QEMU that is gone leaves its macvtaps, which no descriptor
+        // closing removes.
+        if let Ok(None) = adopted {
+            let links = record
+                .extra
+                .get("direct_links")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            drop(MacvtapGuard(links));
+        }
+        adopted
+    }
+}
+
+impl QemuDriver {
+    fn adopt_qemu(
         &self,
         record: &RunRecord,
         ctx: &StartContext,
@@ -310,6 +367,17 @@ impl Driver for QemuDriver {
             .get("debug_exit")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let direct_links: Vec<String> = record
+            .extra
+            .get("direct_links")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         // A live QEMU whose monitor does not answer is not "gone": saying
         // so would leave it running unwatched.
         let qmp = Qmp::connect(&paths.qmp, CONNECT_TIMEOUT).map_err(|e| {
@@ -327,11 +395,26 @@ impl Driver for QemuDriver {
             paths,
             live: Mutex::new(domain),
             unplugging: Mutex::new(Vec::new()),
+            direct_links: Mutex::new(direct_links),
             start_time: record.start_time,
             id: record.id,
             debug_exit,
             destroyed: AtomicBool::new(false),
         })))
+    }
+}
+
+/// Macvtaps made for a start not yet handed to its instance: a start that
+/// fails deletes them (a macvtap does not go with its descriptors).
+struct MacvtapGuard(Vec<String>);
+
+impl Drop for MacvtapGuard {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            if let Err(e) = netvirt::macvtap::remove_direct_port(name) {
+                tracing::warn!("cannot remove macvtap {name} of a failed start: {e}");
+            }
+        }
     }
 }
 

@@ -22,6 +22,7 @@
 //! | `interface type='ethernet'` | `--net tap=TARGET,mac=MAC,id=net-MAC` (without `target dev` the VMM creates a TAP the kernel names) |
 //! | `interface type='bridge'` | the daemon creates the TAP (`target dev`, or `vrIDnN`), attaches it to the bridge and hands the VMM its descriptor (`--net fd=N`); the TAP goes when the VMM exits. Hot-plugged, the TAP is made persistent and named instead, and removed when unplugged or when the domain ends |
 //! | `interface type='network'` | as `bridge`, on the bridge of the network the daemon plugged it into (`source bridge=` in the live XML); without one (not through the daemon) refused |
+//! | `interface type='direct'` | the daemon creates a macvtap (`target dev`, or `vrIDdN`) on `source dev` in `source mode` with the guest's MAC, opens its `/dev/tapN` and hands the VMM the descriptor (`--net fd=N`); the macvtap is deleted when the VMM ends. Hot-plugged (`vrIDmN`), the VMM opens it by name; it is deleted when unplugged or when the domain ends |
 //! | `serial` / `console` (COM1), `pty` or `null` | `--serial unix:RUN_DIR/console.sock`, what [`Instance::console`](crate::driver::Instance::console) connects to |
 //! | `serial` / `console` (COM1), `unix mode='bind'` | `--serial unix:PATH` (the console connects there) |
 //! | `serial` / `console` (COM1), `file` or `unix mode='connect'` | refused: COM1 must stay reachable as the domain's console |
@@ -49,6 +50,25 @@ pub(crate) struct BridgeTap {
     pub tap: String,
     /// The bridge it joins.
     pub bridge: String,
+    /// The VLAN the port is an untagged member of (`vlan/tag`).
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// Whether VLAN filtering may be turned on on the bridge for it: a
+    /// network's bridge, not a host bridge someone else configures.
+    #[serde(default)]
+    pub may_filter: bool,
+}
+
+impl BridgeTap {
+    /// The port for `iface` as TAP `tap` on `bridge`.
+    pub fn for_interface(tap: String, bridge: &str, iface: &Interface) -> BridgeTap {
+        BridgeTap {
+            tap,
+            bridge: bridge.to_string(),
+            vlan: iface.vlan,
+            may_filter: matches!(iface.kind, InterfaceKind::Network { .. }),
+        }
+    }
 }
 
 /// A bridge interface's TAP, made at start and handed to the VMM by
@@ -62,6 +82,33 @@ pub(crate) struct BridgePort {
     pub arg: usize,
     /// The interface's index in the definition (the live definition
     /// names the TAP in its `target dev`).
+    pub iface: usize,
+}
+
+/// A macvtap the daemon creates for a direct interface: deleted when
+/// the domain ends or the card is unplugged (it does not go with its last
+/// descriptor, as a TAP does).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct DirectLink {
+    /// The macvtap's name.
+    pub name: String,
+    /// The host device it sits on.
+    pub dev: String,
+}
+
+/// A direct interface's macvtap, made at start and handed to the VMM by
+/// descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DirectPort {
+    /// The macvtap and its host device.
+    pub link: DirectLink,
+    /// How it shares the device.
+    pub mode: netvirt::link::MacvlanMode,
+    /// The guest's MAC, which the macvtap takes.
+    pub mac: MacAddress,
+    /// The index in [`Plan::args`] of its `--net` value.
+    pub arg: usize,
+    /// The interface's index in the definition.
     pub iface: usize,
 }
 
@@ -79,6 +126,8 @@ pub(crate) struct Plan {
     pub exit_status: PathBuf,
     /// TAPs to create and attach before the VMM starts.
     pub bridge_ports: Vec<BridgePort>,
+    /// Macvtaps to create before the VMM starts.
+    pub direct_ports: Vec<DirectPort>,
 }
 
 fn push(args: &mut Vec<String>, flag: &str, value: String) {
@@ -191,20 +240,34 @@ pub(crate) fn plan(
         push(&mut args, "--disk", disk_option(domain, i + 1, disk)?);
     }
     let mut bridge_ports = Vec::new();
+    let mut direct_ports = Vec::new();
     for (i, iface) in domain.devices.interfaces.iter().enumerate() {
         let path = format!("/domain/devices/interface[{}]", i + 1);
         let tap = match (&iface.kind, iface.host_bridge()) {
             (InterfaceKind::Ethernet, _) => iface.target.clone(),
+            (InterfaceKind::Direct { dev, mode }, _) => {
+                direct_ports.push(DirectPort {
+                    link: DirectLink {
+                        name: iface
+                            .target
+                            .clone()
+                            .unwrap_or_else(|| bridge_tap_name(id, 'd', i)),
+                        dev: dev.clone(),
+                    },
+                    mode: crate::driver::macvlan_mode(*mode),
+                    mac: iface.mac,
+                    arg: args.len() + 1,
+                    iface: i,
+                });
+                None
+            }
             (_, Some(bridge)) => {
                 let tap = iface
                     .target
                     .clone()
                     .unwrap_or_else(|| bridge_tap_name(id, 'n', i));
                 bridge_ports.push(BridgePort {
-                    port: BridgeTap {
-                        tap,
-                        bridge: bridge.to_string(),
-                    },
+                    port: BridgeTap::for_interface(tap, bridge, iface),
                     arg: args.len() + 1,
                     iface: i,
                 });
@@ -258,6 +321,7 @@ pub(crate) fn plan(
         console_socket,
         exit_status,
         bridge_ports,
+        direct_ports,
     })
 }
 
@@ -519,7 +583,9 @@ mod tests {
             port.port,
             BridgeTap {
                 tap: "vr9n1".into(),
-                bridge: "br0".into()
+                bridge: "br0".into(),
+                vlan: None,
+                may_filter: false,
             }
         );
         assert_eq!(p.args[port.arg - 1], "--net");

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use virtxml::{Disk, Domain, Interface, InterfaceKind, MacAddress};
 
-use super::config::{self, BridgeTap};
+use super::config::{self, BridgeTap, DirectLink};
 use super::http::{ApiClient, CallError};
 use super::stats;
-use super::taps::NetNs;
+use super::taps::{self, NetNs};
 use crate::driver::process::{self, PidFd, ProcStat};
 use crate::driver::{
     ConsoleStream, DriverError, ExitReason, Instance, Plugged, RunRecord, RuntimeState, Unplug,
@@ -40,6 +40,10 @@ pub(crate) struct Extra {
     /// TAPs are handed over the same way and go with their card.
     #[serde(default)]
     pub bridge_ports: Vec<BridgeTap>,
+    /// Macvtaps of direct interfaces (at start and hot-plugged): deleted
+    /// when unplugged or when the VMM has ended.
+    #[serde(default)]
+    pub direct_links: Vec<DirectLink>,
 }
 
 /// What `vireo run --exit-status` writes as the VMM ends.
@@ -202,11 +206,26 @@ impl VireoInstance {
     /// Drops an unplugged device from the live definition. A bridge
     /// card's TAP went with the card: its descriptor was the only one.
     fn forget(&self, device: &Plugged) {
-        let mut domain = lock(&self.domain);
-        match device {
-            Plugged::Disk(t) => domain.devices.disks.retain(|d| d.target != *t),
-            Plugged::Interface(mac) => domain.devices.interfaces.retain(|i| i.mac != *mac),
-        }
+        let gone: Vec<String> = {
+            let mut domain = lock(&self.domain);
+            match device {
+                Plugged::Disk(t) => {
+                    domain.devices.disks.retain(|d| d.target != *t);
+                    Vec::new()
+                }
+                Plugged::Interface(mac) => {
+                    let (gone, kept) = std::mem::take(&mut domain.devices.interfaces)
+                        .into_iter()
+                        .partition(|i| i.mac == *mac);
+                    domain.devices.interfaces = kept;
+                    gone.into_iter()
+                        .filter_map(|i: Interface| i.target)
+                        .collect()
+                }
+            }
+        };
+        // A direct card's macvtap is a link of its own: it goes now.
+        self.remove_direct_named(&gone);
     }
 
     fn put(&self, path: &str, body: Option<&Value>) -> Result<Value, DriverError> {
@@ -237,12 +256,33 @@ impl VireoInstance {
     }
 
     /// The host side of a hot-plugged card: an `ethernet` NIC's TAP by
-    /// name, or for a bridge (or network) NIC a TAP the daemon opens on
-    /// the bridge, not persistent, whose descriptor goes to the VMM; it
-    /// disappears with the card.
+    /// name; for a bridge (or network) NIC a TAP the daemon opens on the
+    /// bridge, not persistent; for a direct NIC a macvtap the daemon makes
+    /// (recorded in `extra`, deleted with the card). An opened one's
+    /// descriptor goes to the VMM.
     fn tap_for(&self, iface: &Interface) -> Result<HotTap, DriverError> {
         match (&iface.kind, iface.host_bridge()) {
             (InterfaceKind::Ethernet, _) => Ok(HotTap::Named(iface.target.clone())),
+            (InterfaceKind::Direct { dev, mode }, _) => {
+                let name = iface.target.clone().unwrap_or_else(|| {
+                    let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
+                    super::config::bridge_tap_name(
+                        self.id,
+                        'm',
+                        usize::try_from(n).unwrap_or_default(),
+                    )
+                });
+                let link = DirectLink {
+                    name,
+                    dev: dev.clone(),
+                };
+                let mode = crate::driver::macvlan_mode(*mode);
+                let tap = self
+                    .netns
+                    .run(|| taps::open_direct(&self.name, &link, mode, iface.mac.0))?;
+                lock(&self.extra).direct_links.push(link);
+                Ok(HotTap::Opened(tap))
+            }
             (_, Some(bridge)) => {
                 let name = iface.target.clone().unwrap_or_else(|| {
                     let n = self.next_tap.fetch_add(1, Ordering::Relaxed);
@@ -252,15 +292,18 @@ impl VireoInstance {
                         usize::try_from(n).unwrap_or_default(),
                     )
                 });
-                let tap = self
-                    .netns
-                    .run(|| netvirt::bridge::open_bridge_port(&name, bridge))
-                    .map_err(|e| {
+                let made = BridgeTap::for_interface(name.clone(), bridge, iface);
+                let tap = self.netns.run(|| {
+                    let tap = netvirt::bridge::open_bridge_port(&name, bridge).map_err(|e| {
                         DriverError::Failed(format!(
                             "domain {}: bridge interface on '{bridge}': {e}",
                             self.name
                         ))
                     })?;
+                    // Dropping the TAP on a failure removes it.
+                    taps::tag(&self.name, &made)?;
+                    Ok::<_, DriverError>(tap)
+                })?;
                 Ok(HotTap::Opened(tap))
             }
             (_, None) => Err(DriverError::Unsupported(format!(
@@ -278,6 +321,25 @@ enum HotTap {
     Named(Option<String>),
     /// Opened here, handed over by descriptor.
     Opened(netvirt::Tap),
+}
+
+impl VireoInstance {
+    /// Deletes the recorded macvtaps among `names`; those that cannot go
+    /// stay recorded, for the end of the domain.
+    fn remove_direct_named(&self, names: &[String]) {
+        let gone: Vec<DirectLink> = {
+            let mut extra = lock(&self.extra);
+            let (gone, kept) = std::mem::take(&mut extra.direct_links)
+                .into_iter()
+                .partition(|l| names.contains(&l.name));
+            extra.direct_links = kept;
+            gone
+        };
+        if !gone.is_empty() {
+            let left = self.netns.run(|| taps::remove_direct(&gone));
+            lock(&self.extra).direct_links.extend(left);
+        }
+    }
 }
 
 impl Instance for VireoInstance {
@@ -351,7 +413,14 @@ impl Instance for VireoInstance {
             }
         }
         let status = lock(&self.child).take().and_then(|mut c| c.wait().ok());
-        self.exit_reason(status)
+        let reason = self.exit_reason(status);
+        let links = std::mem::take(&mut lock(&self.extra).direct_links);
+        if !links.is_empty() {
+            for l in self.netns.run(|| taps::remove_direct(&links)) {
+                tracing::warn!("domain {}: cannot remove macvtap {}", self.name, l.name);
+            }
+        }
+        reason
     }
 
     fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError> {
@@ -407,16 +476,18 @@ impl Instance for VireoInstance {
                 name
             }
             HotTap::Opened(tap) => {
+                let name = tap.name().to_string();
                 let queue = tap.queue(0).ok_or_else(|| {
                     DriverError::Failed(format!("domain {}: a TAP with no queue", self.name))
                 })?;
                 spec["tap_fd"] = true.into();
-                self.api
-                    .put_with_fd("/vm/add-net", &spec, queue)
-                    .map_err(|e| self.error(e))?;
+                if let Err(e) = self.api.put_with_fd("/vm/add-net", &spec, queue) {
+                    self.remove_direct_named(std::slice::from_ref(&name));
+                    return Err(self.error(e));
+                }
                 // Ours closes here; the VMM's copy keeps the TAP (or, on a
                 // failure, nothing does and it is gone).
-                Some(tap.name().to_string())
+                Some(name)
             }
         };
         let mut live = iface.clone();

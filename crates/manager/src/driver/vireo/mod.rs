@@ -7,7 +7,7 @@
 //! - `http`: the bounded HTTP/1.1 client for the per-VM API.
 //! - `instance`: a running VMM as an [`Instance`] ([`VireoInstance`]).
 //! - [`stats`]: the VMM's counters as virsh `domstats` keys.
-//! - `taps`: TAPs made for bridge interfaces.
+//! - `taps`: TAPs made for bridge interfaces, macvtaps for direct ones.
 //!
 //! The run directory holds `api.sock`, `console.sock` (COM1: the VMM
 //! replays its last 64 KiB of output to a new client) and `exit.json`
@@ -80,6 +80,20 @@ impl VireoDriver {
     }
 }
 
+/// Macvtaps made for a start that has not handed them to its instance
+/// yet: a start that fails deletes them.
+struct DirectGuard {
+    links: Vec<config::DirectLink>,
+}
+
+impl Drop for DirectGuard {
+    fn drop(&mut self) {
+        for l in taps::remove_direct(&self.links) {
+            tracing::warn!("cannot remove macvtap {} of a failed start", l.name);
+        }
+    }
+}
+
 fn failed(domain: &str, message: impl std::fmt::Display) -> DriverError {
     DriverError::Failed(format!("domain {domain}: {message}"))
 }
@@ -145,7 +159,17 @@ impl Driver for VireoDriver {
         }
         let netns = NetNs::current();
         let mut args = plan.args;
-        let ports = taps::open_ports(name, &plan.bridge_ports, &mut args)?;
+        let mut ports = taps::open_ports(name, &plan.bridge_ports, &mut args)?;
+        ports.extend(taps::open_direct_ports(
+            name,
+            &plan.direct_ports,
+            &mut args,
+        )?);
+        // Macvtaps outlive their descriptors: until the instance owns
+        // them, a failed start deletes them.
+        let mut direct = DirectGuard {
+            links: plan.direct_ports.iter().map(|p| p.link.clone()).collect(),
+        };
         let keep: Vec<RawFd> = ports
             .iter()
             .filter_map(|t| t.queue(0).map(|q| q.as_raw_fd()))
@@ -226,11 +250,17 @@ impl Driver for VireoDriver {
                 iface.target = Some(p.port.tap.clone());
             }
         }
+        for p in &plan.direct_ports {
+            if let Some(iface) = live.devices.interfaces.get_mut(p.iface) {
+                iface.target = Some(p.link.name.clone());
+            }
+        }
         let extra = Extra {
             api_socket: plan.api_socket,
             console_socket: plan.console_socket,
             exit_status: plan.exit_status,
             bridge_ports: plan.bridge_ports.into_iter().map(|p| p.port).collect(),
+            direct_links: std::mem::take(&mut direct.links),
         };
         Ok(Box::new(VireoInstance::new(
             live,
@@ -256,6 +286,22 @@ impl Driver for VireoDriver {
         record: &RunRecord,
         _ctx: &StartContext,
     ) -> Result<Option<Box<dyn Instance>>, DriverError> {
+        let adopted = self.adopt_vmm(record);
+        // A VMM that is gone leaves its macvtaps, which no descriptor
+        // closing removes.
+        if let Ok(None) = adopted {
+            if let Ok(extra) = serde_json::from_value::<Extra>(record.extra.clone()) {
+                drop(DirectGuard {
+                    links: extra.direct_links,
+                });
+            }
+        }
+        adopted
+    }
+}
+
+impl VireoDriver {
+    fn adopt_vmm(&self, record: &RunRecord) -> Result<Option<Box<dyn Instance>>, DriverError> {
         if record.driver != self.name() {
             return Err(DriverError::Failed(format!(
                 "a run record of driver '{}' was given to the vireo driver",
