@@ -487,7 +487,11 @@ fn a_guest_on_a_nat_network_gets_a_lease_a_name_and_the_world_masqueraded() {
         "lan",
         "52:54:00:00:00:42",
         &format!(
-            "net.dhcp net.resolve=seven.example net.tcp=198.51.100.2:7000,bytes={bytes} net.serve=7001"
+            // The serve step waits longer than stack_guest's default: run
+            // beside the other network tests' busy-polling guests, this
+            // guest has been seen to take over 20 s to complete an
+            // incoming handshake (under investigation; see docs/networks.md).
+            "net.dhcp net.resolve=seven.example net.tcp=198.51.100.2:7000,bytes={bytes} net.serve=7001 net.timeout-ms=60000"
         ),
         &out,
     ));
@@ -559,8 +563,9 @@ fn a_guest_on_a_nat_network_gets_a_lease_a_name_and_the_world_masqueraded() {
     )
     .unwrap_or_else(|e| {
         panic!(
-            "{e}\nguest:\n{}",
-            std::fs::read_to_string(&out).unwrap_or_default()
+            "{e}\nguest:\n{}\nstats: {}",
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            d.http("GET", "/domains/g/stats", None).body
         )
     });
     assert_eq!(back, b"hello-guest");
