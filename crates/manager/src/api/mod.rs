@@ -52,6 +52,7 @@
 
 pub mod iface;
 pub mod network;
+pub mod storage;
 
 use std::path::{Path, PathBuf};
 
@@ -61,6 +62,7 @@ pub use iface::{InterfaceDefineResponse, InterfaceSummary};
 pub use network::{
     DhcpLease, InterfaceAddress, NetworkDestroyRequest, NetworkSummary, NetworkUpdateRequest,
 };
+pub use storage::{PoolSummary, VolumeResizeRequest, VolumeSummary};
 
 /// The daemon's read-write socket unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/vireo/vireo.sock";

@@ -27,6 +27,8 @@ mod lifecycle;
 mod net_routes;
 mod networks;
 mod ops;
+mod pool_routes;
+mod pools;
 mod registry;
 mod routes;
 mod server;
@@ -96,6 +98,8 @@ pub(crate) struct Daemon {
     pub networks: networks::Networks,
     /// The host interfaces (`iface-*`).
     pub interfaces: host_ifaces::HostIfaces,
+    /// The storage pools.
+    pub pools: pools::Pools,
     /// The drivers, by [`Driver::name`].
     pub drivers: Vec<Arc<dyn Driver>>,
     /// The lifecycle event stream.
@@ -150,6 +154,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let store = store::Store::open(&config.state_dir).map_err(state_err)?;
     let networks = networks::Networks::open(&config.state_dir).map_err(state_err)?;
     let interfaces = host_ifaces::HostIfaces::open(&config.state_dir).map_err(state_err)?;
+    let pools = pools::Pools::open(&config.state_dir).map_err(state_err)?;
     server::check_not_served(&config.socket)?;
     let ro_socket = crate::api::read_only_socket(&config.socket);
     server::check_not_served(&ro_socket)?;
@@ -165,6 +170,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         registry: registry::Registry::default(),
         networks,
         interfaces,
+        pools,
         drivers: config.drivers,
         events: events::Events::new(),
         run_root: run_root(&config.socket),
@@ -176,6 +182,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let result = runtime.block_on(async {
         host_ifaces::load(&daemon).await.map_err(state_err)?;
         networks::load(&daemon).await.map_err(state_err)?;
+        pools::load(&daemon).await.map_err(state_err)?;
         boot::load(&daemon).await.map_err(state_err)?;
         let listeners = server::listen(&config.socket, &ro_socket)?;
         let autostart_d = daemon.clone();
@@ -184,6 +191,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
             // them), then domains (plugged into networks).
             host_ifaces::start_onboot(&autostart_d).await;
             networks::autostart(&autostart_d).await;
+            pools::autostart(&autostart_d).await;
             boot::autostart(autostart_d).await;
         });
         tokio::spawn(networks::supervise(daemon.clone()));

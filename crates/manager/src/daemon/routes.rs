@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::devices::{self, Family};
 use super::failure::{no_content, ok, parse_body, parse_optional_body, Answer, Failure};
 use super::registry::{driver_name, Entry};
-use super::{console, host, iface_routes, lifecycle, net_routes, ops, Daemon};
+use super::{console, host, iface_routes, lifecycle, net_routes, ops, pool_routes, Daemon};
 use crate::api::{
     AutostartRequest, CreateRequest, DefineRequest, DestroyRequest, DeviceRequest, DomainInfo,
     DomainStateInfo, DomainStats, StartRequest, XmlDocument,
@@ -88,6 +88,24 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
         route!(GET "/interfaces/{iface}/xml" => iface_routes::dump_xml),
         route!(POST "/interfaces/{iface}/start" => iface_routes::start),
         route!(POST "/interfaces/{iface}/destroy" => iface_routes::destroy),
+        route!(GET "/pools" => pool_routes::list),
+        route!(POST "/pools" => pool_routes::define),
+        route!(POST "/pools/create" => pool_routes::create),
+        route!(GET "/pools/{pool}" => pool_routes::info),
+        route!(DELETE "/pools/{pool}" => pool_routes::undefine),
+        route!(GET "/pools/{pool}/xml" => pool_routes::dump_xml),
+        route!(POST "/pools/{pool}/build" => pool_routes::build),
+        route!(POST "/pools/{pool}/start" => pool_routes::start),
+        route!(POST "/pools/{pool}/destroy" => pool_routes::destroy),
+        route!(POST "/pools/{pool}/delete" => pool_routes::delete),
+        route!(POST "/pools/{pool}/refresh" => pool_routes::refresh),
+        route!(PUT "/pools/{pool}/autostart" => pool_routes::autostart),
+        route!(GET "/pools/{pool}/volumes" => pool_routes::volumes),
+        route!(POST "/pools/{pool}/volumes" => pool_routes::create_volume),
+        route!(GET "/pools/{pool}/volumes/{vol}" => pool_routes::volume),
+        route!(DELETE "/pools/{pool}/volumes/{vol}" => pool_routes::delete_volume),
+        route!(GET "/pools/{pool}/volumes/{vol}/xml" => pool_routes::volume_xml),
+        route!(POST "/pools/{pool}/volumes/{vol}/resize" => pool_routes::resize_volume),
     ]
 }
 

@@ -84,6 +84,12 @@ impl Store {
         Store::open_for(&root.join("network"), "networks")
     }
 
+    /// The storage pools' store: `STATE/storage/pools/NAME.xml`, their
+    /// autostart marks and the run records of active pools.
+    pub fn open_pools(root: &Path) -> io::Result<Store> {
+        Store::open_for(&root.join("storage"), "pools")
+    }
+
     /// The host interfaces' store: `STATE/interface/interfaces/NAME.xml`
     /// and `STATE/interface/run/NAME.json` (what a start made, to undo).
     pub fn open_interfaces(root: &Path) -> io::Result<Store> {
