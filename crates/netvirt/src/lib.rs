@@ -8,6 +8,8 @@
 //! bonds, macvtap and VXLAN links, addresses and routes over rtnetlink;
 //! [`nft`] owns one nftables table per virtual network (NAT, forwarding
 //! policy); [`dnsmasq`] runs the DHCP and DNS server of a network.
+//! [`port_filter`] and [`shaping`] hold one guest port to its MAC and
+//! addresses and to its rate limits.
 //! This crate knows nothing of virtio queues, guest memory or domains.
 
 pub mod bridge;
@@ -17,6 +19,8 @@ mod ifreq;
 pub mod link;
 pub mod netns;
 pub mod nft;
+pub mod port_filter;
+pub mod shaping;
 mod tap;
 
 pub use tap::{Offloads, Tap, TapError, VNET_HDR_LEN};

@@ -7,6 +7,8 @@ use crate::error::Error;
 use crate::node::{Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
 
+use super::interface_policy::{parse_bandwidth, parse_filterref, Bandwidth, FilterRef};
+
 /// A MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MacAddress(pub [u8; 6]);
@@ -80,6 +82,10 @@ pub struct Interface {
     pub target: Option<String>,
     /// Hints kept for writing back (`address`, `alias`, `boot`, `rom`).
     pub kept: Vec<RawElement>,
+    /// `filterref`: the anti-spoofing filter on the NIC's port.
+    pub filterref: Option<FilterRef>,
+    /// `bandwidth`: rate limits on the NIC's port.
+    pub bandwidth: Option<Bandwidth>,
 }
 
 /// Longest Linux interface name (IFNAMSIZ less the NUL).
@@ -119,10 +125,6 @@ const INTERFACE_UNMODELLED: &[(&str, Unmodelled)] = &[
     ),
     ("driver", Unmodelled::Keep("back-end tuning is not applied")),
     (
-        "bandwidth",
-        Unmodelled::Keep("bandwidth limits are not applied yet"),
-    ),
-    (
         "mtu",
         Unmodelled::Refuse("the guest would see a different MTU"),
     ),
@@ -133,10 +135,6 @@ const INTERFACE_UNMODELLED: &[(&str, Unmodelled)] = &[
     (
         "virtualport",
         Unmodelled::Refuse("Open vSwitch ports come with virtual networks"),
-    ),
-    (
-        "filterref",
-        Unmodelled::Refuse("network filters are not supported"),
     ),
     (
         "ip",
@@ -162,6 +160,8 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
     let mut target = None;
     let mut model_seen = None;
     let mut kept = Vec::new();
+    let mut filterref = None;
+    let mut bandwidth = None;
     for child in node.children() {
         let c = child.node();
         match c.name() {
@@ -235,6 +235,14 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                     }
                 }
             }
+            "filterref" => {
+                c.once(&filterref)?;
+                filterref = Some(parse_filterref(&c, ctx)?);
+            }
+            "bandwidth" => {
+                c.once(&bandwidth)?;
+                bandwidth = Some(parse_bandwidth(&c, ctx)?);
+            }
             _ => kept.push(c.unmodelled(ctx, INTERFACE_UNMODELLED)?),
         }
     }
@@ -258,6 +266,8 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
         mac,
         target,
         kept,
+        filterref,
+        bandwidth: bandwidth.filter(|b: &Bandwidth| !b.is_empty()),
     })
 }
 
@@ -299,6 +309,12 @@ impl Interface {
         }
         w.empty("model", &[("type", "virtio")]);
         w.raws(&self.kept);
+        if let Some(f) = &self.filterref {
+            f.write(w);
+        }
+        if let Some(b) = &self.bandwidth {
+            b.write(w);
+        }
         w.close("interface");
     }
 }

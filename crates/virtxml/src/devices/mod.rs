@@ -3,6 +3,7 @@
 pub mod chardev;
 pub mod disk;
 pub mod interface;
+pub mod interface_policy;
 pub mod rng;
 
 use crate::error::Error;
