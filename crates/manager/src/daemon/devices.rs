@@ -142,13 +142,13 @@ fn targets(live: bool, config: bool, active: bool) -> (bool, bool) {
 }
 
 /// What a device change works on: the held domain's current state.
-struct Subject {
-    held: Held,
-    live: Option<super::registry::Live>,
-    config: Option<Arc<Domain>>,
+pub(super) struct Subject {
+    pub(super) held: Held,
+    pub(super) live: Option<super::registry::Live>,
+    pub(super) config: Option<Arc<Domain>>,
 }
 
-async fn subject(
+pub(super) async fn subject(
     d: &Arc<Daemon>,
     key: &str,
     live: bool,
@@ -187,7 +187,7 @@ async fn subject(
 /// Saves the new live definition of `s` in its run record and the table.
 /// `record` is the instance's own after the change (its driver data may
 /// have changed too: a TAP made for a bridge NIC).
-async fn commit_live(
+pub(super) async fn commit_live(
     d: &Arc<Daemon>,
     s: &Subject,
     domain: Domain,
@@ -228,7 +228,11 @@ async fn commit_live(
 }
 
 /// Saves the new persistent definition of `s`.
-async fn commit_config(d: &Arc<Daemon>, s: &Subject, domain: Domain) -> Result<(), Failure> {
+pub(super) async fn commit_config(
+    d: &Arc<Daemon>,
+    s: &Subject,
+    domain: Domain,
+) -> Result<(), Failure> {
     let text = domain.to_xml();
     let (store_d, name) = (d.clone(), s.held.name.clone());
     tokio::task::spawn_blocking(move || store_d.store.save_definition(&name, &text))
@@ -283,12 +287,19 @@ pub(crate) async fn attach(
                     return Err(Failure::internal("the new interface is missing"));
                 };
                 super::networks::plug_interface(d, &s.held.name, iface)?;
-                let iface = iface.clone();
-                call(instance, move |i| {
-                    i.attach_interface(&iface)?;
+                let plugged = iface.clone();
+                let record = call(instance, move |i| {
+                    i.attach_interface(&plugged)?;
                     Ok(i.record())
                 })
-                .await?
+                .await?;
+                let tap =
+                    super::port_policy::on_attach(d, &s.held.name, iface.clone(), &record.xml)
+                        .await?;
+                if iface.target.is_none() {
+                    iface.target = tap;
+                }
+                record
             }
         };
         commit_live(d, &s, new, record).await?;
@@ -362,6 +373,10 @@ pub(crate) async fn detach(
             Ok(i.record())
         })
         .await?;
+        let gone = mac.and_then(|m| live.domain.devices.interfaces.iter().find(|i| i.mac == m));
+        if let Some(iface) = gone {
+            super::port_policy::on_detach(&s.held.name, iface.clone()).await;
+        }
         commit_live(d, &s, new, record).await?;
     }
     if let Some(new) = new_config {

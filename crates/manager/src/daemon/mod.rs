@@ -24,6 +24,7 @@ mod lifecycle;
 mod net_routes;
 mod networks;
 mod ops;
+mod port_policy;
 mod registry;
 mod routes;
 mod server;
