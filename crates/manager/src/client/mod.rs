@@ -8,6 +8,7 @@
 //! when the daemon or the caller ends the stream.
 
 pub mod http;
+mod bandwidth;
 mod network;
 pub mod transport;
 pub mod uri;

@@ -11,6 +11,7 @@ mod devices;
 mod edit;
 mod events;
 mod host;
+mod iftune;
 mod info;
 mod lifecycle;
 mod net;
@@ -78,6 +79,8 @@ pub enum VirshCommand {
     Domblklist(devices::DomblklistArgs),
     /// A domain's network interfaces.
     Domiflist(info::DomJsonArgs),
+    /// A network interface's rate limits, read or changed.
+    Domiftune(iftune::DomiftuneArgs),
     /// Connect to a domain's serial console (Ctrl-] detaches).
     Console(console::ConsoleArgs),
     /// Wait for domain events and print them.
@@ -275,6 +278,7 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::DetachInterface(a) => devices::detach_interface(c, &a),
         V::Domblklist(a) => devices::domblklist(c, &a),
         V::Domiflist(a) => devices::domiflist(c, &a),
+        V::Domiftune(a) => iftune::domiftune(c, &a),
         V::Console(a) => console::console(c, &a),
         V::Event(a) => events::event(c, &a),
         V::Version(a) => host::version(c, &a),
