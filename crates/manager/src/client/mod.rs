@@ -7,8 +7,8 @@
 //! ([`Client::timeout`]) except a stream's between-item waits, which end
 //! when the daemon or the caller ends the stream.
 
-pub mod http;
 mod bandwidth;
+pub mod http;
 mod network;
 pub mod transport;
 pub mod uri;

@@ -295,6 +295,18 @@ fn find<'a>(domain: &'a mut Domain, key: &str, name: &str) -> Result<&'a mut Int
         })
 }
 
+/// `key` for looking up a NIC in the definition: a TAP name the running
+/// domain has becomes that NIC's MAC, as a definition rarely names its TAP.
+fn config_key(live: Option<&Domain>, key: &str) -> String {
+    live.and_then(|l| {
+        l.devices
+            .interfaces
+            .iter()
+            .find(|i| i.target.as_deref() == Some(key))
+    })
+    .map_or_else(|| key.to_string(), |i| i.mac.to_string())
+}
+
 fn spec(r: &RateLimit) -> RateSpec {
     RateSpec {
         average: r.average,
@@ -320,16 +332,21 @@ pub(crate) fn bandwidth(
             .ok_or_else(|| super::registry::no_domain(key))?;
         let live = entry.live.as_ref().map(|l| l.domain.clone());
         match (config, live) {
-            (false, Some(l)) => l,
-            _ => entry.config.clone().ok_or_else(|| {
-                Failure::conflict(format!(
-                    "domain '{name}' is transient: it has no definition"
-                ))
-            })?,
+            (false, Some(l)) => (l, iface.to_string()),
+            (_, live) => {
+                let key = config_key(live.as_deref(), iface);
+                let def = entry.config.clone().ok_or_else(|| {
+                    Failure::conflict(format!(
+                        "domain '{name}' is transient: it has no definition"
+                    ))
+                })?;
+                (def, key)
+            }
         }
     };
+    let (domain, iface) = domain;
     let mut domain = (*domain).clone();
-    let nic = find(&mut domain, iface, &name)?;
+    let nic = find(&mut domain, &iface, &name)?;
     let b = nic.bandwidth.clone().unwrap_or_default();
     Ok(InterfaceBandwidth {
         inbound: b.inbound.as_ref().map(spec),
@@ -419,7 +436,8 @@ pub(crate) async fn set_bandwidth(
     let config_change = match (&s.config, do_config) {
         (Some(c), true) => {
             let mut new = (**c).clone();
-            let nic = find(&mut new, iface, &name)?;
+            let key = config_key(s.live.as_ref().map(|l| &*l.domain), iface);
+            let nic = find(&mut new, &key, &name)?;
             nic.bandwidth = merged(nic.bandwidth.as_ref(), req)?;
             Some(new)
         }

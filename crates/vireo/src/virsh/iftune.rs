@@ -33,7 +33,12 @@ pub struct DomiftuneArgs {
 
 /// Parses virsh's `average[,peak[,burst[,floor]]]`; an empty field is unset.
 pub fn parse_rate(what: &str, text: &str, max_fields: usize) -> Result<RateSpec, Failure> {
-    let bad = || Failure(format!("{what} rate is malformed: '{}'", text.escape_debug()));
+    let bad = || {
+        Failure(format!(
+            "{what} rate is malformed: '{}'",
+            text.escape_debug()
+        ))
+    };
     let fields: Vec<&str> = text.split(',').collect();
     if fields.len() > max_fields {
         return Err(bad());
@@ -58,9 +63,8 @@ pub fn parse_rate(what: &str, text: &str, max_fields: usize) -> Result<RateSpec,
 }
 
 fn lines(b: &InterfaceBandwidth) -> String {
-    let v = |r: &Option<RateSpec>, f: fn(&RateSpec) -> Option<u64>| {
-        r.as_ref().and_then(f).unwrap_or(0)
-    };
+    let v =
+        |r: &Option<RateSpec>, f: fn(&RateSpec) -> Option<u64>| r.as_ref().and_then(f).unwrap_or(0);
     let rows = [
         ("inbound.average", v(&b.inbound, |r| Some(r.average))),
         ("inbound.peak", v(&b.inbound, |r| r.peak)),
