@@ -182,7 +182,16 @@ fn htb(dev: &str, rate: &Rate) -> Result<(), ShapingError> {
     tc(&strings(&[
         "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1",
     ]))?;
-    tc(&class_args(dev, rate))
+    tc(&class_args(dev, rate))?;
+    // The class's default queue is as long as the device's transmit queue,
+    // 32 packets on an IFB: less than one 64 KiB TCP window, so a sender
+    // would see drops at every window and stall on retransmission timers.
+    // A FIFO of 1000 packets (a TAP's own default) holds the windows
+    // guests use; pfifo is built into every kernel with tc, where SFQ,
+    // which libvirt puts here, is a module this host lacks.
+    tc(&strings(&[
+        "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "2:", "pfifo", "limit", "1000",
+    ]))
 }
 
 /// Set `port`'s limits, replacing any it had (both directions go first,
