@@ -54,6 +54,7 @@ const DOC_FILES: &[&str] = &[
     "docs/manager.md",
     "docs/network-xml.md",
     "docs/networks.md",
+    "docs/port-policy.md",
     "docs/remote.md",
     "docs/run.md",
     "docs/security.md",
