@@ -476,6 +476,47 @@ fn domiftune_reads_and_changes_limits_live_and_in_the_definition() {
         .to_string();
     assert!(def.contains("<outbound average='300'/>"), "{def}");
 
+    // A hot-plugged NIC gets its filter and limits; unplugged, it loses them.
+    let vifbs = || {
+        ns.exec(&["ip", "-o", "link"])
+            .lines()
+            .filter(|l| l.contains("vifb"))
+            .count()
+    };
+    assert_eq!(vifbs(), 1);
+    let nic = "<interface type='network'><source network='lan'/>\
+               <mac address='52:54:00:00:00:42'/><model type='virtio'/>\
+               <filterref filter='clean-traffic'><parameter name='IP' value='192.0.2.99'/></filterref>\
+               <bandwidth><outbound average='100'/></bandwidth></interface>";
+    d.ok(
+        "POST",
+        "/domains/tuned/interfaces",
+        Some(&json!({ "xml": nic, "live": true })),
+    );
+    let rows = d.ok("GET", "/domains/tuned/interfaces", None);
+    let plugged = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["mac"] == "52:54:00:00:00:42")
+        .and_then(|r| r["interface"].as_str())
+        .unwrap_or_else(|| panic!("{rows}"))
+        .to_string();
+    assert_ne!(plugged, "-", "{rows}");
+    let rules = ns.exec(&["nft", "list", "table", "bridge", "vireo_ports"]);
+    assert!(
+        rules.contains(&format!("iifname != \"{plugged}\"")) && rules.contains("192.0.2.99"),
+        "{rules}"
+    );
+    assert_eq!(vifbs(), 2);
+    d.ok(
+        "DELETE",
+        "/domains/tuned/interfaces/52:54:00:00:00:42?live=true",
+        None,
+    );
+    assert!(!ns.exec(&["nft", "list", "ruleset"]).contains("vireo_ports"));
+    assert_eq!(vifbs(), 1);
+
     // Bad input: one line each, exit 1.
     for (args, says) in [
         (

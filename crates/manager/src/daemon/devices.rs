@@ -288,14 +288,24 @@ pub(crate) async fn attach(
                 };
                 super::networks::plug_interface(d, &s.held.name, iface)?;
                 let plugged = iface.clone();
-                let record = call(instance, move |i| {
+                let record = call(instance.clone(), move |i| {
                     i.attach_interface(&plugged)?;
                     Ok(i.record())
                 })
                 .await?;
-                let tap =
+                let ported =
                     super::port_policy::on_attach(d, &s.held.name, iface.clone(), &record.xml)
-                        .await?;
+                        .await;
+                let tap = match ported {
+                    Ok(tap) => tap,
+                    Err(e) => {
+                        // A NIC its filter or limits could not be set on
+                        // does not stay.
+                        let mac = iface.mac;
+                        let _ = call(instance, move |i| i.detach_interface(&mac)).await;
+                        return Err(e);
+                    }
+                };
                 if iface.target.is_none() {
                     iface.target = tap;
                 }

@@ -223,7 +223,14 @@ pub(crate) async fn on_attach(
     }
     if iface.filterref.is_some() || iface.bandwidth.is_some() {
         let (d, domain) = (d.clone(), domain.to_string());
-        tokio::task::spawn_blocking(move || apply_blocking(&d, &domain, &iface)).await??;
+        tokio::task::spawn_blocking(move || {
+            let applied = apply_blocking(&d, &domain, &iface);
+            if applied.is_err() {
+                remove_blocking(&domain, &iface);
+            }
+            applied
+        })
+        .await??;
     }
     Ok(tap)
 }
