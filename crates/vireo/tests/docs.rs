@@ -482,6 +482,11 @@ fn network_xml() {
 }
 
 #[test]
+fn port_policy() {
+    run_doc("docs/port-policy.md");
+}
+
+#[test]
 fn remote() {
     run_doc("docs/remote.md");
 }
