@@ -383,11 +383,14 @@ pub(crate) async fn detach(
             Ok(i.record())
         })
         .await?;
-        let gone = mac.and_then(|m| live.domain.devices.interfaces.iter().find(|i| i.mac == m));
+        let gone = mac
+            .and_then(|m| live.domain.devices.interfaces.iter().find(|i| i.mac == m))
+            .cloned();
+        let committed = commit_live(d, &s, new, record).await;
         if let Some(iface) = gone {
-            super::port_policy::on_detach(&s.held.name, iface.clone()).await;
+            super::port_policy::on_detach(&s.held.name, iface).await;
         }
-        commit_live(d, &s, new, record).await?;
+        committed?;
     }
     if let Some(new) = new_config {
         commit_config(d, &s, new).await?;

@@ -28,10 +28,14 @@ use super::Daemon;
 use crate::api::{BandwidthRequest, InterfaceBandwidth, RateSpec};
 
 /// The filter last installed on each TAP, so [`refresh`] only runs nft
-/// when a port's allowed addresses changed.
+/// when a port's allowed addresses changed. Its lock is held through
+/// every change of the ports' rules: a refresh that read a domain as
+/// running cannot then put back rules its stop has just removed.
 static INSTALLED: Mutex<Option<HashMap<String, PortFilter>>> = Mutex::new(None);
 
-fn installed<T>(f: impl FnOnce(&mut HashMap<String, PortFilter>) -> T) -> T {
+type Installed = HashMap<String, PortFilter>;
+
+fn with_ports<T>(f: impl FnOnce(&mut Installed) -> T) -> T {
     let mut guard = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
     f(guard.get_or_insert_with(HashMap::new))
 }
@@ -126,7 +130,12 @@ fn host_failure(domain: &str, port: &str, e: impl std::fmt::Display) -> Failure 
 }
 
 /// Installs `iface`'s filter and limits on its TAP (blocking).
-fn apply_blocking(d: &Daemon, domain: &str, iface: &Interface) -> Result<(), Failure> {
+fn apply_blocking(
+    d: &Daemon,
+    ports: &mut Installed,
+    domain: &str,
+    iface: &Interface,
+) -> Result<(), Failure> {
     let Some(port) = iface.target.as_deref() else {
         if iface.filterref.is_some() || iface.bandwidth.is_some() {
             return Err(Failure::driver(format!(
@@ -138,7 +147,7 @@ fn apply_blocking(d: &Daemon, domain: &str, iface: &Interface) -> Result<(), Fai
     };
     if let Some(f) = desired_filter(d, iface) {
         port_filter::apply(&f).map_err(|e| host_failure(domain, port, e))?;
-        installed(|m| m.insert(port.to_string(), f));
+        ports.insert(port.to_string(), f);
     }
     if iface.bandwidth.is_some() {
         shaping::apply(port, &shaping_of(iface.bandwidth.as_ref()))
@@ -149,12 +158,12 @@ fn apply_blocking(d: &Daemon, domain: &str, iface: &Interface) -> Result<(), Fai
 
 /// Takes down what [`apply_blocking`] set on `iface`'s TAP (blocking);
 /// failures are logged, as the TAP may be gone already.
-fn remove_blocking(domain: &str, iface: &Interface) {
+fn remove_blocking(ports: &mut Installed, domain: &str, iface: &Interface) {
     let Some(port) = iface.target.as_deref() else {
         return;
     };
     if iface.filterref.is_some() {
-        installed(|m| m.remove(port));
+        ports.remove(port);
         if let Err(e) = port_filter::remove(port) {
             tracing::warn!("domain '{domain}': port {port}: {e}");
         }
@@ -174,15 +183,17 @@ pub(crate) async fn on_start(d: &Arc<Daemon>, domain: Arc<Domain>) -> Result<(),
     }
     let d = d.clone();
     tokio::task::spawn_blocking(move || {
-        for (i, iface) in domain.devices.interfaces.iter().enumerate() {
-            if let Err(e) = apply_blocking(&d, &domain.name, iface) {
-                for done in &domain.devices.interfaces[..=i] {
-                    remove_blocking(&domain.name, done);
+        with_ports(|ports| {
+            for (i, iface) in domain.devices.interfaces.iter().enumerate() {
+                if let Err(e) = apply_blocking(&d, ports, &domain.name, iface) {
+                    for done in &domain.devices.interfaces[..=i] {
+                        remove_blocking(ports, &domain.name, done);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
-        }
-        Ok(())
+            Ok(())
+        })
     })
     .await?
 }
@@ -194,9 +205,11 @@ pub(crate) async fn on_stop(domain: Arc<Domain>) {
         return;
     }
     let _ = tokio::task::spawn_blocking(move || {
-        for iface in &domain.devices.interfaces {
-            remove_blocking(&domain.name, iface);
-        }
+        with_ports(|ports| {
+            for iface in &domain.devices.interfaces {
+                remove_blocking(ports, &domain.name, iface);
+            }
+        });
     })
     .await;
 }
@@ -224,66 +237,79 @@ pub(crate) async fn on_attach(
     if iface.filterref.is_some() || iface.bandwidth.is_some() {
         let (d, domain) = (d.clone(), domain.to_string());
         tokio::task::spawn_blocking(move || {
-            let applied = apply_blocking(&d, &domain, &iface);
-            if applied.is_err() {
-                remove_blocking(&domain, &iface);
-            }
-            applied
+            with_ports(|ports| {
+                let applied = apply_blocking(&d, ports, &domain, &iface);
+                if applied.is_err() {
+                    remove_blocking(ports, &domain, &iface);
+                }
+                applied
+            })
         })
         .await??;
     }
     Ok(tap)
 }
 
-/// After an unplug of `iface` (as the live definition had it).
+/// After an unplug of `iface` (as the live definition had it), once the
+/// live definition without it is in the table.
 pub(crate) async fn on_detach(domain: &str, iface: Interface) {
     if iface.filterref.is_none() && iface.bandwidth.is_none() {
         return;
     }
     let domain = domain.to_string();
-    let _ = tokio::task::spawn_blocking(move || remove_blocking(&domain, &iface)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        with_ports(|ports| remove_blocking(ports, &domain, &iface))
+    })
+    .await;
 }
 
 /// Brings every running port's filter up to date with its network's
 /// leases (and back after a daemon restart). Called every few seconds.
 pub(crate) async fn refresh(d: &Arc<Daemon>) {
-    let domains: Vec<Arc<Domain>> = d
-        .registry
-        .lock()
-        .domains
-        .values()
-        .filter_map(|e| e.live.as_ref().map(|l| l.domain.clone()))
-        .filter(|dom| dom.devices.interfaces.iter().any(|i| i.filterref.is_some()))
-        .collect();
-    if domains.is_empty() {
-        return;
-    }
     let d = d.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        for domain in domains {
-            for iface in &domain.devices.interfaces {
-                let Some(want) = desired_filter(&d, iface) else {
-                    continue;
-                };
-                if installed(|m| m.get(&want.port) == Some(&want)) {
-                    continue;
-                }
-                match port_filter::apply(&want) {
-                    Ok(()) => {
-                        tracing::info!(
-                            "domain '{}': port {} now allows {:?}",
-                            domain.name,
-                            want.port,
-                            want.ips
-                        );
-                        installed(|m| m.insert(want.port.clone(), want));
-                    }
-                    Err(e) => tracing::warn!("domain '{}': port {}: {e}", domain.name, want.port),
+        with_ports(|ports| {
+            // Read under the ports' lock: a domain that stopped (or a NIC
+            // unplugged) before this is not seen, one that stops after
+            // waits for this pass to end before its rules go.
+            let domains: Vec<Arc<Domain>> = d
+                .registry
+                .lock()
+                .domains
+                .values()
+                .filter_map(|e| e.live.as_ref())
+                .filter(|l| !l.ended.load(std::sync::atomic::Ordering::SeqCst))
+                .map(|l| l.domain.clone())
+                .filter(|dom| dom.devices.interfaces.iter().any(|i| i.filterref.is_some()))
+                .collect();
+            for domain in domains {
+                for iface in &domain.devices.interfaces {
+                    refresh_port(&d, ports, &domain.name, iface);
                 }
             }
-        }
+        });
     })
     .await;
+}
+
+fn refresh_port(d: &Daemon, ports: &mut Installed, domain: &str, iface: &Interface) {
+    let Some(want) = desired_filter(d, iface) else {
+        return;
+    };
+    if ports.get(&want.port) == Some(&want) {
+        return;
+    }
+    match port_filter::apply(&want) {
+        Ok(()) => {
+            tracing::info!(
+                "domain '{domain}': port {} now allows {:?}",
+                want.port,
+                want.ips
+            );
+            ports.insert(want.port.clone(), want);
+        }
+        Err(e) => tracing::warn!("domain '{domain}': port {}: {e}", want.port),
+    }
 }
 
 /// The NIC of `domain` that `key` names: its TAP or its MAC.
