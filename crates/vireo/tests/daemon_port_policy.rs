@@ -392,7 +392,7 @@ fn domiftune_reads_and_changes_limits_live_and_in_the_definition() {
     let Some((dir, ns)) = setup("pf3") else {
         return;
     };
-    let d = Daemon::start_in(dir.path(), &[], Some(&ns.name));
+    let mut d = Daemon::start_in(dir.path(), &[], Some(&ns.name));
     start_network(&d);
     let xml = daemon_harness::domain_xml("tuned", "idle", "").replace(
         "<devices>",
@@ -554,6 +554,11 @@ fn domiftune_reads_and_changes_limits_live_and_in_the_definition() {
         );
     }
 
+    // A daemon that dies and comes back still takes the limits down with
+    // the domain it re-adopts.
+    d.kill9();
+    assert_eq!(vifbs(), 1);
+    d.spawn();
     d.ok("POST", "/domains/tuned/destroy", Some(&json!({})));
     d.wait_state("tuned", "shut_off", Duration::from_secs(10));
     let left = ns.leftovers();
