@@ -56,8 +56,10 @@ fn checks(filter: NetFilter) -> Checks {
             mac: true,
             ..Checks::default()
         },
+        // As libvirt's, it lets a DHCP client's broadcast from 0.0.0.0 out.
         NetFilter::NoIpSpoofing => Checks {
             ip: true,
+            dhcp: true,
             ..Checks::default()
         },
         NetFilter::NoArpSpoofing => Checks {

@@ -22,7 +22,8 @@ pub enum NetFilter {
     CleanTraffic,
     /// `no-mac-spoofing`: frames must carry the NIC's MAC as source.
     NoMacSpoofing,
-    /// `no-ip-spoofing`: IPv4 packets must come from an allowed address.
+    /// `no-ip-spoofing`: IPv4 packets must come from an allowed address
+    /// (a DHCP client's broadcast from 0.0.0.0 excepted).
     NoIpSpoofing,
     /// `no-arp-spoofing`: ARP must name the NIC's MAC and an allowed address.
     NoArpSpoofing,
