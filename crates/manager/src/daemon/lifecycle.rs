@@ -227,17 +227,18 @@ async fn prepare_and_start(
         .lock()
         .get_mut(name, uuid)
         .and_then(|e| e.live.as_ref().map(|l| l.domain.clone()));
-    if let Some(live_domain) = live_domain {
-        let ported = super::port_policy::on_start(d, live_domain).await;
-        let resumed = match ported {
-            Ok(()) if hold_for_ports => super::ops::call(instance.clone(), |i| i.resume()).await,
-            other => other,
-        };
-        if let Err(e) = resumed {
-            // Its VMM's end is seen by its waiter, which records the stop.
-            let _ = super::ops::call(instance, |i| i.destroy(false)).await;
-            return Err(e);
-        }
+    let ported = match live_domain {
+        Some(live_domain) => super::port_policy::on_start(d, live_domain).await,
+        None => Ok(()),
+    };
+    let resumed = match ported {
+        Ok(()) if hold_for_ports => super::ops::call(instance.clone(), |i| i.resume()).await,
+        other => other,
+    };
+    if let Err(e) = resumed {
+        // Its VMM's end is seen by its waiter, which records the stop.
+        let _ = super::ops::call(instance, |i| i.destroy(false)).await;
+        return Err(e);
     }
     // A reboot in place (the id kept) is no stop and start to a watcher,
     // as a guest rebooting inside one QEMU is not.
