@@ -517,6 +517,24 @@ fn domiftune_reads_and_changes_limits_live_and_in_the_definition() {
     assert!(!ns.exec(&["nft", "list", "ruleset"]).contains("vireo_ports"));
     assert_eq!(vifbs(), 1);
 
+    // A definition with a filter Vireo does not have is refused, naming it.
+    let bad = xml
+        .replace("<name>tuned</name>", "<name>other</name>")
+        .replace(
+            "<bandwidth>",
+            "<filterref filter='no-other-rarp-traffic'/><bandwidth>",
+        );
+    let refused = d.http("POST", "/domains", Some(&json!({ "xml": bad })));
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(
+        refused
+            .error()
+            .contains("/domain/devices/interface[1]/filterref")
+            && refused.error().contains("'no-other-rarp-traffic'"),
+        "{}",
+        refused.error()
+    );
+
     // Bad input: one line each, exit 1.
     for (args, says) in [
         (
