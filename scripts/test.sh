@@ -21,6 +21,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 # their DHCP and DNS.
 command -v nft >/dev/null || need+=(nftables)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+# Per-NIC bandwidth: tc sets the HTB qdiscs and the IFB redirect.
+command -v tc >/dev/null || need+=(iproute2)
 # The API contract check makes a venv for schemathesis.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v curl >/dev/null || need+=(curl)

@@ -8,7 +8,9 @@
 //! bonds, macvtap and VXLAN links, addresses and routes over rtnetlink;
 //! [`nft`] owns one nftables table per virtual network (NAT, forwarding
 //! policy); [`dnsmasq`] runs the DHCP and DNS server of a network;
-//! [`macvtap`] makes the direct ports of `type='direct'` NICs.
+//! [`macvtap`] makes the direct ports of `type='direct'` NICs;
+//! [`port_filter`] and [`shaping`] hold one guest port to its MAC and
+//! addresses and to its rate limits.
 //! This crate knows nothing of virtio queues, guest memory or domains.
 
 pub mod bridge;
@@ -19,6 +21,8 @@ pub mod link;
 pub mod macvtap;
 pub mod netns;
 pub mod nft;
+pub mod port_filter;
+pub mod shaping;
 mod tap;
 
 pub use tap::{Offloads, Tap, TapError, VNET_HDR_LEN};

@@ -55,6 +55,7 @@ const DOC_FILES: &[&str] = &[
     "docs/manager.md",
     "docs/network-xml.md",
     "docs/networks.md",
+    "docs/port-policy.md",
     "docs/remote.md",
     "docs/run.md",
     "docs/security.md",
@@ -480,6 +481,11 @@ fn manager() {
 #[test]
 fn network_xml() {
     run_doc("docs/network-xml.md");
+}
+
+#[test]
+fn port_policy() {
+    run_doc("docs/port-policy.md");
 }
 
 #[test]

@@ -41,6 +41,8 @@
 //! | GET | `/domains/{dom}/interfaces` | | `[`[`InterfaceRow`]`]` (domiflist) |
 //! | POST | `/domains/{dom}/interfaces` | [`DeviceRequest`] | 204 (attach-interface) |
 //! | DELETE | `/domains/{dom}/interfaces/{mac}?live=&config=` | | 204 (detach-interface) |
+//! | GET | `/domains/{dom}/interfaces/{iface}/bandwidth?config=` | | [`InterfaceBandwidth`] (domiftune) |
+//! | PUT | `/domains/{dom}/interfaces/{iface}/bandwidth` | [`BandwidthRequest`] | 204 (domiftune with rates) |
 //! | GET | `/domains/{dom}/console` | | 101 Switching Protocols (`Upgrade: vireo-console`), then raw bytes both ways with the guest's serial console |
 //! | GET | `/events?domain={dom}` | | 200, a stream of [`Event`]s, one JSON object per line, until the client closes |
 //!
@@ -50,6 +52,7 @@
 //! The read-only socket answers only `GET` routes other than `console`;
 //! anything else there is 403 `{"error": "operation forbidden: read only access"}`.
 
+pub mod bandwidth;
 pub mod iface;
 pub mod network;
 pub mod storage;
@@ -58,6 +61,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use bandwidth::{BandwidthRequest, InterfaceBandwidth, RateSpec};
 pub use iface::{InterfaceDefineResponse, InterfaceSummary};
 pub use network::{
     DhcpLease, InterfaceAddress, NetworkDestroyRequest, NetworkSummary, NetworkUpdateRequest,

@@ -7,6 +7,7 @@
 //! ([`Client::timeout`]) except a stream's between-item waits, which end
 //! when the daemon or the caller ends the stream.
 
+mod bandwidth;
 pub mod http;
 mod iface;
 mod network;

@@ -143,13 +143,13 @@ fn targets(live: bool, config: bool, active: bool) -> (bool, bool) {
 }
 
 /// What a device change works on: the held domain's current state.
-struct Subject {
-    held: Held,
-    live: Option<super::registry::Live>,
-    config: Option<Arc<Domain>>,
+pub(super) struct Subject {
+    pub(super) held: Held,
+    pub(super) live: Option<super::registry::Live>,
+    pub(super) config: Option<Arc<Domain>>,
 }
 
-async fn subject(
+pub(super) async fn subject(
     d: &Arc<Daemon>,
     key: &str,
     live: bool,
@@ -188,7 +188,7 @@ async fn subject(
 /// Saves the new live definition of `s` in its run record and the table.
 /// `record` is the instance's own after the change (its driver data may
 /// have changed too: a TAP made for a bridge NIC).
-async fn commit_live(
+pub(super) async fn commit_live(
     d: &Arc<Daemon>,
     s: &Subject,
     domain: Domain,
@@ -229,7 +229,11 @@ async fn commit_live(
 }
 
 /// Saves the new persistent definition of `s`.
-async fn commit_config(d: &Arc<Daemon>, s: &Subject, domain: Domain) -> Result<(), Failure> {
+pub(super) async fn commit_config(
+    d: &Arc<Daemon>,
+    s: &Subject,
+    domain: Domain,
+) -> Result<(), Failure> {
     let text = domain.to_xml();
     let (store_d, name) = (d.clone(), s.held.name.clone());
     tokio::task::spawn_blocking(move || store_d.store.save_definition(&name, &text))
@@ -284,12 +288,29 @@ pub(crate) async fn attach(
                     return Err(Failure::internal("the new interface is missing"));
                 };
                 super::networks::plug_interface(d, &s.held.name, iface)?;
-                let iface = iface.clone();
-                call(instance, move |i| {
-                    i.attach_interface(&iface)?;
+                let plugged = iface.clone();
+                let record = call(instance.clone(), move |i| {
+                    i.attach_interface(&plugged)?;
                     Ok(i.record())
                 })
-                .await?
+                .await?;
+                let ported =
+                    super::port_policy::on_attach(d, &s.held.name, iface.clone(), &record.xml)
+                        .await;
+                let tap = match ported {
+                    Ok(tap) => tap,
+                    Err(e) => {
+                        // A NIC its filter or limits could not be set on
+                        // does not stay.
+                        let mac = iface.mac;
+                        let _ = call(instance, move |i| i.detach_interface(&mac)).await;
+                        return Err(e);
+                    }
+                };
+                if iface.target.is_none() {
+                    iface.target = tap;
+                }
+                record
             }
         };
         commit_live(d, &s, new, record).await?;
@@ -368,7 +389,16 @@ pub(crate) async fn detach(
         })
         .await?;
         match unplug {
-            Unplug::Done => commit_live(d, &s, new, record).await?,
+            Unplug::Done => {
+                let gone = mac
+                    .and_then(|m| live.domain.devices.interfaces.iter().find(|i| i.mac == m))
+                    .cloned();
+                let committed = commit_live(d, &s, new, record).await;
+                if let Some(iface) = gone {
+                    super::port_policy::on_detach(&s.held.name, iface).await;
+                }
+                committed?;
+            }
             // The guest still has it: so does the live XML, until it lets go.
             Unplug::Pending => {
                 tracing::info!(
@@ -423,6 +453,15 @@ fn watch_unplug(d: Arc<Daemon>, s: &Subject, generation: u64, device: Plugged) {
         // Read again under the domain's lock: the run may have changed.
         let Some(live) = instance(&d) else { return };
         let mut new = (*live.domain).clone();
+        let gone = match &device {
+            Plugged::Interface(mac) => new
+                .devices
+                .interfaces
+                .iter()
+                .find(|i| i.mac == *mac)
+                .cloned(),
+            Plugged::Disk(_) => None,
+        };
         let before = (new.devices.disks.len(), new.devices.interfaces.len());
         match &device {
             Plugged::Disk(t) => new.devices.disks.retain(|disk| disk.target != *t),
@@ -441,6 +480,10 @@ fn watch_unplug(d: Arc<Daemon>, s: &Subject, generation: u64, device: Plugged) {
         };
         if let Err(e) = commit_live(&d, &s, new, record).await {
             tracing::warn!("domain {}: saving an unplug: {}", s.held.name, e.message);
+        }
+        // The card's port filter and shaping go with it.
+        if let Some(iface) = gone {
+            super::port_policy::on_detach(&s.held.name, iface).await;
         }
     });
 }

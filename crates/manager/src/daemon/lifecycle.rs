@@ -121,6 +121,8 @@ async fn prepare_and_start(
     id: Option<u32>,
 ) -> Result<DomainStateInfo, Failure> {
     let in_place = id.is_some();
+    // A guest whose ports get filters or limits waits for them, paused.
+    let hold_for_ports = !paused && super::port_policy::needed(&domain);
     let driver_name = driver_name(domain.driver);
     let driver = d
         .driver(driver_name)
@@ -152,7 +154,7 @@ async fn prepare_and_start(
     let ctx = StartContext {
         run_dir: run_dir.clone(),
         log_path: d.store.log_path(name),
-        paused,
+        paused: paused || hold_for_ports,
     };
     let marker = StartMarker {
         id,
@@ -218,6 +220,24 @@ async fn prepare_and_start(
             let _ = std::fs::remove_dir_all(&run_dir);
         })
         .await;
+        return Err(e);
+    }
+    let live_domain = d
+        .registry
+        .lock()
+        .get_mut(name, uuid)
+        .and_then(|e| e.live.as_ref().map(|l| l.domain.clone()));
+    let ported = match live_domain {
+        Some(live_domain) => super::port_policy::on_start(d, live_domain).await,
+        None => Ok(()),
+    };
+    let resumed = match ported {
+        Ok(()) if hold_for_ports => super::ops::call(instance.clone(), |i| i.resume()).await,
+        other => other,
+    };
+    if let Err(e) = resumed {
+        // Its VMM's end is seen by its waiter, which records the stop.
+        let _ = super::ops::call(instance, |i| i.destroy(false)).await;
         return Err(e);
     }
     // A reboot in place (the id kept) is no stop and start to a watcher,
@@ -433,11 +453,13 @@ async fn on_exit(
         match live {
             Some(live) => {
                 live.ended.store(true, std::sync::atomic::Ordering::SeqCst);
-                live.run_dir.clone()
+                (live.run_dir.clone(), live.domain.clone())
             }
             None => return,
         }
     };
+    let (run_dir, ended_domain) = run_dir;
+    super::port_policy::on_stop(ended_domain).await;
     // The record goes first: a daemon killed from here on finds no
     // record of a VMM that no longer exists. Nothing else can start the
     // domain meanwhile (it is still active in the table).

@@ -29,6 +29,7 @@ mod networks;
 mod ops;
 mod pool_routes;
 mod pools;
+mod port_policy;
 mod registry;
 mod routes;
 mod server;

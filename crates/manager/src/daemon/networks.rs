@@ -792,6 +792,7 @@ pub(crate) async fn supervise(d: Arc<Daemon>) {
                 }
             }
         }
+        super::port_policy::refresh(&d).await;
     }
 }
 

@@ -440,6 +440,7 @@ impl Netlink {
                     "vxlan" => " (module vxlan)",
                     "bridge" => " (module bridge)",
                     "veth" => " (module veth)",
+                    "ifb" => " (module ifb)",
                     _ => "",
                 },
             }),
@@ -604,6 +605,15 @@ impl Netlink {
                 }
             },
         )
+    }
+
+    /// Create IFB (intermediate functional block) device `name`: a queue
+    /// that traffic redirected from another link's ingress passes through,
+    /// so it can be shaped as if it were leaving.
+    pub fn create_ifb(&mut self, name: &str) -> Result<(), LinkError> {
+        valid_name(name)?;
+        let op = format!("creating ifb {name}");
+        self.create(&op, name, "ifb", |_| {}, |_| {})
     }
 
     /// Delete link `name`; [`LinkError::NotFound`] when it is absent.

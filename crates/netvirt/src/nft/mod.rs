@@ -8,6 +8,8 @@
 
 mod ruleset;
 
+pub(crate) use ruleset::check_ifname;
+
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Command, Stdio};
@@ -148,7 +150,7 @@ pub fn tables() -> Result<Vec<String>, NftError> {
 }
 
 /// Run nft with `args`, feeding `input` on stdin; its stdout on success.
-fn run(args: &[&str], input: Option<&str>) -> Result<String, NftError> {
+pub(crate) fn run(args: &[&str], input: Option<&str>) -> Result<String, NftError> {
     let mut child = Command::new("nft")
         .args(args)
         .stdin(if input.is_some() {

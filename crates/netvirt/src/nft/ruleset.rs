@@ -225,7 +225,7 @@ fn network_of(addr: IpAddr, len: u8) -> Result<(IpAddr, u8), NftError> {
 
 /// Interface names as the kernel accepts them (IFNAMSIZ, no '/' or
 /// whitespace), so a bad name fails here with a clear message.
-pub(super) fn check_ifname(what: &str, name: &str) -> Result<(), NftError> {
+pub(crate) fn check_ifname(what: &str, name: &str) -> Result<(), NftError> {
     let ok = !name.is_empty()
         && name.len() < 16
         && name != "."

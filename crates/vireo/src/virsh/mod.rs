@@ -12,6 +12,7 @@ mod edit;
 mod events;
 mod host;
 mod iface;
+mod iftune;
 mod info;
 mod lifecycle;
 mod net;
@@ -79,6 +80,8 @@ pub enum VirshCommand {
     Domblklist(devices::DomblklistArgs),
     /// A domain's network interfaces.
     Domiflist(info::DomJsonArgs),
+    /// A network interface's rate limits, read or changed.
+    Domiftune(iftune::DomiftuneArgs),
     /// Connect to a domain's serial console (Ctrl-] detaches).
     Console(console::ConsoleArgs),
     /// Wait for domain events and print them.
@@ -298,6 +301,7 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::DetachInterface(a) => devices::detach_interface(c, &a),
         V::Domblklist(a) => devices::domblklist(c, &a),
         V::Domiflist(a) => devices::domiflist(c, &a),
+        V::Domiftune(a) => iftune::domiftune(c, &a),
         V::Console(a) => console::console(c, &a),
         V::Event(a) => events::event(c, &a),
         V::Version(a) => host::version(c, &a),

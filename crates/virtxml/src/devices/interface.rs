@@ -9,6 +9,7 @@ use crate::raw::{RawElement, XmlWriter};
 
 use super::host_port::parse_vlan;
 pub use super::host_port::DirectMode;
+use super::interface_policy::{parse_bandwidth, parse_filterref, Bandwidth, FilterRef};
 
 /// A MAC address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +95,10 @@ pub struct Interface {
     /// The VLAN the NIC's port is an untagged member of (`vlan/tag id=`),
     /// on a bridge or network NIC.
     pub vlan: Option<u16>,
+    /// `filterref`: the anti-spoofing filter on the NIC's port.
+    pub filterref: Option<FilterRef>,
+    /// `bandwidth`: rate limits on the NIC's port.
+    pub bandwidth: Option<Bandwidth>,
 }
 
 /// Longest Linux interface name (IFNAMSIZ less the NUL).
@@ -133,20 +138,12 @@ const INTERFACE_UNMODELLED: &[(&str, Unmodelled)] = &[
     ),
     ("driver", Unmodelled::Keep("back-end tuning is not applied")),
     (
-        "bandwidth",
-        Unmodelled::Keep("bandwidth limits are not applied yet"),
-    ),
-    (
         "mtu",
         Unmodelled::Refuse("the guest would see a different MTU"),
     ),
     (
         "virtualport",
         Unmodelled::Refuse("Open vSwitch ports come with virtual networks"),
-    ),
-    (
-        "filterref",
-        Unmodelled::Refuse("network filters are not supported"),
     ),
     (
         "ip",
@@ -174,6 +171,8 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
     let mut model_seen = None;
     let mut kept = Vec::new();
     let mut vlan = None;
+    let mut filterref = None;
+    let mut bandwidth = None;
     for child in node.children() {
         let c = child.node();
         match c.name() {
@@ -274,6 +273,14 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
                     }
                 }
             }
+            "filterref" => {
+                c.once(&filterref)?;
+                filterref = Some(parse_filterref(&c, ctx)?);
+            }
+            "bandwidth" => {
+                c.once(&bandwidth)?;
+                bandwidth = Some(parse_bandwidth(&c, ctx)?);
+            }
             _ => kept.push(c.unmodelled(ctx, INTERFACE_UNMODELLED)?),
         }
     }
@@ -302,6 +309,8 @@ pub(crate) fn parse_interface(node: &Node<'_>, ctx: &mut Ctx) -> Result<Interfac
         target,
         kept,
         vlan,
+        filterref,
+        bandwidth: bandwidth.filter(|b: &Bandwidth| !b.is_empty()),
     })
 }
 
@@ -352,6 +361,12 @@ impl Interface {
             w.close("vlan");
         }
         w.raws(&self.kept);
+        if let Some(f) = &self.filterref {
+            f.write(w);
+        }
+        if let Some(b) = &self.bandwidth {
+            b.write(w);
+        }
         w.close("interface");
     }
 }

@@ -4,6 +4,7 @@ pub mod chardev;
 pub mod disk;
 pub mod host_port;
 pub mod interface;
+pub mod interface_policy;
 pub mod rng;
 
 use crate::error::Error;
