@@ -59,6 +59,7 @@ const DOC_FILES: &[&str] = &[
     "docs/remote.md",
     "docs/run.md",
     "docs/security.md",
+    "docs/storage.md",
     "docs/storage-xml.md",
     "docs/testing.md",
 ];
@@ -516,4 +517,14 @@ fn interface_xml() {
 #[test]
 fn networks() {
     run_doc("docs/networks.md");
+}
+
+#[test]
+fn storage() {
+    run_doc("docs/storage.md");
+}
+
+#[test]
+fn storage_xml() {
+    run_doc("docs/storage-xml.md");
 }

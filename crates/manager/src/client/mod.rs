@@ -11,6 +11,7 @@ mod bandwidth;
 pub mod http;
 mod iface;
 mod network;
+mod pool;
 pub mod transport;
 pub mod uri;
 

@@ -9,7 +9,7 @@ mod check;
 mod convert;
 mod create;
 mod info;
-mod size;
+pub(crate) mod size;
 mod snapshot;
 
 use std::path::PathBuf;

@@ -151,8 +151,8 @@ fn resolve_scope(c: &mut Client, domain: &str, s: &Scope) -> Result<(bool, bool)
     })
 }
 
-/// XML-escape an attribute value.
-fn attr(s: &str) -> String {
+/// XML-escape an attribute value (or text).
+pub(super) fn attr(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -16,6 +16,7 @@ mod iftune;
 mod info;
 mod lifecycle;
 mod net;
+mod pool;
 mod table;
 
 use std::io::Write as _;
@@ -123,6 +124,52 @@ pub enum VirshCommand {
     NetDhcpLeases(net::NetLeasesArgs),
     /// Add, delete or modify a DHCP host of a network.
     NetUpdate(net::NetUpdateArgs),
+    /// Define (or update) a persistent storage pool from an XML file.
+    PoolDefine(pool::PoolFileArgs),
+    /// Define a storage pool from its type and source, as virsh builds it.
+    PoolDefineAs(pool::PoolDefineAsArgs),
+    /// Create and start a transient storage pool from an XML file.
+    PoolCreate(pool::PoolFileArgs),
+    /// Make a storage pool's directory.
+    PoolBuild(pool::PoolArgs),
+    /// Start a storage pool.
+    PoolStart(pool::PoolArgs),
+    /// Stop a storage pool (its volumes stay).
+    PoolDestroy(pool::PoolArgs),
+    /// Remove an inactive storage pool's (empty) directory.
+    PoolDelete(pool::PoolArgs),
+    /// Remove a storage pool's definition.
+    PoolUndefine(pool::PoolArgs),
+    /// Look at a storage pool again.
+    PoolRefresh(pool::PoolArgs),
+    /// Start a storage pool with the daemon (or no longer, with --disable).
+    PoolAutostart(pool::PoolAutostartArgs),
+    /// List storage pools.
+    PoolList(pool::PoolListArgs),
+    /// A storage pool's state and space.
+    PoolInfo(pool::PoolJsonArgs),
+    /// A storage pool's XML.
+    PoolDumpxml(pool::PoolDumpxmlArgs),
+    /// Edit a storage pool's XML with $VISUAL or $EDITOR and define the result.
+    PoolEdit(pool::PoolArgs),
+    /// Create a volume from an XML file.
+    VolCreate(pool::VolCreateArgs),
+    /// Create a volume from its name and size.
+    VolCreateAs(pool::VolCreateAsArgs),
+    /// List a pool's volumes.
+    VolList(pool::VolListArgs),
+    /// A volume's type and sizes.
+    VolInfo(pool::VolArgs),
+    /// A volume's XML.
+    VolDumpxml(pool::VolArgs),
+    /// A volume's path.
+    VolPath(pool::VolArgs),
+    /// A volume's key (its path).
+    VolKey(pool::VolArgs),
+    /// Delete a volume no running domain uses.
+    VolDelete(pool::VolArgs),
+    /// Change a volume's size (smaller only with --shrink).
+    VolResize(pool::VolResizeArgs),
     /// Define (or update) a host interface from an XML file.
     IfaceDefine(iface::IfaceFileArgs),
     /// Remove a host interface's definition.
@@ -263,6 +310,11 @@ fn wants_json(c: &VirshCommand) -> bool {
         V::NetInfo(a) => a.json,
         V::NetDumpxml(a) => a.json,
         V::NetDhcpLeases(a) => a.json,
+        V::PoolList(a) => a.json,
+        V::PoolInfo(a) => a.json,
+        V::PoolDumpxml(a) => a.json,
+        V::VolList(a) => a.json,
+        V::VolInfo(a) | V::VolDumpxml(a) | V::VolPath(a) | V::VolKey(a) => a.json,
         V::IfaceList(a) => a.json,
         V::IfaceDumpxml(a) => a.json,
         V::IfaceMac(a) => a.json,
@@ -322,6 +374,28 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::NetAutostart(a) => net::autostart(c, &a),
         V::NetDhcpLeases(a) => net::leases(c, &a),
         V::NetUpdate(a) => net::update(c, &a),
+        V::PoolDefine(a) => pool::define(c, &a),
+        V::PoolDefineAs(a) => pool::define_as(c, &a),
+        V::PoolCreate(a) => pool::create(c, &a),
+        V::PoolBuild(a) => pool::action(c, &a, "build"),
+        V::PoolStart(a) => pool::action(c, &a, "start"),
+        V::PoolDestroy(a) => pool::action(c, &a, "destroy"),
+        V::PoolDelete(a) => pool::action(c, &a, "delete"),
+        V::PoolUndefine(a) => pool::action(c, &a, "undefine"),
+        V::PoolRefresh(a) => pool::action(c, &a, "refresh"),
+        V::PoolAutostart(a) => pool::autostart(c, &a),
+        V::PoolList(a) => pool::list(c, &a),
+        V::PoolInfo(a) => pool::info(c, &a),
+        V::PoolDumpxml(a) => pool::dumpxml(c, &a),
+        V::PoolEdit(a) => pool::edit(c, &a),
+        V::VolCreate(a) => pool::vol_create(c, &a),
+        V::VolCreateAs(a) => pool::vol_create_as(c, &a),
+        V::VolList(a) => pool::vol_list(c, &a),
+        V::VolInfo(a) => pool::vol_info(c, &a),
+        V::VolDumpxml(a) => pool::vol_dumpxml(c, &a),
+        V::VolPath(a) | V::VolKey(a) => pool::vol_path(c, &a),
+        V::VolDelete(a) => pool::vol_delete(c, &a),
+        V::VolResize(a) => pool::vol_resize(c, &a),
         V::IfaceDefine(a) => iface::define(c, &a),
         V::IfaceUndefine(a) => iface::undefine(c, &a),
         V::IfaceStart(a) => iface::start(c, &a),
