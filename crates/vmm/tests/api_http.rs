@@ -836,11 +836,12 @@ fn add_net_takes_the_tap_descriptor_sent_with_it() {
     // it is closed (the recorder dropped its action above).
     drop(taken);
 
+    // Schema-valid bodies whose descriptor is missing or doubled: 422.
     let none = exchange(server.path(), &req("PUT", "/vm/add-net", body));
-    assert_eq!(none.status, 400);
+    assert_eq!(none.status, 422);
     assert!(none.error().contains("tap_fd"), "{}", none.error());
     let two = exchange_with_fds(server.path(), &req("PUT", "/vm/add-net", body), &[fd, fd]);
-    assert_eq!(two.status, 400);
+    assert_eq!(two.status, 422);
     assert!(two.error().contains("2 came"), "{}", two.error());
     let stray = exchange_with_fds(server.path(), &req("GET", "/vm", ""), &[fd]);
     assert_eq!(stray.status, 400);

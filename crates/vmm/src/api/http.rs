@@ -765,9 +765,10 @@ fn receive(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::R
 fn attach_fds(action: &mut Action, mut fds: Vec<OwnedFd>) -> Result<(), Response> {
     match action {
         Action::AddNet(spec) if spec.tap_fd => {
+            // Schema-valid, so 422: what is missing is not in the body.
             if fds.len() != 1 {
                 return Err(Response::error(
-                    400,
+                    422,
                     &format!(
                         "tap_fd: send the TAP's descriptor (one, as SCM_RIGHTS) with the request; {} came",
                         fds.len()

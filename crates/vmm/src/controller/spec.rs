@@ -250,20 +250,22 @@ pub(super) fn net_config(spec: NetSpec, field: &str) -> Result<NetConfig, ApiErr
     }
     if spec.tap_fd {
         if !field.is_empty() {
-            return Err(bad_request(format!(
+            return Err(unprocessable(format!(
                 "{what}: tap_fd is for add-net, whose request carries the descriptor"
             )));
         }
         if spec.tap.is_some() {
-            return Err(bad_request(format!("{what}: give tap or tap_fd, not both")));
+            return Err(unprocessable(format!(
+                "{what}: give tap or tap_fd, not both"
+            )));
         }
         if net.queues != 1 {
-            return Err(bad_request(format!(
+            return Err(unprocessable(format!(
                 "{what}: tap_fd hands over one queue; queues must be 1"
             )));
         }
         net.passed = Some(spec.passed.ok_or_else(|| {
-            bad_request(format!(
+            unprocessable(format!(
                 "{what}: tap_fd needs the TAP's descriptor sent with the request (SCM_RIGHTS)"
             ))
         })?);
