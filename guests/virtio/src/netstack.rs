@@ -8,8 +8,9 @@ use crate::net::{IpFmt, MacFmt};
 use crate::netcard::{Card, StackNet, SLOTS};
 use crate::say;
 use crate::time::{tsc_hz, Deadline};
-use crate::watch::Watched;
+use crate::watch::{Doorbells, Watched};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::vec;
 use smoltcp::iface::{
     Config as IfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
@@ -39,6 +40,8 @@ fn now() -> Instant {
 
 struct Stack {
     card: Card,
+    /// Rung once per poll round (see crate::watch::Doorbells).
+    doorbells: Rc<Doorbells>,
     iface: Interface,
     sockets: SocketSet<'static>,
     dns_server: Option<Ipv4Address>,
@@ -72,6 +75,7 @@ impl Stack {
                     break;
                 }
             }
+            self.doorbells.flush();
             if let Some(e) = self.card.error {
                 return Err(e);
             }
@@ -97,7 +101,8 @@ impl Stack {
     }
 }
 
-pub fn run(transport: Watched, config: &Config) {
+pub fn run(mut transport: Watched, config: &Config) {
+    let doorbells = transport.defer_doorbells();
     let dev = match StackNet::new(transport) {
         Ok(dev) => dev,
         Err(e) => return say!("virtio-net: FAIL init: {}", e),
@@ -120,6 +125,7 @@ pub fn run(transport: Watched, config: &Config) {
         Box::leak(Box::new([SocketStorage::EMPTY; 4]));
     let mut stack = Stack {
         card,
+        doorbells,
         iface,
         sockets: SocketSet::new(storage),
         dns_server: None,
