@@ -13,8 +13,9 @@
 //! asks for a notification whenever the device's `avail_event` is behind,
 //! which it nearly always is), and each notification is a VM exit that
 //! wakes the device's worker. Deferred, a queue's doorbell is rung at most
-//! once per round of the driver's loop, and only if the device asked for
-//! it (the virtio spec's `vring_need_event` rule, as Linux applies it).
+//! once per round of the driver's loop, when its available index moved,
+//! and only if the device asked for it (the virtio spec's
+//! `vring_need_event` rule, as Linux applies it).
 
 use crate::pci::NotifyLayout;
 use crate::time::wait_until;
@@ -58,8 +59,6 @@ struct Deferred {
     avail: PhysAddr,
     used: PhysAddr,
     size: u16,
-    /// The driver added buffers since the last flush.
-    pending: bool,
     /// The available index at the last flush.
     flushed: u16,
 }
@@ -74,23 +73,27 @@ pub struct Doorbells {
 
 impl Doorbells {
     /// Rings each queue that got buffers since the last flush, if the
-    /// device wants to hear about them.
+    /// device wants to hear about them. Whether buffers were added is read
+    /// off the available index, not from virtio-drivers' notify calls,
+    /// which its own test (wrong once the index wraps) may leave out.
     pub fn flush(&self) {
         for (index, cell) in self.queues.iter().enumerate() {
-            let Some(mut q) = cell.get().filter(|q| q.pending) else {
+            let Some(mut q) = cell.get() else {
                 continue;
             };
+            let new = ring_idx(q.avail);
+            if new == q.flushed {
+                continue;
+            }
             // The available index is written before the device's wishes
             // are read (Linux's virtio_mb before kick_prepare).
             fence(Ordering::SeqCst);
-            let new = ring_idx(q.avail);
             if self.needs_kick(&q, new) {
                 // SAFETY: the doorbell lies in the function's BAR, which is
                 // mapped; writing the queue index is what the spec asks.
                 unsafe { write_volatile(q.doorbell as *mut u16, index as u16) };
             }
             q.flushed = new;
-            q.pending = false;
             cell.set(Some(q));
         }
     }
@@ -167,16 +170,14 @@ impl Transport for Watched {
     }
 
     fn notify(&mut self, queue: u16) {
-        if let Some(cell) = self
+        let deferred = self
             .deferred
             .as_ref()
             .and_then(|d| d.queues.get(usize::from(queue)))
-        {
-            if let Some(mut q) = cell.get() {
-                q.pending = true;
-                cell.set(Some(q));
-                return;
-            }
+            .is_some_and(|cell| cell.get().is_some());
+        if deferred {
+            // Doorbells::flush rings it, if the device asked.
+            return;
         }
         match self.doorbells.get(usize::from(queue)).copied().flatten() {
             // SAFETY: the doorbell lies in the function's BAR, which is
@@ -250,7 +251,6 @@ impl Transport for Watched {
                     avail: driver_area,
                     used: device_area,
                     size: u16::try_from(size).unwrap_or(u16::MAX),
-                    pending: false,
                     flushed: 0,
                 }));
             }
