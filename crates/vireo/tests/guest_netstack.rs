@@ -212,6 +212,32 @@ fn guest_gets_a_lease_resolves_a_name_and_its_bytes_come_back() {
 }
 
 #[test]
+fn an_exchange_outlasts_the_ring_indexes_wrapping() {
+    // 100 MB each way is more than 65536 full segments: both queues'
+    // available and used indexes wrap while the guest keeps its windows in
+    // flight and rings doorbells only when the device asks.
+    let Some(lab) = Lab::new("w") else {
+        return;
+    };
+    let served = lab.echo_server(1);
+    let bytes = 100_000_000u64;
+    let r = lab.vireo(&format!(
+        "net.ip=192.0.2.21/24 net.timeout-ms=50000 net.tcp=192.0.2.1:{ECHO_PORT},bytes={bytes}"
+    ));
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    let hash = format!("{:08x}", pattern_hash(bytes));
+    let line = format!(
+        "virtio: tcp 192.0.2.1:{ECHO_PORT} sent={bytes} received={bytes} sent-fnv1a32={hash} received-fnv1a32={hash}"
+    );
+    assert!(r.stdout.contains(&line), "want {line}\n{}", r.describe());
+    let (_, got, got_hash) = served
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the server saw the connection");
+    assert_eq!(got, bytes);
+    assert_eq!(format!("{got_hash:08x}"), hash);
+}
+
+#[test]
 fn without_a_dhcp_server_the_guest_says_so_and_powers_off() {
     let Some(lab) = Lab::new("n") else {
         return;

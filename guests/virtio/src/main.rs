@@ -15,6 +15,7 @@ mod events;
 mod hal;
 mod msix;
 mod net;
+mod netcard;
 mod netstack;
 mod out;
 mod packet;

@@ -4,14 +4,18 @@
 //! host's network tests. Lines and syntax are in guests/README.md.
 
 use crate::cmdline::{Config, Host, Tcp};
-use crate::net::{IpFmt, MacFmt, Net, BUF_SIZE, RX_SLOTS};
+use crate::net::{IpFmt, MacFmt};
+use crate::netcard::{Card, StackNet, SLOTS};
 use crate::say;
-use crate::time::{tsc_hz, wait_until, Deadline};
-use crate::watch::{Watched, REQUEST_TIMEOUT_MS};
+use crate::time::{tsc_hz, Deadline};
+use crate::watch::{Doorbells, Watched};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::vec;
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet, SocketStorage};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::iface::{
+    Config as IfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+    SocketStorage,
+};
 use smoltcp::socket::{dhcpv4, dns, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -21,136 +25,11 @@ use smoltcp::wire::{
 /// Frames handled per poll round, so a flood cannot keep the guest from
 /// checking its deadline.
 const INGRESS_PER_ROUND: usize = 64;
-const TCP_BUFFER: usize = 64 * 1024;
-const ETHERNET_MTU: usize = 1514;
-
-/// smoltcp's view of the card: one frame copied out at a time, one
-/// transmit in flight, each awaited for at most 5 s.
-struct Card {
-    dev: Net,
-    rx: &'static mut [[u8; BUF_SIZE]; RX_SLOTS],
-    tokens: [Option<u16>; RX_SLOTS],
-    frame: [u8; BUF_SIZE],
-    tx: [u8; BUF_SIZE],
-    /// The first device error, reported by the action loop.
-    error: Option<&'static str>,
-}
-
-impl Card {
-    fn post(&mut self, slot: usize) -> Result<(), &'static str> {
-        // SAFETY: the buffer is only read again after the device returns it.
-        let token = unsafe { self.dev.receive_begin(&mut self.rx[slot]) }
-            .map_err(|_| "cannot post a receive buffer")?;
-        self.tokens[slot] = Some(token);
-        Ok(())
-    }
-
-    /// The next frame's length, copied into `frame`.
-    fn take(&mut self) -> Result<Option<usize>, &'static str> {
-        let Some(token) = self.dev.poll_receive() else {
-            return Ok(None);
-        };
-        let slot = self
-            .tokens
-            .iter()
-            .position(|&t| t == Some(token))
-            .ok_or("device returned an unknown receive buffer")?;
-        self.tokens[slot] = None;
-        // SAFETY: the buffer and token that receive_begin was given.
-        let (header, len) = unsafe { self.dev.receive_complete(token, &mut self.rx[slot]) }
-            .map_err(|_| "rx completion")?;
-        let len = len.min(BUF_SIZE - header);
-        self.frame[..len].copy_from_slice(&self.rx[slot][header..header + len]);
-        self.post(slot)?;
-        Ok(Some(len))
-    }
-}
-
-struct Rx<'a>(&'a [u8]);
-
-impl phy::RxToken for Rx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0)
-    }
-}
-
-struct Tx<'a> {
-    dev: &'a mut Net,
-    buf: &'a mut [u8; BUF_SIZE],
-    error: &'a mut Option<&'static str>,
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let Ok(header) = self.dev.fill_buffer_header(self.buf) else {
-            // smoltcp needs its closure run; the frame is just not sent.
-            self.error.get_or_insert("tx header");
-            return f(&mut self.buf[..len.min(BUF_SIZE)]);
-        };
-        let len = len.min(BUF_SIZE - header);
-        let result = f(&mut self.buf[header..header + len]);
-        if let Err(e) = send(self.dev, &self.buf[..header + len]) {
-            self.error.get_or_insert(e);
-        }
-        result
-    }
-}
-
-fn send(dev: &mut Net, frame: &[u8]) -> Result<(), &'static str> {
-    // SAFETY: the buffer is not touched until transmit_complete; on a
-    // timeout the guest gives up on the device with it still in flight.
-    let token = unsafe { dev.transmit_begin(frame) }.map_err(|_| "tx queue full")?;
-    if !wait_until(REQUEST_TIMEOUT_MS, || dev.poll_transmit() == Some(token)) {
-        return Err("transmit not completed within 5 s");
-    }
-    // SAFETY: the same buffer transmit_begin was given.
-    unsafe { dev.transmit_complete(token, frame) }.map_err(|_| "tx completion")?;
-    Ok(())
-}
-
-impl phy::Device for Card {
-    type RxToken<'a> = Rx<'a>;
-    type TxToken<'a> = Tx<'a>;
-
-    fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
-        if self.error.is_some() {
-            return None;
-        }
-        let len = match self.take() {
-            Ok(Some(len)) => len,
-            Ok(None) => return None,
-            Err(e) => {
-                self.error = Some(e);
-                return None;
-            }
-        };
-        let tx = Tx {
-            dev: &mut self.dev,
-            buf: &mut self.tx,
-            error: &mut self.error,
-        };
-        Some((Rx(&self.frame[..len]), tx))
-    }
-
-    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        if self.error.is_some() {
-            return None;
-        }
-        Some(Tx {
-            dev: &mut self.dev,
-            buf: &mut self.tx,
-            error: &mut self.error,
-        })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = ETHERNET_MTU;
-        caps.max_burst_size = Some(1);
-        caps
-    }
-}
+/// Each socket's receive and send buffer: above 64 KiB, so smoltcp offers
+/// window scaling and a whole window can be in flight.
+const TCP_BUFFER: usize = 128 * 1024;
+/// What the application loops move per call.
+const CHUNK: usize = 16 * 1024;
 
 fn now() -> Instant {
     // SAFETY: rdtsc has no side effects and is allowed at CPL 3.
@@ -161,6 +40,8 @@ fn now() -> Instant {
 
 struct Stack {
     card: Card,
+    /// Rung once per poll round (see crate::watch::Doorbells).
+    doorbells: Rc<Doorbells>,
     iface: Interface,
     sockets: SocketSet<'static>,
     dns_server: Option<Ipv4Address>,
@@ -176,16 +57,25 @@ impl Stack {
         let deadline = Deadline::after_ms(ms);
         loop {
             let t = now();
+            self.card.reclaim();
             for _ in 0..INGRESS_PER_ROUND {
                 if self
                     .iface
                     .poll_ingress_single(t, &mut self.card, &mut self.sockets)
-                    == smoltcp::iface::PollIngressSingleResult::None
+                    == PollIngressSingleResult::None
                 {
                     break;
                 }
             }
-            self.iface.poll_egress(t, &mut self.card, &mut self.sockets);
+            // One call sends at most one segment per socket: go on while
+            // the sockets have more and the card has room.
+            for _ in 0..SLOTS {
+                if self.iface.poll_egress(t, &mut self.card, &mut self.sockets) == PollResult::None
+                {
+                    break;
+                }
+            }
+            self.doorbells.flush();
             if let Some(e) = self.card.error {
                 return Err(e);
             }
@@ -211,8 +101,9 @@ impl Stack {
     }
 }
 
-pub fn run(transport: Watched, config: &Config) {
-    let dev = match Net::new(transport) {
+pub fn run(mut transport: Watched, config: &Config) {
+    let doorbells = transport.defer_doorbells();
+    let dev = match StackNet::new(transport) {
         Ok(dev) => dev,
         Err(e) => return say!("virtio-net: FAIL init: {}", e),
     };
@@ -222,22 +113,10 @@ pub fn run(transport: Watched, config: &Config) {
         MacFmt(mac),
         MacFmt(dev.mac_address())
     );
-    // Leaked with the device at the end, since it may still hold them.
-    // SAFETY: all-zero bytes are a valid array of byte arrays.
-    let rx = Box::leak(unsafe { Box::<[[u8; BUF_SIZE]; RX_SLOTS]>::new_zeroed().assume_init() });
-    let mut card = Card {
-        dev,
-        rx,
-        tokens: [None; RX_SLOTS],
-        frame: [0; BUF_SIZE],
-        tx: [0; BUF_SIZE],
-        error: None,
+    let mut card = match Card::new(dev) {
+        Ok(card) => card,
+        Err(e) => return say!("virtio-net: FAIL {}", e),
     };
-    for slot in 0..RX_SLOTS {
-        if let Err(e) = card.post(slot) {
-            return say!("virtio-net: FAIL {}", e);
-        }
-    }
     let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
     // SAFETY: rdtsc has no side effects and is allowed at CPL 3.
     iface_config.random_seed = unsafe { core::arch::x86_64::_rdtsc() };
@@ -246,6 +125,7 @@ pub fn run(transport: Watched, config: &Config) {
         Box::leak(Box::new([SocketStorage::EMPTY; 4]));
     let mut stack = Stack {
         card,
+        doorbells,
         iface,
         sockets: SocketSet::new(storage),
         dns_server: None,
@@ -340,10 +220,7 @@ fn client(stack: &mut Stack, config: &Config, tcp: &Tcp) -> Result<bool, &'stati
 /// Accepts one connection on `port` within `ms`, echoes everything it
 /// receives until the peer closes (within another `ms`), then closes.
 fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
-    let mut socket = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-    );
+    let mut socket = new_socket();
     if let Err(e) = socket.listen(port) {
         say!("virtio: serve FAIL listen {}: {:?}", port, e);
         return Ok(());
@@ -352,9 +229,13 @@ fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
     say!("virtio: serve listening port={}", port);
     let peer = stack.until(ms, |st| {
         let socket = st.sockets.get_mut::<tcp::Socket>(handle);
-        (socket.state() == tcp::State::Established)
-            .then(|| socket.remote_endpoint())
-            .flatten()
+        // A fast peer may have sent everything and its FIN within one
+        // round: the connection is then already past Established.
+        let accepted = !matches!(
+            socket.state(),
+            tcp::State::Listen | tcp::State::SynReceived | tcp::State::Closed
+        );
+        accepted.then(|| socket.remote_endpoint()).flatten()
     })?;
     let Some(peer) = peer else {
         say!("virtio: serve FAIL no connection within {} ms", ms);
@@ -362,7 +243,7 @@ fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
     };
     let (mut received, mut hash) = (0u64, FNV_START);
     let begun = now();
-    let mut chunk = [0u8; 1024];
+    let mut chunk = vec![0u8; CHUNK];
     // Bytes received but not yet taken back by the send buffer.
     let mut pending = 0usize;
     let done = stack.until(ms, |st| {
@@ -529,10 +410,15 @@ fn resolve(stack: &mut Stack, name: &[u8], ms: u64) -> Result<Option<[u8; 4]>, &
     Ok(out)
 }
 
-/// Byte i of what the guest sends: i mod 251 (a prime, so the pattern does
-/// not line up with any power-of-two buffer size).
-fn pattern(i: u64) -> u8 {
-    (i % 251) as u8
+/// Fills `buf` with bytes `start..` of what the guest sends: byte i is
+/// i mod 251 (a prime, so the pattern does not line up with any
+/// power-of-two buffer size).
+fn fill_pattern(buf: &mut [u8], start: u64) {
+    let mut b = (start % 251) as u8;
+    for out in buf {
+        *out = b;
+        b = if b == 250 { 0 } else { b + 1 };
+    }
 }
 
 /// FNV-1a 32-bit, as for the blk sectors.
@@ -545,14 +431,22 @@ fn fnv1a(mut hash: u32, bytes: &[u8]) -> u32 {
 
 const FNV_START: u32 = 0x811c_9dc5;
 
-/// Connects, sends `bytes` of the pattern, closes its side and reads until
-/// the peer closes.
-fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), &'static str> {
-    let socket = tcp::Socket::new(
+/// A TCP socket with room for a scaled window each way. Nagle is off: with
+/// a window in flight it would hold the last, short segment of an exchange
+/// until the peer's (delayed) ACK.
+fn new_socket() -> tcp::Socket<'static> {
+    let mut socket = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
     );
-    let handle = stack.sockets.add(socket);
+    socket.set_nagle_enabled(false);
+    socket
+}
+
+/// Connects, sends `bytes` of the pattern, closes its side and reads until
+/// the peer closes.
+fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), &'static str> {
+    let handle = stack.sockets.add(new_socket());
     let begun = now();
     let local_port = 49152 + (now().total_micros() as u16 % 16000);
     let remote = (IpAddress::Ipv4(peer.into()), job.port);
@@ -574,23 +468,22 @@ fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), 
     let (mut sent, mut received) = (0u64, 0u64);
     let (mut sent_hash, mut received_hash) = (FNV_START, FNV_START);
     let mut established = false;
-    let mut chunk = [0u8; 1024];
     let finished = stack.until(ms, |st| {
         let socket = st.sockets.get_mut::<tcp::Socket>(handle);
         if socket.may_send() {
             established = true;
+            // The pattern is written straight into the socket's buffer.
             while sent < job.bytes && socket.can_send() {
-                let n = ((job.bytes - sent) as usize).min(chunk.len());
-                for (i, b) in chunk[..n].iter_mut().enumerate() {
-                    *b = pattern(sent + i as u64);
-                }
-                let Ok(taken) = socket.send_slice(&chunk[..n]) else {
-                    break;
-                };
-                sent_hash = fnv1a(sent_hash, &chunk[..taken]);
-                sent += taken as u64;
-                if taken < n {
-                    break;
+                let left = job.bytes - sent;
+                let wrote = socket.send(|buf| {
+                    let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    fill_pattern(&mut buf[..n], sent);
+                    sent_hash = fnv1a(sent_hash, &buf[..n]);
+                    (n, n)
+                });
+                match wrote {
+                    Ok(n) if n > 0 => sent += n as u64,
+                    _ => break,
                 }
             }
             if sent == job.bytes {
@@ -598,10 +491,13 @@ fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), 
             }
         }
         while socket.can_recv() {
-            match socket.recv_slice(&mut chunk) {
+            let read = socket.recv(|buf| {
+                received_hash = fnv1a(received_hash, buf);
+                (buf.len(), buf.len())
+            });
+            match read {
                 Ok(n) if n > 0 => {
                     established = true;
-                    received_hash = fnv1a(received_hash, &chunk[..n]);
                     received += n as u64;
                 }
                 _ => break,

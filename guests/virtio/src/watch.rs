@@ -7,10 +7,22 @@
 //! that queue; on timeout it panics (the guest prints `virtio: panic ...`
 //! and powers off) instead of spinning forever. Queues the guest polls
 //! itself (net) are not watched.
+//!
+//! A polling driver can also take the doorbells over ([`Doorbells`]):
+//! virtio-drivers notifies after every buffer it adds (its EVENT_IDX check
+//! asks for a notification whenever the device's `avail_event` is behind,
+//! which it nearly always is), and each notification is a VM exit that
+//! wakes the device's worker. Deferred, a queue's doorbell is rung at most
+//! once per round of the driver's loop, when its available index moved,
+//! and only if the device asked for it (the virtio spec's
+//! `vring_need_event` rule, as Linux applies it).
 
 use crate::pci::NotifyLayout;
 use crate::time::wait_until;
+use alloc::rc::Rc;
+use core::cell::Cell;
 use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{fence, Ordering};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{PhysAddr, Result};
@@ -31,6 +43,75 @@ pub struct Watched {
     watched_queue: Option<u16>,
     /// (available ring, used ring) of the watched queue, once set up.
     rings: Option<(PhysAddr, PhysAddr)>,
+    /// Set by `defer_doorbells`: notifications wait for its `flush`.
+    deferred: Option<Rc<Doorbells>>,
+}
+
+/// VIRTIO_RING_F_EVENT_IDX.
+const EVENT_IDX: u64 = 1 << 29;
+/// VIRTQ_USED_F_NO_NOTIFY in the used ring's flags.
+const NO_NOTIFY: u16 = 1;
+
+/// A queue whose notifications are deferred.
+#[derive(Clone, Copy)]
+struct Deferred {
+    doorbell: u64,
+    avail: PhysAddr,
+    used: PhysAddr,
+    size: u16,
+    /// The available index at the last flush.
+    flushed: u16,
+}
+
+/// Doorbells of a device whose driver is polled: rung by [`Self::flush`],
+/// once per round, rather than on every buffer.
+#[derive(Default)]
+pub struct Doorbells {
+    queues: [Cell<Option<Deferred>>; MAX_QUEUES],
+    event_idx: Cell<bool>,
+}
+
+impl Doorbells {
+    /// Rings each queue that got buffers since the last flush, if the
+    /// device wants to hear about them. Whether buffers were added is read
+    /// off the available index, not from virtio-drivers' notify calls,
+    /// which its own test (wrong once the index wraps) may leave out.
+    pub fn flush(&self) {
+        for (index, cell) in self.queues.iter().enumerate() {
+            let Some(mut q) = cell.get() else {
+                continue;
+            };
+            let new = ring_idx(q.avail);
+            if new == q.flushed {
+                continue;
+            }
+            // The available index is written before the device's wishes
+            // are read (Linux's virtio_mb before kick_prepare).
+            fence(Ordering::SeqCst);
+            if self.needs_kick(&q, new) {
+                // SAFETY: the doorbell lies in the function's BAR, which is
+                // mapped; writing the queue index is what the spec asks.
+                unsafe { write_volatile(q.doorbell as *mut u16, index as u16) };
+            }
+            q.flushed = new;
+            cell.set(Some(q));
+        }
+    }
+
+    fn needs_kick(&self, q: &Deferred, new: u16) -> bool {
+        if self.event_idx.get() {
+            // avail_event follows the used ring's size entries of 8 bytes.
+            let at = q.used + 4 + 8 * u64::from(q.size);
+            // SAFETY: the used ring lives in DMA memory this guest
+            // allocated; the device writes avail_event concurrently.
+            let event = unsafe { read_volatile(at as *const u16) };
+            new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(q.flushed)
+        } else {
+            // SAFETY: as above, the used ring's flags.
+            let flags = unsafe { read_volatile(q.used as *const u16) };
+            flags & NO_NOTIFY == 0
+        }
+    }
 }
 
 impl Watched {
@@ -47,7 +128,17 @@ impl Watched {
             name,
             watched_queue,
             rings: None,
+            deferred: None,
         }
+    }
+
+    /// From now on, notifications of queues with a known doorbell wait for
+    /// the returned [`Doorbells::flush`]. Call before the driver sets the
+    /// queues up.
+    pub fn defer_doorbells(&mut self) -> Rc<Doorbells> {
+        let bells = Rc::new(Doorbells::default());
+        self.deferred = Some(bells.clone());
+        bells
     }
 }
 
@@ -68,6 +159,9 @@ impl Transport for Watched {
     }
 
     fn write_driver_features(&mut self, driver_features: u64) {
+        if let Some(d) = &self.deferred {
+            d.event_idx.set(driver_features & EVENT_IDX != 0);
+        }
         self.inner.write_driver_features(driver_features)
     }
 
@@ -76,6 +170,15 @@ impl Transport for Watched {
     }
 
     fn notify(&mut self, queue: u16) {
+        let deferred = self
+            .deferred
+            .as_ref()
+            .and_then(|d| d.queues.get(usize::from(queue)))
+            .is_some_and(|cell| cell.get().is_some());
+        if deferred {
+            // Doorbells::flush rings it, if the device asked.
+            return;
+        }
         match self.doorbells.get(usize::from(queue)).copied().flatten() {
             // SAFETY: the doorbell lies in the function's BAR, which is
             // mapped; writing the queue index is what the spec asks.
@@ -136,13 +239,34 @@ impl Transport for Watched {
         {
             // SAFETY: the common configuration lies in the function's BAR.
             let off = unsafe { read_volatile((layout.common + 0x1e) as *const u16) };
-            *slot = Some(layout.notify + u64::from(off) * u64::from(layout.multiplier));
+            let doorbell = layout.notify + u64::from(off) * u64::from(layout.multiplier);
+            *slot = Some(doorbell);
+            if let Some(cell) = self
+                .deferred
+                .as_ref()
+                .and_then(|d| d.queues.get(usize::from(queue)))
+            {
+                cell.set(Some(Deferred {
+                    doorbell,
+                    avail: driver_area,
+                    used: device_area,
+                    size: u16::try_from(size).unwrap_or(u16::MAX),
+                    flushed: 0,
+                }));
+            }
         }
     }
 
     fn queue_unset(&mut self, queue: u16) {
         if let Some(slot) = self.doorbells.get_mut(usize::from(queue)) {
             *slot = None;
+        }
+        if let Some(cell) = self
+            .deferred
+            .as_ref()
+            .and_then(|d| d.queues.get(usize::from(queue)))
+        {
+            cell.set(None);
         }
         if self.watched_queue == Some(queue) {
             self.rings = None;
