@@ -487,11 +487,7 @@ fn a_guest_on_a_nat_network_gets_a_lease_a_name_and_the_world_masqueraded() {
         "lan",
         "52:54:00:00:00:42",
         &format!(
-            // The serve step waits longer than stack_guest's default: run
-            // beside the other network tests' busy-polling guests, this
-            // guest has been seen to take over 20 s to complete an
-            // incoming handshake (not yet understood: see the issue 12 note).
-            "net.dhcp net.resolve=seven.example net.tcp=198.51.100.2:7000,bytes={bytes} net.serve=7001 net.timeout-ms=60000"
+            "net.dhcp net.resolve=seven.example net.tcp=198.51.100.2:7000,bytes={bytes} net.serve=7001"
         ),
         &out,
     ));
