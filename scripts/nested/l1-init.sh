@@ -1261,6 +1261,16 @@ EOF
     rc=0
 }
 
+# A heartbeat every 60 s of L1 time: when the whole run hits QEMU's
+# timeout, the last of these says whether L1 still ran, how full its
+# memory was and which processes were running or stuck (state R or D).
+(
+    while sleep 60; do
+        busy=$(ps -o pid,stat,comm 2>/dev/null | awk '$2 ~ /^[RD]/ && $3 != "ps" && $3 != "awk" { printf "%s:%s:%s ", $1, $2, $3 }')
+        echo "vireo-l1: heartbeat up $(cut -d' ' -f1 /proc/uptime)s, load $(cut -d' ' -f1-3 /proc/loadavg), $(grep MemAvailable /proc/meminfo | tr -s ' '), busy: ${busy:-none}"
+    done
+) </dev/null &
+
 for s in $(arg vireo.scenarios | tr ',' ' '); do
     echo "VIREO-SCENARIO-BEGIN $s"
     rc=none

@@ -19,8 +19,7 @@ use super::failure::Failure;
 use super::store::Store;
 use super::Daemon;
 use crate::api::{DefineResponse, PoolSummary, VolumeSummary};
-use crate::storage::dir::DirPool;
-use crate::storage::{self, StorageError, VolumeInfo};
+use crate::storage::{self, Backend, StorageError, VolumeInfo};
 
 /// One pool.
 pub(crate) struct PoolEntry {
@@ -112,7 +111,7 @@ fn summary(name: &str, e: &PoolEntry) -> PoolSummary {
     let space = e
         .live
         .as_ref()
-        .and_then(|p| DirPool::new(p).ok())
+        .and_then(|p| Backend::open(p).ok())
         .and_then(|dp| dp.space().ok())
         .unwrap_or_default();
     PoolSummary {
@@ -159,8 +158,8 @@ pub(crate) fn xml(d: &Daemon, key: &str, inactive: bool) -> Result<String, Failu
     let e = &table[&name];
     match (&e.live, inactive) {
         (Some(live), false) => {
-            let space = DirPool::new(live)
-                .and_then(|dp| dp.space())
+            let space = Backend::open(live)
+                .and_then(|b| b.space())
                 .map_err(failure)?;
             Ok(live.to_xml(Some(space)))
         }
@@ -344,14 +343,14 @@ fn active(d: &Daemon, key: &str) -> Result<Arc<Pool>, Failure> {
 pub(crate) async fn build(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let _ops = d.pools.ops.lock().await;
     let pool = inactive(d, key, "pool-build")?;
-    blocking(move || DirPool::new(&pool)?.build(&pool.target.permissions)).await
+    blocking(move || Backend::open(&pool)?.build(&pool.target.permissions)).await
 }
 
 /// `POST /pools/{pool}/delete`: removes its (empty) directory.
 pub(crate) async fn delete(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let _ops = d.pools.ops.lock().await;
     let pool = inactive(d, key, "pool-delete")?;
-    blocking(move || DirPool::new(&pool)?.delete()).await
+    blocking(move || Backend::open(&pool)?.delete()).await
 }
 
 /// `POST /pools/{pool}/start`.
@@ -373,7 +372,7 @@ pub(crate) async fn start(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
 
 async fn start_locked(d: &Arc<Daemon>, name: &str, pool: Arc<Pool>) -> Result<(), Failure> {
     let check = pool.clone();
-    blocking(move || DirPool::new(&check)?.check()).await?;
+    blocking(move || Backend::open(&check)?.start()).await?;
     let record = PoolRecord {
         xml: pool.to_xml(None),
     };
@@ -391,7 +390,8 @@ async fn start_locked(d: &Arc<Daemon>, name: &str, pool: Arc<Pool>) -> Result<()
 pub(crate) async fn destroy(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let _ops = d.pools.ops.lock().await;
     let name = lookup(d, key)?;
-    active(d, key)?;
+    let pool = active(d, key)?;
+    blocking(move || Backend::open(&pool)?.stop()).await?;
     let (sd, sn) = (d.clone(), name.clone());
     tokio::task::spawn_blocking(move || sd.pools.store.remove_record(&sn))
         .await?
@@ -410,7 +410,7 @@ pub(crate) async fn destroy(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
 /// checks that its directory is still there.
 pub(crate) async fn refresh(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let pool = active(d, key)?;
-    blocking(move || DirPool::new(&pool)?.check()).await
+    blocking(move || Backend::open(&pool)?.check()).await
 }
 
 fn volume_summary(v: &VolumeInfo) -> VolumeSummary {
@@ -428,7 +428,7 @@ fn volume_summary(v: &VolumeInfo) -> VolumeSummary {
 /// `GET /pools/{pool}/volumes`.
 pub(crate) async fn volumes(d: &Arc<Daemon>, key: &str) -> Result<Vec<VolumeSummary>, Failure> {
     let pool = active(d, key)?;
-    let list = blocking(move || DirPool::new(&pool)?.volumes()).await?;
+    let list = blocking(move || Backend::open(&pool)?.volumes()).await?;
     Ok(list.iter().map(volume_summary).collect())
 }
 
@@ -440,7 +440,7 @@ pub(crate) async fn volume(
 ) -> Result<VolumeSummary, Failure> {
     let pool = active(d, key)?;
     let vol = vol.to_string();
-    let v = blocking(move || DirPool::new(&pool)?.volume(&vol)).await?;
+    let v = blocking(move || Backend::open(&pool)?.volume(&vol)).await?;
     Ok(volume_summary(&v))
 }
 
@@ -449,7 +449,7 @@ pub(crate) async fn volume_xml(d: &Arc<Daemon>, key: &str, vol: &str) -> Result<
     let pool = active(d, key)?;
     let vol = vol.to_string();
     blocking(move || {
-        let v = DirPool::new(&pool)?.volume(&vol)?;
+        let v = Backend::open(&pool)?.volume(&vol)?;
         let meta = std::fs::metadata(&v.path)
             .map_err(|e| StorageError::Host(format!("{}: {e}", v.path.display())))?;
         let model = Volume {
@@ -489,7 +489,7 @@ pub(crate) async fn create_volume(
     let vol = Volume::parse(xml)
         .map_err(|e| Failure::unprocessable(e.to_string()))?
         .volume;
-    let v = blocking(move || DirPool::new(&pool)?.create(&vol)).await?;
+    let v = blocking(move || Backend::open(&pool)?.create(&vol)).await?;
     Ok(volume_summary(&v))
 }
 
@@ -516,7 +516,7 @@ pub(crate) async fn delete_volume(d: &Arc<Daemon>, key: &str, vol: &str) -> Resu
     let pool = active(d, key)?;
     let path: PathBuf = {
         let (p, v) = (pool.clone(), vol.to_string());
-        blocking(move || DirPool::new(&p)?.volume(&v)).await?.path
+        blocking(move || Backend::open(&p)?.volume(&v)).await?.path
     };
     let using = users(d, &path);
     if !using.is_empty() {
@@ -526,7 +526,7 @@ pub(crate) async fn delete_volume(d: &Arc<Daemon>, key: &str, vol: &str) -> Resu
         )));
     }
     let vol = vol.to_string();
-    blocking(move || DirPool::new(&pool)?.delete_volume(&vol)).await
+    blocking(move || Backend::open(&pool)?.delete_volume(&vol)).await
 }
 
 /// `POST /pools/{pool}/volumes/{vol}/resize`.
@@ -540,7 +540,7 @@ pub(crate) async fn resize_volume(
     let _ops = d.pools.ops.lock().await;
     let pool = active(d, key)?;
     let vol = vol.to_string();
-    let v = blocking(move || DirPool::new(&pool)?.resize(&vol, capacity, shrink)).await?;
+    let v = blocking(move || Backend::open(&pool)?.resize(&vol, capacity, shrink)).await?;
     Ok(volume_summary(&v))
 }
 
@@ -584,7 +584,7 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> std::io::Result<()> {
                     continue;
                 }
             };
-            if let Err(e) = DirPool::new(&pool).and_then(|dp| dp.check()) {
+            if let Err(e) = Backend::open(&pool).and_then(|b| b.check()) {
                 tracing::warn!("pool '{name}' is inactive now: {e}");
                 let _ = s.remove_record(&name);
                 continue;

@@ -1,16 +1,19 @@
 //! Storage pools on the host: what a pool's type does to come up, to
 //! report its space, and to list, create, resize and delete its volumes.
 //!
-//! Only the `dir` type ([`dir`]) is built so far; the daemon refuses to
-//! define a pool of another type, saying so, rather than keep a
-//! definition it cannot start. Images are made with the project's own
+//! The daemon reaches every pool through [`Backend`], one variant per
+//! pool type. Only the `dir` type ([`dir`]) is built so far; the daemon
+//! refuses to define a pool of another type, saying so, rather than keep
+//! a definition it cannot start. Images are made with the project's own
 //! block layer, never by running `qemu-img`.
 
 pub mod dir;
 
 use std::path::PathBuf;
 
-use virtxml::{BackingStore, VolumeFormat};
+use virtxml::{BackingStore, Permissions, Pool, PoolSpace, Volume, VolumeFormat};
+
+use dir::DirPool;
 
 /// Why a storage operation failed; each displays as one line.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,107 @@ pub struct VolumeInfo {
     pub physical: u64,
     /// A qcow2 overlay's backing image, as its header names it.
     pub backing: Option<BackingStore>,
+}
+
+/// A pool of one of the types the daemon runs, with the operations every
+/// type has. A pool type's quirks stay in its own module; this only
+/// dispatches.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A directory of image files.
+    Dir(DirPool),
+}
+
+impl Backend {
+    /// The backend for `pool`'s type (its definition is already valid).
+    pub fn open(pool: &Pool) -> Result<Backend, StorageError> {
+        supported(pool.kind).map_err(StorageError::Invalid)?;
+        Ok(Backend::Dir(DirPool::new(pool)?))
+    }
+
+    /// `pool-build`: makes what the pool lives on, with `perms`.
+    pub fn build(&self, perms: &Permissions) -> Result<(), StorageError> {
+        match self {
+            Backend::Dir(p) => p.build(perms),
+        }
+    }
+
+    /// `pool-delete`: removes what `build` made.
+    pub fn delete(&self) -> Result<(), StorageError> {
+        match self {
+            Backend::Dir(p) => p.delete(),
+        }
+    }
+
+    /// `pool-start`: brings the pool up (mounts, logins), or says why
+    /// it cannot.
+    pub fn start(&self) -> Result<(), StorageError> {
+        match self {
+            Backend::Dir(p) => p.check(),
+        }
+    }
+
+    /// `pool-destroy`: takes down what `start` brought up; volumes stay.
+    pub fn stop(&self) -> Result<(), StorageError> {
+        match self {
+            Backend::Dir(_) => Ok(()),
+        }
+    }
+
+    /// Whether a pool recorded as running is still up (`pool-refresh`,
+    /// and the daemon re-adopting pools at its start).
+    pub fn check(&self) -> Result<(), StorageError> {
+        match self {
+            Backend::Dir(p) => p.check(),
+        }
+    }
+
+    /// Capacity, allocation and available space, as `pool-info` shows.
+    pub fn space(&self) -> Result<PoolSpace, StorageError> {
+        match self {
+            Backend::Dir(p) => p.space(),
+        }
+    }
+
+    /// Every volume, sorted by name.
+    pub fn volumes(&self) -> Result<Vec<VolumeInfo>, StorageError> {
+        match self {
+            Backend::Dir(p) => p.volumes(),
+        }
+    }
+
+    /// The volume `name`.
+    pub fn volume(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        match self {
+            Backend::Dir(p) => p.volume(name),
+        }
+    }
+
+    /// `vol-create`: a new volume as `vol` defines it.
+    pub fn create(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
+        match self {
+            Backend::Dir(p) => p.create(vol),
+        }
+    }
+
+    /// `vol-delete`.
+    pub fn delete_volume(&self, name: &str) -> Result<(), StorageError> {
+        match self {
+            Backend::Dir(p) => p.delete_volume(name),
+        }
+    }
+
+    /// `vol-resize` to `capacity` bytes; smaller only when `shrink`.
+    pub fn resize(
+        &self,
+        name: &str,
+        capacity: u64,
+        shrink: bool,
+    ) -> Result<VolumeInfo, StorageError> {
+        match self {
+            Backend::Dir(p) => p.resize(name, capacity, shrink),
+        }
+    }
 }
 
 /// Whether the daemon can run a pool of this type.
