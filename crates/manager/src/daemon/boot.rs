@@ -232,7 +232,11 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
             Ok(Some(instance)) => {
                 let state = instance.state().unwrap_or(RuntimeState::Running);
                 let disks = Domain::parse(&adopt_record.xml)
-                    .map(|p| resolve_disk_paths(&p.domain))
+                    .map(|p| {
+                        resolve_disk_paths(&super::disk_volumes::resolve_adopted(
+                            &adopt_d, p.domain,
+                        ))
+                    })
                     .unwrap_or_default();
                 Ok(Adopted::Alive(instance, state, disks))
             }
@@ -288,7 +292,7 @@ fn adopt_alive(
     (instance, runtime_state, disks): (Arc<dyn Instance>, RuntimeState, Vec<(PathBuf, bool)>),
 ) -> Result<(), String> {
     let live = match Domain::parse(&record.xml) {
-        Ok(p) => Arc::new(p.domain),
+        Ok(p) => Arc::new(super::disk_volumes::resolve_adopted(d, p.domain)),
         Err(e) => return Err(format!("its live definition does not parse: {e}")),
     };
     if live.name != name {

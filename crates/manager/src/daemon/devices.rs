@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use virtxml::{DiskSource, Domain, InterfaceKind, MacAddress};
+use virtxml::{Domain, InterfaceKind, MacAddress};
 
 use super::failure::Failure;
 use super::lifecycle::not_running;
@@ -37,17 +37,11 @@ pub(crate) fn disk_rows(domain: &Domain) -> Vec<DiskRow> {
         .devices
         .disks
         .iter()
-        .map(|d| {
-            let (kind, source) = match &d.source {
-                DiskSource::File(p) => ("file", p),
-                DiskSource::Block(p) => ("block", p),
-            };
-            DiskRow {
-                target: d.target.clone(),
-                source: source.clone(),
-                kind: kind.to_string(),
-                device: "disk".to_string(),
-            }
+        .map(|d| DiskRow {
+            target: d.target.clone(),
+            source: d.source.describe(),
+            kind: d.source.kind().to_string(),
+            device: "disk".to_string(),
         })
         .collect()
 }
@@ -89,6 +83,16 @@ fn with_device(domain: &Domain, family: Family, xml: &str) -> Result<Domain, Fai
         .map_err(|e| Failure::unprocessable(e.to_string()))?
         .domain;
     let mut without = new.clone();
+    // The running definition's volumes carry the paths found for them,
+    // which its XML does not: compare without them, and keep them.
+    let mut plain = domain.clone();
+    for disk in &mut plain.devices.disks {
+        if let virtxml::DiskSource::Volume(v) = &mut disk.source {
+            v.resolved = None;
+        }
+    }
+    let mut new = new;
+    super::disk_volumes::carry_resolved(domain, &mut new);
     let added = match family {
         Family::Disk => {
             let n = domain.devices.disks.len();
@@ -100,7 +104,7 @@ fn with_device(domain: &Domain, family: Family, xml: &str) -> Result<Domain, Fai
                 .then(|| without.devices.interfaces.truncate(n))
         }
     };
-    if added.is_none() || without != *domain {
+    if added.is_none() || without != plain {
         return Err(Failure::unprocessable(format!(
             "the device XML must be one <{}> element",
             family.element()
@@ -266,9 +270,15 @@ pub(crate) async fn attach(
         let instance = live.instance.clone();
         let record = match family {
             Family::Disk => {
-                let Some(disk) = new.devices.disks.last().cloned() else {
+                let Some(mut disk) = new.devices.disks.pop() else {
                     return Err(Failure::internal("the new disk is missing"));
                 };
+                let (rd, rn) = (d.clone(), s.held.name.clone());
+                let disk = tokio::task::spawn_blocking(move || {
+                    super::disk_volumes::resolve_disk(&rd, &rn, &mut disk).map(|()| disk)
+                })
+                .await??;
+                new.devices.disks.push(disk.clone());
                 let paths = disk_paths(&Arc::new(new.clone())).await;
                 let mine = paths.last().cloned().into_iter().collect::<Vec<_>>();
                 if let Some((other, path)) = d.registry.lock().disk_conflict(&s.held.name, &mine) {

@@ -130,7 +130,12 @@ async fn prepare_and_start(
     check_memory(name, &domain)?;
     // The driver runs the domain with its NICs plugged into their
     // networks' bridges, and that is its live definition.
-    let domain = Arc::new(super::networks::plug(d, &domain)?);
+    let domain = super::networks::plug(d, &domain)?;
+    let resolve_d = d.clone();
+    let domain = Arc::new(
+        tokio::task::spawn_blocking(move || super::disk_volumes::resolve(&resolve_d, &domain))
+            .await??,
+    );
     let disks = disk_paths(&domain).await;
 
     let id = {
@@ -268,7 +273,10 @@ pub(crate) fn activate(
     // The driver's live XML says what it made at start (the TAP of a bridge
     // NIC, generated MACs): domiflist and the like read that, as libvirt's.
     let domain = match Domain::parse(&record.xml) {
-        Ok(parsed) => Arc::new(parsed.domain),
+        Ok(mut parsed) => {
+            super::disk_volumes::carry_resolved(&domain, &mut parsed.domain);
+            Arc::new(parsed.domain)
+        }
         Err(_) => domain,
     };
     let (tx, rx) = watch::channel(false);

@@ -16,6 +16,7 @@ mod boot;
 mod boot_tests;
 mod console;
 mod devices;
+mod disk_volumes;
 mod drivers;
 mod events;
 mod failure;

@@ -90,7 +90,7 @@ fn lookup(d: &Daemon, key: &str) -> Result<String, Failure> {
     find(&d.pools.lock(), key).ok_or_else(|| no_pool(key))
 }
 
-fn failure(e: StorageError) -> Failure {
+pub(super) fn failure(e: StorageError) -> Failure {
     match e {
         StorageError::NotFound(m) => Failure::not_found(m),
         StorageError::Conflict(m) => Failure::conflict(m),
@@ -329,7 +329,7 @@ fn inactive(d: &Daemon, key: &str, verb: &str) -> Result<Arc<Pool>, Failure> {
 }
 
 /// The active pool `key`'s definition, for its volumes.
-fn active(d: &Daemon, key: &str) -> Result<Arc<Pool>, Failure> {
+pub(super) fn active(d: &Daemon, key: &str) -> Result<Arc<Pool>, Failure> {
     let name = lookup(d, key)?;
     let table = d.pools.lock();
     table[&name].live.clone().ok_or_else(|| {

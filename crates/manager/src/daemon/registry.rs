@@ -290,8 +290,15 @@ pub(crate) fn resolve_disk_paths(domain: &Domain) -> Vec<(PathBuf, bool)> {
         .disks
         .iter()
         .map(|d| {
-            let path = match &d.source {
-                virtxml::DiskSource::File(p) | virtxml::DiskSource::Block(p) => Path::new(p),
+            // A volume is claimed by its path once the daemon found it,
+            // by its pool and name before.
+            let described;
+            let path = match d.source.host_path() {
+                Some(p) => Path::new(p),
+                None => {
+                    described = d.source.describe();
+                    Path::new(&described)
+                }
             };
             (
                 std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),

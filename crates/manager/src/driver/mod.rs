@@ -234,19 +234,30 @@ pub(crate) fn macvlan_mode(mode: virtxml::DirectMode) -> netvirt::link::MacvlanM
 }
 
 /// `domain` as it will be when the daemon starts it: each `type='network'`
-/// interface plugged into a bridge. A definition is checked before its
-/// networks run (they may not yet), and the bridge's name changes nothing a
-/// driver checks.
-pub fn with_networks_plugged(domain: &Domain) -> std::borrow::Cow<'_, Domain> {
+/// interface plugged into a bridge, each `type='volume'` disk found in its
+/// pool. A definition is checked before its networks and pools run (they
+/// may not yet), and neither the bridge's name nor the volume's path
+/// changes anything a driver checks, so stand-ins do.
+pub fn as_started(domain: &Domain) -> std::borrow::Cow<'_, Domain> {
     let unplugged =
         |i: &Interface| matches!(i.kind, virtxml::InterfaceKind::Network { bridge: None, .. });
-    if !domain.devices.interfaces.iter().any(unplugged) {
+    let unresolved = |d: &virtxml::Disk| d.source.host_path().is_none();
+    if !domain.devices.interfaces.iter().any(unplugged)
+        && !domain.devices.disks.iter().any(unresolved)
+    {
         return std::borrow::Cow::Borrowed(domain);
     }
     let mut plugged = domain.clone();
     for iface in &mut plugged.devices.interfaces {
         if let virtxml::InterfaceKind::Network { bridge, .. } = &mut iface.kind {
             bridge.get_or_insert_with(|| "virbr0".to_string());
+        }
+    }
+    for disk in &mut plugged.devices.disks {
+        if let virtxml::DiskSource::Volume(v) = &mut disk.source {
+            let path = format!("/{}/{}", v.pool, v.volume);
+            v.resolved
+                .get_or_insert(virtxml::ResolvedVolume { path, block: false });
         }
     }
     std::borrow::Cow::Owned(plugged)

@@ -1,4 +1,5 @@
-//! `disk`: a virtio-blk disk backed by a file or a block device.
+//! `disk`: a virtio-blk disk backed by a file, a block device or a volume
+//! of a storage pool.
 
 use crate::error::Error;
 use crate::node::{Ctx, Node, Unmodelled};
@@ -11,6 +12,69 @@ pub enum DiskSource {
     File(String),
     /// `type='block'`, `source dev=`.
     Block(String),
+    /// `type='volume'`, `source pool= volume=`: found in the pool when the
+    /// domain starts or the disk is plugged.
+    Volume(VolumeSource),
+}
+
+/// A disk that is a storage pool's volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSource {
+    /// The pool's name.
+    pub pool: String,
+    /// The volume's name in the pool.
+    pub volume: String,
+    /// Where the volume is on the host, once the daemon looked it up; not
+    /// written out (libvirt's definitions name only the pool and volume).
+    pub resolved: Option<ResolvedVolume>,
+}
+
+/// The host side of a volume, as its pool reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedVolume {
+    /// Its path (a file, or a device node).
+    pub path: String,
+    /// Whether the path is a block device rather than a file.
+    pub block: bool,
+}
+
+impl DiskSource {
+    /// The host path the disk's data is at: a file or device's own, a
+    /// volume's once resolved (`None` before).
+    pub fn host_path(&self) -> Option<&str> {
+        match self {
+            DiskSource::File(p) | DiskSource::Block(p) => Some(p),
+            DiskSource::Volume(v) => v.resolved.as_ref().map(|r| r.path.as_str()),
+        }
+    }
+
+    /// Whether the host path is a block device (a resolved volume's says).
+    pub fn is_block(&self) -> bool {
+        match self {
+            DiskSource::File(_) => false,
+            DiskSource::Block(_) => true,
+            DiskSource::Volume(v) => v.resolved.as_ref().is_some_and(|r| r.block),
+        }
+    }
+
+    /// The source as `domblklist` shows it: the host path, or `pool/volume`
+    /// for a volume not resolved yet.
+    pub fn describe(&self) -> String {
+        match (self, self.host_path()) {
+            (_, Some(p)) => p.to_string(),
+            (DiskSource::Volume(v), None) => format!("{}/{}", v.pool, v.volume),
+            _ => String::new(),
+        }
+    }
+
+    /// libvirt's `type=` for the source.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DiskSource::File(_) => "file",
+            DiskSource::Block(_) => "block",
+            DiskSource::Volume(_) => "volume",
+        }
+    }
 }
 
 /// The image format, always stated: Vireo never probes it.
@@ -123,9 +187,9 @@ const DISK_UNMODELLED: &[(&str, Unmodelled)] = &[
 pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> {
     node.check_attrs(ctx, &["type", "device"]);
     let kind = node.attr("type").unwrap_or("file");
-    if kind != "file" && kind != "block" {
+    if !matches!(kind, "file" | "block" | "volume") {
         return Err(node.refuse(format!(
-            "disk type '{kind}' is not supported: use file or block"
+            "disk type '{kind}' is not supported: use file, block or volume"
         )));
     }
     let device = node.attr("device").unwrap_or("disk");
@@ -149,6 +213,10 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
             }
             "source" => {
                 c.once(&source)?;
+                if kind == "volume" {
+                    source = Some(parse_volume_source(&c, ctx)?);
+                    continue;
+                }
                 let (attr, wrap): (&str, fn(String) -> DiskSource) = if kind == "file" {
                     ("file", DiskSource::File)
                 } else {
@@ -225,6 +293,32 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
     })
 }
 
+/// `source pool= volume=` of a `type='volume'` disk.
+fn parse_volume_source(c: &Node<'_>, ctx: &mut Ctx) -> Result<DiskSource, Error> {
+    c.leaf(ctx, &["pool", "volume", "mode"])?;
+    if let Some(mode) = c.attr("mode") {
+        return Err(c.refuse(format!(
+            "mode='{mode}' is for iSCSI pools' volumes, which Vireo does not run as disks: leave it out"
+        )));
+    }
+    let mut names = [("pool", ""), ("volume", "")];
+    for (attr, value) in &mut names {
+        let v = c.need(attr)?;
+        if v.is_empty() || v.contains('/') || v.chars().any(char::is_control) {
+            return Err(c.refuse(format!(
+                "{attr}='{}' is not a {attr} name",
+                v.escape_debug()
+            )));
+        }
+        *value = v;
+    }
+    Ok(DiskSource::Volume(VolumeSource {
+        pool: names[0].1.to_string(),
+        volume: names[1].1.to_string(),
+        resolved: None,
+    }))
+}
+
 struct Driver {
     format: Option<DiskFormat>,
     cache: Option<DiskCache>,
@@ -287,11 +381,7 @@ fn parse_driver(c: &Node<'_>, ctx: &mut Ctx) -> Result<Driver, Error> {
 
 impl Disk {
     pub(crate) fn write(&self, w: &mut XmlWriter) {
-        let (kind, attr, path) = match &self.source {
-            DiskSource::File(p) => ("file", "file", p),
-            DiskSource::Block(p) => ("block", "dev", p),
-        };
-        w.open("disk", &[("type", kind), ("device", "disk")]);
+        w.open("disk", &[("type", self.source.kind()), ("device", "disk")]);
         let mut driver = vec![
             ("name", "qemu"),
             (
@@ -333,7 +423,11 @@ impl Disk {
             ));
         }
         w.empty("driver", &driver);
-        w.empty("source", &[(attr, path)]);
+        match &self.source {
+            DiskSource::File(p) => w.empty("source", &[("file", p)]),
+            DiskSource::Block(p) => w.empty("source", &[("dev", p)]),
+            DiskSource::Volume(v) => w.empty("source", &[("pool", &v.pool), ("volume", &v.volume)]),
+        }
         w.empty("target", &[("dev", &self.target), ("bus", "virtio")]);
         if self.readonly {
             w.empty("readonly", &[]);
@@ -376,6 +470,37 @@ mod tests {
         let d = disk("<disk type='block'><driver type='raw'/><source dev='/dev/sdb'/><target dev='vdb'/></disk>")
             .unwrap();
         assert_eq!(d.source, DiskSource::Block("/dev/sdb".into()));
+    }
+
+    #[test]
+    fn volume_disks_name_a_pool_and_a_volume() {
+        let d = disk(
+            "<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source pool='images' volume='a.qcow2'/><target dev='vda' bus='virtio'/></disk>",
+        )
+        .unwrap();
+        let DiskSource::Volume(v) = &d.source else {
+            panic!("{:?}", d.source)
+        };
+        assert_eq!((v.pool.as_str(), v.volume.as_str()), ("images", "a.qcow2"));
+        assert_eq!(d.source.host_path(), None);
+        assert_eq!(d.source.describe(), "images/a.qcow2");
+        let mut w = XmlWriter::default();
+        d.write(&mut w);
+        let xml = w.finish();
+        assert!(
+            xml.contains("<source pool='images' volume='a.qcow2'/>"),
+            "{xml}"
+        );
+        for bad in [
+            "<disk type='volume'><driver type='raw'/><source pool='p'/><target dev='vda'/></disk>",
+            "<disk type='volume'><driver type='raw'/><source pool='p' volume='a/b'/><target dev='vda'/></disk>",
+            "<disk type='volume'><driver type='raw'/><source pool='' volume='v'/><target dev='vda'/></disk>",
+            "<disk type='volume'><driver type='raw'/><source pool='p' volume='v' mode='host'/><target dev='vda'/></disk>",
+            "<disk type='volume'><source pool='p' volume='v'/><target dev='vda'/></disk>",
+        ] {
+            assert!(disk(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

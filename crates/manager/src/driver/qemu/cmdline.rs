@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use virtxml::devices::disk::{DiskDiscard, DiskIo};
 use virtxml::devices::rng::RngBackend;
 use virtxml::{
-    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskFormat, DiskSource, Domain,
-    Interface, InterfaceKind, LifecycleAction,
+    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskFormat, Domain, Interface,
+    InterfaceKind, LifecycleAction,
 };
 
 use crate::driver::DriverError;
@@ -177,6 +177,12 @@ pub fn validate(domain: &Domain) -> Result<Machine, DriverError> {
 
 /// Refuses a disk this driver cannot map (`at` is its path, for the line).
 pub fn check_disk(disk: &Disk, at: &str) -> Result<(), DriverError> {
+    if disk.source.host_path().is_none() {
+        return Err(DriverError::Unsupported(format!(
+            "{at}/source: volume '{}' has not been looked up in its storage pool",
+            disk.source.describe()
+        )));
+    }
     if disk.io == Some(DiskIo::Native) && disk.cache != Some(DiskCache::None) {
         return Err(DriverError::Unsupported(format!(
             "{at}/driver: io='native' needs cache='none' under QEMU (it requires O_DIRECT)"
@@ -251,9 +257,12 @@ fn cpu_arg(domain: &Domain) -> String {
 /// The two `-blockdev` nodes (protocol, format) for `disk`, named
 /// `file-TARGET` and `disk-TARGET`.
 pub fn blockdev_nodes(disk: &Disk) -> (Value, Value) {
-    let (driver, filename) = match &disk.source {
-        DiskSource::File(p) => ("file", p),
-        DiskSource::Block(p) => ("host_device", p),
+    // validate() refused a volume that was not resolved.
+    let filename = disk.source.host_path().unwrap_or_default();
+    let driver = if disk.source.is_block() {
+        "host_device"
+    } else {
+        "file"
     };
     let mut file = json!({
         "driver": driver,

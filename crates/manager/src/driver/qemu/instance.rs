@@ -210,9 +210,7 @@ impl QemuInstance {
             let qdev = format!("/machine/peripheral/{}/", disk.target);
             let k = |s: &str| format!("block.{i}.{s}");
             out.insert(k("name"), json!(disk.target));
-            let path = match &disk.source {
-                virtxml::DiskSource::File(p) | virtxml::DiskSource::Block(p) => p,
-            };
+            let path = disk.source.describe();
             out.insert(k("path"), json!(path));
             let Some(e) = entries.iter().find(|e| {
                 e.get("node-name").and_then(Value::as_str) == Some(&node)

@@ -139,7 +139,7 @@ impl Driver for QemuDriver {
     }
 
     fn validate(&self, domain: &Domain) -> Result<(), DriverError> {
-        cmdline::validate(&super::with_networks_plugged(domain)).map(drop)
+        cmdline::validate(&super::as_started(domain)).map(drop)
     }
 
     fn start(

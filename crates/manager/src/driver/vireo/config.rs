@@ -34,8 +34,8 @@
 use std::path::{Path, PathBuf};
 
 use virtxml::{
-    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskFormat, DiskSource, Domain,
-    Interface, InterfaceKind, LifecycleAction, MacAddress,
+    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskFormat, Domain, Interface,
+    InterfaceKind, LifecycleAction, MacAddress,
 };
 
 use crate::driver::DriverError;
@@ -152,6 +152,21 @@ fn absolute(domain: &Domain, path: &str, what: &str, value: &str) -> Result<(), 
             format!("{what} '{value}' must be an absolute path (the VMM does not run in the client's directory)"),
         ))
     }
+}
+
+/// The host path of `disk`'s data; a volume the daemon has not looked up
+/// in its pool has none.
+fn host_path<'a>(domain: &Domain, path: &str, disk: &'a Disk) -> Result<&'a str, DriverError> {
+    disk.source.host_path().ok_or_else(|| {
+        refuse(
+            domain,
+            path,
+            format!(
+                "volume '{}' has not been looked up in its storage pool",
+                disk.source.describe()
+            ),
+        )
+    })
 }
 
 /// A value inside a `--disk`/`--net`/... option list: commas doubled.
@@ -374,10 +389,7 @@ fn cpu_template(domain: &Domain) -> Result<&'static str, DriverError> {
 
 fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, DriverError> {
     let path = format!("/domain/devices/disk[{index}]/source");
-    let source = match &disk.source {
-        DiskSource::File(f) => f,
-        DiskSource::Block(d) => d,
-    };
+    let source = host_path(domain, &path, disk)?;
     absolute(domain, &path, "the disk source", source)?;
     let format = match disk.format {
         DiskFormat::Raw => "raw",
@@ -404,10 +416,7 @@ fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, Dri
 
 /// `--disk` for a hot-plug: the same fields as JSON for `PUT /vm/add-disk`.
 pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Value, DriverError> {
-    let source = match &disk.source {
-        DiskSource::File(f) => f,
-        DiskSource::Block(d) => d,
-    };
+    let source = host_path(domain, "/disk/source", disk)?;
     absolute(domain, "/disk/source", "the disk source", source)?;
     let mut spec = serde_json::json!({
         "id": disk.target,

@@ -118,7 +118,7 @@ impl Driver for VireoDriver {
     }
 
     fn validate(&self, domain: &Domain) -> Result<(), DriverError> {
-        let domain = super::with_networks_plugged(domain);
+        let domain = super::as_started(domain);
         config::plan(&domain, 0, Path::new("/run/vireo/domains/0"), false).map(drop)
     }
 
