@@ -13,7 +13,8 @@
 #   - the L1 and L2 initramfs archives (make-roots.sh) in OUT;
 # then boots L1 once with `vireo.scenarios=` and runs every scenario
 # (l1-init.sh), the whole run bounded by VIREO_NESTED_TIMEOUT seconds
-# (default 1500) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
+# (default 1500; an L1 silent for VIREO_NESTED_FREEZE seconds, default 180,
+# has frozen under the emulator and is booted again, at most three boots) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
 # (default 180); VIREO_NESTED_BLK_MIB (raw disk, default 128),
 # VIREO_NESTED_QCOW2_MIB (default 64) and VIREO_NESTED_NET_MIB (default 50)
 # size the bulk data checks; VIREO_NESTED_PIN=CPUS runs vireo in L1 under
@@ -144,24 +145,105 @@ per_run=${VIREO_NESTED_SCENARIO_TIMEOUT:-180}
 blk_mib=${VIREO_NESTED_BLK_MIB:-128}
 qcow2_mib=${VIREO_NESTED_QCOW2_MIB:-64}
 net_mib=${VIREO_NESTED_NET_MIB:-50}
-step "booting L1 for: $scenarios (timeout ${timeout_s}s)"
+freeze_s=${VIREO_NESTED_FREEZE:-180}
 start=$(date +%s)
+deadline=$((start + timeout_s))
 rc=0
+: >"$out/l1-console.log"
+rm -f "$out"/l1-console.*.log
+
+# boot_l1 SCENARIOS LOG: one L1 boot running SCENARIOS, its console in LOG;
+# sets $rc (QEMU's status, 124 at the run's deadline) and $froze (1 when
+# L1 printed nothing for $freeze_s seconds and QEMU was stopped: L1 prints
+# a heartbeat every minute, so silence means the emulator stopped running
+# it).
 # -no-reboot and panic=-1: a panicking L1 ends QEMU instead of looping.
 # L2s with more vCPUs than L1 has are fine: L1's KVM time-slices them.
 # 6 GiB because vireo refuses guest RAM beyond its host's RAM and swap, and
 # boot-4cpu-5g gives L2 5 GiB; QEMU only backs what L1 touches.
-QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" timeout "$timeout_s" \
-    "$q/bin/qemu-system-x86_64" -L "$q/share/qemu" -L "$q/share/seabios" \
-    -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "$smp" -m "$mem" $numa $disk -display none -serial stdio -monitor none \
-    -no-reboot -nic none -d cpu_reset,guest_errors -D "$out/qemu-debug.log" \
-    -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
-    -append "console=ttyS0 panic=-1 vireo.scenarios=$scenarios vireo.timeout=$per_run vireo.blk_mib=$blk_mib vireo.qcow2_mib=$qcow2_mib vireo.net_mib=$net_mib${VIREO_NESTED_PIN:+ vireo.pin=$VIREO_NESTED_PIN}${VIREO_NESTED_STRESS:+ vireo.stress=$VIREO_NESTED_STRESS}$extra_cmdline" \
-    </dev/null >"$out/l1-console.log" 2>&1 || rc=$?
+boot_l1() {
+    QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" \
+        "$q/bin/qemu-system-x86_64" -L "$q/share/qemu" -L "$q/share/seabios" \
+        -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "$smp" -m "$mem" $numa $disk -display none -serial stdio -monitor none \
+        -no-reboot -nic none -d cpu_reset,guest_errors -D "$out/qemu-debug.log" \
+        -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
+        -append "console=ttyS0 panic=-1 vireo.scenarios=$1 vireo.timeout=$per_run vireo.blk_mib=$blk_mib vireo.qcow2_mib=$qcow2_mib vireo.net_mib=$net_mib${VIREO_NESTED_PIN:+ vireo.pin=$VIREO_NESTED_PIN}${VIREO_NESTED_STRESS:+ vireo.stress=$VIREO_NESTED_STRESS}$extra_cmdline" \
+        </dev/null >"$2" 2>&1 &
+    qpid=$!
+    froze=
+    quiet=0
+    last=-1
+    while kill -0 "$qpid" 2>/dev/null; do
+        sleep 5
+        size=$(stat -c %s "$2" 2>/dev/null || echo 0)
+        if [ "$size" = "$last" ]; then
+            quiet=$((quiet + 5))
+        else
+            quiet=0
+            last=$size
+        fi
+        if [ "$quiet" -ge "$freeze_s" ]; then
+            froze=1
+            kill "$qpid" 2>/dev/null
+            break
+        fi
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            kill "$qpid" 2>/dev/null
+            break
+        fi
+    done
+    rc=0
+    wait "$qpid" || rc=$?
+    if [ "$(date +%s)" -ge "$deadline" ] && [ -z "$froze" ]; then
+        rc=124
+    fi
+}
+
+# An L1 that froze is booted again for the scenario it froze in (once)
+# and those after it; the console says so (VIREO-L1-FROZE), and the
+# harness counts only a scenario's last attempt.
+todo=$scenarios
+retried=,
+boots=0
+while [ -n "$todo" ]; do
+    boots=$((boots + 1))
+    step "booting L1 for: $todo (boot $boots, $((deadline - $(date +%s)))s left of ${timeout_s}s)"
+    part="$out/l1-console.$boots.log"
+    boot_l1 "$todo" "$part"
+    cat "$part" >>"$out/l1-console.log"
+    [ -n "$froze" ] || break
+    # The scenario that began and did not end, and those after it.
+    at=$(sed -n 's/\r$//; s/^VIREO-SCENARIO-BEGIN //p' "$part" | tail -n 1)
+    if [ -n "$at" ] && grep -q "^VIREO-SCENARIO-END $at " "$part"; then
+        at=
+    fi
+    rest=
+    seen=
+    [ -n "$at" ] || seen=1
+    for s in $(echo "$todo" | tr ',' ' '); do
+        if [ "$s" = "$at" ]; then
+            seen=1
+            case "$retried" in
+            *",$s,"*) continue ;;
+            esac
+            retried="$retried$s,"
+        fi
+        [ -n "$seen" ] || continue
+        grep -q "^VIREO-SCENARIO-END $s " "$part" && continue
+        rest="$rest${rest:+,}$s"
+    done
+    echo "VIREO-L1-FROZE ${at:-(between scenarios)}: L1 printed nothing for ${freeze_s}s under QEMU's emulator (boot $boots stopped); booting L1 again for: ${rest:-nothing}" |
+        tee -a "$out/l1-console.log" >&2
+    if [ "$boots" -ge 3 ] || [ "$(date +%s)" -ge "$deadline" ]; then
+        break
+    fi
+    todo=$rest
+done
 end=$(date +%s)
 # A failed or unfinished run's console is kept beside the next ones: a
 # failure here is a bug to look into, and reruns must not erase it.
 if [ "$rc" != 0 ] || ! grep -q '^VIREO-L1-DONE' "$out/l1-console.log" ||
+    grep -q '^VIREO-L1-FROZE' "$out/l1-console.log" ||
     grep -q '^VIREO-RESULT [^ ]* [^ ]* fail' "$out/l1-console.log"; then
     cp "$out/l1-console.log" "$out/failed-$start.log"
     cp "$out/qemu-debug.log" "$out/failed-$start.qemu-debug.log" 2>/dev/null || true

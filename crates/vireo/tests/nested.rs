@@ -572,3 +572,25 @@ fn harness_reads_skips_and_checks_from_l1s_console() {
         ]
     );
 }
+
+/// A scenario L1 froze in and that ran again in a new L1 boot is judged by
+/// its last attempt alone.
+#[test]
+fn harness_judges_a_scenario_by_its_last_attempt() {
+    let run = Run {
+        log: "VIREO-SCENARIO-BEGIN virtio-net\n\
+              VIREO-RESULT virtio-net mac ok 52:54:00:12:34:56\n\
+              VIREO-L1-FROZE virtio-net: L1 printed nothing for 180s under QEMU's emulator (boot 1 stopped); booting L1 again for: virtio-net,console\n\
+              VIREO-SCENARIO-BEGIN virtio-net\n\
+              VIREO-RESULT virtio-net ping ok 3 packets received\n\
+              VIREO-SCENARIO-END virtio-net rc=0\n"
+            .to_string(),
+        qemu_rc: "0".to_string(),
+        wall_seconds: "1".to_string(),
+        out: std::env::temp_dir(),
+    };
+    let net = run.scenario("virtio-net");
+    let names: Vec<&str> = net.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["ping"]);
+    net.assert_checks(&["ping"]);
+}

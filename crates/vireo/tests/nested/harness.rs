@@ -98,6 +98,9 @@ pub fn run_with(name: &str, scenarios: &[&str], env: &[(&str, &str)]) -> Result<
         wall_seconds: read("wall-seconds"),
         out,
     };
+    for froze in run.log.lines().filter(|l| l.starts_with("VIREO-L1-FROZE ")) {
+        eprintln!("nested: {froze}");
+    }
     eprintln!(
         "nested: {} scenario(s) in {} s of wall time (QEMU rc {})",
         scenarios.len(),
@@ -108,8 +111,10 @@ pub fn run_with(name: &str, scenarios: &[&str], env: &[(&str, &str)]) -> Result<
 }
 
 impl Run {
-    /// The part of the log that belongs to `name`. A scenario that never
-    /// began has no lines; its checks then fail with the log's tail.
+    /// The part of the log that belongs to `name`: its last attempt, when
+    /// an L1 that froze was booted again for it (run.sh's
+    /// `VIREO-L1-FROZE`). A scenario that never began has no lines; its
+    /// checks then fail with the log's tail.
     pub fn scenario(&self, name: &str) -> Scenario<'_> {
         let begin = format!("VIREO-SCENARIO-BEGIN {name}");
         let end = format!("VIREO-SCENARIO-END {name} ");
@@ -120,6 +125,7 @@ impl Run {
         for line in self.log.lines().map(|l| l.trim_end_matches('\r')) {
             if line == begin {
                 inside = true;
+                lines.clear();
                 continue;
             }
             if !inside {
