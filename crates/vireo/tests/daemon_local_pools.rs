@@ -507,3 +507,104 @@ fn a_gpt_disk_pool_with_partitions_as_volumes() {
     ok(&d, &["pool-delete", "d"]);
     ok(&d, &["pool-undefine", "d"]);
 }
+
+/// The bytes the `virtio` guest's `blk` step writes to sector `n`.
+fn guest_pattern(n: u64) -> Vec<u8> {
+    let mut s: Vec<u8> = (0..512u64).map(|i| n.wrapping_add(i).to_le_bytes()[0]).collect();
+    s[..8].copy_from_slice(&n.to_le_bytes());
+    s
+}
+
+/// Checks sectors 1..=8 of `file` from byte `base` on hold the guest's
+/// pattern, and sector 0 is untouched (zero).
+fn assert_guest_wrote(file: &Path, base: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(file).unwrap();
+    let mut sector = vec![0u8; 512];
+    f.read_exact_at(&mut sector, base).unwrap();
+    assert!(
+        sector.iter().all(|b| *b == 0),
+        "{}: sector 0 written",
+        file.display()
+    );
+    for n in 1..=8u64 {
+        f.read_exact_at(&mut sector, base + n * 512).unwrap();
+        assert_eq!(sector, guest_pattern(n), "{} sector {n}", file.display());
+    }
+}
+
+#[test]
+fn a_guest_writes_a_partition_and_an_image_on_a_mounted_filesystem() {
+    if let Some(why) = missing() {
+        testkit::skip(&why);
+        return;
+    }
+    if !daemon_harness::have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disk.img");
+    let disk = Loop::attach(&backing, 32 << 20, true);
+    let mnt = dir.path().join("mnt");
+    let mut fs = Loop::attach(&dir.path().join("fs.img"), 64 << 20, false);
+    fs.mount = Some(mnt.clone());
+    let d = Daemon::start(dir.path());
+    let p1 = format!("{}p1", disk.name());
+    ok(
+        &d,
+        &["pool-define-as", "d", "disk", "--source-dev", &disk.dev],
+    );
+    ok(&d, &["pool-build", "d"]);
+    ok(&d, &["pool-start", "d"]);
+    ok(&d, &["vol-create-as", "d", &p1, "4M"]);
+    let target = mnt.to_str().unwrap();
+    ok(
+        &d,
+        &[
+            "pool-define-as",
+            "f",
+            "fs",
+            "--source-dev",
+            &fs.dev,
+            "--source-format",
+            "ext4",
+            "--target",
+            target,
+        ],
+    );
+    ok(&d, &["pool-build", "f", "--no-overwrite"]);
+    ok(&d, &["pool-start", "f"]);
+    ok(&d, &["vol-create-as", "f", "g.raw", "4M"]);
+    let part = ok(&d, &["vol-path", &p1, "--pool", "d"]).trim().to_string();
+    let image = ok(&d, &["vol-path", "g.raw", "--pool", "f"])
+        .trim()
+        .to_string();
+
+    let xml = daemon_harness::domain_xml("w", "virtio", "")
+        .replace(
+            "<memory unit='MiB'>32</memory>",
+            "<memory unit='MiB'>64</memory>",
+        )
+        .replace("</os>", "<cmdline>blk</cmdline></os>")
+        .replace(
+            "<devices>",
+            &format!(
+                "<devices><disk type='block' device='disk'><driver name='qemu' type='raw'/>\
+                 <source dev='{part}'/><target dev='vda' bus='virtio'/></disk>\
+                 <disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+                 <source file='{image}'/><target dev='vdb' bus='virtio'/></disk>"
+            ),
+        );
+    d.define(&xml);
+    d.ok("POST", "/domains/w/start", None);
+    d.wait_state("w", "shut_off", std::time::Duration::from_secs(60));
+
+    assert_guest_wrote(Path::new(&part), 0);
+    // The same bytes, found independently at the partition's offset in
+    // the loop device's backing file (1 MiB: the first aligned sector).
+    assert_guest_wrote(&backing, 1 << 20);
+    assert_guest_wrote(Path::new(&image), 0);
+    ok(&d, &["pool-destroy", "f"]);
+    assert!(!is_mounted(&mnt));
+}
