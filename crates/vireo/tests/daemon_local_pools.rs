@@ -510,7 +510,9 @@ fn a_gpt_disk_pool_with_partitions_as_volumes() {
 
 /// The bytes the `virtio` guest's `blk` step writes to sector `n`.
 fn guest_pattern(n: u64) -> Vec<u8> {
-    let mut s: Vec<u8> = (0..512u64).map(|i| n.wrapping_add(i).to_le_bytes()[0]).collect();
+    let mut s: Vec<u8> = (0..512u64)
+        .map(|i| n.wrapping_add(i).to_le_bytes()[0])
+        .collect();
     s[..8].copy_from_slice(&n.to_le_bytes());
     s
 }
