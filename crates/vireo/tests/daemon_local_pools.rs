@@ -224,7 +224,19 @@ fn an_ext4_fs_pool_from_build_to_delete() {
     run("umount", &[target]);
     d.spawn();
     assert!(ok(&d, &["pool-info", "f"]).contains("State:          inactive"));
+    // Mounted by hand (or by a daemon stopped before it recorded the
+    // pool): start takes the mount as it is rather than mounting twice.
+    run("mount", &["-t", "ext4", &lo.dev, target]);
     ok(&d, &["pool-start", "f"]);
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let point = std::fs::canonicalize(&mnt).unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.split(' ').nth(4) == point.to_str())
+            .count(),
+        1,
+        "{text}"
+    );
 
     // Taken apart: volumes, unmount, the directory; the filesystem stays.
     for v in ["a.raw", "b.qcow2"] {
@@ -322,6 +334,18 @@ fn fs_pools_refuse_what_they_cannot_mount() {
         &["pool-define-as", "nodev", "fs", "--target", "/tmp/x"],
         "needs exactly one <source><device",
     );
+    // Something else mounted on the target is not the pool.
+    let auto = dir.path().join("auto");
+    std::fs::create_dir_all(&auto).unwrap();
+    let mut lo = lo;
+    lo.mount = Some(auto.clone());
+    run("mount", &["-t", "tmpfs", "none", auto.to_str().unwrap()]);
+    refused(
+        &d,
+        &["pool-start", "auto"],
+        "is already a mount point (tmpfs)",
+    );
+    run("umount", &[auto.to_str().unwrap()]);
     // 'auto' mounts whatever is there.
     ok(&d, &["pool-start", "auto"]);
     assert!(is_mounted(&dir.path().join("auto")));
@@ -607,6 +631,83 @@ fn a_guest_writes_a_partition_and_an_image_on_a_mounted_filesystem() {
     // the loop device's backing file (1 MiB: the first aligned sector).
     assert_guest_wrote(&backing, 1 << 20);
     assert_guest_wrote(Path::new(&image), 0);
+    ok(&d, &["pool-destroy", "f"]);
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+fn volumes_a_running_domain_uses_stay() {
+    if let Some(why) = missing() {
+        testkit::skip(&why);
+        return;
+    }
+    if !daemon_harness::have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Loop::attach(&dir.path().join("disk.img"), 32 << 20, true);
+    let mnt = dir.path().join("mnt");
+    let mut fs = Loop::attach(&dir.path().join("fs.img"), 64 << 20, false);
+    fs.mount = Some(mnt.clone());
+    let d = Daemon::start(dir.path());
+    let p1 = format!("{}p1", disk.name());
+    ok(
+        &d,
+        &["pool-define-as", "d", "disk", "--source-dev", &disk.dev],
+    );
+    ok(&d, &["pool-build", "d"]);
+    ok(&d, &["pool-start", "d"]);
+    ok(&d, &["vol-create-as", "d", &p1, "4M"]);
+    let target = mnt.to_str().unwrap();
+    ok(
+        &d,
+        &[
+            "pool-define-as",
+            "f",
+            "fs",
+            "--source-dev",
+            &fs.dev,
+            "--source-format",
+            "ext4",
+            "--target",
+            target,
+        ],
+    );
+    ok(&d, &["pool-build", "f", "--overwrite"]);
+    ok(&d, &["pool-start", "f"]);
+    ok(
+        &d,
+        &["vol-create-as", "f", "u.qcow2", "16M", "--format", "qcow2"],
+    );
+    let xml = daemon_harness::domain_xml("u", "idle", "").replace(
+        "<devices>",
+        &format!(
+            "<devices><disk type='block' device='disk'><driver name='qemu' type='raw'/>\
+             <source dev='/dev/{p1}'/><target dev='vda' bus='virtio'/></disk>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+            mnt.join("u.qcow2").display()
+        ),
+    );
+    d.define(&xml);
+    d.ok("POST", "/domains/u/start", None);
+    refused(
+        &d,
+        &["vol-delete", &p1, "--pool", "d"],
+        "in use by running domain(s) u",
+    );
+    refused(
+        &d,
+        &["vol-delete", "u.qcow2", "--pool", "f"],
+        "in use by running domain(s) u",
+    );
+    refused(&d, &["pool-destroy", "f"], "it is in use");
+    assert!(is_mounted(&mnt));
+    d.ok("POST", "/domains/u/destroy", None);
+    d.wait_state("u", "shut_off", std::time::Duration::from_secs(10));
+    ok(&d, &["vol-delete", &p1, "--pool", "d"]);
+    ok(&d, &["vol-delete", "u.qcow2", "--pool", "f"]);
     ok(&d, &["pool-destroy", "f"]);
     assert!(!is_mounted(&mnt));
 }

@@ -44,6 +44,14 @@ impl FsFormat {
         }
     }
 
+    /// Whether a mounted filesystem of type `fstype` is this format.
+    fn accepts(self, fstype: &str) -> bool {
+        match self {
+            FsFormat::Auto => true,
+            FsFormat::Named(name) => name == fstype,
+        }
+    }
+
     /// The `mkfs` command line for `device`, and the Debian package that
     /// has the program.
     fn mkfs(self, device: &Path) -> Result<(Command, &'static str), StorageError> {
@@ -151,6 +159,11 @@ impl FsPool {
         let mounts = blockdev::mounts()?;
         let target = self.canonical_target()?;
         if let Some(m) = mounts.iter().rev().find(|m| m.point == target) {
+            // Ours already (a daemon that stopped between mounting and
+            // recording the pool): taken as it is, if it is the pool's type.
+            if m.rdev == rdev && self.format.accepts(&m.fstype) {
+                return Ok(());
+            }
             return Err(StorageError::Conflict(format!(
                 "target path {} is already a mount point ({})",
                 target.display(),

@@ -151,10 +151,13 @@ impl Label {
         if count == 0 || array_bytes > MAX_ARRAY {
             return Err(format!("the GPT label has {count} entries"));
         }
+        // Every sum is checked: the fields are the device's to choose.
+        let array_end = array_lba.checked_add(array_sectors);
+        let backup_start = last_usable.checked_add(array_sectors);
         if array_lba < 2
-            || first_usable < array_lba + array_sectors
+            || array_end.is_none_or(|end| first_usable < end)
             || last_usable < first_usable
-            || last_usable + array_sectors >= last_lba
+            || backup_start.is_none_or(|start| start >= last_lba)
         {
             return Err("the GPT header's layout does not fit the device".into());
         }
@@ -433,6 +436,79 @@ mod tests {
         l.write(f.as_file()).unwrap();
         let e = Label::read(f.as_file(), 16 * MIB, 512).unwrap_err();
         assert!(e.contains("resized"), "{e}");
+    }
+
+    /// Writes `value` at `offset` of the primary header and fixes its
+    /// checksum, so only the field's own check can catch it.
+    fn patch_header(f: &File, offset: usize, value: &[u8]) {
+        let mut h = vec![0u8; 512];
+        f.read_exact_at(&mut h, 512).unwrap();
+        h[offset..offset + value.len()].copy_from_slice(value);
+        let size = (le32(&h[12..16]) as usize).clamp(92, 512);
+        h[16..20].fill(0);
+        let crc = crc32fast::hash(&h[..size]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&h, 512).unwrap();
+    }
+
+    #[test]
+    fn hostile_headers_with_good_checksums_are_refused_not_trusted() {
+        let cases: [(usize, Vec<u8>, &str); 8] = [
+            (12, 4096u32.to_le_bytes().to_vec(), "bytes"),
+            (12, 8u32.to_le_bytes().to_vec(), "bytes"),
+            (80, u32::MAX.to_le_bytes().to_vec(), "entries"),
+            (80, 0u32.to_le_bytes().to_vec(), "entries"),
+            (84, 100u32.to_le_bytes().to_vec(), "bytes each"),
+            (72, u64::MAX.to_le_bytes().to_vec(), "layout"),
+            (48, 1u64.to_le_bytes().to_vec(), "layout"),
+            (24, 7u64.to_le_bytes().to_vec(), "backup"),
+        ];
+        for (offset, value, says) in cases {
+            let f = image(16 * MIB);
+            Label::new(16 * MIB, 512)
+                .unwrap()
+                .write(f.as_file())
+                .unwrap();
+            patch_header(f.as_file(), offset, &value);
+            let e = Label::read(f.as_file(), 16 * MIB, 512).unwrap_err();
+            assert!(e.contains(says), "offset {offset}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_entry_outside_the_usable_sectors_is_refused() {
+        let f = image(16 * MIB);
+        let mut l = Label::new(16 * MIB, 512).unwrap();
+        l.add(MIB, "a").unwrap();
+        l.entries[0].raw[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        l.write(f.as_file()).unwrap();
+        let e = Label::read(f.as_file(), 16 * MIB, 512).unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+    }
+
+    #[test]
+    fn random_damage_never_panics() {
+        let f = image(4 * MIB);
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            Label::new(4 * MIB, 512)
+                .unwrap()
+                .write(f.as_file())
+                .unwrap();
+            for _ in 0..1 + next() % 8 {
+                let at = 512 + next() % (33 * 512);
+                f.as_file()
+                    .write_all_at(&next().to_le_bytes()[..1], at)
+                    .unwrap();
+            }
+            let _ = Label::read(f.as_file(), 4 * MIB, 512);
+        }
     }
 
     #[test]
