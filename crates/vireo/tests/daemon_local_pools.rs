@@ -711,3 +711,48 @@ fn volumes_a_running_domain_uses_stay() {
     ok(&d, &["pool-destroy", "f"]);
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn an_xfs_pool_is_made_and_mounted() {
+    if let Some(why) = missing() {
+        testkit::skip(&why);
+        return;
+    }
+    if Command::new("mkfs.xfs").arg("-V").output().is_err() {
+        testkit::skip("mkfs.xfs is not installed (Debian package xfsprogs)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("x");
+    // xfsprogs makes no filesystem under 300 MiB.
+    let mut lo = Loop::attach(&dir.path().join("xfs.img"), 320 << 20, false);
+    lo.mount = Some(mnt.clone());
+    let d = Daemon::start(dir.path());
+    ok(
+        &d,
+        &[
+            "pool-define-as",
+            "x",
+            "fs",
+            "--source-dev",
+            &lo.dev,
+            "--source-format",
+            "xfs",
+            "--target",
+            mnt.to_str().unwrap(),
+        ],
+    );
+    ok(&d, &["pool-build", "x", "--no-overwrite"]);
+    assert_eq!(
+        run("blkid", &["-p", "-o", "value", "-s", "TYPE", &lo.dev]).trim(),
+        "xfs"
+    );
+    ok(&d, &["pool-start", "x"]);
+    ok(
+        &d,
+        &["vol-create-as", "x", "v.qcow2", "64M", "--format", "qcow2"],
+    );
+    qemu_img_check(&mnt.join("v.qcow2"));
+    ok(&d, &["pool-destroy", "x"]);
+    assert!(!is_mounted(&mnt));
+}
