@@ -756,3 +756,56 @@ fn an_xfs_pool_is_made_and_mounted() {
     ok(&d, &["pool-destroy", "x"]);
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn a_vfat_pool_mounts_or_names_the_missing_driver() {
+    if let Some(why) = missing() {
+        testkit::skip(&why);
+        return;
+    }
+    if Command::new("mkfs.vfat").arg("--help").output().is_err() {
+        testkit::skip("mkfs.vfat is not installed (Debian package dosfstools)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("v");
+    let mut lo = Loop::attach(&dir.path().join("vfat.img"), 64 << 20, false);
+    lo.mount = Some(mnt.clone());
+    let d = Daemon::start(dir.path());
+    ok(
+        &d,
+        &[
+            "pool-define-as",
+            "v",
+            "fs",
+            "--source-dev",
+            &lo.dev,
+            "--source-format",
+            "vfat",
+            "--target",
+            mnt.to_str().unwrap(),
+        ],
+    );
+    ok(&d, &["pool-build", "v", "--no-overwrite"]);
+    let has_vfat = std::fs::read_to_string("/proc/filesystems")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("vfat"));
+    // The kernel loads the module on demand, if it has one: either way
+    // the answer is a mount or one line naming the missing driver.
+    let (code, _, err) = virsh(&d, &["pool-start", "v"]);
+    if code == 0 {
+        assert!(is_mounted(&mnt));
+        ok(&d, &["vol-create-as", "v", "a.raw", "1M"]);
+        ok(&d, &["vol-delete", "a.raw", "--pool", "v"]);
+        ok(&d, &["pool-destroy", "v"]);
+    } else {
+        assert!(!has_vfat, "vfat is in /proc/filesystems, yet: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("this kernel has no vfat filesystem driver"),
+            "{err}"
+        );
+        assert!(!is_mounted(&mnt));
+    }
+}
