@@ -23,6 +23,13 @@ command -v nft >/dev/null || need+=(nftables)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # Per-NIC bandwidth: tc sets the HTB qdiscs and the IFB redirect.
 command -v tc >/dev/null || need+=(iproute2)
+# Storage pools: fs pools make filesystems (mkfs.ext4/xfs/vfat, blkid),
+# disk pools' tests read the GPT back with sgdisk.
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
+command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+command -v sgdisk >/dev/null || need+=(gdisk)
+command -v losetup >/dev/null || need+=(mount)
 # The API contract check makes a venv for schemathesis.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v curl >/dev/null || need+=(curl)

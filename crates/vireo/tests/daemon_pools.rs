@@ -118,7 +118,7 @@ fn a_dir_pool_from_define_to_delete() {
             "--target",
             "/mnt/n",
         ],
-        "only 'dir' pools are",
+        "is not available in this version of Vireo",
     );
 
     // Volumes.

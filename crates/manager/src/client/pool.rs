@@ -68,6 +68,17 @@ impl Client {
         self.send_no_answer::<()>("POST", &pool_path(pool, &format!("/{verb}")), None)
     }
 
+    /// `POST /pools/{pool}/build`; `overwrite` is virsh's `--overwrite`
+    /// (true) or `--no-overwrite` (false), neither when `None`.
+    pub fn pool_build(&mut self, pool: &str, overwrite: Option<bool>) -> Result<(), ClientError> {
+        let q = match overwrite {
+            None => "",
+            Some(true) => "?overwrite=true",
+            Some(false) => "?overwrite=false",
+        };
+        self.send_no_answer::<()>("POST", &format!("{}{q}", pool_path(pool, "/build")), None)
+    }
+
     /// `PUT /pools/{pool}/autostart`.
     pub fn pool_set_autostart(&mut self, pool: &str, enabled: bool) -> Result<(), ClientError> {
         let req = AutostartRequest { enabled };

@@ -12,6 +12,7 @@ use super::failure::{no_content, ok, parse_body, Answer, Failure};
 use super::routes::detached;
 use super::{pools, Daemon};
 use crate::api::{AutostartRequest, DefineRequest, VolumeResizeRequest, XmlDocument};
+use crate::storage::BuildMode;
 
 type D = State<Arc<Daemon>>;
 type PoolPath = Result<Path<String>, PathRejection>;
@@ -107,11 +108,35 @@ macro_rules! pool_change {
 }
 
 pool_change!(undefine, pools::undefine);
-pool_change!(build, pools::build);
 pool_change!(start, pools::start);
 pool_change!(destroy, pools::destroy);
 pool_change!(delete, pools::delete);
 pool_change!(refresh, pools::refresh);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BuildQuery {
+    /// virsh's `--overwrite` (true) or `--no-overwrite` (false).
+    overwrite: Option<bool>,
+}
+
+pub(crate) async fn build(
+    State(d): D,
+    p: PoolPath,
+    q: Result<Query<BuildQuery>, QueryRejection>,
+) -> Answer {
+    let key = pool(p)?;
+    let mode = match query(q)?.overwrite {
+        None => BuildMode::Default,
+        Some(true) => BuildMode::Overwrite,
+        Some(false) => BuildMode::NoOverwrite,
+    };
+    detached(d.changes.clone(), async move {
+        pools::build(&d, &key, mode).await
+    })
+    .await?;
+    Ok(no_content())
+}
 
 pub(crate) async fn autostart(State(d): D, p: PoolPath, body: Bytes) -> Answer {
     let key = pool(p)?;

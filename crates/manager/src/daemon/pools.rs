@@ -19,7 +19,7 @@ use super::failure::Failure;
 use super::store::Store;
 use super::Daemon;
 use crate::api::{DefineResponse, PoolSummary, VolumeSummary};
-use crate::storage::{self, Backend, StorageError, VolumeInfo};
+use crate::storage::{self, Backend, BuildMode, StorageError, VolumeInfo};
 
 /// One pool.
 pub(crate) struct PoolEntry {
@@ -177,6 +177,7 @@ fn parse(d: &Daemon, xml: &str) -> Result<(Pool, Vec<String>), Failure> {
     let parsed = Pool::parse(xml).map_err(|e| Failure::unprocessable(e.to_string()))?;
     let pool = parsed.pool;
     storage::supported(pool.kind).map_err(Failure::unprocessable)?;
+    Backend::open(&pool).map_err(|e| Failure::unprocessable(e.to_string()))?;
     let table = d.pools.lock();
     if let Some(e) = table.get(&pool.name) {
         if e.uuid != pool.uuid {
@@ -191,15 +192,30 @@ fn parse(d: &Daemon, xml: &str) -> Result<(Pool, Vec<String>), Failure> {
             pool.uuid
         )));
     }
-    if let Some(path) = &pool.target.path {
-        for (other, e) in table.iter().filter(|(n, _)| **n != pool.name) {
-            let uses = [e.config.as_ref(), e.live.as_ref()]
-                .into_iter()
-                .flatten()
-                .any(|p| p.target.path.as_deref() == Some(path.as_str()));
-            if uses {
+    // Disk pools all have /dev as target; their devices tell them apart.
+    let path = pool
+        .target
+        .path
+        .as_ref()
+        .filter(|_| pool.kind != virtxml::PoolType::Disk);
+    let local = matches!(pool.kind, virtxml::PoolType::Fs | virtxml::PoolType::Disk);
+    for (other, e) in table.iter().filter(|(n, _)| **n != pool.name) {
+        for p in [e.config.as_ref(), e.live.as_ref()].into_iter().flatten() {
+            if let Some(path) = path.filter(|t| p.target.path.as_ref() == Some(*t)) {
                 return Err(Failure::unprocessable(format!(
                     "Storage source conflict with pool: '{other}' uses target path {path}"
+                )));
+            }
+            let shared = matches!(p.kind, virtxml::PoolType::Fs | virtxml::PoolType::Disk)
+                && local
+                && p.source
+                    .devices
+                    .iter()
+                    .any(|d| pool.source.devices.contains(d));
+            if shared {
+                return Err(Failure::unprocessable(format!(
+                    "Storage source conflict with pool: '{other}' uses source device {}",
+                    pool.source.devices.join(", ")
                 )));
             }
         }
@@ -339,11 +355,12 @@ pub(super) fn active(d: &Daemon, key: &str) -> Result<Arc<Pool>, Failure> {
     })
 }
 
-/// `POST /pools/{pool}/build`: makes its directory.
-pub(crate) async fn build(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
+/// `POST /pools/{pool}/build`: makes its directory, filesystem or label;
+/// `mode` says whether what a device holds may be replaced.
+pub(crate) async fn build(d: &Arc<Daemon>, key: &str, mode: BuildMode) -> Result<(), Failure> {
     let _ops = d.pools.ops.lock().await;
     let pool = inactive(d, key, "pool-build")?;
-    blocking(move || Backend::open(&pool)?.build(&pool.target.permissions)).await
+    blocking(move || Backend::open(&pool)?.build(&pool.target.permissions, mode)).await
 }
 
 /// `POST /pools/{pool}/delete`: removes its (empty) directory.
@@ -413,11 +430,20 @@ pub(crate) async fn refresh(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     blocking(move || Backend::open(&pool)?.check()).await
 }
 
+/// libvirt's volume type: `block` for a partition, `file` for an image.
+fn volume_kind(path: &Path) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_block_device() => "block",
+        _ => "file",
+    }
+}
+
 fn volume_summary(v: &VolumeInfo) -> VolumeSummary {
     VolumeSummary {
         name: v.name.clone(),
         path: v.path.display().to_string(),
-        kind: "file".into(),
+        kind: volume_kind(&v.path).into(),
         format: v.format.as_str().into(),
         capacity: v.capacity,
         allocation: v.allocation,
@@ -468,7 +494,7 @@ pub(crate) async fn volume_xml(d: &Arc<Daemon>, key: &str, vol: &str) -> Result<
         };
         let path = v.path.display().to_string();
         Ok(model.to_xml(&VolumeState {
-            kind: "file",
+            kind: volume_kind(&v.path),
             key: path.clone(),
             path,
             allocation: v.allocation,

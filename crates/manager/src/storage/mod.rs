@@ -2,18 +2,37 @@
 //! report its space, and to list, create, resize and delete its volumes.
 //!
 //! The daemon reaches every pool through [`Backend`], one variant per
-//! pool type. Only the `dir` type ([`dir`]) is built so far; the daemon
-//! refuses to define a pool of another type, saying so, rather than keep
-//! a definition it cannot start. Images are made with the project's own
-//! block layer, never by running `qemu-img`.
+//! pool type: `dir` ([`dir`]), `fs` ([`fs`]) and `disk` ([`disk`]). The
+//! daemon refuses to define a pool of another type, saying so, rather
+//! than keep a definition it cannot start. Images are made with the
+//! project's own block layer, never by running `qemu-img`.
 
+pub mod blockdev;
 pub mod dir;
+pub mod disk;
+pub mod fs;
 
 use std::path::PathBuf;
 
 use virtxml::{BackingStore, Permissions, Pool, PoolSpace, Volume, VolumeFormat};
 
 use dir::DirPool;
+use disk::DiskPool;
+use fs::FsPool;
+
+/// How `pool-build` treats what is already on a pool's device (virsh's
+/// `--overwrite` and `--no-overwrite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BuildMode {
+    /// Neither flag: an `fs` pool gets only its target directory; a
+    /// `disk` pool gets a label only on a device that carries nothing.
+    #[default]
+    Default,
+    /// Make the filesystem or label whatever the device holds.
+    Overwrite,
+    /// Make it only on a device that carries no signature.
+    NoOverwrite,
+}
 
 /// Why a storage operation failed; each displays as one line.
 #[derive(Debug, thiserror::Error)]
@@ -58,19 +77,30 @@ pub struct VolumeInfo {
 pub enum Backend {
     /// A directory of image files.
     Dir(DirPool),
+    /// A block device's filesystem, mounted on the target path.
+    Fs(FsPool),
+    /// A GPT-labelled block device whose partitions are the volumes.
+    Disk(DiskPool),
 }
 
 impl Backend {
     /// The backend for `pool`'s type (its definition is already valid).
     pub fn open(pool: &Pool) -> Result<Backend, StorageError> {
         supported(pool.kind).map_err(StorageError::Invalid)?;
-        Ok(Backend::Dir(DirPool::new(pool)?))
+        Ok(match pool.kind {
+            virtxml::PoolType::Fs => Backend::Fs(FsPool::new(pool)?),
+            virtxml::PoolType::Disk => Backend::Disk(DiskPool::new(pool)?),
+            _ => Backend::Dir(DirPool::new(pool)?),
+        })
     }
 
-    /// `pool-build`: makes what the pool lives on, with `perms`.
-    pub fn build(&self, perms: &Permissions) -> Result<(), StorageError> {
+    /// `pool-build`: makes what the pool lives on, with `perms`; `mode`
+    /// says whether what a device already holds may be replaced.
+    pub fn build(&self, perms: &Permissions, mode: BuildMode) -> Result<(), StorageError> {
         match self {
             Backend::Dir(p) => p.build(perms),
+            Backend::Fs(p) => p.build(perms, mode),
+            Backend::Disk(p) => p.build(mode),
         }
     }
 
@@ -78,6 +108,8 @@ impl Backend {
     pub fn delete(&self) -> Result<(), StorageError> {
         match self {
             Backend::Dir(p) => p.delete(),
+            Backend::Fs(p) => p.delete(),
+            Backend::Disk(p) => p.delete(),
         }
     }
 
@@ -86,13 +118,16 @@ impl Backend {
     pub fn start(&self) -> Result<(), StorageError> {
         match self {
             Backend::Dir(p) => p.check(),
+            Backend::Fs(p) => p.start(),
+            Backend::Disk(p) => p.check(),
         }
     }
 
     /// `pool-destroy`: takes down what `start` brought up; volumes stay.
     pub fn stop(&self) -> Result<(), StorageError> {
         match self {
-            Backend::Dir(_) => Ok(()),
+            Backend::Dir(_) | Backend::Disk(_) => Ok(()),
+            Backend::Fs(p) => p.stop(),
         }
     }
 
@@ -101,6 +136,8 @@ impl Backend {
     pub fn check(&self) -> Result<(), StorageError> {
         match self {
             Backend::Dir(p) => p.check(),
+            Backend::Fs(p) => p.check(),
+            Backend::Disk(p) => p.check(),
         }
     }
 
@@ -108,6 +145,8 @@ impl Backend {
     pub fn space(&self) -> Result<PoolSpace, StorageError> {
         match self {
             Backend::Dir(p) => p.space(),
+            Backend::Fs(p) => p.space(),
+            Backend::Disk(p) => p.space(),
         }
     }
 
@@ -115,6 +154,8 @@ impl Backend {
     pub fn volumes(&self) -> Result<Vec<VolumeInfo>, StorageError> {
         match self {
             Backend::Dir(p) => p.volumes(),
+            Backend::Fs(p) => p.volumes(),
+            Backend::Disk(p) => p.volumes(),
         }
     }
 
@@ -122,6 +163,8 @@ impl Backend {
     pub fn volume(&self, name: &str) -> Result<VolumeInfo, StorageError> {
         match self {
             Backend::Dir(p) => p.volume(name),
+            Backend::Fs(p) => p.volume(name),
+            Backend::Disk(p) => p.volume(name),
         }
     }
 
@@ -129,6 +172,8 @@ impl Backend {
     pub fn create(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
         match self {
             Backend::Dir(p) => p.create(vol),
+            Backend::Fs(p) => p.create(vol),
+            Backend::Disk(p) => p.create(vol),
         }
     }
 
@@ -136,6 +181,8 @@ impl Backend {
     pub fn delete_volume(&self, name: &str) -> Result<(), StorageError> {
         match self {
             Backend::Dir(p) => p.delete_volume(name),
+            Backend::Fs(p) => p.delete_volume(name),
+            Backend::Disk(p) => p.delete_volume(name),
         }
     }
 
@@ -148,6 +195,8 @@ impl Backend {
     ) -> Result<VolumeInfo, StorageError> {
         match self {
             Backend::Dir(p) => p.resize(name, capacity, shrink),
+            Backend::Fs(p) => p.resize(name, capacity, shrink),
+            Backend::Disk(p) => p.resize(name, capacity, shrink),
         }
     }
 }
@@ -155,9 +204,9 @@ impl Backend {
 /// Whether the daemon can run a pool of this type.
 pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
     match kind {
-        virtxml::PoolType::Dir => Ok(()),
+        virtxml::PoolType::Dir | virtxml::PoolType::Fs | virtxml::PoolType::Disk => Ok(()),
         other => Err(format!(
-            "pool type '{}' is not available in this version of Vireo: only 'dir' pools are",
+            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs' and 'disk' pools are",
             other.as_str()
         )),
     }

@@ -130,8 +130,8 @@ pub enum VirshCommand {
     PoolDefineAs(pool::PoolDefineAsArgs),
     /// Create and start a transient storage pool from an XML file.
     PoolCreate(pool::PoolFileArgs),
-    /// Make a storage pool's directory.
-    PoolBuild(pool::PoolArgs),
+    /// Make what a storage pool lives on: its directory, filesystem or label.
+    PoolBuild(pool::PoolBuildArgs),
     /// Start a storage pool.
     PoolStart(pool::PoolArgs),
     /// Stop a storage pool (its volumes stay).
@@ -377,7 +377,7 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::PoolDefine(a) => pool::define(c, &a),
         V::PoolDefineAs(a) => pool::define_as(c, &a),
         V::PoolCreate(a) => pool::create(c, &a),
-        V::PoolBuild(a) => pool::action(c, &a, "build"),
+        V::PoolBuild(a) => pool::build(c, &a),
         V::PoolStart(a) => pool::action(c, &a, "start"),
         V::PoolDestroy(a) => pool::action(c, &a, "destroy"),
         V::PoolDelete(a) => pool::action(c, &a, "delete"),

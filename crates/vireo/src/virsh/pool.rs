@@ -31,6 +31,19 @@ pub struct PoolJsonArgs {
     pub json: bool,
 }
 
+/// `pool-build POOL`.
+#[derive(Debug, Args)]
+pub struct PoolBuildArgs {
+    /// Pool name or UUID.
+    pub pool: String,
+    /// Make the filesystem or label even over what the device holds.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Make the filesystem or label only on a device that holds nothing.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub no_overwrite: bool,
+}
+
 /// `pool-define FILE` and `pool-create FILE`.
 #[derive(Debug, Args)]
 pub struct PoolFileArgs {
@@ -43,7 +56,7 @@ pub struct PoolFileArgs {
 pub struct PoolDefineAsArgs {
     /// The pool's name.
     pub name: String,
-    /// Its type: dir (the one this version runs), fs, netfs, disk,
+    /// Its type: dir, fs and disk (the ones this version runs), netfs,
     /// logical, iscsi, iscsi-direct.
     #[arg(name = "type")]
     pub kind: String,
@@ -276,7 +289,7 @@ fn pool_name(c: &mut Client, pool: &str) -> Result<String, Failure> {
     }
 }
 
-/// `pool-build`, `pool-start`, `pool-destroy`, `pool-delete`,
+/// `pool-start`, `pool-destroy`, `pool-delete`,
 /// `pool-refresh` and `pool-undefine`: the change, then virsh's line.
 pub fn action(c: &mut Client, a: &PoolArgs, verb: &str) -> Result<Output, Failure> {
     let name = pool_name(c, &a.pool)?;
@@ -285,7 +298,6 @@ pub fn action(c: &mut Client, a: &PoolArgs, verb: &str) -> Result<Output, Failur
             c.pool_undefine(&a.pool)?;
             "has been undefined"
         }
-        "build" => "built",
         "start" => "started",
         "destroy" => "destroyed",
         "delete" => "deleted",
@@ -296,6 +308,18 @@ pub fn action(c: &mut Client, a: &PoolArgs, verb: &str) -> Result<Output, Failur
         c.pool_action(&a.pool, verb)?;
     }
     Ok(Output::line(format!("Pool {name} {done}")))
+}
+
+/// `pool-build POOL [--overwrite | --no-overwrite]`.
+pub fn build(c: &mut Client, a: &PoolBuildArgs) -> Result<Output, Failure> {
+    let name = pool_name(c, &a.pool)?;
+    let overwrite = match (a.overwrite, a.no_overwrite) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    c.pool_build(&a.pool, overwrite)?;
+    Ok(Output::line(format!("Pool {name} built")))
 }
 
 /// `pool-autostart POOL`.
