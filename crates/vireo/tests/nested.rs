@@ -3,7 +3,8 @@
 //! under QEMU's emulator with AMD SVM (`scripts/nested/run.sh`; the method
 //! and its cost are in docs/testing.md).
 //!
-//! All scenarios share one L1 boot, started by the first test that needs it.
+//! The scenarios share three L1 boots ([`BOOTS`]), all started at once by
+//! the first test that needs one.
 //! Each test asserts that its scenario ran to the end and that every check
 //! it expects was reported ok; a failure quotes the scenario's L2 console,
 //! vireo's log and the failing checks' evidence. `VIREO_NESTED_SCENARIOS`
@@ -14,37 +15,60 @@
 #[path = "nested/harness.rs"]
 mod harness;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use harness::{Run, Scenario};
 
-/// Every scenario of l1-init.sh this file checks in the suite's one L1 boot,
-/// in the order L1 runs them.
-const SCENARIOS: &[&str] = &[
-    "boot",
-    "boot-1cpu",
-    "boot-4cpu-5g",
-    "poweroff",
-    "reboot",
-    "reboot-again",
-    "virtio-blk",
-    "virtio-blk-mq4",
-    "virtio-blk-qcow2",
-    "virtio-net",
-    "console",
-    "rng",
-    "power-api",
-    "hotplug",
-    "daemon",
-    "l1-tools",
-    "net-nat",
-];
+/// One L1 boot: its name (its directory under the test's target tmp),
+/// the scenarios of l1-init.sh it runs, in order, and run.sh's
+/// environment for it.
+struct L1Boot {
+    name: &'static str,
+    scenarios: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+}
 
-/// The scenarios that need an L1 of their own, and run.sh's environment
-/// for it: `numa` needs L1 booted with two NUMA nodes, which the suite's
-/// L1 does not have.
-const NUMA_SCENARIOS: &[&str] = &["numa"];
-const NUMA_ENV: &[(&str, &str)] = &[("VIREO_NESTED_NUMA", "2")];
+/// Every L1 boot of this file. They run at the same time, each on one
+/// emulated CPU (the machine has two), so the suite's wall time is about
+/// that of the longest: the boot and block scenarios in one, network,
+/// console, hot-plug and the daemon (with L1's Debian root) in the other;
+/// `numa` needs an L1 booted with two NUMA nodes of its own.
+const BOOTS: &[L1Boot] = &[
+    L1Boot {
+        name: "suite",
+        scenarios: &[
+            "boot",
+            "boot-1cpu",
+            "boot-4cpu-5g",
+            "poweroff",
+            "reboot",
+            "reboot-again",
+            "virtio-blk",
+            "virtio-blk-mq4",
+            "virtio-blk-qcow2",
+        ],
+        env: &[],
+    },
+    L1Boot {
+        name: "suite-devices",
+        scenarios: &[
+            "virtio-net",
+            "console",
+            "rng",
+            "power-api",
+            "hotplug",
+            "daemon",
+            "l1-tools",
+            "net-nat",
+        ],
+        env: &[],
+    },
+    L1Boot {
+        name: "numa",
+        scenarios: &["numa"],
+        env: &[("VIREO_NESTED_NUMA", "2")],
+    },
+];
 
 /// Of `all`, the scenarios to run: all, or those VIREO_NESTED_SCENARIOS
 /// names.
@@ -69,46 +93,72 @@ enum Outcome {
     Failed(String),
 }
 
-/// The L1 boot `name` of `scenarios` (the suite's, or the NUMA one),
-/// started by the first test that asks.
-fn boot(
-    cell: &'static OnceLock<Outcome>,
-    name: &str,
-    scenarios: &[&'static str],
-    env: &[(&str, &str)],
-) -> &'static Outcome {
-    cell.get_or_init(|| {
-        match std::panic::catch_unwind(|| harness::run_with(name, &selected(scenarios), env)) {
-            Ok(Ok(run)) => Outcome::Ran(run),
-            Ok(Err(why)) => Outcome::Skip(why),
-            Err(panic) => Outcome::Failed(
-                panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "the nested run panicked".to_string()),
-            ),
+/// Runs `boot` (its selected scenarios; none selected is a skip).
+fn run_boot(boot: &L1Boot) -> Outcome {
+    let scenarios = selected(boot.scenarios);
+    if scenarios.is_empty() {
+        return Outcome::Skip(format!(
+            "none of L1 boot {}'s scenarios is in VIREO_NESTED_SCENARIOS",
+            boot.name
+        ));
+    }
+    match std::panic::catch_unwind(|| harness::run_with(boot.name, &scenarios, boot.env)) {
+        Ok(Ok(run)) => Outcome::Ran(run),
+        Ok(Err(why)) => Outcome::Skip(why),
+        Err(panic) => Outcome::Failed(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the nested run panicked".to_string()),
+        ),
+    }
+}
+
+/// The outcome of `BOOTS[index]`. The first test to ask starts every boot,
+/// each on a thread of its own, whatever the test harness's thread count.
+fn outcome(index: usize) -> &'static Outcome {
+    type Slots = Vec<(Mutex<Option<&'static Outcome>>, Condvar)>;
+    static SLOTS: OnceLock<Arc<Slots>> = OnceLock::new();
+    let slots = SLOTS.get_or_init(|| {
+        let slots: Arc<Slots> = Arc::new(
+            BOOTS
+                .iter()
+                .map(|_| (Mutex::new(None), Condvar::new()))
+                .collect(),
+        );
+        for (i, boot) in BOOTS.iter().enumerate() {
+            let slots = slots.clone();
+            std::thread::spawn(move || {
+                let done: &'static Outcome = Box::leak(Box::new(run_boot(boot)));
+                let (lock, ready) = &slots[i];
+                *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+                ready.notify_all();
+            });
         }
-    })
+        slots
+    });
+    let (lock, ready) = &slots[index];
+    let mut got = lock.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if let Some(done) = *got {
+            return done;
+        }
+        got = ready.wait(got).unwrap_or_else(|e| e.into_inner());
+    }
 }
 
 /// The scenario `name`, or `None` after recording a skip (not selected,
 /// the host cannot run nested guests, or L1 said it cannot run it).
 fn scenario(name: &str) -> Option<Scenario<'static>> {
-    static SUITE: OnceLock<Outcome> = OnceLock::new();
-    static NUMA: OnceLock<Outcome> = OnceLock::new();
-    let numa = NUMA_SCENARIOS.contains(&name);
-    let all = if numa { NUMA_SCENARIOS } else { SCENARIOS };
-    if !selected(all).contains(&name) {
+    let Some(index) = BOOTS.iter().position(|b| b.scenarios.contains(&name)) else {
+        panic!("scenario {name} is in no L1 boot of this file");
+    };
+    if !selected(BOOTS[index].scenarios).contains(&name) {
         testkit::skip(&format!("scenario {name} not in VIREO_NESTED_SCENARIOS"));
         return None;
     }
-    let outcome = if numa {
-        boot(&NUMA, "numa", NUMA_SCENARIOS, NUMA_ENV)
-    } else {
-        boot(&SUITE, "suite", SCENARIOS, &[])
-    };
-    match outcome {
+    match outcome(index) {
         Outcome::Ran(run) => {
             let s = run.scenario(name);
             if let Some(why) = &s.skipped {
