@@ -462,6 +462,18 @@ console)
     else
         result hvc-read fail "no line from L1 on $ports within 90 s"
     fi
+    # Every vector of a queue that carried traffic took interrupts: each
+    # port is its own device (one port, no control queues), each wrote a
+    # line (output), and the port L1 wrote to read one (input). The
+    # `file:` port never has input, so one input vector stays at zero.
+    cdevs=$(ls /sys/bus/virtio/drivers/virtio_console 2>/dev/null | grep '^virtio' | tr '\n' '|')
+    cdevs=${cdevs%|}
+    vectors_took_irqs console-irqs "^(${cdevs:-no-virtio-console})-output\$"
+    inputs=$(awk -v d="^(${cdevs:-no-virtio-console})-input\$" '$NF ~ d { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; printf "%s=%d ", $NF, n }' /proc/interrupts)
+    case "$inputs" in
+    *"="[1-9]*) result console-input-irqs ok "$inputs" ;;
+    *) result console-input-irqs fail "no input vector of ${cdevs:-virtio_console} took an interrupt: '${inputs}'" ;;
+    esac
     finish poweroff
     ;;
 rng)

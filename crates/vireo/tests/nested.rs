@@ -427,7 +427,9 @@ fn virtio_net_tap_ping_both_ways_and_tcp() {
 
 /// Two console ports: a line L2 writes to each reaches the `file:` and the
 /// `unix:` backend, and a 3000-byte line L1 writes into the unix socket
-/// reaches L2's hvc whole.
+/// reaches L2's hvc whole. Each vector of a queue that carried traffic
+/// took interrupts: both ports' output and the input of the port L1 wrote
+/// to (each port is its own virtio-console device).
 #[test]
 fn console_both_ways() {
     let Some(s) = scenario("console") else { return };
@@ -435,6 +437,8 @@ fn console_both_ways() {
         "hvc-ports",
         "hvc-write",
         "hvc-read",
+        "console-irqs",
+        "console-input-irqs",
         "host-file",
         "host-to-guest",
         "vireo-exit",
