@@ -30,6 +30,8 @@ command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
 command -v mkfs.vfat >/dev/null || need+=(dosfstools)
 command -v sgdisk >/dev/null || need+=(gdisk)
 command -v losetup >/dev/null || need+=(mount)
+# The remote tests run a real sshd (in a namespace, on a port of their own).
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 # The API contract check makes a venv for schemathesis.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v curl >/dev/null || need+=(curl)

@@ -53,11 +53,11 @@ timeout_s=$(arg vireo.timeout)
 # MiB moved by the bulk checks: virtio-blk on raw and on qcow2 (through
 # the page cache and again with O_DIRECT) and virtio-net (each way).
 BLK_MIB=$(arg vireo.blk_mib)
-[ -n "$BLK_MIB" ] || BLK_MIB=128
+[ -n "$BLK_MIB" ] || BLK_MIB=256
 NET_MIB=$(arg vireo.net_mib)
-[ -n "$NET_MIB" ] || NET_MIB=50
+[ -n "$NET_MIB" ] || NET_MIB=100
 QCOW2_MIB=$(arg vireo.qcow2_mib)
-[ -n "$QCOW2_MIB" ] || QCOW2_MIB=64
+[ -n "$QCOW2_MIB" ] || QCOW2_MIB=256
 # `vireo.pin=CPUS` runs every vireo under `taskset -c CPUS` (for telling
 # apart, with several L1 vCPUs, failures that need vireo's threads to
 # move between L1 CPUs).

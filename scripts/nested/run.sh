@@ -15,8 +15,8 @@
 # (l1-init.sh), the whole run bounded by VIREO_NESTED_TIMEOUT seconds
 # (default 1500; an L1 silent for VIREO_NESTED_FREEZE seconds, default 180,
 # has frozen under the emulator and is booted again, at most three boots) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
-# (default 180); VIREO_NESTED_BLK_MIB (raw disk, default 128),
-# VIREO_NESTED_QCOW2_MIB (default 64) and VIREO_NESTED_NET_MIB (default 50)
+# (default 180); VIREO_NESTED_BLK_MIB (raw disk, default 256),
+# VIREO_NESTED_QCOW2_MIB (default 256) and VIREO_NESTED_NET_MIB (default 100)
 # size the bulk data checks; VIREO_NESTED_PIN=CPUS runs vireo in L1 under
 # `taskset -c CPUS` and VIREO_NESTED_STRESS=1 makes L1's first two CPUs wake
 # each other all along (both for hunting the 2-vCPU failures); VIREO_NESTED_ACCEL overrides QEMU's `-accel tcg` (for
@@ -142,9 +142,9 @@ fi
 q="$repo/target/nested/qemu/root/usr"
 timeout_s=${VIREO_NESTED_TIMEOUT:-1500}
 per_run=${VIREO_NESTED_SCENARIO_TIMEOUT:-180}
-blk_mib=${VIREO_NESTED_BLK_MIB:-128}
-qcow2_mib=${VIREO_NESTED_QCOW2_MIB:-64}
-net_mib=${VIREO_NESTED_NET_MIB:-50}
+blk_mib=${VIREO_NESTED_BLK_MIB:-256}
+qcow2_mib=${VIREO_NESTED_QCOW2_MIB:-256}
+net_mib=${VIREO_NESTED_NET_MIB:-100}
 freeze_s=${VIREO_NESTED_FREEZE:-180}
 start=$(date +%s)
 deadline=$((start + timeout_s))

@@ -339,7 +339,7 @@ const BLK_BULK_CHECKS: &[&str] = &[
 /// the host file; `serial=` in /sys/block/vda/serial; `queues=2` with 2
 /// vCPUs gives two hardware queues in /sys/block/vda/mq; a `readonly=on`
 /// disk is read-only to Linux, refuses a write, and its host file stays
-/// unchanged. Then (`VIREO_NESTED_BLK_MIB`, default 128 MiB) a random
+/// unchanged. Then (`VIREO_NESTED_BLK_MIB`, default 256 MiB) a random
 /// pattern, sha256-summed in L2, written through the page cache and synced
 /// and again with O_DIRECT, is found whole in the host file; blkdiscard
 /// leaves a hole in the file (SEEK_HOLE in L1), write-zeroes with and
@@ -370,7 +370,7 @@ fn virtio_blk_four_queues_with_four_cpus() {
 /// checks clean; a read-only qcow2 (`vireo img convert` of a raw file with a
 /// marker) reads back the marker, is `ro` to Linux, refuses a write and
 /// stays unchanged. The bulk and clearing checks as on raw
-/// (`VIREO_NESTED_QCOW2_MIB`, default 64 MiB), and the discarded clusters
+/// (`VIREO_NESTED_QCOW2_MIB`, default 256 MiB), and the discarded clusters
 /// are freed: the image file holds less than was written.
 #[test]
 fn virtio_blk_qcow2_write_and_readonly_marker() {
@@ -398,7 +398,7 @@ fn virtio_blk_qcow2_write_and_readonly_marker() {
 /// A NIC on a TAP vireo creates in L1: the MAC from `mac=`, L2 pings L1 (3
 /// of 3), L1 pings L2 (3 of 3) and then reaches it over TCP; `queues=2`
 /// gives eth0 two rx and two tx queues. Then (`VIREO_NESTED_NET_MIB`,
-/// default 50 MiB) random data over TCP with busybox nc, checksummed at
+/// default 100 MiB) random data over TCP with busybox nc, checksummed at
 /// both ends: L2 to L1 as two flows sent from CPU 0 and CPU 1, L1 to L2 as
 /// one; every queue's input and output vector took interrupts; Linux
 /// negotiated the checksum and TSO offloads, mergeable buffers, multiqueue
