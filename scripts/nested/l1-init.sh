@@ -1166,6 +1166,186 @@ EOF
     rc=0
 }
 
+# issue 13's `logical` pool with a stock Linux guest: `vireo daemon` in
+# L1 (whose kernel has device-mapper) builds a volume group on a loop
+# device through Debian's lvm2, makes a logical volume, and an L2 domain
+# with `<disk type='volume'>` on it reads L1's marker and writes its own,
+# which L1 then finds on the LV. Then resize, delete and pool-delete, with
+# LVM's own reports as the oracle; nothing of the pool is left.
+scenario_pool_logical() {
+    name=pool-logical dom=l2-vol pool=vgp sock=/tmp/vl.sock
+    rm -rf /tmp/vl /tmp/vl.* /tmp/pool-logical.* /tmp/lvmp
+    v() {
+        deb env LVM_SYSTEM_DIR=/tmp/lvmp vireo -c "vireo+unix:///system?socket=$sock" "$@"
+    }
+    verb() {
+        check=$1
+        shift
+        out=$(v "$@" 2>&1)
+        st=$?
+        if [ $st = 0 ]; then
+            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
+        else
+            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
+        fi
+        return $st
+    }
+    lvmq() {
+        deb env LVM_SYSTEM_DIR=/tmp/lvmp LVM_SUPPRESS_FD_WARNINGS=1 lvm "$@" 2>&1
+    }
+    # No udev in L1: LVM makes its device nodes itself.
+    mkdir -p /tmp/lvmp
+    cat >/tmp/lvmp/lvm.conf <<EOF
+devices {
+    use_devicesfile = 0
+    obtain_device_list_from_udev = 0
+    filter = [ "a|^/dev/loop|", "r|.*|" ]
+}
+activation {
+    udev_sync = 0
+    udev_rules = 0
+}
+EOF
+    deb modprobe -a loop dm-mod
+    dd if=/dev/zero of=/tmp/pool-logical.img bs=1M count=0 seek=256 2>/dev/null
+    loopdev=$(deb losetup -f --show /tmp/pool-logical.img 2>&1)
+    case "$loopdev" in
+    /dev/loop*) ;;
+    *)
+        l1_result $name loop-device fail "losetup: $loopdev"
+        rc=0
+        return
+        ;;
+    esac
+    deb env LVM_SYSTEM_DIR=/tmp/lvmp vireo daemon --state-dir /tmp/vl --socket $sock --log /tmp/vl.dlog \
+        </dev/null >/tmp/vl.dout 2>&1 &
+    dpid=$!
+    n=0
+    while [ ! -S $sock ] && [ $n -lt 150 ] && kill -0 $dpid 2>/dev/null; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    cat >/tmp/pool-logical.pool.xml <<EOF
+<pool type='logical'>
+  <name>$pool</name>
+  <source>
+    <device path='$loopdev'/>
+    <name>$pool</name>
+    <format type='lvm2'/>
+  </source>
+  <target><path>/dev/$pool</path></target>
+</pool>
+EOF
+    marker=vireo-l1-lv-$(date +%s)
+    word=l2-wrote-$(dd if=/dev/urandom bs=6 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    cat >/tmp/pool-logical.dom.xml <<EOF
+<domain type='kvm'>
+  <name>$dom</name>
+  <memory unit='MiB'>192</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+    <kernel>$L2_KERNEL</kernel>
+    <initrd>$L2_INITRD</initrd>
+    <cmdline>$L2_CMDLINE vireo.scenario=volume vireo.name=$name vireo.marker=$marker vireo.word=$word vireo.sectors=65536</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <disk type='volume' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source pool='$pool' volume='lv0'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'/>
+  </devices>
+</domain>
+EOF
+    if verb daemon-up list --all && verb pool-define pool-define /tmp/pool-logical.pool.xml &&
+        verb pool-build pool-build $pool && verb pool-start pool-start $pool &&
+        verb vol-create-as vol-create-as $pool lv0 32M; then
+        lvs=$(lvmq lvs --noheadings --units b --nosuffix -o lv_name,lv_size $pool | tr -s ' ')
+        case "$lvs" in
+        *"lv0 33554432"*) l1_result $name lvs ok "lvs: $lvs; vgs: $(lvmq vgs --noheadings -o vg_name,pv_count,vg_size $pool | tr -s ' ')" ;;
+        *) l1_result $name lvs fail "lvs does not show lv0 of 32 MiB: '$lvs'" ;;
+        esac
+        listed=$(v vol-list $pool --details 2>&1)
+        case "$listed" in
+        *"lv0"*"/dev/$pool/lv0"*"block"*) l1_result $name vol-list ok "$(echo "$listed" | tr -s ' \n' ' ')" ;;
+        *) l1_result $name vol-list fail "$(echo "$listed" | tr -s ' \n' ' ')" ;;
+        esac
+        printf '%s' "$marker" | dd of=/dev/$pool/lv0 conv=fsync 2>/dev/null
+        mkfifo /tmp/pool-logical.in
+        exec 5<>/tmp/pool-logical.in
+        if verb define define /tmp/pool-logical.dom.xml && verb start start $dom; then
+            (v console $dom </tmp/pool-logical.in >/tmp/pool-logical.console 2>&1) &
+            cpid=$!
+            # A volume a running domain uses cannot be deleted.
+            if out=$(v vol-delete lv0 --pool $pool 2>&1); then
+                l1_result $name vol-delete-in-use fail "vol-delete of the running domain's volume succeeded: $out"
+            else
+                l1_result $name vol-delete-in-use ok "refused: $out"
+            fi
+            n=0
+            while [ "$(v domstate $dom 2>/dev/null | head -n 1)" = running ] && [ $n -lt 1200 ]; do
+                sleep 0.2
+                n=$((n + 1))
+            done
+            kill $cpid 2>/dev/null
+            state=$(v domstate $dom 2>&1 | head -n 1)
+            if [ "$state" = "shut off" ]; then
+                l1_result $name l2-done ok "the domain powered off ($(v domstate $dom --reason 2>&1 | head -n 1))"
+            else
+                l1_result $name l2-done fail "the domain is '$state' 240 s after start"
+                v destroy $dom >/dev/null 2>&1
+            fi
+            got=$(dd if=/dev/$pool/lv0 bs=512 skip=2048 count=1 2>/dev/null | tr -d '\0')
+            if [ "$got" = "$word" ]; then
+                l1_result $name l2-write-on-lv ok "/dev/$pool/lv0 holds '$got' at 1 MiB, as L2 wrote"
+            else
+                l1_result $name l2-write-on-lv fail "/dev/$pool/lv0 holds '$got' at 1 MiB, want '$word'"
+            fi
+        fi
+        exec 5>&-
+        verb undefine undefine $dom
+        if out=$(v vol-resize lv0 16M --pool $pool 2>&1); then
+            l1_result $name shrink-refused fail "vol-resize to 16M without --shrink succeeded: $out"
+        else
+            l1_result $name shrink-refused ok "refused: $out"
+        fi
+        verb vol-resize vol-resize lv0 64M --pool $pool
+        size=$(lvmq lvs --noheadings --units b --nosuffix -o lv_size $pool/lv0 | tr -d ' ')
+        if [ "$size" = 67108864 ]; then
+            l1_result $name lv-resized ok "lvs: lv0 is $size bytes"
+        else
+            l1_result $name lv-resized fail "lvs: lv0 is '$size' bytes, want 67108864"
+        fi
+        verb pool-info pool-info $pool
+        verb vol-delete vol-delete lv0 --pool $pool
+        verb pool-destroy pool-destroy $pool
+        verb pool-delete pool-delete $pool
+        verb pool-undefine pool-undefine $pool
+        left="$(lvmq vgs --noheadings -o vg_name | tr -d ' ')$(lvmq pvs --noheadings -o pv_name | tr -d ' ')"
+        if [ -z "$left" ]; then
+            l1_result $name pool-gone ok "no volume group or physical volume left; device-mapper: $(deb dmsetup ls 2>&1 | tr '\n' ' ')"
+        else
+            l1_result $name pool-gone fail "left after pool-delete: '$left'"
+        fi
+    fi
+    sed 's/\r$//; s/^/L2| /' /tmp/pool-logical.console 2>/dev/null
+    sed 's/^/LOG| daemon: /' /tmp/vl.dout /tmp/vl.dlog 2>/dev/null
+    for f in $(find /tmp/vl -name '*.log'); do
+        sed "s#^#LOG| $f: #" "$f"
+    done
+    sed -n 's/\r$//; /^VIREO-RESULT /p' /tmp/pool-logical.console 2>/dev/null | awk '!seen[$0]++'
+    kill $dpid 2>/dev/null
+    wait $dpid 2>/dev/null
+    lvmq vgchange -an $pool >/dev/null
+    case "$loopdev" in /dev/loop*) deb losetup -d "$loopdev" ;; esac
+    rm -f /tmp/pool-logical.img
+    rc=0
+}
+
 # L1's Debian root at work, with no L2: its tools are there and run, and
 # L1's kernel, through the Debian modprobe, does what this host's lacks
 # (device-mapper under LVM, bonding, 802.1Q, the NFS server, the iSCSI
@@ -1303,6 +1483,7 @@ for s in $(arg vireo.scenarios | tr ',' ' '); do
         numa) scenario_numa ;;
         net-nat) if deb_mount net-nat; then scenario_net_nat; fi ;;
         l1-tools) if deb_mount l1-tools; then scenario_l1_tools; fi ;;
+        pool-logical) if deb_mount pool-logical; then scenario_pool_logical; fi ;;
         *) echo "VIREO-RESULT $s scenario fail unknown scenario" ;;
         esac
     fi

@@ -631,6 +631,22 @@ hotplug)
     sync_l1 done
     finish poweroff
     ;;
+volume)
+    # A domain's `<disk type='volume'>` (l1-init.sh's pool-* scenarios):
+    # /dev/vda is the pool's volume; it reads L1's marker, has the
+    # volume's size, and takes a write L1 then finds on the volume.
+    marker=$(arg vireo.marker)
+    word=$(arg vireo.word)
+    got=$(dd if=/dev/vda bs=${#marker} count=1 2>/dev/null)
+    expect vol-marker "$marker" "$got"
+    expect vol-sectors "$(arg vireo.sectors)" "$(cat /sys/block/vda/size 2>&1)"
+    if printf '%s' "$word" | dd of=/dev/vda bs=512 seek=2048 conv=fsync 2>/tmp/vol.err; then
+        result vol-write ok "wrote '$word' at 1 MiB of /dev/vda and synced"
+    else
+        result vol-write fail "$(tr '\n' ' ' </tmp/vol.err)"
+    fi
+    finish poweroff
+    ;;
 daemon)
     # A domain of `vireo daemon` in L1 (l1-init.sh's scenario_daemon): its
     # serial console is ttyS0, reached by `vireo console`; L1 drives the

@@ -32,7 +32,8 @@ struct L1Boot {
 /// emulated CPU (the machine has two), so the suite's wall time is about
 /// that of the longest: the boot and block scenarios in one, network,
 /// console, hot-plug and the daemon (with L1's Debian root) in the other;
-/// `numa` needs an L1 booted with two NUMA nodes of its own.
+/// `numa` needs an L1 booted with two NUMA nodes of its own, and the
+/// `logical` pool's scenario (L1's Debian root) rides along with it.
 const BOOTS: &[L1Boot] = &[
     L1Boot {
         name: "suite",
@@ -65,7 +66,7 @@ const BOOTS: &[L1Boot] = &[
     },
     L1Boot {
         name: "numa",
-        scenarios: &["numa"],
+        scenarios: &["numa", "pool-logical"],
         env: &[("VIREO_NESTED_NUMA", "2")],
     },
 ];
@@ -511,6 +512,49 @@ fn daemon_runs_a_linux_domain_from_xml() {
 fn numa_l1_sees_two_nodes() {
     let Some(s) = scenario("numa") else { return };
     s.assert_checks(&["node-count", "node-memory", "srat"]);
+}
+
+/// issue 13's `logical` pool, in L1's Debian root (whose kernel has
+/// device-mapper): `vireo daemon` builds a volume group on a loop device
+/// through lvm2 (pool-define, pool-build, pool-start), vol-create-as makes
+/// a 32 MiB logical volume that `lvs` and vol-list show; an L2 domain with
+/// `<disk type='volume'>` on it reads L1's marker, sees 65536 sectors and
+/// writes a word L1 then finds on the LV; vol-delete is refused while the
+/// domain runs, vol-resize refuses a shrink without --shrink and grows the
+/// LV (by `lvs`); vol-delete, pool-destroy and pool-delete leave no volume
+/// group or physical volume.
+#[test]
+fn logical_pool_volume_used_by_a_stock_guest() {
+    let Some(s) = scenario("pool-logical") else {
+        return;
+    };
+    s.assert_checks(&[
+        "daemon-up",
+        "pool-define",
+        "pool-build",
+        "pool-start",
+        "vol-create-as",
+        "lvs",
+        "vol-list",
+        "define",
+        "start",
+        "vol-delete-in-use",
+        "vol-marker",
+        "vol-sectors",
+        "vol-write",
+        "l2-done",
+        "l2-write-on-lv",
+        "undefine",
+        "shrink-refused",
+        "vol-resize",
+        "lv-resized",
+        "pool-info",
+        "vol-delete",
+        "pool-destroy",
+        "pool-delete",
+        "pool-undefine",
+        "pool-gone",
+    ]);
 }
 
 /// L1's Debian root (issue 10's L1 with real tools), no L2: iproute2,

@@ -198,7 +198,14 @@ fn parse(d: &Daemon, xml: &str) -> Result<(Pool, Vec<String>), Failure> {
         .path
         .as_ref()
         .filter(|_| pool.kind != virtxml::PoolType::Disk);
-    let local = matches!(pool.kind, virtxml::PoolType::Fs | virtxml::PoolType::Disk);
+    let on_devices = |k| {
+        matches!(
+            k,
+            virtxml::PoolType::Fs | virtxml::PoolType::Disk | virtxml::PoolType::Logical
+        )
+    };
+    let local = on_devices(pool.kind);
+    let vg_of = |p: &Pool| p.source.name.clone().unwrap_or_else(|| p.name.clone());
     for (other, e) in table.iter().filter(|(n, _)| **n != pool.name) {
         for p in [e.config.as_ref(), e.live.as_ref()].into_iter().flatten() {
             if let Some(path) = path.filter(|t| p.target.path.as_ref() == Some(*t)) {
@@ -206,7 +213,16 @@ fn parse(d: &Daemon, xml: &str) -> Result<(Pool, Vec<String>), Failure> {
                     "Storage source conflict with pool: '{other}' uses target path {path}"
                 )));
             }
-            let shared = matches!(p.kind, virtxml::PoolType::Fs | virtxml::PoolType::Disk)
+            if pool.kind == virtxml::PoolType::Logical
+                && p.kind == virtxml::PoolType::Logical
+                && vg_of(p) == vg_of(&pool)
+            {
+                return Err(Failure::unprocessable(format!(
+                    "Storage source conflict with pool: '{other}' uses volume group {}",
+                    vg_of(&pool)
+                )));
+            }
+            let shared = on_devices(p.kind)
                 && local
                 && p.source
                     .devices

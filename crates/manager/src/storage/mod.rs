@@ -2,7 +2,8 @@
 //! report its space, and to list, create, resize and delete its volumes.
 //!
 //! The daemon reaches every pool through [`Backend`], one variant per
-//! pool type: `dir` ([`dir`]), `fs` ([`fs`]) and `disk` ([`disk`]). The
+//! pool type: `dir` ([`dir`]), `fs` ([`fs`]), `disk` ([`disk`]) and
+//! `logical` ([`logical`]). The
 //! daemon refuses to define a pool of another type, saying so, rather
 //! than keep a definition it cannot start. Images are made with the
 //! project's own block layer, never by running `qemu-img`.
@@ -11,6 +12,7 @@ pub mod blockdev;
 pub mod dir;
 pub mod disk;
 pub mod fs;
+pub mod logical;
 
 use std::path::PathBuf;
 
@@ -19,6 +21,7 @@ use virtxml::{BackingStore, Permissions, Pool, PoolSpace, Volume, VolumeFormat};
 use dir::DirPool;
 use disk::DiskPool;
 use fs::FsPool;
+use logical::LogicalPool;
 
 /// How `pool-build` treats what is already on a pool's device (virsh's
 /// `--overwrite` and `--no-overwrite`).
@@ -81,6 +84,8 @@ pub enum Backend {
     Fs(FsPool),
     /// A GPT-labelled block device whose partitions are the volumes.
     Disk(DiskPool),
+    /// An LVM volume group whose logical volumes are the volumes.
+    Logical(LogicalPool),
 }
 
 impl Backend {
@@ -90,6 +95,7 @@ impl Backend {
         Ok(match pool.kind {
             virtxml::PoolType::Fs => Backend::Fs(FsPool::new(pool)?),
             virtxml::PoolType::Disk => Backend::Disk(DiskPool::new(pool)?),
+            virtxml::PoolType::Logical => Backend::Logical(LogicalPool::new(pool)?),
             _ => Backend::Dir(DirPool::new(pool)?),
         })
     }
@@ -101,6 +107,7 @@ impl Backend {
             Backend::Dir(p) => p.build(perms),
             Backend::Fs(p) => p.build(perms, mode),
             Backend::Disk(p) => p.build(mode),
+            Backend::Logical(p) => p.build(mode),
         }
     }
 
@@ -110,6 +117,7 @@ impl Backend {
             Backend::Dir(p) => p.delete(),
             Backend::Fs(p) => p.delete(),
             Backend::Disk(p) => p.delete(),
+            Backend::Logical(p) => p.delete(),
         }
     }
 
@@ -120,6 +128,7 @@ impl Backend {
             Backend::Dir(p) => p.check(),
             Backend::Fs(p) => p.start(),
             Backend::Disk(p) => p.check(),
+            Backend::Logical(p) => p.start(),
         }
     }
 
@@ -128,6 +137,7 @@ impl Backend {
         match self {
             Backend::Dir(_) | Backend::Disk(_) => Ok(()),
             Backend::Fs(p) => p.stop(),
+            Backend::Logical(p) => p.stop(),
         }
     }
 
@@ -138,6 +148,7 @@ impl Backend {
             Backend::Dir(p) => p.check(),
             Backend::Fs(p) => p.check(),
             Backend::Disk(p) => p.check(),
+            Backend::Logical(p) => p.check(),
         }
     }
 
@@ -147,6 +158,7 @@ impl Backend {
             Backend::Dir(p) => p.space(),
             Backend::Fs(p) => p.space(),
             Backend::Disk(p) => p.space(),
+            Backend::Logical(p) => p.space(),
         }
     }
 
@@ -156,6 +168,7 @@ impl Backend {
             Backend::Dir(p) => p.volumes(),
             Backend::Fs(p) => p.volumes(),
             Backend::Disk(p) => p.volumes(),
+            Backend::Logical(p) => p.volumes(),
         }
     }
 
@@ -165,6 +178,7 @@ impl Backend {
             Backend::Dir(p) => p.volume(name),
             Backend::Fs(p) => p.volume(name),
             Backend::Disk(p) => p.volume(name),
+            Backend::Logical(p) => p.volume(name),
         }
     }
 
@@ -174,6 +188,7 @@ impl Backend {
             Backend::Dir(p) => p.create(vol),
             Backend::Fs(p) => p.create(vol),
             Backend::Disk(p) => p.create(vol),
+            Backend::Logical(p) => p.create(vol),
         }
     }
 
@@ -183,6 +198,7 @@ impl Backend {
             Backend::Dir(p) => p.delete_volume(name),
             Backend::Fs(p) => p.delete_volume(name),
             Backend::Disk(p) => p.delete_volume(name),
+            Backend::Logical(p) => p.delete_volume(name),
         }
     }
 
@@ -197,6 +213,7 @@ impl Backend {
             Backend::Dir(p) => p.resize(name, capacity, shrink),
             Backend::Fs(p) => p.resize(name, capacity, shrink),
             Backend::Disk(p) => p.resize(name, capacity, shrink),
+            Backend::Logical(p) => p.resize(name, capacity, shrink),
         }
     }
 }
@@ -204,9 +221,12 @@ impl Backend {
 /// Whether the daemon can run a pool of this type.
 pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
     match kind {
-        virtxml::PoolType::Dir | virtxml::PoolType::Fs | virtxml::PoolType::Disk => Ok(()),
+        virtxml::PoolType::Dir
+        | virtxml::PoolType::Fs
+        | virtxml::PoolType::Disk
+        | virtxml::PoolType::Logical => Ok(()),
         other => Err(format!(
-            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs' and 'disk' pools are",
+            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs', 'disk' and 'logical' pools are",
             other.as_str()
         )),
     }
