@@ -1166,6 +1166,75 @@ EOF
     rc=0
 }
 
+# pool_guest SCENARIO POOL VOLUME SECTORS PATH: an L2 domain of the
+# daemon `v` talks to, with `<disk type='volume'>` on POOL's VOLUME (raw,
+# SECTORS long); L1 puts a marker at the start of PATH (where the volume's
+# data is, seen from L1) and after the guest has powered off finds the
+# word it wrote at 1 MiB. While the domain runs, vol-delete is refused.
+pool_guest() {
+    pg_name=$1 pg_pool=$2 pg_vol=$3 pg_sectors=$4 pg_path=$5 pg_dom=l2-vol
+    marker=vireo-l1-vol-$(date +%s)
+    word=l2-wrote-$(dd if=/dev/urandom bs=6 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    cat >/tmp/$pg_name.dom.xml <<EOF
+<domain type='kvm'>
+  <name>$pg_dom</name>
+  <memory unit='MiB'>192</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+    <kernel>$L2_KERNEL</kernel>
+    <initrd>$L2_INITRD</initrd>
+    <cmdline>$L2_CMDLINE vireo.scenario=volume vireo.name=$pg_name vireo.marker=$marker vireo.word=$word vireo.sectors=$pg_sectors</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <disk type='volume' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source pool='$pg_pool' volume='$pg_vol'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'/>
+  </devices>
+</domain>
+EOF
+    printf '%s' "$marker" | dd of="$pg_path" conv=fsync,notrunc 2>/dev/null
+    mkfifo /tmp/$pg_name.in
+    exec 5<>/tmp/$pg_name.in
+    if verb define define /tmp/$pg_name.dom.xml && verb start start $pg_dom; then
+        (v console $pg_dom </tmp/$pg_name.in >/tmp/$pg_name.console 2>&1) &
+        pg_cpid=$!
+        if out=$(v vol-delete $pg_vol --pool $pg_pool 2>&1); then
+            l1_result $pg_name vol-delete-in-use fail "vol-delete of the running domain's volume succeeded: $out"
+        else
+            l1_result $pg_name vol-delete-in-use ok "refused: $out"
+        fi
+        n=0
+        while [ "$(v domstate $pg_dom 2>/dev/null | head -n 1)" = running ] && [ $n -lt 1200 ]; do
+            sleep 0.2
+            n=$((n + 1))
+        done
+        kill $pg_cpid 2>/dev/null
+        state=$(v domstate $pg_dom 2>&1 | head -n 1)
+        if [ "$state" = "shut off" ]; then
+            l1_result $pg_name l2-done ok "the domain powered off ($(v domstate $pg_dom --reason 2>&1 | head -n 1))"
+        else
+            l1_result $pg_name l2-done fail "the domain is '$state' 240 s after start"
+            v destroy $pg_dom >/dev/null 2>&1
+        fi
+        got=$(dd if="$pg_path" bs=512 skip=2048 count=1 2>/dev/null | tr -d '\0')
+        if [ "$got" = "$word" ]; then
+            l1_result $pg_name l2-write-on-volume ok "$pg_path holds '$got' at 1 MiB, as L2 wrote"
+        else
+            l1_result $pg_name l2-write-on-volume fail "$pg_path holds '$got' at 1 MiB, want '$word'"
+        fi
+    fi
+    exec 5>&-
+    verb undefine undefine $pg_dom
+    sed 's/\r$//; s/^/L2| /' /tmp/$pg_name.console 2>/dev/null
+    sed -n 's/\r$//; /^VIREO-RESULT /p' /tmp/$pg_name.console 2>/dev/null | awk '!seen[$0]++'
+}
+
 # issue 13's `logical` pool with a stock Linux guest: `vireo daemon` in
 # L1 (whose kernel has device-mapper) builds a volume group on a loop
 # device through Debian's lvm2, makes a logical volume, and an L2 domain
@@ -1173,7 +1242,7 @@ EOF
 # which L1 then finds on the LV. Then resize, delete and pool-delete, with
 # LVM's own reports as the oracle; nothing of the pool is left.
 scenario_pool_logical() {
-    name=pool-logical dom=l2-vol pool=vgp sock=/tmp/vl.sock
+    name=pool-logical pool=vgp sock=/tmp/vl.sock
     rm -rf /tmp/vl /tmp/vl.* /tmp/pool-logical.* /tmp/lvmp
     v() {
         deb env LVM_SYSTEM_DIR=/tmp/lvmp vireo -c "vireo+unix:///system?socket=$sock" "$@"
@@ -1236,31 +1305,6 @@ EOF
   <target><path>/dev/$pool</path></target>
 </pool>
 EOF
-    marker=vireo-l1-lv-$(date +%s)
-    word=l2-wrote-$(dd if=/dev/urandom bs=6 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
-    cat >/tmp/pool-logical.dom.xml <<EOF
-<domain type='kvm'>
-  <name>$dom</name>
-  <memory unit='MiB'>192</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64'>hvm</type>
-    <kernel>$L2_KERNEL</kernel>
-    <initrd>$L2_INITRD</initrd>
-    <cmdline>$L2_CMDLINE vireo.scenario=volume vireo.name=$name vireo.marker=$marker vireo.word=$word vireo.sectors=65536</cmdline>
-  </os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <disk type='volume' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source pool='$pool' volume='lv0'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'/>
-  </devices>
-</domain>
-EOF
     if verb daemon-up list --all && verb pool-define pool-define /tmp/pool-logical.pool.xml &&
         verb pool-build pool-build $pool && verb pool-start pool-start $pool &&
         verb vol-create-as vol-create-as $pool lv0 32M; then
@@ -1274,40 +1318,7 @@ EOF
         *"lv0"*"/dev/$pool/lv0"*"block"*) l1_result $name vol-list ok "$(echo "$listed" | tr -s ' \n' ' ')" ;;
         *) l1_result $name vol-list fail "$(echo "$listed" | tr -s ' \n' ' ')" ;;
         esac
-        printf '%s' "$marker" | dd of=/dev/$pool/lv0 conv=fsync 2>/dev/null
-        mkfifo /tmp/pool-logical.in
-        exec 5<>/tmp/pool-logical.in
-        if verb define define /tmp/pool-logical.dom.xml && verb start start $dom; then
-            (v console $dom </tmp/pool-logical.in >/tmp/pool-logical.console 2>&1) &
-            cpid=$!
-            # A volume a running domain uses cannot be deleted.
-            if out=$(v vol-delete lv0 --pool $pool 2>&1); then
-                l1_result $name vol-delete-in-use fail "vol-delete of the running domain's volume succeeded: $out"
-            else
-                l1_result $name vol-delete-in-use ok "refused: $out"
-            fi
-            n=0
-            while [ "$(v domstate $dom 2>/dev/null | head -n 1)" = running ] && [ $n -lt 1200 ]; do
-                sleep 0.2
-                n=$((n + 1))
-            done
-            kill $cpid 2>/dev/null
-            state=$(v domstate $dom 2>&1 | head -n 1)
-            if [ "$state" = "shut off" ]; then
-                l1_result $name l2-done ok "the domain powered off ($(v domstate $dom --reason 2>&1 | head -n 1))"
-            else
-                l1_result $name l2-done fail "the domain is '$state' 240 s after start"
-                v destroy $dom >/dev/null 2>&1
-            fi
-            got=$(dd if=/dev/$pool/lv0 bs=512 skip=2048 count=1 2>/dev/null | tr -d '\0')
-            if [ "$got" = "$word" ]; then
-                l1_result $name l2-write-on-lv ok "/dev/$pool/lv0 holds '$got' at 1 MiB, as L2 wrote"
-            else
-                l1_result $name l2-write-on-lv fail "/dev/$pool/lv0 holds '$got' at 1 MiB, want '$word'"
-            fi
-        fi
-        exec 5>&-
-        verb undefine undefine $dom
+        pool_guest $name $pool lv0 65536 /dev/$pool/lv0
         if out=$(v vol-resize lv0 16M --pool $pool 2>&1); then
             l1_result $name shrink-refused fail "vol-resize to 16M without --shrink succeeded: $out"
         else
@@ -1332,17 +1343,130 @@ EOF
             l1_result $name pool-gone fail "left after pool-delete: '$left'"
         fi
     fi
-    sed 's/\r$//; s/^/L2| /' /tmp/pool-logical.console 2>/dev/null
     sed 's/^/LOG| daemon: /' /tmp/vl.dout /tmp/vl.dlog 2>/dev/null
     for f in $(find /tmp/vl -name '*.log'); do
         sed "s#^#LOG| $f: #" "$f"
     done
-    sed -n 's/\r$//; /^VIREO-RESULT /p' /tmp/pool-logical.console 2>/dev/null | awk '!seen[$0]++'
     kill $dpid 2>/dev/null
     wait $dpid 2>/dev/null
     lvmq vgchange -an $pool >/dev/null
     case "$loopdev" in /dev/loop*) deb losetup -d "$loopdev" ;; esac
     rm -f /tmp/pool-logical.img
+    rc=0
+}
+
+# issue 13's `netfs` pool with a stock Linux guest: L1's kernel NFS server
+# (nfs-kernel-server in the Debian root) exports a directory; `vireo
+# daemon` in L1 mounts it through the kernel's client as a netfs pool,
+# makes a raw volume on it, and an L2 domain with `<disk type='volume'>`
+# reads L1's marker and writes a word that L1 then finds in the exported
+# directory itself (the server's side). pool-destroy unmounts; a restart
+# of the pool finds the volume again; nothing is left mounted at the end.
+scenario_pool_netfs() {
+    name=pool-netfs pool=nfsp sock=/tmp/vf.sock export=/srv/vireo-nfs mnt=/tmp/nfs-pool nfsd_up=
+    rm -rf /tmp/vf /tmp/vf.* /tmp/pool-netfs.* $mnt
+    v() {
+        deb vireo -c "vireo+unix:///system?socket=$sock" "$@"
+    }
+    verb() {
+        check=$1
+        shift
+        out=$(v "$@" 2>&1)
+        st=$?
+        if [ $st = 0 ]; then
+            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
+        else
+            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
+        fi
+        return $st
+    }
+    # The server: nfsd's filesystem, rpcbind, the export, mountd, nfsd.
+    : >/tmp/pool-netfs.server
+    deb modprobe -a nfsd nfs nfsv4 >>/tmp/pool-netfs.server 2>&1
+    mkdir -p /deb$export
+    chmod 777 /deb$export
+    echo "$export 127.0.0.1(rw,sync,no_root_squash,no_subtree_check,insecure)" >/deb/etc/exports
+    deb mount -t nfsd nfsd /proc/fs/nfsd >>/tmp/pool-netfs.server 2>&1
+    deb rpcbind -w >>/tmp/pool-netfs.server 2>&1
+    deb exportfs -ra >>/tmp/pool-netfs.server 2>&1
+    deb rpc.mountd >>/tmp/pool-netfs.server 2>&1
+    # NFSv4 holds new opens through a grace period after nfsd starts (90 s
+    # by default): 10 s, and the scenario waits it out.
+    if deb rpc.nfsd --grace-time 10 --lease-time 10 4 >>/tmp/pool-netfs.server 2>&1 &&
+        deb exportfs -v 2>&1 | grep -q "$export"; then
+        nfsd_up=$(now)
+        l1_result $name nfs-server ok "exported: $(deb exportfs -v 2>&1 | tr -s ' \t\n' ' ')"
+    else
+        l1_result $name nfs-server fail "$(tr '\n' ' ' </tmp/pool-netfs.server) exportfs: $(deb exportfs -v 2>&1 | tr '\n' ' ')"
+    fi
+    while [ -n "${nfsd_up:-}" ] && awk -v a="$nfsd_up" -v b="$(now)" 'BEGIN { exit !(b - a < 11) }'; do
+        sleep 0.5
+    done
+    deb vireo daemon --state-dir /tmp/vf --socket $sock --log /tmp/vf.dlog </dev/null >/tmp/vf.dout 2>&1 &
+    dpid=$!
+    n=0
+    while [ ! -S $sock ] && [ $n -lt 150 ] && kill -0 $dpid 2>/dev/null; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    if verb daemon-up list --all &&
+        verb pool-define-as pool-define-as $pool netfs --source-host 127.0.0.1 --source-path $export --source-format nfs --target $mnt &&
+        verb pool-build pool-build $pool && verb pool-start pool-start $pool; then
+        m=$(deb cat /proc/mounts | awk -v t="$mnt" '$2 == t { print $1, $3 }')
+        case "$m" in
+        "127.0.0.1:$export nfs"*) l1_result $name mounted ok "/proc/mounts: $m on $mnt" ;;
+        *) l1_result $name mounted fail "/proc/mounts has '$m' on $mnt" ;;
+        esac
+        if verb vol-create-as vol-create-as $pool v1 32M --format raw; then
+            size=$(stat -c %s /deb$export/v1 2>&1)
+            if [ "$size" = 33554432 ]; then
+                l1_result $name server-file ok "the server's $export/v1 is $size bytes"
+            else
+                l1_result $name server-file fail "the server's $export/v1: '$size'"
+            fi
+            pool_guest $name $pool v1 65536 /deb$export/v1
+        fi
+        verb pool-destroy pool-destroy $pool
+        m=$(deb cat /proc/mounts | awk -v t="$mnt" '$2 == t')
+        if [ -z "$m" ]; then
+            l1_result $name unmounted ok "nothing mounted on $mnt after pool-destroy"
+        else
+            l1_result $name unmounted fail "still mounted: $m"
+        fi
+        verb pool-start-again pool-start $pool
+        listed=$(v vol-list $pool 2>&1)
+        case "$listed" in
+        *"v1"*"$mnt/v1"*) l1_result $name vol-list-again ok "$(echo "$listed" | tr -s ' \n' ' ')" ;;
+        *) l1_result $name vol-list-again fail "$(echo "$listed" | tr -s ' \n' ' ')" ;;
+        esac
+        verb vol-delete vol-delete v1 --pool $pool
+        if [ -e /deb$export/v1 ]; then
+            l1_result $name server-file-gone fail "the server's $export/v1 is still there"
+        else
+            l1_result $name server-file-gone ok "the server's $export/v1 is gone"
+        fi
+        verb pool-destroy-again pool-destroy $pool
+        verb pool-delete pool-delete $pool
+        verb pool-undefine pool-undefine $pool
+        if [ -e $mnt ] || deb cat /proc/mounts | awk -v t="$mnt" '$2 == t { f = 1 } END { exit !f }'; then
+            l1_result $name pool-gone fail "$mnt is still there or mounted"
+        else
+            l1_result $name pool-gone ok "$mnt unmounted and removed"
+        fi
+    fi
+    sed 's/^/LOG| daemon: /' /tmp/vf.dout /tmp/vf.dlog 2>/dev/null
+    for f in $(find /tmp/vf -name '*.log'); do
+        sed "s#^#LOG| $f: #" "$f"
+    done
+    kill $dpid 2>/dev/null
+    wait $dpid 2>/dev/null
+    umount $mnt 2>/dev/null
+    deb rpc.nfsd 0 >/dev/null 2>&1
+    deb exportfs -ua >/dev/null 2>&1
+    deb pkill rpc.mountd
+    deb pkill rpcbind
+    umount /deb/proc/fs/nfsd 2>/dev/null
+    rm -rf /deb$export
     rc=0
 }
 
@@ -1484,6 +1608,7 @@ for s in $(arg vireo.scenarios | tr ',' ' '); do
         net-nat) if deb_mount net-nat; then scenario_net_nat; fi ;;
         l1-tools) if deb_mount l1-tools; then scenario_l1_tools; fi ;;
         pool-logical) if deb_mount pool-logical; then scenario_pool_logical; fi ;;
+        pool-netfs) if deb_mount pool-netfs; then scenario_pool_netfs; fi ;;
         *) echo "VIREO-RESULT $s scenario fail unknown scenario" ;;
         esac
     fi

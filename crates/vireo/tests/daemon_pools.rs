@@ -110,13 +110,13 @@ fn a_dir_pool_from_define_to_delete() {
         &[
             "pool-define-as",
             "n",
-            "netfs",
+            "iscsi",
             "--source-host",
             "192.0.2.1",
-            "--source-path",
-            "/e",
+            "--source-dev",
+            "iqn.2026-11.example:t",
             "--target",
-            "/mnt/n",
+            "/dev/disk/by-path",
         ],
         "is not available in this version of Vireo",
     );

@@ -33,7 +33,7 @@ struct L1Boot {
 /// that of the longest: the boot and block scenarios in one, network,
 /// console, hot-plug and the daemon (with L1's Debian root) in the other;
 /// `numa` needs an L1 booted with two NUMA nodes of its own, and the
-/// `logical` pool's scenario (L1's Debian root) rides along with it.
+/// `logical` and `netfs` pools' scenarios (L1's Debian root) ride along.
 const BOOTS: &[L1Boot] = &[
     L1Boot {
         name: "suite",
@@ -66,7 +66,7 @@ const BOOTS: &[L1Boot] = &[
     },
     L1Boot {
         name: "numa",
-        scenarios: &["numa", "pool-logical"],
+        scenarios: &["numa", "pool-logical", "pool-netfs"],
         env: &[("VIREO_NESTED_NUMA", "2")],
     },
 ];
@@ -543,7 +543,7 @@ fn logical_pool_volume_used_by_a_stock_guest() {
         "vol-sectors",
         "vol-write",
         "l2-done",
-        "l2-write-on-lv",
+        "l2-write-on-volume",
         "undefine",
         "shrink-refused",
         "vol-resize",
@@ -551,6 +551,50 @@ fn logical_pool_volume_used_by_a_stock_guest() {
         "pool-info",
         "vol-delete",
         "pool-destroy",
+        "pool-delete",
+        "pool-undefine",
+        "pool-gone",
+    ]);
+}
+
+/// issue 13's `netfs` pool, in L1's Debian root: L1's kernel NFS server
+/// exports a directory; `vireo daemon` mounts it as a netfs pool through
+/// the kernel's client (pool-define-as, pool-build, pool-start; seen in
+/// /proc/mounts), vol-create-as makes a raw volume the server's directory
+/// holds; an L2 domain with `<disk type='volume'>` on it reads L1's marker
+/// and writes a word found in the server's file; pool-destroy unmounts, a
+/// second pool-start lists the volume again; vol-delete removes the
+/// server's file, and pool-delete leaves nothing mounted.
+#[test]
+fn netfs_pool_volume_used_by_a_stock_guest() {
+    let Some(s) = scenario("pool-netfs") else {
+        return;
+    };
+    s.assert_checks(&[
+        "nfs-server",
+        "daemon-up",
+        "pool-define-as",
+        "pool-build",
+        "pool-start",
+        "mounted",
+        "vol-create-as",
+        "server-file",
+        "define",
+        "start",
+        "vol-delete-in-use",
+        "vol-marker",
+        "vol-sectors",
+        "vol-write",
+        "l2-done",
+        "l2-write-on-volume",
+        "undefine",
+        "pool-destroy",
+        "unmounted",
+        "pool-start-again",
+        "vol-list-again",
+        "vol-delete",
+        "server-file-gone",
+        "pool-destroy-again",
         "pool-delete",
         "pool-undefine",
         "pool-gone",

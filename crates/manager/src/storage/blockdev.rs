@@ -166,6 +166,9 @@ pub struct Mount {
     pub point: PathBuf,
     /// Its filesystem type.
     pub fstype: String,
+    /// What was mounted, as the kernel names it (`/dev/vdb`,
+    /// `server:/export`).
+    pub source: String,
 }
 
 /// The mounts this process sees, in mount order.
@@ -184,12 +187,15 @@ fn parse_mountinfo_line(line: &str) -> Option<Mount> {
     let mut fields = line.split(' ');
     let dev = fields.nth(2)?;
     let point = fields.nth(1)?;
-    let fstype = fields.skip_while(|f| *f != "-").nth(1)?;
+    let mut rest = fields.skip_while(|f| *f != "-").skip(1);
+    let fstype = rest.next()?;
+    let source = rest.next()?;
     let (major, minor) = dev.split_once(':')?;
     Some(Mount {
         rdev: libc::makedev(major.parse().ok()?, minor.parse().ok()?),
         point: PathBuf::from(unescape(point)),
         fstype: fstype.to_string(),
+        source: unescape(source),
     })
 }
 
@@ -248,6 +254,7 @@ mod tests {
         assert_eq!(m.rdev, libc::makedev(7, 3));
         assert_eq!(m.point, PathBuf::from("/srv/pool a"));
         assert_eq!(m.fstype, "ext4");
+        assert_eq!(m.source, "/dev/loop3");
         assert!(parse_mountinfo_line("garbage").is_none());
         assert!(parse_mountinfo_line("1 2 x:y / /m rw - ext4 d rw").is_none());
     }

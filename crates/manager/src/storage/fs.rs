@@ -210,24 +210,7 @@ impl FsPool {
     /// `pool-destroy`: unmounts; refused while something (a running
     /// guest) holds a file open in it.
     pub fn stop(&self) -> Result<(), StorageError> {
-        let target =
-            std::fs::canonicalize(self.target()).map_err(|e| blockdev::host(self.target(), e))?;
-        if !blockdev::mounts()?.iter().any(|m| m.point == target) {
-            return Ok(());
-        }
-        let c = cstring(&target)?;
-        // SAFETY: a NUL-terminated path; umount2 reads it only.
-        if unsafe { libc::umount2(c.as_ptr(), 0) } < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::EBUSY) => StorageError::Conflict(format!(
-                    "cannot unmount {}: it is in use (a running domain's volume?)",
-                    target.display()
-                )),
-                _ => blockdev::host(&target, e),
-            });
-        }
-        Ok(())
+        unmount(self.target())
     }
 
     /// Whether the pool is up: the device is mounted on the target.
@@ -286,6 +269,28 @@ impl FsPool {
     ) -> Result<VolumeInfo, StorageError> {
         self.dir.resize(name, capacity, shrink)
     }
+}
+
+/// Unmounts whatever is mounted on `target` (nothing: done); refused
+/// while something (a running guest) holds a file open in it.
+pub(super) fn unmount(target: &Path) -> Result<(), StorageError> {
+    let target = std::fs::canonicalize(target).map_err(|e| blockdev::host(target, e))?;
+    if !blockdev::mounts()?.iter().any(|m| m.point == target) {
+        return Ok(());
+    }
+    let c = cstring(&target)?;
+    // SAFETY: a NUL-terminated path; umount2 reads it only.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EBUSY) => StorageError::Conflict(format!(
+                "cannot unmount {}: it is in use (a running domain's volume?)",
+                target.display()
+            )),
+            _ => blockdev::host(&target, e),
+        });
+    }
+    Ok(())
 }
 
 /// mount(2) of `device`'s `fstype` on `target`. No set-uid programs or

@@ -8,15 +8,15 @@
 //! json`, sizes in bytes), never parsed from columns. Every tool runs with
 //! a deadline, so a stuck device cannot hold a daemon worker forever.
 
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::Deserialize;
 use virtxml::{Permissions, Pool, PoolSpace, Volume, VolumeFormat};
 
-use super::blockdev::{self, last_line};
+use super::blockdev;
+use super::tool;
 use super::{BuildMode, StorageError, VolumeInfo};
 
 /// How long one LVM command may take before it is killed.
@@ -446,58 +446,9 @@ fn check_name(what: &str, name: &str) -> Result<(), StorageError> {
 /// many, so the warning is turned off rather than shown as an error.
 fn lvm(args: &[&str]) -> Result<String, StorageError> {
     let (program, rest) = args.split_first().expect("an lvm command");
-    let mut child = Command::new(program)
-        .args(rest)
-        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                StorageError::Host(format!("{program} is not installed (Debian package lvm2)"))
-            }
-            _ => StorageError::Host(format!("cannot run {program}: {e}")),
-        })?;
-    // Reading both pipes on threads keeps a chatty tool from blocking on
-    // a full pipe while it is waited for.
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if start.elapsed() > DEADLINE => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(StorageError::Host(format!(
-                    "{program} did not finish within {} s and was killed",
-                    DEADLINE.as_secs()
-                )));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(StorageError::Host(format!("waiting for {program}: {e}"))),
-        }
-    };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
-    if !status.success() {
-        return Err(StorageError::Host(format!(
-            "{program}: {}",
-            last_line(&err)
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    let mut cmd = Command::new(program);
+    cmd.args(rest).env("LVM_SUPPRESS_FD_WARNINGS", "1");
+    tool::run(cmd, "lvm2", DEADLINE)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! report its space, and to list, create, resize and delete its volumes.
 //!
 //! The daemon reaches every pool through [`Backend`], one variant per
-//! pool type: `dir` ([`dir`]), `fs` ([`fs`]), `disk` ([`disk`]) and
-//! `logical` ([`logical`]). The
+//! pool type: `dir` ([`dir`]), `fs` ([`fs`]), `netfs` ([`netfs`]), `disk`
+//! ([`disk`]) and `logical` ([`logical`]). The
 //! daemon refuses to define a pool of another type, saying so, rather
 //! than keep a definition it cannot start. Images are made with the
 //! project's own block layer, never by running `qemu-img`.
@@ -13,6 +13,8 @@ pub mod dir;
 pub mod disk;
 pub mod fs;
 pub mod logical;
+pub mod netfs;
+pub mod tool;
 
 use std::path::PathBuf;
 
@@ -22,6 +24,7 @@ use dir::DirPool;
 use disk::DiskPool;
 use fs::FsPool;
 use logical::LogicalPool;
+use netfs::NetfsPool;
 
 /// How `pool-build` treats what is already on a pool's device (virsh's
 /// `--overwrite` and `--no-overwrite`).
@@ -82,6 +85,8 @@ pub enum Backend {
     Dir(DirPool),
     /// A block device's filesystem, mounted on the target path.
     Fs(FsPool),
+    /// An NFS export, mounted on the target path.
+    Netfs(NetfsPool),
     /// A GPT-labelled block device whose partitions are the volumes.
     Disk(DiskPool),
     /// An LVM volume group whose logical volumes are the volumes.
@@ -94,6 +99,7 @@ impl Backend {
         supported(pool.kind).map_err(StorageError::Invalid)?;
         Ok(match pool.kind {
             virtxml::PoolType::Fs => Backend::Fs(FsPool::new(pool)?),
+            virtxml::PoolType::Netfs => Backend::Netfs(NetfsPool::new(pool)?),
             virtxml::PoolType::Disk => Backend::Disk(DiskPool::new(pool)?),
             virtxml::PoolType::Logical => Backend::Logical(LogicalPool::new(pool)?),
             _ => Backend::Dir(DirPool::new(pool)?),
@@ -106,6 +112,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.build(perms),
             Backend::Fs(p) => p.build(perms, mode),
+            Backend::Netfs(p) => p.build(perms),
             Backend::Disk(p) => p.build(mode),
             Backend::Logical(p) => p.build(mode),
         }
@@ -116,6 +123,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.delete(),
             Backend::Fs(p) => p.delete(),
+            Backend::Netfs(p) => p.delete(),
             Backend::Disk(p) => p.delete(),
             Backend::Logical(p) => p.delete(),
         }
@@ -127,6 +135,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.check(),
             Backend::Fs(p) => p.start(),
+            Backend::Netfs(p) => p.start(),
             Backend::Disk(p) => p.check(),
             Backend::Logical(p) => p.start(),
         }
@@ -137,6 +146,7 @@ impl Backend {
         match self {
             Backend::Dir(_) | Backend::Disk(_) => Ok(()),
             Backend::Fs(p) => p.stop(),
+            Backend::Netfs(p) => p.stop(),
             Backend::Logical(p) => p.stop(),
         }
     }
@@ -147,6 +157,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.check(),
             Backend::Fs(p) => p.check(),
+            Backend::Netfs(p) => p.check(),
             Backend::Disk(p) => p.check(),
             Backend::Logical(p) => p.check(),
         }
@@ -157,6 +168,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.space(),
             Backend::Fs(p) => p.space(),
+            Backend::Netfs(p) => p.space(),
             Backend::Disk(p) => p.space(),
             Backend::Logical(p) => p.space(),
         }
@@ -167,6 +179,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.volumes(),
             Backend::Fs(p) => p.volumes(),
+            Backend::Netfs(p) => p.volumes(),
             Backend::Disk(p) => p.volumes(),
             Backend::Logical(p) => p.volumes(),
         }
@@ -177,6 +190,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.volume(name),
             Backend::Fs(p) => p.volume(name),
+            Backend::Netfs(p) => p.volume(name),
             Backend::Disk(p) => p.volume(name),
             Backend::Logical(p) => p.volume(name),
         }
@@ -187,6 +201,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.create(vol),
             Backend::Fs(p) => p.create(vol),
+            Backend::Netfs(p) => p.create(vol),
             Backend::Disk(p) => p.create(vol),
             Backend::Logical(p) => p.create(vol),
         }
@@ -197,6 +212,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.delete_volume(name),
             Backend::Fs(p) => p.delete_volume(name),
+            Backend::Netfs(p) => p.delete_volume(name),
             Backend::Disk(p) => p.delete_volume(name),
             Backend::Logical(p) => p.delete_volume(name),
         }
@@ -212,6 +228,7 @@ impl Backend {
         match self {
             Backend::Dir(p) => p.resize(name, capacity, shrink),
             Backend::Fs(p) => p.resize(name, capacity, shrink),
+            Backend::Netfs(p) => p.resize(name, capacity, shrink),
             Backend::Disk(p) => p.resize(name, capacity, shrink),
             Backend::Logical(p) => p.resize(name, capacity, shrink),
         }
@@ -223,10 +240,11 @@ pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
     match kind {
         virtxml::PoolType::Dir
         | virtxml::PoolType::Fs
+        | virtxml::PoolType::Netfs
         | virtxml::PoolType::Disk
         | virtxml::PoolType::Logical => Ok(()),
         other => Err(format!(
-            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs', 'disk' and 'logical' pools are",
+            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs', 'netfs', 'disk' and 'logical' pools are",
             other.as_str()
         )),
     }
