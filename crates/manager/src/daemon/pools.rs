@@ -610,10 +610,13 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> std::io::Result<()> {
                     continue;
                 }
             };
-            if let Err(e) = Backend::open(&pool).and_then(|b| b.check()) {
-                tracing::warn!("pool '{name}' is inactive now: {e}");
-                let _ = s.remove_record(&name);
-                continue;
+            match Backend::open(&pool).and_then(|b| b.check().map(|()| b)) {
+                Ok(b) => b.sweep(),
+                Err(e) => {
+                    tracing::warn!("pool '{name}' is inactive now: {e}");
+                    let _ = s.remove_record(&name);
+                    continue;
+                }
             }
             let entry = entries.entry(name).or_insert_with(|| PoolEntry {
                 uuid: pool.uuid,

@@ -8,9 +8,12 @@
 //! project's own block layer, never by running `qemu-img`.
 
 pub mod blockdev;
+pub mod copy;
 pub mod dir;
 pub mod disk;
 pub mod fs;
+pub mod stream;
+pub mod wipe;
 
 use std::path::PathBuf;
 
@@ -174,6 +177,38 @@ impl Backend {
             Backend::Dir(p) => p.create(vol),
             Backend::Fs(p) => p.create(vol),
             Backend::Disk(p) => p.create(vol),
+        }
+    }
+
+    /// `vol-create-from` and `vol-clone`: a new volume as `vol` defines
+    /// it with the guest data of `source` (a volume of any pool).
+    pub fn create_from(
+        &self,
+        vol: &Volume,
+        source: &VolumeInfo,
+    ) -> Result<VolumeInfo, StorageError> {
+        match self {
+            Backend::Dir(p) => p.create_from(vol, source),
+            Backend::Fs(p) => p.create_from(vol, source),
+            Backend::Disk(p) => p.create_from(vol),
+        }
+    }
+
+    /// `vol-wipe` with the zero algorithm.
+    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        match self {
+            Backend::Dir(p) => p.wipe(name),
+            Backend::Fs(p) => p.wipe(name),
+            Backend::Disk(p) => p.wipe(name),
+        }
+    }
+
+    /// Removes unfinished volumes a killed daemon left behind.
+    pub fn sweep(&self) {
+        match self {
+            Backend::Dir(p) => p.sweep(),
+            Backend::Fs(p) => p.sweep(),
+            Backend::Disk(_) => {}
         }
     }
 
