@@ -67,10 +67,12 @@ pub fn upload(vol: &VolumeInfo, offset: u64, length: u64) -> Result<Transfer, St
     let device = is_block_device(&vol.path);
     let length = match (device, length) {
         (true, 0) => size - offset,
-        (true, n) if n > size - offset => return Err(StorageError::Invalid(format!(
+        (true, n) if n > size - offset => {
+            return Err(StorageError::Invalid(format!(
             "offset {offset} + length {n} reaches past the end of partition '{}' ({size} bytes)",
             vol.name
-        ))),
+        )))
+        }
         (false, 0) => u64::MAX - offset,
         (_, n) => n,
     };

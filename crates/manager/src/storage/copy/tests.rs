@@ -12,6 +12,11 @@ use crate::storage::dir::DirPool;
 
 const MIB: u64 = 1 << 20;
 
+/// `n` as an index (test images are small).
+fn us(n: u64) -> usize {
+    usize::try_from(n).unwrap()
+}
+
 /// A 16 MiB image of `format` with data at 1 MiB, 5 MiB + 3 and the last
 /// byte, zeroes elsewhere; returns it with what it reads as.
 fn image(dir: &Path, name: &str, format: ImageFormat) -> (PathBuf, Vec<u8>) {
@@ -29,15 +34,15 @@ fn image(dir: &Path, name: &str, format: ImageFormat) -> (PathBuf, Vec<u8>) {
         .unwrap(),
     }
     let img = open_destination(&path, format).unwrap();
-    let mut want = vec![0u8; size as usize];
+    let mut want = vec![0u8; us(size)];
     for (at, len, byte) in [
         (MIB, 300_000u64, 0x11u8),
         (5 * MIB + 3, 70_000, 0x22),
         (size - 1, 1, 0x33),
     ] {
-        let data = vec![byte; len as usize];
+        let data = vec![byte; us(len)];
         img.write_at(at, &data).unwrap();
-        want[at as usize..(at + len) as usize].copy_from_slice(&data);
+        want[us(at)..us(at + len)].copy_from_slice(&data);
     }
     img.flush().unwrap();
     (path, want)
@@ -45,7 +50,7 @@ fn image(dir: &Path, name: &str, format: ImageFormat) -> (PathBuf, Vec<u8>) {
 
 fn read_all(path: &Path, format: ImageFormat) -> Vec<u8> {
     let img = open_source(path, format).unwrap();
-    let mut out = vec![0u8; img.size() as usize];
+    let mut out = vec![0u8; us(img.size())];
     img.read_at(0, &mut out).unwrap();
     out
 }
@@ -111,7 +116,7 @@ fn an_overlay_is_flattened_and_a_small_destination_refused() {
     t.write_at(2 * MIB, &[0x44; 4096]).unwrap();
     t.flush().unwrap();
     drop(t);
-    want[2 * MIB as usize..2 * MIB as usize + 4096].fill(0x44);
+    want[us(2 * MIB)..us(2 * MIB + 4096)].fill(0x44);
 
     let flat = scratch.path().join("flat.qcow2");
     let dst = blank(&flat, ImageFormat::Qcow2, 16 * MIB);
