@@ -51,7 +51,7 @@ pub(crate) struct Pools {
     store: Store,
     table: Mutex<BTreeMap<String, PoolEntry>>,
     /// Serializes every change of every pool and volume.
-    ops: tokio::sync::Mutex<()>,
+    pub(super) ops: tokio::sync::Mutex<()>,
 }
 
 impl Pools {
@@ -100,7 +100,7 @@ pub(super) fn failure(e: StorageError) -> Failure {
 }
 
 /// Runs host work off the async thread.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, Failure> {
     tokio::task::spawn_blocking(f).await?.map_err(failure)
@@ -439,7 +439,7 @@ fn volume_kind(path: &Path) -> &'static str {
     }
 }
 
-fn volume_summary(v: &VolumeInfo) -> VolumeSummary {
+pub(super) fn volume_summary(v: &VolumeInfo) -> VolumeSummary {
     VolumeSummary {
         name: v.name.clone(),
         path: v.path.display().to_string(),
@@ -520,7 +520,7 @@ pub(crate) async fn create_volume(
 }
 
 /// The running domains whose disks include `path`.
-fn users(d: &Daemon, path: &Path) -> Vec<String> {
+pub(super) fn users(d: &Daemon, path: &Path) -> Vec<String> {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     d.registry
         .lock()
