@@ -228,10 +228,10 @@ impl SparseWriter {
         Ok(())
     }
 
-    /// Fixes the length (a trailing hole is not written) and syncs.
+    /// Fixes the length (a trailing hole is not written). Not synced,
+    /// as virsh does not: the page cache holds what a reader needs.
     fn finish(self) -> std::io::Result<()> {
-        self.file.set_len(self.at)?;
-        self.file.sync_all()
+        self.file.set_len(self.at)
     }
 }
 
