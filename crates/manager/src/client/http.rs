@@ -139,14 +139,17 @@ impl Connection {
     }
 
     /// Send one chunk of a chunked body; an empty `data` is the last.
+    /// The data is written as it is, between its size line and CRLF,
+    /// not copied into a frame.
     pub fn send_chunk(&mut self, data: &[u8]) -> Result<(), HttpError> {
-        let mut framed = Vec::with_capacity(data.len() + 16);
-        framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        framed.extend_from_slice(data);
+        self.stream
+            .write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+        if !data.is_empty() {
+            self.stream.write_all(data)?;
+        }
         // After the last chunk (`0\r\n`) this CRLF ends the (empty)
         // trailer section.
-        framed.extend_from_slice(b"\r\n");
-        self.stream.write_all(&framed)?;
+        self.stream.write_all(b"\r\n")?;
         Ok(())
     }
 
@@ -545,6 +548,27 @@ mod tests {
             c.read_head("GET", soon()),
             Err(HttpError::Closed { started: false })
         ));
+    }
+
+    #[test]
+    fn chunked_uploads_are_framed() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut c = Connection::new(Stream::Unix(a));
+        c.send_head("PUT", "/x", &["Transfer-Encoding: chunked"])
+            .unwrap();
+        c.send_chunk(&[b'a'; 26]).unwrap();
+        c.send_chunk(b"").unwrap();
+        drop(c);
+        let mut wire = String::new();
+        std::io::Read::read_to_string(&mut b, &mut wire).unwrap();
+        assert!(wire.starts_with("PUT /x HTTP/1.1\r\n"), "{wire}");
+        assert!(
+            wire.ends_with(&format!(
+                "Transfer-Encoding: chunked\r\n\r\n1a\r\n{}\r\n0\r\n\r\n",
+                "a".repeat(26)
+            )),
+            "{wire}"
+        );
     }
 
     #[test]
