@@ -591,3 +591,131 @@ fn a_daemon_killed_mid_copy_leaves_no_half_volume_and_starts_again() {
         sha256(&src)
     );
 }
+
+/// A loop device over a sparse file, with partition scanning; detached
+/// when dropped, even on failure.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path, size: u64) -> Option<Loop> {
+        std::fs::File::create(file).unwrap().set_len(size).unwrap();
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--partscan"])
+            .arg(file)
+            .output()
+            .ok()?;
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && dev.starts_with("/dev/loop")).then_some(Loop(dev))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_disk_pool_partition_is_copied_out_wiped_and_moved_but_never_copied_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(lo) = Loop::attach(&dir.path().join("disk.img"), 48 * MIB) else {
+        testkit::skip("no loop device could be attached");
+        return;
+    };
+    let d = Daemon::start(dir.path());
+    let images = pool(&d, dir.path());
+    ok(&d, &["pool-define-as", "d", "disk", "--source-dev", &lo.0]);
+    ok(&d, &["pool-build", "d"]);
+    ok(&d, &["pool-start", "d"]);
+    let part = format!("{}p1", lo.0.trim_start_matches("/dev/"));
+    ok(&d, &["vol-create-as", "d", &part, "16M"]);
+    let size = std::fs::File::open(format!("/dev/{part}"))
+        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .unwrap();
+
+    // Upload into the partition, download it whole, copy it out as qcow2.
+    let data = dir.path().join("data");
+    std::fs::File::create(&data).unwrap();
+    scribble_new(&data, 3 * MIB);
+    ok(
+        &d,
+        &[
+            "vol-upload",
+            &part,
+            data.to_str().unwrap(),
+            "--pool",
+            "d",
+            "--offset",
+            "4096",
+        ],
+    );
+    let whole = dir.path().join("whole");
+    ok(
+        &d,
+        &[
+            "vol-download",
+            &part,
+            whole.to_str().unwrap(),
+            "--pool",
+            "d",
+        ],
+    );
+    let got = std::fs::read(&whole).unwrap();
+    assert_eq!(got.len() as u64, size);
+    assert_eq!(
+        &got[4096..4096 + (3 << 20)],
+        &std::fs::read(&data).unwrap()[..]
+    );
+    let q = write_xml(
+        dir.path(),
+        "q.xml",
+        "<volume><name>part.qcow2</name><capacity>1</capacity>\
+         <target><format type='qcow2'/></target></volume>",
+    );
+    ok(&d, &["vol-create-from", "p", &q, &part, "--inputpool", "d"]);
+    assert_eq!(
+        guest_sha(&images.join("part.qcow2"), "qcow2", dir.path()),
+        sha256(&whole)
+    );
+
+    // What a partition cannot do, in one line each.
+    refused(
+        &d,
+        &["vol-clone", &part, "x", "--pool", "d"],
+        "cannot copy into disk pool volume 'x'",
+    );
+    let past = (size - 100).to_string();
+    refused(
+        &d,
+        &[
+            "vol-upload",
+            &part,
+            data.to_str().unwrap(),
+            "--pool",
+            "d",
+            "--offset",
+            &past,
+        ],
+        "reaches past the end of partition",
+    );
+
+    // A wipe zeroes the whole partition.
+    assert_eq!(
+        ok(&d, &["vol-wipe", &part, "--pool", "d"]),
+        format!("Vol {part} wiped\n\n")
+    );
+    let zero = std::fs::read(format!("/dev/{part}")).unwrap();
+    assert!(zero.iter().all(|&b| b == 0));
+    ok(&d, &["vol-delete", &part, "--pool", "d"]);
+}
+
+/// Fills the empty file `path` with `len` bytes of pattern.
+fn scribble_new(path: &Path, len: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    scribble(path, 0, len, 0x42);
+}
