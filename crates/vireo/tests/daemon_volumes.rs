@@ -401,6 +401,16 @@ fn upload_and_download_round_trip_by_sha256_with_ranges() {
     let m = std::fs::metadata(&out).unwrap();
     assert_eq!(m.len(), 72 * MIB);
     assert!(m.blocks() * 512 < 20 * MIB, "the download keeps the holes");
+    // Neither direction held the 72 MiB at once: the daemon's peak
+    // resident memory stays well under it.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    eprintln!("daemon peak RSS after the transfers: {peak_kib} KiB");
+    assert!(peak_kib < 48 * 1024, "daemon peak RSS {peak_kib} KiB");
 
     // --offset and --length on both sides.
     let small = dir.path().join("small");

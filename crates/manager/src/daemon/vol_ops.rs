@@ -2,9 +2,9 @@
 //! `vol-clone` (one copy route), `vol-wipe`, and `vol-upload` and
 //! `vol-download`, whose bytes stream through the request or answer body.
 //!
-//! A stream moves through a channel of a few [`PIECE`]-sized pieces
-//! between the connection and a blocking thread that does the file I/O,
-//! so a transfer of any size holds at most a few MiB in memory. Copies
+//! A stream moves through a channel of a few pieces between the
+//! connection and a blocking thread that does the file I/O, so a transfer
+//! of any size holds at most a few MiB in memory. Copies
 //! and wipes are changes like the other volume changes (one at a time,
 //! under [`super::pools::Pools`]' lock); transfers are not, since they
 //! can run as long as a client sends.
@@ -29,10 +29,11 @@ use crate::storage::{stream, wipe, Backend, StorageError, VolumeInfo};
 type D = State<Arc<Daemon>>;
 type VolPath = Result<Path<(String, String)>, PathRejection>;
 
-/// Bytes per piece of a download, and the most of an upload's body the
-/// daemon holds per queued piece.
+/// Bytes per piece of a download (an upload's pieces are the frames the
+/// connection reads, at most hyper's buffer each).
 const PIECE: usize = 1 << 20;
-/// Pieces in flight between the connection and the file.
+/// Pieces queued between the connection and the file: with the piece
+/// size, what bounds a transfer's memory.
 const IN_FLIGHT: usize = 4;
 
 fn vol(p: VolPath) -> Result<(String, String), Failure> {
