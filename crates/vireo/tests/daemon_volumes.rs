@@ -376,14 +376,33 @@ fn upload_and_download_round_trip_by_sha256_with_ranges() {
     holey_file(&local);
     let want = sha256(&local);
     ok(&d, &["vol-create-as", "p", "big", "72M"]);
-    assert_eq!(
-        ok(
-            &d,
-            &["vol-upload", "big", local.to_str().unwrap(), "--pool", "p"]
-        ),
-        "\n"
+    // stderr is no terminal here: no progress bar, nothing but the blank
+    // line on stdout.
+    let (code, out, err) = virsh_at(
+        &d.socket,
+        &["vol-upload", "big", local.to_str().unwrap(), "--pool", "p"],
     );
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "\n", ""));
     assert_eq!(sha256(&images.join("big")), want);
+    // On a terminal (script(1) gives it one) the bar shows the total.
+    let line = format!(
+        "{} -c 'vireo+unix:///system?socket={}' vol-upload big {} --pool p",
+        env!("CARGO_BIN_EXE_vireo"),
+        d.socket.display(),
+        local.display()
+    );
+    match Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("VIREO_DEFAULT_URI")
+        .output()
+    {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success(), "{text}");
+            assert!(text.contains("/72.00 MiB"), "no progress bar: {text:?}");
+        }
+        Err(e) => eprintln!("script(1) is not available ({e}): the bar is not checked"),
+    }
     let out = dir.path().join("out.img");
     let json = ok(
         &d,
