@@ -12,6 +12,11 @@ use crate::api::{VolumeCopyRequest, VolumeSummary, VolumeTransfer, VolumeWipeReq
 /// Bytes sent per chunk of an upload.
 const UPLOAD_PIECE: usize = 1 << 20;
 
+/// The least a copy or wipe is waited for: the daemon answers when the
+/// data is written, which for a large volume takes far longer than any
+/// other answer (the client's timeout still applies when longer).
+pub const LONG_CHANGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn vol_path(pool: &str, vol: &str, suffix: &str) -> String {
     format!(
         "/pools/{}/volumes/{}{suffix}",
@@ -57,7 +62,19 @@ impl Client {
             pool: target_pool.into(),
             xml: xml.into(),
         };
-        self.send_json("POST", &vol_path(pool, vol, "/copy"), &req)
+        self.long_change(|c| c.send_json("POST", &vol_path(pool, vol, "/copy"), &req))
+    }
+
+    /// Runs `call` waiting at least [`LONG_CHANGE`] for its answer.
+    fn long_change<T>(
+        &mut self,
+        call: impl FnOnce(&mut Client) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let saved = self.timeout;
+        self.timeout = saved.max(LONG_CHANGE);
+        let result = call(self);
+        self.timeout = saved;
+        result
     }
 
     /// `POST /pools/{pool}/volumes/{vol}/wipe`.
@@ -70,7 +87,7 @@ impl Client {
         let req = VolumeWipeRequest {
             algorithm: algorithm.map(str::to_string),
         };
-        self.send_json("POST", &vol_path(pool, vol, "/wipe"), &req)
+        self.long_change(|c| c.send_json("POST", &vol_path(pool, vol, "/wipe"), &req))
     }
 
     /// `PUT /pools/{pool}/volumes/{vol}/content`: the bytes `source`

@@ -389,7 +389,13 @@ pub(crate) async fn start(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
 
 async fn start_locked(d: &Arc<Daemon>, name: &str, pool: Arc<Pool>) -> Result<(), Failure> {
     let check = pool.clone();
-    blocking(move || Backend::open(&check)?.start()).await?;
+    blocking(move || {
+        let b = Backend::open(&check)?;
+        b.start()?;
+        b.sweep();
+        Ok(())
+    })
+    .await?;
     let record = PoolRecord {
         xml: pool.to_xml(None),
     };

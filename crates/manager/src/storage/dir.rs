@@ -282,8 +282,8 @@ impl DirPool {
     }
 
     /// Removes what a daemon killed while making a volume left behind
-    /// (hidden temporary files of ours); called when the pool is found
-    /// active again.
+    /// (hidden temporary files of ours); called when the pool starts and
+    /// when a restarted daemon finds it active.
     pub fn sweep(&self) {
         let Ok(entries) = fs::read_dir(&self.path) else {
             return;
