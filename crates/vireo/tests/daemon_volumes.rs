@@ -518,6 +518,11 @@ fn upload_and_download_round_trip_by_sha256_with_ranges() {
     );
     refused(
         &d,
+        &["vol-upload", "big", "/tmp", "--pool", "p"],
+        "cannot read /tmp: it is a directory",
+    );
+    refused(
+        &d,
         &["vol-upload", "nope", small.to_str().unwrap(), "--pool", "p"],
         "nope",
     );

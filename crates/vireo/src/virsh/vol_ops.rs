@@ -164,7 +164,10 @@ fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
 
 fn transfer_failure(what: &str, vol: &str, e: UploadError) -> Failure {
     match e {
-        UploadError::Local(e) => Failure(format!("cannot {what} volume {vol}: {e}")),
+        UploadError::Local(e) => Failure(format!(
+            "cannot {what} volume {vol}: {}",
+            manager::client::io_cause(&e)
+        )),
         UploadError::Client(e) => Failure(format!("cannot {what} volume {vol}: {e}")),
     }
 }
@@ -181,10 +184,20 @@ pub fn upload(c: &mut Client, a: &VolTransferArgs) -> Result<Output, Failure> {
             manager::client::io_cause(&e)
         ))
     })?;
-    let size = file
-        .metadata()
-        .map_err(|e| Failure(format!("cannot read {}: {e}", a.file.display())))?
-        .len();
+    let meta = file.metadata().map_err(|e| {
+        Failure(format!(
+            "cannot read {}: {}",
+            a.file.display(),
+            manager::client::io_cause(&e)
+        ))
+    })?;
+    if meta.is_dir() {
+        return Err(Failure(format!(
+            "cannot read {}: it is a directory",
+            a.file.display()
+        )));
+    }
+    let size = meta.len();
     // The volume is looked up first: a wrong name, or a transport that
     // fails, is reported before the file is read.
     let (pool, name) = locate(c, &a.vol, a.pool.as_deref())?;
