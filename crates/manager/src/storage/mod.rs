@@ -1,5 +1,7 @@
 //! Storage pools on the host: what a pool's type does to come up, to
-//! report its space, and to list, create, resize and delete its volumes.
+//! report its space, and to list, create, copy ([`copy`]), wipe
+//! ([`wipe`]), resize and delete its volumes; [`stream`] checks the byte
+//! ranges of uploads and downloads.
 //!
 //! The daemon reaches every pool through [`Backend`], one variant per
 //! pool type: `dir` ([`dir`]), `fs` ([`fs`]) and `disk` ([`disk`]). The
