@@ -417,3 +417,76 @@ fn an_ssh_port_where_nothing_listens_is_one_line() {
         "{e}"
     );
 }
+
+#[test]
+fn volumes_upload_and_download_over_ssh() {
+    if let Err(why) = sshd_available() {
+        testkit::skip(&why);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = match SshHost::start(dir.path()) {
+        Ok(h) => h,
+        Err(why) => {
+            testkit::skip(&why);
+            return;
+        }
+    };
+    std::fs::create_dir(dir.path().join("daemon")).unwrap();
+    let d = Daemon::start(&dir.path().join("daemon"));
+    let local = format!("vireo+unix:///system?socket={}", d.socket.display());
+    let remote = host.uri(&d.socket);
+    let images = dir.path().join("images");
+    let target = images.display().to_string();
+    vireo(&local, &["pool-define-as", "p", "dir", "--target", &target]).ok();
+    vireo(&local, &["pool-build", "p"]).ok();
+    vireo(&local, &["pool-start", "p"]).ok();
+    vireo(&local, &["vol-create-as", "p", "v", "24M"]).ok();
+
+    // 24 MiB: data with a hole in the middle, through ssh both ways.
+    let data = dir.path().join("data.bin");
+    let mut bytes: Vec<u8> = (0..24u32 << 20).map(|i| (i % 253) as u8).collect();
+    bytes[8 << 20..16 << 20].fill(0);
+    std::fs::write(&data, &bytes).unwrap();
+    let up = host.run(
+        &remote,
+        &[
+            "vol-upload",
+            "v",
+            &data.display().to_string(),
+            "--pool",
+            "p",
+        ],
+    );
+    assert_eq!(up.ok(), "\n");
+    assert!(std::fs::read(images.join("v")).unwrap() == bytes);
+    let back = dir.path().join("back.bin");
+    host.run(
+        &remote,
+        &[
+            "vol-download",
+            "v",
+            &back.display().to_string(),
+            "--pool",
+            "p",
+        ],
+    )
+    .ok();
+    assert!(std::fs::read(&back).unwrap() == bytes);
+
+    // A transport that fails is one line, and no data went anywhere.
+    let dead = remote.replace(&format!(":{PORT}/"), ":2223/");
+    let e = host
+        .run(
+            &dead,
+            &[
+                "vol-upload",
+                "v",
+                &data.display().to_string(),
+                "--pool",
+                "p",
+            ],
+        )
+        .error();
+    assert!(e.contains("Connection refused"), "{e}");
+}

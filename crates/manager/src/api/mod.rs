@@ -66,7 +66,10 @@ pub use iface::{InterfaceDefineResponse, InterfaceSummary};
 pub use network::{
     DhcpLease, InterfaceAddress, NetworkDestroyRequest, NetworkSummary, NetworkUpdateRequest,
 };
-pub use storage::{PoolSummary, VolumeResizeRequest, VolumeSummary};
+pub use storage::{
+    PoolSummary, VolumeCopyRequest, VolumeResizeRequest, VolumeSummary, VolumeTransfer,
+    VolumeWipeRequest,
+};
 
 /// The daemon's read-write socket unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/vireo/vireo.sock";

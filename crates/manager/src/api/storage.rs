@@ -21,6 +21,10 @@
 //! | GET | `/pools/{pool}/volumes/{vol}/xml` | | [`XmlDocument`](super::XmlDocument) (vol-dumpxml) |
 //! | DELETE | `/pools/{pool}/volumes/{vol}` | | 204 (vol-delete) |
 //! | POST | `/pools/{pool}/volumes/{vol}/resize` | [`VolumeResizeRequest`] | [`VolumeSummary`] |
+//! | POST | `/pools/{pool}/volumes/{vol}/copy` | [`VolumeCopyRequest`] | [`VolumeSummary`] of the new volume (vol-create-from, vol-clone) |
+//! | POST | `/pools/{pool}/volumes/{vol}/wipe` | [`VolumeWipeRequest`] | [`VolumeSummary`] (vol-wipe) |
+//! | PUT | `/pools/{pool}/volumes/{vol}/content?offset=N&length=N` | the bytes (chunked) | [`VolumeTransfer`] (vol-upload) |
+//! | GET | `/pools/{pool}/volumes/{vol}/content?offset=N&length=N` | | the bytes, chunked (vol-download) |
 //!
 //! `{pool}` is a pool's name or UUID; `{vol}` a volume's name in it.
 //! Errors are as for domains: 404 for no such pool or volume, 409 when a
@@ -85,4 +89,31 @@ pub struct VolumeResizeRequest {
     /// Allow a smaller size (data past it is lost).
     #[serde(default)]
     pub shrink: bool,
+}
+
+/// `POST /pools/{pool}/volumes/{vol}/copy`: a new volume in `pool`, as
+/// `xml` defines it, with the guest data of the volume in the path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeCopyRequest {
+    /// The pool the new volume goes in (name or UUID).
+    pub pool: String,
+    /// The new volume's libvirt XML.
+    pub xml: String,
+}
+
+/// `POST /pools/{pool}/volumes/{vol}/wipe`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeWipeRequest {
+    /// virsh's `--algorithm`; only `zero` (the default) is supported.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+}
+
+/// What an upload or download moved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeTransfer {
+    /// Bytes written to (or read from) the volume.
+    pub bytes: u64,
 }

@@ -12,6 +12,9 @@ pub mod http;
 mod iface;
 mod network;
 mod pool;
+mod vol_ops;
+
+pub use vol_ops::UploadError;
 pub mod transport;
 pub mod uri;
 

@@ -35,6 +35,7 @@ mod registry;
 mod routes;
 mod server;
 mod store;
+mod vol_ops;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;

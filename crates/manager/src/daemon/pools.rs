@@ -51,7 +51,7 @@ pub(crate) struct Pools {
     store: Store,
     table: Mutex<BTreeMap<String, PoolEntry>>,
     /// Serializes every change of every pool and volume.
-    ops: tokio::sync::Mutex<()>,
+    pub(super) ops: tokio::sync::Mutex<()>,
 }
 
 impl Pools {
@@ -100,7 +100,7 @@ pub(super) fn failure(e: StorageError) -> Failure {
 }
 
 /// Runs host work off the async thread.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
 ) -> Result<T, Failure> {
     tokio::task::spawn_blocking(f).await?.map_err(failure)
@@ -405,7 +405,13 @@ pub(crate) async fn start(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
 
 async fn start_locked(d: &Arc<Daemon>, name: &str, pool: Arc<Pool>) -> Result<(), Failure> {
     let check = pool.clone();
-    blocking(move || Backend::open(&check)?.start()).await?;
+    blocking(move || {
+        let b = Backend::open(&check)?;
+        b.start()?;
+        b.sweep();
+        Ok(())
+    })
+    .await?;
     let record = PoolRecord {
         xml: pool.to_xml(None),
     };
@@ -455,7 +461,7 @@ fn volume_kind(path: &Path) -> &'static str {
     }
 }
 
-fn volume_summary(v: &VolumeInfo) -> VolumeSummary {
+pub(super) fn volume_summary(v: &VolumeInfo) -> VolumeSummary {
     VolumeSummary {
         name: v.name.clone(),
         path: v.path.display().to_string(),
@@ -536,7 +542,7 @@ pub(crate) async fn create_volume(
 }
 
 /// The running domains whose disks include `path`.
-fn users(d: &Daemon, path: &Path) -> Vec<String> {
+pub(super) fn users(d: &Daemon, path: &Path) -> Vec<String> {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     d.registry
         .lock()
@@ -626,10 +632,13 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> std::io::Result<()> {
                     continue;
                 }
             };
-            if let Err(e) = Backend::open(&pool).and_then(|b| b.check()) {
-                tracing::warn!("pool '{name}' is inactive now: {e}");
-                let _ = s.remove_record(&name);
-                continue;
+            match Backend::open(&pool).and_then(|b| b.check().map(|()| b)) {
+                Ok(b) => b.sweep(),
+                Err(e) => {
+                    tracing::warn!("pool '{name}' is inactive now: {e}");
+                    let _ = s.remove_record(&name);
+                    continue;
+                }
             }
             let entry = entries.entry(name).or_insert_with(|| PoolEntry {
                 uuid: pool.uuid,

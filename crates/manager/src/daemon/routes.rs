@@ -19,7 +19,8 @@ use super::devices::{self, Family};
 use super::failure::{no_content, ok, parse_body, parse_optional_body, Answer, Failure};
 use super::registry::{driver_name, Entry};
 use super::{
-    console, host, iface_routes, lifecycle, net_routes, ops, pool_routes, port_policy, Daemon,
+    console, host, iface_routes, lifecycle, net_routes, ops, pool_routes, port_policy, vol_ops,
+    Daemon,
 };
 use crate::api::{
     AutostartRequest, BandwidthRequest, CreateRequest, DefineRequest, DestroyRequest,
@@ -110,6 +111,10 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
         route!(DELETE "/pools/{pool}/volumes/{vol}" => pool_routes::delete_volume),
         route!(GET "/pools/{pool}/volumes/{vol}/xml" => pool_routes::volume_xml),
         route!(POST "/pools/{pool}/volumes/{vol}/resize" => pool_routes::resize_volume),
+        route!(POST "/pools/{pool}/volumes/{vol}/copy" => vol_ops::copy),
+        route!(POST "/pools/{pool}/volumes/{vol}/wipe" => vol_ops::wipe),
+        route!(PUT "/pools/{pool}/volumes/{vol}/content" => vol_ops::upload),
+        route!(GET "/pools/{pool}/volumes/{vol}/content" => vol_ops::download),
     ]
 }
 

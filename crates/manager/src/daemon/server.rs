@@ -216,7 +216,10 @@ async fn accept_loop(
 fn read_only_allows(method: &Method, path: &str) -> bool {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let console = matches!(segments.as_slice(), ["domains", _, "console"]);
-    *method == Method::GET && !console
+    // A volume's bytes are not for read-only clients either (libvirt
+    // refuses vol-download on a read-only connection too).
+    let content = matches!(segments.as_slice(), ["pools", _, "volumes", _, "content"]);
+    *method == Method::GET && !console && !content
 }
 
 async fn handle(
@@ -320,6 +323,15 @@ mod tests {
         assert!(!read_only_allows(&Method::GET, "/domains/a/console"));
         assert!(read_only_allows(&Method::GET, "/domains/console"));
         assert!(!read_only_allows(&Method::POST, "/domains/a/start"));
+        assert!(!read_only_allows(
+            &Method::GET,
+            "/pools/p/volumes/v/content"
+        ));
+        assert!(!read_only_allows(
+            &Method::PUT,
+            "/pools/p/volumes/v/content"
+        ));
+        assert!(read_only_allows(&Method::GET, "/pools/p/volumes/v"));
         assert!(!read_only_allows(&Method::DELETE, "/domains/a"));
     }
 

@@ -14,13 +14,16 @@ use block::qcow2::header::Header;
 use block::ImageFormat;
 use virtxml::{BackingStore, Permissions, Pool, PoolSpace, Volume, VolumeFormat};
 
-use super::{StorageError, VolumeInfo};
+use super::{copy, wipe, StorageError, VolumeInfo};
 
 /// A `dir` pool's directory.
 #[derive(Debug, Clone)]
 pub struct DirPool {
     path: PathBuf,
 }
+
+/// The suffix of a volume in the making (after a leading `.`).
+const TEMP_SUFFIX: &str = ".vireo-new";
 
 /// Largest qcow2 cluster: the most of a file read to decode its header.
 const MAX_HEADER_READ: u64 = 2 << 20;
@@ -164,7 +167,7 @@ impl DirPool {
                 vol.name
             )));
         }
-        let temp = self.path.join(format!(".{}.vireo-new", vol.name));
+        let temp = self.temp_path(&vol.name);
         let _ = fs::remove_file(&temp);
         let made = self.make(vol, capacity, &temp).and_then(|()| {
             apply(&temp, &vol.permissions)?;
@@ -179,6 +182,129 @@ impl DirPool {
         made?;
         sync_dir(&self.path)?;
         self.volume(&vol.name)
+    }
+
+    /// `vol-create-from` and `vol-clone`: a new volume as `vol` defines
+    /// it holding the guest data of `source` (converted between raw and
+    /// qcow2, sparse). It is written under a hidden temporary name, synced,
+    /// and linked into place only when whole, so a crash leaves no half
+    /// volume (and [`DirPool::sweep`] removes the leftover). A `vol` with
+    /// a backing store becomes a qcow2 overlay on `source` instead.
+    pub fn create_from(
+        &self,
+        vol: &Volume,
+        source: &VolumeInfo,
+    ) -> Result<VolumeInfo, StorageError> {
+        let target = self.volume_path(&vol.name)?;
+        if fs::symlink_metadata(&target).is_ok() {
+            return Err(in_use(&vol.name));
+        }
+        // Never smaller than the source (libvirt's rule too).
+        let capacity = vol.capacity.max(source.capacity);
+        if let Some(b) = &vol.backing {
+            return self.overlay(vol, b, source, capacity);
+        }
+        let available = self.space()?.available;
+        let need = vol.allocation.unwrap_or(0).max(source.allocation);
+        if need > available {
+            return Err(StorageError::Invalid(format!(
+                "volume '{}' needs about {need} bytes; pool has {available} free",
+                vol.name
+            )));
+        }
+        let format = vol.format.unwrap_or(VolumeFormat::Raw);
+        let src = copy::open_source(&source.path, image_format(source.format))?;
+        let temp = self.temp_path(&vol.name);
+        let _ = fs::remove_file(&temp);
+        let made = self.make(vol, capacity, &temp).and_then(|()| {
+            let dst = copy::open_destination(&temp, image_format(format))?;
+            let stats = copy::copy(src.as_ref(), dst.as_ref())
+                .map_err(|e| copy::describe(e, &source.path, &target))?;
+            drop(dst);
+            tracing::info!(
+                "copied {} into {}: {} bytes read, {} written",
+                source.path.display(),
+                target.display(),
+                stats.read,
+                stats.written
+            );
+            fs::File::open(&temp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| host(&temp, e))?;
+            apply(&temp, &vol.permissions)?;
+            fs::hard_link(&temp, &target).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => in_use(&vol.name),
+                _ => host(&target, e),
+            })
+        });
+        let _ = fs::remove_file(&temp);
+        made?;
+        sync_dir(&self.path)?;
+        self.volume(&vol.name)
+    }
+
+    /// A qcow2 overlay whose backing store is `source`: the volume reads
+    /// as `source` does without a copy. A backing store naming another
+    /// image is refused, since the new volume would not hold `source`'s
+    /// data.
+    fn overlay(
+        &self,
+        vol: &Volume,
+        backing: &BackingStore,
+        source: &VolumeInfo,
+        capacity: u64,
+    ) -> Result<VolumeInfo, StorageError> {
+        let same = block::FileId::of(Path::new(&backing.path)).is_some()
+            && block::FileId::of(Path::new(&backing.path)) == block::FileId::of(&source.path);
+        if !same {
+            return Err(StorageError::Invalid(format!(
+                "the new volume's backingStore {} is not the input volume {}: an overlay on it would not hold the input's data",
+                backing.path,
+                source.path.display()
+            )));
+        }
+        if vol.format == Some(VolumeFormat::Raw) {
+            return Err(StorageError::Invalid(
+                "a volume with a backingStore is a qcow2 overlay: its format cannot be raw".into(),
+            ));
+        }
+        let mut overlay = vol.clone();
+        overlay.format = Some(VolumeFormat::Qcow2);
+        overlay.capacity = capacity;
+        self.create(&overlay)
+    }
+
+    /// `vol-wipe`: zeroes the whole file (see [`super::wipe`]).
+    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        let v = self.volume(name)?;
+        wipe::zero(&v.path)?;
+        self.volume(name)
+    }
+
+    /// Removes what a daemon killed while making a volume left behind
+    /// (hidden temporary files of ours); called when the pool starts and
+    /// when a restarted daemon finds it active.
+    pub fn sweep(&self) {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::warn!(
+                        "pool {}: removed {name}, an unfinished volume",
+                        self.path.display()
+                    ),
+                    Err(e) => tracing::warn!("pool {}: {name}: {e}", self.path.display()),
+                }
+            }
+        }
+    }
+
+    fn temp_path(&self, name: &str) -> PathBuf {
+        self.path.join(format!(".{name}{TEMP_SUFFIX}"))
     }
 
     /// Writes the new image at `temp`.

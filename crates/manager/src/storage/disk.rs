@@ -254,6 +254,24 @@ impl DiskPool {
         Ok(info(&o.name, &p, l.sector()))
     }
 
+    /// `vol-create-from` and `vol-clone` into this pool are refused: a
+    /// new partition is visible from the moment it is made, so a copy
+    /// cut short would leave a half volume. A partition can be the
+    /// source of a copy into a `dir` or `fs` pool.
+    pub fn create_from(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
+        Err(StorageError::Invalid(format!(
+            "cannot copy into disk pool volume '{}': a partition is visible before the copy ends; copy into a dir or fs pool",
+            vol.name
+        )))
+    }
+
+    /// `vol-wipe`: zeroes the whole partition.
+    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        let v = self.volume(name)?;
+        super::wipe::zero(&v.path)?;
+        Ok(v)
+    }
+
     /// `vol-delete`: the kernel drops the partition first (refused while
     /// anything holds it open), then the label forgets it.
     pub fn delete_volume(&self, name: &str) -> Result<(), StorageError> {

@@ -255,6 +255,25 @@ impl FsPool {
         self.dir.create(vol)
     }
 
+    /// `vol-create-from` and `vol-clone`.
+    pub fn create_from(
+        &self,
+        vol: &Volume,
+        source: &VolumeInfo,
+    ) -> Result<VolumeInfo, StorageError> {
+        self.dir.create_from(vol, source)
+    }
+
+    /// `vol-wipe`.
+    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        self.dir.wipe(name)
+    }
+
+    /// Removes unfinished volumes a killed daemon left.
+    pub fn sweep(&self) {
+        self.dir.sweep()
+    }
+
     /// `vol-delete`.
     pub fn delete_volume(&self, name: &str) -> Result<(), StorageError> {
         self.dir.delete_volume(name)

@@ -271,6 +271,23 @@ impl LogicalPool {
         self.volume(&vol.name)
     }
 
+    /// `vol-create-from` and `vol-clone` into a volume group are refused:
+    /// a logical volume is visible under its name before a copy into it
+    /// ends, so a failed copy would leave a volume that looks whole.
+    pub fn create_from(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
+        Err(StorageError::Invalid(format!(
+            "cannot copy into logical pool volume '{}': a logical volume is visible before the copy ends; copy into a dir, fs or netfs pool",
+            vol.name
+        )))
+    }
+
+    /// `vol-wipe`: zeroes the whole logical volume.
+    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        let v = self.volume(name)?;
+        super::wipe::zero(&v.path)?;
+        Ok(v)
+    }
+
     /// `vol-delete`: refused by LVM while the volume is open.
     pub fn delete_volume(&self, name: &str) -> Result<(), StorageError> {
         self.volume(name)?;

@@ -1,5 +1,7 @@
 //! Storage pools on the host: what a pool's type does to come up, to
-//! report its space, and to list, create, resize and delete its volumes.
+//! report its space, and to list, create, copy ([`copy`]), wipe
+//! ([`wipe`]), resize and delete its volumes; [`stream`] checks the byte
+//! ranges of uploads and downloads.
 //!
 //! The daemon reaches every pool through [`Backend`], one variant per
 //! pool type: `dir` ([`dir`]), `fs` ([`fs`]), `netfs` ([`netfs`]), `disk`
@@ -9,12 +11,15 @@
 //! project's own block layer, never by running `qemu-img`.
 
 pub mod blockdev;
+pub mod copy;
 pub mod dir;
 pub mod disk;
 pub mod fs;
 pub mod logical;
 pub mod netfs;
+pub mod stream;
 pub mod tool;
+pub mod wipe;
 
 use std::path::PathBuf;
 
@@ -204,6 +209,43 @@ impl Backend {
             Backend::Netfs(p) => p.create(vol),
             Backend::Disk(p) => p.create(vol),
             Backend::Logical(p) => p.create(vol),
+        }
+    }
+
+    /// `vol-create-from` and `vol-clone`: a new volume as `vol` defines
+    /// it with the guest data of `source` (a volume of any pool).
+    pub fn create_from(
+        &self,
+        vol: &Volume,
+        source: &VolumeInfo,
+    ) -> Result<VolumeInfo, StorageError> {
+        match self {
+            Backend::Dir(p) => p.create_from(vol, source),
+            Backend::Fs(p) => p.create_from(vol, source),
+            Backend::Netfs(p) => p.create_from(vol, source),
+            Backend::Disk(p) => p.create_from(vol),
+            Backend::Logical(p) => p.create_from(vol),
+        }
+    }
+
+    /// `vol-wipe` with the zero algorithm.
+    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        match self {
+            Backend::Dir(p) => p.wipe(name),
+            Backend::Fs(p) => p.wipe(name),
+            Backend::Netfs(p) => p.wipe(name),
+            Backend::Disk(p) => p.wipe(name),
+            Backend::Logical(p) => p.wipe(name),
+        }
+    }
+
+    /// Removes unfinished volumes a killed daemon left behind.
+    pub fn sweep(&self) {
+        match self {
+            Backend::Dir(p) => p.sweep(),
+            Backend::Fs(p) => p.sweep(),
+            Backend::Netfs(p) => p.sweep(),
+            Backend::Disk(_) | Backend::Logical(_) => {}
         }
     }
 

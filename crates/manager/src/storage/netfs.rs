@@ -172,6 +172,26 @@ impl NetfsPool {
         self.dir.create(vol)
     }
 
+    /// `vol-create-from`: a copy (or overlay) of `source`, as in a `dir`
+    /// pool.
+    pub fn create_from(
+        &self,
+        vol: &Volume,
+        source: &VolumeInfo,
+    ) -> Result<VolumeInfo, StorageError> {
+        self.dir.create_from(vol, source)
+    }
+
+    /// `vol-wipe`.
+    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+        self.dir.wipe(name)
+    }
+
+    /// Removes unfinished volumes a killed daemon left.
+    pub fn sweep(&self) {
+        self.dir.sweep()
+    }
+
     /// `vol-delete`.
     pub fn delete_volume(&self, name: &str) -> Result<(), StorageError> {
         self.dir.delete_volume(name)

@@ -18,6 +18,7 @@ mod lifecycle;
 mod net;
 mod pool;
 mod table;
+mod vol_ops;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -170,6 +171,16 @@ pub enum VirshCommand {
     VolDelete(pool::VolArgs),
     /// Change a volume's size (smaller only with --shrink).
     VolResize(pool::VolResizeArgs),
+    /// Create a volume from an XML file with a copy of another volume's data.
+    VolCreateFrom(vol_ops::VolCreateFromArgs),
+    /// Copy a volume into a new one in the same pool.
+    VolClone(vol_ops::VolCloneArgs),
+    /// Overwrite a volume with zeroes.
+    VolWipe(vol_ops::VolWipeArgs),
+    /// Write a local file's bytes into a volume.
+    VolUpload(vol_ops::VolTransferArgs),
+    /// Save a volume's bytes into a local file.
+    VolDownload(vol_ops::VolTransferArgs),
     /// Define (or update) a host interface from an XML file.
     IfaceDefine(iface::IfaceFileArgs),
     /// Remove a host interface's definition.
@@ -315,6 +326,10 @@ fn wants_json(c: &VirshCommand) -> bool {
         V::PoolDumpxml(a) => a.json,
         V::VolList(a) => a.json,
         V::VolInfo(a) | V::VolDumpxml(a) | V::VolPath(a) | V::VolKey(a) => a.json,
+        V::VolCreateFrom(a) => a.json,
+        V::VolClone(a) => a.json,
+        V::VolWipe(a) => a.json,
+        V::VolUpload(a) | V::VolDownload(a) => a.json,
         V::IfaceList(a) => a.json,
         V::IfaceDumpxml(a) => a.json,
         V::IfaceMac(a) => a.json,
@@ -396,6 +411,11 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::VolPath(a) | V::VolKey(a) => pool::vol_path(c, &a),
         V::VolDelete(a) => pool::vol_delete(c, &a),
         V::VolResize(a) => pool::vol_resize(c, &a),
+        V::VolCreateFrom(a) => vol_ops::create_from(c, &a),
+        V::VolClone(a) => vol_ops::clone(c, &a),
+        V::VolWipe(a) => vol_ops::wipe(c, &a),
+        V::VolUpload(a) => vol_ops::upload(c, &a),
+        V::VolDownload(a) => vol_ops::download(c, &a),
         V::IfaceDefine(a) => iface::define(c, &a),
         V::IfaceUndefine(a) => iface::undefine(c, &a),
         V::IfaceStart(a) => iface::start(c, &a),

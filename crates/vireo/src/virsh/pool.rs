@@ -572,7 +572,11 @@ pub fn vol_list(c: &mut Client, a: &VolListArgs) -> Result<Output, Failure> {
 
 /// The pool and name of `vol`: `--pool` and the name, or the active pool
 /// holding the path `vol`.
-fn locate(c: &mut Client, vol: &str, pool: Option<&str>) -> Result<(String, String), Failure> {
+pub(super) fn locate(
+    c: &mut Client,
+    vol: &str,
+    pool: Option<&str>,
+) -> Result<(String, String), Failure> {
     if let Some(p) = pool {
         return Ok((p.to_string(), vol.to_string()));
     }

@@ -1,0 +1,188 @@
+//! `vol-upload` and `vol-download`: which bytes of a volume's file a
+//! transfer covers, checked before any data moves, and the file opened
+//! for it. The bytes are the file's (a qcow2 volume's image file, header
+//! and all), as libvirt's streams carry them; the daemon moves them in
+//! bounded pieces (daemon/vol_ops.rs), never the whole at once.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::Path;
+
+use super::{StorageError, VolumeInfo};
+
+/// A checked transfer: the open file and its range.
+#[derive(Debug)]
+pub struct Transfer {
+    /// The volume's file (or partition device).
+    pub file: File,
+    /// First byte.
+    pub offset: u64,
+    /// Bytes to move at most; a download moves exactly this many.
+    pub length: u64,
+}
+
+fn is_block_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+fn past_end(name: &str, offset: u64, size: u64) -> StorageError {
+    StorageError::Invalid(format!(
+        "offset {offset} is past the end of volume '{name}' ({size} bytes)"
+    ))
+}
+
+/// `vol-download`: `length` bytes from `offset` (0: to the end), all
+/// within the volume.
+pub fn download(vol: &VolumeInfo, offset: u64, length: u64) -> Result<Transfer, StorageError> {
+    let size = vol.physical;
+    if offset > size {
+        return Err(past_end(&vol.name, offset, size));
+    }
+    let length = match length {
+        0 => size - offset,
+        n if n > size - offset => {
+            return Err(StorageError::Invalid(format!(
+                "offset {offset} + length {n} reaches past the end of volume '{}' ({size} bytes)",
+                vol.name
+            )))
+        }
+        n => n,
+    };
+    let file = File::open(&vol.path).map_err(|e| host(&vol.path, e))?;
+    Ok(Transfer {
+        file,
+        offset,
+        length,
+    })
+}
+
+/// `vol-upload`: at most `length` bytes (0: no bound) written from
+/// `offset`. A file volume may grow, as libvirt's does; a partition
+/// cannot, so a range past its end is refused.
+pub fn upload(vol: &VolumeInfo, offset: u64, length: u64) -> Result<Transfer, StorageError> {
+    let size = vol.physical;
+    if offset > size {
+        return Err(past_end(&vol.name, offset, size));
+    }
+    let device = is_block_device(&vol.path);
+    let length = match (device, length) {
+        (true, 0) => size - offset,
+        (true, n) if n > size - offset => {
+            return Err(StorageError::Invalid(format!(
+            "offset {offset} + length {n} reaches past the end of partition '{}' ({size} bytes)",
+            vol.name
+        )))
+        }
+        (false, 0) => u64::MAX - offset,
+        (_, n) => n,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&vol.path)
+        .map_err(|e| host(&vol.path, e))?;
+    Ok(Transfer {
+        file,
+        offset,
+        length,
+    })
+}
+
+impl Transfer {
+    /// Reads the next piece of a download into `buf` (at most its
+    /// length); `Ok(0)` at the range's end.
+    pub fn read_next(&mut self, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let want = usize::try_from(self.length)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self
+            .file
+            .read_at(&mut buf[..want], self.offset)
+            .map_err(|e| StorageError::Host(format!("reading the volume: {e}")))?;
+        if n == 0 {
+            return Err(StorageError::Host(
+                "the volume ended before the range did (it shrank meanwhile)".into(),
+            ));
+        }
+        self.offset += n as u64;
+        self.length -= n as u64;
+        Ok(n)
+    }
+
+    /// Writes the next piece of an upload; refused past the range.
+    pub fn write_next(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        if data.len() as u64 > self.length {
+            return Err(StorageError::Invalid(
+                "the upload carries more bytes than its length (or the partition) allows".into(),
+            ));
+        }
+        self.file
+            .write_all_at(data, self.offset)
+            .map_err(|e| StorageError::Host(format!("writing the volume: {e}")))?;
+        self.offset += data.len() as u64;
+        self.length -= data.len() as u64;
+        Ok(())
+    }
+
+    /// Makes an upload durable.
+    pub fn finish(self) -> Result<(), StorageError> {
+        self.file
+            .sync_all()
+            .map_err(|e| StorageError::Host(format!("syncing the volume: {e}")))
+    }
+}
+
+fn host(path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::Host(format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use virtxml::VolumeFormat;
+
+    fn vol(path: &Path, size: u64) -> VolumeInfo {
+        VolumeInfo {
+            name: "v".into(),
+            path: path.to_path_buf(),
+            format: VolumeFormat::Raw,
+            capacity: size,
+            allocation: 0,
+            physical: size,
+            backing: None,
+        }
+    }
+
+    #[test]
+    fn ranges_are_checked_before_data_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v");
+        std::fs::write(&p, vec![7u8; 1000]).unwrap();
+        let v = vol(&p, 1000);
+        assert_eq!(download(&v, 0, 0).unwrap().length, 1000);
+        assert_eq!(download(&v, 900, 0).unwrap().length, 100);
+        assert_eq!(download(&v, 1000, 0).unwrap().length, 0);
+        let e = download(&v, 1001, 0).unwrap_err().to_string();
+        assert!(e.contains("past the end"), "{e}");
+        let e = download(&v, 900, 101).unwrap_err().to_string();
+        assert!(e.contains("reaches past the end"), "{e}");
+        assert!(upload(&v, 1001, 0).is_err());
+
+        // A file volume grows on upload; a bounded one refuses more.
+        let mut t = upload(&v, 1000, 0).unwrap();
+        t.write_next(&[1u8; 24]).unwrap();
+        t.finish().unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1024);
+        let mut t = upload(&v, 0, 4).unwrap();
+        t.write_next(&[2u8; 4]).unwrap();
+        assert!(t.write_next(&[2u8; 1]).is_err());
+
+        let mut t = download(&vol(&p, 1024), 2, 6).unwrap();
+        let mut buf = [0u8; 64];
+        let n = t.read_next(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &[2, 2, 7, 7, 7, 7]);
+        assert_eq!(t.read_next(&mut buf).unwrap(), 0);
+    }
+}
