@@ -11,6 +11,7 @@ pub mod blockdev;
 pub mod dir;
 pub mod disk;
 pub mod fs;
+pub mod lease;
 
 use std::path::PathBuf;
 
