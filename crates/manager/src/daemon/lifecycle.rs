@@ -83,6 +83,7 @@ pub(crate) async fn start_locked(
     let result = prepare_and_start(d, name, uuid, domain, paused, id).await;
     if let Err(e) = &result {
         start_failed(d, name, uuid, e).await;
+        super::leases::settle(d, name, uuid).await;
     }
     result
 }
@@ -154,6 +155,9 @@ async fn prepare_and_start(
         entry.claimed = disks.clone();
         id
     };
+    // Other hosts sharing a pool are kept off its volumes by leases; a
+    // refusal names the holder.
+    super::leases::take_for(d, name, uuid, disks.clone()).await?;
 
     let run_dir = d.run_root.join(id.to_string());
     let ctx = StartContext {
@@ -521,6 +525,8 @@ async fn on_exit(
         };
         (plan, restart_with, delay)
     };
+    // Before `destroy` answers: another host may start it right after.
+    super::leases::settle(&d, &name, uuid).await;
     let _ = exited.send(true);
     tracing::info!(
         "domain '{name}' ended ({reason:?}): {} ({})",

@@ -355,6 +355,23 @@ pub(super) fn active(d: &Daemon, key: &str) -> Result<Arc<Pool>, Failure> {
     })
 }
 
+/// The active pools whose volumes are files of one directory (`dir`,
+/// `fs`): name and target directory, where their leases are kept.
+pub(super) fn file_pool_dirs(d: &Daemon) -> Vec<(String, PathBuf)> {
+    d.pools
+        .lock()
+        .iter()
+        .filter_map(|(name, e)| {
+            let pool = e.live.as_ref()?;
+            match pool.kind {
+                virtxml::PoolType::Dir | virtxml::PoolType::Fs => {}
+                _ => return None,
+            }
+            Some((name.clone(), PathBuf::from(pool.target.path.as_ref()?)))
+        })
+        .collect()
+}
+
 /// `POST /pools/{pool}/build`: makes its directory, filesystem or label;
 /// `mode` says whether what a device holds may be replaced.
 pub(crate) async fn build(d: &Arc<Daemon>, key: &str, mode: BuildMode) -> Result<(), Failure> {

@@ -344,8 +344,8 @@ pub fn peek(path: &Path) -> io::Result<Vec<u8>> {
 fn try_lock(file: &File) -> io::Result<bool> {
     // SAFETY: an all-zero flock is a valid value of this plain C struct.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_type = libc::c_short::try_from(libc::F_WRLCK).unwrap_or(1);
+    fl.l_whence = libc::c_short::try_from(libc::SEEK_SET).unwrap_or(0);
     // SAFETY: fcntl on a descriptor `file` owns, with a pointer to a live
     // flock for the duration of the call.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };

@@ -1,0 +1,297 @@
+//! Volume leases across hosts: two daemons (two state directories, two
+//! sockets, two `--host-id`s: two hosts to the leases) define one `dir`
+//! pool on one shared directory and one domain on one of its volumes.
+//! Exactly one of them runs it at a time, the other's refusal names the
+//! holder, a dead host's lease is taken over after the lease timeout and
+//! not before, a restarted daemon keeps its running domain's lease, and a
+//! read-only disk takes no lease.
+
+mod daemon_harness;
+
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use daemon_harness::{domain_xml, have_kvm, sigkill, Daemon};
+use serde_json::json;
+
+/// The `--lease-timeout` of these tests, in seconds.
+const TIMEOUT: u64 = 3;
+
+/// A "host": a daemon in `dir` with its own host id and the short timeout.
+fn host(dir: &Path, id: &str) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let timeout = TIMEOUT.to_string();
+    Daemon::start_args(dir, &["--host-id", id, "--lease-timeout", &timeout])
+}
+
+/// Defines the shared pool on `d` and starts it.
+fn shared_pool(d: &Daemon, images: &Path) {
+    let xml = format!(
+        "<pool type='dir'><name>shared</name><target><path>{}</path></target></pool>",
+        images.display()
+    );
+    d.ok("POST", "/pools", Some(&json!({ "xml": xml })));
+    d.ok("POST", "/pools/shared/start", Some(&json!({})));
+}
+
+/// A domain on volume `v.raw` of the shared pool (`readonly` adds
+/// `<readonly/>`).
+fn shared_domain(name: &str, readonly: bool) -> String {
+    let ro = if readonly { "<readonly/>" } else { "" };
+    domain_xml(name, "idle", "").replace(
+        "<devices>",
+        &format!(
+            "<devices><disk type='volume' device='disk'><driver name='qemu' type='raw'/>\
+             <source pool='shared' volume='v.raw'/><target dev='vda' bus='virtio'/>{ro}</disk>"
+        ),
+    )
+}
+
+/// Two hosts sharing `images`, each with the pool and domain `dom`
+/// defined (the same definition, so the same UUID).
+fn two_hosts(root: &Path, dom: &str, readonly: bool) -> (Daemon, Daemon) {
+    let images = root.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("v.raw"), vec![0u8; 1 << 20]).unwrap();
+    let a = host(&root.join("a"), "host-a");
+    let b = host(&root.join("b"), "host-b");
+    let xml = shared_domain(dom, readonly);
+    for d in [&a, &b] {
+        shared_pool(d, &images);
+        d.define(&xml);
+    }
+    (a, b)
+}
+
+fn start(d: &Daemon, dom: &str) -> daemon_harness::Answer {
+    d.http("POST", &format!("/domains/{dom}/start"), Some(&json!({})))
+}
+
+fn lease_text(root: &Path) -> String {
+    std::fs::read_to_string(root.join("images/.vireo-leases/v.raw")).unwrap_or_default()
+}
+
+#[test]
+fn one_host_wins_each_simultaneous_start() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(root.path(), "shared", false);
+    let hosts = Arc::new([a, b]);
+    let mut wins = [0, 0];
+    for round in 0..20 {
+        let barrier = Arc::new(Barrier::new(2));
+        let answers: Vec<_> = (0..2)
+            .map(|i| {
+                let (hosts, barrier) = (hosts.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    start(&hosts[i], "shared")
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let winners: Vec<usize> = (0..2).filter(|i| answers[*i].status == 200).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        let (w, l) = (winners[0], 1 - winners[0]);
+        wins[w] += 1;
+        assert_eq!(answers[l].status, 409, "round {round}: {answers:?}");
+        let error = answers[l].error();
+        let holder = ["host-a", "host-b"][w];
+        assert_eq!(
+            error.lines().count(),
+            1,
+            "round {round}: not one line: {error}"
+        );
+        assert!(
+            error.starts_with(&format!(
+                "volume 'v.raw' of pool 'shared' is in use by domain 'shared' on host '{holder}' (lease renewed"
+            )),
+            "round {round}: {error}"
+        );
+        assert_eq!(hosts[w].state("shared").0, "running");
+        assert_eq!(hosts[l].state("shared").0, "shut_off");
+        assert!(
+            lease_text(root.path()).contains(&format!("host={holder}\n")),
+            "{}",
+            lease_text(root.path())
+        );
+        hosts[w].ok("POST", "/domains/shared/destroy", None);
+        assert_eq!(hosts[w].state("shared").0, "shut_off");
+        // Released as the domain stopped, not left to expire.
+        assert!(lease_text(root.path()).contains("state=free\n"));
+    }
+    eprintln!("wins: host-a {}, host-b {}", wins[0], wins[1]);
+}
+
+#[test]
+fn a_dead_hosts_lease_is_taken_after_the_timeout_and_not_before() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let (mut a, b) = two_hosts(root.path(), "shared", false);
+    assert_eq!(start(&a, "shared").status, 200);
+    // Long enough for several renewals: the lease stays held.
+    std::thread::sleep(Duration::from_secs(TIMEOUT + 1));
+    let refused = start(&b, "shared");
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(refused.error().contains("on host 'host-a'"));
+
+    // Host a dies: its daemon and its VMM.
+    let vmms = a.vmm_pids();
+    assert_eq!(vmms.len(), 1, "{vmms:?}");
+    a.kill9();
+    for pid in vmms {
+        sigkill(pid.into());
+    }
+    let died = Instant::now();
+    // The last renewal was at most a quarter of the timeout before the
+    // kill: until the timeout less that, host b is refused.
+    let refused_until = Duration::from_secs(TIMEOUT) * 3 / 4 - Duration::from_millis(250);
+    let bound = Duration::from_secs(TIMEOUT + 3);
+    let mut refusals = 0;
+    loop {
+        let answer = start(&b, "shared");
+        let after = died.elapsed();
+        if answer.status == 200 {
+            assert!(
+                after >= refused_until,
+                "host b took the lease {after:?} after host a died"
+            );
+            break;
+        }
+        assert_eq!(answer.status, 409, "{answer:?}");
+        assert!(answer.error().contains("on host 'host-a'"), "{answer:?}");
+        refusals += 1;
+        assert!(
+            after < bound,
+            "host b was still refused {after:?} after host a died: {answer:?}\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(refusals > 0);
+    assert_eq!(b.state("shared").0, "running");
+    assert!(lease_text(root.path()).contains("host=host-b\n"));
+    assert!(
+        b.log_text().contains("taking its lease over"),
+        "{}",
+        b.log_text()
+    );
+}
+
+#[test]
+fn a_restarted_daemon_keeps_its_running_domains_lease() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let (mut a, b) = two_hosts(root.path(), "shared", false);
+    assert_eq!(start(&a, "shared").status, 200);
+    let vmms = a.vmm_pids();
+    a.kill9();
+    a.spawn();
+    assert_eq!(a.state("shared").0, "running");
+    assert_eq!(a.vmm_pids(), vmms);
+    // Well past the timeout: the restarted daemon renews it.
+    std::thread::sleep(Duration::from_secs(TIMEOUT * 2));
+    let refused = start(&b, "shared");
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(refused.error().contains("on host 'host-a'"));
+    // Its domain's end releases it at once.
+    a.ok("POST", "/domains/shared/destroy", None);
+    assert_eq!(start(&b, "shared").status, 200);
+    assert!(lease_text(root.path()).contains("host=host-b\n"));
+}
+
+#[test]
+fn a_read_only_disk_takes_no_lease() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(root.path(), "ro", true);
+    assert_eq!(start(&a, "ro").status, 200);
+    assert!(!lease_text(root.path()).contains("state=held"));
+    let second = start(&b, "ro");
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(a.state("ro").0, "running");
+    assert_eq!(b.state("ro").0, "running");
+    assert!(!lease_text(root.path()).contains("state=held"));
+}
+
+#[test]
+fn a_hot_plugged_volume_is_leased_and_released_on_unplug() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = two_hosts(root.path(), "shared", false);
+    // Two guests of their own, one volume between them; ga's guest
+    // answers a hot-unplug (daemon_devices.rs has the same one).
+    a.define(
+        &domain_xml("ga", "virtio", "")
+            .replace(
+                "<memory unit='MiB'>32</memory>",
+                "<memory unit='MiB'>64</memory>",
+            )
+            .replace(
+                "</os>",
+                "<cmdline>blk wait-hotplug=60000 hotplug-events=2</cmdline></os>",
+            ),
+    );
+    b.define(&domain_xml("gb", "idle", ""));
+    for (d, name) in [(&a, "ga"), (&b, "gb")] {
+        let started = start(d, name);
+        assert_eq!(started.status, 200, "{started:?}");
+    }
+    // ga's guest waits for hot-plug events once it has booted.
+    std::thread::sleep(Duration::from_secs(1));
+    let disk = json!({
+        "xml": "<disk type='volume' device='disk'><driver name='qemu' type='raw'/>\
+                <source pool='shared' volume='v.raw'/><target dev='vdb' bus='virtio'/></disk>",
+        "live": true
+    });
+    a.ok("POST", "/domains/ga/disks", Some(&disk));
+    assert!(lease_text(root.path()).contains("domain=ga\n"));
+    // The guest takes the disk, then is held still (as daemon_devices.rs
+    // does) so that the unplug below waits for it.
+    std::thread::sleep(Duration::from_millis(300));
+    a.ok("POST", "/domains/ga/suspend", None);
+    let refused = b.http("POST", "/domains/gb/disks", Some(&disk));
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(
+        refused
+            .error()
+            .contains("in use by domain 'ga' on host 'host-a'"),
+        "{refused:?}"
+    );
+    a.ok("DELETE", "/domains/ga/disks/vdb?live=true", None);
+    // Still in the guest's hands: still leased.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(lease_text(root.path()).contains("domain=ga\n"));
+    a.ok("POST", "/domains/ga/resume", None);
+    // The lease goes once the guest lets go and the live definition
+    // loses the disk.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lease_text(root.path()).contains("state=free\n") {
+        assert!(
+            Instant::now() < deadline,
+            "the lease stayed: {}",
+            lease_text(root.path())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.ok("POST", "/domains/gb/disks", Some(&disk));
+    assert!(lease_text(root.path()).contains("domain=gb\n"));
+}
