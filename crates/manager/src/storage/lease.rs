@@ -341,6 +341,40 @@ pub fn peek(path: &Path) -> io::Result<Vec<u8>> {
     read_bounded(&file)
 }
 
+/// Removes `pool_dir`'s lease directory when it is all that is left in
+/// the pool (`pool-delete`) and every lease in it is free. A held lease
+/// (of a volume deleted while leased) is left, and its holder named.
+pub fn remove_lease_dir(pool_dir: &Path) -> io::Result<()> {
+    let dir = pool_dir.join(LEASE_DIR);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        _ => return Ok(()),
+    }
+    let others = std::fs::read_dir(pool_dir)?
+        .flatten()
+        .any(|e| e.file_name() != LEASE_DIR);
+    if others {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        let lease = LockedLease::open(&path)?;
+        if let (_, Record::Held(h)) = lease.read()? {
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "{} is held by domain '{}' on host '{}'",
+                    path.display(),
+                    h.domain.escape_debug(),
+                    h.host.escape_debug()
+                ),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    std::fs::remove_dir(&dir)
+}
+
 fn try_lock(file: &File) -> io::Result<bool> {
     // SAFETY: an all-zero flock is a valid value of this plain C struct.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };

@@ -165,3 +165,29 @@ fn links_and_non_files_are_refused() {
     let p = lease_path(other.path(), "v").unwrap();
     assert!(LockedLease::open(&p).is_err());
 }
+
+#[test]
+fn a_pools_free_leases_go_with_it_and_held_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = dir.path();
+    let free = LockedLease::open(&lease_path(pool, "a").unwrap()).unwrap();
+    free.write(&Record::Free { counter: 3 }).unwrap();
+    drop(free);
+    std::fs::write(pool.join("vol"), b"x").unwrap();
+    // A volume left: nothing is removed.
+    remove_lease_dir(pool).unwrap();
+    assert!(pool.join(LEASE_DIR).join("a").exists());
+    std::fs::remove_file(pool.join("vol")).unwrap();
+    let held_lease = LockedLease::open(&lease_path(pool, "b").unwrap()).unwrap();
+    held_lease.write(&held("k", 1)).unwrap();
+    drop(held_lease);
+    let e = remove_lease_dir(pool).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("held by domain 'web' on host 'beta'"),
+        "{e}"
+    );
+    std::fs::remove_file(lease_path(pool, "b").unwrap()).unwrap();
+    remove_lease_dir(pool).unwrap();
+    assert!(!pool.join(LEASE_DIR).exists());
+}
