@@ -3,8 +3,10 @@
 //! pool on one shared directory and one domain on one of its volumes.
 //! Exactly one of them runs it at a time, the other's refusal names the
 //! holder, a dead host's lease is taken over after the lease timeout and
-//! not before, a restarted daemon keeps its running domain's lease, and a
-//! read-only disk takes no lease.
+//! not before, a restarted daemon keeps its running domain's lease, a
+//! read-only disk takes no lease, a hot-plugged volume is leased until
+//! unplugged, a lease taken away pauses its domain, and a damaged lease
+//! file is refused until it has stood still for the timeout.
 
 mod daemon_harness;
 
@@ -294,4 +296,67 @@ fn a_hot_plugged_volume_is_leased_and_released_on_unplug() {
     }
     b.ok("POST", "/domains/gb/disks", Some(&disk));
     assert!(lease_text(root.path()).contains("domain=gb\n"));
+}
+
+#[test]
+fn a_lost_lease_pauses_the_domain_and_a_damaged_one_waits_out_the_timeout() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let (a, _b) = two_hosts(root.path(), "shared", false);
+    assert_eq!(start(&a, "shared").status, 200);
+    // Another holder writes the lease over ours (as a host that wrongly
+    // judged us dead would).
+    let lease = root.path().join("images/.vireo-leases/v.raw");
+    std::fs::write(
+        &lease,
+        "vireo-lease v1\nstate=held\nhost-key=intruder\nhost=intruder\ndomain=other\n\
+         uuid=00000000-0000-4000-8000-000000000000\ncounter=999\nrenewed=0\n",
+    )
+    .unwrap();
+    a.wait_state("shared", "paused", Duration::from_secs(TIMEOUT * 2));
+    assert!(
+        a.log_text().contains("lost the lease of volume 'v.raw' of pool 'shared': domain 'other' on host 'intruder' holds it now; it is paused"),
+        "{}",
+        a.log_text()
+    );
+    let refused = a.http("POST", "/domains/shared/resume", None);
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(
+        refused.error().contains("on host 'intruder'"),
+        "{refused:?}"
+    );
+    assert_eq!(a.state("shared").0, "paused");
+    a.ok("POST", "/domains/shared/destroy", None);
+    // Not ours: the end of our domain leaves it alone.
+    assert!(lease_text(root.path()).contains("host=intruder\n"));
+
+    // A damaged lease file: refused with one line until it has stood
+    // still for the timeout, then taken over.
+    std::fs::write(&lease, b"\x00\xffnot a lease").unwrap();
+    let damaged = Instant::now();
+    let refused = start(&a, "shared");
+    assert_eq!(refused.status, 409, "{refused:?}");
+    let error = refused.error();
+    assert!(
+        error.starts_with(
+            "volume 'v.raw' of pool 'shared' has a damaged lease file (not UTF-8 text)"
+        ),
+        "{error}"
+    );
+    assert_eq!(error.lines().count(), 1);
+    let deadline = damaged + Duration::from_secs(TIMEOUT + 3);
+    loop {
+        let answer = start(&a, "shared");
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 409, "{answer:?}");
+        assert!(Instant::now() < deadline, "still refused: {answer:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(damaged.elapsed() >= Duration::from_secs(TIMEOUT));
+    assert!(lease_text(root.path()).contains("host=host-a\n"));
 }
