@@ -360,3 +360,59 @@ fn a_lost_lease_pauses_the_domain_and_a_damaged_one_waits_out_the_timeout() {
     assert!(damaged.elapsed() >= Duration::from_secs(TIMEOUT));
     assert!(lease_text(root.path()).contains("host=host-a\n"));
 }
+
+#[test]
+fn leases_can_be_turned_off() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let images = root.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("v.raw"), vec![0u8; 1 << 20]).unwrap();
+    let dir = root.path().join("a");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Daemon::start_args(&dir, &["--no-leases"]);
+    shared_pool(&d, &images);
+    d.define(&shared_domain("shared", false));
+    assert_eq!(start(&d, "shared").status, 200);
+    // Past a renewal period of the default timeout: still nothing.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!images.join(".vireo-leases").exists());
+    d.ok("POST", "/domains/shared/destroy", None);
+}
+
+#[test]
+fn lease_options_out_of_range_are_refused() {
+    let vireo = env!("CARGO_BIN_EXE_vireo");
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--lease-timeout", "0"][..],
+        &["--lease-timeout", "3601"][..],
+        &["--host-id", ""][..],
+        &["--host-id", "a\nb"][..],
+        &["--no-leases", "--host-id", "x"][..],
+    ] {
+        let out = std::process::Command::new(vireo)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--socket")
+            .arg(dir.path().join("v.sock"))
+            .args(args)
+            .output()
+            .unwrap();
+        // 2 for what the command line parser refuses, 1 for the daemon's checks.
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?}: {:?}",
+            out.status
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("vireo: ") && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}
