@@ -20,6 +20,9 @@ use serde_json::json;
 /// The `--lease-timeout` of these tests, in seconds.
 const TIMEOUT: u64 = 3;
 
+/// The UUID of the domain both hosts define.
+const SHARED_UUID: &str = "5f0c7d2e-3b1a-4c8e-9d6f-1a2b3c4d5e6f";
+
 /// A "host": a daemon in `dir` with its own host id and the short timeout.
 fn host(dir: &Path, id: &str) -> Daemon {
     std::fs::create_dir_all(dir).unwrap();
@@ -41,13 +44,18 @@ fn shared_pool(d: &Daemon, images: &Path) {
 /// `<readonly/>`).
 fn shared_domain(name: &str, readonly: bool) -> String {
     let ro = if readonly { "<readonly/>" } else { "" };
-    domain_xml(name, "idle", "").replace(
-        "<devices>",
-        &format!(
-            "<devices><disk type='volume' device='disk'><driver name='qemu' type='raw'/>\
+    domain_xml(name, "idle", "")
+        .replace(
+            &format!("<name>{name}</name>"),
+            &format!("<name>{name}</name><uuid>{SHARED_UUID}</uuid>"),
+        )
+        .replace(
+            "<devices>",
+            &format!(
+                "<devices><disk type='volume' device='disk'><driver name='qemu' type='raw'/>\
              <source pool='shared' volume='v.raw'/><target dev='vda' bus='virtio'/>{ro}</disk>"
-        ),
-    )
+            ),
+        )
 }
 
 /// Two hosts sharing `images`, each with the pool and domain `dom`
@@ -415,4 +423,67 @@ fn lease_options_out_of_range_are_refused() {
             "{args:?}: {err}"
         );
     }
+}
+
+#[test]
+fn a_restarting_domain_keeps_its_lease() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let images = root.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::write(images.join("v.raw"), vec![0u8; 1 << 20]).unwrap();
+    let a = host(&root.path().join("a"), "host-a");
+    let b = host(&root.path().join("b"), "host-b");
+    // The `exit` guest powers off at once, and on_poweroff='restart'
+    // starts a new VMM for it: about once a second (the restart backoff).
+    let xml = shared_domain("shared", false)
+        .replace(
+            &format!(
+                "<kernel>{}</kernel>",
+                daemon_harness::guest("idle").display()
+            ),
+            &format!(
+                "<kernel>{}</kernel>",
+                daemon_harness::guest("exit").display()
+            ),
+        )
+        .replace("<devices>", "<on_poweroff>restart</on_poweroff><devices>");
+    for d in [&a, &b] {
+        shared_pool(d, &images);
+        d.define(&xml);
+    }
+    assert_eq!(start(&a, "shared").status, 200);
+    // Every start host b tries while host a's domain restarts is refused,
+    // between its VMMs too.
+    let end = Instant::now() + Duration::from_secs(4);
+    let mut tries = 0;
+    while Instant::now() < end {
+        let answer = start(&b, "shared");
+        assert_eq!(answer.status, 409, "try {tries}: {answer:?}");
+        assert!(answer.error().contains("on host 'host-a'"), "{answer:?}");
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // It did restart meanwhile.
+    let restarts = a
+        .log_text()
+        .matches("domain 'shared' ended (Poweroff)")
+        .count();
+    assert!(restarts >= 2, "{}", a.log_text());
+    // Without on_poweroff='restart' its next end is its last, and that
+    // releases the lease.
+    a.define(&xml.replace("<on_poweroff>restart</on_poweroff>", ""));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = start(&b, "shared");
+        if answer.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(a.state("shared").0, "shut_off");
 }

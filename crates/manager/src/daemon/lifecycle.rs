@@ -510,6 +510,11 @@ async fn on_exit(
         );
         entry.state = plan.state;
         entry.reason = plan.reason;
+        if plan.restart.is_some() {
+            // Its disks (and their leases) stay its own until it runs
+            // again or fails to.
+            entry.claimed = live.disks.clone();
+        }
         // A reboot keeps the live definition, and a transient domain has
         // no other; other restarts take up a changed definition.
         let transient = !entry.persistent();
@@ -525,8 +530,13 @@ async fn on_exit(
         };
         (plan, restart_with, delay)
     };
-    // Before `destroy` answers: another host may start it right after.
-    super::leases::settle(&d, &name, uuid).await;
+    // Before `destroy` answers: another host may start it right after. A
+    // domain starting again (a reboot, an `on_*` restart) keeps its
+    // leases; if it does not start, the failed start or the renewal
+    // task releases them.
+    if plan.restart.is_none() {
+        super::leases::settle(&d, &name, uuid).await;
+    }
     let _ = exited.send(true);
     tracing::info!(
         "domain '{name}' ended ({reason:?}): {} ({})",
