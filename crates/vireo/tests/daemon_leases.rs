@@ -216,6 +216,16 @@ fn a_restarted_daemon_keeps_its_running_domains_lease() {
     let refused = start(&b, "shared");
     assert_eq!(refused.status, 409, "{refused:?}");
     assert!(refused.error().contains("on host 'host-a'"));
+    // Nor can host b delete the volume under it.
+    let refused = b.http("DELETE", "/pools/shared/volumes/v.raw", None);
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(
+        refused.error().starts_with(
+            "storage volume 'v.raw' of pool 'shared' is in use by domain 'shared' on host 'host-a'"
+        ),
+        "{refused:?}"
+    );
+    assert!(root.path().join("images/v.raw").exists());
     // Its domain's end releases it at once.
     a.ok("POST", "/domains/shared/destroy", None);
     assert_eq!(start(&b, "shared").status, 200);

@@ -575,3 +575,27 @@ pub(crate) async fn take_for(
     let (ad, n) = (d.clone(), name.to_string());
     tokio::task::spawn_blocking(move || acquire(&ad, &n, uuid, &disks)).await?
 }
+
+/// The one line refusing to delete volume `vol` of `pool` (its directory
+/// `dir`) while another host holds a live lease of it (`vol-delete`);
+/// `None` when it may go. Blocking.
+pub(crate) fn held_elsewhere(d: &Daemon, pool: &str, dir: &Path, vol: &str) -> Option<String> {
+    let s = d.leases.settings.as_ref()?;
+    let file = lease_path(dir, vol).ok()?;
+    let bytes = peek(&file).ok()?;
+    let record = Record::parse(&bytes);
+    if matches!(&record, Record::Held(h) if h.host_key == s.host.key) {
+        // Ours: the registry's own check decides.
+        return None;
+    }
+    let unchanged = d.leases.observer().observe(&file, &bytes, Instant::now());
+    let what = format!(
+        "storage volume '{}' of pool '{}'",
+        vol.escape_debug(),
+        pool.escape_debug()
+    );
+    match decide(&record, &s.host, &what, unchanged, s.timeout) {
+        Verdict::Refuse(msg) => Some(msg),
+        Verdict::Take(_) => None,
+    }
+}

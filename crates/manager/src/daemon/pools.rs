@@ -568,6 +568,19 @@ pub(crate) async fn delete_volume(d: &Arc<Daemon>, key: &str, vol: &str) -> Resu
             using.join(", ")
         )));
     }
+    // A domain of another host sharing the pool may be writing it.
+    if let (Some(dir), virtxml::PoolType::Dir | virtxml::PoolType::Fs) =
+        (pool.target.path.clone(), pool.kind)
+    {
+        let (ld, p, v) = (d.clone(), pool.name.clone(), vol.to_string());
+        let elsewhere = tokio::task::spawn_blocking(move || {
+            super::leases::held_elsewhere(&ld, &p, Path::new(&dir), &v)
+        })
+        .await?;
+        if let Some(msg) = elsewhere {
+            return Err(Failure::conflict(msg));
+        }
+    }
     let vol = vol.to_string();
     blocking(move || Backend::open(&pool)?.delete_volume(&vol)).await
 }
