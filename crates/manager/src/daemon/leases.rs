@@ -559,10 +559,24 @@ fn free_strays(d: &Daemon) {
     }
 }
 
-/// [`release_unwanted`] off the async thread.
+/// How long the end of a domain waits for its leases' release: storage
+/// that hangs must not keep the domain from being recorded as ended. A
+/// release not done by then is forgotten here (never renewed again) and
+/// expires on other hosts after the timeout.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// [`release_unwanted`] off the async thread, waited for at most
+/// [`RELEASE_WAIT`].
 pub(crate) async fn settle(d: &Arc<Daemon>, name: &str, uuid: Uuid) {
     let (sd, n) = (d.clone(), name.to_string());
-    let _ = tokio::task::spawn_blocking(move || release_unwanted(&sd, &n, uuid)).await;
+    let release = tokio::task::spawn_blocking(move || release_unwanted(&sd, &n, uuid));
+    if tokio::time::timeout(RELEASE_WAIT, release).await.is_err() {
+        tracing::warn!(
+            "domain '{name}': releasing its leases takes more than {} s; \
+             they expire on other hosts by themselves",
+            RELEASE_WAIT.as_secs()
+        );
+    }
 }
 
 /// [`acquire`] off the async thread.
