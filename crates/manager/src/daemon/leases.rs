@@ -38,14 +38,16 @@ pub struct LeaseSettings {
 impl LeaseSettings {
     /// How often held leases are renewed and other hosts' watched.
     fn period(&self) -> Duration {
-        (self.timeout / 4).max(Duration::from_millis(100))
+        (self.timeout / 5).max(Duration::from_millis(100))
     }
 
-    /// A lease not renewed for this long is given up: well before
-    /// another host, which waits `timeout` on its own clock from the
-    /// last change it saw, can take it.
+    /// A lease not renewed for this long is given up (two renewals in a
+    /// row failed). Seen at the next check, at most a period later, that
+    /// is four fifths of the timeout: a fifth before another host, which
+    /// waits `timeout` on its own clock from the last change it saw, can
+    /// take it, for the pause to land.
     fn give_up(&self) -> Duration {
-        self.timeout * 2 / 3
+        self.timeout * 3 / 5
     }
 }
 
@@ -427,9 +429,9 @@ fn release_orphans(d: &Daemon) {
     }
 }
 
-/// Renews this daemon's leases every quarter of the timeout and watches
+/// Renews this daemon's leases every fifth of the timeout and watches
 /// other hosts'; pauses a domain whose lease is lost (taken by another
-/// holder, or not renewed for two thirds of the timeout: storage gone).
+/// holder, or not renewed for three fifths of the timeout: storage gone).
 pub(crate) async fn keep(d: Arc<Daemon>) {
     let Some(s) = d.leases.settings.clone() else {
         return;
