@@ -20,6 +20,17 @@ pub struct DaemonArgs {
     /// qemu-system-x86_64 for the QEMU driver (default: found on PATH).
     #[arg(long, value_name = "PATH")]
     pub qemu: Option<PathBuf>,
+    /// Seconds after its last renewal that another host may take a volume
+    /// lease of a host that stopped renewing (docs/leases.md).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_timeout: u64,
+    /// This daemon's name in lease files, unique among the hosts sharing a
+    /// pool (default: the host name, told apart by /etc/machine-id and the state directory).
+    #[arg(long, value_name = "NAME")]
+    pub host_id: Option<String>,
+    /// Take no volume leases (a single host, or storage leased by other means).
+    #[arg(long, conflicts_with_all = ["lease_timeout", "host_id"])]
+    pub no_leases: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -41,6 +52,10 @@ pub fn daemon_command(args: DaemonArgs, verbose: u8) -> ExitCode {
             state_dir: args.state_dir,
             socket: args.socket,
             drivers,
+            leases: (!args.no_leases).then(|| manager::daemon::LeaseConfig {
+                timeout: std::time::Duration::from_secs(args.lease_timeout),
+                host_id: args.host_id,
+            }),
         })
     });
     match run {

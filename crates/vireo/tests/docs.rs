@@ -52,6 +52,7 @@ const DOC_FILES: &[&str] = &[
     "docs/disks.md",
     "docs/domain-xml.md",
     "docs/interface-xml.md",
+    "docs/leases.md",
     "docs/manager.md",
     "docs/network-xml.md",
     "docs/networks.md",
@@ -522,6 +523,11 @@ fn networks() {
 #[test]
 fn storage() {
     run_doc("docs/storage.md");
+}
+
+#[test]
+fn leases() {
+    run_doc("docs/leases.md");
 }
 
 #[test]

@@ -287,11 +287,19 @@ pub(crate) async fn attach(
                         path.display()
                     )));
                 }
-                call(instance, move |i| {
+                super::leases::take_for(d, &s.held.name, s.held.uuid, mine).await?;
+                let attached = call(instance, move |i| {
                     i.attach_disk(&disk)?;
                     Ok(i.record())
                 })
-                .await?
+                .await;
+                match attached {
+                    Ok(record) => record,
+                    Err(e) => {
+                        super::leases::settle(d, &s.held.name, s.held.uuid).await;
+                        return Err(e);
+                    }
+                }
             }
             Family::Interface => {
                 let Some(iface) = new.devices.interfaces.last_mut() else {
@@ -323,7 +331,11 @@ pub(crate) async fn attach(
                 record
             }
         };
-        commit_live(d, &s, new, record).await?;
+        let committed = commit_live(d, &s, new, record).await;
+        // A disk that failed to commit is not in the live disks: its
+        // lease goes; a committed one stays.
+        super::leases::settle(d, &s.held.name, s.held.uuid).await;
+        committed?;
     }
     if let Some(new) = new_config {
         commit_config(d, &s, new).await?;
@@ -404,6 +416,7 @@ pub(crate) async fn detach(
                     .and_then(|m| live.domain.devices.interfaces.iter().find(|i| i.mac == m))
                     .cloned();
                 let committed = commit_live(d, &s, new, record).await;
+                super::leases::settle(d, &s.held.name, s.held.uuid).await;
                 if let Some(iface) = gone {
                     super::port_policy::on_detach(&s.held.name, iface).await;
                 }
@@ -491,6 +504,7 @@ fn watch_unplug(d: Arc<Daemon>, s: &Subject, generation: u64, device: Plugged) {
         if let Err(e) = commit_live(&d, &s, new, record).await {
             tracing::warn!("domain {}: saving an unplug: {}", s.held.name, e.message);
         }
+        super::leases::settle(&d, &s.held.name, s.held.uuid).await;
         // The card's port filter and shaping go with it.
         if let Some(iface) = gone {
             super::port_policy::on_detach(&s.held.name, iface).await;

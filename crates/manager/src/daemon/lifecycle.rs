@@ -83,6 +83,7 @@ pub(crate) async fn start_locked(
     let result = prepare_and_start(d, name, uuid, domain, paused, id).await;
     if let Err(e) = &result {
         start_failed(d, name, uuid, e).await;
+        super::leases::settle(d, name, uuid).await;
     }
     result
 }
@@ -154,6 +155,9 @@ async fn prepare_and_start(
         entry.claimed = disks.clone();
         id
     };
+    // Other hosts sharing a pool are kept off its volumes by leases; a
+    // refusal names the holder.
+    super::leases::take_for(d, name, uuid, disks.clone()).await?;
 
     let run_dir = d.run_root.join(id.to_string());
     let ctx = StartContext {
@@ -506,6 +510,11 @@ async fn on_exit(
         );
         entry.state = plan.state;
         entry.reason = plan.reason;
+        if plan.restart.is_some() {
+            // Its disks (and their leases) stay its own until it runs
+            // again or fails to.
+            entry.claimed = live.disks.clone();
+        }
         // A reboot keeps the live definition, and a transient domain has
         // no other; other restarts take up a changed definition.
         let transient = !entry.persistent();
@@ -521,6 +530,13 @@ async fn on_exit(
         };
         (plan, restart_with, delay)
     };
+    // Before `destroy` answers: another host may start it right after. A
+    // domain starting again (a reboot, an `on_*` restart) keeps its
+    // leases; if it does not start, the failed start or the renewal
+    // task releases them.
+    if plan.restart.is_none() {
+        super::leases::settle(&d, &name, uuid).await;
+    }
     let _ = exited.send(true);
     tracing::info!(
         "domain '{name}' ended ({reason:?}): {} ({})",

@@ -24,6 +24,7 @@ mod host;
 mod host_ifaces;
 mod iface_links;
 mod iface_routes;
+mod leases;
 mod lifecycle;
 mod net_routes;
 mod networks;
@@ -43,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use drivers::default_drivers;
+pub use leases::LeaseSettings;
 
 use crate::driver::Driver;
 
@@ -55,6 +57,18 @@ pub struct Config {
     pub socket: PathBuf,
     /// The drivers this daemon runs domains with.
     pub drivers: Vec<Arc<dyn Driver>>,
+    /// Volume leases across hosts; `None` turns them off.
+    pub leases: Option<LeaseConfig>,
+}
+
+/// How `vireo daemon --lease-timeout` and `--host-id` set up leases.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// A lease not renewed for this long may be taken by another host.
+    pub timeout: Duration,
+    /// This daemon's name in lease files; by default the host name, with
+    /// `/etc/machine-id` and the state directory telling daemons apart.
+    pub host_id: Option<String>,
 }
 
 /// Why the daemon could not start or stopped on an error. Each displays
@@ -86,6 +100,9 @@ pub enum DaemonError {
     /// A driver could not be set up (`--qemu` names no executable).
     #[error("{0}")]
     Driver(String),
+    /// An option is out of range.
+    #[error("{0}")]
+    Config(String),
     /// The async runtime could not be built, or a signal handler set.
     #[error("cannot start the daemon's runtime: {0}")]
     Runtime(std::io::Error),
@@ -103,6 +120,8 @@ pub(crate) struct Daemon {
     pub interfaces: host_ifaces::HostIfaces,
     /// The storage pools.
     pub pools: pools::Pools,
+    /// The volume leases this daemon holds.
+    pub leases: leases::Leases,
     /// The drivers, by [`Driver::name`].
     pub drivers: Vec<Arc<dyn Driver>>,
     /// The lifecycle event stream.
@@ -158,6 +177,11 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let networks = networks::Networks::open(&config.state_dir).map_err(state_err)?;
     let interfaces = host_ifaces::HostIfaces::open(&config.state_dir).map_err(state_err)?;
     let pools = pools::Pools::open(&config.state_dir).map_err(state_err)?;
+    let lease_settings = config
+        .leases
+        .as_ref()
+        .map(|l| lease_settings(l, &config.state_dir))
+        .transpose()?;
     server::check_not_served(&config.socket)?;
     let ro_socket = crate::api::read_only_socket(&config.socket);
     server::check_not_served(&ro_socket)?;
@@ -174,6 +198,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         networks,
         interfaces,
         pools,
+        leases: leases::Leases::new(lease_settings),
         drivers: config.drivers,
         events: events::Events::new(),
         run_root: run_root(&config.socket),
@@ -187,6 +212,9 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         networks::load(&daemon).await.map_err(state_err)?;
         pools::load(&daemon).await.map_err(state_err)?;
         boot::load(&daemon).await.map_err(state_err)?;
+        // Before any client: a start must not race the stray sweep.
+        leases::adopt(&daemon).await;
+        tokio::spawn(leases::keep(daemon.clone()));
         let listeners = server::listen(&config.socket, &ro_socket)?;
         let autostart_d = daemon.clone();
         tokio::spawn(async move {
@@ -204,6 +232,49 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     // hold the exit: the VMMs live on without the daemon.
     runtime.shutdown_timeout(Duration::from_millis(200));
     result
+}
+
+/// This daemon's lease identity: `--host-id` as given, else the host name
+/// shown and `/etc/machine-id` (or the host name) with the state directory
+/// as the key, so two daemons on one host are two holders.
+fn lease_settings(config: &LeaseConfig, state_dir: &Path) -> Result<LeaseSettings, DaemonError> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let host = match &config.host_id {
+        Some(id) => {
+            if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+                return Err(DaemonError::Config(format!(
+                    "--host-id '{}' must be 1 to 255 bytes of text",
+                    id.escape_debug()
+                )));
+            }
+            crate::storage::lease::HostId {
+                key: id.clone(),
+                name: id.clone(),
+            }
+        }
+        None => {
+            let name = read("/proc/sys/kernel/hostname").unwrap_or_else(|| "localhost".into());
+            let machine = read("/etc/machine-id").unwrap_or_else(|| name.clone());
+            crate::storage::lease::HostId {
+                key: format!("{machine}:{}", state_dir.display()),
+                name,
+            }
+        }
+    };
+    if config.timeout < Duration::from_secs(1) || config.timeout > Duration::from_secs(3600) {
+        return Err(DaemonError::Config(
+            "--lease-timeout must be 1 to 3600 seconds".to_string(),
+        ));
+    }
+    Ok(LeaseSettings {
+        timeout: config.timeout,
+        host,
+    })
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, DaemonError> {

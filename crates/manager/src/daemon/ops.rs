@@ -264,6 +264,14 @@ pub(crate) async fn suspend(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
 pub(crate) async fn resume(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let held = hold(d, key).await?;
     let (instance, generation) = live_instance(d, &held)?;
+    // A domain paused for a lost lease runs again only with it back.
+    let disks = d
+        .registry
+        .lock()
+        .get_mut(&held.name, held.uuid)
+        .and_then(|e| e.live.as_ref().map(|l| l.disks.clone()))
+        .unwrap_or_default();
+    super::leases::take_for(d, &held.name, held.uuid, disks).await?;
     call(instance, |i| i.resume()).await?;
     if update_live(d, &held, generation, |e| {
         e.state = DomainState::Running;

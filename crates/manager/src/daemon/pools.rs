@@ -371,6 +371,23 @@ pub(super) fn active(d: &Daemon, key: &str) -> Result<Arc<Pool>, Failure> {
     })
 }
 
+/// The active pools whose volumes are files of one directory (`dir`,
+/// `fs`, `netfs`): name and target directory, where their leases are kept.
+pub(super) fn file_pool_dirs(d: &Daemon) -> Vec<(String, PathBuf)> {
+    d.pools
+        .lock()
+        .iter()
+        .filter_map(|(name, e)| {
+            let pool = e.live.as_ref()?;
+            match pool.kind {
+                virtxml::PoolType::Dir | virtxml::PoolType::Fs | virtxml::PoolType::Netfs => {}
+                _ => return None,
+            }
+            Some((name.clone(), PathBuf::from(pool.target.path.as_ref()?)))
+        })
+        .collect()
+}
+
 /// `POST /pools/{pool}/build`: makes its directory, filesystem or label;
 /// `mode` says whether what a device holds may be replaced.
 pub(crate) async fn build(d: &Arc<Daemon>, key: &str, mode: BuildMode) -> Result<(), Failure> {
@@ -572,6 +589,19 @@ pub(crate) async fn delete_volume(d: &Arc<Daemon>, key: &str, vol: &str) -> Resu
             "storage volume '{vol}' is in use by running domain(s) {}",
             using.join(", ")
         )));
+    }
+    // A domain of another host sharing the pool may be writing it.
+    if let (Some(dir), virtxml::PoolType::Dir | virtxml::PoolType::Fs) =
+        (pool.target.path.clone(), pool.kind)
+    {
+        let (ld, p, v) = (d.clone(), pool.name.clone(), vol.to_string());
+        let elsewhere = tokio::task::spawn_blocking(move || {
+            super::leases::held_elsewhere(&ld, &p, Path::new(&dir), &v)
+        })
+        .await?;
+        if let Some(msg) = elsewhere {
+            return Err(Failure::conflict(msg));
+        }
     }
     let vol = vol.to_string();
     blocking(move || Backend::open(&pool)?.delete_volume(&vol)).await

@@ -59,8 +59,9 @@ pub(crate) struct Entry {
     pub live: Option<Live>,
     /// Serializes operations on this domain.
     pub ops: Arc<tokio::sync::Mutex<()>>,
-    /// Disks claimed by a start in progress (so that two domains starting
-    /// at once cannot both take one disk).
+    /// Disks claimed by a start in progress, or by a restart (reboot,
+    /// `on_*`) waiting to start (so that two domains starting at once
+    /// cannot both take one disk, and a rebooting one keeps its leases).
     pub claimed: Vec<(PathBuf, bool)>,
     /// `reboot` pressed the power button: a power-off boots it again.
     pub fake_reboot: bool,

@@ -79,6 +79,10 @@ impl DirPool {
 
     /// `pool-delete`: removes the directory, which must hold no volume.
     pub fn delete(&self) -> Result<(), StorageError> {
+        // Free leases of volumes gone do not keep the directory.
+        super::lease::remove_lease_dir(&self.path).map_err(|e| {
+            StorageError::Conflict(format!("cannot remove the pool's volume leases: {e}"))
+        })?;
         match fs::remove_dir(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {

@@ -15,6 +15,7 @@ pub mod copy;
 pub mod dir;
 pub mod disk;
 pub mod fs;
+pub mod lease;
 pub mod logical;
 pub mod netfs;
 pub mod stream;

@@ -28,8 +28,25 @@ pub fn guest(name: &str) -> PathBuf {
             .expect("run guests/build.sh");
         assert!(status.success(), "guests/build.sh failed");
         out
-    })
-    .join(format!("{name}.elf"))
+    });
+    let elf = DIR.get().expect("set above").join(format!("{name}.elf"));
+    // The other guests are built (once per test process, so never stale)
+    // when first asked for, one build at a time.
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !["idle", "exit", "reset"].contains(&name) && !built.iter().any(|b| b == name) {
+        built.push(name.to_string());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let status = Command::new(root.join("guests/build.sh"))
+            .arg(elf.parent().expect("a directory"))
+            .arg(name)
+            .status()
+            .expect("run guests/build.sh");
+        assert!(status.success(), "guests/build.sh {name} failed");
+    }
+    elf
 }
 
 /// Whether this host can run VMs (tests that start domains skip without).
@@ -284,6 +301,8 @@ pub struct Daemon {
     pub log: PathBuf,
     env: Vec<(String, String)>,
     netns: Option<String>,
+    /// More `vireo daemon` options.
+    pub args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -298,10 +317,24 @@ impl Daemon {
         Daemon::start_in(dir, env, None)
     }
 
+    /// As [`Daemon::start`], with more `vireo daemon` options.
+    pub fn start_args(dir: &Path, args: &[&str]) -> Daemon {
+        let mut d = Daemon::new(dir, &[], None);
+        d.args = args.iter().map(|a| a.to_string()).collect();
+        d.spawn();
+        d
+    }
+
     /// As [`Daemon::start_with`], the daemon (and so its VMMs and TAPs) in
     /// network namespace `netns` (`ip netns exec`, which execs the daemon).
     pub fn start_in(dir: &Path, env: &[(&str, &str)], netns: Option<&str>) -> Daemon {
-        let mut d = Daemon {
+        let mut d = Daemon::new(dir, env, netns);
+        d.spawn();
+        d
+    }
+
+    fn new(dir: &Path, env: &[(&str, &str)], netns: Option<&str>) -> Daemon {
+        Daemon {
             dir: dir.to_path_buf(),
             socket: dir.join("v.sock"),
             ro_socket: dir.join("v-ro.sock"),
@@ -312,10 +345,9 @@ impl Daemon {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             netns: netns.map(str::to_string),
+            args: Vec::new(),
             child: None,
-        };
-        d.spawn();
-        d
+        }
     }
 
     /// The command that starts this daemon.
@@ -335,6 +367,7 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--log")
             .arg(&self.log)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
