@@ -62,7 +62,8 @@ impl TestTarget {
         let netns = format!("visc{tag}{pid}-{n}");
         // tgtd's control socket is a path, shared by every namespace: each
         // fixture gets its own number.
-        let control = u16::try_from(10_000 + (pid % 5_000) * 8).unwrap_or(10_000) + n % 8;
+        // tgtd takes numbers up to 32767.
+        let control = u16::try_from(1_000 + (pid % 3_800) * 8).unwrap_or(1_000) + n % 8;
         let _ = run(Command::new("ip").args(["netns", "del", &netns]));
         run(Command::new("ip").args(["netns", "add", &netns]))?;
         let mut me = Self {
@@ -88,6 +89,10 @@ impl TestTarget {
         me.tgtd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while me.adm(&["--op", "show", "--mode", "sys"]).is_err() {
+            let exited = me.tgtd.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!("tgtd exited at start ({status})"));
+            }
             if Instant::now() > deadline {
                 return Err("tgtd did not come up within 10 s".into());
             }
