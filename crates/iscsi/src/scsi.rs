@@ -23,14 +23,26 @@ impl Capacity {
     }
 }
 
-/// A LUN's peripheral device type (INQUIRY byte 0, low five bits).
+/// A LUN's peripheral qualifier and device type (INQUIRY byte 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceType(pub u8);
 
 impl DeviceType {
-    /// A direct-access block device (a disk): the only kind Vireo uses.
+    /// A direct-access block device (a disk) that is there: the only
+    /// kind Vireo uses.
     pub fn is_disk(self) -> bool {
         self.0 == 0
+    }
+
+    /// Whether the target has a device at this LUN (peripheral qualifier
+    /// 3 says it has none).
+    pub fn exists(self) -> bool {
+        self.0 >> 5 != 3
+    }
+
+    /// The device type alone (0 a disk, 5 a CD-ROM, 0xc a controller).
+    pub fn kind(self) -> u8 {
+        self.0 & 0x1f
     }
 }
 
@@ -87,7 +99,7 @@ pub(crate) fn parse_report_luns(d: &[u8]) -> Result<Vec<u16>> {
 /// Standard INQUIRY data: the peripheral device type.
 pub(crate) fn parse_inquiry(d: &[u8]) -> Result<DeviceType> {
     let b = d.first().ok_or_else(|| short("INQUIRY", 0, 1))?;
-    Ok(DeviceType(b & 0x1f))
+    Ok(DeviceType(*b))
 }
 
 #[cfg(test)]
@@ -129,6 +141,8 @@ mod tests {
     fn inquiry_type() {
         assert!(parse_inquiry(&[0x00, 0]).unwrap().is_disk());
         assert!(!parse_inquiry(&[0x0c]).unwrap().is_disk());
+        assert!(!parse_inquiry(&[0x7f]).unwrap().exists());
+        assert_eq!(parse_inquiry(&[0x25]).unwrap().kind(), 5);
         assert!(parse_inquiry(&[]).is_err());
     }
 }

@@ -551,19 +551,38 @@ impl Session {
         block_size: u32,
         bufs: &mut [&mut [u8]],
     ) -> Result<()> {
+        let raw: Vec<(*mut u8, usize)> =
+            bufs.iter_mut().map(|b| (b.as_mut_ptr(), b.len())).collect();
+        // SAFETY: the buffers are borrowed mutably for the whole call.
+        unsafe { self.read_raw(lun, lba, block_size, &raw) }
+    }
+
+    /// As [`Session::read`], into raw buffers (guest memory, which must
+    /// not be seen through Rust references).
+    ///
+    /// # Safety
+    /// Each `(pointer, length)` must be writable memory that nothing else
+    /// reads or frees until the call returns.
+    pub unsafe fn read_raw(
+        &mut self,
+        lun: u16,
+        lba: u64,
+        block_size: u32,
+        bufs: &[(*mut u8, usize)],
+    ) -> Result<()> {
         let mut iov: Vec<ffi::scsi_iovec> = bufs
-            .iter_mut()
-            .map(|b| ffi::scsi_iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
+            .iter()
+            .map(|&(p, n)| ffi::scsi_iovec {
+                iov_base: p.cast(),
+                iov_len: n,
             })
             .collect();
         let (len, bs, niov) = transfer("READ(16)", &iov, block_size)?;
         self.run(
             "READ(16)",
-            // SAFETY: the iovecs point at `bufs`, borrowed mutably until
-            // the task completes or is cancelled (`run` cancels it before
-            // returning); the context is live.
+            // SAFETY: the iovecs name memory valid until this call returns
+            // (the caller's promise), and `run` cancels the task before it
+            // returns, so libiscsi keeps no pointer to them.
             |c, s| unsafe {
                 ffi::iscsi_read16_iov_task(
                     c,
@@ -589,18 +608,35 @@ impl Session {
     /// Write `bufs`, in order, to blocks from `lba` (WRITE 16). The
     /// buffers' total length must be a multiple of `block_size`.
     pub fn write(&mut self, lun: u16, lba: u64, block_size: u32, bufs: &[&[u8]]) -> Result<()> {
+        let raw: Vec<(*const u8, usize)> = bufs.iter().map(|b| (b.as_ptr(), b.len())).collect();
+        // SAFETY: the buffers are borrowed for the whole call.
+        unsafe { self.write_raw(lun, lba, block_size, &raw) }
+    }
+
+    /// As [`Session::write`], from raw buffers.
+    ///
+    /// # Safety
+    /// Each `(pointer, length)` must be readable memory that is not freed
+    /// until the call returns.
+    pub unsafe fn write_raw(
+        &mut self,
+        lun: u16,
+        lba: u64,
+        block_size: u32,
+        bufs: &[(*const u8, usize)],
+    ) -> Result<()> {
         let mut iov: Vec<ffi::scsi_iovec> = bufs
             .iter()
-            .map(|b| ffi::scsi_iovec {
-                iov_base: b.as_ptr().cast_mut().cast(),
-                iov_len: b.len(),
+            .map(|&(p, n)| ffi::scsi_iovec {
+                iov_base: p.cast_mut().cast(),
+                iov_len: n,
             })
             .collect();
         let (len, bs, niov) = transfer("WRITE(16)", &iov, block_size)?;
         self.run(
             "WRITE(16)",
-            // SAFETY: as in `read`; libiscsi only reads the buffers of a
-            // write.
+            // SAFETY: as in `read_raw`; libiscsi only reads the buffers of
+            // a write.
             |c, s| unsafe {
                 ffi::iscsi_write16_iov_task(
                     c,
