@@ -8,6 +8,7 @@ mod daemon_harness;
 
 use std::io::Write;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use daemon_harness::{domain_xml, have_kvm, Daemon};
@@ -28,6 +29,39 @@ fn fnv1a32(data: &[u8]) -> u32 {
     data.iter().fold(0x811c_9dc5u32, |h, &b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     })
+}
+
+/// The virsh verbs of `vireo` against daemon `d`: exit code, stdout, stderr.
+fn virsh(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .env_remove("VIREO_DEFAULT_URI")
+        .arg("-c")
+        .arg(format!(
+            "vireo+unix:///system?socket={}",
+            d.socket.display()
+        ))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let (code, out, err) = virsh(d, args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+/// A virsh verb that must fail with exit code 1 and one line naming `says`.
+fn refused(d: &Daemon, args: &[&str], says: &str) {
+    let (code, _, err) = virsh(d, args);
+    assert_eq!(code, 1, "{args:?} succeeded");
+    assert!(err.contains(says), "{args:?}: want '{says}' in {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
 }
 
 /// Waits (60 s at most) for `out` to hold `text`.
@@ -168,4 +202,114 @@ fn a_domain_runs_on_an_iscsi_network_disk() {
     let a = d.http("POST", "/domains/nolun/start", Some(&json!({})));
     assert!(a.status >= 400, "{}", a.body);
     assert!(a.error().contains("no LUN 9"), "{}", a.body);
+}
+
+#[test]
+fn an_iscsi_direct_pool_lists_the_targets_luns_and_backs_a_volume_disk() {
+    if !root_and_kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [
+        LunSpec {
+            size: 8 * MIB,
+            thin: true,
+        },
+        LunSpec {
+            size: 4 * MIB,
+            thin: false,
+        },
+    ];
+    let t = TestTarget::start("dpool", dir.path(), &luns, None).unwrap();
+    let d = Daemon::start_in(dir.path(), &[], Some(t.netns()));
+
+    // virsh's pool-define-as, printed and defined.
+    let printed = ok(
+        &d,
+        &[
+            "pool-define-as",
+            "san",
+            "iscsi-direct",
+            "--source-host",
+            "169.254.77.1",
+            "--source-dev",
+            t.iqn(),
+            "--source-initiator",
+            "iqn.2026-01.org.vireo.test:host",
+            "--print-xml",
+        ],
+    );
+    assert!(
+        printed.contains("<iqn name='iqn.2026-01.org.vireo.test:host'/>"),
+        "{printed}"
+    );
+    let xml = dir.path().join("san.xml");
+    std::fs::write(&xml, &printed).unwrap();
+    ok(&d, &["pool-define", xml.to_str().unwrap()]);
+    assert!(ok(&d, &["pool-start", "san"]).contains("Pool san started"));
+
+    // The two disk LUNs (LUN 0 is tgtd's controller, no volume).
+    let list = ok(&d, &["vol-list", "san"]);
+    let url = |n: u32| format!("iscsi://169.254.77.1:3260/{}/{n}", t.iqn());
+    assert!(
+        list.contains("unit:0:0:1") && list.contains(&url(1)),
+        "{list}"
+    );
+    assert!(
+        list.contains("unit:0:0:2") && list.contains(&url(2)),
+        "{list}"
+    );
+    assert!(!list.contains("unit:0:0:0"), "{list}");
+    let info = ok(&d, &["vol-info", "unit:0:0:2", "--pool", "san"]);
+    assert!(info.contains("Capacity:       4.00 MiB"), "{info}");
+    let pool = ok(&d, &["pool-info", "san"]);
+    assert!(pool.contains("Capacity:       12.00 MiB"), "{pool}");
+    assert!(pool.contains("State:          running"), "{pool}");
+
+    // The target makes, removes and sizes its LUNs.
+    refused(
+        &d,
+        &["vol-create-as", "san", "new", "1M"],
+        "does not support volume creation",
+    );
+    refused(
+        &d,
+        &["vol-delete", "unit:0:0:1", "--pool", "san"],
+        "does not support vol deletion",
+    );
+    refused(
+        &d,
+        &["vol-resize", "unit:0:0:1", "16M", "--pool", "san"],
+        "changing of volume capacity",
+    );
+    refused(
+        &d,
+        &["vol-info", "unit:0:0:7", "--pool", "san"],
+        "unit:0:0:7",
+    );
+
+    // A domain whose disk is volume unit:0:0:1 of the pool runs on the LUN.
+    let disk = "<disk type='volume' device='disk'><driver name='qemu' type='raw'/>\
+                <source pool='san' volume='unit:0:0:1'/><target dev='vda' bus='virtio'/></disk>";
+    let out = dir.path().join("vol.out");
+    d.define(&guest_domain(
+        "vol",
+        "blk blk-first=10 blk-count=8",
+        disk,
+        &out,
+    ));
+    d.ok("POST", "/domains/vol/start", Some(&json!({})));
+    wait_text(&out, "virtio-blk: ok capacity=16384 wrote=8");
+    d.wait_state("vol", "shut_off", Duration::from_secs(30));
+    for n in 10..18u64 {
+        let got = sector_of(&t.lun_file(1), usize::try_from(n).unwrap());
+        assert_eq!(fnv1a32(&got), fnv1a32(&guest_pattern(n)), "sector {n}");
+    }
+
+    // A target that stops answering: the pool cannot start again.
+    ok(&d, &["pool-destroy", "san"]);
+    drop(t);
+    let (code, _, err) = virsh(&d, &["pool-start", "san"]);
+    assert_eq!(code, 1, "pool-start of a gone target succeeded");
+    assert!(err.contains("iSCSI target"), "{err}");
 }

@@ -2,7 +2,8 @@
 //! report its space, and to list, create, resize and delete its volumes.
 //!
 //! The daemon reaches every pool through [`Backend`], one variant per
-//! pool type: `dir` ([`dir`]), `fs` ([`fs`]) and `disk` ([`disk`]). The
+//! pool type: `dir` ([`dir`]), `fs` ([`fs`]), `disk` ([`disk`]) and,
+//! with the `iscsi` feature, `iscsi-direct` (`iscsi_direct`). The
 //! daemon refuses to define a pool of another type, saying so, rather
 //! than keep a definition it cannot start. Images are made with the
 //! project's own block layer, never by running `qemu-img`.
@@ -11,6 +12,8 @@ pub mod blockdev;
 pub mod dir;
 pub mod disk;
 pub mod fs;
+#[cfg(feature = "iscsi")]
+pub mod iscsi_direct;
 
 use std::path::PathBuf;
 
@@ -19,6 +22,8 @@ use virtxml::{BackingStore, Permissions, Pool, PoolSpace, Volume, VolumeFormat};
 use dir::DirPool;
 use disk::DiskPool;
 use fs::FsPool;
+#[cfg(feature = "iscsi")]
+use iscsi_direct::IscsiDirectPool;
 
 /// How `pool-build` treats what is already on a pool's device (virsh's
 /// `--overwrite` and `--no-overwrite`).
@@ -81,6 +86,9 @@ pub enum Backend {
     Fs(FsPool),
     /// A GPT-labelled block device whose partitions are the volumes.
     Disk(DiskPool),
+    /// An iSCSI target's LUNs, reached in user space.
+    #[cfg(feature = "iscsi")]
+    IscsiDirect(IscsiDirectPool),
 }
 
 impl Backend {
@@ -90,6 +98,8 @@ impl Backend {
         Ok(match pool.kind {
             virtxml::PoolType::Fs => Backend::Fs(FsPool::new(pool)?),
             virtxml::PoolType::Disk => Backend::Disk(DiskPool::new(pool)?),
+            #[cfg(feature = "iscsi")]
+            virtxml::PoolType::IscsiDirect => Backend::IscsiDirect(IscsiDirectPool::new(pool)?),
             _ => Backend::Dir(DirPool::new(pool)?),
         })
     }
@@ -101,6 +111,8 @@ impl Backend {
             Backend::Dir(p) => p.build(perms),
             Backend::Fs(p) => p.build(perms, mode),
             Backend::Disk(p) => p.build(mode),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.build(),
         }
     }
 
@@ -110,6 +122,8 @@ impl Backend {
             Backend::Dir(p) => p.delete(),
             Backend::Fs(p) => p.delete(),
             Backend::Disk(p) => p.delete(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(_) => Ok(()),
         }
     }
 
@@ -120,6 +134,8 @@ impl Backend {
             Backend::Dir(p) => p.check(),
             Backend::Fs(p) => p.start(),
             Backend::Disk(p) => p.check(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.check(),
         }
     }
 
@@ -127,6 +143,9 @@ impl Backend {
     pub fn stop(&self) -> Result<(), StorageError> {
         match self {
             Backend::Dir(_) | Backend::Disk(_) => Ok(()),
+            // Each listing logs in and out itself: no session stays up.
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(_) => Ok(()),
             Backend::Fs(p) => p.stop(),
         }
     }
@@ -138,6 +157,8 @@ impl Backend {
             Backend::Dir(p) => p.check(),
             Backend::Fs(p) => p.check(),
             Backend::Disk(p) => p.check(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.check(),
         }
     }
 
@@ -147,6 +168,8 @@ impl Backend {
             Backend::Dir(p) => p.space(),
             Backend::Fs(p) => p.space(),
             Backend::Disk(p) => p.space(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.space(),
         }
     }
 
@@ -156,6 +179,8 @@ impl Backend {
             Backend::Dir(p) => p.volumes(),
             Backend::Fs(p) => p.volumes(),
             Backend::Disk(p) => p.volumes(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.volumes(),
         }
     }
 
@@ -165,6 +190,8 @@ impl Backend {
             Backend::Dir(p) => p.volume(name),
             Backend::Fs(p) => p.volume(name),
             Backend::Disk(p) => p.volume(name),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.volume(name),
         }
     }
 
@@ -174,6 +201,8 @@ impl Backend {
             Backend::Dir(p) => p.create(vol),
             Backend::Fs(p) => p.create(vol),
             Backend::Disk(p) => p.create(vol),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.create(vol),
         }
     }
 
@@ -183,6 +212,8 @@ impl Backend {
             Backend::Dir(p) => p.delete_volume(name),
             Backend::Fs(p) => p.delete_volume(name),
             Backend::Disk(p) => p.delete_volume(name),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.delete_volume(name),
         }
     }
 
@@ -197,6 +228,8 @@ impl Backend {
             Backend::Dir(p) => p.resize(name, capacity, shrink),
             Backend::Fs(p) => p.resize(name, capacity, shrink),
             Backend::Disk(p) => p.resize(name, capacity, shrink),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.resize(name),
         }
     }
 }
@@ -205,8 +238,15 @@ impl Backend {
 pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
     match kind {
         virtxml::PoolType::Dir | virtxml::PoolType::Fs | virtxml::PoolType::Disk => Ok(()),
+        #[cfg(feature = "iscsi")]
+        virtxml::PoolType::IscsiDirect => Ok(()),
+        #[cfg(not(feature = "iscsi"))]
+        virtxml::PoolType::IscsiDirect => Err(
+            "pool type 'iscsi-direct' is not available in this build of vireo (built without the iscsi feature)"
+                .into(),
+        ),
         other => Err(format!(
-            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs' and 'disk' pools are",
+            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs', 'disk' and 'iscsi-direct' pools are",
             other.as_str()
         )),
     }
