@@ -31,6 +31,8 @@ pub struct TestTarget {
     dir: PathBuf,
     iqn: String,
     luns: usize,
+    specs: Vec<LunSpec>,
+    chap: Option<(String, String)>,
 }
 
 static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -73,9 +75,26 @@ impl TestTarget {
             dir: dir.to_path_buf(),
             iqn: format!("iqn.2026-01.org.vireo.test:{tag}"),
             luns: luns.len(),
+            specs: luns.to_vec(),
+            chap: chap.map(|(u, s)| (u.to_string(), s.to_string())),
         };
         me.ip(&["link", "set", "lo", "up"])?;
         me.ip(&["addr", "add", &format!("{ADDRESS}/32"), "dev", "lo"])?;
+        for (i, spec) in luns.iter().enumerate() {
+            let file = me.lun_file(i + 1);
+            File::create(&file)
+                .and_then(|f| f.set_len(spec.size))
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        me.launch()?;
+        Ok(me)
+    }
+
+    /// Run tgtd and configure the target, its LUNs (on the existing
+    /// files) and its account.
+    fn launch(&mut self) -> Result<(), String> {
+        let me = self;
+        let control = me.control;
         me.remove_control_socket();
         let child = Command::new("ip")
             .args(["netns", "exec", &me.netns, "tgtd", "-f", "-C"])
@@ -102,12 +121,9 @@ impl TestTarget {
         me.adm(&[
             "--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", "1", "-T", &iqn,
         ])?;
-        for (i, spec) in luns.iter().enumerate() {
+        for (i, spec) in me.specs.clone().iter().enumerate() {
             let lun = (i + 1).to_string();
             let file = me.lun_file(i + 1);
-            File::create(&file)
-                .and_then(|f| f.set_len(spec.size))
-                .map_err(|e| format!("{}: {e}", file.display()))?;
             let path = file.to_string_lossy().into_owned();
             me.adm(&[
                 "--lld",
@@ -140,7 +156,8 @@ impl TestTarget {
                 ])?;
             }
         }
-        if let Some((user, secret)) = chap {
+        if let Some((user, secret)) = me.chap.clone() {
+            let (user, secret) = (user.as_str(), secret.as_str());
             me.adm(&[
                 "--lld",
                 "iscsi",
@@ -160,7 +177,14 @@ impl TestTarget {
         me.adm(&[
             "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
         ])?;
-        Ok(me)
+        Ok(())
+    }
+
+    /// Kill tgtd and start it again on the same LUN files: every
+    /// connection to it is lost, and it takes new ones.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.launch()
     }
 
     fn ip(&self, args: &[&str]) -> Result<String, String> {

@@ -139,3 +139,31 @@ fn a_dead_target_gives_errors_in_bounded_time() {
     assert!(disk.write_at(0, &[2u8; 512]).is_err());
     assert!(start.elapsed() < 2 * timeout, "{:?}", start.elapsed());
 }
+
+#[test]
+fn a_restarted_target_is_logged_in_to_again_once() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [LunSpec {
+        size: 4 * MIB,
+        thin: false,
+    }];
+    let mut t = TestTarget::start("blkre", dir.path(), &luns, None).unwrap();
+    let _ns = t.enter().unwrap();
+    let disk =
+        IscsiDisk::open_with_timeout(&t.url(1), false, None, Duration::from_secs(3)).unwrap();
+    let data = vec![0xa5u8; 8192];
+    disk.write_at(MIB, &data).unwrap();
+
+    // The connection is lost under the disk; the next request logs in
+    // again and succeeds, with the data there.
+    t.restart().unwrap();
+    let mut back = vec![0u8; 8192];
+    disk.read_at(MIB, &mut back).unwrap();
+    assert_eq!(back, data);
+    disk.write_at(0, &data).unwrap();
+    disk.flush().unwrap();
+    assert_eq!(&std::fs::read(t.lun_file(1)).unwrap()[..8192], &data[..]);
+}
