@@ -147,7 +147,7 @@ fn a_domain_runs_on_an_iscsi_network_disk() {
     let out = dir.path().join("net.out");
     d.define(&guest_domain(
         "net",
-        "blk blk-first=3 blk-count=32 blk-stride=3 blk-read=0",
+        "blk blk-first=3 blk-count=32 blk-stride=3 blk-read=0 wait-hotplug=60000 hotplug-events=1",
         &disk,
         &out,
     ));
@@ -169,6 +169,18 @@ fn a_domain_runs_on_an_iscsi_network_disk() {
         fnv1a32(&host)
     );
     assert!(got.contains(&expect), "want {expect}\n{got}");
+    // LUN 1 plugged into the running guest, which exercises it too.
+    let hot = disk
+        .replace("/2'>", "/1'>")
+        .replace("dev='vda'", "dev='vdb'");
+    d.ok(
+        "POST",
+        "/domains/net/disks",
+        Some(&json!({ "xml": hot, "live": true })),
+    );
+    // (The guest powers off once it has handled the event, so the
+    // LUN's file, below, is what shows the plugged disk worked.)
+    wait_text(&out, "virtio-blk: ok capacity=16384 wrote=32");
     let rows = d.ok("GET", "/domains/net/disks", None);
     assert_eq!(
         rows[0]["source"],
@@ -179,17 +191,21 @@ fn a_domain_runs_on_an_iscsi_network_disk() {
     // The guest powers off when done.
     d.wait_state("net", "shut_off", Duration::from_secs(30));
 
-    // What the guest wrote is in the LUN's file, checksummed sector by
-    // sector; the other LUN is untouched.
-    for k in 0..32u64 {
-        let n = 3 + 3 * k;
-        let got = sector_of(&t.lun_file(2), usize::try_from(n).unwrap());
-        assert_eq!(fnv1a32(&got), fnv1a32(&guest_pattern(n)), "sector {n}");
+    // What the guest wrote is in the LUNs' files, checksummed sector by
+    // sector, and nothing else.
+    for lun in [1, 2] {
+        let bytes = std::fs::read(t.lun_file(lun)).unwrap();
+        for k in 0..32u64 {
+            let n = 3 + 3 * k;
+            let at = usize::try_from(n).unwrap() * SECTOR;
+            assert_eq!(
+                fnv1a32(&bytes[at..at + SECTOR]),
+                fnv1a32(&guest_pattern(n)),
+                "LUN {lun} sector {n}"
+            );
+        }
+        assert!(bytes[4 * SECTOR..5 * SECTOR].iter().all(|&b| b == 0));
     }
-    assert!(std::fs::read(t.lun_file(1))
-        .unwrap()
-        .iter()
-        .all(|&b| b == 0));
 
     // A domain on a LUN the target does not have fails to start, in one line.
     let bad = disk.replace("/2'>", "/9'>");
