@@ -134,7 +134,7 @@ fn unreachable_or_malformed_iscsi_disks_fail_in_one_line() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let t = TestTarget::start(
+    let mut t = TestTarget::start(
         "runbad",
         dir.path(),
         &[LunSpec {
@@ -168,4 +168,21 @@ fn unreachable_or_malformed_iscsi_disks_fail_in_one_line() {
         );
         assert!(last.contains("iscsi"), "{disk}: {}", r.describe());
     }
+
+    // No target listening any more: refused at once, in one line.
+    t.kill();
+    let start = std::time::Instant::now();
+    let url = t.url(1);
+    let r = vireo_in(
+        &t,
+        &["run", "--kernel", kernel.to_str().unwrap(), "--disk", &url],
+    );
+    assert_ne!(r.code, Some(0), "{}", r.describe());
+    assert!(r.stderr.contains("connect"), "{}", r.describe());
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.describe());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
 }
