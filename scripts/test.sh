@@ -32,6 +32,11 @@ command -v sgdisk >/dev/null || need+=(gdisk)
 command -v losetup >/dev/null || need+=(mount)
 # The remote tests run a real sshd (in a namespace, on a port of their own).
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# iSCSI: vireo links libiscsi (found through pkg-config); the tests run a
+# tgtd target (tgtd, tgtadm) in a namespace they make.
+pkg-config --exists libiscsi 2>/dev/null || need+=(libiscsi-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v tgtd >/dev/null || need+=(tgt)
 # The API contract check makes a venv for schemathesis.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v curl >/dev/null || need+=(curl)

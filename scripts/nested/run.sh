@@ -69,7 +69,7 @@ cargo=${CARGO:-cargo}
 target=x86_64-unknown-linux-gnu
 step "building the static vireo"
 (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static" "$cargo" build --release --locked \
-    -q -p vireo --bin vireo --target $target)
+    -q --no-default-features -p vireo --bin vireo --target $target)
 vireo="$repo/target/$target/release/vireo"
 
 linux="$repo/target/tmp/linux"

@@ -14,6 +14,8 @@
 mod async_io;
 mod file;
 mod iobuf;
+#[cfg(feature = "iscsi")]
+pub mod iscsi_lun;
 mod probe;
 pub mod qcow2;
 mod raw;
@@ -106,6 +108,9 @@ pub enum Error {
         /// Which rule refused it.
         reason: String,
     },
+    /// A network disk's target failed the request or could not be reached.
+    #[error("{0}")]
+    Remote(String),
     /// Opening an image (or one of its backing files) failed.
     #[error("{}", .path.display())]
     Open {
@@ -406,6 +411,9 @@ impl Chain {
 /// (exclusively when writable, shared otherwise) and open its backing
 /// chain read-only.
 pub fn open(path: &Path, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    if let Some(url) = path.to_str().filter(|p| p.starts_with(ISCSI_SCHEME)) {
+        return open_iscsi(url, options);
+    }
     let mut chain = Chain::empty(path);
     let opened = open_inner(path, options, &mut chain);
     if opened.is_ok() {
@@ -420,6 +428,38 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
             source: Box::new(e),
         },
     })
+}
+
+/// How a path names an iSCSI LUN instead of a file.
+pub const ISCSI_SCHEME: &str = "iscsi://";
+
+/// Whether `path` is an `iscsi://` URL rather than a file.
+pub fn is_iscsi(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.starts_with(ISCSI_SCHEME))
+}
+
+/// Open the LUN `url` names: always raw (no format is probed on it, and
+/// no host lock is taken: the target decides who shares it).
+#[cfg(feature = "iscsi")]
+fn open_iscsi(url: &str, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    if options.format.is_some_and(|f| f != ImageFormat::Raw) {
+        return Err(Error::Refused(
+            "an iSCSI LUN is used as a raw disk; format must be raw".into(),
+        ));
+    }
+    Ok(Arc::new(iscsi_lun::IscsiDisk::open(
+        url,
+        options.read_only,
+        None,
+    )?))
+}
+
+#[cfg(not(feature = "iscsi"))]
+fn open_iscsi(_url: &str, _options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    Err(Error::Refused(
+        "iscsi:// disks are not supported by this build of vireo (built without the iscsi feature)"
+            .into(),
+    ))
 }
 
 /// Deepest backing chain followed before giving up (a bomb).

@@ -185,13 +185,16 @@ fn request_for(
             let id = one_id(a.options.id.as_ref(), a.id.as_ref())?;
             let mut spec = disk_spec(&a.options, id);
             // The VM runs elsewhere (its own directory): a relative path
-            // means the caller's directory, so send it absolute.
-            spec.path = std::path::absolute(&spec.path).map_err(|e| {
-                Failure::Usage(format!(
-                    "vm: cannot make {} absolute: {e}",
-                    spec.path.display()
-                ))
-            })?;
+            // means the caller's directory, so send it absolute. An
+            // iscsi:// URL is no path and goes as it is.
+            if !block::is_iscsi(&spec.path) {
+                spec.path = std::path::absolute(&spec.path).map_err(|e| {
+                    Failure::Usage(format!(
+                        "vm: cannot make {} absolute: {e}",
+                        spec.path.display()
+                    ))
+                })?;
+            }
             ("PUT", "/vm/add-disk", encode(serde_json::to_vec(&spec))?)
         }
         VmCommand::AddNet(a) => {

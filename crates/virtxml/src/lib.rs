@@ -39,7 +39,10 @@ mod uuid;
 
 pub use cpu::{Cpu, CpuModel, CpuTopology};
 pub use devices::chardev::{CharBackend, CharDevice, CharTarget};
-pub use devices::disk::{Disk, DiskCache, DiskFormat, DiskSource, ResolvedVolume, VolumeSource};
+pub use devices::disk::{
+    Disk, DiskCache, DiskFormat, DiskSource, NetworkSource, ResolvedVolume, VolumeSource,
+    ISCSI_PORT,
+};
 pub use devices::interface::{DirectMode, Interface, InterfaceKind, MacAddress};
 pub use devices::interface_policy::{Bandwidth, FilterRef, NetFilter, RateLimit, MAX_RATE_KIB};
 pub use devices::rng::{Rng, RngBackend};

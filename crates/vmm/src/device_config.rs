@@ -306,6 +306,18 @@ impl FromStr for DiskConfig {
         let known = [
             "id", "path", "format", "readonly", "cache", "serial", "queues",
         ];
+        // `--disk iscsi://HOST/IQN/LUN[,options]`: the URL holds no comma.
+        let s = match s.strip_prefix(block::ISCSI_SCHEME) {
+            Some(_) => {
+                let (url, rest) = s.split_once(',').unwrap_or((s, ""));
+                disk.path = PathBuf::from(url);
+                if rest.split(',').any(|kv| kv.starts_with("path=")) {
+                    return Err(format!("{WHAT}: give an iscsi:// URL or path=, not both"));
+                }
+                rest
+            }
+            None => s,
+        };
         for (k, v) in pairs(WHAT, s, &known)? {
             match k.as_str() {
                 "path" => disk.path = PathBuf::from(v),
@@ -339,6 +351,12 @@ mod tests {
         assert_eq!(d.cache, CacheMode::None);
         assert_eq!(d.serial.as_deref(), Some("abc"));
         assert_eq!(d.queues, 4);
+        let d: DiskConfig = "iscsi://169.254.77.1/iqn.x:y/1,readonly=on"
+            .parse()
+            .unwrap();
+        assert_eq!(d.path, PathBuf::from("iscsi://169.254.77.1/iqn.x:y/1"));
+        assert!(d.readonly);
+        assert!("iscsi://h/iqn/1,path=x".parse::<DiskConfig>().is_err());
         let d: DiskConfig = "id=data,path=x".parse().unwrap();
         assert_eq!(d.id.as_deref(), Some("data"));
         assert!("id=a/b,path=x"

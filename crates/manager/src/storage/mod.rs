@@ -5,7 +5,8 @@
 //!
 //! The daemon reaches every pool through [`Backend`], one variant per
 //! pool type: `dir` ([`dir`]), `fs` ([`fs`]), `netfs` ([`netfs`]), `disk`
-//! ([`disk`]) and `logical` ([`logical`]). The
+//! ([`disk`]), `logical` ([`logical`]) and, with the `iscsi` feature,
+//! `iscsi-direct` (`iscsi_direct`). The
 //! daemon refuses to define a pool of another type, saying so, rather
 //! than keep a definition it cannot start. Images are made with the
 //! project's own block layer, never by running `qemu-img`.
@@ -15,6 +16,8 @@ pub mod copy;
 pub mod dir;
 pub mod disk;
 pub mod fs;
+#[cfg(feature = "iscsi")]
+pub mod iscsi_direct;
 pub mod lease;
 pub mod logical;
 pub mod netfs;
@@ -29,6 +32,8 @@ use virtxml::{BackingStore, Permissions, Pool, PoolSpace, Volume, VolumeFormat};
 use dir::DirPool;
 use disk::DiskPool;
 use fs::FsPool;
+#[cfg(feature = "iscsi")]
+use iscsi_direct::IscsiDirectPool;
 use logical::LogicalPool;
 use netfs::NetfsPool;
 
@@ -97,6 +102,9 @@ pub enum Backend {
     Disk(DiskPool),
     /// An LVM volume group whose logical volumes are the volumes.
     Logical(LogicalPool),
+    /// An iSCSI target's LUNs, reached in user space.
+    #[cfg(feature = "iscsi")]
+    IscsiDirect(IscsiDirectPool),
 }
 
 impl Backend {
@@ -108,6 +116,8 @@ impl Backend {
             virtxml::PoolType::Netfs => Backend::Netfs(NetfsPool::new(pool)?),
             virtxml::PoolType::Disk => Backend::Disk(DiskPool::new(pool)?),
             virtxml::PoolType::Logical => Backend::Logical(LogicalPool::new(pool)?),
+            #[cfg(feature = "iscsi")]
+            virtxml::PoolType::IscsiDirect => Backend::IscsiDirect(IscsiDirectPool::new(pool)?),
             _ => Backend::Dir(DirPool::new(pool)?),
         })
     }
@@ -121,6 +131,8 @@ impl Backend {
             Backend::Netfs(p) => p.build(perms),
             Backend::Disk(p) => p.build(mode),
             Backend::Logical(p) => p.build(mode),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.build(),
         }
     }
 
@@ -132,6 +144,8 @@ impl Backend {
             Backend::Netfs(p) => p.delete(),
             Backend::Disk(p) => p.delete(),
             Backend::Logical(p) => p.delete(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(_) => Ok(()),
         }
     }
 
@@ -144,6 +158,8 @@ impl Backend {
             Backend::Netfs(p) => p.start(),
             Backend::Disk(p) => p.check(),
             Backend::Logical(p) => p.start(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.check(),
         }
     }
 
@@ -151,6 +167,9 @@ impl Backend {
     pub fn stop(&self) -> Result<(), StorageError> {
         match self {
             Backend::Dir(_) | Backend::Disk(_) => Ok(()),
+            // Each listing logs in and out itself: no session stays up.
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(_) => Ok(()),
             Backend::Fs(p) => p.stop(),
             Backend::Netfs(p) => p.stop(),
             Backend::Logical(p) => p.stop(),
@@ -166,6 +185,8 @@ impl Backend {
             Backend::Netfs(p) => p.check(),
             Backend::Disk(p) => p.check(),
             Backend::Logical(p) => p.check(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.check(),
         }
     }
 
@@ -177,6 +198,8 @@ impl Backend {
             Backend::Netfs(p) => p.space(),
             Backend::Disk(p) => p.space(),
             Backend::Logical(p) => p.space(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.space(),
         }
     }
 
@@ -188,6 +211,8 @@ impl Backend {
             Backend::Netfs(p) => p.volumes(),
             Backend::Disk(p) => p.volumes(),
             Backend::Logical(p) => p.volumes(),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.volumes(),
         }
     }
 
@@ -199,6 +224,8 @@ impl Backend {
             Backend::Netfs(p) => p.volume(name),
             Backend::Disk(p) => p.volume(name),
             Backend::Logical(p) => p.volume(name),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.volume(name),
         }
     }
 
@@ -210,6 +237,8 @@ impl Backend {
             Backend::Netfs(p) => p.create(vol),
             Backend::Disk(p) => p.create(vol),
             Backend::Logical(p) => p.create(vol),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.create(vol),
         }
     }
 
@@ -226,6 +255,8 @@ impl Backend {
             Backend::Netfs(p) => p.create_from(vol, source),
             Backend::Disk(p) => p.create_from(vol),
             Backend::Logical(p) => p.create_from(vol),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.create_from(vol),
         }
     }
 
@@ -237,6 +268,8 @@ impl Backend {
             Backend::Netfs(p) => p.wipe(name),
             Backend::Disk(p) => p.wipe(name),
             Backend::Logical(p) => p.wipe(name),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.wipe(name),
         }
     }
 
@@ -247,6 +280,8 @@ impl Backend {
             Backend::Fs(p) => p.sweep(),
             Backend::Netfs(p) => p.sweep(),
             Backend::Disk(_) | Backend::Logical(_) => {}
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(_) => {}
         }
     }
 
@@ -258,6 +293,8 @@ impl Backend {
             Backend::Netfs(p) => p.delete_volume(name),
             Backend::Disk(p) => p.delete_volume(name),
             Backend::Logical(p) => p.delete_volume(name),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.delete_volume(name),
         }
     }
 
@@ -274,6 +311,8 @@ impl Backend {
             Backend::Netfs(p) => p.resize(name, capacity, shrink),
             Backend::Disk(p) => p.resize(name, capacity, shrink),
             Backend::Logical(p) => p.resize(name, capacity, shrink),
+            #[cfg(feature = "iscsi")]
+            Backend::IscsiDirect(p) => p.resize(name),
         }
     }
 }
@@ -286,8 +325,15 @@ pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
         | virtxml::PoolType::Netfs
         | virtxml::PoolType::Disk
         | virtxml::PoolType::Logical => Ok(()),
+        #[cfg(feature = "iscsi")]
+        virtxml::PoolType::IscsiDirect => Ok(()),
+        #[cfg(not(feature = "iscsi"))]
+        virtxml::PoolType::IscsiDirect => Err(
+            "pool type 'iscsi-direct' is not available in this build of vireo (built without the iscsi feature)"
+                .into(),
+        ),
         other => Err(format!(
-            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs', 'netfs', 'disk' and 'logical' pools are",
+            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs', 'netfs', 'disk', 'logical' and 'iscsi-direct' pools are",
             other.as_str()
         )),
     }

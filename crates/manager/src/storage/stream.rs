@@ -34,6 +34,7 @@ fn past_end(name: &str, offset: u64, size: u64) -> StorageError {
 /// `vol-download`: `length` bytes from `offset` (0: to the end), all
 /// within the volume.
 pub fn download(vol: &VolumeInfo, offset: u64, length: u64) -> Result<Transfer, StorageError> {
+    local_only(vol, "vol-download")?;
     let size = vol.physical;
     if offset > size {
         return Err(past_end(&vol.name, offset, size));
@@ -60,6 +61,7 @@ pub fn download(vol: &VolumeInfo, offset: u64, length: u64) -> Result<Transfer, 
 /// `offset`. A file volume may grow, as libvirt's does; a partition
 /// cannot, so a range past its end is refused.
 pub fn upload(vol: &VolumeInfo, offset: u64, length: u64) -> Result<Transfer, StorageError> {
+    local_only(vol, "vol-upload")?;
     let size = vol.physical;
     if offset > size {
         return Err(past_end(&vol.name, offset, size));
@@ -85,6 +87,19 @@ pub fn upload(vol: &VolumeInfo, offset: u64, length: u64) -> Result<Transfer, St
         offset,
         length,
     })
+}
+
+/// Volumes reached over the network (an iSCSI LUN's `iscsi://` path)
+/// have no file on this host to stream.
+fn local_only(vol: &VolumeInfo, verb: &str) -> Result<(), StorageError> {
+    if vol.path.to_str().is_some_and(|p| p.contains("://")) {
+        return Err(StorageError::Invalid(format!(
+            "{verb} of volume '{}' is not supported: it is reached over the network ({})",
+            vol.name,
+            vol.path.display()
+        )));
+    }
+    Ok(())
 }
 
 impl Transfer {

@@ -75,6 +75,9 @@ pub struct PoolDefineAsArgs {
     /// The source's format.
     #[arg(long)]
     pub source_format: Option<String>,
+    /// The initiator IQN an iscsi-direct pool logs in as.
+    #[arg(long)]
+    pub source_initiator: Option<String>,
     /// Where the volumes appear.
     #[arg(long)]
     pub target: Option<String>,
@@ -244,6 +247,7 @@ pub fn define_as(c: &mut Client, a: &PoolDefineAsArgs) -> Result<Output, Failure
         &a.source_dev,
         &a.source_name,
         &a.source_format,
+        &a.source_initiator,
     ];
     if source.iter().any(|s| s.is_some()) {
         xml.push_str("  <source>\n");
@@ -261,6 +265,12 @@ pub fn define_as(c: &mut Client, a: &PoolDefineAsArgs) -> Result<Output, Failure
         }
         if let Some(f) = &a.source_format {
             xml.push_str(&format!("    <format type='{}'/>\n", esc(f)));
+        }
+        if let Some(i) = &a.source_initiator {
+            xml.push_str(&format!(
+                "    <initiator>\n      <iqn name='{}'/>\n    </initiator>\n",
+                esc(i)
+            ));
         }
         xml.push_str("  </source>\n");
     }

@@ -108,7 +108,6 @@ fn what_a_pool_cannot_be_is_refused_in_one_line() {
         ("<pool type='disk'><name>x</name><source><device path='/dev/a'/><format type='dos'/></source></pool>", "format 'dos'"),
         ("<pool type='iscsi'><name>x</name><source><host name='h'/><device path='/dev/sda'/></source></pool>", "is not an iSCSI name"),
         ("<pool type='iscsi'><name>x</name><source><host name='h' port='0'/><device path='iqn.2026-01.a:b'/></source></pool>", "port 0"),
-        ("<pool type='iscsi-direct'><name>x</name><source><host name='h'/><device path='iqn.2026-01.a:b'/></source></pool>", "initiator"),
         ("<pool type='iscsi'><name>x</name><source><host name='h'/><device path='iqn.2026-01.a:b'/><auth type='chap' username='u'><secret usage='s'/></auth></source></pool>", "<auth> is not supported"),
         ("<pool type='logical'><name>x</name><source><name>-bad</name></source></pool>", "is not one LVM takes"),
         ("<pool type='dir'><name>x</name><target><path>/x</path><permissions><label>l</label></permissions></target></pool>", "<label> is not supported"),
@@ -198,4 +197,37 @@ fn what_a_volume_cannot_be_is_refused_in_one_line() {
         assert!(e.contains(says), "{xml}\n-> {e}");
         assert!(!e.contains('\n'), "{e}");
     }
+}
+
+#[test]
+fn iscsi_direct_pools_as_libvirt_and_virsh_write_them() {
+    // libvirt's documented form.
+    let p = Pool::parse(
+        "<pool type='iscsi-direct'><name>san</name><source>\
+         <host name='169.254.77.1' port='3260'/><device path='iqn.2026-01.org.vireo:t1'/>\
+         <initiator><iqn name='iqn.2026-01.org.vireo:host'/></initiator></source></pool>",
+    )
+    .unwrap()
+    .pool;
+    assert_eq!(p.kind, PoolType::IscsiDirect);
+    assert_eq!(p.source.devices, ["iqn.2026-01.org.vireo:t1"]);
+    assert_eq!(
+        p.source.initiator.as_deref(),
+        Some("iqn.2026-01.org.vireo:host")
+    );
+    let host = p.source.host.as_ref().unwrap();
+    assert_eq!(
+        (host.name.as_str(), host.port),
+        ("169.254.77.1", Some(3260))
+    );
+    // `virsh pool-define-as san iscsi-direct --source-host H --source-dev IQN
+    // --print-xml`: no initiator (Vireo's default name is used).
+    let p = Pool::parse(
+        "<pool type='iscsi-direct'>\n  <name>san</name>\n  <source>\n    <host name='169.254.77.1'/>\n    \
+         <device path='iqn.2026-01.org.vireo:t1'/>\n  </source>\n</pool>\n",
+    )
+    .unwrap()
+    .pool;
+    assert_eq!(p.source.initiator, None);
+    assert!(p.source.host.as_ref().unwrap().port.is_none());
 }

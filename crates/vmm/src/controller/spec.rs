@@ -144,6 +144,10 @@ pub(super) fn regular_file(field: &'static str, path: &Path) -> Result<File, Api
 /// A disk image must be a regular file or a block device. Checked with
 /// `stat`, which never blocks, before anything opens it.
 pub(super) fn disk_file(field: &str, path: &Path) -> Result<(), ApiError> {
+    // An iSCSI LUN is no host file: opening it logs in and checks it.
+    if block::is_iscsi(path) {
+        return Ok(());
+    }
     let path = absolute(field, path)?;
     let meta = std::fs::metadata(path)
         .map_err(|e| unprocessable(format!("{field} {}: {e}", path.display())))?;
@@ -163,6 +167,16 @@ pub(super) fn disk_file(field: &str, path: &Path) -> Result<(), ApiError> {
 fn distinct_images(disks: &[DiskConfig]) -> Result<(), ApiError> {
     let mut seen: BTreeMap<(u64, u64), usize> = BTreeMap::new();
     for (i, disk) in disks.iter().enumerate() {
+        // iSCSI LUNs take no host lock, so the same URL twice is caught here.
+        if block::is_iscsi(&disk.path) {
+            if let Some(first) = disks[..i].iter().position(|d| d.path == disk.path) {
+                return Err(unprocessable(format!(
+                    "disks[{i}].path {} is the LUN disks[{first}].path already names",
+                    disk.path.display()
+                )));
+            }
+            continue;
+        }
         let Ok(meta) = std::fs::metadata(&disk.path) else {
             continue;
         };
@@ -187,7 +201,9 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
     } else {
         format!("{field}.path")
     };
-    absolute(&path_field, &spec.path)?;
+    if !block::is_iscsi(&spec.path) {
+        absolute(&path_field, &spec.path)?;
+    }
     let what = if field.is_empty() { "add-disk" } else { field };
     let mut disk = DiskConfig::new(spec.path);
     let queues = spec.queues.map(|q| q.to_string());

@@ -254,6 +254,15 @@ fn cpu_arg(domain: &Domain) -> String {
     s
 }
 
+/// `iscsi://PORTAL/IQN/LUN` (as virtxml and the iscsi-direct pool write
+/// it) split into QEMU's iscsi blockdev fields.
+fn iscsi_parts(url: &str) -> Option<(&str, &str, u16)> {
+    let rest = url.strip_prefix("iscsi://")?;
+    let (portal, path) = rest.split_once('/')?;
+    let (target, lun) = path.rsplit_once('/')?;
+    Some((portal, target, lun.parse().ok()?))
+}
+
 /// The two `-blockdev` nodes (protocol, format) for `disk`, named
 /// `file-TARGET` and `disk-TARGET`.
 pub fn blockdev_nodes(disk: &Disk) -> (Value, Value) {
@@ -264,18 +273,36 @@ pub fn blockdev_nodes(disk: &Disk) -> (Value, Value) {
     } else {
         "file"
     };
-    let mut file = json!({
-        "driver": driver,
-        "node-name": format!("file-{}", disk.target),
-        "filename": filename,
-        "read-only": disk.readonly,
-    });
+    let mut file = match iscsi_parts(filename) {
+        // QEMU's own initiator (block/iscsi.c, libiscsi).
+        Some((portal, target, lun)) => json!({
+            "driver": "iscsi",
+            "node-name": format!("file-{}", disk.target),
+            "transport": "tcp",
+            "portal": portal,
+            "target": target,
+            "lun": lun,
+            "read-only": disk.readonly,
+        }),
+        None => json!({
+            "driver": driver,
+            "node-name": format!("file-{}", disk.target),
+            "filename": filename,
+            "read-only": disk.readonly,
+        }),
+    };
     match disk.cache {
         Some(DiskCache::None) => file["cache"] = json!({ "direct": true }),
         Some(DiskCache::Unsafe) => file["cache"] = json!({ "no-flush": true }),
         Some(DiskCache::Writeback) | None => {}
     }
-    match disk.io {
+    // aio= is the file drivers' own option; the iscsi driver has none.
+    let io = if disk.source.is_network() {
+        None
+    } else {
+        disk.io
+    };
+    match io {
         Some(DiskIo::Native) => file["aio"] = json!("native"),
         Some(DiskIo::Threads) => file["aio"] = json!("threads"),
         Some(DiskIo::IoUring) => file["aio"] = json!("io_uring"),
@@ -611,6 +638,38 @@ mod tests {
             .filter(|w| w[0] == flag)
             .map(|w| w[1].as_str())
             .collect()
+    }
+
+    #[test]
+    fn maps_an_iscsi_disk_to_qemus_iscsi_driver() {
+        let d = domain(
+            "",
+            "<disk type='network' device='disk'><driver name='qemu' type='raw' cache='none' io='native'/>\
+             <source protocol='iscsi' name='iqn.2026-01.org.vireo:t1/2'><host name='169.254.77.1' port='3261'/></source>\
+             <target dev='vda' bus='virtio'/></disk>",
+            "",
+        );
+        let a = args(&d);
+        let bd: Vec<Value> = after(&a, "-blockdev")
+            .iter()
+            .map(|s| serde_json::from_str(s).unwrap())
+            .collect();
+        assert_eq!(bd.len(), 2);
+        assert_eq!(
+            bd[0],
+            json!({
+                "driver": "iscsi",
+                "node-name": "file-vda",
+                "transport": "tcp",
+                "portal": "169.254.77.1:3261",
+                "target": "iqn.2026-01.org.vireo:t1",
+                "lun": 2,
+                "read-only": false,
+                "cache": { "direct": true },
+            })
+        );
+        assert_eq!(bd[1]["driver"], "raw");
+        assert_eq!(bd[1]["file"], "file-vda");
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! | `cpu mode='host-passthrough'`, `'host-model'`, `custom` without a model | `--cpu-template host` |
 //! | `cpu mode='custom'` with a named model | `--cpu-template minimal`: a conservative baseline (no XSAVE, AVX, CMPXCHG16B or TSC deadline timer), the nearest Vireo has to a named older model |
 //! | `cpu/feature` | refused: the VMM offers no per-feature switches |
-//! | `disk` | `--disk path=,format=,id=TARGET[,readonly=on][,cache=][,serial=]`; `format=` always (never probed); `cache='unsafe'` runs as `writeback` |
+//! | `disk` | `--disk path=,format=,id=TARGET[,readonly=on][,cache=][,serial=]`; `format=` always (never probed); `cache='unsafe'` runs as `writeback`; a `type='network'` iSCSI disk (or an `iscsi-direct` volume) as `path=iscsi://HOST:PORT/IQN/LUN` |
 //! | `interface type='ethernet'` | `--net tap=TARGET,mac=MAC,id=net-MAC` (without `target dev` the VMM creates a TAP the kernel names) |
 //! | `interface type='bridge'` | the daemon creates the TAP (`target dev`, or `vrIDnN`), attaches it to the bridge and hands the VMM its descriptor (`--net fd=N`); the TAP goes when the VMM exits. Hot-plugged, the TAP is made persistent and named instead, and removed when unplugged or when the domain ends |
 //! | `interface type='network'` | as `bridge`, on the bridge of the network the daemon plugged it into (`source bridge=` in the live XML); without one (not through the daemon) refused |
@@ -390,7 +390,10 @@ fn cpu_template(domain: &Domain) -> Result<&'static str, DriverError> {
 fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, DriverError> {
     let path = format!("/domain/devices/disk[{index}]/source");
     let source = host_path(domain, &path, disk)?;
-    absolute(domain, &path, "the disk source", source)?;
+    // An iSCSI LUN's source is its iscsi:// URL, which the VMM opens.
+    if !disk.source.is_network() {
+        absolute(domain, &path, "the disk source", source)?;
+    }
     let format = match disk.format {
         DiskFormat::Raw => "raw",
         DiskFormat::Qcow2 => "qcow2",
@@ -417,7 +420,9 @@ fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, Dri
 /// `--disk` for a hot-plug: the same fields as JSON for `PUT /vm/add-disk`.
 pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Value, DriverError> {
     let source = host_path(domain, "/disk/source", disk)?;
-    absolute(domain, "/disk/source", "the disk source", source)?;
+    if !disk.source.is_network() {
+        absolute(domain, "/disk/source", "the disk source", source)?;
+    }
     let mut spec = serde_json::json!({
         "id": disk.target,
         "path": source,
@@ -555,6 +560,21 @@ mod tests {
         plan(&domain(extra), 1, Path::new("/run/v/1"), false)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn an_iscsi_network_disk_is_handed_over_as_its_url() {
+        let d = domain(
+            "<devices><disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+             <source protocol='iscsi' name='iqn.2026-01.org.vireo:t1/1'><host name='169.254.77.1'/></source>\
+             <target dev='vda' bus='virtio'/></disk></devices>",
+        );
+        let p = plan(&d, 3, Path::new("/run/v/3"), false).unwrap();
+        let line = p.args.join(" ");
+        assert!(
+            line.contains("--disk path=iscsi://169.254.77.1:3260/iqn.2026-01.org.vireo:t1/1,format=raw,id=vda"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -1,0 +1,188 @@
+//! `vireo run --disk iscsi://...`: the `virtio` test guest reads and
+//! writes a LUN of a real tgtd in a network namespace the test makes
+//! (vireo runs inside it), and the data is checked in the LUN's file.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{guest, run_with_timeout, RunResult};
+use iscsi::test_target::{LunSpec, TestTarget};
+
+const SECTOR: usize = 512;
+const MIB: u64 = 1 << 20;
+
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIP: making a network namespace needs root");
+    }
+    root
+}
+
+/// `vireo ARGS` inside the target's namespace.
+fn vireo_in(t: &TestTarget, args: &[&str]) -> RunResult {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", t.netns(), env!("CARGO_BIN_EXE_vireo")])
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(90));
+    RunResult {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The pattern the guest writes to sector `n` (guests/README.md).
+fn guest_pattern(n: u64) -> Vec<u8> {
+    let mut s = n.to_le_bytes().to_vec();
+    s.extend((8..SECTOR as u64).map(|i| (n + i).to_le_bytes()[0]));
+    s
+}
+
+fn fnv1a32(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+fn read_sector(path: &Path, n: u64) -> Vec<u8> {
+    let mut f = File::open(path).unwrap();
+    f.seek(SeekFrom::Start(n * SECTOR as u64)).unwrap();
+    let mut buf = vec![0u8; SECTOR];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn a_guest_reads_and_writes_an_iscsi_lun() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [LunSpec {
+        size: 8 * MIB,
+        thin: true,
+    }];
+    let t = TestTarget::start("run", dir.path(), &luns, None).unwrap();
+    // Sector 0 holds something for the guest to read.
+    let host: Vec<u8> = (0..SECTOR)
+        .map(|i| u8::try_from(i * 7 % 251).unwrap())
+        .collect();
+    File::options()
+        .write(true)
+        .open(t.lun_file(1))
+        .unwrap()
+        .write_all(&host)
+        .unwrap();
+    let kernel = guest("virtio");
+    let disk = format!("{},serial=lun1", t.url(1));
+    let r = vireo_in(
+        &t,
+        &[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "blk blk-first=3 blk-count=64 blk-stride=5 blk-read=0",
+            "--disk",
+            &disk,
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    let head: String = host[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let expect = format!(
+        "virtio-blk: sector 0 head={head} fnv1a32={:08x}",
+        fnv1a32(&host)
+    );
+    assert!(
+        r.stdout.contains(&expect),
+        "want {expect}\n{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout
+            .contains("virtio-blk: capacity=16384 ro=no serial=lun1"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout.contains("virtio-blk: ok capacity=16384 wrote=64"),
+        "{}",
+        r.describe()
+    );
+    for k in 0..64 {
+        let n = 3 + 5 * k;
+        assert_eq!(
+            read_sector(&t.lun_file(1), n),
+            guest_pattern(n),
+            "sector {n}"
+        );
+    }
+    assert_eq!(read_sector(&t.lun_file(1), 4), vec![0; SECTOR]);
+}
+
+#[test]
+fn unreachable_or_malformed_iscsi_disks_fail_in_one_line() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestTarget::start(
+        "runbad",
+        dir.path(),
+        &[LunSpec {
+            size: MIB,
+            thin: false,
+        }],
+        None,
+    )
+    .unwrap();
+    let kernel = guest("virtio");
+    let wrong_target = format!("iscsi://169.254.77.1/{}-nope/1", t.iqn());
+    let no_lun = t.url(7);
+    for (disk, says) in [
+        (wrong_target.as_str(), "login"),
+        (no_lun.as_str(), "LUN"),
+        (
+            "iscsi://169.254.77.1/iqn.x:y/notalun",
+            "expected iscsi://HOST[:PORT]/IQN/LUN",
+        ),
+    ] {
+        let r = vireo_in(
+            &t,
+            &["run", "--kernel", kernel.to_str().unwrap(), "--disk", disk],
+        );
+        assert_ne!(r.code, Some(0), "{}", r.describe());
+        let last = r.stderr.trim().lines().last().unwrap_or("").to_string();
+        assert!(
+            r.stderr.contains(says) || r.stderr.to_lowercase().contains(&says.to_lowercase()),
+            "{disk}: want '{says}'\n{}",
+            r.describe()
+        );
+        assert!(last.contains("iscsi"), "{disk}: {}", r.describe());
+    }
+
+    // No target listening any more: refused at once, in one line.
+    t.kill();
+    let start = std::time::Instant::now();
+    let url = t.url(1);
+    let r = vireo_in(
+        &t,
+        &["run", "--kernel", kernel.to_str().unwrap(), "--disk", &url],
+    );
+    assert_ne!(r.code, Some(0), "{}", r.describe());
+    assert!(r.stderr.contains("connect"), "{}", r.describe());
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.describe());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
