@@ -1470,6 +1470,108 @@ scenario_pool_netfs() {
     rc=0
 }
 
+# issue 13's `iscsi` pool with a stock Linux guest: tgtd in L1 serves a
+# target with one file-backed LUN; `vireo daemon` logs in through L1's
+# kernel initiator (open-iscsi's iscsiadm and iscsid) as an iscsi pool;
+# the LUN shows as volume unit:0:0:1 (a SCSI disk of L1); an L2 domain with
+# `<disk type='volume'>` on it reads L1's marker and writes a word that L1
+# then finds in the LUN's backing file on the target's side. pool-destroy
+# logs out: no session is left.
+scenario_pool_iscsi() {
+    name=pool-iscsi pool=isp sock=/tmp/vi.sock iqn=iqn.2026-11.org.vireo:l1-target lunfile=/tmp/pool-iscsi.lun1
+    rm -rf /tmp/vi /tmp/vi.* /tmp/pool-iscsi.*
+    v() {
+        deb vireo -c "vireo+unix:///system?socket=$sock" "$@"
+    }
+    verb() {
+        check=$1
+        shift
+        out=$(v "$@" 2>&1)
+        st=$?
+        if [ $st = 0 ]; then
+            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
+        else
+            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
+        fi
+        return $st
+    }
+    : >/tmp/pool-iscsi.setup
+    deb modprobe -a iscsi_tcp sd_mod >>/tmp/pool-iscsi.setup 2>&1
+    dd if=/dev/zero of=$lunfile bs=1M count=0 seek=64 2>/dev/null
+    # The target: tgtd with one LUN, open to every initiator.
+    mkdir -p /deb/run/tgtd /deb/var/run
+    deb tgtd >>/tmp/pool-iscsi.setup 2>&1
+    n=0
+    while ! deb tgtadm --lld iscsi --op show --mode target >/dev/null 2>&1 && [ $n -lt 50 ]; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    deb tgtadm --lld iscsi --op new --mode target --tid 1 -T $iqn >>/tmp/pool-iscsi.setup 2>&1
+    deb tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b $lunfile >>/tmp/pool-iscsi.setup 2>&1
+    deb tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL >>/tmp/pool-iscsi.setup 2>&1
+    # The initiator's daemon, with a name of its own.
+    mkdir -p /deb/etc/iscsi
+    echo "InitiatorName=iqn.2026-11.org.vireo:l1-initiator" >/deb/etc/iscsi/initiatorname.iscsi
+    deb iscsid >>/tmp/pool-iscsi.setup 2>&1
+    sleep 0.5
+    shown=$(deb tgtadm --lld iscsi --op show --mode target 2>&1)
+    case "$shown" in
+    *"$iqn"*"LUN: 1"*) l1_result $name target ok "tgtd serves $iqn with LUN 1 ($lunfile, 64 MiB); iscsid: $(deb pgrep -x iscsid | tr '\n' ' ')" ;;
+    *) l1_result $name target fail "$(echo "$shown" | tr '\n' ' ') setup: $(tr '\n' ' ' </tmp/pool-iscsi.setup)" ;;
+    esac
+    deb vireo daemon --state-dir /tmp/vi --socket $sock --log /tmp/vi.dlog </dev/null >/tmp/vi.dout 2>&1 &
+    dpid=$!
+    n=0
+    while [ ! -S $sock ] && [ $n -lt 150 ] && kill -0 $dpid 2>/dev/null; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    if verb daemon-up list --all &&
+        verb pool-define-as pool-define-as $pool iscsi --source-host 127.0.0.1 --source-dev $iqn --target /dev/disk/by-path &&
+        verb pool-start pool-start $pool; then
+        sessions=$(ls /sys/class/iscsi_session 2>&1 | tr '\n' ' ')
+        case "$sessions" in
+        session*) l1_result $name session ok "the kernel's sessions: $sessions (target $(cat /sys/class/iscsi_session/session*/targetname 2>&1))" ;;
+        *) l1_result $name session fail "no kernel iSCSI session: '$sessions'" ;;
+        esac
+        listed=$(v vol-list $pool --details 2>&1)
+        case "$listed" in
+        *"unit:0:0:1"*"/dev/sd"*"block"*"64.00 MiB"*) l1_result $name vol-list ok "$(echo "$listed" | tr -s ' \n' ' ')" ;;
+        *) l1_result $name vol-list fail "$(echo "$listed" | tr -s ' \n' ' ')" ;;
+        esac
+        if out=$(v vol-create-as $pool new 1M 2>&1); then
+            l1_result $name vol-create-refused fail "vol-create-as on an iscsi pool succeeded: $out"
+        else
+            l1_result $name vol-create-refused ok "refused: $out"
+        fi
+        pool_guest $name $pool unit:0:0:1 131072 $lunfile
+        verb pool-destroy pool-destroy $pool
+        n=0
+        while [ -n "$(ls /sys/class/iscsi_session 2>/dev/null)" ] && [ $n -lt 50 ]; do
+            sleep 0.2
+            n=$((n + 1))
+        done
+        left=$(ls /sys/class/iscsi_session 2>/dev/null | tr '\n' ' ')
+        if [ -z "$left" ]; then
+            l1_result $name logged-out ok "no kernel iSCSI session after pool-destroy"
+        else
+            l1_result $name logged-out fail "sessions left: $left"
+        fi
+        verb pool-undefine pool-undefine $pool
+    fi
+    sed 's/^/LOG| daemon: /' /tmp/vi.dout /tmp/vi.dlog 2>/dev/null
+    for f in $(find /tmp/vi -name '*.log'); do
+        sed "s#^#LOG| $f: #" "$f"
+    done
+    kill $dpid 2>/dev/null
+    wait $dpid 2>/dev/null
+    deb iscsiadm -m node -u >/dev/null 2>&1
+    deb pkill -x iscsid
+    deb tgtadm --op delete --mode system >/dev/null 2>&1 || deb pkill -x tgtd
+    rm -f $lunfile
+    rc=0
+}
+
 # L1's Debian root at work, with no L2: its tools are there and run, and
 # L1's kernel, through the Debian modprobe, does what this host's lacks
 # (device-mapper under LVM, bonding, 802.1Q, the NFS server, the iSCSI
@@ -1609,6 +1711,7 @@ for s in $(arg vireo.scenarios | tr ',' ' '); do
         l1-tools) if deb_mount l1-tools; then scenario_l1_tools; fi ;;
         pool-logical) if deb_mount pool-logical; then scenario_pool_logical; fi ;;
         pool-netfs) if deb_mount pool-netfs; then scenario_pool_netfs; fi ;;
+        pool-iscsi) if deb_mount pool-iscsi; then scenario_pool_iscsi; fi ;;
         *) echo "VIREO-RESULT $s scenario fail unknown scenario" ;;
         esac
     fi

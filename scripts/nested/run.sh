@@ -82,7 +82,7 @@ st=0
 "$here/make-roots.sh" "$out" "$linux" "$vireo" "$linux/initramfs.cpio.gz" >&2
 
 # The scenarios that chroot into L1's Debian root.
-DEBIAN_SCENARIOS="l1-tools net-nat pool-logical pool-netfs"
+DEBIAN_SCENARIOS="l1-tools net-nat pool-logical pool-netfs pool-iscsi"
 want_debian=${VIREO_NESTED_DEBIAN:-}
 for s in $DEBIAN_SCENARIOS; do
     case ",$scenarios," in *",$s,"*) want_debian=1 ;; esac

@@ -105,21 +105,6 @@ fn a_dir_pool_from_define_to_delete() {
         &["pool-define-as", "r", "rbd"],
         "pool type 'rbd' is not supported",
     );
-    refused(
-        &d,
-        &[
-            "pool-define-as",
-            "n",
-            "iscsi",
-            "--source-host",
-            "192.0.2.1",
-            "--source-dev",
-            "iqn.2026-11.example:t",
-            "--target",
-            "/dev/disk/by-path",
-        ],
-        "is not available in this version of Vireo",
-    );
 
     // Volumes.
     assert_eq!(

@@ -33,7 +33,8 @@ struct L1Boot {
 /// that of the longest: the boot and block scenarios in one, network,
 /// console, hot-plug and the daemon (with L1's Debian root) in the other;
 /// `numa` needs an L1 booted with two NUMA nodes of its own, and the
-/// `logical` and `netfs` pools' scenarios (L1's Debian root) ride along.
+/// `logical`, `netfs` and `iscsi` pools' scenarios (L1's Debian root)
+/// ride along.
 const BOOTS: &[L1Boot] = &[
     L1Boot {
         name: "suite",
@@ -66,7 +67,7 @@ const BOOTS: &[L1Boot] = &[
     },
     L1Boot {
         name: "numa",
-        scenarios: &["numa", "pool-logical", "pool-netfs"],
+        scenarios: &["numa", "pool-logical", "pool-netfs", "pool-iscsi"],
         env: &[("VIREO_NESTED_NUMA", "2")],
     },
 ];
@@ -598,6 +599,41 @@ fn netfs_pool_volume_used_by_a_stock_guest() {
         "pool-delete",
         "pool-undefine",
         "pool-gone",
+    ]);
+}
+
+/// issue 13's `iscsi` pool, in L1's Debian root: tgtd serves a target
+/// with one file-backed LUN; `vireo daemon` logs in through L1's kernel
+/// initiator (iscsiadm, iscsid) as an iscsi pool (a session in sysfs);
+/// vol-list shows the LUN as unit:0:0:1, a 64 MiB SCSI disk; vol-create-as
+/// is refused; an L2 domain with `<disk type='volume'>` on the LUN reads
+/// L1's marker and writes a word found in the LUN's backing file on the
+/// target's side; pool-destroy logs out.
+#[test]
+fn iscsi_pool_lun_used_by_a_stock_guest() {
+    let Some(s) = scenario("pool-iscsi") else {
+        return;
+    };
+    s.assert_checks(&[
+        "target",
+        "daemon-up",
+        "pool-define-as",
+        "pool-start",
+        "session",
+        "vol-list",
+        "vol-create-refused",
+        "define",
+        "start",
+        "vol-delete-in-use",
+        "vol-marker",
+        "vol-sectors",
+        "vol-write",
+        "l2-done",
+        "l2-write-on-volume",
+        "undefine",
+        "pool-destroy",
+        "logged-out",
+        "pool-undefine",
     ]);
 }
 

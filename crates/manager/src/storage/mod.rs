@@ -5,8 +5,8 @@
 //!
 //! The daemon reaches every pool through [`Backend`], one variant per
 //! pool type: `dir` ([`dir`]), `fs` ([`fs`]), `netfs` ([`netfs`]), `disk`
-//! ([`disk`]), `logical` ([`logical`]) and, with the `iscsi` feature,
-//! `iscsi-direct` (`iscsi_direct`). The
+//! ([`disk`]), `logical` ([`logical`]), `iscsi` ([`iscsi`]) and, with the
+//! `iscsi` feature, `iscsi-direct` (`iscsi_direct`). The
 //! daemon refuses to define a pool of another type, saying so, rather
 //! than keep a definition it cannot start. Images are made with the
 //! project's own block layer, never by running `qemu-img`.
@@ -16,6 +16,7 @@ pub mod copy;
 pub mod dir;
 pub mod disk;
 pub mod fs;
+pub mod iscsi;
 #[cfg(feature = "iscsi")]
 pub mod iscsi_direct;
 pub mod lease;
@@ -32,6 +33,7 @@ use virtxml::{BackingStore, Permissions, Pool, PoolSpace, Volume, VolumeFormat};
 use dir::DirPool;
 use disk::DiskPool;
 use fs::FsPool;
+use iscsi::IscsiPool;
 #[cfg(feature = "iscsi")]
 use iscsi_direct::IscsiDirectPool;
 use logical::LogicalPool;
@@ -102,6 +104,8 @@ pub enum Backend {
     Disk(DiskPool),
     /// An LVM volume group whose logical volumes are the volumes.
     Logical(LogicalPool),
+    /// An iSCSI target's LUNs, logged in through the kernel's initiator.
+    Iscsi(IscsiPool),
     /// An iSCSI target's LUNs, reached in user space.
     #[cfg(feature = "iscsi")]
     IscsiDirect(IscsiDirectPool),
@@ -116,6 +120,7 @@ impl Backend {
             virtxml::PoolType::Netfs => Backend::Netfs(NetfsPool::new(pool)?),
             virtxml::PoolType::Disk => Backend::Disk(DiskPool::new(pool)?),
             virtxml::PoolType::Logical => Backend::Logical(LogicalPool::new(pool)?),
+            virtxml::PoolType::Iscsi => Backend::Iscsi(IscsiPool::new(pool)?),
             #[cfg(feature = "iscsi")]
             virtxml::PoolType::IscsiDirect => Backend::IscsiDirect(IscsiDirectPool::new(pool)?),
             _ => Backend::Dir(DirPool::new(pool)?),
@@ -131,6 +136,7 @@ impl Backend {
             Backend::Netfs(p) => p.build(perms),
             Backend::Disk(p) => p.build(mode),
             Backend::Logical(p) => p.build(mode),
+            Backend::Iscsi(p) => p.nothing_to_build(),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.build(),
         }
@@ -144,6 +150,7 @@ impl Backend {
             Backend::Netfs(p) => p.delete(),
             Backend::Disk(p) => p.delete(),
             Backend::Logical(p) => p.delete(),
+            Backend::Iscsi(p) => p.nothing_to_build(),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(_) => Ok(()),
         }
@@ -158,6 +165,7 @@ impl Backend {
             Backend::Netfs(p) => p.start(),
             Backend::Disk(p) => p.check(),
             Backend::Logical(p) => p.start(),
+            Backend::Iscsi(p) => p.start(),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.check(),
         }
@@ -173,6 +181,7 @@ impl Backend {
             Backend::Fs(p) => p.stop(),
             Backend::Netfs(p) => p.stop(),
             Backend::Logical(p) => p.stop(),
+            Backend::Iscsi(p) => p.stop(),
         }
     }
 
@@ -185,6 +194,7 @@ impl Backend {
             Backend::Netfs(p) => p.check(),
             Backend::Disk(p) => p.check(),
             Backend::Logical(p) => p.check(),
+            Backend::Iscsi(p) => p.check(),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.check(),
         }
@@ -198,6 +208,7 @@ impl Backend {
             Backend::Netfs(p) => p.space(),
             Backend::Disk(p) => p.space(),
             Backend::Logical(p) => p.space(),
+            Backend::Iscsi(p) => p.space(),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.space(),
         }
@@ -211,6 +222,7 @@ impl Backend {
             Backend::Netfs(p) => p.volumes(),
             Backend::Disk(p) => p.volumes(),
             Backend::Logical(p) => p.volumes(),
+            Backend::Iscsi(p) => p.volumes(),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.volumes(),
         }
@@ -224,6 +236,7 @@ impl Backend {
             Backend::Netfs(p) => p.volume(name),
             Backend::Disk(p) => p.volume(name),
             Backend::Logical(p) => p.volume(name),
+            Backend::Iscsi(p) => p.volume(name),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.volume(name),
         }
@@ -237,6 +250,7 @@ impl Backend {
             Backend::Netfs(p) => p.create(vol),
             Backend::Disk(p) => p.create(vol),
             Backend::Logical(p) => p.create(vol),
+            Backend::Iscsi(p) => p.create(vol),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.create(vol),
         }
@@ -255,6 +269,7 @@ impl Backend {
             Backend::Netfs(p) => p.create_from(vol, source),
             Backend::Disk(p) => p.create_from(vol),
             Backend::Logical(p) => p.create_from(vol),
+            Backend::Iscsi(p) => p.create_from(vol),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.create_from(vol),
         }
@@ -268,6 +283,7 @@ impl Backend {
             Backend::Netfs(p) => p.wipe(name),
             Backend::Disk(p) => p.wipe(name),
             Backend::Logical(p) => p.wipe(name),
+            Backend::Iscsi(p) => p.wipe(name),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.wipe(name),
         }
@@ -279,7 +295,7 @@ impl Backend {
             Backend::Dir(p) => p.sweep(),
             Backend::Fs(p) => p.sweep(),
             Backend::Netfs(p) => p.sweep(),
-            Backend::Disk(_) | Backend::Logical(_) => {}
+            Backend::Disk(_) | Backend::Logical(_) | Backend::Iscsi(_) => {}
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(_) => {}
         }
@@ -293,6 +309,7 @@ impl Backend {
             Backend::Netfs(p) => p.delete_volume(name),
             Backend::Disk(p) => p.delete_volume(name),
             Backend::Logical(p) => p.delete_volume(name),
+            Backend::Iscsi(p) => p.delete_volume(name),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.delete_volume(name),
         }
@@ -311,20 +328,23 @@ impl Backend {
             Backend::Netfs(p) => p.resize(name, capacity, shrink),
             Backend::Disk(p) => p.resize(name, capacity, shrink),
             Backend::Logical(p) => p.resize(name, capacity, shrink),
+            Backend::Iscsi(p) => p.resize(name),
             #[cfg(feature = "iscsi")]
             Backend::IscsiDirect(p) => p.resize(name),
         }
     }
 }
 
-/// Whether the daemon can run a pool of this type.
+/// Whether the daemon can run a pool of this type: every type the XML
+/// knows, except `iscsi-direct` in a build without libiscsi.
 pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
     match kind {
         virtxml::PoolType::Dir
         | virtxml::PoolType::Fs
         | virtxml::PoolType::Netfs
         | virtxml::PoolType::Disk
-        | virtxml::PoolType::Logical => Ok(()),
+        | virtxml::PoolType::Logical
+        | virtxml::PoolType::Iscsi => Ok(()),
         #[cfg(feature = "iscsi")]
         virtxml::PoolType::IscsiDirect => Ok(()),
         #[cfg(not(feature = "iscsi"))]
@@ -332,9 +352,5 @@ pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
             "pool type 'iscsi-direct' is not available in this build of vireo (built without the iscsi feature)"
                 .into(),
         ),
-        other => Err(format!(
-            "pool type '{}' is not available in this version of Vireo: only 'dir', 'fs', 'netfs', 'disk', 'logical' and 'iscsi-direct' pools are",
-            other.as_str()
-        )),
     }
 }
