@@ -1509,8 +1509,10 @@ scenario_pool_iscsi() {
     deb tgtadm --lld iscsi --op new --mode target --tid 1 -T $iqn >>/tmp/pool-iscsi.setup 2>&1
     deb tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b $lunfile >>/tmp/pool-iscsi.setup 2>&1
     deb tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL >>/tmp/pool-iscsi.setup 2>&1
-    # The initiator's daemon, with a name of its own.
-    mkdir -p /deb/etc/iscsi
+    # The initiator's daemon, with a name of its own. iscsiadm keeps its
+    # records under /etc/iscsi and locks them in /run/lock/iscsi (L1's
+    # /run is a fresh tmpfs, with no lock directory).
+    mkdir -p /deb/etc/iscsi/nodes /deb/etc/iscsi/send_targets /deb/etc/iscsi/ifaces /deb/run/lock/iscsi
     echo "InitiatorName=iqn.2026-11.org.vireo:l1-initiator" >/deb/etc/iscsi/initiatorname.iscsi
     deb iscsid >>/tmp/pool-iscsi.setup 2>&1
     sleep 0.5

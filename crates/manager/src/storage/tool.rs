@@ -54,10 +54,16 @@ pub fn run(mut cmd: Command, package: &str, deadline: Duration) -> Result<String
     let out = out.join().unwrap_or_default();
     let err = err.join().unwrap_or_default();
     if !status.success() {
-        return Err(StorageError::Host(format!(
-            "{program}: {}",
-            last_line(&err)
-        )));
+        let line = last_line(&err);
+        // Most tools name themselves already.
+        let base = program.rsplit('/').next().unwrap_or(&program);
+        return Err(StorageError::Host(
+            if line.starts_with(&format!("{base}:")) {
+                line
+            } else {
+                format!("{program}: {line}")
+            },
+        ));
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
