@@ -1355,6 +1355,68 @@ EOF
     rc=0
 }
 
+# netfs_two_hosts (inside scenario_pool_netfs, after pool_guest): a second
+# daemon ("host-b", its own state dir, socket and mount point) defines the
+# same NFS pool and sees the same volume; while host-a's domain runs on it,
+# host-b's start of the same definition is refused by the volume's lease,
+# naming the holder; once host-a's guest has powered off, host-b's starts.
+netfs_two_hosts() {
+    sock2=/tmp/vf2.sock
+    rm -rf /tmp/vf2 /tmp/vf2.*
+    v2() {
+        deb vireo -c "vireo+unix:///system?socket=$sock2" "$@"
+    }
+    deb vireo daemon --state-dir /tmp/vf2 --socket $sock2 --host-id host-b --log /tmp/vf2.dlog </dev/null >/tmp/vf2.dout 2>&1 &
+    dpid2=$!
+    n=0
+    while [ ! -S $sock2 ] && [ $n -lt 150 ] && kill -0 $dpid2 2>/dev/null; do
+        sleep 0.2
+        n=$((n + 1))
+    done
+    out=$(v2 pool-define-as $pool netfs --source-host 127.0.0.1 --source-path $export --source-format nfs --target $mnt-b 2>&1 &&
+        v2 pool-build $pool 2>&1 && v2 pool-start $pool 2>&1 && v2 vol-list $pool 2>&1)
+    case "$out" in
+    *"v1"*"$mnt-b/v1"*) l1_result $name host-b-sees-volume ok "$(echo "$out" | tr -s ' \n' ' ')" ;;
+    *) l1_result $name host-b-sees-volume fail "$(echo "$out" | tr -s ' \n' ' ')" ;;
+    esac
+    sed "s#$mnt/#$mnt-b/#g" /tmp/$name.dom.xml >/tmp/$name.dom-b.xml
+    v2 define /tmp/$name.dom-b.xml >/dev/null 2>&1
+    if verb host-a-start define /tmp/$name.dom.xml && verb host-a-start start l2-vol; then
+        if out=$(v2 start l2-vol 2>&1); then
+            l1_result $name lease-refuses fail "host-b started l2-vol while host-a runs it: $out"
+        else
+            case "$out" in
+            *"host-a"*) l1_result $name lease-refuses ok "host-b: $out" ;;
+            *) l1_result $name lease-refuses fail "refused without naming host-a: $out" ;;
+            esac
+        fi
+        n=0
+        while [ "$(v domstate l2-vol 2>/dev/null | head -n 1)" = running ] && [ $n -lt 1200 ]; do
+            sleep 0.2
+            n=$((n + 1))
+        done
+        if out=$(v2 start l2-vol 2>&1); then
+            l1_result $name lease-released ok "host-a's guest powered off; host-b: $out"
+            n=0
+            while [ "$(v2 domstate l2-vol 2>/dev/null | head -n 1)" = running ] && [ $n -lt 1200 ]; do
+                sleep 0.2
+                n=$((n + 1))
+            done
+        else
+            l1_result $name lease-released fail "host-b still refused after host-a's guest ended ($(v domstate l2-vol 2>&1 | head -n 1)): $out"
+        fi
+    fi
+    v2 destroy l2-vol >/dev/null 2>&1
+    v destroy l2-vol >/dev/null 2>&1
+    v2 undefine l2-vol >/dev/null 2>&1
+    v undefine l2-vol >/dev/null 2>&1
+    v2 pool-destroy $pool >/dev/null 2>&1
+    v2 pool-delete $pool >/dev/null 2>&1
+    v2 pool-undefine $pool >/dev/null 2>&1
+    kill $dpid2 2>/dev/null
+    wait $dpid2 2>/dev/null
+}
+
 # issue 13's `netfs` pool with a stock Linux guest: L1's kernel NFS server
 # (nfs-kernel-server in the Debian root) exports a directory; `vireo
 # daemon` in L1 mounts it through the kernel's client as a netfs pool,
@@ -1402,7 +1464,7 @@ scenario_pool_netfs() {
     while [ -n "${nfsd_up:-}" ] && awk -v a="$nfsd_up" -v b="$(now)" 'BEGIN { exit !(b - a < 11) }'; do
         sleep 0.5
     done
-    deb vireo daemon --state-dir /tmp/vf --socket $sock --log /tmp/vf.dlog </dev/null >/tmp/vf.dout 2>&1 &
+    deb vireo daemon --state-dir /tmp/vf --socket $sock --host-id host-a --log /tmp/vf.dlog </dev/null >/tmp/vf.dout 2>&1 &
     dpid=$!
     n=0
     while [ ! -S $sock ] && [ $n -lt 150 ] && kill -0 $dpid 2>/dev/null; do
@@ -1425,6 +1487,7 @@ scenario_pool_netfs() {
                 l1_result $name server-file fail "the server's $export/v1: '$size'"
             fi
             pool_guest $name $pool v1 65536 /deb$export/v1
+            netfs_two_hosts
         fi
         verb pool-destroy pool-destroy $pool
         m=$(deb cat /proc/mounts | awk -v t="$mnt" '$2 == t')
@@ -1455,6 +1518,7 @@ scenario_pool_netfs() {
         fi
     fi
     sed 's/^/LOG| daemon: /' /tmp/vf.dout /tmp/vf.dlog 2>/dev/null
+    sed 's/^/LOG| daemon host-b: /' /tmp/vf2.dout /tmp/vf2.dlog 2>/dev/null
     for f in $(find /tmp/vf -name '*.log'); do
         sed "s#^#LOG| $f: #" "$f"
     done

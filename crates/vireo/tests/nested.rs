@@ -565,7 +565,10 @@ fn logical_pool_volume_used_by_a_stock_guest() {
 /// holds; an L2 domain with `<disk type='volume'>` on it reads L1's marker
 /// and writes a word found in the server's file; pool-destroy unmounts, a
 /// second pool-start lists the volume again; vol-delete removes the
-/// server's file, and pool-delete leaves nothing mounted.
+/// server's file, and pool-delete leaves nothing mounted. Between, a
+/// second daemon ("host-b", its own mount of the export) sees the volume,
+/// is refused the same domain while host-a runs it (the lease, kept on the
+/// export, names host-a), and starts it once host-a's guest has ended.
 #[test]
 fn netfs_pool_volume_used_by_a_stock_guest() {
     let Some(s) = scenario("pool-netfs") else {
@@ -589,6 +592,10 @@ fn netfs_pool_volume_used_by_a_stock_guest() {
         "l2-done",
         "l2-write-on-volume",
         "undefine",
+        "host-b-sees-volume",
+        "host-a-start",
+        "lease-refuses",
+        "lease-released",
         "pool-destroy",
         "unmounted",
         "pool-start-again",
