@@ -105,6 +105,27 @@ fn a_dir_pool_from_define_to_delete() {
         &["pool-define-as", "r", "rbd"],
         "pool type 'rbd' is not supported",
     );
+    // Two kernel-initiator pools on one target would share its session.
+    let iscsi = |name: &'static str| {
+        [
+            "pool-define-as",
+            name,
+            "iscsi",
+            "--source-host",
+            "192.0.2.1",
+            "--source-dev",
+            "iqn.2026-11.org.example:t",
+            "--target",
+            "/dev/disk/by-path",
+        ]
+    };
+    assert_eq!(virsh(&d, &iscsi("i1")).0, 0);
+    refused(
+        &d,
+        &iscsi("i2"),
+        "uses iSCSI target iqn.2026-11.org.example:t",
+    );
+    assert_eq!(virsh(&d, &["pool-undefine", "i1"]).0, 0);
 
     // Volumes.
     assert_eq!(

@@ -192,12 +192,14 @@ fn parse(d: &Daemon, xml: &str) -> Result<(Pool, Vec<String>), Failure> {
             pool.uuid
         )));
     }
-    // Disk pools all have /dev as target; their devices tell them apart.
-    let path = pool
-        .target
-        .path
-        .as_ref()
-        .filter(|_| pool.kind != virtxml::PoolType::Disk);
+    // Disk pools all have /dev as target and iSCSI pools
+    // /dev/disk/by-path (or none); their devices tell them apart.
+    let path = pool.target.path.as_ref().filter(|_| {
+        !matches!(
+            pool.kind,
+            virtxml::PoolType::Disk | virtxml::PoolType::Iscsi | virtxml::PoolType::IscsiDirect
+        )
+    });
     let on_devices = |k| {
         matches!(
             k,
@@ -220,6 +222,19 @@ fn parse(d: &Daemon, xml: &str) -> Result<(Pool, Vec<String>), Failure> {
                 return Err(Failure::unprocessable(format!(
                     "Storage source conflict with pool: '{other}' uses volume group {}",
                     vg_of(&pool)
+                )));
+            }
+            // Two kernel-initiator pools on one target share its session:
+            // one's pool-destroy would log the other out.
+            if pool.kind == virtxml::PoolType::Iscsi
+                && p.kind == virtxml::PoolType::Iscsi
+                && p.source.devices == pool.source.devices
+                && p.source.host.as_ref().map(|h| &h.name)
+                    == pool.source.host.as_ref().map(|h| &h.name)
+            {
+                return Err(Failure::unprocessable(format!(
+                    "Storage source conflict with pool: '{other}' uses iSCSI target {}",
+                    pool.source.devices.join(", ")
                 )));
             }
             let shared = on_devices(p.kind)
