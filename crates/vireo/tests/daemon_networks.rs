@@ -691,3 +691,107 @@ fn routed_networks_keep_the_guest_address_and_isolated_ones_only_join_guests() {
         "a connection from the isolated network reached upstream"
     );
 }
+
+/// A DHCPv6 client for the test (busybox has no udhcpc6 in Debian): sends
+/// Solicit on IFACE until dnsmasq answers with an Advertise, then prints
+/// the address its IA_NA offers. Exit 1: no answer; 2: no address in it.
+const DHCPV6_SOLICIT: &str = r#"
+import os, socket, struct, sys, time
+ifname = sys.argv[1]
+idx = socket.if_nametoindex(ifname)
+mac = bytes.fromhex(open(f"/sys/class/net/{ifname}/address").read().strip().replace(":", ""))
+def opt(code, data):
+    return struct.pack("!HH", code, len(data)) + data
+xid = os.urandom(3)
+msg = (bytes([1]) + xid + opt(1, struct.pack("!HH", 3, 1) + mac)
+       + opt(3, struct.pack("!III", 1, 0, 0)) + opt(8, b"\0\0"))
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, 25, ifname.encode())
+s.bind(("::", 546))
+s.settimeout(1)
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        s.sendto(msg, ("ff02::1:2", 547, 0, idx))
+    except OSError:
+        time.sleep(0.5)
+        continue
+    try:
+        data, _ = s.recvfrom(4096)
+    except socket.timeout:
+        continue
+    if data[0] != 2 or data[1:4] != xid:
+        continue
+    i = 4
+    while i + 4 <= len(data):
+        code, n = struct.unpack("!HH", data[i:i + 4])
+        body = data[i + 4:i + 4 + n]
+        i += 4 + n
+        j = 12
+        while code == 3 and j + 4 <= len(body):
+            c, m = struct.unpack("!HH", body[j:j + 4])
+            if c == 5:
+                print(socket.inet_ntop(socket.AF_INET6, body[j + 4:j + 20]))
+                sys.exit(0)
+            j += 4 + m
+    print("an Advertise with no address: " + data.hex())
+    sys.exit(2)
+print("no Advertise within 30 s")
+sys.exit(1)
+"#;
+
+/// DHCPv6 on an IPv6 network: dnsmasq (with router advertisements) offers
+/// a client on the network's bridge an address from the IPv6 range.
+#[test]
+fn an_ipv6_network_offers_addresses_from_its_dhcpv6_range() {
+    let Some((dir, ns)) = setup("v6") else {
+        return;
+    };
+    let client = match Netns::new("v6c", dir.path()) {
+        Ok(c) => c,
+        Err(why) => {
+            testkit::skip(&format!("cannot make a network namespace: {why}"));
+            return;
+        }
+    };
+    let d = Daemon::start_in(dir.path(), &[], Some(&ns.name));
+    let xml = "<network><name>six</name><bridge name='vbr6' stp='off'/>\
+               <ip family='ipv6' address='2001:db8:6::1' prefix='64'>\
+               <dhcp><range start='2001:db8:6::100' end='2001:db8:6::1ff'/></dhcp></ip></network>";
+    d.ok("POST", "/networks", Some(&json!({ "xml": xml })));
+    d.ok("POST", "/networks/six/start", None);
+    let conf = std::fs::read_to_string(d.state.join("network/private/six/dnsmasq.conf"))
+        .unwrap_or_default();
+    ns.ip(&[
+        "link",
+        "add",
+        "c6",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &client.name,
+    ]);
+    ns.ip(&["link", "set", "c6", "master", "vbr6", "up"]);
+    client.ip(&["link", "set", "eth0", "up"]);
+    let (ok, out) = client.exec(&["python3", "-c", DHCPV6_SOLICIT, "eth0"]);
+    assert!(
+        ok,
+        "no DHCPv6 offer: {out}\ndnsmasq.conf:\n{conf}\n{}",
+        d.log_text()
+    );
+    let offered: std::net::Ipv6Addr = out.trim().parse().expect("an IPv6 address");
+    let (lo, hi): (std::net::Ipv6Addr, std::net::Ipv6Addr) = (
+        "2001:db8:6::100".parse().unwrap(),
+        "2001:db8:6::1ff".parse().unwrap(),
+    );
+    assert!(
+        lo <= offered && offered <= hi,
+        "{offered} is outside the range"
+    );
+    d.ok("POST", "/networks/six/destroy", Some(&json!({})));
+    assert!(!ns.link_exists("vbr6"), "{}", ns.ip(&["link"]));
+}
