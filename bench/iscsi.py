@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Guest I/O on an iSCSI LUN: Vireo's user-space initiator (`--disk
+iscsi://...`, libiscsi) against the host reading the same target with
+libiscsi's own `iscsi-perf`, and against the same guest on the LUN's
+backing file, in one run.
+
+The target is Debian's tgtd in a network namespace this script makes
+(169.254.77.1 on its loopback), serving one LUN backed by a file of random
+data; everything that talks to it runs in that namespace. The guest is
+guests/virtio in its `bench` mode (as bench/virtio.py runs it): sequential
+1 MiB reads and writes over --seq-mib MiB and queue-depth-1 random 4 KiB
+reads and writes (--rand-ops each). `iscsi-perf` (libiscsi-bin) reads only:
+1 MiB and random 4 KiB requests, one in flight, for --host-secs seconds
+each. Rounds alternate the three so noise on a shared machine hits all
+alike; the table shows medians and ratios. tgtd runs on CPU 0, every
+initiator (vireo with all its threads, iscsi-perf) on CPU 1.
+
+QEMU is not beside Vireo here: its iscsi driver is a separate module
+(qemu-block-extra), and Debian's only one matches QEMU 7.2, not the
+backported QEMU these machines have.
+
+    bench/iscsi.py [--rounds N] [--seq-mib N] [--rand-ops N] [--host-secs N]
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import virtio as vb  # noqa: E402  (bench/virtio.py: build, guest runs, the host's TSC)
+
+NS = "vireo-bench-iscsi"
+ADDR = "169.254.77.1"
+IQN = "iqn.2026-11.org.vireo.bench:lun"
+CONTROL = "31001"
+
+
+def sh(*cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def start_target(image):
+    """tgtd in NS serving IMAGE as LUN 1; returns the tgtd process."""
+    subprocess.run(["ip", "netns", "del", NS], stderr=subprocess.DEVNULL)
+    sh("ip", "netns", "add", NS)
+    sh("ip", "-n", NS, "link", "set", "lo", "up")
+    sh("ip", "-n", NS, "addr", "add", f"{ADDR}/32", "dev", "lo")
+    tgtd = subprocess.Popen(["ip", "netns", "exec", NS, "taskset", "-c", "0", "tgtd", "-f", "-C", CONTROL,
+                             "--iscsi", f"portal={ADDR}:3260"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    adm = ["tgtadm", "-C", CONTROL, "--lld", "iscsi"]
+    deadline = time.time() + 10
+    while subprocess.run(adm + ["--op", "show", "--mode", "target"],
+                         capture_output=True).returncode != 0:
+        if time.time() > deadline or tgtd.poll() is not None:
+            raise RuntimeError("tgtd did not come up")
+        time.sleep(0.05)
+    sh(*adm, "--op", "new", "--mode", "target", "--tid", "1", "-T", IQN)
+    sh(*adm, "--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1", "-b", image)
+    sh(*adm, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
+    return tgtd
+
+
+def stop_target(tgtd):
+    tgtd.kill()
+    tgtd.wait()
+    subprocess.run(["ip", "netns", "del", NS])
+    for suffix in ("", ".lock"):
+        try:
+            os.remove(f"/var/run/tgtd/socket.{CONTROL}{suffix}")
+        except OSError:
+            pass
+
+
+def iscsi_perf(url, blocks, random, secs):
+    """iscsi-perf's final rate: (MB/s, IOPS), one request in flight."""
+    cmd = ["ip", "netns", "exec", NS, "taskset", "-c", "1", "iscsi-perf", "-m", "1", "-b", str(blocks),
+           "-t", str(secs)] + (["-r"] if random else []) + [url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60)
+    text = out.stdout + out.stderr
+    # Its summary: "iops average N (M MB/s)", M in MiB/s.
+    found = re.findall(r"iops average (\d+) \((\d+) MB/s\)", text)
+    if not found:
+        raise RuntimeError(f"iscsi-perf printed no rate: {text}")
+    iops, mibs = found[-1]
+    return float(mibs) * 1.048576, float(iops)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seq-mib", type=int, default=128)
+    ap.add_argument("--rand-ops", type=int, default=2000)
+    ap.add_argument("--host-secs", type=int, default=3)
+    opts = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/iscsi.py needs root (network namespaces, tgtd)")
+    for tool, pkg in (("tgtd", "tgt"), ("iscsi-perf", "libiscsi-bin")):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
+            sh("apt-get", "install", "-y", "-q", pkg, stdout=subprocess.DEVNULL)
+    # What bench/virtio.py builds, without QEMU (not used here).
+    os.makedirs(vb.OUT, exist_ok=True)
+    sh("cargo", "build", "--release", "-q", "-p", "vireo", cwd=vb.ROOT)
+    sh(os.path.join(vb.ROOT, "guests", "build.sh"), vb.OUT, "virtio")
+    sh("gcc", "-O2", "-o", os.path.join(vb.OUT, "blk_host"),
+       os.path.join(vb.ROOT, "bench", "blk_host.c"))
+    tsc_hz = int(vb.host("blk_host", "tsc-hz")["tsc-hz"])
+    image = os.path.join(vb.OUT, "iscsi-lun.img")
+    vb.make_image(image, max(opts.seq_mib, 64))
+    url = f"iscsi://{ADDR}/{IQN}/1"
+    blk_cmd = f"blk blk-count=0 bench-seq-mib={opts.seq_mib} bench-rand-ops={opts.rand_ops}"
+    results = {}
+
+    def record(metric, who, value):
+        results.setdefault(metric, {}).setdefault(who, []).append(value)
+
+    patterns = [("seq-read", opts.seq_mib), ("seq-write", opts.seq_mib),
+                ("rand-read", opts.rand_ops), ("rand-write", opts.rand_ops)]
+    tgtd = start_target(image)
+    try:
+        for r in range(opts.rounds):
+            print(f"round {r + 1}/{opts.rounds}", file=sys.stderr)
+            for who, run, disk in (("vireo-iscsi", run_in_ns, ["--disk", f"path={url}"]),
+                                   ("vireo-file", run_pinned,
+                                    ["--disk", f"path={image},cache=writeback"])):
+                got = run(disk, blk_cmd)
+                for pattern, n in patterns:
+                    secs = int(got[("blk", pattern)]["cycles"]) / tsc_hz
+                    record(pattern, who, n * (1 << 20) / secs / 1e6
+                           if pattern.startswith("seq") else n / secs)
+            mbs, _ = iscsi_perf(url, 2048, False, opts.host_secs)
+            record("seq-read", "host-iscsi", mbs)
+            _, iops = iscsi_perf(url, 8, True, opts.host_secs)
+            record("rand-read", "host-iscsi", iops)
+    finally:
+        stop_target(tgtd)
+
+    units = {"seq-read": "MB/s", "seq-write": "MB/s", "rand-read": "IOPS", "rand-write": "IOPS"}
+    names = ["host-iscsi", "vireo-iscsi", "vireo-file"]
+    print(f"\nmedians of {opts.rounds} rounds, one LUN of tgtd in a namespace "
+          f"(page-cached file), TSC {tsc_hz / 1e9:.3f} GHz")
+    print(f"{'pattern':<11}{'unit':<6}" + "".join(f"{n:>13}" for n in names)
+          + f"{'iscsi/host':>12}{'iscsi/file':>12}")
+    for metric, who in results.items():
+        med = {n: statistics.median(who[n]) if n in who else None for n in names}
+        cells = "".join(f"{v:>13.0f}" if v is not None else f"{'-':>13}" for v in med.values())
+        host = (f"{med['vireo-iscsi'] / med['host-iscsi']:>12.2f}"
+                if med["host-iscsi"] else f"{'-':>12}")
+        print(f"{metric:<11}{units[metric]:<6}{cells}{host}"
+              f"{med['vireo-iscsi'] / med['vireo-file']:>12.2f}")
+
+
+def run_pinned(disk, cmdline):
+    """vireo on the LUN's backing file, on the CPU the initiators use."""
+    cmd = ["taskset", "-c", "1", os.path.join(vb.ROOT, "target", "release", "vireo"),
+           "run", "--kernel", os.path.join(vb.OUT, "virtio.elf"), "--memory", "256M",
+           "--cmdline", cmdline] + disk
+    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"vireo failed: {out.stderr}")
+    return vb.bench_lines(out.stdout)
+
+
+def run_in_ns(disk, cmdline):
+    """vireo in the target's namespace (the only place it can reach it)."""
+    cmd = ["ip", "netns", "exec", NS, "taskset", "-c", "1",
+           os.path.join(vb.ROOT, "target", "release", "vireo"),
+           "run", "--kernel", os.path.join(vb.OUT, "virtio.elf"), "--memory", "256M",
+           "--cmdline", cmdline] + disk
+    out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"vireo failed: {out.stderr}")
+    return vb.bench_lines(out.stdout)
+
+
+if __name__ == "__main__":
+    main()
