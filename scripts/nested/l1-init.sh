@@ -1489,6 +1489,22 @@ scenario_pool_netfs() {
             pool_guest $name $pool v1 65536 /deb$export/v1
             netfs_two_hosts
         fi
+        # An export the server does not have: pool-start fails in one line
+        # and leaves nothing mounted.
+        v pool-define-as nfsbad netfs --source-host 127.0.0.1 --source-path /srv/no-such-export \
+            --source-format nfs --target $mnt-bad >/dev/null 2>&1
+        if out=$(v pool-start nfsbad 2>&1); then
+            l1_result $name bad-export fail "pool-start of a missing export succeeded: $out"
+        else
+            lines=$(printf '%s\n' "$out" | grep -c .)
+            m=$(deb cat /proc/mounts | awk -v t="$mnt-bad" '$2 == t')
+            if [ "$lines" = 1 ] && [ -z "$m" ]; then
+                l1_result $name bad-export ok "one line, nothing mounted: $out"
+            else
+                l1_result $name bad-export fail "$lines lines, mounted: '$m': $out"
+            fi
+        fi
+        v pool-undefine nfsbad >/dev/null 2>&1
         verb pool-destroy pool-destroy $pool
         m=$(deb cat /proc/mounts | awk -v t="$mnt" '$2 == t')
         if [ -z "$m" ]; then

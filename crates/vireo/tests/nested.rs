@@ -569,6 +569,7 @@ fn logical_pool_volume_used_by_a_stock_guest() {
 /// second daemon ("host-b", its own mount of the export) sees the volume,
 /// is refused the same domain while host-a runs it (the lease, kept on the
 /// export, names host-a), and starts it once host-a's guest has ended.
+/// A pool on an export the server lacks fails pool-start in one line.
 #[test]
 fn netfs_pool_volume_used_by_a_stock_guest() {
     let Some(s) = scenario("pool-netfs") else {
@@ -596,6 +597,7 @@ fn netfs_pool_volume_used_by_a_stock_guest() {
         "host-a-start",
         "lease-refuses",
         "lease-released",
+        "bad-export",
         "pool-destroy",
         "unmounted",
         "pool-start-again",
