@@ -11,7 +11,7 @@
 //! says so ([`Session::is_broken`]); reconnecting is the caller's choice.
 //! This crate knows nothing of virtio, block images or pools.
 //!
-//! With the `test-target` feature, [`test_target`] runs a real `tgtd` in
+//! With the `test-target` feature, `test_target` runs a real `tgtd` in
 //! a network namespace for tests.
 
 mod ffi;

@@ -16,7 +16,6 @@
 pub mod bridge;
 pub mod dnsmasq;
 mod ifreq;
-/// Links (bridges, veths, VLANs, bonds, macvtap, VXLAN), addresses and routes through rtnetlink.
 pub mod link;
 pub mod macvtap;
 pub mod netns;

@@ -9,7 +9,7 @@
 //!
 //! VMMs outlive the daemon: stopping it (SIGTERM, SIGINT, or `kill -9`)
 //! leaves them running, and the next daemon re-adopts them from their run
-//! records (see [`boot`]).
+//! records (see `boot.rs`).
 
 mod boot;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! a volume, named as the kernel names it (`vda1`, `loop0p2`), at
 //! `/dev/<name>`.
 //!
-//! The label is read and written by [`gpt`]; the kernel learns of each
+//! The label is read and written by `disk/gpt.rs`; the kernel learns of each
 //! change through BLKPG (add or delete one partition), so partitions in
 //! use elsewhere on the disk never stop a change, and a partition in use
 //! cannot be deleted (the kernel refuses). A loop device must be attached

@@ -10,7 +10,7 @@
 //! whose message names the operation and the interface, and a kernel
 //! that lacks a device type (VLAN without 8021q, bonding) says so.
 //!
-//! The messages are built by hand ([`msg`]): the handful of attributes
+//! The messages are built by hand (`msg.rs`): the handful of attributes
 //! needed here is smaller than the API surface of a netlink crate, and
 //! every length from the kernel is checked where it is read.
 //!

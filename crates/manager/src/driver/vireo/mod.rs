@@ -16,7 +16,7 @@
 //!
 //! How [`Instance::wait_exit`] names an end:
 //!
-//! | what happened | exit status file | [`ExitReason`](super::ExitReason) |
+//! | what happened | exit status file | [`ExitReason`] |
 //! |---|---|---|
 //! | [`Instance::destroy`] (either kind) | any | `Destroyed` |
 //! | the guest powered off | `poweroff` | `Poweroff` |
