@@ -15,6 +15,7 @@ mod error;
 pub mod exit_status;
 mod machine;
 pub mod memory;
+pub mod memory_backend;
 pub mod passed_fd;
 mod pci_devices;
 mod running;
