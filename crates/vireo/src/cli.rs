@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use devices::serial_backend::SerialBackend;
 use vmm::config::{parse_memory_size, ConsoleConfig, CpuTemplate, DiskConfig, NetConfig};
+use vmm::memory_backend::{parse_memory_backend, MemoryBackend};
 
 /// Vireo: a KVM virtualization stack.
 #[derive(Debug, Parser)]
@@ -45,6 +46,10 @@ pub struct MachineArgs {
     /// Guest RAM, a multiple of 4 KiB: a number of MiB, or a size such as 512M, 1.5G, 4GiB.
     #[arg(short, long, default_value = "128M", value_parser = parse_memory_size)]
     pub memory: u64,
+    /// What backs guest RAM: backend=anon|memfd|file, path=FILE|DIR, hugepages=2M|1G,
+    /// shared=on|off, prealloc=on|off, prealloc-threads=N, thp=on|off (docs/run.md).
+    #[arg(long, value_name = "KEY=VALUE,...", value_parser = parse_memory_backend, default_value = "")]
+    pub memory_backend: MemoryBackend,
     /// Number of vCPUs.
     #[arg(short, long, default_value_t = 1)]
     pub cpus: u32,

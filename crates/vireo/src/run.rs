@@ -190,6 +190,7 @@ pub fn demo_command(args: DemoArgs) -> ExitCode {
 fn machine_config(m: &MachineArgs) -> VmConfig {
     VmConfig {
         memory: m.memory,
+        memory_backend: m.memory_backend.clone(),
         cpus: m.cpus,
         cpu_template: m.cpu_template,
         ..VmConfig::default()

@@ -33,6 +33,8 @@ pub struct VmConfig {
     pub cmdline: String,
     /// Guest RAM in bytes.
     pub memory: u64,
+    /// What backs guest RAM (anonymous memory unless `--memory-backend`).
+    pub memory_backend: crate::memory_backend::MemoryBackend,
     /// Number of vCPUs.
     pub cpus: u32,
     /// CPU feature template.
@@ -56,6 +58,7 @@ impl Default for VmConfig {
             initrd: None,
             cmdline: DEFAULT_CMDLINE.to_string(),
             memory: DEFAULT_MEMORY,
+            memory_backend: Default::default(),
             cpus: 1,
             cpu_template: CpuTemplate::Host,
             reboot: false,

@@ -16,6 +16,7 @@ pub mod exit_status;
 mod machine;
 pub mod memory;
 pub mod memory_backend;
+mod memory_map;
 pub mod passed_fd;
 mod pci_devices;
 mod running;

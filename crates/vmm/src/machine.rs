@@ -379,7 +379,7 @@ pub fn run_once(
     let config = &config;
     let mut kernel = open_kernel(&config.kernel)?;
     let mut initrd = open_initrd(config.initrd.as_deref())?;
-    let mem = create_guest_memory(config.memory)?;
+    let mem = create_guest_memory(config.memory, &config.memory_backend)?;
 
     let vm = Arc::new(hv.create_vm()?);
     vm.register_memory(&mem)?;

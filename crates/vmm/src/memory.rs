@@ -3,6 +3,7 @@
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use crate::error::{Error, Result};
+use crate::memory_backend::MemoryBackend;
 
 /// Guest memory as the VMM holds it.
 pub type GuestMemory = GuestMemoryMmap<()>;
@@ -50,7 +51,7 @@ pub fn check_size(size: u64) -> Result<()> {
 /// the size is checked up front against the host's RAM and swap: otherwise
 /// a guest that touches all its memory would be killed by the OOM killer
 /// long after start.
-pub fn create_guest_memory(size: u64) -> Result<GuestMemory> {
+pub fn create_guest_memory(size: u64, backend: &MemoryBackend) -> Result<GuestMemory> {
     check_size(size)?;
     let ranges = arch::memory::ram_regions(size)?
         .into_iter()
@@ -60,6 +61,9 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemory> {
                 .map_err(|_| Error::GuestMemory("size does not fit the address space".into()))
         })
         .collect::<Result<Vec<(GuestAddress, usize)>>>()?;
+    if !backend.is_default() {
+        return crate::memory_map::map_with_backend(size, &ranges, backend);
+    }
     GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory(e.to_string()))
 }
 
@@ -79,10 +83,10 @@ mod tests {
 
     #[test]
     fn maps_around_the_hole_and_refuses_absurd_sizes() {
-        let m = create_guest_memory(64 << 20).unwrap();
+        let m = create_guest_memory(64 << 20, &MemoryBackend::default()).unwrap();
         assert_eq!(m.num_regions(), 1);
         assert!(matches!(
-            create_guest_memory(1 << 50),
+            create_guest_memory(1 << 50, &MemoryBackend::default()),
             Err(Error::NotEnoughHostMemory { .. })
         ));
     }

@@ -176,7 +176,7 @@ pub fn check_huge_multiple(size: u64, page: HugePageSize, what: &str) -> Result<
         Ok(())
     } else {
         Err(format!(
-            "{what} of {} MiB is not a multiple of the {} huge page size",
+            "{what} {} MiB is not a multiple of the {} huge page size",
             size >> 20,
             page.name()
         ))
@@ -291,10 +291,10 @@ mod tests {
 
     #[test]
     fn sizes_must_be_whole_huge_pages() {
-        check_huge_multiple(4 << 20, HugePageSize::Size2M, "memory").unwrap();
-        let err = check_huge_multiple(3 << 20, HugePageSize::Size2M, "memory").unwrap_err();
+        check_huge_multiple(4 << 20, HugePageSize::Size2M, "--memory").unwrap();
+        let err = check_huge_multiple(3 << 20, HugePageSize::Size2M, "--memory").unwrap_err();
         assert!(
-            err.contains("3 MiB is not a multiple of the 2 MiB"),
+            err.contains("--memory 3 MiB is not a multiple of the 2 MiB"),
             "{err}"
         );
     }

@@ -1,0 +1,273 @@
+//! Mapping guest RAM with a chosen backend (memfd, file, huge pages) and
+//! preallocating it with several threads before the guest starts.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
+
+use crate::error::{Error, Result};
+use crate::memory::GuestMemory;
+use crate::memory_backend::{
+    check_huge_multiple, check_huge_page_pool, BackendKind, HugePageSize, MemoryBackend,
+};
+
+/// Linux 5.14's populate-for-write advice; older kernels answer EINVAL.
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+/// Where MAP_HUGETLB and MFD_HUGETLB encode the page size (both 26).
+const HUGE_SHIFT: libc::c_int = 26;
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidConfig(msg)
+}
+
+/// One fd backing all of guest RAM, regions at increasing offsets.
+fn backing_file(backend: &MemoryBackend, size: u64) -> Result<Option<File>> {
+    let file = match &backend.kind {
+        BackendKind::Anon => return Ok(None),
+        BackendKind::Memfd => {
+            let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+            if let Some(page) = backend.hugepages {
+                // The shift is 21 or 30, so the encoded flag stays positive.
+                flags |= libc::MFD_HUGETLB | (page.shift().cast_unsigned() << HUGE_SHIFT);
+            }
+            // SAFETY: the name is a NUL-terminated literal; the call creates a new fd.
+            let fd = unsafe { libc::memfd_create(c"vireo-guest-ram".as_ptr(), flags) };
+            if fd < 0 {
+                return Err(Error::GuestMemory(format!(
+                    "memfd_create: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            // SAFETY: `fd` is a new fd that nothing else owns.
+            let file = unsafe { File::from_raw_fd(fd) };
+            file.set_len(size)
+                .map_err(|e| Error::GuestMemory(format!("sizing the memfd: {e}")))?;
+            // Sealed against shrinking: a peer (vhost-user) cannot pull pages
+            // out from under the guest and make it fault.
+            // SAFETY: F_ADD_SEALS on an fd we own, with a seal bitmask.
+            if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } != 0 {
+                return Err(Error::GuestMemory(format!(
+                    "sealing the memfd: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            file
+        }
+        BackendKind::File(path) if path.is_dir() => {
+            // As QEMU's mem-path=<dir>: a private file in the directory
+            // (typically a hugetlbfs mount), unlinked so nothing is left behind.
+            static SEQ: AtomicU64 = AtomicU64::new(0);
+            let name = path.join(format!(
+                "vireo-ram-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&name)
+                .map_err(|e| {
+                    invalid(format!(
+                        "memory backend: cannot create {}: {e}",
+                        name.display()
+                    ))
+                })?;
+            let _ = std::fs::remove_file(&name);
+            file.set_len(size).map_err(|e| {
+                invalid(format!(
+                    "memory backend: cannot size a file in {}: {e}",
+                    path.display()
+                ))
+            })?;
+            file
+        }
+        BackendKind::File(path) => {
+            // A regular file keeps its contents (shared=on persists guest RAM);
+            // it is only grown, never cut.
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| {
+                    invalid(format!(
+                        "memory backend: cannot open {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            let len = file
+                .metadata()
+                .map_err(|e| invalid(format!("memory backend: {}: {e}", path.display())))?
+                .len();
+            if len < size {
+                file.set_len(size).map_err(|e| {
+                    invalid(format!(
+                        "memory backend: cannot grow {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+            file
+        }
+    };
+    Ok(Some(file))
+}
+
+fn mmap_flags(backend: &MemoryBackend, anon: bool) -> libc::c_int {
+    let mut flags = if backend.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    if anon {
+        flags |= libc::MAP_ANONYMOUS;
+        if let Some(page) = backend.hugepages {
+            flags |= libc::MAP_HUGETLB | (page.shift() << HUGE_SHIFT);
+        }
+    }
+    // Huge pages are reserved at mmap time so a shortfall fails here, not
+    // as a SIGBUS once the guest runs; other memory stays lazily committed.
+    if backend.hugepages.is_none() {
+        flags |= libc::MAP_NORESERVE;
+    }
+    flags
+}
+
+/// Map `ranges` of guest RAM with `backend` (not the default anonymous one).
+pub fn map_with_backend(
+    size: u64,
+    ranges: &[(GuestAddress, usize)],
+    backend: &MemoryBackend,
+) -> Result<GuestMemory> {
+    if let Some(page) = backend.hugepages {
+        check_huge_multiple(size, page, "--memory").map_err(invalid)?;
+        for (addr, len) in ranges {
+            check_huge_multiple(
+                *len as u64,
+                page,
+                &format!("the RAM region at {:#x}:", addr.0),
+            )
+            .map_err(invalid)?;
+        }
+        if !matches!(&backend.kind, BackendKind::File(p) if !p.is_dir()) {
+            check_huge_page_pool(size, page).map_err(invalid)?;
+        }
+    }
+    let file = backing_file(backend, size)?;
+    let flags = mmap_flags(backend, file.is_none());
+    let mut regions = Vec::with_capacity(ranges.len());
+    let mut offset = 0u64;
+    for &(addr, len) in ranges {
+        let mut builder = MmapRegionBuilder::new(len)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(flags);
+        if let Some(file) = &file {
+            let fd = file
+                .try_clone()
+                .map_err(|e| Error::GuestMemory(format!("dup of the backing fd: {e}")))?;
+            builder = builder.with_file_offset(FileOffset::new(fd, offset));
+        }
+        let mapping = builder
+            .build()
+            .map_err(|e| map_error(e, backend.hugepages, size))?;
+        advise_thp(mapping.as_ptr(), len, backend)?;
+        if backend.prealloc {
+            let page = usize::try_from(backend.hugepages.map_or(4096, HugePageSize::bytes))
+                .map_err(|_| {
+                    Error::GuestMemory("huge page size exceeds the address space".into())
+                })?;
+            prealloc(mapping.as_ptr(), len, page, backend.prealloc_threads)?;
+        }
+        regions.push(
+            GuestRegionMmap::new(mapping, addr)
+                .ok_or_else(|| Error::GuestMemory("region wraps the address space".into()))?,
+        );
+        offset += len as u64;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| Error::GuestMemory(e.to_string()))
+}
+
+fn map_error(e: vm_memory::mmap::MmapRegionError, huge: Option<HugePageSize>, size: u64) -> Error {
+    match huge {
+        Some(page) => Error::GuestMemory(format!(
+            "{e} (mapping {} MiB of {} huge pages: the host's pool is short or the size is refused)",
+            size >> 20,
+            page.name()
+        )),
+        None => Error::GuestMemory(e.to_string()),
+    }
+}
+
+fn advise_thp(ptr: *mut u8, len: usize, backend: &MemoryBackend) -> Result<()> {
+    let advice = match backend.thp {
+        Some(true) => libc::MADV_HUGEPAGE,
+        Some(false) => libc::MADV_NOHUGEPAGE,
+        None => return Ok(()),
+    };
+    // SAFETY: advice on a range we just mapped and own; it moves no data.
+    if unsafe { libc::madvise(ptr.cast(), len, advice) } != 0 {
+        return Err(Error::GuestMemory(format!(
+            "madvise(thp={}): {}",
+            if backend.thp == Some(true) {
+                "on"
+            } else {
+                "off"
+            },
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Fault in `len` bytes at `ptr` with `threads` threads, each its own share.
+fn prealloc(ptr: *mut u8, len: usize, page: usize, threads: usize) -> Result<()> {
+    let pages = len / page;
+    let per = pages.div_ceil(threads.max(1)).max(1);
+    let base = ptr as usize;
+    let results: Vec<std::io::Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..pages)
+            .step_by(per)
+            .map(|first| {
+                let start = base + first * page;
+                let bytes = per.min(pages - first) * page;
+                s.spawn(move || populate(start, bytes, page))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("thread panicked")))
+            })
+            .collect()
+    });
+    for r in results {
+        r.map_err(|e| Error::GuestMemory(format!("prealloc: {e}")))?;
+    }
+    Ok(())
+}
+
+fn populate(start: usize, bytes: usize, page: usize) -> std::io::Result<()> {
+    // SAFETY: [start, start+bytes) lies inside a mapping this process owns
+    // for the whole call (the scope joins before the mapping can be dropped).
+    if unsafe { libc::madvise(start as *mut libc::c_void, bytes, MADV_POPULATE_WRITE) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) {
+        return Err(err);
+    }
+    // Kernels before 5.14: write each page's own byte back, which faults it
+    // in without changing a file's contents.
+    for off in (0..bytes).step_by(page) {
+        let p = (start + off) as *mut u8;
+        // SAFETY: `p` is inside the mapping (see above), readable and writable.
+        unsafe { p.write_volatile(p.read_volatile()) };
+    }
+    Ok(())
+}
