@@ -201,3 +201,54 @@ fn one_gib_pages_the_host_lacks_are_named() {
         r.describe()
     );
 }
+
+/// A hugetlbfs mount for one test, unmounted on drop.
+struct Hugetlbfs {
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Hugetlbfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn a_hugetlbfs_directory_gets_an_unlinked_file() {
+    if !is_root() {
+        eprintln!("skipped: mounting hugetlbfs needs root");
+        return;
+    }
+    let _lock = POOL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("htlb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = Hugetlbfs { dir };
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "hugetlbfs", "none"])
+        .arg(&mount.dir)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount -t hugetlbfs failed");
+    let _pages = HugePages::reserve(32);
+    let spec = format!("path={},hugepages=2M", mount.dir.display());
+    assert_boots(&["--memory", "64M", "--memory-backend", &spec]);
+    assert_eq!(
+        std::fs::read_dir(&mount.dir).unwrap().count(),
+        0,
+        "the RAM file is unlinked"
+    );
+    // Small pages from a plain directory would be a silent downgrade.
+    let tmp = env!("CARGO_TARGET_TMPDIR");
+    let r = hello(&[
+        "--memory",
+        "64M",
+        "--memory-backend",
+        &format!("path={tmp},hugepages=2M"),
+    ]);
+    assert!(
+        r.stderr.contains("needs a hugetlbfs mount"),
+        "{}",
+        r.describe()
+    );
+}

@@ -118,6 +118,44 @@ fn backing_file(backend: &MemoryBackend, size: u64) -> Result<Option<File>> {
     Ok(Some(file))
 }
 
+/// hugetlbfs's statfs magic.
+const HUGETLBFS_MAGIC: libc::c_long = 0x9584_58f6;
+
+/// `hugepages=` with `path=` means a hugetlbfs mount: anything else would
+/// silently give small pages.
+fn check_on_hugetlbfs(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if path.is_dir() {
+        path
+    } else {
+        path.parent().unwrap_or(path)
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| invalid(format!("memory backend: {} has a NUL byte", dir.display())))?;
+    // SAFETY: statfs writes only into the zeroed struct we pass.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` a valid, writable statfs.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(invalid(format!(
+            "memory backend: {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    if st.f_type != HUGETLBFS_MAGIC {
+        return Err(invalid(format!(
+            "memory backend: hugepages= with path= needs a hugetlbfs mount, and {} is not one",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 fn mmap_flags(backend: &MemoryBackend, anon: bool) -> libc::c_int {
     let mut flags = if backend.shared {
         libc::MAP_SHARED
@@ -154,7 +192,11 @@ pub fn map_with_backend(
             )
             .map_err(invalid)?;
         }
-        if !matches!(&backend.kind, BackendKind::File(p) if !p.is_dir()) {
+        if let BackendKind::File(path) = &backend.kind {
+            check_on_hugetlbfs(path)?;
+        }
+        // A file that exists on hugetlbfs may hold its pages already.
+        if !matches!(&backend.kind, BackendKind::File(p) if p.is_file()) {
             check_huge_page_pool(size, page).map_err(invalid)?;
         }
     }
