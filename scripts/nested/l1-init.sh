@@ -111,6 +111,22 @@ l1_result() {
     echo "VIREO-RESULT $*"
 }
 
+# verb CHECK VIREO-ARGS...: `v VIREO-ARGS...` (the scenario's own function
+# reaching its daemon), one VIREO-RESULT for $name's CHECK with its output;
+# its exit status is returned.
+verb() {
+    check=$1
+    shift
+    out=$(v "$@" 2>&1)
+    st=$?
+    if [ $st = 0 ]; then
+        l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
+    else
+        l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
+    fi
+    return $st
+}
+
 # vireo_run SCENARIO VIREO-ARGS...: runs vireo with the console and log kept
 # in /tmp/$SCENARIO.{console,log}, bounded by the timeout; sets $rc.
 vireo_run() {
@@ -698,18 +714,6 @@ scenario_daemon() {
     }
     # verb CHECK VIREO-ARGS...: runs the verb, one VIREO-RESULT with its
     # output; the verb's exit status is returned.
-    verb() {
-        check=$1
-        shift
-        out=$(v "$@" 2>&1)
-        st=$?
-        if [ $st = 0 ]; then
-            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
-        else
-            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
-        fi
-        return $st
-    }
     /bin/vireo daemon --state-dir /tmp/vd --socket $sock --log /tmp/daemon.dlog </dev/null >/tmp/daemon.dout 2>&1 &
     dpid=$!
     n=0
@@ -994,20 +998,6 @@ scenario_net_nat() {
     v() {
         deb vireo -c "vireo+unix:///system?socket=$sock" "$@"
     }
-    # verb CHECK VIREO-ARGS...: the verb, one VIREO-RESULT with its output;
-    # its exit status is returned.
-    verb() {
-        check=$1
-        shift
-        out=$(v "$@" 2>&1)
-        st=$?
-        if [ $st = 0 ]; then
-            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
-        else
-            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
-        fi
-        return $st
-    }
     t0=$(now)
     deb ip netns add vhost
     deb ip netns add upstream
@@ -1247,18 +1237,6 @@ scenario_pool_logical() {
     v() {
         deb env LVM_SYSTEM_DIR=/tmp/lvmp vireo -c "vireo+unix:///system?socket=$sock" "$@"
     }
-    verb() {
-        check=$1
-        shift
-        out=$(v "$@" 2>&1)
-        st=$?
-        if [ $st = 0 ]; then
-            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
-        else
-            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
-        fi
-        return $st
-    }
     lvmq() {
         deb env LVM_SYSTEM_DIR=/tmp/lvmp LVM_SUPPRESS_FD_WARNINGS=1 lvm "$@" 2>&1
     }
@@ -1430,18 +1408,6 @@ scenario_pool_netfs() {
     v() {
         deb vireo -c "vireo+unix:///system?socket=$sock" "$@"
     }
-    verb() {
-        check=$1
-        shift
-        out=$(v "$@" 2>&1)
-        st=$?
-        if [ $st = 0 ]; then
-            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
-        else
-            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
-        fi
-        return $st
-    }
     # The server: nfsd's filesystem, rpcbind, the export, mountd, nfsd.
     : >/tmp/pool-netfs.server
     deb modprobe -a nfsd nfs nfsv4 >>/tmp/pool-netfs.server 2>&1
@@ -1562,18 +1528,6 @@ scenario_pool_iscsi() {
     rm -rf /tmp/vi /tmp/vi.* /tmp/pool-iscsi.*
     v() {
         deb vireo -c "vireo+unix:///system?socket=$sock" "$@"
-    }
-    verb() {
-        check=$1
-        shift
-        out=$(v "$@" 2>&1)
-        st=$?
-        if [ $st = 0 ]; then
-            l1_result $name "$check" ok "vireo $*: $(echo "$out" | tr '\n' ' ')"
-        else
-            l1_result $name "$check" fail "vireo $* exited $st: $(echo "$out" | tr '\n' ' ')"
-        fi
-        return $st
     }
     : >/tmp/pool-iscsi.setup
     deb modprobe -a iscsi_tcp sd_mod >>/tmp/pool-iscsi.setup 2>&1
