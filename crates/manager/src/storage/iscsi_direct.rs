@@ -94,12 +94,7 @@ impl IscsiDirectPool {
     /// Capacity and allocation are the sum of the LUNs' sizes; nothing is
     /// available for new volumes (the target makes them).
     pub fn space(&self) -> Result<PoolSpace, StorageError> {
-        let total = self.volumes()?.iter().map(|v| v.capacity).sum();
-        Ok(PoolSpace {
-            capacity: total,
-            allocation: total,
-            available: 0,
-        })
+        Ok(super::lun_space(&self.volumes()?))
     }
 
     /// The target's disk LUNs, by LUN number (so by name).
@@ -130,12 +125,7 @@ impl IscsiDirectPool {
 
     /// The volume `name` (`unit:0:0:N`).
     pub fn volume(&self, name: &str) -> Result<VolumeInfo, StorageError> {
-        self.volumes()?
-            .into_iter()
-            .find(|v| v.name == name)
-            .ok_or_else(|| {
-                StorageError::NotFound(format!("no storage volume with matching name '{name}'"))
-            })
+        super::named(self.volumes()?, name)
     }
 
     /// Refused: the target makes LUNs (libvirt's words).

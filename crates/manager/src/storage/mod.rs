@@ -335,6 +335,25 @@ impl Backend {
     }
 }
 
+/// The space of a pool whose volumes are a target's LUNs (`iscsi`,
+/// `iscsi-direct`): capacity and allocation are their sum; nothing is
+/// available, as the target, not the pool, makes LUNs.
+fn lun_space(luns: &[VolumeInfo]) -> PoolSpace {
+    let total = luns.iter().map(|v| v.capacity).sum();
+    PoolSpace {
+        capacity: total,
+        allocation: total,
+        available: 0,
+    }
+}
+
+/// The volume called `name` among `vols`, or libvirt's not-found error.
+fn named(vols: Vec<VolumeInfo>, name: &str) -> Result<VolumeInfo, StorageError> {
+    vols.into_iter().find(|v| v.name == name).ok_or_else(|| {
+        StorageError::NotFound(format!("no storage volume with matching name '{name}'"))
+    })
+}
+
 /// Whether the daemon can run a pool of this type: every type the XML
 /// knows, except `iscsi-direct` in a build without libiscsi.
 pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
