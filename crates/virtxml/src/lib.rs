@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod cpu;
+pub mod cpuset;
 pub mod devices;
 mod domain;
 pub mod driver;
@@ -31,13 +32,16 @@ pub mod iface;
 pub mod network;
 mod node;
 pub mod os;
+pub mod placement;
 mod raw;
 pub mod scalars;
 pub mod storage;
 mod tree;
 mod uuid;
 
-pub use cpu::{Cpu, CpuModel, CpuTopology};
+pub use cpu::{Cpu, CpuModel, CpuTopology, NumaCell};
+pub use cpuset::CpuSet;
+pub use devices::balloon::MemBalloon;
 pub use devices::chardev::{CharBackend, CharDevice, CharTarget};
 pub use devices::disk::{
     Disk, DiskCache, DiskFormat, DiskSource, NetworkSource, ResolvedVolume, VolumeSource,
@@ -60,6 +64,9 @@ pub use network::ip::IpDef;
 pub use network::link::{Bridge, DnsDomain};
 pub use network::{Network, ParsedNetwork};
 pub use os::{Features, Os};
+pub use placement::{
+    CpuTune, HugePage, MemoryAccess, MemoryBacking, MemorySource, NodeBinding, NumaMode, NumaTune,
+};
 pub use raw::{escape, RawContent, RawElement};
 pub use scalars::{LifecycleAction, Vcpu};
 pub use storage::pool::{

@@ -136,11 +136,36 @@ pub fn validate(domain: &Domain) -> Result<Machine, DriverError> {
             domain.os.machine.as_deref().unwrap_or_default()
         ));
     };
-    if domain.vcpu.cpuset.is_some() {
-        return refuse(
-            "/domain/vcpu: cpuset= is not applied by the QEMU driver (remove it or use the vireo driver)"
-                .into(),
-        );
+    // Placement is the vireo driver's for now: refused here rather than
+    // silently run unplaced.
+    let d = domain;
+    let unplaced = [
+        (d.vcpu.cpuset.is_some(), "/domain/vcpu: cpuset="),
+        (d.memory_backing.is_some(), "/domain/memoryBacking"),
+        (
+            d.cputune
+                .as_ref()
+                .is_some_and(|t| !t.vcpupins.is_empty() || t.emulatorpin.is_some()),
+            "/domain/cputune",
+        ),
+        (d.numatune.is_some(), "/domain/numatune"),
+        (
+            d.cpu.as_ref().is_some_and(|c| !c.numa.is_empty()),
+            "/domain/cpu/numa",
+        ),
+        (
+            d.devices.memballoon.as_ref().is_some_and(|b| b.virtio),
+            "/domain/devices/memballoon",
+        ),
+        (
+            d.current_memory_kib.is_some_and(|c| c != d.memory_kib),
+            "/domain/currentMemory",
+        ),
+    ];
+    if let Some((_, what)) = unplaced.iter().find(|(set, _)| *set) {
+        return refuse(format!(
+            "{what} is not applied by the QEMU driver (remove it or use the vireo driver)"
+        ));
     }
     if machine == Machine::MicrovmNoPci {
         let d = &domain.devices;

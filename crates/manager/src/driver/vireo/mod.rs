@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: the definition as a `vireo run` command line, and what
 //!   this driver refuses (the mapping table is in its docs).
+//! - [`placement`]: memory backing, NUMA, pinning and the balloon as
+//!   `vireo run` flags.
 //! - `http`: the bounded HTTP/1.1 client for the per-VM API.
 //! - `instance`: a running VMM as an [`Instance`] ([`VireoInstance`]).
 //! - [`stats`]: the VMM's counters as virsh `domstats` keys.
@@ -34,6 +36,7 @@
 pub mod config;
 mod http;
 mod instance;
+pub mod placement;
 pub mod stats;
 mod taps;
 
