@@ -137,9 +137,11 @@ pub(crate) fn parse_memory_backing(node: &Node<'_>, ctx: &mut Ctx) -> Result<Mem
                     "anonymous" => MemorySource::Anonymous,
                     "file" => MemorySource::File,
                     "memfd" => MemorySource::Memfd,
-                    t => return Err(c.refuse(format!(
+                    t => {
+                        return Err(c.refuse(format!(
                         "memory source type '{t}' is not supported: use anonymous, file or memfd"
-                    ))),
+                    )))
+                    }
                 });
             }
             "access" => {

@@ -22,6 +22,7 @@ mod events;
 mod failure;
 mod host;
 mod host_ifaces;
+mod host_numa;
 mod iface_links;
 mod iface_routes;
 mod leases;

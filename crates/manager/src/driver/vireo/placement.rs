@@ -331,7 +331,7 @@ fn push_cells(domain: &Domain, args: &mut Vec<String>) -> Result<(), DriverError
         );
     }
     if let Some(cpu) = cpu {
-        let n = cells.len() as u32;
+        let n = u32::try_from(cells.len()).unwrap_or(u32::MAX);
         // Every pair, so that the VMM's defaults never decide.
         for a in 0..n {
             for b in 0..n {
