@@ -37,6 +37,8 @@ mod registry;
 mod routes;
 mod server;
 mod store;
+mod tuning;
+mod tuning_routes;
 mod vol_ops;
 
 use std::path::{Path, PathBuf};

@@ -39,6 +39,7 @@ mod instance;
 pub mod placement;
 pub mod stats;
 mod taps;
+mod tuning;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
