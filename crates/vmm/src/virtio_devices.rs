@@ -89,6 +89,8 @@ pub(crate) fn disk_device(
         serial: disk.serial.clone().unwrap_or_else(|| format!("vireo-{id}")),
         queues: disk.queues,
         io_workers: 0,
+        error_policy: virtio::block::ErrorPolicy::default(),
+        on_stop: None,
     });
     let mut details = BTreeMap::new();
     details.insert("path".to_string(), disk.path.display().to_string());
