@@ -342,3 +342,30 @@ fn placement_round_trips_and_checks_cells() {
     ));
     assert!(e.contains("cell 3, which does not exist"), "{e}");
 }
+
+#[test]
+fn disk_error_policies_round_trip() {
+    let disk = |attrs: &str| {
+        format!("    <disk type='file'><driver name='qemu' type='raw' {attrs}/><source file='/a'/><target dev='vda'/></disk>\n")
+    };
+    let d = round_trip(&doc(
+        "",
+        &disk("error_policy='enospace' rerror_policy='stop'"),
+    ));
+    let k = &d.devices.disks[0];
+    assert_eq!(k.error_policy, Some(crate::DiskErrorPolicy::Enospc));
+    assert_eq!(k.rerror_policy, Some(crate::DiskErrorPolicy::Stop));
+    assert!(d
+        .to_xml()
+        .contains("error_policy='enospace' rerror_policy='stop'"));
+    let e = refusal(&doc("", &disk("rerror_policy='enospace'")));
+    assert!(
+        e.contains("rerror_policy='enospace' must be stop, report or ignore"),
+        "{e}"
+    );
+    let e = refusal(&doc("", &disk("error_policy='retry'")));
+    assert!(
+        e.contains("must be stop, report, ignore or enospace"),
+        "{e}"
+    );
+}

@@ -274,6 +274,8 @@ pub enum StateReason {
     Unpaused,
     /// paused: a user paused it (or `start --paused`).
     User,
+    /// paused: a disk's error policy stopped it on an I/O error.
+    IoError,
     /// shut off: the guest powered off.
     Shutdown,
     /// shut off: `destroy`.
@@ -294,6 +296,7 @@ impl StateReason {
             StateReason::Booted => "booted",
             StateReason::Unpaused => "unpaused",
             StateReason::User => "user",
+            StateReason::IoError => "ioerror",
             StateReason::Shutdown => "shutdown",
             StateReason::Destroyed => "destroyed",
             StateReason::Crashed => "crashed",

@@ -316,6 +316,9 @@ pub(crate) fn activate(
             let runtime = waiter_d.runtime.clone();
             runtime.spawn(on_exit(waiter_d, waiter_name, uuid, generation, reason, tx));
         });
+    if spawned.is_ok() {
+        super::io_errors::watch(d.clone(), name.to_string(), uuid, generation);
+    }
     if let Err(e) = spawned {
         // Its end would go unseen: the caller ends it instead.
         if let Some(entry) = d.registry.lock().get_mut(name, uuid) {

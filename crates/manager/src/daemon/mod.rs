@@ -25,6 +25,7 @@ mod host_ifaces;
 mod host_numa;
 mod iface_links;
 mod iface_routes;
+mod io_errors;
 mod leases;
 mod lifecycle;
 mod net_routes;

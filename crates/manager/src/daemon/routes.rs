@@ -415,6 +415,7 @@ fn state_numbers(e: &Entry) -> (u32, u32) {
         (S::Running, R::Booted) => 1,
         (S::Running, R::Unpaused) => 4,
         (S::Paused, R::User) => 1,
+        (S::Paused, R::IoError) => 5,
         (S::InShutdown, R::User) => 1,
         (S::ShutOff, R::Shutdown) => 1,
         (S::ShutOff, R::Destroyed) => 2,

@@ -195,6 +195,12 @@ pub trait Instance: Send + Sync {
     /// CPU time the VMM process has used.
     fn cpu_time(&self) -> Duration;
 
+    /// While the VMM holds the VM paused because a disk's error policy
+    /// stopped it: the error.
+    fn io_error(&self) -> Result<Option<String>, DriverError> {
+        Ok(None)
+    }
+
     /// Sets the balloon's target: the memory the guest should keep, KiB.
     fn set_balloon(&self, _target_kib: u64) -> Result<(), DriverError> {
         Err(DriverError::Unsupported(

@@ -162,6 +162,23 @@ pub fn validate(domain: &Domain) -> Result<Machine, DriverError> {
             "/domain/currentMemory",
         ),
     ];
+    let stops = |p: Option<virtxml::DiskErrorPolicy>| {
+        matches!(
+            p,
+            Some(virtxml::DiskErrorPolicy::Stop | virtxml::DiskErrorPolicy::Enospc)
+        )
+    };
+    if let Some(i) = d
+        .devices
+        .disks
+        .iter()
+        .position(|k| stops(k.error_policy) || stops(k.rerror_policy))
+    {
+        return refuse(format!(
+            "/domain/devices/disk[{}]/driver: error policies that pause the VM are not handled by the QEMU driver yet (use report or ignore, or the vireo driver)",
+            i + 1
+        ));
+    }
     if let Some((_, what)) = unplaced.iter().find(|(set, _)| *set) {
         return refuse(format!(
             "{what} is not applied by the QEMU driver (remove it or use the vireo driver)"
@@ -363,6 +380,16 @@ pub fn disk_device(disk: &Disk, bus: &str) -> Value {
     });
     if let Some(s) = &disk.serial {
         dev["serial"] = json!(s);
+    }
+    // Only report and ignore reach here: `validate` refuses the rest.
+    if let Some(p) = disk.error_policy {
+        dev["werror"] = json!(p.as_str());
+        if disk.rerror_policy.is_none() {
+            dev["rerror"] = json!(p.as_str());
+        }
+    }
+    if let Some(p) = disk.rerror_policy {
+        dev["rerror"] = json!(p.as_str());
     }
     dev
 }

@@ -34,8 +34,8 @@
 use std::path::{Path, PathBuf};
 
 use virtxml::{
-    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskFormat, Domain, Interface,
-    InterfaceKind, LifecycleAction, MacAddress,
+    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskErrorPolicy, DiskFormat,
+    Domain, Interface, InterfaceKind, LifecycleAction, MacAddress,
 };
 
 use crate::driver::DriverError;
@@ -403,7 +403,24 @@ fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, Dri
     if let Some(serial) = &disk.serial {
         o.push_str(&format!(",serial={}", opt(serial)));
     }
+    let (werror, rerror) = error_policies(disk);
+    if let Some(p) = werror {
+        o.push_str(&format!(",werror={}", p.as_str()));
+    }
+    if let Some(p) = rerror {
+        o.push_str(&format!(",rerror={}", p.as_str()));
+    }
     Ok(o)
+}
+
+/// libvirt's rule: `error_policy` covers reads too unless `rerror_policy`
+/// says otherwise (and `enospace`, which reads cannot meet, covers only
+/// writes).
+fn error_policies(disk: &Disk) -> (Option<DiskErrorPolicy>, Option<DiskErrorPolicy>) {
+    let read = disk
+        .rerror_policy
+        .or(disk.error_policy.filter(|p| *p != DiskErrorPolicy::Enospc));
+    (disk.error_policy, read)
 }
 
 /// `--disk` for a hot-plug: the same fields as JSON for `PUT /vm/add-disk`.
@@ -427,6 +444,13 @@ pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Valu
     }
     if let Some(serial) = &disk.serial {
         spec["serial"] = serial.clone().into();
+    }
+    let (werror, rerror) = error_policies(disk);
+    if let Some(p) = werror {
+        spec["werror"] = p.as_str().into();
+    }
+    if let Some(p) = rerror {
+        spec["rerror"] = p.as_str().into();
     }
     Ok(spec)
 }

@@ -547,6 +547,14 @@ impl Instance for VireoInstance {
         }
     }
 
+    fn io_error(&self) -> Result<Option<String>, DriverError> {
+        let info = self.get("/vm")?;
+        Ok(info
+            .get("io_error")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
     fn set_balloon(&self, target_kib: u64) -> Result<(), DriverError> {
         self.put("/vm/balloon", Some(&json!({ "target_kib": target_kib })))
             .map(drop)
