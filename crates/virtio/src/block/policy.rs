@@ -50,17 +50,19 @@ impl ErrorAction {
 
     /// Whether a request failing with `e` is held rather than completed.
     pub(super) fn stops_on(self, e: &block::Error) -> bool {
-        // Only the host's failures: a request the image refuses
-        // (unsupported, out of range, read-only) fails the same way on
-        // every retry.
-        let block::Error::Io { source, .. } = e else {
-            return false;
+        // Only the host's failures, and a network disk's server (iSCSI):
+        // a request the image refuses (unsupported, out of range,
+        // read-only) fails the same way on every retry.
+        let no_space = match e {
+            block::Error::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            block::Error::Remote(_) => false,
+            _ => return false,
         };
         match self {
             ErrorAction::Stop => true,
-            ErrorAction::Enospc => {
-                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-            }
+            ErrorAction::Enospc => no_space,
             ErrorAction::Report | ErrorAction::Ignore => false,
         }
     }
@@ -104,6 +106,9 @@ mod tests {
         assert!(!ErrorAction::Enospc.stops_on(&io(libc::EIO)));
         assert!(!ErrorAction::Report.stops_on(&io(libc::ENOSPC)));
         assert!(!ErrorAction::Stop.stops_on(&block::Error::ReadOnly));
+        let remote = block::Error::Remote("connection reset".into());
+        assert!(ErrorAction::Stop.stops_on(&remote));
+        assert!(!ErrorAction::Enospc.stops_on(&remote));
         assert!(!ErrorAction::Stop.stops_on(&block::Error::Unsupported("discard")));
         for name in ["report", "ignore", "stop", "enospc"] {
             assert_eq!(ErrorAction::parse(name).unwrap().as_str(), name);
