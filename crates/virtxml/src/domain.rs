@@ -5,6 +5,7 @@ use crate::cpuset::CpuSet;
 use crate::devices::{self, Devices};
 use crate::driver::{self, DriverKind};
 use crate::error::{Error, Warning};
+use crate::limits::{self, BlkioTune, MemTune};
 use crate::node::{Ctx, Node, Unmodelled};
 use crate::os::{self, Features, Os};
 use crate::placement::{self, CpuTune, MemoryBacking, NumaTune};
@@ -38,6 +39,10 @@ pub struct Domain {
     pub cputune: Option<CpuTune>,
     /// `numatune`: host NUMA nodes for guest memory.
     pub numatune: Option<NumaTune>,
+    /// `memtune`: memory limits of the domain's cgroup.
+    pub memtune: Option<MemTune>,
+    /// `blkiotune`: block I/O weight and throttles of its cgroup.
+    pub blkiotune: Option<BlkioTune>,
     /// How the guest boots.
     pub os: Os,
     /// The `features` element, when present.
@@ -85,14 +90,6 @@ const DOMAIN_UNMODELLED: &[(&str, Unmodelled)] = &[
     (
         "iothreads",
         Unmodelled::Keep("Vireo's I/O runs on its own workers"),
-    ),
-    (
-        "memtune",
-        Unmodelled::Keep("memory limits are not applied yet"),
-    ),
-    (
-        "blkiotune",
-        Unmodelled::Keep("block I/O tuning is not applied yet"),
     ),
     (
         "on_lockfailure",
@@ -174,6 +171,12 @@ impl Domain {
         if let Some(c) = self.current_memory_kib {
             w.text("currentMemory", &[("unit", "KiB")], &c.to_string());
         }
+        if let Some(t) = &self.blkiotune {
+            t.write(&mut w);
+        }
+        if let Some(t) = &self.memtune {
+            t.write(&mut w);
+        }
         if let Some(m) = &self.memory_backing {
             m.write(&mut w);
         }
@@ -237,6 +240,8 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
     let mut memory_backing = None;
     let mut cputune = None;
     let mut numatune = None;
+    let mut memtune = None;
+    let mut blkiotune = None;
     let mut os = None;
     let mut features = None;
     let mut cpu = None;
@@ -285,6 +290,14 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
             "vcpu" => {
                 c.once(&vcpu)?;
                 vcpu = Some(scalars::parse_vcpu(&c, ctx)?);
+            }
+            "memtune" => {
+                c.once(&memtune)?;
+                memtune = Some(limits::parse_memtune(&c, ctx)?);
+            }
+            "blkiotune" => {
+                c.once(&blkiotune)?;
+                blkiotune = Some(limits::parse_blkiotune(&c, ctx)?);
             }
             "memoryBacking" => {
                 c.once(&memory_backing)?;
@@ -434,6 +447,8 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
         memory_backing,
         cputune,
         numatune,
+        memtune,
+        blkiotune,
         os,
         features,
         cpu,

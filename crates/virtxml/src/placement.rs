@@ -396,27 +396,29 @@ pub struct CpuTune {
     pub vcpupins: Vec<(u32, CpuSet)>,
     /// `emulatorpin`: the host CPUs of every thread that is not a vCPU.
     pub emulatorpin: Option<CpuSet>,
+    /// `shares`: the domain's relative CPU weight (2 to 262144).
+    pub shares: Option<u64>,
+    /// `global_period`: the domain's CPU bandwidth period, µs.
+    pub global_period: Option<u64>,
+    /// `global_quota`: CPU time per period for the whole domain, µs
+    /// (-1: unlimited).
+    pub global_quota: Option<i64>,
     /// Scheduler and bandwidth settings kept for writing back.
     pub kept: Vec<RawElement>,
 }
 
 const CPUTUNE_UNMODELLED: &[(&str, Unmodelled)] = &[
-    ("shares", Unmodelled::Keep("CPU shares are not applied yet")),
     (
         "period",
-        Unmodelled::Keep("CPU bandwidth is not applied yet"),
+        Unmodelled::Keep(
+            "per-vCPU CPU bandwidth is not applied yet (global_period and global_quota are)",
+        ),
     ),
     (
         "quota",
-        Unmodelled::Keep("CPU bandwidth is not applied yet"),
-    ),
-    (
-        "global_period",
-        Unmodelled::Keep("CPU bandwidth is not applied yet"),
-    ),
-    (
-        "global_quota",
-        Unmodelled::Keep("CPU bandwidth is not applied yet"),
+        Unmodelled::Keep(
+            "per-vCPU CPU bandwidth is not applied yet (global_period and global_quota are)",
+        ),
     ),
     (
         "emulator_period",
@@ -476,6 +478,35 @@ pub(crate) fn parse_cputune(node: &Node<'_>, ctx: &mut Ctx) -> Result<CpuTune, E
                     .map_err(|e| c.refuse(format!("cpuset {e}")))?;
                 t.vcpupins.push((vcpu, set));
             }
+            "shares" => {
+                c.once(&t.shares)?;
+                c.check_attrs(ctx, &[]);
+                let v: u64 = parse_number(&c, "shares", &c.text()?)?;
+                if !(2..=262_144).contains(&v) {
+                    return Err(c.refuse(format!("shares {v} must be 2 to 262144")));
+                }
+                t.shares = Some(v);
+            }
+            "global_period" => {
+                c.once(&t.global_period)?;
+                c.check_attrs(ctx, &[]);
+                let v: u64 = parse_number(&c, "global_period", &c.text()?)?;
+                if !(1000..=1_000_000).contains(&v) {
+                    return Err(c.refuse(format!("global_period {v} must be 1000 to 1000000 µs")));
+                }
+                t.global_period = Some(v);
+            }
+            "global_quota" => {
+                c.once(&t.global_quota)?;
+                c.check_attrs(ctx, &[]);
+                let v: i64 = parse_number(&c, "global_quota", &c.text()?)?;
+                if v != -1 && !(1000..=17_592_186_044_415).contains(&v) {
+                    return Err(c.refuse(format!(
+                        "global_quota {v} must be -1 (unlimited) or 1000 to 17592186044415 µs"
+                    )));
+                }
+                t.global_quota = Some(v);
+            }
             "emulatorpin" => {
                 c.once(&t.emulatorpin)?;
                 c.leaf(ctx, &["cpuset"])?;
@@ -499,6 +530,15 @@ impl CpuTune {
         }
         if let Some(set) = &self.emulatorpin {
             w.empty("emulatorpin", &[("cpuset", &set.to_string())]);
+        }
+        if let Some(v) = self.shares {
+            w.text("shares", &[], &v.to_string());
+        }
+        if let Some(v) = self.global_period {
+            w.text("global_period", &[], &v.to_string());
+        }
+        if let Some(v) = self.global_quota {
+            w.text("global_quota", &[], &v.to_string());
         }
         w.raws(&self.kept);
         w.close("cputune");
@@ -615,7 +655,8 @@ mod tests {
         .unwrap();
         assert_eq!(t.vcpu_pin(1), Some(&CpuSet::of([1])));
         assert_eq!(t.emulatorpin, Some(CpuSet::of([0])));
-        assert_eq!((t.kept.len(), warnings), (1, 1));
+        assert_eq!(t.shares, Some(1024));
+        assert_eq!((t.kept.len(), warnings), (0, 0));
         for bad in [
             "<cputune><vcpupin vcpu='0' cpuset='1'/><vcpupin vcpu='0' cpuset='0'/></cputune>",
             "<cputune><vcpupin vcpu='0'/></cputune>",

@@ -51,6 +51,8 @@
 //! | PUT | `/domains/{dom}/emulator/affinity` | [`PinRequest`] | 204 (emulatorpin with a set) |
 //! | GET | `/domains/{dom}/numatune?config=` | | [`NumaTuneInfo`] (numatune) |
 //! | PUT | `/domains/{dom}/numatune` | [`NumaTuneRequest`] | 204 (numatune with a mode or set) |
+//! | GET | `/domains/{dom}/limits?config=` | | [`ResourceLimits`] (schedinfo, memtune, blkiotune) |
+//! | PUT | `/domains/{dom}/limits` | [`LimitsRequest`] | 204 (the same, with values) |
 //! | GET | `/domains/{dom}/console` | | 101 Switching Protocols (`Upgrade: vireo-console`), then raw bytes both ways with the guest's serial console |
 //! | GET | `/events?domain={dom}` | | 200, a stream of [`Event`]s, one JSON object per line, until the client closes |
 //!
@@ -80,8 +82,8 @@ pub use storage::{
     VolumeWipeRequest,
 };
 pub use tuning::{
-    Affinity, MemoryStat, MemoryStats, NumaTuneInfo, NumaTuneRequest, PinRequest, SetMemoryRequest,
-    VcpuRow,
+    Affinity, DeviceLimits, LimitsRequest, MemoryStat, MemoryStats, NumaTuneInfo, NumaTuneRequest,
+    PinRequest, ResourceLimits, SetMemoryRequest, VcpuRow,
 };
 
 /// The daemon's read-write socket unless told otherwise.

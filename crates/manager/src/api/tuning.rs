@@ -103,3 +103,73 @@ pub struct NumaTuneRequest {
     #[serde(default)]
     pub config: bool,
 }
+
+/// `GET /domains/{dom}/limits` and the body of `PUT`: the domain's
+/// cgroup limits as `schedinfo`, `memtune` and `blkiotune` show them.
+/// In a request, a field left out keeps its value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// `cpu_shares`: relative CPU weight, 2 to 262144.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// `global_period`, µs (1000 to 1000000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_period: Option<u64>,
+    /// `global_quota`, µs per period; -1 is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_quota: Option<i64>,
+    /// `hard_limit`, KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_limit_kib: Option<u64>,
+    /// `soft_limit`, KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_limit_kib: Option<u64>,
+    /// `swap_hard_limit` (memory and swap), KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_hard_limit_kib: Option<u64>,
+    /// blkiotune `weight`, 100 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blkio_weight: Option<u64>,
+    /// Per-device weights and throttles; in a request, the devices named
+    /// replace their old entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceLimits>,
+}
+
+/// One block device's limits (`blkiotune --device-*`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceLimits {
+    /// The host block device.
+    pub path: String,
+    /// Weight, 100 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u64>,
+    /// Bytes per second read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bytes_sec: Option<u64>,
+    /// Bytes per second written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_bytes_sec: Option<u64>,
+    /// Reads per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_iops_sec: Option<u64>,
+    /// Writes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_iops_sec: Option<u64>,
+}
+
+/// `PUT /domains/{dom}/limits`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsRequest {
+    /// The new limits.
+    pub limits: ResourceLimits,
+    /// Change the running domain's cgroup.
+    #[serde(default)]
+    pub live: bool,
+    /// Change the persistent definition.
+    #[serde(default)]
+    pub config: bool,
+}

@@ -59,3 +59,23 @@ impl Client {
         self.send_no_answer("PUT", &dom_path(dom, "/numatune"), Some(req))
     }
 }
+
+impl Client {
+    /// `GET /domains/{dom}/limits`.
+    pub fn limits(
+        &mut self,
+        dom: &str,
+        config: bool,
+    ) -> Result<Reply<crate::api::ResourceLimits>, ClientError> {
+        self.get(&format!("{}?config={config}", dom_path(dom, "/limits")))
+    }
+
+    /// `PUT /domains/{dom}/limits`.
+    pub fn set_limits(
+        &mut self,
+        dom: &str,
+        req: &crate::api::LimitsRequest,
+    ) -> Result<(), ClientError> {
+        self.send_no_answer("PUT", &dom_path(dom, "/limits"), Some(req))
+    }
+}

@@ -14,6 +14,7 @@
 mod boot;
 #[cfg(test)]
 mod boot_tests;
+mod cgroups;
 mod console;
 mod devices;
 mod disk_volumes;

@@ -80,6 +80,8 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
         route!(PUT "/domains/{dom}/emulator/affinity" => tuning_routes::pin_emulator),
         route!(GET "/domains/{dom}/numatune" => tuning_routes::numatune),
         route!(PUT "/domains/{dom}/numatune" => tuning_routes::set_numatune),
+        route!(GET "/domains/{dom}/limits" => tuning_routes::limits),
+        route!(PUT "/domains/{dom}/limits" => tuning_routes::set_limits),
         route!(GET "/domains/{dom}/console" => console_route),
         route!(GET "/domains/{dom}/addresses" => net_routes::addresses),
         route!(GET "/events" => events),

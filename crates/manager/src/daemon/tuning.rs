@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use virtxml::{CpuSet, CpuTune, Domain, NodeBinding, NumaMode, NumaTune};
+use virtxml::{
+    BlkioDevice, BlkioTune, CpuSet, CpuTune, Domain, MemTune, NodeBinding, NumaMode, NumaTune,
+};
 
 use super::devices::{commit_config, commit_live, subject, Subject};
 use super::failure::Failure;
@@ -14,8 +16,8 @@ use super::ops::call;
 use super::registry::{driver_name, no_domain};
 use super::Daemon;
 use crate::api::{
-    Affinity, MemoryStat, MemoryStats, NumaTuneInfo, NumaTuneRequest, PinRequest, SetMemoryRequest,
-    VcpuRow,
+    Affinity, DeviceLimits, LimitsRequest, MemoryStat, MemoryStats, NumaTuneInfo, NumaTuneRequest,
+    PinRequest, ResourceLimits, SetMemoryRequest, VcpuRow,
 };
 use crate::driver::{DriverError, Instance};
 
@@ -402,4 +404,132 @@ pub(crate) async fn set_numatune(
     new.numatune.get_or_insert_with(NumaTune::default).memory = Some(binding);
     let new = checked(d, new).await?;
     commit_config(d, &s, new).await
+}
+
+/// The limits a definition states.
+fn limits_of(domain: &Domain) -> ResourceLimits {
+    let mut l = ResourceLimits::default();
+    if let Some(c) = &domain.cputune {
+        l.cpu_shares = c.shares;
+        l.global_period = c.global_period;
+        l.global_quota = c.global_quota;
+    }
+    if let Some(m) = &domain.memtune {
+        l.hard_limit_kib = m.hard_limit_kib;
+        l.soft_limit_kib = m.soft_limit_kib;
+        l.swap_hard_limit_kib = m.swap_hard_limit_kib;
+    }
+    if let Some(b) = &domain.blkiotune {
+        l.blkio_weight = b.weight;
+        l.devices = b
+            .devices
+            .iter()
+            .map(|d| DeviceLimits {
+                path: d.path.clone(),
+                weight: d.weight,
+                read_bytes_sec: d.read_bytes_sec,
+                write_bytes_sec: d.write_bytes_sec,
+                read_iops_sec: d.read_iops_sec,
+                write_iops_sec: d.write_iops_sec,
+            })
+            .collect();
+    }
+    l
+}
+
+/// `GET /domains/{dom}/limits` (`schedinfo`, `memtune`, `blkiotune`):
+/// a running domain's cgroup as it is, else the definition.
+pub(crate) fn limits(d: &Daemon, key: &str, config: bool) -> Result<ResourceLimits, Failure> {
+    let (domain, instance) = current(d, key, config)?;
+    let mut l = limits_of(&domain);
+    if instance.is_some() {
+        if let Some(cg) = super::cgroups::existing(&domain.name, domain.uuid) {
+            let now = cg.read();
+            l.cpu_shares = now.cpu_shares.or(l.cpu_shares);
+            l.global_period = now.cpu_period.or(l.global_period);
+            l.global_quota = now.cpu_quota.or(l.global_quota);
+            l.hard_limit_kib = now.memory_hard_kib;
+            l.soft_limit_kib = now.memory_soft_kib;
+            l.swap_hard_limit_kib = now.swap_hard_kib;
+        }
+    }
+    Ok(l)
+}
+
+/// `domain` with the request's limits, checked by virtxml's own rules
+/// (the definition is written and read back).
+fn with_limits(domain: &Domain, req: &ResourceLimits) -> Result<Domain, Failure> {
+    let mut new = domain.clone();
+    if req.cpu_shares.is_some() || req.global_period.is_some() || req.global_quota.is_some() {
+        let c = new.cputune.get_or_insert_with(CpuTune::default);
+        c.shares = req.cpu_shares.or(c.shares);
+        c.global_period = req.global_period.or(c.global_period);
+        c.global_quota = req.global_quota.or(c.global_quota);
+    }
+    if req.hard_limit_kib.is_some()
+        || req.soft_limit_kib.is_some()
+        || req.swap_hard_limit_kib.is_some()
+    {
+        let m = new.memtune.get_or_insert_with(MemTune::default);
+        m.hard_limit_kib = req.hard_limit_kib.or(m.hard_limit_kib);
+        m.soft_limit_kib = req.soft_limit_kib.or(m.soft_limit_kib);
+        m.swap_hard_limit_kib = req.swap_hard_limit_kib.or(m.swap_hard_limit_kib);
+    }
+    if req.blkio_weight.is_some() || !req.devices.is_empty() {
+        let b = new.blkiotune.get_or_insert_with(BlkioTune::default);
+        b.weight = req.blkio_weight.or(b.weight);
+        for dev in &req.devices {
+            b.devices.retain(|o| o.path != dev.path);
+            b.devices.push(BlkioDevice {
+                path: dev.path.clone(),
+                weight: dev.weight,
+                read_bytes_sec: dev.read_bytes_sec,
+                write_bytes_sec: dev.write_bytes_sec,
+                read_iops_sec: dev.read_iops_sec,
+                write_iops_sec: dev.write_iops_sec,
+            });
+        }
+    }
+    let parsed = Domain::parse(&new.to_xml()).map_err(|e| Failure::unprocessable(e.to_string()))?;
+    Ok(parsed.domain)
+}
+
+/// `PUT /domains/{dom}/limits`.
+pub(crate) async fn set_limits(
+    d: &Arc<Daemon>,
+    key: &str,
+    req: &LimitsRequest,
+) -> Result<(), Failure> {
+    if req.limits == ResourceLimits::default() {
+        return Err(Failure::bad_request("give a limit to change"));
+    }
+    let (s, do_live, do_config) = subject(d, key, req.live, req.config).await?;
+    let live = match (&s.live, do_live) {
+        (Some(l), true) => {
+            let new = with_limits(&l.domain, &req.limits)?;
+            let tuning = super::cgroups::tuning_of(&new)?;
+            Some((new, tuning))
+        }
+        _ => None,
+    };
+    let config = match (&s.config, do_config) {
+        (Some(c), true) => Some(checked(d, with_limits(c, &req.limits)?).await?),
+        _ => None,
+    };
+    if let (Some((new, tuning)), Some(l)) = (live, &s.live) {
+        let cg = super::cgroups::existing(&s.held.name, s.held.uuid).ok_or_else(|| {
+            Failure::unprocessable(format!(
+                "domain '{}' runs without a cgroup: its limits can only change in the definition",
+                s.held.name
+            ))
+        })?;
+        tokio::task::spawn_blocking(move || cg.apply(&tuning))
+            .await?
+            .map_err(|e| Failure::unprocessable(format!("a limit cannot be set: {e}")))?;
+        commit_live(d, &s, new, l.record.clone()).await?;
+    }
+    if let Some(new) = config {
+        commit_config(d, &s, new).await?;
+    }
+    Ok(())
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::failure::{no_content, ok, parse_body, Answer, Failure};
 use super::routes::detached;
 use super::{tuning, Daemon};
-use crate::api::{NumaTuneRequest, PinRequest, SetMemoryRequest};
+use crate::api::{LimitsRequest, NumaTuneRequest, PinRequest, SetMemoryRequest};
 
 type D = State<Arc<Daemon>>;
 type Dom = Result<Path<String>, PathRejection>;
@@ -104,6 +104,24 @@ pub(crate) async fn set_numatune(State(d): D, p: Dom, body: Bytes) -> Answer {
     let req: NumaTuneRequest = parse_body(&body)?;
     detached(d.changes.clone(), async move {
         tuning::set_numatune(&d, &key, &req).await
+    })
+    .await?;
+    Ok(no_content())
+}
+
+pub(crate) async fn limits(
+    State(d): D,
+    p: Dom,
+    q: Result<Query<ConfigQuery>, QueryRejection>,
+) -> Answer {
+    Ok(ok(&tuning::limits(&d, &dom(p)?, config(q)?)?))
+}
+
+pub(crate) async fn set_limits(State(d): D, p: Dom, body: Bytes) -> Answer {
+    let key = dom(p)?;
+    let req: LimitsRequest = parse_body(&body)?;
+    detached(d.changes.clone(), async move {
+        tuning::set_limits(&d, &key, &req).await
     })
     .await?;
     Ok(no_content())

@@ -49,6 +49,9 @@ pub struct StartContext {
     pub log_path: PathBuf,
     /// Start with the vCPUs paused.
     pub paused: bool,
+    /// The `cgroup.procs` files of the domain's cgroup: the VMM joins it
+    /// before it runs (empty: no cgroup).
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// What the daemon keeps about a running VMM to find it again after a

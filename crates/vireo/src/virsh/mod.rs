@@ -15,6 +15,7 @@ mod iface;
 mod iftune;
 mod info;
 mod lifecycle;
+mod limits;
 mod net;
 mod pool;
 mod table;
@@ -98,6 +99,12 @@ pub enum VirshCommand {
     Emulatorpin(tuning::EmulatorpinArgs),
     /// Show or set the host NUMA policy of a domain's memory.
     Numatune(tuning::NumatuneArgs),
+    /// Show or set a domain's CPU shares and bandwidth (its cgroup).
+    Schedinfo(limits::SchedinfoArgs),
+    /// Show or set a domain's memory limits (its cgroup).
+    Memtune(limits::MemtuneArgs),
+    /// Show or set a domain's block I/O weight and throttles (its cgroup).
+    Blkiotune(limits::BlkiotuneArgs),
     /// Connect to a domain's serial console (Ctrl-] detaches).
     Console(console::ConsoleArgs),
     /// Wait for domain events and print them.
@@ -352,6 +359,9 @@ fn wants_json(c: &VirshCommand) -> bool {
         V::Vcpupin(a) => a.json,
         V::Emulatorpin(a) => a.json,
         V::Numatune(a) => a.json,
+        V::Schedinfo(a) => a.json,
+        V::Memtune(a) => a.json,
+        V::Blkiotune(a) => a.json,
         _ => false,
     }
 }
@@ -393,6 +403,9 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::Vcpupin(a) => tuning::vcpupin(c, &a),
         V::Emulatorpin(a) => tuning::emulatorpin(c, &a),
         V::Numatune(a) => tuning::numatune(c, &a),
+        V::Schedinfo(a) => limits::schedinfo(c, &a),
+        V::Memtune(a) => limits::memtune(c, &a),
+        V::Blkiotune(a) => limits::blkiotune(c, &a),
         V::Console(a) => console::console(c, &a),
         V::Event(a) => events::event(c, &a),
         V::Version(a) => host::version(c, &a),

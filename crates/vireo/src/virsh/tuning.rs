@@ -22,7 +22,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn check(&self) -> Result<(), Failure> {
+    pub(super) fn check(&self) -> Result<(), Failure> {
         if self.current && (self.live || self.config) {
             return Err(Failure(
                 "--current cannot be combined with --live or --config".into(),
@@ -33,7 +33,7 @@ impl Scope {
 
     /// A read takes one side: `--live` and `--config` together say
     /// nothing about which.
-    fn read_config(&self) -> Result<bool, Failure> {
+    pub(super) fn read_config(&self) -> Result<bool, Failure> {
         if self.live && self.config {
             return Err(Failure(
                 "--live and --config together need something to change".into(),

@@ -181,7 +181,7 @@ impl Driver for VireoDriver {
 
         let mut cmd = Command::new(&self.vmm_binary);
         cmd.args(&args);
-        let spawned = process::spawn_session(&mut cmd, &ctx.log_path, &keep);
+        let spawned = process::spawn_session(&mut cmd, &ctx.log_path, &keep, &ctx.cgroup_procs);
         // The VMM holds its own copies now: once it exits, nothing holds
         // the TAPs and they go.
         drop(ports);
