@@ -84,9 +84,11 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
                 "domain '{name}' was being started when the daemon stopped; ending what that start left"
             );
             let run_dir = marker.run_dir.clone();
+            let (cg_d, cg_name) = (d.clone(), name.clone());
             let killed = tokio::task::spawn_blocking(move || {
                 let killed = kill_processes_mentioning(&run_dir);
                 let _ = std::fs::remove_dir_all(&run_dir);
+                super::cgroups::remove_by_name(&cg_d, &cg_name);
                 killed
             })
             .await
@@ -349,6 +351,7 @@ async fn forget_record(d: &Arc<Daemon>, name: &str, ctx: &StartContext) {
             tracing::error!("cannot remove the run record of '{n}': {e}");
         }
         let _ = std::fs::remove_dir_all(run_dir);
+        super::cgroups::remove_by_name(&forget_d, &n);
     })
     .await;
 }

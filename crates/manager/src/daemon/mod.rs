@@ -298,6 +298,10 @@ fn run_root(socket: &Path) -> PathBuf {
     socket.with_file_name(name)
 }
 
+/// How long a starting daemon waits for another holder of the state
+/// directory's lock to let it go.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Takes `STATE/daemon.lock` so that two daemons never share a directory.
 fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
     use std::os::fd::AsRawFd;
@@ -311,10 +315,19 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
             path: path.clone(),
             source,
         })?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(DaemonError::StateDirBusy(dir.to_path_buf()));
+    // A daemon killed while it forked a VMM leaves the child holding the
+    // lock's descriptor for the moment until it closes its inherited
+    // descriptors: a restart right after such a kill waits that out.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(DaemonError::StateDirBusy(dir.to_path_buf()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(file)
 }

@@ -383,8 +383,14 @@ impl Daemon {
         loop {
             if let Ok(s) = connect(&self.socket) {
                 drop(s);
-                if http(&self.socket, "GET", "/version", None).status == 200 {
+                // An error here is judged below: a daemon that exited
+                // says why there.
+                let answered = try_http(&self.socket, "GET", "/version", None);
+                if answered.as_ref().is_ok_and(|a| a.status == 200) {
                     return;
+                }
+                if let Err(e) = answered {
+                    eprintln!("GET /version while the daemon starts: {e}");
                 }
             }
             if let Some(c) = self.child.as_mut() {
