@@ -64,6 +64,8 @@ pub struct Config {
     pub drivers: Vec<Arc<dyn Driver>>,
     /// Volume leases across hosts; `None` turns them off.
     pub leases: Option<LeaseConfig>,
+    /// The parent cgroup of the domains' cgroups (`vireo` by default).
+    pub cgroup_parent: Option<String>,
 }
 
 /// How `vireo daemon --lease-timeout` and `--host-id` set up leases.
@@ -162,6 +164,9 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     // directory a later daemon is started from.
     config.state_dir = absolute(&config.state_dir)?;
     config.socket = absolute(&config.socket)?;
+    if let Some(parent) = &config.cgroup_parent {
+        crate::cgroup::set_parent(parent).map_err(DaemonError::Config)?;
+    }
     let state_err = |source| DaemonError::StateDir {
         path: config.state_dir.clone(),
         source,
