@@ -117,7 +117,21 @@ impl RunningVm {
                 _ => {}
             }
         }
+        // A reboot keeps the balloon where the API last set it.
+        if let (Some(b), Some(control)) = (config.balloon.as_mut(), self.balloon()) {
+            let pages = u64::from(control.num_pages());
+            b.target = Some(config.memory - pages * virtio::balloon::PAGE_SIZE);
+            b.stats_period = control.stats_period();
+        }
         PreparedVm::new(config, images)
+    }
+
+    /// The balloon's control handle, if the VM has one.
+    pub(crate) fn balloon(&self) -> Option<virtio::balloon::BalloonControl> {
+        self.pci()
+            .functions()
+            .iter()
+            .find_map(|f| f.description.balloon.clone())
     }
 
     /// The configuration the VM booted with.

@@ -126,6 +126,35 @@ pub struct ResizeDiskSpec {
     pub shrink: bool,
 }
 
+/// `PUT /vm/balloon` body: at least one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonSpec {
+    /// Guest memory the balloon aims for, in KiB (rounded down to 4 KiB):
+    /// from 4096 up to the VM's memory.
+    #[serde(default)]
+    pub target_kib: Option<u64>,
+    /// Seconds between requests for fresh statistics; 0 stops asking.
+    #[serde(default)]
+    pub stats_period: Option<u32>,
+}
+
+/// `GET /vm/balloon` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalloonInfo {
+    /// Guest memory the balloon aims for, in KiB.
+    pub target_kib: u64,
+    /// Guest memory outside the balloon as the guest reports it, in KiB.
+    pub actual_kib: u64,
+    /// Seconds between requests for statistics; 0: never.
+    pub stats_period: u32,
+    /// When the guest last sent statistics (unix seconds), if ever.
+    pub last_update: Option<u64>,
+    /// The guest's statistics by libvirt's dommemstat names (sizes in
+    /// KiB), only those it reported.
+    pub stats: BTreeMap<String, u64>,
+}
+
 /// One device, as `GET /vm` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -194,6 +223,10 @@ pub enum Action {
     RemoveDevice(RemoveDeviceSpec),
     /// `PUT /vm/resize-disk`.
     ResizeDisk(ResizeDiskSpec),
+    /// `GET /vm/balloon`.
+    GetBalloon,
+    /// `PUT /vm/balloon`.
+    SetBalloon(BalloonSpec),
 }
 
 /// A refused or failed action: the HTTP status and what went wrong.
