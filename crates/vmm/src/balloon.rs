@@ -20,6 +20,10 @@ use crate::device_config::{on_off, pairs};
 /// squeezing the guest into its OOM killer.
 pub const MIN_TARGET: u64 = 4 << 20;
 
+/// The largest `target_kib` the API takes: 16 TiB, the most guest RAM
+/// the API document allows.
+pub const MAX_TARGET_KIB: u64 = 1 << 34;
+
 /// The longest statistics period, in seconds (libvirt's is a C int).
 pub const MAX_STATS_PERIOD: u32 = i32::MAX as u32;
 
@@ -86,7 +90,6 @@ impl FromStr for BalloonConfig {
 /// The balloon size in 4 KiB pages for a guest of `memory` bytes aiming
 /// at `target` bytes (rounded down to whole pages), or why it cannot be.
 pub fn balloon_pages(target: u64, memory: u64) -> Result<u32, String> {
-    let target = target - target % PAGE_SIZE;
     if target > memory {
         return Err(format!(
             "the balloon target {} is above the guest's memory ({})",
@@ -101,16 +104,19 @@ pub fn balloon_pages(target: u64, memory: u64) -> Result<u32, String> {
             shown(MIN_TARGET.min(memory))
         ));
     }
-    u32::try_from((memory - target) / PAGE_SIZE)
+    let target = target - target % PAGE_SIZE;
+    u32::try_from((memory - target).div_ceil(PAGE_SIZE))
         .map_err(|_| "the balloon would hold more than 2^32 pages".to_string())
 }
 
-/// A size in MiB when it is whole MiB, else in KiB.
+/// A size in MiB when it is whole MiB, else in KiB, else in bytes.
 fn shown(bytes: u64) -> String {
     if bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
-    } else {
+    } else if bytes.is_multiple_of(1 << 10) {
         format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
     }
 }
 
@@ -181,13 +187,14 @@ pub(crate) fn apply(
             format!("stats_period {period} is above {MAX_STATS_PERIOD}"),
         ));
     }
+    if let Some(kib) = spec.target_kib.filter(|k| *k == 0 || *k > MAX_TARGET_KIB) {
+        return Err(ApiError::new(
+            400,
+            format!("target_kib {kib} is out of range (1 to {MAX_TARGET_KIB})"),
+        ));
+    }
     let pages = match spec.target_kib {
-        Some(kib) => {
-            let bytes = kib
-                .checked_mul(1024)
-                .ok_or_else(|| ApiError::new(422, format!("target_kib {kib} is out of range")))?;
-            Some(balloon_pages(bytes, memory).map_err(|e| ApiError::new(422, e))?)
-        }
+        Some(kib) => Some(balloon_pages(kib << 10, memory).map_err(|e| ApiError::new(422, e))?),
         None => None,
     };
     if let Some(pages) = pages {
@@ -245,6 +252,9 @@ mod tests {
         assert!(balloon_pages(1 << 20, mem)
             .unwrap_err()
             .contains("below the floor of 4 MiB"));
+        assert!(balloon_pages(1024, mem)
+            .unwrap_err()
+            .contains("target 1 KiB is below"));
         assert_eq!(balloon_pages(MIN_TARGET, mem), Ok(255 << 10));
     }
 }

@@ -341,6 +341,7 @@ mod tests {
             r#"{"target_kib":-1}"#,
             r#"{"target":1}"#,
             r#"{"stats_period":4294967296}"#,
+            r#"{"stats_period":null,"target_kib":4096}"#,
             "",
         ] {
             assert_eq!(

@@ -132,11 +132,29 @@ pub struct ResizeDiskSpec {
 pub struct BalloonSpec {
     /// Guest memory the balloon aims for, in KiB (rounded down to 4 KiB):
     /// from 4096 up to the VM's memory.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_kib: Option<u64>,
     /// Seconds between requests for fresh statistics; 0 stops asking.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stats_period: Option<u32>,
+}
+
+/// An optional field that, when given, must not be `null`: the document
+/// says it is a number, and "leave it as it is" is saying nothing.
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// `GET /vm/balloon` response.
