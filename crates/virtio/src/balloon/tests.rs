@@ -396,3 +396,79 @@ fn shared_memory_is_punched_out_of_its_memfd() {
     assert_eq!(out.released, 128 * 4096);
     assert_eq!(blocks(&file), 512 << 10);
 }
+
+#[test]
+fn a_second_statistics_buffer_replaces_the_held_one() {
+    let mem = memory();
+    let mut rig = Rig::new(&mem, BalloonConfig::default(), STATS_FEATURES, &[0, 1, 2]);
+    let control = rig.balloon.control();
+    let len = stats_buffer(&mem, BUF_BASE, &[(4, 1)]);
+    let first = rig.q(2).push(&[D(BUF_BASE, len, false)]);
+    wait_for("first statistics", || {
+        control.stats().values.get(&4) == Some(&1)
+    });
+    let len = stats_buffer(&mem, BUF_BASE + 0x100, &[(4, 2)]);
+    rig.q(2).push(&[D(BUF_BASE + 0x100, len, false)]);
+    // The older buffer goes back; the newer is held.
+    rig.q(2).wait_used(1);
+    assert_eq!(rig.q(2).used(0).0, u32::from(first));
+    assert_eq!(control.stats().values.get(&4), Some(&2));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(rig.q(2).used_count(), 1);
+}
+
+#[test]
+fn huge_page_backings_are_read_from_the_mapping() {
+    // MAP_NORESERVE: no huge page is needed until one is touched, and
+    // none is here, so this runs on a host without a huge page pool.
+    let huge_2m = libc::MAP_PRIVATE
+        | libc::MAP_ANONYMOUS
+        | libc::MAP_HUGETLB
+        | libc::MAP_NORESERVE
+        | (21 << 26);
+    let Ok(region) = vm_memory::mmap::MmapRegionBuilder::new(4 << 20)
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(huge_2m)
+        .build()
+    else {
+        // A kernel without hugetlb: nothing to read.
+        return;
+    };
+    let mem: GuestMemory = GuestMemoryMmap::from_regions(vec![vm_memory::GuestRegionMmap::new(
+        region,
+        GuestAddress(0),
+    )
+    .unwrap()])
+    .unwrap();
+    let ram = GuestRam::new(&mem);
+    let backing = ram.backing_at(GuestAddress(0)).unwrap();
+    assert_eq!((backing.page_size, backing.shared), (2 << 20, false));
+    // A hugetlb memfd, shared, as --memory-backend backend=memfd,hugepages=2M maps it.
+    // SAFETY: the name is a NUL-terminated literal; creates a new fd.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"balloon-huge".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_HUGETLB | (21 << 26),
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: `fd` is new and owned by nothing else.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.set_len(4 << 20).unwrap();
+    let region = vm_memory::mmap::MmapRegionBuilder::new(4 << 20)
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(libc::MAP_SHARED | libc::MAP_NORESERVE)
+        .with_file_offset(FileOffset::new(file, 0))
+        .build()
+        .unwrap();
+    let mem: GuestMemory = GuestMemoryMmap::from_regions(vec![vm_memory::GuestRegionMmap::new(
+        region,
+        GuestAddress(0),
+    )
+    .unwrap()])
+    .unwrap();
+    let backing = GuestRam::new(&mem).backing_at(GuestAddress(0)).unwrap();
+    assert_eq!((backing.page_size, backing.shared), (2 << 20, true));
+}
