@@ -47,6 +47,20 @@ impl Vm {
         Self { child, socket }
     }
 
+    /// Wait until the VM runs (the socket comes before the boot ends).
+    fn wait_running(self) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .call("GET", "/vm", "")
+            .1
+            .contains("\"state\":\"running\"")
+        {
+            assert!(Instant::now() < deadline, "the VM never ran");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self
+    }
+
     /// `vireo vm --socket S ARGS...`.
     fn vm(&self, args: &[&str]) -> Output {
         vireo()
@@ -162,7 +176,8 @@ fn the_target_and_period_are_read_and_set_and_survive_a_reboot() {
             "--balloon",
             "target=192M,stats-period=10,free-page-reporting=on",
         ],
-    );
+    )
+    .wait_running();
     let b = vm.balloon();
     assert_eq!(b["target_kib"], 192 << 10, "{b}");
     // The idle guest has no driver: nothing is ballooned, no statistics.
@@ -222,7 +237,7 @@ fn the_target_and_period_are_read_and_set_and_survive_a_reboot() {
 #[test]
 fn without_a_balloon_the_api_says_so() {
     let idle = guest("idle");
-    let vm = Vm::start("none", &["--kernel", idle.to_str().unwrap()]);
+    let vm = Vm::start("none", &["--kernel", idle.to_str().unwrap()]).wait_running();
     let out = vm.vm(&["balloon-stats"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -247,6 +262,48 @@ fn a_configuration_smaller_than_the_balloon_target_is_refused() {
     assert_eq!(status, 204, "{body}");
     let (status, body) = vm.call("PUT", "/vm/boot", "");
     assert_eq!(status, 204, "{body}");
+    let vm = vm.wait_running();
     let b = vm.balloon();
     assert_eq!(b["target_kib"], 512 << 10, "{b}");
+}
+
+/// The virtio test guest's balloon pass (guests/virtio/src/balloon.rs):
+/// it fills `mib` MiB, inflates every page, reads a released page back,
+/// deflates and writes them again.
+fn guest_pass(backend: &[&str], mib: u64) -> String {
+    let virtio = guest("virtio");
+    let cmdline = format!("balloon-mib={mib}");
+    let mut args = vec![
+        "run",
+        "--kernel",
+        virtio.to_str().unwrap(),
+        "--memory",
+        "256M",
+        "--balloon",
+        "target=128M",
+        "--cmdline",
+        &cmdline,
+    ];
+    args.extend_from_slice(backend);
+    let r = run_vireo(&args, Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    r.stdout
+}
+
+#[test]
+fn a_guests_inflated_pages_go_back_to_the_host_and_deflate_returns_them() {
+    // Private anonymous memory (MADV_DONTNEED) and a memfd (MADV_REMOVE):
+    // either way a released page reads back as zero.
+    for backend in [&[][..], &["--memory-backend", "backend=memfd"][..]] {
+        let out = guest_pass(backend, 64);
+        for want in [
+            "virtio-balloon: num_pages=32768",
+            "bench: balloon inflate mib=64 cycles=",
+            "bench: balloon deflate mib=64 cycles=",
+            "virtio-balloon: ok 16384 pages in and out, released ones read zero",
+        ] {
+            assert!(out.contains(want), "{backend:?}: no '{want}' in:\n{out}");
+        }
+        assert!(!out.contains("FAIL"), "{backend:?}:\n{out}");
+    }
 }
