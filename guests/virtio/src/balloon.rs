@@ -95,6 +95,7 @@ fn exercise(transport: &mut Watched, mib: u64) -> Result<(), &'static str> {
     // SAFETY: as above; the page is in the balloon, so reading it is
     // exactly what a guest must not rely on, and what this checks.
     let first = unsafe { read_volatile(BASE as *const u64) };
+    // SAFETY: the last page of the same range.
     let last = unsafe { read_volatile((BASE + (pages - 1) * PAGE) as *const u64) };
     let deflated = send(&mut deflate, transport)?;
     say!("bench: balloon deflate mib={} cycles={}", mib, deflated);
@@ -102,6 +103,7 @@ fn exercise(transport: &mut Watched, mib: u64) -> Result<(), &'static str> {
         let at = (BASE + p * PAGE) as *mut u64;
         // SAFETY: as above; the page is the guest's again.
         unsafe { write_volatile(at, p) };
+        // SAFETY: the page just written.
         if unsafe { read_volatile(at) } != p {
             return Err("a deflated page does not keep what is written");
         }
