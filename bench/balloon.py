@@ -25,6 +25,7 @@ import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "bench")
+DEFAULT_VIREO = os.path.join(ROOT, "target", "release", "vireo")
 
 BACKINGS = [
     ("anonymous", []),
@@ -40,9 +41,10 @@ def kv(line):
     return dict(w.split("=", 1) for w in line.split() if "=" in w)
 
 
-def build():
+def build(vireo):
     os.makedirs(OUT, exist_ok=True)
-    sh("cargo", "build", "--release", "-q", "-p", "vireo", cwd=ROOT)
+    if vireo == DEFAULT_VIREO:
+        sh("cargo", "build", "--release", "-q", "-p", "vireo", cwd=ROOT)
     sh(os.path.join(ROOT, "guests", "build.sh"), OUT, "virtio")
     sh("gcc", "-O2", "-o", os.path.join(OUT, "blk_host"), os.path.join(ROOT, "bench", "blk_host.c"))
 
@@ -66,9 +68,10 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--mib", type=int, default=1024)
     p.add_argument("--cpus", default="0")
-    p.add_argument("--vireo", default=os.path.join(ROOT, "target", "release", "vireo"))
+    p.add_argument("--vireo", default=DEFAULT_VIREO,
+                   help="the vireo to measure (built with cargo only when left as it is)")
     opts = p.parse_args()
-    build()
+    build(opts.vireo)
     tsc_hz = int(kv(sh(os.path.join(OUT, "blk_host"), "tsc-hz", capture_output=True,
                        text=True).stdout)["tsc-hz"])
     speeds = {}

@@ -680,8 +680,8 @@ scenario_balloon() {
 
 # Free page reporting with Linux's virtio_balloon (l2-init.sh's
 # balloon-fpr): L2 fills most of its memory, then deletes the file; Linux
-# reports the freed pages and vireo's RSS must fall by at least half of
-# what was freed within 90 s.
+# reports the freed pages and vireo's RSS must fall by at least 80 % of
+# what was freed within 30 s.
 scenario_balloon_fpr() {
     name=balloon-fpr api=/tmp/balloon-fpr.sock con=/tmp/balloon-fpr.con
     rm -f /tmp/balloon-fpr.*
@@ -693,9 +693,10 @@ scenario_balloon_fpr() {
         wait_line $name "VIREO-SYNC freed" 120 || exit 0
         t0=$(now)
         freed=$(value $name freed-mib)
-        want=$((${freed:-0} * 1024 / 2))
+        want=$((${freed:-0} * 1024 * 8 / 10))
         # Watched until 90 % of it is back (or 30 s pass), so the evidence
-        # says how much came back; half is what the check asks.
+        # says how much came back; 80 % is what the check asks (Linux
+        # reports whole 2 MiB blocks only; 98 % came back in 3 s here).
         most=$((${freed:-0} * 1024 * 9 / 10))
         n=0
         while [ $((rss0 - $(rss_kib $vpid))) -lt $most ] && [ $n -lt 60 ]; do

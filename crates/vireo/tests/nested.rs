@@ -337,7 +337,7 @@ fn balloon_inflate_gives_memory_back_and_deflate_returns_it() {
 
 /// Free page reporting: with `free-page-reporting=on` (and deflate-on-oom,
 /// whose bit L2 checks), L2 fills most of its memory and deletes the file;
-/// vireo's RSS falls by at least half of what was freed as Linux reports it.
+/// vireo's RSS falls by at least 80 % of what was freed as Linux reports it.
 #[test]
 fn balloon_free_page_reporting_gives_freed_memory_back() {
     let Some(s) = scenario("balloon-fpr") else {

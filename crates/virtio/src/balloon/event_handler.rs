@@ -1,6 +1,7 @@
 //! The balloon worker: inflate and deflate chains, free page reports, and
 //! the statistics buffer it holds and hands back every period.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -87,6 +88,16 @@ impl BalloonHandler {
             what: "balloon statistics timer",
             source: std::io::Error::from_raw_os_error(e.errno()),
         })?;
+        // Non-blocking: a period change handled in the same wake-up may
+        // disarm the timer (and zero its count) before its own event is
+        // read, and that read must not block the worker for ever.
+        // SAFETY: F_SETFL on a descriptor the timer owns; no memory is passed.
+        if unsafe { libc::fcntl(timer.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+            return Err(ActivateError::Host {
+                what: "balloon statistics timer",
+                source: std::io::Error::last_os_error(),
+            });
+        }
         Ok(Self {
             mem,
             interrupt,
