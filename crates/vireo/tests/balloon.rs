@@ -307,3 +307,42 @@ fn a_guests_inflated_pages_go_back_to_the_host_and_deflate_returns_them() {
         assert!(!out.contains("FAIL"), "{backend:?}:\n{out}");
     }
 }
+
+const POOL_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+/// `pages` more 2 MiB pages in the host's pool, given back on drop.
+struct HugePages {
+    before: u64,
+}
+
+impl HugePages {
+    fn reserve(pages: u64) -> Option<Self> {
+        let read = || -> Option<u64> { std::fs::read_to_string(POOL_2M).ok()?.trim().parse().ok() };
+        let before = read()?;
+        std::fs::write(POOL_2M, (before + pages).to_string()).ok()?;
+        let guard = Self { before };
+        (read()? == before + pages).then_some(guard)
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(POOL_2M, self.before.to_string());
+    }
+}
+
+#[test]
+fn with_2m_huge_pages_whole_huge_pages_go_back() {
+    // 256 MiB of guest RAM in 2 MiB pages; the pass balloons 64 MiB from
+    // 64 MiB up, whole huge pages, each released once all of its 512
+    // small pages are in (a released one reads zero: a fresh huge page).
+    let Some(_pool) = HugePages::reserve(128) else {
+        testkit::skip("the host cannot reserve 128 huge pages of 2 MiB");
+        return;
+    };
+    let out = guest_pass(&["--memory-backend", "hugepages=2M"], 64);
+    assert!(
+        out.contains("virtio-balloon: ok 16384 pages in and out, released ones read zero"),
+        "{out}"
+    );
+}
