@@ -69,6 +69,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
                 cmdline: args.cmdline,
                 reboot: args.reboot,
                 consoles: args.console,
+                balloon: args.balloon,
                 ..machine_config(&args.machine)
             };
             return launch(None, defaults, &args.machine, Some(socket), &ending);
@@ -88,6 +89,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         nets: args.net,
         consoles: args.console,
         rng: args.rng,
+        balloon: args.balloon,
         ..machine_config(&args.machine)
     };
     launch(

@@ -17,7 +17,9 @@ use clap::{Args, Subcommand};
 use manager::client::http::{Connection, HttpError};
 use manager::client::transport::Stream;
 use serde_json::Value;
-use vmm::api::{Counters, DiskSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec, VmInfo};
+use vmm::api::{
+    BalloonInfo, BalloonSpec, Counters, DiskSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec, VmInfo,
+};
 use vmm::config::{CacheMode, DiskConfig, NetConfig};
 
 /// The VM refused, or the exchange failed after connecting.
@@ -91,6 +93,18 @@ pub enum VmCommand {
         #[arg(long)]
         shrink: bool,
     },
+    /// Set the balloon's target: the guest memory it aims for (libvirt's setmem).
+    Balloon {
+        /// Guest memory to aim for: a number of MiB, or a size such as 512M, 1.5G.
+        #[arg(value_parser = vmm::config::parse_memory_size)]
+        size: Option<u64>,
+        /// Also set the seconds between requests for statistics (0: stop asking).
+        #[arg(long, value_name = "SECS")]
+        stats_period: Option<u32>,
+    },
+    /// The balloon's target, actual size and the guest's memory statistics
+    /// (libvirt's dommemstat names, sizes in KiB).
+    BalloonStats,
 }
 
 /// `vireo vm add-disk`.
@@ -225,6 +239,19 @@ fn request_for(
                 shrink: *shrink,
             }))?,
         ),
+        VmCommand::Balloon { size, stats_period } => {
+            if size.is_none() && stats_period.is_none() {
+                return Err(Failure::Usage(
+                    "balloon: give a SIZE, --stats-period, or both".into(),
+                ));
+            }
+            let spec = BalloonSpec {
+                target_kib: size.map(|s| s >> 10),
+                stats_period: *stats_period,
+            };
+            ("PUT", "/vm/balloon", encode(serde_json::to_vec(&spec))?)
+        }
+        VmCommand::BalloonStats => ("GET", "/vm/balloon", None),
     })
 }
 
@@ -352,6 +379,10 @@ fn print_human(out: &mut String, command: &VmCommand, answer: &[u8]) {
             Ok(counters) => print_counters(out, &counters),
             Err(_) => print_json(out, &value),
         },
+        VmCommand::BalloonStats => match serde_json::from_value::<BalloonInfo>(value.clone()) {
+            Ok(info) => print_balloon(out, &info),
+            Err(_) => print_json(out, &value),
+        },
         VmCommand::AddDisk(_) | VmCommand::AddNet(_) => match added(&value) {
             Some((id, pci)) => w!(out, "added {id} at {pci}"),
             None if value.is_null() => w!(out, "added"),
@@ -372,7 +403,28 @@ fn print_human(out: &mut String, command: &VmCommand, answer: &[u8]) {
         VmCommand::ResizeDisk { id, size, .. } => {
             w!(out, "resized {id} to {}", human_size(*size))
         }
+        VmCommand::Balloon { size, stats_period } => {
+            if let Some(size) = size {
+                w!(out, "balloon target set to {}", human_size(*size));
+            }
+            if let Some(period) = stats_period {
+                w!(out, "balloon statistics period set to {period} s");
+            }
+        }
     }
+}
+
+/// `name value` lines, as virsh dommemstat prints them (KiB for sizes).
+fn print_balloon(out: &mut String, info: &BalloonInfo) {
+    w!(out, "actual {}", info.actual_kib);
+    w!(out, "target {}", info.target_kib);
+    for (name, value) in &info.stats {
+        w!(out, "{name} {value}");
+    }
+    if let Some(t) = info.last_update {
+        w!(out, "last_update {t}");
+    }
+    w!(out, "stats_period {}", info.stats_period);
 }
 
 /// The id and PCI address of a hot-plugged device, from the VM's answer.

@@ -48,6 +48,8 @@ const BOOTS: &[L1Boot] = &[
             "virtio-blk",
             "virtio-blk-mq4",
             "virtio-blk-qcow2",
+            "balloon",
+            "balloon-fpr",
         ],
         env: &[],
     },
@@ -305,6 +307,51 @@ fn power_reboot_with_reboot_flag_boots_again() {
         return;
     };
     s.assert_checks(&["first-boot", "second-boot", "vireo-exit", "two-boots"]);
+}
+
+/// Linux's virtio_balloon against vireo's balloon, driven through `vireo vm
+/// balloon`: after L2 touched its free memory, a target 192 MiB below its
+/// 512 MiB is reached (actual), MemTotal falls by 192 MiB, vireo's RSS in
+/// L1 falls by at least 90 % of it, statistics arrive twice a period
+/// apart; back at 512 MiB, actual and MemTotal are whole again and L2's
+/// refill brings the RSS back up.
+#[test]
+fn balloon_inflate_gives_memory_back_and_deflate_returns_it() {
+    let Some(s) = scenario("balloon") else { return };
+    s.assert_checks(&[
+        "driver-bound",
+        "stats-feature",
+        "no-deflate-on-oom",
+        "touched",
+        "memtotal-inflated",
+        "memtotal-deflated",
+        "refill",
+        "vireo-exit",
+        "l1-steps",
+        "rss-inflate",
+        "rss-deflate",
+        "stats",
+        "counters",
+    ]);
+}
+
+/// Free page reporting: with `free-page-reporting=on` (and deflate-on-oom,
+/// whose bit L2 checks), L2 fills most of its memory and deletes the file;
+/// vireo's RSS falls by at least 80 % of what was freed as Linux reports it.
+#[test]
+fn balloon_free_page_reporting_gives_freed_memory_back() {
+    let Some(s) = scenario("balloon-fpr") else {
+        return;
+    };
+    s.assert_checks(&[
+        "driver-bound",
+        "reporting-feature",
+        "deflate-on-oom-feature",
+        "filled",
+        "freed",
+        "vireo-exit",
+        "rss-reported",
+    ]);
 }
 
 /// The checks of l1-init.sh's `virtio_blk_with`.

@@ -49,6 +49,8 @@ pub struct VmConfig {
     pub consoles: Vec<ConsoleConfig>,
     /// Whether the VM has a virtio-rng device.
     pub rng: bool,
+    /// A virtio-balloon device, and how it starts.
+    pub balloon: Option<crate::balloon::BalloonConfig>,
 }
 
 impl Default for VmConfig {
@@ -66,6 +68,7 @@ impl Default for VmConfig {
             nets: Vec::new(),
             consoles: Vec::new(),
             rng: false,
+            balloon: None,
         }
     }
 }

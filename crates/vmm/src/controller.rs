@@ -428,6 +428,17 @@ impl Controller {
     }
 }
 
+impl Controller {
+    fn balloon(running: &RunningVm) -> Result<virtio::balloon::BalloonControl, ApiError> {
+        running.balloon().ok_or_else(|| {
+            ApiError::new(
+                404,
+                "the VM has no balloon device (start it with vireo run --balloon)",
+            )
+        })
+    }
+}
+
 fn state_name(state: VmState) -> &'static str {
     match state {
         VmState::NotConfigured => "not configured",
@@ -507,6 +518,17 @@ impl VmController for Controller {
                 running
                     .request_removal(&spec.id)
                     .map_err(|e| ApiError::new(500, error_chain(&e)))?;
+                Ok(Value::Null)
+            }
+            Action::GetBalloon => {
+                let running = Self::running(&self.lock())?;
+                let info = crate::balloon::info(&Self::balloon(&running)?, running.config().memory);
+                serde_json::to_value(info).map_err(|e| ApiError::new(500, e.to_string()))
+            }
+            Action::SetBalloon(spec) => {
+                let running = Self::running(&self.settled())?;
+                let memory = running.config().memory;
+                crate::balloon::apply(&Self::balloon(&running)?, memory, &spec)?;
                 Ok(Value::Null)
             }
             Action::ResizeDisk(spec) => {

@@ -7,6 +7,7 @@
 //! parses guest data itself: devices and `arch` do.
 
 pub mod api;
+pub mod balloon;
 pub mod config;
 mod console_backend;
 mod controller;

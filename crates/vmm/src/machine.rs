@@ -168,6 +168,10 @@ pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> 
         )));
     }
     crate::memory::check_size(config.memory)?;
+    if let Some(balloon) = &config.balloon {
+        crate::balloon::device_config(balloon, config.memory)
+            .map_err(|e| Error::InvalidConfig(format!("--balloon: {e}")))?;
+    }
     // Open the files now so a typo is reported before any host resource
     // (a console socket, a truncated log file) is created. An embedded
     // kernel needs no check, and copying it to a memfd here would be wasted.

@@ -122,7 +122,27 @@ impl RunningVm {
                 _ => {}
             }
         }
+        // A reboot keeps the balloon where the API last set it, or
+        // without it if the guest ejected it (remove-device).
+        match self.balloon() {
+            Some(control) => {
+                if let Some(b) = config.balloon.as_mut() {
+                    let pages = u64::from(control.num_pages());
+                    b.target = Some(config.memory - pages * virtio::balloon::PAGE_SIZE);
+                    b.stats_period = control.stats_period();
+                }
+            }
+            None => config.balloon = None,
+        }
         PreparedVm::new(config, images)
+    }
+
+    /// The balloon's control handle, if the VM has one.
+    pub(crate) fn balloon(&self) -> Option<virtio::balloon::BalloonControl> {
+        self.pci()
+            .functions()
+            .iter()
+            .find_map(|f| f.description.balloon.clone())
     }
 
     /// The configuration the VM booted with.

@@ -134,6 +134,53 @@ pub struct ResizeDiskSpec {
     pub shrink: bool,
 }
 
+/// `PUT /vm/balloon` body: at least one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonSpec {
+    /// Guest memory the balloon aims for, in KiB (rounded down to 4 KiB):
+    /// from 4096 up to the VM's memory.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target_kib: Option<u64>,
+    /// Seconds between requests for fresh statistics; 0 stops asking.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stats_period: Option<u32>,
+}
+
+/// An optional field that, when given, must not be `null`: the document
+/// says it is a number, and "leave it as it is" is saying nothing.
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// `GET /vm/balloon` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalloonInfo {
+    /// Guest memory the balloon aims for, in KiB.
+    pub target_kib: u64,
+    /// Guest memory outside the balloon as the guest reports it, in KiB.
+    pub actual_kib: u64,
+    /// Seconds between requests for statistics; 0: never.
+    pub stats_period: u32,
+    /// When the guest last sent statistics (unix seconds), if ever.
+    pub last_update: Option<u64>,
+    /// The guest's statistics by libvirt's dommemstat names (sizes in
+    /// KiB), only those it reported.
+    pub stats: BTreeMap<String, u64>,
+}
+
 /// One device, as `GET /vm` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -206,6 +253,10 @@ pub enum Action {
     RemoveDevice(RemoveDeviceSpec),
     /// `PUT /vm/resize-disk`.
     ResizeDisk(ResizeDiskSpec),
+    /// `GET /vm/balloon`.
+    GetBalloon,
+    /// `PUT /vm/balloon`.
+    SetBalloon(BalloonSpec),
 }
 
 /// A refused or failed action: the HTTP status and what went wrong.
