@@ -223,20 +223,35 @@ impl IoHandler for PlatformIo {
 /// A running vCPU thread.
 pub struct VcpuThread {
     handle: JoinHandle<()>,
+    tid: libc::pid_t,
 }
 
 impl VcpuThread {
-    /// Start `vcpu` on its own thread.
+    /// Start `vcpu` (vCPU number `index`) on its own thread, on the host
+    /// CPUs `pin` names, or on any the process may use when it is `None`
+    /// (the thread would otherwise inherit the emulator pin).
     pub fn spawn(
         mut vcpu: Vcpu,
+        index: u32,
+        pin: Option<&[usize]>,
         io: Arc<PlatformIo>,
         mem: GuestMemory,
         shared: Arc<VcpuShared>,
         counters: Arc<VcpuCounters>,
     ) -> std::io::Result<Self> {
+        let cpus = pin.unwrap_or(crate::pinning::allowed_cpus()).to_vec();
+        let (started, tid) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
-            .name(format!("vcpu{}", vcpu.id()))
+            .name(format!("vcpu{index}"))
             .spawn(move || {
+                // Placed before it first enters the guest.
+                let placed = crate::pinning::set_thread_affinity(0, &cpus)
+                    .map(|()| crate::pinning::current_tid());
+                let ok = placed.is_ok();
+                let _ = started.send(placed);
+                if !ok {
+                    return;
+                }
                 vcpu.bind_to_current_thread();
                 let io = CountingIo {
                     io: &io,
@@ -244,7 +259,26 @@ impl VcpuThread {
                 };
                 run_loop(&mut vcpu, &io, &mem, &shared, &counters);
             })?;
-        Ok(Self { handle })
+        let tid = match tid.recv() {
+            Ok(Ok(tid)) => tid,
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("pinning vcpu{index}: {e}"),
+                ));
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(std::io::Error::other(format!("vcpu{index} did not start")));
+            }
+        };
+        Ok(Self { handle, tid })
+    }
+
+    /// The thread's id, for placing it and reading its /proc entries.
+    pub fn tid(&self) -> libc::pid_t {
+        self.tid
     }
 
     /// The thread's pthread handle, for kicking it from elsewhere while it
