@@ -54,6 +54,7 @@ const DOC_FILES: &[&str] = &[
     "docs/interface-xml.md",
     "docs/leases.md",
     "docs/manager.md",
+    "docs/memory.md",
     "docs/network-xml.md",
     "docs/networks.md",
     "docs/port-policy.md",
@@ -498,6 +499,11 @@ fn remote() {
 #[test]
 fn run() {
     run_doc("docs/run.md");
+}
+
+#[test]
+fn memory() {
+    run_doc("docs/memory.md");
 }
 
 #[test]
