@@ -531,14 +531,16 @@ fn vcpus_and_emulator_threads_run_where_pinned_and_the_api_moves_them() {
     assert_eq!(vcpus[1]["affinity"], serde_json::json!([0, 1]));
     assert_eq!(cpus_allowed(pid, tid0), "1");
     assert_eq!(cpus_allowed(pid, tid1), "0-1");
-    // Every other thread (main, API, console...) is the emulator's, but
-    // KVM's own workers (kvm-nx-lpage-recovery), which the kernel starts
-    // from the first vCPU to run, after the VMM pinned everything.
+    // Every other thread (main, API, console, and KVM's own worker, which
+    // the kernel starts in the first KVM_RUN) is the emulator's.
     let tasks = threads(pid);
     for &t in tasks.iter().filter(|&&t| t != tid0 && t != tid1) {
-        if !thread_name(pid, t).starts_with("kvm-") {
-            assert_eq!(cpus_allowed(pid, t), "0", "thread {t}");
-        }
+        assert_eq!(
+            cpus_allowed(pid, t),
+            "0",
+            "thread {t} {}",
+            thread_name(pid, t)
+        );
     }
 
     // vCPU 0 spins: it runs on CPU 1, and moves to CPU 0 when pinned there.
@@ -568,7 +570,7 @@ fn vcpus_and_emulator_threads_run_where_pinned_and_the_api_moves_them() {
     // The emulator moves; the vCPUs stay; a thread started later (a
     // hot-plugged disk's worker) inherits the emulator pin.
     vm.ok("PUT", "/vm/emulator-pin", r#"{"cpus":[1]}"#);
-    // This time every thread but the vCPUs moves, KVM's workers too.
+    // Every thread but the vCPUs moves, KVM's worker too.
     for &t in tasks.iter().filter(|&&t| t != tid0 && t != tid1) {
         assert_eq!(
             cpus_allowed(pid, t),

@@ -109,8 +109,9 @@ pub(crate) fn bind_region(ptr: *mut u8, len: u64, binding: Binding<'_>) -> Resul
         .map_err(|_| Error::GuestMemory("size does not fit the address space".into()))?;
     crate::numa::bind_memory(ptr as usize, len, nodes, policy).map_err(|e| {
         Error::GuestMemory(format!(
-            "mbind to host nodes {} ({policy:?}): {e}",
-            crate::numa::list_string(nodes)
+            "mbind to host nodes {} (policy={}): {e}",
+            crate::numa::list_string(nodes),
+            policy.name()
         ))
     })
 }

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use serde::Serialize;
-
 use crate::config::parse_size;
 
 /// Distance from a node to itself (ACPI SLIT).
@@ -16,8 +14,7 @@ pub const REMOTE_DISTANCE: u8 = 20;
 const CELL_ALIGN: u64 = 2 << 20;
 
 /// How a cell's memory is bound to its host nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemPolicy {
     /// Only the given nodes (MPOL_BIND).
     Strict,

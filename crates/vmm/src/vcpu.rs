@@ -244,8 +244,15 @@ impl VcpuThread {
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || {
-                // Placed before it first enters the guest.
-                let placed = crate::pinning::set_thread_affinity(0, &cpus)
+                // KVM's per-VM kernel worker starts in the first KVM_RUN
+                // and takes the affinity of the thread it runs on: enter
+                // once while this thread still has the emulator's (from
+                // the thread that spawned it), then take the vCPU's own,
+                // all before the guest runs.
+                let placed = vcpu
+                    .enter_without_running()
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| crate::pinning::set_thread_affinity(0, &cpus))
                     .map(|()| crate::pinning::current_tid());
                 let ok = placed.is_ok();
                 let _ = started.send(placed);
