@@ -313,6 +313,12 @@ impl Vm {
             stdout,
         };
         vm.wait_for_line("numa: ok");
+        // The guest runs before the API calls the VM running.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while vm.ok("GET", "/vm", "")["state"] != "running" {
+            assert!(Instant::now() < deadline, "the VM never ran");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         vm
     }
 
@@ -567,8 +573,8 @@ fn vcpus_and_emulator_threads_run_where_pinned_and_the_api_moves_them() {
         .unwrap();
     assert!(t1 > t0, "a spinning vCPU uses CPU time ({t0} then {t1})");
 
-    // The emulator moves; the vCPUs stay; a thread started later (a
-    // hot-plugged disk's worker) inherits the emulator pin.
+    // The emulator moves; the vCPUs stay; a thread started later inherits
+    // the emulator pin.
     vm.ok("PUT", "/vm/emulator-pin", r#"{"cpus":[1]}"#);
     // Every thread but the vCPUs moves, KVM's worker too.
     for &t in tasks.iter().filter(|&&t| t != tid0 && t != tid1) {
@@ -581,20 +587,27 @@ fn vcpus_and_emulator_threads_run_where_pinned_and_the_api_moves_them() {
     }
     assert_eq!(cpus_allowed(pid, tid0), "0");
     assert_eq!(cpus_allowed(pid, tid1), "0-1");
-    let disk = Path::new(env!("CARGO_TARGET_TMPDIR")).join("numa/pin-disk.img");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
-    vm.ok(
-        "PUT",
-        "/vm/add-disk",
-        &serde_json::json!({"path": disk, "format": "raw"}).to_string(),
-    );
-    let after = threads(pid);
-    let new: Vec<i64> = after
-        .iter()
-        .copied()
-        .filter(|t| !tasks.contains(t))
+    // Connections held open get server threads of their own: idle ones
+    // (pinned above) first, then new ones the pinned accept thread starts.
+    let before = threads(pid);
+    let _held: Vec<UnixStream> = (0..8)
+        .map(|_| UnixStream::connect(&vm.socket).unwrap())
         .collect();
-    assert!(!new.is_empty(), "hot-plug started no thread");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new = loop {
+        let new: Vec<i64> = threads(pid)
+            .into_iter()
+            .filter(|t| !before.contains(t))
+            .collect();
+        if !new.is_empty() {
+            break new;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no thread for the new connection"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     for t in new {
         assert_eq!(cpus_allowed(pid, t), "1", "new thread {t}");
     }
@@ -610,5 +623,4 @@ fn vcpus_and_emulator_threads_run_where_pinned_and_the_api_moves_them() {
     assert_eq!(cpus_allowed(pid, tid0), "0");
     let numa = vm.ok("GET", "/vm/numa", "");
     assert_eq!(numa, serde_json::json!({"cells": [], "distances": []}));
-    let _ = std::fs::remove_file(disk);
 }
