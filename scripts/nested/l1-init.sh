@@ -968,7 +968,7 @@ scenario_numa() {
         l1_result $name node-memory fail "nodes without memory:${bad:- none at all};$per"
     fi
     # The kernel's own account: NUMA set up from the firmware's SRAT.
-    srat=$(dmesg | grep -E 'SRAT|NUMA: ' | head -n 6 | tr '\n' '|')
+    srat=$(dmesg | grep -E 'SRAT|NUMA: ' | head -n 16 | tr '\n' '|')
     case "$srat" in
     *"SRAT: Node 1"* | *"NODE_DATA(1)"* | *"Initmem setup node 1"*) l1_result $name srat ok "$srat" ;;
     *) l1_result $name srat fail "no node 1 in the kernel's NUMA setup lines: $srat $(dmesg | grep -i numa | head -n 4 | tr '\n' '|')" ;;

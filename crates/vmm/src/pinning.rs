@@ -149,8 +149,11 @@ pub fn thread_affinity(tid: libc::pid_t) -> std::io::Result<Vec<usize>> {
 
 /// The calling thread's id.
 pub fn current_tid() -> libc::pid_t {
-    // SAFETY: gettid has no memory effects.
-    unsafe { libc::gettid() }
+    // The raw system call: a static glibc build leaves its gettid()
+    // wrapper an unresolved weak symbol, so calling it jumps to address 0.
+    // SAFETY: gettid has no arguments and no memory effects.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    libc::pid_t::try_from(tid).unwrap_or(-1)
 }
 
 /// Pin every thread of this process except `vcpu_tids` to `cpus`.
