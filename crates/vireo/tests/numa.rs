@@ -271,6 +271,18 @@ fn bad_placement_is_refused_with_one_line_before_anything_runs() {
             &["--numa-distance", "src=0,dst=1,value=20"],
             "needs --numa cells",
         ),
+        (
+            // The 1 GiB pool of a test host is empty (or nearly).
+            &[
+                "--memory",
+                "2G",
+                "--memory-backend",
+                "hugepages=1G",
+                "--numa",
+                "cell=0,memory=2G,cpus=0,host-nodes=0",
+            ],
+            "bound to host node 0 needs 2 huge pages of 1024 MiB there",
+        ),
         (&["--vcpu-pin", "1:0"], "vCPU 1 does not exist"),
         (&["--vcpu-pin", "0:1000"], "host CPU 1000 is not one"),
         (&["--emulator-pin", "999"], "host CPU 999 is not one"),
@@ -623,4 +635,71 @@ fn vcpus_and_emulator_threads_run_where_pinned_and_the_api_moves_them() {
     assert_eq!(cpus_allowed(pid, tid0), "0");
     let numa = vm.ok("GET", "/vm/numa", "");
     assert_eq!(numa, serde_json::json!({"cells": [], "distances": []}));
+}
+
+/// Node 0's pool of 2 MiB pages.
+const NODE0_POOL_2M: &str = "/sys/devices/system/node/node0/hugepages/hugepages-2048kB";
+
+/// Adds pages to node 0's 2 MiB pool; gives them back on drop.
+struct NodeHugePages {
+    before: u64,
+}
+
+impl NodeHugePages {
+    fn reserve(pages: u64) -> Option<Self> {
+        let count = || -> Option<u64> {
+            std::fs::read_to_string(format!("{NODE0_POOL_2M}/nr_hugepages"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let before = count()?;
+        let guard = Self { before };
+        std::fs::write(
+            format!("{NODE0_POOL_2M}/nr_hugepages"),
+            (before + pages).to_string(),
+        )
+        .ok()?;
+        (count()? == before + pages).then_some(guard)
+    }
+}
+
+impl Drop for NodeHugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            format!("{NODE0_POOL_2M}/nr_hugepages"),
+            self.before.to_string(),
+        );
+    }
+}
+
+#[test]
+fn a_bound_cell_takes_its_huge_pages_from_its_node() {
+    let Some(_pool) = NodeHugePages::reserve(32) else {
+        eprintln!("SKIP: cannot add 32 huge pages to node 0's pool (not root, or no memory)");
+        return;
+    };
+    let vm = Vm::start(
+        "huge",
+        &[
+            "--kernel",
+            guest("numa").to_str().unwrap(),
+            "--cmdline",
+            "spin",
+            "--memory",
+            "64M",
+            "--memory-backend",
+            "hugepages=2M,prealloc=on",
+            "--numa",
+            "cell=0,memory=64M,cpus=0,host-nodes=0,policy=strict",
+        ],
+    );
+    let pid = vm.pid();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/numa_maps")).unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.contains(" huge ") && l.contains("bind:0"))
+        .unwrap_or_else(|| panic!("no huge page mapping bound to node 0:\n{maps}"));
+    assert!(line.contains(" N0=32 "), "{line}");
 }

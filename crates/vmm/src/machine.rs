@@ -209,6 +209,12 @@ fn check_placement(config: &VmConfig) -> Result<()> {
     let invalid = Error::InvalidConfig;
     if let Some(layout) = config.numa_layout().map_err(invalid)? {
         crate::numa::check_host_nodes(&layout).map_err(invalid)?;
+        if let Some(page) = config.memory_backend.hugepages {
+            crate::numa::huge_page_node_shortfall(&layout, page.bytes(), |n| {
+                crate::numa::free_huge_pages_on(n, page.bytes())
+            })
+            .map_err(invalid)?;
+        }
     }
     for pin in &config.vcpu_pins {
         if pin.vcpu >= config.cpus {

@@ -408,6 +408,58 @@ pub fn check_host_nodes(layout: &NumaLayout) -> Result<(), String> {
     Ok(())
 }
 
+/// With huge pages, the pages a bound cell needs must be free on its host
+/// nodes: the kernel reserves huge pages for a mapping from the whole
+/// pool, but a page bound to one node can only come from that node's, and
+/// a fault that finds none there kills the guest (SIGBUS) long after it
+/// started. `free_on(node)` is the node's free huge pages of `page_bytes`.
+/// Cells that share nodes are counted together.
+pub fn huge_page_node_shortfall(
+    layout: &NumaLayout,
+    page_bytes: u64,
+    free_on: impl Fn(u32) -> Option<u64>,
+) -> Result<(), String> {
+    let mut demand: BTreeMap<Vec<u32>, (Vec<u32>, u64)> = BTreeMap::new();
+    for (i, c) in layout.cells.iter().enumerate() {
+        // Only a strict binding fails instead of spilling to other nodes.
+        if let Some((nodes, MemPolicy::Strict | MemPolicy::Restrictive)) = layout.binding(i) {
+            let entry = demand.entry(nodes.to_vec()).or_default();
+            entry.0.push(c.id);
+            entry.1 += c.memory.div_ceil(page_bytes);
+        }
+    }
+    for (nodes, (cells, needed)) in demand {
+        let free: u64 = nodes.iter().map(|&n| free_on(n).unwrap_or(0)).sum();
+        if free < needed {
+            let knob = format!(
+                "/sys/devices/system/node/node{}/hugepages/hugepages-{}kB/nr_hugepages",
+                nodes[0],
+                page_bytes >> 10
+            );
+            return Err(format!(
+                "--numa cell {} bound to host node {} needs {needed} huge pages of {} MiB \
+                 there; it has {free} free ({knob})",
+                list_string(&cells),
+                list_string(&nodes),
+                page_bytes >> 20
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Free huge pages of `page_bytes` on host node `node`, from sysfs.
+pub fn free_huge_pages_on(node: u32, page_bytes: u64) -> Option<u64> {
+    std::fs::read_to_string(format!(
+        "/sys/devices/system/node/node{node}/hugepages/hugepages-{}kB/free_hugepages",
+        page_bytes >> 10
+    ))
+    .ok()?
+    .trim()
+    .parse()
+    .ok()
+}
+
 /// `0-3,5` for a sorted list.
 pub fn list_string(ids: &[u32]) -> String {
     let mut out: Vec<String> = Vec::new();
@@ -623,6 +675,32 @@ mod tests {
         let cells = [cell("cell=0,memory=2M,cpus=0,host-nodes=0")];
         let l = layout(&cells, &[], 1, 2 << 20, None).unwrap().unwrap();
         check_host_nodes(&l).unwrap();
+    }
+
+    #[test]
+    fn bound_cells_need_their_huge_pages_on_their_nodes() {
+        let cells = [
+            cell("cell=0,memory=64M,cpus=0,host-nodes=0"),
+            cell("cell=1,memory=64M,cpus=1,host-nodes=0,policy=restrictive"),
+            cell("cell=2,memory=64M,cpus=2,host-nodes=1,policy=preferred"),
+            cell("cell=3,memory=64M,cpus=3"),
+        ];
+        let l = layout(&cells, &[], 4, 256 << 20, Some(2 << 20))
+            .unwrap()
+            .unwrap();
+        let page = 2 << 20;
+        // Cells 0 and 1 both need node 0: 64 pages; preferred and unbound
+        // cells may take pages anywhere.
+        huge_page_node_shortfall(&l, page, |n| Some(if n == 0 { 64 } else { 0 })).unwrap();
+        let err = huge_page_node_shortfall(&l, page, |n| Some(if n == 0 { 63 } else { 500 }))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "--numa cell 0-1 bound to host node 0 needs 64 huge pages of 2 MiB there; it has \
+             63 free (/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages)"
+        );
+        let err = huge_page_node_shortfall(&l, page, |_| None).unwrap_err();
+        assert!(err.contains("it has 0 free"), "{err}");
     }
 
     #[test]
