@@ -703,3 +703,66 @@ fn a_bound_cell_takes_its_huge_pages_from_its_node() {
         .unwrap_or_else(|| panic!("no huge page mapping bound to node 0:\n{maps}"));
     assert!(line.contains(" N0=32 "), "{line}");
 }
+
+#[test]
+fn vireo_vm_shows_and_moves_vcpus_and_shows_cells() {
+    let vm = Vm::start(
+        "cli",
+        &[
+            "--kernel",
+            guest("numa").to_str().unwrap(),
+            "--cmdline",
+            "spin",
+            "--cpus",
+            "2",
+            "--memory",
+            "256M",
+            "--numa",
+            "cell=0,memory=128M,cpus=0,host-nodes=0",
+            "--numa",
+            "cell=1,memory=128M,cpus=1",
+            "--numa-distance",
+            "src=0,dst=1,value=30",
+        ],
+    );
+    let sock = vm.socket.to_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let mut cmd = vireo();
+        cmd.args(["vm", "--socket", &sock]).args(args);
+        let out = common::run_with_timeout(&mut cmd, T);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["vcpu-pin", "1", "0"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "vCPU 1 pinned to host CPUs 0\n");
+    let (code, out, _) = cli(&["vcpus", "--json"]);
+    assert_eq!(code, Some(0));
+    let vcpus: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(vcpus[1]["affinity"], serde_json::json!([0]));
+    let tid = vcpus[1]["tid"].as_i64().unwrap();
+    assert_eq!(cpus_allowed(vm.pid(), tid), "0");
+    let (_, out, _) = cli(&["vcpus"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["VCPU", "APIC", "TID", "CPU", "AFFINITY", "CPU-TIME"]
+    );
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (code, out, _) = cli(&["numa"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "cell 0: 128 MiB, vCPUs 0, host nodes 0 (strict)\n\
+         cell 1: 128 MiB, vCPUs 1\n\
+         distances:\n    0:  10  30\n    1:  30  10\n"
+    );
+    let (code, _, err) = cli(&["vcpu-pin", "2", "0"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err, "vireo: vCPU 2 does not exist (the VM has 2)\n");
+    let (code, _, err) = cli(&["emulator-pin", "0-x"]);
+    assert_eq!(code, Some(2), "{err}");
+}
