@@ -62,7 +62,7 @@ pub struct MachineArgs {
     /// Guest CPU topology: sockets=S,dies=D,cores=C,threads=T (dies optional); S*D*C*T must equal --cpus.
     #[arg(long, value_name = "sockets=S,cores=C,threads=T")]
     pub cpu_topology: Option<CpuTopology>,
-    /// A guest NUMA cell: cell=ID,memory=SIZE,cpus=LIST[,cpus=LIST...][,host-nodes=LIST][,policy=strict|preferred|interleave|restrictive]. Repeatable.
+    /// A guest NUMA cell: cell=ID,memory=SIZE[,cpus=LIST...][,host-nodes=LIST...][,policy=strict|preferred|interleave|restrictive]. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub numa: Vec<NumaCell>,
     /// Distance between two NUMA cells: src=A,dst=B,value=V (11 to 254; default 20). Repeatable.

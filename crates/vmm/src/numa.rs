@@ -70,7 +70,8 @@ pub struct NumaCell {
     pub id: u32,
     /// Its memory in bytes.
     pub memory: u64,
-    /// Its vCPUs, by index.
+    /// Its vCPUs, by index; none for a node with memory only (as QEMU's
+    /// `-numa node` without `cpus=`).
     pub cpus: Vec<u32>,
     /// Host nodes its memory is bound to (empty: not bound).
     pub host_nodes: Vec<u32>,
@@ -136,9 +137,6 @@ impl FromStr for NumaCell {
         }
         let id = id.ok_or_else(|| err("cell= is required".into()))?;
         let memory = memory.ok_or_else(|| err("memory= is required".into()))?;
-        if cpus.is_empty() {
-            return Err(err("cpus= is required".into()));
-        }
         if policy.is_some() && host_nodes.is_empty() {
             return Err(err("policy= needs host-nodes=".into()));
         }
@@ -541,7 +539,7 @@ mod tests {
         for (s, why) in [
             ("memory=1G,cpus=0", "cell= is required"),
             ("cell=0,cpus=0", "memory= is required"),
-            ("cell=0,memory=1G", "cpus= is required"),
+            ("cell=0,memory=1G,cpus=", "not a list"),
             ("cell=0,memory=1G,cpus=3-1", "not a list"),
             (
                 "cell=0,memory=1G,cpus=0,policy=bind",
@@ -664,6 +662,19 @@ mod tests {
         ];
         let err = layout(&shared, &[], 1, 4 << 20, None).unwrap_err();
         assert!(err.contains("vCPU 0 is in cell 0 and cell 1"), "{err}");
+    }
+
+    #[test]
+    fn a_cell_may_have_memory_only() {
+        let cells = [
+            cell("cell=0,memory=64M,cpus=0-1"),
+            cell("cell=1,memory=64M"),
+        ];
+        let l = layout(&cells, &[], 2, 128 << 20, None).unwrap().unwrap();
+        assert!(l.cells[1].cpus.is_empty());
+        let t = acpi_tables(&l, 2);
+        assert_eq!(t.cpu_nodes, vec![0, 0]);
+        assert_eq!(t.memory, vec![(0, 0, 64 << 20), (1, 64 << 20, 64 << 20)]);
     }
 
     #[test]
