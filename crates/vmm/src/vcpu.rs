@@ -264,7 +264,7 @@ impl VcpuThread {
                     io: &io,
                     counters: &counters,
                 };
-                run_loop(&mut vcpu, &io, &mem, &shared, &counters);
+                run_loop(&mut vcpu, index, &io, &mem, &shared, &counters);
             })?;
         let tid = match tid.recv() {
             Ok(Ok(tid)) => tid,
@@ -314,6 +314,7 @@ impl VcpuThread {
 
 fn run_loop(
     vcpu: &mut Vcpu,
+    index: u32,
     io: &CountingIo<'_>,
     mem: &GuestMemory,
     shared: &VcpuShared,
@@ -339,23 +340,29 @@ fn run_loop(
             }
             Ok(VmExit::SystemEvent(SYSTEM_EVENT_SHUTDOWN)) => VcpuStop::PowerOff,
             Ok(VmExit::SystemEvent(SYSTEM_EVENT_RESET)) => VcpuStop::Reset,
-            Ok(VmExit::SystemEvent(kind)) => {
-                crash(vcpu, mem, &format!("system event {kind} (guest crash)"))
-            }
-            Ok(VmExit::Shutdown) => crash(vcpu, mem, "triple fault"),
+            Ok(VmExit::SystemEvent(kind)) => crash(
+                vcpu,
+                index,
+                mem,
+                &format!("system event {kind} (guest crash)"),
+            ),
+            Ok(VmExit::Shutdown) => crash(vcpu, index, mem, "triple fault"),
             Ok(VmExit::InternalError(e)) => {
                 let mut why = format!("KVM internal error: {}", e.describe());
                 if !e.data.is_empty() {
                     let words: Vec<String> = e.data.iter().map(|d| format!("{d:#x}")).collect();
                     let _ = write!(why, " (data {})", words.join(" "));
                 }
-                crash(vcpu, mem, &why)
+                crash(vcpu, index, mem, &why)
             }
-            Ok(VmExit::FailEntry { reason }) => {
-                crash(vcpu, mem, &format!("VM entry failed (reason {reason:#x})"))
-            }
-            Ok(VmExit::Other(name)) => crash(vcpu, mem, &format!("unexpected exit: {name}")),
-            Err(e) => VcpuStop::Crash(format!("vcpu{}: {e}", vcpu.id())),
+            Ok(VmExit::FailEntry { reason }) => crash(
+                vcpu,
+                index,
+                mem,
+                &format!("VM entry failed (reason {reason:#x})"),
+            ),
+            Ok(VmExit::Other(name)) => crash(vcpu, index, mem, &format!("unexpected exit: {name}")),
+            Err(e) => VcpuStop::Crash(format!("vcpu{index}: {e}")),
         };
         bump(&counters.other);
         shared.report(stop);
@@ -364,9 +371,10 @@ fn run_loop(
 }
 
 /// Describe why and where a vCPU died: registers and the instruction bytes
-/// at RIP, so a guest author can find the failing instruction.
-fn crash(vcpu: &Vcpu, mem: &GuestMemory, why: &str) -> VcpuStop {
-    let mut s = format!("vcpu{}: {why}", vcpu.id());
+/// at RIP, so a guest author can find the failing instruction. vCPUs are
+/// named by index (as their threads are), not by APIC ID.
+fn crash(vcpu: &Vcpu, index: u32, mem: &GuestMemory, why: &str) -> VcpuStop {
+    let mut s = format!("vcpu{index}: {why}");
     let (Ok(r), Ok(sr)) = (vcpu.regs(), vcpu.sregs()) else {
         return VcpuStop::Crash(s);
     };
