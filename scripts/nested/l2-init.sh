@@ -297,6 +297,50 @@ boot)
     fi
     finish poweroff
     ;;
+numa)
+    # The guest NUMA nodes vireo's SRAT and SLIT described: per node its
+    # CPUs, memory and distances, against `vireo.nodes=N` and
+    # `vireo.nodeI.cpus=`, `.mib=`, `.dist=` (a comma-separated row).
+    sys=/sys/devices/system/node
+    n=$(arg vireo.nodes)
+    expect node-count "$n" "$(ls -d $sys/node[0-9]* 2>/dev/null | wc -l)"
+    i=0
+    while [ "$i" -lt "$n" ]; do
+        d=$sys/node$i
+        expect node$i-cpulist "$(arg vireo.node$i.cpus)" "$(cat $d/cpulist 2>&1)"
+        expect node$i-distance "$(arg vireo.node$i.dist | tr , ' ')" "$(cat $d/distance 2>&1)"
+        kb=$(sed -n 's/.*MemTotal: *\([0-9]*\) kB/\1/p' $d/meminfo 2>/dev/null)
+        want=$(($(arg vireo.node$i.mib) * 1024))
+        # The kernel's image, page structs and reserved ranges are not in
+        # MemTotal: more than half the cell, never more than all of it.
+        if [ "${kb:-0}" -le "$want" ] && [ "${kb:-0}" -gt $((want / 2)) ]; then
+            result node$i-memtotal ok "$kb kB of $want kB"
+        else
+            result node$i-memtotal fail "${kb:-no} kB, the cell has $want kB"
+        fi
+        i=$((i + 1))
+    done
+    result numa-dmesg ok "$(dmesg | grep -E 'SRAT|NUMA|Initmem setup node' | head -n 12 | tr '\n' '|')"
+    # `vireo.touch=MIB`: write that much into tmpfs from the first CPU of
+    # each node (the kernel allocates on the writer's node), then hold
+    # `vireo.hold=` seconds so L1 sees where the host put the pages.
+    touch=$(arg vireo.touch)
+    if [ -n "$touch" ]; then
+        i=0
+        while [ "$i" -lt "$n" ]; do
+            cpu=$(cut -d, -f1 $sys/node$i/cpulist | cut -d- -f1)
+            if taskset -c "$cpu" dd if=/dev/zero of=/tmp/touch$i bs=1M count="$touch" 2>/tmp/dd.err; then
+                result touch-node$i ok "$touch MiB written from CPU $cpu; node$i $(grep -E 'MemFree' $sys/node$i/meminfo | tr -s ' ')"
+            else
+                result touch-node$i fail "$(tr '\n' ' ' </tmp/dd.err)"
+            fi
+            i=$((i + 1))
+        done
+        echo "VIREO-NUMA-TOUCHED"
+        sleep "$(arg vireo.hold)"
+    fi
+    finish poweroff
+    ;;
 poweroff)
     result reached ok "init ran"
     finish poweroff

@@ -201,6 +201,11 @@ fn machine_config(m: &MachineArgs) -> VmConfig {
         memory_backend: m.memory_backend.clone(),
         cpus: m.cpus,
         cpu_template: m.cpu_template,
+        cpu_topology: m.cpu_topology,
+        numa: m.numa.clone(),
+        numa_distances: m.numa_distance.clone(),
+        vcpu_pins: m.vcpu_pin.clone(),
+        emulator_pin: m.emulator_pin.clone().map(|l| l.0),
         ..VmConfig::default()
     }
 }

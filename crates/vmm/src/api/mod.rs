@@ -9,5 +9,6 @@ pub mod types;
 pub use http::{ApiServer, ServerLimits};
 pub use types::{
     Action, ActionResult, ApiError, BalloonInfo, BalloonSpec, Counters, DeviceInfo, DiskSpec,
-    NetSpec, RemoveDeviceSpec, ResizeDiskSpec, VmConfigSpec, VmController, VmInfo, VmState,
+    EmulatorPinSpec, NetSpec, NumaCellInfo, NumaInfo, RemoveDeviceSpec, ResizeDiskSpec, VcpuInfo,
+    VcpuPinSpec, VmConfigSpec, VmController, VmInfo, VmState,
 };

@@ -87,6 +87,14 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/vm/balloon", |b| {
         with_json(b, "BalloonSpec", Action::SetBalloon)
     }),
+    route("GET", "/vm/vcpus", |b| bodyless(b, Action::GetVcpus)),
+    route("PUT", "/vm/vcpu-pin", |b| {
+        with_json(b, "VcpuPinSpec", Action::PinVcpu)
+    }),
+    route("PUT", "/vm/emulator-pin", |b| {
+        with_json(b, "EmulatorPinSpec", Action::PinEmulator)
+    }),
+    route("GET", "/vm/numa", |b| bodyless(b, Action::GetNuma)),
 ];
 
 /// Map a request to its target. `target` is the request target as sent
@@ -164,9 +172,10 @@ fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
 
 /// serde reads a struct from a JSON array as readily as from an object
 /// (`[null, null]` would make a `NetSpec`): refuse that. Called on bodies
-/// serde accepted, where an array can only be an array-typed field (every
-/// one of which holds objects: the OpenAPI document's test keeps it so) or
-/// a struct given as an array, so the rule needs no schema.
+/// serde accepted, where an array can only be an array-typed field (each
+/// holds objects or plain numbers: the OpenAPI document's test keeps it
+/// so) or a struct given as an array, so the rule needs no schema: an
+/// array inside an array is always a struct in disguise.
 fn objects_only(value: &serde_json::Value, at: &str) -> Result<(), String> {
     use serde_json::Value;
     let Value::Object(map) = value else {
@@ -175,7 +184,9 @@ fn objects_only(value: &serde_json::Value, at: &str) -> Result<(), String> {
     for (key, field) in map {
         if let Value::Array(items) = field {
             for (i, item) in items.iter().enumerate() {
-                objects_only(item, &format!("{key}[{i}]"))?;
+                if item.is_object() || item.is_array() {
+                    objects_only(item, &format!("{key}[{i}]"))?;
+                }
             }
         }
     }
@@ -242,6 +253,22 @@ mod tests {
         );
         let a = action("PUT", "/vm/add-net", r#"{"tap":"tap0"}"#);
         assert!(matches!(a, Action::AddNet(NetSpec { tap: Some(t), .. }) if t == "tap0"));
+        assert_eq!(action("GET", "/vm/vcpus", ""), Action::GetVcpus);
+        assert_eq!(action("GET", "/vm/numa", ""), Action::GetNuma);
+        assert_eq!(
+            action("PUT", "/vm/vcpu-pin", r#"{"vcpu":1,"cpus":[0,1]}"#),
+            Action::PinVcpu(crate::api::VcpuPinSpec {
+                vcpu: 1,
+                cpus: vec![0, 1]
+            })
+        );
+        let a = action("PUT", "/vm/emulator-pin", r#"{"cpus":[1]}"#);
+        assert!(matches!(a, Action::PinEmulator(s) if s.cpus == [1]));
+        // A list of numbers holds no struct in disguise; a list in it does.
+        let r = refusal("PUT", "/vm/emulator-pin", r#"{"cpus":[[0]]}"#);
+        assert_eq!(r.error.status, 400);
+        let r = refusal("PUT", "/vm/vcpu-pin", r#"{"vcpu":-1,"cpus":[0]}"#);
+        assert_eq!(r.error.status, 400);
         let a = action("PUT", "/vm/config", r#"{"kernel":"/k","cpus":2}"#);
         assert!(matches!(a, Action::Configure(c) if c.cpus == Some(2)));
     }
@@ -380,6 +407,9 @@ mod tests {
             };
             for (field, prop) in props {
                 if prop["type"] == "array" && name.ends_with("Spec") {
+                    if prop["items"]["type"] == "integer" {
+                        continue;
+                    }
                     let items = prop["items"]["$ref"].as_str().unwrap_or("");
                     let target = items.rsplit('/').next().unwrap_or("");
                     assert_eq!(

@@ -224,6 +224,65 @@ pub struct Counters {
     pub vcpus: BTreeMap<u32, BTreeMap<String, u64>>,
 }
 
+/// One vCPU, as `GET /vm/vcpus` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuInfo {
+    /// Its index.
+    pub id: u32,
+    /// Its APIC ID (the index unless `--cpu-topology` leaves gaps).
+    pub apic_id: u32,
+    /// Its host thread id.
+    pub tid: i32,
+    /// The host CPU it last ran on.
+    pub cpu: u32,
+    /// The host CPUs it may run on.
+    pub affinity: Vec<usize>,
+    /// Time it has spent on a host CPU, in nanoseconds.
+    pub cpu_time_ns: u64,
+}
+
+/// `PUT /vm/vcpu-pin` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VcpuPinSpec {
+    /// The vCPU's index.
+    pub vcpu: u32,
+    /// Host CPUs it may run on from now on.
+    pub cpus: Vec<usize>,
+}
+
+/// `PUT /vm/emulator-pin` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmulatorPinSpec {
+    /// Host CPUs every thread but the vCPUs' may run on from now on.
+    pub cpus: Vec<usize>,
+}
+
+/// One guest NUMA cell, as `GET /vm/numa` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaCellInfo {
+    /// Its node number in the guest.
+    pub id: u32,
+    /// Its memory in bytes.
+    pub memory_bytes: u64,
+    /// Its vCPUs, by index.
+    pub cpus: Vec<u32>,
+    /// Host nodes its memory is bound to (empty: not bound).
+    pub host_nodes: Vec<u32>,
+    /// `strict`, `preferred`, `interleave` or `restrictive`; null when not bound.
+    pub policy: Option<String>,
+}
+
+/// `GET /vm/numa` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaInfo {
+    /// The cells (empty: the guest has no NUMA description).
+    pub cells: Vec<NumaCellInfo>,
+    /// `distances[from][to]`, one row per cell.
+    pub distances: Vec<Vec<u8>>,
+}
+
 /// Something a client asks the VM to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -257,6 +316,14 @@ pub enum Action {
     GetBalloon,
     /// `PUT /vm/balloon`.
     SetBalloon(BalloonSpec),
+    /// `GET /vm/vcpus`.
+    GetVcpus,
+    /// `PUT /vm/vcpu-pin`.
+    PinVcpu(VcpuPinSpec),
+    /// `PUT /vm/emulator-pin`.
+    PinEmulator(EmulatorPinSpec),
+    /// `GET /vm/numa`.
+    GetNuma,
 }
 
 /// A refused or failed action: the HTTP status and what went wrong.
