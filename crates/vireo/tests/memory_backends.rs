@@ -252,3 +252,54 @@ fn a_hugetlbfs_directory_gets_an_unlinked_file() {
         r.describe()
     );
 }
+
+#[test]
+fn locked_guest_memory_is_all_in_ram() {
+    let idle = guest("idle");
+    let mut child = vireo()
+        .args(["run", "--kernel", idle.to_str().unwrap(), "--memory", "64M"])
+        .args(["--memory-backend", "lock=on"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let waiting = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("idle: waiting"));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    let _ = child.wait();
+    assert!(waiting, "the guest never printed 'idle: waiting'");
+    let locked_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        locked_kib >= 64 * 1024,
+        "VmLck {locked_kib} KiB of 64 MiB: {status}"
+    );
+
+    let r = run_vireo(
+        &[
+            "run",
+            "--kernel",
+            idle.to_str().unwrap(),
+            "--memory-backend",
+            "lock=on",
+            "--balloon",
+            "target=64M",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(
+        r.stderr
+            .contains("locked guest memory cannot be given back"),
+        "{}",
+        r.describe()
+    );
+}

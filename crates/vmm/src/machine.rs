@@ -174,6 +174,14 @@ pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> 
     if let Some(balloon) = &config.balloon {
         crate::balloon::device_config(balloon, config.memory)
             .map_err(|e| Error::InvalidConfig(format!("--balloon: {e}")))?;
+        if config.memory_backend.lock {
+            // Locked pages cannot be given back: the balloon would take
+            // nothing from the host.
+            return Err(Error::InvalidConfig(
+                "--balloon with --memory-backend lock=on: locked guest memory cannot be given back"
+                    .into(),
+            ));
+        }
     }
     check_placement(config)?;
     // Open the files now so a typo is reported before any host resource

@@ -73,6 +73,9 @@ pub struct MemoryBackend {
     pub prealloc_threads: usize,
     /// Transparent huge pages: advised on, off, or left to the host's policy.
     pub thp: Option<bool>,
+    /// Lock guest memory in RAM (`mlock`): never swapped, every page
+    /// faulted in before the guest starts (libvirt's `<locked/>`).
+    pub lock: bool,
 }
 
 impl MemoryBackend {
@@ -91,7 +94,7 @@ fn on_off(key: &str, v: &str) -> Result<bool, String> {
 }
 
 /// Parse `backend=anon|memfd|file,path=..,hugepages=2M|1G,shared=on|off,
-/// prealloc=on|off,prealloc-threads=N,thp=on|off`.
+/// prealloc=on|off,prealloc-threads=N,thp=on|off,lock=on|off`.
 pub fn parse_memory_backend(s: &str) -> Result<MemoryBackend, String> {
     let mut backend: Option<&str> = None;
     let mut path: Option<PathBuf> = None;
@@ -125,10 +128,11 @@ pub fn parse_memory_backend(s: &str) -> Result<MemoryBackend, String> {
                 })
             }
             "thp" => m.thp = Some(on_off(key, v)?),
+            "lock" => m.lock = on_off(key, v)?,
             _ => {
                 return Err(format!(
                     "memory backend: unknown key '{key}' (backend, path, hugepages, shared, \
-                     prealloc, prealloc-threads, thp)"
+                     prealloc, prealloc-threads, thp, lock)"
                 ))
             }
         }

@@ -232,6 +232,9 @@ pub fn map_with_backend(
                 })?;
             prealloc(mapping.as_ptr(), len, page, backend.prealloc_threads)?;
         }
+        if backend.lock {
+            lock(mapping.as_ptr(), len)?;
+        }
         regions.push(
             GuestRegionMmap::new(mapping, addr)
                 .ok_or_else(|| Error::GuestMemory("region wraps the address space".into()))?,
@@ -239,6 +242,20 @@ pub fn map_with_backend(
         offset += len as u64;
     }
     GuestMemoryMmap::from_regions(regions).map_err(|e| Error::GuestMemory(e.to_string()))
+}
+
+/// `mlock`s a region: every page is faulted in now and stays in RAM.
+fn lock(ptr: *mut u8, len: usize) -> Result<()> {
+    // SAFETY: the range is a live mapping this function's caller owns; mlock
+    // changes no memory contents.
+    if unsafe { libc::mlock(ptr.cast(), len) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(Error::GuestMemory(format!(
+            "lock=on: cannot lock {} MiB of guest memory in RAM: {e} (the memlock limit, ulimit -l, must cover it)",
+            len >> 20
+        )));
+    }
+    Ok(())
 }
 
 fn map_error(e: vm_memory::mmap::MmapRegionError, huge: Option<HugePageSize>, size: u64) -> Error {

@@ -9,7 +9,7 @@
 //! | `memoryBacking/access`, `cell memAccess` (the same for every cell) | `shared=on\|off` |
 //! | `memoryBacking/allocation mode='immediate' threads='N'` | `prealloc=on,prealloc-threads=N` |
 //! | `memoryBacking/nosharepages` | nothing: the VMM never marks guest memory mergeable, so KSM never merges it |
-//! | `memoryBacking/locked` | refused: the VMM does not lock guest memory yet |
+//! | `memoryBacking/locked` | `lock=on` (`mlock`; refused with a virtio balloon, which could take nothing back) |
 //! | `cpu/topology` | `--cpu-topology sockets=,dies=,cores=,threads=` |
 //! | `cpu/numa/cell` | `--numa cell=ID,memory=NK,cpus=...` per cell, with `numatune` `memnode` (else `memory`) as `host-nodes=,policy=`; every distance as `--numa-distance` |
 //! | `numatune/memory` without cells | one cell holding every vCPU and all memory, bound as asked |
@@ -69,11 +69,11 @@ fn memory_backend(domain: &Domain, run_dir: &Path) -> Result<Option<String>, Dri
             access.map(|a| format!("backend=memfd,shared={}", on(a == MemoryAccess::Shared)))
         );
     };
-    if m.locked {
+    if m.locked && domain.devices.memballoon.as_ref().is_some_and(|b| b.virtio) {
         return Err(refuse(
             domain,
             "/domain/memoryBacking/locked",
-            "locking guest memory in RAM is not supported by Vireo's VMM yet",
+            "locked memory and a virtio memballoon: locked guest memory cannot be given back (use model='none')",
         ));
     }
     let page_kib = match &m.hugepages {
@@ -143,6 +143,9 @@ fn memory_backend(domain: &Domain, run_dir: &Path) -> Result<Option<String>, Dri
     }
     if let Some(p) = m.prealloc {
         o.push(format!("prealloc={}", on(p)));
+    }
+    if m.locked {
+        o.push("lock=on".into());
     }
     if let Some(t) = m.prealloc_threads {
         if m.prealloc != Some(true) {
@@ -504,7 +507,7 @@ mod tests {
         for (top, devices, why) in [
             ("<currentMemory unit='MiB'>128</currentMemory>", "", "needs a memory balloon"),
             ("<currentMemory unit='MiB'>2</currentMemory>", "<memballoon model='virtio'/>", "floor"),
-            ("<memoryBacking><locked/></memoryBacking>", "", "locking"),
+            ("<memoryBacking><locked/></memoryBacking>", "<memballoon model='virtio'/>", "cannot be given back"),
             ("<memoryBacking><allocation threads='2'/></memoryBacking>", "", "mode='immediate'"),
             (
                 "<vcpu>2</vcpu><memoryBacking><hugepages><page size='2048' nodeset='0'/><page size='1048576' nodeset='1'/></hugepages></memoryBacking><cpu><numa><cell cpus='0' memory='128' unit='MiB'/><cell cpus='1' memory='128' unit='MiB'/></numa></cpu>",
