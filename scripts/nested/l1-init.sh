@@ -927,6 +927,7 @@ scenario_daemon() {
       <target dev='vda' bus='virtio'/>
     </disk>
     <serial type='pty'/>
+    <memballoon model='virtio'><stats period='2'/></memballoon>
   </devices>
 </domain>
 EOF
@@ -980,6 +981,30 @@ EOF
     ) &
     exec 4>/tmp/daemon.in2
     if wait_line $name "VIREO-READY attach" 150; then
+        # The balloon: Linux's statistics reach dommemstat, and setmem
+        # makes the guest give 32 MiB back (`actual` follows).
+        n=0
+        while ! v dommemstat $dom 2>/dev/null | grep -q '^unused ' && [ $n -lt 40 ]; do
+            sleep 0.5
+            n=$((n + 1))
+        done
+        stats=$(v dommemstat $dom 2>&1 | tr '\n' ' ')
+        case "$stats" in
+        *"unused "*"available "*"rss "*) l1_result $name dommemstat ok "$stats" ;;
+        *) l1_result $name dommemstat fail "no guest statistics within 20 s: $stats" ;;
+        esac
+        verb setmem setmem $dom 224M --live
+        n=0
+        while [ "$(v dommemstat $dom 2>/dev/null | awk '$1=="actual"{print $2}')" != 229376 ] && [ $n -lt 60 ]; do
+            sleep 0.5
+            n=$((n + 1))
+        done
+        actual=$(v dommemstat $dom 2>/dev/null | awk '$1=="actual"{print $2}')
+        if [ "$actual" = 229376 ]; then
+            l1_result $name setmem-actual ok "setmem 224M: the guest's balloon reports actual $actual KiB"
+        else
+            l1_result $name setmem-actual fail "setmem 224M: actual '$actual' KiB after 30 s, not 229376"
+        fi
         verb attach-disk attach-disk $dom /tmp/x.img vdb --subdriver raw --live
         list=$(v domblklist $dom 2>&1 | tr -s ' \n' ' ')
         case "$list" in

@@ -778,6 +778,8 @@ daemon)
     # A domain of `vireo daemon` in L1 (l1-init.sh's scenario_daemon): its
     # serial console is ttyS0, reached by `vireo console`; L1 drives the
     # rest through the virsh-like verbs and waits for the VIREO-READY lines.
+    # Its memballoon (setmem, dommemstat) is Linux's own driver's.
+    insmod /modules/virtio_balloon.ko 2>/dev/null
     disks0=$(ls /sys/block | grep '^vd' | tr '\n' ' ')
     marker=$(arg vireo.marker)
     got=$(dd if=/dev/vda bs=${#marker} count=1 2>/dev/null)

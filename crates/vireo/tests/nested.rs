@@ -535,7 +535,10 @@ fn rng_feeds_hwrng() {
 /// eject it from /sys/block; `shutdown` presses the power button, busybox
 /// acpid handles it and the guest powers off: `shut off (shutdown)`, the
 /// console client ends by itself, and `vireo event --loop` printed
-/// `Defined`, `Started Booted` and `Stopped Shutdown` in that order.
+/// `Defined`, `Started Booted` and `Stopped Shutdown` in that order. Its
+/// memballoon is Linux's virtio_balloon: the guest's statistics reach
+/// `dommemstat`, and after `setmem 224M --live` its balloon's `actual`
+/// is 224 MiB.
 #[test]
 fn daemon_runs_a_linux_domain_from_xml() {
     let Some(s) = scenario("daemon") else { return };
@@ -549,6 +552,9 @@ fn daemon_runs_a_linux_domain_from_xml() {
         "console-read",
         "console-answer",
         "console-detach",
+        "dommemstat",
+        "setmem",
+        "setmem-actual",
         "attach-disk",
         "domblklist-attached",
         "disk-attached",
