@@ -308,3 +308,46 @@ fn one_image_cannot_back_two_disks() {
     assert_eq!(r.code, Some(2), "{}", r.describe());
     assert!(r.stderr.contains("is given twice"), "{}", r.describe());
 }
+
+#[test]
+fn an_iops_limit_paces_the_guest_within_ten_percent() {
+    use std::io::BufRead;
+    let img = image("iotune", 64);
+    let kernel = guest("virtio");
+    let disk = format!("path={},format=raw,iops=400", img.display());
+    let mut child = vireo()
+        .args(["run", "--kernel", kernel.to_str().unwrap()])
+        .args(["--cmdline", "blk blk-count=0 bench-rand-ops=1200"])
+        .args(["--disk", &disk])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Host clock, not the guest's TSC guess: when each phase's line came.
+    let mut reads_done = None;
+    let mut writes_done = None;
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let now = std::time::Instant::now();
+        if line.contains("bench: blk rand-read") {
+            reads_done = Some(now);
+        }
+        if line.contains("bench: blk rand-write") {
+            writes_done = Some(now);
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{seen}");
+    let (Some(r), Some(w)) = (reads_done, writes_done) else {
+        panic!("no bench lines:\n{seen}");
+    };
+    // The reads emptied the bucket's burst; the writes (and their flush)
+    // run at the limit.
+    let secs = w.duration_since(r).as_secs_f64();
+    let iops = 1201.0 / secs;
+    eprintln!("guest write IOPS under iops=400: {iops:.0} ({secs:.2} s)");
+    assert!((360.0..=440.0).contains(&iops), "{iops:.0} IOPS\n{seen}");
+}

@@ -369,3 +369,26 @@ fn disk_error_policies_round_trip() {
         "{e}"
     );
 }
+
+#[test]
+fn disk_iotune_round_trips() {
+    let disk = |inner: &str| {
+        format!("    <disk type='file'><driver name='qemu' type='raw'/><source file='/a'/><target dev='vda'/><iotune>{inner}</iotune></disk>\n")
+    };
+    let d = round_trip(&doc(
+        "",
+        &disk("<total_iops_sec>400</total_iops_sec><write_bytes_sec>1048576</write_bytes_sec>"),
+    ));
+    let t = d.devices.disks[0].iotune.unwrap();
+    assert_eq!(
+        (t.total_iops_sec, t.write_bytes_sec),
+        (Some(400), Some(1_048_576))
+    );
+    let e = refusal(&doc(
+        "",
+        &disk("<total_iops_sec>1</total_iops_sec><read_iops_sec>1</read_iops_sec>"),
+    ));
+    assert!(e.contains("cannot both be set"), "{e}");
+    let e = refusal(&doc("", &disk("<colour>1</colour>")));
+    assert!(e.contains("<colour> inside <iotune>"), "{e}");
+}

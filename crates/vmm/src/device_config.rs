@@ -37,7 +37,12 @@ pub struct DiskConfig {
     pub werror: virtio::block::ErrorAction,
     /// What a failed read does (`rerror=`).
     pub rerror: virtio::block::ErrorAction,
+    /// I/O limits (`iops=`, `bps=`, ...), as QEMU's drive options.
+    pub limits: virtio::block::IoLimits,
 }
+
+/// The largest I/O limit accepted (a number QEMU's limits also stay under).
+const MAX_LIMIT: u64 = 1 << 50;
 
 impl DiskConfig {
     /// Whether a failure may stop the VM until it is resumed.
@@ -277,6 +282,7 @@ impl DiskConfig {
             queues: 1,
             werror: virtio::block::ErrorAction::Report,
             rerror: virtio::block::ErrorAction::Report,
+            limits: virtio::block::IoLimits::default(),
         }
     }
 
@@ -314,6 +320,26 @@ impl DiskConfig {
                     format!("{what}: werror={v} must be report, ignore, stop or enospc")
                 })?
             }
+            "iops" | "iops_rd" | "iops_wr" | "bps" | "bps_rd" | "bps_wr" | "burst" => {
+                let n: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0 && *n <= MAX_LIMIT)
+                    .ok_or_else(|| {
+                        format!("{what}: {key}={v} must be a number from 1 to {MAX_LIMIT}")
+                    })?;
+                let l = &mut self.limits;
+                let slot = match key {
+                    "iops" => &mut l.iops_total,
+                    "iops_rd" => &mut l.iops_read,
+                    "iops_wr" => &mut l.iops_write,
+                    "bps" => &mut l.bps_total,
+                    "bps_rd" => &mut l.bps_read,
+                    "bps_wr" => &mut l.bps_write,
+                    _ => &mut l.burst_secs,
+                };
+                *slot = Some(n);
+            }
             "rerror" => {
                 self.rerror = virtio::block::ErrorAction::parse(v)
                     .filter(|a| *a != virtio::block::ErrorAction::Enospc)
@@ -333,6 +359,7 @@ impl FromStr for DiskConfig {
         let mut disk = DiskConfig::new(PathBuf::new());
         let known = [
             "id", "path", "format", "readonly", "cache", "serial", "queues", "werror", "rerror",
+            "iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr", "burst",
         ];
         // `--disk iscsi://HOST/IQN/LUN[,options]`: the URL holds no comma.
         let s = match s.strip_prefix(block::ISCSI_SCHEME) {

@@ -127,6 +127,7 @@ pub(crate) fn disk_device(
             read: disk.rerror,
         },
         on_stop: stops.map(|s| s.notifier(id)),
+        limits: disk.limits,
     });
     let mut details = BTreeMap::new();
     details.insert("path".to_string(), disk.path.display().to_string());

@@ -121,6 +121,7 @@ fuzz_target!(|data: &[u8]| {
         io_workers: 1,
         error_policy: virtio::block::ErrorPolicy::default(),
         on_stop: None,
+        limits: virtio::block::IoLimits::default(),
     });
     let kick = EventFd::new(libc_nonblock()).expect("eventfd");
     let mut features = 1u64 << VIRTIO_F_VERSION_1;

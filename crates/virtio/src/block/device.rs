@@ -41,6 +41,8 @@ pub struct BlockConfig {
     /// Told when a request is held by a `stop` policy; without it, such a
     /// request is reported to the guest instead (nothing would resume).
     pub on_stop: Option<StopNotifier>,
+    /// I/O limits (`iotune`).
+    pub limits: super::IoLimits,
 }
 
 /// A virtio block device.
@@ -52,6 +54,7 @@ pub struct Block {
     metrics: Arc<BlockMetrics>,
     error_policy: ErrorPolicy,
     on_stop: Option<StopNotifier>,
+    limits: super::IoLimits,
     /// The running worker's retry eventfd: held requests go again when
     /// the device resumes.
     retry: Option<vmm_sys_util::eventfd::EventFd>,
@@ -78,6 +81,7 @@ impl Block {
                 report_instead_of_stop(config.error_policy)
             },
             on_stop: config.on_stop,
+            limits: config.limits,
             retry: None,
             worker: None,
         }
@@ -163,6 +167,7 @@ impl VirtioDevice for Block {
             retry: retry
                 .try_clone()
                 .map_err(host("virtio-blk retry eventfd"))?,
+            limits: self.limits,
         };
         let handler = BlockHandler::new(
             self.disk.clone(),

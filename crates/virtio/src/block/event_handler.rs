@@ -14,13 +14,17 @@ use vmm_sys_util::epoll::EventSet;
 use super::metrics::BlockMetrics;
 use super::policy::{ErrorAction, ErrorPolicy, StopNotifier};
 use super::request::{self, RequestError, RequestKind};
+use super::throttle::{IoLimits, Throttle};
 use crate::device::{ActivateContext, ActivateError, ActiveQueue, GuestMemory, VirtioInterrupt};
 use crate::queue;
+use std::time::{Duration, Instant};
 
 /// Event data of the completion eventfd; queues use their index.
 const COMPLETION_EVENT: u32 = u32::MAX;
 /// Event data of the retry eventfd: send held requests again.
 const RETRY_EVENT: u32 = u32::MAX - 1;
+/// Event data of the throttle's timer: waiting requests may go.
+const THROTTLE_EVENT: u32 = u32::MAX - 2;
 
 /// A request handed to the disk and not yet completed.
 struct InFlight {
@@ -66,6 +70,13 @@ pub struct BlockHandler {
     retry: vmm_sys_util::eventfd::EventFd,
     /// Slots of requests held by a `stop` policy, oldest first.
     held: Vec<usize>,
+    /// The disk's I/O limits, when it has any.
+    throttle: Option<Throttle>,
+    /// Fires when the limits let the first waiting request go.
+    timer: Option<vmm_sys_util::timerfd::TimerFd>,
+    /// Requests read from their queues that the limits hold back, in order
+    /// (queue, head, request): no queue is read further meanwhile.
+    waiting: std::collections::VecDeque<(usize, u16, request::Request)>,
 }
 
 /// How a virtio-blk worker handles failures (from the device's config).
@@ -73,6 +84,7 @@ pub(super) struct ErrorHandling {
     pub(super) policy: ErrorPolicy,
     pub(super) on_stop: Option<StopNotifier>,
     pub(super) retry: vmm_sys_util::eventfd::EventFd,
+    pub(super) limits: IoLimits,
 }
 
 impl BlockHandler {
@@ -88,6 +100,17 @@ impl BlockHandler {
             what: "disk I/O threads",
             source: std::io::Error::other(e.to_string()),
         })?;
+        let throttle = Throttle::new(&errors.limits, Instant::now());
+        let timer =
+            match throttle {
+                Some(_) => Some(vmm_sys_util::timerfd::TimerFd::new().map_err(|e| {
+                    ActivateError::Host {
+                        what: "virtio-blk throttle timer",
+                        source: std::io::Error::from_raw_os_error(e.errno()),
+                    }
+                })?),
+                None => None,
+            };
         Ok(Self {
             queue_in_flight: vec![0; ctx.queues.len()],
             touched: vec![false; ctx.queues.len()],
@@ -105,6 +128,9 @@ impl BlockHandler {
             on_stop: errors.on_stop,
             retry: errors.retry,
             held: Vec::new(),
+            throttle,
+            timer,
+            waiting: std::collections::VecDeque::new(),
         })
     }
 
@@ -128,6 +154,10 @@ impl BlockHandler {
                 return self.ring_broken(e.into());
             }
             loop {
+                // Requests the limits hold back go first, in order.
+                if !self.waiting.is_empty() {
+                    return;
+                }
                 let chain = match queue::pop(&mut self.queues[qi].queue, &self.mem) {
                     Ok(Some(c)) => c,
                     Ok(None) => break,
@@ -135,7 +165,14 @@ impl BlockHandler {
                 };
                 let head = chain.head_index();
                 match request::parse(chain, capacity, read_only) {
-                    Ok(req) => self.start(qi, head, req),
+                    Ok(req) => {
+                        if let Err(wait) = self.pay(&req) {
+                            self.waiting.push_back((qi, head, req));
+                            self.arm(wait);
+                            return;
+                        }
+                        self.start(qi, head, req)
+                    }
                     Err((e, status)) => {
                         tracing::debug!("virtio-blk: bad request: {e}");
                         let code = match e {
@@ -171,6 +208,51 @@ impl BlockHandler {
                 Ok(false) => return,
                 Err(e) => return self.ring_broken(e.into()),
             }
+        }
+    }
+
+    /// Pays the limits for `req`, or says how long until they let it go.
+    fn pay(&mut self, req: &request::Request) -> Result<(), Duration> {
+        let Some(t) = &mut self.throttle else {
+            return Ok(());
+        };
+        let (read, bytes) = match &req.kind {
+            RequestKind::Read { bufs, .. } => (true, bufs.iter().map(|b| b.len() as u64).sum()),
+            RequestKind::Write { bufs, .. } => (false, bufs.iter().map(|b| b.len() as u64).sum()),
+            // The serial number costs the disk nothing.
+            RequestKind::GetId { .. } => return Ok(()),
+            _ => (false, 0),
+        };
+        t.admit(read, bytes, Instant::now())
+    }
+
+    fn arm(&mut self, wait: Duration) {
+        if let Some(timer) = &mut self.timer {
+            if let Err(e) = timer.reset(wait, None) {
+                tracing::error!("virtio-blk: cannot arm the throttle timer: {e}");
+            }
+        }
+    }
+
+    /// The throttle's timer fired: start what the limits now allow, then
+    /// read the queues again once nothing waits.
+    fn release_waiting(&mut self) {
+        if let Some(timer) = &mut self.timer {
+            let _ = timer.wait();
+        }
+        while let Some((qi, head, req)) = self.waiting.pop_front() {
+            if let Err(wait) = self.pay(&req) {
+                self.waiting.push_front((qi, head, req));
+                self.arm(wait);
+                return;
+            }
+            self.start(qi, head, req);
+        }
+        for qi in 0..self.queues.len() {
+            if self.broken {
+                return;
+            }
+            self.serve_queue(qi);
         }
     }
 
@@ -372,6 +454,9 @@ impl MutEventSubscriber for BlockHandler {
         if data == RETRY_EVENT {
             return self.send_held();
         }
+        if data == THROTTLE_EVENT {
+            return self.release_waiting();
+        }
         let Some(qi) = usize::try_from(data)
             .ok()
             .filter(|&i| i < self.queues.len())
@@ -392,6 +477,11 @@ impl MutEventSubscriber for BlockHandler {
         }
         if let Err(e) = ops.add(Events::with_data(&self.retry, RETRY_EVENT, EventSet::IN)) {
             tracing::error!("virtio-blk: cannot watch for resumes: {e:?}");
+        }
+        if let Some(timer) = &self.timer {
+            if let Err(e) = ops.add(Events::with_data(timer, THROTTLE_EVENT, EventSet::IN)) {
+                tracing::error!("virtio-blk: cannot watch the throttle timer: {e:?}");
+            }
         }
         for (i, q) in self.queues.iter().enumerate() {
             let data = u32::try_from(i).unwrap_or(0);

@@ -9,7 +9,9 @@ mod policy;
 mod request;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 pub use device::{Block, BlockConfig};
 pub use policy::{ErrorAction, ErrorPolicy, StopNotifier};
 pub use request::{parse, Request, RequestError, RequestKind, SECTOR_SIZE};
+pub use throttle::IoLimits;

@@ -811,6 +811,7 @@ mod handler {
                 io_workers: 1,
                 error_policy,
                 on_stop,
+                limits: crate::block::IoLimits::default(),
             });
             let interrupt = Arc::new(RecordingInterrupt::default());
             let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();

@@ -715,6 +715,7 @@ fn block_configuration_is_read_only() {
         io_workers: 1,
         error_policy: crate::block::ErrorPolicy::default(),
         on_stop: None,
+        limits: crate::block::IoLimits::default(),
     });
     let mut h = wrap(Box::new(block), Arc::new(Seen::default()));
     let base = h.layout.device;

@@ -2,7 +2,7 @@
 //! of a storage pool or an iSCSI LUN (`type='network'`).
 
 use crate::error::Error;
-use crate::node::{Ctx, Node, Unmodelled};
+use crate::node::{parse_number, Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
 
 /// Where a disk's data lives.
@@ -192,6 +192,86 @@ impl DiskErrorPolicy {
     }
 }
 
+/// `iotune`: a disk's I/O limits, per second (0 or absent: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoTune {
+    /// `total_bytes_sec`.
+    pub total_bytes_sec: Option<u64>,
+    /// `read_bytes_sec`.
+    pub read_bytes_sec: Option<u64>,
+    /// `write_bytes_sec`.
+    pub write_bytes_sec: Option<u64>,
+    /// `total_iops_sec`.
+    pub total_iops_sec: Option<u64>,
+    /// `read_iops_sec`.
+    pub read_iops_sec: Option<u64>,
+    /// `write_iops_sec`.
+    pub write_iops_sec: Option<u64>,
+}
+
+impl IoTune {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<u64>> {
+        Some(match name {
+            "total_bytes_sec" => &mut self.total_bytes_sec,
+            "read_bytes_sec" => &mut self.read_bytes_sec,
+            "write_bytes_sec" => &mut self.write_bytes_sec,
+            "total_iops_sec" => &mut self.total_iops_sec,
+            "read_iops_sec" => &mut self.read_iops_sec,
+            "write_iops_sec" => &mut self.write_iops_sec,
+            _ => return None,
+        })
+    }
+
+    fn values(&self) -> [(&'static str, Option<u64>); 6] {
+        [
+            ("total_bytes_sec", self.total_bytes_sec),
+            ("read_bytes_sec", self.read_bytes_sec),
+            ("write_bytes_sec", self.write_bytes_sec),
+            ("total_iops_sec", self.total_iops_sec),
+            ("read_iops_sec", self.read_iops_sec),
+            ("write_iops_sec", self.write_iops_sec),
+        ]
+    }
+}
+
+fn parse_iotune(node: &Node<'_>, ctx: &mut Ctx) -> Result<IoTune, Error> {
+    node.check_attrs(ctx, &[]);
+    let mut t = IoTune::default();
+    for child in node.children() {
+        let c = child.node();
+        c.check_attrs(ctx, &[]);
+        let name = c.name().to_string();
+        let Some(slot) = t.slot(&name) else {
+            if name.ends_with("_max")
+                || name.ends_with("_max_length")
+                || name == "size_iops_sec"
+                || name == "group_name"
+            {
+                c.warn(
+                    ctx,
+                    format!("<{name}> is kept out: bursts are one second of each limit"),
+                );
+                continue;
+            }
+            return Err(c.refuse(format!("<{name}> inside <iotune> is not supported")));
+        };
+        if slot.is_some() {
+            return Err(c.refuse(format!("<{name}> appears more than once")));
+        }
+        let v: u64 = parse_number(&c, &name, &c.text()?)?;
+        *slot = (v > 0).then_some(v);
+    }
+    let both = |total: Option<u64>, one: Option<u64>| total.is_some() && one.is_some();
+    if both(t.total_bytes_sec, t.read_bytes_sec.or(t.write_bytes_sec))
+        || both(t.total_iops_sec, t.read_iops_sec.or(t.write_iops_sec))
+    {
+        return Err(node.refuse(
+            "a total_* limit and a read_*/write_* limit of the same kind cannot both be set",
+        ));
+    }
+    Ok(t)
+}
+
 /// A `disk` device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disk {
@@ -210,6 +290,8 @@ pub struct Disk {
     pub error_policy: Option<DiskErrorPolicy>,
     /// What a failed read does; `None` follows `error_policy`.
     pub rerror_policy: Option<DiskErrorPolicy>,
+    /// I/O limits.
+    pub iotune: Option<IoTune>,
     /// The target name (`vda`), unique in the domain.
     pub target: String,
     /// The guest may not write.
@@ -233,7 +315,6 @@ const DISK_UNMODELLED: &[(&str, Unmodelled)] = &[
         Unmodelled::Keep("Vireo places devices on its PCI bus itself"),
     ),
     ("alias", Unmodelled::Keep("device aliases are not used")),
-    ("iotune", Unmodelled::Keep("I/O limits are not applied yet")),
     (
         "backingStore",
         Unmodelled::Keep("the backing chain is read from the image"),
@@ -283,6 +364,7 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
     let mut target = None;
     let mut readonly = false;
     let mut serial = None;
+    let mut iotune = None;
     let mut kept = Vec::new();
     for child in node.children() {
         let c = child.node();
@@ -290,6 +372,10 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
             "driver" => {
                 c.once(&driver)?;
                 driver = Some(parse_driver(&c, ctx)?);
+            }
+            "iotune" => {
+                c.once(&iotune)?;
+                iotune = Some(parse_iotune(&c, ctx)?);
             }
             "source" => {
                 c.once(&source)?;
@@ -372,6 +458,7 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
         io: driver.io,
         error_policy: driver.error_policy,
         rerror_policy: driver.rerror_policy,
+        iotune,
         target,
         readonly,
         serial,
@@ -640,6 +727,15 @@ impl Disk {
             }
         }
         w.empty("target", &[("dev", &self.target), ("bus", "virtio")]);
+        if let Some(t) = &self.iotune {
+            w.open("iotune", &[]);
+            for (name, v) in t.values() {
+                if let Some(v) = v {
+                    w.text(name, &[], &v.to_string());
+                }
+            }
+            w.close("iotune");
+        }
         if self.readonly {
             w.empty("readonly", &[]);
         }

@@ -404,6 +404,20 @@ fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, Dri
         o.push_str(&format!(",serial={}", opt(serial)));
     }
     let (werror, rerror) = error_policies(disk);
+    if let Some(t) = &disk.iotune {
+        for (key, v) in [
+            ("bps", t.total_bytes_sec),
+            ("bps_rd", t.read_bytes_sec),
+            ("bps_wr", t.write_bytes_sec),
+            ("iops", t.total_iops_sec),
+            ("iops_rd", t.read_iops_sec),
+            ("iops_wr", t.write_iops_sec),
+        ] {
+            if let Some(v) = v {
+                o.push_str(&format!(",{key}={v}"));
+            }
+        }
+    }
     if let Some(p) = werror {
         o.push_str(&format!(",werror={}", p.as_str()));
     }
@@ -444,6 +458,13 @@ pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Valu
     }
     if let Some(serial) = &disk.serial {
         spec["serial"] = serial.clone().into();
+    }
+    if disk.iotune.is_some() {
+        return Err(refuse(
+            domain,
+            "/disk/iotune",
+            "I/O limits on a hot-plugged disk are not supported yet: attach it without <iotune>, or define it and restart",
+        ));
     }
     let (werror, rerror) = error_policies(disk);
     if let Some(p) = werror {
@@ -573,6 +594,23 @@ mod tests {
         plan(&domain(extra), 1, Path::new("/run/v/1"), false)
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn iotune_and_error_policies_ride_on_the_disk_option() {
+        let d = domain(
+            "<devices><disk type='file'><driver name='qemu' type='raw' error_policy='enospace'/>\
+             <source file='/a.img'/><target dev='vda'/><iotune><total_iops_sec>400</total_iops_sec>\
+             <read_bytes_sec>1000</read_bytes_sec></iotune></disk></devices>",
+        );
+        let p = plan(&d, 1, Path::new("/run/v/1"), false).unwrap();
+        let i = p.args.iter().position(|a| a == "--disk").unwrap();
+        assert_eq!(
+            p.args[i + 1],
+            "path=/a.img,format=raw,id=vda,bps_rd=1000,iops=400,werror=enospc"
+        );
+        let e = disk_spec(&d, &d.devices.disks[0]).unwrap_err().to_string();
+        assert!(e.contains("hot-plugged disk"), "{e}");
     }
 
     #[test]
