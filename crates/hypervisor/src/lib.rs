@@ -19,4 +19,4 @@ pub use kick::{install_kick_signal_handler, kick_signal};
 pub use kvm_bindings;
 pub use system::Hypervisor;
 pub use vcpu::{InternalError, IoHandler, Vcpu, VmExit};
-pub use vm::Vm;
+pub use vm::{IrqchipMode, PitMode, Vm};

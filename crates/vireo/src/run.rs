@@ -193,12 +193,31 @@ pub fn demo_command(args: DemoArgs) -> ExitCode {
     )
 }
 
+/// The irqchip without `--irqchip`.
+const DEFAULT_IRQCHIP: hypervisor::IrqchipMode = hypervisor::IrqchipMode::Kernel;
+
 fn machine_config(m: &MachineArgs) -> VmConfig {
     VmConfig {
         memory: m.memory,
         memory_backend: m.memory_backend.clone(),
         cpus: m.cpus,
         cpu_template: m.cpu_template,
+        // A PIT exists only beside KVM's own irqchip, so asking for one
+        // picks that irqchip unless the user chose the other (which
+        // start-up then refuses with the reason).
+        irqchip: m.irqchip.unwrap_or(if m.pit.is_some() {
+            hypervisor::IrqchipMode::Kernel
+        } else {
+            DEFAULT_IRQCHIP
+        }),
+        pit: match (m.pit, m.irqchip) {
+            (Some(pit), _) => Some(pit),
+            // Today's kernel machine keeps KVM's PIT as it always had it.
+            (None, None) if DEFAULT_IRQCHIP == hypervisor::IrqchipMode::Kernel => {
+                Some(hypervisor::PitMode::Reinject)
+            }
+            _ => None,
+        },
         ..VmConfig::default()
     }
 }

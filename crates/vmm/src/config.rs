@@ -49,6 +49,11 @@ pub struct VmConfig {
     pub consoles: Vec<ConsoleConfig>,
     /// Whether the VM has a virtio-rng device.
     pub rng: bool,
+    /// Where the interrupt controllers live (`--irqchip`).
+    pub irqchip: hypervisor::IrqchipMode,
+    /// The in-kernel PIT, if asked for (`--pit`); needs
+    /// [`hypervisor::IrqchipMode::Kernel`].
+    pub pit: Option<hypervisor::PitMode>,
 }
 
 impl Default for VmConfig {
@@ -66,6 +71,8 @@ impl Default for VmConfig {
             nets: Vec::new(),
             consoles: Vec::new(),
             rng: false,
+            irqchip: hypervisor::IrqchipMode::Kernel,
+            pit: Some(hypervisor::PitMode::Reinject),
         }
     }
 }

@@ -383,7 +383,8 @@ pub fn run_once(
 
     let vm = Arc::new(hv.create_vm()?);
     vm.register_memory(&mem)?;
-    vm.create_irqchip()?;
+    let mut mmio = Bus::new();
+    let ioapic = crate::irqchip::create(&vm, config, &mut mmio)?;
 
     // Platform devices.
     let events = StopEvents {
@@ -421,7 +422,6 @@ pub fn run_once(
         u64::from(layout::CMOS_PORT),
         devices::cmos::CMOS_RANGE_LEN,
     )?;
-    let mut mmio = Bus::new();
     mmio.insert(
         Arc::new(Mutex::new(AcpiPm::new(
             clone(&events.power_off)?,
@@ -460,7 +460,7 @@ pub fn run_once(
     // the VM runs is let go at once.
     drop(prepared);
     pci.attach(&mut pio, &mut mmio)?;
-    let io = Arc::new(PlatformIo { pio, mmio });
+    let io = Arc::new(PlatformIo { pio, mmio, ioapic });
 
     // Firmware tables and the kernel.
     let rsdp = arch::acpi::create_acpi_tables(
@@ -469,6 +469,7 @@ pub fn run_once(
             num_cpus: config.cpus,
             pci: Some(pci.acpi()),
             ged: Some(arch::acpi::GedConfig::standard(true)),
+            legacy_pic: config.irqchip == hypervisor::IrqchipMode::Kernel,
             ..Default::default()
         },
     )
