@@ -242,7 +242,10 @@ impl Ioapic {
         }
         #[allow(clippy::cast_possible_truncation)]
         match self.sink.set_route(pin as u32, route) {
-            Ok(()) => self.routes[pin] = route,
+            Ok(()) => {
+                tracing::debug!(pin, ?route, "I/O APIC pin routed");
+                self.routes[pin] = route;
+            }
             Err(e) => tracing::warn!(pin, "setting the I/O APIC route failed: {e}"),
         }
     }

@@ -57,7 +57,7 @@ pub struct MachineArgs {
     #[arg(long, default_value = "host")]
     pub cpu_template: CpuTemplate,
     /// Interrupt controllers: kernel (KVM's LAPICs, IOAPIC and PICs), or split (KVM's LAPICs,
-    /// Vireo's IOAPIC, no PIC). Default kernel; kernel with --pit.
+    /// Vireo's IOAPIC, no PIC). Default split; kernel with --pit.
     #[arg(long, value_name = "split|kernel", value_parser = parse_irqchip)]
     pub irqchip: Option<hypervisor::IrqchipMode>,
     /// Add KVM's i8254 PIT (needs --irqchip=kernel, which it implies); missed ticks are

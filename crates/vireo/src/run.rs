@@ -194,7 +194,7 @@ pub fn demo_command(args: DemoArgs) -> ExitCode {
 }
 
 /// The irqchip without `--irqchip`.
-const DEFAULT_IRQCHIP: hypervisor::IrqchipMode = hypervisor::IrqchipMode::Kernel;
+const DEFAULT_IRQCHIP: hypervisor::IrqchipMode = hypervisor::IrqchipMode::Split;
 
 fn machine_config(m: &MachineArgs) -> VmConfig {
     VmConfig {
@@ -210,14 +210,7 @@ fn machine_config(m: &MachineArgs) -> VmConfig {
         } else {
             DEFAULT_IRQCHIP
         }),
-        pit: match (m.pit, m.irqchip) {
-            (Some(pit), _) => Some(pit),
-            // Today's kernel machine keeps KVM's PIT as it always had it.
-            (None, None) if DEFAULT_IRQCHIP == hypervisor::IrqchipMode::Kernel => {
-                Some(hypervisor::PitMode::Reinject)
-            }
-            _ => None,
-        },
+        pit: m.pit,
         ..VmConfig::default()
     }
 }

@@ -71,8 +71,8 @@ impl Default for VmConfig {
             nets: Vec::new(),
             consoles: Vec::new(),
             rng: false,
-            irqchip: hypervisor::IrqchipMode::Kernel,
-            pit: Some(hypervisor::PitMode::Reinject),
+            irqchip: hypervisor::IrqchipMode::Split,
+            pit: None,
         }
     }
 }
