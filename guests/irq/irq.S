@@ -6,7 +6,9 @@
  *   irq: vector 0x40 count=<decimal>
  *   irq: ok
  * and powers off; `irq: no interrupt` instead of the last two lines if none
- * arrived within a bounded wait. Masks the 8259s, enables the local APIC,
+ * arrived within a bounded wait. With a command line starting `level`, the
+ * pin is level triggered (entry 0x...8040), so the guest's EOI of vector
+ * 0x40 reaches the I/O APIC (with a split irqchip, as a KVM exit). Masks the 8259s, enables the local APIC,
  * points IOAPIC pin 4 (edge, active high, fixed, to APIC 0) at vector 0x40,
  * enables the UART's transmitter-empty interrupt and prints: each byte then
  * raises IRQ 4. The handler counts, reads the UART's IIR, ends the
@@ -24,6 +26,7 @@
 #define COM1_IIR        (COM1_PORT + 2)
 #define COM1_MCR        (COM1_PORT + 4)
 #define WAIT_LOOPS      2000000
+#define RTE_LEVEL       0x8000
 
         .code32
         .text
@@ -58,8 +61,13 @@ main32:
          * which unmasks it. */
         movl    $0x19, IOAPIC_MMIO
         movl    $0, IOAPIC_MMIO + IOWIN
-        movl    $0x18, IOAPIC_MMIO
-        movl    $IRQ_VECTOR, IOAPIC_MMIO + IOWIN
+        mov     $IRQ_VECTOR, %eax
+        call    start_info_cmdline
+        cmpb    $'l', (%esi)
+        jne     1f
+        or      $RTE_LEVEL, %eax
+1:      movl    $0x18, IOAPIC_MMIO
+        mov     %eax, IOAPIC_MMIO + IOWIN
         PUTS    "irq: pin 4 entry 0x"
         movl    $0x19, IOAPIC_MMIO
         mov     IOAPIC_MMIO + IOWIN, %eax

@@ -2,7 +2,8 @@
 //! the I/O APIC's pin 4, turns on COM1's transmitter interrupt and waits
 //! for it. With the default split irqchip the pin's route comes from
 //! Vireo's own I/O APIC (its debug log says so); with `--irqchip=kernel`
-//! (and `--pit`, which picks that irqchip) from KVM's.
+//! (and `--pit`, which picks that irqchip) from KVM's. With the pin level
+//! triggered, the guest's EOI comes back to vireo as a KVM exit.
 
 mod common;
 
@@ -22,7 +23,14 @@ fn run_irq_guest(extra: &[&str]) -> RunResult {
     run_vireo(&args, T)
 }
 
+/// What vireo's vCPU loop logs (at debug level) on KVM's EOI exit.
+const EOI_EXIT: &str = "I/O APIC EOI vector=64";
+
 fn assert_took_the_interrupt(r: &RunResult) {
+    assert_took_it_on(r, "0x0000000000000040");
+}
+
+fn assert_took_it_on(r: &RunResult, entry: &str) {
     assert_eq!(r.code, Some(0), "{}", r.describe());
     assert!(
         r.stdout.contains("irq: ioapic version 0x00170011\n"),
@@ -30,7 +38,7 @@ fn assert_took_the_interrupt(r: &RunResult) {
         r.describe()
     );
     assert!(
-        r.stdout.contains("irq: pin 4 entry 0x0000000000000040\n"),
+        r.stdout.contains(&format!("irq: pin 4 entry {entry}\n")),
         "{}",
         r.describe()
     );
@@ -46,6 +54,19 @@ fn serial_interrupt_through_the_user_space_ioapic_by_default() {
     let r = run_irq_guest(&[]);
     assert_took_the_interrupt(&r);
     assert!(r.stderr.contains(ROUTED), "{}", r.describe());
+}
+
+#[test]
+fn level_triggered_pin_ends_with_an_eoi_exit_to_vireos_ioapic() {
+    let r = run_irq_guest(&["--cmdline", "level"]);
+    assert_took_it_on(&r, "0x0000000000008040");
+    assert!(r.stderr.contains(ROUTED), "{}", r.describe());
+    // KVM told vireo of the EOI of the level-triggered vector 0x40.
+    assert!(r.stderr.contains(EOI_EXIT), "{}", r.describe());
+    // The in-kernel I/O APIC takes the same EOI inside KVM.
+    let r = run_irq_guest(&["--cmdline", "level", "--irqchip=kernel"]);
+    assert_took_it_on(&r, "0x0000000000008040");
+    assert!(!r.stderr.contains(EOI_EXIT), "{}", r.describe());
 }
 
 #[test]

@@ -293,6 +293,7 @@ fn run_loop(
             Ok(VmExit::Io) => continue,
             Ok(VmExit::IoapicEoi(vector)) => {
                 bump(&counters.ioapic_eoi);
+                tracing::debug!(vector, "I/O APIC EOI");
                 if let Some(ioapic) = &io.io.ioapic {
                     ioapic
                         .lock()
