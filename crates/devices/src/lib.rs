@@ -2,8 +2,9 @@
 //!
 //! What a PC guest expects before any PCI device exists: the 16550 UART on
 //! COM1, the i8042 (only for its reset line), the CMOS real-time clock, and
-//! the ACPI fixed registers for power-off and reset. Devices signal the VMM
-//! through event fds and never call into it.
+//! the ACPI fixed registers for power-off and reset, and the I/O APIC of
+//! the split irqchip. Devices signal the VMM through event fds and never
+//! call into it; the I/O APIC reaches KVM only through its `IoapicSink`.
 //!
 //! Also here: the MMIO debug console for CPL-3 test guests, and the host
 //! side of the serial console (`--serial` backends, raw terminal, the
