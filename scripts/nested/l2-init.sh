@@ -274,6 +274,15 @@ boot)
     20[0-9][0-9]-[01][0-9]-[0-3][0-9]) result rtc-date ok "$rtc_date $(cat /sys/class/rtc/rtc0/time 2>&1)" ;;
     *) result rtc-date fail "/sys/class/rtc/rtc0/date: $rtc_date" ;;
     esac
+    # The console UART's interrupt comes through an I/O APIC pin (Vireo's
+    # own with the default split irqchip) and counts: L2's output so far
+    # went through the tty, which waits for that interrupt.
+    serial=$(awk '$NF == "ttyS0" { n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; print n, $0 }' /proc/interrupts)
+    case "$serial" in
+    0* | "") result serial-irq fail "${serial:-no ttyS0 line in /proc/interrupts}" ;;
+    *IO-APIC*) result serial-irq ok "$serial" ;;
+    *) result serial-irq fail "not on the IO-APIC: $serial" ;;
+    esac
     # The CPU template: flags L1 expects present (what the host template
     # passes through) and absent (what `minimal` hides), comma-separated.
     flags=" $(grep -m 1 '^flags' /proc/cpuinfo | cut -d: -f2) "

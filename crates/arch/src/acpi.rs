@@ -210,6 +210,10 @@ pub struct AcpiConfig {
     /// the power button `\_SB.PWRB` to the DSDT, and with
     /// [`GedConfig::pci_hotplug_mmio`] the hot-plug slots of `\_SB.PCI0`.
     pub ged: Option<GedConfig>,
+    /// Whether the machine has the two 8259 PICs (KVM's in-kernel
+    /// irqchip): sets the MADT's PCAT_COMPAT flag so the OS masks them.
+    /// A split irqchip has none, and the OS then uses the I/O APIC alone.
+    pub legacy_pic: bool,
 }
 
 /// Where the Generic Event Device (`devices::Ged`) and the PCI hot-plug
@@ -306,7 +310,13 @@ pub fn create_acpi_tables<M: GuestMemory + ?Sized>(
     // Every table the XSDT lists, in order. Adding a table is one line.
     let mut listed = vec![
         fadt(dsdt_addr),
-        madt::build(&apic_ids, OEM_ID, OEM_TABLE_ID, OEM_REVISION),
+        madt::build(
+            &apic_ids,
+            config.legacy_pic,
+            OEM_ID,
+            OEM_TABLE_ID,
+            OEM_REVISION,
+        ),
     ];
     if let Some(numa) = &config.numa {
         listed.push(numa::srat(

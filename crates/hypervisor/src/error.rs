@@ -35,6 +35,9 @@ pub enum Error {
     /// The GSI routing table outgrew what KVM takes.
     #[error("too many interrupt routes for KVM")]
     TooManyRoutes,
+    /// KVM only has a PIT next to its own PIC and IOAPIC.
+    #[error("the in-kernel PIT needs the in-kernel irqchip (--irqchip=kernel)")]
+    PitNeedsKernelIrqchip,
     /// Installing the vCPU kick signal handler failed.
     #[error("cannot install the vCPU kick signal handler: {0}")]
     SignalHandler(#[source] vmm_sys_util::errno::Error),

@@ -3,10 +3,13 @@
 //! `KVM_SET_GSI_ROUTING` replaces the entire table, and the first call
 //! drops KVM's default routes for the IOAPIC and PIC pins. So the VM keeps
 //! the full table here, starting from those defaults, and every change to
-//! one MSI route pushes all of it.
+//! one MSI route pushes all of it. With a split irqchip there are no
+//! in-kernel pins: the user-space IOAPIC gives each unmasked pin's GSI an
+//! MSI route, and KVM refuses irqchip routes.
 
 use std::collections::BTreeMap;
 
+use crate::vm::IrqchipMode;
 use kvm_bindings::{
     kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
@@ -18,12 +21,21 @@ const PIC_PINS: u32 = 16;
 
 /// The routing table: fixed irqchip pins plus MSI routes (address, data)
 /// by GSI.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GsiRoutes {
+    irqchip_pins: bool,
     msi: BTreeMap<u32, (u64, u32)>,
 }
 
 impl GsiRoutes {
+    /// An empty table for a VM whose irqchip is `mode`.
+    pub(crate) fn new(mode: IrqchipMode) -> Self {
+        Self {
+            irqchip_pins: mode == IrqchipMode::Kernel,
+            msi: BTreeMap::new(),
+        }
+    }
+
     pub(crate) fn set_msi(&mut self, gsi: u32, address: u64, data: u32) {
         self.msi.insert(gsi, (address, data));
     }
@@ -37,7 +49,8 @@ impl GsiRoutes {
         let mut entries = Vec::new();
         // The defaults KVM installs at KVM_CREATE_IRQCHIP: every legacy
         // GSI to both PICs and the IOAPIC, the rest to the IOAPIC only.
-        for gsi in 0..IOAPIC_PINS {
+        let pins = if self.irqchip_pins { IOAPIC_PINS } else { 0 };
+        for gsi in 0..pins {
             if gsi < PIC_PINS {
                 let (chip, pin) = if gsi < 8 {
                     (KVM_IRQCHIP_PIC_MASTER, gsi)
@@ -64,7 +77,7 @@ impl GsiRoutes {
     }
 }
 
-fn split_u64(v: u64) -> [u32; 2] {
+pub(crate) fn split_u64(v: u64) -> [u32; 2] {
     let b = v.to_le_bytes();
     [
         u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -89,7 +102,7 @@ mod tests {
 
     #[test]
     fn table_keeps_the_legacy_pins_and_adds_msi() {
-        let mut r = GsiRoutes::default();
+        let mut r = GsiRoutes::new(IrqchipMode::Kernel);
         r.set_msi(24, 0xfee0_1000, 0x4031);
         let t = r.to_kvm().unwrap();
         let entries = t.as_slice();
@@ -104,5 +117,17 @@ mod tests {
         );
         r.clear(24);
         assert_eq!(r.to_kvm().unwrap().as_slice().len(), 40);
+    }
+
+    #[test]
+    fn split_table_has_only_msi_routes() {
+        let mut r = GsiRoutes::new(IrqchipMode::Split);
+        assert!(r.to_kvm().unwrap().as_slice().is_empty());
+        // An IOAPIC pin routed as MSI by the user-space IOAPIC.
+        r.set_msi(4, 0xfee0_0000, 0x24);
+        let t = r.to_kvm().unwrap();
+        let entries = t.as_slice();
+        assert_eq!(entries.len(), 1);
+        assert_eq!((entries[0].gsi, entries[0].type_), (4, KVM_IRQ_ROUTING_MSI));
     }
 }

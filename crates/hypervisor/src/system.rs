@@ -14,7 +14,11 @@ pub struct Hypervisor {
 /// Capabilities Vireo cannot run without, with the name users see.
 const REQUIRED_CAPS: &[(Cap, &str)] = &[
     (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
-    (Cap::Pit2, "KVM_CAP_PIT2"),
+    // The PIT is optional (`--pit`); the split irqchip is the default
+    // machine, and it delivers through MSI routes.
+    (Cap::SplitIrqchip, "KVM_CAP_SPLIT_IRQCHIP"),
+    (Cap::IrqRouting, "KVM_CAP_IRQ_ROUTING"),
+    (Cap::SignalMsi, "KVM_CAP_SIGNAL_MSI"),
     (Cap::Irqfd, "KVM_CAP_IRQFD"),
     (Cap::Ioeventfd, "KVM_CAP_IOEVENTFD"),
     (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),

@@ -41,6 +41,9 @@ pub enum VmExit {
         /// Hardware-specific failure reason.
         reason: u64,
     },
+    /// With a split irqchip, the guest ended a level-triggered interrupt
+    /// of this vector that came through an IOAPIC pin's route.
+    IoapicEoi(u8),
     /// `KVM_RUN` was interrupted (a kick); nothing happened in the guest.
     Interrupted,
     /// Any other exit reason, by name.
@@ -220,6 +223,7 @@ impl Vcpu {
             Ok(VcpuExit::SystemEvent(kind, _)) => VmExit::SystemEvent(kind),
             Ok(VcpuExit::FailEntry(reason, _)) => VmExit::FailEntry { reason },
             Ok(VcpuExit::Intr) => VmExit::Interrupted,
+            Ok(VcpuExit::IoapicEoi(vector)) => VmExit::IoapicEoi(vector),
             Ok(VcpuExit::InternalError) => VmExit::InternalError(InternalError::default()),
             Ok(other) => VmExit::Other(exit_name(&other)),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => VmExit::Interrupted,

@@ -1,20 +1,50 @@
 //! A KVM virtual machine: memory slots, interrupt controllers, irqfds.
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_msi, kvm_pit_config, kvm_reinject_control, kvm_userspace_memory_region,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_PIT_SPEAKER_DUMMY,
+};
 use std::sync::Mutex;
+use vmm_sys_util::ioctl::ioctl_with_ref;
+use vmm_sys_util::ioctl_io_nr;
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::{Error, IoctlContext, Result};
-use crate::irq::GsiRoutes;
+use crate::irq::{GsiRoutes, IOAPIC_PINS};
 use crate::vcpu::Vcpu;
 
 /// Where KVM may put the three pages of its real-mode TSS on Intel hosts:
 /// just below the BIOS area at the top of 4 GiB, inside our MMIO hole, where
 /// no RAM or device lives.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+// KVM_REINJECT_CONTROL is _IO(KVMIO, 0x71) with a pointer argument, and
+// kvm-ioctls has no wrapper for it.
+ioctl_io_nr!(KVM_REINJECT_CONTROL, kvm_bindings::KVMIO, 0x71);
+
+/// Where the interrupt controllers live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IrqchipMode {
+    /// LAPICs in KVM; IOAPIC (and no PIC) in user space
+    /// (`KVM_CAP_SPLIT_IRQCHIP`). Cheap to create and to tear down.
+    #[default]
+    Split,
+    /// LAPICs, IOAPIC and both PICs in KVM (`KVM_CREATE_IRQCHIP`).
+    Kernel,
+}
+
+/// The in-kernel i8254 PIT, which KVM only offers with the in-kernel irqchip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PitMode {
+    /// Ticks the guest missed are dropped (`KVM_REINJECT_CONTROL` off), as
+    /// a guest that counts time by ticks only loses them under load.
+    NoReinject,
+    /// KVM's default: every missed tick is injected later.
+    Reinject,
+}
 
 /// A VM: owns the KVM VM file descriptor.
 pub struct Vm {
@@ -28,7 +58,7 @@ impl Vm {
         Self {
             fd,
             max_vcpus,
-            routes: Mutex::new(GsiRoutes::default()),
+            routes: Mutex::new(GsiRoutes::new(IrqchipMode::Kernel)),
         }
     }
 
@@ -59,10 +89,11 @@ impl Vm {
         Ok(())
     }
 
-    /// Create the in-kernel IOAPIC, PIC and LAPICs, and the PIT.
+    /// Create the interrupt controllers `mode` puts in KVM, and the PIT if
+    /// `pit` asks for one (only with [`IrqchipMode::Kernel`]).
     ///
     /// Must run before any vCPU is created so that vCPUs get an in-kernel LAPIC.
-    pub fn create_irqchip(&self) -> Result<()> {
+    pub fn create_irqchip(&self, mode: IrqchipMode, pit: Option<PitMode>) -> Result<()> {
         // Only meaningful (and required) on Intel VMX; elsewhere KVM accepts
         // and ignores it, and a software KVM may not implement it at all.
         if let Err(e) = self.fd.set_tss_address(KVM_TSS_ADDRESS) {
@@ -70,12 +101,59 @@ impl Vm {
                 return Err(Error::Ioctl("KVM_SET_TSS_ADDR", e));
             }
         }
-        self.fd.create_irq_chip().ioctl("KVM_CREATE_IRQCHIP")?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
+        match mode {
+            IrqchipMode::Split => {
+                if pit.is_some() {
+                    return Err(Error::PitNeedsKernelIrqchip);
+                }
+                let cap = kvm_enable_cap {
+                    cap: KVM_CAP_SPLIT_IRQCHIP,
+                    args: [u64::from(IOAPIC_PINS), 0, 0, 0],
+                    ..Default::default()
+                };
+                self.fd
+                    .enable_cap(&cap)
+                    .ioctl("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)")?;
+            }
+            IrqchipMode::Kernel => {
+                self.fd.create_irq_chip().ioctl("KVM_CREATE_IRQCHIP")?;
+            }
+        }
+        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = GsiRoutes::new(mode);
+        if let Some(pit) = pit {
+            let config = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            self.fd.create_pit2(config).ioctl("KVM_CREATE_PIT2")?;
+            if pit == PitMode::NoReinject {
+                let control = kvm_reinject_control::default();
+                // SAFETY: the VM fd is valid and `control` is the struct
+                // the ioctl reads, alive for the call.
+                let ret = unsafe { ioctl_with_ref(&self.fd, KVM_REINJECT_CONTROL(), &control) };
+                if ret < 0 {
+                    return Err(Error::Ioctl(
+                        "KVM_REINJECT_CONTROL",
+                        kvm_ioctls::Error::last(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deliver the MSI message `address`/`data` to the guest's LAPICs now.
+    pub fn signal_msi(&self, address: u64, data: u32) -> Result<()> {
+        let [lo, hi] = crate::irq::split_u64(address);
+        let msi = kvm_msi {
+            address_lo: lo,
+            address_hi: hi,
+            data,
             ..Default::default()
         };
-        self.fd.create_pit2(pit).ioctl("KVM_CREATE_PIT2")?;
+        // 0 means the guest blocked it (e.g. a disabled LAPIC): not an error
+        // of ours, as on real hardware.
+        self.fd.signal_msi(msi).ioctl("KVM_SIGNAL_MSI")?;
         Ok(())
     }
 

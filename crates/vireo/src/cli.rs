@@ -74,9 +74,33 @@ pub struct MachineArgs {
     /// Pin every thread that is not a vCPU (main, API, device and I/O workers) to host CPUs.
     #[arg(long, value_name = "CPULIST")]
     pub emulator_pin: Option<CpuList>,
+    /// Interrupt controllers: kernel (KVM's LAPICs, IOAPIC and PICs), or split (KVM's LAPICs,
+    /// Vireo's IOAPIC, no PIC). Default split; kernel with --pit.
+    #[arg(long, value_name = "split|kernel", value_parser = parse_irqchip)]
+    pub irqchip: Option<hypervisor::IrqchipMode>,
+    /// Add KVM's i8254 PIT (needs --irqchip=kernel, which it implies); missed ticks are
+    /// dropped unless --pit=reinject.
+    #[arg(long, value_name = "reinject", num_args = 0..=1, require_equals = true, default_missing_value = "", value_parser = parse_pit)]
+    pub pit: Option<hypervisor::PitMode>,
     /// Serial console: stdout, file:PATH (truncated), unix:PATH (listening; output before a client connects is replayed), unix-connect:PATH, pty or off.
     #[arg(long, default_value = "stdout")]
     pub serial: SerialBackend,
+}
+
+fn parse_irqchip(s: &str) -> Result<hypervisor::IrqchipMode, String> {
+    match s {
+        "split" => Ok(hypervisor::IrqchipMode::Split),
+        "kernel" => Ok(hypervisor::IrqchipMode::Kernel),
+        _ => Err(format!("unknown irqchip '{s}' (expected split or kernel)")),
+    }
+}
+
+fn parse_pit(s: &str) -> Result<hypervisor::PitMode, String> {
+    match s {
+        "" => Ok(hypervisor::PitMode::NoReinject),
+        "reinject" => Ok(hypervisor::PitMode::Reinject),
+        _ => Err(format!("unknown PIT option '{s}' (expected reinject)")),
+    }
 }
 
 /// `vireo run`.

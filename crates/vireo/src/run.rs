@@ -195,6 +195,9 @@ pub fn demo_command(args: DemoArgs) -> ExitCode {
     )
 }
 
+/// The irqchip without `--irqchip`.
+const DEFAULT_IRQCHIP: hypervisor::IrqchipMode = hypervisor::IrqchipMode::Split;
+
 fn machine_config(m: &MachineArgs) -> VmConfig {
     VmConfig {
         memory: m.memory,
@@ -206,6 +209,15 @@ fn machine_config(m: &MachineArgs) -> VmConfig {
         numa_distances: m.numa_distance.clone(),
         vcpu_pins: m.vcpu_pin.clone(),
         emulator_pin: m.emulator_pin.clone().map(|l| l.0),
+        // A PIT exists only beside KVM's own irqchip, so asking for one
+        // picks that irqchip unless the user chose the other (which
+        // start-up then refuses with the reason).
+        irqchip: m.irqchip.unwrap_or(if m.pit.is_some() {
+            hypervisor::IrqchipMode::Kernel
+        } else {
+            DEFAULT_IRQCHIP
+        }),
+        pit: m.pit,
         ..VmConfig::default()
     }
 }

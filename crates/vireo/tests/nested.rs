@@ -201,6 +201,7 @@ fn boot_checks<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         "rtc-clean",
         "rtc-date",
         "cpu-flags",
+        "serial-irq",
         "vireo-exit",
     ];
     checks.extend_from_slice(extra);
@@ -209,7 +210,7 @@ fn boot_checks<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 
 /// bzImage with an initrd and a command line: `nproc` and the APIC IDs in
 /// /proc/cpuinfo match `--cpus 2`, MemTotal fits `--memory 512M`, dmesg has
-/// no ACPI error or warning, the host CPU template passes on L1's xsave,
+/// no ACPI error or warning, ttyS0's IO-APIC line took interrupts, the host CPU template passes on L1's xsave,
 /// avx and cx16, and `poweroff -f` ends vireo with 0.
 #[test]
 fn boot_bzimage_with_initrd() {

@@ -63,6 +63,11 @@ pub struct VmConfig {
     pub rng: bool,
     /// A virtio-balloon device, and how it starts.
     pub balloon: Option<crate::balloon::BalloonConfig>,
+    /// Where the interrupt controllers live (`--irqchip`).
+    pub irqchip: hypervisor::IrqchipMode,
+    /// The in-kernel PIT, if asked for (`--pit`); needs
+    /// [`hypervisor::IrqchipMode::Kernel`].
+    pub pit: Option<hypervisor::PitMode>,
 }
 
 impl Default for VmConfig {
@@ -86,6 +91,8 @@ impl Default for VmConfig {
             consoles: Vec::new(),
             rng: false,
             balloon: None,
+            irqchip: hypervisor::IrqchipMode::Split,
+            pit: None,
         }
     }
 }

@@ -15,6 +15,7 @@ mod device_config;
 mod error;
 pub mod exit_status;
 mod io_stops;
+mod irqchip;
 mod machine;
 pub mod memory;
 pub mod memory_backend;

@@ -455,7 +455,8 @@ pub fn run_once(
 
     let vm = Arc::new(hv.create_vm()?);
     vm.register_memory(&mem)?;
-    vm.create_irqchip()?;
+    let mut mmio = Bus::new();
+    let ioapic = crate::irqchip::create(&vm, config, &mut mmio)?;
 
     // Platform devices.
     let events = StopEvents {
@@ -493,7 +494,6 @@ pub fn run_once(
         u64::from(layout::CMOS_PORT),
         devices::cmos::CMOS_RANGE_LEN,
     )?;
-    let mut mmio = Bus::new();
     mmio.insert(
         Arc::new(Mutex::new(AcpiPm::new(
             clone(&events.power_off)?,
@@ -532,7 +532,7 @@ pub fn run_once(
     // the VM runs is let go at once.
     drop(prepared);
     pci.attach(&mut pio, &mut mmio)?;
-    let io = Arc::new(PlatformIo { pio, mmio });
+    let io = Arc::new(PlatformIo { pio, mmio, ioapic });
 
     // Firmware tables and the kernel.
     let topology = config.topology();
@@ -546,6 +546,7 @@ pub fn run_once(
                 .map(|n| crate::numa::acpi_tables(n, config.cpus)),
             pci: Some(pci.acpi()),
             ged: Some(arch::acpi::GedConfig::standard(true)),
+            legacy_pic: config.irqchip == hypervisor::IrqchipMode::Kernel,
             ..Default::default()
         },
     )

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use devices::Bus;
+use devices::{Bus, Ioapic};
 use hypervisor::{IoHandler, Vcpu, VmExit};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
@@ -125,6 +125,8 @@ pub struct VcpuCounters {
     pio_read: AtomicU64,
     pio_write: AtomicU64,
     hlt: AtomicU64,
+    /// EOIs of level-triggered I/O APIC interrupts (split irqchip).
+    ioapic_eoi: AtomicU64,
     /// Kicks (signals) that brought the vCPU out of KVM_RUN.
     interrupted: AtomicU64,
     other: AtomicU64,
@@ -140,6 +142,7 @@ impl VcpuCounters {
             ("pio_read", get(&self.pio_read)),
             ("pio_write", get(&self.pio_write)),
             ("hlt", get(&self.hlt)),
+            ("ioapic_eoi", get(&self.ioapic_eoi)),
             ("interrupted", get(&self.interrupted)),
             ("other", get(&self.other)),
         ]
@@ -195,6 +198,9 @@ pub struct PlatformIo {
     pub pio: Bus,
     /// MMIO bus.
     pub mmio: Bus,
+    /// The user-space I/O APIC of a split irqchip, told of the EOIs KVM
+    /// exits for.
+    pub ioapic: Option<Arc<Mutex<Ioapic>>>,
 }
 
 impl IoHandler for PlatformIo {
@@ -327,6 +333,17 @@ fn run_loop(
         }
         let stop = match vcpu.run(io) {
             Ok(VmExit::Io) => continue,
+            Ok(VmExit::IoapicEoi(vector)) => {
+                bump(&counters.ioapic_eoi);
+                tracing::debug!(vector, "I/O APIC EOI");
+                if let Some(ioapic) = &io.io.ioapic {
+                    ioapic
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .end_of_interrupt(vector);
+                }
+                continue;
+            }
             Ok(VmExit::Interrupted) => {
                 bump(&counters.interrupted);
                 continue;

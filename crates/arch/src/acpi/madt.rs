@@ -71,9 +71,10 @@ const TIMER_GSI: u32 = 2;
 const X2APIC_ENABLED: u32 = 1;
 
 /// Builds the MADT for vCPUs with `apic_ids` (by vCPU index); vCPU `i`
-/// has ACPI processor UID `i`.
+/// has ACPI processor UID `i`. The 8259 PICs are flagged if `legacy_pic`.
 pub(super) fn build(
     apic_ids: &[u32],
+    legacy_pic: bool,
     oem_id: [u8; 6],
     oem_table_id: [u8; 8],
     oem_revision: u32,
@@ -87,7 +88,7 @@ pub(super) fn build(
         oem_revision,
     );
     madt.write_u32(36, LOCAL_APIC_ADDRESS);
-    madt.write_u32(40, PCAT_COMPAT);
+    madt.write_u32(40, if legacy_pic { PCAT_COMPAT } else { 0 });
 
     // Entries are gathered first and appended once: `Sdt` recomputes the
     // checksum on every append.

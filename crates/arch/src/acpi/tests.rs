@@ -215,6 +215,14 @@ fn fadt_describes_the_hw_reduced_platform() {
 }
 
 #[test]
+fn madt_flags_the_pics_only_when_the_machine_has_them() {
+    for legacy_pic in [false, true] {
+        let madt = madt::build(&[0, 1], legacy_pic, OEM_ID, OEM_TABLE_ID, 1);
+        assert_eq!(u32_at(&madt, 40) & 1, u32::from(legacy_pic), "PCAT_COMPAT");
+    }
+}
+
+#[test]
 fn madt_lists_every_cpu_and_the_legacy_interrupt_wiring() {
     for n in [1, 2, 8, 64, 254] {
         let (_mem, walk) = build(n);
@@ -224,7 +232,7 @@ fn madt_lists_every_cpu_and_the_legacy_interrupt_wiring() {
             APIC_START,
             "local APIC address"
         );
-        assert_eq!(u32_at(madt, 40) & 1, 1, "PCAT_COMPAT");
+        assert_eq!(u32_at(madt, 40) & 1, 0, "no PCAT_COMPAT without PICs");
         let entries = madt_entries(madt);
 
         let lapics: Vec<_> = entries.iter().filter(|(t, _)| *t == 0).collect();
@@ -372,7 +380,7 @@ fn malformed_extra_tables_are_refused() {
         AcpiTable::from_bytes(b"MCFG".to_vec()),
         Err(AcpiError::InvalidTable { .. })
     ));
-    let madt = madt::build(&[0], OEM_ID, OEM_TABLE_ID, 1);
+    let madt = madt::build(&[0], false, OEM_ID, OEM_TABLE_ID, 1);
     assert!(matches!(
         AcpiTable::from_bytes(madt),
         Err(AcpiError::DuplicateTable(s)) if s == "APIC"

@@ -6,6 +6,13 @@
 //! Every register the driver can touch is decoded here; the device behind
 //! it only sees feature bits, its configuration space and, once the driver
 //! sets DRIVER_OK, its queues.
+//!
+//! A queue's doorbell becomes an ioeventfd only when the driver starts the
+//! device (DRIVER_OK) with that queue enabled, and stops being one at
+//! reset: registering one makes KVM wait for an SRCU grace period at VM
+//! teardown, which a VM whose guest never drives the device should not
+//! pay. Until then a doorbell write exits to `notify_write`, which signals
+//! the same eventfd.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -128,6 +135,8 @@ pub struct VirtioPciDevice {
     msix_cap: usize,
     pci_cfg_cap: usize,
     bar_base: Option<u64>,
+    /// Queues whose doorbell is registered as an ioeventfd at `bar_base`.
+    doorbells: Vec<usize>,
 }
 
 impl VirtioPciDevice {
@@ -239,6 +248,7 @@ impl VirtioPciDevice {
             msix_cap,
             pci_cfg_cap,
             bar_base: None,
+            doorbells: Vec::new(),
         })
     }
 
@@ -487,7 +497,10 @@ impl VirtioPciDevice {
             features: self.driver_features,
         };
         match self.device.activate(ctx) {
-            Ok(()) => self.active = true,
+            Ok(()) => {
+                self.active = true;
+                self.register_doorbells();
+            }
             Err(e) => {
                 tracing::warn!("virtio-pci: activating the device failed: {e}");
                 self.interrupt.set_needs_reset_now();
@@ -495,7 +508,36 @@ impl VirtioPciDevice {
         }
     }
 
+    /// Make the doorbells of the enabled queues ioeventfds, if BAR 0 is
+    /// decoded.
+    fn register_doorbells(&mut self) {
+        let Some(base) = self.bar_base else { return };
+        for (i, (setup, k)) in self.queues.iter().zip(&self.kicks).enumerate() {
+            if !setup.enabled || self.doorbells.contains(&i) {
+                continue;
+            }
+            // Without the ioeventfd, doorbell writes still arrive through
+            // notify_write, only slower; so a failure is not fatal.
+            match self.ioevents.register(Self::notify_addr(base, i), k) {
+                Ok(()) => self.doorbells.push(i),
+                Err(e) => tracing::warn!("virtio-pci: doorbell {i} stays on the slow path: {e}"),
+            }
+        }
+    }
+
+    fn unregister_doorbells(&mut self) {
+        let Some(base) = self.bar_base else { return };
+        for i in std::mem::take(&mut self.doorbells) {
+            if let Some(k) = self.kicks.get(i) {
+                if let Err(e) = self.ioevents.unregister(Self::notify_addr(base, i), k) {
+                    tracing::warn!("virtio-pci: removing doorbell {i}: {e}");
+                }
+            }
+        }
+    }
+
     fn reset(&mut self) {
+        self.unregister_doorbells();
         if self.active {
             self.device.reset();
             self.active = false;
@@ -640,24 +682,11 @@ impl PciDevice for VirtioPciDevice {
     }
 
     fn bars_moved(&mut self, _old: &[BarRange], new: &[BarRange]) {
-        if let Some(base) = self.bar_base.take() {
-            for (i, k) in self.kicks.iter().enumerate() {
-                if let Err(e) = self.ioevents.unregister(Self::notify_addr(base, i), k) {
-                    tracing::warn!("virtio-pci: removing doorbell {i}: {e}");
-                }
-            }
+        self.unregister_doorbells();
+        self.bar_base = new.iter().find(|b| b.index == BAR_INDEX).map(|b| b.addr);
+        if self.active {
+            self.register_doorbells();
         }
-        let Some(bar) = new.iter().find(|b| b.index == BAR_INDEX) else {
-            return;
-        };
-        for (i, k) in self.kicks.iter().enumerate() {
-            // Without the ioeventfd, doorbell writes still arrive through
-            // notify_write, only slower; so a failure is not fatal.
-            if let Err(e) = self.ioevents.register(Self::notify_addr(bar.addr, i), k) {
-                tracing::warn!("virtio-pci: doorbell {i} stays on the slow path: {e}");
-            }
-        }
-        self.bar_base = Some(bar.addr);
     }
 
     fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pci::{IoEventRegistry, MsiRoutes, MsixVector, PciBus, PciDevice, SharedPciDevice};
+use pci::{BarRange, IoEventRegistry, MsiRoutes, MsixVector, PciBus, PciDevice, SharedPciDevice};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -733,7 +733,8 @@ fn block_configuration_is_read_only() {
 
 #[test]
 fn bar_moves_move_the_doorbells() {
-    let h = harness();
+    let mut h = harness();
+    h.start();
     let ioevents = h.ioevents.clone();
     let (notify, m) = (h.layout.notify, h.layout.notify_multiplier);
     let bus = PciBus::new(&[WINDOW]);
@@ -788,6 +789,41 @@ fn bar_moves_move_the_doorbells() {
     bus.config_write(0, slot, 0, 0x04, &6u16.to_le_bytes());
     assert_eq!(live(), Vec::<u64>::new());
     drop(shared);
+}
+
+#[test]
+fn doorbells_become_ioeventfds_at_driver_ok_and_go_at_reset() {
+    let mut h = harness();
+    let ioevents = h.ioevents.clone();
+    let live = || {
+        let mut n = 0i32;
+        for &(register, _) in ioevents.0.lock().unwrap().iter() {
+            n += if register { 1 } else { -1 };
+        }
+        n
+    };
+    let bar = BarRange {
+        index: 0,
+        addr: BAR_BASE,
+        len: 0x1_0000,
+    };
+    h.dev.bars_moved(&[], &[bar]);
+    assert_eq!(live(), 0, "placing BAR 0 registers nothing");
+    assert_ne!(h.negotiate(VERSION_1 | DEVICE_FEATURE) & FEATURES_OK, 0);
+    // Only queue 0 enabled: only its doorbell.
+    h.set_up_queue(0, QUEUE_MAX, 0x1_0000);
+    assert_eq!(
+        live(),
+        0,
+        "enabling a queue before DRIVER_OK registers nothing"
+    );
+    assert_eq!(h.driver_ok() & DRIVER_OK, DRIVER_OK);
+    assert_eq!(
+        *ioevents.0.lock().unwrap(),
+        vec![(true, BAR_BASE + h.layout.notify)]
+    );
+    h.w8(DEVICE_STATUS, 0);
+    assert_eq!(live(), 0, "reset removes the doorbells");
 }
 
 #[test]
