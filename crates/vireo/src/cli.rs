@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// Give the guest a virtio-rng device fed by the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+    /// Seccomp filters on every thread: kill (a forbidden system call stops the VM, naming the thread and the call), log (the kernel logs it and it goes through) or off (docs/security.md).
+    #[arg(long, value_name = "MODE", default_value = "kill")]
+    pub seccomp: confine::Mode,
     #[command(flatten)]
     pub machine: MachineArgs,
 }

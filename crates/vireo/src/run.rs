@@ -48,6 +48,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
     let ending = Ending {
         paused: args.paused,
         exit_status: args.exit_status.clone(),
+        seccomp: args.seccomp,
     };
     let Some(kernel) = args.kernel else {
         if let Some(socket) = &args.api_socket {
@@ -93,12 +94,13 @@ pub fn run_command(args: RunArgs) -> ExitCode {
     )
 }
 
-/// How a run starts and how it reports its end: `--paused` and
-/// `--exit-status`.
+/// How a run starts and how it reports its end: `--paused`,
+/// `--exit-status` and `--seccomp`.
 #[derive(Default)]
 struct Ending {
     paused: bool,
     exit_status: Option<std::path::PathBuf>,
+    seccomp: confine::Mode,
 }
 
 impl Ending {
@@ -230,6 +232,24 @@ fn launch(
         }
     };
     let boot_now = prepared.is_some();
+    // Confined from here: what ran before (opening /dev/kvm, the disks
+    // and their iSCSI logins) is the only unconfined work. Every thread
+    // made from now on has a filter of its own (crates/confine).
+    let exit_status = ending.exit_status.clone();
+    let on_violation = Box::new(move |v: &confine::Violation| {
+        if let Some(path) = &exit_status {
+            if let Err(e) = ExitStatus::new("seccomp", v.to_string()).write(path) {
+                eprintln!(
+                    "vireo: cannot write the exit status to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    });
+    if let Err(e) = confine::init(ending.seccomp, on_violation) {
+        report(&e);
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let stop = match EventFd::new(libc::EFD_NONBLOCK) {
         Ok(e) => e,
         Err(e) => {

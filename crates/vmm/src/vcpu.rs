@@ -234,16 +234,15 @@ impl VcpuThread {
         shared: Arc<VcpuShared>,
         counters: Arc<VcpuCounters>,
     ) -> std::io::Result<Self> {
-        let handle = std::thread::Builder::new()
-            .name(format!("vcpu{}", vcpu.id()))
-            .spawn(move || {
-                vcpu.bind_to_current_thread();
-                let io = CountingIo {
-                    io: &io,
-                    counters: &counters,
-                };
-                run_loop(&mut vcpu, &io, &mem, &shared, &counters);
-            })?;
+        let name = format!("vcpu{}", vcpu.id());
+        let handle = confine::spawn(confine::ThreadKind::Vcpu, name, move || {
+            vcpu.bind_to_current_thread();
+            let io = CountingIo {
+                io: &io,
+                counters: &counters,
+            };
+            run_loop(&mut vcpu, &io, &mem, &shared, &counters);
+        })?;
         Ok(Self { handle })
     }
 
