@@ -332,6 +332,66 @@ fn tap_runtime(r: &mut Rules) {
     );
 }
 
+/// An AF_INET datagram socket, only to name a link in interface ioctls
+/// (no address is ever bound or connected through it).
+fn link_control_socket(r: &mut Rules) {
+    let rule = [
+        SeccompCondition::new(0, Len::Dword, Op::Eq, libc::AF_INET as u64),
+        SeccompCondition::new(1, Len::Dword, Op::MaskedEq(0xf), libc::SOCK_DGRAM as u64),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .and_then(SeccompRule::new)
+    .expect("a fixed rule is valid");
+    merge(r, Rules::from([(libc::SYS_socket, vec![rule])]));
+    ioctls(r, &[libc::SIOCGIFMTU, libc::SIOCGIFFLAGS]);
+}
+
+/// Opening TAPs (by name, or made for the VM) and reading or setting
+/// their link's flags, address and MTU through an AF_INET control socket.
+fn tap_setup(r: &mut Rules) {
+    tap_runtime(r);
+    ioctls(
+        r,
+        &[
+            libc::TUNSETIFF as c_ulong,
+            libc::TUNGETFEATURES as c_ulong,
+            libc::TUNSETPERSIST as c_ulong,
+            libc::SIOCGIFFLAGS,
+            libc::SIOCSIFFLAGS,
+            libc::SIOCGIFHWADDR,
+            libc::SIOCGIFMTU,
+            libc::SIOCSIFMTU,
+            libc::SIOCGIFINDEX,
+            libc::SIOCSIFADDR,
+            libc::SIOCSIFNETMASK,
+        ],
+    );
+    allow_values(r, libc::SYS_socket, 0, Len::Dword, &[libc::AF_INET as u64]);
+    // Explaining why a named interface cannot be opened (what kind of
+    // link it is) asks rtnetlink.
+    let rule = [
+        SeccompCondition::new(0, Len::Dword, Op::Eq, libc::AF_NETLINK as u64),
+        SeccompCondition::new(2, Len::Dword, Op::Eq, libc::NETLINK_ROUTE as u64),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .and_then(SeccompRule::new)
+    .expect("a fixed rule is valid");
+    merge(r, Rules::from([(libc::SYS_socket, vec![rule])]));
+    allow(
+        r,
+        &[
+            libc::SYS_sendto,
+            libc::SYS_recvfrom,
+            libc::SYS_sendmsg,
+            libc::SYS_recvmsg,
+            libc::SYS_bind,
+            libc::SYS_getsockname,
+        ],
+    );
+}
+
 /// VM-fd ioctls made while a guest runs: doorbells and interrupt routes
 /// as the guest programs BARs and MSI-X, and interrupt injection.
 fn kvm_vm_runtime(r: &mut Rules) {
@@ -489,7 +549,7 @@ fn main_thread(r: &mut Rules) {
     event_loop(r);
     kvm_build(r);
     tty(r);
-    tap_runtime(r);
+    tap_setup(r);
     iscsi(r);
     allow(
         r,
@@ -539,6 +599,8 @@ fn vcpu(r: &mut Rules) {
     );
     kvm_vm_runtime(r);
     tap_runtime(r);
+    // virtio-net's activation reads its TAP's MTU.
+    link_control_socket(r);
     event_loop(r);
     allow(
         r,
@@ -616,7 +678,7 @@ fn api(r: &mut Rules) {
     open_files(r);
     event_loop(r);
     kvm_vm_runtime(r);
-    tap_runtime(r);
+    tap_setup(r);
     iscsi(r);
     allow(
         r,
@@ -629,8 +691,6 @@ fn api(r: &mut Rules) {
             libc::SYS_sysinfo,
         ],
     );
-    // TAPs by name for hot-plugged cards.
-    ioctls(r, &[libc::TUNSETIFF as c_ulong]);
 }
 
 /// The serial input thread: host bytes to the guest's UART.

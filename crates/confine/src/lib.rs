@@ -178,6 +178,8 @@ pub struct Violation {
     pub thread: String,
     /// The system call's number (x86_64).
     pub number: i32,
+    /// For ioctl(2), its request number.
+    pub ioctl: Option<u64>,
 }
 
 impl Violation {
@@ -191,11 +193,15 @@ impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "thread \"{}\" made forbidden system call {} ({})",
+            "thread \"{}\" made forbidden system call {} ({}",
             self.thread,
             self.number,
             self.call_name()
-        )
+        )?;
+        if let Some(request) = self.ioctl {
+            write!(f, " {request:#x}")?;
+        }
+        f.write_str(")")
     }
 }
 

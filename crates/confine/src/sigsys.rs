@@ -19,8 +19,9 @@ use crate::{Violation, EXIT_SECCOMP};
 
 /// Bytes of a thread name kept (the kernel's limit, with its NUL).
 const NAME_LEN: usize = 16;
-/// A report on the pipe: the call's number, then the thread's name.
-const REPORT_LEN: usize = 4 + NAME_LEN;
+/// A report on the pipe: the call's number, its ioctl request (0 for
+/// other calls), then the thread's name.
+const REPORT_LEN: usize = 4 + 8 + NAME_LEN;
 
 thread_local! {
     static THREAD_NAME: Cell<[u8; NAME_LEN]> = const { Cell::new([0; NAME_LEN]) };
@@ -89,11 +90,15 @@ pub(crate) fn read_report(read: &OwnedFd) -> Option<Violation> {
         return None;
     }
     let number = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let name = &buf[4..];
+    let mut request = [0u8; 8];
+    request.copy_from_slice(&buf[4..12]);
+    let request = u64::from_le_bytes(request);
+    let name = &buf[12..];
     let end = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
     Some(Violation {
         thread: String::from_utf8_lossy(&name[..end]).into_owned(),
         number,
+        ioctl: (number == IOCTL).then_some(request),
     })
 }
 
@@ -108,6 +113,22 @@ impl Line {
         let n = bytes.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;
+    }
+
+    fn push_hex(&mut self, v: u64) {
+        let mut digits = [0u8; 16];
+        let mut i = digits.len();
+        let mut v = v;
+        loop {
+            i -= 1;
+            digits[i] = b"0123456789abcdef"[(v & 0xf) as usize];
+            v >>= 4;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(b"0x");
+        self.push(&digits[i..]);
     }
 
     fn push_number(&mut self, n: i32) {
@@ -134,7 +155,10 @@ impl Line {
 /// si_code and padding (16 bytes), `void *si_call_addr`, then the int.
 const SI_SYSCALL_OFFSET: usize = 24;
 
-extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, _ctx: *mut c_void) {
+/// ioctl(2)'s number: its request is worth naming too.
+const IOCTL: i32 = libc::SYS_ioctl as i32;
+
+extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers;
     // for SIGSYS from seccomp the int at this offset is the call number.
     let nr = unsafe {
@@ -142,6 +166,14 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, _ctx: *mut c_vo
             .add(SI_SYSCALL_OFFSET)
             .cast::<i32>()
             .read_unaligned()
+    };
+    // The trapped call's second argument is still in its register (rsi)
+    // in the saved context.
+    // SAFETY: for SA_SIGINFO handlers the third argument is the thread's
+    // saved ucontext_t.
+    let arg1 = unsafe {
+        let uc = ctx.cast::<libc::ucontext_t>();
+        (*uc).uc_mcontext.gregs[libc::REG_RSI as usize] as u64
     };
     let name = THREAD_NAME.with(Cell::get);
     let end = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
@@ -155,6 +187,10 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, _ctx: *mut c_vo
     line.push_number(nr);
     line.push(b" (");
     line.push(call_name(nr).as_bytes());
+    if nr == IOCTL {
+        line.push(b" ");
+        line.push_hex(arg1 & 0xffff_ffff);
+    }
     line.push(b"); stopping\n");
     // SAFETY: write(2) and futex(2) are async-signal-safe; every buffer is
     // a live local; the report descriptor stays open for the process.
@@ -164,7 +200,8 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, _ctx: *mut c_vo
         if fd >= 0 && !ON_LAUNCHER.with(Cell::get) {
             let mut report = [0u8; REPORT_LEN];
             report[..4].copy_from_slice(&nr.to_le_bytes());
-            report[4..].copy_from_slice(&name);
+            report[4..12].copy_from_slice(&(arg1 & 0xffff_ffff).to_le_bytes());
+            report[12..].copy_from_slice(&name);
             // One write under PIPE_BUF is atomic: reports never interleave.
             if libc::write(fd, report.as_ptr().cast(), REPORT_LEN) == REPORT_LEN as isize {
                 // The launcher records it and ends the process; this
@@ -208,6 +245,8 @@ mod tests {
         line.push_number(435);
         line.push(b" ");
         line.push_number(-1);
-        assert_eq!(&line.buf[..line.len], b"0 435 -1");
+        line.push(b" ");
+        line.push_hex(0x4020_ae46);
+        assert_eq!(&line.buf[..line.len], b"0 435 -1 0x4020ae46");
     }
 }
