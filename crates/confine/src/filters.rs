@@ -693,10 +693,23 @@ fn api(r: &mut Rules) {
     );
 }
 
-/// The serial input thread: host bytes to the guest's UART.
+/// The serial input thread: host bytes to the guest's UART, from the
+/// terminal or from the clients of a listening console socket, which it
+/// accepts (and hangs up on when another takes over).
 fn serial_input(r: &mut Rules) {
     event_loop(r);
     tty(r);
+    allow(
+        r,
+        &[
+            libc::SYS_accept4,
+            libc::SYS_shutdown,
+            libc::SYS_recvfrom,
+            libc::SYS_sendto,
+            libc::SYS_getsockopt,
+            libc::SYS_setsockopt,
+        ],
+    );
 }
 
 /// Threads that fault guest memory in before boot.

@@ -156,6 +156,7 @@ impl Line {
 const SI_SYSCALL_OFFSET: usize = 24;
 
 /// ioctl(2)'s number: its request is worth naming too.
+#[allow(clippy::cast_possible_truncation)] // system call numbers are small
 const IOCTL: i32 = libc::SYS_ioctl as i32;
 
 extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
@@ -173,7 +174,7 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
     // saved ucontext_t.
     let arg1 = unsafe {
         let uc = ctx.cast::<libc::ucontext_t>();
-        (*uc).uc_mcontext.gregs[libc::REG_RSI as usize] as u64
+        u64::from_ne_bytes((*uc).uc_mcontext.gregs[libc::REG_RSI as usize].to_ne_bytes())
     };
     let name = THREAD_NAME.with(Cell::get);
     let end = name.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
