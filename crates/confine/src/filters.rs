@@ -184,7 +184,7 @@ fn common(r: &mut Rules) {
         ],
     );
     // A panic aborts with raise(SIGABRT), which is tgkill on itself.
-    allow_values(r, libc::SYS_tgkill, 2, Len::Dword, &[libc::SIGABRT as u64]);
+    signal_own_threads(r, libc::SIGABRT);
     // Naming a thread (the C library and std do it for themselves).
     allow_values(
         r,
@@ -193,6 +193,26 @@ fn common(r: &mut Rules) {
         Len::Dword,
         &[libc::PR_SET_NAME as u64, libc::PR_GET_NAME as u64],
     );
+}
+
+/// Allow tgkill(2) of `signal` to this process's own threads only.
+fn signal_own_threads(r: &mut Rules, signal: libc::c_int) {
+    let rule = [
+        SeccompCondition::new(0, Len::Dword, Op::Eq, u64::from(std::process::id())),
+        SeccompCondition::new(2, Len::Dword, Op::Eq, u64::from(signal.unsigned_abs())),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .and_then(SeccompRule::new)
+    .expect("a fixed rule is valid");
+    merge(r, Rules::from([(libc::SYS_tgkill, vec![rule])]));
+}
+
+/// Kicking vCPU threads out of `KVM_RUN`: the kick signal (the first
+/// real-time signal, `hypervisor::kick_signal`) to a thread of this
+/// process.
+fn kick_vcpus(r: &mut Rules) {
+    signal_own_threads(r, libc::SIGRTMIN());
 }
 
 /// Creating threads: clone with CLONE_THREAD only, so never a new
@@ -574,9 +594,10 @@ fn main_thread(r: &mut Rules) {
             libc::SYS_madvise,
         ],
     );
-    // Kicking vCPU threads out of KVM_RUN, and pre-faulting guest memory
-    // with scoped threads (which install the narrower prealloc filter).
-    allow(r, &[libc::SYS_tgkill]);
+    // Kicking vCPU threads out of KVM_RUN to stop them, and pre-faulting
+    // guest memory with scoped threads (which install the narrower
+    // prealloc filter).
+    kick_vcpus(r);
     spawn_threads(r);
 }
 
@@ -680,10 +701,11 @@ fn api(r: &mut Rules) {
     kvm_vm_runtime(r);
     tap_setup(r);
     iscsi(r);
+    // Pausing kicks the vCPUs.
+    kick_vcpus(r);
     allow(
         r,
         &[
-            libc::SYS_tgkill,
             libc::SYS_sched_setaffinity,
             libc::SYS_io_uring_setup,
             libc::SYS_io_uring_register,
@@ -749,6 +771,22 @@ mod tests {
             assert!(!r.contains_key(&libc::SYS_ptrace), "{kind:?}");
             let spawns = matches!(kind, ThreadKind::Main | ThreadKind::Launcher);
             assert_eq!(r.contains_key(&libc::SYS_clone), spawns, "{kind:?}");
+            // Signals only to this process's threads; ioctls only by
+            // request; sockets only of listed families.
+            for nr in [libc::SYS_tgkill, libc::SYS_ioctl, libc::SYS_socket] {
+                assert!(
+                    r.get(&nr).is_none_or(|rules| !rules.is_empty()),
+                    "{kind:?}: call {nr} is allowed whatever its arguments"
+                );
+            }
+            for nr in [
+                libc::SYS_kill,
+                libc::SYS_tkill,
+                libc::SYS_mount,
+                libc::SYS_setuid,
+            ] {
+                assert!(!r.contains_key(&nr), "{kind:?}: call {nr}");
+            }
         }
     }
 }

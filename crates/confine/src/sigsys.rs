@@ -32,6 +32,9 @@ thread_local! {
 static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
 /// A word no one ever wakes: where a reporting thread waits for the end.
 static NEVER: AtomicU32 = AtomicU32::new(0);
+/// How long (in 100 ms ticks) a reporting thread waits for the launcher
+/// to end the process before ending it itself.
+const REPORT_WAIT_TICKS: u32 = 50;
 
 /// Remember the calling thread's name for the handler.
 pub(crate) fn set_thread_name(name: &str, launcher: bool) {
@@ -206,14 +209,21 @@ extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_voi
             // One write under PIPE_BUF is atomic: reports never interleave.
             if libc::write(fd, report.as_ptr().cast(), REPORT_LEN) == REPORT_LEN as isize {
                 // The launcher records it and ends the process; this
-                // thread must not go on past the forbidden call.
-                loop {
+                // thread must not go on past the forbidden call. Should the
+                // launcher not get there (it needs a lock this thread
+                // holds, say), the process still ends, unrecorded, after
+                // REPORT_WAIT_TICKS of 100 ms.
+                let tick = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                };
+                for _ in 0..REPORT_WAIT_TICKS {
                     libc::syscall(
                         libc::SYS_futex,
                         NEVER.as_ptr(),
                         libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
                         0,
-                        std::ptr::null::<libc::timespec>(),
+                        &raw const tick,
                     );
                 }
             }

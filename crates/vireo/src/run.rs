@@ -237,6 +237,10 @@ fn launch(
     // made from now on has a filter of its own (crates/confine).
     let exit_status = ending.exit_status.clone();
     let on_violation = Box::new(move |v: &confine::Violation| {
+        // The process ends without unwinding: give the terminal back.
+        if let Some(terminal) = RAW_TERMINAL.get() {
+            let _ = terminal.restore();
+        }
         if let Some(path) = &exit_status {
             if let Err(e) = ExitStatus::new("seccomp", v.to_string()).write(path) {
                 eprintln!(
@@ -290,6 +294,7 @@ fn launch(
     let terminal = serial.terminal.take().map(Arc::new);
     if let Some(terminal) = &terminal {
         restore_terminal_on_panic(terminal.clone());
+        let _ = RAW_TERMINAL.set(terminal.clone());
     }
     if let Some(path) = &serial.pty_path {
         eprintln!("vireo: serial console on {}", path.display());
@@ -403,6 +408,10 @@ fn launch(
     ending.record(&status);
     code
 }
+
+/// The terminal in raw mode, for the seccomp report to restore: it ends
+/// the process from the launcher thread, with no unwinding.
+static RAW_TERMINAL: std::sync::OnceLock<Arc<RawTerminal>> = std::sync::OnceLock::new();
 
 /// A panic aborts the process (release builds), so drops never run: put the
 /// terminal back from the panic hook, before the message is printed.
