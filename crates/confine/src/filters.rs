@@ -32,11 +32,17 @@ pub(crate) fn rules(kind: ThreadKind) -> Rules {
         ThreadKind::Launcher => {
             // It starts every other thread (which inherits this filter
             // before installing its own), so it allows what all of them
-            // need: the union of every kind.
-            for other in ThreadKind::ALL {
-                if other != ThreadKind::Launcher {
-                    merge(&mut r, rules(other));
-                }
+            // need: the union of every kind. Every thread also runs this
+            // filter on each call, rules in order: the vCPUs' go first,
+            // so KVM_RUN is matched after a few comparisons.
+            let mut kinds = vec![ThreadKind::Vcpu];
+            kinds.extend(
+                ThreadKind::ALL
+                    .into_iter()
+                    .filter(|&k| !matches!(k, ThreadKind::Launcher | ThreadKind::Vcpu)),
+            );
+            for other in kinds {
+                merge(&mut r, rules(other));
             }
             spawn_threads(&mut r);
         }
