@@ -41,8 +41,10 @@ pub enum Engine {
 ///
 /// Buffers are `'static` because the request outlives the caller's stack
 /// frame: whoever builds them (with [`IoBuf::from_raw`]) promises that the
-/// memory stays valid until the request's [`Completion`] is drained.
-#[derive(Debug)]
+/// memory stays valid until the request's [`Completion`] is drained. A
+/// clone names the same memory (virtio-blk keeps one to send a request
+/// again after an error stopped the VM).
+#[derive(Debug, Clone)]
 pub enum Request {
     /// Fill `bufs` from the disk at `offset`.
     Read {

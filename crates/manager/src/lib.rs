@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cgroup;
 pub mod client;
 pub mod daemon;
 pub mod driver;

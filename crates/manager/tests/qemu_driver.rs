@@ -117,6 +117,7 @@ impl Fixture {
             run_dir,
             log_path: self.dir.path().join("qemu.log"),
             paused,
+            cgroup_procs: Vec::new(),
         }
     }
 

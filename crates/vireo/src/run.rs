@@ -37,6 +37,12 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         eprintln!("vireo: --paused needs --api-socket (nothing else could resume the VM)");
         return ExitCode::from(EXIT_USAGE);
     }
+    if args.api_socket.is_none() && args.disk.iter().any(|d| d.may_stop()) {
+        eprintln!(
+            "vireo: werror=stop, werror=enospc and rerror=stop need --api-socket (they pause the VM, and nothing else could resume it)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Some(path) = &args.exit_status {
         // Checked now: a path that can never take the status is the
         // user's mistake, said before the VM runs rather than after.

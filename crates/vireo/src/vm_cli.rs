@@ -239,6 +239,11 @@ fn one_id(in_options: Option<&String>, flag: Option<&String>) -> Result<Option<S
     }
 }
 
+/// An error policy for the API: left out when it is the default.
+fn policy(action: &str) -> Option<String> {
+    (action != "report").then(|| action.to_string())
+}
+
 /// `--disk` options as the API's DiskSpec.
 fn disk_spec(disk: &DiskConfig, id: Option<String>) -> DiskSpec {
     DiskSpec {
@@ -255,6 +260,8 @@ fn disk_spec(disk: &DiskConfig, id: Option<String>) -> DiskSpec {
         ),
         serial: disk.serial.clone(),
         queues: Some(disk.queues),
+        werror: policy(disk.werror.as_str()),
+        rerror: policy(disk.rerror.as_str()),
     }
 }
 

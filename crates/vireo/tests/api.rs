@@ -831,3 +831,118 @@ fn without_a_kernel_the_boot_a_client_asks_for_starts_paused() {
     assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
     assert!(vm.ok("GET", "/vm/counters", None)["vcpus"]["0"].is_object());
 }
+
+/// A tmpfs of `kib` KiB mounted at `dir`, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: PathBuf, kib: u64) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "vireo-full"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Self(dir)
+    }
+
+    /// Fill what is left with `filler`.
+    fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let page = [0x5au8; 4096];
+        while f.write_all(&page).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_pauses_the_vm_and_resume_finishes_the_write() {
+    if !common::is_root() {
+        testkit::skip("mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-full");
+    let fs = SmallFs::mount(dir, 512);
+    let img = fs.0.join("thin.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let filler = fs.fill();
+    let disk = format!("path={},format=raw,werror=enospc", img.display());
+    let kernel = guest("virtio");
+    let mut vm = Vm::start(
+        "full",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "blk blk-first=8 blk-count=4",
+            "--disk",
+            &disk,
+        ],
+    );
+    // The first write meets the full file system: the VM stops, saying why.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let info = loop {
+        let info = vm.ok("GET", "/vm", None);
+        if info["state"] == "paused" {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "the VM never paused: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let why = info["io_error"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("disk disk0: ") && why.contains("No space left on device"),
+        "{info}"
+    );
+    assert!(counter(&vm, "disk0", "held_requests") >= 1);
+    assert_eq!(counter(&vm, "disk0", "errors"), 0);
+    // Space comes back; resume sends the held write again and the guest
+    // never saw an error.
+    std::fs::remove_file(&filler).unwrap();
+    vm.ok("PUT", "/vm/resume", None);
+    let seen = vm.wait_for_line("virtio-blk: ok");
+    assert!(!seen.contains("FAIL"), "{seen}");
+    let (code, _) = vm.wait_exit();
+    assert_eq!(code, Some(0), "{seen}");
+    let data = std::fs::read(&img).unwrap();
+    assert_eq!(&data[8 * 512..8 * 512 + 8], &8u64.to_le_bytes());
+    assert_eq!(&data[11 * 512..11 * 512 + 8], &11u64.to_le_bytes());
+}
+
+#[test]
+fn a_stop_policy_needs_the_api_and_report_gives_the_guest_the_error() {
+    let kernel = guest("virtio");
+    let img = image("policy", 1);
+    let disk = format!("path={},format=raw,werror=stop", img.display());
+    let r = common::run_vireo(
+        &["run", "--kernel", kernel.to_str().unwrap(), "--disk", &disk],
+        Duration::from_secs(20),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(r.stderr.contains("need --api-socket"), "{}", r.describe());
+    let bad = format!("path={},format=raw,rerror=enospc", img.display());
+    let r = common::run_vireo(
+        &["run", "--kernel", kernel.to_str().unwrap(), "--disk", &bad],
+        Duration::from_secs(20),
+    );
+    assert!(
+        r.stderr
+            .contains("rerror=enospc must be report, ignore or stop"),
+        "{}",
+        r.describe()
+    );
+}

@@ -126,6 +126,26 @@ fn host_information() {
     let xml = caps["xml"].as_str().unwrap();
     assert!(xml.contains("<arch name='x86_64'>"), "{xml}");
     assert!(xml.contains("<domain type='kvm'/>"), "{xml}");
+    // The host's NUMA cells with their CPUs and page pools, as sysfs has
+    // them (this host: one node).
+    let nodes = std::fs::read_dir("/sys/devices/system/node")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with("node") && n[4..].bytes().all(|b| b.is_ascii_digit())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+        .max(1);
+    assert!(xml.contains(&format!("<cells num='{nodes}'>")), "{xml}");
+    assert!(xml.contains("<pages unit='KiB' size='4'>"), "{xml}");
+    assert!(xml.contains("<pages unit='KiB' size='2048'"), "{xml}");
+    assert!(xml.contains("<sibling id='0' value='10'/>"), "{xml}");
+    let cpus = xml.matches("<cpu id='").count();
+    assert_eq!(cpus as u64, node["cpus"].as_u64().unwrap(), "{xml}");
     let ro = http(&d.ro_socket, "GET", "/host/capabilities", None);
     assert_eq!(ro.status, 200);
     let version = d.ok("GET", "/version", None);

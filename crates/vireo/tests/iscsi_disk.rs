@@ -186,3 +186,178 @@ fn unreachable_or_malformed_iscsi_disks_fail_in_one_line() {
         start.elapsed()
     );
 }
+
+/// One request to a VMM's API socket: (status, body).
+fn api(socket: &Path, method: &str, path: &str) -> (u16, serde_json::Value) {
+    use std::io::Write as _;
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status, value)
+}
+
+fn wait_paused(socket: &Path) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, info) = api(socket, "GET", "/vm");
+        if info["state"] == "paused" {
+            return info;
+        }
+        assert!(std::time::Instant::now() < deadline, "never paused: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_target_that_goes_away_stops_the_vm_and_its_return_finishes_the_io() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [LunSpec {
+        size: 8 * MIB,
+        thin: true,
+    }];
+    let mut t = TestTarget::start("away", dir.path(), &luns, None).unwrap();
+    let socket = dir.path().join("api.sock");
+    let out = dir.path().join("out.txt");
+    let disk = format!(
+        "{},format=raw,werror=stop,rerror=stop,serial=lun1",
+        t.url(1)
+    );
+    let kernel = guest("virtio");
+    // Held before its first instruction, so the target goes first.
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", t.netns(), env!("CARGO_BIN_EXE_vireo")])
+        .args(["run", "--paused", "--api-socket"])
+        .arg(&socket)
+        .args(["--kernel", kernel.to_str().unwrap()])
+        .args(["--cmdline", "blk blk-first=3 blk-count=8"])
+        .args(["--disk", &disk])
+        .stdin(std::process::Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no API socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_paused(&socket);
+
+    // The target dies: the guest's first request fails, and the VM
+    // stops instead of giving the guest an error.
+    t.kill();
+    assert_eq!(api(&socket, "PUT", "/vm/resume").0, 204);
+    let info = wait_paused(&socket);
+    assert!(
+        info["io_error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("disk disk0: "),
+        "{info}"
+    );
+    let (_, counters) = api(&socket, "GET", "/vm/counters");
+    assert!(
+        counters["devices"]["disk0"]["held_requests"].as_u64() >= Some(1),
+        "{counters}"
+    );
+    assert_eq!(counters["devices"]["disk0"]["errors"], 0, "{counters}");
+
+    // It comes back: resume, the held request logs in again and goes
+    // through, and the guest finishes as if nothing had happened.
+    t.restart().unwrap();
+    assert_eq!(api(&socket, "PUT", "/vm/resume").0, 204);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(status, Some(0), "{text}");
+    assert!(
+        text.contains("virtio-blk: ok capacity=16384 wrote=8"),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL"), "{text}");
+    for n in 3..11 {
+        assert_eq!(
+            read_sector(&t.lun_file(1), n),
+            guest_pattern(n),
+            "sector {n}"
+        );
+    }
+}
+
+#[test]
+fn with_the_default_policy_a_lost_target_is_an_error_for_the_guest_not_a_hang() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [LunSpec {
+        size: 8 * MIB,
+        thin: true,
+    }];
+    let mut t = TestTarget::start("lost", dir.path(), &luns, None).unwrap();
+    let socket = dir.path().join("api.sock");
+    let out = dir.path().join("out.txt");
+    let disk = format!("{},format=raw,serial=lun1", t.url(1));
+    let kernel = guest("virtio");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", t.netns(), env!("CARGO_BIN_EXE_vireo")])
+        .args(["run", "--paused", "--api-socket"])
+        .arg(&socket)
+        .args(["--kernel", kernel.to_str().unwrap()])
+        .args(["--cmdline", "blk blk-first=3 blk-count=8"])
+        .args(["--disk", &disk])
+        .stdin(std::process::Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no API socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_paused(&socket);
+    t.kill();
+    assert_eq!(api(&socket, "PUT", "/vm/resume").0, 204);
+    // The guest gets its error at once (a refused connection, each
+    // attempt bounded), says so, and powers off: nothing waits forever.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(status, Some(0), "{text}");
+    assert!(text.contains("virtio-blk: FAIL"), "{text}");
+}

@@ -48,6 +48,7 @@ impl VmController for Recorder {
                         details: BTreeMap::new(),
                     },
                 ],
+                io_error: None,
             })
             .unwrap()),
             Action::GetCounters => Ok(serde_json::to_value(Counters {
@@ -110,6 +111,8 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         cache: Some("none".into()),
         serial: Some("S1".into()),
         queues: Some(2),
+        werror: Some("stop".into()),
+        rerror: None,
     };
     let net = NetSpec {
         id: None,
@@ -129,7 +132,7 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         (
             vec![
                 "add-disk",
-                "path=/img/data.qcow2,format=qcow2,readonly=on,cache=none,serial=S1,queues=2",
+                "path=/img/data.qcow2,format=qcow2,readonly=on,cache=none,serial=S1,queues=2,werror=stop",
                 "--id",
                 "data",
             ],
@@ -161,6 +164,8 @@ fn every_verb_sends_its_action_and_json_output_parses() {
                 cache: Some("writeback".into()),
                 serial: None,
                 queues: Some(1),
+                werror: None,
+                rerror: None,
             }),
         ),
         (

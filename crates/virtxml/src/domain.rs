@@ -1,11 +1,14 @@
 //! The `domain` element: the definition as a whole.
 
 use crate::cpu::{self, Cpu};
+use crate::cpuset::CpuSet;
 use crate::devices::{self, Devices};
 use crate::driver::{self, DriverKind};
 use crate::error::{Error, Warning};
+use crate::limits::{self, BlkioTune, MemTune};
 use crate::node::{Ctx, Node, Unmodelled};
 use crate::os::{self, Features, Os};
+use crate::placement::{self, CpuTune, MemoryBacking, NumaTune};
 use crate::raw::{RawElement, XmlWriter};
 use crate::scalars::{self, LifecycleAction, Vcpu};
 use crate::uuid::Uuid;
@@ -30,6 +33,16 @@ pub struct Domain {
     pub current_memory_kib: Option<u64>,
     /// The vCPUs.
     pub vcpu: Vcpu,
+    /// `memoryBacking`: what kind of host memory backs the guest.
+    pub memory_backing: Option<MemoryBacking>,
+    /// `cputune`: vCPU and emulator pinning.
+    pub cputune: Option<CpuTune>,
+    /// `numatune`: host NUMA nodes for guest memory.
+    pub numatune: Option<NumaTune>,
+    /// `memtune`: memory limits of the domain's cgroup.
+    pub memtune: Option<MemTune>,
+    /// `blkiotune`: block I/O weight and throttles of its cgroup.
+    pub blkiotune: Option<BlkioTune>,
     /// How the guest boots.
     pub os: Os,
     /// The `features` element, when present.
@@ -77,23 +90,6 @@ const DOMAIN_UNMODELLED: &[(&str, Unmodelled)] = &[
     (
         "iothreads",
         Unmodelled::Keep("Vireo's I/O runs on its own workers"),
-    ),
-    ("cputune", Unmodelled::Keep("CPU tuning is not applied yet")),
-    (
-        "numatune",
-        Unmodelled::Keep("NUMA placement is not applied yet"),
-    ),
-    (
-        "memoryBacking",
-        Unmodelled::Keep("memory backing is not applied yet"),
-    ),
-    (
-        "memtune",
-        Unmodelled::Keep("memory limits are not applied yet"),
-    ),
-    (
-        "blkiotune",
-        Unmodelled::Keep("block I/O tuning is not applied yet"),
     ),
     (
         "on_lockfailure",
@@ -175,11 +171,27 @@ impl Domain {
         if let Some(c) = self.current_memory_kib {
             w.text("currentMemory", &[("unit", "KiB")], &c.to_string());
         }
+        if let Some(t) = &self.blkiotune {
+            t.write(&mut w);
+        }
+        if let Some(t) = &self.memtune {
+            t.write(&mut w);
+        }
+        if let Some(m) = &self.memory_backing {
+            m.write(&mut w);
+        }
+        let cpuset = self.vcpu.cpuset.as_ref().map(ToString::to_string);
         let mut vcpu_attrs = vec![("placement", "static")];
-        if let Some(set) = &self.vcpu.cpuset {
+        if let Some(set) = &cpuset {
             vcpu_attrs.push(("cpuset", set));
         }
         w.text("vcpu", &vcpu_attrs, &self.vcpu.count.to_string());
+        if let Some(t) = &self.cputune {
+            t.write(&mut w);
+        }
+        if let Some(t) = &self.numatune {
+            t.write(&mut w);
+        }
         self.os.write(&mut w);
         if let Some(f) = &self.features {
             f.write(&mut w);
@@ -225,6 +237,11 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
     let mut memory = None;
     let mut current = None;
     let mut vcpu = None;
+    let mut memory_backing = None;
+    let mut cputune = None;
+    let mut numatune = None;
+    let mut memtune = None;
+    let mut blkiotune = None;
     let mut os = None;
     let mut features = None;
     let mut cpu = None;
@@ -274,6 +291,26 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
                 c.once(&vcpu)?;
                 vcpu = Some(scalars::parse_vcpu(&c, ctx)?);
             }
+            "memtune" => {
+                c.once(&memtune)?;
+                memtune = Some(limits::parse_memtune(&c, ctx)?);
+            }
+            "blkiotune" => {
+                c.once(&blkiotune)?;
+                blkiotune = Some(limits::parse_blkiotune(&c, ctx)?);
+            }
+            "memoryBacking" => {
+                c.once(&memory_backing)?;
+                memory_backing = Some(placement::parse_memory_backing(&c, ctx)?);
+            }
+            "cputune" => {
+                c.once(&cputune)?;
+                cputune = Some((placement::parse_cputune(&c, ctx)?, c.location()));
+            }
+            "numatune" => {
+                c.once(&numatune)?;
+                numatune = Some((placement::parse_numatune(&c, ctx)?, c.location()));
+            }
             "os" => {
                 c.once(&os)?;
                 os = Some(os::parse_os(&c, ctx)?);
@@ -312,20 +349,7 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
     }
 
     let name = name.ok_or_else(|| node.refuse("the domain has no <name>"))?;
-    let memory_kib = memory.ok_or_else(|| node.refuse("the domain has no <memory>"))?;
-    let current_memory_kib = match current {
-        Some((kib, location)) if kib > memory_kib => {
-            ctx.warnings.push(Warning {
-                location,
-                message: format!(
-                    "currentMemory ({kib} KiB) is above memory ({memory_kib} KiB) and is lowered to it, as libvirt does"
-                ),
-            });
-            Some(memory_kib)
-        }
-        Some((kib, _)) => Some(kib),
-        None => None,
-    };
+    let mut memory_kib = memory.ok_or_else(|| node.refuse("the domain has no <memory>"))?;
     let vcpu = match vcpu {
         Some(v) => v,
         None => Vcpu {
@@ -337,10 +361,75 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
         node.refuse("the domain has no <os>: Vireo boots a kernel given in <os><kernel>")
     })?;
     let cpu = match cpu {
-        Some((cpu, topology_at)) => {
-            cpu::check_topology(&cpu, topology_at, vcpu.count)?;
+        Some((cpu, at)) => {
+            cpu::check_topology(&cpu, at.topology.clone(), vcpu.count)?;
+            let cells_kib = cpu::check_numa(&cpu, at.numa.clone(), vcpu.count)?;
+            if let Some(location) = at.numa.filter(|_| cells_kib != memory_kib) {
+                // libvirt too makes the cells' sum the domain's memory.
+                ctx.warnings.push(Warning {
+                    location,
+                    message: format!(
+                        "the NUMA cells hold {cells_kib} KiB and <memory> says {memory_kib} KiB: memory is set to the cells' sum, as libvirt does"
+                    ),
+                });
+                memory_kib = cells_kib;
+            }
             Some(cpu)
         }
+        None => None,
+    };
+    let cells = cpu.as_ref().map_or(0, |c| c.numa.len());
+    let cputune = match cputune {
+        Some((t, location)) => {
+            if let Some((v, _)) = t.vcpupins.iter().find(|(v, _)| *v >= vcpu.count) {
+                return Err(Error::Refused {
+                    location,
+                    message: format!(
+                        "vcpupin names vCPU {v}, but the domain has {} vCPUs",
+                        vcpu.count
+                    ),
+                });
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let numatune = match numatune {
+        Some((t, location)) => {
+            if let Some((cell, _)) = t.memnodes.iter().find(|(c, _)| *c as usize >= cells) {
+                return Err(Error::Refused {
+                    location,
+                    message: format!(
+                        "memnode names guest NUMA cell {cell}, but <cpu><numa> defines {cells} cells"
+                    ),
+                });
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if let Some(pages) = memory_backing.as_ref().and_then(|m| m.hugepages.as_ref()) {
+        for p in pages {
+            if let Some(n) = p.nodeset.as_ref().and_then(CpuSet::max) {
+                if n as usize >= cells.max(1) {
+                    return Err(node.refuse(format!(
+                        "a huge page size is given for guest NUMA cell {n}, which does not exist"
+                    )));
+                }
+            }
+        }
+    }
+    let current_memory_kib = match current {
+        Some((kib, location)) if kib > memory_kib => {
+            ctx.warnings.push(Warning {
+                location,
+                message: format!(
+                    "currentMemory ({kib} KiB) is above memory ({memory_kib} KiB) and is lowered to it, as libvirt does"
+                ),
+            });
+            Some(memory_kib)
+        }
+        Some((kib, _)) => Some(kib),
         None => None,
     };
     let uuid = match uuid {
@@ -355,6 +444,11 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
         memory_kib,
         current_memory_kib,
         vcpu,
+        memory_backing,
+        cputune,
+        numatune,
+        memtune,
+        blkiotune,
         os,
         features,
         cpu,

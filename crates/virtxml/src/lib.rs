@@ -23,25 +23,30 @@
 #![warn(missing_docs)]
 
 pub mod cpu;
+pub mod cpuset;
 pub mod devices;
 mod domain;
 pub mod driver;
 mod error;
 pub mod iface;
+pub mod limits;
 pub mod network;
 mod node;
 pub mod os;
+pub mod placement;
 mod raw;
 pub mod scalars;
 pub mod storage;
 mod tree;
 mod uuid;
 
-pub use cpu::{Cpu, CpuModel, CpuTopology};
+pub use cpu::{Cpu, CpuModel, CpuTopology, NumaCell};
+pub use cpuset::CpuSet;
+pub use devices::balloon::MemBalloon;
 pub use devices::chardev::{CharBackend, CharDevice, CharTarget};
 pub use devices::disk::{
-    Disk, DiskCache, DiskFormat, DiskSource, NetworkSource, ResolvedVolume, VolumeSource,
-    ISCSI_PORT,
+    Disk, DiskCache, DiskErrorPolicy, DiskFormat, DiskSource, NetworkSource, ResolvedVolume,
+    VolumeSource, ISCSI_PORT,
 };
 pub use devices::interface::{DirectMode, Interface, InterfaceKind, MacAddress};
 pub use devices::interface_policy::{Bandwidth, FilterRef, NetFilter, RateLimit, MAX_RATE_KIB};
@@ -53,6 +58,7 @@ pub use error::{Error, Location, Warning};
 pub use iface::kinds::{BondDef, BondMode, BridgeDef, VlanDef};
 pub use iface::protocol::{Family, Protocol};
 pub use iface::{HostInterface, HostInterfaceKind, ParsedHostInterface, StartMode};
+pub use limits::{BlkioDevice, BlkioTune, MemTune};
 pub use network::dhcp::{Dhcp, DhcpHost, DhcpRange};
 pub use network::dns::{Dns, DnsHost, Forwarder};
 pub use network::forward::{Forward, ForwardMode, Nat};
@@ -60,6 +66,9 @@ pub use network::ip::IpDef;
 pub use network::link::{Bridge, DnsDomain};
 pub use network::{Network, ParsedNetwork};
 pub use os::{Features, Os};
+pub use placement::{
+    CpuTune, HugePage, MemoryAccess, MemoryBacking, MemorySource, NodeBinding, NumaMode, NumaTune,
+};
 pub use raw::{escape, RawContent, RawElement};
 pub use scalars::{LifecycleAction, Vcpu};
 pub use storage::pool::{

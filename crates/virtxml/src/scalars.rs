@@ -1,6 +1,7 @@
 //! The domain's scalar elements: name, memory sizes, vCPUs and the
 //! lifecycle actions.
 
+use crate::cpuset::CpuSet;
 use crate::error::Error;
 use crate::node::{parse_number, Ctx, Node};
 
@@ -86,9 +87,9 @@ pub const MAX_VCPUS: u32 = 255;
 pub struct Vcpu {
     /// Number of vCPUs the guest has.
     pub count: u32,
-    /// The host CPUs the vCPUs may run on (`cpuset`), libvirt's syntax
-    /// kept as written (`0-3,^2`); not applied yet.
-    pub cpuset: Option<String>,
+    /// The host CPUs the vCPUs (and, without `emulatorpin`, the other
+    /// threads) may run on (`cpuset`).
+    pub cpuset: Option<CpuSet>,
 }
 
 pub(crate) fn parse_vcpu(node: &Node<'_>, ctx: &mut Ctx) -> Result<Vcpu, Error> {
@@ -114,10 +115,10 @@ pub(crate) fn parse_vcpu(node: &Node<'_>, ctx: &mut Ctx) -> Result<Vcpu, Error> 
             )));
         }
     }
-    let cpuset = node.attr("cpuset").map(str::to_string);
-    if cpuset.is_some() {
-        node.warn(ctx, "cpuset is kept but vCPUs are not pinned yet");
-    }
+    let cpuset = match node.attr("cpuset") {
+        Some(s) => Some(CpuSet::parse(s).map_err(|e| node.refuse(format!("cpuset {e}")))?),
+        None => None,
+    };
     Ok(Vcpu { count, cpuset })
 }
 
@@ -251,12 +252,10 @@ mod tests {
         assert!(vcpu("<vcpu>0</vcpu>").is_err());
         assert!(vcpu("<vcpu>256</vcpu>").is_err());
         assert_eq!(
-            vcpu("<vcpu cpuset='0-1'>2</vcpu>")
-                .unwrap()
-                .cpuset
-                .as_deref(),
-            Some("0-1")
+            vcpu("<vcpu cpuset='0-1'>2</vcpu>").unwrap().cpuset,
+            Some(CpuSet::of([0, 1]))
         );
+        assert!(vcpu("<vcpu cpuset='1-0'>2</vcpu>").is_err());
     }
 
     #[test]

@@ -85,7 +85,6 @@ fn hints_are_warned_once_each_and_kept() {
             "/domain/clock",
             "/domain/devices/emulator[1]",
             "/domain/devices/controller[1]",
-            "/domain/devices/memballoon[1]",
             "/domain/devices/input[1]",
             "/domain/devices/channel[1]",
             "/domain/devices/video[1]",
@@ -97,7 +96,8 @@ fn hints_are_warned_once_each_and_kept() {
     );
     let d = round_trip(&xml);
     assert_eq!(d.kept.len(), 3);
-    assert_eq!(d.devices.kept.len(), 5);
+    assert_eq!(d.devices.kept.len(), 4);
+    assert!(!d.devices.memballoon.as_ref().unwrap().virtio);
     assert!(d
         .to_xml()
         .contains("<metadata><x:y xmlns:x='urn:x'>v</x:y></metadata>"));
@@ -292,4 +292,80 @@ fn messages_stay_one_line() {
     let xml = doc("", "    <disk type='file' x='a&#10;b'><driver type='raw'/><source file='/a'/><target dev='vda'/></disk>\n");
     let w = Domain::parse(&xml).unwrap().warnings[0].to_string();
     assert!(!w.contains('\n'), "{w}");
+}
+
+#[test]
+fn placement_round_trips_and_checks_cells() {
+    let top = "  <memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages><allocation mode='immediate' threads='2'/></memoryBacking>\n\
+  <vcpu cpuset='0-1'>4</vcpu>\n\
+  <cputune><vcpupin vcpu='0' cpuset='1'/><emulatorpin cpuset='0'/></cputune>\n\
+  <numatune><memory mode='strict' nodeset='0'/><memnode cellid='1' mode='interleave' nodeset='0'/></numatune>\n\
+  <cpu><topology sockets='2' cores='2' threads='1'/><numa><cell id='0' cpus='0-1' memory='32768'/><cell id='1' cpus='2-3' memory='32768'><distances><sibling id='0' value='15'/></distances></cell></numa></cpu>\n";
+    let xml = doc(
+        top,
+        "    <memballoon model='virtio' freePageReporting='on'><stats period='5'/></memballoon>\n",
+    );
+    let d = round_trip(&xml);
+    assert_eq!(d.vcpu.cpuset.as_ref().unwrap().to_string(), "0-1");
+    assert_eq!(d.cpu.as_ref().unwrap().distance(0, 1), 15);
+    assert_eq!(
+        d.numatune
+            .as_ref()
+            .unwrap()
+            .for_cell(0)
+            .unwrap()
+            .nodeset
+            .to_string(),
+        "0"
+    );
+    assert_eq!(d.devices.memballoon.as_ref().unwrap().stats_period, Some(5));
+
+    // The cells' sum replaces <memory>, with a warning, as in libvirt.
+    let more = top.replace("memory='32768'/><cell", "memory='65536'/><cell");
+    let p = Domain::parse(&doc(&more, "")).unwrap();
+    assert_eq!(p.domain.memory_kib, 98_304);
+    assert!(p.warnings.iter().any(|w| w.message.contains("cells' sum")));
+
+    let e = refusal(&doc(
+        &top.replace("vcpu='0' cpuset='1'", "vcpu='4' cpuset='1'"),
+        "",
+    ));
+    assert!(e.contains("vcpupin names vCPU 4"), "{e}");
+    let e = refusal(&doc(&top.replace("cellid='1'", "cellid='2'"), ""));
+    assert!(e.contains("memnode names guest NUMA cell 2"), "{e}");
+    let e = refusal(&doc(
+        &top.replace(
+            "<page size='2048' unit='KiB'/>",
+            "<page size='2048' unit='KiB' nodeset='3'/>",
+        ),
+        "",
+    ));
+    assert!(e.contains("cell 3, which does not exist"), "{e}");
+}
+
+#[test]
+fn disk_error_policies_round_trip() {
+    let disk = |attrs: &str| {
+        format!("    <disk type='file'><driver name='qemu' type='raw' {attrs}/><source file='/a'/><target dev='vda'/></disk>\n")
+    };
+    let d = round_trip(&doc(
+        "",
+        &disk("error_policy='enospace' rerror_policy='stop'"),
+    ));
+    let k = &d.devices.disks[0];
+    assert_eq!(k.error_policy, Some(crate::DiskErrorPolicy::Enospc));
+    assert_eq!(k.rerror_policy, Some(crate::DiskErrorPolicy::Stop));
+    assert!(d
+        .to_xml()
+        .contains("error_policy='enospace' rerror_policy='stop'"));
+    let e = refusal(&doc("", &disk("rerror_policy='enospace'")));
+    assert!(
+        e.contains("rerror_policy='enospace' must be stop, report or ignore"),
+        "{e}"
+    );
+    let e = refusal(&doc("", &disk("error_policy='retry'")));
+    assert!(
+        e.contains("must be stop, report, ignore or enospace"),
+        "{e}"
+    );
 }

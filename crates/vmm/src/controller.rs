@@ -62,6 +62,8 @@ struct Inner {
     power_off_requested: bool,
     /// The next boot holds its vCPUs before the first instruction.
     start_paused: bool,
+    /// Paused by a disk's error policy: the error, until resumed.
+    io_error: Option<String>,
 }
 
 /// The control API's view of this process's VM.
@@ -125,6 +127,7 @@ impl Controller {
                 reset_requested: false,
                 power_off_requested: false,
                 start_paused: false,
+                io_error: None,
             }),
             changed: Condvar::new(),
             max_cpus,
@@ -246,6 +249,10 @@ impl Controller {
                 .as_ref()
                 .map(|r| r.devices())
                 .unwrap_or_default(),
+            io_error: inner
+                .io_error
+                .clone()
+                .filter(|_| inner.state == VmState::Paused),
         }
     }
 
@@ -455,6 +462,7 @@ impl VmController for Controller {
                 }
                 Self::running(&inner)?.resume();
                 inner.state = VmState::Running;
+                inner.io_error = None;
                 Ok(Value::Null)
             }
             Action::Shutdown => {
@@ -527,6 +535,22 @@ impl VmController for Controller {
 impl VmObserver for Controller {
     fn take_start_paused(&self) -> bool {
         std::mem::take(&mut self.lock().start_paused)
+    }
+
+    fn io_stopped(&self, why: String) {
+        tracing::warn!("{why}: pausing the VM until it is resumed");
+        match self.pause() {
+            Ok(_) => self.lock().io_error = Some(why),
+            // Paused already (by a client, or by an earlier error): the
+            // held request waits for that resume as well.
+            Err(e) if e.status == 409 => {
+                let mut inner = self.lock();
+                if inner.state == VmState::Paused && inner.io_error.is_none() {
+                    inner.io_error = Some(why);
+                }
+            }
+            Err(e) => tracing::error!("{why}: the VM could not be paused: {}", e.message),
+        }
     }
 
     fn booted(&self, vm: Arc<RunningVm>) {

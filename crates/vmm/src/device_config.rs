@@ -33,6 +33,18 @@ pub struct DiskConfig {
     pub serial: Option<String>,
     /// Request queues.
     pub queues: u16,
+    /// What a failed write, flush or discard does (`werror=`).
+    pub werror: virtio::block::ErrorAction,
+    /// What a failed read does (`rerror=`).
+    pub rerror: virtio::block::ErrorAction,
+}
+
+impl DiskConfig {
+    /// Whether a failure may stop the VM until it is resumed.
+    pub fn may_stop(&self) -> bool {
+        use virtio::block::ErrorAction::{Enospc, Stop};
+        matches!(self.werror, Stop | Enospc) || self.rerror == Stop
+    }
 }
 
 /// One `--net`.
@@ -259,6 +271,8 @@ impl DiskConfig {
             cache: CacheMode::default(),
             serial: None,
             queues: 1,
+            werror: virtio::block::ErrorAction::Report,
+            rerror: virtio::block::ErrorAction::Report,
         }
     }
 
@@ -291,6 +305,16 @@ impl DiskConfig {
                 self.serial = Some(v.to_string());
             }
             "queues" => self.queues = queue_count(what, v, 16)?,
+            "werror" => {
+                self.werror = virtio::block::ErrorAction::parse(v).ok_or_else(|| {
+                    format!("{what}: werror={v} must be report, ignore, stop or enospc")
+                })?
+            }
+            "rerror" => {
+                self.rerror = virtio::block::ErrorAction::parse(v)
+                    .filter(|a| *a != virtio::block::ErrorAction::Enospc)
+                    .ok_or_else(|| format!("{what}: rerror={v} must be report, ignore or stop"))?
+            }
             _ => unreachable_key(key)?,
         }
         Ok(())
@@ -304,7 +328,7 @@ impl FromStr for DiskConfig {
         const WHAT: &str = "--disk";
         let mut disk = DiskConfig::new(PathBuf::new());
         let known = [
-            "id", "path", "format", "readonly", "cache", "serial", "queues",
+            "id", "path", "format", "readonly", "cache", "serial", "queues", "werror", "rerror",
         ];
         // `--disk iscsi://HOST/IQN/LUN[,options]`: the URL holds no comma.
         let s = match s.strip_prefix(block::ISCSI_SCHEME) {

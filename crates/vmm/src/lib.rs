@@ -13,6 +13,7 @@ mod controller;
 mod device_config;
 mod error;
 pub mod exit_status;
+mod io_stops;
 mod machine;
 pub mod memory;
 pub mod memory_backend;

@@ -453,7 +453,9 @@ pub fn run_once(
         layout::PCI_HOTPLUG_MMIO_SIZE,
     )?;
     let mut pci = PciDevices::new(vm.clone(), mem.clone(), config.memory)?;
-    crate::virtio_devices::add_virtio_devices(&prepared, &mut pci)?;
+    // A disk may stop the VM only when a client can resume it.
+    let io_stops = crate::io_stops::IoStops::new()?;
+    crate::virtio_devices::add_virtio_devices(&prepared, &mut pci, observer.map(|_| &io_stops))?;
     // From here the devices hold the images: one the API removes while
     // the VM runs is let go at once.
     drop(prepared);
@@ -516,6 +518,7 @@ pub fn run_once(
         events: &events,
         stop,
         observer,
+        io_stops,
     };
     let result = run_vcpus(vcpus, boot);
     *lock(&console.serial) = None;
@@ -532,6 +535,7 @@ struct Boot<'a> {
     events: &'a StopEvents,
     stop: &'a EventFd,
     observer: Option<&'a dyn VmObserver>,
+    io_stops: Arc<crate::io_stops::IoStops>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -577,6 +581,7 @@ fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
                 hotplug: boot.acpi_events.1,
                 power_off: clone_eventfd(&events.power_off)?,
                 reset: clone_eventfd(&events.reset)?,
+                io_stops: boot.io_stops.clone(),
             },
         ))),
         Some(_) => None,
@@ -593,7 +598,13 @@ fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
         observer.booted(running.clone());
     }
     let outcome = match spawn_error {
-        None => wait_for_stop(events, boot.stop, running.as_deref()),
+        None => wait_for_stop(
+            events,
+            boot.stop,
+            running.as_deref(),
+            &boot.io_stops,
+            boot.observer,
+        ),
         Some(_) => Outcome::Stopped,
     };
     if let Some(observer) = boot.observer {
@@ -619,13 +630,21 @@ fn clone_eventfd(e: &EventFd) -> Result<EventFd> {
     e.try_clone().map_err(|e| Error::Host("eventfd clone", e))
 }
 
-/// Block until something ends this boot.
-fn wait_for_stop(events: &StopEvents, stop: &EventFd, running: Option<&RunningVm>) -> Outcome {
+/// Block until something ends this boot; meanwhile pause the VM when a
+/// disk's error policy asks for it.
+fn wait_for_stop(
+    events: &StopEvents,
+    stop: &EventFd,
+    running: Option<&RunningVm>,
+    io_stops: &crate::io_stops::IoStops,
+    observer: Option<&dyn VmObserver>,
+) -> Outcome {
     let mut fds = vec![
         &events.power_off,
         &events.reset,
         &events.vcpu.stop_evt,
         stop,
+        io_stops.event(),
     ];
     // The guest's hot-plug ejections complete device removals here.
     if let Some(running) = running {
@@ -670,7 +689,12 @@ fn wait_for_stop(events: &StopEvents, stop: &EventFd, running: Option<&RunningVm
         if ready(3) {
             return Outcome::Stopped;
         }
-        if pollfds.len() > 4 && ready(4) {
+        if ready(4) {
+            if let (Some(why), Some(observer)) = (io_stops.take(), observer) {
+                observer.io_stopped(why);
+            }
+        }
+        if pollfds.len() > 5 && ready(5) {
             if let Some(running) = running {
                 running.complete_ejections();
             }

@@ -34,6 +34,9 @@ pub trait VmObserver: Send + Sync {
     fn take_start_paused(&self) -> bool {
         false
     }
+    /// A disk's error policy held a request: pause the VM, recording why
+    /// (`GET /vm` says it), until a client resumes it.
+    fn io_stopped(&self, _why: String) {}
 }
 
 /// How the API reaches the guest and the VM's owner: the ACPI event
@@ -44,6 +47,8 @@ pub(crate) struct ControlEvents {
     pub hotplug: PciHotplug,
     pub power_off: EventFd,
     pub reset: EventFd,
+    /// Where disks whose error policy stops the VM report.
+    pub io_stops: Arc<crate::io_stops::IoStops>,
 }
 
 /// A booted VM, as the control API sees it.
@@ -422,7 +427,8 @@ impl PendingDevice {
     /// torn down as usual); [`RunningVm::plug`] puts it on the bus.
     pub fn disk(claim: IdClaim, disk: &DiskConfig) -> Result<Self> {
         let image = virtio_devices::open_disk(disk)?;
-        let device = virtio_devices::disk_device(&claim.id, disk, image);
+        let stops = claim.vm.upgrade().map(|vm| vm.events.io_stops.clone());
+        let device = virtio_devices::disk_device(&claim.id, disk, image, stops.as_ref());
         Ok(Self { device, claim })
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{CacheMode, DiskConfig, NetConfig};
 use crate::error::{Error, Result};
+use crate::io_stops::IoStops;
 use crate::machine::PreparedVm;
 use crate::pci_devices::{DeviceDescription, DeviceSource, PciDevices};
 
@@ -41,11 +42,15 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
 
 /// Put the configured virtio devices on the PCI bus, the disks on the
 /// images `prepared` holds open.
-pub(crate) fn add_virtio_devices(prepared: &PreparedVm, pci: &mut PciDevices) -> Result<()> {
+pub(crate) fn add_virtio_devices(
+    prepared: &PreparedVm,
+    pci: &mut PciDevices,
+    stops: Option<&Arc<IoStops>>,
+) -> Result<()> {
     let config = prepared.config();
     for (i, (disk, image)) in prepared.disks().enumerate() {
         let id = disk.id.clone().unwrap_or_else(|| format!("disk{i}"));
-        pci.add_virtio(disk_device(&id, disk, image.clone()))?;
+        pci.add_virtio(disk_device(&id, disk, image.clone(), stops))?;
     }
     for (i, net) in config.nets.iter().enumerate() {
         let id = net.id.clone().unwrap_or_else(|| format!("net{i}"));
@@ -78,17 +83,24 @@ pub(crate) struct NewDevice {
 }
 
 /// A virtio-blk device called `id` over `image`, the open image `disk`
-/// names.
+/// names. Without `stops` (no one to resume the VM), a `stop` error
+/// policy reports instead.
 pub(crate) fn disk_device(
     id: &str,
     disk: &DiskConfig,
     image: Arc<dyn block::DiskImage>,
+    stops: Option<&Arc<IoStops>>,
 ) -> NewDevice {
     let device = virtio::block::Block::new(virtio::block::BlockConfig {
         disk: image.clone(),
         serial: disk.serial.clone().unwrap_or_else(|| format!("vireo-{id}")),
         queues: disk.queues,
         io_workers: 0,
+        error_policy: virtio::block::ErrorPolicy {
+            write: disk.werror,
+            read: disk.rerror,
+        },
+        on_stop: stops.map(|s| s.notifier(id)),
     });
     let mut details = BTreeMap::new();
     details.insert("path".to_string(), disk.path.display().to_string());

@@ -45,6 +45,7 @@ impl VmController for Recorder {
                     pci: "00:01.0".into(),
                     details: BTreeMap::new(),
                 }],
+                io_error: None,
             })
             .unwrap()),
             Action::GetCounters => Ok(serde_json::to_value(Counters::default()).unwrap()),
@@ -216,6 +217,8 @@ fn every_route_maps_to_its_action() {
         cache: Some("none".into()),
         serial: Some("s1".into()),
         queues: Some(2),
+        werror: Some("enospc".into()),
+        rerror: Some("stop".into()),
     };
     let net = NetSpec {
         id: None,

@@ -43,6 +43,16 @@
 //! | DELETE | `/domains/{dom}/interfaces/{mac}?live=&config=` | | 204 (detach-interface) |
 //! | GET | `/domains/{dom}/interfaces/{iface}/bandwidth?config=` | | [`InterfaceBandwidth`] (domiftune) |
 //! | PUT | `/domains/{dom}/interfaces/{iface}/bandwidth` | [`BandwidthRequest`] | 204 (domiftune with rates) |
+//! | GET | `/domains/{dom}/memory` | | [`MemoryStats`] (dommemstat) |
+//! | PUT | `/domains/{dom}/memory` | [`SetMemoryRequest`] | 204 (setmem) |
+//! | GET | `/domains/{dom}/vcpus?config=` | | `[`[`VcpuRow`]`]` (vcpuinfo, vcpupin) |
+//! | PUT | `/domains/{dom}/vcpus/{vcpu}/affinity` | [`PinRequest`] | 204 (vcpupin with a set) |
+//! | GET | `/domains/{dom}/emulator/affinity?config=` | | [`Affinity`] (emulatorpin) |
+//! | PUT | `/domains/{dom}/emulator/affinity` | [`PinRequest`] | 204 (emulatorpin with a set) |
+//! | GET | `/domains/{dom}/numatune?config=` | | [`NumaTuneInfo`] (numatune) |
+//! | PUT | `/domains/{dom}/numatune` | [`NumaTuneRequest`] | 204 (numatune with a mode or set) |
+//! | GET | `/domains/{dom}/limits?config=` | | [`ResourceLimits`] (schedinfo, memtune, blkiotune) |
+//! | PUT | `/domains/{dom}/limits` | [`LimitsRequest`] | 204 (the same, with values) |
 //! | GET | `/domains/{dom}/console` | | 101 Switching Protocols (`Upgrade: vireo-console`), then raw bytes both ways with the guest's serial console |
 //! | GET | `/events?domain={dom}` | | 200, a stream of [`Event`]s, one JSON object per line, until the client closes |
 //!
@@ -56,6 +66,7 @@ pub mod bandwidth;
 pub mod iface;
 pub mod network;
 pub mod storage;
+pub mod tuning;
 
 use std::path::{Path, PathBuf};
 
@@ -69,6 +80,10 @@ pub use network::{
 pub use storage::{
     PoolSummary, VolumeCopyRequest, VolumeResizeRequest, VolumeSummary, VolumeTransfer,
     VolumeWipeRequest,
+};
+pub use tuning::{
+    Affinity, DeviceLimits, LimitsRequest, MemoryStat, MemoryStats, NumaTuneInfo, NumaTuneRequest,
+    PinRequest, ResourceLimits, SetMemoryRequest, VcpuRow,
 };
 
 /// The daemon's read-write socket unless told otherwise.
@@ -261,6 +276,8 @@ pub enum StateReason {
     Unpaused,
     /// paused: a user paused it (or `start --paused`).
     User,
+    /// paused: a disk's error policy stopped it on an I/O error.
+    IoError,
     /// shut off: the guest powered off.
     Shutdown,
     /// shut off: `destroy`.
@@ -281,6 +298,7 @@ impl StateReason {
             StateReason::Booted => "booted",
             StateReason::Unpaused => "unpaused",
             StateReason::User => "user",
+            StateReason::IoError => "ioerror",
             StateReason::Shutdown => "shutdown",
             StateReason::Destroyed => "destroyed",
             StateReason::Crashed => "crashed",

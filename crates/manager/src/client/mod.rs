@@ -12,6 +12,7 @@ pub mod http;
 mod iface;
 mod network;
 mod pool;
+mod tuning;
 mod vol_ops;
 
 pub use vol_ops::UploadError;

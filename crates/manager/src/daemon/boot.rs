@@ -217,6 +217,7 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
         run_dir: d.run_root.join(record.id.to_string()),
         log_path: d.store.log_path(&name),
         paused: false,
+        cgroup_procs: Vec::new(),
     };
     let adopt_d = d.clone();
     let adopt_record = record.clone();

@@ -131,16 +131,22 @@ pub(crate) fn capabilities(drivers: &[std::sync::Arc<dyn Driver>]) -> String {
     let emulator = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "vireo".to_string());
+    let cells = super::host_numa::host_cells(std::path::Path::new("/sys"), info.memory_kib);
     let mut xml = String::from("<capabilities>\n  <host>\n");
+    let pages: String = super::host_numa::page_sizes(&cells)
+        .iter()
+        .map(|s| format!("      <pages unit='KiB' size='{s}'/>\n"))
+        .collect();
     xml.push_str(&format!(
-        "    <cpu>\n      <arch>{arch}</arch>\n      <topology sockets='{}' dies='1' cores='{}' threads='{}'/>\n    </cpu>\n",
+        "    <cpu>\n      <arch>{arch}</arch>\n      <topology sockets='{}' dies='1' cores='{}' threads='{}'/>\n{pages}    </cpu>\n",
         info.sockets_per_node * info.numa_nodes,
         info.cores_per_socket,
         info.threads_per_core
     ));
+    xml.push_str(&super::host_numa::topology_xml(&cells));
     xml.push_str(&format!(
-        "    <topology>\n      <cells num='{}'/>\n    </topology>\n    <memory unit='KiB'>{}</memory>\n    <cpus>{}</cpus>\n",
-        info.numa_nodes, info.memory_kib, info.cpus
+        "    <memory unit='KiB'>{}</memory>\n    <cpus>{}</cpus>\n",
+        info.memory_kib, info.cpus
     ));
     xml.push_str("  </host>\n");
     xml.push_str(&format!(

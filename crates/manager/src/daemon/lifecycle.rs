@@ -164,6 +164,7 @@ async fn prepare_and_start(
         run_dir: run_dir.clone(),
         log_path: d.store.log_path(name),
         paused: paused || hold_for_ports,
+        cgroup_procs: Vec::new(),
     };
     let marker = StartMarker {
         id,
@@ -171,8 +172,16 @@ async fn prepare_and_start(
     };
     let (start_d, start_name, start_domain) = (d.clone(), name.to_string(), domain.clone());
     let instance = tokio::task::spawn_blocking(move || -> Result<Box<dyn Instance>, Failure> {
+        let mut ctx = ctx;
         driver.validate(&start_domain)?;
-        make_run_dir(&start_d.run_root, &ctx.run_dir)?;
+        let cgroup = super::cgroups::prepare(&start_name, uuid, &start_domain)?;
+        ctx.cgroup_procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
+        if let Err(e) = make_run_dir(&start_d.run_root, &ctx.run_dir) {
+            if let Some(c) = &cgroup {
+                c.remove();
+            }
+            return Err(e);
+        }
         let started = start_d
             .store
             .save_marker(&start_name, &marker)
@@ -181,6 +190,9 @@ async fn prepare_and_start(
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&ctx.run_dir);
             let _ = start_d.store.remove_marker(&start_name);
+            if let Some(c) = &cgroup {
+                c.remove();
+            }
         }
         started
     })
@@ -316,6 +328,9 @@ pub(crate) fn activate(
             let runtime = waiter_d.runtime.clone();
             runtime.spawn(on_exit(waiter_d, waiter_name, uuid, generation, reason, tx));
         });
+    if spawned.is_ok() {
+        super::io_errors::watch(d.clone(), name.to_string(), uuid, generation);
+    }
     if let Err(e) = spawned {
         // Its end would go unseen: the caller ends it instead.
         if let Some(entry) = d.registry.lock().get_mut(name, uuid) {
@@ -480,6 +495,7 @@ async fn on_exit(
     let removed = tokio::task::spawn_blocking(move || {
         let removed = cleanup_d.store.remove_record(&cleanup_name);
         let _ = std::fs::remove_dir_all(&run_dir);
+        super::cgroups::remove(&cleanup_name, uuid);
         removed
     })
     .await;

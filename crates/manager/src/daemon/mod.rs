@@ -14,6 +14,7 @@
 mod boot;
 #[cfg(test)]
 mod boot_tests;
+mod cgroups;
 mod console;
 mod devices;
 mod disk_volumes;
@@ -22,8 +23,10 @@ mod events;
 mod failure;
 mod host;
 mod host_ifaces;
+mod host_numa;
 mod iface_links;
 mod iface_routes;
+mod io_errors;
 mod leases;
 mod lifecycle;
 mod net_routes;
@@ -36,6 +39,8 @@ mod registry;
 mod routes;
 mod server;
 mod store;
+mod tuning;
+mod tuning_routes;
 mod vol_ops;
 
 use std::path::{Path, PathBuf};

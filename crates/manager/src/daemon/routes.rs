@@ -19,8 +19,8 @@ use super::devices::{self, Family};
 use super::failure::{no_content, ok, parse_body, parse_optional_body, Answer, Failure};
 use super::registry::{driver_name, Entry};
 use super::{
-    console, host, iface_routes, lifecycle, net_routes, ops, pool_routes, port_policy, vol_ops,
-    Daemon,
+    console, host, iface_routes, lifecycle, net_routes, ops, pool_routes, port_policy,
+    tuning_routes, vol_ops, Daemon,
 };
 use crate::api::{
     AutostartRequest, BandwidthRequest, CreateRequest, DefineRequest, DestroyRequest,
@@ -72,6 +72,16 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
         route!(DELETE "/domains/{dom}/interfaces/{mac}" => detach_interface),
         route!(GET "/domains/{dom}/interfaces/{iface}/bandwidth" => bandwidth),
         route!(PUT "/domains/{dom}/interfaces/{iface}/bandwidth" => set_bandwidth),
+        route!(GET "/domains/{dom}/memory" => tuning_routes::memory),
+        route!(PUT "/domains/{dom}/memory" => tuning_routes::set_memory),
+        route!(GET "/domains/{dom}/vcpus" => tuning_routes::vcpus),
+        route!(PUT "/domains/{dom}/vcpus/{vcpu}/affinity" => tuning_routes::pin_vcpu),
+        route!(GET "/domains/{dom}/emulator/affinity" => tuning_routes::emulator),
+        route!(PUT "/domains/{dom}/emulator/affinity" => tuning_routes::pin_emulator),
+        route!(GET "/domains/{dom}/numatune" => tuning_routes::numatune),
+        route!(PUT "/domains/{dom}/numatune" => tuning_routes::set_numatune),
+        route!(GET "/domains/{dom}/limits" => tuning_routes::limits),
+        route!(PUT "/domains/{dom}/limits" => tuning_routes::set_limits),
         route!(GET "/domains/{dom}/console" => console_route),
         route!(GET "/domains/{dom}/addresses" => net_routes::addresses),
         route!(GET "/events" => events),
@@ -407,6 +417,7 @@ fn state_numbers(e: &Entry) -> (u32, u32) {
         (S::Running, R::Booted) => 1,
         (S::Running, R::Unpaused) => 4,
         (S::Paused, R::User) => 1,
+        (S::Paused, R::IoError) => 5,
         (S::InShutdown, R::User) => 1,
         (S::ShutOff, R::Shutdown) => 1,
         (S::ShutOff, R::Destroyed) => 2,

@@ -49,6 +49,9 @@ pub struct StartContext {
     pub log_path: PathBuf,
     /// Start with the vCPUs paused.
     pub paused: bool,
+    /// The `cgroup.procs` files of the domain's cgroup: the VMM joins it
+    /// before it runs (empty: no cgroup).
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 /// What the daemon keeps about a running VMM to find it again after a
@@ -194,6 +197,67 @@ pub trait Instance: Send + Sync {
 
     /// CPU time the VMM process has used.
     fn cpu_time(&self) -> Duration;
+
+    /// While the VMM holds the VM paused because a disk's error policy
+    /// stopped it: the error.
+    fn io_error(&self) -> Result<Option<String>, DriverError> {
+        Ok(None)
+    }
+
+    /// Sets the balloon's target: the memory the guest should keep, KiB.
+    fn set_balloon(&self, _target_kib: u64) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "this driver has no memory balloon".into(),
+        ))
+    }
+
+    /// The balloon's size and the guest's memory statistics, as virsh
+    /// `dommemstat` names them (memory in KiB), in its order; without a
+    /// balloon, none.
+    fn memory_stats(&self) -> Result<Vec<(String, u64)>, DriverError> {
+        Ok(Vec::new())
+    }
+
+    /// The vCPU threads: where each last ran, its CPU time and affinity.
+    fn vcpus(&self) -> Result<Vec<VcpuThread>, DriverError> {
+        Err(DriverError::Unsupported(
+            "this driver does not report its vCPU threads".into(),
+        ))
+    }
+
+    /// Pins vCPU `vcpu`'s thread to `cpus`.
+    fn pin_vcpu(&self, _vcpu: u32, _cpus: &virtxml::CpuSet) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "this driver does not pin vCPU threads".into(),
+        ))
+    }
+
+    /// Pins every thread that is not a vCPU to `cpus`.
+    fn pin_emulator(&self, _cpus: &virtxml::CpuSet) -> Result<(), DriverError> {
+        Err(DriverError::Unsupported(
+            "this driver does not pin its threads".into(),
+        ))
+    }
+
+    /// The host CPUs the VMM's non-vCPU threads may run on.
+    fn emulator_affinity(&self) -> Result<virtxml::CpuSet, DriverError> {
+        Err(DriverError::Unsupported(
+            "this driver does not report its threads' affinity".into(),
+        ))
+    }
+}
+
+/// One vCPU thread of a running VMM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcpuThread {
+    /// The vCPU's number.
+    pub vcpu: u32,
+    /// The host CPU it last ran on.
+    pub cpu: u32,
+    /// CPU time used, nanoseconds.
+    pub cpu_time_ns: u64,
+    /// The host CPUs it may run on.
+    pub affinity: virtxml::CpuSet,
 }
 
 /// How long a detach waits for the guest to release the device before it

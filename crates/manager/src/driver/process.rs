@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -97,7 +97,25 @@ fn ticks_to_duration(ticks: u64) -> Duration {
 /// 0, 1, 2 and those in `keep` closed in the child. The `keep` descriptors
 /// stay open at the same numbers in the child (their close-on-exec flag is
 /// cleared there only), for handing the VMM a TAP or an image.
-pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::Result<Child> {
+///
+/// `cgroups` are `cgroup.procs` files the child writes itself into before
+/// exec, so it runs in its cgroup from its first instruction.
+pub fn spawn_session(
+    cmd: &mut Command,
+    log_path: &Path,
+    keep: &[RawFd],
+    cgroups: &[PathBuf],
+) -> io::Result<Child> {
+    let joins: Vec<File> = cgroups
+        .iter()
+        .map(|p| {
+            OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        })
+        .collect::<io::Result<_>>()?;
+    let join_fds: Vec<RawFd> = joins.iter().map(AsRawFd::as_raw_fd).collect();
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -127,6 +145,12 @@ pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            for &fd in &join_fds {
+                // "0" is the writing process itself.
+                if libc::write(fd, b"0\n".as_ptr().cast(), 2) != 2 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             let mut next: RawFd = 3;
             for &fd in &keep {
                 close_from_to(next, fd - 1, open_max);
@@ -139,7 +163,9 @@ pub fn spawn_session(cmd: &mut Command, log_path: &Path, keep: &[RawFd]) -> io::
             Ok(())
         });
     }
-    cmd.spawn()
+    let child = cmd.spawn();
+    drop(joins);
+    child
 }
 
 /// Closes descriptors `first..=last` in a forked child. close_range where
@@ -423,7 +449,7 @@ mod tests {
         );
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(&script);
-        let mut child = spawn_session(&mut cmd, &log, &[kept.as_raw_fd()]).unwrap();
+        let mut child = spawn_session(&mut cmd, &log, &[kept.as_raw_fd()], &[]).unwrap();
         let status = child.wait().unwrap();
         assert!(status.success());
         let out = std::fs::read_to_string(&log).unwrap();
@@ -440,8 +466,13 @@ mod tests {
     #[test]
     fn a_child_that_already_exited_is_watched_as_ended() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child =
-            spawn_session(&mut Command::new("/bin/true"), &dir.path().join("log"), &[]).unwrap();
+        let mut child = spawn_session(
+            &mut Command::new("/bin/true"),
+            &dir.path().join("log"),
+            &[],
+            &[],
+        )
+        .unwrap();
         let pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(5);
         while ProcStat::read(pid).map(|s| s.state).ok() != Some('Z') {
@@ -461,7 +492,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg("trap '' TERM; while :; do sleep 1; done");
-        let mut child = spawn_session(&mut cmd, &dir.path().join("log"), &[]).unwrap();
+        let mut child = spawn_session(&mut cmd, &dir.path().join("log"), &[], &[]).unwrap();
         let pid = child.id();
         let pidfd = PidFd::from_child(&child).unwrap();
         assert!(!pidfd.wait(Some(Duration::from_millis(50))).unwrap());

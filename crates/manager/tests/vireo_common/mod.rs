@@ -75,6 +75,7 @@ impl Run {
             run_dir: self.dir.path().to_path_buf(),
             log_path: self.dir.path().join("vmm.log"),
             paused,
+            cgroup_procs: Vec::new(),
         }
     }
 

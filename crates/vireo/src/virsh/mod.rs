@@ -15,9 +15,11 @@ mod iface;
 mod iftune;
 mod info;
 mod lifecycle;
+mod limits;
 mod net;
 mod pool;
 mod table;
+mod tuning;
 mod vol_ops;
 
 use std::io::Write as _;
@@ -84,6 +86,25 @@ pub enum VirshCommand {
     Domiflist(info::DomJsonArgs),
     /// A network interface's rate limits, read or changed.
     Domiftune(iftune::DomiftuneArgs),
+    /// Change the memory a running guest keeps (its balloon's target), or
+    /// its currentMemory.
+    Setmem(tuning::SetmemArgs),
+    /// A domain's balloon and the guest's memory statistics.
+    Dommemstat(tuning::DomReadArgs),
+    /// Where each vCPU runs and may run.
+    Vcpuinfo(tuning::DomReadArgs),
+    /// Show or set the host CPUs a vCPU may run on.
+    Vcpupin(tuning::VcpupinArgs),
+    /// Show or set the host CPUs of the threads that are not vCPUs.
+    Emulatorpin(tuning::EmulatorpinArgs),
+    /// Show or set the host NUMA policy of a domain's memory.
+    Numatune(tuning::NumatuneArgs),
+    /// Show or set a domain's CPU shares and bandwidth (its cgroup).
+    Schedinfo(limits::SchedinfoArgs),
+    /// Show or set a domain's memory limits (its cgroup).
+    Memtune(limits::MemtuneArgs),
+    /// Show or set a domain's block I/O weight and throttles (its cgroup).
+    Blkiotune(limits::BlkiotuneArgs),
     /// Connect to a domain's serial console (Ctrl-] detaches).
     Console(console::ConsoleArgs),
     /// Wait for domain events and print them.
@@ -334,6 +355,13 @@ fn wants_json(c: &VirshCommand) -> bool {
         V::IfaceDumpxml(a) => a.json,
         V::IfaceMac(a) => a.json,
         V::IfaceName(a) => a.json,
+        V::Dommemstat(a) | V::Vcpuinfo(a) => a.json,
+        V::Vcpupin(a) => a.json,
+        V::Emulatorpin(a) => a.json,
+        V::Numatune(a) => a.json,
+        V::Schedinfo(a) => a.json,
+        V::Memtune(a) => a.json,
+        V::Blkiotune(a) => a.json,
         _ => false,
     }
 }
@@ -369,6 +397,15 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::Domblklist(a) => devices::domblklist(c, &a),
         V::Domiflist(a) => devices::domiflist(c, &a),
         V::Domiftune(a) => iftune::domiftune(c, &a),
+        V::Setmem(a) => tuning::setmem(c, &a),
+        V::Dommemstat(a) => tuning::dommemstat(c, &a),
+        V::Vcpuinfo(a) => tuning::vcpuinfo(c, &a),
+        V::Vcpupin(a) => tuning::vcpupin(c, &a),
+        V::Emulatorpin(a) => tuning::emulatorpin(c, &a),
+        V::Numatune(a) => tuning::numatune(c, &a),
+        V::Schedinfo(a) => limits::schedinfo(c, &a),
+        V::Memtune(a) => limits::memtune(c, &a),
+        V::Blkiotune(a) => limits::blkiotune(c, &a),
         V::Console(a) => console::console(c, &a),
         V::Event(a) => events::event(c, &a),
         V::Version(a) => host::version(c, &a),

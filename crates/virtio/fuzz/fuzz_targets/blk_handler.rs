@@ -119,6 +119,8 @@ fuzz_target!(|data: &[u8]| {
         serial: "fuzz".into(),
         queues: 1,
         io_workers: 1,
+        error_policy: virtio::block::ErrorPolicy::default(),
+        on_stop: None,
     });
     let kick = EventFd::new(libc_nonblock()).expect("eventfd");
     let mut features = 1u64 << VIRTIO_F_VERSION_1;

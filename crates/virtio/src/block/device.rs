@@ -9,8 +9,9 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 
-use super::event_handler::BlockHandler;
+use super::event_handler::{BlockHandler, ErrorHandling};
 use super::metrics::BlockMetrics;
+use super::policy::{ErrorPolicy, StopNotifier};
 use super::request::{MAX_SEGMENTS, MAX_TRANSFER, SECTOR_SIZE};
 use crate::device::{ActivateContext, ActivateError, VirtioDevice};
 use crate::worker::Worker;
@@ -35,6 +36,11 @@ pub struct BlockConfig {
     pub queues: u16,
     /// Host threads doing the disk I/O (0: the block layer's default).
     pub io_workers: usize,
+    /// What a failed request does.
+    pub error_policy: ErrorPolicy,
+    /// Told when a request is held by a `stop` policy; without it, such a
+    /// request is reported to the guest instead (nothing would resume).
+    pub on_stop: Option<StopNotifier>,
 }
 
 /// A virtio block device.
@@ -44,6 +50,11 @@ pub struct Block {
     queue_sizes: Vec<u16>,
     io_workers: usize,
     metrics: Arc<BlockMetrics>,
+    error_policy: ErrorPolicy,
+    on_stop: Option<StopNotifier>,
+    /// The running worker's retry eventfd: held requests go again when
+    /// the device resumes.
+    retry: Option<vmm_sys_util::eventfd::EventFd>,
     worker: Option<Worker>,
 }
 
@@ -61,6 +72,13 @@ impl Block {
             queue_sizes: vec![QUEUE_SIZE; usize::from(queues)],
             io_workers: config.io_workers,
             metrics: Arc::new(BlockMetrics::default()),
+            error_policy: if config.on_stop.is_some() {
+                config.error_policy
+            } else {
+                report_instead_of_stop(config.error_policy)
+            },
+            on_stop: config.on_stop,
+            retry: None,
             worker: None,
         }
     }
@@ -83,6 +101,22 @@ impl Block {
         c[52..56].copy_from_slice(&MAX_SEGMENTS.to_le_bytes()); // max_write_zeroes_seg
         c[56] = 1; // write_zeroes_may_unmap
         c
+    }
+}
+
+/// `stop` and `enospc` need someone to resume the VM; without one they
+/// report, as the default does.
+fn report_instead_of_stop(p: ErrorPolicy) -> ErrorPolicy {
+    let keep = |a: super::ErrorAction| {
+        if a.may_stop() {
+            super::ErrorAction::Report
+        } else {
+            a
+        }
+    };
+    ErrorPolicy {
+        write: keep(p.write),
+        read: keep(p.read),
     }
 }
 
@@ -120,21 +154,35 @@ impl VirtioDevice for Block {
         if ctx.queues.is_empty() {
             return Err(ActivateError::BadQueues("no queue is enabled".into()));
         }
+        let host = |what| move |source| ActivateError::Host { what, source };
+        let retry = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)
+            .map_err(host("virtio-blk retry eventfd"))?;
+        let errors = ErrorHandling {
+            policy: self.error_policy,
+            on_stop: self.on_stop.clone(),
+            retry: retry
+                .try_clone()
+                .map_err(host("virtio-blk retry eventfd"))?,
+        };
         let handler = BlockHandler::new(
             self.disk.clone(),
             self.io_workers,
             self.serial,
             ctx,
             self.metrics.clone(),
+            errors,
         )?;
         self.worker = Some(Worker::spawn("virtio-blk", handler)?);
+        self.retry = Some(retry);
         Ok(())
     }
 
     fn reset(&mut self) {
         // Dropping the worker drops its handler, which waits for every
-        // request in flight before guest memory can go away.
+        // request in flight before guest memory can go away (held ones are
+        // not in flight: the driver that reset the device gave them up).
         self.worker = None;
+        self.retry = None;
     }
 
     fn pause(&mut self) -> bool {
@@ -144,6 +192,9 @@ impl VirtioDevice for Block {
     fn resume(&mut self) {
         if let Some(w) = &self.worker {
             w.resume();
+        }
+        if let Some(r) = &self.retry {
+            let _ = r.write(1);
         }
     }
 

@@ -12,12 +12,15 @@ use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::EventSet;
 
 use super::metrics::BlockMetrics;
+use super::policy::{ErrorAction, ErrorPolicy, StopNotifier};
 use super::request::{self, RequestError, RequestKind};
 use crate::device::{ActivateContext, ActivateError, ActiveQueue, GuestMemory, VirtioInterrupt};
 use crate::queue;
 
 /// Event data of the completion eventfd; queues use their index.
 const COMPLETION_EVENT: u32 = u32::MAX;
+/// Event data of the retry eventfd: send held requests again.
+const RETRY_EVENT: u32 = u32::MAX - 1;
 
 /// A request handed to the disk and not yet completed.
 struct InFlight {
@@ -27,6 +30,8 @@ struct InFlight {
     used_len: u32,
     kind: Kind,
     bytes: u64,
+    /// A copy to send again, kept when an error may hold the request.
+    again: Option<block::Request>,
 }
 
 #[derive(Clone, Copy)]
@@ -55,6 +60,19 @@ pub struct BlockHandler {
     /// to reuse its allocation).
     touched: Vec<bool>,
     broken: bool,
+    policy: ErrorPolicy,
+    on_stop: Option<StopNotifier>,
+    /// Signalled when the device resumes: held requests go again.
+    retry: vmm_sys_util::eventfd::EventFd,
+    /// Slots of requests held by a `stop` policy, oldest first.
+    held: Vec<usize>,
+}
+
+/// How a virtio-blk worker handles failures (from the device's config).
+pub(super) struct ErrorHandling {
+    pub(super) policy: ErrorPolicy,
+    pub(super) on_stop: Option<StopNotifier>,
+    pub(super) retry: vmm_sys_util::eventfd::EventFd,
 }
 
 impl BlockHandler {
@@ -64,6 +82,7 @@ impl BlockHandler {
         serial: [u8; 20],
         ctx: ActivateContext,
         metrics: Arc<BlockMetrics>,
+        errors: ErrorHandling,
     ) -> Result<Self, ActivateError> {
         let disk = AsyncDisk::new(disk, io_workers).map_err(|e| ActivateError::Host {
             what: "disk I/O threads",
@@ -82,6 +101,10 @@ impl BlockHandler {
             free_slots: Vec::new(),
             completions: Vec::new(),
             broken: false,
+            policy: errors.policy,
+            on_stop: errors.on_stop,
+            retry: errors.retry,
+            held: Vec::new(),
         })
     }
 
@@ -182,6 +205,7 @@ impl BlockHandler {
                 return self.finish(qi, head, used);
             }
         };
+        let again = self.action(kind).may_stop().then(|| disk_req.clone());
         let flight = InFlight {
             queue: qi,
             head,
@@ -189,6 +213,7 @@ impl BlockHandler {
             used_len: req.used_len,
             kind,
             bytes,
+            again,
         };
         self.queue_in_flight[qi] += 1;
         let slot = match self.free_slots.pop() {
@@ -228,7 +253,53 @@ impl BlockHandler {
         }
     }
 
+    fn action(&self, kind: Kind) -> ErrorAction {
+        match kind {
+            Kind::Read => self.policy.read,
+            Kind::Write | Kind::Flush | Kind::Discard => self.policy.write,
+        }
+    }
+
+    /// Keep the failed request in `slot` for [`Self::send_held`], and
+    /// tell the VMM to stop the VM. True when it was held.
+    fn hold(&mut self, slot: usize, e: &block::Error) -> bool {
+        let Some(Some(f)) = self.in_flight.get(slot) else {
+            return false;
+        };
+        if f.again.is_none() || !self.action(f.kind).stops_on(e) {
+            return false;
+        }
+        tracing::warn!("virtio-blk: request held, the VM stops: {e}");
+        self.metrics.held.fetch_add(1, Ordering::Relaxed);
+        self.held.push(slot);
+        if let Some(notify) = &self.on_stop {
+            notify(e.to_string());
+        }
+        true
+    }
+
+    /// The device resumed: send every held request again, in order.
+    fn send_held(&mut self) {
+        let _ = self.retry.read();
+        for slot in std::mem::take(&mut self.held) {
+            let Some(Some(f)) = self.in_flight.get(slot) else {
+                continue;
+            };
+            let Some(req) = f.again.clone() else {
+                continue;
+            };
+            if let Err(e) = self.disk.submit(req, slot as u64) {
+                self.complete(slot, Err(e));
+            }
+        }
+    }
+
     fn complete(&mut self, slot: usize, result: block::Result<()>) {
+        if let Err(e) = &result {
+            if self.hold(slot, e) {
+                return;
+            }
+        }
         let Some(f) = self.in_flight.get_mut(slot).and_then(Option::take) else {
             return;
         };
@@ -247,6 +318,12 @@ impl BlockHandler {
                 if let Some(b) = bytes {
                     b.fetch_add(f.bytes, Ordering::Relaxed);
                 }
+                self.write_status(f.status_addr, VIRTIO_BLK_S_OK);
+                f.used_len
+            }
+            Err(e) if self.action(f.kind) == ErrorAction::Ignore => {
+                tracing::warn!("virtio-blk: request failed, ignored as the policy says: {e}");
+                m.errors.fetch_add(1, Ordering::Relaxed);
                 self.write_status(f.status_addr, VIRTIO_BLK_S_OK);
                 f.used_len
             }
@@ -292,6 +369,9 @@ impl MutEventSubscriber for BlockHandler {
         if data == COMPLETION_EVENT {
             return self.drain_completions();
         }
+        if data == RETRY_EVENT {
+            return self.send_held();
+        }
         let Some(qi) = usize::try_from(data)
             .ok()
             .filter(|&i| i < self.queues.len())
@@ -309,6 +389,9 @@ impl MutEventSubscriber for BlockHandler {
             Events::with_data(self.disk.completion_fd(), COMPLETION_EVENT, EventSet::IN);
         if let Err(e) = ops.add(completion) {
             tracing::error!("virtio-blk: cannot watch disk completions: {e:?}");
+        }
+        if let Err(e) = ops.add(Events::with_data(&self.retry, RETRY_EVENT, EventSet::IN)) {
+            tracing::error!("virtio-blk: cannot watch for resumes: {e:?}");
         }
         for (i, q) in self.queues.iter().enumerate() {
             let data = u32::try_from(i).unwrap_or(0);

@@ -19,6 +19,8 @@ pub struct BlockMetrics {
     pub discards: AtomicU64,
     /// Requests that failed: malformed by the guest, or refused or failed by the disk.
     pub errors: AtomicU64,
+    /// Failed requests held by a `stop` error policy (each time one was).
+    pub held: AtomicU64,
 }
 
 impl BlockMetrics {
@@ -33,6 +35,7 @@ impl BlockMetrics {
             ("flushes", get(&self.flushes)),
             ("discards", get(&self.discards)),
             ("errors", get(&self.errors)),
+            ("held_requests", get(&self.held)),
         ]
     }
 }

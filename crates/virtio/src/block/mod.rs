@@ -5,9 +5,11 @@
 mod device;
 mod event_handler;
 mod metrics;
+mod policy;
 mod request;
 #[cfg(test)]
 mod tests;
 
 pub use device::{Block, BlockConfig};
+pub use policy::{ErrorAction, ErrorPolicy, StopNotifier};
 pub use request::{parse, Request, RequestError, RequestKind, SECTOR_SIZE};

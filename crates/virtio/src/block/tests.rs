@@ -737,7 +737,7 @@ mod handler {
     use vmm_sys_util::eventfd::EventFd;
 
     use super::*;
-    use crate::block::{Block, BlockConfig};
+    use crate::block::{Block, BlockConfig, ErrorAction, ErrorPolicy, StopNotifier};
     use crate::device::{ActivateContext, ActiveQueue, VirtioDevice, VirtioInterrupt};
 
     /// Records what the device asks of the transport.
@@ -793,11 +793,24 @@ mod handler {
         fn start(name: &str, mem: &GuestMemory, queue: Queue) -> Self {
             let image = TempImage::new(name, CAPACITY);
             let disk = block::open(&image.0, &block::OpenOptions::default()).unwrap();
+            Self::start_on(image, disk, mem, queue, ErrorPolicy::default(), None)
+        }
+
+        fn start_on(
+            image: TempImage,
+            disk: Arc<dyn block::DiskImage>,
+            mem: &GuestMemory,
+            queue: Queue,
+            error_policy: ErrorPolicy,
+            on_stop: Option<StopNotifier>,
+        ) -> Self {
             let mut device = Block::new(BlockConfig {
                 disk,
                 serial: "vireo-test".into(),
                 queues: 1,
                 io_workers: 1,
+                error_policy,
+                on_stop,
             });
             let interrupt = Arc::new(RecordingInterrupt::default());
             let kick = EventFd::new(libc::EFD_NONBLOCK).unwrap();
@@ -1006,6 +1019,147 @@ mod handler {
         wait_for("DEVICE_NEEDS_RESET", || dev.needs_reset());
         // The flush itself ran; only its completion could not be published.
         wait_for("the flush", || dev.counter("flushes") == 1);
+    }
+    /// A disk whose writes fail with ENOSPC while `full` is set.
+    struct FullDisk {
+        inner: Arc<dyn block::DiskImage>,
+        full: AtomicBool,
+    }
+
+    impl block::DiskImage for FullDisk {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn read_vectored(&self, offset: u64, bufs: &[block::IoBufMut]) -> block::Result<()> {
+            self.inner.read_vectored(offset, bufs)
+        }
+        fn write_vectored(&self, offset: u64, bufs: &[block::IoBuf]) -> block::Result<()> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(block::Error::Io {
+                    op: "write",
+                    source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+                });
+            }
+            self.inner.write_vectored(offset, bufs)
+        }
+        fn flush(&self) -> block::Result<()> {
+            self.inner.flush()
+        }
+        fn discard(&self, offset: u64, len: u64) -> block::Result<()> {
+            self.inner.discard(offset, len)
+        }
+        fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> block::Result<()> {
+            self.inner.write_zeroes(offset, len, unmap)
+        }
+        fn resize(&self, new_size: u64) -> block::Result<()> {
+            self.inner.resize(new_size)
+        }
+    }
+
+    fn full_disk(name: &str) -> (TempImage, Arc<FullDisk>) {
+        let image = TempImage::new(name, CAPACITY);
+        let inner = block::open(&image.0, &block::OpenOptions::default()).unwrap();
+        let disk = Arc::new(FullDisk {
+            inner,
+            full: AtomicBool::new(true),
+        });
+        (image, disk)
+    }
+
+    fn one_write(mem: &GuestMemory, ring: &MockSplitQueue<'_, GuestMemory>) -> Vec<u8> {
+        let pattern: Vec<u8> = (0..512u32).map(|i| (i % 241) as u8).collect();
+        mem.write_slice(&pattern, GuestAddress(DATA)).unwrap();
+        header(mem, HDR, VIRTIO_BLK_T_OUT, 2);
+        mem.write_slice(&[0xff], GuestAddress(STATUS)).unwrap();
+        ring.add_desc_chains(
+            &chain_at(0, &[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]),
+            0,
+        )
+        .unwrap();
+        pattern
+    }
+
+    #[test]
+    fn a_stop_policy_holds_a_failed_write_until_the_device_resumes() {
+        let mem = memory();
+        let ring = MockSplitQueue::new(&mem, QUEUE_SIZE);
+        let pattern = one_write(&mem, &ring);
+        let (image, disk) = full_disk("stop");
+        let told = Arc::new(Mutex::new(Vec::<String>::new()));
+        let notify: StopNotifier = {
+            let told = told.clone();
+            Arc::new(move |why| told.lock().unwrap().push(why))
+        };
+        let policy = ErrorPolicy {
+            write: ErrorAction::Enospc,
+            read: ErrorAction::Report,
+        };
+        let path = image.0.clone();
+        let mut dev = Running::start_on(
+            image,
+            disk.clone(),
+            &mem,
+            ring.create_queue().unwrap(),
+            policy,
+            Some(notify),
+        );
+        dev.kick();
+        wait_for("the stop notice", || !told.lock().unwrap().is_empty());
+        assert!(
+            told.lock().unwrap()[0].contains("No space left"),
+            "{:?}",
+            told.lock().unwrap()
+        );
+        // Held: the guest has no answer and no error.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ring.used().idx().load(), 0);
+        assert_eq!(dev.counter("errors"), 0);
+        assert_eq!(dev.counter("held_requests"), 1);
+        // Space is freed; the VM is paused and resumed: the write goes again.
+        disk.full.store(false, Ordering::SeqCst);
+        assert!(dev.device.pause());
+        dev.device.resume();
+        wait_for("the write", || ring.used().idx().load() == 1);
+        assert_eq!(status_byte(&mem, STATUS), VIRTIO_BLK_S_OK);
+        assert_eq!(&std::fs::read(&path).unwrap()[1024..1536], &pattern[..]);
+        assert_eq!(dev.counter("write_requests"), 1);
+        assert!(!dev.needs_reset());
+    }
+
+    #[test]
+    fn report_and_ignore_answer_at_once_and_stop_without_a_listener_reports() {
+        for (action, listener, status) in [
+            (ErrorAction::Report, true, VIRTIO_BLK_S_IOERR),
+            (ErrorAction::Ignore, true, VIRTIO_BLK_S_OK),
+            (ErrorAction::Stop, false, VIRTIO_BLK_S_IOERR),
+        ] {
+            let mem = memory();
+            let ring = MockSplitQueue::new(&mem, QUEUE_SIZE);
+            one_write(&mem, &ring);
+            let (image, disk) = full_disk(action.as_str());
+            let notify: Option<StopNotifier> =
+                listener.then(|| Arc::new(|_| panic!("nothing may stop")) as StopNotifier);
+            let policy = ErrorPolicy {
+                write: action,
+                read: ErrorAction::Report,
+            };
+            let dev = Running::start_on(
+                image,
+                disk,
+                &mem,
+                ring.create_queue().unwrap(),
+                policy,
+                notify,
+            );
+            dev.kick();
+            wait_for("the answer", || ring.used().idx().load() == 1);
+            assert_eq!(status_byte(&mem, STATUS), status, "{action:?}");
+            assert_eq!(dev.counter("errors"), 1);
+            assert_eq!(dev.counter("held_requests"), 0);
+        }
     }
 }
 

@@ -713,6 +713,8 @@ fn block_configuration_is_read_only() {
         serial: String::new(),
         queues: 1,
         io_workers: 1,
+        error_policy: crate::block::ErrorPolicy::default(),
+        on_stop: None,
     });
     let mut h = wrap(Box::new(block), Arc::new(Seen::default()));
     let base = h.layout.device;

@@ -167,6 +167,31 @@ pub enum DiskIo {
     IoUring,
 }
 
+/// What a failed request does (`driver error_policy=`, `rerror_policy=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskErrorPolicy {
+    /// The guest gets the error.
+    Report,
+    /// The guest is told the request succeeded.
+    Ignore,
+    /// The VM pauses until resumed; the request is then sent again.
+    Stop,
+    /// Stop when the host is out of space, report the rest (writes only).
+    Enospc,
+}
+
+impl DiskErrorPolicy {
+    /// The name in libvirt's XML (and QEMU's and the VMM's `werror=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskErrorPolicy::Report => "report",
+            DiskErrorPolicy::Ignore => "ignore",
+            DiskErrorPolicy::Stop => "stop",
+            DiskErrorPolicy::Enospc => "enospc",
+        }
+    }
+}
+
 /// A `disk` device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disk {
@@ -180,6 +205,11 @@ pub struct Disk {
     pub discard: Option<DiskDiscard>,
     /// I/O mode; `None` for the driver's default.
     pub io: Option<DiskIo>,
+    /// What a failed write (and, without `rerror_policy`, read) does;
+    /// `None` reports it.
+    pub error_policy: Option<DiskErrorPolicy>,
+    /// What a failed read does; `None` follows `error_policy`.
+    pub rerror_policy: Option<DiskErrorPolicy>,
     /// The target name (`vda`), unique in the domain.
     pub target: String,
     /// The guest may not write.
@@ -340,6 +370,8 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
         cache: driver.cache,
         discard: driver.discard,
         io: driver.io,
+        error_policy: driver.error_policy,
+        rerror_policy: driver.rerror_policy,
         target,
         readonly,
         serial,
@@ -449,10 +481,23 @@ struct Driver {
     cache: Option<DiskCache>,
     discard: Option<DiskDiscard>,
     io: Option<DiskIo>,
+    error_policy: Option<DiskErrorPolicy>,
+    rerror_policy: Option<DiskErrorPolicy>,
 }
 
 fn parse_driver(c: &Node<'_>, ctx: &mut Ctx) -> Result<Driver, Error> {
-    c.leaf(ctx, &["name", "type", "cache", "discard", "io"])?;
+    c.leaf(
+        ctx,
+        &[
+            "name",
+            "type",
+            "cache",
+            "discard",
+            "io",
+            "error_policy",
+            "rerror_policy",
+        ],
+    )?;
     if let Some(name) = c.attr("name") {
         if name != "qemu" {
             return Err(c.refuse(format!("driver name '{name}' is not supported: use qemu")));
@@ -496,11 +541,30 @@ fn parse_driver(c: &Node<'_>, ctx: &mut Ctx) -> Result<Driver, Error> {
         Some("io_uring") => Some(DiskIo::IoUring),
         Some(i) => return Err(c.refuse(format!("unknown io mode '{i}'"))),
     };
+    let policy = |attr: &str, enospc: bool| -> Result<Option<DiskErrorPolicy>, Error> {
+        Ok(match c.attr(attr) {
+            None | Some("default") => None,
+            Some("report") => Some(DiskErrorPolicy::Report),
+            Some("ignore") => Some(DiskErrorPolicy::Ignore),
+            Some("stop") => Some(DiskErrorPolicy::Stop),
+            Some("enospace" | "enospc") if enospc => Some(DiskErrorPolicy::Enospc),
+            Some(p) => {
+                let allowed = if enospc {
+                    "stop, report, ignore or enospace"
+                } else {
+                    "stop, report or ignore"
+                };
+                return Err(c.refuse(format!("{attr}='{p}' must be {allowed}")));
+            }
+        })
+    };
     Ok(Driver {
         format,
         cache,
         discard,
         io,
+        error_policy: policy("error_policy", true)?,
+        rerror_policy: policy("rerror_policy", false)?,
     })
 }
 
@@ -546,6 +610,17 @@ impl Disk {
                     DiskIo::IoUring => "io_uring",
                 },
             ));
+        }
+        // libvirt's own spelling of ENOSPC is `enospace`.
+        let name = |p: DiskErrorPolicy| match p {
+            DiskErrorPolicy::Enospc => "enospace",
+            p => p.as_str(),
+        };
+        if let Some(p) = self.error_policy {
+            driver.push(("error_policy", name(p)));
+        }
+        if let Some(p) = self.rerror_policy {
+            driver.push(("rerror_policy", name(p)));
         }
         w.empty("driver", &driver);
         match &self.source {

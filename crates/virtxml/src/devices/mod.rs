@@ -1,5 +1,6 @@
 //! The `devices` element: what Vireo models, and the rule for the rest.
 
+pub mod balloon;
 pub mod chardev;
 pub mod disk;
 pub mod host_port;
@@ -11,6 +12,7 @@ use crate::error::Error;
 use crate::node::{Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
 
+use balloon::MemBalloon;
 use chardev::CharDevice;
 use disk::Disk;
 use interface::Interface;
@@ -31,6 +33,8 @@ pub struct Devices {
     pub consoles: Vec<CharDevice>,
     /// Entropy devices.
     pub rngs: Vec<Rng>,
+    /// The memory balloon, when the document has a `memballoon`.
+    pub memballoon: Option<MemBalloon>,
     /// Devices stated but needing nothing from Vireo, kept for writing back.
     pub kept: Vec<RawElement>,
 }
@@ -151,13 +155,8 @@ pub(crate) fn parse_devices(node: &Node<'_>, ctx: &mut Ctx) -> Result<Devices, E
             }
             "rng" => d.rngs.push(rng::parse_rng(&c, ctx)?),
             "memballoon" => {
-                c.check_attrs(ctx, &["model", "autodeflate", "freePageReporting"]);
-                let why = match c.attr("model") {
-                    Some("none") => "it states that there is no balloon",
-                    _ => "Vireo has no balloon yet, so the guest sees none",
-                };
-                c.warn(ctx, format!("<memballoon> is kept but not acted on: {why}"));
-                d.kept.push(c.el.to_raw());
+                c.once(&d.memballoon)?;
+                d.memballoon = Some(balloon::parse_balloon(&c, ctx)?);
             }
             "input" => {
                 let (kind, bus) = (c.attr("type").unwrap_or(""), c.attr("bus").unwrap_or("ps2"));
@@ -232,6 +231,9 @@ impl Devices {
         }
         for c in &self.consoles {
             c.write(w, "console");
+        }
+        if let Some(b) = &self.memballoon {
+            b.write(w);
         }
         for r in &self.rngs {
             r.write(w);

@@ -49,6 +49,14 @@ pub struct DiskSpec {
     /// Request queues (default 1).
     #[serde(default)]
     pub queues: Option<u16>,
+    /// What a failed write does: `report` (default), `ignore`, `stop`
+    /// (pause the VM; the request goes again on resume) or `enospc` (stop
+    /// when the host is out of space, report the rest).
+    #[serde(default)]
+    pub werror: Option<String>,
+    /// What a failed read does: `report` (default), `ignore` or `stop`.
+    #[serde(default)]
+    pub rerror: Option<String>,
 }
 
 /// A network card, as `PUT /vm/config` and `PUT /vm/add-net` take it.
@@ -154,6 +162,10 @@ pub struct VmInfo {
     pub cmdline: Option<String>,
     /// Devices on the PCI bus.
     pub devices: Vec<DeviceInfo>,
+    /// While paused because a disk's error policy stopped the VM: the
+    /// error (`disk ID: ...`). Resuming sends the held requests again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_error: Option<String>,
 }
 
 /// `GET /vm/counters` response: per device and per vCPU, counter name to value.

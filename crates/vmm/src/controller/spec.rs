@@ -213,6 +213,8 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
         ("cache", spec.cache.as_deref()),
         ("serial", spec.serial.as_deref()),
         ("queues", queues.as_deref()),
+        ("werror", spec.werror.as_deref()),
+        ("rerror", spec.rerror.as_deref()),
     ];
     for (key, value) in options {
         if let Some(v) = value {

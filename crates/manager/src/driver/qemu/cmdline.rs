@@ -136,11 +136,53 @@ pub fn validate(domain: &Domain) -> Result<Machine, DriverError> {
             domain.os.machine.as_deref().unwrap_or_default()
         ));
     };
-    if domain.vcpu.cpuset.is_some() {
-        return refuse(
-            "/domain/vcpu: cpuset= is not applied by the QEMU driver (remove it or use the vireo driver)"
-                .into(),
-        );
+    // Placement is the vireo driver's for now: refused here rather than
+    // silently run unplaced.
+    let d = domain;
+    let unplaced = [
+        (d.vcpu.cpuset.is_some(), "/domain/vcpu: cpuset="),
+        (d.memory_backing.is_some(), "/domain/memoryBacking"),
+        (
+            d.cputune
+                .as_ref()
+                .is_some_and(|t| !t.vcpupins.is_empty() || t.emulatorpin.is_some()),
+            "/domain/cputune",
+        ),
+        (d.numatune.is_some(), "/domain/numatune"),
+        (
+            d.cpu.as_ref().is_some_and(|c| !c.numa.is_empty()),
+            "/domain/cpu/numa",
+        ),
+        (
+            d.devices.memballoon.as_ref().is_some_and(|b| b.virtio),
+            "/domain/devices/memballoon",
+        ),
+        (
+            d.current_memory_kib.is_some_and(|c| c != d.memory_kib),
+            "/domain/currentMemory",
+        ),
+    ];
+    let stops = |p: Option<virtxml::DiskErrorPolicy>| {
+        matches!(
+            p,
+            Some(virtxml::DiskErrorPolicy::Stop | virtxml::DiskErrorPolicy::Enospc)
+        )
+    };
+    if let Some(i) = d
+        .devices
+        .disks
+        .iter()
+        .position(|k| stops(k.error_policy) || stops(k.rerror_policy))
+    {
+        return refuse(format!(
+            "/domain/devices/disk[{}]/driver: error policies that pause the VM are not handled by the QEMU driver yet (use report or ignore, or the vireo driver)",
+            i + 1
+        ));
+    }
+    if let Some((_, what)) = unplaced.iter().find(|(set, _)| *set) {
+        return refuse(format!(
+            "{what} is not applied by the QEMU driver (remove it or use the vireo driver)"
+        ));
     }
     if machine == Machine::MicrovmNoPci {
         let d = &domain.devices;
@@ -338,6 +380,16 @@ pub fn disk_device(disk: &Disk, bus: &str) -> Value {
     });
     if let Some(s) = &disk.serial {
         dev["serial"] = json!(s);
+    }
+    // Only report and ignore reach here: `validate` refuses the rest.
+    if let Some(p) = disk.error_policy {
+        dev["werror"] = json!(p.as_str());
+        if disk.rerror_policy.is_none() {
+            dev["rerror"] = json!(p.as_str());
+        }
+    }
+    if let Some(p) = disk.rerror_policy {
+        dev["rerror"] = json!(p.as_str());
     }
     dev
 }

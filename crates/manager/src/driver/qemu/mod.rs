@@ -208,7 +208,7 @@ impl Driver for QemuDriver {
         let keep: Vec<i32> = tap_fds.iter().flatten().copied().collect();
         let mut cmd = Command::new(&self.binary);
         cmd.args(cmdline::build(&live, machine, &paths, debug_exit, &tap_fds));
-        let spawned = process::spawn_session(&mut cmd, &ctx.log_path, &keep);
+        let spawned = process::spawn_session(&mut cmd, &ctx.log_path, &keep, &ctx.cgroup_procs);
         // QEMU holds its own copies now (or failed to start).
         drop(ports);
         let mut child = spawned.map_err(|e| {

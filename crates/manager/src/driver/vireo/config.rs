@@ -11,7 +11,7 @@
 //! | definition | `vireo run` |
 //! |---|---|
 //! | `memory` (KiB) | `--memory NK`; a multiple of 4 KiB, at least 4 MiB |
-//! | `currentMemory` | must equal `memory`: the VMM has no balloon |
+//! | `currentMemory`, `memoryBacking`, `cpu/topology`, `cpu/numa`, `numatune`, `cputune`, `memballoon` | see [`placement`](super::placement) |
 //! | `vcpu` | `--cpus`, 1 to 254 |
 //! | `os/kernel`, `os/initrd` | `--kernel`, `--initrd`; absolute paths |
 //! | `os/cmdline` | `--cmdline`; when absent, the VMM's default (`console=ttyS0 reboot=k panic=1`) |
@@ -34,8 +34,8 @@
 use std::path::{Path, PathBuf};
 
 use virtxml::{
-    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskFormat, Domain, Interface,
-    InterfaceKind, LifecycleAction, MacAddress,
+    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskErrorPolicy, DiskFormat,
+    Domain, Interface, InterfaceKind, LifecycleAction, MacAddress,
 };
 
 use crate::driver::DriverError;
@@ -130,13 +130,13 @@ pub(crate) struct Plan {
     pub direct_ports: Vec<DirectPort>,
 }
 
-fn push(args: &mut Vec<String>, flag: &str, value: String) {
+pub(super) fn push(args: &mut Vec<String>, flag: &str, value: String) {
     args.push(flag.into());
     args.push(value);
 }
 
 /// One refusal line: the domain, the element's path, what is wrong.
-fn refuse(domain: &Domain, path: &str, message: impl std::fmt::Display) -> DriverError {
+pub(super) fn refuse(domain: &Domain, path: &str, message: impl std::fmt::Display) -> DriverError {
     DriverError::Unsupported(format!("domain {}: {path}: {message}", domain.name))
 }
 
@@ -216,18 +216,6 @@ pub(crate) fn plan(
             ),
         ));
     }
-    if let Some(current) = domain.current_memory_kib {
-        if current != domain.memory_kib {
-            return Err(refuse(
-                domain,
-                "/domain/currentMemory",
-                format!(
-                    "{current} KiB below memory ({} KiB) needs a memory balloon, which Vireo's VMM does not have",
-                    domain.memory_kib
-                ),
-            ));
-        }
-    }
     if domain.vcpu.count == 0 || domain.vcpu.count > MAX_VCPUS {
         return Err(refuse(
             domain,
@@ -250,6 +238,7 @@ pub(crate) fn plan(
     push(&mut args, "--memory", format!("{}K", domain.memory_kib));
     push(&mut args, "--cpus", domain.vcpu.count.to_string());
     push(&mut args, "--cpu-template", cpu_template(domain)?.into());
+    super::placement::push_placement(domain, run_dir, &mut args)?;
 
     for (i, disk) in domain.devices.disks.iter().enumerate() {
         push(&mut args, "--disk", disk_option(domain, i + 1, disk)?);
@@ -417,7 +406,24 @@ fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, Dri
     if let Some(serial) = &disk.serial {
         o.push_str(&format!(",serial={}", opt(serial)));
     }
+    let (werror, rerror) = error_policies(disk);
+    if let Some(p) = werror {
+        o.push_str(&format!(",werror={}", p.as_str()));
+    }
+    if let Some(p) = rerror {
+        o.push_str(&format!(",rerror={}", p.as_str()));
+    }
     Ok(o)
+}
+
+/// libvirt's rule: `error_policy` covers reads too unless `rerror_policy`
+/// says otherwise (and `enospace`, which reads cannot meet, covers only
+/// writes).
+fn error_policies(disk: &Disk) -> (Option<DiskErrorPolicy>, Option<DiskErrorPolicy>) {
+    let read = disk
+        .rerror_policy
+        .or(disk.error_policy.filter(|p| *p != DiskErrorPolicy::Enospc));
+    (disk.error_policy, read)
 }
 
 /// `--disk` for a hot-plug: the same fields as JSON for `PUT /vm/add-disk`.
@@ -441,6 +447,13 @@ pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Valu
     }
     if let Some(serial) = &disk.serial {
         spec["serial"] = serial.clone().into();
+    }
+    let (werror, rerror) = error_policies(disk);
+    if let Some(p) = werror {
+        spec["werror"] = p.as_str().into();
+    }
+    if let Some(p) = rerror {
+        spec["rerror"] = p.as_str().into();
     }
     Ok(spec)
 }
@@ -632,7 +645,7 @@ mod tests {
     fn refusals_name_the_domain_and_the_path() {
         assert_eq!(
             refusal("<currentMemory unit='MiB'>32</currentMemory>"),
-            "domain t: /domain/currentMemory: 32768 KiB below memory (65536 KiB) needs a memory balloon, which Vireo's VMM does not have"
+            "domain t: /domain/currentMemory: 32768 KiB below memory (65536 KiB) needs a memory balloon: add <memballoon model='virtio'/>"
         );
         assert!(refusal("<on_crash>preserve</on_crash>")
             .starts_with("domain t: /domain/on_crash: 'preserve' is not supported"));

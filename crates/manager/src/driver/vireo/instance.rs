@@ -12,16 +12,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use virtxml::{Disk, Domain, Interface, InterfaceKind, MacAddress};
+use virtxml::{CpuSet, Disk, Domain, Interface, InterfaceKind, MacAddress};
 
 use super::config::{self, BridgeTap, DirectLink};
 use super::http::{ApiClient, CallError};
 use super::stats;
 use super::taps::{self, NetNs};
+use super::tuning;
 use crate::driver::process::{self, PidFd, ProcStat};
 use crate::driver::{
     ConsoleStream, DriverError, ExitReason, Instance, Plugged, RunRecord, RuntimeState, Unplug,
-    UNPLUG_WAIT,
+    VcpuThread, UNPLUG_WAIT,
 };
 
 /// How long `destroy(graceful)` gives the VMM after SIGTERM.
@@ -548,6 +549,52 @@ impl Instance for VireoInstance {
             Ok(stat) if stat.start_time == self.start_time => process::cpu_time(pid),
             _ => Duration::ZERO,
         }
+    }
+
+    fn io_error(&self) -> Result<Option<String>, DriverError> {
+        let info = self.get("/vm")?;
+        Ok(info
+            .get("io_error")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    fn set_balloon(&self, target_kib: u64) -> Result<(), DriverError> {
+        self.put("/vm/balloon", Some(&json!({ "target_kib": target_kib })))
+            .map(drop)
+    }
+
+    fn memory_stats(&self) -> Result<Vec<(String, u64)>, DriverError> {
+        let mut out = match self.api.get("/vm/balloon") {
+            Ok(v) => tuning::balloon_stats(&v),
+            // A VM without a balloon answers 4xx: it has no statistics.
+            Err(CallError::Status(status, _)) if (400..500).contains(&status) => Vec::new(),
+            Err(e) => return Err(self.error(e)),
+        };
+        if let Some(rss) = tuning::rss_kib(self.pidfd.pid()) {
+            out.push(("rss".to_string(), rss));
+        }
+        Ok(out)
+    }
+
+    fn vcpus(&self) -> Result<Vec<VcpuThread>, DriverError> {
+        tuning::vcpu_threads(&self.get("/vm/vcpus")?)
+    }
+
+    fn pin_vcpu(&self, vcpu: u32, cpus: &CpuSet) -> Result<(), DriverError> {
+        let cpus: Vec<u32> = cpus.iter().collect();
+        self.put("/vm/vcpu-pin", Some(&json!({ "vcpu": vcpu, "cpus": cpus })))
+            .map(drop)
+    }
+
+    fn pin_emulator(&self, cpus: &CpuSet) -> Result<(), DriverError> {
+        let cpus: Vec<u32> = cpus.iter().collect();
+        self.put("/vm/emulator-pin", Some(&json!({ "cpus": cpus })))
+            .map(drop)
+    }
+
+    fn emulator_affinity(&self) -> Result<CpuSet, DriverError> {
+        tuning::main_thread_affinity(self.pidfd.pid())
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! - [`config`]: the definition as a `vireo run` command line, and what
 //!   this driver refuses (the mapping table is in its docs).
+//! - [`placement`]: memory backing, NUMA, pinning and the balloon as
+//!   `vireo run` flags.
 //! - `http`: the bounded HTTP/1.1 client for the per-VM API.
 //! - `instance`: a running VMM as an [`Instance`] ([`VireoInstance`]).
 //! - [`stats`]: the VMM's counters as virsh `domstats` keys.
@@ -35,8 +37,10 @@
 pub mod config;
 mod http;
 mod instance;
+pub mod placement;
 pub mod stats;
 mod taps;
+mod tuning;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -178,7 +182,7 @@ impl Driver for VireoDriver {
 
         let mut cmd = Command::new(&self.vmm_binary);
         cmd.args(&args);
-        let spawned = process::spawn_session(&mut cmd, &ctx.log_path, &keep);
+        let spawned = process::spawn_session(&mut cmd, &ctx.log_path, &keep, &ctx.cgroup_procs);
         // The VMM holds its own copies now: once it exits, nothing holds
         // the TAPs and they go.
         drop(ports);

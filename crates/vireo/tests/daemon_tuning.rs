@@ -1,0 +1,176 @@
+//! Memory and CPU placement through the daemon: `setmem`, `dommemstat`,
+//! `vcpuinfo`, `vcpupin`, `emulatorpin` and `numatune`, with the `vireo`
+//! CLI against a real daemon, on definitions and on running VMMs.
+
+mod daemon_harness;
+mod virsh_cli;
+
+use daemon_harness::{domain_xml, have_kvm, Daemon};
+use virsh_cli::vireo;
+
+fn uri(d: &Daemon) -> String {
+    format!("vireo+unix:///system?socket={}", d.socket.display())
+}
+
+fn online_cpus() -> String {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn placement_verbs_change_the_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let u = uri(&d);
+    let xml = domain_xml("p", "idle", "")
+        .replace("<vcpu>1</vcpu>", "<vcpu>2</vcpu>")
+        .replace(
+            "<name>p</name>",
+            "<name>p</name><uuid>5d1c0f6e-63a4-4c43-9b1e-6f0e2a7f3b11</uuid>",
+        );
+    d.define(&xml);
+
+    // Nothing pinned: every vCPU may use every host CPU.
+    let all = online_cpus();
+    assert_eq!(
+        vireo(&u, &["vcpupin", "p"]).ok(),
+        format!(" VCPU   CPU Affinity\n----------------------\n 0      {all}\n 1      {all}\n\n")
+    );
+    vireo(&u, &["vcpupin", "p", "1", "0"]).ok();
+    assert_eq!(
+        vireo(&u, &["vcpupin", "p", "1"]).ok(),
+        " VCPU   CPU Affinity\n----------------------\n 1      0\n\n"
+    );
+    vireo(&u, &["emulatorpin", "p", "0"]).ok();
+    assert!(vireo(&u, &["emulatorpin", "p"])
+        .ok()
+        .ends_with("       *: 0\n\n"));
+    vireo(&u, &["numatune", "p", "--nodeset", "0"]).ok();
+    assert_eq!(
+        vireo(&u, &["numatune", "p"]).ok(),
+        "numa_mode      : strict\nnuma_nodeset   : 0\n\n"
+    );
+    let dumped = vireo(&u, &["dumpxml", "p"]).ok().to_string();
+    for part in [
+        "<vcpupin vcpu='1' cpuset='0'/>",
+        "<emulatorpin cpuset='0'/>",
+        "<memory mode='strict' nodeset='0'/>",
+    ] {
+        assert!(dumped.contains(part), "{part} missing from {dumped}");
+    }
+    let file = std::fs::read_to_string(d.state.join("domains/p.xml")).unwrap();
+    assert!(file.contains("<vcpupin vcpu='1' cpuset='0'/>"), "{file}");
+
+    // An inactive domain's vCPUs are offline, with their pinning.
+    let info = vireo(&u, &["vcpuinfo", "p", "--json"]).ok().to_string();
+    let rows: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(rows[1]["state"], "offline");
+    assert_eq!(rows[1]["affinity"], "0");
+
+    // Bad input: one line each, nothing changed.
+    for (args, want) in [
+        (
+            vec!["vcpupin", "p", "2", "0"],
+            "has 2 vCPUs: there is no vCPU 2",
+        ),
+        (
+            vec!["vcpupin", "p", "0", "9999"],
+            "host CPU 9999 does not exist",
+        ),
+        (vec!["vcpupin", "p", "0", "3-1"], "runs backwards"),
+        (
+            vec!["numatune", "p", "--nodeset", "7"],
+            "host NUMA node 7 does not exist",
+        ),
+        (
+            vec!["numatune", "p", "--mode", "bind"],
+            "must be strict, preferred",
+        ),
+        (
+            vec!["numatune", "p", "--live", "--mode", "interleave"],
+            "not running",
+        ),
+        (vec!["setmem", "p", "16M"], "needs a memory balloon"),
+        (
+            vec!["setmem", "p", "64M"],
+            "outside 4096 KiB to its maximum memory (32768 KiB)",
+        ),
+        (vec!["setmem", "p", "16Q"], "invalid memory size"),
+        (vec!["dommemstat", "p"], "not running"),
+        (
+            vec!["vcpupin", "p", "--current", "--live"],
+            "--current cannot be combined",
+        ),
+    ] {
+        let e = vireo(&u, &args).error();
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(d.state.join("domains/p.xml")).unwrap(),
+        file
+    );
+
+    // With a balloon, setmem records currentMemory.
+    let balloon = xml.replace(
+        "<serial type='pty'/>",
+        "<serial type='pty'/><memballoon model='virtio'><stats period='5'/></memballoon>",
+    );
+    d.define(&balloon);
+    vireo(&u, &["setmem", "p", "16M", "--config"]).ok();
+    let dumped = vireo(&u, &["dumpxml", "p", "--inactive"]).ok().to_string();
+    assert!(
+        dumped.contains("<currentMemory unit='KiB'>16384</currentMemory>"),
+        "{dumped}"
+    );
+    assert!(dumped.contains("<stats period='5'/>"), "{dumped}");
+}
+
+#[test]
+fn a_running_domain_reports_its_memory_and_emulator_threads() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let u = uri(&d);
+    d.define(&domain_xml("r", "idle", ""));
+    d.ok("POST", "/domains/r/start", None);
+
+    // No balloon: the guest has what it started with, and the VMM's RSS.
+    let stats = vireo(&u, &["dommemstat", "r"]).ok().to_string();
+    let mut lines = stats.lines();
+    assert_eq!(lines.next(), Some("actual 32768"), "{stats}");
+    let rss: u64 = lines
+        .next()
+        .and_then(|l| l.strip_prefix("rss "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(rss > 0, "{stats}");
+    let e = vireo(&u, &["setmem", "r", "16M", "--live"]).error();
+    assert!(e.contains("has no memory balloon"), "{e}");
+
+    // The emulator's affinity is the VMM's own.
+    let pid = d.vmm_pids()[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    assert!(
+        vireo(&u, &["emulatorpin", "r"])
+            .ok()
+            .ends_with(&format!("       *: {allowed}\n\n")),
+        "{allowed}"
+    );
+    let e = vireo(
+        &u,
+        &["numatune", "r", "--mode", "interleave", "--nodeset", "0"],
+    )
+    .error();
+    assert!(e.contains("placed when it started"), "{e}");
+    d.ok("POST", "/domains/r/destroy", None);
+}
