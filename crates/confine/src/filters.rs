@@ -70,6 +70,25 @@ pub(crate) fn rules(kind: ThreadKind) -> Rules {
     r
 }
 
+/// Calls a thread of `kind` makes that fail with EACCES instead of
+/// stopping the VM (a second filter; its own list must allow them, as
+/// seccomp's most severe answer wins): the C library's optional side
+/// trips, which it does without.
+pub(crate) fn refused(kind: ThreadKind) -> Rules {
+    let mut r = Rules::new();
+    if matches!(kind, ThreadKind::DiskIo | ThreadKind::VirtioBlk) {
+        // The resolver's nscd and rtnetlink sockets (see `iscsi`).
+        allow_values(
+            &mut r,
+            libc::SYS_socket,
+            0,
+            Len::Dword,
+            &[libc::AF_UNIX as u64, libc::AF_NETLINK as u64],
+        );
+    }
+    r
+}
+
 /// `a ∪= b`: a call either allows unconditionally stays so.
 fn merge(a: &mut Rules, b: Rules) {
     for (nr, rules) in b {
@@ -309,7 +328,20 @@ const BLKGETSIZE64: c_ulong = 0x8008_1272;
 
 /// An iSCSI session (libiscsi): TCP to the target, its own poll loop with
 /// a deadline, and a reconnect when the target drops the connection.
+///
+/// A reconnect resolves the portal with getaddrinfo, which first asks
+/// nscd (a unix socket) and rtnetlink (which address families the host
+/// has). Those sockets are allowed here so that [`refused`] can answer
+/// them with EACCES on the I/O threads: the C library then does without
+/// both, and no thread that moves guest data holds a netlink socket.
 fn iscsi(r: &mut Rules) {
+    allow_values(
+        r,
+        libc::SYS_socket,
+        0,
+        Len::Dword,
+        &[libc::AF_UNIX as u64, libc::AF_NETLINK as u64],
+    );
     allow_values(
         r,
         libc::SYS_socket,

@@ -222,9 +222,11 @@ pub enum Error {
     AlreadyInitialized,
 }
 
-/// The compiled filters, one per kind, and the one that turns clone3 away.
+/// The compiled filters, one per kind, each kind's refusals (if any), and
+/// the one that turns clone3 away.
 struct Filters {
     by_kind: Vec<Arc<BpfProgram>>,
+    refusals: Vec<Option<Arc<BpfProgram>>>,
     no_clone3: Arc<BpfProgram>,
 }
 
@@ -250,6 +252,24 @@ fn compile(kind: ThreadKind, mode: Mode) -> Result<BpfProgram, Error> {
     BpfProgram::try_from(filter).map_err(|e| Error::Build(kind.label(), e.to_string()))
 }
 
+/// The filter that answers `kind`'s refused calls with EACCES, if it has
+/// any.
+fn compile_refusals(kind: ThreadKind) -> Result<Option<BpfProgram>, Error> {
+    let rules = filters::refused(kind);
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        TargetArch::x86_64,
+    )
+    .and_then(BpfProgram::try_from)
+    .map(Some)
+    .map_err(|e| Error::Build(kind.label(), e.to_string()))
+}
+
 /// Confine this process's threads from now on: compile every kind's
 /// filter, install the SIGSYS reporter (in [`Mode::Kill`]), start the
 /// launcher, and confine the calling thread as [`ThreadKind::Main`].
@@ -268,6 +288,10 @@ pub fn init(mode: Mode, on_violation: Box<dyn Fn(&Violation) + Send>) -> Result<
         .iter()
         .map(|&k| compile(k, mode).map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
+    let refusals = ThreadKind::ALL
+        .iter()
+        .map(|&k| compile_refusals(k).map(|p| p.map(Arc::new)))
+        .collect::<Result<Vec<_>, _>>()?;
     let no_clone3 = SeccompFilter::new(
         [(libc::SYS_clone3, Vec::new())].into(),
         SeccompAction::Allow,
@@ -279,6 +303,7 @@ pub fn init(mode: Mode, on_violation: Box<dyn Fn(&Violation) + Send>) -> Result<
     FILTERS
         .set(Some(Filters {
             by_kind,
+            refusals,
             no_clone3: Arc::new(no_clone3),
         }))
         .map_err(|_| Error::AlreadyInitialized)?;
@@ -312,6 +337,9 @@ pub fn confine_current(kind: ThreadKind) -> Result<(), Error> {
     if matches!(kind, ThreadKind::Main | ThreadKind::Launcher) {
         seccompiler::apply_filter(&filters.no_clone3)
             .map_err(|e| Error::Install(kind.label(), e))?;
+    }
+    if let Some(refusals) = &filters.refusals[kind.index()] {
+        seccompiler::apply_filter(refusals).map_err(|e| Error::Install(kind.label(), e))?;
     }
     seccompiler::apply_filter(&filters.by_kind[kind.index()])
         .map_err(|e| Error::Install(kind.label(), e))?;
