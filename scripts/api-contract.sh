@@ -9,8 +9,9 @@
 # Two passes, each against a fresh VM:
 #   unconfigured  no kernel: every operation, every body parsed and checked;
 #                 nothing on the host changes.
-#   running       the idle test guest: pause, resume, reset, counters and
-#                 the disk operations act on a live VM. Power-off and the
+#   running       the idle test guest with a balloon: pause, resume, reset,
+#                 counters, the balloon and the disk operations act on a
+#                 live VM. Power-off and the
 #                 power button (they end it) and add-net (it would create
 #                 TAPs in this network namespace) are left out.
 # Statuses a well-formed request may get: 2xx; 404 (no such device); 409
@@ -135,7 +136,7 @@ check() {
 
 status=0
 check unconfigured || status=1
-check running --kernel "$idle" -- \
+check running --kernel "$idle" --balloon -- \
     --exclude-path /vm/power-off --exclude-path /vm/shutdown --exclude-path /vm/add-net || status=1
 [ $status -eq 0 ] && echo "api-contract: no issues found" || echo "api-contract: FAILED" >&2
 exit $status

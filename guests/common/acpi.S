@@ -4,7 +4,8 @@
  * RSDP (from hvm_start_info, else a scan of 0xe0000-0xfffff) -> XSDT (if
  * revision >= 2 and present) or RSDT -> the "APIC" table -> its Processor
  * Local APIC entries (type 0) with the enabled flag (bit 0). Tables are
- * assumed below 4 GiB; checksums are not verified.
+ * assumed below 4 GiB; checksums are not verified. acpi_find_table finds
+ * any other table the same way.
  */
 #include "guest.h"
 
@@ -94,6 +95,55 @@ madt_find_cpus:
         pop     %edx
         pop     %ecx
         pop     %ebx
+        ret
+
+/*
+ * acpi_find_table: %ebx = the first table the XSDT (or RSDT) lists whose
+ * signature is %eax, or 0. Preserves the other registers.
+ */
+        .globl  acpi_find_table
+acpi_find_table:
+        push    %ecx
+        push    %edx
+        push    %esi
+        push    %edi
+        push    %ebp
+        mov     %eax, %edx
+        call    acpi_find_rsdp
+        test    %esi, %esi
+        jz      .Lft_none
+        cmpb    $2, 15(%esi)
+        jb      1f
+        mov     24(%esi), %edi
+        mov     $8, %ebp
+        test    %edi, %edi
+        jnz     2f
+1:      mov     16(%esi), %edi
+        mov     $4, %ebp
+        test    %edi, %edi
+        jz      .Lft_none
+2:      mov     4(%edi), %ecx
+        add     %edi, %ecx
+        lea     SDT_HEADER_SIZE(%edi), %esi
+3:      lea     4(%esi), %eax
+        cmp     %ecx, %eax
+        ja      .Lft_none
+        mov     (%esi), %ebx
+        test    %ebx, %ebx
+        jz      4f
+        cmp     %edx, (%ebx)
+        je      .Lft_done
+4:      add     %ebp, %esi
+        jmp     3b
+.Lft_none:
+        xor     %ebx, %ebx
+.Lft_done:
+        mov     %edx, %eax
+        pop     %ebp
+        pop     %edi
+        pop     %esi
+        pop     %edx
+        pop     %ecx
         ret
 
 /* acpi_find_rsdp: %esi = the RSDP, or 0. Clobbers %ebx. */

@@ -297,6 +297,50 @@ boot)
     fi
     finish poweroff
     ;;
+numa)
+    # The guest NUMA nodes vireo's SRAT and SLIT described: per node its
+    # CPUs, memory and distances, against `vireo.nodes=N` and
+    # `vireo.nodeI.cpus=`, `.mib=`, `.dist=` (a comma-separated row).
+    sys=/sys/devices/system/node
+    n=$(arg vireo.nodes)
+    expect node-count "$n" "$(ls -d $sys/node[0-9]* 2>/dev/null | wc -l)"
+    i=0
+    while [ "$i" -lt "$n" ]; do
+        d=$sys/node$i
+        expect node$i-cpulist "$(arg vireo.node$i.cpus)" "$(cat $d/cpulist 2>&1)"
+        expect node$i-distance "$(arg vireo.node$i.dist | tr , ' ')" "$(cat $d/distance 2>&1)"
+        kb=$(sed -n 's/.*MemTotal: *\([0-9]*\) kB/\1/p' $d/meminfo 2>/dev/null)
+        want=$(($(arg vireo.node$i.mib) * 1024))
+        # The kernel's image, page structs and reserved ranges are not in
+        # MemTotal: more than half the cell, never more than all of it.
+        if [ "${kb:-0}" -le "$want" ] && [ "${kb:-0}" -gt $((want / 2)) ]; then
+            result node$i-memtotal ok "$kb kB of $want kB"
+        else
+            result node$i-memtotal fail "${kb:-no} kB, the cell has $want kB"
+        fi
+        i=$((i + 1))
+    done
+    result numa-dmesg ok "$(dmesg | grep -E 'SRAT|NUMA|Initmem setup node' | head -n 12 | tr '\n' '|')"
+    # `vireo.touch=MIB`: write that much into tmpfs from the first CPU of
+    # each node (the kernel allocates on the writer's node), then hold
+    # `vireo.hold=` seconds so L1 sees where the host put the pages.
+    touch=$(arg vireo.touch)
+    if [ -n "$touch" ]; then
+        i=0
+        while [ "$i" -lt "$n" ]; do
+            cpu=$(cut -d, -f1 $sys/node$i/cpulist | cut -d- -f1)
+            if taskset -c "$cpu" dd if=/dev/zero of=/tmp/touch$i bs=1M count="$touch" 2>/tmp/dd.err; then
+                result touch-node$i ok "$touch MiB written from CPU $cpu; node$i $(grep -E 'MemFree' $sys/node$i/meminfo | tr -s ' ')"
+            else
+                result touch-node$i fail "$(tr '\n' ' ' </tmp/dd.err)"
+            fi
+            i=$((i + 1))
+        done
+        echo "VIREO-NUMA-TOUCHED"
+        sleep "$(arg vireo.hold)"
+    fi
+    finish poweroff
+    ;;
 poweroff)
     result reached ok "init ran"
     finish poweroff
@@ -494,6 +538,89 @@ rng)
         [ "$(cat "$d/device")" = 0x0004 ] && rng=$(basename "$d")
     done
     vectors_took_irqs rng-irqs "^${rng:-no-virtio-rng}-input"
+    finish poweroff
+    ;;
+balloon | balloon-fpr)
+    # Linux's own virtio_balloon, driven by L1 through vireo's API
+    # (l1-init.sh's scenario_balloon and scenario_balloon_fpr). Free memory
+    # is touched first (a tmpfs file as large as it leaves room for,
+    # written and deleted), so what the balloon takes is memory the host
+    # had backed.
+    open_hvc0
+    insmod /modules/virtio_balloon.ko || result insmod fail "insmod virtio_balloon failed"
+    sleep 1
+    bd=
+    for d in /sys/bus/virtio/devices/*; do
+        [ "$(cat "$d/device")" = 0x0005 ] && bd=$d
+    done
+    if [ -n "$bd" ] && [ -e "$bd/driver" ]; then
+        result driver-bound ok "$(basename "$bd") bound to $(basename "$(readlink "$bd/driver")"), features $(cat "$bd/features")"
+    else
+        result driver-bound fail "no virtio device 0x0005 with a driver: ${bd:-none}"
+    fi
+    # feature BIT: 1 when the negotiated feature string has BIT set.
+    feature() {
+        cut -c$(($1 + 1)) "$bd/features" 2>/dev/null
+    }
+    memtotal() {
+        awk '/^MemTotal:/ { print $2 }' /proc/meminfo
+    }
+    mkdir -p /fill
+    mount -t tmpfs -o size=100% tmpfs /fill
+    # fill: write /fill/big, as large as MemFree less 64 MiB; sets $fill.
+    fill() {
+        fill=$(awk '/^MemFree:/ { print int($2 / 1024) - 64 }' /proc/meminfo)
+        dd if=/dev/zero of=/fill/big bs=1M count=$fill 2>/tmp/dd.err
+    }
+    if [ "$scenario" = balloon ]; then
+        # Statistics on; deflate-on-OOM off, so Linux takes the ballooned
+        # pages off MemTotal.
+        expect stats-feature 1 "$(feature 1)"
+        expect no-deflate-on-oom 0 "$(feature 2)"
+        if fill; then
+            rm /fill/big
+            result touched ok "$fill MiB written to tmpfs and deleted; MemFree now $(awk '/^MemFree:/ { print $2 }' /proc/meminfo) KiB"
+        else
+            result touched fail "dd of $fill MiB: $(cat /tmp/dd.err)"
+        fi
+        mt0=$(memtotal)
+        # L1 sets a target 192 MiB below the memory and answers once
+        # actual reached it.
+        sync_l1 touched || finish poweroff
+        mt1=$(memtotal)
+        drop=$((mt0 - mt1))
+        if [ "$drop" -ge $((196608 - 1024)) ] && [ "$drop" -le 196608 ]; then
+            result memtotal-inflated ok "MemTotal $mt0 -> $mt1 KiB (-$drop KiB for a 192 MiB balloon)"
+        else
+            result memtotal-inflated fail "MemTotal $mt0 -> $mt1 KiB (-$drop KiB), want -196608"
+        fi
+        # L1 sets the target back to the whole memory and answers once
+        # actual is back there.
+        sync_l1 deflate || finish poweroff
+        expect memtotal-deflated "$mt0" "$(memtotal)"
+        # The pages given back are the guest's to use again.
+        if fill; then
+            result refill ok "$fill MiB written to tmpfs after the deflate"
+        else
+            result refill fail "dd of $fill MiB: $(cat /tmp/dd.err)"
+        fi
+        sync_l1 refilled || finish poweroff
+        rm -f /fill/big
+    else
+        expect reporting-feature 1 "$(feature 5)"
+        expect deflate-on-oom-feature 1 "$(feature 2)"
+        if fill; then
+            result filled ok "$fill MiB written to tmpfs"
+        else
+            result filled fail "dd of $fill MiB: $(cat /tmp/dd.err)"
+        fi
+        sync_l1 filled || finish poweroff
+        rm /fill/big
+        echo "VIREO-VALUE $name freed-mib $fill"
+        result freed ok "deleted the $fill MiB file at $(now) s"
+        # L1 watches vireo's RSS fall as Linux reports the free pages.
+        sync_l1 freed || finish poweroff
+    fi
     finish poweroff
     ;;
 power-api)

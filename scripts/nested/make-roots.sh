@@ -3,7 +3,7 @@
 #
 # Builds the two initramfs archives of the nested tests from Debian's
 # busybox-static and the kernel package fetch-linux.sh unpacked in LINUX_DIR:
-#   OUT/l2.cpio.gz  the L2 guest's: busybox, nested-tool, the virtio, evdev,
+#   OUT/l2.cpio.gz  the L2 guest's: busybox, nested-tool, the virtio (virtio_balloon too), evdev,
 #                   ACPI button and 802.1Q (8021q and its dependencies) modules, l2-init.sh as /init;
 #   OUT/l1.cpio     the L1 guest's (uncompressed: QEMU's emulator unpacks
 #                   it faster): busybox, nested-tool, the static VIREO at
@@ -88,8 +88,8 @@ pack() {
 l2="$tmp/l2"
 skeleton "$l2"
 modules "$l2" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-    virtio_blk failover net_failover virtio_net virtio_console virtio-rng evdev button \
-    llc stp garp mrp 8021q
+    virtio_blk failover net_failover virtio_net virtio_console virtio-rng virtio_balloon \
+    evdev button llc stp garp mrp 8021q
 cp "$here/l2-init.sh" "$l2/init"
 chmod 755 "$l2/init"
 pack "$l2" "$tmp/l2.cpio.gz" gzip

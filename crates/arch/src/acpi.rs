@@ -28,10 +28,13 @@
 mod dsdt;
 mod ged;
 mod madt;
+mod numa;
 mod pci;
 mod pci_hotplug;
 #[cfg(test)]
 mod tests;
+
+pub use numa::NumaTables;
 
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -69,8 +72,9 @@ const IAPC_BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
 
 /// Signatures of the tables this module generates itself; an extra table
 /// with one of these would make the guest see two, so it is refused.
-const GENERATED_SIGNATURES: [[u8; 4]; 6] =
-    [*b"FACP", *b"APIC", *b"DSDT", *b"XSDT", *b"RSDT", *b"MCFG"];
+const GENERATED_SIGNATURES: [[u8; 4]; 8] = [
+    *b"FACP", *b"APIC", *b"DSDT", *b"XSDT", *b"RSDT", *b"MCFG", *b"SRAT", *b"SLIT",
+];
 
 /// Errors from building ACPI tables.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,9 @@ pub enum AcpiError {
     /// An extra table has the signature of a table Vireo builds itself.
     #[error("extra ACPI table {0} duplicates a table Vireo generates itself")]
     DuplicateTable(String),
+    /// The vCPU, APIC ID and NUMA descriptions do not agree.
+    #[error("inconsistent ACPI configuration: expected {0}")]
+    Inconsistent(&'static str),
     /// PCI hot-plug was asked for on a VM without a PCI host bridge.
     #[error("PCI hot-plug needs a PCI host bridge")]
     HotplugWithoutPci,
@@ -186,6 +193,13 @@ pub struct AcpiConfig {
     /// ACPI spec requires exactly that split). Limited only by the space
     /// in the ACPI region (several thousand).
     pub num_cpus: u32,
+    /// The APIC ID of each vCPU, by index, when they are not the indexes
+    /// themselves (a `--cpu-topology` whose counts are not powers of two
+    /// leaves gaps); empty means vCPU `i` has APIC ID `i`. Either empty or
+    /// `num_cpus` long.
+    pub apic_ids: Vec<u32>,
+    /// The guest's NUMA nodes: adds an SRAT and a SLIT when present.
+    pub numa: Option<NumaTables>,
     /// Tables built elsewhere in the VMM, placed after the generated ones
     /// and listed in the XSDT in this order.
     pub extra_tables: Vec<AcpiTable>,
@@ -251,6 +265,27 @@ pub fn create_acpi_tables<M: GuestMemory + ?Sized>(
     if config.num_cpus == 0 {
         return Err(AcpiError::NoCpus);
     }
+    let apic_ids: Vec<u32> = if config.apic_ids.is_empty() {
+        (0..config.num_cpus).collect()
+    } else {
+        config.apic_ids.clone()
+    };
+    if apic_ids.len() != config.num_cpus as usize {
+        return Err(AcpiError::Inconsistent("one APIC ID per vCPU"));
+    }
+    if let Some(numa) = &config.numa {
+        let nodes = numa.distances.len();
+        let node_ok = |n: &u32| (*n as usize) < nodes;
+        if numa.cpu_nodes.len() != apic_ids.len()
+            || !numa.cpu_nodes.iter().all(node_ok)
+            || !numa.memory.iter().all(|(n, _, _)| node_ok(n))
+            || numa.distances.iter().any(|row| row.len() != nodes)
+        {
+            return Err(AcpiError::Inconsistent(
+                "every vCPU and memory range in a node, and a square distance matrix",
+            ));
+        }
+    }
     let hotplug = config.ged.and_then(|g| g.pci_hotplug_mmio);
     if hotplug.is_some() && config.pci.is_none() {
         return Err(AcpiError::HotplugWithoutPci);
@@ -271,8 +306,23 @@ pub fn create_acpi_tables<M: GuestMemory + ?Sized>(
     // Every table the XSDT lists, in order. Adding a table is one line.
     let mut listed = vec![
         fadt(dsdt_addr),
-        madt::build(config.num_cpus, OEM_ID, OEM_TABLE_ID, OEM_REVISION),
+        madt::build(&apic_ids, OEM_ID, OEM_TABLE_ID, OEM_REVISION),
     ];
+    if let Some(numa) = &config.numa {
+        listed.push(numa::srat(
+            numa,
+            &apic_ids,
+            OEM_ID,
+            OEM_TABLE_ID,
+            OEM_REVISION,
+        ));
+        listed.push(numa::slit(
+            &numa.distances,
+            OEM_ID,
+            OEM_TABLE_ID,
+            OEM_REVISION,
+        ));
+    }
     if let Some(pci) = &config.pci {
         listed.push(pci::mcfg(OEM_ID, OEM_TABLE_ID, OEM_REVISION, pci));
     }

@@ -12,5 +12,6 @@ mod error;
 pub mod layout;
 pub mod memory;
 pub mod regs;
+pub mod topology;
 
 pub use error::Error;

@@ -43,6 +43,33 @@ pub fn ram_regions(size: u64) -> Result<Vec<(GuestAddress, u64)>, Error> {
     Ok(regions)
 }
 
+/// The RAM of `cells` (their sizes, in order) laid out one after the
+/// other in guest-physical space, as [`ram_regions`] lays out their total:
+/// each cell gets one range, or two when it straddles the MMIO hole.
+/// Returns (cell index, base, length) in address order.
+pub fn cell_regions(cells: &[u64]) -> Result<Vec<(usize, GuestAddress, u64)>, Error> {
+    let total = cells.iter().try_fold(0u64, |a, &c| a.checked_add(c));
+    let regions = ram_regions(total.unwrap_or(u64::MAX))?;
+    let mut out = Vec::new();
+    let mut region = 0;
+    let mut used = 0u64;
+    for (cell, &size) in cells.iter().enumerate() {
+        let mut left = size;
+        while left > 0 {
+            let (base, len) = regions[region];
+            let take = left.min(len - used);
+            out.push((cell, GuestAddress(base.0 + used), take));
+            left -= take;
+            used += take;
+            if used == len {
+                region += 1;
+                used = 0;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The memory map a guest with `size` bytes of RAM sees.
 ///
 /// The legacy area below 1 MiB is reserved from the EBDA up (ACPI tables
@@ -127,6 +154,33 @@ mod tests {
         assert!(map.iter().all(|e| e.kind != E820_RAM
             || e.addr + e.size <= MMIO_HOLE_START
             || e.addr >= MMIO_HOLE_END));
+    }
+
+    #[test]
+    fn cells_follow_each_other_around_the_hole() {
+        let r = cell_regions(&[1 << 30, 1 << 30]).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                (0, GuestAddress(0), 1 << 30),
+                (1, GuestAddress(1 << 30), 1 << 30)
+            ]
+        );
+        // Cell 1 straddles the hole: it gets two ranges.
+        let r = cell_regions(&[2 << 30, 2 << 30, 1 << 30]).unwrap();
+        assert_eq!(
+            r,
+            vec![
+                (0, GuestAddress(0), 2 << 30),
+                (1, GuestAddress(2 << 30), 1 << 30),
+                (1, GuestAddress(MMIO_HOLE_END), 1 << 30),
+                (2, GuestAddress(MMIO_HOLE_END + (1 << 30)), 1 << 30),
+            ]
+        );
+        // Together they cover what the unsplit layout does.
+        let total: u64 = r.iter().map(|c| c.2).sum();
+        assert_eq!(total, 5 << 30);
+        assert!(cell_regions(&[1 << 20]).is_err());
     }
 
     #[test]

@@ -661,6 +661,8 @@ fn vcpu(r: &mut Rules) {
     );
     kvm_vm_runtime(r);
     tap_runtime(r);
+    // Taking its own pin (--vcpu-pin) before the guest runs: itself only.
+    allow_values(r, libc::SYS_sched_setaffinity, 0, Len::Dword, &[0]);
     // virtio-net's activation reads its TAP's MTU.
     link_control_socket(r);
     event_loop(r);
@@ -669,6 +671,12 @@ fn vcpu(r: &mut Rules) {
         &[
             libc::SYS_eventfd2,
             libc::SYS_epoll_create1,
+            // The balloon's statistics timer, and the kind of memory
+            // each region is (how pages go back).
+            libc::SYS_timerfd_create,
+            libc::SYS_timerfd_settime,
+            libc::SYS_fstatfs,
+            libc::SYS_fstat,
             libc::SYS_io_uring_setup,
             libc::SYS_io_uring_register,
             libc::SYS_io_uring_enter,
@@ -724,10 +732,19 @@ fn virtio_console(r: &mut Rules) {
     );
 }
 
-/// The balloon's worker gives guest pages back to the host.
+/// The balloon's worker gives guest pages back to the host, and asks
+/// for statistics on a timer.
 fn virtio_balloon(r: &mut Rules) {
     event_loop(r);
-    allow(r, &[libc::SYS_madvise, libc::SYS_fallocate]);
+    allow(
+        r,
+        &[
+            libc::SYS_madvise,
+            libc::SYS_fallocate,
+            libc::SYS_timerfd_settime,
+            libc::SYS_timerfd_gettime,
+        ],
+    );
 }
 
 /// The API's accept thread and one thread per connection: HTTP over the

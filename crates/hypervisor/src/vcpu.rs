@@ -181,6 +181,20 @@ impl Vcpu {
         kick::bind_current_thread(run);
     }
 
+    /// Enter `KVM_RUN` with `immediate_exit` set, so it returns at once
+    /// without running the guest: KVM does its first-run work for this
+    /// thread (on x86 it starts the VM's NX huge page recovery worker,
+    /// which takes the CPU affinity of the thread that starts it).
+    pub fn enter_without_running(&mut self) -> Result<()> {
+        self.fd.set_kvm_immediate_exit(1);
+        let result = self.fd.run().map(|_| ());
+        self.fd.set_kvm_immediate_exit(0);
+        match result {
+            Err(e) if e.errno() != libc::EINTR => Err(Error::Ioctl("KVM_RUN", e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Run the guest until its next exit, serving port and MMIO accesses
     /// through `io`.
     pub fn run(&mut self, io: &dyn IoHandler) -> Result<VmExit> {

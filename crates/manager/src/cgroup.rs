@@ -2,7 +2,8 @@
 //! resource limits (`cputune` shares and bandwidth, `memtune`,
 //! `blkiotune`), on cgroup v1 or v2.
 //!
-//! The layout: `vireo/<name>-<first 8 hex of the UUID>` under each
+//! The layout: `vireo/<name>-<first 8 hex of the UUID>` (the parent
+//! name is `vireo daemon --cgroup-parent`'s) under each
 //! hierarchy's root (`/sys/fs/cgroup/<controller>/` on v1, one tree on v2),
 //! so two daemons' domains of the same name never share one. The VMM joins
 //! it between fork and exec (it writes `0` to `cgroup.procs`), so every
@@ -16,6 +17,36 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// The parent of every domain's cgroup, set once by the daemon.
+static PARENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The default parent cgroup.
+pub const DEFAULT_PARENT: &str = "vireo";
+
+/// Sets the parent cgroup's name (one path component) for this process's
+/// daemon; only the first call counts.
+pub fn set_parent(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return Err(format!(
+            "cgroup parent '{}' must be 1 to 64 of A-Z a-z 0-9 . _ -",
+            name.escape_debug()
+        ));
+    }
+    let _ = PARENT.set(name.to_string());
+    Ok(())
+}
+
+fn parent() -> &'static str {
+    PARENT.get().map_or(DEFAULT_PARENT, String::as_str)
+}
 
 /// The limits a definition asks for, in libvirt's units.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,13 +189,13 @@ impl DomainCgroup {
         match h {
             Hierarchy::V2(root) => DomainCgroup {
                 v2: true,
-                dirs: vec![(String::new(), root.join("vireo").join(group))],
+                dirs: vec![(String::new(), root.join(parent()).join(group))],
             },
             Hierarchy::V1(mounts) => DomainCgroup {
                 v2: false,
                 dirs: mounts
                     .iter()
-                    .map(|(c, m)| (c.clone(), m.join("vireo").join(group)))
+                    .map(|(c, m)| (c.clone(), m.join(parent()).join(group)))
                     .collect(),
             },
         }
@@ -179,7 +210,7 @@ impl DomainCgroup {
     pub fn create(h: &Hierarchy, group: &str) -> io::Result<DomainCgroup> {
         match h {
             Hierarchy::V2(root) => {
-                let parent = root.join("vireo");
+                let parent = root.join(parent());
                 fs::create_dir_all(&parent)?;
                 // Controllers reach a cgroup only through its parents'
                 // subtree_control.
@@ -200,7 +231,7 @@ impl DomainCgroup {
             Hierarchy::V1(mounts) => {
                 let mut dirs = Vec::new();
                 for (controller, mount) in mounts {
-                    let parent = mount.join("vireo");
+                    let parent = mount.join(parent());
                     ensure_dir(&parent)?;
                     let dir = parent.join(group);
                     ensure_dir(&dir)?;

@@ -4,8 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use devices::serial_backend::SerialBackend;
+use vmm::config::CpuTopology;
 use vmm::config::{parse_memory_size, ConsoleConfig, CpuTemplate, DiskConfig, NetConfig};
 use vmm::memory_backend::{parse_memory_backend, MemoryBackend};
+use vmm::numa::{NumaCell, NumaDistance};
+use vmm::pinning::{CpuList, VcpuPin};
 
 /// Vireo: a KVM virtualization stack.
 #[derive(Debug, Parser)]
@@ -56,6 +59,21 @@ pub struct MachineArgs {
     /// CPU features shown to the guest: host, or minimal (hides XSAVE, CMPXCHG16B, AVX+).
     #[arg(long, default_value = "host")]
     pub cpu_template: CpuTemplate,
+    /// Guest CPU topology: sockets=S,dies=D,cores=C,threads=T (dies optional); S*D*C*T must equal --cpus.
+    #[arg(long, value_name = "sockets=S,cores=C,threads=T")]
+    pub cpu_topology: Option<CpuTopology>,
+    /// A guest NUMA cell: cell=ID,memory=SIZE[,cpus=LIST...][,host-nodes=LIST...][,policy=strict|preferred|interleave|restrictive]. Repeatable.
+    #[arg(long, value_name = "OPTIONS")]
+    pub numa: Vec<NumaCell>,
+    /// Distance between two NUMA cells: src=A,dst=B,value=V (11 to 254; default 20). Repeatable.
+    #[arg(long, value_name = "src=A,dst=B,value=V")]
+    pub numa_distance: Vec<NumaDistance>,
+    /// Pin a vCPU's thread to host CPUs: VCPU:CPULIST (e.g. 0:2-3). Repeatable.
+    #[arg(long, value_name = "VCPU:CPULIST")]
+    pub vcpu_pin: Vec<VcpuPin>,
+    /// Pin every thread that is not a vCPU (main, API, device and I/O workers) to host CPUs.
+    #[arg(long, value_name = "CPULIST")]
+    pub emulator_pin: Option<CpuList>,
     /// Serial console: stdout, file:PATH (truncated), unix:PATH (listening; output before a client connects is replayed), unix-connect:PATH, pty or off.
     #[arg(long, default_value = "stdout")]
     pub serial: SerialBackend,
@@ -100,6 +118,9 @@ pub struct RunArgs {
     /// Seccomp filters on every thread: kill (a forbidden system call stops the VM, naming the thread and the call), log (the kernel logs it and it goes through) or off (docs/security.md).
     #[arg(long, value_name = "MODE", default_value = "kill")]
     pub seccomp: confine::Mode,
+    /// A virtio-balloon device: [target=SIZE][,deflate-on-oom=on|off][,free-page-reporting=on|off][,stats-period=SECS]. target is the guest memory the balloon aims for (default: all of --memory; a bare number is MiB); stats-period 0 (default) never asks for statistics.
+    #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
+    pub balloon: Option<vmm::balloon::BalloonConfig>,
     #[command(flatten)]
     pub machine: MachineArgs,
 }

@@ -31,6 +31,10 @@ pub struct DaemonArgs {
     /// Take no volume leases (a single host, or storage leased by other means).
     #[arg(long, conflicts_with_all = ["lease_timeout", "host_id"])]
     pub no_leases: bool,
+    /// The cgroup the domains' cgroups are made in, under each hierarchy
+    /// (docs/security.md).
+    #[arg(long, value_name = "NAME", default_value = manager::cgroup::DEFAULT_PARENT)]
+    pub cgroup_parent: String,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -56,6 +60,7 @@ pub fn daemon_command(args: DaemonArgs, verbose: u8) -> ExitCode {
                 timeout: std::time::Duration::from_secs(args.lease_timeout),
                 host_id: args.host_id,
             }),
+            cgroup_parent: Some(args.cgroup_parent),
         })
     });
     match run {

@@ -70,6 +70,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
                 cmdline: args.cmdline,
                 reboot: args.reboot,
                 consoles: args.console,
+                balloon: args.balloon,
                 ..machine_config(&args.machine)
             };
             return launch(None, defaults, &args.machine, Some(socket), &ending);
@@ -89,6 +90,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         nets: args.net,
         consoles: args.console,
         rng: args.rng,
+        balloon: args.balloon,
         ..machine_config(&args.machine)
     };
     launch(
@@ -201,6 +203,11 @@ fn machine_config(m: &MachineArgs) -> VmConfig {
         memory_backend: m.memory_backend.clone(),
         cpus: m.cpus,
         cpu_template: m.cpu_template,
+        cpu_topology: m.cpu_topology,
+        numa: m.numa.clone(),
+        numa_distances: m.numa_distance.clone(),
+        vcpu_pins: m.vcpu_pin.clone(),
+        emulator_pin: m.emulator_pin.clone().map(|l| l.0),
         ..VmConfig::default()
     }
 }

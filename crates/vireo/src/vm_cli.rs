@@ -17,8 +17,12 @@ use clap::{Args, Subcommand};
 use manager::client::http::{Connection, HttpError};
 use manager::client::transport::Stream;
 use serde_json::Value;
-use vmm::api::{Counters, DiskSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec, VmInfo};
+use vmm::api::{
+    BalloonInfo, BalloonSpec, Counters, DiskSpec, EmulatorPinSpec, NetSpec, NumaInfo,
+    RemoveDeviceSpec, ResizeDiskSpec, VcpuInfo, VcpuPinSpec, VmInfo,
+};
 use vmm::config::{CacheMode, DiskConfig, NetConfig};
+use vmm::pinning::{cpu_list_string, CpuList};
 
 /// The VM refused, or the exchange failed after connecting.
 const EXIT_REFUSED: u8 = 1;
@@ -91,6 +95,34 @@ pub enum VmCommand {
         #[arg(long)]
         shrink: bool,
     },
+    /// Set the balloon's target: the guest memory it aims for (libvirt's setmem).
+    Balloon {
+        /// Guest memory to aim for: a number of MiB, or a size such as 512M, 1.5G.
+        #[arg(value_parser = vmm::config::parse_memory_size)]
+        size: Option<u64>,
+        /// Also set the seconds between requests for statistics (0: stop asking).
+        #[arg(long, value_name = "SECS")]
+        stats_period: Option<u32>,
+    },
+    /// The balloon's target, actual size and the guest's memory statistics
+    /// (libvirt's dommemstat names, sizes in KiB).
+    BalloonStats,
+    /// Each vCPU: APIC ID, host thread, the host CPU it last ran on, its affinity, CPU time.
+    Vcpus,
+    /// Pin a vCPU's thread to host CPUs.
+    VcpuPin {
+        /// The vCPU's index.
+        vcpu: u32,
+        /// Host CPUs, as taskset writes them (0-3,6).
+        cpus: CpuList,
+    },
+    /// Pin every thread that is not a vCPU (main, API, device and I/O workers) to host CPUs.
+    EmulatorPin {
+        /// Host CPUs, as taskset writes them (0-3,6).
+        cpus: CpuList,
+    },
+    /// The guest NUMA cells and distances.
+    Numa,
 }
 
 /// `vireo vm add-disk`.
@@ -225,6 +257,36 @@ fn request_for(
                 shrink: *shrink,
             }))?,
         ),
+        VmCommand::Balloon { size, stats_period } => {
+            if size.is_none() && stats_period.is_none() {
+                return Err(Failure::Usage(
+                    "balloon: give a SIZE, --stats-period, or both".into(),
+                ));
+            }
+            let spec = BalloonSpec {
+                target_kib: size.map(|s| s >> 10),
+                stats_period: *stats_period,
+            };
+            ("PUT", "/vm/balloon", encode(serde_json::to_vec(&spec))?)
+        }
+        VmCommand::BalloonStats => ("GET", "/vm/balloon", None),
+        VmCommand::Vcpus => ("GET", "/vm/vcpus", None),
+        VmCommand::VcpuPin { vcpu, cpus } => (
+            "PUT",
+            "/vm/vcpu-pin",
+            encode(serde_json::to_vec(&VcpuPinSpec {
+                vcpu: *vcpu,
+                cpus: cpus.0.clone(),
+            }))?,
+        ),
+        VmCommand::EmulatorPin { cpus } => (
+            "PUT",
+            "/vm/emulator-pin",
+            encode(serde_json::to_vec(&EmulatorPinSpec {
+                cpus: cpus.0.clone(),
+            }))?,
+        ),
+        VmCommand::Numa => ("GET", "/vm/numa", None),
     })
 }
 
@@ -352,6 +414,18 @@ fn print_human(out: &mut String, command: &VmCommand, answer: &[u8]) {
             Ok(counters) => print_counters(out, &counters),
             Err(_) => print_json(out, &value),
         },
+        VmCommand::BalloonStats => match serde_json::from_value::<BalloonInfo>(value.clone()) {
+            Ok(info) => print_balloon(out, &info),
+            Err(_) => print_json(out, &value),
+        },
+        VmCommand::Vcpus => match serde_json::from_value::<Vec<VcpuInfo>>(value.clone()) {
+            Ok(vcpus) => print_vcpus(out, &vcpus),
+            Err(_) => print_json(out, &value),
+        },
+        VmCommand::Numa => match serde_json::from_value::<NumaInfo>(value.clone()) {
+            Ok(numa) => print_numa(out, &numa),
+            Err(_) => print_json(out, &value),
+        },
         VmCommand::AddDisk(_) | VmCommand::AddNet(_) => match added(&value) {
             Some((id, pci)) => w!(out, "added {id} at {pci}"),
             None if value.is_null() => w!(out, "added"),
@@ -372,7 +446,95 @@ fn print_human(out: &mut String, command: &VmCommand, answer: &[u8]) {
         VmCommand::ResizeDisk { id, size, .. } => {
             w!(out, "resized {id} to {}", human_size(*size))
         }
+        VmCommand::Balloon { size, stats_period } => {
+            if let Some(size) = size {
+                w!(out, "balloon target set to {}", human_size(*size));
+            }
+            if let Some(period) = stats_period {
+                w!(out, "balloon statistics period set to {period} s");
+            }
+        }
+        VmCommand::VcpuPin { vcpu, cpus } => {
+            w!(
+                out,
+                "vCPU {vcpu} pinned to host CPUs {}",
+                cpu_list_string(&cpus.0)
+            )
+        }
+        VmCommand::EmulatorPin { cpus } => {
+            w!(
+                out,
+                "emulator threads pinned to host CPUs {}",
+                cpu_list_string(&cpus.0)
+            )
+        }
     }
+}
+
+/// One line per vCPU, as virsh vcpuinfo says it, in columns.
+fn print_vcpus(out: &mut String, vcpus: &[VcpuInfo]) {
+    w!(
+        out,
+        "{:<5} {:<5} {:<8} {:<4} {:<12} CPU-TIME",
+        "VCPU",
+        "APIC",
+        "TID",
+        "CPU",
+        "AFFINITY"
+    );
+    for v in vcpus {
+        w!(
+            out,
+            "{:<5} {:<5} {:<8} {:<4} {:<12} {:.3}s",
+            v.id,
+            v.apic_id,
+            v.tid,
+            v.cpu,
+            cpu_list_string(&v.affinity),
+            // Display only: seconds with millisecond precision.
+            std::time::Duration::from_nanos(v.cpu_time_ns).as_secs_f64()
+        );
+    }
+}
+
+/// The cells, then the distance matrix.
+fn print_numa(out: &mut String, numa: &NumaInfo) {
+    if numa.cells.is_empty() {
+        w!(out, "no NUMA cells: the guest sees one node");
+        return;
+    }
+    for c in &numa.cells {
+        let ids = |v: &[u32]| vmm::numa::list_string(v);
+        let binding = match (&c.policy, c.host_nodes.is_empty()) {
+            (Some(p), false) => format!(", host nodes {} ({p})", ids(&c.host_nodes)),
+            _ => String::new(),
+        };
+        w!(
+            out,
+            "cell {}: {}, vCPUs {}{binding}",
+            c.id,
+            human_size(c.memory_bytes),
+            ids(&c.cpus)
+        );
+    }
+    w!(out, "distances:");
+    for (i, row) in numa.distances.iter().enumerate() {
+        let cols: Vec<String> = row.iter().map(|d| format!("{d:>4}")).collect();
+        w!(out, "  {i:>3}:{}", cols.join(""));
+    }
+}
+
+/// `name value` lines, as virsh dommemstat prints them (KiB for sizes).
+fn print_balloon(out: &mut String, info: &BalloonInfo) {
+    w!(out, "actual {}", info.actual_kib);
+    w!(out, "target {}", info.target_kib);
+    for (name, value) in &info.stats {
+        w!(out, "{name} {value}");
+    }
+    if let Some(t) = info.last_update {
+        w!(out, "last_update {t}");
+    }
+    w!(out, "stats_period {}", info.stats_period);
 }
 
 /// The id and PCI address of a hot-plugged device, from the VM's answer.

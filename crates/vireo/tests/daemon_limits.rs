@@ -67,7 +67,7 @@ fn a_cpu_quota_holds_and_the_cgroup_goes_with_the_domain() {
     let pid = d.vmm_pids()[0];
     let cpu = cgroup_dir(pid, "cpu").unwrap();
     assert!(
-        cpu.parent().unwrap().ends_with("vireo")
+        cpu.parent().unwrap().ends_with(d.cgroup_parent())
             && cpu.file_name().unwrap().to_string_lossy().starts_with("q-"),
         "{}",
         cpu.display()

@@ -174,3 +174,118 @@ fn a_running_domain_reports_its_memory_and_emulator_threads() {
     assert!(e.contains("placed when it started"), "{e}");
     d.ok("POST", "/domains/r/destroy", None);
 }
+
+#[test]
+fn numa_cells_topology_and_distances_from_the_xml_reach_the_guest() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    // Two vCPUs: each one's CPL-0 start is emulated, slowly, on this host.
+    let placement = "<vcpu>2</vcpu><numatune><memory mode='strict' nodeset='0'/></numatune>\
+        <cpu mode='host-passthrough'><topology sockets='2' cores='1' threads='1'/><numa>\
+        <cell id='0' cpus='0' memory='32' unit='MiB'><distances><sibling id='1' value='31'/></distances></cell>\
+        <cell id='1' cpus='1' memory='32' unit='MiB'/></numa></cpu>";
+    let xml = domain_xml("cells", "numa", "")
+        .replace(
+            "<memory unit='MiB'>32</memory><vcpu>1</vcpu>",
+            "<memory unit='MiB'>64</memory>",
+        )
+        .replace("</os>", &format!("</os>{placement}"));
+    d.define(&xml);
+    d.ok(
+        "POST",
+        "/domains/cells/start",
+        Some(&serde_json::json!({"paused": true})),
+    );
+    let mut console = daemon_harness::console(&d.socket, "cells", false).unwrap();
+    d.ok("POST", "/domains/cells/resume", None);
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    console
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    while !seen.contains("numa: ok") && std::time::Instant::now() < deadline {
+        let mut buf = [0u8; 4096];
+        match std::io::Read::read(&mut console, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+    for line in [
+        "numa: cpu apic 0 node 0",
+        "numa: cpu apic 1 node 1",
+        "numa: mem 0x0000000000000000 0x0000000002000000 node 0",
+        "numa: mem 0x0000000002000000 0x0000000002000000 node 1",
+        "numa: slit row 0: 10 31",
+        "numa: slit row 1: 31 10",
+        "numa: ok",
+    ] {
+        assert!(seen.contains(line), "no '{line}' in:\n{seen}");
+    }
+}
+
+#[test]
+fn a_running_domain_is_pinned_and_ballooned_through_the_verbs() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let u = uri(&d);
+    let xml = domain_xml("b", "idle", "")
+        .replace(
+            "<memory unit='MiB'>32</memory>",
+            "<memory unit='MiB'>64</memory><currentMemory unit='MiB'>48</currentMemory>",
+        )
+        .replace(
+            "<vcpu>1</vcpu>",
+            "<vcpu>2</vcpu><cputune><vcpupin vcpu='1' cpuset='0'/></cputune>",
+        )
+        .replace(
+            "<serial type='pty'/>",
+            "<serial type='pty'/><memballoon model='virtio'><stats period='5'/></memballoon>",
+        );
+    d.define(&xml);
+    d.ok("POST", "/domains/b/start", None);
+    let pid = d.vmm_pids()[0];
+
+    // The balloon got currentMemory as its target; the idle guest has no
+    // driver, so actual stays whole.
+    let stats = vireo(&u, &["dommemstat", "b"]).ok().to_string();
+    assert!(stats.starts_with("actual 65536\n"), "{stats}");
+    assert!(stats.contains("\nrss "), "{stats}");
+    vireo(&u, &["setmem", "b", "40M", "--live"]).ok();
+    let live = vireo(&u, &["dumpxml", "b"]).ok().to_string();
+    assert!(
+        live.contains("<currentMemory unit='KiB'>40960</currentMemory>"),
+        "{live}"
+    );
+    let e = vireo(&u, &["setmem", "b", "128M", "--live"]).error();
+    assert!(e.contains("outside 4096 KiB to its maximum memory"), "{e}");
+
+    // vCPU 1 runs where vcpupin put it; vcpuinfo says so from the VMM.
+    let info = vireo(&u, &["vcpuinfo", "b", "--json"]).ok().to_string();
+    let rows: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(rows[1]["affinity"], "0", "{rows}");
+    assert_eq!(rows[1]["state"], "running");
+    let text = vireo(&u, &["vcpuinfo", "b"]).ok().to_string();
+    assert!(text.contains("VCPU:           1\n"), "{text}");
+
+    // Pinned live, it moves; the emulator too.
+    vireo(&u, &["vcpupin", "b", "0", "0", "--live"]).ok();
+    let rows: serde_json::Value =
+        serde_json::from_str(vireo(&u, &["vcpuinfo", "b", "--json"]).ok()).unwrap();
+    assert_eq!(rows[0]["affinity"], "0", "{rows}");
+    vireo(&u, &["emulatorpin", "b", "0", "--live"]).ok();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("Cpus_allowed_list:\t0\n"), "{status}");
+    assert!(vireo(&u, &["emulatorpin", "b"])
+        .ok()
+        .ends_with("       *: 0\n\n"));
+    d.ok("POST", "/domains/b/destroy", None);
+}

@@ -54,6 +54,7 @@ const DOC_FILES: &[&str] = &[
     "docs/interface-xml.md",
     "docs/leases.md",
     "docs/manager.md",
+    "docs/memory.md",
     "docs/network-xml.md",
     "docs/networks.md",
     "docs/port-policy.md",
@@ -478,6 +479,11 @@ fn domain_xml() {
 #[test]
 fn manager() {
     run_doc("docs/manager.md");
+}
+
+#[test]
+fn memory() {
+    run_doc("docs/memory.md");
 }
 
 #[test]

@@ -48,6 +48,8 @@ const BOOTS: &[L1Boot] = &[
             "virtio-blk",
             "virtio-blk-mq4",
             "virtio-blk-qcow2",
+            "balloon",
+            "balloon-fpr",
         ],
         env: &[],
     },
@@ -67,8 +69,17 @@ const BOOTS: &[L1Boot] = &[
     },
     L1Boot {
         name: "numa",
-        scenarios: &["numa", "pool-logical", "pool-netfs", "pool-iscsi"],
-        env: &[("VIREO_NESTED_NUMA", "2")],
+        scenarios: &[
+            "numa",
+            "numa-guest-2",
+            "numa-guest-4",
+            "numa-bind",
+            "pool-logical",
+            "pool-netfs",
+            "pool-iscsi",
+        ],
+        // Two CPUs, one per node, so vCPUs can be pinned to either.
+        env: &[("VIREO_NESTED_NUMA", "2"), ("VIREO_NESTED_SMP", "2")],
     },
 ];
 
@@ -307,6 +318,51 @@ fn power_reboot_with_reboot_flag_boots_again() {
     s.assert_checks(&["first-boot", "second-boot", "vireo-exit", "two-boots"]);
 }
 
+/// Linux's virtio_balloon against vireo's balloon, driven through `vireo vm
+/// balloon`: after L2 touched its free memory, a target 192 MiB below its
+/// 512 MiB is reached (actual), MemTotal falls by 192 MiB, vireo's RSS in
+/// L1 falls by at least 90 % of it, statistics arrive twice a period
+/// apart; back at 512 MiB, actual and MemTotal are whole again and L2's
+/// refill brings the RSS back up.
+#[test]
+fn balloon_inflate_gives_memory_back_and_deflate_returns_it() {
+    let Some(s) = scenario("balloon") else { return };
+    s.assert_checks(&[
+        "driver-bound",
+        "stats-feature",
+        "no-deflate-on-oom",
+        "touched",
+        "memtotal-inflated",
+        "memtotal-deflated",
+        "refill",
+        "vireo-exit",
+        "l1-steps",
+        "rss-inflate",
+        "rss-deflate",
+        "stats",
+        "counters",
+    ]);
+}
+
+/// Free page reporting: with `free-page-reporting=on` (and deflate-on-oom,
+/// whose bit L2 checks), L2 fills most of its memory and deletes the file;
+/// vireo's RSS falls by at least 80 % of what was freed as Linux reports it.
+#[test]
+fn balloon_free_page_reporting_gives_freed_memory_back() {
+    let Some(s) = scenario("balloon-fpr") else {
+        return;
+    };
+    s.assert_checks(&[
+        "driver-bound",
+        "reporting-feature",
+        "deflate-on-oom-feature",
+        "filled",
+        "freed",
+        "vireo-exit",
+        "rss-reported",
+    ]);
+}
+
 /// The checks of l1-init.sh's `virtio_blk_with`.
 const VIRTIO_BLK_CHECKS: &[&str] = &[
     "vda-serial",
@@ -513,6 +569,60 @@ fn daemon_runs_a_linux_domain_from_xml() {
 fn numa_l1_sees_two_nodes() {
     let Some(s) = scenario("numa") else { return };
     s.assert_checks(&["node-count", "node-memory", "srat"]);
+}
+
+/// Guest NUMA (issue 14): a stock Linux L2 given two cells (one per
+/// socket, a distance given one way) lists them in
+/// /sys/devices/system/node as defined: each node's CPUs, memory and row
+/// of distances.
+#[test]
+fn numa_two_cells_seen_by_a_stock_guest() {
+    let Some(s) = scenario("numa-guest-2") else {
+        return;
+    };
+    let mut checks = vec!["vireo-exit", "node-count", "numa-dmesg"];
+    let per_node: Vec<String> = (0..2)
+        .flat_map(|i| ["cpulist", "distance", "memtotal"].map(|c| format!("node{i}-{c}")))
+        .collect();
+    checks.extend(per_node.iter().map(String::as_str));
+    s.assert_checks(&checks);
+}
+
+/// Four cells with an asymmetric pair of distances given both ways: the
+/// guest's node*/distance rows keep the asymmetry.
+#[test]
+fn numa_four_cells_with_asymmetric_distances() {
+    let Some(s) = scenario("numa-guest-4") else {
+        return;
+    };
+    let mut checks = vec!["vireo-exit", "node-count", "numa-dmesg"];
+    let per_node: Vec<String> = (0..4)
+        .flat_map(|i| ["cpulist", "distance", "memtotal"].map(|c| format!("node{i}-{c}")))
+        .collect();
+    checks.extend(per_node.iter().map(String::as_str));
+    s.assert_checks(&checks);
+}
+
+/// Host binding in an L1 with two NUMA nodes: cell 0 bound to node 0 and
+/// cell 1 to node 1; after the guest wrote memory from each of its nodes
+/// vireo's numa_maps shows each cell's pages on its node only, and the
+/// vCPU and emulator threads run on the CPUs they were pinned to.
+#[test]
+fn numa_cells_bound_to_host_nodes_and_threads_pinned() {
+    let Some(s) = scenario("numa-bind") else {
+        return;
+    };
+    s.assert_checks(&[
+        "vireo-exit",
+        "node-count",
+        "touch-node0",
+        "touch-node1",
+        "cell0-on-node0",
+        "cell1-on-node1",
+        "pin-vcpu0",
+        "pin-vcpu1",
+        "pin-vireo",
+    ]);
 }
 
 /// issue 13's `logical` pool, in L1's Debian root (whose kernel has

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use vmm::api::{
-    Action, ActionResult, ApiError, ApiServer, Counters, DeviceInfo, DiskSpec, NetSpec,
-    RemoveDeviceSpec, ResizeDiskSpec, VmController, VmInfo, VmState,
+    Action, ActionResult, ApiError, ApiServer, BalloonInfo, BalloonSpec, Counters, DeviceInfo,
+    DiskSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec, VmController, VmInfo, VmState,
 };
 
 #[derive(Default)]
@@ -57,6 +57,14 @@ impl VmController for Recorder {
                     BTreeMap::from([("read_bytes".into(), 4096), ("errors".into(), 0)]),
                 )]),
                 vcpus: BTreeMap::from([(0, BTreeMap::from([("mmio".into(), 1234)]))]),
+            })
+            .unwrap()),
+            Action::GetBalloon => Ok(serde_json::to_value(BalloonInfo {
+                target_kib: 524288,
+                actual_kib: 600000,
+                stats_period: 5,
+                last_update: Some(1_800_000_000),
+                stats: BTreeMap::from([("unused".into(), 1000), ("major_fault".into(), 7)]),
             })
             .unwrap()),
             Action::Pause => Err(ApiError::new(409, "the VM is already paused")),
@@ -192,6 +200,21 @@ fn every_verb_sends_its_action_and_json_output_parses() {
             vec!["remove", "disk0"],
             Action::RemoveDevice(RemoveDeviceSpec { id: "disk0".into() }),
         ),
+        (
+            vec!["balloon", "512M"],
+            Action::SetBalloon(BalloonSpec {
+                target_kib: Some(524288),
+                stats_period: None,
+            }),
+        ),
+        (
+            vec!["balloon", "--stats-period", "0"],
+            Action::SetBalloon(BalloonSpec {
+                target_kib: None,
+                stats_period: Some(0),
+            }),
+        ),
+        (vec!["balloon-stats"], Action::GetBalloon),
     ];
     for (args, action) in cases {
         // --json before or after the verb.
@@ -215,6 +238,16 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         assert!(!stdout(&out).is_empty(), "{args:?} printed nothing");
         assert_eq!(rec.taken(), vec![action], "{args:?}");
     }
+}
+
+#[test]
+fn balloon_stats_print_as_dommemstat_does() {
+    let (_dir, server, _rec) = start();
+    let out = vireo(server.path(), &["balloon-stats"]);
+    assert_eq!(
+        stdout(&out),
+        "actual 600000\ntarget 524288\nmajor_fault 7\nunused 1000\nlast_update 1800000000\nstats_period 5\n"
+    );
 }
 
 #[test]

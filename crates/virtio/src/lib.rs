@@ -9,6 +9,7 @@
 //! DEVICE_NEEDS_RESET; it never panics the VMM or reaches memory outside
 //! the guest.
 
+pub mod balloon;
 pub mod block;
 pub mod console;
 mod device;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub use arch::cpuid::CpuTemplate;
+pub use arch::topology::CpuTopology;
 
 pub use crate::device_config::{CacheMode, ConsoleConfig, DiskConfig, NetConfig};
 
@@ -39,6 +40,17 @@ pub struct VmConfig {
     pub cpus: u32,
     /// CPU feature template.
     pub cpu_template: CpuTemplate,
+    /// Sockets, dies, cores and threads (`--cpu-topology`); `None` is one
+    /// socket of `cpus` cores with APIC ID = vCPU index.
+    pub cpu_topology: Option<CpuTopology>,
+    /// Guest NUMA cells (`--numa`); empty: one node.
+    pub numa: Vec<crate::numa::NumaCell>,
+    /// Distances between cells (`--numa-distance`); the rest default.
+    pub numa_distances: Vec<crate::numa::NumaDistance>,
+    /// Host CPUs of each pinned vCPU (`--vcpu-pin`).
+    pub vcpu_pins: Vec<crate::pinning::VcpuPin>,
+    /// Host CPUs of every thread that is not a vCPU (`--emulator-pin`).
+    pub emulator_pin: Option<Vec<usize>>,
     /// Restart the VM when the guest resets, instead of exiting.
     pub reboot: bool,
     /// virtio-blk disks, in PCI slot order.
@@ -49,6 +61,8 @@ pub struct VmConfig {
     pub consoles: Vec<ConsoleConfig>,
     /// Whether the VM has a virtio-rng device.
     pub rng: bool,
+    /// A virtio-balloon device, and how it starts.
+    pub balloon: Option<crate::balloon::BalloonConfig>,
 }
 
 impl Default for VmConfig {
@@ -61,12 +75,48 @@ impl Default for VmConfig {
             memory_backend: Default::default(),
             cpus: 1,
             cpu_template: CpuTemplate::Host,
+            cpu_topology: None,
+            numa: Vec::new(),
+            numa_distances: Vec::new(),
+            vcpu_pins: Vec::new(),
+            emulator_pin: None,
             reboot: false,
             disks: Vec::new(),
             nets: Vec::new(),
             consoles: Vec::new(),
             rng: false,
+            balloon: None,
         }
+    }
+}
+
+impl VmConfig {
+    /// The CPU topology the guest sees: `--cpu-topology`, or one socket of
+    /// `cpus` single-threaded cores.
+    pub fn topology(&self) -> CpuTopology {
+        self.cpu_topology
+            .unwrap_or_else(|| CpuTopology::flat(self.cpus))
+    }
+
+    /// The checked NUMA layout, `None` without `--numa`.
+    pub fn numa_layout(&self) -> Result<Option<crate::numa::NumaLayout>, String> {
+        crate::numa::layout(
+            &self.numa,
+            &self.numa_distances,
+            self.cpus,
+            self.memory,
+            self.memory_backend.hugepages.map(|p| p.bytes()),
+        )
+    }
+
+    /// The host CPUs `--vcpu-pin` gives vCPU `index`, if any (the last
+    /// pin of a vCPU given twice wins).
+    pub fn vcpu_pin(&self, index: u32) -> Option<&[usize]> {
+        self.vcpu_pins
+            .iter()
+            .rev()
+            .find(|p| p.vcpu == index)
+            .map(|p| p.cpus.as_slice())
     }
 }
 

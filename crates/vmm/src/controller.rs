@@ -428,6 +428,35 @@ impl Controller {
     }
 }
 
+impl Controller {
+    fn balloon(running: &RunningVm) -> Result<virtio::balloon::BalloonControl, ApiError> {
+        running.balloon().ok_or_else(|| {
+            ApiError::new(
+                404,
+                "the VM has no balloon device (start it with vireo run --balloon)",
+            )
+        })
+    }
+}
+
+/// Highest host CPU number a pin may name (the OpenAPI document's limit,
+/// glibc's `cpu_set_t`).
+const MAX_HOST_CPU: usize = 1023;
+
+/// A CPU list must name CPUs this process may use: 400 when empty, 422
+/// when it names one outside the process's set.
+fn check_pin(cpus: &[usize]) -> Result<(), ApiError> {
+    if cpus.is_empty() {
+        return Err(bad_request("cpus must name at least one host CPU"));
+    }
+    if let Some(c) = cpus.iter().find(|&&c| c > MAX_HOST_CPU) {
+        return Err(bad_request(format!(
+            "cpus: {c} is above {MAX_HOST_CPU}, the highest CPU number the API takes"
+        )));
+    }
+    crate::pinning::check_cpus(cpus, "cpus").map_err(unprocessable)
+}
+
 fn state_name(state: VmState) -> &'static str {
     match state {
         VmState::NotConfigured => "not configured",
@@ -508,6 +537,54 @@ impl VmController for Controller {
                     .request_removal(&spec.id)
                     .map_err(|e| ApiError::new(500, error_chain(&e)))?;
                 Ok(Value::Null)
+            }
+            Action::GetBalloon => {
+                let running = Self::running(&self.lock())?;
+                let info = crate::balloon::info(&Self::balloon(&running)?, running.config().memory);
+                serde_json::to_value(info).map_err(|e| ApiError::new(500, e.to_string()))
+            }
+            Action::SetBalloon(spec) => {
+                let running = Self::running(&self.settled())?;
+                let memory = running.config().memory;
+                crate::balloon::apply(&Self::balloon(&running)?, memory, &spec)?;
+                Ok(Value::Null)
+            }
+            Action::GetVcpus => {
+                let running = Self::running(&self.lock())?;
+                let vcpus = running
+                    .vcpus()
+                    .map_err(|e| ApiError::new(500, error_chain(&e)))?;
+                serde_json::to_value(vcpus).map_err(|e| ApiError::new(500, e.to_string()))
+            }
+            Action::PinVcpu(spec) => {
+                let running = Self::running(&self.settled())?;
+                if spec.vcpu >= running.config().cpus {
+                    return Err(ApiError::new(
+                        404,
+                        format!(
+                            "vCPU {} does not exist (the VM has {})",
+                            spec.vcpu,
+                            running.config().cpus
+                        ),
+                    ));
+                }
+                check_pin(&spec.cpus)?;
+                running
+                    .pin_vcpu(spec.vcpu, &spec.cpus)
+                    .map_err(|e| ApiError::new(500, error_chain(&e)))?;
+                Ok(Value::Null)
+            }
+            Action::PinEmulator(spec) => {
+                let running = Self::running(&self.settled())?;
+                check_pin(&spec.cpus)?;
+                running
+                    .pin_emulator(&spec.cpus)
+                    .map_err(|e| ApiError::new(500, error_chain(&e)))?;
+                Ok(Value::Null)
+            }
+            Action::GetNuma => {
+                let running = Self::running(&self.lock())?;
+                serde_json::to_value(running.numa()).map_err(|e| ApiError::new(500, e.to_string()))
             }
             Action::ResizeDisk(spec) => {
                 if spec.size_bytes == 0

@@ -192,7 +192,11 @@ impl FromStr for ConsoleConfig {
 /// Split `key=value,key=value`, refusing unknown and repeated keys. As in
 /// QEMU, a doubled comma is a comma within a value (`path=a,,b.img` names
 /// `a,b.img`).
-fn pairs(what: &str, spec: &str, known: &[&str]) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn pairs(
+    what: &str,
+    spec: &str,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for item in split_options(spec).into_iter().filter(|s| !s.is_empty()) {
         let (k, v) = item
@@ -245,7 +249,7 @@ pub fn device_id(what: &str, v: &str) -> Result<String, String> {
     }
 }
 
-fn on_off(what: &str, key: &str, v: &str) -> Result<bool, String> {
+pub(crate) fn on_off(what: &str, key: &str, v: &str) -> Result<bool, String> {
     match v {
         "on" | "true" | "yes" => Ok(true),
         "off" | "false" | "no" => Ok(false),

@@ -7,6 +7,7 @@
 //! parses guest data itself: devices and `arch` do.
 
 pub mod api;
+pub mod balloon;
 pub mod config;
 mod console_backend;
 mod controller;
@@ -18,8 +19,10 @@ mod machine;
 pub mod memory;
 pub mod memory_backend;
 mod memory_map;
+pub mod numa;
 pub mod passed_fd;
 mod pci_devices;
+pub mod pinning;
 mod running;
 pub mod signals;
 mod vcpu;

@@ -167,7 +167,15 @@ pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> 
             config.cpus
         )));
     }
+    if let Some(t) = &config.cpu_topology {
+        check_topology(t, config.cpus)?;
+    }
     crate::memory::check_size(config.memory)?;
+    if let Some(balloon) = &config.balloon {
+        crate::balloon::device_config(balloon, config.memory)
+            .map_err(|e| Error::InvalidConfig(format!("--balloon: {e}")))?;
+    }
+    check_placement(config)?;
     // Open the files now so a typo is reported before any host resource
     // (a console socket, a truncated log file) is created. An embedded
     // kernel needs no check, and copying it to a memfd here would be wasted.
@@ -198,6 +206,54 @@ pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> 
         disks.push(image);
     }
     Ok(PreparedVm::new(config.clone(), disks))
+}
+
+/// NUMA cells, host nodes and pins, each refused with one line.
+fn check_placement(config: &VmConfig) -> Result<()> {
+    let invalid = Error::InvalidConfig;
+    if let Some(layout) = config.numa_layout().map_err(invalid)? {
+        crate::numa::check_host_nodes(&layout).map_err(invalid)?;
+        if let Some(page) = config.memory_backend.hugepages {
+            crate::numa::huge_page_node_shortfall(&layout, page.bytes(), |n| {
+                crate::numa::free_huge_pages_on(n, page.bytes())
+            })
+            .map_err(invalid)?;
+        }
+    }
+    for pin in &config.vcpu_pins {
+        if pin.vcpu >= config.cpus {
+            return Err(invalid(format!(
+                "--vcpu-pin {}: vCPU {} does not exist (--cpus {})",
+                pin.vcpu, pin.vcpu, config.cpus
+            )));
+        }
+        crate::pinning::check_cpus(&pin.cpus, &format!("--vcpu-pin {}", pin.vcpu))
+            .map_err(invalid)?;
+    }
+    if let Some(cpus) = &config.emulator_pin {
+        crate::pinning::check_cpus(cpus, "--emulator-pin").map_err(invalid)?;
+    }
+    Ok(())
+}
+
+/// A topology must account for every vCPU, and its APIC IDs must fit the
+/// MADT's xAPIC entries: above 254 a guest needs x2APIC and interrupt
+/// remapping to reach them, which Vireo does not offer.
+fn check_topology(t: &arch::topology::CpuTopology, cpus: u32) -> Result<()> {
+    if t.count() != u64::from(cpus) {
+        return Err(Error::InvalidConfig(format!(
+            "--cpu-topology {t} makes {} vCPUs, but --cpus is {cpus}",
+            t.count()
+        )));
+    }
+    let top = t.apic_ids().into_iter().max().unwrap_or(0);
+    if top > MAX_CPUS {
+        return Err(Error::InvalidConfig(format!(
+            "--cpu-topology {t} needs APIC IDs up to {top}, above the xAPIC limit {MAX_CPUS} \
+             (counts that are powers of two waste no IDs)"
+        )));
+    }
+    Ok(())
 }
 
 fn open_initrd(path: Option<&Path>) -> Result<Option<File>> {
@@ -377,9 +433,17 @@ pub fn run_once(
     // are opened again, since each boot reads them from the start.
     let config = prepared.config.clone();
     let config = &config;
+    // First, so every thread this boot spawns (device workers, I/O
+    // workers) inherits it; the API's and the console's threads, which
+    // exist already, are pinned with the main thread.
+    if let Some(cpus) = &config.emulator_pin {
+        crate::pinning::pin_emulator(cpus, &[])
+            .map_err(|e| Error::Host("pinning the emulator threads", e))?;
+    }
     let mut kernel = open_kernel(&config.kernel)?;
     let mut initrd = open_initrd(config.initrd.as_deref())?;
-    let mem = create_guest_memory(config.memory, &config.memory_backend)?;
+    let numa = config.numa_layout().map_err(Error::InvalidConfig)?;
+    let mem = create_guest_memory(config.memory, &config.memory_backend, numa.as_ref())?;
 
     let vm = Arc::new(hv.create_vm()?);
     vm.register_memory(&mem)?;
@@ -463,10 +527,15 @@ pub fn run_once(
     let io = Arc::new(PlatformIo { pio, mmio });
 
     // Firmware tables and the kernel.
+    let topology = config.topology();
     let rsdp = arch::acpi::create_acpi_tables(
         &mem,
         &arch::acpi::AcpiConfig {
             num_cpus: config.cpus,
+            apic_ids: topology.apic_ids(),
+            numa: numa
+                .as_ref()
+                .map(|n| crate::numa::acpi_tables(n, config.cpus)),
             pci: Some(pci.acpi()),
             ged: Some(arch::acpi::GedConfig::standard(true)),
             ..Default::default()
@@ -496,8 +565,8 @@ pub fn run_once(
     let supported = hv.supported_cpuid()?;
     let mut vcpus = Vec::with_capacity(config.cpus as usize);
     for id in 0..config.cpus {
-        let vcpu = vm.create_vcpu(id)?;
-        let cpuid = arch::cpuid::vcpu_cpuid(&supported, id, config.cpus, config.cpu_template)?;
+        let vcpu = vm.create_vcpu(topology.apic_id(id))?;
+        let cpuid = arch::cpuid::vcpu_cpuid(&supported, id, &topology, config.cpu_template)?;
         arch::cpuid::set_vcpu_cpuid(&vcpu, &cpuid)?;
         arch::regs::setup_msrs(&vcpu)?;
         arch::regs::setup_fpu(&vcpu)?;
@@ -553,10 +622,19 @@ fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
     let mut threads = Vec::with_capacity(vcpus.len());
     let mut counters = Vec::with_capacity(vcpus.len());
     let mut spawn_error = None;
-    for vcpu in vcpus {
+    for (index, vcpu) in (0u32..).zip(vcpus) {
         let c = Arc::new(VcpuCounters::default());
         let shared = events.vcpu.clone();
-        match VcpuThread::spawn(vcpu, boot.io.clone(), boot.mem.clone(), shared, c.clone()) {
+        let pin = boot.config.vcpu_pin(index);
+        match VcpuThread::spawn(
+            vcpu,
+            index,
+            pin,
+            boot.io.clone(),
+            boot.mem.clone(),
+            shared,
+            c.clone(),
+        ) {
             Ok(t) => {
                 threads.push(t);
                 counters.push(c);
@@ -573,7 +651,7 @@ fn run_vcpus(vcpus: Vec<hypervisor::Vcpu>, boot: Boot<'_>) -> Result<Outcome> {
         None => Some(Arc::new(RunningVm::new(
             boot.config.clone(),
             events.vcpu.clone(),
-            threads.iter().map(VcpuThread::pthread).collect(),
+            threads.iter().map(|t| (t.pthread(), t.tid())).collect(),
             counters,
             boot.pci,
             ControlEvents {

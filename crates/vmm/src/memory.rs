@@ -1,9 +1,10 @@
 //! Guest RAM: sized against what the host has, then mapped.
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::error::{Error, Result};
 use crate::memory_backend::MemoryBackend;
+use crate::numa::{MemPolicy, NumaLayout};
 
 /// Guest memory as the VMM holds it.
 pub type GuestMemory = GuestMemoryMmap<()>;
@@ -51,20 +52,68 @@ pub fn check_size(size: u64) -> Result<()> {
 /// the size is checked up front against the host's RAM and swap: otherwise
 /// a guest that touches all its memory would be killed by the OOM killer
 /// long after start.
-pub fn create_guest_memory(size: u64, backend: &MemoryBackend) -> Result<GuestMemory> {
+///
+/// With NUMA cells each cell's memory is its own region (two if it
+/// straddles the MMIO hole), bound to its host nodes before any page of it
+/// is touched.
+pub fn create_guest_memory(
+    size: u64,
+    backend: &MemoryBackend,
+    numa: Option<&NumaLayout>,
+) -> Result<GuestMemory> {
     check_size(size)?;
-    let ranges = arch::memory::ram_regions(size)?
-        .into_iter()
-        .map(|(addr, len)| {
+    let cells: Vec<(Option<usize>, GuestAddress, u64)> = match numa {
+        Some(layout) => layout
+            .ram_ranges()?
+            .into_iter()
+            .map(|(cell, base, len)| (Some(cell), GuestAddress(base), len))
+            .collect(),
+        None => arch::memory::ram_regions(size)?
+            .into_iter()
+            .map(|(addr, len)| (None, addr, len))
+            .collect(),
+    };
+    let ranges = cells
+        .iter()
+        .map(|&(_, addr, len)| {
             usize::try_from(len)
                 .map(|len| (addr, len))
                 .map_err(|_| Error::GuestMemory("size does not fit the address space".into()))
         })
         .collect::<Result<Vec<(GuestAddress, usize)>>>()?;
+    let bindings: Vec<Binding<'_>> = cells
+        .iter()
+        .map(|(cell, _, _)| cell.and_then(|c| numa.and_then(|n| n.binding(c))))
+        .collect();
     if !backend.is_default() {
-        return crate::memory_map::map_with_backend(size, &ranges, backend);
+        return crate::memory_map::map_with_backend(size, &ranges, &bindings, backend);
     }
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory(e.to_string()))
+    let mem =
+        GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory(e.to_string()))?;
+    // Nothing has touched the lazy mappings yet.
+    for (region, binding) in mem.iter().zip(&bindings) {
+        bind_region(region.as_ptr(), region.len(), *binding)?;
+    }
+    Ok(mem)
+}
+
+/// A region's host binding: nodes and policy, or none.
+pub(crate) type Binding<'a> = Option<(&'a [u32], MemPolicy)>;
+
+/// Apply `binding` to the mapping at `ptr`.
+pub(crate) fn bind_region(ptr: *mut u8, len: u64, binding: Binding<'_>) -> Result<()> {
+    let Some((nodes, policy)) = binding else {
+        return Ok(());
+    };
+    let len = usize::try_from(len)
+        .map_err(|_| Error::GuestMemory("size does not fit the address space".into()))?;
+    crate::numa::bind_memory(ptr as usize, len, nodes, policy).map_err(|e| {
+        Error::GuestMemory(format!(
+            "mbind to host nodes {} (policy={}): {e}",
+            crate::numa::list_string(nodes),
+            policy.name()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -83,10 +132,10 @@ mod tests {
 
     #[test]
     fn maps_around_the_hole_and_refuses_absurd_sizes() {
-        let m = create_guest_memory(64 << 20, &MemoryBackend::default()).unwrap();
+        let m = create_guest_memory(64 << 20, &MemoryBackend::default(), None).unwrap();
         assert_eq!(m.num_regions(), 1);
         assert!(matches!(
-            create_guest_memory(1 << 50, &MemoryBackend::default()),
+            create_guest_memory(1 << 50, &MemoryBackend::default(), None),
             Err(Error::NotEnoughHostMemory { .. })
         ));
     }

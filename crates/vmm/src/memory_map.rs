@@ -180,6 +180,7 @@ fn mmap_flags(backend: &MemoryBackend, anon: bool) -> libc::c_int {
 pub fn map_with_backend(
     size: u64,
     ranges: &[(GuestAddress, usize)],
+    bindings: &[crate::memory::Binding<'_>],
     backend: &MemoryBackend,
 ) -> Result<GuestMemory> {
     if let Some(page) = backend.hugepages {
@@ -204,7 +205,7 @@ pub fn map_with_backend(
     let flags = mmap_flags(backend, file.is_none());
     let mut regions = Vec::with_capacity(ranges.len());
     let mut offset = 0u64;
-    for &(addr, len) in ranges {
+    for (i, &(addr, len)) in ranges.iter().enumerate() {
         let mut builder = MmapRegionBuilder::new(len)
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
             .with_mmap_flags(flags);
@@ -218,6 +219,12 @@ pub fn map_with_backend(
             .build()
             .map_err(|e| map_error(e, backend.hugepages, size))?;
         advise_thp(mapping.as_ptr(), len, backend)?;
+        // Before prealloc: the policy places pages as they are faulted.
+        crate::memory::bind_region(
+            mapping.as_ptr(),
+            len as u64,
+            bindings.get(i).copied().flatten(),
+        )?;
         if backend.prealloc {
             let page = usize::try_from(backend.hugepages.map_or(4096, HugePageSize::bytes))
                 .map_err(|_| {

@@ -63,6 +63,8 @@ pub(crate) struct DeviceDescription {
     pub disk: Option<Arc<dyn DiskImage>>,
     /// The options it was made from, so a reboot makes it again.
     pub source: Option<DeviceSource>,
+    /// A balloon's control handle.
+    pub balloon: Option<virtio::balloon::BalloonControl>,
 }
 
 /// What a disk or network card was made from.
@@ -83,6 +85,7 @@ impl DeviceDescription {
             details,
             disk: None,
             source: None,
+            balloon: None,
         }
     }
 }

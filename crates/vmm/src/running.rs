@@ -10,7 +10,7 @@ use std::time::Duration;
 use devices::{Ged, GedEvent, PciHotplug};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::api::{Counters, DeviceInfo};
+use crate::api::{Counters, DeviceInfo, NumaCellInfo, NumaInfo, VcpuInfo};
 use crate::config::{DiskConfig, NetConfig, VmConfig};
 use crate::error::{Error, Result};
 use crate::machine::PreparedVm;
@@ -51,6 +51,13 @@ pub(crate) struct ControlEvents {
     pub io_stops: Arc<crate::io_stops::IoStops>,
 }
 
+/// Host CPUs of each vCPU (by index) and of the emulator threads, as
+/// set at boot or since through the API.
+struct LivePins {
+    vcpus: Vec<Option<Vec<usize>>>,
+    emulator: Option<Vec<usize>>,
+}
+
 /// A booted VM, as the control API sees it.
 pub struct RunningVm {
     events: ControlEvents,
@@ -63,6 +70,10 @@ pub struct RunningVm {
     config: VmConfig,
     vcpus: Arc<VcpuShared>,
     threads: Vec<libc::pthread_t>,
+    /// Each vCPU thread's id, by vCPU index.
+    tids: Vec<libc::pid_t>,
+    /// Pins as they are now, which a reboot keeps.
+    pins: Mutex<LivePins>,
     counters: Vec<Arc<VcpuCounters>>,
     pci: Mutex<PciDevices>,
 }
@@ -71,12 +82,22 @@ impl RunningVm {
     pub(crate) fn new(
         config: VmConfig,
         vcpus: Arc<VcpuShared>,
-        threads: Vec<libc::pthread_t>,
+        threads: Vec<(libc::pthread_t, libc::pid_t)>,
         counters: Vec<Arc<VcpuCounters>>,
         pci: PciDevices,
         events: ControlEvents,
     ) -> Self {
+        let pins = (0..config.cpus)
+            .map(|i| config.vcpu_pin(i).map(<[usize]>::to_vec))
+            .collect();
+        let emulator_pin = config.emulator_pin.clone();
+        let (threads, tids) = threads.into_iter().unzip();
         Self {
+            tids,
+            pins: Mutex::new(LivePins {
+                vcpus: pins,
+                emulator: emulator_pin,
+            }),
             events,
             removing: Mutex::new(BTreeMap::new()),
             claimed: Mutex::new(BTreeSet::new()),
@@ -101,6 +122,16 @@ impl RunningVm {
     /// across the reboot.
     pub fn current_config(&self) -> PreparedVm {
         let mut config = self.config.clone();
+        {
+            let pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+            config.vcpu_pins = (0u32..)
+                .zip(&pins.vcpus)
+                .filter_map(|(vcpu, p)| {
+                    p.clone().map(|cpus| crate::pinning::VcpuPin { vcpu, cpus })
+                })
+                .collect();
+            config.emulator_pin = pins.emulator.clone();
+        }
         let mut images = Vec::new();
         config.disks.clear();
         config.nets.clear();
@@ -122,7 +153,27 @@ impl RunningVm {
                 _ => {}
             }
         }
+        // A reboot keeps the balloon where the API last set it, or
+        // without it if the guest ejected it (remove-device).
+        match self.balloon() {
+            Some(control) => {
+                if let Some(b) = config.balloon.as_mut() {
+                    let pages = u64::from(control.num_pages());
+                    b.target = Some(config.memory - pages * virtio::balloon::PAGE_SIZE);
+                    b.stats_period = control.stats_period();
+                }
+            }
+            None => config.balloon = None,
+        }
         PreparedVm::new(config, images)
+    }
+
+    /// The balloon's control handle, if the VM has one.
+    pub(crate) fn balloon(&self) -> Option<virtio::balloon::BalloonControl> {
+        self.pci()
+            .functions()
+            .iter()
+            .find_map(|f| f.description.balloon.clone())
     }
 
     /// The configuration the VM booted with.
@@ -231,6 +282,84 @@ impl RunningVm {
                 }
             })
             .collect()
+    }
+
+    /// Each vCPU: APIC ID, thread, where it runs and has run.
+    pub fn vcpus(&self) -> Result<Vec<VcpuInfo>> {
+        let topology = self.config.topology();
+        (0u32..)
+            .zip(&self.tids)
+            .map(|(id, &tid)| {
+                let stat = crate::pinning::thread_stat(tid)
+                    .map_err(|e| Error::Host("reading a vCPU thread's stat", e))?;
+                let affinity = crate::pinning::thread_affinity(tid)
+                    .map_err(|e| Error::Host("sched_getaffinity", e))?;
+                Ok(VcpuInfo {
+                    id,
+                    apic_id: topology.apic_id(id),
+                    tid,
+                    cpu: stat.cpu,
+                    affinity,
+                    cpu_time_ns: stat.cpu_time_ns,
+                })
+            })
+            .collect()
+    }
+
+    /// Move vCPU `index` onto `cpus` (checked by the caller). The pin
+    /// holds across a guest reset.
+    pub fn pin_vcpu(&self, index: u32, cpus: &[usize]) -> Result<()> {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(&tid), Some(slot)) = (
+            self.tids.get(index as usize),
+            pins.vcpus.get_mut(index as usize),
+        ) else {
+            return Err(Error::InvalidConfig(format!("vCPU {index} does not exist")));
+        };
+        crate::pinning::set_thread_affinity(tid, cpus)
+            .map_err(|e| Error::Host("sched_setaffinity", e))?;
+        *slot = Some(cpus.to_vec());
+        Ok(())
+    }
+
+    /// Move every thread but the vCPUs' onto `cpus` (checked by the
+    /// caller); threads spawned later inherit it.
+    pub fn pin_emulator(&self, cpus: &[usize]) -> Result<()> {
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        crate::pinning::pin_emulator(cpus, &self.tids)
+            .map_err(|e| Error::Host("pinning the emulator threads", e))?;
+        pins.emulator = Some(cpus.to_vec());
+        Ok(())
+    }
+
+    /// The guest's NUMA cells and distances.
+    pub fn numa(&self) -> NumaInfo {
+        let Ok(Some(layout)) = self.config.numa_layout() else {
+            return NumaInfo {
+                cells: Vec::new(),
+                distances: Vec::new(),
+            };
+        };
+        let cells = layout
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| NumaCellInfo {
+                id: c.id,
+                memory_bytes: c.memory,
+                cpus: {
+                    let mut cpus = c.cpus.clone();
+                    cpus.sort_unstable();
+                    cpus
+                },
+                host_nodes: c.host_nodes.clone(),
+                policy: layout.binding(i).map(|(_, p)| p.name().to_string()),
+            })
+            .collect();
+        NumaInfo {
+            cells,
+            distances: layout.distances,
+        }
     }
 
     /// Device and vCPU counters.

@@ -223,27 +223,71 @@ impl IoHandler for PlatformIo {
 /// A running vCPU thread.
 pub struct VcpuThread {
     handle: JoinHandle<()>,
+    tid: libc::pid_t,
 }
 
 impl VcpuThread {
-    /// Start `vcpu` on its own thread.
+    /// Start `vcpu` (vCPU number `index`) on its own thread, on the host
+    /// CPUs `pin` names, or on any the process may use when it is `None`
+    /// (the thread would otherwise inherit the emulator pin).
     pub fn spawn(
         mut vcpu: Vcpu,
+        index: u32,
+        pin: Option<&[usize]>,
         io: Arc<PlatformIo>,
         mem: GuestMemory,
         shared: Arc<VcpuShared>,
         counters: Arc<VcpuCounters>,
     ) -> std::io::Result<Self> {
-        let name = format!("vcpu{}", vcpu.id());
-        let handle = confine::spawn(confine::ThreadKind::Vcpu, name, move || {
-            vcpu.bind_to_current_thread();
-            let io = CountingIo {
-                io: &io,
-                counters: &counters,
-            };
-            run_loop(&mut vcpu, &io, &mem, &shared, &counters);
-        })?;
-        Ok(Self { handle })
+        let cpus = pin.unwrap_or(crate::pinning::allowed_cpus()).to_vec();
+        let (started, tid) = std::sync::mpsc::channel();
+        let handle = confine::spawn(
+            confine::ThreadKind::Vcpu,
+            format!("vcpu{index}"),
+            move || {
+                // KVM's per-VM kernel worker starts in the first KVM_RUN
+                // and takes the affinity of the thread it runs on: enter
+                // once while this thread still has the emulator's (from
+                // the thread that spawned it), then take the vCPU's own,
+                // all before the guest runs.
+                let placed = vcpu
+                    .enter_without_running()
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| crate::pinning::set_thread_affinity(0, &cpus))
+                    .map(|()| crate::pinning::current_tid());
+                let ok = placed.is_ok();
+                let _ = started.send(placed);
+                if !ok {
+                    return;
+                }
+                vcpu.bind_to_current_thread();
+                let io = CountingIo {
+                    io: &io,
+                    counters: &counters,
+                };
+                run_loop(&mut vcpu, index, &io, &mem, &shared, &counters);
+            },
+        )?;
+        let tid = match tid.recv() {
+            Ok(Ok(tid)) => tid,
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("pinning vcpu{index}: {e}"),
+                ));
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(std::io::Error::other(format!("vcpu{index} did not start")));
+            }
+        };
+        Ok(Self { handle, tid })
+    }
+
+    /// The thread's id, for placing it and reading its /proc entries.
+    pub fn tid(&self) -> libc::pid_t {
+        self.tid
     }
 
     /// The thread's pthread handle, for kicking it from elsewhere while it
@@ -272,6 +316,7 @@ impl VcpuThread {
 
 fn run_loop(
     vcpu: &mut Vcpu,
+    index: u32,
     io: &CountingIo<'_>,
     mem: &GuestMemory,
     shared: &VcpuShared,
@@ -297,23 +342,29 @@ fn run_loop(
             }
             Ok(VmExit::SystemEvent(SYSTEM_EVENT_SHUTDOWN)) => VcpuStop::PowerOff,
             Ok(VmExit::SystemEvent(SYSTEM_EVENT_RESET)) => VcpuStop::Reset,
-            Ok(VmExit::SystemEvent(kind)) => {
-                crash(vcpu, mem, &format!("system event {kind} (guest crash)"))
-            }
-            Ok(VmExit::Shutdown) => crash(vcpu, mem, "triple fault"),
+            Ok(VmExit::SystemEvent(kind)) => crash(
+                vcpu,
+                index,
+                mem,
+                &format!("system event {kind} (guest crash)"),
+            ),
+            Ok(VmExit::Shutdown) => crash(vcpu, index, mem, "triple fault"),
             Ok(VmExit::InternalError(e)) => {
                 let mut why = format!("KVM internal error: {}", e.describe());
                 if !e.data.is_empty() {
                     let words: Vec<String> = e.data.iter().map(|d| format!("{d:#x}")).collect();
                     let _ = write!(why, " (data {})", words.join(" "));
                 }
-                crash(vcpu, mem, &why)
+                crash(vcpu, index, mem, &why)
             }
-            Ok(VmExit::FailEntry { reason }) => {
-                crash(vcpu, mem, &format!("VM entry failed (reason {reason:#x})"))
-            }
-            Ok(VmExit::Other(name)) => crash(vcpu, mem, &format!("unexpected exit: {name}")),
-            Err(e) => VcpuStop::Crash(format!("vcpu{}: {e}", vcpu.id())),
+            Ok(VmExit::FailEntry { reason }) => crash(
+                vcpu,
+                index,
+                mem,
+                &format!("VM entry failed (reason {reason:#x})"),
+            ),
+            Ok(VmExit::Other(name)) => crash(vcpu, index, mem, &format!("unexpected exit: {name}")),
+            Err(e) => VcpuStop::Crash(format!("vcpu{index}: {e}")),
         };
         bump(&counters.other);
         shared.report(stop);
@@ -322,9 +373,10 @@ fn run_loop(
 }
 
 /// Describe why and where a vCPU died: registers and the instruction bytes
-/// at RIP, so a guest author can find the failing instruction.
-fn crash(vcpu: &Vcpu, mem: &GuestMemory, why: &str) -> VcpuStop {
-    let mut s = format!("vcpu{}: {why}", vcpu.id());
+/// at RIP, so a guest author can find the failing instruction. vCPUs are
+/// named by index (as their threads are), not by APIC ID.
+fn crash(vcpu: &Vcpu, index: u32, mem: &GuestMemory, why: &str) -> VcpuStop {
+    let mut s = format!("vcpu{index}: {why}");
     let (Ok(r), Ok(sr)) = (vcpu.regs(), vcpu.sregs()) else {
         return VcpuStop::Crash(s);
     };

@@ -71,7 +71,33 @@ pub(crate) fn add_virtio_devices(
             description: DeviceDescription::new("rng", "virtio-rng", BTreeMap::new()),
         })?;
     }
+    if let Some(balloon) = &config.balloon {
+        pci.add_virtio(balloon_device(balloon, config.memory)?)?;
+    }
     Ok(())
+}
+
+/// The balloon `balloon` asks for, in a VM of `memory` bytes.
+fn balloon_device(balloon: &crate::balloon::BalloonConfig, memory: u64) -> Result<NewDevice> {
+    let config = crate::balloon::device_config(balloon, memory)
+        .map_err(|e| Error::InvalidConfig(format!("--balloon: {e}")))?;
+    let device =
+        virtio::balloon::Balloon::new(config).map_err(|e| Error::Host("balloon eventfd", e))?;
+    let mut details = BTreeMap::new();
+    details.insert(
+        "deflate_on_oom".to_string(),
+        balloon.deflate_on_oom.to_string(),
+    );
+    details.insert(
+        "free_page_reporting".to_string(),
+        balloon.free_page_reporting.to_string(),
+    );
+    let mut description = DeviceDescription::new("balloon", "virtio-balloon", details);
+    description.balloon = Some(device.control());
+    Ok(NewDevice {
+        device: Box::new(device),
+        description,
+    })
 }
 
 /// A device ready for the PCI bus, and what the API says about it.

@@ -12,6 +12,9 @@ pub struct Config {
     pub net: bool,
     pub console: bool,
     pub rng: bool,
+    pub balloon: bool,
+    /// MiB the balloon takes and gives back (`balloon-mib`).
+    pub balloon_mib: u64,
     pub blk_first: u64,
     pub blk_count: u64,
     pub blk_stride: u64,
@@ -52,6 +55,8 @@ impl Default for Config {
             net: false,
             console: false,
             rng: false,
+            balloon: false,
+            balloon_mib: 16,
             blk_first: 1,
             blk_count: 8,
             blk_stride: 1,
@@ -82,7 +87,7 @@ impl Default for Config {
 
 impl Config {
     pub fn any_selected(&self) -> bool {
-        self.blk || self.net || self.console || self.rng
+        self.blk || self.net || self.console || self.rng || self.balloon
     }
 }
 
@@ -126,6 +131,14 @@ fn apply(c: &mut Config, word: &'static [u8]) -> bool {
         (b"net", None) => c.net = true,
         (b"console", None) => c.console = true,
         (b"rng", None) => c.rng = true,
+        (b"balloon", None) => c.balloon = true,
+        (b"balloon-mib", Some(v)) => {
+            c.balloon = true;
+            return set(
+                &mut c.balloon_mib,
+                number(v).filter(|&n| n > 0 && n <= 1 << 16),
+            );
+        }
         (b"reassign", None) => c.reassign = true,
         (b"reinit", None) => c.reinit = true,
         (b"msix", None) => c.msix = true,

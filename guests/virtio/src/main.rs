@@ -7,6 +7,7 @@
 
 extern crate alloc;
 
+mod balloon;
 mod bench;
 mod blk;
 mod cmdline;
@@ -59,6 +60,7 @@ pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
         (DeviceType::EntropySource, config.rng),
         (DeviceType::Block, config.blk),
         (DeviceType::Network, config.net),
+        (DeviceType::MemoryBalloon, config.balloon),
     ];
     let mut mirror = config.mirror;
     for (kind, named) in order {
@@ -111,6 +113,7 @@ fn run_device(root: &mut Root, function: &Function, config: &cmdline::Config, mi
         Some(DeviceType::Console) => ("virtio-console", Some(console::TRANSMIT_QUEUE)),
         Some(DeviceType::EntropySource) => ("virtio-rng", Some(rng::REQUEST_QUEUE)),
         Some(DeviceType::Block) => ("virtio-blk", Some(0)),
+        Some(DeviceType::MemoryBalloon) => ("virtio-balloon", Some(balloon::INFLATE_QUEUE)),
         _ => ("virtio-net", None),
     };
     if config.reinit {
@@ -134,6 +137,7 @@ fn run_device(root: &mut Root, function: &Function, config: &cmdline::Config, mi
         }
         Some(DeviceType::EntropySource) => rng::run(transport),
         Some(DeviceType::Block) => blk::run(transport, config),
+        Some(DeviceType::MemoryBalloon) => balloon::run(transport, config.balloon_mib),
         _ if config.stack.active() => netstack::run(transport, config),
         _ => net::run(transport, config),
     }

@@ -56,6 +56,7 @@ impl fmt::Display for Kind {
             Some(DeviceType::Block) => f.write_str("blk"),
             Some(DeviceType::Console) => f.write_str("console"),
             Some(DeviceType::EntropySource) => f.write_str("rng"),
+            Some(DeviceType::MemoryBalloon) => f.write_str("balloon"),
             Some(other) => write!(f, "virtio-{}", other as u8),
             None => f.write_str("other"),
         }

@@ -37,7 +37,7 @@ const IOAPIC_ADDRESS: u32 = {
 
 /// Highest APIC ID an xAPIC MADT entry may carry. 255 is the xAPIC
 /// broadcast ID, so the spec requires x2APIC entries from there on.
-const MAX_XAPIC_ID: u32 = 254;
+pub(super) const MAX_XAPIC_ID: u32 = 254;
 /// The only I/O APIC; its pins are GSIs 0..24.
 const IOAPIC_ID: u8 = 0;
 /// First GSI of the I/O APIC.
@@ -70,10 +70,10 @@ const TIMER_GSI: u32 = 2;
 /// Local x2APIC flag: the processor is usable.
 const X2APIC_ENABLED: u32 = 1;
 
-/// Builds the MADT for `num_cpus` vCPUs with APIC IDs and processor UIDs
-/// `0..num_cpus`.
+/// Builds the MADT for vCPUs with `apic_ids` (by vCPU index); vCPU `i`
+/// has ACPI processor UID `i`.
 pub(super) fn build(
-    num_cpus: u32,
+    apic_ids: &[u32],
     oem_id: [u8; 6],
     oem_table_id: [u8; 8],
     oem_revision: u32,
@@ -92,12 +92,16 @@ pub(super) fn build(
     // Entries are gathered first and appended once: `Sdt` recomputes the
     // checksum on every append.
     let mut entries = Vec::new();
-    for cpu in 0..num_cpus {
-        match u8::try_from(cpu) {
-            Ok(id) if cpu <= MAX_XAPIC_ID => {
-                ProcessorLocalApic::new(id, id, EnabledStatus::Enabled).to_aml_bytes(&mut entries)
+    let mut any_x2apic = false;
+    for (uid, &apic_id) in (0u32..).zip(apic_ids) {
+        match (u8::try_from(uid), u8::try_from(apic_id)) {
+            (Ok(uid8), Ok(id)) if apic_id <= MAX_XAPIC_ID => {
+                ProcessorLocalApic::new(uid8, id, EnabledStatus::Enabled).to_aml_bytes(&mut entries)
             }
-            _ => entries.extend_from_slice(&local_x2apic(cpu, cpu)),
+            _ => {
+                any_x2apic = true;
+                entries.extend_from_slice(&local_x2apic(apic_id, uid));
+            }
         }
     }
     IoApic::new(IOAPIC_ID, IOAPIC_ADDRESS, IOAPIC_GSI_BASE).to_aml_bytes(&mut entries);
@@ -114,7 +118,7 @@ pub(super) fn build(
     ));
     // Processors described by x2APIC entries take their NMI wiring only
     // from the x2APIC flavour of the structure.
-    if num_cpus > MAX_XAPIC_ID + 1 {
+    if any_x2apic {
         entries.extend_from_slice(&local_x2apic_nmi(
             ALL_X2APIC_PROCESSORS,
             INTI_EDGE_ACTIVE_HIGH,

@@ -10,6 +10,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::*;
 use crate::layout::{ACPI_S5_SLEEP_TYPE, APIC_START, COM1_IRQ, COM1_PORT, IOAPIC_START};
 
+mod numa;
+
 type Mem = GuestMemoryMmap<()>;
 
 fn guest_memory() -> Mem {
@@ -370,7 +372,7 @@ fn malformed_extra_tables_are_refused() {
         AcpiTable::from_bytes(b"MCFG".to_vec()),
         Err(AcpiError::InvalidTable { .. })
     ));
-    let madt = madt::build(1, OEM_ID, OEM_TABLE_ID, 1);
+    let madt = madt::build(&[0], OEM_ID, OEM_TABLE_ID, 1);
     assert!(matches!(
         AcpiTable::from_bytes(madt),
         Err(AcpiError::DuplicateTable(s)) if s == "APIC"

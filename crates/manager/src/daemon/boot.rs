@@ -84,9 +84,11 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> io::Result<()> {
                 "domain '{name}' was being started when the daemon stopped; ending what that start left"
             );
             let run_dir = marker.run_dir.clone();
+            let (cg_d, cg_name) = (d.clone(), name.clone());
             let killed = tokio::task::spawn_blocking(move || {
                 let killed = kill_processes_mentioning(&run_dir);
                 let _ = std::fs::remove_dir_all(&run_dir);
+                super::cgroups::remove_by_name(&cg_d, &cg_name);
                 killed
             })
             .await
@@ -269,7 +271,7 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
             if let Err(why) = adopt_alive(&d, &name, &record, &ctx, alive) {
                 tracing::error!("domain '{name}': {why}; its VMM is destroyed");
                 let _ = tokio::task::spawn_blocking(move || instance.destroy(false)).await;
-                forget_record(&d, &name, &ctx).await;
+                forget_record(&d, &name, &record, &ctx).await;
                 mark_ended(&d, &name, &record, None);
             }
         }
@@ -278,7 +280,7 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
                 "the VMM of domain '{name}' (pid {}) ended while the daemon was away: {reason:?}",
                 record.pid
             );
-            forget_record(&d, &name, &ctx).await;
+            forget_record(&d, &name, &record, &ctx).await;
             mark_ended(&d, &name, &record, reason);
         }
     }
@@ -342,13 +344,19 @@ fn adopt_alive(
     .map_err(|e| e.message)
 }
 
-async fn forget_record(d: &Arc<Daemon>, name: &str, ctx: &StartContext) {
+async fn forget_record(d: &Arc<Daemon>, name: &str, record: &RunRecord, ctx: &StartContext) {
     let (forget_d, n, run_dir) = (d.clone(), name.to_string(), ctx.run_dir.clone());
+    // A transient domain is in no table yet: its UUID is in its record.
+    let uuid = Domain::parse(&record.xml).ok().map(|p| p.domain.uuid);
     let _ = tokio::task::spawn_blocking(move || {
         if let Err(e) = forget_d.store.remove_record(&n) {
             tracing::error!("cannot remove the run record of '{n}': {e}");
         }
         let _ = std::fs::remove_dir_all(run_dir);
+        match uuid {
+            Some(uuid) => super::cgroups::remove(&n, uuid),
+            None => super::cgroups::remove_by_name(&forget_d, &n),
+        }
     })
     .await;
 }

@@ -101,6 +101,15 @@ pub(crate) fn existing(name: &str, uuid: Uuid) -> Option<DomainCgroup> {
     cg.exists().then_some(cg)
 }
 
+/// Removes the cgroup of domain `name` as the table knows it (a VMM
+/// found gone when the daemon starts again).
+pub(crate) fn remove_by_name(d: &super::Daemon, name: &str) {
+    let uuid = d.registry.lock().domains.get(name).map(|e| e.uuid);
+    if let Some(uuid) = uuid {
+        remove(name, uuid);
+    }
+}
+
 /// Removes the domain's cgroup once its VMM has ended.
 pub(crate) fn remove(name: &str, uuid: Uuid) {
     if let Some(cg) = existing(name, uuid) {

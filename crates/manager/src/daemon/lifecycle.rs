@@ -174,19 +174,19 @@ async fn prepare_and_start(
     let instance = tokio::task::spawn_blocking(move || -> Result<Box<dyn Instance>, Failure> {
         let mut ctx = ctx;
         driver.validate(&start_domain)?;
-        let cgroup = super::cgroups::prepare(&start_name, uuid, &start_domain)?;
-        ctx.cgroup_procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
-        if let Err(e) = make_run_dir(&start_d.run_root, &ctx.run_dir) {
-            if let Some(c) = &cgroup {
-                c.remove();
-            }
-            return Err(e);
-        }
+        make_run_dir(&start_d.run_root, &ctx.run_dir)?;
+        // The cgroup is made after the marker: a daemon killed from here
+        // on finds the marker, and its cleanup removes the cgroup too.
+        let mut cgroup = None;
         let started = start_d
             .store
             .save_marker(&start_name, &marker)
             .map_err(Failure::storage)
-            .and_then(|()| Ok(driver.start(&start_domain, id, &ctx)?));
+            .and_then(|()| {
+                cgroup = super::cgroups::prepare(&start_name, uuid, &start_domain)?;
+                ctx.cgroup_procs = cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default();
+                Ok(driver.start(&start_domain, id, &ctx)?)
+            });
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&ctx.run_dir);
             let _ = start_d.store.remove_marker(&start_name);

@@ -64,6 +64,8 @@ pub struct Config {
     pub drivers: Vec<Arc<dyn Driver>>,
     /// Volume leases across hosts; `None` turns them off.
     pub leases: Option<LeaseConfig>,
+    /// The parent cgroup of the domains' cgroups (`vireo` by default).
+    pub cgroup_parent: Option<String>,
 }
 
 /// How `vireo daemon --lease-timeout` and `--host-id` set up leases.
@@ -162,6 +164,9 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     // directory a later daemon is started from.
     config.state_dir = absolute(&config.state_dir)?;
     config.socket = absolute(&config.socket)?;
+    if let Some(parent) = &config.cgroup_parent {
+        crate::cgroup::set_parent(parent).map_err(DaemonError::Config)?;
+    }
     let state_err = |source| DaemonError::StateDir {
         path: config.state_dir.clone(),
         source,
@@ -298,6 +303,10 @@ fn run_root(socket: &Path) -> PathBuf {
     socket.with_file_name(name)
 }
 
+/// How long a starting daemon waits for another holder of the state
+/// directory's lock to let it go.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Takes `STATE/daemon.lock` so that two daemons never share a directory.
 fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
     use std::os::fd::AsRawFd;
@@ -311,10 +320,19 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File, DaemonError> {
             path: path.clone(),
             source,
         })?;
-    // SAFETY: flock on a descriptor this function owns; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(DaemonError::StateDirBusy(dir.to_path_buf()));
+    // A daemon killed while it forked a VMM leaves the child holding the
+    // lock's descriptor for the moment until it closes its inherited
+    // descriptors: a restart right after such a kill waits that out.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(DaemonError::StateDirBusy(dir.to_path_buf()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(file)
 }

@@ -126,6 +126,14 @@ pub fn spawn_session(
     let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd > 2).collect();
     keep.sort_unstable();
     keep.dedup();
+    // Descriptors the child holds until it has joined its cgroup, then
+    // closes: everything else the daemon has open (its state directory's
+    // lock among them) is closed first, since a cgroup write can take a
+    // while and a daemon killed meanwhile must not find its lock held by
+    // this child when it comes back.
+    let mut held: Vec<RawFd> = keep.iter().chain(&join_fds).copied().collect();
+    held.sort_unstable();
+    held.dedup();
     // Where the one-by-one fallback stops, found before the fork: sysconf
     // is not async-signal-safe.
     // SAFETY: sysconf has no memory effects; it only returns a value.
@@ -138,28 +146,31 @@ pub fn spawn_session(
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err));
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (setsid, fcntl, close_range, close);
-    // it allocates nothing (`keep` was built before the fork).
+    // only async-signal-safe functions (setsid, fcntl, close_range, close,
+    // write); it allocates nothing (the lists were built before the fork).
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            let mut next: RawFd = 3;
+            for &fd in &held {
+                close_from_to(next, fd - 1, open_max);
+                next = fd + 1;
+            }
+            close_from_to(next, RawFd::MAX, open_max);
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             for &fd in &join_fds {
                 // "0" is the writing process itself.
                 if libc::write(fd, b"0\n".as_ptr().cast(), 2) != 2 {
                     return Err(io::Error::last_os_error());
                 }
+                libc::close(fd);
             }
-            let mut next: RawFd = 3;
-            for &fd in &keep {
-                close_from_to(next, fd - 1, open_max);
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                next = fd + 1;
-            }
-            close_from_to(next, RawFd::MAX, open_max);
             Ok(())
         });
     }

@@ -350,6 +350,20 @@ impl Daemon {
         }
     }
 
+    /// This daemon's parent cgroup: its own, so the test can remove it.
+    pub fn cgroup_parent(&self) -> String {
+        let tag: String = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(24)
+            .collect();
+        format!("vireo-test-{tag}")
+    }
+
     /// The command that starts this daemon.
     pub fn command(&self) -> Command {
         let mut cmd = match &self.netns {
@@ -367,6 +381,8 @@ impl Daemon {
             .arg(&self.socket)
             .arg("--log")
             .arg(&self.log)
+            .arg("--cgroup-parent")
+            .arg(self.cgroup_parent())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -383,8 +399,14 @@ impl Daemon {
         loop {
             if let Ok(s) = connect(&self.socket) {
                 drop(s);
-                if http(&self.socket, "GET", "/version", None).status == 200 {
+                // An error here is judged below: a daemon that exited
+                // says why there.
+                let answered = try_http(&self.socket, "GET", "/version", None);
+                if answered.as_ref().is_ok_and(|a| a.status == 200) {
                     return;
+                }
+                if let Err(e) = answered {
+                    eprintln!("GET /version while the daemon starts: {e}");
                 }
             }
             if let Some(c) = self.child.as_mut() {
@@ -505,6 +527,32 @@ impl Drop for Daemon {
         for pid in processes_mentioning(&self.dir) {
             // SAFETY: kill(2) with a pid and a signal number.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        // And so do the cgroups of the VMMs it killed, once they are gone.
+        let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path().join(self.cgroup_parent()))
+                    .chain([PathBuf::from("/sys/fs/cgroup").join(self.cgroup_parent())])
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for parent in parents {
+            loop {
+                if let Ok(groups) = std::fs::read_dir(&parent) {
+                    for g in groups.filter_map(Result::ok) {
+                        if g.path().is_dir() {
+                            let _ = std::fs::remove_dir(g.path());
+                        }
+                    }
+                }
+                if std::fs::remove_dir(&parent).is_ok() || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }

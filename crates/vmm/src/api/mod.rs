@@ -8,6 +8,7 @@ pub mod types;
 
 pub use http::{ApiServer, ServerLimits};
 pub use types::{
-    Action, ActionResult, ApiError, Counters, DeviceInfo, DiskSpec, NetSpec, RemoveDeviceSpec,
-    ResizeDiskSpec, VmConfigSpec, VmController, VmInfo, VmState,
+    Action, ActionResult, ApiError, BalloonInfo, BalloonSpec, Counters, DeviceInfo, DiskSpec,
+    EmulatorPinSpec, NetSpec, NumaCellInfo, NumaInfo, RemoveDeviceSpec, ResizeDiskSpec, VcpuInfo,
+    VcpuPinSpec, VmConfigSpec, VmController, VmInfo, VmState,
 };

@@ -53,7 +53,11 @@ const fn route(method: &'static str, path: &'static str, build: Build) -> Route 
     }
 }
 
-/// Every route the API serves. Each path takes exactly one method.
+/// The `Allow` of a path that takes both methods (`/vm/balloon`: read
+/// with GET, change with PUT); every other path takes exactly one.
+const GET_AND_PUT: &str = "GET, PUT";
+
+/// Every route the API serves.
 pub const ROUTES: &[Route] = &[
     route("GET", "/vm", |b| bodyless(b, Action::GetVm)),
     route("GET", "/vm/counters", |b| bodyless(b, Action::GetCounters)),
@@ -79,6 +83,18 @@ pub const ROUTES: &[Route] = &[
     route("PUT", "/vm/resize-disk", |b| {
         with_json(b, "ResizeDiskSpec", Action::ResizeDisk)
     }),
+    route("GET", "/vm/balloon", |b| bodyless(b, Action::GetBalloon)),
+    route("PUT", "/vm/balloon", |b| {
+        with_json(b, "BalloonSpec", Action::SetBalloon)
+    }),
+    route("GET", "/vm/vcpus", |b| bodyless(b, Action::GetVcpus)),
+    route("PUT", "/vm/vcpu-pin", |b| {
+        with_json(b, "VcpuPinSpec", Action::PinVcpu)
+    }),
+    route("PUT", "/vm/emulator-pin", |b| {
+        with_json(b, "EmulatorPinSpec", Action::PinEmulator)
+    }),
+    route("GET", "/vm/numa", |b| bodyless(b, Action::GetNuma)),
 ];
 
 /// Map a request to its target. `target` is the request target as sent
@@ -90,7 +106,10 @@ pub fn resolve(method: &str, target: &str, body: &[u8]) -> Result<Target, Refusa
         if route.method == method {
             return (route.build)(body).map_err(Refusal::from);
         }
-        allow = Some(route.method);
+        allow = Some(match allow {
+            None => route.method,
+            Some(_) => GET_AND_PUT,
+        });
     }
     match allow {
         Some(allow) => Err(Refusal {
@@ -153,9 +172,10 @@ fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
 
 /// serde reads a struct from a JSON array as readily as from an object
 /// (`[null, null]` would make a `NetSpec`): refuse that. Called on bodies
-/// serde accepted, where an array can only be an array-typed field (every
-/// one of which holds objects: the OpenAPI document's test keeps it so) or
-/// a struct given as an array, so the rule needs no schema.
+/// serde accepted, where an array can only be an array-typed field (each
+/// holds objects or plain numbers: the OpenAPI document's test keeps it
+/// so) or a struct given as an array, so the rule needs no schema: an
+/// array inside an array is always a struct in disguise.
 fn objects_only(value: &serde_json::Value, at: &str) -> Result<(), String> {
     use serde_json::Value;
     let Value::Object(map) = value else {
@@ -164,7 +184,9 @@ fn objects_only(value: &serde_json::Value, at: &str) -> Result<(), String> {
     for (key, field) in map {
         if let Value::Array(items) = field {
             for (i, item) in items.iter().enumerate() {
-                objects_only(item, &format!("{key}[{i}]"))?;
+                if item.is_object() || item.is_array() {
+                    objects_only(item, &format!("{key}[{i}]"))?;
+                }
             }
         }
     }
@@ -174,7 +196,7 @@ fn objects_only(value: &serde_json::Value, at: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::{NetSpec, RemoveDeviceSpec, ResizeDiskSpec};
+    use crate::api::types::{BalloonSpec, NetSpec, RemoveDeviceSpec, ResizeDiskSpec};
 
     fn action(method: &str, path: &str, body: &str) -> Action {
         match resolve(method, path, body.as_bytes()) {
@@ -231,6 +253,22 @@ mod tests {
         );
         let a = action("PUT", "/vm/add-net", r#"{"tap":"tap0"}"#);
         assert!(matches!(a, Action::AddNet(NetSpec { tap: Some(t), .. }) if t == "tap0"));
+        assert_eq!(action("GET", "/vm/vcpus", ""), Action::GetVcpus);
+        assert_eq!(action("GET", "/vm/numa", ""), Action::GetNuma);
+        assert_eq!(
+            action("PUT", "/vm/vcpu-pin", r#"{"vcpu":1,"cpus":[0,1]}"#),
+            Action::PinVcpu(crate::api::VcpuPinSpec {
+                vcpu: 1,
+                cpus: vec![0, 1]
+            })
+        );
+        let a = action("PUT", "/vm/emulator-pin", r#"{"cpus":[1]}"#);
+        assert!(matches!(a, Action::PinEmulator(s) if s.cpus == [1]));
+        // A list of numbers holds no struct in disguise; a list in it does.
+        let r = refusal("PUT", "/vm/emulator-pin", r#"{"cpus":[[0]]}"#);
+        assert_eq!(r.error.status, 400);
+        let r = refusal("PUT", "/vm/vcpu-pin", r#"{"vcpu":-1,"cpus":[0]}"#);
+        assert_eq!(r.error.status, 400);
         let a = action("PUT", "/vm/config", r#"{"kernel":"/k","cpus":2}"#);
         assert!(matches!(a, Action::Configure(c) if c.cpus == Some(2)));
     }
@@ -296,6 +334,49 @@ mod tests {
         assert_eq!((r.error.status, r.allow), (405, Some("PUT")));
         let r = refusal("DELETE", "/vm/counters", "");
         assert_eq!(r.allow, Some("GET"));
+        let r = refusal("DELETE", "/vm/balloon", "");
+        assert_eq!((r.error.status, r.allow), (405, Some(GET_AND_PUT)));
+        // Only GET and PUT ever share a path.
+        for path in ROUTES.iter().map(|r| r.path) {
+            let methods: Vec<_> = ROUTES
+                .iter()
+                .filter(|r| r.path == path)
+                .map(|r| r.method)
+                .collect();
+            assert!(methods.len() == 1 || methods == ["GET", "PUT"], "{path}");
+        }
+    }
+
+    #[test]
+    fn balloon_routes() {
+        assert_eq!(action("GET", "/vm/balloon", ""), Action::GetBalloon);
+        assert_eq!(
+            action("PUT", "/vm/balloon", r#"{"target_kib":524288}"#),
+            Action::SetBalloon(BalloonSpec {
+                target_kib: Some(512 << 10),
+                stats_period: None
+            })
+        );
+        assert_eq!(
+            action("PUT", "/vm/balloon", r#"{"stats_period":5}"#),
+            Action::SetBalloon(BalloonSpec {
+                target_kib: None,
+                stats_period: Some(5)
+            })
+        );
+        for bad in [
+            r#"{"target_kib":-1}"#,
+            r#"{"target":1}"#,
+            r#"{"stats_period":4294967296}"#,
+            r#"{"stats_period":null,"target_kib":4096}"#,
+            "",
+        ] {
+            assert_eq!(
+                refusal("PUT", "/vm/balloon", bad).error.status,
+                400,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -312,7 +393,12 @@ mod tests {
             );
         }
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), ROUTES.len(), "openapi.json has extra paths");
+        let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(
+            operations,
+            ROUTES.len(),
+            "openapi.json has extra operations"
+        );
         // `objects_only` relies on it: every array a request body holds
         // is an array of objects.
         for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
@@ -321,6 +407,9 @@ mod tests {
             };
             for (field, prop) in props {
                 if prop["type"] == "array" && name.ends_with("Spec") {
+                    if prop["items"]["type"] == "integer" {
+                        continue;
+                    }
                     let items = prop["items"]["$ref"].as_str().unwrap_or("");
                     let target = items.rsplit('/').next().unwrap_or("");
                     assert_eq!(

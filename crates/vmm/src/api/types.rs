@@ -134,6 +134,53 @@ pub struct ResizeDiskSpec {
     pub shrink: bool,
 }
 
+/// `PUT /vm/balloon` body: at least one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonSpec {
+    /// Guest memory the balloon aims for, in KiB (rounded down to 4 KiB):
+    /// from 4096 up to the VM's memory.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub target_kib: Option<u64>,
+    /// Seconds between requests for fresh statistics; 0 stops asking.
+    #[serde(
+        default,
+        deserialize_with = "not_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stats_period: Option<u32>,
+}
+
+/// An optional field that, when given, must not be `null`: the document
+/// says it is a number, and "leave it as it is" is saying nothing.
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// `GET /vm/balloon` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalloonInfo {
+    /// Guest memory the balloon aims for, in KiB.
+    pub target_kib: u64,
+    /// Guest memory outside the balloon as the guest reports it, in KiB.
+    pub actual_kib: u64,
+    /// Seconds between requests for statistics; 0: never.
+    pub stats_period: u32,
+    /// When the guest last sent statistics (unix seconds), if ever.
+    pub last_update: Option<u64>,
+    /// The guest's statistics by libvirt's dommemstat names (sizes in
+    /// KiB), only those it reported.
+    pub stats: BTreeMap<String, u64>,
+}
+
 /// One device, as `GET /vm` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceInfo {
@@ -177,6 +224,65 @@ pub struct Counters {
     pub vcpus: BTreeMap<u32, BTreeMap<String, u64>>,
 }
 
+/// One vCPU, as `GET /vm/vcpus` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuInfo {
+    /// Its index.
+    pub id: u32,
+    /// Its APIC ID (the index unless `--cpu-topology` leaves gaps).
+    pub apic_id: u32,
+    /// Its host thread id.
+    pub tid: i32,
+    /// The host CPU it last ran on.
+    pub cpu: u32,
+    /// The host CPUs it may run on.
+    pub affinity: Vec<usize>,
+    /// Time it has spent on a host CPU, in nanoseconds.
+    pub cpu_time_ns: u64,
+}
+
+/// `PUT /vm/vcpu-pin` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VcpuPinSpec {
+    /// The vCPU's index.
+    pub vcpu: u32,
+    /// Host CPUs it may run on from now on.
+    pub cpus: Vec<usize>,
+}
+
+/// `PUT /vm/emulator-pin` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmulatorPinSpec {
+    /// Host CPUs every thread but the vCPUs' may run on from now on.
+    pub cpus: Vec<usize>,
+}
+
+/// One guest NUMA cell, as `GET /vm/numa` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaCellInfo {
+    /// Its node number in the guest.
+    pub id: u32,
+    /// Its memory in bytes.
+    pub memory_bytes: u64,
+    /// Its vCPUs, by index.
+    pub cpus: Vec<u32>,
+    /// Host nodes its memory is bound to (empty: not bound).
+    pub host_nodes: Vec<u32>,
+    /// `strict`, `preferred`, `interleave` or `restrictive`; null when not bound.
+    pub policy: Option<String>,
+}
+
+/// `GET /vm/numa` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumaInfo {
+    /// The cells (empty: the guest has no NUMA description).
+    pub cells: Vec<NumaCellInfo>,
+    /// `distances[from][to]`, one row per cell.
+    pub distances: Vec<Vec<u8>>,
+}
+
 /// Something a client asks the VM to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -206,6 +312,18 @@ pub enum Action {
     RemoveDevice(RemoveDeviceSpec),
     /// `PUT /vm/resize-disk`.
     ResizeDisk(ResizeDiskSpec),
+    /// `GET /vm/balloon`.
+    GetBalloon,
+    /// `PUT /vm/balloon`.
+    SetBalloon(BalloonSpec),
+    /// `GET /vm/vcpus`.
+    GetVcpus,
+    /// `PUT /vm/vcpu-pin`.
+    PinVcpu(VcpuPinSpec),
+    /// `PUT /vm/emulator-pin`.
+    PinEmulator(EmulatorPinSpec),
+    /// `GET /vm/numa`.
+    GetNuma,
 }
 
 /// A refused or failed action: the HTTP status and what went wrong.

@@ -59,8 +59,10 @@ use super::{Driver, DriverError, ExitReason, Instance, RunRecord, StartContext};
 
 /// Every call to a VMM's API is answered within this, or fails.
 pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a VMM has from spawn to a running (or paused) guest.
-const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a VMM has from spawn to a running (or paused) guest: it takes
+/// milliseconds, but on a host whose CPUs are all busy (other guests in
+/// CPL-0 emulation, builds) seconds; libvirt gives QEMU's monitor 30 s.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Each `GET /vm` while waiting for a start.
 const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long adopting waits for a VMM whose API is gone to finish exiting.
