@@ -156,10 +156,12 @@ impl AsyncDisk {
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
             let s = Arc::clone(&shared);
-            let h = std::thread::Builder::new()
-                .name(format!("disk-io-{i}"))
-                .spawn(move || worker(&s))
-                .map_err(|e| Error::io("spawn disk worker", e))?;
+            let h = confine::spawn(
+                confine::ThreadKind::DiskIo,
+                format!("disk-io-{i}"),
+                move || worker(&s),
+            )
+            .map_err(|e| Error::io("spawn disk worker", e))?;
             handles.push(h);
         }
         let ring = match (engine, shared.disk.direct_file()) {

@@ -73,8 +73,8 @@ pub struct RtcTime {
 }
 
 impl RtcTime {
-    /// The host's current UTC time, or the Unix epoch if the host clock or
-    /// the C library fails (which a guest can survive, unlike a panic).
+    /// The host's current UTC time, or the Unix epoch if the host clock is
+    /// out of range (which a guest can survive, unlike a panic).
     pub fn now() -> Self {
         Self::host_now().unwrap_or(Self {
             second: 0,
@@ -88,26 +88,42 @@ impl RtcTime {
     }
 
     fn host_now() -> Option<Self> {
-        // SAFETY: time(NULL) only returns a value.
-        let now = unsafe { libc::time(std::ptr::null_mut()) };
-        // SAFETY: an all-zero `tm` is a valid value (integers and a null
-        // zone pointer) that gmtime_r overwrites.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are to live, properly aligned locals;
-        // gmtime_r is the reentrant variant and keeps no reference.
-        let res = unsafe { libc::gmtime_r(&now, &mut tm) };
-        if res.is_null() {
-            return None;
-        }
-        let field = |v: i32| u8::try_from(v).ok();
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Self::from_unix_seconds(secs)
+    }
+
+    /// The UTC calendar time `secs` seconds after the Unix epoch.
+    ///
+    /// Computed here rather than with the C library's `gmtime_r`, which
+    /// reads `/etc/localtime` the first time it runs: the vCPU thread that
+    /// reads the RTC may not open files under its seccomp filter.
+    fn from_unix_seconds(secs: u64) -> Option<Self> {
+        let days = i64::try_from(secs / 86_400).ok()?;
+        let rem = secs % 86_400;
+        // Days to a proleptic Gregorian date, counting eras of 400 years
+        // from 0000-03-01 so that the leap day ends each year.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let small = |v: u64| u8::try_from(v).ok();
         Some(Self {
-            second: field(tm.tm_sec)?.min(59),
-            minute: field(tm.tm_min)?,
-            hour: field(tm.tm_hour)?,
-            weekday: field(tm.tm_wday)? + 1,
-            day: field(tm.tm_mday)?,
-            month: field(tm.tm_mon)? + 1,
-            year: u16::try_from(tm.tm_year.checked_add(1900)?).ok()?,
+            second: small(rem % 60)?,
+            minute: small(rem / 60 % 60)?,
+            hour: small(rem / 3_600)?,
+            // 1970-01-01 was a Thursday; the RTC counts Sunday as 1.
+            weekday: u8::try_from((days + 4) % 7).ok()? + 1,
+            day: u8::try_from(day).ok()?,
+            month: u8::try_from(month).ok()?,
+            year: u16::try_from(year).ok()?,
         })
     }
 }
@@ -333,6 +349,23 @@ mod tests {
             hour: 0,
             ..afternoon()
         }
+    }
+
+    #[test]
+    fn calendar_fields_from_unix_seconds() {
+        let at = |secs| RtcTime::from_unix_seconds(secs).unwrap();
+        let fields = |t: RtcTime| {
+            (
+                t.year, t.month, t.day, t.weekday, t.hour, t.minute, t.second,
+            )
+        };
+        assert_eq!(fields(at(0)), (1970, 1, 1, 5, 0, 0, 0));
+        // 2000-02-29 00:00:00, a Tuesday.
+        assert_eq!(fields(at(951_782_400)), (2000, 2, 29, 3, 0, 0, 0));
+        // 2024-02-29 23:59:59, a Thursday.
+        assert_eq!(fields(at(1_709_251_199)), (2024, 2, 29, 5, 23, 59, 59));
+        // 2100-03-01 12:34:56 (2100 is no leap year), a Monday.
+        assert_eq!(fields(at(4_107_587_696)), (2100, 3, 1, 2, 12, 34, 56));
     }
 
     #[test]

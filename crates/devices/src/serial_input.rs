@@ -17,7 +17,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -118,9 +118,11 @@ pub fn spawn_input_thread<F>(
 where
     F: FnMut(&[u8]) -> usize + Send + 'static,
 {
-    thread::Builder::new()
-        .name("serial-input".to_string())
-        .spawn(move || run(input.source, &stop, deliver))
+    confine::spawn(
+        confine::ThreadKind::SerialInput,
+        "serial-input".to_string(),
+        move || run(input.source, &stop, deliver),
+    )
 }
 
 /// [`spawn_input_thread`] delivering into a serial port.
@@ -432,7 +434,7 @@ mod tests {
         host.write_all(&data).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while got.lock().unwrap().len() < data.len() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(*got.lock().unwrap(), data);
         stop.write(1).unwrap();
@@ -479,7 +481,7 @@ mod tests {
                 got.push(b[0]);
             } else {
                 drop(s);
-                thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         assert_eq!(got, data);

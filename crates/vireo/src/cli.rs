@@ -139,6 +139,9 @@ pub struct RunArgs {
     /// Give the guest a virtio-rng device fed by the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+    /// Seccomp filters on every thread: kill (a forbidden system call stops the VM, naming the thread and the call), log (the kernel logs it and it goes through) or off (docs/security.md).
+    #[arg(long, value_name = "MODE", default_value = "kill")]
+    pub seccomp: confine::Mode,
     /// A virtio-balloon device: [target=SIZE][,deflate-on-oom=on|off][,free-page-reporting=on|off][,stats-period=SECS]. target is the guest memory the balloon aims for (default: all of --memory; a bare number is MiB); stats-period 0 (default) never asks for statistics.
     #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
     pub balloon: Option<vmm::balloon::BalloonConfig>,

@@ -54,6 +54,7 @@ pub fn run_command(args: RunArgs) -> ExitCode {
     let ending = Ending {
         paused: args.paused,
         exit_status: args.exit_status.clone(),
+        seccomp: args.seccomp,
     };
     let Some(kernel) = args.kernel else {
         if let Some(socket) = &args.api_socket {
@@ -101,12 +102,13 @@ pub fn run_command(args: RunArgs) -> ExitCode {
     )
 }
 
-/// How a run starts and how it reports its end: `--paused` and
-/// `--exit-status`.
+/// How a run starts and how it reports its end: `--paused`,
+/// `--exit-status` and `--seccomp`.
 #[derive(Default)]
 struct Ending {
     paused: bool,
     exit_status: Option<std::path::PathBuf>,
+    seccomp: confine::Mode,
 }
 
 impl Ending {
@@ -255,6 +257,28 @@ fn launch(
         }
     };
     let boot_now = prepared.is_some();
+    // Confined from here: what ran before (opening /dev/kvm, the disks
+    // and their iSCSI logins) is the only unconfined work. Every thread
+    // made from now on has a filter of its own (crates/confine).
+    let exit_status = ending.exit_status.clone();
+    let on_violation = Box::new(move |v: &confine::Violation| {
+        // The process ends without unwinding: give the terminal back.
+        if let Some(terminal) = RAW_TERMINAL.get() {
+            let _ = terminal.restore();
+        }
+        if let Some(path) = &exit_status {
+            if let Err(e) = ExitStatus::new("seccomp", v.to_string()).write(path) {
+                eprintln!(
+                    "vireo: cannot write the exit status to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    });
+    if let Err(e) = confine::init(ending.seccomp, on_violation) {
+        report(&e);
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let stop = match EventFd::new(libc::EFD_NONBLOCK) {
         Ok(e) => e,
         Err(e) => {
@@ -295,6 +319,7 @@ fn launch(
     let terminal = serial.terminal.take().map(Arc::new);
     if let Some(terminal) = &terminal {
         restore_terminal_on_panic(terminal.clone());
+        let _ = RAW_TERMINAL.set(terminal.clone());
     }
     if let Some(path) = &serial.pty_path {
         eprintln!("vireo: serial console on {}", path.display());
@@ -408,6 +433,10 @@ fn launch(
     ending.record(&status);
     code
 }
+
+/// The terminal in raw mode, for the seccomp report to restore: it ends
+/// the process from the launcher thread, with no unwinding.
+static RAW_TERMINAL: std::sync::OnceLock<Arc<RawTerminal>> = std::sync::OnceLock::new();
 
 /// A panic aborts the process (release builds), so drops never run: put the
 /// terminal back from the panic hook, before the message is printed.

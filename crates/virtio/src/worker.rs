@@ -84,10 +84,14 @@ impl Worker {
         manager.add_subscriber(Arc::new(Mutex::new(handler)));
         let gate = Arc::new(Gate::default());
         let thread_gate = gate.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || run(&mut manager, &thread_gate))
-            .map_err(host("worker thread"))?;
+        // Started by the launcher under the device's own filter: the
+        // thread asking (a vCPU, an API connection) may not be allowed
+        // what the worker does.
+        let kind = confine::ThreadKind::of_device_worker(name);
+        let thread = confine::spawn(kind, name.to_string(), move || {
+            run(&mut manager, &thread_gate)
+        })
+        .map_err(host("worker thread"))?;
         Ok(Self {
             wake,
             gate,

@@ -6,7 +6,9 @@
 //! is `poweroff` (the guest powered off, or a client powered the VM off),
 //! `reset` (the guest reset without `--reboot`), `crashed` (a triple
 //! fault, an instruction KVM could not emulate, a VMM failure while the VM
-//! ran) or `signal` (SIGINT, SIGTERM or SIGHUP, or the console escape).
+//! ran), `signal` (SIGINT, SIGTERM or SIGHUP, or the console escape) or
+//! `seccomp` (a thread made a system call its filter forbids; the detail
+//! names the thread and the call).
 //! It is written to a temporary file beside PATH and renamed over it, so a
 //! reader sees the whole object or none. A VMM killed with SIGKILL writes
 //! nothing: no file means the process was killed. PATH is checked when the
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 /// What the file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
-    /// `poweroff`, `reset`, `crashed` or `signal`.
+    /// `poweroff`, `reset`, `crashed`, `failed`, `signal` or `seccomp`.
     pub reason: String,
     /// One line on what happened (empty for a plain power-off).
     pub detail: String,

@@ -301,7 +301,13 @@ fn prealloc(ptr: *mut u8, len: usize, page: usize, threads: usize) -> Result<()>
             .map(|first| {
                 let start = base + first * page;
                 let bytes = per.min(pages - first) * page;
-                s.spawn(move || populate(start, bytes, page))
+                // The main thread's filter allows what these do, so they
+                // narrow it to their own first (confine's documentation).
+                s.spawn(move || {
+                    confine::confine_current(confine::ThreadKind::Prealloc)
+                        .map_err(std::io::Error::other)?;
+                    populate(start, bytes, page)
+                })
             })
             .collect();
         handles

@@ -247,9 +247,10 @@ impl VcpuThread {
     ) -> std::io::Result<Self> {
         let cpus = pin.unwrap_or(crate::pinning::allowed_cpus()).to_vec();
         let (started, tid) = std::sync::mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || {
+        let handle = confine::spawn(
+            confine::ThreadKind::Vcpu,
+            format!("vcpu{index}"),
+            move || {
                 // KVM's per-VM kernel worker starts in the first KVM_RUN
                 // and takes the affinity of the thread it runs on: enter
                 // once while this thread still has the emulator's (from
@@ -271,7 +272,8 @@ impl VcpuThread {
                     counters: &counters,
                 };
                 run_loop(&mut vcpu, index, &io, &mem, &shared, &counters);
-            })?;
+            },
+        )?;
         let tid = match tid.recv() {
             Ok(Ok(tid)) => tid,
             Ok(Err(e)) => {

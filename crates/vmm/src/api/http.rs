@@ -192,9 +192,9 @@ impl ApiServer {
         let accept = {
             let shared = Arc::clone(&shared);
             let wake = wake.try_clone()?;
-            thread::Builder::new()
-                .name("vireo-api".into())
-                .spawn(move || accept_loop(&listener, &wake, &shared, &controller, &limits))
+            confine::spawn(confine::ThreadKind::Api, "vireo-api".into(), move || {
+                accept_loop(&listener, &wake, &shared, &controller, &limits)
+            })
         };
         let accept = match accept {
             Ok(handle) => handle,
@@ -454,16 +454,18 @@ fn admit(
     let shared = Arc::clone(shared);
     let controller = Arc::clone(controller);
     let limits = limits.clone();
-    let spawned = thread::Builder::new()
-        .name("vireo-api-conn".into())
-        .spawn(move || {
+    let spawned = confine::spawn(
+        confine::ThreadKind::Api,
+        "vireo-api-conn".into(),
+        move || {
             let mut next = Some(first);
             while let Some((stream, slot)) = next.take() {
                 serve_connection(stream, &slot, controller.as_ref(), &limits);
                 drop(slot);
                 next = shared.next_connection();
             }
-        });
+        },
+    );
     if let Err(e) = spawned {
         // The closure (and with it the slot and the stream) was dropped.
         tracing::warn!("API server: cannot start a connection thread: {e}");

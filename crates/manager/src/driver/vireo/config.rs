@@ -317,6 +317,9 @@ pub(crate) fn plan(
     }
     args.push("--exit-status".into());
     args.push(exit_status.display().to_string());
+    // Every thread confined, a forbidden call the end of the VMM (said in
+    // exit.json), whatever `vireo run`'s default becomes.
+    args.push("--seccomp=kill".into());
     args.push("--api-socket".into());
     args.push(api_socket.display().to_string());
     Ok(Plan {
@@ -653,6 +656,7 @@ mod tests {
             "--reboot",
             "--paused",
             "--exit-status /run/v/9/exit.json",
+            "--seccomp=kill",
             "--api-socket /run/v/9/api.sock",
         ] {
             assert!(line.contains(part), "{part} missing from {line}");

@@ -88,6 +88,10 @@ pub(crate) fn recorded_reason(path: &std::path::Path) -> Option<ExitReason> {
         } else {
             file.detail
         }),
+        // The VMM's fault (or a guest that got control of a thread), not
+        // the guest's crash: the domain shuts off as crashed, as libvirt
+        // reports a QEMU that died.
+        "seccomp" => ExitReason::Failed(format!("seccomp: {}", file.detail)),
         _ => ExitReason::Failed(if file.detail.is_empty() {
             "the VMM failed".into()
         } else {
@@ -616,6 +620,22 @@ fn device_id(device: &Plugged) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seccomp_stop_is_a_failed_vmm_naming_thread_and_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit.json");
+        std::fs::write(
+            &path,
+            r#"{"reason":"seccomp","detail":"thread \"vcpu0\" made forbidden system call 110 (getppid)"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            recorded_reason(&path),
+            Some(ExitReason::Failed(d))
+                if d == "seccomp: thread \"vcpu0\" made forbidden system call 110 (getppid)"
+        ));
+    }
 
     #[test]
     fn exit_status_file_is_read_only_when_it_is_a_small_regular_file() {

@@ -26,6 +26,7 @@
 //! | SIGTERM, SIGINT or SIGHUP from outside the daemon | `signal` | `Poweroff` (an orderly stop from the host, as libvirt counts a QEMU ended by a signal) |
 //! | triple fault, emulation failure | `crashed` | `Crashed(first line of the reason)` |
 //! | the VMM failed (an I/O error it cannot go on after) | `failed` | `Failed(first line of the reason)` |
+//! | a VMM thread made a system call its seccomp filter forbids | `seccomp` | `Failed(thread and call)` |
 //! | SIGKILL, or any death without a word | none | `Failed("the VMM process was killed ...")` |
 //!
 //! A start the VMM refuses (exit code 2: a missing kernel, a locked disk,

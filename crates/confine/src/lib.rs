@@ -1,0 +1,387 @@
+//! Seccomp confinement of the VMM's threads.
+//!
+//! Every thread of a `vireo run` process runs under a seccomp filter for
+//! its kind ([`ThreadKind`]): the system calls, and where the arguments
+//! tell what a call does the arguments, that kind of thread needs
+//! (`filters.rs`). A call outside the list is, by [`Mode`], let through
+//! and logged by the kernel, or trapped: a SIGSYS handler names the thread
+//! and the call on stderr and the process exits with [`EXIT_SECCOMP`]
+//! after the embedder has recorded why ([`init`]'s `on_violation`).
+//!
+//! This crate is not a sandbox of its own: it does not drop privileges,
+//! change namespaces or limit resources.
+//!
+//! # Why threads start from the launcher
+//!
+//! A filter applies to one thread and is inherited by the threads it
+//! creates afterwards, and filters stack: a thread runs under its own
+//! filter and all its ancestors', so it can do only what every one of them
+//! allows. A vCPU thread starts a device's worker when the guest's driver
+//! starts the device, and an API connection thread starts workers for a
+//! hot-plugged card; were those workers the vCPU's or the API thread's
+//! children, their calls would have to be allowed on the vCPU or API
+//! thread as well. So no confined thread creates another directly:
+//! [`spawn`] hands the new thread to the *launcher*, a thread made in
+//! [`init`] whose filter is the union of every kind's (and which does
+//! nothing but start threads and wait for a SIGSYS report). Each thread it
+//! starts installs its own kind's filter first thing, before running any
+//! of the caller's code, so its effective filter is exactly its kind's.
+//! The main thread may start threads of a kind whose list is inside its own
+//! (the pre-faulting threads), with [`confine_current`] as their first call.
+
+mod filters;
+mod kvm_ioctls;
+mod launcher;
+mod sigsys;
+mod syscall_names;
+
+use std::io;
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+/// Exit status of a process stopped because a thread made a system call
+/// its filter forbids.
+pub const EXIT_SECCOMP: i32 = 3;
+
+/// What a filter does with a call outside its thread's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// No filters at all.
+    Off,
+    /// The call goes through and the kernel logs it (`SECCOMP_RET_LOG`:
+    /// the audit log, or the kernel log without auditd).
+    Log,
+    /// The call is trapped: the process names it and exits.
+    #[default]
+    Kill,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "log" => Ok(Self::Log),
+            "kill" => Ok(Self::Kill),
+            _ => Err(format!("'{s}' is not off, log or kill")),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Off => "off",
+            Self::Log => "log",
+            Self::Kill => "kill",
+        })
+    }
+}
+
+/// The kinds of thread a VMM has, each with its own allow list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadKind {
+    /// The main thread: builds VMs, waits for them to stop.
+    Main,
+    /// Starts every other thread (see the crate's documentation).
+    Launcher,
+    /// A vCPU: `KVM_RUN` and the exits it handles.
+    Vcpu,
+    /// virtio-blk's worker.
+    VirtioBlk,
+    /// A virtio-net queue pair's worker.
+    VirtioNet,
+    /// virtio-console's worker.
+    VirtioConsole,
+    /// virtio-rng's worker.
+    VirtioRng,
+    /// The balloon's worker.
+    VirtioBalloon,
+    /// A device worker of a kind not listed here (every device's calls).
+    VirtioOther,
+    /// A disk's I/O thread.
+    DiskIo,
+    /// The API's accept and connection threads.
+    Api,
+    /// Host input to the serial console.
+    SerialInput,
+    /// Pre-faulting guest memory before boot.
+    Prealloc,
+}
+
+impl ThreadKind {
+    /// Every kind.
+    pub const ALL: [ThreadKind; 13] = [
+        Self::Main,
+        Self::Launcher,
+        Self::Vcpu,
+        Self::VirtioBlk,
+        Self::VirtioNet,
+        Self::VirtioConsole,
+        Self::VirtioRng,
+        Self::VirtioBalloon,
+        Self::VirtioOther,
+        Self::DiskIo,
+        Self::Api,
+        Self::SerialInput,
+        Self::Prealloc,
+    ];
+
+    /// The kind's name, as the test fault hook takes it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::Launcher => "launcher",
+            Self::Vcpu => "vcpu",
+            Self::VirtioBlk => "virtio-blk",
+            Self::VirtioNet => "virtio-net",
+            Self::VirtioConsole => "virtio-console",
+            Self::VirtioRng => "virtio-rng",
+            Self::VirtioBalloon => "virtio-balloon",
+            Self::VirtioOther => "virtio-device",
+            Self::DiskIo => "disk-io",
+            Self::Api => "api",
+            Self::SerialInput => "serial-input",
+            Self::Prealloc => "prealloc",
+        }
+    }
+
+    /// The kind of a virtio device's worker, from the thread name it is
+    /// given ("virtio-blk", "virtio-net-q0", ...).
+    pub fn of_device_worker(name: &str) -> Self {
+        [
+            Self::VirtioBlk,
+            Self::VirtioNet,
+            Self::VirtioConsole,
+            Self::VirtioRng,
+            Self::VirtioBalloon,
+        ]
+        .into_iter()
+        .find(|k| name.starts_with(k.label()))
+        .unwrap_or(Self::VirtioOther)
+    }
+
+    fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|&k| k == self)
+            .expect("every kind is in ALL")
+    }
+}
+
+/// A forbidden call, as the launcher reports it to [`init`]'s callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The thread's name ("vcpu0", "virtio-blk", "main").
+    pub thread: String,
+    /// The system call's number (x86_64).
+    pub number: i32,
+    /// For ioctl(2), its request number.
+    pub ioctl: Option<u64>,
+}
+
+impl Violation {
+    /// The system call's name, when the table knows the number.
+    pub fn call_name(&self) -> &'static str {
+        sigsys::call_name(self.number)
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "thread \"{}\" made forbidden system call {} ({}",
+            self.thread,
+            self.number,
+            self.call_name()
+        )?;
+        if let Some(request) = self.ioctl {
+            write!(f, " {request:#x}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Errors of [`init`] and [`confine_current`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filter could not be compiled (a bug in the lists).
+    #[error("cannot build the {0} thread's seccomp filter: {1}")]
+    Build(&'static str, String),
+    /// The kernel refused a filter.
+    #[error("cannot install the {0} thread's seccomp filter: {1}")]
+    Install(&'static str, seccompiler::Error),
+    /// The SIGSYS handler, the report pipe or the launcher could not be set up.
+    #[error("cannot set up seccomp reporting: {0}")]
+    Setup(io::Error),
+    /// [`init`] ran twice.
+    #[error("seccomp filters are already set up")]
+    AlreadyInitialized,
+}
+
+/// The compiled filters, one per kind, each kind's refusals (if any), and
+/// the one that turns clone3 away.
+struct Filters {
+    by_kind: Vec<Arc<BpfProgram>>,
+    refusals: Vec<Option<Arc<BpfProgram>>>,
+    no_clone3: Arc<BpfProgram>,
+}
+
+static FILTERS: OnceLock<Option<Filters>> = OnceLock::new();
+
+/// The test fault hook's target (debug builds only): a kind's label or a
+/// thread's name, from `VIREO_TEST_SECCOMP_FAULT`.
+#[cfg(debug_assertions)]
+static FAULT_TARGET: OnceLock<Option<String>> = OnceLock::new();
+
+fn compile(kind: ThreadKind, mode: Mode) -> Result<BpfProgram, Error> {
+    let mismatch = match mode {
+        Mode::Kill => SeccompAction::Trap,
+        Mode::Log | Mode::Off => SeccompAction::Log,
+    };
+    let filter = SeccompFilter::new(
+        filters::rules(kind),
+        mismatch,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(|e| Error::Build(kind.label(), e.to_string()))?;
+    BpfProgram::try_from(filter).map_err(|e| Error::Build(kind.label(), e.to_string()))
+}
+
+/// The filter that answers `kind`'s refused calls with EACCES, if it has
+/// any.
+fn compile_refusals(kind: ThreadKind) -> Result<Option<BpfProgram>, Error> {
+    let rules = filters::refused(kind);
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        TargetArch::x86_64,
+    )
+    .and_then(BpfProgram::try_from)
+    .map(Some)
+    .map_err(|e| Error::Build(kind.label(), e.to_string()))
+}
+
+/// Confine this process's threads from now on: compile every kind's
+/// filter, install the SIGSYS reporter (in [`Mode::Kill`]), start the
+/// launcher, and confine the calling thread as [`ThreadKind::Main`].
+///
+/// `on_violation` runs on the launcher when a thread made a forbidden
+/// call (before the process exits with [`EXIT_SECCOMP`]): the place to
+/// record why the VMM ended. With [`Mode::Off`] nothing is installed and
+/// [`spawn`] starts threads directly.
+pub fn init(mode: Mode, on_violation: Box<dyn Fn(&Violation) + Send>) -> Result<(), Error> {
+    if mode == Mode::Off {
+        return FILTERS.set(None).map_err(|_| Error::AlreadyInitialized);
+    }
+    #[cfg(debug_assertions)]
+    let _ = FAULT_TARGET.set(std::env::var("VIREO_TEST_SECCOMP_FAULT").ok());
+    let by_kind = ThreadKind::ALL
+        .iter()
+        .map(|&k| compile(k, mode).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let refusals = ThreadKind::ALL
+        .iter()
+        .map(|&k| compile_refusals(k).map(|p| p.map(Arc::new)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let no_clone3 = SeccompFilter::new(
+        [(libc::SYS_clone3, Vec::new())].into(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )
+    .and_then(BpfProgram::try_from)
+    .map_err(|e| Error::Build("clone3", e.to_string()))?;
+    FILTERS
+        .set(Some(Filters {
+            by_kind,
+            refusals,
+            no_clone3: Arc::new(no_clone3),
+        }))
+        .map_err(|_| Error::AlreadyInitialized)?;
+    let reports = if mode == Mode::Kill {
+        Some(sigsys::install().map_err(Error::Setup)?)
+    } else {
+        None
+    };
+    launcher::start(reports, on_violation).map_err(Error::Setup)?;
+    confine_current(ThreadKind::Main)
+}
+
+/// Whether filters are being installed ([`init`] ran with a mode other
+/// than off).
+pub fn is_active() -> bool {
+    matches!(FILTERS.get(), Some(Some(_)))
+}
+
+/// Install `kind`'s filter on the calling thread (nothing when filters are
+/// off). For threads a confined thread starts itself; [`spawn`] calls it
+/// for the threads it starts.
+pub fn confine_current(kind: ThreadKind) -> Result<(), Error> {
+    let Some(Some(filters)) = FILTERS.get() else {
+        return Ok(());
+    };
+    let name = std::thread::current()
+        .name()
+        .map(str::to_owned)
+        .unwrap_or_else(|| kind.label().to_owned());
+    sigsys::set_thread_name(&name, kind == ThreadKind::Launcher);
+    if matches!(kind, ThreadKind::Main | ThreadKind::Launcher) {
+        seccompiler::apply_filter(&filters.no_clone3)
+            .map_err(|e| Error::Install(kind.label(), e))?;
+    }
+    if let Some(refusals) = &filters.refusals[kind.index()] {
+        seccompiler::apply_filter(refusals).map_err(|e| Error::Install(kind.label(), e))?;
+    }
+    seccompiler::apply_filter(&filters.by_kind[kind.index()])
+        .map_err(|e| Error::Install(kind.label(), e))?;
+    #[cfg(debug_assertions)]
+    fault_hook(kind, &name);
+    Ok(())
+}
+
+/// Test-only (debug builds): when `VIREO_TEST_SECCOMP_FAULT` names this
+/// thread's kind or name, make a call no filter allows, right after the
+/// filter is installed, so tests can watch the report and the exit.
+#[cfg(debug_assertions)]
+fn fault_hook(kind: ThreadKind, name: &str) {
+    let Some(Some(target)) = FAULT_TARGET.get() else {
+        return;
+    };
+    if target == kind.label() || target == name {
+        // getppid: harmless if let through (log mode), and in no list.
+        // SAFETY: a system call with no arguments and no effect.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+}
+
+/// Start a thread called `name` that runs `f` under `kind`'s filter. With
+/// filters on, the launcher starts it (see the crate's documentation);
+/// the thread installs its filter before `f` runs. Returns once the
+/// thread exists.
+pub fn spawn<F, T>(kind: ThreadKind, name: String, f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    if !is_active() {
+        return std::thread::Builder::new().name(name).spawn(f);
+    }
+    let body = move || {
+        if let Err(e) = confine_current(kind) {
+            // Never run a thread's work unconfined.
+            eprintln!("vireo: {e}");
+            std::process::abort();
+        }
+        f()
+    };
+    launcher::run(move || std::thread::Builder::new().name(name).spawn(body))
+}
