@@ -481,6 +481,7 @@ fn kvm_build(r: &mut Rules) {
             kvm::KVM_SET_TSS_ADDR(),
             kvm::KVM_CREATE_IRQCHIP(),
             kvm::KVM_CREATE_PIT2(),
+            kvm::KVM_REINJECT_CONTROL(),
             kvm::KVM_ENABLE_CAP(),
             kvm::KVM_GET_REGS(),
             kvm::KVM_SET_REGS(),
