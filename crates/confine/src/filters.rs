@@ -634,6 +634,8 @@ fn main_thread(r: &mut Rules) {
             libc::SYS_io_uring_enter,
             // Guest memory: advice on huge pages, populating, merging.
             libc::SYS_madvise,
+            // `--memory-backend lock=on`.
+            libc::SYS_mlock,
         ],
     );
     // Kicking vCPU threads out of KVM_RUN to stop them, and pre-faulting
