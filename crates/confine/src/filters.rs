@@ -700,7 +700,8 @@ fn virtio_blk(r: &mut Rules) {
     event_loop(r);
     file_io(r);
     iscsi(r);
-    allow(r, &[libc::SYS_io_uring_enter]);
+    // The I/O limits' timer (`iops=`, `bps=`) is armed here.
+    allow(r, &[libc::SYS_io_uring_enter, libc::SYS_timerfd_settime]);
 }
 
 /// Disk I/O threads: reads, writes, flushes, discards on open images;

@@ -350,18 +350,19 @@ impl Daemon {
         }
     }
 
-    /// This daemon's parent cgroup: its own, so the test can remove it.
+    /// This daemon's parent cgroup: its own (named after a hash of its
+    /// whole directory: tests run at once, and many call theirs `a`), so
+    /// the test can remove it.
     pub fn cgroup_parent(&self) -> String {
-        let tag: String = self
+        let hash = self
             .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(24)
-            .collect();
-        format!("vireo-test-{tag}")
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!("vireo-test-{hash:016x}")
     }
 
     /// The command that starts this daemon.
