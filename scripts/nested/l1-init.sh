@@ -1206,6 +1206,10 @@ numa_sample() {
     for t in /proc/$1/task/*; do
         echo "$(cat $t/comm) $(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' $t/status) $(cut -d' ' -f39 $t/stat)"
     done >$2.tasks.new 2>/dev/null
+    # A sample taken while vireo tears the VM down (its vCPU threads
+    # joined, the process not gone yet) says nothing of the run: the last
+    # one with the vCPUs is kept.
+    grep -q '^vcpu' $2.tasks.new || return
     mv $2.maps.new $2.maps
     mv $2.numa.new $2.numa
     mv $2.tasks.new $2.tasks

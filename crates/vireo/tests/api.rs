@@ -832,40 +832,6 @@ fn without_a_kernel_the_boot_a_client_asks_for_starts_paused() {
     assert!(vm.ok("GET", "/vm/counters", None)["vcpus"]["0"].is_object());
 }
 
-/// A tmpfs of `kib` KiB mounted at `dir`, unmounted on drop.
-struct SmallFs(PathBuf);
-
-impl SmallFs {
-    fn mount(dir: PathBuf, kib: u64) -> Self {
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "vireo-full"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs on {}", dir.display());
-        Self(dir)
-    }
-
-    /// Fill what is left with `filler`.
-    fn fill(&self) -> PathBuf {
-        let filler = self.0.join("filler");
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let page = [0x5au8; 4096];
-        while f.write_all(&page).is_ok() {}
-        filler
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_pauses_the_vm_and_resume_finishes_the_write() {
     if !common::is_root() {
@@ -873,7 +839,7 @@ fn a_full_disk_pauses_the_vm_and_resume_finishes_the_write() {
         return;
     }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-full");
-    let fs = SmallFs::mount(dir, 512);
+    let fs = common::SmallFs::mount(dir, 512);
     let img = fs.0.join("thin.img");
     std::fs::File::create(&img)
         .unwrap()

@@ -178,3 +178,37 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A tmpfs of `kib` KiB mounted at `dir`, unmounted on drop.
+pub struct SmallFs(pub PathBuf);
+
+impl SmallFs {
+    pub fn mount(dir: PathBuf, kib: u64) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "vireo-full"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Self(dir)
+    }
+
+    /// Fill what is left with `filler`.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let page = [0x5au8; 4096];
+        while std::io::Write::write_all(&mut f, &page).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

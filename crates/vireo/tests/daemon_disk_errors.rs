@@ -2,39 +2,13 @@
 //! its file system is `paused (ioerror)` with libvirt's event, and
 //! `resume` after space is freed finishes the guest's writes.
 
+mod common;
 mod daemon_harness;
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_harness::{domain_xml, have_kvm, Daemon, Events};
-
-/// A tmpfs of `kib` KiB at `dir`, unmounted on drop.
-struct SmallFs(PathBuf);
-
-impl SmallFs {
-    fn mount(dir: PathBuf, kib: u64) -> Self {
-        std::fs::create_dir_all(&dir).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "vireo-full"])
-            .arg(&dir)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount tmpfs on {}", dir.display());
-        Self(dir)
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
 
 fn wait_text(out: &Path, text: &str) -> String {
     let end = Instant::now() + Duration::from_secs(60);
@@ -60,17 +34,13 @@ fn a_full_disk_pauses_the_domain_for_an_io_error_and_resume_finishes_it() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let fs = SmallFs::mount(dir.path().join("small"), 512);
+    let fs = common::SmallFs::mount(dir.path().join("small"), 512);
     let img = fs.0.join("thin.img");
     std::fs::File::create(&img)
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let filler = fs.0.join("filler");
-    {
-        let mut f = std::fs::File::create(&filler).unwrap();
-        while f.write_all(&[0x5a; 4096]).is_ok() {}
-    }
+    let filler = fs.fill();
     let out = dir.path().join("console.txt");
     let disk = format!(
         "<disk type='file' device='disk'><driver name='qemu' type='raw' error_policy='enospace'/>\

@@ -209,6 +209,46 @@ fn api(socket: &Path, method: &str, path: &str) -> (u16, serde_json::Value) {
     (status, value)
 }
 
+/// The `virtio` guest writing sectors 3 to 10 of `disk`, in the target's
+/// namespace, held before its first instruction (so the target can go
+/// first); its output in `out`, its API on `socket`.
+fn paused_guest(t: &TestTarget, socket: &Path, out: &Path, disk: &str) -> std::process::Child {
+    let kernel = guest("virtio");
+    let child = Command::new("ip")
+        .args(["netns", "exec", t.netns(), env!("CARGO_BIN_EXE_vireo")])
+        .args(["run", "--paused", "--api-socket"])
+        .arg(socket)
+        .args(["--kernel", kernel.to_str().unwrap()])
+        .args(["--cmdline", "blk blk-first=3 blk-count=8"])
+        .args(["--disk", disk])
+        .stdin(std::process::Stdio::null())
+        .stdout(File::create(out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no API socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Its exit code, waited for 60 s at most (then killed: `None`).
+fn exit_code(child: &mut std::process::Child) -> Option<i32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_paused(socket: &Path) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -238,25 +278,7 @@ fn a_target_that_goes_away_stops_the_vm_and_its_return_finishes_the_io() {
         "{},format=raw,werror=stop,rerror=stop,serial=lun1",
         t.url(1)
     );
-    let kernel = guest("virtio");
-    // Held before its first instruction, so the target goes first.
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", t.netns(), env!("CARGO_BIN_EXE_vireo")])
-        .args(["run", "--paused", "--api-socket"])
-        .arg(&socket)
-        .args(["--kernel", kernel.to_str().unwrap()])
-        .args(["--cmdline", "blk blk-first=3 blk-count=8"])
-        .args(["--disk", &disk])
-        .stdin(std::process::Stdio::null())
-        .stdout(File::create(&out).unwrap())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(std::time::Instant::now() < deadline, "no API socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = paused_guest(&t, &socket, &out, &disk);
     wait_paused(&socket);
 
     // The target dies: the guest's first request fails, and the VM
@@ -282,17 +304,7 @@ fn a_target_that_goes_away_stops_the_vm_and_its_return_finishes_the_io() {
     // through, and the guest finishes as if nothing had happened.
     t.restart().unwrap();
     assert_eq!(api(&socket, "PUT", "/vm/resume").0, 204);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_code(&mut child);
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(status, Some(0), "{text}");
     assert!(
@@ -323,40 +335,13 @@ fn with_the_default_policy_a_lost_target_is_an_error_for_the_guest_not_a_hang() 
     let socket = dir.path().join("api.sock");
     let out = dir.path().join("out.txt");
     let disk = format!("{},format=raw,serial=lun1", t.url(1));
-    let kernel = guest("virtio");
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", t.netns(), env!("CARGO_BIN_EXE_vireo")])
-        .args(["run", "--paused", "--api-socket"])
-        .arg(&socket)
-        .args(["--kernel", kernel.to_str().unwrap()])
-        .args(["--cmdline", "blk blk-first=3 blk-count=8"])
-        .args(["--disk", &disk])
-        .stdin(std::process::Stdio::null())
-        .stdout(File::create(&out).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(std::time::Instant::now() < deadline, "no API socket");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = paused_guest(&t, &socket, &out, &disk);
     wait_paused(&socket);
     t.kill();
     assert_eq!(api(&socket, "PUT", "/vm/resume").0, 204);
     // The guest gets its error at once (a refused connection, each
     // attempt bounded), says so, and powers off: nothing waits forever.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_code(&mut child);
     let text = std::fs::read_to_string(&out).unwrap();
     assert_eq!(status, Some(0), "{text}");
     assert!(text.contains("virtio-blk: FAIL"), "{text}");
