@@ -20,15 +20,8 @@ pub struct DomiftuneArgs {
     /// Limits on traffic from the guest: average[,peak[,burst]].
     #[arg(long, value_name = "RATE")]
     pub outbound: Option<String>,
-    /// Change or read the persistent definition.
-    #[arg(long)]
-    pub config: bool,
-    /// Change or read the running domain.
-    #[arg(long)]
-    pub live: bool,
-    /// The running domain if it runs, else the definition (the default).
-    #[arg(long)]
-    pub current: bool,
+    #[command(flatten)]
+    pub scope: super::tuning::Scope,
 }
 
 /// Parses virsh's `average[,peak[,burst[,floor]]]`; an empty field is unset.
@@ -81,11 +74,7 @@ fn lines(b: &InterfaceBandwidth) -> String {
 
 /// `domiftune`.
 pub fn domiftune(c: &mut Client, a: &DomiftuneArgs) -> Result<Output, Failure> {
-    if a.current && (a.live || a.config) {
-        return Err(Failure(
-            "--current cannot be combined with --live or --config".into(),
-        ));
-    }
+    a.scope.check()?;
     let inbound = a
         .inbound
         .as_deref()
@@ -97,12 +86,7 @@ pub fn domiftune(c: &mut Client, a: &DomiftuneArgs) -> Result<Output, Failure> {
         .map(|t| parse_rate("outbound", t, 3))
         .transpose()?;
     if inbound.is_none() && outbound.is_none() {
-        if a.live && a.config {
-            return Err(Failure(
-                "--live and --config together need a rate to change".into(),
-            ));
-        }
-        let r = c.bandwidth(&a.domain, &a.interface, a.config)?;
+        let r = c.bandwidth(&a.domain, &a.interface, a.scope.read_config()?)?;
         return Ok(Output::text(lines(&r.value)));
     }
     c.set_bandwidth(
@@ -111,8 +95,8 @@ pub fn domiftune(c: &mut Client, a: &DomiftuneArgs) -> Result<Output, Failure> {
         &BandwidthRequest {
             inbound,
             outbound,
-            live: a.live,
-            config: a.config,
+            live: a.scope.live,
+            config: a.scope.config,
         },
     )?;
     Ok(Output::text(String::new()))
