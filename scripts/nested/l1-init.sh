@@ -706,6 +706,18 @@ scenario_balloon_fpr() {
         echo "rss0=$rss0 rss1=$(rss_kib $vpid) want=$want freed_mib=$freed secs=$(awk "BEGIN{print $(now)-$t0}")" >/tmp/balloon-fpr.rss
         vireo vm --socket $api counters >/tmp/balloon-fpr.counters 2>&1
         answer $con freed
+        wait_line $name "VIREO-SYNC inflate" 60 || exit 0
+        vireo vm --socket $api balloon 256M >/tmp/balloon-fpr.set 2>&1
+        if wait_actual $api 262144 100; then
+            echo "inflated=yes" >/tmp/balloon-fpr.oom
+        else
+            echo "inflated=no $(cat /tmp/balloon-fpr.set) $(vireo vm --socket $api --json balloon-stats 2>&1)" >/tmp/balloon-fpr.oom
+        fi
+        answer $con inflate
+        wait_line $name "VIREO-SYNC oom" 240 || exit 0
+        echo "actual_kib=$(balloon_field $api actual_kib)" >>/tmp/balloon-fpr.oom
+        vireo vm --socket $api counters >>/tmp/balloon-fpr.oom 2>&1
+        answer $con oom
     ) &
     helper=$!
     vireo_run $name --kernel $L2_KERNEL --initrd $L2_INITRD --memory 512M \
@@ -725,6 +737,20 @@ scenario_balloon_fpr() {
     else
         l1_result $name rss-reported fail "vireo's RSS: $m; counters: $c"
     fi
+    # Linux's OOM notifier deflated: the balloon holds less than the 256
+    # MiB it was inflated to, so the guest's memory (actual) is above 256.
+    o=$(tr '\n' ' ' </tmp/balloon-fpr.oom 2>/dev/null | tr -s ' ')
+    actual=$(echo "$o" | sed -n 's/.*actual_kib=\([0-9]*\).*/\1/p')
+    case "$o" in
+    inflated=yes*)
+        if [ "${actual:-0}" -gt 262144 ]; then
+            l1_result $name oom-deflate ok "inflated to a 256 MiB target; after L2's tmpfs write past its free memory, actual $actual KiB: $o"
+        else
+            l1_result $name oom-deflate fail "actual ${actual:-none} KiB after the write, want above 262144: $o"
+        fi
+        ;;
+    *) l1_result $name oom-deflate fail "the balloon never reached a 256 MiB target: $o" ;;
+    esac
 }
 
 # Pause and resume, then the ACPI power button, through the API while L2's

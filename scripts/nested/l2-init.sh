@@ -629,6 +629,22 @@ balloon | balloon-fpr)
         result freed ok "deleted the $fill MiB file at $(now) s"
         # L1 watches vireo's RSS fall as Linux reports the free pages.
         sync_l1 freed || finish poweroff
+        # Deflate on OOM: L1 sets a target of 256 MiB and answers once the
+        # balloon holds the other 256. Then L2 writes 96 MiB more to tmpfs
+        # than is free: with no swap, Linux finds them only by taking
+        # pages back from the balloon (its OOM notifier, before the OOM
+        # killer), so the write completes and nothing is killed.
+        sync_l1 inflate || finish poweroff
+        free=$(awk '/^MemFree:/ { print int($2 / 1024) }' /proc/meminfo)
+        want=$((free + 96))
+        if dd if=/dev/zero of=/fill/big bs=1M count=$want 2>/tmp/dd.err; then
+            result oom-fill ok "$want MiB written to tmpfs with $free MiB free; MemFree now $(awk '/^MemFree:/ { print $2 }' /proc/meminfo) KiB"
+        else
+            result oom-fill fail "dd of $want MiB with $free MiB free: $(tail -n 1 /tmp/dd.err)"
+        fi
+        # L1 reads the balloon's actual size and its counters.
+        sync_l1 oom || finish poweroff
+        rm -f /fill/big
     fi
     finish poweroff
     ;;

@@ -348,6 +348,10 @@ fn balloon_inflate_gives_memory_back_and_deflate_returns_it() {
 /// Free page reporting: with `free-page-reporting=on` (and deflate-on-oom,
 /// whose bit L2 checks), L2 fills most of its memory and deletes the file;
 /// vireo's RSS falls by at least 80 % of what was freed as Linux reports it.
+/// Then deflate-on-OOM: with the balloon inflated to a 256 MiB target, L2
+/// writes 96 MiB more to tmpfs than it has free; the write completes
+/// (Linux's OOM notifier takes pages back from the balloon) and the
+/// balloon's `actual` rises above the target.
 #[test]
 fn balloon_free_page_reporting_gives_freed_memory_back() {
     let Some(s) = scenario("balloon-fpr") else {
@@ -359,8 +363,10 @@ fn balloon_free_page_reporting_gives_freed_memory_back() {
         "deflate-on-oom-feature",
         "filled",
         "freed",
+        "oom-fill",
         "vireo-exit",
         "rss-reported",
+        "oom-deflate",
     ]);
 }
 
