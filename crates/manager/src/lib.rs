@@ -1,5 +1,6 @@
 //! The management layer: libvirt's role beside Vireo's VMM.
 //!
+//! - [`acl`]: a confined VMM's access to its domain's files (POSIX ACL entries).
 //! - [`api`]: the JSON shapes of the daemon's HTTP API, shared by the
 //!   daemon and its clients. The route table is in the module's docs; the
 //!   OpenAPI document the daemon serves at `/openapi` describes the same.
@@ -18,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod api;
 pub mod cgroup;
 pub mod client;
