@@ -32,6 +32,7 @@
 mod filters;
 mod kvm_ioctls;
 mod launcher;
+mod placement;
 mod sigsys;
 mod syscall_names;
 
@@ -39,6 +40,7 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
+pub use placement::{pinned_threads, place_spawned, PlacementScope};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 /// Exit status of a process stopped because a thread made a system call
@@ -372,10 +374,28 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    let cpus = placement::current();
+    // The placement comes before the filter, which need not allow it.
+    let place = move || {
+        cpus.and_then(|c| match placement::enter(&c) {
+            Ok(pinned) => Some(pinned),
+            Err(e) => {
+                // A pin checked at start that no longer holds (the CPU
+                // went offline, the cgroup's cpuset shrank): the thread
+                // runs where it would have without one.
+                eprintln!("vireo: cannot pin a thread to host CPUs {c:?}: {e}; it runs unpinned");
+                None
+            }
+        })
+    };
     if !is_active() {
-        return std::thread::Builder::new().name(name).spawn(f);
+        return std::thread::Builder::new().name(name).spawn(move || {
+            let _pinned = place();
+            f()
+        });
     }
     let body = move || {
+        let _pinned = place();
         if let Err(e) = confine_current(kind) {
             // Never run a thread's work unconfined.
             eprintln!("vireo: {e}");

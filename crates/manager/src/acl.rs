@@ -120,14 +120,15 @@ fn read(path: &Path) -> io::Result<Vec<Entry>> {
                 buf.len(),
             )
         };
-        if n >= 0 {
-            buf.truncate(n as usize);
+        if let Ok(n) = usize::try_from(n) {
+            buf.truncate(n);
             return decode(&buf);
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::ENODATA) => {
-                let mode = std::fs::metadata(path)?.mode() as u16;
+                // The permission bits only: they fit a u16.
+                let mode = (std::fs::metadata(path)?.mode() & 0o777) as u16;
                 return Ok(vec![
                     Entry {
                         tag: USER_OBJ,
@@ -192,7 +193,7 @@ fn write(path: &Path, mut acl: Vec<Entry>) -> io::Result<()> {
 
 fn decode(buf: &[u8]) -> io::Result<Vec<Entry>> {
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("ACL: {why}"));
-    if buf.len() < 4 || (buf.len() - 4) % ENTRY != 0 {
+    if buf.len() < 4 || !(buf.len() - 4).is_multiple_of(ENTRY) {
         return Err(bad("its length is not a header and whole entries"));
     }
     if u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) != VERSION {
@@ -227,14 +228,7 @@ mod tests {
     fn has_acl(path: &Path) -> bool {
         let c = c_path(path).unwrap();
         // SAFETY: a size query: NUL-terminated strings, no buffer.
-        unsafe {
-            libc::getxattr(
-                c.as_ptr(),
-                XATTR.as_ptr().cast(),
-                std::ptr::null_mut(),
-                0,
-            ) >= 0
-        }
+        unsafe { libc::getxattr(c.as_ptr(), XATTR.as_ptr().cast(), std::ptr::null_mut(), 0) >= 0 }
     }
 
     /// Whether `uid` can open `path` for writing, tried by a child that

@@ -74,6 +74,10 @@ pub struct MachineArgs {
     /// Pin every thread that is not a vCPU (main, API, device and I/O workers) to host CPUs.
     #[arg(long, value_name = "CPULIST")]
     pub emulator_pin: Option<CpuList>,
+    /// An I/O thread for disks to name with iothread=ID: id=ID[,cpus=CPULIST]; a disk on it runs
+    /// its worker and I/O threads on those CPUs, apart from the emulator's. Repeatable.
+    #[arg(long, value_name = "id=ID[,cpus=CPULIST]")]
+    pub iothread: Vec<vmm::pinning::IoThread>,
     /// Interrupt controllers: kernel (KVM's LAPICs, IOAPIC and PICs), or split (KVM's LAPICs,
     /// Vireo's IOAPIC, no PIC). Default split; kernel with --pit.
     #[arg(long, value_name = "split|kernel", value_parser = parse_irqchip)]

@@ -211,6 +211,7 @@ fn machine_config(m: &MachineArgs) -> VmConfig {
         numa_distances: m.numa_distance.clone(),
         vcpu_pins: m.vcpu_pin.clone(),
         emulator_pin: m.emulator_pin.clone().map(|l| l.0),
+        iothreads: m.iothread.clone(),
         // A PIT exists only beside KVM's own irqchip, so asking for one
         // picks that irqchip unless the user chose the other (which
         // start-up then refuses with the reason).

@@ -286,6 +286,21 @@ fn bad_placement_is_refused_with_one_line_before_anything_runs() {
         (&["--vcpu-pin", "1:0"], "vCPU 1 does not exist"),
         (&["--vcpu-pin", "0:1000"], "host CPU 1000 is not one"),
         (&["--emulator-pin", "999"], "host CPU 999 is not one"),
+        (&["--iothread", "id=0"], "id=0 is not a number from 1 up"),
+        (&["--iothread", "id=1,cpus=999"], "host CPU 999 is not one"),
+        (
+            &["--iothread", "id=1", "--iothread", "id=1,cpus=0"],
+            "--iothread id=1 is given twice",
+        ),
+        (
+            &[
+                "--iothread",
+                "id=1",
+                "--disk",
+                "path=/dev/null,format=raw,iothread=2",
+            ],
+            "iothread=2 names no --iothread",
+        ),
     ] {
         let mut cmd = vireo();
         cmd.args(["run", "--kernel", k]).args(args);
@@ -307,6 +322,12 @@ struct Vm {
 
 impl Vm {
     fn start(name: &str, args: &[&str]) -> Self {
+        Self::start_until(name, args, "numa: ok")
+    }
+
+    /// Start, and return once the guest printed `ready` and the API says
+    /// the VM runs.
+    fn start_until(name: &str, args: &[&str], ready: &str) -> Self {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("numa");
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join(format!("{name}.sock"));
@@ -324,7 +345,7 @@ impl Vm {
             socket,
             stdout,
         };
-        vm.wait_for_line("numa: ok");
+        vm.wait_for_line(ready);
         // The guest runs before the API calls the VM running.
         let deadline = Instant::now() + Duration::from_secs(20);
         while vm.ok("GET", "/vm", "")["state"] != "running" {
@@ -580,10 +601,22 @@ fn vcpus_and_emulator_threads_run_where_pinned_and_the_api_moves_them() {
     vm.ok("PUT", "/vm/vcpu-pin", r#"{"vcpu":0,"cpus":[0]}"#);
     assert_eq!(cpus_allowed(pid, tid0), "0");
     wait_cpu(&vm, 0, 0);
-    let t1 = vm.ok("GET", "/vm/vcpus", "")[0]["cpu_time_ns"]
-        .as_u64()
-        .unwrap();
-    assert!(t1 > t0, "a spinning vCPU uses CPU time ({t0} then {t1})");
+    // CPU time counts in scheduler ticks, and a loaded host may not have
+    // run the vCPU for one yet: wait for it, boundedly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t1 = vm.ok("GET", "/vm/vcpus", "")[0]["cpu_time_ns"]
+            .as_u64()
+            .unwrap();
+        if t1 > t0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a spinning vCPU uses CPU time ({t0} then {t1})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // The emulator moves; the vCPUs stay; a thread started later inherits
     // the emulator pin.
@@ -635,6 +668,81 @@ fn vcpus_and_emulator_threads_run_where_pinned_and_the_api_moves_them() {
     assert_eq!(cpus_allowed(pid, tid0), "0");
     let numa = vm.ok("GET", "/vm/numa", "");
     assert_eq!(numa, serde_json::json!({"cells": [], "distances": []}));
+}
+
+/// libvirt's `iothreadpin`: a disk on an I/O thread pinned to CPU 1 runs
+/// its worker (`virtio-blk`) and its I/O threads (`disk-io-N`) there while
+/// the emulator's threads are on CPU 0, and they stay when the emulator
+/// pin moves.
+#[test]
+fn a_disk_on_a_pinned_iothread_runs_its_threads_there() {
+    if host_cpus() < 2 {
+        eprintln!("SKIP: pinning tests need two host CPUs");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("numa");
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = dir.join("iothread.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let disk = format!("path={},format=raw,iothread=1", image.display());
+    let vm = Vm::start_until(
+        "iothread",
+        &[
+            "--kernel",
+            guest("virtio").to_str().unwrap(),
+            "--cmdline",
+            "blk wait-power-button=60000",
+            "--disk",
+            &disk,
+            "--iothread",
+            "id=1,cpus=1",
+            "--iothread",
+            "id=2",
+            "--emulator-pin",
+            "0",
+        ],
+        "virtio-blk: ok",
+    );
+    let pid = vm.pid();
+    let vcpu = vm.ok("GET", "/vm/vcpus", "")[0]["tid"].as_i64().unwrap();
+    let on_iothread = |name: &str| name == "virtio-blk" || name.starts_with("disk-io-");
+    let check = |emulator: &str| {
+        let tasks: Vec<(i64, String)> = threads(pid)
+            .into_iter()
+            .map(|t| (t, thread_name(pid, t)))
+            .collect();
+        let placed: Vec<i64> = tasks
+            .iter()
+            .filter(|(_, n)| on_iothread(n))
+            .map(|(t, _)| *t)
+            .collect();
+        assert!(
+            placed.len() >= 2,
+            "the disk's worker and I/O threads run: {tasks:?}"
+        );
+        for (t, name) in &tasks {
+            // io_uring's kernel workers (iou-wrk-TID) are the submitting
+            // thread's and share its affinity.
+            let owner = name
+                .strip_prefix("iou-wrk-")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(*t);
+            let want = if owner == vcpu {
+                continue;
+            } else if placed.contains(&owner) {
+                "1"
+            } else {
+                emulator
+            };
+            assert_eq!(cpus_allowed(pid, *t), want, "thread {t} {name}");
+        }
+    };
+    check("0");
+    vm.ok("PUT", "/vm/emulator-pin", r#"{"cpus":[0,1]}"#);
+    check("0-1");
 }
 
 /// Node 0's pool of 2 MiB pages.

@@ -49,8 +49,11 @@ pub struct VmConfig {
     pub numa_distances: Vec<crate::numa::NumaDistance>,
     /// Host CPUs of each pinned vCPU (`--vcpu-pin`).
     pub vcpu_pins: Vec<crate::pinning::VcpuPin>,
-    /// Host CPUs of every thread that is not a vCPU (`--emulator-pin`).
+    /// Host CPUs of every thread that is not a vCPU (`--emulator-pin`),
+    /// except those of disks on a pinned I/O thread.
     pub emulator_pin: Option<Vec<usize>>,
+    /// I/O threads disks may name (`--iothread`).
+    pub iothreads: Vec<crate::pinning::IoThread>,
     /// Restart the VM when the guest resets, instead of exiting.
     pub reboot: bool,
     /// virtio-blk disks, in PCI slot order.
@@ -85,6 +88,7 @@ impl Default for VmConfig {
             numa_distances: Vec::new(),
             vcpu_pins: Vec::new(),
             emulator_pin: None,
+            iothreads: Vec::new(),
             reboot: false,
             disks: Vec::new(),
             nets: Vec::new(),
@@ -114,6 +118,16 @@ impl VmConfig {
             self.memory,
             self.memory_backend.hugepages.map(|p| p.bytes()),
         )
+    }
+
+    /// The host CPUs of the I/O thread `disk` names, if it names a pinned one.
+    pub fn io_cpus(&self, disk: &DiskConfig) -> Option<std::sync::Arc<[usize]>> {
+        let id = disk.iothread?;
+        self.iothreads
+            .iter()
+            .find(|t| t.id == id)
+            .and_then(|t| t.cpus.as_deref())
+            .map(std::sync::Arc::from)
     }
 
     /// The host CPUs `--vcpu-pin` gives vCPU `index`, if any (the last

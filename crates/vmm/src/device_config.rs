@@ -39,6 +39,8 @@ pub struct DiskConfig {
     pub rerror: virtio::block::ErrorAction,
     /// I/O limits (`iops=`, `bps=`, ...), as QEMU's drive options.
     pub limits: virtio::block::IoLimits,
+    /// The `--iothread` whose CPUs the disk's threads run on (`iothread=`).
+    pub iothread: Option<u32>,
 }
 
 /// The largest I/O limit accepted (a number QEMU's limits also stay under).
@@ -283,6 +285,7 @@ impl DiskConfig {
             werror: virtio::block::ErrorAction::Report,
             rerror: virtio::block::ErrorAction::Report,
             limits: virtio::block::IoLimits::default(),
+            iothread: None,
         }
     }
 
@@ -340,6 +343,12 @@ impl DiskConfig {
                 };
                 *slot = Some(n);
             }
+            "iothread" => {
+                self.iothread =
+                    Some(v.parse::<u32>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                        format!("{what}: iothread={v} is not an I/O thread id (1 up)")
+                    })?)
+            }
             "rerror" => {
                 self.rerror = virtio::block::ErrorAction::parse(v)
                     .filter(|a| *a != virtio::block::ErrorAction::Enospc)
@@ -359,7 +368,7 @@ impl FromStr for DiskConfig {
         let mut disk = DiskConfig::new(PathBuf::new());
         let known = [
             "id", "path", "format", "readonly", "cache", "serial", "queues", "werror", "rerror",
-            "iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr", "burst",
+            "iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr", "burst", "iothread",
         ];
         // `--disk iscsi://HOST/IQN/LUN[,options]`: the URL holds no comma.
         let s = match s.strip_prefix(block::ISCSI_SCHEME) {

@@ -241,6 +241,24 @@ fn check_placement(config: &VmConfig) -> Result<()> {
     if let Some(cpus) = &config.emulator_pin {
         crate::pinning::check_cpus(cpus, "--emulator-pin").map_err(invalid)?;
     }
+    let mut ids = std::collections::BTreeSet::new();
+    for t in &config.iothreads {
+        if !ids.insert(t.id) {
+            return Err(invalid(format!("--iothread id={} is given twice", t.id)));
+        }
+        if let Some(cpus) = &t.cpus {
+            crate::pinning::check_cpus(cpus, &format!("--iothread id={}", t.id))
+                .map_err(invalid)?;
+        }
+    }
+    for disk in &config.disks {
+        if let Some(id) = disk.iothread.filter(|id| !ids.contains(id)) {
+            return Err(invalid(format!(
+                "--disk {}: iothread={id} names no --iothread",
+                disk.path.display()
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -62,6 +62,45 @@ impl FromStr for VcpuPin {
     }
 }
 
+/// One `--iothread id=N[,cpus=CPULIST]`: an I/O thread disks name with
+/// `iothread=N` (libvirt's `iothreadids` and `iothreadpin`). A disk on it
+/// runs its worker and I/O threads on its CPUs; one without CPUs runs
+/// them with the emulator's threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoThread {
+    /// Its id, 1 or more (libvirt numbers I/O threads from 1).
+    pub id: u32,
+    /// Host CPUs its disks' threads run on.
+    pub cpus: Option<Vec<usize>>,
+}
+
+impl FromStr for IoThread {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut id = None;
+        let mut cpus = None;
+        for kv in s.split(',') {
+            match kv.split_once('=') {
+                Some(("id", v)) => {
+                    id = Some(v.parse::<u32>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                        format!("--iothread {s}: id={v} is not a number from 1 up")
+                    })?)
+                }
+                Some(("cpus", v)) => {
+                    cpus = Some(parse_cpu_list(v).map_err(|e| format!("--iothread {s}: {e}"))?)
+                }
+                _ => {
+                    return Err(format!(
+                        "--iothread {s}: '{kv}' is not id=N or cpus=CPULIST"
+                    ))
+                }
+            }
+        }
+        let id = id.ok_or_else(|| format!("--iothread {s}: id= is missing"))?;
+        Ok(Self { id, cpus })
+    }
+}
+
 /// Bits in the affinity masks used here (glibc's `cpu_set_t`).
 const CPU_SET_BITS: usize = 1024;
 
@@ -156,8 +195,9 @@ pub fn current_tid() -> libc::pid_t {
     libc::pid_t::try_from(tid).unwrap_or(-1)
 }
 
-/// Pin every thread of this process except `vcpu_tids` to `cpus`.
-pub fn pin_emulator(cpus: &[usize], vcpu_tids: &[libc::pid_t]) -> std::io::Result<()> {
+/// Pin every thread of this process except those in `keep` (and the
+/// io_uring workers the kernel made for them) to `cpus`.
+pub fn pin_emulator(cpus: &[usize], keep: &[libc::pid_t]) -> std::io::Result<()> {
     // The set is captured before the first pin narrows it.
     let _ = allowed_cpus();
     for entry in std::fs::read_dir("/proc/self/task")? {
@@ -168,7 +208,7 @@ pub fn pin_emulator(cpus: &[usize], vcpu_tids: &[libc::pid_t]) -> std::io::Resul
         else {
             continue;
         };
-        if vcpu_tids.contains(&tid) {
+        if keep.contains(&tid) || keep.contains(&io_uring_owner(tid).unwrap_or(tid)) {
             continue;
         }
         match set_thread_affinity(tid, cpus) {
@@ -179,6 +219,18 @@ pub fn pin_emulator(cpus: &[usize], vcpu_tids: &[libc::pid_t]) -> std::io::Resul
         }
     }
     Ok(())
+}
+
+/// The thread an io_uring worker of this process works for: the kernel
+/// names them `iou-wrk-TID` after the thread that submitted, and starts
+/// them with its affinity.
+fn io_uring_owner(tid: libc::pid_t) -> Option<libc::pid_t> {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+        .ok()?
+        .trim()
+        .strip_prefix("iou-wrk-")?
+        .parse()
+        .ok()
 }
 
 /// Where a thread last ran and how much CPU time it has used.

@@ -322,11 +322,14 @@ impl RunningVm {
         Ok(())
     }
 
-    /// Move every thread but the vCPUs' onto `cpus` (checked by the
-    /// caller); threads spawned later inherit it.
+    /// Move every thread but the vCPUs' and those on a pinned I/O thread
+    /// onto `cpus` (checked by the caller); threads spawned later inherit
+    /// it.
     pub fn pin_emulator(&self, cpus: &[usize]) -> Result<()> {
         let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
-        crate::pinning::pin_emulator(cpus, &self.tids)
+        let mut keep = self.tids.clone();
+        keep.extend(confine::pinned_threads());
+        crate::pinning::pin_emulator(cpus, &keep)
             .map_err(|e| Error::Host("pinning the emulator threads", e))?;
         pins.emulator = Some(cpus.to_vec());
         Ok(())
@@ -556,8 +559,10 @@ impl PendingDevice {
     /// torn down as usual); [`RunningVm::plug`] puts it on the bus.
     pub fn disk(claim: IdClaim, disk: &DiskConfig) -> Result<Self> {
         let image = virtio_devices::open_disk(disk)?;
-        let stops = claim.vm.upgrade().map(|vm| vm.events.io_stops.clone());
-        let device = virtio_devices::disk_device(&claim.id, disk, image, stops.as_ref());
+        let vm = claim.vm.upgrade();
+        let stops = vm.as_ref().map(|vm| vm.events.io_stops.clone());
+        let io_cpus = vm.as_ref().and_then(|vm| vm.config.io_cpus(disk));
+        let device = virtio_devices::disk_device(&claim.id, disk, image, stops.as_ref(), io_cpus);
         Ok(Self { device, claim })
     }
 

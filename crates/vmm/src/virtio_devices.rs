@@ -50,7 +50,8 @@ pub(crate) fn add_virtio_devices(
     let config = prepared.config();
     for (i, (disk, image)) in prepared.disks().enumerate() {
         let id = disk.id.clone().unwrap_or_else(|| format!("disk{i}"));
-        pci.add_virtio(disk_device(&id, disk, image.clone(), stops))?;
+        let io_cpus = config.io_cpus(disk);
+        pci.add_virtio(disk_device(&id, disk, image.clone(), stops, io_cpus))?;
     }
     for (i, net) in config.nets.iter().enumerate() {
         let id = net.id.clone().unwrap_or_else(|| format!("net{i}"));
@@ -109,15 +110,17 @@ pub(crate) struct NewDevice {
 }
 
 /// A virtio-blk device called `id` over `image`, the open image `disk`
-/// names. Without `stops` (no one to resume the VM), a `stop` error
-/// policy reports instead.
+/// names, its threads on `io_cpus` when given (its I/O thread's pin).
+/// Without `stops` (no one to resume the VM), a `stop` error policy
+/// reports instead.
 pub(crate) fn disk_device(
     id: &str,
     disk: &DiskConfig,
     image: Arc<dyn block::DiskImage>,
     stops: Option<&Arc<IoStops>>,
+    io_cpus: Option<Arc<[usize]>>,
 ) -> NewDevice {
-    let device = virtio::block::Block::new(virtio::block::BlockConfig {
+    let mut device = virtio::block::Block::new(virtio::block::BlockConfig {
         disk: image.clone(),
         serial: disk.serial.clone().unwrap_or_else(|| format!("vireo-{id}")),
         queues: disk.queues,
@@ -129,6 +132,7 @@ pub(crate) fn disk_device(
         on_stop: stops.map(|s| s.notifier(id)),
         limits: disk.limits,
     });
+    device.set_io_cpus(io_cpus);
     let mut details = BTreeMap::new();
     details.insert("path".to_string(), disk.path.display().to_string());
     details.insert("format".to_string(), image.format().name().to_string());

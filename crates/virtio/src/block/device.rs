@@ -59,6 +59,8 @@ pub struct Block {
     /// the device resumes.
     retry: Option<vmm_sys_util::eventfd::EventFd>,
     worker: Option<Worker>,
+    /// Host CPUs for the device's threads (its I/O thread's pin).
+    io_cpus: Option<Arc<[usize]>>,
 }
 
 impl Block {
@@ -84,7 +86,15 @@ impl Block {
             limits: config.limits,
             retry: None,
             worker: None,
+            io_cpus: None,
         }
+    }
+
+    /// Run the device's threads (its worker and its disk's I/O threads) on
+    /// `cpus` from its next activation on, as an I/O thread pinned there
+    /// (libvirt's `iothreadpin`); `None` leaves them with the emulator's.
+    pub fn set_io_cpus(&mut self, cpus: Option<Arc<[usize]>>) {
+        self.io_cpus = cpus;
     }
 
     fn config_bytes(&self) -> [u8; CONFIG_LEN] {
@@ -159,6 +169,8 @@ impl VirtioDevice for Block {
             return Err(ActivateError::BadQueues("no queue is enabled".into()));
         }
         let host = |what| move |source| ActivateError::Host { what, source };
+        // The worker and the disk's I/O threads start on the I/O thread's CPUs.
+        let _placement = confine::place_spawned(self.io_cpus.clone());
         let retry = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)
             .map_err(host("virtio-blk retry eventfd"))?;
         let errors = ErrorHandling {
