@@ -289,3 +289,82 @@ fn a_running_domain_is_pinned_and_ballooned_through_the_verbs() {
         .ends_with("       *: 0\n\n"));
     d.ok("POST", "/domains/b/destroy", None);
 }
+
+/// `Cpus_allowed_list` of each thread of `pid`, with its name.
+fn thread_affinities(pid: u32) -> Vec<(String, String)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let name = std::fs::read_to_string(t.join("comm")).ok()?;
+            let status = std::fs::read_to_string(t.join("status")).ok()?;
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                .trim()
+                .to_string();
+            Some((name.trim().to_string(), cpus))
+        })
+        .collect()
+}
+
+/// `iothreads`, `iothreadpin` and a disk's `driver iothread=` reach the
+/// VMM: the disk's worker and I/O threads run on the I/O thread's CPU, the
+/// emulator's on its own.
+#[test]
+fn a_disk_on_a_pinned_iothread_runs_where_the_definition_says() {
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        testkit::skip("needs two host CPUs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let image = dir.path().join("io.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let xml = domain_xml(
+        "io",
+        "virtio",
+        "<iothreads>1</iothreads><cputune><emulatorpin cpuset='0'/><iothreadpin iothread='1' cpuset='1'/></cputune>",
+    )
+    .replace("<memory unit='MiB'>32</memory>", "<memory unit='MiB'>128</memory>")
+    .replace("</kernel>", "</kernel><cmdline>blk wait-power-button=60000</cmdline>")
+    .replace(
+        "<devices>",
+        &format!(
+            "<devices><disk type='file' device='disk'><driver name='qemu' type='raw' iothread='1'/><source file='{}'/><target dev='vda'/></disk>",
+            image.display()
+        ),
+    );
+    d.define(&xml);
+    d.ok("POST", "/domains/io/start", None);
+    let pid = d.vmm_pids()[0];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let threads = loop {
+        let threads = thread_affinities(pid);
+        if threads.iter().any(|(n, _)| n == "virtio-blk") {
+            break threads;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest never started the disk: {threads:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for (name, cpus) in &threads {
+        if name == "virtio-blk" || name.starts_with("disk-io-") {
+            assert_eq!(cpus, "1", "{name}: {threads:?}");
+        } else if name == "vireo" || name.starts_with("vireo-api") {
+            assert_eq!(cpus, "0", "{name}: {threads:?}");
+        }
+    }
+    d.ok("POST", "/domains/io/destroy", None);
+}

@@ -35,8 +35,11 @@ pub struct Domain {
     pub vcpu: Vcpu,
     /// `memoryBacking`: what kind of host memory backs the guest.
     pub memory_backing: Option<MemoryBacking>,
-    /// `cputune`: vCPU and emulator pinning.
+    /// `cputune`: vCPU, emulator and I/O thread pinning.
     pub cputune: Option<CpuTune>,
+    /// The I/O threads' ids (`iothreads`, `iothreadids`), ascending; disks
+    /// name them in `driver iothread=`.
+    pub iothreads: Vec<u32>,
     /// `numatune`: host NUMA nodes for guest memory.
     pub numatune: Option<NumaTune>,
     /// `memtune`: memory limits of the domain's cgroup.
@@ -86,10 +89,6 @@ const DOMAIN_UNMODELLED: &[(&str, Unmodelled)] = &[
     (
         "seclabel",
         Unmodelled::Keep("security labels are not applied"),
-    ),
-    (
-        "iothreads",
-        Unmodelled::Keep("Vireo's I/O runs on its own workers"),
     ),
     (
         "on_lockfailure",
@@ -186,6 +185,18 @@ impl Domain {
             vcpu_attrs.push(("cpuset", set));
         }
         w.text("vcpu", &vcpu_attrs, &self.vcpu.count.to_string());
+        if !self.iothreads.is_empty() {
+            w.text("iothreads", &[], &self.iothreads.len().to_string());
+            // The ids are written out unless they are 1..=N, which the
+            // count alone says.
+            if !self.iothreads.iter().zip(1u32..).all(|(&a, b)| a == b) {
+                w.open("iothreadids", &[]);
+                for id in &self.iothreads {
+                    w.empty("iothread", &[("id", &id.to_string())]);
+                }
+                w.close("iothreadids");
+            }
+        }
         if let Some(t) = &self.cputune {
             t.write(&mut w);
         }
@@ -239,6 +250,8 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
     let mut vcpu = None;
     let mut memory_backing = None;
     let mut cputune = None;
+    let mut iothreads_count = None;
+    let mut iothread_ids: Option<Vec<u32>> = None;
     let mut numatune = None;
     let mut memtune = None;
     let mut blkiotune = None;
@@ -302,6 +315,35 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
             "memoryBacking" => {
                 c.once(&memory_backing)?;
                 memory_backing = Some(placement::parse_memory_backing(&c, ctx)?);
+            }
+            "iothreads" => {
+                c.once(&iothreads_count)?;
+                c.check_attrs(ctx, &[]);
+                let n: u32 = crate::node::parse_number(&c, "iothreads", &c.text()?)?;
+                if n > MAX_IOTHREADS {
+                    return Err(c.refuse(format!(
+                        "{n} I/O threads is more than the {MAX_IOTHREADS} Vireo allows"
+                    )));
+                }
+                iothreads_count = Some(n);
+            }
+            "iothreadids" => {
+                c.once(&iothread_ids)?;
+                c.check_attrs(ctx, &[]);
+                let mut ids = Vec::new();
+                for child in c.children() {
+                    let t = child.node();
+                    if t.name() != "iothread" {
+                        return Err(t.refuse("iothreadids holds only <iothread id=...> elements"));
+                    }
+                    t.leaf(ctx, &["id"])?;
+                    let id: u32 = crate::node::parse_number(&t, "id", t.need("id")?)?;
+                    if id == 0 || ids.contains(&id) {
+                        return Err(t.refuse(format!("I/O thread id {id} is 0 or given twice")));
+                    }
+                    ids.push(id);
+                }
+                iothread_ids = Some(ids);
             }
             "cputune" => {
                 c.once(&cputune)?;
@@ -379,8 +421,18 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
         None => None,
     };
     let cells = cpu.as_ref().map_or(0, |c| c.numa.len());
+    let iothreads = iothread_list(iothreads_count, iothread_ids.unwrap_or_default())
+        .map_err(|e| node.refuse(e))?;
     let cputune = match cputune {
         Some((t, location)) => {
+            if let Some((id, _)) = t.iothreadpins.iter().find(|(i, _)| !iothreads.contains(i)) {
+                return Err(Error::Refused {
+                    location,
+                    message: format!(
+                        "iothreadpin names I/O thread {id}, which <iothreads> does not define"
+                    ),
+                });
+            }
             if let Some((v, _)) = t.vcpupins.iter().find(|(v, _)| *v >= vcpu.count) {
                 return Err(Error::Refused {
                     location,
@@ -432,6 +484,18 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
         Some((kib, _)) => Some(kib),
         None => None,
     };
+    let devices = devices.unwrap_or_default();
+    if let Some(d) = devices
+        .disks
+        .iter()
+        .find(|d| d.iothread.is_some_and(|i| !iothreads.contains(&i)))
+    {
+        return Err(node.refuse(format!(
+            "disk {} names I/O thread {}, which <iothreads> does not define",
+            d.target,
+            d.iothread.unwrap_or_default()
+        )));
+    }
     let uuid = match uuid {
         Some(u) => u,
         None => Uuid::generate()?,
@@ -446,6 +510,7 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
         vcpu,
         memory_backing,
         cputune,
+        iothreads,
         numatune,
         memtune,
         blkiotune,
@@ -456,9 +521,34 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
         on_reboot: actions[1].unwrap_or(LifecycleAction::Restart),
         on_crash: actions[2].unwrap_or(LifecycleAction::Destroy),
         driver,
-        devices: devices.unwrap_or_default(),
+        devices,
         kept,
     })
+}
+
+/// Most I/O threads a domain may define.
+const MAX_IOTHREADS: u32 = 64;
+
+/// The I/O thread ids: those `iothreadids` lists, and as many more as
+/// `iothreads` counts beyond them, numbered from 1 and skipping the
+/// listed ones, as libvirt fills them.
+fn iothread_list(count: Option<u32>, mut ids: Vec<u32>) -> Result<Vec<u32>, String> {
+    let count = count.unwrap_or(0);
+    if ids.len() > count as usize {
+        return Err(format!(
+            "iothreadids lists {} I/O threads but <iothreads> is {count}",
+            ids.len()
+        ));
+    }
+    let mut next = 1;
+    while ids.len() < count as usize {
+        if !ids.contains(&next) {
+            ids.push(next);
+        }
+        next += 1;
+    }
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// `clock`: the RTC in UTC is what Vireo's guest has; timers only state

@@ -396,6 +396,9 @@ pub struct CpuTune {
     pub vcpupins: Vec<(u32, CpuSet)>,
     /// `emulatorpin`: the host CPUs of every thread that is not a vCPU.
     pub emulatorpin: Option<CpuSet>,
+    /// `iothreadpin`s: I/O thread id and the host CPUs its disks' threads
+    /// run on.
+    pub iothreadpins: Vec<(u32, CpuSet)>,
     /// `shares`: the domain's relative CPU weight (2 to 262144).
     pub shares: Option<u64>,
     /// `global_period`: the domain's CPU bandwidth period, µs.
@@ -435,10 +438,6 @@ const CPUTUNE_UNMODELLED: &[(&str, Unmodelled)] = &[
     (
         "iothread_quota",
         Unmodelled::Keep("CPU bandwidth is not applied yet"),
-    ),
-    (
-        "iothreadpin",
-        Unmodelled::Keep("Vireo's I/O workers follow emulatorpin"),
     ),
     (
         "vcpusched",
@@ -507,6 +506,16 @@ pub(crate) fn parse_cputune(node: &Node<'_>, ctx: &mut Ctx) -> Result<CpuTune, E
                 }
                 t.global_quota = Some(v);
             }
+            "iothreadpin" => {
+                c.leaf(ctx, &["iothread", "cpuset"])?;
+                let id: u32 = parse_number(&c, "iothread", c.need("iothread")?)?;
+                if t.iothreadpins.iter().any(|(i, _)| *i == id) {
+                    return Err(c.refuse(format!("I/O thread {id} is pinned twice")));
+                }
+                let set = CpuSet::parse(c.need("cpuset")?)
+                    .map_err(|e| c.refuse(format!("cpuset {e}")))?;
+                t.iothreadpins.push((id, set));
+            }
             "emulatorpin" => {
                 c.once(&t.emulatorpin)?;
                 c.leaf(ctx, &["cpuset"])?;
@@ -531,6 +540,10 @@ impl CpuTune {
         if let Some(set) = &self.emulatorpin {
             w.empty("emulatorpin", &[("cpuset", &set.to_string())]);
         }
+        for (id, set) in &self.iothreadpins {
+            let (id, set) = (id.to_string(), set.to_string());
+            w.empty("iothreadpin", &[("iothread", &id), ("cpuset", &set)]);
+        }
         if let Some(v) = self.shares {
             w.text("shares", &[], &v.to_string());
         }
@@ -542,6 +555,14 @@ impl CpuTune {
         }
         w.raws(&self.kept);
         w.close("cputune");
+    }
+
+    /// The host CPUs I/O thread `id` is pinned to by an `iothreadpin`.
+    pub fn iothread_pin(&self, id: u32) -> Option<&CpuSet> {
+        self.iothreadpins
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, s)| s)
     }
 
     /// The host CPUs vCPU `vcpu` is pinned to by a `vcpupin`.

@@ -392,3 +392,60 @@ fn disk_iotune_round_trips() {
     let e = refusal(&doc("", &disk("<colour>1</colour>")));
     assert!(e.contains("<colour> inside <iotune>"), "{e}");
 }
+
+#[test]
+fn iothreads_their_pins_and_the_disks_on_them_round_trip_and_are_checked() {
+    let disk = |iothread: &str| {
+        format!("    <disk type='file'><driver name='qemu' type='raw'{iothread}/><source file='/a'/><target dev='vda'/></disk>\n")
+    };
+    let top =
+        "  <iothreads>2</iothreads>\n  <cputune><iothreadpin iothread='2' cpuset='1'/></cputune>\n";
+    let d = round_trip(&doc(top, &disk(" iothread='2'")));
+    assert_eq!(d.iothreads, vec![1, 2]);
+    assert_eq!(d.devices.disks[0].iothread, Some(2));
+    let pin = d.cputune.as_ref().unwrap().iothread_pin(2).unwrap();
+    assert_eq!(pin.to_string(), "1");
+    assert!(
+        !d.to_xml().contains("iothreadids"),
+        "ids 1..=N need no list"
+    );
+
+    // Listed ids are kept; the count fills the rest from 1, as libvirt does.
+    let top = "  <iothreads>3</iothreads>\n  <iothreadids><iothread id='5'/><iothread id='2'/></iothreadids>\n";
+    let d = round_trip(&doc(top, &disk(" iothread='5'")));
+    assert_eq!(d.iothreads, vec![1, 2, 5]);
+
+    for (top, devices, why) in [
+        (
+            "  <iothreads>1</iothreads>\n",
+            disk(" iothread='2'"),
+            "disk vda names I/O thread 2",
+        ),
+        ("", disk(" iothread='1'"), "disk vda names I/O thread 1"),
+        ("", disk(" iothread='0'"), "iothread='0' is not an I/O thread id"),
+        (
+            "  <iothreads>1</iothreads>\n  <cputune><iothreadpin iothread='3' cpuset='0'/></cputune>\n",
+            String::new(),
+            "iothreadpin names I/O thread 3",
+        ),
+        (
+            "  <iothreads>1</iothreads>\n  <iothreadids><iothread id='1'/><iothread id='2'/></iothreadids>\n",
+            String::new(),
+            "iothreadids lists 2 I/O threads but <iothreads> is 1",
+        ),
+        (
+            "  <iothreads>2</iothreads>\n  <iothreadids><iothread id='2'/><iothread id='2'/></iothreadids>\n",
+            String::new(),
+            "I/O thread id 2 is 0 or given twice",
+        ),
+        (
+            "  <iothreads>2</iothreads>\n  <cputune><iothreadpin iothread='1' cpuset='0'/><iothreadpin iothread='1' cpuset='1'/></cputune>\n",
+            String::new(),
+            "I/O thread 1 is pinned twice",
+        ),
+        ("  <iothreads>100</iothreads>\n", String::new(), "more than the 64"),
+    ] {
+        let e = refusal(&doc(top, &devices));
+        assert!(e.contains(why), "{top}: {e}");
+    }
+}

@@ -292,6 +292,9 @@ pub struct Disk {
     pub rerror_policy: Option<DiskErrorPolicy>,
     /// I/O limits.
     pub iotune: Option<IoTune>,
+    /// The I/O thread (`driver iothread=`, an id of the domain's
+    /// `iothreads`) whose pin the disk's threads take.
+    pub iothread: Option<u32>,
     /// The target name (`vda`), unique in the domain.
     pub target: String,
     /// The guest may not write.
@@ -459,6 +462,7 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
         error_policy: driver.error_policy,
         rerror_policy: driver.rerror_policy,
         iotune,
+        iothread: driver.iothread,
         target,
         readonly,
         serial,
@@ -570,6 +574,7 @@ struct Driver {
     io: Option<DiskIo>,
     error_policy: Option<DiskErrorPolicy>,
     rerror_policy: Option<DiskErrorPolicy>,
+    iothread: Option<u32>,
 }
 
 fn parse_driver(c: &Node<'_>, ctx: &mut Ctx) -> Result<Driver, Error> {
@@ -583,8 +588,16 @@ fn parse_driver(c: &Node<'_>, ctx: &mut Ctx) -> Result<Driver, Error> {
             "io",
             "error_policy",
             "rerror_policy",
+            "iothread",
         ],
     )?;
+    let iothread =
+        match c.attr("iothread") {
+            None => None,
+            Some(v) => Some(v.parse::<u32>().ok().filter(|&n| n >= 1).ok_or_else(|| {
+                c.refuse(format!("iothread='{v}' is not an I/O thread id (1 up)"))
+            })?),
+        };
     if let Some(name) = c.attr("name") {
         if name != "qemu" {
             return Err(c.refuse(format!("driver name '{name}' is not supported: use qemu")));
@@ -652,6 +665,7 @@ fn parse_driver(c: &Node<'_>, ctx: &mut Ctx) -> Result<Driver, Error> {
         io,
         error_policy: policy("error_policy", true)?,
         rerror_policy: policy("rerror_policy", false)?,
+        iothread,
     })
 }
 
@@ -708,6 +722,10 @@ impl Disk {
         }
         if let Some(p) = self.rerror_policy {
             driver.push(("rerror_policy", name(p)));
+        }
+        let iothread = self.iothread.map(|n| n.to_string());
+        if let Some(n) = &iothread {
+            driver.push(("iothread", n));
         }
         w.empty("driver", &driver);
         match &self.source {

@@ -143,11 +143,12 @@ pub fn validate(domain: &Domain) -> Result<Machine, DriverError> {
         (d.vcpu.cpuset.is_some(), "/domain/vcpu: cpuset="),
         (d.memory_backing.is_some(), "/domain/memoryBacking"),
         (
-            d.cputune
-                .as_ref()
-                .is_some_and(|t| !t.vcpupins.is_empty() || t.emulatorpin.is_some()),
+            d.cputune.as_ref().is_some_and(|t| {
+                !t.vcpupins.is_empty() || t.emulatorpin.is_some() || !t.iothreadpins.is_empty()
+            }),
             "/domain/cputune",
         ),
+        (!d.iothreads.is_empty(), "/domain/iothreads"),
         (d.numatune.is_some(), "/domain/numatune"),
         (
             d.cpu.as_ref().is_some_and(|c| !c.numa.is_empty()),

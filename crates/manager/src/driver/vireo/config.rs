@@ -427,6 +427,9 @@ fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, Dri
     if let Some(p) = rerror {
         o.push_str(&format!(",rerror={}", p.as_str()));
     }
+    if let Some(id) = disk.iothread {
+        o.push_str(&format!(",iothread={id}"));
+    }
     Ok(o)
 }
 
@@ -467,6 +470,13 @@ pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Valu
             domain,
             "/disk/iotune",
             "I/O limits on a hot-plugged disk are not supported yet: attach it without <iotune>, or define it and restart",
+        ));
+    }
+    if disk.iothread.is_some() {
+        return Err(refuse(
+            domain,
+            "/disk/driver",
+            "an I/O thread for a hot-plugged disk is not supported yet: attach it without iothread=, or define it and restart",
         ));
     }
     let (werror, rerror) = error_policies(disk);

@@ -15,6 +15,7 @@
 //! | `numatune/memory` without cells | one cell holding every vCPU and all memory, bound as asked |
 //! | `cputune/vcpupin`, else `vcpu cpuset` | `--vcpu-pin VCPU:CPUS` |
 //! | `cputune/emulatorpin`, else `vcpu cpuset` | `--emulator-pin CPUS` |
+//! | `iothreads`, `iothreadids`, with `cputune/iothreadpin`, else `vcpu cpuset` | `--iothread id=N[,cpus=CPUS]` each; a disk's `driver iothread=N` is its `iothread=N` |
 //! | `memballoon model='virtio'` | `--balloon target=CURRENTK[,stats-period=][,free-page-reporting=][,deflate-on-oom=]` (`autodeflate` is deflate-on-oom) |
 //! | `currentMemory` below `memory` | the balloon's target; refused without a virtio balloon |
 
@@ -283,6 +284,16 @@ fn push_cpus(domain: &Domain, args: &mut Vec<String>) -> Result<(), DriverError>
     if let Some(set) = emulator {
         push(args, "--emulator-pin", set.to_string());
     }
+    for &id in &domain.iothreads {
+        let pin = tune
+            .and_then(|t| t.iothread_pin(id))
+            .or(domain.vcpu.cpuset.as_ref());
+        let opts = match pin {
+            Some(set) => format!("id={id},cpus={set}"),
+            None => format!("id={id}"),
+        };
+        push(args, "--iothread", opts);
+    }
     Ok(())
 }
 
@@ -445,6 +456,29 @@ mod tests {
                 "cell=0,memory=262144K,cpus=0-1,host-nodes=0,policy=strict"
             ]
         );
+    }
+
+    #[test]
+    fn iothreads_take_their_pin_else_the_vcpu_cpuset() {
+        let d = domain(
+            "<vcpu cpuset='0'>1</vcpu><iothreads>2</iothreads><cputune><iothreadpin iothread='2' cpuset='1'/></cputune>",
+            "",
+        );
+        assert_eq!(
+            flags(&d).unwrap(),
+            [
+                "--vcpu-pin",
+                "0:0",
+                "--emulator-pin",
+                "0",
+                "--iothread",
+                "id=1,cpus=0",
+                "--iothread",
+                "id=2,cpus=1"
+            ]
+        );
+        let d = domain("<iothreads>1</iothreads>", "");
+        assert_eq!(flags(&d).unwrap(), ["--iothread", "id=1"]);
     }
 
     #[test]
