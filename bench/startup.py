@@ -14,6 +14,9 @@ noise hits all alike. Printed per CPU, medians:
                  IOAPIC), no PIT
   vireo-kernel   `--irqchip=kernel --pit`: KVM's IOAPIC, PICs and PIT, as
                  vireo was before the split irqchip (for comparison)
+  vireo-open     `--seccomp=off`: the default machine with no confinement,
+                 for what the seccomp filters cost (issue 15: at most 1 ms
+                 and 0.5 MiB)
   qemu           `qemu-system-x86_64 -M microvm -enable-kvm` (QEMU 7.2)
   floor-kernel   bench/kvm_floor.c: a program that only creates and drops a
                  VM with 128 MiB, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2 and one
@@ -158,6 +161,7 @@ def main():
     peers = {
         "vireo": (vireo, {0}, None),
         "vireo-kernel": (vireo + ["--irqchip=kernel", "--pit"], {0}, None),
+        "vireo-open": (vireo + ["--seccomp=off"], {0}, None),
         "qemu": (qemu, {1}, env),
         "floor-kernel": ([floors["floor-kernel"]], {0}, None),
         "floor-split": ([floors["floor-split"]], {0}, None),
@@ -201,6 +205,10 @@ def main():
               f"vireo - floor-split {v - fs:.2f} ms (target <= 2: {verdict(v - fs <= 2)}); "
               f"peak RSS {rss:.2f} MiB (target <= 4.3: {verdict(rss <= 4.3)}); "
               f"API {api_ms:.2f} ms (target <= 5: {verdict(api_ms <= 5)})")
+        dw = v - med["vireo-open"][0]
+        dr = rss - med["vireo-open"][1]
+        print(f"confinement (vireo - vireo-open): {dw:+.2f} ms (target <= 1: {verdict(dw <= 1)}), "
+              f"{dr:+.2f} MiB peak RSS (target <= 0.5: {verdict(dr <= 0.5)})")
 
 
 if __name__ == "__main__":
