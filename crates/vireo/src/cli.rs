@@ -24,6 +24,22 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `vireo run ...` parsed on its own (main's fast path): the same flags
+/// as the `run` verb of [`Cli`], with `-v` after the verb.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vireo run",
+    bin_name = "vireo run",
+    about = "Boot one VM and run it until the guest powers off or resets."
+)]
+pub struct RunCli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); VIREO_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(flatten)]
+    pub args: RunArgs,
+}
+
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
