@@ -39,6 +39,10 @@ pub struct DiskConfig {
     pub rerror: virtio::block::ErrorAction,
     /// I/O limits (`iops=`, `bps=`, ...), as QEMU's drive options.
     pub limits: virtio::block::IoLimits,
+    /// The image as a descriptor passed over the control API with the
+    /// `add-disk` that made this disk (`image_fd`): hot-plug into a VMM
+    /// that cannot open `path` (a jailed one). `path` then only names it.
+    pub passed: Option<crate::passed_fd::PassedFd>,
 }
 
 /// The largest I/O limit accepted (a number QEMU's limits also stay under).
@@ -283,6 +287,7 @@ impl DiskConfig {
             werror: virtio::block::ErrorAction::Report,
             rerror: virtio::block::ErrorAction::Report,
             limits: virtio::block::IoLimits::default(),
+            passed: None,
         }
     }
 

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod balloon;
 pub mod config;
+pub mod confinement;
 mod console_backend;
 mod controller;
 mod device_config;
@@ -39,4 +40,4 @@ pub use machine::{
     MAX_CPUS,
 };
 pub use running::{RunningVm, VmObserver};
-pub use virtio_devices::check_inherited_taps;
+pub use virtio_devices::{check_inherited_taps, hold_taps};

@@ -20,7 +20,20 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
         format: disk.format,
         ..block::OpenOptions::default()
     };
-    let image = block::open(&disk.path, &options).map_err(|source| Error::Disk {
+    let opened = match &disk.passed {
+        Some(passed) => std::os::fd::AsFd::as_fd(passed)
+            .try_clone_to_owned()
+            .map_err(|e| block::Error::Open {
+                path: disk.path.clone(),
+                source: Box::new(block::Error::Io {
+                    op: "dup",
+                    source: e,
+                }),
+            })
+            .and_then(|fd| block::open_file(std::fs::File::from(fd), &disk.path, &options)),
+        None => block::open(&disk.path, &options),
+    };
+    let image = opened.map_err(|source| Error::Disk {
         path: disk.path.clone(),
         source,
     })?;
@@ -184,6 +197,34 @@ fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, 
     })
     .map_err(|e| Error::Net(format!("{what}: {e}")))?;
     Ok((device, tap_name, mac_text))
+}
+
+/// Open now the TAP of each card that names one (or asks for a new one),
+/// and keep it as a descriptor the card's every boot takes: a VMM that
+/// enters a jail opens its TAPs before it can no longer reach
+/// `/dev/net/tun` or make one. One queue per card.
+pub fn hold_taps(nets: &mut [NetConfig]) -> Result<()> {
+    for (i, net) in nets.iter_mut().enumerate() {
+        if net.fd.is_some() || net.passed.is_some() {
+            continue;
+        }
+        let what = net.id.clone().unwrap_or_else(|| format!("net{i}"));
+        if net.queues != 1 {
+            return Err(Error::Net(format!(
+                "{what}: a jailed VMM takes one queue per card (queues={})",
+                net.queues
+            )));
+        }
+        let tap = netvirt::Tap::open(net.tap.as_deref(), 1)
+            .map_err(|e| Error::Net(format!("{what}: {e}")))?;
+        let queue = tap
+            .clone_queues()
+            .map_err(|e| Error::Net(format!("{what}: {e}")))?
+            .pop()
+            .ok_or_else(|| Error::Net(format!("{what}: the TAP has no queue")))?;
+        net.passed = Some(crate::passed_fd::PassedFd::new(queue));
+    }
+    Ok(())
 }
 
 /// Checks each `fd=N` card's descriptor while it can only be one the
