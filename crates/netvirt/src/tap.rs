@@ -224,12 +224,41 @@ impl Tap {
             attached: Mutex::new(vec![true]),
             queues: vec![owned],
         }
-        .finish()
+        .finish_handed_over()
+    }
+
+    /// [`Tap::finish`] for a descriptor another opened: the interface may
+    /// live in another network namespace than this process (a jailed VMM
+    /// has one of its own; the descriptor still carries frames), where it
+    /// cannot be named: its link is then its opener's to bring up.
+    fn finish_handed_over(self) -> Result<Self, TapError> {
+        match self.finish_queues() {
+            Ok(tap) => match ifreq::set_up(&tap.name) {
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                    tracing::debug!(
+                        name = tap.name,
+                        "TAP outside this network namespace: its link is left as it is"
+                    );
+                    Ok(tap)
+                }
+                Err(e) => Err(tap.configure_err("bringing the link up")(e)),
+                Ok(()) => Ok(tap),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// The set-up every TAP gets once its queues are attached: the
     /// virtio-net header size, no offloads, the link up.
     fn finish(self) -> Result<Self, TapError> {
+        let tap = self.finish_queues()?;
+        ifreq::set_up(&tap.name).map_err(tap.configure_err("bringing the link up"))?;
+        tracing::debug!(name = tap.name, queues = tap.queues.len(), "TAP open");
+        Ok(tap)
+    }
+
+    /// The header size and offloads of every queue.
+    fn finish_queues(self) -> Result<Self, TapError> {
         let tap = self;
         for fd in &tap.queues {
             let size = libc::c_int::try_from(VNET_HDR_LEN).unwrap_or(12);
@@ -249,8 +278,6 @@ impl Tap {
             }
         }
         tap.set_offloads(Offloads::default())?;
-        ifreq::set_up(&tap.name).map_err(tap.configure_err("bringing the link up"))?;
-        tracing::debug!(name = tap.name, queues = tap.queues.len(), "TAP open");
         Ok(tap)
     }
 

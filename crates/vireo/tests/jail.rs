@@ -159,9 +159,14 @@ impl JailedVm {
     }
 
     /// SIGTERM to the keeper; its exit code.
-    fn terminate(mut self) -> Option<i32> {
+    fn terminate(self) -> Option<i32> {
         // SAFETY: kill with a valid pid and signal.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.wait_exit()
+    }
+
+    /// The keeper's exit code, once it has exited.
+    fn wait_exit(mut self) -> Option<i32> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -446,6 +451,13 @@ fn a_jailed_guest_uses_its_disk_across_a_reboot_and_takes_a_disk_by_descriptor()
         "{err}"
     );
     assert!(message.contains("image_fd"), "{err}");
+    // So is a TAP by name.
+    let (status, err) = vm.call("PUT", "/vm/add-net", r#"{"tap":"vjtap0"}"#);
+    assert_eq!(status, 422, "{err}");
+    assert!(
+        err["error"].as_str().unwrap_or_default().contains("tap_fd"),
+        "{err}"
+    );
     // By descriptor: the guest finds it and writes to it.
     let file = std::fs::File::options()
         .read(true)
@@ -471,8 +483,8 @@ fn a_jailed_guest_uses_its_disk_across_a_reboot_and_takes_a_disk_by_descriptor()
             "hot-plugged sector {n}"
         );
     }
-    let code = vm.terminate();
-    assert_eq!(code, Some(0));
+    // The guest powers off once it is done.
+    assert_eq!(vm.wait_exit(), Some(0));
     let status = std::fs::read_to_string(dir.join("run/exit.json")).unwrap();
     assert!(status.contains(r#""reason":"poweroff""#), "{status}");
 }
@@ -647,4 +659,41 @@ fn bad_jail_input_is_one_line_and_exit_code_2() {
     );
     // And the jail's directory is left as it was.
     assert_eq!(std::fs::read_dir(jail).unwrap().count(), 0);
+}
+
+#[test]
+fn a_jailed_guest_reaches_a_peer_through_a_tap_opened_before_the_jail() {
+    if !can_jail() {
+        return;
+    }
+    let Some(net) = common::TapNamespace::new("j", false) else {
+        return;
+    };
+    let dir = scratch("net");
+    let kernel = guest("virtio");
+    // The VMM opens the TAP in the test's namespace, then moves to a
+    // network namespace of its own: the open TAP still carries the
+    // guest's frames.
+    let out = common::run_with_timeout(
+        &mut net.vireo(&[
+            "--jail",
+            dir.join("jail").to_str().unwrap(),
+            "--uid",
+            "41006",
+            "--gid",
+            "41006",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--net",
+            &format!("tap={}", net.tap),
+            "--cmdline",
+            "net pings=2",
+        ]),
+        TIMEOUT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("virtio-net: ok arp"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("icmp 2/2"), "{stdout}\n{stderr}");
 }
