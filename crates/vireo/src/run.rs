@@ -198,13 +198,6 @@ fn check_jail(jail: &mut jail::Jail, args: &RunArgs) -> Result<(), String> {
             path.display()
         ));
     }
-    for console in &args.console {
-        if !matches!(console, vmm::config::ConsoleConfig::Stdout) {
-            return Err(format!(
-                "--jail with --console {console:?}: only --console stdout is supported in a jail yet"
-            ));
-        }
-    }
     Ok(())
 }
 
@@ -333,12 +326,15 @@ fn launch(
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // Jailed, the TAPs are opened now too: after the jail nothing can be.
+    // Jailed, the TAPs and console backends are opened now too: after the
+    // jail nothing can be.
     let held_taps;
     let config = match (config, &ending.jail) {
         (Some(c), Some(_)) => {
             let mut c = c.clone();
-            if let Err(e) = vmm::hold_taps(&mut c.nets) {
+            if let Err(e) =
+                vmm::hold_taps(&mut c.nets).and_then(|()| vmm::hold_consoles(&c.consoles))
+            {
                 report(&e);
                 return ExitCode::from(EXIT_USAGE);
             }

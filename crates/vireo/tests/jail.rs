@@ -629,10 +629,6 @@ fn bad_jail_input_is_one_line_and_exit_code_2() {
         "--jail needs --kernel",
     );
     refused(
-        &args_with(kernel, &["--jail", jail, "--console", "file:/tmp/x"]),
-        "only --console stdout",
-    );
-    refused(
         &args_with(
             kernel,
             &["--jail", jail, "--memory-backend", "backend=file,path=/tmp"],
@@ -696,4 +692,59 @@ fn a_jailed_guest_reaches_a_peer_through_a_tap_opened_before_the_jail() {
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("virtio-net: ok arp"), "{stdout}\n{stderr}");
     assert!(stdout.contains("icmp 2/2"), "{stdout}\n{stderr}");
+}
+
+#[test]
+fn a_jailed_vms_console_file_and_socket_last_across_a_reboot() {
+    if !can_jail() {
+        return;
+    }
+    let dir = scratch("console");
+    let log = dir.join("run/console.log");
+    let socket = dir.join("run/console.sock");
+    let vm = JailedVm::start(
+        &dir,
+        41007,
+        &[
+            "--kernel",
+            guest("virtio").to_str().unwrap(),
+            "--serial",
+            "off",
+            "--console",
+            &format!("file:{}", log.display()),
+            "--console",
+            &format!("unix:{}", socket.display()),
+            "--cmdline",
+            "console wait-power-button=30000",
+        ],
+    );
+    let hello = "virtio-console: hello from the guest\n";
+    let client = UnixStream::connect(&socket).unwrap();
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut client = BufReader::new(client);
+    let mut line = String::new();
+    client.read_line(&mut line).unwrap();
+    assert_eq!(line, hello);
+    let wait_log = |lines: usize| {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text == hello.repeat(lines) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "console log: {text:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_log(1);
+    // The second boot writes to the same file (continued, not truncated)
+    // and the same socket, both opened before the jail.
+    vm.ok("PUT", "/vm/reset", "");
+    line.clear();
+    client.read_line(&mut line).unwrap();
+    assert_eq!(line, hello);
+    wait_log(2);
+    vm.ok("PUT", "/vm/power-off", "");
+    assert_eq!(vm.wait_exit(), Some(0));
+    assert!(!socket.exists(), "the console socket was left behind");
 }

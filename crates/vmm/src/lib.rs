@@ -31,7 +31,7 @@ mod vcpu;
 mod virtio_devices;
 
 pub use config::{CpuTemplate, KernelSource, VmConfig};
-pub use console_backend::close_console_sockets;
+pub use console_backend::{close_console_sockets, hold_consoles};
 pub use controller::Controller;
 pub use error::{error_chain, Error, Result};
 pub use hypervisor::Hypervisor;
