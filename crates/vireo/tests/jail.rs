@@ -748,3 +748,90 @@ fn a_jailed_vms_console_file_and_socket_last_across_a_reboot() {
     assert_eq!(vm.wait_exit(), Some(0));
     assert!(!socket.exists(), "the console socket was left behind");
 }
+
+#[test]
+fn a_jailed_qcow2_overlay_reads_its_backing_file_across_a_reboot() {
+    if !can_jail() {
+        return;
+    }
+    let dir = scratch("qcow2");
+    // The base holds a known sector 0; the overlay names it by a relative
+    // path, which the jail could never resolve: the chain is opened once,
+    // before it.
+    let base = image(&dir, "base.img", 8);
+    let head: Vec<u8> = (0..SECTOR as u64).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&base, &head).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&base)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let top = dir.join("top.qcow2");
+    let out = common::run_with_timeout(
+        vireo()
+            .current_dir(&dir)
+            .args([
+                "img", "create", "-f", "qcow2", "-b", "base.img", "-F", "raw",
+            ])
+            .arg(&top),
+        TIMEOUT,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let mut vm = JailedVm::start(
+        &dir,
+        41008,
+        &[
+            "--kernel",
+            guest("virtio").to_str().unwrap(),
+            "--disk",
+            &format!("path={},format=qcow2", top.display()),
+            "--cmdline",
+            "blk blk-first=3 blk-count=2 blk-read=0 wait-hotplug=30000 hotplug-events=1",
+        ],
+    );
+    let want: String = head[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let out = vm.wait_for_line("virtio-blk: ok");
+    assert!(out.contains(&format!("sector 0 head={want}")), "{out}");
+    vm.ok("PUT", "/vm/reset", "");
+    let out = vm.wait_for_line("virtio-blk: ok");
+    assert!(out.contains(&format!("sector 0 head={want}")), "{out}");
+    // The guest's writes went to the overlay, never to the base.
+    assert_eq!(std::fs::read(&base).unwrap()[..SECTOR], head[..]);
+    assert_eq!(read_sector(&base, 3), vec![0; SECTOR]);
+    vm.ok("PUT", "/vm/power-off", "");
+    assert_eq!(vm.wait_exit(), Some(0));
+}
+
+#[test]
+fn a_forbidden_call_in_a_jailed_vmm_is_reported_through_the_keeper() {
+    if !can_jail() || !cfg!(debug_assertions) {
+        return;
+    }
+    let dir = scratch("seccomp");
+    let status = dir.join("run/exit.json");
+    let out = common::run_with_timeout(
+        vireo()
+            .env("VIREO_TEST_SECCOMP_FAULT", "vcpu")
+            .arg("run")
+            .arg("--jail")
+            .arg(dir.join("jail"))
+            .args([
+                "--kernel",
+                guest("idle").to_str().unwrap(),
+                "--serial",
+                "off",
+            ])
+            .arg("--exit-status")
+            .arg(&status),
+        TIMEOUT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(r#"thread "vcpu0" made forbidden system call"#),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&status).unwrap();
+    assert!(text.contains(r#""reason":"seccomp""#), "{text}");
+}
