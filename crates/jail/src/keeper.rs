@@ -87,6 +87,9 @@ pub fn fork_keeper(jail: &Jail, plan: KeeperPlan) -> Result<Keeper, Error> {
     }
     if pid > 0 {
         drop(vmm_end);
+        // Let the VMM run first: the keeper's own set-up can wait.
+        // SAFETY: no arguments, no effect beyond scheduling.
+        unsafe { libc::sched_yield() };
         serve(pid, keeper_end, jail, &plan);
     }
     drop(keeper_end);
@@ -95,11 +98,6 @@ pub fn fork_keeper(jail: &Jail, plan: KeeperPlan) -> Result<Keeper, Error> {
         turn: Mutex::new(()),
     };
     keeper.arm_death_signal()?;
-    // Wait for the keeper to be ready; without it, it has said why.
-    let mut go = [0u8; 1];
-    if read(keeper.link.as_raw_fd(), &mut go) != Some(1) || go[0] != GO {
-        std::process::exit(2);
-    }
     Ok(keeper)
 }
 
@@ -123,6 +121,17 @@ fn write(fd: RawFd, buf: &[u8]) -> bool {
 }
 
 impl Keeper {
+    /// Wait until the keeper has set itself up (dropped its privileges,
+    /// checked that it can write the exit status). Should it have failed,
+    /// it has said why in one line, and this process exits with code 2.
+    /// Call before entering the jail: meanwhile the VMM opens its files.
+    pub fn wait_ready(&self) {
+        let mut go = [0u8; 1];
+        if read(self.link.as_raw_fd(), &mut go) != Some(1) || go[0] != GO {
+            std::process::exit(2);
+        }
+    }
+
     /// Die with the keeper: SIGKILL when it goes. Changing credentials
     /// clears the parent-death signal, so [`crate::enter`]'s caller arms
     /// it again afterwards; a keeper already gone then ends this process.

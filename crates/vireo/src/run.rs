@@ -547,7 +547,8 @@ fn launch(
     code
 }
 
-/// Enter the jail (crate `jail`): a network namespace of its own unless a
+/// Enter the jail (crate `jail`), once the keeper is ready (it set itself
+/// up while this process opened its files): a network namespace of its own unless a
 /// disk is an iSCSI LUN, whose reconnects need the host's network (open
 /// TAPs keep working in any namespace). Then the parent-death signal,
 /// which the credential change cleared, is armed again, and the VMM
@@ -557,6 +558,7 @@ fn enter_jail(jailed: &Jailed, config: Option<&VmConfig>) -> Result<(), jail::Er
     let options = jail::EnterOptions {
         new_network: !iscsi,
     };
+    jailed.keeper.wait_ready();
     jail::enter(&jailed.jail, &options)?;
     jailed.keeper.arm_death_signal()?;
     let keeper = jailed.keeper.clone();
