@@ -148,3 +148,55 @@ pub fn enter(jail: &Jail, options: &EnterOptions) -> Result<(), Error> {
     root::pivot(&jail.dir, options)?;
     privileges::drop_all(jail.uid, jail.gid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jail(dir: &str, uid: u32, gid: u32) -> Jail {
+        Jail {
+            dir: dir.into(),
+            uid,
+            gid,
+        }
+    }
+
+    #[test]
+    fn root_ids_are_refused_first() {
+        let e = jail("/nonexistent", 0, 5).check().unwrap_err().to_string();
+        assert!(
+            e.starts_with("--uid 0: a jailed VMM must not run as root"),
+            "{e}"
+        );
+        let e = jail("/nonexistent", 5, 0).check().unwrap_err().to_string();
+        assert!(e.starts_with("--gid 0:"), "{e}");
+    }
+
+    #[test]
+    fn the_directory_must_be_one_and_not_the_root() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            let e = jail("/tmp", 5, 5).check().unwrap_err().to_string();
+            assert!(e.starts_with("--jail needs root"), "{e}");
+            return;
+        }
+        let e = jail("/nonexistent/j", 5, 5)
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--jail /nonexistent/j: No such file or directory (os error 2)"
+        );
+        let e = jail("/proc/self/status", 5, 5)
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--jail /proc/self/status: not a directory");
+        let e = jail("/tmp/..", 5, 5).check().unwrap_err().to_string();
+        assert!(e.contains("the host's root cannot be the jail"), "{e}");
+        let mut ok = jail("/tmp/./", 5, 5);
+        ok.check().unwrap();
+        assert_eq!(ok.dir, Path::new("/tmp"));
+    }
+}
