@@ -327,7 +327,12 @@ fn launch(
         }
     };
     // Jailed, the TAPs and console backends are opened now too: after the
-    // jail nothing can be.
+    // jail nothing can be. First the keeper must be ready (it set itself
+    // up while /dev/kvm was opened): if it cannot do its part, it has said
+    // why, and this process ends before it makes anything.
+    if let Some(jailed) = &ending.jail {
+        jailed.keeper.wait_ready();
+    }
     let held_taps;
     let config = match (config, &ending.jail) {
         (Some(c), Some(_)) => {
@@ -547,8 +552,7 @@ fn launch(
     code
 }
 
-/// Enter the jail (crate `jail`), once the keeper is ready (it set itself
-/// up while this process opened its files): a network namespace of its own unless a
+/// Enter the jail (crate `jail`): a network namespace of its own unless a
 /// disk is an iSCSI LUN, whose reconnects need the host's network (open
 /// TAPs keep working in any namespace). Then the parent-death signal,
 /// which the credential change cleared, is armed again, and the VMM
@@ -558,7 +562,6 @@ fn enter_jail(jailed: &Jailed, config: Option<&VmConfig>) -> Result<(), jail::Er
     let options = jail::EnterOptions {
         new_network: !iscsi,
     };
-    jailed.keeper.wait_ready();
     jail::enter(&jailed.jail, &options)?;
     jailed.keeper.arm_death_signal()?;
     let keeper = jailed.keeper.clone();
