@@ -161,10 +161,12 @@ impl Shared {
     }
 }
 
-/// A bound and listening API socket that nothing serves yet.
+/// A bound and listening API socket that nothing serves yet. Dropped
+/// unserved, it removes its socket file.
 #[derive(Debug)]
 pub struct ApiListener {
-    listener: UnixListener,
+    /// Taken by [`ApiServer::serve`].
+    listener: Option<UnixListener>,
     path: PathBuf,
     identity: (u64, u64),
 }
@@ -195,7 +197,7 @@ impl ApiServer {
         let meta = fs::symlink_metadata(path)?;
         listener.set_nonblocking(true)?;
         Ok(ApiListener {
-            listener,
+            listener: Some(listener),
             path: path.to_path_buf(),
             identity: (meta.dev(), meta.ino()),
         })
@@ -207,12 +209,13 @@ impl ApiServer {
         controller: Arc<dyn VmController>,
         limits: ServerLimits,
     ) -> io::Result<ApiServer> {
-        let ApiListener {
-            listener,
-            path,
-            identity,
-        } = bound;
-        let path = path.as_path();
+        let mut bound = bound;
+        let listener = bound
+            .listener
+            .take()
+            .ok_or_else(|| io::Error::other("the API socket is already served"))?;
+        let identity = bound.identity;
+        let path = bound.path.as_path();
         let wake = EventFd::new(libc::EFD_NONBLOCK)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -273,6 +276,19 @@ impl ApiServer {
         self.shared.work.notify_all();
         for conn in self.shared.conns().values() {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+        if let Ok(meta) = fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.identity {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+impl Drop for ApiListener {
+    fn drop(&mut self) {
+        if self.listener.is_none() {
+            return;
         }
         if let Ok(meta) = fs::symlink_metadata(&self.path) {
             if (meta.dev(), meta.ino()) == self.identity {
