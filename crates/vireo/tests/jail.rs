@@ -835,3 +835,37 @@ fn a_forbidden_call_in_a_jailed_vmm_is_reported_through_the_keeper() {
     let text = std::fs::read_to_string(&status).unwrap();
     assert!(text.contains(r#""reason":"seccomp""#), "{text}");
 }
+
+#[test]
+fn sigkill_to_the_keeper_ends_the_vmm_too() {
+    if !can_jail() {
+        return;
+    }
+    let dir = scratch("sigkill");
+    let mut vm = JailedVm::start(
+        &dir,
+        41009,
+        &[
+            "--kernel",
+            guest("idle").to_str().unwrap(),
+            "--serial",
+            "off",
+        ],
+    );
+    let vmm = vm.vmm();
+    vm.child.kill().unwrap();
+    vm.child.wait().unwrap();
+    // Its parent-death signal (armed again after the uid change): dead,
+    // a zombie until init reaps it, or gone.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let state = std::fs::read_to_string(format!("/proc/{vmm}/status"))
+            .map(|s| field(&s, "State"))
+            .unwrap_or_default();
+        if state.is_empty() || state.starts_with('Z') || state.starts_with('X') {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the VMM lives on: {state}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
