@@ -402,7 +402,17 @@ fn answer(child: libc::pid_t, link: &OwnedFd, status_text: &mut Option<Vec<u8>>)
                         .to_le_bytes()
                 })
                 .collect();
-            write(link.as_raw_fd(), &reply);
+            // Never blocking: a VMM that does not read its answers must
+            // not stop the keeper from forwarding signals and reaping it.
+            // SAFETY: `reply` is readable for its length.
+            unsafe {
+                libc::send(
+                    link.as_raw_fd(),
+                    reply.as_ptr().cast(),
+                    reply.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
         }
         TAG_EXIT => *status_text = Some(body.to_vec()),
         _ => {}
