@@ -869,3 +869,52 @@ fn sigkill_to_the_keeper_ends_the_vmm_too() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The host's pool of 2 MiB pages.
+const POOL_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+/// `pages` more 2 MiB pages in the pool, given back on drop.
+struct HugePages(u64);
+
+impl HugePages {
+    fn reserve(pages: u64) -> Option<Self> {
+        let before: u64 = std::fs::read_to_string(POOL_2M).ok()?.trim().parse().ok()?;
+        std::fs::write(POOL_2M, (before + pages).to_string()).ok()?;
+        Some(Self(before))
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(POOL_2M, self.0.to_string());
+    }
+}
+
+#[test]
+fn a_jailed_vm_on_huge_pages_reboots_without_seeing_the_pool() {
+    if !can_jail() {
+        return;
+    }
+    let Some(_pages) = HugePages::reserve(64) else {
+        testkit::skip("cannot reserve 2 MiB huge pages");
+        return;
+    };
+    let dir = scratch("hugepages");
+    let mut vm = JailedVm::start(
+        &dir,
+        41010,
+        &[
+            "--kernel",
+            guest("reset").to_str().unwrap(),
+            "--memory",
+            "128M",
+            "--memory-backend",
+            "backend=memfd,hugepages=2M",
+            "--reboot",
+        ],
+    );
+    for _ in 0..3 {
+        vm.wait_for_line("reset: booted");
+    }
+    assert_eq!(vm.terminate(), Some(0));
+}

@@ -184,6 +184,22 @@ pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> 
         }
     }
     check_placement(config)?;
+    // The huge page pool, while it can be seen (a jailed VMM's later boots
+    // cannot look). A size the pages cannot make is said at boot, first.
+    if let Some(page) = config
+        .memory_backend
+        .hugepages
+        .filter(|p| config.memory.is_multiple_of(p.bytes()))
+    {
+        let existing_file = matches!(
+            &config.memory_backend.kind,
+            crate::memory_backend::BackendKind::File(p) if p.is_file()
+        );
+        if !existing_file {
+            crate::memory_backend::check_huge_page_pool(config.memory, page)
+                .map_err(Error::InvalidConfig)?;
+        }
+    }
     // Open the files now so a typo is reported before any host resource
     // (a console socket, a truncated log file) is created. An embedded
     // kernel needs no check, and copying it to a memfd here would be wasted.

@@ -196,8 +196,12 @@ pub fn map_with_backend(
         if let BackendKind::File(path) = &backend.kind {
             check_on_hugetlbfs(path)?;
         }
-        // A file that exists on hugetlbfs may hold its pages already.
-        if !matches!(&backend.kind, BackendKind::File(p) if p.is_file()) {
+        // A file that exists on hugetlbfs may hold its pages already. A
+        // jailed VMM cannot see the pool (no /sys): `validate` looked
+        // before the jail, and a later boot short of pages fails to map
+        // them, with the reason.
+        let jailed = crate::confinement::jail_dir().is_some();
+        if !jailed && !matches!(&backend.kind, BackendKind::File(p) if p.is_file()) {
             check_huge_page_pool(size, page).map_err(invalid)?;
         }
     }
