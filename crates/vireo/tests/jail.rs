@@ -66,8 +66,23 @@ struct JailedVm {
 
 impl JailedVm {
     fn start(dir: &Path, uid: u32, args: &[&str]) -> Self {
+        Self::start_in(None, dir, uid, args)
+    }
+
+    /// Started in network namespace `ns` (`ip netns exec` execs vireo in
+    /// place: the pid is the keeper's), if given.
+    fn start_in(ns: Option<&str>, dir: &Path, uid: u32, args: &[&str]) -> Self {
         let socket = dir.join("run/api.sock");
-        let mut child = vireo()
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_vireo")])
+                    .stdin(Stdio::null());
+                c
+            }
+            None => vireo(),
+        };
+        let mut child = cmd
             .arg("run")
             .arg("--jail")
             .arg(dir.join("jail"))
@@ -916,5 +931,56 @@ fn a_jailed_vm_on_huge_pages_reboots_without_seeing_the_pool() {
     for _ in 0..3 {
         vm.wait_for_line("reset: booted");
     }
+    assert_eq!(vm.terminate(), Some(0));
+}
+
+#[test]
+fn a_jailed_multi_queue_card_keeps_every_queue_across_a_reboot() {
+    if !can_jail() {
+        return;
+    }
+    let Some(net) = common::TapNamespace::new("q", true) else {
+        return;
+    };
+    let dir = scratch("multiqueue");
+    let vm = JailedVm::start_in(
+        Some(&net.ns),
+        &dir,
+        41011,
+        &[
+            "--kernel",
+            guest("idle").to_str().unwrap(),
+            "--serial",
+            "off",
+            "--cpus",
+            "2",
+            "--net",
+            &format!("tap={},queues=2,id=mq", net.tap),
+        ],
+    );
+    let vmm = vm.vmm();
+    // Both queues open in the VMM, which cannot reach /dev/net/tun.
+    let tun_fds = || {
+        std::fs::read_dir(format!("/proc/{vmm}/fdinfo"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter(|info| info.contains(&format!("iff:\t{}", net.tap)))
+            .count()
+    };
+    assert!(tun_fds() >= 2, "the VMM holds {} queues", tun_fds());
+    let info = vm.ok("GET", "/vm", "");
+    assert_eq!(
+        info["devices"][0]["details"]["tap"],
+        net.tap.as_str(),
+        "{info}"
+    );
+    vm.ok("PUT", "/vm/reset", "");
+    vm.wait_running();
+    let info = vm.ok("GET", "/vm", "");
+    assert_eq!(
+        info["devices"][0]["details"]["tap"],
+        net.tap.as_str(),
+        "{info}"
+    );
     assert_eq!(vm.terminate(), Some(0));
 }

@@ -77,6 +77,10 @@ pub struct NetConfig {
     /// `add-net` that made this card (`tap_fd`): hot-plug without the
     /// privilege to make a TAP. Instead of `tap` and `fd`.
     pub passed: Option<crate::passed_fd::PassedFd>,
+    /// Every queue of the TAP `tap` names (or a new one), opened ahead of
+    /// the boots by [`crate::hold_taps`] (a VMM that enters a jail):
+    /// each boot takes duplicates, never opening `/dev/net/tun` again.
+    pub held: Vec<crate::passed_fd::PassedFd>,
 }
 
 impl NetConfig {

@@ -180,7 +180,9 @@ pub(crate) fn net_device(id: &str, net: &NetConfig) -> Result<NewDevice> {
 
 /// The card, its TAP's name and its MAC as text.
 fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, String)> {
+    let held: Vec<_> = net.held.iter().map(std::os::fd::AsFd::as_fd).collect();
     let tap = match (&net.passed, net.fd) {
+        _ if !held.is_empty() => netvirt::Tap::from_fds(&held),
         (Some(passed), _) => netvirt::Tap::from_fd(std::os::fd::AsFd::as_fd(passed)),
         (None, Some(fd)) => inherited_tap(fd),
         (None, None) => netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues)),
@@ -200,29 +202,23 @@ fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, 
 }
 
 /// Open now the TAP of each card that names one (or asks for a new one),
-/// and keep it as a descriptor the card's every boot takes: a VMM that
-/// enters a jail opens its TAPs before it can no longer reach
-/// `/dev/net/tun` or make one. One queue per card.
+/// every queue, and keep them as descriptors the card's every boot takes:
+/// a VMM that enters a jail opens its TAPs before it can no longer reach
+/// `/dev/net/tun` or make one.
 pub fn hold_taps(nets: &mut [NetConfig]) -> Result<()> {
     for (i, net) in nets.iter_mut().enumerate() {
-        if net.fd.is_some() || net.passed.is_some() {
+        if net.fd.is_some() || net.passed.is_some() || !net.held.is_empty() {
             continue;
         }
         let what = net.id.clone().unwrap_or_else(|| format!("net{i}"));
-        if net.queues != 1 {
-            return Err(Error::Net(format!(
-                "{what}: a jailed VMM takes one queue per card (queues={})",
-                net.queues
-            )));
-        }
-        let tap = netvirt::Tap::open(net.tap.as_deref(), 1)
+        let tap = netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues))
             .map_err(|e| Error::Net(format!("{what}: {e}")))?;
-        let queue = tap
+        net.held = tap
             .clone_queues()
             .map_err(|e| Error::Net(format!("{what}: {e}")))?
-            .pop()
-            .ok_or_else(|| Error::Net(format!("{what}: the TAP has no queue")))?;
-        net.passed = Some(crate::passed_fd::PassedFd::new(queue));
+            .into_iter()
+            .map(crate::passed_fd::PassedFd::new)
+            .collect();
     }
     Ok(())
 }
