@@ -192,12 +192,6 @@ fn check_jail(jail: &mut jail::Jail, args: &RunArgs) -> Result<(), String> {
                 .into(),
         );
     }
-    if let vmm::memory_backend::BackendKind::File(path) = &args.machine.memory_backend.kind {
-        return Err(format!(
-            "--jail with --memory-backend path={}: file-backed guest memory is not supported in a jail yet",
-            path.display()
-        ));
-    }
     Ok(())
 }
 
@@ -326,8 +320,8 @@ fn launch(
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // Jailed, the TAPs and console backends are opened now too: after the
-    // jail nothing can be. First the keeper must be ready (it set itself
+    // Jailed, the TAPs, console backends and guest memory's file are
+    // opened now too: after the jail nothing can be. First the keeper must be ready (it set itself
     // up while /dev/kvm was opened): if it cannot do its part, it has said
     // why, and this process ends before it makes anything.
     if let Some(jailed) = &ending.jail {
@@ -337,8 +331,9 @@ fn launch(
     let config = match (config, &ending.jail) {
         (Some(c), Some(_)) => {
             let mut c = c.clone();
-            if let Err(e) =
-                vmm::hold_taps(&mut c.nets).and_then(|()| vmm::hold_consoles(&c.consoles))
+            if let Err(e) = vmm::hold_taps(&mut c.nets)
+                .and_then(|()| vmm::hold_consoles(&c.consoles))
+                .and_then(|()| vmm::hold_backing_file(&c.memory_backend))
             {
                 report(&e);
                 return ExitCode::from(EXIT_USAGE);

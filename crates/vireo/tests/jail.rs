@@ -643,13 +643,6 @@ fn bad_jail_input_is_one_line_and_exit_code_2() {
         ],
         "--jail needs --kernel",
     );
-    refused(
-        &args_with(
-            kernel,
-            &["--jail", jail, "--memory-backend", "backend=file,path=/tmp"],
-        ),
-        "file-backed guest memory",
-    );
     // The keeper writes the exit status as the jail's uid: a directory it
     // cannot write is refused before the guest runs.
     let closed = dir.join("closed");
@@ -983,4 +976,49 @@ fn a_jailed_multi_queue_card_keeps_every_queue_across_a_reboot() {
         "{info}"
     );
     assert_eq!(vm.terminate(), Some(0));
+}
+
+#[test]
+fn a_jailed_vm_on_file_backed_memory_reboots_on_the_file_it_opened() {
+    if !can_jail() {
+        return;
+    }
+    for (name, backing) in [("memdir", None), ("memfile", Some("guest.ram"))] {
+        let dir = scratch(name);
+        let path = match backing {
+            None => dir.join("run"),
+            Some(file) => dir.join(file),
+        };
+        let mut vm = JailedVm::start(
+            &dir,
+            41012,
+            &[
+                "--kernel",
+                guest("reset").to_str().unwrap(),
+                "--memory",
+                "64M",
+                "--memory-backend",
+                &format!("backend=file,path={},shared=on", path.display()),
+                "--reboot",
+            ],
+        );
+        for _ in 0..3 {
+            vm.wait_for_line("reset: booted");
+        }
+        assert_eq!(vm.terminate(), Some(0));
+        match backing {
+            // A regular file keeps guest RAM, at its size.
+            Some(_) => assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 << 20),
+            // In a directory, an unlinked file: nothing is left.
+            None => {
+                let left: Vec<_> = std::fs::read_dir(&path)
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name())
+                    .filter(|n| n.to_string_lossy().starts_with("vireo-ram"))
+                    .collect();
+                assert!(left.is_empty(), "{left:?}");
+            }
+        }
+    }
 }

@@ -39,5 +39,6 @@ pub use machine::{
     is_linux_kernel, max_cpus, run_once, validate, validate_with, Console, Outcome, PreparedVm,
     MAX_CPUS,
 };
+pub use memory_map::hold_backing_file;
 pub use running::{RunningVm, VmObserver};
 pub use virtio_devices::{check_inherited_taps, hold_taps};
