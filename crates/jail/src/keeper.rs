@@ -227,6 +227,9 @@ fn serve(child: libc::pid_t, link: OwnedFd, jail: &Jail, plan: &KeeperPlan) -> !
     let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
     // SAFETY: ignoring SIGPIPE has no other effect.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    if sfd < 0 {
+        eprintln!("vireo: keeper: signalfd: {}", io::Error::last_os_error());
+    }
     close_all_but(&[link.as_raw_fd(), sfd]);
     let ready = sfd >= 0
         && match crate::privileges::drop_all(jail.uid, jail.gid) {
