@@ -256,6 +256,52 @@ impl HostFile {
         })
     }
 
+    /// An image file another process opened and passed to this one: its
+    /// type is checked as [`HostFile::open_unlocked`] checks it, and its
+    /// access mode must allow what `read_only` asks (a writable disk
+    /// needs a descriptor opened for writing). `direct` turns `O_DIRECT`
+    /// on. Not locked.
+    pub fn from_file(file: File, read_only: bool, direct: bool) -> Result<Self> {
+        let meta = file.metadata().map_err(|e| Error::io("stat", e))?;
+        let block_device = image_kind(&meta.file_type())?;
+        let fd = file.as_raw_fd();
+        // SAFETY: F_GETFL takes and returns plain integers; the fd is open.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(Error::io("fcntl", std::io::Error::last_os_error()));
+        }
+        if !read_only && flags & libc::O_ACCMODE == libc::O_RDONLY {
+            return Err(Error::io(
+                "open",
+                std::io::Error::other(
+                    "the descriptor is open read-only, and the disk is not (pass readonly, or a descriptor opened for reading and writing)",
+                ),
+            ));
+        }
+        let wanted = if direct {
+            flags | libc::O_DIRECT
+        } else {
+            flags & !libc::O_DIRECT
+        };
+        // SAFETY: as above.
+        if wanted != flags && unsafe { libc::fcntl(fd, libc::F_SETFL, wanted) } < 0 {
+            return Err(Error::io("fcntl", std::io::Error::last_os_error()));
+        }
+        clear_nonblock(&file)?;
+        let align = if direct {
+            logical_block_size(&file, block_device)
+        } else {
+            1
+        };
+        Ok(Self {
+            file,
+            direct,
+            align,
+            block_device,
+            read_only,
+        })
+    }
+
     /// The file's identity (device and inode), which names it whatever
     /// path reached it.
     pub fn identity(&self) -> Result<(u64, u64)> {

@@ -430,6 +430,33 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
     })
 }
 
+/// Open the image another process opened as `file` and passed to this
+/// one (over a unix socket), as [`open`] opens a path: probed unless the
+/// format is given, locked, its backing chain opened read-only. `name`
+/// is the image's path where that process found it: messages name it,
+/// and a qcow2 image's relative backing names are resolved against its
+/// directory (backing files are opened by name, so a process that cannot
+/// reach them cannot open such an image from a descriptor).
+pub fn open_file(
+    file: std::fs::File,
+    name: &Path,
+    options: &OpenOptions,
+) -> Result<Arc<dyn DiskImage>> {
+    let mut chain = Chain::empty(name);
+    let opened = file::HostFile::from_file(file, options.read_only, options.direct)
+        .and_then(|file| open_host_file(file, name, options, &mut chain));
+    if opened.is_ok() {
+        chain.warn_probed_backing();
+    }
+    opened.map_err(|e| match e {
+        e @ (Error::BackingLoop { .. } | Error::BackingTooDeep { .. }) => e,
+        e => Error::Open {
+            path: name.to_owned(),
+            source: Box::new(e),
+        },
+    })
+}
+
 /// How a path names an iSCSI LUN instead of a file.
 pub const ISCSI_SCHEME: &str = "iscsi://";
 
@@ -473,7 +500,6 @@ pub(crate) fn open_inner(
     options: &OpenOptions,
     chain: &mut Chain,
 ) -> Result<Arc<dyn DiskImage>> {
-    let backing = chain.len() > 0;
     if chain.len() > MAX_BACKING_DEPTH as usize {
         return Err(Error::BackingTooDeep {
             top: chain.top.clone(),
@@ -481,6 +507,17 @@ pub(crate) fn open_inner(
         });
     }
     let file = file::HostFile::open_unlocked(path, options.read_only, options.direct)?;
+    open_host_file(file, path, options, chain)
+}
+
+/// [`open_inner`] once the file is open.
+fn open_host_file(
+    file: file::HostFile,
+    path: &Path,
+    options: &OpenOptions,
+    chain: &mut Chain,
+) -> Result<Arc<dyn DiskImage>> {
+    let backing = chain.len() > 0;
     chain.enter(path, &file)?;
     if backing {
         options.backing.admit(path, &file)?;

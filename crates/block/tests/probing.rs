@@ -412,3 +412,40 @@ fn backing_files_obey_the_policy() {
         chain(&e)
     );
 }
+
+/// `block::open_file`: a descriptor another process opened is taken as
+/// its path would be (format, lock, guard), and one open read-only is
+/// refused for a writable disk.
+#[test]
+fn a_passed_descriptor_opens_as_its_path_would() {
+    let dir = scratch();
+    let path = raw_image(dir.path(), "passed.img", 1 << 20);
+    let rw = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let raw = OpenOptions {
+        format: Some(ImageFormat::Raw),
+        ..OpenOptions::default()
+    };
+    let image = block::open_file(rw, &path, &raw).unwrap();
+    assert_eq!(image.format(), ImageFormat::Raw);
+    assert_eq!(image.size(), 1 << 20);
+    // Locked as an open by path would lock it.
+    let second = block::open(&path, &raw).map(|_| ()).unwrap_err();
+    assert!(chain(&second).contains("in use"), "{}", chain(&second));
+    drop(image);
+    let ro = std::fs::File::open(&path).unwrap();
+    let err = block::open_file(ro, &path, &raw).map(|_| ()).unwrap_err();
+    assert!(
+        chain(&err).contains("the descriptor is open read-only"),
+        "{err}"
+    );
+    let ro = std::fs::File::open(&path).unwrap();
+    let read_only = OpenOptions {
+        read_only: true,
+        ..raw
+    };
+    assert!(block::open_file(ro, &path, &read_only).is_ok());
+}

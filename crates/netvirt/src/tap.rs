@@ -116,6 +116,47 @@ impl Offloads {
     }
 }
 
+/// A TAP queue descriptor this process was handed, duplicated, checked
+/// (a TAP with `IFF_NO_PI` and `IFF_VNET_HDR`) and made non-blocking:
+/// the duplicate, the interface's name and its TUN flags.
+fn adopt_queue(fd: BorrowedFd<'_>) -> Result<(OwnedFd, String, libc::c_int), TapError> {
+    let what = format!("descriptor {}", fd.as_raw_fd());
+    let open_err = |source| TapError::Open {
+        name: what.clone(),
+        source,
+    };
+    let owned = fd.try_clone_to_owned().map_err(open_err)?;
+    let mut req = ifreq::request("");
+    // SAFETY: TUNGETIFF takes a struct ifreq and writes the
+    // interface's name and flags into it.
+    unsafe { ifreq::ifreq_ioctl(&owned, libc::TUNGETIFF, &mut req) }.map_err(|e| {
+        TapError::Unusable {
+            name: what.clone(),
+            reason: format!("it is not a TAP descriptor ({e})"),
+        }
+    })?;
+    // SAFETY: TUNGETIFF just wrote ifru_flags.
+    let flags = libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags });
+    let want = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+    if flags & want != want {
+        return Err(TapError::Unusable {
+            name: ifreq::name_of(&req),
+            reason: "the descriptor is not a TAP opened with IFF_NO_PI and IFF_VNET_HDR".into(),
+        });
+    }
+    let raw = owned.as_raw_fd();
+    // SAFETY: F_GETFL takes no argument and returns the status flags.
+    let status = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    if status < 0 {
+        return Err(open_err(io::Error::last_os_error()));
+    }
+    // SAFETY: F_SETFL takes the flags by value; no memory is passed.
+    if unsafe { libc::fcntl(raw, libc::F_SETFL, status | libc::O_NONBLOCK) } < 0 {
+        return Err(open_err(io::Error::last_os_error()));
+    }
+    Ok((owned, ifreq::name_of(&req), flags))
+}
+
 /// An open TAP interface: its name and one descriptor per queue.
 ///
 /// A TAP Vireo created (no name given) is not persistent: the kernel
@@ -185,51 +226,76 @@ impl Tap {
     /// [`Tap::open`] uses, and configured as `open` configures its own.
     /// One queue.
     pub fn from_fd(fd: BorrowedFd<'_>) -> Result<Self, TapError> {
-        let what = format!("descriptor {}", fd.as_raw_fd());
-        let open_err = |source| TapError::Open {
-            name: what.clone(),
-            source,
-        };
-        let owned = fd.try_clone_to_owned().map_err(open_err)?;
-        let mut req = ifreq::request("");
-        // SAFETY: TUNGETIFF takes a struct ifreq and writes the
-        // interface's name and flags into it.
-        unsafe { ifreq::ifreq_ioctl(&owned, libc::TUNGETIFF, &mut req) }.map_err(|e| {
-            TapError::Unusable {
-                name: what.clone(),
-                reason: format!("it is not a TAP descriptor ({e})"),
+        Self::from_fds(&[fd])
+    }
+
+    /// [`Tap::from_fd`] for every queue of one TAP, in order: each is
+    /// checked as `from_fd` checks it, all must name the same interface,
+    /// and more than one must be a multi-queue TAP's.
+    pub fn from_fds(fds: &[BorrowedFd<'_>]) -> Result<Self, TapError> {
+        if fds.is_empty() {
+            return Err(TapError::NoQueues);
+        }
+        let mut queues = Vec::with_capacity(fds.len());
+        let mut name = String::new();
+        for &fd in fds {
+            let (owned, this_name, flags) = adopt_queue(fd)?;
+            if fds.len() > 1 && flags & libc::IFF_MULTI_QUEUE == 0 {
+                return Err(TapError::Unusable {
+                    name: this_name,
+                    reason: "several descriptors of a TAP that is not multi-queue".into(),
+                });
             }
-        })?;
-        // SAFETY: TUNGETIFF just wrote ifru_flags.
-        let flags = libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags });
-        let want = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
-        if flags & want != want {
-            return Err(TapError::Unusable {
-                name: ifreq::name_of(&req),
-                reason: "the descriptor is not a TAP opened with IFF_NO_PI and IFF_VNET_HDR".into(),
-            });
-        }
-        let fd = owned.as_raw_fd();
-        // SAFETY: F_GETFL takes no argument and returns the status flags.
-        let status = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if status < 0 {
-            return Err(open_err(io::Error::last_os_error()));
-        }
-        // SAFETY: F_SETFL takes the flags by value; no memory is passed.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, status | libc::O_NONBLOCK) } < 0 {
-            return Err(open_err(io::Error::last_os_error()));
+            if queues.is_empty() {
+                name = this_name;
+            } else if this_name != name {
+                return Err(TapError::Unusable {
+                    name,
+                    reason: format!("the descriptors name two interfaces (and {this_name})"),
+                });
+            }
+            queues.push(owned);
         }
         Self {
-            name: ifreq::name_of(&req),
-            attached: Mutex::new(vec![true]),
-            queues: vec![owned],
+            name,
+            attached: Mutex::new(vec![true; queues.len()]),
+            queues,
         }
-        .finish()
+        .finish_handed_over()
+    }
+
+    /// [`Tap::finish`] for a descriptor another opened: the interface may
+    /// live in another network namespace than this process (a jailed VMM
+    /// has one of its own; the descriptor still carries frames), where it
+    /// cannot be named: its link is then its opener's to bring up.
+    fn finish_handed_over(self) -> Result<Self, TapError> {
+        match self.finish_queues() {
+            Ok(tap) => match ifreq::set_up(&tap.name) {
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                    tracing::debug!(
+                        name = tap.name,
+                        "TAP outside this network namespace: its link is left as it is"
+                    );
+                    Ok(tap)
+                }
+                Err(e) => Err(tap.configure_err("bringing the link up")(e)),
+                Ok(()) => Ok(tap),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// The set-up every TAP gets once its queues are attached: the
     /// virtio-net header size, no offloads, the link up.
     fn finish(self) -> Result<Self, TapError> {
+        let tap = self.finish_queues()?;
+        ifreq::set_up(&tap.name).map_err(tap.configure_err("bringing the link up"))?;
+        tracing::debug!(name = tap.name, queues = tap.queues.len(), "TAP open");
+        Ok(tap)
+    }
+
+    /// The header size and offloads of every queue.
+    fn finish_queues(self) -> Result<Self, TapError> {
         let tap = self;
         for fd in &tap.queues {
             let size = libc::c_int::try_from(VNET_HDR_LEN).unwrap_or(12);
@@ -249,8 +315,6 @@ impl Tap {
             }
         }
         tap.set_offloads(Offloads::default())?;
-        ifreq::set_up(&tap.name).map_err(tap.configure_err("bringing the link up"))?;
-        tracing::debug!(name = tap.name, queues = tap.queues.len(), "TAP open");
         Ok(tap)
     }
 

@@ -44,7 +44,7 @@ pub struct RunCli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot one VM and run it until the guest powers off or resets.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Boot the guest embedded in this binary: it prints what it finds and powers off.
     Demo(DemoArgs),
     /// Create, inspect, check, convert, resize and snapshot disk images.
@@ -162,6 +162,15 @@ pub struct RunArgs {
     /// Seccomp filters on every thread: kill (a forbidden system call stops the VM, naming the thread and the call), log (the kernel logs it and it goes through) or off (docs/security.md).
     #[arg(long, value_name = "MODE", default_value = "kill")]
     pub seccomp: confine::Mode,
+    /// Confine the VMM in a jail mounted on DIR (an existing directory, left untouched): own PID, mount, IPC, UTS and network namespaces, an empty root, --uid/--gid, no capabilities, no_new_privs. Needs root and --kernel (docs/security.md).
+    #[arg(long, value_name = "DIR")]
+    pub jail: Option<PathBuf>,
+    /// The jailed VMM's uid (not 0).
+    #[arg(long, value_name = "N", requires = "jail", default_value_t = jail::DEFAULT_ID)]
+    pub uid: u32,
+    /// The jailed VMM's gid (not 0).
+    #[arg(long, value_name = "N", requires = "jail", default_value_t = jail::DEFAULT_ID)]
+    pub gid: u32,
     /// A virtio-balloon device: [target=SIZE][,deflate-on-oom=on|off][,free-page-reporting=on|off][,stats-period=SECS]. target is the guest memory the balloon aims for (default: all of --memory; a bare number is MiB); stats-period 0 (default) never asks for statistics.
     #[arg(long, value_name = "OPTIONS", num_args = 0..=1, default_missing_value = "")]
     pub balloon: Option<vmm::balloon::BalloonConfig>,

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     }
     init_tracing(cli.verbose);
     match cli.command {
-        cli::Command::Run(args) => run::run_command(args),
+        cli::Command::Run(args) => run::run_command(*args),
         cli::Command::Demo(args) => run::demo_command(args),
         cli::Command::Img(args) => img::img_command(args),
         cli::Command::Vm(args) => vm_cli::vm_command(args),

@@ -51,11 +51,44 @@ pub fn run_command(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let ending = Ending {
+    let mut ending = Ending {
         paused: args.paused,
         exit_status: args.exit_status.clone(),
         seccomp: args.seccomp,
+        jail: None,
     };
+    if let Some(dir) = &args.jail {
+        let mut jail = jail::Jail {
+            dir: dir.clone(),
+            uid: args.uid,
+            gid: args.gid,
+        };
+        if let Err(e) = check_jail(&mut jail, &args) {
+            eprintln!("vireo: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        // From here this process is the VMM, PID 1 of its own PID
+        // namespace; its parent, the keeper, waits for it.
+        let plan = jail::KeeperPlan {
+            exit_status: args.exit_status.clone(),
+            remove_on_exit: socket_paths(&args)
+                .into_iter()
+                .map(|(_, p)| p.to_path_buf())
+                .collect(),
+        };
+        match jail::fork_keeper(&jail, plan) {
+            Ok(keeper) => {
+                ending.jail = Some(Jailed {
+                    jail,
+                    keeper: Arc::new(keeper),
+                })
+            }
+            Err(e) => {
+                eprintln!("vireo: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
     let Some(kernel) = args.kernel else {
         if let Some(socket) = &args.api_socket {
             // Configured over the API. The machine's flags (--memory,
@@ -103,27 +136,63 @@ pub fn run_command(args: RunArgs) -> ExitCode {
 }
 
 /// How a run starts and how it reports its end: `--paused`,
-/// `--exit-status` and `--seccomp`.
+/// `--exit-status`, `--seccomp` and `--jail`.
 #[derive(Default)]
 struct Ending {
     paused: bool,
     exit_status: Option<std::path::PathBuf>,
     seccomp: confine::Mode,
+    jail: Option<Jailed>,
+}
+
+/// A VMM that enters a jail before its guest runs.
+struct Jailed {
+    jail: jail::Jail,
+    /// The link to the parent that waits for this process.
+    keeper: Arc<jail::Keeper>,
 }
 
 impl Ending {
     /// Records why the VM ended, if asked to; a failure to write is said
     /// on stderr (the exit code still tells part of the story).
     fn record(&self, status: &ExitStatus) {
-        if let Some(path) = &self.exit_status {
-            if let Err(e) = status.write(path) {
-                eprintln!(
-                    "vireo: cannot write the exit status to {}: {e}",
-                    path.display()
-                );
-            }
-        }
+        record_status(
+            self.exit_status.as_deref(),
+            self.jail.as_ref().map(|j| &*j.keeper),
+            status,
+        );
     }
+}
+
+/// Write `status` to `path`, or, jailed, hand it to the keeper, which
+/// writes it there once this process has exited (the path is outside the
+/// jail).
+fn record_status(path: Option<&Path>, keeper: Option<&jail::Keeper>, status: &ExitStatus) {
+    let Some(path) = path else { return };
+    let written = match keeper {
+        Some(keeper) => keeper.record_exit(status.to_text().as_bytes()),
+        None => status.write(path),
+    };
+    if let Err(e) = written {
+        eprintln!(
+            "vireo: cannot write the exit status to {}: {e}",
+            path.display()
+        );
+    }
+}
+
+/// What `--jail` cannot take, said before anything is opened: the jail's
+/// own checks (directory, ids, root), then the options that would need a
+/// host path after the drop.
+fn check_jail(jail: &mut jail::Jail, args: &RunArgs) -> Result<(), String> {
+    jail.check().map_err(|e| e.to_string())?;
+    if args.kernel.is_none() {
+        return Err(
+            "--jail needs --kernel: a jailed VMM cannot open the files a PUT /vm/config would name"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The exit status for a stop by signal (or the console escape).
@@ -137,18 +206,7 @@ fn stopped_status() -> ExitStatus {
 /// One path cannot be two listening sockets: the second would replace
 /// the first (a console taking over the API socket).
 fn check_socket_paths_differ(args: &RunArgs) -> Result<(), String> {
-    let mut sockets: Vec<(String, &Path)> = Vec::new();
-    if let Some(p) = &args.api_socket {
-        sockets.push((format!("--api-socket {}", p.display()), p));
-    }
-    if let devices::SerialBackend::Unix(p) = &args.machine.serial {
-        sockets.push((format!("--serial unix:{}", p.display()), p));
-    }
-    for console in &args.console {
-        if let vmm::config::ConsoleConfig::Unix(p) = console {
-            sockets.push((format!("--console unix:{}", p.display()), p));
-        }
-    }
+    let sockets = socket_paths(args);
     // The same file by another spelling counts too: compare the
     // directories as the kernel resolves them.
     let key = |p: &Path| {
@@ -165,6 +223,23 @@ fn check_socket_paths_differ(args: &RunArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The sockets `args` make, each with the option that names it.
+fn socket_paths(args: &RunArgs) -> Vec<(String, &Path)> {
+    let mut sockets: Vec<(String, &Path)> = Vec::new();
+    if let Some(p) = &args.api_socket {
+        sockets.push((format!("--api-socket {}", p.display()), p));
+    }
+    if let devices::SerialBackend::Unix(p) = &args.machine.serial {
+        sockets.push((format!("--serial unix:{}", p.display()), p));
+    }
+    for console in &args.console {
+        if let vmm::config::ConsoleConfig::Unix(p) = console {
+            sockets.push((format!("--console unix:{}", p.display()), p));
+        }
+    }
+    sockets
 }
 
 /// kvm-pvm, a KVM without hardware virtualization, runs guest user code
@@ -246,10 +321,34 @@ fn launch(
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    // The disks are opened (and locked) here, once, and stay open while
-    // the VM may use them: no other process can take them between this
-    // check and the boot, nor across reboots. With the API, the controller
-    // holds them (so a disk a client removes is let go).
+    // Jailed, the TAPs, console backends and guest memory's file are
+    // opened now too: after the jail nothing can be. First the keeper must be ready (it set itself
+    // up while /dev/kvm was opened): if it cannot do its part, it has said
+    // why, and this process ends before it makes anything.
+    if let Some(jailed) = &ending.jail {
+        jailed.keeper.wait_ready();
+    }
+    let held_taps;
+    let config = match (config, &ending.jail) {
+        (Some(c), Some(_)) => {
+            let mut c = c.clone();
+            if let Err(e) = vmm::hold_taps(&mut c.nets)
+                .and_then(|()| vmm::hold_consoles(&c.consoles))
+                .and_then(|()| vmm::hold_backing_file(&c.memory_backend))
+            {
+                report(&e);
+                return ExitCode::from(EXIT_USAGE);
+            }
+            held_taps = c;
+            Some(&held_taps)
+        }
+        (config, _) => config,
+    };
+    // The kernel, initrd and disks are opened (and the disks locked) here,
+    // once, and stay open while the VM may use them: no other process can
+    // take them between this check and the boot, nor across reboots. With
+    // the API, the controller holds them (so a disk a client removes is
+    // let go).
     let mut prepared = match config.map(|c| vmm::validate(c, &hv)).transpose() {
         Ok(prepared) => prepared,
         Err(e) => {
@@ -258,28 +357,6 @@ fn launch(
         }
     };
     let boot_now = prepared.is_some();
-    // Confined from here: what ran before (opening /dev/kvm, the disks
-    // and their iSCSI logins) is the only unconfined work. Every thread
-    // made from now on has a filter of its own (crates/confine).
-    let exit_status = ending.exit_status.clone();
-    let on_violation = Box::new(move |v: &confine::Violation| {
-        // The process ends without unwinding: give the terminal back.
-        if let Some(terminal) = RAW_TERMINAL.get() {
-            let _ = terminal.restore();
-        }
-        if let Some(path) = &exit_status {
-            if let Err(e) = ExitStatus::new("seccomp", v.to_string()).write(path) {
-                eprintln!(
-                    "vireo: cannot write the exit status to {}: {e}",
-                    path.display()
-                );
-            }
-        }
-    });
-    if let Err(e) = confine::init(ending.seccomp, on_violation) {
-        report(&e);
-        return ExitCode::from(EXIT_FAILURE);
-    }
     let stop = match EventFd::new(libc::EFD_NONBLOCK) {
         Ok(e) => e,
         Err(e) => {
@@ -293,23 +370,15 @@ fn launch(
         report(&e);
         return ExitCode::from(EXIT_FAILURE);
     }
-    // The API comes up before anything else the VM needs, so a client can
-    // connect as soon as the socket exists.
-    let api = match api_socket {
-        Some(path) => {
-            let controller =
-                Controller::with_defaults(prepared.take(), api_defaults, vmm::max_cpus(&hv));
-            match ApiServer::start(path, controller.clone()) {
-                Ok(server) => Some((controller, server)),
-                Err(e) => {
-                    eprintln!("vireo: cannot serve the API on {}: {e}", path.display());
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            }
-        }
+    // The sockets are bound before the jail, where their paths are.
+    let api_listener = match api_socket.map(|path| (path, ApiServer::bind(path))) {
         None => None,
+        Some((_, Ok(listener))) => Some(listener),
+        Some((path, Err(e))) => {
+            eprintln!("vireo: cannot serve the API on {}: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
-    let controller = api.as_ref().map(|(c, _)| c.clone());
     let mut serial = match machine.serial.open(&stop) {
         Ok(s) => s,
         Err(e) => {
@@ -317,6 +386,50 @@ fn launch(
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(jailed) = &ending.jail {
+        if let Err(e) = enter_jail(jailed, config) {
+            eprintln!("vireo: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    // Confined from here: what ran before (opening /dev/kvm, the kernel,
+    // the disks and their iSCSI logins, binding the sockets; with --jail,
+    // entering the jail) is the only unconfined work. Every thread made
+    // from now on has a filter of its own (crates/confine).
+    let exit_status = ending.exit_status.clone();
+    let keeper = ending.jail.as_ref().map(|j| j.keeper.clone());
+    let on_violation = Box::new(move |v: &confine::Violation| {
+        // The process ends without unwinding: give the terminal back.
+        if let Some(terminal) = RAW_TERMINAL.get() {
+            let _ = terminal.restore();
+        }
+        record_status(
+            exit_status.as_deref(),
+            keeper.as_deref(),
+            &ExitStatus::new("seccomp", v.to_string()),
+        );
+    });
+    if let Err(e) = confine::init(ending.seccomp, on_violation) {
+        report(&e);
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    // The API comes up before anything else the VM needs, so a client can
+    // connect as soon as the socket exists.
+    let api = match (api_listener, api_socket) {
+        (Some(listener), Some(path)) => {
+            let controller =
+                Controller::with_defaults(prepared.take(), api_defaults, vmm::max_cpus(&hv));
+            match ApiServer::serve(listener, controller.clone(), Default::default()) {
+                Ok(server) => Some((controller, server)),
+                Err(e) => {
+                    eprintln!("vireo: cannot serve the API on {}: {e}", path.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+        _ => None,
+    };
+    let controller = api.as_ref().map(|(c, _)| c.clone());
     let terminal = serial.terminal.take().map(Arc::new);
     if let Some(terminal) = &terminal {
         restore_terminal_on_panic(terminal.clone());
@@ -433,6 +546,26 @@ fn launch(
     // a VM that has let go of everything.
     ending.record(&status);
     code
+}
+
+/// Enter the jail (crate `jail`): a network namespace of its own unless a
+/// disk is an iSCSI LUN, whose reconnects need the host's network (open
+/// TAPs keep working in any namespace). Then the parent-death signal,
+/// which the credential change cleared, is armed again, and the VMM
+/// learns it is jailed.
+fn enter_jail(jailed: &Jailed, config: Option<&VmConfig>) -> Result<(), jail::Error> {
+    let iscsi = config.is_some_and(|c| c.disks.iter().any(|d| block::is_iscsi(&d.path)));
+    let options = jail::EnterOptions {
+        new_network: !iscsi,
+    };
+    jail::enter(&jailed.jail, &options)?;
+    jailed.keeper.arm_death_signal()?;
+    let keeper = jailed.keeper.clone();
+    vmm::confinement::set_jailed(
+        jailed.jail.dir.clone(),
+        Box::new(move |tids| keeper.host_tids(tids)),
+    );
+    Ok(())
 }
 
 /// The terminal in raw mode, for the seccomp report to restore: it ends

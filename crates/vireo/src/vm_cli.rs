@@ -324,6 +324,8 @@ fn disk_spec(disk: &DiskConfig, id: Option<String>) -> DiskSpec {
         queues: Some(disk.queues),
         werror: policy(disk.werror.as_str()),
         rerror: policy(disk.rerror.as_str()),
+        image_fd: false,
+        passed: None,
     }
 }
 

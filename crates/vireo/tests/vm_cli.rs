@@ -121,6 +121,8 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         queues: Some(2),
         werror: Some("stop".into()),
         rerror: None,
+        image_fd: false,
+        passed: None,
     };
     let net = NetSpec {
         id: None,
@@ -174,6 +176,8 @@ fn every_verb_sends_its_action_and_json_output_parses() {
                 queues: Some(1),
                 werror: None,
                 rerror: None,
+                image_fd: false,
+                passed: None,
             }),
         ),
         (

@@ -71,6 +71,28 @@ pub struct VmConfig {
     /// The in-kernel PIT, if asked for (`--pit`); needs
     /// [`hypervisor::IrqchipMode::Kernel`].
     pub pit: Option<hypervisor::PitMode>,
+    /// The kernel and initrd files, once [`crate::validate`] has opened
+    /// them: every boot reads these, never the paths again (a jailed VMM
+    /// could not reach them, and the paths could name other files by
+    /// then). Empty in a configuration not yet validated.
+    pub boot_files: BootFiles,
+}
+
+/// The open kernel and initrd of a validated configuration, shared by its
+/// copies.
+#[derive(Clone, Default)]
+pub struct BootFiles {
+    pub(crate) kernel: Option<std::sync::Arc<std::fs::File>>,
+    pub(crate) initrd: Option<std::sync::Arc<std::fs::File>>,
+}
+
+impl std::fmt::Debug for BootFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootFiles")
+            .field("kernel", &self.kernel.is_some())
+            .field("initrd", &self.initrd.is_some())
+            .finish()
+    }
 }
 
 impl Default for VmConfig {
@@ -97,6 +119,7 @@ impl Default for VmConfig {
             balloon: None,
             irqchip: hypervisor::IrqchipMode::Split,
             pit: None,
+            boot_files: BootFiles::default(),
         }
     }
 }

@@ -20,13 +20,70 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::config::ConsoleConfig;
 use crate::error::{Error, Result};
 
+/// A console backend opened ahead of the first boot ([`hold_consoles`]).
+enum Held {
+    /// A `file:` backend's file, truncated when it was opened.
+    File(File),
+    /// A `unix-connect:` backend's connection.
+    Connected(std::os::unix::net::UnixStream),
+    /// A `unix:` backend's socket, bound and listening, whose thread
+    /// starts with the first boot that uses it.
+    Bound(PendingPort),
+}
+
+/// The backends [`hold_consoles`] opened, by path.
+static HELD: Mutex<BTreeMap<PathBuf, Held>> = Mutex::new(BTreeMap::new());
+
+/// Open now every console backend `consoles` name by path: each boot's
+/// device then takes a duplicate of the file or connection, and the first
+/// boot starts the listening socket's thread. A VMM that enters a jail
+/// calls this before, while the paths are in reach; the threads start
+/// after, inside it.
+pub fn hold_consoles(consoles: &[ConsoleConfig]) -> Result<()> {
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    for console in consoles {
+        match console {
+            ConsoleConfig::Stdout => {}
+            ConsoleConfig::File(path) => {
+                let file = open_output_file(path, first_open(path))
+                    .map_err(open_err("console file", path))?;
+                held.insert(path.clone(), Held::File(file));
+            }
+            ConsoleConfig::UnixConnect(path) => {
+                let stream = std::os::unix::net::UnixStream::connect(path)
+                    .map_err(open_err("console socket", path))?;
+                held.insert(path.clone(), Held::Connected(stream));
+            }
+            ConsoleConfig::Unix(path) => {
+                let port = bind_port(path)?;
+                held.insert(path.clone(), Held::Bound(port));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A duplicate of the file or connection [`hold_consoles`] opened for
+/// `path`, if it did.
+fn held_handle(path: &Path) -> Option<io::Result<OwnedFd>> {
+    let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    match held.get(path)? {
+        Held::File(f) => Some(f.try_clone().map(OwnedFd::from)),
+        Held::Connected(s) => Some(s.try_clone().map(OwnedFd::from)),
+        Held::Bound(_) => None,
+    }
+}
+
 /// Open a console port's backend.
 pub(crate) fn create_console(console: &ConsoleConfig) -> Result<virtio::console::Console> {
     let (output, input): (Box<dyn Write + Send>, _) = match console {
         ConsoleConfig::Stdout => (Box::new(io::stdout()), None),
         ConsoleConfig::File(path) => {
-            let file =
-                open_output_file(path, first_open(path)).map_err(open_err("console file", path))?;
+            let file = match held_handle(path) {
+                Some(fd) => fd.map(File::from).map_err(open_err("console file", path))?,
+                None => open_output_file(path, first_open(path))
+                    .map_err(open_err("console file", path))?,
+            };
             (Box::new(file), None)
         }
         ConsoleConfig::Unix(path) => {
@@ -42,8 +99,13 @@ pub(crate) fn create_console(console: &ConsoleConfig) -> Result<virtio::console:
             (Box::new(handle), Some(input))
         }
         ConsoleConfig::UnixConnect(path) => {
-            let stream = std::os::unix::net::UnixStream::connect(path)
-                .map_err(open_err("console socket", path))?;
+            let stream = match held_handle(path) {
+                Some(fd) => fd
+                    .map(std::os::unix::net::UnixStream::from)
+                    .map_err(open_err("console socket", path))?,
+                None => std::os::unix::net::UnixStream::connect(path)
+                    .map_err(open_err("console socket", path))?,
+            };
             let input = stream
                 .try_clone()
                 .map_err(open_err("console socket", path))?;
@@ -96,7 +158,11 @@ fn listening_port(path: &Path) -> Result<Arc<ListeningPort>> {
     if let Some(port) = ports.get(path) {
         return Ok(port.clone());
     }
-    let port = Arc::new(listen(path)?);
+    let pending = match HELD.lock().unwrap_or_else(|e| e.into_inner()).remove(path) {
+        Some(Held::Bound(pending)) => pending,
+        _ => bind_port(path)?,
+    };
+    let port = Arc::new(start_port(pending)?);
     ports.insert(path.to_path_buf(), port.clone());
     Ok(port)
 }
@@ -106,6 +172,7 @@ fn listening_port(path: &Path) -> Result<Arc<ListeningPort>> {
 /// its VMs.
 pub fn close_console_sockets() {
     PORTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 /// What one boot's console device writes to.
@@ -114,11 +181,15 @@ struct PortHandle {
     _port: Arc<ListeningPort>,
 }
 
-fn listen(path: &Path) -> Result<ListeningPort> {
-    let host = |what| move |e| Error::Host(what, e);
+/// A `unix:` port's socket, bound and listening, before its thread runs.
+struct PendingPort {
+    opened: devices::serial_backend::OpenedBackend,
+}
+
+fn bind_port(path: &Path) -> Result<PendingPort> {
     // Only the stdout backend uses the quit event (for Ctrl-A x).
-    let unused_quit = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
-    let mut opened = SerialBackend::Unix(path.to_path_buf())
+    let unused_quit = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host("eventfd", e))?;
+    let opened = SerialBackend::Unix(path.to_path_buf())
         .open(&unused_quit)
         .map_err(|e| {
             Error::InvalidConfig(format!(
@@ -127,6 +198,12 @@ fn listen(path: &Path) -> Result<ListeningPort> {
                 crate::error_chain(&e)
             ))
         })?;
+    Ok(PendingPort { opened })
+}
+
+fn start_port(pending: PendingPort) -> Result<ListeningPort> {
+    let host = |what| move |e| Error::Host(what, e);
+    let mut opened = pending.opened;
     let (read_end, write_end) = pipe().map_err(host("pipe"))?;
     let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(host("eventfd"))?;
     let thread = match opened.input.take() {

@@ -272,6 +272,12 @@ impl Controller {
     }
 
     fn configure(&self, spec: VmConfigSpec) -> ActionResult {
+        if let Some(why) = crate::confinement::refuse_path(
+            &format!("config: kernel {}", spec.kernel.display()),
+            "a jailed VM is configured on vireo run's command line",
+        ) {
+            return Err(unprocessable(why));
+        }
         // The configuration this one replaces: the disks both name stay
         // open (and locked) from one to the other.
         let held = {
@@ -516,12 +522,32 @@ impl VmController for Controller {
             Action::AddDisk(spec) => {
                 let id = spec.id.clone();
                 let disk = spec::disk_config(spec, "")?;
-                spec::disk_file("path", &disk.path)?;
+                if disk.passed.is_none() {
+                    if let Some(why) = crate::confinement::refuse_path(
+                        &format!("add-disk: path {}", disk.path.display()),
+                        "send the image's descriptor with image_fd",
+                    ) {
+                        return Err(unprocessable(why));
+                    }
+                    spec::disk_file("path", &disk.path)?;
+                }
                 self.hot_plug(id, "disk", |claim| PendingDevice::disk(claim, &disk))
             }
             Action::AddNet(spec) => {
                 let id = spec.id.clone();
                 let net = spec::net_config(spec, "")?;
+                if net.passed.is_none() {
+                    let subject = match &net.tap {
+                        Some(tap) => format!("add-net: tap {tap}"),
+                        None => "add-net: a new TAP".to_string(),
+                    };
+                    if let Some(why) = crate::confinement::refuse_path(
+                        &subject,
+                        "send the TAP's descriptor with tap_fd",
+                    ) {
+                        return Err(unprocessable(why));
+                    }
+                }
                 self.hot_plug(id, "net", |claim| PendingDevice::net(claim, &net))
             }
             Action::RemoveDevice(spec) => {

@@ -41,6 +41,10 @@ pub struct DiskConfig {
     pub limits: virtio::block::IoLimits,
     /// The `--iothread` whose CPUs the disk's threads run on (`iothread=`).
     pub iothread: Option<u32>,
+    /// The image as a descriptor passed over the control API with the
+    /// `add-disk` that made this disk (`image_fd`): hot-plug into a VMM
+    /// that cannot open `path` (a jailed one). `path` then only names it.
+    pub passed: Option<crate::passed_fd::PassedFd>,
 }
 
 /// The largest I/O limit accepted (a number QEMU's limits also stay under).
@@ -75,6 +79,10 @@ pub struct NetConfig {
     /// `add-net` that made this card (`tap_fd`): hot-plug without the
     /// privilege to make a TAP. Instead of `tap` and `fd`.
     pub passed: Option<crate::passed_fd::PassedFd>,
+    /// Every queue of the TAP `tap` names (or a new one), opened ahead of
+    /// the boots by [`crate::hold_taps`] (a VMM that enters a jail):
+    /// each boot takes duplicates, never opening `/dev/net/tun` again.
+    pub held: Vec<crate::passed_fd::PassedFd>,
 }
 
 impl NetConfig {
@@ -286,6 +294,7 @@ impl DiskConfig {
             rerror: virtio::block::ErrorAction::Report,
             limits: virtio::block::IoLimits::default(),
             iothread: None,
+            passed: None,
         }
     }
 

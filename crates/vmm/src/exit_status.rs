@@ -38,6 +38,13 @@ impl ExitStatus {
         }
     }
 
+    /// The file's text: one JSON object and a newline.
+    pub fn to_text(&self) -> String {
+        let mut text = serde_json::to_string(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
     /// Writes it to `path` atomically (temporary file, fsync, rename).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         check_path(path)?;

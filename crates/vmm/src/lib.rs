@@ -9,6 +9,7 @@
 pub mod api;
 pub mod balloon;
 pub mod config;
+pub mod confinement;
 mod console_backend;
 mod controller;
 mod device_config;
@@ -30,7 +31,7 @@ mod vcpu;
 mod virtio_devices;
 
 pub use config::{CpuTemplate, KernelSource, VmConfig};
-pub use console_backend::close_console_sockets;
+pub use console_backend::{close_console_sockets, hold_consoles};
 pub use controller::Controller;
 pub use error::{error_chain, Error, Result};
 pub use hypervisor::Hypervisor;
@@ -38,5 +39,6 @@ pub use machine::{
     is_linux_kernel, max_cpus, run_once, validate, validate_with, Console, Outcome, PreparedVm,
     MAX_CPUS,
 };
+pub use memory_map::hold_backing_file;
 pub use running::{RunningVm, VmObserver};
-pub use virtio_devices::check_inherited_taps;
+pub use virtio_devices::{check_inherited_taps, hold_taps};

@@ -184,13 +184,32 @@ pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> 
         }
     }
     check_placement(config)?;
+    // The huge page pool, while it can be seen (a jailed VMM's later boots
+    // cannot look). A size the pages cannot make is said at boot, first.
+    if let Some(page) = config
+        .memory_backend
+        .hugepages
+        .filter(|p| config.memory.is_multiple_of(p.bytes()))
+    {
+        let existing_file = matches!(
+            &config.memory_backend.kind,
+            crate::memory_backend::BackendKind::File(p) if p.is_file()
+        );
+        if !existing_file {
+            crate::memory_backend::check_huge_page_pool(config.memory, page)
+                .map_err(Error::InvalidConfig)?;
+        }
+    }
     // Open the files now so a typo is reported before any host resource
     // (a console socket, a truncated log file) is created. An embedded
     // kernel needs no check, and copying it to a memfd here would be wasted.
-    if let KernelSource::Path(_) = config.kernel {
-        open_kernel(&config.kernel)?;
-    }
-    open_initrd(config.initrd.as_deref())?;
+    let boot_files = crate::config::BootFiles {
+        kernel: match config.kernel {
+            KernelSource::Path(_) => Some(Arc::new(open_kernel(&config.kernel)?)),
+            KernelSource::Embedded(_) => None,
+        },
+        initrd: open_initrd(config.initrd.as_deref())?.map(Arc::new),
+    };
     // Opening each disk checks its format and takes its lock, so a bad or
     // busy image is reported before the VM exists; it stays open for it.
     let mut seen = std::collections::BTreeSet::new();
@@ -213,7 +232,11 @@ pub fn validate_with(config: &VmConfig, max: u32, held: Option<&PreparedVm>) -> 
         };
         disks.push(image);
     }
-    Ok(PreparedVm::new(config.clone(), disks))
+    let config = VmConfig {
+        boot_files,
+        ..config.clone()
+    };
+    Ok(PreparedVm::new(config, disks))
 }
 
 /// NUMA cells, host nodes and pins, each refused with one line.
@@ -416,6 +439,16 @@ fn has_linux_note(file: &File) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// A boot's handle on a file `validate` opened, read from its start.
+fn rewound(file: &File) -> Result<File> {
+    let mut file = file
+        .try_clone()
+        .map_err(|e| Error::Host("duplicating the kernel or initrd descriptor", e))?;
+    file.rewind()
+        .map_err(|e| Error::Host("rewinding the kernel or initrd", e))?;
+    Ok(file)
+}
+
 fn open_kernel(source: &KernelSource) -> Result<File> {
     match source {
         KernelSource::Path(path) => {
@@ -455,8 +488,7 @@ pub fn run_once(
     stop: &EventFd,
     observer: Option<&dyn VmObserver>,
 ) -> Result<Outcome> {
-    // Checked (and the disks opened) by `validate`; the kernel and initrd
-    // are opened again, since each boot reads them from the start.
+    // Checked, and the kernel, initrd and disks opened, by `validate`.
     let config = prepared.config.clone();
     let config = &config;
     // First, so every thread this boot spawns (device workers, I/O
@@ -466,8 +498,14 @@ pub fn run_once(
         crate::pinning::pin_emulator(cpus, &[])
             .map_err(|e| Error::Host("pinning the emulator threads", e))?;
     }
-    let mut kernel = open_kernel(&config.kernel)?;
-    let mut initrd = open_initrd(config.initrd.as_deref())?;
+    let mut kernel = match &config.boot_files.kernel {
+        Some(file) => rewound(file)?,
+        None => open_kernel(&config.kernel)?,
+    };
+    let mut initrd = match &config.boot_files.initrd {
+        Some(file) => Some(rewound(file)?),
+        None => open_initrd(config.initrd.as_deref())?,
+    };
     let numa = config.numa_layout().map_err(Error::InvalidConfig)?;
     let mem = create_guest_memory(config.memory, &config.memory_backend, numa.as_ref())?;
 

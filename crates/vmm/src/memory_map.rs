@@ -23,8 +23,113 @@ fn invalid(msg: String) -> Error {
     Error::InvalidConfig(msg)
 }
 
+/// A `backend=file` backing opened ahead of the boots
+/// ([`hold_backing_file`]).
+enum Held {
+    /// An unlinked file made in the directory `path=` names: emptied and
+    /// sized again for each boot, as a new one would be.
+    Scratch(File),
+    /// The regular file `path=` names: kept, grown if need be.
+    Kept(File),
+}
+
+/// What [`hold_backing_file`] opened, with the path it stands for.
+static HELD: std::sync::Mutex<Option<(std::path::PathBuf, Held)>> = std::sync::Mutex::new(None);
+
+/// Open `backend`'s file now (a `backend=file` one; nothing otherwise),
+/// for every boot to use instead of its path: what a VMM that enters a
+/// jail does, before the path is out of reach.
+pub fn hold_backing_file(backend: &MemoryBackend) -> Result<()> {
+    let BackendKind::File(path) = &backend.kind else {
+        return Ok(());
+    };
+    if backend.hugepages.is_some() {
+        check_on_hugetlbfs(path)?;
+    }
+    let held = if path.is_dir() {
+        Held::Scratch(scratch_file(path)?)
+    } else {
+        Held::Kept(open_kept(path)?)
+    };
+    *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some((path.clone(), held));
+    Ok(())
+}
+
+/// The held file for `path`, duplicated, and whether it is a scratch one.
+fn held_file(path: &std::path::Path) -> Option<Result<(File, bool)>> {
+    let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let (held_path, held) = held.as_ref()?;
+    if held_path != path {
+        return None;
+    }
+    let (file, scratch) = match held {
+        Held::Scratch(f) => (f, true),
+        Held::Kept(f) => (f, false),
+    };
+    Some(
+        file.try_clone()
+            .map(|f| (f, scratch))
+            .map_err(|e| Error::GuestMemory(format!("dup of the held backing file: {e}"))),
+    )
+}
+
+/// As QEMU's mem-path=<dir>: a private file in the directory (typically a
+/// hugetlbfs mount), unlinked so nothing is left behind.
+fn scratch_file(path: &std::path::Path) -> Result<File> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path.join(format!(
+        "vireo-ram-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&name)
+        .map_err(|e| {
+            invalid(format!(
+                "memory backend: cannot create {}: {e}",
+                name.display()
+            ))
+        })?;
+    let _ = std::fs::remove_file(&name);
+    Ok(file)
+}
+
+/// A regular file keeps its contents (shared=on persists guest RAM).
+fn open_kept(path: &std::path::Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| {
+            invalid(format!(
+                "memory backend: cannot open {}: {e}",
+                path.display()
+            ))
+        })
+}
+
 /// One fd backing all of guest RAM, regions at increasing offsets.
 fn backing_file(backend: &MemoryBackend, size: u64) -> Result<Option<File>> {
+    if let BackendKind::File(path) = &backend.kind {
+        if let Some(held) = held_file(path) {
+            let (file, scratch) = held?;
+            if scratch {
+                // Emptied: a boot starts from zeroed memory, as on a new file.
+                file.set_len(0).map_err(|e| {
+                    invalid(format!(
+                        "memory backend: cannot empty a file in {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+            return grown(file, size, path).map(Some);
+        }
+    }
     let file = match &backend.kind {
         BackendKind::Anon => return Ok(None),
         BackendKind::Memfd => {
@@ -57,26 +162,7 @@ fn backing_file(backend: &MemoryBackend, size: u64) -> Result<Option<File>> {
             file
         }
         BackendKind::File(path) if path.is_dir() => {
-            // As QEMU's mem-path=<dir>: a private file in the directory
-            // (typically a hugetlbfs mount), unlinked so nothing is left behind.
-            static SEQ: AtomicU64 = AtomicU64::new(0);
-            let name = path.join(format!(
-                "vireo-ram-{}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            ));
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&name)
-                .map_err(|e| {
-                    invalid(format!(
-                        "memory backend: cannot create {}: {e}",
-                        name.display()
-                    ))
-                })?;
-            let _ = std::fs::remove_file(&name);
+            let file = scratch_file(path)?;
             file.set_len(size).map_err(|e| {
                 invalid(format!(
                     "memory backend: cannot size a file in {}: {e}",
@@ -85,37 +171,27 @@ fn backing_file(backend: &MemoryBackend, size: u64) -> Result<Option<File>> {
             })?;
             file
         }
-        BackendKind::File(path) => {
-            // A regular file keeps its contents (shared=on persists guest RAM);
-            // it is only grown, never cut.
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|e| {
-                    invalid(format!(
-                        "memory backend: cannot open {}: {e}",
-                        path.display()
-                    ))
-                })?;
-            let len = file
-                .metadata()
-                .map_err(|e| invalid(format!("memory backend: {}: {e}", path.display())))?
-                .len();
-            if len < size {
-                file.set_len(size).map_err(|e| {
-                    invalid(format!(
-                        "memory backend: cannot grow {}: {e}",
-                        path.display()
-                    ))
-                })?;
-            }
-            file
-        }
+        // It is only grown, never cut.
+        BackendKind::File(path) => grown(open_kept(path)?, size, path)?,
     };
     Ok(Some(file))
+}
+
+/// `file` (the backing of `path=`), at least `size` bytes long.
+fn grown(file: File, size: u64, path: &std::path::Path) -> Result<File> {
+    let len = file
+        .metadata()
+        .map_err(|e| invalid(format!("memory backend: {}: {e}", path.display())))?
+        .len();
+    if len < size {
+        file.set_len(size).map_err(|e| {
+            invalid(format!(
+                "memory backend: cannot grow {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(file)
 }
 
 /// hugetlbfs's statfs magic.
@@ -194,10 +270,17 @@ pub fn map_with_backend(
             .map_err(invalid)?;
         }
         if let BackendKind::File(path) = &backend.kind {
-            check_on_hugetlbfs(path)?;
+            // A held file was checked when it was opened.
+            if held_file(path).is_none() {
+                check_on_hugetlbfs(path)?;
+            }
         }
-        // A file that exists on hugetlbfs may hold its pages already.
-        if !matches!(&backend.kind, BackendKind::File(p) if p.is_file()) {
+        // A file that exists on hugetlbfs may hold its pages already. A
+        // jailed VMM cannot see the pool (no /sys): `validate` looked
+        // before the jail, and a later boot short of pages fails to map
+        // them, with the reason.
+        let jailed = crate::confinement::jail_dir().is_some();
+        if !jailed && !matches!(&backend.kind, BackendKind::File(p) if p.is_file()) {
             check_huge_page_pool(size, page).map_err(invalid)?;
         }
     }

@@ -72,6 +72,9 @@ pub struct RunningVm {
     threads: Vec<libc::pthread_t>,
     /// Each vCPU thread's id, by vCPU index.
     tids: Vec<libc::pid_t>,
+    /// The same as the host sees them (they differ in a jail's PID
+    /// namespace): what the API reports.
+    host_tids: Vec<libc::pid_t>,
     /// Pins as they are now, which a reboot keeps.
     pins: Mutex<LivePins>,
     counters: Vec<Arc<VcpuCounters>>,
@@ -91,8 +94,9 @@ impl RunningVm {
             .map(|i| config.vcpu_pin(i).map(<[usize]>::to_vec))
             .collect();
         let emulator_pin = config.emulator_pin.clone();
-        let (threads, tids) = threads.into_iter().unzip();
+        let (threads, tids): (_, Vec<libc::pid_t>) = threads.into_iter().unzip();
         Self {
+            host_tids: crate::confinement::host_tids(&tids),
             tids,
             pins: Mutex::new(LivePins {
                 vcpus: pins,
@@ -288,8 +292,8 @@ impl RunningVm {
     pub fn vcpus(&self) -> Result<Vec<VcpuInfo>> {
         let topology = self.config.topology();
         (0u32..)
-            .zip(&self.tids)
-            .map(|(id, &tid)| {
+            .zip(self.tids.iter().zip(&self.host_tids))
+            .map(|(id, (&tid, &host_tid))| {
                 let stat = crate::pinning::thread_stat(tid)
                     .map_err(|e| Error::Host("reading a vCPU thread's stat", e))?;
                 let affinity = crate::pinning::thread_affinity(tid)
@@ -297,7 +301,7 @@ impl RunningVm {
                 Ok(VcpuInfo {
                     id,
                     apic_id: topology.apic_id(id),
-                    tid,
+                    tid: host_tid,
                     cpu: stat.cpu,
                     affinity,
                     cpu_time_ns: stat.cpu_time_ns,

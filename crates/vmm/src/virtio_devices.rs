@@ -20,7 +20,20 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
         format: disk.format,
         ..block::OpenOptions::default()
     };
-    let image = block::open(&disk.path, &options).map_err(|source| Error::Disk {
+    let opened = match &disk.passed {
+        Some(passed) => std::os::fd::AsFd::as_fd(passed)
+            .try_clone_to_owned()
+            .map_err(|e| block::Error::Open {
+                path: disk.path.clone(),
+                source: Box::new(block::Error::Io {
+                    op: "dup",
+                    source: e,
+                }),
+            })
+            .and_then(|fd| block::open_file(std::fs::File::from(fd), &disk.path, &options)),
+        None => block::open(&disk.path, &options),
+    };
+    let image = opened.map_err(|source| Error::Disk {
         path: disk.path.clone(),
         source,
     })?;
@@ -171,7 +184,9 @@ pub(crate) fn net_device(id: &str, net: &NetConfig) -> Result<NewDevice> {
 
 /// The card, its TAP's name and its MAC as text.
 fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, String)> {
+    let held: Vec<_> = net.held.iter().map(std::os::fd::AsFd::as_fd).collect();
     let tap = match (&net.passed, net.fd) {
+        _ if !held.is_empty() => netvirt::Tap::from_fds(&held),
         (Some(passed), _) => netvirt::Tap::from_fd(std::os::fd::AsFd::as_fd(passed)),
         (None, Some(fd)) => inherited_tap(fd),
         (None, None) => netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues)),
@@ -188,6 +203,28 @@ fn create_net(what: &str, net: &NetConfig) -> Result<(virtio::net::Net, String, 
     })
     .map_err(|e| Error::Net(format!("{what}: {e}")))?;
     Ok((device, tap_name, mac_text))
+}
+
+/// Open now the TAP of each card that names one (or asks for a new one),
+/// every queue, and keep them as descriptors the card's every boot takes:
+/// a VMM that enters a jail opens its TAPs before it can no longer reach
+/// `/dev/net/tun` or make one.
+pub fn hold_taps(nets: &mut [NetConfig]) -> Result<()> {
+    for (i, net) in nets.iter_mut().enumerate() {
+        if net.fd.is_some() || net.passed.is_some() || !net.held.is_empty() {
+            continue;
+        }
+        let what = net.id.clone().unwrap_or_else(|| format!("net{i}"));
+        let tap = netvirt::Tap::open(net.tap.as_deref(), usize::from(net.queues))
+            .map_err(|e| Error::Net(format!("{what}: {e}")))?;
+        net.held = tap
+            .clone_queues()
+            .map_err(|e| Error::Net(format!("{what}: {e}")))?
+            .into_iter()
+            .map(crate::passed_fd::PassedFd::new)
+            .collect();
+    }
+    Ok(())
 }
 
 /// Checks each `fd=N` card's descriptor while it can only be one the

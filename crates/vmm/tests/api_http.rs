@@ -219,6 +219,8 @@ fn every_route_maps_to_its_action() {
         queues: Some(2),
         werror: Some("enospc".into()),
         rerror: Some("stop".into()),
+        image_fd: false,
+        passed: None,
     };
     let net = NetSpec {
         id: None,

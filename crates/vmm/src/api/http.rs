@@ -161,6 +161,16 @@ impl Shared {
     }
 }
 
+/// A bound and listening API socket that nothing serves yet. Dropped
+/// unserved, it removes its socket file.
+#[derive(Debug)]
+pub struct ApiListener {
+    /// Taken by [`ApiServer::serve`].
+    listener: Option<UnixListener>,
+    path: PathBuf,
+    identity: (u64, u64),
+}
+
 impl ApiServer {
     /// Serve `controller` on a new unix socket at `path`, with default limits.
     ///
@@ -176,10 +186,36 @@ impl ApiServer {
         controller: Arc<dyn VmController>,
         limits: ServerLimits,
     ) -> io::Result<ApiServer> {
+        Self::serve(Self::bind(path)?, controller, limits)
+    }
+
+    /// Bind and listen on `path` (as [`ApiServer::start`] does), without
+    /// serving yet: a VMM that enters a jail binds first, where the path
+    /// is reachable, and serves after, once it is confined.
+    pub fn bind(path: &Path) -> io::Result<ApiListener> {
         let listener = bind_private(path)?;
         let meta = fs::symlink_metadata(path)?;
-        let identity = (meta.dev(), meta.ino());
         listener.set_nonblocking(true)?;
+        Ok(ApiListener {
+            listener: Some(listener),
+            path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Serve `controller` on a socket [`ApiServer::bind`] made.
+    pub fn serve(
+        bound: ApiListener,
+        controller: Arc<dyn VmController>,
+        limits: ServerLimits,
+    ) -> io::Result<ApiServer> {
+        let mut bound = bound;
+        let listener = bound
+            .listener
+            .take()
+            .ok_or_else(|| io::Error::other("the API socket is already served"))?;
+        let identity = bound.identity;
+        let path = bound.path.as_path();
         let wake = EventFd::new(libc::EFD_NONBLOCK)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -240,6 +276,19 @@ impl ApiServer {
         self.shared.work.notify_all();
         for conn in self.shared.conns().values() {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+        if let Ok(meta) = fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.identity {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+impl Drop for ApiListener {
+    fn drop(&mut self) {
+        if self.listener.is_none() {
+            return;
         }
         if let Ok(meta) = fs::symlink_metadata(&self.path) {
             if (meta.dev(), meta.ino()) == self.identity {
@@ -780,9 +829,22 @@ fn attach_fds(action: &mut Action, mut fds: Vec<OwnedFd>) -> Result<(), Response
             spec.passed = fds.pop().map(PassedFd::new);
             Ok(())
         }
+        Action::AddDisk(spec) if spec.image_fd => {
+            if fds.len() != 1 {
+                return Err(Response::error(
+                    422,
+                    &format!(
+                        "image_fd: send the image's descriptor (one, as SCM_RIGHTS) with the request; {} came",
+                        fds.len()
+                    ),
+                ));
+            }
+            spec.passed = fds.pop().map(PassedFd::new);
+            Ok(())
+        }
         _ if !fds.is_empty() => Err(Response::error(
             400,
-            "descriptors came with a request that takes none (add-net takes one with tap_fd)",
+            "descriptors came with a request that takes none (add-net takes one with tap_fd, add-disk with image_fd)",
         )),
         _ => Ok(()),
     }

@@ -57,6 +57,15 @@ pub struct DiskSpec {
     /// What a failed read does: `report` (default), `ignore` or `stop`.
     #[serde(default)]
     pub rerror: Option<String>,
+    /// `add-disk` only: the image is the descriptor sent with this
+    /// request as SCM_RIGHTS ancillary data (opened read-write unless
+    /// `readonly`); `path` names it in messages. What a jailed VMM
+    /// (`vireo run --jail`) takes.
+    #[serde(default)]
+    pub image_fd: bool,
+    /// That descriptor, attached by the server; never in JSON.
+    #[serde(skip)]
+    pub passed: Option<crate::passed_fd::PassedFd>,
 }
 
 /// A network card, as `PUT /vm/config` and `PUT /vm/add-net` take it.

@@ -222,6 +222,12 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
         }
     }
     disk.readonly = spec.readonly;
+    if spec.image_fd && spec.passed.is_none() {
+        return Err(bad_request(format!(
+            "{what}: image_fd is for add-disk, with the image's descriptor sent alongside"
+        )));
+    }
+    disk.passed = spec.passed;
     Ok(disk)
 }
 

@@ -1,0 +1,481 @@
+//! The keeper: the process a jailed VMM forks from to be PID 1 of a PID
+//! namespace of its own (`unshare(CLONE_NEWPID)` applies to children
+//! only). It stays outside, in the host's PID namespace, unprivileged, and
+//!
+//! - forwards SIGTERM, SIGINT, SIGHUP and the like to the VMM (SIGKILL
+//!   cannot be forwarded, but kills the VMM too: its parent-death signal);
+//! - answers the VMM's question "what are these threads' ids in the host's
+//!   PID namespace?", which the VMM cannot see from inside, so its API
+//!   reports the ids a host tool can use (`taskset -p`, `/proc/TID`);
+//! - writes the exit status file from the text the VMM hands it (the path
+//!   is outside the jail), once the VMM has exited;
+//! - removes the VMM's socket files, which the VMM can no longer reach;
+//! - exits as the VMM did (its code, or the same signal).
+//!
+//! The two talk over a `SOCK_SEQPACKET` pair, one request per message.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::{os_error, single_threaded, Error, Jail};
+
+/// A request for host thread ids: the tag, then little-endian i32s.
+const TAG_TIDS: u8 = b'T';
+/// The exit status file's text: the tag, then the bytes.
+const TAG_EXIT: u8 = b'X';
+/// The keeper's "go on" after it has set itself up.
+const GO: u8 = b'g';
+/// Largest message either side sends.
+const MAX_MESSAGE: usize = 64 << 10;
+
+/// What the keeper does besides waiting.
+#[derive(Debug, Clone, Default)]
+pub struct KeeperPlan {
+    /// Where the VMM's exit status goes (`--exit-status`); its directory
+    /// must be writable by the jail's uid.
+    pub exit_status: Option<PathBuf>,
+    /// Socket files to remove once the VMM has exited.
+    pub remove_on_exit: Vec<PathBuf>,
+}
+
+/// The VMM's side of the link to its keeper.
+#[derive(Debug)]
+pub struct Keeper {
+    link: OwnedFd,
+    /// One request and its answer at a time.
+    turn: Mutex<()>,
+}
+
+fn socket_pair() -> Result<(OwnedFd, OwnedFd), Error> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a writable array of two descriptors.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(os_error("socketpair"));
+    }
+    // SAFETY: both descriptors were just created and are owned here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Fork into a new PID namespace (see the module's documentation).
+/// Returns in the child, the VMM to be, as PID 1 of that namespace; the
+/// parent becomes the keeper and never returns. Call first, with one
+/// thread and nothing opened yet that the keeper should not hold.
+pub fn fork_keeper(jail: &Jail, plan: KeeperPlan) -> Result<Keeper, Error> {
+    single_threaded()?;
+    let (keeper_end, vmm_end) = socket_pair()?;
+    // SAFETY: affects only the children this process makes from now on.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(os_error("unshare(CLONE_NEWPID)"));
+    }
+    // SAFETY: one thread (checked above), so the child's copy of the
+    // process is consistent.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(os_error("fork"));
+    }
+    if pid > 0 {
+        drop(vmm_end);
+        // Let the VMM run first: the keeper's own set-up can wait.
+        // SAFETY: no arguments, no effect beyond scheduling.
+        unsafe { libc::sched_yield() };
+        serve(pid, keeper_end, jail, &plan);
+    }
+    drop(keeper_end);
+    let keeper = Keeper {
+        link: vmm_end,
+        turn: Mutex::new(()),
+    };
+    keeper.arm_death_signal()?;
+    Ok(keeper)
+}
+
+fn read(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return usize::try_from(n).ok();
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
+fn write(fd: RawFd, buf: &[u8]) -> bool {
+    // SAFETY: `buf` is readable for its length.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    usize::try_from(n).is_ok_and(|n| n == buf.len())
+}
+
+impl Keeper {
+    /// Wait until the keeper has set itself up (dropped its privileges,
+    /// checked that it can write the exit status). Should it have failed,
+    /// it has said why in one line, and this process exits with code 2.
+    /// Call before entering the jail: meanwhile the VMM opens its files.
+    pub fn wait_ready(&self) {
+        let mut go = [0u8; 1];
+        if read(self.link.as_raw_fd(), &mut go) != Some(1) || go[0] != GO {
+            std::process::exit(2);
+        }
+    }
+
+    /// Die with the keeper: SIGKILL when it goes. Changing credentials
+    /// clears the parent-death signal, so [`crate::enter`]'s caller arms
+    /// it again afterwards; a keeper already gone then ends this process.
+    pub fn arm_death_signal(&self) -> Result<(), Error> {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+            return Err(os_error("PR_SET_PDEATHSIG"));
+        }
+        let mut pfd = libc::pollfd {
+            fd: self.link.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            // The keeper went before the signal was armed.
+            std::process::exit(2);
+        }
+        Ok(())
+    }
+
+    /// The host's ids of this process's threads `tids` (ids in its own
+    /// PID namespace), in order; `None` for one the keeper could not map.
+    pub fn host_tids(&self, tids: &[i32]) -> Vec<Option<i32>> {
+        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut request = vec![TAG_TIDS];
+        for t in tids {
+            request.extend_from_slice(&t.to_le_bytes());
+        }
+        let fd = self.link.as_raw_fd();
+        let mut answer = vec![0u8; tids.len() * 4];
+        let got = if write(fd, &request) {
+            read(fd, &mut answer)
+        } else {
+            None
+        };
+        if got != Some(answer.len()) {
+            return vec![None; tids.len()];
+        }
+        answer
+            .chunks_exact(4)
+            .map(|c| Some(i32::from_le_bytes([c[0], c[1], c[2], c[3]])).filter(|&t| t > 0))
+            .collect()
+    }
+
+    /// Hand the keeper the exit status file's text, which it writes once
+    /// this process has exited. The last one sent wins.
+    pub fn record_exit(&self, text: &[u8]) -> io::Result<()> {
+        let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut message = vec![TAG_EXIT];
+        message.extend_from_slice(&text[..text.len().min(MAX_MESSAGE - 1)]);
+        if write(self.link.as_raw_fd(), &message) {
+            Ok(())
+        } else {
+            Err(io::Error::other("the keeper process is gone"))
+        }
+    }
+}
+
+/// Signals the keeper forwards (SIGCHLD is its own).
+const FORWARDED: [libc::c_int; 8] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGWINCH,
+];
+
+fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set it is given.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: as above; `s` is a valid signal number.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// The keeper's life: set up, let the VMM go on, serve it, exit as it did.
+fn serve(child: libc::pid_t, link: OwnedFd, jail: &Jail, plan: &KeeperPlan) -> ! {
+    let mut all = FORWARDED.to_vec();
+    all.push(libc::SIGCHLD);
+    let set = signal_set(&all);
+    // SAFETY: a valid set; the old mask is not wanted.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: a valid set; a new descriptor.
+    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    // SAFETY: ignoring SIGPIPE has no other effect.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    if sfd < 0 {
+        eprintln!("vireo: keeper: signalfd: {}", io::Error::last_os_error());
+    }
+    close_all_but(&[link.as_raw_fd(), sfd]);
+    let ready = sfd >= 0
+        && match crate::privileges::drop_all(jail.uid, jail.gid) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("vireo: keeper: {e}");
+                false
+            }
+        }
+        && exit_status_writable(jail, plan.exit_status.as_deref());
+    // Without the go-ahead the VMM exits (code 2), and so does the keeper.
+    if ready {
+        write(link.as_raw_fd(), &[GO]);
+    }
+    let mut link = ready.then_some(link);
+    let mut status_text = None;
+    let mut pending: Vec<libc::c_int> = Vec::new();
+    let status = loop {
+        if let Some(status) = reaped(child) {
+            break status;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: link.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // A signal the VMM could not take yet (it was still root) is tried
+        // again shortly.
+        let timeout = if pending.is_empty() { -1 } else { 20 };
+        // SAFETY: two valid pollfds (a negative fd is skipped).
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if fds[0].revents != 0 {
+            pending.extend(take_signals(sfd));
+        }
+        // SAFETY: kill with a valid pid and signal.
+        pending.retain(|&sig| unsafe { libc::kill(child, sig) } != 0);
+        if fds[1].revents != 0 {
+            if let Some(fd) = &link {
+                if !answer(child, fd, &mut status_text) {
+                    link = None;
+                }
+            }
+        }
+    };
+    // The VMM's last words may still be queued.
+    if let Some(fd) = &link {
+        while answer(child, fd, &mut status_text) {}
+    }
+    if let (Some(path), Some(text)) = (&plan.exit_status, &status_text) {
+        if let Err(e) = write_atomically(path, text) {
+            eprintln!(
+                "vireo: cannot write the exit status to {}: {e}",
+                path.display()
+            );
+        }
+    }
+    for path in &plan.remove_on_exit {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    exit_as(status)
+}
+
+/// Close every descriptor but `keep` (the keeper must hold none of the
+/// VMM's: an inherited TAP, a terminal it does not need).
+fn close_all_but(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let open: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor nothing in the keeper uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// With `--jail`, the exit status is written by the keeper, which runs
+/// as the jail's uid: say now, in one line, if it could not be.
+fn exit_status_writable(jail: &Jail, path: Option<&Path>) -> bool {
+    let Some(path) = path else { return true };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        return true;
+    }
+    eprintln!(
+        "vireo: --exit-status {}: its directory is not writable by uid {} gid {} (with --jail the exit status is written after privileges are dropped)",
+        path.display(),
+        jail.uid,
+        jail.gid
+    );
+    false
+}
+
+/// The child's wait status, once it has ended.
+fn reaped(child: libc::pid_t) -> Option<libc::c_int> {
+    let mut status = 0;
+    // SAFETY: a valid pid and a writable status word.
+    let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+    (r == child).then_some(status)
+}
+
+/// Signals waiting on the signalfd, except SIGCHLD (reaped separately).
+fn take_signals(sfd: RawFd) -> Vec<libc::c_int> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is plain data.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: `info` is writable for `size` bytes.
+        let n = unsafe { libc::read(sfd, (&raw mut info).cast(), size) };
+        if usize::try_from(n).ok() != Some(size) {
+            return out;
+        }
+        let sig = libc::c_int::try_from(info.ssi_signo).unwrap_or(0);
+        if sig != libc::SIGCHLD && sig != 0 {
+            out.push(sig);
+        }
+    }
+}
+
+/// Handle one message from the VMM; false when the link is closed.
+fn answer(child: libc::pid_t, link: &OwnedFd, status_text: &mut Option<Vec<u8>>) -> bool {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe {
+        libc::recv(
+            link.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    let Ok(n) = usize::try_from(n) else {
+        // EAGAIN: nothing more for now.
+        return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+    };
+    if n == 0 {
+        return false;
+    }
+    let (tag, body) = (buf[0], &buf[1..n]);
+    match tag {
+        TAG_TIDS => {
+            let tids: Vec<i32> = body
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let map = host_ids(child);
+            let reply: Vec<u8> = tids
+                .iter()
+                .flat_map(|t| {
+                    map.iter()
+                        .find(|(_, inner)| inner == t)
+                        .map_or(0, |(host, _)| *host)
+                        .to_le_bytes()
+                })
+                .collect();
+            // Never blocking: a VMM that does not read its answers must
+            // not stop the keeper from forwarding signals and reaping it.
+            // SAFETY: `reply` is readable for its length.
+            unsafe {
+                libc::send(
+                    link.as_raw_fd(),
+                    reply.as_ptr().cast(),
+                    reply.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        }
+        TAG_EXIT => *status_text = Some(body.to_vec()),
+        _ => {}
+    }
+    true
+}
+
+/// (host id, id in the VMM's namespace) of each of `child`'s threads,
+/// from the `NSpid` lines of their status files.
+fn host_ids(child: libc::pid_t) -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{child}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let status = std::fs::read_to_string(e.ok()?.path().join("status")).ok()?;
+        let ids: Vec<i32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        Some((*ids.first()?, *ids.last()?))
+    })
+    .collect()
+}
+
+/// Write `text` to `path` through a temporary file (made new, never
+/// through a link), fsync and a rename, so a reader finds all of it or
+/// nothing.
+fn write_atomically(path: &Path, text: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!("{name}.{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let result = file
+        .write_all(text)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Exit as the child did: its code, or killed by the same signal.
+fn exit_as(status: libc::c_int) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let set = signal_set(&[sig]);
+        // SAFETY: default action for `sig`, unblocked, raised: the keeper
+        // ends as the VMM did.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+        std::process::exit(128 + sig);
+    }
+    std::process::exit(libc::WEXITSTATUS(status))
+}
