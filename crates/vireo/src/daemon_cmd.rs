@@ -35,6 +35,14 @@ pub struct DaemonArgs {
     /// (docs/security.md).
     #[arg(long, value_name = "NAME", default_value = manager::cgroup::DEFAULT_PARENT)]
     pub cgroup_parent: String,
+    /// The uids (and equal gids) the domains' VMMs run under, one per
+    /// domain, each jailed (`vireo run --jail`; docs/security.md).
+    #[arg(long, value_name = "FIRST-LAST", default_value = manager::driver::vireo::DEFAULT_VMM_UIDS)]
+    pub vmm_uids: manager::driver::vireo::UidRange,
+    /// Run the VMMs unjailed, as root with every capability (for
+    /// debugging; seccomp filters and cgroups still apply).
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -51,7 +59,12 @@ pub fn daemon_command(args: DaemonArgs, verbose: u8) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let run = manager::daemon::default_drivers(vmm_binary, args.qemu).and_then(|drivers| {
+    let run = manager::daemon::default_drivers(
+        vmm_binary,
+        args.qemu,
+        (!args.no_jail).then_some(args.vmm_uids),
+    )
+    .and_then(|drivers| {
         manager::daemon::run(manager::daemon::Config {
             state_dir: args.state_dir,
             socket: args.socket,

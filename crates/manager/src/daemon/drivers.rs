@@ -5,17 +5,23 @@ use std::sync::Arc;
 
 use super::DaemonError;
 use crate::driver::qemu::QemuDriver;
-use crate::driver::vireo::VireoDriver;
+use crate::driver::vireo::{UidRange, VireoDriver};
 use crate::driver::Driver;
 
-/// The drivers of `vireo daemon`: Vireo's own VMM (`vmm_binary run ...`),
-/// and QEMU when `qemu` names its binary or `qemu-system-x86_64` is on
-/// `PATH`. A `qemu` that is not an executable file is an error.
+/// The drivers of `vireo daemon`: Vireo's own VMM (`vmm_binary run ...`,
+/// each jailed under a uid of `jail` when given), and QEMU when `qemu`
+/// names its binary or `qemu-system-x86_64` is on `PATH`. A `qemu` that
+/// is not an executable file is an error.
 pub fn default_drivers(
     vmm_binary: PathBuf,
     qemu: Option<PathBuf>,
+    jail: Option<UidRange>,
 ) -> Result<Vec<Arc<dyn Driver>>, DaemonError> {
-    let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(VireoDriver::new(vmm_binary))];
+    let mut vireo = VireoDriver::new(vmm_binary);
+    if let Some(uids) = jail {
+        vireo = vireo.jailed(uids);
+    }
+    let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(vireo)];
     let qemu = match qemu {
         Some(path) if is_executable(&path) => Some(path),
         Some(path) => {

@@ -45,6 +45,35 @@ pub(crate) struct Extra {
     /// when unplugged or when the VMM has ended.
     #[serde(default)]
     pub direct_links: Vec<DirectLink>,
+    /// The uid a jailed VMM runs under (`--jail`); `None`: not jailed.
+    /// The recorded pid is then the jail's keeper, whose one child is
+    /// the VMM.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Files given `uid` an ACL entry for the run, taken back at its end.
+    #[serde(default)]
+    pub granted: Vec<PathBuf>,
+}
+
+impl Extra {
+    /// Takes back what the run was given (the ACL entries), once.
+    pub(crate) fn release(&mut self, domain: &str) {
+        if let Some(uid) = self.uid {
+            super::jail::revoke_files(domain, uid, &std::mem::take(&mut self.granted));
+        }
+    }
+}
+
+/// The process that runs the VM: `pid` itself, or for a jailed VMM the
+/// one child of its keeper `pid` (docs/security.md).
+pub(crate) fn vmm_pid(pid: u32, jailed: bool) -> u32 {
+    if !jailed {
+        return pid;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next()?.parse().ok())
+        .unwrap_or(pid)
 }
 
 /// What `vireo run --exit-status` writes as the VMM ends.
@@ -152,6 +181,11 @@ impl VireoInstance {
             destroyed: AtomicBool::new(false),
             next_tap: AtomicU32::new(0),
         }
+    }
+
+    /// The VMM's own pid (not its jail's keeper's).
+    fn vmm_pid(&self) -> u32 {
+        vmm_pid(self.pidfd.pid(), lock(&self.extra).uid.is_some())
     }
 
     /// Maps an API failure to the driver's error, naming the domain.
@@ -419,6 +453,7 @@ impl Instance for VireoInstance {
         }
         let status = lock(&self.child).take().and_then(|mut c| c.wait().ok());
         let reason = self.exit_reason(status);
+        lock(&self.extra).release(&self.name);
         let links = std::mem::take(&mut lock(&self.extra).direct_links);
         if !links.is_empty() {
             for l in self.netns.run(|| taps::remove_direct(&links)) {
@@ -546,7 +581,7 @@ impl Instance for VireoInstance {
     fn cpu_time(&self) -> Duration {
         let pid = self.pidfd.pid();
         match ProcStat::read(pid) {
-            Ok(stat) if stat.start_time == self.start_time => process::cpu_time(pid),
+            Ok(stat) if stat.start_time == self.start_time => process::cpu_time(self.vmm_pid()),
             _ => Duration::ZERO,
         }
     }
@@ -571,7 +606,7 @@ impl Instance for VireoInstance {
             Err(CallError::Status(status, _)) if (400..500).contains(&status) => Vec::new(),
             Err(e) => return Err(self.error(e)),
         };
-        if let Some(rss) = tuning::rss_kib(self.pidfd.pid()) {
+        if let Some(rss) = tuning::rss_kib(self.vmm_pid()) {
             out.push(("rss".to_string(), rss));
         }
         Ok(out)
@@ -594,7 +629,7 @@ impl Instance for VireoInstance {
     }
 
     fn emulator_affinity(&self) -> Result<CpuSet, DriverError> {
-        tuning::main_thread_affinity(self.pidfd.pid())
+        tuning::main_thread_affinity(self.vmm_pid())
     }
 }
 

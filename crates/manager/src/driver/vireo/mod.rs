@@ -37,6 +37,8 @@
 pub mod config;
 mod http;
 mod instance;
+mod jail;
+pub use self::jail::{UidRange, DEFAULT_VMM_UIDS};
 pub mod placement;
 pub mod stats;
 mod taps;
@@ -77,13 +79,72 @@ const API_SOCKET_SLACK: usize = 20;
 #[derive(Debug, Clone)]
 pub struct VireoDriver {
     vmm_binary: PathBuf,
+    /// The uids jailed VMMs run under; `None`: VMMs run unjailed, as root.
+    jail: Option<UidRange>,
 }
 
 impl VireoDriver {
     /// A driver that starts `vmm_binary run ...` (the daemon passes its
-    /// own executable).
+    /// own executable), unjailed.
     pub fn new(vmm_binary: PathBuf) -> Self {
-        Self { vmm_binary }
+        Self {
+            vmm_binary,
+            jail: None,
+        }
+    }
+
+    /// Every VMM from now on runs jailed (`vireo run --jail`) under a uid
+    /// of its own from `uids`.
+    pub fn jailed(mut self, uids: UidRange) -> Self {
+        self.jail = Some(uids);
+        self
+    }
+
+    /// Jail the VMM `plan` starts: its uid, its directories, its flags,
+    /// and its files' ACL entries. Returns the uid and the files granted.
+    fn confine(
+        &self,
+        uids: UidRange,
+        domain: &Domain,
+        id: u32,
+        ctx: &StartContext,
+        plan: &mut config::Plan,
+    ) -> Result<(u32, Vec<PathBuf>), DriverError> {
+        let name = &domain.name;
+        let uid = uids.uid_for(id);
+        if let Some(pid) = jail::process_with_uid(uid) {
+            return Err(failed(
+                name,
+                format!("uid {uid} (domain id {id} in --vmm-uids) is in use by pid {pid}; give the daemon a wider --vmm-uids"),
+            ));
+        }
+        let (jail_dir, status_dir) = jail::prepare_dirs(&ctx.run_dir, uid).map_err(|e| {
+            failed(
+                name,
+                format!("cannot prepare the jail in {}: {e}", ctx.run_dir.display()),
+            )
+        })?;
+        // The keeper writes the exit status as the jail's uid.
+        plan.exit_status = status_dir.join("exit.json");
+        if let Some(i) = plan.args.iter().position(|a| a == "--exit-status") {
+            plan.args[i + 1] = plan.exit_status.display().to_string();
+        }
+        for (flag, value) in [
+            ("--jail", jail_dir.display().to_string()),
+            ("--uid", uid.to_string()),
+            ("--gid", uid.to_string()),
+        ] {
+            config::push(&mut plan.args, flag, value);
+        }
+        let disks: Vec<(PathBuf, bool)> = domain
+            .devices
+            .disks
+            .iter()
+            .filter(|d| !d.source.is_network())
+            .filter_map(|d| Some((PathBuf::from(d.source.host_path()?), d.readonly)))
+            .collect();
+        let granted = jail::grant_files(name, uid, &jail::domain_files(domain, &disks));
+        Ok((uid, granted))
     }
 }
 
@@ -103,6 +164,11 @@ impl Drop for DirectGuard {
 
 fn failed(domain: &str, message: impl std::fmt::Display) -> DriverError {
     DriverError::Failed(format!("domain {domain}: {message}"))
+}
+
+/// The domain a run record is of, for log lines.
+fn record_name(record: &RunRecord) -> String {
+    Domain::parse(&record.xml).map_or_else(|_| format!("pid {}", record.pid), |p| p.domain.name)
 }
 
 /// The last non-empty line of a VMM's log: what it said before it died.
@@ -136,7 +202,16 @@ impl Driver for VireoDriver {
         ctx: &StartContext,
     ) -> Result<Box<dyn Instance>, DriverError> {
         let name = &domain.name;
-        let plan = config::plan(domain, id, &ctx.run_dir, ctx.paused)?;
+        let mut plan = config::plan(domain, id, &ctx.run_dir, ctx.paused)?;
+        let (uid, granted) = match self.jail {
+            Some(uids) => {
+                let (uid, granted) = self.confine(uids, domain, id, ctx, &mut plan)?;
+                (Some(uid), granted)
+            }
+            None => (None, Vec::new()),
+        };
+        // Until the instance holds them, a failed start takes them back.
+        let mut grants = jail::Grants::new(name, uid, granted);
         for socket in [&plan.api_socket, &plan.console_socket] {
             let room = if *socket == plan.api_socket {
                 MAX_SOCKET_PATH - API_SOCKET_SLACK
@@ -268,6 +343,8 @@ impl Driver for VireoDriver {
             exit_status: plan.exit_status,
             bridge_ports: plan.bridge_ports.into_iter().map(|p| p.port).collect(),
             direct_links: std::mem::take(&mut direct.links),
+            uid: grants.uid,
+            granted: grants.take(),
         };
         Ok(Box::new(VireoInstance::new(
             live,
@@ -297,7 +374,8 @@ impl Driver for VireoDriver {
         // A VMM that is gone leaves its macvtaps, which no descriptor
         // closing removes.
         if let Ok(None) = adopted {
-            if let Ok(extra) = serde_json::from_value::<Extra>(record.extra.clone()) {
+            if let Ok(mut extra) = serde_json::from_value::<Extra>(record.extra.clone()) {
+                extra.release(&record_name(record));
                 drop(DirectGuard {
                     links: extra.direct_links,
                 });
@@ -338,8 +416,10 @@ impl VireoDriver {
         // The start time names the process to the clock tick; a pid
         // reused within the same tick would pass that. The API socket's
         // server (SO_PEERCRED) must be the recorded pid itself.
+        // A jailed VMM is its keeper's child: the keeper is recorded.
+        let server = instance::vmm_pid(record.pid, extra.uid.is_some());
         match api.server_pid() {
-            Ok(pid) if pid == record.pid => {}
+            Ok(pid) if pid == server => {}
             Ok(pid) => {
                 tracing::warn!(
                     "domain {}: its API socket is served by pid {pid}, not the recorded {}; not adopted",
