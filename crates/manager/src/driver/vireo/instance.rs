@@ -267,6 +267,48 @@ impl VireoInstance {
         self.remove_direct_named(&gone);
     }
 
+    /// A jailed VMM cannot open host paths: the daemon opens the image
+    /// and hands it over (`image_fd`), and gives the VMM's uid its ACL
+    /// entry as for the disks it started with.
+    fn attach_disk_jailed(
+        &self,
+        disk: &Disk,
+        mut spec: Value,
+        uid: u32,
+    ) -> Result<(), DriverError> {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = match disk.source.host_path() {
+            Some(p) if !disk.source.is_network() => PathBuf::from(p),
+            _ => {
+                return Err(DriverError::Unsupported(format!(
+                    "domain {}: a network disk cannot be hot-plugged into a jailed VMM yet; define it and restart",
+                    self.name
+                )))
+            }
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!disk.readonly)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| {
+                DriverError::Failed(format!(
+                    "domain {}: cannot open {}: {e}",
+                    self.name,
+                    path.display()
+                ))
+            })?;
+        spec["image_fd"] = true.into();
+        self.api
+            .put_with_fd("/vm/add-disk", &spec, file.as_fd())
+            .map_err(|e| self.error(e))?;
+        let files = super::jail::domain_files_of_disks(&[(path, disk.readonly)]);
+        let granted = super::jail::grant_files(&self.name, uid, &files);
+        lock(&self.extra).granted.extend(granted);
+        Ok(())
+    }
+
     fn put(&self, path: &str, body: Option<&Value>) -> Result<Value, DriverError> {
         self.api.put(path, body).map_err(|e| self.error(e))
     }
@@ -474,7 +516,13 @@ impl Instance for VireoInstance {
             }
             config::disk_spec(&domain, disk)?
         };
-        self.put("/vm/add-disk", Some(&spec))?;
+        let jailed = lock(&self.extra).uid;
+        match jailed {
+            None => {
+                self.put("/vm/add-disk", Some(&spec))?;
+            }
+            Some(uid) => self.attach_disk_jailed(disk, spec, uid)?,
+        }
         lock(&self.domain).devices.disks.push(disk.clone());
         Ok(())
     }

@@ -102,6 +102,14 @@ pub(crate) fn domain_files(domain: &Domain, disks: &[(PathBuf, bool)]) -> Vec<(P
     for p in std::iter::once(&os.kernel).chain(os.initrd.as_ref()) {
         files.push((PathBuf::from(p), Access::Read));
     }
+    files.extend(domain_files_of_disks(disks));
+    files
+}
+
+/// The image files of `disks` (path, read-only) with their backing
+/// chains, and the access each needs.
+pub(crate) fn domain_files_of_disks(disks: &[(PathBuf, bool)]) -> Vec<(PathBuf, Access)> {
+    let mut files = Vec::new();
     for (path, readonly) in disks {
         let chain = block::qcow2::backing_chain(path);
         for (i, (p, _)) in chain.iter().enumerate() {
