@@ -514,9 +514,17 @@ impl Daemon {
     /// Processes (other than the daemon) whose command line mentions this
     /// test's directory: the VMMs it started.
     pub fn vmm_pids(&self) -> Vec<u32> {
-        processes_mentioning(&self.dir)
+        let found: Vec<u32> = processes_mentioning(&self.dir)
             .into_iter()
             .filter(|p| !is_daemon(*p))
+            .collect();
+        // A jailed VMM's keeper (its parent, outside its PID namespace)
+        // has the same command line: the VMM is the one whose parent is
+        // not another of them.
+        found
+            .iter()
+            .copied()
+            .filter(|&p| !found.iter().any(|&c| parent_of(c) == Some(p)))
             .collect()
     }
 }
@@ -572,6 +580,16 @@ fn is_daemon(pid: u32) -> bool {
 }
 
 /// Live processes whose command line contains `dir`.
+/// A process's parent pid.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
     let needle = dir.as_os_str().as_encoded_bytes().to_vec();
     let mut out = Vec::new();
