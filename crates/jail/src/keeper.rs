@@ -230,7 +230,15 @@ fn serve(child: libc::pid_t, link: OwnedFd, jail: &Jail, plan: &KeeperPlan) -> !
     if sfd < 0 {
         eprintln!("vireo: keeper: signalfd: {}", io::Error::last_os_error());
     }
-    close_all_but(&[link.as_raw_fd(), sfd]);
+    // The exit status's directory is opened while still root and written
+    // through the descriptor: the uid needs write access to it, not a
+    // way through every directory above it.
+    let status_dir = plan.exit_status.as_deref().map(open_parent);
+    let status_fd = match &status_dir {
+        Some(Ok(d)) => d.as_raw_fd(),
+        _ => -1,
+    };
+    close_all_but(&[link.as_raw_fd(), sfd, status_fd]);
     let ready = sfd >= 0
         && match crate::privileges::drop_all(jail.uid, jail.gid) {
             Ok(()) => true,
@@ -239,7 +247,7 @@ fn serve(child: libc::pid_t, link: OwnedFd, jail: &Jail, plan: &KeeperPlan) -> !
                 false
             }
         }
-        && exit_status_writable(jail, plan.exit_status.as_deref());
+        && exit_status_writable(jail, plan.exit_status.as_deref(), status_dir.as_ref());
     // Without the go-ahead the VMM exits (code 2), and so does the keeper.
     if ready {
         write(link.as_raw_fd(), &[GO]);
@@ -285,8 +293,9 @@ fn serve(child: libc::pid_t, link: OwnedFd, jail: &Jail, plan: &KeeperPlan) -> !
     if let Some(fd) = &link {
         while answer(child, fd, &mut status_text) {}
     }
-    if let (Some(path), Some(text)) = (&plan.exit_status, &status_text) {
-        if let Err(e) = write_atomically(path, text) {
+    if let (Some(path), Some(text), Some(Ok(dir))) = (&plan.exit_status, &status_text, &status_dir)
+    {
+        if let Err(e) = write_atomically(dir, path, text) {
             eprintln!(
                 "vireo: cannot write the exit status to {}: {e}",
                 path.display()
@@ -318,20 +327,44 @@ fn close_all_but(keep: &[RawFd]) {
     }
 }
 
-/// With `--jail`, the exit status is written by the keeper, which runs
-/// as the jail's uid: say now, in one line, if it could not be.
-fn exit_status_writable(jail: &Jail, path: Option<&Path>) -> bool {
-    let Some(path) = path else { return true };
+/// The directory `path` is in, opened (while the keeper is still root).
+fn open_parent(path: &Path) -> io::Result<OwnedFd> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    // SAFETY: a NUL-terminated path; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
     };
-    // SAFETY: a NUL-terminated path.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
-        return true;
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened and owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// With `--jail`, the exit status is written by the keeper, which runs
+/// as the jail's uid: say now, in one line, if it could not be.
+fn exit_status_writable(
+    jail: &Jail,
+    path: Option<&Path>,
+    dir: Option<&io::Result<OwnedFd>>,
+) -> bool {
+    let Some(path) = path else { return true };
+    if let Some(Ok(d)) = dir {
+        // SAFETY: a directory descriptor and a NUL-terminated name;
+        // faccessat checks the real ids, which are the jail's now.
+        let r =
+            unsafe { libc::faccessat(d.as_raw_fd(), c".".as_ptr(), libc::W_OK | libc::X_OK, 0) };
+        if r == 0 {
+            return true;
+        }
     }
     eprintln!(
         "vireo: --exit-status {}: its directory is not writable by uid {} gid {} (with --jail the exit status is written after privileges are dropped)",
@@ -445,20 +478,53 @@ fn host_ids(child: libc::pid_t) -> Vec<(i32, i32)> {
 /// Write `text` to `path` through a temporary file (made new, never
 /// through a link), fsync and a rename, so a reader finds all of it or
 /// nothing.
-fn write_atomically(path: &Path, text: &[u8]) -> io::Result<()> {
+fn write_atomically(dir: &OwnedFd, path: &Path, text: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!("{name}.{}.tmp", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)?;
+    let name = path.file_name().unwrap_or_default().as_bytes().to_vec();
+    let mut tmp = name.clone();
+    tmp.extend_from_slice(format!(".{}.tmp", std::process::id()).as_bytes());
+    let c = |b: Vec<u8>| {
+        std::ffi::CString::new(b)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name with a NUL byte"))
+    };
+    let (name, tmp) = (c(name)?, c(tmp)?);
+    // SAFETY: a directory descriptor and a NUL-terminated name; O_EXCL
+    // never follows a link or reuses a file someone else placed there.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened and owned by nothing else.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let result = file
         .write_all(text)
         .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|()| {
+            // SAFETY: both names NUL-terminated, in the same directory.
+            let r = unsafe {
+                libc::renameat(
+                    dir.as_raw_fd(),
+                    tmp.as_ptr(),
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        // SAFETY: as above.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
     }
     result
 }

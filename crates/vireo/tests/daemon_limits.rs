@@ -64,7 +64,7 @@ fn a_cpu_quota_holds_and_the_cgroup_goes_with_the_domain() {
         domain_xml("q", "cpl3", "").replace("<vcpu>1</vcpu>", &format!("<vcpu>1</vcpu>{limits}"));
     d.define(&xml);
     d.ok("POST", "/domains/q/start", None);
-    let pid = d.vmm_pids()[0];
+    let pid = d.vmm_processes()[0];
     let cpu = cgroup_dir(pid, "cpu").unwrap();
     assert!(
         cpu.parent().unwrap().ends_with(d.cgroup_parent())
@@ -141,7 +141,7 @@ fn limits_change_live_and_in_the_definition() {
     let u = uri(&d);
     d.define(&domain_xml("r", "idle", ""));
     d.ok("POST", "/domains/r/start", None);
-    let pid = d.vmm_pids()[0];
+    let pid = d.vmm_processes()[0];
     let mem = cgroup_dir(pid, "memory").unwrap();
     let cpu = cgroup_dir(pid, "cpu").unwrap();
     let read = |p: PathBuf| std::fs::read_to_string(p).unwrap().trim().to_string();

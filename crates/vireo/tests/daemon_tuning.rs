@@ -153,7 +153,7 @@ fn a_running_domain_reports_its_memory_and_emulator_threads() {
     assert!(e.contains("has no memory balloon"), "{e}");
 
     // The emulator's affinity is the VMM's own.
-    let pid = d.vmm_pids()[0];
+    let pid = d.vmm_processes()[0];
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let allowed = status
         .lines()
@@ -252,7 +252,7 @@ fn a_running_domain_is_pinned_and_ballooned_through_the_verbs() {
         );
     d.define(&xml);
     d.ok("POST", "/domains/b/start", None);
-    let pid = d.vmm_pids()[0];
+    let pid = d.vmm_processes()[0];
 
     // The balloon got currentMemory as its target; the idle guest has no
     // driver, so actual stays whole.
@@ -346,7 +346,7 @@ fn a_disk_on_a_pinned_iothread_runs_where_the_definition_says() {
     );
     d.define(&xml);
     d.ok("POST", "/domains/io/start", None);
-    let pid = d.vmm_pids()[0];
+    let pid = d.vmm_processes()[0];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let threads = loop {
         let threads = thread_affinities(pid);

@@ -354,15 +354,24 @@ impl Daemon {
     /// whole directory: tests run at once, and many call theirs `a`), so
     /// the test can remove it.
     pub fn cgroup_parent(&self) -> String {
-        let hash = self
-            .dir
+        format!("vireo-test-{:016x}", self.dir_hash())
+    }
+
+    /// The uids this daemon's VMMs run under: a range of 1000 of its own,
+    /// so daemons of tests that run at once never pick the same uid.
+    pub fn vmm_uids(&self) -> String {
+        let first = 1_900_100_000 + (self.dir_hash() % 100_000) * 1000;
+        format!("{first}-{}", first + 999)
+    }
+
+    fn dir_hash(&self) -> u64 {
+        self.dir
             .as_os_str()
             .as_encoded_bytes()
             .iter()
             .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-        format!("vireo-test-{hash:016x}")
+            })
     }
 
     /// The command that starts this daemon.
@@ -384,6 +393,8 @@ impl Daemon {
             .arg(&self.log)
             .arg("--cgroup-parent")
             .arg(self.cgroup_parent())
+            .arg("--vmm-uids")
+            .arg(self.vmm_uids())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -518,14 +529,20 @@ impl Daemon {
             .into_iter()
             .filter(|p| !is_daemon(*p))
             .collect();
-        // A jailed VMM's keeper (its parent, outside its PID namespace)
-        // has the same command line: the VMM is the one whose parent is
-        // not another of them.
+        // A jailed VMM (in its own PID namespace) is the child of its
+        // keeper, the process the daemon started, which has the same
+        // command line: the keeper is the domain's pid.
         found
             .iter()
             .copied()
-            .filter(|&p| !found.iter().any(|&c| parent_of(c) == Some(p)))
+            .filter(|&p| !parent_of(p).is_some_and(|parent| found.contains(&parent)))
             .collect()
+    }
+
+    /// The processes that run the VMs themselves: a jailed VMM, not its
+    /// keeper (for looking at its threads in /proc).
+    pub fn vmm_processes(&self) -> Vec<u32> {
+        self.vmm_pids().into_iter().map(vmm_process).collect()
     }
 }
 
@@ -580,6 +597,15 @@ fn is_daemon(pid: u32) -> bool {
 }
 
 /// Live processes whose command line contains `dir`.
+/// The VMM of the domain whose pid is `pid`: its keeper's one child when
+/// it is jailed, else `pid` itself.
+pub fn vmm_process(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next()?.parse().ok())
+        .unwrap_or(pid)
+}
+
 /// A process's parent pid.
 pub fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

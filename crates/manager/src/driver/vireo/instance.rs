@@ -343,6 +343,15 @@ impl VireoInstance {
     /// descriptor goes to the VMM.
     fn tap_for(&self, iface: &Interface) -> Result<HotTap, DriverError> {
         match (&iface.kind, iface.host_bridge()) {
+            // A jailed VMM cannot open /dev/net/tun: the daemon opens
+            // the TAP (or makes it) and hands it over.
+            (InterfaceKind::Ethernet, _) if lock(&self.extra).uid.is_some() => {
+                let tap = self
+                    .netns
+                    .run(|| netvirt::Tap::open(iface.target.as_deref(), 1))
+                    .map_err(|e| DriverError::Failed(format!("domain {}: {e}", self.name)))?;
+                Ok(HotTap::Opened(tap))
+            }
             (InterfaceKind::Ethernet, _) => Ok(HotTap::Named(iface.target.clone())),
             (InterfaceKind::Direct { dev, mode }, _) => {
                 let name = iface.target.clone().unwrap_or_else(|| {

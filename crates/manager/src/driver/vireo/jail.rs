@@ -3,11 +3,11 @@
 //! the daemon's `--vmm-uids` range, and the files the domain uses opened
 //! to U by an ACL entry while it runs (libvirt's dynamic ownership).
 //!
-//! A domain's uid is `first + (id - 1) mod count`, its numeric id mapped
-//! into the range: nothing to allocate or to remember across a daemon
-//! restart, and two running domains share one only after `count` starts
-//! while one of them kept running; a start whose uid some process still
-//! has is refused with the holder's pid.
+//! A domain's uid is the first one from `first + (id - 1) mod count` on
+//! (its numeric id mapped into the range, wrapping) that no process has:
+//! nothing to allocate or to remember across a daemon restart (the run
+//! record keeps the uid), and another daemon's VMMs or a VMM still
+//! running from an earlier start are stepped over.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -53,25 +53,47 @@ impl FromStr for UidRange {
 }
 
 impl UidRange {
-    /// The uid of the domain with numeric id `id` (1 up).
+    /// Where the domain with numeric id `id` (1 up) looks for its uid.
     pub fn uid_for(&self, id: u32) -> u32 {
         self.first + id.saturating_sub(1) % self.count
     }
+
+    /// The first uid from [`UidRange::uid_for`] on, wrapping within the
+    /// range, that is not in `used`.
+    pub fn free_uid(&self, id: u32, used: &std::collections::BTreeSet<u32>) -> Option<u32> {
+        let start = id.saturating_sub(1) % self.count;
+        (0..self.count)
+            .map(|k| self.first + (start + k) % self.count)
+            .find(|u| !used.contains(u))
+    }
 }
 
-/// A process that runs as `uid` (its real, effective or saved uid), if
-/// any: a VMM of an earlier domain that mapped to the same uid.
-pub(crate) fn process_with_uid(uid: u32) -> Option<u32> {
-    let procs = std::fs::read_dir("/proc").ok()?;
-    procs.filter_map(Result::ok).find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let status = std::fs::read_to_string(e.path().join("status")).ok()?;
-        let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-        uids.split_whitespace()
-            .take(3)
-            .any(|u| u.parse() == Ok(uid))
-            .then_some(pid)
-    })
+/// Every uid some process has (real, effective or saved).
+pub(crate) fn uids_in_use() -> std::collections::BTreeSet<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    procs
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| {
+                    u.split_whitespace()
+                        .take(3)
+                        .filter_map(|v| v.parse().ok())
+                        .collect::<Vec<u32>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// The directories a jailed VMM needs in its run directory: the jail's
@@ -203,10 +225,17 @@ mod tests {
     }
 
     #[test]
-    fn a_uid_in_use_is_found_and_a_free_one_is_not() {
+    fn uids_in_use_are_stepped_over() {
         // SAFETY: getuid only reads the caller's credentials.
         let me = unsafe { libc::getuid() };
-        assert!(process_with_uid(me).is_some());
-        assert_eq!(process_with_uid(1_900_065_535), None);
+        let used = uids_in_use();
+        assert!(used.contains(&me));
+        assert!(!used.contains(&1_900_065_535));
+        let r: UidRange = "1000-1002".parse().unwrap();
+        let used = [1001, 1002].into_iter().collect();
+        assert_eq!(r.free_uid(2, &used), Some(1000), "wraps to the first");
+        assert_eq!(r.free_uid(1, &used), Some(1000));
+        let all = [1000, 1001, 1002].into_iter().collect();
+        assert_eq!(r.free_uid(1, &all), None);
     }
 }

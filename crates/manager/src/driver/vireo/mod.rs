@@ -111,13 +111,12 @@ impl VireoDriver {
         plan: &mut config::Plan,
     ) -> Result<(u32, Vec<PathBuf>), DriverError> {
         let name = &domain.name;
-        let uid = uids.uid_for(id);
-        if let Some(pid) = jail::process_with_uid(uid) {
-            return Err(failed(
+        let uid = uids.free_uid(id, &jail::uids_in_use()).ok_or_else(|| {
+            failed(
                 name,
-                format!("uid {uid} (domain id {id} in --vmm-uids) is in use by pid {pid}; give the daemon a wider --vmm-uids"),
-            ));
-        }
+                "every uid of --vmm-uids is in use by a process; give the daemon a wider range",
+            )
+        })?;
         let (jail_dir, status_dir) = jail::prepare_dirs(&ctx.run_dir, uid).map_err(|e| {
             failed(
                 name,
