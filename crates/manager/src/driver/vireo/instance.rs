@@ -150,7 +150,14 @@ pub struct VireoInstance {
     destroyed: AtomicBool,
     /// Names for TAPs of hot-plugged bridge interfaces.
     next_tap: AtomicU32,
+    /// A jailed VMM itself (the keeper's child): its end is the domain's
+    /// end, which the keeper's may precede (a SIGKILL to the keeper ends
+    /// the VMM by its parent-death signal, a moment later).
+    jailed_vmm: Option<PidFd>,
 }
+
+/// How long a jailed VMM may take to go after its keeper did.
+const VMM_AFTER_KEEPER: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -168,7 +175,13 @@ impl VireoInstance {
         extra: Extra,
         netns: NetNs,
     ) -> Self {
+        let jailed_vmm = extra.uid.and_then(|_| {
+            let pid = vmm_pid(pidfd.pid(), true);
+            let start = process::start_time(pid).ok()?;
+            PidFd::open(pid, start).ok().flatten()
+        });
         Self {
+            jailed_vmm,
             name: domain.name.clone(),
             id,
             pidfd,
@@ -180,6 +193,15 @@ impl VireoInstance {
             netns,
             destroyed: AtomicBool::new(false),
             next_tap: AtomicU32::new(0),
+        }
+    }
+
+    /// Once the keeper has gone: wait for its VMM too, killing it if it
+    /// lingers.
+    fn wait_for_jailed_vmm(&self) -> std::io::Result<()> {
+        match &self.jailed_vmm {
+            Some(vmm) if !vmm.wait(Some(VMM_AFTER_KEEPER))? => vmm.terminate(None, KILL_WAIT),
+            _ => Ok(()),
         }
     }
 
@@ -485,9 +507,15 @@ impl Instance for VireoInstance {
             return Ok(());
         }
         self.destroyed.store(true, Ordering::Release);
+        let failed = |e: std::io::Error| DriverError::Failed(format!("domain {}: {e}", self.name));
+        if let (false, Some(vmm)) = (graceful, &self.jailed_vmm) {
+            // The VMM first, so the domain's end waits for nothing.
+            let _ = vmm.signal(libc::SIGKILL);
+        }
         self.pidfd
             .terminate(graceful.then_some(GRACE), KILL_WAIT)
-            .map_err(|e| DriverError::Failed(format!("domain {}: {e}", self.name)))
+            .map_err(failed)?;
+        self.wait_for_jailed_vmm().map_err(failed)
     }
 
     fn wait_exit(&self) -> ExitReason {
@@ -503,6 +531,9 @@ impl Instance for VireoInstance {
             }
         }
         let status = lock(&self.child).take().and_then(|mut c| c.wait().ok());
+        if let Err(e) = self.wait_for_jailed_vmm() {
+            tracing::warn!("domain {}: {e}", self.name);
+        }
         let reason = self.exit_reason(status);
         lock(&self.extra).release(&self.name);
         let links = std::mem::take(&mut lock(&self.extra).direct_links);
