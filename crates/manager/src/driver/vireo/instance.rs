@@ -509,8 +509,12 @@ impl Instance for VireoInstance {
         self.destroyed.store(true, Ordering::Release);
         let failed = |e: std::io::Error| DriverError::Failed(format!("domain {}: {e}", self.name));
         if let (false, Some(vmm)) = (graceful, &self.jailed_vmm) {
-            // The VMM first, so the domain's end waits for nothing.
+            // The VMM itself; its keeper reaps it and ends as it did. (A
+            // keeper killed first would leave the VMM to init to reap.)
             let _ = vmm.signal(libc::SIGKILL);
+            if self.pidfd.wait(Some(KILL_WAIT)).map_err(failed)? {
+                return self.wait_for_jailed_vmm().map_err(failed);
+            }
         }
         self.pidfd
             .terminate(graceful.then_some(GRACE), KILL_WAIT)
