@@ -17,6 +17,10 @@ noise hits all alike. Printed per CPU, medians:
   vireo-open     `--seccomp=off`: the default machine with no confinement,
                  for what the seccomp filters cost (issue 15: at most 1 ms
                  and 0.5 MiB)
+  vireo-jail     `--jail DIR --uid U --gid U`: confined as the daemon
+                 confines every VMM (seccomp, a keeper outside a PID
+                 namespace, own mount/IPC/UTS/network namespaces, no
+                 capabilities); compared with vireo-open as well
   qemu           `qemu-system-x86_64 -M microvm -enable-kvm` (QEMU 7.2)
   floor-kernel   bench/kvm_floor.c: a program that only creates and drops a
                  VM with 128 MiB, KVM_CREATE_IRQCHIP, KVM_CREATE_PIT2 and one
@@ -158,10 +162,14 @@ def main():
                        "-nodefaults", "-no-user-config", "-display", "none", "-serial", "none",
                        "-device", "isa-debug-exit,iobase=0xf4,iosize=0x4", "-kernel", guest]
     env = dict(os.environ, **qemu_env)
+    jail_dir = os.path.join(out, "startup-jail")
+    os.makedirs(jail_dir, exist_ok=True)
     peers = {
         "vireo": (vireo, {0}, None),
         "vireo-kernel": (vireo + ["--irqchip=kernel", "--pit"], {0}, None),
         "vireo-open": (vireo + ["--seccomp=off"], {0}, None),
+        "vireo-jail": (vireo + ["--jail", jail_dir, "--uid", "1900065000", "--gid", "1900065000"],
+                       {0}, None),
         "qemu": (qemu, {1}, env),
         "floor-kernel": ([floors["floor-kernel"]], {0}, None),
         "floor-split": ([floors["floor-split"]], {0}, None),
@@ -209,6 +217,10 @@ def main():
         dr = rss - med["vireo-open"][1]
         print(f"confinement (vireo - vireo-open): {dw:+.2f} ms (target <= 1: {verdict(dw <= 1)}), "
               f"{dr:+.2f} MiB peak RSS (target <= 0.5: {verdict(dr <= 0.5)})")
+        jw = med["vireo-jail"][0] - med["vireo-open"][0]
+        jr = med["vireo-jail"][1] - med["vireo-open"][1]
+        print(f"jailed (vireo-jail - vireo-open): {jw:+.2f} ms (target <= 1: {verdict(jw <= 1)}), "
+              f"{jr:+.2f} MiB peak RSS (target <= 0.5: {verdict(jr <= 0.5)})")
 
 
 if __name__ == "__main__":
