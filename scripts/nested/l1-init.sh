@@ -965,6 +965,17 @@ EOF
     "running (booted)") l1_result $name domstate-running ok "$state" ;;
     *) l1_result $name domstate-running fail "domstate --reason: '$state'" ;;
     esac
+    # The daemon jails the VMM (docs/security.md): the domain's pid is its
+    # keeper, whose one child runs the VM under a uid of its own, with no
+    # capability, no_new_privs and a seccomp filter on every thread.
+    keeper=$(cat /proc/$dpid/task/*/children 2>/dev/null | awk '{ print $1 }')
+    vmm=$(cat /proc/$keeper/task/$keeper/children 2>/dev/null | awk '{ print $1 }')
+    conf=$(cat /proc/$vmm/task/*/status 2>/dev/null | grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' | sort -u | tr -s '\t' ' ' | tr '\n' ';')
+    case "$conf" in
+    "CapEff: 0000000000000000;NoNewPrivs: 1;Seccomp: 2;Uid: "[1-9]*)
+        l1_result $name jailed ok "VMM pid $vmm (keeper $keeper): $conf root: $(ls /proc/$vmm/root 2>&1 | tr '\n' ' ')" ;;
+    *) l1_result $name jailed fail "VMM pid ${vmm:-none} (keeper ${keeper:-none}): '$conf'" ;;
+    esac
     # One console client from the start to the Ctrl-] (its input a FIFO
     # held open on fd 4), then another to the end; both append to
     # /tmp/daemon.console, which wait_line reads.

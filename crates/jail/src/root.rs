@@ -103,12 +103,25 @@ pub(crate) fn pivot(dir: &Path, options: &EnterOptions) -> Result<(), Error> {
     // pivot_root(".", "."): the old root ends up on top of the new one,
     // and is then detached (pivot_root(2)).
     // SAFETY: two NUL-terminated paths.
-    if unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } != 0 {
+    if unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } == 0 {
+        // SAFETY: a NUL-terminated path.
+        if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(os_error("detaching the host's root"));
+        }
+    } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        // The host runs from its initramfs (rootfs), which pivot_root
+        // cannot move: move the jail over `/` and chroot into it, as
+        // switch_root and container runtimes do there. The host's tree
+        // stays under the jail's mount, out of reach: nothing in the jail
+        // names it, and the VMM loses CAP_SYS_CHROOT before the guest runs.
+        mount(Some(c"."), c"/", None, libc::MS_MOVE, None)
+            .map_err(setup("moving the jail over / (the host runs from rootfs)"))?;
+        // SAFETY: a NUL-terminated path.
+        if unsafe { libc::chroot(c".".as_ptr()) } != 0 {
+            return Err(os_error("chroot into the jail"));
+        }
+    } else {
         return Err(os_error("pivot_root"));
-    }
-    // SAFETY: a NUL-terminated path.
-    if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(os_error("detaching the host's root"));
     }
     // SAFETY: a NUL-terminated path.
     if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {

@@ -545,7 +545,9 @@ fn rng_feeds_hwrng() {
 /// `Defined`, `Started Booted` and `Stopped Shutdown` in that order. Its
 /// memballoon is Linux's virtio_balloon: the guest's statistics reach
 /// `dommemstat`, and after `setmem 224M --live` its balloon's `actual`
-/// is 224 MiB.
+/// is 224 MiB. The VMM runs jailed (L1 runs from its initramfs, where the
+/// jail cannot pivot_root): a uid of its own, no capability,
+/// `no_new_privs` and a seccomp filter on every thread.
 #[test]
 fn daemon_runs_a_linux_domain_from_xml() {
     let Some(s) = scenario("daemon") else { return };
@@ -554,6 +556,7 @@ fn daemon_runs_a_linux_domain_from_xml() {
         "define",
         "start",
         "domstate-running",
+        "jailed",
         "boot-disk",
         "button-input",
         "console-read",
