@@ -275,6 +275,26 @@ impl AsyncDisk {
         }
     }
 
+    /// Hold the ring's submissions until [`AsyncDisk::unplug`]: a caller
+    /// that submits a batch (a virtqueue's available requests) sends it to
+    /// the kernel in one system call instead of one per request.
+    pub fn plug(&self) {
+        if let Some(ring) = &self.ring {
+            lock(ring).plug();
+        }
+    }
+
+    /// Send what was held since [`AsyncDisk::plug`] to the kernel.
+    pub fn unplug(&self) {
+        if let Some(ring) = &self.ring {
+            if let Err(e) = lock(ring).unplug() {
+                // The entries stay queued and go with the next submission
+                // or drain.
+                tracing::warn!("disk: io_uring submission failed, retried later: {e}");
+            }
+        }
+    }
+
     /// The disk requests run on.
     pub fn disk(&self) -> &Arc<dyn DiskImage> {
         &self.shared.disk
