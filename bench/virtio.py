@@ -11,7 +11,7 @@ table shows medians and ratios.
     bench/virtio.py [--rounds N] [--seq-mib N] [--seq-qd N] [--rand-ops N]
                     [--frames N] [--cache none|writeback] [--vcpu-cpu C]
                     [--io-cpu C] [--qemu-aio threads|native|io_uring]
-                    [--no-qemu] [--no-net] [--no-vireo-default]
+                    [--vireo BINARY] [--no-qemu] [--no-net] [--no-vireo-default]
 
 Disk, like for like: all three read and write the same raw image, with
 O_DIRECT (cache=none) by default so no figure is the page cache's.
@@ -109,8 +109,11 @@ class Placement:
         return ["taskset", "-c", str(self.io)] + cmd
 
 
+VIREO = [os.path.join(ROOT, "target", "release", "vireo")]
+
+
 def run_vireo(place, args, cmdline, netns=False):
-    cmd = [os.path.join(ROOT, "target", "release", "vireo"), "run",
+    cmd = VIREO + ["run",
            "--kernel", os.path.join(OUT, "virtio.elf"), "--memory", "256M",
            "--vcpu-pin", f"0:{place.vcpu}", "--emulator-pin", str(place.io),
            "--cmdline", cmdline] + args
@@ -220,6 +223,7 @@ def main():
     ap.add_argument("--vcpu-cpu", type=int, default=1)
     ap.add_argument("--io-cpu", type=int, default=0)
     ap.add_argument("--qemu-aio", choices=["threads", "native", "io_uring"], default="threads")
+    ap.add_argument("--vireo", help="the vireo binary to run (default: this tree's release build)")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--no-net", action="store_true")
     ap.add_argument("--no-vireo-default", action="store_true",
@@ -228,6 +232,8 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench/virtio.py needs root (TAP devices, network namespaces)")
     build()
+    if opts.vireo:
+        VIREO[0] = os.path.abspath(opts.vireo)
     place = Placement(opts.vcpu_cpu, opts.io_cpu)
     tsc_hz = int(host(place, "blk_host", "tsc-hz")["tsc-hz"])
     image = os.path.join(OUT, "bench.img")

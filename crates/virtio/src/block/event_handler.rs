@@ -429,7 +429,7 @@ impl BlockHandler {
     }
 
     fn drain_completions(&mut self) {
-        let _ = self.disk.completion_fd().read();
+        // AsyncDisk::drain_completions clears the eventfd itself.
         let mut done = std::mem::take(&mut self.completions);
         self.disk.drain_completions(&mut done);
         for c in done.drain(..) {
