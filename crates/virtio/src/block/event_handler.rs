@@ -150,11 +150,13 @@ impl BlockHandler {
 
     /// [`Self::serve_queue`]'s loop.
     ///
-    /// Notifications are off while the ring is read, and re-armed once it
-    /// is empty (a driver that queues a request when an earlier one
-    /// completes would otherwise wait for the next completion to be seen).
-    /// A queue with nothing in flight first polls a little, so a driver
-    /// that sends its next request at once needs no kick (a VM exit).
+    /// Notifications stay off while any request of the queue is in
+    /// flight: each completion looks at the ring again, so the driver need
+    /// not kick (a VM exit) for requests it queues meanwhile. Only an idle
+    /// queue re-arms them, after a short poll. (Re-arming whenever the ring
+    /// is empty, as QEMU does, cost a kick per request: a quarter of the
+    /// random 4 KiB rate here, and nothing measurable on sequential 1 MiB
+    /// requests at depth 4, which keep completing.)
     fn pop_and_start(&mut self, qi: usize) {
         let capacity = self.disk.disk().size();
         let read_only = self.disk.disk().read_only();
@@ -199,6 +201,9 @@ impl BlockHandler {
                 if self.broken {
                     return;
                 }
+            }
+            if self.queue_in_flight[qi] > 0 {
+                return;
             }
             // Idle: poll a little (only when nothing at all is in flight, so
             // no completion waits on the spin), then re-arm and re-check.
