@@ -9,9 +9,11 @@ which run the same patterns on the same backing file and TAP. Runs alternate
 table shows medians and ratios.
 
     bench/virtio.py [--rounds N] [--seq-mib N] [--seq-qd N] [--rand-ops N]
-                    [--frames N] [--cache none|writeback] [--vcpu-cpu C]
-                    [--io-cpu C] [--qemu-aio threads|native|io_uring]
-                    [--vireo BINARY] [--no-qemu] [--no-net] [--no-vireo-default]
+                    [--frames N] [--cache none|writeback]
+                    [--placement split|shared] [--vcpu-cpu C] [--io-cpu C]
+                    [--qemu-aio threads|native|io_uring]
+                    [--vireo BINARY] [--verbose] [--no-qemu] [--no-net]
+                    [--no-vireo-default]
 
 Disk, like for like: all three read and write the same raw image, with
 O_DIRECT (cache=none) by default so no figure is the page cache's.
@@ -30,12 +32,14 @@ Net: --frames UDP frames of 1514 bytes from the guest to a peer in a network
 namespace, through a TAP, against a host process writing the same frames to
 the same TAP.
 
-Placement: every run is pinned with taskset the same way: the vCPU thread on
---vcpu-cpu (default 1), every other VMM thread (device workers, I/O) on
---io-cpu (default 0), the host programs on --vcpu-cpu. A polling guest keeps
-its vCPU busy, so a VMM squeezed onto one CPU measures the scheduler, not the
-I/O path. The machine may be shared: medians over --rounds, and treat a
-difference of a few percent as noise.
+Placement: every run is pinned with taskset the same way. split (default):
+the vCPU thread on --vcpu-cpu (default 1), every other VMM thread (device
+workers, I/O) on --io-cpu (default 0), the host programs on --vcpu-cpu.
+shared: every thread of all three may run on both CPUs. A polling guest
+keeps its vCPU busy, so a VMM squeezed onto one CPU measures the scheduler,
+not the I/O path. On a shared machine the I/O CPU's other load decides much
+(a VMM's worker threads compete with it for time): medians over --rounds,
+and treat differences of 10 % as noise.
 
 QEMU is Debian's 7.2 as scripts/nested/fetch-qemu.sh unpacks it under
 target/nested/qemu (`-M microvm,pcie=on`, whose PCIe host bridge sits where
@@ -95,18 +99,35 @@ def bench_lines(text):
 
 
 class Placement:
-    """Where threads run: the vCPU on one CPU, everything else on another."""
+    """Where threads run. split: the vCPU on one CPU, everything else on
+    another (the host programs on the vCPU's). shared: every thread of all
+    three on both CPUs, the scheduler choosing."""
 
-    def __init__(self, vcpu_cpu, io_cpu):
-        self.vcpu, self.io = vcpu_cpu, io_cpu
+    def __init__(self, mode, vcpu_cpu, io_cpu):
+        self.mode, self.vcpu, self.io = mode, vcpu_cpu, io_cpu
+        self.both = f"{vcpu_cpu},{io_cpu}"
+
+    def describe(self):
+        if self.mode == "split":
+            return (f"vCPU (and host loop) on CPU {self.vcpu}, other VMM threads on "
+                    f"CPU {self.io}")
+        return f"every thread of all three on CPUs {self.both}"
 
     def host(self, cmd):
-        return ["taskset", "-c", str(self.vcpu)] + cmd
+        return ["taskset", "-c", str(self.vcpu) if self.mode == "split" else self.both] + cmd
 
     def vmm(self, cmd):
         """QEMU: all on the I/O CPU until its vCPU thread is moved (Vireo
         pins itself: --vcpu-pin, --emulator-pin)."""
-        return ["taskset", "-c", str(self.io)] + cmd
+        return ["taskset", "-c", str(self.io) if self.mode == "split" else self.both] + cmd
+
+    def vireo_args(self):
+        if self.mode == "split":
+            return ["--vcpu-pin", f"0:{self.vcpu}", "--emulator-pin", str(self.io)]
+        return ["--vcpu-pin", f"0:{self.both}", "--emulator-pin", self.both]
+
+    def qemu_vcpu(self):
+        return {self.vcpu} if self.mode == "split" else {self.vcpu, self.io}
 
 
 VIREO = [os.path.join(ROOT, "target", "release", "vireo")]
@@ -115,7 +136,7 @@ VIREO = [os.path.join(ROOT, "target", "release", "vireo")]
 def run_vireo(place, args, cmdline, netns=False):
     cmd = VIREO + ["run",
            "--kernel", os.path.join(OUT, "virtio.elf"), "--memory", "256M",
-           "--vcpu-pin", f"0:{place.vcpu}", "--emulator-pin", str(place.io),
+           *place.vireo_args(),
            "--cmdline", cmdline] + args
     if netns:
         cmd = ["ip", "netns", "exec", NS] + cmd
@@ -126,16 +147,16 @@ def run_vireo(place, args, cmdline, netns=False):
     return bench_lines(out.stdout)
 
 
-def pin_qemu_vcpu(pid, cpu):
+def pin_qemu_vcpu(pid, cpus):
     """Move QEMU's vCPU thread ("CPU 0/KVM", named with -name debug-threads=on)
-    to `cpu`."""
+    to `cpus`."""
     deadline = time.time() + 10
     while time.time() < deadline:
         for tid in os.listdir(f"/proc/{pid}/task"):
             try:
                 with open(f"/proc/{pid}/task/{tid}/comm") as f:
                     if f.read().startswith("CPU 0/KVM"):
-                        os.sched_setaffinity(int(tid), {cpu})
+                        os.sched_setaffinity(int(tid), cpus)
                         return
             except FileNotFoundError:
                 pass
@@ -168,7 +189,7 @@ def run_qemu(place, args, cmdline, netns=False):
         deadline = time.time() + 300
         text = ""
         try:
-            pin_qemu_vcpu(proc.pid, place.vcpu)
+            pin_qemu_vcpu(proc.pid, place.qemu_vcpu())
             proc.stdin.write("cont\n")
             proc.stdin.flush()
             while time.time() < deadline:
@@ -220,10 +241,12 @@ def main():
     ap.add_argument("--rand-ops", type=int, default=2000)
     ap.add_argument("--frames", type=int, default=100000)
     ap.add_argument("--cache", choices=["none", "writeback"], default="none")
+    ap.add_argument("--placement", choices=["split", "shared"], default="split")
     ap.add_argument("--vcpu-cpu", type=int, default=1)
     ap.add_argument("--io-cpu", type=int, default=0)
     ap.add_argument("--qemu-aio", choices=["threads", "native", "io_uring"], default="threads")
     ap.add_argument("--vireo", help="the vireo binary to run (default: this tree's release build)")
+    ap.add_argument("--verbose", action="store_true", help="also print every round's figures")
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--no-net", action="store_true")
     ap.add_argument("--no-vireo-default", action="store_true",
@@ -234,7 +257,7 @@ def main():
     build()
     if opts.vireo:
         VIREO[0] = os.path.abspath(opts.vireo)
-    place = Placement(opts.vcpu_cpu, opts.io_cpu)
+    place = Placement(opts.placement, opts.vcpu_cpu, opts.io_cpu)
     tsc_hz = int(host(place, "blk_host", "tsc-hz")["tsc-hz"])
     image = os.path.join(OUT, "bench.img")
     make_image(image, max(opts.seq_mib, 64))
@@ -300,8 +323,7 @@ def main():
              if any(w in v for v in results.values())]
     print(f"\nmedians of {opts.rounds} rounds, disk cache={opts.cache} (O_DIRECT for all: "
           f"{'yes' if direct else 'no'}), sequential 1 MiB requests at queue depth "
-          f"{opts.seq_qd}, random 4 KiB at depth 1; vCPU (and host loop) on CPU "
-          f"{opts.vcpu_cpu}, other VMM threads on CPU {opts.io_cpu}; QEMU aio={opts.qemu_aio}; "
+          f"{opts.seq_qd}, random 4 KiB at depth 1; {place.describe()}; QEMU aio={opts.qemu_aio}; "
           f"TSC {tsc_hz / 1e9:.3f} GHz")
     header = f"{'pattern':<11}{'unit':<6}" + "".join(f"{n:>10}" for n in names)
     header += f"{'vireo/host':>12}{'target':>8}"
@@ -316,6 +338,12 @@ def main():
         if "qemu" in names:
             line += f"{med['qemu'] / med['host']:>11.2f}{med['vireo'] / med['qemu']:>12.2f}"
         print(line)
+    if opts.verbose:
+        print("\nevery round:")
+        for metric, who in results.items():
+            for n in names:
+                if n in who:
+                    print(f"{metric:<11}{n:<10}" + " ".join(f"{v:.0f}" for v in who[n]))
 
 
 if __name__ == "__main__":
