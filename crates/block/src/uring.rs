@@ -229,8 +229,13 @@ impl Ring {
                 .map_err(|_| Error::Unsupported("a full io_uring queue"))?;
         }
         self.unsubmitted += 1;
+        // Queued now: a failed submission is retried (see Ring::stalled),
+        // never reported, or the caller would run the request elsewhere
+        // while its entry still waits to go to the kernel.
         if !self.plugged {
-            self.submit_pending()?;
+            if let Err(e) = self.submit_pending() {
+                tracing::debug!("io_uring: submission failed, retried: {e}");
+            }
         }
         Ok(())
     }
@@ -243,12 +248,6 @@ impl Ring {
     /// Reap finished requests into `out`; continue short transfers. Calls
     /// `read_done` once per finished read.
     pub fn reap(&mut self, out: &mut Vec<Completion>, read_done: &dyn Fn()) {
-        // Entries a failed submission left queued go now.
-        if !self.plugged {
-            if let Err(e) = self.submit_pending() {
-                tracing::warn!("io_uring: submission failed, retried later: {e}");
-            }
-        }
         let mut cqes = std::mem::take(&mut self.cqes);
         cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
         for (slot, res) in cqes.drain(..) {
@@ -321,6 +320,19 @@ impl Ring {
             }
         }
         self.cqes = cqes;
+        // Entries a failed submission left queued go now (with the
+        // completion queue just emptied, which a full one needs).
+        if !self.plugged {
+            if let Err(e) = self.submit_pending() {
+                tracing::debug!("io_uring: submission failed again: {e}");
+            }
+        }
+    }
+
+    /// Entries wait in the submission queue after a failed submission:
+    /// the caller must come back to [`Ring::reap`], which tries again.
+    pub fn stalled(&self) -> bool {
+        !self.plugged && self.unsubmitted > 0
     }
 
     /// Wait for every request in the ring, discarding the completions
