@@ -212,7 +212,9 @@ impl AsyncDisk {
                 if r.inflight() >= 256 {
                     return Some(request);
                 }
-                return match r.submit_flush(user_data) {
+                let result = r.submit_flush(user_data);
+                self.wake_if_stalled(&r);
+                return match result {
                     Ok(()) => None,
                     Err(_) => Some(request),
                 };
@@ -264,7 +266,9 @@ impl AsyncDisk {
             return Some(request);
         }
         let mut r = lock(ring);
-        match r.submit_rw(user_data, write, host, iovs) {
+        let result = r.submit_rw(user_data, write, host, iovs);
+        self.wake_if_stalled(&r);
+        match result {
             Ok(()) => None,
             Err(_) => {
                 if !write {
@@ -272,6 +276,38 @@ impl AsyncDisk {
                 }
                 Some(request)
             }
+        }
+    }
+
+    /// A submission to the kernel failed and its entries wait in the
+    /// ring: wake the drain, which tries again.
+    fn wake_if_stalled(&self, ring: &Ring) {
+        if ring.stalled() {
+            if let Err(e) = self.shared.event.write(1) {
+                tracing::error!("disk completion eventfd: {e}");
+            }
+        }
+    }
+
+    /// Hold the ring's submissions until [`AsyncDisk::unplug`]: a caller
+    /// that submits a batch (a virtqueue's available requests) sends it to
+    /// the kernel in one system call instead of one per request.
+    pub fn plug(&self) {
+        if let Some(ring) = &self.ring {
+            lock(ring).plug();
+        }
+    }
+
+    /// Send what was held since [`AsyncDisk::plug`] to the kernel.
+    pub fn unplug(&self) {
+        if let Some(ring) = &self.ring {
+            let mut r = lock(ring);
+            if let Err(e) = r.unplug() {
+                // The entries stay queued; the drain this wakes tries again
+                // (and keeps waking itself until they are in).
+                tracing::warn!("disk: io_uring submission failed, retried: {e}");
+            }
+            self.wake_if_stalled(&r);
         }
     }
 
@@ -309,7 +345,9 @@ impl AsyncDisk {
         let _ = self.shared.event.read();
         if let Some(ring) = &self.ring {
             let disk = &self.shared.disk;
-            lock(ring).reap(out, &|| disk.end_direct_read());
+            let mut r = lock(ring);
+            r.reap(out, &|| disk.end_direct_read());
+            self.wake_if_stalled(&r);
         }
         out.append(&mut done);
     }

@@ -58,6 +58,13 @@ pub struct Ring {
     slots: Vec<Option<InFlight>>,
     free: Vec<usize>,
     inflight: usize,
+    /// While plugged, entries wait in the submission queue for
+    /// [`Ring::unplug`], so a batch goes to the kernel in one system call.
+    plugged: bool,
+    /// Entries in the submission queue the kernel has not been told of.
+    unsubmitted: usize,
+    /// Completions being reaped (kept to reuse its allocation).
+    cqes: Vec<(u64, i32)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -80,7 +87,35 @@ impl Ring {
             slots: Vec::new(),
             free: Vec::new(),
             inflight: 0,
+            plugged: false,
+            unsubmitted: 0,
+            cqes: Vec::new(),
         })
+    }
+
+    /// Hold submissions until [`Ring::unplug`].
+    pub fn plug(&mut self) {
+        self.plugged = true;
+    }
+
+    /// Send every held submission to the kernel, in one system call.
+    pub fn unplug(&mut self) -> Result<()> {
+        self.plugged = false;
+        self.submit_pending()
+    }
+
+    /// Tell the kernel of the entries queued so far. On failure they stay
+    /// queued and go with the next call.
+    fn submit_pending(&mut self) -> Result<()> {
+        if self.unsubmitted == 0 {
+            return Ok(());
+        }
+        let n = self
+            .ring
+            .submit()
+            .map_err(|e| Error::io("io_uring submit", e))?;
+        self.unsubmitted = self.unsubmitted.saturating_sub(n);
+        Ok(())
     }
 
     /// Whether this request can go to the ring now.
@@ -188,16 +223,20 @@ impl Ring {
         // point at live in self.slots until the completion is reaped.
         let pushed = unsafe { self.ring.submission().push(&entry).is_ok() };
         if !pushed {
-            self.ring
-                .submit()
-                .map_err(|e| Error::io("io_uring submit", e))?;
+            self.submit_pending()?;
             // SAFETY: as above.
             unsafe { self.ring.submission().push(&entry) }
                 .map_err(|_| Error::Unsupported("a full io_uring queue"))?;
         }
-        self.ring
-            .submit()
-            .map_err(|e| Error::io("io_uring submit", e))?;
+        self.unsubmitted += 1;
+        // Queued now: a failed submission is retried (see Ring::stalled),
+        // never reported, or the caller would run the request elsewhere
+        // while its entry still waits to go to the kernel.
+        if !self.plugged {
+            if let Err(e) = self.submit_pending() {
+                tracing::debug!("io_uring: submission failed, retried: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -209,12 +248,9 @@ impl Ring {
     /// Reap finished requests into `out`; continue short transfers. Calls
     /// `read_done` once per finished read.
     pub fn reap(&mut self, out: &mut Vec<Completion>, read_done: &dyn Fn()) {
-        let cqes: Vec<(u64, i32)> = self
-            .ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        for (slot, res) in cqes {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for (slot, res) in cqes.drain(..) {
             let Ok(slot) = usize::try_from(slot) else {
                 continue;
             };
@@ -283,6 +319,20 @@ impl Ring {
                 }
             }
         }
+        self.cqes = cqes;
+        // Entries a failed submission left queued go now (with the
+        // completion queue just emptied, which a full one needs).
+        if !self.plugged {
+            if let Err(e) = self.submit_pending() {
+                tracing::debug!("io_uring: submission failed again: {e}");
+            }
+        }
+    }
+
+    /// Entries wait in the submission queue after a failed submission:
+    /// the caller must come back to [`Ring::reap`], which tries again.
+    pub fn stalled(&self) -> bool {
+        !self.plugged && self.unsubmitted > 0
     }
 
     /// Wait for every request in the ring, discarding the completions

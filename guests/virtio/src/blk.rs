@@ -26,7 +26,11 @@ fn fnv1a32(data: &[u8]) -> u32 {
     })
 }
 
-pub fn run(transport: Watched, config: &Config) {
+pub fn run(mut transport: Watched, config: &Config) {
+    // Rung at once (and waited for) except while the benchmark keeps
+    // several requests in flight.
+    let doorbells = transport.defer_doorbells();
+    doorbells.hold(false);
     let mut blk = match Blk::new(transport) {
         Ok(blk) => blk,
         Err(e) => return say!("virtio-blk: FAIL init: {}", e),
@@ -56,8 +60,10 @@ pub fn run(transport: Watched, config: &Config) {
     if !readonly && (config.bench_seq_mib > 0 || config.bench_rand_ops > 0) {
         if let Err(reason) = crate::bench::blk(
             &mut blk,
+            &doorbells,
             capacity,
             config.bench_seq_mib,
+            config.bench_qd,
             config.bench_rand_ops,
         ) {
             say!("virtio-blk: FAIL bench: {}", reason);

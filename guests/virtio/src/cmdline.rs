@@ -34,6 +34,8 @@ pub struct Config {
     /// After the devices, test MSI-X delivery on the first rng (`msix`).
     pub msix: bool,
     pub bench_seq_mib: u64,
+    /// Sequential requests kept in flight (`bench-qd`, 1 to 8).
+    pub bench_qd: u64,
     pub bench_rand_ops: u64,
     pub bench_net_frames: u64,
     pub bench_net_size: u64,
@@ -74,6 +76,7 @@ impl Default for Config {
             reinit: false,
             msix: false,
             bench_seq_mib: 0,
+            bench_qd: 1,
             bench_rand_ops: 0,
             bench_net_frames: 0,
             bench_net_size: 1514,
@@ -182,6 +185,9 @@ fn apply(c: &mut Config, word: &'static [u8]) -> bool {
         (b"serve-ms", Some(v)) => return set(&mut c.serve_ms, number(v)),
         (b"serve-icmp", Some(v)) => return set(&mut c.serve_icmp, number(v)),
         (b"bench-seq-mib", Some(v)) => return set(&mut c.bench_seq_mib, number(v)),
+        (b"bench-qd", Some(v)) => {
+            return set(&mut c.bench_qd, number(v).filter(|n| (1..=8).contains(n)));
+        }
         (b"bench-rand-ops", Some(v)) => return set(&mut c.bench_rand_ops, number(v)),
         (b"bench-mmio", Some(v)) => return set(&mut c.bench_mmio, number(v)),
         (b"wait-power-button", Some(v)) => return set(&mut c.wait_power_button, number(v)),

@@ -262,11 +262,20 @@ fn notify_layout(root: &mut Root, ecam: u64, df: DeviceFunction) -> Option<Notif
     for (offset, cfg_type) in caps {
         let bar = (read(offset + 4) & 0xff) as u8;
         let region = u64::from(read(offset + 8));
-        let (address, _) = root
+        // Only the common and notify structures matter; another (QEMU's
+        // PCI configuration access capability names BAR 0, which a
+        // modern-only function leaves unimplemented) is skipped.
+        if cfg_type != CAP_COMMON && cfg_type != CAP_NOTIFY {
+            continue;
+        }
+        let Some((address, _)) = root
             .bar_info(df, bar)
             .ok()
-            .flatten()?
-            .memory_address_size()?;
+            .flatten()
+            .and_then(|b| b.memory_address_size())
+        else {
+            continue;
+        };
         match cfg_type {
             CAP_COMMON if common.is_none() => common = Some(address + region),
             CAP_NOTIFY if notify.is_none() => {

@@ -69,9 +69,19 @@ struct Deferred {
 pub struct Doorbells {
     queues: [Cell<Option<Deferred>>; MAX_QUEUES],
     event_idx: Cell<bool>,
+    /// Notifications wait for [`Self::flush`]; when off, they ring at once
+    /// (and a watched queue waits for its completions, as undeferred).
+    holding: Cell<bool>,
 }
 
 impl Doorbells {
+    /// Hold notifications for [`Self::flush`] (on), or ring them at once
+    /// (off): a driver that keeps several requests in flight holds them,
+    /// the blocking calls around it need them rung.
+    pub fn hold(&self, on: bool) {
+        self.holding.set(on);
+    }
+
     /// Rings each queue that got buffers since the last flush, if the
     /// device wants to hear about them. Whether buffers were added is read
     /// off the available index, not from virtio-drivers' notify calls,
@@ -137,6 +147,7 @@ impl Watched {
     /// queues up.
     pub fn defer_doorbells(&mut self) -> Rc<Doorbells> {
         let bells = Rc::new(Doorbells::default());
+        bells.hold(true);
         self.deferred = Some(bells.clone());
         bells
     }
@@ -173,6 +184,7 @@ impl Transport for Watched {
         let deferred = self
             .deferred
             .as_ref()
+            .filter(|d| d.holding.get())
             .and_then(|d| d.queues.get(usize::from(queue)))
             .is_some_and(|cell| cell.get().is_some());
         if deferred {

@@ -140,13 +140,25 @@ impl BlockHandler {
         self.interrupt.set_needs_reset();
     }
 
-    /// Pop and start every request on queue `qi`.
+    /// Pop and start every request on queue `qi`; the disk gets them in
+    /// one submission.
+    fn serve_queue(&mut self, qi: usize) {
+        self.disk.plug();
+        self.pop_and_start(qi);
+        self.disk.unplug();
+    }
+
+    /// [`Self::serve_queue`]'s loop.
     ///
     /// Notifications stay off while any request of the queue is in
     /// flight: each completion looks at the ring again, so the driver need
     /// not kick (a VM exit) for requests it queues meanwhile. Only an idle
-    /// queue re-arms them, after a short poll.
-    fn serve_queue(&mut self, qi: usize) {
+    /// queue re-arms them, after a short poll. (Re-arming whenever the ring
+    /// is empty, as QEMU does, costs a kick per request: in an A/B run on
+    /// kvm-pvm about a quarter of the depth-1 random 4 KiB rate, and nothing
+    /// measurable on sequential 1 MiB requests at depth 4, which keep
+    /// completing.)
+    fn pop_and_start(&mut self, qi: usize) {
         let capacity = self.disk.disk().size();
         let read_only = self.disk.disk().read_only();
         loop {
@@ -423,7 +435,7 @@ impl BlockHandler {
     }
 
     fn drain_completions(&mut self) {
-        let _ = self.disk.completion_fd().read();
+        // AsyncDisk::drain_completions clears the eventfd itself.
         let mut done = std::mem::take(&mut self.completions);
         self.disk.drain_completions(&mut done);
         for c in done.drain(..) {
