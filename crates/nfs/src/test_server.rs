@@ -6,6 +6,8 @@
 //! from any other rpcbind's. Nothing is added to the root network
 //! namespace; everything is torn down on drop.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -228,6 +230,16 @@ EXPORT {{
         &self.netns
     }
 
+    /// Move the calling thread into the server's namespace until the
+    /// guard drops (then back to where it was).
+    pub fn enter(&self) -> Result<NetnsGuard, String> {
+        let here = File::open("/proc/thread-self/ns/net").map_err(|e| format!("own netns: {e}"))?;
+        let there = File::open(format!("/run/netns/{}", self.netns))
+            .map_err(|e| format!("netns {}: {e}", self.netns))?;
+        setns(&there)?;
+        Ok(NetnsGuard { back: here })
+    }
+
     /// The exported directory.
     pub fn export(&self) -> &Path {
         &self.export
@@ -300,4 +312,25 @@ impl Drop for TestServer {
         }
         let _ = run(Command::new("ip").args(["netns", "del", &self.netns]));
     }
+}
+
+/// The calling thread's way back to its own network namespace.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    back: File,
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = setns(&self.back);
+    }
+}
+
+fn setns(ns: &File) -> Result<(), String> {
+    // SAFETY: a valid descriptor of a network namespace; affects only the
+    // calling thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
