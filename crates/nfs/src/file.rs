@@ -353,7 +353,14 @@ impl RemoteFile {
                 message: ctx.error(),
             });
         }
-        ctx.wait(what, deadline)?;
+        ctx.wait(what, deadline).map_err(|e| match e {
+            // The portmapper, MOUNT or NFS service did not answer.
+            Error::Connection { what, message } => Error::Connection {
+                what,
+                message: format!("cannot reach an NFS server at {} ({message})", url.server),
+            },
+            e => e,
+        })?;
         let what = "open";
         let mode = match flags {
             OpenFlags::ReadOnly => libc::O_RDONLY,
