@@ -116,7 +116,7 @@ fn a_domain_runs_on_an_nfs_network_disk() {
     let out = dir.path().join("net.out");
     d.define(&guest_domain(
         "net",
-        "blk blk-first=3 blk-count=32 blk-stride=3 blk-read=0",
+        "blk blk-first=3 blk-count=32 blk-stride=3 blk-read=0 wait-hotplug=60000 hotplug-events=1",
         &disk,
         &out,
     ));
@@ -138,6 +138,22 @@ fn a_domain_runs_on_an_nfs_network_disk() {
         fnv1a32(&host)
     );
     assert!(got.contains(&expect), "want {expect}\n{got}");
+    // A second file plugged into the running guest (opened on the VMM's
+    // API thread, under its seccomp filter), which exercises it too.
+    let second = s.export().join("second.img");
+    std::fs::File::create(&second)
+        .unwrap()
+        .set_len(4 * MIB)
+        .unwrap();
+    let hot = disk
+        .replace("/disk.img'", "/second.img'")
+        .replace("dev='vda'", "dev='vdb'");
+    d.ok(
+        "POST",
+        "/domains/net/disks",
+        Some(&json!({ "xml": hot, "live": true })),
+    );
+    wait_text(&out, "virtio-blk: ok capacity=8192 wrote=32");
     let rows = d.ok("GET", "/domains/net/disks", None);
     assert_eq!(
         rows[0]["source"],
@@ -145,11 +161,14 @@ fn a_domain_runs_on_an_nfs_network_disk() {
         "{rows}"
     );
     d.wait_state("net", "shut_off", Duration::from_secs(30));
-    let bytes = std::fs::read(&file).unwrap();
-    for k in 0..32u64 {
-        let n = 3 + 3 * k;
-        let at = usize::try_from(n).unwrap() * SECTOR;
-        assert_eq!(&bytes[at..at + SECTOR], &guest_pattern(n)[..], "sector {n}");
+    for f in [&file, &second] {
+        let bytes = std::fs::read(f).unwrap();
+        for k in 0..32u64 {
+            let n = 3 + 3 * k;
+            let at = usize::try_from(n).unwrap() * SECTOR;
+            let what = format!("{} sector {n}", f.display());
+            assert_eq!(&bytes[at..at + SECTOR], &guest_pattern(n)[..], "{what}");
+        }
     }
 
     // A missing file fails the start in one line; qcow2 over NFS is
