@@ -76,8 +76,6 @@ extern "C" {
     pub fn nfs_set_uid(nfs: *mut nfs_context, uid: c_int);
     pub fn nfs_set_gid(nfs: *mut nfs_context, gid: c_int);
     pub fn nfs_set_tcp_syncnt(nfs: *mut nfs_context, v: c_int);
-    pub fn nfs_get_readmax(nfs: *mut nfs_context) -> u64;
-    pub fn nfs_get_writemax(nfs: *mut nfs_context) -> u64;
     pub fn nfs_mount_async(
         nfs: *mut nfs_context,
         server: *const c_char,

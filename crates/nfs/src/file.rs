@@ -12,6 +12,11 @@ use crate::ffi;
 use crate::url::FileUrl;
 use crate::{Error, Result};
 
+/// Most bytes one pread or pwrite call asks libnfs for. libnfs splits a
+/// call at the server's largest READ or WRITE and sends the pieces at
+/// once; a server that still answers short is asked again for the rest.
+const CALL_MAX: u64 = 4 << 20;
+
 /// How a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenFlags {
@@ -303,8 +308,6 @@ pub struct RemoteFile {
     fh: NonNull<ffi::nfsfh>,
     url: FileUrl,
     timeout: Duration,
-    read_max: u64,
-    write_max: u64,
     /// Set when a call ended without an answer (deadline, lost
     /// connection): the connection's state is unknown, so it takes no
     /// more calls.
@@ -379,20 +382,11 @@ impl RemoteFile {
             what,
             message: "libnfs returned no file handle".into(),
         })?;
-        // SAFETY: the context is live and mounted.
-        let (read_max, write_max) = unsafe {
-            (
-                ffi::nfs_get_readmax(ctx.raw()),
-                ffi::nfs_get_writemax(ctx.raw()),
-            )
-        };
         let mut me = Self {
             ctx,
             fh,
             url: url.clone(),
             timeout,
-            read_max: read_max.clamp(4096, 1 << 20),
-            write_max: write_max.clamp(4096, 1 << 20),
             broken: false,
         };
         let st = me.stat()?;
@@ -469,7 +463,7 @@ impl RemoteFile {
         let total: u64 = bufs.iter().map(|&(_, n)| n as u64).sum();
         let mut done = 0u64;
         while done < total {
-            let count = (total - done).min(self.read_max);
+            let count = (total - done).min(CALL_MAX);
             let part = slice_bufs(bufs, done, count);
             let at = offset + done;
             let n = self.run("read", Want::Read(part.clone()), |c, fh, s| {
@@ -504,7 +498,7 @@ impl RemoteFile {
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         let mut done = 0usize;
         while done < data.len() {
-            let count = (data.len() - done).min(usize::try_from(self.write_max).unwrap_or(4096));
+            let count = (data.len() - done).min(usize::try_from(CALL_MAX).unwrap_or(1 << 20));
             let chunk = &data[done..done + count];
             let at = offset + done as u64;
             let n = self.run("write", Want::Nothing, |c, fh, s| {

@@ -55,27 +55,30 @@ fn reads_writes_syncs_and_truncates_a_file() {
         return;
     };
     let host = s.export().join("disk.img");
-    let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..5 << 20).map(|i: u32| (i % 251) as u8).collect();
     std::fs::write(&host, &data).unwrap();
     let url = FileUrl::parse(&s.url("disk.img")).unwrap();
     let got = inside(&s, move || {
         let mut f = RemoteFile::open(&url, OpenFlags::ReadWrite, T).unwrap();
-        assert_eq!(f.stat().unwrap().size, 3 << 20);
-        // Larger than one READ: split by the server's maximum.
-        let mut buf = vec![0u8; 3 << 20];
+        assert_eq!(f.stat().unwrap().size, 5 << 20);
+        // Larger than one call (and than one READ of the server).
+        let mut buf = vec![0u8; 5 << 20];
         f.read_at(0, &mut buf).unwrap();
+        // So is this write, which rewrites the file with what it holds.
+        f.write_at(0, &buf).unwrap();
         f.write_at(4096, &[0xab; 8192]).unwrap();
         f.fsync().unwrap();
-        f.truncate(4 << 20).unwrap();
+        f.truncate(6 << 20).unwrap();
         let mut tail = vec![1u8; 4096];
         // Past the end reads as zeroes.
-        f.read_at((4 << 20) - 2048, &mut tail).unwrap();
+        f.read_at((6 << 20) - 2048, &mut tail).unwrap();
         assert_eq!(tail, vec![0; 4096]);
         buf
     });
     assert_eq!(got, data);
     let now = std::fs::read(&host).unwrap();
-    assert_eq!(now.len(), 4 << 20);
+    assert_eq!(now.len(), 6 << 20);
+    assert_eq!(&now[12288..5 << 20], &data[12288..]);
     assert_eq!(&now[4096..4096 + 8192], &[0xab; 8192][..]);
     assert_eq!(&now[..4096], &data[..4096]);
 }
