@@ -377,9 +377,9 @@ fn iscsi(r: &mut Rules) {
     ioctls(r, &[libc::FIONREAD]);
 }
 
-/// An NFS file (libnfs): what an iSCSI session needs (TCP, its own poll
-/// loop, the resolver's side trips on a reconnect), and what libnfs adds
-/// on a reconnect: asking the portmapper for the MOUNT and NFS ports
+/// An NFS file (libnfs), on top of what an iSCSI session needs ([`iscsi`]:
+/// TCP, its own poll loop, the resolver's side trips on a reconnect):
+/// what libnfs adds on a reconnect: asking the portmapper for the MOUNT and NFS ports
 /// (more connections), binding a reserved source port when run as root
 /// (servers may insist on one), and its AUTH_SYS credentials (user,
 /// group, host name, process ID for the first transaction ID).
@@ -390,7 +390,6 @@ fn iscsi(r: &mut Rules) {
 /// answer it with EACCES on the I/O threads (the port then counts as
 /// free).
 fn nfs(r: &mut Rules) {
-    iscsi(r);
     allow(r, &[libc::SYS_openat]);
     allow(
         r,
