@@ -230,13 +230,24 @@ fn api(socket: &Path, method: &str, path: &str) -> (u16, serde_json::Value) {
 /// namespace, held before its first instruction (so the server can go
 /// first); its output in `out`, its API on `socket`.
 fn paused_guest(s: &TestServer, socket: &Path, out: &Path, disk: &str) -> std::process::Child {
+    paused_guest_with(s, socket, out, disk, "blk blk-first=3 blk-count=8")
+}
+
+/// As [`paused_guest`], with the guest's command line `cmdline`.
+fn paused_guest_with(
+    s: &TestServer,
+    socket: &Path,
+    out: &Path,
+    disk: &str,
+    cmdline: &str,
+) -> std::process::Child {
     let kernel = guest("virtio");
     let child = Command::new("ip")
         .args(["netns", "exec", s.netns(), env!("CARGO_BIN_EXE_vireo")])
         .args(["run", "--paused", "--api-socket"])
         .arg(socket)
         .args(["--kernel", kernel.to_str().unwrap()])
-        .args(["--cmdline", "blk blk-first=3 blk-count=8"])
+        .args(["--cmdline", cmdline])
         .args(["--disk", disk])
         .stdin(std::process::Stdio::null())
         .stdout(File::create(out).unwrap())
@@ -352,4 +363,59 @@ fn with_the_default_policy_a_lost_server_is_an_error_for_the_guest_not_a_hang() 
     let err = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
     assert_eq!(status, Some(0), "{text}\n{err}");
     assert!(text.contains("virtio-blk: FAIL"), "{text}\n{err}");
+}
+
+#[test]
+fn a_server_that_stops_answering_costs_a_bounded_wait_and_a_pause_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut s) = server("frozen", dir.path()) else {
+        return;
+    };
+    let file = image(&s, "disk.img", 8 * MIB);
+    let socket = dir.path().join("api.sock");
+    let out = dir.path().join("out.txt");
+    let disk = format!(
+        "{},format=raw,werror=stop,rerror=stop,serial=nfs1",
+        s.url("disk.img")
+    );
+    // The guest waits up to 90 s for a request (its own 5 s would
+    // declare the device stuck before the VMM's deadlines pass).
+    let cmdline = "blk blk-first=3 blk-count=8 request-timeout-ms=90000";
+    let mut child = paused_guest_with(&s, &socket, &out, &disk, cmdline);
+    wait_paused(&socket);
+
+    // The server keeps its connections but answers nothing: the first
+    // request waits out its deadline, the reconnect waits out its own,
+    // and the VM pauses; the API answers all along.
+    s.freeze();
+    let start = std::time::Instant::now();
+    assert_eq!(api(&socket, "PUT", "/vm/resume").0, 204);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, info) = api(&socket, "GET", "/vm");
+    assert_eq!(status, 200, "{info}");
+    let info = wait_paused(&socket);
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_secs(45), "{waited:?}");
+    assert!(
+        info["io_error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("disk disk0: "),
+        "{info}"
+    );
+
+    // Back (a new server process on the same export): resume finishes.
+    s.restart().unwrap();
+    assert_eq!(api(&socket, "PUT", "/vm/resume").0, 204);
+    let status = exit_code(&mut child);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let err = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+    assert_eq!(status, Some(0), "{text}\n{err}");
+    assert!(
+        text.contains("virtio-blk: ok capacity=16384 wrote=8"),
+        "{text}\n{err}"
+    );
+    for n in 3..11 {
+        assert_eq!(read_sector(&file, n), guest_pattern(n), "sector {n}");
+    }
 }
