@@ -17,12 +17,20 @@ the CLI and the tools, the median of --runs (5) runs of:
 Each pair runs in turns, vireo then baseline, --runs times: on a shared
 host both meet the same page cache and neighbours.
 
+Then the NFS rows (bench/nfs.py; --no-nfs skips them): guest 1 MiB
+sequential and 4 KiB random I/O on a raw image on an nfs-ganesha export,
+Vireo's `--disk nfs://` against QEMU 7.2's libnfs driver and the host's
+own libnfs, medians side by side with ratios (--rounds, --seq-mib,
+--rand-ops, --image-mib are bench/nfs.py's).
+
 The image is --size (1 GiB) with --data (512 MiB) of data in 64 MiB runs
 between holes. Prints each pair's medians, the ratio vireo / baseline, and
 for transfers the throughput over the file's length.
 
     bench/storage.py [--vireo target/release/vireo] [--cpus 1]
                      [--dir DIR] [--runs 5] [--size 1024] [--data 512]
+                     [--no-nfs] [--no-volumes] [--rounds 5] [--seq-mib 64]
+                     [--rand-ops 1000] [--image-mib 256]
 
 Needs qemu-img and taskset; run as root (the daemon's default group rules
 are not involved: its sockets are in the scratch directory).
@@ -36,6 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nfs  # noqa: E402  (bench/nfs.py: the NFS disk rows)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
@@ -146,7 +157,18 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size", type=int, default=1024, help="image size, MiB")
     ap.add_argument("--data", type=int, default=512, help="data in it, MiB")
+    ap.add_argument("--no-nfs", action="store_true", help="skip the NFS disk rows")
+    ap.add_argument("--no-volumes", action="store_true", help="only the NFS disk rows")
+    nfs.add_args(ap)
     args = ap.parse_args()
+    if not args.no_volumes:
+        volumes(args)
+    if not args.no_nfs:
+        med, qemu_missing = nfs.measure(args)
+        nfs.print_table(med, qemu_missing, args)
+
+
+def volumes(args):
     for tool in ("qemu-img", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed")

@@ -37,6 +37,12 @@ command -v losetup >/dev/null || need+=(mount)
 pkg-config --exists libiscsi 2>/dev/null || need+=(libiscsi-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v tgtd >/dev/null || need+=(tgt)
+# NFS: vireo links libnfs; the tests run nfs-ganesha (VFS backend) with an
+# rpcbind beside it, in a namespace they make.
+pkg-config --exists libnfs 2>/dev/null || need+=(libnfs-dev)
+command -v ganesha.nfsd >/dev/null || need+=(nfs-ganesha)
+[ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so ] || need+=(nfs-ganesha-vfs)
+command -v rpcbind >/dev/null || need+=(rpcbind)
 # The API contract check makes a venv for schemathesis.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v curl >/dev/null || need+=(curl)

@@ -13,8 +13,14 @@
 #     QEMU_MODULE_DIR=DIR/root/usr/lib/x86_64-linux-gnu/qemu \
 #     DIR/root/usr/bin/qemu-system-x86_64 -L DIR/root/usr/share/qemu \
 #         -L DIR/root/usr/share/seabios -accel tcg ...
+# qemu-block-extra (the same 7.2) is unpacked beside it, so QEMU_MODULE_DIR
+# also finds block-nfs.so and block-iscsi.so (QEMU's libnfs and libiscsi
+# drivers, used by bench/nfs.py); its other modules' libraries (rbd,
+# gluster, curl, ssh) are not installed, and QEMU loads a module only when
+# a drive asks for it.
 # DIR/qemu.package records the version. When DIR already holds that QEMU and
-# it runs, nothing is done. Prints one line saying what it did; exits 77
+# it runs, nothing is done (an older DIR without block-nfs.so gets only
+# qemu-block-extra unpacked into it). Prints one line saying what it did; exits 77
 # (with the reason on stderr) when it cannot work here (not root, no apt).
 set -eu
 
@@ -35,7 +41,8 @@ runs() {
         -accel tcg -S -display none -monitor stdio -nic none >/dev/null 2>&1
 }
 
-if [ -f "$dir/qemu.package" ] && runs; then
+modules="$dir/root/usr/lib/x86_64-linux-gnu/qemu"
+if [ -f "$dir/qemu.package" ] && runs && [ -f "$modules/block-nfs.so" ]; then
     echo "fetch-qemu: $qemu already present ($(cat "$dir/qemu.package"))"
     exit 0
 fi
@@ -48,11 +55,32 @@ if [ "$(id -u)" != 0 ]; then
     exit 77
 fi
 
-pkgs="qemu-system-x86 qemu-system-common qemu-system-data seabios"
 tmp=$(mktemp -d "$dir/.fetch-qemu.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
 # apt-get download runs as _apt when it can; the directory is root's.
 chmod 755 "$tmp"
+
+# qemu-block-extra at the version of the QEMU in DIR, unpacked into it.
+block_extra() {
+    version=$(sed -n 's/^qemu-system-x86 //p' "$dir/qemu.package")
+    if ! (cd "$tmp" && apt-get download -qq "qemu-block-extra=$version" >/dev/null 2>&1); then
+        apt-get update -qq >/dev/null
+        (cd "$tmp" && apt-get download -qq "qemu-block-extra=$version" >/dev/null)
+    fi
+    mkdir -p "$tmp/extra"
+    dpkg-deb -x "$tmp"/qemu-block-extra_*.deb "$tmp/extra"
+    cp -a "$tmp/extra/usr/lib/x86_64-linux-gnu/qemu/." "$modules/"
+    missing=$(ldd "$modules/block-nfs.so" | sed -n 's/^\s*\([^ ]*\) => not found/\1/p' | tr '\n' ' ')
+    [ -z "$missing" ] || echo "fetch-qemu: block-nfs.so lacks $missing (apt-get install libnfs13)" >&2
+}
+
+if [ -f "$dir/qemu.package" ] && runs; then
+    block_extra
+    echo "fetch-qemu: added qemu-block-extra $version to $dir/root"
+    exit 0
+fi
+
+pkgs="qemu-system-x86 qemu-system-common qemu-system-data seabios"
 if ! (cd "$tmp" && apt-get download -qq $pkgs >/dev/null 2>&1); then
     apt-get update -qq >/dev/null
     (cd "$tmp" && apt-get download -qq $pkgs >/dev/null)
@@ -88,4 +116,5 @@ if ! runs; then
     echo "fetch-qemu: $qemu does not start a TCG machine" >&2
     exit 1
 fi
-echo "fetch-qemu: unpacked qemu-system-x86 $version at $dir/root${libs:+, installed$libs}"
+block_extra
+echo "fetch-qemu: unpacked qemu-system-x86 $version and qemu-block-extra at $dir/root${libs:+, installed$libs}"

@@ -16,6 +16,8 @@ mod file;
 mod iobuf;
 #[cfg(feature = "iscsi")]
 pub mod iscsi_lun;
+#[cfg(feature = "nfs")]
+pub mod nfs_file;
 mod probe;
 pub mod qcow2;
 mod raw;
@@ -414,6 +416,9 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
     if let Some(url) = path.to_str().filter(|p| p.starts_with(ISCSI_SCHEME)) {
         return open_iscsi(url, options);
     }
+    if let Some(url) = path.to_str().filter(|p| p.starts_with(NFS_SCHEME)) {
+        return open_nfs(url, options);
+    }
     let mut chain = Chain::empty(path);
     let opened = open_inner(path, options, &mut chain);
     if opened.is_ok() {
@@ -463,6 +468,47 @@ pub const ISCSI_SCHEME: &str = "iscsi://";
 /// Whether `path` is an `iscsi://` URL rather than a file.
 pub fn is_iscsi(path: &Path) -> bool {
     path.to_str().is_some_and(|p| p.starts_with(ISCSI_SCHEME))
+}
+
+/// How a path names a file on an NFS export instead of a host file.
+pub const NFS_SCHEME: &str = "nfs://";
+
+/// Whether `path` is an `nfs://` URL rather than a file.
+pub fn is_nfs(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.starts_with(NFS_SCHEME))
+}
+
+/// Whether `path` names a network disk (`iscsi://` or `nfs://`), which
+/// is no host path: never made absolute, never stat'ed, never locked.
+pub fn is_network(path: &Path) -> bool {
+    is_iscsi(path) || is_nfs(path)
+}
+
+/// Open the NFS file `url` names: raw only (the qcow2 driver needs a host
+/// file), no host lock. With no format given, a file that starts as a
+/// qcow2 image is refused rather than used as raw.
+#[cfg(feature = "nfs")]
+fn open_nfs(url: &str, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    if options.format.is_some_and(|f| f != ImageFormat::Raw) {
+        return Err(Error::Refused(
+            "only raw images are used over nfs:// (the qcow2 driver needs a host file); \
+             format must be raw"
+                .into(),
+        ));
+    }
+    Ok(Arc::new(nfs_file::NfsDisk::open(
+        url,
+        options.read_only,
+        options.format.is_none(),
+    )?))
+}
+
+#[cfg(not(feature = "nfs"))]
+fn open_nfs(_url: &str, _options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    Err(Error::Refused(
+        "nfs:// disks are not supported by this build of vireo (built without the nfs feature)"
+            .into(),
+    ))
 }
 
 /// Open the LUN `url` names: always raw (no format is probed on it, and

@@ -85,6 +85,9 @@ pub(crate) fn refused(kind: ThreadKind) -> Rules {
             Len::Dword,
             &[libc::AF_UNIX as u64, libc::AF_NETLINK as u64],
         );
+        // libnfs's look-ups of /etc/services (see `nfs`): these threads
+        // open no file, so every open is answered EACCES.
+        allow(&mut r, &[libc::SYS_openat]);
     }
     r
 }
@@ -372,6 +375,35 @@ fn iscsi(r: &mut Rules) {
     );
     // FIONREAD: how much a socket holds.
     ioctls(r, &[libc::FIONREAD]);
+}
+
+/// An NFS file (libnfs), on top of what an iSCSI session needs ([`iscsi`]:
+/// TCP, its own poll loop, the resolver's side trips on a reconnect):
+/// what libnfs adds on a reconnect: asking the portmapper for the MOUNT and NFS ports
+/// (more connections), binding a reserved source port when run as root
+/// (servers may insist on one), and its AUTH_SYS credentials (user,
+/// group, host name, process ID for the first transaction ID).
+///
+/// Before binding a low source port libnfs asks `getservbyport` whether
+/// a well-known service owns it, and the C library opens /etc/services
+/// to answer: `openat` is allowed here only so that [`refused`] can
+/// answer it with EACCES on the I/O threads (the port then counts as
+/// free).
+fn nfs(r: &mut Rules) {
+    allow(r, &[libc::SYS_openat]);
+    allow(
+        r,
+        &[
+            libc::SYS_bind,
+            libc::SYS_fcntl,
+            libc::SYS_shutdown,
+            libc::SYS_getgid,
+            libc::SYS_getegid,
+            libc::SYS_geteuid,
+            libc::SYS_getgroups,
+            libc::SYS_getpid,
+        ],
+    );
 }
 
 /// TAP ioctls a running VM uses: queue attach and detach as the guest
@@ -700,15 +732,17 @@ fn virtio_blk(r: &mut Rules) {
     event_loop(r);
     file_io(r);
     iscsi(r);
+    nfs(r);
     // The I/O limits' timer (`iops=`, `bps=`) is armed here.
     allow(r, &[libc::SYS_io_uring_enter, libc::SYS_timerfd_settime]);
 }
 
 /// Disk I/O threads: reads, writes, flushes, discards on open images;
-/// iSCSI LUNs through their session.
+/// iSCSI LUNs through their session, NFS files through their connection.
 fn disk_io(r: &mut Rules) {
     file_io(r);
     iscsi(r);
+    nfs(r);
 }
 
 /// virtio-net's queue workers: frames between the guest and its TAP.
@@ -763,6 +797,7 @@ fn api(r: &mut Rules) {
     kvm_vm_runtime(r);
     tap_setup(r);
     iscsi(r);
+    nfs(r);
     // Pausing kicks the vCPUs.
     kick_vcpus(r);
     allow(

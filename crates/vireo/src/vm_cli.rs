@@ -218,8 +218,8 @@ fn request_for(
             let mut spec = disk_spec(&a.options, id);
             // The VM runs elsewhere (its own directory): a relative path
             // means the caller's directory, so send it absolute. An
-            // iscsi:// URL is no path and goes as it is.
-            if !block::is_iscsi(&spec.path) {
+            // iscsi:// or nfs:// URL is no path and goes as it is.
+            if !block::is_network(&spec.path) {
                 spec.path = std::path::absolute(&spec.path).map_err(|e| {
                     Failure::Usage(format!(
                         "vm: cannot make {} absolute: {e}",

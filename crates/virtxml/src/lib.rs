@@ -45,8 +45,8 @@ pub use cpuset::CpuSet;
 pub use devices::balloon::MemBalloon;
 pub use devices::chardev::{CharBackend, CharDevice, CharTarget};
 pub use devices::disk::{
-    Disk, DiskCache, DiskErrorPolicy, DiskFormat, DiskSource, IoTune, NetworkSource,
-    ResolvedVolume, VolumeSource, ISCSI_PORT,
+    Disk, DiskCache, DiskErrorPolicy, DiskFormat, DiskSource, IoTune, NetworkProtocol,
+    NetworkSource, ResolvedVolume, VolumeSource, ISCSI_PORT,
 };
 pub use devices::interface::{DirectMode, Interface, InterfaceKind, MacAddress};
 pub use devices::interface_policy::{Bandwidth, FilterRef, NetFilter, RateLimit, MAX_RATE_KIB};

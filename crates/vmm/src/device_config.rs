@@ -379,13 +379,17 @@ impl FromStr for DiskConfig {
             "id", "path", "format", "readonly", "cache", "serial", "queues", "werror", "rerror",
             "iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr", "burst", "iothread",
         ];
-        // `--disk iscsi://HOST/IQN/LUN[,options]`: the URL holds no comma.
-        let s = match s.strip_prefix(block::ISCSI_SCHEME) {
-            Some(_) => {
+        // `--disk iscsi://HOST/IQN/LUN[,options]` or
+        // `--disk nfs://SERVER/EXPORT/PATH[,options]`: the URL holds no comma.
+        let s = match [block::ISCSI_SCHEME, block::NFS_SCHEME]
+            .into_iter()
+            .find(|scheme| s.starts_with(scheme))
+        {
+            Some(scheme) => {
                 let (url, rest) = s.split_once(',').unwrap_or((s, ""));
                 disk.path = PathBuf::from(url);
                 if rest.split(',').any(|kv| kv.starts_with("path=")) {
-                    return Err(format!("{WHAT}: give an iscsi:// URL or path=, not both"));
+                    return Err(format!("{WHAT}: give an {scheme} URL or path=, not both"));
                 }
                 rest
             }
@@ -430,6 +434,14 @@ mod tests {
         assert_eq!(d.path, PathBuf::from("iscsi://169.254.77.1/iqn.x:y/1"));
         assert!(d.readonly);
         assert!("iscsi://h/iqn/1,path=x".parse::<DiskConfig>().is_err());
+        let d: DiskConfig = "nfs://169.254.78.1/srv/vm/disk.img?uid=0,format=raw,werror=stop"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            d.path,
+            PathBuf::from("nfs://169.254.78.1/srv/vm/disk.img?uid=0")
+        );
+        assert!("nfs://h/e/f,path=x".parse::<DiskConfig>().is_err());
         let d: DiskConfig = "id=data,path=x".parse().unwrap();
         assert_eq!(d.id.as_deref(), Some("data"));
         assert!("id=a/b,path=x"

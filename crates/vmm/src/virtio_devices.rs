@@ -37,8 +37,8 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
         path: disk.path.clone(),
         source,
     })?;
-    // An iSCSI LUN is always raw and never probed.
-    if disk.format.is_none() && !block::is_iscsi(&disk.path) {
+    // A network disk (iSCSI LUN, NFS file) is always raw and never probed.
+    if disk.format.is_none() && !block::is_network(&disk.path) {
         let found = image.format();
         let raw_rule = if found == block::ImageFormat::Raw {
             "; the guest may not write an image header into its sector 0"

@@ -46,6 +46,9 @@ pub struct Config {
     pub wait_hotplug: u64,
     /// How many hot-plug events to handle.
     pub hotplug_events: u64,
+    /// How long one device request may take before the device is
+    /// declared stuck (`request-timeout-ms`).
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             mac: None,
             pings: 3,
             timeout_ms: 1000,
+            request_timeout_ms: crate::watch::REQUEST_TIMEOUT_MS,
             serve_ms: 0,
             serve_icmp: 0,
             mirror: false,
@@ -182,6 +186,9 @@ fn apply(c: &mut Config, word: &'static [u8]) -> bool {
             return set(&mut c.pings, number(v).and_then(|n| u32::try_from(n).ok()));
         }
         (b"timeout-ms", Some(v)) => return set(&mut c.timeout_ms, number(v)),
+        (b"request-timeout-ms", Some(v)) => {
+            return set(&mut c.request_timeout_ms, number(v).filter(|&n| n > 0));
+        }
         (b"serve-ms", Some(v)) => return set(&mut c.serve_ms, number(v)),
         (b"serve-icmp", Some(v)) => return set(&mut c.serve_icmp, number(v)),
         (b"bench-seq-mib", Some(v)) => return set(&mut c.bench_seq_mib, number(v)),

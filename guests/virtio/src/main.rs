@@ -44,6 +44,7 @@ pub unsafe extern "C" fn virtio_main(cmdline: *const u8) -> ! {
     let text = unsafe { cmdline::from_raw(cmdline) };
     say!("virtio: cmdline={}", cmdline::Text(text));
     let config = cmdline::parse(text);
+    watch::set_request_timeout_ms(config.request_timeout_ms);
     say!("virtio: tsc-hz={}", time::tsc_hz());
     if config.bench_mmio > 0 {
         bench::mmio(config.bench_mmio);

@@ -7,7 +7,7 @@ use crate::hal::GuestHal;
 use crate::packet::{self, Arp, Echo, Frame, Ip, Mac};
 use crate::say;
 use crate::time::{wait_until, Deadline};
-use crate::watch::{Watched, REQUEST_TIMEOUT_MS};
+use crate::watch::{request_timeout_ms, Watched};
 use alloc::boxed::Box;
 use core::fmt;
 use virtio_drivers::device::net::VirtIONetRaw;
@@ -82,7 +82,7 @@ impl Station {
         // timeout the station is abandoned with it still in flight.
         let token = unsafe { self.dev.transmit_begin(&tx[..len]) }.map_err(|_| "tx queue full")?;
         let dev = &mut self.dev;
-        if !wait_until(REQUEST_TIMEOUT_MS, || dev.poll_transmit() == Some(token)) {
+        if !wait_until(request_timeout_ms(), || dev.poll_transmit() == Some(token)) {
             return Err("transmit not completed within 5 s");
         }
         // SAFETY: the same buffer that transmit_begin was given.

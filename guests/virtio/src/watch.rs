@@ -22,14 +22,28 @@ use crate::time::wait_until;
 use alloc::rc::Rc;
 use core::cell::Cell;
 use core::ptr::{read_volatile, write_volatile};
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::{fence, AtomicU64, Ordering};
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{PhysAddr, Result};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-/// How long one request may take before the device is declared stuck.
+/// How long one request may take before the device is declared stuck,
+/// unless the command line says otherwise (`request-timeout-ms`).
 pub const REQUEST_TIMEOUT_MS: u64 = 5000;
+
+/// The bound in force: [`REQUEST_TIMEOUT_MS`] or the command line's.
+static REQUEST_TIMEOUT: AtomicU64 = AtomicU64::new(REQUEST_TIMEOUT_MS);
+
+/// Set the bound every request waits for (from the command line).
+pub fn set_request_timeout_ms(ms: u64) {
+    REQUEST_TIMEOUT.store(ms, Ordering::Relaxed);
+}
+
+/// The bound every request waits for.
+pub fn request_timeout_ms() -> u64 {
+    REQUEST_TIMEOUT.load(Ordering::Relaxed)
+}
 
 /// Queues whose doorbell addresses are remembered.
 const MAX_QUEUES: usize = 8;
@@ -203,13 +217,14 @@ impl Transport for Watched {
         let Some((avail, used)) = self.rings else {
             return;
         };
-        let done = wait_until(REQUEST_TIMEOUT_MS, || ring_idx(used) == ring_idx(avail));
+        let timeout = request_timeout_ms();
+        let done = wait_until(timeout, || ring_idx(used) == ring_idx(avail));
         if !done {
             panic!(
                 "{}: no completion on queue {} within {} ms (avail idx {}, used idx {})",
                 self.name,
                 queue,
-                REQUEST_TIMEOUT_MS,
+                timeout,
                 ring_idx(avail),
                 ring_idx(used)
             );

@@ -1,9 +1,12 @@
 //! `disk`: a virtio-blk disk backed by a file, a block device, a volume
-//! of a storage pool or an iSCSI LUN (`type='network'`).
+//! of a storage pool, an iSCSI LUN or a file on an NFS export
+//! (`type='network'`, in `network_disk`).
 
 use crate::error::Error;
 use crate::node::{parse_number, Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
+
+pub use super::network_disk::{NetworkProtocol, NetworkSource, ISCSI_PORT};
 
 /// Where a disk's data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,47 +18,10 @@ pub enum DiskSource {
     /// `type='volume'`, `source pool= volume=`: found in the pool when the
     /// domain starts or the disk is plugged.
     Volume(VolumeSource),
-    /// `type='network'`, `source protocol='iscsi' name='IQN/LUN'` with one
-    /// `host`: a LUN the VMM reaches itself (no kernel initiator).
+    /// `type='network'`, `source protocol='iscsi' name='IQN/LUN'` or
+    /// `protocol='nfs' name='EXPORT/PATH'` with one `host`: a LUN or a
+    /// file the VMM reaches itself (no kernel initiator or client).
     Network(NetworkSource),
-}
-
-/// The iSCSI port when `<host>` names none.
-pub const ISCSI_PORT: u16 = 3260;
-
-/// A LUN of an iSCSI target (libvirt's `protocol='iscsi'`: the only
-/// network protocol Vireo takes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkSource {
-    /// The target's IQN.
-    pub target: String,
-    /// The LUN.
-    pub lun: u16,
-    /// The portal's host name or address.
-    pub host: String,
-    /// The portal's port, when given (3260 otherwise).
-    pub port: Option<u16>,
-    /// `iscsi://HOST:PORT/IQN/LUN`, what the drivers open.
-    pub url: String,
-}
-
-impl NetworkSource {
-    /// The source of the LUN `lun` of `target` at `host[:port]`.
-    pub fn iscsi(target: &str, lun: u16, host: &str, port: Option<u16>) -> Self {
-        let p = port.unwrap_or(ISCSI_PORT);
-        let hostport = if host.contains(':') {
-            format!("[{host}]:{p}")
-        } else {
-            format!("{host}:{p}")
-        };
-        Self {
-            target: target.to_string(),
-            lun,
-            host: host.to_string(),
-            port,
-            url: format!("iscsi://{hostport}/{target}/{lun}"),
-        }
-    }
 }
 
 /// A disk that is a storage pool's volume.
@@ -81,7 +47,8 @@ pub struct ResolvedVolume {
 
 impl DiskSource {
     /// Where the disk's data is: a file or device's path, a volume's once
-    /// resolved (`None` before), an iSCSI LUN's `iscsi://` URL.
+    /// resolved (`None` before), a network disk's `iscsi://` or `nfs://`
+    /// URL.
     pub fn host_path(&self) -> Option<&str> {
         match self {
             DiskSource::File(p) | DiskSource::Block(p) => Some(p),
@@ -99,11 +66,12 @@ impl DiskSource {
         }
     }
 
-    /// Whether the data is on an iSCSI target (a network disk, or a
-    /// volume of an `iscsi-direct` pool): [`DiskSource::host_path`] is then
-    /// an `iscsi://` URL, not a path.
+    /// Whether the data is on the network (a network disk, or a volume of
+    /// an `iscsi-direct` pool): [`DiskSource::host_path`] is then an
+    /// `iscsi://` or `nfs://` URL, not a path.
     pub fn is_network(&self) -> bool {
-        self.host_path().is_some_and(|p| p.starts_with("iscsi://"))
+        self.host_path()
+            .is_some_and(|p| p.starts_with("iscsi://") || p.starts_with("nfs://"))
     }
 
     /// The source as `domblklist` shows it: the host path, or `pool/volume`
@@ -387,7 +355,7 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
                     continue;
                 }
                 if kind == "network" {
-                    source = Some(parse_network_source(&c, ctx)?);
+                    source = Some(DiskSource::Network(NetworkSource::parse(&c, ctx)?));
                     continue;
                 }
                 let (attr, wrap): (&str, fn(String) -> DiskSource) = if kind == "file" {
@@ -494,77 +462,6 @@ fn parse_volume_source(c: &Node<'_>, ctx: &mut Ctx) -> Result<DiskSource, Error>
         volume: names[1].1.to_string(),
         resolved: None,
     }))
-}
-
-/// `source protocol='iscsi' name='IQN/LUN'` and its one `host`.
-fn parse_network_source(c: &Node<'_>, ctx: &mut Ctx) -> Result<DiskSource, Error> {
-    c.check_attrs(ctx, &["protocol", "name"]);
-    let protocol = c.need("protocol")?;
-    if protocol != "iscsi" {
-        return Err(c.refuse(format!(
-            "network disk protocol '{protocol}' is not supported: Vireo reaches iSCSI targets only (protocol='iscsi')"
-        )));
-    }
-    let name = c.need("name")?;
-    let parsed = name.rsplit_once('/').and_then(|(iqn, lun)| {
-        let ok =
-            !iqn.is_empty() && !iqn.contains('/') && iqn.chars().all(|ch| ch.is_ascii_graphic());
-        let lun = lun.parse::<u16>().ok().filter(|l| *l < 16384)?;
-        ok.then_some((iqn, lun))
-    });
-    let Some((iqn, lun)) = parsed else {
-        return Err(c.refuse(format!(
-            "name='{}' must be the target's IQN and the LUN, as IQN/LUN",
-            name.escape_debug()
-        )));
-    };
-    let mut host = None;
-    for child in c.children() {
-        let h = child.node();
-        match h.name() {
-            "host" => {
-                if host.is_some() {
-                    return Err(h.refuse("Vireo reaches a target through one <host>; give one"));
-                }
-                h.leaf(ctx, &["name", "port", "transport"])?;
-                if let Some(t) = h.attr("transport").filter(|t| *t != "tcp") {
-                    return Err(h.refuse(format!(
-                        "transport '{t}' is not supported: iSCSI runs over tcp"
-                    )));
-                }
-                let hn = h.need("name")?;
-                let ok_host = !hn.is_empty()
-                    && hn
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
-                if !ok_host {
-                    return Err(h.refuse(format!(
-                        "host name '{}' is not a host name or address",
-                        hn.escape_debug()
-                    )));
-                }
-                let port = match h.attr("port") {
-                    None => None,
-                    Some(p) => {
-                        Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                            h.refuse(format!("port '{}' is not a TCP port", p.escape_debug()))
-                        })?)
-                    }
-                };
-                host = Some((hn.to_string(), port));
-            }
-            "auth" => return Err(h.refuse("CHAP for network disks is not supported yet")),
-            other => {
-                return Err(h.refuse(format!(
-                    "<{other}> in a network disk's source is not supported"
-                )))
-            }
-        }
-    }
-    let (hn, port) = host.ok_or_else(|| c.refuse("the network disk names no <host name=...>"))?;
-    Ok(DiskSource::Network(NetworkSource::iscsi(
-        iqn, lun, &hn, port,
-    )))
 }
 
 struct Driver {
@@ -732,17 +629,7 @@ impl Disk {
             DiskSource::File(p) => w.empty("source", &[("file", p)]),
             DiskSource::Block(p) => w.empty("source", &[("dev", p)]),
             DiskSource::Volume(v) => w.empty("source", &[("pool", &v.pool), ("volume", &v.volume)]),
-            DiskSource::Network(n) => {
-                let name = format!("{}/{}", n.target, n.lun);
-                w.open("source", &[("protocol", "iscsi"), ("name", &name)]);
-                let port = n.port.map(|p| p.to_string());
-                let mut host = vec![("name", n.host.as_str())];
-                if let Some(p) = &port {
-                    host.push(("port", p));
-                }
-                w.empty("host", &host);
-                w.close("source");
-            }
+            DiskSource::Network(n) => n.write(w),
         }
         w.empty("target", &[("dev", &self.target), ("bus", "virtio")]);
         if let Some(t) = &self.iotune {
@@ -825,71 +712,6 @@ mod tests {
             "<disk type='volume'><source pool='p' volume='v'/><target dev='vda'/></disk>",
         ] {
             assert!(disk(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn iscsi_network_disks() {
-        let d = disk(
-            "<disk type='network' device='disk'><driver name='qemu' type='raw'/>\
-             <source protocol='iscsi' name='iqn.2026-01.org.vireo:t1/1'><host name='169.254.77.1' port='3260'/></source>\
-             <target dev='vda' bus='virtio'/></disk>",
-        )
-        .unwrap();
-        let DiskSource::Network(n) = &d.source else {
-            panic!("{:?}", d.source)
-        };
-        assert_eq!(
-            (n.target.as_str(), n.lun, n.port),
-            ("iqn.2026-01.org.vireo:t1", 1, Some(3260))
-        );
-        assert_eq!(
-            d.source.host_path(),
-            Some("iscsi://169.254.77.1:3260/iqn.2026-01.org.vireo:t1/1")
-        );
-        assert!(d.source.is_network() && !d.source.is_block());
-        assert_eq!(d.source.kind(), "network");
-        let mut w = XmlWriter::default();
-        d.write(&mut w);
-        let xml = w.finish();
-        assert!(xml.contains("<disk type='network' device='disk'>"), "{xml}");
-        assert!(
-            xml.contains("<source protocol='iscsi' name='iqn.2026-01.org.vireo:t1/1'>"),
-            "{xml}"
-        );
-        assert!(
-            xml.contains("<host name='169.254.77.1' port='3260'/>"),
-            "{xml}"
-        );
-        // Read back, the same disk.
-        assert_eq!(disk(&xml).unwrap(), d);
-        let v6 = disk(
-            "<disk type='network'><driver type='raw'/><source protocol='iscsi' name='iqn.x:y/0'>\
-             <host name='fe80::1'/></source><target dev='vdb'/></disk>",
-        )
-        .unwrap();
-        assert_eq!(
-            v6.source.host_path(),
-            Some("iscsi://[fe80::1]:3260/iqn.x:y/0")
-        );
-        let refused = |xml: &str| disk(xml).unwrap_err().to_string();
-        let e = refused(
-            "<disk type='network'><driver type='raw'/><source protocol='nbd' name='x'>\
-             <host name='h'/></source><target dev='vda'/></disk>",
-        );
-        assert!(e.contains("protocol 'nbd' is not supported"), "{e}");
-        for (bad, says) in [
-            ("<source protocol='iscsi' name='iqn.x:y'><host name='h'/></source>", "IQN/LUN"),
-            ("<source protocol='iscsi' name='iqn.x:y/x'><host name='h'/></source>", "IQN/LUN"),
-            ("<source protocol='iscsi' name='iqn.x:y/1'/>", "no <host"),
-            ("<source protocol='iscsi' name='iqn.x:y/1'><host name='h' port='0'/></source>", "TCP port"),
-            ("<source protocol='iscsi' name='iqn.x:y/1'><host name='a'/><host name='b'/></source>", "one <host>"),
-            ("<source protocol='iscsi' name='iqn.x:y/1'><host name='h' transport='rdma'/></source>", "tcp"),
-            ("<source protocol='iscsi' name='iqn.x:y/1'><host name='h'/><auth username='u'/></source>", "CHAP"),
-        ] {
-            let xml = format!("<disk type='network'><driver type='raw'/>{bad}<target dev='vda'/></disk>");
-            let e = refused(&xml);
-            assert!(e.contains(says) && !e.contains('\n'), "{bad}: {e}");
         }
     }
 

@@ -6,6 +6,7 @@ pub mod disk;
 pub mod host_port;
 pub mod interface;
 pub mod interface_policy;
+pub mod network_disk;
 pub mod rng;
 
 use crate::error::Error;

@@ -144,8 +144,9 @@ pub(super) fn regular_file(field: &'static str, path: &Path) -> Result<File, Api
 /// A disk image must be a regular file or a block device. Checked with
 /// `stat`, which never blocks, before anything opens it.
 pub(super) fn disk_file(field: &str, path: &Path) -> Result<(), ApiError> {
-    // An iSCSI LUN is no host file: opening it logs in and checks it.
-    if block::is_iscsi(path) {
+    // A network disk (iSCSI LUN, NFS file) is no host file: opening it
+    // connects and checks it.
+    if block::is_network(path) {
         return Ok(());
     }
     let path = absolute(field, path)?;
@@ -167,11 +168,12 @@ pub(super) fn disk_file(field: &str, path: &Path) -> Result<(), ApiError> {
 fn distinct_images(disks: &[DiskConfig]) -> Result<(), ApiError> {
     let mut seen: BTreeMap<(u64, u64), usize> = BTreeMap::new();
     for (i, disk) in disks.iter().enumerate() {
-        // iSCSI LUNs take no host lock, so the same URL twice is caught here.
-        if block::is_iscsi(&disk.path) {
+        // Network disks take no host lock, so the same URL twice is caught
+        // here.
+        if block::is_network(&disk.path) {
             if let Some(first) = disks[..i].iter().position(|d| d.path == disk.path) {
                 return Err(unprocessable(format!(
-                    "disks[{i}].path {} is the LUN disks[{first}].path already names",
+                    "disks[{i}].path {} is the network disk disks[{first}].path already names",
                     disk.path.display()
                 )));
             }
@@ -201,7 +203,7 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
     } else {
         format!("{field}.path")
     };
-    if !block::is_iscsi(&spec.path) {
+    if !block::is_network(&spec.path) {
         absolute(&path_field, &spec.path)?;
     }
     let what = if field.is_empty() { "add-disk" } else { field };

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use virtxml::devices::disk::{DiskDiscard, DiskIo};
 use virtxml::devices::rng::RngBackend;
 use virtxml::{
-    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskFormat, Domain, Interface,
-    InterfaceKind, LifecycleAction,
+    CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskFormat, DiskSource, Domain,
+    Interface, InterfaceKind, LifecycleAction, NetworkProtocol,
 };
 
 use crate::driver::DriverError;
@@ -226,6 +226,13 @@ pub fn check_disk(disk: &Disk, at: &str) -> Result<(), DriverError> {
             disk.source.describe()
         )));
     }
+    if let DiskSource::Network(n) = &disk.source {
+        if n.protocol == NetworkProtocol::Nfs && n.port.is_some() {
+            return Err(DriverError::Unsupported(format!(
+                "{at}/source/host: QEMU's nfs driver takes no port (it asks the server's portmapper); remove port= or use the vireo driver"
+            )));
+        }
+    }
     if disk.io == Some(DiskIo::Native) && disk.cache != Some(DiskCache::None) {
         return Err(DriverError::Unsupported(format!(
             "{at}/driver: io='native' needs cache='none' under QEMU (it requires O_DIRECT)"
@@ -316,9 +323,32 @@ pub fn blockdev_nodes(disk: &Disk) -> (Value, Value) {
     } else {
         "file"
     };
-    let mut file = match iscsi_parts(filename) {
+    let nfs = match &disk.source {
+        DiskSource::Network(n) if n.protocol == NetworkProtocol::Nfs => Some(n),
+        _ => None,
+    };
+    let mut file = match (nfs, iscsi_parts(filename)) {
+        // QEMU's own NFS client (block/nfs.c, libnfs; qemu-block-extra):
+        // the file's whole path on the server, which it splits into the
+        // export and the file as Vireo does.
+        (Some(n), _) => {
+            let mut f = json!({
+                "driver": "nfs",
+                "node-name": format!("file-{}", disk.target),
+                "server": { "type": "inet", "host": n.host },
+                "path": format!("/{}", n.target.trim_start_matches('/')),
+                "read-only": disk.readonly,
+            });
+            if let Some(uid) = n.identity.and_then(|i| i.uid) {
+                f["user"] = json!(uid);
+            }
+            if let Some(gid) = n.identity.and_then(|i| i.gid) {
+                f["group"] = json!(gid);
+            }
+            f
+        }
         // QEMU's own initiator (block/iscsi.c, libiscsi).
-        Some((portal, target, lun)) => json!({
+        (None, Some((portal, target, lun))) => json!({
             "driver": "iscsi",
             "node-name": format!("file-{}", disk.target),
             "transport": "tcp",
@@ -327,7 +357,7 @@ pub fn blockdev_nodes(disk: &Disk) -> (Value, Value) {
             "lun": lun,
             "read-only": disk.readonly,
         }),
-        None => json!({
+        (None, None) => json!({
             "driver": driver,
             "node-name": format!("file-{}", disk.target),
             "filename": filename,
@@ -339,7 +369,8 @@ pub fn blockdev_nodes(disk: &Disk) -> (Value, Value) {
         Some(DiskCache::Unsafe) => file["cache"] = json!({ "no-flush": true }),
         Some(DiskCache::Writeback) | None => {}
     }
-    // aio= is the file drivers' own option; the iscsi driver has none.
+    // aio= is the file drivers' own option; the iscsi and nfs drivers
+    // have none.
     let io = if disk.source.is_network() {
         None
     } else {
@@ -723,6 +754,43 @@ mod tests {
         );
         assert_eq!(bd[1]["driver"], "raw");
         assert_eq!(bd[1]["file"], "file-vda");
+    }
+
+    #[test]
+    fn maps_an_nfs_disk_to_qemus_nfs_driver() {
+        let d = domain(
+            "",
+            "<disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+             <source protocol='nfs' name='srv/vm/disk.img'><host name='169.254.78.1'/>\
+             <identity user='+0' group='+0'/></source><target dev='vda' bus='virtio'/></disk>",
+            "",
+        );
+        let a = args(&d);
+        let bd: Vec<Value> = after(&a, "-blockdev")
+            .iter()
+            .map(|s| serde_json::from_str(s).unwrap())
+            .collect();
+        assert_eq!(
+            bd[0],
+            json!({
+                "driver": "nfs",
+                "node-name": "file-vda",
+                "server": { "type": "inet", "host": "169.254.78.1" },
+                "path": "/srv/vm/disk.img",
+                "read-only": false,
+                "user": 0,
+                "group": 0,
+            })
+        );
+        assert_eq!(bd[1]["driver"], "raw");
+        let with_port = domain(
+            "",
+            "<disk type='network'><driver type='raw'/><source protocol='nfs' name='e/f'>\
+             <host name='h' port='2049'/></source><target dev='vda'/></disk>",
+            "",
+        );
+        let e = validate(&with_port).unwrap_err().to_string();
+        assert!(e.contains("takes no port"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,248 @@
+//! A file on an NFS export as a raw disk
+//! (`nfs://SERVER[:PORT]/EXPORT/PATH`), through the `nfs` crate's
+//! user-space client (libnfs), as QEMU's nfs block driver reaches it.
+//!
+//! Requests run one at a time on one connection (libnfs contexts are not
+//! shared between threads). A request that loses the connection connects
+//! again once and is sent again; if that fails too the request fails
+//! (the disk's error policy decides what the guest sees), and the next
+//! request tries to connect anew. Every step is bounded by [`TIMEOUT`],
+//! so a dead server costs errors, never a hung queue. Only raw images:
+//! the qcow2 driver needs a host file. An NFS file takes no host lock
+//! (there is no lock manager on this path, as with QEMU's driver).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use nfs::{FileUrl, OpenFlags, RemoteFile};
+
+use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
+
+/// How long one connect (mount and open) or one call may take.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Largest zero-filled write sent at once by `write_zeroes`.
+const ZERO_CHUNK: u64 = 1024 * 1024;
+
+/// The first bytes of a qcow2 image.
+const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+
+/// One NFS file, opened.
+#[derive(Debug)]
+pub struct NfsDisk {
+    url: FileUrl,
+    read_only: bool,
+    timeout: Duration,
+    size: AtomicU64,
+    file: Mutex<Option<RemoteFile>>,
+}
+
+/// An `nfs` error as the block layer reports it: a server that is out
+/// of space is the host's ENOSPC (so `werror=enospc` sees it), anything
+/// else is the remote side's.
+fn remote(e: nfs::Error) -> Error {
+    match e.errno() {
+        Some(errno @ (libc::ENOSPC | libc::EDQUOT)) => Error::Io {
+            op: "nfs write",
+            source: std::io::Error::from_raw_os_error(errno),
+        },
+        _ => Error::Remote(e.to_string()),
+    }
+}
+
+impl NfsDisk {
+    /// Mount the export `url` names and open its file; its size is the
+    /// file's. With `probe`, a file that starts as a qcow2 image is
+    /// refused (no format was given, and it is not raw).
+    pub fn open(url: &str, read_only: bool, probe: bool) -> Result<Self> {
+        Self::open_with_timeout(url, read_only, probe, TIMEOUT)
+    }
+
+    /// As [`NfsDisk::open`], each step bounded by `timeout`.
+    pub fn open_with_timeout(
+        url: &str,
+        read_only: bool,
+        probe: bool,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let url = FileUrl::parse(url).map_err(remote)?;
+        let named = |e: Error| Error::Open {
+            path: url.to_string().into(),
+            source: Box::new(e),
+        };
+        let mut file = connect(&url, read_only, timeout).map_err(named)?;
+        let size = file.stat().map_err(remote).map_err(named)?.size;
+        if probe && size >= 4 {
+            let mut head = [0u8; 4];
+            file.read_at(0, &mut head).map_err(remote).map_err(named)?;
+            if &head == QCOW2_MAGIC {
+                return Err(named(Error::Refused(
+                    "it is a qcow2 image; only raw images are used over nfs:// \
+                     (the qcow2 driver needs a host file)"
+                        .into(),
+                )));
+            }
+        }
+        Ok(Self {
+            url,
+            read_only,
+            timeout,
+            size: AtomicU64::new(size),
+            file: Mutex::new(Some(file)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<RemoteFile>> {
+        // A panic under the lock leaves at worst a connection in an unknown
+        // state, which `with_file` replaces when it is broken.
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `op` on an open file: after a transport error, connect again
+    /// once and run it again.
+    fn with_file<T>(
+        &self,
+        slot: &mut Option<RemoteFile>,
+        mut op: impl FnMut(&mut RemoteFile) -> nfs::Result<T>,
+    ) -> Result<T> {
+        let mut retried = false;
+        loop {
+            if slot.as_ref().is_none_or(RemoteFile::is_broken) {
+                *slot = None;
+                *slot = Some(connect(&self.url, self.read_only, self.timeout)?);
+            }
+            let Some(file) = slot.as_mut() else {
+                continue;
+            };
+            match op(file) {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transport() && !retried => {
+                    tracing::warn!("{}: {e}; connecting again", self.url);
+                    *slot = None;
+                    retried = true;
+                }
+                Err(e) => return Err(remote(e)),
+            }
+        }
+    }
+
+    fn check(&self, offset: u64, len: u64) -> Result<()> {
+        let size = self.size();
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(Error::OutOfRange { offset, len, size }),
+        }
+    }
+}
+
+/// Mount and open, read-write unless `read_only`.
+fn connect(url: &FileUrl, read_only: bool, timeout: Duration) -> Result<RemoteFile> {
+    let flags = if read_only {
+        OpenFlags::ReadOnly
+    } else {
+        OpenFlags::ReadWrite
+    };
+    RemoteFile::open(url, flags, timeout).map_err(remote)
+}
+
+impl DiskImage for NfsDisk {
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn read_vectored(&self, offset: u64, bufs: &[IoBufMut]) -> Result<()> {
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        self.check(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let raw: Vec<(*mut u8, usize)> = bufs.iter().map(|b| (b.as_mut_ptr(), b.len())).collect();
+        let mut slot = self.lock();
+        // SAFETY: an IoBufMut is writable memory valid for its lifetime,
+        // which spans this call.
+        self.with_file(&mut slot, |f| unsafe { f.read_raw(offset, &raw) })
+    }
+
+    fn write_vectored(&self, offset: u64, bufs: &[IoBuf]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        self.check(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut slot = self.lock();
+        if let [one] = bufs {
+            // SAFETY: an IoBuf is readable for its length during its
+            // lifetime, which spans this call; libnfs only reads it, and
+            // no Rust code writes it meanwhile.
+            let data = unsafe { std::slice::from_raw_parts(one.as_ptr(), one.len()) };
+            return self.with_file(&mut slot, |f| f.write_at(offset, data));
+        }
+        // Several buffers: gathered into one (copied, as libnfs takes one
+        // buffer per WRITE).
+        let total = usize::try_from(len).map_err(|_| Error::Refused("request too large".into()))?;
+        let mut data = vec![0u8; total];
+        let mut at = 0;
+        for b in bufs {
+            // SAFETY: `b` is readable for `b.len()` bytes; `data` has room.
+            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), data[at..].as_mut_ptr(), b.len()) };
+            at += b.len();
+        }
+        self.with_file(&mut slot, |f| f.write_at(offset, &data))
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let mut slot = self.lock();
+        self.with_file(&mut slot, RemoteFile::fsync)
+    }
+
+    fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
+        // NFSv3 has no way to punch a hole.
+        Err(Error::Unsupported("discard on an nfs:// disk"))
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.check(offset, len)?;
+        let zeroes = vec![0u8; usize::try_from(ZERO_CHUNK).unwrap_or(1 << 20)];
+        let mut slot = self.lock();
+        let mut at = offset;
+        let end = offset + len;
+        while at < end {
+            let n = usize::try_from((end - at).min(ZERO_CHUNK)).unwrap_or(0);
+            self.with_file(&mut slot, |f| f.write_at(at, &zeroes[..n]))?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    fn resize(&self, new_size: u64) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut slot = self.lock();
+        self.with_file(&mut slot, |f| f.truncate(new_size))?;
+        self.size.store(new_size, Ordering::Release);
+        Ok(())
+    }
+
+    fn host_allocated_bytes(&self) -> Result<u64> {
+        let mut slot = self.lock();
+        Ok(self.with_file(&mut slot, RemoteFile::stat)?.allocated)
+    }
+}
+
+#[cfg(test)]
+mod tests;
