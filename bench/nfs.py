@@ -97,8 +97,8 @@ EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = {export}; Access_Type = RW;
         subprocess.run(["ip", "netns", "del", NS])
 
 
-def in_ns(cmd):
-    return ["ip", "netns", "exec", NS, "taskset", "-c", "1"] + cmd
+def in_ns(cmd, ns=NS):
+    return ["ip", "netns", "exec", ns, "taskset", "-c", "1"] + cmd
 
 
 def run_vireo(url, cmdline):
@@ -113,6 +113,14 @@ def run_vireo(url, cmdline):
 
 
 def qemu_argv(path, cmdline, log):
+    return qemu_argv_with([
+        "-blockdev", f"driver=nfs,node-name=f0,server.type=inet,server.host={ADDR},path={path}"],
+        cmdline, log)
+
+
+def qemu_argv_with(file_blockdev, cmdline, log):
+    """QEMU running the virtio test guest on a disk whose protocol layer
+    `file_blockdev` defines as node `f0` (bench/iscsi.py uses it too)."""
     return ["env", f"QEMU_MODULE_DIR={QEMU_ROOT}/usr/lib/x86_64-linux-gnu/qemu",
             f"{QEMU_ROOT}/usr/bin/qemu-system-x86_64",
             "-L", f"{QEMU_ROOT}/usr/share/qemu", "-L", f"{QEMU_ROOT}/usr/share/seabios",
@@ -121,7 +129,7 @@ def qemu_argv(path, cmdline, log):
             "-kernel", os.path.join(vb.OUT, "virtio.elf"), "-append", cmdline + " mirror",
             "-device", "virtio-serial-pci,disable-legacy=on",
             "-chardev", f"file,id=con,path={log}", "-device", "virtconsole,chardev=con",
-            "-blockdev", f"driver=nfs,node-name=f0,server.type=inet,server.host={ADDR},path={path}",
+            *file_blockdev,
             "-blockdev", "driver=raw,node-name=d0,file=f0",
             "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
 
@@ -130,9 +138,14 @@ def run_qemu(path, cmdline):
     """The same guest under QEMU; its output arrives on a virtio console
     (`mirror`), and it cannot power QEMU off: QEMU is stopped when the
     guest says it is done."""
+    return run_qemu_argv(lambda log: qemu_argv(path, cmdline, log), NS)
+
+
+def run_qemu_argv(argv, ns):
+    """Run `argv(console_log)` in namespace `ns` until the guest is done."""
     with tempfile.TemporaryDirectory() as tmp:
         log = os.path.join(tmp, "console.txt")
-        proc = subprocess.Popen(in_ns(qemu_argv(path, cmdline, log)), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(in_ns(argv(log), ns), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 600
         text = ""
@@ -193,7 +206,7 @@ def prepare():
 def measure(opts):
     """Medians per pattern and client, and why QEMU is absent (or None)."""
     qemu_missing = prepare()
-    tsc_hz = int(vb.host("blk_host", "tsc-hz")["tsc-hz"])
+    tsc_hz = vb.tsc_hz()
     export = os.path.join(vb.OUT, "nfs-export")
     state = os.path.join(vb.OUT, "nfs-state")
     os.makedirs(export, exist_ok=True)

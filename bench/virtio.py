@@ -215,6 +215,12 @@ def host(place, *args):
     return kv(out.stdout)
 
 
+def tsc_hz():
+    """The host's TSC rate as bench/blk_host.c measures it (pinned to CPU 1,
+    where the other benchmarks' guests run)."""
+    return int(host(Placement("split", 1, 0), "blk_host", "tsc-hz")["tsc-hz"])
+
+
 def make_image(path, mib):
     with open("/dev/urandom", "rb") as src, open(path, "wb") as dst:
         for _ in range(mib):
