@@ -26,7 +26,10 @@ pages costs far more than one in a huge page (on this host about twice the
 time). QEMU advises MADV_HUGEPAGE on its guest RAM; so the host program's
 buffers are advised alike, and Vireo runs with `--memory-backend thp=on`.
 The column `vireo-4k` is Vireo's default memory (no THP advice), so the
-cost of that default shows.
+cost of that default shows. With --confinement, `vireo-open` is vireo
+with --seccomp=off and `vireo-jail` vireo jailed as the daemon runs it
+(--jail, its own uid, no capabilities): vireo/open and jail/open are what
+confinement costs (issue 15 allows 3 %).
 
 Net: --frames UDP frames of 1514 bytes from the guest to a peer in a network
 namespace, through a TAP, against a host process writing the same frames to
@@ -257,6 +260,9 @@ def main():
     ap.add_argument("--no-net", action="store_true")
     ap.add_argument("--no-vireo-default", action="store_true",
                     help="skip the vireo-4k runs (Vireo's default memory)")
+    ap.add_argument("--confinement", action="store_true",
+                    help="also run vireo with --seccomp=off (vireo-open) and jailed "
+                         "(vireo-jail), for what confinement costs (issue 15: within 3 %%)")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/virtio.py needs root (TAP devices, network namespaces)")
@@ -286,6 +292,15 @@ def main():
         vmms.append(("qemu", run_qemu, qemu_disk, qemu_net))
     if not opts.no_vireo_default:
         vmms.append(("vireo-4k", run_vireo, vireo_disk, None))
+    if opts.confinement:
+        jail_dir = os.path.join(OUT, "virtio-jail")
+        os.makedirs(jail_dir, exist_ok=True)
+        jail = ["--jail", jail_dir, "--uid", "1900065001", "--gid", "1900065001"]
+        open_ = ["--seccomp=off"]
+        vmms.append(("vireo-open", run_vireo, open_ + thp + vireo_disk,
+                     open_ + thp + ["--net", f"tap={TAP}"]))
+        vmms.append(("vireo-jail", run_vireo, jail + thp + vireo_disk,
+                     jail + thp + ["--net", f"tap={TAP}"]))
 
     # results[metric][who] = [values per round]; disk in MB/s or IOPS, net in MB/s.
     results = {}
@@ -325,7 +340,7 @@ def main():
              "rand-write": "IOPS", "net-tx": "MB/s"}
     targets = {"seq-read": 0.8, "seq-write": 0.8, "rand-read": 0.5, "rand-write": 0.5,
                "net-tx": 0.5}
-    names = [w for w in ("host", "vireo", "qemu", "vireo-4k")
+    names = [w for w in ("host", "vireo", "qemu", "vireo-4k", "vireo-open", "vireo-jail")
              if any(w in v for v in results.values())]
     print(f"\nmedians of {opts.rounds} rounds, disk cache={opts.cache} (O_DIRECT for all: "
           f"{'yes' if direct else 'no'}), sequential 1 MiB requests at queue depth "
@@ -335,6 +350,8 @@ def main():
     header += f"{'vireo/host':>12}{'target':>8}"
     if "qemu" in names:
         header += f"{'qemu/host':>11}{'vireo/qemu':>12}"
+    if "vireo-open" in names:
+        header += f"{'vireo/open':>12}{'jail/open':>11}"
     print(header)
     for metric, who in results.items():
         med = {n: statistics.median(who[n]) for n in names if n in who}
@@ -343,6 +360,9 @@ def main():
         line += f"{med['vireo'] / med['host']:>12.2f}{targets[metric]:>8.1f}"
         if "qemu" in names:
             line += f"{med['qemu'] / med['host']:>11.2f}{med['vireo'] / med['qemu']:>12.2f}"
+        if "vireo-open" in names:
+            line += (f"{med['vireo'] / med['vireo-open']:>12.2f}"
+                     f"{med['vireo-jail'] / med['vireo-open']:>11.2f}")
         print(line)
     if opts.verbose:
         print("\nevery round:")

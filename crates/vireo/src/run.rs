@@ -549,14 +549,14 @@ fn launch(
 }
 
 /// Enter the jail (crate `jail`): a network namespace of its own unless a
-/// disk is an iSCSI LUN, whose reconnects need the host's network (open
-/// TAPs keep working in any namespace). Then the parent-death signal,
-/// which the credential change cleared, is armed again, and the VMM
-/// learns it is jailed.
+/// disk is on the network (an iSCSI LUN, an NFS file), whose reconnects
+/// need the host's network (open TAPs keep working in any namespace).
+/// Then the parent-death signal, which the credential change cleared, is
+/// armed again, and the VMM learns it is jailed.
 fn enter_jail(jailed: &Jailed, config: Option<&VmConfig>) -> Result<(), jail::Error> {
-    let iscsi = config.is_some_and(|c| c.disks.iter().any(|d| block::is_iscsi(&d.path)));
+    let network_disk = config.is_some_and(|c| c.disks.iter().any(|d| block::is_network(&d.path)));
     let options = jail::EnterOptions {
-        new_network: !iscsi,
+        new_network: !network_disk,
     };
     jail::enter(&jailed.jail, &options)?;
     jailed.keeper.arm_death_signal()?;

@@ -522,7 +522,10 @@ impl VmController for Controller {
             Action::AddDisk(spec) => {
                 let id = spec.id.clone();
                 let disk = spec::disk_config(spec, "")?;
-                if disk.passed.is_none() {
+                // A network disk (iscsi://, nfs://) is no host path: the VMM
+                // reaches it itself, in a jail too (one that kept the host's
+                // network, because a network disk was there at start).
+                if disk.passed.is_none() && !block::is_network(&disk.path) {
                     if let Some(why) = crate::confinement::refuse_path(
                         &format!("add-disk: path {}", disk.path.display()),
                         "send the image's descriptor with image_fd",

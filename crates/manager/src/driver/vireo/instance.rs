@@ -301,11 +301,11 @@ impl VireoInstance {
         use std::os::fd::AsFd;
         use std::os::unix::fs::OpenOptionsExt;
         let path = match disk.source.host_path() {
-            Some(p) if !disk.source.is_network() => PathBuf::from(p),
-            _ => {
-                return Err(DriverError::Unsupported(format!(
-                    "domain {}: a network disk cannot be hot-plugged into a jailed VMM yet; define it and restart",
-                    self.name
+            Some(p) => PathBuf::from(p),
+            None => {
+                return Err(DriverError::Failed(format!(
+                    "domain {}: disk {} has no host path",
+                    self.name, disk.target
                 )))
             }
         };
@@ -562,10 +562,11 @@ impl Instance for VireoInstance {
         };
         let jailed = lock(&self.extra).uid;
         match jailed {
-            None => {
+            // A network disk is no host path: the VMM reaches it itself.
+            Some(uid) if !disk.source.is_network() => self.attach_disk_jailed(disk, spec, uid)?,
+            _ => {
                 self.put("/vm/add-disk", Some(&spec))?;
             }
-            Some(uid) => self.attach_disk_jailed(disk, spec, uid)?,
         }
         lock(&self.domain).devices.disks.push(disk.clone());
         Ok(())
