@@ -86,6 +86,21 @@ pub fn run_vireo(args: &[&str], timeout: Duration) -> RunResult {
     }
 }
 
+/// `vireo ARGS` inside network namespace `netns` (where a test's storage
+/// server listens), stdin closed, within 90 s.
+pub fn vireo_in_netns(netns: &str, args: &[&str]) -> RunResult {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_vireo")])
+        .args(args)
+        .stdin(Stdio::null());
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(90));
+    RunResult {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// Whether this host's KVM is kvm-pvm (guest CPL 0 emulated in software).
 pub fn is_kvm_pvm() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()

@@ -5,6 +5,7 @@
 //! what the host put there).
 
 mod daemon_harness;
+mod guest_sectors;
 
 use std::io::Write;
 use std::path::Path;
@@ -12,24 +13,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use daemon_harness::{domain_xml, have_kvm, Daemon};
+use guest_sectors::{fnv1a32, pattern, SECTOR};
 use iscsi::test_target::{LunSpec, TestTarget};
 use serde_json::json;
 
-const SECTOR: usize = 512;
 const MIB: u64 = 1 << 20;
-
-/// The sector the `virtio` guest writes at `n` (guests/virtio/src/blk.rs).
-fn guest_pattern(n: u64) -> Vec<u8> {
-    let mut s = n.to_le_bytes().to_vec();
-    s.extend((8..SECTOR as u64).map(|i| (n + i).to_le_bytes()[0]));
-    s
-}
-
-fn fnv1a32(data: &[u8]) -> u32 {
-    data.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
 
 /// The virsh verbs of `vireo` against daemon `d`: exit code, stdout, stderr.
 fn virsh(d: &Daemon, args: &[&str]) -> (i32, String, String) {
@@ -200,7 +188,7 @@ fn a_domain_runs_on_an_iscsi_network_disk() {
             let at = usize::try_from(n).unwrap() * SECTOR;
             assert_eq!(
                 fnv1a32(&bytes[at..at + SECTOR]),
-                fnv1a32(&guest_pattern(n)),
+                fnv1a32(&pattern(n)),
                 "LUN {lun} sector {n}"
             );
         }
@@ -319,7 +307,7 @@ fn an_iscsi_direct_pool_lists_the_targets_luns_and_backs_a_volume_disk() {
     d.wait_state("vol", "shut_off", Duration::from_secs(30));
     for n in 10..18u64 {
         let got = sector_of(&t.lun_file(1), usize::try_from(n).unwrap());
-        assert_eq!(fnv1a32(&got), fnv1a32(&guest_pattern(n)), "sector {n}");
+        assert_eq!(fnv1a32(&got), fnv1a32(&pattern(n)), "sector {n}");
     }
 
     // A target that stops answering: the pool cannot start again.

@@ -3,17 +3,18 @@
 //! (vireo runs inside it), and the data is checked in the LUN's file.
 
 mod common;
+mod guest_sectors;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{guest, run_with_timeout, RunResult};
+use common::guest;
+use guest_sectors::{fnv1a32, pattern, read_sector, SECTOR};
 use iscsi::test_target::{LunSpec, TestTarget};
 
-const SECTOR: usize = 512;
 const MIB: u64 = 1 << 20;
 
 fn root() -> bool {
@@ -23,41 +24,6 @@ fn root() -> bool {
         eprintln!("SKIP: making a network namespace needs root");
     }
     root
-}
-
-/// `vireo ARGS` inside the target's namespace.
-fn vireo_in(t: &TestTarget, args: &[&str]) -> RunResult {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", t.netns(), env!("CARGO_BIN_EXE_vireo")])
-        .args(args)
-        .stdin(std::process::Stdio::null());
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(90));
-    RunResult {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// The pattern the guest writes to sector `n` (guests/README.md).
-fn guest_pattern(n: u64) -> Vec<u8> {
-    let mut s = n.to_le_bytes().to_vec();
-    s.extend((8..SECTOR as u64).map(|i| (n + i).to_le_bytes()[0]));
-    s
-}
-
-fn fnv1a32(data: &[u8]) -> u32 {
-    data.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-fn read_sector(path: &Path, n: u64) -> Vec<u8> {
-    let mut f = File::open(path).unwrap();
-    f.seek(SeekFrom::Start(n * SECTOR as u64)).unwrap();
-    let mut buf = vec![0u8; SECTOR];
-    f.read_exact(&mut buf).unwrap();
-    buf
 }
 
 #[test]
@@ -83,8 +49,8 @@ fn a_guest_reads_and_writes_an_iscsi_lun() {
         .unwrap();
     let kernel = guest("virtio");
     let disk = format!("{},serial=lun1", t.url(1));
-    let r = vireo_in(
-        &t,
+    let r = common::vireo_in_netns(
+        t.netns(),
         &[
             "run",
             "--kernel",
@@ -119,11 +85,7 @@ fn a_guest_reads_and_writes_an_iscsi_lun() {
     );
     for k in 0..64 {
         let n = 3 + 5 * k;
-        assert_eq!(
-            read_sector(&t.lun_file(1), n),
-            guest_pattern(n),
-            "sector {n}"
-        );
+        assert_eq!(read_sector(&t.lun_file(1), n), pattern(n), "sector {n}");
     }
     assert_eq!(read_sector(&t.lun_file(1), 4), vec![0; SECTOR]);
 }
@@ -155,8 +117,8 @@ fn unreachable_or_malformed_iscsi_disks_fail_in_one_line() {
             "expected iscsi://HOST[:PORT]/IQN/LUN",
         ),
     ] {
-        let r = vireo_in(
-            &t,
+        let r = common::vireo_in_netns(
+            t.netns(),
             &["run", "--kernel", kernel.to_str().unwrap(), "--disk", disk],
         );
         assert_ne!(r.code, Some(0), "{}", r.describe());
@@ -173,8 +135,8 @@ fn unreachable_or_malformed_iscsi_disks_fail_in_one_line() {
     t.kill();
     let start = std::time::Instant::now();
     let url = t.url(1);
-    let r = vireo_in(
-        &t,
+    let r = common::vireo_in_netns(
+        t.netns(),
         &["run", "--kernel", kernel.to_str().unwrap(), "--disk", &url],
     );
     assert_ne!(r.code, Some(0), "{}", r.describe());
@@ -313,11 +275,7 @@ fn a_target_that_goes_away_stops_the_vm_and_its_return_finishes_the_io() {
     );
     assert!(!text.contains("FAIL"), "{text}");
     for n in 3..11 {
-        assert_eq!(
-            read_sector(&t.lun_file(1), n),
-            guest_pattern(n),
-            "sector {n}"
-        );
+        assert_eq!(read_sector(&t.lun_file(1), n), pattern(n), "sector {n}");
     }
 }
 

@@ -6,30 +6,18 @@
 //! line.
 
 mod daemon_harness;
+mod guest_sectors;
 
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_harness::{domain_xml, have_kvm, Daemon};
+use guest_sectors::{fnv1a32, pattern, SECTOR};
 use nfs::test_server::{StartError, TestServer};
 use serde_json::json;
 
-const SECTOR: usize = 512;
 const MIB: u64 = 1 << 20;
-
-/// The sector the `virtio` guest writes at `n` (guests/virtio/src/blk.rs).
-fn guest_pattern(n: u64) -> Vec<u8> {
-    let mut s = n.to_le_bytes().to_vec();
-    s.extend((8..SECTOR as u64).map(|i| (n + i).to_le_bytes()[0]));
-    s
-}
-
-fn fnv1a32(data: &[u8]) -> u32 {
-    data.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
 
 /// Waits (60 s at most) for `out` to hold `text`.
 fn wait_text(out: &Path, text: &str) -> String {
@@ -167,7 +155,7 @@ fn a_domain_runs_on_an_nfs_network_disk() {
             let n = 3 + 3 * k;
             let at = usize::try_from(n).unwrap() * SECTOR;
             let what = format!("{} sector {n}", f.display());
-            assert_eq!(&bytes[at..at + SECTOR], &guest_pattern(n)[..], "{what}");
+            assert_eq!(&bytes[at..at + SECTOR], &pattern(n)[..], "{what}");
         }
     }
 

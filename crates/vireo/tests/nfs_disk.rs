@@ -4,17 +4,18 @@
 //! checked in the exported file on the host side.
 
 mod common;
+mod guest_sectors;
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{guest, run_with_timeout, RunResult};
+use common::guest;
+use guest_sectors::{fnv1a32, pattern, read_sector, SECTOR};
 use nfs::test_server::{StartError, TestServer};
 
-const SECTOR: usize = 512;
 const MIB: u64 = 1 << 20;
 
 /// A ganesha exporting `dir/export` (state in `dir/state`), or `None`
@@ -47,41 +48,6 @@ fn image(s: &TestServer, name: &str, size: u64) -> std::path::PathBuf {
     path
 }
 
-/// `vireo ARGS` inside the server's namespace.
-fn vireo_in(s: &TestServer, args: &[&str]) -> RunResult {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", s.netns(), env!("CARGO_BIN_EXE_vireo")])
-        .args(args)
-        .stdin(std::process::Stdio::null());
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(90));
-    RunResult {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// The pattern the guest writes to sector `n` (guests/README.md).
-fn guest_pattern(n: u64) -> Vec<u8> {
-    let mut s = n.to_le_bytes().to_vec();
-    s.extend((8..SECTOR as u64).map(|i| (n + i).to_le_bytes()[0]));
-    s
-}
-
-fn fnv1a32(data: &[u8]) -> u32 {
-    data.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-fn read_sector(path: &Path, n: u64) -> Vec<u8> {
-    let mut f = File::open(path).unwrap();
-    f.seek(SeekFrom::Start(n * SECTOR as u64)).unwrap();
-    let mut buf = vec![0u8; SECTOR];
-    f.read_exact(&mut buf).unwrap();
-    buf
-}
-
 #[test]
 fn a_guest_reads_and_writes_a_file_on_an_nfs_export() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,8 +67,8 @@ fn a_guest_reads_and_writes_a_file_on_an_nfs_export() {
         .unwrap();
     let kernel = guest("virtio");
     let disk = format!("{},format=raw,serial=nfs1", s.url("disk.img"));
-    let r = vireo_in(
-        &s,
+    let r = common::vireo_in_netns(
+        s.netns(),
         &[
             "run",
             "--kernel",
@@ -137,7 +103,7 @@ fn a_guest_reads_and_writes_a_file_on_an_nfs_export() {
     );
     for k in 0..64 {
         let n = 3 + 5 * k;
-        assert_eq!(read_sector(&file, n), guest_pattern(n), "sector {n}");
+        assert_eq!(read_sector(&file, n), pattern(n), "sector {n}");
     }
     assert_eq!(read_sector(&file, 4), vec![0; SECTOR]);
 }
@@ -168,8 +134,8 @@ fn missing_exports_files_and_servers_are_refused_in_one_line() {
             "expected nfs://SERVER[:PORT]/EXPORT/PATH",
         ),
     ] {
-        let r = vireo_in(
-            &s,
+        let r = common::vireo_in_netns(
+            s.netns(),
             &["run", "--kernel", kernel.to_str().unwrap(), "--disk", disk],
         );
         assert_eq!(r.code, Some(2), "{disk}: {}", r.describe());
@@ -190,8 +156,8 @@ fn missing_exports_files_and_servers_are_refused_in_one_line() {
     // No server listening any more: refused at once, in one line.
     s.kill();
     let start = std::time::Instant::now();
-    let r = vireo_in(
-        &s,
+    let r = common::vireo_in_netns(
+        s.netns(),
         &["run", "--kernel", kernel.to_str().unwrap(), "--disk", &raw],
     );
     assert_eq!(r.code, Some(2), "{}", r.describe());
@@ -338,7 +304,7 @@ fn a_server_that_goes_away_stops_the_vm_and_its_return_finishes_the_io() {
     );
     assert!(!text.contains("FAIL"), "{text}");
     for n in 3..11 {
-        assert_eq!(read_sector(&file, n), guest_pattern(n), "sector {n}");
+        assert_eq!(read_sector(&file, n), pattern(n), "sector {n}");
     }
 }
 
@@ -416,6 +382,6 @@ fn a_server_that_stops_answering_costs_a_bounded_wait_and_a_pause_not_a_hang() {
         "{text}\n{err}"
     );
     for n in 3..11 {
-        assert_eq!(read_sector(&file, n), guest_pattern(n), "sector {n}");
+        assert_eq!(read_sector(&file, n), pattern(n), "sector {n}");
     }
 }
