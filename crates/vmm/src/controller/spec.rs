@@ -225,7 +225,8 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
     }
     disk.readonly = spec.readonly;
     if spec.image_fd && spec.passed.is_none() {
-        return Err(bad_request(format!(
+        // Schema-valid, but only add-disk carries a descriptor (as tap_fd).
+        return Err(unprocessable(format!(
             "{what}: image_fd is for add-disk, with the image's descriptor sent alongside"
         )));
     }
