@@ -337,6 +337,13 @@ fn parse_domain(node: &Node<'_>, ctx: &mut Ctx) -> Result<Domain, Error> {
                         return Err(t.refuse("iothreadids holds only <iothread id=...> elements"));
                     }
                     t.leaf(ctx, &["id"])?;
+                    // Bounded before the duplicate check below, which is
+                    // quadratic in the list an untrusted file may make long.
+                    if ids.len() >= MAX_IOTHREADS as usize {
+                        return Err(t.refuse(format!(
+                            "iothreadids lists more than the {MAX_IOTHREADS} I/O threads Vireo allows"
+                        )));
+                    }
                     let id: u32 = crate::node::parse_number(&t, "id", t.need("id")?)?;
                     if id == 0 || ids.contains(&id) {
                         return Err(t.refuse(format!("I/O thread id {id} is 0 or given twice")));

@@ -448,4 +448,9 @@ fn iothreads_their_pins_and_the_disks_on_them_round_trip_and_are_checked() {
         let e = refusal(&doc(top, &devices));
         assert!(e.contains(why), "{top}: {e}");
     }
+    // A list longer than any count allows is refused before it is read on.
+    let ids: String = (1..=65).map(|i| format!("<iothread id='{i}'/>")).collect();
+    let top = format!("  <iothreads>64</iothreads>\n  <iothreadids>{ids}</iothreadids>\n");
+    let e = refusal(&doc(&top, ""));
+    assert!(e.contains("iothreadids lists more than the 64"), "{e}");
 }
