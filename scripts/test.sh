@@ -21,6 +21,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 # their DHCP and DNS.
 command -v nft >/dev/null || need+=(nftables)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+# A DHCPv6 client for the IPv6 lease test (run in a namespace of its own).
+command -v dhclient >/dev/null || need+=(isc-dhcp-client)
 # Per-NIC bandwidth: tc sets the HTB qdiscs and the IFB redirect.
 command -v tc >/dev/null || need+=(iproute2)
 # Storage pools: fs pools make filesystems (mkfs.ext4/xfs/vfat, blkid),

@@ -742,7 +742,8 @@ sys.exit(1)
 "#;
 
 /// DHCPv6 on an IPv6 network: dnsmasq (with router advertisements) offers
-/// a client on the network's bridge an address from the IPv6 range.
+/// a client on the network's bridge an address from the IPv6 range, and
+/// the lease a client takes is listed by net-dhcp-leases under its MAC.
 #[test]
 fn an_ipv6_network_offers_addresses_from_its_dhcpv6_range() {
     let Some((dir, ns)) = setup("v6") else {
@@ -792,6 +793,71 @@ fn an_ipv6_network_offers_addresses_from_its_dhcpv6_range() {
         lo <= offered && offered <= hi,
         "{offered} is outside the range"
     );
+
+    // A whole exchange (Solicit, Advertise, Request, Reply) by ISC's
+    // dhclient leaves a lease that net-dhcp-leases lists under the
+    // client's MAC, which dnsmasq knows only through the client's
+    // link-layer DUID. `-sf /bin/true`: the lease is what is checked, and
+    // dhclient's own script would rewrite the host's /etc/resolv.conf.
+    if !Command::new("sh")
+        .args(["-c", "command -v dhclient"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        testkit::skip("dhclient is not installed (scripts/test.sh installs isc-dhcp-client)");
+        return;
+    }
+    let lf = dir.path().join("dhclient6.leases");
+    let pf = dir.path().join("dhclient6.pid");
+    let (ok, out) = client.exec(&[
+        "timeout",
+        "60",
+        "dhclient",
+        "-6",
+        "-1",
+        "-v",
+        "-sf",
+        "/bin/true",
+        "-lf",
+        lf.to_str().unwrap(),
+        "-pf",
+        pf.to_str().unwrap(),
+        "eth0",
+    ]);
+    assert!(ok, "dhclient -6 got no lease: {out}\n{}", d.log_text());
+    let mac = client.exec(&["cat", "/sys/class/net/eth0/address"]).1;
+    let mac = mac.trim();
+    let mut listed = String::new();
+    let found = wait_until(Duration::from_secs(10), || {
+        listed = virsh(&d, &["net-dhcp-leases", "six"]).1;
+        listed
+            .lines()
+            .any(|l| l.contains(mac) && l.contains("ipv6"))
+    });
+    assert!(
+        found,
+        "no ipv6 lease for {mac} in:\n{listed}\ndhclient: {out}\ndnsmasq.conf:\n{conf}\nlease file: {}",
+        std::fs::read_to_string(d.state.join("network/private/six/leases")).unwrap_or_default()
+    );
+    let line = listed.lines().find(|l| l.contains(mac)).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.split_once('/'))
+        .map(|(a, p)| (a.parse::<std::net::Ipv6Addr>(), p))
+        .unwrap_or_else(|| panic!("no address/prefix in {line}"));
+    let (Ok(leased), "64") = addr else {
+        panic!("not an IPv6 address with /64: {line}");
+    };
+    assert!(
+        lo <= leased && leased <= hi,
+        "{leased} is outside the range"
+    );
+    let (rc, json_out, _) = virsh(&d, &["net-dhcp-leases", "six", "--mac", mac, "--json"]);
+    assert_eq!(rc, 0, "{json_out}");
+    let v: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(v[0]["protocol"], "ipv6", "{v}");
+    assert_eq!(v[0]["address"], leased.to_string(), "{v}");
+
     d.ok("POST", "/networks/six/destroy", Some(&json!({})));
     assert!(!ns.link_exists("vbr6"), "{}", ns.ip(&["link"]));
 }

@@ -209,10 +209,19 @@ fn range(r: &Range) -> Result<String, DnsmasqError> {
     }
 }
 
-/// Addresses in an IPv4 range (IPv6 ranges do not limit leases here).
+/// Addresses in a range. dnsmasq's lease limit counts DHCPv4 and DHCPv6
+/// leases alike, so an IPv6 range adds its size too (saturated: the
+/// caller caps the sum), or a network with only IPv6 ranges would lease
+/// nothing.
 fn range_size(r: &Range) -> u64 {
     match (r.start, r.end) {
         (IpAddr::V4(s), IpAddr::V4(e)) => u64::from(u32::from(e).saturating_sub(u32::from(s))) + 1,
+        (IpAddr::V6(s), IpAddr::V6(e)) => {
+            let n = u128::from(e)
+                .saturating_sub(u128::from(s))
+                .saturating_add(1);
+            u64::try_from(n).unwrap_or(u64::MAX)
+        }
         _ => 0,
     }
 }
@@ -326,7 +335,8 @@ mod tests {
             "dhcp-range=192.0.2.2,192.0.2.254,255.255.255.0,1h",
             "dhcp-range=2001:db8::10,2001:db8::ff,64,infinite",
             "enable-ra",
-            "dhcp-lease-max=253",
+            // 253 IPv4 and 240 IPv6 addresses: dnsmasq counts both.
+            "dhcp-lease-max=493",
             "dhcp-leasefile=/run/vireo/net/n/leases",
             "pid-file=/run/vireo/net/n/dnsmasq.pid",
         ] {
