@@ -305,7 +305,7 @@ fn scribble_overlay(top: &Path) {
 }
 
 #[test]
-fn wipe_zeroes_the_file_and_names_the_one_algorithm() {
+fn wipe_overwrites_the_file_by_libvirts_algorithms() {
     let dir = tempfile::tempdir().unwrap();
     let d = Daemon::start(dir.path());
     let images = pool(&d, dir.path());
@@ -344,10 +344,35 @@ fn wipe_zeroes_the_file_and_names_the_one_algorithm() {
     let data = std::fs::read(images.join("w.qcow2")).unwrap();
     assert!(data.iter().all(|&b| b == 0));
 
-    refused(
+    // libvirt's pattern algorithms: DoD ends with a pass of ones (then
+    // verifies it); Gutmann's 35 passes end with four random ones.
+    ok(
+        &d,
+        &["vol-wipe", "w.raw", "--pool", "p", "--algorithm", "dod"],
+    );
+    let data = std::fs::read(images.join("w.raw")).unwrap();
+    assert_eq!(data.len() as u64, 8 * MIB);
+    assert!(data.iter().all(|&b| b == 0xff));
+    ok(
         &d,
         &["vol-wipe", "w.raw", "--pool", "p", "--algorithm", "gutmann"],
-        "wipe algorithm 'gutmann' is not supported: the only one is 'zero'",
+    );
+    let data = std::fs::read(images.join("w.raw")).unwrap();
+    assert_eq!(data.len() as u64, 8 * MIB);
+    assert!(data.chunks(4096).all(|c| c.iter().any(|&b| b != 0xff)));
+    ok(
+        &d,
+        &["vol-wipe", "w.raw", "--pool", "p", "--algorithm", "trim"],
+    );
+    assert!(std::fs::read(images.join("w.raw"))
+        .unwrap()
+        .iter()
+        .all(|&b| b == 0));
+
+    refused(
+        &d,
+        &["vol-wipe", "w.raw", "--pool", "p", "--algorithm", "shred"],
+        "unknown wipe algorithm 'shred': one of zero, nnsa, dod, bsi, gutmann",
     );
     refused(&d, &["vol-wipe", "none", "--pool", "p"], "none");
 }

@@ -95,13 +95,13 @@ pub(crate) async fn wipe(State(d): D, p: VolPath, body: Bytes) -> Answer {
     } else {
         parse_body(&body)?
     };
-    wipe::check_algorithm(req.algorithm.as_deref()).map_err(pools::failure)?;
+    let algorithm = wipe::Algorithm::parse(req.algorithm.as_deref()).map_err(pools::failure)?;
     Ok(ok(&detached(d.changes.clone(), async move {
         let _ops = d.pools.ops.lock().await;
         let v = find(&d, &key, &name).await?;
         not_in_use(&d, &v, "wipe")?;
         let pool = active(&d, &key)?;
-        let v = blocking(move || Backend::open(&pool)?.wipe(&name)).await?;
+        let v = blocking(move || Backend::open(&pool)?.wipe(&name, algorithm)).await?;
         Ok(volume_summary(&v))
     })
     .await?))

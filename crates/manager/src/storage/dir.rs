@@ -279,9 +279,9 @@ impl DirPool {
     }
 
     /// `vol-wipe`: zeroes the whole file (see [`super::wipe`]).
-    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+    pub fn wipe(&self, name: &str, algorithm: wipe::Algorithm) -> Result<VolumeInfo, StorageError> {
         let v = self.volume(name)?;
-        wipe::zero(&v.path)?;
+        wipe::wipe(&v.path, algorithm)?;
         self.volume(name)
     }
 

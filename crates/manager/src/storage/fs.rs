@@ -265,8 +265,12 @@ impl FsPool {
     }
 
     /// `vol-wipe`.
-    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
-        self.dir.wipe(name)
+    pub fn wipe(
+        &self,
+        name: &str,
+        algorithm: super::wipe::Algorithm,
+    ) -> Result<VolumeInfo, StorageError> {
+        self.dir.wipe(name, algorithm)
     }
 
     /// Removes unfinished volumes a killed daemon left.

@@ -296,9 +296,13 @@ impl IscsiPool {
     }
 
     /// `vol-wipe`: zeroes the LUN through its disk.
-    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+    pub fn wipe(
+        &self,
+        name: &str,
+        algorithm: super::wipe::Algorithm,
+    ) -> Result<VolumeInfo, StorageError> {
         let v = self.volume(name)?;
-        super::wipe::zero(&v.path)?;
+        super::wipe::wipe(&v.path, algorithm)?;
         Ok(v)
     }
 

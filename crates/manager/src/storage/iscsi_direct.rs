@@ -144,7 +144,11 @@ impl IscsiDirectPool {
 
     /// Refused: zeroing a LUN through the pool is not offered yet (the
     /// VMM reaches LUNs; the daemon only lists them).
-    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+    pub fn wipe(
+        &self,
+        name: &str,
+        _algorithm: super::wipe::Algorithm,
+    ) -> Result<VolumeInfo, StorageError> {
         self.volume(name)?;
         Err(StorageError::Invalid(format!(
             "vol-wipe of iSCSI LUN '{name}' is not supported (iscsi-direct)"

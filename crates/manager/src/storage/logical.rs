@@ -282,9 +282,13 @@ impl LogicalPool {
     }
 
     /// `vol-wipe`: zeroes the whole logical volume.
-    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+    pub fn wipe(
+        &self,
+        name: &str,
+        algorithm: super::wipe::Algorithm,
+    ) -> Result<VolumeInfo, StorageError> {
         let v = self.volume(name)?;
-        super::wipe::zero(&v.path)?;
+        super::wipe::wipe(&v.path, algorithm)?;
         Ok(v)
     }
 

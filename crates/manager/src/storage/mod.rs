@@ -275,17 +275,17 @@ impl Backend {
         }
     }
 
-    /// `vol-wipe` with the zero algorithm.
-    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
+    /// `vol-wipe` with `algorithm`.
+    pub fn wipe(&self, name: &str, algorithm: wipe::Algorithm) -> Result<VolumeInfo, StorageError> {
         match self {
-            Backend::Dir(p) => p.wipe(name),
-            Backend::Fs(p) => p.wipe(name),
-            Backend::Netfs(p) => p.wipe(name),
-            Backend::Disk(p) => p.wipe(name),
-            Backend::Logical(p) => p.wipe(name),
-            Backend::Iscsi(p) => p.wipe(name),
+            Backend::Dir(p) => p.wipe(name, algorithm),
+            Backend::Fs(p) => p.wipe(name, algorithm),
+            Backend::Netfs(p) => p.wipe(name, algorithm),
+            Backend::Disk(p) => p.wipe(name, algorithm),
+            Backend::Logical(p) => p.wipe(name, algorithm),
+            Backend::Iscsi(p) => p.wipe(name, algorithm),
             #[cfg(feature = "iscsi")]
-            Backend::IscsiDirect(p) => p.wipe(name),
+            Backend::IscsiDirect(p) => p.wipe(name, algorithm),
         }
     }
 

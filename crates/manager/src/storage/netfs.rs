@@ -183,8 +183,12 @@ impl NetfsPool {
     }
 
     /// `vol-wipe`.
-    pub fn wipe(&self, name: &str) -> Result<VolumeInfo, StorageError> {
-        self.dir.wipe(name)
+    pub fn wipe(
+        &self,
+        name: &str,
+        algorithm: super::wipe::Algorithm,
+    ) -> Result<VolumeInfo, StorageError> {
+        self.dir.wipe(name, algorithm)
     }
 
     /// Removes unfinished volumes a killed daemon left.

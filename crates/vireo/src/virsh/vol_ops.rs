@@ -53,7 +53,8 @@ pub struct VolWipeArgs {
     /// Its pool.
     #[arg(long)]
     pub pool: Option<String>,
-    /// The wipe algorithm: only `zero` (the default) is supported.
+    /// The wipe algorithm, by libvirt's names: zero (the default), nnsa,
+    /// dod, bsi, gutmann, schneier, pfitzner7, pfitzner33, random, trim.
     #[arg(long)]
     pub algorithm: Option<String>,
     /// Print the daemon's JSON for the wiped volume.
@@ -135,7 +136,7 @@ pub fn clone(c: &mut Client, a: &VolCloneArgs) -> Result<Output, Failure> {
     )))
 }
 
-/// `vol-wipe VOL [--pool POOL] [--algorithm zero]`.
+/// `vol-wipe VOL [--pool POOL] [--algorithm ALGORITHM]`.
 pub fn wipe(c: &mut Client, a: &VolWipeArgs) -> Result<Output, Failure> {
     let (pool, name) = locate(c, &a.vol, a.pool.as_deref())?;
     let r = c
