@@ -34,14 +34,14 @@ command -v sgdisk >/dev/null || need+=(gdisk)
 command -v losetup >/dev/null || need+=(mount)
 # The remote tests run a real sshd (in a namespace, on a port of their own).
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-# iSCSI: vireo links libiscsi (found through pkg-config); the tests run a
-# tgtd target (tgtd, tgtadm) in a namespace they make.
-pkg-config --exists libiscsi 2>/dev/null || need+=(libiscsi-dev)
-command -v pkg-config >/dev/null || need+=(pkg-config)
+# iSCSI: vireo loads libiscsi when a disk needs it (docs/run.md, network
+# disk drivers); the tests run a tgtd target (tgtd, tgtadm) in a namespace
+# they make.
+[ -e /usr/lib/x86_64-linux-gnu/libiscsi.so.7 ] || need+=(libiscsi7)
 command -v tgtd >/dev/null || need+=(tgt)
-# NFS: vireo links libnfs; the tests run nfs-ganesha (VFS backend) with an
-# rpcbind beside it, in a namespace they make.
-pkg-config --exists libnfs 2>/dev/null || need+=(libnfs-dev)
+# NFS: vireo loads libnfs as it loads libiscsi; the tests run nfs-ganesha
+# (VFS backend) with an rpcbind beside it, in a namespace they make.
+[ -e /usr/lib/x86_64-linux-gnu/libnfs.so.13 ] || need+=(libnfs13)
 command -v ganesha.nfsd >/dev/null || need+=(nfs-ganesha)
 [ -e /usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so ] || need+=(nfs-ganesha-vfs)
 command -v rpcbind >/dev/null || need+=(rpcbind)

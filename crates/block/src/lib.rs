@@ -484,6 +484,32 @@ pub fn is_network(path: &Path) -> bool {
     is_iscsi(path) || is_nfs(path)
 }
 
+/// The network disk drivers this build has, by name (`iscsi`, `nfs`).
+pub const NETWORK_DRIVERS: &[&str] = &[
+    #[cfg(feature = "iscsi")]
+    "iscsi",
+    #[cfg(feature = "nfs")]
+    "nfs",
+];
+
+/// Loads the library behind network disk driver `name` (one of
+/// [`NETWORK_DRIVERS`]) now, so that disks of that kind can still be
+/// opened after the process confined itself. Opening such a disk loads it
+/// too; this is for disks that come later (the API adds them).
+pub fn load_network_driver(name: &str) -> Result<()> {
+    match name {
+        #[cfg(feature = "iscsi")]
+        "iscsi" => iscsi::load().map_err(|e| Error::Refused(e.to_string())),
+        #[cfg(feature = "nfs")]
+        "nfs" => nfs::load().map_err(|e| Error::Refused(e.to_string())),
+        other => Err(Error::Refused(format!(
+            "this build of vireo has no '{}' disk driver (it has: {})",
+            other.escape_debug(),
+            NETWORK_DRIVERS.join(", ")
+        ))),
+    }
+}
+
 /// Open the NFS file `url` names: raw only (the qcow2 driver needs a host
 /// file), no host lock. With no format given, a file that starts as a
 /// qcow2 image is refused rather than used as raw.

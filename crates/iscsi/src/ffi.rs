@@ -94,7 +94,10 @@ pub struct iscsi_discovery_address {
     pub portals: *mut iscsi_target_portal,
 }
 
-extern "C" {
+dynload::library! {
+    /// The library, by the soname of the version these declarations
+    /// follow (Debian: libiscsi7); loaded by [`crate::load`], not at exec.
+    pub static LIBISCSI: Libiscsi = "libiscsi.so.7";
     pub fn iscsi_create_context(initiator_name: *const c_char) -> *mut iscsi_context;
     pub fn iscsi_destroy_context(iscsi: *mut iscsi_context) -> c_int;
     pub fn iscsi_get_error(iscsi: *mut iscsi_context) -> *const c_char;

@@ -11,10 +11,31 @@
 //! says so ([`Session::is_broken`]); reconnecting is the caller's choice.
 //! This crate knows nothing of virtio, block images or pools.
 //!
+//! libiscsi is loaded when first needed ([`load`]), not linked: a process
+//! that never reaches the network pays nothing for it at start. A process
+//! that will confine itself (seccomp forbids mapping new code, a jail
+//! hides the library) calls [`load`] first.
+//!
 //! With the `test-target` feature, `test_target` runs a real `tgtd` in
 //! a network namespace for tests.
 
 mod ffi;
+
+/// Loads libiscsi (its soname: [`soname`]) if it is not loaded yet.
+/// Everything in this crate that talks to a server calls it first and
+/// fails with [`Error::Unavailable`] when it cannot; call it before a
+/// process confines itself.
+pub fn load() -> Result<()> {
+    ffi::LIBISCSI
+        .load()
+        .map(|_| ())
+        .map_err(|e| Error::Unavailable(e.to_string()))
+}
+
+/// The soname libiscsi is loaded by.
+pub fn soname() -> &'static str {
+    ffi::LIBISCSI.soname()
+}
 mod scsi;
 mod session;
 #[cfg(feature = "test-target")]
@@ -28,6 +49,10 @@ pub use url::{LunUrl, DEFAULT_PORT};
 /// Errors from iSCSI sessions.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The library could not be loaded (not installed, or the process
+    /// was confined before it was loaded).
+    #[error("{0}")]
+    Unavailable(String),
     /// An argument libiscsi cannot take (a NUL in a name, a transfer
     /// that is no whole number of blocks).
     #[error("{0}")]

@@ -142,6 +142,7 @@ unsafe impl Send for Context {}
 
 impl Context {
     fn new(initiator: &str) -> Result<Self> {
+        crate::load()?;
         let name = c_string("the initiator name", initiator)?;
         // SAFETY: `name` is a valid C string; libiscsi copies it.
         let ptr = unsafe { ffi::iscsi_create_context(name.as_ptr()) };

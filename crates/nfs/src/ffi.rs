@@ -62,7 +62,10 @@ pub type nfs_cb = unsafe extern "C" fn(
     private_data: *mut c_void,
 );
 
-extern "C" {
+dynload::library! {
+    /// The library, by the soname of the version these declarations
+    /// follow (Debian: libnfs13); loaded by [`crate::load`], not at exec.
+    pub static LIBNFS: Libnfs = "libnfs.so.13";
     pub fn nfs_init_context() -> *mut nfs_context;
     pub fn nfs_destroy_context(nfs: *mut nfs_context);
     pub fn nfs_get_fd(nfs: *mut nfs_context) -> c_int;

@@ -155,7 +155,8 @@ unsafe impl Send for Context {}
 
 impl Context {
     fn new() -> Result<Self> {
-        // SAFETY: no preconditions.
+        crate::load()?;
+        // SAFETY: no preconditions; the library is loaded.
         let ptr = unsafe { ffi::nfs_init_context() };
         let ptr = NonNull::new(ptr)
             .ok_or_else(|| Error::Invalid("libnfs could not create a context".into()))?;

@@ -10,10 +10,31 @@
 //! as with the `iscsi` crate's sessions. This crate knows nothing of
 //! virtio, block images or pools.
 //!
+//! libnfs is loaded when first needed ([`load`]), not linked: a process
+//! that never reaches the network pays nothing for it at start. A process
+//! that will confine itself (seccomp forbids mapping new code, a jail
+//! hides the library) calls [`load`] first.
+//!
 //! With the `test-server` feature, `test_server` runs a real
 //! nfs-ganesha in a network namespace for tests.
 
 mod ffi;
+
+/// Loads libnfs (its soname: [`soname`]) if it is not loaded yet.
+/// Everything in this crate that talks to a server calls it first and
+/// fails with [`Error::Unavailable`] when it cannot; call it before a
+/// process confines itself.
+pub fn load() -> Result<()> {
+    ffi::LIBNFS
+        .load()
+        .map(|_| ())
+        .map_err(|e| Error::Unavailable(e.to_string()))
+}
+
+/// The soname libnfs is loaded by.
+pub fn soname() -> &'static str {
+    ffi::LIBNFS.soname()
+}
 mod file;
 #[cfg(feature = "test-server")]
 pub mod test_server;
@@ -25,6 +46,10 @@ pub use url::FileUrl;
 /// Errors from NFS calls.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The library could not be loaded (not installed, or the process
+    /// was confined before it was loaded).
+    #[error("{0}")]
+    Unavailable(String),
     /// An argument libnfs cannot take (a NUL in a path).
     #[error("{0}")]
     Invalid(String),

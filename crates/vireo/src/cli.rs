@@ -162,6 +162,9 @@ pub struct RunArgs {
     /// Seccomp filters on every thread: kill (a forbidden system call stops the VM, naming the thread and the call), log (the kernel logs it and it goes through) or off (docs/security.md).
     #[arg(long, value_name = "MODE", default_value = "kill")]
     pub seccomp: confine::Mode,
+    /// Network disk drivers (iscsi, nfs) to load at start, so the API can still add such disks once the VMM has confined itself: a comma-separated list, all or none. Default: what the --disk options need, and all with --api-socket.
+    #[arg(long, value_name = "LIST")]
+    pub disk_drivers: Option<DiskDrivers>,
     /// Confine the VMM in a jail mounted on DIR (an existing directory, left untouched): own PID, mount, IPC, UTS and network namespaces, an empty root, --uid/--gid, no capabilities, no_new_privs. Needs root and --kernel (docs/security.md).
     #[arg(long, value_name = "DIR")]
     pub jail: Option<PathBuf>,
@@ -176,6 +179,37 @@ pub struct RunArgs {
     pub balloon: Option<vmm::balloon::BalloonConfig>,
     #[command(flatten)]
     pub machine: MachineArgs,
+}
+
+/// `--disk-drivers`: the network disk drivers to load at start, among
+/// those of this build ([`block::NETWORK_DRIVERS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskDrivers(pub Vec<&'static str>);
+
+impl std::str::FromStr for DiskDrivers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => return Ok(DiskDrivers(block::NETWORK_DRIVERS.to_vec())),
+            "none" => return Ok(DiskDrivers(Vec::new())),
+            _ => {}
+        }
+        let mut out = Vec::new();
+        for name in s.split(',') {
+            let Some(known) = block::NETWORK_DRIVERS.iter().find(|d| **d == name) else {
+                return Err(format!(
+                    "'{}' is not a disk driver of this build (it has: {}; or all, none)",
+                    name.escape_debug(),
+                    block::NETWORK_DRIVERS.join(", ")
+                ));
+            };
+            if !out.contains(known) {
+                out.push(*known);
+            }
+        }
+        Ok(DiskDrivers(out))
+    }
 }
 
 /// `vireo demo`.

@@ -56,6 +56,12 @@ pub fn run_command(args: RunArgs) -> ExitCode {
         exit_status: args.exit_status.clone(),
         seccomp: args.seccomp,
         jail: None,
+        disk_drivers: match (&args.disk_drivers, &args.api_socket) {
+            (Some(listed), _) => DriverPreload::Required(listed.0.clone()),
+            // The API may add a disk of any kind later.
+            (None, Some(_)) => DriverPreload::IfInstalled(block::NETWORK_DRIVERS.to_vec()),
+            (None, None) => DriverPreload::IfInstalled(Vec::new()),
+        },
     };
     if let Some(dir) = &args.jail {
         let mut jail = jail::Jail {
@@ -143,6 +149,43 @@ struct Ending {
     exit_status: Option<std::path::PathBuf>,
     seccomp: confine::Mode,
     jail: Option<Jailed>,
+    /// The network disk drivers to load before confinement.
+    disk_drivers: DriverPreload,
+}
+
+/// Network disk drivers loaded at start (`--disk-drivers`), besides those
+/// the configured disks load as they are opened. After confinement no
+/// library can be loaded any more (dynload::seal).
+enum DriverPreload {
+    /// Named by the user: one that cannot be loaded stops the start.
+    Required(Vec<&'static str>),
+    /// By default: those whose library is installed.
+    IfInstalled(Vec<&'static str>),
+}
+
+impl Default for DriverPreload {
+    fn default() -> Self {
+        DriverPreload::IfInstalled(Vec::new())
+    }
+}
+
+impl DriverPreload {
+    /// Loads them; an error for a required one that cannot be.
+    fn load(&self) -> Result<(), block::Error> {
+        match self {
+            DriverPreload::Required(names) => {
+                names.iter().try_for_each(|n| block::load_network_driver(n))
+            }
+            DriverPreload::IfInstalled(names) => {
+                for n in names {
+                    if let Err(e) = block::load_network_driver(n) {
+                        tracing::debug!("disk driver {n} not loaded: {e}");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A VMM that enters a jail before its guest runs.
@@ -386,6 +429,13 @@ fn launch(
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // The last libraries are mapped now, while the files are in sight
+    // and mapping code is allowed.
+    if let Err(e) = ending.disk_drivers.load() {
+        eprintln!("vireo: --disk-drivers: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    dynload::seal();
     if let Some(jailed) = &ending.jail {
         if let Err(e) = enter_jail(jailed, config) {
             eprintln!("vireo: {e}");

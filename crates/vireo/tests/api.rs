@@ -912,3 +912,51 @@ fn a_stop_policy_needs_the_api_and_report_gives_the_guest_the_error() {
         r.describe()
     );
 }
+
+/// A VMM told to load no network disk driver (`--disk-drivers none`)
+/// answers a hot-plug of an `nfs://` disk with a line saying the library
+/// was not loaded before it confined itself, and goes on: it never tries
+/// to map the library under its seccomp filter (which would end it).
+#[test]
+fn a_network_disk_driver_not_loaded_at_start_is_refused_not_fatal() {
+    let idle = guest("idle");
+    let vm = Vm::start(
+        "no-drivers",
+        &["--kernel", idle.to_str().unwrap(), "--disk-drivers", "none"],
+    );
+    vm.wait_running();
+    // A documentation address: nothing is ever sent to it.
+    let body = r#"{"path":"nfs://192.0.2.1/export/disk.raw","format":"raw","id":"n"}"#;
+    let (status, err) = vm.call("PUT", "/vm/add-disk", Some(body));
+    assert_eq!(status, 422, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("libnfs.so.13")
+            && message.contains("not loaded before this process confined itself"),
+        "{message}"
+    );
+    assert_eq!(vm.ok("GET", "/vm", None)["state"], "running");
+}
+
+#[test]
+fn an_unknown_disk_driver_is_a_usage_error() {
+    let idle = guest("idle");
+    let r = common::run_vireo(
+        &[
+            "run",
+            "--kernel",
+            idle.to_str().unwrap(),
+            "--disk-drivers",
+            "iscsi,rbd",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.describe());
+    assert!(
+        r.stderr.contains(
+            "'rbd' is not a disk driver of this build (it has: iscsi, nfs; or all, none)"
+        ),
+        "{}",
+        r.stderr
+    );
+}
