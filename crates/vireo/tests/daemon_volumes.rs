@@ -778,3 +778,147 @@ fn scribble_new(path: &Path, len: u64) {
         .unwrap();
     scribble(path, 0, len, 0x42);
 }
+
+/// A filesystem mounted on a directory for one test, unmounted when
+/// dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(args: &[&str], at: &Path) -> Option<Mounted> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(args)
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mounted(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `--reflink` on vol-clone and vol-create-from: on XFS (reflink=1) the
+/// clone shares the source's blocks (the kernel's extent map says
+/// "shared") and writing one leaves the other as it was; where the pool's
+/// filesystem has no reflinks (tmpfs), or a volume is not raw, it is
+/// refused rather than copied.
+#[test]
+fn reflink_clones_share_blocks_or_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let have_xfs = Command::new("sh")
+        .args(["-c", "command -v mkfs.xfs && command -v filefrag"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_xfs {
+        testkit::skip(
+            "mkfs.xfs or filefrag is missing (scripts/test.sh installs xfsprogs, e2fsprogs)",
+        );
+        return;
+    }
+    let Some(lo) = Loop::attach(&dir.path().join("xfs.img"), 320 * MIB) else {
+        testkit::skip("no loop device could be attached");
+        return;
+    };
+    let made = Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-m", "reflink=1", &lo.0])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let Some(xfs) = Mounted::new(&[&lo.0], &dir.path().join("xfs")) else {
+        testkit::skip("cannot mount XFS here");
+        return;
+    };
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let d = Daemon::start(&state);
+    let images = pool(&d, &xfs.0);
+    ok(&d, &["vol-create-as", "p", "a.raw", "8M"]);
+    scribble(&images.join("a.raw"), 0, 8 * MIB, 3);
+    let before = sha256(&images.join("a.raw"));
+    assert_eq!(
+        ok(
+            &d,
+            &["vol-clone", "a.raw", "b.raw", "--pool", "p", "--reflink"]
+        ),
+        "Vol b.raw cloned from a.raw\n\n"
+    );
+    assert_eq!(sha256(&images.join("b.raw")), before);
+    let extents = Command::new("filefrag")
+        .arg("-v")
+        .arg(images.join("b.raw"))
+        .output()
+        .unwrap();
+    let extents = String::from_utf8_lossy(&extents.stdout);
+    assert!(extents.contains("shared"), "{extents}");
+    scribble(&images.join("b.raw"), MIB, MIB, 9);
+    assert_eq!(sha256(&images.join("a.raw")), before);
+    assert_ne!(sha256(&images.join("b.raw")), before);
+
+    // vol-create-from with a larger capacity: shared, then grown.
+    let xml = write_xml(
+        dir.path(),
+        "c.xml",
+        "<volume><name>c.raw</name><capacity unit='M'>16</capacity></volume>",
+    );
+    ok(
+        &d,
+        &[
+            "vol-create-from",
+            "p",
+            &xml,
+            "a.raw",
+            "--inputpool",
+            "p",
+            "--reflink",
+        ],
+    );
+    assert_eq!(
+        std::fs::metadata(images.join("c.raw")).unwrap().len(),
+        16 * MIB
+    );
+
+    ok(
+        &d,
+        &["vol-create-as", "p", "q.qcow2", "8M", "--format", "qcow2"],
+    );
+    refused(
+        &d,
+        &["vol-clone", "q.qcow2", "r.qcow2", "--pool", "p", "--reflink"],
+        "--reflink: only a raw volume is cloned into a raw one (the input is qcow2, the new volume qcow2)",
+    );
+
+    // tmpfs has no reflinks: refused, and nothing is left behind.
+    let Some(tmp) = Mounted::new(&["-t", "tmpfs", "tmpfs"], &dir.path().join("tmp")) else {
+        testkit::skip("cannot mount a tmpfs here");
+        return;
+    };
+    let images = tmp.0.join("images");
+    for args in [
+        vec![
+            "pool-define-as",
+            "t",
+            "dir",
+            "--target",
+            images.to_str().unwrap(),
+        ],
+        vec!["pool-build", "t"],
+        vec!["pool-start", "t"],
+        vec!["vol-create-as", "t", "a.raw", "4M"],
+    ] {
+        ok(&d, &args);
+    }
+    refused(
+        &d,
+        &["vol-clone", "a.raw", "b.raw", "--pool", "t", "--reflink"],
+        "cannot share blocks",
+    );
+    let left: Vec<_> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["a.raw"], "{left:?}");
+}

@@ -100,13 +100,17 @@ pub struct VolumeCopyRequest {
     pub pool: String,
     /// The new volume's libvirt XML.
     pub xml: String,
+    /// virsh's `--reflink`: share the source's blocks (a copy-on-write
+    /// clone) or fail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reflink: bool,
 }
 
 /// `POST /pools/{pool}/volumes/{vol}/wipe`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeWipeRequest {
-    /// virsh's `--algorithm`; only `zero` (the default) is supported.
+    /// virsh's `--algorithm` (libvirt's names); `zero` when absent.
     #[serde(default)]
     pub algorithm: Option<String>,
 }

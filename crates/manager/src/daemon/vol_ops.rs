@@ -83,7 +83,8 @@ async fn copy_volume(
     let vol = Volume::parse(&req.xml)
         .map_err(|e| Failure::unprocessable(e.to_string()))?
         .volume;
-    let v = blocking(move || Backend::open(&target)?.create_from(&vol, &source)).await?;
+    let reflink = req.reflink;
+    let v = blocking(move || Backend::open(&target)?.create_from(&vol, &source, reflink)).await?;
     Ok(volume_summary(&v))
 }
 

@@ -260,8 +260,9 @@ impl FsPool {
         &self,
         vol: &Volume,
         source: &VolumeInfo,
+        reflink: bool,
     ) -> Result<VolumeInfo, StorageError> {
-        self.dir.create_from(vol, source)
+        self.dir.create_from(vol, source, reflink)
     }
 
     /// `vol-wipe`.

@@ -257,16 +257,18 @@ impl Backend {
     }
 
     /// `vol-create-from` and `vol-clone`: a new volume as `vol` defines
-    /// it with the guest data of `source` (a volume of any pool).
+    /// it with the guest data of `source` (a volume of any pool); with
+    /// `reflink`, sharing `source`'s blocks or not at all.
     pub fn create_from(
         &self,
         vol: &Volume,
         source: &VolumeInfo,
+        reflink: bool,
     ) -> Result<VolumeInfo, StorageError> {
         match self {
-            Backend::Dir(p) => p.create_from(vol, source),
-            Backend::Fs(p) => p.create_from(vol, source),
-            Backend::Netfs(p) => p.create_from(vol, source),
+            Backend::Dir(p) => p.create_from(vol, source, reflink),
+            Backend::Fs(p) => p.create_from(vol, source, reflink),
+            Backend::Netfs(p) => p.create_from(vol, source, reflink),
             Backend::Disk(p) => p.create_from(vol),
             Backend::Logical(p) => p.create_from(vol),
             Backend::Iscsi(p) => p.create_from(vol),

@@ -178,8 +178,9 @@ impl NetfsPool {
         &self,
         vol: &Volume,
         source: &VolumeInfo,
+        reflink: bool,
     ) -> Result<VolumeInfo, StorageError> {
-        self.dir.create_from(vol, source)
+        self.dir.create_from(vol, source, reflink)
     }
 
     /// `vol-wipe`.

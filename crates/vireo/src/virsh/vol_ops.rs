@@ -25,6 +25,9 @@ pub struct VolCreateFromArgs {
     /// The input volume's pool.
     #[arg(long)]
     pub inputpool: Option<String>,
+    /// Share the input's blocks (a copy-on-write clone) or fail: raw to raw, on one filesystem that has reflinks.
+    #[arg(long)]
+    pub reflink: bool,
     /// Print the daemon's JSON for the new volume.
     #[arg(long)]
     pub json: bool,
@@ -40,6 +43,9 @@ pub struct VolCloneArgs {
     /// The volume's pool.
     #[arg(long)]
     pub pool: Option<String>,
+    /// Share the volume's blocks (a copy-on-write clone) or fail: raw volumes, on a filesystem that has reflinks.
+    #[arg(long)]
+    pub reflink: bool,
     /// Print the daemon's JSON for the new volume.
     #[arg(long)]
     pub json: bool,
@@ -93,16 +99,18 @@ fn bytes_option(name: &str, text: Option<&str>) -> Result<u64, Failure> {
     })
 }
 
-/// `vol-create-from POOL FILE VOL [--inputpool POOL]`.
+/// `vol-create-from POOL FILE VOL [--inputpool POOL] [--reflink]`.
 pub fn create_from(c: &mut Client, a: &VolCreateFromArgs) -> Result<Output, Failure> {
     let xml = read_file(&a.file)?;
     let (in_pool, in_name) = locate(c, &a.vol, a.inputpool.as_deref())?;
-    let r = c.vol_copy(&in_pool, &in_name, &a.pool, &xml).map_err(|e| {
-        Failure(format!(
-            "Failed to create vol from {}: {e}",
-            a.file.display()
-        ))
-    })?;
+    let r = c
+        .vol_copy(&in_pool, &in_name, &a.pool, &xml, a.reflink)
+        .map_err(|e| {
+            Failure(format!(
+                "Failed to create vol from {}: {e}",
+                a.file.display()
+            ))
+        })?;
     if a.json {
         return Ok(Output::json(r.json));
     }
@@ -112,7 +120,7 @@ pub fn create_from(c: &mut Client, a: &VolCreateFromArgs) -> Result<Output, Fail
     )))
 }
 
-/// `vol-clone VOL NEWNAME [--pool POOL]`: a copy in the same pool with
+/// `vol-clone VOL NEWNAME [--pool POOL] [--reflink]`: a copy in the same pool with
 /// the same format; an overlay's copy stands alone (flattened).
 pub fn clone(c: &mut Client, a: &VolCloneArgs) -> Result<Output, Failure> {
     let (pool, name) = locate(c, &a.vol, a.pool.as_deref())?;
@@ -125,7 +133,7 @@ pub fn clone(c: &mut Client, a: &VolCloneArgs) -> Result<Output, Failure> {
         esc(&orig.format)
     );
     let r = c
-        .vol_copy(&pool, &name, &pool, &xml)
+        .vol_copy(&pool, &name, &pool, &xml, a.reflink)
         .map_err(|e| Failure(format!("Failed to clone vol from {name}: {e}")))?;
     if a.json {
         return Ok(Output::json(r.json));
