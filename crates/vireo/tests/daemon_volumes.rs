@@ -922,3 +922,38 @@ fn reflink_clones_share_blocks_or_are_refused() {
         .collect();
     assert_eq!(left, ["a.raw"], "{left:?}");
 }
+
+/// `vol-upload --sparse`: a file of data and holes uploaded into a
+/// volume that was written whole reads back the same, and the volume is
+/// left about as allocated as the file (its blocks of zeroes punched
+/// out); without `--sparse` every byte is written.
+#[test]
+fn a_sparse_upload_keeps_the_files_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let images = pool(&d, dir.path());
+    let local = dir.path().join("local.img");
+    holey_file(&local);
+    let data = local.metadata().unwrap().blocks() * 512;
+    for (name, sparse) in [("s.raw", true), ("f.raw", false)] {
+        ok(&d, &["vol-create-as", "p", name, "72M"]);
+        scribble(&images.join(name), 0, 72 * MIB, 1);
+        let mut args = vec!["vol-upload", name, local.to_str().unwrap(), "--pool", "p"];
+        if sparse {
+            args.push("--sparse");
+        }
+        ok(&d, &args);
+        assert_eq!(sha256(&images.join(name)), sha256(&local), "{name}");
+        let allocated = images.join(name).metadata().unwrap().blocks() * 512;
+        if sparse {
+            // The filesystem's own extents round a little either way.
+            assert!(
+                allocated <= data + 4 * MIB,
+                "{allocated} bytes allocated for {data} of data"
+            );
+        } else {
+            assert!(allocated >= 72 * MIB, "{allocated}");
+        }
+    }
+}

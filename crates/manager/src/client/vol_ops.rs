@@ -97,16 +97,22 @@ impl Client {
     /// yields, chunked. The daemon's `100 Continue` (every check passed,
     /// the transport works) comes before any byte is sent, so a refusal
     /// or a failed ssh costs no data. `progress` hears the bytes sent.
+    /// With `sparse`, the daemon punches the blocks of zeroes out of a
+    /// file volume instead of writing them.
     pub fn vol_upload(
         &mut self,
         pool: &str,
         vol: &str,
         offset: u64,
         length: u64,
+        sparse: bool,
         source: &mut dyn Read,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Reply<VolumeTransfer>, UploadError> {
-        let path = content_path(pool, vol, offset, length);
+        let mut path = content_path(pool, vol, offset, length);
+        if sparse {
+            path.push_str("&sparse=true");
+        }
         let deadline = deadline_after(self.timeout);
         // A kept-alive connection with something to read was closed by
         // the daemon meanwhile: a new one (as `exchange` does).

@@ -119,6 +119,18 @@ pub(crate) struct RangeQuery {
     length: u64,
 }
 
+/// An upload's query: the range, and virsh's `--sparse`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadQuery {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    length: u64,
+    #[serde(default)]
+    sparse: bool,
+}
+
 fn range(q: Result<Query<RangeQuery>, QueryRejection>) -> Result<RangeQuery, Failure> {
     q.map(|Query(r)| r)
         .map_err(|e| Failure::bad_request(format!("bad query: {}", e.body_text())))
@@ -130,14 +142,16 @@ fn range(q: Result<Query<RangeQuery>, QueryRejection>) -> Result<RangeQuery, Fai
 pub(crate) async fn upload(
     State(d): D,
     p: VolPath,
-    q: Result<Query<RangeQuery>, QueryRejection>,
+    q: Result<Query<UploadQuery>, QueryRejection>,
     body: Body,
 ) -> Answer {
     let (key, name) = vol(p)?;
-    let r = range(q)?;
+    let r = q
+        .map(|Query(r)| r)
+        .map_err(|e| Failure::bad_request(format!("bad query: {}", e.body_text())))?;
     let v = find(&d, &key, &name).await?;
     not_in_use(&d, &v, "upload to")?;
-    let mut transfer = blocking(move || stream::upload(&v, r.offset, r.length)).await?;
+    let mut transfer = blocking(move || stream::upload(&v, r.offset, r.length, r.sparse)).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || {
         let mut bytes = 0u64;

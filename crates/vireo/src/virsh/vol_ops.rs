@@ -84,6 +84,9 @@ pub struct VolTransferArgs {
     /// How many bytes (0 or none: all of the file, or to the volume's end).
     #[arg(long)]
     pub length: Option<String>,
+    /// Keep holes: an upload's blocks of zeroes become holes in a file volume; a download always keeps the volume's holes.
+    #[arg(long)]
+    pub sparse: bool,
     /// Print what was moved as JSON.
     #[arg(long)]
     pub json: bool,
@@ -213,7 +216,7 @@ pub fn upload(c: &mut Client, a: &VolTransferArgs) -> Result<Output, Failure> {
     c.vol_info(&pool, &name)?;
     let total = if length == 0 { size } else { length.min(size) };
     let bar = progress_bar(total);
-    let result = c.vol_upload(&pool, &name, offset, total, &mut file, &mut |n| {
+    let result = c.vol_upload(&pool, &name, offset, total, a.sparse, &mut file, &mut |n| {
         if let Some(b) = &bar {
             b.set_position(n);
         }
