@@ -15,7 +15,7 @@ mod pool;
 mod tuning;
 mod vol_ops;
 
-pub use vol_ops::UploadError;
+pub use vol_ops::{UploadError, UploadRange};
 pub mod transport;
 pub mod uri;
 

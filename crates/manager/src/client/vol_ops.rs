@@ -33,6 +33,17 @@ fn content_path(pool: &str, vol: &str, offset: u64, length: u64) -> String {
     )
 }
 
+/// Where an upload goes in a volume.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UploadRange {
+    /// The first byte of the volume's file written.
+    pub offset: u64,
+    /// Bytes at most (0: no bound).
+    pub length: u64,
+    /// virsh's `--sparse`: blocks of zeroes become holes.
+    pub sparse: bool,
+}
+
 /// Where an upload failed: reading the local file, or the exchange.
 #[derive(Debug)]
 pub enum UploadError {
@@ -97,20 +108,18 @@ impl Client {
     /// yields, chunked. The daemon's `100 Continue` (every check passed,
     /// the transport works) comes before any byte is sent, so a refusal
     /// or a failed ssh costs no data. `progress` hears the bytes sent.
-    /// With `sparse`, the daemon punches the blocks of zeroes out of a
-    /// file volume instead of writing them.
+    /// `range` says where, and whether the daemon punches the blocks of
+    /// zeroes out of a file volume instead of writing them.
     pub fn vol_upload(
         &mut self,
         pool: &str,
         vol: &str,
-        offset: u64,
-        length: u64,
-        sparse: bool,
+        range: UploadRange,
         source: &mut dyn Read,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Reply<VolumeTransfer>, UploadError> {
-        let mut path = content_path(pool, vol, offset, length);
-        if sparse {
+        let mut path = content_path(pool, vol, range.offset, range.length);
+        if range.sparse {
             path.push_str("&sparse=true");
         }
         let deadline = deadline_after(self.timeout);
@@ -148,10 +157,10 @@ impl Client {
         let mut buf = vec![0u8; UPLOAD_PIECE];
         let mut sent = 0u64;
         loop {
-            let want = if length == 0 {
+            let want = if range.length == 0 {
                 buf.len()
             } else {
-                usize::try_from(length - sent)
+                usize::try_from(range.length - sent)
                     .unwrap_or(usize::MAX)
                     .min(buf.len())
             };

@@ -25,7 +25,7 @@ pub struct Transfer {
 
 /// The unit of `--sparse`: a block of zeroes this large (and aligned in
 /// the volume) becomes a hole; smaller runs are written.
-const SPARSE_BLOCK: u64 = 4096;
+const SPARSE_BLOCK: usize = 4096;
 
 fn is_block_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
@@ -166,19 +166,18 @@ impl Transfer {
         let mut at = 0usize;
         while at < data.len() {
             let pos = self.offset + at as u64;
-            // Up to the next block boundary of the volume.
-            let step = (SPARSE_BLOCK - pos % SPARSE_BLOCK).min((data.len() - at) as u64) as usize;
+            // Up to the next block boundary of the volume (the remainder
+            // is below SPARSE_BLOCK, so it fits a usize).
+            let into = usize::try_from(pos % SPARSE_BLOCK as u64).unwrap_or(0);
+            let step = (SPARSE_BLOCK - into).min(data.len() - at);
             let block = &data[at..at + step];
-            let whole = step as u64 == SPARSE_BLOCK;
-            if whole && block.iter().all(|&b| b == 0) {
+            if step == SPARSE_BLOCK && block.iter().all(|&b| b == 0) {
                 // Contiguous zero blocks go as one hole.
                 let mut end = at + step;
-                while end + SPARSE_BLOCK as usize <= data.len()
-                    && data[end..end + SPARSE_BLOCK as usize]
-                        .iter()
-                        .all(|&b| b == 0)
+                while end + SPARSE_BLOCK <= data.len()
+                    && data[end..end + SPARSE_BLOCK].iter().all(|&b| b == 0)
                 {
-                    end += SPARSE_BLOCK as usize;
+                    end += SPARSE_BLOCK;
                 }
                 if !self.punch(pos, (end - at) as u64) {
                     self.file.write_all_at(&data[at..end], pos)?;

@@ -216,7 +216,12 @@ pub fn upload(c: &mut Client, a: &VolTransferArgs) -> Result<Output, Failure> {
     c.vol_info(&pool, &name)?;
     let total = if length == 0 { size } else { length.min(size) };
     let bar = progress_bar(total);
-    let result = c.vol_upload(&pool, &name, offset, total, a.sparse, &mut file, &mut |n| {
+    let range = manager::client::UploadRange {
+        offset,
+        length: total,
+        sparse: a.sparse,
+    };
+    let result = c.vol_upload(&pool, &name, range, &mut file, &mut |n| {
         if let Some(b) = &bar {
             b.set_position(n);
         }
