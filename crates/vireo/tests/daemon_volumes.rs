@@ -957,3 +957,43 @@ fn a_sparse_upload_keeps_the_files_holes() {
         }
     }
 }
+
+/// `vol-create-as --prealloc-metadata`: a qcow2 volume with every cluster
+/// mapped (qemu-img check counts them all allocated, as for its own
+/// preallocation=metadata), clean; refused for a raw volume, which is then
+/// not made.
+#[test]
+fn prealloc_metadata_maps_a_qcow2_volume_and_is_refused_for_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let images = pool(&d, dir.path());
+    assert_eq!(
+        ok(
+            &d,
+            &[
+                "vol-create-as",
+                "p",
+                "m.qcow2",
+                "24M",
+                "--format",
+                "qcow2",
+                "--prealloc-metadata"
+            ]
+        ),
+        "Vol m.qcow2 created\n\n"
+    );
+    let out = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(images.join("m.qcow2"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("384/384 = 100.00% allocated"), "{report}");
+    refused(
+        &d,
+        &["vol-create-as", "p", "r.raw", "8M", "--prealloc-metadata"],
+        "metadata preallocation is for qcow2 volumes; volume 'r.raw' is raw",
+    );
+    assert!(!images.join("r.raw").exists());
+}

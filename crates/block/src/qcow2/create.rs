@@ -21,6 +21,9 @@ pub struct CreateOptions {
     pub backing_file: Option<String>,
     /// Backing file format (probed when not given).
     pub backing_format: Option<ImageFormat>,
+    /// qemu-img's `preallocation=metadata`: every cluster mapped at
+    /// creation, its data left unwritten (reads as zeroes).
+    pub preallocate_metadata: bool,
 }
 
 impl Default for CreateOptions {
@@ -31,6 +34,7 @@ impl Default for CreateOptions {
             version: 3,
             backing_file: None,
             backing_format: None,
+            preallocate_metadata: false,
         }
     }
 }
@@ -171,5 +175,8 @@ pub fn format(path: &Path, opts: &CreateOptions) -> Result<()> {
     let mut chain = crate::Chain::start(path, &file)?;
     let disk = Qcow2Disk::from_host_file(file, path, &options, &mut chain)?;
     disk.resize(size)?;
+    if opts.preallocate_metadata {
+        disk.preallocate_metadata()?;
+    }
     disk.flush()
 }

@@ -490,6 +490,42 @@ impl Qcow2Disk {
         Ok(())
     }
 
+    /// qemu-img's `preallocation=metadata` on a new image: every guest
+    /// cluster gets a host cluster of its own and the L2 tables that map
+    /// it, and the file is made long enough to hold them, without writing
+    /// their data (so they read as the file's holes, zeroes). Later writes
+    /// then allocate nothing. For a new image only: clusters the image
+    /// already maps are left alone, and a host cluster handed out must
+    /// not hold old data (a new image's all lie past its end).
+    pub(super) fn preallocate_metadata_impl(&self) -> Result<()> {
+        self.check_writable()?;
+        let _gate = self.exclusive()?;
+        let mut m = self.lock_meta();
+        let clusters = self.size().div_ceil(self.cluster_size());
+        let mut releases = Vec::new();
+        for g in 0..clusters {
+            if m.l2_entry(&self.file, g)? != 0 {
+                continue;
+            }
+            let (table, idx) = m.writable_l2(&self.file, g, &mut releases)?;
+            let host = m.alloc_cluster(&self.file)?;
+            m.set_l2(&self.file, table, idx, host | COPIED)?;
+        }
+        // Unused clusters of the allocation pool go back before the file's
+        // length is settled, so it ends at the last cluster in use.
+        m.drain_pool(&self.file)?;
+        self.finish_releases(&mut m, &releases)?;
+        // One past the last counted cluster: where the file must end.
+        let want = m
+            .refs
+            .last_counted(&self.file)?
+            .saturating_mul(self.cluster_size());
+        if self.file.len()? < want {
+            self.file.set_len(want)?;
+        }
+        self.file.sync_data()
+    }
+
     pub(super) fn resize_impl(&self, new_size: u64) -> Result<()> {
         self.check_writable()?;
         if new_size > super::header::MAX_VIRTUAL_SIZE {

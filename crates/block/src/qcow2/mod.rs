@@ -88,6 +88,13 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl Qcow2Disk {
+    /// Preallocate the image's metadata, as qemu-img's
+    /// `preallocation=metadata` does: for a new image (see
+    /// `io::preallocate_metadata_impl`).
+    pub fn preallocate_metadata(&self) -> Result<()> {
+        self.preallocate_metadata_impl()
+    }
+
     /// Open a qcow2 image (see [`crate::open`]).
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let file = HostFile::open(path, options.read_only, options.direct)?;

@@ -78,8 +78,8 @@ pub use network::{
     DhcpLease, InterfaceAddress, NetworkDestroyRequest, NetworkSummary, NetworkUpdateRequest,
 };
 pub use storage::{
-    PoolSummary, VolumeCopyRequest, VolumeResizeRequest, VolumeSummary, VolumeTransfer,
-    VolumeWipeRequest,
+    PoolSummary, VolumeCopyRequest, VolumeCreateRequest, VolumeResizeRequest, VolumeSummary,
+    VolumeTransfer, VolumeWipeRequest,
 };
 pub use tuning::{
     Affinity, DeviceLimits, LimitsRequest, MemoryStat, MemoryStats, NumaTuneInfo, NumaTuneRequest,

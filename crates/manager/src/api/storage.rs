@@ -16,7 +16,7 @@
 //! | POST | `/pools/{pool}/refresh` | | 204 |
 //! | PUT | `/pools/{pool}/autostart` | [`AutostartRequest`](super::AutostartRequest) | 204 |
 //! | GET | `/pools/{pool}/volumes` | | `[`[`VolumeSummary`]`]` (vol-list) |
-//! | POST | `/pools/{pool}/volumes` | [`DefineRequest`](super::DefineRequest) (volume XML) | [`VolumeSummary`] (vol-create) |
+//! | POST | `/pools/{pool}/volumes` | [`VolumeCreateRequest`] | [`VolumeSummary`] (vol-create) |
 //! | GET | `/pools/{pool}/volumes/{vol}` | | [`VolumeSummary`] (vol-info) |
 //! | GET | `/pools/{pool}/volumes/{vol}/xml` | | [`XmlDocument`](super::XmlDocument) (vol-dumpxml) |
 //! | DELETE | `/pools/{pool}/volumes/{vol}` | | 204 (vol-delete) |
@@ -78,6 +78,17 @@ pub struct VolumeSummary {
     pub allocation: u64,
     /// The file's length.
     pub physical: u64,
+}
+
+/// `POST /pools/{pool}/volumes`: vol-create.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeCreateRequest {
+    /// The volume's libvirt XML.
+    pub xml: String,
+    /// virsh's `--prealloc-metadata` (qcow2 only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prealloc_metadata: bool,
 }
 
 /// `POST /pools/{pool}/volumes/{vol}/resize`.

@@ -3,8 +3,8 @@
 use super::uri::percent_encode;
 use super::{Client, ClientError, ListFilter, Reply};
 use crate::api::{
-    AutostartRequest, DefineRequest, DefineResponse, PoolSummary, VolumeResizeRequest,
-    VolumeSummary, XmlDocument,
+    AutostartRequest, DefineRequest, DefineResponse, PoolSummary, VolumeCreateRequest,
+    VolumeResizeRequest, VolumeSummary, XmlDocument,
 };
 
 fn pool_path(pool: &str, suffix: &str) -> String {
@@ -90,9 +90,18 @@ impl Client {
         self.get(&pool_path(pool, "/volumes"))
     }
 
-    /// `POST /pools/{pool}/volumes`: vol-create.
-    pub fn vol_create(&mut self, pool: &str, xml: &str) -> Result<VolumeSummary, ClientError> {
-        let req = DefineRequest { xml: xml.into() };
+    /// `POST /pools/{pool}/volumes`: vol-create (with `prealloc_metadata`,
+    /// a qcow2 volume's clusters all mapped at creation).
+    pub fn vol_create(
+        &mut self,
+        pool: &str,
+        xml: &str,
+        prealloc_metadata: bool,
+    ) -> Result<VolumeSummary, ClientError> {
+        let req = VolumeCreateRequest {
+            xml: xml.into(),
+            prealloc_metadata,
+        };
         Ok(self
             .send_json("POST", &pool_path(pool, "/volumes"), &req)?
             .value)

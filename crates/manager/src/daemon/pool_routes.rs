@@ -11,7 +11,9 @@ use serde::Deserialize;
 use super::failure::{no_content, ok, parse_body, Answer, Failure};
 use super::routes::detached;
 use super::{pools, Daemon};
-use crate::api::{AutostartRequest, DefineRequest, VolumeResizeRequest, XmlDocument};
+use crate::api::{
+    AutostartRequest, DefineRequest, VolumeCreateRequest, VolumeResizeRequest, XmlDocument,
+};
 use crate::storage::BuildMode;
 
 type D = State<Arc<Daemon>>;
@@ -154,9 +156,9 @@ pub(crate) async fn volumes(State(d): D, p: PoolPath) -> Answer {
 
 pub(crate) async fn create_volume(State(d): D, p: PoolPath, body: Bytes) -> Answer {
     let key = pool(p)?;
-    let req: DefineRequest = parse_body(&body)?;
+    let req: VolumeCreateRequest = parse_body(&body)?;
     Ok(ok(&detached(d.changes.clone(), async move {
-        pools::create_volume(&d, &key, &req.xml).await
+        pools::create_volume(&d, &key, &req.xml, req.prealloc_metadata).await
     })
     .await?))
 }

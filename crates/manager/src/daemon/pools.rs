@@ -558,18 +558,35 @@ pub(crate) async fn volume_xml(d: &Arc<Daemon>, key: &str, vol: &str) -> Result<
     .await
 }
 
-/// `POST /pools/{pool}/volumes`: vol-create.
+/// `POST /pools/{pool}/volumes`: vol-create; with `prealloc_metadata`
+/// (a qcow2 volume only, as libvirt's), every cluster of the new volume
+/// is mapped before it is answered (qemu-img's preallocation=metadata).
 pub(crate) async fn create_volume(
     d: &Arc<Daemon>,
     key: &str,
     xml: &str,
+    prealloc_metadata: bool,
 ) -> Result<VolumeSummary, Failure> {
     let _ops = d.pools.ops.lock().await;
     let pool = active(d, key)?;
     let vol = Volume::parse(xml)
         .map_err(|e| Failure::unprocessable(e.to_string()))?
         .volume;
-    let v = blocking(move || Backend::open(&pool)?.create(&vol)).await?;
+    if prealloc_metadata && vol.format != Some(virtxml::VolumeFormat::Qcow2) {
+        return Err(Failure::unprocessable(format!(
+            "metadata preallocation is for qcow2 volumes; volume '{}' is {}",
+            vol.name,
+            vol.format.unwrap_or(virtxml::VolumeFormat::Raw).as_str()
+        )));
+    }
+    let v = blocking(move || {
+        let v = Backend::open(&pool)?.create(&vol)?;
+        if prealloc_metadata {
+            crate::storage::preallocate_metadata(&v)?;
+        }
+        Ok(v)
+    })
+    .await?;
     Ok(volume_summary(&v))
 }
 

@@ -243,6 +243,9 @@ impl Backend {
     }
 
     /// `vol-create`: a new volume as `vol` defines it.
+    ///
+    /// (A qcow2 volume's metadata is preallocated after, by
+    /// [`preallocate_metadata`].)
     pub fn create(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
         match self {
             Backend::Dir(p) => p.create(vol),
@@ -374,4 +377,16 @@ pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
                 .into(),
         ),
     }
+}
+
+/// `--prealloc-metadata`: maps every cluster of the qcow2 volume `v`, just
+/// made (see `block::qcow2::Qcow2Disk::preallocate_metadata`).
+pub fn preallocate_metadata(v: &VolumeInfo) -> Result<(), StorageError> {
+    let options = block::OpenOptions {
+        format: Some(block::ImageFormat::Qcow2),
+        ..block::OpenOptions::default()
+    };
+    block::qcow2::Qcow2Disk::open(&v.path, &options)
+        .and_then(|disk| disk.preallocate_metadata())
+        .map_err(|e| StorageError::Host(format!("{}: {e}", v.path.display())))
 }

@@ -34,6 +34,11 @@ pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
             if opts.cluster_size.is_some() || opts.compat.is_some() {
                 return Err(ImgError::usage("raw images take no format options"));
             }
+            if opts.preallocation.as_deref() == Some("metadata") {
+                return Err(ImgError::usage(
+                    "preallocation 'metadata' is for qcow2 images (a raw image has no metadata)",
+                ));
+            }
             None
         }
         ImageFormat::Qcow2 => Some(qcow2_options(&opts, size)?),

@@ -14,6 +14,10 @@ pub struct FormatOptions {
     pub cluster_size: Option<u64>,
     /// qcow2 compat level: "0.10" (version 2) or "1.1" (version 3).
     pub compat: Option<String>,
+    /// `preallocation`: `off`, or for qcow2 `metadata` (every cluster
+    /// mapped at creation, its data unwritten). qemu-img's `falloc` and
+    /// `full` are refused.
+    pub preallocation: Option<String>,
 }
 
 /// Parse `-o key=value,key=value`.
@@ -38,6 +42,19 @@ pub fn parse_options(text: Option<&str>) -> Result<FormatOptions, ImgError> {
                     )))
                 }
             },
+            "preallocation" => match value {
+                "off" | "metadata" => out.preallocation = Some(value.to_string()),
+                "falloc" | "full" => {
+                    return Err(ImgError::usage(format!(
+                        "preallocation '{value}' is not supported (off or metadata)"
+                    )))
+                }
+                _ => {
+                    return Err(ImgError::usage(format!(
+                        "Parameter 'preallocation' does not accept value '{value}'"
+                    )))
+                }
+            },
             _ => return Err(ImgError::usage(format!("unknown option '{key}'"))),
         }
     }
@@ -58,13 +75,22 @@ pub fn create_command(args: &CreateArgs) -> Result<ExitCode, ImgError> {
             if opts.cluster_size.is_some() || opts.compat.is_some() {
                 return Err(ImgError::usage("raw images take no format options"));
             }
+            if opts.preallocation.as_deref() == Some("metadata") {
+                return Err(ImgError::usage(
+                    "preallocation 'metadata' is for qcow2 images (a raw image has no metadata)",
+                ));
+            }
             let size = size.ok_or_else(|| ImgError::usage("image size is required"))?;
             check_size(ImageFormat::Raw, size).map_err(|e| e.about(&args.file))?;
             let new = Replacement::begin(&args.file).map_err(|e| ImgError::block(&e))?;
             create_raw(new.temp_path(), &args.file, size)?;
             new.commit().map_err(|e| ImgError::block(&e))?;
             if !args.quiet {
-                println!("Formatting '{}', fmt=raw size={size}", args.file.display());
+                let mut line = format!("Formatting '{}', fmt=raw size={size}", args.file.display());
+                if let Some(p) = &opts.preallocation {
+                    line.push_str(&format!(" preallocation={p}"));
+                }
+                println!("{line}");
             }
         }
         ImageFormat::Qcow2 => {
@@ -81,8 +107,13 @@ pub fn create_command(args: &CreateArgs) -> Result<ExitCode, ImgError> {
                 ..options
             };
             block::qcow2::create(&args.file, &options).map_err(|e| ImgError::block(&e))?;
+            let preallocation = opts
+                .preallocation
+                .as_ref()
+                .map(|p| format!(" preallocation={p}"))
+                .unwrap_or_default();
             let mut line = format!(
-                "Formatting '{}', fmt=qcow2 cluster_size={} extended_l2=off compression_type=zlib size={}",
+                "Formatting '{}', fmt=qcow2 cluster_size={} extended_l2=off{preallocation} compression_type=zlib size={}",
                 args.file.display(),
                 options.cluster_size,
                 options.size.div_ceil(512) * 512
@@ -121,6 +152,7 @@ pub fn qcow2_options(
         size,
         cluster_size,
         version,
+        preallocate_metadata: opts.preallocation.as_deref() == Some("metadata"),
         ..Default::default()
     })
 }

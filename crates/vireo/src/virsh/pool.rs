@@ -139,6 +139,9 @@ pub struct VolCreateArgs {
     pub pool: String,
     /// The volume's libvirt XML.
     pub file: PathBuf,
+    /// Map every cluster of a qcow2 volume at creation, its data unwritten (qemu-img's preallocation=metadata).
+    #[arg(long)]
+    pub prealloc_metadata: bool,
 }
 
 /// `vol-create-as POOL NAME CAPACITY`.
@@ -166,6 +169,9 @@ pub struct VolCreateAsArgs {
     /// Print the XML instead of creating the volume.
     #[arg(long)]
     pub print_xml: bool,
+    /// Map every cluster of a qcow2 volume at creation, its data unwritten (qemu-img's preallocation=metadata).
+    #[arg(long)]
+    pub prealloc_metadata: bool,
 }
 
 /// `vol-list POOL`.
@@ -499,7 +505,7 @@ pub fn edit(c: &mut Client, a: &PoolArgs) -> Result<Output, Failure> {
 /// `vol-create POOL FILE`.
 pub fn vol_create(c: &mut Client, a: &VolCreateArgs) -> Result<Output, Failure> {
     let xml = read_file(&a.file)?;
-    let v = c.vol_create(&a.pool, &xml)?;
+    let v = c.vol_create(&a.pool, &xml, a.prealloc_metadata)?;
     Ok(Output::line(format!(
         "Vol {} created from {}",
         v.name,
@@ -550,7 +556,7 @@ pub fn vol_create_as(c: &mut Client, a: &VolCreateAsArgs) -> Result<Output, Fail
     if a.print_xml {
         return Ok(Output::text(xml));
     }
-    let v = c.vol_create(&a.pool, &xml)?;
+    let v = c.vol_create(&a.pool, &xml, a.prealloc_metadata)?;
     Ok(Output::line(format!("Vol {} created", v.name)))
 }
 
