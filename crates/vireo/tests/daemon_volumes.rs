@@ -996,4 +996,57 @@ fn prealloc_metadata_maps_a_qcow2_volume_and_is_refused_for_raw() {
         "metadata preallocation is for qcow2 volumes; volume 'r.raw' is raw",
     );
     assert!(!images.join("r.raw").exists());
+
+    // A clone of a qcow2 volume with data: preallocated first, then the
+    // data copied into its clusters; the guest sees the same bytes.
+    let raw = dir.path().join("data.raw");
+    std::fs::File::create(&raw).unwrap();
+    scribble(&raw, 3 * MIB, 2 * MIB, 5);
+    let made = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(images.join("src.qcow2"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    ok(&d, &["pool-refresh", "p"]);
+    ok(
+        &d,
+        &[
+            "vol-clone",
+            "src.qcow2",
+            "c.qcow2",
+            "--pool",
+            "p",
+            "--prealloc-metadata",
+        ],
+    );
+    let check = Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(images.join("c.qcow2"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{report}");
+    assert!(report.contains("= 100.00% allocated"), "{report}");
+    let same = Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "qcow2", "-F", "qcow2"])
+        .arg(images.join("src.qcow2"))
+        .arg(images.join("c.qcow2"))
+        .status()
+        .unwrap();
+    assert!(same.success());
+    ok(&d, &["vol-create-as", "p", "plain.raw", "1M"]);
+    refused(
+        &d,
+        &[
+            "vol-clone",
+            "plain.raw",
+            "d.raw",
+            "--pool",
+            "p",
+            "--prealloc-metadata",
+        ],
+        "metadata preallocation is for qcow2 volumes; volume 'd.raw' is raw",
+    );
 }

@@ -115,6 +115,9 @@ pub struct VolumeCopyRequest {
     /// clone) or fail.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reflink: bool,
+    /// virsh's `--prealloc-metadata` (a qcow2 copy only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prealloc_metadata: bool,
 }
 
 /// `POST /pools/{pool}/volumes/{vol}/wipe`.

@@ -61,20 +61,21 @@ impl From<ClientError> for UploadError {
 
 impl Client {
     /// `POST /pools/{pool}/volumes/{vol}/copy`: a new volume in
-    /// `target_pool` as `xml` defines it, with `vol`'s data (with
-    /// `reflink`, its blocks shared or an error).
+    /// `target_pool` as `xml` defines it, with `vol`'s data, made as `how`
+    /// says.
     pub fn vol_copy(
         &mut self,
         pool: &str,
         vol: &str,
         target_pool: &str,
         xml: &str,
-        reflink: bool,
+        how: crate::storage::CopyOptions,
     ) -> Result<Reply<VolumeSummary>, ClientError> {
         let req = VolumeCopyRequest {
             pool: target_pool.into(),
             xml: xml.into(),
-            reflink,
+            reflink: how.reflink,
+            prealloc_metadata: how.prealloc_metadata,
         };
         self.long_change(|c| c.send_json("POST", &vol_path(pool, vol, "/copy"), &req))
     }

@@ -83,8 +83,11 @@ async fn copy_volume(
     let vol = Volume::parse(&req.xml)
         .map_err(|e| Failure::unprocessable(e.to_string()))?
         .volume;
-    let reflink = req.reflink;
-    let v = blocking(move || Backend::open(&target)?.create_from(&vol, &source, reflink)).await?;
+    let how = crate::storage::CopyOptions {
+        reflink: req.reflink,
+        prealloc_metadata: req.prealloc_metadata,
+    };
+    let v = blocking(move || Backend::open(&target)?.create_from(&vol, &source, how)).await?;
     Ok(volume_summary(&v))
 }
 

@@ -174,7 +174,7 @@ impl DirPool {
         }
         let temp = self.temp_path(&vol.name);
         let _ = fs::remove_file(&temp);
-        let made = self.make(vol, capacity, &temp).and_then(|()| {
+        let made = self.make(vol, capacity, &temp, false).and_then(|()| {
             apply(&temp, &vol.permissions)?;
             // A hard link fails if the name was taken meanwhile: nothing
             // existing is ever replaced.
@@ -199,7 +199,7 @@ impl DirPool {
         &self,
         vol: &Volume,
         source: &VolumeInfo,
-        reflink: bool,
+        how: super::CopyOptions,
     ) -> Result<VolumeInfo, StorageError> {
         let target = self.volume_path(&vol.name)?;
         if fs::symlink_metadata(&target).is_ok() {
@@ -207,7 +207,14 @@ impl DirPool {
         }
         // Never smaller than the source (libvirt's rule too).
         let capacity = vol.capacity.max(source.capacity);
-        if reflink {
+        if how.prealloc_metadata && vol.format != Some(VolumeFormat::Qcow2) {
+            return Err(StorageError::Invalid(format!(
+                "metadata preallocation is for qcow2 volumes; volume '{}' is {}",
+                vol.name,
+                vol.format.unwrap_or(VolumeFormat::Raw).as_str()
+            )));
+        }
+        if how.reflink {
             return self.clone_blocks(vol, source, capacity, &target);
         }
         if let Some(b) = &vol.backing {
@@ -225,27 +232,29 @@ impl DirPool {
         let src = copy::open_source(&source.path, image_format(source.format))?;
         let temp = self.temp_path(&vol.name);
         let _ = fs::remove_file(&temp);
-        let made = self.make(vol, capacity, &temp).and_then(|()| {
-            let dst = copy::open_destination(&temp, image_format(format))?;
-            let stats = copy::copy(src.as_ref(), dst.as_ref())
-                .map_err(|e| copy::describe(e, &source.path, &target))?;
-            drop(dst);
-            tracing::info!(
-                "copied {} into {}: {} bytes read, {} written",
-                source.path.display(),
-                target.display(),
-                stats.read,
-                stats.written
-            );
-            fs::File::open(&temp)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| host(&temp, e))?;
-            apply(&temp, &vol.permissions)?;
-            fs::hard_link(&temp, &target).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => in_use(&vol.name),
-                _ => host(&target, e),
-            })
-        });
+        let made = self
+            .make(vol, capacity, &temp, how.prealloc_metadata)
+            .and_then(|()| {
+                let dst = copy::open_destination(&temp, image_format(format))?;
+                let stats = copy::copy(src.as_ref(), dst.as_ref())
+                    .map_err(|e| copy::describe(e, &source.path, &target))?;
+                drop(dst);
+                tracing::info!(
+                    "copied {} into {}: {} bytes read, {} written",
+                    source.path.display(),
+                    target.display(),
+                    stats.read,
+                    stats.written
+                );
+                fs::File::open(&temp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| host(&temp, e))?;
+                apply(&temp, &vol.permissions)?;
+                fs::hard_link(&temp, &target).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => in_use(&vol.name),
+                    _ => host(&target, e),
+                })
+            });
         let _ = fs::remove_file(&temp);
         made?;
         sync_dir(&self.path)?;
@@ -378,8 +387,15 @@ impl DirPool {
         self.path.join(format!(".{name}{TEMP_SUFFIX}"))
     }
 
-    /// Writes the new image at `temp`.
-    fn make(&self, vol: &Volume, capacity: u64, temp: &Path) -> Result<(), StorageError> {
+    /// Writes the new image at `temp` (a qcow2 one with its metadata
+    /// preallocated if `prealloc_metadata`).
+    fn make(
+        &self,
+        vol: &Volume,
+        capacity: u64,
+        temp: &Path,
+        prealloc_metadata: bool,
+    ) -> Result<(), StorageError> {
         match vol.format.unwrap_or(VolumeFormat::Raw) {
             VolumeFormat::Raw => {
                 let file = fs::OpenOptions::new()
@@ -403,6 +419,7 @@ impl DirPool {
                     },
                     backing_file: vol.backing.as_ref().map(|b| b.path.clone()),
                     backing_format: vol.backing.as_ref().map(|b| image_format(b.format)),
+                    preallocate_metadata: prealloc_metadata,
                     ..block::qcow2::CreateOptions::default()
                 };
                 block::qcow2::create(temp, &opts).map_err(|e| StorageError::Invalid(e.to_string()))

@@ -260,9 +260,9 @@ impl FsPool {
         &self,
         vol: &Volume,
         source: &VolumeInfo,
-        reflink: bool,
+        how: super::CopyOptions,
     ) -> Result<VolumeInfo, StorageError> {
-        self.dir.create_from(vol, source, reflink)
+        self.dir.create_from(vol, source, how)
     }
 
     /// `vol-wipe`.

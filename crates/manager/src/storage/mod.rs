@@ -260,18 +260,18 @@ impl Backend {
     }
 
     /// `vol-create-from` and `vol-clone`: a new volume as `vol` defines
-    /// it with the guest data of `source` (a volume of any pool); with
-    /// `reflink`, sharing `source`'s blocks or not at all.
+    /// it with the guest data of `source` (a volume of any pool), as
+    /// `how` says.
     pub fn create_from(
         &self,
         vol: &Volume,
         source: &VolumeInfo,
-        reflink: bool,
+        how: CopyOptions,
     ) -> Result<VolumeInfo, StorageError> {
         match self {
-            Backend::Dir(p) => p.create_from(vol, source, reflink),
-            Backend::Fs(p) => p.create_from(vol, source, reflink),
-            Backend::Netfs(p) => p.create_from(vol, source, reflink),
+            Backend::Dir(p) => p.create_from(vol, source, how),
+            Backend::Fs(p) => p.create_from(vol, source, how),
+            Backend::Netfs(p) => p.create_from(vol, source, how),
             Backend::Disk(p) => p.create_from(vol),
             Backend::Logical(p) => p.create_from(vol),
             Backend::Iscsi(p) => p.create_from(vol),
@@ -377,6 +377,15 @@ pub fn supported(kind: virtxml::PoolType) -> Result<(), String> {
                 .into(),
         ),
     }
+}
+
+/// How `vol-create-from` and `vol-clone` make their copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// `--reflink`: share the source's blocks, or fail.
+    pub reflink: bool,
+    /// `--prealloc-metadata`: a qcow2 copy's clusters all mapped first.
+    pub prealloc_metadata: bool,
 }
 
 /// `--prealloc-metadata`: maps every cluster of the qcow2 volume `v`, just

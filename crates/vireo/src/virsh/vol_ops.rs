@@ -28,6 +28,9 @@ pub struct VolCreateFromArgs {
     /// Share the input's blocks (a copy-on-write clone) or fail: raw to raw, on one filesystem that has reflinks.
     #[arg(long)]
     pub reflink: bool,
+    /// Map every cluster of the new qcow2 volume before the data is copied (qemu-img's preallocation=metadata).
+    #[arg(long)]
+    pub prealloc_metadata: bool,
     /// Print the daemon's JSON for the new volume.
     #[arg(long)]
     pub json: bool,
@@ -46,6 +49,9 @@ pub struct VolCloneArgs {
     /// Share the volume's blocks (a copy-on-write clone) or fail: raw volumes, on a filesystem that has reflinks.
     #[arg(long)]
     pub reflink: bool,
+    /// Map every cluster of the qcow2 clone before the data is copied (qemu-img's preallocation=metadata).
+    #[arg(long)]
+    pub prealloc_metadata: bool,
     /// Print the daemon's JSON for the new volume.
     #[arg(long)]
     pub json: bool,
@@ -102,12 +108,26 @@ fn bytes_option(name: &str, text: Option<&str>) -> Result<u64, Failure> {
     })
 }
 
-/// `vol-create-from POOL FILE VOL [--inputpool POOL] [--reflink]`.
+/// `--reflink` and `--prealloc-metadata` as the daemon takes them.
+fn copy_options(reflink: bool, prealloc_metadata: bool) -> manager::storage::CopyOptions {
+    manager::storage::CopyOptions {
+        reflink,
+        prealloc_metadata,
+    }
+}
+
+/// `vol-create-from POOL FILE VOL [--inputpool POOL] [--reflink] [--prealloc-metadata]`.
 pub fn create_from(c: &mut Client, a: &VolCreateFromArgs) -> Result<Output, Failure> {
     let xml = read_file(&a.file)?;
     let (in_pool, in_name) = locate(c, &a.vol, a.inputpool.as_deref())?;
     let r = c
-        .vol_copy(&in_pool, &in_name, &a.pool, &xml, a.reflink)
+        .vol_copy(
+            &in_pool,
+            &in_name,
+            &a.pool,
+            &xml,
+            copy_options(a.reflink, a.prealloc_metadata),
+        )
         .map_err(|e| {
             Failure(format!(
                 "Failed to create vol from {}: {e}",
@@ -136,7 +156,13 @@ pub fn clone(c: &mut Client, a: &VolCloneArgs) -> Result<Output, Failure> {
         esc(&orig.format)
     );
     let r = c
-        .vol_copy(&pool, &name, &pool, &xml, a.reflink)
+        .vol_copy(
+            &pool,
+            &name,
+            &pool,
+            &xml,
+            copy_options(a.reflink, a.prealloc_metadata),
+        )
         .map_err(|e| Failure(format!("Failed to clone vol from {name}: {e}")))?;
     if a.json {
         return Ok(Output::json(r.json));

@@ -156,7 +156,7 @@ fn a_pool_copy_appears_whole_under_its_name_and_is_never_over_another() {
     let made = pool
         .create_from(
             &volume("<volume><name>copy</name><capacity>1</capacity><target><format type='raw'/></target></volume>"),
-            &source, false)
+            &source, Default::default())
         .unwrap();
     assert_eq!(made.format, virtxml::VolumeFormat::Raw);
     assert_eq!(made.capacity, 16 * MIB, "never smaller than the source");
@@ -170,7 +170,7 @@ fn a_pool_copy_appears_whole_under_its_name_and_is_never_over_another() {
     let again = pool.create_from(
         &volume("<volume><name>src</name><capacity>1</capacity></volume>"),
         &source,
-        false,
+        Default::default(),
     );
     assert!(matches!(again, Err(StorageError::Conflict(_))), "{again:?}");
 
@@ -180,7 +180,9 @@ fn a_pool_copy_appears_whole_under_its_name_and_is_never_over_another() {
          <backingStore><path>{}</path><format type='qcow2'/></backingStore></volume>",
         source.path.display()
     );
-    let top = pool.create_from(&volume(&xml), &source, false).unwrap();
+    let top = pool
+        .create_from(&volume(&xml), &source, Default::default())
+        .unwrap();
     assert_eq!(
         top.backing.as_ref().map(|b| b.path.clone()),
         Some(source.path.display().to_string())
@@ -190,7 +192,7 @@ fn a_pool_copy_appears_whole_under_its_name_and_is_never_over_another() {
     let e = pool.create_from(
         &volume(&xml.replace("<name>top", "<name>top2")),
         &other,
-        false,
+        Default::default(),
     );
     assert!(matches!(e, Err(StorageError::Invalid(_))), "{e:?}");
 }
