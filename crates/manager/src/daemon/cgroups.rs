@@ -110,6 +110,38 @@ pub(crate) fn remove_by_name(d: &super::Daemon, name: &str) {
     }
 }
 
+/// Removes the cgroups no running domain owns: those a daemon killed
+/// between making a domain's cgroup and recording its start left behind
+/// (the record is what a restarted daemon cleans up by). Only empty
+/// cgroups can go (the kernel refuses to remove one with a process), so
+/// a VMM still running is never touched. Called once the daemon has
+/// adopted its running domains, before any client.
+pub(crate) fn sweep(d: &super::Daemon) {
+    let Some(h) = cgroup::host() else {
+        return;
+    };
+    let owned: Vec<String> = d
+        .registry
+        .lock()
+        .domains
+        .iter()
+        .filter(|(_, e)| e.live.is_some())
+        .map(|(n, e)| group(n, e.uuid))
+        .collect();
+    for name in cgroup::groups(&h) {
+        if owned.contains(&name) {
+            continue;
+        }
+        // rmdir(2) of a cgroup with a process in it fails (EBUSY): only
+        // empty ones go.
+        let cg = DomainCgroup::at(&h, &name);
+        cg.remove();
+        if cg.dirs().iter().all(|d| !d.exists()) {
+            tracing::info!("removed the stray cgroup {name}");
+        }
+    }
+}
+
 /// Removes the domain's cgroup once its VMM has ended.
 pub(crate) fn remove(name: &str, uuid: Uuid) {
     if let Some(cg) = existing(name, uuid) {

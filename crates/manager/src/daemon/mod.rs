@@ -222,6 +222,10 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         networks::load(&daemon).await.map_err(state_err)?;
         pools::load(&daemon).await.map_err(state_err)?;
         boot::load(&daemon).await.map_err(state_err)?;
+        {
+            let sweep_d = daemon.clone();
+            let _ = tokio::task::spawn_blocking(move || cgroups::sweep(&sweep_d)).await;
+        }
         // Before any client: a start must not race the stray sweep.
         leases::adopt(&daemon).await;
         tokio::spawn(leases::keep(daemon.clone()));
