@@ -11,17 +11,12 @@
 //! (VM-fd ioctls the vCPU, API and main threads make while the guest runs)
 //! or [`kvm_build`] (building a VM) and their numbers in `kvm_ioctls.rs`.
 
-use std::collections::BTreeMap;
-
+pub(crate) use crate::bpf::Rules;
+use crate::bpf::{ArgLen as Len, Cmp as Op, Cond, Rule};
 use libc::c_ulong;
-use seccompiler::{SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition, SeccompRule};
 
 use crate::kvm_ioctls as kvm;
 use crate::ThreadKind;
-
-/// System call number to the rules that allow it; an empty list allows it
-/// whatever its arguments (seccompiler's convention).
-pub(crate) type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
 /// The rules a thread of `kind` runs under.
 pub(crate) fn rules(kind: ThreadKind) -> Rules {
@@ -124,8 +119,8 @@ fn allow(r: &mut Rules, calls: &[libc::c_long]) {
 /// Allow `nr` when argument `arg` (compared as `len`) passes `op` against
 /// `value`, in addition to what is already allowed for it.
 fn allow_if(r: &mut Rules, nr: libc::c_long, arg: u8, len: Len, op: Op, value: u64) {
-    let rule = SeccompCondition::new(arg, len, op, value)
-        .and_then(|c| SeccompRule::new(vec![c]))
+    let rule = Cond::new(arg, len, op, value)
+        .and_then(|c| Rule::new(vec![c]))
         .expect("a one-condition rule is always valid");
     merge(r, Rules::from([(nr, vec![rule])]));
 }
@@ -133,7 +128,7 @@ fn allow_if(r: &mut Rules, nr: libc::c_long, arg: u8, len: Len, op: Op, value: u
 /// Allow `nr` when argument `arg` is one of `values`.
 fn allow_values(r: &mut Rules, nr: libc::c_long, arg: u8, len: Len, values: &[u64]) {
     for &v in values {
-        allow_if(r, nr, arg, len.clone(), Op::Eq, v);
+        allow_if(r, nr, arg, len, Op::Eq, v);
     }
 }
 
@@ -226,12 +221,12 @@ fn common(r: &mut Rules) {
 /// Allow tgkill(2) of `signal` to this process's own threads only.
 fn signal_own_threads(r: &mut Rules, signal: libc::c_int) {
     let rule = [
-        SeccompCondition::new(0, Len::Dword, Op::Eq, u64::from(std::process::id())),
-        SeccompCondition::new(2, Len::Dword, Op::Eq, u64::from(signal.unsigned_abs())),
+        Cond::new(0, Len::Dword, Op::Eq, u64::from(std::process::id())),
+        Cond::new(2, Len::Dword, Op::Eq, u64::from(signal.unsigned_abs())),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .and_then(SeccompRule::new)
+    .collect::<Option<Vec<_>>>()
+    .and_then(Rule::new)
     .expect("a fixed rule is valid");
     merge(r, Rules::from([(libc::SYS_tgkill, vec![rule])]));
 }
@@ -426,12 +421,12 @@ fn tap_runtime(r: &mut Rules) {
 /// (no address is ever bound or connected through it).
 fn link_control_socket(r: &mut Rules) {
     let rule = [
-        SeccompCondition::new(0, Len::Dword, Op::Eq, libc::AF_INET as u64),
-        SeccompCondition::new(1, Len::Dword, Op::MaskedEq(0xf), libc::SOCK_DGRAM as u64),
+        Cond::new(0, Len::Dword, Op::Eq, libc::AF_INET as u64),
+        Cond::new(1, Len::Dword, Op::MaskedEq(0xf), libc::SOCK_DGRAM as u64),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .and_then(SeccompRule::new)
+    .collect::<Option<Vec<_>>>()
+    .and_then(Rule::new)
     .expect("a fixed rule is valid");
     merge(r, Rules::from([(libc::SYS_socket, vec![rule])]));
     ioctls(r, &[libc::SIOCGIFMTU, libc::SIOCGIFFLAGS]);
@@ -461,12 +456,12 @@ fn tap_setup(r: &mut Rules) {
     // Explaining why a named interface cannot be opened (what kind of
     // link it is) asks rtnetlink.
     let rule = [
-        SeccompCondition::new(0, Len::Dword, Op::Eq, libc::AF_NETLINK as u64),
-        SeccompCondition::new(2, Len::Dword, Op::Eq, libc::NETLINK_ROUTE as u64),
+        Cond::new(0, Len::Dword, Op::Eq, libc::AF_NETLINK as u64),
+        Cond::new(2, Len::Dword, Op::Eq, libc::NETLINK_ROUTE as u64),
     ]
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()
-    .and_then(SeccompRule::new)
+    .collect::<Option<Vec<_>>>()
+    .and_then(Rule::new)
     .expect("a fixed rule is valid");
     merge(r, Rules::from([(libc::SYS_socket, vec![rule])]));
     allow(
