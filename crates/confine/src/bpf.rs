@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use libc::sock_filter;
 
 /// How much of a 64-bit argument a [`Cond`] compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum ArgLen {
     /// The low 32 bits only (the kernel reads the argument as an `int`).
     Dword,
@@ -26,7 +26,7 @@ pub(crate) enum ArgLen {
 }
 
 /// How a [`Cond`] compares its argument with its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Cmp {
     /// `arg == value`.
     Eq,
@@ -35,7 +35,7 @@ pub(crate) enum Cmp {
 }
 
 /// One test of one argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Cond {
     arg: u8,
     len: ArgLen,
@@ -72,7 +72,7 @@ impl Cond {
 
 /// Conditions that must all hold; an empty rule is never made (an empty
 /// list of rules allows a call whatever its arguments).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Rule(Vec<Cond>);
 
 impl Rule {
