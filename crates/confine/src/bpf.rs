@@ -311,16 +311,28 @@ fn search<L: Copy>(
         [(_, only)] => leaf(out, *only),
         _ => {
             let mid = ranges.len() / 2;
-            // A >= pivot: on to the `JA` over the lower half's code.
-            out.push(jump(JMP_JGE_K, ranges[mid].0, 0, 1));
-            let ja = out.len();
-            out.push(stmt(JMP_JA, 0));
-            search(out, &ranges[..mid], leaf)?;
-            out[ja].k =
-                u32::try_from(out.len() - ja - 1).map_err(|_| BuildError::TooLong(out.len()))?;
+            let mut lower = Vec::new();
+            search(&mut lower, &ranges[..mid], leaf)?;
+            split_at(out, ranges[mid].0, lower);
             search(out, &ranges[mid..], leaf)
         }
     }
+}
+
+/// `A >= pivot`: over `lower` (the code for below the pivot) to what is
+/// emitted next. The kernel's install cost grows with the program's
+/// length, so the jump is the `JGE`'s own where it reaches (`lower` up to
+/// 255 instructions) and a `JA` only where it does not.
+fn split_at(out: &mut Vec<sock_filter>, pivot: u32, lower: Vec<sock_filter>) {
+    match u8::try_from(lower.len()) {
+        Ok(over) => out.push(jump(JMP_JGE_K, pivot, over, 0)),
+        Err(_) => {
+            out.push(jump(JMP_JGE_K, pivot, 0, 1));
+            // `lower` is within the 4096 instructions a program can have.
+            out.push(stmt(JMP_JA, u32::try_from(lower.len()).unwrap_or(u32::MAX)));
+        }
+    }
+    out.extend(lower);
 }
 
 /// The argument checks of call `nr`: `on_match` if any rule holds, else
@@ -398,11 +410,9 @@ fn one_of(
         return Ok(());
     }
     let mid = values.len() / 2;
-    out.push(jump(JMP_JGE_K, values[mid], 0, 1));
-    let ja = out.len();
-    out.push(stmt(JMP_JA, 0));
-    one_of(out, &values[..mid], on_match, on_mismatch)?;
-    out[ja].k = u32::try_from(out.len() - ja - 1).map_err(|_| BuildError::TooLong(out.len()))?;
+    let mut lower = Vec::new();
+    one_of(&mut lower, &values[..mid], on_match, on_mismatch)?;
+    split_at(out, values[mid], lower);
     one_of(out, &values[mid..], on_match, on_mismatch)
 }
 
@@ -520,9 +530,10 @@ mod tests {
 
     #[test]
     fn every_number_gets_its_answer() {
-        // Runs, gaps, the top number, fixed answers over rules.
+        // Runs, gaps, the top number, fixed answers over rules; enough
+        // ranges that some jumps need a `JA`.
         let mut rules = Rules::new();
-        for nr in (0..300).filter(|n| n % 3 != 1).chain([4_294_967_295]) {
+        for nr in (0..1500).filter(|n| n % 3 != 1).chain([4_294_967_295]) {
             rules.insert(nr, Vec::new());
         }
         let p = program(
@@ -532,10 +543,11 @@ mod tests {
             Action::Log,
         )
         .unwrap();
-        for nr in (0..400).chain([u32::MAX - 1, u32::MAX]) {
+        assert!(p.iter().any(|i| i.code == JMP_JA), "no long jump made");
+        for nr in (0..1600).chain([u32::MAX - 1, u32::MAX]) {
             let want = match nr {
                 6 | 7 => libc::SECCOMP_RET_ERRNO | 38,
-                n if (n < 300 && n % 3 != 1) || n == u32::MAX => libc::SECCOMP_RET_ALLOW,
+                n if (n < 1500 && n % 3 != 1) || n == u32::MAX => libc::SECCOMP_RET_ALLOW,
                 _ => libc::SECCOMP_RET_LOG,
             };
             assert_eq!(run(&p, X86_64, nr, &[0; 6]), Ok(want), "{nr}");
