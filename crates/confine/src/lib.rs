@@ -240,6 +240,11 @@ struct Filters {
 
 static FILTERS: OnceLock<Option<Filters>> = OnceLock::new();
 
+/// With filters off, the thread that called [`init`] (the main thread):
+/// [`spawn`] starts threads on its CPUs, as the launcher (which it
+/// started, and which emulator pins move with it) does with filters on.
+static SPAWNER: OnceLock<libc::pid_t> = OnceLock::new();
+
 /// The test fault hook's target (debug builds only): a kind's label or a
 /// thread's name, from `VIREO_TEST_SECCOMP_FAULT`.
 #[cfg(debug_assertions)]
@@ -289,6 +294,7 @@ const EACCES: u16 = 13;
 /// [`spawn`] starts threads directly.
 pub fn init(mode: Mode, on_violation: Box<dyn Fn(&Violation) + Send>) -> Result<(), Error> {
     if mode == Mode::Off {
+        let _ = SPAWNER.set(placement::gettid());
         return FILTERS.set(None).map_err(|_| Error::AlreadyInitialized);
     }
     #[cfg(debug_assertions)]
@@ -405,7 +411,14 @@ where
         })
     };
     if !is_active() {
+        // Not the caller's CPUs: a device's worker started on a pinned
+        // vCPU would share that vCPU's CPU (with filters on, the launcher
+        // starts it). A failure leaves it where it would have been.
+        let spawner = SPAWNER.get().copied();
         return std::thread::Builder::new().name(name).spawn(move || {
+            if let Some(tid) = spawner {
+                let _ = placement::follow(tid);
+            }
             let _pinned = place();
             f()
         });
