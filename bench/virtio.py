@@ -13,7 +13,7 @@ table shows medians and ratios.
                     [--placement split|shared] [--vcpu-cpu C] [--io-cpu C]
                     [--qemu-aio threads|native|io_uring]
                     [--vireo BINARY] [--verbose] [--no-qemu] [--no-net]
-                    [--no-vireo-default]
+                    [--no-vireo-default] [--confinement] [--netns NAME]
 
 Disk, like for like: all three read and write the same raw image, with
 O_DIRECT (cache=none) by default so no figure is the page cache's.
@@ -243,6 +243,7 @@ def setup_netns():
 
 
 def main():
+    global NS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seq-mib", type=int, default=1024)
@@ -260,10 +261,14 @@ def main():
     ap.add_argument("--no-net", action="store_true")
     ap.add_argument("--no-vireo-default", action="store_true",
                     help="skip the vireo-4k runs (Vireo's default memory)")
+    ap.add_argument("--netns", default=NS,
+                    help=f"the network namespace the TAP is made in (default {NS}; it is "
+                         "deleted first, so two runs at once need two names)")
     ap.add_argument("--confinement", action="store_true",
                     help="also run vireo with --seccomp=off (vireo-open) and jailed "
                          "(vireo-jail), for what confinement costs (issue 15: within 3 %%)")
     opts = ap.parse_args()
+    NS = opts.netns
     if os.geteuid() != 0:
         sys.exit("bench/virtio.py needs root (TAP devices, network namespaces)")
     build()
