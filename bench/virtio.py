@@ -351,7 +351,8 @@ def main():
           f"{'yes' if direct else 'no'}), sequential 1 MiB requests at queue depth "
           f"{opts.seq_qd}, random 4 KiB at depth 1; {place.describe()}; QEMU aio={opts.qemu_aio}; "
           f"TSC {tsc_hz / 1e9:.3f} GHz")
-    header = f"{'pattern':<11}{'unit':<6}" + "".join(f"{n:>10}" for n in names)
+    # Columns wide enough for the longest name ("vireo-open") and a space.
+    header = f"{'pattern':<11}{'unit':<6}" + "".join(f"{n:>11}" for n in names)
     header += f"{'vireo/host':>12}{'target':>8}"
     if "qemu" in names:
         header += f"{'qemu/host':>11}{'vireo/qemu':>12}"
@@ -361,7 +362,7 @@ def main():
     for metric, who in results.items():
         med = {n: statistics.median(who[n]) for n in names if n in who}
         line = f"{metric:<11}{units[metric]:<6}" + "".join(
-            f"{med[n]:>10.0f}" if n in med else f"{'-':>10}" for n in names)
+            f"{med[n]:>11.0f}" if n in med else f"{'-':>11}" for n in names)
         line += f"{med['vireo'] / med['host']:>12.2f}{targets[metric]:>8.1f}"
         if "qemu" in names:
             line += f"{med['qemu'] / med['host']:>11.2f}{med['vireo'] / med['qemu']:>12.2f}"
@@ -374,7 +375,7 @@ def main():
         for metric, who in results.items():
             for n in names:
                 if n in who:
-                    print(f"{metric:<11}{n:<10}" + " ".join(f"{v:.0f}" for v in who[n]))
+                    print(f"{metric:<11}{n:<11}" + " ".join(f"{v:.0f}" for v in who[n]))
 
 
 if __name__ == "__main__":
