@@ -13,7 +13,7 @@ table shows medians and ratios.
                     [--placement split|shared] [--vcpu-cpu C] [--io-cpu C]
                     [--qemu-aio threads|native|io_uring]
                     [--vireo BINARY] [--verbose] [--no-qemu] [--no-net]
-                    [--no-vireo-default]
+                    [--no-vireo-default] [--confinement] [--netns NAME]
 
 Disk, like for like: all three read and write the same raw image, with
 O_DIRECT (cache=none) by default so no figure is the page cache's.
@@ -243,6 +243,7 @@ def setup_netns():
 
 
 def main():
+    global NS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seq-mib", type=int, default=1024)
@@ -260,10 +261,14 @@ def main():
     ap.add_argument("--no-net", action="store_true")
     ap.add_argument("--no-vireo-default", action="store_true",
                     help="skip the vireo-4k runs (Vireo's default memory)")
+    ap.add_argument("--netns", default=NS,
+                    help=f"the network namespace the TAP is made in (default {NS}; it is "
+                         "deleted first, so two runs at once need two names)")
     ap.add_argument("--confinement", action="store_true",
                     help="also run vireo with --seccomp=off (vireo-open) and jailed "
                          "(vireo-jail), for what confinement costs (issue 15: within 3 %%)")
     opts = ap.parse_args()
+    NS = opts.netns
     if os.geteuid() != 0:
         sys.exit("bench/virtio.py needs root (TAP devices, network namespaces)")
     build()
@@ -346,7 +351,8 @@ def main():
           f"{'yes' if direct else 'no'}), sequential 1 MiB requests at queue depth "
           f"{opts.seq_qd}, random 4 KiB at depth 1; {place.describe()}; QEMU aio={opts.qemu_aio}; "
           f"TSC {tsc_hz / 1e9:.3f} GHz")
-    header = f"{'pattern':<11}{'unit':<6}" + "".join(f"{n:>10}" for n in names)
+    # Columns wide enough for the longest name ("vireo-open") and a space.
+    header = f"{'pattern':<11}{'unit':<6}" + "".join(f"{n:>11}" for n in names)
     header += f"{'vireo/host':>12}{'target':>8}"
     if "qemu" in names:
         header += f"{'qemu/host':>11}{'vireo/qemu':>12}"
@@ -356,7 +362,7 @@ def main():
     for metric, who in results.items():
         med = {n: statistics.median(who[n]) for n in names if n in who}
         line = f"{metric:<11}{units[metric]:<6}" + "".join(
-            f"{med[n]:>10.0f}" if n in med else f"{'-':>10}" for n in names)
+            f"{med[n]:>11.0f}" if n in med else f"{'-':>11}" for n in names)
         line += f"{med['vireo'] / med['host']:>12.2f}{targets[metric]:>8.1f}"
         if "qemu" in names:
             line += f"{med['qemu'] / med['host']:>11.2f}{med['vireo'] / med['qemu']:>12.2f}"
@@ -369,7 +375,7 @@ def main():
         for metric, who in results.items():
             for n in names:
                 if n in who:
-                    print(f"{metric:<11}{n:<10}" + " ".join(f"{v:.0f}" for v in who[n]))
+                    print(f"{metric:<11}{n:<11}" + " ".join(f"{v:.0f}" for v in who[n]))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@
 //! The main thread may start threads of a kind whose list is inside its own
 //! (the pre-faulting threads), with [`confine_current`] as their first call.
 
+mod bpf;
 mod filters;
 mod kvm_ioctls;
 mod launcher;
@@ -37,11 +38,12 @@ mod sigsys;
 mod syscall_names;
 
 use std::io;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
+use bpf::Action;
+use libc::sock_filter;
 pub use placement::{pinned_threads, place_spawned, PlacementScope};
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 /// Exit status of a process stopped because a thread made a system call
 /// its filter forbids.
@@ -215,7 +217,7 @@ pub enum Error {
     Build(&'static str, String),
     /// The kernel refused a filter.
     #[error("cannot install the {0} thread's seccomp filter: {1}")]
-    Install(&'static str, seccompiler::Error),
+    Install(&'static str, io::Error),
     /// The SIGSYS handler, the report pipe or the launcher could not be set up.
     #[error("cannot set up seccomp reporting: {0}")]
     Setup(io::Error),
@@ -224,57 +226,67 @@ pub enum Error {
     AlreadyInitialized,
 }
 
-/// The compiled filters, one per kind, each kind's refusals (if any), and
-/// the one that turns clone3 away.
+/// A compiled filter, or why it could not be.
+type Compiled = OnceLock<Result<Vec<sock_filter>, bpf::BuildError>>;
+
+/// Each kind's filter and refusals (if any), compiled when a thread of
+/// that kind is first confined: a VM that never hot-plugs a disk never
+/// pays for the disk threads' filters.
 struct Filters {
-    by_kind: Vec<Arc<BpfProgram>>,
-    refusals: Vec<Option<Arc<BpfProgram>>>,
-    no_clone3: Arc<BpfProgram>,
+    mode: Mode,
+    by_kind: [Compiled; ThreadKind::ALL.len()],
+    refusals: [Compiled; ThreadKind::ALL.len()],
 }
 
 static FILTERS: OnceLock<Option<Filters>> = OnceLock::new();
+
+/// With filters off, the thread that called [`init`] (the main thread):
+/// [`spawn`] starts threads on its CPUs, as the launcher (which it
+/// started, and which emulator pins move with it) does with filters on.
+static SPAWNER: OnceLock<libc::pid_t> = OnceLock::new();
 
 /// The test fault hook's target (debug builds only): a kind's label or a
 /// thread's name, from `VIREO_TEST_SECCOMP_FAULT`.
 #[cfg(debug_assertions)]
 static FAULT_TARGET: OnceLock<Option<String>> = OnceLock::new();
 
-fn compile(kind: ThreadKind, mode: Mode) -> Result<BpfProgram, Error> {
+/// `kind`'s filter. The threads that start others (main, launcher) also
+/// turn clone3 away with ENOSYS, whatever their list says: its flags are
+/// in memory a filter cannot read, and the C library falls back to
+/// clone, whose flags it can. Their children inherit that answer under
+/// their own filter, which has no clone3 and so traps it.
+pub(crate) fn compile(kind: ThreadKind, mode: Mode) -> Result<Vec<sock_filter>, bpf::BuildError> {
     let mismatch = match mode {
-        Mode::Kill => SeccompAction::Trap,
-        Mode::Log | Mode::Off => SeccompAction::Log,
+        Mode::Kill => Action::Trap,
+        Mode::Log | Mode::Off => Action::Log,
     };
-    let filter = SeccompFilter::new(
-        filters::rules(kind),
-        mismatch,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(|e| Error::Build(kind.label(), e.to_string()))?;
-    BpfProgram::try_from(filter).map_err(|e| Error::Build(kind.label(), e.to_string()))
+    let fixed: &[(i64, Action)] = if matches!(kind, ThreadKind::Main | ThreadKind::Launcher) {
+        &[(libc::SYS_clone3, Action::Errno(ENOSYS))]
+    } else {
+        &[]
+    };
+    bpf::program(&filters::rules(kind), fixed, Action::Allow, mismatch)
 }
 
 /// The filter that answers `kind`'s refused calls with EACCES, if it has
 /// any.
-fn compile_refusals(kind: ThreadKind) -> Result<Option<BpfProgram>, Error> {
+pub(crate) fn compile_refusals(
+    kind: ThreadKind,
+) -> Result<Option<Vec<sock_filter>>, bpf::BuildError> {
     let rules = filters::refused(kind);
     if rules.is_empty() {
         return Ok(None);
     }
-    SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EACCES as u32),
-        TargetArch::x86_64,
-    )
-    .and_then(BpfProgram::try_from)
-    .map(Some)
-    .map_err(|e| Error::Build(kind.label(), e.to_string()))
+    bpf::program(&rules, &[], Action::Errno(EACCES), Action::Allow).map(Some)
 }
 
-/// Confine this process's threads from now on: compile every kind's
-/// filter, install the SIGSYS reporter (in [`Mode::Kill`]), start the
-/// launcher, and confine the calling thread as [`ThreadKind::Main`].
+const ENOSYS: u16 = 38;
+const EACCES: u16 = 13;
+
+/// Confine this process's threads from now on: install the SIGSYS
+/// reporter (in [`Mode::Kill`]), start the launcher, and confine the
+/// calling thread as [`ThreadKind::Main`]. Each kind's filter is compiled
+/// when a thread of that kind is first confined.
 ///
 /// `on_violation` runs on the launcher when a thread made a forbidden
 /// call (before the process exits with [`EXIT_SECCOMP`]): the place to
@@ -282,33 +294,21 @@ fn compile_refusals(kind: ThreadKind) -> Result<Option<BpfProgram>, Error> {
 /// [`spawn`] starts threads directly.
 pub fn init(mode: Mode, on_violation: Box<dyn Fn(&Violation) + Send>) -> Result<(), Error> {
     if mode == Mode::Off {
+        let _ = SPAWNER.set(placement::gettid());
         return FILTERS.set(None).map_err(|_| Error::AlreadyInitialized);
     }
     #[cfg(debug_assertions)]
     let _ = FAULT_TARGET.set(std::env::var("VIREO_TEST_SECCOMP_FAULT").ok());
-    let by_kind = ThreadKind::ALL
-        .iter()
-        .map(|&k| compile(k, mode).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()?;
-    let refusals = ThreadKind::ALL
-        .iter()
-        .map(|&k| compile_refusals(k).map(|p| p.map(Arc::new)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let no_clone3 = SeccompFilter::new(
-        [(libc::SYS_clone3, Vec::new())].into(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        TargetArch::x86_64,
-    )
-    .and_then(BpfProgram::try_from)
-    .map_err(|e| Error::Build("clone3", e.to_string()))?;
     FILTERS
         .set(Some(Filters {
-            by_kind,
-            refusals,
-            no_clone3: Arc::new(no_clone3),
+            mode,
+            by_kind: std::array::from_fn(|_| OnceLock::new()),
+            refusals: std::array::from_fn(|_| OnceLock::new()),
         }))
         .map_err(|_| Error::AlreadyInitialized)?;
+    // The main thread's list is compiled before anything starts, so a
+    // broken list is said here, once, rather than by the launcher.
+    filter_of(ThreadKind::Main)?;
     let reports = if mode == Mode::Kill {
         Some(sigsys::install().map_err(Error::Setup)?)
     } else {
@@ -316,6 +316,28 @@ pub fn init(mode: Mode, on_violation: Box<dyn Fn(&Violation) + Send>) -> Result<
     };
     launcher::start(reports, on_violation).map_err(Error::Setup)?;
     confine_current(ThreadKind::Main)
+}
+
+/// `kind`'s filter, compiled on first use.
+fn filter_of(kind: ThreadKind) -> Result<&'static [sock_filter], Error> {
+    let Some(Some(filters)) = FILTERS.get() else {
+        return Ok(&[]);
+    };
+    filters.by_kind[kind.index()]
+        .get_or_init(|| compile(kind, filters.mode))
+        .as_deref()
+        .map_err(|e| Error::Build(kind.label(), e.to_string()))
+}
+
+/// `kind`'s refusals, compiled on first use (empty if it has none).
+fn refusals_of(kind: ThreadKind) -> Result<&'static [sock_filter], Error> {
+    let Some(Some(filters)) = FILTERS.get() else {
+        return Ok(&[]);
+    };
+    filters.refusals[kind.index()]
+        .get_or_init(|| compile_refusals(kind).map(Option::unwrap_or_default))
+        .as_deref()
+        .map_err(|e| Error::Build(kind.label(), e.to_string()))
 }
 
 /// Whether filters are being installed ([`init`] ran with a mode other
@@ -328,23 +350,23 @@ pub fn is_active() -> bool {
 /// off). For threads a confined thread starts itself; [`spawn`] calls it
 /// for the threads it starts.
 pub fn confine_current(kind: ThreadKind) -> Result<(), Error> {
-    let Some(Some(filters)) = FILTERS.get() else {
+    if !is_active() {
         return Ok(());
-    };
+    }
     let name = std::thread::current()
         .name()
         .map(str::to_owned)
         .unwrap_or_else(|| kind.label().to_owned());
     sigsys::set_thread_name(&name, kind == ThreadKind::Launcher);
-    if matches!(kind, ThreadKind::Main | ThreadKind::Launcher) {
-        seccompiler::apply_filter(&filters.no_clone3)
-            .map_err(|e| Error::Install(kind.label(), e))?;
+    let refusals = refusals_of(kind)?;
+    let filter = filter_of(kind)?;
+    // No SECCOMP_FILTER_FLAG_SPEC_ALLOW: where the host's policy is
+    // spec_store_bypass_disable=seccomp, a filtered thread keeps the
+    // speculative store bypass mitigation (docs/security.md).
+    if !refusals.is_empty() {
+        bpf::install(refusals, 0).map_err(|e| Error::Install(kind.label(), e))?;
     }
-    if let Some(refusals) = &filters.refusals[kind.index()] {
-        seccompiler::apply_filter(refusals).map_err(|e| Error::Install(kind.label(), e))?;
-    }
-    seccompiler::apply_filter(&filters.by_kind[kind.index()])
-        .map_err(|e| Error::Install(kind.label(), e))?;
+    bpf::install(filter, 0).map_err(|e| Error::Install(kind.label(), e))?;
     #[cfg(debug_assertions)]
     fault_hook(kind, &name);
     Ok(())
@@ -389,7 +411,14 @@ where
         })
     };
     if !is_active() {
+        // Not the caller's CPUs: a device's worker started on a pinned
+        // vCPU would share that vCPU's CPU (with filters on, the launcher
+        // starts it). A failure leaves it where it would have been.
+        let spawner = SPAWNER.get().copied();
         return std::thread::Builder::new().name(name).spawn(move || {
+            if let Some(tid) = spawner {
+                let _ = placement::follow(tid);
+            }
             let _pinned = place();
             f()
         });
@@ -404,4 +433,130 @@ where
         f()
     };
     launcher::run(move || std::thread::Builder::new().name(name).spawn(body))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The programs against seccompiler's, which this crate installed
+    //! before it emitted its own: same answers for every call number,
+    //! with arguments that pass and nearly pass each rule.
+
+    use super::*;
+    use crate::bpf::interp::run;
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+    const X86_64: u32 = 0xc000_003e;
+
+    fn seccompiler_program(
+        rules: &bpf::Rules,
+        mismatch: SeccompAction,
+        matched: SeccompAction,
+    ) -> Vec<sock_filter> {
+        let rules = rules
+            .iter()
+            .map(|(&nr, list)| (nr, list.iter().map(bpf::Rule::to_seccompiler).collect()))
+            .collect();
+        let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64).unwrap();
+        BpfProgram::try_from(filter)
+            .unwrap()
+            .iter()
+            .map(|i| sock_filter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect()
+    }
+
+    /// The kernel's answer from stacked filters: the most severe action.
+    fn stacked(programs: &[&[sock_filter]], nr: u32, args: &[u64; 6]) -> u32 {
+        programs
+            .iter()
+            .map(|p| run(p, X86_64, nr, args).unwrap())
+            .min_by_key(|&r| (r & 0xffff_0000).cast_signed())
+            .unwrap()
+    }
+
+    #[test]
+    fn every_kind_answers_as_seccompiler_did() {
+        for mode in [Mode::Kill, Mode::Log] {
+            let mismatch = if mode == Mode::Kill {
+                SeccompAction::Trap
+            } else {
+                SeccompAction::Log
+            };
+            let no_clone3 = seccompiler_program(
+                &[(libc::SYS_clone3, Vec::new())].into(),
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::ENOSYS as u32),
+            );
+            for kind in ThreadKind::ALL {
+                let rules = filters::rules(kind);
+                let refused = filters::refused(kind);
+                let mut old: Vec<Vec<sock_filter>> = vec![seccompiler_program(
+                    &rules,
+                    mismatch.clone(),
+                    SeccompAction::Allow,
+                )];
+                if matches!(kind, ThreadKind::Main | ThreadKind::Launcher) {
+                    old.push(no_clone3.clone());
+                }
+                if !refused.is_empty() {
+                    old.push(seccompiler_program(
+                        &refused,
+                        SeccompAction::Allow,
+                        SeccompAction::Errno(libc::EACCES as u32),
+                    ));
+                }
+                let mut new = vec![compile(kind, mode).unwrap()];
+                new.extend(compile_refusals(kind).unwrap());
+                assert!(new[0].len() <= 4096);
+                let old: Vec<&[sock_filter]> = old.iter().map(Vec::as_slice).collect();
+                let new: Vec<&[sock_filter]> = new.iter().map(Vec::as_slice).collect();
+                for nr in (0..600).chain([0x4000_0000, 0x4000_0001, u32::MAX]) {
+                    let mut samples = vec![[0u64; 6], [u64::MAX; 6]];
+                    for list in [rules.get(&i64::from(nr)), refused.get(&i64::from(nr))]
+                        .into_iter()
+                        .flatten()
+                    {
+                        for rule in list {
+                            let mut passing = [0u64; 6];
+                            for c in rule.conds() {
+                                let (arg, values) = c.samples();
+                                passing[arg] = values[0];
+                                for v in values {
+                                    let mut a = [0u64; 6];
+                                    a[arg] = v;
+                                    samples.push(a);
+                                }
+                            }
+                            samples.push(passing);
+                            for arg in 0..6 {
+                                let mut a = passing;
+                                a[arg] ^= 0x8000_0000_0000_0000;
+                                samples.push(a);
+                                a[arg] ^= 0x8000_0000_8000_0000;
+                                samples.push(a);
+                            }
+                        }
+                    }
+                    for args in &samples {
+                        assert_eq!(
+                            stacked(&new, nr, args),
+                            stacked(&old, nr, args),
+                            "{kind:?} {mode}: call {nr} with {args:x?}"
+                        );
+                    }
+                }
+                // Another architecture is killed before anything else.
+                for p in &new {
+                    assert_eq!(
+                        run(p, 0x4000_0003, 0, &[0; 6]),
+                        Ok(libc::SECCOMP_RET_KILL_PROCESS)
+                    );
+                }
+            }
+        }
+    }
 }

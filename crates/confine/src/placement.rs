@@ -53,7 +53,7 @@ pub fn pinned_threads() -> Vec<libc::pid_t> {
 }
 
 /// The calling thread's id.
-fn gettid() -> libc::pid_t {
+pub(crate) fn gettid() -> libc::pid_t {
     // SAFETY: gettid has no arguments and no memory effects (the raw call:
     // see vmm's pinning module on glibc's wrapper in static builds).
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
@@ -70,6 +70,22 @@ impl Drop for Pinned {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|&t| t != self.0);
     }
+}
+
+/// Run the calling thread on the CPUs thread `tid` may run on now.
+pub(crate) fn follow(tid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of_val(&set);
+    // SAFETY: the set is writable for `size` bytes.
+    if unsafe { libc::sched_getaffinity(tid, size, &mut set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pid 0 is the calling thread; the set is initialized.
+    if unsafe { libc::sched_setaffinity(0, size, &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Run the calling (new) thread on `cpus` and list it; called before the

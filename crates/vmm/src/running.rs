@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use devices::{Ged, GedEvent, PciHotplug};
@@ -73,8 +73,10 @@ pub struct RunningVm {
     /// Each vCPU thread's id, by vCPU index.
     tids: Vec<libc::pid_t>,
     /// The same as the host sees them (they differ in a jail's PID
-    /// namespace): what the API reports.
-    host_tids: Vec<libc::pid_t>,
+    /// namespace): what the API reports. Asked of the jail's keeper when
+    /// first reported, not at boot, where the round trip (the keeper
+    /// reads every thread's status) would delay the guest.
+    host_tids: OnceLock<Vec<libc::pid_t>>,
     /// Pins as they are now, which a reboot keeps.
     pins: Mutex<LivePins>,
     counters: Vec<Arc<VcpuCounters>>,
@@ -96,7 +98,7 @@ impl RunningVm {
         let emulator_pin = config.emulator_pin.clone();
         let (threads, tids): (_, Vec<libc::pid_t>) = threads.into_iter().unzip();
         Self {
-            host_tids: crate::confinement::host_tids(&tids),
+            host_tids: OnceLock::new(),
             tids,
             pins: Mutex::new(LivePins {
                 vcpus: pins,
@@ -292,7 +294,12 @@ impl RunningVm {
     pub fn vcpus(&self) -> Result<Vec<VcpuInfo>> {
         let topology = self.config.topology();
         (0u32..)
-            .zip(self.tids.iter().zip(&self.host_tids))
+            .zip(
+                self.tids.iter().zip(
+                    self.host_tids
+                        .get_or_init(|| crate::confinement::host_tids(&self.tids)),
+                ),
+            )
             .map(|(id, (&tid, &host_tid))| {
                 let stat = crate::pinning::thread_stat(tid)
                     .map_err(|e| Error::Host("reading a vCPU thread's stat", e))?;
