@@ -174,19 +174,10 @@ impl DirPool {
         }
         let temp = self.temp_path(&vol.name);
         let _ = fs::remove_file(&temp);
-        let made = self.make(vol, capacity, &temp, false).and_then(|()| {
-            apply(&temp, &vol.permissions)?;
-            // A hard link fails if the name was taken meanwhile: nothing
-            // existing is ever replaced.
-            fs::hard_link(&temp, &target).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => in_use(&vol.name),
-                _ => host(&target, e),
-            })
-        });
-        let _ = fs::remove_file(&temp);
-        made?;
-        sync_dir(&self.path)?;
-        self.volume(&vol.name)
+        let made = self
+            .make(vol, capacity, &temp, false)
+            .and_then(|()| publish(vol, &temp, &target));
+        self.settle(&vol.name, &temp, made)
     }
 
     /// `vol-create-from` and `vol-clone`: a new volume as `vol` defines
@@ -249,16 +240,9 @@ impl DirPool {
                 fs::File::open(&temp)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| host(&temp, e))?;
-                apply(&temp, &vol.permissions)?;
-                fs::hard_link(&temp, &target).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::AlreadyExists => in_use(&vol.name),
-                    _ => host(&target, e),
-                })
+                publish(vol, &temp, &target)
             });
-        let _ = fs::remove_file(&temp);
-        made?;
-        sync_dir(&self.path)?;
-        self.volume(&vol.name)
+        self.settle(&vol.name, &temp, made)
     }
 
     /// `--reflink`: a raw volume sharing every block of the raw volume
@@ -311,16 +295,24 @@ impl DirPool {
                 dst.set_len(capacity).map_err(|e| host(&temp, e))?;
             }
             dst.sync_all().map_err(|e| host(&temp, e))?;
-            apply(&temp, &vol.permissions)?;
-            fs::hard_link(&temp, target).map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => in_use(&vol.name),
-                _ => host(target, e),
-            })
+            publish(vol, &temp, target)
         })();
-        let _ = fs::remove_file(&temp);
+        self.settle(&vol.name, &temp, made)
+    }
+
+    /// The end of making a volume under a temporary name: the temporary
+    /// file goes whatever happened; when `made` succeeded the directory
+    /// entry is synced and the new volume read back.
+    fn settle(
+        &self,
+        name: &str,
+        temp: &Path,
+        made: Result<(), StorageError>,
+    ) -> Result<VolumeInfo, StorageError> {
+        let _ = fs::remove_file(temp);
         made?;
         sync_dir(&self.path)?;
-        self.volume(&vol.name)
+        self.volume(name)
     }
 
     /// A qcow2 overlay whose backing store is `source`: the volume reads
@@ -610,6 +602,17 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| host(dir, e))
+}
+
+/// A finished temporary file `temp` given `vol`'s permissions and its
+/// name `target`. A hard link fails if the name was taken meanwhile:
+/// nothing existing is ever replaced.
+fn publish(vol: &Volume, temp: &Path, target: &Path) -> Result<(), StorageError> {
+    apply(temp, &vol.permissions)?;
+    fs::hard_link(temp, target).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => in_use(&vol.name),
+        _ => host(target, e),
+    })
 }
 
 /// `FICLONE` (linux/fs.h: `_IOW(0x94, 9, int)`).
