@@ -9,24 +9,29 @@
 //! asynchronous API is driven by our own poll loop, so a dead target
 //! costs an error, never a hung thread. A session that lost its target
 //! says so ([`Session::is_broken`]); reconnecting is the caller's choice.
+//! A [`SessionQueue`] serves one session on a thread of its own, so that
+//! commands from many threads are in flight on it at once, and logs in
+//! again (once per command) when the session is lost.
 //! This crate knows nothing of virtio, block images or pools.
 //!
 //! With the `test-target` feature, `test_target` runs a real `tgtd` in
 //! a network namespace for tests.
 
 mod ffi;
+mod queue;
 mod scsi;
 mod session;
 #[cfg(feature = "test-target")]
 pub mod test_target;
 mod url;
 
+pub use queue::{ServiceBody, SessionQueue};
 pub use scsi::{Capacity, DeviceType};
 pub use session::{discover, Chap, DiscoveredTarget, Login, Session};
 pub use url::{LunUrl, DEFAULT_PORT};
 
 /// Errors from iSCSI sessions.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// An argument libiscsi cannot take (a NUL in a name, a transfer
     /// that is no whole number of blocks).

@@ -7,7 +7,9 @@
 //! loop, so a dead server costs an error, never a hung thread. libnfs's
 //! own reconnection is off: a file that lost its server says so
 //! ([`RemoteFile::is_broken`]) and reconnecting is the caller's choice,
-//! as with the `iscsi` crate's sessions. This crate knows nothing of
+//! as with the `iscsi` crate's sessions. A [`FileQueue`] serves one
+//! opened file on a thread of its own, so that calls from many threads
+//! are in flight on its connection at once. This crate knows nothing of
 //! virtio, block images or pools.
 //!
 //! With the `test-server` feature, `test_server` runs a real
@@ -15,15 +17,17 @@
 
 mod ffi;
 mod file;
+mod queue;
 #[cfg(feature = "test-server")]
 pub mod test_server;
 mod url;
 
 pub use file::{OpenFlags, RemoteFile, Stat};
+pub use queue::{FileQueue, ServiceBody};
 pub use url::FileUrl;
 
 /// Errors from NFS calls.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// An argument libnfs cannot take (a NUL in a path).
     #[error("{0}")]

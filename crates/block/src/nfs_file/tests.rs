@@ -131,3 +131,20 @@ fn qcow2_over_nfs_and_missing_files_are_refused_in_one_line() {
     assert!(text.contains("open"), "{text}");
     assert!(!text.contains('\n'), "{text}");
 }
+
+#[test]
+fn requests_from_several_workers_are_in_flight_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s) = server("blkqd", dir.path()) else {
+        return;
+    };
+    let data: Vec<u8> = (0..4 * MIB).map(|i| (i % 251) as u8).collect();
+    std::fs::write(s.export().join("qd.img"), &data).unwrap();
+    let _in = s.enter().unwrap();
+    let disk = std::sync::Arc::new(NfsDisk::open(&s.url("qd.img"), false, true).unwrap());
+    let read = crate::test_depth::read_at_depth_four(disk.clone(), 64, 64 * 1024);
+    assert!(read == data, "the reads at depth 4 differ from the file");
+    let peak = disk.peak_in_flight();
+    assert!(peak > 1, "at most {peak} request in flight at once");
+    assert!(peak <= 4, "{peak} requests in flight from four workers");
+}
