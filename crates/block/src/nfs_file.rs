@@ -104,16 +104,15 @@ impl NfsDisk {
         self.file.peak_in_flight()
     }
 
-    /// Run `op` on the file: after a transport error (the service thread
-    /// dropped the connection), run it again once, on a new connection.
-    fn with_file<T>(&self, mut op: impl FnMut(&FileQueue) -> nfs::Result<T>) -> Result<T> {
-        match op(&self.file) {
-            Err(e) if e.is_transport() => {
-                tracing::warn!("{}: {e}; connecting again", self.url);
-                op(&self.file).map_err(remote)
+    /// Run `op` on the file; the file's service thread connects again
+    /// and sends it again once when the connection is lost.
+    fn with_file<T>(&self, op: impl FnOnce(&FileQueue) -> nfs::Result<T>) -> Result<T> {
+        op(&self.file).map_err(|e| {
+            if e.is_transport() {
+                tracing::warn!("{}: {e}", self.url);
             }
-            r => r.map_err(remote),
-        }
+            remote(e)
+        })
     }
 
     fn check(&self, offset: u64, len: u64) -> Result<()> {

@@ -148,3 +148,28 @@ fn requests_from_several_workers_are_in_flight_at_once() {
     assert!(peak > 1, "at most {peak} request in flight at once");
     assert!(peak <= 4, "{peak} requests in flight from four workers");
 }
+
+#[test]
+fn a_frozen_server_costs_the_request_its_deadline_and_one_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s) = server("blkfz", dir.path()) else {
+        return;
+    };
+    std::fs::write(s.export().join("d.img"), vec![0u8; MIB_BYTES]).unwrap();
+    let _in = s.enter().unwrap();
+    let timeout = std::time::Duration::from_secs(2);
+    let disk = NfsDisk::open_with_timeout(&s.url("d.img"), false, true, timeout).unwrap();
+    disk.write_at(0, &[1u8; 512]).unwrap();
+    s.freeze();
+    // In flight: its deadline, then one reconnect's.
+    let start = std::time::Instant::now();
+    let e = disk.write_at(1024, &[3u8; 512]).unwrap_err();
+    assert!(matches!(e, Error::Remote(_)), "{e}");
+    let waited = start.elapsed();
+    assert!(waited < 2 * timeout + timeout / 2, "{waited:?}");
+    // With no connection: one connect's.
+    let start = std::time::Instant::now();
+    assert!(disk.read_at(0, &mut [0u8; 512]).is_err());
+    let waited = start.elapsed();
+    assert!(waited < timeout + timeout / 2, "{waited:?}");
+}
