@@ -36,6 +36,18 @@ const UNIT_ATTENTION_ATTEMPTS: u32 = 4;
 /// A thread's body, as [`SessionQueue::start`]'s caller runs it.
 pub type ServiceBody = Box<dyn FnOnce() + Send>;
 
+/// Starts the service thread with the body it is given.
+type Spawner = Box<dyn FnOnce(ServiceBody) -> std::io::Result<JoinHandle<()>> + Send>;
+
+/// The service thread: started at the first call, so that a process can
+/// open its disks while it still must have one thread (before it enters
+/// a jail).
+enum Launch {
+    Waiting(Box<Service>, Spawner),
+    Running(JoinHandle<()>),
+    Failed,
+}
+
 /// What one command asks of the target.
 enum Op {
     Read {
@@ -125,7 +137,7 @@ impl Shared {
 /// at once; shared between threads.
 pub struct SessionQueue {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    launch: Mutex<Launch>,
     target: String,
 }
 
@@ -140,10 +152,10 @@ impl std::fmt::Debug for SessionQueue {
 
 impl SessionQueue {
     /// Serve `session` on a thread that `spawn` starts with the body it
-    /// is given; a new login uses `session`'s.
+    /// is given, at the first command; a new login uses `session`'s.
     pub fn start(
         session: Session,
-        spawn: impl FnOnce(ServiceBody) -> std::io::Result<JoinHandle<()>>,
+        spawn: impl FnOnce(ServiceBody) -> std::io::Result<JoinHandle<()>> + Send + 'static,
     ) -> Result<Self> {
         // SAFETY: no pointer arguments; the descriptor is checked below.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -172,13 +184,9 @@ impl SessionQueue {
             pending: Vec::new(),
             resend: Vec::new(),
         };
-        let thread = spawn(Box::new(move || service.run())).map_err(|e| Error::Connection {
-            what: "start",
-            message: format!("cannot start the session's thread: {e}"),
-        })?;
         Ok(Self {
             shared,
-            thread: Some(thread),
+            launch: Mutex::new(Launch::Waiting(Box::new(service), Box::new(spawn))),
             target,
         })
     }
@@ -191,6 +199,33 @@ impl SessionQueue {
     /// Most commands that were in flight at once so far.
     pub fn peak_in_flight(&self) -> usize {
         self.shared.peak.load(Ordering::Relaxed)
+    }
+
+    /// Start the service thread if it is not running yet.
+    fn launch(&self, what: &'static str) -> Result<()> {
+        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Launch::Running(_) = *launch {
+            return Ok(());
+        }
+        let (service, spawn) = match std::mem::replace(&mut *launch, Launch::Failed) {
+            Launch::Waiting(service, spawn) => (service, spawn),
+            _ => {
+                return Err(Error::Connection {
+                    what,
+                    message: "the session's thread could not be started".into(),
+                })
+            }
+        };
+        match spawn(Box::new(move || service.run())) {
+            Ok(thread) => {
+                *launch = Launch::Running(thread);
+                Ok(())
+            }
+            Err(e) => Err(Error::Connection {
+                what,
+                message: format!("cannot start the session's thread: {e}"),
+            }),
+        }
     }
 
     /// Hand `op` to the service thread and wait for its answer.
@@ -211,6 +246,7 @@ impl SessionQueue {
                 resent: false,
             });
         }
+        self.launch(what)?;
         self.shared.wake();
         // The service thread answers every command it takes, each by its
         // deadline; if it ended (a panic), the sender is gone.
@@ -293,7 +329,8 @@ impl Drop for SessionQueue {
     fn drop(&mut self) {
         self.shared.inbox().closing = true;
         self.shared.wake();
-        if let Some(t) = self.thread.take() {
+        let launch = self.launch.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Launch::Running(t) = std::mem::replace(launch, Launch::Failed) {
             let _ = t.join();
         }
     }
@@ -360,7 +397,7 @@ enum Status {
 }
 
 impl Service {
-    fn run(mut self) {
+    fn run(mut self: Box<Self>) {
         loop {
             let room = MAX_IN_FLIGHT.saturating_sub(self.pending.len());
             let (calls, closing) = {
