@@ -29,6 +29,13 @@ use crate::{Error, OpenFlags, RemoteFile, Result, Stat};
 /// Most calls the service thread keeps in flight; more wait in its inbox.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Most bytes of writes in flight (one write of any size may always be):
+/// more writes wait for one to complete. Measured with nfs-ganesha
+/// (bench/nfs.py --qd 4): 1 MiB sequential writes ran at about 1050 MB/s
+/// with two in flight, 1000 with one at a time, and 750 with four
+/// (QEMU's driver, which sends all four, about 850).
+const WRITE_BYTES_IN_FLIGHT: u64 = 2 << 20;
+
 /// A thread's body, as [`FileQueue::start`]'s caller runs it.
 pub type ServiceBody = Box<dyn FnOnce() + Send>;
 
@@ -178,6 +185,7 @@ impl FileQueue {
             file: Some(file),
             pending: Vec::new(),
             resend: Vec::new(),
+            held: VecDeque::new(),
         };
         Ok(Self {
             shared,
@@ -398,6 +406,8 @@ struct Service {
     pending: Vec<Pending>,
     /// Calls of a lost connection, to be sent again first.
     resend: Vec<Call>,
+    /// Writes waiting for one in flight to complete.
+    held: VecDeque<Call>,
 }
 
 // SAFETY: a service is moved to its thread before it has calls in
@@ -411,6 +421,7 @@ impl Service {
             let room = MAX_IN_FLIGHT.saturating_sub(self.pending.len());
             let (calls, closing) = {
                 let mut calls = std::mem::take(&mut self.resend);
+                calls.extend(self.held.drain(..));
                 let mut inbox = self.shared.inbox();
                 let n = inbox.calls.len().min(room.saturating_sub(calls.len()));
                 calls.extend(inbox.calls.drain(..n));
@@ -419,7 +430,8 @@ impl Service {
             if !calls.is_empty() {
                 self.issue(calls);
             }
-            if closing && self.pending.is_empty() {
+            if closing && self.pending.is_empty() && self.resend.is_empty() && self.held.is_empty()
+            {
                 return;
             }
             self.turn(room > 0);
@@ -445,8 +457,26 @@ impl Service {
                     }
                 }
             }
+            if let Op::Write { count, .. } = call.op {
+                let queued = self.write_bytes_in_flight();
+                if queued > 0 && queued + count > WRITE_BYTES_IN_FLIGHT {
+                    self.held.push_back(call);
+                    continue;
+                }
+            }
             self.submit(call);
         }
+    }
+
+    /// Bytes of the writes in flight.
+    fn write_bytes_in_flight(&self) -> u64 {
+        self.pending
+            .iter()
+            .map(|p| match p.call.op {
+                Op::Write { count, .. } => count,
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Queue one call on the live connection.

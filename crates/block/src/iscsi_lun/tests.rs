@@ -188,4 +188,8 @@ fn requests_from_several_workers_are_in_flight_at_once() {
     let peak = disk.peak_in_flight();
     assert!(peak > 1, "at most {peak} command in flight at once");
     assert!(peak <= 4, "{peak} commands in flight from four workers");
+    let new: Vec<u8> = (0..4 * MIB).map(|i| (i % 241) as u8).collect();
+    crate::test_depth::write_at_depth_four(disk.clone(), &new, 256 * 1024);
+    disk.flush().unwrap();
+    assert!(std::fs::read(t.lun_file(1)).unwrap() == new);
 }

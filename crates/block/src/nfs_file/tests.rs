@@ -147,6 +147,12 @@ fn requests_from_several_workers_are_in_flight_at_once() {
     let peak = disk.peak_in_flight();
     assert!(peak > 1, "at most {peak} request in flight at once");
     assert!(peak <= 4, "{peak} requests in flight from four workers");
+    // Writes of 1 MiB at depth 4: more than the bytes of writes kept in
+    // flight, so some wait for others; all land.
+    let new: Vec<u8> = (0..4 * MIB).map(|i| (i % 241) as u8).collect();
+    crate::test_depth::write_at_depth_four(disk.clone(), &new, MIB_BYTES);
+    disk.flush().unwrap();
+    assert!(std::fs::read(s.export().join("qd.img")).unwrap() == new);
 }
 
 #[test]
