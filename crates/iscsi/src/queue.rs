@@ -83,10 +83,14 @@ impl Op {
     }
 }
 
+/// Takes a command's outcome, once, on the service thread (or on the
+/// caller's, when the command cannot be sent); it must not block.
+pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
+
 /// A command on its way to the service thread.
 struct Call {
     op: Op,
-    reply: SyncSender<Result<()>>,
+    reply: Done,
     /// Already sent once, on a session that was then lost.
     resent: bool,
 }
@@ -228,34 +232,101 @@ impl SessionQueue {
         }
     }
 
-    /// Hand `op` to the service thread and wait for its answer.
-    fn call(&self, op: Op) -> Result<()> {
+    /// Hand `op` to the service thread; `reply` takes its outcome.
+    fn send(&self, op: Op, reply: Done) {
         let what = op.what();
-        let (reply, answer): (_, Receiver<Result<()>>) = sync_channel(1);
+        if let Err(e) = self.launch(what) {
+            return reply(Err(e));
+        }
         {
             let mut inbox = self.shared.inbox();
-            if inbox.closing {
-                return Err(Error::Connection {
-                    what,
-                    message: "the session is being closed".into(),
+            if !inbox.closing {
+                inbox.calls.push_back(Call {
+                    op,
+                    reply,
+                    resent: false,
                 });
+                drop(inbox);
+                self.shared.wake();
+                return;
             }
-            inbox.calls.push_back(Call {
-                op,
-                reply,
-                resent: false,
-            });
         }
-        self.launch(what)?;
-        self.shared.wake();
+        reply(Err(Error::Connection {
+            what,
+            message: "the session is being closed".into(),
+        }));
+    }
+
+    /// Hand `op` to the service thread and wait for its outcome.
+    fn call(&self, op: Op) -> Result<()> {
+        let what = op.what();
+        let (tx, rx): (SyncSender<Result<()>>, Receiver<Result<()>>) = sync_channel(1);
+        self.send(
+            op,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         // The service thread answers every command it takes, each by its
         // deadline; if it ended (a panic), the sender is gone.
-        answer.recv().unwrap_or_else(|_| {
+        rx.recv().unwrap_or_else(|_| {
             Err(Error::Connection {
                 what,
                 message: "the session's thread ended".into(),
             })
         })
+    }
+
+    /// Start reading blocks from `lba` into raw buffers, in order (READ
+    /// 16); `done` takes the outcome.
+    ///
+    /// # Safety
+    /// Each `(pointer, length)` must be writable memory that nothing else
+    /// reads or frees until `done` has run.
+    pub unsafe fn start_read(
+        &self,
+        lun: u16,
+        lba: u64,
+        block_size: u32,
+        bufs: &[(*mut u8, usize)],
+        done: Done,
+    ) {
+        let op = Op::Read {
+            lun,
+            lba,
+            block_size,
+            bufs: bufs.to_vec(),
+        };
+        self.send(op, done);
+    }
+
+    /// Start writing raw buffers, in order, to blocks from `lba` (WRITE
+    /// 16); `done` takes the outcome.
+    ///
+    /// # Safety
+    /// Each `(pointer, length)` must be readable memory that is not freed
+    /// until `done` has run.
+    pub unsafe fn start_write(
+        &self,
+        lun: u16,
+        lba: u64,
+        block_size: u32,
+        bufs: &[(*const u8, usize)],
+        done: Done,
+    ) {
+        let op = Op::Write {
+            lun,
+            lba,
+            block_size,
+            bufs: bufs.to_vec(),
+        };
+        self.send(op, done);
+    }
+
+    /// Start making every completed write to `lun` durable (SYNCHRONIZE
+    /// CACHE 16); `done` takes the outcome.
+    pub fn start_synchronize_cache(&self, lun: u16, done: Done) {
+        self.send(Op::SynchronizeCache { lun }, done);
     }
 
     /// Read blocks from `lba` into raw buffers, in order (READ 16); their
@@ -430,7 +501,7 @@ impl Service {
                         // with it; the next one tries anew.
                         let queued: Vec<Call> = self.shared.inbox().calls.drain(..).collect();
                         for c in std::iter::once(call).chain(calls).chain(queued) {
-                            let _ = c.reply.send(Err(e.clone()));
+                            (c.reply)(Err(e.clone()));
                         }
                         return;
                     }
@@ -497,7 +568,7 @@ impl Service {
                     )
                 },
                 Err(e) => {
-                    let _ = call.reply.send(Err(e));
+                    (call.reply)(Err(e));
                     return;
                 }
             },
@@ -528,7 +599,7 @@ impl Service {
                     )
                 },
                 Err(e) => {
-                    let _ = call.reply.send(Err(e));
+                    (call.reply)(Err(e));
                     return;
                 }
             },
@@ -549,7 +620,7 @@ impl Service {
             // libiscsi could not queue it: the session is not usable.
             let message = session.ctx.error();
             if call.resent {
-                let _ = call.reply.send(Err(Error::Connection {
+                (call.reply)(Err(Error::Connection {
                     what,
                     message: message.clone(),
                 }));
@@ -672,13 +743,13 @@ impl Service {
             } = p;
             match status {
                 Status::Good => {
-                    let _ = call.reply.send(Ok(()));
+                    (call.reply)(Ok(()));
                 }
                 Status::UnitAttention(_) if attempts < UNIT_ATTENTION_ATTEMPTS => {
                     self.submit(call, deadline, attempts + 1);
                 }
                 Status::UnitAttention(ascq) => {
-                    let _ = call.reply.send(Err(Error::Scsi {
+                    (call.reply)(Err(Error::Scsi {
                         what: call.op.what(),
                         key: UNIT_ATTENTION,
                         ascq,
@@ -688,7 +759,7 @@ impl Service {
                 Status::Failed(e) if e.is_transport() => {
                     broken = true;
                     if call.resent {
-                        let _ = call.reply.send(Err(e));
+                        (call.reply)(Err(e));
                     } else {
                         self.resend.push(Call {
                             resent: true,
@@ -697,7 +768,7 @@ impl Service {
                     }
                 }
                 Status::Failed(e) => {
-                    let _ = call.reply.send(Err(e));
+                    (call.reply)(Err(e));
                 }
             }
         }
@@ -775,7 +846,7 @@ impl Service {
             self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             let call = p.call;
             if call.resent {
-                let _ = call.reply.send(Err(error(call.op.what())));
+                (call.reply)(Err(error(call.op.what())));
             } else {
                 self.resend.push(Call {
                     resent: true,
