@@ -80,18 +80,6 @@ pub enum Request {
     },
 }
 
-/// Takes a request's outcome ([`DiskImage::start_request`]), once, on
-/// any thread; it does not block.
-pub type RequestDone = Box<dyn FnOnce(Result<()>) + Send>;
-
-/// What [`DiskImage::start_request`] did with a request.
-pub enum Started {
-    /// It is on its way; its `done` will be called.
-    Yes,
-    /// The disk does not take it: the request and its `done`, back.
-    No(Request, RequestDone),
-}
-
 /// The outcome of one submitted request.
 #[derive(Debug)]
 pub struct Completion {
@@ -106,31 +94,12 @@ struct Queue {
     shutdown: bool,
 }
 
-/// Completions waiting to be drained, and the eventfd that says so.
-struct Finished {
-    done: Mutex<Vec<Completion>>,
-    event: EventFd,
-    /// Requests the disk runs itself ([`DiskImage::start_request`]) not
-    /// completed yet, and a signal when that count falls.
-    started: Mutex<usize>,
-    settled: Condvar,
-}
-
-impl Finished {
-    fn push(&self, completion: Completion) {
-        let mut done = lock(&self.done);
-        done.push(completion);
-        if let Err(e) = self.event.write(1) {
-            tracing::error!("disk completion eventfd: {e}");
-        }
-    }
-}
-
 struct Shared {
     disk: Arc<dyn DiskImage>,
     queue: Mutex<Queue>,
     work: Condvar,
-    finished: Arc<Finished>,
+    done: Mutex<Vec<Completion>>,
+    event: EventFd,
 }
 
 /// A disk that runs requests on worker threads.
@@ -181,12 +150,8 @@ impl AsyncDisk {
                 shutdown: false,
             }),
             work: Condvar::new(),
-            finished: Arc::new(Finished {
-                done: Mutex::new(Vec::new()),
-                event,
-                started: Mutex::new(0),
-                settled: Condvar::new(),
-            }),
+            done: Mutex::new(Vec::new()),
+            event,
         });
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
@@ -200,9 +165,7 @@ impl AsyncDisk {
             handles.push(h);
         }
         let ring = match (engine, shared.disk.direct_file()) {
-            (Engine::Auto, Some(file)) => {
-                Ring::new(file, shared.finished.event.as_raw_fd()).map(Mutex::new)
-            }
+            (Engine::Auto, Some(file)) => Ring::new(file, shared.event.as_raw_fd()).map(Mutex::new),
             _ => None,
         };
         Ok(Self {
@@ -224,26 +187,10 @@ impl AsyncDisk {
     /// Complete a request without running it (a bad range, a write to a
     /// read-only disk).
     fn complete_now(&self, user_data: u64, result: Result<()>) {
-        self.shared.finished.push(Completion { user_data, result });
-    }
-
-    /// Hand the request to the disk itself when it runs requests on its
-    /// own; gives it back when it must go to the pool.
-    fn start_on_disk(&self, request: Request, user_data: u64) -> Option<Request> {
-        let finished = Arc::clone(&self.shared.finished);
-        *lock(&finished.started) += 1;
-        let done: RequestDone = Box::new(move |result| {
-            finished.push(Completion { user_data, result });
-            let mut started = lock(&finished.started);
-            *started -= 1;
-            finished.settled.notify_all();
-        });
-        match self.shared.disk.start_request(request, done) {
-            Started::Yes => None,
-            Started::No(request, _) => {
-                *lock(&self.shared.finished.started) -= 1;
-                Some(request)
-            }
+        let mut done = lock(&self.shared.done);
+        done.push(Completion { user_data, result });
+        if let Err(e) = self.shared.event.write(1) {
+            tracing::error!("disk completion eventfd: {e}");
         }
     }
 
@@ -336,7 +283,7 @@ impl AsyncDisk {
     /// ring: wake the drain, which tries again.
     fn wake_if_stalled(&self, ring: &Ring) {
         if ring.stalled() {
-            if let Err(e) = self.shared.finished.event.write(1) {
+            if let Err(e) = self.shared.event.write(1) {
                 tracing::error!("disk completion eventfd: {e}");
             }
         }
@@ -374,9 +321,6 @@ impl AsyncDisk {
         let Some(request) = self.submit_to_ring(request, user_data) else {
             return Ok(());
         };
-        let Some(request) = self.start_on_disk(request, user_data) else {
-            return Ok(());
-        };
         let mut q = lock(&self.shared.queue);
         if q.shutdown {
             return Err(Error::Unsupported("submitting to a closing disk"));
@@ -389,16 +333,16 @@ impl AsyncDisk {
 
     /// Readable while completions wait to be drained.
     pub fn completion_fd(&self) -> &EventFd {
-        &self.shared.finished.event
+        &self.shared.event
     }
 
     /// Move every finished request's completion into `out` and clear the
     /// eventfd (callers need not read it themselves).
     pub fn drain_completions(&self, out: &mut Vec<Completion>) {
-        let mut done = lock(&self.shared.finished.done);
+        let mut done = lock(&self.shared.done);
         // Reset under the lock: a worker pushes and signals under it too,
         // so no completion can be left behind a cleared eventfd.
-        let _ = self.shared.finished.event.read();
+        let _ = self.shared.event.read();
         if let Some(ring) = &self.ring {
             let disk = &self.shared.disk;
             let mut r = lock(ring);
@@ -411,7 +355,7 @@ impl AsyncDisk {
 
 impl AsRawFd for AsyncDisk {
     fn as_raw_fd(&self) -> RawFd {
-        self.shared.finished.event.as_raw_fd()
+        self.shared.event.as_raw_fd()
     }
 }
 
@@ -422,16 +366,6 @@ impl Drop for AsyncDisk {
             let disk = &self.shared.disk;
             lock(ring).wait_all(&|| disk.end_direct_read());
         }
-        // Then what the disk runs itself: each ends by its deadline.
-        let finished = &self.shared.finished;
-        let mut started = lock(&finished.started);
-        while *started > 0 {
-            started = finished
-                .settled
-                .wait(started)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        drop(started);
         lock(&self.shared.queue).shutdown = true;
         self.shared.work.notify_all();
         for h in self.workers.drain(..) {
@@ -455,7 +389,11 @@ fn worker(shared: &Shared) {
             }
         };
         let result = run(shared.disk.as_ref(), request);
-        shared.finished.push(Completion { user_data, result });
+        let mut done = lock(&shared.done);
+        done.push(Completion { user_data, result });
+        if let Err(e) = shared.event.write(1) {
+            tracing::error!("disk completion eventfd: {e}");
+        }
     }
 }
 

@@ -13,12 +13,12 @@
 //! errors, never a hung queue. An iSCSI LUN takes no host lock: the
 //! target decides who may share it.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use iscsi::{Capacity, Login, LunUrl, Session, SessionQueue};
 
-use crate::{DiskImage, Error, IoBuf, IoBufMut, Request, RequestDone, Result, Started};
+use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
 
 /// How long one login or one SCSI command may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,88 +40,10 @@ pub struct IscsiDisk {
     capacity: Capacity,
     read_only: bool,
     session: SessionQueue,
-    /// Held shared by every aligned write, alone by a write that reads
-    /// and merges partial blocks, so that no other write comes between
-    /// its read and its write.
-    merge: Arc<MergeLock>,
-}
-
-/// A reader-writer lock whose shared holds can be moved to the thread
-/// that completes a request.
-#[derive(Debug, Default)]
-struct MergeLock {
-    state: Mutex<MergeState>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct MergeState {
-    shared: usize,
-    merging: bool,
-}
-
-/// A shared hold of a [`MergeLock`], released when dropped.
-struct SharedHold(Arc<MergeLock>);
-
-/// The sole hold of a [`MergeLock`], released when dropped.
-struct AloneHold(Arc<MergeLock>);
-
-impl MergeLock {
-    fn state(&self) -> MutexGuard<'_, MergeState> {
-        // Two counters updated in single steps: consistent after a panic.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn wait<'a>(&self, g: MutexGuard<'a, MergeState>) -> MutexGuard<'a, MergeState> {
-        self.changed.wait(g).unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A shared hold now, or `None` while a merging write runs.
-    fn hold_shared(self: &Arc<Self>) -> Option<SharedHold> {
-        let mut s = self.state();
-        if s.merging {
-            return None;
-        }
-        s.shared += 1;
-        Some(SharedHold(Arc::clone(self)))
-    }
-
-    /// A shared hold, once no merging write runs.
-    fn wait_shared(self: &Arc<Self>) -> SharedHold {
-        let mut s = self.state();
-        while s.merging {
-            s = self.wait(s);
-        }
-        s.shared += 1;
-        SharedHold(Arc::clone(self))
-    }
-
-    /// The sole hold, once every other hold is released.
-    fn alone(self: &Arc<Self>) -> AloneHold {
-        let mut s = self.state();
-        while s.merging {
-            s = self.wait(s);
-        }
-        s.merging = true;
-        while s.shared > 0 {
-            s = self.wait(s);
-        }
-        AloneHold(Arc::clone(self))
-    }
-}
-
-impl Drop for SharedHold {
-    fn drop(&mut self) {
-        self.0.state().shared -= 1;
-        self.0.changed.notify_all();
-    }
-}
-
-impl Drop for AloneHold {
-    fn drop(&mut self) {
-        self.0.state().merging = false;
-        self.0.changed.notify_all();
-    }
+    /// Held shared by every request, alone by a write that reads and
+    /// merges partial blocks, so that no other write comes between its
+    /// read and its write.
+    merge: RwLock<()>,
 }
 
 fn remote(e: iscsi::Error) -> Error {
@@ -166,7 +88,7 @@ impl IscsiDisk {
             capacity,
             read_only,
             session,
-            merge: Arc::default(),
+            merge: RwLock::new(()),
         })
     }
 
@@ -198,6 +120,15 @@ impl IscsiDisk {
         self.session.peak_in_flight()
     }
 
+    fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        // The lock guards no data: a panic under it leaves nothing broken.
+        self.merge.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn alone(&self) -> RwLockWriteGuard<'_, ()> {
+        self.merge.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Run `op` on the session; the session's service thread logs in
     /// again and sends it again once when the connection is lost.
     fn with_session<T>(&self, op: impl FnOnce(&SessionQueue) -> iscsi::Result<T>) -> Result<T> {
@@ -206,20 +137,6 @@ impl IscsiDisk {
                 tracing::warn!("{}: {e}", self.url);
             }
             remote(e)
-        })
-    }
-
-    /// `done`, as the `iscsi` crate's commands take it: errors mapped as
-    /// the block layer reports them.
-    fn done_from(&self, done: RequestDone) -> iscsi::Done {
-        let url = self.url.to_string();
-        Box::new(move |r: iscsi::Result<()>| {
-            done(r.map_err(|e| {
-                if e.is_transport() {
-                    tracing::warn!("{url}: {e}");
-                }
-                remote(e)
-            }))
         })
     }
 
@@ -265,10 +182,10 @@ impl IscsiDisk {
         let bsz = self.capacity.block_size;
         if self.aligned(offset, len) {
             let lba = offset / self.block_size();
-            let _shared = self.merge.wait_shared();
+            let _shared = self.shared();
             return self.with_session(|s| s.write(lun, lba, bsz, data));
         }
-        let _alone = self.merge.alone();
+        let _alone = self.alone();
         let mut blocks = self.read_blocks(offset, len)?;
         let start = usize::try_from(offset % self.block_size()).unwrap_or(0);
         blocks[start..start + data.len()].copy_from_slice(data);
@@ -327,7 +244,7 @@ impl DiskImage for IscsiDisk {
             let raw: Vec<(*const u8, usize)> = bufs.iter().map(|b| (b.as_ptr(), b.len())).collect();
             let lba = offset / self.block_size();
             let (lun, bs) = (self.url.lun, self.capacity.block_size);
-            let _shared = self.merge.wait_shared();
+            let _shared = self.shared();
             // SAFETY: an IoBuf is readable memory valid for its lifetime,
             // which spans this call.
             return self.with_session(|s| unsafe { s.write_raw(lun, lba, bs, &raw) });
@@ -394,77 +311,6 @@ impl DiskImage for IscsiDisk {
             at = next;
         }
         Ok(())
-    }
-
-    fn start_request(&self, request: Request, done: RequestDone) -> Started {
-        let (lun, bs) = (self.url.lun, self.capacity.block_size);
-        match request {
-            Request::Read { offset, bufs } => {
-                let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-                if let Err(e) = self.check(offset, len) {
-                    done(Err(e));
-                    return Started::Yes;
-                }
-                if len == 0 || !self.aligned(offset, len) {
-                    return Started::No(Request::Read { offset, bufs }, done);
-                }
-                let raw: Vec<(*mut u8, usize)> =
-                    bufs.iter().map(|b| (b.as_mut_ptr(), b.len())).collect();
-                let lba = offset / self.block_size();
-                // SAFETY: a request's buffers stay valid until its
-                // completion is drained (`Request`'s promise), which is
-                // after `done` runs.
-                unsafe {
-                    self.session
-                        .start_read(lun, lba, bs, &raw, self.done_from(done))
-                };
-                Started::Yes
-            }
-            Request::Write { offset, bufs } => {
-                if self.read_only {
-                    done(Err(Error::ReadOnly));
-                    return Started::Yes;
-                }
-                let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-                if let Err(e) = self.check(offset, len) {
-                    done(Err(e));
-                    return Started::Yes;
-                }
-                if len == 0 || !self.aligned(offset, len) {
-                    return Started::No(Request::Write { offset, bufs }, done);
-                }
-                // An aligned write must not come between a merging write's
-                // read and write: it holds the merge lock shared until it
-                // completes, or goes to the workers (which may wait).
-                let Some(held) = self.merge.hold_shared() else {
-                    return Started::No(Request::Write { offset, bufs }, done);
-                };
-                let raw: Vec<(*const u8, usize)> =
-                    bufs.iter().map(|b| (b.as_ptr(), b.len())).collect();
-                let lba = offset / self.block_size();
-                let done = self.done_from(done);
-                // SAFETY: as for a read; libiscsi only reads the buffers.
-                unsafe {
-                    self.session.start_write(
-                        lun,
-                        lba,
-                        bs,
-                        &raw,
-                        Box::new(move |r| {
-                            drop(held);
-                            done(r);
-                        }),
-                    )
-                };
-                Started::Yes
-            }
-            Request::Flush if !self.read_only => {
-                self.session
-                    .start_synchronize_cache(lun, self.done_from(done));
-                Started::Yes
-            }
-            request => Started::No(request, done),
-        }
     }
 
     fn resize(&self, _new_size: u64) -> Result<()> {

@@ -29,7 +29,7 @@ mod uring;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use async_io::{AsyncDisk, Completion, Engine, Request, RequestDone, Started, DEFAULT_WORKERS};
+pub use async_io::{AsyncDisk, Completion, Engine, Request, DEFAULT_WORKERS};
 pub use iobuf::{IoBuf, IoBufMut};
 pub use raw::RawDisk;
 pub use replace::{FileId, Replacement};
@@ -204,15 +204,6 @@ pub trait DiskImage: Send + Sync {
 
     /// Ends what a successful [`DiskImage::begin_direct_read`] began.
     fn end_direct_read(&self) {}
-
-    /// For disks that keep requests in flight themselves (the network
-    /// disks' service threads): start `request` without blocking and
-    /// have `done` called once with its outcome, on any thread.
-    /// [`AsyncDisk`] tries this before its worker threads; a disk that
-    /// cannot take the request (the default) gives it back, with `done`.
-    fn start_request(&self, request: Request, done: RequestDone) -> Started {
-        Started::No(request, done)
-    }
 
     /// Bytes the image occupies on the host (blocks allocated).
     fn host_allocated_bytes(&self) -> Result<u64> {

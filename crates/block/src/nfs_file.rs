@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use nfs::{FileQueue, FileUrl, OpenFlags, RemoteFile};
 
-use crate::{DiskImage, Error, IoBuf, IoBufMut, Request, RequestDone, Result, Started};
+use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
 
 /// How long one connect (mount and open) or one call may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -115,20 +115,6 @@ impl NfsDisk {
         })
     }
 
-    /// `done`, as the `nfs` crate's requests take it: errors mapped as
-    /// the block layer reports them.
-    fn done_from(&self, done: RequestDone) -> nfs::Done {
-        let url = self.url.to_string();
-        Box::new(move |r: nfs::Result<()>| {
-            done(r.map_err(|e| {
-                if e.is_transport() {
-                    tracing::warn!("{url}: {e}");
-                }
-                remote(e)
-            }))
-        })
-    }
-
     fn check(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.size();
         match offset.checked_add(len) {
@@ -203,49 +189,6 @@ impl DiskImage for NfsDisk {
             return Ok(());
         }
         self.with_file(FileQueue::fsync)
-    }
-
-    fn start_request(&self, request: Request, done: RequestDone) -> Started {
-        match request {
-            Request::Read { offset, bufs } => {
-                let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-                if let Err(e) = self.check(offset, len) {
-                    done(Err(e));
-                    return Started::Yes;
-                }
-                let raw: Vec<(*mut u8, usize)> =
-                    bufs.iter().map(|b| (b.as_mut_ptr(), b.len())).collect();
-                // SAFETY: a request's buffers stay valid until its
-                // completion is drained (`Request`'s promise), which is
-                // after `done` runs.
-                unsafe { self.file.start_read(offset, &raw, self.done_from(done)) };
-                Started::Yes
-            }
-            Request::Write { offset, bufs } if bufs.len() == 1 => {
-                if self.read_only {
-                    done(Err(Error::ReadOnly));
-                    return Started::Yes;
-                }
-                let len = bufs[0].len() as u64;
-                if let Err(e) = self.check(offset, len) {
-                    done(Err(e));
-                    return Started::Yes;
-                }
-                // SAFETY: as for a read; libnfs only reads the buffer.
-                unsafe {
-                    self.file
-                        .start_write(offset, bufs[0].as_ptr(), len, self.done_from(done))
-                };
-                Started::Yes
-            }
-            Request::Flush if !self.read_only => {
-                self.file.start_fsync(self.done_from(done));
-                Started::Yes
-            }
-            // Gathered writes, read-only flushes and the rest run on the
-            // worker threads.
-            request => Started::No(request, done),
-        }
     }
 
     fn discard(&self, _offset: u64, _len: u64) -> Result<()> {

@@ -1,4 +1,4 @@
-//! A queue-depth load for the network backends' tests: many requests
+//! A queue-depth load for the network backends' tests: many reads
 //! submitted at once through an [`AsyncDisk`] with four worker threads,
 //! as a guest's virtqueue hands them over.
 

@@ -25,7 +25,7 @@ mod session;
 pub mod test_target;
 mod url;
 
-pub use queue::{Done, ServiceBody, SessionQueue};
+pub use queue::{ServiceBody, SessionQueue};
 pub use scsi::{Capacity, DeviceType};
 pub use session::{discover, Chap, DiscoveredTarget, Login, Session};
 pub use url::{LunUrl, DEFAULT_PORT};

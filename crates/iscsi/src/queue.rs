@@ -83,14 +83,10 @@ impl Op {
     }
 }
 
-/// Takes a command's outcome, once, on the service thread (or on the
-/// caller's, when the command cannot be sent); it must not block.
-pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
-
 /// A command on its way to the service thread.
 struct Call {
     op: Op,
-    reply: Done,
+    reply: SyncSender<Result<()>>,
     /// Already sent once, on a session that was then lost.
     resent: bool,
 }
@@ -232,101 +228,34 @@ impl SessionQueue {
         }
     }
 
-    /// Hand `op` to the service thread; `reply` takes its outcome.
-    fn send(&self, op: Op, reply: Done) {
-        let what = op.what();
-        if let Err(e) = self.launch(what) {
-            return reply(Err(e));
-        }
-        {
-            let mut inbox = self.shared.inbox();
-            if !inbox.closing {
-                inbox.calls.push_back(Call {
-                    op,
-                    reply,
-                    resent: false,
-                });
-                drop(inbox);
-                self.shared.wake();
-                return;
-            }
-        }
-        reply(Err(Error::Connection {
-            what,
-            message: "the session is being closed".into(),
-        }));
-    }
-
-    /// Hand `op` to the service thread and wait for its outcome.
+    /// Hand `op` to the service thread and wait for its answer.
     fn call(&self, op: Op) -> Result<()> {
         let what = op.what();
-        let (tx, rx): (SyncSender<Result<()>>, Receiver<Result<()>>) = sync_channel(1);
-        self.send(
-            op,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
+        let (reply, answer): (_, Receiver<Result<()>>) = sync_channel(1);
+        {
+            let mut inbox = self.shared.inbox();
+            if inbox.closing {
+                return Err(Error::Connection {
+                    what,
+                    message: "the session is being closed".into(),
+                });
+            }
+            inbox.calls.push_back(Call {
+                op,
+                reply,
+                resent: false,
+            });
+        }
+        self.launch(what)?;
+        self.shared.wake();
         // The service thread answers every command it takes, each by its
         // deadline; if it ended (a panic), the sender is gone.
-        rx.recv().unwrap_or_else(|_| {
+        answer.recv().unwrap_or_else(|_| {
             Err(Error::Connection {
                 what,
                 message: "the session's thread ended".into(),
             })
         })
-    }
-
-    /// Start reading blocks from `lba` into raw buffers, in order (READ
-    /// 16); `done` takes the outcome.
-    ///
-    /// # Safety
-    /// Each `(pointer, length)` must be writable memory that nothing else
-    /// reads or frees until `done` has run.
-    pub unsafe fn start_read(
-        &self,
-        lun: u16,
-        lba: u64,
-        block_size: u32,
-        bufs: &[(*mut u8, usize)],
-        done: Done,
-    ) {
-        let op = Op::Read {
-            lun,
-            lba,
-            block_size,
-            bufs: bufs.to_vec(),
-        };
-        self.send(op, done);
-    }
-
-    /// Start writing raw buffers, in order, to blocks from `lba` (WRITE
-    /// 16); `done` takes the outcome.
-    ///
-    /// # Safety
-    /// Each `(pointer, length)` must be readable memory that is not freed
-    /// until `done` has run.
-    pub unsafe fn start_write(
-        &self,
-        lun: u16,
-        lba: u64,
-        block_size: u32,
-        bufs: &[(*const u8, usize)],
-        done: Done,
-    ) {
-        let op = Op::Write {
-            lun,
-            lba,
-            block_size,
-            bufs: bufs.to_vec(),
-        };
-        self.send(op, done);
-    }
-
-    /// Start making every completed write to `lun` durable (SYNCHRONIZE
-    /// CACHE 16); `done` takes the outcome.
-    pub fn start_synchronize_cache(&self, lun: u16, done: Done) {
-        self.send(Op::SynchronizeCache { lun }, done);
     }
 
     /// Read blocks from `lba` into raw buffers, in order (READ 16); their
@@ -501,7 +430,7 @@ impl Service {
                         // with it; the next one tries anew.
                         let queued: Vec<Call> = self.shared.inbox().calls.drain(..).collect();
                         for c in std::iter::once(call).chain(calls).chain(queued) {
-                            (c.reply)(Err(e.clone()));
+                            let _ = c.reply.send(Err(e.clone()));
                         }
                         return;
                     }
@@ -568,7 +497,7 @@ impl Service {
                     )
                 },
                 Err(e) => {
-                    (call.reply)(Err(e));
+                    let _ = call.reply.send(Err(e));
                     return;
                 }
             },
@@ -599,7 +528,7 @@ impl Service {
                     )
                 },
                 Err(e) => {
-                    (call.reply)(Err(e));
+                    let _ = call.reply.send(Err(e));
                     return;
                 }
             },
@@ -620,7 +549,7 @@ impl Service {
             // libiscsi could not queue it: the session is not usable.
             let message = session.ctx.error();
             if call.resent {
-                (call.reply)(Err(Error::Connection {
+                let _ = call.reply.send(Err(Error::Connection {
                     what,
                     message: message.clone(),
                 }));
@@ -743,13 +672,13 @@ impl Service {
             } = p;
             match status {
                 Status::Good => {
-                    (call.reply)(Ok(()));
+                    let _ = call.reply.send(Ok(()));
                 }
                 Status::UnitAttention(_) if attempts < UNIT_ATTENTION_ATTEMPTS => {
                     self.submit(call, deadline, attempts + 1);
                 }
                 Status::UnitAttention(ascq) => {
-                    (call.reply)(Err(Error::Scsi {
+                    let _ = call.reply.send(Err(Error::Scsi {
                         what: call.op.what(),
                         key: UNIT_ATTENTION,
                         ascq,
@@ -759,7 +688,7 @@ impl Service {
                 Status::Failed(e) if e.is_transport() => {
                     broken = true;
                     if call.resent {
-                        (call.reply)(Err(e));
+                        let _ = call.reply.send(Err(e));
                     } else {
                         self.resend.push(Call {
                             resent: true,
@@ -768,7 +697,7 @@ impl Service {
                     }
                 }
                 Status::Failed(e) => {
-                    (call.reply)(Err(e));
+                    let _ = call.reply.send(Err(e));
                 }
             }
         }
@@ -846,7 +775,7 @@ impl Service {
             self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             let call = p.call;
             if call.resent {
-                (call.reply)(Err(error(call.op.what())));
+                let _ = call.reply.send(Err(error(call.op.what())));
             } else {
                 self.resend.push(Call {
                     resent: true,

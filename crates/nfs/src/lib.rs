@@ -23,7 +23,7 @@ pub mod test_server;
 mod url;
 
 pub use file::{OpenFlags, RemoteFile, Stat};
-pub use queue::{Done, FileQueue, ServiceBody};
+pub use queue::{FileQueue, ServiceBody};
 pub use url::FileUrl;
 
 /// Errors from NFS calls.

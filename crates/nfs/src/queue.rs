@@ -84,31 +84,10 @@ impl Op {
 /// attributes.
 type Answer = Result<(c_int, Stat)>;
 
-/// Takes a call's answer, on the service thread.
-type Reply = Box<dyn FnOnce(Answer) + Send>;
-
-/// Takes a request's outcome ([`FileQueue::start_read`] and its kin),
-/// once, on the service thread (or on the caller's, when the request
-/// cannot be sent); it must not block.
-pub type Done = Box<dyn FnOnce(Result<()>) + Send>;
-
-/// Raw buffers of a caller that waits for its request's outcome.
-struct RawBufs(Vec<(*mut u8, usize)>);
-
-// SAFETY: as for `Call`: the memory is the caller's, kept valid and
-// untouched by it until the request's outcome is delivered.
-unsafe impl Send for RawBufs {}
-
-/// A write's source, as `RawBufs`.
-struct RawData(*const u8);
-
-// SAFETY: as for `RawBufs`.
-unsafe impl Send for RawData {}
-
 /// A call on its way to the service thread.
 struct Call {
     op: Op,
-    reply: Reply,
+    reply: SyncSender<Answer>,
     /// Already sent once, on a connection that was then lost.
     resent: bool,
 }
@@ -257,78 +236,34 @@ impl FileQueue {
         }
     }
 
-    /// Hand `op` to the service thread; `reply` takes its answer.
-    fn send(&self, op: Op, reply: Reply) {
-        match self.launch(op.what()) {
-            Ok(()) => enqueue(&self.shared, op, reply),
-            Err(e) => reply(Err(e)),
-        }
-    }
-
     /// Hand `op` to the service thread and wait for its answer.
     fn call(&self, op: Op) -> Answer {
         let what = op.what();
-        let (tx, rx): (SyncSender<Answer>, Receiver<Answer>) = sync_channel(1);
-        self.send(
-            op,
-            Box::new(move |answer| {
-                let _ = tx.send(answer);
-            }),
-        );
+        let (reply, answer): (_, Receiver<Answer>) = sync_channel(1);
+        {
+            let mut inbox = self.shared.inbox();
+            if inbox.closing {
+                return Err(Error::Connection {
+                    what,
+                    message: "the file is being closed".into(),
+                });
+            }
+            inbox.calls.push_back(Call {
+                op,
+                reply,
+                resent: false,
+            });
+        }
+        self.launch(what)?;
+        self.shared.wake();
         // The service thread answers every call it takes, each by its
         // deadline; if it ended (a panic), the sender is gone.
-        rx.recv().unwrap_or_else(|_| Err(ended(what)))
-    }
-
-    /// Start reading into `bufs`, in order, from byte `offset` (bytes
-    /// past the file's end read as zeroes); `done` takes the outcome.
-    ///
-    /// # Safety
-    /// Each `(pointer, length)` must be writable memory that nothing else
-    /// reads or frees until `done` has run.
-    pub unsafe fn start_read(&self, offset: u64, bufs: &[(*mut u8, usize)], done: Done) {
-        let total: u64 = bufs.iter().map(|&(_, n)| n as u64).sum();
-        if total == 0 {
-            return done(Ok(()));
-        }
-        if let Err(e) = self.launch("read") {
-            return done(Err(e));
-        }
-        let read = PartialRead {
-            offset,
-            bufs: RawBufs(bufs.to_vec()),
-            total,
-            done,
-        };
-        read.next(Arc::clone(&self.shared), 0);
-    }
-
-    /// Start writing `len` bytes from `data` at byte `offset`, growing
-    /// the file if it ends past the file's end; `done` takes the outcome.
-    ///
-    /// # Safety
-    /// `data` must be readable for `len` bytes, and not freed, until
-    /// `done` has run.
-    pub unsafe fn start_write(&self, offset: u64, data: *const u8, len: u64, done: Done) {
-        if len == 0 {
-            return done(Ok(()));
-        }
-        if let Err(e) = self.launch("write") {
-            return done(Err(e));
-        }
-        let write = PartialWrite {
-            offset,
-            data: RawData(data),
-            len,
-            done,
-        };
-        write.next(Arc::clone(&self.shared), 0);
-    }
-
-    /// Start making every completed write durable (COMMIT); `done` takes
-    /// the outcome.
-    pub fn start_fsync(&self, done: Done) {
-        self.send(Op::Fsync, Box::new(move |a| done(a.map(drop))));
+        answer.recv().unwrap_or_else(|_| {
+            Err(Error::Connection {
+                what,
+                message: "the connection's thread ended".into(),
+            })
+        })
     }
 
     /// Size, allocation and mode of the file (GETATTR).
@@ -343,36 +278,54 @@ impl FileQueue {
     /// Each `(pointer, length)` must be writable memory that nothing else
     /// reads or frees until the call returns.
     pub unsafe fn read_raw(&self, offset: u64, bufs: &[(*mut u8, usize)]) -> Result<()> {
-        let (tx, rx) = sync_channel(1);
-        // SAFETY: the caller's promise; this waits for `done`.
-        unsafe {
-            self.start_read(
-                offset,
-                bufs,
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            )
-        };
-        rx.recv().unwrap_or_else(|_| Err(ended("read")))
+        let total: u64 = bufs.iter().map(|&(_, n)| n as u64).sum();
+        let mut done = 0u64;
+        while done < total {
+            let count = (total - done).min(CALL_MAX);
+            let part = slice_bufs(bufs, done, count);
+            let at = offset + done;
+            let (n, _) = self.call(Op::Read {
+                offset: at,
+                count,
+                bufs: part,
+            })?;
+            let n = u64::try_from(n).unwrap_or(0).min(count);
+            if n == 0 {
+                // The end of the file: the rest reads as zeroes.
+                for (p, len) in slice_bufs(bufs, done, total - done) {
+                    // SAFETY: writable for `len` bytes (the caller's promise).
+                    unsafe { std::ptr::write_bytes(p, 0, len) };
+                }
+                return Ok(());
+            }
+            done += n;
+        }
+        Ok(())
     }
 
     /// Write `data` at byte `offset`, growing the file if it ends past
     /// the file's end.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let (tx, rx) = sync_channel(1);
-        // SAFETY: `data` is borrowed until this returns, after `done`.
-        unsafe {
-            self.start_write(
-                offset,
-                data.as_ptr(),
-                data.len() as u64,
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            )
-        };
-        rx.recv().unwrap_or_else(|_| Err(ended("write")))
+        let mut done = 0usize;
+        while done < data.len() {
+            let count = (data.len() - done).min(usize::try_from(CALL_MAX).unwrap_or(1 << 20));
+            let chunk = &data[done..done + count];
+            let (n, _) = self.call(Op::Write {
+                offset: offset + done as u64,
+                data: chunk.as_ptr(),
+                count: count as u64,
+            })?;
+            let n = usize::try_from(n).unwrap_or(0);
+            if n == 0 {
+                return Err(Error::Nfs {
+                    what: "write",
+                    errno: libc::EIO,
+                    message: "the server wrote nothing".into(),
+                });
+            }
+            done += n.min(count);
+        }
+        Ok(())
     }
 
     /// Make every completed write durable (COMMIT).
@@ -383,124 +336,6 @@ impl FileQueue {
     /// Set the file's size (SETATTR).
     pub fn truncate(&self, size: u64) -> Result<()> {
         self.call(Op::Truncate(size)).map(drop)
-    }
-}
-
-/// The error of a call whose service thread ended without answering.
-fn ended(what: &'static str) -> Error {
-    Error::Connection {
-        what,
-        message: "the connection's thread ended".into(),
-    }
-}
-
-/// Put a call in the service thread's inbox (its thread is running).
-fn enqueue(shared: &Shared, op: Op, reply: Reply) {
-    let what = op.what();
-    {
-        let mut inbox = shared.inbox();
-        if !inbox.closing {
-            inbox.calls.push_back(Call {
-                op,
-                reply,
-                resent: false,
-            });
-            drop(inbox);
-            shared.wake();
-            return;
-        }
-    }
-    reply(Err(Error::Connection {
-        what,
-        message: "the file is being closed".into(),
-    }));
-}
-
-/// A read sent in calls of at most `CALL_MAX` bytes, one after another
-/// (a server that answers short is asked again for the rest).
-struct PartialRead {
-    offset: u64,
-    bufs: RawBufs,
-    total: u64,
-    done: Done,
-}
-
-impl PartialRead {
-    /// Send the call for the bytes from `at` on.
-    fn next(self, shared: Arc<Shared>, at: u64) {
-        let count = (self.total - at).min(CALL_MAX);
-        let op = Op::Read {
-            offset: self.offset + at,
-            count,
-            bufs: slice_bufs(&self.bufs.0, at, count),
-        };
-        let again = Arc::clone(&shared);
-        enqueue(
-            &shared,
-            op,
-            Box::new(move |answer| match answer {
-                Err(e) => (self.done)(Err(e)),
-                Ok((n, _)) => {
-                    let n = u64::try_from(n).unwrap_or(0).min(count);
-                    if n == 0 {
-                        // The end of the file: the rest reads as zeroes.
-                        for (p, len) in slice_bufs(&self.bufs.0, at, self.total - at) {
-                            // SAFETY: writable for `len` bytes (the
-                            // promise of `start_read`'s caller).
-                            unsafe { std::ptr::write_bytes(p, 0, len) };
-                        }
-                        (self.done)(Ok(()));
-                    } else if at + n >= self.total {
-                        (self.done)(Ok(()));
-                    } else {
-                        self.next(again, at + n);
-                    }
-                }
-            }),
-        );
-    }
-}
-
-/// A write sent in calls of at most `CALL_MAX` bytes, one after another.
-struct PartialWrite {
-    offset: u64,
-    data: RawData,
-    len: u64,
-    done: Done,
-}
-
-impl PartialWrite {
-    /// Send the call for the bytes from `at` on.
-    fn next(self, shared: Arc<Shared>, at: u64) {
-        let count = (self.len - at).min(CALL_MAX);
-        let op = Op::Write {
-            offset: self.offset + at,
-            // `at` < `len`, inside the caller's buffer.
-            data: self.data.0.wrapping_add(usize::try_from(at).unwrap_or(0)),
-            count,
-        };
-        let again = Arc::clone(&shared);
-        enqueue(
-            &shared,
-            op,
-            Box::new(move |answer| match answer {
-                Err(e) => (self.done)(Err(e)),
-                Ok((n, _)) => {
-                    let n = u64::try_from(n).unwrap_or(0).min(count);
-                    if n == 0 {
-                        (self.done)(Err(Error::Nfs {
-                            what: "write",
-                            errno: libc::EIO,
-                            message: "the server wrote nothing".into(),
-                        }));
-                    } else if at + n >= self.len {
-                        (self.done)(Ok(()));
-                    } else {
-                        self.next(again, at + n);
-                    }
-                }
-            }),
-        );
     }
 }
 
@@ -616,7 +451,7 @@ impl Service {
                         // with it; the next one tries anew.
                         let queued: Vec<Call> = self.shared.inbox().calls.drain(..).collect();
                         for c in std::iter::once(call).chain(calls).chain(queued) {
-                            (c.reply)(Err(e.clone()));
+                            let _ = c.reply.send(Err(e.clone()));
                         }
                         return;
                     }
@@ -779,7 +614,7 @@ impl Service {
                     continue;
                 }
             }
-            (p.call.reply)(answer);
+            let _ = p.call.reply.send(answer);
         }
         if broken {
             let message = if lost {
@@ -809,7 +644,7 @@ impl Service {
             self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
             let call = p.into_call();
             if call.resent {
-                (call.reply)(Err(error(call.op.what())));
+                let _ = call.reply.send(Err(error(call.op.what())));
             } else {
                 self.resend.push(Call {
                     resent: true,
