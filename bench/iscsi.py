@@ -22,6 +22,11 @@ virtio-blk-pci on `-M microvm,pcie=on`), pinned like vireo: the `qemu`
 column, and vireo-iscsi/qemu the ratio issue 13 asks for (>= 1).
 
     bench/iscsi.py [--rounds N] [--seq-mib N] [--rand-ops N] [--host-secs N]
+                   [--qd N] [--vireo PATH]
+
+--qd keeps N of the guests' sequential requests in flight (1 to 8; the
+random ones and iscsi-perf are unchanged); --vireo runs another vireo
+binary (an older build, to compare) instead of this tree's release build.
 """
 
 import argparse
@@ -99,7 +104,12 @@ def main():
     ap.add_argument("--seq-mib", type=int, default=128)
     ap.add_argument("--rand-ops", type=int, default=2000)
     ap.add_argument("--host-secs", type=int, default=3)
+    ap.add_argument("--qd", type=int, default=1,
+                    help="guests' sequential requests in flight (1 to 8)")
+    ap.add_argument("--vireo", help="the vireo binary to run (default: this tree's release build)")
     opts = ap.parse_args()
+    if opts.vireo:
+        VIREO[0] = os.path.abspath(opts.vireo)
     if os.geteuid() != 0:
         sys.exit("bench/iscsi.py needs root (network namespaces, tgtd)")
     for tool, pkg in (("tgtd", "tgt"), ("iscsi-perf", "libiscsi-bin")):
@@ -120,6 +130,8 @@ def main():
     vb.make_image(image, max(opts.seq_mib, 64))
     url = f"iscsi://{ADDR}/{IQN}/1"
     blk_cmd = f"blk blk-count=0 bench-seq-mib={opts.seq_mib} bench-rand-ops={opts.rand_ops}"
+    if opts.qd > 1:
+        blk_cmd += f" bench-qd={opts.qd}"
     results = {}
 
     def record(metric, who, value):
@@ -159,7 +171,8 @@ def main():
     if qemu_missing:
         print(qemu_missing)
     print(f"\nmedians of {opts.rounds} rounds, one LUN of tgtd in a namespace "
-          f"(page-cached file), TSC {tsc_hz / 1e9:.3f} GHz")
+          f"(page-cached file), TSC {tsc_hz / 1e9:.3f} GHz, guests' sequential requests "
+          f"in flight: {opts.qd}")
     print(f"{'pattern':<11}{'unit':<6}" + "".join(f"{n:>13}" for n in names)
           + f"{'iscsi/host':>12}{'iscsi/file':>12}{'vireo/qemu':>12}")
     for metric, who in results.items():
@@ -173,9 +186,12 @@ def main():
               f"{med['vireo-iscsi'] / med['vireo-file']:>12.2f}{vs_qemu}")
 
 
+VIREO = [os.path.join(vb.ROOT, "target", "release", "vireo")]
+
+
 def run_pinned(disk, cmdline):
     """vireo on the LUN's backing file, on the CPU the initiators use."""
-    cmd = ["taskset", "-c", "1", os.path.join(vb.ROOT, "target", "release", "vireo"),
+    cmd = ["taskset", "-c", "1", VIREO[0],
            "run", "--kernel", os.path.join(vb.OUT, "virtio.elf"), "--memory", "256M",
            "--cmdline", cmdline] + disk
     out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -187,8 +203,7 @@ def run_pinned(disk, cmdline):
 
 def run_in_ns(disk, cmdline):
     """vireo in the target's namespace (the only place it can reach it)."""
-    cmd = ["ip", "netns", "exec", NS, "taskset", "-c", "1",
-           os.path.join(vb.ROOT, "target", "release", "vireo"),
+    cmd = ["ip", "netns", "exec", NS, "taskset", "-c", "1", VIREO[0],
            "run", "--kernel", os.path.join(vb.OUT, "virtio.elf"), "--memory", "256M",
            "--cmdline", cmdline] + disk
     out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -22,6 +22,11 @@ target/nested/qemu with qemu-block-extra (block-nfs.so), run with KVM as
 When it cannot run, the table says so and shows the other two.
 
     bench/nfs.py [--rounds N] [--seq-mib N] [--rand-ops N] [--image-mib N]
+                 [--qd N] [--vireo PATH]
+
+--qd keeps N of the guests' sequential requests in flight (1 to 8; the
+random ones and nfs_host stay at depth 1); --vireo runs another vireo
+binary (an older build, to compare) instead of this tree's release build.
 
 bench/storage.py prints these rows after its own (--no-nfs skips them).
 """
@@ -101,8 +106,11 @@ def in_ns(cmd, ns=NS):
     return ["ip", "netns", "exec", ns, "taskset", "-c", "1"] + cmd
 
 
+VIREO = [os.path.join(vb.ROOT, "target", "release", "vireo")]
+
+
 def run_vireo(url, cmdline):
-    cmd = in_ns([os.path.join(vb.ROOT, "target", "release", "vireo"), "run",
+    cmd = in_ns([VIREO[0], "run",
                  "--kernel", os.path.join(vb.OUT, "virtio.elf"), "--memory", "256M",
                  "--cmdline", cmdline, "--disk", f"{url},format=raw"])
     out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -215,6 +223,11 @@ def measure(opts):
     vb.make_image(image, max(opts.image_mib, opts.seq_mib))
     url = f"nfs://{ADDR}{image}"
     blk_cmd = f"blk blk-count=0 bench-seq-mib={opts.seq_mib} bench-rand-ops={opts.rand_ops}"
+    qd = getattr(opts, "qd", 1)
+    if qd > 1:
+        blk_cmd += f" bench-qd={qd}"
+    if getattr(opts, "vireo", None):
+        VIREO[0] = os.path.abspath(opts.vireo)
     patterns = [("seq-read", opts.seq_mib), ("seq-write", opts.seq_mib),
                 ("rand-read", opts.rand_ops), ("rand-write", opts.rand_ops)]
     results = {}
@@ -256,7 +269,8 @@ def print_table(med, qemu_missing, opts):
     print(f"\nNFS disk: medians of {opts.rounds} rounds, nfs-ganesha (VFS, NFSv3) in a namespace "
           f"on CPU 0, clients on CPU 1, a {max(opts.image_mib, opts.seq_mib)} MiB raw image "
           f"(page-cached on the server); guest 1 MiB sequential over {opts.seq_mib} MiB, "
-          f"{opts.rand_ops} random 4 KiB, queue depth 1")
+          f"{opts.rand_ops} random 4 KiB, queue depth 1"
+          + (f" (guests' sequential: {opts.qd})" if getattr(opts, "qd", 1) > 1 else ""))
     if qemu_missing:
         print(f"qemu: {qemu_missing}")
     print(f"{'pattern':<11}{'unit':<6}" + "".join(f"{n:>10}" for n in names)
@@ -276,6 +290,9 @@ def add_args(ap):
     ap.add_argument("--seq-mib", type=int, default=64)
     ap.add_argument("--rand-ops", type=int, default=1000)
     ap.add_argument("--image-mib", type=int, default=256)
+    ap.add_argument("--qd", type=int, default=1,
+                    help="guests' sequential requests in flight (1 to 8)")
+    ap.add_argument("--vireo", help="the vireo binary to run (default: this tree's release build)")
 
 
 def main():

@@ -1,18 +1,22 @@
 //! A LUN of an iSCSI target as a raw disk (`iscsi://HOST[:PORT]/IQN/LUN`),
 //! through the `iscsi` crate's user-space initiator.
 //!
-//! Requests run one at a time on one session (libiscsi contexts are not
-//! shared between threads). A request that loses the connection logs in
-//! again once and is sent again; if that fails too the request fails
-//! (the guest sees an I/O error), and the next request tries to log in
-//! anew. Every step is bounded by [`TIMEOUT`], so a dead target costs
+//! Requests from the I/O worker threads are pipelined on one session: a
+//! service thread owns the libiscsi context (contexts are not shared
+//! between threads), queues each request as a task with libiscsi's
+//! asynchronous API and answers it when the target's response arrives,
+//! so many are in flight at once (the `iscsi` crate's `SessionQueue`). A
+//! request that loses the connection (every request in flight then
+//! fails) logs in again once and is sent again; if that fails too the
+//! request fails (the guest sees an I/O error), and the next request
+//! tries to log in anew. Every step is bounded by [`TIMEOUT`], so a dead target costs
 //! errors, never a hung queue. An iSCSI LUN takes no host lock: the
 //! target decides who may share it.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use iscsi::{Capacity, Login, LunUrl, Session};
+use iscsi::{Capacity, Login, LunUrl, Session, SessionQueue};
 
 use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
 
@@ -33,10 +37,13 @@ const UNMAP_CHUNK_BLOCKS: u64 = 1 << 22;
 #[derive(Debug)]
 pub struct IscsiDisk {
     url: LunUrl,
-    login: Login,
     capacity: Capacity,
     read_only: bool,
-    session: Mutex<Option<Session>>,
+    session: SessionQueue,
+    /// Held shared by every request, alone by a write that reads and
+    /// merges partial blocks, so that no other write comes between its
+    /// read and its write.
+    merge: RwLock<()>,
 }
 
 fn remote(e: iscsi::Error) -> Error {
@@ -71,12 +78,17 @@ impl IscsiDisk {
             source: Box::new(e),
         };
         let (capacity, session) = Self::probe(&url, &login).map_err(named)?;
+        let session = SessionQueue::start(session, |body| {
+            confine::spawn(confine::ThreadKind::DiskIo, "iscsi-io".into(), body)
+        })
+        .map_err(remote)
+        .map_err(named)?;
         Ok(Self {
             url,
-            login,
             capacity,
             read_only,
-            session: Mutex::new(Some(session)),
+            session,
+            merge: RwLock::new(()),
         })
     }
 
@@ -103,38 +115,29 @@ impl IscsiDisk {
         self.capacity
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<Session>> {
-        // A panic under the lock leaves at worst a session in an unknown
-        // state, which `with_session` replaces when it is broken.
-        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    /// Most commands that were in flight on the session at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.session.peak_in_flight()
     }
 
-    /// Run `op` on a logged-in session: after a transport error, log in
-    /// again once and run it again.
-    fn with_session<T>(
-        &self,
-        slot: &mut Option<Session>,
-        mut op: impl FnMut(&mut Session) -> iscsi::Result<T>,
-    ) -> Result<T> {
-        let mut retried = false;
-        loop {
-            if slot.as_ref().is_none_or(Session::is_broken) {
-                *slot = None;
-                *slot = Some(Session::connect(&self.login).map_err(remote)?);
+    fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        // The lock guards no data: a panic under it leaves nothing broken.
+        self.merge.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn alone(&self) -> RwLockWriteGuard<'_, ()> {
+        self.merge.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `op` on the session; the session's service thread logs in
+    /// again and sends it again once when the connection is lost.
+    fn with_session<T>(&self, op: impl FnOnce(&SessionQueue) -> iscsi::Result<T>) -> Result<T> {
+        op(&self.session).map_err(|e| {
+            if e.is_transport() {
+                tracing::warn!("{}: {e}", self.url);
             }
-            let Some(session) = slot.as_mut() else {
-                continue;
-            };
-            match op(session) {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_transport() && !retried => {
-                    tracing::warn!("{}: {e}; logging in again", self.url);
-                    *slot = None;
-                    retried = true;
-                }
-                Err(e) => return Err(remote(e)),
-            }
-        }
+            remote(e)
+        })
     }
 
     fn block_size(&self) -> u64 {
@@ -157,7 +160,7 @@ impl IscsiDisk {
     /// Read whole blocks covering `[offset, offset + len)` into a host
     /// buffer: the first byte of the result is that of block
     /// `offset / block_size`.
-    fn read_blocks(&self, slot: &mut Option<Session>, offset: u64, len: u64) -> Result<Vec<u8>> {
+    fn read_blocks(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
         let bs = self.block_size();
         let first = offset / bs;
         let end = (offset + len).div_ceil(bs);
@@ -166,26 +169,28 @@ impl IscsiDisk {
         let mut buf = vec![0u8; bytes];
         let lun = self.url.lun;
         let bsz = self.capacity.block_size;
-        self.with_session(slot, |s| s.read(lun, first, bsz, &mut [&mut buf]))?;
+        self.with_session(|s| s.read(lun, first, bsz, &mut buf))?;
         Ok(buf)
     }
 
     /// Write `data` at byte `offset`, reading and merging partial blocks
-    /// at its edges; the caller holds the session lock, so no other write
-    /// comes between the read and the write.
-    fn write_bytes(&self, slot: &mut Option<Session>, offset: u64, data: &[u8]) -> Result<()> {
+    /// at its edges alone, so that no other write comes between the read
+    /// and the write.
+    fn write_bytes(&self, offset: u64, data: &[u8]) -> Result<()> {
         let len = data.len() as u64;
         let lun = self.url.lun;
         let bsz = self.capacity.block_size;
         if self.aligned(offset, len) {
             let lba = offset / self.block_size();
-            return self.with_session(slot, |s| s.write(lun, lba, bsz, &[data]));
+            let _shared = self.shared();
+            return self.with_session(|s| s.write(lun, lba, bsz, data));
         }
-        let mut blocks = self.read_blocks(slot, offset, len)?;
+        let _alone = self.alone();
+        let mut blocks = self.read_blocks(offset, len)?;
         let start = usize::try_from(offset % self.block_size()).unwrap_or(0);
         blocks[start..start + data.len()].copy_from_slice(data);
         let lba = offset / self.block_size();
-        self.with_session(slot, |s| s.write(lun, lba, bsz, &[&blocks]))
+        self.with_session(|s| s.write(lun, lba, bsz, &blocks))
     }
 }
 
@@ -204,7 +209,6 @@ impl DiskImage for IscsiDisk {
         if len == 0 {
             return Ok(());
         }
-        let mut slot = self.lock();
         if self.aligned(offset, len) {
             let raw: Vec<(*mut u8, usize)> =
                 bufs.iter().map(|b| (b.as_mut_ptr(), b.len())).collect();
@@ -212,9 +216,9 @@ impl DiskImage for IscsiDisk {
             let (lun, bs) = (self.url.lun, self.capacity.block_size);
             // SAFETY: an IoBufMut is writable memory valid for its
             // lifetime, which spans this call.
-            return self.with_session(&mut slot, |s| unsafe { s.read_raw(lun, lba, bs, &raw) });
+            return self.with_session(|s| unsafe { s.read_raw(lun, lba, bs, &raw) });
         }
-        let blocks = self.read_blocks(&mut slot, offset, len)?;
+        let blocks = self.read_blocks(offset, len)?;
         let mut at = usize::try_from(offset % self.block_size()).unwrap_or(0);
         for b in bufs {
             // SAFETY: `b` is writable for `b.len()` bytes, and the source
@@ -236,14 +240,14 @@ impl DiskImage for IscsiDisk {
         if len == 0 {
             return Ok(());
         }
-        let mut slot = self.lock();
         if self.aligned(offset, len) {
             let raw: Vec<(*const u8, usize)> = bufs.iter().map(|b| (b.as_ptr(), b.len())).collect();
             let lba = offset / self.block_size();
             let (lun, bs) = (self.url.lun, self.capacity.block_size);
+            let _shared = self.shared();
             // SAFETY: an IoBuf is readable memory valid for its lifetime,
             // which spans this call.
-            return self.with_session(&mut slot, |s| unsafe { s.write_raw(lun, lba, bs, &raw) });
+            return self.with_session(|s| unsafe { s.write_raw(lun, lba, bs, &raw) });
         }
         // Unaligned: gather into a host buffer (copied, never referenced
         // in place: it may be guest memory).
@@ -255,7 +259,7 @@ impl DiskImage for IscsiDisk {
             unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), data[at..].as_mut_ptr(), b.len()) };
             at += b.len();
         }
-        self.write_bytes(&mut slot, offset, &data)
+        self.write_bytes(offset, &data)
     }
 
     fn flush(&self) -> Result<()> {
@@ -263,8 +267,7 @@ impl DiskImage for IscsiDisk {
             return Ok(());
         }
         let lun = self.url.lun;
-        let mut slot = self.lock();
-        self.with_session(&mut slot, |s| s.synchronize_cache(lun))
+        self.with_session(|s| s.synchronize_cache(lun))
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<()> {
@@ -281,11 +284,10 @@ impl DiskImage for IscsiDisk {
         let mut lba = offset.div_ceil(bs);
         let end = (offset + len) / bs;
         let lun = self.url.lun;
-        let mut slot = self.lock();
         while lba < end {
             let n = (end - lba).min(UNMAP_CHUNK_BLOCKS);
             let blocks = u32::try_from(n).unwrap_or(u32::MAX);
-            self.with_session(&mut slot, |s| s.unmap(lun, lba, blocks))?;
+            self.with_session(|s| s.unmap(lun, lba, blocks))?;
             lba += u64::from(blocks);
         }
         Ok(())
@@ -298,7 +300,6 @@ impl DiskImage for IscsiDisk {
         self.check(offset, len)?;
         // Written as zeroes: UNMAP does not promise zeroes on every target.
         let zeroes = vec![0u8; usize::try_from(CHUNK).unwrap_or(1 << 20)];
-        let mut slot = self.lock();
         let mut at = offset;
         let end = offset + len;
         while at < end {
@@ -306,7 +307,7 @@ impl DiskImage for IscsiDisk {
             // edges are read and merged.
             let next = ((at / CHUNK + 1) * CHUNK).min(end);
             let n = usize::try_from(next - at).unwrap_or(0);
-            self.write_bytes(&mut slot, at, &zeroes[..n])?;
+            self.write_bytes(at, &zeroes[..n])?;
             at = next;
         }
         Ok(())

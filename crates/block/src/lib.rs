@@ -22,6 +22,8 @@ mod probe;
 pub mod qcow2;
 mod raw;
 mod replace;
+#[cfg(all(test, any(feature = "iscsi", feature = "nfs")))]
+mod test_depth;
 mod uring;
 
 use std::path::{Path, PathBuf};

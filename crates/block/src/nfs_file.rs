@@ -2,20 +2,23 @@
 //! (`nfs://SERVER[:PORT]/EXPORT/PATH`), through the `nfs` crate's
 //! user-space client (libnfs), as QEMU's nfs block driver reaches it.
 //!
-//! Requests run one at a time on one connection (libnfs contexts are not
-//! shared between threads). A request that loses the connection connects
-//! again once and is sent again; if that fails too the request fails
-//! (the disk's error policy decides what the guest sees), and the next
-//! request tries to connect anew. Every step is bounded by [`TIMEOUT`],
+//! Requests from the I/O worker threads are pipelined on one connection:
+//! a service thread owns the libnfs context (contexts are not shared
+//! between threads), queues each request with libnfs's asynchronous API
+//! and answers it when its reply arrives, so many are in flight at once
+//! (the `nfs` crate's `FileQueue`). A request that loses the connection
+//! (every request in flight then fails) connects again once and is sent
+//! again; if that fails too the request fails (the disk's error policy
+//! decides what the guest sees), and the next request tries to connect
+//! anew. Every step is bounded by [`TIMEOUT`],
 //! so a dead server costs errors, never a hung queue. Only raw images:
 //! the qcow2 driver needs a host file. An NFS file takes no host lock
 //! (there is no lock manager on this path, as with QEMU's driver).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use nfs::{FileUrl, OpenFlags, RemoteFile};
+use nfs::{FileQueue, FileUrl, OpenFlags, RemoteFile};
 
 use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
 
@@ -33,9 +36,8 @@ const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
 pub struct NfsDisk {
     url: FileUrl,
     read_only: bool,
-    timeout: Duration,
     size: AtomicU64,
-    file: Mutex<Option<RemoteFile>>,
+    file: FileQueue,
 }
 
 /// An `nfs` error as the block layer reports it: a server that is out
@@ -84,47 +86,33 @@ impl NfsDisk {
                 )));
             }
         }
+        let file = FileQueue::start(file, |body| {
+            confine::spawn(confine::ThreadKind::DiskIo, "nfs-io".into(), body)
+        })
+        .map_err(remote)
+        .map_err(named)?;
         Ok(Self {
             url,
             read_only,
-            timeout,
             size: AtomicU64::new(size),
-            file: Mutex::new(Some(file)),
+            file,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<RemoteFile>> {
-        // A panic under the lock leaves at worst a connection in an unknown
-        // state, which `with_file` replaces when it is broken.
-        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    /// Most requests that were in flight on the connection at once.
+    pub fn peak_in_flight(&self) -> usize {
+        self.file.peak_in_flight()
     }
 
-    /// Run `op` on an open file: after a transport error, connect again
-    /// once and run it again.
-    fn with_file<T>(
-        &self,
-        slot: &mut Option<RemoteFile>,
-        mut op: impl FnMut(&mut RemoteFile) -> nfs::Result<T>,
-    ) -> Result<T> {
-        let mut retried = false;
-        loop {
-            if slot.as_ref().is_none_or(RemoteFile::is_broken) {
-                *slot = None;
-                *slot = Some(connect(&self.url, self.read_only, self.timeout)?);
+    /// Run `op` on the file; the file's service thread connects again
+    /// and sends it again once when the connection is lost.
+    fn with_file<T>(&self, op: impl FnOnce(&FileQueue) -> nfs::Result<T>) -> Result<T> {
+        op(&self.file).map_err(|e| {
+            if e.is_transport() {
+                tracing::warn!("{}: {e}", self.url);
             }
-            let Some(file) = slot.as_mut() else {
-                continue;
-            };
-            match op(file) {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_transport() && !retried => {
-                    tracing::warn!("{}: {e}; connecting again", self.url);
-                    *slot = None;
-                    retried = true;
-                }
-                Err(e) => return Err(remote(e)),
-            }
-        }
+            remote(e)
+        })
     }
 
     fn check(&self, offset: u64, len: u64) -> Result<()> {
@@ -162,10 +150,9 @@ impl DiskImage for NfsDisk {
             return Ok(());
         }
         let raw: Vec<(*mut u8, usize)> = bufs.iter().map(|b| (b.as_mut_ptr(), b.len())).collect();
-        let mut slot = self.lock();
         // SAFETY: an IoBufMut is writable memory valid for its lifetime,
         // which spans this call.
-        self.with_file(&mut slot, |f| unsafe { f.read_raw(offset, &raw) })
+        self.with_file(|f| unsafe { f.read_raw(offset, &raw) })
     }
 
     fn write_vectored(&self, offset: u64, bufs: &[IoBuf]) -> Result<()> {
@@ -177,13 +164,12 @@ impl DiskImage for NfsDisk {
         if len == 0 {
             return Ok(());
         }
-        let mut slot = self.lock();
         if let [one] = bufs {
             // SAFETY: an IoBuf is readable for its length during its
             // lifetime, which spans this call; libnfs only reads it, and
             // no Rust code writes it meanwhile.
             let data = unsafe { std::slice::from_raw_parts(one.as_ptr(), one.len()) };
-            return self.with_file(&mut slot, |f| f.write_at(offset, data));
+            return self.with_file(|f| f.write_at(offset, data));
         }
         // Several buffers: gathered into one (copied, as libnfs takes one
         // buffer per WRITE).
@@ -195,15 +181,14 @@ impl DiskImage for NfsDisk {
             unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), data[at..].as_mut_ptr(), b.len()) };
             at += b.len();
         }
-        self.with_file(&mut slot, |f| f.write_at(offset, &data))
+        self.with_file(|f| f.write_at(offset, &data))
     }
 
     fn flush(&self) -> Result<()> {
         if self.read_only {
             return Ok(());
         }
-        let mut slot = self.lock();
-        self.with_file(&mut slot, RemoteFile::fsync)
+        self.with_file(FileQueue::fsync)
     }
 
     fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
@@ -217,12 +202,11 @@ impl DiskImage for NfsDisk {
         }
         self.check(offset, len)?;
         let zeroes = vec![0u8; usize::try_from(ZERO_CHUNK).unwrap_or(1 << 20)];
-        let mut slot = self.lock();
         let mut at = offset;
         let end = offset + len;
         while at < end {
             let n = usize::try_from((end - at).min(ZERO_CHUNK)).unwrap_or(0);
-            self.with_file(&mut slot, |f| f.write_at(at, &zeroes[..n]))?;
+            self.with_file(|f| f.write_at(at, &zeroes[..n]))?;
             at += n as u64;
         }
         Ok(())
@@ -232,15 +216,13 @@ impl DiskImage for NfsDisk {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        let mut slot = self.lock();
-        self.with_file(&mut slot, |f| f.truncate(new_size))?;
+        self.with_file(|f| f.truncate(new_size))?;
         self.size.store(new_size, Ordering::Release);
         Ok(())
     }
 
     fn host_allocated_bytes(&self) -> Result<u64> {
-        let mut slot = self.lock();
-        Ok(self.with_file(&mut slot, RemoteFile::stat)?.allocated)
+        Ok(self.with_file(FileQueue::stat)?.allocated)
     }
 }
 

@@ -9,6 +9,9 @@
 //! asynchronous API is driven by our own poll loop, so a dead target
 //! costs an error, never a hung thread. A session that lost its target
 //! says so ([`Session::is_broken`]); reconnecting is the caller's choice.
+//! A [`SessionQueue`] serves one session on a thread of its own, so that
+//! commands from many threads are in flight on it at once, and logs in
+//! again (once per command) when the session is lost.
 //! This crate knows nothing of virtio, block images or pools.
 //!
 //! libiscsi is loaded when first needed ([`load`]), not linked: a process
@@ -20,6 +23,17 @@
 //! a network namespace for tests.
 
 mod ffi;
+mod queue;
+mod scsi;
+mod session;
+#[cfg(feature = "test-target")]
+pub mod test_target;
+mod url;
+
+pub use queue::{ServiceBody, SessionQueue};
+pub use scsi::{Capacity, DeviceType};
+pub use session::{discover, Chap, DiscoveredTarget, Login, Session};
+pub use url::{LunUrl, DEFAULT_PORT};
 
 /// Loads libiscsi (its soname: [`soname`]) if it is not loaded yet.
 /// Everything in this crate that talks to a server calls it first and
@@ -36,18 +50,9 @@ pub fn load() -> Result<()> {
 pub fn soname() -> &'static str {
     ffi::LIBISCSI.soname()
 }
-mod scsi;
-mod session;
-#[cfg(feature = "test-target")]
-pub mod test_target;
-mod url;
-
-pub use scsi::{Capacity, DeviceType};
-pub use session::{discover, Chap, DiscoveredTarget, Login, Session};
-pub use url::{LunUrl, DEFAULT_PORT};
 
 /// Errors from iSCSI sessions.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The library could not be loaded (not installed, or the process
     /// was confined before it was loaded).

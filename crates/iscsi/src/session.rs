@@ -54,9 +54,9 @@ pub struct DiscoveredTarget {
 
 /// What a callback leaves for the poll loop to find.
 #[derive(Default)]
-struct Slot {
-    done: bool,
-    status: c_int,
+pub(crate) struct Slot {
+    pub(crate) done: bool,
+    pub(crate) status: c_int,
     /// Filled by the discovery callback only.
     targets: Vec<DiscoveredTarget>,
 }
@@ -66,7 +66,7 @@ struct Slot {
 /// # Safety
 /// `private_data` is the `Slot` of the context the command was queued on,
 /// which outlives the context.
-unsafe extern "C" fn on_complete(
+pub(crate) unsafe extern "C" fn on_complete(
     _iscsi: *mut ffi::iscsi_context,
     status: c_int,
     _command_data: *mut c_void,
@@ -131,7 +131,7 @@ fn c_string(what: &str, s: &str) -> Result<CString> {
 /// A libiscsi context and the slot its callbacks write to. The slot is
 /// freed only after the context, so no late callback can reach freed
 /// memory.
-struct Context {
+pub(crate) struct Context {
     ptr: NonNull<ffi::iscsi_context>,
     slot: *mut Slot,
 }
@@ -154,12 +154,12 @@ impl Context {
         })
     }
 
-    fn raw(&self) -> *mut ffi::iscsi_context {
+    pub(crate) fn raw(&self) -> *mut ffi::iscsi_context {
         self.ptr.as_ptr()
     }
 
     /// libiscsi's last error message, on one line.
-    fn error(&self) -> String {
+    pub(crate) fn error(&self) -> String {
         // SAFETY: the context is live; the string is copied at once.
         let text = c_text(unsafe { ffi::iscsi_get_error(self.raw()) });
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -331,12 +331,12 @@ pub fn discover(login: &Login) -> Result<Vec<DiscoveredTarget>> {
 
 /// A logged-in session to one target.
 pub struct Session {
-    ctx: Context,
+    pub(crate) ctx: Context,
     login: Login,
     /// Set when a command ended without an answer (deadline, lost
     /// connection): the session's state is unknown, so it takes no more
     /// commands.
-    broken: bool,
+    pub(crate) broken: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -399,7 +399,7 @@ impl Task<'_> {
 /// SCSI sense key UNIT ATTENTION: the target reports an event (a reset,
 /// a changed LUN) on the first command after it; the command may be sent
 /// again.
-const UNIT_ATTENTION: u8 = 0x6;
+pub(crate) const UNIT_ATTENTION: u8 = 0x6;
 
 impl Session {
     /// Connect to `login.portal` and log in to `login.target`.
@@ -712,7 +712,7 @@ impl Drop for Session {
 
 /// Check a data transfer's iovecs: its length, block size and iovec count
 /// as libiscsi takes them.
-fn transfer(
+pub(crate) fn transfer(
     what: &'static str,
     iov: &[ffi::scsi_iovec],
     block_size: u32,

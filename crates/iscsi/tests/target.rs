@@ -169,3 +169,69 @@ fn a_frozen_or_killed_target_fails_within_the_deadline() {
     assert!(Session::connect(&login(&t, None, deadline)).is_err());
     assert!(start.elapsed() < deadline + Duration::from_secs(1));
 }
+
+/// Run `f(i)` on `n` threads at once; their results, in order.
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let f = std::sync::Arc::new(f);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let f = std::sync::Arc::clone(&f);
+            std::thread::spawn(move || f(i))
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn a_session_queue_keeps_commands_in_flight_and_survives_a_restart_but_not_a_freeze() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [LunSpec {
+        size: 8 * MIB,
+        thin: false,
+    }];
+    let mut t = TestTarget::start("queue", dir.path(), &luns, None).unwrap();
+    let data: Vec<u8> = (0..8 * MIB).map(|i| (i % 253) as u8).collect();
+    std::fs::write(t.lun_file(1), &data).unwrap();
+    let _ns = t.enter().unwrap();
+    let timeout = Duration::from_secs(2);
+    let s = Session::connect(&login(&t, None, timeout)).unwrap();
+    let q = iscsi::SessionQueue::start(s, |body| std::thread::Builder::new().spawn(body)).unwrap();
+    let q = std::sync::Arc::new(q);
+
+    // Eight callers reading 1 MiB each at once: several commands share
+    // the session, and each gets its own blocks.
+    let read = |q: std::sync::Arc<iscsi::SessionQueue>| {
+        at_once(8, move |i| {
+            let mut buf = vec![0u8; 1 << 20];
+            q.read(1, (i as u64) << 11, 512, &mut buf).map(|()| buf)
+        })
+    };
+    for (i, got) in read(q.clone()).into_iter().enumerate() {
+        assert!(got.unwrap() == data[i << 20..(i + 1) << 20], "piece {i}");
+    }
+    assert!(q.peak_in_flight() > 1, "{}", q.peak_in_flight());
+    assert_eq!(q.in_flight(), 0);
+
+    // The target restarts under the session: the commands log in again
+    // and go through.
+    t.restart().unwrap();
+    for got in read(q.clone()) {
+        got.unwrap();
+    }
+
+    // Frozen: every caller gets a transport error by its deadline and
+    // one login's, none hangs.
+    t.freeze();
+    let start = Instant::now();
+    for got in read(q.clone()) {
+        let e = got.unwrap_err();
+        assert!(e.is_transport(), "{e}");
+    }
+    let waited = start.elapsed();
+    assert!(waited < 2 * timeout + timeout / 2, "{waited:?}");
+    t.kill();
+    drop(q);
+}

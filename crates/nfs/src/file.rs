@@ -15,7 +15,7 @@ use crate::{Error, Result};
 /// Most bytes one pread or pwrite call asks libnfs for. libnfs splits a
 /// call at the server's largest READ or WRITE and sends the pieces at
 /// once; a server that still answers short is asked again for the rest.
-const CALL_MAX: u64 = 4 << 20;
+pub(crate) const CALL_MAX: u64 = 4 << 20;
 
 /// How a file is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,14 @@ pub struct Stat {
 }
 
 impl Stat {
+    pub(crate) fn from_raw(st: &ffi::nfs_stat_64) -> Self {
+        Self {
+            size: st.nfs_size,
+            allocated: st.nfs_used,
+            mode: u32::try_from(st.nfs_mode).unwrap_or(0),
+        }
+    }
+
     /// Whether the file is a regular file.
     pub fn is_file(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFREG
@@ -45,7 +53,7 @@ impl Stat {
 }
 
 /// What the callback should keep of a call's answer.
-enum Want {
+pub(crate) enum Want {
     Nothing,
     Handle,
     Stat,
@@ -54,13 +62,13 @@ enum Want {
 }
 
 /// What a callback leaves for the poll loop to find.
-struct Slot {
-    done: bool,
-    err: c_int,
-    message: String,
-    handle: *mut ffi::nfsfh,
-    stat: ffi::nfs_stat_64,
-    want: Want,
+pub(crate) struct Slot {
+    pub(crate) done: bool,
+    pub(crate) err: c_int,
+    pub(crate) message: String,
+    pub(crate) handle: *mut ffi::nfsfh,
+    pub(crate) stat: ffi::nfs_stat_64,
+    pub(crate) want: Want,
 }
 
 impl Default for Slot {
@@ -82,7 +90,7 @@ impl Default for Slot {
 /// `private_data` is the `Slot` of the context the call was queued on,
 /// which outlives the context; `data` is what libnfs documents for the
 /// call the slot was armed for (an error string when `err < 0`).
-unsafe extern "C" fn on_complete(
+pub(crate) unsafe extern "C" fn on_complete(
     err: c_int,
     _nfs: *mut ffi::nfs_context,
     data: *mut c_void,
@@ -144,7 +152,7 @@ fn c_string(what: &str, s: &str) -> Result<CString> {
 /// A libnfs context and the slot its callbacks write to. The slot is
 /// freed only after the context, so no late callback can reach freed
 /// memory.
-struct Context {
+pub(crate) struct Context {
     ptr: NonNull<ffi::nfs_context>,
     slot: *mut Slot,
 }
@@ -166,12 +174,12 @@ impl Context {
         })
     }
 
-    fn raw(&self) -> *mut ffi::nfs_context {
+    pub(crate) fn raw(&self) -> *mut ffi::nfs_context {
         self.ptr.as_ptr()
     }
 
     /// libnfs's last error message, on one line.
-    fn error(&self) -> String {
+    pub(crate) fn error(&self) -> String {
         // SAFETY: the context is live; the string is copied at once.
         let text = c_text(unsafe { ffi::nfs_get_error(self.raw()) });
         if text.is_empty() {
@@ -268,26 +276,38 @@ impl Context {
     /// The completed call's result; `lost` when the connection failed in
     /// the same turn, so an error is the connection's, not the server's.
     fn answer(&self, what: &'static str, lost: bool) -> Result<c_int> {
-        let slot = self.slot();
-        if slot.err >= 0 {
-            return Ok(slot.err);
-        }
-        let message = if slot.message.is_empty() {
-            self.error()
-        } else {
-            slot.message.clone()
-        };
-        let errno = -slot.err;
-        // libnfs fails the calls of a lost connection with these.
-        if lost || matches!(errno, libc::EFAULT | libc::EINTR | libc::ETIMEDOUT) {
-            return Err(Error::Connection { what, message });
-        }
-        Err(Error::Nfs {
-            what,
-            errno,
-            message,
-        })
+        outcome(self.slot(), what, lost, || self.error())
     }
+}
+
+/// How the call `slot` was armed for ended: its result (>= 0) or its
+/// error; `lost` when the connection failed in the same turn, so an error
+/// is the connection's, not the server's. `context_error` is libnfs's
+/// message, for an error that came without one.
+pub(crate) fn outcome(
+    slot: &Slot,
+    what: &'static str,
+    lost: bool,
+    context_error: impl FnOnce() -> String,
+) -> Result<c_int> {
+    if slot.err >= 0 {
+        return Ok(slot.err);
+    }
+    let message = if slot.message.is_empty() {
+        context_error()
+    } else {
+        slot.message.clone()
+    };
+    let errno = -slot.err;
+    // libnfs fails the calls of a lost connection with these.
+    if lost || matches!(errno, libc::EFAULT | libc::EINTR | libc::ETIMEDOUT) {
+        return Err(Error::Connection { what, message });
+    }
+    Err(Error::Nfs {
+        what,
+        errno,
+        message,
+    })
 }
 
 impl Drop for Context {
@@ -305,14 +325,15 @@ impl Drop for Context {
 
 /// One file on an NFS export, opened on its own connection.
 pub struct RemoteFile {
-    ctx: Context,
-    fh: NonNull<ffi::nfsfh>,
+    pub(crate) ctx: Context,
+    pub(crate) fh: NonNull<ffi::nfsfh>,
     url: FileUrl,
-    timeout: Duration,
+    pub(crate) flags: OpenFlags,
+    pub(crate) timeout: Duration,
     /// Set when a call ended without an answer (deadline, lost
     /// connection): the connection's state is unknown, so it takes no
     /// more calls.
-    broken: bool,
+    pub(crate) broken: bool,
 }
 
 // SAFETY: the file handle belongs to the context, which is `Send`; both
@@ -387,6 +408,7 @@ impl RemoteFile {
             ctx,
             fh,
             url: url.clone(),
+            flags,
             timeout,
             broken: false,
         };
@@ -446,12 +468,7 @@ impl RemoteFile {
             // SAFETY: the context and handle are live; the slot outlives them.
             unsafe { ffi::nfs_fstat64_async(c, fh, on_complete, s) }
         })?;
-        let st = self.ctx.slot().stat;
-        Ok(Stat {
-            size: st.nfs_size,
-            allocated: st.nfs_used,
-            mode: u32::try_from(st.nfs_mode).unwrap_or(0),
-        })
+        Ok(Stat::from_raw(&self.ctx.slot().stat))
     }
 
     /// Read into `bufs`, in order, from byte `offset`. Bytes past the
@@ -620,7 +637,7 @@ fn configure(ctx: &Context, url: &FileUrl) -> Result<()> {
 
 /// The parts of `bufs` that cover bytes `[from, from + len)` of their
 /// concatenation.
-fn slice_bufs(bufs: &[(*mut u8, usize)], from: u64, len: u64) -> Vec<(*mut u8, usize)> {
+pub(crate) fn slice_bufs(bufs: &[(*mut u8, usize)], from: u64, len: u64) -> Vec<(*mut u8, usize)> {
     let mut out = Vec::new();
     let mut at = 0u64;
     let end = from + len;

@@ -7,7 +7,9 @@
 //! loop, so a dead server costs an error, never a hung thread. libnfs's
 //! own reconnection is off: a file that lost its server says so
 //! ([`RemoteFile::is_broken`]) and reconnecting is the caller's choice,
-//! as with the `iscsi` crate's sessions. This crate knows nothing of
+//! as with the `iscsi` crate's sessions. A [`FileQueue`] serves one
+//! opened file on a thread of its own, so that calls from many threads
+//! are in flight on its connection at once. This crate knows nothing of
 //! virtio, block images or pools.
 //!
 //! libnfs is loaded when first needed ([`load`]), not linked: a process
@@ -19,6 +21,15 @@
 //! nfs-ganesha in a network namespace for tests.
 
 mod ffi;
+mod file;
+mod queue;
+#[cfg(feature = "test-server")]
+pub mod test_server;
+mod url;
+
+pub use file::{OpenFlags, RemoteFile, Stat};
+pub use queue::{FileQueue, ServiceBody};
+pub use url::FileUrl;
 
 /// Loads libnfs (its soname: [`soname`]) if it is not loaded yet.
 /// Everything in this crate that talks to a server calls it first and
@@ -35,16 +46,9 @@ pub fn load() -> Result<()> {
 pub fn soname() -> &'static str {
     ffi::LIBNFS.soname()
 }
-mod file;
-#[cfg(feature = "test-server")]
-pub mod test_server;
-mod url;
-
-pub use file::{OpenFlags, RemoteFile, Stat};
-pub use url::FileUrl;
 
 /// Errors from NFS calls.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The library could not be loaded (not installed, or the process
     /// was confined before it was loaded).

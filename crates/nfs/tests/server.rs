@@ -137,3 +137,78 @@ fn missing_exports_and_files_and_a_dead_server_fail_in_time() {
     assert!(e.is_transport() || e.to_string().contains("mount"), "{e}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// A file queue on `url`, its service thread a plain thread started by
+/// a first call (here, so that it is in the caller's network namespace
+/// and reconnects there).
+fn queue(url: &FileUrl, timeout: Duration) -> std::sync::Arc<nfs::FileQueue> {
+    let file = RemoteFile::open(url, OpenFlags::ReadWrite, timeout).unwrap();
+    let q = nfs::FileQueue::start(file, |body| std::thread::Builder::new().spawn(body)).unwrap();
+    q.stat().unwrap();
+    std::sync::Arc::new(q)
+}
+
+/// Run `f(i)` on `n` threads at once; their results, in order.
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let f = std::sync::Arc::new(f);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let f = std::sync::Arc::clone(&f);
+            std::thread::spawn(move || f(i))
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn a_file_queue_keeps_calls_in_flight_and_survives_a_restart_but_not_a_freeze() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut s) = server("queue", dir.path()) else {
+        return;
+    };
+    let host = s.export().join("q.img");
+    let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 253) as u8).collect();
+    std::fs::write(&host, &data).unwrap();
+    let url = FileUrl::parse(&s.url("q.img")).unwrap();
+    let timeout = Duration::from_secs(2);
+    let q = inside(&s, {
+        let url = url.clone();
+        move || queue(&url, timeout)
+    });
+
+    // Eight callers reading 1 MiB each at once: several calls share the
+    // connection, and each gets its own bytes.
+    let read = |q: std::sync::Arc<nfs::FileQueue>| {
+        at_once(8, move |i| {
+            let mut buf = vec![0u8; 1 << 20];
+            let raw = [(buf.as_mut_ptr(), buf.len())];
+            // SAFETY: `buf` lives, untouched, across the call.
+            unsafe { q.read_raw((i as u64) << 20, &raw) }.map(|()| buf)
+        })
+    };
+    for (i, got) in read(q.clone()).into_iter().enumerate() {
+        assert!(got.unwrap() == data[i << 20..(i + 1) << 20], "piece {i}");
+    }
+    assert!(q.peak_in_flight() > 1, "{}", q.peak_in_flight());
+    assert_eq!(q.in_flight(), 0);
+
+    // The server restarts under the connection: the calls connect again
+    // and go through.
+    s.restart().unwrap();
+    for got in read(q.clone()) {
+        got.unwrap();
+    }
+
+    // Frozen: every caller gets a transport error by its deadline and
+    // one reconnect's, none hangs.
+    s.freeze();
+    let start = Instant::now();
+    for got in read(q.clone()) {
+        let e = got.unwrap_err();
+        assert!(e.is_transport(), "{e}");
+    }
+    let waited = start.elapsed();
+    assert!(waited < 2 * timeout + timeout / 2, "{waited:?}");
+    s.kill();
+    drop(q);
+}

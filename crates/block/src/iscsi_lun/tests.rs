@@ -167,3 +167,29 @@ fn a_restarted_target_is_logged_in_to_again_once() {
     disk.flush().unwrap();
     assert_eq!(&std::fs::read(t.lun_file(1)).unwrap()[..8192], &data[..]);
 }
+
+#[test]
+fn requests_from_several_workers_are_in_flight_at_once() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [LunSpec {
+        size: 4 * MIB,
+        thin: false,
+    }];
+    let t = TestTarget::start("blkqd", dir.path(), &luns, None).unwrap();
+    let data: Vec<u8> = (0..4 * MIB).map(|i| (i % 251) as u8).collect();
+    std::fs::write(t.lun_file(1), &data).unwrap();
+    let _ns = t.enter().unwrap();
+    let disk = std::sync::Arc::new(IscsiDisk::open(&t.url(1), false, None).unwrap());
+    let read = crate::test_depth::read_at_depth_four(disk.clone(), 64, 64 * 1024);
+    assert!(read == data, "the reads at depth 4 differ from the LUN");
+    let peak = disk.peak_in_flight();
+    assert!(peak > 1, "at most {peak} command in flight at once");
+    assert!(peak <= 4, "{peak} commands in flight from four workers");
+    let new: Vec<u8> = (0..4 * MIB).map(|i| (i % 241) as u8).collect();
+    crate::test_depth::write_at_depth_four(disk.clone(), &new, 256 * 1024);
+    disk.flush().unwrap();
+    assert!(std::fs::read(t.lun_file(1)).unwrap() == new);
+}

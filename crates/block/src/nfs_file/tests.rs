@@ -131,3 +131,51 @@ fn qcow2_over_nfs_and_missing_files_are_refused_in_one_line() {
     assert!(text.contains("open"), "{text}");
     assert!(!text.contains('\n'), "{text}");
 }
+
+#[test]
+fn requests_from_several_workers_are_in_flight_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s) = server("blkqd", dir.path()) else {
+        return;
+    };
+    let data: Vec<u8> = (0..4 * MIB).map(|i| (i % 251) as u8).collect();
+    std::fs::write(s.export().join("qd.img"), &data).unwrap();
+    let _in = s.enter().unwrap();
+    let disk = std::sync::Arc::new(NfsDisk::open(&s.url("qd.img"), false, true).unwrap());
+    let read = crate::test_depth::read_at_depth_four(disk.clone(), 64, 64 * 1024);
+    assert!(read == data, "the reads at depth 4 differ from the file");
+    let peak = disk.peak_in_flight();
+    assert!(peak > 1, "at most {peak} request in flight at once");
+    assert!(peak <= 4, "{peak} requests in flight from four workers");
+    // Writes of 1 MiB at depth 4: more than the bytes of writes kept in
+    // flight, so some wait for others; all land.
+    let new: Vec<u8> = (0..4 * MIB).map(|i| (i % 241) as u8).collect();
+    crate::test_depth::write_at_depth_four(disk.clone(), &new, MIB_BYTES);
+    disk.flush().unwrap();
+    assert!(std::fs::read(s.export().join("qd.img")).unwrap() == new);
+}
+
+#[test]
+fn a_frozen_server_costs_the_request_its_deadline_and_one_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s) = server("blkfz", dir.path()) else {
+        return;
+    };
+    std::fs::write(s.export().join("d.img"), vec![0u8; MIB_BYTES]).unwrap();
+    let _in = s.enter().unwrap();
+    let timeout = std::time::Duration::from_secs(2);
+    let disk = NfsDisk::open_with_timeout(&s.url("d.img"), false, true, timeout).unwrap();
+    disk.write_at(0, &[1u8; 512]).unwrap();
+    s.freeze();
+    // In flight: its deadline, then one reconnect's.
+    let start = std::time::Instant::now();
+    let e = disk.write_at(1024, &[3u8; 512]).unwrap_err();
+    assert!(matches!(e, Error::Remote(_)), "{e}");
+    let waited = start.elapsed();
+    assert!(waited < 2 * timeout + timeout / 2, "{waited:?}");
+    // With no connection: one connect's.
+    let start = std::time::Instant::now();
+    assert!(disk.read_at(0, &mut [0u8; 512]).is_err());
+    let waited = start.elapsed();
+    assert!(waited < timeout + timeout / 2, "{waited:?}");
+}
