@@ -81,7 +81,7 @@ impl Client {
     }
 
     /// Runs `call` waiting at least [`LONG_CHANGE`] for its answer.
-    fn long_change<T>(
+    pub(super) fn long_change<T>(
         &mut self,
         call: impl FnOnce(&mut Client) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
