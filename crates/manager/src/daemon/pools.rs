@@ -580,11 +580,12 @@ pub(crate) async fn create_volume(
         )));
     }
     let v = blocking(move || {
-        let v = Backend::open(&pool)?.create(&vol)?;
+        let b = Backend::open(&pool)?;
         if prealloc_metadata {
-            crate::storage::preallocate_metadata(&v)?;
+            b.create_preallocated(&vol)
+        } else {
+            b.create(&vol)
         }
-        Ok(v)
     })
     .await?;
     Ok(volume_summary(&v))

@@ -152,6 +152,18 @@ impl DirPool {
     /// `vol-create`: makes `vol` in the pool; refuses a name in use and
     /// a capacity beyond the pool's free space.
     pub fn create(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
+        self.create_with(vol, false)
+    }
+
+    /// [`DirPool::create`], a qcow2 volume's metadata preallocated if
+    /// `prealloc_metadata` (before the volume appears under its name).
+    /// The capacity is bounded by the pool's free space, as for any
+    /// volume, which bounds the clusters mapped.
+    pub fn create_with(
+        &self,
+        vol: &Volume,
+        prealloc_metadata: bool,
+    ) -> Result<VolumeInfo, StorageError> {
         let target = self.volume_path(&vol.name)?;
         if fs::symlink_metadata(&target).is_ok() {
             return Err(in_use(&vol.name));
@@ -175,7 +187,7 @@ impl DirPool {
         let temp = self.temp_path(&vol.name);
         let _ = fs::remove_file(&temp);
         let made = self
-            .make(vol, capacity, &temp, false)
+            .make(vol, capacity, &temp, prealloc_metadata)
             .and_then(|()| publish(vol, &temp, &target));
         self.settle(&vol.name, &temp, made)
     }

@@ -242,10 +242,21 @@ impl Backend {
         }
     }
 
+    /// `vol-create --prealloc-metadata`: a qcow2 volume made with every
+    /// cluster mapped; only pools of image files make qcow2 volumes.
+    pub fn create_preallocated(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
+        match self {
+            Backend::Dir(p) => p.create_with(vol, true),
+            Backend::Fs(p) => p.create_with(vol, true),
+            Backend::Netfs(p) => p.create_with(vol, true),
+            _ => Err(StorageError::Invalid(
+                "metadata preallocation is for qcow2 volumes, which only dir, fs and netfs pools hold"
+                    .into(),
+            )),
+        }
+    }
+
     /// `vol-create`: a new volume as `vol` defines it.
-    ///
-    /// (A qcow2 volume's metadata is preallocated after, by
-    /// [`preallocate_metadata`].)
     pub fn create(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
         match self {
             Backend::Dir(p) => p.create(vol),
@@ -386,16 +397,4 @@ pub struct CopyOptions {
     pub reflink: bool,
     /// `--prealloc-metadata`: a qcow2 copy's clusters all mapped first.
     pub prealloc_metadata: bool,
-}
-
-/// `--prealloc-metadata`: maps every cluster of the qcow2 volume `v`, just
-/// made (see `block::qcow2::Qcow2Disk::preallocate_metadata`).
-pub fn preallocate_metadata(v: &VolumeInfo) -> Result<(), StorageError> {
-    let options = block::OpenOptions {
-        format: Some(block::ImageFormat::Qcow2),
-        ..block::OpenOptions::default()
-    };
-    block::qcow2::Qcow2Disk::open(&v.path, &options)
-        .and_then(|disk| disk.preallocate_metadata())
-        .map_err(|e| StorageError::Host(format!("{}: {e}", v.path.display())))
 }

@@ -167,6 +167,15 @@ impl NetfsPool {
         self.dir.volume(name)
     }
 
+    /// `vol-create` with `--prealloc-metadata` ([`DirPool::create_with`]).
+    pub fn create_with(
+        &self,
+        vol: &Volume,
+        prealloc_metadata: bool,
+    ) -> Result<VolumeInfo, StorageError> {
+        self.dir.create_with(vol, prealloc_metadata)
+    }
+
     /// `vol-create`.
     pub fn create(&self, vol: &Volume) -> Result<VolumeInfo, StorageError> {
         self.dir.create(vol)
