@@ -183,28 +183,6 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
     fs::write(path, value).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-/// The names of the domain cgroups under the daemon's parent (in any of
-/// the hierarchy's controllers), whether used or not.
-pub fn groups(h: &Hierarchy) -> Vec<String> {
-    let parents: Vec<PathBuf> = match h {
-        Hierarchy::V2(root) => vec![root.join(parent())],
-        Hierarchy::V1(mounts) => mounts.iter().map(|(_, m)| m.join(parent())).collect(),
-    };
-    let mut names: Vec<String> = parents
-        .iter()
-        .filter_map(|p| fs::read_dir(p).ok())
-        .flatten()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            e.file_type().ok()?.is_dir().then_some(())?;
-            e.file_name().into_string().ok()
-        })
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 impl DomainCgroup {
     /// The cgroup `group` under `vireo/`, whether or not it exists.
     pub fn at(h: &Hierarchy, group: &str) -> DomainCgroup {
@@ -437,6 +415,23 @@ impl DomainCgroup {
         for (_, d) in &self.dirs {
             let _ = fs::remove_dir(d);
         }
+    }
+
+    /// How long ago its youngest directory was made or changed (a leaf
+    /// cgroup's directory changes only when it is made), of those that
+    /// exist; `None` if one cannot be read or the clock went back.
+    pub fn age(&self) -> Option<std::time::Duration> {
+        self.dirs
+            .iter()
+            .filter(|(_, d)| d.exists())
+            .map(|(_, d)| {
+                fs::metadata(d)
+                    .and_then(|m| m.modified())
+                    .ok()?
+                    .elapsed()
+                    .ok()
+            })
+            .try_fold(std::time::Duration::MAX, |min, a| Some(min.min(a?)))
     }
 
     /// The directories, for messages and tests.

@@ -192,12 +192,14 @@ fn limits_change_live_and_in_the_definition() {
     d.ok("POST", "/domains/r/destroy", None);
 }
 
-/// A cgroup left under the daemon's parent by a daemon killed between
-/// making a domain's cgroup and recording its start (made here by hand)
-/// is removed when the daemon starts again; one with a process in it is
-/// left alone.
+/// A cgroup of one of the daemon's own domains left behind by a daemon
+/// killed between making it and recording the start (made here by hand,
+/// and aged) is removed when the daemon starts again. Left alone: one
+/// with a process in it, one made moments ago (another daemon sharing
+/// the parent may be starting a domain of that name), and one of a
+/// domain this daemon does not define.
 #[test]
-fn a_restarted_daemon_removes_stray_empty_cgroups_only() {
+fn a_restarted_daemon_removes_its_own_old_empty_cgroups_only() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || !v1_cpu_controller() {
         testkit::skip("needs root and the v1 cpu and memory controllers");
@@ -205,12 +207,25 @@ fn a_restarted_daemon_removes_stray_empty_cgroups_only() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut d = Daemon::start(dir.path());
+    let uuid = |n: u8| format!("{n:08x}-0000-4000-8000-000000000000");
+    for (name, n) in [("stray", 1), ("busy", 2), ("fresh", 3)] {
+        let xml = domain_xml(name, "cpl3", "")
+            .replace("<memory", &format!("<uuid>{}</uuid><memory", uuid(n)));
+        d.define(&xml);
+    }
     let parent = PathBuf::from("/sys/fs/cgroup/cpu").join(d.cgroup_parent());
     d.kill9();
-    let stray = parent.join("stray-00000000");
-    let busy = parent.join("busy-00000000");
-    std::fs::create_dir_all(&stray).unwrap();
-    std::fs::create_dir_all(&busy).unwrap();
+    let stray = parent.join("stray-00000001");
+    let busy = parent.join("busy-00000002");
+    let fresh = parent.join("fresh-00000003");
+    let foreign = parent.join("foreign-00000004");
+    for g in [&stray, &busy, &fresh, &foreign] {
+        std::fs::create_dir_all(g).unwrap();
+    }
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for g in [&stray, &busy, &foreign] {
+        std::fs::File::open(g).unwrap().set_modified(old).unwrap();
+    }
     let mut sleeper = std::process::Command::new("sleep")
         .arg("60")
         .spawn()
@@ -219,9 +234,12 @@ fn a_restarted_daemon_removes_stray_empty_cgroups_only() {
     let d = Daemon::start(dir.path());
     assert!(!stray.exists(), "the stray cgroup is still there");
     assert!(busy.exists(), "a cgroup with a process was removed");
+    assert!(fresh.exists(), "a cgroup made moments ago was removed");
+    assert!(foreign.exists(), "another daemon's cgroup was removed");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
-    // Its process gone, the next sweep takes it too; the test removes it.
-    let _ = std::fs::remove_dir(&busy);
+    for g in [&busy, &fresh, &foreign] {
+        let _ = std::fs::remove_dir(g);
+    }
     drop(d);
 }

@@ -110,31 +110,43 @@ pub(crate) fn remove_by_name(d: &super::Daemon, name: &str) {
     }
 }
 
-/// Removes the cgroups no running domain owns: those a daemon killed
-/// between making a domain's cgroup and recording its start left behind
-/// (the record is what a restarted daemon cleans up by). Only empty
-/// cgroups can go (the kernel refuses to remove one with a process), so
-/// a VMM still running is never touched. Called once the daemon has
-/// adopted its running domains, before any client.
+/// How old an unused cgroup must be before the sweep removes it: a
+/// cgroup is empty between being made and its VMM joining it (a few
+/// milliseconds), and another daemon sharing the parent (`--cgroup-parent`
+/// is a setting, and two daemons on one host may keep the default) may be
+/// starting a domain of the same name and UUID right then.
+const STRAY_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Removes the cgroups of this daemon's domains that are not running:
+/// those a daemon killed between making a domain's cgroup and recording
+/// its start, or between removing its record and its cgroup, left
+/// behind. Only the cgroups of domains this daemon defines are looked
+/// at (other daemons may share the parent), only those older than
+/// [`STRAY_AGE`], and only empty ones go (the kernel refuses to remove a
+/// cgroup with a process in it), so a running VMM is never touched.
+/// Called once the daemon has adopted its running domains, before any
+/// client.
 pub(crate) fn sweep(d: &super::Daemon) {
     let Some(h) = cgroup::host() else {
         return;
     };
-    let owned: Vec<String> = d
+    let idle: Vec<String> = d
         .registry
         .lock()
         .domains
         .iter()
-        .filter(|(_, e)| e.live.is_some())
+        .filter(|(_, e)| e.live.is_none())
         .map(|(n, e)| group(n, e.uuid))
         .collect();
-    for name in cgroup::groups(&h) {
-        if owned.contains(&name) {
+    for name in idle {
+        let cg = DomainCgroup::at(&h, &name);
+        if !cg.dirs().iter().any(|d| d.exists()) {
             continue;
         }
-        // rmdir(2) of a cgroup with a process in it fails (EBUSY): only
-        // empty ones go.
-        let cg = DomainCgroup::at(&h, &name);
+        if cg.age().is_none_or(|a| a < STRAY_AGE) {
+            tracing::debug!("left the unused cgroup {name}: it was made moments ago");
+            continue;
+        }
         cg.remove();
         if cg.dirs().iter().all(|d| !d.exists()) {
             tracing::info!("removed the stray cgroup {name}");

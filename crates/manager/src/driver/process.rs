@@ -116,6 +116,16 @@ pub fn spawn_session(
         })
         .collect::<io::Result<_>>()?;
     let join_fds: Vec<RawFd> = joins.iter().map(AsRawFd::as_raw_fd).collect();
+    // What the child says if joining a cgroup fails, made before the fork
+    // (the child must not allocate).
+    let join_errors: Vec<Vec<u8>> = cgroups
+        .iter()
+        .map(|p| format!("vireo: cannot join the cgroup {}: errno ", p.display()).into_bytes())
+        .collect();
+    // The program is checked here because an exec that fails cannot be
+    // reported by the child: the error pipe std's Command reports it
+    // through is among the descriptors closed below.
+    check_executable(Path::new(cmd.get_program()))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -147,11 +157,14 @@ pub fn spawn_session(
         .stderr(Stdio::from(log_err));
     // SAFETY: the closure runs in the forked child before exec and calls
     // only async-signal-safe functions (setsid, fcntl, close_range, close,
-    // write); it allocates nothing (the lists were built before the fork).
+    // write, _exit); it allocates nothing (the lists were built before the
+    // fork). It reports a failure on its stderr (the log) and exits rather
+    // than returning an error: std's Command would write that error to
+    // its error pipe, closed by then, and abort.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
+                die(b"vireo: cannot start a session: errno ");
             }
             let mut next: RawFd = 3;
             for &fd in &held {
@@ -161,13 +174,13 @@ pub fn spawn_session(
             close_from_to(next, RawFd::MAX, open_max);
             for &fd in &keep {
                 if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
+                    die(b"vireo: cannot hand over a descriptor: errno ");
                 }
             }
-            for &fd in &join_fds {
+            for (&fd, what) in join_fds.iter().zip(&join_errors) {
                 // "0" is the writing process itself.
                 if libc::write(fd, b"0\n".as_ptr().cast(), 2) != 2 {
-                    return Err(io::Error::last_os_error());
+                    die(what);
                 }
                 libc::close(fd);
             }
@@ -177,6 +190,67 @@ pub fn spawn_session(
     let child = cmd.spawn();
     drop(joins);
     child
+}
+
+/// Fails the spawn with a clear error unless `program` is a regular file
+/// this process may execute (a bare name is looked up in `PATH`).
+fn check_executable(program: &Path) -> io::Result<()> {
+    let found = if program.components().count() > 1 {
+        Some(program.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    let Some(path) = found.filter(|p| p.exists()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{}: not found", program.display()),
+        ));
+    };
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a program path"))?;
+    // SAFETY: access reads the NUL-terminated path and touches no memory
+    // of ours otherwise.
+    if !path.is_file() || unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: not an executable file", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// In a forked child: writes `what` and the current errno in decimal, a
+/// newline, to stderr, and exits with status 127 (as a shell does when a
+/// command cannot run).
+///
+/// # Safety
+/// Only between fork and exec.
+unsafe fn die(what: &[u8]) -> ! {
+    // SAFETY: errno is this thread's; reading it has no other effect.
+    let errno = unsafe { *libc::__errno_location() };
+    let mut digits = [0u8; 12];
+    let mut n = errno.unsigned_abs();
+    let mut at = digits.len() - 1;
+    digits[at] = b'\n';
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    // SAFETY: write and _exit are async-signal-safe; the buffers outlive
+    // the calls.
+    unsafe {
+        libc::write(2, what.as_ptr().cast(), what.len());
+        libc::write(2, digits[at..].as_ptr().cast(), digits.len() - at);
+        libc::_exit(127)
+    }
 }
 
 /// Closes descriptors `first..=last` in a forked child. close_range where
@@ -519,5 +593,47 @@ mod tests {
             Some(libc::SIGKILL)
         );
         assert!(ProcStat::read(pid).is_err(), "zombie left");
+    }
+
+    #[test]
+    fn a_cgroup_that_cannot_be_joined_is_named_in_the_log_not_an_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        // Writing to /dev/full fails (ENOSPC) as a removed cgroup's
+        // cgroup.procs does.
+        let mut child = spawn_session(
+            &mut Command::new("/bin/true"),
+            &log,
+            &[],
+            &[PathBuf::from("/dev/full")],
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(127));
+        let out = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "vireo: cannot join the cgroup /dev/full: errno {}\n",
+                libc::ENOSPC
+            )
+        );
+    }
+
+    #[test]
+    fn a_program_that_cannot_run_is_refused_before_the_fork() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let missing = dir.path().join("no-such-vireo");
+        let e = spawn_session(&mut Command::new(&missing), &log, &[], &[]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert!(e.to_string().contains("no-such-vireo"), "{e}");
+        let e = spawn_session(&mut Command::new(dir.path()), &log, &[], &[]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(spawn_session(&mut Command::new("true"), &log, &[], &[])
+            .unwrap()
+            .wait()
+            .unwrap()
+            .success());
     }
 }
