@@ -519,6 +519,7 @@ fn open_backing(
         direct: options.direct,
         format,
         backing: options.backing.clone(),
+        unsafe_cache: false,
     };
     crate::open_inner(&path, &opts, chain).map_err(|e| match e {
         // Chain errors name their images themselves.
