@@ -869,3 +869,49 @@ fn add_net_takes_the_tap_descriptor_sent_with_it() {
         .count();
     assert_eq!(open, 1, "copies of the passed descriptor were kept");
 }
+
+/// A controller whose power-off takes a while to answer, as a VM's does
+/// when the power-off is what ends it: it tells the test when it has
+/// begun, then answers.
+struct SlowPowerOff {
+    begun: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+impl VmController for SlowPowerOff {
+    fn handle(&self, action: Action) -> ActionResult {
+        if action == Action::PowerOff {
+            if let Some(tx) = self.begun.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Ok(Value::Null)
+    }
+}
+
+#[test]
+fn a_request_being_answered_when_the_server_shuts_down_gets_its_answer() {
+    let dir = Scratch::new("answer-at-shutdown");
+    let (tx, begun) = std::sync::mpsc::channel();
+    let controller = Arc::new(SlowPowerOff {
+        begun: Mutex::new(Some(tx)),
+    });
+    let mut server = ApiServer::start(&dir.path("api.sock"), controller).unwrap();
+    let mut idle = connect(&dir.path("api.sock"));
+    let mut s = connect(&dir.path("api.sock"));
+    s.write_all(&req("PUT", "/vm/power-off", "")).unwrap();
+    begun.recv_timeout(Duration::from_secs(10)).unwrap();
+    // The VMM shuts its server down as the VM ends, while the answer is
+    // still being made.
+    let started = Instant::now();
+    server.shutdown();
+    assert!(
+        started.elapsed() < vmm::api::ANSWER_GRACE,
+        "the shutdown waited for its grace period: {:?}",
+        started.elapsed()
+    );
+    let reply = read_reply(&mut s, &mut Vec::new());
+    assert_eq!(reply.status, 204);
+    // An idle connection is simply closed.
+    assert!(closed(&mut idle));
+}

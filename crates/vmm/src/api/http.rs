@@ -115,6 +115,8 @@ struct Conn {
     /// Since when it has waited for a request with nothing of one read;
     /// `None` while a request is arriving or being answered.
     idle_since: Option<Instant>,
+    /// A whole request was read and its answer is not written yet.
+    answering: bool,
 }
 
 /// Connections handed from the accept thread to idle connection threads.
@@ -254,9 +256,11 @@ impl ApiServer {
         &self.path
     }
 
-    /// Stop accepting, close open connections (a request being handled
-    /// finishes, but its answer goes nowhere) and remove the socket file.
-    /// Does not wait for connection threads: one may be inside the
+    /// Stop accepting, close open connections and remove the socket file.
+    /// A connection answering a request is closed once its answer is
+    /// written, or after [`ANSWER_GRACE`]: the request may be what ended
+    /// the VM (a power-off), and its client is owed the answer. Does not
+    /// wait for connection threads beyond that: one may be inside the
     /// controller, which may itself be what is shutting the server down.
     pub fn shutdown(&mut self) {
         let Some(accept) = self.accept.take() else {
@@ -274,6 +278,22 @@ impl ApiServer {
         let queued = std::mem::take(&mut self.shared.handoff().queue);
         drop(queued);
         self.shared.work.notify_all();
+        let deadline = Instant::now() + ANSWER_GRACE;
+        let mut conns = self.shared.conns();
+        while conns.values().any(|c| c.answering) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!("API server: closing with a request still being answered");
+                break;
+            }
+            conns = self
+                .shared
+                .slot_freed
+                .wait_timeout(conns, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(conns);
         for conn in self.shared.conns().values() {
             let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         }
@@ -284,6 +304,9 @@ impl ApiServer {
         }
     }
 }
+
+/// How long a shutdown waits for the answers of requests under way.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 impl Drop for ApiListener {
     fn drop(&mut self) {
@@ -482,6 +505,7 @@ fn admit(
         Conn {
             stream: clone,
             idle_since: None,
+            answering: false,
         },
     );
     drop(conns);
@@ -581,6 +605,18 @@ impl Slot {
             conn.idle_since = idle.then(Instant::now);
         }
     }
+
+    /// The connection has a whole request to answer (`true`), or has
+    /// written its answer (`false`).
+    fn set_answering(&self, answering: bool) {
+        if let Some(conn) = self.shared.conns().get_mut(&self.id) {
+            conn.answering = answering;
+        }
+        if !answering {
+            // A shutdown may be waiting for this answer.
+            self.shared.slot_freed.notify_all();
+        }
+    }
 }
 
 impl Drop for Slot {
@@ -620,12 +656,11 @@ fn serve_connection(
             }
         };
         let (keep_alive, http10) = (request.keep_alive, request.http10);
+        slot.set_answering(true);
         let response = dispatch(request, controller);
-        if stream
-            .write_all(&response.to_bytes(keep_alive, http10))
-            .is_err()
-            || !keep_alive
-        {
+        let written = stream.write_all(&response.to_bytes(keep_alive, http10));
+        slot.set_answering(false);
+        if written.is_err() || !keep_alive {
             return;
         }
     }

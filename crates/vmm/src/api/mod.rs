@@ -6,7 +6,7 @@ mod message;
 pub mod routes;
 pub mod types;
 
-pub use http::{ApiListener, ApiServer, ServerLimits};
+pub use http::{ApiListener, ApiServer, ServerLimits, ANSWER_GRACE};
 pub use types::{
     Action, ActionResult, ApiError, BalloonInfo, BalloonSpec, Counters, DeviceInfo, DiskSpec,
     EmulatorPinSpec, NetSpec, NumaCellInfo, NumaInfo, RemoveDeviceSpec, ResizeDiskSpec, VcpuInfo,
