@@ -482,10 +482,12 @@ fn load_snapshots<F: ImageFile>(file: &F, h: &Header, file_len: u64) -> Result<V
     }
 }
 
-/// Open a backing file named in an image at `image_path`: relative names
-/// are relative to the image's directory; the chain is read-only and obeys
-/// `options.backing`. Without a recorded format the file is probed, as
-/// QEMU does, with a warning (a policy may refuse that instead).
+/// Open a backing file named in an image at `image_path`, where the
+/// image's kind of file `F` finds it (a host file: relative names are
+/// relative to the image's directory); the chain is read-only and obeys
+/// `options.backing`. Without a recorded format a host file is probed, as
+/// QEMU does, with a warning (a policy may refuse that instead; a remote
+/// file refuses it).
 fn open_backing<F: ImageFile>(
     image_path: &Path,
     name: &str,
