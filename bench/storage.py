@@ -151,7 +151,6 @@ class Bench:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vireo", default=os.path.join(ROOT, "target/release/vireo"))
     ap.add_argument("--cpus", default="1", help="taskset CPU list for everything")
     ap.add_argument("--dir", default=os.path.join(ROOT, "target"))
     ap.add_argument("--runs", type=int, default=5)
@@ -159,8 +158,10 @@ def main():
     ap.add_argument("--data", type=int, default=512, help="data in it, MiB")
     ap.add_argument("--no-nfs", action="store_true", help="skip the NFS disk rows")
     ap.add_argument("--no-volumes", action="store_true", help="only the NFS disk rows")
+    # --vireo is bench/nfs.py's option, shared by both parts.
     nfs.add_args(ap)
     args = ap.parse_args()
+    args.vireo = args.vireo or os.path.join(ROOT, "target/release/vireo")
     if not args.no_volumes:
         volumes(args)
     if not args.no_nfs:

@@ -25,6 +25,9 @@ pub struct HostFile {
     align: usize,
     block_device: bool,
     read_only: bool,
+    /// QEMU's `cache=unsafe`: [`HostFile::sync_data`] does nothing (see
+    /// [`crate::OpenOptions::unsafe_cache`]).
+    unsafe_cache: bool,
 }
 
 /// One contiguous piece of memory for vectored I/O.
@@ -253,6 +256,7 @@ impl HostFile {
             align,
             block_device,
             read_only,
+            unsafe_cache: false,
         })
     }
 
@@ -299,6 +303,7 @@ impl HostFile {
             align,
             block_device,
             read_only,
+            unsafe_cache: false,
         })
     }
 
@@ -609,9 +614,18 @@ impl HostFile {
         self.write_iov(offset, &[Iov::from_slice(buf)])
     }
 
-    /// `fdatasync`.
+    /// `fdatasync`; nothing with an unsafe cache.
     pub fn sync_data(&self) -> Result<()> {
+        if self.unsafe_cache {
+            return Ok(());
+        }
         self.file.sync_data().map_err(|e| Error::io("fdatasync", e))
+    }
+
+    /// Skip every sync from now on: the image's user syncs the file
+    /// itself once it is complete.
+    pub fn set_unsafe_cache(&mut self) {
+        self.unsafe_cache = true;
     }
 
     /// Set the length of a regular file (block devices keep theirs).

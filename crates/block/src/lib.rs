@@ -12,6 +12,7 @@
 //! without blocking the caller.
 
 mod async_io;
+pub mod copy;
 mod file;
 mod image_file;
 mod iobuf;
@@ -278,6 +279,12 @@ pub struct OpenOptions {
     pub format: Option<ImageFormat>,
     /// Which backing files the image's chain may name.
     pub backing: BackingPolicy,
+    /// QEMU's `cache=unsafe` (qemu-img convert's default for its output):
+    /// no `fdatasync` at all, neither the ones a qcow2 image orders its
+    /// metadata updates with nor a flush's. Only for an image being filled
+    /// that nothing uses yet, whose user syncs the file itself when done
+    /// and throws it away after a crash (a copy under a temporary name).
+    pub unsafe_cache: bool,
 }
 
 /// Which backing files an image may name. Whatever the policy, backing
@@ -512,7 +519,11 @@ fn open_host_file(
     options: &OpenOptions,
     chain: &mut Chain,
 ) -> Result<Arc<dyn DiskImage>> {
+    let mut file = file;
     let backing = chain.len() > 0;
+    if options.unsafe_cache && !backing {
+        file.set_unsafe_cache();
+    }
     chain.enter(path, &file)?;
     if backing {
         options.backing.admit(path, &file)?;

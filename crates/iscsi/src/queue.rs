@@ -11,14 +11,12 @@
 //! error. A command made while there is no session logs in first (once).
 //! A UNIT ATTENTION is retried a few times, as [`Session`] does.
 
-use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
+
+use service_queue::{Port, ServiceQueue};
 
 use libc::{c_int, c_void};
 
@@ -34,19 +32,7 @@ const MAX_IN_FLIGHT: usize = 64;
 const UNIT_ATTENTION_ATTEMPTS: u32 = 4;
 
 /// A thread's body, as [`SessionQueue::start`]'s caller runs it.
-pub type ServiceBody = Box<dyn FnOnce() + Send>;
-
-/// Starts the service thread with the body it is given.
-type Spawner = Box<dyn FnOnce(ServiceBody) -> std::io::Result<JoinHandle<()>> + Send>;
-
-/// The service thread: started at the first call, so that a process can
-/// open its disks while it still must have one thread (before it enters
-/// a jail).
-enum Launch {
-    Waiting(Box<Service>, Spawner),
-    Running(JoinHandle<()>),
-    Failed,
-}
+pub use service_queue::ServiceBody;
 
 /// What one command asks of the target.
 enum Op {
@@ -98,46 +84,10 @@ struct Call {
 // them (the task completed or was cancelled).
 unsafe impl Send for Call {}
 
-struct Inbox {
-    calls: VecDeque<Call>,
-    closing: bool,
-}
-
-struct Shared {
-    inbox: Mutex<Inbox>,
-    /// An eventfd: readable when the inbox has commands (or is closing).
-    wake: OwnedFd,
-    in_flight: AtomicUsize,
-    peak: AtomicUsize,
-}
-
-impl Shared {
-    fn inbox(&self) -> MutexGuard<'_, Inbox> {
-        // The inbox is a queue updated in single steps: still consistent
-        // after a panic elsewhere.
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn wake(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to our eventfd. It can
-        // only fail when the counter is saturated, and then it is readable.
-        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-    }
-
-    fn clear_wake(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a live buffer; the eventfd is
-        // non-blocking.
-        unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    }
-}
-
 /// One session whose commands run on a service thread, many in flight
 /// at once; shared between threads.
 pub struct SessionQueue {
-    shared: Arc<Shared>,
-    launch: Mutex<Launch>,
+    queue: ServiceQueue<Call>,
     target: String,
 }
 
@@ -157,97 +107,44 @@ impl SessionQueue {
         session: Session,
         spawn: impl FnOnce(ServiceBody) -> std::io::Result<JoinHandle<()>> + Send + 'static,
     ) -> Result<Self> {
-        // SAFETY: no pointer arguments; the descriptor is checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::Invalid(format!(
-                "eventfd: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: a new descriptor that nothing else owns.
-        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-        let shared = Arc::new(Shared {
-            inbox: Mutex::new(Inbox {
-                calls: VecDeque::new(),
-                closing: false,
-            }),
-            wake,
-            in_flight: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-        });
+        let port = Port::new().map_err(|e| Error::Invalid(format!("eventfd: {e}")))?;
         let target = session.login().target.clone();
-        let service = Service {
-            shared: Arc::clone(&shared),
+        let service = Box::new(Service {
+            port: port.clone(),
             login: session.login().clone(),
             session: Some(session),
             pending: Vec::new(),
             resend: Vec::new(),
-        };
+        });
         Ok(Self {
-            shared,
-            launch: Mutex::new(Launch::Waiting(Box::new(service), Box::new(spawn))),
+            queue: ServiceQueue::new(port, Box::new(move || service.run()), Box::new(spawn)),
             target,
         })
     }
 
     /// Commands in flight on the session now.
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Relaxed)
+        self.queue.in_flight()
     }
 
     /// Most commands that were in flight at once so far.
     pub fn peak_in_flight(&self) -> usize {
-        self.shared.peak.load(Ordering::Relaxed)
-    }
-
-    /// Start the service thread if it is not running yet.
-    fn launch(&self, what: &'static str) -> Result<()> {
-        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
-        if let Launch::Running(_) = *launch {
-            return Ok(());
-        }
-        let (service, spawn) = match std::mem::replace(&mut *launch, Launch::Failed) {
-            Launch::Waiting(service, spawn) => (service, spawn),
-            _ => {
-                return Err(Error::Connection {
-                    what,
-                    message: "the session's thread could not be started".into(),
-                })
-            }
-        };
-        match spawn(Box::new(move || service.run())) {
-            Ok(thread) => {
-                *launch = Launch::Running(thread);
-                Ok(())
-            }
-            Err(e) => Err(Error::Connection {
-                what,
-                message: format!("cannot start the session's thread: {e}"),
-            }),
-        }
+        self.queue.peak_in_flight()
     }
 
     /// Hand `op` to the service thread and wait for its answer.
     fn call(&self, op: Op) -> Result<()> {
         let what = op.what();
         let (reply, answer): (_, Receiver<Result<()>>) = sync_channel(1);
-        {
-            let mut inbox = self.shared.inbox();
-            if inbox.closing {
-                return Err(Error::Connection {
-                    what,
-                    message: "the session is being closed".into(),
-                });
-            }
-            inbox.calls.push_back(Call {
-                op,
-                reply,
-                resent: false,
-            });
-        }
-        self.launch(what)?;
-        self.shared.wake();
+        let call = Call {
+            op,
+            reply,
+            resent: false,
+        };
+        self.queue.send(call).map_err(|e| Error::Connection {
+            what,
+            message: e.message("session"),
+        })?;
         // The service thread answers every command it takes, each by its
         // deadline; if it ended (a panic), the sender is gone.
         answer.recv().unwrap_or_else(|_| {
@@ -325,17 +222,6 @@ impl SessionQueue {
     }
 }
 
-impl Drop for SessionQueue {
-    fn drop(&mut self) {
-        self.shared.inbox().closing = true;
-        self.shared.wake();
-        let launch = self.launch.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Launch::Running(t) = std::mem::replace(launch, Launch::Failed) {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A command's status, as its callback leaves it: a leaked box, since
 /// libiscsi holds its address; freed when dropped, which happens only
 /// once the task completed or was cancelled.
@@ -374,7 +260,7 @@ struct Pending {
 
 /// The service thread's state: the session and its commands in flight.
 struct Service {
-    shared: Arc<Shared>,
+    port: Port<Call>,
     login: Login,
     /// None after the session was lost, until the next command.
     session: Option<Session>,
@@ -400,13 +286,9 @@ impl Service {
     fn run(mut self: Box<Self>) {
         loop {
             let room = MAX_IN_FLIGHT.saturating_sub(self.pending.len());
-            let (calls, closing) = {
-                let mut calls = std::mem::take(&mut self.resend);
-                let mut inbox = self.shared.inbox();
-                let n = inbox.calls.len().min(room.saturating_sub(calls.len()));
-                calls.extend(inbox.calls.drain(..n));
-                (calls, inbox.closing && inbox.calls.is_empty())
-            };
+            let mut calls = std::mem::take(&mut self.resend);
+            let room_left = room.saturating_sub(calls.len());
+            let closing = self.port.take(&mut calls, room_left);
             if !calls.is_empty() {
                 self.issue(calls);
             }
@@ -428,7 +310,7 @@ impl Service {
                     Err(e) => {
                         // Every command that waited for this login fails
                         // with it; the next one tries anew.
-                        let queued: Vec<Call> = self.shared.inbox().calls.drain(..).collect();
+                        let queued = self.port.take_all();
                         for c in std::iter::once(call).chain(calls).chain(queued) {
                             let _ = c.reply.send(Err(e.clone()));
                         }
@@ -573,15 +455,14 @@ impl Service {
             deadline,
             attempts,
         });
-        let n = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.shared.peak.fetch_max(n, Ordering::Relaxed);
+        self.port.sent();
     }
 
     /// Wait for the session or new commands (`take` whether new ones are
     /// taken now), serve the session, answer what completed, and give the
     /// session up when a deadline passed or the connection was lost.
     fn turn(&mut self, take: bool) {
-        let wake_fd = self.shared.wake.as_raw_fd();
+        let wake_fd = self.port.wake_fd();
         let (Some(session), Some(deadline)) = (
             self.session.as_ref(),
             self.pending.iter().map(|p| p.deadline).min(),
@@ -589,15 +470,7 @@ impl Service {
             if !self.resend.is_empty() {
                 return;
             }
-            // Idle: wait for commands.
-            let mut pfd = libc::pollfd {
-                fd: wake_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, -1) };
-            self.shared.clear_wake();
+            self.port.wait_idle();
             return;
         };
         let ctx = session.ctx.raw();
@@ -631,7 +504,7 @@ impl Service {
             return;
         }
         if pfds[1].revents != 0 {
-            self.shared.clear_wake();
+            self.port.clear_wake();
         }
         let mut lost = false;
         if n == 0 || pfds[0].revents != 0 {
@@ -652,7 +525,7 @@ impl Service {
                 continue;
             }
             let p = self.pending.swap_remove(i);
-            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.port.finished();
             let status = match self.status(&p) {
                 // On a lost session it cannot be sent again there.
                 Status::UnitAttention(_) if lost => Status::Failed(Error::Connection {
@@ -772,7 +645,7 @@ impl Service {
         }
         self.drop_session();
         for p in std::mem::take(&mut self.pending) {
-            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.port.finished();
             let call = p.call;
             if call.resent {
                 let _ = call.reply.send(Err(error(call.op.what())));

@@ -12,12 +12,11 @@
 //! A call made while there is no connection connects first (once).
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use service_queue::{Port, ServiceQueue};
 
 use libc::{c_int, c_void};
 
@@ -37,19 +36,7 @@ const MAX_IN_FLIGHT: usize = 64;
 const WRITE_BYTES_IN_FLIGHT: u64 = 2 << 20;
 
 /// A thread's body, as [`FileQueue::start`]'s caller runs it.
-pub type ServiceBody = Box<dyn FnOnce() + Send>;
-
-/// Starts the service thread with the body it is given.
-type Spawner = Box<dyn FnOnce(ServiceBody) -> std::io::Result<JoinHandle<()>> + Send>;
-
-/// The service thread: started at the first call, so that a process can
-/// open its disks while it still must have one thread (before it enters
-/// a jail).
-enum Launch {
-    Waiting(Box<Service>, Spawner),
-    Running(JoinHandle<()>),
-    Failed,
-}
+pub use service_queue::ServiceBody;
 
 /// What one call asks of the server.
 enum Op {
@@ -98,46 +85,10 @@ struct Call {
 // the service thread sends it only once libnfs no longer refers to them.
 unsafe impl Send for Call {}
 
-struct Inbox {
-    calls: VecDeque<Call>,
-    closing: bool,
-}
-
-struct Shared {
-    inbox: Mutex<Inbox>,
-    /// An eventfd: readable when the inbox has calls (or is closing).
-    wake: OwnedFd,
-    in_flight: AtomicUsize,
-    peak: AtomicUsize,
-}
-
-impl Shared {
-    fn inbox(&self) -> MutexGuard<'_, Inbox> {
-        // The inbox is a queue updated in single steps: still consistent
-        // after a panic elsewhere.
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn wake(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to our eventfd. It can
-        // only fail when the counter is saturated, and then it is readable.
-        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-    }
-
-    fn clear_wake(&self) {
-        let mut buf = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a live buffer; the eventfd is
-        // non-blocking.
-        unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-    }
-}
-
 /// One file on an NFS export whose calls run on a service thread, many
 /// in flight at once on one connection; shared between threads.
 pub struct FileQueue {
-    shared: Arc<Shared>,
-    launch: Mutex<Launch>,
+    queue: ServiceQueue<Call>,
     url: FileUrl,
 }
 
@@ -157,28 +108,10 @@ impl FileQueue {
         file: RemoteFile,
         spawn: impl FnOnce(ServiceBody) -> std::io::Result<JoinHandle<()>> + Send + 'static,
     ) -> Result<Self> {
-        // SAFETY: no pointer arguments; the descriptor is checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(Error::Invalid(format!(
-                "eventfd: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: a new descriptor that nothing else owns.
-        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-        let shared = Arc::new(Shared {
-            inbox: Mutex::new(Inbox {
-                calls: VecDeque::new(),
-                closing: false,
-            }),
-            wake,
-            in_flight: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-        });
+        let port = Port::new().map_err(|e| Error::Invalid(format!("eventfd: {e}")))?;
         let url = file.url().clone();
-        let service = Service {
-            shared: Arc::clone(&shared),
+        let service = Box::new(Service {
+            port: port.clone(),
             url: url.clone(),
             flags: file.flags,
             timeout: file.timeout,
@@ -186,10 +119,9 @@ impl FileQueue {
             pending: Vec::new(),
             resend: Vec::new(),
             held: VecDeque::new(),
-        };
+        });
         Ok(Self {
-            shared,
-            launch: Mutex::new(Launch::Waiting(Box::new(service), Box::new(spawn))),
+            queue: ServiceQueue::new(port, Box::new(move || service.run()), Box::new(spawn)),
             url,
         })
     }
@@ -201,61 +133,27 @@ impl FileQueue {
 
     /// Calls in flight on the connection now.
     pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.load(Ordering::Relaxed)
+        self.queue.in_flight()
     }
 
     /// Most calls that were in flight at once so far.
     pub fn peak_in_flight(&self) -> usize {
-        self.shared.peak.load(Ordering::Relaxed)
-    }
-
-    /// Start the service thread if it is not running yet.
-    fn launch(&self, what: &'static str) -> Result<()> {
-        let mut launch = self.launch.lock().unwrap_or_else(|e| e.into_inner());
-        if let Launch::Running(_) = *launch {
-            return Ok(());
-        }
-        let (service, spawn) = match std::mem::replace(&mut *launch, Launch::Failed) {
-            Launch::Waiting(service, spawn) => (service, spawn),
-            _ => {
-                return Err(Error::Connection {
-                    what,
-                    message: "the connection's thread could not be started".into(),
-                })
-            }
-        };
-        match spawn(Box::new(move || service.run())) {
-            Ok(thread) => {
-                *launch = Launch::Running(thread);
-                Ok(())
-            }
-            Err(e) => Err(Error::Connection {
-                what,
-                message: format!("cannot start the connection's thread: {e}"),
-            }),
-        }
+        self.queue.peak_in_flight()
     }
 
     /// Hand `op` to the service thread and wait for its answer.
     fn call(&self, op: Op) -> Answer {
         let what = op.what();
         let (reply, answer): (_, Receiver<Answer>) = sync_channel(1);
-        {
-            let mut inbox = self.shared.inbox();
-            if inbox.closing {
-                return Err(Error::Connection {
-                    what,
-                    message: "the file is being closed".into(),
-                });
-            }
-            inbox.calls.push_back(Call {
-                op,
-                reply,
-                resent: false,
-            });
-        }
-        self.launch(what)?;
-        self.shared.wake();
+        let call = Call {
+            op,
+            reply,
+            resent: false,
+        };
+        self.queue.send(call).map_err(|e| Error::Connection {
+            what,
+            message: e.message("connection"),
+        })?;
         // The service thread answers every call it takes, each by its
         // deadline; if it ended (a panic), the sender is gone.
         answer.recv().unwrap_or_else(|_| {
@@ -339,17 +237,6 @@ impl FileQueue {
     }
 }
 
-impl Drop for FileQueue {
-    fn drop(&mut self) {
-        self.shared.inbox().closing = true;
-        self.shared.wake();
-        let launch = self.launch.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Launch::Running(t) = std::mem::replace(launch, Launch::Failed) {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A call's answer, as its callback leaves it: a leaked box, since libnfs
 /// holds its address; freed when dropped, which happens only once the
 /// call completed or its context was destroyed.
@@ -397,7 +284,7 @@ impl Pending {
 
 /// The service thread's state: the connection and its calls in flight.
 struct Service {
-    shared: Arc<Shared>,
+    port: Port<Call>,
     url: FileUrl,
     flags: OpenFlags,
     timeout: Duration,
@@ -419,14 +306,10 @@ impl Service {
     fn run(mut self: Box<Self>) {
         loop {
             let room = MAX_IN_FLIGHT.saturating_sub(self.pending.len());
-            let (calls, closing) = {
-                let mut calls = std::mem::take(&mut self.resend);
-                calls.extend(self.held.drain(..));
-                let mut inbox = self.shared.inbox();
-                let n = inbox.calls.len().min(room.saturating_sub(calls.len()));
-                calls.extend(inbox.calls.drain(..n));
-                (calls, inbox.closing && inbox.calls.is_empty())
-            };
+            let mut calls = std::mem::take(&mut self.resend);
+            calls.extend(self.held.drain(..));
+            let room_left = room.saturating_sub(calls.len());
+            let closing = self.port.take(&mut calls, room_left);
             if !calls.is_empty() {
                 self.issue(calls);
             }
@@ -449,7 +332,7 @@ impl Service {
                     Err(e) => {
                         // Every call that waited for this connect fails
                         // with it; the next one tries anew.
-                        let queued: Vec<Call> = self.shared.inbox().calls.drain(..).collect();
+                        let queued = self.port.take_all();
                         for c in std::iter::once(call).chain(calls).chain(queued) {
                             let _ = c.reply.send(Err(e.clone()));
                         }
@@ -519,8 +402,7 @@ impl Service {
             slot,
             deadline: Instant::now() + self.timeout,
         });
-        let n = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        self.shared.peak.fetch_max(n, Ordering::Relaxed);
+        self.port.sent();
         if queued != 0 {
             let message = file.ctx.error();
             self.fail_all(|what| Error::Connection {
@@ -534,20 +416,12 @@ impl Service {
     /// taken now), serve the connection, answer what completed, and fail
     /// everything when a deadline passed or the connection was lost.
     fn turn(&mut self, take: bool) {
-        let wake_fd = self.shared.wake.as_raw_fd();
+        let wake_fd = self.port.wake_fd();
         let (Some(file), Some(deadline)) = (
             self.file.as_ref(),
             self.pending.iter().map(|p| p.deadline).min(),
         ) else {
-            // Idle: wait for calls.
-            let mut pfd = libc::pollfd {
-                fd: wake_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, -1) };
-            self.shared.clear_wake();
+            self.port.wait_idle();
             return;
         };
         let ctx = file.ctx.raw();
@@ -578,7 +452,7 @@ impl Service {
             return;
         }
         if pfds[1].revents != 0 {
-            self.shared.clear_wake();
+            self.port.clear_wake();
         }
         let mut lost = false;
         if n == 0 || pfds[0].revents != 0 {
@@ -600,7 +474,7 @@ impl Service {
                 continue;
             }
             let p = self.pending.swap_remove(i);
-            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.port.finished();
             let what = p.call.op.what();
             let answer = outcome(p.slot(), what, lost, context_error)
                 .map(|n| (n, Stat::from_raw(&p.slot().stat)));
@@ -641,7 +515,7 @@ impl Service {
         // pending calls: their slots live until after it.
         self.drop_file();
         for p in std::mem::take(&mut self.pending) {
-            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.port.finished();
             let call = p.into_call();
             if call.resent {
                 let _ = call.reply.send(Err(error(call.op.what())));

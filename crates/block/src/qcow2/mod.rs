@@ -520,6 +520,7 @@ fn open_backing<F: ImageFile>(
         direct: options.direct,
         format,
         backing: options.backing.clone(),
+        unsafe_cache: false,
     };
     F::open_backing(&path, &opts, chain).map_err(|e| match e {
         // Chain errors name their images themselves.

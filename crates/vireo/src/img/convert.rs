@@ -5,13 +5,11 @@ use std::process::ExitCode;
 
 use std::path::Path;
 
+use block::copy::CopyError;
 use block::{DiskImage, ImageFormat, OpenOptions, Replacement};
 
 use super::create::{check_size, create_raw, open_read_only, parse_options, qcow2_options};
 use super::{ConvertArgs, ImgError};
-
-/// Bytes copied per step.
-const CHUNK: u64 = 2 << 20;
 
 pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
     refuse_own_input(&args.source, &args.destination)?;
@@ -63,15 +61,30 @@ pub fn convert_command(args: &ConvertArgs) -> Result<ExitCode, ImgError> {
             read_only: false,
             direct: false,
             format: Some(args.output_format),
+            // qemu-img convert's default for its output: the file under
+            // its temporary name is thrown away if anything fails, and is
+            // synced once below.
+            unsafe_cache: true,
             ..OpenOptions::default()
         },
     )
     .map_err(|e| ImgError::block(&e))?;
     copy(src.as_ref(), dst.as_ref(), args.progress).map_err(|e| match e {
-        Side::Source(e) => about(&args.source, e),
-        Side::Destination(e) => about(&args.destination, e),
+        CopyError::Source(e) => about(&args.source, e),
+        CopyError::Destination(e) => about(&args.destination, e),
     })?;
     drop(dst);
+    std::fs::File::open(temp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| {
+            about(
+                &args.destination,
+                block::Error::Io {
+                    op: "fsync",
+                    source: e,
+                },
+            )
+        })?;
     new.commit().map_err(|e| ImgError::block(&e))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -97,15 +110,6 @@ fn refuse_own_input(source: &Path, destination: &Path) -> Result<(), ImgError> {
     Ok(())
 }
 
-/// Which image a copy error came from.
-#[derive(Debug)]
-pub enum Side {
-    /// Reading the source failed.
-    Source(block::Error),
-    /// Writing the destination failed.
-    Destination(block::Error),
-}
-
 /// A block error as one line naming the file it is about.
 fn about(path: &Path, e: block::Error) -> ImgError {
     ImgError::block(&block::Error::Open {
@@ -114,37 +118,11 @@ fn about(path: &Path, e: block::Error) -> ImgError {
     })
 }
 
-/// Write the runs of `data` that are not all zeroes, in 64 KiB blocks,
-/// so zeroes in the source stay unallocated in the copy.
-fn write_nonzero(dst: &dyn DiskImage, offset: u64, data: &[u8]) -> Result<(), Side> {
-    const BLOCK: usize = 64 * 1024;
-    let mut start: Option<usize> = None;
-    let mut at = 0usize;
-    while at <= data.len() {
-        let end = (at + BLOCK).min(data.len());
-        let zero = at == data.len() || data[at..end].iter().all(|&b| b == 0);
-        match (zero, start) {
-            (false, None) => start = Some(at),
-            (true, Some(s)) => {
-                dst.write_at(offset + s as u64, &data[s..at])
-                    .map_err(Side::Destination)?;
-                start = None;
-            }
-            _ => {}
-        }
-        if at == data.len() {
-            break;
-        }
-        at = end;
-    }
-    Ok(())
-}
-
-/// Copy every non-zero chunk of `src` into `dst` (which reads as zeroes).
-pub fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<(), Side> {
-    let size = src.size();
+/// Copies `src` into `dst` (which reads as zeroes), with a progress bar
+/// when asked for.
+fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<(), CopyError> {
     let bar = progress.then(|| {
-        let bar = indicatif::ProgressBar::new(size);
+        let bar = indicatif::ProgressBar::new(src.size());
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "    ({percent:>3}.00/100%) [{bar:40}] {bytes}/{total_bytes}",
@@ -153,31 +131,11 @@ pub fn copy(src: &dyn DiskImage, dst: &dyn DiskImage, progress: bool) -> Result<
         );
         bar
     });
-    let mut buf = vec![0u8; usize::try_from(CHUNK).unwrap_or(1 << 20)];
-    let mut offset = 0u64;
-    while offset < size {
-        let n = (size - offset).min(CHUNK);
-        // Ranges known to read as zeroes need no copy: the new image
-        // reads as zeroes already.
-        if let Ok(Some((false, zero))) = src.allocation(offset, n) {
-            if zero >= n {
-                offset += n;
-                if let Some(b) = &bar {
-                    b.set_position(offset);
-                }
-                continue;
-            }
-        }
-        let n_us = usize::try_from(n).unwrap_or(0);
-        let chunk = &mut buf[..n_us];
-        src.read_at(offset, chunk).map_err(Side::Source)?;
-        write_nonzero(dst, offset, chunk)?;
-        offset += n;
+    block::copy::copy(src, dst, &mut |done| {
         if let Some(b) = &bar {
-            b.set_position(offset);
+            b.set_position(done);
         }
-    }
-    dst.flush().map_err(Side::Destination)?;
+    })?;
     if let Some(b) = bar {
         b.finish();
     }
