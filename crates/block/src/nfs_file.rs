@@ -12,7 +12,7 @@
 //! decides what the guest sees), and the next request tries to connect
 //! anew. Every step is bounded by [`TIMEOUT`],
 //! so a dead server costs errors, never a hung queue. A qcow2 image on
-//! an export is the qcow2 driver on an [`NfsFile`] (see `remote`). An
+//! an export is the qcow2 driver on an `NfsFile` (see `remote`). An
 //! NFS file takes no host lock (there is no lock manager on this path,
 //! as with QEMU's driver).
 
@@ -26,7 +26,6 @@ use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
 mod remote;
 
 pub(crate) use remote::open_in_chain;
-pub use remote::NfsFile;
 
 /// How long one connect (mount and open) or one call may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
