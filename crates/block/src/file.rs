@@ -18,7 +18,7 @@ const DIRECT_ALIGN: usize = 4096;
 
 /// An open host file or block device.
 #[derive(Debug)]
-pub(crate) struct HostFile {
+pub struct HostFile {
     file: File,
     direct: bool,
     /// Logical block size when `direct`; 1 otherwise.
@@ -32,7 +32,7 @@ pub(crate) struct HostFile {
 
 /// One contiguous piece of memory for vectored I/O.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Iov {
+pub struct Iov {
     pub ptr: *mut u8,
     pub len: usize,
 }

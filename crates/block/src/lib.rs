@@ -14,11 +14,13 @@
 mod async_io;
 pub mod copy;
 mod file;
+mod image_file;
 mod iobuf;
 #[cfg(feature = "iscsi")]
 pub mod iscsi_lun;
 #[cfg(feature = "nfs")]
 pub mod nfs_file;
+mod open_chain;
 mod probe;
 pub mod qcow2;
 mod raw;
@@ -35,6 +37,8 @@ pub use iobuf::{IoBuf, IoBufMut};
 pub use raw::RawDisk;
 pub use replace::{FileId, Replacement};
 pub use uring::DirectFile;
+
+pub(crate) use open_chain::Chain;
 
 /// Errors from disk images.
 #[derive(Debug, thiserror::Error)]
@@ -337,87 +341,6 @@ impl BackingPolicy {
     }
 }
 
-/// The images of one chain opened so far, from the top down: what loop
-/// and depth checks look at.
-#[derive(Debug)]
-pub(crate) struct Chain {
-    /// The image the caller asked for.
-    top: PathBuf,
-    /// Identity (device, inode) and path of each image, top first.
-    images: Vec<((u64, u64), PathBuf)>,
-    /// Images whose backing file's format had to be probed, with that
-    /// backing file: reported once, when the whole chain has opened.
-    probed_backing: Vec<(PathBuf, PathBuf)>,
-}
-
-impl Chain {
-    /// A chain whose top image is `file`, opened from `path`.
-    pub(crate) fn start(path: &Path, file: &file::HostFile) -> Result<Self> {
-        Ok(Self {
-            top: path.to_owned(),
-            images: vec![(file.identity()?, path.to_owned())],
-            probed_backing: Vec::new(),
-        })
-    }
-
-    fn empty(path: &Path) -> Self {
-        Self {
-            top: path.to_owned(),
-            images: Vec::new(),
-            probed_backing: Vec::new(),
-        }
-    }
-
-    /// Add `file`, opened from `path`, unless it is already in the chain.
-    fn enter(&mut self, path: &Path, file: &file::HostFile) -> Result<()> {
-        let id = file.identity()?;
-        if self.images.iter().any(|(seen, _)| *seen == id) {
-            let image = self
-                .images
-                .last()
-                .map(|(_, p)| p.clone())
-                .unwrap_or_default();
-            return Err(Error::BackingLoop {
-                image,
-                names: path.to_owned(),
-            });
-        }
-        self.images.push((id, path.to_owned()));
-        Ok(())
-    }
-
-    /// `image` records no format for its backing file `backing`, which is
-    /// probed.
-    pub(crate) fn note_probed_backing(&mut self, image: &Path, backing: &Path) {
-        self.probed_backing
-            .push((image.to_owned(), backing.to_owned()));
-    }
-
-    /// Log, once for the whole chain, which backing formats were probed.
-    /// Called when the chain has opened: an open that fails says only why
-    /// (one line), and a long chain does not log a line per image.
-    pub(crate) fn warn_probed_backing(&self) {
-        let Some((image, backing)) = self.probed_backing.first() else {
-            return;
-        };
-        let others = match self.probed_backing.len() - 1 {
-            0 => String::new(),
-            n => format!(" (and {n} more below it in the chain)"),
-        };
-        tracing::warn!(
-            "{} does not record the format of its backing file {}{others}; it was probed \
-             (qemu-img rebase -u -F FORMAT sets it)",
-            image.display(),
-            backing.display()
-        );
-    }
-
-    /// Images entered so far.
-    pub(crate) fn len(&self) -> usize {
-        self.images.len()
-    }
-}
-
 /// Open the image at `path`: probe its format unless given, lock it
 /// (exclusively when writable, shared otherwise) and open its backing
 /// chain read-only.
@@ -519,23 +442,29 @@ pub fn load_network_driver(name: &str) -> Result<()> {
     }
 }
 
-/// Open the NFS file `url` names: raw only (the qcow2 driver needs a host
-/// file), no host lock. With no format given, a file that starts as a
-/// qcow2 image is refused rather than used as raw.
+/// Open the NFS file `url` names: raw, or qcow2 when `options.format`
+/// says so (with its backing chain on the same export); no host lock.
+/// With no format given, a file that starts as a qcow2 image is refused
+/// rather than used as raw: a network disk's format is never probed.
 #[cfg(feature = "nfs")]
 fn open_nfs(url: &str, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
-    if options.format.is_some_and(|f| f != ImageFormat::Raw) {
-        return Err(Error::Refused(
-            "only raw images are used over nfs:// (the qcow2 driver needs a host file); \
-             format must be raw"
-                .into(),
-        ));
+    if options.format != Some(ImageFormat::Qcow2) {
+        return Ok(Arc::new(nfs_file::NfsDisk::open(
+            url,
+            options.read_only,
+            options.format.is_none(),
+        )?));
     }
-    Ok(Arc::new(nfs_file::NfsDisk::open(
-        url,
-        options.read_only,
-        options.format.is_none(),
-    )?))
+    let path = Path::new(url);
+    let mut chain = Chain::empty(path);
+    let opened = nfs_file::open_in_chain(url, options, &mut chain);
+    opened.map_err(|e| match e {
+        e @ (Error::BackingLoop { .. } | Error::BackingTooDeep { .. }) => e,
+        e => Error::Open {
+            path: path.to_owned(),
+            source: Box::new(e),
+        },
+    })
 }
 
 #[cfg(not(feature = "nfs"))]
@@ -570,9 +499,6 @@ fn open_iscsi(_url: &str, _options: &OpenOptions) -> Result<Arc<dyn DiskImage>> 
     ))
 }
 
-/// Deepest backing chain followed before giving up (a bomb).
-const MAX_BACKING_DEPTH: u32 = 32;
-
 /// Open one image of `chain`: the top one when the chain is empty, a
 /// backing file otherwise. Nothing of a file is read, and it is not
 /// locked, before it is known not to close a loop and to pass the policy.
@@ -581,12 +507,7 @@ pub(crate) fn open_inner(
     options: &OpenOptions,
     chain: &mut Chain,
 ) -> Result<Arc<dyn DiskImage>> {
-    if chain.len() > MAX_BACKING_DEPTH as usize {
-        return Err(Error::BackingTooDeep {
-            top: chain.top.clone(),
-            max: MAX_BACKING_DEPTH,
-        });
-    }
+    chain.check_depth()?;
     let file = file::HostFile::open_unlocked(path, options.read_only, options.direct)?;
     open_host_file(file, path, options, chain)
 }
@@ -617,7 +538,7 @@ fn open_host_file(
             let raw = RawDisk::from_host_file(file)?;
             Ok(Arc::new(if probed { raw.guard_header() } else { raw }))
         }
-        ImageFormat::Qcow2 => Ok(Arc::new(qcow2::Qcow2Disk::from_host_file(
+        ImageFormat::Qcow2 => Ok(Arc::new(qcow2::Qcow2Disk::from_file(
             file, path, options, chain,
         )?)),
     }

@@ -11,9 +11,10 @@
 //! again; if that fails too the request fails (the disk's error policy
 //! decides what the guest sees), and the next request tries to connect
 //! anew. Every step is bounded by [`TIMEOUT`],
-//! so a dead server costs errors, never a hung queue. Only raw images:
-//! the qcow2 driver needs a host file. An NFS file takes no host lock
-//! (there is no lock manager on this path, as with QEMU's driver).
+//! so a dead server costs errors, never a hung queue. A qcow2 image on
+//! an export is the qcow2 driver on an `NfsFile` (see `remote`). An
+//! NFS file takes no host lock (there is no lock manager on this path,
+//! as with QEMU's driver).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,6 +22,10 @@ use std::time::Duration;
 use nfs::{FileQueue, FileUrl, OpenFlags, RemoteFile};
 
 use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
+
+mod remote;
+
+pub(crate) use remote::open_in_chain;
 
 /// How long one connect (mount and open) or one call may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -69,30 +74,39 @@ impl NfsDisk {
         timeout: Duration,
     ) -> Result<Self> {
         let url = FileUrl::parse(url).map_err(remote)?;
-        let named = |e: Error| Error::Open {
+        Self::open_unnamed(&url, read_only, probe, timeout).map_err(|e| Error::Open {
             path: url.to_string().into(),
             source: Box::new(e),
-        };
-        let mut file = connect(&url, read_only, timeout).map_err(named)?;
-        let size = file.stat().map_err(remote).map_err(named)?.size;
+        })
+    }
+
+    /// As [`NfsDisk::open_with_timeout`], with errors that do not name
+    /// the URL (for a chain, whose caller names each image once).
+    pub(crate) fn open_unnamed(
+        url: &FileUrl,
+        read_only: bool,
+        probe: bool,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let mut file = connect(url, read_only, timeout)?;
+        let size = file.stat().map_err(remote)?.size;
         if probe && size >= 4 {
             let mut head = [0u8; 4];
-            file.read_at(0, &mut head).map_err(remote).map_err(named)?;
+            file.read_at(0, &mut head).map_err(remote)?;
             if &head == QCOW2_MAGIC {
-                return Err(named(Error::Refused(
-                    "it is a qcow2 image; only raw images are used over nfs:// \
-                     (the qcow2 driver needs a host file)"
+                return Err(Error::Refused(
+                    "it is a qcow2 image, and the format of an nfs:// disk is never probed: \
+                     give format=qcow2 (or format=raw to use its bytes as a raw disk)"
                         .into(),
-                )));
+                ));
             }
         }
         let file = FileQueue::start(file, |body| {
             confine::spawn(confine::ThreadKind::DiskIo, "nfs-io".into(), body)
         })
-        .map_err(remote)
-        .map_err(named)?;
+        .map_err(remote)?;
         Ok(Self {
-            url,
+            url: url.clone(),
             read_only,
             size: AtomicU64::new(size),
             file,

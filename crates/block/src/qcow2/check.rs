@@ -1,6 +1,7 @@
 //! Consistency check and repair: count every reference to every cluster
 //! and compare with the refcounts, as `qemu-img check` does.
 
+use crate::image_file::ImageFile;
 use crate::{Error, Result};
 
 use super::l2::{self, Mapping, COPIED, OFFSET_MASK};
@@ -96,7 +97,7 @@ impl Walk<'_> {
     }
 }
 
-impl Qcow2Disk {
+impl<F: ImageFile> Qcow2Disk<F> {
     /// Check the image (holding off all I/O meanwhile) and repair what
     /// `mode` allows.
     pub fn check(&self, mode: RepairMode) -> Result<CheckReport> {

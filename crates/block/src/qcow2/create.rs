@@ -173,7 +173,7 @@ pub fn format(path: &Path, opts: &CreateOptions) -> Result<()> {
     file.set_len(0)?;
     file.write_all_at(&image, 0)?;
     let mut chain = crate::Chain::start(path, &file)?;
-    let disk = Qcow2Disk::from_host_file(file, path, &options, &mut chain)?;
+    let disk = Qcow2Disk::from_file(file, path, &options, &mut chain)?;
     disk.resize(size)?;
     if opts.preallocate_metadata {
         disk.preallocate_metadata()?;

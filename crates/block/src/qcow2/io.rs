@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::RwLockReadGuard;
 
 use crate::file::{iov_copy_from, iov_copy_to, iov_len, iov_slice, iov_zero, Iov};
+use crate::image_file::ImageFile;
 use crate::{DiskImage, Error, IoBuf, IoBufMut, Result};
 
 use super::l2::{self, Mapping, COPIED};
@@ -40,7 +41,7 @@ enum Piece {
     },
 }
 
-impl Qcow2Disk {
+impl<F: ImageFile> Qcow2Disk<F> {
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         let size = self.size();
         match offset.checked_add(len) {

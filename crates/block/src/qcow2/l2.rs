@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::file::HostFile;
+use crate::image_file::ImageFile;
 use crate::{Error, Result};
 
 /// Entry flag: the cluster's refcount is exactly 1 (it may be written in place).
@@ -125,7 +125,12 @@ impl L2Cache {
 
     /// The table at host offset `off`, loaded if needed. `file_end` bounds
     /// where a table may be.
-    pub fn get(&mut self, file: &HostFile, off: u64, file_end: u64) -> Result<&mut Vec<u64>> {
+    pub fn get<F: ImageFile>(
+        &mut self,
+        file: &F,
+        off: u64,
+        file_end: u64,
+    ) -> Result<&mut Vec<u64>> {
         self.clock += 1;
         let clock = self.clock;
         if !self.tables.contains_key(&off) {

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::file::HostFile;
+use crate::image_file::ImageFile;
 use crate::{Error, Result};
 
 use super::header::Header;
@@ -236,7 +236,7 @@ impl Meta {
     }
 
     /// Read the active L1 table if not yet read.
-    pub fn load_l1(&mut self, file: &HostFile) -> Result<()> {
+    pub fn load_l1<F: ImageFile>(&mut self, file: &F) -> Result<()> {
         if !self.l1_loaded {
             self.l1 = super::load_l1(file, self.l1_offset, self.header.l1_size)?;
             self.l1_loaded = true;
@@ -245,7 +245,7 @@ impl Meta {
     }
 
     /// The raw L2 entry of guest cluster `g` (0 when its L2 table is absent).
-    pub fn l2_entry(&mut self, file: &HostFile, g: u64) -> Result<u64> {
+    pub fn l2_entry<F: ImageFile>(&mut self, file: &F, g: u64) -> Result<u64> {
         self.load_l1(file)?;
         let (i1, i2) = self.indices(g);
         let Some(&e1) = self.l1.get(i1) else {
@@ -265,7 +265,7 @@ impl Meta {
     }
 
     /// Where guest cluster `g` lives.
-    pub fn mapping(&mut self, file: &HostFile, g: u64) -> Result<Mapping> {
+    pub fn mapping<F: ImageFile>(&mut self, file: &F, g: u64) -> Result<Mapping> {
         let e = self.l2_entry(file, g)?;
         self.decode(e)
     }
@@ -300,7 +300,7 @@ impl Meta {
     }
 
     /// Write an L1 entry through to the file.
-    pub fn set_l1(&mut self, file: &HostFile, i: usize, value: u64) -> Result<()> {
+    pub fn set_l1<F: ImageFile>(&mut self, file: &F, i: usize, value: u64) -> Result<()> {
         file.write_all_at(&value.to_be_bytes(), self.l1_offset + 8 * i as u64)?;
         if self.l1[i] & OFFSET_MASK != value & OFFSET_MASK {
             self.invalidate_overlap();
@@ -310,7 +310,13 @@ impl Meta {
     }
 
     /// Write an L2 entry through to the file.
-    pub fn set_l2(&mut self, file: &HostFile, table: u64, i: usize, value: u64) -> Result<()> {
+    pub fn set_l2<F: ImageFile>(
+        &mut self,
+        file: &F,
+        table: u64,
+        i: usize,
+        value: u64,
+    ) -> Result<()> {
         file.write_all_at(&value.to_be_bytes(), table + 8 * i as u64)?;
         let end = self.file_end;
         self.l2.get(file, table, end)?[i] = value;
@@ -319,7 +325,7 @@ impl Meta {
 
     /// A counted, unused cluster from the pool, refilling it (one refcount
     /// update and one sync) when empty.
-    pub fn alloc_cluster(&mut self, file: &HostFile) -> Result<u64> {
+    pub fn alloc_cluster<F: ImageFile>(&mut self, file: &F) -> Result<u64> {
         if self.pool.is_empty() {
             let (first, n) = self.refs.alloc_range(file, 1, POOL_CLUSTERS)?;
             file.sync_data()?;
@@ -338,7 +344,7 @@ impl Meta {
 
     /// `n` contiguous counted clusters (for L1 and snapshot tables). The
     /// counts are synced before this returns.
-    pub fn alloc_contiguous(&mut self, file: &HostFile, n: u64) -> Result<u64> {
+    pub fn alloc_contiguous<F: ImageFile>(&mut self, file: &F, n: u64) -> Result<u64> {
         let (first, _) = self.refs.alloc_range(file, n, n)?;
         file.sync_data()?;
         self.file_end = self.file_end.max(first + n * self.cluster_size());
@@ -347,7 +353,7 @@ impl Meta {
     }
 
     /// Give unused pool clusters back (on close).
-    pub fn drain_pool(&mut self, file: &HostFile) -> Result<()> {
+    pub fn drain_pool<F: ImageFile>(&mut self, file: &F) -> Result<()> {
         while let Some(off) = self.pool.pop_front() {
             self.refs.adjust(file, off >> self.cluster_bits(), -1)?;
         }
@@ -355,7 +361,7 @@ impl Meta {
     }
 
     /// Drop references after the entries that held them are synced away.
-    pub fn release(&mut self, file: &HostFile, what: &[Release]) -> Result<()> {
+    pub fn release<F: ImageFile>(&mut self, file: &F, what: &[Release]) -> Result<()> {
         let cb = self.cluster_bits();
         for r in what {
             let clusters = match *r {
@@ -377,9 +383,9 @@ impl Meta {
     /// The L2 table for guest cluster `g`, ready to be written: allocated
     /// when absent, copied when shared with a snapshot. Returns its host
     /// offset and the entry index.
-    pub fn writable_l2(
+    pub fn writable_l2<F: ImageFile>(
         &mut self,
-        file: &HostFile,
+        file: &F,
         g: u64,
         releases: &mut Vec<Release>,
     ) -> Result<(u64, usize)> {
@@ -391,7 +397,7 @@ impl Meta {
         let cs = self.cluster_size();
         if off == 0 {
             let new = self.alloc_cluster(file)?;
-            file.write_zeroes_slow(new, cs)?;
+            file.write_zeroes(new, cs)?;
             // The table must read as zeroes on disk before L1 points at it.
             file.sync_data()?;
             self.set_l1(file, i1, new | COPIED)?;
@@ -418,7 +424,7 @@ impl Meta {
     }
 
     /// Grow the active L1 table to cover `size` bytes and record the size.
-    pub fn resize(&mut self, file: &HostFile, size: u64) -> Result<()> {
+    pub fn resize<F: ImageFile>(&mut self, file: &F, size: u64) -> Result<()> {
         let cs = self.cluster_size();
         let l2_span = cs * (cs / 8);
         let need = size.div_ceil(l2_span);

@@ -30,6 +30,7 @@ pub use header::Header;
 pub use snapshot::Snapshot;
 
 use crate::file::HostFile;
+use crate::image_file::ImageFile;
 use crate::{DiskImage, Error, ImageFormat, OpenOptions, Result};
 
 use meta::Meta;
@@ -37,9 +38,10 @@ use meta::Meta;
 /// The first four bytes of every qcow2 image: "QFI\xfb".
 pub const MAGIC: u32 = 0x5146_49fb;
 
-/// An open qcow2 image.
-pub struct Qcow2Disk {
-    file: HostFile,
+/// An open qcow2 image, in a host file unless `F` says otherwise (a
+/// remote file: see `image_file`).
+pub struct Qcow2Disk<F: ImageFile = HostFile> {
+    file: F,
     path: PathBuf,
     backing: Option<Arc<dyn DiskImage>>,
     cluster_bits: u32,
@@ -57,7 +59,7 @@ pub struct Qcow2Disk {
     meta: Mutex<Meta>,
 }
 
-impl std::fmt::Debug for Qcow2Disk {
+impl<F: ImageFile> std::fmt::Debug for Qcow2Disk<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Qcow2Disk")
             .field("path", &self.path)
@@ -88,18 +90,11 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl Qcow2Disk {
-    /// Preallocate the image's metadata, as qemu-img's
-    /// `preallocation=metadata` does: for a new image (see
-    /// `io::preallocate_metadata_impl`).
-    pub fn preallocate_metadata(&self) -> Result<()> {
-        self.preallocate_metadata_impl()
-    }
-
     /// Open a qcow2 image (see [`crate::open`]).
     pub fn open(path: &Path, options: &OpenOptions) -> Result<Self> {
         let file = HostFile::open(path, options.read_only, options.direct)?;
         let mut chain = crate::Chain::start(path, &file)?;
-        let disk = Self::from_host_file(file, path, options, &mut chain)?;
+        let disk = Self::from_file(file, path, options, &mut chain)?;
         chain.warn_probed_backing();
         Ok(disk)
     }
@@ -177,9 +172,20 @@ impl Qcow2Disk {
         let mut chain = crate::Chain::start(path, &file)?;
         Self::open_file(file, path, &options, &mut chain, Open::WithoutBacking)
     }
+}
 
-    pub(crate) fn from_host_file(
-        file: HostFile,
+impl<F: ImageFile> Qcow2Disk<F> {
+    /// Preallocate the image's metadata, as qemu-img's
+    /// `preallocation=metadata` does: for a new image (see
+    /// `io::preallocate_metadata_impl`).
+    pub fn preallocate_metadata(&self) -> Result<()> {
+        self.preallocate_metadata_impl()
+    }
+
+    /// Open the qcow2 image in `file`, named `path`, as one more image
+    /// of `chain` (the caller has entered it there and locked it).
+    pub(crate) fn from_file(
+        file: F,
         path: &Path,
         options: &OpenOptions,
         chain: &mut crate::Chain,
@@ -188,7 +194,7 @@ impl Qcow2Disk {
     }
 
     fn open_file(
-        file: HostFile,
+        file: F,
         path: &Path,
         options: &OpenOptions,
         chain: &mut crate::Chain,
@@ -250,7 +256,7 @@ impl Qcow2Disk {
         };
         let backing = match &header.backing_file {
             Some(_) if how == Open::WithoutBacking => None,
-            Some(name) => Some(open_backing(
+            Some(name) => Some(open_backing::<F>(
                 path,
                 name,
                 header.backing_format.as_deref(),
@@ -300,6 +306,7 @@ impl Qcow2Disk {
             }
             disk.clear_autoclear()?;
         }
+        disk.file.opened()?;
         Ok(disk)
     }
 
@@ -404,7 +411,7 @@ impl Qcow2Disk {
     }
 }
 
-impl Drop for Qcow2Disk {
+impl<F: ImageFile> Drop for Qcow2Disk<F> {
     fn drop(&mut self) {
         if self.read_only {
             return;
@@ -419,7 +426,7 @@ impl Drop for Qcow2Disk {
     }
 }
 
-pub(crate) fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<u64>> {
+pub(crate) fn load_l1<F: ImageFile>(file: &F, offset: u64, entries: u32) -> Result<Vec<u64>> {
     let len = u64::from(entries) * 8;
     // Snapshot L1 sizes come straight from the image: bound the allocation
     // here too, not only where a caller checked the table.
@@ -442,7 +449,7 @@ pub(crate) fn load_l1(file: &HostFile, offset: u64, entries: u32) -> Result<Vec<
     Ok(table)
 }
 
-fn load_snapshots(file: &HostFile, h: &Header, file_len: u64) -> Result<Vec<Snapshot>> {
+fn load_snapshots<F: ImageFile>(file: &F, h: &Header, file_len: u64) -> Result<Vec<Snapshot>> {
     if h.nb_snapshots == 0 {
         return Ok(Vec::new());
     }
@@ -475,26 +482,20 @@ fn load_snapshots(file: &HostFile, h: &Header, file_len: u64) -> Result<Vec<Snap
     }
 }
 
-/// Open a backing file named in an image at `image_path`: relative names
-/// are relative to the image's directory; the chain is read-only and obeys
-/// `options.backing`. Without a recorded format the file is probed, as
-/// QEMU does, with a warning (a policy may refuse that instead).
-fn open_backing(
+/// Open a backing file named in an image at `image_path`, where the
+/// image's kind of file `F` finds it (a host file: relative names are
+/// relative to the image's directory); the chain is read-only and obeys
+/// `options.backing`. Without a recorded format a host file is probed, as
+/// QEMU does, with a warning (a policy may refuse that instead; a remote
+/// file refuses it).
+fn open_backing<F: ImageFile>(
     image_path: &Path,
     name: &str,
     format: Option<&str>,
     options: &OpenOptions,
     chain: &mut crate::Chain,
 ) -> Result<Arc<dyn DiskImage>> {
-    let named = Path::new(name);
-    let path = if named.is_absolute() {
-        named.to_owned()
-    } else {
-        image_path
-            .parent()
-            .unwrap_or_else(|| Path::new("."))
-            .join(named)
-    };
+    let path = F::backing_location(image_path, name)?;
     let format = match format {
         None if options.backing.require_format => {
             return Err(Error::BackingRefused {
@@ -521,7 +522,7 @@ fn open_backing(
         backing: options.backing.clone(),
         unsafe_cache: false,
     };
-    crate::open_inner(&path, &opts, chain).map_err(|e| match e {
+    F::open_backing(&path, &opts, chain).map_err(|e| match e {
         // Chain errors name their images themselves.
         e @ (Error::BackingLoop { .. } | Error::BackingTooDeep { .. }) => e,
         e => Error::Open {
@@ -531,7 +532,7 @@ fn open_backing(
     })
 }
 
-impl DiskImage for Qcow2Disk {
+impl<F: ImageFile> DiskImage for Qcow2Disk<F> {
     fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
     }
@@ -581,11 +582,7 @@ impl DiskImage for Qcow2Disk {
     }
 
     fn direct_file(&self) -> Option<crate::DirectFile> {
-        Some(crate::DirectFile {
-            fd: self.file.raw_fd(),
-            direct: self.file.direct(),
-            align: self.file.align(),
-        })
+        self.file.direct_file()
     }
 
     fn begin_direct_read(&self, offset: u64, len: u64) -> Option<u64> {

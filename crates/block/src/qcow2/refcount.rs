@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::file::HostFile;
+use crate::image_file::ImageFile;
 use crate::{Error, Result};
 
 /// Header offset of refcount_table_offset (followed by refcount_table_clusters).
@@ -47,8 +47,8 @@ impl Refcounts {
     /// The refcount structures of an image (the table already
     /// bounds-checked by the header). With `lazy`, the table is read on
     /// first use: read-only opens (every backing file) never need it.
-    pub fn open(
-        file: &HostFile,
+    pub fn open<F: ImageFile>(
+        file: &F,
         table_offset: u64,
         table_clusters: u32,
         order: u32,
@@ -76,7 +76,7 @@ impl Refcounts {
     }
 
     /// Read the refcount table if not yet read.
-    pub fn load_table(&mut self, file: &HostFile) -> Result<()> {
+    pub fn load_table<F: ImageFile>(&mut self, file: &F) -> Result<()> {
         if self.loaded {
             return Ok(());
         }
@@ -142,7 +142,7 @@ impl Refcounts {
     }
 
     /// One past the last cluster whose refcount is not 0.
-    pub fn last_counted(&mut self, file: &HostFile) -> Result<u64> {
+    pub fn last_counted<F: ImageFile>(&mut self, file: &F) -> Result<u64> {
         self.load_table(file)?;
         let epb = self.entries_per_block();
         let order = self.order;
@@ -172,7 +172,7 @@ impl Refcounts {
     }
 
     /// The block with index `bi`, loading it; None when it does not exist.
-    fn block(&mut self, file: &HostFile, bi: u64) -> Result<Option<&mut Vec<u8>>> {
+    fn block<F: ImageFile>(&mut self, file: &F, bi: u64) -> Result<Option<&mut Vec<u8>>> {
         self.load_table(file)?;
         let off = self.block_offset(bi);
         if off == 0 {
@@ -225,7 +225,7 @@ impl Refcounts {
     }
 
     /// The refcount of cluster index `cluster` (0 where no block exists).
-    pub fn get(&mut self, file: &HostFile, cluster: u64) -> Result<u64> {
+    pub fn get<F: ImageFile>(&mut self, file: &F, cluster: u64) -> Result<u64> {
         let bi = self.block_index(cluster);
         let i = usize::try_from(cluster % self.entries_per_block()).unwrap_or(0);
         let order = self.order;
@@ -237,7 +237,7 @@ impl Refcounts {
 
     /// Set the refcounts of `n` clusters from `first` to `value`; their
     /// refcount blocks must exist. One write per block touched.
-    fn set_range(&mut self, file: &HostFile, first: u64, n: u64, value: u64) -> Result<()> {
+    fn set_range<F: ImageFile>(&mut self, file: &F, first: u64, n: u64, value: u64) -> Result<()> {
         let epb = self.entries_per_block();
         let order = self.order;
         let mut c = first;
@@ -263,7 +263,7 @@ impl Refcounts {
     }
 
     /// Add `delta` (+1 or -1) to one cluster's refcount; returns the new value.
-    pub fn adjust(&mut self, file: &HostFile, cluster: u64, delta: i64) -> Result<u64> {
+    pub fn adjust<F: ImageFile>(&mut self, file: &F, cluster: u64, delta: i64) -> Result<u64> {
         self.load_table(file)?;
         let old = self.get(file, cluster)?;
         let new = old
@@ -290,7 +290,12 @@ impl Refcounts {
     /// contiguous clusters, set their refcounts to 1 and return the first
     /// one's host offset and the run's length. The refcount writes are not
     /// yet durable: callers sync before pointing anything at the clusters.
-    pub fn alloc_range(&mut self, file: &HostFile, min: u64, max: u64) -> Result<(u64, u64)> {
+    pub fn alloc_range<F: ImageFile>(
+        &mut self,
+        file: &F,
+        min: u64,
+        max: u64,
+    ) -> Result<(u64, u64)> {
         self.load_table(file)?;
         if min == 0 || max < min {
             return Err(invalid("allocating zero clusters"));
@@ -334,7 +339,7 @@ impl Refcounts {
     }
 
     /// Set one cluster's refcount (for repairs), creating its block if needed.
-    pub fn set(&mut self, file: &HostFile, cluster: u64, value: u64) -> Result<()> {
+    pub fn set<F: ImageFile>(&mut self, file: &F, cluster: u64, value: u64) -> Result<()> {
         self.load_table(file)?;
         if value > self.max_refcount() {
             return Err(invalid(format!("refcount {value} is too large")));
@@ -356,7 +361,7 @@ impl Refcounts {
     /// Create the refcount block with index `bi` in the first cluster of
     /// the range it describes (free, since no block counts it yet), so it
     /// counts itself. Returns its cluster index.
-    fn create_block(&mut self, file: &HostFile, bi: u64) -> Result<u64> {
+    fn create_block<F: ImageFile>(&mut self, file: &F, bi: u64) -> Result<u64> {
         if bi >= self.table.len() as u64 {
             self.grow_table(file, bi + 1)?;
             let off = self.block_offset(bi);
@@ -384,7 +389,7 @@ impl Refcounts {
     /// Move the refcount table to a larger one of at least `min_entries`
     /// entries, placed past the end of everything in use together with
     /// the new refcount blocks that count it.
-    fn grow_table(&mut self, file: &HostFile, min_entries: u64) -> Result<()> {
+    fn grow_table<F: ImageFile>(&mut self, file: &F, min_entries: u64) -> Result<()> {
         let cs = self.cluster_size();
         let epb = self.entries_per_block();
         let old_len = self.table.len() as u64;

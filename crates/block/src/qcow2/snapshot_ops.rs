@@ -7,6 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::image_file::ImageFile;
 use crate::{Error, Result};
 
 use super::l2::{self, Mapping, COPIED, OFFSET_MASK};
@@ -17,7 +18,7 @@ use super::Qcow2Disk;
 /// Header offset of nb_snapshots (followed by snapshots_offset).
 const HEADER_SNAPSHOT_FIELDS: u64 = 60;
 
-impl Qcow2Disk {
+impl<F: ImageFile> Qcow2Disk<F> {
     /// The image's internal snapshots.
     pub fn snapshots(&self) -> Vec<Snapshot> {
         self.lock_meta().snapshots.clone()

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use virtxml::{
     CharBackend, CharDevice, CharTarget, CpuModel, Disk, DiskCache, DiskErrorPolicy, DiskFormat,
-    DiskSource, Domain, Interface, InterfaceKind, LifecycleAction, MacAddress, NetworkProtocol,
+    Domain, Interface, InterfaceKind, LifecycleAction, MacAddress,
 };
 
 use crate::driver::DriverError;
@@ -379,33 +379,14 @@ fn cpu_template(domain: &Domain) -> Result<&'static str, DriverError> {
     })
 }
 
-/// An NFS file is used as a raw image only: the block layer's qcow2
-/// needs a host file.
-fn network_format(domain: &Domain, path: &str, disk: &Disk) -> Result<(), DriverError> {
-    let nfs = matches!(&disk.source, DiskSource::Network(n) if n.protocol == NetworkProtocol::Nfs);
-    if nfs && disk.format != DiskFormat::Raw {
-        return Err(refuse(
-            domain,
-            path,
-            "an NFS disk (protocol='nfs') is used as a raw image only: give <driver type='raw'/>",
-        ));
-    }
-    Ok(())
-}
-
 fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, DriverError> {
     let path = format!("/domain/devices/disk[{index}]/source");
     let source = host_path(domain, &path, disk)?;
     // A network disk's source is its iscsi:// or nfs:// URL, which the
-    // VMM opens.
+    // VMM opens (an NFS file as raw or qcow2, as the driver type says).
     if !disk.source.is_network() {
         absolute(domain, &path, "the disk source", source)?;
     }
-    network_format(
-        domain,
-        &format!("/domain/devices/disk[{index}]/driver"),
-        disk,
-    )?;
     let format = match disk.format {
         DiskFormat::Raw => "raw",
         DiskFormat::Qcow2 => "qcow2",
@@ -469,7 +450,6 @@ pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Valu
     if !disk.source.is_network() {
         absolute(domain, "/disk/source", "the disk source", source)?;
     }
-    network_format(domain, "/disk/driver", disk)?;
     let mut spec = serde_json::json!({
         "id": disk.target,
         "path": source,
@@ -648,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn an_nfs_network_disk_is_handed_over_as_its_url_raw_only() {
+    fn an_nfs_network_disk_is_handed_over_as_its_url_raw_or_qcow2() {
         let d = domain(
             "<devices><disk type='network' device='disk'><driver name='qemu' type='raw'/>\
              <source protocol='nfs' name='srv/vm/disk.img'><host name='169.254.78.1'/>\
@@ -671,10 +651,14 @@ mod tests {
             "<devices><disk type='network'><driver type='qcow2'/>\
              <source protocol='nfs' name='e/f.qcow2'><host name='h'/></source><target dev='vda'/></disk></devices>",
         );
-        let e = plan(&q, 3, Path::new("/run/v/3"), false)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("raw image only"), "{e}");
+        let p = plan(&q, 3, Path::new("/run/v/3"), false).unwrap();
+        let line = p.args.join(" ");
+        assert!(
+            line.contains("--disk path=nfs://h/e/f.qcow2,format=qcow2,id=vda"),
+            "{line}"
+        );
+        let spec = disk_spec(&q, &q.devices.disks[0]).unwrap();
+        assert_eq!(spec["format"], "qcow2");
     }
 
     #[test]
