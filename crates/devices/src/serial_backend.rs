@@ -209,7 +209,11 @@ impl SerialBackend {
             }
             Self::Unix(path) => {
                 let listener = listen(path)?;
-                let client = Arc::new(Mutex::new(ClientSlot::default()));
+                let slot = ClientSlot::new().map_err(|source| SerialBackendError::Listen {
+                    path: path.clone(),
+                    source,
+                })?;
+                let client = Arc::new(Mutex::new(slot));
                 opened.output = SharedOutput::new(UnixClientOutput {
                     client: client.clone(),
                 });
@@ -224,7 +228,7 @@ impl SerialBackend {
                 let stream = UnixStream::connect(path).map_err(connect_error)?;
                 stream.set_nonblocking(true).map_err(connect_error)?;
                 let input = stream.try_clone().map_err(connect_error)?;
-                let mut slot = ClientSlot::default();
+                let mut slot = ClientSlot::new().map_err(connect_error)?;
                 slot.connect(stream);
                 opened.output = SharedOutput::new(UnixClientOutput {
                     client: Arc::new(Mutex::new(slot)),
@@ -411,13 +415,49 @@ pub const REPLAY_CAPACITY: usize = 64 * 1024;
 
 /// The connected client of a `unix:` backend, if any, and the output
 /// produced while there was none.
-#[derive(Debug, Default)]
+///
+/// Output for a connected client goes through `pending`: a unix stream
+/// socket counts every send against its buffer at a kernel buffer's size,
+/// not the bytes' (about 280 one-byte sends fill it), and a guest writes
+/// its UART a byte at a time, so a reader that falls a moment behind
+/// would see output dropped after a few lines. What the socket does not
+/// take now waits here (as one send when it does), up to
+/// [`REPLAY_CAPACITY`]; the input thread sends it when the socket has
+/// room, and at the end before the VM goes.
+#[derive(Debug)]
 pub(crate) struct ClientSlot {
     stream: Option<UnixStream>,
     unseen: VecDeque<u8>,
+    pending: VecDeque<u8>,
+    /// Wakes the input thread when output starts to wait, so it polls for
+    /// the socket's room; `woken` until it has.
+    wake: EventFd,
+    woken: bool,
 }
 
 impl ClientSlot {
+    /// An empty slot.
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            stream: None,
+            unseen: VecDeque::new(),
+            pending: VecDeque::new(),
+            wake: EventFd::new(libc::EFD_NONBLOCK)?,
+            woken: false,
+        })
+    }
+
+    /// What the input thread polls to learn that output waits.
+    pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// The input thread saw the wake-up: it polls for room from now on.
+    pub(crate) fn woke(&mut self) {
+        let _ = self.wake.read();
+        self.woken = false;
+    }
+
     /// The connected client.
     pub(crate) fn stream(&self) -> Option<&UnixStream> {
         self.stream.as_ref()
@@ -426,54 +466,122 @@ impl ClientSlot {
     /// Make `stream` (non-blocking) the client, replacing any other, and
     /// give it the output it missed.
     pub(crate) fn connect(&mut self, stream: UnixStream) {
-        let (a, b) = self.unseen.as_slices();
-        for part in [a, b] {
-            send_nonblocking(&stream, part);
-        }
-        self.unseen.clear();
+        self.pending = std::mem::take(&mut self.unseen);
         self.stream = Some(stream);
+        self.flush();
     }
 
     /// Forget the client (it hung up).
     pub(crate) fn disconnect(&mut self) {
         self.stream = None;
+        self.pending.clear();
+    }
+
+    /// Whether output waits for the client's socket to take it.
+    pub(crate) fn wants_to_send(&self) -> bool {
+        self.stream.is_some() && !self.pending.is_empty()
+    }
+
+    /// Send what waits, as far as the socket takes it now. A client that
+    /// is gone is forgotten.
+    pub(crate) fn flush(&mut self) {
+        let Some(stream) = &self.stream else {
+            return;
+        };
+        while !self.pending.is_empty() {
+            let (front, _) = self.pending.as_slices();
+            match send_now(stream, front) {
+                Ok(0) => return,
+                Ok(n) => {
+                    self.pending.drain(..n.min(self.pending.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    // EPIPE, ECONNRESET: the input thread sees the hang-up.
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Send what waits, waiting for the socket up to `deadline` (the VM
+    /// is ending: its last output must not be left behind).
+    pub(crate) fn flush_until(&mut self, deadline: std::time::Instant) {
+        loop {
+            self.flush();
+            let Some(stream) = &self.stream else {
+                return;
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if self.pending.is_empty() || left.is_zero() {
+                return;
+            }
+            let mut pfd = libc::pollfd {
+                fd: stream.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let ms = libc::c_int::try_from(left.as_millis())
+                .unwrap_or(libc::c_int::MAX)
+                .max(1);
+            // SAFETY: one valid pollfd, for the call only.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } < 0
+                && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
+            {
+                return;
+            }
+        }
     }
 
     fn write(&mut self, buf: &[u8]) {
-        match &self.stream {
-            Some(stream) => send_nonblocking(stream, buf),
-            None => {
-                let keep = buf.len().min(REPLAY_CAPACITY);
-                let tail = buf.get(buf.len() - keep..).unwrap_or_default();
-                let excess = (self.unseen.len() + keep).saturating_sub(REPLAY_CAPACITY);
-                self.unseen.drain(..excess);
-                self.unseen.extend(tail);
+        let queue = if self.stream.is_some() {
+            &mut self.pending
+        } else {
+            &mut self.unseen
+        };
+        // The newest bytes win when a reader is far behind (or absent).
+        let keep = buf.len().min(REPLAY_CAPACITY);
+        let tail = buf.get(buf.len() - keep..).unwrap_or_default();
+        let excess = (queue.len() + keep).saturating_sub(REPLAY_CAPACITY);
+        queue.drain(..excess);
+        queue.extend(tail);
+        self.flush();
+        if self.wants_to_send() && !self.woken {
+            self.woken = self.wake.write(1).is_ok();
+        }
+    }
+}
+
+/// One non-blocking send: the bytes the socket took.
+fn send_now(stream: &UnixStream, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the fd belongs to `stream`, borrowed for this call; `buf`
+        // is a live slice. MSG_NOSIGNAL: a vanished client must not raise
+        // SIGPIPE.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => return Ok(n),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
         }
     }
 }
 
-/// Send what the socket takes right now; drop the rest.
-fn send_nonblocking(stream: &UnixStream, buf: &[u8]) {
-    let fd = stream.as_raw_fd();
-    write_nonblocking(buf, |chunk| {
-        // SAFETY: `fd` belongs to `stream`, borrowed for this call; `chunk`
-        // is a live slice. MSG_NOSIGNAL: a vanished client must not raise
-        // SIGPIPE.
-        unsafe {
-            libc::send(
-                fd,
-                chunk.as_ptr().cast(),
-                chunk.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        }
-    });
-}
-
 /// Output to the connected socket client; kept for the next client while
-/// there is none. Never blocks: what the client's socket buffer cannot
-/// take right now is dropped.
+/// there is none. Never blocks: what the client's socket cannot take now
+/// waits in the slot (see [`ClientSlot`]).
 struct UnixClientOutput {
     client: UnixClient,
 }

@@ -28,6 +28,10 @@ use crate::serial_backend::UnixClient;
 /// and pending buffer are full.
 const RETRY_INTERVAL_MS: libc::c_int = 10;
 
+/// How long the last output may wait for a slow socket client when the
+/// VM ends.
+const FINAL_OUTPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Ctrl-A, the escape character (as in QEMU).
 const ESCAPE: u8 = 0x01;
 /// After the escape character: quit.
@@ -190,6 +194,7 @@ fn run<F: FnMut(&[u8]) -> usize>(mut source: InputSource, stop: &EventFd, mut de
             return;
         }
         if fds[0].revents != 0 {
+            source.finish();
             return;
         }
         if fds.len() > 1 {
@@ -239,10 +244,27 @@ impl InputSource {
             Self::Unix { listener, client } => {
                 fds.push(pollfd(listener.as_raw_fd()));
                 let client = client.lock().unwrap_or_else(|e| e.into_inner());
+                fds.push(pollfd(client.wake_fd()));
                 if let Some(stream) = client.stream() {
-                    fds.push(pollfd(stream.as_raw_fd()));
+                    let mut fd = pollfd(stream.as_raw_fd());
+                    if client.wants_to_send() {
+                        fd.events |= libc::POLLOUT;
+                    }
+                    fds.push(fd);
                 }
             }
+        }
+    }
+
+    /// The VM is ending: a socket client gets the output still waiting
+    /// for it, within [`FINAL_OUTPUT_WAIT`].
+    fn finish(&self) {
+        if let Self::Unix { client, .. } = self {
+            let deadline = std::time::Instant::now() + FINAL_OUTPUT_WAIT;
+            client
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .flush_until(deadline);
         }
     }
 
@@ -289,6 +311,13 @@ impl InputSource {
             }
             Self::Unix { listener, client } => {
                 if fds.get(1).is_some_and(|f| f.revents != 0) {
+                    client.lock().unwrap_or_else(|e| e.into_inner()).woke();
+                }
+                let revents = fds.get(2).map_or(0, |f| f.revents);
+                if revents & libc::POLLOUT != 0 {
+                    client.lock().unwrap_or_else(|e| e.into_inner()).flush();
+                }
+                if revents & !libc::POLLOUT != 0 {
                     read_client(client, buf, out);
                 }
                 if fds[0].revents != 0 {

@@ -352,3 +352,40 @@ fn stdout_backend_reads_stdin() {
     assert!(opened.input.is_some());
     assert!(opened.pty_path.is_none());
 }
+
+#[test]
+fn a_client_that_reads_late_still_gets_every_byte_written_one_at_a_time() {
+    let path = TempPath::new("late");
+    let mut opened = SerialBackend::Unix(path.0.clone()).open(&evt()).unwrap();
+    let (rx, stop, handle) = collect(opened.input.take().unwrap());
+    let mut client = UnixStream::connect(&path.0).unwrap();
+    client.write_all(b"in").unwrap();
+    assert_eq!(recv_exactly(&rx, 2), b"in");
+    // A guest writes its UART a byte at a time: each is a send of its
+    // own, and a unix socket holds only a few hundred of those unread.
+    let text: Vec<u8> = (0..4000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for b in &text {
+        opened.output.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    // The client reads only now, and the guest writes nothing more: what
+    // waited is sent as the socket drains.
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = vec![0u8; text.len()];
+    client.read_exact(&mut got).unwrap();
+    assert_eq!(got, text);
+
+    // Output still waiting when the VM ends goes out before the input
+    // thread does.
+    for b in &text {
+        opened.output.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    stop.write(1).unwrap();
+    let reader = thread::spawn(move || {
+        let mut got = vec![0u8; 4000];
+        client.read_exact(&mut got).map(|()| got)
+    });
+    handle.join().unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), text);
+}

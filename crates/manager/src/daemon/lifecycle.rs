@@ -20,6 +20,10 @@ use super::{host, Daemon};
 use crate::api::{DomainState, DomainStateInfo, EventKind, StateReason};
 use crate::driver::{ExitReason, Instance, RunRecord, StartContext};
 
+/// How long a console session may keep forwarding after its domain's
+/// VMM ended.
+const CONSOLE_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long `destroy` waits for the VMM's end to be recorded after the
 /// driver said it is gone.
 const EXIT_RECORD_WAIT: Duration = Duration::from_secs(30);
@@ -514,7 +518,14 @@ async fn on_exit(
         let destroyed = std::mem::take(&mut entry.destroying);
         let fake_reboot = std::mem::take(&mut entry.fake_reboot);
         if let Some((_, console)) = entry.console.take() {
-            console.abort();
+            // The session still has to forward what the guest wrote last
+            // (a panic's last lines): it ends by itself when the VMM's
+            // socket does, which went with the process. One that does
+            // not is ended after a moment.
+            tokio::spawn(async move {
+                tokio::time::sleep(CONSOLE_DRAIN).await;
+                console.abort();
+            });
         }
         let plan = plan_exit(
             &name,
