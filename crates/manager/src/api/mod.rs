@@ -65,6 +65,7 @@
 pub mod bandwidth;
 pub mod iface;
 pub mod network;
+pub mod secret;
 pub mod storage;
 pub mod tuning;
 
@@ -77,6 +78,7 @@ pub use iface::{InterfaceDefineResponse, InterfaceSummary};
 pub use network::{
     DhcpLease, InterfaceAddress, NetworkDestroyRequest, NetworkSummary, NetworkUpdateRequest,
 };
+pub use secret::{SecretSummary, SecretValue};
 pub use storage::{
     PoolSummary, VolumeCopyRequest, VolumeCreateRequest, VolumeResizeRequest, VolumeSummary,
     VolumeTransfer, VolumeWipeRequest,

@@ -320,8 +320,11 @@ pub fn as_started(domain: &Domain) -> std::borrow::Cow<'_, Domain> {
     for disk in &mut plugged.devices.disks {
         if let virtxml::DiskSource::Volume(v) = &mut disk.source {
             let path = format!("/{}/{}", v.pool, v.volume);
-            v.resolved
-                .get_or_insert(virtxml::ResolvedVolume { path, block: false });
+            v.resolved.get_or_insert(virtxml::ResolvedVolume {
+                path,
+                block: false,
+                auth: None,
+            });
         }
     }
     std::borrow::Cow::Owned(plugged)

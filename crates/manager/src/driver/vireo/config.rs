@@ -396,6 +396,13 @@ fn network_format(domain: &Domain, path: &str, disk: &Disk) -> Result<(), Driver
 fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, DriverError> {
     let path = format!("/domain/devices/disk[{index}]/source");
     let source = host_path(domain, &path, disk)?;
+    if disk.source.chap().is_some() {
+        return Err(refuse(
+            domain,
+            &path,
+            "CHAP for iSCSI disks is not supported yet",
+        ));
+    }
     // A network disk's source is its iscsi:// or nfs:// URL, which the
     // VMM opens.
     if !disk.source.is_network() {
@@ -466,6 +473,13 @@ fn error_policies(disk: &Disk) -> (Option<DiskErrorPolicy>, Option<DiskErrorPoli
 /// `--disk` for a hot-plug: the same fields as JSON for `PUT /vm/add-disk`.
 pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Value, DriverError> {
     let source = host_path(domain, "/disk/source", disk)?;
+    if disk.source.chap().is_some() {
+        return Err(refuse(
+            domain,
+            "/disk/source",
+            "CHAP for iSCSI disks is not supported yet",
+        ));
+    }
     if !disk.source.is_network() {
         absolute(domain, "/disk/source", "the disk source", source)?;
     }

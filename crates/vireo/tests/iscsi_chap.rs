@@ -1,0 +1,495 @@
+//! Secrets and CHAP through a real `vireo daemon` and the real CLI: the
+//! `secret-*` verbs (text and `--json`), where values live and where they
+//! never appear; and an `iscsi-direct` pool whose target (a real tgtd in
+//! a network namespace the test makes) admits only a CHAP account.
+
+mod daemon_harness;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use daemon_harness::{have_kvm, Daemon};
+use iscsi::test_target::{LunSpec, TestTarget};
+
+const MIB: u64 = 1 << 20;
+/// The CHAP account the targets admit.
+const USER: &str = "vireo-chap";
+const PASSWORD: &str = "s3cret-Chap-pw";
+/// PASSWORD in base64.
+const PASSWORD_B64: &str = "czNjcmV0LUNoYXAtcHc=";
+
+/// The virsh verbs of `vireo` against `socket`: exit code, stdout, stderr.
+fn virsh_on(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .env_remove("VIREO_DEFAULT_URI")
+        .arg("-c")
+        .arg(format!("vireo+unix:///system?socket={}", socket.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn virsh(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    virsh_on(&d.socket, args)
+}
+
+fn ok(d: &Daemon, args: &[&str]) -> String {
+    let (code, out, err) = virsh(d, args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+/// A verb that must fail with exit code 1 and one line naming `says`;
+/// the line is returned.
+fn refused(d: &Daemon, args: &[&str], says: &str) -> String {
+    let (code, _, err) = virsh(d, args);
+    assert_eq!(code, 1, "{args:?} succeeded");
+    assert!(err.contains(says), "{args:?}: want '{says}' in {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    err
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// Every file under `dir`, read as text (lossily).
+fn all_text_under(dir: &Path) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.push_str(&all_text_under(&p));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push_str(&String::from_utf8_lossy(&b));
+        }
+    }
+    out
+}
+
+const UUID: &str = "c4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6";
+
+fn secret_xml(usage: &str, private: bool, ephemeral: bool, uuid: Option<&str>) -> String {
+    let yn = |b| if b { "yes" } else { "no" };
+    let uuid = uuid
+        .map(|u| format!("<uuid>{u}</uuid>"))
+        .unwrap_or_default();
+    format!(
+        "<secret ephemeral='{}' private='{}'>{uuid}<description>CHAP of the SAN</description>\
+         <usage type='iscsi'><target>{usage}</target></usage></secret>\n",
+        yn(ephemeral),
+        yn(private)
+    )
+}
+
+#[test]
+fn secrets_through_the_daemon_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(dir.path());
+
+    // secret-define prints the UUID it was given (or made).
+    let file = write(
+        dir.path(),
+        "s.xml",
+        &secret_xml("san-chap", false, false, Some(UUID)),
+    );
+    let out = ok(&d, &["secret-define", &file]);
+    assert_eq!(out, format!("Secret {UUID} created\n\n"));
+    let made = write(
+        dir.path(),
+        "t.xml",
+        "<secret><usage type='ceph'><name>client.admin</name></usage></secret>",
+    );
+    let out = ok(&d, &["secret-define", &made]);
+    let ceph_uuid = out
+        .strip_prefix("Secret ")
+        .and_then(|s| s.strip_suffix(" created\n\n"))
+        .unwrap()
+        .to_string();
+    assert_eq!(ceph_uuid.len(), 36, "{out}");
+
+    // secret-list: virsh's table, and --json.
+    let list = ok(&d, &["secret-list"]);
+    let mut lines = list.lines();
+    let head = lines.next().unwrap();
+    assert!(
+        head.starts_with(" UUID") && head.trim_end().ends_with("Usage"),
+        "{list}"
+    );
+    assert!(lines.next().unwrap().starts_with("-----"), "{list}");
+    assert!(
+        list.contains(&format!(" {UUID}   iscsi san-chap\n")),
+        "{list}"
+    );
+    assert!(list.contains("ceph client.admin"), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["secret-list", "--json"])).unwrap();
+    let mine = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["uuid"] == UUID)
+        .unwrap();
+    assert_eq!(mine["usage_type"], "iscsi");
+    assert_eq!(mine["usage_id"], "san-chap");
+    assert_eq!(mine["has_value"], false);
+
+    // secret-dumpxml, by UUID and by usage.
+    let xml = ok(&d, &["secret-dumpxml", UUID]);
+    assert!(
+        xml.starts_with("<secret ephemeral='no' private='no'>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<target>san-chap</target>"), "{xml}");
+    assert_eq!(ok(&d, &["secret-dumpxml", "san-chap"]), xml);
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["secret-dumpxml", UUID, "--json"])).unwrap();
+    assert_eq!(format!("{}\n", j["xml"].as_str().unwrap()), xml);
+
+    // No value yet.
+    refused(&d, &["secret-get-value", UUID], "does not have a value");
+
+    // The value, in each of virsh's forms.
+    assert_eq!(
+        ok(&d, &["secret-set-value", UUID, "--base64", PASSWORD_B64]),
+        "Secret value set\n\n"
+    );
+    assert_eq!(
+        ok(&d, &["secret-get-value", UUID]),
+        format!("{PASSWORD_B64}\n\n")
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["secret-get-value", "san-chap", "--json"])).unwrap();
+    assert_eq!(j["value"], PASSWORD_B64);
+    assert_eq!(
+        ok(&d, &["secret-get-value", UUID, "--plain"]),
+        format!("{PASSWORD}\n\n")
+    );
+    let plain = write(dir.path(), "pw.txt", "other-password");
+    ok(
+        &d,
+        &["secret-set-value", "san-chap", "--file", &plain, "--plain"],
+    );
+    assert_eq!(
+        ok(&d, &["secret-get-value", UUID, "--plain"]),
+        "other-password\n\n"
+    );
+    let b64 = write(dir.path(), "pw.b64", &format!("{PASSWORD_B64}\n"));
+    ok(&d, &["secret-set-value", UUID, "--file", &b64]);
+    assert_eq!(
+        ok(&d, &["secret-get-value", UUID]),
+        format!("{PASSWORD_B64}\n\n")
+    );
+    ok(&d, &["secret-set-value", UUID, "b3RoZXI="]);
+    assert_eq!(ok(&d, &["secret-get-value", UUID]), "b3RoZXI=\n\n");
+    ok(&d, &["secret-set-value", UUID, PASSWORD_B64]);
+
+    // Malformed base64, from the CLI and straight to the API.
+    refused(
+        &d,
+        &["secret-set-value", UUID, "--base64", "not base64!"],
+        "not valid base64",
+    );
+    let a = d.http(
+        "PUT",
+        &format!("/secrets/{UUID}/value"),
+        Some(&serde_json::json!({"value": "%%%%"})),
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.error().contains("not valid base64"), "{}", a.body);
+    assert!(!a.body.contains("%%%%"), "{}", a.body);
+    assert_eq!(
+        ok(&d, &["secret-get-value", UUID]),
+        format!("{PASSWORD_B64}\n\n")
+    );
+
+    // Two secrets for one usage.
+    let dup = write(
+        dir.path(),
+        "dup.xml",
+        &secret_xml("san-chap", false, false, None),
+    );
+    refused(
+        &d,
+        &["secret-define", &dup],
+        &format!("a secret with UUID {UUID} already defined for use with san-chap"),
+    );
+
+    // A private secret's value is set but never read back.
+    let private = write(
+        dir.path(),
+        "p.xml",
+        &secret_xml("private-chap", true, false, None),
+    );
+    ok(&d, &["secret-define", &private]);
+    ok(
+        &d,
+        &[
+            "secret-set-value",
+            "private-chap",
+            "--base64",
+            "cHJpdmF0ZS12YWx1ZQ==",
+        ],
+    );
+    refused(
+        &d,
+        &["secret-get-value", "private-chap"],
+        "secret is private",
+    );
+    refused(
+        &d,
+        &["secret-get-value", "private-chap", "--json"],
+        "secret is private",
+    );
+    let made_public = secret_xml("private-chap", false, false, None);
+    let private_uuid = ok(&d, &["secret-list", "--private", "--json"]);
+    let pj: serde_json::Value = serde_json::from_str(&private_uuid).unwrap();
+    let puuid = pj[0]["uuid"].as_str().unwrap().to_string();
+    let public = write(
+        dir.path(),
+        "pub.xml",
+        &made_public.replace(
+            "<description>",
+            &format!("<uuid>{puuid}</uuid><description>"),
+        ),
+    );
+    refused(
+        &d,
+        &["secret-define", &public],
+        "cannot change private flag",
+    );
+
+    // The read-only socket lists secrets but never gives a value.
+    let ro = virsh_on(&d.ro_socket, &["secret-get-value", UUID]);
+    assert_eq!(ro.0, 1, "{ro:?}");
+    assert!(ro.2.contains("read only"), "{ro:?}");
+    assert_eq!(virsh_on(&d.ro_socket, &["secret-list"]).0, 0);
+
+    // An ephemeral secret is never written to disk.
+    let eph = write(
+        dir.path(),
+        "e.xml",
+        &secret_xml("eph-chap", false, true, None),
+    );
+    ok(&d, &["secret-define", &eph]);
+    ok(
+        &d,
+        &[
+            "secret-set-value",
+            "eph-chap",
+            "--base64",
+            "ZXBoZW1lcmFsLXZhbHVl",
+        ],
+    );
+    assert_eq!(
+        ok(&d, &["secret-get-value", "eph-chap"]),
+        "ZXBoZW1lcmFsLXZhbHVl\n\n"
+    );
+
+    // Persistent secrets and their values: mode 0600, in a 0700 directory.
+    let secrets = d.state.join("secret/secrets");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&secrets), 0o700);
+    for f in [format!("{UUID}.xml"), format!("{UUID}.base64")] {
+        assert_eq!(mode(&secrets.join(&f)), 0o600, "{f}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(secrets.join(format!("{UUID}.base64"))).unwrap(),
+        PASSWORD_B64
+    );
+    let on_disk = all_text_under(&secrets);
+    assert!(!on_disk.contains("eph-chap") && !on_disk.contains("ZXBoZW1lcmFsLXZhbHVl"));
+
+    // No value in any dumpxml, in the daemon's log, or in the XML files.
+    for s in [UUID, "private-chap", "eph-chap", &ceph_uuid] {
+        let xml = ok(&d, &["secret-dumpxml", s]);
+        for v in [
+            PASSWORD,
+            PASSWORD_B64,
+            "cHJpdmF0ZS12YWx1ZQ==",
+            "private-value",
+        ] {
+            assert!(!xml.contains(v), "{s}: {xml}");
+        }
+    }
+    let log = d.log_text();
+    for v in [
+        PASSWORD,
+        PASSWORD_B64,
+        "cHJpdmF0ZS12YWx1ZQ==",
+        "ZXBoZW1lcmFsLXZhbHVl",
+    ] {
+        assert!(!log.contains(v), "the log holds a value:\n{log}");
+    }
+    let xml_file = std::fs::read_to_string(secrets.join(format!("{UUID}.xml"))).unwrap();
+    assert!(!xml_file.contains(PASSWORD_B64), "{xml_file}");
+
+    // A restarted daemon has the persistent secrets and values, not the
+    // ephemeral one.
+    d.terminate();
+    d.spawn();
+    assert_eq!(
+        ok(&d, &["secret-get-value", "san-chap"]),
+        format!("{PASSWORD_B64}\n\n")
+    );
+    refused(
+        &d,
+        &["secret-dumpxml", "eph-chap"],
+        "no secret with matching usage 'eph-chap'",
+    );
+    refused(
+        &d,
+        &["secret-get-value", "private-chap"],
+        "secret is private",
+    );
+
+    // secret-undefine, by usage and by UUID; its files go with it.
+    assert_eq!(
+        ok(&d, &["secret-undefine", "san-chap"]),
+        "Secret san-chap deleted\n\n"
+    );
+    assert!(!secrets.join(format!("{UUID}.base64")).exists());
+    assert!(!secrets.join(format!("{UUID}.xml")).exists());
+    ok(&d, &["secret-undefine", &ceph_uuid]);
+    refused(
+        &d,
+        &["secret-undefine", UUID],
+        &format!("no secret with matching uuid '{UUID}'"),
+    );
+    let list = ok(&d, &["secret-list"]);
+    assert!(
+        !list.contains(UUID) && list.contains("iscsi private-chap"),
+        "{list}"
+    );
+}
+
+fn root_and_kvm() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        testkit::skip("making a network namespace needs root");
+        return false;
+    }
+    if !have_kvm() {
+        testkit::skip("no /dev/kvm");
+        return false;
+    }
+    true
+}
+
+fn pool_xml(iqn: &str, secret: &str) -> String {
+    format!(
+        "<pool type='iscsi-direct'><name>san</name><uuid>4e3fce45-4f53-4fa7-bb32-11f34168b82b</uuid><source><host name='169.254.77.1'/>\
+         <device path='{iqn}'/><initiator><iqn name='iqn.2026-01.org.vireo.test:host'/></initiator>\
+         <auth type='chap' username='{USER}'>{secret}</auth></source></pool>"
+    )
+}
+
+/// The pool is inactive and left as it was.
+fn inactive(d: &Daemon) {
+    let list = ok(d, &["pool-list", "--all"]);
+    let row = list
+        .lines()
+        .find(|l| l.contains(" san "))
+        .unwrap_or_default();
+    assert!(row.contains("inactive"), "{list}");
+}
+
+#[test]
+fn an_iscsi_direct_pool_logs_in_with_chap() {
+    if !root_and_kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [LunSpec {
+        size: 4 * MIB,
+        thin: false,
+    }];
+    let t = TestTarget::start("chap", dir.path(), &luns, Some((USER, PASSWORD))).unwrap();
+    let d = Daemon::start_in(dir.path(), &[], Some(t.netns()));
+
+    let xml = write(
+        dir.path(),
+        "san.xml",
+        &pool_xml(t.iqn(), "<secret usage='san-chap'/>"),
+    );
+    ok(&d, &["pool-define", &xml]);
+    let dumped = ok(&d, &["pool-dumpxml", "san"]);
+    assert!(
+        dumped.contains(&format!("<auth type='chap' username='{USER}'>"))
+            && dumped.contains("<secret usage='san-chap'/>"),
+        "{dumped}"
+    );
+
+    // No secret: one line, and the pool stays inactive.
+    refused(
+        &d,
+        &["pool-start", "san"],
+        "CHAP secret not found: no iscsi secret with usage 'san-chap'",
+    );
+    inactive(&d);
+
+    // A secret without a value.
+    let s = write(
+        dir.path(),
+        "s.xml",
+        &secret_xml("san-chap", true, false, Some(UUID)),
+    );
+    ok(&d, &["secret-define", &s]);
+    refused(
+        &d,
+        &["pool-start", "san"],
+        &format!("CHAP secret {UUID} has no value"),
+    );
+    inactive(&d);
+
+    // The wrong password: the target's refusal, in one line.
+    let wrong = write(dir.path(), "wrong", "not-the-password");
+    ok(&d, &["secret-set-value", UUID, "--file", &wrong, "--plain"]);
+    let line = refused(&d, &["pool-start", "san"], "login refused");
+    assert!(line.contains(t.iqn()), "{line}");
+    inactive(&d);
+
+    // The right one: the pool starts and lists the LUN.
+    let right = write(dir.path(), "right", PASSWORD);
+    ok(
+        &d,
+        &["secret-set-value", "san-chap", "--file", &right, "--plain"],
+    );
+    assert!(ok(&d, &["pool-start", "san"]).contains("Pool san started"));
+    let list = ok(&d, &["vol-list", "san"]);
+    assert!(list.contains("unit:0:0:1"), "{list}");
+    let info = ok(&d, &["pool-info", "san"]);
+    assert!(info.contains("Capacity:       4.00 MiB"), "{info}");
+    ok(&d, &["pool-refresh", "san"]);
+    ok(&d, &["pool-destroy", "san"]);
+
+    // By UUID too.
+    let by_uuid = pool_xml(t.iqn(), &format!("<secret uuid='{UUID}'/>"));
+    let xml = write(dir.path(), "san2.xml", &by_uuid);
+    ok(&d, &["pool-define", &xml]);
+    ok(&d, &["pool-start", "san"]);
+    assert!(ok(&d, &["vol-list", "san"]).contains("unit:0:0:1"));
+    ok(&d, &["pool-destroy", "san"]);
+
+    // A pool without <auth> is refused by this target.
+    let open =
+        pool_xml(t.iqn(), "").replace(&format!("<auth type='chap' username='{USER}'></auth>"), "");
+    let xml = write(dir.path(), "open.xml", &open);
+    ok(&d, &["pool-define", &xml]);
+    refused(&d, &["pool-start", "san"], "login refused");
+
+    // The password never reached the daemon's log.
+    let log = d.log_text();
+    assert!(!log.contains(PASSWORD), "{log}");
+}
