@@ -493,3 +493,220 @@ fn an_iscsi_direct_pool_logs_in_with_chap() {
     let log = d.log_text();
     assert!(!log.contains(PASSWORD), "{log}");
 }
+
+/// Waits (60 s at most) for `out` to hold `text`.
+fn wait_text(out: &Path, text: &str) -> String {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let got = std::fs::read_to_string(out).unwrap_or_default();
+        if got.contains(text) {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no '{text}' from the guest:\n{got}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A domain running the `virtio` guest with `disks`, its console in `out`.
+fn guest_domain(name: &str, cmdline: &str, disks: &str, out: &Path) -> String {
+    daemon_harness::domain_xml(name, "virtio", "")
+        .replace("<memory unit='MiB'>32</memory>", "<memory unit='MiB'>64</memory>")
+        .replace("</os>", &format!("<cmdline>mirror {cmdline}</cmdline></os>"))
+        .replace(
+            "<devices>",
+            &format!(
+                "<devices>{disks}<console type='file'><source path='{}'/><target type='virtio'/></console>",
+                out.display()
+            ),
+        )
+}
+
+/// Sector `n` of each of `lun`'s first `count` stride-`stride` sectors
+/// from `first` holds the guest's pattern.
+fn check_written(file: &Path, first: u64, count: u64, stride: u64) {
+    use guest_sectors::{fnv1a32, pattern, SECTOR};
+    let bytes = std::fs::read(file).unwrap();
+    for k in 0..count {
+        let n = first + stride * k;
+        let at = usize::try_from(n).unwrap() * SECTOR;
+        assert_eq!(
+            fnv1a32(&bytes[at..at + SECTOR]),
+            fnv1a32(&pattern(n)),
+            "{} sector {n}",
+            file.display()
+        );
+    }
+}
+
+mod guest_sectors;
+
+#[test]
+fn a_domain_runs_on_iscsi_disks_that_log_in_with_chap() {
+    if !root_and_kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [
+        LunSpec {
+            size: 8 * MIB,
+            thin: false,
+        },
+        LunSpec {
+            size: 4 * MIB,
+            thin: false,
+        },
+    ];
+    let t = TestTarget::start("chapdom", dir.path(), &luns, Some((USER, PASSWORD))).unwrap();
+    let d = Daemon::start_in(dir.path(), &[], Some(t.netns()));
+    let files = tempfile::tempdir().unwrap();
+    let s = write(
+        files.path(),
+        "s.xml",
+        &secret_xml("san-chap", true, false, Some(UUID)),
+    );
+    ok(&d, &["secret-define", &s]);
+    ok(
+        &d,
+        &["secret-set-value", "san-chap", "--base64", PASSWORD_B64],
+    );
+
+    // LUN 2 with <auth> in its source; LUN 1 plugged later with <auth>
+    // in the disk (libvirt's older place).
+    let disk = format!(
+        "<disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+         <source protocol='iscsi' name='{}/2'><host name='169.254.77.1' port='3260'/>\
+         <auth username='{USER}'><secret type='iscsi' usage='san-chap'/></auth></source>\
+         <target dev='vda' bus='virtio'/></disk>",
+        t.iqn()
+    );
+    let out = dir.path().join("chap.out");
+    d.define(&guest_domain(
+        "chap",
+        "blk blk-first=3 blk-count=16 blk-stride=3 blk-read=0 wait-hotplug=60000 hotplug-events=1",
+        &disk,
+        &out,
+    ));
+    let xml = ok(&d, &["dumpxml", "chap"]);
+    assert!(
+        xml.contains("<secret type='iscsi' usage='san-chap'/>"),
+        "{xml}"
+    );
+    d.ok("POST", "/domains/chap/start", Some(&serde_json::json!({})));
+    wait_text(&out, "virtio-blk: ok capacity=8192 wrote=16");
+
+    // The VMM got the password on a descriptor: not in its command line.
+    let pids = d.vmm_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        !cmdline.contains(PASSWORD) && !cmdline.contains(PASSWORD_B64),
+        "{cmdline}"
+    );
+    assert!(
+        cmdline.contains(&format!("iscsi://{USER}@169.254.77.1:3260/")),
+        "{cmdline}"
+    );
+    assert!(cmdline.contains("--secret id=vda,fd="), "{cmdline}");
+    // Nor in any file the daemon or the VMM wrote (the run directory,
+    // the state, the logs): only the base64 value file holds it.
+    let everything = all_text_under(dir.path());
+    assert!(!everything.contains(PASSWORD), "the password is in a file");
+
+    let hot = format!(
+        "<disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+         <auth username='{USER}'><secret type='iscsi' uuid='{UUID}'/></auth>\
+         <source protocol='iscsi' name='{}/1'><host name='169.254.77.1'/></source>\
+         <target dev='vdb' bus='virtio'/></disk>",
+        t.iqn()
+    );
+    d.ok(
+        "POST",
+        "/domains/chap/disks",
+        Some(&serde_json::json!({ "xml": hot, "live": true })),
+    );
+    wait_text(&out, "virtio-blk: ok capacity=16384 wrote=16");
+    d.wait_state("chap", "shut_off", std::time::Duration::from_secs(30));
+    check_written(&t.lun_file(2), 3, 16, 3);
+    check_written(&t.lun_file(1), 3, 16, 3);
+    let log =
+        d.log_text() + &std::fs::read_to_string(d.state.join("log/chap.log")).unwrap_or_default();
+    assert!(!log.contains(PASSWORD), "{log}");
+
+    // A missing secret and a wrong password: the start is refused in one
+    // line, and nothing runs.
+    let missing = disk.replace("usage='san-chap'", "usage='nobody'");
+    d.define(&guest_domain(
+        "nosecret",
+        "blk",
+        &missing,
+        &dir.path().join("n.out"),
+    ));
+    let a = d.http(
+        "POST",
+        "/domains/nosecret/start",
+        Some(&serde_json::json!({})),
+    );
+    assert_eq!(a.status, 422, "{}", a.body);
+    assert!(
+        a.error()
+            .contains("CHAP secret not found: no iscsi secret with usage 'nobody'"),
+        "{}",
+        a.body
+    );
+    let wrong_secret = write(
+        files.path(),
+        "w.xml",
+        &secret_xml("wrong-chap", false, false, None),
+    );
+    ok(&d, &["secret-define", &wrong_secret]);
+    ok(
+        &d,
+        &[
+            "secret-set-value",
+            "wrong-chap",
+            "--base64",
+            "d3JvbmctcGFzc3dvcmQ=",
+        ],
+    );
+    let wrong = disk.replace("usage='san-chap'", "usage='wrong-chap'");
+    d.define(&guest_domain(
+        "wrong",
+        "blk",
+        &wrong,
+        &dir.path().join("w.out"),
+    ));
+    let a = d.http("POST", "/domains/wrong/start", Some(&serde_json::json!({})));
+    assert!(a.status >= 400, "{}", a.body);
+    assert!(a.error().contains("login refused"), "{}", a.body);
+    assert!(!a.error().contains("wrong-password"), "{}", a.body);
+    for dom in ["nosecret", "wrong"] {
+        assert_eq!(d.state(dom).0, "shut_off");
+    }
+    assert!(d.vmm_pids().is_empty());
+
+    // A volume of an iscsi-direct pool with <auth>: the pool's secret.
+    let pool = write(
+        files.path(),
+        "san.xml",
+        &pool_xml(t.iqn(), "<secret usage='san-chap'/>"),
+    );
+    ok(&d, &["pool-define", &pool]);
+    ok(&d, &["pool-start", "san"]);
+    let vol_disk = "<disk type='volume' device='disk'><driver name='qemu' type='raw'/>\
+                    <source pool='san' volume='unit:0:0:1'/><target dev='vda' bus='virtio'/></disk>";
+    let vout = dir.path().join("vol.out");
+    d.define(&guest_domain(
+        "vol",
+        "blk blk-first=100 blk-count=8",
+        vol_disk,
+        &vout,
+    ));
+    d.ok("POST", "/domains/vol/start", Some(&serde_json::json!({})));
+    wait_text(&vout, "virtio-blk: ok capacity=16384 wrote=8");
+    d.wait_state("vol", "shut_off", std::time::Duration::from_secs(30));
+    check_written(&t.lun_file(1), 100, 8, 1);
+}

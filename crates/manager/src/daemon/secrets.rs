@@ -25,6 +25,9 @@ use crate::storage::{Credentials, StorageError};
 /// secret is at most 255 bytes).
 pub(crate) const MAX_VALUE_BYTES: usize = 64 * 1024;
 
+/// The longest CHAP secret handed to an initiator, in bytes.
+const MAX_CHAP_SECRET: usize = 255;
+
 /// A secret's value: zeroed when dropped, never printed.
 pub(crate) struct Value(Vec<u8>);
 
@@ -348,6 +351,12 @@ pub(crate) fn credentials(
             entry.def.uuid
         ))
     })?;
+    if value.0.len() > MAX_CHAP_SECRET {
+        return Err(StorageError::Invalid(format!(
+            "{what}: the value of CHAP secret {} is over {MAX_CHAP_SECRET} bytes",
+            entry.def.uuid
+        )));
+    }
     let secret = std::str::from_utf8(&value.0)
         .ok()
         .filter(|s| !s.is_empty() && !s.contains('\0'))
@@ -361,6 +370,35 @@ pub(crate) fn credentials(
         user: auth.username.clone(),
         secret: secret.to_string(),
     })
+}
+
+/// The CHAP credentials `disk` of domain `domain` logs in with, if it
+/// has `<auth>` (its own, or its volume's pool's).
+pub(crate) fn disk_credentials(
+    d: &Daemon,
+    domain: &str,
+    disk: &virtxml::Disk,
+) -> Result<Option<Credentials>, Failure> {
+    disk.source
+        .chap()
+        .map(|a| credentials(d, a, &format!("domain '{domain}': disk {}", disk.target)))
+        .transpose()
+        .map_err(super::pools::failure)
+}
+
+/// [`disk_credentials`] of each of `domain`'s disks that has any, by
+/// target name: what the driver hands its VMM at start.
+pub(crate) fn domain_credentials(
+    d: &Daemon,
+    domain: &virtxml::Domain,
+) -> Result<BTreeMap<String, Credentials>, Failure> {
+    let mut out = BTreeMap::new();
+    for disk in &domain.devices.disks {
+        if let Some(c) = disk_credentials(d, &domain.name, disk)? {
+            out.insert(disk.target.clone(), c);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -231,6 +231,7 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
         )));
     }
     disk.passed = spec.passed;
+    disk.chap_secret = spec.chap_secret.map(|s| *s);
     Ok(disk)
 }
 
