@@ -95,7 +95,7 @@ pub struct PoolSource {
     /// `initiator/iqn name=`: the initiator's IQN (`iscsi`,
     /// `iscsi-direct`, where it is required).
     pub initiator: Option<String>,
-    /// `auth type='chap'`: the CHAP credentials (`iscsi-direct`).
+    /// `auth type='chap'`: the CHAP credentials (`iscsi`, `iscsi-direct`).
     pub auth: Option<ChapAuth>,
 }
 
@@ -404,16 +404,8 @@ fn parse_source(node: &Node<'_>, ctx: &mut Ctx, kind: PoolType) -> Result<PoolSo
             "auth" => {
                 c.once(&s.auth)?;
                 match kind {
-                    PoolType::IscsiDirect => {}
-                    PoolType::Iscsi => return Err(c.refuse(
-                        "<auth> is not supported for an iscsi pool (the kernel's initiator) yet: use an iscsi-direct pool for a target that wants CHAP",
-                    )),
-                    _ => {
-                        return Err(c.refuse(format!(
-                            "a {} pool takes no <auth>",
-                            kind.as_str()
-                        )))
-                    }
+                    PoolType::IscsiDirect | PoolType::Iscsi => {}
+                    _ => return Err(c.refuse(format!("a {} pool takes no <auth>", kind.as_str()))),
                 }
                 s.auth = Some(ChapAuth::parse(&c, ctx, AuthPlace::Pool)?);
             }

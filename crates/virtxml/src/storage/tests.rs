@@ -108,7 +108,6 @@ fn what_a_pool_cannot_be_is_refused_in_one_line() {
         ("<pool type='disk'><name>x</name><source><device path='/dev/a'/><format type='dos'/></source></pool>", "format 'dos'"),
         ("<pool type='iscsi'><name>x</name><source><host name='h'/><device path='/dev/sda'/></source></pool>", "is not an iSCSI name"),
         ("<pool type='iscsi'><name>x</name><source><host name='h' port='0'/><device path='iqn.2026-01.a:b'/></source></pool>", "port 0"),
-        ("<pool type='iscsi'><name>x</name><source><host name='h'/><device path='iqn.2026-01.a:b'/><auth type='chap' username='u'><secret usage='s'/></auth></source></pool>", "<auth> is not supported"),
         ("<pool type='logical'><name>x</name><source><name>-bad</name></source></pool>", "is not one LVM takes"),
         ("<pool type='dir'><name>x</name><target><path>/x</path><permissions><label>l</label></permissions></target></pool>", "<label> is not supported"),
         ("<pool type='dir'><name>x</name><target><path>/x</path><permissions><mode>999</mode></permissions></target></pool>", "not an octal mode"),
@@ -259,6 +258,10 @@ fn iscsi_direct_pools_take_chap_auth() {
     );
     let p = Pool::parse(&by_uuid).unwrap().pool;
     assert!(matches!(p.source.auth.unwrap().secret, SecretRef::Uuid(_)));
+    // The kernel initiator's pool takes the same form.
+    let kernel = xml.replace("iscsi-direct", "iscsi");
+    let p = Pool::parse(&kernel).unwrap().pool;
+    assert_eq!(p.source.auth.unwrap().username, "vireo");
 
     let base = "<pool type='iscsi-direct'><name>x</name><source><host name='h'/><device path='iqn.2026-01.a:b'/>AUTH</source></pool>";
     for (auth, says) in [
