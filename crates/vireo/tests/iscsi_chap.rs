@@ -416,7 +416,7 @@ fn an_iscsi_direct_pool_logs_in_with_chap() {
         thin: false,
     }];
     let t = TestTarget::start("chap", dir.path(), &luns, Some((USER, PASSWORD))).unwrap();
-    let d = Daemon::start_in(dir.path(), &[], Some(t.netns()));
+    let mut d = Daemon::start_in(dir.path(), &[], Some(t.netns()));
 
     let xml = write(
         dir.path(),
@@ -472,6 +472,17 @@ fn an_iscsi_direct_pool_logs_in_with_chap() {
     let info = ok(&d, &["pool-info", "san"]);
     assert!(info.contains("Capacity:       4.00 MiB"), "{info}");
     ok(&d, &["pool-refresh", "san"]);
+    // A restarted daemon finds the pool again, logging in with the secret
+    // it read back from its state directory.
+    d.terminate();
+    d.spawn();
+    let list = ok(&d, &["pool-list"]);
+    assert!(list.contains(" san ") && list.contains("active"), "{list}");
+    assert!(ok(&d, &["vol-list", "san"]).contains("unit:0:0:1"));
+    // A changed value is used at the next login.
+    ok(&d, &["secret-set-value", UUID, "--file", &wrong, "--plain"]);
+    refused(&d, &["pool-refresh", "san"], "login refused");
+    ok(&d, &["secret-set-value", UUID, "--file", &right, "--plain"]);
     ok(&d, &["pool-destroy", "san"]);
 
     // By UUID too.
