@@ -29,6 +29,18 @@ pub fn run_command(mut args: RunArgs) -> ExitCode {
         report(&e);
         return ExitCode::from(EXIT_USAGE);
     }
+    // A descriptor is one card's TAP or one secret, not both.
+    for secret in &args.secret {
+        if let vmm::config::SecretSource::Fd(fd) = secret.source {
+            if args.net.iter().any(|n| n.fd == Some(fd)) {
+                eprintln!(
+                    "vireo: --secret id={}: fd={fd} is also a --net card's TAP",
+                    secret.id
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
     // Every secret is read (and an inherited one's descriptor closed)
     // now, long before the VMM confines itself.
     if let Err(e) = vmm::config::resolve_secrets(&mut args.disk, &args.secret) {

@@ -106,7 +106,9 @@ pub(super) fn backend(d: &Daemon, pool: &Pool) -> Result<Backend, StorageError> 
         .source
         .auth
         .as_ref()
-        .map(|a| super::secrets::credentials(d, a, &format!("storage pool '{}'", pool.name)))
+        .map(|a| {
+            super::secrets::credentials(&d.secrets, a, &format!("storage pool '{}'", pool.name))
+        })
         .transpose()?;
     Backend::open_with(pool, chap)
 }

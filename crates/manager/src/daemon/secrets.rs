@@ -325,11 +325,11 @@ fn no_value(uuid: &Uuid) -> Failure {
 /// secret (an `iscsi` secret by usage, or any secret by UUID). `what`
 /// names the pool or disk for the error line.
 pub(crate) fn credentials(
-    d: &Daemon,
+    secrets: &Secrets,
     auth: &ChapAuth,
     what: &str,
 ) -> Result<Credentials, StorageError> {
-    let table = d.secrets.lock();
+    let table = secrets.lock();
     let entry = match &auth.secret {
         SecretRef::Uuid(u) => table.get(u),
         SecretRef::Usage(id) => table.values().find(|e| {
@@ -381,7 +381,13 @@ pub(crate) fn disk_credentials(
 ) -> Result<Option<Credentials>, Failure> {
     disk.source
         .chap()
-        .map(|a| credentials(d, a, &format!("domain '{domain}': disk {}", disk.target)))
+        .map(|a| {
+            credentials(
+                &d.secrets,
+                a,
+                &format!("domain '{domain}': disk {}", disk.target),
+            )
+        })
         .transpose()
         .map_err(super::pools::failure)
 }
@@ -404,6 +410,77 @@ pub(crate) fn domain_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn secrets_with(defs: &[(&str, Option<&[u8]>)]) -> (tempfile::TempDir, Secrets) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Secrets::open(dir.path()).unwrap();
+        for (xml, value) in defs {
+            let def = Secret::parse(xml).unwrap().secret;
+            s.lock().insert(
+                def.uuid,
+                SecretEntry {
+                    def: Arc::new(def),
+                    value: value.map(|v| Arc::new(Value(v.to_vec()))),
+                },
+            );
+        }
+        (dir, s)
+    }
+
+    #[test]
+    fn chap_credentials_are_found_by_usage_or_uuid_and_each_failure_is_one_line() {
+        let chap = "<secret><uuid>c4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6</uuid>\
+                    <usage type='iscsi'><target>san</target></usage></secret>";
+        let ceph = "<secret><uuid>d4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6</uuid>\
+                    <usage type='ceph'><name>san2</name></usage></secret>";
+        let empty = "<secret><uuid>e4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6</uuid>\
+                     <usage type='iscsi'><target>none</target></usage></secret>";
+        let binary = "<secret><uuid>f4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6</uuid>\
+                      <usage type='iscsi'><target>bin</target></usage></secret>";
+        let (_dir, s) = secrets_with(&[
+            (chap, Some(b"pw-1")),
+            (ceph, Some(b"key")),
+            (empty, None),
+            (binary, Some(b"a\0b")),
+        ]);
+        let auth = |secret: SecretRef| ChapAuth {
+            username: "u".into(),
+            secret,
+        };
+        let by_usage = credentials(&s, &auth(SecretRef::Usage("san".into())), "pool 'p'").unwrap();
+        assert_eq!(
+            (by_usage.user.as_str(), by_usage.secret.as_str()),
+            ("u", "pw-1")
+        );
+        assert!(!format!("{by_usage:?}").contains("pw-1"));
+        let uuid = Uuid::parse("c4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6").unwrap();
+        assert_eq!(
+            credentials(&s, &auth(SecretRef::Uuid(uuid)), "p").unwrap(),
+            by_usage
+        );
+        for (r, says) in [
+            (
+                SecretRef::Usage("nobody".into()),
+                "CHAP secret not found: no iscsi secret with usage 'nobody'",
+            ),
+            // A usage of another type is no CHAP secret.
+            (
+                SecretRef::Usage("san2".into()),
+                "no iscsi secret with usage 'san2'",
+            ),
+            (SecretRef::Usage("none".into()), "has no value"),
+            (SecretRef::Usage("bin".into()), "not text without NUL bytes"),
+        ] {
+            let e = credentials(&s, &auth(r), "pool 'p'")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("pool 'p': ") && e.contains(says), "{e}");
+            assert!(
+                !e.contains('\n') && !e.contains("pw-1") && !e.contains("key"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn persistent_secrets_and_values_are_read_back_with_mode_0600() {
