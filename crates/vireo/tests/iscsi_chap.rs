@@ -194,6 +194,35 @@ fn secrets_through_the_daemon_and_the_cli() {
     ok(&d, &["secret-set-value", UUID, "b3RoZXI="]);
     assert_eq!(ok(&d, &["secret-get-value", UUID]), "b3RoZXI=\n\n");
     ok(&d, &["secret-set-value", UUID, PASSWORD_B64]);
+    // --interactive reads one line from standard input (no terminal here).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vireo"))
+        .env_remove("VIREO_DEFAULT_URI")
+        .arg("-c")
+        .arg(format!(
+            "vireo+unix:///system?socket={}",
+            d.socket.display()
+        ))
+        .args(["secret-set-value", UUID, "--interactive"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ok(&d, &["secret-get-value", UUID]),
+        format!("{PASSWORD_B64}\n\n")
+    );
 
     // Malformed base64, from the CLI and straight to the API.
     refused(

@@ -61,7 +61,8 @@ pub struct SecretListArgs {
     pub json: bool,
 }
 
-/// `secret-set-value SECRET (--file FILE [--plain] | --base64 B64 | B64)`.
+/// `secret-set-value SECRET (--file FILE [--plain] | --base64 B64 | B64 |
+/// --interactive)`.
 #[derive(Debug, Args)]
 pub struct SecretSetValueArgs {
     /// The secret's UUID or usage id.
@@ -79,6 +80,10 @@ pub struct SecretSetValueArgs {
     /// The file holds the value itself, not its base64.
     #[arg(long, requires = "file")]
     pub plain: bool,
+    /// Read the value itself from the terminal, not echoed (or one line
+    /// from standard input when it is no terminal).
+    #[arg(long, conflicts_with_all = ["value", "base64", "file"])]
+    pub interactive: bool,
 }
 
 /// `secret-get-value SECRET`.
@@ -167,6 +172,7 @@ fn read_value_file(path: &Path) -> Result<Vec<u8>, Failure> {
 /// `secret-set-value SECRET ...`.
 pub fn set_value(c: &mut Client, a: &SecretSetValueArgs) -> Result<Output, Failure> {
     let base64 = match (&a.file, a.base64.as_ref().or(a.value.as_ref())) {
+        _ if a.interactive => manager::base64::encode(read_interactive()?.as_bytes()),
         (Some(path), _) => {
             let bytes = read_value_file(path)?;
             if a.plain {
@@ -182,7 +188,7 @@ pub fn set_value(c: &mut Client, a: &SecretSetValueArgs) -> Result<Output, Failu
         }
         (None, Some(b64)) => b64.clone(),
         (None, None) => return Err(Failure(
-            "secret-set-value needs the value: --file FILE [--plain], --base64 BASE64, or BASE64"
+            "secret-set-value needs the value: --file FILE [--plain], --base64 BASE64, BASE64 or --interactive"
                 .into(),
         )),
     };
@@ -191,6 +197,64 @@ pub fn set_value(c: &mut Client, a: &SecretSetValueArgs) -> Result<Output, Failu
         .map_err(|why| Failure(format!("the secret value is not valid base64: {why}")))?;
     c.secret_set_value(&a.secret, base64.trim())?;
     Ok(Output::line("Secret value set"))
+}
+
+/// Restores a terminal's echo when dropped.
+struct EchoOff {
+    saved: libc::termios,
+}
+
+impl EchoOff {
+    /// Echo off on standard input, if it is a terminal.
+    fn new() -> Option<Self> {
+        // SAFETY: isatty only inspects the descriptor.
+        if unsafe { libc::isatty(0) } != 1 {
+            return None;
+        }
+        // SAFETY: a zeroed termios is a valid value to be filled.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: tcgetattr fills the struct it is given.
+        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
+            return None;
+        }
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: a termios read from the same terminal, echo cleared.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+        Some(Self { saved })
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: the settings read before, put back.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
+    }
+}
+
+/// `--interactive`: one line, without its line end, read with the
+/// terminal's echo off (virsh's prompt on stderr).
+fn read_interactive() -> Result<String, Failure> {
+    use std::io::BufRead;
+    let echo = EchoOff::new();
+    if echo.is_some() {
+        eprint!("Enter new value for secret:");
+    }
+    let mut line = String::new();
+    let read = std::io::stdin()
+        .lock()
+        .take(MAX_VALUE_FILE)
+        .read_line(&mut line);
+    if echo.is_some() {
+        eprintln!();
+    }
+    drop(echo);
+    read.map_err(|e| Failure(format!("cannot read the value: {e}")))?;
+    let value = line.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(Failure("no value was given".into()));
+    }
+    Ok(value)
 }
 
 /// `secret-get-value SECRET`.
