@@ -326,6 +326,82 @@ fn secrets_through_the_daemon_and_the_cli() {
         "ZXBoZW1lcmFsLXZhbHVl\n\n"
     );
 
+    // A secret keeps its usage; an ephemeral one made persistent is
+    // written out with its value.
+    let moved = write(
+        dir.path(),
+        "moved.xml",
+        &secret_xml("other-usage", false, false, Some(UUID)),
+    );
+    refused(
+        &d,
+        &["secret-define", &moved],
+        &format!("a secret with UUID {UUID} is already defined for use with san-chap"),
+    );
+    let eph_json: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["secret-list", "--ephemeral", "--json"])).unwrap();
+    let eph_uuid = eph_json[0]["uuid"].as_str().unwrap().to_string();
+    let kept = write(
+        dir.path(),
+        "kept.xml",
+        &secret_xml("kept-chap", false, false, None),
+    );
+    ok(&d, &["secret-define", &kept]);
+    ok(
+        &d,
+        &["secret-set-value", "kept-chap", "--base64", "a2VwdA=="],
+    );
+    let persistent = write(
+        dir.path(),
+        "kept2.xml",
+        &secret_xml("kept-chap", false, true, None).replace(
+            "<description>",
+            &format!("<uuid>{}</uuid><description>", {
+                let j: serde_json::Value =
+                    serde_json::from_str(&ok(&d, &["secret-list", "--json"])).unwrap();
+                j.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["usage_id"] == "kept-chap")
+                    .unwrap()["uuid"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }),
+        ),
+    );
+    // Persistent made ephemeral: its files go, its value stays in memory.
+    ok(&d, &["secret-define", &persistent]);
+    assert_eq!(ok(&d, &["secret-get-value", "kept-chap"]), "a2VwdA==\n\n");
+    let kept_files = std::fs::read_dir(d.state.join("secret/secrets"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .any(|t| t.contains("kept-chap") || t.contains("a2VwdA=="));
+    assert!(!kept_files, "an ephemeral secret left files");
+    ok(&d, &["secret-undefine", "kept-chap"]);
+    // Ephemeral made persistent: written out, value and all.
+    let now_persistent = write(
+        dir.path(),
+        "eph2.xml",
+        &secret_xml("eph-chap", false, false, Some(&eph_uuid)),
+    );
+    ok(&d, &["secret-define", &now_persistent]);
+    assert_eq!(
+        std::fs::read_to_string(d.state.join(format!("secret/secrets/{eph_uuid}.base64"))).unwrap(),
+        "ZXBoZW1lcmFsLXZhbHVl"
+    );
+    // ... and back, so that the checks below find it ephemeral.
+    let eph_again = write(
+        dir.path(),
+        "eph3.xml",
+        &secret_xml("eph-chap", false, true, Some(&eph_uuid)),
+    );
+    ok(&d, &["secret-define", &eph_again]);
+    assert!(!d
+        .state
+        .join(format!("secret/secrets/{eph_uuid}.base64"))
+        .exists());
+
     // Persistent secrets and their values: mode 0600, in a 0700 directory.
     let secrets = d.state.join("secret/secrets");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

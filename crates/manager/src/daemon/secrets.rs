@@ -212,6 +212,18 @@ pub(crate) async fn define(d: &Arc<Daemon>, xml: &str) -> Result<DefineResponse,
         }
         match table.get(&def.uuid) {
             Some(e) => {
+                // libvirt's rule: a secret keeps its usage.
+                if e.def.usage != def.usage {
+                    let was = e
+                        .def
+                        .usage
+                        .as_ref()
+                        .map_or("nothing".to_string(), |u| u.id.clone());
+                    return Err(Failure::unprocessable(format!(
+                        "a secret with UUID {} is already defined for use with {was}",
+                        def.uuid
+                    )));
+                }
                 if e.def.private && !def.private {
                     return Err(Failure::unprocessable(
                         "cannot change private flag on existing secret",
