@@ -173,13 +173,12 @@ fn secret_pipe(value: &str) -> std::io::Result<std::os::fd::OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: both descriptors are new and owned by nothing else.
-    let (read, write) = unsafe {
+    let (read, mut write) = unsafe {
         (
             std::os::fd::OwnedFd::from_raw_fd(fds[0]),
             std::fs::File::from_raw_fd(fds[1]),
         )
     };
-    let mut write = write;
     write.write_all(value.as_bytes())?;
     drop(write);
     Ok(read)
