@@ -57,6 +57,18 @@ impl IscsiDisk {
         Self::open_with_timeout(url, read_only, initiator, TIMEOUT)
     }
 
+    /// As [`IscsiDisk::open`], logging in as the CHAP user the URL names
+    /// (`iscsi://USER@HOST/...`) with `secret`, given apart from the URL
+    /// so that it never stands in a command line or a message.
+    pub fn open_with_secret(
+        url: &str,
+        read_only: bool,
+        initiator: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<Self> {
+        Self::open_inner(url, read_only, initiator, TIMEOUT, secret)
+    }
+
     /// As [`IscsiDisk::open`], each login and command bounded by `timeout`.
     pub fn open_with_timeout(
         url: &str,
@@ -64,7 +76,39 @@ impl IscsiDisk {
         initiator: Option<&str>,
         timeout: Duration,
     ) -> Result<Self> {
-        let url = LunUrl::parse(url).map_err(remote)?;
+        Self::open_inner(url, read_only, initiator, timeout, None)
+    }
+
+    fn open_inner(
+        url: &str,
+        read_only: bool,
+        initiator: Option<&str>,
+        timeout: Duration,
+        secret: Option<&str>,
+    ) -> Result<Self> {
+        let mut url = LunUrl::parse(url).map_err(remote)?;
+        let shown = url.to_string();
+        match (url.chap.as_mut(), secret) {
+            (Some(chap), Some(s)) if chap.secret.is_empty() => chap.secret = s.to_string(),
+            (Some(_), Some(_)) => {
+                return Err(Error::Refused(format!(
+                    "{shown}: the URL holds a CHAP secret and one is given apart: give it once"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Refused(format!(
+                "{shown}: a CHAP secret is given but the URL names no user (iscsi://USER@HOST/...)"
+            )))
+            }
+            (Some(chap), None) if chap.secret.is_empty() => {
+                return Err(Error::Refused(format!(
+                    "{shown}: the URL names CHAP user '{}' but no secret is given",
+                    chap.user
+                )))
+            }
+            _ => {}
+        }
+        let url = url;
         let login = Login {
             portal: url.portal(),
             target: url.target.clone(),

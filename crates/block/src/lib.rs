@@ -341,6 +341,25 @@ impl BackingPolicy {
     }
 }
 
+/// As [`open`], with the CHAP secret of an `iscsi://USER@HOST/...` LUN
+/// given apart from its URL (`None`: as [`open`]); any other image
+/// refuses a secret.
+pub fn open_with_secret(
+    path: &Path,
+    options: &OpenOptions,
+    secret: Option<&str>,
+) -> Result<Arc<dyn DiskImage>> {
+    let Some(secret) = secret else {
+        return open(path, options);
+    };
+    match path.to_str().filter(|p| p.starts_with(ISCSI_SCHEME)) {
+        Some(url) => open_iscsi_with_secret(url, options, Some(secret)),
+        None => Err(Error::Refused(
+            "a CHAP secret is for iscsi:// disks only".into(),
+        )),
+    }
+}
+
 /// Open the image at `path`: probe its format unless given, lock it
 /// (exclusively when writable, shared otherwise) and open its backing
 /// chain read-only.
@@ -477,22 +496,36 @@ fn open_nfs(_url: &str, _options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
 
 /// Open the LUN `url` names: always raw (no format is probed on it, and
 /// no host lock is taken: the target decides who shares it).
-#[cfg(feature = "iscsi")]
 fn open_iscsi(url: &str, options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    open_iscsi_with_secret(url, options, None)
+}
+
+/// As `open_iscsi`, with the CHAP secret given apart from the URL.
+#[cfg(feature = "iscsi")]
+fn open_iscsi_with_secret(
+    url: &str,
+    options: &OpenOptions,
+    secret: Option<&str>,
+) -> Result<Arc<dyn DiskImage>> {
     if options.format.is_some_and(|f| f != ImageFormat::Raw) {
         return Err(Error::Refused(
             "an iSCSI LUN is used as a raw disk; format must be raw".into(),
         ));
     }
-    Ok(Arc::new(iscsi_lun::IscsiDisk::open(
+    Ok(Arc::new(iscsi_lun::IscsiDisk::open_with_secret(
         url,
         options.read_only,
         None,
+        secret,
     )?))
 }
 
 #[cfg(not(feature = "iscsi"))]
-fn open_iscsi(_url: &str, _options: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+fn open_iscsi_with_secret(
+    _url: &str,
+    _options: &OpenOptions,
+    _secret: Option<&str>,
+) -> Result<Arc<dyn DiskImage>> {
     Err(Error::Refused(
         "iscsi:// disks are not supported by this build of vireo (built without the iscsi feature)"
             .into(),

@@ -1,5 +1,7 @@
 //! `iscsi://[USER[%SECRET]@]HOST[:PORT]/IQN/LUN`, the URL libiscsi and
-//! QEMU use to name one LUN.
+//! QEMU use to name one LUN. `USER@` without `%SECRET` names the CHAP
+//! user only: its secret is given apart (`vireo run --secret`), so that it
+//! never stands in a command line.
 
 use crate::{Chap, Error, Result};
 
@@ -17,7 +19,8 @@ pub struct LunUrl {
     pub target: String,
     /// The LUN.
     pub lun: u16,
-    /// CHAP credentials given in the URL.
+    /// CHAP credentials given in the URL; the secret is empty when the
+    /// URL names only the user (`USER@`).
     pub chap: Option<Chap>,
 }
 
@@ -36,9 +39,7 @@ impl LunUrl {
         let (authority, path) = rest.split_once('/').ok_or_else(|| bad("no target"))?;
         let (chap, hostport) = match authority.rsplit_once('@') {
             Some((cred, hp)) => {
-                let (user, secret) = cred
-                    .split_once('%')
-                    .ok_or_else(|| bad("credentials must be USER%SECRET"))?;
+                let (user, secret) = cred.split_once('%').unwrap_or((cred, ""));
                 if user.is_empty() {
                     return Err(bad("empty CHAP user"));
                 }
@@ -148,6 +149,12 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("fe80::1", 3261));
         assert_eq!(u.chap.as_ref().map(|c| c.secret.as_str()), Some("pw"));
         assert_eq!(u.to_string(), "iscsi://me@[fe80::1]:3261/iqn.x:y/0");
+        // The user alone: the secret comes apart.
+        let u = LunUrl::parse("iscsi://me@h/iqn.x:y/1").unwrap();
+        let chap = u.chap.as_ref().unwrap();
+        assert_eq!((chap.user.as_str(), chap.secret.as_str()), ("me", ""));
+        assert_eq!(u.to_string(), "iscsi://me@h:3260/iqn.x:y/1");
+        assert!(LunUrl::parse("iscsi://@h/iqn.x:y/1").is_err());
     }
 
     #[test]

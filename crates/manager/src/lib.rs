@@ -21,6 +21,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod base64;
 pub mod cgroup;
 pub mod client;
 pub mod daemon;

@@ -118,6 +118,7 @@ impl Fixture {
             log_path: self.dir.path().join("qemu.log"),
             paused,
             cgroup_procs: Vec::new(),
+            disk_secrets: Default::default(),
         }
     }
 
@@ -367,13 +368,13 @@ fn hot_plug_a_disk_on_microvm() {
         .remove(0);
 
     for round in 0..2 {
-        inst.attach_disk(&disk).unwrap();
+        inst.attach_disk(&disk, None).unwrap();
         let st = inst.stats().unwrap();
         assert_eq!(st["block.count"], 1, "round {round}");
         assert_eq!(st["block.0.name"], "vdb");
         // QEMU's counters for the node: the device is really there.
         assert!(st.contains_key("block.0.rd.reqs"), "{st:?}");
-        match inst.attach_disk(&disk) {
+        match inst.attach_disk(&disk, None) {
             Err(DriverError::Conflict(m)) => assert!(m.contains("vdb"), "{m}"),
             other => panic!("second attach: {other:?}"),
         }
@@ -388,11 +389,11 @@ fn hot_plug_a_disk_on_microvm() {
     // A missing image is QEMU's refusal, one line, and nothing is left.
     let mut missing = disk.clone();
     missing.source = virtxml::DiskSource::File("/nonexistent/x.img".into());
-    match inst.attach_disk(&missing) {
+    match inst.attach_disk(&missing, None) {
         Err(DriverError::Failed(m)) => assert!(m.contains("blockdev-add"), "{m}"),
         other => panic!("missing image: {other:?}"),
     }
-    inst.attach_disk(&disk).unwrap();
+    inst.attach_disk(&disk, None).unwrap();
     inst.destroy(false).unwrap();
     assert_eq!(exit_within(&rx, 20), ExitReason::Destroyed);
 }
@@ -608,7 +609,7 @@ fn q35_and_pc_boot_and_hot_plug() {
         let rx = watch(&inst);
         let out = console_sees(con, "idle: waiting");
         assert!(out.contains("idle: waiting"), "{machine} console: {out:?}");
-        inst.attach_disk(&disk).unwrap();
+        inst.attach_disk(&disk, None).unwrap();
         let st = inst.stats().unwrap();
         assert!(st.contains_key("block.0.rd.reqs"), "{machine}: {st:?}");
         // Unplugging needs the guest's consent here (the firmware powered
@@ -806,7 +807,7 @@ fn microvm_without_acpi_boots_and_refuses_pci_devices() {
     .devices
     .disks
     .remove(0);
-    match inst.attach_disk(&disk) {
+    match inst.attach_disk(&disk, None) {
         Err(DriverError::Unsupported(m)) => assert!(m.contains("no hot-plug slot"), "{m}"),
         other => panic!("hot-plug without PCI: {other:?}"),
     }

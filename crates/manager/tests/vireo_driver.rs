@@ -292,10 +292,10 @@ fn disks_hot_plug_into_the_live_definition() {
         ),
     );
     let disk = &with_disk.devices.disks[0];
-    vm.attach_disk(disk).unwrap();
+    vm.attach_disk(disk, None).unwrap();
     assert!(vm.record().xml.contains("dev=\"vdb\"") || vm.record().xml.contains("dev='vdb'"));
     assert_eq!(vm.stats().unwrap()["block.0.name"], "vdb");
-    match vm.attach_disk(disk) {
+    match vm.attach_disk(disk, None) {
         Err(DriverError::Conflict(m)) => assert!(m.contains("vdb"), "{m}"),
         other => panic!("a second vdb: {other:?}"),
     }
@@ -345,7 +345,7 @@ fn a_guest_that_ejects_finishes_the_unplug() {
             image.display()
         ),
     );
-    vm.attach_disk(&with_disk.devices.disks[0]).unwrap();
+    vm.attach_disk(&with_disk.devices.disks[0], None).unwrap();
     assert_eq!(
         vm.detach_disk("vdb").unwrap(),
         Unplug::Done,

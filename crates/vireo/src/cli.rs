@@ -147,9 +147,12 @@ pub struct RunArgs {
     /// Write why the VM ended to this file (JSON, atomically) just before exiting.
     #[arg(long, value_name = "PATH")]
     pub exit_status: Option<PathBuf>,
-    /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N][,id=NAME]. Repeatable.
+    /// A virtio-blk disk: path=IMAGE[,readonly=on][,cache=none|writeback][,serial=S][,queues=N][,id=NAME][,secret=ID]. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub disk: Vec<DiskConfig>,
+    /// A secret for a disk: id=ID,file=PATH (the file holds the secret itself) or id=ID,fd=N (an inherited descriptor, read to its end). A --disk iscsi://USER@HOST/IQN/LUN,secret=ID logs in with it as its CHAP secret, which then stands in no command line. Repeatable.
+    #[arg(long, value_name = "OPTIONS")]
+    pub secret: Vec<vmm::config::SecretConfig>,
     /// A virtio-net card on a TAP: [tap=NAME|fd=N][,mac=MAC][,queues=N][,id=NAME]. Without tap, a new TAP is created; fd=N is an inherited TAP descriptor; without mac, a random 52:54:00 one. Repeatable.
     #[arg(long, value_name = "OPTIONS")]
     pub net: Vec<NetConfig>,

@@ -23,10 +23,28 @@ const EXIT_USAGE: u8 = 2;
 /// Exit code for a guest crash or a runtime failure.
 const EXIT_FAILURE: u8 = 1;
 
-pub fn run_command(args: RunArgs) -> ExitCode {
+pub fn run_command(mut args: RunArgs) -> ExitCode {
     // First, before this process opens descriptors of its own.
     if let Err(e) = vmm::check_inherited_taps(&args.net) {
         report(&e);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    // A descriptor is one card's TAP or one secret, not both.
+    for secret in &args.secret {
+        if let vmm::config::SecretSource::Fd(fd) = secret.source {
+            if args.net.iter().any(|n| n.fd == Some(fd)) {
+                eprintln!(
+                    "vireo: --secret id={}: fd={fd} is also a --net card's TAP",
+                    secret.id
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    // Every secret is read (and an inherited one's descriptor closed)
+    // now, long before the VMM confines itself.
+    if let Err(e) = vmm::config::resolve_secrets(&mut args.disk, &args.secret) {
+        eprintln!("vireo: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
     if let Err(e) = check_socket_paths_differ(&args) {

@@ -214,6 +214,11 @@ fn request_for(
         VmCommand::Reset => ("PUT", "/vm/reset", None),
         VmCommand::Poweroff => ("PUT", "/vm/power-off", None),
         VmCommand::AddDisk(a) => {
+            if a.options.secret.is_some() {
+                return Err(Failure::Usage(
+                    "add-disk: secret= is for vireo run (with --secret); over the API the CHAP secret goes in the request body (chap_secret)".into(),
+                ));
+            }
             let id = one_id(a.options.id.as_ref(), a.id.as_ref())?;
             let mut spec = disk_spec(&a.options, id);
             // The VM runs elsewhere (its own directory): a relative path
@@ -326,6 +331,7 @@ fn disk_spec(disk: &DiskConfig, id: Option<String>) -> DiskSpec {
         rerror: policy(disk.rerror.as_str()),
         image_fd: false,
         passed: None,
+        chap_secret: None,
     }
 }
 

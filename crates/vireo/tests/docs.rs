@@ -60,6 +60,7 @@ const DOC_FILES: &[&str] = &[
     "docs/port-policy.md",
     "docs/remote.md",
     "docs/run.md",
+    "docs/secrets.md",
     "docs/security.md",
     "docs/storage.md",
     "docs/storage-xml.md",
@@ -539,4 +540,9 @@ fn leases() {
 #[test]
 fn storage_xml() {
     run_doc("docs/storage-xml.md");
+}
+
+#[test]
+fn secrets() {
+    run_doc("docs/secrets.md");
 }

@@ -90,6 +90,85 @@ fn a_guest_reads_and_writes_an_iscsi_lun() {
     assert_eq!(read_sector(&t.lun_file(1), 4), vec![0; SECTOR]);
 }
 
+/// `vireo run` by hand against a target that admits only a CHAP account:
+/// the secret comes from a file (`--secret id=,file=`), never the command
+/// line; without it, or with the wrong one, the VMM refuses in one line.
+#[test]
+fn a_guest_runs_on_a_lun_behind_chap_with_a_secret_file() {
+    if !root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let luns = [LunSpec {
+        size: 4 * MIB,
+        thin: false,
+    }];
+    let (user, password) = ("hand-user", "hand-Chap-pw-1");
+    let t = TestTarget::start("runchap", dir.path(), &luns, Some((user, password))).unwrap();
+    let kernel = guest("virtio");
+    let secret = dir.path().join("chap.secret");
+    std::fs::write(&secret, password).unwrap();
+    let secret_opt = format!("id=lun,file={}", secret.display());
+    let disk = format!("iscsi://{user}@169.254.77.1/{}/1,secret=lun", t.iqn());
+    let r = common::vireo_in_netns(
+        t.netns(),
+        &[
+            "run",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--cmdline",
+            "blk blk-first=7 blk-count=8 blk-read=0",
+            "--secret",
+            &secret_opt,
+            "--disk",
+            &disk,
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.describe());
+    assert!(
+        r.stdout.contains("virtio-blk: ok capacity=8192 wrote=8"),
+        "{}",
+        r.describe()
+    );
+    for n in 7..15 {
+        assert_eq!(read_sector(&t.lun_file(1), n), pattern(n), "sector {n}");
+    }
+    // The wrong secret, and none: one line each, naming the LUN by its
+    // URL without any secret.
+    let wrong = dir.path().join("wrong.secret");
+    std::fs::write(&wrong, "not-it").unwrap();
+    let wrong_opt = format!("id=lun,file={}", wrong.display());
+    let plain = format!("iscsi://{user}@169.254.77.1/{}/1", t.iqn());
+    for (args, says) in [
+        (
+            vec!["--secret", wrong_opt.as_str(), "--disk", disk.as_str()],
+            "login refused",
+        ),
+        (vec!["--disk", plain.as_str()], "no secret is given"),
+        (
+            vec!["--disk", disk.as_str()],
+            "secret=lun names no --secret",
+        ),
+    ] {
+        let mut all = vec!["run", "--kernel", kernel.to_str().unwrap()];
+        all.extend(&args);
+        let r = common::vireo_in_netns(t.netns(), &all);
+        assert_ne!(r.code, Some(0), "{args:?}: {}", r.describe());
+        assert!(
+            r.stderr.contains(says),
+            "{args:?}: want '{says}'\n{}",
+            r.describe()
+        );
+        assert_eq!(
+            r.stderr.trim().lines().count(),
+            1,
+            "{args:?}: {}",
+            r.describe()
+        );
+        assert!(!r.stderr.contains("not-it"), "{}", r.describe());
+    }
+}
+
 #[test]
 fn unreachable_or_malformed_iscsi_disks_fail_in_one_line() {
     if !root() {

@@ -123,6 +123,7 @@ fn every_verb_sends_its_action_and_json_output_parses() {
         rerror: None,
         image_fd: false,
         passed: None,
+        chap_secret: None,
     };
     let net = NetSpec {
         id: None,
@@ -178,6 +179,7 @@ fn every_verb_sends_its_action_and_json_output_parses() {
                 rerror: None,
                 image_fd: false,
                 passed: None,
+                chap_secret: None,
             }),
         ),
         (

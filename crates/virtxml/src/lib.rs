@@ -12,7 +12,8 @@
 //! the host interface XML of `virsh iface-dumpxml`
 //! ([`HostInterface::parse`], [`HostInterface::to_xml`],
 //! `docs/interface-xml.md`) and the storage XML ([`Pool::parse`],
-//! [`Volume::parse`], `docs/storage-xml.md`) follow the same rule.
+//! [`Volume::parse`], `docs/storage-xml.md`) and the secret XML
+//! ([`Secret::parse`], `docs/secrets.md`) follow the same rule.
 //!
 //! The crate does no I/O and knows nothing of the daemon, drivers or the
 //! VMM: it turns `&str` into models and models into `String`. Input is
@@ -22,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cpu;
 pub mod cpuset;
 pub mod devices;
@@ -36,10 +38,12 @@ pub mod os;
 pub mod placement;
 mod raw;
 pub mod scalars;
+pub mod secret;
 pub mod storage;
 mod tree;
 mod uuid;
 
+pub use auth::{ChapAuth, SecretRef};
 pub use cpu::{Cpu, CpuModel, CpuTopology, NumaCell};
 pub use cpuset::CpuSet;
 pub use devices::balloon::MemBalloon;
@@ -71,6 +75,7 @@ pub use placement::{
 };
 pub use raw::{escape, RawContent, RawElement};
 pub use scalars::{LifecycleAction, Vcpu};
+pub use secret::{ParsedSecret, Secret, SecretUsage, SecretUsageType};
 pub use storage::pool::{
     ParsedPool, Pool, PoolSource, PoolSpace, PoolTarget, PoolType, SourceHost,
 };

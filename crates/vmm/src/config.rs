@@ -6,6 +6,7 @@ pub use arch::cpuid::CpuTemplate;
 pub use arch::topology::CpuTopology;
 
 pub use crate::device_config::{CacheMode, ConsoleConfig, DiskConfig, NetConfig};
+pub use crate::secret::{resolve_secrets, SecretConfig, SecretSource, SecretText};
 
 /// Command line given to kernels when the user gives none: the serial
 /// console, reboot through the i8042, and no hang on panic.

@@ -45,6 +45,12 @@ pub struct DiskConfig {
     /// `add-disk` that made this disk (`image_fd`): hot-plug into a VMM
     /// that cannot open `path` (a jailed one). `path` then only names it.
     pub passed: Option<crate::passed_fd::PassedFd>,
+    /// The `--secret` holding the CHAP secret of an `iscsi://USER@...`
+    /// disk (`secret=ID`).
+    pub secret: Option<String>,
+    /// That secret, once read (`--secret`), or as the `add-disk` request
+    /// carried it (`chap_secret`).
+    pub chap_secret: Option<crate::secret::SecretText>,
 }
 
 /// The largest I/O limit accepted (a number QEMU's limits also stay under).
@@ -295,6 +301,8 @@ impl DiskConfig {
             limits: virtio::block::IoLimits::default(),
             iothread: None,
             passed: None,
+            secret: None,
+            chap_secret: None,
         }
     }
 
@@ -377,7 +385,7 @@ impl FromStr for DiskConfig {
         let mut disk = DiskConfig::new(PathBuf::new());
         let known = [
             "id", "path", "format", "readonly", "cache", "serial", "queues", "werror", "rerror",
-            "iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr", "burst", "iothread",
+            "iops", "iops_rd", "iops_wr", "bps", "bps_rd", "bps_wr", "burst", "iothread", "secret",
         ];
         // `--disk iscsi://HOST/IQN/LUN[,options]` or
         // `--disk nfs://SERVER/EXPORT/PATH[,options]`: the URL holds no comma.
@@ -398,11 +406,17 @@ impl FromStr for DiskConfig {
         for (k, v) in pairs(WHAT, s, &known)? {
             match k.as_str() {
                 "path" => disk.path = PathBuf::from(v),
+                "secret" => disk.secret = Some(device_id(WHAT, &v)?),
                 k => disk.set(WHAT, k, &v)?,
             }
         }
         if disk.path.as_os_str().is_empty() {
             return Err(format!("{WHAT}: path=... is required"));
+        }
+        if disk.secret.is_some() && !disk.path.to_string_lossy().starts_with(block::ISCSI_SCHEME) {
+            return Err(format!(
+                "{WHAT}: secret= is the CHAP secret of an iscsi://USER@HOST/IQN/LUN disk"
+            ));
         }
         Ok(disk)
     }

@@ -26,6 +26,7 @@ pub mod passed_fd;
 mod pci_devices;
 pub mod pinning;
 mod running;
+mod secret;
 pub mod signals;
 mod vcpu;
 mod virtio_devices;

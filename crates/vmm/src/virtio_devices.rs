@@ -31,7 +31,11 @@ pub(crate) fn open_disk(disk: &DiskConfig) -> Result<Arc<dyn block::DiskImage>> 
                 }),
             })
             .and_then(|fd| block::open_file(std::fs::File::from(fd), &disk.path, &options)),
-        None => block::open(&disk.path, &options),
+        None => block::open_with_secret(
+            &disk.path,
+            &options,
+            disk.chap_secret.as_ref().map(|s| s.expose()),
+        ),
     };
     let image = opened.map_err(|source| Error::Disk {
         path: disk.path.clone(),

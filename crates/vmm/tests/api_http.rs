@@ -221,6 +221,7 @@ fn every_route_maps_to_its_action() {
         rerror: Some("stop".into()),
         image_fd: false,
         passed: None,
+        chap_secret: None,
     };
     let net = NetSpec {
         id: None,

@@ -57,14 +57,17 @@
 //! | GET | `/events?domain={dom}` | | 200, a stream of [`Event`]s, one JSON object per line, until the client closes |
 //!
 //! Virtual networks have routes of their own, listed in [`network`]'s
-//! documentation; host interfaces too, in [`iface`]'s.
+//! documentation; host interfaces too, in [`iface`]'s; storage pools in
+//! [`storage`]'s; secrets in [`secret`]'s.
 //!
-//! The read-only socket answers only `GET` routes other than `console`;
+//! The read-only socket answers only `GET` routes other than `console`,
+//! a volume's `content` and a secret's `value`;
 //! anything else there is 403 `{"error": "operation forbidden: read only access"}`.
 
 pub mod bandwidth;
 pub mod iface;
 pub mod network;
+pub mod secret;
 pub mod storage;
 pub mod tuning;
 
@@ -77,6 +80,7 @@ pub use iface::{InterfaceDefineResponse, InterfaceSummary};
 pub use network::{
     DhcpLease, InterfaceAddress, NetworkDestroyRequest, NetworkSummary, NetworkUpdateRequest,
 };
+pub use secret::{SecretSummary, SecretValue};
 pub use storage::{
     PoolSummary, VolumeCopyRequest, VolumeCreateRequest, VolumeResizeRequest, VolumeSummary,
     VolumeTransfer, VolumeWipeRequest,

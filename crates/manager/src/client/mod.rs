@@ -12,6 +12,7 @@ pub mod http;
 mod iface;
 mod network;
 mod pool;
+mod secret;
 mod tuning;
 mod vol_ops;
 

@@ -220,6 +220,7 @@ async fn adopt(d: Arc<Daemon>, name: String, record: RunRecord) {
         log_path: d.store.log_path(&name),
         paused: false,
         cgroup_procs: Vec::new(),
+        disk_secrets: Default::default(),
     };
     let adopt_d = d.clone();
     let adopt_record = record.clone();

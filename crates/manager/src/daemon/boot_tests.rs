@@ -52,6 +52,7 @@ fn daemon(dir: &Path, rt: &tokio::runtime::Runtime) -> Arc<Daemon> {
         networks: super::networks::Networks::open(&dir.join("state")).unwrap(),
         interfaces: super::host_ifaces::HostIfaces::open(&dir.join("state")).unwrap(),
         pools: super::pools::Pools::open(&dir.join("state")).unwrap(),
+        secrets: super::secrets::Secrets::open(&dir.join("state")).unwrap(),
         leases: super::leases::Leases::new(None),
         drivers: vec![Arc::new(GoneDriver)],
         events: events::Events::new(),

@@ -278,6 +278,7 @@ pub(crate) async fn attach(
                     super::disk_volumes::resolve_disk(&rd, &rn, &mut disk).map(|()| disk)
                 })
                 .await??;
+                let chap = super::secrets::disk_credentials(d, &s.held.name, &disk)?;
                 new.devices.disks.push(disk.clone());
                 let paths = disk_paths(&Arc::new(new.clone())).await;
                 let mine = paths.last().cloned().into_iter().collect::<Vec<_>>();
@@ -289,7 +290,7 @@ pub(crate) async fn attach(
                 }
                 super::leases::take_for(d, &s.held.name, s.held.uuid, mine).await?;
                 let attached = call(instance, move |i| {
-                    i.attach_disk(&disk)?;
+                    i.attach_disk(&disk, chap.as_ref())?;
                     Ok(i.record())
                 })
                 .await;

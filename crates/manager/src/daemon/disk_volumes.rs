@@ -10,7 +10,6 @@ use virtxml::{Disk, DiskFormat, DiskSource, Domain, ResolvedVolume};
 
 use super::failure::Failure;
 use super::{pools, Daemon};
-use crate::storage::Backend;
 
 /// `domain` with each volume disk's path found. Blocking: it reads
 /// the volumes' headers.
@@ -40,7 +39,7 @@ pub(crate) fn resolve_disk(d: &Daemon, domain: &str, disk: &mut Disk) -> Result<
             inactive(e)
         }
     })?;
-    let info = Backend::open(&pool)
+    let info = pools::backend(d, &pool)
         .and_then(|b| b.volume(&v.volume))
         .map_err(pools::failure)
         .map_err(|e| Failure {
@@ -67,6 +66,7 @@ pub(crate) fn resolve_disk(d: &Daemon, domain: &str, disk: &mut Disk) -> Result<
     v.resolved = Some(ResolvedVolume {
         path: info.path.display().to_string(),
         block,
+        auth: pool.source.auth.clone(),
     });
     Ok(())
 }

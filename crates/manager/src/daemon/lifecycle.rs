@@ -141,6 +141,9 @@ async fn prepare_and_start(
         tokio::task::spawn_blocking(move || super::disk_volumes::resolve(&resolve_d, &domain))
             .await??,
     );
+    // Looked up before anything is claimed: a missing secret leaves
+    // nothing to undo.
+    let disk_secrets = super::secrets::domain_credentials(d, &domain)?;
     let disks = disk_paths(&domain).await;
 
     let id = {
@@ -169,6 +172,7 @@ async fn prepare_and_start(
         log_path: d.store.log_path(name),
         paused: paused || hold_for_ports,
         cgroup_procs: Vec::new(),
+        disk_secrets,
     };
     let marker = StartMarker {
         id,

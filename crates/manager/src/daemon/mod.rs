@@ -37,6 +37,8 @@ mod pools;
 mod port_policy;
 mod registry;
 mod routes;
+mod secret_routes;
+mod secrets;
 mod server;
 mod store;
 mod tuning;
@@ -127,6 +129,8 @@ pub(crate) struct Daemon {
     pub interfaces: host_ifaces::HostIfaces,
     /// The storage pools.
     pub pools: pools::Pools,
+    /// The secrets (CHAP passwords).
+    pub secrets: secrets::Secrets,
     /// The volume leases this daemon holds.
     pub leases: leases::Leases,
     /// The drivers, by [`Driver::name`].
@@ -187,6 +191,9 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let networks = networks::Networks::open(&config.state_dir).map_err(state_err)?;
     let interfaces = host_ifaces::HostIfaces::open(&config.state_dir).map_err(state_err)?;
     let pools = pools::Pools::open(&config.state_dir).map_err(state_err)?;
+    // Before the pools are found again: an iscsi-direct pool with <auth>
+    // logs in with its secret.
+    let secrets = secrets::Secrets::open(&config.state_dir).map_err(state_err)?;
     let lease_settings = config
         .leases
         .as_ref()
@@ -208,6 +215,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         networks,
         interfaces,
         pools,
+        secrets,
         leases: leases::Leases::new(lease_settings),
         drivers: config.drivers,
         events: events::Events::new(),

@@ -99,6 +99,20 @@ pub(super) fn failure(e: StorageError) -> Failure {
     }
 }
 
+/// The backend of `pool`, logging in with the CHAP credentials its
+/// `<auth>` names (looked up now, so a changed secret is used at once).
+pub(super) fn backend(d: &Daemon, pool: &Pool) -> Result<Backend, StorageError> {
+    let chap = pool
+        .source
+        .auth
+        .as_ref()
+        .map(|a| {
+            super::secrets::credentials(&d.secrets, a, &format!("storage pool '{}'", pool.name))
+        })
+        .transpose()?;
+    Backend::open_with(pool, chap)
+}
+
 /// Runs host work off the async thread.
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
@@ -106,12 +120,12 @@ pub(super) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?.map_err(failure)
 }
 
-fn summary(name: &str, e: &PoolEntry) -> PoolSummary {
+fn summary(d: &Daemon, name: &str, e: &PoolEntry) -> PoolSummary {
     let pool = e.current();
     let space = e
         .live
         .as_ref()
-        .and_then(|p| Backend::open(p).ok())
+        .and_then(|p| backend(d, p).ok())
         .and_then(|dp| dp.space().ok())
         .unwrap_or_default();
     PoolSummary {
@@ -137,7 +151,7 @@ pub(crate) async fn list(d: &Arc<Daemon>, active: bool, inactive: bool) -> Vec<P
             .lock()
             .iter()
             .filter(|(_, e)| if e.live.is_some() { active } else { inactive })
-            .map(|(n, e)| summary(n, e))
+            .map(|(n, e)| summary(&d, n, e))
             .collect()
     })
     .await
@@ -148,7 +162,7 @@ pub(crate) async fn list(d: &Arc<Daemon>, active: bool, inactive: bool) -> Vec<P
 pub(crate) fn info(d: &Daemon, key: &str) -> Result<PoolSummary, Failure> {
     let table = d.pools.lock();
     let name = find(&table, key).ok_or_else(|| no_pool(key))?;
-    Ok(summary(&name, &table[&name]))
+    Ok(summary(d, &name, &table[&name]))
 }
 
 /// `GET /pools/{pool}/xml`: an active pool's with its figures.
@@ -158,9 +172,7 @@ pub(crate) fn xml(d: &Daemon, key: &str, inactive: bool) -> Result<String, Failu
     let e = &table[&name];
     match (&e.live, inactive) {
         (Some(live), false) => {
-            let space = Backend::open(live)
-                .and_then(|b| b.space())
-                .map_err(failure)?;
+            let space = backend(d, live).and_then(|b| b.space()).map_err(failure)?;
             Ok(live.to_xml(Some(space)))
         }
         _ => e
@@ -408,14 +420,16 @@ pub(super) fn file_pool_dirs(d: &Daemon) -> Vec<(String, PathBuf)> {
 pub(crate) async fn build(d: &Arc<Daemon>, key: &str, mode: BuildMode) -> Result<(), Failure> {
     let _ops = d.pools.ops.lock().await;
     let pool = inactive(d, key, "pool-build")?;
-    blocking(move || Backend::open(&pool)?.build(&pool.target.permissions, mode)).await
+    let b = backend(d, &pool).map_err(failure)?;
+    blocking(move || b.build(&pool.target.permissions, mode)).await
 }
 
 /// `POST /pools/{pool}/delete`: removes its (empty) directory.
 pub(crate) async fn delete(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let _ops = d.pools.ops.lock().await;
     let pool = inactive(d, key, "pool-delete")?;
-    blocking(move || Backend::open(&pool)?.delete()).await
+    let b = backend(d, &pool).map_err(failure)?;
+    blocking(move || b.delete()).await
 }
 
 /// `POST /pools/{pool}/start`.
@@ -436,9 +450,8 @@ pub(crate) async fn start(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
 }
 
 async fn start_locked(d: &Arc<Daemon>, name: &str, pool: Arc<Pool>) -> Result<(), Failure> {
-    let check = pool.clone();
+    let b = backend(d, &pool).map_err(failure)?;
     blocking(move || {
-        let b = Backend::open(&check)?;
         b.start()?;
         b.sweep();
         Ok(())
@@ -462,7 +475,8 @@ pub(crate) async fn destroy(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let _ops = d.pools.ops.lock().await;
     let name = lookup(d, key)?;
     let pool = active(d, key)?;
-    blocking(move || Backend::open(&pool)?.stop()).await?;
+    let b = backend(d, &pool).map_err(failure)?;
+    blocking(move || b.stop()).await?;
     let (sd, sn) = (d.clone(), name.clone());
     tokio::task::spawn_blocking(move || sd.pools.store.remove_record(&sn))
         .await?
@@ -481,7 +495,8 @@ pub(crate) async fn destroy(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
 /// checks that its directory is still there.
 pub(crate) async fn refresh(d: &Arc<Daemon>, key: &str) -> Result<(), Failure> {
     let pool = active(d, key)?;
-    blocking(move || Backend::open(&pool)?.check()).await
+    let b = backend(d, &pool).map_err(failure)?;
+    blocking(move || b.check()).await
 }
 
 /// libvirt's volume type: `block` for a partition, `file` for an image.
@@ -508,7 +523,8 @@ pub(super) fn volume_summary(v: &VolumeInfo) -> VolumeSummary {
 /// `GET /pools/{pool}/volumes`.
 pub(crate) async fn volumes(d: &Arc<Daemon>, key: &str) -> Result<Vec<VolumeSummary>, Failure> {
     let pool = active(d, key)?;
-    let list = blocking(move || Backend::open(&pool)?.volumes()).await?;
+    let b = backend(d, &pool).map_err(failure)?;
+    let list = blocking(move || b.volumes()).await?;
     Ok(list.iter().map(volume_summary).collect())
 }
 
@@ -520,7 +536,8 @@ pub(crate) async fn volume(
 ) -> Result<VolumeSummary, Failure> {
     let pool = active(d, key)?;
     let vol = vol.to_string();
-    let v = blocking(move || Backend::open(&pool)?.volume(&vol)).await?;
+    let b = backend(d, &pool).map_err(failure)?;
+    let v = blocking(move || b.volume(&vol)).await?;
     Ok(volume_summary(&v))
 }
 
@@ -528,8 +545,9 @@ pub(crate) async fn volume(
 pub(crate) async fn volume_xml(d: &Arc<Daemon>, key: &str, vol: &str) -> Result<String, Failure> {
     let pool = active(d, key)?;
     let vol = vol.to_string();
+    let b = backend(d, &pool).map_err(failure)?;
     blocking(move || {
-        let v = Backend::open(&pool)?.volume(&vol)?;
+        let v = b.volume(&vol)?;
         let meta = std::fs::metadata(&v.path)
             .map_err(|e| StorageError::Host(format!("{}: {e}", v.path.display())))?;
         let model = Volume {
@@ -579,8 +597,8 @@ pub(crate) async fn create_volume(
             vol.format.unwrap_or(virtxml::VolumeFormat::Raw).as_str()
         )));
     }
+    let b = backend(d, &pool).map_err(failure)?;
     let v = blocking(move || {
-        let b = Backend::open(&pool)?;
         if prealloc_metadata {
             b.create_preallocated(&vol)
         } else {
@@ -614,7 +632,8 @@ pub(crate) async fn delete_volume(d: &Arc<Daemon>, key: &str, vol: &str) -> Resu
     let pool = active(d, key)?;
     let path: PathBuf = {
         let (p, v) = (pool.clone(), vol.to_string());
-        blocking(move || Backend::open(&p)?.volume(&v)).await?.path
+        let b = backend(d, &p).map_err(failure)?;
+        blocking(move || b.volume(&v)).await?.path
     };
     let using = users(d, &path);
     if !using.is_empty() {
@@ -637,7 +656,8 @@ pub(crate) async fn delete_volume(d: &Arc<Daemon>, key: &str, vol: &str) -> Resu
         }
     }
     let vol = vol.to_string();
-    blocking(move || Backend::open(&pool)?.delete_volume(&vol)).await
+    let b = backend(d, &pool).map_err(failure)?;
+    blocking(move || b.delete_volume(&vol)).await
 }
 
 /// `POST /pools/{pool}/volumes/{vol}/resize`.
@@ -651,7 +671,8 @@ pub(crate) async fn resize_volume(
     let _ops = d.pools.ops.lock().await;
     let pool = active(d, key)?;
     let vol = vol.to_string();
-    let v = blocking(move || Backend::open(&pool)?.resize(&vol, capacity, shrink)).await?;
+    let b = backend(d, &pool).map_err(failure)?;
+    let v = blocking(move || b.resize(&vol, capacity, shrink)).await?;
     Ok(volume_summary(&v))
 }
 
@@ -695,7 +716,7 @@ pub(crate) async fn load(d: &Arc<Daemon>) -> std::io::Result<()> {
                     continue;
                 }
             };
-            match Backend::open(&pool).and_then(|b| b.check().map(|()| b)) {
+            match backend(&ld, &pool).and_then(|b| b.check().map(|()| b)) {
                 Ok(b) => b.sweep(),
                 Err(e) => {
                     tracing::warn!("pool '{name}' is inactive now: {e}");

@@ -20,7 +20,7 @@ use super::failure::{no_content, ok, parse_body, parse_optional_body, Answer, Fa
 use super::registry::{driver_name, Entry};
 use super::{
     console, host, iface_routes, lifecycle, net_routes, ops, pool_routes, port_policy,
-    tuning_routes, vol_ops, Daemon,
+    secret_routes, tuning_routes, vol_ops, Daemon,
 };
 use crate::api::{
     AutostartRequest, BandwidthRequest, CreateRequest, DefineRequest, DestroyRequest,
@@ -125,6 +125,13 @@ pub(crate) fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<Daemon>>)>
         route!(POST "/pools/{pool}/volumes/{vol}/wipe" => vol_ops::wipe),
         route!(PUT "/pools/{pool}/volumes/{vol}/content" => vol_ops::upload),
         route!(GET "/pools/{pool}/volumes/{vol}/content" => vol_ops::download),
+        route!(GET "/secrets" => secret_routes::list),
+        route!(POST "/secrets" => secret_routes::define),
+        route!(GET "/secrets/{secret}" => secret_routes::info),
+        route!(DELETE "/secrets/{secret}" => secret_routes::undefine),
+        route!(GET "/secrets/{secret}/xml" => secret_routes::dump_xml),
+        route!(GET "/secrets/{secret}/value" => secret_routes::get_value),
+        route!(PUT "/secrets/{secret}/value" => secret_routes::set_value),
     ]
 }
 

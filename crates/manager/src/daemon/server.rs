@@ -219,7 +219,9 @@ fn read_only_allows(method: &Method, path: &str) -> bool {
     // A volume's bytes are not for read-only clients either (libvirt
     // refuses vol-download on a read-only connection too).
     let content = matches!(segments.as_slice(), ["pools", _, "volumes", _, "content"]);
-    *method == Method::GET && !console && !content
+    // Nor a secret's value (libvirt refuses secret-get-value there too).
+    let value = matches!(segments.as_slice(), ["secrets", _, "value"]);
+    *method == Method::GET && !console && !content && !value
 }
 
 async fn handle(
@@ -332,6 +334,8 @@ mod tests {
             "/pools/p/volumes/v/content"
         ));
         assert!(read_only_allows(&Method::GET, "/pools/p/volumes/v"));
+        assert!(!read_only_allows(&Method::GET, "/secrets/s/value"));
+        assert!(read_only_allows(&Method::GET, "/secrets/s/xml"));
         assert!(!read_only_allows(&Method::DELETE, "/domains/a"));
     }
 

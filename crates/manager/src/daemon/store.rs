@@ -96,6 +96,13 @@ impl Store {
         Store::open_for(&root.join("interface"), "interfaces")
     }
 
+    /// The secrets' store: `STATE/secret/secrets/UUID.xml` (persistent
+    /// definitions) and `STATE/secret/secrets/UUID.base64` (their values),
+    /// both mode 0600 in directories of mode 0700.
+    pub fn open_secrets(root: &Path) -> io::Result<Store> {
+        Store::open_for(&root.join("secret"), "secrets")
+    }
+
     fn open_for(root: &Path, definitions: &'static str) -> io::Result<Store> {
         let store = Store {
             root: root.to_path_buf(),
@@ -224,6 +231,30 @@ impl Store {
     pub fn remove_definition(&self, name: &str) -> io::Result<()> {
         self.remove(&self.autostart_path(name), Durability::Flushed)?;
         self.remove(&self.definition_path(name), Durability::Flushed)
+    }
+
+    fn value_path(&self, name: &str) -> PathBuf {
+        self.domains_dir().join(format!("{name}.base64"))
+    }
+
+    /// Saves an object's private value beside its definition
+    /// (`NAME.base64`, mode 0600, written whole and flushed).
+    pub fn save_value(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        self.write_atomic(&self.value_path(name), bytes, Durability::Flushed)
+    }
+
+    /// An object's private value, if one is saved.
+    pub fn value(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.value_path(name)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(with_path(e, &self.value_path(name))),
+        }
+    }
+
+    /// Removes an object's private value (absent is fine).
+    pub fn remove_value(&self, name: &str) -> io::Result<()> {
+        self.remove(&self.value_path(name), Durability::Flushed)
     }
 
     /// Sets or clears the autostart mark.

@@ -45,7 +45,8 @@ fn vol(p: VolPath) -> Result<(String, String), Failure> {
 async fn find(d: &Daemon, key: &str, name: &str) -> Result<VolumeInfo, Failure> {
     let pool = active(d, key)?;
     let name = name.to_string();
-    blocking(move || Backend::open(&pool)?.volume(&name)).await
+    let b = pools::backend(d, &pool).map_err(pools::failure)?;
+    blocking(move || b.volume(&name)).await
 }
 
 /// Refuses a change of a volume a running domain uses.
@@ -105,7 +106,8 @@ pub(crate) async fn wipe(State(d): D, p: VolPath, body: Bytes) -> Answer {
         let v = find(&d, &key, &name).await?;
         not_in_use(&d, &v, "wipe")?;
         let pool = active(&d, &key)?;
-        let v = blocking(move || Backend::open(&pool)?.wipe(&name, algorithm)).await?;
+        let b = pools::backend(&d, &pool).map_err(pools::failure)?;
+        let v = blocking(move || b.wipe(&name, algorithm)).await?;
         Ok(volume_summary(&v))
     })
     .await?))

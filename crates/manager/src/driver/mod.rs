@@ -52,6 +52,10 @@ pub struct StartContext {
     /// The `cgroup.procs` files of the domain's cgroup: the VMM joins it
     /// before it runs (empty: no cgroup).
     pub cgroup_procs: Vec<PathBuf>,
+    /// The CHAP credentials of the disks that log in with them (`<auth>`),
+    /// by target name, as the daemon found them in its secrets. A driver
+    /// hands them to its VMM privately, never on its command line.
+    pub disk_secrets: std::collections::BTreeMap<String, crate::storage::Credentials>,
 }
 
 /// What the daemon keeps about a running VMM to find it again after a
@@ -170,8 +174,13 @@ pub trait Instance: Send + Sync {
     /// thread of its own; must return promptly after [`Instance::destroy`].
     fn wait_exit(&self) -> ExitReason;
 
-    /// Hot-plugs a disk.
-    fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError>;
+    /// Hot-plugs a disk; `chap` is its CHAP credentials when it has
+    /// `<auth>`, handed to the VMM privately (the per-VM API's body).
+    fn attach_disk(
+        &self,
+        disk: &Disk,
+        chap: Option<&crate::storage::Credentials>,
+    ) -> Result<(), DriverError>;
 
     /// Asks the guest to release the disk with this `target dev`, waiting
     /// a bounded while ([`UNPLUG_WAIT`]) for it to.
@@ -320,8 +329,11 @@ pub fn as_started(domain: &Domain) -> std::borrow::Cow<'_, Domain> {
     for disk in &mut plugged.devices.disks {
         if let virtxml::DiskSource::Volume(v) = &mut disk.source {
             let path = format!("/{}/{}", v.pool, v.volume);
-            v.resolved
-                .get_or_insert(virtxml::ResolvedVolume { path, block: false });
+            v.resolved.get_or_insert(virtxml::ResolvedVolume {
+                path,
+                block: false,
+                auth: None,
+            });
         }
     }
     std::borrow::Cow::Owned(plugged)

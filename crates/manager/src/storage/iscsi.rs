@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use virtxml::{Pool, PoolSpace, Volume, VolumeFormat};
 
-use super::{tool, StorageError, VolumeInfo};
+use super::{tool, Credentials, StorageError, VolumeInfo};
 
 /// How long one `iscsiadm` may take (it has its own login timeouts).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -39,6 +39,11 @@ pub struct IscsiPool {
     target: String,
     initiator: Option<String>,
     by_path: Option<PathBuf>,
+    /// CHAP credentials, for a pool with `<auth>` (the daemon looks the
+    /// secret up).
+    chap: Option<Credentials>,
+    /// Whether the pool has `<auth>`: without credentials it cannot log in.
+    wants_chap: bool,
 }
 
 impl IscsiPool {
@@ -74,7 +79,52 @@ impl IscsiPool {
             target: target.clone(),
             initiator: pool.source.initiator.clone(),
             by_path: pool.target.path.as_ref().map(PathBuf::from),
+            chap: None,
+            wants_chap: pool.source.auth.is_some(),
         })
+    }
+
+    /// The pool logging in with `chap`.
+    pub fn with_chap(mut self, chap: Option<Credentials>) -> Self {
+        self.chap = chap;
+        self
+    }
+
+    /// The `iscsiadm` arguments that set the node record's CHAP settings
+    /// before the login (libvirt's way): `node.session.auth.authmethod`
+    /// CHAP, its `.username` and `.password`. The password is on that
+    /// short-lived command line, as libvirt's is: iscsiadm takes it no
+    /// other way.
+    fn chap_updates(&self, chap: &Credentials, iface: Option<&str>) -> Vec<Vec<String>> {
+        [
+            ("node.session.auth.authmethod", "CHAP"),
+            ("node.session.auth.username", chap.user.as_str()),
+            ("node.session.auth.password", chap.secret.as_str()),
+        ]
+        .into_iter()
+        .map(|(name, value)| {
+            let mut args: Vec<String> = [
+                "--mode",
+                "node",
+                "--targetname",
+                &self.target,
+                "--portal",
+                &self.portal,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if let Some(i) = iface {
+                args.extend(["--interface".to_string(), i.to_string()]);
+            }
+            args.extend(
+                ["--op", "update", "--name", name, "--value", value]
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
+            args
+        })
+        .collect()
     }
 
     /// The open-iscsi interface record that carries the pool's initiator
@@ -93,6 +143,12 @@ impl IscsiPool {
     /// unless the kernel already has a session to the target; waits for
     /// the LUNs' disks.
     pub fn start(&self) -> Result<(), StorageError> {
+        if self.wants_chap && self.chap.is_none() {
+            return Err(StorageError::Invalid(format!(
+                "iSCSI target {}: the pool has <auth> but no CHAP credentials were found",
+                self.target
+            )));
+        }
         if self.session()?.is_none() {
             if let (Some(iface), Some(initiator)) = (self.iface(), &self.initiator) {
                 // A second `new` of an existing record fails; the update
@@ -138,6 +194,12 @@ impl IscsiPool {
                         .collect::<Vec<_>>()
                         .join(", ")
                 )));
+            }
+            if let Some(chap) = &self.chap {
+                for args in self.chap_updates(chap, iface.as_deref()) {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    iscsiadm(&args)?;
+                }
             }
             let mut login = vec![
                 "--mode",
@@ -429,6 +491,30 @@ mod tests {
         for bad in ["", "-x", "a b", "a\nb"] {
             assert!(check_word("host", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn chap_is_set_on_the_node_record_before_the_login() {
+        let xml = "<pool type='iscsi'><name>p</name><source><host name='192.0.2.1'/>\
+                   <device path='iqn.2026-11.org.example:t'/></source></pool>";
+        let pool = virtxml::Pool::parse(xml).unwrap().pool;
+        let chap = Credentials {
+            user: "u1".into(),
+            secret: "pw-1".into(),
+        };
+        let p = IscsiPool::new(&pool).unwrap().with_chap(Some(chap.clone()));
+        let updates = p.chap_updates(&chap, Some("vireo-1"));
+        let lines: Vec<String> = updates.iter().map(|a| a.join(" ")).collect();
+        let node = "--mode node --targetname iqn.2026-11.org.example:t --portal 192.0.2.1:3260 --interface vireo-1 --op update";
+        assert_eq!(
+            lines,
+            [
+                format!("{node} --name node.session.auth.authmethod --value CHAP"),
+                format!("{node} --name node.session.auth.username --value u1"),
+                format!("{node} --name node.session.auth.password --value pw-1"),
+            ]
+        );
+        assert!(!format!("{p:?}").contains("pw-1"));
     }
 
     #[test]

@@ -10,10 +10,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use iscsi::{Login, Session};
+use iscsi::{Chap, Login, Session};
 use virtxml::{Pool, PoolSpace, Volume, VolumeFormat};
 
-use super::{StorageError, VolumeInfo};
+use super::{Credentials, StorageError, VolumeInfo};
 
 /// The initiator name used when the pool's XML gives none.
 pub const DEFAULT_INITIATOR: &str = "iqn.2026-01.org.vireo:initiator";
@@ -31,6 +31,11 @@ pub struct IscsiDirectPool {
     port: u16,
     target: String,
     initiator: String,
+    /// CHAP credentials, for a pool with `<auth>` (the daemon looks
+    /// the secret up).
+    chap: Option<Chap>,
+    /// Whether the pool has `<auth>`: without credentials it cannot log in.
+    wants_chap: bool,
 }
 
 fn remote(target: &str, e: iscsi::Error) -> StorageError {
@@ -61,7 +66,18 @@ impl IscsiDirectPool {
                 .initiator
                 .clone()
                 .unwrap_or_else(|| DEFAULT_INITIATOR.to_string()),
+            chap: None,
+            wants_chap: pool.source.auth.is_some(),
         })
+    }
+
+    /// The pool logging in with `chap`.
+    pub fn with_chap(mut self, chap: Option<Credentials>) -> Self {
+        self.chap = chap.map(|c| Chap {
+            user: c.user,
+            secret: c.secret,
+        });
+        self
     }
 
     fn portal(&self) -> String {
@@ -73,11 +89,17 @@ impl IscsiDirectPool {
     }
 
     fn session(&self) -> Result<Session, StorageError> {
+        if self.wants_chap && self.chap.is_none() {
+            return Err(StorageError::Invalid(format!(
+                "iSCSI target {}: the pool has <auth> but no CHAP credentials were found",
+                self.target
+            )));
+        }
         Session::connect(&Login {
             portal: self.portal(),
             target: self.target.clone(),
             initiator: self.initiator.clone(),
-            chap: None,
+            chap: self.chap.clone(),
             timeout: TIMEOUT,
         })
         .map_err(|e| remote(&self.target, e))

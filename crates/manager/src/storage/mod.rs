@@ -70,6 +70,25 @@ pub enum StorageError {
     Host(String),
 }
 
+/// CHAP credentials found for an iSCSI pool or disk: a user and the
+/// value of its secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// CHAP user name.
+    pub user: String,
+    /// CHAP secret (the password).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    // The secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
 /// A volume as `vol-info` and `vol-list --details` report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
@@ -112,7 +131,21 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend for `pool`'s type (its definition is already valid).
+    /// The backend for `pool`'s type (its definition is already valid),
+    /// logging in with `chap` where the pool has `<auth>`.
+    pub fn open_with(pool: &Pool, chap: Option<Credentials>) -> Result<Backend, StorageError> {
+        #[cfg(feature = "iscsi")]
+        if pool.kind == virtxml::PoolType::IscsiDirect {
+            return Ok(Backend::IscsiDirect(
+                IscsiDirectPool::new(pool)?.with_chap(chap),
+            ));
+        }
+        let _ = chap;
+        Backend::open(pool)
+    }
+
+    /// The backend for `pool`'s type (its definition is already valid),
+    /// without credentials.
     pub fn open(pool: &Pool) -> Result<Backend, StorageError> {
         supported(pool.kind).map_err(StorageError::Invalid)?;
         Ok(match pool.kind {

@@ -76,6 +76,7 @@ impl Run {
             log_path: self.dir.path().join("vmm.log"),
             paused,
             cgroup_procs: Vec::new(),
+            disk_secrets: Default::default(),
         }
     }
 

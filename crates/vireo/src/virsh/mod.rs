@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod net;
 mod pool;
+mod secret;
 mod table;
 mod tuning;
 mod vol_ops;
@@ -202,6 +203,18 @@ pub enum VirshCommand {
     VolUpload(vol_ops::VolTransferArgs),
     /// Save a volume's bytes into a local file.
     VolDownload(vol_ops::VolTransferArgs),
+    /// Define (or update) a secret from an XML file (its value is set apart).
+    SecretDefine(secret::SecretFileArgs),
+    /// Remove a secret and its value.
+    SecretUndefine(secret::SecretArgs),
+    /// List secrets (never their values).
+    SecretList(secret::SecretListArgs),
+    /// A secret's XML (never its value).
+    SecretDumpxml(secret::SecretDumpxmlArgs),
+    /// Set a secret's value.
+    SecretSetValue(secret::SecretSetValueArgs),
+    /// A secret's value, in base64 (refused for a private secret).
+    SecretGetValue(secret::SecretGetValueArgs),
     /// Define (or update) a host interface from an XML file.
     IfaceDefine(iface::IfaceFileArgs),
     /// Remove a host interface's definition.
@@ -351,6 +364,9 @@ fn wants_json(c: &VirshCommand) -> bool {
         V::VolClone(a) => a.json,
         V::VolWipe(a) => a.json,
         V::VolUpload(a) | V::VolDownload(a) => a.json,
+        V::SecretList(a) => a.json,
+        V::SecretDumpxml(a) => a.json,
+        V::SecretGetValue(a) => a.json,
         V::IfaceList(a) => a.json,
         V::IfaceDumpxml(a) => a.json,
         V::IfaceMac(a) => a.json,
@@ -453,6 +469,12 @@ fn run(mut client: Client, command: VirshCommand) -> Result<Output, Failure> {
         V::VolWipe(a) => vol_ops::wipe(c, &a),
         V::VolUpload(a) => vol_ops::upload(c, &a),
         V::VolDownload(a) => vol_ops::download(c, &a),
+        V::SecretDefine(a) => secret::define(c, &a),
+        V::SecretUndefine(a) => secret::undefine(c, &a),
+        V::SecretList(a) => secret::list(c, &a),
+        V::SecretDumpxml(a) => secret::dumpxml(c, &a),
+        V::SecretSetValue(a) => secret::set_value(c, &a),
+        V::SecretGetValue(a) => secret::get_value(c, &a),
         V::IfaceDefine(a) => iface::define(c, &a),
         V::IfaceUndefine(a) => iface::undefine(c, &a),
         V::IfaceStart(a) => iface::start(c, &a),

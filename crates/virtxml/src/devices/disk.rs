@@ -2,6 +2,7 @@
 //! of a storage pool, an iSCSI LUN or a file on an NFS export
 //! (`type='network'`, in `network_disk`).
 
+use crate::auth::{AuthPlace, ChapAuth};
 use crate::error::Error;
 use crate::node::{parse_number, Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
@@ -43,6 +44,9 @@ pub struct ResolvedVolume {
     pub path: String,
     /// Whether the path is a block device rather than a file.
     pub block: bool,
+    /// The CHAP credentials of the volume's pool (an `iscsi-direct`
+    /// pool with `<auth>`).
+    pub auth: Option<crate::auth::ChapAuth>,
 }
 
 impl DiskSource {
@@ -54,6 +58,16 @@ impl DiskSource {
             DiskSource::File(p) | DiskSource::Block(p) => Some(p),
             DiskSource::Volume(v) => v.resolved.as_ref().map(|r| r.path.as_str()),
             DiskSource::Network(n) => Some(&n.url),
+        }
+    }
+
+    /// The CHAP credentials the VMM logs in with: a network disk's
+    /// `<auth>`, or a resolved volume's pool's.
+    pub fn chap(&self) -> Option<&crate::auth::ChapAuth> {
+        match self {
+            DiskSource::Network(n) => n.auth.as_ref(),
+            DiskSource::Volume(v) => v.resolved.as_ref().and_then(|r| r.auth.as_ref()),
+            DiskSource::File(_) | DiskSource::Block(_) => None,
         }
     }
 
@@ -303,10 +317,6 @@ const DISK_UNMODELLED: &[(&str, Unmodelled)] = &[
         Unmodelled::Refuse("encrypted images are not supported"),
     ),
     (
-        "auth",
-        Unmodelled::Refuse("CHAP for network disks is not supported yet"),
-    ),
-    (
         "blockio",
         Unmodelled::Refuse("the block sizes are the image's"),
     ),
@@ -336,10 +346,21 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
     let mut readonly = false;
     let mut serial = None;
     let mut iotune = None;
+    let mut auth = None;
     let mut kept = Vec::new();
     for child in node.children() {
         let c = child.node();
         match c.name() {
+            // libvirt's older place for a network disk's credentials.
+            "auth" => {
+                c.once(&auth)?;
+                if kind != "network" {
+                    return Err(c.refuse(format!(
+                        "<auth> is for network (iSCSI) disks, not a {kind} disk"
+                    )));
+                }
+                auth = Some(ChapAuth::parse(&c, ctx, AuthPlace::Disk)?);
+            }
             "driver" => {
                 c.once(&driver)?;
                 driver = Some(parse_driver(&c, ctx)?);
@@ -414,7 +435,24 @@ pub(crate) fn parse_disk(node: &Node<'_>, ctx: &mut Ctx) -> Result<Disk, Error> 
             _ => kept.push(c.unmodelled(ctx, DISK_UNMODELLED)?),
         }
     }
-    let source = source.ok_or_else(|| node.refuse("the disk has no <source>"))?;
+    let mut source = source.ok_or_else(|| node.refuse("the disk has no <source>"))?;
+    if let Some(a) = auth {
+        match &mut source {
+            DiskSource::Network(n) if n.protocol == NetworkProtocol::Iscsi && n.auth.is_none() => {
+                n.auth = Some(a);
+            }
+            DiskSource::Network(n) if n.protocol == NetworkProtocol::Iscsi => {
+                return Err(
+                    node.refuse("the disk has <auth> both in <disk> and in <source>: give it once")
+                )
+            }
+            _ => {
+                return Err(
+                    node.refuse("<auth> is for iSCSI network disks (source protocol='iscsi')")
+                )
+            }
+        }
+    }
     let target = target.ok_or_else(|| node.refuse("the disk has no <target dev=...>"))?;
     let Some(driver) = driver.filter(|d| d.format.is_some()) else {
         return Err(node.refuse(

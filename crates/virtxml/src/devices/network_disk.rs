@@ -4,6 +4,7 @@
 //! `host`. The VMM reaches both itself (libiscsi, libnfs), as QEMU's
 //! iscsi and nfs block drivers do; the source's URL is what it opens.
 
+use crate::auth::{AuthPlace, ChapAuth};
 use crate::error::Error;
 use crate::node::{Ctx, Node};
 use crate::raw::XmlWriter;
@@ -57,6 +58,8 @@ pub struct NetworkSource {
     pub port: Option<u16>,
     /// NFS: the identity presented to the server, when given.
     pub identity: Option<NfsIdentity>,
+    /// iSCSI: the CHAP credentials (`<auth>`, in the source or the disk).
+    pub auth: Option<ChapAuth>,
     /// `iscsi://HOST:PORT/IQN/LUN` or `nfs://HOST[:PORT]/EXPORT/PATH`,
     /// what the drivers open.
     pub url: String,
@@ -81,6 +84,7 @@ impl NetworkSource {
             host: host.to_string(),
             port,
             identity: None,
+            auth: None,
             url: format!("iscsi://{}:{p}/{target}/{lun}", bracketed(host)),
         }
     }
@@ -112,6 +116,7 @@ impl NetworkSource {
             host: host.to_string(),
             port,
             identity,
+            auth: None,
             url,
         }
     }
@@ -133,6 +138,7 @@ impl NetworkSource {
         let name = c.need("name")?;
         let mut host = None;
         let mut identity = None;
+        let mut auth = None;
         for child in c.children() {
             let h = child.node();
             match h.name() {
@@ -143,7 +149,8 @@ impl NetworkSource {
                     host = Some(parse_host(&h, ctx, protocol)?);
                 }
                 "auth" if protocol == NetworkProtocol::Iscsi => {
-                    return Err(h.refuse("CHAP for network disks is not supported yet"))
+                    h.once(&auth)?;
+                    auth = Some(ChapAuth::parse(&h, ctx, AuthPlace::Disk)?);
                 }
                 "identity" if protocol == NetworkProtocol::Nfs => {
                     h.leaf(ctx, &["user", "group"])?;
@@ -176,7 +183,9 @@ impl NetworkSource {
                         name.escape_debug()
                     ))
                 })?;
-                Ok(Self::iscsi(iqn, lun, &hn, port))
+                let mut source = Self::iscsi(iqn, lun, &hn, port);
+                source.auth = auth;
+                Ok(source)
             }
             NetworkProtocol::Nfs => {
                 if !nfs_path_ok(name) {
@@ -218,6 +227,9 @@ impl NetworkSource {
                 attrs.push(("group", g.as_str()));
             }
             w.empty("identity", &attrs);
+        }
+        if let Some(a) = &self.auth {
+            a.write(w, AuthPlace::Disk);
         }
         w.close("source");
     }
@@ -369,7 +381,8 @@ mod tests {
             ("<source protocol='iscsi' name='iqn.x:y/1'><host name='h' port='0'/></source>", "TCP port"),
             ("<source protocol='iscsi' name='iqn.x:y/1'><host name='a'/><host name='b'/></source>", "one <host>"),
             ("<source protocol='iscsi' name='iqn.x:y/1'><host name='h' transport='rdma'/></source>", "tcp"),
-            ("<source protocol='iscsi' name='iqn.x:y/1'><host name='h'/><auth username='u'/></source>", "CHAP"),
+            ("<source protocol='iscsi' name='iqn.x:y/1'><host name='h'/><auth username='u'/></source>", "needs a <secret"),
+            ("<source protocol='iscsi' name='iqn.x:y/1'><host name='h'/><auth username='u'><secret type='ceph' usage='s'/></auth></source>", "secret type 'ceph'"),
         ] {
             let xml = format!("<disk type='network'><driver type='raw'/>{bad}<target dev='vda'/></disk>");
             let e = refused(&xml);
@@ -424,6 +437,75 @@ mod tests {
         ] {
             let xml = format!("<disk type='network'><driver type='raw'/>{bad}<target dev='vda'/></disk>");
             let e = refused(&xml);
+            assert!(e.contains(says) && !e.contains('\n'), "{bad}: {e}");
+        }
+    }
+
+    /// libvirt's two places for an iSCSI disk's `<auth>`: inside
+    /// `<source>` (written back there) and as a child of `<disk>`.
+    #[test]
+    fn iscsi_disks_take_chap_auth_in_either_place() {
+        use crate::auth::SecretRef;
+        let inside = disk(
+            "<disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+             <source protocol='iscsi' name='iqn.2026-01.org.vireo:t1/1'><host name='169.254.77.1'/>\
+             <auth username='vireo'><secret type='iscsi' usage='san-chap'/></auth></source>\
+             <target dev='vda' bus='virtio'/></disk>",
+        )
+        .unwrap();
+        let a = inside.source.chap().unwrap();
+        assert_eq!(a.username, "vireo");
+        assert_eq!(a.secret, SecretRef::Usage("san-chap".into()));
+        let mut w = XmlWriter::default();
+        inside.write(&mut w);
+        let xml = w.finish();
+        assert!(
+            xml.contains("<auth username='vireo'>")
+                && xml.contains("<secret type='iscsi' usage='san-chap'/>"),
+            "{xml}"
+        );
+        assert_eq!(disk(&xml).unwrap(), inside);
+        // The URL carries no credentials.
+        assert_eq!(
+            inside.source.host_path(),
+            Some("iscsi://169.254.77.1:3260/iqn.2026-01.org.vireo:t1/1")
+        );
+        let outside = disk(
+            "<disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+             <auth username='vireo'><secret type='iscsi' usage='san-chap'/></auth>\
+             <source protocol='iscsi' name='iqn.2026-01.org.vireo:t1/1'><host name='169.254.77.1'/></source>\
+             <target dev='vda' bus='virtio'/></disk>",
+        )
+        .unwrap();
+        assert_eq!(outside, inside);
+        let by_uuid = disk(
+            "<disk type='network'><driver type='raw'/><auth username='u'>\
+             <secret type='iscsi' uuid='c4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6'/></auth>\
+             <source protocol='iscsi' name='iqn.x:y/1'><host name='h'/></source><target dev='vda'/></disk>",
+        )
+        .unwrap();
+        assert!(matches!(
+            by_uuid.source.chap().unwrap().secret,
+            SecretRef::Uuid(_)
+        ));
+        for (bad, says) in [
+            (
+                "<disk type='network'><driver type='raw'/><auth username='u'><secret type='iscsi' usage='s'/></auth>\
+                 <source protocol='iscsi' name='iqn.x:y/1'><host name='h'/><auth username='u'><secret type='iscsi' usage='s'/></auth></source><target dev='vda'/></disk>",
+                "both in <disk> and in <source>",
+            ),
+            (
+                "<disk type='file'><driver type='raw'/><auth username='u'><secret type='iscsi' usage='s'/></auth>\
+                 <source file='/x.img'/><target dev='vda'/></disk>",
+                "not a file disk",
+            ),
+            (
+                "<disk type='network'><driver type='raw'/><auth username='u'><secret type='iscsi' usage='s'/></auth>\
+                 <source protocol='nfs' name='e/f'><host name='h'/></source><target dev='vda'/></disk>",
+                "for iSCSI network disks",
+            ),
+        ] {
+            let e = refused(bad);
             assert!(e.contains(says) && !e.contains('\n'), "{bad}: {e}");
         }
     }

@@ -2,6 +2,7 @@
 //! from (`source`) and where its volumes appear on the host (`target`).
 
 use super::{check_path, parse_bytes, Permissions};
+use crate::auth::{AuthPlace, ChapAuth};
 use crate::error::Error;
 use crate::node::{parse_number, Ctx, Node, Unmodelled};
 use crate::raw::{RawElement, XmlWriter};
@@ -94,6 +95,8 @@ pub struct PoolSource {
     /// `initiator/iqn name=`: the initiator's IQN (`iscsi`,
     /// `iscsi-direct`, where it is required).
     pub initiator: Option<String>,
+    /// `auth type='chap'`: the CHAP credentials (`iscsi`, `iscsi-direct`).
+    pub auth: Option<ChapAuth>,
 }
 
 /// `target`: where the volumes appear on the host.
@@ -224,6 +227,9 @@ impl Pool {
             w.empty("iqn", &[("name", i)]);
             w.close("initiator");
         }
+        if let Some(a) = &s.auth {
+            a.write(w, AuthPlace::Pool);
+        }
         w.close("source");
     }
 }
@@ -311,10 +317,9 @@ fn parse_source(node: &Node<'_>, ctx: &mut Ctx, kind: PoolType) -> Result<PoolSo
                 for extent in c.children() {
                     let e = extent.node();
                     if e.name() != "freeExtent" {
-                        return Err(e.refuse(format!(
-                            "<{}> inside <device> is not supported",
-                            e.name()
-                        )));
+                        return Err(
+                            e.refuse(format!("<{}> inside <device> is not supported", e.name()))
+                        );
                     }
                 }
                 if s.devices.iter().any(|d| d == path) {
@@ -397,9 +402,12 @@ fn parse_source(node: &Node<'_>, ctx: &mut Ctx, kind: PoolType) -> Result<PoolSo
                 s.initiator = Some(iqn.ok_or_else(|| c.refuse("<initiator> needs an <iqn>"))?);
             }
             "auth" => {
-                return Err(c.refuse(
-                    "<auth> is not supported: CHAP secrets are not handled yet, so the target must allow the initiator without them",
-                ))
+                c.once(&s.auth)?;
+                match kind {
+                    PoolType::IscsiDirect | PoolType::Iscsi => {}
+                    _ => return Err(c.refuse(format!("a {} pool takes no <auth>", kind.as_str()))),
+                }
+                s.auth = Some(ChapAuth::parse(&c, ctx, AuthPlace::Pool)?);
             }
             "adapter" | "vendor" | "product" | "protocol" => {
                 return Err(c.refuse(format!(

@@ -108,7 +108,6 @@ fn what_a_pool_cannot_be_is_refused_in_one_line() {
         ("<pool type='disk'><name>x</name><source><device path='/dev/a'/><format type='dos'/></source></pool>", "format 'dos'"),
         ("<pool type='iscsi'><name>x</name><source><host name='h'/><device path='/dev/sda'/></source></pool>", "is not an iSCSI name"),
         ("<pool type='iscsi'><name>x</name><source><host name='h' port='0'/><device path='iqn.2026-01.a:b'/></source></pool>", "port 0"),
-        ("<pool type='iscsi'><name>x</name><source><host name='h'/><device path='iqn.2026-01.a:b'/><auth type='chap' username='u'><secret usage='s'/></auth></source></pool>", "<auth> is not supported"),
         ("<pool type='logical'><name>x</name><source><name>-bad</name></source></pool>", "is not one LVM takes"),
         ("<pool type='dir'><name>x</name><target><path>/x</path><permissions><label>l</label></permissions></target></pool>", "<label> is not supported"),
         ("<pool type='dir'><name>x</name><target><path>/x</path><permissions><mode>999</mode></permissions></target></pool>", "not an octal mode"),
@@ -230,4 +229,61 @@ fn iscsi_direct_pools_as_libvirt_and_virsh_write_them() {
     .pool;
     assert_eq!(p.source.initiator, None);
     assert!(p.source.host.as_ref().unwrap().port.is_none());
+}
+
+/// libvirt's CHAP form for an iscsi-direct pool: by usage or by UUID,
+/// written back the same way; every other form refused in one line.
+#[test]
+fn iscsi_direct_pools_take_chap_auth() {
+    use crate::auth::SecretRef;
+    let xml = "<pool type='iscsi-direct'>\n  <name>san</name>\n  <source>\n    <host name='169.254.77.1'/>\n    \
+               <device path='iqn.2026-01.org.vireo:t1'/>\n    <auth type='chap' username='vireo'>\n      \
+               <secret usage='san-chap'/>\n    </auth>\n  </source>\n</pool>\n";
+    let parsed = Pool::parse(xml).unwrap();
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let auth = parsed.pool.source.auth.clone().unwrap();
+    assert_eq!(auth.username, "vireo");
+    assert_eq!(auth.secret, SecretRef::Usage("san-chap".into()));
+    let again = parsed.pool.to_xml(None);
+    assert!(
+        again.contains(
+            "<auth type='chap' username='vireo'>\n      <secret usage='san-chap'/>\n    </auth>"
+        ),
+        "{again}"
+    );
+    assert_eq!(Pool::parse(&again).unwrap().pool, parsed.pool);
+    let by_uuid = xml.replace(
+        "usage='san-chap'",
+        "uuid='c4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6'",
+    );
+    let p = Pool::parse(&by_uuid).unwrap().pool;
+    assert!(matches!(p.source.auth.unwrap().secret, SecretRef::Uuid(_)));
+    // The kernel initiator's pool takes the same form.
+    let kernel = xml.replace("iscsi-direct", "iscsi");
+    let p = Pool::parse(&kernel).unwrap().pool;
+    assert_eq!(p.source.auth.unwrap().username, "vireo");
+
+    let base = "<pool type='iscsi-direct'><name>x</name><source><host name='h'/><device path='iqn.2026-01.a:b'/>AUTH</source></pool>";
+    for (auth, says) in [
+        ("<auth type='ceph' username='u'><secret usage='s'/></auth>", "auth type 'ceph'"),
+        ("<auth username='u'><secret usage='s'/></auth>", "type="),
+        ("<auth type='chap'><secret usage='s'/></auth>", "username="),
+        ("<auth type='chap' username='u'/>", "needs a <secret"),
+        ("<auth type='chap' username='u'><secret/></auth>", "usage='NAME' or uuid="),
+        ("<auth type='chap' username='u'><secret usage='s' uuid='c4dbe20b-b1a3-4ac1-b6e6-2ac97852ebb6'/></auth>", "not both"),
+        ("<auth type='chap' username='u'><secret uuid='x'/></auth>", "not a UUID"),
+        ("<auth type='chap' username='a@b'><secret usage='s'/></auth>", "username 'a@b'"),
+        ("<auth type='chap' username='u'><key/></auth>", "<key>"),
+        ("<auth type='chap' username='u'><secret usage='s'/></auth><auth type='chap' username='u'><secret usage='s'/></auth>", "more than once"),
+    ] {
+        let xml = base.replace("AUTH", auth);
+        let e = refused(&xml);
+        assert!(e.contains(says), "{xml}\n-> {e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+    let e = refused(
+        "<pool type='netfs'><name>x</name><source><host name='h'/><dir path='/e'/>\
+         <auth type='chap' username='u'><secret usage='s'/></auth></source><target><path>/x</path></target></pool>",
+    );
+    assert!(e.contains("a netfs pool takes no <auth>"), "{e}");
 }

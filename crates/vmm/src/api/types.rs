@@ -66,6 +66,11 @@ pub struct DiskSpec {
     /// That descriptor, attached by the server; never in JSON.
     #[serde(skip)]
     pub passed: Option<crate::passed_fd::PassedFd>,
+    /// The CHAP secret of an `iscsi://USER@HOST/IQN/LUN` disk, carried
+    /// in the request body so that it stands in no command line.
+    /// (Boxed: it is rarely there, and keeps the request small.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chap_secret: Option<Box<crate::config::SecretText>>,
 }
 
 /// A network card, as `PUT /vm/config` and `PUT /vm/add-net` take it.

@@ -231,6 +231,14 @@ pub(super) fn disk_config(spec: DiskSpec, field: &str) -> Result<DiskConfig, Api
         )));
     }
     disk.passed = spec.passed;
+    if let Some(secret) = &spec.chap_secret {
+        if secret.expose().is_empty() || secret.expose().contains('\0') {
+            return Err(unprocessable(format!(
+                "{what}: chap_secret must be text without NUL bytes, and not empty"
+            )));
+        }
+    }
+    disk.chap_secret = spec.chap_secret.map(|s| *s);
     Ok(disk)
 }
 

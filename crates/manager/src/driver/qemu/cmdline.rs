@@ -226,6 +226,11 @@ pub fn check_disk(disk: &Disk, at: &str) -> Result<(), DriverError> {
             disk.source.describe()
         )));
     }
+    if disk.source.chap().is_some() {
+        return Err(DriverError::Unsupported(format!(
+            "{at}/source/auth: CHAP for iSCSI disks is not supported by the qemu driver yet: use the vireo driver"
+        )));
+    }
     if let DiskSource::Network(n) = &disk.source {
         if n.protocol == NetworkProtocol::Nfs && n.port.is_some() {
             return Err(DriverError::Unsupported(format!(

@@ -398,7 +398,11 @@ impl Instance for QemuInstance {
         )
     }
 
-    fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError> {
+    fn attach_disk(
+        &self,
+        disk: &Disk,
+        _chap: Option<&crate::storage::Credentials>,
+    ) -> Result<(), DriverError> {
         self.can_plug()?;
         cmdline::check_disk(disk, "/disk")?;
         if lock(&self.live)

@@ -128,6 +128,10 @@ pub(crate) struct Plan {
     pub bridge_ports: Vec<BridgePort>,
     /// Macvtaps to create before the VMM starts.
     pub direct_ports: Vec<DirectPort>,
+    /// The disks (their target names) whose CHAP secret the VMM reads
+    /// from an inherited descriptor (`--secret id=TARGET,fd=N`, added at
+    /// start), never from its command line.
+    pub secrets: Vec<String>,
 }
 
 pub(super) fn push(args: &mut Vec<String>, flag: &str, value: String) {
@@ -167,6 +171,15 @@ fn host_path<'a>(domain: &Domain, path: &str, disk: &'a Disk) -> Result<&'a str,
             ),
         )
     })
+}
+
+/// An iSCSI disk's URL with its CHAP user (`iscsi://USER@HOST/...`)
+/// when it logs in with CHAP: the VMM is given the secret apart.
+fn with_chap_user(disk: &Disk, url: &str) -> String {
+    match (disk.source.chap(), url.strip_prefix("iscsi://")) {
+        (Some(a), Some(rest)) => format!("iscsi://{}@{rest}", a.username),
+        _ => url.to_string(),
+    }
 }
 
 /// A value inside a `--disk`/`--net`/... option list: commas doubled.
@@ -240,8 +253,12 @@ pub(crate) fn plan(
     push(&mut args, "--cpu-template", cpu_template(domain)?.into());
     super::placement::push_placement(domain, run_dir, &mut args)?;
 
+    let mut secrets = Vec::new();
     for (i, disk) in domain.devices.disks.iter().enumerate() {
         push(&mut args, "--disk", disk_option(domain, i + 1, disk)?);
+        if disk.source.chap().is_some() {
+            secrets.push(disk.target.clone());
+        }
     }
     let mut bridge_ports = Vec::new();
     let mut direct_ports = Vec::new();
@@ -329,6 +346,7 @@ pub(crate) fn plan(
         exit_status,
         bridge_ports,
         direct_ports,
+        secrets,
     })
 }
 
@@ -381,7 +399,8 @@ fn cpu_template(domain: &Domain) -> Result<&'static str, DriverError> {
 
 fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, DriverError> {
     let path = format!("/domain/devices/disk[{index}]/source");
-    let source = host_path(domain, &path, disk)?;
+    let source = with_chap_user(disk, host_path(domain, &path, disk)?);
+    let source = source.as_str();
     // A network disk's source is its iscsi:// or nfs:// URL, which the
     // VMM opens (an NFS file as raw or qcow2, as the driver type says).
     if !disk.source.is_network() {
@@ -396,6 +415,10 @@ fn disk_option(domain: &Domain, index: usize, disk: &Disk) -> Result<String, Dri
         opt(source),
         opt(&disk.target)
     );
+    // The CHAP secret comes on a descriptor (`--secret`), never here.
+    if disk.source.chap().is_some() {
+        o.push_str(&format!(",secret={}", opt(&disk.target)));
+    }
     if disk.readonly {
         o.push_str(",readonly=on");
     }
@@ -446,7 +469,8 @@ fn error_policies(disk: &Disk) -> (Option<DiskErrorPolicy>, Option<DiskErrorPoli
 
 /// `--disk` for a hot-plug: the same fields as JSON for `PUT /vm/add-disk`.
 pub(crate) fn disk_spec(domain: &Domain, disk: &Disk) -> Result<serde_json::Value, DriverError> {
-    let source = host_path(domain, "/disk/source", disk)?;
+    let source = with_chap_user(disk, host_path(domain, "/disk/source", disk)?);
+    let source = source.as_str();
     if !disk.source.is_network() {
         absolute(domain, "/disk/source", "the disk source", source)?;
     }
@@ -674,6 +698,29 @@ mod tests {
             line.contains("--disk path=iscsi://169.254.77.1:3260/iqn.2026-01.org.vireo:t1/1,format=raw,id=vda"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_chap_disk_names_its_user_and_secret_id_but_never_the_secret() {
+        let d = domain(
+            "<devices><disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+             <source protocol='iscsi' name='iqn.2026-01.org.vireo:t1/1'><host name='169.254.77.1'/>\
+             <auth username='vireo'><secret type='iscsi' usage='san'/></auth></source>\
+             <target dev='vda' bus='virtio'/></disk></devices>",
+        );
+        let p = plan(&d, 3, Path::new("/run/v/3"), false).unwrap();
+        let line = p.args.join(" ");
+        assert!(
+            line.contains("--disk path=iscsi://vireo@169.254.77.1:3260/iqn.2026-01.org.vireo:t1/1,format=raw,id=vda,secret=vda"),
+            "{line}"
+        );
+        assert_eq!(p.secrets, vec!["vda".to_string()]);
+        let spec = disk_spec(&d, &d.devices.disks[0]).unwrap();
+        assert_eq!(
+            spec["path"],
+            "iscsi://vireo@169.254.77.1:3260/iqn.2026-01.org.vireo:t1/1"
+        );
+        assert!(spec.get("chap_secret").is_none());
     }
 
     #[test]

@@ -549,8 +549,12 @@ impl Instance for VireoInstance {
         reason
     }
 
-    fn attach_disk(&self, disk: &Disk) -> Result<(), DriverError> {
-        let spec = {
+    fn attach_disk(
+        &self,
+        disk: &Disk,
+        chap: Option<&crate::storage::Credentials>,
+    ) -> Result<(), DriverError> {
+        let mut spec = {
             let domain = lock(&self.domain);
             if domain.devices.disks.iter().any(|d| d.target == disk.target) {
                 return Err(DriverError::Conflict(format!(
@@ -560,6 +564,18 @@ impl Instance for VireoInstance {
             }
             config::disk_spec(&domain, disk)?
         };
+        // In the body only: the per-VM API socket is the VMM's own (mode
+        // 0600), and nothing logs a body.
+        match (disk.source.chap(), chap) {
+            (Some(_), Some(c)) => spec["chap_secret"] = c.secret.clone().into(),
+            (Some(_), None) => {
+                return Err(DriverError::Failed(format!(
+                    "domain {}: disk {}: no CHAP credentials were found for it",
+                    self.name, disk.target
+                )))
+            }
+            _ => {}
+        }
         let jailed = lock(&self.extra).uid;
         match jailed {
             // A network disk is no host path: the VMM reaches it itself.

@@ -161,6 +161,29 @@ impl Drop for DirectGuard {
     }
 }
 
+/// A pipe holding `value` with its writing end closed: the reading end,
+/// for the VMM to inherit and read to its end (`--secret fd=`). The value
+/// (a CHAP secret, at most 255 bytes) fits the pipe's buffer.
+fn secret_pipe(value: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nothing else.
+    let (read, mut write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    write.write_all(value.as_bytes())?;
+    drop(write);
+    Ok(read)
+}
+
 fn failed(domain: &str, message: impl std::fmt::Display) -> DriverError {
     DriverError::Failed(format!("domain {domain}: {message}"))
 }
@@ -251,9 +274,33 @@ impl Driver for VireoDriver {
         let mut direct = DirectGuard {
             links: plan.direct_ports.iter().map(|p| p.link.clone()).collect(),
         };
+        // Each CHAP secret on a pipe of its own, which the VMM reads at
+        // once and closes: never in its command line, never on disk.
+        let mut secret_fds = Vec::new();
+        for target in &plan.secrets {
+            let c = ctx.disk_secrets.get(target).ok_or_else(|| {
+                failed(
+                    name,
+                    format!("disk {target}: no CHAP credentials were found for it"),
+                )
+            })?;
+            let fd = secret_pipe(&c.secret).map_err(|e| {
+                failed(
+                    name,
+                    format!("disk {target}: cannot hand the VMM its CHAP secret: {e}"),
+                )
+            })?;
+            config::push(
+                &mut args,
+                "--secret",
+                format!("id={target},fd={}", fd.as_raw_fd()),
+            );
+            secret_fds.push(fd);
+        }
         let keep: Vec<RawFd> = ports
             .iter()
             .filter_map(|t| t.queue(0).map(|q| q.as_raw_fd()))
+            .chain(secret_fds.iter().map(AsRawFd::as_raw_fd))
             .collect();
 
         let mut cmd = Command::new(&self.vmm_binary);
@@ -262,6 +309,7 @@ impl Driver for VireoDriver {
         // The VMM holds its own copies now: once it exits, nothing holds
         // the TAPs and they go.
         drop(ports);
+        drop(secret_fds);
         let mut child = spawned.map_err(|e| {
             failed(
                 name,
