@@ -44,6 +44,12 @@ answering within 5 ms of exec.
 
     bench/startup.py [--runs N] [--cpus 0,1]
 
+The release binary's start-up functions are laid out side by side by the
+linker from crates/vireo/startup-order.txt (see scripts/startup-order.sh);
+the benchmark first says how many of the names in that list the binary
+still has, since a list gone stale (a new compiler renames every symbol)
+would quietly cost peak RSS.
+
 QEMU: Debian's 7.2 as scripts/nested/fetch-qemu.sh unpacks it under
 target/nested/qemu (fetched there on a fresh machine without installing the
 qemu-system-x86 package, which conflicts with the backported qemu-utils), or
@@ -139,6 +145,18 @@ def api_answers(cmd, path):
         proc.wait()
 
 
+def report_startup_order(binary):
+    with open(os.path.join(ROOT, "crates", "vireo", "startup-order.txt")) as f:
+        listed = {line.strip() for line in f if line.strip()}
+    nm = subprocess.run(["nm", "--defined-only", binary], check=True,
+                        capture_output=True, text=True).stdout
+    present = {line.split(None, 2)[2] for line in nm.splitlines() if len(line.split(None, 2)) == 3}
+    found = len(listed & present)
+    print(f"startup order: {found} of the {len(listed)} functions listed are in the binary"
+          + ("" if found >= 0.9 * len(listed) else
+             " -- stale: run scripts/startup-order.sh"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
@@ -156,6 +174,7 @@ def main():
         floors[name] = os.path.join(out, src.removesuffix(".c"))
         sh("gcc", "-O2", "-o", floors[name], os.path.join(ROOT, "bench", src))
     binary = os.path.join(ROOT, "target", "release", "vireo")
+    report_startup_order(binary)
     vireo = [binary, "run", "--kernel", guest, "--memory", "128M", "--serial", "off"]
     # isa-debug-exit makes QEMU exit with (value << 1) | 1.
     qemu = qemu_cmd + ["-M", "microvm", "-enable-kvm", "-m", "128M",
