@@ -227,16 +227,13 @@ impl SerialBackend {
                 };
                 let stream = UnixStream::connect(path).map_err(connect_error)?;
                 stream.set_nonblocking(true).map_err(connect_error)?;
-                let input = stream.try_clone().map_err(connect_error)?;
                 let mut slot = ClientSlot::new().map_err(connect_error)?;
                 slot.connect(stream);
+                let client = Arc::new(Mutex::new(slot));
                 opened.output = SharedOutput::new(UnixClientOutput {
-                    client: Arc::new(Mutex::new(slot)),
+                    client: client.clone(),
                 });
-                opened.input = Some(SerialInput::new(InputSource::Stdin {
-                    fd: File::from(OwnedFd::from(input)),
-                    escape: None,
-                }));
+                opened.input = Some(SerialInput::new(InputSource::Connected { client }));
             }
             Self::Pty => {
                 let pty = open_pty().map_err(SerialBackendError::Pty)?;

@@ -58,6 +58,9 @@ pub(crate) enum InputSource {
         listener: UnixListener,
         client: UnixClient,
     },
+    /// A socket Vireo connected to (`unix-connect:`), in its slot: input
+    /// ends when the peer hangs up.
+    Connected { client: UnixClient },
 }
 
 impl SerialInput {
@@ -253,13 +256,24 @@ impl InputSource {
                     fds.push(fd);
                 }
             }
+            Self::Connected { client } => {
+                let client = client.lock().unwrap_or_else(|e| e.into_inner());
+                fds.push(pollfd(client.wake_fd()));
+                if let Some(stream) = client.stream() {
+                    let mut fd = pollfd(stream.as_raw_fd());
+                    if client.wants_to_send() {
+                        fd.events |= libc::POLLOUT;
+                    }
+                    fds.push(fd);
+                }
+            }
         }
     }
 
     /// The VM is ending: a socket client gets the output still waiting
     /// for it, within [`FINAL_OUTPUT_WAIT`].
     fn finish(&self) {
-        if let Self::Unix { client, .. } = self {
+        if let Self::Unix { client, .. } | Self::Connected { client } = self {
             let deadline = std::time::Instant::now() + FINAL_OUTPUT_WAIT;
             client
                 .lock()
@@ -322,6 +336,28 @@ impl InputSource {
                 }
                 if fds[0].revents != 0 {
                     accept_clients(listener, client);
+                }
+                Flow::Continue
+            }
+            Self::Connected { client } => {
+                if fds[0].revents != 0 {
+                    client.lock().unwrap_or_else(|e| e.into_inner()).woke();
+                }
+                let revents = fds.get(1).map_or(0, |f| f.revents);
+                if revents & libc::POLLOUT != 0 {
+                    client.lock().unwrap_or_else(|e| e.into_inner()).flush();
+                }
+                if revents & !libc::POLLOUT != 0 {
+                    read_client(client, buf, out);
+                }
+                // The peer hung up (the slot forgot it): no more input.
+                if client
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .stream()
+                    .is_none()
+                {
+                    return Flow::Finished;
                 }
                 Flow::Continue
             }

@@ -389,3 +389,44 @@ fn a_client_that_reads_late_still_gets_every_byte_written_one_at_a_time() {
     handle.join().unwrap();
     assert_eq!(reader.join().unwrap().unwrap(), text);
 }
+
+#[test]
+fn a_unix_connect_peer_that_reads_late_gets_every_byte_and_its_hang_up_ends_input() {
+    let path = TempPath::new("late-peer");
+    let listener = UnixListener::bind(&path.0).unwrap();
+    let mut opened = SerialBackend::UnixConnect(path.0.clone())
+        .open(&evt())
+        .unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    let (_rx, stop, handle) = collect(opened.input.take().unwrap());
+    let text: Vec<u8> = (0..4000u32).map(|i| b'A' + (i % 26) as u8).collect();
+    for b in &text {
+        opened.output.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = vec![0u8; text.len()];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(got, text);
+    // The VM ends with output still waiting: it goes out first.
+    for b in &text {
+        opened.output.write_all(std::slice::from_ref(b)).unwrap();
+    }
+    stop.write(1).unwrap();
+    let reader = thread::spawn(move || {
+        let mut got = vec![0u8; 4000];
+        peer.read_exact(&mut got).map(|()| (got, peer))
+    });
+    handle.join().unwrap();
+    let (got, peer) = reader.join().unwrap().unwrap();
+    assert_eq!(got, text);
+
+    // A new input thread on a fresh backend ends when the peer hangs up.
+    let mut opened = SerialBackend::UnixConnect(path.0.clone())
+        .open(&evt())
+        .unwrap();
+    let (second, _) = listener.accept().unwrap();
+    let (_rx, _stop, handle) = collect(opened.input.take().unwrap());
+    drop(second);
+    drop(peer);
+    handle.join().unwrap();
+}
