@@ -15,15 +15,17 @@ pub fn encode(bytes: &[u8]) -> String {
 /// The error says what is wrong, never what the text was.
 pub fn decode(text: &str) -> Result<Vec<u8>, String> {
     let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    STANDARD.decode(&clean).map_err(|e| match e {
-        base64::DecodeError::InvalidByte(at, _) => format!("an invalid character at {at}"),
-        base64::DecodeError::InvalidLength(_) => {
-            "its length is not a multiple of 4 (or its padding is wrong)".into()
+    // No offsets in the messages: they would count the text without its
+    // line breaks, which is not what the user wrote.
+    STANDARD.decode(&clean).map_err(|e| {
+        match e {
+            base64::DecodeError::InvalidByte(..) | base64::DecodeError::InvalidLastSymbol(..) => {
+                "it holds a character outside base64's alphabet"
+            }
+            base64::DecodeError::InvalidLength(_) => "its length is not a multiple of 4",
+            base64::DecodeError::InvalidPadding => "its padding is wrong",
         }
-        base64::DecodeError::InvalidLastSymbol(at, _) => {
-            format!("an invalid last character at {at}")
-        }
-        base64::DecodeError::InvalidPadding => "its padding is wrong".into(),
+        .to_string()
     })
 }
 
