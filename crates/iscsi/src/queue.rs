@@ -462,7 +462,6 @@ impl Service {
     /// taken now), serve the session, answer what completed, and give the
     /// session up when a deadline passed or the connection was lost.
     fn turn(&mut self, take: bool) {
-        let wake_fd = self.port.wake_fd();
         let (Some(session), Some(deadline)) = (
             self.session.as_ref(),
             self.pending.iter().map(|p| p.deadline).min(),
@@ -474,43 +473,18 @@ impl Service {
             return;
         };
         let ctx = session.ctx.raw();
-        let ms = c_int::try_from(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis(),
-        )
-        .unwrap_or(1000)
-        .clamp(1, 1000);
         // SAFETY: the context is live.
         let (fd, events) = unsafe { (ffi::iscsi_get_fd(ctx), ffi::iscsi_which_events(ctx)) };
-        let mut pfds = [
-            libc::pollfd {
-                fd,
-                events: i16::try_from(events).unwrap_or(libc::POLLIN),
-                revents: 0,
-            },
-            libc::pollfd {
-                // A negative descriptor is ignored: with no room for more
-                // commands, new ones wait.
-                fd: if take { wake_fd } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
-        if n < 0 {
-            // EINTR: go round again.
+        let events = i16::try_from(events).unwrap_or(libc::POLLIN);
+        // EINTR: go round again.
+        let Some(ready) = self.port.wait(fd, events, take, deadline) else {
             return;
-        }
-        if pfds[1].revents != 0 {
-            self.port.clear_wake();
-        }
+        };
         let mut lost = false;
-        if n == 0 || pfds[0].revents != 0 {
+        if ready.timed_out || ready.revents != 0 {
             // SAFETY: the context is live; callbacks write the boxed slots
             // of this thread's pending commands.
-            lost = unsafe { ffi::iscsi_service(ctx, c_int::from(pfds[0].revents)) } < 0;
+            lost = unsafe { ffi::iscsi_service(ctx, c_int::from(ready.revents)) } < 0;
         }
         let message = if lost {
             session.ctx.error()

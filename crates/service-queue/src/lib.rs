@@ -156,6 +156,51 @@ impl<R> Port<R> {
         self.clear_wake();
     }
 
+    /// Waits until the connection's descriptor `fd` has one of `events`,
+    /// a request arrives (only when `take`: with no room for more, new
+    /// ones wait), or `deadline` (at most a second from now, so a stuck
+    /// connection is looked at again). `None` when interrupted.
+    pub fn wait(
+        &self,
+        fd: RawFd,
+        events: libc::c_short,
+        take: bool,
+        deadline: std::time::Instant,
+    ) -> Option<Ready> {
+        let ms = libc::c_int::try_from(
+            deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis(),
+        )
+        .unwrap_or(1000)
+        .clamp(1, 1000);
+        let mut pfds = [
+            libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                // A negative descriptor is ignored.
+                fd: if take { self.wake_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds, for the call only.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
+        if n < 0 {
+            return None;
+        }
+        if pfds[1].revents != 0 {
+            self.clear_wake();
+        }
+        Some(Ready {
+            timed_out: n == 0,
+            revents: pfds[0].revents,
+        })
+    }
+
     /// Counts one more request in flight.
     pub fn sent(&self) {
         let n = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
@@ -173,6 +218,16 @@ impl<R> Port<R> {
         // only fail when the counter is saturated, and then it is readable.
         unsafe { libc::write(self.wake_fd(), one.as_ptr().cast(), one.len()) };
     }
+}
+
+/// What [`Port::wait`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// Nothing happened before the deadline (the connection is served
+    /// anyway, so that its own timers run).
+    pub timed_out: bool,
+    /// The connection's descriptor's events.
+    pub revents: libc::c_short,
 }
 
 /// The service thread: started at the first request.
