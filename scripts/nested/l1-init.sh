@@ -1254,9 +1254,14 @@ numa_sample() {
         echo "$(cat $t/comm) $(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' $t/status) $(cut -d' ' -f39 $t/stat)"
     done >$2.tasks.new 2>/dev/null
     # A sample taken while vireo tears the VM down (its vCPU threads
-    # joined, the process not gone yet) says nothing of the run: the last
-    # one with the vCPUs is kept.
-    grep -q '^vcpu' $2.tasks.new || return
+    # exiting or joined, the process not gone yet) says nothing of the
+    # run: a thread read half (one that ended between the listing and its
+    # status) or fewer vCPUs than the last kept sample mean the teardown
+    # has begun, and the last whole sample is kept.
+    awk 'NF != 3 { bad = 1 } END { exit bad }' $2.tasks.new || return
+    n=$(grep -c '^vcpu' $2.tasks.new)
+    [ "$n" -gt 0 ] || return
+    [ ! -s $2.tasks ] || [ "$n" -ge "$(grep -c '^vcpu' $2.tasks)" ] || return
     mv $2.maps.new $2.maps
     mv $2.numa.new $2.numa
     mv $2.tasks.new $2.tasks
