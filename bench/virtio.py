@@ -23,13 +23,13 @@ many in its io_uring), writes ending in a flush (fdatasync). Random:
 --rand-ops 4 KiB requests at queue depth 1. Memory: with O_DIRECT the host
 kernel pins the request's pages for each I/O, and a 1 MiB buffer in 4 KiB
 pages costs far more than one in a huge page (on this host about twice the
-time). QEMU advises MADV_HUGEPAGE on its guest RAM; so the host program's
-buffers are advised alike, and Vireo runs with `--memory-backend thp=on`.
-The column `vireo-4k` is Vireo's default memory (no THP advice), so the
-cost of that default shows. With --confinement, `vireo-open` is vireo
-with --seccomp=off and `vireo-jail` vireo jailed as the daemon runs it
-(--jail, its own uid, no capabilities): vireo/open and jail/open are what
-confinement costs (issue 15 allows 3 %).
+time). QEMU advises MADV_HUGEPAGE on all its guest RAM and Vireo, by
+default, on all but the first 2 MiB; so the host program's buffers are
+advised alike. The column `vireo-4k` is Vireo with `--memory-backend
+thp=off`, so what the advice is worth shows. With --confinement,
+`vireo-open` is vireo with --seccomp=off and `vireo-jail` vireo jailed as
+the daemon runs it (--jail, its own uid, no capabilities): vireo/open and
+jail/open are what confinement costs (issue 15 allows 3 %).
 
 Net: --frames UDP frames of 1514 bytes from the guest to a peer in a network
 namespace, through a TAP, against a host process writing the same frames to
@@ -260,7 +260,7 @@ def main():
     ap.add_argument("--no-qemu", action="store_true")
     ap.add_argument("--no-net", action="store_true")
     ap.add_argument("--no-vireo-default", action="store_true",
-                    help="skip the vireo-4k runs (Vireo's default memory)")
+                    help="skip the vireo-4k runs (Vireo with thp=off)")
     ap.add_argument("--netns", default=NS,
                     help=f"the network namespace the TAP is made in (default {NS}; it is "
                          "deleted first, so two runs at once need two names)")
@@ -285,27 +285,27 @@ def main():
                f"bench-rand-ops={opts.rand_ops}")
     net_cmd = f"net pings=1 bench-net-frames={opts.frames}"
     vireo_disk = ["--disk", f"path={image},format=raw,cache={opts.cache}"]
-    thp = ["--memory-backend", "thp=on"]
     qemu_disk = ["-drive", f"file={image},if=none,id=d0,format=raw,cache={opts.cache},"
                            f"aio={opts.qemu_aio}",
                  "-device", "virtio-blk-pci,drive=d0,disable-legacy=on"]
     qemu_net = ["-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
                 "-device", "virtio-net-pci,netdev=n0,disable-legacy=on,romfile="]
     # (name, runner, disk args, net args or None)
-    vmms = [("vireo", run_vireo, thp + vireo_disk, thp + ["--net", f"tap={TAP}"])]
+    vmms = [("vireo", run_vireo, vireo_disk, ["--net", f"tap={TAP}"])]
     if not opts.no_qemu:
         vmms.append(("qemu", run_qemu, qemu_disk, qemu_net))
     if not opts.no_vireo_default:
-        vmms.append(("vireo-4k", run_vireo, vireo_disk, None))
+        vmms.append(("vireo-4k", run_vireo, ["--memory-backend", "thp=off"] + vireo_disk,
+                     None))
     if opts.confinement:
         jail_dir = os.path.join(OUT, "virtio-jail")
         os.makedirs(jail_dir, exist_ok=True)
         jail = ["--jail", jail_dir, "--uid", "1900065001", "--gid", "1900065001"]
         open_ = ["--seccomp=off"]
-        vmms.append(("vireo-open", run_vireo, open_ + thp + vireo_disk,
-                     open_ + thp + ["--net", f"tap={TAP}"]))
-        vmms.append(("vireo-jail", run_vireo, jail + thp + vireo_disk,
-                     jail + thp + ["--net", f"tap={TAP}"]))
+        vmms.append(("vireo-open", run_vireo, open_ + vireo_disk,
+                     open_ + ["--net", f"tap={TAP}"]))
+        vmms.append(("vireo-jail", run_vireo, jail + vireo_disk,
+                     jail + ["--net", f"tap={TAP}"]))
 
     # results[metric][who] = [values per round]; disk in MB/s or IOPS, net in MB/s.
     results = {}

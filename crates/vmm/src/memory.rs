@@ -92,6 +92,9 @@ pub fn create_guest_memory(
         GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::GuestMemory(e.to_string()))?;
     // Nothing has touched the lazy mappings yet.
     for (region, binding) in mem.iter().zip(&bindings) {
+        let len = usize::try_from(region.len())
+            .map_err(|_| Error::GuestMemory("size does not fit the address space".into()))?;
+        crate::memory_map::advise_default_thp(region.as_ptr(), region.start_addr(), len)?;
         bind_region(region.as_ptr(), region.len(), *binding)?;
     }
     Ok(mem)
@@ -138,5 +141,44 @@ mod tests {
             create_guest_memory(1 << 50, &MemoryBackend::default(), None),
             Err(Error::NotEnoughHostMemory { .. })
         ));
+    }
+
+    /// The `VmFlags` of the mapping of this process that starts at `addr`.
+    fn vm_flags_at(addr: usize) -> Option<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut current = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((start, _)) = range.split_once('-') {
+                    if let Ok(start) = usize::from_str_radix(start, 16) {
+                        current = start == addr;
+                        continue;
+                    }
+                }
+            }
+            if current {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return Some(flags.trim().to_string());
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn default_memory_is_thp_advised_above_its_first_2_mib_only() {
+        let m = create_guest_memory(64 << 20, &MemoryBackend::default(), None).unwrap();
+        let base = m.iter().next().unwrap().as_ptr() as usize;
+        let low = vm_flags_at(base).expect("the first 2 MiB are a mapping of their own");
+        let high = vm_flags_at(base + (2 << 20)).expect("the rest is a mapping of its own");
+        assert!(!low.split(' ').any(|f| f == "hg"), "{low}");
+        assert!(high.split(' ').any(|f| f == "hg"), "{high}");
+        let off = MemoryBackend {
+            thp: Some(false),
+            ..MemoryBackend::default()
+        };
+        let m = create_guest_memory(64 << 20, &off, None).unwrap();
+        let flags = vm_flags_at(m.iter().next().unwrap().as_ptr() as usize).unwrap();
+        assert!(flags.split(' ').any(|f| f == "nh"), "{flags}");
     }
 }

@@ -71,7 +71,9 @@ pub struct MemoryBackend {
     pub prealloc: bool,
     /// Threads that share the touching.
     pub prealloc_threads: usize,
-    /// Transparent huge pages: advised on, off, or left to the host's policy.
+    /// Transparent huge pages advised on or off for all of guest RAM; left
+    /// out, anonymous RAM is advised on above its first 2 MiB and other
+    /// backings follow the host's policy.
     pub thp: Option<bool>,
     /// Lock guest memory in RAM (`mlock`): never swapped, every page
     /// faulted in before the guest starts (libvirt's `<locked/>`).
@@ -79,7 +81,7 @@ pub struct MemoryBackend {
 }
 
 impl MemoryBackend {
-    /// Whether this is the default (anonymous, lazy, host THP policy).
+    /// Whether this is the default (anonymous, lazy, THP advised above 2 MiB).
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }

@@ -301,7 +301,7 @@ pub fn map_with_backend(
         let mapping = builder
             .build()
             .map_err(|e| map_error(e, backend.hugepages, size))?;
-        advise_thp(mapping.as_ptr(), len, backend)?;
+        advise_thp(mapping.as_ptr(), addr, len, backend)?;
         // Before prealloc: the policy places pages as they are faulted.
         crate::memory::bind_region(
             mapping.as_ptr(),
@@ -352,10 +352,56 @@ fn map_error(e: vm_memory::mmap::MmapRegionError, huge: Option<HugePageSize>, si
     }
 }
 
-fn advise_thp(ptr: *mut u8, len: usize, backend: &MemoryBackend) -> Result<()> {
+/// Guest RAM below this guest-physical address is left in small pages
+/// when the user did not choose (`thp=` left out).
+///
+/// It holds the boot structures (zero page, page tables, GDT, ACPI,
+/// MP tables) and the legacy ISA hole: a small VM touches nothing else,
+/// and one huge page there would be 2 MiB of RSS for a few KiB of data.
+/// Everything above is where a guest keeps its kernel, page cache and
+/// I/O buffers.
+pub(crate) const SMALL_PAGE_FLOOR: u64 = 2 << 20;
+
+/// The default advice on an anonymous RAM region that starts at guest
+/// address `guest` and is mapped at `ptr`: `MADV_HUGEPAGE` from
+/// [`SMALL_PAGE_FLOOR`] up, as QEMU advises all guest RAM.
+///
+/// Transparent huge pages make the host's share of `O_DIRECT` I/O (it
+/// pins a request's pages for each transfer) far cheaper than 4 KiB
+/// pages do, and let KVM map the guest with large pages. A kernel
+/// without THP refuses the advice (EINVAL): the memory is then as good as
+/// it would be without it, so that is not an error.
+pub(crate) fn advise_default_thp(ptr: *mut u8, guest: GuestAddress, len: usize) -> Result<()> {
+    let skip = SMALL_PAGE_FLOOR.saturating_sub(guest.0);
+    let Ok(skip) = usize::try_from(skip) else {
+        return Ok(());
+    };
+    if skip >= len {
+        return Ok(());
+    }
+    // SAFETY: advice on a range inside a mapping this process just made
+    // and owns (skip < len); it moves no data.
+    let rc = unsafe { libc::madvise(ptr.add(skip).cast(), len - skip, libc::MADV_HUGEPAGE) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(Error::GuestMemory(format!(
+                "madvise(MADV_HUGEPAGE) on guest RAM: {e}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn advise_thp(ptr: *mut u8, addr: GuestAddress, len: usize, backend: &MemoryBackend) -> Result<()> {
     let advice = match backend.thp {
         Some(true) => libc::MADV_HUGEPAGE,
         Some(false) => libc::MADV_NOHUGEPAGE,
+        // hugetlb pages are huge already; a shared file's pages follow the
+        // host's shmem policy, which QEMU does not override either.
+        None if backend.hugepages.is_none() && backend.kind == BackendKind::Anon => {
+            return advise_default_thp(ptr, addr, len)
+        }
         None => return Ok(()),
     };
     // SAFETY: advice on a range we just mapped and own; it moves no data.
