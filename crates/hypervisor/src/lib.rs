@@ -6,6 +6,7 @@
 //! It hides `kvm-ioctls` behind small types so the rest of the VMM speaks of
 //! VM exits, not ioctls. It knows nothing about boot protocols or devices.
 
+mod cpuid_cache;
 mod error;
 mod irq;
 mod kick;

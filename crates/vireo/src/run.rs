@@ -375,13 +375,19 @@ fn launch(
     api_socket: Option<&Path>,
     ending: &Ending,
 ) -> ExitCode {
-    let hv = match Hypervisor::open() {
+    let mut hv = match Hypervisor::open() {
         Ok(hv) => hv,
         Err(e) => {
             report(&e);
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Before the jail and the filters, where the cache file is in reach. A
+    // VMM that waits to be configured only reads it: its API answers first.
+    if let Err(e) = hv.preload_supported_cpuid(config.is_some()) {
+        report(&e);
+        return ExitCode::from(EXIT_FAILURE);
+    }
     // Jailed, the TAPs, console backends and guest memory's file are
     // opened now too: after the jail nothing can be. First the keeper must be ready (it set itself
     // up while /dev/kvm was opened): if it cannot do its part, it has said
