@@ -354,6 +354,12 @@ fn a_jailed_vmm_is_unprivileged_and_confined_on_every_thread() {
         let its = std::fs::read_link(format!("/proc/{vmm}/ns/{ns}")).unwrap();
         assert_ne!(mine, its, "{ns} namespace shared with the host");
     }
+    // The network one is the empty namespace jailed VMMs share (pinned
+    // by the first of them; crates/jail/src/netns.rs).
+    use std::os::unix::fs::MetadataExt;
+    let net = std::fs::metadata(format!("/proc/{vmm}/ns/net")).unwrap();
+    let pinned = std::fs::metadata(jail::netns::SHARED).unwrap();
+    assert_eq!((net.dev(), net.ino()), (pinned.dev(), pinned.ino()));
 
     // The API, from outside, reports the host's thread ids.
     assert_eq!(vm.ok("GET", "/vm", "")["state"], "running");

@@ -1,0 +1,189 @@
+//! The network namespace jailed VMMs without a network disk share: empty
+//! (a loopback device that stays down, no other interface, no route), made
+//! by the first jailed VMM of a boot and pinned by a bind mount at
+//! [`SHARED`], as `ip netns add` pins its namespaces.
+//!
+//! Why shared and not one per VMM: making a network namespace is about
+//! 0.65 ms of kernel work on the project's hosts (every network subsystem
+//! sets itself up for it: sysctl tables, the loopback device) and its
+//! teardown more, in a kernel worker, for each VMM start; joining one is a
+//! `setns`. What a VMM needs from it is to reach no network of the host,
+//! which an empty namespace gives whoever shares it. What sharing adds is
+//! a channel between jailed VMMs (abstract unix sockets): a VMM never
+//! listens on one, so only two VMMs both taken over by their guests could
+//! use it. `docs/security.md` says so.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Where the shared namespace is pinned.
+pub const SHARED: &str = "/run/vireo/netns/isolated";
+
+/// `statfs`'s type of a namespace file (`NSFS_MAGIC`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+fn io_error(what: &str, e: std::io::Error) -> String {
+    format!("{what}: {e}")
+}
+
+fn last_error(what: &str) -> String {
+    io_error(what, std::io::Error::last_os_error())
+}
+
+/// The namespace pinned at `path`, if a namespace file is mounted there.
+fn open_pinned(path: &Path) -> Option<OwnedFd> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs writes a whole `statfs` when it succeeds.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), fs.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstatfs succeeded.
+    let fs = unsafe { fs.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by libc
+    (fs.f_type as i64 == NSFS_MAGIC).then(|| OwnedFd::from(file))
+}
+
+/// A descriptor of the shared empty network namespace pinned at `path`,
+/// made and pinned first if no namespace is there. Call as root, with one
+/// thread, in the host's mount namespace (so the pin is seen by the next
+/// VMM); the caller's own network namespace is unchanged.
+pub fn shared(path: &Path) -> Result<OwnedFd, String> {
+    if let Some(fd) = open_pinned(path) {
+        return Ok(fd);
+    }
+    let dir = path.parent().ok_or("the pin has no directory")?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| io_error(&format!("mkdir {}", dir.display()), e))?;
+    // One maker at a time; the others then find its pin.
+    let lock = File::create(dir.join(".lock"))
+        .map_err(|e| io_error(&format!("creating {}/.lock", dir.display()), e))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(last_error("locking the pin"));
+    }
+    if let Some(fd) = open_pinned(path) {
+        return Ok(fd);
+    }
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o444)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_error(&format!("creating {}", path.display()), e))?;
+    let host = File::open("/proc/thread-self/ns/net")
+        .map_err(|e| io_error("opening this thread's network namespace", e))?;
+    // SAFETY: unshare changes only this (single-threaded) process's
+    // network namespace, which is restored below.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(last_error("unshare(CLONE_NEWNET)"));
+    }
+    let pinned = pin_current(path);
+    // SAFETY: a namespace descriptor opened above.
+    let back = unsafe { libc::setns(host.as_raw_fd(), libc::CLONE_NEWNET) };
+    if back != 0 {
+        // This process is in a namespace it did not ask for; the caller
+        // is about to enter one anyway, but must not go on half made.
+        return Err(last_error("returning to the host's network namespace"));
+    }
+    pinned?;
+    open_pinned(path)
+        .ok_or_else(|| format!("{} holds no namespace after mounting one", path.display()))
+}
+
+/// Bind-mount this thread's network namespace on `path`.
+fn pin_current(path: &Path) -> Result<(), String> {
+    let target = CString::new(path.as_os_str().as_bytes()).map_err(|_| "a NUL in the path")?;
+    // SAFETY: two NUL-terminated strings; no type or data.
+    let rc = unsafe {
+        libc::mount(
+            c"/proc/thread-self/ns/net".as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(last_error(&format!(
+            "pinning the namespace on {}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Join the namespace `fd` names.
+pub(crate) fn join(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: setns on a namespace descriptor this process holds.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn inode(fd: &OwnedFd) -> u64 {
+        File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino()
+    }
+
+    #[test]
+    fn one_empty_namespace_is_made_pinned_and_then_found() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("vireo-netns-{}", std::process::id()));
+        let path = dir.join("sub").join("isolated");
+        let host = fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+        let first = shared(&path).unwrap();
+        let again = shared(&path).unwrap();
+        assert_eq!(
+            inode(&first),
+            inode(&again),
+            "the pin is found, not made again"
+        );
+        assert_ne!(inode(&first), host, "the host's own namespace");
+        assert_eq!(
+            fs::metadata("/proc/thread-self/ns/net").unwrap().ino(),
+            host,
+            "the caller's namespace is unchanged"
+        );
+        let links = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", path.display()))
+            .args(["ip", "-o", "link"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert_eq!(links.lines().count(), 1, "{links}");
+        assert!(
+            links.contains(": lo: ") && links.contains("state DOWN"),
+            "{links}"
+        );
+        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        assert_eq!(rc, 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
