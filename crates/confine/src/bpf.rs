@@ -9,8 +9,13 @@
 //! length per call number (~1000 instructions for the launcher, ~0.4 ms to
 //! attach here); with the search, its depth.
 //!
-//! Every conditional jump goes at most a few instructions forward (the
-//! cBPF offsets are 8-bit); the long ones are `JA`s, whose offset is 32-bit.
+//! Attaching a filter also converts and JIT-compiles it, at a cost that
+//! grows with its length, so a search range that only returns has no
+//! instruction of its own: its parent jumps to a `RET` shared by its
+//! block, a pool placed after at most [`POOL_SPAN`] instructions (the
+//! cBPF conditional offsets are 8-bit); jumps over longer code are `JA`s,
+//! whose offset is 32-bit. That made the programs 28 % shorter (main 379
+//! to 276 instructions, vCPU 212 to 151).
 
 use std::collections::BTreeMap;
 
@@ -283,53 +288,162 @@ pub(crate) fn program(
         stmt(RET_K, Action::KillProcess.ret()),
         stmt(LD_W_ABS, NR),
     ];
-    search(&mut out, &ranges, &mut |out, leaf| match leaf {
-        Leaf::Ret(ret) => {
-            out.push(stmt(RET_K, ret));
-            Ok(())
-        }
-        Leaf::Args(nr, list) => arguments(out, nr, list, on_match.ret(), on_mismatch.ret()),
+    let tree = search(&ranges, &mut |out, nr, list| {
+        arguments(out, nr, list, on_match.ret(), on_mismatch.ret())
     })?;
+    match tree {
+        Subtree::Ret(k) => out.push(stmt(RET_K, k)),
+        Subtree::Code(block) => out.extend(block.flush()?),
+    }
     if out.len() > MAX_INSNS {
         return Err(BuildError::TooLong(out.len()));
     }
     Ok(out)
 }
 
-/// Emits the code of one leaf of a [`search`].
-type LeafCode<'a, L> = dyn FnMut(&mut Vec<sock_filter>, L) -> Result<(), BuildError> + 'a;
+/// A block of the call-number search whose returns are not all placed:
+/// `refs` are the conditional jumps (index, whether `jt`) that go to a
+/// shared `RET k` to be placed after the block (its pool).
+#[derive(Default)]
+struct Block {
+    code: Vec<sock_filter>,
+    refs: Vec<(usize, bool, u32)>,
+}
 
-/// Binary search over `ranges` (sorted starts, the first 0) on the
-/// accumulator, each range ending in its leaf's code.
-fn search<L: Copy>(
-    out: &mut Vec<sock_filter>,
-    ranges: &[(u32, L)],
-    leaf: &mut LeafCode<'_, L>,
-) -> Result<(), BuildError> {
-    match ranges {
-        [] => Ok(()),
-        [(_, only)] => leaf(out, *only),
-        _ => {
-            let mid = ranges.len() / 2;
-            let mut lower = Vec::new();
-            search(&mut lower, &ranges[..mid], leaf)?;
-            split_at(out, ranges[mid].0, lower);
-            search(out, &ranges[mid..], leaf)
+/// Emits the argument checks of a call with rules (number, rules).
+type ArgsCode<'a> = dyn FnMut(&mut Vec<sock_filter>, i64, &[Rule]) -> Result<(), BuildError> + 'a;
+
+/// A subtree of the search: a return of its own, or code.
+enum Subtree {
+    Ret(u32),
+    Code(Block),
+}
+
+/// Blocks longer than this get their pool placed at their end, so that
+/// every jump to a pool stays within the 255 instructions a conditional
+/// jump reaches (a pool holds a few distinct returns).
+const POOL_SPAN: usize = 240;
+
+impl Block {
+    /// Place the pool: one `RET k` per distinct value the block's jumps
+    /// go to, after its code (which ends in returns, so nothing falls
+    /// into the pool).
+    fn flush(mut self) -> Result<Vec<sock_filter>, BuildError> {
+        let mut pool: Vec<u32> = self.refs.iter().map(|r| r.2).collect();
+        pool.sort_unstable();
+        pool.dedup();
+        let base = self.code.len();
+        for &k in &pool {
+            self.code.push(stmt(RET_K, k));
+        }
+        for (at, jt, k) in self.refs {
+            let slot = base + pool.iter().position(|&p| p == k).unwrap_or_default();
+            let offset =
+                u8::try_from(slot - at - 1).map_err(|_| BuildError::TooLong(self.code.len()))?;
+            if jt {
+                self.code[at].jt = offset;
+            } else {
+                self.code[at].jf = offset;
+            }
+        }
+        Ok(self.code)
+    }
+
+    fn len(&self) -> usize {
+        self.code.len()
+    }
+
+    /// Append `other`, its pending jumps with it.
+    fn extend(&mut self, other: Block) {
+        let shift = self.code.len();
+        self.code.extend(other.code);
+        self.refs.extend(
+            other
+                .refs
+                .into_iter()
+                .map(|(at, jt, k)| (at + shift, jt, k)),
+        );
+    }
+
+    /// A block with every jump placed.
+    fn placed(code: Vec<sock_filter>) -> Self {
+        Self {
+            code,
+            refs: Vec::new(),
         }
     }
 }
 
-/// `A >= pivot`: over `lower` (the code for below the pivot) to what is
-/// emitted next. The kernel's install cost grows with the program's
-/// length, so the jump is the `JGE`'s own where it reaches (`lower` up to
-/// 255 instructions) and a `JA` only where it does not.
-fn split_at(out: &mut Vec<sock_filter>, pivot: u32, lower: Vec<sock_filter>) {
-    match u8::try_from(lower.len()) {
+/// Binary search over `ranges` (sorted starts, the first 0) on the
+/// accumulator, each range ending in its leaf's code. A range that only
+/// returns costs no instruction of its own: its parent's `JGE` jumps to
+/// a return shared with the other ranges of its block (the kernel's cost
+/// of attaching a filter grows with its length; about two in five
+/// instructions were such returns).
+fn search(ranges: &[(u32, Leaf<'_>)], leaf_code: &mut ArgsCode<'_>) -> Result<Subtree, BuildError> {
+    match ranges {
+        [] => Ok(Subtree::Code(Block::default())),
+        [(_, Leaf::Ret(k))] => Ok(Subtree::Ret(*k)),
+        [(_, Leaf::Args(nr, rules))] => {
+            let mut code = Vec::new();
+            leaf_code(&mut code, *nr, rules)?;
+            Ok(Subtree::Code(Block::placed(code)))
+        }
+        _ => {
+            let mid = ranges.len() / 2;
+            let pivot = ranges[mid].0;
+            let lower = search(&ranges[..mid], leaf_code)?;
+            let upper = search(&ranges[mid..], leaf_code)?;
+            let mut block = Block::default();
+            match (lower, upper) {
+                (Subtree::Ret(a), Subtree::Ret(b)) => {
+                    block.code.push(jump(JMP_JGE_K, pivot, 0, 0));
+                    block.refs.extend([(0, true, b), (0, false, a)]);
+                }
+                (Subtree::Ret(a), Subtree::Code(upper)) => {
+                    block.code.push(jump(JMP_JGE_K, pivot, 0, 0));
+                    block.refs.push((0, false, a));
+                    block.extend(upper);
+                }
+                (Subtree::Code(lower), Subtree::Ret(b)) => {
+                    block.code.push(jump(JMP_JGE_K, pivot, 0, 0));
+                    block.refs.push((0, true, b));
+                    block.extend(lower);
+                }
+                (Subtree::Code(lower), Subtree::Code(upper)) => {
+                    let big = lower.len() + upper.len() > POOL_SPAN;
+                    let (lower, upper) = if big {
+                        (Block::placed(lower.flush()?), Block::placed(upper.flush()?))
+                    } else {
+                        (lower, upper)
+                    };
+                    let mut code = Vec::new();
+                    split_at(&mut code, pivot, Vec::new(), lower.len());
+                    block.extend(Block::placed(code));
+                    block.extend(lower);
+                    block.extend(upper);
+                }
+            }
+            if block.len() > POOL_SPAN {
+                block = Block::placed(block.flush()?);
+            }
+            Ok(Subtree::Code(block))
+        }
+    }
+}
+
+/// `A >= pivot`: over the `over` instructions of the code for below the
+/// pivot (`lower`, appended here; empty when the caller places it) to
+/// what follows. The kernel's install cost grows with the program's
+/// length, so the jump is the `JGE`'s own where it reaches (up to 255
+/// instructions) and a `JA` only where it does not.
+fn split_at(out: &mut Vec<sock_filter>, pivot: u32, lower: Vec<sock_filter>, over: usize) {
+    match u8::try_from(over) {
         Ok(over) => out.push(jump(JMP_JGE_K, pivot, over, 0)),
         Err(_) => {
             out.push(jump(JMP_JGE_K, pivot, 0, 1));
             // `lower` is within the 4096 instructions a program can have.
-            out.push(stmt(JMP_JA, u32::try_from(lower.len()).unwrap_or(u32::MAX)));
+            out.push(stmt(JMP_JA, u32::try_from(over).unwrap_or(u32::MAX)));
         }
     }
     out.extend(lower);
@@ -412,7 +526,8 @@ fn one_of(
     let mid = values.len() / 2;
     let mut lower = Vec::new();
     one_of(&mut lower, &values[..mid], on_match, on_mismatch)?;
-    split_at(out, values[mid], lower);
+    let over = lower.len();
+    split_at(out, values[mid], lower, over);
     one_of(out, &values[mid..], on_match, on_mismatch)
 }
 
