@@ -74,6 +74,7 @@ fn socket_pair() -> Result<(OwnedFd, OwnedFd), Error> {
 /// thread and nothing opened yet that the keeper should not hold.
 pub fn fork_keeper(jail: &Jail, plan: KeeperPlan) -> Result<Keeper, Error> {
     single_threaded()?;
+    crate::privileges::drop_bounding_set()?;
     let (keeper_end, vmm_end) = socket_pair()?;
     // SAFETY: affects only the children this process makes from now on.
     if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {

@@ -336,6 +336,7 @@ fn a_jailed_vmm_is_unprivileged_and_confined_on_every_thread() {
     let keeper = std::fs::read_to_string(format!("/proc/{}/status", vm.child.id())).unwrap();
     assert_eq!(field(&keeper, "Uid"), "41001 41001 41001 41001");
     assert_eq!(field(&keeper, "CapEff"), "0000000000000000");
+    assert_eq!(field(&keeper, "CapBnd"), "0000000000000000");
     assert_eq!(field(&keeper, "NoNewPrivs"), "1");
 
     // Its root is the jail: nothing of the host's.
