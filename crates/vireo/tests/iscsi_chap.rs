@@ -167,14 +167,14 @@ fn secrets_through_the_daemon_and_the_cli() {
     );
     assert_eq!(
         ok(&d, &["secret-get-value", UUID]),
-        format!("{PASSWORD_B64}\n\n")
+        format!("{PASSWORD_B64}\n")
     );
     let j: serde_json::Value =
         serde_json::from_str(&ok(&d, &["secret-get-value", "san-chap", "--json"])).unwrap();
     assert_eq!(j["value"], PASSWORD_B64);
     assert_eq!(
         ok(&d, &["secret-get-value", UUID, "--plain"]),
-        format!("{PASSWORD}\n\n")
+        format!("{PASSWORD}\n")
     );
     let plain = write(dir.path(), "pw.txt", "other-password");
     ok(
@@ -183,16 +183,16 @@ fn secrets_through_the_daemon_and_the_cli() {
     );
     assert_eq!(
         ok(&d, &["secret-get-value", UUID, "--plain"]),
-        "other-password\n\n"
+        "other-password\n"
     );
     let b64 = write(dir.path(), "pw.b64", &format!("{PASSWORD_B64}\n"));
     ok(&d, &["secret-set-value", UUID, "--file", &b64]);
     assert_eq!(
         ok(&d, &["secret-get-value", UUID]),
-        format!("{PASSWORD_B64}\n\n")
+        format!("{PASSWORD_B64}\n")
     );
     ok(&d, &["secret-set-value", UUID, "b3RoZXI="]);
-    assert_eq!(ok(&d, &["secret-get-value", UUID]), "b3RoZXI=\n\n");
+    assert_eq!(ok(&d, &["secret-get-value", UUID]), "b3RoZXI=\n");
     ok(&d, &["secret-set-value", UUID, PASSWORD_B64]);
     // --interactive reads one line from standard input (no terminal here).
     let mut child = Command::new(env!("CARGO_BIN_EXE_vireo"))
@@ -221,7 +221,7 @@ fn secrets_through_the_daemon_and_the_cli() {
     );
     assert_eq!(
         ok(&d, &["secret-get-value", UUID]),
-        format!("{PASSWORD_B64}\n\n")
+        format!("{PASSWORD_B64}\n")
     );
 
     // Malformed base64, from the CLI and straight to the API.
@@ -240,7 +240,7 @@ fn secrets_through_the_daemon_and_the_cli() {
     assert!(!a.body.contains("%%%%"), "{}", a.body);
     assert_eq!(
         ok(&d, &["secret-get-value", UUID]),
-        format!("{PASSWORD_B64}\n\n")
+        format!("{PASSWORD_B64}\n")
     );
 
     // Two secrets for one usage.
@@ -323,7 +323,7 @@ fn secrets_through_the_daemon_and_the_cli() {
     );
     assert_eq!(
         ok(&d, &["secret-get-value", "eph-chap"]),
-        "ZXBoZW1lcmFsLXZhbHVl\n\n"
+        "ZXBoZW1lcmFsLXZhbHVl\n"
     );
 
     // A secret keeps its usage; an ephemeral one made persistent is
@@ -372,7 +372,7 @@ fn secrets_through_the_daemon_and_the_cli() {
     );
     // Persistent made ephemeral: its files go, its value stays in memory.
     ok(&d, &["secret-define", &persistent]);
-    assert_eq!(ok(&d, &["secret-get-value", "kept-chap"]), "a2VwdA==\n\n");
+    assert_eq!(ok(&d, &["secret-get-value", "kept-chap"]), "a2VwdA==\n");
     let kept_files = std::fs::read_dir(d.state.join("secret/secrets"))
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
@@ -446,7 +446,7 @@ fn secrets_through_the_daemon_and_the_cli() {
     d.spawn();
     assert_eq!(
         ok(&d, &["secret-get-value", "san-chap"]),
-        format!("{PASSWORD_B64}\n\n")
+        format!("{PASSWORD_B64}\n")
     );
     refused(
         &d,

@@ -268,7 +268,9 @@ pub fn get_value(c: &mut Client, a: &SecretGetValueArgs) -> Result<Output, Failu
             .map_err(|why| Failure(format!("the daemon sent a malformed value: {why}")))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Failure("the value is not text: read it without --plain".into()))?;
-        return Ok(Output::line(text));
+        return Ok(Output::text(text));
     }
-    Ok(Output::line(r.value.value))
+    // As virsh: the value without a newline of its own; the blank line
+    // every verb ends with ends its line.
+    Ok(Output::text(r.value.value))
 }
