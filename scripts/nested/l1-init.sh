@@ -1413,6 +1413,11 @@ scenario_net_nat() {
       <range start='192.0.2.100' end='192.0.2.150'/>
     </dhcp>
   </ip>
+  <ip family='ipv6' address='2001:db8:c0::1' prefix='64'>
+    <dhcp>
+      <range start='2001:db8:c0::100' end='2001:db8:c0::1ff'/>
+    </dhcp>
+  </ip>
   <dns>
     <host ip='192.0.2.7'><hostname>seven.example</hostname></host>
   </dns>
@@ -1428,7 +1433,7 @@ EOF
     <type arch='x86_64'>hvm</type>
     <kernel>$L2_KERNEL</kernel>
     <initrd>$L2_INITRD</initrd>
-    <cmdline>$L2_CMDLINE vireo.scenario=dhcp vireo.name=$name vireo.subnet=192.0.2 vireo.range=100-150 vireo.upstream=198.51.100.2 vireo.word=$word vireo.dns_name=seven.example vireo.dns_ip=192.0.2.7 vireo.vlan_net=203.0.113</cmdline>
+    <cmdline>$L2_CMDLINE vireo.scenario=dhcp vireo.name=$name vireo.subnet=192.0.2 vireo.range=100-150 vireo.upstream=198.51.100.2 vireo.word=$word vireo.dns_name=seven.example vireo.dns_ip=192.0.2.7 vireo.gw6=2001:db8:c0::1 vireo.vlan_net=203.0.113</cmdline>
   </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
@@ -1478,6 +1483,19 @@ EOF
                 case "$addrs" in
                 *"$mac"*"$ip/24"*) l1_result $name domifaddr ok "$(echo "$addrs" | tr -s ' \n' ' ')" ;;
                 *) l1_result $name domifaddr fail "want $mac with $ip/24 in: $(echo "$addrs" | tr -s ' \n' ' ')" ;;
+                esac
+                # The DHCPv6 lease (dnsmasq knows the MAC from the
+                # client's link-layer DUID), from the IPv6 range.
+                ip6=$(value $name dhcp6-ip)
+                case "$ip6" in
+                2001:db8:c0::1[0-9a-f][0-9a-f])
+                    row=$(echo "$leases" | grep -F " $ip6/64 ")
+                    case "$row" in
+                    *"$mac"*ipv6*) l1_result $name net-dhcp-leases-v6 ok "$(echo "$row" | tr -s ' ')" ;;
+                    *) l1_result $name net-dhcp-leases-v6 fail "want a row with $mac, ipv6 and $ip6/64 in: $(echo "$leases" | tr -s ' \n' ' ')" ;;
+                    esac
+                    ;;
+                *) l1_result $name net-dhcp-leases-v6 fail "L2's DHCPv6 address '$ip6' is not in 2001:db8:c0::100-1ff" ;;
                 esac
             else
                 l1_result $name l2-ready fail "no VIREO-READY upstream on L2's console within 240 s of start"

@@ -884,8 +884,9 @@ dhcp)
     # issue 12: a domain of `vireo daemon` on a NAT network (l1-init.sh's
     # net-nat). eth0 gets its address from the network's dnsmasq through
     # busybox udhcpc; the dns/host name resolves through it; the upstream
-    # server answers a ping and a TCP exchange through the NAT. L1 reads
-    # the address from the VIREO-VALUE line and checks the daemon's leases.
+    # server answers a ping and a TCP exchange through the NAT; an IPv6
+    # address comes by DHCPv6. L1 reads the addresses from the VIREO-VALUE
+    # lines and checks the daemon's leases.
     subnet=$(arg vireo.subnet) range=$(arg vireo.range) up=$(arg vireo.upstream) word=$(arg vireo.word)
     nic=$(ls /sys/class/net | grep '^eth' | head -n 1)
     if [ -z "$nic" ]; then
@@ -895,12 +896,13 @@ dhcp)
     fi
     mkdir -p /etc /usr/share/udhcpc
     # udhcpc's hook: configures the lease it got, as Debian's default
-    # script does (address, default route, resolv.conf).
+    # script does (address, default route, resolv.conf). Only IPv4 is
+    # flushed: the link-local IPv6 address is what DHCPv6 sends from.
     cat >/tmp/udhcpc.sh <<'EOF'
 #!/bin/sh
 case "$1" in
 bound | renew)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
     [ -z "$router" ] || ip route replace default via "${router%% *}" dev "$interface"
     : >/etc/resolv.conf
@@ -943,6 +945,36 @@ EOF
         fi
     else
         result dhcp-address fail "udhcpc exited $st after $(elapsed "$t0") s: $(tr '\n' ' ' </tmp/udhcpc.log)"
+    fi
+    # DHCPv6 from the same dnsmasq (the network's IPv6 <ip> with its
+    # range): nested-tool's client, as busybox has no udhcpc6. The address
+    # is configured and the network's own IPv6 address answers a ping from
+    # it.
+    gw6=$(arg vireo.gw6)
+    if [ -n "$gw6" ]; then
+        t0=$(now)
+        if got6=$(nested-tool dhcp6 "$nic" 60 2>/tmp/dhcp6.err); then
+            echo "VIREO-VALUE $name dhcp6-ip $got6"
+            if ip -6 addr add "$got6/64" dev "$nic" 2>/tmp/dhcp6.err; then
+                result dhcp6-address ok "nested-tool dhcp6 on $nic got $got6 in $(elapsed "$t0") s; $(ip -o -6 addr show dev "$nic" | tr -s ' ' | tr '\n' ' ')"
+            else
+                result dhcp6-address fail "got $got6, but ip -6 addr add: $(tr '\n' ' ' </tmp/dhcp6.err)"
+            fi
+            # From the new address, once duplicate address detection
+            # has let it be used.
+            n=0
+            while ip -6 addr show dev "$nic" | grep -q tentative && [ $n -lt 50 ]; do
+                sleep 0.1
+                n=$((n + 1))
+            done
+            pinged=$(ping -6 -c 3 -W 5 -I "$got6" "$gw6" 2>&1)
+            case "$pinged" in
+            *" 3 packets received"*) result ping6-gateway ok "$(echo "$pinged" | tail -n 2 | tr '\n' ' ')" ;;
+            *) result ping6-gateway fail "ping -6 $gw6: $(echo "$pinged" | tr '\n' ' '); routes: $(ip -6 route | tr '\n' ' ')" ;;
+            esac
+        else
+            result dhcp6-address fail "after $(elapsed "$t0") s: $(tr '\n' ' ' </tmp/dhcp6.err)"
+        fi
     fi
     # 802.1Q over vireo's NIC: eth0.10 reaches L1's peer on VLAN 10 (with
     # full-size frames: 1500 bytes of IP in a 1518-byte tagged frame) and

@@ -800,7 +800,11 @@ fn l1_debian_root_tools_and_kernel_features() {
 /// pings a server in an "upstream" namespace and exchanges a word with it
 /// over TCP through the NAT (the server saw the masqueraded address);
 /// `net-dhcp-leases` and `domifaddr` list L2's MAC with the address it
-/// got; `net-destroy` leaves no bridge, vireo nftables table or dnsmasq.
+/// got; the network's IPv6 range gives L2 an address by DHCPv6 (the whole
+/// exchange, by nested-tool's client: busybox has no udhcpc6), which
+/// `net-dhcp-leases` lists under L2's MAC, and the network's IPv6 address
+/// answers L2's ping; `net-destroy` leaves no bridge, vireo nftables table
+/// or dnsmasq.
 #[test]
 fn net_nat_dhcp_lease_dns_and_upstream_through_nat() {
     let Some(s) = scenario("net-nat") else {
@@ -818,6 +822,9 @@ fn net_nat_dhcp_lease_dns_and_upstream_through_nat() {
         "tcp-upstream",
         "net-dhcp-leases",
         "domifaddr",
+        "dhcp6-address",
+        "ping6-gateway",
+        "net-dhcp-leases-v6",
         "destroy",
         "upstream-nat",
         "net-destroy",
