@@ -42,6 +42,10 @@ use crate::api::{
 /// a stuck daemon does not hang a script.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often [`Client::events`] asks whether it was interrupted while no
+/// event comes.
+pub const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
+
 /// The largest domain definition the daemon accepts (virtxml's document
 /// bound): a client reads at most this much of a file it will send.
 pub const MAX_DEFINITION_BYTES: usize = virtxml::MAX_DOCUMENT_BYTES;
@@ -509,11 +513,15 @@ impl Client {
 
     /// `GET /events`: call `each` with every event (and its JSON line) as
     /// it comes, until `each` breaks, the daemon ends the stream, `until`
-    /// passes, or a caught signal interrupts the wait.
+    /// passes, or the wait is interrupted: by a caught signal, or
+    /// `interrupted` answering true (asked every [`INTERRUPT_CHECK`] while
+    /// no event comes, since a signal caught just before the wait began
+    /// interrupts nothing).
     pub fn events(
         &mut self,
         domain: Option<&str>,
         until: Option<Instant>,
+        interrupted: &dyn Fn() -> bool,
         mut each: impl FnMut(Event, &str) -> ControlFlow<()>,
     ) -> Result<StreamEnd, ClientError> {
         let path = match domain {
@@ -552,11 +560,18 @@ impl Client {
                     what: "an event line over 1 MiB".into(),
                 });
             }
-            match conn.read_chunk(&mut pending, until) {
+            if interrupted() {
+                return Ok(StreamEnd::Interrupted);
+            }
+            let check = Instant::now() + INTERRUPT_CHECK;
+            let wait = until.map_or(check, |u| u.min(check));
+            match conn.read_chunk(&mut pending, Some(wait)) {
                 Ok(true) => {}
                 Ok(false) => return Ok(StreamEnd::Closed),
                 Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
-                    return Ok(StreamEnd::TimedOut)
+                    if until.is_some_and(|u| Instant::now() >= u) {
+                        return Ok(StreamEnd::TimedOut);
+                    }
                 }
                 Err(HttpError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {
                     return Ok(StreamEnd::Interrupted)

@@ -195,7 +195,7 @@ fn events_stream_line_by_line() {
     let mut c = client_for(&path);
     let mut seen = Vec::new();
     let end = c
-        .events(Some("web 1"), None, |e, line| {
+        .events(Some("web 1"), None, &|| false, |e, line| {
             assert!(line.starts_with('{'));
             seen.push((e.event, e.detail));
             if seen.len() == 2 {
@@ -228,11 +228,43 @@ fn events_until_a_deadline() {
         .events(
             None,
             Some(Instant::now() + Duration::from_millis(200)),
+            &|| false,
             |_, _| ControlFlow::Continue(()),
         )
         .unwrap();
     assert_eq!(ended, StreamEnd::TimedOut);
     assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+/// An interruption that came while the client was not blocked (a Ctrl-C
+/// caught between two reads, which interrupts no system call) still ends a
+/// wait on a stream that sends nothing more.
+#[test]
+fn events_end_when_interrupted_between_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _h) = serve(dir.path(), |_| {
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec()
+    });
+    let mut c = client_for(&path);
+    let start = Instant::now();
+    let asked = std::cell::Cell::new(0);
+    let ended = c
+        .events(
+            None,
+            None,
+            &|| {
+                asked.set(asked.get() + 1);
+                asked.get() > 3
+            },
+            |_, _| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    assert_eq!(ended, StreamEnd::Interrupted);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]

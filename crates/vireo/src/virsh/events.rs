@@ -116,7 +116,8 @@ pub fn event(c: &mut Client, a: &EventArgs) -> Result<Output, Failure> {
         .map(|s| manager::client::deadline_after(Duration::from_secs(s)));
     catch_interrupt();
     let mut count = 0u64;
-    let end = c.events(a.domain.as_deref(), until, |e, json| {
+    let interrupted = || INTERRUPTED.load(Ordering::Relaxed);
+    let end = c.events(a.domain.as_deref(), until, &interrupted, |e, json| {
         count += 1;
         if a.json {
             print_out(&format!("{json}\n"));
