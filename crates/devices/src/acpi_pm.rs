@@ -11,6 +11,9 @@
 //! [`SLEEP_STATUS_OFFSET`] = 1, [`RESET_OFFSET`] = 2. A wider access covers
 //! consecutive registers, lowest byte first. Reads return zeros.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;
@@ -37,6 +40,7 @@ pub struct AcpiPm {
     reset: EventFd,
     s5_sleep_type: u8,
     reset_value: u8,
+    ending: Option<Arc<AtomicBool>>,
 }
 
 impl AcpiPm {
@@ -50,7 +54,25 @@ impl AcpiPm {
             reset,
             s5_sleep_type,
             reset_value,
+            ending: None,
         }
+    }
+
+    /// Also set `ending` before either event is written. The write runs
+    /// on the vCPU that made it, which checks the latch before entering
+    /// the guest again: a machine that powers off or resets runs no
+    /// further instruction (without it the vCPU ran on into the guest's
+    /// next instructions, usually a HLT, until the VMM kicked it out).
+    pub fn with_ending_latch(mut self, ending: Arc<AtomicBool>) -> Self {
+        self.ending = Some(ending);
+        self
+    }
+
+    fn end(&self, event: &EventFd, what: &str) {
+        if let Some(ending) = &self.ending {
+            ending.store(true, Ordering::Release);
+        }
+        signal(event, what);
     }
 
     fn write_register(&mut self, register: u64, value: u8) {
@@ -59,14 +81,14 @@ impl AcpiPm {
                 let sleep_type = (value >> SLP_TYP_SHIFT) & SLP_TYP_MASK;
                 if value & SLP_EN != 0 && sleep_type == self.s5_sleep_type {
                     tracing::info!("acpi: guest requested power off (S5)");
-                    signal(&self.exit, "exit");
+                    self.end(&self.exit, "exit");
                 } else {
                     tracing::debug!("acpi: ignored sleep control write {value:#x}");
                 }
             }
             RESET_OFFSET if value == self.reset_value => {
                 tracing::info!("acpi: guest requested reset");
-                signal(&self.reset, "reset");
+                self.end(&self.reset, "reset");
             }
             _ => tracing::debug!("acpi: ignored write {value:#x} at {register:#x}"),
         }
@@ -100,6 +122,26 @@ mod tests {
         let reset = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let dev = AcpiPm::new(exit.try_clone().unwrap(), reset.try_clone().unwrap(), 5, 1);
         (dev, exit, reset)
+    }
+
+    #[test]
+    fn the_ending_latch_is_set_by_power_off_and_reset_only() {
+        for (register, value, ends) in [
+            (SLEEP_CONTROL_OFFSET, 5 << 2 | SLP_EN, true),
+            (RESET_OFFSET, 1, true),
+            (SLEEP_CONTROL_OFFSET, 5 << 2, false),
+            (RESET_OFFSET, 2, false),
+        ] {
+            let (dev, _exit, _reset) = pm();
+            let ending = Arc::new(AtomicBool::new(false));
+            let mut dev = dev.with_ending_latch(ending.clone());
+            dev.write(register, &[value]);
+            assert_eq!(
+                ending.load(Ordering::Acquire),
+                ends,
+                "{register} {value:#x}"
+            );
+        }
     }
 
     #[test]

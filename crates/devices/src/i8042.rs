@@ -20,6 +20,8 @@
 //! used here.)
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -89,6 +91,7 @@ pub struct I8042 {
     awaiting_data: Option<u8>,
     last_write_was_command: bool,
     output: VecDeque<u8>,
+    ending: Option<Arc<AtomicBool>>,
 }
 
 impl I8042 {
@@ -101,7 +104,16 @@ impl I8042 {
             awaiting_data: None,
             last_write_was_command: false,
             output: VecDeque::new(),
+            ending: None,
         }
+    }
+
+    /// Also set `ending` before `reset` is written: the vCPU that pulsed
+    /// the line checks it before entering the guest again (see
+    /// [`crate::acpi_pm::AcpiPm::with_ending_latch`]).
+    pub fn with_ending_latch(mut self, ending: Arc<AtomicBool>) -> Self {
+        self.ending = Some(ending);
+        self
     }
 
     fn status(&self) -> u8 {
@@ -123,6 +135,9 @@ impl I8042 {
 
     fn request_reset(&self) {
         tracing::info!("i8042: guest pulsed the reset line");
+        if let Some(ending) = &self.ending {
+            ending.store(true, Ordering::Release);
+        }
         if let Err(e) = self.reset.write(1) {
             tracing::error!("i8042: cannot signal reset: {e}");
         }

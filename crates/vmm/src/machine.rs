@@ -523,6 +523,7 @@ pub fn run_once(
             stop: Mutex::new(None),
             stop_evt: eventfd()?,
             pause: PauseGate::default(),
+            ending: Arc::default(),
         }),
     };
     let clone = |e: &EventFd| e.try_clone().map_err(|e| Error::Host("eventfd clone", e));
@@ -536,7 +537,9 @@ pub fn run_once(
         devices::serial::SERIAL_PORT_RANGE_LEN,
     )?;
     pio.insert(
-        Arc::new(Mutex::new(I8042::new(clone(&events.reset)?))),
+        Arc::new(Mutex::new(
+            I8042::new(clone(&events.reset)?).with_ending_latch(events.vcpu.ending.clone()),
+        )),
         u64::from(layout::I8042_DATA_PORT),
         devices::i8042::I8042_RANGE_LEN,
     )?;
@@ -551,12 +554,15 @@ pub fn run_once(
         devices::cmos::CMOS_RANGE_LEN,
     )?;
     mmio.insert(
-        Arc::new(Mutex::new(AcpiPm::new(
-            clone(&events.power_off)?,
-            clone(&events.reset)?,
-            layout::ACPI_S5_SLEEP_TYPE,
-            layout::ACPI_RESET_VALUE,
-        ))),
+        Arc::new(Mutex::new(
+            AcpiPm::new(
+                clone(&events.power_off)?,
+                clone(&events.reset)?,
+                layout::ACPI_S5_SLEEP_TYPE,
+                layout::ACPI_RESET_VALUE,
+            )
+            .with_ending_latch(events.vcpu.ending.clone()),
+        )),
         layout::ACPI_PM_MMIO_START,
         layout::ACPI_PM_MMIO_SIZE,
     )?;

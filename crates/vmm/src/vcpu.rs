@@ -41,6 +41,10 @@ pub struct VcpuShared {
     pub stop_evt: EventFd,
     /// Holds vCPUs out of the guest while the VM is paused.
     pub pause: PauseGate,
+    /// Set by the power-off and reset devices (on the vCPU thread that
+    /// wrote them) before they signal the VMM: that vCPU leaves its loop
+    /// instead of running the guest on until the VMM's kick.
+    pub ending: Arc<AtomicBool>,
 }
 
 /// Where vCPU threads wait while the VM is paused.
@@ -108,6 +112,14 @@ impl PauseGate {
             guard = self.changed.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
         self.parked.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A vCPU that left its loop for good (the machine is ending) counts
+    /// as parked from now on: a pause asked meanwhile finds it held.
+    fn retire(&self) {
+        let _guard = self.guard();
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_all();
     }
 
     /// Wake parked vCPUs so they notice the VM is stopping.
@@ -334,6 +346,10 @@ fn run_loop(
             return;
         }
         let stop = match vcpu.run(io) {
+            Ok(VmExit::Io) if shared.ending.load(Ordering::Acquire) => {
+                shared.pause.retire();
+                return;
+            }
             Ok(VmExit::Io) => continue,
             Ok(VmExit::IoapicEoi(vector)) => {
                 bump(&counters.ioapic_eoi);
