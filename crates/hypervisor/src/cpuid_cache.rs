@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_MAX_CPUID_ENTRIES};
 
 /// The format's first word; a new layout gets a new one.
-const MAGIC: &str = "vireo-kvm-cpuid-1";
+const MAGIC: &str = "vireo-kvm-cpuid-2";
 /// Larger files are not read (256 entries of 7 fields come to ~22 KiB).
 const MAX_FILE: u64 = 64 << 10;
 /// The kvm modules whose load makes the answer another one.
@@ -88,7 +88,9 @@ pub(crate) fn load(path: &Path, key: &str) -> Option<CpuId> {
     parse(&text, key)
 }
 
-/// Parse a cache file's text, if its key is `key`.
+/// Parse a cache file's text, if its key is `key` and it is whole: its
+/// last line, `end N`, counts the N entries before it (a file cut short at
+/// a line's end would otherwise parse, with leaves missing).
 fn parse(text: &str, key: &str) -> Option<CpuId> {
     let mut lines = text.lines();
     let (magic, stored_key) = lines.next()?.split_once(' ')?;
@@ -96,9 +98,17 @@ fn parse(text: &str, key: &str) -> Option<CpuId> {
         return None;
     }
     let mut entries = Vec::new();
+    let mut ended = false;
     for line in lines {
-        if entries.len() == KVM_MAX_CPUID_ENTRIES {
+        if ended || entries.len() > KVM_MAX_CPUID_ENTRIES {
             return None;
+        }
+        if let Some(count) = line.strip_prefix("end ") {
+            if count.parse::<usize>().ok()? != entries.len() {
+                return None;
+            }
+            ended = true;
+            continue;
         }
         let mut fields = [0u32; 7];
         let mut words = line.split(' ');
@@ -120,7 +130,7 @@ fn parse(text: &str, key: &str) -> Option<CpuId> {
             ..Default::default()
         });
     }
-    if entries.is_empty() {
+    if !ended || entries.is_empty() || entries.len() > KVM_MAX_CPUID_ENTRIES {
         return None;
     }
     CpuId::from_entries(&entries).ok()
@@ -136,7 +146,30 @@ fn render(cpuid: &CpuId, key: &str) -> String {
             e.function, e.index, e.flags, e.eax, e.ebx, e.ecx, e.edx
         );
     }
+    let _ = writeln!(text, "end {}", cpuid.as_slice().len());
     text
+}
+
+/// A name for this writer's temporary file that no other writer shares:
+/// the process id alone is not one (every jailed VMM is PID 1 of its own
+/// PID namespace).
+fn temporary_name() -> String {
+    let mut random = [0u8; 8];
+    // SAFETY: getrandom writes at most `random.len()` bytes into it.
+    let n = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    let nonce = if usize::try_from(n).is_ok_and(|n| n == random.len()) {
+        u64::from_ne_bytes(random)
+    } else {
+        // No randomness: the thread id and the time still tell this
+        // writer from the others.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        (u64::from(tid.unsigned_abs()) << 32) | u64::from(nanos)
+    };
+    format!(".kvm-cpuid.{nonce:016x}")
 }
 
 /// Store `cpuid` for `key` at `path`: written to a file of this process
@@ -149,11 +182,10 @@ pub(crate) fn store(path: &Path, key: &str, cpuid: &CpuId) -> std::io::Result<()
         .recursive(true)
         .mode(0o755)
         .create(dir)?;
-    let tmp = dir.join(format!(".kvm-cpuid.{}", std::process::id()));
+    let tmp = dir.join(temporary_name());
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)?;
@@ -226,13 +258,23 @@ mod tests {
         for bad in [
             String::new(),
             format!("{MAGIC} {key}\n"),
+            format!("{MAGIC} {key}\nend 0\n"),
             good.replace(MAGIC, "vireo-kvm-cpuid-0"),
+            good.replace("end 2", "end 3"),
+            good.replace("end 2\n", ""),
+            // Cut short at a line's end: one entry and no end line.
+            good.lines()
+                .take(2)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>(),
+            format!("{good}end 2\n"),
             good.replace("756e6547", "756e654g"),
             format!("{good}1 2 3\n"),
             format!("{good}1 2 3 4 5 6 7 8\n"),
             format!(
-                "{MAGIC} {key}\n{}",
-                "0 0 0 0 0 0 0\n".repeat(KVM_MAX_CPUID_ENTRIES + 1)
+                "{MAGIC} {key}\n{}end {}\n",
+                "0 0 0 0 0 0 0\n".repeat(KVM_MAX_CPUID_ENTRIES + 1),
+                KVM_MAX_CPUID_ENTRIES + 1
             ),
         ] {
             assert!(parse(&bad, key).is_none(), "{bad}");
@@ -248,6 +290,30 @@ mod tests {
         std::os::unix::fs::symlink(&path, &link).unwrap();
         assert!(load(&path, key).is_some());
         assert!(load(&link, key).is_none(), "a symbolic link");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writers_of_one_pid_get_temporary_files_of_their_own() {
+        // Every jailed VMM is PID 1: the name must not come from the pid.
+        let names: std::collections::BTreeSet<String> = (0..64).map(|_| temporary_name()).collect();
+        assert_eq!(names.len(), 64);
+        let dir = temp_dir("writers");
+        let path = dir.join("kvm-cpuid");
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| store(&path, "boot=w", &sample()).unwrap());
+            }
+        });
+        assert_eq!(
+            load(&path, "boot=w").unwrap().as_slice(),
+            sample().as_slice()
+        );
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["kvm-cpuid"], "temporary files left behind");
         fs::remove_dir_all(&dir).unwrap();
     }
 
