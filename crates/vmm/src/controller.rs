@@ -366,6 +366,13 @@ impl Controller {
     }
 
     fn pause(&self) -> ActionResult {
+        self.pause_because(None)
+    }
+
+    /// Pause, recording `io_error` as the reason under the same lock as
+    /// the state: a client never sees the VM paused by a failed request
+    /// without the failure.
+    fn pause_because(&self, io_error: Option<String>) -> ActionResult {
         let deadline = Instant::now() + BOOT_WAIT;
         loop {
             // Under the lock: pausing signals the vCPU threads, which must
@@ -384,6 +391,7 @@ impl Controller {
             // it. Let it go, and pause the one that boots next.
             if !running.stop_pending() {
                 inner.state = VmState::Paused;
+                inner.io_error = io_error;
                 return Ok(Value::Null);
             }
             running.resume();
@@ -645,8 +653,8 @@ impl VmObserver for Controller {
 
     fn io_stopped(&self, why: String) {
         tracing::warn!("{why}: pausing the VM until it is resumed");
-        match self.pause() {
-            Ok(_) => self.lock().io_error = Some(why),
+        match self.pause_because(Some(why.clone())) {
+            Ok(_) => {}
             // Paused already (by a client, or by an earlier error): the
             // held request waits for that resume as well.
             Err(e) if e.status == 409 => {
