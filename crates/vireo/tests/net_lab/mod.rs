@@ -216,19 +216,31 @@ pub fn read_until(stream: &mut impl Read, done: &str, limit: Duration) -> String
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
         match stream.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                // Said in the text a failed check prints.
+                text.extend_from_slice(b"\n[read_until: end of stream]");
+                break;
+            }
             Ok(n) => {
                 text.extend_from_slice(&buf[..n]);
                 if String::from_utf8_lossy(&text).contains(done) {
                     break;
                 }
             }
+            // A read a signal interrupted is tried again, like one that
+            // timed out: only the end of the stream or a real error ends
+            // the wait early.
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
-            Err(_) => break,
+            Err(e) => {
+                text.extend_from_slice(format!("\n[read_until: {e}]").as_bytes());
+                break;
+            }
         }
     }
     String::from_utf8_lossy(&text).into_owned()
