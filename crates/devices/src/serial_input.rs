@@ -239,6 +239,20 @@ fn read_some(mut file: &File, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
+/// A client slot's descriptors: its wake eventfd, and its socket if one
+/// is connected, polled for room too while output waits for it.
+fn add_client_fds(client: &UnixClient, fds: &mut Vec<libc::pollfd>) {
+    let client = client.lock().unwrap_or_else(|e| e.into_inner());
+    fds.push(pollfd(client.wake_fd()));
+    if let Some(stream) = client.stream() {
+        let mut fd = pollfd(stream.as_raw_fd());
+        if client.wants_to_send() {
+            fd.events |= libc::POLLOUT;
+        }
+        fds.push(fd);
+    }
+}
+
 impl InputSource {
     fn add_fds(&self, fds: &mut Vec<libc::pollfd>) {
         match self {
@@ -246,27 +260,9 @@ impl InputSource {
             Self::Pty { master } => fds.push(pollfd(master.as_raw_fd())),
             Self::Unix { listener, client } => {
                 fds.push(pollfd(listener.as_raw_fd()));
-                let client = client.lock().unwrap_or_else(|e| e.into_inner());
-                fds.push(pollfd(client.wake_fd()));
-                if let Some(stream) = client.stream() {
-                    let mut fd = pollfd(stream.as_raw_fd());
-                    if client.wants_to_send() {
-                        fd.events |= libc::POLLOUT;
-                    }
-                    fds.push(fd);
-                }
+                add_client_fds(client, fds);
             }
-            Self::Connected { client } => {
-                let client = client.lock().unwrap_or_else(|e| e.into_inner());
-                fds.push(pollfd(client.wake_fd()));
-                if let Some(stream) = client.stream() {
-                    let mut fd = pollfd(stream.as_raw_fd());
-                    if client.wants_to_send() {
-                        fd.events |= libc::POLLOUT;
-                    }
-                    fds.push(fd);
-                }
-            }
+            Self::Connected { client } => add_client_fds(client, fds),
         }
     }
 

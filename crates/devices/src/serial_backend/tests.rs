@@ -364,23 +364,13 @@ fn a_client_that_reads_late_still_gets_every_byte_written_one_at_a_time() {
     // A guest writes its UART a byte at a time: each is a send of its
     // own, and a unix socket holds only a few hundred of those unread.
     let text: Vec<u8> = (0..4000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    for b in &text {
-        opened.output.write_all(std::slice::from_ref(b)).unwrap();
-    }
     // The client reads only now, and the guest writes nothing more: what
     // waited is sent as the socket drains.
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut got = vec![0u8; text.len()];
-    client.read_exact(&mut got).unwrap();
-    assert_eq!(got, text);
+    write_bytewise_then_read_late(&mut opened.output, &mut client, &text);
 
     // Output still waiting when the VM ends goes out before the input
     // thread does.
-    for b in &text {
-        opened.output.write_all(std::slice::from_ref(b)).unwrap();
-    }
+    write_bytewise(&mut opened.output, &text);
     stop.write(1).unwrap();
     let reader = thread::spawn(move || {
         let mut got = vec![0u8; 4000];
@@ -400,17 +390,9 @@ fn a_unix_connect_peer_that_reads_late_gets_every_byte_and_its_hang_up_ends_inpu
     let (mut peer, _) = listener.accept().unwrap();
     let (_rx, stop, handle) = collect(opened.input.take().unwrap());
     let text: Vec<u8> = (0..4000u32).map(|i| b'A' + (i % 26) as u8).collect();
-    for b in &text {
-        opened.output.write_all(std::slice::from_ref(b)).unwrap();
-    }
-    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut got = vec![0u8; text.len()];
-    peer.read_exact(&mut got).unwrap();
-    assert_eq!(got, text);
+    write_bytewise_then_read_late(&mut opened.output, &mut peer, &text);
     // The VM ends with output still waiting: it goes out first.
-    for b in &text {
-        opened.output.write_all(std::slice::from_ref(b)).unwrap();
-    }
+    write_bytewise(&mut opened.output, &text);
     stop.write(1).unwrap();
     let reader = thread::spawn(move || {
         let mut got = vec![0u8; 4000];
@@ -429,4 +411,23 @@ fn a_unix_connect_peer_that_reads_late_gets_every_byte_and_its_hang_up_ends_inpu
     drop(second);
     drop(peer);
     handle.join().unwrap();
+}
+
+/// Write `text` as a guest's UART does, one byte per write.
+fn write_bytewise(output: &mut impl Write, text: &[u8]) {
+    for b in text {
+        output.write_all(std::slice::from_ref(b)).unwrap();
+    }
+}
+
+/// Write `text` one byte at a time before `reader` reads anything, then
+/// read it all back (within 5 s): nothing may be lost while it waited.
+fn write_bytewise_then_read_late(output: &mut impl Write, reader: &mut UnixStream, text: &[u8]) {
+    write_bytewise(output, text);
+    reader
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = vec![0u8; text.len()];
+    reader.read_exact(&mut got).unwrap();
+    assert_eq!(got, text);
 }
