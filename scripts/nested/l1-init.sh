@@ -2095,11 +2095,11 @@ EOF
     rc=0
 }
 
-# A heartbeat every 60 s of L1 time: when the whole run hits QEMU's
-# timeout, the last of these says whether L1 still ran, how full its
+# A heartbeat every 30 s of L1 time (run.sh takes 100 s of silence for a
+# frozen L1): when the whole run hits QEMU's timeout, the last of these says whether L1 still ran, how full its
 # memory was and which processes were running or stuck (state R or D).
 (
-    while sleep 60; do
+    while sleep 30; do
         busy=$(ps -o pid,stat,comm 2>/dev/null | awk '$2 ~ /^[RD]/ && $3 != "ps" && $3 != "awk" { printf "%s:%s:%s ", $1, $2, $3 }')
         echo "vireo-l1: heartbeat up $(cut -d' ' -f1 /proc/uptime)s, load $(cut -d' ' -f1-3 /proc/loadavg), $(grep MemAvailable /proc/meminfo | tr -s ' '), busy: ${busy:-none}"
     done

@@ -13,8 +13,9 @@
 #   - the L1 and L2 initramfs archives (make-roots.sh) in OUT;
 # then boots L1 once with `vireo.scenarios=` and runs every scenario
 # (l1-init.sh), the whole run bounded by VIREO_NESTED_TIMEOUT seconds
-# (default 1500; an L1 silent for VIREO_NESTED_FREEZE seconds, default 180,
-# has frozen under the emulator and is booted again, at most three boots) and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
+# (default 1500; an L1 silent for VIREO_NESTED_FREEZE seconds, default 100,
+# has frozen under the emulator and is booted again, at most four boots)
+# and each vireo run in L1 by VIREO_NESTED_SCENARIO_TIMEOUT
 # (default 180); VIREO_NESTED_BLK_MIB (raw disk, default 256),
 # VIREO_NESTED_QCOW2_MIB (default 256) and VIREO_NESTED_NET_MIB (default 100)
 # size the bulk data checks; VIREO_NESTED_PIN=CPUS runs vireo in L1 under
@@ -145,7 +146,8 @@ per_run=${VIREO_NESTED_SCENARIO_TIMEOUT:-180}
 blk_mib=${VIREO_NESTED_BLK_MIB:-256}
 qcow2_mib=${VIREO_NESTED_QCOW2_MIB:-256}
 net_mib=${VIREO_NESTED_NET_MIB:-100}
-freeze_s=${VIREO_NESTED_FREEZE:-180}
+# L1 prints a heartbeat every 30 s: 100 s of silence is three missed.
+freeze_s=${VIREO_NESTED_FREEZE:-100}
 start=$(date +%s)
 deadline=$((start + timeout_s))
 rc=0
@@ -155,7 +157,7 @@ rm -f "$out"/l1-console.*.log
 # boot_l1 SCENARIOS LOG: one L1 boot running SCENARIOS, its console in LOG;
 # sets $rc (QEMU's status, 124 at the run's deadline) and $froze (1 when
 # L1 printed nothing for $freeze_s seconds and QEMU was stopped: L1 prints
-# a heartbeat every minute, so silence means the emulator stopped running
+# a heartbeat every 30 s, so silence means the emulator stopped running
 # it).
 # -no-reboot and panic=-1: a panicking L1 ends QEMU instead of looping.
 # L2s with more vCPUs than L1 has are fine: L1's KVM time-slices them.
@@ -164,10 +166,10 @@ rm -f "$out"/l1-console.*.log
 boot_l1() {
     QEMU_MODULE_DIR="$q/lib/x86_64-linux-gnu/qemu" \
         "$q/bin/qemu-system-x86_64" -L "$q/share/qemu" -L "$q/share/seabios" \
-        -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "$smp" -m "$mem" $numa $disk -display none -serial stdio -monitor none \
+        -accel "${VIREO_NESTED_ACCEL:-tcg}" -cpu max -smp "$smp" -m "$mem" $numa $disk -display none -serial stdio -monitor "unix:$out/hmp.sock,server=on,wait=off" \
         -no-reboot -nic none -d cpu_reset,guest_errors -D "$out/qemu-debug.log" \
         -kernel "$linux/vmlinuz" -initrd "$out/l1.cpio" \
-        -append "console=ttyS0 panic=-1 vireo.scenarios=$1 vireo.timeout=$per_run vireo.blk_mib=$blk_mib vireo.qcow2_mib=$qcow2_mib vireo.net_mib=$net_mib${VIREO_NESTED_PIN:+ vireo.pin=$VIREO_NESTED_PIN}${VIREO_NESTED_STRESS:+ vireo.stress=$VIREO_NESTED_STRESS}$extra_cmdline" \
+        -append "console=ttyS0 panic=-1 nokaslr vireo.scenarios=$1 vireo.timeout=$per_run vireo.blk_mib=$blk_mib vireo.qcow2_mib=$qcow2_mib vireo.net_mib=$net_mib${VIREO_NESTED_PIN:+ vireo.pin=$VIREO_NESTED_PIN}${VIREO_NESTED_STRESS:+ vireo.stress=$VIREO_NESTED_STRESS}$extra_cmdline" \
         </dev/null >"$2" 2>&1 &
     qpid=$!
     froze=
@@ -184,6 +186,7 @@ boot_l1() {
         fi
         if [ "$quiet" -ge "$freeze_s" ]; then
             froze=1
+            freeze_report "$qpid" >"$out/freeze-report" 2>&1
             kill "$qpid" 2>/dev/null
             break
         fi
@@ -194,16 +197,83 @@ boot_l1() {
     done
     rc=0
     wait "$qpid" || rc=$?
+    # After QEMU is gone: its stdout writes at its own offset in LOG.
+    if [ -n "$froze" ]; then
+        cat "$out/freeze-report" >>"$2"
+    fi
     if [ "$(date +%s)" -ge "$deadline" ] && [ -z "$froze" ]; then
         rc=124
     fi
 }
 
-# An L1 that froze is booted again for the scenario it froze in (once)
-# and those after it; the console says so (VIREO-L1-FROZE), and the
+# freeze_report PID: what QEMU was doing when L1 went silent, printed
+# as FREEZE| lines into L1's console log (so the test output and the kept
+# failed-*.log carry it): each QEMU thread's CPU time over 5 s, its state
+# and kernel stack (a TCG thread spinning at 100 % means the emulated CPU
+# loops; all threads asleep means QEMU waits on itself), then L1's
+# registers and the code at its RIP from QEMU's monitor, twice, 2 s
+# apart. L1 boots with nokaslr, so an L1 kernel RIP (0xffffffff81...)
+# names the same symbol in every run (the kernel package's System.map);
+# while L1 runs an L2, QEMU shows L2's registers (a randomized RIP).
+freeze_report() {
+    {
+        echo "QEMU pid $1, L1 silent for ${freeze_s}s"
+        for t in /proc/$1/task/*; do
+            echo "$(basename "$t") $(sed 's/.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f12,13)"
+        done >"$out/freeze.cpu0"
+        sleep 5
+        for t in /proc/$1/task/*; do
+            tid=$(basename "$t")
+            # After the name (which may hold spaces): state, then utime and
+            # stime as fields 12 and 13.
+            set -- $(sed 's/.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f1,12,13) x 0 0
+            before=$(sed -n "s/^$tid //p" "$out/freeze.cpu0")
+            b_u=${before%% *}
+            b_s=${before##* }
+            echo "thread $tid $(cat "$t/comm" 2>/dev/null) state $1 cpu ticks in 5 s: user $(($2 - ${b_u:-0})) sys $(($3 - ${b_s:-0}))"
+            sed 's/^/    /' "$t/stack" 2>/dev/null | head -n 12
+        done
+        python3 - "$out/hmp.sock" <<'PY' 2>&1
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(3)
+s.connect(sys.argv[1])
+def ask(command):
+    s.sendall(command.encode() + b"\n")
+    time.sleep(0.5)
+    text = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            text += chunk
+            if text.rstrip().endswith(b"(qemu)"):
+                break
+    except socket.timeout:
+        text += b"\n(no more from the monitor within 3 s)"
+    # The monitor echoes each command with line-editing escapes; the
+    # vector registers say nothing about a freeze.
+    lines = text.decode(errors="replace").splitlines()
+    keep = [l for l in lines if "\x1b" not in l and not l.startswith(("XMM", "YMM", "(qemu)"))]
+    return "\n".join(keep)
+ask("")
+for round in range(2):
+    for command in ("info registers", "x/12i $pc", "info pic"):
+        print("(qemu) " + command)
+        print(ask(command))
+    time.sleep(2)
+PY
+    } | sed 's/\r$//; s/^/FREEZE| /'
+}
+
+# An L1 that froze is booted again for the scenario it froze in (twice at
+# most: CI saw one scenario freeze L1 two boots in a row) and those after
+# it; the console says so (VIREO-L1-FROZE), and the
 # harness counts only a scenario's last attempt.
 todo=$scenarios
 retried=,
+retried_twice=,
 boots=0
 while [ -n "$todo" ]; do
     boots=$((boots + 1))
@@ -223,10 +293,13 @@ while [ -n "$todo" ]; do
     for s in $(echo "$todo" | tr ',' ' '); do
         if [ "$s" = "$at" ]; then
             seen=1
-            case "$retried" in
+            case "$retried_twice" in
             *",$s,"*) continue ;;
             esac
-            retried="$retried$s,"
+            case "$retried" in
+            *",$s,"*) retried_twice="$retried_twice$s," ;;
+            *) retried="$retried$s," ;;
+            esac
         fi
         [ -n "$seen" ] || continue
         grep -q "^VIREO-SCENARIO-END $s " "$part" && continue
@@ -234,7 +307,7 @@ while [ -n "$todo" ]; do
     done
     echo "VIREO-L1-FROZE ${at:-(between scenarios)}: L1 printed nothing for ${freeze_s}s under QEMU's emulator (boot $boots stopped); booting L1 again for: ${rest:-nothing}" |
         tee -a "$out/l1-console.log" >&2
-    if [ "$boots" -ge 3 ] || [ "$(date +%s)" -ge "$deadline" ]; then
+    if [ "$boots" -ge 4 ] || [ "$(date +%s)" -ge "$deadline" ]; then
         break
     fi
     todo=$rest

@@ -919,3 +919,37 @@ fn harness_judges_a_scenario_by_its_last_attempt() {
     assert_eq!(names, ["ping"]);
     net.assert_checks(&["ping"]);
 }
+
+/// An attempt L1 froze in twice ends at the freeze (its report and the
+/// VIREO-L1-FROZE line), not at the end of the log: the scenarios the
+/// next boot ran are not its lines, and their checks are not its checks.
+#[test]
+fn harness_ends_a_frozen_attempt_at_the_freeze() {
+    let run = Run {
+        log: "VIREO-SCENARIO-BEGIN console\n\
+              L2| booting\n\
+              VIREO-L1-FROZE console: L1 printed nothing for 100s under QEMU's emulator (boot 1 stopped); booting L1 again for: console,rng\n\
+              VIREO-SCENARIO-BEGIN console\n\
+              L2| booting again\n\
+              FREEZE| QEMU pid 1, L1 silent for 100s\n\
+              VIREO-L1-FROZE console: L1 printed nothing for 100s under QEMU's emulator (boot 2 stopped); booting L1 again for: rng\n\
+              VIREO-SCENARIO-BEGIN rng\n\
+              VIREO-RESULT rng hwrng-read ok 64 bytes\n\
+              VIREO-SCENARIO-END rng rc=0\n"
+            .to_string(),
+        qemu_rc: "0".to_string(),
+        wall_seconds: "1".to_string(),
+        out: std::env::temp_dir(),
+    };
+    let console = run.scenario("console");
+    assert_eq!(console.rc, None);
+    assert!(console.checks.is_empty());
+    let text = console.describe();
+    assert!(text.contains("L2| booting again"), "{text}");
+    assert!(text.contains("FREEZE| QEMU pid 1"), "{text}");
+    assert!(text.contains("ended: false"), "{text}");
+    assert!(!text.contains("L2| booting\n"), "{text}");
+    let rng = run.scenario("rng");
+    assert_eq!(rng.rc.as_deref(), Some("0"));
+    rng.assert_checks(&["hwrng-read"]);
+}

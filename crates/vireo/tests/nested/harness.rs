@@ -136,7 +136,18 @@ impl Run {
                 rc = rest.strip_prefix("rc=").map(str::to_string);
                 break;
             }
+            // An attempt that never ended stops where its L1 boot did
+            // (run.sh's freeze report and VIREO-L1-FROZE line are its last
+            // lines) or where the next scenario began: the lines after it
+            // belong to other scenarios.
+            if line.starts_with("VIREO-SCENARIO-BEGIN ") {
+                inside = false;
+                continue;
+            }
             lines.push(line);
+            if line.starts_with("VIREO-L1-FROZE ") {
+                inside = false;
+            }
         }
         let skip = format!("VIREO-SKIP {name} ");
         let skipped = lines
@@ -186,8 +197,8 @@ impl Scenario<'_> {
     }
 
     /// Everything to show when the scenario failed: its lines (L2 console,
-    /// vireo log, results) or, when it never began or ended, the tail of
-    /// L1's console too.
+    /// vireo log, results; the start and the end of them when they are
+    /// many) or, when it never began, the tail of L1's console.
     pub fn describe(&self) -> String {
         let mut text = format!(
             "--- scenario {} (ended: {}, vireo rc {}; L1 console in {}/l1-console.log, \
@@ -198,13 +209,37 @@ impl Scenario<'_> {
             self.run.out.display(),
             self.run.qemu_rc
         );
-        for line in &self.lines {
-            text.push_str(line);
-            text.push('\n');
+        // CI shows a bounded part of a failing test's output: the start of
+        // the scenario and its last lines (where it failed or stopped)
+        // fit, a whole L2 boot log does not.
+        const HEAD: usize = 15;
+        const TAIL: usize = 100;
+        if self.lines.len() > HEAD + TAIL {
+            let omitted = self.lines.len() - HEAD - TAIL;
+            for line in &self.lines[..HEAD] {
+                text.push_str(line);
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "[... {omitted} lines; all of them in {}/l1-console.log]\n",
+                self.run.out.display()
+            ));
+            for line in &self.lines[self.lines.len() - TAIL..] {
+                text.push_str(line);
+                text.push('\n');
+            }
+        } else {
+            for line in &self.lines {
+                text.push_str(line);
+                text.push('\n');
+            }
         }
-        if !self.ended {
+        // A scenario that never began has no lines: what L1 did instead is
+        // at the end of its console. (One that began and never ended has
+        // its own lines up to where L1 died or froze.)
+        if self.lines.is_empty() {
             let all: Vec<&str> = self.run.log.lines().collect();
-            let from = all.len().saturating_sub(60);
+            let from = all.len().saturating_sub(30);
             text.push_str(&format!(
                 "--- the last lines of L1's console (QEMU's resets and guest errors: {}/qemu-debug.log) ---\n",
                 self.run.out.display()
