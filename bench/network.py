@@ -410,7 +410,7 @@ def exchange_seconds(line, console, opts):
     f = kv(line)
     if int(f["sent"]) != opts.bytes or int(f["received"]) != opts.bytes:
         raise RuntimeError(f"short exchange: {line}")
-    if f["sent-fnv1a32"] != f["received-fnv1a32"]:
+    if f["sent-hash"] != f["received-hash"]:
         raise RuntimeError(f"echo differs: {line}")
     guest_hz = int(kv(line_with(read(console), "virtio: tsc-hz="))["tsc-hz"])
     return int(f["us"]) / 1e6 * guest_hz / opts.tsc_hz

@@ -12,7 +12,7 @@ mod net_lab;
 use std::time::Duration;
 
 use daemon_harness::{have_kvm, Daemon};
-use net_lab::{can_make_namespaces, fnv1a, pattern, read_until, virtio_domain, Netns};
+use net_lab::{can_make_namespaces, pattern, read_until, stream_hash, virtio_domain, Netns};
 use serde_json::json;
 
 const VNI: u32 = 4242;
@@ -130,9 +130,9 @@ fn guests_on_two_hosts_share_an_overlay_segment() {
         .unwrap();
     host_a.ok("POST", "/domains/ga/resume", None);
     let out = read_until(&mut console, "virtio: done", Duration::from_secs(60));
-    let hash = format!("{:08x}", fnv1a(net_lab::FNV_START, &pattern(BYTES)));
+    let hash = stream_hash(&pattern(BYTES));
     let line = format!(
-        "virtio: tcp 192.0.2.20:{PORT} sent={BYTES} received={BYTES} sent-fnv1a32={hash} received-fnv1a32={hash}"
+        "virtio: tcp 192.0.2.20:{PORT} sent={BYTES} received={BYTES} sent-hash={hash} received-hash={hash}"
     );
     assert!(
         out.contains(&line),

@@ -58,6 +58,18 @@ struct LivePins {
     emulator: Option<Vec<usize>>,
 }
 
+/// Tells the device workers where the vCPUs may run
+/// (virtio::queue::poll_budget): the union of their pins, or anywhere if
+/// one is not pinned.
+fn publish_vcpu_cpus(vcpus: &[Option<Vec<usize>>]) {
+    let pinned: Option<Vec<usize>> = vcpus
+        .iter()
+        .cloned()
+        .collect::<Option<Vec<_>>>()
+        .map(|each| each.concat());
+    virtio::queue::set_vcpu_cpus(pinned.as_deref());
+}
+
 /// A booted VM, as the control API sees it.
 pub struct RunningVm {
     events: ControlEvents,
@@ -92,10 +104,11 @@ impl RunningVm {
         pci: PciDevices,
         events: ControlEvents,
     ) -> Self {
-        let pins = (0..config.cpus)
+        let pins: Vec<Option<Vec<usize>>> = (0..config.cpus)
             .map(|i| config.vcpu_pin(i).map(<[usize]>::to_vec))
             .collect();
         let emulator_pin = config.emulator_pin.clone();
+        publish_vcpu_cpus(&pins);
         let (threads, tids): (_, Vec<libc::pid_t>) = threads.into_iter().unzip();
         Self {
             host_tids: OnceLock::new(),
@@ -330,6 +343,7 @@ impl RunningVm {
         crate::pinning::set_thread_affinity(tid, cpus)
             .map_err(|e| Error::Host("sched_setaffinity", e))?;
         *slot = Some(cpus.to_vec());
+        publish_vcpu_cpus(&pins.vcpus);
         Ok(())
     }
 

@@ -158,6 +158,7 @@ fn apply(c: &mut Config, word: &'static [u8]) -> bool {
         (b"net.ip", Some(v)) => return set(&mut c.stack.fixed, fixed(v).map(Some)) && net(c),
         (b"net.mac", Some(v)) => return set(&mut c.mac, mac(v).map(Some)) && net(c),
         (b"net.timeout-ms", Some(v)) => return set(&mut c.stack.timeout_ms, number(v)) && net(c),
+        (b"net.offloads", Some(b"off")) => c.stack.no_offloads = true,
         (b"net.resolve", Some(v)) => {
             return set(&mut c.stack.resolve, hostname(v).map(Some)) && net(c);
         }
@@ -242,6 +243,9 @@ pub struct Stack {
     pub serve: Option<u16>,
     /// `net.timeout-ms=N`: the bound of each action (10000).
     pub timeout_ms: u64,
+    /// `net.offloads=off`: take no checksum or segmentation offload even
+    /// when the device offers them (every frame at most 1514 bytes).
+    pub no_offloads: bool,
 }
 
 impl Default for Stack {
@@ -255,6 +259,7 @@ impl Default for Stack {
             spoof_ip: None,
             serve: None,
             timeout_ms: 10_000,
+            no_offloads: false,
         }
     }
 }

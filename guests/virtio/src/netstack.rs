@@ -5,8 +5,10 @@
 
 use crate::cmdline::{Config, Host, Tcp};
 use crate::net::{IpFmt, MacFmt};
-use crate::netcard::{Card, StackNet, SLOTS};
+use crate::netcard::{Card, StackNet};
+use crate::netdev::SLOTS;
 use crate::say;
+use crate::stream::{Pattern, StreamHash};
 use crate::time::{tsc_hz, Deadline};
 use crate::watch::{Doorbells, Watched};
 use alloc::boxed::Box;
@@ -27,9 +29,9 @@ use smoltcp::wire::{
 const INGRESS_PER_ROUND: usize = 64;
 /// Each socket's receive and send buffer: above 64 KiB, so smoltcp offers
 /// window scaling and a whole window can be in flight.
-const TCP_BUFFER: usize = 128 * 1024;
+const TCP_BUFFER: usize = 512 * 1024;
 /// What the application loops move per call.
-const CHUNK: usize = 16 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 fn now() -> Instant {
     // SAFETY: rdtsc has no side effects and is allowed at CPL 3.
@@ -103,15 +105,16 @@ impl Stack {
 
 pub fn run(mut transport: Watched, config: &Config) {
     let doorbells = transport.defer_doorbells();
-    let dev = match StackNet::new(transport) {
+    let dev = match StackNet::new(transport, !config.stack.no_offloads) {
         Ok(dev) => dev,
         Err(e) => return say!("virtio-net: FAIL init: {}", e),
     };
     let mac = config.mac.unwrap_or(dev.mac_address());
     say!(
-        "virtio-net: mac={} device-mac={} stack=smoltcp",
+        "virtio-net: mac={} device-mac={} stack=smoltcp offloads={}",
         MacFmt(mac),
-        MacFmt(dev.mac_address())
+        MacFmt(dev.mac_address()),
+        if dev.offloads { "csum,tso4" } else { "none" }
     );
     let mut card = match Card::new(dev) {
         Ok(card) => card,
@@ -241,7 +244,7 @@ fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
         say!("virtio: serve FAIL no connection within {} ms", ms);
         return Ok(());
     };
-    let (mut received, mut hash) = (0u64, FNV_START);
+    let (mut received, mut hash) = (0u64, StreamHash::new());
     let begun = now();
     let mut chunk = vec![0u8; CHUNK];
     // Bytes received but not yet taken back by the send buffer.
@@ -265,7 +268,7 @@ fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
             }
             match socket.recv_slice(&mut chunk) {
                 Ok(n) if n > 0 => {
-                    hash = fnv1a(hash, &chunk[..n]);
+                    hash.update(&chunk[..n]);
                     received += n as u64;
                     pending = n;
                 }
@@ -281,12 +284,12 @@ fn serve(stack: &mut Stack, port: u16, ms: u64) -> Result<(), &'static str> {
     let state = stack.sockets.get_mut::<tcp::Socket>(handle).state();
     match done {
         Some(()) => say!(
-            "virtio: serve port={} from={}:{} received={} fnv1a32={:08x} us={}",
+            "virtio: serve port={} from={}:{} received={} hash={:016x} us={}",
             port,
             peer.addr,
             peer.port,
             received,
-            hash,
+            hash.finish(),
             us
         ),
         None => say!(
@@ -410,27 +413,6 @@ fn resolve(stack: &mut Stack, name: &[u8], ms: u64) -> Result<Option<[u8; 4]>, &
     Ok(out)
 }
 
-/// Fills `buf` with bytes `start..` of what the guest sends: byte i is
-/// i mod 251 (a prime, so the pattern does not line up with any
-/// power-of-two buffer size).
-fn fill_pattern(buf: &mut [u8], start: u64) {
-    let mut b = (start % 251) as u8;
-    for out in buf {
-        *out = b;
-        b = if b == 250 { 0 } else { b + 1 };
-    }
-}
-
-/// FNV-1a 32-bit, as for the blk sectors.
-fn fnv1a(mut hash: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
-const FNV_START: u32 = 0x811c_9dc5;
-
 /// A TCP socket with room for a scaled window each way. Nagle is off: with
 /// a window in flight it would hold the last, short segment of an exchange
 /// until the peer's (delayed) ACK.
@@ -440,6 +422,7 @@ fn new_socket() -> tcp::Socket<'static> {
         tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
     );
     socket.set_nagle_enabled(false);
+    socket.set_ack_delay(None);
     socket
 }
 
@@ -466,7 +449,9 @@ fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), 
         return Ok(());
     }
     let (mut sent, mut received) = (0u64, 0u64);
-    let (mut sent_hash, mut received_hash) = (FNV_START, FNV_START);
+    let frames_before = stack.card.frames();
+    let (mut sent_hash, mut received_hash) = (StreamHash::new(), StreamHash::new());
+    let pattern = Pattern::new();
     let mut established = false;
     let finished = stack.until(ms, |st| {
         let socket = st.sockets.get_mut::<tcp::Socket>(handle);
@@ -477,8 +462,8 @@ fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), 
                 let left = job.bytes - sent;
                 let wrote = socket.send(|buf| {
                     let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    fill_pattern(&mut buf[..n], sent);
-                    sent_hash = fnv1a(sent_hash, &buf[..n]);
+                    pattern.fill(&mut buf[..n], sent);
+                    sent_hash.update(&buf[..n]);
                     (n, n)
                 });
                 match wrote {
@@ -492,7 +477,7 @@ fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), 
         }
         while socket.can_recv() {
             let read = socket.recv(|buf| {
-                received_hash = fnv1a(received_hash, buf);
+                received_hash.update(buf);
                 (buf.len(), buf.len())
             });
             match read {
@@ -514,17 +499,20 @@ fn exchange(stack: &mut Stack, job: &Tcp, peer: [u8; 4], ms: u64) -> Result<(), 
         }
     })?;
     let us = (now() - begun).total_micros();
+    let (frames_in, frames_out) = stack.card.frames();
     let state = stack.sockets.get_mut::<tcp::Socket>(handle).state();
     match finished {
         Some(true) => say!(
-            "virtio: tcp {}:{} sent={} received={} sent-fnv1a32={:08x} received-fnv1a32={:08x} us={}",
+            "virtio: tcp {}:{} sent={} received={} sent-hash={:016x} received-hash={:016x} us={} frames-in={} frames-out={}",
             IpFmt(peer),
             job.port,
             sent,
             received,
-            sent_hash,
-            received_hash,
-            us
+            sent_hash.finish(),
+            received_hash.finish(),
+            us,
+            frames_in - frames_before.0,
+            frames_out - frames_before.1
         ),
         Some(false) => say!(
             "virtio: tcp FAIL {}:{} refused or reset before connecting",

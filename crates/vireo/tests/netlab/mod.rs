@@ -1,6 +1,6 @@
 //! What the guest network tests share: a TCP echo server inside a named
-//! network namespace, and the FNV-1a checksums the `virtio` guest prints
-//! for what it sent and received.
+//! network namespace, and the hash the `virtio` guest prints of what it
+//! sent and received.
 
 #![allow(dead_code)]
 
@@ -11,21 +11,61 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// FNV-1a 32-bit's starting value.
-pub const FNV_START: u32 = 0x811c_9dc5;
-
-/// FNV-1a 32-bit of `bytes`, continuing from `hash`.
-pub fn fnv1a(mut hash: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    hash
+/// The hash the `virtio` guest prints of a TCP stream (`sent-hash=`,
+/// `received-hash=`, `hash=`): FNV-1a 64 over the stream as little-endian
+/// 8-byte words, the last one zero-padded, then its length
+/// (guests/virtio/src/stream.rs), fed piece by piece.
+pub struct StreamHash {
+    hash: u64,
+    tail: Vec<u8>,
+    len: u64,
 }
 
-/// FNV-1a of the guest's pattern: byte i is i mod 251.
-pub fn pattern_hash(len: u64) -> u32 {
+const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+impl StreamHash {
+    pub fn new() -> Self {
+        Self {
+            hash: 0xcbf2_9ce4_8422_2325,
+            tail: Vec::new(),
+            len: 0,
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        self.tail.extend_from_slice(bytes);
+        let whole = self.tail.len() / 8 * 8;
+        for w in self.tail[..whole].chunks_exact(8) {
+            let word = u64::from_le_bytes(w.try_into().unwrap());
+            self.hash = (self.hash ^ word).wrapping_mul(FNV64_PRIME);
+        }
+        self.tail.drain(..whole);
+    }
+
+    /// As the guest prints it: 16 lowercase hex digits.
+    pub fn finish(&self) -> String {
+        let mut hash = self.hash;
+        if !self.tail.is_empty() {
+            let mut word = [0u8; 8];
+            word[..self.tail.len()].copy_from_slice(&self.tail);
+            hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(FNV64_PRIME);
+        }
+        format!("{:016x}", (hash ^ self.len).wrapping_mul(FNV64_PRIME))
+    }
+}
+
+/// [`StreamHash`] of `bytes`.
+pub fn stream_hash(bytes: &[u8]) -> String {
+    let mut h = StreamHash::new();
+    h.update(bytes);
+    h.finish()
+}
+
+/// [`StreamHash`] of the guest's pattern: byte i is i mod 251.
+pub fn pattern_hash(len: u64) -> String {
     let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-    fnv1a(FNV_START, &bytes)
+    stream_hash(&bytes)
 }
 
 /// The value after `key` on the first line that starts with `prefix`.
@@ -39,12 +79,12 @@ pub fn field<'a>(text: &'a str, prefix: &str, key: &str) -> Option<&'a str> {
 /// A TCP echo server on `bind` inside network namespace `netns` (a name
 /// under /run/netns) for `connections` connections: each is read to its
 /// end, echoing as it goes, then closed. Sends back (peer, bytes
-/// received, FNV-1a of them) per connection. Returns once it listens.
+/// received, their [`StreamHash`]) per connection. Returns once it listens.
 pub fn echo_server(
     netns: &str,
     bind: SocketAddr,
     connections: usize,
-) -> mpsc::Receiver<(SocketAddr, u64, u32)> {
+) -> mpsc::Receiver<(SocketAddr, u64, String)> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (tx, rx) = mpsc::channel();
     let path = format!("/run/netns/{netns}");
@@ -62,14 +102,14 @@ pub fn echo_server(
             };
             conn.set_read_timeout(Some(Duration::from_secs(30)))
                 .unwrap();
-            let (mut total, mut hash) = (0u64, FNV_START);
+            let (mut total, mut hash) = (0u64, StreamHash::new());
             let mut buf = [0u8; 4096];
             loop {
                 match conn.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         total += n as u64;
-                        hash = fnv1a(hash, &buf[..n]);
+                        hash.update(&buf[..n]);
                         if conn.write_all(&buf[..n]).is_err() {
                             break;
                         }
@@ -77,7 +117,7 @@ pub fn echo_server(
                 }
             }
             drop(conn);
-            let _ = tx.send((peer, total, hash));
+            let _ = tx.send((peer, total, hash.finish()));
         }
     });
     ready_rx

@@ -209,7 +209,7 @@ impl BlockHandler {
             // Idle: poll a little (only when nothing at all is in flight, so
             // no completion waits on the spin), then re-arm and re-check.
             if self.free_slots.len() == self.in_flight.len() {
-                match queue::poll_avail(&self.queues[qi].queue, &self.mem, queue::POLL_BUDGET) {
+                match queue::poll_avail(&self.queues[qi].queue, &self.mem, queue::poll_budget()) {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => return self.ring_broken(e),

@@ -306,7 +306,7 @@ impl NetHandler {
         let (interrupt, index) = (&self.interrupt, tx.index);
         let notify = || interrupt.notify_queue(index);
         let result =
-            queue::drain_polling(&mut tx.queue, mem, queue::POLL_BUDGET, notify, |chain| {
+            queue::drain_polling(&mut tx.queue, mem, queue::poll_budget(), notify, |chain| {
                 match TxFrame::parse(chain) {
                     Ok(frame) => match frame.write_to(mem, tap) {
                         Ok(_) => {
