@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 
 const DMA_PAGES: usize = 256;
-const HEAP_SIZE: usize = 12 * 1024 * 1024;
+const HEAP_SIZE: usize = 14 * 1024 * 1024;
 
 #[repr(C, align(4096))]
 struct Pages([u8; DMA_PAGES * PAGE_SIZE]);

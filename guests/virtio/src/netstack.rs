@@ -29,7 +29,7 @@ use smoltcp::wire::{
 const INGRESS_PER_ROUND: usize = 64;
 /// Each socket's receive and send buffer: above 64 KiB, so smoltcp offers
 /// window scaling and a whole window can be in flight.
-const TCP_BUFFER: usize = 512 * 1024;
+const TCP_BUFFER: usize = 1024 * 1024;
 /// What the application loops move per call.
 const CHUNK: usize = 64 * 1024;
 
