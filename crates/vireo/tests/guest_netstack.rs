@@ -270,14 +270,15 @@ fn long_segments_go_whole_through_the_tap_and_come_back() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the server saw the connection");
     assert_eq!((got, got_hash), (bytes, hash));
-    // 1460-byte segments would take 5746 frames each way; long ones a
-    // few hundred, ACKs included.
+    // 1460-byte segments would take 5746 data frames each way (and the
+    // guest's ACKs on top of its own); long ones 128, and the host sends
+    // what its TCP batches (seen: 100 to 1500 frames, ACKs included).
     for key in ["frames-out=", "frames-in="] {
         let frames: u64 = field(&r.stdout, "virtio: tcp ", key)
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{key} on the tcp line\n{}", r.describe()));
         assert!(
-            frames < 1500,
+            frames < 4000,
             "{key}{frames}: segments were not long\n{}",
             r.describe()
         );
