@@ -9,7 +9,7 @@ use std::sync::{mpsc, Mutex, OnceLock};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::{sigsys, ThreadKind, Violation, EXIT_SECCOMP};
+use crate::{sigsys, Violation, EXIT_SECCOMP};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -20,8 +20,9 @@ struct Launcher {
 
 static LAUNCHER: OnceLock<Launcher> = OnceLock::new();
 
-/// Start the launcher thread. `reports` is the read end of the SIGSYS
-/// handler's pipe (kill mode only).
+/// Start the launcher thread, from the main thread once it runs under the
+/// launcher's filter. `reports` is the read end of the SIGSYS handler's
+/// pipe (kill mode only).
 pub(crate) fn start(
     reports: Option<OwnedFd>,
     on_violation: Box<dyn Fn(&Violation) + Send>,
@@ -37,10 +38,8 @@ pub(crate) fn start(
     std::thread::Builder::new()
         .name("vireo-launcher".into())
         .spawn(move || {
-            if let Err(e) = crate::confine_current(ThreadKind::Launcher) {
-                eprintln!("vireo: {e}");
-                std::process::abort();
-            }
+            // The main thread's filter, inherited, is the launcher's.
+            crate::confine_launcher();
             serve(&wake, reports.as_ref(), on_violation.as_ref());
         })?;
     Ok(())

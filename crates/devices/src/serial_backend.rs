@@ -194,10 +194,14 @@ impl SerialBackend {
                     None => None,
                 };
                 opened.terminal = terminal;
-                opened.input = Some(SerialInput::new(InputSource::Stdin {
-                    fd: File::from(fd),
-                    escape,
-                }));
+                // Nothing ever comes from /dev/null (what services and
+                // benchmarks give a VMM): no thread to watch it.
+                if !is_dev_null(&fd) {
+                    opened.input = Some(SerialInput::new(InputSource::Stdin {
+                        fd: File::from(fd),
+                        escape,
+                    }));
+                }
             }
             Self::File(path) => {
                 let file =
@@ -701,6 +705,19 @@ pub(crate) fn open_pty() -> io::Result<Pty> {
         slave,
         path,
     })
+}
+
+/// Whether `fd` is the null device (character device 1:3), which reads
+/// as an immediate end of input.
+fn is_dev_null(fd: &impl AsFd) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a whole stat into `st` when it returns 0.
+    if unsafe { libc::fstat(fd.as_fd().as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstat returned 0.
+    let st = unsafe { st.assume_init() };
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ fn prctl(what: &str, option: libc::c_int, arg: libc::c_ulong) -> Result<(), Erro
 /// set of credentials, about 1.5 µs each, 41 of them). A capability
 /// already dropped is passed over: reading costs no new credentials.
 pub(crate) fn drop_bounding_set() -> Result<(), Error> {
+    // Both processes come here again from drop_all after the fork: 42
+    // more reads each, for nothing (the flag is copied by the fork).
+    if BOUNDING_SET_EMPTY.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     // EINVAL marks the first number past the kernel's last capability.
     for cap in 0..64 {
         // SAFETY: PR_CAPBSET_READ takes a capability number.
@@ -64,8 +69,13 @@ pub(crate) fn drop_bounding_set() -> Result<(), Error> {
             )));
         }
     }
+    BOUNDING_SET_EMPTY.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
+
+/// Set once this process's bounding set was emptied (it cannot grow back).
+static BOUNDING_SET_EMPTY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Drop to `uid`/`gid` with nothing else (see the module's documentation).
 pub(crate) fn drop_all(uid: u32, gid: u32) -> Result<(), Error> {

@@ -349,7 +349,8 @@ fn stdout_backend_reads_stdin() {
     }
     let opened = SerialBackend::Stdout.open(&evt()).unwrap();
     assert!(opened.terminal.is_none());
-    assert!(opened.input.is_some());
+    // cargo test's stdin may be /dev/null, which gets no input thread.
+    assert_eq!(opened.input.is_some(), !is_dev_null(&io::stdin()));
     assert!(opened.pty_path.is_none());
 }
 
@@ -430,4 +431,14 @@ fn write_bytewise_then_read_late(output: &mut impl Write, reader: &mut UnixStrea
     let mut got = vec![0u8; text.len()];
     reader.read_exact(&mut got).unwrap();
     assert_eq!(got, text);
+}
+
+#[test]
+fn only_the_null_device_counts_as_no_input() {
+    let null = File::open("/dev/null").unwrap();
+    assert!(is_dev_null(&null));
+    let zero = File::open("/dev/zero").unwrap();
+    assert!(!is_dev_null(&zero));
+    let (a, _b) = UnixStream::pair().unwrap();
+    assert!(!is_dev_null(&a));
 }
