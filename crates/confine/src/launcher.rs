@@ -52,9 +52,11 @@ where
     R: Send + 'static,
 {
     let launcher = match LAUNCHER.get() {
-        Some(l) if !sigsys::on_launcher() => l,
-        // On the launcher itself (a job that starts threads), or before
-        // it exists: nothing to hand over to.
+        Some(l) if !sigsys::on_launcher() && !on_main_thread() => l,
+        // On the launcher itself (a job that starts threads), on the main
+        // thread (which runs under the launcher's filter: what it starts
+        // inherits the same, and the boot's vCPUs start without a hand
+        // over), or before the launcher exists: nothing to hand over to.
         _ => return job(),
     };
     let (tx, rx) = mpsc::sync_channel(1);
@@ -117,4 +119,10 @@ fn serve(wake: &EventFd, reports: Option<&OwnedFd>, on_violation: &(dyn Fn(&Viol
             }
         }
     }
+}
+
+/// Whether the calling thread is the process's main thread (its thread id
+/// is the process id, in any PID namespace).
+fn on_main_thread() -> bool {
+    crate::placement::gettid() == std::process::id() as libc::pid_t
 }
