@@ -211,19 +211,14 @@ fn guest_gets_a_lease_resolves_a_name_and_its_bytes_come_back() {
     );
 }
 
-#[test]
-fn an_exchange_outlasts_the_ring_indexes_wrapping() {
-    // 100 MB each way is more than 65536 full segments: both queues'
-    // available and used indexes wrap while the guest keeps its windows in
-    // flight and rings doorbells only when the device asks. (Without
-    // offloads: a 64 KiB segment a frame would take 4 GB to wrap them.)
-    let Some(lab) = Lab::new("w") else {
-        return;
-    };
+/// Runs the guest at `ip` (with `extra` command-line words) through a TCP
+/// exchange of `bytes` each way with the host's echo server; checks that
+/// every byte came back and that the server got them all. Returns the run
+/// and the TCP line's frame counts (sent, received).
+fn echo_exchange(lab: &Lab, ip: &str, extra: &str, bytes: u64) -> (RunResult, u64, u64) {
     let served = lab.echo_server(1);
-    let bytes = 100_000_000u64;
     let r = lab.vireo(&format!(
-        "net.ip=192.0.2.21/24 net.offloads=off net.timeout-ms=50000 net.tcp=192.0.2.1:{ECHO_PORT},bytes={bytes}"
+        "net.ip={ip}/24 net.timeout-ms=50000 {extra} net.tcp=192.0.2.1:{ECHO_PORT},bytes={bytes}"
     ));
     assert_eq!(r.code, Some(0), "{}", r.describe());
     let hash = pattern_hash(bytes);
@@ -234,16 +229,28 @@ fn an_exchange_outlasts_the_ring_indexes_wrapping() {
     let (_, got, got_hash) = served
         .recv_timeout(Duration::from_secs(10))
         .expect("the server saw the connection");
-    assert_eq!(got, bytes);
-    assert_eq!(got_hash, hash);
+    assert_eq!((got, got_hash), (bytes, hash));
+    let frames = |key: &str| -> u64 {
+        field(&r.stdout, "virtio: tcp ", key)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{key} on the tcp line\n{}", r.describe()))
+    };
+    let (out, into) = (frames("frames-out="), frames("frames-in="));
+    (r, out, into)
+}
+
+#[test]
+fn an_exchange_outlasts_the_ring_indexes_wrapping() {
+    // 100 MB each way is more than 65536 full segments: both queues'
+    // available and used indexes wrap while the guest keeps its windows in
+    // flight and rings doorbells only when the device asks. (Without
+    // offloads: a 64 KiB segment a frame would take 4 GB to wrap them.)
+    let Some(lab) = Lab::new("w") else {
+        return;
+    };
+    let (r, sent, _) = echo_exchange(&lab, "192.0.2.21", "net.offloads=off", 100_000_000);
     assert!(r.stdout.contains("offloads=none"), "{}", r.describe());
-    let frames: u64 = field(&r.stdout, "virtio: tcp ", "frames-out=")
-        .and_then(|n| n.parse().ok())
-        .expect("frames-out on the tcp line");
-    assert!(
-        frames > 65_536,
-        "{frames} frames sent: the rings did not wrap"
-    );
+    assert!(sent > 65_536, "{sent} frames sent: the rings did not wrap");
 }
 
 /// With the TAP's offloads, the guest sends and receives TCP 64 KiB to a
@@ -254,32 +261,15 @@ fn long_segments_go_whole_through_the_tap_and_come_back() {
     let Some(lab) = Lab::new("t") else {
         return;
     };
-    let served = lab.echo_server(1);
-    let bytes = 8u64 << 20;
-    let r = lab.vireo(&format!(
-        "net.ip=192.0.2.22/24 net.timeout-ms=20000 net.tcp=192.0.2.1:{ECHO_PORT},bytes={bytes}"
-    ));
-    assert_eq!(r.code, Some(0), "{}", r.describe());
+    let (r, sent, received) = echo_exchange(&lab, "192.0.2.22", "", 8 << 20);
     assert!(r.stdout.contains("offloads=csum,tso4"), "{}", r.describe());
-    let hash = pattern_hash(bytes);
-    let line = format!(
-        "virtio: tcp 192.0.2.1:{ECHO_PORT} sent={bytes} received={bytes} sent-hash={hash} received-hash={hash}"
-    );
-    assert!(r.stdout.contains(&line), "want {line}\n{}", r.describe());
-    let (_, got, got_hash) = served
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the server saw the connection");
-    assert_eq!((got, got_hash), (bytes, hash));
     // 1460-byte segments would take 5746 data frames each way (and the
     // guest's ACKs on top of its own); long ones 128, and the host sends
     // what its TCP batches (seen: 100 to 1500 frames, ACKs included).
-    for key in ["frames-out=", "frames-in="] {
-        let frames: u64 = field(&r.stdout, "virtio: tcp ", key)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{key} on the tcp line\n{}", r.describe()));
+    for frames in [sent, received] {
         assert!(
             frames < 4000,
-            "{key}{frames}: segments were not long\n{}",
+            "{frames} frames: segments were not long\n{}",
             r.describe()
         );
     }
