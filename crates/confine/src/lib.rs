@@ -366,10 +366,7 @@ fn install_as(kind: ThreadKind, filter: ThreadKind) -> Result<(), Error> {
     if !is_active() {
         return Ok(());
     }
-    let name = std::thread::current()
-        .name()
-        .map(str::to_owned)
-        .unwrap_or_else(|| kind.label().to_owned());
+    let name = thread_name(kind);
     sigsys::set_thread_name(&name, kind == ThreadKind::Launcher);
     let refusals = refusals_of(filter)?;
     let filter = filter_of(filter)?;
@@ -385,16 +382,20 @@ fn install_as(kind: ThreadKind, filter: ThreadKind) -> Result<(), Error> {
     Ok(())
 }
 
+/// The calling thread's name, or `kind`'s label if it has none.
+fn thread_name(kind: ThreadKind) -> String {
+    std::thread::current()
+        .name()
+        .map_or_else(|| kind.label().to_owned(), str::to_owned)
+}
+
 /// Name the launcher thread for the SIGSYS report. It installs no filter:
 /// the main thread started it under the launcher's own ([`init`]).
 pub(crate) fn confine_launcher() {
     if !is_active() {
         return;
     }
-    let name = std::thread::current()
-        .name()
-        .map(str::to_owned)
-        .unwrap_or_else(|| ThreadKind::Launcher.label().to_owned());
+    let name = thread_name(ThreadKind::Launcher);
     sigsys::set_thread_name(&name, true);
     #[cfg(debug_assertions)]
     fault_hook(ThreadKind::Launcher, &name);

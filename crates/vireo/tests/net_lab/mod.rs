@@ -163,19 +163,11 @@ pub fn virtio_domain(name: &str, cmdline: &str, devices: &str) -> String {
     )
 }
 
-/// The hash the `virtio` guest prints of a TCP stream: FNV-1a 64 over
-/// the stream as little-endian 8-byte words, the last one zero-padded,
-/// then its length (guests/virtio/src/stream.rs); 16 lowercase hex digits.
-pub fn stream_hash(bytes: &[u8]) -> String {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for w in bytes.chunks(8) {
-        let mut word = [0u8; 8];
-        word[..w.len()].copy_from_slice(w);
-        hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(PRIME);
-    }
-    format!("{:016x}", (hash ^ bytes.len() as u64).wrapping_mul(PRIME))
-}
+/// The hash the `virtio` guest prints of a TCP stream (the guest network
+/// tests' helpers compute it).
+#[path = "../netlab/mod.rs"]
+mod netlab;
+pub use netlab::stream_hash;
 
 /// The guest's pattern: byte i is i mod 251.
 pub fn pattern(len: usize) -> Vec<u8> {
