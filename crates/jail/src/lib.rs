@@ -21,6 +21,7 @@
 //! and resource limits (the management daemon's cgroups).
 
 mod keeper;
+pub mod mntns;
 pub mod netns;
 mod privileges;
 mod root;

@@ -34,8 +34,9 @@ fn last_error(what: &str) -> String {
     io_error(what, std::io::Error::last_os_error())
 }
 
-/// The namespace pinned at `path`, if a namespace file is mounted there.
-fn open_pinned(path: &Path) -> Option<OwnedFd> {
+/// The namespace pinned at `path`, if a namespace file is mounted there
+/// (of any kind: the caller's `setns` says if it is the wrong one).
+pub(crate) fn open_pinned(path: &Path) -> Option<OwnedFd> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)

@@ -1,0 +1,229 @@
+//! The template every jail's root is copied from: a mount namespace whose
+//! whole tree is one read-only tmpfs holding an empty `proc` directory,
+//! made by the first jailed VMM of a boot and pinned by a bind mount at
+//! [`TEMPLATE`] (as [`crate::netns`] pins the shared network namespace).
+//!
+//! A jailed VMM joins the template and unshares a mount namespace of its
+//! own from it: one mount to copy, on which it mounts its `/proc`. Making
+//! the same root per VMM means copying the host's whole mount tree, making
+//! it private, mounting a tmpfs, `pivot_root` (which visits every task on
+//! the host) and detaching the host's tree (an expedited RCU grace
+//! period): about 0.08 ms more of every jailed start on the project's
+//! hosts (`docs/security.md`). Nothing is shared between VMMs but that
+//! empty read-only file system, which none of them can write or remount
+//! (they hold no capability once jailed).
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+/// Where the template is pinned. The name carries the template's layout:
+/// a vireo that lays it out otherwise pins its own beside it.
+pub const TEMPLATE: &str = "/run/vireo/jail/root-1";
+
+fn io_error(what: &str, e: std::io::Error) -> String {
+    format!("{what}: {e}")
+}
+
+fn last_error(what: &str) -> String {
+    io_error(what, std::io::Error::last_os_error())
+}
+
+/// A descriptor of the template pinned at `path`, made and pinned first
+/// (its root mounted on `build_on`, a directory of the host's, in the
+/// template's namespace only) if none is there. Call as root, with one
+/// thread, in the host's mount namespace; the caller's namespaces, root
+/// and working directory are the host's again when this returns (the
+/// working directory `/`).
+pub fn template(path: &Path, build_on: &Path) -> Result<OwnedFd, String> {
+    if let Some(fd) = crate::netns::open_pinned(path) {
+        return Ok(fd);
+    }
+    let dir = path.parent().ok_or("the pin has no directory")?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| io_error(&format!("mkdir {}", dir.display()), e))?;
+    // One maker at a time; the others then find its pin.
+    let lock = File::create(dir.join(".lock"))
+        .map_err(|e| io_error(&format!("creating {}/.lock", dir.display()), e))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(last_error("locking the pin"));
+    }
+    if let Some(fd) = crate::netns::open_pinned(path) {
+        return Ok(fd);
+    }
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o444)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_error(&format!("creating {}", path.display()), e))?;
+    let made = build(build_on)?;
+    pin(&made, path, dir)?;
+    crate::netns::open_pinned(path)
+        .ok_or_else(|| format!("{} holds no namespace after mounting one", path.display()))
+}
+
+/// Make the template's namespace and come back to the host's: a
+/// descriptor of it.
+fn build(build_on: &Path) -> Result<OwnedFd, String> {
+    let host = File::open("/proc/thread-self/ns/mnt")
+        .map_err(|e| io_error("opening this thread's mount namespace", e))?;
+    // SAFETY: unshare changes only this (single-threaded) process's mount
+    // namespace, which is restored below.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(last_error("unshare(CLONE_NEWNS)"));
+    }
+    let made = File::open("/proc/thread-self/ns/mnt")
+        .map(OwnedFd::from)
+        .map_err(|e| io_error("opening the new mount namespace", e));
+    // Only a real pivot_root will do: a template whose root was chrooted
+    // into (a host running from its initramfs) would give every VMM that
+    // joins it the host's tree as its root.
+    let built = made.and_then(|made| {
+        crate::root::make_root(build_on, crate::root::Make::Template)
+            .map(|()| made)
+            .map_err(|e| e.to_string())
+    });
+    // SAFETY: a namespace descriptor opened above.
+    if unsafe { libc::setns(host.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        // This process is in a namespace it did not ask for; the caller
+        // is about to enter one anyway, but must not go on half made.
+        return Err(last_error("returning to the host's mount namespace"));
+    }
+    built
+}
+
+/// Bind-mount the namespace `made` on `path`. The kernel refuses a mount
+/// namespace's file on a mount that propagates (a loop could form); where
+/// `/run` is shared (systemd), `dir` is made a private mount of its own
+/// first, as `unshare --mount=FILE` asks of its users.
+fn pin(made: &OwnedFd, path: &Path, dir: &Path) -> Result<(), String> {
+    let cstring = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| "a NUL in a path");
+    let target = cstring(path)?;
+    let source = CString::new(format!("/proc/self/fd/{}", made.as_raw_fd()))
+        .map_err(|_| "a NUL in a path")?;
+    let bind = |src: &CString, dst: &CString, flags: libc::c_ulong| {
+        // SAFETY: two NUL-terminated strings; no type or data.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    match bind(&source, &target, libc::MS_BIND) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
+            return Err(io_error(
+                &format!("pinning the namespace on {}", path.display()),
+                e,
+            ))
+        }
+        Err(_) => {}
+    }
+    let dir = cstring(dir)?;
+    bind(&dir, &dir, libc::MS_BIND)
+        .and_then(|()| bind(&dir, &dir, libc::MS_PRIVATE))
+        .and_then(|()| bind(&source, &target, libc::MS_BIND))
+        .map_err(|e| {
+            io_error(
+                &format!(
+                    "pinning the namespace on {} (its directory made private)",
+                    path.display()
+                ),
+                e,
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn one_template_is_made_pinned_and_then_found() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            testkit::skip("making a mount namespace needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("vireo-mntns-{}", std::process::id()));
+        let build_on = dir.join("on");
+        fs::create_dir_all(&build_on).unwrap();
+        let path = dir.join("pin").join("root");
+        let host = fs::metadata("/proc/thread-self/ns/mnt").unwrap().ino();
+        let first = template(&path, &build_on).unwrap();
+        let again = template(&path, &build_on).unwrap();
+        let inode = |fd: &OwnedFd| {
+            File::from(fd.try_clone().unwrap())
+                .metadata()
+                .unwrap()
+                .ino()
+        };
+        assert_eq!(
+            inode(&first),
+            inode(&again),
+            "the pin is found, not made again"
+        );
+        assert_ne!(inode(&first), host, "the host's own namespace");
+        assert_eq!(
+            fs::metadata("/proc/thread-self/ns/mnt").unwrap().ino(),
+            host,
+            "the caller's namespace is unchanged"
+        );
+        assert!(
+            fs::read_dir(&build_on).unwrap().next().is_none(),
+            "the host's directory shows nothing of the template"
+        );
+        // Inside (a thread with a root of its own joins it): one
+        // read-only tmpfs holding only an empty `proc`.
+        let fd = first.try_clone().unwrap();
+        let (entries, proc_entries, write) = std::thread::spawn(move || {
+            // SAFETY: this thread's own file system state, then its mount
+            // namespace; the thread ends right after.
+            unsafe {
+                assert_eq!(libc::unshare(libc::CLONE_FS), 0);
+                assert_eq!(libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNS), 0);
+            }
+            let names = |p: &str| -> Vec<String> {
+                fs::read_dir(p)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            };
+            (
+                names("/"),
+                names("/proc"),
+                fs::create_dir("/x").unwrap_err().raw_os_error(),
+            )
+        })
+        .join()
+        .unwrap();
+        assert_eq!(entries, ["proc"]);
+        assert!(proc_entries.is_empty(), "{proc_entries:?}");
+        assert_eq!(write, Some(libc::EROFS));
+        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        assert_eq!(rc, 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
