@@ -27,6 +27,10 @@ use crate::{os_error, single_threaded, Error, Jail};
 const TAG_TIDS: u8 = b'T';
 /// The exit status file's text: the tag, then the bytes.
 const TAG_EXIT: u8 = b'X';
+/// The plan of a keeper forked early: the tag, the uid and gid (LE u32),
+/// then each path as a LE u32 length and its bytes: the exit status's
+/// (length 0 for none), then the sockets to remove.
+const TAG_PLAN: u8 = b'P';
 /// The keeper's "go on" after it has set itself up.
 const GO: u8 = b'g';
 /// Largest message either side sends.
@@ -102,6 +106,48 @@ pub fn fork_keeper(jail: &Jail, plan: KeeperPlan) -> Result<Keeper, Error> {
     Ok(keeper)
 }
 
+/// [`fork_keeper`] as the very first thing a process does, before it has
+/// parsed its arguments: the keeper then holds a copy of almost nothing
+/// (its fork copies few page tables, the VMM copies few of its pages on
+/// writing them, and the keeper's exit has little to tear down), and
+/// learns its plan later from [`Keeper::send_plan`]. `None` where this
+/// process cannot make the PID namespace (not root, more than one
+/// thread, no permission): it then goes on unforked, and [`fork_keeper`]
+/// says why once the arguments are known.
+pub fn fork_keeper_early() -> Option<Keeper> {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } != 0 || single_threaded().is_err() {
+        return None;
+    }
+    crate::privileges::drop_bounding_set().ok()?;
+    let (keeper_end, vmm_end) = socket_pair().ok()?;
+    // SAFETY: affects only the children this process makes from now on.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return None;
+    }
+    // SAFETY: one thread (checked above), so the child's copy of the
+    // process is consistent.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return None;
+    }
+    if pid > 0 {
+        drop(vmm_end);
+        // SAFETY: no arguments, no effect beyond scheduling.
+        unsafe { libc::sched_yield() };
+        let sfd = block_signals();
+        let (jail, plan) = await_plan(pid, &keeper_end, sfd);
+        serve_planned(pid, keeper_end, sfd, &jail, &plan);
+    }
+    drop(keeper_end);
+    let keeper = Keeper {
+        link: vmm_end,
+        turn: Mutex::new(()),
+    };
+    keeper.arm_death_signal().ok()?;
+    Some(keeper)
+}
+
 fn read(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
     loop {
         // SAFETY: `buf` is writable for its length.
@@ -122,6 +168,21 @@ fn write(fd: RawFd, buf: &[u8]) -> bool {
 }
 
 impl Keeper {
+    /// Tell a keeper from [`fork_keeper_early`] whom to run as and what to
+    /// do at the end, once the arguments are known; then
+    /// [`Keeper::wait_ready`] as with [`fork_keeper`].
+    pub fn send_plan(&self, jail: &Jail, plan: &KeeperPlan) -> Result<(), Error> {
+        let message = encode_plan(jail, plan).ok_or_else(|| Error::Setup {
+            what: "handing the keeper its plan".into(),
+            source: io::Error::other("a path is too long"),
+        })?;
+        if write(self.link.as_raw_fd(), &message) {
+            Ok(())
+        } else {
+            Err(os_error("handing the keeper its plan"))
+        }
+    }
+
     /// Wait until the keeper has set itself up (dropped its privileges,
     /// checked that it can write the exit status). Should it have failed,
     /// it has said why in one line, and this process exits with code 2.
@@ -219,6 +280,13 @@ fn signal_set(signals: &[libc::c_int]) -> libc::sigset_t {
 
 /// The keeper's life: set up, let the VMM go on, serve it, exit as it did.
 fn serve(child: libc::pid_t, link: OwnedFd, jail: &Jail, plan: &KeeperPlan) -> ! {
+    let sfd = block_signals();
+    serve_planned(child, link, sfd, jail, plan)
+}
+
+/// Block the signals the keeper forwards, and SIGCHLD, and take them
+/// from a signalfd (negative if none could be made).
+fn block_signals() -> RawFd {
     let mut all = FORWARDED.to_vec();
     all.push(libc::SIGCHLD);
     let set = signal_set(&all);
@@ -231,6 +299,110 @@ fn serve(child: libc::pid_t, link: OwnedFd, jail: &Jail, plan: &KeeperPlan) -> !
     if sfd < 0 {
         eprintln!("vireo: keeper: signalfd: {}", io::Error::last_os_error());
     }
+    sfd
+}
+
+/// Wait, forwarding signals, for the plan of an early keeper; should the
+/// child end first (a usage error, `--help`), exit as it did.
+fn await_plan(child: libc::pid_t, link: &OwnedFd, sfd: RawFd) -> (Jail, KeeperPlan) {
+    let mut link_open = true;
+    loop {
+        if let Some(status) = reaped(child) {
+            exit_as(status);
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if link_open { link.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // The child is still root here: a signal reaches it at once.
+        // SAFETY: two valid pollfds (a negative fd is skipped).
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if fds[0].revents != 0 {
+            for sig in take_signals(sfd) {
+                // SAFETY: kill with a valid pid and signal.
+                unsafe { libc::kill(child, sig) };
+            }
+        }
+        if fds[1].revents != 0 {
+            match receive(link, 0) {
+                Ok(m) if m.is_empty() => link_open = false,
+                Ok(m) => {
+                    if let Some(planned) = decode_plan(&m) {
+                        return planned;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => link_open = false,
+            }
+        }
+    }
+}
+
+fn encode_plan(jail: &Jail, plan: &KeeperPlan) -> Option<Vec<u8>> {
+    let mut m = vec![TAG_PLAN];
+    m.extend_from_slice(&jail.uid.to_le_bytes());
+    m.extend_from_slice(&jail.gid.to_le_bytes());
+    let paths = std::iter::once(plan.exit_status.as_deref().unwrap_or(Path::new("")))
+        .chain(plan.remove_on_exit.iter().map(PathBuf::as_path));
+    for p in paths {
+        let bytes = p.as_os_str().as_bytes();
+        m.extend_from_slice(&u32::try_from(bytes.len()).ok()?.to_le_bytes());
+        m.extend_from_slice(bytes);
+    }
+    (m.len() <= MAX_MESSAGE).then_some(m)
+}
+
+fn decode_plan(m: &[u8]) -> Option<(Jail, KeeperPlan)> {
+    use std::ffi::OsStr;
+    let (&tag, mut rest) = m.split_first()?;
+    if tag != TAG_PLAN {
+        return None;
+    }
+    let u32_le = |rest: &mut &[u8]| -> Option<u32> {
+        let (head, tail) = rest.split_first_chunk::<4>()?;
+        *rest = tail;
+        Some(u32::from_le_bytes(*head))
+    };
+    let uid = u32_le(&mut rest)?;
+    let gid = u32_le(&mut rest)?;
+    let mut paths = Vec::new();
+    while !rest.is_empty() {
+        let len = usize::try_from(u32_le(&mut rest)?).ok()?;
+        let (path, tail) = rest.split_at_checked(len)?;
+        paths.push(PathBuf::from(OsStr::from_bytes(path)));
+        rest = tail;
+    }
+    let mut paths = paths.into_iter();
+    let exit_status = paths.next()?;
+    let jail = Jail {
+        dir: PathBuf::new(),
+        uid,
+        gid,
+    };
+    let plan = KeeperPlan {
+        exit_status: (!exit_status.as_os_str().is_empty()).then_some(exit_status),
+        remove_on_exit: paths.collect(),
+    };
+    Some((jail, plan))
+}
+
+/// The keeper's life once it knows its plan: drop privileges, let the VMM
+/// go on, serve it, exit as it did.
+fn serve_planned(
+    child: libc::pid_t,
+    link: OwnedFd,
+    sfd: RawFd,
+    jail: &Jail,
+    plan: &KeeperPlan,
+) -> ! {
     // The exit status's directory is opened while still root and written
     // through the descriptor: the uid needs write access to it, not a
     // way through every directory above it.
@@ -427,26 +599,37 @@ fn take_signals(sfd: RawFd) -> Vec<libc::c_int> {
     }
 }
 
-/// Handle one message from the VMM; false when the link is closed.
-fn answer(child: libc::pid_t, link: &OwnedFd, status_text: &mut Option<Vec<u8>>) -> bool {
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    // SAFETY: `buf` is writable for its length.
+/// One message from `link` (`recv` with `flags`; empty when the link is
+/// closed). The buffer is not zeroed first: only the pages the message
+/// reaches are touched (zeroing 64 KiB was 16 page faults of the keeper's,
+/// on a jailed VMM's start-up path).
+fn receive(link: &OwnedFd, flags: libc::c_int) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::<u8>::with_capacity(MAX_MESSAGE);
+    // SAFETY: the buffer is writable for its capacity.
     let n = unsafe {
         libc::recv(
             link.as_raw_fd(),
             buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
+            buf.capacity(),
+            flags,
         )
     };
-    let Ok(n) = usize::try_from(n) else {
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: recv wrote `n` bytes, at most the capacity.
+    unsafe { buf.set_len(n) };
+    Ok(buf)
+}
+
+/// Handle one message from the VMM; false when the link is closed.
+fn answer(child: libc::pid_t, link: &OwnedFd, status_text: &mut Option<Vec<u8>>) -> bool {
+    let buf = match receive(link, libc::MSG_DONTWAIT) {
+        Ok(buf) => buf,
         // EAGAIN: nothing more for now.
-        return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+        Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
     };
-    if n == 0 {
+    let Some((&tag, body)) = buf.split_first() else {
         return false;
-    }
-    let (tag, body) = (buf[0], &buf[1..n]);
+    };
     match tag {
         TAG_TIDS => {
             let tids: Vec<i32> = body
@@ -569,4 +752,37 @@ fn exit_as(status: libc::c_int) -> ! {
         std::process::exit(128 + sig);
     }
     std::process::exit(libc::WEXITSTATUS(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_goes_to_the_keeper_whole() {
+        let jail = Jail {
+            dir: PathBuf::from("/j"),
+            uid: 41001,
+            gid: 41002,
+        };
+        for plan in [
+            KeeperPlan::default(),
+            KeeperPlan {
+                exit_status: Some("/run/x/exit.json".into()),
+                remove_on_exit: vec!["/run/x/api.sock".into(), "/tmp/é.sock".into()],
+            },
+        ] {
+            let (got_jail, got) = decode_plan(&encode_plan(&jail, &plan).unwrap()).unwrap();
+            assert_eq!((got_jail.uid, got_jail.gid), (41001, 41002));
+            assert_eq!(got.exit_status, plan.exit_status);
+            assert_eq!(got.remove_on_exit, plan.remove_on_exit);
+        }
+        // Cut short or tagged otherwise: no plan.
+        let whole = encode_plan(&jail, &KeeperPlan::default()).unwrap();
+        assert!(decode_plan(&whole[..6]).is_none());
+        assert!(decode_plan(&[TAG_EXIT, 1, 2]).is_none());
+        let mut long = whole.clone();
+        long.extend_from_slice(&9u32.to_le_bytes());
+        assert!(decode_plan(&long).is_none(), "a length past the end");
+    }
 }

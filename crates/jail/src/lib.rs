@@ -29,7 +29,7 @@ mod root;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use keeper::{fork_keeper, Keeper, KeeperPlan};
+pub use keeper::{fork_keeper, fork_keeper_early, Keeper, KeeperPlan};
 
 /// The uid and gid a jailed VMM runs as when none is given: `nobody` and
 /// `nogroup` on Debian-like systems.

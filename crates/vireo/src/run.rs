@@ -23,7 +23,9 @@ const EXIT_USAGE: u8 = 2;
 /// Exit code for a guest crash or a runtime failure.
 const EXIT_FAILURE: u8 = 1;
 
-pub fn run_command(mut args: RunArgs) -> ExitCode {
+/// `early_keeper` is the keeper `main` forked before parsing, for a
+/// `--jail` it saw among the arguments.
+pub fn run_command(mut args: RunArgs, early_keeper: Option<jail::Keeper>) -> ExitCode {
     // First, before this process opens descriptors of its own.
     if let Err(e) = vmm::check_inherited_taps(&args.net) {
         report(&e);
@@ -81,6 +83,12 @@ pub fn run_command(mut args: RunArgs) -> ExitCode {
             (None, None) => DriverPreload::IfInstalled(Vec::new()),
         },
     };
+    if args.jail.is_none() && early_keeper.is_some() {
+        // main saw `--jail` where the parser found none: never seen, but
+        // a VMM in a PID namespace without a jail is not what was asked.
+        eprintln!("vireo: --jail was seen among the arguments but not parsed as the flag");
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Some(dir) = &args.jail {
         let mut jail = jail::Jail {
             dir: dir.clone(),
@@ -100,7 +108,11 @@ pub fn run_command(mut args: RunArgs) -> ExitCode {
                 .map(|(_, p)| p.to_path_buf())
                 .collect(),
         };
-        match jail::fork_keeper(&jail, plan) {
+        let keeper = match early_keeper {
+            Some(keeper) => keeper.send_plan(&jail, &plan).map(|()| keeper),
+            None => jail::fork_keeper(&jail, plan),
+        };
+        match keeper {
             Ok(keeper) => {
                 ending.jail = Some(Jailed {
                     jail,
