@@ -302,6 +302,20 @@ fn block_signals() -> RawFd {
     sfd
 }
 
+/// Wait up to `timeout` ms (-1: no limit) for a signal on `sfd` or a
+/// message on `link` (skipped if negative): whether each is ready.
+fn wait_for(sfd: RawFd, link: RawFd, timeout: libc::c_int) -> (bool, bool) {
+    let watch = |fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut fds = [watch(sfd), watch(link)];
+    // SAFETY: two valid pollfds (a negative fd is skipped).
+    let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+    (fds[0].revents != 0, fds[1].revents != 0)
+}
+
 /// Wait, forwarding signals, for the plan of an early keeper; should the
 /// child end first (a usage error, `--help`), exit as it did.
 fn await_plan(child: libc::pid_t, link: &OwnedFd, sfd: RawFd) -> (Jail, KeeperPlan) {
@@ -310,28 +324,15 @@ fn await_plan(child: libc::pid_t, link: &OwnedFd, sfd: RawFd) -> (Jail, KeeperPl
         if let Some(status) = reaped(child) {
             exit_as(status);
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: sfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if link_open { link.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
         // The child is still root here: a signal reaches it at once.
-        // SAFETY: two valid pollfds (a negative fd is skipped).
-        let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if fds[0].revents != 0 {
+        let (signalled, message) = wait_for(sfd, if link_open { link.as_raw_fd() } else { -1 }, -1);
+        if signalled {
             for sig in take_signals(sfd) {
                 // SAFETY: kill with a valid pid and signal.
                 unsafe { libc::kill(child, sig) };
             }
         }
-        if fds[1].revents != 0 {
+        if message {
             match receive(link, 0) {
                 Ok(m) if m.is_empty() => link_open = false,
                 Ok(m) => {
@@ -432,29 +433,17 @@ fn serve_planned(
         if let Some(status) = reaped(child) {
             break status;
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: sfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: link.as_ref().map_or(-1, AsRawFd::as_raw_fd),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
         // A signal the VMM could not take yet (it was still root) is tried
         // again shortly.
         let timeout = if pending.is_empty() { -1 } else { 20 };
-        // SAFETY: two valid pollfds (a negative fd is skipped).
-        let _ = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
-        if fds[0].revents != 0 {
+        let link_fd = link.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        let (signalled, message) = wait_for(sfd, link_fd, timeout);
+        if signalled {
             pending.extend(take_signals(sfd));
         }
         // SAFETY: kill with a valid pid and signal.
         pending.retain(|&sig| unsafe { libc::kill(child, sig) } != 0);
-        if fds[1].revents != 0 {
+        if message {
             if let Some(fd) = &link {
                 if !answer(child, fd, &mut status_text) {
                     link = None;

@@ -23,6 +23,7 @@
 mod keeper;
 pub mod mntns;
 pub mod netns;
+mod pin;
 mod privileges;
 mod root;
 

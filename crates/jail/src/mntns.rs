@@ -14,23 +14,16 @@
 //! (they hold no capability once jailed).
 
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Where the template is pinned. The name carries the template's layout:
 /// a vireo that lays it out otherwise pins its own beside it.
 pub const TEMPLATE: &str = "/run/vireo/jail/root-1";
 
-fn io_error(what: &str, e: std::io::Error) -> String {
-    format!("{what}: {e}")
-}
-
-fn last_error(what: &str) -> String {
-    io_error(what, std::io::Error::last_os_error())
-}
+use crate::pin::{io_error, last_error};
 
 /// A descriptor of the template pinned at `path`, made and pinned first
 /// (its root mounted on `build_on`, a directory of the host's, in the
@@ -39,37 +32,11 @@ fn last_error(what: &str) -> String {
 /// and working directory are the host's again when this returns (the
 /// working directory `/`).
 pub fn template(path: &Path, build_on: &Path) -> Result<OwnedFd, String> {
-    if let Some(fd) = crate::netns::open_pinned(path) {
-        return Ok(fd);
-    }
-    let dir = path.parent().ok_or("the pin has no directory")?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| io_error(&format!("mkdir {}", dir.display()), e))?;
-    // One maker at a time; the others then find its pin.
-    let lock = File::create(dir.join(".lock"))
-        .map_err(|e| io_error(&format!("creating {}/.lock", dir.display()), e))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(last_error("locking the pin"));
-    }
-    if let Some(fd) = crate::netns::open_pinned(path) {
-        return Ok(fd);
-    }
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o444)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io_error(&format!("creating {}", path.display()), e))?;
-    let made = build(build_on)?;
-    pin(&made, path, dir)?;
-    crate::netns::open_pinned(path)
-        .ok_or_else(|| format!("{} holds no namespace after mounting one", path.display()))
+    crate::pin::found_or_made(path, |path| {
+        let made = build(build_on)?;
+        let dir = path.parent().ok_or("the pin has no directory")?;
+        pin(&made, path, dir)
+    })
 }
 
 /// Make the template's namespace and come back to the host's: a
@@ -156,6 +123,7 @@ fn pin(made: &OwnedFd, path: &Path, dir: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::MetadataExt;
 
     #[test]

@@ -14,77 +14,27 @@
 //! use it. `docs/security.md` says so.
 
 use std::ffi::CString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 /// Where the shared namespace is pinned.
 pub const SHARED: &str = "/run/vireo/netns/isolated";
 
-/// `statfs`'s type of a namespace file (`NSFS_MAGIC`).
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
-fn io_error(what: &str, e: std::io::Error) -> String {
-    format!("{what}: {e}")
-}
-
-fn last_error(what: &str) -> String {
-    io_error(what, std::io::Error::last_os_error())
-}
-
-/// The namespace pinned at `path`, if a namespace file is mounted there
-/// (of any kind: the caller's `setns` says if it is the wrong one).
-pub(crate) fn open_pinned(path: &Path) -> Option<OwnedFd> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .ok()?;
-    let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: fstatfs writes a whole `statfs` when it succeeds.
-    if unsafe { libc::fstatfs(file.as_raw_fd(), fs.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstatfs succeeded.
-    let fs = unsafe { fs.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // f_type's width differs by libc
-    (fs.f_type as i64 == NSFS_MAGIC).then(|| OwnedFd::from(file))
-}
+use crate::pin::{io_error, last_error};
 
 /// A descriptor of the shared empty network namespace pinned at `path`,
 /// made and pinned first if no namespace is there. Call as root, with one
 /// thread, in the host's mount namespace (so the pin is seen by the next
 /// VMM); the caller's own network namespace is unchanged.
 pub fn shared(path: &Path) -> Result<OwnedFd, String> {
-    if let Some(fd) = open_pinned(path) {
-        return Ok(fd);
-    }
-    let dir = path.parent().ok_or("the pin has no directory")?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| io_error(&format!("mkdir {}", dir.display()), e))?;
-    // One maker at a time; the others then find its pin.
-    let lock = File::create(dir.join(".lock"))
-        .map_err(|e| io_error(&format!("creating {}/.lock", dir.display()), e))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(last_error("locking the pin"));
-    }
-    if let Some(fd) = open_pinned(path) {
-        return Ok(fd);
-    }
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o444)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| io_error(&format!("creating {}", path.display()), e))?;
+    crate::pin::found_or_made(path, make)
+}
+
+/// Make an empty network namespace and pin it on `path`; this process
+/// stays in its own.
+fn make(path: &Path) -> Result<(), String> {
     let host = File::open("/proc/thread-self/ns/net")
         .map_err(|e| io_error("opening this thread's network namespace", e))?;
     // SAFETY: unshare changes only this (single-threaded) process's
@@ -100,9 +50,7 @@ pub fn shared(path: &Path) -> Result<OwnedFd, String> {
         // is about to enter one anyway, but must not go on half made.
         return Err(last_error("returning to the host's network namespace"));
     }
-    pinned?;
-    open_pinned(path)
-        .ok_or_else(|| format!("{} holds no namespace after mounting one", path.display()))
+    pinned
 }
 
 /// Bind-mount this thread's network namespace on `path`.
@@ -139,6 +87,7 @@ pub(crate) fn join(fd: &OwnedFd) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::MetadataExt;
 
     fn inode(fd: &OwnedFd) -> u64 {

@@ -1,0 +1,79 @@
+//! Namespaces pinned by a bind mount of their file, so the next jailed
+//! VMM finds them: the shared network namespace ([`crate::netns`]) and
+//! the jail's root template ([`crate::mntns`]), each made by the first
+//! jailed VMM of a boot, as `ip netns add` pins its own.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+/// `statfs`'s type of a namespace file (`NSFS_MAGIC`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// `what: error`, one line.
+pub(crate) fn io_error(what: &str, e: std::io::Error) -> String {
+    format!("{what}: {e}")
+}
+
+/// [`io_error`] with errno.
+pub(crate) fn last_error(what: &str) -> String {
+    io_error(what, std::io::Error::last_os_error())
+}
+
+/// The namespace pinned at `path`, if a namespace file is mounted there
+/// (of any kind: the caller's `setns` says if it is the wrong one).
+pub(crate) fn open_pinned(path: &Path) -> Option<OwnedFd> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let mut fs = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs writes a whole `statfs` when it succeeds.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), fs.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstatfs succeeded.
+    let fs = unsafe { fs.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs by libc
+    (fs.f_type as i64 == NSFS_MAGIC).then(|| OwnedFd::from(file))
+}
+
+/// The namespace pinned at `path`; if none is, `make` makes one and pins
+/// it there (on the empty file made for it). One maker at a time: the
+/// others wait on a lock beside the pin, then find the maker's pin.
+pub(crate) fn found_or_made(
+    path: &Path,
+    make: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<OwnedFd, String> {
+    if let Some(fd) = open_pinned(path) {
+        return Ok(fd);
+    }
+    let dir = path.parent().ok_or("the pin has no directory")?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| io_error(&format!("mkdir {}", dir.display()), e))?;
+    let lock = File::create(dir.join(".lock"))
+        .map_err(|e| io_error(&format!("creating {}/.lock", dir.display()), e))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(last_error("locking the pin"));
+    }
+    if let Some(fd) = open_pinned(path) {
+        return Ok(fd);
+    }
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o444)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_error(&format!("creating {}", path.display()), e))?;
+    make(path)?;
+    open_pinned(path)
+        .ok_or_else(|| format!("{} holds no namespace after mounting one", path.display()))
+}
