@@ -12,21 +12,30 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// The hash the `virtio` guest prints of a TCP stream (`sent-hash=`,
-/// `received-hash=`, `hash=`): FNV-1a 64 over the stream as little-endian
-/// 8-byte words, the last one zero-padded, then its length
-/// (guests/virtio/src/stream.rs), fed piece by piece.
+/// `received-hash=`, `hash=`), fed piece by piece: the stream as
+/// little-endian 8-byte words, word i hashed with FNV-1a 64 into lane
+/// i mod 4 (lane k starting from the offset basis plus k), then the four
+/// lanes, the zero-padded partial last word if any and the length hashed
+/// into the offset basis (guests/virtio/src/stream.rs).
 pub struct StreamHash {
-    hash: u64,
+    lanes: [u64; 4],
+    words: u64,
     tail: Vec<u8>,
     len: u64,
 }
 
 const FNV64_PRIME: u64 = 0x0000_0100_0000_01b3;
+const FNV64_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv64(hash: u64, word: u64) -> u64 {
+    (hash ^ word).wrapping_mul(FNV64_PRIME)
+}
 
 impl StreamHash {
     pub fn new() -> Self {
         Self {
-            hash: 0xcbf2_9ce4_8422_2325,
+            lanes: std::array::from_fn(|k| FNV64_OFFSET_BASIS.wrapping_add(k as u64)),
+            words: 0,
             tail: Vec::new(),
             len: 0,
         }
@@ -37,21 +46,25 @@ impl StreamHash {
         self.tail.extend_from_slice(bytes);
         let whole = self.tail.len() / 8 * 8;
         for w in self.tail[..whole].chunks_exact(8) {
-            let word = u64::from_le_bytes(w.try_into().unwrap());
-            self.hash = (self.hash ^ word).wrapping_mul(FNV64_PRIME);
+            let lane = (self.words % 4) as usize;
+            self.lanes[lane] = fnv64(self.lanes[lane], u64::from_le_bytes(w.try_into().unwrap()));
+            self.words += 1;
         }
         self.tail.drain(..whole);
     }
 
     /// As the guest prints it: 16 lowercase hex digits.
     pub fn finish(&self) -> String {
-        let mut hash = self.hash;
+        let mut hash = self
+            .lanes
+            .iter()
+            .fold(FNV64_OFFSET_BASIS, |h, &l| fnv64(h, l));
         if !self.tail.is_empty() {
             let mut word = [0u8; 8];
             word[..self.tail.len()].copy_from_slice(&self.tail);
-            hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(FNV64_PRIME);
+            hash = fnv64(hash, u64::from_le_bytes(word));
         }
-        format!("{:016x}", (hash ^ self.len).wrapping_mul(FNV64_PRIME))
+        format!("{:016x}", fnv64(hash, self.len))
     }
 }
 
