@@ -361,6 +361,11 @@ fn a_jailed_vmm_is_unprivileged_and_confined_on_every_thread() {
     let net = std::fs::metadata(format!("/proc/{vmm}/ns/net")).unwrap();
     let pinned = std::fs::metadata(jail::netns::SHARED).unwrap();
     assert_eq!((net.dev(), net.ino()), (pinned.dev(), pinned.ino()));
+    // Its mount namespace is a copy of the pinned template, not the
+    // template itself (crates/jail/src/mntns.rs).
+    let mnt = std::fs::metadata(format!("/proc/{vmm}/ns/mnt")).unwrap();
+    let template = std::fs::metadata(jail::mntns::TEMPLATE).unwrap();
+    assert_ne!((mnt.dev(), mnt.ino()), (template.dev(), template.ino()));
 
     // The API, from outside, reports the host's thread ids.
     assert_eq!(vm.ok("GET", "/vm", "")["state"], "running");
@@ -668,6 +673,16 @@ fn bad_jail_input_is_one_line_and_exit_code_2() {
         ),
         "not writable by uid 65534",
     );
+    // The keeper is forked before the arguments are parsed: a flag clap
+    // refuses still ends in one line and code 2 (from the VMM, which the
+    // keeper exits as), and --help still prints help and exits 0.
+    refused(
+        &args_with(kernel, &["--jail", jail, "--no-such-flag"]),
+        "--no-such-flag",
+    );
+    let help = run_vireo(&["run", "--jail", jail, "--help"], TIMEOUT);
+    assert_eq!(help.code, Some(0), "{}", help.describe());
+    assert!(help.stdout.contains("--jail"), "{}", help.describe());
     // And the jail's directory is left as it was.
     assert_eq!(std::fs::read_dir(jail).unwrap().count(), 0);
 }
