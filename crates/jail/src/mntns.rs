@@ -124,7 +124,6 @@ fn pin(made: &OwnedFd, path: &Path, dir: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::fs;
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn one_template_is_made_pinned_and_then_found() {
@@ -137,26 +136,8 @@ mod tests {
         let build_on = dir.join("on");
         fs::create_dir_all(&build_on).unwrap();
         let path = dir.join("pin").join("root");
-        let host = fs::metadata("/proc/thread-self/ns/mnt").unwrap().ino();
-        let first = template(&path, &build_on).unwrap();
-        let again = template(&path, &build_on).unwrap();
-        let inode = |fd: &OwnedFd| {
-            File::from(fd.try_clone().unwrap())
-                .metadata()
-                .unwrap()
-                .ino()
-        };
-        assert_eq!(
-            inode(&first),
-            inode(&again),
-            "the pin is found, not made again"
-        );
-        assert_ne!(inode(&first), host, "the host's own namespace");
-        assert_eq!(
-            fs::metadata("/proc/thread-self/ns/mnt").unwrap().ino(),
-            host,
-            "the caller's namespace is unchanged"
-        );
+        let first =
+            crate::pin::testing::made_once(&path, "mnt", || template(&path, &build_on).unwrap());
         assert!(
             fs::read_dir(&build_on).unwrap().next().is_none(),
             "the host's directory shows nothing of the template"
@@ -188,10 +169,6 @@ mod tests {
         assert_eq!(entries, ["proc"]);
         assert!(proc_entries.is_empty(), "{proc_entries:?}");
         assert_eq!(write, Some(libc::EROFS));
-        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path.
-        let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        assert_eq!(rc, 0);
-        fs::remove_dir_all(&dir).unwrap();
+        crate::pin::testing::unpin(&path, &dir);
     }
 }

@@ -87,15 +87,6 @@ pub(crate) fn join(fd: &OwnedFd) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
-    use std::os::unix::fs::MetadataExt;
-
-    fn inode(fd: &OwnedFd) -> u64 {
-        File::from(fd.try_clone().unwrap())
-            .metadata()
-            .unwrap()
-            .ino()
-    }
 
     #[test]
     fn one_empty_namespace_is_made_pinned_and_then_found() {
@@ -106,20 +97,7 @@ mod tests {
         }
         let dir = std::env::temp_dir().join(format!("vireo-netns-{}", std::process::id()));
         let path = dir.join("sub").join("isolated");
-        let host = fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
-        let first = shared(&path).unwrap();
-        let again = shared(&path).unwrap();
-        assert_eq!(
-            inode(&first),
-            inode(&again),
-            "the pin is found, not made again"
-        );
-        assert_ne!(inode(&first), host, "the host's own namespace");
-        assert_eq!(
-            fs::metadata("/proc/thread-self/ns/net").unwrap().ino(),
-            host,
-            "the caller's namespace is unchanged"
-        );
+        crate::pin::testing::made_once(&path, "net", || shared(&path).unwrap());
         let links = std::process::Command::new("nsenter")
             .arg(format!("--net={}", path.display()))
             .args(["ip", "-o", "link"])
@@ -131,10 +109,6 @@ mod tests {
             links.contains(": lo: ") && links.contains("state DOWN"),
             "{links}"
         );
-        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a NUL-terminated path.
-        let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        assert_eq!(rc, 0);
-        fs::remove_dir_all(&dir).unwrap();
+        crate::pin::testing::unpin(&path, &dir);
     }
 }

@@ -77,3 +77,53 @@ pub(crate) fn found_or_made(
     open_pinned(path)
         .ok_or_else(|| format!("{} holds no namespace after mounting one", path.display()))
 }
+
+/// What the pins' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::ffi::CString;
+    use std::fs::{self, File};
+    use std::os::fd::OwnedFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    fn inode(fd: &OwnedFd) -> u64 {
+        File::from(fd.try_clone().unwrap())
+            .metadata()
+            .unwrap()
+            .ino()
+    }
+
+    /// `make` twice at `path`: the second finds what the first made and
+    /// pinned, a namespace other than the caller's `kind` one (a name in
+    /// /proc/thread-self/ns), which is unchanged. Returns the first.
+    pub(crate) fn made_once(path: &Path, kind: &str, make: impl Fn() -> OwnedFd) -> OwnedFd {
+        let own = format!("/proc/thread-self/ns/{kind}");
+        let host = fs::metadata(&own).unwrap().ino();
+        let first = make();
+        let again = make();
+        assert_eq!(
+            inode(&first),
+            inode(&again),
+            "the pin is found, not made again"
+        );
+        assert_ne!(inode(&first), host, "the host's own namespace");
+        assert_eq!(
+            fs::metadata(&own).unwrap().ino(),
+            host,
+            "the caller's namespace is unchanged"
+        );
+        assert!(path.exists());
+        first
+    }
+
+    /// Unmount the pin at `path` and remove `dir`.
+    pub(crate) fn unpin(path: &Path, dir: &Path) {
+        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        assert_eq!(rc, 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
