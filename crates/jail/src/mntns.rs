@@ -34,8 +34,7 @@ use crate::pin::{io_error, last_error};
 pub fn template(path: &Path, build_on: &Path) -> Result<OwnedFd, String> {
     crate::pin::found_or_made(path, |path| {
         let made = build(build_on)?;
-        let dir = path.parent().ok_or("the pin has no directory")?;
-        pin(&made, path, dir)
+        pin(&made, path)
     })
 }
 
@@ -69,61 +68,95 @@ fn build(build_on: &Path) -> Result<OwnedFd, String> {
     built
 }
 
-/// Bind-mount the namespace `made` on `path`. The kernel refuses a mount
-/// namespace's file on a mount that propagates (a loop could form); where
-/// `/run` is shared (systemd), `dir` is made a private mount of its own
-/// first, as `unshare --mount=FILE` asks of its users.
-fn pin(made: &OwnedFd, path: &Path, dir: &Path) -> Result<(), String> {
-    let cstring = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| "a NUL in a path");
-    let target = cstring(path)?;
+/// Bind-mount the namespace `made` on `path`. (util-linux's `unshare
+/// --mount=FILE` asks for a pin's directory on a private mount; Linux 6.18
+/// takes one under a shared mount too, which the tests check, as /run is
+/// shared under systemd.)
+fn pin(made: &OwnedFd, path: &Path) -> Result<(), String> {
+    let target = CString::new(path.as_os_str().as_bytes()).map_err(|_| "a NUL in a path")?;
     let source = CString::new(format!("/proc/self/fd/{}", made.as_raw_fd()))
         .map_err(|_| "a NUL in a path")?;
-    let bind = |src: &CString, dst: &CString, flags: libc::c_ulong| {
-        // SAFETY: two NUL-terminated strings; no type or data.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+    // SAFETY: two NUL-terminated strings; no type or data.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
     };
-    match bind(&source, &target, libc::MS_BIND) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.raw_os_error() != Some(libc::EINVAL) => {
-            return Err(io_error(
-                &format!("pinning the namespace on {}", path.display()),
-                e,
-            ))
-        }
-        Err(_) => {}
+    if rc != 0 {
+        return Err(last_error(&format!(
+            "pinning the namespace on {}",
+            path.display()
+        )));
     }
-    let dir = cstring(dir)?;
-    bind(&dir, &dir, libc::MS_BIND)
-        .and_then(|()| bind(&dir, &dir, libc::MS_PRIVATE))
-        .and_then(|()| bind(&source, &target, libc::MS_BIND))
-        .map_err(|e| {
-            io_error(
-                &format!(
-                    "pinning the namespace on {} (its directory made private)",
-                    path.display()
-                ),
-                e,
-            )
-        })
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_pin_under_a_shared_mount_is_taken() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            testkit::skip("making a mount namespace needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("vireo-mntns-shared-{}", std::process::id()));
+        let (pin_dir, build_on) = (dir.join("pin"), dir.join("on"));
+        fs::create_dir_all(&pin_dir).unwrap();
+        fs::create_dir_all(&build_on).unwrap();
+        let listed = std::thread::spawn(move || {
+            // This thread's own mount namespace, private from the host's;
+            // in it the pin's directory is a shared mount, as /run is
+            // under systemd.
+            // SAFETY: this thread's file system state and mount namespace.
+            unsafe { assert_eq!(libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS), 0) };
+            let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+            let mount = |src: &CString, dst: &CString, flags| {
+                // SAFETY: NUL-terminated paths; no type or data.
+                let rc = unsafe {
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        flags,
+                        std::ptr::null(),
+                    )
+                };
+                assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+            };
+            let root = c(Path::new("/"));
+            mount(&root, &root, libc::MS_REC | libc::MS_PRIVATE);
+            let shared = c(&pin_dir);
+            mount(&shared, &shared, libc::MS_BIND);
+            mount(&shared, &shared, libc::MS_SHARED);
+            let path = pin_dir.join("root");
+            template(&path, &build_on).unwrap();
+            template(&path, &build_on).unwrap();
+            let info = fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+            let at = |p: &Path| -> Vec<String> {
+                info.lines()
+                    .filter(|l| l.split(' ').nth(4) == p.to_str())
+                    .map(String::from)
+                    .collect()
+            };
+            (at(&pin_dir), at(&path))
+        })
+        .join()
+        .unwrap();
+        let (dir_mounts, pins) = listed;
+        assert_eq!(dir_mounts.len(), 1, "{dir_mounts:?}");
+        assert!(dir_mounts[0].contains("shared:"), "{dir_mounts:?}");
+        assert_eq!(pins.len(), 1, "{pins:?}");
+        assert!(pins[0].contains(" nsfs "), "{pins:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn one_template_is_made_pinned_and_then_found() {
