@@ -13,10 +13,8 @@
 //! empty read-only file system, which none of them can write or remount
 //! (they hold no capability once jailed).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Where the template is pinned. The name carries the template's layout:
@@ -34,7 +32,7 @@ use crate::pin::{io_error, last_error};
 pub fn template(path: &Path, build_on: &Path) -> Result<OwnedFd, String> {
     crate::pin::found_or_made(path, |path| {
         let made = build(build_on)?;
-        pin(&made, path)
+        crate::pin::bind(&format!("/proc/self/fd/{}", made.as_raw_fd()), path)
     })
 }
 
@@ -68,37 +66,12 @@ fn build(build_on: &Path) -> Result<OwnedFd, String> {
     built
 }
 
-/// Bind-mount the namespace `made` on `path`. (util-linux's `unshare
-/// --mount=FILE` asks for a pin's directory on a private mount; Linux 6.18
-/// takes one under a shared mount too, which the tests check, as /run is
-/// shared under systemd.)
-fn pin(made: &OwnedFd, path: &Path) -> Result<(), String> {
-    let target = CString::new(path.as_os_str().as_bytes()).map_err(|_| "a NUL in a path")?;
-    let source = CString::new(format!("/proc/self/fd/{}", made.as_raw_fd()))
-        .map_err(|_| "a NUL in a path")?;
-    // SAFETY: two NUL-terminated strings; no type or data.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(last_error(&format!(
-            "pinning the namespace on {}",
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
     use std::fs;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn a_pin_under_a_shared_mount_is_taken() {

@@ -13,10 +13,8 @@
 //! listens on one, so only two VMMs both taken over by their guests could
 //! use it. `docs/security.md` says so.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Where the shared namespace is pinned.
@@ -42,7 +40,7 @@ fn make(path: &Path) -> Result<(), String> {
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(last_error("unshare(CLONE_NEWNET)"));
     }
-    let pinned = pin_current(path);
+    let pinned = crate::pin::bind("/proc/thread-self/ns/net", path);
     // SAFETY: a namespace descriptor opened above.
     let back = unsafe { libc::setns(host.as_raw_fd(), libc::CLONE_NEWNET) };
     if back != 0 {
@@ -51,28 +49,6 @@ fn make(path: &Path) -> Result<(), String> {
         return Err(last_error("returning to the host's network namespace"));
     }
     pinned
-}
-
-/// Bind-mount this thread's network namespace on `path`.
-fn pin_current(path: &Path) -> Result<(), String> {
-    let target = CString::new(path.as_os_str().as_bytes()).map_err(|_| "a NUL in the path")?;
-    // SAFETY: two NUL-terminated strings; no type or data.
-    let rc = unsafe {
-        libc::mount(
-            c"/proc/thread-self/ns/net".as_ptr(),
-            target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(last_error(&format!(
-            "pinning the namespace on {}",
-            path.display()
-        )));
-    }
-    Ok(())
 }
 
 /// Join the namespace `fd` names.

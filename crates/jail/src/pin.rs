@@ -3,8 +3,10 @@
 //! the jail's root template ([`crate::mntns`]), each made by the first
 //! jailed VMM of a boot, as `ip netns add` pins its own.
 
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -38,6 +40,33 @@ pub(crate) fn open_pinned(path: &Path) -> Option<OwnedFd> {
     let fs = unsafe { fs.assume_init() };
     #[allow(clippy::unnecessary_cast)] // f_type's width differs by libc
     (fs.f_type as i64 == NSFS_MAGIC).then(|| OwnedFd::from(file))
+}
+
+/// Bind-mount the namespace file `source` (a /proc path naming it) on
+/// `path`. (util-linux's `unshare --mount=FILE` asks for a mount
+/// namespace's pin on a private mount; Linux 6.18 takes one under a shared
+/// mount too, as /run is under systemd, which `mntns`'s tests check.)
+pub(crate) fn bind(source: &str, path: &Path) -> Result<(), String> {
+    let nul = |_| "a NUL in a path";
+    let source = CString::new(source).map_err(nul)?;
+    let target = CString::new(path.as_os_str().as_bytes()).map_err(nul)?;
+    // SAFETY: two NUL-terminated strings; no type or data.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(last_error(&format!(
+            "pinning the namespace on {}",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The namespace pinned at `path`; if none is, `make` makes one and pins
